@@ -1,0 +1,28 @@
+// Command fleetgate-dev runs the whole fleetgate system in one process with
+// nothing installed: an embedded Kafka-protocol broker on :9092 (kfake, data
+// kept in .fleetgate-data) and the MQTT frontend on :1883.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/fleetgate/fleetgate/pkg/devstack"
+	"github.com/fleetgate/fleetgate/pkg/service"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
+)
+
+func main() {
+	var cfg devstack.Config
+	done, err := service.Load("fleetgate-dev", "fleetgate on one machine: embedded Kafka plus the MQTT frontend.", &cfg, os.Args[1:], os.Stdout, os.Stderr)
+	if err == nil && !done {
+		log := telemetry.NewLogger(cfg.Frontend.Log, os.Stderr)
+		ctx, stop := service.SignalContext()
+		defer stop()
+		err = devstack.New(cfg, log, os.Stdout).Run(ctx)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fleetgate-dev:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,160 @@
+// Package frontend runs fleetgate's MQTT frontend: mochi-mqtt listeners for
+// TCP, TLS and WebSocket, the ingest hook that writes every PUBLISH to Kafka,
+// and the operations server.
+package frontend
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/ingest"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
+)
+
+// Config is the whole configuration of a frontend node.
+type Config struct {
+	Node     NodeConfig             `yaml:"node"`
+	MQTT     MQTTConfig             `yaml:"mqtt"`
+	Auth     AuthConfig             `yaml:"auth"`
+	Ingest   ingest.Config          `yaml:"ingest"`
+	Kafka    kafka.Config           `yaml:"kafka"`
+	Log      telemetry.LogConfig    `yaml:"log"`
+	HTTP     telemetry.ServerConfig `yaml:"http"`
+	Shutdown ShutdownConfig         `yaml:"shutdown"`
+}
+
+// NodeConfig identifies the node.
+type NodeConfig struct {
+	ID string `yaml:"id"`
+}
+
+// ShutdownConfig configures the drain on SIGTERM.
+type ShutdownConfig struct {
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// MQTTConfig configures the listeners and protocol limits.
+type MQTTConfig struct {
+	TCPAddr         string          `yaml:"tcp_addr"`
+	TLSAddr         string          `yaml:"tls_addr"`
+	TLSCertFile     string          `yaml:"tls_cert_file"`
+	TLSKeyFile      string          `yaml:"tls_key_file"`
+	TLSClientCAFile string          `yaml:"tls_client_ca_file"`
+	WSAddr          string          `yaml:"ws_addr"`
+	ConnectTimeout  time.Duration   `yaml:"connect_timeout"`
+	MaxPacketSize   config.ByteSize `yaml:"max_packet_size"`
+	ReceiveMaximum  int             `yaml:"receive_maximum"`
+	MaxClients      int64           `yaml:"max_clients"`
+	ReadBufferSize  int             `yaml:"read_buffer_size"`
+	WriteBufferSize int             `yaml:"write_buffer_size"`
+	WritesPending   int             `yaml:"max_client_writes_pending"`
+}
+
+// AuthConfig configures client authentication.
+type AuthConfig struct {
+	PasswordFile   string `yaml:"password_file"`
+	AllowAnonymous bool   `yaml:"allow_anonymous"`
+}
+
+// RegisterFlags registers every frontend flag.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	host, _ := os.Hostname()
+	fs.StringVar(&c.Node.ID, "node.id", host, "Identifier of this node, written into every record (fg.node); defaults to the host name.")
+	fs.DurationVar(&c.Shutdown.Timeout, "shutdown.timeout", 30*time.Second, "On SIGTERM, how long to wait for accepted publishes to reach Kafka and be acknowledged before closing connections and exiting.")
+	c.MQTT.RegisterFlags(fs)
+	c.Auth.RegisterFlags(fs)
+	c.Ingest.RegisterFlags(fs)
+	c.Kafka.RegisterFlags(fs)
+	c.Log.RegisterFlags(fs)
+	c.HTTP.RegisterFlags(fs, ":9464")
+}
+
+// RegisterFlags registers the "mqtt." flags.
+func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.TCPAddr, "mqtt.tcp-addr", ":1883", "Address of the plain TCP MQTT listener; empty disables it.")
+	fs.StringVar(&c.TLSAddr, "mqtt.tls-addr", ":8883", "Address of the TLS MQTT listener, enabled when mqtt.tls-cert-file and mqtt.tls-key-file are set.")
+	fs.StringVar(&c.TLSCertFile, "mqtt.tls-cert-file", "", "PEM certificate (chain) of the TLS listener.")
+	fs.StringVar(&c.TLSKeyFile, "mqtt.tls-key-file", "", "PEM private key of the TLS listener.")
+	fs.StringVar(&c.TLSClientCAFile, "mqtt.tls-client-ca-file", "", "PEM CA bundle; when set, TLS clients must present a certificate signed by it (mutual TLS).")
+	fs.StringVar(&c.WSAddr, "mqtt.ws-addr", "", "Address of the WebSocket MQTT listener (path /); empty disables it.")
+	fs.DurationVar(&c.ConnectTimeout, "mqtt.connect-timeout", 10*time.Second, "Time a new connection has to send its CONNECT packet before it is closed.")
+	c.MaxPacketSize = 256 << 10
+	fs.Var(&c.MaxPacketSize, "mqtt.max-packet-size", "Largest MQTT packet accepted; larger ones get DISCONNECT 0x95 (MQTT 5) or a closed connection. Must fit in a Kafka record.")
+	fs.IntVar(&c.ReceiveMaximum, "mqtt.receive-maximum", 256, "Receive Maximum announced to MQTT 5 clients: QoS 1/2 publishes a client may have awaiting Kafka. MQTT 3.1.1 clients are held to it by not reading their socket.")
+	fs.Int64Var(&c.MaxClients, "mqtt.max-clients", 0, "Maximum concurrent connections on this node; 0 means unlimited. Beyond it CONNECT gets 0x89 (server busy).")
+	fs.IntVar(&c.ReadBufferSize, "mqtt.read-buffer-size", 1024, "Per-connection read buffer, bytes. Smaller saves memory per idle connection.")
+	fs.IntVar(&c.WriteBufferSize, "mqtt.write-buffer-size", 1024, "Per-connection write buffer, bytes.")
+	fs.IntVar(&c.WritesPending, "mqtt.max-client-writes-pending", 64, "Outbound packets mochi may queue per connection; each slot costs 8 bytes per connection.")
+}
+
+// RegisterFlags registers the "auth." flags.
+func (c *AuthConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.PasswordFile, "auth.password-file", "", "File of username:bcrypt-hash lines (htpasswd -B format). When set, clients must authenticate with one of these users.")
+	fs.BoolVar(&c.AllowAnonymous, "auth.allow-anonymous", true, "Accept clients without a username when auth.password-file is set too; without a password file every client is accepted.")
+}
+
+// Validate checks the whole configuration; the error names each bad field.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Node.ID == "" {
+		errs = append(errs, errors.New("node.id: must not be empty"))
+	}
+	if c.Shutdown.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("shutdown.timeout: %s must be positive", c.Shutdown.Timeout))
+	}
+	m := &c.MQTT
+	if m.TCPAddr == "" && m.WSAddr == "" && !m.TLSEnabled() {
+		errs = append(errs, errors.New("mqtt.tcp-addr: no listener enabled (set mqtt.tcp-addr, mqtt.ws-addr or the TLS certificate and key)"))
+	}
+	if (m.TLSCertFile == "") != (m.TLSKeyFile == "") {
+		errs = append(errs, errors.New("mqtt.tls-cert-file, mqtt.tls-key-file: set both or neither"))
+	}
+	if m.TLSClientCAFile != "" && !m.TLSEnabled() {
+		errs = append(errs, errors.New("mqtt.tls-client-ca-file: needs mqtt.tls-cert-file and mqtt.tls-key-file"))
+	}
+	if m.TLSEnabled() && m.TLSAddr == "" {
+		errs = append(errs, errors.New("mqtt.tls-addr: must be set when a TLS certificate is configured"))
+	}
+	for name, f := range map[string]string{"mqtt.tls-cert-file": m.TLSCertFile, "mqtt.tls-key-file": m.TLSKeyFile, "mqtt.tls-client-ca-file": m.TLSClientCAFile, "auth.password-file": c.Auth.PasswordFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	if m.ConnectTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("mqtt.connect-timeout: %s must be positive", m.ConnectTimeout))
+	}
+	if m.MaxPacketSize < 1024 || m.MaxPacketSize > 64<<20 {
+		errs = append(errs, fmt.Errorf("mqtt.max-packet-size: %s must be between 1KiB and 64MiB", m.MaxPacketSize.String()))
+	}
+	if int64(m.MaxPacketSize) > int64(c.Ingest.MaxUnackedBytes) {
+		errs = append(errs, fmt.Errorf("mqtt.max-packet-size: %s must not exceed ingest.max-unacked-bytes (%s)", m.MaxPacketSize.String(), c.Ingest.MaxUnackedBytes.String()))
+	}
+	if m.ReceiveMaximum < 1 || m.ReceiveMaximum > 65535 {
+		errs = append(errs, fmt.Errorf("mqtt.receive-maximum: %d must be between 1 and 65535", m.ReceiveMaximum))
+	}
+	if m.MaxClients < 0 {
+		errs = append(errs, fmt.Errorf("mqtt.max-clients: %d must not be negative", m.MaxClients))
+	}
+	if m.ReadBufferSize < 64 {
+		errs = append(errs, fmt.Errorf("mqtt.read-buffer-size: %d must be at least 64", m.ReadBufferSize))
+	}
+	if m.WriteBufferSize < 64 {
+		errs = append(errs, fmt.Errorf("mqtt.write-buffer-size: %d must be at least 64", m.WriteBufferSize))
+	}
+	if m.WritesPending < 1 {
+		errs = append(errs, fmt.Errorf("mqtt.max-client-writes-pending: %d must be at least 1", m.WritesPending))
+	}
+	errs = append(errs, c.Ingest.Validate(), c.Kafka.Validate(), c.Log.Validate())
+	return errors.Join(errs...)
+}
+
+// TLSEnabled reports whether the TLS listener is configured.
+func (c *MQTTConfig) TLSEnabled() bool { return c.TLSCertFile != "" && c.TLSKeyFile != "" }

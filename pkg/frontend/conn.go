@@ -1,0 +1,155 @@
+package frontend
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// conn wraps every accepted connection so the frontend can answer what mochi
+// leaves unanswered: it holds the socket open after mochi closes it until the
+// frontend has sent MQTT 5 clients the DISCONNECT reason code for a
+// malformed packet, an oversize packet, a keep-alive timeout or a server
+// decision (mochi only closes the socket in those cases).
+type conn struct {
+	net.Conn
+
+	closing atomic.Bool // mochi called Close; the socket stays open until finish
+	// answered is set once a DISCONNECT, or a CONNACK with a failure code,
+	// was written: the client has its reason and gets nothing more.
+	answered atomic.Bool
+
+	mu     sync.Mutex
+	client *mqtt.Client // set by the connection hook after CONNECT
+}
+
+// Close stops reads and writes at once (waking the read loop) but leaves the
+// socket to finish.
+func (c *conn) Close() error {
+	if c.closing.CompareAndSwap(false, true) {
+		_ = c.Conn.SetDeadline(time.Now())
+	}
+	return nil
+}
+
+// SetDeadline is ignored once closing, so mochi's read loop cannot push the
+// deadline set by Close into the future again.
+func (c *conn) SetDeadline(t time.Time) error {
+	if c.closing.Load() {
+		return nil
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline: see SetDeadline.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	if c.closing.Load() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline: see SetDeadline.
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	if c.closing.Load() {
+		return nil
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *conn) setClient(cl *mqtt.Client) {
+	c.mu.Lock()
+	c.client = cl
+	c.mu.Unlock()
+}
+
+func (c *conn) mqttClient() *mqtt.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.client
+}
+
+// disconnectReason decides the reason code an MQTT 5 client is owed after its
+// connection ended with err, and a bounded metric label for it.
+func (c *conn) disconnectReason(err error) (code packets.Code, label string, owed bool) {
+	cl := c.mqttClient()
+	if err == nil {
+		return packets.Code{}, "client_disconnect", false
+	}
+	if cl == nil {
+		return packets.Code{}, "before_connect", false
+	}
+	if c.closing.Load() {
+		// Closed by the server: mochi or the ingest hook stopped it.
+		var sc packets.Code
+		if errors.As(cl.StopCause(), &sc) && sc.Code >= packets.ErrUnspecifiedError.Code {
+			return sc, reasonLabel(sc), true
+		}
+		return packets.Code{}, "server_close", false
+	}
+	var pc packets.Code
+	if errors.As(err, &pc) && pc.Code >= packets.ErrUnspecifiedError.Code {
+		return pc, reasonLabel(pc), true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return packets.ErrKeepAliveTimeout, "keepalive_timeout", true // [MQTT-3.1.2-22]
+	}
+	return packets.Code{}, "connection_lost", false
+}
+
+// reasonLabel maps a reason code to a bounded label.
+func reasonLabel(c packets.Code) string {
+	switch c.Code {
+	case 0x80:
+		return "unspecified_error"
+	case 0x81:
+		return "malformed_packet"
+	case 0x82:
+		return "protocol_error"
+	case 0x87:
+		return "not_authorized"
+	case 0x8B:
+		return "server_shutting_down"
+	case 0x8E:
+		return "session_taken_over"
+	case 0x90:
+		return "topic_name_invalid"
+	case 0x93:
+		return "receive_maximum_exceeded"
+	case 0x94:
+		return "topic_alias_invalid"
+	case 0x95:
+		return "packet_too_large"
+	case 0x97:
+		return "quota_exceeded"
+	}
+	return "other_error"
+}
+
+// finish sends the owed DISCONNECT, then closes the socket.
+func (c *conn) finish(code packets.Code, owed bool) {
+	cl := c.mqttClient()
+	if owed && cl != nil && cl.Properties.ProtocolVersion == 5 && !c.answered.Load() {
+		pk := packets.Packet{
+			FixedHeader:     packets.FixedHeader{Type: packets.Disconnect},
+			ReasonCode:      code.Code,
+			ProtocolVersion: 5,
+		}
+		if !cl.Properties.Props.RequestProblemInfoFlag || cl.Properties.Props.RequestProblemInfo != 0 {
+			pk.Properties.ReasonString = code.Reason // [MQTT-3.14.2-1]
+		}
+		var buf bytes.Buffer
+		if err := pk.DisconnectEncode(&buf); err == nil {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.Conn.Write(buf.Bytes())
+		}
+	}
+	_ = c.Conn.Close()
+}

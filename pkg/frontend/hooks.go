@@ -1,0 +1,47 @@
+package frontend
+
+import (
+	"bytes"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// connHook ties mochi clients to their wrapped connections and notes the
+// packets after which a client is owed nothing more.
+type connHook struct {
+	mqtt.HookBase
+	s *Server
+}
+
+func (h *connHook) ID() string { return "fleetgate-conn" }
+
+func (h *connHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnPacketSent, mqtt.OnSessionEstablished}, []byte{b})
+}
+
+// OnConnect records the client on its connection. Returning nil accepts.
+func (h *connHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+	if c, ok := cl.Net.Conn.(*conn); ok {
+		c.setClient(cl)
+	}
+	return nil
+}
+
+// OnSessionEstablished logs and counts a successful connect.
+func (h *connHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.s.metrics.connects(cl.Net.Listener, cl.Properties.ProtocolVersion)
+	h.s.log.Debug("client connected", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+		"protocol", cl.Properties.ProtocolVersion, "clean", pk.Connect.Clean, "keepalive", pk.Connect.Keepalive)
+}
+
+// OnPacketSent marks a connection answered after DISCONNECT or a failed
+// CONNACK: the spec allows nothing after those.
+func (h *connHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+	t := pk.FixedHeader.Type
+	if t == packets.Disconnect || (t == packets.Connack && pk.ReasonCode >= packets.ErrUnspecifiedError.Code) {
+		if c, ok := cl.Net.Conn.(*conn); ok {
+			c.answered.Store(true)
+		}
+	}
+}

@@ -1,0 +1,352 @@
+package frontend
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/pkg/ingest"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
+)
+
+// Listener ids, also the "listener" metric label.
+const (
+	ListenerTCP = "tcp"
+	ListenerTLS = "tls"
+	ListenerWS  = "ws"
+)
+
+// Server is one frontend node.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	tel     *telemetry.Metrics
+	ops     *telemetry.Server
+	metrics *metrics
+
+	mochi    *mqtt.Server
+	hook     *ingest.Hook
+	producer *kgo.Client
+	admin    *kadm.Client
+
+	listeners []listeners.Listener
+	conns     sync.WaitGroup
+
+	kafkaErr   atomic.Pointer[error] // last Kafka reachability result; nil pointer: not checked yet
+	topicReady atomic.Bool
+	started    chan struct{}
+	closeOnce  sync.Once
+}
+
+// New builds a frontend from a validated configuration. It does no I/O.
+func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics) (*Server, error) {
+	s := &Server{cfg: cfg, log: log.With("component", "frontend"), tel: tel, started: make(chan struct{})}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = uint32(cfg.MQTT.MaxPacketSize)
+	caps.ReceiveMaximum = uint16(cfg.MQTT.ReceiveMaximum)
+	caps.MaximumClientWritesPending = int32(cfg.MQTT.WritesPending)
+	if cfg.MQTT.MaxClients > 0 {
+		caps.MaximumClients = cfg.MQTT.MaxClients
+	}
+	s.mochi = mqtt.New(&mqtt.Options{
+		Capabilities:             caps,
+		ClientNetReadBufferSize:  cfg.MQTT.ReadBufferSize,
+		ClientNetWriteBufferSize: cfg.MQTT.WriteBufferSize,
+		// mochi logs whole packets ("pk", "packet", "will") on errors:
+		// payloads must never reach the logs.
+		Logger: telemetry.Filtered(log.With("component", "mochi"), slog.LevelInfo, "pk", "packet", "will"),
+		// $SYS topics would only reach local subscribers, and local
+		// fan-out is off: publish them rarely.
+		SysTopicResendInterval: 3600,
+	})
+	var err error
+	if s.metrics, err = newMetrics(tel.Provider, &s.mochi.Info.ClientsConnected); err != nil {
+		return nil, err
+	}
+
+	maxRecord := int32(cfg.MQTT.MaxPacketSize) + 64<<10 // headers and framing
+	s.producer, err = kafka.NewProducer(cfg.Kafka, kafka.ProducerOptions{
+		DeliveryTimeout:  cfg.Ingest.AckTimeout,
+		MaxBufferedBytes: int64(cfg.Ingest.MaxUnackedBytes) + int64(maxRecord),
+		MaxRecordBytes:   maxRecord,
+	}, log, kafka.Telemetry{Meter: tel.Provider})
+	if err != nil {
+		return nil, err
+	}
+	if s.admin, err = kafka.NewAdmin(cfg.Kafka, log); err != nil {
+		return nil, err
+	}
+	s.hook, err = ingest.New(cfg.Ingest, ingest.Options{
+		Node:           cfg.Node.ID,
+		Topic:          cfg.Kafka.Topic,
+		ReceiveMaximum: caps.ReceiveMaximum,
+		MaxInflightAge: caps.MaximumMessageExpiryInterval,
+	}, s.producer, log, tel.Provider)
+	if err != nil {
+		return nil, err
+	}
+
+	auth := &authHook{allowAnonymous: cfg.Auth.AllowAnonymous, log: s.log, onReject: func() {
+		s.metrics.authFailed.Add(context.Background(), 1)
+	}}
+	if cfg.Auth.PasswordFile != "" {
+		if auth.users, err = loadPasswordFile(cfg.Auth.PasswordFile); err != nil {
+			return nil, err
+		}
+	}
+	for _, h := range []mqtt.Hook{&connHook{s: s}, auth, s.hook} {
+		if err := s.mochi.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("adding hook %s: %w", h.ID(), err)
+		}
+	}
+
+	s.ops = telemetry.NewServer(cfg.HTTP, tel, log)
+	s.ops.AddCheck("kafka", s.kafkaReady)
+	return s, nil
+}
+
+// Addr returns the bound address of a listener (ListenerTCP, ...), or "".
+func (s *Server) Addr(id string) string {
+	for _, l := range s.listeners {
+		if l.ID() == id {
+			return l.Address()
+		}
+	}
+	return ""
+}
+
+// OpsAddr returns the bound address of the operations server.
+func (s *Server) OpsAddr() string { return s.ops.Addr() }
+
+// Started is closed once the listeners accept connections.
+func (s *Server) Started() <-chan struct{} { return s.started }
+
+// Hook exposes the ingest hook, for tests and the benchmark.
+func (s *Server) Hook() *ingest.Hook { return s.hook }
+
+func (s *Server) kafkaReady(context.Context) error {
+	p := s.kafkaErr.Load()
+	if p == nil {
+		return errors.New("not checked yet")
+	}
+	if *p != nil {
+		return *p
+	}
+	if !s.topicReady.Load() {
+		return fmt.Errorf("topic %s not ensured yet", s.cfg.Kafka.Topic)
+	}
+	return nil
+}
+
+// watchKafka keeps the Kafka readiness current and ensures the topic.
+func (s *Server) watchKafka(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	var wasDown bool
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := s.producer.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			err = fmt.Errorf("brokers %v unreachable: %w", []string(s.cfg.Kafka.Brokers), err)
+			if !wasDown {
+				s.log.Warn("kafka unreachable; not ready", "err", err)
+			}
+		} else if wasDown {
+			s.log.Info("kafka reachable again")
+		}
+		wasDown = err != nil
+		s.kafkaErr.Store(&err)
+		if err == nil && !s.topicReady.Load() {
+			if !s.cfg.Kafka.CreateTopic {
+				s.topicReady.Store(true)
+			} else if terr := kafka.EnsureTopic(ctx, s.admin, s.cfg.Kafka); terr != nil {
+				s.log.Warn("ensuring kafka topic", "topic", s.cfg.Kafka.Topic, "err", terr)
+			} else {
+				s.topicReady.Store(true)
+				s.log.Info("kafka topic ready", "topic", s.cfg.Kafka.Topic)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Run starts the listeners and serves until ctx is cancelled, then drains:
+// readiness goes false, listeners close, accepted publishes are produced and
+// acknowledged (up to shutdown.timeout), MQTT 5 clients get DISCONNECT 0x8B,
+// and the Kafka client is flushed and closed. It returns nil after a clean
+// drain.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.close()
+	if err := s.ops.Start(); err != nil {
+		return err
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go s.watchKafka(watchCtx)
+
+	if err := s.mochi.Serve(); err != nil {
+		return fmt.Errorf("starting mqtt server: %w", err)
+	}
+	if err := s.startListeners(); err != nil {
+		return err
+	}
+	close(s.started)
+	<-ctx.Done()
+	return s.drain()
+}
+
+func (s *Server) startListeners() error {
+	var ls []listeners.Listener
+	if a := s.cfg.MQTT.TCPAddr; a != "" {
+		ls = append(ls, listeners.NewTCP(listeners.Config{ID: ListenerTCP, Address: a}))
+	}
+	if s.cfg.MQTT.TLSEnabled() {
+		tc, err := s.tlsConfig()
+		if err != nil {
+			return err
+		}
+		ls = append(ls, listeners.NewTCP(listeners.Config{ID: ListenerTLS, Address: s.cfg.MQTT.TLSAddr, TLSConfig: tc}))
+	}
+	if a := s.cfg.MQTT.WSAddr; a != "" {
+		ls = append(ls, listeners.NewWebsocket(listeners.Config{ID: ListenerWS, Address: a}))
+	}
+	for _, l := range ls {
+		if err := l.Init(s.log); err != nil {
+			for _, done := range s.listeners {
+				done.Close(func(string) {})
+			}
+			return fmt.Errorf("mqtt listener %s on %s: %w", l.ID(), l.Address(), err)
+		}
+		s.listeners = append(s.listeners, l)
+		go l.Serve(s.establish)
+		s.log.Info("mqtt listener started", "listener", l.ID(), "addr", l.Address())
+	}
+	return nil
+}
+
+func (s *Server) tlsConfig() (*tls.Config, error) {
+	m := s.cfg.MQTT
+	cert, err := tls.LoadX509KeyPair(m.TLSCertFile, m.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt.tls-cert-file / mqtt.tls-key-file: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if m.TLSClientCAFile != "" {
+		pem, err := os.ReadFile(m.TLSClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.tls-client-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("mqtt.tls-client-ca-file: %s holds no PEM certificate", m.TLSClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// establish serves one accepted connection on the calling goroutine.
+func (s *Server) establish(listener string, nc net.Conn) error {
+	s.conns.Add(1)
+	defer s.conns.Done()
+	c := &conn{Conn: nc}
+	// mochi sets no deadline before the first packet: bound the wait for
+	// CONNECT ourselves. mochi replaces the deadline after CONNECT with
+	// 1.5 × keep-alive [MQTT-3.1.2-22].
+	_ = nc.SetDeadline(time.Now().Add(s.cfg.MQTT.ConnectTimeout))
+	err := s.mochi.EstablishConnection(listener, c)
+	code, label, owed := c.disconnectReason(err)
+	if c.closing.Load() {
+		if cl := c.mqttClient(); cl != nil && cl.StopCause() != nil {
+			err = cl.StopCause() // the server's reason, not the read it interrupted
+		}
+	}
+	c.finish(code, owed)
+	s.metrics.disconnect(label)
+	if cl := c.mqttClient(); cl != nil {
+		lvl := slog.LevelDebug
+		if owed {
+			lvl = slog.LevelInfo
+		}
+		s.log.Log(context.Background(), lvl, "client disconnected", "client", cl.ID, "remote", cl.Net.Remote, "listener", listener, "reason", label, "err", err)
+	} else if label != "client_disconnect" {
+		s.log.Debug("connection closed before CONNECT", "remote", nc.RemoteAddr().String(), "listener", listener, "err", err)
+	}
+	return nil // logged here; mochi's listeners would log it again without a message
+}
+
+// drain implements the shutdown sequence of Run.
+func (s *Server) drain() error {
+	start := time.Now()
+	deadline := start.Add(s.cfg.Shutdown.Timeout)
+	s.log.Info("shutting down: draining", "timeout", s.cfg.Shutdown.Timeout)
+	s.ops.SetDraining()
+	for _, l := range s.listeners {
+		l.Close(func(string) {})
+	}
+	s.hook.Drain()
+	for !s.hook.Idle() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !s.hook.Idle() {
+		s.log.Warn("shutdown timeout: publishes still awaiting kafka; their clients will resend",
+			"pending_acks", s.hook.Outstanding(), "unacked_bytes", s.hook.UnackedBytes())
+	}
+	for _, cl := range s.mochi.Clients.GetAll() {
+		if cl.Net.Inline {
+			continue
+		}
+		if cl.Properties.ProtocolVersion == 5 {
+			_ = s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown) // [MQTT-3.14.2]
+		} else {
+			cl.Stop(packets.ErrServerShuttingDown)
+		}
+	}
+	fctx, cancel := context.WithDeadline(context.Background(), deadline.Add(time.Second))
+	defer cancel()
+	if err := s.producer.Flush(fctx); err != nil {
+		s.log.Warn("flushing kafka producer", "err", err)
+	}
+	done := make(chan struct{})
+	go func() { s.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Until(deadline) + 2*time.Second):
+		s.log.Warn("connections still closing at shutdown")
+	}
+	s.log.Info("shutdown complete", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (s *Server) close() {
+	s.closeOnce.Do(func() {
+		_ = s.mochi.Close()
+		s.producer.Close()
+		s.admin.Close()
+		_ = s.ops.Close()
+	})
+}

@@ -1,0 +1,370 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+)
+
+// Producer is the part of *kgo.Client the hook uses.
+type Producer interface {
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+}
+
+// recordOverhead approximates the bytes of a record beyond topic, key and
+// payload (headers, framing), for the unacknowledged-bytes bound.
+const recordOverhead = 256
+
+// Hook is the mochi hook that writes PUBLISHes (and wills) to Kafka.
+type Hook struct {
+	mqtt.HookBase
+
+	cfg            Config
+	node           string
+	topic          string
+	producer       Producer
+	log            *slog.Logger
+	metrics        *metrics
+	receiveMax     int
+	maxInflightAge int64
+
+	budget      *semaphore.Weighted
+	unacked     atomic.Int64 // bytes read but not yet acknowledged by Kafka
+	outstanding atomic.Int64 // QoS>0 publishes whose ack is not yet written
+
+	clients sync.Map // *mqtt.Client → *clientAcks
+
+	drainOnce sync.Once
+	draining  chan struct{} // closed: accept no new publishes
+}
+
+// Options are the server facts the hook needs.
+type Options struct {
+	Node  string // node id written in every record
+	Topic string // Kafka topic
+	// ReceiveMaximum is the Receive Maximum announced to clients.
+	ReceiveMaximum uint16
+	// MaxInflightAge is mochi's MaximumMessageExpiryInterval, in seconds.
+	MaxInflightAge int64
+}
+
+// New returns the hook. It does no I/O.
+func New(cfg Config, opts Options, producer Producer, log *slog.Logger, mp metric.MeterProvider) (*Hook, error) {
+	h := &Hook{
+		cfg:            cfg,
+		node:           opts.Node,
+		topic:          opts.Topic,
+		producer:       producer,
+		log:            log.With("component", "ingest"),
+		receiveMax:     int(opts.ReceiveMaximum),
+		maxInflightAge: opts.MaxInflightAge,
+		budget:         semaphore.NewWeighted(int64(cfg.MaxUnackedBytes)),
+		draining:       make(chan struct{}),
+	}
+	if h.receiveMax == 0 {
+		h.receiveMax = 1024
+	}
+	if h.maxInflightAge == 0 {
+		h.maxInflightAge = 24 * 60 * 60
+	}
+	m, err := newMetrics(mp, h.unacked.Load, h.outstanding.Load)
+	if err != nil {
+		return nil, err
+	}
+	h.metrics = m
+	return h, nil
+}
+
+// ID implements mqtt.Hook.
+func (h *Hook) ID() string { return "fleetgate-ingest" }
+
+// Provides implements mqtt.Hook.
+func (h *Hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnPacketRead,
+		mqtt.OnPublish,
+		mqtt.OnWill,
+		mqtt.OnSelectSubscribers,
+		mqtt.OnDisconnect,
+	}, []byte{b})
+}
+
+// UnackedBytes reports the bytes awaiting Kafka.
+func (h *Hook) UnackedBytes() int64 { return h.unacked.Load() }
+
+// Outstanding reports the QoS 1/2 publishes whose ack is not yet written.
+func (h *Hook) Outstanding() int64 { return h.outstanding.Load() }
+
+// Drain makes the hook stop reading new PUBLISHes: a client that sends one
+// from now on blocks until it is disconnected, and its publish is not acked
+// (the client resends it to another node). Already accepted publishes are
+// still produced and acknowledged.
+func (h *Hook) Drain() {
+	h.drainOnce.Do(func() { close(h.draining) })
+}
+
+// Idle reports whether every accepted publish has been answered.
+func (h *Hook) Idle() bool { return h.unacked.Load() == 0 && h.outstanding.Load() == 0 }
+
+// OnSelectSubscribers switches off mochi's local fan-out: deliveries to
+// subscribers come from the dispatcher, through Kafka, so that every
+// subscriber on every node sees the same stream.
+func (h *Hook) OnSelectSubscribers(_ *mqtt.Subscribers, _ packets.Packet) *mqtt.Subscribers {
+	return &mqtt.Subscribers{}
+}
+
+// OnDisconnect forgets the connection's answer queue. Answers still in
+// flight find the connection closed and are dropped; the client resends.
+func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.clients.Delete(cl)
+}
+
+// OnPacketRead answers a QoS 2 PUBLISH resent after its PUBREC went out.
+// mochi would answer it with PUBREC 0x91 (packet identifier in use), which an
+// MQTT 5 client takes as a failure; the spec wants a plain PUBREC and no
+// second delivery [MQTT-4.3.3-10]. The packet is replaced by a PUBACK for
+// packet id 0, which mochi ignores.
+func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos != 2 {
+		return pk, nil
+	}
+	if in, ok := cl.State.Inflight.Get(pk.PacketID); !ok || in.FixedHeader.Type != packets.Pubrec {
+		return pk, nil
+	}
+	h.metrics.duplicates.Add(context.Background(), 1, h.metrics.qosAttr[2])
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID})
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: pk.ProtocolVersion}, nil
+}
+
+func (h *Hook) acksFor(cl *mqtt.Client) *clientAcks {
+	if a, ok := h.clients.Load(cl); ok {
+		return a.(*clientAcks)
+	}
+	a, _ := h.clients.LoadOrStore(cl, &clientAcks{cl: cl, window: make(chan struct{}, h.receiveMax)})
+	return a.(*clientAcks)
+}
+
+// OnPublish produces the PUBLISH to Kafka and answers it when Kafka has. It
+// always returns packets.ErrRejectPacket, so mochi neither acks nor fans out:
+// the hook owns the answer.
+func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	received := time.Now()
+	qos := pk.FixedHeader.Qos
+	h.metrics.received.Add(context.Background(), 1, h.metrics.qosAttr[qos])
+
+	select {
+	case <-h.draining:
+		// Shutting down: stop reading this client; it is disconnected
+		// shortly and resends the publish elsewhere.
+		h.metrics.fail(ReasonShuttingDown)
+		return pk, packets.ErrRejectPacket
+	default:
+	}
+
+	deadline := received.Add(h.cfg.AckTimeout)
+	var acks *clientAcks
+	var e *entry
+	if qos > 0 {
+		acks = h.acksFor(cl)
+		if pk.FixedHeader.Dup && acks.pending(pk.PacketID) {
+			// A resend of a publish still awaiting Kafka: its answer is
+			// on the way; producing it again would duplicate it.
+			h.metrics.duplicates.Add(context.Background(), 1, h.metrics.qosAttr[qos])
+			return pk, packets.ErrRejectPacket
+		}
+		if !acks.acquire(deadline, h.draining) {
+			// The client sends more than Receive Maximum publishes
+			// without reading their acks, or is gone.
+			h.metrics.fail(ReasonClientStalled)
+			if !cl.Closed() {
+				h.log.Warn("closing connection: client does not read its acks", "client", cl.ID)
+			}
+			cl.Stop(packets.ErrReceiveMaximum)
+			return pk, packets.ErrRejectPacket
+		}
+		h.outstanding.Add(1)
+		e = acks.push(pk.PacketID, qos)
+	}
+
+	// [MQTT-3.3.2-4]: a PUBLISH with Payload Format Indicator 1 must carry
+	// UTF-8; the receiver may reject it with 0x99.
+	if pk.Properties.PayloadFormatFlag && pk.Properties.PayloadFormat == 1 && !utf8.Valid(pk.Payload) {
+		h.reject(cl, acks, e, packets.ErrPayloadFormatInvalid, ReasonPayloadFormat)
+		return pk, packets.ErrRejectPacket
+	}
+
+	msg := h.message(cl, pk, received)
+	rec := kafkarecord.Encode(h.topic, msg)
+	size := int64(len(rec.Key) + len(rec.Value) + len(msg.Topic) + recordOverhead)
+	if !h.reserve(cl, size, deadline) {
+		h.reject(cl, acks, e, packets.ErrQuotaExceeded, ReasonBackpressure)
+		return pk, packets.ErrRejectPacket
+	}
+
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	h.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		cancel()
+		h.release(size)
+		if err != nil {
+			h.metrics.fail(ReasonKafka)
+			h.log.Warn("kafka did not take record", "client", cl.ID, "topic", msg.Topic, "qos", qos, "err", err)
+			if e != nil {
+				h.complete(acks, e, packets.Code{Code: packets.ErrUnspecifiedError.Code, Reason: "kafka did not acknowledge the record"})
+			}
+			return
+		}
+		h.metrics.produced.Add(context.Background(), 1)
+		h.metrics.latency.Record(context.Background(), time.Since(received).Seconds())
+		if e != nil {
+			h.complete(acks, e, packets.CodeSuccess)
+		}
+	})
+	return pk, packets.ErrRejectPacket
+}
+
+// reject answers a publish that will not be produced.
+func (h *Hook) reject(cl *mqtt.Client, acks *clientAcks, e *entry, code packets.Code, reason string) {
+	h.metrics.fail(reason)
+	if e == nil { // QoS 0 has no answer; the message is dropped and counted.
+		h.log.Debug("dropping qos 0 publish", "client", cl.ID, "reason", reason)
+		return
+	}
+	h.complete(acks, e, code)
+}
+
+// reserve takes size bytes of the node's unacknowledged-bytes budget,
+// waiting (and so not reading this client's socket) until deadline.
+func (h *Hook) reserve(cl *mqtt.Client, size int64, deadline time.Time) bool {
+	if h.budget.TryAcquire(size) {
+		h.unacked.Add(size)
+		return true
+	}
+	for time.Now().Before(deadline) {
+		// Wake up every second to notice a closed connection or a drain.
+		wait := min(time.Until(deadline), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		err := h.budget.Acquire(ctx, size)
+		cancel()
+		if err == nil {
+			h.unacked.Add(size)
+			return true
+		}
+		if cl.Closed() {
+			return false
+		}
+		select {
+		case <-h.draining:
+			return false
+		default:
+		}
+	}
+	return false
+}
+
+func (h *Hook) release(size int64) {
+	h.unacked.Add(-size)
+	h.budget.Release(size)
+}
+
+// message maps a PUBLISH to the record contract.
+func (h *Hook) message(cl *mqtt.Client, pk packets.Packet, received time.Time) *kafkarecord.Message {
+	m := &kafkarecord.Message{
+		ClientID:   cl.ID,
+		Topic:      pk.TopicName,
+		Payload:    pk.Payload,
+		QoS:        pk.FixedHeader.Qos,
+		Retain:     pk.FixedHeader.Retain,
+		Username:   string(cl.Properties.Username),
+		Protocol:   cl.Properties.ProtocolVersion,
+		Kind:       kafkarecord.KindPublish,
+		MessageID:  newMessageID(),
+		Node:       h.node,
+		ReceivedAt: received,
+	}
+	p := &pk.Properties
+	m.ContentType = p.ContentType
+	if p.PayloadFormatFlag {
+		f := p.PayloadFormat
+		m.PayloadFormat = &f
+	}
+	if p.MessageExpiryInterval > 0 {
+		e := p.MessageExpiryInterval
+		m.MessageExpiry = &e
+	}
+	m.ResponseTopic = p.ResponseTopic
+	if len(p.CorrelationData) > 0 {
+		m.CorrelationData = p.CorrelationData
+	}
+	for _, u := range p.User {
+		m.UserProperties = append(m.UserProperties, kafkarecord.UserProperty{Key: u.Key, Value: u.Val})
+	}
+	return m
+}
+
+// OnWill produces a client's will message to Kafka, like any publish; it is
+// called when mochi decides the will must be sent. The will still reaches
+// mochi afterwards, whose local fan-out is off (OnSelectSubscribers).
+func (h *Hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if will.WillDelayInterval > 0 {
+		// Delayed wills need session state shared across nodes; until
+		// then they are not sent (documented in docs/ingest.md).
+		h.metrics.fail(ReasonWillDelayLater)
+		h.log.Warn("will with a delay interval is not published yet", "client", cl.ID, "topic", will.TopicName)
+		return will, nil
+	}
+	received := time.Now()
+	h.metrics.received.Add(context.Background(), 1, h.metrics.qosAttr[will.Qos])
+	m := &kafkarecord.Message{
+		ClientID:   cl.ID,
+		Topic:      will.TopicName,
+		Payload:    will.Payload,
+		QoS:        will.Qos,
+		Retain:     will.Retain,
+		Username:   string(cl.Properties.Username),
+		Protocol:   cl.Properties.ProtocolVersion,
+		Kind:       kafkarecord.KindWill,
+		MessageID:  newMessageID(),
+		Node:       h.node,
+		ReceivedAt: received,
+	}
+	for _, u := range will.User {
+		m.UserProperties = append(m.UserProperties, kafkarecord.UserProperty{Key: u.Key, Value: u.Val})
+	}
+	rec := kafkarecord.Encode(h.topic, m)
+	size := int64(len(rec.Key) + len(rec.Value) + len(m.Topic) + recordOverhead)
+	// A will is not read from a socket, so it is not held back by the
+	// byte bound; it is counted in it.
+	h.unacked.Add(size)
+	h.producer.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
+		h.unacked.Add(-size)
+		if err != nil {
+			h.metrics.fail(ReasonKafka)
+			h.log.Error("will not written to kafka", "client", cl.ID, "topic", will.TopicName, "err", err)
+			return
+		}
+		h.metrics.produced.Add(context.Background(), 1)
+	})
+	return will, nil
+}
+
+// newMessageID returns a UUIDv7: unique, and sortable by creation time.
+func newMessageID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}

@@ -1,0 +1,77 @@
+package ingest
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Failure reasons, the bounded values of the "reason" label.
+const (
+	ReasonKafka          = "kafka_error"
+	ReasonBackpressure   = "backpressure_timeout"
+	ReasonInvalidTopic   = "invalid_topic"
+	ReasonPayloadFormat  = "invalid_payload_format"
+	ReasonClientStalled  = "client_not_reading_acks"
+	ReasonShuttingDown   = "shutting_down"
+	ReasonWillDelayLater = "will_delay_unsupported"
+)
+
+type metrics struct {
+	received   metric.Int64Counter
+	produced   metric.Int64Counter
+	failed     metric.Int64Counter
+	duplicates metric.Int64Counter
+	latency    metric.Float64Histogram
+	qosAttr    [3]metric.MeasurementOption
+}
+
+func newMetrics(mp metric.MeterProvider, unacked func() int64, outstanding func() int64) (*metrics, error) {
+	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/ingest")
+	var err error
+	var errs []error
+	add := func(e error) {
+		if e != nil {
+			errs = append(errs, e)
+		}
+	}
+	r := &metrics{}
+	r.received, err = m.Int64Counter("fleetgate_ingest_publishes_received", metric.WithDescription("PUBLISH packets (and wills) received from clients, by QoS."))
+	add(err)
+	r.produced, err = m.Int64Counter("fleetgate_ingest_records_produced", metric.WithDescription("Records Kafka acknowledged."))
+	add(err)
+	r.failed, err = m.Int64Counter("fleetgate_ingest_records_failed", metric.WithDescription("Publishes that did not become a Kafka record, by reason."))
+	add(err)
+	r.duplicates, err = m.Int64Counter("fleetgate_ingest_duplicates_suppressed", metric.WithDescription("Resent PUBLISHes (DUP) answered without producing again, by QoS."))
+	add(err)
+	r.latency, err = m.Float64Histogram("fleetgate_ingest_produce_latency_seconds",
+		metric.WithDescription("Time from receiving a PUBLISH to Kafka's acknowledgement of its record."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+	add(err)
+	_, err = m.Int64ObservableGauge("fleetgate_ingest_unacked_bytes",
+		metric.WithDescription("Bytes of records read from clients that Kafka has not acknowledged yet."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(unacked())
+			return nil
+		}))
+	add(err)
+	_, err = m.Int64ObservableGauge("fleetgate_ingest_pending_acks",
+		metric.WithDescription("QoS 1 and 2 publishes whose PUBACK/PUBREC has not been written yet."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(outstanding())
+			return nil
+		}))
+	add(err)
+	for q := range r.qosAttr {
+		r.qosAttr[q] = metric.WithAttributeSet(attribute.NewSet(attribute.Int("qos", q)))
+	}
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return r, nil
+}
+
+func (m *metrics) fail(reason string) {
+	m.failed.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+}

@@ -1,0 +1,141 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
+	"github.com/twmb/franz-go/plugin/kslog"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
+)
+
+// Telemetry carries the providers the Kafka client reports to.
+type Telemetry struct {
+	Meter  metric.MeterProvider
+	Tracer trace.TracerProvider
+}
+
+// commonOpts are the options every fleetgate client uses.
+func commonOpts(cfg Config, log *slog.Logger, tel Telemetry) []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID(cfg.ClientID),
+		// A dead broker address must fail fast so readiness reflects it.
+		kgo.DialTimeout(cfg.DialTimeout),
+		// franz-go logs through the service's slog logger, at warn and
+		// above: info-level connection churn would drown the service logs.
+		kgo.WithLogger(kslog.New(telemetry.Filtered(log.With("component", "kafka"), slog.LevelWarn))),
+	}
+	if tel.Meter != nil || tel.Tracer != nil {
+		var kopts []kotel.Opt
+		if tel.Meter != nil {
+			kopts = append(kopts, kotel.WithMeter(kotel.NewMeter(kotel.MeterProvider(tel.Meter))))
+		}
+		if tel.Tracer != nil {
+			kopts = append(kopts, kotel.WithTracer(kotel.NewTracer(kotel.TracerProvider(tel.Tracer))))
+		}
+		opts = append(opts, kgo.WithHooks(kotel.NewKotel(kopts...).Hooks()...))
+	}
+	return opts
+}
+
+// ProducerOptions are the knobs of the ingest producer.
+type ProducerOptions struct {
+	// DeliveryTimeout fails a record that Kafka has not acknowledged in
+	// this time, so a device gets an answer instead of waiting forever.
+	DeliveryTimeout time.Duration
+	// MaxBufferedBytes bounds the client's own buffer.
+	MaxBufferedBytes int64
+	// MaxRecordBytes is the largest record the producer must accept.
+	MaxRecordBytes int32
+}
+
+// NewProducer returns a client for producing to cfg.Topic with acks=all and
+// idempotence, the settings that make an MQTT acknowledgement a promise.
+func NewProducer(cfg Config, po ProducerOptions, log *slog.Logger, tel Telemetry) (*kgo.Client, error) {
+	codec, err := compressionCodec(cfg.Compression)
+	if err != nil {
+		return nil, err
+	}
+	opts := append(commonOpts(cfg, log, tel),
+		kgo.DefaultProduceTopic(cfg.Topic),
+		// acks=all plus the idempotent producer (franz-go's default, kept
+		// on): a PUBACK is sent only once every in-sync replica has the
+		// record, and retries never duplicate or reorder it.
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// A device waiting for PUBACK must get an answer: fail records
+		// that Kafka has not taken within the ack deadline.
+		kgo.RecordDeliveryTimeout(po.DeliveryTimeout),
+		kgo.ProducerBatchCompression(codec),
+		kgo.ProducerLinger(cfg.Linger),
+		// Records are keyed by client id; the default sticky key
+		// partitioner (murmur2, like the Java client) keeps each device's
+		// records in one partition, in order.
+	)
+	if po.MaxBufferedBytes > 0 {
+		// The frontend bounds unacknowledged bytes itself; this is a
+		// backstop a little above that bound.
+		opts = append(opts, kgo.MaxBufferedBytes(int(po.MaxBufferedBytes)), kgo.MaxBufferedRecords(1<<20))
+	}
+	if po.MaxRecordBytes > 0 {
+		// Allow batches large enough for the biggest PUBLISH plus headers.
+		opts = append(opts, kgo.ProducerBatchMaxBytes(po.MaxRecordBytes))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating kafka producer: %w", err)
+	}
+	return cl, nil
+}
+
+// NewAdmin returns an admin client (its own connection pool) for topic
+// management and health checks.
+func NewAdmin(cfg Config, log *slog.Logger) (*kadm.Client, error) {
+	cl, err := kgo.NewClient(commonOpts(cfg, log, Telemetry{})...)
+	if err != nil {
+		return nil, fmt.Errorf("creating kafka admin client: %w", err)
+	}
+	return kadm.NewClient(cl), nil
+}
+
+// EnsureTopic creates cfg.Topic if it does not exist. An existing topic is
+// left as it is.
+func EnsureTopic(ctx context.Context, adm *kadm.Client, cfg Config) error {
+	configs := map[string]*string{
+		"retention.ms": kadm.StringPtr(strconv.FormatInt(cfg.Retention.Milliseconds(), 10)),
+	}
+	resp, err := adm.CreateTopic(ctx, int32(cfg.Partitions), int16(cfg.ReplicationFactor), configs, cfg.Topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("creating topic %s: %w", cfg.Topic, err)
+	}
+	return nil
+}
+
+func compressionCodec(name string) (kgo.CompressionCodec, error) {
+	switch name {
+	case "", "none":
+		return kgo.NoCompression(), nil
+	case "gzip":
+		return kgo.GzipCompression(), nil
+	case "snappy":
+		return kgo.SnappyCompression(), nil
+	case "lz4":
+		return kgo.Lz4Compression(), nil
+	case "zstd":
+		return kgo.ZstdCompression(), nil
+	}
+	return kgo.NoCompression(), fmt.Errorf("unknown codec %q (none, gzip, snappy, lz4, zstd)", name)
+}

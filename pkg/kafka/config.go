@@ -1,0 +1,72 @@
+// Package kafka builds fleetgate's franz-go clients. It is the one place that
+// sets non-default client options; each carries a comment saying why.
+package kafka
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/fleetgate/fleetgate/pkg/config"
+)
+
+// Config is the Kafka connection and topic configuration shared by every
+// fleetgate service.
+type Config struct {
+	Brokers           config.StringList `yaml:"brokers"`
+	ClientID          string            `yaml:"client_id"`
+	Topic             string            `yaml:"topic"`
+	CreateTopic       bool              `yaml:"create_topic"`
+	Partitions        int               `yaml:"partitions"`
+	ReplicationFactor int               `yaml:"replication_factor"`
+	Retention         time.Duration     `yaml:"retention"`
+	DialTimeout       time.Duration     `yaml:"dial_timeout"`
+	Linger            time.Duration     `yaml:"linger"`
+	Compression       string            `yaml:"compression"`
+}
+
+// RegisterFlags registers the flags under the "kafka." prefix.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Brokers = config.StringList{"localhost:9092"}
+	fs.Var(&c.Brokers, "kafka.brokers", "Comma-separated Kafka bootstrap brokers.")
+	fs.StringVar(&c.ClientID, "kafka.client-id", "fleetgate", "Kafka client.id, visible in broker logs and quotas.")
+	fs.StringVar(&c.Topic, "kafka.topic", "mqtt.inbound", "Kafka topic every inbound MQTT PUBLISH is written to.")
+	fs.BoolVar(&c.CreateTopic, "kafka.create-topic", true, "Create the topic at start when it does not exist.")
+	fs.IntVar(&c.Partitions, "kafka.partitions", 12, "Partitions of the topic when fleetgate creates it; records are keyed by client id, so this bounds consumer parallelism.")
+	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", -1, "Replication factor when fleetgate creates the topic; -1 uses the broker default.")
+	fs.DurationVar(&c.Retention, "kafka.retention", 7*24*time.Hour, "retention.ms of the topic when fleetgate creates it.")
+	fs.DurationVar(&c.DialTimeout, "kafka.dial-timeout", 5*time.Second, "Timeout for opening a connection to a broker.")
+	fs.DurationVar(&c.Linger, "kafka.linger", 0, "How long the producer waits to fill a batch; 0 sends as soon as possible (lowest ack latency).")
+	fs.StringVar(&c.Compression, "kafka.compression", "none", "Producer compression: none, gzip, snappy, lz4 or zstd.")
+}
+
+// Validate checks the configuration and names the bad field.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("kafka.brokers: at least one broker is required"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("kafka.topic: must not be empty"))
+	}
+	if c.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("kafka.partitions: %d must be at least 1", c.Partitions))
+	}
+	if c.ReplicationFactor == 0 || c.ReplicationFactor < -1 {
+		errs = append(errs, fmt.Errorf("kafka.replication-factor: %d must be -1 (broker default) or at least 1", c.ReplicationFactor))
+	}
+	if c.Retention <= 0 {
+		errs = append(errs, fmt.Errorf("kafka.retention: %s must be positive", c.Retention))
+	}
+	if c.DialTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("kafka.dial-timeout: %s must be positive", c.DialTimeout))
+	}
+	if c.Linger < 0 {
+		errs = append(errs, fmt.Errorf("kafka.linger: %s must not be negative", c.Linger))
+	}
+	if _, err := compressionCodec(c.Compression); err != nil {
+		errs = append(errs, fmt.Errorf("kafka.compression: %w", err))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,207 @@
+// Package kafkarecord defines fleetgate's Kafka record contract: how an MQTT
+// PUBLISH becomes a Kafka record and back. Analytics pipelines and backends
+// depend on it, so header names never change meaning within a Version; a
+// breaking change bumps Version.
+//
+//	key        the publisher's MQTT client identifier
+//	value      the PUBLISH payload, byte for byte
+//	timestamp  when the frontend received the PUBLISH
+//	headers    see the Header* constants; absent optional headers mean "not set"
+package kafkarecord
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Version is the contract version written in HeaderVersion.
+const Version = "1"
+
+// Header names of contract version 1.
+const (
+	HeaderVersion         = "fg.version"            // contract version, "1"
+	HeaderMessageID       = "fg.message_id"         // unique id (UUIDv7) for consumer-side dedupe
+	HeaderNode            = "fg.node"               // frontend node that received the PUBLISH
+	HeaderKind            = "fg.kind"               // "publish" or "will"
+	HeaderTopic           = "mqtt.topic"            // MQTT topic name (after topic-alias resolution)
+	HeaderQoS             = "mqtt.qos"              // "0", "1" or "2"
+	HeaderRetain          = "mqtt.retain"           // "true" or "false"
+	HeaderUsername        = "mqtt.username"         // present when the client authenticated with a username
+	HeaderProtocol        = "mqtt.protocol_version" // "3" (3.1), "4" (3.1.1) or "5"
+	HeaderContentType     = "mqtt.content_type"     // MQTT 5 Content Type
+	HeaderPayloadFormat   = "mqtt.payload_format"   // MQTT 5 Payload Format Indicator, "0" bytes or "1" UTF-8
+	HeaderMessageExpiry   = "mqtt.message_expiry"   // MQTT 5 Message Expiry Interval, seconds
+	HeaderResponseTopic   = "mqtt.response_topic"   // MQTT 5 Response Topic
+	HeaderCorrelationData = "mqtt.correlation_data" // MQTT 5 Correlation Data, raw bytes
+	HeaderUserPrefix      = "mqtt.user."            // one header per MQTT 5 User Property, name after the prefix, order kept
+	HeaderTraceparent     = "traceparent"           // W3C trace context, when tracing is on
+)
+
+// Kinds of record.
+const (
+	KindPublish = "publish"
+	KindWill    = "will"
+)
+
+// ErrInvalid is wrapped by every decoding error.
+var ErrInvalid = errors.New("invalid fleetgate record")
+
+// UserProperty is an MQTT 5 user property.
+type UserProperty struct {
+	Key, Value string
+}
+
+// Message is the MQTT side of a record.
+type Message struct {
+	ClientID   string
+	Topic      string
+	Payload    []byte
+	QoS        byte
+	Retain     bool
+	Username   string
+	Protocol   byte
+	Kind       string
+	MessageID  string
+	Node       string
+	ReceivedAt time.Time
+
+	ContentType       string
+	PayloadFormat     *byte
+	MessageExpiry     *uint32
+	ResponseTopic     string
+	CorrelationData   []byte
+	UserProperties    []UserProperty
+	AdditionalHeaders []kgo.RecordHeader // e.g. traceparent, copied through
+}
+
+// Encode builds the Kafka record for m on topic.
+func Encode(topic string, m *Message) *kgo.Record {
+	h := make([]kgo.RecordHeader, 0, 10+len(m.UserProperties)+len(m.AdditionalHeaders))
+	add := func(k, v string) { h = append(h, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
+	add(HeaderVersion, Version)
+	add(HeaderMessageID, m.MessageID)
+	add(HeaderNode, m.Node)
+	kind := m.Kind
+	if kind == "" {
+		kind = KindPublish
+	}
+	add(HeaderKind, kind)
+	add(HeaderTopic, m.Topic)
+	add(HeaderQoS, strconv.Itoa(int(m.QoS)))
+	add(HeaderRetain, strconv.FormatBool(m.Retain))
+	add(HeaderProtocol, strconv.Itoa(int(m.Protocol)))
+	if m.Username != "" {
+		add(HeaderUsername, m.Username)
+	}
+	if m.ContentType != "" {
+		add(HeaderContentType, m.ContentType)
+	}
+	if m.PayloadFormat != nil {
+		add(HeaderPayloadFormat, strconv.Itoa(int(*m.PayloadFormat)))
+	}
+	if m.MessageExpiry != nil {
+		add(HeaderMessageExpiry, strconv.FormatUint(uint64(*m.MessageExpiry), 10))
+	}
+	if m.ResponseTopic != "" {
+		add(HeaderResponseTopic, m.ResponseTopic)
+	}
+	if m.CorrelationData != nil {
+		h = append(h, kgo.RecordHeader{Key: HeaderCorrelationData, Value: m.CorrelationData})
+	}
+	for _, p := range m.UserProperties {
+		add(HeaderUserPrefix+p.Key, p.Value)
+	}
+	h = append(h, m.AdditionalHeaders...)
+	return &kgo.Record{
+		Topic:     topic,
+		Key:       []byte(m.ClientID),
+		Value:     m.Payload,
+		Timestamp: m.ReceivedAt,
+		Headers:   h,
+	}
+}
+
+// Decode reads a record written by Encode, or produced by a backend that
+// follows the contract. Only HeaderTopic is required; QoS defaults to 0,
+// retain to false, kind to publish.
+func Decode(r *kgo.Record) (*Message, error) {
+	m := &Message{
+		ClientID:   string(r.Key),
+		Payload:    r.Value,
+		ReceivedAt: r.Timestamp,
+		Kind:       KindPublish,
+	}
+	var haveTopic bool
+	for _, h := range r.Headers {
+		v := string(h.Value)
+		switch h.Key {
+		case HeaderVersion:
+			if v != Version {
+				return nil, fmt.Errorf("%w: unsupported %s %q", ErrInvalid, HeaderVersion, v)
+			}
+		case HeaderMessageID:
+			m.MessageID = v
+		case HeaderNode:
+			m.Node = v
+		case HeaderKind:
+			m.Kind = v
+		case HeaderTopic:
+			m.Topic, haveTopic = v, true
+		case HeaderQoS:
+			q, err := strconv.ParseUint(v, 10, 8)
+			if err != nil || q > 2 {
+				return nil, fmt.Errorf("%w: %s %q is not 0, 1 or 2", ErrInvalid, HeaderQoS, v)
+			}
+			m.QoS = byte(q)
+		case HeaderRetain:
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s %q is not true or false", ErrInvalid, HeaderRetain, v)
+			}
+			m.Retain = b
+		case HeaderUsername:
+			m.Username = v
+		case HeaderProtocol:
+			p, err := strconv.ParseUint(v, 10, 8)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s %q", ErrInvalid, HeaderProtocol, v)
+			}
+			m.Protocol = byte(p)
+		case HeaderContentType:
+			m.ContentType = v
+		case HeaderPayloadFormat:
+			p, err := strconv.ParseUint(v, 10, 8)
+			if err != nil || p > 1 {
+				return nil, fmt.Errorf("%w: %s %q is not 0 or 1", ErrInvalid, HeaderPayloadFormat, v)
+			}
+			b := byte(p)
+			m.PayloadFormat = &b
+		case HeaderMessageExpiry:
+			e, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s %q is not a number of seconds", ErrInvalid, HeaderMessageExpiry, v)
+			}
+			e32 := uint32(e)
+			m.MessageExpiry = &e32
+		case HeaderResponseTopic:
+			m.ResponseTopic = v
+		case HeaderCorrelationData:
+			m.CorrelationData = h.Value
+		default:
+			if name, ok := strings.CutPrefix(h.Key, HeaderUserPrefix); ok {
+				m.UserProperties = append(m.UserProperties, UserProperty{Key: name, Value: v})
+			} else {
+				m.AdditionalHeaders = append(m.AdditionalHeaders, h)
+			}
+		}
+	}
+	if !haveTopic || m.Topic == "" {
+		return nil, fmt.Errorf("%w: missing header %s", ErrInvalid, HeaderTopic)
+	}
+	return m, nil
+}

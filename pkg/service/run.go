@@ -1,0 +1,54 @@
+// Package service holds the start-up steps every fleetgate binary shares:
+// loading configuration, building the logger and metrics, and turning
+// SIGTERM/SIGINT into context cancellation.
+package service
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fleetgate/fleetgate/pkg/config"
+)
+
+// Flags is what a binary's configuration provides.
+type Flags interface {
+	RegisterFlags(fs *flag.FlagSet)
+}
+
+// Load parses args into cfg. It returns done=true when the process should
+// exit with the returned error (nil after -help or -config.verify).
+func Load(name, about string, cfg Flags, args []string, stdout, stderr io.Writer) (done bool, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.RegisterFlags(fs)
+	fs.Usage = config.Usage(fs, name, about)
+	opts, err := config.Load(fs, args, cfg)
+	if errors.Is(err, flag.ErrHelp) {
+		return true, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	if opts.Verify {
+		out, err := yaml.Marshal(cfg)
+		if err != nil {
+			return true, err
+		}
+		fmt.Fprintf(stdout, "# configuration is valid\n%s", out)
+		return true, nil
+	}
+	return false, nil
+}
+
+// SignalContext is cancelled on SIGINT or SIGTERM.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
