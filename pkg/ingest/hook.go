@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,7 +139,13 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 // second delivery [MQTT-4.3.3-10]. The packet is replaced by a PUBACK for
 // packet id 0, which mochi ignores.
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos != 2 {
+	if pk.FixedHeader.Type != packets.Publish {
+		return pk, nil
+	}
+	if isSysTopic(pk.TopicName) {
+		return h.rejectSysTopic(cl, pk)
+	}
+	if pk.FixedHeader.Qos != 2 {
 		return pk, nil
 	}
 	if in, ok := cl.State.Inflight.Get(pk.PacketID); !ok || in.FixedHeader.Type != packets.Pubrec {
@@ -146,7 +153,42 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	}
 	h.metrics.duplicates.Add(context.Background(), 1, h.metrics.qosAttr[2])
 	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID})
-	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: pk.ProtocolVersion}, nil
+	return ignored(pk.ProtocolVersion), nil
+}
+
+// ignored is a packet mochi processes as a no-op: a PUBACK for packet id 0,
+// which matches no inflight message.
+func ignored(version byte) packets.Packet {
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: version}
+}
+
+// isSysTopic reports whether topic is in the server's $SYS tree, which
+// clients may not publish to (4.7.2); mochi would drop such a PUBLISH without
+// answering it, leaving a QoS 1/2 publisher waiting forever.
+func isSysTopic(topic string) bool {
+	return len(topic) >= 4 && strings.EqualFold(topic[:4], "$SYS")
+}
+
+// rejectSysTopic answers a PUBLISH to $SYS: PUBACK/PUBREC 0x90 on MQTT 5, a
+// closed connection on MQTT 3.1.1 (which has no negative ack), nothing for
+// QoS 0.
+func (h *Hook) rejectSysTopic(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	h.metrics.fail(ReasonInvalidTopic)
+	h.log.Info("publish to $SYS rejected", "client", cl.ID, "topic", pk.TopicName)
+	qos := pk.FixedHeader.Qos
+	if qos == 0 {
+		return ignored(pk.ProtocolVersion), nil
+	}
+	if cl.Properties.ProtocolVersion < 5 {
+		return pk, packets.ErrRejectPacket // mochi closes the connection
+	}
+	acks := h.acksFor(cl)
+	if !acks.acquire(time.Now().Add(h.cfg.AckTimeout), h.draining) {
+		return pk, packets.ErrRejectPacket
+	}
+	h.outstanding.Add(1)
+	h.complete(acks, acks.push(pk.PacketID, qos), packets.ErrTopicNameInvalid)
+	return ignored(pk.ProtocolVersion), nil
 }
 
 func (h *Hook) acksFor(cl *mqtt.Client) *clientAcks {

@@ -1,0 +1,255 @@
+// Package testkit holds the helpers fleetgate's tests share: an in-process
+// Kafka-protocol cluster with fault injection, a record reader, a raw MQTT
+// connection for byte-level tests, and free-port helpers.
+package testkit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Kafka is an in-process Kafka-protocol cluster whose produce path can be
+// made to fail.
+type Kafka struct {
+	Cluster *kfake.Cluster
+	failing atomic.Bool
+	// Produces counts produce requests the cluster accepted.
+	Produces atomic.Int64
+}
+
+// StartKafka starts a one-broker kfake cluster on a free loopback port,
+// closed at the end of the test.
+func StartKafka(t testing.TB, opts ...kfake.Opt) *Kafka {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	k := &Kafka{Cluster: c}
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !k.failing.Load() {
+			k.Produces.Add(1)
+			return nil, nil, false
+		}
+		// Answer every partition with a retriable error, as a cluster
+		// that cannot reach min.insync.replicas would.
+		preq := req.(*kmsg.ProduceRequest)
+		resp := preq.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range preq.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.NotEnoughReplicas.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	return k
+}
+
+// Addr is the broker address.
+func (k *Kafka) Addr() string { return k.Cluster.ListenAddrs()[0] }
+
+// FailProduce makes every produce request fail (true) or succeed (false).
+func (k *Kafka) FailProduce(fail bool) { k.failing.Store(fail) }
+
+// Reader consumes a topic from the start.
+type Reader struct {
+	t  testing.TB
+	cl *kgo.Client
+}
+
+// NewReader returns a consumer of topic on brokers, from the earliest offset.
+func NewReader(t testing.TB, brokers string, topic string) *Reader {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	return &Reader{t: t, cl: cl}
+}
+
+// Read returns exactly n records, failing the test if fewer arrive within
+// timeout, or if more than n are there after a short grace period.
+func (r *Reader) Read(n int, timeout time.Duration) []*kgo.Record {
+	r.t.Helper()
+	recs := r.ReadAtLeast(n, timeout)
+	// Anything beyond n would be a duplicate; give it a moment to show up.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	fs := r.cl.PollFetches(ctx)
+	fs.EachRecord(func(rec *kgo.Record) { recs = append(recs, rec) })
+	require.Len(r.t, recs, n, "records in kafka")
+	return recs
+}
+
+// ReadAtLeast returns at least n records (all that arrived), waiting up to
+// timeout.
+func (r *Reader) ReadAtLeast(n int, timeout time.Duration) []*kgo.Record {
+	r.t.Helper()
+	var recs []*kgo.Record
+	deadline := time.Now().Add(timeout)
+	for len(recs) < n && time.Now().Before(deadline) {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		fs := r.cl.PollFetches(ctx)
+		cancel()
+		fs.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				r.t.Logf("fetch %s/%d: %v", topic, p, err)
+			}
+		})
+		fs.EachRecord(func(rec *kgo.Record) { recs = append(recs, rec) })
+	}
+	require.GreaterOrEqual(r.t, len(recs), n, "records in kafka after %s", timeout)
+	return recs
+}
+
+// Header returns the first value of header key in r, and whether it exists.
+func Header(r *kgo.Record, key string) (string, bool) {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value), true
+		}
+	}
+	return "", false
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// Raw is a byte-level MQTT connection for tests that must control exactly
+// what goes on the wire.
+type Raw struct {
+	t       testing.TB
+	Conn    net.Conn
+	Version byte
+	br      *bufio.Reader
+}
+
+// DialRaw opens a TCP connection to addr.
+func DialRaw(t testing.TB, addr string, version byte) *Raw {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return &Raw{t: t, Conn: c, Version: version, br: bufio.NewReader(c)}
+}
+
+// Send encodes and writes pk.
+func (r *Raw) Send(pk packets.Packet) {
+	r.t.Helper()
+	pk.ProtocolVersion = r.Version
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		pk.Connect.ProtocolName = []byte("MQTT")
+		err = pk.ConnectEncode(&buf)
+	case packets.Publish:
+		err = pk.PublishEncode(&buf)
+	case packets.Pubrel:
+		pk.FixedHeader.Qos = 1
+		err = pk.PubrelEncode(&buf)
+	case packets.Disconnect:
+		err = pk.DisconnectEncode(&buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(&buf)
+	default:
+		err = fmt.Errorf("raw client cannot send packet type %d", pk.FixedHeader.Type)
+	}
+	require.NoError(r.t, err)
+	r.Write(buf.Bytes())
+}
+
+// Write writes raw bytes.
+func (r *Raw) Write(b []byte) {
+	r.t.Helper()
+	_ = r.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err := r.Conn.Write(b)
+	require.NoError(r.t, err)
+}
+
+// Connect sends CONNECT with the client id and clean flag and requires a
+// successful CONNACK.
+func (r *Raw) Connect(clientID string, clean bool) packets.Packet {
+	r.t.Helper()
+	r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect: packets.ConnectParams{ClientIdentifier: clientID, Clean: clean, Keepalive: 30}})
+	ack, err := r.Recv(5 * time.Second)
+	require.NoError(r.t, err)
+	require.Equal(r.t, packets.Connack, ack.FixedHeader.Type)
+	require.Zero(r.t, ack.ReasonCode, "connack reason")
+	return ack
+}
+
+// Recv reads one packet, or returns the read error (io.EOF on close, a
+// timeout error when nothing arrived within d).
+func (r *Raw) Recv(d time.Duration) (packets.Packet, error) {
+	_ = r.Conn.SetReadDeadline(time.Now().Add(d))
+	var pk packets.Packet
+	hdr := make([]byte, 1)
+	if _, err := io.ReadFull(r.br, hdr); err != nil {
+		return pk, err
+	}
+	if err := pk.FixedHeader.Decode(hdr[0]); err != nil {
+		return pk, err
+	}
+	rem, _, err := packets.DecodeLength(r.br)
+	if err != nil {
+		return pk, err
+	}
+	body := make([]byte, rem)
+	if _, err := io.ReadFull(r.br, body); err != nil {
+		return pk, err
+	}
+	pk.FixedHeader.Remaining = rem
+	pk.ProtocolVersion = r.Version
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	case packets.Pingresp:
+	default:
+		err = fmt.Errorf("raw client got unexpected packet type %d", pk.FixedHeader.Type)
+	}
+	return pk, err
+}
+
+// IsTimeout reports whether err is a read timeout.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,160 @@
+package frontend_test
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/frontend"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
+)
+
+const topic = "mqtt.inbound"
+
+// node is one frontend running in the test process.
+type node struct {
+	t     *testing.T
+	srv   *frontend.Server
+	cfg   frontend.Config
+	addr  string // MQTT over TCP
+	ops   string // operations server
+	stop  context.CancelFunc
+	done  chan error
+	once  sync.Once
+	runErr error
+}
+
+// testConfig is the frontend's default configuration with loopback ports.
+func testConfig(t *testing.T, brokers string) frontend.Config {
+	var cfg frontend.Config
+	fs := flag.NewFlagSet("test", flag.PanicOnError)
+	cfg.RegisterFlags(fs)
+	cfg.Node.ID = "test-node"
+	cfg.MQTT.TCPAddr = "127.0.0.1:0"
+	cfg.MQTT.TLSAddr = "127.0.0.1:0"
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Kafka.Brokers = config.StringList{brokers}
+	cfg.Kafka.Partitions = 3
+	cfg.Shutdown.Timeout = 5 * time.Second
+	return cfg
+}
+
+// startNode starts a frontend against kafka; mutate adjusts the config.
+func startNode(t *testing.T, brokers string, mutate func(*frontend.Config)) *node {
+	t.Helper()
+	cfg := testConfig(t, brokers)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	require.NoError(t, cfg.Validate())
+	tel, err := telemetry.NewMetrics()
+	require.NoError(t, err)
+	srv, err := frontend.New(cfg, testLogger(t), tel)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{t: t, srv: srv, cfg: cfg, stop: cancel, done: make(chan error, 1)}
+	go func() { n.done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Started():
+	case err := <-n.done:
+		t.Fatalf("frontend did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("frontend did not start in 10s")
+	}
+	n.addr, n.ops = srv.Addr(frontend.ListenerTCP), srv.OpsAddr()
+	t.Cleanup(func() { n.Stop() })
+	return n
+}
+
+// waitReady waits until /readyz answers 200.
+func (n *node) waitReady() {
+	n.t.Helper()
+	require.Eventually(n.t, func() bool { return n.readyz() == http.StatusOK }, 15*time.Second, 50*time.Millisecond, "frontend never became ready")
+}
+
+func (n *node) readyz() int {
+	resp, err := http.Get("http://" + n.ops + "/readyz")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode
+}
+
+// metrics returns the /metrics text.
+func (n *node) metrics() string {
+	n.t.Helper()
+	resp, err := http.Get("http://" + n.ops + "/metrics")
+	require.NoError(n.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(n.t, err)
+	return string(b)
+}
+
+// Stop drains the node and returns Run's result.
+func (n *node) Stop() error {
+	n.once.Do(func() {
+		n.stop()
+		select {
+		case n.runErr = <-n.done:
+		case <-time.After(30 * time.Second):
+			n.t.Error("frontend did not stop within 30s")
+		}
+	})
+	return n.runErr
+}
+
+// testLogger logs through t.Log, and stops when the test ends.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+	lvl := slog.LevelInfo
+	if os.Getenv("FLEETGATE_TEST_DEBUG") != "" {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}
+
+type testWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// requireTool returns the path of a command-line tool; missing tools fail
+// the test in CI (which installs them) and skip it elsewhere.
+func requireTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not installed; .ci/run must install %s", name, pkg)
+		}
+		t.Skipf("%s not installed: apt-get install %s", name, pkg)
+	}
+	return p
+}
+
+var _ = testkit.FreeAddr
