@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -74,7 +75,9 @@ func (b *ByteSize) Set(s string) error {
 		}
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 {
+	// Reject sizes whose product with the unit would overflow int64 and
+	// wrap around to a negative or small value.
+	if err != nil || v < 0 || v > math.MaxInt64/mult {
 		return fmt.Errorf("%q is not a size (examples: 1048576, 512KiB, 64MiB)", s)
 	}
 	*b = ByteSize(v * mult)

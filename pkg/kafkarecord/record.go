@@ -149,7 +149,10 @@ func Decode(r *kgo.Record) (*Message, error) {
 		case HeaderNode:
 			m.Node = v
 		case HeaderKind:
-			m.Kind = v
+			// An empty kind is the default, as in Encode.
+			if v != "" {
+				m.Kind = v
+			}
 		case HeaderTopic:
 			m.Topic, haveTopic = v, true
 		case HeaderQoS:

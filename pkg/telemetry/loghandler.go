@@ -40,9 +40,11 @@ func (h *FilterHandler) Handle(ctx context.Context, r slog.Record) error {
 	return h.Next.Handle(ctx, out)
 }
 
-// WithAttrs implements slog.Handler.
+// WithAttrs implements slog.Handler. Attributes attached with Logger.With
+// are filtered too, or a dropped key would still reach Next that way.
 func (h *FilterHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &FilterHandler{Next: h.Next.WithAttrs(as), Min: h.Min, Drop: h.Drop}
+	kept := slices.DeleteFunc(slices.Clone(as), func(a slog.Attr) bool { return slices.Contains(h.Drop, a.Key) })
+	return &FilterHandler{Next: h.Next.WithAttrs(kept), Min: h.Min, Drop: h.Drop}
 }
 
 // WithGroup implements slog.Handler.
