@@ -195,12 +195,18 @@ func (r *Raw) Write(b []byte) {
 	require.NoError(r.t, err)
 }
 
-// Connect sends CONNECT with the client id and clean flag and requires a
+// Connect sends CONNECT with the client id and clean flag (persistent
+// sessions get a 300 s expiry on MQTT 5) and requires a
 // successful CONNACK.
 func (r *Raw) Connect(clientID string, clean bool) packets.Packet {
 	r.t.Helper()
-	r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		Connect: packets.ConnectParams{ClientIdentifier: clientID, Clean: clean, Keepalive: 30}})
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect: packets.ConnectParams{ClientIdentifier: clientID, Clean: clean, Keepalive: 30}}
+	if !clean && r.Version == 5 {
+		// MQTT 5 keeps a session after the connection only with an expiry.
+		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 300, true
+	}
+	r.Send(pk)
 	ack, err := r.Recv(5 * time.Second)
 	require.NoError(r.t, err)
 	require.Equal(r.t, packets.Connack, ack.FixedHeader.Type)

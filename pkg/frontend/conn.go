@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"bytes"
+	"io"
 	"errors"
 	"net"
 	"sync"
@@ -79,22 +80,27 @@ func (c *conn) mqttClient() *mqtt.Client {
 // connection ended with err, and a bounded metric label for it.
 func (c *conn) disconnectReason(err error) (code packets.Code, label string, owed bool) {
 	cl := c.mqttClient()
+	if cl == nil {
+		if err == nil {
+			return packets.Code{}, "client_disconnect", false
+		}
+		return packets.Code{}, "before_connect", false
+	}
+	// mochi stops the client with the error that ended it, and the ingest
+	// hook with the reason it chose; the first cause is kept. mochi's read
+	// loop may return nil for a client stopped by someone else.
+	if cause := cl.StopCause(); cause != nil {
+		err = cause
+	}
 	if err == nil {
 		return packets.Code{}, "client_disconnect", false
 	}
-	if cl == nil {
-		return packets.Code{}, "before_connect", false
-	}
-	if c.closing.Load() {
-		// Closed by the server: mochi or the ingest hook stopped it.
-		var sc packets.Code
-		if errors.As(cl.StopCause(), &sc) && sc.Code >= packets.ErrUnspecifiedError.Code {
-			return sc, reasonLabel(sc), true
-		}
-		return packets.Code{}, "server_close", false
-	}
 	var pc packets.Code
-	if errors.As(err, &pc) && pc.Code >= packets.ErrUnspecifiedError.Code {
+	if errors.As(err, &pc) {
+		if pc.Code < packets.ErrUnspecifiedError.Code {
+			return packets.Code{}, "client_disconnect", false // 0x00, or 0x04 with will
+		}
+		pc = specCode(pc)
 		return pc, reasonLabel(pc), true
 	}
 	var ne net.Error
@@ -102,6 +108,15 @@ func (c *conn) disconnectReason(err error) (code packets.Code, label string, owe
 		return packets.ErrKeepAliveTimeout, "keepalive_timeout", true // [MQTT-3.1.2-22]
 	}
 	return packets.Code{}, "connection_lost", false
+}
+
+// specCode corrects mochi's reason codes where the spec says otherwise.
+func specCode(c packets.Code) packets.Code {
+	if c == packets.ErrProtocolViolationQosOutOfRange {
+		// Both QoS bits set makes a Malformed Packet [MQTT-3.3.1-4].
+		return packets.ErrMalformedQos
+	}
+	return c
 }
 
 // reasonLabel maps a reason code to a bounded label.
@@ -151,5 +166,23 @@ func (c *conn) finish(code packets.Code, owed bool) {
 			_, _ = c.Conn.Write(buf.Bytes())
 		}
 	}
+	if owed {
+		c.lingeringClose()
+		return
+	}
 	_ = c.Conn.Close()
+}
+
+// lingeringClose half-closes the connection and discards what the client
+// still sends for a moment before closing. Closing a socket with unread
+// input makes the kernel send a reset, which can destroy the DISCONNECT the
+// client has not read yet.
+func (c *conn) lingeringClose() {
+	defer c.Conn.Close()
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+	_, _ = io.CopyN(io.Discard, c.Conn, 1<<20)
 }

@@ -40,7 +40,7 @@ func dialV5(t *testing.T, addr, clientID, username string) *paho.Client {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
-	c := paho.NewClient(paho.ClientConfig{ClientID: clientID, Conn: conn})
+	c := paho.NewClient(paho.ClientConfig{ClientID: clientID, Conn: conn, PacketTimeout: time.Minute})
 	cp := &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true}
 	if username != "" {
 		cp.Username, cp.UsernameFlag = username, true

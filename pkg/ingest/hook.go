@@ -45,6 +45,9 @@ type Hook struct {
 	budget      *semaphore.Weighted
 	unacked     atomic.Int64 // bytes read but not yet acknowledged by Kafka
 	outstanding atomic.Int64 // QoS>0 publishes whose ack is not yet written
+	// saturatedSince is when the budget last ran out (unix ns), 0 while
+	// publishes get their bytes.
+	saturatedSince atomic.Int64
 
 	clients sync.Map // *mqtt.Client → *clientAcks
 
@@ -292,7 +295,17 @@ func (h *Hook) reject(cl *mqtt.Client, acks *clientAcks, e *entry, code packets.
 func (h *Hook) reserve(cl *mqtt.Client, size int64, deadline time.Time) bool {
 	if h.budget.TryAcquire(size) {
 		h.unacked.Add(size)
+		h.saturatedSince.Store(0)
 		return true
+	}
+	// Once the node has been full for a whole ack deadline, answer at once
+	// instead of making every further publish wait the deadline again on a
+	// socket the node is not reading: the client learns fast that the node
+	// is overloaded.
+	now := time.Now()
+	h.saturatedSince.CompareAndSwap(0, now.UnixNano())
+	if limit := time.Unix(0, h.saturatedSince.Load()).Add(h.cfg.AckTimeout); limit.Before(deadline) {
+		deadline = limit
 	}
 	for time.Now().Before(deadline) {
 		// Wake up every second to notice a closed connection or a drain.
@@ -302,6 +315,7 @@ func (h *Hook) reserve(cl *mqtt.Client, size int64, deadline time.Time) bool {
 		cancel()
 		if err == nil {
 			h.unacked.Add(size)
+			h.saturatedSince.Store(0)
 			return true
 		}
 		if cl.Closed() {

@@ -76,6 +76,10 @@ func NewProducer(cfg Config, po ProducerOptions, log *slog.Logger, tel Telemetry
 		// A device waiting for PUBACK must get an answer: fail records
 		// that Kafka has not taken within the ack deadline.
 		kgo.RecordDeliveryTimeout(po.DeliveryTimeout),
+		// A failed partition waits for a metadata refresh before its
+		// records are retried or expired; the default 5s minimum age
+		// would hold them past a short ack deadline.
+		kgo.MetadataMinAge(time.Second),
 		kgo.ProducerBatchCompression(codec),
 		kgo.ProducerLinger(cfg.Linger),
 		// Records are keyed by client id; the default sticky key
