@@ -214,4 +214,3 @@ func isAcked(tok pahov3.Token) bool {
 		return false
 	}
 }
-

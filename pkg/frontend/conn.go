@@ -2,8 +2,8 @@ package frontend
 
 import (
 	"bytes"
-	"io"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"

@@ -25,14 +25,14 @@ const topic = "mqtt.inbound"
 
 // node is one frontend running in the test process.
 type node struct {
-	t     *testing.T
-	srv   *frontend.Server
-	cfg   frontend.Config
-	addr  string // MQTT over TCP
-	ops   string // operations server
-	stop  context.CancelFunc
-	done  chan error
-	once  sync.Once
+	t      *testing.T
+	srv    *frontend.Server
+	cfg    frontend.Config
+	addr   string // MQTT over TCP
+	ops    string // operations server
+	stop   context.CancelFunc
+	done   chan error
+	once   sync.Once
 	runErr error
 }
 

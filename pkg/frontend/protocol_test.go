@@ -3,11 +3,11 @@ package frontend_test
 import (
 	"context"
 	"errors"
-	"syscall"
 	"fmt"
 	"io"
 	"regexp"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
