@@ -3,6 +3,7 @@ package frontend_test
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -158,3 +159,5 @@ func requireTool(t *testing.T, name, pkg string) string {
 }
 
 var _ = testkit.FreeAddr
+
+func fmtSscan(s string, v *int) (int, error) { return fmt.Sscan(s, v) }

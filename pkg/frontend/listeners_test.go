@@ -1,0 +1,190 @@
+package frontend_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/frontend"
+	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+)
+
+// pki is a throwaway CA with a server and a client certificate.
+type pki struct {
+	dir                       string
+	caFile, certFile, keyFile string
+	clientCert                tls.Certificate
+	pool                      *x509.CertPool
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fleetgate test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	caCert, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+	issue := func(cn string, usage x509.ExtKeyUsage, serial int64) ([]byte, *ecdsa.PrivateKey) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		require.NoError(t, err)
+		return der, key
+	}
+	write := func(name, typ string, b []byte) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600))
+		return p
+	}
+	p := &pki{dir: dir, pool: x509.NewCertPool()}
+	p.pool.AddCert(caCert)
+	p.caFile = write("ca.pem", "CERTIFICATE", caDER)
+	srvDER, srvKey := issue("127.0.0.1", x509.ExtKeyUsageServerAuth, 2)
+	p.certFile = write("server.pem", "CERTIFICATE", srvDER)
+	kb, err := x509.MarshalECPrivateKey(srvKey)
+	require.NoError(t, err)
+	p.keyFile = write("server-key.pem", "EC PRIVATE KEY", kb)
+	cliDER, cliKey := issue("device-1", x509.ExtKeyUsageClientAuth, 3)
+	p.clientCert = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
+	return p
+}
+
+func TestTLSWithClientCertificatesAndWebSocketCarryPublishesToKafka(t *testing.T) {
+	p := newPKI(t)
+	k := testkit.StartKafka(t)
+	wsAddr := testkit.FreeAddr(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) {
+		c.MQTT.TLSCertFile, c.MQTT.TLSKeyFile, c.MQTT.TLSClientCAFile = p.certFile, p.keyFile, p.caFile
+		c.MQTT.WSAddr = wsAddr
+	})
+	n.waitReady()
+	reader := testkit.NewReader(t, k.Addr(), topic)
+	tlsAddr := n.srv.Addr(frontend.ListenerTLS)
+	require.NotEmpty(t, tlsAddr)
+
+	t.Run("a client with a certificate from the CA publishes over TLS", func(t *testing.T) {
+		c := dialV3(t, "ssl://"+tlsAddr, "tls-device", "", func(o *pahov3.ClientOptions) {
+			o.SetTLSConfig(&tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.clientCert}, ServerName: "127.0.0.1"})
+		})
+		tok := c.Publish("tls/hello", 1, false, []byte("over tls"))
+		require.True(t, tok.WaitTimeout(10*time.Second))
+		require.NoError(t, tok.Error())
+	})
+	t.Run("a client without a certificate is refused", func(t *testing.T) {
+		o := pahov3.NewClientOptions().AddBroker("ssl://" + tlsAddr).SetClientID("no-cert").SetAutoReconnect(false).
+			SetTLSConfig(&tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"}).SetConnectTimeout(5 * time.Second)
+		tok := pahov3.NewClient(o).Connect()
+		require.True(t, tok.WaitTimeout(10*time.Second))
+		assert.Error(t, tok.Error())
+	})
+	t.Run("a client publishes over WebSocket", func(t *testing.T) {
+		c := dialV3(t, "ws://"+wsAddr+"/", "ws-device", "")
+		tok := c.Publish("ws/hello", 1, false, []byte("over websocket"))
+		require.True(t, tok.WaitTimeout(10*time.Second))
+		require.NoError(t, tok.Error())
+	})
+	recs := reader.Read(2, 10*time.Second)
+	got := map[string]string{}
+	for _, r := range recs {
+		got[string(r.Key)] = string(r.Value)
+	}
+	assert.Equal(t, map[string]string{"tls-device": "over tls", "ws-device": "over websocket"}, got)
+}
+
+func TestAPasswordFileAdmitsItsUsersOnly(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "passwords")
+	require.NoError(t, os.WriteFile(file, []byte("# devices\nsensor-1:"+string(hash)+"\n"), 0o600))
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) {
+		c.Auth.PasswordFile = file
+		c.Auth.AllowAnonymous = false
+	})
+	n.waitReady()
+	reader := testkit.NewReader(t, k.Addr(), topic)
+
+	connect := func(user, pass string) error {
+		o := pahov3.NewClientOptions().AddBroker("tcp://" + n.addr).SetClientID("auth-" + user).
+			SetAutoReconnect(false).SetProtocolVersion(4)
+		if user != "" {
+			o.SetUsername(user).SetPassword(pass)
+		}
+		c := pahov3.NewClient(o)
+		tok := c.Connect()
+		require.True(t, tok.WaitTimeout(10*time.Second))
+		if tok.Error() == nil {
+			pub := c.Publish("auth/ok", 1, false, []byte(user))
+			require.True(t, pub.WaitTimeout(10*time.Second))
+			require.NoError(t, pub.Error())
+			c.Disconnect(100)
+		}
+		return tok.Error()
+	}
+	assert.NoError(t, connect("sensor-1", "s3cret"))
+	assert.ErrorContains(t, connect("sensor-1", "wrong"), "not Authorized")
+	assert.ErrorContains(t, connect("intruder", "s3cret"), "not Authorized")
+	assert.ErrorContains(t, connect("", ""), "not Authorized")
+	recs := reader.Read(1, 10*time.Second)
+	u, _ := testkit.Header(recs[0], kafkarecord.HeaderUsername)
+	assert.Equal(t, "sensor-1", u)
+	assert.Contains(t, n.metrics(), "fleetgate_frontend_auth_failures_total 3")
+}
+
+func TestReadinessFollowsKafkaReachability(t *testing.T) {
+	addr := testkit.FreeAddr(t)
+	n := startNode(t, addr, nil)
+	// Nothing listens on the broker address: alive, but not ready.
+	resp, err := http.Get("http://" + n.ops + "/healthz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Eventually(t, func() bool { return n.readyz() == http.StatusServiceUnavailable }, 10*time.Second, 50*time.Millisecond)
+	resp, err = http.Get("http://" + n.ops + "/readyz")
+	require.NoError(t, err)
+	body := make([]byte, 512)
+	m, _ := resp.Body.Read(body)
+	resp.Body.Close()
+	assert.True(t, strings.Contains(string(body[:m]), "kafka"), "readyz names the failing dependency: %q", body[:m])
+
+	// Kafka comes up on that address: the node becomes ready by itself.
+	_, port, _ := net.SplitHostPort(addr)
+	var portN int
+	_, err = fmtSscan(port, &portN)
+	require.NoError(t, err)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(portN))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	n.waitReady()
+	v3 := dialV3(t, "tcp://"+n.addr, "after-kafka", "")
+	tok := v3.Publish("ready/now", 1, false, []byte("ok"))
+	require.True(t, tok.WaitTimeout(10*time.Second))
+	require.NoError(t, tok.Error())
+}
