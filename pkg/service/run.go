@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 
 	"gopkg.in/yaml.v3"
@@ -37,6 +39,9 @@ func Load(name, about string, cfg Flags, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return true, err
 	}
+	if err := unknownEnv(fs, os.Environ()); err != nil {
+		return true, err
+	}
 	if opts.Verify {
 		out, err := yaml.Marshal(cfg)
 		if err != nil {
@@ -51,4 +56,23 @@ func Load(name, about string, cfg Flags, args []string, stdout, stderr io.Writer
 // SignalContext is cancelled on SIGINT or SIGTERM.
 func SignalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// unknownEnv rejects FLEETGATE_* variables that match no flag: a misspelled
+// variable would otherwise be ignored without a word.
+func unknownEnv(fs *flag.FlagSet, environ []string) error {
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[config.EnvName(f.Name)] = true })
+	var bad []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "FLEETGATE_") && !known[name] {
+			bad = append(bad, name)
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return fmt.Errorf("environment variable %s is not a setting of %s (see -help for the list)", strings.Join(bad, ", "), fs.Name())
+	}
+	return nil
 }
