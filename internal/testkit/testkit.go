@@ -161,9 +161,15 @@ func DialRaw(t testing.TB, addr string, version byte) *Raw {
 	return &Raw{t: t, Conn: c, Version: version, br: bufio.NewReader(c)}
 }
 
-// Send encodes and writes pk.
+// Send encodes and writes pk, failing the test on a write error.
 func (r *Raw) Send(pk packets.Packet) {
 	r.t.Helper()
+	require.NoError(r.t, r.TrySend(pk))
+}
+
+// TrySend encodes and writes pk, returning a write error; safe to call from
+// a goroutine other than the test's.
+func (r *Raw) TrySend(pk packets.Packet) error {
 	pk.ProtocolVersion = r.Version
 	var buf bytes.Buffer
 	var err error
@@ -183,8 +189,12 @@ func (r *Raw) Send(pk packets.Packet) {
 	default:
 		err = fmt.Errorf("raw client cannot send packet type %d", pk.FixedHeader.Type)
 	}
-	require.NoError(r.t, err)
-	r.Write(buf.Bytes())
+	if err != nil {
+		return err
+	}
+	_ = r.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err = r.Conn.Write(buf.Bytes())
+	return err
 }
 
 // Write writes raw bytes.

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+)
+
+func TestSIGTERMDrainsTheFrontendAndExitsZero(t *testing.T) {
+	kafka := startKafka(t)
+	fe := startFrontend(t, kafka, "-shutdown.timeout", "5s")
+
+	v5 := testkit.DialRaw(t, fe.mqtt, 5)
+	v5.Connect("drain-v5", true)
+	v5.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "drain/x", PacketID: 1, Payload: []byte("before")})
+	ack, err := v5.Recv(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, packets.Puback, ack.FixedHeader.Type)
+
+	require.NoError(t, fe.cmd.Process.Signal(syscall.SIGTERM))
+	pk, err := v5.Recv(10 * time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, packets.Disconnect, pk.FixedHeader.Type)
+	assert.Equal(t, byte(0x8B), pk.ReasonCode, "server shutting down")
+	assert.Equal(t, 0, fe.wait(15*time.Second), "exit code")
+	assert.Contains(t, fe.out.String(), "shutdown complete")
+
+	recs := testkit.NewReader(t, kafka, "mqtt.inbound").Read(1, 10*time.Second)
+	assert.Equal(t, "before", string(recs[0].Value))
+}
+
+func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *testing.T) {
+	yamlFile := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(yamlFile, []byte("kafka:\n  topik: x\n"), 0o600))
+	cases := []struct {
+		name  string
+		env   []string
+		args  []string
+		wants []string
+	}{
+		{"a bad flag value names the flag", nil, []string{"-kafka.partitions", "0"}, []string{"kafka.partitions"}},
+		{"a bad environment value names the variable and the flag", []string{"FLEETGATE_MQTT_CONNECT_TIMEOUT=soon"}, nil,
+			[]string{"FLEETGATE_MQTT_CONNECT_TIMEOUT", "mqtt.connect-timeout"}},
+		{"a value that fails validation names the field", []string{"FLEETGATE_MQTT_RECEIVE_MAXIMUM=0"}, nil, []string{"mqtt.receive-maximum"}},
+		{"a misspelled environment variable is an error", []string{"FLEETGATE_KAFKA_BROKER=x:9092"}, nil, []string{"FLEETGATE_KAFKA_BROKER"}},
+		{"an unknown key in the YAML file names the key", nil, []string{"-config.file", yamlFile}, []string{"topik"}},
+		{"half a TLS key pair is refused", nil, []string{"-mqtt.tls-cert-file", yamlFile}, []string{"mqtt.tls-key-file"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(filepath.Join(binDir, "frontend"), tc.args...)
+			cmd.Env = append(cleanEnv(), tc.env...)
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			require.ErrorAs(t, err, &ee, "must exit non-zero; output: %s", out)
+			assert.NotZero(t, ee.ExitCode())
+			for _, w := range tc.wants {
+				assert.Contains(t, string(out), w)
+			}
+			assert.NotContains(t, string(out), "listener started", "nothing may start")
+		})
+	}
+
+	t.Run("-help documents every option with its environment variable", func(t *testing.T) {
+		out, err := exec.Command(filepath.Join(binDir, "frontend"), "-help").CombinedOutput()
+		require.NoError(t, err)
+		flags := strings.Count(string(out), "\n  -")
+		envs := strings.Count(string(out), "env FLEETGATE_")
+		assert.Greater(t, flags, 20)
+		assert.Equal(t, flags, envs, "every flag lists its environment variable")
+	})
+	t.Run("-config.verify accepts a valid configuration without starting", func(t *testing.T) {
+		out, err := exec.Command(filepath.Join(binDir, "frontend"), "-config.verify", "-kafka.brokers", "kafka:9092").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		assert.Contains(t, string(out), "configuration is valid")
+	})
+}
+
+func TestTheDevStackKeepsMessagesAcrossARestart(t *testing.T) {
+	pub := lookTool(t, "mosquitto_pub", "mosquitto-clients")
+	dataDir := t.TempDir()
+	kafka, mqtt, ops := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
+	args := []string{"-dev.data-dir", dataDir, "-dev.kafka-addr", kafka, "-mqtt.tcp-addr", mqtt, "-mqtt.ws-addr", "", "-http.addr", ops}
+	dev := start(t, "fleetgate-dev", nil, args...)
+	require.Eventually(t, func() bool { return strings.Contains(dev.out.String(), "fleetgate dev stack is up") }, 20*time.Second, 50*time.Millisecond)
+	_, port, _ := strings.Cut(mqtt, ":")
+	out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "restart-test", "-t", "dev/persist", "-m", "still here").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.NoError(t, dev.cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, dev.wait(20*time.Second))
+
+	dev2 := start(t, "fleetgate-dev", nil, args...)
+	require.Eventually(t, func() bool { return strings.Contains(dev2.out.String(), "fleetgate dev stack is up") }, 20*time.Second, 50*time.Millisecond)
+	recs := testkit.NewReader(t, kafka, "mqtt.inbound").Read(1, 15*time.Second)
+	assert.Equal(t, "still here", string(recs[0].Value))
+	assert.Equal(t, "restart-test", string(recs[0].Key))
+}
+
+// lookTool finds a command-line tool; CI installs them, so a missing one
+// fails there and skips elsewhere.
+func lookTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not installed; .ci/run must install %s", name, pkg)
+		}
+		t.Skipf("%s not installed: apt-get install %s", name, pkg)
+	}
+	return p
+}
