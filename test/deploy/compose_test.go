@@ -1,0 +1,262 @@
+package deploy
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// composeDefaultGrace is what `docker compose stop` waits without stop_grace_period.
+const composeDefaultGrace = 10 * time.Second
+
+// composeInvocations returns an invocation for every service of a compose
+// file that runs fleetgate: a service built from this repository (it has a
+// `build` key) or one that runs a fleetgate image. standInDir receives the
+// stand-ins for mounted files (see standIns).
+func composeInvocations(file, standInDir string) ([]invocation, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", file, err)
+	}
+	services, ok := doc["services"].(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%s: no services", file)
+	}
+	var out []invocation
+	var errs []error
+	for _, name := range sortedKeys(services) {
+		svc, ok := services[name].(map[string]any)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s service %s: not a mapping", file, name))
+			continue
+		}
+		_, built := svc["build"]
+		image, _ := svc["image"].(string)
+		if !built && !isFleetgateImage(image) {
+			continue
+		}
+		inv, err := composeService(fmt.Sprintf("%s service %s", path.Base(file), name), svc, standInDir)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, inv)
+	}
+	return out, errors.Join(errs...)
+}
+
+func composeService(source string, svc map[string]any, standInDir string) (invocation, error) {
+	inv := invocation{Source: source, Env: map[string]string{}, Grace: composeDefaultGrace}
+	if _, ok := svc["env_file"]; ok {
+		// The files would have to be read and checked as well; keep fleetgate
+		// settings inline in `environment:` where this test sees them.
+		return inv, fmt.Errorf("%s: env_file is not supported by test/deploy; put FLEETGATE_* variables in environment:", source)
+	}
+
+	var argv []string
+	for _, key := range []string{"entrypoint", "command"} {
+		words, err := composeWords(svc[key])
+		if err != nil {
+			return inv, fmt.Errorf("%s: %s: %w", source, key, err)
+		}
+		argv = append(argv, words...)
+	}
+	if len(argv) == 0 {
+		return inv, fmt.Errorf("%s: no command; name the binary it runs, e.g. command: [\"/usr/local/bin/frontend\"]", source)
+	}
+	inv.Binary, inv.Args = path.Base(argv[0]), argv[1:]
+
+	switch env := svc["environment"].(type) {
+	case nil:
+	case map[string]any:
+		for k, v := range env {
+			if v == nil { // NAME: with no value passes the host's variable through
+				inv.Inherited = append(inv.Inherited, k)
+				continue
+			}
+			s, err := interpolate(fmt.Sprint(v))
+			if err != nil {
+				return inv, fmt.Errorf("%s: environment %s: %w", source, k, err)
+			}
+			inv.Env[k] = s
+		}
+	case []any:
+		for _, e := range env {
+			s, ok := e.(string)
+			if !ok {
+				return inv, fmt.Errorf("%s: environment entry %v is not a string", source, e)
+			}
+			k, v, ok := strings.Cut(s, "=")
+			if !ok {
+				inv.Inherited = append(inv.Inherited, k)
+				continue
+			}
+			v, err := interpolate(v)
+			if err != nil {
+				return inv, fmt.Errorf("%s: environment %s: %w", source, k, err)
+			}
+			inv.Env[k] = v
+		}
+	default:
+		return inv, fmt.Errorf("%s: environment is neither a mapping nor a list", source)
+	}
+
+	if g, ok := svc["stop_grace_period"]; ok {
+		d, err := time.ParseDuration(fmt.Sprint(g))
+		if err != nil {
+			return inv, fmt.Errorf("%s: stop_grace_period: %w", source, err)
+		}
+		inv.Grace = d
+	}
+
+	mounts, err := composeMounts(svc)
+	if err != nil {
+		return inv, fmt.Errorf("%s: %w", source, err)
+	}
+	if err := newStandIns(standInDir, mounts).apply(&inv); err != nil {
+		return inv, fmt.Errorf("%s: %w", source, err)
+	}
+	return inv, nil
+}
+
+// composeWords reads a command or entrypoint: a list, or a string split on
+// white space (quotes are refused rather than parsed half right).
+func composeWords(v any) ([]string, error) {
+	var words []string
+	switch c := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		if strings.ContainsAny(c, `"'\`) {
+			return nil, errors.New("quoting in the string form is not supported by test/deploy; use the list form")
+		}
+		words = strings.Fields(c)
+	case []any:
+		for _, w := range c {
+			words = append(words, fmt.Sprint(w))
+		}
+	default:
+		return nil, fmt.Errorf("%v is neither a string nor a list", v)
+	}
+	for i, w := range words {
+		s, err := interpolate(w)
+		if err != nil {
+			return nil, err
+		}
+		words[i] = s
+	}
+	return words, nil
+}
+
+// composeMounts lists the container paths of a service's volumes, secrets and configs.
+func composeMounts(svc map[string]any) ([]string, error) {
+	var mounts []string
+	vols, _ := svc["volumes"].([]any)
+	for _, v := range vols {
+		switch m := v.(type) {
+		case string: // source:target[:mode] or just target
+			parts := strings.Split(m, ":")
+			if len(parts) == 1 {
+				mounts = append(mounts, parts[0])
+			} else {
+				mounts = append(mounts, parts[1])
+			}
+		case map[string]any:
+			t, _ := m["target"].(string)
+			mounts = append(mounts, t)
+		default:
+			return nil, fmt.Errorf("volume %v: neither a string nor a mapping", v)
+		}
+	}
+	// Secrets land in /run/secrets/<name> and configs in /<name> unless a target says otherwise.
+	for key, dir := range map[string]string{"secrets": "/run/secrets", "configs": "/"} {
+		list, _ := svc[key].([]any)
+		for _, v := range list {
+			switch m := v.(type) {
+			case string:
+				mounts = append(mounts, path.Join(dir, m))
+			case map[string]any:
+				t, _ := m["target"].(string)
+				if t == "" {
+					t, _ = m["source"].(string)
+				}
+				if !path.IsAbs(t) {
+					t = path.Join(dir, t)
+				}
+				mounts = append(mounts, t)
+			}
+		}
+	}
+	return mounts, nil
+}
+
+// interpolate applies compose's variable substitution as `docker compose up`
+// in a shell without those variables would: $$ is a dollar sign, and
+// ${NAME:-default} / ${NAME-default} take the default. A variable without a
+// default would depend on the operator's shell, so it is an error.
+func interpolate(s string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '$' || i+1 == len(s) {
+			b.WriteByte(c)
+			continue
+		}
+		switch next := s[i+1]; {
+		case next == '$':
+			b.WriteByte('$')
+			i++
+		case next == '{':
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 {
+				return "", fmt.Errorf("unterminated ${ in %q", s)
+			}
+			expr := s[i+2 : i+2+end]
+			i += 2 + end
+			n := 0
+			for n < len(expr) && isNameChar(expr[n]) {
+				n++
+			}
+			switch op := expr[n:]; {
+			case strings.HasPrefix(op, ":-"):
+				b.WriteString(op[2:])
+			case strings.HasPrefix(op, "-"):
+				b.WriteString(op[1:])
+			case strings.HasPrefix(op, ":+"), strings.HasPrefix(op, "+"):
+				// ${NAME:+alt} is empty while NAME is unset.
+			default: // ${NAME}, ${NAME:?message}
+				return "", fmt.Errorf("%q takes ${%s} from the host shell; give it a default (${%s:-value}) so the file works as committed", s, expr, expr[:n])
+			}
+		case isNameChar(next) && !('0' <= next && next <= '9'):
+			return "", fmt.Errorf("%q takes a variable from the host shell; use ${NAME:-default}", s)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
+}
+
+func isNameChar(c byte) bool {
+	return c == '_' || ('A' <= c && c <= 'Z') || ('a' <= c && c <= 'z') || ('0' <= c && c <= '9')
+}
+
+// isFleetgateImage reports whether an image reference names fleetgate's
+// image (any registry, any tag): its last path element is "fleetgate".
+func isFleetgateImage(ref string) bool {
+	if ref == "" {
+		return false
+	}
+	ref, _, _ = strings.Cut(ref, "@")
+	name := ref[strings.LastIndexByte(ref, '/')+1:]
+	name, _, _ = strings.Cut(name, ":")
+	return name == "fleetgate"
+}

@@ -1,0 +1,581 @@
+// Package deploy proves that the deployment files (docker-compose.yml and
+// deploy/kubernetes/*.yaml) pass only settings the fleetgate binaries accept.
+//
+// Docker cannot run on the test machines, so instead of starting containers
+// the tests build each binary a fleetgate container runs and start it the way
+// the container would: the container's arguments and exactly its environment
+// (plus PATH and HOME), with -config.verify appended, which validates the
+// whole configuration and exits. On top of what the binary checks itself,
+// every FLEETGATE_* variable must be a name the binary lists in its -help
+// (the binary ignores unknown variables, so a typo would otherwise silently
+// leave a setting at its default), the orchestrator's grace period must
+// outlast shutdown.timeout, and Kubernetes probes must hit the operations
+// port.
+package deploy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// fleetgate builds and runs the binaries for every test of the package.
+var fleetgate *verifier
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	root, err := repoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	binDir, err := os.MkdirTemp("", "fleetgate-deploy-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(binDir)
+	fleetgate = newVerifier(root, binDir)
+	return m.Run()
+}
+
+func TestComposeServicesPassOnlySettingsTheBinariesAccept(t *testing.T) {
+	invs, err := composeInvocations(filepath.Join(fleetgate.root, "docker-compose.yml"), t.TempDir())
+	require.NoError(t, err)
+	require.True(t, runsBinary(invs, "frontend"), "docker-compose.yml has no service running the frontend; the checks below would pass vacuously")
+	for _, inv := range invs {
+		t.Run(inv.Source, func(t *testing.T) {
+			logInvocation(t, inv)
+			assert.NoError(t, fleetgate.check(t.Context(), inv))
+		})
+	}
+}
+
+func TestKubernetesContainersPassOnlySettingsTheBinariesAccept(t *testing.T) {
+	files := kubeFiles(t, filepath.Join(fleetgate.root, "deploy", "kubernetes"))
+	invs, err := kubernetesInvocations(files, t.TempDir())
+	require.NoError(t, err)
+	require.True(t, runsBinary(invs, "frontend"), "deploy/kubernetes has no container running the frontend; the checks below would pass vacuously")
+	for _, inv := range invs {
+		t.Run(inv.Source, func(t *testing.T) {
+			logInvocation(t, inv)
+			assert.NoError(t, fleetgate.check(t.Context(), inv))
+			assert.NotEmpty(t, inv.Probes, "a fleetgate container without probes gets traffic before Kafka is reachable and keeps it while draining")
+		})
+	}
+}
+
+// TestCheckerCatchesMistakes runs the same extraction and checks over small
+// manifests with one mistake each, so the tests above cannot pass because
+// the checker looks at nothing. The cases without a wanted error are the
+// controls: the same shape, correct, passes.
+func TestCheckerCatchesMistakes(t *testing.T) {
+	tests := []struct {
+		name     string
+		kind     string // "compose" or "kubernetes"
+		manifest string
+		wantErr  []string // substrings of the error; none means the manifest must pass
+	}{
+		{
+			name: "a correct compose service with a mounted TLS certificate passes",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend", "-log.format=json"]
+    stop_grace_period: 45s
+    volumes: ["./certs:/etc/fleetgate/tls:ro"]
+    environment:
+      FLEETGATE_KAFKA_BROKERS: "kafka:19092"
+      FLEETGATE_NODE_ID: "${NODE_ID:-frontend-1}"
+      FLEETGATE_MQTT_TLS_CERT_FILE: /etc/fleetgate/tls/tls.crt
+      FLEETGATE_MQTT_TLS_KEY_FILE: /etc/fleetgate/tls/tls.key
+      GOMAXPROCS: 2
+`,
+		},
+		{
+			name: "a misspelled variable in a compose service is caught and the intended name suggested",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend"]
+    stop_grace_period: 45s
+    environment:
+      FLEETGATE_KAFKA_BROKER: "kafka:19092"
+`,
+			wantErr: []string{"FLEETGATE_KAFKA_BROKER is not a setting of frontend", "did you mean FLEETGATE_KAFKA_BROKERS?"},
+		},
+		{
+			name: "a misspelled variable in the list form of environment is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: /usr/local/bin/frontend
+    stop_grace_period: 45s
+    environment:
+      - FLEETGATE_LOG_FROMAT=json
+`,
+			wantErr: []string{"FLEETGATE_LOG_FROMAT is not a setting of frontend", "did you mean FLEETGATE_LOG_FORMAT?"},
+		},
+		{
+			// The variable comes from the operator's shell, so the binary
+			// never sees it here: only the name check against -help can.
+			name: "a misspelled variable passed through from the host shell is caught by its name alone",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend"]
+    stop_grace_period: 45s
+    environment:
+      - FLEETGATE_KAFKA_BROKERS=kafka:19092
+      - FLEETGATE_NODE_IDS
+`,
+			wantErr: []string{"FLEETGATE_NODE_IDS is not a setting of frontend (did you mean FLEETGATE_NODE_ID?)"},
+		},
+		{
+			name: "a service that runs the published image without building it is checked too",
+			kind: "compose",
+			manifest: `
+services:
+  edge:
+    image: ghcr.io/fleetgate/fleetgate:1.2.3
+    command: ["frontend"]
+    stop_grace_period: 45s
+    environment:
+      FLEETGATE_SHUTDOWN_TIMOUT: 20s
+`,
+			wantErr: []string{"FLEETGATE_SHUTDOWN_TIMOUT is not a setting of frontend (did you mean FLEETGATE_SHUTDOWN_TIMEOUT?)"},
+		},
+		{
+			name: "a flag value the binary cannot parse in a compose command is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend", "-kafka.partitions=twelve"]
+    stop_grace_period: 45s
+`,
+			wantErr: []string{`invalid value "twelve" for flag -kafka.partitions`},
+		},
+		{
+			name: "a flag the binary does not have is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend", "-kafka.broker=kafka:19092"]
+    stop_grace_period: 45s
+`,
+			wantErr: []string{"flag provided but not defined: -kafka.broker"},
+		},
+		{
+			name: "an environment value that fails validation is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend"]
+    stop_grace_period: 45s
+    environment:
+      FLEETGATE_LOG_FORMAT: xml
+`,
+			wantErr: []string{"log.format", `"xml"`},
+		},
+		{
+			name: "a command that prints help instead of starting the service is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend", "-help"]
+    stop_grace_period: 45s
+`,
+			wantErr: []string{"without verifying the configuration"},
+		},
+		{
+			name: "a command naming a binary the repository does not build is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontned"]
+`,
+			wantErr: []string{`runs "frontned"`, "no Go files"},
+		},
+		{
+			name: "a fleetgate service without a command is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+`,
+			wantErr: []string{"no command"},
+		},
+		{
+			name: "a stop_grace_period that ends before the drain is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend"]
+    stop_grace_period: 30s
+    environment:
+      FLEETGATE_SHUTDOWN_TIMEOUT: 30s
+`,
+			wantErr: []string{"gets 30s after SIGTERM but shutdown.timeout is 30s"},
+		},
+		{
+			name: "the default stop grace period is held against the default shutdown timeout",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend"]
+`,
+			wantErr: []string{"gets 10s after SIGTERM but shutdown.timeout is 30s"},
+		},
+		{
+			name: "a value taken from the host shell without a default is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend"]
+    stop_grace_period: 45s
+    environment:
+      FLEETGATE_NODE_ID: ${NODE_ID}
+`,
+			wantErr: []string{"from the host shell"},
+		},
+		{
+			name: "a certificate path that no volume provides is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend"]
+    stop_grace_period: 45s
+    environment:
+      FLEETGATE_MQTT_TLS_CERT_FILE: /etc/fleetgate/tls/tls.crt
+      FLEETGATE_MQTT_TLS_KEY_FILE: /etc/fleetgate/tls/tls.key
+`,
+			wantErr: []string{"mqtt.tls-cert-file", "no such file"},
+		},
+		{
+			name: "a correct Kubernetes Deployment with a ConfigMap, the pod name as node id and a mounted certificate passes",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: fg}
+data:
+  FLEETGATE_KAFKA_BROKERS: "kafka-bootstrap:9092"
+  FLEETGATE_LOG_FORMAT: "json"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fg}
+spec:
+  template:
+    spec:
+      terminationGracePeriodSeconds: 45
+      containers:
+        - name: frontend
+          image: registry.example.com/fleetgate:0.1.0
+          command: ["/usr/local/bin/frontend"]
+          args: ["-node.id=$(POD_NAME)", "-ingest.max-unacked-bytes=128MiB"]
+          envFrom: [{configMapRef: {name: fg}}]
+          env:
+            - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+            - {name: FLEETGATE_MQTT_TLS_CERT_FILE, value: /tls/tls.crt}
+            - {name: FLEETGATE_MQTT_TLS_KEY_FILE, value: /tls/tls.key}
+            - {name: GOMEMLIMIT, valueFrom: {resourceFieldRef: {resource: limits.memory}}}
+          ports: [{name: ops, containerPort: 9464}]
+          readinessProbe: {httpGet: {path: /readyz, port: ops}}
+          livenessProbe: {httpGet: {path: /healthz, port: 9464}}
+          lifecycle: {preStop: {sleep: {seconds: 5}}}
+          resources: {limits: {memory: 1Gi}}
+          volumeMounts: [{name: tls, mountPath: /tls}]
+      volumes: [{name: tls, secret: {secretName: fg-tls}}]
+`,
+		},
+		{
+			name: "a misspelled variable in a ConfigMap loaded with envFrom is caught",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: fg}
+data:
+  FLEETGATE_KAFKA_BROKER: "kafka-bootstrap:9092"
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      envFrom: [{configMapRef: {name: fg}}]
+`,
+			wantErr: []string{"FLEETGATE_KAFKA_BROKER is not a setting of frontend", "did you mean FLEETGATE_KAFKA_BROKERS?"},
+		},
+		{
+			name: "a container env value the binary cannot parse is caught",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      env: [{name: FLEETGATE_SHUTDOWN_TIMEOUT, value: soon}]
+`,
+			wantErr: []string{"FLEETGATE_SHUTDOWN_TIMEOUT", `"soon"`},
+		},
+		{
+			name: "a flag value in container args that fails validation is caught",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      args: ["-mqtt.receive-maximum=0"]
+`,
+			wantErr: []string{"mqtt.receive-maximum"},
+		},
+		{
+			name: "an unquoted number as a container env value is caught",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      env: [{name: FLEETGATE_KAFKA_PARTITIONS, value: 12}]
+`,
+			wantErr: []string{"must be a string"},
+		},
+		{
+			name: "a termination grace period the preStop sleep leaves too short is caught",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 35
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      lifecycle: {preStop: {sleep: {seconds: 5}}}
+`,
+			wantErr: []string{"gets 30s after SIGTERM but shutdown.timeout is 30s"},
+		},
+		{
+			name: "probes aimed at the MQTT port or at the wrong path are caught",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      readinessProbe: {httpGet: {path: /readyz, port: 1883}}
+      livenessProbe: {httpGet: {path: /readyz, port: 9464}}
+`,
+			wantErr: []string{"readinessProbe probes port 1883", "livenessProbe probes /readyz, want /healthz"},
+		},
+		{
+			name: "an envFrom ConfigMap missing from the manifests is caught",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      envFrom: [{configMapRef: {name: elsewhere}}]
+`,
+			wantErr: []string{"configMapRef elsewhere is not defined"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkManifest(t, tt.kind, tt.manifest)
+			if len(tt.wantErr) == 0 {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			t.Logf("caught: %v", err)
+			for _, want := range tt.wantErr {
+				assert.Contains(t, err.Error(), want)
+			}
+		})
+	}
+}
+
+func TestOnlyFleetgateImagesAreChecked(t *testing.T) {
+	tests := []struct {
+		name  string
+		image string
+		want  bool
+	}{
+		{name: "the compose image is fleetgate's", image: "fleetgate:dev", want: true},
+		{name: "an image in a registry is fleetgate's by its last path element", image: "ghcr.io/fleetgate/fleetgate:1.2.3", want: true},
+		{name: "a pinned digest is fleetgate's", image: "registry.example.com:5000/fleetgate@sha256:0123", want: true},
+		{name: "a registry port is not mistaken for a tag", image: "localhost:5000/fleetgate", want: true},
+		{name: "Kafka is not fleetgate's", image: "apache/kafka:4.1.0", want: false},
+		{name: "an image merely named after fleetgate is not", image: "fleetgate/fleetgate-exporter:1", want: false},
+		{name: "no image is not fleetgate's", image: "", want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, isFleetgateImage(tt.image))
+		})
+	}
+}
+
+func TestComposeInterpolationUsesTheDefaultsOfACleanShell(t *testing.T) {
+	tests := []struct {
+		name, in, want, wantErr string
+	}{
+		{name: "plain text is unchanged", in: "kafka:19092", want: "kafka:19092"},
+		{name: "a doubled dollar is one dollar", in: "a$$b", want: "a$b"},
+		{name: "a default with colon is taken", in: "${NODE:-frontend-1}", want: "frontend-1"},
+		{name: "a default without colon is taken", in: "x-${NODE-n1}", want: "x-n1"},
+		{name: "an alternative for a set variable is empty", in: "${TLS:+on}", want: ""},
+		{name: "a variable without a default is refused", in: "${NODE}", wantErr: "from the host shell"},
+		{name: "a required variable is refused", in: "${NODE:?set NODE}", wantErr: "from the host shell"},
+		{name: "a bare variable is refused", in: "$NODE", wantErr: "from the host shell"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := interpolate(tt.in)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+// checkManifest writes manifest to a temporary file, extracts its fleetgate
+// invocations the way the tests of the real files do, and checks each one.
+func checkManifest(t *testing.T, kind, manifest string) error {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "manifest.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(strings.TrimLeft(manifest, "\n")), 0o644))
+	var (
+		invs []invocation
+		err  error
+	)
+	switch kind {
+	case "compose":
+		invs, err = composeInvocations(file, t.TempDir())
+	case "kubernetes":
+		invs, err = kubernetesInvocations([]string{file}, t.TempDir())
+	default:
+		t.Fatalf("unknown manifest kind %q", kind)
+	}
+	if err != nil {
+		return err
+	}
+	require.NotEmpty(t, invs, "the manifest has no fleetgate service or container")
+	var errs []string
+	for _, inv := range invs {
+		if err := fleetgate.check(t.Context(), inv); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// kubeFiles lists the manifests in dir.
+func kubeFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	for _, pattern := range []string{"*.yaml", "*.yml"} {
+		m, err := filepath.Glob(filepath.Join(dir, pattern))
+		require.NoError(t, err)
+		files = append(files, m...)
+	}
+	require.NotEmpty(t, files, "no manifests in %s", dir)
+	return files
+}
+
+func logInvocation(t *testing.T, inv invocation) {
+	t.Helper()
+	var env []string
+	for _, k := range sortedKeys(inv.Env) {
+		env = append(env, k+"="+inv.Env[k])
+	}
+	t.Logf("%s %s\n  env: %s\n  grace: %s, probes: %v", inv.Binary, strings.Join(inv.Args, " "), strings.Join(env, " "), inv.Grace, inv.Probes)
+}
+
+func runsBinary(invs []invocation, name string) bool {
+	for _, inv := range invs {
+		if inv.Binary == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,454 @@
+package deploy
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// kubeDefaultGrace is terminationGracePeriodSeconds when a pod spec omits it.
+const kubeDefaultGrace = 30 * time.Second
+
+// kubeObject is one document of a manifest file.
+type kubeObject struct {
+	file string
+	obj  map[string]any
+}
+
+// kubeManifests is every object of a set of manifest files, with the
+// ConfigMaps and Secrets that containers can take variables from.
+type kubeManifests struct {
+	objects    []kubeObject
+	configMaps map[string]map[string]any
+	secrets    map[string]map[string]string
+}
+
+func readKubeManifests(files []string) (*kubeManifests, error) {
+	m := &kubeManifests{configMaps: map[string]map[string]any{}, secrets: map[string]map[string]string{}}
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var obj map[string]any
+			err := dec.Decode(&obj)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("parsing %s: %w", file, err)
+			}
+			if obj == nil { // empty document between ---
+				continue
+			}
+			m.objects = append(m.objects, kubeObject{file: file, obj: obj})
+			name, _ := lookup(obj, "metadata", "name").(string)
+			switch obj["kind"] {
+			case "ConfigMap":
+				data, _ := obj["data"].(map[string]any)
+				m.configMaps[name] = data
+			case "Secret":
+				vals := map[string]string{}
+				data, _ := obj["data"].(map[string]any)
+				for k, v := range data {
+					b, err := base64.StdEncoding.DecodeString(fmt.Sprint(v))
+					if err != nil {
+						return nil, fmt.Errorf("%s: Secret %s key %s: %w", file, name, k, err)
+					}
+					vals[k] = string(b)
+				}
+				sd, _ := obj["stringData"].(map[string]any)
+				for k, v := range sd {
+					vals[k] = fmt.Sprint(v)
+				}
+				m.secrets[name] = vals
+			}
+		}
+	}
+	return m, nil
+}
+
+// kubernetesInvocations returns an invocation for every container, in any
+// object with a pod template (Deployment, StatefulSet, DaemonSet, Job,
+// CronJob, Pod), whose image is fleetgate's.
+func kubernetesInvocations(files []string, standInDir string) ([]invocation, error) {
+	m, err := readKubeManifests(files)
+	if err != nil {
+		return nil, err
+	}
+	var out []invocation
+	var errs []error
+	for _, o := range m.objects {
+		kind, _ := o.obj["kind"].(string)
+		name, _ := lookup(o.obj, "metadata", "name").(string)
+		owner := fmt.Sprintf("%s %s/%s", filepath.Base(o.file), kind, name)
+		for _, spec := range podSpecs(o.obj) {
+			invs, err := m.podInvocations(owner, name, spec, standInDir)
+			errs = append(errs, err)
+			out = append(out, invs...)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// podSpecs finds every pod spec (a mapping with a containers list) in obj.
+func podSpecs(v any) []map[string]any {
+	switch x := v.(type) {
+	case map[string]any:
+		if _, ok := x["containers"].([]any); ok {
+			return []map[string]any{x}
+		}
+		var out []map[string]any
+		for _, k := range sortedKeys(x) {
+			out = append(out, podSpecs(x[k])...)
+		}
+		return out
+	case []any:
+		var out []map[string]any
+		for _, e := range x {
+			out = append(out, podSpecs(e)...)
+		}
+		return out
+	}
+	return nil
+}
+
+func (m *kubeManifests) podInvocations(owner, objName string, spec map[string]any, standInDir string) ([]invocation, error) {
+	grace := kubeDefaultGrace
+	if g, ok := spec["terminationGracePeriodSeconds"]; ok {
+		n, ok := g.(int)
+		if !ok {
+			return nil, fmt.Errorf("%s: terminationGracePeriodSeconds %v is not an integer", owner, g)
+		}
+		grace = time.Duration(n) * time.Second
+	}
+	var out []invocation
+	var errs []error
+	for _, key := range []string{"initContainers", "containers"} {
+		list, _ := spec[key].([]any)
+		for _, c := range list {
+			ctr, ok := c.(map[string]any)
+			if !ok {
+				continue
+			}
+			image, _ := ctr["image"].(string)
+			if !isFleetgateImage(image) {
+				continue
+			}
+			cname, _ := ctr["name"].(string)
+			source := fmt.Sprintf("%s container %s", owner, cname)
+			inv, err := m.containerInvocation(source, objName, ctr, grace, standInDir)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			out = append(out, inv)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+func (m *kubeManifests) containerInvocation(source, objName string, ctr map[string]any, grace time.Duration, standInDir string) (invocation, error) {
+	inv := invocation{Source: source, Env: map[string]string{}}
+	fail := func(format string, args ...any) (invocation, error) {
+		return inv, fmt.Errorf("%s: %s", source, fmt.Sprintf(format, args...))
+	}
+
+	// envFrom first; env entries override it, and each may refer to the
+	// variables defined before it with $(NAME).
+	envFrom, _ := ctr["envFrom"].([]any)
+	for _, e := range envFrom {
+		src, _ := e.(map[string]any)
+		prefix, _ := src["prefix"].(string)
+		if ref, ok := src["configMapRef"].(map[string]any); ok {
+			name, _ := ref["name"].(string)
+			data, found := m.configMaps[name]
+			if !found {
+				if optional, _ := ref["optional"].(bool); optional {
+					continue
+				}
+				return fail("envFrom configMapRef %s is not defined in the manifests, so its variables cannot be checked", name)
+			}
+			for _, k := range sortedKeys(data) {
+				s, ok := data[k].(string)
+				if !ok {
+					return fail("ConfigMap %s key %s: value %v must be a string (quote it)", name, k, data[k])
+				}
+				inv.Env[prefix+k] = s
+			}
+		}
+		if ref, ok := src["secretRef"].(map[string]any); ok {
+			name, _ := ref["name"].(string)
+			data, found := m.secrets[name]
+			if !found {
+				if optional, _ := ref["optional"].(bool); optional {
+					continue
+				}
+				return fail("envFrom secretRef %s is not defined in the manifests, so its variable names cannot be checked; use env with secretKeyRef", name)
+			}
+			for k, v := range data {
+				inv.Env[prefix+k] = v
+			}
+		}
+	}
+
+	resources, _ := ctr["resources"].(map[string]any)
+	envList, _ := ctr["env"].([]any)
+	for _, e := range envList {
+		ev, _ := e.(map[string]any)
+		name, _ := ev["name"].(string)
+		if v, ok := ev["value"]; ok {
+			s, ok := v.(string)
+			if !ok {
+				return fail("env %s: value %v must be a string (quote it)", name, v)
+			}
+			inv.Env[name] = expandKube(s, inv.Env)
+			continue
+		}
+		from, ok := ev["valueFrom"].(map[string]any)
+		if !ok {
+			inv.Env[name] = ""
+			continue
+		}
+		v, set, err := m.valueFrom(objName, from, resources)
+		if err != nil {
+			return fail("env %s: %v", name, err)
+		}
+		if set {
+			inv.Env[name] = v
+		}
+	}
+
+	var argv []string
+	for _, key := range []string{"command", "args"} {
+		list, _ := ctr[key].([]any)
+		for _, a := range list {
+			s, ok := a.(string)
+			if !ok {
+				return fail("%s entry %v must be a string (quote it)", key, a)
+			}
+			argv = append(argv, expandKube(s, inv.Env))
+		}
+	}
+	if len(argv) == 0 {
+		return fail(`no command; name the binary it runs, e.g. command: ["/usr/local/bin/frontend"]`)
+	}
+	inv.Binary, inv.Args = path.Base(argv[0]), argv[1:]
+
+	// The grace period also covers the preStop hook, which runs before SIGTERM.
+	inv.Grace = grace
+	if s, ok := lookup(ctr, "lifecycle", "preStop", "sleep", "seconds").(int); ok {
+		inv.Grace -= time.Duration(s) * time.Second
+	}
+	if inv.Grace <= 0 {
+		return fail("the preStop hook takes the whole termination grace period")
+	}
+
+	ports := map[string]int{}
+	portList, _ := ctr["ports"].([]any)
+	for _, p := range portList {
+		pm, _ := p.(map[string]any)
+		name, _ := pm["name"].(string)
+		n, _ := pm["containerPort"].(int)
+		if name != "" {
+			ports[name] = n
+		}
+	}
+	for _, kind := range []string{"readinessProbe", "livenessProbe", "startupProbe"} {
+		get, ok := lookup(ctr, kind, "httpGet").(map[string]any)
+		if !ok {
+			continue
+		}
+		p := probe{Kind: kind}
+		p.Path, _ = get["path"].(string)
+		switch port := get["port"].(type) {
+		case int:
+			p.Port = port
+		case string:
+			if p.Port, ok = ports[port]; !ok {
+				return fail("%s port %q is not a named port of the container", kind, port)
+			}
+		default:
+			return fail("%s has no port", kind)
+		}
+		inv.Probes = append(inv.Probes, p)
+	}
+
+	var mounts []string
+	vms, _ := ctr["volumeMounts"].([]any)
+	for _, vm := range vms {
+		vmm, _ := vm.(map[string]any)
+		if mp, ok := vmm["mountPath"].(string); ok {
+			mounts = append(mounts, mp)
+		}
+	}
+	if err := newStandIns(standInDir, mounts).apply(&inv); err != nil {
+		return fail("%v", err)
+	}
+	return inv, nil
+}
+
+// valueFrom resolves an env valueFrom the way the kubelet would for a pod of
+// the object named objName. set is false for an optional reference that is
+// absent, which leaves the variable unset.
+func (m *kubeManifests) valueFrom(objName string, from, resources map[string]any) (value string, set bool, err error) {
+	if ref, ok := from["fieldRef"].(map[string]any); ok {
+		fp, _ := ref["fieldPath"].(string)
+		switch {
+		case fp == "metadata.name":
+			return objName + "-7c9d8b6f5d-x2x7q", true, nil // a Deployment pod's name
+		case fp == "metadata.namespace":
+			return "fleetgate", true, nil
+		case fp == "metadata.uid":
+			return "8a6f0c1e-8a5b-4a1c-9d51-3f0e7c2b9a10", true, nil
+		case fp == "spec.nodeName":
+			return "node-1", true, nil
+		case fp == "spec.serviceAccountName":
+			return "default", true, nil
+		case fp == "status.podIP", fp == "status.hostIP", fp == "status.podIPs", fp == "status.hostIPs":
+			return "10.0.0.10", true, nil
+		case strings.HasPrefix(fp, "metadata.labels["), strings.HasPrefix(fp, "metadata.annotations["):
+			return "value", true, nil
+		}
+		return "", false, fmt.Errorf("fieldRef %q is not known to test/deploy", fp)
+	}
+	if ref, ok := from["resourceFieldRef"].(map[string]any); ok {
+		return resourceValue(ref, resources)
+	}
+	if ref, ok := from["configMapKeyRef"].(map[string]any); ok {
+		name, _ := ref["name"].(string)
+		key, _ := ref["key"].(string)
+		optional, _ := ref["optional"].(bool)
+		v, ok := m.configMaps[name][key]
+		if !ok {
+			if optional {
+				return "", false, nil
+			}
+			return "", false, fmt.Errorf("configMapKeyRef %s/%s is not defined in the manifests", name, key)
+		}
+		s, ok := v.(string)
+		if !ok {
+			return "", false, fmt.Errorf("ConfigMap %s key %s: value %v must be a string (quote it)", name, key, v)
+		}
+		return s, true, nil
+	}
+	if ref, ok := from["secretKeyRef"].(map[string]any); ok {
+		name, _ := ref["name"].(string)
+		key, _ := ref["key"].(string)
+		if v, ok := m.secrets[name][key]; ok {
+			return v, true, nil
+		}
+		// Secrets are usually not committed: stand in a value, so the
+		// variable's name and its effect on validation are still checked.
+		return "secret-" + name + "-" + key, true, nil
+	}
+	return "", false, errors.New("valueFrom has no source known to test/deploy")
+}
+
+// resourceValue resolves a resourceFieldRef against the container's
+// resources, rounded up in units of the divisor, as the kubelet does. An
+// absent limit would be the node's capacity; a plausible node stands in.
+func resourceValue(ref, resources map[string]any) (string, bool, error) {
+	res, _ := ref["resource"].(string)
+	kind, name, ok := strings.Cut(res, ".") // limits.memory
+	if !ok {
+		return "", false, fmt.Errorf("resourceFieldRef %q", res)
+	}
+	q, _ := lookup(resources, kind, name).(string)
+	if q == "" {
+		q = map[string]string{"cpu": "8", "memory": "32Gi", "ephemeral-storage": "100Gi"}[name]
+	}
+	v, err := parseQuantity(q)
+	if err != nil {
+		return "", false, fmt.Errorf("resourceFieldRef %s: %w", res, err)
+	}
+	div := 1.0
+	if d, ok := ref["divisor"]; ok {
+		if div, err = parseQuantity(fmt.Sprint(d)); err != nil || div <= 0 {
+			return "", false, fmt.Errorf("resourceFieldRef %s divisor %v: %v", res, d, err)
+		}
+	}
+	return strconv.FormatFloat(math.Ceil(v/div), 'f', 0, 64), true, nil
+}
+
+// parseQuantity reads a Kubernetes resource quantity such as 500m, 2Gi or 1e3.
+func parseQuantity(s string) (float64, error) {
+	suffixes := []struct {
+		s string
+		m float64
+	}{
+		{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40}, {"Pi", 1 << 50}, {"Ei", 1 << 60},
+		{"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"P", 1e15}, {"E", 1e18}, {"m", 1e-3},
+	}
+	mult := 1.0
+	for _, suf := range suffixes {
+		if strings.HasSuffix(s, suf.s) {
+			s, mult = strings.TrimSuffix(s, suf.s), suf.m
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("quantity %q: %w", s, err)
+	}
+	return v * mult, nil
+}
+
+// expandKube applies Kubernetes' $(NAME) expansion in command, args and env
+// values: a defined variable is replaced, an undefined reference is kept as
+// written, and $$ escapes a dollar sign.
+func expandKube(s string, env map[string]string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i++
+		case '(':
+			end := strings.IndexByte(s[i+2:], ')')
+			if end < 0 {
+				b.WriteByte('$')
+				continue
+			}
+			name := s[i+2 : i+2+end]
+			if v, ok := env[name]; ok {
+				b.WriteString(v)
+			} else {
+				b.WriteString(s[i : i+3+end])
+			}
+			i += 2 + end
+		default:
+			b.WriteByte('$')
+		}
+	}
+	return b.String()
+}
+
+// lookup walks nested mappings; it returns nil when a key is missing.
+func lookup(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
