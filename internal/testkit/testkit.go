@@ -157,6 +157,11 @@ func DialRaw(t testing.TB, addr string, version byte) *Raw {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	require.NoError(t, err)
+	return WrapRaw(t, c, version)
+}
+
+// WrapRaw makes a Raw of an open connection, closed at the end of the test.
+func WrapRaw(t testing.TB, c net.Conn, version byte) *Raw {
 	t.Cleanup(func() { _ = c.Close() })
 	return &Raw{t: t, Conn: c, Version: version, br: bufio.NewReader(c)}
 }
