@@ -231,6 +231,13 @@ func (s *Server) startListeners() error {
 		ls = append(ls, listeners.NewTCP(listeners.Config{ID: ListenerTLS, Address: s.cfg.MQTT.TLSAddr, TLSConfig: tc}))
 	}
 	if a := s.cfg.MQTT.WSAddr; a != "" {
+		// mochi's WebSocket listener binds inside Serve and drops the
+		// error; try the address first so a port in use fails the start.
+		probe, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("mqtt listener %s on %s (mqtt.ws-addr): %w", ListenerWS, a, err)
+		}
+		_ = probe.Close()
 		ls = append(ls, listeners.NewWebsocket(listeners.Config{ID: ListenerWS, Address: a}))
 	}
 	for _, l := range ls {
