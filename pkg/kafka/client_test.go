@@ -1,0 +1,103 @@
+package kafka
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/pkg/config"
+)
+
+func defaults(t *testing.T) Config {
+	t.Helper()
+	var c Config
+	c.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	return c
+}
+
+func TestEnsureTopicCreatesTheTopicOnceWithItsPartitionsAndRetention(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	cfg := defaults(t)
+	cfg.Brokers = config.StringList{cluster.ListenAddrs()[0]}
+	cfg.Topic, cfg.Partitions, cfg.Retention = "created.here", 5, 36*time.Hour
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	adm, err := NewAdmin(cfg, log)
+	require.NoError(t, err)
+	t.Cleanup(adm.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	require.NoError(t, EnsureTopic(ctx, adm, cfg))
+	require.NoError(t, EnsureTopic(ctx, adm, cfg), "an existing topic is fine")
+	details, err := adm.ListTopics(ctx, cfg.Topic)
+	require.NoError(t, err)
+	assert.Len(t, details[cfg.Topic].Partitions, 5)
+	rc, err := adm.DescribeTopicConfigs(ctx, cfg.Topic)
+	require.NoError(t, err)
+	v, err := rc.On(cfg.Topic, nil)
+	require.NoError(t, err)
+	var retention string
+	for _, c := range v.Configs {
+		if c.Key == "retention.ms" {
+			retention = c.MaybeValue()
+		}
+	}
+	assert.Equal(t, "129600000", retention)
+}
+
+func TestTheProducerWritesWithAcksAllKeyedByClient(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "t"))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	cfg := defaults(t)
+	cfg.Brokers, cfg.Topic = config.StringList{cluster.ListenAddrs()[0]}, "t"
+	p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)), Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var parts []int32
+	for range 5 {
+		r := &kgo.Record{Key: []byte("device-7"), Value: []byte("v")}
+		require.NoError(t, p.ProduceSync(ctx, r).FirstErr())
+		assert.Equal(t, "t", r.Topic, "the default topic")
+		parts = append(parts, r.Partition)
+	}
+	for _, pt := range parts {
+		assert.Equal(t, parts[0], pt, "one client id, one partition")
+	}
+}
+
+func TestValidateNamesTheBadField(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"no brokers", func(c *Config) { c.Brokers = nil }, "kafka.brokers"},
+		{"empty topic", func(c *Config) { c.Topic = "" }, "kafka.topic"},
+		{"zero partitions", func(c *Config) { c.Partitions = 0 }, "kafka.partitions"},
+		{"zero replication factor", func(c *Config) { c.ReplicationFactor = 0 }, "kafka.replication-factor"},
+		{"negative retention", func(c *Config) { c.Retention = -time.Second }, "kafka.retention"},
+		{"unknown codec", func(c *Config) { c.Compression = "brotli" }, "kafka.compression"},
+		{"negative linger", func(c *Config) { c.Linger = -1 }, "kafka.linger"},
+	}
+	require.NoError(t, func() error { c := defaults(t); return c.Validate() }(), "defaults are valid")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := defaults(t)
+			tc.mutate(&c)
+			assert.ErrorContains(t, c.Validate(), tc.want)
+		})
+	}
+}
