@@ -112,12 +112,21 @@ func (h *Hook) UnackedBytes() int64 { return h.unacked.Load() }
 // Outstanding reports the QoS 1/2 publishes whose ack is not yet written.
 func (h *Hook) Outstanding() int64 { return h.outstanding.Load() }
 
-// Drain makes the hook stop reading new PUBLISHes: a client that sends one
-// from now on blocks until it is disconnected, and its publish is not acked
-// (the client resends it to another node). Already accepted publishes are
-// still produced and acknowledged.
+// Drain makes the hook refuse new PUBLISHes: from now on a publish is neither
+// produced nor answered (the client resends it, unacknowledged, after it
+// reconnects to another node). Publishes accepted before are still produced
+// and acknowledged.
 func (h *Hook) Drain() {
 	h.drainOnce.Do(func() { close(h.draining) })
+}
+
+func (h *Hook) isDraining() bool {
+	select {
+	case <-h.draining:
+		return true
+	default:
+		return false
+	}
 }
 
 // Idle reports whether every accepted publish has been answered.
@@ -210,13 +219,12 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	qos := pk.FixedHeader.Qos
 	h.metrics.received.Add(context.Background(), 1, h.metrics.qosAttr[qos])
 
-	select {
-	case <-h.draining:
-		// Shutting down: stop reading this client; it is disconnected
-		// shortly and resends the publish elsewhere.
+	if h.isDraining() {
+		// Shutting down: the publish is not produced and not answered;
+		// the client is disconnected shortly and resends it (unacked)
+		// to the node it reconnects to.
 		h.metrics.fail(ReasonShuttingDown)
 		return pk, packets.ErrRejectPacket
-	default:
 	}
 
 	deadline := received.Add(h.cfg.AckTimeout)
@@ -231,6 +239,10 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			return pk, packets.ErrRejectPacket
 		}
 		if !acks.acquire(deadline, h.draining) {
+			if h.isDraining() {
+				h.metrics.fail(ReasonShuttingDown)
+				return pk, packets.ErrRejectPacket
+			}
 			// The client sends more than Receive Maximum publishes
 			// without reading their acks, or is gone.
 			h.metrics.fail(ReasonClientStalled)
@@ -318,13 +330,8 @@ func (h *Hook) reserve(cl *mqtt.Client, size int64, deadline time.Time) bool {
 			h.saturatedSince.Store(0)
 			return true
 		}
-		if cl.Closed() {
+		if cl.Closed() || h.isDraining() {
 			return false
-		}
-		select {
-		case <-h.draining:
-			return false
-		default:
 		}
 	}
 	return false
