@@ -3,8 +3,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/fleetgate/fleetgate/pkg/frontend"
 	"github.com/fleetgate/fleetgate/pkg/service"
@@ -28,7 +30,20 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := frontend.New(cfg, log, tel)
+	tp, stopTracing, err := telemetry.NewTracerProvider(context.Background(), cfg.Tracing, "fleetgate-frontend")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(ctx)
+	}()
+	var opts []frontend.Option
+	if cfg.Tracing.OTLPEndpoint != "" {
+		opts = append(opts, frontend.WithTracerProvider(tp))
+	}
+	srv, err := frontend.New(cfg, log, tel, opts...)
 	if err != nil {
 		return err
 	}

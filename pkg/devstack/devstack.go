@@ -134,7 +134,16 @@ func (s *Stack) Run(ctx context.Context) error {
 	}
 	fcfg := s.cfg.Frontend
 	fcfg.Kafka.Brokers = config.StringList{s.KafkaAddr()}
-	fe, err := frontend.New(fcfg, s.log, tel)
+	var feOpts []frontend.Option
+	if fcfg.Tracing.OTLPEndpoint != "" {
+		tp, stopTracing, err := telemetry.NewTracerProvider(ctx, fcfg.Tracing, "fleetgate-dev")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = stopTracing(context.Background()) }()
+		feOpts = append(feOpts, frontend.WithTracerProvider(tp))
+	}
+	fe, err := frontend.New(fcfg, s.log, tel, feOpts...)
 	if err != nil {
 		return err
 	}

@@ -18,14 +18,15 @@ import (
 
 // Config is the whole configuration of a frontend node.
 type Config struct {
-	Node     NodeConfig             `yaml:"node"`
-	MQTT     MQTTConfig             `yaml:"mqtt"`
-	Auth     AuthConfig             `yaml:"auth"`
-	Ingest   ingest.Config          `yaml:"ingest"`
-	Kafka    kafka.Config           `yaml:"kafka"`
-	Log      telemetry.LogConfig    `yaml:"log"`
-	HTTP     telemetry.ServerConfig `yaml:"http"`
-	Shutdown ShutdownConfig         `yaml:"shutdown"`
+	Node     NodeConfig              `yaml:"node"`
+	MQTT     MQTTConfig              `yaml:"mqtt"`
+	Auth     AuthConfig              `yaml:"auth"`
+	Ingest   ingest.Config           `yaml:"ingest"`
+	Kafka    kafka.Config            `yaml:"kafka"`
+	Log      telemetry.LogConfig     `yaml:"log"`
+	HTTP     telemetry.ServerConfig  `yaml:"http"`
+	Tracing  telemetry.TracingConfig `yaml:"tracing"`
+	Shutdown ShutdownConfig          `yaml:"shutdown"`
 }
 
 // NodeConfig identifies the node.
@@ -72,6 +73,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Kafka.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, ":9464")
+	c.Tracing.RegisterFlags(fs)
 }
 
 // RegisterFlags registers the "mqtt." flags.
@@ -152,7 +154,7 @@ func (c *Config) Validate() error {
 	if m.WritesPending < 1 {
 		errs = append(errs, fmt.Errorf("mqtt.max-client-writes-pending: %d must be at least 1", m.WritesPending))
 	}
-	errs = append(errs, c.Ingest.Validate(), c.Kafka.Validate(), c.Log.Validate())
+	errs = append(errs, c.Ingest.Validate(), c.Kafka.Validate(), c.Log.Validate(), c.Tracing.Validate())
 	return errors.Join(errs...)
 }
 

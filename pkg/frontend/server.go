@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
@@ -53,8 +54,26 @@ type Server struct {
 	closeOnce  sync.Once
 }
 
+// Option is an optional dependency of New.
+type Option func(*options)
+
+type options struct {
+	tracer trace.TracerProvider
+}
+
+// WithTracerProvider traces every produced record with tp and writes the
+// W3C traceparent into its headers. Without it nothing is traced, but a
+// traceparent user property sent by an MQTT 5 publisher is kept as such.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracer = tp }
+}
+
 // New builds a frontend from a validated configuration. It does no I/O.
-func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics) (*Server, error) {
+func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (*Server, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
 	s := &Server{cfg: cfg, log: log.With("component", "frontend"), tel: tel, started: make(chan struct{})}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MQTT.MaxPacketSize)
@@ -84,7 +103,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics) (*Server, error) 
 		DeliveryTimeout:  cfg.Ingest.AckTimeout,
 		MaxBufferedBytes: int64(cfg.Ingest.MaxUnackedBytes) + int64(maxRecord),
 		MaxRecordBytes:   maxRecord,
-	}, log, kafka.Telemetry{Meter: tel.Provider})
+	}, log, kafka.Telemetry{Meter: tel.Provider, Tracer: o.tracer})
 	if err != nil {
 		return nil, err
 	}

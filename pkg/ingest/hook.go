@@ -15,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
@@ -271,7 +272,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.ErrRejectPacket
 	}
 
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(traceContext(pk.Properties.User), deadline)
 	h.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		cancel()
 		h.release(size)
@@ -430,4 +431,39 @@ func newMessageID() string {
 		return uuid.NewString()
 	}
 	return id.String()
+}
+
+// traceContext returns a context carrying the trace of an MQTT 5 publisher
+// that sent W3C trace context as user properties (traceparent, tracestate),
+// so the record's span continues the device's trace.
+func traceContext(user []packets.UserProperty) context.Context {
+	ctx := context.Background()
+	for _, u := range user {
+		if u.Key == "traceparent" {
+			return propagation.TraceContext{}.Extract(ctx, userCarrier(user))
+		}
+	}
+	return ctx
+}
+
+// userCarrier reads W3C trace context from MQTT 5 user properties.
+type userCarrier []packets.UserProperty
+
+func (c userCarrier) Get(key string) string {
+	for _, u := range c {
+		if u.Key == key {
+			return u.Val
+		}
+	}
+	return ""
+}
+
+func (c userCarrier) Set(string, string) {}
+
+func (c userCarrier) Keys() []string {
+	keys := make([]string, len(c))
+	for i, u := range c {
+		keys[i] = u.Key
+	}
+	return keys
 }

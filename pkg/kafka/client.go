@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kotel"
 	"github.com/twmb/franz-go/plugin/kslog"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
@@ -42,7 +43,10 @@ func commonOpts(cfg Config, log *slog.Logger, tel Telemetry) []kgo.Opt {
 			kopts = append(kopts, kotel.WithMeter(kotel.NewMeter(kotel.MeterProvider(tel.Meter))))
 		}
 		if tel.Tracer != nil {
-			kopts = append(kopts, kotel.WithTracer(kotel.NewTracer(kotel.TracerProvider(tel.Tracer))))
+			// W3C trace context in the record headers (traceparent),
+			// as the record contract documents.
+			kopts = append(kopts, kotel.WithTracer(kotel.NewTracer(kotel.TracerProvider(tel.Tracer),
+				kotel.TracerPropagator(propagation.TraceContext{}))))
 		}
 		opts = append(opts, kgo.WithHooks(kotel.NewKotel(kopts...).Hooks()...))
 	}
