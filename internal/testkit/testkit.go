@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -273,4 +275,19 @@ func (r *Raw) Recv(d time.Duration) (packets.Packet, error) {
 func IsTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// RequireTool returns the path of a command-line tool. CI installs every
+// tool the tests use, so there a missing one fails the test; elsewhere the
+// test is skipped with the package to install.
+func RequireTool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not installed; .ci/run must install %s", name, pkg)
+		}
+		t.Skipf("%s not installed: apt-get install %s", name, pkg)
+	}
+	return p
 }

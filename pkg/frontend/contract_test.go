@@ -74,7 +74,7 @@ func dialV3(t *testing.T, url, clientID, username string, opts ...func(*pahov3.C
 }
 
 func TestEveryPublishBecomesOneRecordFollowingTheContract(t *testing.T) {
-	mosquittoPub := requireTool(t, "mosquitto_pub", "mosquitto-clients")
+	mosquittoPub := testkit.RequireTool(t, "mosquitto_pub", "mosquitto-clients")
 	k := testkit.StartKafka(t)
 	n := startNode(t, k.Addr(), nil)
 	n.waitReady()

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/frontend"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
@@ -143,21 +141,5 @@ func (w *testWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-
-// requireTool returns the path of a command-line tool; missing tools fail
-// the test in CI (which installs them) and skip it elsewhere.
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not installed; .ci/run must install %s", name, pkg)
-		}
-		t.Skipf("%s not installed: apt-get install %s", name, pkg)
-	}
-	return p
-}
-
-var _ = testkit.FreeAddr
 
 func fmtSscan(s string, v *int) (int, error) { return fmt.Sscan(s, v) }

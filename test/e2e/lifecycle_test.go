@@ -87,7 +87,7 @@ func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *test
 }
 
 func TestTheDevStackKeepsMessagesAcrossARestart(t *testing.T) {
-	pub := lookTool(t, "mosquitto_pub", "mosquitto-clients")
+	pub := testkit.RequireTool(t, "mosquitto_pub", "mosquitto-clients")
 	dataDir := t.TempDir()
 	kafka, mqtt, ops := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
 	args := []string{"-dev.data-dir", dataDir, "-dev.kafka-addr", kafka, "-mqtt.tcp-addr", mqtt, "-mqtt.ws-addr", "", "-http.addr", ops}
@@ -104,18 +104,4 @@ func TestTheDevStackKeepsMessagesAcrossARestart(t *testing.T) {
 	recs := testkit.NewReader(t, kafka, "mqtt.inbound").Read(1, 15*time.Second)
 	assert.Equal(t, "still here", string(recs[0].Value))
 	assert.Equal(t, "restart-test", string(recs[0].Key))
-}
-
-// lookTool finds a command-line tool; CI installs them, so a missing one
-// fails there and skips elsewhere.
-func lookTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not installed; .ci/run must install %s", name, pkg)
-		}
-		t.Skipf("%s not installed: apt-get install %s", name, pkg)
-	}
-	return p
 }

@@ -171,4 +171,3 @@ func httpGet(t *testing.T, url string) string {
 	require.NoError(t, err)
 	return string(b)
 }
-
