@@ -31,10 +31,12 @@ type Config struct {
 
 // DevConfig configures the embedded pieces.
 type DevConfig struct {
-	DataDir    string `yaml:"data_dir"`
-	KafkaAddr  string `yaml:"kafka_addr"`
-	KafkaOnly  bool   `yaml:"kafka_only"`
-	SyncWrites bool   `yaml:"sync_writes"`
+	DataDir     string `yaml:"data_dir"`
+	KafkaAddr   string `yaml:"kafka_addr"`
+	KafkaOnly   bool   `yaml:"kafka_only"`
+	RedisAddr   string `yaml:"redis_addr"`
+	RedisListen string `yaml:"redis_listen"`
+	SyncWrites  bool   `yaml:"sync_writes"`
 }
 
 // RegisterFlags registers the dev.* flags and every frontend flag, with dev
@@ -43,6 +45,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Dev.DataDir, "dev.data-dir", ".fleetgate-data", "Directory of the embedded Kafka's log; messages survive a restart.")
 	fs.StringVar(&c.Dev.KafkaAddr, "dev.kafka-addr", "127.0.0.1:9092", "Address of the embedded Kafka-protocol broker; ordinary Kafka clients (kcat) connect here. The frontend always uses it.")
 	fs.BoolVar(&c.Dev.KafkaOnly, "dev.kafka-only", false, "Run only the embedded Kafka broker (for multi-process tests).")
+	fs.StringVar(&c.Dev.RedisAddr, "dev.redis-addr", "", "Use this external Redis (host:port) instead of starting one.")
+	fs.StringVar(&c.Dev.RedisListen, "dev.redis-listen", "127.0.0.1:6379", "Address of the Redis the dev stack starts: redis-server from PATH (persisted in dev.data-dir) when installed, else an in-memory one. Sessions and subscriptions live there once the dispatcher lands (issue #3).")
 	fs.BoolVar(&c.Dev.SyncWrites, "dev.sync-writes", false, "fsync every Kafka write (survives power loss, slower); without it data survives process crashes and restarts.")
 	c.Frontend.RegisterFlags(fs)
 	_ = fs.Set("mqtt.ws-addr", ":8083")
@@ -66,6 +70,9 @@ func (c *Config) Validate() error {
 	c.Frontend.Kafka.Brokers = config.StringList{c.Dev.KafkaAddr}
 	if !c.Dev.KafkaOnly {
 		errs = append(errs, c.Frontend.Validate())
+		if _, _, err := net.SplitHostPort(c.Dev.RedisListen); err != nil && c.Dev.RedisAddr == "" {
+			errs = append(errs, fmt.Errorf("dev.redis-listen: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -76,6 +83,7 @@ type Stack struct {
 	log      *slog.Logger
 	out      io.Writer
 	cluster  *kfake.Cluster
+	redis    *devRedis
 	Frontend *frontend.Server
 }
 
@@ -128,6 +136,14 @@ func (s *Stack) Run(ctx context.Context) error {
 		return nil
 	}
 
+	rds, err := startRedis(ctx, s.cfg.Dev.RedisAddr, s.cfg.Dev.RedisListen, s.cfg.Dev.DataDir)
+	if err != nil {
+		return err
+	}
+	s.redis = rds
+	defer rds.close()
+	s.log.Info("redis ready", "addr", rds.Addr, "kind", rds.Kind)
+
 	tel, err := telemetry.NewMetrics()
 	if err != nil {
 		return err
@@ -164,6 +180,7 @@ func (s *Stack) banner(f frontend.Config) {
 	fmt.Fprintf(s.out, `
 fleetgate dev stack is up
   Kafka (embedded, kfake)   %s   topic %s   data in %s
+  Redis                     %s   (%s)
   MQTT over TCP             %s
   MQTT over WebSocket       %s
   metrics / health          http://%s/metrics  /healthz  /readyz
@@ -172,10 +189,10 @@ Try it:
   mosquitto_pub -h 127.0.0.1 -p %s -q 1 -i dev-device -t sensors/1/temp -m 21.5
   kcat -b %s -C -t %s -f 'key=%%k topic=%%h value=%%s\n'
 
-Not running yet: dispatcher (delivery to subscribers) and archiver (MongoDB);
-SUBSCRIBE is accepted but nothing is delivered until they land.
+Not running yet: dispatcher (delivery to subscribers, sessions in Redis) and
+archiver (MongoDB); SUBSCRIBE is accepted but nothing is delivered until they land.
 Ctrl-C drains and stops.
-`, s.KafkaAddr(), f.Kafka.Topic, filepath.Join(s.cfg.Dev.DataDir, "kafka"),
+`, s.KafkaAddr(), f.Kafka.Topic, filepath.Join(s.cfg.Dev.DataDir, "kafka"), s.redis.Addr, s.redis.Kind,
 		orOff(fe.Addr(frontend.ListenerTCP)), orOff(fe.Addr(frontend.ListenerWS)), fe.OpsAddr(),
 		portOf(fe.Addr(frontend.ListenerTCP)), s.KafkaAddr(), f.Kafka.Topic)
 }

@@ -89,10 +89,11 @@ func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *test
 func TestTheDevStackKeepsMessagesAcrossARestart(t *testing.T) {
 	pub := testkit.RequireTool(t, "mosquitto_pub", "mosquitto-clients")
 	dataDir := t.TempDir()
-	kafka, mqtt, ops := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
-	args := []string{"-dev.data-dir", dataDir, "-dev.kafka-addr", kafka, "-mqtt.tcp-addr", mqtt, "-mqtt.ws-addr", "", "-http.addr", ops}
+	kafka, mqtt, ops, redis := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
+	args := []string{"-dev.data-dir", dataDir, "-dev.kafka-addr", kafka, "-mqtt.tcp-addr", mqtt, "-mqtt.ws-addr", "", "-http.addr", ops, "-dev.redis-listen", redis}
 	dev := start(t, "fleetgate-dev", nil, args...)
 	require.Eventually(t, func() bool { return strings.Contains(dev.out.String(), "fleetgate dev stack is up") }, 20*time.Second, 50*time.Millisecond)
+	assert.Contains(t, dev.out.String(), redis, "the banner names the Redis it started")
 	_, port, _ := strings.Cut(mqtt, ":")
 	out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "restart-test", "-t", "dev/persist", "-m", "still here").CombinedOutput()
 	require.NoError(t, err, "%s", out)
