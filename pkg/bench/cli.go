@@ -1,0 +1,224 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+)
+
+// ErrUsage is returned for a command line that names no known subcommand.
+var ErrUsage = errors.New("usage")
+
+const usageText = `fleetgate-bench: load generator for MQTT brokers (fleetgate, mosquitto, any other).
+
+Usage:
+  fleetgate-bench pub     [flags]   publish workload against one broker
+  fleetgate-bench idle    [flags]   idle connections; memory per connection of one broker
+  fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port] -target ... [flags]
+  fleetgate-bench compare idle -target ... [flags]
+                                    the same workload against several brokers, side by side
+  fleetgate-bench free-port [n]     print n free loopback TCP ports (for scripts)
+
+Run a subcommand with -help for its flags. Every subcommand takes -json.
+`
+
+// Main runs the command line: a subcommand and its flags. Progress goes to
+// stderr, the report to stdout.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return ErrUsage
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "pub":
+		return mainPub(ctx, args, stdout, stderr)
+	case "idle":
+		return mainIdle(ctx, args, stdout, stderr)
+	case "compare":
+		return mainCompare(ctx, args, stdout, stderr)
+	case "free-port":
+		return mainFreePort(args, stdout)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usageText)
+		return nil
+	}
+	fmt.Fprint(stderr, usageText)
+	return fmt.Errorf("%w: unknown subcommand %q", ErrUsage, cmd)
+}
+
+// common are the flags every subcommand has.
+type common struct {
+	json    bool
+	jsonOut string
+	quiet   bool
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.BoolVar(&c.json, "json", false, "Print the result as JSON instead of a table.")
+	fs.StringVar(&c.jsonOut, "json-out", "", "Also write the result as JSON to this file.")
+	fs.BoolVar(&c.quiet, "quiet", false, "No progress lines on stderr.")
+}
+
+// report writes res as JSON or as a table, and to the -json-out file.
+func (c *common) report(stdout io.Writer, res any, table func(io.Writer) error) error {
+	if c.jsonOut != "" {
+		f, err := os.Create(c.jsonOut)
+		if err != nil {
+			return fmt.Errorf("json-out: %w", err)
+		}
+		err = writeJSON(f, res)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("json-out %s: %w", c.jsonOut, err)
+		}
+	}
+	if c.json {
+		return writeJSON(stdout, res)
+	}
+	return table(stdout)
+}
+
+func (c *common) progress(stderr io.Writer) func(string) {
+	if c.quiet {
+		return nil
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil)).With("component", "bench")
+	return func(msg string) { log.Info(msg) }
+}
+
+// parse parses args; it returns done=true after -help.
+func parse(fs *flag.FlagSet, args []string, validate func() error) (done bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return true, err
+	}
+	if fs.NArg() > 0 {
+		return true, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return false, validate()
+}
+
+func raiseLimit(need int, progress func(string)) {
+	limit, err := RaiseFileLimit()
+	if progress == nil {
+		return
+	}
+	if err != nil {
+		progress(err.Error())
+	}
+	if uint64(need)+64 > limit {
+		progress(fmt.Sprintf("open-file limit %d is below the %d connections asked for; raise the hard limit (ulimit -Hn / prlimit)", limit, need))
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func mainPub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleetgate-bench pub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg PubConfig
+	var c common
+	cfg.RegisterFlags(fs)
+	c.register(fs)
+	if done, err := parse(fs, args, cfg.Validate); done || err != nil {
+		return err
+	}
+	progress := c.progress(stderr)
+	raiseLimit(cfg.Publishers, progress)
+	res, err := RunPublish(ctx, cfg, Hooks{Progress: progress})
+	if err != nil {
+		return err
+	}
+	return c.report(stdout, res, func(w io.Writer) error { return WritePub(w, res) })
+}
+
+func mainIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleetgate-bench idle", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg IdleConfig
+	var c common
+	cfg.RegisterFlags(fs)
+	c.register(fs)
+	if done, err := parse(fs, args, cfg.Validate); done || err != nil {
+		return err
+	}
+	progress := c.progress(stderr)
+	raiseLimit(cfg.Clients, progress)
+	res, err := RunIdle(ctx, cfg, Hooks{Progress: progress})
+	if err != nil {
+		return err
+	}
+	return c.report(stdout, res, func(w io.Writer) error { return WriteIdle(w, res) })
+}
+
+func mainCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != WorkloadPub && args[0] != WorkloadIdle) {
+		fmt.Fprint(stderr, usageText)
+		return fmt.Errorf("%w: compare needs a workload, %s or %s", ErrUsage, WorkloadPub, WorkloadIdle)
+	}
+	cfg := CompareConfig{Workload: args[0]}
+	fs := flag.NewFlagSet("fleetgate-bench compare "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	cfg.RegisterFlags(fs)
+	c.register(fs)
+	if done, err := parse(fs, args[1:], cfg.Validate); done || err != nil {
+		return err
+	}
+	progress := c.progress(stderr)
+	need := cfg.Pub.Publishers
+	if cfg.Workload == WorkloadIdle {
+		need = cfg.Idle.Clients
+	}
+	raiseLimit(need, progress)
+	res, err := RunCompare(ctx, cfg, progress)
+	if err != nil {
+		return err
+	}
+	return c.report(stdout, res, func(w io.Writer) error { return WriteCompare(w, res) })
+}
+
+// mainFreePort prints n distinct free loopback ports, one a line. They are
+// free when printed; a script uses them at once.
+func mainFreePort(args []string, stdout io.Writer) error {
+	n := 1
+	if len(args) > 0 {
+		v, err := strconv.Atoi(args[0])
+		if err != nil || v < 1 || v > 100 {
+			return fmt.Errorf("%w: free-port takes a count from 1 to 100", ErrUsage)
+		}
+		n = v
+	}
+	// Hold every listener until all are chosen so the ports differ.
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("finding a free port: %w", err)
+		}
+		ls = append(ls, l)
+		fmt.Fprintln(stdout, l.Addr().(*net.TCPAddr).Port)
+	}
+	return nil
+}

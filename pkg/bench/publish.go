@@ -1,0 +1,837 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// PubConfig is the publish workload: Publishers connections each sending
+// PUBLISHes of PayloadSize bytes at QoS, either closed loop (Window publishes
+// in flight per publisher, the next sent as soon as an ack frees a slot) or
+// open loop (Rate messages per second in total, on a fixed schedule).
+type PubConfig struct {
+	Addr         string        `json:"addr"`
+	Publishers   int           `json:"publishers"`
+	QoS          int           `json:"qos"`
+	PayloadSize  int           `json:"payload_size"`
+	Version      int           `json:"mqtt_version"`
+	Duration     time.Duration `json:"duration_ns"`
+	Warmup       time.Duration `json:"warmup_ns"`
+	Drain        time.Duration `json:"drain_ns"`
+	Window       int           `json:"window"`
+	Rate         float64       `json:"rate,omitempty"`
+	Messages     int           `json:"messages_per_publisher,omitempty"`
+	TopicPrefix  string        `json:"topic_prefix"`
+	ClientPrefix string        `json:"client_prefix"`
+	Keepalive    time.Duration `json:"keepalive_ns"`
+	Concurrency  int           `json:"connect_concurrency"`
+	Username     string        `json:"username,omitempty"`
+	Password     string        `json:"-"`
+	// ServerPID, when set, is sampled for CPU time and RSS.
+	ServerPID int `json:"server_pid,omitempty"`
+}
+
+// RegisterFlags registers the workload flags.
+func (c *PubConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:1883", "Broker address host:port.")
+	c.RegisterWorkloadFlags(fs)
+	fs.IntVar(&c.ServerPID, "server-pid", 0, "PID of the broker process, to report its CPU time and RSS (same machine only).")
+}
+
+// RegisterWorkloadFlags registers the flags that describe the load, without
+// the target (shared by pub and compare).
+func (c *PubConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.Publishers, "publishers", 100, "Number of publishing connections (distinct client ids).")
+	fs.IntVar(&c.QoS, "qos", 1, "QoS of the publishes: 0, 1 or 2.")
+	fs.IntVar(&c.PayloadSize, "size", 64, "Payload size in bytes.")
+	fs.IntVar(&c.Version, "mqtt-version", 4, "MQTT protocol level: 4 (3.1.1) or 5.")
+	fs.DurationVar(&c.Duration, "duration", 20*time.Second, "Length of the measured window.")
+	fs.DurationVar(&c.Warmup, "warmup", 3*time.Second, "Load before the measured window; not counted.")
+	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "After the run, how long to wait for outstanding acks before disconnecting (they count as unacked).")
+	fs.IntVar(&c.Window, "window", 16, "Closed loop: publishes in flight per publisher. Open loop: the cap on them (set it high so it does not throttle). MQTT 5: never above the broker's Receive Maximum.")
+	fs.Float64Var(&c.Rate, "rate", 0, "Open loop: total publishes per second over all publishers, on a fixed schedule; latency is measured from the scheduled time (no coordinated omission). 0 runs closed loop.")
+	fs.IntVar(&c.Messages, "messages", 0, "Send exactly this many publishes per publisher, then stop (duration becomes a limit, warmup is ignored).")
+	fs.StringVar(&c.TopicPrefix, "topic-prefix", "bench", "Topic of publisher i is <prefix>/<i>.")
+	fs.StringVar(&c.ClientPrefix, "client-prefix", "bench-pub", "Client id of publisher i is <prefix>-<i>.")
+	fs.DurationVar(&c.Keepalive, "keepalive", 60*time.Second, "Keep-alive announced in CONNECT.")
+	fs.IntVar(&c.Concurrency, "connect-concurrency", 64, "Connections opened at once while setting up.")
+	fs.StringVar(&c.Username, "username", "", "MQTT username (optional).")
+	fs.StringVar(&c.Password, "password", "", "MQTT password (optional).")
+}
+
+// Validate names the bad field.
+func (c *PubConfig) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("addr: must not be empty"))
+	}
+	if c.Publishers < 1 {
+		errs = append(errs, errors.New("publishers: must be at least 1"))
+	}
+	if c.QoS < 0 || c.QoS > 2 {
+		errs = append(errs, errors.New("qos: must be 0, 1 or 2"))
+	}
+	if c.PayloadSize < 0 || c.PayloadSize > 256<<20 {
+		errs = append(errs, errors.New("size: must be between 0 and 256 MiB"))
+	}
+	if c.Version != 4 && c.Version != 5 {
+		errs = append(errs, errors.New("mqtt-version: must be 4 or 5"))
+	}
+	if c.Duration <= 0 {
+		errs = append(errs, errors.New("duration: must be positive"))
+	}
+	if c.Warmup < 0 || c.Drain < 0 {
+		errs = append(errs, errors.New("warmup, drain: must not be negative"))
+	}
+	if c.Window < 1 || c.Window > 32767 {
+		errs = append(errs, errors.New("window: must be between 1 and 32767"))
+	}
+	if c.Rate < 0 || math.IsInf(c.Rate, 0) || math.IsNaN(c.Rate) {
+		errs = append(errs, errors.New("rate: must be a non-negative number"))
+	}
+	if c.Messages < 0 {
+		errs = append(errs, errors.New("messages: must not be negative"))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, errors.New("connect-concurrency: must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+// OpenLoop reports whether publishes follow a fixed schedule.
+func (c *PubConfig) OpenLoop() bool { return c.Rate > 0 }
+
+// Mode describes the loop for reports.
+func (c *PubConfig) Mode() string {
+	if c.OpenLoop() {
+		return fmt.Sprintf("open loop, %.0f msg/s total", c.Rate)
+	}
+	if c.QoS == 0 {
+		return "closed loop, as fast as the socket takes them"
+	}
+	return fmt.Sprintf("closed loop, window %d per publisher", c.Window)
+}
+
+// PubResult is what one publish run measured. Counts are within the
+// measured window unless their name says otherwise.
+type PubResult struct {
+	Target string    `json:"target,omitempty"`
+	Config PubConfig `json:"config"`
+
+	Measured time.Duration `json:"measured_ns"`
+	// Sent counts publishes written (scheduled, in open loop) in the window.
+	Sent int64 `json:"sent"`
+	// Acked counts successful PUBACKs (QoS 1) or PUBCOMPs (QoS 2) received
+	// in the window.
+	Acked int64 `json:"acked"`
+	// SentPerSec and AckedPerSec are Sent and Acked over Measured.
+	SentPerSec  float64 `json:"sent_per_sec"`
+	AckedPerSec float64 `json:"acked_per_sec"`
+	// Latency is from send (open loop: the scheduled send) to the final
+	// ack, for publishes sent in the window.
+	Latency LatencySummary `json:"latency"`
+
+	// Errors over the whole run.
+	NegativeAcks  int64 `json:"negative_acks"`
+	Disconnects   int64 `json:"disconnects"`
+	ConnectErrors int64 `json:"connect_errors"`
+	// Unacked counts publishes never answered: lost with a connection or
+	// still outstanding when the drain ended.
+	Unacked int64 `json:"unacked"`
+	// UnknownAcks counts acks for packet ids not in flight (a broker bug).
+	UnknownAcks int64 `json:"unknown_acks"`
+	// TotalAcked counts successful acks over the whole run, warm-up and
+	// drain included.
+	TotalAcked int64 `json:"total_acked"`
+
+	// Server is the broker process's use in the window, when its pid is
+	// known.
+	Server *ProcessUsage `json:"server,omitempty"`
+	// Bench is this process's CPU use in the window: the load generator
+	// shares the machine with the broker.
+	Bench ProcessUsage `json:"bench"`
+
+	hist *Histogram
+}
+
+// Throughput is acks per second, or sends per second for QoS 0 (which has
+// no ack).
+func (r *PubResult) Throughput() float64 {
+	if r.Config.QoS == 0 {
+		return r.SentPerSec
+	}
+	return r.AckedPerSec
+}
+
+// Errors sums every kind of failure.
+func (r *PubResult) Errors() int64 {
+	return r.NegativeAcks + r.Disconnects + r.ConnectErrors + r.Unacked + r.UnknownAcks
+}
+
+// Histogram returns the latency histogram (nil for QoS 0).
+func (r *PubResult) Histogram() *Histogram { return r.hist }
+
+// ProcessUsage is a process's CPU time and memory over a window.
+type ProcessUsage struct {
+	CPU time.Duration `json:"cpu_ns"`
+	// CPUPercent is CPU time over wall time; 200 is both cores of a
+	// 2-core machine.
+	CPUPercent float64 `json:"cpu_percent"`
+	// CPUPerMessage is CPU time per acked (QoS 0: sent) publish.
+	CPUPerMessage time.Duration `json:"cpu_per_message_ns"`
+	RSS           int64         `json:"rss_bytes,omitempty"`
+}
+
+// Hooks lets a caller act during a run.
+type Hooks struct {
+	// MeasureStart, when set, runs in its own goroutine when the measured
+	// window opens; the run returns only after it did.
+	MeasureStart func(ctx context.Context, window time.Duration)
+	// Progress, when set, receives one line of progress now and then.
+	Progress func(msg string)
+}
+
+// pubRun is the state shared by the publishers of one run.
+type pubRun struct {
+	cfg     PubConfig
+	payload []byte
+	t0      time.Time
+	mStart  int64 // measured window, ns since t0
+	mEnd    int64
+
+	sent, acked, totalAcked   atomic.Int64
+	nacks, disconnects        atomic.Int64
+	connectErrors, unacked    atomic.Int64
+	unknownAcks, lastActivity atomic.Int64
+}
+
+// touch moves the time of the last send or ack forward: in messages mode
+// the run's length is measured up to it.
+func (r *pubRun) touch(now int64) {
+	if r.cfg.Messages == 0 {
+		return
+	}
+	for {
+		last := r.lastActivity.Load()
+		if now <= last || r.lastActivity.CompareAndSwap(last, now) {
+			return
+		}
+	}
+}
+
+// RunPublish runs the publish workload against cfg.Addr and returns what it
+// measured. It fails only when no publisher could connect at all.
+func RunPublish(ctx context.Context, cfg PubConfig, hooks Hooks) (*PubResult, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Messages > 0 {
+		cfg.Warmup = 0
+	}
+	r := &pubRun{cfg: cfg, payload: makePayload(cfg.PayloadSize)}
+	pubs := make([]*publisher, cfg.Publishers)
+	for i := range pubs {
+		p, err := newPublisher(r, i)
+		if err != nil {
+			return nil, err
+		}
+		pubs[i] = p
+	}
+
+	// Connect everyone first, so that set-up is not measured.
+	sem := make(chan struct{}, cfg.Concurrency)
+	var wg sync.WaitGroup
+	var firstErr atomic.Pointer[error]
+	for _, p := range pubs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cl, err := Dial(ctx, cfg.Addr, p.opts)
+			if err != nil {
+				r.connectErrors.Add(1)
+				firstErr.CompareAndSwap(nil, &err)
+				return
+			}
+			p.cl = cl
+		}()
+	}
+	wg.Wait()
+	if n := r.connectErrors.Load(); n == int64(len(pubs)) {
+		return nil, fmt.Errorf("no publisher could connect: %w", *firstErr.Load())
+	}
+	if hooks.Progress != nil {
+		hooks.Progress(fmt.Sprintf("%d publishers connected to %s; %s, qos %d, %d-byte payloads", int64(len(pubs))-r.connectErrors.Load(), cfg.Addr, cfg.Mode(), cfg.QoS, cfg.PayloadSize))
+	}
+
+	r.t0 = time.Now()
+	r.mStart = int64(cfg.Warmup)
+	r.mEnd = int64(cfg.Warmup + cfg.Duration)
+	if cfg.Messages > 0 {
+		r.mEnd = math.MaxInt64
+	}
+	sendCtx, stopSending := context.WithDeadline(ctx, r.t0.Add(cfg.Warmup+cfg.Duration))
+	defer stopSending()
+
+	// Sample the processes at the edges of the window.
+	var before, after processCounters
+	var benchBefore, benchAfter time.Duration
+	var samplerWG sync.WaitGroup
+	samplerWG.Add(1)
+	go func() {
+		defer samplerWG.Done()
+		sleepUntil(ctx, r.t0.Add(cfg.Warmup))
+		before, benchBefore = sampleProcess(cfg.ServerPID), selfCPUTime()
+		if hooks.MeasureStart != nil && cfg.Messages == 0 {
+			samplerWG.Add(1)
+			go func() {
+				defer samplerWG.Done()
+				hooks.MeasureStart(ctx, cfg.Duration)
+			}()
+		}
+		if cfg.Messages > 0 {
+			return // sampled again when the publishers are done
+		}
+		sleepUntil(ctx, r.t0.Add(cfg.Warmup+cfg.Duration))
+		after, benchAfter = sampleProcess(cfg.ServerPID), selfCPUTime()
+	}()
+
+	for _, p := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.run(ctx, sendCtx)
+		}()
+	}
+	wg.Wait()
+	measured := cfg.Duration
+	if cfg.Messages > 0 {
+		measured = time.Duration(r.lastActivity.Load())
+		after, benchAfter = sampleProcess(cfg.ServerPID), selfCPUTime()
+	}
+	samplerWG.Wait()
+
+	res := &PubResult{
+		Config:        cfg,
+		Measured:      measured,
+		Sent:          r.sent.Load(),
+		Acked:         r.acked.Load(),
+		NegativeAcks:  r.nacks.Load(),
+		Disconnects:   r.disconnects.Load(),
+		ConnectErrors: r.connectErrors.Load(),
+		Unacked:       r.unacked.Load(),
+		UnknownAcks:   r.unknownAcks.Load(),
+		TotalAcked:    r.totalAcked.Load(),
+	}
+	if cfg.QoS > 0 {
+		res.hist = NewHistogram()
+		for _, p := range pubs {
+			res.hist.Merge(p.hist)
+		}
+		res.Latency = res.hist.Summary()
+	}
+	if measured > 0 {
+		res.SentPerSec = float64(res.Sent) / measured.Seconds()
+		res.AckedPerSec = float64(res.Acked) / measured.Seconds()
+	}
+	msgs := res.Acked
+	if cfg.QoS == 0 {
+		msgs = res.Sent
+	}
+	res.Bench = usage(benchAfter-benchBefore, measured, msgs)
+	if before.ok && after.ok {
+		u := usage(after.cpu-before.cpu, measured, msgs)
+		u.RSS = after.rss
+		res.Server = &u
+	}
+	return res, nil
+}
+
+func usage(cpu, wall time.Duration, msgs int64) ProcessUsage {
+	u := ProcessUsage{CPU: cpu}
+	if wall > 0 {
+		u.CPUPercent = 100 * cpu.Seconds() / wall.Seconds()
+	}
+	if msgs > 0 {
+		u.CPUPerMessage = cpu / time.Duration(msgs)
+	}
+	return u
+}
+
+// makePayload returns size printable bytes.
+func makePayload(size int) []byte {
+	const alphabet = "fleetgate-benchmark-payload-0123456789"
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = alphabet[i%len(alphabet)]
+	}
+	return b
+}
+
+// sleepUntil waits until t or ctx ends.
+func sleepUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-ctx.Done():
+	}
+}
+
+// publisher is one connection of the run (and its reconnections).
+type publisher struct {
+	r    *pubRun
+	idx  int
+	opts ClientOptions
+	tmpl *publishTemplate
+	hist *Histogram // written by the current session's reader only
+	cl   *Client    // the connection made during set-up, taken by run
+
+	interval time.Duration // open loop: time between two sends
+	next     int64         // open loop: next scheduled send, ns since t0
+	left     atomic.Int64  // messages mode: publishes still to send
+
+	mu      sync.Mutex // guards the in-flight table
+	sentAt  []int64    // by packet id: send time, ns since t0
+	inUse   []bool     // by packet id
+	nextPID int
+}
+
+func newPublisher(r *pubRun, idx int) (*publisher, error) {
+	cfg := r.cfg
+	id := fmt.Sprintf("%s-%05d", cfg.ClientPrefix, idx)
+	topic := fmt.Sprintf("%s/%d", strings.TrimSuffix(cfg.TopicPrefix, "/"), idx)
+	tmpl, err := newPublishTemplate(byte(cfg.Version), byte(cfg.QoS), topic, r.payload)
+	if err != nil {
+		return nil, err
+	}
+	p := &publisher{
+		r:   r,
+		idx: idx,
+		opts: ClientOptions{
+			ClientID:  id,
+			Version:   byte(cfg.Version),
+			Keepalive: cfg.Keepalive,
+			Username:  cfg.Username,
+			Password:  cfg.Password,
+		},
+		tmpl: tmpl,
+		hist: NewHistogram(),
+	}
+	p.left.Store(int64(cfg.Messages))
+	// Packet ids cycle through 1..space; twice the window leaves room for
+	// acks that come back out of order.
+	space := min(65535, max(4*cfg.Window, 64))
+	p.sentAt = make([]int64, space+1)
+	p.inUse = make([]bool, space+1)
+	if cfg.OpenLoop() {
+		p.interval = time.Duration(float64(time.Second) * float64(cfg.Publishers) / cfg.Rate)
+		// Spread the publishers over one interval.
+		p.next = int64(p.interval) * int64(idx) / int64(cfg.Publishers)
+	}
+	return p, nil
+}
+
+func (p *publisher) now() int64 { return int64(time.Since(p.r.t0)) }
+
+// done reports whether this publisher has nothing more to send.
+func (p *publisher) done(sendCtx context.Context) bool {
+	return sendCtx.Err() != nil || (p.r.cfg.Messages > 0 && p.left.Load() == 0) || p.now() >= p.r.mEnd
+}
+
+// run sends until sendCtx ends (or the message count is reached), waits for
+// the outstanding acks, and disconnects. A lost connection is counted and
+// replaced.
+func (p *publisher) run(ctx, sendCtx context.Context) {
+	backoff := 50 * time.Millisecond
+	for !p.done(sendCtx) {
+		cl := p.cl
+		p.cl = nil
+		if cl == nil {
+			var err error
+			cl, err = Dial(sendCtx, p.r.cfg.Addr, p.opts)
+			if err != nil {
+				if sendCtx.Err() == nil {
+					p.r.connectErrors.Add(1)
+				}
+				sleepUntil(sendCtx, time.Now().Add(backoff))
+				backoff = min(2*backoff, 2*time.Second)
+				continue
+			}
+		}
+		backoff = 50 * time.Millisecond
+		p.session(ctx, sendCtx, cl)
+	}
+	if p.cl != nil {
+		_ = p.cl.Disconnect()
+	}
+}
+
+// session drives one connection until it is lost or the run ends.
+func (p *publisher) session(ctx, sendCtx context.Context, cl *Client) {
+	cfg := p.r.cfg
+	window := cfg.Window
+	if cfg.Version == 5 {
+		window = min(window, int(cl.ServerReceiveMaximum))
+	}
+	s := &session{
+		p:       p,
+		cl:      cl,
+		tokens:  make(chan struct{}, window),
+		dead:    make(chan struct{}),
+		drained: make(chan struct{}, 1),
+	}
+
+	var lost bool
+	switch {
+	case cfg.QoS == 0 && !cfg.OpenLoop():
+		go s.read()
+		lost = s.sendQoS0(sendCtx)
+	case cfg.OpenLoop():
+		go s.read()
+		lost = s.sendOpenLoop(sendCtx)
+	default:
+		// Fill the window before the reader starts: from then on the
+		// reader sends a new publish for each ack (refill).
+		s.sendWithAcks = sendCtx
+		_, err := s.refill()
+		if err == nil {
+			err = cl.Flush()
+		}
+		go s.read()
+		lost = err != nil || s.waitClosedLoop(sendCtx)
+	}
+	if !lost {
+		lost = s.drain(ctx)
+	}
+	s.closing.Store(true)
+	if lost {
+		_ = cl.Close()
+	} else {
+		_ = cl.Disconnect()
+	}
+	<-s.dead
+	// Whatever is still in flight will never be answered.
+	p.mu.Lock()
+	for i := range p.inUse {
+		if p.inUse[i] {
+			p.inUse[i] = false
+			p.r.unacked.Add(1)
+		}
+	}
+	p.mu.Unlock()
+}
+
+// session is one connection of a publisher.
+type session struct {
+	p       *publisher
+	cl      *Client
+	tokens  chan struct{} // one per publish in flight; capacity is the window
+	dead    chan struct{} // closed when the reader stops
+	drained chan struct{} // signalled when the last in-flight publish is answered
+	closing atomic.Bool   // the publisher closes the connection itself
+	// sendWithAcks is set in closed loop (QoS 1/2): the reader sends the
+	// next publishes itself, after handling every ack it has read, until
+	// this context ends. Sending from the reader costs no goroutine
+	// switch per ack and batches the new publishes of a burst of acks
+	// into one write, so the load generator stays cheap next to the
+	// broker it measures.
+	sendWithAcks context.Context
+}
+
+// batch is how many publishes are written before a flush when more are
+// ready: fewer syscalls without delaying the first.
+const batch = 64
+
+// send writes one publish sent (or scheduled) at the given time.
+func (s *session) send(at int64) error {
+	p := s.p
+	var pid uint16
+	if p.r.cfg.QoS > 0 {
+		p.mu.Lock()
+		for {
+			p.nextPID++
+			if p.nextPID >= len(p.inUse) {
+				p.nextPID = 1
+			}
+			if !p.inUse[p.nextPID] {
+				break
+			}
+		}
+		pid = uint16(p.nextPID)
+		p.inUse[pid] = true
+		p.sentAt[pid] = at
+		p.mu.Unlock()
+	}
+	if at >= p.r.mStart && at < p.r.mEnd {
+		p.r.sent.Add(1)
+	}
+	if p.r.cfg.Messages > 0 {
+		p.left.Add(-1)
+		if p.r.cfg.QoS == 0 {
+			p.r.touch(at)
+		}
+	}
+	return s.cl.writePublish(p.tmpl, pid)
+}
+
+// acquire takes a window slot; false when the run ended or the connection
+// was lost (lost tells which).
+func (s *session) acquire(sendCtx context.Context) (ok, lost bool) {
+	select {
+	case s.tokens <- struct{}{}:
+		return true, false
+	default:
+	}
+	select {
+	case s.tokens <- struct{}{}:
+		return true, false
+	case <-sendCtx.Done():
+		return false, false
+	case <-s.dead:
+		return false, true
+	}
+}
+
+// tryAcquire takes a window slot if one is free.
+func (s *session) tryAcquire() bool {
+	select {
+	case s.tokens <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// refill sends publishes while the window has room (closed loop). The
+// caller flushes.
+func (s *session) refill() (wrote bool, err error) {
+	p := s.p
+	for !p.done(s.sendWithAcks) && s.tryAcquire() {
+		at := p.now()
+		if at >= p.r.mEnd {
+			<-s.tokens
+			break
+		}
+		if err := s.send(at); err != nil {
+			return wrote, err
+		}
+		wrote = true
+	}
+	return wrote, nil
+}
+
+// waitClosedLoop waits while the reader keeps the window full, until the
+// run ends, the last message of messages mode is answered, or the
+// connection is lost.
+func (s *session) waitClosedLoop(sendCtx context.Context) (lost bool) {
+	p := s.p
+	for {
+		select {
+		case <-sendCtx.Done():
+			return false
+		case <-s.dead:
+			return true
+		case <-s.drained:
+			if p.r.cfg.Messages > 0 && p.left.Load() == 0 {
+				return false
+			}
+		}
+	}
+}
+
+func (s *session) sendQoS0(sendCtx context.Context) (lost bool) {
+	p := s.p
+	for !p.done(sendCtx) {
+		for n := 0; n < batch && !p.done(sendCtx); n++ {
+			at := p.now()
+			if at >= p.r.mEnd {
+				break
+			}
+			if s.send(at) != nil {
+				return true
+			}
+		}
+		if s.cl.Flush() != nil {
+			return true
+		}
+		select {
+		case <-s.dead:
+			return true
+		default:
+		}
+	}
+	return false
+}
+
+func (s *session) sendOpenLoop(sendCtx context.Context) (lost bool) {
+	p := s.p
+	end := p.r.mEnd
+	for !p.done(sendCtx) {
+		if wait := time.Duration(p.next - p.now()); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-sendCtx.Done():
+				t.Stop()
+				return false
+			case <-s.dead:
+				t.Stop()
+				return true
+			}
+		}
+		// Send everything that is due, waiting for window slots: a late
+		// send is measured from its scheduled time.
+		for n := 0; n < batch && p.next <= p.now() && p.next < end && !p.done(sendCtx); n++ {
+			if p.r.cfg.QoS > 0 && !s.tryAcquire() {
+				// The window is full: what is buffered must go out
+				// before waiting, or its acks can never free a slot.
+				if s.cl.Flush() != nil {
+					return true
+				}
+				ok, lost := s.acquire(sendCtx)
+				if !ok {
+					return lost
+				}
+			}
+			if s.send(p.next) != nil {
+				return true
+			}
+			p.next += int64(p.interval)
+		}
+		if s.cl.Flush() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// drain waits until every publish in flight is answered, the drain time is
+// up, or the connection is lost.
+func (s *session) drain(ctx context.Context) (lost bool) {
+	if s.p.r.cfg.QoS == 0 {
+		return false
+	}
+	if len(s.tokens) == 0 {
+		return false
+	}
+	t := time.NewTimer(s.p.r.cfg.Drain)
+	defer t.Stop()
+	for len(s.tokens) > 0 {
+		select {
+		case <-s.drained:
+		case <-s.dead:
+			return true
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return false
+}
+
+// read handles everything the broker sends until the connection ends.
+func (s *session) read() {
+	defer close(s.dead)
+	p := s.p
+	cl := s.cl
+	flush := false
+	for {
+		pk, err := cl.ReadPacket()
+		if err != nil {
+			if !s.closing.Load() {
+				p.r.disconnects.Add(1)
+			}
+			return
+		}
+		switch pk.FixedHeader.Type {
+		case packets.Puback:
+			if p.r.cfg.QoS == 1 {
+				s.complete(pk.PacketID, pk.ReasonCode)
+			}
+		case packets.Pubrec:
+			if pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+				s.complete(pk.PacketID, pk.ReasonCode) // ends the QoS 2 flow [MQTT-4.3.3-4]
+				break
+			}
+			err = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID})
+			flush = true
+		case packets.Pubcomp:
+			if p.r.cfg.QoS == 2 {
+				s.complete(pk.PacketID, pk.ReasonCode)
+			}
+		case packets.Disconnect:
+			if !s.closing.Load() {
+				p.r.disconnects.Add(1)
+			}
+			return
+		}
+		if err == nil && !cl.Buffered() {
+			// Everything read is handled: answer and refill in one write.
+			if s.sendWithAcks != nil {
+				var wrote bool
+				wrote, err = s.refill()
+				flush = flush || wrote
+			}
+			if err == nil && flush {
+				err, flush = cl.Flush(), false
+			}
+		}
+		if err != nil {
+			if !s.closing.Load() {
+				p.r.disconnects.Add(1)
+			}
+			return
+		}
+	}
+}
+
+// complete records the final answer to the publish with packet id pid.
+func (s *session) complete(pid uint16, reason byte) {
+	p := s.p
+	now := p.now()
+	p.mu.Lock()
+	if int(pid) >= len(p.inUse) || !p.inUse[pid] {
+		p.mu.Unlock()
+		p.r.unknownAcks.Add(1)
+		return
+	}
+	p.inUse[pid] = false
+	at := p.sentAt[pid]
+	p.mu.Unlock()
+
+	if reason >= packets.ErrUnspecifiedError.Code {
+		p.r.nacks.Add(1)
+	} else {
+		p.r.totalAcked.Add(1)
+		if now >= p.r.mStart && now < p.r.mEnd {
+			p.r.acked.Add(1)
+		}
+		if at >= p.r.mStart && at < p.r.mEnd {
+			p.hist.Record(time.Duration(now - at))
+		}
+	}
+	p.r.touch(now)
+	<-s.tokens
+	if len(s.tokens) == 0 {
+		select {
+		case s.drained <- struct{}{}:
+		default:
+		}
+	}
+}
