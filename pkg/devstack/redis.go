@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -60,6 +61,9 @@ func startRedisServer(ctx context.Context, bin, listen, dataDir string) (*devRed
 	}
 	cmd := exec.Command(bin, "--bind", host, "--port", port, "--dir", dir,
 		"--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
+	// redis-server dies with the dev stack, even when the stack is killed
+	// with SIGKILL and cannot stop it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting redis-server: %w", err)
 	}

@@ -105,4 +105,15 @@ func TestTheDevStackKeepsMessagesAcrossARestart(t *testing.T) {
 	recs := testkit.NewReader(t, kafka, "mqtt.inbound").Read(1, 15*time.Second)
 	assert.Equal(t, "still here", string(recs[0].Value))
 	assert.Equal(t, "restart-test", string(recs[0].Key))
+
+	// Killed outright, the stack leaves no redis-server behind.
+	require.NoError(t, dev2.cmd.Process.Signal(syscall.SIGKILL))
+	dev2.wait(10 * time.Second)
+	require.Eventually(t, func() bool {
+		c, err := (netDialer{}).dial(redis)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, 10*time.Second, 50*time.Millisecond, "redis-server outlived the dev stack")
 }
