@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"sync"
 	"time"
 
@@ -113,52 +114,89 @@ func (h *Hook) flush(a *clientAcks) {
 		a.queue = a.queue[n:]
 		a.mu.Unlock()
 
-		for _, e := range ready {
-			h.writeAck(a.cl, e)
+		h.writeAcks(a.cl, ready)
+		for range ready {
 			<-a.window
 			h.outstanding.Add(-1)
 		}
 	}
 }
 
-// writeAck answers one PUBLISH.
-func (h *Hook) writeAck(cl *mqtt.Client, e *entry) {
-	failed := e.code.Code >= packets.ErrUnspecifiedError.Code
-	if failed && cl.Properties.ProtocolVersion < 5 {
-		// MQTT 3.1.1 has no negative acknowledgement: closing the
-		// connection is the only answer that does not claim success. The
-		// client resends the PUBLISH after it reconnects.
-		if !cl.Closed() {
-			h.log.Warn("closing mqtt 3.1.1 connection: publish could not be written to kafka",
-				"client", cl.ID, "packet_id", e.packetID, "reason", e.code.Reason)
+// writeAcks answers the given PUBLISHes in order with one socket write: at
+// high rates one write(2) per ack would cost more than everything else the
+// node does for a message.
+func (h *Hook) writeAcks(cl *mqtt.Client, entries []*entry) {
+	v5 := cl.Properties.ProtocolVersion == 5
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer func() { buf.Reset(); bufPool.Put(buf) }()
+	now := time.Now().Unix()
+	for _, e := range entries {
+		failed := e.code.Code >= packets.ErrUnspecifiedError.Code
+		if failed && !v5 {
+			// MQTT 3.1.1 has no negative acknowledgement: closing the
+			// connection is the only answer that does not claim
+			// success. The acks before this one still go out; the
+			// client resends the rest after it reconnects.
+			h.write(cl, buf)
+			if !cl.Closed() {
+				h.log.Warn("closing mqtt 3.1.1 connection: publish could not be written to kafka",
+					"client", cl.ID, "packet_id", e.packetID, "reason", e.code.Reason)
+			}
+			cl.Stop(e.code)
+			return
 		}
-		cl.Stop(e.code)
+		typ := packets.Puback
+		if e.qos == 2 {
+			typ = packets.Pubrec
+		}
+		ack := packets.Packet{
+			FixedHeader:     packets.FixedHeader{Type: typ},
+			PacketID:        e.packetID,
+			ReasonCode:      e.code.Code,
+			ProtocolVersion: cl.Properties.ProtocolVersion,
+			Created:         now,
+			// mochi expires inflight entries older than this.
+			Expiry: now + h.maxInflightAge,
+		}
+		// The client's limits, as mochi's own WritePacket applies them.
+		ack.Mods.MaxSize = cl.Properties.Props.MaximumPacketSize
+		ack.Mods.DisallowProblemInfo = cl.Properties.Props.RequestProblemInfoFlag && cl.Properties.Props.RequestProblemInfo == 0 // [MQTT-3.1.2-29]
+		if failed {
+			ack.Properties.ReasonString = e.code.Reason
+		} else if e.qos == 2 {
+			// Record the PUBREC before writing it so mochi answers the
+			// PUBREL that may follow at once with PUBCOMP
+			// [MQTT-4.3.3-8], and a resent PUBLISH with this id is not
+			// produced again [MQTT-4.3.3-10] (see OnPacketRead).
+			cl.State.Inflight.Set(ack)
+			cl.State.Inflight.DecreaseReceiveQuota() // mochi gives it back on PUBREL
+		}
+		var err error
+		if typ == packets.Puback {
+			err = ack.PubackEncode(buf)
+		} else {
+			err = ack.PubrecEncode(buf)
+		}
+		if err != nil {
+			h.log.Error("encoding ack", "client", cl.ID, "packet_id", e.packetID, "err", err)
+		}
+	}
+	h.write(cl, buf)
+}
+
+// write sends buf on the client's connection under the client's lock, the
+// one mochi's WritePacket takes, so packets never interleave.
+func (h *Hook) write(cl *mqtt.Client, buf *bytes.Buffer) {
+	if buf.Len() == 0 || cl.Closed() || cl.Net.Conn == nil {
 		return
 	}
-	typ := packets.Puback
-	if e.qos == 2 {
-		typ = packets.Pubrec
-	}
-	now := time.Now().Unix()
-	ack := packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: typ},
-		PacketID:    e.packetID,
-		ReasonCode:  e.code.Code,
-		Created:     now,
-		// mochi expires inflight entries older than this.
-		Expiry: now + h.maxInflightAge,
-	}
-	if failed {
-		ack.Properties.ReasonString = e.code.Reason
-	} else if e.qos == 2 {
-		// Record the PUBREC before writing it so mochi answers the PUBREL
-		// that may follow at once with PUBCOMP [MQTT-4.3.3-8], and a
-		// resent PUBLISH with this id is not produced again
-		// [MQTT-4.3.3-10] (see OnPacketRead).
-		cl.State.Inflight.Set(ack)
-		cl.State.Inflight.DecreaseReceiveQuota() // mochi gives it back on PUBREL
-	}
-	if err := cl.WritePacket(ack); err != nil && !cl.Closed() {
-		h.log.Debug("writing ack", "client", cl.ID, "packet_id", e.packetID, "err", err)
+	cl.Lock()
+	_, err := cl.Net.Conn.Write(buf.Bytes())
+	cl.Unlock()
+	buf.Reset()
+	if err != nil && !cl.Closed() {
+		h.log.Debug("writing acks", "client", cl.ID, "err", err)
 	}
 }
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
