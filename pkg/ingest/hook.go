@@ -272,9 +272,19 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.ErrRejectPacket
 	}
 
-	ctx, cancel := context.WithDeadline(traceContext(pk.Properties.User), deadline)
+	// The producer's delivery timeout (= the ack deadline) bounds the
+	// record's time in Kafka from now. Only a publish that already waited
+	// for budget needs a deadline of its own, to be answered within the
+	// deadline from its receipt; a context timer for every message would
+	// cost more than the rest of its path.
+	ctx, cancel := traceContext(pk.Properties.User), context.CancelFunc(nil)
+	if time.Since(received) > h.cfg.AckTimeout/10 {
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+	}
 	h.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-		cancel()
+		if cancel != nil {
+			cancel()
+		}
 		h.release(size)
 		if err != nil {
 			h.metrics.fail(ReasonKafka)
@@ -422,6 +432,12 @@ func (h *Hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 		h.metrics.produced.Add(context.Background(), 1)
 	})
 	return will, nil
+}
+
+func init() {
+	// Draw the random bits of message ids from a buffered pool instead
+	// of one getrandom call per message.
+	uuid.EnableRandPool()
 }
 
 // newMessageID returns a UUIDv7: unique, and sortable by creation time.

@@ -83,18 +83,23 @@ type Message struct {
 func Encode(topic string, m *Message) *kgo.Record {
 	h := make([]kgo.RecordHeader, 0, 10+len(m.UserProperties)+len(m.AdditionalHeaders))
 	add := func(k, v string) { h = append(h, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
-	add(HeaderVersion, Version)
+	addConst := func(k string, v []byte) { h = append(h, kgo.RecordHeader{Key: k, Value: v}) }
+	addConst(HeaderVersion, versionValue)
 	add(HeaderMessageID, m.MessageID)
 	add(HeaderNode, m.Node)
-	kind := m.Kind
-	if kind == "" {
-		kind = KindPublish
+	if m.Kind == "" || m.Kind == KindPublish {
+		addConst(HeaderKind, kindPublishValue)
+	} else {
+		add(HeaderKind, m.Kind)
 	}
-	add(HeaderKind, kind)
 	add(HeaderTopic, m.Topic)
-	add(HeaderQoS, strconv.Itoa(int(m.QoS)))
-	add(HeaderRetain, strconv.FormatBool(m.Retain))
-	add(HeaderProtocol, strconv.Itoa(int(m.Protocol)))
+	addConst(HeaderQoS, smallInt(m.QoS))
+	if m.Retain {
+		addConst(HeaderRetain, trueValue)
+	} else {
+		addConst(HeaderRetain, falseValue)
+	}
+	addConst(HeaderProtocol, smallInt(m.Protocol))
 	if m.Username != "" {
 		add(HeaderUsername, m.Username)
 	}
@@ -124,6 +129,23 @@ func Encode(topic string, m *Message) *kgo.Record {
 		Timestamp: m.ReceivedAt,
 		Headers:   h,
 	}
+}
+
+// Header values shared by every record, so encoding a record does not
+// allocate them. Consumers must not modify header values in place.
+var (
+	versionValue     = []byte(Version)
+	kindPublishValue = []byte(KindPublish)
+	trueValue        = []byte("true")
+	falseValue       = []byte("false")
+	digitValues      = [][]byte{[]byte("0"), []byte("1"), []byte("2"), []byte("3"), []byte("4"), []byte("5")}
+)
+
+func smallInt(v byte) []byte {
+	if int(v) < len(digitValues) {
+		return digitValues[v]
+	}
+	return []byte(strconv.Itoa(int(v)))
 }
 
 // Decode reads a record written by Encode, or produced by a backend that
