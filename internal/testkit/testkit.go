@@ -8,8 +8,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +21,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/fleetgate/fleetgate/pkg/mqttwire"
 )
 
 // Kafka is an in-process Kafka-protocol cluster whose produce path can be
@@ -178,24 +178,14 @@ func (r *Raw) Send(pk packets.Packet) {
 // a goroutine other than the test's.
 func (r *Raw) TrySend(pk packets.Packet) error {
 	pk.ProtocolVersion = r.Version
-	var buf bytes.Buffer
-	var err error
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		pk.Connect.ProtocolName = []byte("MQTT")
-		err = pk.ConnectEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
 	case packets.Pubrel:
-		pk.FixedHeader.Qos = 1
-		err = pk.PubrelEncode(&buf)
-	case packets.Disconnect:
-		err = pk.DisconnectEncode(&buf)
-	case packets.Pingreq:
-		err = pk.PingreqEncode(&buf)
-	default:
-		err = fmt.Errorf("raw client cannot send packet type %d", pk.FixedHeader.Type)
+		pk.FixedHeader.Qos = 1 // [MQTT-3.6.1-1]
 	}
+	var buf bytes.Buffer
+	err := mqttwire.Encode(&buf, pk)
 	if err != nil {
 		return err
 	}
@@ -235,39 +225,7 @@ func (r *Raw) Connect(clientID string, clean bool) packets.Packet {
 // timeout error when nothing arrived within d).
 func (r *Raw) Recv(d time.Duration) (packets.Packet, error) {
 	_ = r.Conn.SetReadDeadline(time.Now().Add(d))
-	var pk packets.Packet
-	hdr := make([]byte, 1)
-	if _, err := io.ReadFull(r.br, hdr); err != nil {
-		return pk, err
-	}
-	if err := pk.FixedHeader.Decode(hdr[0]); err != nil {
-		return pk, err
-	}
-	rem, _, err := packets.DecodeLength(r.br)
-	if err != nil {
-		return pk, err
-	}
-	body := make([]byte, rem)
-	if _, err := io.ReadFull(r.br, body); err != nil {
-		return pk, err
-	}
-	pk.FixedHeader.Remaining = rem
-	pk.ProtocolVersion = r.Version
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	case packets.Pingresp:
-	default:
-		err = fmt.Errorf("raw client got unexpected packet type %d", pk.FixedHeader.Type)
-	}
+	pk, _, err := mqttwire.Read(r.br, r.Version, nil)
 	return pk, err
 }
 

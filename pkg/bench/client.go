@@ -13,13 +13,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fleetgate/fleetgate/pkg/mqttwire"
 )
 
 // Errors of the client.
@@ -152,60 +152,9 @@ func (c *Client) Version() byte { return c.version }
 // ReadPacket reads and decodes the next packet. Only one goroutine may call
 // it; a PUBLISH's payload (not its topic) is valid until the next call.
 func (c *Client) ReadPacket() (packets.Packet, error) {
-	var pk packets.Packet
-	hb, err := c.br.ReadByte()
-	if err != nil {
-		return pk, err
-	}
-	if err := pk.FixedHeader.Decode(hb); err != nil {
-		return pk, fmt.Errorf("decoding fixed header: %w", err)
-	}
-	n, _, err := packets.DecodeLength(c.br)
-	if err != nil {
-		return pk, fmt.Errorf("decoding remaining length: %w", err)
-	}
-	pk.FixedHeader.Remaining = n
-	pk.ProtocolVersion = c.version
-	if cap(c.rbuf) < n {
-		c.rbuf = make([]byte, n)
-	}
-	body := c.rbuf[:n]
-	if _, err := io.ReadFull(c.br, body); err != nil {
-		return pk, fmt.Errorf("reading %s body: %w", packets.PacketNames[pk.FixedHeader.Type], err)
-	}
-	switch pk.FixedHeader.Type {
-	case packets.Connect: // for fake brokers in tests
-		err = pk.ConnectDecode(body)
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-		// mochi's decoder aliases the topic to the buffer reused by the
-		// next read.
-		pk.TopicName = strings.Clone(pk.TopicName)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubrel:
-		err = pk.PubrelDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Pingreq:
-		err = pk.PingreqDecode(body)
-	case packets.Pingresp:
-		err = pk.PingrespDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	default:
-		err = fmt.Errorf("%w: %s", ErrUnexpectedPacket, packets.PacketNames[pk.FixedHeader.Type])
-	}
-	if err != nil {
-		return pk, fmt.Errorf("decoding %s: %w", packets.PacketNames[pk.FixedHeader.Type], err)
-	}
-	return pk, nil
+	pk, buf, err := mqttwire.Read(c.br, c.version, c.rbuf)
+	c.rbuf = buf
+	return pk, err
 }
 
 // WritePacket encodes pk into the write buffer; Flush sends it.
@@ -214,35 +163,10 @@ func (c *Client) WritePacket(pk packets.Packet) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.enc.Reset()
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&c.enc)
-	case packets.Connack: // for fake brokers in tests
-		err = pk.ConnackEncode(&c.enc)
-	case packets.Publish:
-		err = pk.PublishEncode(&c.enc)
-	case packets.Puback:
-		err = pk.PubackEncode(&c.enc)
-	case packets.Pubrec:
-		err = pk.PubrecEncode(&c.enc)
-	case packets.Pubrel:
-		err = pk.PubrelEncode(&c.enc)
-	case packets.Pubcomp:
-		err = pk.PubcompEncode(&c.enc)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&c.enc)
-	case packets.Pingreq:
-		err = pk.PingreqEncode(&c.enc)
-	case packets.Disconnect:
-		err = pk.DisconnectEncode(&c.enc)
-	default:
-		err = fmt.Errorf("%w: cannot encode %s", ErrUnexpectedPacket, packets.PacketNames[pk.FixedHeader.Type])
+	if err := mqttwire.Encode(&c.enc, pk); err != nil {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("encoding %s: %w", packets.PacketNames[pk.FixedHeader.Type], err)
-	}
-	_, err = c.bw.Write(c.enc.Bytes())
+	_, err := c.bw.Write(c.enc.Bytes())
 	return err
 }
 

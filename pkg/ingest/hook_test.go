@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/mqttwire"
 )
 
 // heldProducer keeps every record until the test completes it, so the test
@@ -59,31 +60,8 @@ func pipeClient(t *testing.T, version byte) (*mqtt.Client, func(time.Duration) (
 	cl.Properties.ProtocolVersion = version
 	br := bufio.NewReader(cliEnd)
 	read := func(d time.Duration) (packets.Packet, error) {
-		var pk packets.Packet
 		_ = cliEnd.SetReadDeadline(time.Now().Add(d))
-		b, err := br.ReadByte()
-		if err != nil {
-			return pk, err
-		}
-		if err := pk.FixedHeader.Decode(b); err != nil {
-			return pk, err
-		}
-		n, _, err := packets.DecodeLength(br)
-		if err != nil {
-			return pk, err
-		}
-		pk.FixedHeader.Remaining = n
-		body := make([]byte, n)
-		if _, err := io.ReadFull(br, body); err != nil {
-			return pk, err
-		}
-		pk.ProtocolVersion = version
-		switch pk.FixedHeader.Type {
-		case packets.Puback:
-			err = pk.PubackDecode(body)
-		case packets.Pubrec:
-			err = pk.PubrecDecode(body)
-		}
+		pk, _, err := mqttwire.Read(br, version, nil)
 		return pk, err
 	}
 	return cl, read

@@ -1,0 +1,124 @@
+// Package mqttwire reads and writes whole MQTT packets on a byte stream with
+// mochi-mqtt's packet codec. mochi decodes a packet body but leaves framing
+// (fixed header, remaining length) and the choice of codec to its caller;
+// fleetgate's load generator and tests speak MQTT as a client and need both.
+package mqttwire
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// ErrUnsupported is returned for a packet type this package does not code.
+var ErrUnsupported = errors.New("unsupported mqtt packet type")
+
+// Encode appends pk, encoded for pk.ProtocolVersion, to buf.
+func Encode(buf *bytes.Buffer, pk packets.Packet) error {
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(buf)
+	case packets.Connack:
+		err = pk.ConnackEncode(buf)
+	case packets.Publish:
+		err = pk.PublishEncode(buf)
+	case packets.Puback:
+		err = pk.PubackEncode(buf)
+	case packets.Pubrec:
+		err = pk.PubrecEncode(buf)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(buf)
+	case packets.Pubcomp:
+		err = pk.PubcompEncode(buf)
+	case packets.Subscribe:
+		err = pk.SubscribeEncode(buf)
+	case packets.Suback:
+		err = pk.SubackEncode(buf)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeEncode(buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(buf)
+	case packets.Pingresp:
+		err = pk.PingrespEncode(buf)
+	case packets.Disconnect:
+		err = pk.DisconnectEncode(buf)
+	default:
+		return fmt.Errorf("%w: cannot encode %s", ErrUnsupported, name(pk.FixedHeader.Type))
+	}
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", name(pk.FixedHeader.Type), err)
+	}
+	return nil
+}
+
+// Read reads and decodes the next packet of a connection that speaks the
+// given protocol version. scratch is reused for the packet body when large
+// enough, and the possibly grown buffer is returned for the next call; a
+// PUBLISH payload aliases it until then (its topic does not).
+func Read(br *bufio.Reader, version byte, scratch []byte) (packets.Packet, []byte, error) {
+	var pk packets.Packet
+	hb, err := br.ReadByte()
+	if err != nil {
+		return pk, scratch, err
+	}
+	if err := pk.FixedHeader.Decode(hb); err != nil {
+		return pk, scratch, fmt.Errorf("decoding fixed header: %w", err)
+	}
+	n, _, err := packets.DecodeLength(br)
+	if err != nil {
+		return pk, scratch, fmt.Errorf("decoding remaining length: %w", err)
+	}
+	pk.FixedHeader.Remaining = n
+	pk.ProtocolVersion = version
+	if cap(scratch) < n {
+		scratch = make([]byte, n)
+	}
+	body := scratch[:n]
+	if _, err := io.ReadFull(br, body); err != nil {
+		return pk, scratch, fmt.Errorf("reading %s body: %w", name(pk.FixedHeader.Type), err)
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectDecode(body)
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+		// mochi's decoder aliases the topic to the body buffer.
+		pk.TopicName = strings.Clone(pk.TopicName)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubrel:
+		err = pk.PubrelDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
+	case packets.Suback:
+		err = pk.SubackDecode(body)
+	case packets.Unsuback:
+		err = pk.UnsubackDecode(body)
+	case packets.Pingreq, packets.Pingresp:
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	default:
+		err = fmt.Errorf("%w: %s", ErrUnsupported, name(pk.FixedHeader.Type))
+	}
+	if err != nil {
+		return pk, scratch, fmt.Errorf("decoding %s: %w", name(pk.FixedHeader.Type), err)
+	}
+	return pk, scratch, nil
+}
+
+func name(t byte) string {
+	if n, ok := packets.PacketNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("type %d", t)
+}
