@@ -2,15 +2,21 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/plugin/kotel"
 	"github.com/twmb/franz-go/plugin/kslog"
 	"go.opentelemetry.io/otel/metric"
@@ -27,7 +33,7 @@ type Telemetry struct {
 }
 
 // commonOpts are the options every fleetgate client uses.
-func commonOpts(cfg Config, log *slog.Logger, tel Telemetry) []kgo.Opt {
+func commonOpts(cfg Config, log *slog.Logger, tel Telemetry) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
@@ -50,7 +56,51 @@ func commonOpts(cfg Config, log *slog.Logger, tel Telemetry) []kgo.Opt {
 		}
 		opts = append(opts, kgo.WithHooks(kotel.NewKotel(kopts...).Hooks()...))
 	}
-	return opts
+	if cfg.TLS.Enabled {
+		tc, err := tlsConfig(cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	if m := saslMechanism(cfg.SASL); m != nil {
+		opts = append(opts, kgo.SASL(m))
+	}
+	return opts, nil
+}
+
+func tlsConfig(c TLSConfig) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka.tls.ca-file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("kafka.tls.ca-file: %s holds no PEM certificate", c.CAFile)
+		}
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka.tls.cert-file / kafka.tls.key-file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func saslMechanism(c SASLConfig) sasl.Mechanism {
+	switch c.Mechanism {
+	case "PLAIN":
+		return plain.Auth{User: c.Username, Pass: c.Password.Value()}.AsMechanism()
+	case "SCRAM-SHA-256":
+		return scram.Auth{User: c.Username, Pass: c.Password.Value()}.AsSha256Mechanism()
+	case "SCRAM-SHA-512":
+		return scram.Auth{User: c.Username, Pass: c.Password.Value()}.AsSha512Mechanism()
+	}
+	return nil
 }
 
 // ProducerOptions are the knobs of the ingest producer.
@@ -71,7 +121,11 @@ func NewProducer(cfg Config, po ProducerOptions, log *slog.Logger, tel Telemetry
 	if err != nil {
 		return nil, err
 	}
-	opts := append(commonOpts(cfg, log, tel),
+	common, err := commonOpts(cfg, log, tel)
+	if err != nil {
+		return nil, err
+	}
+	opts := append(common,
 		kgo.DefaultProduceTopic(cfg.Topic),
 		// acks=all plus the idempotent producer (franz-go's default, kept
 		// on): a PUBACK is sent only once every in-sync replica has the
@@ -109,7 +163,11 @@ func NewProducer(cfg Config, po ProducerOptions, log *slog.Logger, tel Telemetry
 // NewAdmin returns an admin client (its own connection pool) for topic
 // management and health checks.
 func NewAdmin(cfg Config, log *slog.Logger) (*kadm.Client, error) {
-	cl, err := kgo.NewClient(commonOpts(cfg, log, Telemetry{})...)
+	opts, err := commonOpts(cfg, log, Telemetry{})
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating kafka admin client: %w", err)
 	}

@@ -101,3 +101,45 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		})
 	}
 }
+
+func TestSASLCredentialsAreUsedAndWrongOnesFail(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "fleet", "s3cret"))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	produce := func(mechanism, user, pass string) error {
+		cfg := defaults(t)
+		cfg.Brokers, cfg.Topic = config.StringList{cluster.ListenAddrs()[0]}, "t"
+		cfg.SASL = SASLConfig{Mechanism: mechanism, Username: user, Password: config.Secret(pass)}
+		require.NoError(t, cfg.Validate())
+		p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 3 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)), Telemetry{})
+		require.NoError(t, err)
+		defer p.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return p.ProduceSync(ctx, &kgo.Record{Value: []byte("v")}).FirstErr()
+	}
+	assert.NoError(t, produce("SCRAM-SHA-256", "fleet", "s3cret"))
+	assert.Error(t, produce("SCRAM-SHA-256", "fleet", "wrong"))
+}
+
+func TestSASLAndTLSSettingsAreValidated(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"an unknown mechanism", func(c *Config) { c.SASL = SASLConfig{Mechanism: "GSSAPI", Username: "u"} }, "kafka.sasl.mechanism"},
+		{"a mechanism without a user", func(c *Config) { c.SASL = SASLConfig{Mechanism: "PLAIN"} }, "kafka.sasl.username"},
+		{"a CA file without TLS", func(c *Config) { c.TLS.CAFile = "/etc/hostname" }, "kafka.tls.enabled"},
+		{"a missing CA file", func(c *Config) { c.TLS = TLSConfig{Enabled: true, CAFile: "/does/not/exist"} }, "kafka.tls.ca-file"},
+		{"half a client key pair", func(c *Config) { c.TLS = TLSConfig{Enabled: true, CertFile: "/etc/hostname"} }, "kafka.tls.key-file"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := defaults(t)
+			tc.mutate(&c)
+			assert.ErrorContains(t, c.Validate(), tc.want)
+		})
+	}
+}

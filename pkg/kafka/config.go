@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/fleetgate/fleetgate/pkg/config"
@@ -24,6 +25,23 @@ type Config struct {
 	DialTimeout       time.Duration     `yaml:"dial_timeout"`
 	Linger            time.Duration     `yaml:"linger"`
 	Compression       string            `yaml:"compression"`
+	TLS               TLSConfig         `yaml:"tls"`
+	SASL              SASLConfig        `yaml:"sasl"`
+}
+
+// TLSConfig configures TLS to the brokers.
+type TLSConfig struct {
+	Enabled  bool   `yaml:"enabled"`
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// SASLConfig configures SASL authentication to the brokers.
+type SASLConfig struct {
+	Mechanism string        `yaml:"mechanism"`
+	Username  string        `yaml:"username"`
+	Password  config.Secret `yaml:"password"`
 }
 
 // RegisterFlags registers the flags under the "kafka." prefix.
@@ -39,6 +57,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DialTimeout, "kafka.dial-timeout", 5*time.Second, "Timeout for opening a connection to a broker.")
 	fs.DurationVar(&c.Linger, "kafka.linger", 0, "How long the producer waits to fill a batch; 0 sends as soon as possible (lowest ack latency).")
 	fs.StringVar(&c.Compression, "kafka.compression", "none", "Producer compression: none, gzip, snappy, lz4 or zstd.")
+	fs.BoolVar(&c.TLS.Enabled, "kafka.tls.enabled", false, "Connect to the brokers over TLS.")
+	fs.StringVar(&c.TLS.CAFile, "kafka.tls.ca-file", "", "PEM CA bundle to verify the brokers with; empty uses the system roots.")
+	fs.StringVar(&c.TLS.CertFile, "kafka.tls.cert-file", "", "PEM client certificate, for brokers that require mutual TLS.")
+	fs.StringVar(&c.TLS.KeyFile, "kafka.tls.key-file", "", "PEM client key for kafka.tls.cert-file.")
+	fs.StringVar(&c.SASL.Mechanism, "kafka.sasl.mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty disables SASL.")
+	fs.StringVar(&c.SASL.Username, "kafka.sasl.username", "", "SASL user name.")
+	fs.Var(&c.SASL.Password, "kafka.sasl.password", "SASL password (prefer the environment variable; it is never printed).")
 }
 
 // Validate checks the configuration and names the bad field.
@@ -67,6 +92,32 @@ func (c *Config) Validate() error {
 	}
 	if _, err := compressionCodec(c.Compression); err != nil {
 		errs = append(errs, fmt.Errorf("kafka.compression: %w", err))
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("kafka.tls.cert-file, kafka.tls.key-file: set both or neither"))
+	}
+	if !c.TLS.Enabled && (c.TLS.CAFile != "" || c.TLS.CertFile != "") {
+		errs = append(errs, errors.New("kafka.tls.enabled: must be true when kafka.tls.ca-file or kafka.tls.cert-file is set"))
+	}
+	for name, f := range map[string]string{"kafka.tls.ca-file": c.TLS.CAFile, "kafka.tls.cert-file": c.TLS.CertFile, "kafka.tls.key-file": c.TLS.KeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	switch c.SASL.Mechanism {
+	case "":
+		if c.SASL.Username != "" {
+			errs = append(errs, errors.New("kafka.sasl.mechanism: must be set when kafka.sasl.username is"))
+		}
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		if c.SASL.Username == "" {
+			errs = append(errs, fmt.Errorf("kafka.sasl.username: required with kafka.sasl.mechanism %s", c.SASL.Mechanism))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("kafka.sasl.mechanism: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", c.SASL.Mechanism))
 	}
 	return errors.Join(errs...)
 }

@@ -79,10 +79,15 @@ func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *test
 		assert.Greater(t, flags, 20)
 		assert.Equal(t, flags, envs, "every flag lists its environment variable")
 	})
-	t.Run("-config.verify accepts a valid configuration without starting", func(t *testing.T) {
-		out, err := exec.Command(filepath.Join(binDir, "frontend"), "-config.verify", "-kafka.brokers", "kafka:9092").CombinedOutput()
+	t.Run("-config.verify accepts a valid configuration without starting and never prints a secret", func(t *testing.T) {
+		cmd := exec.Command(filepath.Join(binDir, "frontend"), "-config.verify", "-kafka.brokers", "kafka:9092",
+			"-kafka.sasl.mechanism", "SCRAM-SHA-512", "-kafka.sasl.username", "fleet")
+		cmd.Env = append(cleanEnv(), "FLEETGATE_KAFKA_SASL_PASSWORD=hunter2")
+		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		assert.Contains(t, string(out), "configuration is valid")
+		assert.Contains(t, string(out), "<redacted>")
+		assert.NotContains(t, string(out), "hunter2")
 	})
 }
 
