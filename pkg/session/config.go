@@ -1,0 +1,131 @@
+package session
+
+import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetgate/fleetgate/pkg/config"
+)
+
+// QueueFullPolicy says what Enqueue does when a session's offline queue is at
+// its message or byte bound.
+type QueueFullPolicy string
+
+const (
+	// DropOldest evicts the oldest queued messages until the new one fits.
+	DropOldest QueueFullPolicy = "drop-oldest"
+	// DropNewest refuses the new message and keeps the queue as it is.
+	DropNewest QueueFullPolicy = "drop-newest"
+)
+
+// String implements flag.Value.
+func (p *QueueFullPolicy) String() string { return string(*p) }
+
+// Set implements flag.Value; Validate rejects unknown values.
+func (p *QueueFullPolicy) Set(s string) error {
+	*p = QueueFullPolicy(s)
+	return nil
+}
+
+// RedisConfig says how to reach Redis. Two or more addresses (or Cluster)
+// give a Redis Cluster client, one address a single-node client.
+type RedisConfig struct {
+	Addrs    config.StringList `yaml:"addrs"`
+	Username string            `yaml:"username"`
+	Password string            `yaml:"password"`
+	DB       int               `yaml:"db"`
+	TLS      bool              `yaml:"tls"`
+	Cluster  bool              `yaml:"cluster"`
+}
+
+// Config configures the session store and node liveness.
+type Config struct {
+	Redis RedisConfig `yaml:"redis"`
+
+	// MaxQueuedMessages bounds the number of messages in one session's
+	// offline queue.
+	MaxQueuedMessages int `yaml:"max_queued_messages"`
+	// MaxQueuedBytes bounds the sum of the message sizes in one session's
+	// offline queue.
+	MaxQueuedBytes config.ByteSize `yaml:"max_queued_bytes"`
+	// QueueFullPolicy says what happens at either bound.
+	QueueFullPolicy QueueFullPolicy `yaml:"queue_full_policy"`
+
+	// HeartbeatInterval is how often RunHeartbeat refreshes the node's
+	// liveness key.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// LivenessTTL is how long a node counts as alive after its last
+	// heartbeat; it must exceed HeartbeatInterval.
+	LivenessTTL time.Duration `yaml:"liveness_ttl"`
+}
+
+// RegisterFlags registers the flags under "redis.", "session." and "node.".
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Redis.Addrs = config.StringList{"127.0.0.1:6379"}
+	fs.Var(&c.Redis.Addrs, "redis.addrs", "Comma-separated Redis addresses (host:port). Two or more addresses select Redis Cluster.")
+	fs.StringVar(&c.Redis.Username, "redis.username", "", "Redis ACL user name.")
+	fs.StringVar(&c.Redis.Password, "redis.password", "", "Redis password.")
+	fs.IntVar(&c.Redis.DB, "redis.db", 0, "Redis database number (must be 0 with Redis Cluster).")
+	fs.BoolVar(&c.Redis.TLS, "redis.tls", false, "Connect to Redis over TLS.")
+	fs.BoolVar(&c.Redis.Cluster, "redis.cluster", false, "Use the Redis Cluster protocol even with a single address (a cluster configuration endpoint).")
+
+	fs.IntVar(&c.MaxQueuedMessages, "session.max-queued-messages", 1000, "Bound on the messages in one session's offline queue.")
+	c.MaxQueuedBytes = 1 << 20
+	fs.Var(&c.MaxQueuedBytes, "session.max-queued-bytes", "Bound on the bytes of the messages in one session's offline queue.")
+	c.QueueFullPolicy = DropOldest
+	fs.Var(&c.QueueFullPolicy, "session.queue-full-policy", "What happens to a message for a full offline queue: drop-oldest evicts the oldest queued messages, drop-newest refuses the new one.")
+
+	fs.DurationVar(&c.HeartbeatInterval, "node.heartbeat-interval", 2*time.Second, "How often a node refreshes its liveness key in Redis.")
+	fs.DurationVar(&c.LivenessTTL, "node.liveness-ttl", 10*time.Second, "How long a node counts as alive after its last heartbeat; after that other processes publish the wills of its clients.")
+}
+
+// Validate names the bad field.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Redis.Addrs) == 0 {
+		errs = append(errs, errors.New("redis.addrs: at least one address is required"))
+	}
+	if c.Redis.DB < 0 {
+		errs = append(errs, fmt.Errorf("redis.db: %d must not be negative", c.Redis.DB))
+	}
+	if c.Redis.DB != 0 && (len(c.Redis.Addrs) > 1 || c.Redis.Cluster) {
+		errs = append(errs, fmt.Errorf("redis.db: %d must be 0 with Redis Cluster", c.Redis.DB))
+	}
+	if c.MaxQueuedMessages < 1 {
+		errs = append(errs, fmt.Errorf("session.max-queued-messages: %d must be at least 1", c.MaxQueuedMessages))
+	}
+	if c.MaxQueuedBytes < 1 {
+		errs = append(errs, fmt.Errorf("session.max-queued-bytes: %s must be at least 1", c.MaxQueuedBytes.String()))
+	}
+	if c.QueueFullPolicy != DropOldest && c.QueueFullPolicy != DropNewest {
+		errs = append(errs, fmt.Errorf("session.queue-full-policy: %q must be %s or %s", string(c.QueueFullPolicy), DropOldest, DropNewest))
+	}
+	if c.HeartbeatInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("node.heartbeat-interval: %s must be at least 10ms", c.HeartbeatInterval))
+	}
+	if c.LivenessTTL <= c.HeartbeatInterval {
+		errs = append(errs, fmt.Errorf("node.liveness-ttl: %s must exceed node.heartbeat-interval %s", c.LivenessTTL, c.HeartbeatInterval))
+	}
+	return errors.Join(errs...)
+}
+
+// NewClient builds the Redis client the configuration describes. It does no
+// I/O: the client dials on first use.
+func (c *RedisConfig) NewClient() redis.UniversalClient {
+	opts := &redis.UniversalOptions{
+		Addrs:         c.Addrs,
+		Username:      c.Username,
+		Password:      c.Password,
+		DB:            c.DB,
+		IsClusterMode: c.Cluster,
+	}
+	if c.TLS {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return redis.NewUniversalClient(opts)
+}

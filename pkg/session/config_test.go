@@ -1,0 +1,92 @@
+package session
+
+import (
+	"flag"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
+)
+
+func TestConfigFlagsHaveTheDocumentedDefaults(t *testing.T) {
+	var c Config
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	require.NoError(t, fs.Parse(nil))
+	require.NoError(t, c.Validate())
+	assert.Equal(t, 1000, c.MaxQueuedMessages)
+	assert.EqualValues(t, 1<<20, c.MaxQueuedBytes)
+	assert.Equal(t, DropOldest, c.QueueFullPolicy)
+	assert.Equal(t, 2*time.Second, c.HeartbeatInterval)
+	assert.Equal(t, 10*time.Second, c.LivenessTTL)
+
+	require.NoError(t, fs.Parse([]string{
+		"-redis.addrs", "a:1, b:2", "-redis.username", "u", "-redis.password", "p", "-redis.tls",
+		"-session.max-queued-messages", "5", "-session.max-queued-bytes", "2KiB",
+		"-session.queue-full-policy", "drop-newest", "-node.heartbeat-interval", "1s", "-node.liveness-ttl", "3s",
+	}))
+	require.NoError(t, c.Validate())
+	assert.Equal(t, []string{"a:1", "b:2"}, []string(c.Redis.Addrs))
+	assert.True(t, c.Redis.TLS)
+	assert.Equal(t, 5, c.MaxQueuedMessages)
+	assert.EqualValues(t, 2048, c.MaxQueuedBytes)
+	assert.Equal(t, DropNewest, c.QueueFullPolicy)
+}
+
+func TestConfigValidateNamesTheBadField(t *testing.T) {
+	valid := func() Config {
+		var c Config
+		c.RegisterFlags(flag.NewFlagSet("test", flag.ContinueOnError))
+		return c
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		field  string
+	}{
+		{"no redis address is rejected", func(c *Config) { c.Redis.Addrs = nil }, "redis.addrs"},
+		{"a negative database is rejected", func(c *Config) { c.Redis.DB = -1 }, "redis.db"},
+		{"a database other than 0 with a cluster is rejected", func(c *Config) { c.Redis.Addrs = []string{"a:1", "b:2"}; c.Redis.DB = 2 }, "redis.db"},
+		{"an empty queue bound is rejected", func(c *Config) { c.MaxQueuedMessages = 0 }, "session.max-queued-messages"},
+		{"a zero byte bound is rejected", func(c *Config) { c.MaxQueuedBytes = 0 }, "session.max-queued-bytes"},
+		{"an unknown policy is rejected", func(c *Config) { c.QueueFullPolicy = "drop-all" }, "session.queue-full-policy"},
+		{"a tiny heartbeat interval is rejected", func(c *Config) { c.HeartbeatInterval = time.Millisecond }, "node.heartbeat-interval"},
+		{"a liveness TTL not above the interval is rejected", func(c *Config) { c.LivenessTTL = c.HeartbeatInterval }, "node.liveness-ttl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid()
+			tc.mutate(&c)
+			err := c.Validate()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.field)
+		})
+	}
+}
+
+func TestConfigReadsYAML(t *testing.T) {
+	var c Config
+	c.RegisterFlags(flag.NewFlagSet("test", flag.ContinueOnError))
+	require.NoError(t, yaml.Unmarshal([]byte(`
+redis:
+  addrs: [r1:6379, r2:6379]
+max_queued_messages: 7
+max_queued_bytes: 4KiB
+queue_full_policy: drop-newest
+liveness_ttl: 30s
+`), &c))
+	require.NoError(t, c.Validate())
+	assert.Equal(t, []string{"r1:6379", "r2:6379"}, []string(c.Redis.Addrs))
+	assert.Equal(t, 7, c.MaxQueuedMessages)
+	assert.EqualValues(t, 4096, c.MaxQueuedBytes)
+	assert.Equal(t, DropNewest, c.QueueFullPolicy)
+	assert.Equal(t, 30*time.Second, c.LivenessTTL)
+}
+
+func TestNewClientDoesNoIO(t *testing.T) {
+	rc := RedisConfig{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}}
+	c := rc.NewClient()
+	t.Cleanup(func() { _ = c.Close() })
+	New(c, Config{})
+}

@@ -1,0 +1,139 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// redisAddr is the address of the redis-server that TestMain started, or ""
+// with skipReason set.
+var (
+	redisAddr  string
+	skipReason string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			fmt.Fprintln(os.Stderr, "redis-server not found; CI must install it (apt-get install redis-server)")
+			return 1
+		}
+		skipReason = "redis-server not found: apt-get install redis-server"
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "fleetgate-session-redis")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	port, err := freePort()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "starting redis-server:", err)
+		return 1
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	redisAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	c := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			fmt.Fprintf(os.Stderr, "redis-server did not answer: %v\n%s", err, log)
+			return 1
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return m.Run()
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// testConfig is a valid configuration for the test server.
+func testConfig() Config {
+	return Config{
+		Redis:             RedisConfig{Addrs: []string{redisAddr}},
+		MaxQueuedMessages: 1000,
+		MaxQueuedBytes:    1 << 20,
+		QueueFullPolicy:   DropOldest,
+		HeartbeatInterval: 20 * time.Millisecond,
+		LivenessTTL:       200 * time.Millisecond,
+	}
+}
+
+// newTestStore returns a store on the test server and a raw client for
+// inspecting keys. mutate may change the configuration.
+func newTestStore(t *testing.T, mutate func(*Config), opts ...Option) (*Store, *redis.Client) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	cfg := testConfig()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	require.NoError(t, cfg.Validate())
+	rdb := cfg.Redis.NewClient()
+	t.Cleanup(func() { _ = rdb.Close() })
+	raw := redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { _ = raw.Close() })
+	return New(rdb, cfg, opts...), raw
+}
+
+// clientID returns a client id unique to the test (tests share one server).
+func clientID(t *testing.T, suffix string) string {
+	return strings.ReplaceAll(t.Name(), "/", ".") + "." + suffix
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// connect connects clientID on node with a persistent session and returns
+// the epoch.
+func connect(t *testing.T, s *Store, cid, node string) uint64 {
+	t.Helper()
+	res, err := s.Connect(testCtx(t), ConnectRequest{ClientID: cid, Node: node, ExpirySeconds: 3600, Protocol: 5})
+	require.NoError(t, err)
+	return res.Epoch
+}

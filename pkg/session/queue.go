@@ -1,0 +1,348 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Delivery is one message for one client's offline queue.
+type Delivery struct {
+	ClientID string
+	// Message is the encoded message; the store does not look into it.
+	Message []byte
+	// Expiry is when the message expires [MQTT-3.3.2-5]; zero means never.
+	Expiry time.Time
+}
+
+// Outcome is what Enqueue did with one delivery.
+type Outcome uint8
+
+const (
+	// OutcomeQueued: the message was appended to the queue.
+	OutcomeQueued Outcome = iota
+	// OutcomeDroppedOldest: the queue was full, so (with drop-oldest) the
+	// oldest messages were evicted and the message was appended.
+	OutcomeDroppedOldest
+	// OutcomeDroppedNewest: the queue was full (with drop-newest), or the
+	// message alone exceeds session.max-queued-bytes: it was not queued.
+	OutcomeDroppedNewest
+	// OutcomeNoSession: the client has no session; nothing was written.
+	OutcomeNoSession
+	// OutcomeFailed: Redis failed; EnqueueResult.Err says why.
+	OutcomeFailed
+)
+
+// String returns the outcome as a metric label value.
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeQueued:
+		return "queued"
+	case OutcomeDroppedOldest:
+		return "dropped_oldest"
+	case OutcomeDroppedNewest:
+		return "dropped_newest"
+	case OutcomeNoSession:
+		return "no_session"
+	case OutcomeFailed:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// EnqueueResult is the outcome of one delivery.
+type EnqueueResult struct {
+	Outcome Outcome
+	// Evicted is how many older messages drop-oldest removed.
+	Evicted int
+	// Err is set with OutcomeFailed.
+	Err error
+}
+
+// encodeEntry lays a queue entry out as "<expiry unix ms, 0 = never>|<message>".
+func encodeEntry(msg []byte, expiry time.Time) string {
+	var ms int64
+	if !expiry.IsZero() {
+		ms = expiry.UnixMilli()
+		if ms <= 0 {
+			ms = 1
+		}
+	}
+	return strconv.FormatInt(ms, 10) + "|" + string(msg)
+}
+
+func decodeEntry(v string) (msg []byte, expiry time.Time, err error) {
+	exp, m, ok := strings.Cut(v, "|")
+	ms, perr := strconv.ParseInt(exp, 10, 64)
+	if !ok || perr != nil {
+		return nil, time.Time{}, errors.New("malformed queue entry")
+	}
+	if ms > 0 {
+		expiry = time.UnixMilli(ms)
+	}
+	return []byte(m), expiry, nil
+}
+
+// luaEntryLen is the message size of a queue entry (what qbytes counts).
+const luaEntryLen = `
+local function mlen(v)
+  return #v - string.find(v, '|', 1, true)
+end
+`
+
+var enqueueScript = redis.NewScript(luaPrelude + luaEntryLen + `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {3, 0} end
+local len, maxm, maxb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if len > maxb then return {2, 0} end
+local n = redis.call('LLEN', KEYS[2])
+local qb = tonumber(redis.call('HGET', KEYS[1], 'qbytes') or '0')
+local evicted = 0
+if n + 1 > maxm or qb + len > maxb then
+  if ARGV[5] == 'n' then return {2, 0} end
+  while n > 0 and (n + 1 > maxm or qb + len > maxb) do
+    qb = qb - mlen(redis.call('LPOP', KEYS[2]))
+    n = n - 1
+    evicted = evicted + 1
+  end
+end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'qbytes', qb + len)
+follow(KEYS[2])
+if evicted > 0 then return {1, evicted} end
+return {0, 0}
+`)
+
+// Enqueue appends each delivery to its client's offline queue, all in one
+// pipeline (each delivery is one atomic script on its client's slot). A
+// delivery to a client without a session creates nothing
+// (OutcomeNoSession). The queue is bounded by session.max-queued-messages
+// and session.max-queued-bytes (the sum of message sizes); at a bound
+// session.queue-full-policy decides. A queue of a disconnected session
+// expires with the session.
+//
+// The results are in the order of ds. The error is the first failure;
+// results of failed deliveries have OutcomeFailed and may be retried alone.
+func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, error) {
+	res := make([]EnqueueResult, len(ds))
+	policy := "o"
+	if s.cfg.QueueFullPolicy == DropNewest {
+		policy = "n"
+	}
+	maxm, maxb := strconv.FormatInt(s.maxMsg, 10), strconv.FormatInt(s.maxB, 10)
+	pending := make([]int, len(ds))
+	for i := range ds {
+		pending[i] = i
+	}
+	var firstErr error
+	for attempt := 0; len(pending) > 0; attempt++ {
+		cmds := make([]*redis.Cmd, len(pending))
+		// The pipeline's own error repeats the first command error, which is
+		// handled per command below.
+		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, idx := range pending {
+				d := ds[idx]
+				cmds[i] = enqueueScript.EvalSha(ctx, p, []string{sessionKey(d.ClientID), queueKey(d.ClientID)},
+					encodeEntry(d.Message, d.Expiry), len(d.Message), maxm, maxb, policy)
+			}
+			return nil
+		})
+		var retry []int
+		for i, c := range cmds {
+			idx := pending[i]
+			v, err := c.Int64Slice()
+			if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+				retry = append(retry, idx)
+				continue
+			}
+			if err == nil && len(v) != 2 {
+				err = fmt.Errorf("unexpected reply %v", v)
+			}
+			if err != nil {
+				err = fmt.Errorf("enqueueing for %s: %w", ds[idx].ClientID, err)
+				res[idx] = EnqueueResult{Outcome: OutcomeFailed, Err: err}
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
+			res[idx] = EnqueueResult{Outcome: Outcome(v[0]), Evicted: int(v[1])}
+		}
+		if len(retry) > 0 {
+			// Redis lost its script cache (restart, failover, new shard).
+			if err := enqueueScript.Load(ctx, s.rdb).Err(); err != nil {
+				err = fmt.Errorf("loading enqueue script: %w", err)
+				for _, idx := range retry {
+					res[idx] = EnqueueResult{Outcome: OutcomeFailed, Err: err}
+				}
+				return res, err
+			}
+		}
+		pending = retry
+	}
+	return res, firstErr
+}
+
+// QueuedMessage is a message taken from the queue into the inflight hash.
+type QueuedMessage struct {
+	// PacketID is the outbound packet id assigned to it.
+	PacketID uint16
+	Message  []byte
+	// Expiry is when the message expires, zero for never; the remaining time
+	// is the Message Expiry Interval to send [MQTT-3.3.2-6].
+	Expiry time.Time
+}
+
+var takeScript = redis.NewScript(luaPrelude + luaEntryLen + `
+local err = fence()
+if err then return err end
+local max, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+local h = redis.call('HMGET', KEYS[1], 'pid', 'seq', 'qbytes')
+local pid, seq, qb = tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
+local out = {}
+local taken = 0
+while taken < max do
+  if redis.call('HLEN', KEYS[3]) >= 65535 then break end
+  local v = redis.call('LPOP', KEYS[2])
+  if not v then break end
+  qb = qb - mlen(v)
+  local exp = tonumber(string.sub(v, 1, string.find(v, '|', 1, true) - 1))
+  if exp == 0 or exp > now then
+    repeat
+      pid = pid % 65535 + 1
+    until redis.call('HEXISTS', KEYS[3], pid) == 0
+    seq = seq + 1
+    redis.call('HSET', KEYS[3], pid, string.format('%.0f', seq) .. '|P|' .. v)
+    out[#out + 1] = pid
+    out[#out + 1] = v
+    taken = taken + 1
+  end
+end
+if qb < 0 then qb = 0 end
+redis.call('HSET', KEYS[1], 'pid', pid, 'seq', string.format('%.0f', seq), 'qbytes', qb)
+follow(KEYS[3])
+return out
+`)
+
+// Take atomically moves up to max messages from the head of the queue to
+// the inflight hash, in queue order, and returns them with their packet ids.
+// Expired messages are discarded instead [MQTT-3.3.2-5].
+//
+// Outbound packet ids cycle through 1..65535 from a per-session counter,
+// skipping 0 [MQTT-2.2.1-3] and ids still in flight [MQTT-2.2.1-4]. They are
+// a space of their own: inbound QoS 2 ids live in the rel set, so the node
+// must keep the two apart on the connection (mochi issue 545). When all
+// 65535 ids are in flight, Take returns what it took so far.
+func (s *Store) Take(ctx context.Context, clientID string, epoch uint64, max int) ([]QueuedMessage, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	v, err := takeScript.Run(ctx, s.rdb, []string{sessionKey(clientID), queueKey(clientID), inflightKey(clientID)},
+		epochArg(epoch), max, s.now().UnixMilli()).Slice()
+	if err != nil {
+		if errors.Is(err, redis.Nil) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("taking from queue of %s: %w", clientID, mapErr(err))
+	}
+	out := make([]QueuedMessage, 0, len(v)/2)
+	for i := 0; i+1 < len(v); i += 2 {
+		pid, _ := v[i].(int64)
+		entry, _ := v[i+1].(string)
+		msg, exp, err := decodeEntry(entry)
+		if err != nil {
+			return out, fmt.Errorf("taking from queue of %s: %w", clientID, err)
+		}
+		out = append(out, QueuedMessage{PacketID: uint16(pid), Message: msg, Expiry: exp})
+	}
+	return out, nil
+}
+
+var ackScript = redis.NewScript(luaPrelude + `
+local err = fence()
+if err then return err end
+return redis.call('HDEL', KEYS[2], ARGV[2])
+`)
+
+// Ack deletes the inflight message packetID: on PUBACK (QoS 1) or PUBCOMP
+// (QoS 2) [MQTT-4.3.2-1, MQTT-4.3.3-1]. An unknown id is not an error.
+func (s *Store) Ack(ctx context.Context, clientID string, epoch uint64, packetID uint16) error {
+	err := ackScript.Run(ctx, s.rdb, []string{sessionKey(clientID), inflightKey(clientID)}, epochArg(epoch), packetID).Err()
+	if err != nil {
+		return fmt.Errorf("acknowledging %d of %s: %w", packetID, clientID, mapErr(err))
+	}
+	return nil
+}
+
+var pubrecScript = redis.NewScript(luaPrelude + `
+local err = fence()
+if err then return err end
+local v = redis.call('HGET', KEYS[2], ARGV[2])
+if not v then return 0 end
+local p = string.find(v, '|', 1, true)
+redis.call('HSET', KEYS[2], ARGV[2], string.sub(v, 1, p) .. 'R|0|')
+return 1
+`)
+
+// PubrecReceived records that the client answered the outbound QoS 2
+// message packetID with PUBREC: the message itself is dropped and, after a
+// reconnect, Inflight reports it as Released so that the node resends
+// PUBREL, not the PUBLISH [MQTT-4.4.0-1]. An unknown id is not an error.
+func (s *Store) PubrecReceived(ctx context.Context, clientID string, epoch uint64, packetID uint16) error {
+	err := pubrecScript.Run(ctx, s.rdb, []string{sessionKey(clientID), inflightKey(clientID)}, epochArg(epoch), packetID).Err()
+	if err != nil {
+		return fmt.Errorf("recording PUBREC %d of %s: %w", packetID, clientID, mapErr(err))
+	}
+	return nil
+}
+
+// InflightMessage is an outbound message awaiting its acknowledgement.
+type InflightMessage struct {
+	QueuedMessage
+	// Released says PUBREC was received (PubrecReceived): resend PUBREL, not
+	// the message, which is then empty.
+	Released bool
+}
+
+// Inflight returns the session's inflight messages in the order Take
+// assigned them, for resending with DUP set after a reconnect
+// [MQTT-4.4.0-1]. It is not fenced: it only reads.
+func (s *Store) Inflight(ctx context.Context, clientID string) ([]InflightMessage, error) {
+	m, err := s.rdb.HGetAll(ctx, inflightKey(clientID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading inflight of %s: %w", clientID, err)
+	}
+	type item struct {
+		seq uint64
+		m   InflightMessage
+	}
+	items := make([]item, 0, len(m))
+	for k, v := range m {
+		pid, err := strconv.ParseUint(k, 10, 16)
+		seqS, rest, ok := strings.Cut(v, "|")
+		seq, serr := strconv.ParseUint(seqS, 10, 64)
+		if err != nil || !ok || serr != nil || len(rest) < 2 || rest[1] != '|' {
+			return nil, fmt.Errorf("reading inflight of %s: malformed entry %q", clientID, k)
+		}
+		msg, exp, err := decodeEntry(rest[2:])
+		if err != nil {
+			return nil, fmt.Errorf("reading inflight of %s: %w", clientID, err)
+		}
+		it := item{seq: seq, m: InflightMessage{QueuedMessage: QueuedMessage{PacketID: uint16(pid), Message: msg, Expiry: exp}, Released: rest[0] == 'R'}}
+		if it.m.Released {
+			it.m.Message = nil
+		}
+		items = append(items, it)
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].seq < items[j].seq })
+	out := make([]InflightMessage, len(items))
+	for i, it := range items {
+		out[i] = it.m
+	}
+	return out, nil
+}

@@ -1,0 +1,393 @@
+// Package session keeps MQTT sessions in Redis so that any fleetgate node can
+// serve any client: the owner node and connection epoch, clean start and
+// session expiry, the will, subscriptions, the bounded offline queue, outbound
+// inflight messages, inbound QoS 2 packet ids, and node liveness.
+//
+// # Key layout
+//
+// Every key of a session carries the Redis Cluster hash tag {clientId} (see
+// tag for client ids that contain "}"), so
+// all of them live in one slot and each multi-key operation runs as one Lua
+// script (EVALSHA) that Redis executes atomically:
+//
+//	fg:{cid}:s         hash   node, epoch, proto, clean, expiry, connected,
+//	                          last_seen (Redis time, ms), will (JSON, see
+//	                          Will), pid (last outbound packet id), seq (last
+//	                          inflight sequence), qbytes (bytes in the queue)
+//	fg:{cid}:subs      hash   field group "\x00" filter, value see Subscription
+//	fg:{cid}:q         list   "<expiry-ms>|<message>", oldest first
+//	fg:{cid}:inflight  hash   packet id → "<seq>|<state>|<expiry-ms>|<message>"
+//	fg:{cid}:rel       set    inbound QoS 2 packet ids awaiting PUBREL
+//	fg:node:{node}     string liveness, with a TTL of node.liveness-ttl
+//	fg:nodesessions:{node} set client ids the node owns (see SessionsOwnedBy)
+//
+// The session hash is the session: an operation on a client without it
+// returns ErrNoSession (or, for Enqueue, OutcomeNoSession) and never creates
+// one. Writes made while the session hash has a TTL (a disconnected session
+// waiting for its expiry) give the written key the same TTL, so no key
+// outlives its session.
+//
+// # Fencing
+//
+// Connect increments the session's epoch and returns it. Every later write of
+// the node that serves the connection passes that epoch, and the scripts
+// refuse it with ErrFenced once another Connect moved the epoch on: a node
+// that lost a session (takeover, or a network partition) can never overwrite
+// it. The epoch is max(previous+1, Redis TIME in µs), so it keeps growing
+// even when a session is deleted and created again.
+package session
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sentinel errors returned (wrapped) by the Store.
+var (
+	// ErrFenced means the caller's epoch is stale: the session was taken over
+	// by a newer connection, so the caller must stop touching it.
+	ErrFenced = errors.New("session epoch moved on")
+	// ErrNoSession means the client has no session (never connected, expired
+	// or ended).
+	ErrNoSession = errors.New("no session")
+	// ErrInflightFull means all 65535 outbound packet ids are in flight.
+	ErrInflightFull = errors.New("no free outbound packet id")
+)
+
+// Store is the Redis session store. It is safe for concurrent use.
+type Store struct {
+	rdb    redis.UniversalClient
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	maxMsg int64
+	maxB   int64
+}
+
+// Option customises a Store.
+type Option func(*Store)
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
+
+// WithClock sets the clock used for message expiry (default time.Now).
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// New returns a Store on rdb. It does no I/O; cfg should have passed
+// Validate.
+func New(rdb redis.UniversalClient, cfg Config, opts ...Option) *Store {
+	s := &Store{
+		rdb:    rdb,
+		cfg:    cfg,
+		log:    slog.Default(),
+		now:    time.Now,
+		maxMsg: int64(cfg.MaxQueuedMessages),
+		maxB:   int64(cfg.MaxQueuedBytes),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.log = s.log.With("component", "session")
+	return s
+}
+
+// tag is the hash tag for a client id or node name. Redis hashes the text
+// between the first "{" and the first "}" after it, and the whole key when
+// that is empty, so an id that contains "}" (or is empty) is hex-encoded
+// behind "~"; ids starting with "~" are encoded too, which keeps the mapping
+// one-to-one.
+func tag(id string) string {
+	if id == "" || id[0] == '~' || strings.IndexByte(id, '}') >= 0 {
+		return "~" + hex.EncodeToString([]byte(id))
+	}
+	return id
+}
+
+// Key names. The hash tag {cid} keeps a session's keys in one slot.
+func sessionKey(cid string) string  { return "fg:{" + tag(cid) + "}:s" }
+func subsKey(cid string) string     { return "fg:{" + tag(cid) + "}:subs" }
+func queueKey(cid string) string    { return "fg:{" + tag(cid) + "}:q" }
+func inflightKey(cid string) string { return "fg:{" + tag(cid) + "}:inflight" }
+func relKey(cid string) string      { return "fg:{" + tag(cid) + "}:rel" }
+func nodeKey(node string) string    { return "fg:node:{" + tag(node) + "}" }
+func nodeSessionsKey(node string) string {
+	return "fg:nodesessions:{" + tag(node) + "}"
+}
+
+// sessionKeys lists every key of a session, session hash first; the scripts
+// that take them rely on this order.
+func sessionKeys(cid string) []string {
+	return []string{sessionKey(cid), subsKey(cid), queueKey(cid), inflightKey(cid), relKey(cid)}
+}
+
+// luaPrelude is prepended to every fenced script. fence returns an error
+// reply unless the session hash KEYS[1] exists with epoch ARGV[1]. follow
+// gives key the session hash's pending TTL, if any.
+const luaPrelude = `
+local function fence()
+  local e = redis.call('HGET', KEYS[1], 'epoch')
+  if not e then return redis.error_reply('FG_NOSESSION') end
+  if e ~= ARGV[1] then return redis.error_reply('FG_FENCED') end
+  return nil
+end
+local function follow(key)
+  local t = redis.call('PTTL', KEYS[1])
+  if t > 0 then redis.call('PEXPIRE', key, t) end
+end
+`
+
+// mapErr turns the scripts' error replies into the sentinel errors.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "FG_FENCED"):
+		return ErrFenced
+	case strings.HasPrefix(msg, "FG_NOSESSION"):
+		return ErrNoSession
+	case strings.HasPrefix(msg, "FG_FULL"):
+		return ErrInflightFull
+	}
+	return err
+}
+
+func epochArg(epoch uint64) string { return strconv.FormatUint(epoch, 10) }
+
+// UserProperty is an MQTT 5 user property (a key/value string pair that may
+// repeat).
+type UserProperty struct {
+	Key   string `json:"k"`
+	Value string `json:"v"`
+}
+
+// Will is a client's will message with its MQTT 5 properties [MQTT-3.1.3].
+// It is stored as JSON with short field names in the session hash.
+type Will struct {
+	Topic   string `json:"t"`
+	Payload []byte `json:"p,omitempty"`
+	QoS     byte   `json:"q,omitempty"`
+	Retain  bool   `json:"r,omitempty"`
+	// DelaySeconds is the Will Delay Interval [MQTT-3.1.3-9].
+	DelaySeconds uint32 `json:"d,omitempty"`
+	// PayloadFormat is the Payload Format Indicator (0 bytes, 1 UTF-8).
+	PayloadFormat byte `json:"pf,omitempty"`
+	// MessageExpirySeconds is the Message Expiry Interval; HasMessageExpiry
+	// says whether it was present.
+	MessageExpirySeconds uint32         `json:"me,omitempty"`
+	HasMessageExpiry     bool           `json:"hme,omitempty"`
+	ContentType          string         `json:"ct,omitempty"`
+	ResponseTopic        string         `json:"rt,omitempty"`
+	CorrelationData      []byte         `json:"cd,omitempty"`
+	UserProperties       []UserProperty `json:"up,omitempty"`
+}
+
+// ConnectRequest describes an accepted CONNECT.
+type ConnectRequest struct {
+	ClientID string
+	// Node is the id of the node that holds the connection.
+	Node string
+	// CleanStart is Clean Start (MQTT 5) or Clean Session (3.1.1).
+	CleanStart bool
+	// ExpirySeconds is the Session Expiry Interval; for MQTT 3.1.1 use 0 with
+	// Clean Session 1 and math.MaxUint32 with Clean Session 0.
+	ExpirySeconds uint32
+	// Protocol is the protocol version byte (4 = 3.1.1, 5 = 5.0).
+	Protocol byte
+	// Will is the will message, nil when the CONNECT has none.
+	Will *Will
+}
+
+// ConnectResult is what Connect found and did.
+type ConnectResult struct {
+	// Epoch is the new connection epoch: the fencing token for every later
+	// write of this connection.
+	Epoch uint64
+	// SessionPresent is the CONNACK Session Present flag.
+	SessionPresent bool
+	// PreviousNode is the node that owned the session before, "" if none.
+	PreviousNode string
+	// WasConnected says the session was connected (on PreviousNode): a
+	// takeover, so that node must close its connection.
+	WasConnected bool
+}
+
+var connectScript = redis.NewScript(`
+local existed = redis.call('EXISTS', KEYS[1]) == 1
+local prev, was, old = '', 0, 0
+if existed then
+  local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch')
+  prev = v[1] or ''
+  if v[2] == '1' then was = 1 end
+  old = tonumber(v[3] or '0')
+end
+local present = 0
+if ARGV[2] == '1' then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+elseif existed then
+  present = 1
+end
+local t = redis.call('TIME')
+local epoch = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if epoch <= old then epoch = old + 1 end
+local ep = string.format('%.0f', epoch)
+redis.call('HSET', KEYS[1], 'epoch', ep, 'node', ARGV[1], 'connected', '1',
+  'clean', ARGV[2], 'expiry', ARGV[3], 'proto', ARGV[4],
+  'last_seen', string.format('%.0f', math.floor(epoch / 1000)))
+if ARGV[5] == '' then
+  redis.call('HDEL', KEYS[1], 'will')
+else
+  redis.call('HSET', KEYS[1], 'will', ARGV[5])
+end
+for i = 1, 5 do redis.call('PERSIST', KEYS[i]) end
+return {ep, present, prev, was}
+`)
+
+// Connect registers a connection for req.ClientID on req.Node and returns
+// its epoch. With CleanStart the previous session's subscriptions, queue,
+// inflight messages and inbound QoS 2 state are discarded [MQTT-3.1.2-4];
+// otherwise they are resumed [MQTT-3.1.2-5]. Session Present is 0 after a
+// clean start [MQTT-3.2.2-2] and says whether a session was found otherwise
+// [MQTT-3.2.2-3]. Any pending expiry of the session's keys is removed.
+//
+// The node index (SessionsOwnedBy) is updated outside the script, since it
+// lives in another slot: the client is added to req.Node's index before the
+// script runs and removed from the previous node's index after it, so a
+// crash in between leaves a stale index entry (filtered out when listing),
+// never a missing one.
+func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult, error) {
+	will := ""
+	if req.Will != nil {
+		b, err := json.Marshal(req.Will)
+		if err != nil {
+			return ConnectResult{}, fmt.Errorf("encoding will of %s: %w", req.ClientID, err)
+		}
+		will = string(b)
+	}
+	if err := s.rdb.SAdd(ctx, nodeSessionsKey(req.Node), req.ClientID).Err(); err != nil {
+		return ConnectResult{}, fmt.Errorf("indexing session %s on node %s: %w", req.ClientID, req.Node, err)
+	}
+	clean := "0"
+	if req.CleanStart {
+		clean = "1"
+	}
+	v, err := connectScript.Run(ctx, s.rdb, sessionKeys(req.ClientID),
+		req.Node, clean, strconv.FormatUint(uint64(req.ExpirySeconds), 10), strconv.Itoa(int(req.Protocol)), will).Slice()
+	if err != nil {
+		return ConnectResult{}, fmt.Errorf("connecting session %s: %w", req.ClientID, mapErr(err))
+	}
+	epoch, err := strconv.ParseUint(v[0].(string), 10, 64)
+	if err != nil {
+		return ConnectResult{}, fmt.Errorf("connecting session %s: bad epoch %q", req.ClientID, v[0])
+	}
+	res := ConnectResult{
+		Epoch:          epoch,
+		SessionPresent: v[1].(int64) == 1,
+		PreviousNode:   v[2].(string),
+		WasConnected:   v[3].(int64) == 1,
+	}
+	if res.PreviousNode != "" && res.PreviousNode != req.Node {
+		s.forget(ctx, res.PreviousNode, req.ClientID)
+	}
+	return res, nil
+}
+
+var disconnectScript = redis.NewScript(luaPrelude + `
+local err = fence()
+if err then return err end
+local node = redis.call('HGET', KEYS[1], 'node') or ''
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  return {1, 0, node}
+end
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'connected', '0', 'expiry', ARGV[2],
+  'last_seen', string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+local w = 0
+if redis.call('HEXISTS', KEYS[1], 'will') == 1 then w = 1 end
+return {0, w, node}
+`)
+
+// Disconnect records that the connection with epoch ended. expirySeconds is
+// the Session Expiry Interval in force at the disconnect (MQTT 5 may change
+// it in DISCONNECT [MQTT-3.14.2-2]): 0 deletes the session now
+// [MQTT-3.1.2-4]; otherwise every key of the session expires after that many
+// seconds unless a new Connect comes first [MQTT-4.1.0-1].
+//
+// Disconnect leaves the will in place: on a normal disconnect the node
+// discards it with ClaimWill [MQTT-3.1.2-10]; after an abnormal one it
+// claims it when the will delay ends, so exactly one process publishes it.
+// A Connect before then replaces the will and fences the pending claim.
+func (s *Store) Disconnect(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) error {
+	v, err := disconnectScript.Run(ctx, s.rdb, sessionKeys(clientID), epochArg(epoch), strconv.FormatUint(uint64(expirySeconds), 10)).Slice()
+	if err != nil {
+		return fmt.Errorf("disconnecting session %s: %w", clientID, mapErr(err))
+	}
+	// The node's index keeps a disconnected session only while its will is
+	// pending, so a sweeper can still publish it if the node dies.
+	if v[0].(int64) == 1 || v[1].(int64) == 0 {
+		s.forget(ctx, v[2].(string), clientID)
+	}
+	return nil
+}
+
+// forget removes clientID from node's index, best effort: SessionsOwnedBy
+// skips entries whose session no longer names the node, so a leftover entry
+// costs only memory until the next listing.
+func (s *Store) forget(ctx context.Context, node, clientID string) {
+	if node == "" {
+		return
+	}
+	if err := s.rdb.SRem(ctx, nodeSessionsKey(node), clientID).Err(); err != nil {
+		s.log.WarnContext(ctx, "removing session from node index", "client_id", clientID, "node", node, "err", err)
+	}
+}
+
+// Info is a snapshot of a session hash.
+type Info struct {
+	Node          string
+	Epoch         uint64
+	Protocol      byte
+	CleanStart    bool
+	ExpirySeconds uint32
+	Connected     bool
+	LastSeen      time.Time
+	HasWill       bool
+	// QueuedBytes is the sum of the sizes of the queued messages.
+	QueuedBytes int64
+}
+
+// Session returns a snapshot of clientID's session, or ErrNoSession.
+func (s *Store) Session(ctx context.Context, clientID string) (Info, error) {
+	m, err := s.rdb.HGetAll(ctx, sessionKey(clientID)).Result()
+	if err != nil {
+		return Info{}, fmt.Errorf("reading session %s: %w", clientID, err)
+	}
+	if len(m) == 0 {
+		return Info{}, ErrNoSession
+	}
+	u := func(k string) uint64 { n, _ := strconv.ParseUint(m[k], 10, 64); return n }
+	_, hasWill := m["will"]
+	return Info{
+		Node:          m["node"],
+		Epoch:         u("epoch"),
+		Protocol:      byte(u("proto")),
+		CleanStart:    m["clean"] == "1",
+		ExpirySeconds: uint32(u("expiry")),
+		Connected:     m["connected"] == "1",
+		LastSeen:      time.UnixMilli(int64(u("last_seen"))),
+		HasWill:       hasWill,
+		QueuedBytes:   int64(u("qbytes")),
+	}, nil
+}
