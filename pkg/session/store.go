@@ -150,7 +150,8 @@ func mapErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
+	// Redis prefixes "ERR " to script errors without an error code.
+	msg := strings.TrimPrefix(err.Error(), "ERR ")
 	switch {
 	case strings.HasPrefix(msg, "FG_FENCED"):
 		return ErrFenced

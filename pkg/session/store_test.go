@@ -1,0 +1,373 @@
+package session
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestConnect(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// before runs before the connect under test.
+		before func(t *testing.T, s *Store, cid string)
+		req    ConnectRequest
+		want   ConnectResult // Epoch is not compared
+		// wantKept says subscriptions, queue, inflight and rel survived.
+		wantKept bool
+	}{
+		{
+			name: "a new client gets no session present",
+			req:  ConnectRequest{Node: "n1", ExpirySeconds: 60, Protocol: 5},
+			want: ConnectResult{},
+		},
+		{
+			name:     "a persistent session resumed on another node is present and names the previous node",
+			before:   seedSession("n1", true),
+			req:      ConnectRequest{Node: "n2", ExpirySeconds: 60, Protocol: 5},
+			want:     ConnectResult{SessionPresent: true, PreviousNode: "n1"},
+			wantKept: true,
+		},
+		{
+			name:     "a takeover of a connected session reports that it was connected",
+			before:   seedSession("n1", false),
+			req:      ConnectRequest{Node: "n2", ExpirySeconds: 60, Protocol: 4},
+			want:     ConnectResult{SessionPresent: true, PreviousNode: "n1", WasConnected: true},
+			wantKept: true,
+		},
+		{
+			name:   "clean start discards the session and reports no session present",
+			before: seedSession("n1", true),
+			req:    ConnectRequest{Node: "n1", CleanStart: true, Protocol: 5},
+			want:   ConnectResult{PreviousNode: "n1"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, raw := newTestStore(t, nil)
+			ctx := testCtx(t)
+			cid := clientID(t, "c")
+			if tc.before != nil {
+				tc.before(t, s, cid)
+			}
+			req := tc.req
+			req.ClientID = cid
+			got, err := s.Connect(ctx, req)
+			require.NoError(t, err)
+			assert.NotZero(t, got.Epoch)
+			tc.want.Epoch = got.Epoch
+			assert.Equal(t, tc.want, got)
+
+			info, err := s.Session(ctx, cid)
+			require.NoError(t, err)
+			assert.Equal(t, req.Node, info.Node)
+			assert.Equal(t, got.Epoch, info.Epoch)
+			assert.True(t, info.Connected)
+			assert.Equal(t, req.Protocol, info.Protocol)
+			assert.Equal(t, req.ExpirySeconds, info.ExpirySeconds)
+			assert.WithinDuration(t, time.Now(), info.LastSeen, 5*time.Second)
+			for _, k := range sessionKeys(cid) {
+				ttl, err := raw.TTL(ctx, k).Result()
+				require.NoError(t, err)
+				assert.True(t, ttl < 0, "%s keeps a TTL %s after connect", k, ttl)
+			}
+			n, err := raw.Exists(ctx, subsKey(cid), queueKey(cid), inflightKey(cid), relKey(cid)).Result()
+			require.NoError(t, err)
+			if tc.wantKept {
+				assert.EqualValues(t, 4, n)
+			} else {
+				assert.Zero(t, n)
+			}
+			members, err := raw.SMembers(ctx, nodeSessionsKey(req.Node)).Result()
+			require.NoError(t, err)
+			assert.Contains(t, members, cid)
+			if tc.want.PreviousNode != "" && tc.want.PreviousNode != req.Node {
+				members, err := raw.SMembers(ctx, nodeSessionsKey(tc.want.PreviousNode)).Result()
+				require.NoError(t, err)
+				assert.NotContains(t, members, cid)
+			}
+		})
+	}
+}
+
+// seedSession connects cid on node with a subscription, a queued message,
+// an inflight message and an inbound QoS 2 id, and disconnects it with a
+// long expiry when disconnect is set.
+func seedSession(node string, disconnect bool) func(t *testing.T, s *Store, cid string) {
+	return func(t *testing.T, s *Store, cid string) {
+		ctx := testCtx(t)
+		epoch := connect(t, s, cid, node)
+		_, err := s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Filter: "a/#"}, QoS: 1}})
+		require.NoError(t, err)
+		_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("m1")}, {ClientID: cid, Message: []byte("m2")}})
+		require.NoError(t, err)
+		_, err = s.Take(ctx, cid, epoch, 1)
+		require.NoError(t, err)
+		_, err = s.MarkReceived(ctx, cid, epoch, 7)
+		require.NoError(t, err)
+		if disconnect {
+			require.NoError(t, s.Disconnect(ctx, cid, epoch, 3600))
+		}
+	}
+}
+
+func TestEpochGrowsAcrossConnectsAndDeletedSessions(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	var last uint64
+	for i := 0; i < 5; i++ {
+		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", CleanStart: i%2 == 0})
+		require.NoError(t, err)
+		require.Greater(t, res.Epoch, last)
+		last = res.Epoch
+		if i == 2 {
+			// Session expiry 0 deletes the session; the next epoch must
+			// still be larger, or a node holding an old epoch could write.
+			require.NoError(t, s.Disconnect(ctx, cid, res.Epoch, 0))
+		}
+	}
+}
+
+func TestStaleEpochIsFenced(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	for _, tc := range []struct {
+		name string
+		op   func(s *Store, cid string, epoch uint64) error
+	}{
+		{"an old connection cannot subscribe", func(s *Store, cid string, e uint64) error {
+			_, err := s.Subscribe(testCtx(t), cid, e, []Subscription{{FilterKey: FilterKey{Filter: "x"}}})
+			return err
+		}},
+		{"an old connection cannot unsubscribe", func(s *Store, cid string, e uint64) error {
+			_, err := s.Unsubscribe(testCtx(t), cid, e, []FilterKey{{Filter: "x"}})
+			return err
+		}},
+		{"an old connection cannot disconnect the session", func(s *Store, cid string, e uint64) error {
+			return s.Disconnect(testCtx(t), cid, e, 0)
+		}},
+		{"an old connection cannot take from the queue", func(s *Store, cid string, e uint64) error {
+			_, err := s.Take(testCtx(t), cid, e, 10)
+			return err
+		}},
+		{"an old connection cannot ack", func(s *Store, cid string, e uint64) error {
+			return s.Ack(testCtx(t), cid, e, 1)
+		}},
+		{"an old connection cannot record a PUBREC", func(s *Store, cid string, e uint64) error {
+			return s.PubrecReceived(testCtx(t), cid, e, 1)
+		}},
+		{"an old connection cannot mark a QoS 2 packet received", func(s *Store, cid string, e uint64) error {
+			_, err := s.MarkReceived(testCtx(t), cid, e, 1)
+			return err
+		}},
+		{"an old connection cannot release a QoS 2 packet", func(s *Store, cid string, e uint64) error {
+			return s.Released(testCtx(t), cid, e, 1)
+		}},
+		{"an old epoch cannot claim the will", func(s *Store, cid string, e uint64) error {
+			_, err := s.ClaimWill(testCtx(t), cid, e)
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			cid := clientID(t, "c")
+			old := connect(t, s, cid, "n1")
+			_, err := s.Subscribe(ctx, cid, old, []Subscription{{FilterKey: FilterKey{Filter: "x"}, QoS: 1}})
+			require.NoError(t, err)
+			_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("m")}})
+			require.NoError(t, err)
+			_, err = s.Take(ctx, cid, old, 1)
+			require.NoError(t, err)
+			_, err = s.MarkReceived(ctx, cid, old, 1)
+			require.NoError(t, err)
+			newer, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 60, Will: &Will{Topic: "w"}})
+			require.NoError(t, err)
+			before, err := raw(t).Dump(ctx, sessionKey(cid)).Result()
+			require.NoError(t, err)
+
+			err = tc.op(s, cid, old)
+			require.ErrorIs(t, err, ErrFenced)
+
+			after, err := raw(t).Dump(ctx, sessionKey(cid)).Result()
+			require.NoError(t, err)
+			assert.Equal(t, before, after, "a fenced call changed the session hash")
+			subs, err := s.Subscriptions(ctx, cid)
+			require.NoError(t, err)
+			assert.Len(t, subs, 1)
+			inflight, err := s.Inflight(ctx, cid)
+			require.NoError(t, err)
+			assert.Len(t, inflight, 1)
+			already, err := s.MarkReceived(ctx, cid, newer.Epoch, 1)
+			require.NoError(t, err)
+			assert.True(t, already)
+			// The current epoch still works.
+			require.NoError(t, tc.op(s, cid, newer.Epoch))
+		})
+	}
+}
+
+func raw(t *testing.T) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestOperationsWithoutSessionReturnErrNoSession(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "nobody")
+	_, err := s.Subscribe(ctx, cid, 1, []Subscription{{FilterKey: FilterKey{Filter: "x"}}})
+	assert.ErrorIs(t, err, ErrNoSession)
+	_, err = s.Take(ctx, cid, 1, 1)
+	assert.ErrorIs(t, err, ErrNoSession)
+	_, err = s.MarkReceived(ctx, cid, 1, 1)
+	assert.ErrorIs(t, err, ErrNoSession)
+	assert.ErrorIs(t, s.Disconnect(ctx, cid, 1, 10), ErrNoSession)
+	_, err = s.Session(ctx, cid)
+	assert.ErrorIs(t, err, ErrNoSession)
+	n, err := raw.Exists(ctx, sessionKeys(cid)...).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "a refused operation created keys")
+}
+
+func TestDisconnect(t *testing.T) {
+	t.Run("expiry zero deletes every key of the session at once", func(t *testing.T) {
+		s, raw := newTestStore(t, nil)
+		ctx := testCtx(t)
+		cid := clientID(t, "c")
+		seedSession("n1", false)(t, s, cid)
+		info, err := s.Session(ctx, cid)
+		require.NoError(t, err)
+		require.NoError(t, s.Disconnect(ctx, cid, info.Epoch, 0))
+		n, err := raw.Exists(ctx, sessionKeys(cid)...).Result()
+		require.NoError(t, err)
+		assert.Zero(t, n)
+		members, err := raw.SMembers(ctx, nodeSessionsKey("n1")).Result()
+		require.NoError(t, err)
+		assert.NotContains(t, members, cid)
+		_, err = s.Session(ctx, cid)
+		assert.ErrorIs(t, err, ErrNoSession)
+	})
+	t.Run("an expiry puts a TTL on every key and they vanish when it passes", func(t *testing.T) {
+		s, raw := newTestStore(t, nil)
+		ctx := testCtx(t)
+		cid := clientID(t, "c")
+		seedSession("n1", false)(t, s, cid)
+		info, err := s.Session(ctx, cid)
+		require.NoError(t, err)
+		require.NoError(t, s.Disconnect(ctx, cid, info.Epoch, 1))
+		info, err = s.Session(ctx, cid)
+		require.NoError(t, err)
+		assert.False(t, info.Connected)
+		assert.EqualValues(t, 1, info.ExpirySeconds)
+		for _, k := range sessionKeys(cid) {
+			ttl, err := raw.PTTL(ctx, k).Result()
+			require.NoError(t, err)
+			assert.True(t, ttl > 0 && ttl <= time.Second, "%s has TTL %s", k, ttl)
+		}
+		// A message queued for the disconnected session expires with it.
+		res, err := s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("late")}})
+		require.NoError(t, err)
+		assert.Equal(t, OutcomeQueued, res[0].Outcome)
+		require.Eventually(t, func() bool {
+			n, err := raw.Exists(ctx, sessionKeys(cid)...).Result()
+			return err == nil && n == 0
+		}, 5*time.Second, 20*time.Millisecond)
+		res, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("too late")}})
+		require.NoError(t, err)
+		assert.Equal(t, OutcomeNoSession, res[0].Outcome)
+	})
+	t.Run("a reconnect before the expiry keeps the session and removes the TTL", func(t *testing.T) {
+		s, raw := newTestStore(t, nil)
+		ctx := testCtx(t)
+		cid := clientID(t, "c")
+		seedSession("n1", false)(t, s, cid)
+		info, err := s.Session(ctx, cid)
+		require.NoError(t, err)
+		require.NoError(t, s.Disconnect(ctx, cid, info.Epoch, 30))
+		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 30})
+		require.NoError(t, err)
+		assert.True(t, res.SessionPresent)
+		assert.False(t, res.WasConnected)
+		for _, k := range sessionKeys(cid) {
+			ttl, err := raw.TTL(ctx, k).Result()
+			require.NoError(t, err)
+			assert.Equal(t, time.Duration(-1), ttl, "%s", k)
+		}
+	})
+}
+
+// keySlot is the Redis Cluster slot of key: CRC16 (XMODEM) of the hash tag,
+// the text between the first "{" and the next "}" when non-empty, else of
+// the whole key, modulo 16384.
+func keySlot(key string) uint16 {
+	if i := indexByte(key, '{'); i >= 0 {
+		if j := indexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for k := 0; k < len(key); k++ {
+		crc ^= uint16(key[k]) << 8
+		for b := 0; b < 8; b++ {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc % 16384
+}
+
+func indexByte(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestKeySlotMatchesRedisReferenceValues(t *testing.T) {
+	// From the Redis Cluster specification: CRC16("123456789") = 0x31C3.
+	assert.Equal(t, uint16(0x31C3%16384), keySlot("123456789"))
+	assert.Equal(t, keySlot("{user1000}.following"), keySlot("{user1000}.followers"))
+	assert.Equal(t, keySlot("foo{}{bar}"), keySlot("foo{}{bar}"))
+	assert.NotEqual(t, keySlot("{}a"), keySlot("{}b"), "an empty tag hashes the whole key")
+}
+
+func TestEveryKeyOfASessionSharesOneHashSlot(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cid  string
+	}{
+		{"a plain client id", "dev-1"},
+		{"an id with braces inside", "a{b}c"},
+		{"an id starting with a closing brace", "}x"},
+		{"an id that is only a closing brace", "}"},
+		{"an empty id", ""},
+		{"an id that looks like an encoded one", "~7d78"},
+		{"a long unicode id", "gerät-äöü-" + string(make([]byte, 100))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys := sessionKeys(tc.cid)
+			slot := keySlot(keys[0])
+			for _, k := range keys {
+				assert.Equal(t, slot, keySlot(k), "%q", k)
+				assert.Contains(t, k, "{"+tag(tc.cid)+"}")
+			}
+			assert.Equal(t, keySlot(nodeKey(tc.cid)), keySlot(nodeSessionsKey(tc.cid)))
+		})
+	}
+	assert.NotEqual(t, tag("}x"), tag("~7d78"), "tags must be one-to-one")
+	assert.NotEqual(t, tag("~7d78"), "~7d78")
+}
+
+func TestErrorsAreSentinels(t *testing.T) {
+	assert.True(t, errors.Is(mapErr(errors.New("ERR FG_FENCED")), ErrFenced))
+	assert.True(t, errors.Is(mapErr(errors.New("FG_NOSESSION")), ErrNoSession))
+}
