@@ -1,0 +1,303 @@
+package session
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/pkg/config"
+)
+
+func msgs(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return out
+}
+
+func TestEnqueueBounds(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		policy   QueueFullPolicy
+		maxMsgs  int
+		maxBytes int64
+		send     []string
+		want     []Outcome
+		evicted  []int
+		wantLeft []string
+	}{
+		{
+			name: "drop-oldest evicts the oldest message at the message bound", policy: DropOldest, maxMsgs: 3, maxBytes: 1 << 20,
+			send:     []string{"a", "b", "c", "d", "e"},
+			want:     []Outcome{OutcomeQueued, OutcomeQueued, OutcomeQueued, OutcomeDroppedOldest, OutcomeDroppedOldest},
+			evicted:  []int{0, 0, 0, 1, 1},
+			wantLeft: []string{"c", "d", "e"},
+		},
+		{
+			name: "drop-newest refuses new messages at the message bound", policy: DropNewest, maxMsgs: 3, maxBytes: 1 << 20,
+			send:     []string{"a", "b", "c", "d", "e"},
+			want:     []Outcome{OutcomeQueued, OutcomeQueued, OutcomeQueued, OutcomeDroppedNewest, OutcomeDroppedNewest},
+			evicted:  []int{0, 0, 0, 0, 0},
+			wantLeft: []string{"a", "b", "c"},
+		},
+		{
+			name: "drop-oldest evicts as many messages as the byte bound needs", policy: DropOldest, maxMsgs: 100, maxBytes: 10,
+			send:     []string{"aaa", "bbb", "ccc", "dddddd"},
+			want:     []Outcome{OutcomeQueued, OutcomeQueued, OutcomeQueued, OutcomeDroppedOldest},
+			evicted:  []int{0, 0, 0, 2},
+			wantLeft: []string{"ccc", "dddddd"},
+		},
+		{
+			name: "drop-newest refuses a message that would pass the byte bound", policy: DropNewest, maxMsgs: 100, maxBytes: 10,
+			send:     []string{"aaa", "bbb", "ccc", "dddddd", "e"},
+			want:     []Outcome{OutcomeQueued, OutcomeQueued, OutcomeQueued, OutcomeDroppedNewest, OutcomeQueued},
+			evicted:  []int{0, 0, 0, 0, 0},
+			wantLeft: []string{"aaa", "bbb", "ccc", "e"},
+		},
+		{
+			name: "a message larger than the byte bound is dropped even with drop-oldest", policy: DropOldest, maxMsgs: 100, maxBytes: 10,
+			send:     []string{"aaa", "0123456789X"},
+			want:     []Outcome{OutcomeQueued, OutcomeDroppedNewest},
+			evicted:  []int{0, 0},
+			wantLeft: []string{"aaa"},
+		},
+		{
+			name: "a message that exactly fills the byte bound is queued", policy: DropNewest, maxMsgs: 100, maxBytes: 10,
+			send:     []string{"0123456789"},
+			want:     []Outcome{OutcomeQueued},
+			evicted:  []int{0},
+			wantLeft: []string{"0123456789"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := newTestStore(t, func(c *Config) {
+				c.QueueFullPolicy = tc.policy
+				c.MaxQueuedMessages = tc.maxMsgs
+				c.MaxQueuedBytes = configBytes(tc.maxBytes)
+			})
+			ctx := testCtx(t)
+			cid := clientID(t, "c")
+			epoch := connect(t, s, cid, "n1")
+			for i, m := range tc.send {
+				// One at a time, so that the order of outcomes is the
+				// order of the table.
+				res, err := s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte(m)}})
+				require.NoError(t, err)
+				assert.Equal(t, tc.want[i], res[0].Outcome, "message %d %q", i, m)
+				assert.Equal(t, tc.evicted[i], res[0].Evicted, "message %d %q", i, m)
+			}
+			var wantBytes int64
+			for _, m := range tc.wantLeft {
+				wantBytes += int64(len(m))
+			}
+			info, err := s.Session(ctx, cid)
+			require.NoError(t, err)
+			assert.Equal(t, wantBytes, info.QueuedBytes)
+			got, err := s.Take(ctx, cid, epoch, 1000)
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantLeft, messages(got))
+			info, err = s.Session(ctx, cid)
+			require.NoError(t, err)
+			assert.Zero(t, info.QueuedBytes, "taking everything empties the byte count")
+		})
+	}
+}
+
+func configBytes(n int64) config.ByteSize { return config.ByteSize(n) }
+
+func messages(ms []QueuedMessage) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = string(m.Message)
+	}
+	return out
+}
+
+func TestEnqueueForManyClientsInOnePipeline(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	a, b, nobody := clientID(t, "a"), clientID(t, "b"), clientID(t, "nobody")
+	ea := connect(t, s, a, "n1")
+	eb := connect(t, s, b, "n2")
+	// The script cache may be empty (a Redis restart or failover): Enqueue
+	// loads the script and retries.
+	require.NoError(t, raw.ScriptFlush(ctx).Err())
+	res, err := s.Enqueue(ctx, []Delivery{
+		{ClientID: a, Message: []byte("a1")},
+		{ClientID: nobody, Message: []byte("n1")},
+		{ClientID: b, Message: []byte("b1")},
+		{ClientID: a, Message: []byte("a2")},
+	})
+	require.NoError(t, err)
+	outcomes := make([]Outcome, len(res))
+	for i, r := range res {
+		outcomes[i] = r.Outcome
+	}
+	assert.Equal(t, []Outcome{OutcomeQueued, OutcomeNoSession, OutcomeQueued, OutcomeQueued}, outcomes)
+	n, err := raw.Exists(ctx, sessionKeys(nobody)...).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "a delivery to a client without a session created keys")
+	got, err := s.Take(ctx, a, ea, 10)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a1", "a2"}, messages(got))
+	got, err = s.Take(ctx, b, eb, 10)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"b1"}, messages(got))
+	assert.Equal(t, "no_session", OutcomeNoSession.String())
+}
+
+func TestTakeAckAndInflight(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	epoch := connect(t, s, cid, "n1")
+	binary := []byte("bin|\x00\xff|")
+	_, err := s.Enqueue(ctx, []Delivery{
+		{ClientID: cid, Message: []byte("m0")},
+		{ClientID: cid, Message: []byte("m1"), Expiry: time.Now().Add(time.Hour)},
+		{ClientID: cid, Message: binary},
+		{ClientID: cid, Message: []byte("m3")},
+	})
+	require.NoError(t, err)
+
+	got, err := s.Take(ctx, cid, epoch, 3)
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+	assert.Equal(t, []uint16{1, 2, 3}, packetIDs(got), "ids start at 1, never 0 [MQTT-2.2.1-3]")
+	assert.True(t, got[0].Expiry.IsZero())
+	assert.WithinDuration(t, time.Now().Add(time.Hour), got[1].Expiry, 5*time.Second)
+	assert.True(t, bytes.Equal(binary, got[2].Message), "binary messages survive")
+
+	require.NoError(t, s.Ack(ctx, cid, epoch, 2))
+	require.NoError(t, s.Ack(ctx, cid, epoch, 2), "acking an unknown id is harmless")
+	inflight, err := s.Inflight(ctx, cid)
+	require.NoError(t, err)
+	assert.Equal(t, []uint16{1, 3}, inflightIDs(inflight))
+
+	// Move the counter near the end of the id space: the next ids wrap past
+	// 65535, skip 0 and skip ids still in flight (1 and 3).
+	require.NoError(t, raw.HSet(ctx, sessionKey(cid), "pid", 65534).Err())
+	_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("m4")}, {ClientID: cid, Message: []byte("m5")}})
+	require.NoError(t, err)
+	got, err = s.Take(ctx, cid, epoch, 10)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"m3", "m4", "m5"}, messages(got))
+	assert.Equal(t, []uint16{65535, 2, 4}, packetIDs(got))
+
+	// Inflight lists in assignment order, not id order.
+	require.NoError(t, s.PubrecReceived(ctx, cid, epoch, 3))
+	inflight, err = s.Inflight(ctx, cid)
+	require.NoError(t, err)
+	assert.Equal(t, []uint16{1, 3, 65535, 2, 4}, inflightIDs(inflight))
+	assert.Equal(t, "m0", string(inflight[0].Message))
+	assert.False(t, inflight[0].Released)
+	assert.True(t, inflight[1].Released, "PUBREC received: resend PUBREL")
+	assert.Empty(t, inflight[1].Message)
+	assert.Equal(t, "m4", string(inflight[3].Message))
+
+	for _, id := range []uint16{1, 3, 65535, 2, 4} {
+		require.NoError(t, s.Ack(ctx, cid, epoch, id))
+	}
+	inflight, err = s.Inflight(ctx, cid)
+	require.NoError(t, err)
+	assert.Empty(t, inflight)
+	got, err = s.Take(ctx, cid, epoch, 10)
+	require.NoError(t, err)
+	assert.Empty(t, got, "taking from an empty queue returns nothing")
+}
+
+func TestTakeSkipsExpiredMessages(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixMilli())
+	s, _ := newTestStore(t, nil, WithClock(func() time.Time { return time.UnixMilli(now.Load()) }))
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	epoch := connect(t, s, cid, "n1")
+	base := time.UnixMilli(now.Load())
+	_, err := s.Enqueue(ctx, []Delivery{
+		{ClientID: cid, Message: []byte("gone"), Expiry: base.Add(-time.Millisecond)},
+		{ClientID: cid, Message: []byte("keeps"), Expiry: base.Add(time.Minute)},
+		{ClientID: cid, Message: []byte("expires later"), Expiry: base.Add(time.Second)},
+		{ClientID: cid, Message: []byte("never")},
+	})
+	require.NoError(t, err)
+	got, err := s.Take(ctx, cid, epoch, 1)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"keeps"}, messages(got), "an expired head is skipped and does not count")
+	now.Add(2000)
+	got, err = s.Take(ctx, cid, epoch, 10)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"never"}, messages(got))
+	info, err := s.Session(ctx, cid)
+	require.NoError(t, err)
+	assert.Zero(t, info.QueuedBytes)
+}
+
+func TestTakeStopsWhenEveryPacketIDIsInFlight(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	epoch := connect(t, s, cid, "n1")
+	// Fill the inflight hash directly; taking 65535 messages would be slow.
+	fields := make([]any, 0, 2*65535)
+	for id := 1; id <= 65535; id++ {
+		fields = append(fields, id, fmt.Sprintf("%d|P|0|x", id))
+	}
+	require.NoError(t, raw.HSet(ctx, inflightKey(cid), fields...).Err())
+	_, err := s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("waits")}})
+	require.NoError(t, err)
+	got, err := s.Take(ctx, cid, epoch, 5)
+	require.NoError(t, err)
+	assert.Empty(t, got)
+	require.NoError(t, s.Ack(ctx, cid, epoch, 777))
+	got, err = s.Take(ctx, cid, epoch, 5)
+	require.NoError(t, err)
+	assert.Equal(t, []uint16{777}, packetIDs(got))
+	assert.Equal(t, []string{"waits"}, messages(got))
+}
+
+func packetIDs(ms []QueuedMessage) []uint16 {
+	out := make([]uint16, len(ms))
+	for i, m := range ms {
+		out[i] = m.PacketID
+	}
+	return out
+}
+
+func inflightIDs(ms []InflightMessage) []uint16 {
+	out := make([]uint16, len(ms))
+	for i, m := range ms {
+		out[i] = m.PacketID
+	}
+	return out
+}
+
+func TestEntryEncodingRoundTrips(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		msg    string
+		expiry time.Time
+	}{
+		{"a message without expiry", "hello", time.Time{}},
+		{"a message with separators in it", "a|b||c", time.UnixMilli(1700000000123)},
+		{"an empty message", "", time.UnixMilli(1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := encodeEntry([]byte(tc.msg), tc.expiry)
+			m, exp, err := decodeEntry(e)
+			require.NoError(t, err)
+			assert.Equal(t, tc.msg, string(m))
+			assert.True(t, tc.expiry.Equal(exp), "%v != %v", tc.expiry, exp)
+			assert.True(t, strings.HasSuffix(e, "|"+tc.msg))
+		})
+	}
+	_, _, err := decodeEntry("garbage")
+	assert.Error(t, err)
+}
