@@ -1,0 +1,185 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestHeartbeatLapsesAfterTheLivenessTTL(t *testing.T) {
+	s, raw := newTestStore(t, nil) // liveness TTL 200ms
+	ctx := testCtx(t)
+	node := clientID(t, "node")
+	alive, err := s.Alive(ctx, node)
+	require.NoError(t, err)
+	assert.False(t, alive, "a node that never sent a heartbeat is dead")
+
+	require.NoError(t, s.Heartbeat(ctx, node))
+	alive, err = s.Alive(ctx, node)
+	require.NoError(t, err)
+	assert.True(t, alive)
+	ttl, err := raw.PTTL(ctx, nodeKey(node)).Result()
+	require.NoError(t, err)
+	assert.True(t, ttl > 0 && ttl <= 200*time.Millisecond, "TTL %s", ttl)
+	require.Eventually(t, func() bool {
+		alive, err := s.Alive(ctx, node)
+		return err == nil && !alive
+	}, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestRunHeartbeatKeepsTheNodeAliveUntilCancelled(t *testing.T) {
+	s, raw := newTestStore(t, nil) // interval 20ms, TTL 200ms
+	node := clientID(t, "node")
+	ctx, cancel := context.WithCancel(testCtx(t))
+	done := make(chan error, 1)
+	go func() { done <- s.RunHeartbeat(ctx, node) }()
+	require.Eventually(t, func() bool {
+		alive, err := s.Alive(testCtx(t), node)
+		return err == nil && alive
+	}, 5*time.Second, 10*time.Millisecond)
+	// Refreshed: the TTL keeps coming back up while the loop runs.
+	require.Eventually(t, func() bool {
+		ttl, err := raw.PTTL(testCtx(t), nodeKey(node)).Result()
+		return err == nil && ttl > 150*time.Millisecond
+	}, 5*time.Second, 5*time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("RunHeartbeat did not return after cancel")
+	}
+	require.Eventually(t, func() bool {
+		alive, err := s.Alive(testCtx(t), node)
+		return err == nil && !alive
+	}, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestSessionsOwnedBy(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	node, other := clientID(t, "dead"), clientID(t, "other")
+	will := &Will{Topic: "status/offline", Payload: []byte("gone"), QoS: 1}
+	connectWith := func(cid, node string, w *Will) uint64 {
+		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: node, ExpirySeconds: 60, Protocol: 5, Will: w})
+		require.NoError(t, err)
+		return res.Epoch
+	}
+	connectedWithWill := clientID(t, "connected-with-will")
+	connectedNoWill := clientID(t, "connected-no-will")
+	pendingWill := clientID(t, "disconnected-will-pending")
+	disconnected := clientID(t, "disconnected-no-will")
+	movedAway := clientID(t, "moved-away")
+	expired := clientID(t, "expired")
+
+	e1 := connectWith(connectedWithWill, node, will)
+	connectWith(connectedNoWill, node, nil)
+	e3 := connectWith(pendingWill, node, will)
+	require.NoError(t, s.Disconnect(ctx, pendingWill, e3, 60))
+	e4 := connectWith(disconnected, node, nil)
+	require.NoError(t, s.Disconnect(ctx, disconnected, e4, 60))
+	connectWith(movedAway, node, will)
+	connectWith(movedAway, other, will)
+	connectWith(expired, node, will)
+	require.NoError(t, raw.Del(ctx, sessionKeys(expired)...).Err())
+	// A crash of the other node between its index update and its script
+	// leaves a stale entry; so does a session that expired in Redis.
+	require.NoError(t, raw.SAdd(ctx, nodeSessionsKey(node), movedAway).Err())
+
+	got, err := s.SessionsOwnedBy(ctx, node)
+	require.NoError(t, err)
+	sort.Slice(got, func(i, j int) bool { return got[i].ClientID < got[j].ClientID })
+	assert.Equal(t, []OwnedSession{
+		{ClientID: connectedNoWill, Epoch: got[0].Epoch, Connected: true},
+		{ClientID: connectedWithWill, Epoch: e1, Connected: true, HasWill: true},
+		{ClientID: pendingWill, Epoch: e3, HasWill: true},
+	}, got)
+
+	members, err := raw.SMembers(ctx, nodeSessionsKey(node)).Result()
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{connectedWithWill, connectedNoWill, pendingWill}, members, "stale entries are removed")
+
+	w, err := s.ClaimWill(ctx, pendingWill, e3)
+	require.NoError(t, err)
+	assert.Equal(t, will, w)
+	members, err = raw.SMembers(ctx, nodeSessionsKey(node)).Result()
+	require.NoError(t, err)
+	assert.NotContains(t, members, pendingWill, "a disconnected session without a will leaves the index")
+}
+
+func TestClaimWillHandsTheWillOutOnce(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	will := &Will{
+		Topic: "w/t", Payload: []byte{0, 1, 2}, QoS: 2, Retain: true, DelaySeconds: 5,
+		PayloadFormat: 1, MessageExpirySeconds: 60, HasMessageExpiry: true, ContentType: "text/plain",
+		ResponseTopic: "r", CorrelationData: []byte("c"), UserProperties: []UserProperty{{"k", "v"}, {"k", "v2"}},
+	}
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Will: will})
+	require.NoError(t, err)
+	info, err := s.Session(ctx, cid)
+	require.NoError(t, err)
+	assert.True(t, info.HasWill)
+
+	const claimers = 16
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		claims []*Will
+	)
+	for i := 0; i < claimers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := s.ClaimWill(ctx, cid, res.Epoch)
+			assert.NoError(t, err)
+			if w != nil {
+				mu.Lock()
+				claims = append(claims, w)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Len(t, claims, 1, "exactly one claimer gets the will")
+	assert.Equal(t, will, claims[0])
+	info, err = s.Session(ctx, cid)
+	require.NoError(t, err)
+	assert.False(t, info.HasWill)
+}
+
+func TestClaimWillAfterAReconnectIsFenced(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Will: &Will{Topic: "old"}})
+	require.NoError(t, err)
+	require.NoError(t, s.Disconnect(ctx, cid, res.Epoch, 60))
+	// The client comes back within the will delay with a new will
+	// [MQTT-3.1.3-9]: the old connection's claim must fail.
+	res2, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 60, Will: &Will{Topic: "new"}})
+	require.NoError(t, err)
+	_, err = s.ClaimWill(ctx, cid, res.Epoch)
+	require.True(t, errors.Is(err, ErrFenced))
+	w, err := s.ClaimWill(ctx, cid, res2.Epoch)
+	require.NoError(t, err)
+	require.NotNil(t, w)
+	assert.Equal(t, "new", w.Topic)
+
+	// A reconnect without a will removes the stored one.
+	res3, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 60, Will: &Will{Topic: "x"}})
+	require.NoError(t, err)
+	res4, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 60})
+	require.NoError(t, err)
+	assert.Greater(t, res4.Epoch, res3.Epoch)
+	w, err = s.ClaimWill(ctx, cid, res4.Epoch)
+	require.NoError(t, err)
+	assert.Nil(t, w)
+}
