@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,9 +119,13 @@ func newTestStore(t *testing.T, mutate func(*Config), opts ...Option) (*Store, *
 	return New(rdb, cfg, opts...), raw
 }
 
-// clientID returns a client id unique to the test (tests share one server).
+// ids makes clientID unique across -count runs against the same server.
+var ids atomic.Uint64
+
+// clientID returns a new client (or node) id unique to this call: the tests
+// share one server, also across -count runs.
 func clientID(t *testing.T, suffix string) string {
-	return strings.ReplaceAll(t.Name(), "/", ".") + "." + suffix
+	return fmt.Sprintf("%s.%s.%d", strings.ReplaceAll(t.Name(), "/", "."), suffix, ids.Add(1))
 }
 
 func testCtx(t *testing.T) context.Context {

@@ -314,7 +314,9 @@ end
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'connected', '0', 'expiry', ARGV[2],
   'last_seen', string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
-for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+if ARGV[2] ~= '4294967295' then
+  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+end
 local w = 0
 if redis.call('HEXISTS', KEYS[1], 'will') == 1 then w = 1 end
 return {0, w, node}
@@ -323,8 +325,10 @@ return {0, w, node}
 // Disconnect records that the connection with epoch ended. expirySeconds is
 // the Session Expiry Interval in force at the disconnect (MQTT 5 may change
 // it in DISCONNECT [MQTT-3.14.2-2]): 0 deletes the session now
-// [MQTT-3.1.2-4]; otherwise every key of the session expires after that many
-// seconds unless a new Connect comes first [MQTT-4.1.0-1].
+// [MQTT-3.1.2-4]; 0xFFFFFFFF keeps it without expiry (MQTT 5 section
+// 3.1.2.11.2, and Clean Session 0 of MQTT 3.1.1); otherwise every key of the
+// session expires after that many seconds unless a new Connect comes first
+// [MQTT-4.1.0-1].
 //
 // Disconnect leaves the will in place: on a normal disconnect the node
 // discards it with ClaimWill [MQTT-3.1.2-10]; after an abnormal one it

@@ -2,6 +2,7 @@ package session
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -279,6 +280,23 @@ func TestDisconnect(t *testing.T) {
 		res, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("too late")}})
 		require.NoError(t, err)
 		assert.Equal(t, OutcomeNoSession, res[0].Outcome)
+	})
+	t.Run("the maximum expiry keeps the session without a TTL", func(t *testing.T) {
+		s, raw := newTestStore(t, nil)
+		ctx := testCtx(t)
+		cid := clientID(t, "c")
+		seedSession("n1", false)(t, s, cid)
+		info, err := s.Session(ctx, cid)
+		require.NoError(t, err)
+		require.NoError(t, s.Disconnect(ctx, cid, info.Epoch, math.MaxUint32))
+		info, err = s.Session(ctx, cid)
+		require.NoError(t, err)
+		assert.False(t, info.Connected)
+		for _, k := range sessionKeys(cid) {
+			ttl, err := raw.TTL(ctx, k).Result()
+			require.NoError(t, err)
+			assert.Equal(t, time.Duration(-1), ttl, "%s", k)
+		}
 	})
 	t.Run("a reconnect before the expiry keeps the session and removes the TTL", func(t *testing.T) {
 		s, raw := newTestStore(t, nil)
