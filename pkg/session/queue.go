@@ -238,6 +238,10 @@ return out
 // a space of their own: inbound QoS 2 ids live in the rel set, so the node
 // must keep the two apart on the connection (mochi issue 545). When all
 // 65535 ids are in flight, Take returns what it took so far.
+//
+// Every message taken is in flight until Ack, QoS 0 ones too: the node acks
+// those itself once it wrote them, since the store does not look into
+// messages.
 func (s *Store) Take(ctx context.Context, clientID string, epoch uint64, max int) ([]QueuedMessage, error) {
 	if max <= 0 {
 		return nil, nil

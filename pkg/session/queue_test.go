@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -300,4 +301,17 @@ func TestEntryEncodingRoundTrips(t *testing.T) {
 	}
 	_, _, err := decodeEntry("garbage")
 	assert.Error(t, err)
+}
+
+func TestEnqueueReportsFailuresPerDelivery(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	cancel()
+	res, err := s.Enqueue(ctx, []Delivery{{ClientID: clientID(t, "a"), Message: []byte("m")}, {ClientID: clientID(t, "b")}})
+	require.Error(t, err)
+	require.Len(t, res, 2)
+	for _, r := range res {
+		assert.Equal(t, OutcomeFailed, r.Outcome)
+		assert.Error(t, r.Err)
+	}
 }

@@ -63,7 +63,8 @@ var (
 	ErrInflightFull = errors.New("no free outbound packet id")
 )
 
-// Store is the Redis session store. It is safe for concurrent use.
+// Store is the Redis session store. It is safe for concurrent use. It does
+// not own its Redis client: the caller closes it.
 type Store struct {
 	rdb    redis.UniversalClient
 	cfg    Config
@@ -239,12 +240,13 @@ elseif existed then
   present = 1
 end
 local t = redis.call('TIME')
-local epoch = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local epoch = now
 if epoch <= old then epoch = old + 1 end
 local ep = string.format('%.0f', epoch)
 redis.call('HSET', KEYS[1], 'epoch', ep, 'node', ARGV[1], 'connected', '1',
   'clean', ARGV[2], 'expiry', ARGV[3], 'proto', ARGV[4],
-  'last_seen', string.format('%.0f', math.floor(epoch / 1000)))
+  'last_seen', string.format('%.0f', math.floor(now / 1000)))
 if ARGV[5] == '' then
   redis.call('HDEL', KEYS[1], 'will')
 else

@@ -389,3 +389,36 @@ func TestErrorsAreSentinels(t *testing.T) {
 	assert.True(t, errors.Is(mapErr(errors.New("ERR FG_FENCED")), ErrFenced))
 	assert.True(t, errors.Is(mapErr(errors.New("FG_NOSESSION")), ErrNoSession))
 }
+
+func TestWritesToADisconnectedSessionExpireWithIt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		key  func(cid string) string
+		op   func(t *testing.T, s *Store, cid string, epoch uint64)
+	}{
+		{"a queued message", queueKey, func(t *testing.T, s *Store, cid string, _ uint64) {
+			_, err := s.Enqueue(testCtx(t), []Delivery{{ClientID: cid, Message: []byte("m")}})
+			require.NoError(t, err)
+		}},
+		{"a subscription", subsKey, func(t *testing.T, s *Store, cid string, epoch uint64) {
+			_, err := s.Subscribe(testCtx(t), cid, epoch, []Subscription{{FilterKey: FilterKey{Filter: "x"}}})
+			require.NoError(t, err)
+		}},
+		{"a received QoS 2 id", relKey, func(t *testing.T, s *Store, cid string, epoch uint64) {
+			_, err := s.MarkReceived(testCtx(t), cid, epoch, 9)
+			require.NoError(t, err)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, raw := newTestStore(t, nil)
+			ctx := testCtx(t)
+			cid := clientID(t, "c")
+			epoch := connect(t, s, cid, "n1")
+			require.NoError(t, s.Disconnect(ctx, cid, epoch, 100))
+			tc.op(t, s, cid, epoch)
+			ttl, err := raw.TTL(ctx, tc.key(cid)).Result()
+			require.NoError(t, err)
+			assert.True(t, ttl > 90*time.Second && ttl <= 100*time.Second, "TTL %s", ttl)
+		})
+	}
+}
