@@ -19,8 +19,10 @@ import (
 // redisAddr is the address of the redis-server that TestMain started, or ""
 // with skipReason set.
 var (
-	redisAddr  string
-	skipReason string
+	redisAddr string
+	// clusterAddr is a one-node Redis Cluster owning every slot.
+	clusterAddr string
+	skipReason  string
 )
 
 func TestMain(m *testing.M) {
@@ -59,7 +61,51 @@ func runMain(m *testing.M) int {
 		_ = cmd.Wait()
 	}()
 	redisAddr = fmt.Sprintf("127.0.0.1:%d", port)
-	c := redis.NewClient(&redis.Options{Addr: redisAddr})
+	if err := waitForRedis(redisAddr, filepath.Join(dir, "redis.log")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+
+	// A one-node Redis Cluster that owns every slot: it refuses scripts
+	// and commands whose keys are in different slots, as a real cluster
+	// does, so the tests prove the hash tags work.
+	cport, err := freePort()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cdir := filepath.Join(dir, "cluster")
+	if err := os.Mkdir(cdir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ccmd := exec.Command(bin, "--port", fmt.Sprint(cport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(cdir, "nodes.conf"),
+		"--dir", cdir, "--logfile", filepath.Join(cdir, "redis.log"))
+	if err := ccmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "starting redis-server in cluster mode:", err)
+		return 1
+	}
+	defer func() {
+		_ = ccmd.Process.Kill()
+		_ = ccmd.Wait()
+	}()
+	addr := fmt.Sprintf("127.0.0.1:%d", cport)
+	if err := waitForRedis(addr, filepath.Join(cdir, "redis.log")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := assignAllSlots(addr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	clusterAddr = addr
+	return m.Run()
+}
+
+// waitForRedis waits until the server at addr answers PING.
+func waitForRedis(addr, logFile string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -67,16 +113,36 @@ func runMain(m *testing.M) int {
 		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			fmt.Fprintf(os.Stderr, "redis-server did not answer: %v\n%s", err, log)
-			return 1
+			log, _ := os.ReadFile(logFile)
+			return fmt.Errorf("redis-server on %s did not answer: %v\n%s", addr, err, log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return m.Run()
+}
+
+// assignAllSlots makes the cluster-mode server at addr own every slot and
+// waits until the cluster state is ok.
+func assignAllSlots(addr string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		return fmt.Errorf("assigning cluster slots: %w", err)
+	}
+	for {
+		info, err := c.ClusterInfo(ctx).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("cluster state did not become ok: %v %q", err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func freePort() (int, error) {
