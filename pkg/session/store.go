@@ -5,10 +5,10 @@
 //
 // # Key layout
 //
-// Every key of a session carries the Redis Cluster hash tag {clientId} (see
-// tag for client ids that contain "}"), so
-// all of them live in one slot and each multi-key operation runs as one Lua
-// script (EVALSHA) that Redis executes atomically:
+// Every key of a session carries the Redis Cluster hash tag {clientId} (ids
+// that contain "}" are hex-encoded, see tag), so all of them live in one slot
+// and each multi-key operation runs as one Lua script (EVALSHA, loaded with
+// redis.NewScript) that Redis executes atomically:
 //
 //	fg:{cid}:s         hash   node, epoch, proto, clean, expiry, connected,
 //	                          last_seen (Redis time, ms), will (JSON, see
@@ -34,7 +34,16 @@
 // refuse it with ErrFenced once another Connect moved the epoch on: a node
 // that lost a session (takeover, or a network partition) can never overwrite
 // it. The epoch is max(previous+1, Redis TIME in µs), so it keeps growing
-// even when a session is deleted and created again.
+// even when a session is deleted and created again (unless the Redis clock
+// goes back across such a deletion, e.g. a failover to a replica whose clock
+// is behind: then a stale node could match a new session's epoch only if it
+// also matched to the microsecond).
+//
+// # Node index
+//
+// fg:nodesessions:{node} is hash-tagged by node, not by client, so it is
+// written outside the session scripts, in an order that can leave stale
+// entries but never miss one; see SessionsOwnedBy.
 package session
 
 import (
@@ -59,8 +68,6 @@ var (
 	// ErrNoSession means the client has no session (never connected, expired
 	// or ended).
 	ErrNoSession = errors.New("no session")
-	// ErrInflightFull means all 65535 outbound packet ids are in flight.
-	ErrInflightFull = errors.New("no free outbound packet id")
 )
 
 // Store is the Redis session store. It is safe for concurrent use. It does
@@ -158,8 +165,6 @@ func mapErr(err error) error {
 		return ErrFenced
 	case strings.HasPrefix(msg, "FG_NOSESSION"):
 		return ErrNoSession
-	case strings.HasPrefix(msg, "FG_FULL"):
-		return ErrInflightFull
 	}
 	return err
 }
@@ -336,6 +341,8 @@ return {0, w, node}
 // discards it with ClaimWill [MQTT-3.1.2-10]; after an abnormal one it
 // claims it when the will delay ends, so exactly one process publishes it.
 // A Connect before then replaces the will and fences the pending claim.
+// With expirySeconds 0 the will is deleted with the session: claim it first
+// when it is to be published [MQTT-3.1.3-9].
 func (s *Store) Disconnect(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) error {
 	v, err := disconnectScript.Run(ctx, s.rdb, sessionKeys(clientID), epochArg(epoch), strconv.FormatUint(uint64(expirySeconds), 10)).Slice()
 	if err != nil {
