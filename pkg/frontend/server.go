@@ -46,7 +46,9 @@ type Server struct {
 	admin    *kadm.Client
 
 	listeners []listeners.Listener
-	conns     sync.WaitGroup
+	conns     sync.WaitGroup // connections being served
+	connsMu   sync.Mutex     // orders conns.Add before the drain's conns.Wait
+	draining  bool           // guarded by connsMu; no new connection is served
 
 	kafkaErr   atomic.Pointer[error] // last Kafka reachability result; nil pointer: not checked yet
 	topicReady atomic.Bool
@@ -297,7 +299,10 @@ func (s *Server) tlsConfig() (*tls.Config, error) {
 
 // establish serves one accepted connection on the calling goroutine.
 func (s *Server) establish(listener string, nc net.Conn) error {
-	s.conns.Add(1)
+	if !s.trackConn() {
+		_ = nc.Close() // accepted just as the node started draining
+		return nil
+	}
 	defer s.conns.Done()
 	c := &conn{Conn: nc}
 	// mochi sets no deadline before the first packet: bound the wait for
@@ -325,6 +330,17 @@ func (s *Server) establish(listener string, nc net.Conn) error {
 	return nil // logged here; mochi's listeners would log it again without a message
 }
 
+// trackConn counts a new connection, unless the node is draining.
+func (s *Server) trackConn() bool {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.conns.Add(1)
+	return true
+}
+
 // drain implements the shutdown sequence of Run.
 func (s *Server) drain() error {
 	start := time.Now()
@@ -334,6 +350,9 @@ func (s *Server) drain() error {
 	for _, l := range s.listeners {
 		l.Close(func(string) {})
 	}
+	s.connsMu.Lock()
+	s.draining = true // a connection accepted just before the close is turned away
+	s.connsMu.Unlock()
 	s.hook.Drain()
 	for !s.hook.Idle() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
