@@ -1,0 +1,40 @@
+package subscriptions
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+)
+
+// Config configures the subscription change log.
+type Config struct {
+	// Topic is the compacted topic that holds the subscriptions.
+	Topic string `yaml:"topic"`
+	// Partitions is the partition count when fleetgate creates Topic.
+	Partitions int `yaml:"partitions"`
+	// WriteTimeout bounds one Subscribe or Unsubscribe.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+}
+
+// RegisterFlags registers the flags under the "subscriptions." prefix.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Topic, "subscriptions.topic", "mqtt.subscriptions", "Compacted Kafka topic holding every subscription; every dispatcher reads it from the start.")
+	fs.IntVar(&c.Partitions, "subscriptions.partitions", 12, "Partitions of the subscriptions topic when fleetgate creates it; records are partitioned by client id.")
+	fs.DurationVar(&c.WriteTimeout, "subscriptions.write-timeout", 10*time.Second, "How long a subscription change may wait for Kafka before SUBSCRIBE / UNSUBSCRIBE fails.")
+}
+
+// Validate checks the configuration and names the bad field.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Topic == "" {
+		errs = append(errs, errors.New("subscriptions.topic: must not be empty"))
+	}
+	if c.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("subscriptions.partitions: %d must be at least 1", c.Partitions))
+	}
+	if c.WriteTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("subscriptions.write-timeout: %s must be positive", c.WriteTimeout))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,151 @@
+package subscriptions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// ErrClientClosed is returned by Run when its Kafka client was closed under
+// it.
+var ErrClientClosed = errors.New("kafka client closed")
+
+// Follower applies the change log to a topic.Index: it reads the whole topic
+// from the start and keeps following it.
+type Follower struct {
+	cl    *kgo.Client
+	topic string
+	ix    *topic.Index
+	log   *slog.Logger
+
+	readyOnce sync.Once
+	ready     chan struct{}
+}
+
+// NewFollower returns a Follower of topicName that applies every change to
+// ix. cl must consume every partition of topicName from the start without a
+// consumer group (kafka.NewChangelogConsumer): every dispatcher needs every
+// record. Records of other topics cl consumes are ignored. No I/O.
+func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Logger) *Follower {
+	return &Follower{
+		cl:    cl,
+		topic: topicName,
+		ix:    ix,
+		log:   log.With("component", "subscriptions", "topic", topicName),
+		ready: make(chan struct{}),
+	}
+}
+
+// Ready is closed once the index holds every change that was in the topic
+// when Run started: a dispatcher routes only with a complete index. It is
+// never closed if Run fails or is cancelled before that.
+func (f *Follower) Ready() <-chan struct{} { return f.ready }
+
+// Run lists the end offsets of every partition, then consumes and applies
+// records until ctx is cancelled, closing Ready once every partition reached
+// its listed end. It returns nil when ctx is cancelled, and an error if the
+// end offsets cannot be listed (the topic does not exist, say) or the client
+// was closed. Run must be called once.
+//
+// A record whose key or value cannot be decoded, or whose subscription the
+// index refuses, is logged with its partition and offset and skipped.
+func (f *Follower) Run(ctx context.Context) error {
+	pending, err := f.endOffsets(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	f.checkReady(pending)
+	for {
+		fs := f.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if fs.IsClientClosed() {
+			return ErrClientClosed
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			// The client retries on its own; these say why records are late.
+			f.log.Warn("fetching subscription changes", "partition", p, "err", err)
+		})
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Topic != f.topic {
+				return
+			}
+			f.apply(r)
+			if end, ok := pending[r.Partition]; ok && r.Offset+1 >= end {
+				delete(pending, r.Partition)
+			}
+		})
+		f.checkReady(pending)
+	}
+}
+
+// endOffsets returns, per partition, the end offset that the follower must
+// reach before it is ready; partitions that hold no record to read are left
+// out.
+func (f *Follower) endOffsets(ctx context.Context) (map[int32]int64, error) {
+	adm := kadm.NewClient(f.cl)
+	ends, err := adm.ListEndOffsets(ctx, f.topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing end offsets of %s: %w", f.topic, err)
+	}
+	if len(ends[f.topic]) == 0 {
+		return nil, fmt.Errorf("listing end offsets of %s: topic not found", f.topic)
+	}
+	// A partition whose records were all removed (start == end) has nothing
+	// to deliver and would otherwise hold Ready back for ever.
+	starts, err := adm.ListStartOffsets(ctx, f.topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing start offsets of %s: %w", f.topic, err)
+	}
+	pending := make(map[int32]int64)
+	for p, end := range ends[f.topic] {
+		start, _ := starts.Lookup(f.topic, p)
+		if end.Offset > 0 && end.Offset > start.Offset {
+			pending[p] = end.Offset
+		}
+	}
+	return pending, nil
+}
+
+func (f *Follower) checkReady(pending map[int32]int64) {
+	if len(pending) > 0 {
+		return
+	}
+	f.readyOnce.Do(func() {
+		f.log.Info("subscription index caught up", "subscriptions", f.ix.Len())
+		close(f.ready)
+	})
+}
+
+func (f *Follower) apply(r *kgo.Record) {
+	c, err := decodeRecord(r)
+	if err != nil {
+		// Never the payload: only where it is, so it can be inspected.
+		f.log.Warn("skipping undecodable subscription record", "partition", r.Partition, "offset", r.Offset, "err", err)
+		return
+	}
+	if c.tombstone {
+		f.ix.Remove(c.sub.ClientID, c.sub.Group, c.sub.Filter)
+		return
+	}
+	if _, err := f.ix.Add(c.sub); err != nil {
+		f.log.Warn("skipping invalid subscription record", "partition", r.Partition, "offset", r.Offset, "err", err)
+	}
+}

@@ -1,0 +1,93 @@
+package subscriptions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// ErrClientMismatch is returned by Subscribe for a subscription of another
+// client than the one named.
+var ErrClientMismatch = errors.New("subscription of another client")
+
+// Writer writes subscription changes to the change log. It is safe for
+// concurrent use.
+type Writer struct {
+	cl    *kgo.Client
+	topic string
+}
+
+// NewWriter returns a Writer producing to topicName through cl. cl must come
+// from kafka.NewChangelogProducer: its partitioner keeps one client's records
+// in one partition, and its acks=all makes a returned write durable. No I/O.
+func NewWriter(cl *kgo.Client, topicName string) *Writer {
+	return &Writer{cl: cl, topic: topicName}
+}
+
+// Subscribe records subs, the new or replaced subscriptions of clientID, and
+// returns once Kafka has acknowledged them all (acks=all): only then may the
+// SUBACK go out. A subscription with an empty ClientID is taken as
+// clientID's; one naming another client fails with ErrClientMismatch. Every
+// subscription is validated before anything is written.
+//
+// The records are not written atomically: on error some may be durable and
+// others not. Subscribe is idempotent, so the caller retries it or answers
+// the SUBSCRIBE with a failure code (the session store stays authoritative).
+func (w *Writer) Subscribe(ctx context.Context, clientID string, subs []topic.Subscription) error {
+	recs := make([]*kgo.Record, 0, len(subs))
+	for _, s := range subs {
+		switch s.ClientID {
+		case "":
+			s.ClientID = clientID
+		case clientID:
+		default:
+			return fmt.Errorf("%w: %q in a change of %q", ErrClientMismatch, s.ClientID, clientID)
+		}
+		if err := s.Validate(); err != nil {
+			return fmt.Errorf("subscription %q of %q: %w", s.SharedFilter(), clientID, err)
+		}
+		key, err := encodeKey(clientID, KeyOf(s))
+		if err != nil {
+			return err
+		}
+		recs = append(recs, &kgo.Record{
+			Topic:   w.topic,
+			Key:     key,
+			Value:   encodeValue(s),
+			Headers: []kgo.RecordHeader{{Key: VersionHeader, Value: []byte(Version)}},
+		})
+	}
+	return w.produce(ctx, recs)
+}
+
+// Unsubscribe writes a tombstone for each of keys, the subscriptions of
+// clientID that ended, and returns once Kafka has acknowledged them all. A
+// session that ended is unsubscribed from every subscription it held: the
+// caller passes all of its keys (from the session store). A key that was
+// never subscribed costs a tombstone and changes nothing.
+func (w *Writer) Unsubscribe(ctx context.Context, clientID string, keys []Key) error {
+	recs := make([]*kgo.Record, 0, len(keys))
+	for _, k := range keys {
+		key, err := encodeKey(clientID, k)
+		if err != nil {
+			return err
+		}
+		// A nil value is a tombstone: compaction drops the key.
+		recs = append(recs, &kgo.Record{Topic: w.topic, Key: key})
+	}
+	return w.produce(ctx, recs)
+}
+
+func (w *Writer) produce(ctx context.Context, recs []*kgo.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := w.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("producing to %s: %w", w.topic, err)
+	}
+	return nil
+}
