@@ -1,0 +1,54 @@
+package dispatch
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+)
+
+// Config configures the dispatcher's consumer.
+type Config struct {
+	// Group is the Kafka consumer group every dispatcher joins.
+	Group string `yaml:"group"`
+	// MaxPollRecords bounds the records of one routed batch.
+	MaxPollRecords int `yaml:"max_poll_records"`
+	// StartAt is where a group without committed offsets starts: "end"
+	// routes only new messages (an MQTT broker delivers what is published
+	// after a subscription), "start" everything the topic retains.
+	StartAt string `yaml:"start_at"`
+	// RetryMinBackoff and RetryMaxBackoff bound the wait between attempts
+	// to route a batch while the session store fails.
+	RetryMinBackoff time.Duration `yaml:"retry_min_backoff"`
+	RetryMaxBackoff time.Duration `yaml:"retry_max_backoff"`
+}
+
+// RegisterFlags registers the flags under "dispatch.".
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Group, "dispatch.group", "fleetgate-dispatcher", "Kafka consumer group of the dispatchers; all dispatchers of one cluster share it.")
+	fs.IntVar(&c.MaxPollRecords, "dispatch.max-poll-records", 1000, "Most records routed (and committed) as one batch.")
+	fs.StringVar(&c.StartAt, "dispatch.start-at", "end", "Where a consumer group without committed offsets starts: end (only new messages) or start.")
+	fs.DurationVar(&c.RetryMinBackoff, "dispatch.retry-min-backoff", 100*time.Millisecond, "First wait before routing a batch again after the session store failed.")
+	fs.DurationVar(&c.RetryMaxBackoff, "dispatch.retry-max-backoff", 5*time.Second, "Longest wait between attempts to route a batch.")
+}
+
+// Validate checks the configuration and names the bad field.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Group == "" {
+		errs = append(errs, errors.New("dispatch.group: must not be empty"))
+	}
+	if c.MaxPollRecords < 1 {
+		errs = append(errs, fmt.Errorf("dispatch.max-poll-records: %d must be at least 1", c.MaxPollRecords))
+	}
+	if c.StartAt != "end" && c.StartAt != "start" {
+		errs = append(errs, fmt.Errorf("dispatch.start-at: %q is not end or start", c.StartAt))
+	}
+	if c.RetryMinBackoff <= 0 {
+		errs = append(errs, fmt.Errorf("dispatch.retry-min-backoff: %s must be positive", c.RetryMinBackoff))
+	}
+	if c.RetryMaxBackoff < c.RetryMinBackoff {
+		errs = append(errs, fmt.Errorf("dispatch.retry-max-backoff: %s must not be below dispatch.retry-min-backoff %s", c.RetryMaxBackoff, c.RetryMinBackoff))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,121 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/pkg/kafka"
+)
+
+// Consumer is the dispatcher's member of the Kafka consumer group over the
+// inbound topic. Each poll is routed as one batch and committed only after
+// Route succeeded, so an offset is never committed past a record whose
+// deliveries are not durable. Rebalances wait between a poll and its commit
+// (kgo.BlockRebalanceOnPoll), so a batch is committed by the member that
+// routed it.
+//
+// While the session store fails, the batch is retried with backoff and the
+// partitions stay with this member; a retry that outlasts the group's
+// rebalance timeout gets the member evicted, and the partitions' next
+// owner routes the batch again from the last commit (duplicates, no loss).
+type Consumer struct {
+	cfg    Config
+	kcfg   kafka.Config
+	router *Router
+	log    *slog.Logger
+	tel    kafka.Telemetry
+	extra  []kgo.Opt
+	ready  atomic.Bool
+}
+
+// NewConsumer returns a Consumer of kcfg.Topic. It does no I/O: the Kafka
+// client is created by Run. extra are appended to the client options
+// (tests use them for short timeouts).
+func NewConsumer(cfg Config, kcfg kafka.Config, router *Router, log *slog.Logger, tel kafka.Telemetry, extra ...kgo.Opt) *Consumer {
+	return &Consumer{cfg: cfg, kcfg: kcfg, router: router, log: log.With("component", "dispatch"), tel: tel, extra: extra}
+}
+
+// Ready reports whether the consumer runs and its last batch was routed;
+// it is false while a batch keeps failing and after Run returned.
+func (c *Consumer) Ready() bool { return c.ready.Load() }
+
+// Run consumes until ctx is cancelled, then leaves the group and returns
+// nil. A batch whose routing did not succeed before the cancellation is not
+// committed: the next owner of its partitions routes it again.
+func (c *Consumer) Run(ctx context.Context) error {
+	cl, err := kafka.NewGroupConsumer(c.kcfg, kafka.GroupConsumerOptions{
+		Group:      c.cfg.Group,
+		StartAtEnd: c.cfg.StartAt != "start",
+	}, c.log, c.tel, c.extra...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		c.ready.Store(false)
+		// Leave the group at once so the partitions move to the other
+		// dispatchers now, not after the session timeout.
+		cl.CloseAllowingRebalance()
+	}()
+	c.ready.Store(true)
+	for {
+		fs := cl.PollRecords(ctx, c.cfg.MaxPollRecords)
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				c.log.Warn("fetch failed", "topic", t, "partition", p, "err", err)
+			}
+		})
+		if recs := fs.Records(); len(recs) > 0 {
+			if !c.route(ctx, recs) {
+				return nil
+			}
+			if err := cl.CommitRecords(ctx, recs...); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				// The deliveries are durable; the records are routed
+				// again (duplicates) by whoever next owns the partitions.
+				c.router.m.commitErr.Add(ctx, 1)
+				c.log.Warn("committing offsets failed", "records", len(recs), "err", err)
+			}
+		}
+		cl.AllowRebalance()
+	}
+}
+
+// route routes recs until it succeeds (true) or ctx is cancelled (false),
+// with exponential backoff between attempts. Readiness is false while it
+// fails.
+func (c *Consumer) route(ctx context.Context, recs []*kgo.Record) bool {
+	backoff := c.cfg.RetryMinBackoff
+	for attempt := 1; ; attempt++ {
+		err := c.router.Route(ctx, recs)
+		if err == nil {
+			if attempt > 1 {
+				c.log.Info("routing recovered", "attempts", attempt)
+			}
+			c.ready.Store(true)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		c.ready.Store(false)
+		c.log.Warn("routing failed, retrying", "records", len(recs), "attempt", attempt, "backoff", backoff, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		backoff = min(2*backoff, c.cfg.RetryMaxBackoff)
+	}
+}

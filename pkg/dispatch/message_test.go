@@ -1,0 +1,61 @@
+package dispatch
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func TestMessageRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		m    Message
+	}{
+		{name: "a bare QoS 0 message keeps its topic and payload", m: Message{Topic: "a/b", Payload: []byte("hi")}},
+		{name: "an empty payload stays empty", m: Message{Topic: "a"}},
+		{name: "every MQTT 5 property survives", m: Message{
+			Topic: "t/1", Payload: []byte{0, 1, 2, 255}, QoS: 2, Retain: true, MessageID: "id-1",
+			ContentType: "application/json", PayloadFormat: ptr(byte(1)), ResponseTopic: "reply/here",
+			CorrelationData: []byte("corr"), MessageExpiry: ptr(uint32(3600)),
+			UserProperties:          []kafkarecord.UserProperty{{Key: "k", Value: "v"}, {Key: "k", Value: "v2"}, {Key: "", Value: ""}},
+			SubscriptionIdentifiers: []uint32{1, 268_435_455, 7},
+		}},
+		{name: "empty correlation data is kept apart from none", m: Message{Topic: "a", CorrelationData: []byte{}}},
+		{name: "a zero payload format and a zero expiry are present", m: Message{Topic: "a", QoS: 1, PayloadFormat: ptr(byte(0)), MessageExpiry: ptr(uint32(0))}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := EncodeMessage(&tc.m)
+			got, err := DecodeMessage(b)
+			require.NoError(t, err)
+			assert.Equal(t, &tc.m, got)
+		})
+	}
+}
+
+func TestDecodeMessageRejectsMalformedInput(t *testing.T) {
+	good := EncodeMessage(&Message{Topic: "a/b", Payload: []byte("payload"), UserProperties: []kafkarecord.UserProperty{{Key: "k", Value: "v"}}})
+	for _, tc := range []struct {
+		name string
+		b    []byte
+	}{
+		{name: "an empty input is refused", b: nil},
+		{name: "an unknown version is refused", b: append([]byte{9}, good[1:]...)},
+		{name: "QoS 3 is refused", b: append([]byte{MessageVersion, 3}, good[2:]...)},
+		{name: "trailing bytes are refused", b: append(append([]byte{}, good...), 0)},
+		{name: "a huge element count is refused without allocating it", b: []byte{MessageVersion, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := DecodeMessage(tc.b)
+			require.ErrorIs(t, err, ErrBadMessage)
+		})
+	}
+	for i := range good {
+		_, err := DecodeMessage(good[:i])
+		require.ErrorIs(t, err, ErrBadMessage, "truncated at %d", i)
+	}
+}

@@ -1,0 +1,81 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fleetgate/fleetgate/pkg/session"
+)
+
+// Skip reasons, the bounded values of the "reason" label of
+// fleetgate_dispatch_records_skipped.
+const (
+	ReasonUndecodable  = "undecodable"
+	ReasonInvalidTopic = "invalid_topic"
+	ReasonExpired      = "expired"
+)
+
+type metrics struct {
+	routed    metric.Int64Counter
+	skipped   metric.Int64Counter
+	delivered metric.Int64Counter
+	repeated  metric.Int64Counter
+	errors    metric.Int64Counter
+	notifyErr metric.Int64Counter
+	commitErr metric.Int64Counter
+	latency   metric.Float64Histogram
+	outcomes  map[session.Outcome]metric.AddOption
+}
+
+func newMetrics(mp metric.MeterProvider) (*metrics, error) {
+	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/dispatch")
+	var errs []error
+	counter := func(name, desc string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	r := &metrics{
+		routed: counter("fleetgate_dispatch_records_routed",
+			"Records whose deliveries are durable in the session queues (records no session subscribed to included)."),
+		skipped: counter("fleetgate_dispatch_records_skipped",
+			"Records not routed, by reason: undecodable, invalid_topic, expired."),
+		delivered: counter("fleetgate_dispatch_deliveries",
+			"Deliveries handed to session queues, by outcome (queued, dropped_oldest, dropped_newest, no_session, failed)."),
+		repeated: counter("fleetgate_dispatch_deliveries_repeated",
+			"Deliveries queued by a routing attempt that failed as a whole: the retry queues them again, so the subscriber may receive them twice."),
+		errors: counter("fleetgate_dispatch_route_errors",
+			"Routing attempts that failed (session store unreachable); the batch is retried and its offsets are not committed."),
+		notifyErr: counter("fleetgate_dispatch_notify_errors",
+			"Failed notices to frontends (best effort: frontends also poll their queues)."),
+		commitErr: counter("fleetgate_dispatch_commit_errors",
+			"Offset commits that failed after routing; the records are routed again after a rebalance."),
+		outcomes: map[session.Outcome]metric.AddOption{},
+	}
+	var err error
+	r.latency, err = m.Float64Histogram("fleetgate_dispatch_route_duration_seconds",
+		metric.WithDescription("Time to route one polled batch: decode, match and enqueue."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+	errs = append(errs, err)
+	for _, o := range []session.Outcome{session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDroppedNewest, session.OutcomeNoSession, session.OutcomeFailed} {
+		r.outcomes[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", o.String())))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (m *metrics) skip(ctx context.Context, reason string) {
+	m.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+func (m *metrics) outcome(o session.Outcome) metric.AddOption {
+	if a, ok := m.outcomes[o]; ok {
+		return a
+	}
+	return metric.WithAttributes(attribute.String("outcome", "unknown"))
+}

@@ -1,0 +1,333 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// fakeQueue records deliveries, or fails when told to. It is a dependency of
+// the Router under test, not the thing tested.
+type fakeQueue struct {
+	mu   sync.Mutex
+	got  []session.Delivery
+	fail error
+	// outcome, when set, is the outcome of every delivery.
+	outcome *session.Outcome
+}
+
+func (q *fakeQueue) Enqueue(_ context.Context, ds []session.Delivery) ([]session.EnqueueResult, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	res := make([]session.EnqueueResult, len(ds))
+	if q.fail != nil {
+		for i := range res {
+			res[i] = session.EnqueueResult{Outcome: session.OutcomeFailed, Err: q.fail}
+		}
+		return res, q.fail
+	}
+	for i := range res {
+		if q.outcome != nil {
+			res[i].Outcome = *q.outcome
+		}
+	}
+	q.got = append(q.got, ds...)
+	return res, nil
+}
+
+// messages returns the decoded messages delivered to each client.
+func (q *fakeQueue) messages(t *testing.T) map[string][]*Message {
+	t.Helper()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := map[string][]*Message{}
+	for _, d := range q.got {
+		m, err := DecodeMessage(d.Message)
+		require.NoError(t, err)
+		out[d.ClientID] = append(out[d.ClientID], m)
+	}
+	return out
+}
+
+type fakeNotifier struct {
+	mu  sync.Mutex
+	ids [][]string
+	err error
+}
+
+func (n *fakeNotifier) Notify(_ context.Context, ids []string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.ids = append(n.ids, append([]string(nil), ids...))
+	return n.err
+}
+
+type routerFixture struct {
+	ix     *topic.Index
+	queue  *fakeQueue
+	notify *fakeNotifier
+	reader *sdkmetric.ManualReader
+	router *Router
+	now    time.Time
+}
+
+func newRouterFixture(t *testing.T, subs ...topic.Subscription) *routerFixture {
+	t.Helper()
+	f := &routerFixture{ix: &topic.Index{}, queue: &fakeQueue{}, notify: &fakeNotifier{},
+		reader: sdkmetric.NewManualReader(), now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	for _, s := range subs {
+		_, err := f.ix.Add(s)
+		require.NoError(t, err)
+	}
+	var err error
+	f.router, err = NewRouter(f.ix, f.queue, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.reader)),
+		WithNotifier(f.notify), WithClock(func() time.Time { return f.now }))
+	require.NoError(t, err)
+	return f
+}
+
+// record encodes m as the frontend would, received at f.now.
+func (f *routerFixture) record(m kafkarecord.Message) *kgo.Record {
+	if m.ReceivedAt.IsZero() {
+		m.ReceivedAt = f.now
+	}
+	return kafkarecord.Encode("mqtt.inbound", &m)
+}
+
+// counter returns the value of the counter name with attribute key=value
+// (key "" for no attribute).
+func counter(t *testing.T, r *sdkmetric.ManualReader, name, key, value string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.Collect(context.Background(), &rm))
+	var total int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			require.True(t, ok, "%s is a counter", name)
+			for _, dp := range sum.DataPoints {
+				if key == "" {
+					total += dp.Value
+				} else if v, ok := dp.Attributes.Value(attribute.Key(key)); ok && v.AsString() == value {
+					total += dp.Value
+				}
+			}
+		}
+	}
+	return total
+}
+
+func TestRouteDeliversPerSubscriptionOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		subs []topic.Subscription
+		msg  kafkarecord.Message
+		want map[string]Message // by client; topic and payload are filled in
+	}{
+		{
+			name: "QoS is downgraded to the granted QoS",
+			subs: []topic.Subscription{{ClientID: "sub", Filter: "a/b", QoS: 1}},
+			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 2},
+			want: map[string]Message{"sub": {QoS: 1}},
+		},
+		{
+			name: "QoS is never raised above the published QoS",
+			subs: []topic.Subscription{{ClientID: "sub", Filter: "a/b", QoS: 2}},
+			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 1},
+			want: map[string]Message{"sub": {QoS: 1}},
+		},
+		{
+			name: "overlapping subscriptions give one copy at the largest QoS with every identifier",
+			subs: []topic.Subscription{
+				{ClientID: "sub", Filter: "a/+", QoS: 0, Identifier: 7},
+				{ClientID: "sub", Filter: "a/#", QoS: 2, Identifier: 9},
+				{ClientID: "sub", Filter: "a/b", QoS: 1},
+			},
+			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 2},
+			want: map[string]Message{"sub": {QoS: 2, SubscriptionIdentifiers: []uint32{7, 9}}},
+		},
+		{
+			name: "no local keeps a publisher's own message from it but not from others",
+			subs: []topic.Subscription{
+				{ClientID: "pub", Filter: "a/b", QoS: 1, NoLocal: true},
+				{ClientID: "other", Filter: "a/b", QoS: 1, NoLocal: true},
+			},
+			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 1},
+			want: map[string]Message{"other": {QoS: 1}},
+		},
+		{
+			name: "the retain flag is kept only with retain as published",
+			subs: []topic.Subscription{
+				{ClientID: "rap", Filter: "a/b", QoS: 1, RetainAsPublished: true},
+				{ClientID: "plain", Filter: "a/b", QoS: 1},
+			},
+			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 1, Retain: true},
+			want: map[string]Message{"rap": {QoS: 1, Retain: true}, "plain": {QoS: 1}},
+		},
+		{
+			name: "the MQTT 5 properties are carried to the subscriber",
+			subs: []topic.Subscription{{ClientID: "sub", Filter: "a/b", QoS: 1}},
+			msg: kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 1, MessageID: "m1",
+				ContentType: "text/plain", PayloadFormat: ptr(byte(1)), ResponseTopic: "r/t", CorrelationData: []byte("c"),
+				UserProperties: []kafkarecord.UserProperty{{Key: "a", Value: "1"}, {Key: "b", Value: "2"}}},
+			want: map[string]Message{"sub": {QoS: 1, MessageID: "m1", ContentType: "text/plain", PayloadFormat: ptr(byte(1)),
+				ResponseTopic: "r/t", CorrelationData: []byte("c"),
+				UserProperties: []kafkarecord.UserProperty{{Key: "a", Value: "1"}, {Key: "b", Value: "2"}}}},
+		},
+		{
+			name: "a topic nobody subscribed to delivers nothing",
+			subs: []topic.Subscription{{ClientID: "sub", Filter: "x/#", QoS: 1}},
+			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 1},
+			want: map[string]Message{},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newRouterFixture(t, tc.subs...)
+			tc.msg.Payload = []byte("payload")
+			require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{f.record(tc.msg)}))
+			got := f.queue.messages(t)
+			require.Len(t, got, len(tc.want))
+			for cid, want := range tc.want {
+				require.Len(t, got[cid], 1, "one copy for %s", cid)
+				m := got[cid][0]
+				sort.Slice(m.SubscriptionIdentifiers, func(i, j int) bool { return m.SubscriptionIdentifiers[i] < m.SubscriptionIdentifiers[j] })
+				want.Topic, want.Payload = tc.msg.Topic, []byte("payload")
+				assert.Equal(t, &want, m, "message for %s", cid)
+			}
+			assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
+			assert.Equal(t, int64(len(tc.want)), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "queued"))
+		})
+	}
+}
+
+func TestRouteSharesAGroupRoundRobin(t *testing.T) {
+	f := newRouterFixture(t,
+		topic.Subscription{ClientID: "w1", Group: "g", Filter: "jobs/#", QoS: 1, Identifier: 1},
+		topic.Subscription{ClientID: "w2", Group: "g", Filter: "jobs/#", QoS: 0, Identifier: 2},
+		topic.Subscription{ClientID: "w3", Group: "g", Filter: "jobs/#", QoS: 1, Identifier: 3},
+		topic.Subscription{ClientID: "w1", Group: "other", Filter: "jobs/+", QoS: 1},
+		topic.Subscription{ClientID: "w1", Filter: "jobs/x", QoS: 1, Identifier: 10},
+	)
+	var recs []*kgo.Record
+	for range 6 {
+		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "jobs/x", QoS: 1, Payload: []byte("j")}))
+	}
+	require.NoError(t, f.router.Route(context.Background(), recs))
+	got := f.queue.messages(t)
+
+	perGroup := map[string]int{}
+	for cid, ms := range got {
+		for _, m := range ms {
+			switch {
+			case len(m.SubscriptionIdentifiers) == 1 && m.SubscriptionIdentifiers[0] <= 3:
+				perGroup["g"]++
+				assert.Equal(t, cid, []string{"", "w1", "w2", "w3"}[m.SubscriptionIdentifiers[0]], "a member gets its own identifier only")
+				if cid == "w2" {
+					assert.Zero(t, m.QoS, "the member's granted QoS applies")
+				}
+			case len(m.SubscriptionIdentifiers) == 1 && m.SubscriptionIdentifiers[0] == 10:
+				perGroup["direct"]++
+			default:
+				perGroup["other"]++
+			}
+		}
+	}
+	assert.Equal(t, map[string]int{"g": 6, "direct": 6, "other": 6}, perGroup,
+		"each message once per group, and the client's own subscription gets its copy too")
+	// w1 also gets every message of "other" and its direct subscription.
+	assert.Len(t, got["w1"], 2+6+6)
+	assert.Len(t, got["w2"], 2)
+	assert.Len(t, got["w3"], 2)
+}
+
+func TestRouteSkipsRecordsItCannotRoute(t *testing.T) {
+	f := newRouterFixture(t, topic.Subscription{ClientID: "sub", Filter: "#", QoS: 1})
+	good := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, Payload: []byte("ok")})
+	noTopic := &kgo.Record{Topic: "mqtt.inbound", Partition: 3, Offset: 42, Key: []byte("pub"), Value: []byte("x"), Timestamp: f.now}
+	badQoS := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a"})
+	for i, h := range badQoS.Headers {
+		if h.Key == kafkarecord.HeaderQoS {
+			badQoS.Headers[i].Value = []byte("7")
+		}
+	}
+	wildcard := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a/+", QoS: 1})
+	expired := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, MessageExpiry: ptr(uint32(10)),
+		ReceivedAt: f.now.Add(-10 * time.Second)})
+	live := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, MessageExpiry: ptr(uint32(10)),
+		ReceivedAt: f.now.Add(-2500 * time.Millisecond), Payload: []byte("live")})
+
+	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{noTopic, good, badQoS, wildcard, expired, live}))
+
+	got := f.queue.messages(t)["sub"]
+	require.Len(t, got, 2, "only the good and the live record are delivered")
+	assert.Equal(t, "ok", string(got[0].Payload))
+	assert.Nil(t, got[0].MessageExpiry)
+	assert.Equal(t, "live", string(got[1].Payload))
+	require.NotNil(t, got[1].MessageExpiry)
+	assert.Equal(t, uint32(8), *got[1].MessageExpiry, "the remaining interval, rounded up")
+	f.queue.mu.Lock()
+	assert.Equal(t, f.now.Add(7500*time.Millisecond), f.queue.got[1].Expiry, "the queue drops the message when it expires")
+	assert.True(t, f.queue.got[0].Expiry.IsZero())
+	f.queue.mu.Unlock()
+
+	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_records_skipped", "reason", ReasonUndecodable))
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_records_skipped", "reason", ReasonInvalidTopic))
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_records_skipped", "reason", ReasonExpired))
+	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
+}
+
+func TestRouteReturnsAnErrorWhenTheQueueFails(t *testing.T) {
+	f := newRouterFixture(t, topic.Subscription{ClientID: "sub", Filter: "a", QoS: 1})
+	f.queue.fail = errors.New("redis down")
+	rec := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1})
+
+	err := f.router.Route(context.Background(), []*kgo.Record{rec})
+	require.ErrorContains(t, err, "redis down")
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_route_errors", "", ""))
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "failed"))
+	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
+	assert.Empty(t, f.notify.ids, "nothing is announced that is not queued")
+
+	f.queue.fail = nil
+	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec}), "the retry succeeds")
+	assert.Len(t, f.queue.messages(t)["sub"], 1)
+}
+
+func TestRouteNotifiesQueuedSessionsOnceAndIgnoresNotifyErrors(t *testing.T) {
+	f := newRouterFixture(t,
+		topic.Subscription{ClientID: "s1", Filter: "a", QoS: 1},
+		topic.Subscription{ClientID: "s2", Filter: "a", QoS: 1})
+	f.notify.err = errors.New("pubsub down")
+	rec := func() *kgo.Record { return f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1}) }
+
+	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec(), rec()}), "a failed notice does not fail routing")
+	require.Len(t, f.notify.ids, 1)
+	assert.ElementsMatch(t, []string{"s1", "s2"}, f.notify.ids[0])
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_notify_errors", "", ""))
+
+	noSession := session.OutcomeNoSession
+	f.queue.outcome = &noSession
+	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec()}))
+	assert.Len(t, f.notify.ids, 1, "no notice for sessions that got nothing")
+	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "no_session"))
+}
