@@ -68,6 +68,10 @@ func NewChangelogProducer(cfg Config, deliveryTimeout time.Duration, log *slog.L
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		// A client waiting for SUBACK must get an answer.
 		kgo.RecordDeliveryTimeout(deliveryTimeout),
+		// A failed partition waits for a metadata refresh before its
+		// records are retried or expired; the default 5s minimum age
+		// would hold them past a short delivery timeout.
+		kgo.MetadataMinAge(time.Second),
 		// One client's changes in one partition, one entry per key.
 		kgo.RecordPartitioner(ChangelogPartitioner()),
 	)

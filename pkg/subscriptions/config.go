@@ -13,7 +13,8 @@ type Config struct {
 	Topic string `yaml:"topic"`
 	// Partitions is the partition count when fleetgate creates Topic.
 	Partitions int `yaml:"partitions"`
-	// WriteTimeout bounds one Subscribe or Unsubscribe.
+	// WriteTimeout bounds one Subscribe or Unsubscribe: it is the delivery
+	// timeout of the producer (kafka.NewChangelogProducer).
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
 
@@ -33,8 +34,9 @@ func (c *Config) Validate() error {
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("subscriptions.partitions: %d must be at least 1", c.Partitions))
 	}
-	if c.WriteTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("subscriptions.write-timeout: %s must be positive", c.WriteTimeout))
+	if c.WriteTimeout < time.Second {
+		// franz-go refuses a record delivery timeout below one second.
+		errs = append(errs, fmt.Errorf("subscriptions.write-timeout: %s must be at least 1s", c.WriteTimeout))
 	}
 	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package subscriptions
 import (
 	"flag"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -37,6 +38,7 @@ func TestConfig(t *testing.T) {
 		{"an empty topic is refused", func(c *Config) { c.Topic = "" }, "subscriptions.topic"},
 		{"zero partitions are refused", func(c *Config) { c.Partitions = 0 }, "subscriptions.partitions"},
 		{"a zero write timeout is refused", func(c *Config) { c.WriteTimeout = 0 }, "subscriptions.write-timeout"},
+		{"a write timeout below franz-go's minimum is refused", func(c *Config) { c.WriteTimeout = 500 * time.Millisecond }, "subscriptions.write-timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := defaultConfig()

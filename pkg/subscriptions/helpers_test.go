@@ -152,8 +152,3 @@ func matched(ix *topic.Index, topicName string) match {
 	}
 	return match{Clients: r.Clients, Groups: r.Groups}
 }
-
-func contextWithTimeout(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
-	t.Helper()
-	return context.WithTimeout(context.Background(), d)
-}

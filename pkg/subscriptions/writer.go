@@ -34,6 +34,10 @@ func NewWriter(cl *kgo.Client, topicName string) *Writer {
 // clientID's; one naming another client fails with ErrClientMismatch. Every
 // subscription is validated before anything is written.
 //
+// A record handed to the idempotent producer is failed only at its delivery
+// timeout (kafka.NewChangelogProducer's deliveryTimeout, set from
+// Config.WriteTimeout), which bounds the wait more than ctx does.
+//
 // The records are not written atomically: on error some may be durable and
 // others not. Subscribe is idempotent, so the caller retries it or answers
 // the SUBSCRIBE with a failure code (the session store stays authoritative).

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
@@ -83,10 +84,13 @@ func TestWriterRefusesBeforeWritingAnything(t *testing.T) {
 
 func TestWriterReportsAFailedWrite(t *testing.T) {
 	e := newEnv(t, 1)
+	// The delivery timeout, not ctx, bounds a record already handed to an
+	// idempotent producer.
+	prod, err := kafka.NewChangelogProducer(e.kcfg, time.Second, e.log, kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
 	e.kafka.FailProduce(true)
-	c, cancel := contextWithTimeout(t, 2*time.Second)
-	defer cancel()
-	err := e.writer.Subscribe(c, "c", []topic.Subscription{{Filter: "a"}})
+	err = NewWriter(prod, testTopic).Subscribe(ctx(t), "c", []topic.Subscription{{Filter: "a"}})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), testTopic)
 }

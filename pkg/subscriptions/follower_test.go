@@ -1,0 +1,203 @@
+package subscriptions
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// history writes a mixed history of subscribes, re-subscribes and
+// unsubscribes to e, applies the same to want, and returns the clients.
+func history(t *testing.T, e *env, want *topic.Index) []string {
+	t.Helper()
+	var clients []string
+	sub := func(c string, subs ...topic.Subscription) {
+		e.subscribe(c, subs...)
+		for _, s := range subs {
+			s.ClientID = c
+			_, err := want.Add(s)
+			require.NoError(t, err)
+		}
+	}
+	unsub := func(c string, keys ...Key) {
+		e.unsubscribe(c, keys...)
+		for _, k := range keys {
+			want.Remove(c, k.Group, k.Filter)
+		}
+	}
+	for i := range 20 {
+		c := fmt.Sprintf("device-%02d", i)
+		clients = append(clients, c)
+		sub(c,
+			topic.Subscription{Filter: fmt.Sprintf("devices/%s/cmd/#", c), QoS: 1, Identifier: uint32(i + 1)},
+			topic.Subscription{Filter: "broadcast/+", QoS: byte(i % 3), NoLocal: i%2 == 0},
+			topic.Subscription{Group: fmt.Sprintf("g%d", i%3), Filter: "jobs/#", QoS: 2, RetainHandling: 1},
+		)
+	}
+	for i := 0; i < 20; i += 4 {
+		// Re-subscribing replaces the options.
+		sub(clients[i], topic.Subscription{Filter: "broadcast/+", QoS: 2, RetainAsPublished: true, Identifier: 77})
+	}
+	for i := 1; i < 20; i += 5 {
+		unsub(clients[i], Key{Filter: "broadcast/+"}, Key{Group: fmt.Sprintf("g%d", i%3), Filter: "jobs/#"})
+	}
+	// A session that ended: every one of its subscriptions tombstoned.
+	unsub(clients[2], KeyOf(topic.Subscription{Filter: "devices/device-02/cmd/#"}), Key{Filter: "broadcast/+"}, Key{Group: "g2", Filter: "jobs/#"})
+	return clients
+}
+
+func requireSameIndex(t *testing.T, want, got *topic.Index, clients []string) {
+	t.Helper()
+	require.Equal(t, want.Len(), got.Len(), "subscriptions")
+	require.Equal(t, snapshot(want, clients...), snapshot(got, clients...))
+	for _, name := range []string{"broadcast/x", "jobs/a/b", "devices/device-00/cmd/reboot", "devices/device-02/cmd/reboot", "nothing/here"} {
+		require.Equal(t, matched(want, name), matched(got, name), "match %q", name)
+	}
+}
+
+func TestFollowerStartedAfterTheWritesRebuildsTheExactIndexBeforeReady(t *testing.T) {
+	e := newEnv(t, 12)
+	want := new(topic.Index)
+	clients := history(t, e, want)
+	require.NotZero(t, want.Len())
+
+	f, got := e.follow()
+	waitReady(t, f)
+	// No Eventually: Ready promises the whole history is applied.
+	requireSameIndex(t, want, got, clients)
+	assert.Empty(t, got.Subscriptions("device-02"), "an ended session leaves nothing")
+	assert.Equal(t, []topic.Subscription{{ClientID: "device-00", Filter: "broadcast/+", QoS: 2, RetainAsPublished: true, Identifier: 77}},
+		filterSubs(got.Subscriptions("device-00"), "broadcast/+"), "a re-subscribe replaced the options")
+}
+
+func filterSubs(subs []topic.Subscription, filter string) []topic.Subscription {
+	var out []topic.Subscription
+	for _, s := range subs {
+		if s.Filter == filter {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func TestFollowerOfAnEmptyTopicIsReadyAtOnce(t *testing.T) {
+	e := newEnv(t, 12)
+	f, ix := e.follow()
+	waitReady(t, f)
+	assert.Zero(t, ix.Len())
+}
+
+func TestFollowerStartedFirstSeesLaterChanges(t *testing.T) {
+	e := newEnv(t, 12)
+	f, got := e.follow()
+	waitReady(t, f)
+
+	e.subscribe("c1", topic.Subscription{Filter: "a/+", QoS: 1})
+	require.Eventually(t, func() bool { return len(got.Match("a/b", "").Clients) == 1 }, 10*time.Second, 10*time.Millisecond)
+
+	e.subscribe("c1", topic.Subscription{Filter: "a/+", QoS: 2, Identifier: 5})
+	require.Eventually(t, func() bool {
+		r := got.Match("a/b", "")
+		return len(r.Clients) == 1 && r.Clients[0].QoS == 2
+	}, 10*time.Second, 10*time.Millisecond, "a re-subscribe replaces the options")
+	assert.Equal(t, []uint32{5}, got.Match("a/b", "").Clients[0].Identifiers)
+
+	e.unsubscribe("c1", Key{Filter: "a/+"})
+	require.Eventually(t, func() bool { r := got.Match("a/b", ""); return r.Empty() }, 10*time.Second, 10*time.Millisecond, "the tombstone removes it")
+	assert.Zero(t, got.Len())
+
+	want := new(topic.Index)
+	clients := history(t, e, want)
+	require.Eventually(t, func() bool { return got.Len() == want.Len() }, 10*time.Second, 10*time.Millisecond)
+	// Ordering per client makes the end state exact, not just the count.
+	require.Eventually(t, func() bool { return assert.ObjectsAreEqual(snapshot(want, clients...), snapshot(got, clients...)) }, 10*time.Second, 10*time.Millisecond)
+	requireSameIndex(t, want, got, clients)
+}
+
+func TestTwoFollowersAgree(t *testing.T) {
+	e := newEnv(t, 5)
+	want := new(topic.Index)
+	early, a := e.follow()
+	clients := history(t, e, want)
+	late, b := e.follow()
+	waitReady(t, early)
+	waitReady(t, late)
+	require.Eventually(t, func() bool { return a.Len() == want.Len() }, 10*time.Second, 10*time.Millisecond)
+	requireSameIndex(t, want, b, clients)
+	requireSameIndex(t, b, a, clients)
+}
+
+// logBuffer is a concurrency-safe log sink.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func TestFollowerSkipsUndecodableRecords(t *testing.T) {
+	e := newEnv(t, 1)
+	e.subscribe("c", topic.Subscription{Filter: "before", QoS: 1})
+	e.produceRaw(
+		versioned([]byte("no-separators"), []byte{1, 0, 0}),
+		&kgo.Record{Key: []byte("c\x00\x00unversioned"), Value: []byte{1, 0, 0}},
+		versioned([]byte("c\x00\x00future"), []byte{1, 0xf0, 0}),
+		versioned([]byte("c\x00\x00bad/#/filter"), []byte{1, 0, 0}),
+	)
+	e.subscribe("c", topic.Subscription{Filter: "after", QoS: 2})
+
+	var logs logBuffer
+	f, ix := e.follower(slog.New(slog.NewTextHandler(&logs, nil)))
+	e.run(f)
+	waitReady(t, f)
+
+	assert.Equal(t, []topic.Subscription{{ClientID: "c", Filter: "after", QoS: 2}, {ClientID: "c", Filter: "before", QoS: 1}}, snapshot(ix, "c"))
+	out := logs.String()
+	for _, offset := range []string{"offset=1", "offset=2", "offset=3", "offset=4"} {
+		assert.Contains(t, out, offset)
+	}
+	assert.Contains(t, out, "partition=0")
+	assert.Contains(t, out, "topic="+testTopic)
+}
+
+func TestFollowerRunFailsWhenTheTopicDoesNotExist(t *testing.T) {
+	e := newEnv(t, 1)
+	f, _ := e.follower(e.log)
+	f.topic = "missing"
+	err := f.Run(ctx(t))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "missing")
+	select {
+	case <-f.Ready():
+		t.Fatal("ready without an index")
+	default:
+	}
+}
+
+func TestFollowerRunReturnsNilWhenCancelledBeforeItStarts(t *testing.T) {
+	e := newEnv(t, 1)
+	f, _ := e.follower(e.log)
+	c, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, f.Run(c))
+}
