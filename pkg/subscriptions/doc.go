@@ -22,5 +22,10 @@
 // UNSUBSCRIBE overtake the SUBSCRIBE it undoes; the producer instead
 // partitions by the client id part alone (kafka.ChangelogPartitioner, murmur2
 // like the Java client), so one client's changes stay in one partition, in
-// order.
+// order. Adding partitions to the topic would move clients to other
+// partitions and void that ordering: size it once (subscriptions.partitions).
+//
+// A dispatcher's main creates the topic if needed (kafka.EnsureCompactedTopic),
+// builds the clients with kafka.NewChangelogProducer / NewChangelogConsumer,
+// runs a Follower, and routes only after Follower.Ready is closed.
 package subscriptions
