@@ -1,0 +1,264 @@
+package dispatch
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+const inbound = "mqtt.inbound"
+
+// consumerFixture is a dispatcher over kfake and the real redis-server,
+// with two persistent sessions: "all" subscribed to dev/# and "only-a" to
+// dev/a/#.
+type consumerFixture struct {
+	t        *testing.T
+	kafka    *testkit.Kafka
+	producer *kgo.Client
+	adm      *kadm.Client
+	store    *session.Store
+	rdb      *redis.Client
+	reader   *sdkmetric.ManualReader
+	consumer *Consumer
+	group    string
+	epochs   map[string]uint64
+	// taken accumulates the messages taken from each session's queue.
+	taken map[string][]*Message
+}
+
+func newConsumerFixture(t *testing.T) *consumerFixture {
+	t.Helper()
+	requireRedis(t)
+	f := &consumerFixture{t: t, kafka: testkit.StartKafka(t, kfake.SeedTopics(3, inbound)),
+		group: fmt.Sprintf("dispatch-test-%d", time.Now().UnixNano()), epochs: map[string]uint64{},
+		taken: map[string][]*Message{}, reader: sdkmetric.NewManualReader()}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var err error
+	f.producer, err = kgo.NewClient(kgo.SeedBrokers(f.kafka.Addr()), kgo.DefaultProduceTopic(inbound))
+	require.NoError(t, err)
+	t.Cleanup(f.producer.Close)
+	f.adm = kadm.NewClient(f.producer)
+
+	// Short timeouts, so a request to the stopped server fails fast.
+	f.rdb = redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: 200 * time.Millisecond,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
+	t.Cleanup(func() { _ = f.rdb.Close() })
+	f.store = session.New(f.rdb, session.Config{
+		Redis:             session.RedisConfig{Addrs: []string{redisAddr}},
+		MaxQueuedMessages: 100_000, MaxQueuedBytes: 1 << 26, QueueFullPolicy: session.DropOldest,
+		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second,
+	}, session.WithLogger(log))
+
+	ix := &topic.Index{}
+	for cid, filter := range map[string]string{"all": "dev/#", "only-a": "dev/a/#"} {
+		id := cid + "." + f.group
+		res, err := f.store.Connect(f.ctx(), session.ConnectRequest{ClientID: id, Node: "n1", ExpirySeconds: 3600, Protocol: 5})
+		require.NoError(t, err)
+		f.epochs[cid] = res.Epoch
+		_, err = ix.Add(topic.Subscription{ClientID: id, Filter: filter, QoS: 1})
+		require.NoError(t, err)
+	}
+	router, err := NewRouter(ix, f.store, log, sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.reader)),
+		WithNotifier(NewRedisNotifier(f.rdb)))
+	require.NoError(t, err)
+
+	var kcfg kafka.Config
+	kcfg.RegisterFlags(flagSet())
+	kcfg.Brokers = config.StringList{f.kafka.Addr()}
+	kcfg.Topic = inbound
+	cfg := Config{Group: f.group, MaxPollRecords: 25, StartAt: "start",
+		RetryMinBackoff: 20 * time.Millisecond, RetryMaxBackoff: 200 * time.Millisecond}
+	require.NoError(t, cfg.Validate())
+	f.consumer = NewConsumer(cfg, kcfg, router, log, kafka.Telemetry{})
+	return f
+}
+
+func (f *consumerFixture) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	f.t.Cleanup(cancel)
+	return ctx
+}
+
+// run starts the consumer; it is stopped at the end of the test and must
+// return nil.
+func (f *consumerFixture) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.consumer.Run(ctx) }()
+	f.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(f.t, err, "Run returns nil when cancelled")
+		case <-time.After(15 * time.Second):
+			f.t.Error("Run did not return after cancel")
+		}
+		assert.False(f.t, f.consumer.Ready())
+	})
+}
+
+// produce writes n messages of each publisher, numbered from first, on
+// topic dev/<publisher>/t, and returns how many records it wrote.
+func (f *consumerFixture) produce(publishers []string, first, n int) int {
+	f.t.Helper()
+	var recs []*kgo.Record
+	for i := first; i < first+n; i++ {
+		for _, p := range publishers {
+			recs = append(recs, kafkarecord.Encode(inbound, &kafkarecord.Message{
+				ClientID: p, Topic: "dev/" + p + "/t", QoS: 1, MessageID: fmt.Sprintf("%s-%d", p, i),
+				Payload: []byte(fmt.Sprintf("%s-%d", p, i)), ReceivedAt: time.Now(),
+			}))
+		}
+	}
+	require.NoError(f.t, f.producer.ProduceSync(f.ctx(), recs...).FirstErr())
+	return len(recs)
+}
+
+// committed is the sum of the group's committed offsets.
+func (f *consumerFixture) committed() int64 {
+	offs, err := f.adm.FetchOffsets(f.ctx(), f.group)
+	if err != nil {
+		return -1
+	}
+	var sum int64
+	offs.Each(func(o kadm.OffsetResponse) {
+		if o.Err == nil && o.At > 0 {
+			sum += o.At
+		}
+	})
+	return sum
+}
+
+// take moves whatever is queued for cid into f.taken and returns the
+// count taken so far.
+func (f *consumerFixture) take(cid string) int {
+	f.t.Helper()
+	for {
+		ms, err := f.store.Take(f.ctx(), cid+"."+f.group, f.epochs[cid], 1000)
+		require.NoError(f.t, err)
+		if len(ms) == 0 {
+			return len(f.taken[cid])
+		}
+		for _, qm := range ms {
+			m, err := DecodeMessage(qm.Message)
+			require.NoError(f.t, err)
+			f.taken[cid] = append(f.taken[cid], m)
+			// Free the inflight slot, as the frontend does on PUBACK.
+			require.NoError(f.t, f.store.Ack(f.ctx(), cid+"."+f.group, f.epochs[cid], qm.PacketID))
+		}
+	}
+}
+
+// distinct checks that cid received every message of publishers numbered
+// 0..n-1, each publisher's in order when repeats (at-least-once) are
+// ignored, and returns how many repeats it saw.
+func (f *consumerFixture) checkReceived(cid string, publishers []string, n int) (repeats int) {
+	f.t.Helper()
+	seen := map[string]bool{}
+	next := map[string]int{}
+	for _, m := range f.taken[cid] {
+		if seen[string(m.Payload)] {
+			repeats++
+			continue
+		}
+		seen[string(m.Payload)] = true
+		p, num, ok := strings.Cut(string(m.Payload), "-")
+		require.True(f.t, ok)
+		i, err := strconv.Atoi(num)
+		require.NoError(f.t, err)
+		require.Equal(f.t, next[p], i, "%s got %s's messages in order", cid, p)
+		next[p]++
+		require.Equal(f.t, "dev/"+p+"/t", m.Topic)
+		require.Equal(f.t, byte(1), m.QoS)
+	}
+	for _, p := range publishers {
+		require.Equal(f.t, n, next[p], "%s got every message of %s", cid, p)
+	}
+	return repeats
+}
+
+func flagSet() *flag.FlagSet { return flag.NewFlagSet("t", flag.PanicOnError) }
+
+func TestConsumerRoutesEveryRecordToTheSubscribedQueuesInOrderAndCommits(t *testing.T) {
+	f := newConsumerFixture(t)
+	notices := f.rdb.Subscribe(f.ctx(), NotifyChannel)
+	t.Cleanup(func() { _ = notices.Close() })
+	_, err := notices.Receive(f.ctx())
+	require.NoError(t, err)
+
+	pubs := []string{"a", "b", "c"}
+	total := f.produce(pubs, 0, 40)
+	f.run()
+
+	require.Eventually(t, func() bool { return f.committed() == int64(total) }, 15*time.Second, 20*time.Millisecond,
+		"offsets are committed once the records are routed")
+	require.Equal(t, 3*40, f.take("all"))
+	require.Equal(t, 40, f.take("only-a"))
+	assert.Zero(t, f.checkReceived("all", pubs, 40))
+	assert.Zero(t, f.checkReceived("only-a", []string{"a"}, 40))
+	assert.True(t, f.consumer.Ready())
+	assert.Equal(t, int64(total), counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
+
+	select {
+	case msg := <-notices.Channel():
+		assert.Contains(t, ParseNotice(msg.Payload), "all."+f.group, "frontends are told which sessions got messages")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notice on " + NotifyChannel)
+	}
+}
+
+func TestConsumerDoesNotCommitPastRecordsItCouldNotRouteAndLosesNothing(t *testing.T) {
+	f := newConsumerFixture(t)
+	pubs := []string{"a", "b"}
+	first := f.produce(pubs, 0, 20)
+	f.run()
+	require.Eventually(t, func() bool { return f.committed() == int64(first) }, 15*time.Second, 20*time.Millisecond)
+
+	require.NoError(t, stopRedis())
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			require.NoError(t, startRedis())
+		}
+	})
+	second := f.produce(pubs, 20, 30)
+	require.Eventually(t, func() bool {
+		return counter(t, f.reader, "fleetgate_dispatch_route_errors", "", "") >= 2 && !f.consumer.Ready()
+	}, 15*time.Second, 20*time.Millisecond, "routing fails and readiness drops while Redis is down")
+	assert.Equal(t, int64(first), f.committed(), "no offset is committed past an unrouted record")
+
+	require.NoError(t, startRedis())
+	restarted = true
+	require.Eventually(t, func() bool { return f.committed() == int64(first+second) }, 15*time.Second, 20*time.Millisecond,
+		"everything is routed and committed after Redis returns")
+	require.Eventually(t, f.consumer.Ready, 5*time.Second, 20*time.Millisecond)
+
+	f.take("all")
+	f.take("only-a")
+	repeats := f.checkReceived("all", pubs, 50) + f.checkReceived("only-a", []string{"a"}, 50)
+	t.Logf("repeated deliveries: %d received, %d counted by the router", repeats,
+		counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""))
+	assert.LessOrEqual(t, int64(repeats), counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""),
+		"every repeat is counted")
+}
