@@ -39,6 +39,9 @@ type Queue interface {
 	Enqueue(ctx context.Context, ds []session.Delivery) ([]session.EnqueueResult, error)
 }
 
+// maxEnqueue bounds the deliveries of one Enqueue call (one Redis pipeline).
+const maxEnqueue = 4096
+
 // Router turns records into deliveries and makes them durable. It is safe
 // for concurrent use, though the Consumer calls it from one goroutine.
 type Router struct {
@@ -107,9 +110,12 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 			routed++
 		}
 	}
-	if len(ds) > 0 {
-		res, err := r.queue.Enqueue(ctx, ds)
-		queued := 0
+	// Enqueue in chunks, in order, so that a large fan-out does not become
+	// one unbounded pipeline; a failed chunk fails the batch.
+	queued := 0
+	for i := 0; i < len(ds); i += maxEnqueue {
+		chunk := ds[i:min(i+maxEnqueue, len(ds))]
+		res, err := r.queue.Enqueue(ctx, chunk)
 		for _, er := range res {
 			r.m.delivered.Add(ctx, 1, r.m.outcome(er.Outcome))
 			switch er.Outcome {
@@ -124,15 +130,17 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 				r.log.Debug("queue full, evicted oldest messages", "evicted", er.Evicted)
 			}
 		}
-		if err == nil && len(res) != len(ds) {
-			err = fmt.Errorf("session store answered %d results for %d deliveries", len(res), len(ds))
+		if err == nil && len(res) != len(chunk) {
+			err = fmt.Errorf("session store answered %d results for %d deliveries", len(res), len(chunk))
 		}
 		if err != nil {
 			r.m.errors.Add(ctx, 1)
+			// The caller routes the whole batch again: what this attempt
+			// queued will be queued twice.
 			r.m.repeated.Add(ctx, int64(queued))
 			return fmt.Errorf("enqueueing %d deliveries of %d records: %w", len(ds), len(records), err)
 		}
-		r.notifyQueued(ctx, ds, res)
+		r.notifyQueued(ctx, chunk, res)
 	}
 	r.m.routed.Add(ctx, int64(routed))
 	return nil

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sort"
@@ -30,12 +31,27 @@ type fakeQueue struct {
 	fail error
 	// outcome, when set, is the outcome of every delivery.
 	outcome *session.Outcome
+	// failFrom > 0 fails the deliveries from that index of a call on, as
+	// a connection lost in the middle of a pipeline does.
+	failFrom int
+	calls    []int // deliveries per call
 }
 
 func (q *fakeQueue) Enqueue(_ context.Context, ds []session.Delivery) ([]session.EnqueueResult, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	res := make([]session.EnqueueResult, len(ds))
+	q.calls = append(q.calls, len(ds))
+	if q.failFrom > 0 && len(ds) > q.failFrom {
+		err := errors.New("connection reset")
+		for i := range res {
+			if i >= q.failFrom {
+				res[i] = session.EnqueueResult{Outcome: session.OutcomeFailed, Err: err}
+			}
+		}
+		q.got = append(q.got, ds[:q.failFrom]...)
+		return res, err
+	}
 	if q.fail != nil {
 		for i := range res {
 			res[i] = session.EnqueueResult{Outcome: session.OutcomeFailed, Err: q.fail}
@@ -330,4 +346,39 @@ func TestRouteNotifiesQueuedSessionsOnceAndIgnoresNotifyErrors(t *testing.T) {
 	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec()}))
 	assert.Len(t, f.notify.ids, 1, "no notice for sessions that got nothing")
 	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "no_session"))
+}
+
+func TestRouteCountsTheDeliveriesARetryWillRepeat(t *testing.T) {
+	f := newRouterFixture(t, topic.Subscription{ClientID: "sub", Filter: "a", QoS: 1})
+	f.queue.failFrom = 2
+	var recs []*kgo.Record
+	for i := range 5 {
+		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, Payload: []byte{byte('0' + i)}}))
+	}
+	require.ErrorContains(t, f.router.Route(context.Background(), recs), "connection reset")
+	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""))
+	assert.Equal(t, int64(3), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "failed"))
+
+	f.queue.failFrom = 0
+	require.NoError(t, f.router.Route(context.Background(), recs))
+	var payloads string
+	for _, m := range f.queue.messages(t)["sub"] {
+		payloads += string(m.Payload)
+	}
+	assert.Equal(t, "0101234", payloads, "the retry repeats the queued prefix and then keeps the order")
+}
+
+func TestRouteEnqueuesALargeFanOutInBoundedChunksInOrder(t *testing.T) {
+	var subs []topic.Subscription
+	for i := range 50 {
+		subs = append(subs, topic.Subscription{ClientID: fmt.Sprintf("s%02d", i), Filter: "a", QoS: 1})
+	}
+	f := newRouterFixture(t, subs...)
+	var recs []*kgo.Record
+	for range 100 {
+		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1}))
+	}
+	require.NoError(t, f.router.Route(context.Background(), recs))
+	assert.Equal(t, []int{maxEnqueue, 5000 - maxEnqueue}, f.queue.calls)
+	assert.Len(t, f.notify.ids, 2, "one notice per chunk")
 }
