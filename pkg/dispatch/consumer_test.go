@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -261,4 +262,46 @@ func TestConsumerDoesNotCommitPastRecordsItCouldNotRouteAndLosesNothing(t *testi
 		counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""))
 	assert.LessOrEqual(t, int64(repeats), counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""),
 		"every repeat is counted")
+}
+
+func TestConsumerStopsCleanlyWhileRoutingFailsAndCommitsNothing(t *testing.T) {
+	k := testkit.StartKafka(t, kfake.SeedTopics(1, inbound))
+	prod, err := kgo.NewClient(kgo.SeedBrokers(k.Addr()), kgo.DefaultProduceTopic(inbound))
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, prod.ProduceSync(ctx, kafkarecord.Encode(inbound, &kafkarecord.Message{ClientID: "p", Topic: "a", QoS: 1})).FirstErr())
+
+	ix := &topic.Index{}
+	_, err = ix.Add(topic.Subscription{ClientID: "s", Filter: "a", QoS: 1})
+	require.NoError(t, err)
+	queue := &fakeQueue{fail: errors.New("redis down")}
+	reader := sdkmetric.NewManualReader()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	router, err := NewRouter(ix, queue, log, sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	require.NoError(t, err)
+	var kcfg kafka.Config
+	kcfg.RegisterFlags(flagSet())
+	kcfg.Brokers, kcfg.Topic = config.StringList{k.Addr()}, inbound
+	c := NewConsumer(Config{Group: "g", MaxPollRecords: 10, StartAt: "start", RetryMinBackoff: 10 * time.Millisecond,
+		RetryMaxBackoff: 50 * time.Millisecond}, kcfg, router, log, kafka.Telemetry{})
+
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	require.Eventually(t, func() bool {
+		return counter(t, reader, "fleetgate_dispatch_route_errors", "", "") >= 3 && !c.Ready()
+	}, 15*time.Second, 10*time.Millisecond, "the batch is retried while it fails")
+	stop()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "Run returns nil when cancelled, also while a batch fails")
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	offs, err := kadm.NewClient(prod).FetchOffsets(ctx, "g")
+	require.NoError(t, err)
+	o, ok := offs.Lookup(inbound, 0)
+	assert.True(t, !ok || o.At <= 0, "nothing is committed: %+v", o)
 }
