@@ -102,10 +102,11 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 	start := r.now()
 	defer func() { r.m.latency.Record(ctx, r.now().Sub(start).Seconds()) }()
 	var ds []session.Delivery
+	var picked []string // shared subscriptions whose counter this call advanced
 	routed := 0
 	for _, rec := range records {
 		var ok bool
-		ds, ok = r.deliveries(ctx, ds, rec, start)
+		ds, ok = r.deliveries(ctx, ds, &picked, rec, start)
 		if ok {
 			routed++
 		}
@@ -134,6 +135,7 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 			err = fmt.Errorf("session store answered %d results for %d deliveries", len(res), len(chunk))
 		}
 		if err != nil {
+			r.unpick(picked)
 			r.m.errors.Add(ctx, 1)
 			// The caller routes the whole batch again: what this attempt
 			// queued will be queued twice.
@@ -170,7 +172,7 @@ func (r *Router) notifyQueued(ctx context.Context, ds []session.Delivery, res []
 
 // deliveries appends the deliveries of rec to ds. ok is false when rec was
 // skipped.
-func (r *Router) deliveries(ctx context.Context, ds []session.Delivery, rec *kgo.Record, now time.Time) (_ []session.Delivery, ok bool) {
+func (r *Router) deliveries(ctx context.Context, ds []session.Delivery, picked *[]string, rec *kgo.Record, now time.Time) (_ []session.Delivery, ok bool) {
 	msg, err := kafkarecord.Decode(rec)
 	if err != nil {
 		r.m.skip(ctx, ReasonUndecodable)
@@ -240,7 +242,10 @@ func (r *Router) deliveries(ctx context.Context, ds []session.Delivery, rec *kgo
 	// section 4.8.2), at that member's granted QoS [MQTT-4.8.2-3] and with
 	// that member's identifier alone (section 3.3.4).
 	for _, g := range res.Groups {
-		s := r.pick(g)
+		s, key := r.pick(g)
+		if key != "" {
+			*picked = append(*picked, key)
+		}
 		var ids []uint32
 		if s.Identifier != 0 {
 			ids = []uint32{s.Identifier}
@@ -258,17 +263,31 @@ func (r *Router) deliveries(ctx context.Context, ds []session.Delivery, rec *kgo
 // frontends), which the dispatcher does not have yet; until it does, a
 // disconnected member gets its share in its queue and receives it when it
 // reconnects, or loses it with the session.
-func (r *Router) pick(g topic.GroupMatch) topic.Subscription {
+//
+// key is the counter pick advanced, "" when it had no choice to make.
+func (r *Router) pick(g topic.GroupMatch) (_ topic.Subscription, key string) {
 	if len(g.Members) == 1 {
-		return g.Members[0]
+		return g.Members[0], ""
 	}
 	// The Index returns members in no particular order; sorting makes the
 	// rotation stable. The Result is ours, so sorting in place is fine.
 	slices.SortFunc(g.Members, func(a, b topic.Subscription) int { return cmp.Compare(a.ClientID, b.ClientID) })
-	key := g.Group + "\x00" + g.Filter
+	key = g.Group + "\x00" + g.Filter
 	r.mu.Lock()
 	n := r.next[key]
 	r.next[key] = n + 1
 	r.mu.Unlock()
-	return g.Members[n%uint64(len(g.Members))]
+	return g.Members[n%uint64(len(g.Members))], key
+}
+
+// unpick rewinds the counters a failed Route advanced, so that its retry
+// gives each shared message to the member the failed attempt chose: a
+// repeat then lands in the same session (where the message id can expose
+// it) instead of a second member.
+func (r *Router) unpick(keys []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range keys {
+		r.next[k]--
+	}
 }

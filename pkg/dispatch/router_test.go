@@ -382,3 +382,29 @@ func TestRouteEnqueuesALargeFanOutInBoundedChunksInOrder(t *testing.T) {
 	assert.Equal(t, []int{maxEnqueue, 5000 - maxEnqueue}, f.queue.calls)
 	assert.Len(t, f.notify.ids, 2, "one notice per chunk")
 }
+
+func TestARetriedRouteGivesSharedMessagesToTheSameMembers(t *testing.T) {
+	f := newRouterFixture(t,
+		topic.Subscription{ClientID: "w1", Group: "g", Filter: "a", QoS: 1},
+		topic.Subscription{ClientID: "w2", Group: "g", Filter: "a", QoS: 1})
+	rec := func(p string) *kgo.Record {
+		return f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, Payload: []byte(p)})
+	}
+	batch := []*kgo.Record{rec("1"), rec("2"), rec("3")}
+	f.queue.failFrom = 1
+	require.Error(t, f.router.Route(context.Background(), batch))
+	f.queue.failFrom = 0
+	require.NoError(t, f.router.Route(context.Background(), batch))
+	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec("4")}))
+
+	f.queue.mu.Lock()
+	defer f.queue.mu.Unlock()
+	var got []string
+	for _, d := range f.queue.got {
+		m, err := DecodeMessage(d.Message)
+		require.NoError(t, err)
+		got = append(got, string(m.Payload)+"→"+d.ClientID)
+	}
+	assert.Equal(t, []string{"1→w1", "1→w1", "2→w2", "3→w1", "4→w2"}, got,
+		"the repeat of 1 goes to the member that already has it, and the rotation goes on")
+}
