@@ -95,6 +95,9 @@ func NewRouter(match Matcher, queue Queue, log *slog.Logger, mp metric.MeterProv
 // order in every queue). Records that cannot be routed are logged, counted
 // and skipped, never retried: one bad record must not block its partition.
 //
+// Skipped records and delivery outcomes are counted per attempt: a batch
+// that is retried counts them again.
+//
 // It returns an error when the session store failed: then some deliveries
 // may not be durable, the caller must not commit the records' offsets, and
 // should call Route again with the same records.
@@ -117,7 +120,9 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 	for i := 0; i < len(ds); i += maxEnqueue {
 		chunk := ds[i:min(i+maxEnqueue, len(ds))]
 		res, err := r.queue.Enqueue(ctx, chunk)
-		for _, er := range res {
+		var evicted, refused int
+		var full string // a session whose queue was full, for the log
+		for j, er := range res {
 			r.m.delivered.Add(ctx, 1, r.m.outcome(er.Outcome))
 			switch er.Outcome {
 			case session.OutcomeQueued, session.OutcomeDroppedOldest:
@@ -127,9 +132,19 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 					err = er.Err
 				}
 			}
-			if er.Evicted > 0 {
-				r.log.Debug("queue full, evicted oldest messages", "evicted", er.Evicted)
+			if er.Evicted > 0 || er.Outcome == session.OutcomeDroppedNewest {
+				evicted += er.Evicted
+				if er.Outcome == session.OutcomeDroppedNewest {
+					refused++
+				}
+				full = chunk[j].ClientID
 			}
+		}
+		if full != "" {
+			// One line per chunk, not per message: a stalled subscriber
+			// would otherwise flood the log.
+			r.log.Warn("session queues full, messages dropped per session.queue-full-policy",
+				"evicted_oldest", evicted, "refused_newest", refused, "client_id", full)
 		}
 		if err == nil && len(res) != len(chunk) {
 			err = fmt.Errorf("session store answered %d results for %d deliveries", len(res), len(chunk))

@@ -408,3 +408,15 @@ func TestARetriedRouteGivesSharedMessagesToTheSameMembers(t *testing.T) {
 	assert.Equal(t, []string{"1→w1", "1→w1", "2→w2", "3→w1", "4→w2"}, got,
 		"the repeat of 1 goes to the member that already has it, and the rotation goes on")
 }
+
+func TestRouteCountsMessagesAFullQueueRefused(t *testing.T) {
+	f := newRouterFixture(t, topic.Subscription{ClientID: "slow", Filter: "a", QoS: 1})
+	refused := session.OutcomeDroppedNewest
+	f.queue.outcome = &refused
+	rec := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1})
+
+	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec, rec}), "a full queue is the policy's business, not a failure")
+	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "dropped_newest"))
+	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
+	assert.Empty(t, f.notify.ids, "nothing new to announce")
+}
