@@ -171,7 +171,7 @@ func (f *consumerFixture) take(cid string) int {
 	}
 }
 
-// distinct checks that cid received every message of publishers numbered
+// checkReceived checks that cid received every message of publishers numbered
 // 0..n-1, each publisher's in order when repeats (at-least-once) are
 // ignored, and returns how many repeats it saw.
 func (f *consumerFixture) checkReceived(cid string, publishers []string, n int) (repeats int) {

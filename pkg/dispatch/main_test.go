@@ -29,7 +29,14 @@ func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
 
+// quietRedisLog drops go-redis's own log lines (dial failures while the
+// test has stopped the server on purpose).
+type quietRedisLog struct{}
+
+func (quietRedisLog) Printf(context.Context, string, ...any) {}
+
 func runMain(m *testing.M) int {
+	redis.SetLogger(quietRedisLog{})
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("CI") != "" {
