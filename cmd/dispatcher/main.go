@@ -1,13 +1,35 @@
-// Command dispatcher will fan every Kafka record out to the subscribed MQTT
-// sessions (issue #3). It is a placeholder until then and says so.
+// Command dispatcher runs a fleetgate dispatcher: a Kafka consumer-group
+// member that routes every inbound record to the queues of the subscribed
+// sessions in Redis, following the subscription change log.
 package main
 
 import (
 	"fmt"
 	"os"
+
+	"github.com/fleetgate/fleetgate/pkg/dispatch"
+	"github.com/fleetgate/fleetgate/pkg/service"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "dispatcher: not implemented yet; delivery to subscribers arrives with the pub/sub issue (#3). Nothing was started.")
-	os.Exit(2)
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	var cfg dispatch.ServiceConfig
+	if done, err := service.Load("dispatcher", "fleetgate dispatcher: routes every inbound record to the subscribed sessions' queues in Redis.", &cfg, args, os.Stdout, os.Stderr); done {
+		return err
+	}
+	log := telemetry.NewLogger(cfg.Log, os.Stderr)
+	tel, err := telemetry.NewMetrics()
+	if err != nil {
+		return err
+	}
+	ctx, stop := service.SignalContext()
+	defer stop()
+	return dispatch.NewService(cfg, log, tel).Run(ctx)
 }

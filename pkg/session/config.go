@@ -37,7 +37,7 @@ func (p *QueueFullPolicy) Set(s string) error {
 type RedisConfig struct {
 	Addrs    config.StringList `yaml:"addrs"`
 	Username string            `yaml:"username"`
-	Password string            `yaml:"password"`
+	Password config.Secret     `yaml:"password"`
 	DB       int               `yaml:"db"`
 	TLS      bool              `yaml:"tls"`
 	Cluster  bool              `yaml:"cluster"`
@@ -69,7 +69,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Redis.Addrs = config.StringList{"127.0.0.1:6379"}
 	fs.Var(&c.Redis.Addrs, "redis.addrs", "Comma-separated Redis addresses (host:port). Two or more addresses select Redis Cluster.")
 	fs.StringVar(&c.Redis.Username, "redis.username", "", "Redis ACL user name.")
-	fs.StringVar(&c.Redis.Password, "redis.password", "", "Redis password.")
+	fs.Var(&c.Redis.Password, "redis.password", "Redis password (prefer the environment variable; it is never printed).")
 	fs.IntVar(&c.Redis.DB, "redis.db", 0, "Redis database number (must be 0 with Redis Cluster).")
 	fs.BoolVar(&c.Redis.TLS, "redis.tls", false, "Connect to Redis over TLS.")
 	fs.BoolVar(&c.Redis.Cluster, "redis.cluster", false, "Use the Redis Cluster protocol even with a single address (a cluster configuration endpoint).")
@@ -120,7 +120,7 @@ func (c *RedisConfig) NewClient() redis.UniversalClient {
 	opts := &redis.UniversalOptions{
 		Addrs:         c.Addrs,
 		Username:      c.Username,
-		Password:      c.Password,
+		Password:      c.Password.Value(),
 		DB:            c.DB,
 		IsClusterMode: c.Cluster,
 	}

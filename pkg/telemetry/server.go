@@ -38,7 +38,7 @@ type Server struct {
 	mu       sync.Mutex
 	checks   map[string]Check
 	draining bool
-	ln       net.Listener
+	ln       net.Listener // guarded by mu: Addr may be called before Start returns
 	srv      *http.Server
 }
 
@@ -118,7 +118,9 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("http.addr: listening on %s: %w", s.cfg.Addr, err)
 	}
+	s.mu.Lock()
 	s.ln = ln
+	s.mu.Unlock()
 	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -131,6 +133,8 @@ func (s *Server) Start() error {
 
 // Addr is the bound address, or "" before Start.
 func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.ln == nil {
 		return ""
 	}

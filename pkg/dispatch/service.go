@@ -1,0 +1,169 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// ServiceConfig is the whole configuration of a dispatcher process.
+type ServiceConfig struct {
+	Dispatch      Config                 `yaml:"dispatch"`
+	Kafka         kafka.Config           `yaml:"kafka"`
+	Subscriptions subscriptions.Config   `yaml:"subscriptions"`
+	Session       session.Config         `yaml:"session"`
+	Log           telemetry.LogConfig    `yaml:"log"`
+	HTTP          telemetry.ServerConfig `yaml:"http"`
+}
+
+// RegisterFlags registers every dispatcher flag.
+func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
+	c.Dispatch.RegisterFlags(fs)
+	c.Kafka.RegisterFlags(fs)
+	c.Subscriptions.RegisterFlags(fs)
+	c.Session.RegisterFlags(fs)
+	c.Log.RegisterFlags(fs)
+	c.HTTP.RegisterFlags(fs, ":9465")
+	if err := fs.Set("kafka.client-id", "fleetgate-dispatcher"); err != nil {
+		panic(err)
+	}
+}
+
+// Validate checks the whole configuration; errors name the field.
+func (c *ServiceConfig) Validate() error {
+	return errors.Join(c.Dispatch.Validate(), c.Kafka.Validate(), c.Subscriptions.Validate(), c.Session.Validate(), c.Log.Validate())
+}
+
+// Service is a dispatcher process: it follows the subscription change log
+// into a topic.Index and, once the index is complete, routes the inbound
+// topic into the session queues in Redis as a member of the consumer group.
+type Service struct {
+	cfg ServiceConfig
+	log *slog.Logger
+	tel *telemetry.Metrics
+	ops *telemetry.Server
+
+	following chan struct{} // closed once the index is complete
+	consumer  *Consumer
+}
+
+// NewService builds a dispatcher from a validated configuration. It does no
+// I/O.
+func NewService(cfg ServiceConfig, log *slog.Logger, tel *telemetry.Metrics) *Service {
+	s := &Service{cfg: cfg, log: log.With("component", "dispatcher"), tel: tel, following: make(chan struct{})}
+	s.ops = telemetry.NewServer(cfg.HTTP, tel, log)
+	return s
+}
+
+// OpsAddr returns the bound address of the operations server.
+func (s *Service) OpsAddr() string { return s.ops.Addr() }
+
+// Run serves until ctx is cancelled and returns nil after a clean stop.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.ops.Start(); err != nil {
+		return err
+	}
+	defer s.ops.Close()
+
+	rdb := s.cfg.Session.Redis.NewClient()
+	defer rdb.Close()
+	store := session.New(rdb, s.cfg.Session, session.WithLogger(s.log))
+	s.ops.AddCheck("redis", func(ctx context.Context) error {
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis %v: %w", []string(s.cfg.Session.Redis.Addrs), err)
+		}
+		return nil
+	})
+	s.ops.AddCheck("subscriptions", func(context.Context) error {
+		select {
+		case <-s.following:
+			return nil
+		default:
+			return errors.New("subscription index not loaded yet")
+		}
+	})
+
+	if err := s.ensureTopics(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+
+	tel := kafka.Telemetry{Meter: s.tel.Provider}
+	changes, err := kafka.NewChangelogConsumer(s.cfg.Kafka, s.cfg.Subscriptions.Topic, s.log, tel)
+	if err != nil {
+		return err
+	}
+	defer changes.Close()
+	ix := &topic.Index{}
+	follower := subscriptions.NewFollower(changes, s.cfg.Subscriptions.Topic, ix, s.log)
+
+	router, err := NewRouter(ix, store, s.log, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)))
+	if err != nil {
+		return err
+	}
+	s.consumer = NewConsumer(s.cfg.Dispatch, s.cfg.Kafka, router, s.log, tel)
+	s.ops.AddCheck("kafka", func(context.Context) error {
+		if !s.consumer.Ready() {
+			return errors.New("not consuming: not started, or routing is failing")
+		}
+		return nil
+	})
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return follower.Run(gctx) })
+	g.Go(func() error {
+		start := time.Now()
+		select {
+		case <-follower.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		close(s.following)
+		s.log.Info("subscription index loaded; routing", "subscriptions", ix.Len(), "took", time.Since(start).Round(time.Millisecond))
+		return s.consumer.Run(gctx)
+	})
+	err = g.Wait()
+	s.ops.SetDraining()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// ensureTopics creates the subscription change log (compacted) and, when
+// configured, the inbound topic, retrying while Kafka is unreachable.
+func (s *Service) ensureTopics(ctx context.Context) error {
+	adm, err := kafka.NewAdmin(s.cfg.Kafka, s.log)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	for {
+		err := kafka.EnsureCompactedTopic(ctx, adm, s.cfg.Subscriptions.Topic, s.cfg.Subscriptions.Partitions, s.cfg.Kafka.ReplicationFactor)
+		if err == nil && s.cfg.Kafka.CreateTopic {
+			err = kafka.EnsureTopic(ctx, adm, s.cfg.Kafka)
+		}
+		if err == nil {
+			return nil
+		}
+		s.log.Warn("ensuring kafka topics; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}

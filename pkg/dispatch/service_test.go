@@ -1,0 +1,103 @@
+package dispatch
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
+	k := testkit.StartKafka(t)
+	var cfg ServiceConfig
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Kafka.Brokers = config.StringList{k.Addr()}
+	cfg.Kafka.Partitions = 3
+	cfg.Subscriptions.Partitions = 3
+	cfg.Session.Redis.Addrs = config.StringList{redisAddr}
+	cfg.Dispatch.Group = "service-test"
+	cfg.Dispatch.StartAt = "start"
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	require.NoError(t, cfg.Validate())
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+
+	// The subscriber's session and subscription exist before the
+	// dispatcher starts: it must find them in the change log.
+	rdb := cfg.Session.Redis.NewClient()
+	t.Cleanup(func() { rdb.Close() })
+	store := session.New(rdb, cfg.Session)
+	conn, err := store.Connect(ctx, session.ConnectRequest{ClientID: "svc-sub", Node: "n1", CleanStart: true, ExpirySeconds: 300, Protocol: 5})
+	require.NoError(t, err)
+	adm, err := kafka.NewAdmin(cfg.Kafka, log)
+	require.NoError(t, err)
+	t.Cleanup(adm.Close)
+	require.NoError(t, kafka.EnsureCompactedTopic(ctx, adm, cfg.Subscriptions.Topic, 3, -1))
+	require.NoError(t, kafka.EnsureTopic(ctx, adm, cfg.Kafka))
+	prod, err := kafka.NewChangelogProducer(cfg.Kafka, 5*time.Second, log, kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	require.NoError(t, subscriptions.NewWriter(prod, cfg.Subscriptions.Topic).Subscribe(ctx, "svc-sub",
+		[]topic.Subscription{{ClientID: "svc-sub", Filter: "fleet/+/temp", QoS: 1}}))
+
+	tel, err := telemetry.NewMetrics()
+	require.NoError(t, err)
+	svc := NewService(cfg, log, tel)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-done, "a cancelled dispatcher returns nil")
+	})
+	require.Eventually(t, func() bool {
+		if svc.OpsAddr() == "" {
+			return false
+		}
+		resp, err := http.Get("http://" + svc.OpsAddr() + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 50*time.Millisecond, "dispatcher never became ready")
+
+	inbound, err := kgo.NewClient(kgo.SeedBrokers(k.Addr()))
+	require.NoError(t, err)
+	t.Cleanup(inbound.Close)
+	rec := kafkarecord.Encode(cfg.Kafka.Topic, &kafkarecord.Message{ClientID: "sensor-9", Topic: "fleet/9/temp",
+		Payload: []byte("21.5"), QoS: 1, MessageID: "m-1", ReceivedAt: time.Now()})
+	require.NoError(t, inbound.ProduceSync(ctx, rec).FirstErr())
+	rec = kafkarecord.Encode(cfg.Kafka.Topic, &kafkarecord.Message{ClientID: "sensor-9", Topic: "fleet/9/humidity",
+		Payload: []byte("40"), QoS: 1, MessageID: "m-2", ReceivedAt: time.Now()})
+	require.NoError(t, inbound.ProduceSync(ctx, rec).FirstErr())
+
+	var got []session.QueuedMessage
+	require.Eventually(t, func() bool {
+		msgs, err := store.Take(ctx, "svc-sub", conn.Epoch, 10)
+		require.NoError(t, err)
+		got = append(got, msgs...)
+		return len(got) >= 1
+	}, 20*time.Second, 50*time.Millisecond, "the matching record never reached the subscriber's queue")
+	require.Len(t, got, 1, "only the matching topic is delivered")
+	m, err := DecodeMessage(got[0].Message)
+	require.NoError(t, err)
+	assert.Equal(t, "fleet/9/temp", m.Topic)
+	assert.Equal(t, []byte("21.5"), m.Payload)
+}
