@@ -52,7 +52,12 @@ func startRedisServer(ctx context.Context, bin, listen, dataDir string) (*devRed
 	if _, err := strconv.Atoi(port); err != nil {
 		return nil, fmt.Errorf("dev.redis-listen: port %q: %w", port, err)
 	}
-	dir := filepath.Join(dataDir, "redis")
+	// redis-server changes into --dir before it opens its log file, so
+	// both must be absolute.
+	dir, err := filepath.Abs(filepath.Join(dataDir, "redis"))
+	if err != nil {
+		return nil, fmt.Errorf("dev.data-dir: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("dev.data-dir: %w", err)
 	}
@@ -96,6 +101,14 @@ func startRedisServer(ctx context.Context, bin, listen, dataDir string) (*devRed
 		}
 	}}, nil
 }
+
+// quietRedisLog keeps go-redis's own retry logging (dial failures while
+// redis-server starts) out of the dev stack's output; errors are returned.
+type quietRedisLog struct{}
+
+func (quietRedisLog) Printf(context.Context, string, ...any) {}
+
+func init() { redis.SetLogger(quietRedisLog{}) }
 
 func pingRedis(ctx context.Context, addr string, timeout time.Duration) error {
 	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: timeout, MaxRetries: -1})

@@ -42,7 +42,8 @@ func TestAnExternalRedisThatDoesNotAnswerIsAnErrorNamingTheFlag(t *testing.T) {
 func TestWithRedisServerInstalledTheDevStackRunsAndStopsIt(t *testing.T) {
 	testkit.RequireTool(t, "redis-server", "redis-server")
 	ctx := context.Background()
-	r, err := startRedis(ctx, "", freeAddr(t), t.TempDir())
+	t.Chdir(t.TempDir()) // the default data dir is relative: .fleetgate-data
+	r, err := startRedis(ctx, "", freeAddr(t), ".fleetgate-data")
 	require.NoError(t, err)
 	assert.Contains(t, r.Kind, "redis-server")
 	require.NoError(t, pingRedis(ctx, r.Addr, time.Second))
