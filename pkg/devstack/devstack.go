@@ -16,8 +16,10 @@ import (
 	"path/filepath"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/dispatch"
 	"github.com/fleetgate/fleetgate/pkg/frontend"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
@@ -37,6 +39,7 @@ type DevConfig struct {
 	RedisAddr   string `yaml:"redis_addr"`
 	RedisListen string `yaml:"redis_listen"`
 	SyncWrites  bool   `yaml:"sync_writes"`
+	Dispatcher  bool   `yaml:"dispatcher"`
 }
 
 // RegisterFlags registers the dev.* flags and every frontend flag, with dev
@@ -47,6 +50,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Dev.KafkaOnly, "dev.kafka-only", false, "Run only the embedded Kafka broker (for multi-process tests).")
 	fs.StringVar(&c.Dev.RedisAddr, "dev.redis-addr", "", "Use this external Redis (host:port) instead of starting one.")
 	fs.StringVar(&c.Dev.RedisListen, "dev.redis-listen", "127.0.0.1:6379", "Address of the Redis the dev stack starts: redis-server from PATH (persisted in dev.data-dir) when installed, else an in-memory one. Sessions and subscriptions live there once the dispatcher lands (issue #3).")
+	fs.BoolVar(&c.Dev.Dispatcher, "dev.dispatcher", true, "Run a dispatcher in the stack (routes records to the session queues in Redis).")
 	fs.BoolVar(&c.Dev.SyncWrites, "dev.sync-writes", false, "fsync every Kafka write (survives power loss, slower); without it data survives process crashes and restarts.")
 	c.Frontend.RegisterFlags(fs)
 	_ = fs.Set("mqtt.ws-addr", ":8083")
@@ -164,15 +168,37 @@ func (s *Stack) Run(ctx context.Context) error {
 		return err
 	}
 	s.Frontend = fe
-	errc := make(chan error, 1)
-	go func() { errc <- fe.Run(ctx) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	if s.cfg.Dev.Dispatcher {
+		dcfg := s.dispatcherConfig(fcfg)
+		g.Go(func() error { return dispatch.NewService(dcfg, s.log, tel).Run(gctx) })
+	}
+	g.Go(func() error { return fe.Run(gctx) })
 	select {
 	case <-fe.Started():
 		s.banner(fcfg)
-	case err := <-errc:
-		return err
+	case <-gctx.Done():
 	}
-	return <-errc
+	return g.Wait()
+}
+
+// dispatcherConfig is the dispatcher's default configuration pointed at the
+// stack's Kafka and Redis. It shares the frontend's metrics endpoint.
+func (s *Stack) dispatcherConfig(f frontend.Config) dispatch.ServiceConfig {
+	var d dispatch.ServiceConfig
+	d.RegisterFlags(flag.NewFlagSet("dispatcher", flag.PanicOnError))
+	d.Kafka = f.Kafka
+	d.Kafka.ClientID = "fleetgate-dispatcher"
+	d.Session.Redis.Addrs = config.StringList{s.redis.Addr}
+	d.Subscriptions.Partitions = f.Kafka.Partitions
+	d.Log = f.Log
+	d.HTTP.Addr = ""
+	// A new group in the dev stack routes what is already in the topic,
+	// so nothing published while it joins is skipped; after that its
+	// committed offsets apply.
+	d.Dispatch.StartAt = "start"
+	return d
 }
 
 func (s *Stack) banner(f frontend.Config) {
@@ -181,6 +207,7 @@ func (s *Stack) banner(f frontend.Config) {
 fleetgate dev stack is up
   Kafka (embedded, kfake)   %s   topic %s   data in %s
   Redis                     %s   (%s)
+  Dispatcher                %s
   MQTT over TCP             %s
   MQTT over WebSocket       %s
   metrics / health          http://%s/metrics  /healthz  /readyz
@@ -189,12 +216,20 @@ Try it:
   mosquitto_pub -h 127.0.0.1 -p %s -q 1 -i dev-device -t sensors/1/temp -m 21.5
   kcat -b %s -C -t %s -f 'key=%%k topic=%%h value=%%s\n'
 
-Not running yet: dispatcher (delivery to subscribers, sessions in Redis) and
-archiver (MongoDB); SUBSCRIBE is accepted but nothing is delivered until they land.
+Not there yet: frontends registering sessions and subscriptions and delivering
+from the queues (issue #3), and the archiver (MongoDB, issue #4); SUBSCRIBE is
+accepted but nothing is delivered until then.
 Ctrl-C drains and stops.
-`, s.KafkaAddr(), f.Kafka.Topic, filepath.Join(s.cfg.Dev.DataDir, "kafka"), s.redis.Addr, s.redis.Kind,
+`, s.KafkaAddr(), f.Kafka.Topic, filepath.Join(s.cfg.Dev.DataDir, "kafka"), s.redis.Addr, s.redis.Kind, onOff(s.cfg.Dev.Dispatcher),
 		orOff(fe.Addr(frontend.ListenerTCP)), orOff(fe.Addr(frontend.ListenerWS)), fe.OpsAddr(),
 		portOf(fe.Addr(frontend.ListenerTCP)), s.KafkaAddr(), f.Kafka.Topic)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on (consumer group fleetgate-dispatcher)"
+	}
+	return "off"
 }
 
 func orOff(a string) string {

@@ -102,6 +102,11 @@ func TestTheDevStackKeepsMessagesAcrossARestart(t *testing.T) {
 	_, port, _ := strings.Cut(mqtt, ":")
 	out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "restart-test", "-t", "dev/persist", "-m", "still here").CombinedOutput()
 	require.NoError(t, err, "%s", out)
+	// The stack's dispatcher consumes the record (nobody subscribes yet).
+	assert.Contains(t, dev.out.String(), "Dispatcher                on")
+	require.Eventually(t, func() bool {
+		return strings.Contains(httpGet(t, "http://"+ops+"/metrics"), "fleetgate_dispatch_records_routed_total 1")
+	}, 30*time.Second, 100*time.Millisecond, "the dev stack's dispatcher did not route the record")
 	require.NoError(t, dev.cmd.Process.Signal(syscall.SIGTERM))
 	require.Equal(t, 0, dev.wait(20*time.Second))
 
