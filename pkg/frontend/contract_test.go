@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,6 +147,31 @@ func TestEveryPublishBecomesOneRecordFollowingTheContract(t *testing.T) {
 
 	recs := reader.Read(len(sent), 20*time.Second)
 	end := time.Now()
+
+	// The operations metrics the README documents are exported with values
+	// (a record can be readable a moment before its producer callback ran).
+	wants := []string{
+		`fleetgate_frontend_connected_clients 2`,
+		`fleetgate_ingest_publishes_received_total{qos="0"} 4`,
+		`fleetgate_ingest_publishes_received_total{qos="1"} 4`,
+		`fleetgate_ingest_publishes_received_total{qos="2"} 4`,
+		`fleetgate_ingest_records_produced_total 12`,
+		`fleetgate_ingest_produce_latency_seconds_count 12`,
+		`fleetgate_ingest_unacked_bytes 0`,
+		`fleetgate_ingest_pending_acks 0`,
+		`fleetgate_frontend_connections_total{listener="tcp",protocol="5"}`,
+	}
+	var missing []string
+	require.Eventually(t, func() bool {
+		metrics := n.metrics()
+		missing = missing[:0]
+		for _, w := range wants {
+			if !strings.Contains(metrics, w) {
+				missing = append(missing, w)
+			}
+		}
+		return len(missing) == 0
+	}, 10*time.Second, 20*time.Millisecond, "metrics missing: %v", missing)
 	byTopicKey := map[string]*kgo.Record{}
 	for _, r := range recs {
 		tp, _ := testkit.Header(r, kafkarecord.HeaderTopic)
