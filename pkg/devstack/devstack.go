@@ -214,7 +214,7 @@ fleetgate dev stack is up
 
 Try it:
   mosquitto_pub -h 127.0.0.1 -p %s -q 1 -i dev-device -t sensors/1/temp -m 21.5
-  kcat -b %s -C -t %s -f 'key=%%k topic=%%h value=%%s\n'
+  kcat -b %s -C -t %s -f 'key=%%k headers=%%h value=%%s\n'
 
 Not there yet: frontends registering sessions and subscriptions and delivering
 from the queues (issue #3), and the archiver (MongoDB, issue #4); SUBSCRIBE is
