@@ -6,12 +6,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // The redis-server that TestMain started. It writes every change to its
@@ -69,32 +70,15 @@ func runMain(m *testing.M) int {
 }
 
 // startRedis starts redis-server on redisAddr with the data in redisDir and
-// waits until it answers.
+// waits until it answers. Every change reaches the append-only file before
+// Redis answers, so a stop and start loses nothing.
 func startRedis() error {
-	_, port, _ := net.SplitHostPort(redisAddr)
-	logFile := filepath.Join(redisDir, "redis.log")
-	cmd := exec.Command(redisBin, "--port", port, "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "yes", "--appendfsync", "always", "--dir", redisDir, "--logfile", logFile)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting redis-server: %w", err)
+	cmd, err := testkit.StartRedisServer(redisBin, redisAddr, redisDir, "--appendonly", "yes", "--appendfsync", "always")
+	if err != nil {
+		return err
 	}
 	redisCmd = cmd
-	c := redis.NewClient(&redis.Options{Addr: redisAddr})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logFile)
-			return fmt.Errorf("redis-server on %s did not answer: %v\n%s", redisAddr, err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return nil
 }
 
 // stopRedis shuts redis-server down (SIGTERM: it flushes its append-only

@@ -14,6 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // redisAddr is the address of the redis-server that TestMain started, or ""
@@ -50,21 +52,16 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server:", err)
+	redisAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	cmd, err := testkit.StartRedisServer(bin, redisAddr, dir, "--appendonly", "no")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}()
-	redisAddr = fmt.Sprintf("127.0.0.1:%d", port)
-	if err := waitForRedis(redisAddr, filepath.Join(dir, "redis.log")); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 
 	// A one-node Redis Cluster that owns every slot: it refuses scripts
 	// and commands whose keys are in different slots, as a real cluster
@@ -79,48 +76,23 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	ccmd := exec.Command(bin, "--port", fmt.Sprint(cport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(cdir, "nodes.conf"),
-		"--dir", cdir, "--logfile", filepath.Join(cdir, "redis.log"))
-	if err := ccmd.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server in cluster mode:", err)
+	addr := fmt.Sprintf("127.0.0.1:%d", cport)
+	ccmd, err := testkit.StartRedisServer(bin, addr, cdir, "--appendonly", "no",
+		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(cdir, "nodes.conf"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "redis-server in cluster mode:", err)
 		return 1
 	}
 	defer func() {
 		_ = ccmd.Process.Kill()
 		_ = ccmd.Wait()
 	}()
-	addr := fmt.Sprintf("127.0.0.1:%d", cport)
-	if err := waitForRedis(addr, filepath.Join(cdir, "redis.log")); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	if err := assignAllSlots(addr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	clusterAddr = addr
 	return m.Run()
-}
-
-// waitForRedis waits until the server at addr answers PING.
-func waitForRedis(addr, logFile string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logFile)
-			return fmt.Errorf("redis-server on %s did not answer: %v\n%s", addr, err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // assignAllSlots makes the cluster-mode server at addr own every slot and
