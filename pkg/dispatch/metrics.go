@@ -18,6 +18,14 @@ const (
 	ReasonExpired      = "expired"
 )
 
+// Retained update outcomes, the bounded values of the "outcome" label of
+// fleetgate_dispatch_retained_updates.
+const (
+	RetainedStored  = "stored"
+	RetainedRemoved = "removed"
+	RetainedStale   = "stale"
+)
+
 type metrics struct {
 	routed    metric.Int64Counter
 	skipped   metric.Int64Counter
@@ -26,6 +34,7 @@ type metrics struct {
 	errors    metric.Int64Counter
 	notifyErr metric.Int64Counter
 	commitErr metric.Int64Counter
+	retained  metric.Int64Counter
 	latency   metric.Float64Histogram
 	outcomes  map[session.Outcome]metric.AddOption
 }
@@ -53,6 +62,8 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 			"Failed notices to frontends (best effort: frontends also poll their queues)."),
 		commitErr: counter("fleetgate_dispatch_commit_errors",
 			"Offset commits that failed after routing; the records are routed again after a rebalance."),
+		retained: counter("fleetgate_dispatch_retained_updates",
+			"Updates of the retained message store, by outcome: stored (a retained message), removed (an empty payload, or a message that expired before it was routed), stale (ignored: the store holds a newer update of the topic)."),
 		outcomes: map[session.Outcome]metric.AddOption{},
 	}
 	var err error
@@ -71,6 +82,10 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 
 func (m *metrics) skip(ctx context.Context, reason string) {
 	m.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+func (m *metrics) retainedUpdate(ctx context.Context, outcome string) {
+	m.retained.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
 }
 
 func (m *metrics) outcome(o session.Outcome) metric.AddOption {

@@ -8,6 +8,10 @@
 // failed attempt are queued twice (counted in
 // fleetgate_dispatch_deliveries_repeated). Each delivery carries the
 // record's message id so that a frontend can drop such repeats.
+//
+// The Router also keeps the retained message of every topic in the
+// retained store (pkg/retained), from the records published with RETAIN 1,
+// before it commits their offsets.
 package dispatch
 
 import (
@@ -23,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/topic"
 )
@@ -45,12 +50,13 @@ const maxEnqueue = 4096
 // Router turns records into deliveries and makes them durable. It is safe
 // for concurrent use, though the Consumer calls it from one goroutine.
 type Router struct {
-	match  Matcher
-	queue  Queue
-	notify Notifier
-	log    *slog.Logger
-	m      *metrics
-	now    func() time.Time
+	match    Matcher
+	queue    Queue
+	notify   Notifier
+	retained *retained.Store // nil: retained messages are not stored
+	log      *slog.Logger
+	m        *metrics
+	now      func() time.Time
 
 	mu sync.Mutex
 	// next is the round-robin counter of each shared subscription, keyed
@@ -65,6 +71,11 @@ type RouterOption func(*Router)
 // WithNotifier sets the notifier told about sessions with new messages
 // (default NopNotifier).
 func WithNotifier(n Notifier) RouterOption { return func(r *Router) { r.notify = n } }
+
+// WithRetained sets the store of retained messages, which Route updates
+// with every record published with RETAIN 1 (default none: retained
+// messages are only delivered to the existing subscribers).
+func WithRetained(s *retained.Store) RouterOption { return func(r *Router) { r.retained = s } }
 
 // WithClock sets the clock message expiry is judged by (default time.Now).
 func WithClock(now func() time.Time) RouterOption { return func(r *Router) { r.now = now } }
@@ -95,24 +106,37 @@ func NewRouter(match Matcher, queue Queue, log *slog.Logger, mp metric.MeterProv
 // order in every queue). Records that cannot be routed are logged, counted
 // and skipped, never retried: one bad record must not block its partition.
 //
-// Skipped records and delivery outcomes are counted per attempt: a batch
-// that is retried counts them again.
+// With WithRetained, it first stores the retained message of every record
+// published with RETAIN 1 (or deletes the topic's retained message, for an
+// empty payload), so that the offsets committed after Route cover it. The
+// store orders the updates of a topic by record timestamp and message id,
+// so a retried batch or a late record of another partition cannot replace
+// a newer retained message.
 //
-// It returns an error when the session store failed: then some deliveries
-// may not be durable, the caller must not commit the records' offsets, and
-// should call Route again with the same records.
+// Skipped records, delivery outcomes and retained updates are counted per
+// attempt: a batch that is retried counts them again.
+//
+// It returns an error when the session store or the retained store failed:
+// then some deliveries may not be durable, the caller must not commit the
+// records' offsets, and should call Route again with the same records.
 func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 	start := r.now()
 	defer func() { r.m.latency.Record(ctx, r.now().Sub(start).Seconds()) }()
-	var ds []session.Delivery
-	var picked []string // shared subscriptions whose counter this call advanced
+	b := batch{now: start}
 	routed := 0
 	for _, rec := range records {
-		var ok bool
-		ds, ok = r.deliveries(ctx, ds, &picked, rec, start)
-		if ok {
+		if r.deliveries(ctx, &b, rec) {
 			routed++
 		}
+	}
+	ds, picked := b.ds, b.picked
+	// Retained messages first: when storing them fails nothing was queued
+	// yet, so the retry repeats no delivery. Applying an update again is
+	// harmless (the store keeps one message per topic, by version).
+	if err := r.applyRetained(ctx, b.retained); err != nil {
+		r.unpick(picked)
+		r.m.errors.Add(ctx, 1)
+		return fmt.Errorf("storing %d retained messages of %d records: %w", len(b.retained), len(records), err)
 	}
 	// Enqueue in chunks, in order, so that a large fan-out does not become
 	// one unbounded pipeline; a failed chunk fails the batch.
@@ -163,6 +187,28 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 	return nil
 }
 
+// applyRetained stores the retained updates of a batch, in record order.
+func (r *Router) applyRetained(ctx context.Context, ups []retained.Update) error {
+	if len(ups) == 0 {
+		return nil
+	}
+	applied, err := r.retained.ApplyAll(ctx, ups)
+	if err != nil {
+		return err
+	}
+	for i, u := range ups {
+		switch {
+		case !applied[i]:
+			r.m.retainedUpdate(ctx, RetainedStale)
+		case u.Remove:
+			r.m.retainedUpdate(ctx, RetainedRemoved)
+		default:
+			r.m.retainedUpdate(ctx, RetainedStored)
+		}
+	}
+	return nil
+}
+
 // notifyQueued tells the frontends which sessions got messages.
 func (r *Router) notifyQueued(ctx context.Context, ds []session.Delivery, res []session.EnqueueResult) {
 	seen := make(map[string]struct{}, len(ds))
@@ -185,41 +231,54 @@ func (r *Router) notifyQueued(ctx context.Context, ds []session.Delivery, res []
 	}
 }
 
-// deliveries appends the deliveries of rec to ds. ok is false when rec was
-// skipped.
-func (r *Router) deliveries(ctx context.Context, ds []session.Delivery, picked *[]string, rec *kgo.Record, now time.Time) (_ []session.Delivery, ok bool) {
+// batch is what one Route call collects from its records.
+type batch struct {
+	now      time.Time // what message expiry is judged by
+	ds       []session.Delivery
+	picked   []string // shared subscriptions whose counter this call advanced
+	retained []retained.Update
+}
+
+// deliveries appends the deliveries and the retained update of rec to b. It
+// returns false when rec was skipped.
+func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool {
 	msg, err := kafkarecord.Decode(rec)
 	if err != nil {
 		r.m.skip(ctx, ReasonUndecodable)
 		r.log.Warn("skipping undecodable record", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
-		return ds, false
+		return false
 	}
 	if err := topic.ValidateName(msg.Topic); err != nil {
 		// A backend produced a record whose topic is not a valid topic
 		// name (wildcards, U+0000...): no subscription can match it.
 		r.m.skip(ctx, ReasonInvalidTopic)
 		r.log.Warn("skipping record with an invalid topic name", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
-		return ds, false
+		return false
 	}
+	// The retained store orders the updates of a topic by when the PUBLISH
+	// was received, then by message id.
+	version := retained.Version{TimeMs: rec.Timestamp.UnixMilli(), ID: msg.MessageID}
 	var expiry time.Time
 	var remaining *uint32
 	if msg.MessageExpiry != nil {
 		expiry = rec.Timestamp.Add(time.Duration(*msg.MessageExpiry) * time.Second)
-		left := expiry.Sub(now)
+		left := expiry.Sub(b.now)
 		if left <= 0 {
 			// The message expired before any subscriber got it: it is
 			// delivered to none [MQTT-3.3.2-5].
 			r.m.skip(ctx, ReasonExpired)
-			return ds, false
+			if msg.Retain && r.retained != nil {
+				// It still replaced the topic's retained message
+				// [MQTT-3.3.1-5] and then expired: what is left is no
+				// retained message.
+				b.retained = append(b.retained, retained.Update{Message: retained.Message{Topic: msg.Topic}, Version: version, Remove: true})
+			}
+			return false
 		}
 		// The remaining interval, rounded up so that a message with
 		// time left never goes out with 0 [MQTT-3.3.2-6].
 		s := uint32((left + time.Second - 1) / time.Second)
 		remaining = &s
-	}
-	res := r.match.Match(msg.Topic, msg.ClientID)
-	if res.Empty() {
-		return ds, true
 	}
 	out := Message{
 		Topic:           msg.Topic,
@@ -231,6 +290,29 @@ func (r *Router) deliveries(ctx context.Context, ds []session.Delivery, picked *
 		CorrelationData: msg.CorrelationData,
 		UserProperties:  msg.UserProperties,
 		MessageExpiry:   remaining,
+	}
+	if msg.Retain && r.retained != nil {
+		u := retained.Update{Message: retained.Message{Topic: msg.Topic, Expiry: expiry}, Version: version}
+		if len(msg.Payload) == 0 {
+			// A retained PUBLISH with an empty payload removes the topic's
+			// retained message and is not stored [MQTT-3.3.1-6]
+			// [MQTT-3.3.1-7] (v5) / [MQTT-3.3.1-10] [MQTT-3.3.1-11]
+			// (v3.1.1); it is still delivered below.
+			u.Remove = true
+		} else {
+			// Stored with the QoS as published [MQTT-3.3.1-5] (a
+			// subscriber gets the lower of it and its granted QoS when it
+			// is sent) and RETAIN 1, the flag a message sent because of a
+			// new subscription carries [MQTT-3.3.1-8] (v3.1.1).
+			m := out
+			m.QoS, m.Retain = msg.QoS, true
+			u.Message.Message = EncodeMessage(&m)
+		}
+		b.retained = append(b.retained, u)
+	}
+	res := r.match.Match(msg.Topic, msg.ClientID)
+	if res.Empty() {
+		return true
 	}
 	add := func(clientID string, granted byte, rap bool, ids []uint32) {
 		m := out
@@ -244,7 +326,7 @@ func (r *Router) deliveries(ctx context.Context, ds []session.Delivery, picked *
 		// [MQTT-3.3.1-13].
 		m.Retain = msg.Retain && rap
 		m.SubscriptionIdentifiers = ids
-		ds = append(ds, session.Delivery{ClientID: clientID, Message: EncodeMessage(&m), Expiry: expiry})
+		b.ds = append(b.ds, session.Delivery{ClientID: clientID, Message: EncodeMessage(&m), Expiry: expiry})
 	}
 	// One copy per client for all of its overlapping subscriptions, with the
 	// largest granted QoS and every identifier ([MQTT-3.3.4-2],
@@ -259,7 +341,7 @@ func (r *Router) deliveries(ctx context.Context, ds []session.Delivery, picked *
 	for _, g := range res.Groups {
 		s, key := r.pick(g)
 		if key != "" {
-			*picked = append(*picked, key)
+			b.picked = append(b.picked, key)
 		}
 		var ids []uint32
 		if s.Identifier != 0 {
@@ -267,7 +349,7 @@ func (r *Router) deliveries(ctx context.Context, ds []session.Delivery, picked *
 		}
 		add(s.ClientID, s.QoS, s.RetainAsPublished, ids)
 	}
-	return ds, true
+	return true
 }
 
 // pick chooses the member of g that gets the next message: round-robin over

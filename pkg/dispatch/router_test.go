@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/topic"
 )
@@ -419,4 +421,170 @@ func TestRouteCountsMessagesAFullQueueRefused(t *testing.T) {
 	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "dropped_newest"))
 	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
 	assert.Empty(t, f.notify.ids, "nothing new to announce")
+}
+
+// newRetainedFixture is newRouterFixture with a retained store on the test
+// redis-server and the real clock (the store judges expiry by it). prefix is
+// a topic level unique to the test: the tests share the store's one hash.
+func newRetainedFixture(t *testing.T, subs ...topic.Subscription) (f *routerFixture, store *retained.Store, prefix string) {
+	t.Helper()
+	requireRedis(t)
+	f = newRouterFixture(t, subs...)
+	f.now = time.Now().Truncate(time.Millisecond)
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store = retained.New(rdb, log)
+	f.reader = sdkmetric.NewManualReader() // a reader serves one provider
+	var err error
+	f.router, err = NewRouter(f.ix, f.queue, log, sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.reader)),
+		WithNotifier(f.notify), WithClock(func() time.Time { return f.now }), WithRetained(store))
+	require.NoError(t, err)
+	return f, store, fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+}
+
+// retainedPayloads returns the retained messages matching filter, decoded,
+// by topic.
+func retainedPayloads(t *testing.T, store *retained.Store, filter string) map[string]*Message {
+	t.Helper()
+	ms, err := store.Match(context.Background(), filter)
+	require.NoError(t, err)
+	out := map[string]*Message{}
+	for _, m := range ms {
+		d, err := DecodeMessage(m.Message)
+		require.NoError(t, err)
+		assert.Equal(t, m.Topic, d.Topic)
+		out[m.Topic] = d
+	}
+	return out
+}
+
+func TestRouteStoresRetainedMessagesAndStillDeliversThem(t *testing.T) {
+	f, store, p := newRetainedFixture(t,
+		topic.Subscription{ClientID: "rap", Filter: "#", QoS: 1, RetainAsPublished: true, Identifier: 4},
+		topic.Subscription{ClientID: "plain", Filter: "#", QoS: 2})
+	ctx := context.Background()
+	recs := []*kgo.Record{
+		f.record(kafkarecord.Message{ClientID: "pub", Topic: p + "/a", QoS: 2, Retain: true, Payload: []byte("a1"),
+			MessageID: "m1", ContentType: "text/plain", UserProperties: []kafkarecord.UserProperty{{Key: "k", Value: "v"}},
+			MessageExpiry: ptr(uint32(60))}),
+		f.record(kafkarecord.Message{ClientID: "pub", Topic: p + "/b", QoS: 1, Payload: []byte("not retained")}),
+		f.record(kafkarecord.Message{ClientID: "pub", Topic: p + "/c", QoS: 0, Retain: true, Payload: []byte("c1"), MessageID: "m2"}),
+		f.record(kafkarecord.Message{ClientID: "pub", Topic: p + "/c", QoS: 1, Retain: true, MessageID: "m3"}),
+	}
+	// The empty payload is received after the message it removes.
+	recs[3].Timestamp = f.now.Add(time.Millisecond)
+	require.NoError(t, f.router.Route(ctx, recs))
+
+	got := retainedPayloads(t, store, p+"/#")
+	require.Len(t, got, 1, "the empty retained payload removed %s/c; %s/b was not retained", p, p)
+	a := got[p+"/a"]
+	require.NotNil(t, a)
+	assert.Equal(t, &Message{Topic: p + "/a", Payload: []byte("a1"), QoS: 2, Retain: true, MessageID: "m1",
+		ContentType: "text/plain", UserProperties: []kafkarecord.UserProperty{{Key: "k", Value: "v"}},
+		MessageExpiry: ptr(uint32(60))}, a, "stored as published, with RETAIN set and no subscription identifiers")
+	ms, err := store.Match(ctx, p+"/a")
+	require.NoError(t, err)
+	require.Len(t, ms, 1)
+	assert.Equal(t, f.now.Add(time.Minute), ms[0].Expiry, "the store expires it with the message")
+
+	byClient := f.queue.messages(t)
+	require.Len(t, byClient["rap"], 4)
+	require.Len(t, byClient["plain"], 4)
+	for i, retain := range []bool{true, false, true, true} {
+		assert.Equal(t, retain, byClient["rap"][i].Retain, "retain as published, message %d", i)
+		assert.False(t, byClient["plain"][i].Retain, "retain cleared for an established subscription, message %d", i)
+	}
+	assert.Empty(t, byClient["rap"][3].Payload, "the empty retained payload is delivered as normal")
+	assert.Equal(t, byte(1), byClient["rap"][0].QoS, "the delivery is downgraded, the retained message is not")
+
+	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_retained_updates", "outcome", RetainedStored))
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_retained_updates", "outcome", RetainedRemoved))
+	assert.Equal(t, int64(4), counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
+}
+
+func TestRouteKeepsTheNewestRetainedMessageOfATopic(t *testing.T) {
+	f, store, p := newRetainedFixture(t)
+	ctx := context.Background()
+	rec := func(payload string, at time.Time, id string) *kgo.Record {
+		return f.record(kafkarecord.Message{ClientID: "pub", Topic: p, QoS: 1, Retain: true, Payload: []byte(payload),
+			MessageID: id, ReceivedAt: at})
+	}
+	newer := rec("newer", f.now, "b")
+	older := rec("older", f.now.Add(-time.Second), "z")
+	sameMsOlderID := rec("same ms, lower id", f.now, "a")
+
+	require.NoError(t, f.router.Route(ctx, []*kgo.Record{newer}))
+	require.NoError(t, f.router.Route(ctx, []*kgo.Record{older, sameMsOlderID}), "a late record of another partition")
+	require.NoError(t, f.router.Route(ctx, []*kgo.Record{newer}), "a retried batch")
+	got := retainedPayloads(t, store, p)
+	require.Contains(t, got, p)
+	assert.Equal(t, "newer", string(got[p].Payload))
+	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_retained_updates", "outcome", RetainedStale))
+
+	remove := rec("", f.now.Add(time.Second), "c")
+	require.NoError(t, f.router.Route(ctx, []*kgo.Record{remove}))
+	require.NoError(t, f.router.Route(ctx, []*kgo.Record{newer}), "an older record after the delete")
+	assert.Empty(t, retainedPayloads(t, store, p), "the delete is not undone by an older record")
+}
+
+func TestRouteRemovesTheRetainedMessageWhenARetainedRecordExpiredUnrouted(t *testing.T) {
+	f, store, p := newRetainedFixture(t)
+	ctx := context.Background()
+	first := f.record(kafkarecord.Message{ClientID: "pub", Topic: p, QoS: 1, Retain: true, Payload: []byte("first"),
+		ReceivedAt: f.now.Add(-time.Minute)})
+	expired := f.record(kafkarecord.Message{ClientID: "pub", Topic: p, QoS: 1, Retain: true, Payload: []byte("second"),
+		ReceivedAt: f.now.Add(-30 * time.Second), MessageExpiry: ptr(uint32(10))})
+	require.NoError(t, f.router.Route(ctx, []*kgo.Record{first}))
+	require.Len(t, retainedPayloads(t, store, p), 1)
+
+	require.NoError(t, f.router.Route(ctx, []*kgo.Record{expired}))
+	assert.Empty(t, retainedPayloads(t, store, p), "the expired message replaced the first one, then expired [MQTT-3.3.2-5]")
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_records_skipped", "reason", ReasonExpired))
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_retained_updates", "outcome", RetainedRemoved))
+}
+
+func TestRouteFailsWhileTheRetainedStoreIsDownAndStoresOnRetry(t *testing.T) {
+	f, store, p := newRetainedFixture(t, topic.Subscription{ClientID: "sub", Filter: "#", QoS: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs := []*kgo.Record{
+		f.record(kafkarecord.Message{ClientID: "pub", Topic: p + "/plain", QoS: 1, Payload: []byte("x")}),
+		f.record(kafkarecord.Message{ClientID: "pub", Topic: p + "/kept", QoS: 1, Retain: true, Payload: []byte("y")}),
+	}
+
+	require.NoError(t, stopRedis())
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			require.NoError(t, startRedis())
+		}
+	})
+	err := f.router.Route(ctx, recs)
+	require.ErrorContains(t, err, "storing 1 retained messages of 2 records")
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_route_errors", "", ""))
+	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
+	assert.Empty(t, f.queue.messages(t), "nothing is queued when the retained message is not stored")
+	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""))
+
+	require.NoError(t, f.router.Route(ctx, recs[:1]), "a batch without retained messages does not need the store")
+
+	require.NoError(t, startRedis())
+	restarted = true
+	require.NoError(t, f.router.Route(ctx, recs), "the retried batch")
+	got := retainedPayloads(t, store, p+"/#")
+	require.Contains(t, got, p+"/kept")
+	assert.Equal(t, "y", string(got[p+"/kept"].Payload))
+	assert.Len(t, got, 1)
+	assert.Len(t, f.queue.messages(t)["sub"], 3)
+}
+
+func TestRouteWithoutARetainedStoreOnlyDelivers(t *testing.T) {
+	f := newRouterFixture(t, topic.Subscription{ClientID: "sub", Filter: "a", QoS: 1, RetainAsPublished: true})
+	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{
+		f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, Retain: true, Payload: []byte("x")})}))
+	got := f.queue.messages(t)["sub"]
+	require.Len(t, got, 1)
+	assert.True(t, got[0].Retain)
+	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_retained_updates", "", ""))
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
@@ -110,7 +111,8 @@ func (s *Service) Run(ctx context.Context) error {
 	ix := &topic.Index{}
 	follower := subscriptions.NewFollower(changes, s.cfg.Subscriptions.Topic, ix, s.log)
 
-	router, err := NewRouter(ix, store, s.log, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)))
+	router, err := NewRouter(ix, store, s.log, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)),
+		WithRetained(retained.New(rdb, s.log)))
 	if err != nil {
 		return err
 	}
