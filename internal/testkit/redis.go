@@ -46,3 +46,14 @@ func StartRedisServer(bin, addr, dir string, extra ...string) (*exec.Cmd, error)
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// FreeLoopbackAddr returns a loopback address with a port that was free a
+// moment ago, for TestMain functions, which have no *testing.T.
+func FreeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
+}

@@ -49,7 +49,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Dev.KafkaAddr, "dev.kafka-addr", "127.0.0.1:9092", "Address of the embedded Kafka-protocol broker; ordinary Kafka clients (kcat) connect here. The frontend always uses it.")
 	fs.BoolVar(&c.Dev.KafkaOnly, "dev.kafka-only", false, "Run only the embedded Kafka broker (for multi-process tests).")
 	fs.StringVar(&c.Dev.RedisAddr, "dev.redis-addr", "", "Use this external Redis (host:port) instead of starting one.")
-	fs.StringVar(&c.Dev.RedisListen, "dev.redis-listen", "127.0.0.1:6379", "Address of the Redis the dev stack starts: redis-server from PATH (persisted in dev.data-dir) when installed, else an in-memory one. Sessions and subscriptions live there once the dispatcher lands (issue #3).")
+	fs.StringVar(&c.Dev.RedisListen, "dev.redis-listen", "127.0.0.1:6379", "Address of the Redis the dev stack starts: redis-server from PATH (persisted in dev.data-dir) when installed, else an in-memory one. Sessions, subscriptions, queues and retained messages live there.")
 	fs.BoolVar(&c.Dev.Dispatcher, "dev.dispatcher", true, "Run a dispatcher in the stack (routes records to the session queues in Redis).")
 	fs.BoolVar(&c.Dev.SyncWrites, "dev.sync-writes", false, "fsync every Kafka write (survives power loss, slower); without it data survives process crashes and restarts.")
 	c.Frontend.RegisterFlags(fs)
@@ -154,6 +154,8 @@ func (s *Stack) Run(ctx context.Context) error {
 	}
 	fcfg := s.cfg.Frontend
 	fcfg.Kafka.Brokers = config.StringList{s.KafkaAddr()}
+	fcfg.Session.Redis.Addrs = config.StringList{s.redis.Addr}
+	fcfg.Subscriptions.Partitions = fcfg.Kafka.Partitions
 	var feOpts []frontend.Option
 	if fcfg.Tracing.OTLPEndpoint != "" {
 		tp, stopTracing, err := telemetry.NewTracerProvider(ctx, fcfg.Tracing, "fleetgate-dev")
@@ -190,8 +192,8 @@ func (s *Stack) dispatcherConfig(f frontend.Config) dispatch.ServiceConfig {
 	d.RegisterFlags(flag.NewFlagSet("dispatcher", flag.PanicOnError))
 	d.Kafka = f.Kafka
 	d.Kafka.ClientID = "fleetgate-dispatcher"
-	d.Session.Redis.Addrs = config.StringList{s.redis.Addr}
-	d.Subscriptions.Partitions = f.Kafka.Partitions
+	d.Session = f.Session
+	d.Subscriptions = f.Subscriptions
 	d.Log = f.Log
 	d.HTTP.Addr = ""
 	// A new group in the dev stack routes what is already in the topic,
@@ -213,16 +215,15 @@ fleetgate dev stack is up
   metrics / health          http://%s/metrics  /healthz  /readyz
 
 Try it:
+  mosquitto_sub -h 127.0.0.1 -p %s -q 1 -i dev-app -c -t 'sensors/#' -v
   mosquitto_pub -h 127.0.0.1 -p %s -q 1 -i dev-device -t sensors/1/temp -m 21.5
   kcat -b %s -C -t %s -f 'key=%%k headers=%%h value=%%s\n'
 
-Not there yet: frontends registering sessions and subscriptions and delivering
-from the queues (issue #3), and the archiver (MongoDB, issue #4); SUBSCRIBE is
-accepted but nothing is delivered until then.
+Not there yet: the archiver (MongoDB, issue #4).
 Ctrl-C drains and stops.
 `, s.KafkaAddr(), f.Kafka.Topic, filepath.Join(s.cfg.Dev.DataDir, "kafka"), s.redis.Addr, s.redis.Kind, onOff(s.cfg.Dev.Dispatcher),
 		orOff(fe.Addr(frontend.ListenerTCP)), orOff(fe.Addr(frontend.ListenerWS)), fe.OpsAddr(),
-		portOf(fe.Addr(frontend.ListenerTCP)), s.KafkaAddr(), f.Kafka.Topic)
+		portOf(fe.Addr(frontend.ListenerTCP)), portOf(fe.Addr(frontend.ListenerTCP)), s.KafkaAddr(), f.Kafka.Topic)
 }
 
 func onOff(b bool) string {

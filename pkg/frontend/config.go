@@ -11,22 +11,29 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/delivery"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 // Config is the whole configuration of a frontend node.
 type Config struct {
-	Node     NodeConfig              `yaml:"node"`
-	MQTT     MQTTConfig              `yaml:"mqtt"`
-	Auth     AuthConfig              `yaml:"auth"`
-	Ingest   ingest.Config           `yaml:"ingest"`
-	Kafka    kafka.Config            `yaml:"kafka"`
-	Log      telemetry.LogConfig     `yaml:"log"`
-	HTTP     telemetry.ServerConfig  `yaml:"http"`
-	Tracing  telemetry.TracingConfig `yaml:"tracing"`
-	Shutdown ShutdownConfig          `yaml:"shutdown"`
+	Node   NodeConfig    `yaml:"node"`
+	MQTT   MQTTConfig    `yaml:"mqtt"`
+	Auth   AuthConfig    `yaml:"auth"`
+	Ingest ingest.Config `yaml:"ingest"`
+	Kafka  kafka.Config  `yaml:"kafka"`
+	// Session holds Redis, offline queue bounds and node liveness.
+	Session       session.Config          `yaml:"session"`
+	Subscriptions subscriptions.Config    `yaml:"subscriptions"`
+	Delivery      delivery.Config         `yaml:"delivery"`
+	Log           telemetry.LogConfig     `yaml:"log"`
+	HTTP          telemetry.ServerConfig  `yaml:"http"`
+	Tracing       telemetry.TracingConfig `yaml:"tracing"`
+	Shutdown      ShutdownConfig          `yaml:"shutdown"`
 }
 
 // NodeConfig identifies the node.
@@ -71,6 +78,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Auth.RegisterFlags(fs)
 	c.Ingest.RegisterFlags(fs)
 	c.Kafka.RegisterFlags(fs)
+	c.Session.RegisterFlags(fs)
+	c.Subscriptions.RegisterFlags(fs)
+	c.Delivery.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, ":9464")
 	c.Tracing.RegisterFlags(fs)
@@ -154,7 +164,8 @@ func (c *Config) Validate() error {
 	if m.WritesPending < 1 {
 		errs = append(errs, fmt.Errorf("mqtt.max-client-writes-pending: %d must be at least 1", m.WritesPending))
 	}
-	errs = append(errs, c.Ingest.Validate(), c.Kafka.Validate(), c.Log.Validate(), c.Tracing.Validate())
+	errs = append(errs, c.Ingest.Validate(), c.Kafka.Validate(), c.Session.Validate(), c.Subscriptions.Validate(),
+		c.Delivery.Validate(), c.Log.Validate(), c.Tracing.Validate())
 	return errors.Join(errs...)
 }
 

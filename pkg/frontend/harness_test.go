@@ -15,12 +15,29 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetgate/fleetgate/internal/clustertest"
 	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/frontend"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 const topic = "mqtt.inbound"
+
+// redisAddr is the redis-server the package's frontends keep sessions in.
+var redisAddr string
+
+func TestMain(m *testing.M) {
+	r, skip, err := clustertest.StartRedis()
+	if err != nil || skip != "" {
+		// Every frontend needs Redis for its sessions.
+		fmt.Fprintln(os.Stderr, "frontend tests need redis-server:", err, skip)
+		os.Exit(1)
+	}
+	redisAddr = r.Addr
+	code := m.Run()
+	r.Stop()
+	os.Exit(code)
+}
 
 // node is one frontend running in the test process.
 type node struct {
@@ -47,6 +64,7 @@ func testConfig(t *testing.T, brokers string) frontend.Config {
 	cfg.Kafka.Brokers = config.StringList{brokers}
 	cfg.Kafka.Partitions = 3
 	cfg.Shutdown.Timeout = 5 * time.Second
+	cfg.Session.Redis.Addrs = config.StringList{redisAddr}
 	return cfg
 }
 

@@ -16,13 +16,19 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/fleetgate/fleetgate/pkg/delivery"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/retained"
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
+	"github.com/fleetgate/fleetgate/pkg/wills"
 )
 
 // Listener ids, also the "listener" metric label.
@@ -42,8 +48,12 @@ type Server struct {
 
 	mochi    *mqtt.Server
 	hook     *ingest.Hook
+	delivery *delivery.Hook
 	producer *kgo.Client
+	changes  *kgo.Client // subscription change log producer
 	admin    *kadm.Client
+	rdb      redis.UniversalClient
+	store    *session.Store
 
 	listeners []listeners.Listener
 	conns     sync.WaitGroup // connections being served
@@ -112,11 +122,37 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	if s.admin, err = kafka.NewAdmin(cfg.Kafka, log); err != nil {
 		return nil, err
 	}
+	if s.changes, err = kafka.NewChangelogProducer(cfg.Kafka, cfg.Subscriptions.WriteTimeout, log, kafka.Telemetry{Meter: tel.Provider}); err != nil {
+		return nil, err
+	}
+	s.rdb = cfg.Session.Redis.NewClient()
+	s.store = session.New(s.rdb, cfg.Session, session.WithLogger(s.log))
+	ret := retained.New(s.rdb, s.log)
+	s.delivery, err = delivery.New(cfg.Delivery, delivery.Options{
+		Node:      cfg.Node.ID,
+		Server:    s.mochi,
+		Store:     s.store,
+		Redis:     s.rdb,
+		ChangeLog: subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
+		Retained: func(ctx context.Context, filter string) ([]delivery.RetainedMessage, error) {
+			ms, err := ret.Match(ctx, filter)
+			out := make([]delivery.RetainedMessage, len(ms))
+			for i, m := range ms {
+				out[i] = delivery.RetainedMessage{Topic: m.Topic, Message: m.Message, Expiry: m.Expiry}
+			}
+			return out, err
+		},
+		PublishWill: s.publishWill,
+	}, log, tel.Provider)
+	if err != nil {
+		return nil, err
+	}
 	s.hook, err = ingest.New(cfg.Ingest, ingest.Options{
 		Node:           cfg.Node.ID,
 		Topic:          cfg.Kafka.Topic,
 		ReceiveMaximum: caps.ReceiveMaximum,
 		MaxInflightAge: caps.MaximumMessageExpiryInterval,
+		ExactlyOnce:    s.delivery,
 	}, s.producer, log, tel.Provider)
 	if err != nil {
 		return nil, err
@@ -130,7 +166,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 			return nil, err
 		}
 	}
-	for _, h := range []mqtt.Hook{&connHook{s: s}, auth, s.hook} {
+	for _, h := range []mqtt.Hook{&connHook{s: s}, auth, s.hook, s.delivery} {
 		if err := s.mochi.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("adding hook %s: %w", h.ID(), err)
 		}
@@ -138,7 +174,20 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 
 	s.ops = telemetry.NewServer(cfg.HTTP, tel, log)
 	s.ops.AddCheck("kafka", s.kafkaReady)
+	s.ops.AddCheck("redis", func(ctx context.Context) error {
+		if err := s.rdb.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis %v: %w", []string(cfg.Session.Redis.Addrs), err)
+		}
+		return nil
+	})
 	return s, nil
+}
+
+// publishWill produces a will, as the record contract describes, and
+// returns once Kafka acknowledged it.
+func (s *Server) publishWill(ctx context.Context, clientID string, protocol byte, w *session.Will) error {
+	rec := wills.Record(s.cfg.Kafka.Topic, clientID, s.cfg.Node.ID, protocol, w, time.Now())
+	return s.producer.ProduceSync(ctx, rec).FirstErr()
 }
 
 // Addr returns the bound address of a listener (ListenerTCP, ...), or "".
@@ -197,7 +246,9 @@ func (s *Server) watchKafka(ctx context.Context) {
 		wasDown = err != nil
 		s.kafkaErr.Store(&err)
 		if err == nil && !s.topicReady.Load() {
-			if !s.cfg.Kafka.CreateTopic {
+			if terr := kafka.EnsureCompactedTopic(ctx, s.admin, s.cfg.Subscriptions.Topic, s.cfg.Subscriptions.Partitions, s.cfg.Kafka.ReplicationFactor); terr != nil {
+				s.log.Warn("ensuring kafka topic", "topic", s.cfg.Subscriptions.Topic, "err", terr)
+			} else if !s.cfg.Kafka.CreateTopic {
 				s.topicReady.Store(true)
 			} else if terr := kafka.EnsureTopic(ctx, s.admin, s.cfg.Kafka); terr != nil {
 				s.log.Warn("ensuring kafka topic", "topic", s.cfg.Kafka.Topic, "err", terr)
@@ -210,6 +261,22 @@ func (s *Server) watchKafka(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// runDelivery keeps the delivery hook's notice subscription running.
+func (s *Server) runDelivery(ctx context.Context) {
+	for {
+		err := s.delivery.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("delivery notices interrupted; resubscribing", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
 		}
 	}
 }
@@ -227,6 +294,8 @@ func (s *Server) Run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	go s.watchKafka(watchCtx)
+	go func() { _ = s.store.RunHeartbeat(watchCtx, s.cfg.Node.ID) }()
+	go s.runDelivery(watchCtx)
 
 	if err := s.mochi.Serve(); err != nil {
 		return fmt.Errorf("starting mqtt server: %w", err)
@@ -383,6 +452,7 @@ func (s *Server) drain() error {
 	case <-time.After(time.Until(deadline) + 2*time.Second):
 		s.log.Warn("connections still closing at shutdown")
 	}
+	s.delivery.Close()
 	s.log.Info("shutdown complete", "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -390,8 +460,11 @@ func (s *Server) drain() error {
 func (s *Server) close() {
 	s.closeOnce.Do(func() {
 		_ = s.mochi.Close()
+		s.delivery.Close()
 		s.producer.Close()
+		s.changes.Close()
 		s.admin.Close()
+		_ = s.rdb.Close()
 		_ = s.ops.Close()
 	})
 }

@@ -42,6 +42,7 @@ type Hook struct {
 	metrics        *metrics
 	receiveMax     int
 	maxInflightAge int64
+	exactlyOnce    ExactlyOnce
 
 	budget      *semaphore.Weighted
 	unacked     atomic.Int64 // bytes read but not yet acknowledged by Kafka
@@ -64,6 +65,20 @@ type Options struct {
 	ReceiveMaximum uint16
 	// MaxInflightAge is mochi's MaximumMessageExpiryInterval, in seconds.
 	MaxInflightAge int64
+	// ExactlyOnce keeps inbound QoS 2 state beyond the connection, so that
+	// a QoS 2 PUBLISH resent after a reconnect to another node is not
+	// produced twice; nil keeps it per connection only.
+	ExactlyOnce ExactlyOnce
+}
+
+// ExactlyOnce records inbound QoS 2 packet ids across connections and nodes
+// (the session store's rel set).
+type ExactlyOnce interface {
+	// Received reports whether cl's QoS 2 packet id was answered with
+	// PUBREC and not yet released.
+	Received(cl *mqtt.Client, packetID uint16) (bool, error)
+	// MarkReceived records cl's QoS 2 packet id before its PUBREC.
+	MarkReceived(cl *mqtt.Client, packetID uint16) error
 }
 
 // New returns the hook. It does no I/O.
@@ -76,6 +91,7 @@ func New(cfg Config, opts Options, producer Producer, log *slog.Logger, mp metri
 		log:            log.With("component", "ingest"),
 		receiveMax:     int(opts.ReceiveMaximum),
 		maxInflightAge: opts.MaxInflightAge,
+		exactlyOnce:    opts.ExactlyOnce,
 		budget:         semaphore.NewWeighted(int64(cfg.MaxUnackedBytes)),
 		draining:       make(chan struct{}),
 	}
@@ -101,7 +117,6 @@ func (h *Hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnPacketRead,
 		mqtt.OnPublish,
-		mqtt.OnWill,
 		mqtt.OnSelectSubscribers,
 		mqtt.OnDisconnect,
 	}, []byte{b})
@@ -255,6 +270,14 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		h.outstanding.Add(1)
 		e = acks.push(pk.PacketID, qos)
+		if qos == 2 && pk.FixedHeader.Dup && h.receivedBefore(cl, pk.PacketID) {
+			// Resent after a reconnect (maybe to another node) although
+			// its PUBREC went out: answer it again, produce it once
+			// [MQTT-4.3.3-10].
+			h.metrics.duplicates.Add(context.Background(), 1, h.metrics.qosAttr[qos])
+			h.complete(acks, e, packets.CodeSuccess)
+			return pk, packets.ErrRejectPacket
+		}
 	}
 
 	// [MQTT-3.3.2-4]: a PUBLISH with Payload Format Indicator 1 must carry
@@ -296,11 +319,40 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		h.metrics.produced.Add(context.Background(), 1)
 		h.metrics.latency.Record(context.Background(), time.Since(received).Seconds())
+		if qos == 2 && h.exactlyOnce != nil {
+			// Off the producer's callback goroutine: a store round trip
+			// must not hold up every other record's promise.
+			go func() {
+				if err := h.exactlyOnce.MarkReceived(cl, pk.PacketID); err != nil && !cl.Closed() {
+					// The record is in Kafka; only a resend of this
+					// publish after a lost PUBREC would be produced twice.
+					h.log.Warn("qos 2 packet id not recorded in the session store", "client", cl.ID, "packet_id", pk.PacketID, "err", err)
+				}
+				h.complete(acks, e, packets.CodeSuccess)
+			}()
+			return
+		}
 		if e != nil {
 			h.complete(acks, e, packets.CodeSuccess)
 		}
 	})
 	return pk, packets.ErrRejectPacket
+}
+
+// receivedBefore asks the session store whether a QoS 2 packet id resent
+// with DUP was received before the connection changed.
+func (h *Hook) receivedBefore(cl *mqtt.Client, packetID uint16) bool {
+	if h.exactlyOnce == nil {
+		return false
+	}
+	ok, err := h.exactlyOnce.Received(cl, packetID)
+	if err != nil {
+		// Producing it again risks a duplicate; refusing it would lose
+		// the message if it was never produced.
+		h.log.Warn("cannot check a resent qos 2 publish; producing it", "client", cl.ID, "packet_id", packetID, "err", err)
+		return false
+	}
+	return ok
 }
 
 // reject answers a publish that will not be produced.
@@ -386,52 +438,6 @@ func (h *Hook) message(cl *mqtt.Client, pk packets.Packet, received time.Time) *
 		m.UserProperties = append(m.UserProperties, kafkarecord.UserProperty{Key: u.Key, Value: u.Val})
 	}
 	return m
-}
-
-// OnWill produces a client's will message to Kafka, like any publish; it is
-// called when mochi decides the will must be sent. The will still reaches
-// mochi afterwards, whose local fan-out is off (OnSelectSubscribers).
-func (h *Hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
-	if will.WillDelayInterval > 0 {
-		// Delayed wills need session state shared across nodes; until
-		// then they are not sent (documented in docs/ingest.md).
-		h.metrics.fail(ReasonWillDelayLater)
-		h.log.Warn("will with a delay interval is not published yet", "client", cl.ID, "topic", will.TopicName)
-		return will, nil
-	}
-	received := time.Now()
-	h.metrics.received.Add(context.Background(), 1, h.metrics.qosAttr[will.Qos])
-	m := &kafkarecord.Message{
-		ClientID:   cl.ID,
-		Topic:      will.TopicName,
-		Payload:    will.Payload,
-		QoS:        will.Qos,
-		Retain:     will.Retain,
-		Username:   string(cl.Properties.Username),
-		Protocol:   cl.Properties.ProtocolVersion,
-		Kind:       kafkarecord.KindWill,
-		MessageID:  newMessageID(),
-		Node:       h.node,
-		ReceivedAt: received,
-	}
-	for _, u := range will.User {
-		m.UserProperties = append(m.UserProperties, kafkarecord.UserProperty{Key: u.Key, Value: u.Val})
-	}
-	rec := kafkarecord.Encode(h.topic, m)
-	size := int64(len(rec.Key) + len(rec.Value) + len(m.Topic) + recordOverhead)
-	// A will is not read from a socket, so it is not held back by the
-	// byte bound; it is counted in it.
-	h.unacked.Add(size)
-	h.producer.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
-		h.unacked.Add(-size)
-		if err != nil {
-			h.metrics.fail(ReasonKafka)
-			h.log.Error("will not written to kafka", "client", cl.ID, "topic", will.TopicName, "err", err)
-			return
-		}
-		h.metrics.produced.Add(context.Background(), 1)
-	})
-	return will, nil
 }
 
 func init() {

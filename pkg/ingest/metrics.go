@@ -9,13 +9,12 @@ import (
 
 // Failure reasons, the bounded values of the "reason" label.
 const (
-	ReasonKafka          = "kafka_error"
-	ReasonBackpressure   = "backpressure_timeout"
-	ReasonInvalidTopic   = "invalid_topic"
-	ReasonPayloadFormat  = "invalid_payload_format"
-	ReasonClientStalled  = "client_not_reading_acks"
-	ReasonShuttingDown   = "shutting_down"
-	ReasonWillDelayLater = "will_delay_unsupported"
+	ReasonKafka         = "kafka_error"
+	ReasonBackpressure  = "backpressure_timeout"
+	ReasonInvalidTopic  = "invalid_topic"
+	ReasonPayloadFormat = "invalid_payload_format"
+	ReasonClientStalled = "client_not_reading_acks"
+	ReasonShuttingDown  = "shutting_down"
 )
 
 type metrics struct {

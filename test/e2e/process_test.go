@@ -19,11 +19,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetgate/fleetgate/internal/clustertest"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // binDir holds the binaries built once for the package.
 var binDir string
+
+// redisAddr is the redis-server every frontend process of the package uses.
+var redisAddr string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "fleetgate-e2e-")
@@ -43,7 +47,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	r, skip, err := clustertest.StartRedis()
+	if err != nil || skip != "" {
+		fmt.Fprintln(os.Stderr, "e2e tests need redis-server:", err, skip)
+		os.Exit(1)
+	}
+	redisAddr = r.Addr
 	code := m.Run()
+	r.Stop()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -148,7 +159,7 @@ func startFrontend(t *testing.T, kafka string, extra ...string) *frontendProc {
 	t.Helper()
 	mqtt, ops := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	args := append([]string{"-kafka.brokers", kafka, "-mqtt.tcp-addr", mqtt, "-http.addr", ops,
-		"-node.id", "e2e", "-kafka.partitions", "3", "-log.level", "info"}, extra...)
+		"-node.id", "e2e", "-kafka.partitions", "3", "-log.level", "info", "-redis.addrs", redisAddr}, extra...)
 	p := start(t, "frontend", nil, args...)
 	f := &frontendProc{proc: p, mqtt: mqtt, ops: ops}
 	require.Eventually(t, func() bool {

@@ -1,0 +1,237 @@
+// Package clustertest runs a whole fleetgate cluster inside a test process:
+// a Kafka-protocol broker (kfake), frontends and dispatchers, against a real
+// redis-server that the test package starts (see StartRedis).
+package clustertest
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/dispatch"
+	"github.com/fleetgate/fleetgate/pkg/frontend"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
+)
+
+// Redis is a redis-server started for a test package.
+type Redis struct {
+	Addr string
+	cmd  *exec.Cmd
+	dir  string
+}
+
+// StartRedis starts redis-server for TestMain. Without the binary it returns
+// nil and a reason to skip, unless CI is set, when it is an error.
+func StartRedis() (r *Redis, skip string, err error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			return nil, "", fmt.Errorf("redis-server not found; CI must install it (apt-get install redis-server)")
+		}
+		return nil, "redis-server not found: apt-get install redis-server", nil
+	}
+	dir, err := os.MkdirTemp("", "fleetgate-cluster-redis")
+	if err != nil {
+		return nil, "", err
+	}
+	addr, err := testkit.FreeLoopbackAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	cmd, err := testkit.StartRedisServer(bin, addr, dir, "--appendonly", "no")
+	if err != nil {
+		return nil, "", err
+	}
+	return &Redis{Addr: addr, cmd: cmd, dir: dir}, "", nil
+}
+
+// Stop kills the server.
+func (r *Redis) Stop() {
+	if r == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	_ = os.RemoveAll(r.dir)
+}
+
+// Options shape a cluster.
+type Options struct {
+	// Frontends and Dispatchers default to 1.
+	Frontends, Dispatchers int
+	// Frontend adjusts each frontend's configuration (i is its index).
+	Frontend func(i int, c *frontend.Config)
+	// Dispatcher adjusts each dispatcher's configuration.
+	Dispatcher func(i int, c *dispatch.ServiceConfig)
+}
+
+// Cluster is a running cluster.
+type Cluster struct {
+	t         testing.TB
+	Kafka     *testkit.Kafka
+	RedisAddr string
+	Frontends []*Frontend
+	Redis     *redis.Client
+}
+
+// Frontend is one frontend of the cluster.
+type Frontend struct {
+	Server *frontend.Server
+	Config frontend.Config
+	// Addr is its MQTT over TCP address.
+	Addr string
+	stop context.CancelFunc
+	done chan error
+	once sync.Once
+}
+
+// Stop drains the frontend.
+func (f *Frontend) Stop() {
+	f.once.Do(func() {
+		f.stop()
+		select {
+		case <-f.done:
+		case <-time.After(30 * time.Second):
+		}
+	})
+}
+
+// Start starts a cluster against the redis-server at redisAddr, whose data
+// it deletes first, and waits until every process is ready.
+func Start(t testing.TB, redisAddr string, o Options) *Cluster {
+	t.Helper()
+	if o.Frontends == 0 {
+		o.Frontends = 1
+	}
+	if o.Dispatchers == 0 {
+		o.Dispatchers = 1
+	}
+	c := &Cluster{t: t, Kafka: testkit.StartKafka(t), RedisAddr: redisAddr}
+	c.Redis = redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { _ = c.Redis.Close() })
+	require.NoError(t, c.Redis.FlushAll(context.Background()).Err())
+
+	log := Logger(t)
+	var ops []string
+	for i := range o.Dispatchers {
+		var cfg dispatch.ServiceConfig
+		cfg.RegisterFlags(flag.NewFlagSet("dispatcher", flag.PanicOnError))
+		cfg.Kafka.Brokers = config.StringList{c.Kafka.Addr()}
+		cfg.Kafka.Partitions = 4
+		cfg.Subscriptions.Partitions = 4
+		cfg.Session.Redis.Addrs = config.StringList{redisAddr}
+		cfg.HTTP.Addr = "127.0.0.1:0"
+		cfg.Dispatch.StartAt = "start"
+		if o.Dispatcher != nil {
+			o.Dispatcher(i, &cfg)
+		}
+		require.NoError(t, cfg.Validate())
+		tel, err := telemetry.NewMetrics()
+		require.NoError(t, err)
+		svc := dispatch.NewService(cfg, log.With("dispatcher", i), tel)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- svc.Run(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Error("dispatcher did not stop")
+			}
+		})
+		require.Eventually(t, func() bool { return svc.OpsAddr() != "" }, 10*time.Second, 10*time.Millisecond)
+		ops = append(ops, svc.OpsAddr())
+	}
+	for i := range o.Frontends {
+		var cfg frontend.Config
+		cfg.RegisterFlags(flag.NewFlagSet("frontend", flag.PanicOnError))
+		cfg.Node.ID = fmt.Sprintf("fe-%d", i)
+		cfg.MQTT.TCPAddr = "127.0.0.1:0"
+		cfg.HTTP.Addr = "127.0.0.1:0"
+		cfg.Kafka.Brokers = config.StringList{c.Kafka.Addr()}
+		cfg.Kafka.Partitions = 4
+		cfg.Subscriptions.Partitions = 4
+		cfg.Session.Redis.Addrs = config.StringList{redisAddr}
+		cfg.Shutdown.Timeout = 5 * time.Second
+		if o.Frontend != nil {
+			o.Frontend(i, &cfg)
+		}
+		require.NoError(t, cfg.Validate())
+		tel, err := telemetry.NewMetrics()
+		require.NoError(t, err)
+		srv, err := frontend.New(cfg, log.With("frontend", i), tel)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		f := &Frontend{Server: srv, Config: cfg, stop: cancel, done: make(chan error, 1)}
+		go func() { f.done <- srv.Run(ctx) }()
+		select {
+		case <-srv.Started():
+		case err := <-f.done:
+			t.Fatalf("frontend %d did not start: %v", i, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("frontend %d did not start in 10s", i)
+		}
+		f.Addr = srv.Addr(frontend.ListenerTCP)
+		t.Cleanup(f.Stop)
+		c.Frontends = append(c.Frontends, f)
+		ops = append(ops, srv.OpsAddr())
+	}
+	for _, a := range ops {
+		require.Eventually(t, func() bool { return ready(a) }, 20*time.Second, 20*time.Millisecond, "process with ops %s never became ready", a)
+	}
+	return c
+}
+
+func ready(ops string) bool {
+	resp, err := http.Get("http://" + ops + "/readyz")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode == http.StatusOK
+}
+
+// Addr is the MQTT address of frontend 0.
+func (c *Cluster) Addr() string { return c.Frontends[0].Addr }
+
+// Logger logs through t.Log at warn level (debug with FLEETGATE_TEST_DEBUG
+// set) and stops when the test ends.
+func Logger(t testing.TB) *slog.Logger {
+	lvl := slog.LevelWarn
+	if os.Getenv("FLEETGATE_TEST_DEBUG") != "" {
+		lvl = slog.LevelDebug
+	}
+	w := &tlog{t: t}
+	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}
+
+type tlog struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *tlog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(string(p))
+	}
+	return len(p), nil
+}

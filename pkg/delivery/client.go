@@ -1,0 +1,328 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fleetgate/fleetgate/pkg/dispatch"
+	"github.com/fleetgate/fleetgate/pkg/session"
+)
+
+// takeBatch bounds the messages moved from the queue in one store call.
+const takeBatch = 256
+
+// ack is an acknowledgement of an outbound message.
+type ack struct {
+	kind   byte // packets.Puback, Pubrec or Pubcomp
+	id     uint16
+	reason byte
+}
+
+// client is one connection's part of a session.
+type client struct {
+	h     *Hook
+	cl    *mqtt.Client
+	epoch uint64
+	// present is the CONNACK Session Present flag.
+	present bool
+	// failed is set when the store could not register the session.
+	failed error
+	will   *session.Will
+	// willDue: the connection ended abnormally (OnWill ran).
+	willDue   atomic.Bool
+	takenOver atomic.Bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	acks   chan ack
+
+	// The pump runs on at most one goroutine at a time, started on demand
+	// by kick: an idle connection has none.
+	running atomic.Bool
+	pending atomic.Bool
+
+	// Owned by the running pump.
+	window   int
+	resent   bool
+	inflight map[uint16]byte // outbound id → 1 (QoS 1), 2 (QoS 2 PUBLISH sent), 3 (PUBREL sent)
+	retryAt  *time.Timer
+	backoff  time.Duration
+}
+
+func newClient(h *Hook, cl *mqtt.Client) *client {
+	c := &client{h: h, cl: cl, inflight: map[uint16]byte{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.window = h.cfg.MaxInflight
+	if cl.Properties.ProtocolVersion >= 5 {
+		rm := int(cl.Properties.Props.ReceiveMaximum)
+		if rm == 0 {
+			rm = 65535 // absent: no limit beyond the protocol's [MQTT-3.1.2.11.3]
+		}
+		c.window = min(c.window, rm)
+	}
+	// An honest client has at most two acknowledgements per message in
+	// flight (PUBREC, PUBCOMP); more are dropped (see pushAck).
+	c.acks = make(chan ack, 2*c.window+16)
+	return c
+}
+
+func (c *client) stop() {
+	c.cancel()
+}
+
+// pushAck hands an acknowledgement to the pump. It never blocks the read
+// goroutine: a client that sends more acknowledgements than it has messages
+// in flight loses the excess, which match nothing anyway.
+func (c *client) pushAck(a ack) {
+	select {
+	case c.acks <- a:
+	default:
+		c.h.metrics.acksDropped.Add(context.Background(), 1)
+	}
+	c.kick()
+}
+
+// kick makes the pump run: now, or again after its current round.
+func (c *client) kick() {
+	c.pending.Store(true)
+	if c.running.CompareAndSwap(false, true) {
+		go c.pump()
+	}
+}
+
+func (c *client) pump() {
+	for {
+		c.pending.Store(false)
+		c.work()
+		c.running.Store(false)
+		if !c.pending.Load() || c.ctx.Err() != nil {
+			return
+		}
+		if !c.running.CompareAndSwap(false, true) {
+			return // another kick started a pump
+		}
+	}
+}
+
+// work resends what was in flight (once per connection), applies the
+// acknowledgements received, and moves messages from the queue to the
+// connection while the client's window has room.
+func (c *client) work() {
+	if c.ctx.Err() != nil || c.takenOver.Load() {
+		return
+	}
+	if !c.resent {
+		if err := c.resend(); err != nil {
+			c.fail("resending inflight messages", err)
+			return
+		}
+		c.resent = true
+	}
+	if err := c.applyAcks(); err != nil {
+		c.fail("recording acknowledgements", err)
+		return
+	}
+	for c.ctx.Err() == nil {
+		free := c.window - len(c.inflight)
+		if free <= 0 {
+			return
+		}
+		n := min(free, takeBatch)
+		msgs, err := c.h.o.Store.Take(c.ctx, c.cl.ID, c.epoch, n)
+		if err != nil {
+			c.fail("taking queued messages", err)
+			return
+		}
+		var done []uint16
+		for _, m := range msgs {
+			if c.write(m, false) {
+				done = append(done, m.PacketID)
+			}
+		}
+		if err := c.h.o.Store.AckMany(c.ctx, c.cl.ID, c.epoch, done); err != nil {
+			c.fail("completing QoS 0 deliveries", err)
+			return
+		}
+		if err := c.applyAcks(); err != nil {
+			c.fail("recording acknowledgements", err)
+			return
+		}
+		if len(msgs) < n {
+			c.backoff = 0
+			return // the queue is empty
+		}
+	}
+}
+
+// fail handles a store error of the pump: a fenced session was taken over
+// by a newer connection, which this one learns here if it missed the
+// takeover notice; anything else is retried with backoff.
+func (c *client) fail(what string, err error) {
+	if c.ctx.Err() != nil {
+		return
+	}
+	if fenced(err) {
+		c.h.closeTakenOver(c)
+		return
+	}
+	c.h.metrics.storeErrors.Add(context.Background(), 1)
+	c.backoff = min(max(2*c.backoff, 100*time.Millisecond), 5*time.Second)
+	c.h.log.Warn("delivery paused: "+what, "client", c.cl.ID, "retry_in", c.backoff, "err", err)
+	if c.retryAt != nil {
+		c.retryAt.Stop()
+	}
+	c.retryAt = time.AfterFunc(c.backoff, c.kick)
+}
+
+// resend writes the session's inflight messages again after a reconnect:
+// PUBLISH with DUP set, or PUBREL where PUBREC was received [MQTT-4.4.0-1].
+func (c *client) resend() error {
+	msgs, err := c.h.o.Store.Inflight(c.ctx, c.cl.ID)
+	if err != nil {
+		return err
+	}
+	var done []uint16
+	for _, m := range msgs {
+		if m.Released {
+			c.inflight[m.PacketID] = 3
+			c.h.metrics.resent.Add(c.ctx, 1)
+			_ = c.cl.WritePacket(pubrel(m.PacketID))
+			continue
+		}
+		if c.write(m.QueuedMessage, true) {
+			done = append(done, m.PacketID)
+		}
+	}
+	return c.h.o.Store.AckMany(c.ctx, c.cl.ID, c.epoch, done)
+}
+
+func pubrel(id uint16) packets.Packet {
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id}
+}
+
+// write sends one message and reports whether its delivery is complete
+// without an acknowledgement: QoS 0, or a message that cannot be sent at
+// all (undecodable, or larger than the client's Maximum Packet Size, which
+// the server must then discard [MQTT-3.1.2-25]).
+func (c *client) write(m session.QueuedMessage, resend bool) (done bool) {
+	msg, err := dispatch.DecodeMessage(m.Message)
+	if err != nil {
+		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonUndecodable)
+		c.h.log.Error("dropping undecodable queued message", "client", c.cl.ID, "err", err)
+		return true
+	}
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: msg.QoS, Retain: msg.Retain},
+		TopicName:   msg.Topic,
+		Payload:     msg.Payload,
+	}
+	if msg.QoS > 0 {
+		pk.PacketID = m.PacketID
+		pk.FixedHeader.Dup = resend // [MQTT-3.3.1-1]; QoS 0 never [MQTT-3.3.1-2]
+	}
+	p := &pk.Properties
+	p.ContentType = msg.ContentType
+	if msg.PayloadFormat != nil {
+		p.PayloadFormat, p.PayloadFormatFlag = *msg.PayloadFormat, true
+	}
+	p.ResponseTopic = msg.ResponseTopic
+	p.CorrelationData = msg.CorrelationData
+	for _, u := range msg.UserProperties {
+		p.User = append(p.User, packets.UserProperty{Key: u.Key, Val: u.Value})
+	}
+	for _, id := range msg.SubscriptionIdentifiers {
+		p.SubscriptionIdentifier = append(p.SubscriptionIdentifier, int(id))
+	}
+	if !m.Expiry.IsZero() {
+		// mochi writes the interval left [MQTT-3.3.2-6].
+		pk.Expiry = m.Expiry.Unix()
+		if m.Expiry.Sub(time.Unix(pk.Expiry, 0)) > 0 {
+			pk.Expiry++ // round up: never send 0, which means "no expiry"
+		}
+	}
+	err = c.cl.WritePacket(pk)
+	switch {
+	case errors.Is(err, packets.ErrPacketTooLarge):
+		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonTooLarge)
+		c.h.log.Info("message larger than the client's maximum packet size discarded", "client", c.cl.ID, "topic", msg.Topic)
+		return true
+	case err != nil:
+		// The connection is closing; the message stays in flight and is
+		// sent again on the next connection.
+		if msg.QoS > 0 {
+			c.inflight[m.PacketID] = msg.QoS
+		}
+		return msg.QoS == 0
+	}
+	if resend {
+		c.h.metrics.resent.Add(c.ctx, 1)
+	}
+	c.h.metrics.sent.Add(c.ctx, 1, c.h.metrics.qosAttr[msg.QoS])
+	if msg.QoS == 0 {
+		return true
+	}
+	c.inflight[m.PacketID] = msg.QoS
+	return false
+}
+
+// applyAcks records the acknowledgements received so far: PUBACK and
+// PUBCOMP complete a message [MQTT-4.3.2-1] [MQTT-4.3.3-1]; PUBREC is
+// recorded and answered with PUBREL [MQTT-4.3.3-4]; an MQTT 5 PUBREC with a
+// failure code ends the flow [MQTT-4.3.3-4 non-normative 4.13.2].
+func (c *client) applyAcks() error {
+	var done []uint16
+	for {
+		var a ack
+		select {
+		case a = <-c.acks:
+		default:
+			return c.h.o.Store.AckMany(c.ctx, c.cl.ID, c.epoch, done)
+		}
+		state, ok := c.inflight[a.id]
+		if !ok {
+			continue // not ours to complete: ignored like mochi does
+		}
+		switch {
+		case a.kind == packets.Puback && state == 1,
+			a.kind == packets.Pubcomp && state == 3,
+			a.kind == packets.Pubrec && state == 2 && a.reason >= packets.ErrUnspecifiedError.Code:
+			done = append(done, a.id)
+			delete(c.inflight, a.id)
+			c.h.metrics.completed.Add(c.ctx, 1)
+		case a.kind == packets.Pubrec && (state == 2 || state == 3):
+			if state == 2 {
+				if err := c.h.o.Store.AckMany(c.ctx, c.cl.ID, c.epoch, done); err != nil {
+					return err
+				}
+				done = done[:0]
+				if err := c.h.o.Store.PubrecReceived(c.ctx, c.cl.ID, c.epoch, a.id); err != nil {
+					// Applied again on the client's next PUBREC.
+					return err
+				}
+				c.inflight[a.id] = 3
+			}
+			_ = c.cl.WritePacket(pubrel(a.id))
+		}
+	}
+}
+
+// closeTakenOver closes a connection whose session a newer connection took
+// over: DISCONNECT 0x8E on MQTT 5 [MQTT-3.1.4-3], a closed socket on 3.1.1.
+// Its will is the session's business now, not this connection's.
+func (h *Hook) closeTakenOver(c *client) {
+	if !c.takenOver.CompareAndSwap(false, true) {
+		return
+	}
+	atomic.StoreUint32(&c.cl.Properties.Will.Flag, 0)
+	h.log.Info("session taken over on another node; closing connection", "client", c.cl.ID)
+	if c.cl.Properties.ProtocolVersion >= 5 {
+		_ = h.o.Server.DisconnectClient(c.cl, packets.ErrSessionTakenOver)
+		return
+	}
+	c.cl.Stop(packets.ErrSessionTakenOver)
+}

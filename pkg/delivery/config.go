@@ -1,0 +1,45 @@
+package delivery
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+)
+
+// Config configures sessions and delivery on a frontend node.
+type Config struct {
+	// MaxInflight bounds the outbound QoS 1 and 2 messages awaiting their
+	// acknowledgement per connection, below the client's Receive Maximum
+	// (MQTT 3.1.1 clients announce none).
+	MaxInflight int `yaml:"max_inflight"`
+	// PollInterval is how often a connected session's queue is checked
+	// without a notice: the safety net for notices lost while the node's
+	// Redis subscription was down.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// StoreTimeout bounds one session store (Redis) or change log (Kafka)
+	// operation done for a client packet: CONNECT, SUBSCRIBE, UNSUBSCRIBE.
+	StoreTimeout time.Duration `yaml:"store_timeout"`
+}
+
+// RegisterFlags registers the flags under "delivery.".
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.MaxInflight, "delivery.max-inflight", 100, "Most outbound QoS 1/2 messages awaiting acknowledgement per connection (also capped by the client's Receive Maximum).")
+	fs.DurationVar(&c.PollInterval, "delivery.poll-interval", 30*time.Second, "How often a connected session's queue is checked without a notice from a dispatcher.")
+	fs.DurationVar(&c.StoreTimeout, "delivery.store-timeout", 10*time.Second, "Bound on the Redis and Kafka writes behind CONNACK, SUBACK and UNSUBACK; past it the client gets a failure code.")
+}
+
+// Validate names the bad field.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.MaxInflight < 1 || c.MaxInflight > 65535 {
+		errs = append(errs, fmt.Errorf("delivery.max-inflight: %d must be between 1 and 65535", c.MaxInflight))
+	}
+	if c.PollInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("delivery.poll-interval: %s must be at least 10ms", c.PollInterval))
+	}
+	if c.StoreTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("delivery.store-timeout: %s must be positive", c.StoreTimeout))
+	}
+	return errors.Join(errs...)
+}

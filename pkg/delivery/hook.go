@@ -1,0 +1,547 @@
+// Package delivery makes a frontend node a member of the cluster: it keeps
+// the sessions of the node's clients in the session store (Redis), records
+// their subscriptions there and in the subscription change log (Kafka), and
+// writes the messages the dispatchers queue for them to their connections.
+//
+// It is a mochi-mqtt hook. mochi keeps no session state of its own beyond a
+// connection: SUBSCRIBE, UNSUBSCRIBE and the acknowledgements of outbound
+// messages are answered here and never reach mochi, whose local fan-out is
+// switched off by the ingest hook. Outbound packet ids come from the session
+// store, a space of their own, so they never collide with the inbound QoS 2
+// ids that mochi tracks (mochi issue 545).
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// ChangeLog is where subscriptions are published for the dispatchers
+// (*subscriptions.Writer).
+type ChangeLog interface {
+	Subscribe(ctx context.Context, clientID string, subs []topic.Subscription) error
+	Unsubscribe(ctx context.Context, clientID string, keys []subscriptions.Key) error
+}
+
+// RetainedMessage is a retained message found for a filter.
+type RetainedMessage struct {
+	Topic string
+	// Message is the dispatch.EncodeMessage encoding, with the QoS it was
+	// published with.
+	Message []byte
+	Expiry  time.Time
+}
+
+// RetainedLookup returns the retained messages matching filter.
+type RetainedLookup func(ctx context.Context, filter string) ([]RetainedMessage, error)
+
+// WillPublisher produces a will to Kafka and returns once Kafka has it.
+type WillPublisher func(ctx context.Context, clientID string, protocol byte, w *session.Will) error
+
+// Options are the hook's dependencies.
+type Options struct {
+	// Node is this node's id, the owner written into sessions.
+	Node string
+	// Server is the mochi server the hook is added to.
+	Server *mqtt.Server
+	// Store is the session store; Redis is its client, for notices.
+	Store *session.Store
+	Redis redis.UniversalClient
+	// ChangeLog receives every subscription change.
+	ChangeLog ChangeLog
+	// Retained finds retained messages at SUBSCRIBE; nil sends none.
+	Retained RetainedLookup
+	// PublishWill produces wills; nil drops them (tests).
+	PublishWill WillPublisher
+	// NotifyChannel is the channel the dispatchers publish notices on.
+	NotifyChannel string
+}
+
+// Hook is the mochi hook. Create it with New, add it to the mochi server
+// after the ingest hook, and Run it.
+type Hook struct {
+	mqtt.HookBase
+
+	cfg     Config
+	o       Options
+	log     *slog.Logger
+	metrics *metrics
+
+	byConn sync.Map // *mqtt.Client → *client
+
+	mu    sync.Mutex
+	byID  map[string]*client  // the current connection of each client id; guarded by mu
+	wills map[string]*willJob // delayed wills, by client id; guarded by mu
+
+	closed atomic.Bool
+}
+
+// New returns the hook. It does no I/O.
+func New(cfg Config, o Options, log *slog.Logger, mp metric.MeterProvider) (*Hook, error) {
+	h := &Hook{
+		cfg:   cfg,
+		o:     o,
+		log:   log.With("component", "delivery"),
+		byID:  map[string]*client{},
+		wills: map[string]*willJob{},
+	}
+	m, err := newMetrics(mp, h.connected)
+	if err != nil {
+		return nil, err
+	}
+	h.metrics = m
+	return h, nil
+}
+
+// ID implements mqtt.Hook.
+func (h *Hook) ID() string { return "fleetgate-delivery" }
+
+// Provides implements mqtt.Hook.
+func (h *Hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnSessionEstablish,
+		mqtt.OnSessionEstablished,
+		mqtt.OnPacketEncode,
+		mqtt.OnPacketRead,
+		mqtt.OnWill,
+		mqtt.OnDisconnect,
+	}, []byte{b})
+}
+
+func (h *Hook) connected() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return int64(len(h.byID))
+}
+
+func (h *Hook) lookup(cl *mqtt.Client) *client {
+	if v, ok := h.byConn.Load(cl); ok {
+		return v.(*client)
+	}
+	return nil
+}
+
+func (h *Hook) local(clientID string) *client {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byID[clientID]
+}
+
+// expiryOf is the Session Expiry Interval of a connection: MQTT 5 sends it
+// (0 when absent), MQTT 3.1.1 has clean sessions (0) and persistent ones,
+// which never expire.
+func expiryOf(cl *mqtt.Client) uint32 {
+	if cl.Properties.ProtocolVersion >= 5 {
+		return cl.Properties.Props.SessionExpiryInterval
+	}
+	if cl.Properties.Clean {
+		return 0
+	}
+	return math.MaxUint32
+}
+
+func (h *Hook) storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
+}
+
+// OnSessionEstablish registers the session in the store before mochi
+// answers the CONNECT: the CONNACK carries the store's Session Present
+// (OnPacketEncode), or Server Unavailable when the store failed.
+func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	c := newClient(h, cl)
+	h.byConn.Store(cl, c)
+	req := session.ConnectRequest{
+		ClientID:      cl.ID,
+		Node:          h.o.Node,
+		CleanStart:    pk.Connect.Clean,
+		ExpirySeconds: expiryOf(cl),
+		Protocol:      cl.Properties.ProtocolVersion,
+	}
+	if pk.Connect.WillFlag {
+		c.will = willOf(cl, pk)
+		req.Will = c.will
+	}
+	ctx, cancel := h.storeCtx()
+	defer cancel()
+	if req.CleanStart {
+		// A clean start discards the subscriptions of the previous session
+		// [MQTT-3.1.2-4]: the dispatchers hear of it before the session is
+		// reset, so none of their routing lands in the new session.
+		if err := h.dropSubscriptions(ctx, cl.ID); err != nil {
+			c.failed = err
+			h.metrics.connectFailed.Add(ctx, 1)
+			h.log.Warn("connect refused: cannot drop the previous session's subscriptions", "client", cl.ID, "err", err)
+			return
+		}
+	}
+	res, err := h.o.Store.Connect(ctx, req)
+	if err != nil {
+		c.failed = err
+		h.metrics.connectFailed.Add(ctx, 1)
+		h.log.Warn("connect refused: session store failed", "client", cl.ID, "err", err)
+		return
+	}
+	c.epoch = res.Epoch
+	c.present = res.SessionPresent
+	h.cancelWill(cl.ID)
+	h.mu.Lock()
+	prev := h.byID[cl.ID]
+	h.byID[cl.ID] = c
+	h.mu.Unlock()
+	if prev != nil {
+		// mochi disconnects the previous local connection with 0x8E; its
+		// writes are fenced from now on.
+		prev.takenOver.Store(true)
+	}
+	if res.WasConnected && res.PreviousNode != "" && res.PreviousNode != h.o.Node {
+		h.metrics.takeovers.Add(ctx, 1)
+		if err := h.sendTakeover(ctx, res.PreviousNode, cl.ID, res.Epoch); err != nil {
+			// The old node finds out at its next store write, which is
+			// fenced: it then closes the connection too.
+			h.log.Warn("takeover notice not sent", "client", cl.ID, "node", res.PreviousNode, "err", err)
+		}
+	}
+	h.log.Debug("session registered", "client", cl.ID, "epoch", res.Epoch, "present", res.SessionPresent,
+		"previous_node", res.PreviousNode, "takeover", res.WasConnected)
+}
+
+// dropSubscriptions writes tombstones for every subscription the session
+// of clientID holds.
+func (h *Hook) dropSubscriptions(ctx context.Context, clientID string) error {
+	subs, err := h.o.Store.Subscriptions(ctx, clientID)
+	if err != nil || len(subs) == 0 {
+		return err
+	}
+	keys := make([]subscriptions.Key, len(subs))
+	for i, s := range subs {
+		keys[i] = subscriptions.Key{Group: s.Group, Filter: s.Filter}
+	}
+	return h.o.ChangeLog.Unsubscribe(ctx, clientID, keys)
+}
+
+// willOf copies the will of a CONNECT, with its MQTT 5 properties.
+func willOf(cl *mqtt.Client, pk packets.Packet) *session.Will {
+	p := &pk.Connect.WillProperties
+	w := &session.Will{
+		Topic:                pk.Connect.WillTopic,
+		Payload:              pk.Connect.WillPayload,
+		QoS:                  pk.Connect.WillQos,
+		Retain:               pk.Connect.WillRetain,
+		DelaySeconds:         p.WillDelayInterval,
+		ContentType:          p.ContentType,
+		ResponseTopic:        p.ResponseTopic,
+		CorrelationData:      p.CorrelationData,
+		MessageExpirySeconds: p.MessageExpiryInterval,
+		HasMessageExpiry:     p.MessageExpiryInterval > 0,
+	}
+	if p.PayloadFormatFlag {
+		w.PayloadFormat = p.PayloadFormat
+	}
+	for _, u := range p.User {
+		w.UserProperties = append(w.UserProperties, session.UserProperty{Key: u.Key, Value: u.Val})
+	}
+	setUsername(w, string(cl.Properties.Username))
+	return w
+}
+
+// OnPacketEncode sets the CONNACK's Session Present from the session store,
+// or turns it into Server Unavailable when the store could not register the
+// session [MQTT-3.2.2-2] [MQTT-3.2.2-3].
+func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+		return pk
+	}
+	c := h.lookup(cl)
+	if c == nil {
+		return pk
+	}
+	if c.failed != nil {
+		pk.SessionPresent = false
+		pk.ReasonCode = packets.ErrServerUnavailable.Code
+		pk.Properties.ReasonString = "session store unavailable"
+		if cl.Properties.ProtocolVersion < 5 {
+			pk.ReasonCode = packets.Err3ServerUnavailable.Code
+		}
+		return pk
+	}
+	pk.SessionPresent = c.present
+	return pk
+}
+
+// OnSessionEstablished starts delivering: inflight messages first, with
+// DUP, then the queue. A connection the store refused is closed here, after
+// its CONNACK, without its will.
+func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	c := h.lookup(cl)
+	if c == nil {
+		return
+	}
+	if c.failed != nil {
+		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+		cl.Stop(packets.ErrServerUnavailable)
+		return
+	}
+	c.kick()
+}
+
+// OnWill notes that the client's will is due: the connection ended without
+// a normal DISCONNECT [MQTT-3.1.2-8]. The will is published from the
+// session store in OnDisconnect, after its delay; mochi gets it back without
+// the retain flag, so that it keeps no local copy.
+func (h *Hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if c := h.lookup(cl); c != nil && c.failed == nil {
+		c.willDue.Store(true)
+	}
+	will.Retain = false
+	return will, nil
+}
+
+// OnDisconnect ends the connection's part of the session: the session is
+// marked disconnected with its expiry (or deleted), the will is published,
+// scheduled or discarded, and mochi forgets the client (the store holds the
+// session).
+func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	c := h.lookup(cl)
+	if c == nil {
+		return
+	}
+	h.byConn.Delete(cl)
+	c.stop()
+	h.mu.Lock()
+	if h.byID[cl.ID] == c {
+		delete(h.byID, cl.ID)
+	}
+	h.mu.Unlock()
+	if cur, ok := h.o.Server.Clients.Get(cl.ID); ok && cur == cl {
+		h.o.Server.Clients.Delete(cl.ID)
+	}
+	if c.failed != nil || c.takenOver.Load() {
+		return
+	}
+	h.endSession(c, expiryOf(cl))
+}
+
+func (h *Hook) endSession(c *client, expiry uint32) {
+	ctx, cancel := h.storeCtx()
+	defer cancel()
+	id := c.cl.ID
+	var subs []session.Subscription
+	if expiry == 0 {
+		var err error
+		if subs, err = h.o.Store.Subscriptions(ctx, id); err != nil {
+			h.log.Warn("reading subscriptions of an ending session", "client", id, "err", err)
+		}
+	}
+	if c.will != nil {
+		switch {
+		case !c.willDue.Load():
+			// Normal disconnect: the will is discarded [MQTT-3.1.2-10].
+			if _, err := h.o.Store.ClaimWill(ctx, id, c.epoch); err != nil && !fenced(err) {
+				h.log.Warn("discarding will", "client", id, "err", err)
+			}
+		case c.will.DelaySeconds == 0 || expiry == 0:
+			// Due now: no delay, or the session ends now, which ends the
+			// delay [MQTT-3.1.3-9].
+			h.claimAndPublish(ctx, id, c.epoch, c.cl.Properties.ProtocolVersion)
+		}
+	}
+	err := h.o.Store.Disconnect(ctx, id, c.epoch, expiry)
+	if err != nil {
+		if fenced(err) {
+			return // the session moved on: another connection owns it
+		}
+		h.log.Warn("recording disconnect", "client", id, "err", err)
+	}
+	if len(subs) > 0 {
+		keys := make([]subscriptions.Key, len(subs))
+		for i, s := range subs {
+			keys[i] = subscriptions.Key{Group: s.Group, Filter: s.Filter}
+		}
+		if err := h.o.ChangeLog.Unsubscribe(ctx, id, keys); err != nil {
+			h.log.Warn("subscriptions of an ended session stay in the change log", "client", id, "err", err)
+		}
+	}
+	if c.will != nil && c.willDue.Load() && c.will.DelaySeconds > 0 && expiry != 0 {
+		d := time.Duration(c.will.DelaySeconds) * time.Second
+		if expiry != math.MaxUint32 && time.Duration(expiry)*time.Second <= d {
+			// The session ends first, which ends the delay; claim it just
+			// before Redis expires the session with the will.
+			d = max(time.Duration(expiry)*time.Second-500*time.Millisecond, 0)
+		}
+		h.scheduleWill(id, c.epoch, c.cl.Properties.ProtocolVersion, d)
+	}
+}
+
+func fenced(err error) bool {
+	return errors.Is(err, session.ErrFenced) || errors.Is(err, session.ErrNoSession)
+}
+
+// willJob is a will waiting for its delay.
+type willJob struct {
+	timer *time.Timer
+	epoch uint64
+}
+
+func (h *Hook) scheduleWill(clientID string, epoch uint64, proto byte, d time.Duration) {
+	if h.closed.Load() {
+		return // shutting down: the wills sweeper takes it over
+	}
+	j := &willJob{epoch: epoch}
+	h.mu.Lock()
+	if old := h.wills[clientID]; old != nil {
+		old.timer.Stop()
+	}
+	h.wills[clientID] = j
+	j.timer = time.AfterFunc(d, func() {
+		h.mu.Lock()
+		if h.wills[clientID] == j {
+			delete(h.wills, clientID)
+		}
+		h.mu.Unlock()
+		ctx, cancel := h.storeCtx()
+		defer cancel()
+		h.claimAndPublish(ctx, clientID, epoch, proto)
+	})
+	h.mu.Unlock()
+}
+
+func (h *Hook) cancelWill(clientID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if j := h.wills[clientID]; j != nil {
+		j.timer.Stop()
+		delete(h.wills, clientID)
+	}
+}
+
+// claimAndPublish takes the will from the store (fenced by epoch, so it is
+// published once, and not at all after a reconnect) and produces it.
+func (h *Hook) claimAndPublish(ctx context.Context, clientID string, epoch uint64, proto byte) {
+	w, err := h.o.Store.ClaimWill(ctx, clientID, epoch)
+	if err != nil {
+		if !fenced(err) {
+			h.metrics.willsFailed.Add(ctx, 1)
+			h.log.Warn("will not claimed; the wills sweeper publishes it if this node dies", "client", clientID, "err", err)
+		}
+		return
+	}
+	if w == nil || h.o.PublishWill == nil {
+		return
+	}
+	if err := h.o.PublishWill(ctx, clientID, proto, w); err != nil {
+		h.metrics.willsFailed.Add(ctx, 1)
+		h.log.Error("will claimed but not written to kafka: it is lost", "client", clientID, "topic", w.Topic, "err", err)
+		return
+	}
+	h.metrics.willsPublished.Add(ctx, 1)
+}
+
+// Close stops scheduling wills; those pending stay in the session store for
+// the wills sweeper, which publishes them once this node's liveness lapses.
+func (h *Hook) Close() {
+	h.closed.Store(true)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, j := range h.wills {
+		j.timer.Stop()
+		delete(h.wills, id)
+	}
+}
+
+// ignored is a packet mochi processes as a no-op: a PUBACK for packet id 0,
+// which matches no inflight message.
+func ignored(version byte) packets.Packet {
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: version}
+}
+
+// OnPacketRead takes the packets of the session layer away from mochi:
+// acknowledgements of outbound messages, PUBREL of inbound QoS 2 messages
+// received on another node, SUBSCRIBE and UNSUBSCRIBE.
+func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	switch pk.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+		if pk.PacketID == 0 {
+			return pk, nil // our own no-op, or invalid: mochi ignores it
+		}
+		if c := h.lookup(cl); c != nil {
+			c.pushAck(ack{kind: pk.FixedHeader.Type, id: pk.PacketID, reason: pk.ReasonCode})
+		}
+		return ignored(pk.ProtocolVersion), nil
+	case packets.Pubrel:
+		return h.pubrel(cl, pk), nil
+	case packets.Subscribe:
+		if pk.SubscribeValidate() != packets.CodeSuccess {
+			return pk, nil // mochi refuses it
+		}
+		if c := h.lookup(cl); c != nil {
+			c.subscribe(pk)
+			return ignored(pk.ProtocolVersion), nil
+		}
+	case packets.Unsubscribe:
+		if pk.UnsubscribeValidate() != packets.CodeSuccess {
+			return pk, nil
+		}
+		if c := h.lookup(cl); c != nil {
+			c.unsubscribe(pk)
+			return ignored(pk.ProtocolVersion), nil
+		}
+	}
+	return pk, nil
+}
+
+// pubrel releases an inbound QoS 2 packet id in the store [MQTT-4.3.3-11].
+// mochi answers ids it tracks itself (received on this connection); an id
+// received before a reconnect is only in the store, and answered here.
+func (h *Hook) pubrel(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	c := h.lookup(cl)
+	if c == nil {
+		return pk
+	}
+	ctx, cancel := h.storeCtx()
+	defer cancel()
+	existed, err := h.o.Store.Released(ctx, cl.ID, c.epoch, pk.PacketID)
+	if err != nil {
+		h.log.Warn("releasing inbound QoS 2 packet id", "client", cl.ID, "packet_id", pk.PacketID, "err", err)
+	}
+	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok || !existed {
+		return pk
+	}
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID})
+	return ignored(pk.ProtocolVersion)
+}
+
+// Received reports whether the inbound QoS 2 packet id of cl was answered
+// with PUBREC before, on any node: ingest then answers a DUP resend without
+// producing it again.
+func (h *Hook) Received(cl *mqtt.Client, packetID uint16) (bool, error) {
+	ctx, cancel := h.storeCtx()
+	defer cancel()
+	return h.o.Store.IsReceived(ctx, cl.ID, packetID)
+}
+
+// MarkReceived records the inbound QoS 2 packet id of cl before its PUBREC.
+func (h *Hook) MarkReceived(cl *mqtt.Client, packetID uint16) error {
+	c := h.lookup(cl)
+	if c == nil {
+		return session.ErrFenced
+	}
+	ctx, cancel := h.storeCtx()
+	defer cancel()
+	_, err := h.o.Store.MarkReceived(ctx, cl.ID, c.epoch, packetID)
+	return err
+}

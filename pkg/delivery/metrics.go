@@ -1,0 +1,66 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+type metrics struct {
+	sent, resent, completed, dropped    metric.Int64Counter
+	acksDropped, storeErrors, notices   metric.Int64Counter
+	subscribed, unsubscribed            metric.Int64Counter
+	subscribeFailed, retainedSent       metric.Int64Counter
+	connectFailed, takeovers            metric.Int64Counter
+	willsPublished, willsFailed         metric.Int64Counter
+	qosAttr                             [3]metric.AddOption
+	reasonUndecodable, reasonTooLarge   metric.AddOption
+	reasonInvalidFilter, reasonProtocol metric.AddOption
+	reasonStore                         metric.AddOption
+}
+
+func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error) {
+	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/delivery")
+	var errs []error
+	counter := func(name, desc string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	reason := func(r string) metric.AddOption { return metric.WithAttributes(attribute.String("reason", r)) }
+	r := &metrics{
+		sent:      counter("fleetgate_delivery_messages_sent", "PUBLISH packets written to subscribers, by QoS."),
+		resent:    counter("fleetgate_delivery_messages_resent", "Inflight messages sent again after a reconnect (PUBLISH with DUP, or PUBREL)."),
+		completed: counter("fleetgate_delivery_messages_completed", "QoS 1 and 2 deliveries the subscriber acknowledged (PUBACK, PUBCOMP)."),
+		dropped: counter("fleetgate_delivery_messages_dropped",
+			"Queued messages discarded at delivery, by reason: undecodable, too_large (above the client's Maximum Packet Size)."),
+		acksDropped: counter("fleetgate_delivery_acks_dropped", "Acknowledgements beyond what a client had in flight, ignored."),
+		storeErrors: counter("fleetgate_delivery_store_errors", "Failed session store operations of the delivery loop (retried with backoff)."),
+		notices:     counter("fleetgate_delivery_notices", "Notices from dispatchers received."),
+		subscribed:  counter("fleetgate_delivery_subscriptions_added", "Subscriptions stored (SUBSCRIBE)."),
+		unsubscribed: counter("fleetgate_delivery_subscriptions_removed",
+			"Subscriptions removed (UNSUBSCRIBE)."),
+		subscribeFailed: counter("fleetgate_delivery_subscribe_failures",
+			"Subscriptions refused, by reason: invalid_filter, protocol_error, store (Redis or Kafka failed)."),
+		retainedSent:   counter("fleetgate_delivery_retained_queued", "Retained messages queued for new subscriptions."),
+		connectFailed:  counter("fleetgate_delivery_connect_failures", "CONNECTs refused with Server Unavailable because the session store failed."),
+		takeovers:      counter("fleetgate_delivery_takeovers", "Sessions taken over from a connection on another node."),
+		willsPublished: counter("fleetgate_delivery_wills_published", "Wills written to Kafka by this node."),
+		willsFailed:    counter("fleetgate_delivery_wills_failed", "Wills this node could not claim or write."),
+	}
+	for q := range r.qosAttr {
+		r.qosAttr[q] = metric.WithAttributes(attribute.Int("qos", q))
+	}
+	r.reasonUndecodable, r.reasonTooLarge = reason("undecodable"), reason("too_large")
+	r.reasonInvalidFilter, r.reasonProtocol, r.reasonStore = reason("invalid_filter"), reason("protocol_error"), reason("store")
+	_, err := m.Int64ObservableGauge("fleetgate_delivery_sessions_connected",
+		metric.WithDescription("Sessions connected to this node."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(sessions())
+			return nil
+		}))
+	errs = append(errs, err)
+	return r, errors.Join(errs...)
+}

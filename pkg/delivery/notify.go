@@ -1,0 +1,98 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetgate/fleetgate/pkg/dispatch"
+)
+
+// controlChannel is the Redis pub/sub channel of one node: takeover notices
+// from other nodes.
+func controlChannel(node string) string { return "fg:control:" + node }
+
+// sendTakeover tells node that clientID's session was taken over with
+// epoch: it closes its connection of that client.
+func (h *Hook) sendTakeover(ctx context.Context, node, clientID string, epoch uint64) error {
+	payload := "takeover\x00" + clientID + "\x00" + strconv.FormatUint(epoch, 10)
+	return h.o.Redis.Publish(ctx, controlChannel(node), payload).Err()
+}
+
+// Run listens for the dispatchers' notices and other nodes' takeover
+// notices, and checks every local session's queue each poll interval (the
+// safety net for lost notices), until ctx is cancelled.
+func (h *Hook) Run(ctx context.Context) error {
+	channel := h.o.NotifyChannel
+	if channel == "" {
+		channel = dispatch.NotifyChannel
+	}
+	ps := h.o.Redis.Subscribe(ctx, channel, controlChannel(h.o.Node))
+	defer ps.Close()
+	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
+	poll := time.NewTicker(h.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+			h.kickAll()
+		case m, ok := <-msgs:
+			if !ok {
+				return fmt.Errorf("redis subscription of %s closed", channel)
+			}
+			switch m := m.(type) {
+			case *redis.Subscription:
+				// (Re)subscribed: notices sent while the subscription was
+				// down are lost, so look at every queue once.
+				if m.Kind == "subscribe" {
+					h.kickAll()
+				}
+			case *redis.Message:
+				if m.Channel == channel {
+					h.metrics.notices.Add(ctx, 1)
+					for _, id := range dispatch.ParseNotice(m.Payload) {
+						if c := h.local(id); c != nil {
+							c.kick()
+						}
+					}
+					continue
+				}
+				h.control(m.Payload)
+			}
+		}
+	}
+}
+
+// control applies a notice of another node.
+func (h *Hook) control(payload string) {
+	parts := strings.Split(payload, "\x00")
+	if len(parts) != 3 || parts[0] != "takeover" {
+		h.log.Warn("ignoring unknown control notice", "payload_bytes", len(payload))
+		return
+	}
+	epoch, err := strconv.ParseUint(parts[2], 10, 64)
+	if err != nil {
+		return
+	}
+	if c := h.local(parts[1]); c != nil && c.epoch < epoch {
+		h.closeTakenOver(c)
+	}
+}
+
+func (h *Hook) kickAll() {
+	h.mu.Lock()
+	cs := make([]*client, 0, len(h.byID))
+	for _, c := range h.byID {
+		cs = append(cs, c)
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		c.kick()
+	}
+}

@@ -1,0 +1,208 @@
+package delivery
+
+import (
+	"context"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fleetgate/fleetgate/pkg/dispatch"
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// subscribe answers a SUBSCRIBE: the subscriptions are durable in the
+// session store and in the change log before the SUBACK goes out, then the
+// retained messages of the new subscriptions are queued [MQTT-3.3.1-9].
+//
+// It runs on the client's read goroutine, so the client's next packets wait
+// for it: a PUBLISH sent after a SUBSCRIBE is matched against it.
+func (c *client) subscribe(pk packets.Packet) {
+	h := c.h
+	v5 := c.cl.Properties.ProtocolVersion >= 5
+	codes := make([]byte, len(pk.Filters))
+	var subs []topic.Subscription
+	var at []int // index in pk.Filters of each of subs
+	for i, f := range pk.Filters {
+		group, filter, shared, err := topic.ParseShared(f.Filter)
+		if err != nil {
+			codes[i] = packets.ErrTopicFilterInvalid.Code // v3: 0x80 Failure
+			if !v5 {
+				codes[i] = packets.ErrUnspecifiedError.Code
+			}
+			h.metrics.subscribeFailed.Add(context.Background(), 1, h.metrics.reasonInvalidFilter)
+			h.log.Info("subscription refused: invalid topic filter", "client", c.cl.ID, "filter", f.Filter, "err", err)
+			continue
+		}
+		if shared && f.NoLocal && v5 {
+			// [MQTT-3.8.3-4]: No Local on a shared subscription is a
+			// protocol error.
+			h.metrics.subscribeFailed.Add(context.Background(), 1, h.metrics.reasonProtocol)
+			_ = h.o.Server.DisconnectClient(c.cl, packets.ErrProtocolViolation)
+			return
+		}
+		s := topic.Subscription{
+			ClientID: c.cl.ID, Filter: filter, Group: group,
+			QoS:               min(f.Qos, 2),
+			NoLocal:           f.NoLocal,
+			RetainAsPublished: f.RetainAsPublished,
+			RetainHandling:    f.RetainHandling,
+			Identifier:        uint32(f.Identifier),
+		}
+		if !shared {
+			s.Group = ""
+		}
+		subs = append(subs, s)
+		at = append(at, i)
+	}
+
+	ctx, cancel := h.storeCtx()
+	defer cancel()
+	var existed []bool
+	var err error
+	if len(subs) > 0 {
+		stored := make([]session.Subscription, len(subs))
+		for i, s := range subs {
+			stored[i] = session.Subscription{
+				FilterKey: session.FilterKey{Group: s.Group, Filter: s.Filter},
+				QoS:       s.QoS, NoLocal: s.NoLocal, RetainAsPublished: s.RetainAsPublished,
+				RetainHandling: s.RetainHandling, Identifier: s.Identifier,
+			}
+		}
+		existed, err = h.o.Store.Subscribe(ctx, c.cl.ID, c.epoch, stored)
+		if err == nil {
+			err = h.o.ChangeLog.Subscribe(ctx, c.cl.ID, subs)
+		}
+	}
+	for j, i := range at {
+		if err != nil {
+			codes[i] = packets.ErrUnspecifiedError.Code
+			continue
+		}
+		codes[i] = subs[j].QoS // granted QoS [MQTT-3.9.3-1]
+	}
+	if err != nil {
+		h.metrics.subscribeFailed.Add(ctx, int64(len(subs)), h.metrics.reasonStore)
+		h.log.Warn("subscriptions refused: not stored", "client", c.cl.ID, "count", len(subs), "err", err)
+		if fenced(err) {
+			h.closeTakenOver(c)
+			return
+		}
+	} else {
+		h.metrics.subscribed.Add(ctx, int64(len(subs)))
+	}
+	_ = c.cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Suback},
+		PacketID:    pk.PacketID, // [MQTT-3.8.4-2]
+		ReasonCodes: codes,       // one per filter, in order [MQTT-3.8.4-6]
+	})
+	if err != nil || h.o.Retained == nil {
+		return
+	}
+	c.queueRetained(ctx, subs, existed)
+}
+
+// queueRetained puts the retained messages matching new subscriptions into
+// the session's queue, after the SUBACK: per Retain Handling 0 always, 1
+// only for a subscription that did not exist, 2 never [MQTT-3.3.1-9..11];
+// never for shared subscriptions (MQTT 5 4.8.2). They carry RETAIN=1
+// [MQTT-3.3.1-8] and at most the granted QoS.
+func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, existed []bool) {
+	h := c.h
+	var ds []session.Delivery
+	for i, s := range subs {
+		if s.Group != "" || s.RetainHandling == 2 || (s.RetainHandling == 1 && i < len(existed) && existed[i]) {
+			continue
+		}
+		msgs, err := h.o.Retained(ctx, s.Filter)
+		if err != nil {
+			h.log.Warn("retained messages not sent: lookup failed", "client", c.cl.ID, "filter", s.Filter, "err", err)
+			continue
+		}
+		for _, r := range msgs {
+			m, err := dispatch.DecodeMessage(r.Message)
+			if err != nil {
+				h.log.Error("skipping undecodable retained message", "topic", r.Topic, "err", err)
+				continue
+			}
+			m.QoS = min(m.QoS, s.QoS)
+			m.Retain = true
+			m.SubscriptionIdentifiers = nil
+			if s.Identifier != 0 {
+				m.SubscriptionIdentifiers = []uint32{s.Identifier}
+			}
+			ds = append(ds, session.Delivery{ClientID: c.cl.ID, Message: dispatch.EncodeMessage(m), Expiry: r.Expiry})
+		}
+	}
+	if len(ds) == 0 {
+		return
+	}
+	res, err := h.o.Store.Enqueue(ctx, ds)
+	if err != nil {
+		h.log.Warn("retained messages not queued", "client", c.cl.ID, "err", err)
+	}
+	n := 0
+	for _, r := range res {
+		if r.Outcome == session.OutcomeQueued || r.Outcome == session.OutcomeDroppedOldest {
+			n++
+		}
+	}
+	h.metrics.retainedSent.Add(ctx, int64(n))
+	c.kick()
+}
+
+// unsubscribe answers an UNSUBSCRIBE once the subscriptions are gone from
+// the session store and the change log [MQTT-3.10.4-1]. MQTT 5 gets a
+// reason code per filter: 0x00, or 0x11 when there was no such
+// subscription [MQTT-3.11.3-1].
+func (c *client) unsubscribe(pk packets.Packet) {
+	h := c.h
+	codes := make([]byte, len(pk.Filters))
+	var keys []session.FilterKey
+	var at []int
+	for i, f := range pk.Filters {
+		group, filter, _, err := topic.ParseShared(f.Filter)
+		if err != nil {
+			codes[i] = packets.ErrTopicFilterInvalid.Code
+			continue
+		}
+		keys = append(keys, session.FilterKey{Group: group, Filter: filter})
+		at = append(at, i)
+	}
+	ctx, cancel := h.storeCtx()
+	defer cancel()
+	var existed []bool
+	var err error
+	if len(keys) > 0 {
+		existed, err = h.o.Store.Unsubscribe(ctx, c.cl.ID, c.epoch, keys)
+		if err == nil {
+			ck := make([]subscriptions.Key, len(keys))
+			for i, k := range keys {
+				ck[i] = subscriptions.Key{Group: k.Group, Filter: k.Filter}
+			}
+			err = h.o.ChangeLog.Unsubscribe(ctx, c.cl.ID, ck)
+		}
+	}
+	for j, i := range at {
+		switch {
+		case err != nil:
+			codes[i] = packets.ErrUnspecifiedError.Code
+		case j < len(existed) && !existed[j]:
+			codes[i] = packets.CodeNoSubscriptionExisted.Code
+		}
+	}
+	if err != nil {
+		h.log.Warn("unsubscribe failed", "client", c.cl.ID, "err", err)
+		if fenced(err) {
+			h.closeTakenOver(c)
+			return
+		}
+	} else {
+		h.metrics.unsubscribed.Add(ctx, int64(len(keys)))
+	}
+	out := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsuback}, PacketID: pk.PacketID}
+	if c.cl.Properties.ProtocolVersion >= 5 {
+		out.ReasonCodes = codes
+	}
+	_ = c.cl.WritePacket(out)
+}
