@@ -16,6 +16,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 	"github.com/fleetgate/fleetgate/pkg/topic"
+	"github.com/fleetgate/fleetgate/pkg/wills"
 )
 
 // ServiceConfig is the whole configuration of a dispatcher process.
@@ -26,6 +27,7 @@ type ServiceConfig struct {
 	Session       session.Config         `yaml:"session"`
 	Log           telemetry.LogConfig    `yaml:"log"`
 	HTTP          telemetry.ServerConfig `yaml:"http"`
+	Wills         wills.Config           `yaml:"wills"`
 }
 
 // RegisterFlags registers every dispatcher flag.
@@ -36,6 +38,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Session.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, ":9465")
+	c.Wills.RegisterFlags(fs)
 	if err := fs.Set("kafka.client-id", "fleetgate-dispatcher"); err != nil {
 		panic(err)
 	}
@@ -43,7 +46,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate checks the whole configuration; errors name the field.
 func (c *ServiceConfig) Validate() error {
-	return errors.Join(c.Dispatch.Validate(), c.Kafka.Validate(), c.Subscriptions.Validate(), c.Session.Validate(), c.Log.Validate())
+	return errors.Join(c.Dispatch.Validate(), c.Kafka.Validate(), c.Subscriptions.Validate(), c.Session.Validate(), c.Log.Validate(), c.Wills.Validate())
 }
 
 // Service is a dispatcher process: it follows the subscription change log
@@ -124,8 +127,21 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	})
 
+	// Wills of the clients of dead frontends go to the inbound topic, as
+	// the frontends' own wills do.
+	producer, err := kafka.NewProducer(s.cfg.Kafka, kafka.ProducerOptions{DeliveryTimeout: s.cfg.Wills.ProduceTimeout}, s.log, tel)
+	if err != nil {
+		return err
+	}
+	defer producer.Close()
+	sweeper, err := wills.NewSweeper(store, producer, s.cfg.Kafka.Topic, s.cfg.Wills.SweepInterval, s.log, s.tel.Provider)
+	if err != nil {
+		return err
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return follower.Run(gctx) })
+	g.Go(func() error { return sweeper.Run(gctx) })
 	g.Go(func() error {
 		start := time.Now()
 		select {

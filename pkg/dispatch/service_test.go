@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -100,4 +101,69 @@ func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "fleet/9/temp", m.Topic)
 	assert.Equal(t, []byte("21.5"), m.Payload)
+}
+
+func TestTheServicePublishesTheWillsOfADeadFrontendsClients(t *testing.T) {
+	k := testkit.StartKafka(t)
+	var cfg ServiceConfig
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Kafka.Brokers = config.StringList{k.Addr()}
+	cfg.Kafka.Partitions = 1
+	cfg.Subscriptions.Partitions = 1
+	cfg.Session.Redis.Addrs = config.StringList{redisAddr}
+	cfg.Session.HeartbeatInterval = 20 * time.Millisecond
+	cfg.Session.LivenessTTL = 200 * time.Millisecond
+	cfg.Dispatch.Group = "service-wills-test"
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Wills.SweepInterval = 20 * time.Millisecond
+	require.NoError(t, cfg.Validate())
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+
+	// A frontend sends one heartbeat, registers a client with a will and
+	// dies.
+	rdb := cfg.Session.Redis.NewClient()
+	t.Cleanup(func() { rdb.Close() })
+	store := session.New(rdb, cfg.Session)
+	node := fmt.Sprintf("frontend-%d", time.Now().UnixNano())
+	require.NoError(t, store.Heartbeat(ctx, node))
+	_, err := store.Connect(ctx, session.ConnectRequest{ClientID: "svc-will", Node: node, ExpirySeconds: 300, Protocol: 5,
+		Will: &session.Will{Topic: "fleet/svc-will/status", Payload: []byte("offline"), QoS: 1, Username: "dev"}})
+	require.NoError(t, err)
+
+	tel, err := telemetry.NewMetrics()
+	require.NoError(t, err)
+	svc := NewService(cfg, log, tel)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-done, "a cancelled dispatcher returns nil")
+	})
+
+	recs := testkit.NewReader(t, k.Addr(), cfg.Kafka.Topic).Read(1, 30*time.Second)
+	m, err := kafkarecord.Decode(recs[0])
+	require.NoError(t, err)
+	assert.Equal(t, "svc-will", m.ClientID)
+	assert.Equal(t, kafkarecord.KindWill, m.Kind)
+	assert.Equal(t, node, m.Node)
+	assert.Equal(t, "fleet/svc-will/status", m.Topic)
+	assert.Equal(t, []byte("offline"), m.Payload)
+	assert.Equal(t, "dev", m.Username)
+	info, err := store.Session(ctx, "svc-will")
+	require.NoError(t, err)
+	assert.False(t, info.Connected, "the dead frontend's session is disconnected")
+	assert.False(t, info.HasWill)
+}
+
+func TestServiceConfigValidateNamesTheWillsSweepInterval(t *testing.T) {
+	var cfg ServiceConfig
+	fs := flag.NewFlagSet("t", flag.PanicOnError)
+	cfg.RegisterFlags(fs)
+	assert.Equal(t, time.Second, cfg.Wills.SweepInterval, "default")
+	require.NoError(t, fs.Parse([]string{"-wills.sweep-interval=0s"}))
+	err := cfg.Validate()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "wills.sweep-interval")
 }

@@ -11,10 +11,93 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Heartbeat marks node alive for node.liveness-ttl.
+// nodesKey is the node registry: a sorted set of node ids, scored by the
+// unix time in ms of each node's last heartbeat (the node's clock). It lets a
+// sweeper find nodes that died without scanning the keyspace; the liveness
+// key fg:node:{node} stays the authority on whether a node is alive.
+const nodesKey = "fg:nodes"
+
+// Heartbeat marks node alive for node.liveness-ttl and records it in the
+// node registry (see DeadNodes).
 func (s *Store) Heartbeat(ctx context.Context, node string) error {
-	if err := s.rdb.Set(ctx, nodeKey(node), s.now().UnixMilli(), s.cfg.LivenessTTL).Err(); err != nil {
+	now := s.now().UnixMilli()
+	// Two slots in Redis Cluster, so a pipeline rather than a script: a
+	// heartbeat that fails half way is repeated at the next tick.
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, nodeKey(node), now, s.cfg.LivenessTTL)
+		p.ZAdd(ctx, nodesKey, redis.Z{Score: float64(now), Member: node})
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("heartbeat of node %s: %w", node, err)
+	}
+	return nil
+}
+
+// DeadNode is a node whose liveness lapsed, found by DeadNodes.
+type DeadNode struct {
+	Node string
+	// LastSeen is the node's last heartbeat, by the node's clock.
+	LastSeen time.Time
+	// DeadSince is LastSeen + node.liveness-ttl: the node held no
+	// connection after it (its clients' connections ended by then).
+	DeadSince time.Time
+}
+
+// DeadNodes lists the registered nodes whose last heartbeat is older than
+// node.liveness-ttl and whose liveness key fg:node:{node} no longer exists.
+// The registry score only preselects (it is the heartbeating node's clock,
+// so clock skew can only delay the verdict); the liveness key, which Redis
+// expires, decides. A node stays listed until ForgetNode removes it, and
+// leaves the list by itself if it sends a heartbeat again.
+func (s *Store) DeadNodes(ctx context.Context) ([]DeadNode, error) {
+	cutoff := s.now().Add(-s.cfg.LivenessTTL).UnixMilli()
+	zs, err := s.rdb.ZRangeByScoreWithScores(ctx, nodesKey, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(cutoff, 10),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	if len(zs) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.IntCmd, len(zs))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, z := range zs {
+			cmds[i] = p.Exists(ctx, nodeKey(z.Member.(string)))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("checking liveness of nodes: %w", err)
+	}
+	var out []DeadNode
+	for i, z := range zs {
+		if cmds[i].Val() != 0 {
+			continue
+		}
+		last := time.UnixMilli(int64(z.Score))
+		out = append(out, DeadNode{Node: z.Member.(string), LastSeen: last, DeadSince: last.Add(s.cfg.LivenessTTL)})
+	}
+	return out, nil
+}
+
+var forgetNodeScript = redis.NewScript(`
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+`)
+
+// ForgetNode removes a dead node from the registry. Call it only once the
+// node has no sessions left (SessionsOwnedBy is empty). A node that sent a
+// heartbeat since it was found dead is kept: its registry score moved past
+// node.liveness-ttl ago.
+func (s *Store) ForgetNode(ctx context.Context, node string) error {
+	cutoff := s.now().Add(-s.cfg.LivenessTTL).UnixMilli()
+	if err := forgetNodeScript.Run(ctx, s.rdb, []string{nodesKey}, node, cutoff).Err(); err != nil {
+		return fmt.Errorf("forgetting node %s: %w", node, err)
 	}
 	return nil
 }
@@ -56,6 +139,15 @@ type OwnedSession struct {
 	Epoch     uint64
 	Connected bool
 	HasWill   bool
+	// Protocol is the protocol version byte of the session's connection.
+	Protocol byte
+	// ExpirySeconds is the Session Expiry Interval (0xFFFFFFFF: never).
+	ExpirySeconds uint32
+	// LastSeen is when the session connected or, if it is not connected,
+	// disconnected (Redis time).
+	LastSeen time.Time
+	// WillDelaySeconds is the will's Will Delay Interval, when HasWill.
+	WillDelaySeconds uint32
 }
 
 // SessionsOwnedBy lists the sessions whose owner is node and that are
@@ -81,7 +173,7 @@ func (s *Store) SessionsOwnedBy(ctx context.Context, node string) ([]OwnedSessio
 		cmds := make([]*redis.SliceCmd, len(ids))
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, id := range ids {
-				cmds[i] = p.HMGet(ctx, sessionKey(id), "node", "epoch", "connected", "will")
+				cmds[i] = p.HMGet(ctx, sessionKey(id), "node", "epoch", "connected", "will", "proto", "expiry", "last_seen")
 			}
 			return nil
 		})
@@ -91,13 +183,30 @@ func (s *Store) SessionsOwnedBy(ctx context.Context, node string) ([]OwnedSessio
 		var stale []any
 		for i, c := range cmds {
 			v := c.Val()
-			owner, _ := v[0].(string)
-			epochS, _ := v[1].(string)
-			epoch, perr := strconv.ParseUint(epochS, 10, 64)
-			o := OwnedSession{ClientID: ids[i], Epoch: epoch, Connected: v[2] == "1", HasWill: v[3] != nil}
-			if owner != node || perr != nil || (!o.Connected && !o.HasWill) {
+			str := func(j int) string { x, _ := v[j].(string); return x }
+			num := func(j int) uint64 { n, _ := strconv.ParseUint(str(j), 10, 64); return n }
+			epoch, perr := strconv.ParseUint(str(1), 10, 64)
+			o := OwnedSession{
+				ClientID:      ids[i],
+				Epoch:         epoch,
+				Connected:     str(2) == "1",
+				HasWill:       v[3] != nil,
+				Protocol:      byte(num(4)),
+				ExpirySeconds: uint32(num(5)),
+				LastSeen:      time.UnixMilli(int64(num(6))),
+			}
+			if str(0) != node || perr != nil || (!o.Connected && !o.HasWill) {
 				stale = append(stale, ids[i])
 				continue
+			}
+			if o.HasWill {
+				// Only the delay; an undecodable will is reported by
+				// ClaimWill.
+				var w struct {
+					Delay uint32 `json:"d"`
+				}
+				_ = json.Unmarshal([]byte(str(3)), &w)
+				o.WillDelaySeconds = w.Delay
 			}
 			out = append(out, o)
 		}
@@ -146,4 +255,33 @@ func (s *Store) ClaimWill(ctx context.Context, clientID string, epoch uint64) (*
 		return nil, fmt.Errorf("claiming will of %s: %w", clientID, errors.Join(errors.New("malformed will"), err))
 	}
 	return &w, nil
+}
+
+var returnWillScript = redis.NewScript(luaPrelude + `
+local err = fence()
+if err then return err end
+if redis.call('HEXISTS', KEYS[1], 'will') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'will', ARGV[2])
+return 1
+`)
+
+// ReturnWill puts a will that ClaimWill handed out back into the session,
+// for a claimer that could not publish it (Kafka refused it), so that a later
+// claim publishes it instead of it being lost. It is fenced by the epoch the
+// will was claimed with: a client that reconnected since has a will of its
+// own, and the old one is dropped (ErrFenced). The session is added back to
+// node's index first, as Connect does, so a crash in between leaves a stale
+// index entry, never a will no sweeper can find.
+func (s *Store) ReturnWill(ctx context.Context, node, clientID string, epoch uint64, w *Will) error {
+	b, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("encoding will of %s: %w", clientID, err)
+	}
+	if err := s.rdb.SAdd(ctx, nodeSessionsKey(node), clientID).Err(); err != nil {
+		return fmt.Errorf("indexing session %s on node %s: %w", clientID, node, err)
+	}
+	if err := returnWillScript.Run(ctx, s.rdb, []string{sessionKey(clientID)}, epochArg(epoch), string(b)).Err(); err != nil {
+		return fmt.Errorf("returning will of %s: %w", clientID, mapErr(err))
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -61,11 +62,107 @@ func TestRunHeartbeatKeepsTheNodeAliveUntilCancelled(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 }
 
+func TestDeadNodesListsNodesWhoseLivenessLapsed(t *testing.T) {
+	s, raw := newTestStore(t, nil) // liveness TTL 200ms
+	ctx := testCtx(t)
+	dead, alive := clientID(t, "dead"), clientID(t, "alive")
+	require.NoError(t, s.Heartbeat(ctx, dead))
+	require.NoError(t, s.Heartbeat(ctx, alive))
+	score, err := raw.ZScore(ctx, nodesKey, dead).Result()
+	require.NoError(t, err)
+	assert.InDelta(t, float64(time.Now().UnixMilli()), score, 5000, "the registry holds the last heartbeat in unix ms")
+	lastSeen := time.UnixMilli(int64(score))
+
+	deadNodes := func() map[string]DeadNode {
+		dn, err := s.DeadNodes(ctx)
+		require.NoError(t, err)
+		m := map[string]DeadNode{}
+		for _, d := range dn {
+			m[d.Node] = d
+		}
+		return m
+	}
+	assert.NotContains(t, deadNodes(), dead, "a node within its liveness TTL is alive")
+
+	// alive keeps sending heartbeats; dead stops.
+	hbCtx, stop := context.WithCancel(ctx)
+	hbDone := make(chan error, 1)
+	go func() { hbDone <- s.RunHeartbeat(hbCtx, alive) }()
+	t.Cleanup(func() { stop(); <-hbDone })
+	var got DeadNode
+	require.Eventually(t, func() bool {
+		var ok bool
+		got, ok = deadNodes()[dead]
+		return ok
+	}, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, DeadNode{Node: dead, LastSeen: lastSeen, DeadSince: lastSeen.Add(200 * time.Millisecond)}, got)
+	assert.NotContains(t, deadNodes(), alive, "a node that keeps its heartbeat is never dead")
+
+	// A node whose registry score is old but whose liveness key still
+	// exists (its clock lags, or the score write was lost) is alive: the
+	// liveness key decides.
+	lagging := clientID(t, "lagging")
+	require.NoError(t, s.Heartbeat(ctx, lagging))
+	require.NoError(t, raw.ZAdd(ctx, nodesKey, redis.Z{Score: float64(time.Now().Add(-time.Hour).UnixMilli()), Member: lagging}).Err())
+	assert.NotContains(t, deadNodes(), lagging)
+
+	// A dead node that comes back leaves the list by itself, and
+	// ForgetNode does not remove it from the registry.
+	require.NoError(t, s.Heartbeat(ctx, dead))
+	assert.NotContains(t, deadNodes(), dead)
+	require.NoError(t, s.ForgetNode(ctx, dead))
+	_, err = raw.ZScore(ctx, nodesKey, dead).Result()
+	require.NoError(t, err, "a node that sent a heartbeat again stays registered")
+
+	require.Eventually(t, func() bool { _, ok := deadNodes()[dead]; return ok }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, s.ForgetNode(ctx, dead))
+	_, err = raw.ZScore(ctx, nodesKey, dead).Result()
+	require.ErrorIs(t, err, redis.Nil, "a forgotten node leaves the registry")
+	assert.NotContains(t, deadNodes(), dead)
+}
+
+func TestReturnWillMakesAClaimedWillClaimableAgain(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	node := clientID(t, "node")
+	cid := clientID(t, "c")
+	will := &Will{Topic: "w", Payload: []byte("p"), QoS: 1, Username: "alice"}
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: node, ExpirySeconds: 60, Protocol: 5, Will: will})
+	require.NoError(t, err)
+	require.NoError(t, s.Disconnect(ctx, cid, res.Epoch, 60))
+	w, err := s.ClaimWill(ctx, cid, res.Epoch)
+	require.NoError(t, err)
+	require.Equal(t, will, w)
+	owned, err := s.SessionsOwnedBy(ctx, node)
+	require.NoError(t, err)
+	assert.Empty(t, owned, "a claimed will leaves nothing for a sweeper")
+
+	require.NoError(t, s.ReturnWill(ctx, node, cid, res.Epoch, w))
+	owned, err = s.SessionsOwnedBy(ctx, node)
+	require.NoError(t, err)
+	require.Len(t, owned, 1, "the returned will is found again")
+	assert.True(t, owned[0].HasWill)
+	ttl, err := raw.TTL(ctx, sessionKey(cid)).Result()
+	require.NoError(t, err)
+	assert.True(t, ttl > 0 && ttl <= 60*time.Second, "the session keeps its expiry: %s", ttl)
+	w, err = s.ClaimWill(ctx, cid, res.Epoch)
+	require.NoError(t, err)
+	assert.Equal(t, will, w)
+
+	// After a reconnect the old will is not returned.
+	res2, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: node, ExpirySeconds: 60, Protocol: 5})
+	require.NoError(t, err)
+	require.ErrorIs(t, s.ReturnWill(ctx, node, cid, res.Epoch, w), ErrFenced)
+	w, err = s.ClaimWill(ctx, cid, res2.Epoch)
+	require.NoError(t, err)
+	assert.Nil(t, w)
+}
+
 func TestSessionsOwnedBy(t *testing.T) {
 	s, raw := newTestStore(t, nil)
 	ctx := testCtx(t)
 	node, other := clientID(t, "dead"), clientID(t, "other")
-	will := &Will{Topic: "status/offline", Payload: []byte("gone"), QoS: 1}
+	will := &Will{Topic: "status/offline", Payload: []byte("gone"), QoS: 1, DelaySeconds: 7}
 	connectWith := func(cid, node string, w *Will) uint64 {
 		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: node, ExpirySeconds: 60, Protocol: 5, Will: w})
 		require.NoError(t, err)
@@ -95,10 +192,18 @@ func TestSessionsOwnedBy(t *testing.T) {
 	got, err := s.SessionsOwnedBy(ctx, node)
 	require.NoError(t, err)
 	sort.Slice(got, func(i, j int) bool { return got[i].ClientID < got[j].ClientID })
+	require.Len(t, got, 3)
+	for i, cid := range []string{connectedNoWill, connectedWithWill, pendingWill} {
+		info, err := s.Session(ctx, cid)
+		require.NoError(t, err)
+		assert.Equal(t, info.LastSeen, got[i].LastSeen, "last seen of %s", cid)
+		assert.WithinDuration(t, time.Now(), got[i].LastSeen, 5*time.Second)
+		got[i].LastSeen = time.Time{}
+	}
 	assert.Equal(t, []OwnedSession{
-		{ClientID: connectedNoWill, Epoch: got[0].Epoch, Connected: true},
-		{ClientID: connectedWithWill, Epoch: e1, Connected: true, HasWill: true},
-		{ClientID: pendingWill, Epoch: e3, HasWill: true},
+		{ClientID: connectedNoWill, Epoch: got[0].Epoch, Connected: true, Protocol: 5, ExpirySeconds: 60},
+		{ClientID: connectedWithWill, Epoch: e1, Connected: true, HasWill: true, Protocol: 5, ExpirySeconds: 60, WillDelaySeconds: 7},
+		{ClientID: pendingWill, Epoch: e3, HasWill: true, Protocol: 5, ExpirySeconds: 60, WillDelaySeconds: 7},
 	}, got)
 
 	members, err := raw.SMembers(ctx, nodeSessionsKey(node)).Result()
@@ -182,4 +287,33 @@ func TestClaimWillAfterAReconnectIsFenced(t *testing.T) {
 	w, err = s.ClaimWill(ctx, cid, res4.Epoch)
 	require.NoError(t, err)
 	assert.Nil(t, w)
+}
+
+// TestNodeRegistryWorksOnRedisCluster runs the node registry and will
+// return through a cluster client against a cluster-mode server, which
+// refuses commands whose keys span slots.
+func TestNodeRegistryWorksOnRedisCluster(t *testing.T) {
+	s, _ := newTestStore(t, func(c *Config) {
+		c.Redis.Addrs = []string{clusterAddr}
+		c.Redis.Cluster = true
+	})
+	ctx := testCtx(t)
+	node, cid := clientID(t, "}node{"), clientID(t, "c")
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: node, ExpirySeconds: 60, Protocol: 5, Will: &Will{Topic: "w"}})
+	require.NoError(t, err)
+	require.NoError(t, s.Heartbeat(ctx, node))
+	require.Eventually(t, func() bool {
+		dn, err := s.DeadNodes(ctx)
+		require.NoError(t, err)
+		for _, d := range dn {
+			if d.Node == node {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 10*time.Millisecond)
+	w, err := s.ClaimWill(ctx, cid, res.Epoch)
+	require.NoError(t, err)
+	require.NoError(t, s.ReturnWill(ctx, node, cid, res.Epoch, w))
+	require.NoError(t, s.ForgetNode(ctx, node))
 }

@@ -197,6 +197,9 @@ type Will struct {
 	ResponseTopic        string         `json:"rt,omitempty"`
 	CorrelationData      []byte         `json:"cd,omitempty"`
 	UserProperties       []UserProperty `json:"up,omitempty"`
+	// Username is the user name the client authenticated with, for the
+	// record's username header when another process publishes the will.
+	Username string `json:"u,omitempty"`
 }
 
 // ConnectRequest describes an accepted CONNECT.
