@@ -35,12 +35,14 @@ return redis.call('SREM', KEYS[2], ARGV[2])
 `)
 
 // Released forgets the inbound QoS 2 packet id on PUBREL, before PUBCOMP:
-// from then on the id may be reused for a new message [MQTT-4.3.3-11]. An
-// unknown id is not an error (PUBCOMP is sent anyway [MQTT-4.3.3-12]).
-func (s *Store) Released(ctx context.Context, clientID string, epoch uint64, packetID uint16) error {
-	err := releasedScript.Run(ctx, s.rdb, []string{sessionKey(clientID), relKey(clientID)}, epochArg(epoch), packetID).Err()
+// from then on the id may be reused for a new message [MQTT-4.3.3-11]. It
+// reports whether the id was awaiting PUBREL; an unknown id is not an error
+// (PUBCOMP is sent anyway [MQTT-4.3.3-12], with reason code 0x92 Packet
+// Identifier not found on MQTT 5).
+func (s *Store) Released(ctx context.Context, clientID string, epoch uint64, packetID uint16) (existed bool, err error) {
+	n, err := releasedScript.Run(ctx, s.rdb, []string{sessionKey(clientID), relKey(clientID)}, epochArg(epoch), packetID).Int64()
 	if err != nil {
-		return fmt.Errorf("releasing QoS 2 packet %d of %s: %w", packetID, clientID, mapErr(err))
+		return false, fmt.Errorf("releasing QoS 2 packet %d of %s: %w", packetID, clientID, mapErr(err))
 	}
-	return nil
+	return n == 1, nil
 }
