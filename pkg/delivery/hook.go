@@ -255,7 +255,7 @@ func willOf(cl *mqtt.Client, pk packets.Packet) *session.Will {
 	for _, u := range p.User {
 		w.UserProperties = append(w.UserProperties, session.UserProperty{Key: u.Key, Value: u.Val})
 	}
-	setUsername(w, string(cl.Properties.Username))
+	w.Username = string(cl.Properties.Username)
 	return w
 }
 

@@ -53,7 +53,9 @@ func TestEveryOperationWorksOnRedisCluster(t *testing.T) {
 	already, err := s.MarkReceived(ctx, b, rb.Epoch, 1)
 	require.NoError(t, err)
 	assert.False(t, already)
-	require.NoError(t, s.Released(ctx, b, rb.Epoch, 1))
+	existed, err := s.Released(ctx, b, rb.Epoch, 1)
+	require.NoError(t, err)
+	assert.True(t, existed)
 
 	require.NoError(t, s.Heartbeat(ctx, node))
 	alive, err := s.Alive(ctx, node)
