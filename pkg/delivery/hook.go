@@ -198,6 +198,12 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	c.epoch = res.Epoch
 	c.present = res.SessionPresent
+	if w := res.TakenOverWill; w != nil && (w.DelaySeconds == 0 || req.CleanStart) {
+		// The connection taken over ends without DISCONNECT: its will is
+		// due unless it has a delay and this connection resumes the
+		// session within it [MQTT-3.1.3-9].
+		h.publishWill(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
+	}
 	h.cancelWill(cl.ID)
 	h.mu.Lock()
 	prev := h.byID[cl.ID]
@@ -440,7 +446,13 @@ func (h *Hook) claimAndPublish(ctx context.Context, clientID string, epoch uint6
 		}
 		return
 	}
-	if w == nil || h.o.PublishWill == nil {
+	if w != nil {
+		h.publishWill(ctx, clientID, proto, w)
+	}
+}
+
+func (h *Hook) publishWill(ctx context.Context, clientID string, proto byte, w *session.Will) {
+	if h.o.PublishWill == nil {
 		return
 	}
 	if err := h.o.PublishWill(ctx, clientID, proto, w); err != nil {

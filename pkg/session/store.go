@@ -230,15 +230,25 @@ type ConnectResult struct {
 	// WasConnected says the session was connected (on PreviousNode): a
 	// takeover, so that node must close its connection.
 	WasConnected bool
+	// TakenOverWill is the will of the connection taken over (WasConnected),
+	// nil if it had none. Connect replaced it in the session, so the old
+	// connection can no longer claim it: the caller publishes it when it is
+	// due now (no will delay, or a clean start ends the old session) and
+	// drops it otherwise, since the new connection came within the delay
+	// [MQTT-3.1.3-9].
+	TakenOverWill *Will
 }
 
 var connectScript = redis.NewScript(`
 local existed = redis.call('EXISTS', KEYS[1]) == 1
-local prev, was, old = '', 0, 0
+local prev, was, old, oldwill = '', 0, 0, ''
 if existed then
-  local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch')
+  local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will')
   prev = v[1] or ''
-  if v[2] == '1' then was = 1 end
+  if v[2] == '1' then
+    was = 1
+    oldwill = v[4] or ''
+  end
   old = tonumber(v[3] or '0')
 end
 local present = 0
@@ -261,7 +271,7 @@ else
   redis.call('HSET', KEYS[1], 'will', ARGV[5])
 end
 for i = 1, 5 do redis.call('PERSIST', KEYS[i]) end
-return {ep, present, prev, was}
+return {ep, present, prev, was, oldwill}
 `)
 
 // Connect registers a connection for req.ClientID on req.Node and returns
@@ -306,6 +316,12 @@ func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult,
 		SessionPresent: v[1].(int64) == 1,
 		PreviousNode:   v[2].(string),
 		WasConnected:   v[3].(int64) == 1,
+	}
+	if w, _ := v[4].(string); w != "" {
+		res.TakenOverWill = new(Will)
+		if err := json.Unmarshal([]byte(w), res.TakenOverWill); err != nil {
+			return res, fmt.Errorf("connecting session %s: malformed will of the previous connection: %w", req.ClientID, err)
+		}
 	}
 	if res.PreviousNode != "" && res.PreviousNode != req.Node {
 		s.forget(ctx, res.PreviousNode, req.ClientID)

@@ -423,3 +423,27 @@ func TestWritesToADisconnectedSessionExpireWithIt(t *testing.T) {
 		})
 	}
 }
+
+func TestTakeoverReturnsTheWillOfTheConnectionTakenOver(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	w := &Will{Topic: "status/c", Payload: []byte("gone"), QoS: 1, DelaySeconds: 5}
+	_, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Will: w})
+	require.NoError(t, err)
+
+	// The session is connected on n1: a new connection takes it over and
+	// gets the old will, which the old connection can no longer claim.
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 60})
+	require.NoError(t, err)
+	require.True(t, res.WasConnected)
+	require.Equal(t, w, res.TakenOverWill)
+
+	// Disconnected sessions are not taken over: their will (if any) is
+	// the pending claim's business.
+	require.NoError(t, s.Disconnect(ctx, cid, res.Epoch, 60))
+	res, err = s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60})
+	require.NoError(t, err)
+	require.False(t, res.WasConnected)
+	require.Nil(t, res.TakenOverWill)
+}
