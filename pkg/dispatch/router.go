@@ -54,6 +54,7 @@ type Router struct {
 	queue    Queue
 	notify   Notifier
 	retained *retained.Store // nil: retained messages are not stored
+	presence Presence        // nil: shared groups rotate over every member
 	log      *slog.Logger
 	m        *metrics
 	now      func() time.Time
@@ -76,6 +77,16 @@ func WithNotifier(n Notifier) RouterOption { return func(r *Router) { r.notify =
 // with every record published with RETAIN 1 (default none: retained
 // messages are only delivered to the existing subscribers).
 func WithRetained(s *retained.Store) RouterOption { return func(r *Router) { r.retained = s } }
+
+// Presence tells which sessions are connected; *session.Store is one.
+type Presence interface {
+	Connected(ctx context.Context, clientIDs []string) ([]bool, error)
+}
+
+// WithPresence makes shared subscriptions prefer connected members: a
+// message goes to the next connected member in the rotation, and to the
+// next member regardless only when none is connected.
+func WithPresence(p Presence) RouterOption { return func(r *Router) { r.presence = p } }
 
 // WithClock sets the clock message expiry is judged by (default time.Now).
 func WithClock(now func() time.Time) RouterOption { return func(r *Router) { r.now = now } }
@@ -237,6 +248,8 @@ type batch struct {
 	ds       []session.Delivery
 	picked   []string // shared subscriptions whose counter this call advanced
 	retained []retained.Update
+	// connected caches the presence of shared-group members for the batch.
+	connected map[string]bool
 }
 
 // deliveries appends the deliveries and the retained update of rec to b. It
@@ -339,7 +352,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 	// section 4.8.2), at that member's granted QoS [MQTT-4.8.2-3] and with
 	// that member's identifier alone (section 3.3.4).
 	for _, g := range res.Groups {
-		s, key := r.pick(g)
+		s, key := r.pick(g, r.lookupPresence(ctx, b, g.Members))
 		if key != "" {
 			b.picked = append(b.picked, key)
 		}
@@ -353,16 +366,14 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 }
 
 // pick chooses the member of g that gets the next message: round-robin over
-// the members sorted by client id, with a counter per shared subscription.
-//
-// The issue asks to prefer connected members. That needs each member's
-// liveness (the session hash's connected field, or a cache of it fed by the
-// frontends), which the dispatcher does not have yet; until it does, a
-// disconnected member gets its share in its queue and receives it when it
-// reconnects, or loses it with the session.
+// the members sorted by client id, with a counter per shared subscription,
+// skipping members that are not connected when connected says so (MQTT 5
+// section 4.8.2 lets the server prefer them). When no member is known to be
+// connected, the member in turn gets it in its queue and receives it when it
+// reconnects.
 //
 // key is the counter pick advanced, "" when it had no choice to make.
-func (r *Router) pick(g topic.GroupMatch) (_ topic.Subscription, key string) {
+func (r *Router) pick(g topic.GroupMatch, connected map[string]bool) (_ topic.Subscription, key string) {
 	if len(g.Members) == 1 {
 		return g.Members[0], ""
 	}
@@ -374,7 +385,44 @@ func (r *Router) pick(g topic.GroupMatch) (_ topic.Subscription, key string) {
 	n := r.next[key]
 	r.next[key] = n + 1
 	r.mu.Unlock()
-	return g.Members[n%uint64(len(g.Members))], key
+	l := uint64(len(g.Members))
+	if connected != nil {
+		for i := range l {
+			if m := g.Members[(n+i)%l]; connected[m.ClientID] {
+				return m, key
+			}
+		}
+	}
+	return g.Members[n%l], key
+}
+
+// lookupPresence returns the presence of members, asking the store about
+// those this batch has not seen yet in one round trip; nil without a
+// Presence or when the store fails (the rotation then ignores presence).
+func (r *Router) lookupPresence(ctx context.Context, b *batch, members []topic.Subscription) map[string]bool {
+	if r.presence == nil || len(members) < 2 {
+		return nil
+	}
+	if b.connected == nil {
+		b.connected = map[string]bool{}
+	}
+	var ask []string
+	for _, m := range members {
+		if _, ok := b.connected[m.ClientID]; !ok {
+			ask = append(ask, m.ClientID)
+		}
+	}
+	if len(ask) > 0 {
+		up, err := r.presence.Connected(ctx, ask)
+		if err != nil {
+			r.log.Debug("shared subscription members' presence unknown; rotating over all", "err", err)
+			return nil
+		}
+		for i, id := range ask {
+			b.connected[id] = up[i]
+		}
+	}
+	return b.connected
 }
 
 // unpick rewinds the counters a failed Route advanced, so that its retry

@@ -588,3 +588,51 @@ func TestRouteWithoutARetainedStoreOnlyDelivers(t *testing.T) {
 	assert.True(t, got[0].Retain)
 	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_retained_updates", "", ""))
 }
+
+// MQTT 5 section 4.8.2: a shared subscription's message goes to one member,
+// and the issue asks to prefer connected members. Presence comes from the
+// session store on the test redis-server.
+func TestRouteGivesSharedMessagesToConnectedMembers(t *testing.T) {
+	requireRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	store := session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{redisAddr}},
+		MaxQueuedMessages: 10, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
+		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second})
+	ctx := context.Background()
+	p := fmt.Sprintf("presence-%d-", time.Now().UnixNano())
+	on, off, never := p+"on", p+"off", p+"never"
+	for _, id := range []string{on, off} {
+		_, err := store.Connect(ctx, session.ConnectRequest{ClientID: id, Node: "n1", ExpirySeconds: 60})
+		require.NoError(t, err)
+	}
+	info, err := store.Session(ctx, off)
+	require.NoError(t, err)
+	require.NoError(t, store.Disconnect(ctx, off, info.Epoch, 60))
+
+	f := newRouterFixture(t,
+		topic.Subscription{ClientID: on, Group: "g", Filter: "jobs", QoS: 1},
+		topic.Subscription{ClientID: off, Group: "g", Filter: "jobs", QoS: 1},
+		topic.Subscription{ClientID: never, Group: "g", Filter: "jobs", QoS: 1})
+	f.router.presence = store
+	var recs []*kgo.Record
+	for i := range 6 {
+		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "jobs", QoS: 1, Payload: []byte{byte(i)}}))
+	}
+	require.NoError(t, f.router.Route(ctx, recs))
+	got := f.queue.messages(t)
+	assert.Len(t, got[on], 6, "every message to the one connected member")
+	assert.Empty(t, got[off])
+	assert.Empty(t, got[never])
+
+	// Nobody connected: the rotation goes over every member.
+	info, err = store.Session(ctx, on)
+	require.NoError(t, err)
+	require.NoError(t, store.Disconnect(ctx, on, info.Epoch, 60))
+	f.queue.got = nil
+	require.NoError(t, f.router.Route(ctx, recs))
+	got = f.queue.messages(t)
+	assert.Len(t, got[on], 2)
+	assert.Len(t, got[off], 2)
+	assert.Len(t, got[never], 2)
+}

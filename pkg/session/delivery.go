@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -43,4 +44,24 @@ func (s *Store) AckMany(ctx context.Context, clientID string, epoch uint64, pack
 		return fmt.Errorf("acknowledging %d messages of %s: %w", len(packetIDs), clientID, mapErr(err))
 	}
 	return nil
+}
+
+// Connected reports, for each of clientIDs, whether its session is connected
+// to a node right now, in one pipelined round trip. It only reads.
+func (s *Store) Connected(ctx context.Context, clientIDs []string) ([]bool, error) {
+	cmds := make([]*redis.StringCmd, len(clientIDs))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range clientIDs {
+			cmds[i] = p.HGet(ctx, sessionKey(id), "connected")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("reading presence of %d sessions: %w", len(clientIDs), err)
+	}
+	out := make([]bool, len(clientIDs))
+	for i, c := range cmds {
+		out[i] = c.Val() == "1"
+	}
+	return out, nil
 }
