@@ -21,6 +21,9 @@ type Config struct {
 	// to route a batch while the session store fails.
 	RetryMinBackoff time.Duration `yaml:"retry_min_backoff"`
 	RetryMaxBackoff time.Duration `yaml:"retry_max_backoff"`
+	// ExpirySweepInterval is how often expired sessions' subscriptions are
+	// removed from the change log (ExpirySweeper).
+	ExpirySweepInterval time.Duration `yaml:"expiry_sweep_interval"`
 }
 
 // RegisterFlags registers the flags under "dispatch.".
@@ -30,6 +33,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StartAt, "dispatch.start-at", "end", "Where a consumer group without committed offsets starts: end (only new messages) or start.")
 	fs.DurationVar(&c.RetryMinBackoff, "dispatch.retry-min-backoff", 100*time.Millisecond, "First wait before routing a batch again after the session store failed.")
 	fs.DurationVar(&c.RetryMaxBackoff, "dispatch.retry-max-backoff", 5*time.Second, "Longest wait between attempts to route a batch.")
+	fs.DurationVar(&c.ExpirySweepInterval, "dispatch.expiry-sweep-interval", 10*time.Second, "How often the subscriptions of sessions that expired are removed from the subscription change log.")
 }
 
 // Validate checks the configuration and names the bad field.
@@ -49,6 +53,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryMaxBackoff < c.RetryMinBackoff {
 		errs = append(errs, fmt.Errorf("dispatch.retry-max-backoff: %s must not be below dispatch.retry-min-backoff %s", c.RetryMaxBackoff, c.RetryMinBackoff))
+	}
+	if c.ExpirySweepInterval <= 0 {
+		errs = append(errs, fmt.Errorf("dispatch.expiry-sweep-interval: %s must be positive", c.ExpirySweepInterval))
 	}
 	return errors.Join(errs...)
 }

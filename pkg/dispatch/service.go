@@ -139,6 +139,18 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 
+	// Tombstones of expired sessions' subscriptions go to the change log.
+	changeWriter, err := kafka.NewChangelogProducer(s.cfg.Kafka, s.cfg.Subscriptions.WriteTimeout, s.log, tel)
+	if err != nil {
+		return err
+	}
+	defer changeWriter.Close()
+	expiry, err := NewExpirySweeper(store, ix, subscriptions.NewWriter(changeWriter, s.cfg.Subscriptions.Topic),
+		s.cfg.Dispatch.ExpirySweepInterval, s.log, s.tel.Provider)
+	if err != nil {
+		return err
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return follower.Run(gctx) })
 	g.Go(func() error { return sweeper.Run(gctx) })
@@ -151,6 +163,9 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		close(s.following)
 		s.log.Info("subscription index loaded; routing", "subscriptions", ix.Len(), "took", time.Since(start).Round(time.Millisecond))
+		// The sweeper reads the index: only a complete one names every
+		// subscription of an expired session.
+		g.Go(func() error { return expiry.Run(gctx) })
 		return s.consumer.Run(gctx)
 	})
 	err = g.Wait()

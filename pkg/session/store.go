@@ -53,6 +53,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -371,6 +372,11 @@ func (s *Store) Disconnect(ctx context.Context, clientID string, epoch uint64, e
 	// pending, so a sweeper can still publish it if the node dies.
 	if v[0].(int64) == 1 || v[1].(int64) == 0 {
 		s.forget(ctx, v[2].(string), clientID)
+	}
+	if v[0].(int64) == 0 && expirySeconds != math.MaxUint32 {
+		// Redis expires the session's keys; the expiry index tells the
+		// dispatchers when to drop its subscriptions (ExpiredSessions).
+		s.markExpiring(ctx, clientID, s.now().Add(time.Duration(expirySeconds)*time.Second))
 	}
 	return nil
 }

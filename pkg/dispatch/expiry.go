@@ -1,0 +1,126 @@
+package dispatch
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// expiryBatch bounds the sessions one sweep handles.
+const expiryBatch = 500
+
+// ExpirySweeper removes the subscriptions of expired sessions from the
+// change log. Redis deletes an expired session's keys by itself (their TTL
+// is the Session Expiry Interval), but the change log and every dispatcher's
+// index would keep its subscriptions, costing memory and a store lookup per
+// matching message. The sweeper writes their tombstones, from the index it
+// routes with.
+//
+// A client that connects again while its tombstones are written gets a new
+// session; if that session subscribed before the tombstones landed, they
+// would remove its subscriptions from the dispatchers. So after writing
+// them the sweeper looks again, and writes the subscriptions of a session
+// that exists by then back (from Redis, which is authoritative).
+//
+// Several dispatchers may sweep at once: the writes are idempotent.
+type ExpirySweeper struct {
+	store    *session.Store
+	ix       *topic.Index
+	writer   *subscriptions.Writer
+	interval time.Duration
+	log      *slog.Logger
+	swept    metric.Int64Counter
+}
+
+// NewExpirySweeper returns a sweeper; it does no I/O.
+func NewExpirySweeper(store *session.Store, ix *topic.Index, writer *subscriptions.Writer, interval time.Duration, log *slog.Logger, mp metric.MeterProvider) (*ExpirySweeper, error) {
+	c, err := mp.Meter("github.com/fleetgate/fleetgate/pkg/dispatch").Int64Counter("fleetgate_dispatch_expired_sessions",
+		metric.WithDescription("Expired sessions whose subscriptions were removed from the change log."))
+	if err != nil {
+		return nil, err
+	}
+	return &ExpirySweeper{store: store, ix: ix, writer: writer, interval: interval, log: log.With("component", "expiry"), swept: c}, nil
+}
+
+// Run sweeps every interval until ctx ends; it returns nil then.
+func (e *ExpirySweeper) Run(ctx context.Context) error {
+	t := time.NewTicker(e.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if _, err := e.Sweep(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("expired sessions sweep failed; retrying at the next interval", "err", err)
+		}
+	}
+}
+
+// Sweep handles the sessions that expired by now and returns how many had
+// their subscriptions removed.
+func (e *ExpirySweeper) Sweep(ctx context.Context) (int, error) {
+	expired, err := e.store.ExpiredSessions(ctx, time.Now(), expiryBatch)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, x := range expired {
+		exists, err := e.store.Exists(ctx, x.ClientID)
+		if err != nil {
+			return n, err
+		}
+		if !exists {
+			if err := e.drop(ctx, x.ClientID); err != nil {
+				return n, err
+			}
+			n++
+			e.swept.Add(ctx, 1)
+		}
+		if err := e.store.ForgetExpiring(ctx, x); err != nil {
+			return n, err
+		}
+	}
+	if n > 0 {
+		e.log.Info("subscriptions of expired sessions removed", "sessions", n)
+	}
+	return n, nil
+}
+
+func (e *ExpirySweeper) drop(ctx context.Context, clientID string) error {
+	subs := e.ix.Subscriptions(clientID)
+	if len(subs) == 0 {
+		return nil
+	}
+	keys := make([]subscriptions.Key, len(subs))
+	for i, s := range subs {
+		keys[i] = subscriptions.KeyOf(s)
+	}
+	if err := e.writer.Unsubscribe(ctx, clientID, keys); err != nil {
+		return err
+	}
+	// Did the client come back meanwhile? Then its subscriptions in Redis
+	// are the truth; write them again after the tombstones.
+	exists, err := e.store.Exists(ctx, clientID)
+	if err != nil || !exists {
+		return err
+	}
+	current, err := e.store.Subscriptions(ctx, clientID)
+	if err != nil || len(current) == 0 {
+		return err
+	}
+	back := make([]topic.Subscription, len(current))
+	for i, s := range current {
+		back[i] = topic.Subscription{ClientID: clientID, Filter: s.Filter, Group: s.Group, QoS: s.QoS, NoLocal: s.NoLocal,
+			RetainAsPublished: s.RetainAsPublished, RetainHandling: s.RetainHandling, Identifier: s.Identifier}
+	}
+	e.log.Info("expired session came back while its subscriptions were removed; restoring them", "client_id", clientID)
+	return e.writer.Subscribe(ctx, clientID, back)
+}

@@ -1,0 +1,98 @@
+package dispatch
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// Issue #3: expired sessions and their subscriptions are removed. Redis
+// expires the session; the sweeper writes tombstones for its subscriptions,
+// and leaves a session that came back alone.
+func TestTheExpirySweeperDropsTheSubscriptionsOfExpiredSessionsOnly(t *testing.T) {
+	requireRedis(t)
+	k := testkit.StartKafka(t)
+	var cfg ServiceConfig
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Kafka.Brokers = config.StringList{k.Addr()}
+	cfg.Session.Redis.Addrs = config.StringList{redisAddr}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+	rdb := cfg.Session.Redis.NewClient()
+	t.Cleanup(func() { rdb.Close() })
+	store := session.New(rdb, cfg.Session)
+	adm, err := kafka.NewAdmin(cfg.Kafka, log)
+	require.NoError(t, err)
+	t.Cleanup(adm.Close)
+	require.NoError(t, kafka.EnsureCompactedTopic(ctx, adm, cfg.Subscriptions.Topic, 1, -1))
+	prod, err := kafka.NewChangelogProducer(cfg.Kafka, 5*time.Second, log, kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	w := subscriptions.NewWriter(prod, cfg.Subscriptions.Topic)
+
+	// gone expires; back expires and connects again before the sweep.
+	suffix := time.Now().Format("150405.000000")
+	gone, back := "gone-"+suffix, "back-"+suffix
+	ix := &topic.Index{}
+	for _, id := range []string{gone, back} {
+		res, err := store.Connect(ctx, session.ConnectRequest{ClientID: id, Node: "n1", ExpirySeconds: 1, Protocol: 5})
+		require.NoError(t, err)
+		sub := topic.Subscription{ClientID: id, Filter: "x/" + id, QoS: 1}
+		_, err = store.Subscribe(ctx, id, res.Epoch, []session.Subscription{{FilterKey: session.FilterKey{Filter: sub.Filter}, QoS: 1}})
+		require.NoError(t, err)
+		require.NoError(t, w.Subscribe(ctx, id, []topic.Subscription{sub}))
+		_, err = ix.Add(sub)
+		require.NoError(t, err)
+		require.NoError(t, store.Disconnect(ctx, id, res.Epoch, 1))
+	}
+	require.Eventually(t, func() bool {
+		a, _ := store.Exists(ctx, gone)
+		b, _ := store.Exists(ctx, back)
+		return !a && !b
+	}, 10*time.Second, 50*time.Millisecond, "redis expires both sessions")
+	_, err = store.Connect(ctx, session.ConnectRequest{ClientID: back, Node: "n2", ExpirySeconds: 60, Protocol: 5})
+	require.NoError(t, err)
+
+	sw, err := NewExpirySweeper(store, ix, w, time.Hour, log, sdkmetric.NewMeterProvider())
+	require.NoError(t, err)
+	n, err := sw.Sweep(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "sessions whose subscriptions were dropped")
+
+	// The change log now ends with a tombstone for gone's subscription,
+	// none for back's.
+	reader := testkit.NewReader(t, k.Addr(), cfg.Subscriptions.Topic)
+	recs := reader.ReadAtLeast(3, 10*time.Second)
+	var tombstones []string
+	for _, r := range recs {
+		if r.Value == nil {
+			tombstones = append(tombstones, string(r.Key))
+		}
+	}
+	require.Len(t, tombstones, 1)
+	assert.Contains(t, tombstones[0], gone)
+
+	// Both entries are handled: a second sweep finds nothing.
+	n, err = sw.Sweep(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	left, err := store.ExpiredSessions(ctx, time.Now().Add(time.Hour), 100)
+	require.NoError(t, err)
+	for _, e := range left {
+		assert.NotContains(t, []string{gone, back}, e.ClientID)
+	}
+}

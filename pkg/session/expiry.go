@@ -1,0 +1,76 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// expiringKey is a sorted set of the disconnected sessions that expire,
+// scored by when (unix ms). It is one key for the whole cluster, outside the
+// sessions' hash tags, so it is written next to the session scripts, not in
+// them: a crash in between leaves a session that expires without an entry,
+// whose subscriptions then stay in the change log (matching no session).
+const expiringKey = "fg:expiring"
+
+func (s *Store) markExpiring(ctx context.Context, clientID string, at time.Time) {
+	if err := s.rdb.ZAdd(ctx, expiringKey, redis.Z{Score: float64(at.UnixMilli()), Member: clientID}).Err(); err != nil {
+		s.log.WarnContext(ctx, "recording session expiry", "client_id", clientID, "err", err)
+	}
+}
+
+// ExpiringSession is a session whose expiry time has passed.
+type ExpiringSession struct {
+	ClientID string
+	// At is the expiry time recorded when it disconnected; pass it back
+	// to ForgetExpiring.
+	At time.Time
+}
+
+// ExpiredSessions lists up to limit sessions whose recorded expiry is at or
+// before now. A listed session may have been resumed since (Exists says so)
+// or may be disconnected again with a later expiry (ForgetExpiring then
+// keeps its entry).
+func (s *Store) ExpiredSessions(ctx context.Context, now time.Time, limit int) ([]ExpiringSession, error) {
+	zs, err := s.rdb.ZRangeByScoreWithScores(ctx, expiringKey, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("listing expired sessions: %w", err)
+	}
+	out := make([]ExpiringSession, len(zs))
+	for i, z := range zs {
+		id, _ := z.Member.(string)
+		out[i] = ExpiringSession{ClientID: id, At: time.UnixMilli(int64(z.Score))}
+	}
+	return out, nil
+}
+
+var forgetExpiringScript = redis.NewScript(`
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+`)
+
+// ForgetExpiring removes e from the expiry index, unless the session was
+// disconnected again since and so carries a new expiry time.
+func (s *Store) ForgetExpiring(ctx context.Context, e ExpiringSession) error {
+	err := forgetExpiringScript.Run(ctx, s.rdb, []string{expiringKey}, e.ClientID, strconv.FormatInt(e.At.UnixMilli(), 10)).Err()
+	if err != nil {
+		return fmt.Errorf("forgetting expired session %s: %w", e.ClientID, err)
+	}
+	return nil
+}
+
+// Exists reports whether clientID has a session.
+func (s *Store) Exists(ctx context.Context, clientID string) (bool, error) {
+	n, err := s.rdb.Exists(ctx, sessionKey(clientID)).Result()
+	if err != nil {
+		return false, fmt.Errorf("checking session %s: %w", clientID, err)
+	}
+	return n == 1, nil
+}
