@@ -68,8 +68,6 @@ type Options struct {
 	Retained RetainedLookup
 	// PublishWill produces wills; nil drops them (tests).
 	PublishWill WillPublisher
-	// NotifyChannel is the channel the dispatchers publish notices on.
-	NotifyChannel string
 }
 
 // Hook is the mochi hook. Create it with New, add it to the mochi server

@@ -23,14 +23,11 @@ func (h *Hook) sendTakeover(ctx context.Context, node, clientID string, epoch ui
 	return h.o.Redis.Publish(ctx, controlChannel(node), payload).Err()
 }
 
-// Run listens for the dispatchers' notices and other nodes' takeover
+// Run listens for the dispatchers' notices (on this node's channel) and other nodes' takeover
 // notices, and checks every local session's queue each poll interval (the
 // safety net for lost notices), until ctx is cancelled.
 func (h *Hook) Run(ctx context.Context) error {
-	channel := h.o.NotifyChannel
-	if channel == "" {
-		channel = dispatch.NotifyChannel
-	}
+	channel := dispatch.NotifyChannel(h.o.Node)
 	ps := h.o.Redis.Subscribe(ctx, channel, controlChannel(h.o.Node))
 	defer ps.Close()
 	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))

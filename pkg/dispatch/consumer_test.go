@@ -203,7 +203,7 @@ func flagSet() *flag.FlagSet { return flag.NewFlagSet("t", flag.PanicOnError) }
 
 func TestConsumerRoutesEveryRecordToTheSubscribedQueuesInOrderAndCommits(t *testing.T) {
 	f := newConsumerFixture(t)
-	notices := f.rdb.Subscribe(f.ctx(), NotifyChannel)
+	notices := f.rdb.Subscribe(f.ctx(), NotifyChannel("n1"))
 	t.Cleanup(func() { _ = notices.Close() })
 	_, err := notices.Receive(f.ctx())
 	require.NoError(t, err)
@@ -225,7 +225,7 @@ func TestConsumerRoutesEveryRecordToTheSubscribedQueuesInOrderAndCommits(t *test
 	case msg := <-notices.Channel():
 		assert.Contains(t, ParseNotice(msg.Payload), "all."+f.group, "frontends are told which sessions got messages")
 	case <-time.After(5 * time.Second):
-		t.Fatal("no notice on " + NotifyChannel)
+		t.Fatal("no notice on " + NotifyChannel("n1"))
 	}
 }
 

@@ -12,26 +12,26 @@ import (
 // best effort: a lost notice only delays a delivery until the frontend polls
 // its sessions' queues.
 type Notifier interface {
-	Notify(ctx context.Context, clientIDs []string) error
+	// Notify tells node that clientIDs, sessions connected to it, got
+	// messages.
+	Notify(ctx context.Context, node string, clientIDs []string) error
 }
 
 // NopNotifier notifies nobody.
 type NopNotifier struct{}
 
 // Notify does nothing.
-func (NopNotifier) Notify(context.Context, []string) error { return nil }
+func (NopNotifier) Notify(context.Context, string, []string) error { return nil }
 
-// NotifyChannel is the Redis pub/sub channel RedisNotifier publishes on.
-//
-// Every frontend subscribes to it and picks the client ids it serves. One
-// channel for the whole cluster costs every node every notice; per-node
-// channels (fg:notify:{node}, the node from the session hash) come later,
-// once the dispatcher learns session owners without an extra read.
-const NotifyChannel = "fg:notify"
+// NotifyChannel is the Redis pub/sub channel of node's notices: each
+// frontend subscribes to its own. The dispatcher learns the node of every
+// connected session from the enqueue itself (session.EnqueueResult.Node),
+// so a notice costs only the node that holds the session.
+func NotifyChannel(node string) string { return "fg:notify:" + node }
 
-// RedisNotifier publishes one notice per routed batch on NotifyChannel. The
-// payload is the client ids separated by U+0000, which an MQTT client id
-// cannot contain [MQTT-1.5.4-2]; see ParseNotice.
+// RedisNotifier publishes one notice per node and routed chunk on
+// NotifyChannel(node). The payload is the client ids separated by U+0000,
+// which an MQTT client id cannot contain [MQTT-1.5.4-2]; see ParseNotice.
 type RedisNotifier struct {
 	rdb redis.UniversalClient
 }
@@ -42,13 +42,13 @@ func NewRedisNotifier(rdb redis.UniversalClient) *RedisNotifier {
 	return &RedisNotifier{rdb: rdb}
 }
 
-// Notify publishes clientIDs on NotifyChannel.
-func (n *RedisNotifier) Notify(ctx context.Context, clientIDs []string) error {
+// Notify publishes clientIDs on NotifyChannel(node).
+func (n *RedisNotifier) Notify(ctx context.Context, node string, clientIDs []string) error {
 	if len(clientIDs) == 0 {
 		return nil
 	}
-	if err := n.rdb.Publish(ctx, NotifyChannel, strings.Join(clientIDs, "\x00")).Err(); err != nil {
-		return fmt.Errorf("publishing to %s: %w", NotifyChannel, err)
+	if err := n.rdb.Publish(ctx, NotifyChannel(node), strings.Join(clientIDs, "\x00")).Err(); err != nil {
+		return fmt.Errorf("publishing to %s: %w", NotifyChannel(node), err)
 	}
 	return nil
 }

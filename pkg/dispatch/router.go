@@ -220,25 +220,26 @@ func (r *Router) applyRetained(ctx context.Context, ups []retained.Update) error
 	return nil
 }
 
-// notifyQueued tells the frontends which sessions got messages.
+// notifyQueued tells the node of each connected session that got messages,
+// one notice per node. Disconnected sessions need none: a connection takes
+// from the queue when it starts.
 func (r *Router) notifyQueued(ctx context.Context, ds []session.Delivery, res []session.EnqueueResult) {
 	seen := make(map[string]struct{}, len(ds))
-	var ids []string
+	byNode := map[string][]string{}
 	for i, d := range ds {
-		if o := res[i].Outcome; o != session.OutcomeQueued && o != session.OutcomeDroppedOldest {
+		if o := res[i].Outcome; (o != session.OutcomeQueued && o != session.OutcomeDroppedOldest) || res[i].Node == "" {
 			continue
 		}
 		if _, dup := seen[d.ClientID]; !dup {
 			seen[d.ClientID] = struct{}{}
-			ids = append(ids, d.ClientID)
+			byNode[res[i].Node] = append(byNode[res[i].Node], d.ClientID)
 		}
 	}
-	if len(ids) == 0 {
-		return
-	}
-	if err := r.notify.Notify(ctx, ids); err != nil {
-		r.m.notifyErr.Add(ctx, 1)
-		r.log.Warn("notifying frontends failed; they will find the messages when they poll", "err", err, "sessions", len(ids))
+	for node, ids := range byNode {
+		if err := r.notify.Notify(ctx, node, ids); err != nil {
+			r.m.notifyErr.Add(ctx, 1)
+			r.log.Warn("notifying a frontend failed; it finds the messages when it polls", "node", node, "err", err, "sessions", len(ids))
+		}
 	}
 }
 

@@ -64,6 +64,9 @@ func (q *fakeQueue) Enqueue(_ context.Context, ds []session.Delivery) ([]session
 		if q.outcome != nil {
 			res[i].Outcome = *q.outcome
 		}
+		if res[i].Outcome == session.OutcomeQueued || res[i].Outcome == session.OutcomeDroppedOldest {
+			res[i].Node = "n1" // every fake session is connected to n1
+		}
 	}
 	q.got = append(q.got, ds...)
 	return res, nil
@@ -89,7 +92,7 @@ type fakeNotifier struct {
 	err error
 }
 
-func (n *fakeNotifier) Notify(_ context.Context, ids []string) error {
+func (n *fakeNotifier) Notify(_ context.Context, _ string, ids []string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.ids = append(n.ids, append([]string(nil), ids...))

@@ -61,6 +61,9 @@ type EnqueueResult struct {
 	Outcome Outcome
 	// Evicted is how many older messages drop-oldest removed.
 	Evicted int
+	// Node is the node the session is connected to when the message was
+	// queued, "" when it is disconnected: the node to notify.
+	Node string
 	// Err is set with OutcomeFailed.
 	Err error
 }
@@ -97,14 +100,17 @@ end
 `
 
 var enqueueScript = redis.NewScript(luaPrelude + luaEntryLen + `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {3, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {3, 0, ''} end
+local h = redis.call('HMGET', KEYS[1], 'connected', 'node', 'qbytes')
+local node = ''
+if h[1] == '1' then node = h[2] or '' end
 local len, maxm, maxb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if len > maxb then return {2, 0} end
+if len > maxb then return {2, 0, ''} end
 local n = redis.call('LLEN', KEYS[2])
-local qb = tonumber(redis.call('HGET', KEYS[1], 'qbytes') or '0')
+local qb = tonumber(h[3] or '0')
 local evicted = 0
 if n + 1 > maxm or qb + len > maxb then
-  if ARGV[5] == 'n' then return {2, 0} end
+  if ARGV[5] == 'n' then return {2, 0, ''} end
   while n > 0 and (n + 1 > maxm or qb + len > maxb) do
     qb = qb - mlen(redis.call('LPOP', KEYS[2]))
     n = n - 1
@@ -114,8 +120,8 @@ end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'qbytes', qb + len)
 follow(KEYS[2])
-if evicted > 0 then return {1, evicted} end
-return {0, 0}
+if evicted > 0 then return {1, evicted, node} end
+return {0, 0, node}
 `)
 
 // Enqueue appends each delivery to its client's offline queue, all in one
@@ -155,13 +161,23 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 		var retry []int
 		for i, c := range cmds {
 			idx := pending[i]
-			v, err := c.Int64Slice()
+			v, err := c.Slice()
 			if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
 				retry = append(retry, idx)
 				continue
 			}
-			if err == nil && len(v) != 2 {
-				err = fmt.Errorf("unexpected reply %v", v)
+			var outcome, evicted int64
+			var node string
+			if err == nil {
+				var ok1, ok2, ok3 bool
+				if len(v) == 3 {
+					outcome, ok1 = v[0].(int64)
+					evicted, ok2 = v[1].(int64)
+					node, ok3 = v[2].(string)
+				}
+				if !ok1 || !ok2 || !ok3 {
+					err = fmt.Errorf("unexpected reply %v", v)
+				}
 			}
 			if err != nil {
 				err = fmt.Errorf("enqueueing for %s: %w", ds[idx].ClientID, err)
@@ -171,7 +187,7 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 				}
 				continue
 			}
-			res[idx] = EnqueueResult{Outcome: Outcome(v[0]), Evicted: int(v[1])}
+			res[idx] = EnqueueResult{Outcome: Outcome(outcome), Evicted: int(evicted), Node: node}
 		}
 		if len(retry) > 0 {
 			// Redis lost its script cache (restart, failover, new shard).

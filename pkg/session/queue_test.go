@@ -315,3 +315,18 @@ func TestEnqueueReportsFailuresPerDelivery(t *testing.T) {
 		assert.Error(t, r.Err)
 	}
 }
+
+func TestEnqueueNamesTheNodeOfConnectedSessionsOnly(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	ctx := testCtx(t)
+	on, off := clientID(t, "on"), clientID(t, "off")
+	connect(t, s, on, "node-7")
+	e := connect(t, s, off, "node-8")
+	require.NoError(t, s.Disconnect(ctx, off, e, 3600))
+	res, err := s.Enqueue(ctx, []Delivery{{ClientID: on, Message: []byte("m")}, {ClientID: off, Message: []byte("m")}})
+	require.NoError(t, err)
+	assert.Equal(t, OutcomeQueued, res[0].Outcome)
+	assert.Equal(t, "node-7", res[0].Node, "the dispatcher notifies the node holding the session")
+	assert.Equal(t, OutcomeQueued, res[1].Outcome)
+	assert.Empty(t, res[1].Node, "a disconnected session needs no notice")
+}
