@@ -110,7 +110,7 @@ func TestRetainHandling(t *testing.T) {
 	retainOne(t, c.Addr(), f)
 	t.Run("paho.golang", func(t *testing.T) {
 		cases := []struct {
-			rh          byte
+			rh           byte
 			first, resub bool
 		}{{0, true, true}, {1, true, false}, {2, false, false}}
 		for _, cs := range cases {
