@@ -1,8 +1,10 @@
 package conformance
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -57,6 +59,13 @@ func TestCleanSessionDiscardsState(t *testing.T) {
 		s.Disconnect()
 		p := l.dial(t, c.Addr(), opts{ID: id("pub")})
 		p.Publish(f, "queued", 1, false)
+		// Wait until the dispatcher queued it in the old session, so the
+		// clean start has state to discard (the race of a message routed
+		// during the clean start is TestCleanStartRace).
+		require.Eventually(t, func() bool {
+			n, err := c.Redis.LLen(context.Background(), "fg:{"+cid+"}:q").Result()
+			return err == nil && n > 0
+		}, waitFor, 10*time.Millisecond, "message queued for the offline session")
 		s = l.dial(t, c.Addr(), opts{ID: cid})
 		if present, ok := s.SessionPresent(); ok {
 			require.False(t, present, "Session Present after a clean start")
