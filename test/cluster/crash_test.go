@@ -1,0 +1,156 @@
+package cluster
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	// streamBeforeKill and streamAfterKill frame the kill in the stream.
+	streamBeforeKill = 2 * time.Second
+	streamAfterKill  = 4 * time.Second
+	// subscriberID is the persistent QoS 1 subscriber of the stream.
+	subscriberID = "stream-sub"
+	// subscriberExpiry is its session expiry interval, seconds.
+	subscriberExpiry = 300
+)
+
+// TestSIGKILLOfADispatcherLosesNoAcknowledgedMessage runs a QoS 1 stream
+// from three publishers through HAProxy to a persistent subscriber and
+// kills one of the two dispatchers with SIGKILL in the middle of it. The
+// other dispatcher takes over the dead one's partitions once the consumer
+// group notices, from the last committed offsets: every acknowledged message
+// must reach the subscriber, each publisher's in order. The group notices
+// after the member's session timeout, franz-go's default 45 s (the
+// dispatcher has no setting for it), so the dead dispatcher's partitions
+// stand still that long; the deadline below allows for it.
+func TestSIGKILLOfADispatcherLosesNoAcknowledgedMessage(t *testing.T) {
+	c := startCluster(t)
+	ids := streamClientIDs(streamPublishers)
+
+	// Both dispatchers own partitions; with the publishers on three
+	// different partitions of four, both route some publisher.
+	var assigned map[string][]int32
+	require.Eventually(t, func() bool {
+		assigned = c.assignment()
+		return len(assigned[c.dispatchers[0].id]) > 0 && len(assigned[c.dispatchers[1].id]) > 0
+	}, 60*time.Second, 200*time.Millisecond, "partitions never split between the dispatchers: %v", assigned)
+	t.Logf("partitions: %v; publishers on %v", assigned, partitionsOf(ids))
+
+	in := newInbox()
+	sub := mustDialV5(t, c.lb, persistent(subscriberID, subscriberExpiry), in.v5Handler)
+	sub.subscribe(t, streamFilter)
+	pubs := newPublishers(t, c.lb, ids)
+	probeStream(t, in, pubs)
+
+	// The victim is the dispatcher routing the most publishers.
+	victim := c.dispatchers[0]
+	if onVictim(assigned[c.dispatchers[1].id], ids) > onVictim(assigned[victim.id], ids) {
+		victim = c.dispatchers[1]
+	}
+
+	stop := make(chan struct{})
+	for _, p := range pubs {
+		p.run(stop)
+	}
+	time.Sleep(streamBeforeKill)
+	victim.kill()
+	killed := time.Now()
+	time.Sleep(streamAfterKill)
+	close(stop)
+
+	last := waitDelivered(t, in, pubs, 120*time.Second)
+	if !last.IsZero() {
+		t.Logf("every acknowledged message delivered %s after the kill of %s (the survivor takes the partitions once the group drops the dead member)",
+			last.Sub(killed).Round(time.Millisecond), victim.id)
+	}
+	checkStream(t, pubs, in.snapshot())
+	select {
+	case <-sub.lost:
+		t.Error("the subscriber lost its connection")
+	default:
+	}
+}
+
+// TestSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage runs a QoS 1
+// stream from three publishers on one frontend to a persistent subscriber
+// on the other, kills the subscriber's frontend with SIGKILL in the middle
+// of it, and reconnects the subscriber through HAProxy (to the surviving
+// frontend) with the same client id and clean start 0: the session is
+// present, every acknowledged message reaches it, each publisher's in order.
+func TestSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage(t *testing.T) {
+	c := startCluster(t)
+
+	in := newInbox()
+	sub := mustDialV5(t, c.lb, persistent(subscriberID, subscriberExpiry), in.v5Handler)
+	sub.subscribe(t, streamFilter)
+	victim := c.frontend(c.owner(subscriberID))
+	survivor := c.other(victim)
+	// The publishers stay connected through the kill: they are on the
+	// survivor, directly.
+	pubs := newPublishers(t, survivor.mqtt, streamClientIDs(streamPublishers))
+	probeStream(t, in, pubs)
+
+	stop := make(chan struct{})
+	for _, p := range pubs {
+		p.run(stop)
+	}
+	time.Sleep(streamBeforeKill)
+	victim.kill()
+	killed := time.Now()
+
+	select {
+	case <-sub.lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscriber did not notice that its frontend died")
+	}
+	var resumed *v5
+	require.Eventually(t, func() bool {
+		r, err := dialV5(t, c.lb, persistent(subscriberID, subscriberExpiry), in.v5Handler)
+		if err != nil || r.connack.ReasonCode != 0 {
+			if err == nil {
+				t.Logf("reconnect: connack 0x%02X", r.connack.ReasonCode)
+			}
+			return false
+		}
+		resumed = r
+		return true
+	}, 30*time.Second, 100*time.Millisecond, "the subscriber could not reconnect")
+	t.Logf("subscriber reconnected %s after the kill", time.Since(killed).Round(time.Millisecond))
+	assert.True(t, resumed.connack.SessionPresent, "session present after reconnecting to the other node")
+	assert.Equal(t, survivor.id, c.owner(subscriberID))
+
+	time.Sleep(time.Until(killed.Add(streamAfterKill)))
+	close(stop)
+	last := waitDelivered(t, in, pubs, 60*time.Second)
+	if !last.IsZero() {
+		t.Logf("every acknowledged message delivered %s after the kill of %s", last.Sub(killed).Round(time.Millisecond), victim.id)
+	}
+	checkStream(t, pubs, in.snapshot())
+	for _, p := range pubs {
+		assert.Positive(t, p.ackedCount(), "publisher %s", p.clientID)
+	}
+}
+
+func partitionsOf(ids []string) map[string]int32 {
+	out := map[string]int32{}
+	for _, id := range ids {
+		out[id] = partitionOf(id)
+	}
+	return out
+}
+
+// onVictim counts the publishers whose partition is in owned.
+func onVictim(owned []int32, ids []string) int {
+	n := 0
+	for _, id := range ids {
+		if slices.Contains(owned, partitionOf(id)) {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,319 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+)
+
+const (
+	// partitions of the inbound topic and of the subscription change log:
+	// enough for both dispatchers to own some.
+	partitions = 4
+	// dispatchGroup is the dispatchers' consumer group.
+	dispatchGroup = "fleetgate-dispatcher"
+	// heartbeat and liveness are short so that a killed frontend counts as
+	// dead (and its clients' wills become due) within about a second.
+	heartbeat = 200 * time.Millisecond
+	liveness  = time.Second
+	// sweepInterval is how often the dispatchers look for dead nodes.
+	sweepInterval = 200 * time.Millisecond
+)
+
+// proc is a process started by a test: it is killed when the test ends,
+// and its output is logged if the test failed.
+type proc struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// maxLoggedOutput bounds the output logged per process on failure: the
+// tail is what explains a failure.
+const maxLoggedOutput = 256 << 10
+
+// startProc runs path with args.
+func startProc(t *testing.T, name, path string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(path, args...)
+	cmd.Env = cleanEnv()
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start(), "starting %s", name)
+	p := &proc{t: t, name: name, cmd: cmd, out: out, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			s := out.String()
+			if len(s) > maxLoggedOutput {
+				s = "[…]" + s[len(s)-maxLoggedOutput:]
+			}
+			t.Logf("%s (pid %d) output:\n%s", name, cmd.Process.Pid, s)
+		}
+	})
+	return p
+}
+
+// kill sends SIGKILL and waits until the process is gone.
+func (p *proc) kill() {
+	p.t.Helper()
+	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGKILL))
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		p.t.Fatalf("%s still running 10s after SIGKILL", p.name)
+	}
+	p.t.Logf("killed %s (pid %d) with SIGKILL", p.name, p.cmd.Process.Pid)
+}
+
+// cleanEnv keeps FLEETGATE_* settings of the test runner out of the child.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "FLEETGATE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// node is a frontend or dispatcher process with its addresses.
+type node struct {
+	*proc
+	id   string // node id (frontends) or Kafka client id (dispatchers)
+	mqtt string // MQTT over TCP; empty for dispatchers
+	ops  string // operations HTTP server
+}
+
+// testCluster is a running cluster.
+type testCluster struct {
+	t           *testing.T
+	kafka       string
+	frontends   []*node
+	dispatchers []*node
+	// lb is HAProxy's MQTT address, in front of every frontend.
+	lb    string
+	redis *redis.Client
+}
+
+// startCluster starts the Kafka broker, two dispatchers, two frontends and
+// HAProxy against the package's redis-server, which it flushes first, and
+// waits until every process is ready.
+func startCluster(t *testing.T) *testCluster {
+	t.Helper()
+	haproxy := testkit.RequireTool(t, "haproxy", "haproxy")
+	c := &testCluster{t: t, redis: redis.NewClient(&redis.Options{Addr: redisAddr})}
+	t.Cleanup(func() { _ = c.redis.Close() })
+	require.NoError(t, c.redis.FlushAll(context.Background()).Err())
+
+	c.kafka = testkit.FreeAddr(t)
+	startProc(t, "kafka", filepath.Join(binDir, "fleetgate-dev"),
+		"-dev.kafka-only", "-dev.kafka-addr", c.kafka, "-dev.data-dir", t.TempDir())
+	require.Eventually(t, func() bool { return canDial(c.kafka) }, 15*time.Second, 50*time.Millisecond,
+		"kafka process did not listen on %s", c.kafka)
+
+	// Settings every fleetgate process shares. The session queues are
+	// bounded far above what a test queues: these tests are about crashes,
+	// and a queue that drops its oldest messages would look like a loss.
+	common := []string{
+		"-kafka.brokers", c.kafka, "-kafka.partitions", fmt.Sprint(partitions),
+		"-subscriptions.partitions", fmt.Sprint(partitions),
+		"-redis.addrs", redisAddr, "-log.level", "info",
+		"-node.heartbeat-interval", heartbeat.String(), "-node.liveness-ttl", liveness.String(),
+		"-session.max-queued-messages", "1000000", "-session.max-queued-bytes", "256MiB",
+	}
+	for i := range 2 {
+		d := &node{id: fmt.Sprintf("dispatcher-%d", i), ops: testkit.FreeAddr(t)}
+		args := append([]string{"-http.addr", d.ops, "-kafka.client-id", d.id,
+			"-dispatch.group", dispatchGroup, "-dispatch.start-at", "start",
+			"-wills.sweep-interval", sweepInterval.String()}, common...)
+		d.proc = startProc(t, d.id, filepath.Join(binDir, "dispatcher"), args...)
+		c.dispatchers = append(c.dispatchers, d)
+	}
+	for i := range 2 {
+		f := &node{id: fmt.Sprintf("fe-%c", 'a'+i), mqtt: testkit.FreeAddr(t), ops: testkit.FreeAddr(t)}
+		args := append([]string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops,
+			"-shutdown.timeout", "5s"}, common...)
+		f.proc = startProc(t, "frontend "+f.id, filepath.Join(binDir, "frontend"), args...)
+		c.frontends = append(c.frontends, f)
+	}
+	for _, n := range append(append([]*node{}, c.dispatchers...), c.frontends...) {
+		require.Eventually(t, func() bool { return ready(n.ops) }, 30*time.Second, 50*time.Millisecond,
+			"%s never became ready (ops %s)", n.name, n.ops)
+	}
+
+	c.lb = testkit.FreeAddr(t)
+	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+	require.NoError(t, os.WriteFile(cfg, []byte(haproxyConfig(c.lb, c.frontends)), 0o600))
+	lb := startProc(t, "haproxy", haproxy, "-db", "-f", cfg)
+	require.Eventually(t, func() bool {
+		select {
+		case <-lb.exited:
+			t.Fatalf("haproxy exited:\n%s", lb.out.String())
+		default:
+		}
+		return canDial(c.lb)
+	}, 15*time.Second, 50*time.Millisecond, "haproxy did not listen on %s", c.lb)
+	return c
+}
+
+// haproxyConfig is deploy/haproxy/haproxy.cfg cut down to one MQTT backend
+// on loopback, with health checks fast enough for a test: a killed frontend
+// is out of the rotation within a second, and a connection refused by it
+// is redispatched to the other one at once.
+func haproxyConfig(bind string, frontends []*node) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+    log stdout format raw local0 info
+    # Far below the open-files limit of a test machine.
+    maxconn 1000
+
+defaults
+    mode tcp
+    log global
+    option tcplog
+    option dontlognull
+    timeout connect 2s
+    timeout client 10m
+    timeout server 10m
+    timeout check 1s
+    option redispatch
+    retries 3
+
+frontend mqtt
+    bind %s
+    default_backend fleetgate_mqtt
+
+backend fleetgate_mqtt
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+`, bind)
+	for _, f := range frontends {
+		_, port, _ := net.SplitHostPort(f.ops)
+		fmt.Fprintf(&b, "    server %s %s check port %s inter 200ms fall 2 rise 2\n", f.id, f.mqtt, port)
+	}
+	return b.String()
+}
+
+func canDial(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
+	return true
+}
+
+func ready(ops string) bool {
+	resp, err := http.Get("http://" + ops + "/readyz")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode == http.StatusOK
+}
+
+// owner returns the node that holds clientID's session, from Redis.
+func (c *testCluster) owner(clientID string) string {
+	c.t.Helper()
+	// Keys are hash-tagged by client id (docs/pubsub-design.md); the test's
+	// client ids need no escaping.
+	n, err := c.redis.HGet(context.Background(), "fg:{"+clientID+"}:s", "node").Result()
+	require.NoError(c.t, err, "session of %s in redis", clientID)
+	return n
+}
+
+// frontend returns the frontend with node id id.
+func (c *testCluster) frontend(id string) *node {
+	c.t.Helper()
+	for _, f := range c.frontends {
+		if f.id == id {
+			return f
+		}
+	}
+	c.t.Fatalf("no frontend %q", id)
+	return nil
+}
+
+// other returns the frontend that is not f.
+func (c *testCluster) other(f *node) *node {
+	if c.frontends[0] == f {
+		return c.frontends[1]
+	}
+	return c.frontends[0]
+}
+
+// assignment returns the partitions of the inbound topic each dispatcher
+// (by Kafka client id) owns in the consumer group.
+func (c *testCluster) assignment() map[string][]int32 {
+	c.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafka))
+	require.NoError(c.t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	groups, err := kadm.NewClient(cl).DescribeGroups(ctx, dispatchGroup)
+	require.NoError(c.t, err)
+	out := map[string][]int32{}
+	for _, m := range groups[dispatchGroup].Members {
+		ca, ok := m.Assigned.AsConsumer()
+		if !ok {
+			continue
+		}
+		for _, tp := range ca.Topics {
+			if tp.Topic == "mqtt.inbound" {
+				out[m.ClientID] = append(out[m.ClientID], tp.Partitions...)
+			}
+		}
+	}
+	return out
+}
+
+// partitionOf is the inbound partition of a publisher's records: they are
+// keyed by client id and partitioned by the producer's default (murmur2 of
+// the key, as Kafka's Java client does).
+func partitionOf(clientID string) int32 {
+	p := kgo.StickyKeyPartitioner(nil).ForTopic("mqtt.inbound")
+	return int32(p.Partition(&kgo.Record{Key: []byte(clientID)}, partitions))
+}

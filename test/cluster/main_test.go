@@ -1,0 +1,64 @@
+// Package cluster runs a whole fleetgate cluster on one machine, every part
+// in a process of its own, the way operators run it: a redis-server, the
+// Kafka-protocol broker (fleetgate-dev -dev.kafka-only), two dispatchers in
+// one consumer group, two frontends and HAProxy in TCP mode in front of
+// them. It checks what only such a cluster can show: clients on different
+// nodes talk to each other, sessions move between nodes, a client id taken
+// over on another node, no acknowledged message lost when a dispatcher or
+// the frontend holding a subscriber is killed with SIGKILL, and the wills
+// of a killed frontend's clients published by the survivors.
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fleetgate/fleetgate/internal/clustertest"
+)
+
+// binDir holds the binaries built once for the package.
+var binDir string
+
+// redisAddr is the redis-server every process of the package uses; each
+// test's cluster flushes it first (the tests run one after the other).
+var redisAddr string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "fleetgate-cluster-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	root, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "go env GOMOD:", err)
+		return 1
+	}
+	// The binaries are built without -race: the race detector would slow
+	// the processes under test several times over, and their own packages
+	// run their tests with it.
+	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/frontend", "./cmd/dispatcher", "./cmd/fleetgate-dev")
+	build.Dir = filepath.Dir(strings.TrimSpace(string(root)))
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
+		return 1
+	}
+	r, skip, err := clustertest.StartRedis()
+	if err != nil || skip != "" {
+		fmt.Fprintln(os.Stderr, "cluster tests need redis-server:", err, skip)
+		return 1
+	}
+	defer r.Stop()
+	redisAddr = r.Addr
+	return m.Run()
+}
