@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +46,9 @@ type client struct {
 	// by kick: an idle connection has none.
 	running atomic.Bool
 	pending atomic.Bool
+	// work holds the pump's state below; OnDisconnect takes it to apply
+	// the acknowledgements the pump did not get to.
+	work sync.Mutex
 
 	// Owned by the running pump.
 	window   int
@@ -98,7 +102,9 @@ func (c *client) kick() {
 func (c *client) pump() {
 	for {
 		c.pending.Store(false)
-		c.work()
+		c.work.Lock()
+		c.round()
+		c.work.Unlock()
 		c.running.Store(false)
 		if !c.pending.Load() || c.ctx.Err() != nil {
 			return
@@ -109,10 +115,28 @@ func (c *client) pump() {
 	}
 }
 
-// work resends what was in flight (once per connection), applies the
+// finish applies the acknowledgements that arrived after the pump's last
+// round, once the connection has ended: a PUBACK read just before the
+// client's DISCONNECT still completes its message [MQTT-4.4.0-1].
+func (c *client) finish(ctx context.Context) {
+	// The pump may be stuck writing to a client that stopped reading: give
+	// up on the lock after a while (those messages are then sent again).
+	for deadline := time.Now().Add(time.Second); !c.work.TryLock(); {
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	defer c.work.Unlock()
+	if err := c.applyAcks(ctx); err != nil && !fenced(err) {
+		c.h.log.Warn("acknowledgements at disconnect not recorded; those messages are sent again", "client", c.cl.ID, "err", err)
+	}
+}
+
+// round resends what was in flight (once per connection), applies the
 // acknowledgements received, and moves messages from the queue to the
 // connection while the client's window has room.
-func (c *client) work() {
+func (c *client) round() {
 	if c.ctx.Err() != nil || c.takenOver.Load() {
 		return
 	}
@@ -123,7 +147,7 @@ func (c *client) work() {
 		}
 		c.resent = true
 	}
-	if err := c.applyAcks(); err != nil {
+	if err := c.applyAcks(c.ctx); err != nil {
 		c.fail("recording acknowledgements", err)
 		return
 	}
@@ -148,7 +172,7 @@ func (c *client) work() {
 			c.fail("completing QoS 0 deliveries", err)
 			return
 		}
-		if err := c.applyAcks(); err != nil {
+		if err := c.applyAcks(c.ctx); err != nil {
 			c.fail("recording acknowledgements", err)
 			return
 		}
@@ -274,14 +298,14 @@ func (c *client) write(m session.QueuedMessage, resend bool) (done bool) {
 // PUBCOMP complete a message [MQTT-4.3.2-1] [MQTT-4.3.3-1]; PUBREC is
 // recorded and answered with PUBREL [MQTT-4.3.3-4]; an MQTT 5 PUBREC with a
 // failure code ends the flow [MQTT-4.3.3-4 non-normative 4.13.2].
-func (c *client) applyAcks() error {
+func (c *client) applyAcks(ctx context.Context) error {
 	var done []uint16
 	for {
 		var a ack
 		select {
 		case a = <-c.acks:
 		default:
-			return c.h.o.Store.AckMany(c.ctx, c.cl.ID, c.epoch, done)
+			return c.h.o.Store.AckMany(ctx, c.cl.ID, c.epoch, done)
 		}
 		state, ok := c.inflight[a.id]
 		if !ok {
@@ -293,14 +317,14 @@ func (c *client) applyAcks() error {
 			a.kind == packets.Pubrec && state == 2 && a.reason >= packets.ErrUnspecifiedError.Code:
 			done = append(done, a.id)
 			delete(c.inflight, a.id)
-			c.h.metrics.completed.Add(c.ctx, 1)
+			c.h.metrics.completed.Add(ctx, 1)
 		case a.kind == packets.Pubrec && (state == 2 || state == 3):
 			if state == 2 {
-				if err := c.h.o.Store.AckMany(c.ctx, c.cl.ID, c.epoch, done); err != nil {
+				if err := c.h.o.Store.AckMany(ctx, c.cl.ID, c.epoch, done); err != nil {
 					return err
 				}
 				done = done[:0]
-				if err := c.h.o.Store.PubrecReceived(c.ctx, c.cl.ID, c.epoch, a.id); err != nil {
+				if err := c.h.o.Store.PubrecReceived(ctx, c.cl.ID, c.epoch, a.id); err != nil {
 					// Applied again on the client's next PUBREC.
 					return err
 				}

@@ -337,6 +337,9 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if c.failed != nil || c.takenOver.Load() {
 		return
 	}
+	ctx, cancel := h.storeCtx()
+	c.finish(ctx)
+	cancel()
 	h.endSession(c, expiryOf(cl))
 }
 
@@ -494,6 +497,16 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		return ignored(pk.ProtocolVersion), nil
 	case packets.Pubrel:
 		return h.pubrel(cl, pk), nil
+	case packets.Disconnect:
+		// Record the acknowledgements read before the DISCONNECT while the
+		// session is still this connection's: once mochi closes the socket
+		// the client may connect again, and the new connection would send
+		// the acknowledged messages again [MQTT-4.4.0-1].
+		if c := h.lookup(cl); c != nil && c.failed == nil {
+			ctx, cancel := h.storeCtx()
+			c.finish(ctx)
+			cancel()
+		}
 	case packets.Subscribe:
 		if pk.SubscribeValidate() != packets.CodeSuccess {
 			return pk, nil // mochi refuses it

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -19,17 +18,10 @@ import (
 // to sleep does, then resumes the session: only unacknowledged messages may
 // be sent again [MQTT-4.4.0-1].
 //
-// Known broker bug, so the test is skipped unless FLEETGATE_TEST_KNOWN_BUGS
-// is set: pkg/delivery hands each PUBACK to the connection's pump through
-// a channel (client.pushAck) and applies them to Redis in batches, but
-// OnDisconnect cancels the pump's context (client.stop) before the
-// acknowledgements still in the channel are applied. They are lost, the
-// messages stay in fg:{cid}:inflight, and the next connection gets them
-// again with DUP set (measured: 14–19 of 20 rounds).
+// pkg/delivery applies acknowledgements in batches; it records those read
+// before a DISCONNECT while the DISCONNECT is processed, before the socket
+// closes and the client can connect again.
 func TestAcknowledgementRightBeforeDisconnectIsKept(t *testing.T) {
-	if os.Getenv("FLEETGATE_TEST_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a PUBACK followed at once by DISCONNECT is dropped (set FLEETGATE_TEST_KNOWN_BUGS=1 to run)")
-	}
 	c := startCluster(t)
 	a := c.frontends[0]
 	in := newInbox()
