@@ -24,6 +24,10 @@ type Config struct {
 	// ExpirySweepInterval is how often expired sessions' subscriptions are
 	// removed from the change log (ExpirySweeper).
 	ExpirySweepInterval time.Duration `yaml:"expiry_sweep_interval"`
+	// SessionTimeout is the consumer group session timeout: how long the
+	// partitions of a dispatcher that died stay unrouted before the group
+	// gives them to the others.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
 }
 
 // RegisterFlags registers the flags under "dispatch.".
@@ -33,6 +37,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StartAt, "dispatch.start-at", "end", "Where a consumer group without committed offsets starts: end (only new messages) or start.")
 	fs.DurationVar(&c.RetryMinBackoff, "dispatch.retry-min-backoff", 100*time.Millisecond, "First wait before routing a batch again after the session store failed.")
 	fs.DurationVar(&c.RetryMaxBackoff, "dispatch.retry-max-backoff", 5*time.Second, "Longest wait between attempts to route a batch.")
+	fs.DurationVar(&c.SessionTimeout, "dispatch.session-timeout", 10*time.Second, "Consumer group session timeout: the partitions of a dispatcher that died are routed by the others after this (within the broker's group.min/max.session.timeout.ms).")
 	fs.DurationVar(&c.ExpirySweepInterval, "dispatch.expiry-sweep-interval", 10*time.Second, "How often the subscriptions of sessions that expired are removed from the subscription change log.")
 }
 
@@ -53,6 +58,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryMaxBackoff < c.RetryMinBackoff {
 		errs = append(errs, fmt.Errorf("dispatch.retry-max-backoff: %s must not be below dispatch.retry-min-backoff %s", c.RetryMaxBackoff, c.RetryMinBackoff))
+	}
+	if c.SessionTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("dispatch.session-timeout: %s must be at least 1s", c.SessionTimeout))
 	}
 	if c.ExpirySweepInterval <= 0 {
 		errs = append(errs, fmt.Errorf("dispatch.expiry-sweep-interval: %s must be positive", c.ExpirySweepInterval))

@@ -48,10 +48,13 @@ func (c *Consumer) Ready() bool { return c.ready.Load() }
 // nil. A batch whose routing did not succeed before the cancellation is not
 // committed: the next owner of its partitions routes it again.
 func (c *Consumer) Run(ctx context.Context) error {
+	// The session timeout bounds how long a dead member's partitions wait;
+	// heartbeats go at a third of it, as Kafka recommends.
+	opts := append([]kgo.Opt{kgo.SessionTimeout(c.cfg.SessionTimeout), kgo.HeartbeatInterval(c.cfg.SessionTimeout / 3)}, c.extra...)
 	cl, err := kafka.NewGroupConsumer(c.kcfg, kafka.GroupConsumerOptions{
 		Group:      c.cfg.Group,
 		StartAtEnd: c.cfg.StartAt != "start",
-	}, c.log, c.tel, c.extra...)
+	}, c.log, c.tel, opts...)
 	if err != nil {
 		return err
 	}

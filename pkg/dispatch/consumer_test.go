@@ -89,7 +89,7 @@ func newConsumerFixture(t *testing.T) *consumerFixture {
 	kcfg.Brokers = config.StringList{f.kafka.Addr()}
 	kcfg.Topic = inbound
 	cfg := Config{Group: f.group, MaxPollRecords: 25, StartAt: "start",
-		RetryMinBackoff: 20 * time.Millisecond, RetryMaxBackoff: 200 * time.Millisecond, ExpirySweepInterval: time.Second}
+		RetryMinBackoff: 20 * time.Millisecond, RetryMaxBackoff: 200 * time.Millisecond, ExpirySweepInterval: time.Second, SessionTimeout: 10 * time.Second}
 	require.NoError(t, cfg.Validate())
 	f.consumer = NewConsumer(cfg, kcfg, router, log, kafka.Telemetry{})
 	return f
