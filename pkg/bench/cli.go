@@ -21,8 +21,10 @@ const usageText = `fleetgate-bench: load generator for MQTT brokers (fleetgate, 
 Usage:
   fleetgate-bench pub     [flags]   publish workload against one broker
   fleetgate-bench idle    [flags]   idle connections; memory per connection of one broker
+  fleetgate-bench pairs   [flags]   publisher → subscriber pairs: end-to-end latency, deliveries/s, losses
+  fleetgate-bench fanout  [flags]   one publisher → many subscribers of one topic
   fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port] -target ... [flags]
-  fleetgate-bench compare idle -target ... [flags]
+  fleetgate-bench compare idle|pairs|fanout -target ... [flags]
                                     the same workload against several brokers, side by side
   fleetgate-bench free-port [n]     print n free loopback TCP ports (for scripts)
 
@@ -42,6 +44,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return mainPub(ctx, args, stdout, stderr)
 	case "idle":
 		return mainIdle(ctx, args, stdout, stderr)
+	case WorkloadPairs, WorkloadFanout:
+		return mainPubSub(ctx, cmd, args, stdout, stderr)
 	case "compare":
 		return mainCompare(ctx, args, stdout, stderr)
 	case "free-port":
@@ -167,10 +171,29 @@ func mainIdle(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return c.report(stdout, res, func(w io.Writer) error { return WriteIdle(w, res) })
 }
 
+func mainPubSub(ctx context.Context, workload string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleetgate-bench "+workload, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := PubSubConfig{Workload: workload}
+	var c common
+	cfg.RegisterFlags(fs)
+	c.register(fs)
+	if done, err := parse(fs, args, cfg.Validate); done || err != nil {
+		return err
+	}
+	progress := c.progress(stderr)
+	raiseLimit(cfg.publishers()+cfg.subscribers(), progress)
+	res, err := RunPubSub(ctx, cfg, Hooks{Progress: progress})
+	if err != nil {
+		return err
+	}
+	return c.report(stdout, res, func(w io.Writer) error { return WritePubSub(w, res) })
+}
+
 func mainCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != WorkloadPub && args[0] != WorkloadIdle) {
+	if len(args) == 0 || !isWorkload(args[0]) {
 		fmt.Fprint(stderr, usageText)
-		return fmt.Errorf("%w: compare needs a workload, %s or %s", ErrUsage, WorkloadPub, WorkloadIdle)
+		return fmt.Errorf("%w: compare needs a workload: %s, %s, %s or %s", ErrUsage, WorkloadPub, WorkloadIdle, WorkloadPairs, WorkloadFanout)
 	}
 	cfg := CompareConfig{Workload: args[0]}
 	fs := flag.NewFlagSet("fleetgate-bench compare "+args[0], flag.ContinueOnError)
@@ -183,8 +206,11 @@ func mainCompare(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	progress := c.progress(stderr)
 	need := cfg.Pub.Publishers
-	if cfg.Workload == WorkloadIdle {
+	switch cfg.Workload {
+	case WorkloadIdle:
 		need = cfg.Idle.Clients
+	case WorkloadPairs, WorkloadFanout:
+		need = cfg.PubSub.publishers() + cfg.PubSub.subscribers()
 	}
 	raiseLimit(need, progress)
 	res, err := RunCompare(ctx, cfg, progress)

@@ -45,6 +45,12 @@ type ClientOptions struct {
 	Username, Password string
 	// ConnectTimeout bounds dialling plus the CONNECT/CONNACK exchange.
 	ConnectTimeout time.Duration
+	// Persistent asks for a session that outlives the connection: clean
+	// session off (3.1.1), or clean start off with SessionExpiry (5).
+	Persistent bool
+	// SessionExpiry is the Session Expiry Interval of a persistent MQTT 5
+	// session.
+	SessionExpiry time.Duration
 }
 
 // Client is one MQTT connection. Reads come from a single goroutine
@@ -67,8 +73,8 @@ type Client struct {
 	SessionPresent bool
 }
 
-// Dial connects to addr, sends CONNECT with a clean start and waits for a
-// successful CONNACK.
+// Dial connects to addr, sends CONNECT (with a clean start unless
+// opts.Persistent) and waits for a successful CONNACK.
 func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error) {
 	if opts.Version != 4 && opts.Version != 5 {
 		return nil, fmt.Errorf("mqtt version %d: must be 4 or 5", opts.Version)
@@ -112,8 +118,12 @@ func (c *Client) connect(ctx context.Context, opts ClientOptions) error {
 			ProtocolName:     []byte("MQTT"),
 			ClientIdentifier: opts.ClientID,
 			Keepalive:        uint16(min(opts.Keepalive/time.Second, 65535)),
-			Clean:            true,
+			Clean:            !opts.Persistent,
 		},
+	}
+	if opts.Persistent && opts.Version == 5 {
+		pk.Properties.SessionExpiryInterval = uint32(min(opts.SessionExpiry/time.Second, 0xFFFFFFFE))
+		pk.Properties.SessionExpiryIntervalFlag = true
 	}
 	if opts.Username != "" {
 		pk.Connect.UsernameFlag = true
@@ -186,6 +196,39 @@ func (c *Client) writePublish(t *publishTemplate, pid uint16) error {
 	return err
 }
 
+// writeStampedPublish buffers the pre-encoded PUBLISH t with packet id pid
+// and st written over the start of its payload: the hot path of the pub/sub
+// workloads.
+func (c *Client) writeStampedPublish(t *publishTemplate, pid uint16, st stamp) error {
+	var sb [stampSize]byte
+	st.put(sb[:])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rest := t.payloadOffset
+	if t.pidOffset >= 0 {
+		_, _ = c.bw.Write(t.b[:t.pidOffset])
+		_ = c.bw.WriteByte(byte(pid >> 8))
+		_ = c.bw.WriteByte(byte(pid))
+		_, _ = c.bw.Write(t.b[t.pidOffset+2 : t.payloadOffset])
+	} else {
+		_, _ = c.bw.Write(t.b[:t.payloadOffset])
+	}
+	rest += stampSize
+	_, _ = c.bw.Write(sb[:])
+	_, err := c.bw.Write(t.b[rest:])
+	return err
+}
+
+// writePuback buffers a PUBACK for pid. Both protocol levels accept the
+// 2-byte form: MQTT 5 omits a success reason code and empty properties
+// (MQTT 5 section 3.4.2.1).
+func (c *Client) writePuback(pid uint16) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, err := c.bw.Write([]byte{packets.Puback << 4, 2, byte(pid >> 8), byte(pid)})
+	return err
+}
+
 // Flush sends everything buffered.
 func (c *Client) Flush() error {
 	c.mu.Lock()
@@ -227,8 +270,9 @@ func (c *Client) Close() error { return c.conn.Close() }
 // publishTemplate is a PUBLISH encoded once, whose packet id is patched in
 // for every send.
 type publishTemplate struct {
-	b         []byte
-	pidOffset int // offset of the two packet id bytes; -1 for QoS 0
+	b             []byte
+	pidOffset     int // offset of the two packet id bytes; -1 for QoS 0
+	payloadOffset int // offset of the payload, which ends the packet
 }
 
 // newPublishTemplate encodes a PUBLISH of payload to topic.
@@ -246,7 +290,7 @@ func newPublishTemplate(version, qos byte, topic string, payload []byte) (*publi
 	if err := pk.PublishEncode(&buf); err != nil {
 		return nil, fmt.Errorf("encoding publish template: %w", err)
 	}
-	t := &publishTemplate{b: buf.Bytes(), pidOffset: -1}
+	t := &publishTemplate{b: buf.Bytes(), pidOffset: -1, payloadOffset: buf.Len() - len(payload)}
 	if qos > 0 {
 		header := len(t.b) - pk.FixedHeader.Remaining
 		t.pidOffset = header + 2 + len(topic)

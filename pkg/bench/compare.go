@@ -22,6 +22,14 @@ const (
 	WorkloadIdle = "idle"
 )
 
+func isWorkload(w string) bool {
+	switch w {
+	case WorkloadPub, WorkloadIdle, WorkloadPairs, WorkloadFanout:
+		return true
+	}
+	return false
+}
+
 // Target is one broker under comparison.
 type Target struct {
 	Name string `json:"name"`
@@ -113,6 +121,7 @@ type CompareConfig struct {
 	PprofSeconds int           `json:"pprof_seconds,omitempty"`
 	Pub          PubConfig     `json:"pub"`
 	Idle         IdleConfig    `json:"idle"`
+	PubSub       PubSubConfig  `json:"pubsub"`
 	pprofTimeout time.Duration // extra time allowed for a profile download
 }
 
@@ -131,6 +140,9 @@ func (c *CompareConfig) RegisterFlags(fs *flag.FlagSet) {
 	case WorkloadIdle:
 		c.Idle.RegisterWorkloadFlags(fs)
 		fs.BoolVar(&c.Parallel, "parallel", false, "Hold the idle connections to every target at once (one settle time for all).")
+	case WorkloadPairs, WorkloadFanout:
+		c.PubSub.Workload = c.Workload
+		c.PubSub.RegisterWorkloadFlags(fs)
 	}
 }
 
@@ -144,8 +156,12 @@ func (c *CompareConfig) Validate() error {
 	case WorkloadIdle:
 		c.Idle.Addr = "-"
 		errs = append(errs, c.Idle.Validate())
+	case WorkloadPairs, WorkloadFanout:
+		c.PubSub.Addr = "-"
+		c.PubSub.Workload = c.Workload
+		errs = append(errs, c.PubSub.Validate())
 	default:
-		errs = append(errs, fmt.Errorf("workload %q: must be %s or %s", c.Workload, WorkloadPub, WorkloadIdle))
+		errs = append(errs, fmt.Errorf("workload %q: must be %s, %s, %s or %s", c.Workload, WorkloadPub, WorkloadIdle, WorkloadPairs, WorkloadFanout))
 	}
 	if len(c.Targets) < 2 {
 		errs = append(errs, errors.New("target: give at least two"))
@@ -191,16 +207,19 @@ type TargetResult struct {
 	Pub *PubResult `json:"pub,omitempty"`
 	// Idle aggregates the idle rounds: means of the RSS figures.
 	Idle *IdleResult `json:"idle,omitempty"`
+	// PubSub aggregates the pairs or fanout rounds like Pub.
+	PubSub *PubSubResult `json:"pubsub,omitempty"`
 	// PerRound is the headline number of each round: acked/s (sent/s for
-	// QoS 0) or bytes per idle connection.
+	// QoS 0), deliveries/s, or bytes per idle connection.
 	PerRound []float64 `json:"per_round"`
 	// Profile is the path of the CPU profile taken, if any.
 	Profile string `json:"profile,omitempty"`
 	// ProfileError says why a requested profile is missing.
 	ProfileError string `json:"profile_error,omitempty"`
 
-	pubRounds  []*PubResult
-	idleRounds []*IdleResult
+	pubRounds    []*PubResult
+	idleRounds   []*IdleResult
+	pubsubRounds []*PubSubResult
 }
 
 // Result returns the named target's result, or nil.
@@ -250,22 +269,34 @@ func RunCompare(ctx context.Context, cfg CompareConfig, progress func(string)) (
 			first = false
 			t := tr.Target
 			report := func(msg string) { progress(fmt.Sprintf("round %d/%d %s: %s", round+1, cfg.Rounds, t.Name, msg)) }
+			hooks := Hooks{Progress: report}
+			if t.Pprof != "" && round == 0 {
+				hooks.MeasureStart = func(ctx context.Context, window time.Duration) {
+					path, err := fetchProfile(ctx, t, cfg.PprofDir, min(cfg.PprofSeconds, int(window/time.Second)), cfg.pprofTimeout)
+					if err != nil {
+						tr.ProfileError = err.Error()
+						report("cpu profile: " + err.Error())
+						return
+					}
+					tr.Profile = path
+				}
+			}
 			switch cfg.Workload {
+			case WorkloadPairs, WorkloadFanout:
+				pc := cfg.PubSub
+				pc.Addr, pc.ServerPID = t.Addr, t.PID
+				r, err := RunPubSub(ctx, pc, hooks)
+				if err != nil {
+					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
+				}
+				r.Target = t.Name
+				tr.pubsubRounds = append(tr.pubsubRounds, r)
+				tr.PerRound = append(tr.PerRound, r.DeliveredPerSec)
+				report(fmt.Sprintf("%.0f deliveries/s, e2e p99 %v, lost %d, duplicates %d, errors %d",
+					r.DeliveredPerSec, r.Latency.P99, r.Lost, r.Duplicates, r.Errors()))
 			case WorkloadPub:
 				pc := cfg.Pub
 				pc.Addr, pc.ServerPID = t.Addr, t.PID
-				hooks := Hooks{Progress: report}
-				if t.Pprof != "" && round == 0 {
-					hooks.MeasureStart = func(ctx context.Context, window time.Duration) {
-						path, err := fetchProfile(ctx, t, cfg.PprofDir, min(cfg.PprofSeconds, int(window/time.Second)), cfg.pprofTimeout)
-						if err != nil {
-							tr.ProfileError = err.Error()
-							report("cpu profile: " + err.Error())
-							return
-						}
-						tr.Profile = path
-					}
-				}
 				r, err := RunPublish(ctx, pc, hooks)
 				if err != nil {
 					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
@@ -291,6 +322,7 @@ func RunCompare(ctx context.Context, cfg CompareConfig, progress func(string)) (
 	for _, tr := range res.Targets {
 		tr.Pub = mergePub(tr.pubRounds)
 		tr.Idle = mergeIdle(tr.idleRounds)
+		tr.PubSub = mergePubSub(tr.pubsubRounds)
 	}
 	return res, nil
 }
@@ -427,6 +459,56 @@ func mergePub(rounds []*PubResult) *PubResult {
 	if serverOK {
 		u := usage(server.CPU, m.Measured, msgs)
 		u.RSS = server.RSS
+		m.Server = &u
+	}
+	return m
+}
+
+// mergePubSub aggregates the pub/sub rounds of one target: counts and CPU
+// summed, histograms merged, rates over the summed measured time.
+func mergePubSub(rounds []*PubSubResult) *PubSubResult {
+	if len(rounds) == 0 {
+		return nil
+	}
+	m := &PubSubResult{Target: rounds[0].Target, Config: rounds[0].Config, hist: NewHistogram()}
+	var pubs []*PubResult
+	var server, bench time.Duration
+	serverOK := true
+	for _, r := range rounds {
+		pubs = append(pubs, r.Publish)
+		m.ReadyAfter = max(m.ReadyAfter, r.ReadyAfter)
+		m.NotReady += r.NotReady
+		m.Measured += r.Measured
+		m.Delivered += r.Delivered
+		m.Expected += r.Expected
+		m.Received += r.Received
+		m.Lost += r.Lost
+		m.Duplicates += r.Duplicates
+		m.OutOfOrder += r.OutOfOrder
+		m.Foreign += r.Foreign
+		m.SubConnectErrors += r.SubConnectErrors
+		m.SubscribeFailures += r.SubscribeFailures
+		m.SubDisconnects += r.SubDisconnects
+		m.SessionsNotCleared += r.SessionsNotCleared
+		if r.hist != nil {
+			m.hist.Merge(r.hist)
+		}
+		bench += r.Bench.CPU
+		if r.Server == nil {
+			serverOK = false
+		} else {
+			server += r.Server.CPU
+		}
+	}
+	m.Publish = mergePub(pubs)
+	m.Latency = m.hist.Summary()
+	if m.Measured > 0 {
+		m.DeliveredPerSec = float64(m.Delivered) / m.Measured.Seconds()
+	}
+	m.Bench = usage(bench, m.Measured, m.Delivered)
+	if serverOK {
+		u := usage(server, m.Measured, m.Delivered)
+		u.RSS = rounds[len(rounds)-1].Server.RSS
 		m.Server = &u
 	}
 	return m

@@ -197,8 +197,26 @@ type Hooks struct {
 	Progress func(msg string)
 }
 
+// pubExt turns the publish workload into the publishing half of a pub/sub
+// workload (pubsub.go).
+type pubExt struct {
+	// topic names publisher idx's topic instead of <prefix>/<idx>.
+	topic func(idx int) string
+	// stamp writes a stamp (publisher, sequence, send time) over the start
+	// of every payload and records which sequence numbers were acked.
+	stamp bool
+	// slots, when set in closed loop, hold one window per publisher of
+	// messages in flight from send to delivery: a send takes a slot, the
+	// subscriber that receives the message gives it back.
+	slots []chan struct{}
+	// started runs once the clock of the run is set, before anything is
+	// sent; stamps and windows are in ns since t0.
+	started func(t0 time.Time, mStart, mEnd int64)
+}
+
 // pubRun is the state shared by the publishers of one run.
 type pubRun struct {
+	ext     *pubExt // nil for the plain publish workload
 	cfg     PubConfig
 	payload []byte
 	t0      time.Time
@@ -228,18 +246,23 @@ func (r *pubRun) touch(now int64) {
 // RunPublish runs the publish workload against cfg.Addr and returns what it
 // measured. It fails only when no publisher could connect at all.
 func RunPublish(ctx context.Context, cfg PubConfig, hooks Hooks) (*PubResult, error) {
+	res, _, err := runPublish(ctx, cfg, hooks, nil)
+	return res, err
+}
+
+func runPublish(ctx context.Context, cfg PubConfig, hooks Hooks, ext *pubExt) (*PubResult, []*publisher, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if cfg.Messages > 0 {
 		cfg.Warmup = 0
 	}
-	r := &pubRun{cfg: cfg, payload: makePayload(cfg.PayloadSize)}
+	r := &pubRun{cfg: cfg, ext: ext, payload: makePayload(cfg.PayloadSize)}
 	pubs := make([]*publisher, cfg.Publishers)
 	for i := range pubs {
 		p, err := newPublisher(r, i)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		pubs[i] = p
 	}
@@ -265,7 +288,7 @@ func RunPublish(ctx context.Context, cfg PubConfig, hooks Hooks) (*PubResult, er
 	}
 	wg.Wait()
 	if n := r.connectErrors.Load(); n == int64(len(pubs)) {
-		return nil, fmt.Errorf("no publisher could connect: %w", *firstErr.Load())
+		return nil, nil, fmt.Errorf("no publisher could connect: %w", *firstErr.Load())
 	}
 	if hooks.Progress != nil {
 		hooks.Progress(fmt.Sprintf("%d publishers connected to %s; %s, qos %d, %d-byte payloads", int64(len(pubs))-r.connectErrors.Load(), cfg.Addr, cfg.Mode(), cfg.QoS, cfg.PayloadSize))
@@ -276,6 +299,9 @@ func RunPublish(ctx context.Context, cfg PubConfig, hooks Hooks) (*PubResult, er
 	r.mEnd = int64(cfg.Warmup + cfg.Duration)
 	if cfg.Messages > 0 {
 		r.mEnd = math.MaxInt64
+	}
+	if ext != nil && ext.started != nil {
+		ext.started(r.t0, r.mStart, r.mEnd)
 	}
 	sendCtx, stopSending := context.WithDeadline(ctx, r.t0.Add(cfg.Warmup+cfg.Duration))
 	defer stopSending()
@@ -351,7 +377,7 @@ func RunPublish(ctx context.Context, cfg PubConfig, hooks Hooks) (*PubResult, er
 		u.RSS = after.rss
 		res.Server = &u
 	}
-	return res, nil
+	return res, pubs, nil
 }
 
 func usage(cpu, wall time.Duration, msgs int64) ProcessUsage {

@@ -24,16 +24,25 @@ type publisher struct {
 	next     int64         // open loop: next scheduled send, ns since t0
 	left     atomic.Int64  // messages mode: publishes still to send
 
-	mu      sync.Mutex // guards the in-flight table
+	mu      sync.Mutex // guards the in-flight table and acked
 	sentAt  []int64    // by packet id: send time, ns since t0
 	inUse   []bool     // by packet id
 	nextPID int
+
+	// With stamped payloads (pub/sub workloads):
+	seq   uint64   // next sequence number; only the goroutine that sends uses it
+	seqOf []uint64 // by packet id: the sequence number sent with it
+	acked seqSet   // sequence numbers acked (QoS 0: sent)
+	slots chan struct{}
 }
 
 func newPublisher(r *pubRun, idx int) (*publisher, error) {
 	cfg := r.cfg
 	id := fmt.Sprintf("%s-%05d", cfg.ClientPrefix, idx)
 	topic := fmt.Sprintf("%s/%d", strings.TrimSuffix(cfg.TopicPrefix, "/"), idx)
+	if r.ext != nil && r.ext.topic != nil {
+		topic = r.ext.topic(idx)
+	}
 	tmpl, err := newPublishTemplate(byte(cfg.Version), byte(cfg.QoS), topic, r.payload)
 	if err != nil {
 		return nil, err
@@ -57,6 +66,12 @@ func newPublisher(r *pubRun, idx int) (*publisher, error) {
 	space := min(65535, max(4*cfg.Window, 64))
 	p.sentAt = make([]int64, space+1)
 	p.inUse = make([]bool, space+1)
+	if r.ext != nil && r.ext.stamp {
+		p.seqOf = make([]uint64, space+1)
+	}
+	if r.ext != nil && r.ext.slots != nil && !cfg.OpenLoop() {
+		p.slots = r.ext.slots[idx]
+	}
 	if cfg.OpenLoop() {
 		p.interval = time.Duration(float64(time.Second) * float64(cfg.Publishers) / cfg.Rate)
 		// Spread the publishers over one interval.
@@ -117,6 +132,9 @@ func (p *publisher) session(ctx, sendCtx context.Context, cl *Client) {
 
 	var lost bool
 	switch {
+	case p.slots != nil:
+		go s.read()
+		lost = s.sendEndToEnd(sendCtx)
 	case cfg.QoS == 0 && !cfg.OpenLoop():
 		go s.read()
 		lost = s.sendQoS0(sendCtx)
@@ -180,6 +198,9 @@ const batch = 64
 func (s *session) send(at int64) error {
 	p := s.p
 	var pid uint16
+	stamped := p.seqOf != nil
+	seq := p.seq
+	p.seq++
 	if p.r.cfg.QoS > 0 {
 		p.mu.Lock()
 		for {
@@ -194,6 +215,13 @@ func (s *session) send(at int64) error {
 		pid = uint16(p.nextPID)
 		p.inUse[pid] = true
 		p.sentAt[pid] = at
+		if stamped {
+			p.seqOf[pid] = seq
+		}
+		p.mu.Unlock()
+	} else if stamped {
+		p.mu.Lock()
+		p.acked.add(seq)
 		p.mu.Unlock()
 	}
 	if at >= p.r.mStart && at < p.r.mEnd {
@@ -204,6 +232,9 @@ func (s *session) send(at int64) error {
 		if p.r.cfg.QoS == 0 {
 			p.r.touch(at)
 		}
+	}
+	if stamped {
+		return s.cl.writeStampedPublish(p.tmpl, pid, stamp{pub: uint32(p.idx), seq: seq, at: at})
 	}
 	return s.cl.writePublish(p.tmpl, pid)
 }
@@ -339,6 +370,72 @@ func (s *session) sendOpenLoop(sendCtx context.Context) (lost bool) {
 	return false
 }
 
+// sendEndToEnd is the closed loop of the pub/sub workloads: a publish
+// needs a slot of the end-to-end window, which the subscriber frees when the
+// message arrives, and (QoS 1/2) a free packet id.
+func (s *session) sendEndToEnd(sendCtx context.Context) (lost bool) {
+	p := s.p
+	pending := 0
+	for !p.done(sendCtx) {
+		select {
+		case p.slots <- struct{}{}:
+		default:
+			// Out of slots: what is buffered must go out before
+			// waiting, or it can never be delivered.
+			if s.cl.Flush() != nil {
+				return true
+			}
+			pending = 0
+			select {
+			case p.slots <- struct{}{}:
+			case <-sendCtx.Done():
+				return false
+			case <-s.dead:
+				return true
+			}
+		}
+		if p.r.cfg.QoS > 0 && !s.tryAcquire() {
+			if s.cl.Flush() != nil {
+				return true
+			}
+			pending = 0
+			if ok, lost := s.acquire(sendCtx); !ok {
+				p.giveBackSlot()
+				return lost
+			}
+		}
+		at := p.now()
+		if at >= p.r.mEnd {
+			p.giveBackSlot()
+			if p.r.cfg.QoS > 0 {
+				<-s.tokens
+			}
+			break
+		}
+		if s.send(at) != nil {
+			return true
+		}
+		if pending++; pending >= batch {
+			if s.cl.Flush() != nil {
+				return true
+			}
+			pending = 0
+		}
+	}
+	return s.cl.Flush() != nil
+}
+
+// giveBackSlot returns an end-to-end slot taken for a message that was not
+// sent. (Slots held by messages sent are given back by the subscriber, so
+// one taken here is always there; the select only keeps a miscount from
+// blocking.)
+func (p *publisher) giveBackSlot() {
+	select {
+	case <-p.slots:
+	default:
+	}
+}
+
 // drain waits until every publish in flight is answered, the drain time is
 // up, or the connection is lost.
 func (s *session) drain(ctx context.Context) (lost bool) {
@@ -432,6 +529,9 @@ func (s *session) complete(pid uint16, reason byte) {
 	}
 	p.inUse[pid] = false
 	at := p.sentAt[pid]
+	if p.seqOf != nil && reason < packets.ErrUnspecifiedError.Code {
+		p.acked.add(p.seqOf[pid])
+	}
 	p.mu.Unlock()
 
 	if reason >= packets.ErrUnspecifiedError.Code {

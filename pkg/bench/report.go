@@ -52,6 +52,47 @@ func WriteIdle(w io.Writer, r *IdleResult) error {
 	return tw.Flush()
 }
 
+// WritePubSub prints a pub/sub result for people.
+func WritePubSub(w io.Writer, r *PubSubResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	c := r.Config
+	fmt.Fprintf(tw, "target\t%s\n", c.Addr)
+	fmt.Fprintf(tw, "workload\t%s\n", describePubSub(c))
+	fmt.Fprintf(tw, "subscriptions ready\tafter %v\t(%d subscribers not reached)\n", r.ReadyAfter.Round(time.Millisecond), r.NotReady)
+	fmt.Fprintf(tw, "measured\t%v\n", r.Measured.Round(time.Millisecond))
+	fmt.Fprintf(tw, "delivered/s\t%s\t(%d deliveries)\n", fmtRate(r.DeliveredPerSec), r.Delivered)
+	l := r.Latency
+	fmt.Fprintf(tw, "end-to-end latency\tp50 %s\tp90 %s\tp99 %s\tp99.9 %s\tmax %s\n",
+		fmtDur(l.P50), fmtDur(l.P90), fmtDur(l.P99), fmtDur(l.P999), fmtDur(l.Max))
+	if p := r.Publish; p != nil {
+		fmt.Fprintf(tw, "published\t%s/s sent\t%s/s acked\t%s p99 %s\n", fmtRate(p.SentPerSec), fmtRate(p.AckedPerSec), ackName(max(c.QoS, 1)), fmtDur(p.Latency.P99))
+	}
+	fmt.Fprintf(tw, "whole run\t%d expected\t%d received\tlost %d, duplicates %d, out of order %d, foreign %d\n",
+		r.Expected, r.Received, r.Lost, r.Duplicates, r.OutOfOrder, r.Foreign)
+	var pubErrs int64
+	if r.Publish != nil {
+		pubErrs = r.Publish.Errors()
+	}
+	fmt.Fprintf(tw, "errors\t%d\tpublisher errors %d, subscriber connect errors %d, subscribe failures %d, subscriber disconnects %d, lost %d\n",
+		r.Errors(), pubErrs, r.SubConnectErrors, r.SubscribeFailures, r.SubDisconnects, r.Lost)
+	if r.Server != nil {
+		fmt.Fprintf(tw, "server\tcpu %.0f%%\t%s cpu/delivery\trss %s\n", r.Server.CPUPercent, fmtDur(r.Server.CPUPerMessage), fmtBytes(float64(r.Server.RSS)))
+	}
+	fmt.Fprintf(tw, "bench\tcpu %.0f%%\t%s cpu/delivery\n", r.Bench.CPUPercent, fmtDur(r.Bench.CPUPerMessage))
+	return tw.Flush()
+}
+
+func describePubSub(c PubSubConfig) string {
+	var who string
+	if c.Workload == WorkloadFanout {
+		who = fmt.Sprintf("1 publisher → %d subscribers of one topic", c.Subscribers)
+	} else {
+		who = fmt.Sprintf("%d publisher → subscriber pairs", c.Pairs)
+	}
+	return fmt.Sprintf("%s; publish qos %d, subscribe qos %d, %s sessions, %d-byte payloads, MQTT %s, %s, %v measured after %v warm-up",
+		who, c.QoS, c.SubQoS, c.sessionKind(), c.PayloadSize, versionName(c.Version), c.Mode(), c.Duration, c.Warmup)
+}
+
 // WriteCompare prints the comparison table: one column per target and the
 // ratio of each target to the baseline.
 func WriteCompare(w io.Writer, r *CompareResult) error {
@@ -76,6 +117,8 @@ func WriteCompare(w io.Writer, r *CompareResult) error {
 	switch cfg.Workload {
 	case WorkloadPub:
 		fmt.Fprintf(w, "workload: %s; %d round(s) per target\n", describePub(cfg.Pub), cfg.Rounds)
+	case WorkloadPairs, WorkloadFanout:
+		fmt.Fprintf(w, "workload: %s; %d round(s) per target\n", describePubSub(cfg.PubSub), cfg.Rounds)
 	case WorkloadIdle:
 		c := cfg.Idle
 		par := ""
@@ -176,6 +219,43 @@ func WriteCompare(w io.Writer, r *CompareResult) error {
 		}), fmtBytes)
 		row("bench cpu %", pub(func(p *PubResult) (float64, bool) { return p.Bench.CPUPercent, true }),
 			func(v float64) string { return fmt.Sprintf("%.0f%%", v) })
+	case WorkloadPairs, WorkloadFanout:
+		ps := func(f func(*PubSubResult) float64) func(*TargetResult) (float64, bool) {
+			return func(t *TargetResult) (float64, bool) {
+				if t.PubSub == nil {
+					return 0, false
+				}
+				return f(t.PubSub), true
+			}
+		}
+		server := func(f func(*ProcessUsage) float64) func(*TargetResult) (float64, bool) {
+			return func(t *TargetResult) (float64, bool) {
+				if t.PubSub == nil || t.PubSub.Server == nil {
+					return 0, false
+				}
+				return f(t.PubSub.Server), true
+			}
+		}
+		durf := func(v float64) string { return fmtDur(time.Duration(v)) }
+		pct := func(v float64) string { return fmt.Sprintf("%.0f%%", v) }
+		row("delivered/s", ps(func(r *PubSubResult) float64 { return r.DeliveredPerSec }), fmtRate)
+		textRow("  per round", func(t *TargetResult) string { return perRound(t, fmtRate) })
+		row("e2e p50", ps(func(r *PubSubResult) float64 { return float64(r.Latency.P50) }), durf)
+		row("e2e p99", ps(func(r *PubSubResult) float64 { return float64(r.Latency.P99) }), durf)
+		row("e2e p99.9", ps(func(r *PubSubResult) float64 { return float64(r.Latency.P999) }), durf)
+		row("e2e max", ps(func(r *PubSubResult) float64 { return float64(r.Latency.Max) }), durf)
+		row("published/s", ps(func(r *PubSubResult) float64 { return r.Publish.SentPerSec }), fmtRate)
+		row("puback p99", ps(func(r *PubSubResult) float64 { return float64(r.Publish.Latency.P99) }), durf)
+		row("expected", ps(func(r *PubSubResult) float64 { return float64(r.Expected) }), fmtCount)
+		row("lost", ps(func(r *PubSubResult) float64 { return float64(r.Lost) }), fmtCount)
+		row("duplicates", ps(func(r *PubSubResult) float64 { return float64(r.Duplicates) }), fmtCount)
+		row("out of order", ps(func(r *PubSubResult) float64 { return float64(r.OutOfOrder) }), fmtCount)
+		row("errors", ps(func(r *PubSubResult) float64 { return float64(r.Errors()) }), fmtCount)
+		row("subs ready after", ps(func(r *PubSubResult) float64 { return float64(r.ReadyAfter) }), durf)
+		row("server cpu %", server(func(u *ProcessUsage) float64 { return u.CPUPercent }), pct)
+		row("server cpu/delivery", server(func(u *ProcessUsage) float64 { return float64(u.CPUPerMessage) }), durf)
+		row("server rss", server(func(u *ProcessUsage) float64 { return float64(u.RSS) }), fmtBytes)
+		row("bench cpu %", ps(func(r *PubSubResult) float64 { return r.Bench.CPUPercent }), pct)
 	case WorkloadIdle:
 		idle := func(f func(*IdleResult) (float64, bool)) func(*TargetResult) (float64, bool) {
 			return func(t *TargetResult) (float64, bool) {
@@ -213,7 +293,7 @@ func WriteCompare(w io.Writer, r *CompareResult) error {
 			fmt.Fprintf(w, "cpu profile of %s failed: %s\n", t.Target.Name, t.ProfileError)
 		}
 	}
-	if cfg.Workload == WorkloadPub && cfg.Pub.QoS > 0 {
+	if (cfg.Workload == WorkloadPub && cfg.Pub.QoS > 0) || cfg.Workload == WorkloadPairs || cfg.Workload == WorkloadFanout {
 		fmt.Fprintf(w, "ratios: target/%s; above 1 is more throughput, but also more latency, cpu and memory\n", base.Target.Name)
 	} else {
 		fmt.Fprintf(w, "ratios: target/%s\n", base.Target.Name)

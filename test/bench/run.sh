@@ -5,12 +5,24 @@
 #   2. QoS 1 ingest, open loop at a fixed rate both brokers sustain: latency at
 #      equal load;
 #   3. memory per idle connection, fresh processes: fleetgate with its
-#      defaults, fleetgate tuned for idle memory, mosquitto.
+#      defaults, fleetgate tuned for idle memory, mosquitto;
+#   4. pub/sub through the full path, fresh processes (fleetgate-dev with its
+#      dispatcher: frontend → Kafka → dispatcher → Redis → frontend):
+#      a. publisher → subscriber pairs, open loop at PAIRS_RATE: end-to-end
+#         latency, with a CPU profile of fleetgate;
+#      b. the same pairs, closed loop (PAIRS_WINDOW messages in flight end
+#         to end per pair): deliveries/s, with a CPU profile of fleetgate;
+#      c. fan-out, 1 publisher → FANOUT_SUBSCRIBERS subscribers of one topic
+#         at FANOUT_RATE: deliveries/s and end-to-end latency.
 # Everything runs on 127.0.0.1 on free ports, in a temporary directory, and
-# is stopped on exit. Takes about 5 minutes.
+# is stopped on exit. Takes about 8 minutes.
 #
-# Knobs (environment): DURATION ROUNDS PUBLISHERS WINDOW SIZE OPEN_RATE
+# Knobs (environment): SECTIONS (any of "ingest idle pubsub"; default all),
+# DURATION ROUNDS PUBLISHERS WINDOW SIZE OPEN_RATE
 # IDLE_CLIENTS IDLE_SETTLE, FG_TUNED_FLAGS / FG_TUNED_ENV (the tuned idle variant),
+# PAIRS PAIRS_RATE PAIRS_WINDOW PAIRS_DURATION PAIRS_ROUNDS PAIRS_PERSISTENT
+# FANOUT_SUBSCRIBERS FANOUT_RATE FANOUT_DURATION FANOUT_QOS,
+# FG_PUBSUB_FLAGS (extra fleetgate-dev flags for section 4),
 # DEV_BIN / BENCH_BIN (use these binaries, do not build; FLEETGATE_* names
 # would be taken for fleetgate settings),
 # OUT (directory kept for the JSON results and the profile; default: a
@@ -30,6 +42,19 @@ IDLE_CLIENTS=${IDLE_CLIENTS:-5000}
 IDLE_SETTLE=${IDLE_SETTLE:-125s}
 FG_TUNED_FLAGS=${FG_TUNED_FLAGS:--mqtt.read-buffer-size 256 -mqtt.write-buffer-size 256 -mqtt.max-client-writes-pending 8}
 FG_TUNED_ENV=${FG_TUNED_ENV:-GOGC=25}
+SECTIONS=${SECTIONS:-ingest idle pubsub}
+PAIRS=${PAIRS:-100}
+PAIRS_RATE=${PAIRS_RATE:-5000}
+PAIRS_WINDOW=${PAIRS_WINDOW:-16}
+PAIRS_DURATION=${PAIRS_DURATION:-15s}
+PAIRS_ROUNDS=${PAIRS_ROUNDS:-2}
+# Subscriber sessions: clean unless PAIRS_PERSISTENT=1.
+PAIRS_PERSISTENT=${PAIRS_PERSISTENT:-0}
+FANOUT_SUBSCRIBERS=${FANOUT_SUBSCRIBERS:-1000}
+FANOUT_RATE=${FANOUT_RATE:-10}
+FANOUT_DURATION=${FANOUT_DURATION:-15s}
+FANOUT_QOS=${FANOUT_QOS:-1}
+FG_PUBSUB_FLAGS=${FG_PUBSUB_FLAGS:-}
 
 WORK=$(mktemp -d /tmp/fleetgate-bench.XXXXXX)
 OUT=${OUT:-$WORK/out}
@@ -55,6 +80,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { printf '\n=== %s\n' "$*"; }
+
+# section NAME: whether SECTIONS includes NAME.
+section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 # Stops one process this script started.
 stop() {
@@ -112,7 +140,12 @@ start_fleetgate() {
 	FG_MQTT=127.0.0.1:${ports[0]}
 	FG_HTTP=127.0.0.1:${ports[2]}
 	# The dev stack starts its own Redis; give each one its own port.
-	if "$FG_DEV" -help 2>&1 | grep -q -- -dev.redis-listen; then
+	# (Read the help text whole: grep -q closing the pipe early would fail
+	# the pipeline under pipefail, and every stack would share Redis's
+	# default port.)
+	local help
+	help=$("$FG_DEV" -help 2>&1 || true)
+	if [[ $help == *-dev.redis-listen* ]]; then
 		extra+=(-dev.redis-listen "127.0.0.1:${ports[3]}")
 	fi
 	env "${envs[@]}" "$FG_DEV" \
@@ -162,6 +195,7 @@ EOF
 	echo "$name: pid $MQ_PID, mqtt $MQ_ADDR"
 }
 
+if section ingest; then
 log "start brokers for the publish runs"
 start_fleetgate fleetgate
 start_mosquitto mosquitto
@@ -198,7 +232,9 @@ fi
 
 stop "$FG_PID"
 stop "$MQ_PID"
+fi
 
+if section idle; then
 log "3. memory per idle connection: $IDLE_CLIENTS connections to each, fresh processes, all at once, settle $IDLE_SETTLE"
 start_fleetgate fleetgate-default
 DEF_PID=$FG_PID DEF_MQTT=$FG_MQTT
@@ -212,5 +248,83 @@ start_mosquitto mosquitto-idle
 	-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
 	-clients "$IDLE_CLIENTS" -rounds 1 -parallel -settle "$IDLE_SETTLE" -json-out "$OUT/idle.json"
 echo "fleetgate-tuned: $FG_TUNED_ENV $FG_TUNED_FLAGS"
+stop "$DEF_PID"
+stop "$TUN_PID"
+stop "$MQ_PID"
+fi
+
+# top_cum TITLE PROFILE: the cumulative top of a fleetgate CPU profile.
+top_cum() {
+	log "$1"
+	if [[ -s $2 ]]; then
+		(cd "$ROOT" && go tool pprof -top -cum -nodecount=40 "$FG_DEV" "$2" 2>/dev/null | sed -n '1,50p')
+		log "same profile, flat"
+		(cd "$ROOT" && go tool pprof -top -nodecount=25 "$FG_DEV" "$2" 2>/dev/null | sed -n '6,32p')
+	else
+		echo "no profile was taken"
+	fi
+}
+
+# cpu_seconds PID: user plus system CPU time of a process so far.
+cpu_seconds() {
+	awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# redis_cpu LABEL BEFORE: the CPU the dev stack's redis-server used since
+# BEFORE. fleetgate's "server cpu" is the fleetgate-dev process only; its
+# Redis is a child process of its own.
+redis_cpu() {
+	[[ -n $PS_REDIS_PID ]] || return 0
+	echo "redis-server (child of fleetgate-dev) CPU during $1: $(awk -v a="$2" -v b="$(cpu_seconds "$PS_REDIS_PID")" 'BEGIN {printf "%.1f s", b - a}')"
+}
+
+if section pubsub; then
+log "4. pub/sub through the full path: fresh brokers"
+# shellcheck disable=SC2086 # the flags are a word list
+start_fleetgate fleetgate-pubsub -- $FG_PUBSUB_FLAGS
+PS_FG_PID=$FG_PID PS_FG_MQTT=$FG_MQTT PS_FG_HTTP=$FG_HTTP
+PS_REDIS_PID=$(pgrep -P "$PS_FG_PID" redis-server | head -1 || true)
+echo "fleetgate-pubsub redis-server: pid ${PS_REDIS_PID:-none (in-memory Redis inside fleetgate-dev)}"
+start_mosquitto mosquitto-pubsub
+persistent=()
+if [[ $PAIRS_PERSISTENT == 1 ]]; then
+	persistent=(-persistent)
+fi
+
+r0=$(cpu_seconds "${PS_REDIS_PID:-0}")
+log "4a. pairs, open loop: $PAIRS pairs, $PAIRS_RATE msg/s in total, QoS 1 both ways, $PAIRS_ROUNDS rounds of $PAIRS_DURATION"
+"$BENCH" compare pairs \
+	-target "fleetgate=$PS_FG_MQTT,pid=$PS_FG_PID,pprof=$PS_FG_HTTP" \
+	-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+	-pairs "$PAIRS" -rate "$PAIRS_RATE" -window 256 -size "$SIZE" "${persistent[@]}" \
+	-duration "$PAIRS_DURATION" -warmup 3s -rounds "$PAIRS_ROUNDS" \
+	-pprof-dir "$OUT/pairs-open" -pprof-seconds 10 -json-out "$OUT/pairs-open.json"
+redis_cpu "4a (both targets' rounds)" "$r0"
+top_cum "fleetgate CPU profile during the open-loop pairs (10 s): top functions, cumulative" "$OUT/pairs-open/fleetgate.cpu.pprof"
+
+r0=$(cpu_seconds "${PS_REDIS_PID:-0}")
+log "4b. pairs, closed loop: $PAIRS pairs, $PAIRS_WINDOW messages in flight end to end per pair, $PAIRS_ROUNDS rounds of $PAIRS_DURATION"
+"$BENCH" compare pairs \
+	-target "fleetgate=$PS_FG_MQTT,pid=$PS_FG_PID,pprof=$PS_FG_HTTP" \
+	-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+	-pairs "$PAIRS" -window "$PAIRS_WINDOW" -size "$SIZE" "${persistent[@]}" \
+	-duration "$PAIRS_DURATION" -warmup 3s -rounds "$PAIRS_ROUNDS" \
+	-pprof-dir "$OUT/pairs-closed" -pprof-seconds 10 -json-out "$OUT/pairs-closed.json"
+redis_cpu "4b (both targets' rounds)" "$r0"
+top_cum "fleetgate CPU profile during the closed-loop pairs (10 s): top functions, cumulative" "$OUT/pairs-closed/fleetgate.cpu.pprof"
+
+r0=$(cpu_seconds "${PS_REDIS_PID:-0}")
+log "4c. fan-out: 1 publisher → $FANOUT_SUBSCRIBERS subscribers, $FANOUT_RATE msg/s, QoS $FANOUT_QOS both ways, 1 round of $FANOUT_DURATION"
+"$BENCH" compare fanout \
+	-target "fleetgate=$PS_FG_MQTT,pid=$PS_FG_PID,pprof=$PS_FG_HTTP" \
+	-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+	-subscribers "$FANOUT_SUBSCRIBERS" -rate "$FANOUT_RATE" -qos "$FANOUT_QOS" -sub-qos "$FANOUT_QOS" -size "$SIZE" \
+	-duration "$FANOUT_DURATION" -warmup 3s -rounds 1 \
+	-pprof-dir "$OUT/fanout" -pprof-seconds 10 -json-out "$OUT/fanout.json"
+redis_cpu "4c (both targets' rounds)" "$r0"
+top_cum "fleetgate CPU profile during the fan-out (10 s): top functions, cumulative" "$OUT/fanout/fleetgate.cpu.pprof"
+stop "$PS_FG_PID"
+stop "$MQ_PID"
+fi
 
 log "done; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
