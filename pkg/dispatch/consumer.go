@@ -50,7 +50,11 @@ func (c *Consumer) Ready() bool { return c.ready.Load() }
 func (c *Consumer) Run(ctx context.Context) error {
 	// The session timeout bounds how long a dead member's partitions wait;
 	// heartbeats go at a third of it, as Kafka recommends.
-	opts := append([]kgo.Opt{kgo.SessionTimeout(c.cfg.SessionTimeout), kgo.HeartbeatInterval(c.cfg.SessionTimeout / 3)}, c.extra...)
+	var opts []kgo.Opt
+	if c.cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(c.cfg.SessionTimeout), kgo.HeartbeatInterval(c.cfg.SessionTimeout/3))
+	}
+	opts = append(opts, c.extra...)
 	cl, err := kafka.NewGroupConsumer(c.kcfg, kafka.GroupConsumerOptions{
 		Group:      c.cfg.Group,
 		StartAtEnd: c.cfg.StartAt != "start",

@@ -77,6 +77,8 @@ func newConsumerFixture(t *testing.T) *consumerFixture {
 		res, err := f.store.Connect(f.ctx(), session.ConnectRequest{ClientID: id, Node: "n1", ExpirySeconds: 3600, Protocol: 5})
 		require.NoError(t, err)
 		f.epochs[cid] = res.Epoch
+		_, err = f.store.Subscribe(f.ctx(), id, res.Epoch, []session.Subscription{{FilterKey: session.FilterKey{Filter: filter}, QoS: 1}})
+		require.NoError(t, err)
 		_, err = ix.Add(topic.Subscription{ClientID: id, Filter: filter, QoS: 1})
 		require.NoError(t, err)
 	}
@@ -285,7 +287,7 @@ func TestConsumerStopsCleanlyWhileRoutingFailsAndCommitsNothing(t *testing.T) {
 	kcfg.RegisterFlags(flagSet())
 	kcfg.Brokers, kcfg.Topic = config.StringList{k.Addr()}, inbound
 	c := NewConsumer(Config{Group: "g", MaxPollRecords: 10, StartAt: "start", RetryMinBackoff: 10 * time.Millisecond,
-		RetryMaxBackoff: 50 * time.Millisecond}, kcfg, router, log, kafka.Telemetry{})
+		RetryMaxBackoff: 50 * time.Millisecond, SessionTimeout: 10 * time.Second}, kcfg, router, log, kafka.Telemetry{})
 
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -53,7 +53,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		skipped: counter("fleetgate_dispatch_records_skipped",
 			"Records not routed, by reason: undecodable, invalid_topic, expired."),
 		delivered: counter("fleetgate_dispatch_deliveries",
-			"Deliveries handed to session queues, by outcome (queued, dropped_oldest, dropped_newest, no_session, failed)."),
+			"Deliveries handed to session queues, by outcome (queued, dropped_oldest, dropped_newest, no_session, not_subscribed, failed)."),
 		repeated: counter("fleetgate_dispatch_deliveries_repeated",
 			"Deliveries queued by a routing attempt that failed as a whole: the retry queues them again, so the subscriber may receive them twice."),
 		errors: counter("fleetgate_dispatch_route_errors",
@@ -71,7 +71,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		metric.WithDescription("Time to route one polled batch: decode, match and enqueue."),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 	errs = append(errs, err)
-	for _, o := range []session.Outcome{session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDroppedNewest, session.OutcomeNoSession, session.OutcomeFailed} {
+	for _, o := range []session.Outcome{session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDroppedNewest, session.OutcomeNoSession, session.OutcomeFailed, session.OutcomeNotSubscribed} {
 		r.outcomes[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", o.String())))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -328,7 +328,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 	if res.Empty() {
 		return true
 	}
-	add := func(clientID string, granted byte, rap bool, ids []uint32) {
+	add := func(clientID string, granted byte, rap bool, ids []uint32, subs []session.FilterKey) {
 		m := out
 		// The message goes out at the lower of its own QoS and the QoS the
 		// subscription was granted: [MQTT-3.8.4-8] (v5) / [MQTT-3.8.4-6]
@@ -340,14 +340,21 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 		// [MQTT-3.3.1-13].
 		m.Retain = msg.Retain && rap
 		m.SubscriptionIdentifiers = ids
-		b.ds = append(b.ds, session.Delivery{ClientID: clientID, Message: EncodeMessage(&m), Expiry: expiry})
+		b.ds = append(b.ds, session.Delivery{ClientID: clientID, Message: EncodeMessage(&m), Expiry: expiry, Subscriptions: subs})
 	}
 	// One copy per client for all of its overlapping subscriptions, with the
 	// largest granted QoS and every identifier ([MQTT-3.3.4-2],
 	// [MQTT-3.3.4-4]); the Index aggregates them and applies No Local
 	// [MQTT-3.8.3-3], with the record key as the publisher.
 	for _, c := range res.Clients {
-		add(c.ClientID, c.QoS, c.RetainAsPublished, c.Identifiers)
+		// The session store queues the copy only if the session still
+		// holds one of these subscriptions: the index may lag behind an
+		// unsubscribe, a clean start or an expiry.
+		subs := make([]session.FilterKey, len(c.Filters))
+		for i, f := range c.Filters {
+			subs[i] = session.FilterKey{Filter: f}
+		}
+		add(c.ClientID, c.QoS, c.RetainAsPublished, c.Identifiers, subs)
 	}
 	// A shared subscription's message goes to one of its sessions (MQTT 5
 	// section 4.8.2), at that member's granted QoS [MQTT-4.8.2-3] and with
@@ -361,7 +368,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 		if s.Identifier != 0 {
 			ids = []uint32{s.Identifier}
 		}
-		add(s.ClientID, s.QoS, s.RetainAsPublished, ids)
+		add(s.ClientID, s.QoS, s.RetainAsPublished, ids, []session.FilterKey{{Group: g.Group, Filter: g.Filter}})
 	}
 	return true
 }

@@ -46,6 +46,8 @@ func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 	store := session.New(rdb, cfg.Session)
 	conn, err := store.Connect(ctx, session.ConnectRequest{ClientID: "svc-sub", Node: "n1", CleanStart: true, ExpirySeconds: 300, Protocol: 5})
 	require.NoError(t, err)
+	_, err = store.Subscribe(ctx, "svc-sub", conn.Epoch, []session.Subscription{{FilterKey: session.FilterKey{Filter: "fleet/+/temp"}, QoS: 1}})
+	require.NoError(t, err)
 	adm, err := kafka.NewAdmin(cfg.Kafka, log)
 	require.NoError(t, err)
 	t.Cleanup(adm.Close)

@@ -19,6 +19,12 @@ type Delivery struct {
 	Message []byte
 	// Expiry is when the message expires [MQTT-3.3.2-5]; zero means never.
 	Expiry time.Time
+	// Subscriptions are the subscriptions the message matched (FilterKey
+	// of each). When set, the message is queued only if the session still
+	// holds one of them: a dispatcher whose index lags (a subscription
+	// removed, a session expired or started clean) cannot queue into a
+	// session that no longer asked for it. Empty: no check.
+	Subscriptions []FilterKey
 }
 
 // Outcome is what Enqueue did with one delivery.
@@ -37,6 +43,9 @@ const (
 	OutcomeNoSession
 	// OutcomeFailed: Redis failed; EnqueueResult.Err says why.
 	OutcomeFailed
+	// OutcomeNotSubscribed: the session holds none of the delivery's
+	// subscriptions any more; nothing was written.
+	OutcomeNotSubscribed
 )
 
 // String returns the outcome as a metric label value.
@@ -52,6 +61,8 @@ func (o Outcome) String() string {
 		return "no_session"
 	case OutcomeFailed:
 		return "failed"
+	case OutcomeNotSubscribed:
+		return "not_subscribed"
 	}
 	return "unknown"
 }
@@ -101,6 +112,13 @@ end
 
 var enqueueScript = redis.NewScript(luaPrelude + luaEntryLen + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {3, 0, ''} end
+if #ARGV > 5 then
+  local held = false
+  for i = 6, #ARGV do
+    if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then held = true; break end
+  end
+  if not held then return {5, 0, ''} end
+end
 local h = redis.call('HMGET', KEYS[1], 'connected', 'node', 'qbytes')
 local node = ''
 if h[1] == '1' then node = h[2] or '' end
@@ -153,8 +171,11 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, idx := range pending {
 				d := ds[idx]
-				cmds[i] = enqueueScript.EvalSha(ctx, p, []string{sessionKey(d.ClientID), queueKey(d.ClientID)},
-					encodeEntry(d.Message, d.Expiry), len(d.Message), maxm, maxb, policy)
+				args := []any{encodeEntry(d.Message, d.Expiry), len(d.Message), maxm, maxb, policy}
+				for _, k := range d.Subscriptions {
+					args = append(args, k.field())
+				}
+				cmds[i] = enqueueScript.EvalSha(ctx, p, []string{sessionKey(d.ClientID), queueKey(d.ClientID), subsKey(d.ClientID)}, args...)
 			}
 			return nil
 		})

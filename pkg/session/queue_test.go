@@ -330,3 +330,28 @@ func TestEnqueueNamesTheNodeOfConnectedSessionsOnly(t *testing.T) {
 	assert.Equal(t, OutcomeQueued, res[1].Outcome)
 	assert.Empty(t, res[1].Node, "a disconnected session needs no notice")
 }
+
+func TestEnqueueChecksTheSessionStillHoldsTheSubscription(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	e := connect(t, s, cid, "n1")
+	_, err := s.Subscribe(ctx, cid, e, []Subscription{{FilterKey: FilterKey{Filter: "a/#"}, QoS: 1}, {FilterKey: FilterKey{Group: "g", Filter: "jobs"}, QoS: 1}})
+	require.NoError(t, err)
+	res, err := s.Enqueue(ctx, []Delivery{
+		{ClientID: cid, Message: []byte("held"), Subscriptions: []FilterKey{{Filter: "a/+"}, {Filter: "a/#"}}},
+		{ClientID: cid, Message: []byte("shared"), Subscriptions: []FilterKey{{Group: "g", Filter: "jobs"}}},
+		{ClientID: cid, Message: []byte("gone"), Subscriptions: []FilterKey{{Filter: "b/#"}}},
+		{ClientID: cid, Message: []byte("unchecked")},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, []Outcome{OutcomeQueued, OutcomeQueued, OutcomeNotSubscribed, OutcomeQueued},
+		[]Outcome{res[0].Outcome, res[1].Outcome, res[2].Outcome, res[3].Outcome})
+	msgs, err := s.Take(ctx, cid, e, 10)
+	require.NoError(t, err)
+	var got []string
+	for _, m := range msgs {
+		got = append(got, string(m.Message))
+	}
+	assert.Equal(t, []string{"held", "shared", "unchecked"}, got)
+}

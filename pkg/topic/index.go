@@ -45,6 +45,7 @@ const kidsMax = 8
 type leaf struct {
 	subs   subList   // non-shared subscriptions
 	groups *[]*group // shared subscriptions, rare, so behind a pointer; nil if none
+	filter string    // the filter, for ClientMatch.Filters
 }
 
 // place is where the subscriptions to one filter are: n.exact, or n.hash
@@ -130,7 +131,7 @@ func (ix *Index) Add(s Subscription) (replaced bool, err error) {
 	p := ix.insert(s.Filter)
 	l := p.leaf()
 	if l == nil {
-		l = &leaf{}
+		l = &leaf{filter: strings.Clone(s.Filter)}
 		p.setLeaf(l)
 	}
 	e := entry{

@@ -21,6 +21,7 @@ type Result struct {
 	Groups []GroupMatch
 
 	ids     []uint32       // backing array of every Identifiers
+	filters []string       // backing array of every Filters
 	members []Subscription // backing array of every Members
 	scratch *scratch       // kept by MatchInto; nil in a Result from Match
 }
@@ -30,6 +31,8 @@ type Result struct {
 // it per call.
 type scratch struct {
 	hits     []entry          // matching non-shared subscriptions, copied
+	filters  []string         // filters[i] is the filter of hits[i]
+	hcounts  []int32          // hits per client
 	groups   []*group         // matching shared subscriptions; read under the lock only
 	slots    []int32          // hits[i] belongs to client slots[i]
 	firsts   []int32          // the first hit of each client
@@ -75,6 +78,10 @@ type ClientMatch struct {
 	// Identifiers" (section 3.3.4). nil when there are none. Its capacity is
 	// its length, so appending to it never overwrites another client's.
 	Identifiers []uint32
+	// Filters are the filters of the matching subscriptions, one per
+	// subscription, so that the receiver of the delivery can check the
+	// session still holds one of them. Its capacity is its length.
+	Filters []string
 }
 
 // GroupMatch is one matching shared subscription. The caller delivers the
@@ -107,6 +114,8 @@ func (r *Result) Reset() {
 	clear(r.Clients)
 	clear(r.Groups)
 	clear(r.members)
+	clear(r.filters)
+	r.filters = r.filters[:0]
 	r.Clients = r.Clients[:0]
 	r.Groups = r.Groups[:0]
 	r.ids = r.ids[:0]
@@ -219,6 +228,7 @@ func (m *matcher) collect(l *leaf) {
 			continue // [MQTT-3.8.3-3]
 		}
 		m.s.hits = append(m.s.hits, e)
+		m.s.filters = append(m.s.filters, l.filter)
 	}
 	if l.groups != nil {
 		m.s.groups = append(m.s.groups, *l.groups...)
@@ -262,11 +272,13 @@ func (r *Result) addClients(s *scratch) {
 			slot = len(s.firsts)
 			s.firsts = append(s.firsts, int32(i))
 			s.counts = append(s.counts, 0)
+			s.hcounts = append(s.hcounts, 0)
 			if useMap {
 				s.byClient[h.clientID] = int32(slot)
 			}
 		}
 		s.slots = append(s.slots, int32(slot))
+		s.hcounts[slot]++
 		if h.identifier != 0 {
 			s.counts[slot]++
 			total++
@@ -277,13 +289,17 @@ func (r *Result) addClients(s *scratch) {
 	// Every client's identifiers side by side in one array: one allocation
 	// (none on reuse) instead of one per client.
 	r.ids = slices.Grow(r.ids[:0], total)[:total]
-	off := int32(0)
+	r.filters = slices.Grow(r.filters[:0], len(hits))[:len(hits)]
+	off, foff := int32(0), int32(0)
 	for k, f := range s.firsts {
 		r.Clients[k] = ClientMatch{ClientID: hits[f].clientID}
 		if c := s.counts[k]; c > 0 {
 			r.Clients[k].Identifiers = r.ids[off : off : off+c]
 			off += c
 		}
+		c := s.hcounts[k]
+		r.Clients[k].Filters = r.filters[foff : foff : foff+c]
+		foff += c
 	}
 	// Second pass: merge.
 	for i, h := range hits {
@@ -295,6 +311,7 @@ func (r *Result) addClients(s *scratch) {
 		if h.identifier != 0 {
 			cm.Identifiers = append(cm.Identifiers, h.identifier) // within capacity: [MQTT-3.3.4-4]
 		}
+		cm.Filters = append(cm.Filters, s.filters[i]) // within capacity
 	}
 }
 
@@ -337,6 +354,9 @@ func (r *Result) addGroups(groups []*group, publisher string) {
 func (s *scratch) reset() {
 	clear(s.hits)
 	clear(s.groups)
+	clear(s.filters)
+	s.filters = s.filters[:0]
+	s.hcounts = s.hcounts[:0]
 	s.hits = s.hits[:0]
 	s.groups = s.groups[:0]
 	s.slots = s.slots[:0]

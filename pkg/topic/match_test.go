@@ -46,14 +46,29 @@ func clientIDs(r Result) []string {
 }
 
 // normalize returns the exported contents of r in a canonical order, with
-// empty slices as nil, so that results compare with require.Equal.
+// empty slices as nil, so that results compare with require.Equal. It leaves
+// out ClientMatch.Filters, which normalizeWithFilters keeps.
 func normalize(r Result) Result {
+	out := normalizeWithFilters(r)
+	for i := range out.Clients {
+		out.Clients[i].Filters = nil
+	}
+	return out
+}
+
+// normalizeWithFilters is normalize with ClientMatch.Filters, sorted.
+func normalizeWithFilters(r Result) Result {
 	var out Result
 	for _, c := range r.Clients {
 		c.Identifiers = slices.Clone(c.Identifiers)
 		slices.Sort(c.Identifiers)
 		if len(c.Identifiers) == 0 {
 			c.Identifiers = nil
+		}
+		c.Filters = slices.Clone(c.Filters)
+		slices.Sort(c.Filters)
+		if len(c.Filters) == 0 {
+			c.Filters = nil
 		}
 		out.Clients = append(out.Clients, c)
 	}
@@ -520,7 +535,7 @@ func FuzzMatch(f *testing.F) {
 
 		check := func(step string) {
 			t.Helper()
-			require.Equal(t, reference(want, topic, pub), normalize(ix.Match(topic, pub)), "%s: topic %q publisher %s", step, topic, pub)
+			require.Equal(t, reference(want, topic, pub), normalizeWithFilters(ix.Match(topic, pub)), "%s: topic %q publisher %s", step, topic, pub)
 		}
 		check("after adding")
 
@@ -579,6 +594,7 @@ func reference(subs map[key]Subscription, topic, publisher string) Result {
 		if s.Identifier != 0 {
 			c.Identifiers = append(c.Identifiers, s.Identifier)
 		}
+		c.Filters = append(c.Filters, s.Filter)
 	}
 	var r Result
 	for _, c := range clients {
@@ -587,7 +603,7 @@ func reference(subs map[key]Subscription, topic, publisher string) Result {
 	for _, g := range groups {
 		r.Groups = append(r.Groups, *g)
 	}
-	return normalize(r)
+	return normalizeWithFilters(r)
 }
 
 // key identifies a subscription in the fuzz test.
