@@ -73,14 +73,11 @@ func (e *ExpirySweeper) Sweep(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, x := range expired {
-		exists, err := e.store.Exists(ctx, x.ClientID)
+		dropped, err := e.drop(ctx, x.ClientID)
 		if err != nil {
 			return n, err
 		}
-		if !exists {
-			if err := e.drop(ctx, x.ClientID); err != nil {
-				return n, err
-			}
+		if dropped {
 			n++
 			e.swept.Add(ctx, 1)
 		}
@@ -94,33 +91,62 @@ func (e *ExpirySweeper) Sweep(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-func (e *ExpirySweeper) drop(ctx context.Context, clientID string) error {
-	subs := e.ix.Subscriptions(clientID)
-	if len(subs) == 0 {
-		return nil
+// drop writes tombstones for the subscriptions of clientID that the index
+// holds and the session store does not (all of them when the session is
+// gone; those of the expired session when the client has started a new
+// one), and reports whether there were any.
+func (e *ExpirySweeper) drop(ctx context.Context, clientID string) (bool, error) {
+	indexed := e.ix.Subscriptions(clientID)
+	if len(indexed) == 0 {
+		return false, nil
 	}
-	keys := make([]subscriptions.Key, len(subs))
-	for i, s := range subs {
-		keys[i] = subscriptions.KeyOf(s)
+	held, err := e.held(ctx, clientID)
+	if err != nil {
+		return false, err
 	}
-	if err := e.writer.Unsubscribe(ctx, clientID, keys); err != nil {
-		return err
+	var stale []subscriptions.Key
+	for _, s := range indexed {
+		if k := subscriptions.KeyOf(s); !held[k] {
+			stale = append(stale, k)
+		}
 	}
-	// Did the client come back meanwhile? Then its subscriptions in Redis
-	// are the truth; write them again after the tombstones.
-	exists, err := e.store.Exists(ctx, clientID)
-	if err != nil || !exists {
-		return err
+	if len(stale) == 0 {
+		return false, nil
 	}
+	if err := e.writer.Unsubscribe(ctx, clientID, stale); err != nil {
+		return false, err
+	}
+	// Did the client subscribe to one of them meanwhile? Redis is the
+	// truth: write those again after the tombstones.
 	current, err := e.store.Subscriptions(ctx, clientID)
-	if err != nil || len(current) == 0 {
-		return err
+	if err != nil {
+		return true, err
 	}
-	back := make([]topic.Subscription, len(current))
-	for i, s := range current {
-		back[i] = topic.Subscription{ClientID: clientID, Filter: s.Filter, Group: s.Group, QoS: s.QoS, NoLocal: s.NoLocal,
-			RetainAsPublished: s.RetainAsPublished, RetainHandling: s.RetainHandling, Identifier: s.Identifier}
+	var back []topic.Subscription
+	for _, s := range current {
+		for _, k := range stale {
+			if k.Group == s.Group && k.Filter == s.Filter {
+				back = append(back, topic.Subscription{ClientID: clientID, Filter: s.Filter, Group: s.Group, QoS: s.QoS, NoLocal: s.NoLocal,
+					RetainAsPublished: s.RetainAsPublished, RetainHandling: s.RetainHandling, Identifier: s.Identifier})
+			}
+		}
 	}
-	e.log.Info("expired session came back while its subscriptions were removed; restoring them", "client_id", clientID)
-	return e.writer.Subscribe(ctx, clientID, back)
+	if len(back) > 0 {
+		e.log.Info("client subscribed again while its expired subscriptions were removed; restoring them", "client_id", clientID, "subscriptions", len(back))
+		return true, e.writer.Subscribe(ctx, clientID, back)
+	}
+	return true, nil
+}
+
+// held returns the subscriptions the session store holds for clientID.
+func (e *ExpirySweeper) held(ctx context.Context, clientID string) (map[subscriptions.Key]bool, error) {
+	current, err := e.store.Subscriptions(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[subscriptions.Key]bool, len(current))
+	for _, s := range current {
+		m[subscriptions.Key{Group: s.Group, Filter: s.Filter}] = true
+	}
+	return m, nil
 }

@@ -21,8 +21,9 @@ import (
 )
 
 // Issue #3: expired sessions and their subscriptions are removed. Redis
-// expires the session; the sweeper writes tombstones for its subscriptions,
-// and leaves a session that came back alone.
+// expires the session; the sweeper writes tombstones for the subscriptions
+// the index still has and the store does not, and leaves alone those a new
+// session of the same client holds.
 func TestTheExpirySweeperDropsTheSubscriptionsOfExpiredSessionsOnly(t *testing.T) {
 	requireRedis(t)
 	k := testkit.StartKafka(t)
@@ -64,7 +65,11 @@ func TestTheExpirySweeperDropsTheSubscriptionsOfExpiredSessionsOnly(t *testing.T
 		b, _ := store.Exists(ctx, back)
 		return !a && !b
 	}, 10*time.Second, 50*time.Millisecond, "redis expires both sessions")
-	_, err = store.Connect(ctx, session.ConnectRequest{ClientID: back, Node: "n2", ExpirySeconds: 60, Protocol: 5})
+	// back starts a new session and subscribes to the same filter again:
+	// that subscription is the new session's and stays.
+	res, err := store.Connect(ctx, session.ConnectRequest{ClientID: back, Node: "n2", ExpirySeconds: 60, Protocol: 5})
+	require.NoError(t, err)
+	_, err = store.Subscribe(ctx, back, res.Epoch, []session.Subscription{{FilterKey: session.FilterKey{Filter: "x/" + back}, QoS: 1}})
 	require.NoError(t, err)
 
 	sw, err := NewExpirySweeper(store, ix, w, time.Hour, log, sdkmetric.NewMeterProvider())
