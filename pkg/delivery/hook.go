@@ -161,6 +161,15 @@ func (h *Hook) storeCtx() (context.Context, context.CancelFunc) {
 // answers the CONNECT: the CONNACK carries the store's Session Present
 // (OnPacketEncode), or Server Unavailable when the store failed.
 func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if old, ok := h.o.Server.Clients.Get(cl.ID); ok && old != cl && old.Properties.ProtocolVersion < 5 {
+		// mochi would take the session over with a DISCONNECT packet, which
+		// an MQTT 3.1.1 client must never receive: the server just closes
+		// the connection [MQTT-3.1.4-2].
+		if prev := h.lookup(old); prev != nil {
+			prev.takenOver.Store(true)
+		}
+		old.Stop(packets.ErrSessionTakenOver)
+	}
 	c := newClient(h, cl)
 	h.byConn.Store(cl, c)
 	req := session.ConnectRequest{
@@ -284,6 +293,12 @@ func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 		return pk
 	}
 	pk.SessionPresent = c.present
+	if cl.Properties.ProtocolVersion >= 5 {
+		// mochi resolves inbound topic aliases up to its maximum but does
+		// not announce it; without it a client may use none
+		// [MQTT-3.2.2-17] [MQTT-3.3.2-9].
+		pk.Properties.TopicAliasMaximum = h.o.Server.Options.Capabilities.TopicAliasMaximum
+	}
 	return pk
 }
 
