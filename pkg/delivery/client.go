@@ -40,7 +40,12 @@ type client struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	acks   chan ack
+
+	// Acknowledgements read and not yet applied; nil while there are none,
+	// so an idle connection holds no buffer.
+	acksMu  sync.Mutex
+	acks    []ack
+	maxAcks int
 
 	// The pump runs on at most one goroutine at a time, started on demand
 	// by kick: an idle connection has none.
@@ -71,7 +76,7 @@ func newClient(h *Hook, cl *mqtt.Client) *client {
 	}
 	// An honest client has at most two acknowledgements per message in
 	// flight (PUBREC, PUBCOMP); more are dropped (see pushAck).
-	c.acks = make(chan ack, 2*c.window+16)
+	c.maxAcks = 2*c.window + 16
 	return c
 }
 
@@ -83,12 +88,25 @@ func (c *client) stop() {
 // goroutine: a client that sends more acknowledgements than it has messages
 // in flight loses the excess, which match nothing anyway.
 func (c *client) pushAck(a ack) {
-	select {
-	case c.acks <- a:
-	default:
+	c.acksMu.Lock()
+	full := len(c.acks) >= c.maxAcks
+	if !full {
+		c.acks = append(c.acks, a)
+	}
+	c.acksMu.Unlock()
+	if full {
 		c.h.metrics.acksDropped.Add(context.Background(), 1)
 	}
 	c.kick()
+}
+
+// takeAcks returns the acknowledgements read so far and forgets them.
+func (c *client) takeAcks() []ack {
+	c.acksMu.Lock()
+	defer c.acksMu.Unlock()
+	a := c.acks
+	c.acks = nil
+	return a
 }
 
 // kick makes the pump run: now, or again after its current round.
@@ -299,14 +317,29 @@ func (c *client) write(m session.QueuedMessage, resend bool) (done bool) {
 // recorded and answered with PUBREL [MQTT-4.3.3-4]; an MQTT 5 PUBREC with a
 // failure code ends the flow [MQTT-4.3.3-4 non-normative 4.13.2].
 func (c *client) applyAcks(ctx context.Context) error {
-	var done []uint16
-	for {
-		var a ack
-		select {
-		case a = <-c.acks:
-		default:
-			return c.h.o.Store.AckMany(ctx, c.cl.ID, c.epoch, done)
+	pending := c.takeAcks()
+	var done []uint16 // completed, not yet recorded in the store
+	var doneAcks []ack
+	flush := func() error {
+		if err := c.h.o.Store.AckMany(ctx, c.cl.ID, c.epoch, done); err != nil {
+			return err
 		}
+		for _, id := range done {
+			if _, ok := c.inflight[id]; ok {
+				delete(c.inflight, id)
+				c.h.metrics.completed.Add(ctx, 1)
+			}
+		}
+		done, doneAcks = done[:0], doneAcks[:0]
+		return nil
+	}
+	// restore puts back what was not recorded, for the next attempt.
+	restore := func(rest []ack) {
+		c.acksMu.Lock()
+		c.acks = append(append(append([]ack(nil), doneAcks...), rest...), c.acks...)
+		c.acksMu.Unlock()
+	}
+	for i, a := range pending {
 		state, ok := c.inflight[a.id]
 		if !ok {
 			continue // not ours to complete: ignored like mochi does
@@ -316,16 +349,15 @@ func (c *client) applyAcks(ctx context.Context) error {
 			a.kind == packets.Pubcomp && state == 3,
 			a.kind == packets.Pubrec && state == 2 && a.reason >= packets.ErrUnspecifiedError.Code:
 			done = append(done, a.id)
-			delete(c.inflight, a.id)
-			c.h.metrics.completed.Add(ctx, 1)
+			doneAcks = append(doneAcks, a)
 		case a.kind == packets.Pubrec && (state == 2 || state == 3):
 			if state == 2 {
-				if err := c.h.o.Store.AckMany(ctx, c.cl.ID, c.epoch, done); err != nil {
+				if err := flush(); err != nil {
+					restore(pending[i:])
 					return err
 				}
-				done = done[:0]
 				if err := c.h.o.Store.PubrecReceived(ctx, c.cl.ID, c.epoch, a.id); err != nil {
-					// Applied again on the client's next PUBREC.
+					restore(pending[i:])
 					return err
 				}
 				c.inflight[a.id] = 3
@@ -333,6 +365,11 @@ func (c *client) applyAcks(ctx context.Context) error {
 			_ = c.cl.WritePacket(pubrel(a.id))
 		}
 	}
+	if err := flush(); err != nil {
+		restore(nil)
+		return err
+	}
+	return nil
 }
 
 // closeTakenOver closes a connection whose session a newer connection took
