@@ -1,8 +1,8 @@
 package delivery
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,11 +181,14 @@ func (c *client) round() {
 			return
 		}
 		var done []uint16
+		buf := bufPool.Get().(*bytes.Buffer)
 		for _, m := range msgs {
-			if c.write(m, false) {
+			if c.write(buf, m, false) {
 				done = append(done, m.PacketID)
 			}
 		}
+		c.flush(buf)
+		bufPool.Put(buf)
 		if err := c.h.o.Store.AckMany(c.ctx, c.cl.ID, c.epoch, done); err != nil {
 			c.fail("completing QoS 0 deliveries", err)
 			return
@@ -229,17 +232,21 @@ func (c *client) resend() error {
 		return err
 	}
 	var done []uint16
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer bufPool.Put(buf)
 	for _, m := range msgs {
 		if m.Released {
 			c.inflight[m.PacketID] = 3
 			c.h.metrics.resent.Add(c.ctx, 1)
+			c.flush(buf) // keep the order of the flows
 			_ = c.cl.WritePacket(pubrel(m.PacketID))
 			continue
 		}
-		if c.write(m.QueuedMessage, true) {
+		if c.write(buf, m.QueuedMessage, true) {
 			done = append(done, m.PacketID)
 		}
 	}
+	c.flush(buf)
 	return c.h.o.Store.AckMany(c.ctx, c.cl.ID, c.epoch, done)
 }
 
@@ -247,11 +254,20 @@ func pubrel(id uint16) packets.Packet {
 	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id}
 }
 
-// write sends one message and reports whether its delivery is complete
-// without an acknowledgement: QoS 0, or a message that cannot be sent at
-// all (undecodable, or larger than the client's Maximum Packet Size, which
-// the server must then discard [MQTT-3.1.2-25]).
-func (c *client) write(m session.QueuedMessage, resend bool) (done bool) {
+// flushAt is the buffered size at which write sends what it encoded.
+const flushAt = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// write encodes one message into buf, to be sent with the others of the
+// round in as few socket writes as possible (one write(2) per PUBLISH would
+// cost more than the rest of a delivery), and reports whether its delivery
+// is complete without an acknowledgement: QoS 0, or a message that cannot be
+// sent at all (undecodable, or larger than the client's Maximum Packet
+// Size, which the server must then discard [MQTT-3.1.2-25]). A message that
+// never reaches a closing connection stays in flight in the store and is
+// sent again on the next connection.
+func (c *client) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (done bool) {
 	msg, err := dispatch.DecodeMessage(m.Message)
 	if err != nil {
 		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonUndecodable)
@@ -259,10 +275,14 @@ func (c *client) write(m session.QueuedMessage, resend bool) (done bool) {
 		return true
 	}
 	pk := packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: msg.QoS, Retain: msg.Retain},
-		TopicName:   msg.Topic,
-		Payload:     msg.Payload,
+		FixedHeader:     packets.FixedHeader{Type: packets.Publish, Qos: msg.QoS, Retain: msg.Retain},
+		TopicName:       msg.Topic,
+		Payload:         msg.Payload,
+		ProtocolVersion: c.cl.Properties.ProtocolVersion,
 	}
+	// The client's limits, as mochi's WritePacket applies them.
+	pk.Mods.AllowResponseInfo = true
+	pk.Mods.DisallowProblemInfo = c.cl.Properties.Props.RequestProblemInfoFlag && c.cl.Properties.Props.RequestProblemInfo == 0 // [MQTT-3.1.2-29]
 	if msg.QoS > 0 {
 		pk.PacketID = m.PacketID
 		pk.FixedHeader.Dup = resend // [MQTT-3.3.1-1]; QoS 0 never [MQTT-3.3.1-2]
@@ -281,35 +301,51 @@ func (c *client) write(m session.QueuedMessage, resend bool) (done bool) {
 		p.SubscriptionIdentifier = append(p.SubscriptionIdentifier, int(id))
 	}
 	if !m.Expiry.IsZero() {
-		// mochi writes the interval left [MQTT-3.3.2-6].
-		pk.Expiry = m.Expiry.Unix()
-		if m.Expiry.Sub(time.Unix(pk.Expiry, 0)) > 0 {
-			pk.Expiry++ // round up: never send 0, which means "no expiry"
-		}
+		// The interval left [MQTT-3.3.2-6], rounded up: 0 would mean none.
+		left := (time.Until(m.Expiry) + time.Second - 1) / time.Second
+		p.MessageExpiryInterval = uint32(max(left, 1))
 	}
-	err = c.cl.WritePacket(pk)
-	switch {
-	case errors.Is(err, packets.ErrPacketTooLarge):
+	n := buf.Len()
+	if err := pk.PublishEncode(buf); err != nil {
+		buf.Truncate(n)
+		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonUndecodable)
+		c.h.log.Error("dropping queued message that does not encode", "client", c.cl.ID, "topic", msg.Topic, "err", err)
+		return true
+	}
+	if lim := c.cl.Properties.Props.MaximumPacketSize; lim > 0 && uint32(buf.Len()-n) > lim {
+		buf.Truncate(n)
 		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonTooLarge)
 		c.h.log.Info("message larger than the client's maximum packet size discarded", "client", c.cl.ID, "topic", msg.Topic)
 		return true
-	case err != nil:
-		// The connection is closing; the message stays in flight and is
-		// sent again on the next connection.
-		if msg.QoS > 0 {
-			c.inflight[m.PacketID] = msg.QoS
-		}
-		return msg.QoS == 0
 	}
 	if resend {
 		c.h.metrics.resent.Add(c.ctx, 1)
 	}
 	c.h.metrics.sent.Add(c.ctx, 1, c.h.metrics.qosAttr[msg.QoS])
+	if buf.Len() >= flushAt {
+		c.flush(buf)
+	}
 	if msg.QoS == 0 {
 		return true
 	}
 	c.inflight[m.PacketID] = msg.QoS
 	return false
+}
+
+// flush writes buf to the connection under the client's lock, the one
+// mochi's WritePacket and the ingest acks take, so packets never interleave.
+func (c *client) flush(buf *bytes.Buffer) {
+	defer buf.Reset()
+	cl := c.cl
+	if buf.Len() == 0 || cl.Closed() || cl.Net.Conn == nil {
+		return
+	}
+	cl.Lock()
+	_, err := cl.Net.Conn.Write(buf.Bytes())
+	cl.Unlock()
+	if err != nil && !cl.Closed() {
+		c.h.log.Debug("writing deliveries", "client", cl.ID, "err", err)
+	}
 }
 
 // applyAcks records the acknowledgements received so far: PUBACK and

@@ -27,16 +27,17 @@ const (
 )
 
 type metrics struct {
-	routed    metric.Int64Counter
-	skipped   metric.Int64Counter
-	delivered metric.Int64Counter
-	repeated  metric.Int64Counter
-	errors    metric.Int64Counter
-	notifyErr metric.Int64Counter
-	commitErr metric.Int64Counter
-	retained  metric.Int64Counter
-	latency   metric.Float64Histogram
-	outcomes  map[session.Outcome]metric.AddOption
+	routed     metric.Int64Counter
+	skipped    metric.Int64Counter
+	delivered  metric.Int64Counter
+	repeated   metric.Int64Counter
+	errors     metric.Int64Counter
+	notifyErr  metric.Int64Counter
+	commitErr  metric.Int64Counter
+	barrierErr metric.Int64Counter
+	retained   metric.Int64Counter
+	latency    metric.Float64Histogram
+	outcomes   map[session.Outcome]metric.AddOption
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
@@ -60,6 +61,8 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 			"Routing attempts that failed (session store unreachable); the batch is retried and its offsets are not committed."),
 		notifyErr: counter("fleetgate_dispatch_notify_errors",
 			"Failed notices to frontends (best effort: frontends also poll their queues)."),
+		barrierErr: counter("fleetgate_dispatch_index_catchup_errors",
+			"Batches routed without confirming that the subscription index holds every change in Kafka (the check failed or took over 5s)."),
 		commitErr: counter("fleetgate_dispatch_commit_errors",
 			"Offset commits that failed after routing; the records are routed again after a rebalance."),
 		retained: counter("fleetgate_dispatch_retained_updates",

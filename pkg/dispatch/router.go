@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -50,14 +51,16 @@ const maxEnqueue = 4096
 // Router turns records into deliveries and makes them durable. It is safe
 // for concurrent use, though the Consumer calls it from one goroutine.
 type Router struct {
-	match    Matcher
-	queue    Queue
-	notify   Notifier
-	retained *retained.Store // nil: retained messages are not stored
-	presence Presence        // nil: shared groups rotate over every member
-	log      *slog.Logger
-	m        *metrics
-	now      func() time.Time
+	match         Matcher
+	queue         Queue
+	notify        Notifier
+	retained      *retained.Store // nil: retained messages are not stored
+	presence      Presence        // nil: shared groups rotate over every member
+	barrier       Barrier         // nil: route with the index as it is
+	barrierWarned atomic.Int64    // unix seconds of the last barrier warning
+	log           *slog.Logger
+	m             *metrics
+	now           func() time.Time
 
 	mu sync.Mutex
 	// next is the round-robin counter of each shared subscription, keyed
@@ -87,6 +90,20 @@ type Presence interface {
 // message goes to the next connected member in the rotation, and to the
 // next member regardless only when none is connected.
 func WithPresence(p Presence) RouterOption { return func(r *Router) { r.presence = p } }
+
+// Barrier brings the subscription index up to date with the change log;
+// *subscriptions.Follower is one.
+type Barrier interface {
+	CatchUp(ctx context.Context) error
+}
+
+// barrierTimeout bounds the wait for the index before a batch is routed.
+const barrierTimeout = 5 * time.Second
+
+// WithBarrier makes Route wait, before routing a batch, until the index
+// holds every subscription change already in Kafka: a message published
+// after its subscriber's SUBACK is then always routed to it.
+func WithBarrier(b Barrier) RouterOption { return func(r *Router) { r.barrier = b } }
 
 // WithClock sets the clock message expiry is judged by (default time.Now).
 func WithClock(now func() time.Time) RouterOption { return func(r *Router) { r.now = now } }
@@ -133,6 +150,19 @@ func NewRouter(match Matcher, queue Queue, log *slog.Logger, mp metric.MeterProv
 func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 	start := r.now()
 	defer func() { r.m.latency.Record(ctx, r.now().Sub(start).Seconds()) }()
+	if r.barrier != nil {
+		bctx, cancel := context.WithTimeout(ctx, barrierTimeout)
+		err := r.barrier.CatchUp(bctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			// Route anyway: the index is at most a moment behind, and
+			// holding the partition would delay every message.
+			r.m.barrierErr.Add(ctx, 1)
+			if now := time.Now().Unix(); r.barrierWarned.Swap(now) < now-60 {
+				r.log.Warn("subscription index not confirmed current; routing with it as it is", "err", err)
+			}
+		}
+	}
 	b := batch{now: start}
 	routed := 0
 	for _, rec := range records {

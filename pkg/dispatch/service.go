@@ -115,7 +115,7 @@ func (s *Service) Run(ctx context.Context) error {
 	follower := subscriptions.NewFollower(changes, s.cfg.Subscriptions.Topic, ix, s.log)
 
 	router, err := NewRouter(ix, store, s.log, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)),
-		WithRetained(retained.New(rdb, s.log)), WithPresence(store))
+		WithRetained(retained.New(rdb, s.log)), WithPresence(store), WithBarrier(follower))
 	if err != nil {
 		return err
 	}

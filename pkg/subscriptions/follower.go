@@ -27,6 +27,10 @@ type Follower struct {
 
 	readyOnce sync.Once
 	ready     chan struct{}
+
+	mu      sync.Mutex
+	pos     map[int32]int64 // next offset to apply, per partition; guarded by mu
+	changed chan struct{}   // closed (and replaced) when pos advances; guarded by mu
 }
 
 // NewFollower returns a Follower of topicName that applies every change to
@@ -39,7 +43,61 @@ func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Lo
 		topic: topicName,
 		ix:    ix,
 		log:   log.With("component", "subscriptions", "topic", topicName),
-		ready: make(chan struct{}),
+		ready:   make(chan struct{}),
+		pos:     map[int32]int64{},
+		changed: make(chan struct{}),
+	}
+}
+
+// CatchUp returns once the index holds every change that was in the topic
+// when CatchUp was called, or when ctx ends. A dispatcher calls it before
+// routing records it polled: a SUBSCRIBE is answered only after its change
+// is in Kafka, so every message published after the SUBACK reached Kafka
+// after the change too, and is routed with the subscription in the index.
+func (f *Follower) CatchUp(ctx context.Context) error {
+	ends, err := f.endOffsets(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		f.mu.Lock()
+		behind := false
+		for p, end := range ends {
+			if f.pos[p] < end {
+				behind = true
+				break
+			}
+		}
+		ch := f.changed
+		f.mu.Unlock()
+		if !behind {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// advance records the offsets applied by one poll.
+func (f *Follower) advance(next map[int32]int64) {
+	if len(next) == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	moved := false
+	for p, o := range next {
+		if o > f.pos[p] {
+			f.pos[p] = o
+			moved = true
+		}
+	}
+	if moved {
+		close(f.changed)
+		f.changed = make(chan struct{})
 	}
 }
 
@@ -77,11 +135,13 @@ func (f *Follower) Run(ctx context.Context) error {
 			// The client retries on its own; these say why records are late.
 			f.log.Warn("fetching subscription changes", "partition", p, "err", err)
 		})
+		next := map[int32]int64{}
 		fs.EachRecord(func(r *kgo.Record) {
 			if r.Topic != f.topic {
 				return
 			}
 			f.apply(r)
+			next[r.Partition] = r.Offset + 1
 			// Seeing the record just below the listed end is enough even
 			// on a compacted topic: the newest record of a partition sits
 			// in its active segment, which the cleaner never touches, and
@@ -90,6 +150,7 @@ func (f *Follower) Run(ctx context.Context) error {
 				delete(pending, r.Partition)
 			}
 		})
+		f.advance(next)
 		f.checkReady(pending)
 	}
 }

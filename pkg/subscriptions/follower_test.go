@@ -201,3 +201,24 @@ func TestFollowerRunReturnsNilWhenCancelledBeforeItStarts(t *testing.T) {
 	cancel()
 	require.NoError(t, f.Run(c))
 }
+
+// CatchUp gives read-your-writes: once a subscribe returned (the change is
+// in Kafka), CatchUp returns only when the index has it — with no waiting
+// or polling in the test.
+func TestCatchUpReturnsOnceEveryWrittenChangeIsInTheIndex(t *testing.T) {
+	e := newEnv(t, 12)
+	f, got := e.follow()
+	waitReady(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 20 {
+		c := fmt.Sprintf("c%d", i)
+		e.subscribe(c, topic.Subscription{Filter: "catch/" + c, QoS: 1})
+		require.NoError(t, f.CatchUp(ctx))
+		require.Len(t, got.Match("catch/"+c, "").Clients, 1, "subscription %d is in the index when CatchUp returns", i)
+		e.unsubscribe(c, Key{Filter: "catch/" + c})
+		require.NoError(t, f.CatchUp(ctx))
+		r := got.Match("catch/"+c, "")
+		require.True(t, r.Empty(), "unsubscribe %d is applied when CatchUp returns", i)
+	}
+}
