@@ -39,10 +39,10 @@ type Follower struct {
 // record. Records of other topics cl consumes are ignored. No I/O.
 func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Logger) *Follower {
 	return &Follower{
-		cl:    cl,
-		topic: topicName,
-		ix:    ix,
-		log:   log.With("component", "subscriptions", "topic", topicName),
+		cl:      cl,
+		topic:   topicName,
+		ix:      ix,
+		log:     log.With("component", "subscriptions", "topic", topicName),
 		ready:   make(chan struct{}),
 		pos:     map[int32]int64{},
 		changed: make(chan struct{}),
