@@ -37,6 +37,7 @@ type client struct {
 	// willDue: the connection ended abnormally (OnWill ran).
 	willDue   atomic.Bool
 	takenOver atomic.Bool
+	closed    atomic.Bool // the connection ended (OnDisconnect)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -357,7 +358,13 @@ func (c *client) applyAcks(ctx context.Context) error {
 	var done []uint16 // completed, not yet recorded in the store
 	var doneAcks []ack
 	flush := func() error {
-		if err := c.h.o.Store.AckMany(ctx, c.cl.ID, c.epoch, done); err != nil {
+		ack := func() error { return c.h.o.Store.AckMany(ctx, c.cl.ID, c.epoch, done) }
+		if c.closed.Load() {
+			// A reconnect may have overtaken the close: the acknowledgements
+			// still name this session's messages.
+			ack = func() error { return c.h.o.Store.AckAfterClose(ctx, c.cl.ID, done) }
+		}
+		if err := ack(); err != nil {
 			return err
 		}
 		for _, id := range done {

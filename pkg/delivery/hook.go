@@ -349,12 +349,18 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if cur, ok := h.o.Server.Clients.Get(cl.ID); ok && cur == cl {
 		h.o.Server.Clients.Delete(cl.ID)
 	}
-	if c.failed != nil || c.takenOver.Load() {
+	if c.failed != nil {
 		return
 	}
+	// Acknowledgements read before the close complete their messages even
+	// if a new connection has taken the session over meanwhile.
+	c.closed.Store(true)
 	ctx, cancel := h.storeCtx()
 	c.finish(ctx)
 	cancel()
+	if c.takenOver.Load() {
+		return
+	}
 	h.endSession(c, expiryOf(cl))
 }
 

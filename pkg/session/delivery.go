@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -64,4 +65,23 @@ func (s *Store) Connected(ctx context.Context, clientIDs []string) ([]bool, erro
 		out[i] = c.Val() == "1"
 	}
 	return out, nil
+}
+
+// AckAfterClose deletes the inflight messages packetIDs without checking
+// the epoch: for acknowledgements a connection read just before it closed,
+// which a reconnect (a new epoch) may overtake. Outbound packet ids come
+// from a per-session counter, so an id acknowledged this way names the same
+// message, whichever connection sent it since.
+func (s *Store) AckAfterClose(ctx context.Context, clientID string, packetIDs []uint16) error {
+	if len(packetIDs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(packetIDs))
+	for i, id := range packetIDs {
+		ids[i] = strconv.Itoa(int(id))
+	}
+	if err := s.rdb.HDel(ctx, inflightKey(clientID), ids...).Err(); err != nil {
+		return fmt.Errorf("acknowledging %d messages of %s: %w", len(packetIDs), clientID, err)
+	}
+	return nil
 }
