@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -26,47 +25,13 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
-// Redis is a redis-server started for a test package.
-type Redis struct {
-	Addr string
-	cmd  *exec.Cmd
-	dir  string
-}
+// Redis is the redis-server a test package's TestMain started.
+type Redis = testkit.RedisServers
 
-// StartRedis starts redis-server for TestMain. Without the binary it returns
-// nil and a reason to skip, unless CI is set, when it is an error.
-func StartRedis() (r *Redis, skip string, err error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			return nil, "", fmt.Errorf("redis-server not found; CI must install it (apt-get install redis-server)")
-		}
-		return nil, "redis-server not found: apt-get install redis-server", nil
-	}
-	dir, err := os.MkdirTemp("", "fleetgate-cluster-redis")
-	if err != nil {
-		return nil, "", err
-	}
-	addr, err := testkit.FreeLoopbackAddr()
-	if err != nil {
-		return nil, "", err
-	}
-	cmd, err := testkit.StartRedisServer(bin, addr, dir, "--appendonly", "no")
-	if err != nil {
-		return nil, "", err
-	}
-	return &Redis{Addr: addr, cmd: cmd, dir: dir}, "", nil
-}
-
-// Stop kills the server.
-func (r *Redis) Stop() {
-	if r == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	_ = os.RemoveAll(r.dir)
-}
+// StartRedis starts redis-server for TestMain (see
+// testkit.StartRedisServers): nil and a reason to skip without the binary,
+// an error instead when CI is set.
+func StartRedis() (*Redis, string, error) { return testkit.StartRedisServers(false) }
 
 // Options shape a cluster.
 type Options struct {

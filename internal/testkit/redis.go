@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -56,4 +57,101 @@ func FreeLoopbackAddr() (string, error) {
 	}
 	addr := l.Addr().String()
 	return addr, l.Close()
+}
+
+// RedisServers are the redis-servers a test package's TestMain started: a
+// plain one and, when asked for, a one-node Redis Cluster that owns every
+// slot (it refuses scripts and commands whose keys are in different slots,
+// as a real cluster does, so tests prove the hash tags work).
+type RedisServers struct {
+	Addr        string
+	ClusterAddr string // "" unless asked for
+	cmds        []*exec.Cmd
+	dir         string
+}
+
+// StartRedisServers starts redis-server from PATH for TestMain. Without the
+// binary it returns nil and a reason to skip the tests, unless the CI
+// environment variable is set, when a missing binary is an error.
+func StartRedisServers(cluster bool) (_ *RedisServers, skip string, err error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			return nil, "", fmt.Errorf("redis-server not found; CI must install it (apt-get install redis-server)")
+		}
+		return nil, "redis-server not found: apt-get install redis-server", nil
+	}
+	dir, err := os.MkdirTemp("", "fleetgate-test-redis")
+	if err != nil {
+		return nil, "", err
+	}
+	r := &RedisServers{dir: dir}
+	fail := func(err error) (*RedisServers, string, error) {
+		r.Stop()
+		return nil, "", err
+	}
+	if r.Addr, err = FreeLoopbackAddr(); err != nil {
+		return fail(err)
+	}
+	cmd, err := StartRedisServer(bin, r.Addr, dir, "--appendonly", "no")
+	if err != nil {
+		return fail(err)
+	}
+	r.cmds = append(r.cmds, cmd)
+	if !cluster {
+		return r, "", nil
+	}
+	caddr, err := FreeLoopbackAddr()
+	if err != nil {
+		return fail(err)
+	}
+	cdir := filepath.Join(dir, "cluster")
+	if err := os.Mkdir(cdir, 0o755); err != nil {
+		return fail(err)
+	}
+	ccmd, err := StartRedisServer(bin, caddr, cdir, "--appendonly", "no",
+		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(cdir, "nodes.conf"))
+	if err != nil {
+		return fail(fmt.Errorf("redis-server in cluster mode: %w", err))
+	}
+	r.cmds = append(r.cmds, ccmd)
+	if err := assignAllSlots(caddr); err != nil {
+		return fail(err)
+	}
+	r.ClusterAddr = caddr
+	return r, "", nil
+}
+
+// Stop kills the servers and removes their data; nil-safe.
+func (r *RedisServers) Stop() {
+	if r == nil {
+		return
+	}
+	for _, c := range r.cmds {
+		_ = c.Process.Kill()
+		_ = c.Wait()
+	}
+	_ = os.RemoveAll(r.dir)
+}
+
+// assignAllSlots makes the cluster-mode server at addr own every slot and
+// waits until the cluster state is ok.
+func assignAllSlots(addr string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		return fmt.Errorf("assigning cluster slots: %w", err)
+	}
+	for {
+		info, err := c.ClusterInfo(ctx).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("cluster state did not become ok: %v %q", err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,46 +30,17 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			fmt.Fprintln(os.Stderr, "redis-server not found; CI must install it (apt-get install redis-server)")
-			return 1
-		}
-		skipReason = "redis-server not found: apt-get install redis-server"
-		return m.Run()
-	}
-	dir, err := os.MkdirTemp("", "fleetgate-wills-redis")
+	r, skip, err := testkit.StartRedisServers(false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	addr, err := freeAddr()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	defer r.Stop()
+	skipReason = skip
+	if r != nil {
+		redisAddr = r.Addr
 	}
-	cmd, err := testkit.StartRedisServer(bin, addr, dir, "--appendonly", "no")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}()
-	redisAddr = addr
 	return m.Run()
-}
-
-func freeAddr() (string, error) {
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // livenessTTL is the tests' node.liveness-ttl: short, so nodes die fast.
