@@ -52,6 +52,10 @@ type client struct {
 	// by kick: an idle connection has none.
 	running atomic.Bool
 	pending atomic.Bool
+	// queued: the queue may hold messages (a notice, a poll, a connect or
+	// a failed attempt said so). An acknowledgement alone does not set it,
+	// so completing a delivery costs no look at an empty queue.
+	queued atomic.Bool
 	// work holds the pump's state below; OnDisconnect takes it to apply
 	// the acknowledgements the pump did not get to.
 	work sync.Mutex
@@ -66,6 +70,7 @@ type client struct {
 
 func newClient(h *Hook, cl *mqtt.Client) *client {
 	c := &client{h: h, cl: cl, inflight: map[uint16]byte{}}
+	c.queued.Store(true)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.window = h.cfg.MaxInflight
 	if cl.Properties.ProtocolVersion >= 5 {
@@ -108,6 +113,12 @@ func (c *client) takeAcks() []ack {
 	a := c.acks
 	c.acks = nil
 	return a
+}
+
+// kickQueued makes the pump look at the queue: messages may be there.
+func (c *client) kickQueued() {
+	c.queued.Store(true)
+	c.kick()
 }
 
 // kick makes the pump run: now, or again after its current round.
@@ -175,11 +186,18 @@ func (c *client) round() {
 		if free <= 0 {
 			return
 		}
+		if !c.queued.Swap(false) {
+			return // nothing new announced since the queue was found empty
+		}
 		n := min(free, takeBatch)
 		msgs, err := c.h.o.Store.Take(c.ctx, c.cl.ID, c.epoch, n)
 		if err != nil {
+			c.queued.Store(true)
 			c.fail("taking queued messages", err)
 			return
+		}
+		if len(msgs) == n {
+			c.queued.Store(true) // there may be more
 		}
 		var done []uint16
 		buf := bufPool.Get().(*bytes.Buffer)
@@ -222,7 +240,7 @@ func (c *client) fail(what string, err error) {
 	if c.retryAt != nil {
 		c.retryAt.Stop()
 	}
-	c.retryAt = time.AfterFunc(c.backoff, c.kick)
+	c.retryAt = time.AfterFunc(c.backoff, c.kickQueued)
 }
 
 // resend writes the session's inflight messages again after a reconnect:

@@ -315,7 +315,7 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		cl.Stop(packets.ErrServerUnavailable)
 		return
 	}
-	c.kick()
+	c.kickQueued()
 }
 
 // OnWill notes that the client's will is due: the connection ended without

@@ -55,7 +55,7 @@ func (h *Hook) Run(ctx context.Context) error {
 					h.metrics.notices.Add(ctx, 1)
 					for _, id := range dispatch.ParseNotice(m.Payload) {
 						if c := h.local(id); c != nil {
-							c.kick()
+							c.kickQueued()
 						}
 					}
 					continue
@@ -90,6 +90,6 @@ func (h *Hook) kickAll() {
 	}
 	h.mu.Unlock()
 	for _, c := range cs {
-		c.kick()
+		c.kickQueued()
 	}
 }

@@ -148,7 +148,7 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 		}
 	}
 	h.metrics.retainedSent.Add(ctx, int64(n))
-	c.kick()
+	c.kickQueued()
 }
 
 // unsubscribe answers an UNSUBSCRIBE once the subscriptions are gone from
