@@ -76,6 +76,9 @@ type opts struct {
 	Unsubs []string
 	// RetainAsPublished sets the option on every subscription (MQTT 5).
 	RetainAsPublished bool
+	// SubID is the Subscription Identifier of the SUBSCRIBE (MQTT 5);
+	// only the mosquitto client uses it.
+	SubID int
 }
 
 // client is one connection of a library.

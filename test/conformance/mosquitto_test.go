@@ -27,8 +27,8 @@ import (
 //
 // What these tools cannot express is tested with paho and testkit.Raw:
 // Session Present (not printed), UNSUBACK reason codes (not printed),
-// No Local, Retain Handling, Subscription Identifiers (no options for
-// them), topic aliases (one message per mosquitto_pub connection), and a
+// No Local and Retain Handling (no options for them), reusing a topic
+// alias without the topic (libmosquitto always sends the topic), and a
 // normal DISCONNECT of mosquitto_sub on MQTT 5 (on SIGINT/SIGTERM it sends
 // reason 0x04, Disconnect with Will Message).
 type mosquitto struct {
@@ -43,7 +43,7 @@ type mosquitto struct {
 	granted []byte
 }
 
-const mosqFormat = `MSG\t%q\t%r\t%E\t%t\t%x`
+const mosqFormat = `MSG\t%q\t%r\t%E\t%t\t%S\t%x`
 
 func (m *mosquitto) common() []string {
 	a := []string{"-h", m.host, "-p", m.port, "-V", "mqttv311"}
@@ -86,6 +86,9 @@ func dialMosquitto(version byte) func(t *testing.T, addr string, o opts) client 
 		}
 		if o.RetainAsPublished {
 			args = append(args, "--retain-as-published")
+		}
+		if o.SubID > 0 {
+			args = append(args, "-D", "subscribe", "subscription-identifier", strconv.Itoa(o.SubID))
 		}
 		subs, unsubs := o.Subs, o.Unsubs
 		if len(subs) == 0 {
@@ -171,12 +174,15 @@ func (m *mosquitto) read(r io.Reader, wantUnsuback bool, ready chan<- error) {
 			wantUnsuback = false
 		case strings.HasPrefix(line, "MSG\t"):
 			f := strings.Split(line, "\t")
-			if len(f) != 6 {
+			if len(f) != 7 {
 				continue
 			}
 			q, _ := strconv.Atoi(f[1])
-			p, _ := hex.DecodeString(f[5])
+			p, _ := hex.DecodeString(f[6])
 			ms := msg{Topic: f[4], Payload: string(p), QoS: byte(q), Retain: f[2] == "1"}
+			if f[5] != "" {
+				ms.SubID, _ = strconv.Atoi(f[5])
+			}
 			if f[3] != "" {
 				e, err := strconv.ParseUint(f[3], 10, 32)
 				if err == nil {

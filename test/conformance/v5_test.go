@@ -182,6 +182,13 @@ func TestSubscriptionIdentifiers(t *testing.T) {
 		pub.Publish(f+"/x", "x", 1, false)
 		require.Equal(t, 42, next(t, p).SubID)
 	})
+	t.Run("mosquitto", func(t *testing.T) {
+		f := id("subid")
+		m := dialMosquitto(v5)(t, c.Addr(), opts{ID: id("m"), Subs: []sub{{f + "/+", 1}}, SubID: 42})
+		pub := dialPaho5(t, c.Addr(), opts{ID: id("pub")})
+		pub.Publish(f+"/x", "x", 1, false)
+		require.Equal(t, 42, next(t, m).SubID)
+	})
 	t.Run("raw", func(t *testing.T) {
 		f := id("subid")
 		r, _ := rawConnect(t, c.Addr(), v5, id("raw"), nil)
@@ -252,6 +259,20 @@ func TestTopicAlias(t *testing.T) {
 			})
 		}
 		check(t, f, s)
+	})
+	t.Run("mosquitto", func(t *testing.T) {
+		// mosquitto_pub sends each message with the topic and the alias:
+		// it exercises mapping (and re-mapping) an alias, not reusing it.
+		f := id("alias")
+		s := dialPaho5(t, c.Addr(), opts{ID: id("sub"), Subs: []sub{{f + "/+", 1}}})
+		mosquittoPub(t, v5, c.Addr(), id("mpub"), f+"/a", "1", 1, false, "-D", "publish", "topic-alias", "1")
+		mosquittoPub(t, v5, c.Addr(), id("mpub"), f+"/b", "2", 1, false, "-D", "publish", "topic-alias", "1")
+		got := []string{}
+		for range 2 {
+			m := next(t, s)
+			got = append(got, m.Topic+"="+m.Payload)
+		}
+		require.Equal(t, []string{f + "/a=1", f + "/b=2"}, got)
 	})
 }
 
