@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,11 @@ type Server struct {
 	admin    *kadm.Client
 	rdb      redis.UniversalClient
 	store    *session.Store
+	// owner names this process in the session store: the node id and the
+	// start time. A node restarted with the same id is a new owner, so the
+	// sessions and pending wills its previous run left behind are swept
+	// like those of any dead node once that run's liveness lapses.
+	owner string
 
 	listeners []listeners.Listener
 	conns     sync.WaitGroup // connections being served
@@ -125,11 +131,12 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	if s.changes, err = kafka.NewChangelogProducer(cfg.Kafka, cfg.Subscriptions.WriteTimeout, log, kafka.Telemetry{Meter: tel.Provider}); err != nil {
 		return nil, err
 	}
+	s.owner = cfg.Node.ID + "@" + strconv.FormatInt(time.Now().UnixMilli(), 36)
 	s.rdb = cfg.Session.Redis.NewClient()
 	s.store = session.New(s.rdb, cfg.Session, session.WithLogger(s.log))
 	ret := retained.New(s.rdb, s.log)
 	s.delivery, err = delivery.New(cfg.Delivery, delivery.Options{
-		Node:      cfg.Node.ID,
+		Node:      s.owner,
 		Server:    s.mochi,
 		Store:     s.store,
 		Redis:     s.rdb,
@@ -294,7 +301,8 @@ func (s *Server) Run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	go s.watchKafka(watchCtx)
-	go func() { _ = s.store.RunHeartbeat(watchCtx, s.cfg.Node.ID) }()
+	s.log.Info("session owner", "owner", s.owner)
+	go func() { _ = s.store.RunHeartbeat(watchCtx, s.owner) }()
 	go s.runDelivery(watchCtx)
 
 	if err := s.mochi.Serve(); err != nil {

@@ -122,6 +122,16 @@ type node struct {
 	id   string // node id (frontends) or Kafka client id (dispatchers)
 	mqtt string // MQTT over TCP; empty for dispatchers
 	ops  string // operations HTTP server
+	args []string
+}
+
+// restart starts the frontend f again, after it was killed, with the same
+// node id, addresses and settings, and waits until it is ready.
+func (f *node) restart(t *testing.T) {
+	t.Helper()
+	f.proc = startProc(t, "frontend "+f.id+" (restarted)", filepath.Join(binDir, "frontend"), f.args...)
+	require.Eventually(t, func() bool { return ready(f.ops) }, 30*time.Second, 50*time.Millisecond,
+		"restarted %s never became ready", f.id)
 }
 
 // testCluster is a running cluster.
@@ -171,9 +181,9 @@ func startCluster(t *testing.T) *testCluster {
 	}
 	for i := range 2 {
 		f := &node{id: fmt.Sprintf("fe-%c", 'a'+i), mqtt: testkit.FreeAddr(t), ops: testkit.FreeAddr(t)}
-		args := append([]string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops,
+		f.args = append([]string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops,
 			"-shutdown.timeout", "5s"}, common...)
-		f.proc = startProc(t, "frontend "+f.id, filepath.Join(binDir, "frontend"), args...)
+		f.proc = startProc(t, "frontend "+f.id, filepath.Join(binDir, "frontend"), f.args...)
 		c.frontends = append(c.frontends, f)
 	}
 	for _, n := range append(append([]*node{}, c.dispatchers...), c.frontends...) {
@@ -254,14 +264,17 @@ func ready(ops string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// owner returns the node that holds clientID's session, from Redis.
+// owner returns the node id of the frontend that holds clientID's session,
+// from Redis.
 func (c *testCluster) owner(clientID string) string {
 	c.t.Helper()
 	// Keys are hash-tagged by client id (docs/pubsub-design.md); the test's
 	// client ids need no escaping.
 	n, err := c.redis.HGet(context.Background(), "fg:{"+clientID+"}:s", "node").Result()
 	require.NoError(c.t, err, "session of %s in redis", clientID)
-	return n
+	// The owner is "<node.id>@<start time>" (pkg/frontend).
+	id, _, _ := strings.Cut(n, "@")
+	return id
 }
 
 // frontend returns the frontend with node id id.

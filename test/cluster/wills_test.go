@@ -124,3 +124,27 @@ func willsIn(msgs []received, ids []string) map[string]time.Time {
 	}
 	return out
 }
+
+// TestWillsArePublishedWhenAKilledFrontendRestartsAtOnce kills a frontend
+// and starts it again at once with the same node id (a container restart):
+// its previous run's clients' wills are still published. Each run owns its
+// sessions under "<node.id>@<start time>", so the restarted process does
+// not keep its predecessor alive in the dispatchers' eyes.
+func TestWillsArePublishedWhenAKilledFrontendRestartsAtOnce(t *testing.T) {
+	c := startCluster(t)
+	victim, survivor := c.frontends[0], c.frontends[1]
+	in := newInbox()
+	watcher := mustDialV5(t, survivor.mqtt, &paho.Connect{ClientID: "restart-watcher", CleanStart: true}, in.v5Handler)
+	watcher.subscribe(t, "will/#")
+	cp := persistent("restart-will", 300)
+	cp.WillMessage = &paho.WillMessage{Topic: "will/restart-will", QoS: 1, Payload: []byte("gone")}
+	cl := mustDialV5(t, victim.mqtt, cp, nil)
+	probeUntilDelivered(t, in, "will/probe/restart", func(p string) { cl.publish(t, "will/probe/restart", p) })
+
+	victim.kill()
+	killed := time.Now()
+	victim.restart(t)
+	ok := in.waitFor(willDeadline, func(m []received) bool { return len(willsIn(m, []string{"restart-will"})) == 1 })
+	require.True(t, ok, "the will of a client of the killed run never arrived")
+	t.Logf("will arrived %s after the kill; the node was restarted meanwhile", time.Since(killed).Round(time.Millisecond))
+}
