@@ -25,7 +25,8 @@ import (
 // format below, payload in hex. Its -d output carries the SUBACK codes.
 // mosquitto_pub publishes each message from a connection of its own.
 //
-// What these tools cannot express is tested with paho and testkit.Raw:
+// What these tools cannot express is tested with paho (Go, and Python for
+// No Local and Retain Handling, pypaho_test.go) and testkit.Raw:
 // Session Present (not printed), UNSUBACK reason codes (not printed),
 // No Local and Retain Handling (no options for them), reusing a topic
 // alias without the topic (libmosquitto always sends the topic), and a

@@ -79,6 +79,15 @@ func TestNoLocal(t *testing.T) {
 		require.Equal(t, "other", next(t, p).Payload, "only the other client's message")
 		none(t, p)
 	})
+	t.Run("paho.python", func(t *testing.T) {
+		f := id("nolocal")
+		p := dialPyPaho(t, c.Addr(), id("py"), f, 1, true, 0)
+		p.publish(f, "own")
+		other := dialPaho5(t, c.Addr(), opts{ID: id("other")})
+		other.Publish(f, "other", 1, false)
+		require.Equal(t, "other", p.next().Payload, "only the other client's message")
+		p.none()
+	})
 	t.Run("raw", func(t *testing.T) {
 		f := id("nolocal")
 		r, _ := rawConnect(t, c.Addr(), v5, id("raw"), nil)
@@ -128,6 +137,29 @@ func TestRetainHandling(t *testing.T) {
 						require.Equal(t, "kept", m.Payload)
 					} else {
 						none(t, p)
+					}
+				}
+			})
+		}
+	})
+	t.Run("paho.python", func(t *testing.T) {
+		cases := []struct {
+			rh           byte
+			first, resub bool
+		}{{0, true, true}, {1, true, false}, {2, false, false}}
+		for _, cs := range cases {
+			t.Run(fmt.Sprintf("retain handling %d", cs.rh), func(t *testing.T) {
+				p := dialPyPaho(t, c.Addr(), id("py"), f, 1, false, cs.rh)
+				for i, want := range []bool{cs.first, cs.resub} {
+					if i == 1 {
+						p.resubscribe()
+					}
+					if want {
+						m := p.next()
+						require.True(t, m.Retain)
+						require.Equal(t, "kept", m.Payload)
+					} else {
+						p.none()
 					}
 				}
 			})
