@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/topic"
@@ -38,17 +39,11 @@ type ChangeLog interface {
 	Unsubscribe(ctx context.Context, clientID string, keys []subscriptions.Key) error
 }
 
-// RetainedMessage is a retained message found for a filter.
-type RetainedMessage struct {
-	Topic string
-	// Message is the dispatch.EncodeMessage encoding, with the QoS it was
-	// published with.
-	Message []byte
-	Expiry  time.Time
+// Retained finds the retained messages matching a filter;
+// *retained.Store is one.
+type Retained interface {
+	Match(ctx context.Context, filter string) ([]retained.Message, error)
 }
-
-// RetainedLookup returns the retained messages matching filter.
-type RetainedLookup func(ctx context.Context, filter string) ([]RetainedMessage, error)
 
 // WillPublisher produces a will to Kafka and returns once Kafka has it.
 type WillPublisher func(ctx context.Context, clientID string, protocol byte, w *session.Will) error
@@ -65,7 +60,7 @@ type Options struct {
 	// ChangeLog receives every subscription change.
 	ChangeLog ChangeLog
 	// Retained finds retained messages at SUBSCRIBE; nil sends none.
-	Retained RetainedLookup
+	Retained Retained
 	// PublishWill produces wills; nil drops them (tests).
 	PublishWill WillPublisher
 }

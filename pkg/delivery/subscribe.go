@@ -114,7 +114,7 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 		if s.Group != "" || s.RetainHandling == 2 || (s.RetainHandling == 1 && i < len(existed) && existed[i]) {
 			continue
 		}
-		msgs, err := h.o.Retained(ctx, s.Filter)
+		msgs, err := h.o.Retained.Match(ctx, s.Filter)
 		if err != nil {
 			h.log.Warn("retained messages not sent: lookup failed", "client", c.cl.ID, "filter", s.Filter, "err", err)
 			continue

@@ -134,21 +134,13 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	s.owner = cfg.Node.ID + "@" + strconv.FormatInt(time.Now().UnixMilli(), 36)
 	s.rdb = cfg.Session.Redis.NewClient()
 	s.store = session.New(s.rdb, cfg.Session, session.WithLogger(s.log))
-	ret := retained.New(s.rdb, s.log)
 	s.delivery, err = delivery.New(cfg.Delivery, delivery.Options{
-		Node:      s.owner,
-		Server:    s.mochi,
-		Store:     s.store,
-		Redis:     s.rdb,
-		ChangeLog: subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
-		Retained: func(ctx context.Context, filter string) ([]delivery.RetainedMessage, error) {
-			ms, err := ret.Match(ctx, filter)
-			out := make([]delivery.RetainedMessage, len(ms))
-			for i, m := range ms {
-				out[i] = delivery.RetainedMessage{Topic: m.Topic, Message: m.Message, Expiry: m.Expiry}
-			}
-			return out, err
-		},
+		Node:        s.owner,
+		Server:      s.mochi,
+		Store:       s.store,
+		Redis:       s.rdb,
+		ChangeLog:   subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
+		Retained:    retained.New(s.rdb, s.log),
 		PublishWill: s.publishWill,
 	}, log, tel.Provider)
 	if err != nil {
