@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
@@ -492,12 +493,6 @@ func (h *Hook) Close() {
 	}
 }
 
-// ignored is a packet mochi processes as a no-op: a PUBACK for packet id 0,
-// which matches no inflight message.
-func ignored(version byte) packets.Packet {
-	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: version}
-}
-
 // OnPacketRead takes the packets of the session layer away from mochi:
 // acknowledgements of outbound messages, PUBREL of inbound QoS 2 messages
 // received on another node, SUBSCRIBE and UNSUBSCRIBE.
@@ -510,7 +505,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		if c := h.lookup(cl); c != nil {
 			c.pushAck(ack{kind: pk.FixedHeader.Type, id: pk.PacketID, reason: pk.ReasonCode})
 		}
-		return ignored(pk.ProtocolVersion), nil
+		return ingest.Ignored(pk.ProtocolVersion), nil
 	case packets.Pubrel:
 		return h.pubrel(cl, pk), nil
 	case packets.Disconnect:
@@ -529,7 +524,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		}
 		if c := h.lookup(cl); c != nil {
 			c.subscribe(pk)
-			return ignored(pk.ProtocolVersion), nil
+			return ingest.Ignored(pk.ProtocolVersion), nil
 		}
 	case packets.Unsubscribe:
 		if pk.UnsubscribeValidate() != packets.CodeSuccess {
@@ -537,7 +532,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		}
 		if c := h.lookup(cl); c != nil {
 			c.unsubscribe(pk)
-			return ignored(pk.ProtocolVersion), nil
+			return ingest.Ignored(pk.ProtocolVersion), nil
 		}
 	}
 	return pk, nil
@@ -561,7 +556,7 @@ func (h *Hook) pubrel(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 		return pk
 	}
 	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID})
-	return ignored(pk.ProtocolVersion)
+	return ingest.Ignored(pk.ProtocolVersion)
 }
 
 // Received reports whether the inbound QoS 2 packet id of cl was answered

@@ -181,12 +181,13 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	}
 	h.metrics.duplicates.Add(context.Background(), 1, h.metrics.qosAttr[2])
 	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID})
-	return ignored(pk.ProtocolVersion), nil
+	return Ignored(pk.ProtocolVersion), nil
 }
 
-// ignored is a packet mochi processes as a no-op: a PUBACK for packet id 0,
-// which matches no inflight message.
-func ignored(version byte) packets.Packet {
+// Ignored is a packet mochi processes as a no-op: a PUBACK for packet id 0,
+// which matches no inflight message. A hook's OnPacketRead returns it for a
+// packet the hook answered itself.
+func Ignored(version byte) packets.Packet {
 	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: version}
 }
 
@@ -205,7 +206,7 @@ func (h *Hook) rejectSysTopic(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	h.log.Info("publish to $SYS rejected", "client", cl.ID, "topic", pk.TopicName)
 	qos := pk.FixedHeader.Qos
 	if qos == 0 {
-		return ignored(pk.ProtocolVersion), nil
+		return Ignored(pk.ProtocolVersion), nil
 	}
 	if cl.Properties.ProtocolVersion < 5 {
 		return pk, packets.ErrRejectPacket // mochi closes the connection
@@ -216,7 +217,7 @@ func (h *Hook) rejectSysTopic(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	}
 	h.outstanding.Add(1)
 	h.complete(acks, acks.push(pk.PacketID, qos), packets.ErrTopicNameInvalid)
-	return ignored(pk.ProtocolVersion), nil
+	return Ignored(pk.ProtocolVersion), nil
 }
 
 func (h *Hook) acksFor(cl *mqtt.Client) *clientAcks {
