@@ -28,6 +28,10 @@ type Config struct {
 	// partitions of a dispatcher that died stay unrouted before the group
 	// gives them to the others.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// CommitInterval is how often the offsets of routed batches are
+	// committed. Committing is off the routing loop; a dispatcher that
+	// dies has its last CommitInterval of records routed again.
+	CommitInterval time.Duration `yaml:"commit_interval"`
 }
 
 // RegisterFlags registers the flags under "dispatch.".
@@ -38,6 +42,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RetryMinBackoff, "dispatch.retry-min-backoff", 100*time.Millisecond, "First wait before routing a batch again after the session store failed.")
 	fs.DurationVar(&c.RetryMaxBackoff, "dispatch.retry-max-backoff", 5*time.Second, "Longest wait between attempts to route a batch.")
 	fs.DurationVar(&c.SessionTimeout, "dispatch.session-timeout", 10*time.Second, "Consumer group session timeout: the partitions of a dispatcher that died are routed by the others after this (within the broker's group.min/max.session.timeout.ms).")
+	fs.DurationVar(&c.CommitInterval, "dispatch.commit-interval", time.Second, "How often the offsets of routed batches are committed, in the background; a dispatcher that dies has at most this much routed again (duplicates, not loss).")
 	fs.DurationVar(&c.ExpirySweepInterval, "dispatch.expiry-sweep-interval", 10*time.Second, "How often the subscriptions of sessions that expired are removed from the subscription change log.")
 }
 
@@ -61,6 +66,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SessionTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("dispatch.session-timeout: %s must be at least 1s", c.SessionTimeout))
+	}
+	if c.CommitInterval <= 0 {
+		errs = append(errs, fmt.Errorf("dispatch.commit-interval: %s must be positive", c.CommitInterval))
 	}
 	if c.ExpirySweepInterval <= 0 {
 		errs = append(errs, fmt.Errorf("dispatch.expiry-sweep-interval: %s must be positive", c.ExpirySweepInterval))

@@ -13,11 +13,14 @@ import (
 )
 
 // Consumer is the dispatcher's member of the Kafka consumer group over the
-// inbound topic. Each poll is routed as one batch and committed only after
-// Route succeeded, so an offset is never committed past a record whose
-// deliveries are not durable. Rebalances wait between a poll and its commit
+// inbound topic. Each poll is routed as one batch and marked for commit
+// only after Route succeeded, so an offset is never committed past a record
+// whose deliveries are not durable. The marks are committed in the
+// background every CommitInterval and before a rebalance takes partitions
+// away; rebalances wait between a poll and its marking
 // (kgo.BlockRebalanceOnPoll), so a batch is committed by the member that
-// routed it.
+// routed it. A dispatcher that dies routes at most CommitInterval of
+// records twice (duplicates, never loss).
 //
 // While the session store fails, the batch is retried with backoff and the
 // partitions stay with this member; a retry that outlasts the group's
@@ -56,8 +59,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	opts = append(opts, c.extra...)
 	cl, err := kafka.NewGroupConsumer(c.kcfg, kafka.GroupConsumerOptions{
-		Group:      c.cfg.Group,
-		StartAtEnd: c.cfg.StartAt != "start",
+		Group:          c.cfg.Group,
+		StartAtEnd:     c.cfg.StartAt != "start",
+		CommitInterval: c.cfg.CommitInterval,
+		OnCommitError: func(err error) {
+			// The records are routed again (duplicates) by whoever
+			// next owns the partitions, if no later commit succeeds.
+			c.router.m.commitErr.Add(context.Background(), 1)
+			c.log.Warn("committing offsets failed", "err", err)
+		},
 	}, c.log, c.tel, opts...)
 	if err != nil {
 		return err
@@ -83,15 +93,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if !c.route(ctx, recs) {
 				return nil
 			}
-			if err := cl.CommitRecords(ctx, recs...); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				// The deliveries are durable; the records are routed
-				// again (duplicates) by whoever next owns the partitions.
-				c.router.m.commitErr.Add(ctx, 1)
-				c.log.Warn("committing offsets failed", "records", len(recs), "err", err)
-			}
+			// The deliveries are durable: the client commits the marks
+			// in the background (every dispatch.commit-interval and
+			// before the partitions move), off the routing loop.
+			cl.MarkCommitRecords(recs...)
 		}
 		cl.AllowRebalance()
 	}

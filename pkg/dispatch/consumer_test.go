@@ -91,7 +91,7 @@ func newConsumerFixture(t *testing.T) *consumerFixture {
 	kcfg.Brokers = config.StringList{f.kafka.Addr()}
 	kcfg.Topic = inbound
 	cfg := Config{Group: f.group, MaxPollRecords: 25, StartAt: "start",
-		RetryMinBackoff: 20 * time.Millisecond, RetryMaxBackoff: 200 * time.Millisecond, ExpirySweepInterval: time.Second, SessionTimeout: 10 * time.Second}
+		RetryMinBackoff: 20 * time.Millisecond, RetryMaxBackoff: 200 * time.Millisecond, ExpirySweepInterval: time.Second, SessionTimeout: 10 * time.Second, CommitInterval: 100 * time.Millisecond}
 	require.NoError(t, cfg.Validate())
 	f.consumer = NewConsumer(cfg, kcfg, router, log, kafka.Telemetry{})
 	return f
@@ -231,6 +231,30 @@ func TestConsumerRoutesEveryRecordToTheSubscribedQueuesInOrderAndCommits(t *test
 	}
 }
 
+// Offsets are committed in the background; a dispatcher that stops (leaves
+// the group) commits what it routed before its partitions move, so the next
+// owner does not route it again.
+func TestConsumerCommitsWhatItRoutedWhenItLeavesTheGroup(t *testing.T) {
+	f := newConsumerFixture(t)
+	f.consumer.cfg.CommitInterval = time.Hour // no periodic commit in this test
+	total := f.produce([]string{"a"}, 0, 30)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.consumer.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		return counter(t, f.reader, "fleetgate_dispatch_records_routed", "", "") == int64(total)
+	}, 15*time.Second, 20*time.Millisecond)
+	assert.Zero(t, f.committed(), "nothing is committed before the interval or a rebalance")
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	assert.Equal(t, int64(total), f.committed(), "the routed records are committed when the member leaves")
+}
+
 func TestConsumerDoesNotCommitPastRecordsItCouldNotRouteAndLosesNothing(t *testing.T) {
 	f := newConsumerFixture(t)
 	pubs := []string{"a", "b"}
@@ -287,7 +311,7 @@ func TestConsumerStopsCleanlyWhileRoutingFailsAndCommitsNothing(t *testing.T) {
 	kcfg.RegisterFlags(flagSet())
 	kcfg.Brokers, kcfg.Topic = config.StringList{k.Addr()}, inbound
 	c := NewConsumer(Config{Group: "g", MaxPollRecords: 10, StartAt: "start", RetryMinBackoff: 10 * time.Millisecond,
-		RetryMaxBackoff: 50 * time.Millisecond, SessionTimeout: 10 * time.Second}, kcfg, router, log, kafka.Telemetry{})
+		RetryMaxBackoff: 50 * time.Millisecond, SessionTimeout: 10 * time.Second, CommitInterval: 100 * time.Millisecond}, kcfg, router, log, kafka.Telemetry{})
 
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -1,10 +1,14 @@
 package kafka
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // GroupConsumerOptions are the knobs of a consumer-group member.
@@ -16,6 +20,15 @@ type GroupConsumerOptions struct {
 	// StartAtEnd makes a group without a committed offset start at the end
 	// of each partition instead of its start.
 	StartAtEnd bool
+	// CommitInterval, when positive, switches to marked commits: the caller
+	// marks the records whose side effect is durable (MarkCommitRecords)
+	// and the client commits the marks every CommitInterval, and before a
+	// partition is revoked or the client leaves the group, so the commit is
+	// off the caller's loop. OnCommitError, if set, is told of each failed
+	// commit (the marks stay and are committed by the next attempt). When
+	// zero the caller commits itself (CommitRecords).
+	CommitInterval time.Duration
+	OnCommitError  func(error)
 }
 
 // NewGroupConsumer returns a consumer-group member that commits only when
@@ -41,10 +54,6 @@ func NewGroupConsumer(cfg Config, co GroupConsumerOptions, log *slog.Logger, tel
 	opts := append(common,
 		kgo.ConsumerGroup(co.Group),
 		kgo.ConsumeTopics(topics...),
-		// Offsets are committed explicitly, after the records' side effect
-		// is durable: autocommit would commit records that were polled but
-		// not yet handled, and lose them if the process dies.
-		kgo.DisableAutoCommit(),
 		// No partition is revoked between a poll and its commit, so a
 		// commit never lands on a partition another member already owns
 		// and the records of one poll are handled by one member. The
@@ -53,10 +62,55 @@ func NewGroupConsumer(cfg Config, co GroupConsumerOptions, log *slog.Logger, tel
 		// Where a group without a committed offset starts.
 		kgo.ConsumeResetOffset(reset),
 	)
+	if co.CommitInterval > 0 {
+		// Only marked offsets are committed, and a record is marked after
+		// its side effect is durable, so a commit never passes a record
+		// that was polled but not handled.
+		opts = append(opts,
+			kgo.AutoCommitMarks(),
+			kgo.AutoCommitInterval(co.CommitInterval),
+			kgo.AutoCommitCallback(func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+				if err == nil {
+					err = commitResponseError(resp)
+				}
+				if err != nil && co.OnCommitError != nil {
+					co.OnCommitError(err)
+				}
+			}),
+			// Before a partition moves to another member, its marks are
+			// committed, so the next owner does not handle them again.
+			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
+				if err := cl.CommitMarkedOffsets(ctx); err != nil && co.OnCommitError != nil {
+					co.OnCommitError(err)
+				}
+			}),
+		)
+	} else {
+		// Offsets are committed explicitly, after the records' side effect
+		// is durable: autocommit would commit records that were polled but
+		// not yet handled, and lose them if the process dies.
+		opts = append(opts, kgo.DisableAutoCommit())
+	}
 	opts = append(opts, extra...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating kafka group consumer: %w", err)
 	}
 	return cl, nil
+}
+
+// commitResponseError returns the first partition error of an offset
+// commit response, or nil.
+func commitResponseError(resp *kmsg.OffsetCommitResponse) error {
+	if resp == nil {
+		return nil
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return fmt.Errorf("committing %s[%d]: %w", t.Topic, p.Partition, err)
+			}
+		}
+	}
+	return nil
 }
