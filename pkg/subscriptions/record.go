@@ -136,6 +136,16 @@ func decodeRecord(r *kgo.Record) (change, error) {
 	return c, nil
 }
 
+// DecodeChange decodes a record of the subscription change log: the
+// subscription it names (ClientID, Group and Filter always set, the options
+// too unless removed) and whether the record removes it (a tombstone). Other
+// consumers of the log (the archiver) use it; the format is the one Writer
+// writes.
+func DecodeChange(r *kgo.Record) (sub topic.Subscription, removed bool, err error) {
+	c, err := decodeRecord(r)
+	return c.sub, c.tombstone, err
+}
+
 func header(r *kgo.Record, key string) (string, bool) {
 	for _, h := range r.Headers {
 		if h.Key == key {

@@ -27,19 +27,19 @@ func TestRecordsRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			key, err := encodeKey(tc.sub.ClientID, KeyOf(tc.sub))
 			require.NoError(t, err)
-			c, err := decodeRecord(versioned(key, encodeValue(tc.sub)))
+			sub, removed, err := DecodeChange(versioned(key, encodeValue(tc.sub)))
 			require.NoError(t, err)
-			assert.False(t, c.tombstone)
-			assert.Equal(t, tc.sub, c.sub)
+			assert.False(t, removed)
+			assert.Equal(t, tc.sub, sub)
 		})
 	}
 	t.Run("a tombstone without a header decodes as a removal", func(t *testing.T) {
 		key, err := encodeKey("c", Key{Group: "g", Filter: "a"})
 		require.NoError(t, err)
-		c, err := decodeRecord(&kgo.Record{Key: key})
+		sub, removed, err := DecodeChange(&kgo.Record{Key: key})
 		require.NoError(t, err)
-		assert.True(t, c.tombstone)
-		assert.Equal(t, topic.Subscription{ClientID: "c", Group: "g", Filter: "a"}, c.sub)
+		assert.True(t, removed)
+		assert.Equal(t, topic.Subscription{ClientID: "c", Group: "g", Filter: "a"}, sub)
 	})
 }
 

@@ -1,0 +1,132 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Config configures the events a frontend emits.
+type Config struct {
+	// Topic is the Kafka topic of session events and receipts; empty turns
+	// them off.
+	Topic string `yaml:"topic"`
+	// Partitions is the partition count when fleetgate creates Topic.
+	Partitions int `yaml:"partitions"`
+	// Receipts turns delivery receipts on: one record per completed QoS 1
+	// or 2 delivery, as many records as deliveries.
+	Receipts bool `yaml:"receipts"`
+}
+
+// RegisterFlags registers the flags under "events.".
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Topic, "events.topic", "mqtt.events", "Kafka topic of session events (connect, disconnect, subscribe, unsubscribe) and delivery receipts; empty turns them off.")
+	fs.IntVar(&c.Partitions, "events.partitions", 12, "Partitions of the events topic when fleetgate creates it; records are keyed by client id.")
+	fs.BoolVar(&c.Receipts, "events.receipts", true, "Emit a delivery receipt for every QoS 1 and 2 delivery a subscriber completes (one record per delivery).")
+}
+
+// Validate checks the configuration and names the bad field.
+func (c *Config) Validate() error {
+	if c.Topic != "" && c.Partitions < 1 {
+		return fmt.Errorf("events.partitions: %d must be at least 1", c.Partitions)
+	}
+	return nil
+}
+
+// Enabled reports whether events are emitted at all.
+func (c Config) Enabled() bool { return c.Topic != "" }
+
+// Emitter produces events without waiting for Kafka. A nil *Emitter emits
+// nothing, so callers need no checks when events are off.
+type Emitter struct {
+	cl       *kgo.Client
+	cfg      Config
+	node     string
+	log      *slog.Logger
+	emitted  metric.Int64Counter
+	failed   metric.Int64Counter
+	attrs    map[Kind]metric.MeasurementOption
+	lastWarn atomic.Int64
+}
+
+// NewEmitter returns an Emitter producing through cl (the frontend's
+// producer; records name their topic) for node, or nil when cfg turns events
+// off.
+func NewEmitter(cl *kgo.Client, cfg Config, node string, log *slog.Logger, mp metric.MeterProvider) (*Emitter, error) {
+	if !cfg.Enabled() {
+		return nil, nil
+	}
+	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/events")
+	emitted, err := m.Int64Counter("fleetgate_events_emitted", metric.WithDescription("Session events and delivery receipts acknowledged by Kafka, by event."))
+	if err != nil {
+		return nil, err
+	}
+	failed, err := m.Int64Counter("fleetgate_events_failed", metric.WithDescription("Session events and delivery receipts Kafka did not take (lost), by event."))
+	if err != nil {
+		return nil, err
+	}
+	e := &Emitter{cl: cl, cfg: cfg, node: node, log: log.With("component", "events"), emitted: emitted, failed: failed, attrs: map[Kind]metric.MeasurementOption{}}
+	for _, k := range []Kind{Connect, Disconnect, Subscribe, Unsubscribe, Delivered} {
+		e.attrs[k] = metric.WithAttributeSet(attribute.NewSet(attribute.String("event", string(k))))
+	}
+	return e, nil
+}
+
+// Receipts reports whether delivery receipts are wanted.
+func (e *Emitter) Receipts() bool { return e != nil && e.cfg.Receipts }
+
+// Emit produces ev asynchronously, filling in the node and, if unset, the
+// time. A failure is counted and logged (at most once a second), never
+// returned: events do not hold up the MQTT flow.
+func (e *Emitter) Emit(ev *Event) {
+	if e == nil {
+		return
+	}
+	ev.Node = e.node
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	attr := e.attrs[ev.Kind]
+	r, err := Encode(e.cfg.Topic, ev)
+	if err != nil {
+		e.fail(attr, ev, err)
+		return
+	}
+	e.cl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
+		if err != nil {
+			e.fail(attr, ev, err)
+			return
+		}
+		if attr != nil {
+			e.emitted.Add(context.Background(), 1, attr)
+		} else {
+			e.emitted.Add(context.Background(), 1)
+		}
+	})
+}
+
+func (e *Emitter) fail(attr metric.MeasurementOption, ev *Event, err error) {
+	if attr != nil {
+		e.failed.Add(context.Background(), 1, attr)
+	} else {
+		e.failed.Add(context.Background(), 1)
+	}
+	now := time.Now().UnixNano()
+	last := e.lastWarn.Load()
+	if now-last >= int64(time.Second) && e.lastWarn.CompareAndSwap(last, now) {
+		level := slog.LevelWarn
+		if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
+			level = slog.LevelDebug
+		}
+		e.log.Log(context.Background(), level, "event not produced (counted in fleetgate_events_failed; further failures within a second are not logged)",
+			"event", ev.Kind, "client", ev.ClientID, "err", err)
+	}
+}
