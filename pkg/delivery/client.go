@@ -11,6 +11,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fleetgate/fleetgate/pkg/dispatch"
+	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/session"
 )
 
@@ -22,6 +23,14 @@ type ack struct {
 	kind   byte // packets.Puback, Pubrec or Pubcomp
 	id     uint16
 	reason byte
+}
+
+// outbound is a message in flight to the client.
+type outbound struct {
+	state byte // 1 (QoS 1), 2 (QoS 2 PUBLISH sent), 3 (PUBREL sent)
+	// topic and messageID, for the delivery receipt; empty for a PUBREL
+	// resent after a reconnect (the store keeps only its packet id).
+	topic, messageID string
 }
 
 // client is one connection's part of a session.
@@ -38,6 +47,8 @@ type client struct {
 	willDue   atomic.Bool
 	takenOver atomic.Bool
 	closed    atomic.Bool // the connection ended (OnDisconnect)
+	// disconnectCode is the reason code of the client's DISCONNECT.
+	disconnectCode atomic.Uint32
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -63,13 +74,13 @@ type client struct {
 	// Owned by the running pump.
 	window   int
 	resent   bool
-	inflight map[uint16]byte // outbound id → 1 (QoS 1), 2 (QoS 2 PUBLISH sent), 3 (PUBREL sent)
+	inflight map[uint16]outbound
 	retryAt  *time.Timer
 	backoff  time.Duration
 }
 
 func newClient(h *Hook, cl *mqtt.Client) *client {
-	c := &client{h: h, cl: cl, inflight: map[uint16]byte{}}
+	c := &client{h: h, cl: cl, inflight: map[uint16]outbound{}}
 	c.queued.Store(true)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.window = h.cfg.MaxInflight
@@ -255,7 +266,7 @@ func (c *client) resend() error {
 	defer bufPool.Put(buf)
 	for _, m := range msgs {
 		if m.Released {
-			c.inflight[m.PacketID] = 3
+			c.inflight[m.PacketID] = outbound{state: 3}
 			c.h.metrics.resent.Add(c.ctx, 1)
 			c.flush(buf) // keep the order of the flows
 			_ = c.cl.WritePacket(pubrel(m.PacketID))
@@ -347,7 +358,11 @@ func (c *client) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) 
 	if msg.QoS == 0 {
 		return true
 	}
-	c.inflight[m.PacketID] = msg.QoS
+	o := outbound{state: msg.QoS}
+	if c.h.o.Events.Receipts() {
+		o.topic, o.messageID = msg.Topic, msg.MessageID
+	}
+	c.inflight[m.PacketID] = o
 	return false
 }
 
@@ -385,10 +400,13 @@ func (c *client) applyAcks(ctx context.Context) error {
 		if err := ack(); err != nil {
 			return err
 		}
-		for _, id := range done {
-			if _, ok := c.inflight[id]; ok {
+		for i, id := range done {
+			if o, ok := c.inflight[id]; ok {
 				delete(c.inflight, id)
 				c.h.metrics.completed.Add(ctx, 1)
+				if doneAcks[i].kind != packets.Pubrec { // a refused PUBREC ends the flow undelivered
+					c.receipt(id, o)
+				}
 			}
 		}
 		done, doneAcks = done[:0], doneAcks[:0]
@@ -401,7 +419,8 @@ func (c *client) applyAcks(ctx context.Context) error {
 		c.acksMu.Unlock()
 	}
 	for i, a := range pending {
-		state, ok := c.inflight[a.id]
+		o, ok := c.inflight[a.id]
+		state := o.state
 		if !ok {
 			continue // not ours to complete: ignored like mochi does
 		}
@@ -421,7 +440,8 @@ func (c *client) applyAcks(ctx context.Context) error {
 					restore(pending[i:])
 					return err
 				}
-				c.inflight[a.id] = 3
+				o.state = 3
+				c.inflight[a.id] = o
 			}
 			_ = c.cl.WritePacket(pubrel(a.id))
 		}
@@ -431,6 +451,15 @@ func (c *client) applyAcks(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// receipt emits the delivery receipt of a completed QoS 1 or 2 delivery.
+func (c *client) receipt(id uint16, o outbound) {
+	if !c.h.o.Events.Receipts() {
+		return
+	}
+	qos := min(o.state, 2)
+	c.h.o.Events.Emit(&events.Event{Kind: events.Delivered, ClientID: c.cl.ID, Topic: o.topic, MessageID: o.messageID, QoS: &qos, PacketID: id})
 }
 
 // closeTakenOver closes a connection whose session a newer connection took

@@ -15,10 +15,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"math"
+	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -26,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
@@ -64,6 +68,9 @@ type Options struct {
 	Retained Retained
 	// PublishWill produces wills; nil drops them (tests).
 	PublishWill WillPublisher
+	// Events receives session events and delivery receipts; nil emits
+	// none.
+	Events *events.Emitter
 }
 
 // Hook is the mochi hook. Create it with New, add it to the mochi server
@@ -301,7 +308,7 @@ func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 // OnSessionEstablished starts delivering: inflight messages first, with
 // DUP, then the queue. A connection the store refused is closed here, after
 // its CONNACK, without its will.
-func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	c := h.lookup(cl)
 	if c == nil {
 		return
@@ -312,6 +319,14 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		return
 	}
 	c.kickQueued()
+	if h.o.Events != nil {
+		clean, expiry, present := pk.Connect.Clean, expiryOf(cl), c.present
+		h.o.Events.Emit(&events.Event{
+			Kind: events.Connect, ClientID: cl.ID, Protocol: cl.Properties.ProtocolVersion,
+			Username: string(cl.Properties.Username), Remote: cl.Net.Remote,
+			CleanStart: &clean, SessionExpiry: &expiry, SessionPresent: &present,
+		})
+	}
 }
 
 // OnWill notes that the client's will is due: the connection ended without
@@ -330,7 +345,7 @@ func (h *Hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 // marked disconnected with its expiry (or deleted), the will is published,
 // scheduled or discarded, and mochi forgets the client (the store holds the
 // session).
-func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	c := h.lookup(cl)
 	if c == nil {
 		return
@@ -348,6 +363,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if c.failed != nil {
 		return
 	}
+	h.emitDisconnect(c, err)
 	// Acknowledgements read before the close complete their messages even
 	// if a new connection has taken the session over meanwhile.
 	c.closed.Store(true)
@@ -358,6 +374,45 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 		return
 	}
 	h.endSession(c, expiryOf(cl))
+}
+
+// emitDisconnect emits the disconnect event of c, which ended with err
+// (nil after the client's DISCONNECT).
+func (h *Hook) emitDisconnect(c *client, err error) {
+	if h.o.Events == nil {
+		return
+	}
+	ev := &events.Event{Kind: events.Disconnect, ClientID: c.cl.ID}
+	var code packets.Code
+	switch {
+	case c.takenOver.Load():
+		ev.Reason = events.ReasonTakenOver
+		b := packets.ErrSessionTakenOver.Code
+		ev.ReasonCode = &b
+	case err == nil:
+		ev.Reason = events.ReasonClient
+		b := byte(c.disconnectCode.Load())
+		ev.ReasonCode = &b
+	case errors.Is(err, packets.ErrServerShuttingDown):
+		ev.Reason = events.ReasonServerShutdown
+		b := packets.ErrServerShuttingDown.Code
+		ev.ReasonCode = &b
+	case errors.Is(err, packets.CodeDisconnectWillMessage):
+		ev.Reason = events.ReasonClient // DISCONNECT 0x04: the client asks for its will
+		b := packets.CodeDisconnectWillMessage.Code
+		ev.ReasonCode = &b
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		ev.Reason = events.ReasonConnectionLost
+	case errors.As(err, &code):
+		ev.Reason = events.ReasonError
+		b := code.Code
+		ev.ReasonCode = &b
+		ev.Error = code.Error()
+	default:
+		ev.Reason = events.ReasonError
+		ev.Error = err.Error()
+	}
+	h.o.Events.Emit(ev)
 }
 
 func (h *Hook) endSession(c *client, expiry uint32) {
@@ -514,6 +569,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		// the client may connect again, and the new connection would send
 		// the acknowledged messages again [MQTT-4.4.0-1].
 		if c := h.lookup(cl); c != nil && c.failed == nil {
+			c.disconnectCode.Store(uint32(pk.ReasonCode))
 			ctx, cancel := h.storeCtx()
 			c.finish(ctx)
 			cancel()

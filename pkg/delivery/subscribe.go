@@ -6,6 +6,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fleetgate/fleetgate/pkg/dispatch"
+	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/topic"
@@ -96,6 +97,7 @@ func (c *client) subscribe(pk packets.Packet) {
 		PacketID:    pk.PacketID, // [MQTT-3.8.4-2]
 		ReasonCodes: codes,       // one per filter, in order [MQTT-3.8.4-6]
 	})
+	c.emitSubscriptions(events.Subscribe, pk, codes)
 	if err != nil || h.o.Retained == nil {
 		return
 	}
@@ -205,4 +207,30 @@ func (c *client) unsubscribe(pk packets.Packet) {
 		out.ReasonCodes = codes
 	}
 	_ = c.cl.WritePacket(out)
+	c.emitSubscriptions(events.Unsubscribe, pk, codes)
+}
+
+// emitSubscriptions emits the event of an answered SUBSCRIBE or
+// UNSUBSCRIBE: each filter with the code it was answered with (for an
+// MQTT 3.1.1 UNSUBACK, which has none, the code fleetgate decided).
+func (c *client) emitSubscriptions(kind events.Kind, pk packets.Packet, codes []byte) {
+	if c.h.o.Events == nil {
+		return
+	}
+	subs := make([]events.Subscription, len(pk.Filters))
+	for i, f := range pk.Filters {
+		s := events.Subscription{Filter: f.Filter, ReasonCode: codes[i]}
+		if group, filter, shared, err := topic.ParseShared(f.Filter); err == nil && shared {
+			s.Group, s.Filter = group, filter
+		}
+		if kind == events.Subscribe {
+			s.QoS, s.NoLocal, s.RetainAsPublished = f.Qos, f.NoLocal, f.RetainAsPublished
+			s.RetainHandling, s.Identifier = f.RetainHandling, uint32(f.Identifier)
+			if codes[i] < 0x80 {
+				s.QoS = codes[i] // granted
+			}
+		}
+		subs[i] = s
+	}
+	c.h.o.Events.Emit(&events.Event{Kind: kind, ClientID: c.cl.ID, Subscriptions: subs})
 }

@@ -100,7 +100,9 @@ func (e *Emitter) Emit(ev *Event) {
 		e.fail(attr, ev, err)
 		return
 	}
-	e.cl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
+	// TryProduce: while Kafka is away and the buffer is full the event fails
+	// at once; it never blocks the connection that caused it.
+	e.cl.TryProduce(context.Background(), r, func(_ *kgo.Record, err error) {
 		if err != nil {
 			e.fail(attr, ev, err)
 			return

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/delivery"
+	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/session"
@@ -30,6 +31,7 @@ type Config struct {
 	Session       session.Config          `yaml:"session"`
 	Subscriptions subscriptions.Config    `yaml:"subscriptions"`
 	Delivery      delivery.Config         `yaml:"delivery"`
+	Events        events.Config           `yaml:"events"`
 	Log           telemetry.LogConfig     `yaml:"log"`
 	HTTP          telemetry.ServerConfig  `yaml:"http"`
 	Tracing       telemetry.TracingConfig `yaml:"tracing"`
@@ -81,6 +83,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Session.RegisterFlags(fs)
 	c.Subscriptions.RegisterFlags(fs)
 	c.Delivery.RegisterFlags(fs)
+	c.Events.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, ":9464")
 	c.Tracing.RegisterFlags(fs)
@@ -165,7 +168,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("mqtt.max-client-writes-pending: %d must be at least 1", m.WritesPending))
 	}
 	errs = append(errs, c.Ingest.Validate(), c.Kafka.Validate(), c.Session.Validate(), c.Subscriptions.Validate(),
-		c.Delivery.Validate(), c.Log.Validate(), c.Tracing.Validate())
+		c.Delivery.Validate(), c.Events.Validate(), c.Log.Validate(), c.Tracing.Validate())
 	return errors.Join(errs...)
 }
 

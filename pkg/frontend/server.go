@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fleetgate/fleetgate/pkg/delivery"
+	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/retained"
@@ -52,6 +53,7 @@ type Server struct {
 	delivery *delivery.Hook
 	producer *kgo.Client
 	changes  *kgo.Client // subscription change log producer
+	events   *kgo.Client // session events and receipts producer; nil when off
 	admin    *kadm.Client
 	rdb      redis.UniversalClient
 	store    *session.Store
@@ -131,6 +133,17 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	if s.changes, err = kafka.NewChangelogProducer(cfg.Kafka, cfg.Subscriptions.WriteTimeout, log, kafka.Telemetry{Meter: tel.Provider}); err != nil {
 		return nil, err
 	}
+	var emitter *events.Emitter
+	if cfg.Events.Enabled() {
+		// A client of their own, so that receipts (one per delivery) never
+		// queue in front of a subscription change or a publish.
+		if s.events, err = kafka.NewChangelogProducer(cfg.Kafka, 10*time.Second, log, kafka.Telemetry{Meter: tel.Provider}); err != nil {
+			return nil, err
+		}
+		if emitter, err = events.NewEmitter(s.events, cfg.Events, cfg.Node.ID, log, tel.Provider); err != nil {
+			return nil, err
+		}
+	}
 	s.owner = cfg.Node.ID + "@" + strconv.FormatInt(time.Now().UnixMilli(), 36)
 	s.rdb = cfg.Session.Redis.NewClient()
 	s.store = session.New(s.rdb, cfg.Session, session.WithLogger(s.log))
@@ -142,6 +155,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		ChangeLog:   subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
 		Retained:    retained.New(s.rdb, s.log),
 		PublishWill: s.publishWill,
+		Events:      emitter,
 	}, log, tel.Provider)
 	if err != nil {
 		return nil, err
@@ -247,6 +261,8 @@ func (s *Server) watchKafka(ctx context.Context) {
 		if err == nil && !s.topicReady.Load() {
 			if terr := kafka.EnsureCompactedTopic(ctx, s.admin, s.cfg.Subscriptions.Topic, s.cfg.Subscriptions.Partitions, s.cfg.Kafka.ReplicationFactor); terr != nil {
 				s.log.Warn("ensuring kafka topic", "topic", s.cfg.Subscriptions.Topic, "err", terr)
+			} else if terr := s.ensureEventsTopic(ctx); terr != nil {
+				s.log.Warn("ensuring kafka topic", "topic", s.cfg.Events.Topic, "err", terr)
 			} else if !s.cfg.Kafka.CreateTopic {
 				s.topicReady.Store(true)
 			} else if terr := kafka.EnsureTopic(ctx, s.admin, s.cfg.Kafka); terr != nil {
@@ -262,6 +278,17 @@ func (s *Server) watchKafka(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// ensureEventsTopic creates the events topic, with the inbound topic's
+// retention, when fleetgate creates topics and events are on.
+func (s *Server) ensureEventsTopic(ctx context.Context) error {
+	if !s.cfg.Events.Enabled() || !s.cfg.Kafka.CreateTopic {
+		return nil
+	}
+	kc := s.cfg.Kafka
+	kc.Topic, kc.Partitions = s.cfg.Events.Topic, s.cfg.Events.Partitions
+	return kafka.EnsureTopic(ctx, s.admin, kc)
 }
 
 // runDelivery keeps the delivery hook's notice subscription running.
@@ -445,6 +472,7 @@ func (s *Server) drain() error {
 	if err := s.producer.Flush(fctx); err != nil {
 		s.log.Warn("flushing kafka producer", "err", err)
 	}
+	defer s.flushEvents(deadline)
 	done := make(chan struct{})
 	go func() { s.conns.Wait(); close(done) }()
 	select {
@@ -457,12 +485,28 @@ func (s *Server) drain() error {
 	return nil
 }
 
+// flushEvents gives the session events of the shutdown (the disconnects)
+// until shortly after deadline to reach Kafka.
+func (s *Server) flushEvents(deadline time.Time) {
+	if s.events == nil {
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(time.Second))
+	defer cancel()
+	if err := s.events.Flush(ctx); err != nil {
+		s.log.Warn("flushing session events", "err", err)
+	}
+}
+
 func (s *Server) close() {
 	s.closeOnce.Do(func() {
 		_ = s.mochi.Close()
 		s.delivery.Close()
 		s.producer.Close()
 		s.changes.Close()
+		if s.events != nil {
+			s.events.Close()
+		}
 		s.admin.Close()
 		_ = s.rdb.Close()
 		_ = s.ops.Close()
