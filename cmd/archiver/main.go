@@ -1,13 +1,35 @@
-// Command archiver will write every Kafka record to MongoDB (issue #4). It is
-// a placeholder until then and says so.
+// Command archiver runs a fleetgate archiver: a Kafka consumer-group member
+// that writes every inbound record, session event, delivery receipt and
+// subscription change to MongoDB, exactly once, with TTL retention.
 package main
 
 import (
 	"fmt"
 	"os"
+
+	"github.com/fleetgate/fleetgate/pkg/archiver"
+	"github.com/fleetgate/fleetgate/pkg/service"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "archiver: not implemented yet; the MongoDB archive arrives with the archiver issue (#4). Nothing was started.")
-	os.Exit(2)
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "archiver:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	var cfg archiver.ServiceConfig
+	if done, err := service.Load("archiver", "fleetgate archiver: writes every Kafka record, session event, delivery receipt and subscription to MongoDB.", &cfg, args, os.Stdout, os.Stderr); done {
+		return err
+	}
+	log := telemetry.NewLogger(cfg.Log, os.Stderr)
+	tel, err := telemetry.NewMetrics()
+	if err != nil {
+		return err
+	}
+	ctx, stop := service.SignalContext()
+	defer stop()
+	return archiver.NewService(cfg, log, tel).Run(ctx)
 }

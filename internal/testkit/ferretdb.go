@@ -1,0 +1,210 @@
+package testkit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// FerretDBVersion is the FerretDB release the tests run as their
+// MongoDB-wire server (see ../shared/TESTING.md: it is built from the Go
+// module proxy, as `go install` cannot build it).
+const FerretDBVersion = "v1.24.0"
+
+// FerretDBBinary returns the path of a ferretdb binary of FerretDBVersion,
+// building it first when the user cache holds none: it downloads the module,
+// copies it to a writable place, writes the version file its build needs and
+// runs `go build ./cmd/ferretdb` (about a minute on a fresh machine). The
+// binary is renamed into place when complete, so concurrent callers (test
+// packages run in parallel) at worst build it twice, never use half of one.
+// .ci/run calls it once before the tests, through `go run
+// ./internal/cmd/ferretdb-build`.
+func FerretDBBinary() (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("locating the user cache: %w", err)
+	}
+	dir := filepath.Join(cache, "fleetgate", "ferretdb-"+FerretDBVersion)
+	bin := filepath.Join(dir, "ferretdb")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	out, err := exec.Command("go", "mod", "download", "-json", "github.com/FerretDB/FerretDB@"+FerretDBVersion).Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download github.com/FerretDB/FerretDB@%s: %w", FerretDBVersion, commandError(err))
+	}
+	var mod struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		return "", fmt.Errorf("go mod download github.com/FerretDB/FerretDB@%s: no module directory (%s %v)", FerretDBVersion, mod.Error, err)
+	}
+	src, err := os.MkdirTemp(dir, "src-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(src)
+	// The module cache is read-only: copy it, make it writable, and write
+	// the version file the build embeds.
+	if out, err := exec.Command("cp", "-R", mod.Dir+"/.", src).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("copying %s: %v: %s", mod.Dir, err, out)
+	}
+	if out, err := exec.Command("chmod", "-R", "u+w", src).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("chmod %s: %v: %s", src, err, out)
+	}
+	if err := os.WriteFile(filepath.Join(src, "build", "version", "version.txt"), []byte(FerretDBVersion), 0o644); err != nil {
+		return "", err
+	}
+	tmp := filepath.Join(src, "ferretdb.bin")
+	build := exec.Command("go", "build", "-o", tmp, "./cmd/ferretdb")
+	build.Dir = src
+	build.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building ferretdb %s: %v\n%s", FerretDBVersion, err, out)
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		return "", err
+	}
+	return bin, nil
+}
+
+func commandError(err error) error {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+	}
+	return err
+}
+
+// FerretDB is a ferretdb process with the SQLite backend on a loopback port,
+// its data in a directory of its own. Kill and Restart simulate an outage:
+// the data survives, the address stays.
+type FerretDB struct {
+	// URI is the MongoDB connection string of the server.
+	URI  string
+	Addr string
+
+	bin, dir string
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+}
+
+// StartFerretDB builds (once per machine) and starts a FerretDB for a test
+// package's TestMain. Where Go cannot build it (no network and no cached
+// module), it returns a reason to skip, unless the CI environment variable
+// is set, when that is an error.
+func StartFerretDB() (_ *FerretDB, skip string, err error) {
+	bin, err := FerretDBBinary()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			return nil, "", err
+		}
+		return nil, "ferretdb could not be built (run `go run ./internal/cmd/ferretdb-build`): " + err.Error(), nil
+	}
+	dir, err := os.MkdirTemp("", "fleetgate-ferretdb-")
+	if err != nil {
+		return nil, "", err
+	}
+	addr, err := FreeLoopbackAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	f := &FerretDB{URI: "mongodb://" + addr + "/", Addr: addr, bin: bin, dir: dir}
+	if err := f.Restart(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, "", err
+	}
+	return f, "", nil
+}
+
+// Restart starts the server again after Kill, on the same address and data.
+func (f *FerretDB) Restart() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cmd != nil {
+		return errors.New("ferretdb is running")
+	}
+	logPath := filepath.Join(f.dir, "ferretdb.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	data := filepath.Join(f.dir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return err
+	}
+	cmd := exec.Command(f.bin, "--handler=sqlite", "--sqlite-url=file:"+data+"/", "--listen-addr="+f.Addr,
+		"--telemetry=disable", "--log-level=warn", "--state-dir="+f.dir, "--debug-addr=-")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting ferretdb: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", f.Addr, 200*time.Millisecond)
+		if err == nil {
+			_ = c.Close()
+			break
+		}
+		select {
+		case werr := <-exited:
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("ferretdb exited at start (%v):\n%s", werr, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-exited
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("ferretdb did not listen on %s within 30s:\n%s", f.Addr, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.cmd = cmd
+	go func() {
+		// Reap the process whenever it ends; Kill waits on f.cmd.ProcessState
+		// through this goroutine.
+		<-exited
+	}()
+	return nil
+}
+
+// Kill stops the server with SIGKILL, as a crash would, and waits until its
+// port is closed.
+func (f *FerretDB) Kill() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", f.Addr, 100*time.Millisecond)
+		if err != nil {
+			break
+		}
+		_ = c.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.cmd = nil
+}
+
+// Stop kills the server and removes its data.
+func (f *FerretDB) Stop() {
+	f.Kill()
+	_ = os.RemoveAll(f.dir)
+}

@@ -1,0 +1,129 @@
+// Package archive is fleetgate's MongoDB archive: the documents every
+// inbound record, session event, delivery receipt and subscription change
+// becomes, and the Store that writes them exactly once (deterministic _id,
+// unordered inserts where a duplicate key counts as written) and keeps
+// their retention (TTL indexes, or a sweeper where the server has none).
+package archive
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fleetgate/fleetgate/pkg/config"
+)
+
+// Payload modes of the data field.
+const (
+	// PayloadAuto stores a payload that is valid UTF-8 as a string and any
+	// other as BSON binary.
+	PayloadAuto = "auto"
+	// PayloadBinary stores every payload as BSON binary (subtype 0).
+	PayloadBinary = "binary"
+)
+
+// Config is what the archive is: where MongoDB is, the names of its
+// collections, retention, and how records are batched into writes.
+type Config struct {
+	MongoURI string `yaml:"mongodb_uri"`
+	Database string `yaml:"database"`
+
+	Collection             string `yaml:"collection"`
+	ReceiptCollection      string `yaml:"receipt_collection"`
+	SessionEventCollection string `yaml:"session_event_collection"`
+	SubscriptionCollection string `yaml:"subscription_collection"`
+
+	// Retention is how long a message document is kept after created
+	// (a TTL index, or the sweeper); 0 keeps them forever.
+	Retention             time.Duration `yaml:"retention"`
+	ReceiptRetention      time.Duration `yaml:"receipt_retention"`
+	SessionEventRetention time.Duration `yaml:"session_event_retention"`
+	// SweepInterval is how often the sweeper deletes expired documents
+	// where the server rejects TTL indexes.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// Sweeper is "auto" (only where TTL indexes are rejected), "always" or
+	// "never".
+	Sweeper string `yaml:"sweeper"`
+
+	Payload string `yaml:"payload"`
+
+	BatchRecords  int             `yaml:"batch_records"`
+	BatchBytes    config.ByteSize `yaml:"batch_bytes"`
+	BatchInterval time.Duration   `yaml:"batch_interval"`
+
+	WriteTimeout    time.Duration `yaml:"write_timeout"`
+	RetryMinBackoff time.Duration `yaml:"retry_min_backoff"`
+	RetryMaxBackoff time.Duration `yaml:"retry_max_backoff"`
+
+	Group   string `yaml:"group"`
+	StartAt string `yaml:"start_at"`
+}
+
+// RegisterFlags registers the flags under "archive.".
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.MongoURI, "archive.mongodb-uri", "", "MongoDB connection string (mongodb:// or mongodb+srv://) of the archive; empty archives nothing (the archiver requires it).")
+	fs.StringVar(&c.Database, "archive.database", "mqtt", "MongoDB database of the archive.")
+	fs.StringVar(&c.Collection, "archive.collection", "message", "Collection of the messages: one document per inbound Kafka record.")
+	fs.StringVar(&c.ReceiptCollection, "archive.receipt-collection", "publishedMessage", "Collection of delivery receipts: one document per QoS 1 or 2 delivery a subscriber completed.")
+	fs.StringVar(&c.SessionEventCollection, "archive.session-event-collection", "session_event", "Collection of session events (connect, disconnect, subscribe, unsubscribe).")
+	fs.StringVar(&c.SubscriptionCollection, "archive.subscription-collection", "subscription", "Collection of current subscriptions: one document per client id and filter.")
+	fs.DurationVar(&c.Retention, "archive.retention", 30*24*time.Hour, "How long a message document is kept after its created time (TTL index, changed in place when this changes); 0 keeps them forever.")
+	fs.DurationVar(&c.ReceiptRetention, "archive.receipt-retention", 7*24*time.Hour, "How long a delivery receipt is kept; 0 keeps them forever.")
+	fs.DurationVar(&c.SessionEventRetention, "archive.session-event-retention", 30*24*time.Hour, "How long a session event is kept; 0 keeps them forever.")
+	fs.StringVar(&c.Sweeper, "archive.sweeper", "auto", "Delete expired documents periodically: auto (only where the server rejects TTL indexes, e.g. FerretDB), always, or never.")
+	fs.DurationVar(&c.SweepInterval, "archive.sweep-interval", time.Minute, "How often the sweeper deletes expired documents.")
+	fs.StringVar(&c.Payload, "archive.payload", PayloadAuto, "How the data field holds the payload: auto (a string when it is valid UTF-8, else binary) or binary (always BSON binary).")
+	fs.IntVar(&c.BatchRecords, "archive.batch-records", 1000, "Most records in one batch written to MongoDB.")
+	c.BatchBytes = 4 << 20
+	fs.Var(&c.BatchBytes, "archive.batch-bytes", "A batch is written once its records hold this many bytes (keys, values, headers); KiB/MiB suffixes.")
+	fs.DurationVar(&c.BatchInterval, "archive.batch-interval", 100*time.Millisecond, "A batch is written at the latest this long after its first record arrived.")
+	fs.DurationVar(&c.WriteTimeout, "archive.write-timeout", 10*time.Second, "Timeout of one write to MongoDB; a write that times out is retried.")
+	fs.DurationVar(&c.RetryMinBackoff, "archive.retry-min-backoff", 100*time.Millisecond, "First wait before writing a failed batch again; it doubles per attempt.")
+	fs.DurationVar(&c.RetryMaxBackoff, "archive.retry-max-backoff", 10*time.Second, "Longest wait between attempts to write a failed batch.")
+	fs.StringVar(&c.Group, "archive.group", "fleetgate-archiver", "Kafka consumer group of the archivers.")
+	fs.StringVar(&c.StartAt, "archive.start-at", "start", "Where a group without committed offsets starts: start (archive what Kafka still holds) or end (only new records).")
+}
+
+// Enabled reports whether an archive is configured.
+func (c *Config) Enabled() bool { return c.MongoURI != "" }
+
+// Validate checks the configuration and names the bad field.
+func (c *Config) Validate() error {
+	var errs []error
+	check := func(ok bool, field, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("archive."+field+": "+format, args...))
+		}
+	}
+	check(c.Database != "", "database", "must not be empty")
+	for field, name := range map[string]string{"collection": c.Collection, "receipt-collection": c.ReceiptCollection,
+		"session-event-collection": c.SessionEventCollection, "subscription-collection": c.SubscriptionCollection} {
+		check(name != "", field, "must not be empty")
+	}
+	check(c.Retention >= 0, "retention", "%s must not be negative", c.Retention)
+	check(c.ReceiptRetention >= 0, "receipt-retention", "%s must not be negative", c.ReceiptRetention)
+	check(c.SessionEventRetention >= 0, "session-event-retention", "%s must not be negative", c.SessionEventRetention)
+	// MongoDB's expireAfterSeconds is a 32-bit int.
+	for field, d := range map[string]time.Duration{"retention": c.Retention, "receipt-retention": c.ReceiptRetention,
+		"session-event-retention": c.SessionEventRetention} {
+		check(d.Seconds() <= 2147483647, field, "%s is longer than MongoDB's TTL allows (68 years)", d)
+		check(d == 0 || d >= time.Second, field, "%s must be 0 or at least 1s", d)
+	}
+	check(c.Sweeper == "auto" || c.Sweeper == "always" || c.Sweeper == "never", "sweeper", "%q must be auto, always or never", c.Sweeper)
+	check(c.SweepInterval > 0, "sweep-interval", "%s must be positive", c.SweepInterval)
+	check(c.Payload == PayloadAuto || c.Payload == PayloadBinary, "payload", "%q must be auto or binary", c.Payload)
+	check(c.BatchRecords >= 1, "batch-records", "%d must be at least 1", c.BatchRecords)
+	check(c.BatchBytes >= 1, "batch-bytes", "%d must be positive", c.BatchBytes)
+	check(c.BatchInterval > 0, "batch-interval", "%s must be positive", c.BatchInterval)
+	check(c.WriteTimeout > 0, "write-timeout", "%s must be positive", c.WriteTimeout)
+	check(c.RetryMinBackoff > 0, "retry-min-backoff", "%s must be positive", c.RetryMinBackoff)
+	check(c.RetryMaxBackoff >= c.RetryMinBackoff, "retry-max-backoff", "%s must be at least archive.retry-min-backoff (%s)", c.RetryMaxBackoff, c.RetryMinBackoff)
+	check(c.Group != "", "group", "must not be empty")
+	check(c.StartAt == "start" || c.StartAt == "end", "start-at", "%q must be start or end", c.StartAt)
+	// Map iteration order must not decide the order of the messages.
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}

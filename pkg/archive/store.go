@@ -1,0 +1,334 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// TTLIndexName is the name of the TTL index on created of every collection
+// with a retention.
+const TTLIndexName = "created_ttl"
+
+// MongoDB error codes the store handles.
+const (
+	codeDuplicateKey   = 11000
+	codeNotImplemented = 238
+	codeIndexNotFound  = 27
+)
+
+// Store writes the archive to MongoDB.
+type Store struct {
+	cfg    Config
+	log    *slog.Logger
+	client *mongo.Client
+	db     *mongo.Database
+
+	// ttlUnsupported is set when the server rejected a TTL index: the
+	// sweeper keeps the retention instead.
+	ttlUnsupported atomic.Bool
+}
+
+// Open returns a Store for cfg. It does not wait for MongoDB: the driver
+// connects in the background, and every operation fails (with a timeout)
+// until the server answers.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
+	opts := options.Client().ApplyURI(cfg.MongoURI).SetAppName("fleetgate-archiver").
+		SetServerSelectionTimeout(cfg.WriteTimeout).SetTimeout(cfg.WriteTimeout)
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, fmt.Errorf("archive.mongodb-uri: %w", err)
+	}
+	return &Store{cfg: cfg, log: log, client: client, db: client.Database(cfg.Database)}, nil
+}
+
+// Close disconnects from MongoDB.
+func (s *Store) Close(ctx context.Context) error { return s.client.Disconnect(ctx) }
+
+// Ping checks that MongoDB answers.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	return s.db.RunCommand(ctx, bson.D{{Key: "ping", Value: 1}}).Err()
+}
+
+// TTLSupported reports whether the server accepted the TTL indexes, as
+// found by the last EnsureIndexes.
+func (s *Store) TTLSupported() bool { return !s.ttlUnsupported.Load() }
+
+// retention is one collection and how long its documents are kept.
+type retention struct {
+	collection string
+	keep       time.Duration
+}
+
+func (s *Store) retentions() []retention {
+	return []retention{
+		{s.cfg.Collection, s.cfg.Retention},
+		{s.cfg.ReceiptCollection, s.cfg.ReceiptRetention},
+		{s.cfg.SessionEventCollection, s.cfg.SessionEventRetention},
+	}
+}
+
+// EnsureIndexes creates the query indexes and the TTL indexes, and brings
+// an existing TTL index to the configured retention in place (collMod), or
+// drops it when the retention is 0. Where the server rejects TTL indexes,
+// it logs so once and leaves retention to the sweeper.
+func (s *Store) EnsureIndexes(ctx context.Context) error {
+	asc := func(keys ...string) bson.D {
+		d := make(bson.D, len(keys))
+		for i, k := range keys {
+			d[i] = bson.E{Key: k, Value: 1}
+		}
+		return d
+	}
+	query := map[string][]mongo.IndexModel{
+		s.cfg.Collection: {
+			{Keys: asc("clientId", "created"), Options: options.Index().SetName("clientId_created")},
+			{Keys: asc("topic", "created"), Options: options.Index().SetName("topic_created")},
+		},
+		s.cfg.ReceiptCollection: {
+			{Keys: asc("clientId", "created"), Options: options.Index().SetName("clientId_created")},
+			{Keys: asc("messageId"), Options: options.Index().SetName("messageId")},
+		},
+		s.cfg.SessionEventCollection: {
+			{Keys: asc("clientId", "created"), Options: options.Index().SetName("clientId_created")},
+		},
+		s.cfg.SubscriptionCollection: {
+			{Keys: asc("clientId", "topic"), Options: options.Index().SetName("clientId_topic").SetUnique(true)},
+			{Keys: asc("topic"), Options: options.Index().SetName("topic")},
+		},
+	}
+	for _, coll := range []string{s.cfg.Collection, s.cfg.ReceiptCollection, s.cfg.SessionEventCollection, s.cfg.SubscriptionCollection} {
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+		_, err := s.db.Collection(coll).Indexes().CreateMany(cctx, query[coll])
+		cancel()
+		if err != nil {
+			return fmt.Errorf("creating the indexes of %s.%s: %w", s.cfg.Database, coll, err)
+		}
+	}
+	unsupported := false
+	for _, r := range s.retentions() {
+		ok, err := s.ensureTTL(ctx, r)
+		if err != nil {
+			return err
+		}
+		unsupported = unsupported || !ok
+	}
+	if unsupported && !s.ttlUnsupported.Swap(true) {
+		if s.cfg.Sweeper == "never" {
+			s.log.Warn("mongodb rejects TTL indexes and archive.sweeper is never: expired documents are not deleted",
+				"database", s.cfg.Database)
+		} else {
+			s.log.Warn("mongodb rejects TTL indexes; a sweeper deletes expired documents instead",
+				"database", s.cfg.Database, "sweep_interval", s.cfg.SweepInterval)
+		}
+	}
+	return nil
+}
+
+// ensureTTL makes the TTL index of r match its retention. It returns false
+// when the server does not implement TTL indexes.
+func (s *Store) ensureTTL(ctx context.Context, r retention) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	coll := s.db.Collection(r.collection)
+	current, found, err := s.ttlOf(ctx, coll)
+	if err != nil {
+		return true, fmt.Errorf("listing the indexes of %s.%s: %w", s.cfg.Database, r.collection, err)
+	}
+	want := int32(r.keep / time.Second)
+	switch {
+	case r.keep == 0 && !found:
+		return true, nil
+	case r.keep == 0:
+		if err := coll.Indexes().DropOne(ctx, TTLIndexName); err != nil && !hasCode(err, codeIndexNotFound) {
+			return true, fmt.Errorf("dropping the TTL index of %s.%s (retention 0): %w", s.cfg.Database, r.collection, err)
+		}
+		s.log.Info("ttl index dropped: documents are kept forever", "collection", r.collection)
+		return true, nil
+	case found && current == want:
+		return true, nil
+	case found:
+		cmd := bson.D{{Key: "collMod", Value: r.collection}, {Key: "index", Value: bson.D{
+			{Key: "name", Value: TTLIndexName}, {Key: "expireAfterSeconds", Value: want}}}}
+		if err := s.db.RunCommand(ctx, cmd).Err(); err != nil {
+			if isNotImplemented(err) {
+				return false, nil
+			}
+			return true, fmt.Errorf("changing the TTL of %s.%s to %s (collMod): %w", s.cfg.Database, r.collection, r.keep, err)
+		}
+		s.log.Info("ttl index changed", "collection", r.collection, "from", time.Duration(current)*time.Second, "to", r.keep)
+		return true, nil
+	}
+	_, err = coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "created", Value: 1}},
+		Options: options.Index().SetName(TTLIndexName).SetExpireAfterSeconds(want)})
+	if err != nil {
+		if isNotImplemented(err) {
+			return false, nil
+		}
+		return true, fmt.Errorf("creating the TTL index of %s.%s: %w", s.cfg.Database, r.collection, err)
+	}
+	return true, nil
+}
+
+// ttlOf returns the expireAfterSeconds of the TTL index of coll.
+func (s *Store) ttlOf(ctx context.Context, coll *mongo.Collection) (int32, bool, error) {
+	cur, err := coll.Indexes().List(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	var specs []bson.M
+	if err := cur.All(ctx, &specs); err != nil {
+		return 0, false, err
+	}
+	for _, spec := range specs {
+		if spec["name"] != TTLIndexName {
+			continue
+		}
+		switch v := spec["expireAfterSeconds"].(type) {
+		case int32:
+			return v, true, nil
+		case int64:
+			return int32(v), true, nil
+		case float64:
+			return int32(v), true, nil
+		}
+		// An index of that name without a TTL: made by someone else.
+		return -1, true, nil
+	}
+	return 0, false, nil
+}
+
+func isNotImplemented(err error) bool {
+	return hasCode(err, codeNotImplemented) || strings.Contains(err.Error(), "not implemented")
+}
+
+func hasCode(err error, code int) bool {
+	var se mongo.ServerError
+	return errors.As(err, &se) && se.HasErrorCode(code)
+}
+
+// InsertMessages inserts message documents.
+func (s *Store) InsertMessages(ctx context.Context, docs []bson.D) (written, duplicates int, err error) {
+	return s.insert(ctx, s.cfg.Collection, docs)
+}
+
+// InsertReceipts inserts delivery receipt documents.
+func (s *Store) InsertReceipts(ctx context.Context, docs []bson.D) (written, duplicates int, err error) {
+	return s.insert(ctx, s.cfg.ReceiptCollection, docs)
+}
+
+// InsertSessionEvents inserts session event documents.
+func (s *Store) InsertSessionEvents(ctx context.Context, docs []bson.D) (written, duplicates int, err error) {
+	return s.insert(ctx, s.cfg.SessionEventCollection, docs)
+}
+
+// insert writes docs with an unordered bulk insert. A duplicate key is a
+// document written before (a redelivered record), so it counts as success;
+// any other error fails the whole call, and the caller writes every
+// document again.
+func (s *Store) insert(ctx context.Context, coll string, docs []bson.D) (written, duplicates int, err error) {
+	if len(docs) == 0 {
+		return 0, 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	anys := make([]any, len(docs))
+	for i := range docs {
+		anys[i] = docs[i]
+	}
+	_, err = s.db.Collection(coll).InsertMany(ctx, anys, options.InsertMany().SetOrdered(false))
+	if err == nil {
+		return len(docs), 0, nil
+	}
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+		return 0, 0, err
+	}
+	for _, we := range bwe.WriteErrors {
+		if we.Code != codeDuplicateKey {
+			return 0, 0, fmt.Errorf("document %d of %d: %w", we.Index, len(docs), err)
+		}
+	}
+	return len(docs) - len(bwe.WriteErrors), len(bwe.WriteErrors), nil
+}
+
+// ApplySubscriptions makes the subscription collection hold ops: an upsert
+// of the document of each subscription, a delete of each removed one. ops
+// must hold at most one change per client id and filter (an unordered bulk
+// write keeps no order); applying them twice gives the same collection.
+func (s *Store) ApplySubscriptions(ctx context.Context, ops []SubscriptionOp) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	models := make([]mongo.WriteModel, 0, len(ops))
+	for _, op := range ops {
+		filter := bson.D{{Key: "clientId", Value: op.ClientID}, {Key: "topic", Value: op.Filter}}
+		if op.Delete {
+			models = append(models, mongo.NewDeleteOneModel().SetFilter(filter))
+			continue
+		}
+		models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(subscriptionDocument(op)).SetUpsert(true))
+	}
+	_, err := s.db.Collection(s.cfg.SubscriptionCollection).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	return err
+}
+
+// RunSweeper deletes expired documents every archive.sweep-interval until
+// ctx is done, where the server rejects TTL indexes (archive.sweeper auto)
+// or always (archive.sweeper always). It returns nil at once when TTL
+// indexes keep the retention. Call it after EnsureIndexes.
+func (s *Store) RunSweeper(ctx context.Context) error {
+	if s.cfg.Sweeper == "never" || (s.cfg.Sweeper == "auto" && s.TTLSupported()) {
+		return nil
+	}
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		if _, err := s.Sweep(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			s.log.Warn("sweeping expired documents failed; trying again at the next sweep", "err", err,
+				"sweep_interval", s.cfg.SweepInterval)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Sweep deletes the documents whose created is older than their
+// collection's retention at now, and returns how many it deleted by
+// collection.
+func (s *Store) Sweep(ctx context.Context, now time.Time) (map[string]int64, error) {
+	deleted := map[string]int64{}
+	for _, r := range s.retentions() {
+		if r.keep == 0 {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+		res, err := s.db.Collection(r.collection).DeleteMany(cctx,
+			bson.D{{Key: "created", Value: bson.D{{Key: "$lt", Value: bson.NewDateTimeFromTime(now.Add(-r.keep))}}}})
+		cancel()
+		if err != nil {
+			return deleted, fmt.Errorf("deleting expired documents of %s.%s: %w", s.cfg.Database, r.collection, err)
+		}
+		if res.DeletedCount > 0 {
+			deleted[r.collection] = res.DeletedCount
+			s.log.Info("expired documents deleted", "collection", r.collection, "deleted", res.DeletedCount,
+				"retention", r.keep)
+		}
+	}
+	return deleted, nil
+}
