@@ -62,7 +62,7 @@ type ServiceConfig struct {
 	Events events.Config `yaml:"events"`
 	// Subscriptions names the subscription change log, which the archiver
 	// always follows into the subscription collection.
-	Subscriptions subscriptions.Config     `yaml:"subscriptions"`
+	Subscriptions subscriptions.Config   `yaml:"subscriptions"`
 	Log           telemetry.LogConfig    `yaml:"log"`
 	HTTP          telemetry.ServerConfig `yaml:"http"`
 }
