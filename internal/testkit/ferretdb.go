@@ -146,7 +146,8 @@ func (f *FerretDB) Restart() error {
 	cmd := exec.Command(f.bin, "--handler=sqlite", "--sqlite-url=file:"+data+"/", "--listen-addr="+f.Addr,
 		"--telemetry=disable", "--log-level=warn", "--state-dir="+f.dir, "--debug-addr=-")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a test binary that panics does not leave it running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting ferretdb: %w", err)
 	}

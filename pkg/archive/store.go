@@ -20,9 +20,10 @@ const TTLIndexName = "created_ttl"
 
 // MongoDB error codes the store handles.
 const (
-	codeDuplicateKey   = 11000
-	codeNotImplemented = 238
-	codeIndexNotFound  = 27
+	codeDuplicateKey      = 11000
+	codeNotImplemented    = 238
+	codeIndexNotFound     = 27
+	codeNamespaceNotFound = 26
 )
 
 // Store writes the archive to MongoDB.
@@ -90,29 +91,15 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 		}
 		return d
 	}
-	query := map[string][]mongo.IndexModel{
-		s.cfg.Collection: {
-			{Keys: asc("clientId", "created"), Options: options.Index().SetName("clientId_created")},
-			{Keys: asc("topic", "created"), Options: options.Index().SetName("topic_created")},
-		},
-		s.cfg.ReceiptCollection: {
-			{Keys: asc("clientId", "created"), Options: options.Index().SetName("clientId_created")},
-			{Keys: asc("messageId"), Options: options.Index().SetName("messageId")},
-		},
-		s.cfg.SessionEventCollection: {
-			{Keys: asc("clientId", "created"), Options: options.Index().SetName("clientId_created")},
-		},
-		s.cfg.SubscriptionCollection: {
-			{Keys: asc("clientId", "topic"), Options: options.Index().SetName("clientId_topic").SetUnique(true)},
-			{Keys: asc("topic"), Options: options.Index().SetName("topic")},
-		},
+	query := map[string][]index{
+		s.cfg.Collection:             {{"clientId_created", asc("clientId", "created"), false}, {"topic_created", asc("topic", "created"), false}},
+		s.cfg.ReceiptCollection:      {{"clientId_created", asc("clientId", "created"), false}, {"messageId", asc("messageId"), false}},
+		s.cfg.SessionEventCollection: {{"clientId_created", asc("clientId", "created"), false}},
+		s.cfg.SubscriptionCollection: {{"clientId_topic", asc("clientId", "topic"), true}, {"topic", asc("topic"), false}},
 	}
 	for _, coll := range []string{s.cfg.Collection, s.cfg.ReceiptCollection, s.cfg.SessionEventCollection, s.cfg.SubscriptionCollection} {
-		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-		_, err := s.db.Collection(coll).Indexes().CreateMany(cctx, query[coll])
-		cancel()
-		if err != nil {
-			return fmt.Errorf("creating the indexes of %s.%s: %w", s.cfg.Database, coll, err)
+		if err := s.createMissing(ctx, coll, query[coll]); err != nil {
+			return err
 		}
 	}
 	unsupported := false
@@ -133,6 +120,62 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// index is a query index of a collection.
+type index struct {
+	name   string
+	keys   bson.D
+	unique bool
+}
+
+// createMissing creates the indexes of models that coll does not have
+// yet (by name). Creating only the missing ones keeps a restart cheap, and
+// avoids FerretDB 1.24 closing the connection on a createIndexes that
+// names existing indexes.
+func (s *Store) createMissing(ctx context.Context, coll string, want []index) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	existing, err := s.indexes(ctx, s.db.Collection(coll))
+	if err != nil {
+		return fmt.Errorf("listing the indexes of %s.%s: %w", s.cfg.Database, coll, err)
+	}
+	var missing []mongo.IndexModel
+	for _, ix := range want {
+		if _, ok := existing[ix.name]; !ok {
+			missing = append(missing, mongo.IndexModel{Keys: ix.keys, Options: options.Index().SetName(ix.name).SetUnique(ix.unique)})
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if _, err := s.db.Collection(coll).Indexes().CreateMany(ctx, missing); err != nil {
+		return fmt.Errorf("creating the indexes of %s.%s: %w", s.cfg.Database, coll, err)
+	}
+	return nil
+}
+
+// indexes returns the index specifications of coll by name; none when the
+// collection does not exist yet.
+func (s *Store) indexes(ctx context.Context, coll *mongo.Collection) (map[string]bson.M, error) {
+	cur, err := coll.Indexes().List(ctx)
+	if err != nil {
+		if hasCode(err, codeNamespaceNotFound) {
+			return map[string]bson.M{}, nil
+		}
+		return nil, err
+	}
+	var specs []bson.M
+	if err := cur.All(ctx, &specs); err != nil {
+		return nil, err
+	}
+	out := make(map[string]bson.M, len(specs))
+	for _, spec := range specs {
+		if name, ok := spec["name"].(string); ok {
+			out[name] = spec
+		}
+	}
+	return out, nil
 }
 
 // ensureTTL makes the TTL index of r match its retention. It returns false
@@ -182,30 +225,24 @@ func (s *Store) ensureTTL(ctx context.Context, r retention) (bool, error) {
 
 // ttlOf returns the expireAfterSeconds of the TTL index of coll.
 func (s *Store) ttlOf(ctx context.Context, coll *mongo.Collection) (int32, bool, error) {
-	cur, err := coll.Indexes().List(ctx)
+	specs, err := s.indexes(ctx, coll)
 	if err != nil {
 		return 0, false, err
 	}
-	var specs []bson.M
-	if err := cur.All(ctx, &specs); err != nil {
-		return 0, false, err
+	spec, ok := specs[TTLIndexName]
+	if !ok {
+		return 0, false, nil
 	}
-	for _, spec := range specs {
-		if spec["name"] != TTLIndexName {
-			continue
-		}
-		switch v := spec["expireAfterSeconds"].(type) {
-		case int32:
-			return v, true, nil
-		case int64:
-			return int32(v), true, nil
-		case float64:
-			return int32(v), true, nil
-		}
-		// An index of that name without a TTL: made by someone else.
-		return -1, true, nil
+	switch v := spec["expireAfterSeconds"].(type) {
+	case int32:
+		return v, true, nil
+	case int64:
+		return int32(v), true, nil
+	case float64:
+		return int32(v), true, nil
 	}
-	return 0, false, nil
+	// An index of that name without a TTL: made by someone else.
+	return -1, true, nil
 }
 
 func isNotImplemented(err error) bool {

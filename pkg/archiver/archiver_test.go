@@ -123,3 +123,66 @@ func TestBinaryPayloadModeStoresEveryPayloadAsBinary(t *testing.T) {
 	d := f.find("message", bson.D{})[0]
 	assert.Equal(t, bson.Binary{Subtype: 0, Data: []byte("text")}, d["data"])
 }
+
+// inboundRecord returns the record of a QoS 1 MQTT 5 message i of client.
+func inboundRecord(client string, i int) *kgo.Record {
+	return kafkarecord.Encode(inbound, &kafkarecord.Message{ClientID: client, Topic: fmt.Sprintf("fleet/%s/%d", client, i),
+		Payload: []byte(fmt.Sprintf(`{"seq":%d}`, i)), QoS: 1, Protocol: 5, MessageID: fmt.Sprintf("%s-%06d", client, i),
+		Node: "fe-a", ReceivedAt: received(0)})
+}
+
+// produceMessages produces n inbound records of client and returns the _id
+// each must have.
+func (f *fixture) produceMessages(client string, n int) []string {
+	f.t.Helper()
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = inboundRecord(client, i)
+	}
+	res := f.producer.ProduceSync(f.ctx(), recs...)
+	require.NoError(f.t, res.FirstErr())
+	ids := make([]string, 0, n)
+	for _, r := range res {
+		ids = append(ids, archive.DocumentID(r.Record))
+	}
+	return ids
+}
+
+// ids returns the _id of every document of collection.
+func (f *fixture) ids(collection string) []string {
+	f.t.Helper()
+	var out []string
+	for _, d := range f.find(collection, bson.D{}) {
+		out = append(out, d["_id"].(string))
+	}
+	return out
+}
+
+func TestARedeliveredStreamWritesNothingTwice(t *testing.T) {
+	f := newFixture(t)
+	ids := f.produceMessages("dev", 500)
+	a := f.start("-archive.batch-records", "64")
+	f.waitCount("message", 500, 30*time.Second)
+	a.waitCaughtUp(20 * time.Second)
+	a.stop()
+	assert.Equal(t, float64(0), a.metric("fleetgate_archive_documents_duplicate_total"))
+
+	// Forget every committed offset, as a group that lost its commits
+	// (or a restored backup of them) would: the whole topic is written
+	// again.
+	_, err := f.adm.DeleteOffsets(f.ctx(), f.group, nil)
+	if err != nil {
+		t.Logf("deleting offsets: %v; using a new group on the same database instead", err)
+	}
+	f.group += "-again"
+	more := f.produceMessages("dev2", 100)
+	b := f.start("-archive.batch-records", "64")
+	f.waitCount("message", 600, 30*time.Second)
+	b.waitCaughtUp(20 * time.Second)
+
+	assert.ElementsMatch(t, append(ids, more...), f.ids("message"), "one document per record")
+	assert.Equal(t, float64(500), b.metric("fleetgate_archive_documents_duplicate_total", "collection", "message"),
+		"every record archived before is a duplicate key, counted as written")
+	assert.Equal(t, float64(100), b.metric("fleetgate_archive_documents_written_total", "collection", "message"))
+	assert.Equal(t, float64(600), b.metric("fleetgate_archive_records_total", "source", "inbound"))
+}
