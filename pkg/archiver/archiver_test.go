@@ -1,7 +1,12 @@
 package archiver
 
 import (
+	"context"
+	"flag"
 	"fmt"
+	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +16,10 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/fleetgate/fleetgate/pkg/archive"
+	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
+	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
 // received is a broker receive time with millisecond precision, as BSON
@@ -185,4 +193,247 @@ func TestARedeliveredStreamWritesNothingTwice(t *testing.T) {
 		"every record archived before is a duplicate key, counted as written")
 	assert.Equal(t, float64(100), b.metric("fleetgate_archive_documents_written_total", "collection", "message"))
 	assert.Equal(t, float64(600), b.metric("fleetgate_archive_records_total", "source", "inbound"))
+}
+
+func TestSessionEventsReceiptsAndSubscriptions(t *testing.T) {
+	f := newFixture(t)
+	a := f.start()
+	at := received(-10 * time.Second)
+	yes, expiry, qos1, code := true, uint32(3600), byte(1), byte(0x8e)
+	evs := []*events.Event{
+		{Kind: events.Connect, ClientID: "dev-1", Node: "fe-a", Time: at, Protocol: 5, Username: "alice",
+			Remote: "10.0.0.7:50211", CleanStart: &yes, SessionExpiry: &expiry, SessionPresent: new(bool)},
+		{Kind: events.Subscribe, ClientID: "dev-1", Node: "fe-a", Time: at.Add(time.Second), Subscriptions: []events.Subscription{
+			{Filter: "cmd/dev-1/#", QoS: 1, NoLocal: true, Identifier: 7, ReasonCode: 1},
+			{Filter: "fleet/+/status", Group: "g", QoS: 0, ReasonCode: 0},
+		}},
+		{Kind: events.Delivered, ClientID: "dev-1", Node: "fe-a", Time: at.Add(2 * time.Second), Topic: "cmd/dev-1/reboot",
+			MessageID: "0190f0a0-0000-7000-8000-0000000000aa", QoS: &qos1, PacketID: 3},
+		{Kind: events.Disconnect, ClientID: "dev-1", Node: "fe-a", Time: at.Add(3 * time.Second),
+			Reason: events.ReasonTakenOver, ReasonCode: &code},
+		// A kind a later version may add is skipped and counted.
+		{Kind: "hibernate", ClientID: "dev-1", Node: "fe-a", Time: at},
+	}
+	for _, e := range evs {
+		r, err := events.Encode(eventsTopic, e)
+		require.NoError(t, err)
+		f.produce(r)
+	}
+	f.produce(&kgo.Record{Topic: eventsTopic, Key: []byte("dev-1"), Value: []byte("{not json")})
+
+	w := subscriptions.NewWriter(f.producer, changesTopic)
+	require.NoError(t, w.Subscribe(f.ctx(), "dev-1", []topic.Subscription{
+		{Filter: "cmd/dev-1/#", QoS: 1, NoLocal: true, Identifier: 7},
+		{Filter: "fleet/+/status", Group: "g", QoS: 0},
+		{Filter: "fleet/dev-1/config", QoS: 2, RetainAsPublished: true, RetainHandling: 1},
+	}))
+	require.NoError(t, w.Subscribe(f.ctx(), "dev-2", []topic.Subscription{{Filter: "cmd/dev-2", QoS: 1}}))
+	require.NoError(t, w.Unsubscribe(f.ctx(), "dev-1", []subscriptions.Key{{Filter: "fleet/dev-1/config"}}))
+	// Subscribing again replaces the subscription: one document per
+	// client and filter.
+	require.NoError(t, w.Subscribe(f.ctx(), "dev-1", []topic.Subscription{{Filter: "cmd/dev-1/#", QoS: 2}}))
+
+	f.waitCount("session_event", 3, 20*time.Second)
+	f.waitCount("publishedMessage", 1, 20*time.Second)
+	a.waitCaughtUp(20 * time.Second)
+
+	sessions := f.find("session_event", bson.D{})
+	byKind := map[string]bson.M{}
+	for _, d := range sessions {
+		byKind[d["event"].(string)] = d
+		assert.Equal(t, "dev-1", d["clientId"])
+		assert.Equal(t, "fe-a", d["host"])
+	}
+	c := byKind["connect"]
+	assert.Equal(t, bson.NewDateTimeFromTime(at), c["created"])
+	assert.Equal(t, int32(5), c["protocolVersion"])
+	assert.Equal(t, "alice", c["username"])
+	assert.Equal(t, "10.0.0.7:50211", c["remote"])
+	assert.Equal(t, true, c["cleanStart"])
+	assert.Equal(t, int64(3600), c["sessionExpiry"])
+	assert.Equal(t, false, c["sessionPresent"])
+	s := byKind["subscribe"]
+	assert.Equal(t, bson.A{
+		bson.D{{Key: "topic", Value: "cmd/dev-1/#"}, {Key: "qos", Value: int32(1)}, {Key: "noLocal", Value: true},
+			{Key: "retainAsPublished", Value: false}, {Key: "retainHandling", Value: int32(0)},
+			{Key: "subscriptionIdentifier", Value: int64(7)}, {Key: "reasonCode", Value: int32(1)}},
+		bson.D{{Key: "topic", Value: "fleet/+/status"}, {Key: "group", Value: "g"}, {Key: "qos", Value: int32(0)},
+			{Key: "noLocal", Value: false}, {Key: "retainAsPublished", Value: false}, {Key: "retainHandling", Value: int32(0)},
+			{Key: "reasonCode", Value: int32(0)}},
+	}, s["subscriptions"])
+	d := byKind["disconnect"]
+	assert.Equal(t, "taken_over", d["reason"])
+	assert.Equal(t, int32(0x8e), d["reasonCode"])
+
+	r := f.find("publishedMessage", bson.D{})[0]
+	assert.Equal(t, "dev-1", r["clientId"])
+	assert.Equal(t, "cmd/dev-1/reboot", r["topic"])
+	assert.Equal(t, "0190f0a0-0000-7000-8000-0000000000aa", r["messageId"])
+	assert.Equal(t, "fe-a", r["host"])
+	assert.Equal(t, bson.NewDateTimeFromTime(at.Add(2*time.Second)), r["created"])
+	assert.Equal(t, int32(1), r["qos"])
+
+	assert.Equal(t, float64(1), a.metric("fleetgate_archive_records_skipped_total", "source", "events", "reason", "unknown_kind"))
+	assert.Equal(t, float64(1), a.metric("fleetgate_archive_records_skipped_total", "source", "events", "reason", "undecodable"))
+
+	require.Eventually(t, func() bool { return f.count("subscription", bson.D{}) == 3 }, 20*time.Second, 20*time.Millisecond)
+	subs := map[string]bson.M{}
+	for _, d := range f.find("subscription", bson.D{}) {
+		subs[d["clientId"].(string)+" "+d["topic"].(string)] = d
+	}
+	require.Len(t, subs, 3, "dev-1's config subscription is gone: %v", subs)
+	cmd := subs["dev-1 cmd/dev-1/#"]
+	require.NotNil(t, cmd)
+	assert.Equal(t, true, cmd["wildcard"])
+	assert.Equal(t, int32(2), cmd["qos"], "the later subscription replaced the first")
+	assert.IsType(t, bson.DateTime(0), cmd["created"])
+	shared := subs["dev-1 $share/g/fleet/+/status"]
+	require.NotNil(t, shared, "a shared subscription keeps its $share prefix")
+	assert.Equal(t, true, shared["wildcard"])
+	plain := subs["dev-2 cmd/dev-2"]
+	require.NotNil(t, plain)
+	assert.Equal(t, false, plain["wildcard"])
+	assert.Equal(t, int32(1), plain["qos"])
+}
+
+// oldRecord is an inbound record received age ago.
+func oldRecord(client string, age time.Duration) *kgo.Record {
+	return kafkarecord.Encode(inbound, &kafkarecord.Message{ClientID: client, Topic: "t/" + client, Payload: []byte("x"),
+		Protocol: 4, MessageID: client, Node: "fe-a", ReceivedAt: received(-age)})
+}
+
+func TestTheSweeperKeepsRetentionWhereTTLIndexesAreRejected(t *testing.T) {
+	f := newFixture(t)
+	a := f.start("-archive.retention", "1h", "-archive.receipt-retention", "10m", "-archive.sweep-interval", "50ms")
+	qos := byte(1)
+	receipt := func(client string, age time.Duration) *kgo.Record {
+		r, err := events.Encode(eventsTopic, &events.Event{Kind: events.Delivered, ClientID: client, Node: "fe-a",
+			Time: received(-age), Topic: "t", MessageID: "m-" + client, QoS: &qos})
+		require.NoError(t, err)
+		return r
+	}
+	f.produce(oldRecord("two-hours", 2*time.Hour), oldRecord("fifty-minutes", 50*time.Minute), oldRecord("now", 0),
+		receipt("half-hour", 30*time.Minute), receipt("five-minutes", 5*time.Minute))
+	a.waitCaughtUp(20 * time.Second)
+
+	// The expired documents were written (counted) and then deleted.
+	require.Eventually(t, func() bool {
+		return f.count("message", bson.D{}) == 2 && f.count("publishedMessage", bson.D{}) == 1
+	}, 20*time.Second, 20*time.Millisecond)
+	assert.Equal(t, float64(3), a.metric("fleetgate_archive_documents_written_total", "collection", "message"))
+	var left []string
+	for _, d := range f.find("message", bson.D{}) {
+		left = append(left, d["clientId"].(string))
+	}
+	assert.ElementsMatch(t, []string{"fifty-minutes", "now"}, left)
+	assert.Equal(t, "five-minutes", f.find("publishedMessage", bson.D{})[0]["clientId"])
+
+	// FerretDB answers NotImplemented to TTL indexes: the archiver says so
+	// once, however often it ensures its indexes.
+	b, err := os.ReadFile(a.log.Name())
+	require.NoError(t, err)
+	assert.Equal(t, 1, strings.Count(string(b), "mongodb rejects TTL indexes"), "%s", b)
+}
+
+func TestTheSweeperDeletesWithTheRetentionOfEachCollection(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config("-archive.retention", "1h", "-archive.session-event-retention", "0s")
+	store, err := archive.Open(f.ctx(), cfg.Archive, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close(context.Background()) })
+	require.NoError(t, store.EnsureIndexes(f.ctx()))
+	require.NoError(t, store.EnsureIndexes(f.ctx()), "ensuring the indexes again changes nothing")
+	assert.False(t, store.TTLSupported(), "FerretDB rejects TTL indexes")
+
+	now := time.Now()
+	_, err = f.db.Collection("message").InsertMany(f.ctx(), []any{
+		bson.D{{Key: "_id", Value: "old"}, {Key: "created", Value: bson.NewDateTimeFromTime(now.Add(-61 * time.Minute))}},
+		bson.D{{Key: "_id", Value: "new"}, {Key: "created", Value: bson.NewDateTimeFromTime(now.Add(-59 * time.Minute))}},
+	})
+	require.NoError(t, err)
+	_, err = f.db.Collection("session_event").InsertOne(f.ctx(),
+		bson.D{{Key: "_id", Value: "ancient"}, {Key: "created", Value: bson.NewDateTimeFromTime(now.Add(-1000 * time.Hour))}})
+	require.NoError(t, err)
+
+	deleted, err := store.Sweep(f.ctx(), now)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int64{"message": 1}, deleted, "retention 0 keeps session events forever")
+	assert.Equal(t, []string{"new"}, f.ids("message"))
+	assert.Equal(t, []string{"ancient"}, f.ids("session_event"))
+
+	// The query indexes exist.
+	names := func(coll string) []string {
+		cur, err := f.db.Collection(coll).Indexes().List(f.ctx())
+		require.NoError(t, err)
+		var specs []bson.M
+		require.NoError(t, cur.All(f.ctx(), &specs))
+		var out []string
+		for _, s := range specs {
+			out = append(out, s["name"].(string))
+		}
+		return out
+	}
+	assert.Subset(t, names("message"), []string{"clientId_created", "topic_created"})
+	assert.Subset(t, names("publishedMessage"), []string{"clientId_created", "messageId"})
+	assert.Subset(t, names("session_event"), []string{"clientId_created"})
+	assert.Subset(t, names("subscription"), []string{"clientId_topic", "topic"})
+}
+
+func TestAMongoDBOutageStopsConsumingAndCatchesUpAfterwards(t *testing.T) {
+	f := newFixture(t)
+	a := f.start("-archive.batch-records", "50")
+	before := f.produceMessages("dev", 200)
+	f.waitCount("message", 200, 20*time.Second)
+	a.waitCaughtUp(20 * time.Second)
+	ends := f.nonEmpty(f.endOffsets(inbound))
+	require.Eventually(t, func() bool { return assert.ObjectsAreEqual(ends, f.committed(inbound)) }, 10*time.Second, 20*time.Millisecond)
+
+	ferret.Kill()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			require.NoError(t, ferret.Restart())
+		}
+	})
+	during := f.produceMessages("dev", 300)
+	require.Eventually(t, func() bool {
+		_, lag := a.lagSeries()
+		return !a.ready() && lag >= 300
+	}, 30*time.Second, 20*time.Millisecond, "readyz turns false and the lag shows every record not archived")
+	code, body := a.readyz()
+	t.Logf("readyz during the outage: %d %s", code, body)
+	assert.Contains(t, body, "mongodb")
+	assert.Greater(t, a.metric("fleetgate_archive_write_errors_total"), float64(0))
+	// Nothing is committed past what MongoDB acknowledged.
+	assert.Equal(t, ends, f.committed(inbound))
+
+	require.NoError(t, ferret.Restart())
+	restarted = true
+	after := f.produceMessages("dev", 100)
+	a.waitCaughtUp(60 * time.Second)
+	f.waitCount("message", 600, 20*time.Second)
+	assert.ElementsMatch(t, append(append(before, during...), after...), f.ids("message"), "no record lost or doubled")
+	require.Eventually(t, func() bool {
+		return assert.ObjectsAreEqual(f.nonEmpty(f.endOffsets(inbound)), f.committed(inbound))
+	}, 10*time.Second, 20*time.Millisecond, "every record is committed in the end")
+}
+
+func TestConfigurationErrorsNameTheField(t *testing.T) {
+	var cfg ServiceConfig
+	fs := flag.NewFlagSet("archiver", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	require.NoError(t, fs.Parse([]string{"-archive.payload", "base64", "-archive.batch-records", "0",
+		"-archive.retention", "-1h", "-archive.start-at", "middle", "-archive.retry-max-backoff", "1ms"}))
+	err := cfg.Validate()
+	require.Error(t, err)
+	for _, want := range []string{
+		"archive.mongodb-uri: required",
+		`archive.payload: "base64" must be auto or binary`,
+		"archive.batch-records: 0 must be at least 1",
+		"archive.retention: -1h0m0s must not be negative",
+		`archive.start-at: "middle" must be start or end`,
+		"archive.retry-max-backoff: 1ms must be at least archive.retry-min-backoff (100ms)",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
 }

@@ -318,3 +318,14 @@ func (f *fixture) recordAt(partition int32, offset int64) storedRecord {
 		}
 	}
 }
+
+// nonEmpty keeps the partitions of offsets that hold records.
+func (f *fixture) nonEmpty(offsets map[int32]int64) map[int32]int64 {
+	out := map[int32]int64{}
+	for p, o := range offsets {
+		if o > 0 {
+			out[p] = o
+		}
+	}
+	return out
+}
