@@ -9,9 +9,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/fleetgate/fleetgate/pkg/config"
 )
@@ -28,7 +31,7 @@ const (
 // Config is what the archive is: where MongoDB is, the names of its
 // collections, retention, and how records are batched into writes.
 type Config struct {
-	MongoURI string `yaml:"mongodb_uri"`
+	MongoURI config.URL `yaml:"mongodb_uri"`
 	Database string `yaml:"database"`
 
 	Collection             string `yaml:"collection"`
@@ -64,7 +67,7 @@ type Config struct {
 
 // RegisterFlags registers the flags under "archive.".
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.MongoURI, "archive.mongodb-uri", "", "MongoDB connection string (mongodb:// or mongodb+srv://) of the archive; empty archives nothing (the archiver requires it).")
+	fs.Var(&c.MongoURI, "archive.mongodb-uri", "MongoDB connection string (mongodb:// or mongodb+srv://) of the archive; empty archives nothing (the archiver requires it).")
 	fs.StringVar(&c.Database, "archive.database", "mqtt", "MongoDB database of the archive.")
 	fs.StringVar(&c.Collection, "archive.collection", "message", "Collection of the messages: one document per inbound Kafka record.")
 	fs.StringVar(&c.ReceiptCollection, "archive.receipt-collection", "publishedMessage", "Collection of delivery receipts: one document per QoS 1 or 2 delivery a subscriber completed.")
@@ -98,6 +101,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("archive."+field+": "+format, args...))
 		}
 	}
+	if c.MongoURI != "" {
+		if err := options.Client().ApplyURI(c.MongoURI.Value()).Validate(); err != nil {
+			// The driver's message may quote the URI: never print its
+			// password.
+			errs = append(errs, fmt.Errorf("archive.mongodb-uri: not a MongoDB connection string (mongodb:// or mongodb+srv://): %s",
+				redactURI(err.Error(), c.MongoURI.Value())))
+		}
+	}
 	check(c.Database != "", "database", "must not be empty")
 	for field, name := range map[string]string{"collection": c.Collection, "receipt-collection": c.ReceiptCollection,
 		"session-event-collection": c.SessionEventCollection, "subscription-collection": c.SubscriptionCollection} {
@@ -126,4 +137,16 @@ func (c *Config) Validate() error {
 	// Map iteration order must not decide the order of the messages.
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
+}
+
+// redactURI removes the password of uri from msg.
+func redactURI(msg, uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil || u.User == nil {
+		return msg
+	}
+	if p, ok := u.User.Password(); ok && p != "" {
+		msg = strings.ReplaceAll(msg, p, "<redacted>")
+	}
+	return msg
 }

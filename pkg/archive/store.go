@@ -42,7 +42,7 @@ type Store struct {
 // connects in the background, and every operation fails (with a timeout)
 // until the server answers.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
-	opts := options.Client().ApplyURI(cfg.MongoURI).SetAppName("fleetgate-archiver").
+	opts := options.Client().ApplyURI(cfg.MongoURI.Value()).SetAppName("fleetgate-archiver").
 		SetServerSelectionTimeout(cfg.WriteTimeout).SetTimeout(cfg.WriteTimeout)
 	client, err := mongo.Connect(opts)
 	if err != nil {

@@ -437,3 +437,15 @@ func TestConfigurationErrorsNameTheField(t *testing.T) {
 		assert.Contains(t, err.Error(), want)
 	}
 }
+
+func TestABadMongoDBURIIsAConfigurationErrorThatHidesThePassword(t *testing.T) {
+	var cfg ServiceConfig
+	fs := flag.NewFlagSet("archiver", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	require.NoError(t, fs.Parse([]string{"-archive.mongodb-uri", "mongodb://archiver:hunter2@db:99999/"}))
+	err := cfg.Validate()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "archive.mongodb-uri: not a MongoDB connection string")
+	assert.NotContains(t, err.Error(), "hunter2")
+	assert.Equal(t, "mongodb://archiver:<redacted>@db:99999/", fs.Lookup("archive.mongodb-uri").Value.String())
+}
