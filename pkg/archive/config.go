@@ -32,7 +32,7 @@ const (
 // collections, retention, and how records are batched into writes.
 type Config struct {
 	MongoURI config.URL `yaml:"mongodb_uri"`
-	Database string `yaml:"database"`
+	Database string     `yaml:"database"`
 
 	Collection             string `yaml:"collection"`
 	ReceiptCollection      string `yaml:"receipt_collection"`

@@ -209,10 +209,10 @@ func TestURLRedactsOnlyThePassword(t *testing.T) {
 	for in, want := range map[string]string{
 		"mongodb://alice:s3cr%40t@db-0:27017,db-1:27017/mqtt?replicaSet=rs0": "mongodb://alice:<redacted>@db-0:27017,db-1:27017/mqtt?replicaSet=rs0",
 		"mongodb+srv://bob:p@ss@cluster0.example.net/?retryWrites=true":      "mongodb+srv://bob:<redacted>@cluster0.example.net/?retryWrites=true",
-		"mongodb://carol@db/":     "mongodb://carol@db/",
-		"mongodb://db:27017":      "mongodb://db:27017",
-		"mongodb://db/?x=a@b":     "mongodb://db/?x=a@b",
-		"":                        "",
+		"mongodb://carol@db/": "mongodb://carol@db/",
+		"mongodb://db:27017":  "mongodb://db:27017",
+		"mongodb://db/?x=a@b": "mongodb://db/?x=a@b",
+		"":                    "",
 	} {
 		u := URL(in)
 		assert.Equal(t, want, u.String(), in)
