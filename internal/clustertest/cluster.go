@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/archiver"
 	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/dispatch"
 	"github.com/fleetgate/fleetgate/pkg/frontend"
@@ -41,6 +42,10 @@ type Options struct {
 	Frontend func(i int, c *frontend.Config)
 	// Dispatcher adjusts each dispatcher's configuration.
 	Dispatcher func(i int, c *dispatch.ServiceConfig)
+	// ArchiveURI, when set, runs an archiver writing to the MongoDB there;
+	// Archiver adjusts its configuration (database, intervals).
+	ArchiveURI string
+	Archiver   func(c *archiver.ServiceConfig)
 }
 
 // Cluster is a running cluster.
@@ -121,6 +126,9 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 		require.Eventually(t, func() bool { return svc.OpsAddr() != "" }, 10*time.Second, 10*time.Millisecond)
 		ops = append(ops, svc.OpsAddr())
 	}
+	if o.ArchiveURI != "" {
+		ops = append(ops, c.startArchiver(o, log))
+	}
 	for i := range o.Frontends {
 		var cfg frontend.Config
 		cfg.RegisterFlags(flag.NewFlagSet("frontend", flag.PanicOnError))
@@ -159,6 +167,41 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 		require.Eventually(t, func() bool { return ready(a) }, 20*time.Second, 20*time.Millisecond, "process with ops %s never became ready", a)
 	}
 	return c
+}
+
+// startArchiver runs an archiver in the test process and returns its ops
+// address.
+func (c *Cluster) startArchiver(o Options, log *slog.Logger) string {
+	t := c.t
+	var cfg archiver.ServiceConfig
+	cfg.RegisterFlags(flag.NewFlagSet("archiver", flag.PanicOnError))
+	cfg.Archive.MongoURI = config.URL(o.ArchiveURI)
+	cfg.Archive.BatchInterval = 20 * time.Millisecond
+	cfg.Archiver.LagInterval = 100 * time.Millisecond
+	cfg.Kafka.Brokers = config.StringList{c.Kafka.Addr()}
+	cfg.Kafka.Partitions = 4
+	cfg.Subscriptions.Partitions = 4
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	if o.Archiver != nil {
+		o.Archiver(&cfg)
+	}
+	require.NoError(t, cfg.Validate())
+	tel, err := telemetry.NewMetrics()
+	require.NoError(t, err)
+	svc := archiver.NewService(cfg, log.With("archiver", 0), tel)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("archiver did not stop")
+		}
+	})
+	require.Eventually(t, func() bool { return svc.OpsAddr() != "" }, 10*time.Second, 10*time.Millisecond)
+	return svc.OpsAddr()
 }
 
 func ready(ops string) bool {
