@@ -112,7 +112,7 @@ func (a *archive) none(collection string, filter bson.D) {
 func device(t *testing.T, addr, id string) (mqtt3.Client, <-chan mqtt3.Message) {
 	t.Helper()
 	msgs := make(chan mqtt3.Message, 100)
-	c := mqtt3.NewClient(mqtt3.NewClientOptions().AddBroker("tcp://"+addr).SetClientID(id).SetProtocolVersion(4).
+	c := mqtt3.NewClient(mqtt3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetProtocolVersion(4).
 		SetCleanSession(true).SetAutoReconnect(false).SetOrderMatters(true).
 		SetDefaultPublishHandler(func(_ mqtt3.Client, m mqtt3.Message) { msgs <- m }))
 	tok := c.Connect()
