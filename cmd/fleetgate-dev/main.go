@@ -1,6 +1,7 @@
 // Command fleetgate-dev runs the whole fleetgate system in one process with
 // nothing installed: an embedded Kafka-protocol broker on :9092 (kfake, data
-// kept in .fleetgate-data) and the MQTT frontend on :1883.
+// kept in .fleetgate-data), Redis, the MQTT frontend on :1883, a dispatcher
+// and, given a MongoDB with -archive.mongodb-uri, an archiver (ops on :9466).
 package main
 
 import (
@@ -14,7 +15,7 @@ import (
 
 func main() {
 	var cfg devstack.Config
-	done, err := service.Load("fleetgate-dev", "fleetgate on one machine: embedded Kafka plus the MQTT frontend.", &cfg, os.Args[1:], os.Stdout, os.Stderr)
+	done, err := service.Load("fleetgate-dev", "fleetgate on one machine: embedded Kafka, the MQTT frontend, a dispatcher and, with -archive.mongodb-uri, an archiver.", &cfg, os.Args[1:], os.Stdout, os.Stderr)
 	if err == nil && !done {
 		log := telemetry.NewLogger(cfg.Frontend.Log, os.Stderr)
 		ctx, stop := service.SignalContext()

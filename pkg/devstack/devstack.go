@@ -1,7 +1,8 @@
 // Package devstack runs fleetgate on one machine with nothing installed: an
 // embedded Kafka-protocol cluster (franz-go's kfake, persisted to a data
-// directory) and the frontend in one process. It is for trying fleetgate and
-// for tests; production uses real Kafka (see docker-compose.yml and deploy/).
+// directory), the frontend, a dispatcher and, given a MongoDB, an archiver in
+// one process. It is for trying fleetgate and for tests; production uses real
+// Kafka (see docker-compose.yml and deploy/).
 package devstack
 
 import (
@@ -14,20 +15,27 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fleetgate/fleetgate/pkg/archive"
+	"github.com/fleetgate/fleetgate/pkg/archiver"
 	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/dispatch"
 	"github.com/fleetgate/fleetgate/pkg/frontend"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
-// Config is the dev stack configuration: the embedded Kafka plus a full
-// frontend configuration.
+// Config is the dev stack configuration: the embedded Kafka, a full
+// frontend configuration and the archive the archiver writes to.
 type Config struct {
-	Dev      DevConfig       `yaml:"dev"`
+	Dev DevConfig `yaml:"dev"`
+	// Archive is the archiver's MongoDB; without archive.mongodb-uri no
+	// archiver runs.
+	Archive  archive.Config  `yaml:"archive"`
 	Frontend frontend.Config `yaml:",inline"`
 }
 
@@ -40,7 +48,14 @@ type DevConfig struct {
 	RedisListen string `yaml:"redis_listen"`
 	SyncWrites  bool   `yaml:"sync_writes"`
 	Dispatcher  bool   `yaml:"dispatcher"`
+	// ArchiverHTTPAddr is the archiver's operations server, apart from the
+	// frontend's (http.addr) as in production.
+	ArchiverHTTPAddr string `yaml:"archiver_http_addr"`
 }
+
+// mongoExample is the URI the startup message suggests: a MongoDB on this
+// machine's default port.
+const mongoExample = "mongodb://127.0.0.1:27017"
 
 // RegisterFlags registers the dev.* flags and every frontend flag, with dev
 // defaults (WebSocket on, Kafka partitions fitting one machine).
@@ -52,6 +67,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Dev.RedisListen, "dev.redis-listen", "127.0.0.1:6379", "Address of the Redis the dev stack starts: redis-server from PATH (persisted in dev.data-dir) when installed, else an in-memory one. Sessions, subscriptions, queues and retained messages live there.")
 	fs.BoolVar(&c.Dev.Dispatcher, "dev.dispatcher", true, "Run a dispatcher in the stack (routes records to the session queues in Redis).")
 	fs.BoolVar(&c.Dev.SyncWrites, "dev.sync-writes", false, "fsync every Kafka write (survives power loss, slower); without it data survives process crashes and restarts.")
+	fs.StringVar(&c.Dev.ArchiverHTTPAddr, "dev.archiver-http-addr", ":9466", "Address of the archiver's operations server (/metrics, /healthz, /readyz) when archive.mongodb-uri runs one; empty disables it.")
+	c.Archive.RegisterFlags(fs)
+	// The archiver's own help says it requires the URI; here it is optional.
+	fs.Lookup("archive.mongodb-uri").Usage = "MongoDB connection string (mongodb:// or mongodb+srv://); when set, the stack runs an archiver writing every record to it, e.g. " + mongoExample + ". Empty runs none."
 	c.Frontend.RegisterFlags(fs)
 	_ = fs.Set("mqtt.ws-addr", ":8083")
 	_ = fs.Set("kafka.partitions", "4")
@@ -77,24 +96,42 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Dev.RedisListen); err != nil && c.Dev.RedisAddr == "" {
 			errs = append(errs, fmt.Errorf("dev.redis-listen: %w", err))
 		}
+		if c.Archive.Enabled() {
+			errs = append(errs, c.Archive.Validate())
+			if a := c.Dev.ArchiverHTTPAddr; a != "" {
+				if _, port, err := net.SplitHostPort(a); err != nil {
+					errs = append(errs, fmt.Errorf("dev.archiver-http-addr: %w", err))
+				} else if a == c.Frontend.HTTP.Addr && port != "0" {
+					errs = append(errs, fmt.Errorf("dev.archiver-http-addr: %s is the frontend's http.addr already", a))
+				}
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
 
 // Stack is a running dev stack.
 type Stack struct {
-	cfg      Config
-	log      *slog.Logger
-	out      io.Writer
-	cluster  *kfake.Cluster
-	redis    *devRedis
+	cfg     Config
+	log     *slog.Logger
+	out     io.Writer
+	cluster *kfake.Cluster
+	redis   *devRedis
+	started chan struct{}
+	// Frontend is set once Started is closed.
 	Frontend *frontend.Server
+	// Archiver is set once Started is closed, when archive.mongodb-uri is.
+	Archiver *archiver.Service
 }
 
 // New builds the stack; it does no I/O.
 func New(cfg Config, log *slog.Logger, out io.Writer) *Stack {
-	return &Stack{cfg: cfg, log: log, out: out}
+	return &Stack{cfg: cfg, log: log, out: out, started: make(chan struct{})}
 }
+
+// Started is closed once the frontend accepts connections and the startup
+// message is written; Frontend and Archiver may be read after it.
+func (s *Stack) Started() <-chan struct{} { return s.started }
 
 // KafkaAddr returns the embedded broker's address once started.
 func (s *Stack) KafkaAddr() string {
@@ -171,18 +208,52 @@ func (s *Stack) Run(ctx context.Context) error {
 	}
 	s.Frontend = fe
 
+	// The archiver has metrics of its own: its operations server serves what
+	// a production archiver's would.
+	atel, err := telemetry.NewMetrics()
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	if s.cfg.Dev.Dispatcher {
 		dcfg := s.dispatcherConfig(fcfg)
 		g.Go(func() error { return dispatch.NewService(dcfg, s.log, tel).Run(gctx) })
 	}
+	if s.cfg.Archive.Enabled() {
+		arch := archiver.NewService(s.archiverConfig(fcfg), s.log, atel)
+		s.Archiver = arch
+		g.Go(func() error { return arch.Run(gctx) })
+	} else {
+		s.log.Info("archiver off: set -archive.mongodb-uri (FLEETGATE_ARCHIVE_MONGODB_URI) to archive every record to MongoDB",
+			"example", "-archive.mongodb-uri="+mongoExample)
+	}
 	g.Go(func() error { return fe.Run(gctx) })
 	select {
 	case <-fe.Started():
+		s.waitArchiverOps(gctx)
 		s.banner(fcfg)
+		close(s.started)
 	case <-gctx.Done():
 	}
 	return g.Wait()
+}
+
+// waitArchiverOps waits until the archiver's operations server is bound, so
+// the startup message shows its address; the archiver binds it first thing
+// in Run, or fails and ends ctx.
+func (s *Stack) waitArchiverOps(ctx context.Context) {
+	if s.Archiver == nil || s.cfg.Dev.ArchiverHTTPAddr == "" {
+		return
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.Archiver.OpsAddr() == "" {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // dispatcherConfig is the dispatcher's default configuration pointed at the
@@ -203,6 +274,23 @@ func (s *Stack) dispatcherConfig(f frontend.Config) dispatch.ServiceConfig {
 	return d
 }
 
+// archiverConfig is the archiver's default configuration with the stack's
+// archive settings, pointed at the stack's Kafka and the frontend's topics
+// (inbound, events and subscription change log), with its operations server
+// on dev.archiver-http-addr.
+func (s *Stack) archiverConfig(f frontend.Config) archiver.ServiceConfig {
+	var a archiver.ServiceConfig
+	a.RegisterFlags(flag.NewFlagSet("archiver", flag.PanicOnError))
+	a.Archive = s.cfg.Archive
+	a.Kafka = f.Kafka
+	a.Kafka.ClientID = "fleetgate-archiver"
+	a.Events = f.Events
+	a.Subscriptions = f.Subscriptions
+	a.Log = f.Log
+	a.HTTP.Addr = s.cfg.Dev.ArchiverHTTPAddr
+	return a
+}
+
 func (s *Stack) banner(f frontend.Config) {
 	fe := s.Frontend
 	fmt.Fprintf(s.out, `
@@ -210,20 +298,68 @@ fleetgate dev stack is up
   Kafka (embedded, kfake)   %s   topic %s   data in %s
   Redis                     %s   (%s)
   Dispatcher                %s
+  Archiver                  %s
   MQTT over TCP             %s
   MQTT over WebSocket       %s
   metrics / health          http://%s/metrics  /healthz  /readyz
-
+%s
 Try it:
   mosquitto_sub -h 127.0.0.1 -p %s -q 1 -i dev-app -c -t 'sensors/#' -v
   mosquitto_pub -h 127.0.0.1 -p %s -q 1 -i dev-device -t sensors/1/temp -m 21.5
   kcat -b %s -C -t %s -f 'key=%%k headers=%%h value=%%s\n'
-
-Not there yet: the archiver (MongoDB, issue #4).
+%s
 Ctrl-C drains and stops.
 `, s.KafkaAddr(), f.Kafka.Topic, filepath.Join(s.cfg.Dev.DataDir, "kafka"), s.redis.Addr, s.redis.Kind, onOff(s.cfg.Dev.Dispatcher),
-		orOff(fe.Addr(frontend.ListenerTCP)), orOff(fe.Addr(frontend.ListenerWS)), fe.OpsAddr(),
-		portOf(fe.Addr(frontend.ListenerTCP)), portOf(fe.Addr(frontend.ListenerTCP)), s.KafkaAddr(), f.Kafka.Topic)
+		s.archiverState(), orOff(fe.Addr(frontend.ListenerTCP)), orOff(fe.Addr(frontend.ListenerWS)), fe.OpsAddr(), s.archiverOps(),
+		portOf(fe.Addr(frontend.ListenerTCP)), portOf(fe.Addr(frontend.ListenerTCP)), s.KafkaAddr(), f.Kafka.Topic, s.archiverTry())
+}
+
+// archiverState is the Archiver line of the startup message. It shows
+// MongoDB's hosts only: the URI may hold a password.
+func (s *Stack) archiverState() string {
+	if s.Archiver == nil {
+		return "off (run one with -archive.mongodb-uri=" + mongoExample + ")"
+	}
+	return fmt.Sprintf("on (consumer group %s)   %s database %s", s.cfg.Archive.Group, mongoHosts(string(s.cfg.Archive.MongoURI)), s.cfg.Archive.Database)
+}
+
+// archiverOps is the line of the archiver's operations server, if it has one.
+func (s *Stack) archiverOps() string {
+	if s.Archiver == nil || s.Archiver.OpsAddr() == "" {
+		return ""
+	}
+	return fmt.Sprintf("  archiver metrics / health http://%s/metrics  /healthz  /readyz\n", s.Archiver.OpsAddr())
+}
+
+// archiverTry shows how to look at the archive, if there is one.
+func (s *Stack) archiverTry() string {
+	if s.Archiver == nil {
+		return ""
+	}
+	return fmt.Sprintf("  mongosh --quiet %s/%s --eval 'db.%s.find().sort({created: -1}).limit(1)'\n",
+		mongoHosts(string(s.cfg.Archive.MongoURI)), s.cfg.Archive.Database, s.cfg.Archive.Collection)
+}
+
+// mongoHosts is a MongoDB connection string reduced to its scheme and hosts:
+// no credentials (which a banner or log must not show), database or options.
+func mongoHosts(uri string) string {
+	scheme, rest, ok := strings.Cut(uri, "://")
+	if !ok {
+		return "(not a mongodb:// URI)"
+	}
+	// The user information ends at the last @ before the options; a
+	// password has its own @, / and ? percent-encoded.
+	q := strings.IndexByte(rest, '?')
+	if q < 0 {
+		q = len(rest)
+	}
+	if at := strings.LastIndexByte(rest[:q], '@'); at >= 0 {
+		rest = rest[at+1:]
+	}
+	if end := strings.IndexAny(rest, "/?"); end >= 0 {
+		rest = rest[:end]
+	}
+	return scheme + "://" + rest
 }
 
 func onOff(b bool) string {

@@ -260,3 +260,77 @@ func isFleetgateImage(ref string) bool {
 	name, _, _ = strings.Cut(name, ":")
 	return name == "fleetgate"
 }
+
+// composeWiring checks what `docker compose up` itself would refuse, or get
+// wrong, between the services of a compose file: a depends_on naming no
+// service, a service_healthy condition on a service without a healthcheck
+// (compose fails the dependent with "has no healthcheck configured"), and a
+// named volume missing from the top-level volumes.
+func composeWiring(file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	var doc struct {
+		Services map[string]map[string]any `yaml:"services"`
+		Volumes  map[string]any            `yaml:"volumes"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("parsing %s: %w", file, err)
+	}
+	var errs []error
+	for _, name := range sortedKeys(doc.Services) {
+		svc := doc.Services[name]
+		deps := map[string]string{} // service → condition
+		switch d := svc["depends_on"].(type) {
+		case nil:
+		case []any:
+			for _, s := range d {
+				deps[fmt.Sprint(s)] = "service_started"
+			}
+		case map[string]any:
+			for s, v := range d {
+				cond, _ := lookup(v, "condition").(string)
+				if cond == "" {
+					cond = "service_started"
+				}
+				deps[s] = cond
+			}
+		default:
+			errs = append(errs, fmt.Errorf("service %s: depends_on is neither a list nor a mapping", name))
+		}
+		for _, dep := range sortedKeys(deps) {
+			target, ok := doc.Services[dep]
+			if !ok {
+				errs = append(errs, fmt.Errorf("service %s depends on %s, which is not a service", name, dep))
+				continue
+			}
+			disabled, _ := lookup(target, "healthcheck", "disable").(bool)
+			if deps[dep] == "service_healthy" && (target["healthcheck"] == nil || disabled) {
+				errs = append(errs, fmt.Errorf("service %s waits for %s to be healthy, but %s has no healthcheck", name, dep, dep))
+			}
+		}
+		vols, _ := svc["volumes"].([]any)
+		for _, v := range vols {
+			var source string
+			switch m := v.(type) {
+			case string:
+				if parts := strings.Split(m, ":"); len(parts) > 1 {
+					source = parts[0]
+				}
+			case map[string]any:
+				if t, _ := m["type"].(string); t == "volume" || t == "" {
+					source, _ = m["source"].(string)
+				}
+			}
+			// Bind mounts start with . / or ~; anything else names a volume.
+			if source == "" || strings.ContainsAny(source[:1], "./~$") {
+				continue
+			}
+			if _, ok := doc.Volumes[source]; !ok {
+				errs = append(errs, fmt.Errorf("service %s mounts volume %s, which the top-level volumes do not declare", name, source))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -10,7 +10,9 @@
 // (the binary ignores unknown variables, so a typo would otherwise silently
 // leave a setting at its default), the orchestrator's grace period must
 // outlast shutdown.timeout, and Kubernetes probes must hit the operations
-// port.
+// port. Between compose services, depends_on and named volumes must refer to
+// what the file defines, with a healthcheck wherever a service waits for
+// another to be healthy.
 package deploy
 
 import (
@@ -26,6 +28,10 @@ import (
 
 // fleetgate builds and runs the binaries for every test of the package.
 var fleetgate *verifier
+
+// services are the binaries docker-compose.yml and deploy/kubernetes each
+// run: a deploy file that lost one would otherwise pass with nothing checked.
+var services = []string{"frontend", "dispatcher", "archiver"}
 
 func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
@@ -50,7 +56,9 @@ func runTests(m *testing.M) int {
 func TestComposeServicesPassOnlySettingsTheBinariesAccept(t *testing.T) {
 	invs, err := composeInvocations(filepath.Join(fleetgate.root, "docker-compose.yml"), t.TempDir())
 	require.NoError(t, err)
-	require.True(t, runsBinary(invs, "frontend"), "docker-compose.yml has no service running the frontend; the checks below would pass vacuously")
+	for _, name := range services {
+		require.True(t, runsBinary(invs, name), "docker-compose.yml has no service running the %s; the checks below would pass without looking at it", name)
+	}
 	for _, inv := range invs {
 		t.Run(inv.Source, func(t *testing.T) {
 			logInvocation(t, inv)
@@ -63,12 +71,89 @@ func TestKubernetesContainersPassOnlySettingsTheBinariesAccept(t *testing.T) {
 	files := kubeFiles(t, filepath.Join(fleetgate.root, "deploy", "kubernetes"))
 	invs, err := kubernetesInvocations(files, t.TempDir())
 	require.NoError(t, err)
-	require.True(t, runsBinary(invs, "frontend"), "deploy/kubernetes has no container running the frontend; the checks below would pass vacuously")
+	for _, name := range services {
+		require.True(t, runsBinary(invs, name), "deploy/kubernetes has no container running the %s; the checks below would pass without looking at it", name)
+	}
 	for _, inv := range invs {
 		t.Run(inv.Source, func(t *testing.T) {
 			logInvocation(t, inv)
 			assert.NoError(t, fleetgate.check(t.Context(), inv))
 			assert.NotEmpty(t, inv.Probes, "a fleetgate container without probes gets traffic before Kafka is reachable and keeps it while draining")
+		})
+	}
+}
+
+func TestComposeServicesAreWired(t *testing.T) {
+	require.NoError(t, composeWiring(filepath.Join(fleetgate.root, "docker-compose.yml")))
+}
+
+// TestComposeWiringCatchesMistakes holds composeWiring to small files with
+// one mistake each; the first case is the control.
+func TestComposeWiringCatchesMistakes(t *testing.T) {
+	tests := []struct {
+		name     string
+		manifest string
+		wantErr  string // empty means the file must pass
+	}{
+		{
+			name: "a service waiting for a healthy database with a healthcheck and a declared volume passes",
+			manifest: `
+services:
+  mongo:
+    image: mongo:7
+    volumes: ["mongo-data:/data/db", "./init:/docker-entrypoint-initdb.d:ro"]
+    healthcheck: {test: ["CMD", "mongosh", "--eval", "db.adminCommand('ping')"]}
+  archiver:
+    build: .
+    depends_on: {mongo: {condition: service_healthy}}
+volumes:
+  mongo-data:
+`,
+		},
+		{
+			name: "waiting for a healthy service that has no healthcheck is caught",
+			manifest: `
+services:
+  mongo: {image: mongo:7}
+  archiver:
+    build: .
+    depends_on: {mongo: {condition: service_healthy}}
+`,
+			wantErr: "service archiver waits for mongo to be healthy, but mongo has no healthcheck",
+		},
+		{
+			name: "depending on a service that does not exist is caught",
+			manifest: `
+services:
+  archiver:
+    build: .
+    depends_on: [mongodb]
+`,
+			wantErr: "service archiver depends on mongodb, which is not a service",
+		},
+		{
+			name: "a named volume missing from the top-level volumes is caught",
+			manifest: `
+services:
+  mongo:
+    image: mongo:7
+    volumes: ["mongodb-data:/data/db"]
+volumes:
+  mongo-data:
+`,
+			wantErr: "service mongo mounts volume mongodb-data, which the top-level volumes do not declare",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "docker-compose.yml")
+			require.NoError(t, os.WriteFile(file, []byte(strings.TrimLeft(tt.manifest, "\n")), 0o644))
+			err := composeWiring(file)
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tt.wantErr)
 		})
 	}
 }
@@ -285,6 +370,70 @@ services:
       FLEETGATE_MQTT_TLS_KEY_FILE: /etc/fleetgate/tls/tls.key
 `,
 			wantErr: []string{"mqtt.tls-cert-file", "no such file"},
+		},
+		{
+			name: "an archiver without a MongoDB URI is caught",
+			kind: "compose",
+			manifest: `
+services:
+  archiver:
+    build: .
+    command: ["/usr/local/bin/archiver"]
+    environment:
+      FLEETGATE_KAFKA_BROKERS: "kafka:19092"
+`,
+			wantErr: []string{"archive.mongodb-uri: required"},
+		},
+		{
+			name: "a misspelled archiver variable is caught and the intended name suggested",
+			kind: "compose",
+			manifest: `
+services:
+  archiver:
+    build: .
+    command: ["/usr/local/bin/archiver"]
+    environment:
+      FLEETGATE_ARCHIVE_MONGO_URI: "mongodb://mongo:27017"
+`,
+			wantErr: []string{"FLEETGATE_ARCHIVE_MONGO_URI is not a setting of archiver", "did you mean FLEETGATE_ARCHIVE_MONGODB_URI?"},
+		},
+		{
+			name: "a correct Kubernetes archiver taking its MongoDB URI from a Secret that is not committed passes",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fg-archiver}
+spec:
+  template:
+    spec:
+      containers:
+        - name: archiver
+          image: fleetgate:latest
+          command: ["/usr/local/bin/archiver"]
+          env:
+            - {name: FLEETGATE_ARCHIVE_MONGODB_URI, valueFrom: {secretKeyRef: {name: mongodb, key: uri}}}
+          ports: [{name: http-ops, containerPort: 9466}]
+          readinessProbe: {httpGet: {path: /readyz, port: http-ops}}
+          livenessProbe: {httpGet: {path: /healthz, port: http-ops}}
+`,
+		},
+		{
+			name: "an archiver probed on the frontend's operations port is caught",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: Pod
+metadata: {name: fg-archiver}
+spec:
+  containers:
+    - name: archiver
+      image: fleetgate:latest
+      command: ["/usr/local/bin/archiver"]
+      env: [{name: FLEETGATE_ARCHIVE_MONGODB_URI, value: "mongodb://mongo:27017"}]
+      readinessProbe: {httpGet: {path: /readyz, port: 9464}}
+`,
+			wantErr: []string{"readinessProbe probes port 9464, but the operations server listens on :9466"},
 		},
 		{
 			name: "a correct Kubernetes Deployment with a ConfigMap, the pod name as node id and a mounted certificate passes",

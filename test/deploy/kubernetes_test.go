@@ -223,7 +223,7 @@ func (m *kubeManifests) containerInvocation(source, objName string, ctr map[stri
 			inv.Env[name] = ""
 			continue
 		}
-		v, set, err := m.valueFrom(objName, from, resources)
+		v, set, err := m.valueFrom(objName, name, from, resources)
 		if err != nil {
 			return fail("env %s: %v", name, err)
 		}
@@ -301,10 +301,17 @@ func (m *kubeManifests) containerInvocation(source, objName string, ctr map[stri
 	return inv, nil
 }
 
-// valueFrom resolves an env valueFrom the way the kubelet would for a pod of
-// the object named objName. set is false for an optional reference that is
-// absent, which leaves the variable unset.
-func (m *kubeManifests) valueFrom(objName string, from, resources map[string]any) (value string, set bool, err error) {
+// secretStandIns are the values that stand in for a variable taken from a
+// Secret the manifests do not hold, where the binary checks the value's
+// form; any other such variable gets "secret-<name>-<key>".
+var secretStandIns = map[string]string{
+	"FLEETGATE_ARCHIVE_MONGODB_URI": "mongodb://archiver:secret@mongodb.example:27017/?authSource=admin",
+}
+
+// valueFrom resolves the valueFrom of the env variable named env the way the
+// kubelet would for a pod of the object named objName. set is false for an
+// optional reference that is absent, which leaves the variable unset.
+func (m *kubeManifests) valueFrom(objName, env string, from, resources map[string]any) (value string, set bool, err error) {
 	if ref, ok := from["fieldRef"].(map[string]any); ok {
 		fp, _ := ref["fieldPath"].(string)
 		switch {
@@ -353,6 +360,9 @@ func (m *kubeManifests) valueFrom(objName string, from, resources map[string]any
 		}
 		// Secrets are usually not committed: stand in a value, so the
 		// variable's name and its effect on validation are still checked.
+		if v, ok := secretStandIns[env]; ok {
+			return v, true, nil
+		}
 		return "secret-" + name + "-" + key, true, nil
 	}
 	return "", false, errors.New("valueFrom has no source known to test/deploy")
