@@ -26,6 +26,7 @@ Usage:
   fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port] -target ... [flags]
   fleetgate-bench compare idle|pairs|fanout -target ... [flags]
                                     the same workload against several brokers, side by side
+  fleetgate-bench archive [flags]   the archiver against a plain MongoDB bulk-insert loop: documents/s
   fleetgate-bench free-port [n]     print n free loopback TCP ports (for scripts)
 
 Run a subcommand with -help for its flags. Every subcommand takes -json.
@@ -48,6 +49,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return mainPubSub(ctx, cmd, args, stdout, stderr)
 	case "compare":
 		return mainCompare(ctx, args, stdout, stderr)
+	case "archive":
+		return mainArchive(ctx, args, stdout, stderr)
 	case "free-port":
 		return mainFreePort(args, stdout)
 	case "help", "-h", "-help", "--help":
