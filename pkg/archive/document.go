@@ -12,17 +12,22 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 )
 
-// DocumentID is the _id of the document of r: its Kafka coordinates
-// ("<topic>:<partition>:<offset>"), the same on every delivery of r, so a
-// record written twice is one document.
+// DocumentID is the _id of the document of r: its Kafka coordinates and
+// timestamp ("<topic>:<partition>:<offset>:<timestamp in ms>"), the same on
+// every delivery of r, so a record written twice is one document. The
+// timestamp keeps the records of a topic that was deleted and created again
+// (its offsets start at 0 again) from being taken for those already
+// archived.
 func DocumentID(r *kgo.Record) string {
 	var b strings.Builder
-	b.Grow(len(r.Topic) + 24)
+	b.Grow(len(r.Topic) + 40)
 	b.WriteString(r.Topic)
 	b.WriteByte(':')
 	b.WriteString(strconv.FormatInt(int64(r.Partition), 10))
 	b.WriteByte(':')
 	b.WriteString(strconv.FormatInt(r.Offset, 10))
+	b.WriteByte(':')
+	b.WriteString(strconv.FormatInt(r.Timestamp.UnixMilli(), 10))
 	return b.String()
 }
 
@@ -59,8 +64,8 @@ func Data(p []byte, mode string) any {
 // A record that does not follow the contract (kafkarecord.Decode fails) is
 // archived all the same, so the archive holds every record: _id, clientId,
 // data, created, kafka, every header as headers [{key, value}], and invalid,
-// the reason. It never returns an error: the signature leaves room for one.
-func MessageDocument(r *kgo.Record, payload string) (bson.D, error) {
+// the reason.
+func MessageDocument(r *kgo.Record, payload string) bson.D {
 	created := bson.NewDateTimeFromTime(r.Timestamp)
 	kafka := bson.D{{Key: "topic", Value: r.Topic}, {Key: "partition", Value: r.Partition}, {Key: "offset", Value: r.Offset}}
 	m, err := kafkarecord.Decode(r)
@@ -77,7 +82,7 @@ func MessageDocument(r *kgo.Record, payload string) (bson.D, error) {
 			{Key: "headers", Value: headers},
 			{Key: "invalid", Value: err.Error()},
 			{Key: "kafka", Value: kafka},
-		}, nil
+		}
 	}
 	d := make(bson.D, 0, 14)
 	d = append(d,
@@ -102,7 +107,7 @@ func MessageDocument(r *kgo.Record, payload string) (bson.D, error) {
 		d = append(d, bson.E{Key: "properties", Value: p})
 	}
 	d = append(d, bson.E{Key: "kafka", Value: kafka})
-	return d, nil
+	return d
 }
 
 // properties are the MQTT 5 properties of m that are set.

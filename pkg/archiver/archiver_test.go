@@ -65,7 +65,7 @@ func TestMessagesMatchTheirRecordsFieldByField(t *testing.T) {
 
 	d := byClient["sensor-5"]
 	require.NotNil(t, d)
-	assert.Regexp(t, `^mqtt\.inbound:\d+:\d+$`, d["_id"])
+	assert.Regexp(t, `^mqtt\.inbound:\d+:\d+:\d+$`, d["_id"])
 	assert.Equal(t, "plant/1/temp", d["topic"])
 	assert.Equal(t, `{"c":21.5,"unit":"°C"}`, d["data"], "valid UTF-8 is stored as a string")
 	assert.Equal(t, int32(1), d["qos"])
@@ -90,8 +90,8 @@ func TestMessagesMatchTheirRecordsFieldByField(t *testing.T) {
 		k[e.Key] = e.Value
 	}
 	assert.Equal(t, inbound, k["topic"])
-	assert.Equal(t, d["_id"], fmt.Sprintf("%s:%d:%d", k["topic"], k["partition"], k["offset"]),
-		"_id is the record's Kafka coordinates")
+	assert.Equal(t, d["_id"], fmt.Sprintf("%s:%d:%d:%d", k["topic"], k["partition"], k["offset"], v5.ReceivedAt.UnixMilli()),
+		"_id is the record's Kafka coordinates and timestamp")
 	assert.Equal(t, v5.MessageID, f.recordAt(k["partition"].(int32), k["offset"].(int64)).messageID,
 		"the coordinates point at the record")
 

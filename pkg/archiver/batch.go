@@ -3,7 +3,6 @@ package archiver
 import (
 	"fmt"
 	"log/slog"
-	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -66,12 +65,6 @@ func (b *batch) add(r *kgo.Record) {
 	}
 }
 
-// docID is the _id of the document of r: its Kafka coordinates, the same
-// on every delivery of r.
-func docID(r *kgo.Record) string {
-	return r.Topic + ":" + strconv.FormatInt(int64(r.Partition), 10) + ":" + strconv.FormatInt(r.Offset, 10)
-}
-
 // skip is a record the batch does not archive, and why.
 type skip struct {
 	rec    *kgo.Record
@@ -84,17 +77,15 @@ type skip struct {
 // inbound record always becomes a document; a record of the events topic or
 // the change log that cannot be decoded is returned as a skip (it never
 // will decode).
-func (b *batch) build(t topics, payload string) ([]skip, error) {
+func (b *batch) build(t topics, payload string) []skip {
 	var skips []skip
 	for _, r := range b.recs {
 		switch r.Topic {
 		case t.inbound:
 			b.counts[SourceInbound]++
-			d, err := archive.MessageDocument(r, payload)
-			if err != nil {
-				return nil, fmt.Errorf("building the document of %s: %w", docID(r), err)
-			}
-			b.messages = append(b.messages, d)
+			// Every inbound record becomes a document, one that does not
+			// follow the contract too (marked invalid).
+			b.messages = append(b.messages, archive.MessageDocument(r, payload))
 		case t.events:
 			b.counts[SourceEvents]++
 			e, err := events.Decode(r)
@@ -121,7 +112,7 @@ func (b *batch) build(t topics, payload string) ([]skip, error) {
 			b.addChange(r, sub, removed)
 		}
 	}
-	return skips, nil
+	return skips
 }
 
 // addChange keeps the change of sub, replacing an earlier change of the
@@ -164,7 +155,7 @@ func eventTime(r *kgo.Record, e *events.Event) bson.DateTime {
 // camelCase names.
 func sessionEventDocument(r *kgo.Record, e *events.Event) bson.D {
 	d := bson.D{
-		{Key: "_id", Value: docID(r)},
+		{Key: "_id", Value: archive.DocumentID(r)},
 		{Key: "event", Value: string(e.Kind)},
 		{Key: "clientId", Value: e.ClientID},
 		{Key: "host", Value: e.Node},
@@ -225,7 +216,7 @@ func sessionEventDocument(r *kgo.Record, e *events.Event) bson.D {
 // receiptDocument is the publishedMessage document of a delivery receipt.
 func receiptDocument(r *kgo.Record, e *events.Event) bson.D {
 	d := bson.D{
-		{Key: "_id", Value: docID(r)},
+		{Key: "_id", Value: archive.DocumentID(r)},
 		{Key: "clientId", Value: e.ClientID},
 		{Key: "topic", Value: e.Topic},
 		{Key: "messageId", Value: e.MessageID},

@@ -96,7 +96,14 @@ func (c *Consumer) Lag() int64 { return c.lag.total() }
 func (c *Consumer) Run(ctx context.Context) error {
 	// The session timeout bounds how long a dead member's partitions wait;
 	// heartbeats go at a third of it, as Kafka recommends.
-	opts := []kgo.Opt{kgo.SessionTimeout(c.cfg.SessionTimeout), kgo.HeartbeatInterval(c.cfg.SessionTimeout / 3)}
+	opts := []kgo.Opt{kgo.SessionTimeout(c.cfg.SessionTimeout), kgo.HeartbeatInterval(c.cfg.SessionTimeout / 3),
+		// Fetch about a batch at a time: franz-go's default (50 MiB) pulls a
+		// whole backlog into memory while catching up, where it waits for
+		// MongoDB (docs/benchmarks.md: +150 MiB of heap against +28 MiB
+		// with 1 MiB per partition, at the same rate). Kafka still returns
+		// a record larger than the limit.
+		kgo.FetchMaxBytes(int32(min(c.acfg.BatchBytes, 64<<20))),
+		kgo.FetchMaxPartitionBytes(int32(min(c.acfg.BatchBytes, 1<<20)))}
 	opts = append(opts, c.extra...)
 	cl, err := kafka.NewGroupConsumer(c.kcfg, kafka.GroupConsumerOptions{
 		Group:          c.acfg.Group,
@@ -192,11 +199,7 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (*batch, bool) {
 // acknowledged all of them (true) or ctx is cancelled (false), with
 // exponential backoff between attempts. Readiness is false while it fails.
 func (c *Consumer) write(ctx context.Context, b *batch) bool {
-	skips, err := b.build(c.topics, c.acfg.Payload)
-	if err != nil {
-		// MessageDocument fails only for a record no retry can fix.
-		c.log.Error("building documents failed", "records", len(b.recs), "err", err)
-	}
+	skips := b.build(c.topics, c.acfg.Payload)
 	for _, s := range skips {
 		c.m.skipped.Add(ctx, 1, c.m.skipAttrs(s.source, s.reason))
 		logSkip(c.log, s)

@@ -297,12 +297,7 @@ func (e *archiveEnv) runPlain(ctx context.Context, round int) (*ArchiveRun, erro
 	for off := 0; off < len(e.recs); off += batch {
 		docs = docs[:0]
 		for _, r := range e.recs[off:min(off+batch, len(e.recs))] {
-			d, err := archive.MessageDocument(r, acfg.Payload)
-			if err != nil {
-				m.abort()
-				return nil, fmt.Errorf("building the document of %s: %w", archive.DocumentID(r), err)
-			}
-			docs = append(docs, d)
+			docs = append(docs, archive.MessageDocument(r, acfg.Payload))
 		}
 		if _, err := coll.InsertMany(ctx, docs, insertOpts); err != nil {
 			m.abort()

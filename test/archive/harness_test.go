@@ -453,7 +453,7 @@ func firstFew(s []string) []string {
 
 // coordinates is the _id the archiver gives the document of r.
 func coordinates(r *kgo.Record) string {
-	return fmt.Sprintf("%s:%d:%d", r.Topic, r.Partition, r.Offset)
+	return fmt.Sprintf("%s:%d:%d:%d", r.Topic, r.Partition, r.Offset, r.Timestamp.UnixMilli())
 }
 
 // producer produces inbound records as a frontend would and remembers,

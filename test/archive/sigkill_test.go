@@ -132,11 +132,12 @@ func TestSIGKILLOfTheArchiverMidStreamLeavesExactlyOneDocumentPerRecord(t *testi
 	}
 }
 
-// parseID splits the _id of a message document, "<topic>:<partition>:<offset>".
+// parseID splits the _id of a message document,
+// "<topic>:<partition>:<offset>:<timestamp ms>".
 func parseID(t *testing.T, id string) (int32, int64) {
 	t.Helper()
 	parts := strings.Split(id, ":")
-	require.Len(t, parts, 3, "_id %q", id)
+	require.Len(t, parts, 4, "_id %q", id)
 	require.Equal(t, inbound, parts[0], "_id %q", id)
 	part, err := strconv.ParseInt(parts[1], 10, 32)
 	require.NoError(t, err, "_id %q", id)
