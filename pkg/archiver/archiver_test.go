@@ -48,7 +48,13 @@ func TestMessagesMatchTheirRecordsFieldByField(t *testing.T) {
 		ClientID: "sensor-3", Topic: "plant/1/status", Payload: []byte{}, Protocol: 4, Kind: kafkarecord.KindWill,
 		MessageID: "0190f0a0-0000-7000-8000-000000000003", Node: "fe-a", ReceivedAt: received(0),
 	}
-	for _, m := range []*kafkarecord.Message{v5, v4, will} {
+	// The other combinations: 3.1.1 text, MQTT 5 binary.
+	v4text := &kafkarecord.Message{ClientID: "sensor-4t", Topic: "plant/2/temp", Payload: []byte("21.5"), Protocol: 4,
+		MessageID: "0190f0a0-0000-7000-8000-00000000004a", Node: "fe-b", ReceivedAt: received(0)}
+	zero := byte(0)
+	v5bin := &kafkarecord.Message{ClientID: "sensor-5b", Topic: "plant/2/raw", Payload: []byte{0x80, 0x81}, Protocol: 5,
+		PayloadFormat: &zero, MessageID: "0190f0a0-0000-7000-8000-00000000005b", Node: "fe-a", ReceivedAt: received(0)}
+	for _, m := range []*kafkarecord.Message{v5, v4, will, v4text, v5bin} {
 		f.produce(kafkarecord.Encode(inbound, m))
 	}
 	// A record a backend produced without the contract's topic header is
@@ -56,7 +62,7 @@ func TestMessagesMatchTheirRecordsFieldByField(t *testing.T) {
 	bad := &kgo.Record{Topic: inbound, Key: []byte("backend"), Value: []byte("no topic header"), Timestamp: received(0),
 		Headers: []kgo.RecordHeader{{Key: "x-origin", Value: []byte("billing")}}}
 	f.produce(bad)
-	f.waitCount("message", 4, 20*time.Second)
+	f.waitCount("message", 6, 20*time.Second)
 
 	byClient := map[string]bson.M{}
 	for _, d := range f.find("message", bson.D{}) {
@@ -107,6 +113,16 @@ func TestMessagesMatchTheirRecordsFieldByField(t *testing.T) {
 	assert.NotContains(t, d, "properties", "a 3.1.1 message has no properties")
 	assert.NotContains(t, d, "username")
 
+	d = byClient["sensor-4t"]
+	require.NotNil(t, d)
+	assert.Equal(t, "21.5", d["data"])
+	assert.Equal(t, int32(4), d["protocolVersion"])
+	d = byClient["sensor-5b"]
+	require.NotNil(t, d)
+	assert.Equal(t, bson.Binary{Subtype: 0, Data: []byte{0x80, 0x81}}, d["data"])
+	assert.Equal(t, int32(5), d["protocolVersion"])
+	assert.Equal(t, bson.D{{Key: "payloadFormat", Value: int32(0)}}, d["properties"])
+
 	d = byClient["sensor-3"]
 	require.NotNil(t, d)
 	assert.Equal(t, "will", d["kind"])
@@ -118,7 +134,7 @@ func TestMessagesMatchTheirRecordsFieldByField(t *testing.T) {
 	assert.Equal(t, "no topic header", d["data"])
 	assert.Equal(t, bson.A{bson.D{{Key: "key", Value: "x-origin"}, {Key: "value", Value: "billing"}}}, d["headers"])
 
-	assert.Equal(t, float64(4), a.metric("fleetgate_archive_documents_written_total", "collection", "message"))
+	assert.Equal(t, float64(6), a.metric("fleetgate_archive_documents_written_total", "collection", "message"))
 	a.waitCaughtUp(20 * time.Second)
 }
 
