@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -208,4 +209,36 @@ func (f *FerretDB) Kill() {
 func (f *FerretDB) Stop() {
 	f.Kill()
 	_ = os.RemoveAll(f.dir)
+}
+
+// TestFerretDB is the FerretDB a test package shares, started by its
+// TestMain through RunWithFerretDB.
+type TestFerretDB struct {
+	*FerretDB
+	skip string
+}
+
+// Require skips t where FerretDB could not be built (never under CI, where
+// RunWithFerretDB fails instead) and returns the server.
+func (f *TestFerretDB) Require(t testing.TB) *FerretDB {
+	t.Helper()
+	if f.skip != "" {
+		t.Skip(f.skip)
+	}
+	return f.FerretDB
+}
+
+// RunWithFerretDB starts FerretDB into f, runs the package's tests and
+// stops it; TestMain exits with what it returns.
+func RunWithFerretDB(m *testing.M, f *TestFerretDB) int {
+	db, skip, err := StartFerretDB()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting ferretdb:", err)
+		return 1
+	}
+	f.FerretDB, f.skip = db, skip
+	if db != nil {
+		defer db.Stop()
+	}
+	return m.Run()
 }

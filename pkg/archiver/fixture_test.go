@@ -52,7 +52,7 @@ var nonWord = regexp.MustCompile(`[^A-Za-z0-9]+`)
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	requireMongo(t)
+	ferret.Require(t)
 	name := strings.ToLower(nonWord.ReplaceAllString(t.Name(), "_"))
 	if len(name) > 40 {
 		name = name[:40]

@@ -98,7 +98,7 @@ func httpStatus(url string) int {
 }
 
 func TestWithAMongoDBURITheDevStackArchivesWhatIsPublished(t *testing.T) {
-	requireMongo(t)
+	ferret.Require(t)
 	mc, err := mongo.Connect(options.Client().ApplyURI(ferret.URI).SetServerSelectionTimeout(5 * time.Second))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = mc.Disconnect(context.Background()) })

@@ -1,7 +1,6 @@
 package devstack
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -10,35 +9,6 @@ import (
 
 // ferret is the MongoDB-wire server the archiver of the stack writes to in
 // the tests that run one.
-var (
-	ferret     *testkit.FerretDB
-	skipReason string
-)
+var ferret testkit.TestFerretDB
 
-func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	f, skip, err := testkit.StartFerretDB()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting ferretdb:", err)
-		return 1
-	}
-	if skip != "" {
-		skipReason = skip
-		return m.Run()
-	}
-	ferret = f
-	defer f.Stop()
-	return m.Run()
-}
-
-// requireMongo skips a test that needs MongoDB where FerretDB cannot be
-// built (never under CI, where StartFerretDB fails instead).
-func requireMongo(t *testing.T) {
-	t.Helper()
-	if skipReason != "" {
-		t.Skip(skipReason)
-	}
-}
+func TestMain(m *testing.M) { os.Exit(testkit.RunWithFerretDB(m, &ferret)) }

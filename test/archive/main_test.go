@@ -25,10 +25,7 @@ var binDir string
 // ferret is the MongoDB-wire server every test of the package writes to,
 // each test in a database of its own. The outage test kills and restarts
 // it, so the tests do not run in parallel.
-var (
-	ferret     *testkit.FerretDB
-	skipReason string
-)
+var ferret testkit.TestFerretDB
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -56,23 +53,5 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
 		return 1
 	}
-	f, skip, err := testkit.StartFerretDB()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting ferretdb:", err)
-		return 1
-	}
-	if skip != "" {
-		skipReason = skip
-		return m.Run()
-	}
-	ferret = f
-	defer f.Stop()
-	return m.Run()
-}
-
-func requireMongo(t *testing.T) {
-	t.Helper()
-	if skipReason != "" {
-		t.Skip(skipReason)
-	}
+	return testkit.RunWithFerretDB(m, &ferret)
 }

@@ -15,7 +15,7 @@ import (
 // its lag grows, and once FerretDB is back it catches up, ready again,
 // with exactly one document per record.
 func TestMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *testing.T) {
-	requireMongo(t)
+	ferret.Require(t)
 	kafka := startKafka(t)
 	db := newArchive(t)
 	a := startArchiver(t, "archiver", archiverArgs(kafka, db.name))

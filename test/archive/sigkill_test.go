@@ -18,7 +18,7 @@ import (
 // archiver having written again (as duplicates) what the first one wrote
 // but had not committed.
 func TestSIGKILLOfTheArchiverMidStreamLeavesExactlyOneDocumentPerRecord(t *testing.T) {
-	requireMongo(t)
+	ferret.Require(t)
 	const n = 20_000
 	kafka := startKafka(t)
 	db := newArchive(t)
