@@ -2,21 +2,17 @@ package archive
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -47,82 +43,15 @@ const (
 	// (group.min.session.timeout.ms): a killed archiver's partitions move
 	// to its successor this long after the kill.
 	sessionTimeout = 6 * time.Second
-	// maxLoggedOutput bounds the output logged per process on failure:
-	// the tail is what explains a failure.
-	maxLoggedOutput = 64 << 10
 )
 
-// proc is a process started by a test: it is killed when the test ends,
-// and the tail of its output is logged if the test failed.
-type proc struct {
-	t      *testing.T
-	name   string
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	exited chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// proc is a process started by a test (testkit.Proc).
+type proc = testkit.Proc
 
 // startProc runs the binary name of binDir with args.
 func startProc(t *testing.T, name, binary string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, binary), args...)
-	cmd.Env = cleanEnv()
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(t, cmd.Start(), "starting %s", name)
-	p := &proc{t: t, name: name, cmd: cmd, out: out, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			s := out.String()
-			if len(s) > maxLoggedOutput {
-				s = "[…]" + s[len(s)-maxLoggedOutput:]
-			}
-			t.Logf("%s (pid %d) output:\n%s", name, cmd.Process.Pid, s)
-		}
-	})
-	return p
-}
-
-// kill sends SIGKILL and waits until the process is gone.
-func (p *proc) kill() {
-	p.t.Helper()
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGKILL))
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		p.t.Fatalf("%s still running 10s after SIGKILL", p.name)
-	}
-	p.t.Logf("killed %s (pid %d) with SIGKILL", p.name, p.cmd.Process.Pid)
-}
-
-// requireRunning fails the test if the process exited.
-func (p *proc) requireRunning() {
-	p.t.Helper()
-	select {
-	case <-p.exited:
-		p.t.Fatalf("%s exited: %v", p.name, p.cmd.ProcessState)
-	default:
-	}
+	return testkit.StartProc(t, name, filepath.Join(binDir, binary), args...)
 }
 
 // eventually polls cond every interval until it holds, and fails the test
@@ -139,17 +68,6 @@ func eventually(t *testing.T, timeout, interval time.Duration, cond func() bool,
 	}
 }
 
-// cleanEnv keeps FLEETGATE_* settings of the test runner out of the child.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FLEETGATE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
 // startKafka runs the Kafka-protocol broker in a process of its own, with
 // its log in a directory of the test, and returns its address.
 func startKafka(t *testing.T) string {
@@ -157,7 +75,7 @@ func startKafka(t *testing.T) string {
 	addr := testkit.FreeAddr(t)
 	p := startProc(t, "kafka", "fleetgate-dev", "-dev.kafka-only", "-dev.kafka-addr", addr, "-dev.data-dir", t.TempDir())
 	eventually(t, 15*time.Second, 20*time.Millisecond, func() bool {
-		p.requireRunning()
+		p.RequireRunning()
 		return canDial(addr)
 	}, "kafka process did not listen on %s", addr)
 	return addr
@@ -175,6 +93,7 @@ func canDial(addr string) bool {
 // archiver is an archiver process and its operations address.
 type archiver struct {
 	*proc
+	t   *testing.T
 	ops string
 }
 
@@ -199,14 +118,14 @@ func archiverArgs(kafka, db string, extra ...string) []string {
 // operations server of its own, and waits until it is ready.
 func startArchiver(t *testing.T, name string, args []string) *archiver {
 	t.Helper()
-	a := &archiver{ops: testkit.FreeAddr(t)}
+	a := &archiver{t: t, ops: testkit.FreeAddr(t)}
 	a.proc = startProc(t, name, "archiver", append(args, "-http.addr", a.ops)...)
 	eventually(t, 30*time.Second, 20*time.Millisecond, func() bool {
-		a.requireRunning()
+		a.RequireRunning()
 		code, _ := a.readyz()
 		return code == http.StatusOK
 	}, "%s never became ready", name)
-	t.Logf("%s (pid %d) ready, operations on %s", name, a.cmd.Process.Pid, a.ops)
+	t.Logf("%s (pid %d) ready, operations on %s", name, a.Cmd.Process.Pid, a.ops)
 	return a
 }
 
@@ -239,7 +158,7 @@ var labelPair = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"
 func (a *archiver) scrape() []sample {
 	a.t.Helper()
 	resp, err := httpClient.Get("http://" + a.ops + "/metrics")
-	require.NoError(a.t, err, "scraping %s", a.name)
+	require.NoError(a.t, err, "scraping %s", a.Name)
 	defer resp.Body.Close()
 	require.Equal(a.t, http.StatusOK, resp.StatusCode)
 	var out []sample
@@ -318,7 +237,7 @@ func (a *archiver) archived() float64 {
 // inbound partition.
 func (a *archiver) caughtUp() bool {
 	a.t.Helper()
-	a.requireRunning()
+	a.RequireRunning()
 	if code, _ := a.readyz(); code != http.StatusOK {
 		return false
 	}

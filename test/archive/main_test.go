@@ -11,9 +11,6 @@ package archive
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
@@ -32,26 +29,12 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "fleetgate-archive-")
+	dir, err := testkit.BuildBinaries("./cmd/archiver", "./cmd/fleetgate-dev")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	root, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "go env GOMOD:", err)
-		return 1
-	}
-	// The binaries are built without -race: the race detector would slow
-	// the processes under test several times over, and their own packages
-	// run their tests with it.
-	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/archiver", "./cmd/fleetgate-dev")
-	build.Dir = filepath.Dir(strings.TrimSpace(string(root)))
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
-		return 1
-	}
 	return testkit.RunWithFerretDB(m, &ferret)
 }

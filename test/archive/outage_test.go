@@ -40,7 +40,7 @@ func TestMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *
 	t.Cleanup(stopProducer)
 
 	eventually(t, 30*time.Second, 20*time.Millisecond, func() bool {
-		a.requireRunning()
+		a.RequireRunning()
 		return a.archived() > 0
 	}, "the archiver never wrote a document")
 	code, _ := a.readyz()
@@ -61,7 +61,7 @@ func TestMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *
 
 	var body string
 	eventually(t, 30*time.Second, 50*time.Millisecond, func() bool {
-		a.requireRunning()
+		a.RequireRunning()
 		code, body = a.readyz()
 		return code != 0 && code != http.StatusOK
 	}, "the archiver stayed ready with MongoDB down")

@@ -40,14 +40,14 @@ func TestSIGKILLOfTheArchiverMidStreamLeavesExactlyOneDocumentPerRecord(t *testi
 	// archiver-1 counts the documents MongoDB acknowledged.
 	var atKill float64
 	eventually(t, 60*time.Second, 5*time.Millisecond, func() bool {
-		first.requireRunning()
+		first.RequireRunning()
 		atKill = first.archived()
 		if atKill > n*8/10 {
 			t.Fatalf("the archiver wrote %.0f of %d documents before the test saw it mid-stream", atKill, n)
 		}
 		return atKill >= n/10
 	}, "the archiver never wrote %d of %d documents", n/10, n)
-	first.kill()
+	first.Kill()
 	t.Logf("archiver-1 killed with at least %.0f of %d documents written", atKill, n)
 	<-produced
 	records := p.flush()

@@ -58,7 +58,7 @@ func TestSIGKILLOfADispatcherLosesNoAcknowledgedMessage(t *testing.T) {
 		p.run(stop)
 	}
 	time.Sleep(streamBeforeKill)
-	victim.kill()
+	victim.Kill()
 	killed := time.Now()
 	time.Sleep(streamAfterKill)
 	close(stop)
@@ -100,7 +100,7 @@ func TestSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage(t *testing.T)
 		p.run(stop)
 	}
 	time.Sleep(streamBeforeKill)
-	victim.kill()
+	victim.Kill()
 	killed := time.Now()
 
 	select {

@@ -1,18 +1,14 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,82 +34,13 @@ const (
 	sweepInterval = 200 * time.Millisecond
 )
 
-// proc is a process started by a test: it is killed when the test ends,
-// and its output is logged if the test failed.
-type proc struct {
-	t      *testing.T
-	name   string
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	exited chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// maxLoggedOutput bounds the output logged per process on failure: the
-// tail is what explains a failure.
-const maxLoggedOutput = 256 << 10
+// proc is a process started by a test (testkit.Proc).
+type proc = testkit.Proc
 
 // startProc runs path with args.
 func startProc(t *testing.T, name, path string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(path, args...)
-	cmd.Env = cleanEnv()
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(t, cmd.Start(), "starting %s", name)
-	p := &proc{t: t, name: name, cmd: cmd, out: out, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			s := out.String()
-			if len(s) > maxLoggedOutput {
-				s = "[…]" + s[len(s)-maxLoggedOutput:]
-			}
-			t.Logf("%s (pid %d) output:\n%s", name, cmd.Process.Pid, s)
-		}
-	})
-	return p
-}
-
-// kill sends SIGKILL and waits until the process is gone.
-func (p *proc) kill() {
-	p.t.Helper()
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGKILL))
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		p.t.Fatalf("%s still running 10s after SIGKILL", p.name)
-	}
-	p.t.Logf("killed %s (pid %d) with SIGKILL", p.name, p.cmd.Process.Pid)
-}
-
-// cleanEnv keeps FLEETGATE_* settings of the test runner out of the child.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FLEETGATE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
+	return testkit.StartProc(t, name, path, args...)
 }
 
 // node is a frontend or dispatcher process with its addresses.
@@ -188,7 +115,7 @@ func startCluster(t *testing.T) *testCluster {
 	}
 	for _, n := range append(append([]*node{}, c.dispatchers...), c.frontends...) {
 		require.Eventually(t, func() bool { return ready(n.ops) }, 30*time.Second, 50*time.Millisecond,
-			"%s never became ready (ops %s)", n.name, n.ops)
+			"%s never became ready (ops %s)", n.Name, n.ops)
 	}
 
 	c.lb = testkit.FreeAddr(t)
@@ -197,8 +124,8 @@ func startCluster(t *testing.T) *testCluster {
 	lb := startProc(t, "haproxy", haproxy, "-db", "-f", cfg)
 	require.Eventually(t, func() bool {
 		select {
-		case <-lb.exited:
-			t.Fatalf("haproxy exited:\n%s", lb.out.String())
+		case <-lb.Exited():
+			t.Fatalf("haproxy exited:\n%s", lb.Output())
 		default:
 		}
 		return canDial(c.lb)

@@ -12,12 +12,10 @@ package cluster
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/fleetgate/fleetgate/internal/clustertest"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // binDir holds the binaries built once for the package.
@@ -32,27 +30,13 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "fleetgate-cluster-")
+	dir, err := testkit.BuildBinaries("./cmd/frontend", "./cmd/dispatcher", "./cmd/fleetgate-dev")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	root, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "go env GOMOD:", err)
-		return 1
-	}
-	// The binaries are built without -race: the race detector would slow
-	// the processes under test several times over, and their own packages
-	// run their tests with it.
-	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/frontend", "./cmd/dispatcher", "./cmd/fleetgate-dev")
-	build.Dir = filepath.Dir(strings.TrimSpace(string(root)))
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
-		return 1
-	}
 	r, skip, err := clustertest.StartRedis()
 	if err != nil || skip != "" {
 		fmt.Fprintln(os.Stderr, "cluster tests need redis-server:", err, skip)

@@ -78,7 +78,7 @@ func TestWillsOfAKilledFrontendArePublished(t *testing.T) {
 	// Before the kill no will is out.
 	require.Empty(t, willsIn(in.snapshot(), append(wills, "will-polite")), "wills published while their clients were connected")
 
-	victim.kill()
+	victim.Kill()
 	killed := time.Now()
 	ok := in.waitFor(willDeadline, func(m []received) bool { return len(willsIn(m, wills)) == len(wills) })
 	got := willsIn(in.snapshot(), wills)
@@ -141,7 +141,7 @@ func TestWillsArePublishedWhenAKilledFrontendRestartsAtOnce(t *testing.T) {
 	cl := mustDialV5(t, victim.mqtt, cp, nil)
 	probeUntilDelivered(t, in, "will/probe/restart", func(p string) { cl.publish(t, "will/probe/restart", p) })
 
-	victim.kill()
+	victim.Kill()
 	killed := time.Now()
 	victim.restart(t)
 	ok := in.waitFor(willDeadline, func(m []received) bool { return len(willsIn(m, []string{"restart-will"})) == 1 })
