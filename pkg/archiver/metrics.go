@@ -5,6 +5,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 // Collections, the bounded values of the "collection" label: what a
@@ -49,11 +51,8 @@ type metrics struct {
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/archiver")
 	var errs []error
-	counter := func(name, desc string) metric.Int64Counter {
-		c, err := m.Int64Counter(name, metric.WithDescription(desc))
-		errs = append(errs, err)
-		return c
-	}
+	counters := telemetry.NewCounters(m)
+	counter := counters.New
 	r := &metrics{
 		records: counter("fleetgate_archive_records",
 			"Records archived (written and marked for commit), by source: inbound, events, subscriptions; skipped records included."),
@@ -86,6 +85,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	for _, s := range []string{SourceInbound, SourceEvents, SourceSubscriptions} {
 		r.source[s] = metric.WithAttributeSet(attribute.NewSet(attribute.String("source", s)))
 	}
+	errs = append(errs, counters.Err())
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

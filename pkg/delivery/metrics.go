@@ -6,6 +6,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 type metrics struct {
@@ -24,11 +26,8 @@ type metrics struct {
 func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error) {
 	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/delivery")
 	var errs []error
-	counter := func(name, desc string) metric.Int64Counter {
-		c, err := m.Int64Counter(name, metric.WithDescription(desc))
-		errs = append(errs, err)
-		return c
-	}
+	counters := telemetry.NewCounters(m)
+	counter := counters.New
 	reason := func(r string) metric.AddOption { return metric.WithAttributes(attribute.String("reason", r)) }
 	r := &metrics{
 		sent:      counter("fleetgate_delivery_messages_sent", "PUBLISH packets written to subscribers, by QoS."),
@@ -62,5 +61,6 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error
 			return nil
 		}))
 	errs = append(errs, err)
+	errs = append(errs, counters.Err())
 	return r, errors.Join(errs...)
 }

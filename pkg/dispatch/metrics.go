@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 // Skip reasons, the bounded values of the "reason" label of
@@ -43,11 +44,8 @@ type metrics struct {
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/dispatch")
 	var errs []error
-	counter := func(name, desc string) metric.Int64Counter {
-		c, err := m.Int64Counter(name, metric.WithDescription(desc))
-		errs = append(errs, err)
-		return c
-	}
+	counters := telemetry.NewCounters(m)
+	counter := counters.New
 	r := &metrics{
 		routed: counter("fleetgate_dispatch_records_routed",
 			"Records whose deliveries are durable in the session queues (records no session subscribed to included)."),
@@ -77,6 +75,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	for _, o := range []session.Outcome{session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDroppedNewest, session.OutcomeNoSession, session.OutcomeFailed, session.OutcomeNotSubscribed} {
 		r.outcomes[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", o.String())))
 	}
+	errs = append(errs, counters.Err())
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 // Outcomes of a will that Kafka did not take, the bounded values of the
@@ -31,11 +33,8 @@ type metrics struct {
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/wills")
 	var errs []error
-	counter := func(name, desc string) metric.Int64Counter {
-		c, err := m.Int64Counter(name, metric.WithDescription(desc))
-		errs = append(errs, err)
-		return c
-	}
+	counters := telemetry.NewCounters(m)
+	counter := counters.New
 	r := &metrics{
 		published: counter("fleetgate_wills_published",
 			"Wills of clients of dead nodes produced to Kafka by this process."),
@@ -50,6 +49,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		returned: metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", OutcomeReturned))),
 		lost:     metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", OutcomeLost))),
 	}
+	errs = append(errs, counters.Err())
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
