@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -51,6 +52,7 @@ type Proc struct {
 	t      *testing.T
 	out    *syncBuffer
 	exited chan struct{}
+	err    error // of Wait, once exited is closed
 }
 
 type syncBuffer struct {
@@ -80,7 +82,7 @@ func StartProc(t *testing.T, name, path string, args ...string) *Proc {
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start(), "starting %s", name)
 	p := &Proc{Name: name, Cmd: cmd, t: t, out: out, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.exited
@@ -111,6 +113,25 @@ func (p *Proc) Kill() {
 		p.t.Fatalf("%s still running 10s after SIGKILL", p.Name)
 	}
 	p.t.Logf("killed %s (pid %d) with SIGKILL", p.Name, p.Cmd.Process.Pid)
+}
+
+// Wait returns the exit code, failing the test if the process runs past d;
+// -1 when it was killed by a signal.
+func (p *Proc) Wait(d time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(d):
+		p.t.Fatalf("%s still running after %s", p.Name, d)
+	}
+	if p.err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
 }
 
 // RequireRunning fails the test if the process exited.

@@ -85,8 +85,8 @@ func TestSIGKILLOfTheFrontendLosesNoAcknowledgedMessage(t *testing.T) {
 		defer mu.Unlock()
 		return len(acked) >= 3000
 	}, 60*time.Second, 5*time.Millisecond, "stream never got going")
-	require.NoError(t, fe.cmd.Process.Signal(syscall.SIGKILL))
-	fe.wait(10 * time.Second)
+	require.NoError(t, fe.Cmd.Process.Signal(syscall.SIGKILL))
+	fe.Wait(10 * time.Second)
 	<-readerDone
 	<-writerDone
 

@@ -27,13 +27,13 @@ func TestSIGTERMDrainsTheFrontendAndExitsZero(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, packets.Puback, ack.FixedHeader.Type)
 
-	require.NoError(t, fe.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, fe.Cmd.Process.Signal(syscall.SIGTERM))
 	pk, err := v5.Recv(10 * time.Second)
 	require.NoError(t, err)
 	assert.Equal(t, packets.Disconnect, pk.FixedHeader.Type)
 	assert.Equal(t, byte(0x8B), pk.ReasonCode, "server shutting down")
-	assert.Equal(t, 0, fe.wait(15*time.Second), "exit code")
-	assert.Contains(t, fe.out.String(), "shutdown complete")
+	assert.Equal(t, 0, fe.Wait(15*time.Second), "exit code")
+	assert.Contains(t, fe.Output(), "shutdown complete")
 
 	recs := testkit.NewReader(t, kafka, "mqtt.inbound").Read(1, 10*time.Second)
 	assert.Equal(t, "before", string(recs[0].Value))
@@ -59,7 +59,7 @@ func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *test
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(filepath.Join(binDir, "frontend"), tc.args...)
-			cmd.Env = append(cleanEnv(), tc.env...)
+			cmd.Env = append(testkit.CleanEnv(), tc.env...)
 			out, err := cmd.CombinedOutput()
 			var ee *exec.ExitError
 			require.ErrorAs(t, err, &ee, "must exit non-zero; output: %s", out)
@@ -82,7 +82,7 @@ func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *test
 	t.Run("-config.verify accepts a valid configuration without starting and never prints a secret", func(t *testing.T) {
 		cmd := exec.Command(filepath.Join(binDir, "frontend"), "-config.verify", "-kafka.brokers", "kafka:9092",
 			"-kafka.sasl.mechanism", "SCRAM-SHA-512", "-kafka.sasl.username", "fleet")
-		cmd.Env = append(cleanEnv(), "FLEETGATE_KAFKA_SASL_PASSWORD=hunter2")
+		cmd.Env = append(testkit.CleanEnv(), "FLEETGATE_KAFKA_SASL_PASSWORD=hunter2")
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		assert.Contains(t, string(out), "configuration is valid")
@@ -96,29 +96,29 @@ func TestTheDevStackKeepsMessagesAcrossARestart(t *testing.T) {
 	dataDir := t.TempDir()
 	kafka, mqtt, ops, redis := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
 	args := []string{"-dev.data-dir", dataDir, "-dev.kafka-addr", kafka, "-mqtt.tcp-addr", mqtt, "-mqtt.ws-addr", "", "-http.addr", ops, "-dev.redis-listen", redis}
-	dev := start(t, "fleetgate-dev", nil, args...)
-	require.Eventually(t, func() bool { return strings.Contains(dev.out.String(), "fleetgate dev stack is up") }, 20*time.Second, 50*time.Millisecond)
-	assert.Contains(t, dev.out.String(), redis, "the banner names the Redis it started")
+	dev := start(t, "fleetgate-dev", args...)
+	require.Eventually(t, func() bool { return strings.Contains(dev.Output(), "fleetgate dev stack is up") }, 20*time.Second, 50*time.Millisecond)
+	assert.Contains(t, dev.Output(), redis, "the banner names the Redis it started")
 	_, port, _ := strings.Cut(mqtt, ":")
 	out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "restart-test", "-t", "dev/persist", "-m", "still here").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	// The stack's dispatcher consumes the record (nobody subscribes yet).
-	assert.Contains(t, dev.out.String(), "Dispatcher                on")
+	assert.Contains(t, dev.Output(), "Dispatcher                on")
 	require.Eventually(t, func() bool {
 		return strings.Contains(httpGet(t, "http://"+ops+"/metrics"), "fleetgate_dispatch_records_routed_total 1")
 	}, 30*time.Second, 100*time.Millisecond, "the dev stack's dispatcher did not route the record")
-	require.NoError(t, dev.cmd.Process.Signal(syscall.SIGTERM))
-	require.Equal(t, 0, dev.wait(20*time.Second))
+	require.NoError(t, dev.Cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, dev.Wait(20*time.Second))
 
-	dev2 := start(t, "fleetgate-dev", nil, args...)
-	require.Eventually(t, func() bool { return strings.Contains(dev2.out.String(), "fleetgate dev stack is up") }, 20*time.Second, 50*time.Millisecond)
+	dev2 := start(t, "fleetgate-dev", args...)
+	require.Eventually(t, func() bool { return strings.Contains(dev2.Output(), "fleetgate dev stack is up") }, 20*time.Second, 50*time.Millisecond)
 	recs := testkit.NewReader(t, kafka, "mqtt.inbound").Read(1, 15*time.Second)
 	assert.Equal(t, "still here", string(recs[0].Value))
 	assert.Equal(t, "restart-test", string(recs[0].Key))
 
 	// Killed outright, the stack leaves no redis-server behind.
-	require.NoError(t, dev2.cmd.Process.Signal(syscall.SIGKILL))
-	dev2.wait(10 * time.Second)
+	require.NoError(t, dev2.Cmd.Process.Signal(syscall.SIGKILL))
+	dev2.Wait(10 * time.Second)
 	require.Eventually(t, func() bool {
 		c, err := (netDialer{}).dial(redis)
 		if err == nil {

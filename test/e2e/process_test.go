@@ -5,15 +5,11 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,23 +26,12 @@ var binDir string
 var redisAddr string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "fleetgate-e2e-")
+	dir, err := testkit.BuildBinaries("./cmd/frontend", "./cmd/fleetgate-dev")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	binDir = dir
-	root, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "go env GOMOD:", err)
-		os.Exit(1)
-	}
-	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/frontend", "./cmd/fleetgate-dev")
-	build.Dir = filepath.Dir(strings.TrimSpace(string(root)))
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
-		os.Exit(1)
-	}
 	r, skip, err := clustertest.StartRedis()
 	if err != nil || skip != "" {
 		fmt.Fprintln(os.Stderr, "e2e tests need redis-server:", err, skip)
@@ -59,86 +44,21 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is a fleetgate process started by a test.
-type proc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	exited chan struct{}
-	err    error
-}
+// proc is a fleetgate process started by a test (testkit.Proc).
+type proc = testkit.Proc
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// start runs binary with args and the given extra environment; it is killed
-// at the end of the test, and its output is logged if the test failed.
-func start(t *testing.T, binary string, env []string, args ...string) *proc {
+// start runs binary of binDir with args; it is killed at the end of the
+// test, and its output is logged if the test failed.
+func start(t *testing.T, binary string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, binary), args...)
-	cmd.Env = append(cleanEnv(), env...)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(t, cmd.Start())
-	p := &proc{t: t, cmd: cmd, out: out, exited: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("%s output:\n%s", binary, out.String())
-		}
-	})
-	return p
-}
-
-// cleanEnv keeps FLEETGATE_* settings of the test runner out of the child.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FLEETGATE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// wait returns the exit code, failing the test if the process runs past d.
-func (p *proc) wait(d time.Duration) int {
-	p.t.Helper()
-	select {
-	case <-p.exited:
-	case <-time.After(d):
-		p.t.Fatalf("process still running after %s", d)
-	}
-	if p.err == nil {
-		return 0
-	}
-	if ee, ok := p.err.(*exec.ExitError); ok {
-		return ee.ExitCode()
-	}
-	return -1
+	return testkit.StartProc(t, binary, filepath.Join(binDir, binary), args...)
 }
 
 // startKafka runs the embedded broker in a process of its own.
 func startKafka(t *testing.T) string {
 	t.Helper()
 	addr := testkit.FreeAddr(t)
-	start(t, "fleetgate-dev", nil, "-dev.kafka-only", "-dev.kafka-addr", addr, "-dev.data-dir", t.TempDir())
+	start(t, "fleetgate-dev", "-dev.kafka-only", "-dev.kafka-addr", addr, "-dev.data-dir", t.TempDir())
 	require.Eventually(t, func() bool {
 		c, err := (&netDialer{}).dial(addr)
 		if err == nil {
@@ -160,7 +80,7 @@ func startFrontend(t *testing.T, kafka string, extra ...string) *frontendProc {
 	mqtt, ops := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	args := append([]string{"-kafka.brokers", kafka, "-mqtt.tcp-addr", mqtt, "-http.addr", ops,
 		"-node.id", "e2e", "-kafka.partitions", "3", "-log.level", "info", "-redis.addrs", redisAddr}, extra...)
-	p := start(t, "frontend", nil, args...)
+	p := start(t, "frontend", args...)
 	f := &frontendProc{proc: p, mqtt: mqtt, ops: ops}
 	require.Eventually(t, func() bool {
 		resp, err := http.Get("http://" + ops + "/readyz")
