@@ -65,6 +65,22 @@ func TestTheExpirySweeperDropsTheSubscriptionsOfExpiredSessionsOnly(t *testing.T
 		b, _ := store.Exists(ctx, back)
 		return !a && !b
 	}, 10*time.Second, 50*time.Millisecond, "redis expires both sessions")
+	// The expiry index keeps its own deadline, which the key's TTL may
+	// reach a moment earlier on a loaded machine: wait until the index too
+	// says both are due, or the sweep below would not see one of them yet.
+	require.Eventually(t, func() bool {
+		due, err := store.ExpiredSessions(ctx, time.Now(), 100)
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, e := range due {
+			if e.ClientID == gone || e.ClientID == back {
+				n++
+			}
+		}
+		return n == 2
+	}, 10*time.Second, 20*time.Millisecond, "the expiry index lists both sessions as due")
 	// back starts a new session and subscribes to the same filter again:
 	// that subscription is the new session's and stays.
 	res, err := store.Connect(ctx, session.ConnectRequest{ClientID: back, Node: "n2", ExpirySeconds: 60, Protocol: 5})
