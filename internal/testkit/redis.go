@@ -2,12 +2,14 @@ package testkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -48,15 +50,35 @@ func StartRedisServer(bin, addr, dir string, extra ...string) (*exec.Cmd, error)
 	}
 }
 
+// handedOut are the ports FreeLoopbackAddr returned in this process.
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[int]bool{}
+)
+
 // FreeLoopbackAddr returns a loopback address with a port that was free a
-// moment ago, for TestMain functions, which have no *testing.T.
+// moment ago and that this process has not handed out before, for TestMain
+// functions, which have no *testing.T.
 func FreeLoopbackAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		addr := l.Addr().String()
+		if err := l.Close(); err != nil {
+			return "", err
+		}
+		handedOutMu.Lock()
+		seen := handedOut[port]
+		handedOut[port] = true
+		handedOutMu.Unlock()
+		if !seen {
+			return addr, nil
+		}
 	}
-	addr := l.Addr().String()
-	return addr, l.Close()
+	return "", errors.New("no loopback port that was not handed out before")
 }
 
 // RedisServers are the redis-servers a test package's TestMain started: a

@@ -135,13 +135,13 @@ func Header(r *kgo.Record, key string) (string, bool) {
 	return "", false
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment ago.
+// FreeAddr returns a loopback address with a port that was free a moment ago
+// and that this process has not handed out before: the kernel may give a
+// port it just gave (and that a test has not bound yet) to the next caller.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := FreeLoopbackAddr()
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
 	return addr
 }
 

@@ -27,6 +27,7 @@ Usage:
   fleetgate-bench compare idle|pairs|fanout -target ... [flags]
                                     the same workload against several brokers, side by side
   fleetgate-bench archive [flags]   the archiver against a plain MongoDB bulk-insert loop: documents/s
+  fleetgate-bench wakeup  [flags]   CPU cost of a loopback TCP round trip, back to back and waking a sleeping side
   fleetgate-bench free-port [n]     print n free loopback TCP ports (for scripts)
 
 Run a subcommand with -help for its flags. Every subcommand takes -json.
@@ -51,6 +52,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return mainCompare(ctx, args, stdout, stderr)
 	case "archive":
 		return mainArchive(ctx, args, stdout, stderr)
+	case "wakeup":
+		return mainWakeup(ctx, args, stdout, stderr)
 	case "free-port":
 		return mainFreePort(args, stdout)
 	case "help", "-h", "-help", "--help":

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -79,4 +80,22 @@ func TestJSONOutWritesAFileBesideTheTable(t *testing.T) {
 	var res IdleResult
 	require.NoError(t, json.Unmarshal(b, &res))
 	require.Equal(t, 5, res.Connected)
+}
+
+func TestMainWakeupMeasuresBothRoundTripKinds(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.NoError(t, Main(context.Background(), []string{"wakeup", "-round-trips", "50", "-gap", "100us", "-json"}, &out, &errOut), errOut.String())
+	var res WakeupResult
+	require.NoError(t, json.Unmarshal(out.Bytes(), &res))
+	require.Equal(t, 50, res.RoundTrips)
+	require.Len(t, res.Rows, 2)
+	require.Zero(t, res.Rows[0].Gap)
+	require.Equal(t, 100*time.Microsecond, res.Rows[1].Gap)
+	for _, r := range res.Rows {
+		require.Positive(t, r.Wall, "a round trip takes time")
+	}
+	out.Reset()
+	require.NoError(t, Main(context.Background(), []string{"wakeup", "-round-trips", "20"}, &out, &errOut))
+	require.Contains(t, out.String(), "each message wakes a sleeping side")
+	require.ErrorContains(t, Main(context.Background(), []string{"wakeup", "-gap", "0s"}, &out, &errOut), "-gap")
 }

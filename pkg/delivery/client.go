@@ -75,8 +75,12 @@ type client struct {
 	window   int
 	resent   bool
 	inflight map[uint16]outbound
-	retryAt  *time.Timer
-	backoff  time.Duration
+	// written are packet ids whose delivery ended when they were written
+	// (QoS 0, or not sendable at all), to be acknowledged in the store
+	// with the next round.
+	written []uint16
+	retryAt *time.Timer
+	backoff time.Duration
 }
 
 func newClient(h *Hook, cl *mqtt.Client) *client {
@@ -156,7 +160,7 @@ func (c *client) pump() {
 	}
 }
 
-// finish applies the acknowledgements that arrived after the pump's last
+// finish records the acknowledgements that arrived after the pump's last
 // round, once the connection has ended: a PUBACK read just before the
 // client's DISCONNECT still completes its message [MQTT-4.4.0-1].
 func (c *client) finish(ctx context.Context) {
@@ -169,14 +173,34 @@ func (c *client) finish(ctx context.Context) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	defer c.work.Unlock()
-	if err := c.applyAcks(ctx); err != nil && !fenced(err) {
-		c.h.log.Warn("acknowledgements at disconnect not recorded; those messages are sent again", "client", c.cl.ID, "err", err)
+	pending := c.takeAcks()
+	s := c.settle(pending)
+	var err error
+	if c.closed.Load() {
+		// A reconnect may have overtaken the close: the acknowledgements
+		// still name this session's messages, whatever its epoch now.
+		err = c.h.o.Store.AckAfterClose(ctx, c.cl.ID, s.acks)
+		if err == nil && len(s.pubrecs) > 0 {
+			err = c.h.rounds.do(ctx, &session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Pubrecs: s.pubrecs})
+		}
+	} else if len(s.acks) > 0 || len(s.pubrecs) > 0 {
+		err = c.h.rounds.do(ctx, &session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Acks: s.acks, Pubrecs: s.pubrecs})
 	}
+	if err != nil {
+		c.restore(pending)
+		if !fenced(err) {
+			c.h.log.Warn("acknowledgements at disconnect not recorded; those messages are sent again", "client", c.cl.ID, "err", err)
+		}
+		return
+	}
+	c.settled(s)
 }
 
-// round resends what was in flight (once per connection), applies the
-// acknowledgements received, and moves messages from the queue to the
-// connection while the client's window has room.
+// round resends what was in flight (once per connection), then runs store
+// rounds until there is nothing left to do: each records the
+// acknowledgements received so far and takes as many queued messages as
+// the client's window has room for, in one script sent in a pipeline
+// shared with the node's other sessions (rounds).
 func (c *client) round() {
 	if c.ctx.Err() != nil || c.takenOver.Load() {
 		return
@@ -188,50 +212,141 @@ func (c *client) round() {
 		}
 		c.resent = true
 	}
-	if err := c.applyAcks(c.ctx); err != nil {
-		c.fail("recording acknowledgements", err)
-		return
-	}
 	for c.ctx.Err() == nil {
-		free := c.window - len(c.inflight)
-		if free <= 0 {
+		pending := c.takeAcks()
+		s := c.settle(pending)
+		take := 0
+		if free := c.window - len(c.inflight) + s.completing; free > 0 && c.queued.Swap(false) {
+			take = min(free, takeBatch)
+		}
+		if take == 0 && len(s.acks) == 0 && len(s.pubrecs) == 0 && len(s.pubrels) == 0 {
 			return
 		}
-		if !c.queued.Swap(false) {
-			return // nothing new announced since the queue was found empty
-		}
-		n := min(free, takeBatch)
-		msgs, err := c.h.o.Store.Take(c.ctx, c.cl.ID, c.epoch, n)
-		if err != nil {
-			c.queued.Store(true)
-			c.fail("taking queued messages", err)
-			return
-		}
-		if len(msgs) == n {
-			c.queued.Store(true) // there may be more
-		}
-		var done []uint16
-		buf := bufPool.Get().(*bytes.Buffer)
-		for _, m := range msgs {
-			if c.write(buf, m, false) {
-				done = append(done, m.PacketID)
+		r := session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Acks: s.acks, Pubrecs: s.pubrecs, Take: take}
+		if len(r.Acks) > 0 || len(r.Pubrecs) > 0 || r.Take > 0 {
+			if err := c.h.rounds.do(c.ctx, &r); err != nil {
+				c.restore(pending)
+				if take > 0 {
+					c.queued.Store(true)
+				}
+				c.fail("delivery round", err)
+				return
 			}
 		}
-		c.flush(buf)
-		bufPool.Put(buf)
-		if err := c.h.o.Store.AckMany(c.ctx, c.cl.ID, c.epoch, done); err != nil {
-			c.fail("completing QoS 0 deliveries", err)
-			return
+		c.settled(s)
+		if len(r.Taken) > 0 {
+			buf := bufPool.Get().(*bytes.Buffer)
+			for _, m := range r.Taken {
+				if c.write(buf, m, false) {
+					c.written = append(c.written, m.PacketID)
+				}
+			}
+			c.flush(buf)
+			bufPool.Put(buf)
 		}
-		if err := c.applyAcks(c.ctx); err != nil {
-			c.fail("recording acknowledgements", err)
-			return
-		}
-		if len(msgs) < n {
-			c.backoff = 0
-			return // the queue is empty
+		if take > 0 {
+			if len(r.Taken) == take {
+				c.queued.Store(true) // there may be more
+			} else {
+				c.backoff = 0 // the queue is empty
+			}
 		}
 	}
+}
+
+// settlement is what a round records for the acknowledgements read.
+type settlement struct {
+	// acks complete their messages: PUBACK, PUBCOMP, a PUBREC with a
+	// failure code, and the messages done when written (client.written).
+	acks []uint16
+	// kinds are the packet types of acks (0 for a written message).
+	kinds []byte
+	// completing counts the acks of messages in flight, whose slots in
+	// the window the round frees.
+	completing int
+	pubrecs    []uint16 // PUBREC of a QoS 2 PUBLISH: record, then PUBREL
+	pubrels    []uint16 // PUBREC again after PUBREL: PUBREL again
+}
+
+// settle sorts the acknowledgements read: PUBACK and PUBCOMP complete a
+// message [MQTT-4.3.2-1] [MQTT-4.3.3-1]; PUBREC is recorded and answered
+// with PUBREL [MQTT-4.3.3-4]; an MQTT 5 PUBREC with a failure code ends the
+// flow [MQTT-4.3.3-4 non-normative 4.13.2]. Acknowledgements of packet ids
+// not in flight, or not in the state they acknowledge, are ignored like
+// mochi does.
+func (c *client) settle(pending []ack) settlement {
+	var s settlement
+	var seen map[uint16]struct{}
+	if len(pending) > 1 {
+		seen = make(map[uint16]struct{}, len(pending))
+	}
+	for _, a := range pending {
+		o, ok := c.inflight[a.id]
+		if !ok {
+			continue
+		}
+		switch {
+		case a.kind == packets.Puback && o.state == 1,
+			a.kind == packets.Pubcomp && o.state == 3,
+			a.kind == packets.Pubrec && o.state == 2 && a.reason >= packets.ErrUnspecifiedError.Code:
+			if seen != nil {
+				if _, dup := seen[a.id]; dup {
+					continue
+				}
+				seen[a.id] = struct{}{}
+			}
+			s.acks = append(s.acks, a.id)
+			s.kinds = append(s.kinds, a.kind)
+			s.completing++
+		case a.kind == packets.Pubrec && o.state == 2:
+			s.pubrecs = append(s.pubrecs, a.id)
+		case a.kind == packets.Pubrec && o.state == 3:
+			s.pubrels = append(s.pubrels, a.id)
+		}
+	}
+	for _, id := range c.written {
+		s.acks = append(s.acks, id)
+		s.kinds = append(s.kinds, 0)
+	}
+	return s
+}
+
+// settled applies a settlement the store recorded: completed messages
+// leave the window (with their delivery receipts), and recorded PUBRECs
+// are answered with PUBREL.
+func (c *client) settled(s settlement) {
+	c.written = c.written[:0]
+	for i, id := range s.acks {
+		if s.kinds[i] == 0 {
+			continue
+		}
+		if o, ok := c.inflight[id]; ok {
+			delete(c.inflight, id)
+			c.h.metrics.completed.Add(c.ctx, 1)
+			if s.kinds[i] != packets.Pubrec { // a refused PUBREC ends the flow undelivered
+				c.receipt(id, o)
+			}
+		}
+	}
+	for _, id := range s.pubrecs {
+		if o, ok := c.inflight[id]; ok && o.state == 2 {
+			o.state = 3
+			c.inflight[id] = o
+		}
+	}
+	for _, id := range append(s.pubrecs, s.pubrels...) {
+		_ = c.cl.WritePacket(pubrel(id))
+	}
+}
+
+// restore puts acknowledgements back for the next attempt.
+func (c *client) restore(pending []ack) {
+	if len(pending) == 0 {
+		return
+	}
+	c.acksMu.Lock()
+	c.acks = append(append([]ack(nil), pending...), c.acks...)
+	c.acksMu.Unlock()
 }
 
 // fail handles a store error of the pump: a fenced session was taken over
@@ -261,7 +376,6 @@ func (c *client) resend() error {
 	if err != nil {
 		return err
 	}
-	var done []uint16
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer bufPool.Put(buf)
 	for _, m := range msgs {
@@ -273,11 +387,11 @@ func (c *client) resend() error {
 			continue
 		}
 		if c.write(buf, m.QueuedMessage, true) {
-			done = append(done, m.PacketID)
+			c.written = append(c.written, m.PacketID)
 		}
 	}
 	c.flush(buf)
-	return c.h.o.Store.AckMany(c.ctx, c.cl.ID, c.epoch, done)
+	return nil
 }
 
 func pubrel(id uint16) packets.Packet {
@@ -380,77 +494,6 @@ func (c *client) flush(buf *bytes.Buffer) {
 	if err != nil && !cl.Closed() {
 		c.h.log.Debug("writing deliveries", "client", cl.ID, "err", err)
 	}
-}
-
-// applyAcks records the acknowledgements received so far: PUBACK and
-// PUBCOMP complete a message [MQTT-4.3.2-1] [MQTT-4.3.3-1]; PUBREC is
-// recorded and answered with PUBREL [MQTT-4.3.3-4]; an MQTT 5 PUBREC with a
-// failure code ends the flow [MQTT-4.3.3-4 non-normative 4.13.2].
-func (c *client) applyAcks(ctx context.Context) error {
-	pending := c.takeAcks()
-	var done []uint16 // completed, not yet recorded in the store
-	var doneAcks []ack
-	flush := func() error {
-		ack := func() error { return c.h.o.Store.AckMany(ctx, c.cl.ID, c.epoch, done) }
-		if c.closed.Load() {
-			// A reconnect may have overtaken the close: the acknowledgements
-			// still name this session's messages.
-			ack = func() error { return c.h.o.Store.AckAfterClose(ctx, c.cl.ID, done) }
-		}
-		if err := ack(); err != nil {
-			return err
-		}
-		for i, id := range done {
-			if o, ok := c.inflight[id]; ok {
-				delete(c.inflight, id)
-				c.h.metrics.completed.Add(ctx, 1)
-				if doneAcks[i].kind != packets.Pubrec { // a refused PUBREC ends the flow undelivered
-					c.receipt(id, o)
-				}
-			}
-		}
-		done, doneAcks = done[:0], doneAcks[:0]
-		return nil
-	}
-	// restore puts back what was not recorded, for the next attempt.
-	restore := func(rest []ack) {
-		c.acksMu.Lock()
-		c.acks = append(append(append([]ack(nil), doneAcks...), rest...), c.acks...)
-		c.acksMu.Unlock()
-	}
-	for i, a := range pending {
-		o, ok := c.inflight[a.id]
-		state := o.state
-		if !ok {
-			continue // not ours to complete: ignored like mochi does
-		}
-		switch {
-		case a.kind == packets.Puback && state == 1,
-			a.kind == packets.Pubcomp && state == 3,
-			a.kind == packets.Pubrec && state == 2 && a.reason >= packets.ErrUnspecifiedError.Code:
-			done = append(done, a.id)
-			doneAcks = append(doneAcks, a)
-		case a.kind == packets.Pubrec && (state == 2 || state == 3):
-			if state == 2 {
-				if err := flush(); err != nil {
-					restore(pending[i:])
-					return err
-				}
-				if err := c.h.o.Store.PubrecReceived(ctx, c.cl.ID, c.epoch, a.id); err != nil {
-					restore(pending[i:])
-					return err
-				}
-				o.state = 3
-				c.inflight[a.id] = o
-			}
-			_ = c.cl.WritePacket(pubrel(a.id))
-		}
-	}
-	if err := flush(); err != nil {
-		restore(nil)
-		return err
-	}
-	return nil
 }
 
 // receipt emits the delivery receipt of a completed QoS 1 or 2 delivery.

@@ -20,6 +20,11 @@ type Config struct {
 	// StoreTimeout bounds one session store (Redis) or change log (Kafka)
 	// operation done for a client packet: CONNECT, SUBSCRIBE, UNSUBSCRIBE.
 	StoreTimeout time.Duration `yaml:"store_timeout"`
+	// StorePipelines bounds the Redis pipelines in flight that carry the
+	// delivery rounds of the node's sessions (taking queued messages,
+	// recording acknowledgements); rounds arriving while all are busy
+	// share the next one.
+	StorePipelines int `yaml:"store_pipelines"`
 }
 
 // RegisterFlags registers the flags under "delivery.".
@@ -27,6 +32,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxInflight, "delivery.max-inflight", 100, "Most outbound QoS 1/2 messages awaiting acknowledgement per connection (also capped by the client's Receive Maximum).")
 	fs.DurationVar(&c.PollInterval, "delivery.poll-interval", 30*time.Second, "How often a connected session's queue is checked without a notice from a dispatcher.")
 	fs.DurationVar(&c.StoreTimeout, "delivery.store-timeout", 10*time.Second, "Bound on the Redis and Kafka writes behind CONNACK, SUBACK and UNSUBACK; past it the client gets a failure code.")
+	fs.IntVar(&c.StorePipelines, "delivery.store-pipelines", 2, "Most Redis pipelines in flight carrying the delivery rounds of this node's sessions; rounds that arrive while all are busy share the next one.")
 }
 
 // Validate names the bad field.
@@ -37,6 +43,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PollInterval < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("delivery.poll-interval: %s must be at least 10ms", c.PollInterval))
+	}
+	if c.StorePipelines < 1 || c.StorePipelines > 1024 {
+		errs = append(errs, fmt.Errorf("delivery.store-pipelines: %d must be between 1 and 1024", c.StorePipelines))
 	}
 	if c.StoreTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("delivery.store-timeout: %s must be positive", c.StoreTimeout))

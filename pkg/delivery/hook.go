@@ -82,6 +82,7 @@ type Hook struct {
 	o       Options
 	log     *slog.Logger
 	metrics *metrics
+	rounds  *rounds
 
 	byConn sync.Map // *mqtt.Client → *client
 
@@ -106,6 +107,7 @@ func New(cfg Config, o Options, log *slog.Logger, mp metric.MeterProvider) (*Hoo
 		return nil, err
 	}
 	h.metrics = m
+	h.rounds = newRounds(o.Store, cfg.StorePipelines, cfg.StoreTimeout, m.observePipeline)
 	return h, nil
 }
 

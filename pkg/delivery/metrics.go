@@ -21,6 +21,12 @@ type metrics struct {
 	reasonUndecodable, reasonTooLarge   metric.AddOption
 	reasonInvalidFilter, reasonProtocol metric.AddOption
 	reasonStore                         metric.AddOption
+	pipelineRounds                      metric.Int64Histogram
+}
+
+// observePipeline records the session rounds one Redis pipeline carried.
+func (m *metrics) observePipeline(n int) {
+	m.pipelineRounds.Record(context.Background(), int64(n))
 }
 
 func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error) {
@@ -60,6 +66,10 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error
 			o.Observe(sessions())
 			return nil
 		}))
+	errs = append(errs, err)
+	r.pipelineRounds, err = m.Int64Histogram("fleetgate_delivery_store_pipeline_rounds",
+		metric.WithDescription("Session delivery rounds per Redis pipeline (delivery.store-pipelines): how many sessions share one round trip."),
+		metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256))
 	errs = append(errs, err)
 	errs = append(errs, counters.Err())
 	return r, errors.Join(errs...)

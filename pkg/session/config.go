@@ -123,6 +123,12 @@ func (c *RedisConfig) NewClient() redis.UniversalClient {
 		Password:      c.Password.Value(),
 		DB:            c.DB,
 		IsClusterMode: c.Cluster,
+		// RESP2: every reply fleetgate reads has the same shape in both,
+		// and go-redis checks for RESP3 push notifications before each
+		// reply it reads, which costs the delivery path a few per cent
+		// of its CPU for a feature (client-side caching, maintenance
+		// notices) fleetgate does not use.
+		Protocol: 2,
 	}
 	if c.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -19,32 +18,6 @@ func (s *Store) IsReceived(ctx context.Context, clientID string, packetID uint16
 		return false, fmt.Errorf("checking QoS 2 packet %d of %s: %w", packetID, clientID, err)
 	}
 	return ok, nil
-}
-
-var ackManyScript = redis.NewScript(luaPrelude + `
-local err = fence()
-if err then return err end
-local n = 0
-for i = 2, #ARGV do n = n + redis.call('HDEL', KEYS[2], ARGV[i]) end
-return n
-`)
-
-// AckMany deletes the inflight messages packetIDs in one round trip, like
-// Ack for each of them.
-func (s *Store) AckMany(ctx context.Context, clientID string, epoch uint64, packetIDs []uint16) error {
-	if len(packetIDs) == 0 {
-		return nil
-	}
-	args := make([]any, 1, 1+len(packetIDs))
-	args[0] = epochArg(epoch)
-	for _, id := range packetIDs {
-		args = append(args, id)
-	}
-	err := ackManyScript.Run(ctx, s.rdb, []string{sessionKey(clientID), inflightKey(clientID)}, args...).Err()
-	if err != nil {
-		return fmt.Errorf("acknowledging %d messages of %s: %w", len(packetIDs), clientID, mapErr(err))
-	}
-	return nil
 }
 
 // Connected reports, for each of clientIDs, whether its session is connected
@@ -65,23 +38,4 @@ func (s *Store) Connected(ctx context.Context, clientIDs []string) ([]bool, erro
 		out[i] = c.Val() == "1"
 	}
 	return out, nil
-}
-
-// AckAfterClose deletes the inflight messages packetIDs without checking
-// the epoch: for acknowledgements a connection read just before it closed,
-// which a reconnect (a new epoch) may overtake. Outbound packet ids come
-// from a per-session counter, so an id acknowledged this way names the same
-// message, whichever connection sent it since.
-func (s *Store) AckAfterClose(ctx context.Context, clientID string, packetIDs []uint16) error {
-	if len(packetIDs) == 0 {
-		return nil
-	}
-	ids := make([]string, len(packetIDs))
-	for i, id := range packetIDs {
-		ids[i] = strconv.Itoa(int(id))
-	}
-	if err := s.rdb.HDel(ctx, inflightKey(clientID), ids...).Err(); err != nil {
-		return fmt.Errorf("acknowledging %d messages of %s: %w", len(packetIDs), clientID, err)
-	}
-	return nil
 }

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/fleetgate/fleetgate/pkg/topic"
 )
@@ -31,7 +34,16 @@ type Follower struct {
 	mu      sync.Mutex
 	pos     map[int32]int64 // next offset to apply, per partition; guarded by mu
 	changed chan struct{}   // closed (and replaced) when pos advances; guarded by mu
+	// parts is the topic's partition count as last listed, and listed
+	// when; CatchUp lists it again every partitionsTTL. Guarded by mu.
+	parts    int32
+	listedAt time.Time
 }
+
+// partitionsTTL is how long CatchUp trusts the partition count it knows:
+// partitions added to the change log are followed by the consumer at once,
+// and covered by CatchUp after at most this long.
+const partitionsTTL = 30 * time.Second
 
 // NewFollower returns a Follower of topicName that applies every change to
 // ix. cl must consume every partition of topicName from the start without a
@@ -54,10 +66,28 @@ func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Lo
 // routing records it polled: a SUBSCRIBE is answered only after its change
 // is in Kafka, so every message published after the SUBACK reached Kafka
 // after the change too, and is routed with the subscription in the index.
+//
+// It costs one ListOffsets request while the index is current, the common
+// case: the start offsets (and the partition count, every partitionsTTL)
+// are listed only when needed.
 func (f *Follower) CatchUp(ctx context.Context) error {
-	ends, err := f.endOffsets(ctx)
-	if err != nil {
-		return err
+	f.mu.Lock()
+	parts, fresh := f.parts, time.Since(f.listedAt) < partitionsTTL
+	f.mu.Unlock()
+	var ends map[int32]int64
+	var err error
+	if parts > 0 && fresh {
+		ends, err = f.latestOffsets(ctx, parts)
+		if err == nil && f.behind(ends) {
+			// Some partition has changes the index lacks, or holds no
+			// record at all any more: the full listing tells which.
+			ends, err = f.endOffsets(ctx)
+		}
+	}
+	if ends == nil || err != nil {
+		if ends, err = f.endOffsets(ctx); err != nil {
+			return err
+		}
 	}
 	for {
 		f.mu.Lock()
@@ -79,6 +109,52 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// behind reports whether the index lacks a change below ends.
+func (f *Follower) behind(ends map[int32]int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for p, end := range ends {
+		if f.pos[p] < end {
+			return true
+		}
+	}
+	return false
+}
+
+// latestOffsets lists the end offsets of partitions 0..parts-1 in one
+// ListOffsets request (sent to each leader, from the client's cached
+// metadata).
+func (f *Follower) latestOffsets(ctx context.Context, parts int32) (map[int32]int64, error) {
+	t := kmsg.NewListOffsetsRequestTopic()
+	t.Topic = f.topic
+	for p := range parts {
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Partition = p
+		rp.Timestamp = -1 // the end offset
+		t.Partitions = append(t.Partitions, rp)
+	}
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.Topics = append(req.Topics, t)
+	ends := make(map[int32]int64, parts)
+	for _, shard := range f.cl.RequestSharded(ctx, req) {
+		if shard.Err != nil {
+			return nil, fmt.Errorf("listing end offsets of %s: %w", f.topic, shard.Err)
+		}
+		for _, rt := range shard.Resp.(*kmsg.ListOffsetsResponse).Topics {
+			for _, rp := range rt.Partitions {
+				if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+					return nil, fmt.Errorf("listing end offsets of %s partition %d: %w", f.topic, rp.Partition, err)
+				}
+				ends[rp.Partition] = rp.Offset
+			}
+		}
+	}
+	if len(ends) != int(parts) {
+		return nil, fmt.Errorf("listing end offsets of %s: %d of %d partitions answered", f.topic, len(ends), parts)
+	}
+	return ends, nil
 }
 
 // advance records the offsets applied by one poll.
@@ -170,6 +246,9 @@ func (f *Follower) endOffsets(ctx context.Context) (map[int32]int64, error) {
 	if len(ends[f.topic]) == 0 {
 		return nil, fmt.Errorf("listing end offsets of %s: topic not found", f.topic)
 	}
+	f.mu.Lock()
+	f.parts, f.listedAt = int32(len(ends[f.topic])), time.Now()
+	f.mu.Unlock()
 	// A partition whose records were all removed (start == end) has nothing
 	// to deliver and would otherwise hold Ready back for ever.
 	starts, err := adm.ListStartOffsets(ctx, f.topic)
@@ -180,12 +259,18 @@ func (f *Follower) endOffsets(ctx context.Context) (map[int32]int64, error) {
 		return nil, fmt.Errorf("listing start offsets of %s: %w", f.topic, err)
 	}
 	pending := make(map[int32]int64)
+	emptied := make(map[int32]int64)
 	for p, end := range ends[f.topic] {
 		start, _ := starts.Lookup(f.topic, p)
 		if end.Offset > 0 && end.Offset > start.Offset {
 			pending[p] = end.Offset
+		} else if end.Offset > 0 {
+			// Nothing below the end is left to apply: the index is
+			// current there, and the next CatchUp needs no listing.
+			emptied[p] = end.Offset
 		}
 	}
+	f.advance(emptied)
 	return pending, nil
 }
 

@@ -13,14 +13,17 @@
 #      b. the same pairs, closed loop (PAIRS_WINDOW messages in flight end
 #         to end per pair): deliveries/s, with a CPU profile of fleetgate;
 #      c. fan-out, 1 publisher → FANOUT_SUBSCRIBERS subscribers of one topic
-#         at FANOUT_RATE: deliveries/s and end-to-end latency.
+#         at FANOUT_RATE: deliveries/s and end-to-end latency;
+#      d. the open-loop pairs at each rate of PAIRS_SWEEP: latency against
+#         load.
 # Everything runs on 127.0.0.1 on free ports, in a temporary directory, and
-# is stopped on exit. Takes about 9 minutes (section 4 alone: 3½).
+# is stopped on exit. Takes about 11 minutes (section 4 alone: 5½).
 #
 # Knobs (environment): SECTIONS (any of "ingest idle pubsub"; default all),
 # DURATION ROUNDS PUBLISHERS WINDOW SIZE OPEN_RATE
 # IDLE_CLIENTS IDLE_SETTLE, FG_TUNED_FLAGS / FG_TUNED_ENV (the tuned idle variant),
 # PAIRS PAIRS_RATE PAIRS_WINDOW PAIRS_DURATION PAIRS_ROUNDS PAIRS_PERSISTENT
+# PAIRS_SWEEP PAIRS_SWEEP_DURATION,
 # FANOUT_SUBSCRIBERS FANOUT_RATE FANOUT_DURATION FANOUT_QOS,
 # FG_PUBSUB_FLAGS (extra fleetgate-dev flags for section 4),
 # DEV_BIN / BENCH_BIN (use these binaries, do not build; FLEETGATE_* names
@@ -50,6 +53,9 @@ PAIRS_DURATION=${PAIRS_DURATION:-15s}
 PAIRS_ROUNDS=${PAIRS_ROUNDS:-2}
 # Subscriber sessions: clean unless PAIRS_PERSISTENT=1.
 PAIRS_PERSISTENT=${PAIRS_PERSISTENT:-0}
+# Further open-loop pair rates (section 4d), each 1 round of PAIRS_SWEEP_DURATION.
+PAIRS_SWEEP=${PAIRS_SWEEP:-300 1000 2500}
+PAIRS_SWEEP_DURATION=${PAIRS_SWEEP_DURATION:-10s}
 FANOUT_SUBSCRIBERS=${FANOUT_SUBSCRIBERS:-1000}
 FANOUT_RATE=${FANOUT_RATE:-10}
 FANOUT_DURATION=${FANOUT_DURATION:-15s}
@@ -123,6 +129,9 @@ if [[ -z ${BENCH_BIN:-} ]]; then
 fi
 echo "fleetgate-dev: $FG_DEV"
 echo "fleetgate-bench: $BENCH"
+
+log "what a wake-up costs on this machine (every hop of a message between processes or goroutines pays it)"
+"$BENCH" wakeup
 
 # start_fleetgate NAME [ENV=VALUE ...] -- [FLAGS ...]: a fresh dev stack
 # (embedded Kafka, data in a new directory). Sets FG_PID, FG_MQTT, FG_HTTP.
@@ -323,6 +332,19 @@ log "4c. fan-out: 1 publisher → $FANOUT_SUBSCRIBERS subscribers, $FANOUT_RATE 
 	-pprof-dir "$OUT/fanout" -pprof-seconds 10 -json-out "$OUT/fanout.json"
 redis_cpu "4c (both targets' rounds)" "$r0"
 top_cum "fleetgate CPU profile during the fan-out (10 s): top functions, cumulative" "$OUT/fanout/fleetgate.cpu.pprof"
+
+# Latency against load: the open-loop pairs again at lower rates, so that
+# the report shows up to which rate each broker meets a latency target.
+for rate in $PAIRS_SWEEP; do
+	r0=$(cpu_seconds "${PS_REDIS_PID:-0}")
+	log "4d. pairs, open loop at $rate msg/s in total: $PAIRS pairs, QoS 1 both ways, 1 round of $PAIRS_SWEEP_DURATION"
+	"$BENCH" compare pairs \
+		-target "fleetgate=$PS_FG_MQTT,pid=$PS_FG_PID" \
+		-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+		-pairs "$PAIRS" -rate "$rate" -window 256 -size "$SIZE" "${persistent[@]}" \
+		-duration "$PAIRS_SWEEP_DURATION" -warmup 3s -rounds 1 -json-out "$OUT/pairs-open-$rate.json"
+	redis_cpu "4d at $rate msg/s (both targets)" "$r0"
+done
 stop "$PS_FG_PID"
 stop "$MQ_PID"
 fi

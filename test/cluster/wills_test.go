@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -71,6 +72,12 @@ func TestWillsOfAKilledFrontendArePublished(t *testing.T) {
 	polite := mustDialV5(t, victim.mqtt, &paho.Connect{ClientID: "will-polite", CleanStart: true, WillMessage: will("will-polite")}, nil)
 	probe("will-polite", v5Publish(polite))
 	require.NoError(t, polite.Disconnect(&paho.Disconnect{}))
+	// The DISCONNECT is on its way; the kill must come after the frontend
+	// handled it, which ends the clean session (and its will) in Redis.
+	require.Eventually(t, func() bool {
+		n, err := c.redis.Exists(context.Background(), "fg:{will-polite}:s").Result()
+		return err == nil && n == 0
+	}, 10*time.Second, 10*time.Millisecond, "the session of will-polite ended after its DISCONNECT")
 	for _, id := range wills {
 		require.Equal(t, victim.id, c.owner(id))
 	}

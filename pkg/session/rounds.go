@@ -1,0 +1,255 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Round is the store work of one delivery round of one connected session:
+// the acknowledgements its client sent, then the messages its window has
+// room for. One script does all of it atomically, fenced by the epoch, and
+// RunRounds sends the rounds of many sessions in one pipeline, so a node
+// pays one Redis round trip for the deliveries of all its busy sessions.
+type Round struct {
+	ClientID string
+	Epoch    uint64
+	// Acks are outbound packet ids whose delivery is complete (PUBACK,
+	// PUBCOMP, a refused PUBREC, a QoS 0 message written): they leave the
+	// inflight hash. An unknown id is not an error.
+	Acks []uint16
+	// Pubrecs are outbound QoS 2 packet ids the client answered with
+	// PUBREC: the message is dropped and, after a reconnect, Inflight
+	// reports the id as Released so that PUBREL is sent again, not the
+	// PUBLISH [MQTT-4.4.0-1]. An unknown id is not an error.
+	Pubrecs []uint16
+	// Take is the most messages to move from the head of the queue into
+	// the inflight hash after the acknowledgements; 0 takes none.
+	Take int
+
+	// Taken are the messages taken, in queue order, with their packet ids
+	// (see Store.Take). Set by RunRounds.
+	Taken []QueuedMessage
+	// Err is why the round failed (ErrFenced when the session moved on):
+	// then nothing was taken, and the acknowledgements are to be sent
+	// again (recording one twice is harmless). Set by RunRounds.
+	Err error
+}
+
+// luaTake moves up to max messages from the queue KEYS[2] into the
+// inflight hash KEYS[3] and returns {pid1, entry1, pid2, entry2, ...};
+// KEYS[1] is the session hash.
+const luaTake = `
+local function take(max, now)
+  local h = redis.call('HMGET', KEYS[1], 'pid', 'seq', 'qbytes')
+  local pid, seq, qb = tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
+  local out = {}
+  local taken = 0
+  while taken < max do
+    if redis.call('HLEN', KEYS[3]) >= 65535 then break end
+    local v = redis.call('LPOP', KEYS[2])
+    if not v then break end
+    qb = qb - mlen(v)
+    local exp = tonumber(string.sub(v, 1, string.find(v, '|', 1, true) - 1))
+    if exp == 0 or exp > now then
+      repeat
+        pid = pid % 65535 + 1
+      until redis.call('HEXISTS', KEYS[3], pid) == 0
+      seq = seq + 1
+      redis.call('HSET', KEYS[3], pid, string.format('%.0f', seq) .. '|P|' .. v)
+      out[#out + 1] = pid
+      out[#out + 1] = v
+      taken = taken + 1
+    end
+  end
+  if qb < 0 then qb = 0 end
+  redis.call('HSET', KEYS[1], 'pid', pid, 'seq', string.format('%.0f', seq), 'qbytes', qb)
+  follow(KEYS[3])
+  return out
+end
+`
+
+// roundScript: KEYS session, queue, inflight; ARGV epoch, number of acks,
+// the acks, number of pubrecs, the pubrecs, take max, now (unix ms).
+var roundScript = redis.NewScript(luaPrelude + luaEntryLen + luaTake + `
+local err = fence()
+if err then return err end
+local i = 2
+local n = tonumber(ARGV[i])
+for j = 1, n do redis.call('HDEL', KEYS[3], ARGV[i + j]) end
+i = i + n + 1
+n = tonumber(ARGV[i])
+for j = 1, n do
+  local id = ARGV[i + j]
+  local v = redis.call('HGET', KEYS[3], id)
+  if v then
+    local p = string.find(v, '|', 1, true)
+    redis.call('HSET', KEYS[3], id, string.sub(v, 1, p) .. 'R|0|')
+  end
+end
+i = i + n + 1
+local max = tonumber(ARGV[i])
+if max <= 0 then return {} end
+return take(max, tonumber(ARGV[i + 1]))
+`)
+
+func (s *Store) roundArgs(r *Round) (keys []string, args []any) {
+	args = make([]any, 0, 5+len(r.Acks)+len(r.Pubrecs))
+	args = append(args, epochArg(r.Epoch), len(r.Acks))
+	for _, id := range r.Acks {
+		args = append(args, id)
+	}
+	args = append(args, len(r.Pubrecs))
+	for _, id := range r.Pubrecs {
+		args = append(args, id)
+	}
+	args = append(args, r.Take, s.now().UnixMilli())
+	return []string{sessionKey(r.ClientID), queueKey(r.ClientID), inflightKey(r.ClientID)}, args
+}
+
+// RunRounds runs rounds in one pipeline (on Redis Cluster, one per shard,
+// in parallel) and sets each round's Taken and Err. Each round is atomic on
+// its own; rounds of different sessions are independent.
+func (s *Store) RunRounds(ctx context.Context, rounds []*Round) {
+	pending := rounds
+	for attempt := 0; len(pending) > 0; attempt++ {
+		cmds := make([]*redis.Cmd, len(pending))
+		// The pipeline's own error repeats the first command error, which
+		// is handled per command below.
+		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, r := range pending {
+				keys, args := s.roundArgs(r)
+				cmds[i] = roundScript.EvalSha(ctx, p, keys, args...)
+			}
+			return nil
+		})
+		var retry []*Round
+		for i, c := range cmds {
+			r := pending[i]
+			v, err := c.Slice()
+			if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+				retry = append(retry, r)
+				continue
+			}
+			r.Taken, r.Err = nil, nil
+			if err != nil && !errors.Is(err, redis.Nil) {
+				r.Err = fmt.Errorf("delivery round of %s: %w", r.ClientID, mapErr(err))
+				continue
+			}
+			r.Taken, r.Err = parseTaken(r.ClientID, v)
+		}
+		if len(retry) > 0 {
+			// Redis lost its script cache (restart, failover, new shard).
+			if err := roundScript.Load(ctx, s.rdb).Err(); err != nil {
+				for _, r := range retry {
+					r.Taken, r.Err = nil, fmt.Errorf("delivery round of %s: loading script: %w", r.ClientID, err)
+				}
+				return
+			}
+		}
+		pending = retry
+	}
+}
+
+// runRound runs one round on its own.
+func (s *Store) runRound(ctx context.Context, r *Round) error {
+	keys, args := s.roundArgs(r)
+	v, err := roundScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return mapErr(err)
+	}
+	r.Taken, err = parseTaken(r.ClientID, v)
+	return err
+}
+
+// parseTaken decodes the reply of the take function.
+func parseTaken(clientID string, v []any) ([]QueuedMessage, error) {
+	if len(v) == 0 {
+		return nil, nil
+	}
+	out := make([]QueuedMessage, 0, len(v)/2)
+	for i := 0; i+1 < len(v); i += 2 {
+		pid, _ := v[i].(int64)
+		entry, _ := v[i+1].(string)
+		msg, exp, err := decodeEntry(entry)
+		if err != nil {
+			return out, fmt.Errorf("taking from queue of %s: %w", clientID, err)
+		}
+		out = append(out, QueuedMessage{PacketID: uint16(pid), Message: msg, Expiry: exp})
+	}
+	return out, nil
+}
+
+// Take atomically moves up to max messages from the head of the queue to
+// the inflight hash, in queue order, and returns them with their packet ids.
+// Expired messages are discarded instead [MQTT-3.3.2-5].
+//
+// Outbound packet ids cycle through 1..65535 from a per-session counter,
+// skipping 0 [MQTT-2.2.1-3] and ids still in flight [MQTT-2.2.1-4]. They are
+// a space of their own: inbound QoS 2 ids live in the rel set, so the node
+// must keep the two apart on the connection (mochi issue 545). When all
+// 65535 ids are in flight, Take returns what it took so far.
+//
+// Every message taken is in flight until acknowledged, QoS 0 ones too: the
+// node acks those itself once it wrote them, since the store does not look
+// into messages.
+func (s *Store) Take(ctx context.Context, clientID string, epoch uint64, max int) ([]QueuedMessage, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	r := Round{ClientID: clientID, Epoch: epoch, Take: max}
+	if err := s.runRound(ctx, &r); err != nil {
+		return r.Taken, fmt.Errorf("taking from queue of %s: %w", clientID, err)
+	}
+	return r.Taken, nil
+}
+
+// AckMany deletes the inflight messages packetIDs in one round trip: on
+// PUBACK (QoS 1) or PUBCOMP (QoS 2) [MQTT-4.3.2-1, MQTT-4.3.3-1]. Unknown
+// ids are not an error.
+func (s *Store) AckMany(ctx context.Context, clientID string, epoch uint64, packetIDs []uint16) error {
+	if len(packetIDs) == 0 {
+		return nil
+	}
+	if err := s.runRound(ctx, &Round{ClientID: clientID, Epoch: epoch, Acks: packetIDs}); err != nil {
+		return fmt.Errorf("acknowledging %d messages of %s: %w", len(packetIDs), clientID, err)
+	}
+	return nil
+}
+
+// Ack deletes the inflight message packetID, like AckMany.
+func (s *Store) Ack(ctx context.Context, clientID string, epoch uint64, packetID uint16) error {
+	return s.AckMany(ctx, clientID, epoch, []uint16{packetID})
+}
+
+// PubrecReceived records that the client answered the outbound QoS 2
+// message packetID with PUBREC (see Round.Pubrecs). An unknown id is not an
+// error.
+func (s *Store) PubrecReceived(ctx context.Context, clientID string, epoch uint64, packetID uint16) error {
+	if err := s.runRound(ctx, &Round{ClientID: clientID, Epoch: epoch, Pubrecs: []uint16{packetID}}); err != nil {
+		return fmt.Errorf("recording PUBREC %d of %s: %w", packetID, clientID, err)
+	}
+	return nil
+}
+
+// AckAfterClose deletes the inflight messages packetIDs without checking
+// the epoch: for acknowledgements a connection read just before it closed,
+// which a reconnect (a new epoch) may overtake. Outbound packet ids come
+// from a per-session counter, so an id acknowledged this way names the same
+// message, whichever connection sent it since.
+func (s *Store) AckAfterClose(ctx context.Context, clientID string, packetIDs []uint16) error {
+	if len(packetIDs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(packetIDs))
+	for i, id := range packetIDs {
+		ids[i] = strconv.Itoa(int(id))
+	}
+	if err := s.rdb.HDel(ctx, inflightKey(clientID), ids...).Err(); err != nil {
+		return fmt.Errorf("acknowledging %d messages of %s: %w", len(packetIDs), clientID, err)
+	}
+	return nil
+}
