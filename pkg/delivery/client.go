@@ -79,8 +79,12 @@ type client struct {
 	// (QoS 0, or not sendable at all), to be acknowledged in the store
 	// with the next round.
 	written []uint16
-	retryAt *time.Timer
-	backoff time.Duration
+	// acksSince is when the acknowledgements waiting for a round with
+	// messages to take started waiting (deferAcks); acksTimer ends the wait.
+	acksSince time.Time
+	acksTimer *time.Timer
+	retryAt   *time.Timer
+	backoff   time.Duration
 }
 
 func newClient(h *Hook, cl *mqtt.Client) *client {
@@ -222,6 +226,10 @@ func (c *client) round() {
 		if take == 0 && len(s.acks) == 0 && len(s.pubrecs) == 0 && len(s.pubrels) == 0 {
 			return
 		}
+		if take == 0 && c.deferAcks(s) {
+			c.restore(pending)
+			return
+		}
 		r := session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Acks: s.acks, Pubrecs: s.pubrecs, Take: take}
 		if len(r.Acks) > 0 || len(r.Pubrecs) > 0 || r.Take > 0 {
 			if err := c.h.rounds.do(c.ctx, &r); err != nil {
@@ -252,6 +260,37 @@ func (c *client) round() {
 			}
 		}
 	}
+}
+
+// deferAcks reports whether the acknowledgements of s may wait for a later
+// round, and if so makes sure one runs within delivery.ack-delay: a round
+// that only records acknowledgements is a Redis script of its own, while
+// one that also takes messages carries them for free. They wait only while
+// nothing else is to be done: no queued messages (the window would need
+// the slots they free), no PUBREC (its PUBREL waits for the record), no
+// QoS 0 message written (recording it late would risk sending it again
+// after a crash, and QoS 0 is at most once). A connection that ends records
+// them (finish); a node that crashes sends those messages again on the next
+// connection, as QoS 1 and 2 allow.
+func (c *client) deferAcks(s settlement) bool {
+	d := c.h.cfg.AckDelay
+	if d <= 0 || len(s.acks) == 0 || len(s.pubrecs) > 0 || len(s.pubrels) > 0 || len(c.written) > 0 || c.queued.Load() {
+		return false
+	}
+	now := time.Now()
+	if c.acksSince.IsZero() {
+		c.acksSince = now
+	}
+	wait := d - now.Sub(c.acksSince)
+	if wait <= 0 {
+		return false
+	}
+	if c.acksTimer == nil {
+		c.acksTimer = time.AfterFunc(wait, c.kick)
+	} else {
+		c.acksTimer.Reset(wait)
+	}
+	return true
 }
 
 // settlement is what a round records for the acknowledgements read.
@@ -316,6 +355,7 @@ func (c *client) settle(pending []ack) settlement {
 // are answered with PUBREL.
 func (c *client) settled(s settlement) {
 	c.written = c.written[:0]
+	c.acksSince = time.Time{}
 	for i, id := range s.acks {
 		if s.kinds[i] == 0 {
 			continue

@@ -25,6 +25,9 @@ type Config struct {
 	// recording acknowledgements); rounds arriving while all are busy
 	// share the next one.
 	StorePipelines int `yaml:"store_pipelines"`
+	// AckDelay is how long acknowledgements may wait to be recorded with
+	// the session's next round that takes messages; 0 records each at once.
+	AckDelay time.Duration `yaml:"ack_delay"`
 }
 
 // RegisterFlags registers the flags under "delivery.".
@@ -32,6 +35,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxInflight, "delivery.max-inflight", 100, "Most outbound QoS 1/2 messages awaiting acknowledgement per connection (also capped by the client's Receive Maximum).")
 	fs.DurationVar(&c.PollInterval, "delivery.poll-interval", 30*time.Second, "How often a connected session's queue is checked without a notice from a dispatcher.")
 	fs.DurationVar(&c.StoreTimeout, "delivery.store-timeout", 10*time.Second, "Bound on the Redis and Kafka writes behind CONNACK, SUBACK and UNSUBACK; past it the client gets a failure code.")
+	fs.DurationVar(&c.AckDelay, "delivery.ack-delay", 50*time.Millisecond, "How long a subscriber's PUBACKs and PUBCOMPs may wait to be recorded in Redis with the session's next delivery round (one script instead of two); 0 records each at once. A node that crashes within it sends those messages again.")
 	fs.IntVar(&c.StorePipelines, "delivery.store-pipelines", 2, "Most Redis pipelines in flight carrying the delivery rounds of this node's sessions; rounds that arrive while all are busy share the next one.")
 }
 
@@ -46,6 +50,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StorePipelines < 1 || c.StorePipelines > 1024 {
 		errs = append(errs, fmt.Errorf("delivery.store-pipelines: %d must be between 1 and 1024", c.StorePipelines))
+	}
+	if c.AckDelay < 0 || c.AckDelay > time.Minute {
+		errs = append(errs, fmt.Errorf("delivery.ack-delay: %s must be between 0 and 1m", c.AckDelay))
 	}
 	if c.StoreTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("delivery.store-timeout: %s must be positive", c.StoreTimeout))
