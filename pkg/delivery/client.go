@@ -2,7 +2,9 @@ package delivery
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +60,10 @@ type client struct {
 	acksMu  sync.Mutex
 	acks    []ack
 	maxAcks int
+	// direct are messages a dispatcher handed straight to the session's
+	// inflight hash, from notices, not yet written; guarded by acksMu. The
+	// session's window in Redis bounds them.
+	direct []session.QueuedMessage
 
 	// The pump runs on at most one goroutine at a time, started on demand
 	// by kick: an idle connection has none.
@@ -75,6 +81,13 @@ type client struct {
 	window   int
 	resent   bool
 	inflight map[uint16]outbound
+	// lastSeq is the sequence number of the newest message written (or
+	// resent) on this connection: messages go out in sequence order, and
+	// one at or below it was written already.
+	lastSeq uint64
+	// fill: messages past lastSeq are in the inflight hash but did not
+	// arrive (a lost or late notice); the next round reads them from there.
+	fill bool
 	// written are packet ids whose delivery ended when they were written
 	// (QoS 0, or not sendable at all), to be acknowledged in the store
 	// with the next round.
@@ -123,6 +136,23 @@ func (c *client) pushAck(a ack) {
 		c.h.metrics.acksDropped.Add(context.Background(), 1)
 	}
 	c.kick()
+}
+
+// pushDirect hands the pump a message a dispatcher put in flight for it.
+func (c *client) pushDirect(m session.QueuedMessage) {
+	c.acksMu.Lock()
+	c.direct = append(c.direct, m)
+	c.acksMu.Unlock()
+	c.kick()
+}
+
+// takeDirect returns the direct messages received so far and forgets them.
+func (c *client) takeDirect() []session.QueuedMessage {
+	c.acksMu.Lock()
+	defer c.acksMu.Unlock()
+	d := c.direct
+	c.direct = nil
+	return d
 }
 
 // takeAcks returns the acknowledgements read so far and forgets them.
@@ -217,6 +247,16 @@ func (c *client) round() {
 		c.resent = true
 	}
 	for c.ctx.Err() == nil {
+		if c.fill {
+			if err := c.fillFromInflight(); err != nil {
+				c.fail("reading inflight messages", err)
+				return
+			}
+		}
+		direct := c.takeDirect()
+		if len(direct) > 0 {
+			c.send(direct)
+		}
 		pending := c.takeAcks()
 		s := c.settle(pending)
 		take := 0
@@ -224,10 +264,16 @@ func (c *client) round() {
 			take = min(free, takeBatch)
 		}
 		if take == 0 && len(s.acks) == 0 && len(s.pubrecs) == 0 && len(s.pubrels) == 0 {
+			if len(direct) > 0 || c.fill {
+				continue // the QoS 0 messages written, or the gap to fill
+			}
 			return
 		}
 		if take == 0 && c.deferAcks(s) {
 			c.restore(pending)
+			if len(direct) > 0 || c.fill {
+				continue
+			}
 			return
 		}
 		r := session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Acks: s.acks, Pubrecs: s.pubrecs, Take: take}
@@ -243,14 +289,12 @@ func (c *client) round() {
 		}
 		c.settled(s)
 		if len(r.Taken) > 0 {
-			buf := bufPool.Get().(*bytes.Buffer)
-			for _, m := range r.Taken {
-				if c.write(buf, m, false) {
-					c.written = append(c.written, m.PacketID)
-				}
-			}
-			c.flush(buf)
-			bufPool.Put(buf)
+			c.send(r.Taken)
+		}
+		if take > 0 && r.Seq > c.lastSeq {
+			// Messages handed to this session directly that did not
+			// arrive (yet): write them from the inflight hash, in order.
+			c.fill = true
 		}
 		if take > 0 {
 			if len(r.Taken) == take {
@@ -291,6 +335,53 @@ func (c *client) deferAcks(s settlement) bool {
 		c.acksTimer.Reset(wait)
 	}
 	return true
+}
+
+// send writes msgs, direct or taken, in sequence order: those at or below
+// lastSeq were written already; a gap before the next one (a notice still on
+// its way, or lost) makes the next round write everything past lastSeq from
+// the inflight hash instead, where every message in flight is.
+func (c *client) send(msgs []session.QueuedMessage) {
+	slices.SortFunc(msgs, func(a, b session.QueuedMessage) int { return cmp.Compare(a.Seq, b.Seq) })
+	buf := bufPool.Get().(*bytes.Buffer)
+	for _, m := range msgs {
+		if m.Seq <= c.lastSeq {
+			continue
+		}
+		if m.Seq != c.lastSeq+1 {
+			c.fill = true
+			break
+		}
+		c.lastSeq = m.Seq
+		if c.write(buf, m, false) {
+			c.written = append(c.written, m.PacketID)
+		}
+	}
+	c.flush(buf)
+	bufPool.Put(buf)
+}
+
+// fillFromInflight writes the messages in the inflight hash past lastSeq.
+func (c *client) fillFromInflight() error {
+	msgs, err := c.h.o.Store.Inflight(c.ctx, c.cl.ID)
+	if err != nil {
+		return err
+	}
+	c.fill = false
+	c.h.metrics.filled.Add(c.ctx, 1)
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer bufPool.Put(buf)
+	for _, m := range msgs { // in sequence order
+		if m.Released || m.Seq <= c.lastSeq {
+			continue
+		}
+		c.lastSeq = m.Seq
+		if c.write(buf, m.QueuedMessage, false) {
+			c.written = append(c.written, m.PacketID)
+		}
+	}
+	c.flush(buf)
+	return nil
 }
 
 // settlement is what a round records for the acknowledgements read.
@@ -419,6 +510,7 @@ func (c *client) resend() error {
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer bufPool.Put(buf)
 	for _, m := range msgs {
+		c.lastSeq = max(c.lastSeq, m.Seq)
 		if m.Released {
 			c.inflight[m.PacketID] = outbound{state: 3}
 			c.h.metrics.resent.Add(c.ctx, 1)

@@ -183,6 +183,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		CleanStart:    pk.Connect.Clean,
 		ExpirySeconds: expiryOf(cl),
 		Protocol:      cl.Properties.ProtocolVersion,
+		Window:        c.window,
 	}
 	if pk.Connect.WillFlag {
 		c.will = willOf(cl, pk)

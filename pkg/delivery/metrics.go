@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	sent, resent, completed, dropped    metric.Int64Counter
 	acksDropped, storeErrors, notices   metric.Int64Counter
+	filled                              metric.Int64Counter
 	subscribed, unsubscribed            metric.Int64Counter
 	subscribeFailed, retainedSent       metric.Int64Counter
 	connectFailed, takeovers            metric.Int64Counter
@@ -44,7 +45,9 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error
 		acksDropped: counter("fleetgate_delivery_acks_dropped", "Acknowledgements beyond what a client had in flight, ignored."),
 		storeErrors: counter("fleetgate_delivery_store_errors", "Failed session store operations of the delivery loop (retried with backoff)."),
 		notices:     counter("fleetgate_delivery_notices", "Notices from dispatchers received."),
-		subscribed:  counter("fleetgate_delivery_subscriptions_added", "Subscriptions stored (SUBSCRIBE)."),
+		filled: counter("fleetgate_delivery_inflight_reads",
+			"Reads of a session's inflight hash for messages handed to it directly whose notice was lost or late."),
+		subscribed: counter("fleetgate_delivery_subscriptions_added", "Subscriptions stored (SUBSCRIBE)."),
 		unsubscribed: counter("fleetgate_delivery_subscriptions_removed",
 			"Subscriptions removed (UNSUBSCRIBE)."),
 		subscribeFailed: counter("fleetgate_delivery_subscribe_failures",

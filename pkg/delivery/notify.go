@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/fleetgate/fleetgate/pkg/dispatch"
+	"github.com/fleetgate/fleetgate/pkg/session"
 )
 
 // controlChannel is the Redis pub/sub channel of one node: takeover notices
@@ -53,9 +54,25 @@ func (h *Hook) Run(ctx context.Context) error {
 			case *redis.Message:
 				if m.Channel == channel {
 					h.metrics.notices.Add(ctx, 1)
-					for _, id := range dispatch.ParseNotice(m.Payload) {
+					n, err := dispatch.ParseNotice(m.Payload)
+					if err != nil {
+						// What it named is found by the next poll.
+						h.log.Warn("ignoring malformed notice", "payload_bytes", len(m.Payload), "err", err)
+					}
+					for _, id := range n.ClientIDs {
 						if c := h.local(id); c != nil {
 							c.kickQueued()
+						}
+					}
+					for _, d := range n.Direct {
+						// Only the connection the message was handed to
+						// writes it. An older one must not: the session may
+						// have started clean since. A newer one finds it in
+						// the inflight hash when it resends what is in
+						// flight, which it does after its registration here,
+						// so after this notice was sent.
+						if c := h.local(d.ClientID); c != nil && c.epoch == d.Epoch {
+							c.pushDirect(session.QueuedMessage{PacketID: d.PacketID, Seq: d.Seq, Message: d.Message, Expiry: d.Expiry})
 						}
 					}
 					continue

@@ -225,7 +225,9 @@ func TestConsumerRoutesEveryRecordToTheSubscribedQueuesInOrderAndCommits(t *test
 
 	select {
 	case msg := <-notices.Channel():
-		assert.Contains(t, ParseNotice(msg.Payload), "all."+f.group, "frontends are told which sessions got messages")
+		n, err := ParseNotice(msg.Payload)
+		require.NoError(t, err)
+		assert.Contains(t, n.ClientIDs, "all."+f.group, "frontends are told which sessions got messages")
 	case <-time.After(5 * time.Second):
 		t.Fatal("no notice on " + NotifyChannel("n1"))
 	}

@@ -72,7 +72,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		metric.WithDescription("Time to route one polled batch: decode, match and enqueue."),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 	errs = append(errs, err)
-	for _, o := range []session.Outcome{session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDroppedNewest, session.OutcomeNoSession, session.OutcomeFailed, session.OutcomeNotSubscribed} {
+	for _, o := range []session.Outcome{session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDroppedNewest, session.OutcomeNoSession, session.OutcomeFailed, session.OutcomeNotSubscribed, session.OutcomeDirect} {
 		r.outcomes[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", o.String())))
 	}
 	errs = append(errs, counters.Err())

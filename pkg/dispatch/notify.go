@@ -2,8 +2,11 @@ package dispatch
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -14,14 +17,34 @@ import (
 type Notifier interface {
 	// Notify tells node that clientIDs, sessions connected to it, got
 	// messages.
-	Notify(ctx context.Context, node string, clientIDs []string) error
+	Notify(ctx context.Context, node string, n Notice) error
+}
+
+// Notice tells a node which of its sessions got messages.
+type Notice struct {
+	// ClientIDs are sessions with new messages in their queues, to take.
+	ClientIDs []string
+	// Direct are messages already in the inflight hashes of sessions
+	// connected to the node (session.OutcomeDirect), to write as they are.
+	Direct []DirectMessage
+}
+
+// DirectMessage is a message handed straight to a connected session.
+type DirectMessage struct {
+	ClientID string
+	// Epoch is the connection the message was handed to.
+	Epoch    uint64
+	PacketID uint16
+	Seq      uint64
+	Message  []byte // EncodeMessage
+	Expiry   time.Time
 }
 
 // NopNotifier notifies nobody.
 type NopNotifier struct{}
 
 // Notify does nothing.
-func (NopNotifier) Notify(context.Context, string, []string) error { return nil }
+func (NopNotifier) Notify(context.Context, string, Notice) error { return nil }
 
 // NotifyChannel is the Redis pub/sub channel of node's notices: each
 // frontend subscribes to its own. The dispatcher learns the node of every
@@ -30,8 +53,10 @@ func (NopNotifier) Notify(context.Context, string, []string) error { return nil 
 func NotifyChannel(node string) string { return "fg:notify:" + node }
 
 // RedisNotifier publishes one notice per node and routed chunk on
-// NotifyChannel(node). The payload is the client ids separated by U+0000,
-// which an MQTT client id cannot contain [MQTT-1.5.4-2]; see ParseNotice.
+// NotifyChannel(node). A notice of queued sessions only is their client ids
+// separated by U+0000, which an MQTT client id cannot contain
+// [MQTT-1.5.4-2]; one that carries direct messages starts with U+0000 and
+// is binary (see ParseNotice).
 type RedisNotifier struct {
 	rdb redis.UniversalClient
 }
@@ -42,21 +67,100 @@ func NewRedisNotifier(rdb redis.UniversalClient) *RedisNotifier {
 	return &RedisNotifier{rdb: rdb}
 }
 
-// Notify publishes clientIDs on NotifyChannel(node).
-func (n *RedisNotifier) Notify(ctx context.Context, node string, clientIDs []string) error {
-	if len(clientIDs) == 0 {
+// Notify publishes n on NotifyChannel(node).
+func (r *RedisNotifier) Notify(ctx context.Context, node string, n Notice) error {
+	if len(n.ClientIDs) == 0 && len(n.Direct) == 0 {
 		return nil
 	}
-	if err := n.rdb.Publish(ctx, NotifyChannel(node), strings.Join(clientIDs, "\x00")).Err(); err != nil {
+	if err := r.rdb.Publish(ctx, NotifyChannel(node), EncodeNotice(n)).Err(); err != nil {
 		return fmt.Errorf("publishing to %s: %w", NotifyChannel(node), err)
 	}
 	return nil
 }
 
-// ParseNotice returns the client ids of a RedisNotifier payload.
-func ParseNotice(payload string) []string {
-	if payload == "" {
-		return nil
+// EncodeNotice encodes n as RedisNotifier publishes it.
+func EncodeNotice(n Notice) string {
+	if len(n.Direct) == 0 {
+		return strings.Join(n.ClientIDs, "\x00")
 	}
-	return strings.Split(payload, "\x00")
+	b := []byte{0}
+	str := func(v []byte) {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(n.ClientIDs)))
+	for _, id := range n.ClientIDs {
+		str([]byte(id))
+	}
+	b = binary.AppendUvarint(b, uint64(len(n.Direct)))
+	for _, d := range n.Direct {
+		str([]byte(d.ClientID))
+		b = binary.AppendUvarint(b, d.Epoch)
+		b = binary.AppendUvarint(b, uint64(d.PacketID))
+		b = binary.AppendUvarint(b, d.Seq)
+		var exp int64
+		if !d.Expiry.IsZero() {
+			exp = max(d.Expiry.UnixMilli(), 1)
+		}
+		b = binary.AppendVarint(b, exp)
+		str(d.Message)
+	}
+	return string(b)
+}
+
+// ParseNotice decodes a RedisNotifier payload.
+func ParseNotice(payload string) (Notice, error) {
+	if payload == "" {
+		return Notice{}, nil
+	}
+	if payload[0] != 0 {
+		return Notice{ClientIDs: strings.Split(payload, "\x00")}, nil
+	}
+	b := []byte(payload[1:])
+	bad := errors.New("malformed notice")
+	uv := func() uint64 {
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			panic(bad)
+		}
+		b = b[k:]
+		return v
+	}
+	str := func() []byte {
+		l := uv()
+		if l > uint64(len(b)) {
+			panic(bad)
+		}
+		v := b[:l:l]
+		b = b[l:]
+		return v
+	}
+	var n Notice
+	var err error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				err = bad
+			}
+		}()
+		ids := uv()
+		for range min(ids, uint64(len(b))) {
+			n.ClientIDs = append(n.ClientIDs, string(str()))
+		}
+		direct := uv()
+		for range min(direct, uint64(len(b))) {
+			d := DirectMessage{ClientID: string(str()), Epoch: uv(), PacketID: uint16(uv()), Seq: uv()}
+			exp, k := binary.Varint(b)
+			if k <= 0 {
+				panic(bad)
+			}
+			b = b[k:]
+			if exp > 0 {
+				d.Expiry = time.UnixMilli(exp)
+			}
+			d.Message = str()
+			n.Direct = append(n.Direct, d)
+		}
+	}()
+	return n, err
 }

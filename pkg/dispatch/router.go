@@ -190,7 +190,7 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 		for j, er := range res {
 			r.m.delivered.Add(ctx, 1, r.m.outcome(er.Outcome))
 			switch er.Outcome {
-			case session.OutcomeQueued, session.OutcomeDroppedOldest:
+			case session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDirect:
 				queued++
 			case session.OutcomeFailed:
 				if err == nil {
@@ -251,25 +251,58 @@ func (r *Router) applyRetained(ctx context.Context, ups []retained.Update) error
 }
 
 // notifyQueued tells the node of each connected session that got messages,
-// one notice per node. Disconnected sessions need none: a connection takes
-// from the queue when it starts.
+// one notice per node: the sessions with messages in their queues, and the
+// messages handed straight to sessions' inflight hashes (OutcomeDirect),
+// which the node writes without taking them. Disconnected sessions need
+// none: a connection takes from the queue when it starts.
 func (r *Router) notifyQueued(ctx context.Context, ds []session.Delivery, res []session.EnqueueResult) {
 	seen := make(map[string]struct{}, len(ds))
-	byNode := map[string][]string{}
+	byNode := map[string]*Notice{}
+	size := map[string]int{} // message bytes in each node's notice
+	notice := func(node string) *Notice {
+		n := byNode[node]
+		if n == nil {
+			n = &Notice{}
+			byNode[node] = n
+		}
+		return n
+	}
 	for i, d := range ds {
-		if o := res[i].Outcome; (o != session.OutcomeQueued && o != session.OutcomeDroppedOldest) || res[i].Node == "" {
+		er := res[i]
+		if er.Node == "" {
 			continue
 		}
-		if _, dup := seen[d.ClientID]; !dup {
-			seen[d.ClientID] = struct{}{}
-			byNode[res[i].Node] = append(byNode[res[i].Node], d.ClientID)
+		switch er.Outcome {
+		case session.OutcomeDirect:
+			n := notice(er.Node)
+			if size[er.Node] += len(d.Message); size[er.Node] > maxNoticeBytes {
+				// One notice per megabyte or so of messages.
+				r.sendNotice(ctx, er.Node, *n)
+				*n = Notice{}
+				size[er.Node] = len(d.Message)
+			}
+			n.Direct = append(n.Direct, DirectMessage{ClientID: d.ClientID, Epoch: er.Epoch, PacketID: er.PacketID, Seq: er.Seq, Message: d.Message, Expiry: d.Expiry})
+		case session.OutcomeQueued, session.OutcomeDroppedOldest:
+			if _, dup := seen[d.ClientID]; !dup {
+				seen[d.ClientID] = struct{}{}
+				n := notice(er.Node)
+				n.ClientIDs = append(n.ClientIDs, d.ClientID)
+			}
 		}
 	}
-	for node, ids := range byNode {
-		if err := r.notify.Notify(ctx, node, ids); err != nil {
-			r.m.notifyErr.Add(ctx, 1)
-			r.log.Warn("notifying a frontend failed; it finds the messages when it polls", "node", node, "err", err, "sessions", len(ids))
-		}
+	for node, n := range byNode {
+		r.sendNotice(ctx, node, *n)
+	}
+}
+
+// maxNoticeBytes bounds the message bytes of one notice.
+const maxNoticeBytes = 1 << 20
+
+func (r *Router) sendNotice(ctx context.Context, node string, n Notice) {
+	if err := r.notify.Notify(ctx, node, n); err != nil {
+		r.m.notifyErr.Add(ctx, 1)
+		r.log.Warn("notifying a frontend failed; it finds the messages when it polls", "node", node, "err", err,
+			"sessions", len(n.ClientIDs), "direct", len(n.Direct))
 	}
 }
 

@@ -92,10 +92,10 @@ type fakeNotifier struct {
 	err error
 }
 
-func (n *fakeNotifier) Notify(_ context.Context, _ string, ids []string) error {
+func (n *fakeNotifier) Notify(_ context.Context, _ string, notice Notice) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.ids = append(n.ids, append([]string(nil), ids...))
+	n.ids = append(n.ids, append([]string(nil), notice.ClientIDs...))
 	return n.err
 }
 
@@ -638,4 +638,39 @@ func TestRouteGivesSharedMessagesToConnectedMembers(t *testing.T) {
 	assert.Len(t, got[on], 2)
 	assert.Len(t, got[off], 2)
 	assert.Len(t, got[never], 2)
+}
+
+func TestNoticesRoundTrip(t *testing.T) {
+	ids := Notice{ClientIDs: []string{"a", "b/c", "ü"}}
+	got, err := ParseNotice(EncodeNotice(ids))
+	require.NoError(t, err)
+	assert.Equal(t, ids, got, "a notice of queued sessions only is the ids separated by U+0000")
+	assert.Equal(t, "a\x00b/c\x00ü", EncodeNotice(ids))
+
+	exp := time.UnixMilli(1_800_000_000_123)
+	full := Notice{
+		ClientIDs: []string{"q"},
+		Direct: []DirectMessage{
+			{ClientID: "d1", Epoch: 7, PacketID: 65535, Seq: 1 << 40, Message: []byte("bin\x00|\xff"), Expiry: exp},
+			{ClientID: "d2", PacketID: 1, Seq: 2, Message: []byte{}},
+		},
+	}
+	got, err = ParseNotice(EncodeNotice(full))
+	require.NoError(t, err)
+	require.Len(t, got.Direct, 2)
+	assert.Equal(t, full.ClientIDs, got.ClientIDs)
+	assert.Equal(t, full.Direct[0].ClientID, got.Direct[0].ClientID)
+	assert.Equal(t, full.Direct[0].Epoch, got.Direct[0].Epoch)
+	assert.Equal(t, full.Direct[0].PacketID, got.Direct[0].PacketID)
+	assert.Equal(t, full.Direct[0].Seq, got.Direct[0].Seq)
+	assert.Equal(t, full.Direct[0].Message, got.Direct[0].Message)
+	assert.True(t, exp.Equal(got.Direct[0].Expiry))
+	assert.True(t, got.Direct[1].Expiry.IsZero(), "no expiry stays none")
+	assert.Empty(t, got.Direct[1].Message)
+
+	enc := EncodeNotice(full)
+	for _, cut := range []int{2, len(enc) / 2, len(enc) - 1} {
+		_, err := ParseNotice(enc[:cut])
+		assert.Error(t, err, "a notice cut at %d of %d bytes is refused", cut, len(enc))
+	}
 }

@@ -82,7 +82,9 @@ func (s *Service) Run(ctx context.Context) error {
 
 	rdb := s.cfg.Session.Redis.NewClient()
 	defer rdb.Close()
-	store := session.New(rdb, s.cfg.Session, session.WithLogger(s.log))
+	// Direct delivery: the router's notices carry the messages it hands
+	// straight to connected sessions.
+	store := session.New(rdb, s.cfg.Session, session.WithLogger(s.log), session.WithDirectDelivery())
 	s.ops.AddCheck("redis", func(ctx context.Context) error {
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			return fmt.Errorf("redis %v: %w", []string(s.cfg.Session.Redis.Addrs), err)

@@ -46,6 +46,11 @@ const (
 	// OutcomeNotSubscribed: the session holds none of the delivery's
 	// subscriptions any more; nothing was written.
 	OutcomeNotSubscribed
+	// OutcomeDirect: the session is connected with an empty queue and room
+	// in its window, so the message went straight into its inflight hash
+	// with a packet id (EnqueueResult.PacketID, .Seq): the node that holds
+	// the connection writes it from the notice, without taking it.
+	OutcomeDirect
 )
 
 // String returns the outcome as a metric label value.
@@ -63,6 +68,8 @@ func (o Outcome) String() string {
 		return "failed"
 	case OutcomeNotSubscribed:
 		return "not_subscribed"
+	case OutcomeDirect:
+		return "direct"
 	}
 	return "unknown"
 }
@@ -75,6 +82,11 @@ type EnqueueResult struct {
 	// Node is the node the session is connected to when the message was
 	// queued, "" when it is disconnected: the node to notify.
 	Node string
+	// With OutcomeDirect: the connection's epoch, and the packet id and
+	// sequence number the message got.
+	Epoch    uint64
+	PacketID uint16
+	Seq      uint64
 	// Err is set with OutcomeFailed.
 	Err error
 }
@@ -110,21 +122,39 @@ local function mlen(v)
 end
 `
 
+// directMaxBytes is the largest message handed over directly
+// (OutcomeDirect); larger ones go through the queue, so that notices, which
+// carry direct messages, stay small.
+const directMaxBytes = "65536"
+
 var enqueueScript = redis.NewScript(luaPrelude + luaEntryLen + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {3, 0, ''} end
-if #ARGV > 5 then
+if #ARGV > 6 then
   local held = false
-  for i = 6, #ARGV do
+  for i = 7, #ARGV do
     if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then held = true; break end
   end
   if not held then return {5, 0, ''} end
 end
-local h = redis.call('HMGET', KEYS[1], 'connected', 'node', 'qbytes')
+local h = redis.call('HMGET', KEYS[1], 'connected', 'node', 'qbytes', 'win', 'pid', 'seq', 'epoch')
 local node = ''
 if h[1] == '1' then node = h[2] or '' end
 local len, maxm, maxb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if len > maxb then return {2, 0, ''} end
 local n = redis.call('LLEN', KEYS[2])
+local win = tonumber(h[4] or '0')
+if node ~= '' and n == 0 and win > 0 and ARGV[6] == '1' and len <= ` + directMaxBytes + ` and redis.call('HLEN', KEYS[4]) < win then
+  local pid, seq = tonumber(h[5] or '0'), tonumber(h[6] or '0')
+  repeat
+    pid = pid % 65535 + 1
+  until redis.call('HEXISTS', KEYS[4], pid) == 0
+  seq = seq + 1
+  local sq = string.format('%.0f', seq)
+  redis.call('HSET', KEYS[4], pid, sq .. '|P|' .. ARGV[1])
+  redis.call('HSET', KEYS[1], 'pid', pid, 'seq', sq)
+  follow(KEYS[4])
+  return {6, 0, node, h[7] or '0', pid, sq}
+end
 local qb = tonumber(h[3] or '0')
 local evicted = 0
 if n + 1 > maxm or qb + len > maxb then
@@ -171,11 +201,15 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, idx := range pending {
 				d := ds[idx]
-				args := []any{encodeEntry(d.Message, d.Expiry), len(d.Message), maxm, maxb, policy}
+				direct := "0"
+				if s.direct {
+					direct = "1"
+				}
+				args := []any{encodeEntry(d.Message, d.Expiry), len(d.Message), maxm, maxb, policy, direct}
 				for _, k := range d.Subscriptions {
 					args = append(args, k.field())
 				}
-				cmds[i] = enqueueScript.EvalSha(ctx, p, []string{sessionKey(d.ClientID), queueKey(d.ClientID), subsKey(d.ClientID)}, args...)
+				cmds[i] = enqueueScript.EvalSha(ctx, p, []string{sessionKey(d.ClientID), queueKey(d.ClientID), subsKey(d.ClientID), inflightKey(d.ClientID)}, args...)
 			}
 			return nil
 		})
@@ -189,12 +223,23 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 			}
 			var outcome, evicted int64
 			var node string
+			var direct [3]uint64 // epoch, packet id, seq
 			if err == nil {
 				var ok1, ok2, ok3 bool
-				if len(v) == 3 {
+				if len(v) == 3 || len(v) == 6 {
 					outcome, ok1 = v[0].(int64)
 					evicted, ok2 = v[1].(int64)
 					node, ok3 = v[2].(string)
+				}
+				if len(v) == 6 {
+					e, _ := v[3].(string)
+					pid, _ := v[4].(int64)
+					sq, _ := v[5].(string)
+					var perr, serr error
+					direct[0], perr = strconv.ParseUint(e, 10, 64)
+					direct[1] = uint64(pid)
+					direct[2], serr = strconv.ParseUint(sq, 10, 64)
+					ok3 = ok3 && perr == nil && serr == nil && pid > 0
 				}
 				if !ok1 || !ok2 || !ok3 {
 					err = fmt.Errorf("unexpected reply %v", v)
@@ -208,7 +253,8 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 				}
 				continue
 			}
-			res[idx] = EnqueueResult{Outcome: Outcome(outcome), Evicted: int(evicted), Node: node}
+			res[idx] = EnqueueResult{Outcome: Outcome(outcome), Evicted: int(evicted), Node: node,
+				Epoch: direct[0], PacketID: uint16(direct[1]), Seq: direct[2]}
 		}
 		if len(retry) > 0 {
 			// Redis lost its script cache (restart, failover, new shard).
@@ -229,7 +275,11 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 type QueuedMessage struct {
 	// PacketID is the outbound packet id assigned to it.
 	PacketID uint16
-	Message  []byte
+	// Seq is its place in the session's outbound order: messages are
+	// written to the client in Seq order, whether taken from the queue or
+	// handed over directly (OutcomeDirect).
+	Seq     uint64
+	Message []byte
 	// Expiry is when the message expires, zero for never; the remaining time
 	// is the Message Expiry Interval to send [MQTT-3.3.2-6].
 	Expiry time.Time
@@ -267,7 +317,7 @@ func (s *Store) Inflight(ctx context.Context, clientID string) ([]InflightMessag
 		if err != nil {
 			return nil, fmt.Errorf("reading inflight of %s: %w", clientID, err)
 		}
-		it := item{seq: seq, m: InflightMessage{QueuedMessage: QueuedMessage{PacketID: uint16(pid), Message: msg, Expiry: exp}, Released: rest[0] == 'R'}}
+		it := item{seq: seq, m: InflightMessage{QueuedMessage: QueuedMessage{PacketID: uint16(pid), Seq: seq, Message: msg, Expiry: exp}, Released: rest[0] == 'R'}}
 		if it.m.Released {
 			it.m.Message = nil
 		}

@@ -31,8 +31,13 @@ type Round struct {
 	Take int
 
 	// Taken are the messages taken, in queue order, with their packet ids
-	// (see Store.Take). Set by RunRounds.
+	// and sequence numbers (see Store.Take). Set by RunRounds.
 	Taken []QueuedMessage
+	// Seq is the session's sequence counter after a round that took (the
+	// sequence number of the newest message in flight), 0 without a take:
+	// a node that wrote fewer messages has some to fetch from Inflight (a
+	// notice with direct messages was lost, or is still on its way).
+	Seq uint64
 	// Err is why the round failed (ErrFenced when the session moved on):
 	// then nothing was taken, and the acknowledgements are to be sent
 	// again (recording one twice is harmless). Set by RunRounds.
@@ -40,16 +45,19 @@ type Round struct {
 }
 
 // luaTake moves up to max messages from the queue KEYS[2] into the
-// inflight hash KEYS[3] and returns {pid1, entry1, pid2, entry2, ...};
-// KEYS[1] is the session hash.
+// inflight hash KEYS[3], never filling it beyond the session's window, and
+// returns {seq counter, pid1, seq1, entry1, pid2, seq2, entry2, ...}; KEYS[1]
+// is the session hash.
 const luaTake = `
 local function take(max, now)
-  local h = redis.call('HMGET', KEYS[1], 'pid', 'seq', 'qbytes')
+  local h = redis.call('HMGET', KEYS[1], 'pid', 'seq', 'qbytes', 'win')
   local pid, seq, qb = tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
-  local out = {}
+  local cap = tonumber(h[4] or '0')
+  if cap <= 0 or cap > 65535 then cap = 65535 end
+  local out = {0}
   local taken = 0
   while taken < max do
-    if redis.call('HLEN', KEYS[3]) >= 65535 then break end
+    if redis.call('HLEN', KEYS[3]) >= cap then break end
     local v = redis.call('LPOP', KEYS[2])
     if not v then break end
     qb = qb - mlen(v)
@@ -61,6 +69,7 @@ local function take(max, now)
       seq = seq + 1
       redis.call('HSET', KEYS[3], pid, string.format('%.0f', seq) .. '|P|' .. v)
       out[#out + 1] = pid
+      out[#out + 1] = string.format('%.0f', seq)
       out[#out + 1] = v
       taken = taken + 1
     end
@@ -68,6 +77,7 @@ local function take(max, now)
   if qb < 0 then qb = 0 end
   redis.call('HSET', KEYS[1], 'pid', pid, 'seq', string.format('%.0f', seq), 'qbytes', qb)
   follow(KEYS[3])
+  out[1] = string.format('%.0f', seq)
   return out
 end
 `
@@ -139,7 +149,7 @@ func (s *Store) RunRounds(ctx context.Context, rounds []*Round) {
 				r.Err = fmt.Errorf("delivery round of %s: %w", r.ClientID, mapErr(err))
 				continue
 			}
-			r.Taken, r.Err = parseTaken(r.ClientID, v)
+			r.Taken, r.Seq, r.Err = parseTaken(r.ClientID, v)
 		}
 		if len(retry) > 0 {
 			// Redis lost its script cache (restart, failover, new shard).
@@ -161,26 +171,36 @@ func (s *Store) runRound(ctx context.Context, r *Round) error {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return mapErr(err)
 	}
-	r.Taken, err = parseTaken(r.ClientID, v)
+	r.Taken, r.Seq, err = parseTaken(r.ClientID, v)
 	return err
 }
 
 // parseTaken decodes the reply of the take function.
-func parseTaken(clientID string, v []any) ([]QueuedMessage, error) {
+func parseTaken(clientID string, v []any) ([]QueuedMessage, uint64, error) {
 	if len(v) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
-	out := make([]QueuedMessage, 0, len(v)/2)
-	for i := 0; i+1 < len(v); i += 2 {
+	counter, _ := v[0].(string)
+	seq, err := strconv.ParseUint(counter, 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("taking from queue of %s: sequence counter %q", clientID, counter)
+	}
+	out := make([]QueuedMessage, 0, len(v)/3)
+	for i := 1; i+2 < len(v); i += 3 {
 		pid, _ := v[i].(int64)
-		entry, _ := v[i+1].(string)
+		ms, _ := v[i+1].(string)
+		entry, _ := v[i+2].(string)
+		n, perr := strconv.ParseUint(ms, 10, 64)
 		msg, exp, err := decodeEntry(entry)
-		if err != nil {
-			return out, fmt.Errorf("taking from queue of %s: %w", clientID, err)
+		if err == nil && perr != nil {
+			err = perr
 		}
-		out = append(out, QueuedMessage{PacketID: uint16(pid), Message: msg, Expiry: exp})
+		if err != nil {
+			return out, seq, fmt.Errorf("taking from queue of %s: %w", clientID, err)
+		}
+		out = append(out, QueuedMessage{PacketID: uint16(pid), Seq: n, Message: msg, Expiry: exp})
 	}
-	return out, nil
+	return out, seq, nil
 }
 
 // Take atomically moves up to max messages from the head of the queue to

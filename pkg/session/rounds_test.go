@@ -86,3 +86,64 @@ func TestRunRoundsAppliesEachSessionsRoundOnItsOwn(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectDeliveryKeepsOrderAndWindow: with WithDirectDelivery, a message
+// for a connected session with an empty queue and room in its window goes
+// straight into its inflight hash with the next packet id and sequence
+// number; once the window is full messages queue, and the queue keeps them
+// behind, in order, even after the window frees up.
+func TestDirectDeliveryKeepsOrderAndWindow(t *testing.T) {
+	s, raw := newTestStore(t, nil, WithDirectDelivery())
+	ctx := testCtx(t)
+	cid, off := clientID(t, "c"), clientID(t, "off")
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 3600, Protocol: 5, Window: 2})
+	require.NoError(t, err)
+	epoch := res.Epoch
+	ro, err := s.Connect(ctx, ConnectRequest{ClientID: off, Node: "n1", ExpirySeconds: 3600, Protocol: 5, Window: 2})
+	require.NoError(t, err)
+	require.NoError(t, s.Disconnect(ctx, off, ro.Epoch, 3600))
+
+	enqueue := func(cid, msg string) EnqueueResult {
+		t.Helper()
+		r, err := s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte(msg)}})
+		require.NoError(t, err)
+		return r[0]
+	}
+	m1, m2, m3 := enqueue(cid, "m1"), enqueue(cid, "m2"), enqueue(cid, "m3")
+	assert.Equal(t, OutcomeDirect, m1.Outcome)
+	assert.Equal(t, "direct", m1.Outcome.String())
+	assert.Equal(t, "n1", m1.Node)
+	assert.Equal(t, epoch, m1.Epoch)
+	assert.Equal(t, []uint16{1, 2}, []uint16{m1.PacketID, m2.PacketID})
+	assert.Equal(t, []uint64{1, 2}, []uint64{m1.Seq, m2.Seq})
+	assert.Equal(t, OutcomeQueued, m3.Outcome, "the window of 2 is full")
+	assert.Equal(t, OutcomeQueued, enqueue(off, "x").Outcome, "a disconnected session's messages queue")
+
+	// m1 acknowledged: the window has room, but m3 waits in the queue, so
+	// m4 queues behind it instead of overtaking it.
+	require.NoError(t, s.Ack(ctx, cid, epoch, m1.PacketID))
+	assert.Equal(t, OutcomeQueued, enqueue(cid, "m4").Outcome)
+	r := Round{ClientID: cid, Epoch: epoch, Take: 10}
+	s.RunRounds(ctx, []*Round{&r})
+	require.NoError(t, r.Err)
+	assert.Equal(t, []string{"m3"}, messages(r.Taken), "a take never fills the inflight hash beyond the window")
+	assert.Equal(t, uint64(3), r.Taken[0].Seq)
+	assert.Equal(t, uint64(3), r.Seq, "the round reports the sequence counter")
+
+	inflight, err := s.Inflight(ctx, cid)
+	require.NoError(t, err)
+	require.Len(t, inflight, 2)
+	assert.Equal(t, []uint64{2, 3}, []uint64{inflight[0].Seq, inflight[1].Seq})
+	assert.Equal(t, "m2", string(inflight[0].Message))
+
+	// Without WithDirectDelivery (a frontend queuing retained messages),
+	// or with a window of 0, everything queues.
+	plain, _ := newTestStore(t, nil)
+	require.NoError(t, s.Ack(ctx, cid, epoch, inflight[0].PacketID))
+	pr, err := plain.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("p")}})
+	require.NoError(t, err)
+	assert.Equal(t, OutcomeQueued, pr[0].Outcome)
+	n, err := raw.LLen(ctx, queueKey(cid)).Result()
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, n, "m4 and p wait in the queue")
+}

@@ -80,10 +80,18 @@ type Store struct {
 	now    func() time.Time
 	maxMsg int64
 	maxB   int64
+	direct bool
 }
 
 // Option customises a Store.
 type Option func(*Store)
+
+// WithDirectDelivery lets Enqueue hand a message of a connected session
+// with an empty queue and room in its window straight to its inflight hash
+// (OutcomeDirect). Only for a caller that then gives the message to the
+// session's node (the dispatcher's notice): otherwise it waits in flight
+// until that node looks.
+func WithDirectDelivery() Option { return func(s *Store) { s.direct = true } }
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
@@ -217,6 +225,13 @@ type ConnectRequest struct {
 	Protocol byte
 	// Will is the will message, nil when the CONNECT has none.
 	Will *Will
+	// Window is how many outbound messages the connection takes in flight
+	// (its Receive Maximum, capped by delivery.max-inflight). With it set, a
+	// dispatcher hands a message of the connected session straight to the
+	// inflight hash while the queue is empty and the window has room
+	// (OutcomeDirect), and Take never fills the hash beyond it; 0: every
+	// message goes through the queue.
+	Window int
 }
 
 // ConnectResult is what Connect found and did.
@@ -265,7 +280,7 @@ if epoch <= old then epoch = old + 1 end
 local ep = string.format('%.0f', epoch)
 redis.call('HSET', KEYS[1], 'epoch', ep, 'node', ARGV[1], 'connected', '1',
   'clean', ARGV[2], 'expiry', ARGV[3], 'proto', ARGV[4],
-  'last_seen', string.format('%.0f', math.floor(now / 1000)))
+  'last_seen', string.format('%.0f', math.floor(now / 1000)), 'win', ARGV[6])
 if ARGV[5] == '' then
   redis.call('HDEL', KEYS[1], 'will')
 else
@@ -304,7 +319,7 @@ func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult,
 		clean = "1"
 	}
 	v, err := connectScript.Run(ctx, s.rdb, sessionKeys(req.ClientID),
-		req.Node, clean, strconv.FormatUint(uint64(req.ExpirySeconds), 10), strconv.Itoa(int(req.Protocol)), will).Slice()
+		req.Node, clean, strconv.FormatUint(uint64(req.ExpirySeconds), 10), strconv.Itoa(int(req.Protocol)), will, req.Window).Slice()
 	if err != nil {
 		return ConnectResult{}, fmt.Errorf("connecting session %s: %w", req.ClientID, mapErr(err))
 	}
