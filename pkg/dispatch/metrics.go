@@ -52,7 +52,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		skipped: counter("fleetgate_dispatch_records_skipped",
 			"Records not routed, by reason: undecodable, invalid_topic, expired."),
 		delivered: counter("fleetgate_dispatch_deliveries",
-			"Deliveries handed to session queues, by outcome (queued, dropped_oldest, dropped_newest, no_session, not_subscribed, failed)."),
+			"Deliveries handed to sessions, by outcome (direct: straight into the inflight hash of a connected session; queued, dropped_oldest, dropped_newest, no_session, not_subscribed, failed)."),
 		repeated: counter("fleetgate_dispatch_deliveries_repeated",
 			"Deliveries queued by a routing attempt that failed as a whole: the retry queues them again, so the subscriber may receive them twice."),
 		errors: counter("fleetgate_dispatch_route_errors",
