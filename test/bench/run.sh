@@ -23,7 +23,8 @@
 # DURATION ROUNDS PUBLISHERS WINDOW SIZE OPEN_RATE
 # IDLE_CLIENTS IDLE_SETTLE, FG_TUNED_FLAGS / FG_TUNED_ENV (the tuned idle variant),
 # PAIRS PAIRS_RATE PAIRS_WINDOW PAIRS_DURATION PAIRS_ROUNDS PAIRS_PERSISTENT
-# PAIRS_SWEEP PAIRS_SWEEP_DURATION,
+# PAIRS_SWEEP PAIRS_SWEEP_DURATION, FG_BASELINE_BIN (a fleetgate-dev binary of
+# an earlier build, measured in section 4 beside the current one),
 # FANOUT_SUBSCRIBERS FANOUT_RATE FANOUT_DURATION FANOUT_QOS,
 # FG_PUBSUB_FLAGS (extra fleetgate-dev flags for section 4),
 # DEV_BIN / BENCH_BIN (use these binaries, do not build; FLEETGATE_* names
@@ -153,11 +154,12 @@ start_fleetgate() {
 	# the pipeline under pipefail, and every stack would share Redis's
 	# default port.)
 	local help
-	help=$("$FG_DEV" -help 2>&1 || true)
+	local bin=${START_BIN:-$FG_DEV}
+	help=$("$bin" -help 2>&1 || true)
 	if [[ $help == *-dev.redis-listen* ]]; then
 		extra+=(-dev.redis-listen "127.0.0.1:${ports[3]}")
 	fi
-	env "${envs[@]}" "$FG_DEV" \
+	env "${envs[@]}" "$bin" \
 		-dev.data-dir "$WORK/$name-data" \
 		-dev.kafka-addr "127.0.0.1:${ports[1]}" \
 		-mqtt.tcp-addr "$FG_MQTT" -mqtt.ws-addr "" \
@@ -294,6 +296,14 @@ start_fleetgate fleetgate-pubsub -- $FG_PUBSUB_FLAGS
 PS_FG_PID=$FG_PID PS_FG_MQTT=$FG_MQTT PS_FG_HTTP=$FG_HTTP
 PS_REDIS_PID=$(pgrep -P "$PS_FG_PID" redis-server | head -1 || true)
 echo "fleetgate-pubsub redis-server: pid ${PS_REDIS_PID:-none (in-memory Redis inside fleetgate-dev)}"
+# A previous build of fleetgate measured in the same run, beside the current
+# one and mosquitto (FG_BASELINE_BIN, a fleetgate-dev binary).
+BASE_TARGET=()
+if [[ -n ${FG_BASELINE_BIN:-} ]]; then
+	# shellcheck disable=SC2086 # the flags are a word list
+	START_BIN=$FG_BASELINE_BIN start_fleetgate fleetgate-baseline -- $FG_PUBSUB_FLAGS
+	BASE_TARGET=(-target "baseline=$FG_MQTT,pid=$FG_PID")
+fi
 start_mosquitto mosquitto-pubsub
 persistent=()
 if [[ $PAIRS_PERSISTENT == 1 ]]; then
@@ -304,7 +314,7 @@ r0=$(cpu_seconds "${PS_REDIS_PID:-0}")
 log "4a. pairs, open loop: $PAIRS pairs, $PAIRS_RATE msg/s in total, QoS 1 both ways, $PAIRS_ROUNDS rounds of $PAIRS_DURATION"
 "$BENCH" compare pairs \
 	-target "fleetgate=$PS_FG_MQTT,pid=$PS_FG_PID,pprof=$PS_FG_HTTP" \
-	-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+	"${BASE_TARGET[@]}" -target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
 	-pairs "$PAIRS" -rate "$PAIRS_RATE" -window 256 -size "$SIZE" "${persistent[@]}" \
 	-duration "$PAIRS_DURATION" -warmup 3s -rounds "$PAIRS_ROUNDS" \
 	-pprof-dir "$OUT/pairs-open" -pprof-seconds 10 -json-out "$OUT/pairs-open.json"
@@ -315,7 +325,7 @@ r0=$(cpu_seconds "${PS_REDIS_PID:-0}")
 log "4b. pairs, closed loop: $PAIRS pairs, $PAIRS_WINDOW messages in flight end to end per pair, $PAIRS_ROUNDS rounds of $PAIRS_DURATION"
 "$BENCH" compare pairs \
 	-target "fleetgate=$PS_FG_MQTT,pid=$PS_FG_PID,pprof=$PS_FG_HTTP" \
-	-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+	"${BASE_TARGET[@]}" -target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
 	-pairs "$PAIRS" -window "$PAIRS_WINDOW" -size "$SIZE" "${persistent[@]}" \
 	-duration "$PAIRS_DURATION" -warmup 3s -rounds "$PAIRS_ROUNDS" \
 	-pprof-dir "$OUT/pairs-closed" -pprof-seconds 10 -json-out "$OUT/pairs-closed.json"
@@ -326,7 +336,7 @@ r0=$(cpu_seconds "${PS_REDIS_PID:-0}")
 log "4c. fan-out: 1 publisher → $FANOUT_SUBSCRIBERS subscribers, $FANOUT_RATE msg/s, QoS $FANOUT_QOS both ways, 1 round of $FANOUT_DURATION"
 "$BENCH" compare fanout \
 	-target "fleetgate=$PS_FG_MQTT,pid=$PS_FG_PID,pprof=$PS_FG_HTTP" \
-	-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+	"${BASE_TARGET[@]}" -target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
 	-subscribers "$FANOUT_SUBSCRIBERS" -rate "$FANOUT_RATE" -qos "$FANOUT_QOS" -sub-qos "$FANOUT_QOS" -size "$SIZE" \
 	-duration "$FANOUT_DURATION" -warmup 3s -rounds 1 \
 	-pprof-dir "$OUT/fanout" -pprof-seconds 10 -json-out "$OUT/fanout.json"
@@ -340,7 +350,7 @@ for rate in $PAIRS_SWEEP; do
 	log "4d. pairs, open loop at $rate msg/s in total: $PAIRS pairs, QoS 1 both ways, 1 round of $PAIRS_SWEEP_DURATION"
 	"$BENCH" compare pairs \
 		-target "fleetgate=$PS_FG_MQTT,pid=$PS_FG_PID" \
-		-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+		"${BASE_TARGET[@]}" -target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
 		-pairs "$PAIRS" -rate "$rate" -window 256 -size "$SIZE" "${persistent[@]}" \
 		-duration "$PAIRS_SWEEP_DURATION" -warmup 3s -rounds 1 -json-out "$OUT/pairs-open-$rate.json"
 	redis_cpu "4d at $rate msg/s (both targets)" "$r0"
