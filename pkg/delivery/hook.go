@@ -210,6 +210,9 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	c.epoch = res.Epoch
+	// What is in flight now is resent; what is handed over from now on
+	// comes after it.
+	c.lastSeq = res.Seq
 	c.present = res.SessionPresent
 	if w := res.TakenOverWill; w != nil && (w.DelaySeconds == 0 || req.CleanStart) {
 		// The connection taken over ends without DISCONNECT: its will is

@@ -146,4 +146,13 @@ func TestDirectDeliveryKeepsOrderAndWindow(t *testing.T) {
 	n, err := raw.LLen(ctx, queueKey(cid)).Result()
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, n, "m4 and p wait in the queue")
+
+	// A reconnect learns the sequence counter: what is in flight is at or
+	// below it, what is handed over later above it. A clean start resets it.
+	again, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 3600, Protocol: 5, Window: 2})
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), again.Seq)
+	clean, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", CleanStart: true, Protocol: 5, Window: 2})
+	require.NoError(t, err)
+	assert.Zero(t, clean.Seq)
 }

@@ -253,6 +253,10 @@ type ConnectResult struct {
 	// drops it otherwise, since the new connection came within the delay
 	// [MQTT-3.1.3-9].
 	TakenOverWill *Will
+	// Seq is the session's outbound sequence counter at the CONNECT: every
+	// message in flight then has a sequence number at or below it (and is
+	// resent), every message handed over later one above it.
+	Seq uint64
 }
 
 var connectScript = redis.NewScript(`
@@ -287,7 +291,7 @@ else
   redis.call('HSET', KEYS[1], 'will', ARGV[5])
 end
 for i = 1, 5 do redis.call('PERSIST', KEYS[i]) end
-return {ep, present, prev, was, oldwill}
+return {ep, present, prev, was, oldwill, redis.call('HGET', KEYS[1], 'seq') or '0'}
 `)
 
 // Connect registers a connection for req.ClientID on req.Node and returns
@@ -332,6 +336,10 @@ func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult,
 		SessionPresent: v[1].(int64) == 1,
 		PreviousNode:   v[2].(string),
 		WasConnected:   v[3].(int64) == 1,
+	}
+	if len(v) > 5 {
+		sq, _ := v[5].(string)
+		res.Seq, _ = strconv.ParseUint(sq, 10, 64)
 	}
 	if w, _ := v[4].(string); w != "" {
 		res.TakenOverWill = new(Will)

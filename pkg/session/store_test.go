@@ -30,14 +30,14 @@ func TestConnect(t *testing.T) {
 			name:     "a persistent session resumed on another node is present and names the previous node",
 			before:   seedSession("n1", true),
 			req:      ConnectRequest{Node: "n2", ExpirySeconds: 60, Protocol: 5},
-			want:     ConnectResult{SessionPresent: true, PreviousNode: "n1"},
+			want:     ConnectResult{SessionPresent: true, PreviousNode: "n1", Seq: 1}, // the seeded message in flight
 			wantKept: true,
 		},
 		{
 			name:     "a takeover of a connected session reports that it was connected",
 			before:   seedSession("n1", false),
 			req:      ConnectRequest{Node: "n2", ExpirySeconds: 60, Protocol: 4},
-			want:     ConnectResult{SessionPresent: true, PreviousNode: "n1", WasConnected: true},
+			want:     ConnectResult{SessionPresent: true, PreviousNode: "n1", WasConnected: true, Seq: 1},
 			wantKept: true,
 		},
 		{
