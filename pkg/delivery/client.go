@@ -509,6 +509,9 @@ func (c *client) resend() error {
 	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer bufPool.Put(buf)
+	// Messages handed to this connection since its CONNECT (past the
+	// counter CONNECT returned) were never sent: no DUP for them.
+	connected := c.lastSeq
 	for _, m := range msgs {
 		c.lastSeq = max(c.lastSeq, m.Seq)
 		if m.Released {
@@ -518,7 +521,7 @@ func (c *client) resend() error {
 			_ = c.cl.WritePacket(pubrel(m.PacketID))
 			continue
 		}
-		if c.write(buf, m.QueuedMessage, true) {
+		if c.write(buf, m.QueuedMessage, m.Seq <= connected) {
 			c.written = append(c.written, m.PacketID)
 		}
 	}
