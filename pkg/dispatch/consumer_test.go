@@ -157,18 +157,22 @@ func (f *consumerFixture) committed() int64 {
 // count taken so far.
 func (f *consumerFixture) take(cid string) int {
 	f.t.Helper()
+	var acks []uint16
 	for {
-		ms, err := f.store.Take(f.ctx(), cid+"."+f.group, f.epochs[cid], 1000)
-		require.NoError(f.t, err)
-		if len(ms) == 0 {
+		// Free the inflight slots of the last messages taken, as the
+		// frontend does on PUBACK, and take what is queued.
+		r := session.Round{ClientID: cid + "." + f.group, Epoch: f.epochs[cid], Acks: acks, Take: 1000}
+		f.store.RunRounds(f.ctx(), []*session.Round{&r})
+		require.NoError(f.t, r.Err)
+		if len(r.Taken) == 0 {
 			return len(f.taken[cid])
 		}
-		for _, qm := range ms {
+		acks = acks[:0]
+		for _, qm := range r.Taken {
 			m, err := DecodeMessage(qm.Message)
 			require.NoError(f.t, err)
 			f.taken[cid] = append(f.taken[cid], m)
-			// Free the inflight slot, as the frontend does on PUBACK.
-			require.NoError(f.t, f.store.Ack(f.ctx(), cid+"."+f.group, f.epochs[cid], qm.PacketID))
+			acks = append(acks, qm.PacketID)
 		}
 	}
 }

@@ -93,9 +93,10 @@ func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 
 	var got []session.QueuedMessage
 	require.Eventually(t, func() bool {
-		msgs, err := store.Take(ctx, "svc-sub", conn.Epoch, 10)
-		require.NoError(t, err)
-		got = append(got, msgs...)
+		r := session.Round{ClientID: "svc-sub", Epoch: conn.Epoch, Take: 10}
+		store.RunRounds(ctx, []*session.Round{&r})
+		require.NoError(t, r.Err)
+		got = append(got, r.Taken...)
 		return len(got) >= 1
 	}, 20*time.Second, 50*time.Millisecond, "the matching record never reached the subscriber's queue")
 	require.Len(t, got, 1, "only the matching topic is delivered")

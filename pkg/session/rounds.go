@@ -27,7 +27,15 @@ type Round struct {
 	// PUBLISH [MQTT-4.4.0-1]. An unknown id is not an error.
 	Pubrecs []uint16
 	// Take is the most messages to move from the head of the queue into
-	// the inflight hash after the acknowledgements; 0 takes none.
+	// the inflight hash after the acknowledgements, in queue order; 0 takes
+	// none. Expired messages are discarded instead [MQTT-3.3.2-5]. Outbound
+	// packet ids cycle through 1..65535 from a per-session counter,
+	// skipping 0 [MQTT-2.2.1-3] and ids still in flight [MQTT-2.2.1-4]; they
+	// are a space of their own (inbound QoS 2 ids live in the rel set), so
+	// the node must keep the two apart on the connection (mochi issue 545).
+	// The inflight hash never grows beyond the session's window. Every
+	// message taken is in flight until acknowledged, QoS 0 ones too: the
+	// node acknowledges those itself once it wrote them.
 	Take int
 
 	// Taken are the messages taken, in queue order, with their packet ids
@@ -164,17 +172,6 @@ func (s *Store) RunRounds(ctx context.Context, rounds []*Round) {
 	}
 }
 
-// runRound runs one round on its own.
-func (s *Store) runRound(ctx context.Context, r *Round) error {
-	keys, args := s.roundArgs(r)
-	v, err := roundScript.Run(ctx, s.rdb, keys, args...).Slice()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return mapErr(err)
-	}
-	r.Taken, r.Seq, err = parseTaken(r.ClientID, v)
-	return err
-}
-
 // parseTaken decodes the reply of the take function.
 func parseTaken(clientID string, v []any) ([]QueuedMessage, uint64, error) {
 	if len(v) == 0 {
@@ -201,58 +198,6 @@ func parseTaken(clientID string, v []any) ([]QueuedMessage, uint64, error) {
 		out = append(out, QueuedMessage{PacketID: uint16(pid), Seq: n, Message: msg, Expiry: exp})
 	}
 	return out, seq, nil
-}
-
-// Take atomically moves up to max messages from the head of the queue to
-// the inflight hash, in queue order, and returns them with their packet ids.
-// Expired messages are discarded instead [MQTT-3.3.2-5].
-//
-// Outbound packet ids cycle through 1..65535 from a per-session counter,
-// skipping 0 [MQTT-2.2.1-3] and ids still in flight [MQTT-2.2.1-4]. They are
-// a space of their own: inbound QoS 2 ids live in the rel set, so the node
-// must keep the two apart on the connection (mochi issue 545). When all
-// 65535 ids are in flight, Take returns what it took so far.
-//
-// Every message taken is in flight until acknowledged, QoS 0 ones too: the
-// node acks those itself once it wrote them, since the store does not look
-// into messages.
-func (s *Store) Take(ctx context.Context, clientID string, epoch uint64, max int) ([]QueuedMessage, error) {
-	if max <= 0 {
-		return nil, nil
-	}
-	r := Round{ClientID: clientID, Epoch: epoch, Take: max}
-	if err := s.runRound(ctx, &r); err != nil {
-		return r.Taken, fmt.Errorf("taking from queue of %s: %w", clientID, err)
-	}
-	return r.Taken, nil
-}
-
-// AckMany deletes the inflight messages packetIDs in one round trip: on
-// PUBACK (QoS 1) or PUBCOMP (QoS 2) [MQTT-4.3.2-1, MQTT-4.3.3-1]. Unknown
-// ids are not an error.
-func (s *Store) AckMany(ctx context.Context, clientID string, epoch uint64, packetIDs []uint16) error {
-	if len(packetIDs) == 0 {
-		return nil
-	}
-	if err := s.runRound(ctx, &Round{ClientID: clientID, Epoch: epoch, Acks: packetIDs}); err != nil {
-		return fmt.Errorf("acknowledging %d messages of %s: %w", len(packetIDs), clientID, err)
-	}
-	return nil
-}
-
-// Ack deletes the inflight message packetID, like AckMany.
-func (s *Store) Ack(ctx context.Context, clientID string, epoch uint64, packetID uint16) error {
-	return s.AckMany(ctx, clientID, epoch, []uint16{packetID})
-}
-
-// PubrecReceived records that the client answered the outbound QoS 2
-// message packetID with PUBREC (see Round.Pubrecs). An unknown id is not an
-// error.
-func (s *Store) PubrecReceived(ctx context.Context, clientID string, epoch uint64, packetID uint16) error {
-	if err := s.runRound(ctx, &Round{ClientID: clientID, Epoch: epoch, Pubrecs: []uint16{packetID}}); err != nil {
-		return fmt.Errorf("recording PUBREC %d of %s: %w", packetID, clientID, err)
-	}
-	return nil
 }
 
 // AckAfterClose deletes the inflight messages packetIDs without checking
