@@ -116,51 +116,64 @@ func ParseNotice(payload string) (Notice, error) {
 	if payload[0] != 0 {
 		return Notice{ClientIDs: strings.Split(payload, "\x00")}, nil
 	}
-	b := []byte(payload[1:])
-	bad := errors.New("malformed notice")
-	uv := func() uint64 {
-		v, k := binary.Uvarint(b)
-		if k <= 0 {
-			panic(bad)
-		}
-		b = b[k:]
-		return v
-	}
-	str := func() []byte {
-		l := uv()
-		if l > uint64(len(b)) {
-			panic(bad)
-		}
-		v := b[:l:l]
-		b = b[l:]
-		return v
-	}
+	d := noticeDecoder{b: []byte(payload[1:])}
 	var n Notice
-	var err error
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				err = bad
-			}
-		}()
-		ids := uv()
-		for range min(ids, uint64(len(b))) {
-			n.ClientIDs = append(n.ClientIDs, string(str()))
+	for range d.count() {
+		n.ClientIDs = append(n.ClientIDs, string(d.bytes()))
+	}
+	for range d.count() {
+		m := DirectMessage{ClientID: string(d.bytes()), Epoch: d.uvarint(), PacketID: uint16(d.uvarint()), Seq: d.uvarint()}
+		if exp := d.varint(); exp > 0 {
+			m.Expiry = time.UnixMilli(exp)
 		}
-		direct := uv()
-		for range min(direct, uint64(len(b))) {
-			d := DirectMessage{ClientID: string(str()), Epoch: uv(), PacketID: uint16(uv()), Seq: uv()}
-			exp, k := binary.Varint(b)
-			if k <= 0 {
-				panic(bad)
-			}
-			b = b[k:]
-			if exp > 0 {
-				d.Expiry = time.UnixMilli(exp)
-			}
-			d.Message = str()
-			n.Direct = append(n.Direct, d)
-		}
-	}()
-	return n, err
+		m.Message = d.bytes()
+		n.Direct = append(n.Direct, m)
+	}
+	if d.bad {
+		return Notice{}, errors.New("malformed notice")
+	}
+	return n, nil
+}
+
+// noticeDecoder reads the binary notice; after the first malformed field
+// every read returns zero and bad is set.
+type noticeDecoder struct {
+	b   []byte
+	bad bool
+}
+
+func (d *noticeDecoder) uvarint() uint64 {
+	v, k := binary.Uvarint(d.b)
+	if k <= 0 {
+		d.bad, d.b = true, nil
+		return 0
+	}
+	d.b = d.b[k:]
+	return v
+}
+
+func (d *noticeDecoder) varint() int64 {
+	v, k := binary.Varint(d.b)
+	if k <= 0 {
+		d.bad, d.b = true, nil
+		return 0
+	}
+	d.b = d.b[k:]
+	return v
+}
+
+// count reads a number of entries, each at least a byte long.
+func (d *noticeDecoder) count() uint64 {
+	return min(d.uvarint(), uint64(len(d.b)))
+}
+
+func (d *noticeDecoder) bytes() []byte {
+	l := d.uvarint()
+	if l > uint64(len(d.b)) {
+		d.bad, d.b = true, nil
+		return nil
+	}
+	v := d.b[:l:l]
+	d.b = d.b[l:]
+	return v
 }
