@@ -274,7 +274,7 @@ func newArchive(t *testing.T) *archiveDB {
 // count returns the documents of the message collection, or -1 when
 // MongoDB did not answer.
 func (a *archiveDB) count() int64 {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	n, err := a.coll.CountDocuments(ctx, bson.D{})
 	if err != nil {

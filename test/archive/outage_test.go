@@ -91,7 +91,7 @@ func TestMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *
 
 	back := time.Now()
 	eventually(t, 60*time.Second, 50*time.Millisecond, a.caughtUp, "the archiver never caught up (ready, lag 0)")
-	eventually(t, 10*time.Second, 250*time.Millisecond, func() bool { return db.count() == int64(len(records)) },
+	eventually(t, 60*time.Second, 250*time.Millisecond, func() bool { return db.count() == int64(len(records)) },
 		"the collection never held the %d records", len(records))
 	t.Logf("caught up %s after ferretdb came back", time.Since(back).Round(time.Millisecond))
 
