@@ -98,11 +98,11 @@ func EncodeNotice(n Notice) string {
 		b = binary.AppendUvarint(b, d.Epoch)
 		b = binary.AppendUvarint(b, uint64(d.PacketID))
 		b = binary.AppendUvarint(b, d.Seq)
-		var exp int64
+		var exp uint64 // unix ms, 0: none
 		if !d.Expiry.IsZero() {
-			exp = max(d.Expiry.UnixMilli(), 1)
+			exp = uint64(max(d.Expiry.UnixMilli(), 1))
 		}
-		b = binary.AppendVarint(b, exp)
+		b = binary.AppendUvarint(b, exp)
 		str(d.Message)
 	}
 	return string(b)
@@ -123,8 +123,8 @@ func ParseNotice(payload string) (Notice, error) {
 	}
 	for range d.count() {
 		m := DirectMessage{ClientID: string(d.bytes()), Epoch: d.uvarint(), PacketID: uint16(d.uvarint()), Seq: d.uvarint()}
-		if exp := d.varint(); exp > 0 {
-			m.Expiry = time.UnixMilli(exp)
+		if exp := d.uvarint(); exp > 0 {
+			m.Expiry = time.UnixMilli(int64(exp))
 		}
 		m.Message = d.bytes()
 		n.Direct = append(n.Direct, m)
@@ -144,16 +144,6 @@ type noticeDecoder struct {
 
 func (d *noticeDecoder) uvarint() uint64 {
 	v, k := binary.Uvarint(d.b)
-	if k <= 0 {
-		d.bad, d.b = true, nil
-		return 0
-	}
-	d.b = d.b[k:]
-	return v
-}
-
-func (d *noticeDecoder) varint() int64 {
-	v, k := binary.Varint(d.b)
 	if k <= 0 {
 		d.bad, d.b = true, nil
 		return 0
