@@ -127,58 +127,115 @@ end
 // carry direct messages, stay small.
 const directMaxBytes = "65536"
 
+// enqueueScript appends the messages of one session, in order, in one
+// call: KEYS are the session, queue, subscriptions and inflight keys;
+// ARGV[1..4] are the queue's message and byte bounds, the full-queue policy
+// ('o' or 'n') and whether direct delivery is on ('1'); then each message
+// is <entry> <length> <n> <n subscription fields>. It answers six values
+// per message: outcome, evicted, node, and for OutcomeDirect the epoch,
+// packet id and sequence number (” and 0 otherwise).
+//
+// Once a message of the call is queued, the later ones cannot go direct
+// (the queue is no longer empty), so the session's order holds.
 var enqueueScript = redis.NewScript(luaPrelude + luaEntryLen + `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {3, 0, ''} end
-if #ARGV > 6 then
-  local held = false
-  for i = 7, #ARGV do
-    if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then held = true; break end
+local maxm, maxb, policy, direct = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
+local out = {}
+local function put(o, ev, node, e, pid, sq)
+  local k = #out
+  out[k+1], out[k+2], out[k+3], out[k+4], out[k+5], out[k+6] = o, ev, node, e, pid, sq
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local i = 5
+  while i <= #ARGV do
+    put(3, 0, '', '', 0, '')
+    i = i + 3 + tonumber(ARGV[i+2])
   end
-  if not held then return {5, 0, ''} end
+  return out
 end
 local h = redis.call('HMGET', KEYS[1], 'connected', 'node', 'qbytes', 'win', 'pid', 'seq', 'epoch')
 local node = ''
 if h[1] == '1' then node = h[2] or '' end
-local len, maxm, maxb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if len > maxb then return {2, 0, ''} end
+local qb, win = tonumber(h[3] or '0'), tonumber(h[4] or '0')
+local pid, seq, epoch = tonumber(h[5] or '0'), tonumber(h[6] or '0'), h[7] or '0'
 local n = redis.call('LLEN', KEYS[2])
-local win = tonumber(h[4] or '0')
-if node ~= '' and n == 0 and win > 0 and ARGV[6] == '1' and len <= ` + directMaxBytes + ` and redis.call('HLEN', KEYS[4]) < win then
-  local pid, seq = tonumber(h[5] or '0'), tonumber(h[6] or '0')
-  repeat
-    pid = pid % 65535 + 1
-  until redis.call('HEXISTS', KEYS[4], pid) == 0
-  seq = seq + 1
-  local sq = string.format('%.0f', seq)
-  redis.call('HSET', KEYS[4], pid, sq .. '|P|' .. ARGV[1])
-  redis.call('HSET', KEYS[1], 'pid', pid, 'seq', sq)
-  follow(KEYS[4])
-  return {6, 0, node, h[7] or '0', pid, sq}
-end
-local qb = tonumber(h[3] or '0')
-local evicted = 0
-if n + 1 > maxm or qb + len > maxb then
-  if ARGV[5] == 'n' then return {2, 0, ''} end
-  while n > 0 and (n + 1 > maxm or qb + len > maxb) do
-    qb = qb - mlen(redis.call('LPOP', KEYS[2]))
-    n = n - 1
-    evicted = evicted + 1
+local infl = -1 -- HLEN of the inflight hash, read when first needed
+local handed, queued = false, false
+local i = 5
+while i <= #ARGV do
+  local entry, len, ns = ARGV[i], tonumber(ARGV[i+1]), tonumber(ARGV[i+2])
+  local first, last = i + 3, i + 2 + ns
+  i = last + 1
+  local held = ns == 0
+  for j = first, last do
+    if redis.call('HEXISTS', KEYS[3], ARGV[j]) == 1 then held = true; break end
+  end
+  if not held then
+    put(5, 0, '', '', 0, '')
+  elseif len > maxb then
+    put(2, 0, '', '', 0, '')
+  else
+    local gone = false
+    if node ~= '' and n == 0 and win > 0 and direct and len <= ` + directMaxBytes + ` then
+      if infl < 0 then infl = redis.call('HLEN', KEYS[4]) end
+      if infl < win then
+        repeat
+          pid = pid % 65535 + 1
+        until redis.call('HEXISTS', KEYS[4], pid) == 0
+        seq = seq + 1
+        local sq = string.format('%.0f', seq)
+        redis.call('HSET', KEYS[4], pid, sq .. '|P|' .. entry)
+        infl = infl + 1
+        handed = true
+        put(6, 0, node, epoch, pid, sq)
+        gone = true
+      end
+    end
+    if not gone then
+      local evicted = 0
+      if n + 1 > maxm or qb + len > maxb then
+        if policy == 'n' then
+          put(2, 0, '', '', 0, '')
+          gone = true
+        else
+          while n > 0 and (n + 1 > maxm or qb + len > maxb) do
+            qb = qb - mlen(redis.call('LPOP', KEYS[2]))
+            n = n - 1
+            evicted = evicted + 1
+          end
+        end
+      end
+      if not gone then
+        redis.call('RPUSH', KEYS[2], entry)
+        qb = qb + len
+        n = n + 1
+        queued = true
+        if evicted > 0 then put(1, evicted, node, '', 0, '') else put(0, 0, node, '', 0, '') end
+      end
+    end
   end
 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'qbytes', qb + len)
-follow(KEYS[2])
-if evicted > 0 then return {1, evicted, node} end
-return {0, 0, node}
+if handed then
+  redis.call('HSET', KEYS[1], 'pid', pid, 'seq', string.format('%.0f', seq))
+  follow(KEYS[4])
+end
+if queued then
+  redis.call('HSET', KEYS[1], 'qbytes', qb)
+  follow(KEYS[2])
+end
+return out
 `)
 
+// maxEnqueueBatch bounds the messages of one session in one script call, so
+// that a burst to one session does not hold Redis for long.
+const maxEnqueueBatch = 64
+
 // Enqueue appends each delivery to its client's offline queue, all in one
-// pipeline (each delivery is one atomic script on its client's slot). A
-// delivery to a client without a session creates nothing
-// (OutcomeNoSession). The queue is bounded by session.max-queued-messages
-// and session.max-queued-bytes (the sum of message sizes); at a bound
-// session.queue-full-policy decides. A queue of a disconnected session
-// expires with the session.
+// pipeline: the deliveries of a client go in one atomic script on its slot
+// (maxEnqueueBatch at most per call), in the order of ds. A delivery to a
+// client without a session creates nothing (OutcomeNoSession). The queue is
+// bounded by session.max-queued-messages and session.max-queued-bytes (the
+// sum of message sizes); at a bound session.queue-full-policy decides. A
+// queue of a disconnected session expires with the session.
 //
 // The results are in the order of ds. The error is the first failure;
 // results of failed deliveries have OutcomeFailed and may be retried alone.
@@ -188,87 +245,112 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 	if s.cfg.QueueFullPolicy == DropNewest {
 		policy = "n"
 	}
+	direct := "0"
+	if s.direct {
+		direct = "1"
+	}
 	maxm, maxb := strconv.FormatInt(s.maxMsg, 10), strconv.FormatInt(s.maxB, 10)
-	pending := make([]int, len(ds))
-	for i := range ds {
-		pending[i] = i
+	// One call per client (per maxEnqueueBatch of its deliveries), in the
+	// order of each client's first delivery.
+	var calls [][]int
+	open := make(map[string]int, len(ds))
+	for i, d := range ds {
+		c, ok := open[d.ClientID]
+		if !ok || len(calls[c]) == maxEnqueueBatch {
+			c = len(calls)
+			open[d.ClientID] = c
+			calls = append(calls, make([]int, 0, 1))
+		}
+		calls[c] = append(calls[c], i)
 	}
 	var firstErr error
-	for attempt := 0; len(pending) > 0; attempt++ {
-		cmds := make([]*redis.Cmd, len(pending))
+	fail := func(idx []int, err error) {
+		for _, i := range idx {
+			res[i] = EnqueueResult{Outcome: OutcomeFailed, Err: err}
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	for attempt := 0; len(calls) > 0; attempt++ {
+		cmds := make([]*redis.Cmd, len(calls))
 		// The pipeline's own error repeats the first command error, which is
 		// handled per command below.
 		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, idx := range pending {
-				d := ds[idx]
-				direct := "0"
-				if s.direct {
-					direct = "1"
+			for c, idx := range calls {
+				cid := ds[idx[0]].ClientID
+				args := []any{maxm, maxb, policy, direct}
+				for _, i := range idx {
+					d := ds[i]
+					args = append(args, encodeEntry(d.Message, d.Expiry), len(d.Message), len(d.Subscriptions))
+					for _, k := range d.Subscriptions {
+						args = append(args, k.field())
+					}
 				}
-				args := []any{encodeEntry(d.Message, d.Expiry), len(d.Message), maxm, maxb, policy, direct}
-				for _, k := range d.Subscriptions {
-					args = append(args, k.field())
-				}
-				cmds[i] = enqueueScript.EvalSha(ctx, p, []string{sessionKey(d.ClientID), queueKey(d.ClientID), subsKey(d.ClientID), inflightKey(d.ClientID)}, args...)
+				cmds[c] = enqueueScript.EvalSha(ctx, p, []string{sessionKey(cid), queueKey(cid), subsKey(cid), inflightKey(cid)}, args...)
 			}
 			return nil
 		})
-		var retry []int
-		for i, c := range cmds {
-			idx := pending[i]
-			v, err := c.Slice()
+		var retry [][]int
+		for c, cmd := range cmds {
+			idx := calls[c]
+			v, err := cmd.Slice()
 			if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
 				retry = append(retry, idx)
 				continue
 			}
-			var outcome, evicted int64
-			var node string
-			var direct [3]uint64 // epoch, packet id, seq
 			if err == nil {
-				var ok1, ok2, ok3 bool
-				if len(v) == 3 || len(v) == 6 {
-					outcome, ok1 = v[0].(int64)
-					evicted, ok2 = v[1].(int64)
-					node, ok3 = v[2].(string)
-				}
-				if len(v) == 6 {
-					e, _ := v[3].(string)
-					pid, _ := v[4].(int64)
-					sq, _ := v[5].(string)
-					var perr, serr error
-					direct[0], perr = strconv.ParseUint(e, 10, 64)
-					direct[1] = uint64(pid)
-					direct[2], serr = strconv.ParseUint(sq, 10, 64)
-					ok3 = ok3 && perr == nil && serr == nil && pid > 0
-				}
-				if !ok1 || !ok2 || !ok3 {
-					err = fmt.Errorf("unexpected reply %v", v)
-				}
+				err = parseEnqueueReply(v, res, idx)
 			}
 			if err != nil {
-				err = fmt.Errorf("enqueueing for %s: %w", ds[idx].ClientID, err)
-				res[idx] = EnqueueResult{Outcome: OutcomeFailed, Err: err}
-				if firstErr == nil {
-					firstErr = err
-				}
-				continue
+				fail(idx, fmt.Errorf("enqueueing for %s: %w", ds[idx[0]].ClientID, err))
 			}
-			res[idx] = EnqueueResult{Outcome: Outcome(outcome), Evicted: int(evicted), Node: node,
-				Epoch: direct[0], PacketID: uint16(direct[1]), Seq: direct[2]}
 		}
 		if len(retry) > 0 {
 			// Redis lost its script cache (restart, failover, new shard).
 			if err := enqueueScript.Load(ctx, s.rdb).Err(); err != nil {
 				err = fmt.Errorf("loading enqueue script: %w", err)
 				for _, idx := range retry {
-					res[idx] = EnqueueResult{Outcome: OutcomeFailed, Err: err}
+					fail(idx, err)
 				}
-				return res, err
+				return res, firstErr
 			}
 		}
-		pending = retry
+		calls = retry
 	}
 	return res, firstErr
+}
+
+// parseEnqueueReply fills res[idx[k]] from the six values of message k of
+// an enqueue script's reply.
+func parseEnqueueReply(v []any, res []EnqueueResult, idx []int) error {
+	if len(v) != 6*len(idx) {
+		return fmt.Errorf("unexpected reply of %d values for %d messages", len(v), len(idx))
+	}
+	for k, i := range idx {
+		r := v[6*k : 6*k+6]
+		outcome, ok1 := r[0].(int64)
+		evicted, ok2 := r[1].(int64)
+		node, ok3 := r[2].(string)
+		if !ok1 || !ok2 || !ok3 {
+			return fmt.Errorf("unexpected reply %v", r)
+		}
+		er := EnqueueResult{Outcome: Outcome(outcome), Evicted: int(evicted), Node: node}
+		if er.Outcome == OutcomeDirect {
+			e, _ := r[3].(string)
+			pid, _ := r[4].(int64)
+			sq, _ := r[5].(string)
+			var perr, serr error
+			er.Epoch, perr = strconv.ParseUint(e, 10, 64)
+			er.Seq, serr = strconv.ParseUint(sq, 10, 64)
+			if perr != nil || serr != nil || pid <= 0 || pid > 65535 {
+				return fmt.Errorf("unexpected reply %v", r)
+			}
+			er.PacketID = uint16(pid)
+		}
+		res[i] = er
+	}
+	return nil
 }
 
 // QueuedMessage is a message taken from the queue into the inflight hash.

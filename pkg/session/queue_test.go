@@ -77,37 +77,58 @@ func TestEnqueueBounds(t *testing.T) {
 			wantLeft: []string{"0123456789"},
 		},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s, _ := newTestStore(t, func(c *Config) {
-				c.QueueFullPolicy = tc.policy
-				c.MaxQueuedMessages = tc.maxMsgs
-				c.MaxQueuedBytes = configBytes(tc.maxBytes)
-			})
-			ctx := testCtx(t)
-			cid := clientID(t, "c")
-			epoch := connect(t, s, cid, "n1")
-			for i, m := range tc.send {
-				// One at a time, so that the order of outcomes is the
-				// order of the table.
-				res, err := s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte(m)}})
+		// One delivery per call, and all of them in one call (one script
+		// run for the session): the outcomes are the same.
+		for _, oneCall := range []bool{false, true} {
+			name := tc.name
+			if oneCall {
+				name += " (one call)"
+			}
+			t.Run(name, func(t *testing.T) {
+				s, _ := newTestStore(t, func(c *Config) {
+					c.QueueFullPolicy = tc.policy
+					c.MaxQueuedMessages = tc.maxMsgs
+					c.MaxQueuedBytes = configBytes(tc.maxBytes)
+				})
+				ctx := testCtx(t)
+				cid := clientID(t, "c")
+				epoch := connect(t, s, cid, "n1")
+				var res []EnqueueResult
+				if oneCall {
+					ds := make([]Delivery, len(tc.send))
+					for i, m := range tc.send {
+						ds[i] = Delivery{ClientID: cid, Message: []byte(m)}
+					}
+					var err error
+					res, err = s.Enqueue(ctx, ds)
+					require.NoError(t, err)
+				} else {
+					for _, m := range tc.send {
+						r, err := s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte(m)}})
+						require.NoError(t, err)
+						res = append(res, r...)
+					}
+				}
+				require.Len(t, res, len(tc.send))
+				for i, m := range tc.send {
+					assert.Equal(t, tc.want[i], res[i].Outcome, "message %d %q", i, m)
+					assert.Equal(t, tc.evicted[i], res[i].Evicted, "message %d %q", i, m)
+				}
+				var wantBytes int64
+				for _, m := range tc.wantLeft {
+					wantBytes += int64(len(m))
+				}
+				info, err := s.Session(ctx, cid)
 				require.NoError(t, err)
-				assert.Equal(t, tc.want[i], res[0].Outcome, "message %d %q", i, m)
-				assert.Equal(t, tc.evicted[i], res[0].Evicted, "message %d %q", i, m)
-			}
-			var wantBytes int64
-			for _, m := range tc.wantLeft {
-				wantBytes += int64(len(m))
-			}
-			info, err := s.Session(ctx, cid)
-			require.NoError(t, err)
-			assert.Equal(t, wantBytes, info.QueuedBytes)
-			got, err := s.Take(ctx, cid, epoch, 1000)
-			require.NoError(t, err)
-			assert.Equal(t, tc.wantLeft, messages(got))
-			info, err = s.Session(ctx, cid)
-			require.NoError(t, err)
-			assert.Zero(t, info.QueuedBytes, "taking everything empties the byte count")
-		})
+				assert.Equal(t, wantBytes, info.QueuedBytes)
+				got, err := s.Take(ctx, cid, epoch, 1000)
+				require.NoError(t, err)
+				assert.Equal(t, tc.wantLeft, messages(got))
+				info, err = s.Session(ctx, cid)
+				require.NoError(t, err)
+				assert.Zero(t, info.QueuedBytes, "taking everything empties the byte count")
+			})
+		}
 	}
 }
 

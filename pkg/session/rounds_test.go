@@ -1,6 +1,7 @@
 package session
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -155,4 +156,116 @@ func TestDirectDeliveryKeepsOrderAndWindow(t *testing.T) {
 	clean, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", CleanStart: true, Protocol: 5, Window: 2})
 	require.NoError(t, err)
 	assert.Zero(t, clean.Seq)
+}
+
+// The deliveries of one session in one Enqueue run as one script per
+// maxEnqueueBatch of them: the first ones fill the window directly, the rest
+// queue behind them in order, a message whose subscription is gone is
+// skipped, and the deliveries of other sessions in between are untouched.
+func TestDirectDeliveryOfManyMessagesInOneCall(t *testing.T) {
+	s, _ := newTestStore(t, nil, WithDirectDelivery())
+	ctx := testCtx(t)
+	cid, other, nobody := clientID(t, "c"), clientID(t, "other"), clientID(t, "nobody")
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 3600, Protocol: 5, Window: 3})
+	require.NoError(t, err)
+	epoch := res.Epoch
+	_, err = s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Filter: "a/#"}, QoS: 1}})
+	require.NoError(t, err)
+	eo := connect(t, s, other, "n2")
+
+	const n = 3*maxEnqueueBatch + 5
+	var ds []Delivery
+	for i := range n {
+		d := Delivery{ClientID: cid, Message: fmt.Appendf(nil, "m%d", i), Subscriptions: []FilterKey{{Filter: "a/#"}}}
+		if i == 1 || i == 100 {
+			d.Subscriptions = []FilterKey{{Filter: "gone"}}
+		}
+		ds = append(ds, d, Delivery{ClientID: other, Message: fmt.Appendf(nil, "o%d", i)})
+		if i == 7 {
+			ds = append(ds, Delivery{ClientID: nobody, Message: []byte("x")})
+		}
+	}
+	got, err := s.Enqueue(ctx, ds)
+	require.NoError(t, err)
+	require.Len(t, got, len(ds))
+
+	var direct []uint64
+	var queued []string
+	for i, d := range ds {
+		r := got[i]
+		switch d.ClientID {
+		case nobody:
+			assert.Equal(t, OutcomeNoSession, r.Outcome)
+		case other:
+			assert.Equal(t, OutcomeQueued, r.Outcome, "other sessions have no window: they queue")
+			assert.Equal(t, "n2", r.Node)
+		case cid:
+			switch string(d.Message) {
+			case "m1", "m100":
+				assert.Equal(t, OutcomeNotSubscribed, r.Outcome, "%s", d.Message)
+				continue
+			}
+			assert.Equal(t, "n1", r.Node)
+			switch r.Outcome {
+			case OutcomeDirect:
+				assert.Equal(t, epoch, r.Epoch)
+				assert.Equal(t, uint16(r.Seq), r.PacketID)
+				assert.Empty(t, queued, "%s went direct after a message was queued", d.Message)
+				direct = append(direct, r.Seq)
+			case OutcomeQueued:
+				queued = append(queued, string(d.Message))
+			default:
+				t.Errorf("%s: outcome %s", d.Message, r.Outcome)
+			}
+		}
+	}
+	assert.Equal(t, []uint64{1, 2, 3}, direct, "the window of 3 filled in order")
+	want := []string{}
+	for i := 4; i < n; i++ {
+		if i != 100 {
+			want = append(want, fmt.Sprintf("m%d", i))
+		}
+	}
+	assert.Equal(t, want, queued)
+
+	inflight, err := s.Inflight(ctx, cid)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"m0", "m2", "m3"}, inflightMessages(inflight))
+	info, err := s.Session(ctx, cid)
+	require.NoError(t, err)
+	var qb int64
+	for _, m := range want {
+		qb += int64(len(m))
+	}
+	assert.Equal(t, qb, info.QueuedBytes, "the byte count covers every queued message")
+
+	// Everything queued comes out in order, after the three in flight.
+	require.NoError(t, s.AckMany(ctx, cid, epoch, []uint16{1, 2, 3}))
+	var taken []string
+	for len(taken) < len(want) {
+		r := Round{ClientID: cid, Epoch: epoch, Take: 3}
+		s.RunRounds(ctx, []*Round{&r})
+		require.NoError(t, r.Err)
+		require.NotEmpty(t, r.Taken)
+		taken = append(taken, messages(r.Taken)...)
+		var ids []uint16
+		for _, m := range r.Taken {
+			ids = append(ids, m.PacketID)
+		}
+		require.NoError(t, s.AckMany(ctx, cid, epoch, ids))
+	}
+	assert.Equal(t, want, taken)
+	others, err := s.Take(ctx, other, eo, 1000)
+	require.NoError(t, err)
+	assert.Len(t, others, n)
+	assert.Equal(t, "o0", string(others[0].Message))
+	assert.Equal(t, fmt.Sprintf("o%d", n-1), string(others[n-1].Message))
+}
+
+func inflightMessages(ms []InflightMessage) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = string(m.Message)
+	}
+	return out
 }
