@@ -83,29 +83,39 @@ func EncodeNotice(n Notice) string {
 	if len(n.Direct) == 0 {
 		return strings.Join(n.ClientIDs, "\x00")
 	}
-	b := []byte{0}
-	str := func(v []byte) {
-		b = binary.AppendUvarint(b, uint64(len(v)))
-		b = append(b, v...)
-	}
-	b = binary.AppendUvarint(b, uint64(len(n.ClientIDs)))
+	size := 1 + 2*binary.MaxVarintLen64
 	for _, id := range n.ClientIDs {
-		str([]byte(id))
+		size += binary.MaxVarintLen64 + len(id)
 	}
-	b = binary.AppendUvarint(b, uint64(len(n.Direct)))
 	for _, d := range n.Direct {
-		str([]byte(d.ClientID))
-		b = binary.AppendUvarint(b, d.Epoch)
-		b = binary.AppendUvarint(b, uint64(d.PacketID))
-		b = binary.AppendUvarint(b, d.Seq)
+		size += 6*binary.MaxVarintLen64 + len(d.ClientID) + len(d.Message)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	var tmp [binary.MaxVarintLen64]byte
+	uvarint := func(v uint64) { b.Write(binary.AppendUvarint(tmp[:0], v)) }
+	b.WriteByte(0)
+	uvarint(uint64(len(n.ClientIDs)))
+	for _, id := range n.ClientIDs {
+		uvarint(uint64(len(id)))
+		b.WriteString(id)
+	}
+	uvarint(uint64(len(n.Direct)))
+	for _, d := range n.Direct {
+		uvarint(uint64(len(d.ClientID)))
+		b.WriteString(d.ClientID)
+		uvarint(d.Epoch)
+		uvarint(uint64(d.PacketID))
+		uvarint(d.Seq)
 		var exp uint64 // unix ms, 0: none
 		if !d.Expiry.IsZero() {
 			exp = uint64(max(d.Expiry.UnixMilli(), 1))
 		}
-		b = binary.AppendUvarint(b, exp)
-		str(d.Message)
+		uvarint(exp)
+		uvarint(uint64(len(d.Message)))
+		b.Write(d.Message)
 	}
-	return string(b)
+	return b.String()
 }
 
 // ParseNotice decodes a RedisNotifier payload.
@@ -121,7 +131,10 @@ func ParseNotice(payload string) (Notice, error) {
 	for range d.count() {
 		n.ClientIDs = append(n.ClientIDs, string(d.bytes()))
 	}
-	for range d.count() {
+	if c := d.count(); c > 0 {
+		n.Direct = make([]DirectMessage, 0, c)
+	}
+	for range cap(n.Direct) {
 		m := DirectMessage{ClientID: string(d.bytes()), Epoch: d.uvarint(), PacketID: uint16(d.uvarint()), Seq: d.uvarint()}
 		if exp := d.uvarint(); exp > 0 {
 			m.Expiry = time.UnixMilli(int64(exp))

@@ -258,11 +258,17 @@ func (r *Router) applyRetained(ctx context.Context, ups []retained.Update) error
 func (r *Router) notifyQueued(ctx context.Context, ds []session.Delivery, res []session.EnqueueResult) {
 	seen := make(map[string]struct{}, len(ds))
 	byNode := map[string]*Notice{}
-	size := map[string]int{} // message bytes in each node's notice
+	size := map[string]int{}   // message bytes in each node's notice
+	direct := map[string]int{} // direct messages of each node, to size its notice
+	for i := range ds {
+		if res[i].Outcome == session.OutcomeDirect && res[i].Node != "" {
+			direct[res[i].Node]++
+		}
+	}
 	notice := func(node string) *Notice {
 		n := byNode[node]
 		if n == nil {
-			n = &Notice{}
+			n = &Notice{Direct: make([]DirectMessage, 0, direct[node])}
 			byNode[node] = n
 		}
 		return n

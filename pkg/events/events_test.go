@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -53,4 +54,58 @@ func TestRecordsOutsideTheContractAreRefused(t *testing.T) {
 	}
 	_, err = Encode("t", &Event{Kind: Connect})
 	assert.ErrorIs(t, err, ErrInvalid, "an event without client id is not encoded")
+}
+
+// The receipt encoder without reflection writes what encoding/json writes,
+// byte for byte, and leaves everything it does not cover to it.
+func TestReceiptEncodingIsEncodingJSONs(t *testing.T) {
+	qos0, qos2 := byte(0), byte(2)
+	yes := true
+	when := time.Date(2026, 12, 2, 13, 4, 5, 123456789, time.UTC)
+	base := Event{Kind: Delivered, ClientID: "sub-1", Node: "node-a", Time: when, Topic: "a/b/c", MessageID: "0f3a", QoS: &qos2, PacketID: 65535}
+	cases := map[string]func(e *Event){
+		"receipt":                  func(*Event) {},
+		"qos 0, no packet id":      func(e *Event) { e.QoS, e.PacketID = &qos0, 0 },
+		"no qos":                   func(e *Event) { e.QoS = nil },
+		"no node, topic, id":       func(e *Event) { e.Node, e.Topic, e.MessageID = "", "", "" },
+		"zero time":                func(e *Event) { e.Time = time.Time{} },
+		"time in another zone":     func(e *Event) { e.Time = when.In(time.FixedZone("x", -(3*3600 + 30*60))) },
+		"whole seconds":            func(e *Event) { e.Time = when.Truncate(time.Second) },
+		"year past 9999":           func(e *Event) { e.Time = when.AddDate(8000, 0, 0) },
+		"html characters":          func(e *Event) { e.Topic = "a/<b>&c" },
+		"quote and backslash":      func(e *Event) { e.ClientID = `x"\y` },
+		"control character":        func(e *Event) { e.Topic = "a\tb" },
+		"unicode":                  func(e *Event) { e.Topic = "température/ü\u2028" },
+		"invalid utf-8":            func(e *Event) { e.Node = "n\xff" },
+		"a field receipts lack":    func(e *Event) { e.Reason = ReasonClient },
+		"a pointer receipts lack":  func(e *Event) { e.CleanStart = &yes },
+		"subscriptions":            func(e *Event) { e.Subscriptions = []Subscription{{Filter: "a"}} },
+		"another kind":             func(e *Event) { e.Kind = Connect },
+		"delete character (0x7f)":  func(e *Event) { e.MessageID = "a\x7fb" },
+		"every printable ascii ok": func(e *Event) { e.Topic = " !#$%'()*+,-./09:;=?@AZ[]^_`az{|}~" },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := base
+			mutate(&e)
+			want, wantErr := json.Marshal(&e)
+			rec, err := Encode("mqtt.events", &e)
+			if wantErr != nil {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, string(want), string(rec.Value))
+			back, err := Decode(rec)
+			require.NoError(t, err)
+			assert.Equal(t, e.Topic, back.Topic)
+		})
+	}
+	// The fast path is taken for the plain receipt (and not for the others).
+	_, ok := appendReceipt(nil, &base)
+	assert.True(t, ok)
+	e := base
+	e.Topic = "a<b"
+	_, ok = appendReceipt(nil, &e)
+	assert.False(t, ok)
 }

@@ -305,6 +305,9 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if time.Since(received) > h.cfg.AckTimeout/10 {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 	}
+	// The callback captures what it needs, not pk: a captured packet would
+	// move to the heap, a kilobyte for every publish.
+	packetID, topicName := pk.PacketID, msg.Topic
 	h.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		if cancel != nil {
 			cancel()
@@ -312,7 +315,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		h.release(size)
 		if err != nil {
 			h.metrics.fail(ReasonKafka)
-			h.log.Warn("kafka did not take record", "client", cl.ID, "topic", msg.Topic, "qos", qos, "err", err)
+			h.log.Warn("kafka did not take record", "client", cl.ID, "topic", topicName, "qos", qos, "err", err)
 			if e != nil {
 				h.complete(acks, e, packets.Code{Code: packets.ErrUnspecifiedError.Code, Reason: "kafka did not acknowledge the record"})
 			}
@@ -324,10 +327,10 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			// Off the producer's callback goroutine: a store round trip
 			// must not hold up every other record's promise.
 			go func() {
-				if err := h.exactlyOnce.MarkReceived(cl, pk.PacketID); err != nil && !cl.Closed() {
+				if err := h.exactlyOnce.MarkReceived(cl, packetID); err != nil && !cl.Closed() {
 					// The record is in Kafka; only a resend of this
 					// publish after a lost PUBREC would be produced twice.
-					h.log.Warn("qos 2 packet id not recorded in the session store", "client", cl.ID, "packet_id", pk.PacketID, "err", err)
+					h.log.Warn("qos 2 packet id not recorded in the session store", "client", cl.ID, "packet_id", packetID, "err", err)
 				}
 				h.complete(acks, e, packets.CodeSuccess)
 			}()
