@@ -111,7 +111,7 @@ func Encode(topic string, e *Event) (*kgo.Record, error) {
 	if e.ClientID == "" {
 		return nil, fmt.Errorf("%w: empty client id", ErrInvalid)
 	}
-	v, ok := appendReceipt(nil, e)
+	v, ok := appendReceipt(make([]byte, 0, 160+len(e.ClientID)+len(e.Node)+len(e.Topic)+len(e.MessageID)), e)
 	if !ok {
 		var err error
 		if v, err = json.Marshal(e); err != nil {
