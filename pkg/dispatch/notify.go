@@ -131,15 +131,21 @@ func ParseNotice(payload string) (Notice, error) {
 	for range d.count() {
 		n.ClientIDs = append(n.ClientIDs, string(d.bytes()))
 	}
-	if c := d.count(); c > 0 {
-		n.Direct = make([]DirectMessage, 0, c)
+	c := d.count()
+	if c > 0 {
+		// Each message takes at least six bytes, which bounds what a
+		// malformed count can make this allocate.
+		n.Direct = make([]DirectMessage, 0, min(c, uint64(len(d.b))/6))
 	}
-	for range cap(n.Direct) {
+	for range c {
 		m := DirectMessage{ClientID: string(d.bytes()), Epoch: d.uvarint(), PacketID: uint16(d.uvarint()), Seq: d.uvarint()}
 		if exp := d.uvarint(); exp > 0 {
 			m.Expiry = time.UnixMilli(int64(exp))
 		}
 		m.Message = d.bytes()
+		if d.bad {
+			break
+		}
 		n.Direct = append(n.Direct, m)
 	}
 	if d.bad {

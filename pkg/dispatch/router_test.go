@@ -2,11 +2,13 @@ package dispatch
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -673,4 +675,9 @@ func TestNoticesRoundTrip(t *testing.T) {
 		_, err := ParseNotice(enc[:cut])
 		assert.Error(t, err, "a notice cut at %d of %d bytes is refused", cut, len(enc))
 	}
+	// A count of direct messages far beyond what the bytes hold is refused
+	// too, after allocating for what they could hold at most.
+	huge := "\x00\x00" + string(binary.AppendUvarint(nil, 1<<40)) + strings.Repeat("\x01", 60)
+	_, err = ParseNotice(huge)
+	assert.Error(t, err)
 }
