@@ -133,7 +133,7 @@ const directMaxBytes = "65536"
 // ('o' or 'n') and whether direct delivery is on ('1'); then each message
 // is <entry> <length> <n> <n subscription fields>. It answers six values
 // per message: outcome, evicted, node, and for OutcomeDirect the epoch,
-// packet id and sequence number (” and 0 otherwise).
+// packet id and sequence number (an empty string and 0 otherwise).
 //
 // Once a message of the call is queued, the later ones cannot go direct
 // (the queue is no longer empty), so the session's order holds.
