@@ -15,7 +15,9 @@
 #      c. fan-out, 1 publisher → FANOUT_SUBSCRIBERS subscribers of one topic
 #         at FANOUT_RATE: deliveries/s and end-to-end latency;
 #      d. the open-loop pairs at each rate of PAIRS_SWEEP: latency against
-#         load.
+#         load;
+#      then the pub/sub targets (p99 at PAIRS_RATE, closed-loop ratio to
+#      mosquitto), read off the JSON results (needs python3).
 # Everything runs on 127.0.0.1 on free ports, in a temporary directory, and
 # is stopped on exit. Takes about 11 minutes (section 4 alone: 5½).
 #
@@ -357,6 +359,30 @@ for rate in $PAIRS_SWEEP; do
 done
 stop "$PS_FG_PID"
 stop "$MQ_PID"
+
+# The pub/sub targets of the issue, read off this run's JSON results.
+log "pub/sub targets, this run"
+if command -v python3 >/dev/null; then
+	python3 - "$OUT/pairs-open.json" "$OUT/pairs-closed.json" <<'PY'
+import json, sys
+def target(path, name):
+    for t in json.load(open(path))["targets"]:
+        if t["target"]["name"] == name:
+            return t["pubsub"]
+opened, closed = sys.argv[1], sys.argv[2]
+fg = target(opened, "fleetgate")
+if fg is not None:
+    rate = fg["config"]["rate"]
+    p99 = fg["latency"]["p99_ns"] / 1e6
+    print(f"end-to-end p99 at {rate:g} msg/s: {p99:.2f} ms (target <= 10 ms: {'met' if p99 <= 10 else 'NOT met'})")
+fg, mq = target(closed, "fleetgate"), target(closed, "mosquitto")
+if fg is not None and mq is not None and mq["delivered_per_sec"] > 0:
+    r = fg["delivered_per_sec"] / mq["delivered_per_sec"]
+    print(f"closed-loop pairs: {fg['delivered_per_sec']:,.0f} against mosquitto's {mq['delivered_per_sec']:,.0f} deliveries/s = {r:.2f}x (target >= 0.5x: {'met' if r >= 0.5 else 'NOT met'})")
+PY
+else
+	echo "python3 is not installed: read the targets off the tables above"
+fi
 fi
 
 log "done; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
