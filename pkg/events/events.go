@@ -172,27 +172,23 @@ func appendReceipt(b []byte, e *Event) (_ []byte, ok bool) {
 			return b, false
 		}
 	}
+	// field appends ,"name":"v" (v is plain JSON), or nothing for an empty
+	// v, which encoding/json omits.
+	field := func(name, v string) {
+		if v != "" {
+			b = append(append(append(append(b, `,"`...), name...), `":"`...), v...)
+			b = append(b, '"')
+		}
+	}
 	b = append(b, `{"event":"delivered","clientId":"`...)
 	b = append(b, e.ClientID...)
 	b = append(b, '"')
-	if e.Node != "" {
-		b = append(b, `,"host":"`...)
-		b = append(b, e.Node...)
-		b = append(b, '"')
-	}
+	field("host", e.Node)
 	b = append(b, `,"time":"`...)
 	b = e.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"')
-	if e.Topic != "" {
-		b = append(b, `,"topic":"`...)
-		b = append(b, e.Topic...)
-		b = append(b, '"')
-	}
-	if e.MessageID != "" {
-		b = append(b, `,"messageId":"`...)
-		b = append(b, e.MessageID...)
-		b = append(b, '"')
-	}
+	field("topic", e.Topic)
+	field("messageId", e.MessageID)
 	if e.QoS != nil {
 		b = append(b, `,"qos":`...)
 		b = strconv.AppendUint(b, uint64(*e.QoS), 10)
