@@ -104,7 +104,6 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 		cfg.Subscriptions.Partitions = 4
 		cfg.Session.Redis.Addrs = config.StringList{redisAddr}
 		cfg.HTTP.Addr = "127.0.0.1:0"
-		cfg.Dispatch.StartAt = "start"
 		if o.Dispatcher != nil {
 			o.Dispatcher(i, &cfg)
 		}

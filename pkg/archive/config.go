@@ -17,6 +17,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
 )
 
 // Payload modes of the data field.
@@ -87,7 +88,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RetryMinBackoff, "archive.retry-min-backoff", 100*time.Millisecond, "First wait before writing a failed batch again; it doubles per attempt.")
 	fs.DurationVar(&c.RetryMaxBackoff, "archive.retry-max-backoff", 10*time.Second, "Longest wait between attempts to write a failed batch.")
 	fs.StringVar(&c.Group, "archive.group", "fleetgate-archiver", "Kafka consumer group of the archivers.")
-	fs.StringVar(&c.StartAt, "archive.start-at", "start", "Where a group without committed offsets starts: start (archive what Kafka still holds) or end (only new records).")
+	fs.StringVar(&c.StartAt, "archive.start-at", "start", "Where a partition without a committed offset (new group, added partition, expired offsets) starts: start (archive every record Kafka still holds) or an RFC 3339 time (skip the records before it).")
 }
 
 // Enabled reports whether an archive is configured.
@@ -133,7 +134,9 @@ func (c *Config) Validate() error {
 	check(c.RetryMinBackoff > 0, "retry-min-backoff", "%s must be positive", c.RetryMinBackoff)
 	check(c.RetryMaxBackoff >= c.RetryMinBackoff, "retry-max-backoff", "%s must be at least archive.retry-min-backoff (%s)", c.RetryMaxBackoff, c.RetryMinBackoff)
 	check(c.Group != "", "group", "must not be empty")
-	check(c.StartAt == "start" || c.StartAt == "end", "start-at", "%q must be start or end", c.StartAt)
+	if _, err := kafka.ParseStartAt(c.StartAt); err != nil {
+		errs = append(errs, fmt.Errorf("archive.start-at: %w", err))
+	}
 	// Map iteration order must not decide the order of the messages.
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)

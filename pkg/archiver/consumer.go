@@ -67,7 +67,7 @@ func NewConsumer(cfg Config, acfg archive.Config, kcfg kafka.Config, eventsTopic
 	}
 	c := &Consumer{cfg: cfg, acfg: acfg, kcfg: kcfg, topics: topics{inbound: kcfg.Topic, events: eventsTopic, changes: changesTopic},
 		store: store, log: log, tel: kafka.Telemetry{Meter: mp}, m: m, extra: extra}
-	c.lag = newLagTracker(acfg.StartAt == "end")
+	c.lag = newLagTracker()
 	if _, err := mp.Meter("github.com/fleetgate/fleetgate/pkg/archiver").RegisterCallback(c.lag.observe(m.lag), m.lag); err != nil {
 		return nil, fmt.Errorf("registering the lag gauge: %w", err)
 	}
@@ -105,10 +105,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.FetchMaxBytes(int32(min(c.acfg.BatchBytes, 64<<20))),
 		kgo.FetchMaxPartitionBytes(int32(min(c.acfg.BatchBytes, 1<<20)))}
 	opts = append(opts, c.extra...)
+	startAfter, err := kafka.ParseStartAt(c.acfg.StartAt)
+	if err != nil {
+		return fmt.Errorf("archive.start-at: %w", err)
+	}
 	cl, err := kafka.NewGroupConsumer(c.kcfg, kafka.GroupConsumerOptions{
 		Group:          c.acfg.Group,
 		Topics:         c.topics.list(),
-		StartAtEnd:     c.acfg.StartAt == "end",
+		StartAfter:     startAfter,
 		CommitInterval: c.cfg.CommitInterval,
 		OnCommitError: func(err error) {
 			// The records are written again (as duplicates) by whoever

@@ -34,8 +34,6 @@ type partitionState struct {
 // watermarks of fetches, offsets written), so the gauge follows both new
 // records and written batches at once. Safe for concurrent use.
 type lagTracker struct {
-	startAtEnd bool
-
 	mu    sync.Mutex
 	owned map[topicPartition]partitionState
 	hwm   map[topicPartition]int64 // highest high watermark seen in fetches
@@ -44,8 +42,8 @@ type lagTracker struct {
 	writtenSince int64
 }
 
-func newLagTracker(startAtEnd bool) *lagTracker {
-	return &lagTracker{startAtEnd: startAtEnd, owned: map[topicPartition]partitionState{},
+func newLagTracker() *lagTracker {
+	return &lagTracker{owned: map[topicPartition]partitionState{},
 		hwm: map[topicPartition]int64{}, next: map[topicPartition]int64{}}
 }
 
@@ -96,10 +94,9 @@ func (l *lagTracker) lagLocked(k topicPartition, s partitionState) int64 {
 		pos = max(pos, n)
 	}
 	if pos < 0 {
-		if l.startAtEnd {
-			// Without a commit, the group starts at the end.
-			return 0
-		}
+		// Without a commit the group starts at the start (or, with an
+		// archive.start-at time, somewhere after it: the lag is then an
+		// upper bound until the first commit).
 		pos = s.start
 	}
 	return max(0, end-pos)

@@ -267,10 +267,6 @@ func (s *Stack) dispatcherConfig(f frontend.Config) dispatch.ServiceConfig {
 	d.Subscriptions = f.Subscriptions
 	d.Log = f.Log
 	d.HTTP.Addr = ""
-	// A new group in the dev stack routes what is already in the topic,
-	// so nothing published while it joins is skipped; after that its
-	// committed offsets apply.
-	d.Dispatch.StartAt = "start"
 	return d
 }
 

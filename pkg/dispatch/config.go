@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"time"
+
+	"github.com/fleetgate/fleetgate/pkg/kafka"
 )
 
 // Config configures the dispatcher's consumer.
@@ -13,9 +15,11 @@ type Config struct {
 	Group string `yaml:"group"`
 	// MaxPollRecords bounds the records of one routed batch.
 	MaxPollRecords int `yaml:"max_poll_records"`
-	// StartAt is where a group without committed offsets starts: "end"
-	// routes only new messages (an MQTT broker delivers what is published
-	// after a subscription), "start" everything the topic retains.
+	// StartAt is where a partition without a committed offset (a new
+	// group, a partition added later, offsets Kafka expired) starts:
+	// "start", the default, routes every record the topic still holds, so
+	// none acknowledged to a device is skipped; an RFC 3339 time skips the
+	// records before it (kafka.ParseStartAt).
 	StartAt string `yaml:"start_at"`
 	// RetryMinBackoff and RetryMaxBackoff bound the wait between attempts
 	// to route a batch while the session store fails.
@@ -28,6 +32,10 @@ type Config struct {
 	// partitions of a dispatcher that died stay unrouted before the group
 	// gives them to the others.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// HeartbeatInterval is how often a member heartbeats to the group
+	// coordinator. It is also how soon the survivors learn of a rebalance
+	// (a member that left or was dropped), so it adds to the failover gap.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// CommitInterval is how often the offsets of routed batches are
 	// committed. Committing is off the routing loop; a dispatcher that
 	// dies has its last CommitInterval of records routed again.
@@ -38,10 +46,11 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Group, "dispatch.group", "fleetgate-dispatcher", "Kafka consumer group of the dispatchers; all dispatchers of one cluster share it.")
 	fs.IntVar(&c.MaxPollRecords, "dispatch.max-poll-records", 1000, "Most records routed (and committed) as one batch.")
-	fs.StringVar(&c.StartAt, "dispatch.start-at", "end", "Where a consumer group without committed offsets starts: end (only new messages) or start.")
+	fs.StringVar(&c.StartAt, "dispatch.start-at", "start", "Where a partition without a committed offset (new group, added partition, expired offsets) starts: start (every record Kafka holds; no acknowledged message is skipped) or an RFC 3339 time (skip the records before it, e.g. history on a first deployment against an old topic).")
 	fs.DurationVar(&c.RetryMinBackoff, "dispatch.retry-min-backoff", 100*time.Millisecond, "First wait before routing a batch again after the session store failed.")
 	fs.DurationVar(&c.RetryMaxBackoff, "dispatch.retry-max-backoff", 5*time.Second, "Longest wait between attempts to route a batch.")
-	fs.DurationVar(&c.SessionTimeout, "dispatch.session-timeout", 10*time.Second, "Consumer group session timeout: the partitions of a dispatcher that died are routed by the others after this (within the broker's group.min/max.session.timeout.ms).")
+	fs.DurationVar(&c.SessionTimeout, "dispatch.session-timeout", 6*time.Second, "Consumer group session timeout: the partitions of a dispatcher that died are routed by the others after this. Must lie within the broker's group.min.session.timeout.ms (Kafka's default 6s) and group.max.session.timeout.ms.")
+	fs.DurationVar(&c.HeartbeatInterval, "dispatch.heartbeat-interval", 500*time.Millisecond, "How often a dispatcher heartbeats to the group coordinator; the others learn this soon that a dispatcher left or died.")
 	fs.DurationVar(&c.CommitInterval, "dispatch.commit-interval", time.Second, "How often the offsets of routed batches are committed, in the background; a dispatcher that dies has at most this much routed again (duplicates, not loss).")
 	fs.DurationVar(&c.ExpirySweepInterval, "dispatch.expiry-sweep-interval", 10*time.Second, "How often the subscriptions of sessions that expired are removed from the subscription change log.")
 }
@@ -55,8 +64,8 @@ func (c *Config) Validate() error {
 	if c.MaxPollRecords < 1 {
 		errs = append(errs, fmt.Errorf("dispatch.max-poll-records: %d must be at least 1", c.MaxPollRecords))
 	}
-	if c.StartAt != "end" && c.StartAt != "start" {
-		errs = append(errs, fmt.Errorf("dispatch.start-at: %q is not end or start", c.StartAt))
+	if _, err := kafka.ParseStartAt(c.StartAt); err != nil {
+		errs = append(errs, fmt.Errorf("dispatch.start-at: %w", err))
 	}
 	if c.RetryMinBackoff <= 0 {
 		errs = append(errs, fmt.Errorf("dispatch.retry-min-backoff: %s must be positive", c.RetryMinBackoff))
@@ -66,6 +75,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SessionTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("dispatch.session-timeout: %s must be at least 1s", c.SessionTimeout))
+	}
+	if c.HeartbeatInterval <= 0 || c.HeartbeatInterval >= c.SessionTimeout {
+		errs = append(errs, fmt.Errorf("dispatch.heartbeat-interval: %s must be positive and below dispatch.session-timeout %s", c.HeartbeatInterval, c.SessionTimeout))
 	}
 	if c.CommitInterval <= 0 {
 		errs = append(errs, fmt.Errorf("dispatch.commit-interval: %s must be positive", c.CommitInterval))

@@ -18,6 +18,11 @@ func defaultConfig(t *testing.T) Config {
 func TestConfigValidate(t *testing.T) {
 	require.NoError(t, func() error { c := defaultConfig(t); return c.Validate() }(), "the defaults are valid")
 	require.Equal(t, "fleetgate-dispatcher", defaultConfig(t).Group)
+	// No acknowledged record is skipped by default, and a dead dispatcher's
+	// partitions move after Kafka's smallest allowed session timeout
+	// (group.min.session.timeout.ms, 6 s by default).
+	require.Equal(t, "start", defaultConfig(t).StartAt)
+	require.LessOrEqual(t, defaultConfig(t).SessionTimeout, 6*time.Second)
 	for _, tc := range []struct {
 		name   string
 		mutate func(*Config)
@@ -26,6 +31,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "an empty group is refused", mutate: func(c *Config) { c.Group = "" }, field: "dispatch.group"},
 		{name: "zero records per poll is refused", mutate: func(c *Config) { c.MaxPollRecords = 0 }, field: "dispatch.max-poll-records"},
 		{name: "an unknown start position is refused", mutate: func(c *Config) { c.StartAt = "middle" }, field: "dispatch.start-at"},
+		{name: "the log end as a start position is refused", mutate: func(c *Config) { c.StartAt = "end" }, field: "dispatch.start-at"},
+		{name: "a heartbeat as long as the session timeout is refused", mutate: func(c *Config) { c.HeartbeatInterval = c.SessionTimeout }, field: "dispatch.heartbeat-interval"},
 		{name: "a zero backoff is refused", mutate: func(c *Config) { c.RetryMinBackoff = 0 }, field: "dispatch.retry-min-backoff"},
 		{name: "a maximum backoff below the minimum is refused", mutate: func(c *Config) { c.RetryMaxBackoff = time.Millisecond }, field: "dispatch.retry-max-backoff"},
 	} {
@@ -37,4 +44,9 @@ func TestConfigValidate(t *testing.T) {
 			require.Contains(t, err.Error(), tc.field)
 		})
 	}
+	t.Run("a time as the start position is accepted", func(t *testing.T) {
+		c := defaultConfig(t)
+		c.StartAt = "2026-12-01T00:00:00Z"
+		require.NoError(t, c.Validate())
+	})
 }

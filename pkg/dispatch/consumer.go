@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -33,7 +34,11 @@ type Consumer struct {
 	log    *slog.Logger
 	tel    kafka.Telemetry
 	extra  []kgo.Opt
-	ready  atomic.Bool
+	// assigned is true from the group's first assignment to this member
+	// (possibly empty: more dispatchers than partitions) until it loses
+	// its membership; routing is true while batches are routed.
+	assigned atomic.Bool
+	routing  atomic.Bool
 }
 
 // NewConsumer returns a Consumer of kcfg.Topic. It does no I/O: the Kafka
@@ -43,9 +48,19 @@ func NewConsumer(cfg Config, kcfg kafka.Config, router *Router, log *slog.Logger
 	return &Consumer{cfg: cfg, kcfg: kcfg, router: router, log: log.With("component", "dispatch"), tel: tel, extra: extra}
 }
 
-// Ready reports whether the consumer runs and its last batch was routed;
-// it is false while a batch keeps failing and after Run returned.
-func (c *Consumer) Ready() bool { return c.ready.Load() }
+// Ready returns nil when the consumer can route: it joined the group, got
+// its assignment, and its last batch was routed. Before the assignment a
+// dispatcher owns no partition, so a readiness that came earlier would let
+// a rollout or a test go on while nothing is routed.
+func (c *Consumer) Ready() error {
+	switch {
+	case !c.routing.Load():
+		return errors.New("not consuming: not started, stopped, or routing is failing")
+	case !c.assigned.Load():
+		return errors.New("not routing yet: waiting for the consumer group's partition assignment")
+	}
+	return nil
+}
 
 // Run consumes until ctx is cancelled, then leaves the group and returns
 // nil. A batch whose routing did not succeed before the cancellation is not
@@ -55,12 +70,39 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// heartbeats go at a third of it, as Kafka recommends.
 	var opts []kgo.Opt
 	if c.cfg.SessionTimeout > 0 {
-		opts = append(opts, kgo.SessionTimeout(c.cfg.SessionTimeout), kgo.HeartbeatInterval(c.cfg.SessionTimeout/3))
+		opts = append(opts, kgo.SessionTimeout(c.cfg.SessionTimeout))
+	}
+	if c.cfg.HeartbeatInterval > 0 {
+		// The survivors of a dispatcher that left or died learn of the
+		// rebalance at their next heartbeat: franz-go's 3 s default
+		// would add up to 3 s to every failover.
+		opts = append(opts, kgo.HeartbeatInterval(c.cfg.HeartbeatInterval))
+	}
+	opts = append(opts,
+		// Called after every join, also with nothing (new) assigned: from
+		// then on this member routes what it owns.
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, added map[string][]int32) {
+			if !c.assigned.Swap(true) {
+				c.log.Info("joined the consumer group; routing", "group", c.cfg.Group, "partitions", added)
+			} else if len(added) > 0 {
+				c.log.Info("partitions assigned", "partitions", added)
+			}
+		}),
+		// Membership lost (session expired, fenced): not ready until the
+		// group assigns partitions again.
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+			c.assigned.Store(false)
+			c.log.Warn("consumer group membership lost; rejoining", "group", c.cfg.Group, "partitions", lost)
+		}),
+	)
+	startAfter, err := kafka.ParseStartAt(c.cfg.StartAt)
+	if err != nil {
+		return fmt.Errorf("dispatch.start-at: %w", err)
 	}
 	opts = append(opts, c.extra...)
 	cl, err := kafka.NewGroupConsumer(c.kcfg, kafka.GroupConsumerOptions{
 		Group:          c.cfg.Group,
-		StartAtEnd:     c.cfg.StartAt != "start",
+		StartAfter:     startAfter,
 		CommitInterval: c.cfg.CommitInterval,
 		OnCommitError: func(err error) {
 			// The records are routed again (duplicates) by whoever
@@ -73,12 +115,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return err
 	}
 	defer func() {
-		c.ready.Store(false)
+		c.routing.Store(false)
+		c.assigned.Store(false)
 		// Leave the group at once so the partitions move to the other
 		// dispatchers now, not after the session timeout.
 		cl.CloseAllowingRebalance()
 	}()
-	c.ready.Store(true)
+	c.routing.Store(true)
 	for {
 		fs := cl.PollRecords(ctx, c.cfg.MaxPollRecords)
 		if ctx.Err() != nil || fs.IsClientClosed() {
@@ -113,13 +156,13 @@ func (c *Consumer) route(ctx context.Context, recs []*kgo.Record) bool {
 			if attempt > 1 {
 				c.log.Info("routing recovered", "attempts", attempt)
 			}
-			c.ready.Store(true)
+			c.routing.Store(true)
 			return true
 		}
 		if ctx.Err() != nil {
 			return false
 		}
-		c.ready.Store(false)
+		c.routing.Store(false)
 		c.log.Warn("routing failed, retrying", "records", len(recs), "attempt", attempt, "backoff", backoff, "err", err)
 		t := time.NewTimer(backoff)
 		select {

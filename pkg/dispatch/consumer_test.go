@@ -90,8 +90,11 @@ func newConsumerFixture(t *testing.T) *consumerFixture {
 	kcfg.RegisterFlags(flagSet())
 	kcfg.Brokers = config.StringList{f.kafka.Addr()}
 	kcfg.Topic = inbound
-	cfg := Config{Group: f.group, MaxPollRecords: 25, StartAt: "start",
-		RetryMinBackoff: 20 * time.Millisecond, RetryMaxBackoff: 200 * time.Millisecond, ExpirySweepInterval: time.Second, SessionTimeout: 10 * time.Second, CommitInterval: 100 * time.Millisecond}
+	// The defaults (where a new group starts, session timeout) with a
+	// small batch and short backoffs and commit interval.
+	cfg := defaultConfig(t)
+	cfg.Group, cfg.MaxPollRecords = f.group, 25
+	cfg.RetryMinBackoff, cfg.RetryMaxBackoff, cfg.CommitInterval = 20*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	require.NoError(t, cfg.Validate())
 	f.consumer = NewConsumer(cfg, kcfg, router, log, kafka.Telemetry{})
 	return f
@@ -117,7 +120,7 @@ func (f *consumerFixture) run() {
 		case <-time.After(15 * time.Second):
 			f.t.Error("Run did not return after cancel")
 		}
-		assert.False(f.t, f.consumer.Ready())
+		assert.Error(f.t, f.consumer.Ready())
 	})
 }
 
@@ -224,7 +227,7 @@ func TestConsumerRoutesEveryRecordToTheSubscribedQueuesInOrderAndCommits(t *test
 	require.Equal(t, 40, f.take("only-a"))
 	assert.Zero(t, f.checkReceived("all", pubs, 40))
 	assert.Zero(t, f.checkReceived("only-a", []string{"a"}, 40))
-	assert.True(t, f.consumer.Ready())
+	assert.NoError(t, f.consumer.Ready())
 	assert.Equal(t, int64(total), counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
 
 	select {
@@ -277,7 +280,7 @@ func TestConsumerDoesNotCommitPastRecordsItCouldNotRouteAndLosesNothing(t *testi
 	})
 	second := f.produce(pubs, 20, 30)
 	require.Eventually(t, func() bool {
-		return counter(t, f.reader, "fleetgate_dispatch_route_errors", "", "") >= 2 && !f.consumer.Ready()
+		return counter(t, f.reader, "fleetgate_dispatch_route_errors", "", "") >= 2 && f.consumer.Ready() != nil
 	}, 15*time.Second, 20*time.Millisecond, "routing fails and readiness drops while Redis is down")
 	assert.Equal(t, int64(first), f.committed(), "no offset is committed past an unrouted record")
 
@@ -285,7 +288,7 @@ func TestConsumerDoesNotCommitPastRecordsItCouldNotRouteAndLosesNothing(t *testi
 	restarted = true
 	require.Eventually(t, func() bool { return f.committed() == int64(first+second) }, 15*time.Second, 20*time.Millisecond,
 		"everything is routed and committed after Redis returns")
-	require.Eventually(t, f.consumer.Ready, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return f.consumer.Ready() == nil }, 5*time.Second, 20*time.Millisecond)
 
 	f.take("all")
 	f.take("only-a")
@@ -316,14 +319,16 @@ func TestConsumerStopsCleanlyWhileRoutingFailsAndCommitsNothing(t *testing.T) {
 	var kcfg kafka.Config
 	kcfg.RegisterFlags(flagSet())
 	kcfg.Brokers, kcfg.Topic = config.StringList{k.Addr()}, inbound
-	c := NewConsumer(Config{Group: "g", MaxPollRecords: 10, StartAt: "start", RetryMinBackoff: 10 * time.Millisecond,
-		RetryMaxBackoff: 50 * time.Millisecond, SessionTimeout: 10 * time.Second, CommitInterval: 100 * time.Millisecond}, kcfg, router, log, kafka.Telemetry{})
+	cfg := defaultConfig(t)
+	cfg.Group, cfg.MaxPollRecords = "g", 10
+	cfg.RetryMinBackoff, cfg.RetryMaxBackoff, cfg.CommitInterval = 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond
+	c := NewConsumer(cfg, kcfg, router, log, kafka.Telemetry{})
 
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(runCtx) }()
 	require.Eventually(t, func() bool {
-		return counter(t, reader, "fleetgate_dispatch_route_errors", "", "") >= 3 && !c.Ready()
+		return counter(t, reader, "fleetgate_dispatch_route_errors", "", "") >= 3 && c.Ready() != nil
 	}, 15*time.Second, 10*time.Millisecond, "the batch is retried while it fails")
 	stop()
 	select {

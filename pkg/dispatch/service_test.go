@@ -33,7 +33,6 @@ func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 	cfg.Subscriptions.Partitions = 3
 	cfg.Session.Redis.Addrs = config.StringList{redisAddr}
 	cfg.Dispatch.Group = "service-test"
-	cfg.Dispatch.StartAt = "start"
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	require.NoError(t, cfg.Validate())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -43,6 +43,14 @@ func commonOpts(cfg Config, log *slog.Logger, tel Telemetry) ([]kgo.Opt, error) 
 		// above: info-level connection churn would drown the service logs.
 		kgo.WithLogger(kslog.New(telemetry.Filtered(log.With("component", "kafka"), slog.LevelWarn))),
 	}
+	if cfg.MetadataMaxAge > 0 {
+		// Partitions added to a topic are found at the next refresh:
+		// producers start writing to them, and the consumer groups'
+		// leaders rebalance to route them. franz-go's 5 min default
+		// would delay those records that long.
+		// (franz-go requires the minimum age, 5 s by default, to be below.)
+		opts = append(opts, kgo.MetadataMaxAge(cfg.MetadataMaxAge), kgo.MetadataMinAge(min(cfg.MetadataMaxAge, 5*time.Second)))
+	}
 	if tel.Meter != nil || tel.Tracer != nil {
 		var kopts []kotel.Opt
 		if tel.Meter != nil {

@@ -23,6 +23,7 @@ type Config struct {
 	ReplicationFactor int               `yaml:"replication_factor"`
 	Retention         time.Duration     `yaml:"retention"`
 	DialTimeout       time.Duration     `yaml:"dial_timeout"`
+	MetadataMaxAge    time.Duration     `yaml:"metadata_max_age"`
 	Linger            time.Duration     `yaml:"linger"`
 	Compression       string            `yaml:"compression"`
 	TLS               TLSConfig         `yaml:"tls"`
@@ -55,6 +56,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", -1, "Replication factor when fleetgate creates the topic; -1 uses the broker default.")
 	fs.DurationVar(&c.Retention, "kafka.retention", 7*24*time.Hour, "retention.ms of the topic when fleetgate creates it.")
 	fs.DurationVar(&c.DialTimeout, "kafka.dial-timeout", 5*time.Second, "Timeout for opening a connection to a broker.")
+	fs.DurationVar(&c.MetadataMaxAge, "kafka.metadata-max-age", time.Minute, "How often every Kafka client refreshes topic metadata: partitions added to a topic are produced to and routed within about this long (Kafka's own default is 5m).")
 	fs.DurationVar(&c.Linger, "kafka.linger", time.Millisecond, "How long the producer waits to fill a batch: the publishes of this long share one produce request. 0 sends each as soon as possible (lowest ack latency at low rates, more CPU per message).")
 	fs.StringVar(&c.Compression, "kafka.compression", "none", "Producer compression: none, gzip, snappy, lz4 or zstd.")
 	fs.BoolVar(&c.TLS.Enabled, "kafka.tls.enabled", false, "Connect to the brokers over TLS.")
@@ -86,6 +88,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DialTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("kafka.dial-timeout: %s must be positive", c.DialTimeout))
+	}
+	if c.MetadataMaxAge < time.Second {
+		errs = append(errs, fmt.Errorf("kafka.metadata-max-age: %s must be at least 1s", c.MetadataMaxAge))
 	}
 	if c.Linger < 0 {
 		errs = append(errs, fmt.Errorf("kafka.linger: %s must not be negative", c.Linger))

@@ -17,9 +17,11 @@ type GroupConsumerOptions struct {
 	Group string
 	// Topics to consume; empty means the configured kafka.topic.
 	Topics []string
-	// StartAtEnd makes a group without a committed offset start at the end
-	// of each partition instead of its start.
-	StartAtEnd bool
+	// StartAfter is where a partition without a committed offset starts:
+	// the zero time (the default) reads it from its first record, any other
+	// time from the first record at or after it (ParseStartAt). Never the
+	// log end, which would skip records already acknowledged to devices.
+	StartAfter time.Time
 	// CommitInterval, when positive, switches to marked commits: the caller
 	// marks the records whose side effect is durable (MarkCommitRecords)
 	// and the client commits the marks every CommitInterval, and before a
@@ -47,10 +49,6 @@ func NewGroupConsumer(cfg Config, co GroupConsumerOptions, log *slog.Logger, tel
 	if err != nil {
 		return nil, err
 	}
-	reset := kgo.NewOffset().AtStart()
-	if co.StartAtEnd {
-		reset = kgo.NewOffset().AtEnd()
-	}
 	opts := append(common,
 		kgo.ConsumerGroup(co.Group),
 		kgo.ConsumeTopics(topics...),
@@ -59,8 +57,11 @@ func NewGroupConsumer(cfg Config, co GroupConsumerOptions, log *slog.Logger, tel
 		// and the records of one poll are handled by one member. The
 		// caller must call AllowRebalance after each poll.
 		kgo.BlockRebalanceOnPoll(),
-		// Where a group without a committed offset starts.
-		kgo.ConsumeResetOffset(reset),
+		// Where a partition without a committed offset starts (a new
+		// group, an added partition, expired offsets): before every
+		// record acknowledged to a device, unless the operator named a
+		// time (franz-go's default, the end, would skip them).
+		kgo.ConsumeResetOffset(resetOffset(co.StartAfter)),
 	)
 	if co.CommitInterval > 0 {
 		// Only marked offsets are committed, and a record is marked after

@@ -101,7 +101,7 @@ func startCluster(t *testing.T) *testCluster {
 	for i := range 2 {
 		d := &node{id: fmt.Sprintf("dispatcher-%d", i), ops: testkit.FreeAddr(t)}
 		args := append([]string{"-http.addr", d.ops, "-kafka.client-id", d.id,
-			"-dispatch.group", dispatchGroup, "-dispatch.start-at", "start",
+			"-dispatch.group", dispatchGroup,
 			"-wills.sweep-interval", sweepInterval.String()}, common...)
 		d.proc = startProc(t, d.id, filepath.Join(binDir, "dispatcher"), args...)
 		c.dispatchers = append(c.dispatchers, d)
