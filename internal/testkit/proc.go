@@ -115,6 +115,19 @@ func (p *Proc) Kill() {
 	p.t.Logf("killed %s (pid %d) with SIGKILL", p.Name, p.Cmd.Process.Pid)
 }
 
+// Terminate sends SIGTERM, as Kubernetes does to a pod it stops, and waits
+// until the process is gone, failing the test if it runs past d.
+func (p *Proc) Terminate(d time.Duration) {
+	p.t.Helper()
+	require.NoError(p.t, p.Cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-p.exited:
+	case <-time.After(d):
+		p.t.Fatalf("%s still running %s after SIGTERM", p.Name, d)
+	}
+	p.t.Logf("stopped %s (pid %d) with SIGTERM: %v", p.Name, p.Cmd.Process.Pid, p.Cmd.ProcessState)
+}
+
 // Wait returns the exit code, failing the test if the process runs past d;
 // -1 when it was killed by a signal.
 func (p *Proc) Wait(d time.Duration) int {

@@ -68,8 +68,29 @@ type testCluster struct {
 	frontends   []*node
 	dispatchers []*node
 	// lb is HAProxy's MQTT address, in front of every frontend.
-	lb    string
-	redis *redis.Client
+	lb        string
+	redisAddr string
+	redis     *redis.Client
+	// kafkaProc is the Kafka broker process, kafkaDir its data directory
+	// (restartKafka starts it again on the same data).
+	kafkaProc *proc
+	kafkaDir  string
+	// common are the settings every fleetgate process shares.
+	common []string
+}
+
+// clusterOptions shape a cluster; the zero value is two dispatchers, two
+// frontends and the package's redis-server, every setting the product's
+// default but for the test timings in startCluster.
+type clusterOptions struct {
+	// noDispatchers starts the cluster without dispatchers; the test
+	// starts them with startDispatcher.
+	noDispatchers bool
+	// redisAddr replaces the package's redis-server (a test that kills
+	// redis-server runs its own).
+	redisAddr string
+	// args are added to every fleetgate process's flags.
+	args []string
 }
 
 // startCluster starts the Kafka broker, two dispatchers, two frontends and
@@ -77,45 +98,49 @@ type testCluster struct {
 // waits until every process is ready.
 func startCluster(t *testing.T) *testCluster {
 	t.Helper()
+	return startClusterWith(t, clusterOptions{})
+}
+
+// startClusterWith is startCluster shaped by o.
+func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
+	t.Helper()
 	haproxy := testkit.RequireTool(t, "haproxy", "haproxy")
-	c := &testCluster{t: t, redis: redis.NewClient(&redis.Options{Addr: redisAddr})}
+	c := &testCluster{t: t, redisAddr: redisAddr}
+	if o.redisAddr != "" {
+		c.redisAddr = o.redisAddr
+	}
+	c.redis = redis.NewClient(&redis.Options{Addr: c.redisAddr})
 	t.Cleanup(func() { _ = c.redis.Close() })
 	require.NoError(t, c.redis.FlushAll(context.Background()).Err())
 
 	c.kafka = testkit.FreeAddr(t)
-	startProc(t, "kafka", filepath.Join(binDir, "fleetgate-dev"),
-		"-dev.kafka-only", "-dev.kafka-addr", c.kafka, "-dev.data-dir", t.TempDir())
-	require.Eventually(t, func() bool { return canDial(c.kafka) }, 15*time.Second, 50*time.Millisecond,
-		"kafka process did not listen on %s", c.kafka)
+	c.kafkaDir = t.TempDir()
+	c.startKafka("kafka")
 
 	// Settings every fleetgate process shares. The session queues are
 	// bounded far above what a test queues: these tests are about crashes,
 	// and a queue that drops its oldest messages would look like a loss.
-	common := []string{
+	c.common = append([]string{
 		"-kafka.brokers", c.kafka, "-kafka.partitions", fmt.Sprint(partitions),
 		"-subscriptions.partitions", fmt.Sprint(partitions),
-		"-redis.addrs", redisAddr, "-log.level", "info",
+		"-redis.addrs", c.redisAddr, "-log.level", "info",
 		"-node.heartbeat-interval", heartbeat.String(), "-node.liveness-ttl", liveness.String(),
 		"-session.max-queued-messages", "1000000", "-session.max-queued-bytes", "256MiB",
-	}
-	for i := range 2 {
-		d := &node{id: fmt.Sprintf("dispatcher-%d", i), ops: testkit.FreeAddr(t)}
-		args := append([]string{"-http.addr", d.ops, "-kafka.client-id", d.id,
-			"-dispatch.group", dispatchGroup,
-			"-wills.sweep-interval", sweepInterval.String()}, common...)
-		d.proc = startProc(t, d.id, filepath.Join(binDir, "dispatcher"), args...)
-		c.dispatchers = append(c.dispatchers, d)
+	}, o.args...)
+	if !o.noDispatchers {
+		for i := range 2 {
+			c.startDispatcher(i)
+		}
 	}
 	for i := range 2 {
 		f := &node{id: fmt.Sprintf("fe-%c", 'a'+i), mqtt: testkit.FreeAddr(t), ops: testkit.FreeAddr(t)}
 		f.args = append([]string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops,
-			"-shutdown.timeout", "5s"}, common...)
+			"-shutdown.timeout", "5s"}, c.common...)
 		f.proc = startProc(t, "frontend "+f.id, filepath.Join(binDir, "frontend"), f.args...)
 		c.frontends = append(c.frontends, f)
 	}
 	for _, n := range append(append([]*node{}, c.dispatchers...), c.frontends...) {
-		require.Eventually(t, func() bool { return ready(n.ops) }, 30*time.Second, 50*time.Millisecond,
-			"%s never became ready (ops %s)", n.Name, n.ops)
+		c.waitReady(n)
 	}
 
 	c.lb = testkit.FreeAddr(t)
@@ -131,6 +156,52 @@ func startCluster(t *testing.T) *testCluster {
 		return canDial(c.lb)
 	}, 15*time.Second, 50*time.Millisecond, "haproxy did not listen on %s", c.lb)
 	return c
+}
+
+// startKafka starts the Kafka broker process on c.kafka and c.kafkaDir and
+// waits until it listens.
+func (c *testCluster) startKafka(name string) {
+	c.t.Helper()
+	c.kafkaProc = startProc(c.t, name, filepath.Join(binDir, "fleetgate-dev"),
+		"-dev.kafka-only", "-dev.kafka-addr", c.kafka, "-dev.data-dir", c.kafkaDir)
+	require.Eventually(c.t, func() bool { return canDial(c.kafka) }, 15*time.Second, 50*time.Millisecond,
+		"kafka process did not listen on %s", c.kafka)
+}
+
+// restartKafka starts the Kafka broker again, after it was killed, on the
+// same address and data.
+func (c *testCluster) restartKafka() {
+	c.t.Helper()
+	c.startKafka("kafka (restarted)")
+}
+
+// startDispatcher starts dispatcher i (dispatcher-i) with the product's
+// defaults, or starts it again after it was killed, and returns it without
+// waiting for it to be ready (waitReady).
+func (c *testCluster) startDispatcher(i int) *node {
+	c.t.Helper()
+	for len(c.dispatchers) <= i {
+		c.dispatchers = append(c.dispatchers, nil)
+	}
+	d := c.dispatchers[i]
+	name := fmt.Sprintf("dispatcher-%d", i)
+	if d == nil {
+		d = &node{id: name, ops: testkit.FreeAddr(c.t)}
+		d.args = append([]string{"-http.addr", d.ops, "-kafka.client-id", d.id,
+			"-dispatch.group", dispatchGroup, "-wills.sweep-interval", sweepInterval.String()}, c.common...)
+		c.dispatchers[i] = d
+	} else {
+		name += " (restarted)"
+	}
+	d.proc = startProc(c.t, name, filepath.Join(binDir, "dispatcher"), d.args...)
+	return d
+}
+
+// waitReady waits until n answers /readyz with 200.
+func (c *testCluster) waitReady(n *node) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool { return ready(n.ops) }, 30*time.Second, 50*time.Millisecond,
+		"%s never became ready (ops %s)", n.Name, n.ops)
 }
 
 // haproxyConfig is deploy/haproxy/haproxy.cfg cut down to one MQTT backend
