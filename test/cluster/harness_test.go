@@ -77,6 +77,8 @@ type testCluster struct {
 	kafkaDir  string
 	// common are the settings every fleetgate process shares.
 	common []string
+	// dispatcherArgs are the extra flags of every dispatcher.
+	dispatcherArgs []string
 }
 
 // clusterOptions shape a cluster; the zero value is two dispatchers, two
@@ -89,8 +91,9 @@ type clusterOptions struct {
 	// redisAddr replaces the package's redis-server (a test that kills
 	// redis-server runs its own).
 	redisAddr string
-	// args are added to every fleetgate process's flags.
-	args []string
+	// args are added to every fleetgate process's flags, frontendArgs to
+	// the frontends', dispatcherArgs to the dispatchers'.
+	args, frontendArgs, dispatcherArgs []string
 }
 
 // startCluster starts the Kafka broker, two dispatchers, two frontends and
@@ -127,6 +130,7 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 		"-node.heartbeat-interval", heartbeat.String(), "-node.liveness-ttl", liveness.String(),
 		"-session.max-queued-messages", "1000000", "-session.max-queued-bytes", "256MiB",
 	}, o.args...)
+	c.dispatcherArgs = o.dispatcherArgs
 	if !o.noDispatchers {
 		for i := range 2 {
 			c.startDispatcher(i)
@@ -135,7 +139,7 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 	for i := range 2 {
 		f := &node{id: fmt.Sprintf("fe-%c", 'a'+i), mqtt: testkit.FreeAddr(t), ops: testkit.FreeAddr(t)}
 		f.args = append([]string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops,
-			"-shutdown.timeout", "5s"}, c.common...)
+			"-shutdown.timeout", "5s"}, append(c.common, o.frontendArgs...)...)
 		f.proc = startProc(t, "frontend "+f.id, filepath.Join(binDir, "frontend"), f.args...)
 		c.frontends = append(c.frontends, f)
 	}
@@ -188,7 +192,7 @@ func (c *testCluster) startDispatcher(i int) *node {
 	if d == nil {
 		d = &node{id: name, ops: testkit.FreeAddr(c.t)}
 		d.args = append([]string{"-http.addr", d.ops, "-kafka.client-id", d.id,
-			"-dispatch.group", dispatchGroup, "-wills.sweep-interval", sweepInterval.String()}, c.common...)
+			"-dispatch.group", dispatchGroup, "-wills.sweep-interval", sweepInterval.String()}, append(c.common, c.dispatcherArgs...)...)
 		c.dispatchers[i] = d
 	} else {
 		name += " (restarted)"

@@ -1,0 +1,230 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The tests of this file hold the first promise, no acknowledged message
+// lost, where the dispatchers' consumer group reads a partition that has no
+// committed offset: the first dispatcher ever, a fresh cluster's first
+// stream, dispatchers killed before their first commit, partitions added
+// under traffic. Every process runs with the product's defaults.
+
+// kafkaAdmin returns an admin client of the cluster's Kafka.
+func (c *testCluster) kafkaAdmin() *kadm.Client {
+	c.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafka))
+	require.NoError(c.t, err)
+	c.t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+// committedPartitions returns the inbound partitions the dispatchers' group
+// has committed an offset for.
+func (c *testCluster) committedPartitions() []int32 {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	offs, err := c.kafkaAdmin().FetchOffsets(ctx, dispatchGroup)
+	require.NoError(c.t, err)
+	var out []int32
+	offs.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == "mqtt.inbound" && o.Err == nil && o.At >= 0 {
+			out = append(out, o.Partition)
+		}
+	})
+	return out
+}
+
+func TestTheFirstDispatcherEverRoutesWhatWasAcknowledgedBeforeItStarted(t *testing.T) {
+	c := startClusterWith(t, clusterOptions{noDispatchers: true})
+
+	// A persistent subscriber subscribes and goes offline; the SUBACK
+	// means its subscription is in Redis and in the change log.
+	const subID, filter, n = "first-sub", "first/#", 20
+	in := newInbox()
+	sub := mustDialV5(t, c.lb, persistent(subID, 300), in.v5Handler)
+	sub.subscribe(t, filter)
+	require.NoError(t, sub.Disconnect(&paho.Disconnect{}))
+
+	// 20 QoS 1 messages, each acknowledged: they are in Kafka, and no
+	// dispatcher has ever run.
+	pub := mustDialV5(t, c.lb, &paho.Connect{ClientID: "first-pub", CleanStart: true}, nil)
+	for i := range n {
+		pub.publish(t, "first/data", fmt.Sprint(i))
+	}
+
+	// The first dispatcher of the group, with default flags.
+	c.waitReady(c.startDispatcher(0))
+	resumed := mustDialV5(t, c.lb, persistent(subID, 300), in.v5Handler)
+	assert.True(t, resumed.connack.SessionPresent)
+	ok := in.waitFor(30*time.Second, func(m []received) bool { return len(firstArrivals(payloads(m, "first/data"))) == n })
+	got := payloads(in.snapshot(), "first/data")
+	require.True(t, ok, "the subscriber received %d of %d acknowledged messages: %v", len(firstArrivals(got)), n, got)
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprint(i)
+	}
+	assert.Equal(t, want, firstArrivals(got), "in the order they were published")
+}
+
+func TestAFreshClustersFirstStreamStartedRightAfterReadinessLosesNothing(t *testing.T) {
+	// startCluster returns once every process answered /readyz with 200:
+	// a dispatcher only once the group assigned it its partitions.
+	c := startCluster(t)
+	in := newInbox()
+	sub := mustDialV5(t, c.lb, persistent("fresh-sub", 300), in.v5Handler)
+	sub.subscribe(t, streamFilter)
+	// No probe: the first messages go out right after the SUBACK.
+	pubs := newPublishers(t, c.lb, streamClientIDs(streamPublishers))
+	stop := make(chan struct{})
+	for _, p := range pubs {
+		p.run(stop)
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	waitDelivered(t, in, pubs, 60*time.Second)
+	checkStream(t, pubs, in.snapshot())
+	for _, p := range pubs {
+		assert.Positive(t, p.ackedCount(), "publisher %s", p.clientID)
+	}
+}
+
+func TestBothDispatchersKilledBeforeTheirFirstCommitLoseNothing(t *testing.T) {
+	c := startCluster(t)
+	in := newInbox()
+	sub := mustDialV5(t, c.lb, persistent("kill-both-sub", 300), in.v5Handler)
+	sub.subscribe(t, streamFilter)
+	pubs := newPublishers(t, c.lb, streamClientIDs(streamPublishers))
+
+	stop := make(chan struct{})
+	for _, p := range pubs {
+		p.run(stop)
+	}
+	// 0.2 s into the stream, before the first commit (every
+	// dispatch.commit-interval, 1 s).
+	time.Sleep(200 * time.Millisecond)
+	for _, d := range c.dispatchers {
+		d.Kill()
+	}
+	committed := c.committedPartitions()
+	t.Logf("inbound partitions with a committed offset when both dispatchers died: %v; publishers on %v", committed, partitionsOf(streamIDs(pubs)))
+	uncommitted := 0
+	for _, p := range pubs {
+		if !slices.Contains(committed, partitionOf(p.clientID)) {
+			uncommitted++
+		}
+	}
+	require.Positive(t, uncommitted, "some publisher's partition must have no committed offset, or the test shows nothing")
+
+	time.Sleep(2 * time.Second)
+	for i := range c.dispatchers {
+		c.startDispatcher(i)
+	}
+	for _, d := range c.dispatchers {
+		c.waitReady(d)
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	waitDelivered(t, in, pubs, 90*time.Second)
+	checkStream(t, pubs, in.snapshot())
+	for _, p := range pubs {
+		assert.Positive(t, p.ackedCount(), "publisher %s", p.clientID)
+	}
+}
+
+func TestPartitionsAddedToTheInboundTopicUnderTrafficLoseNothing(t *testing.T) {
+	// The frontends refresh their metadata each second and the
+	// dispatchers every 5 s instead of each minute (kafka.metadata-max-age),
+	// so that within the test the frontends write to the new partitions a
+	// few seconds before the dispatchers' group assigns them: the records
+	// written in between are acknowledged, and a group that started a new
+	// partition at its end would skip them. The start position, the thing
+	// under test, keeps its default.
+	c := startClusterWith(t, clusterOptions{frontendArgs: []string{"-kafka.metadata-max-age", "1s"},
+		dispatcherArgs: []string{"-kafka.metadata-max-age", "5s"}})
+	const grown = 2 * partitions
+	// Publishers on distinct partitions now whose records move to one of
+	// the new partitions once the topic has grown.
+	var ids []string
+	used := map[int32]bool{}
+	for i := 0; len(ids) < streamPublishers; i++ {
+		id := fmt.Sprintf("grow-pub-%d", i)
+		p := partitionOf(id)
+		if !used[p] && partitionIn(id, grown) >= partitions {
+			used[p] = true
+			ids = append(ids, id)
+		}
+	}
+	in := newInbox()
+	sub := mustDialV5(t, c.lb, persistent("grow-sub", 300), in.v5Handler)
+	sub.subscribe(t, streamFilter)
+	pubs := newPublishers(t, c.lb, ids)
+	probeStream(t, in, pubs)
+
+	stop := make(chan struct{})
+	for _, p := range pubs {
+		p.run(stop)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	adm := c.kafkaAdmin()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := adm.CreatePartitions(ctx, grown-partitions, "mqtt.inbound")
+	require.NoError(t, err)
+	require.NoError(t, resp.Error())
+	t.Logf("mqtt.inbound grown from %d to %d partitions under traffic", partitions, grown)
+	time.Sleep(6 * time.Second)
+	close(stop)
+	waitDelivered(t, in, pubs, 90*time.Second)
+	checkStream(t, pubs, in.snapshot())
+
+	ends, err := adm.ListEndOffsets(ctx, "mqtt.inbound")
+	require.NoError(t, err)
+	var inNew int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Partition >= partitions {
+			inNew += o.Offset
+		}
+	})
+	t.Logf("records in the new partitions: %d", inNew)
+	require.Positive(t, inNew, "the frontends wrote to the new partitions, or the test shows nothing")
+}
+
+// partitionIn is the partition of clientID's records in a topic of n
+// partitions (partitionOf for the grown topic).
+func partitionIn(clientID string, n int) int32 {
+	p := kgo.StickyKeyPartitioner(nil).ForTopic("mqtt.inbound")
+	return int32(p.Partition(&kgo.Record{Key: []byte(clientID)}, n))
+}
+
+func streamIDs(pubs []*publisher) []string {
+	var ids []string
+	for _, p := range pubs {
+		ids = append(ids, p.clientID)
+	}
+	return ids
+}
+
+// firstArrivals returns the first arrival of each payload, in order.
+func firstArrivals(ss []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
