@@ -23,57 +23,13 @@ const (
 // from three publishers through HAProxy to a persistent subscriber and
 // kills one of the two dispatchers with SIGKILL in the middle of it. The
 // other dispatcher takes over the dead one's partitions once the consumer
-// group notices, from the last committed offsets: every acknowledged message
-// must reach the subscriber, each publisher's in order. The group notices
-// after the member's session timeout, franz-go's default 45 s (the
-// dispatcher has no setting for it), so the dead dispatcher's partitions
-// stand still that long; the deadline below allows for it.
+// group drops it (dispatch.session-timeout, 6 s by default), from the last
+// committed offsets: every acknowledged message must reach the subscriber,
+// each publisher's in order. The delivery gap of the dead dispatcher's
+// partitions is logged (docs/operations.md records it), not asserted.
 func TestSIGKILLOfADispatcherLosesNoAcknowledgedMessage(t *testing.T) {
-	c := startCluster(t)
-	ids := streamClientIDs(streamPublishers)
-
-	// Both dispatchers own partitions; with the publishers on three
-	// different partitions of four, both route some publisher.
-	var assigned map[string][]int32
-	require.Eventually(t, func() bool {
-		assigned = c.assignment()
-		return len(assigned[c.dispatchers[0].id]) > 0 && len(assigned[c.dispatchers[1].id]) > 0
-	}, 60*time.Second, 200*time.Millisecond, "partitions never split between the dispatchers: %v", assigned)
-	t.Logf("partitions: %v; publishers on %v", assigned, partitionsOf(ids))
-
-	in := newInbox()
-	sub := mustDialV5(t, c.lb, persistent(subscriberID, subscriberExpiry), in.v5Handler)
-	sub.subscribe(t, streamFilter)
-	pubs := newPublishers(t, c.lb, ids)
-	probeStream(t, in, pubs)
-
-	// The victim is the dispatcher routing the most publishers.
-	victim := c.dispatchers[0]
-	if onVictim(assigned[c.dispatchers[1].id], ids) > onVictim(assigned[victim.id], ids) {
-		victim = c.dispatchers[1]
-	}
-
-	stop := make(chan struct{})
-	for _, p := range pubs {
-		p.run(stop)
-	}
-	time.Sleep(streamBeforeKill)
-	victim.Kill()
-	killed := time.Now()
-	time.Sleep(streamAfterKill)
-	close(stop)
-
-	last := waitDelivered(t, in, pubs, 120*time.Second)
-	if !last.IsZero() {
-		t.Logf("every acknowledged message delivered %s after the kill of %s (the survivor takes the partitions once the group drops the dead member)",
-			last.Sub(killed).Round(time.Millisecond), victim.id)
-	}
-	checkStream(t, pubs, in.snapshot())
-	select {
-	case <-sub.lost:
-		t.Error("the subscriber lost its connection")
-	default:
-	}
+	r := startFailoverRun(t, subscriberID)
+	r.stream(t, r.victim.Kill)
 }
 
 // TestSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage runs a QoS 1
