@@ -1,8 +1,12 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,4 +135,36 @@ func TestAStartTimeSkipsOnlyTheRecordsBeforeIt(t *testing.T) {
 	for _, m := range f.taken["all"] {
 		assert.NotEqual(t, "dev/old/t", m.Topic, "a record from before the start time was routed")
 	}
+}
+
+func TestASessionTimeoutBelowTheBrokersMinimumKeepsTheDispatcherUnreadyAndSaysWhy(t *testing.T) {
+	f := newConsumerFixture(t)
+	var logs syncBuffer
+	f.consumer.log = slog.New(slog.NewTextHandler(&logs, nil))
+	// kfake's group.min.session.timeout.ms is Kafka's default, 6 s.
+	f.consumer.cfg.SessionTimeout, f.consumer.cfg.HeartbeatInterval = 2*time.Second, 500*time.Millisecond
+	f.run()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "INVALID_SESSION_TIMEOUT") }, 15*time.Second, 20*time.Millisecond,
+		"the broker's refusal is logged")
+	err := f.consumer.Ready()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "assignment")
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
