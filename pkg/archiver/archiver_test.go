@@ -434,6 +434,19 @@ func TestAMongoDBOutageStopsConsumingAndCatchesUpAfterwards(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "every record is committed in the end")
 }
 
+func TestTheLogEndIsRefusedAsAStartPosition(t *testing.T) {
+	var cfg ServiceConfig
+	fs := flag.NewFlagSet("archiver", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	assert.Equal(t, "start", cfg.Archive.StartAt, "default")
+	require.NoError(t, fs.Parse([]string{"-archive.mongodb-uri", "mongodb://127.0.0.1:1", "-archive.start-at", "end"}))
+	err := cfg.Validate()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `archive.start-at: "end" is not accepted: it would skip every acknowledged record`)
+	require.NoError(t, fs.Parse([]string{"-archive.start-at", "2026-12-01T00:00:00Z"}))
+	require.NoError(t, cfg.Validate(), "a time is accepted")
+}
+
 func TestConfigurationErrorsNameTheField(t *testing.T) {
 	var cfg ServiceConfig
 	fs := flag.NewFlagSet("archiver", flag.ContinueOnError)
@@ -447,7 +460,7 @@ func TestConfigurationErrorsNameTheField(t *testing.T) {
 		`archive.payload: "base64" must be auto or binary`,
 		"archive.batch-records: 0 must be at least 1",
 		"archive.retention: -1h0m0s must not be negative",
-		`archive.start-at: "middle" must be start or end`,
+		`archive.start-at: "middle" is neither start nor an RFC 3339 time`,
 		"archive.retry-max-backoff: 1ms must be at least archive.retry-min-backoff (100ms)",
 	} {
 		assert.Contains(t, err.Error(), want)
