@@ -50,23 +50,25 @@ type Proc struct {
 	Cmd  *exec.Cmd
 
 	t      *testing.T
-	out    *syncBuffer
+	out    *SyncBuffer
 	exited chan struct{}
 	err    error // of Wait, once exited is closed
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers: a process's
+// output, or a logger's sink that a test reads while the code logs.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -78,7 +80,7 @@ func StartProc(t *testing.T, name, path string, args ...string) *Proc {
 	t.Helper()
 	cmd := exec.Command(path, args...)
 	cmd.Env = CleanEnv()
-	out := &syncBuffer{}
+	out := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start(), "starting %s", name)
 	p := &Proc{Name: name, Cmd: cmd, t: t, out: out, exited: make(chan struct{})}

@@ -1,12 +1,10 @@
 package dispatch
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 )
 
@@ -139,7 +138,7 @@ func TestAStartTimeSkipsOnlyTheRecordsBeforeIt(t *testing.T) {
 
 func TestASessionTimeoutBelowTheBrokersMinimumKeepsTheDispatcherUnreadyAndSaysWhy(t *testing.T) {
 	f := newConsumerFixture(t)
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	f.consumer.log = slog.New(slog.NewTextHandler(&logs, nil))
 	// kfake's group.min.session.timeout.ms is Kafka's default, 6 s.
 	f.consumer.cfg.SessionTimeout, f.consumer.cfg.HeartbeatInterval = 2*time.Second, 500*time.Millisecond
@@ -149,22 +148,4 @@ func TestASessionTimeoutBelowTheBrokersMinimumKeepsTheDispatcherUnreadyAndSaysWh
 	err := f.consumer.Ready()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "assignment")
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

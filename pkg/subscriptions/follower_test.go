@@ -1,11 +1,9 @@
 package subscriptions
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
@@ -137,24 +136,6 @@ func TestTwoFollowersAgree(t *testing.T) {
 	requireSameIndex(t, b, a, clients)
 }
 
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 func TestFollowerSkipsUndecodableRecords(t *testing.T) {
 	e := newEnv(t, 1)
 	e.subscribe("c", topic.Subscription{Filter: "before", QoS: 1})
@@ -166,7 +147,7 @@ func TestFollowerSkipsUndecodableRecords(t *testing.T) {
 	)
 	e.subscribe("c", topic.Subscription{Filter: "after", QoS: 2})
 
-	var logs logBuffer
+	var logs testkit.SyncBuffer
 	f, ix := e.follower(slog.New(slog.NewTextHandler(&logs, nil)))
 	e.run(f)
 	waitReady(t, f)
