@@ -102,6 +102,10 @@ func (s *Store) ForgetNode(ctx context.Context, node string) error {
 	return nil
 }
 
+// LivenessTTL is node.liveness-ttl: how long a node counts as alive after
+// its last heartbeat.
+func (s *Store) LivenessTTL() time.Duration { return s.cfg.LivenessTTL }
+
 // Alive reports whether node sent a heartbeat within node.liveness-ttl.
 func (s *Store) Alive(ctx context.Context, node string) (bool, error) {
 	n, err := s.rdb.Exists(ctx, nodeKey(node)).Result()

@@ -52,6 +52,11 @@ type Sweeper struct {
 
 	mu   sync.Mutex
 	seen map[string]struct{} // dead nodes already counted
+	// redisFailed is set when a sweep met a Redis error, and redisBack to
+	// when Redis answered again after it: until one node.liveness-ttl has
+	// passed since, no node counts as dead (see Sweep). Guarded by mu.
+	redisFailed bool
+	redisBack   time.Time
 }
 
 // Option customises a Sweeper.
@@ -115,11 +120,22 @@ func (s *Sweeper) Run(ctx context.Context) error {
 // connection ended by the node's DeadSince at the latest (the sweeper cannot
 // know when exactly in between, and a will must not come early); for a client
 // that had disconnected before, its session's last_seen is when.
+//
+// A node whose liveness lapsed while Redis was unreachable (down,
+// restarting, failing over) may well be alive: it could not renew its key
+// either. Such a node is not dead: after a sweep met a Redis error, no node
+// counts as dead until Redis has answered for one node.liveness-ttl, in
+// which every live node renews its key (it heartbeats more often than
+// that). Only a node that stays silent while Redis answers is swept.
 func (s *Sweeper) Sweep(ctx context.Context) (published int, err error) {
 	dead, err := s.store.DeadNodes(ctx)
 	if err != nil {
 		s.m.errors.Add(ctx, 1)
+		s.redisError()
 		return 0, err
+	}
+	if len(dead) > 0 && s.waitingForHeartbeats(ctx) {
+		return 0, nil
 	}
 	s.countDead(ctx, dead)
 	var errs []error
@@ -132,6 +148,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (published int, err error) {
 		if err != nil {
 			if !errors.Is(err, errProduce) && ctx.Err() == nil {
 				s.m.errors.Add(ctx, 1)
+				s.redisError()
 			}
 			errs = append(errs, fmt.Errorf("sweeping node %s: %w", dn.Node, err))
 			if errors.Is(err, errProduce) {
@@ -140,6 +157,35 @@ func (s *Sweeper) Sweep(ctx context.Context) (published int, err error) {
 		}
 	}
 	return published, errors.Join(errs...)
+}
+
+// redisError notes that a sweep met a Redis error.
+func (s *Sweeper) redisError() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.redisFailed, s.redisBack = true, time.Time{}
+}
+
+// waitingForHeartbeats reports whether Redis answered for less than one
+// node.liveness-ttl since a sweep met an error, so that nodes whose
+// liveness lapsed meanwhile must not count as dead yet.
+func (s *Sweeper) waitingForHeartbeats(ctx context.Context) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.redisFailed {
+		return false
+	}
+	now := s.now()
+	if s.redisBack.IsZero() {
+		s.redisBack = now
+		s.log.InfoContext(ctx, "redis answers again; nodes whose liveness lapsed get one liveness ttl to heartbeat before their clients' sessions are swept",
+			"liveness_ttl", s.store.LivenessTTL())
+	}
+	if now.Sub(s.redisBack) < s.store.LivenessTTL() {
+		return true
+	}
+	s.redisFailed = false
+	return false
 }
 
 // countDead counts the nodes this process sees dead for the first time and
