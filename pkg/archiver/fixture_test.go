@@ -87,7 +87,7 @@ func (f *fixture) config(extra ...string) ServiceConfig {
 	cfg.RegisterFlags(fs)
 	args := []string{
 		"-archive.mongodb-uri", ferret.URI, "-archive.database", f.dbName, "-archive.group", f.group,
-		"-archive.start-at", "start", "-archive.batch-interval", "20ms", "-archive.write-timeout", "2s",
+		"-archive.batch-interval", "20ms", "-archive.write-timeout", "2s",
 		"-archive.retry-min-backoff", "20ms", "-archive.retry-max-backoff", "200ms",
 		"-kafka.brokers", f.kafka.Addr(), "-kafka.partitions", fmt.Sprint(partitions),
 		"-subscriptions.partitions", fmt.Sprint(partitions), "-events.partitions", fmt.Sprint(partitions),

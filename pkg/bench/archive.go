@@ -72,7 +72,7 @@ type ArchiveConfig struct {
 }
 
 // archiverFlagsSetByBench are the archive.* flags the scenario sets itself.
-var archiverFlagsSetByBench = []string{"archive.mongodb-uri", "archive.database", "archive.group", "archive.start-at"}
+var archiverFlagsSetByBench = []string{"archive.mongodb-uri", "archive.database", "archive.group"}
 
 // RegisterFlags registers the scenario's flags, and the archiver's own
 // archive.* and archiver.* flags under their names in the archiver binary.

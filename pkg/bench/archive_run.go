@@ -132,7 +132,7 @@ func (e *archiveEnv) serviceConfig(db, group string) (archiver.ServiceConfig, er
 	if err := setMongoURI(&svc.Archive, e.uri); err != nil {
 		return svc, err
 	}
-	svc.Archive.Database, svc.Archive.Group, svc.Archive.StartAt = db, group, "start"
+	svc.Archive.Database, svc.Archive.Group = db, group
 	svc.Kafka.Brokers = e.kafka.brokers
 	svc.Kafka.Topic, svc.Kafka.Partitions = e.kafka.inbound, e.cfg.Partitions
 	svc.Events.Topic, svc.Events.Partitions = e.kafka.events, e.cfg.Partitions
