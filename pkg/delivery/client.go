@@ -12,8 +12,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/fleetgate/fleetgate/pkg/dispatch"
 	"github.com/fleetgate/fleetgate/pkg/events"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/session"
 )
 
@@ -547,7 +547,7 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // never reaches a closing connection stays in flight in the store and is
 // sent again on the next connection.
 func (c *client) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (done bool) {
-	msg, err := dispatch.DecodeMessage(m.Message)
+	msg, err := handoff.DecodeMessage(m.Message)
 	if err != nil {
 		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonUndecodable)
 		c.h.log.Error("dropping undecodable queued message", "client", c.cl.ID, "err", err)

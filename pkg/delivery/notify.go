@@ -9,27 +9,23 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/fleetgate/fleetgate/pkg/dispatch"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/session"
 )
-
-// controlChannel is the Redis pub/sub channel of one node: takeover notices
-// from other nodes.
-func controlChannel(node string) string { return "fg:control:" + node }
 
 // sendTakeover tells node that clientID's session was taken over with
 // epoch: it closes its connection of that client.
 func (h *Hook) sendTakeover(ctx context.Context, node, clientID string, epoch uint64) error {
 	payload := "takeover\x00" + clientID + "\x00" + strconv.FormatUint(epoch, 10)
-	return h.o.Redis.Publish(ctx, controlChannel(node), payload).Err()
+	return h.o.Redis.Publish(ctx, handoff.ControlChannel(node), payload).Err()
 }
 
 // Run listens for the dispatchers' notices (on this node's channel) and other nodes' takeover
 // notices, and checks every local session's queue each poll interval (the
 // safety net for lost notices), until ctx is cancelled.
 func (h *Hook) Run(ctx context.Context) error {
-	channel := dispatch.NotifyChannel(h.o.Node)
-	ps := h.o.Redis.Subscribe(ctx, channel, controlChannel(h.o.Node))
+	channel := handoff.NotifyChannel(h.o.Node)
+	ps := h.o.Redis.Subscribe(ctx, channel, handoff.ControlChannel(h.o.Node))
 	defer ps.Close()
 	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
 	poll := time.NewTicker(h.cfg.PollInterval)
@@ -54,7 +50,7 @@ func (h *Hook) Run(ctx context.Context) error {
 			case *redis.Message:
 				if m.Channel == channel {
 					h.metrics.notices.Add(ctx, 1)
-					n, err := dispatch.ParseNotice(m.Payload)
+					n, err := handoff.ParseNotice(m.Payload)
 					if err != nil {
 						// What it named is found by the next poll.
 						h.log.Warn("ignoring malformed notice", "payload_bytes", len(m.Payload), "err", err)

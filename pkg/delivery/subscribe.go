@@ -5,8 +5,8 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/fleetgate/fleetgate/pkg/dispatch"
 	"github.com/fleetgate/fleetgate/pkg/events"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/topic"
@@ -122,7 +122,7 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 			continue
 		}
 		for _, r := range msgs {
-			m, err := dispatch.DecodeMessage(r.Message)
+			m, err := handoff.DecodeMessage(r.Message)
 			if err != nil {
 				h.log.Error("skipping undecodable retained message", "topic", r.Topic, "err", err)
 				continue
@@ -133,7 +133,7 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 			if s.Identifier != 0 {
 				m.SubscriptionIdentifiers = []uint32{s.Identifier}
 			}
-			ds = append(ds, session.Delivery{ClientID: c.cl.ID, Message: dispatch.EncodeMessage(m), Expiry: r.Expiry})
+			ds = append(ds, session.Delivery{ClientID: c.cl.ID, Message: handoff.EncodeMessage(m), Expiry: r.Expiry})
 		}
 	}
 	if len(ds) == 0 {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 	"github.com/fleetgate/fleetgate/pkg/session"
@@ -45,7 +46,7 @@ type consumerFixture struct {
 	group    string
 	epochs   map[string]uint64
 	// taken accumulates the messages taken from each session's queue.
-	taken map[string][]*Message
+	taken map[string][]*handoff.Message
 }
 
 func newConsumerFixture(t *testing.T) *consumerFixture {
@@ -53,7 +54,7 @@ func newConsumerFixture(t *testing.T) *consumerFixture {
 	requireRedis(t)
 	f := &consumerFixture{t: t, kafka: testkit.StartKafka(t, kfake.SeedTopics(3, inbound)),
 		group: fmt.Sprintf("dispatch-test-%d", time.Now().UnixNano()), epochs: map[string]uint64{},
-		taken: map[string][]*Message{}, reader: sdkmetric.NewManualReader()}
+		taken: map[string][]*handoff.Message{}, reader: sdkmetric.NewManualReader()}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var err error
 	f.producer, err = kgo.NewClient(kgo.SeedBrokers(f.kafka.Addr()), kgo.DefaultProduceTopic(inbound))
@@ -172,7 +173,7 @@ func (f *consumerFixture) take(cid string) int {
 		}
 		acks = acks[:0]
 		for _, qm := range r.Taken {
-			m, err := DecodeMessage(qm.Message)
+			m, err := handoff.DecodeMessage(qm.Message)
 			require.NoError(f.t, err)
 			f.taken[cid] = append(f.taken[cid], m)
 			acks = append(acks, qm.PacketID)
@@ -212,7 +213,7 @@ func flagSet() *flag.FlagSet { return flag.NewFlagSet("t", flag.PanicOnError) }
 
 func TestConsumerRoutesEveryRecordToTheSubscribedQueuesInOrderAndCommits(t *testing.T) {
 	f := newConsumerFixture(t)
-	notices := f.rdb.Subscribe(f.ctx(), NotifyChannel("n1"))
+	notices := f.rdb.Subscribe(f.ctx(), handoff.NotifyChannel("n1"))
 	t.Cleanup(func() { _ = notices.Close() })
 	_, err := notices.Receive(f.ctx())
 	require.NoError(t, err)
@@ -232,11 +233,11 @@ func TestConsumerRoutesEveryRecordToTheSubscribedQueuesInOrderAndCommits(t *test
 
 	select {
 	case msg := <-notices.Channel():
-		n, err := ParseNotice(msg.Payload)
+		n, err := handoff.ParseNotice(msg.Payload)
 		require.NoError(t, err)
 		assert.Contains(t, n.ClientIDs, "all."+f.group, "frontends are told which sessions got messages")
 	case <-time.After(5 * time.Second):
-		t.Fatal("no notice on " + NotifyChannel("n1"))
+		t.Fatal("no notice on " + handoff.NotifyChannel("n1"))
 	}
 }
 

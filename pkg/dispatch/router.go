@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
@@ -257,7 +258,7 @@ func (r *Router) applyRetained(ctx context.Context, ups []retained.Update) error
 // none: a connection takes from the queue when it starts.
 func (r *Router) notifyQueued(ctx context.Context, ds []session.Delivery, res []session.EnqueueResult) {
 	seen := make(map[string]struct{}, len(ds))
-	byNode := map[string]*Notice{}
+	byNode := map[string]*handoff.Notice{}
 	size := map[string]int{}   // message bytes in each node's notice
 	direct := map[string]int{} // direct messages of each node, to size its notice
 	for i := range ds {
@@ -265,10 +266,10 @@ func (r *Router) notifyQueued(ctx context.Context, ds []session.Delivery, res []
 			direct[res[i].Node]++
 		}
 	}
-	notice := func(node string) *Notice {
+	notice := func(node string) *handoff.Notice {
 		n := byNode[node]
 		if n == nil {
-			n = &Notice{Direct: make([]DirectMessage, 0, direct[node])}
+			n = &handoff.Notice{Direct: make([]handoff.DirectMessage, 0, direct[node])}
 			byNode[node] = n
 		}
 		return n
@@ -284,10 +285,10 @@ func (r *Router) notifyQueued(ctx context.Context, ds []session.Delivery, res []
 			if size[er.Node] += len(d.Message); size[er.Node] > maxNoticeBytes {
 				// One notice per megabyte or so of messages.
 				r.sendNotice(ctx, er.Node, *n)
-				*n = Notice{}
+				*n = handoff.Notice{}
 				size[er.Node] = len(d.Message)
 			}
-			n.Direct = append(n.Direct, DirectMessage{ClientID: d.ClientID, Epoch: er.Epoch, PacketID: er.PacketID, Seq: er.Seq, Message: d.Message, Expiry: d.Expiry})
+			n.Direct = append(n.Direct, handoff.DirectMessage{ClientID: d.ClientID, Epoch: er.Epoch, PacketID: er.PacketID, Seq: er.Seq, Message: d.Message, Expiry: d.Expiry})
 		case session.OutcomeQueued, session.OutcomeDroppedOldest:
 			if _, dup := seen[d.ClientID]; !dup {
 				seen[d.ClientID] = struct{}{}
@@ -304,7 +305,7 @@ func (r *Router) notifyQueued(ctx context.Context, ds []session.Delivery, res []
 // maxNoticeBytes bounds the message bytes of one notice.
 const maxNoticeBytes = 1 << 20
 
-func (r *Router) sendNotice(ctx context.Context, node string, n Notice) {
+func (r *Router) sendNotice(ctx context.Context, node string, n handoff.Notice) {
 	if err := r.notify.Notify(ctx, node, n); err != nil {
 		r.m.notifyErr.Add(ctx, 1)
 		r.log.Warn("notifying a frontend failed; it finds the messages when it polls", "node", node, "err", err,
@@ -363,7 +364,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 		s := uint32((left + time.Second - 1) / time.Second)
 		remaining = &s
 	}
-	out := Message{
+	out := handoff.Message{
 		Topic:           msg.Topic,
 		Payload:         msg.Payload,
 		MessageID:       msg.MessageID,
@@ -389,7 +390,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 			// new subscription carries [MQTT-3.3.1-8] (v3.1.1).
 			m := out
 			m.QoS, m.Retain = msg.QoS, true
-			u.Message.Message = EncodeMessage(&m)
+			u.Message.Message = handoff.EncodeMessage(&m)
 		}
 		b.retained = append(b.retained, u)
 	}
@@ -409,7 +410,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 		// [MQTT-3.3.1-13].
 		m.Retain = msg.Retain && rap
 		m.SubscriptionIdentifiers = ids
-		b.ds = append(b.ds, session.Delivery{ClientID: clientID, Message: EncodeMessage(&m), Expiry: expiry, Subscriptions: subs})
+		b.ds = append(b.ds, session.Delivery{ClientID: clientID, Message: handoff.EncodeMessage(&m), Expiry: expiry, Subscriptions: subs})
 	}
 	// One copy per client for all of its overlapping subscriptions, with the
 	// largest granted QoS and every identifier ([MQTT-3.3.4-2],

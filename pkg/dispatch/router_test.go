@@ -2,13 +2,11 @@ package dispatch
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
@@ -75,13 +74,13 @@ func (q *fakeQueue) Enqueue(_ context.Context, ds []session.Delivery) ([]session
 }
 
 // messages returns the decoded messages delivered to each client.
-func (q *fakeQueue) messages(t *testing.T) map[string][]*Message {
+func (q *fakeQueue) messages(t *testing.T) map[string][]*handoff.Message {
 	t.Helper()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	out := map[string][]*Message{}
+	out := map[string][]*handoff.Message{}
 	for _, d := range q.got {
-		m, err := DecodeMessage(d.Message)
+		m, err := handoff.DecodeMessage(d.Message)
 		require.NoError(t, err)
 		out[d.ClientID] = append(out[d.ClientID], m)
 	}
@@ -94,7 +93,7 @@ type fakeNotifier struct {
 	err error
 }
 
-func (n *fakeNotifier) Notify(_ context.Context, _ string, notice Notice) error {
+func (n *fakeNotifier) Notify(_ context.Context, _ string, notice handoff.Notice) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.ids = append(n.ids, append([]string(nil), notice.ClientIDs...))
@@ -165,19 +164,19 @@ func TestRouteDeliversPerSubscriptionOptions(t *testing.T) {
 		name string
 		subs []topic.Subscription
 		msg  kafkarecord.Message
-		want map[string]Message // by client; topic and payload are filled in
+		want map[string]handoff.Message // by client; topic and payload are filled in
 	}{
 		{
 			name: "QoS is downgraded to the granted QoS",
 			subs: []topic.Subscription{{ClientID: "sub", Filter: "a/b", QoS: 1}},
 			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 2},
-			want: map[string]Message{"sub": {QoS: 1}},
+			want: map[string]handoff.Message{"sub": {QoS: 1}},
 		},
 		{
 			name: "QoS is never raised above the published QoS",
 			subs: []topic.Subscription{{ClientID: "sub", Filter: "a/b", QoS: 2}},
 			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 1},
-			want: map[string]Message{"sub": {QoS: 1}},
+			want: map[string]handoff.Message{"sub": {QoS: 1}},
 		},
 		{
 			name: "overlapping subscriptions give one copy at the largest QoS with every identifier",
@@ -187,7 +186,7 @@ func TestRouteDeliversPerSubscriptionOptions(t *testing.T) {
 				{ClientID: "sub", Filter: "a/b", QoS: 1},
 			},
 			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 2},
-			want: map[string]Message{"sub": {QoS: 2, SubscriptionIdentifiers: []uint32{7, 9}}},
+			want: map[string]handoff.Message{"sub": {QoS: 2, SubscriptionIdentifiers: []uint32{7, 9}}},
 		},
 		{
 			name: "no local keeps a publisher's own message from it but not from others",
@@ -196,7 +195,7 @@ func TestRouteDeliversPerSubscriptionOptions(t *testing.T) {
 				{ClientID: "other", Filter: "a/b", QoS: 1, NoLocal: true},
 			},
 			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 1},
-			want: map[string]Message{"other": {QoS: 1}},
+			want: map[string]handoff.Message{"other": {QoS: 1}},
 		},
 		{
 			name: "the retain flag is kept only with retain as published",
@@ -205,7 +204,7 @@ func TestRouteDeliversPerSubscriptionOptions(t *testing.T) {
 				{ClientID: "plain", Filter: "a/b", QoS: 1},
 			},
 			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 1, Retain: true},
-			want: map[string]Message{"rap": {QoS: 1, Retain: true}, "plain": {QoS: 1}},
+			want: map[string]handoff.Message{"rap": {QoS: 1, Retain: true}, "plain": {QoS: 1}},
 		},
 		{
 			name: "the MQTT 5 properties are carried to the subscriber",
@@ -213,7 +212,7 @@ func TestRouteDeliversPerSubscriptionOptions(t *testing.T) {
 			msg: kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 1, MessageID: "m1",
 				ContentType: "text/plain", PayloadFormat: ptr(byte(1)), ResponseTopic: "r/t", CorrelationData: []byte("c"),
 				UserProperties: []kafkarecord.UserProperty{{Key: "a", Value: "1"}, {Key: "b", Value: "2"}}},
-			want: map[string]Message{"sub": {QoS: 1, MessageID: "m1", ContentType: "text/plain", PayloadFormat: ptr(byte(1)),
+			want: map[string]handoff.Message{"sub": {QoS: 1, MessageID: "m1", ContentType: "text/plain", PayloadFormat: ptr(byte(1)),
 				ResponseTopic: "r/t", CorrelationData: []byte("c"),
 				UserProperties: []kafkarecord.UserProperty{{Key: "a", Value: "1"}, {Key: "b", Value: "2"}}}},
 		},
@@ -221,7 +220,7 @@ func TestRouteDeliversPerSubscriptionOptions(t *testing.T) {
 			name: "a topic nobody subscribed to delivers nothing",
 			subs: []topic.Subscription{{ClientID: "sub", Filter: "x/#", QoS: 1}},
 			msg:  kafkarecord.Message{ClientID: "pub", Topic: "a/b", QoS: 1},
-			want: map[string]Message{},
+			want: map[string]handoff.Message{},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -408,7 +407,7 @@ func TestARetriedRouteGivesSharedMessagesToTheSameMembers(t *testing.T) {
 	defer f.queue.mu.Unlock()
 	var got []string
 	for _, d := range f.queue.got {
-		m, err := DecodeMessage(d.Message)
+		m, err := handoff.DecodeMessage(d.Message)
 		require.NoError(t, err)
 		got = append(got, string(m.Payload)+"→"+d.ClientID)
 	}
@@ -450,13 +449,13 @@ func newRetainedFixture(t *testing.T, subs ...topic.Subscription) (f *routerFixt
 
 // retainedPayloads returns the retained messages matching filter, decoded,
 // by topic.
-func retainedPayloads(t *testing.T, store *retained.Store, filter string) map[string]*Message {
+func retainedPayloads(t *testing.T, store *retained.Store, filter string) map[string]*handoff.Message {
 	t.Helper()
 	ms, err := store.Match(context.Background(), filter)
 	require.NoError(t, err)
-	out := map[string]*Message{}
+	out := map[string]*handoff.Message{}
 	for _, m := range ms {
-		d, err := DecodeMessage(m.Message)
+		d, err := handoff.DecodeMessage(m.Message)
 		require.NoError(t, err)
 		assert.Equal(t, m.Topic, d.Topic)
 		out[m.Topic] = d
@@ -485,7 +484,7 @@ func TestRouteStoresRetainedMessagesAndStillDeliversThem(t *testing.T) {
 	require.Len(t, got, 1, "the empty retained payload removed %s/c; %s/b was not retained", p, p)
 	a := got[p+"/a"]
 	require.NotNil(t, a)
-	assert.Equal(t, &Message{Topic: p + "/a", Payload: []byte("a1"), QoS: 2, Retain: true, MessageID: "m1",
+	assert.Equal(t, &handoff.Message{Topic: p + "/a", Payload: []byte("a1"), QoS: 2, Retain: true, MessageID: "m1",
 		ContentType: "text/plain", UserProperties: []kafkarecord.UserProperty{{Key: "k", Value: "v"}},
 		MessageExpiry: ptr(uint32(60))}, a, "stored as published, with RETAIN set and no subscription identifiers")
 	ms, err := store.Match(ctx, p+"/a")
@@ -642,42 +641,4 @@ func TestRouteGivesSharedMessagesToConnectedMembers(t *testing.T) {
 	assert.Len(t, got[never], 2)
 }
 
-func TestNoticesRoundTrip(t *testing.T) {
-	ids := Notice{ClientIDs: []string{"a", "b/c", "ü"}}
-	got, err := ParseNotice(EncodeNotice(ids))
-	require.NoError(t, err)
-	assert.Equal(t, ids, got, "a notice of queued sessions only is the ids separated by U+0000")
-	assert.Equal(t, "a\x00b/c\x00ü", EncodeNotice(ids))
-
-	exp := time.UnixMilli(1_800_000_000_123)
-	full := Notice{
-		ClientIDs: []string{"q"},
-		Direct: []DirectMessage{
-			{ClientID: "d1", Epoch: 7, PacketID: 65535, Seq: 1 << 40, Message: []byte("bin\x00|\xff"), Expiry: exp},
-			{ClientID: "d2", PacketID: 1, Seq: 2, Message: []byte{}},
-		},
-	}
-	got, err = ParseNotice(EncodeNotice(full))
-	require.NoError(t, err)
-	require.Len(t, got.Direct, 2)
-	assert.Equal(t, full.ClientIDs, got.ClientIDs)
-	assert.Equal(t, full.Direct[0].ClientID, got.Direct[0].ClientID)
-	assert.Equal(t, full.Direct[0].Epoch, got.Direct[0].Epoch)
-	assert.Equal(t, full.Direct[0].PacketID, got.Direct[0].PacketID)
-	assert.Equal(t, full.Direct[0].Seq, got.Direct[0].Seq)
-	assert.Equal(t, full.Direct[0].Message, got.Direct[0].Message)
-	assert.True(t, exp.Equal(got.Direct[0].Expiry))
-	assert.True(t, got.Direct[1].Expiry.IsZero(), "no expiry stays none")
-	assert.Empty(t, got.Direct[1].Message)
-
-	enc := EncodeNotice(full)
-	for _, cut := range []int{2, len(enc) / 2, len(enc) - 1} {
-		_, err := ParseNotice(enc[:cut])
-		assert.Error(t, err, "a notice cut at %d of %d bytes is refused", cut, len(enc))
-	}
-	// A count of direct messages far beyond what the bytes hold is refused
-	// too, after allocating for what they could hold at most.
-	huge := "\x00\x00" + string(binary.AppendUvarint(nil, 1<<40)) + strings.Repeat("\x01", 60)
-	_, err = ParseNotice(huge)
-	assert.Error(t, err)
-}
+func ptr[T any](v T) *T { return &v }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 	"github.com/fleetgate/fleetgate/pkg/session"
@@ -99,7 +100,7 @@ func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 		return len(got) >= 1
 	}, 20*time.Second, 50*time.Millisecond, "the matching record never reached the subscriber's queue")
 	require.Len(t, got, 1, "only the matching topic is delivered")
-	m, err := DecodeMessage(got[0].Message)
+	m, err := handoff.DecodeMessage(got[0].Message)
 	require.NoError(t, err)
 	assert.Equal(t, "fleet/9/temp", m.Topic)
 	assert.Equal(t, []byte("21.5"), m.Payload)

@@ -21,7 +21,7 @@
 //	                   "t|<version-ms>|<purge-ms>|<id-length>|<id>"
 //	                   for a tombstone (a deleted or expired message)
 //
-// <message> is opaque here: the dispatcher stores dispatch.EncodeMessage
+// <message> is opaque here: the dispatcher stores handoff.EncodeMessage
 // bytes. The version is Version: the record's timestamp in ms and its
 // message id, which is length-prefixed because it may contain "|".
 //
@@ -85,7 +85,7 @@ const scanCount = 1000
 // Message is one retained message.
 type Message struct {
 	Topic string
-	// Message is the encoded message (dispatch.EncodeMessage bytes, with
+	// Message is the encoded message (handoff.EncodeMessage bytes, with
 	// the QoS as published and Retain set); opaque to this package.
 	Message []byte
 	// Expiry is when the message expires [MQTT-3.3.2-5]; zero means never.

@@ -12,7 +12,7 @@ import (
 	"github.com/fleetgate/fleetgate/internal/clustertest"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
-	"github.com/fleetgate/fleetgate/pkg/dispatch"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/session"
 )
 
@@ -42,7 +42,7 @@ func TestALostNoticeDelaysNoMessageAndBreaksNoOrder(t *testing.T) {
 		MaxQueuedMessages: 100, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest}, session.WithDirectDelivery())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := store.Enqueue(ctx, []session.Delivery{{ClientID: cid, Message: dispatch.EncodeMessage(&dispatch.Message{Topic: f, Payload: []byte("lost notice"), QoS: 1})}})
+	res, err := store.Enqueue(ctx, []session.Delivery{{ClientID: cid, Message: handoff.EncodeMessage(&handoff.Message{Topic: f, Payload: []byte("lost notice"), QoS: 1})}})
 	require.NoError(t, err)
 	require.Equal(t, session.OutcomeDirect, res[0].Outcome, "the session is connected, its queue empty, its window open")
 

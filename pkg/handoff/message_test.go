@@ -1,4 +1,4 @@
-package dispatch
+package handoff
 
 import (
 	"testing"
@@ -58,4 +58,24 @@ func TestDecodeMessageRejectsMalformedInput(t *testing.T) {
 		_, err := DecodeMessage(good[:i])
 		require.ErrorIs(t, err, ErrBadMessage, "truncated at %d", i)
 	}
+}
+
+// FuzzDecodeMessage: a delivery message is read from Redis (queues,
+// inflight hashes, notices); no bytes may crash the frontend, and what
+// decodes encodes back to the same message.
+func FuzzDecodeMessage(f *testing.F) {
+	f.Add(EncodeMessage(&Message{Topic: "a/b", Payload: []byte("hi")}))
+	f.Add(EncodeMessage(&Message{Topic: "t", QoS: 2, Retain: true, MessageID: "m", ContentType: "c", PayloadFormat: ptr(byte(1)),
+		ResponseTopic: "r", CorrelationData: []byte{}, MessageExpiry: ptr(uint32(9)),
+		UserProperties: []kafkarecord.UserProperty{{Key: "k", Value: "v"}}, SubscriptionIdentifiers: []uint32{1}}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeMessage(b)
+		if err != nil {
+			require.ErrorIs(t, err, ErrBadMessage)
+			return
+		}
+		again, err := DecodeMessage(EncodeMessage(m))
+		require.NoError(t, err)
+		assert.Equal(t, m, again)
+	})
 }

@@ -1,4 +1,4 @@
-package dispatch
+package handoff
 
 import (
 	"encoding/binary"
@@ -13,7 +13,7 @@ import (
 const MessageVersion = 1
 
 // ErrBadMessage is wrapped by every DecodeMessage error.
-var ErrBadMessage = errors.New("malformed dispatch message")
+var ErrBadMessage = errors.New("malformed delivery message")
 
 // Message is the outbound MQTT message of one delivery, as the dispatcher
 // routed it: the frontend that serves the subscriber decodes it from the
