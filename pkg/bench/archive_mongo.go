@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/internal/ferretdb"
 )
 
 // ferretProcess is a FerretDB the bench started: SQLite backend, data in a
@@ -30,7 +31,7 @@ type ferretProcess struct {
 // startFerret builds FerretDB once into the user cache (as the tests do)
 // and starts it on a free loopback port.
 func startFerret(progress func(string)) (*ferretProcess, error) {
-	bin, err := testkit.FerretDBBinary()
+	bin, err := ferretdb.Binary()
 	if err != nil {
 		return nil, fmt.Errorf("no -mongodb-uri and no FerretDB: %w", err)
 	}
@@ -38,11 +39,12 @@ func startFerret(progress func(string)) (*ferretProcess, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr, err := testkit.FreeLoopbackAddr()
+	ports, err := freeLoopbackPorts(1)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		_ = os.RemoveAll(dir)
@@ -88,7 +90,7 @@ func startFerret(progress func(string)) (*ferretProcess, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	progress(fmt.Sprintf("no -mongodb-uri: started FerretDB %s (SQLite backend) from %s on %s, pid %d, data in %s",
-		testkit.FerretDBVersion, bin, addr, f.pid, data))
+		ferretdb.Version, bin, addr, f.pid, data))
 	return f, nil
 }
 

@@ -24,7 +24,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
-	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/internal/ferretdb"
 	"github.com/fleetgate/fleetgate/pkg/archive"
 	"github.com/fleetgate/fleetgate/pkg/archiver"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
@@ -77,7 +77,7 @@ func newArchiveEnv(ctx context.Context, cfg ArchiveConfig, log *slog.Logger, pro
 			return nil, err
 		}
 		e.uri, e.serverPID = e.ferret.uri, e.ferret.pid
-		e.mongoDesc = fmt.Sprintf("FerretDB %s (SQLite backend) started by the bench on %s (no -mongodb-uri)", testkit.FerretDBVersion, e.ferret.addr)
+		e.mongoDesc = fmt.Sprintf("FerretDB %s (SQLite backend) started by the bench on %s (no -mongodb-uri)", ferretdb.Version, e.ferret.addr)
 	} else {
 		e.mongoDesc = redactURI(e.uri)
 	}

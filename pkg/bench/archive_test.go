@@ -16,6 +16,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/fleetgate/fleetgate/internal/ferretdb"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
@@ -90,7 +91,7 @@ func TestArchiveScenarioWritesEveryRecordOnBothSides(t *testing.T) {
 }
 
 func TestArchiveScenarioStartsFerretDBWithoutAURI(t *testing.T) {
-	if _, err := testkit.FerretDBBinary(); err != nil {
+	if _, err := ferretdb.Binary(); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("ferretdb: %v", err)
 		}

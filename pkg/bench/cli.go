@@ -237,6 +237,19 @@ func mainFreePort(args []string, stdout io.Writer) error {
 		}
 		n = v
 	}
+	ports, err := freeLoopbackPorts(n)
+	if err != nil {
+		return err
+	}
+	for _, p := range ports {
+		fmt.Fprintln(stdout, p)
+	}
+	return nil
+}
+
+// freeLoopbackPorts returns n distinct loopback ports that were free a
+// moment ago.
+func freeLoopbackPorts(n int) ([]int, error) {
 	// Hold every listener until all are chosen so the ports differ.
 	var ls []net.Listener
 	defer func() {
@@ -244,13 +257,14 @@ func mainFreePort(args []string, stdout io.Writer) error {
 			_ = l.Close()
 		}
 	}()
+	var ports []int
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return fmt.Errorf("finding a free port: %w", err)
+			return nil, fmt.Errorf("finding a free port: %w", err)
 		}
 		ls = append(ls, l)
-		fmt.Fprintln(stdout, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	return nil
+	return ports, nil
 }

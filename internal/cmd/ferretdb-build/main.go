@@ -9,15 +9,15 @@ import (
 	"os"
 	"time"
 
-	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/internal/ferretdb"
 )
 
 func main() {
 	start := time.Now()
-	bin, err := testkit.FerretDBBinary()
+	bin, err := ferretdb.Binary()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ferretdb-build:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("ferretdb %s at %s (%s)\n", testkit.FerretDBVersion, bin, time.Since(start).Round(time.Second))
+	fmt.Printf("ferretdb %s at %s (%s)\n", ferretdb.Version, bin, time.Since(start).Round(time.Second))
 }
