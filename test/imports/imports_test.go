@@ -1,0 +1,95 @@
+// Package imports holds the import rules of the repository with a test, not
+// with memory: what each contract package may import, what each binary may
+// link, and that test helpers stay out of everything that ships.
+package imports
+
+import (
+	"os/exec"
+	"path"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const module = "github.com/fleetgate/fleetgate"
+
+// contracts define bytes that cross a process boundary (Kafka records,
+// Redis entries, notices). Each may import only other contracts, so that
+// both sides of a boundary import the contract and never each other.
+var contracts = []string{"pkg/kafkarecord", "pkg/events", "pkg/handoff"}
+
+// binaries and what each must not link: a frontend carries no dispatcher or
+// archiver, a dispatcher no frontend, an archiver neither; and nothing
+// that ships links the testing package or the test helpers.
+var binaries = map[string][]string{
+	"cmd/frontend":        {"pkg/dispatch", "pkg/archiver", "pkg/archive"},
+	"cmd/dispatcher":      {"pkg/frontend", "pkg/delivery", "pkg/ingest", "pkg/archiver", "pkg/archive"},
+	"cmd/archiver":        {"pkg/frontend", "pkg/delivery", "pkg/ingest", "pkg/dispatch"},
+	"cmd/fleetgate-bench": {"pkg/frontend", "pkg/delivery", "pkg/dispatch"},
+	"cmd/fleetgate-dev":   {},
+}
+
+// testOnly are the packages no shipped code may link.
+var testOnly = []string{"testing", module + "/internal/testkit", module + "/internal/clustertest", "github.com/stretchr/testify/require"}
+
+// deps lists what pkg links (go list -deps), without test files.
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", "../../"+pkg).CombinedOutput()
+	require.NoError(t, err, "go list -deps %s: %s", pkg, out)
+	return strings.Fields(string(out))
+}
+
+// ours returns the packages of this module in list, relative to it.
+func ours(list []string) []string {
+	var out []string
+	for _, p := range list {
+		if rel, ok := strings.CutPrefix(p, module+"/"); ok {
+			out = append(out, rel)
+		}
+	}
+	return out
+}
+
+func TestContractsImportOnlyOtherContracts(t *testing.T) {
+	for _, c := range contracts {
+		for _, d := range ours(deps(t, c)) {
+			if d != c && !slices.Contains(contracts, d) {
+				t.Errorf("%s imports %s: a contract may import only other contracts (%v)", c, d, contracts)
+			}
+		}
+	}
+}
+
+func TestEachBinaryLinksOnlyItsOwnRooms(t *testing.T) {
+	for bin, forbidden := range binaries {
+		linked := deps(t, bin)
+		for _, f := range forbidden {
+			if slices.Contains(linked, module+"/"+f) {
+				t.Errorf("%s links %s", bin, f)
+			}
+		}
+		for _, f := range testOnly {
+			if slices.Contains(linked, f) {
+				t.Errorf("%s links %s, which only tests may", bin, f)
+			}
+		}
+	}
+}
+
+func TestNoPackageUnderPkgImportsTestHelpers(t *testing.T) {
+	out, err := exec.Command("go", "list", "../../pkg/...").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	pkgs := strings.Fields(string(out))
+	require.NotEmpty(t, pkgs)
+	for _, p := range pkgs {
+		rel := strings.TrimPrefix(p, module+"/")
+		for _, d := range deps(t, rel) {
+			if slices.Contains(testOnly, d) {
+				t.Errorf("%s links %s, which only tests may", rel, path.Base(d))
+			}
+		}
+	}
+}
