@@ -2,6 +2,7 @@ package session
 
 import (
 	"flag"
+	"net"
 	"testing"
 	"time"
 
@@ -85,8 +86,28 @@ liveness_ttl: 30s
 }
 
 func TestNewClientDoesNoIO(t *testing.T) {
-	rc := RedisConfig{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}}
+	// Two listening addresses (Redis Cluster); nothing may connect to
+	// them while the client and the store are built.
+	var addrs []string
+	var ls []net.Listener
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = l.Close() })
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	rc := RedisConfig{Addrs: addrs}
 	c := rc.NewClient()
 	t.Cleanup(func() { _ = c.Close() })
 	New(c, Config{})
+	// (PoolStats would load the cluster's slots, itself I/O.)
+	for _, l := range ls {
+		require.NoError(t, l.(*net.TCPListener).SetDeadline(time.Now().Add(100*time.Millisecond)))
+		conn, err := l.Accept()
+		if err == nil {
+			_ = conn.Close()
+		}
+		assert.Error(t, err, "nothing connected to %s", l.Addr())
+	}
 }

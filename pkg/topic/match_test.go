@@ -454,9 +454,6 @@ func TestMatchResultSlicesAreIndependent(t *testing.T) {
 // TestMatchIntoDoesNotAllocate guards the promise that Match costs no
 // allocation per trie node: with a reused Result, nothing at all.
 func TestMatchIntoDoesNotAllocate(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates")
-	}
 	var ix Index
 	for _, s := range fleetSubscriptions(10, 100) {
 		mustAdd(t, &ix, s)
