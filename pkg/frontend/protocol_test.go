@@ -212,3 +212,21 @@ func TestShutdownDisconnectsMQTT5ClientsWithServerShuttingDown(t *testing.T) {
 	_, err = c3.Recv(10 * time.Second)
 	assert.ErrorIs(t, err, io.EOF, "MQTT 3.1.1 has no server DISCONNECT: the connection just closes")
 }
+
+func TestADrainThatTimesOutIsAnError(t *testing.T) {
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) {
+		c.Shutdown.Timeout = time.Second
+		c.Ingest.AckTimeout = time.Minute
+	})
+	n.waitReady()
+	k.FailProduce(true)
+	c := testkit.DialRaw(t, n.addr, 5)
+	c.Connect("stuck", true)
+	c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "stuck/t", PacketID: 1, Payload: []byte("x")})
+	require.Eventually(t, func() bool { return n.srv.Hook().Outstanding() > 0 }, 10*time.Second, 10*time.Millisecond,
+		"the publish waits for kafka")
+	err := n.Stop()
+	require.ErrorIs(t, err, frontend.ErrDrainTimeout, "a publish still awaiting kafka at the deadline makes the drain fail")
+	assert.Contains(t, err.Error(), "1 publishes still awaiting kafka")
+}

@@ -33,6 +33,10 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/wills"
 )
 
+// ErrDrainTimeout is wrapped by Run's error when the drain at shutdown did
+// not finish within shutdown.timeout.
+var ErrDrainTimeout = errors.New("drain did not finish within shutdown.timeout")
+
 // Listener ids, also the "listener" metric label.
 const (
 	ListenerTCP = "tcp"
@@ -311,7 +315,8 @@ func (s *Server) runDelivery(ctx context.Context) {
 // readiness goes false, listeners close, accepted publishes are produced and
 // acknowledged (up to shutdown.timeout), MQTT 5 clients get DISCONNECT 0x8B,
 // and the Kafka client is flushed and closed. It returns nil after a clean
-// drain.
+// drain, and an error wrapping ErrDrainTimeout when shutdown.timeout ran
+// out with publishes still awaiting Kafka.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	if err := s.ops.Start(); err != nil {
@@ -439,6 +444,7 @@ func (s *Server) trackConn() bool {
 
 // drain implements the shutdown sequence of Run.
 func (s *Server) drain() error {
+	var errs []error
 	start := time.Now()
 	deadline := start.Add(s.cfg.Shutdown.Timeout)
 	s.log.Info("shutting down: draining", "timeout", s.cfg.Shutdown.Timeout)
@@ -456,6 +462,8 @@ func (s *Server) drain() error {
 	if !s.hook.Idle() {
 		s.log.Warn("shutdown timeout: publishes still awaiting kafka; their clients will resend",
 			"pending_acks", s.hook.Outstanding(), "unacked_bytes", s.hook.UnackedBytes())
+		errs = append(errs, fmt.Errorf("%w: %d publishes still awaiting kafka after shutdown.timeout %s (their clients resend them)",
+			ErrDrainTimeout, s.hook.Outstanding(), s.cfg.Shutdown.Timeout))
 	}
 	for _, cl := range s.mochi.Clients.GetAll() {
 		if cl.Net.Inline {
@@ -471,6 +479,7 @@ func (s *Server) drain() error {
 	defer cancel()
 	if err := s.producer.Flush(fctx); err != nil {
 		s.log.Warn("flushing kafka producer", "err", err)
+		errs = append(errs, fmt.Errorf("flushing the kafka producer: %w", err))
 	}
 	defer s.flushEvents(deadline)
 	done := make(chan struct{})
@@ -479,10 +488,11 @@ func (s *Server) drain() error {
 	case <-done:
 	case <-time.After(time.Until(deadline) + 2*time.Second):
 		s.log.Warn("connections still closing at shutdown")
+		errs = append(errs, fmt.Errorf("%w: connections still closing", ErrDrainTimeout))
 	}
 	s.delivery.Close()
-	s.log.Info("shutdown complete", "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	s.log.Info("shutdown complete", "took", time.Since(start).Round(time.Millisecond), "clean", len(errs) == 0)
+	return errors.Join(errs...)
 }
 
 // flushEvents gives the session events of the shutdown (the disconnects)
