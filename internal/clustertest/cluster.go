@@ -5,6 +5,7 @@ package clustertest
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
@@ -66,17 +68,21 @@ type Frontend struct {
 	stop context.CancelFunc
 	done chan error
 	once sync.Once
+	err  error // Run's result, once stopped
 }
 
-// Stop drains the frontend.
-func (f *Frontend) Stop() {
+// Stop drains the frontend and returns Run's result: nil after a clean
+// drain, an error after an unclean one or when it did not stop in 30 s.
+func (f *Frontend) Stop() error {
 	f.once.Do(func() {
 		f.stop()
 		select {
-		case <-f.done:
+		case f.err = <-f.done:
 		case <-time.After(30 * time.Second):
+			f.err = errors.New("frontend did not stop within 30s")
 		}
 	})
+	return f.err
 }
 
 // Start starts a cluster against the redis-server at redisAddr, whose data
@@ -117,7 +123,8 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 		t.Cleanup(func() {
 			cancel()
 			select {
-			case <-done:
+			case err := <-done:
+				assert.NoError(t, err, "dispatcher %d stopped uncleanly", i)
 			case <-time.After(30 * time.Second):
 				t.Error("dispatcher did not stop")
 			}
@@ -158,7 +165,7 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 			t.Fatalf("frontend %d did not start in 10s", i)
 		}
 		f.Addr = srv.Addr(frontend.ListenerTCP)
-		t.Cleanup(f.Stop)
+		t.Cleanup(func() { assert.NoError(t, f.Stop(), "frontend %d stopped uncleanly", i) })
 		c.Frontends = append(c.Frontends, f)
 		ops = append(ops, srv.OpsAddr())
 	}
@@ -194,7 +201,8 @@ func (c *Cluster) startArchiver(o Options, log *slog.Logger) string {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			assert.NoError(t, err, "archiver stopped uncleanly")
 		case <-time.After(30 * time.Second):
 			t.Error("archiver did not stop")
 		}
