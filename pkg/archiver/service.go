@@ -58,6 +58,10 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer s.ops.Close()
+	// Not ready from the moment shutdown begins, before the work stops:
+	// a rollout sees the process leave at once.
+	stopDraining := context.AfterFunc(ctx, s.ops.SetDraining)
+	defer stopDraining()
 
 	store, err := archive.Open(ctx, s.cfg.Archive, s.log)
 	if err != nil {
@@ -128,22 +132,15 @@ func (s *Service) ensureTopics(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	defer adm.Close()
+	topics := []kafka.TopicSpec{{Name: s.cfg.Subscriptions.Topic, Partitions: s.cfg.Subscriptions.Partitions, Compacted: true}}
+	if s.cfg.Kafka.CreateTopic {
+		topics = append(topics, kafka.TopicSpec{Name: s.cfg.Kafka.Topic, Partitions: s.cfg.Kafka.Partitions})
+		if s.cfg.Events.Enabled() {
+			topics = append(topics, kafka.TopicSpec{Name: s.cfg.Events.Topic, Partitions: s.cfg.Events.Partitions})
+		}
+	}
 	return retry(ctx, time.Second, 10*time.Second, func(int) error {
-		if err := kafka.EnsureCompactedTopic(ctx, adm, s.cfg.Subscriptions.Topic, s.cfg.Subscriptions.Partitions, s.cfg.Kafka.ReplicationFactor); err != nil {
-			return err
-		}
-		if !s.cfg.Kafka.CreateTopic {
-			return nil
-		}
-		if err := kafka.EnsureTopic(ctx, adm, s.cfg.Kafka); err != nil {
-			return err
-		}
-		if !s.cfg.Events.Enabled() {
-			return nil
-		}
-		kc := s.cfg.Kafka
-		kc.Topic, kc.Partitions = s.cfg.Events.Topic, s.cfg.Events.Partitions
-		return kafka.EnsureTopic(ctx, adm, kc)
+		return kafka.EnsureTopics(ctx, adm, s.cfg.Kafka, topics...)
 	}, func(attempt int, backoff time.Duration, err error) {
 		s.log.Warn("ensuring kafka topics failed; retrying", "brokers", []string(s.cfg.Kafka.Brokers), "attempt", attempt, "backoff", backoff, "err", err)
 	}), nil

@@ -79,6 +79,10 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer s.ops.Close()
+	// Not ready from the moment shutdown begins, before the work stops:
+	// a rollout sees the process leave at once.
+	stopDraining := context.AfterFunc(ctx, s.ops.SetDraining)
+	defer stopDraining()
 
 	rdb := s.cfg.Session.Redis.NewClient()
 	defer rdb.Close()
@@ -182,10 +186,11 @@ func (s *Service) ensureTopics(ctx context.Context) error {
 	}
 	defer adm.Close()
 	for {
-		err := kafka.EnsureCompactedTopic(ctx, adm, s.cfg.Subscriptions.Topic, s.cfg.Subscriptions.Partitions, s.cfg.Kafka.ReplicationFactor)
-		if err == nil && s.cfg.Kafka.CreateTopic {
-			err = kafka.EnsureTopic(ctx, adm, s.cfg.Kafka)
+		topics := []kafka.TopicSpec{{Name: s.cfg.Subscriptions.Topic, Partitions: s.cfg.Subscriptions.Partitions, Compacted: true}}
+		if s.cfg.Kafka.CreateTopic {
+			topics = append(topics, kafka.TopicSpec{Name: s.cfg.Kafka.Topic, Partitions: s.cfg.Kafka.Partitions})
 		}
+		err := kafka.EnsureTopics(ctx, adm, s.cfg.Kafka, topics...)
 		if err == nil {
 			return nil
 		}

@@ -263,17 +263,11 @@ func (s *Server) watchKafka(ctx context.Context) {
 		wasDown = err != nil
 		s.kafkaErr.Store(&err)
 		if err == nil && !s.topicReady.Load() {
-			if terr := kafka.EnsureCompactedTopic(ctx, s.admin, s.cfg.Subscriptions.Topic, s.cfg.Subscriptions.Partitions, s.cfg.Kafka.ReplicationFactor); terr != nil {
-				s.log.Warn("ensuring kafka topic", "topic", s.cfg.Subscriptions.Topic, "err", terr)
-			} else if terr := s.ensureEventsTopic(ctx); terr != nil {
-				s.log.Warn("ensuring kafka topic", "topic", s.cfg.Events.Topic, "err", terr)
-			} else if !s.cfg.Kafka.CreateTopic {
-				s.topicReady.Store(true)
-			} else if terr := kafka.EnsureTopic(ctx, s.admin, s.cfg.Kafka); terr != nil {
-				s.log.Warn("ensuring kafka topic", "topic", s.cfg.Kafka.Topic, "err", terr)
+			if terr := kafka.EnsureTopics(ctx, s.admin, s.cfg.Kafka, s.topics()...); terr != nil {
+				s.log.Warn("ensuring kafka topics", "err", terr)
 			} else {
 				s.topicReady.Store(true)
-				s.log.Info("kafka topic ready", "topic", s.cfg.Kafka.Topic)
+				s.log.Info("kafka topics ready", "topic", s.cfg.Kafka.Topic)
 			}
 		}
 		select {
@@ -284,15 +278,19 @@ func (s *Server) watchKafka(ctx context.Context) {
 	}
 }
 
-// ensureEventsTopic creates the events topic, with the inbound topic's
-// retention, when fleetgate creates topics and events are on.
-func (s *Server) ensureEventsTopic(ctx context.Context) error {
-	if !s.cfg.Events.Enabled() || !s.cfg.Kafka.CreateTopic {
-		return nil
+// topics are the topics the frontend makes sure exist: the subscription
+// change log always, the inbound and events topics when fleetgate creates
+// topics (kafka.create-topic).
+func (s *Server) topics() []kafka.TopicSpec {
+	ts := []kafka.TopicSpec{{Name: s.cfg.Subscriptions.Topic, Partitions: s.cfg.Subscriptions.Partitions, Compacted: true}}
+	if !s.cfg.Kafka.CreateTopic {
+		return ts
 	}
-	kc := s.cfg.Kafka
-	kc.Topic, kc.Partitions = s.cfg.Events.Topic, s.cfg.Events.Partitions
-	return kafka.EnsureTopic(ctx, s.admin, kc)
+	ts = append(ts, kafka.TopicSpec{Name: s.cfg.Kafka.Topic, Partitions: s.cfg.Kafka.Partitions})
+	if s.cfg.Events.Enabled() {
+		ts = append(ts, kafka.TopicSpec{Name: s.cfg.Events.Topic, Partitions: s.cfg.Events.Partitions})
+	}
+	return ts
 }
 
 // runDelivery keeps the delivery hook's notice subscription running.

@@ -213,3 +213,32 @@ func compressionCodec(name string) (kgo.CompressionCodec, error) {
 	}
 	return kgo.NoCompression(), fmt.Errorf("unknown codec %q (none, gzip, snappy, lz4, zstd)", name)
 }
+
+// TopicSpec is a topic a service makes sure exists.
+type TopicSpec struct {
+	Name       string
+	Partitions int
+	// Compacted topics keep the latest record of every key (change logs);
+	// the others get the configured retention (kafka.retention).
+	Compacted bool
+}
+
+// EnsureTopics creates every topic of specs that does not exist, with the
+// replication factor and retention of cfg, and leaves existing ones as they
+// are. Every service provisions its topics through it at start.
+func EnsureTopics(ctx context.Context, adm *kadm.Client, cfg Config, specs ...TopicSpec) error {
+	for _, t := range specs {
+		var err error
+		if t.Compacted {
+			err = EnsureCompactedTopic(ctx, adm, t.Name, t.Partitions, cfg.ReplicationFactor)
+		} else {
+			kc := cfg
+			kc.Topic, kc.Partitions = t.Name, t.Partitions
+			err = EnsureTopic(ctx, adm, kc)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -143,3 +143,39 @@ func TestSASLAndTLSSettingsAreValidated(t *testing.T) {
 		})
 	}
 }
+
+func TestEnsureTopicsCreatesEachTopicWithItsOwnShape(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	cfg := defaults(t)
+	cfg.Brokers = config.StringList{cluster.ListenAddrs()[0]}
+	cfg.Retention = 36 * time.Hour
+	adm, err := NewAdmin(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	t.Cleanup(adm.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	specs := []TopicSpec{{Name: "log", Partitions: 2, Compacted: true}, {Name: "in", Partitions: 5}, {Name: "ev", Partitions: 3}}
+	require.NoError(t, EnsureTopics(ctx, adm, cfg, specs...))
+	require.NoError(t, EnsureTopics(ctx, adm, cfg, specs...), "existing topics are fine")
+	details, err := adm.ListTopics(ctx, "log", "in", "ev")
+	require.NoError(t, err)
+	rc, err := adm.DescribeTopicConfigs(ctx, "log", "in", "ev")
+	require.NoError(t, err)
+	for _, s := range specs {
+		assert.Len(t, details[s.Name].Partitions, s.Partitions, s.Name)
+		v, err := rc.On(s.Name, nil)
+		require.NoError(t, err)
+		got := map[string]string{}
+		for _, c := range v.Configs {
+			got[c.Key] = c.MaybeValue()
+		}
+		if s.Compacted {
+			assert.Equal(t, "compact", got["cleanup.policy"], s.Name)
+		} else {
+			assert.Equal(t, "129600000", got["retention.ms"], s.Name)
+		}
+	}
+}
