@@ -223,7 +223,7 @@ func (c *client) finish(ctx context.Context) {
 	if err != nil {
 		c.restore(pending)
 		if !fenced(err) {
-			c.h.log.Warn("acknowledgements at disconnect not recorded; those messages are sent again", "client", c.cl.ID, "err", err)
+			c.h.log.Warn("acknowledgements at disconnect not recorded; those messages are sent again", "client_id", c.cl.ID, "err", err)
 		}
 		return
 	}
@@ -493,7 +493,7 @@ func (c *client) fail(what string, err error) {
 	}
 	c.h.metrics.storeErrors.Add(context.Background(), 1)
 	c.backoff = min(max(2*c.backoff, 100*time.Millisecond), 5*time.Second)
-	c.h.log.Warn("delivery paused: "+what, "client", c.cl.ID, "retry_in", c.backoff, "err", err)
+	c.h.log.Warn("delivery paused: "+what, "client_id", c.cl.ID, "retry_in", c.backoff, "err", err)
 	if c.retryAt != nil {
 		c.retryAt.Stop()
 	}
@@ -550,7 +550,7 @@ func (c *client) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) 
 	msg, err := handoff.DecodeMessage(m.Message)
 	if err != nil {
 		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonUndecodable)
-		c.h.log.Error("dropping undecodable queued message", "client", c.cl.ID, "err", err)
+		c.h.log.Error("dropping undecodable queued message", "client_id", c.cl.ID, "err", err)
 		return true
 	}
 	pk := packets.Packet{
@@ -588,13 +588,13 @@ func (c *client) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) 
 	if err := pk.PublishEncode(buf); err != nil {
 		buf.Truncate(n)
 		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonUndecodable)
-		c.h.log.Error("dropping queued message that does not encode", "client", c.cl.ID, "topic", msg.Topic, "err", err)
+		c.h.log.Error("dropping queued message that does not encode", "client_id", c.cl.ID, "topic", msg.Topic, "err", err)
 		return true
 	}
 	if lim := c.cl.Properties.Props.MaximumPacketSize; lim > 0 && uint32(buf.Len()-n) > lim {
 		buf.Truncate(n)
 		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonTooLarge)
-		c.h.log.Info("message larger than the client's maximum packet size discarded", "client", c.cl.ID, "topic", msg.Topic)
+		c.h.log.Info("message larger than the client's maximum packet size discarded", "client_id", c.cl.ID, "topic", msg.Topic)
 		return true
 	}
 	if resend {
@@ -627,7 +627,7 @@ func (c *client) flush(buf *bytes.Buffer) {
 	_, err := cl.Net.Conn.Write(buf.Bytes())
 	cl.Unlock()
 	if err != nil && !cl.Closed() {
-		c.h.log.Debug("writing deliveries", "client", cl.ID, "err", err)
+		c.h.log.Debug("writing deliveries", "client_id", cl.ID, "err", err)
 	}
 }
 
@@ -648,7 +648,7 @@ func (h *Hook) closeTakenOver(c *client) {
 		return
 	}
 	atomic.StoreUint32(&c.cl.Properties.Will.Flag, 0)
-	h.log.Info("session taken over on another node; closing connection", "client", c.cl.ID)
+	h.log.Info("session taken over on another node; closing connection", "client_id", c.cl.ID)
 	if c.cl.Properties.ProtocolVersion >= 5 {
 		_ = h.o.Server.DisconnectClient(c.cl, packets.ErrSessionTakenOver)
 		return

@@ -198,7 +198,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		if err := h.dropSubscriptions(ctx, cl.ID); err != nil {
 			c.failed = err
 			h.metrics.connectFailed.Add(ctx, 1)
-			h.log.Warn("connect refused: cannot drop the previous session's subscriptions", "client", cl.ID, "err", err)
+			h.log.Warn("connect refused: cannot drop the previous session's subscriptions", "client_id", cl.ID, "err", err)
 			return
 		}
 	}
@@ -206,7 +206,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if err != nil {
 		c.failed = err
 		h.metrics.connectFailed.Add(ctx, 1)
-		h.log.Warn("connect refused: session store failed", "client", cl.ID, "err", err)
+		h.log.Warn("connect refused: session store failed", "client_id", cl.ID, "err", err)
 		return
 	}
 	c.epoch = res.Epoch
@@ -235,10 +235,10 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		if err := h.sendTakeover(ctx, res.PreviousNode, cl.ID, res.Epoch); err != nil {
 			// The old node finds out at its next store write, which is
 			// fenced: it then closes the connection too.
-			h.log.Warn("takeover notice not sent", "client", cl.ID, "node", res.PreviousNode, "err", err)
+			h.log.Warn("takeover notice not sent", "client_id", cl.ID, "node", res.PreviousNode, "err", err)
 		}
 	}
-	h.log.Debug("session registered", "client", cl.ID, "epoch", res.Epoch, "present", res.SessionPresent,
+	h.log.Debug("session registered", "client_id", cl.ID, "epoch", res.Epoch, "present", res.SessionPresent,
 		"previous_node", res.PreviousNode, "takeover", res.WasConnected)
 }
 
@@ -429,7 +429,7 @@ func (h *Hook) endSession(c *client, expiry uint32) {
 	if expiry == 0 {
 		var err error
 		if subs, err = h.o.Store.Subscriptions(ctx, id); err != nil {
-			h.log.Warn("reading subscriptions of an ending session", "client", id, "err", err)
+			h.log.Warn("reading subscriptions of an ending session", "client_id", id, "err", err)
 		}
 	}
 	if c.will != nil {
@@ -437,7 +437,7 @@ func (h *Hook) endSession(c *client, expiry uint32) {
 		case !c.willDue.Load():
 			// Normal disconnect: the will is discarded [MQTT-3.1.2-10].
 			if _, err := h.o.Store.ClaimWill(ctx, id, c.epoch); err != nil && !fenced(err) {
-				h.log.Warn("discarding will", "client", id, "err", err)
+				h.log.Warn("discarding will", "client_id", id, "err", err)
 			}
 		case c.will.DelaySeconds == 0 || expiry == 0:
 			// Due now: no delay, or the session ends now, which ends the
@@ -450,7 +450,7 @@ func (h *Hook) endSession(c *client, expiry uint32) {
 		if fenced(err) {
 			return // the session moved on: another connection owns it
 		}
-		h.log.Warn("recording disconnect", "client", id, "err", err)
+		h.log.Warn("recording disconnect", "client_id", id, "err", err)
 	}
 	if len(subs) > 0 {
 		keys := make([]subscriptions.Key, len(subs))
@@ -458,7 +458,7 @@ func (h *Hook) endSession(c *client, expiry uint32) {
 			keys[i] = subscriptions.Key{Group: s.Group, Filter: s.Filter}
 		}
 		if err := h.o.ChangeLog.Unsubscribe(ctx, id, keys); err != nil {
-			h.log.Warn("subscriptions of an ended session stay in the change log", "client", id, "err", err)
+			h.log.Warn("subscriptions of an ended session stay in the change log", "client_id", id, "err", err)
 		}
 	}
 	if c.will != nil && c.willDue.Load() && c.will.DelaySeconds > 0 && expiry != 0 {
@@ -521,7 +521,7 @@ func (h *Hook) claimAndPublish(ctx context.Context, clientID string, epoch uint6
 	if err != nil {
 		if !fenced(err) {
 			h.metrics.willsFailed.Add(ctx, 1)
-			h.log.Warn("will not claimed; the wills sweeper publishes it if this node dies", "client", clientID, "err", err)
+			h.log.Warn("will not claimed; the wills sweeper publishes it if this node dies", "client_id", clientID, "err", err)
 		}
 		return
 	}
@@ -536,7 +536,7 @@ func (h *Hook) publishWill(ctx context.Context, clientID string, proto byte, w *
 	}
 	if err := h.o.PublishWill(ctx, clientID, proto, w); err != nil {
 		h.metrics.willsFailed.Add(ctx, 1)
-		h.log.Error("will claimed but not written to kafka: it is lost", "client", clientID, "topic", w.Topic, "err", err)
+		h.log.Error("will claimed but not written to kafka: it is lost", "client_id", clientID, "topic", w.Topic, "err", err)
 		return
 	}
 	h.metrics.willsPublished.Add(ctx, 1)
@@ -612,7 +612,7 @@ func (h *Hook) pubrel(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	defer cancel()
 	existed, err := h.o.Store.Released(ctx, cl.ID, c.epoch, pk.PacketID)
 	if err != nil {
-		h.log.Warn("releasing inbound QoS 2 packet id", "client", cl.ID, "packet_id", pk.PacketID, "err", err)
+		h.log.Warn("releasing inbound QoS 2 packet id", "client_id", cl.ID, "packet_id", pk.PacketID, "err", err)
 	}
 	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok || !existed {
 		return pk

@@ -32,7 +32,7 @@ func (c *client) subscribe(pk packets.Packet) {
 				codes[i] = packets.ErrUnspecifiedError.Code
 			}
 			h.metrics.subscribeFailed.Add(context.Background(), 1, h.metrics.reasonInvalidFilter)
-			h.log.Info("subscription refused: invalid topic filter", "client", c.cl.ID, "filter", f.Filter, "err", err)
+			h.log.Info("subscription refused: invalid topic filter", "client_id", c.cl.ID, "filter", f.Filter, "err", err)
 			continue
 		}
 		if shared && f.NoLocal && v5 {
@@ -84,7 +84,7 @@ func (c *client) subscribe(pk packets.Packet) {
 	}
 	if err != nil {
 		h.metrics.subscribeFailed.Add(ctx, int64(len(subs)), h.metrics.reasonStore)
-		h.log.Warn("subscriptions refused: not stored", "client", c.cl.ID, "count", len(subs), "err", err)
+		h.log.Warn("subscriptions refused: not stored", "client_id", c.cl.ID, "count", len(subs), "err", err)
 		if fenced(err) {
 			h.closeTakenOver(c)
 			return
@@ -118,7 +118,7 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 		}
 		msgs, err := h.o.Retained.Match(ctx, s.Filter)
 		if err != nil {
-			h.log.Warn("retained messages not sent: lookup failed", "client", c.cl.ID, "filter", s.Filter, "err", err)
+			h.log.Warn("retained messages not sent: lookup failed", "client_id", c.cl.ID, "filter", s.Filter, "err", err)
 			continue
 		}
 		for _, r := range msgs {
@@ -141,7 +141,7 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 	}
 	res, err := h.o.Store.Enqueue(ctx, ds)
 	if err != nil {
-		h.log.Warn("retained messages not queued", "client", c.cl.ID, "err", err)
+		h.log.Warn("retained messages not queued", "client_id", c.cl.ID, "err", err)
 	}
 	n := 0
 	for _, r := range res {
@@ -194,7 +194,7 @@ func (c *client) unsubscribe(pk packets.Packet) {
 		}
 	}
 	if err != nil {
-		h.log.Warn("unsubscribe failed", "client", c.cl.ID, "err", err)
+		h.log.Warn("unsubscribe failed", "client_id", c.cl.ID, "err", err)
 		if fenced(err) {
 			h.closeTakenOver(c)
 			return

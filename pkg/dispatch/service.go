@@ -55,8 +55,11 @@ func (c *ServiceConfig) Validate() error {
 type Service struct {
 	cfg ServiceConfig
 	log *slog.Logger
-	tel *telemetry.Metrics
-	ops *telemetry.Server
+	// base is the logger without the service's component: each part
+	// (consumer, router, sweepers, Kafka and Redis clients) adds its own.
+	base *slog.Logger
+	tel  *telemetry.Metrics
+	ops  *telemetry.Server
 
 	following chan struct{} // closed once the index is complete
 	consumer  *Consumer
@@ -65,7 +68,7 @@ type Service struct {
 // NewService builds a dispatcher from a validated configuration. It does no
 // I/O.
 func NewService(cfg ServiceConfig, log *slog.Logger, tel *telemetry.Metrics) *Service {
-	s := &Service{cfg: cfg, log: log.With("component", "dispatcher"), tel: tel, following: make(chan struct{})}
+	s := &Service{cfg: cfg, log: log.With("component", "dispatcher"), base: log, tel: tel, following: make(chan struct{})}
 	s.ops = telemetry.NewServer(cfg.HTTP, tel, log)
 	return s
 }
@@ -88,7 +91,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer rdb.Close()
 	// Direct delivery: the router's notices carry the messages it hands
 	// straight to connected sessions.
-	store := session.New(rdb, s.cfg.Session, session.WithLogger(s.log), session.WithDirectDelivery())
+	store := session.New(rdb, s.cfg.Session, session.WithLogger(s.base), session.WithDirectDelivery())
 	s.ops.AddCheck("redis", func(ctx context.Context) error {
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			return fmt.Errorf("redis %v: %w", []string(s.cfg.Session.Redis.Addrs), err)
@@ -112,42 +115,42 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 
 	tel := kafka.Telemetry{Meter: s.tel.Provider}
-	changes, err := kafka.NewChangelogConsumer(s.cfg.Kafka, s.cfg.Subscriptions.Topic, s.log, tel)
+	changes, err := kafka.NewChangelogConsumer(s.cfg.Kafka, s.cfg.Subscriptions.Topic, s.base, tel)
 	if err != nil {
 		return err
 	}
 	defer changes.Close()
 	ix := &topic.Index{}
-	follower := subscriptions.NewFollower(changes, s.cfg.Subscriptions.Topic, ix, s.log)
+	follower := subscriptions.NewFollower(changes, s.cfg.Subscriptions.Topic, ix, s.base)
 
-	router, err := NewRouter(ix, store, s.log, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)),
-		WithRetained(retained.New(rdb, s.log)), WithPresence(store), WithBarrier(follower))
+	router, err := NewRouter(ix, store, s.base, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)),
+		WithRetained(retained.New(rdb, s.base)), WithPresence(store), WithBarrier(follower))
 	if err != nil {
 		return err
 	}
-	s.consumer = NewConsumer(s.cfg.Dispatch, s.cfg.Kafka, router, s.log, tel)
+	s.consumer = NewConsumer(s.cfg.Dispatch, s.cfg.Kafka, router, s.base, tel)
 	s.ops.AddCheck("kafka", func(context.Context) error { return s.consumer.Ready() })
 
 	// Wills of the clients of dead frontends go to the inbound topic, as
 	// the frontends' own wills do.
-	producer, err := kafka.NewProducer(s.cfg.Kafka, kafka.ProducerOptions{DeliveryTimeout: s.cfg.Wills.ProduceTimeout}, s.log, tel)
+	producer, err := kafka.NewProducer(s.cfg.Kafka, kafka.ProducerOptions{DeliveryTimeout: s.cfg.Wills.ProduceTimeout}, s.base, tel)
 	if err != nil {
 		return err
 	}
 	defer producer.Close()
-	sweeper, err := wills.NewSweeper(store, producer, s.cfg.Kafka.Topic, s.cfg.Wills.SweepInterval, s.log, s.tel.Provider)
+	sweeper, err := wills.NewSweeper(store, producer, s.cfg.Kafka.Topic, s.cfg.Wills.SweepInterval, s.base, s.tel.Provider)
 	if err != nil {
 		return err
 	}
 
 	// Tombstones of expired sessions' subscriptions go to the change log.
-	changeWriter, err := kafka.NewChangelogProducer(s.cfg.Kafka, s.cfg.Subscriptions.WriteTimeout, s.log, tel)
+	changeWriter, err := kafka.NewChangelogProducer(s.cfg.Kafka, s.cfg.Subscriptions.WriteTimeout, s.base, tel)
 	if err != nil {
 		return err
 	}
 	defer changeWriter.Close()
 	expiry, err := NewExpirySweeper(store, ix, subscriptions.NewWriter(changeWriter, s.cfg.Subscriptions.Topic),
-		s.cfg.Dispatch.ExpirySweepInterval, s.log, s.tel.Provider)
+		s.cfg.Dispatch.ExpirySweepInterval, s.base, s.tel.Provider)
 	if err != nil {
 		return err
 	}
@@ -180,7 +183,7 @@ func (s *Service) Run(ctx context.Context) error {
 // ensureTopics creates the subscription change log (compacted) and, when
 // configured, the inbound topic, retrying while Kafka is unreachable.
 func (s *Service) ensureTopics(ctx context.Context) error {
-	adm, err := kafka.NewAdmin(s.cfg.Kafka, s.log)
+	adm, err := kafka.NewAdmin(s.cfg.Kafka, s.base)
 	if err != nil {
 		return err
 	}

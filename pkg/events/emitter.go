@@ -129,6 +129,6 @@ func (e *Emitter) fail(attr metric.MeasurementOption, ev *Event, err error) {
 			level = slog.LevelDebug
 		}
 		e.log.Log(context.Background(), level, "event not produced (counted in fleetgate_events_failed; further failures within a second are not logged)",
-			"event", ev.Kind, "client", ev.ClientID, "err", err)
+			"event", ev.Kind, "client_id", ev.ClientID, "err", err)
 	}
 }

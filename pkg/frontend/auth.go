@@ -91,7 +91,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 var dummyHash, _ = bcrypt.GenerateFromPassword(bytes.Repeat([]byte("x"), 8), bcrypt.MinCost)
 
 func (h *authHook) reject(cl *mqtt.Client, why string) {
-	h.log.Info("connect rejected", "client", cl.ID, "username", string(cl.Properties.Username), "remote", cl.Net.Remote, "reason", why)
+	h.log.Info("connect rejected", "client_id", cl.ID, "username", string(cl.Properties.Username), "remote", cl.Net.Remote, "reason", why)
 	if h.onReject != nil {
 		h.onReject()
 	}

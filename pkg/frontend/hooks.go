@@ -31,7 +31,7 @@ func (h *connHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 // OnSessionEstablished logs and counts a successful connect.
 func (h *connHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h.s.metrics.connects(cl.Net.Listener, cl.Properties.ProtocolVersion)
-	h.s.log.Debug("client connected", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+	h.s.log.Debug("client connected", "client_id", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
 		"protocol", cl.Properties.ProtocolVersion, "clean", pk.Connect.Clean, "keepalive", pk.Connect.Keepalive)
 }
 

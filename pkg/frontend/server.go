@@ -150,14 +150,14 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	}
 	s.owner = cfg.Node.ID + "@" + strconv.FormatInt(time.Now().UnixMilli(), 36)
 	s.rdb = cfg.Session.Redis.NewClient()
-	s.store = session.New(s.rdb, cfg.Session, session.WithLogger(s.log))
+	s.store = session.New(s.rdb, cfg.Session, session.WithLogger(log))
 	s.delivery, err = delivery.New(cfg.Delivery, delivery.Options{
 		Node:        s.owner,
 		Server:      s.mochi,
 		Store:       s.store,
 		Redis:       s.rdb,
 		ChangeLog:   subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
-		Retained:    retained.New(s.rdb, s.log),
+		Retained:    retained.New(s.rdb, log),
 		PublishWill: s.publishWill,
 		Events:      emitter,
 	}, log, tel.Provider)
@@ -422,7 +422,7 @@ func (s *Server) establish(listener string, nc net.Conn) error {
 		if owed {
 			lvl = slog.LevelInfo
 		}
-		s.log.Log(context.Background(), lvl, "client disconnected", "client", cl.ID, "remote", cl.Net.Remote, "listener", listener, "reason", label, "err", err)
+		s.log.Log(context.Background(), lvl, "client disconnected", "client_id", cl.ID, "remote", cl.Net.Remote, "listener", listener, "reason", label, "err", err)
 	} else if label != "client_disconnect" {
 		s.log.Debug("connection closed before CONNECT", "remote", nc.RemoteAddr().String(), "listener", listener, "err", err)
 	}

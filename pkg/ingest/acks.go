@@ -140,7 +140,7 @@ func (h *Hook) writeAcks(cl *mqtt.Client, entries []*entry) {
 			h.write(cl, buf)
 			if !cl.Closed() {
 				h.log.Warn("closing mqtt 3.1.1 connection: publish could not be written to kafka",
-					"client", cl.ID, "packet_id", e.packetID, "reason", e.code.Reason)
+					"client_id", cl.ID, "packet_id", e.packetID, "reason", e.code.Reason)
 			}
 			cl.Stop(e.code)
 			return
@@ -178,7 +178,7 @@ func (h *Hook) writeAcks(cl *mqtt.Client, entries []*entry) {
 			err = ack.PubrecEncode(buf)
 		}
 		if err != nil {
-			h.log.Error("encoding ack", "client", cl.ID, "packet_id", e.packetID, "err", err)
+			h.log.Error("encoding ack", "client_id", cl.ID, "packet_id", e.packetID, "err", err)
 		}
 	}
 	h.write(cl, buf)
@@ -195,7 +195,7 @@ func (h *Hook) write(cl *mqtt.Client, buf *bytes.Buffer) {
 	cl.Unlock()
 	buf.Reset()
 	if err != nil && !cl.Closed() {
-		h.log.Debug("writing acks", "client", cl.ID, "err", err)
+		h.log.Debug("writing acks", "client_id", cl.ID, "err", err)
 	}
 }
 

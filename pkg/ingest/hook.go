@@ -203,7 +203,7 @@ func isSysTopic(topic string) bool {
 // QoS 0.
 func (h *Hook) rejectSysTopic(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	h.metrics.fail(ReasonInvalidTopic)
-	h.log.Info("publish to $SYS rejected", "client", cl.ID, "topic", pk.TopicName)
+	h.log.Info("publish to $SYS rejected", "client_id", cl.ID, "topic", pk.TopicName)
 	qos := pk.FixedHeader.Qos
 	if qos == 0 {
 		return Ignored(pk.ProtocolVersion), nil
@@ -264,7 +264,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			// without reading their acks, or is gone.
 			h.metrics.fail(ReasonClientStalled)
 			if !cl.Closed() {
-				h.log.Warn("closing connection: client does not read its acks", "client", cl.ID)
+				h.log.Warn("closing connection: client does not read its acks", "client_id", cl.ID)
 			}
 			cl.Stop(packets.ErrReceiveMaximum)
 			return pk, packets.ErrRejectPacket
@@ -315,7 +315,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		h.release(size)
 		if err != nil {
 			h.metrics.fail(ReasonKafka)
-			h.log.Warn("kafka did not take record", "client", cl.ID, "topic", topicName, "qos", qos, "err", err)
+			h.log.Warn("kafka did not take record", "client_id", cl.ID, "topic", topicName, "qos", qos, "err", err)
 			if e != nil {
 				h.complete(acks, e, packets.Code{Code: packets.ErrUnspecifiedError.Code, Reason: "kafka did not acknowledge the record"})
 			}
@@ -330,7 +330,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 				if err := h.exactlyOnce.MarkReceived(cl, packetID); err != nil && !cl.Closed() {
 					// The record is in Kafka; only a resend of this
 					// publish after a lost PUBREC would be produced twice.
-					h.log.Warn("qos 2 packet id not recorded in the session store", "client", cl.ID, "packet_id", packetID, "err", err)
+					h.log.Warn("qos 2 packet id not recorded in the session store", "client_id", cl.ID, "packet_id", packetID, "err", err)
 				}
 				h.complete(acks, e, packets.CodeSuccess)
 			}()
@@ -353,7 +353,7 @@ func (h *Hook) receivedBefore(cl *mqtt.Client, packetID uint16) bool {
 	if err != nil {
 		// Producing it again risks a duplicate; refusing it would lose
 		// the message if it was never produced.
-		h.log.Warn("cannot check a resent qos 2 publish; producing it", "client", cl.ID, "packet_id", packetID, "err", err)
+		h.log.Warn("cannot check a resent qos 2 publish; producing it", "client_id", cl.ID, "packet_id", packetID, "err", err)
 		return false
 	}
 	return ok
@@ -363,7 +363,7 @@ func (h *Hook) receivedBefore(cl *mqtt.Client, packetID uint16) bool {
 func (h *Hook) reject(cl *mqtt.Client, acks *clientAcks, e *entry, code packets.Code, reason string) {
 	h.metrics.fail(reason)
 	if e == nil { // QoS 0 has no answer; the message is dropped and counted.
-		h.log.Debug("dropping qos 0 publish", "client", cl.ID, "reason", reason)
+		h.log.Debug("dropping qos 0 publish", "client_id", cl.ID, "reason", reason)
 		return
 	}
 	h.complete(acks, e, code)
