@@ -1,6 +1,3 @@
-// Package clustertest runs a whole fleetgate cluster inside a test process:
-// a Kafka-protocol broker (kfake), frontends and dispatchers, against a real
-// redis-server that the test package starts (see StartRedis).
 package clustertest
 
 import (

@@ -1,6 +1,3 @@
-// Package testkit holds the helpers fleetgate's tests share: an in-process
-// Kafka-protocol cluster with fault injection, a record reader, a raw MQTT
-// connection for byte-level tests, and free-port helpers.
 package testkit
 
 import (

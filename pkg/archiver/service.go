@@ -1,7 +1,3 @@
-// Package archiver is the archiver service: a Kafka consumer group that
-// writes every inbound record, session event, delivery receipt and
-// subscription change to MongoDB (pkg/archive), exactly once, committing
-// offsets only after MongoDB acknowledged the writes.
 package archiver
 
 import (

@@ -1,6 +1,3 @@
-// Package config loads a service's configuration from, in rising precedence,
-// the defaults registered on a flag set, an optional YAML file, environment
-// variables and explicit command-line flags.
 package config
 
 import (

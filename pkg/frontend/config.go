@@ -1,6 +1,3 @@
-// Package frontend runs fleetgate's MQTT frontend: mochi-mqtt listeners for
-// TCP, TLS and WebSocket, the ingest hook that writes every PUBLISH to Kafka,
-// and the operations server.
 package frontend
 
 import (

@@ -1,5 +1,3 @@
-// Package kafka builds fleetgate's franz-go clients. It is the one place that
-// sets non-default client options; each carries a comment saying why.
 package kafka
 
 import (

@@ -1,6 +1,3 @@
-// Package service holds the start-up steps every fleetgate binary shares:
-// loading configuration, building the logger and metrics, and turning
-// SIGTERM/SIGINT into context cancellation.
 package service
 
 import (

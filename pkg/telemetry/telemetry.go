@@ -1,6 +1,3 @@
-// Package telemetry sets up what every fleetgate binary reports: structured
-// logs, OpenTelemetry metrics exposed in Prometheus text format, and the
-// operations HTTP server with /healthz, /readyz and /metrics.
 package telemetry
 
 import (

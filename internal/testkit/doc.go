@@ -1,0 +1,7 @@
+// Package testkit holds the helpers fleetgate's tests share: an in-process
+// Kafka-protocol cluster with fault injection, a record reader, a raw MQTT
+// connection for byte-level tests, and free-port helpers.
+//
+// Of fleetgate it imports internal/ferretdb, pkg/mqttwire. test/imports holds
+// the import rules.
+package testkit

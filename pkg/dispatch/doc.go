@@ -1,0 +1,19 @@
+// Package dispatch is the core of the dispatcher: a Kafka consumer-group
+// member over the inbound topic (Consumer) that routes every record to the
+// queues of the sessions subscribed to it (Router), committing a record's
+// offset only after its deliveries are durable in the session store.
+//
+// Delivery is at-least-once from Kafka to the queues: a batch whose routing
+// failed is routed again as a whole, so deliveries that were queued by the
+// failed attempt are queued twice (counted in
+// fleetgate_dispatch_deliveries_repeated). Each delivery carries the
+// record's message id so that a frontend can drop such repeats.
+//
+// The Router also keeps the retained message of every topic in the
+// retained store (pkg/retained), from the records published with RETAIN 1,
+// before it commits their offsets.
+//
+// Of fleetgate it imports pkg/handoff, pkg/kafka, pkg/kafkarecord,
+// pkg/retained, pkg/session, pkg/subscriptions, pkg/telemetry, pkg/topic,
+// pkg/wills. test/imports holds the import rules.
+package dispatch
