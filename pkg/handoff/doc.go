@@ -14,4 +14,6 @@
 // fleetgate's but the other contract packages (kafkarecord); a change of a
 // layout bumps its version byte, since a cluster runs mixed versions
 // during a rollout.
+//
+// Of fleetgate it imports pkg/kafkarecord. test/imports holds the import rules.
 package handoff

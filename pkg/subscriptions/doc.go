@@ -25,7 +25,9 @@
 // order. Adding partitions to the topic would move clients to other
 // partitions and void that ordering: size it once (subscriptions.partitions).
 //
-// A dispatcher's main creates the topic if needed (kafka.EnsureCompactedTopic),
+// A dispatcher's main creates the topic if needed (kafka.EnsureTopics),
 // builds the clients with kafka.NewChangelogProducer / NewChangelogConsumer,
 // runs a Follower, and routes only after Follower.Ready is closed.
+//
+// Of fleetgate it imports pkg/topic. test/imports holds the import rules.
 package subscriptions

@@ -22,4 +22,6 @@
 // (section 4.8.2). MQTT 3.1.1 has no shared subscriptions, but fleetgate
 // reads the prefix the same way for 3.1.1 clients, as mosquitto, EMQX and
 // HiveMQ do, so that a 3.1.1 worker pool can share a subscription too.
+//
+// It imports no package of fleetgate.
 package topic

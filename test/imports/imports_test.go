@@ -4,8 +4,11 @@
 package imports
 
 import (
+	"errors"
+	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -92,4 +95,43 @@ func TestNoPackageUnderPkgImportsTestHelpers(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestEachDocGoNamesWhatItsPackageImports keeps the import paragraph of
+// every doc.go true: it names exactly the fleetgate packages the package
+// imports.
+func TestEachDocGoNamesWhatItsPackageImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.Dir}}|{{join .Imports \" \"}}", "../../pkg/...", "../../internal/...").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		dir, imports, _ := strings.Cut(line, "|")
+		doc, err := os.ReadFile(filepath.Join(dir, "doc.go"))
+		if errors.Is(err, os.ErrNotExist) {
+			if strings.Contains(dir, "/pkg/") {
+				t.Errorf("%s has no doc.go", dir)
+			}
+			continue
+		}
+		require.NoError(t, err)
+		text := strings.Join(strings.Fields(strings.ReplaceAll(string(doc), "//", "")), " ")
+		var named []string
+		if _, list, ok := strings.Cut(text, "Of fleetgate it imports "); ok {
+			list, _, _ = strings.Cut(list, ". ")
+			for _, p := range strings.Split(list, ",") {
+				named = append(named, strings.TrimSpace(p))
+			}
+		} else if !strings.Contains(text, "It imports no package of fleetgate.") {
+			t.Errorf("%s/doc.go does not say what the package imports", dir)
+			continue
+		}
+		actual := ours(strings.Fields(imports))
+		slices.Sort(named)
+		slices.Sort(actual)
+		if !slices.Equal(named, actual) {
+			t.Errorf("%s/doc.go names %v, the package imports %v", dir, named, actual)
+		}
+		checked++
+	}
+	require.Positive(t, checked)
 }
