@@ -127,13 +127,12 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 				h.log.Error("skipping undecodable retained message", "topic", r.Topic, "err", err)
 				continue
 			}
-			m.QoS = min(m.QoS, s.QoS)
-			m.Retain = true
-			m.SubscriptionIdentifiers = nil
+			var ids []uint32
 			if s.Identifier != 0 {
-				m.SubscriptionIdentifiers = []uint32{s.Identifier}
+				ids = []uint32{s.Identifier}
 			}
-			ds = append(ds, session.Delivery{ClientID: c.cl.ID, Message: handoff.EncodeMessage(m), Expiry: r.Expiry})
+			shaped := m.ForSubscriber(s.QoS, true, ids)
+			ds = append(ds, session.Delivery{ClientID: c.cl.ID, Message: handoff.EncodeMessage(&shaped), Expiry: r.Expiry})
 		}
 	}
 	if len(ds) == 0 {

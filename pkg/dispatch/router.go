@@ -353,6 +353,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 	out := handoff.Message{
 		Topic:           msg.Topic,
 		Payload:         msg.Payload,
+		QoS:             msg.QoS,
 		MessageID:       msg.MessageID,
 		ContentType:     msg.ContentType,
 		PayloadFormat:   msg.PayloadFormat,
@@ -375,7 +376,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 			// is sent) and RETAIN 1, the flag a message sent because of a
 			// new subscription carries [MQTT-3.3.1-8] (v3.1.1).
 			m := out
-			m.QoS, m.Retain = msg.QoS, true
+			m.Retain = true
 			u.Message.Message = handoff.EncodeMessage(&m)
 		}
 		b.retained = append(b.retained, u)
@@ -385,17 +386,9 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 		return true
 	}
 	add := func(clientID string, granted byte, rap bool, ids []uint32, subs []session.FilterKey) {
-		m := out
-		// The message goes out at the lower of its own QoS and the QoS the
-		// subscription was granted: [MQTT-3.8.4-8] (v5) / [MQTT-3.8.4-6]
-		// (v3.1.1).
-		m.QoS = min(msg.QoS, granted)
-		// The RETAIN flag of a message forwarded to an established
-		// subscription is 0 [MQTT-3.3.1-12] (v5) / [MQTT-3.3.1-9] (v3.1.1)
-		// unless the subscription asked for Retain As Published
-		// [MQTT-3.3.1-13].
-		m.Retain = msg.Retain && rap
-		m.SubscriptionIdentifiers = ids
+		// RETAIN 0 on an established subscription unless it asked for
+		// Retain As Published.
+		m := out.ForSubscriber(granted, msg.Retain && rap, ids)
 		b.ds = append(b.ds, session.Delivery{ClientID: clientID, Message: handoff.EncodeMessage(&m), Expiry: expiry, Subscriptions: subs})
 	}
 	// One copy per client for all of its overlapping subscriptions, with the

@@ -248,3 +248,18 @@ func (d *decoder) bytes() []byte {
 	d.b = d.b[n:]
 	return v
 }
+
+// ForSubscriber returns m as one subscriber gets it: at the lower of its
+// own QoS and the QoS the subscription was granted ([MQTT-3.8.4-8] v5,
+// [MQTT-3.8.4-6] v3.1.1), with the RETAIN flag retain (the caller decides:
+// 0 on an established subscription unless Retain As Published
+// [MQTT-3.3.1-12] [MQTT-3.3.1-13], 1 for a retained message sent because of
+// a new subscription [MQTT-3.3.1-8]) and ids as its subscription
+// identifiers [MQTT-3.3.4-3]. The dispatcher's router and the frontend's
+// retained-on-subscribe path both shape through it.
+func (m Message) ForSubscriber(granted byte, retain bool, ids []uint32) Message {
+	m.QoS = min(m.QoS, granted)
+	m.Retain = retain
+	m.SubscriptionIdentifiers = ids
+	return m
+}

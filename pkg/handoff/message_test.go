@@ -79,3 +79,24 @@ func FuzzDecodeMessage(f *testing.F) {
 		assert.Equal(t, m, again)
 	})
 }
+
+func TestForSubscriberShapesOneCopy(t *testing.T) {
+	published := Message{Topic: "t", Payload: []byte("p"), QoS: 2, Retain: true, SubscriptionIdentifiers: []uint32{9}}
+	for _, tc := range []struct {
+		name    string
+		granted byte
+		retain  bool
+		ids     []uint32
+		want    Message
+	}{
+		{name: "a lower granted QoS downgrades", granted: 1, want: Message{Topic: "t", Payload: []byte("p"), QoS: 1}},
+		{name: "a higher granted QoS never upgrades", granted: 2, retain: true, ids: []uint32{3},
+			want: Message{Topic: "t", Payload: []byte("p"), QoS: 2, Retain: true, SubscriptionIdentifiers: []uint32{3}}},
+		{name: "QoS 0 granted sends at most once", granted: 0, want: Message{Topic: "t", Payload: []byte("p")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, published.ForSubscriber(tc.granted, tc.retain, tc.ids))
+		})
+	}
+	assert.Equal(t, byte(2), published.QoS, "the published message is not changed")
+}
