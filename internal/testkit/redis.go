@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -154,6 +155,41 @@ func (r *RedisServers) Stop() {
 		_ = c.Wait()
 	}
 	_ = os.RemoveAll(r.dir)
+}
+
+// TestRedis is the redis-server a test package shares, started by its
+// TestMain through RunWithRedis.
+type TestRedis struct {
+	// Addr is the plain server, ClusterAddr the one-node cluster ("" unless
+	// asked for).
+	Addr, ClusterAddr string
+	skip              string
+}
+
+// Require skips t where redis-server is not installed (never under CI,
+// where RunWithRedis fails instead).
+func (r *TestRedis) Require(t testing.TB) {
+	t.Helper()
+	if r.skip != "" {
+		t.Skip(r.skip)
+	}
+}
+
+// RunWithRedis starts redis-server (and a one-node Redis Cluster when
+// cluster is set) into r, runs the package's tests and stops it; TestMain
+// exits with what it returns.
+func RunWithRedis(m *testing.M, cluster bool, r *TestRedis) int {
+	srv, skip, err := StartRedisServers(cluster)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting redis-server:", err)
+		return 1
+	}
+	defer srv.Stop()
+	r.skip = skip
+	if srv != nil {
+		r.Addr, r.ClusterAddr = srv.Addr, srv.ClusterAddr
+	}
+	return m.Run()
 }
 
 // assignAllSlots makes the cluster-mode server at addr own every slot and

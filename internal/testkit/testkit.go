@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -246,3 +247,6 @@ func RequireTool(t testing.TB, name, pkg string) string {
 	}
 	return p
 }
+
+// DiscardLogger is the logger of tests that read no logs.
+func DiscardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/archive"
 	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
@@ -354,7 +354,7 @@ func TestTheSweeperKeepsRetentionWhereTTLIndexesAreRejected(t *testing.T) {
 func TestTheSweeperDeletesWithTheRetentionOfEachCollection(t *testing.T) {
 	f := newFixture(t)
 	cfg := f.config("-archive.retention", "1h", "-archive.session-event-retention", "0s")
-	store, err := archive.Open(f.ctx(), cfg.Archive, slog.New(slog.DiscardHandler))
+	store, err := archive.Open(f.ctx(), cfg.Archive, testkit.DiscardLogger())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close(context.Background()) })
 	require.NoError(t, store.EnsureIndexes(f.ctx()))

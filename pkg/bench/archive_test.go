@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -100,7 +98,7 @@ func TestArchiveScenarioStartsFerretDBWithoutAURI(t *testing.T) {
 	cfg := testArchiveConfig(t)
 	cfg.Records, cfg.Rounds, cfg.Pause = 300, 1, 0
 	var lines []string
-	res, err := RunArchive(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
+	res, err := RunArchive(context.Background(), cfg, testkit.DiscardLogger(),
 		Hooks{Progress: func(s string) { lines = append(lines, s) }})
 	require.NoError(t, err)
 	require.Contains(t, res.MongoDB, "started by the bench")

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,7 +53,7 @@ func newConsumerFixture(t *testing.T) *consumerFixture {
 	f := &consumerFixture{t: t, kafka: testkit.StartKafka(t, kfake.SeedTopics(3, inbound)),
 		group: fmt.Sprintf("dispatch-test-%d", time.Now().UnixNano()), epochs: map[string]uint64{},
 		taken: map[string][]*handoff.Message{}, reader: sdkmetric.NewManualReader()}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := testkit.DiscardLogger()
 	var err error
 	f.producer, err = kgo.NewClient(kgo.SeedBrokers(f.kafka.Addr()), kgo.DefaultProduceTopic(inbound))
 	require.NoError(t, err)
@@ -314,7 +312,7 @@ func TestConsumerStopsCleanlyWhileRoutingFailsAndCommitsNothing(t *testing.T) {
 	require.NoError(t, err)
 	queue := &fakeQueue{fail: errors.New("redis down")}
 	reader := sdkmetric.NewManualReader()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := testkit.DiscardLogger()
 	router, err := NewRouter(ix, queue, log, sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
 	require.NoError(t, err)
 	var kcfg kafka.Config

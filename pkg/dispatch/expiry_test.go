@@ -3,8 +3,6 @@ package dispatch
 import (
 	"context"
 	"flag"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -31,7 +29,7 @@ func TestTheExpirySweeperDropsTheSubscriptionsOfExpiredSessionsOnly(t *testing.T
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Kafka.Brokers = config.StringList{k.Addr()}
 	cfg.Session.Redis.Addrs = config.StringList{redisAddr}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := testkit.DiscardLogger()
 	ctx := context.Background()
 	rdb := cfg.Session.Redis.NewClient()
 	t.Cleanup(func() { rdb.Close() })

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sort"
 	"sync"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 	"github.com/fleetgate/fleetgate/pkg/retained"
@@ -118,7 +117,7 @@ func newRouterFixture(t *testing.T, subs ...topic.Subscription) *routerFixture {
 		require.NoError(t, err)
 	}
 	var err error
-	f.router, err = NewRouter(f.ix, f.queue, slog.New(slog.NewTextHandler(io.Discard, nil)),
+	f.router, err = NewRouter(f.ix, f.queue, testkit.DiscardLogger(),
 		sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.reader)),
 		WithNotifier(f.notify), WithClock(func() time.Time { return f.now }))
 	require.NoError(t, err)
@@ -437,7 +436,7 @@ func newRetainedFixture(t *testing.T, subs ...topic.Subscription) (f *routerFixt
 	f.now = time.Now().Truncate(time.Millisecond)
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	t.Cleanup(func() { _ = rdb.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := testkit.DiscardLogger()
 	store = retained.New(rdb, log)
 	f.reader = sdkmetric.NewManualReader() // a reader serves one provider
 	var err error

@@ -4,8 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -36,7 +34,7 @@ func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 	cfg.Dispatch.Group = "service-test"
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	require.NoError(t, cfg.Validate())
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := testkit.DiscardLogger()
 	ctx := context.Background()
 
 	// The subscriber's session and subscription exist before the
@@ -120,7 +118,7 @@ func TestTheServicePublishesTheWillsOfADeadFrontendsClients(t *testing.T) {
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Wills.SweepInterval = 20 * time.Millisecond
 	require.NoError(t, cfg.Validate())
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := testkit.DiscardLogger()
 	ctx := context.Background()
 
 	// A frontend sends one heartbeat, registers a client with a will and

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 	"github.com/fleetgate/fleetgate/pkg/mqttwire"
 )
@@ -55,7 +54,7 @@ func pipeClient(t *testing.T, version byte) (*mqtt.Client, func(time.Duration) (
 	t.Helper()
 	srvEnd, cliEnd := net.Pipe()
 	t.Cleanup(func() { srvEnd.Close(); cliEnd.Close() })
-	s := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s := mqtt.New(&mqtt.Options{Logger: testkit.DiscardLogger()})
 	cl := s.NewClient(srvEnd, "test", "client-1", false)
 	cl.Properties.ProtocolVersion = version
 	br := bufio.NewReader(cliEnd)
@@ -71,7 +70,7 @@ func newTestHook(t *testing.T, p Producer) *Hook {
 	t.Helper()
 	h, err := New(Config{MaxUnackedBytes: 1 << 20, AckTimeout: 10 * time.Second},
 		Options{Node: "n1", Topic: "mqtt.inbound", ReceiveMaximum: 16}, p,
-		slog.New(slog.NewTextHandler(io.Discard, nil)), noop.NewMeterProvider())
+		testkit.DiscardLogger(), noop.NewMeterProvider())
 	require.NoError(t, err)
 	return h
 }

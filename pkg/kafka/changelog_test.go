@@ -3,8 +3,6 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
 )
 
@@ -35,7 +34,7 @@ func TestEnsureCompactedTopicCreatesACompactedTopicOnce(t *testing.T) {
 	t.Cleanup(cluster.Close)
 	cfg := defaults(t)
 	cfg.Brokers = config.StringList{cluster.ListenAddrs()[0]}
-	adm, err := NewAdmin(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	adm, err := NewAdmin(cfg, testkit.DiscardLogger())
 	require.NoError(t, err)
 	t.Cleanup(adm.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -3,8 +3,6 @@ package kafka
 import (
 	"context"
 	"flag"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
 )
 
@@ -30,7 +29,7 @@ func TestEnsureTopicCreatesTheTopicOnceWithItsPartitionsAndRetention(t *testing.
 	cfg := defaults(t)
 	cfg.Brokers = config.StringList{cluster.ListenAddrs()[0]}
 	cfg.Topic, cfg.Partitions, cfg.Retention = "created.here", 5, 36*time.Hour
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := testkit.DiscardLogger()
 	adm, err := NewAdmin(cfg, log)
 	require.NoError(t, err)
 	t.Cleanup(adm.Close)
@@ -61,7 +60,7 @@ func TestTheProducerWritesWithAcksAllKeyedByClient(t *testing.T) {
 	t.Cleanup(cluster.Close)
 	cfg := defaults(t)
 	cfg.Brokers, cfg.Topic = config.StringList{cluster.ListenAddrs()[0]}, "t"
-	p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)), Telemetry{})
+	p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 5 * time.Second}, testkit.DiscardLogger(), Telemetry{})
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -112,7 +111,7 @@ func TestSASLCredentialsAreUsedAndWrongOnesFail(t *testing.T) {
 		cfg.Brokers, cfg.Topic = config.StringList{cluster.ListenAddrs()[0]}, "t"
 		cfg.SASL = SASLConfig{Mechanism: mechanism, Username: user, Password: config.Secret(pass)}
 		require.NoError(t, cfg.Validate())
-		p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 3 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)), Telemetry{})
+		p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 3 * time.Second}, testkit.DiscardLogger(), Telemetry{})
 		require.NoError(t, err)
 		defer p.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -151,7 +150,7 @@ func TestEnsureTopicsCreatesEachTopicWithItsOwnShape(t *testing.T) {
 	cfg := defaults(t)
 	cfg.Brokers = config.StringList{cluster.ListenAddrs()[0]}
 	cfg.Retention = 36 * time.Hour
-	adm, err := NewAdmin(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	adm, err := NewAdmin(cfg, testkit.DiscardLogger())
 	require.NoError(t, err)
 	t.Cleanup(adm.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

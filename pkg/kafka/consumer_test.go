@@ -2,8 +2,6 @@ package kafka
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -13,11 +11,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
 )
 
 func TestNewGroupConsumerRefusesAnEmptyGroup(t *testing.T) {
-	_, err := NewGroupConsumer(defaults(t), GroupConsumerOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)), Telemetry{})
+	_, err := NewGroupConsumer(defaults(t), GroupConsumerOptions{}, testkit.DiscardLogger(), Telemetry{})
 	require.ErrorContains(t, err, "empty group")
 }
 
@@ -38,7 +37,7 @@ func TestTheGroupConsumerCommitsOnlyWhatTheCallerCommits(t *testing.T) {
 		require.NoError(t, prod.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).FirstErr())
 	}
 
-	cl, err := NewGroupConsumer(cfg, GroupConsumerOptions{Group: "g"}, slog.New(slog.NewTextHandler(io.Discard, nil)), Telemetry{})
+	cl, err := NewGroupConsumer(cfg, GroupConsumerOptions{Group: "g"}, testkit.DiscardLogger(), Telemetry{})
 	require.NoError(t, err)
 	var recs []*kgo.Record
 	for len(recs) < 4 {

@@ -2,8 +2,6 @@ package retained
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"testing"
@@ -15,41 +13,18 @@ import (
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
-// The redis-servers TestMain started, or "" with skipReason set.
-var (
-	redisAddr string
-	// clusterAddr is a one-node Redis Cluster owning every slot.
-	clusterAddr string
-	skipReason  string
-)
+// testRedis is the package's redis-server and one-node Redis Cluster.
+var testRedis testkit.TestRedis
 
-func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	r, skip, err := testkit.StartRedisServers(true)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer r.Stop()
-	skipReason = skip
-	if r != nil {
-		redisAddr, clusterAddr = r.Addr, r.ClusterAddr
-	}
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(testkit.RunWithRedis(m, true, &testRedis)) }
 
 // newTestStore returns a store on an empty hash of the test server, and a
 // raw client for inspecting it. The tests of this package share the one key,
 // so they do not run in parallel.
 func newTestStore(t *testing.T) (*Store, *redis.Client) {
 	t.Helper()
-	if skipReason != "" {
-		t.Skip(skipReason)
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	testRedis.Require(t)
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	require.NoError(t, rdb.Del(testCtx(t), Key).Err())
 	return New(rdb, newDiscardLogger()), rdb
@@ -61,4 +36,4 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func newDiscardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func newDiscardLogger() *slog.Logger { return testkit.DiscardLogger() }

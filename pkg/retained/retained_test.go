@@ -293,10 +293,8 @@ func TestMatchScansAHashLargerThanOneScanStep(t *testing.T) {
 }
 
 func TestTheStoreWorksOnARedisCluster(t *testing.T) {
-	if skipReason != "" {
-		t.Skip(skipReason)
-	}
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{clusterAddr}})
+	testRedis.Require(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{testRedis.ClusterAddr}})
 	t.Cleanup(func() { _ = rdb.Close() })
 	s := New(rdb, newDiscardLogger())
 	ctx := testCtx(t)

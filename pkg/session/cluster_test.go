@@ -12,7 +12,7 @@ import (
 // command whose keys span slots (CROSSSLOT): the hash tags must hold.
 func TestEveryOperationWorksOnRedisCluster(t *testing.T) {
 	s, _ := newTestStore(t, func(c *Config) {
-		c.Redis.Addrs = []string{clusterAddr}
+		c.Redis.Addrs = []string{testRedis.ClusterAddr}
 		c.Redis.Cluster = true
 	})
 	ctx := testCtx(t)

@@ -15,37 +15,15 @@ import (
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
-// redisAddr is the address of the redis-server that TestMain started, or ""
-// with skipReason set.
-var (
-	redisAddr string
-	// clusterAddr is a one-node Redis Cluster owning every slot.
-	clusterAddr string
-	skipReason  string
-)
+// testRedis is the package's redis-server and one-node Redis Cluster.
+var testRedis testkit.TestRedis
 
-func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	r, skip, err := testkit.StartRedisServers(true)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer r.Stop()
-	skipReason = skip
-	if r != nil {
-		redisAddr, clusterAddr = r.Addr, r.ClusterAddr
-	}
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(testkit.RunWithRedis(m, true, &testRedis)) }
 
 // testConfig is a valid configuration for the test server.
 func testConfig() Config {
 	return Config{
-		Redis:             RedisConfig{Addrs: []string{redisAddr}},
+		Redis:             RedisConfig{Addrs: []string{testRedis.Addr}},
 		MaxQueuedMessages: 1000,
 		MaxQueuedBytes:    1 << 20,
 		QueueFullPolicy:   DropOldest,
@@ -58,9 +36,7 @@ func testConfig() Config {
 // inspecting keys. mutate may change the configuration.
 func newTestStore(t *testing.T, mutate func(*Config), opts ...Option) (*Store, *redis.Client) {
 	t.Helper()
-	if skipReason != "" {
-		t.Skip(skipReason)
-	}
+	testRedis.Require(t)
 	cfg := testConfig()
 	if mutate != nil {
 		mutate(&cfg)
@@ -68,7 +44,7 @@ func newTestStore(t *testing.T, mutate func(*Config), opts ...Option) (*Store, *
 	require.NoError(t, cfg.Validate())
 	rdb := cfg.Redis.NewClient()
 	t.Cleanup(func() { _ = rdb.Close() })
-	raw := redis.NewClient(&redis.Options{Addr: redisAddr})
+	raw := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
 	t.Cleanup(func() { _ = raw.Close() })
 	return New(rdb, cfg, opts...), raw
 }

@@ -294,7 +294,7 @@ func TestClaimWillAfterAReconnectIsFenced(t *testing.T) {
 // refuses commands whose keys span slots.
 func TestNodeRegistryWorksOnRedisCluster(t *testing.T) {
 	s, _ := newTestStore(t, func(c *Config) {
-		c.Redis.Addrs = []string{clusterAddr}
+		c.Redis.Addrs = []string{testRedis.ClusterAddr}
 		c.Redis.Cluster = true
 	})
 	ctx := testCtx(t)

@@ -21,7 +21,7 @@ func TestRunRoundsAppliesEachSessionsRoundOnItsOwn(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s, raw := newTestStore(t, func(c *Config) {
 				if cluster {
-					c.Redis.Addrs = []string{clusterAddr}
+					c.Redis.Addrs = []string{testRedis.ClusterAddr}
 					c.Redis.Cluster = true
 				}
 			})

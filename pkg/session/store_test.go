@@ -212,7 +212,7 @@ func TestStaleEpochIsFenced(t *testing.T) {
 }
 
 func raw(t *testing.T) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: redisAddr})
+	c := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }

@@ -3,7 +3,6 @@ package subscriptions
 import (
 	"context"
 	"flag"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -37,7 +36,7 @@ func newEnv(t *testing.T, partitions int) *env {
 	var kcfg kafka.Config
 	kcfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	kcfg.Brokers = config.StringList{k.Addr()}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := testkit.DiscardLogger()
 	adm, err := kafka.NewAdmin(kcfg, log)
 	require.NoError(t, err)
 	t.Cleanup(adm.Close)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,9 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-)
 
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+	"github.com/fleetgate/fleetgate/internal/testkit"
+)
 
 // newTestMetrics returns Metrics that are shut down when the test ends.
 func newTestMetrics(t *testing.T) *Metrics {
@@ -41,7 +40,7 @@ func pass(context.Context) error { return nil }
 func failWith(err error) Check { return func(context.Context) error { return err } }
 
 func TestHealthz(t *testing.T) {
-	s := NewServer(ServerConfig{}, nil, discardLogger())
+	s := NewServer(ServerConfig{}, nil, testkit.DiscardLogger())
 	s.AddCheck("kafka", failWith(errors.New("down")))
 	s.SetDraining()
 
@@ -95,7 +94,7 @@ func TestReadyz(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := NewServer(ServerConfig{}, nil, discardLogger())
+			s := NewServer(ServerConfig{}, nil, testkit.DiscardLogger())
 			for name, c := range tc.checks {
 				s.AddCheck(name, c)
 			}
@@ -115,7 +114,7 @@ func TestReadyz(t *testing.T) {
 }
 
 func TestReadyzFollowsChecksAndDraining(t *testing.T) {
-	s := NewServer(ServerConfig{}, nil, discardLogger())
+	s := NewServer(ServerConfig{}, nil, testkit.DiscardLogger())
 	var kafkaErr error
 	s.AddCheck("kafka", func(context.Context) error { return kafkaErr })
 	h := s.Handler()
@@ -138,7 +137,7 @@ func TestReadyzFollowsChecksAndDraining(t *testing.T) {
 }
 
 func TestReadyzPassesRequestContextToChecks(t *testing.T) {
-	s := NewServer(ServerConfig{}, nil, discardLogger())
+	s := NewServer(ServerConfig{}, nil, testkit.DiscardLogger())
 	var hadDeadline bool
 	s.AddCheck("kafka", func(ctx context.Context) error {
 		_, hadDeadline = ctx.Deadline()
@@ -157,7 +156,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	counter.Add(context.Background(), 3, metric.WithAttributes(attribute.String("outcome", "ok")))
 	counter.Add(context.Background(), 1, metric.WithAttributes(attribute.String("outcome", "error")))
 
-	s := NewServer(ServerConfig{}, m, discardLogger())
+	s := NewServer(ServerConfig{}, m, testkit.DiscardLogger())
 	code, body := get(t, s.Handler(), "/metrics")
 	require.Equal(t, http.StatusOK, code)
 
@@ -170,13 +169,13 @@ func TestMetricsEndpoint(t *testing.T) {
 }
 
 func TestMetricsEndpointWithoutMetrics(t *testing.T) {
-	s := NewServer(ServerConfig{}, nil, discardLogger())
+	s := NewServer(ServerConfig{}, nil, testkit.DiscardLogger())
 	code, _ := get(t, s.Handler(), "/metrics")
 	assert.Equal(t, http.StatusNotFound, code)
 }
 
 func TestPprofIndex(t *testing.T) {
-	s := NewServer(ServerConfig{}, nil, discardLogger())
+	s := NewServer(ServerConfig{}, nil, testkit.DiscardLogger())
 	code, body := get(t, s.Handler(), "/debug/pprof/")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Contains(t, body, "goroutine")
@@ -184,7 +183,7 @@ func TestPprofIndex(t *testing.T) {
 
 func TestServerStartAndClose(t *testing.T) {
 	m := newTestMetrics(t)
-	s := NewServer(ServerConfig{Addr: "127.0.0.1:0"}, m, discardLogger())
+	s := NewServer(ServerConfig{Addr: "127.0.0.1:0"}, m, testkit.DiscardLogger())
 	assert.Empty(t, s.Addr(), "no address before Start")
 	require.NoError(t, s.Start())
 	t.Cleanup(func() { _ = s.Close() })
@@ -206,11 +205,11 @@ func TestServerStartAndClose(t *testing.T) {
 }
 
 func TestServerStartErrors(t *testing.T) {
-	first := NewServer(ServerConfig{Addr: "127.0.0.1:0"}, nil, discardLogger())
+	first := NewServer(ServerConfig{Addr: "127.0.0.1:0"}, nil, testkit.DiscardLogger())
 	require.NoError(t, first.Start())
 	t.Cleanup(func() { _ = first.Close() })
 
-	second := NewServer(ServerConfig{Addr: first.Addr()}, nil, discardLogger())
+	second := NewServer(ServerConfig{Addr: first.Addr()}, nil, testkit.DiscardLogger())
 	err := second.Start()
 	require.Error(t, err, "the address is taken")
 	assert.Contains(t, err.Error(), "http.addr")
@@ -218,7 +217,7 @@ func TestServerStartErrors(t *testing.T) {
 }
 
 func TestServerWithoutAddr(t *testing.T) {
-	s := NewServer(ServerConfig{}, nil, discardLogger())
+	s := NewServer(ServerConfig{}, nil, testkit.DiscardLogger())
 	require.NoError(t, s.Start(), "an empty address disables the server")
 	assert.Empty(t, s.Addr())
 	assert.NoError(t, s.Close())

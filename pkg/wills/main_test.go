@@ -3,8 +3,6 @@ package wills
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -18,30 +16,10 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/session"
 )
 
-// redisAddr is the address of the redis-server that TestMain started, or ""
-// with skipReason set.
-var (
-	redisAddr  string
-	skipReason string
-)
+// testRedis is the package's redis-server.
+var testRedis testkit.TestRedis
 
-func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	r, skip, err := testkit.StartRedisServers(false)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer r.Stop()
-	skipReason = skip
-	if r != nil {
-		redisAddr = r.Addr
-	}
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(testkit.RunWithRedis(m, false, &testRedis)) }
 
 // livenessTTL is the tests' node.liveness-ttl: short, so nodes die fast.
 const livenessTTL = 200 * time.Millisecond
@@ -50,11 +28,9 @@ const livenessTTL = 200 * time.Millisecond
 // for inspecting keys.
 func newTestStore(t *testing.T) (*session.Store, *redis.Client) {
 	t.Helper()
-	if skipReason != "" {
-		t.Skip(skipReason)
-	}
+	testRedis.Require(t)
 	cfg := session.Config{
-		Redis:             session.RedisConfig{Addrs: []string{redisAddr}},
+		Redis:             session.RedisConfig{Addrs: []string{testRedis.Addr}},
 		MaxQueuedMessages: 1000,
 		MaxQueuedBytes:    1 << 20,
 		QueueFullPolicy:   session.DropOldest,
@@ -64,15 +40,13 @@ func newTestStore(t *testing.T) (*session.Store, *redis.Client) {
 	require.NoError(t, cfg.Validate())
 	rdb := cfg.Redis.NewClient()
 	t.Cleanup(func() { _ = rdb.Close() })
-	raw := redis.NewClient(&redis.Options{Addr: redisAddr})
+	raw := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
 	t.Cleanup(func() { _ = raw.Close() })
 	// Sweepers see every dead node in the server: start each test from
 	// an empty one.
 	require.NoError(t, raw.FlushDB(context.Background()).Err())
-	return session.New(rdb, cfg, session.WithLogger(quietLog())), raw
+	return session.New(rdb, cfg, session.WithLogger(testkit.DiscardLogger())), raw
 }
-
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // ids makes names unique across -count runs against the same server.
 var ids atomic.Uint64

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/session"
 )
 
@@ -41,7 +42,7 @@ func TestANodeWhoseLivenessLapsedWhileRedisWasUnreachableIsNotSwept(t *testing.T
 	f := newFixture(t)
 	ctx := testCtx(t)
 	var down atomic.Bool
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, MaxRetries: -1,
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr, MaxRetries: -1,
 		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if down.Load() {
 				return nil, errors.New("redis unreachable (test)")
@@ -51,10 +52,10 @@ func TestANodeWhoseLivenessLapsedWhileRedisWasUnreachableIsNotSwept(t *testing.T
 			return failingConn{Conn: c, down: &down}, err
 		}})
 	t.Cleanup(func() { _ = rdb.Close() })
-	store := session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{redisAddr}},
+	store := session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{testRedis.Addr}},
 		MaxQueuedMessages: 1000, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
-		HeartbeatInterval: 20 * time.Millisecond, LivenessTTL: livenessTTL}, session.WithLogger(quietLog()))
-	s, err := NewSweeper(store, f.producer, inbound, 20*time.Millisecond, quietLog(), sdkmetric.NewMeterProvider())
+		HeartbeatInterval: 20 * time.Millisecond, LivenessTTL: livenessTTL}, session.WithLogger(testkit.DiscardLogger()))
+	s, err := NewSweeper(store, f.producer, inbound, 20*time.Millisecond, testkit.DiscardLogger(), sdkmetric.NewMeterProvider())
 	require.NoError(t, err)
 
 	// The node lives, but Redis does not answer the sweeper (nor, in

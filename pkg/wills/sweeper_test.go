@@ -44,7 +44,7 @@ func newFixture(t *testing.T) *fixture {
 	// short delivery timeout so a refused will fails fast.
 	prod, err := kafka.NewProducer(kafka.Config{
 		Brokers: []string{k.Addr()}, ClientID: "wills-test", Topic: inbound, DialTimeout: 5 * time.Second,
-	}, kafka.ProducerOptions{DeliveryTimeout: time.Second}, quietLog(), kafka.Telemetry{})
+	}, kafka.ProducerOptions{DeliveryTimeout: time.Second}, testkit.DiscardLogger(), kafka.Telemetry{})
 	require.NoError(t, err)
 	t.Cleanup(prod.Close)
 	return &fixture{t: t, store: store, raw: raw, kafka: k, producer: prod}
@@ -53,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 // sweeper returns a Sweeper and the reader of its metrics.
 func (f *fixture) sweeper(opts ...Option) (*Sweeper, *sdkmetric.ManualReader) {
 	reader := sdkmetric.NewManualReader()
-	s, err := NewSweeper(f.store, f.producer, inbound, 20*time.Millisecond, quietLog(),
+	s, err := NewSweeper(f.store, f.producer, inbound, 20*time.Millisecond, testkit.DiscardLogger(),
 		sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)), opts...)
 	require.NoError(f.t, err)
 	return s, reader
@@ -396,7 +396,7 @@ func TestRunSweepsEveryIntervalUntilCancelled(t *testing.T) {
 
 func TestNewSweeperRefusesANonPositiveInterval(t *testing.T) {
 	f := newFixture(t)
-	_, err := NewSweeper(f.store, f.producer, inbound, 0, quietLog(), sdkmetric.NewMeterProvider())
+	_, err := NewSweeper(f.store, f.producer, inbound, 0, testkit.DiscardLogger(), sdkmetric.NewMeterProvider())
 	require.Error(t, err)
 }
 

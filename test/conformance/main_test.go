@@ -5,37 +5,20 @@
 package conformance
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
 	"github.com/fleetgate/fleetgate/internal/clustertest"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
-var (
-	redisAddr  string
-	skipReason string
-)
+// testRedis is the redis-server every cluster of the package uses.
+var testRedis testkit.TestRedis
 
-func TestMain(m *testing.M) {
-	r, skip, err := clustertest.StartRedis()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	skipReason = skip
-	if r != nil {
-		redisAddr = r.Addr
-	}
-	code := m.Run()
-	r.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testkit.RunWithRedis(m, false, &testRedis)) }
 
 func start(t *testing.T, o clustertest.Options) *clustertest.Cluster {
 	t.Helper()
-	if skipReason != "" {
-		t.Skip(skipReason)
-	}
-	return clustertest.Start(t, redisAddr, o)
+	testRedis.Require(t)
+	return clustertest.Start(t, testRedis.Addr, o)
 }
