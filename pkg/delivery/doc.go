@@ -10,7 +10,7 @@
 // store, a space of their own, so they never collide with the inbound QoS 2
 // ids that mochi tracks (mochi issue 545).
 //
-// Of fleetgate it imports pkg/events, pkg/handoff, pkg/ingest, pkg/retained,
+// Of fleetgate it imports pkg/events, pkg/handoff, pkg/retained,
 // pkg/session, pkg/subscriptions, pkg/telemetry, pkg/topic. test/imports
 // holds the import rules.
 package delivery

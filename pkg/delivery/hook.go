@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/fleetgate/fleetgate/pkg/events"
-	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
@@ -555,7 +554,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		if c := h.lookup(cl); c != nil {
 			c.pushAck(ack{kind: pk.FixedHeader.Type, id: pk.PacketID, reason: pk.ReasonCode})
 		}
-		return ingest.Ignored(pk.ProtocolVersion), nil
+		return ignored(pk.ProtocolVersion), nil
 	case packets.Pubrel:
 		return h.pubrel(cl, pk), nil
 	case packets.Disconnect:
@@ -575,7 +574,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		}
 		if c := h.lookup(cl); c != nil {
 			c.subscribe(pk)
-			return ingest.Ignored(pk.ProtocolVersion), nil
+			return ignored(pk.ProtocolVersion), nil
 		}
 	case packets.Unsubscribe:
 		if pk.UnsubscribeValidate() != packets.CodeSuccess {
@@ -583,10 +582,18 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		}
 		if c := h.lookup(cl); c != nil {
 			c.unsubscribe(pk)
-			return ingest.Ignored(pk.ProtocolVersion), nil
+			return ignored(pk.ProtocolVersion), nil
 		}
 	}
 	return pk, nil
+}
+
+// ignored is a packet mochi processes as a no-op (a PUBACK for packet id 0,
+// which matches no inflight message): OnPacketRead returns it for a packet
+// the hook answered itself. pkg/ingest has its own; neither imports the
+// other.
+func ignored(version byte) packets.Packet {
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: version}
 }
 
 // pubrel releases an inbound QoS 2 packet id in the store [MQTT-4.3.3-11].
@@ -607,7 +614,7 @@ func (h *Hook) pubrel(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 		return pk
 	}
 	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID})
-	return ingest.Ignored(pk.ProtocolVersion)
+	return ignored(pk.ProtocolVersion)
 }
 
 // Received reports whether the inbound QoS 2 packet id of cl was answered

@@ -34,6 +34,11 @@ var binaries = map[string][]string{
 	"cmd/fleetgate-dev":   {},
 }
 
+// apart are pairs of packages of one binary that must not import each
+// other: the frontend's ingest path (PUBLISH to Kafka) and its session
+// layer (delivery) meet only in pkg/frontend.
+var apart = [][2]string{{"pkg/ingest", "pkg/delivery"}, {"pkg/delivery", "pkg/ingest"}, {"pkg/dispatch", "pkg/delivery"}, {"pkg/delivery", "pkg/dispatch"}}
+
 // testOnly are the packages no shipped code may link.
 var testOnly = []string{"testing", module + "/internal/testkit", module + "/internal/clustertest", "github.com/stretchr/testify/require"}
 
@@ -78,6 +83,14 @@ func TestEachBinaryLinksOnlyItsOwnRooms(t *testing.T) {
 			if slices.Contains(linked, f) {
 				t.Errorf("%s links %s, which only tests may", bin, f)
 			}
+		}
+	}
+}
+
+func TestPackagesKeptApartDoNotImportEachOther(t *testing.T) {
+	for _, pair := range apart {
+		if slices.Contains(deps(t, pair[0]), module+"/"+pair[1]) {
+			t.Errorf("%s links %s", pair[0], pair[1])
 		}
 	}
 }
