@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetgate/fleetgate/pkg/delivery"
 	"github.com/fleetgate/fleetgate/pkg/events"
@@ -320,22 +321,33 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.ops.Start(); err != nil {
 		return err
 	}
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	defer stopWatch()
-	go s.watchKafka(watchCtx)
+	// The node's background work runs until the drain is over (the
+	// heartbeat keeps the node alive while it drains); the first error of
+	// any part ends the node as a cancelled ctx does.
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	g, gctx := errgroup.WithContext(bgCtx)
+	g.Go(func() error { s.watchKafka(gctx); return nil })
 	s.log.Info("session owner", "owner", s.owner)
-	go func() { _ = s.store.RunHeartbeat(watchCtx, s.owner) }()
-	go s.runDelivery(watchCtx)
+	g.Go(func() error { return s.store.RunHeartbeat(gctx, s.owner) })
+	g.Go(func() error { s.runDelivery(gctx); return nil })
 
 	if err := s.mochi.Serve(); err != nil {
-		return fmt.Errorf("starting mqtt server: %w", err)
+		stopBackground()
+		return errors.Join(fmt.Errorf("starting mqtt server: %w", err), g.Wait())
 	}
 	if err := s.startListeners(); err != nil {
-		return err
+		stopBackground()
+		return errors.Join(err, g.Wait())
 	}
 	close(s.started)
-	<-ctx.Done()
-	return s.drain()
+	select {
+	case <-ctx.Done():
+	case <-gctx.Done(): // a background part failed
+	}
+	err := s.drain()
+	stopBackground()
+	return errors.Join(err, g.Wait())
 }
 
 func (s *Server) startListeners() error {
