@@ -11,6 +11,6 @@
 // ids that mochi tracks (mochi issue 545).
 //
 // Of fleetgate it imports pkg/events, pkg/handoff, pkg/retained,
-// pkg/session, pkg/subscriptions, pkg/telemetry, pkg/topic. test/imports
-// holds the import rules.
+// pkg/session, pkg/subscriptions, pkg/telemetry, pkg/topic, pkg/wills.
+// test/imports holds the import rules.
 package delivery

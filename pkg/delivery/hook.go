@@ -23,6 +23,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/topic"
+	"github.com/fleetgate/fleetgate/pkg/wills"
 )
 
 // ChangeLog is where subscriptions are published for the dispatchers
@@ -38,9 +39,6 @@ type Retained interface {
 	Match(ctx context.Context, filter string) ([]retained.Message, error)
 }
 
-// WillPublisher produces a will to Kafka and returns once Kafka has it.
-type WillPublisher func(ctx context.Context, clientID string, protocol byte, w *session.Will) error
-
 // Options are the hook's dependencies.
 type Options struct {
 	// Node is this node's id, the owner written into sessions.
@@ -54,8 +52,9 @@ type Options struct {
 	ChangeLog ChangeLog
 	// Retained finds retained messages at SUBSCRIBE; nil sends none.
 	Retained Retained
-	// PublishWill produces wills; nil drops them (tests).
-	PublishWill WillPublisher
+	// Wills publishes the wills of this node's clients, at once or after
+	// their delay; nil drops them (tests).
+	Wills *wills.Scheduler
 	// Events receives session events and delivery receipts; nil emits
 	// none.
 	Events *events.Emitter
@@ -74,9 +73,8 @@ type Hook struct {
 
 	byConn sync.Map // *mqtt.Client → *client
 
-	mu    sync.Mutex
-	byID  map[string]*client  // the current connection of each client id; guarded by mu
-	wills map[string]*willJob // delayed wills, by client id; guarded by mu
+	mu   sync.Mutex
+	byID map[string]*client // the current connection of each client id; guarded by mu
 
 	closed atomic.Bool
 }
@@ -84,17 +82,21 @@ type Hook struct {
 // New returns the hook. It does no I/O.
 func New(cfg Config, o Options, log *slog.Logger, mp metric.MeterProvider) (*Hook, error) {
 	h := &Hook{
-		cfg:   cfg,
-		o:     o,
-		log:   log.With("component", "delivery"),
-		byID:  map[string]*client{},
-		wills: map[string]*willJob{},
+		cfg:  cfg,
+		o:    o,
+		log:  log.With("component", "delivery"),
+		byID: map[string]*client{},
 	}
 	m, err := newMetrics(mp, h.connected)
 	if err != nil {
 		return nil, err
 	}
 	h.metrics = m
+	if h.o.Wills == nil {
+		if h.o.Wills, err = wills.NewScheduler(o.Store, nil, "", o.Node, cfg.StoreTimeout, log, mp); err != nil {
+			return nil, err
+		}
+	}
 	h.rounds = newRounds(o.Store, cfg.StorePipelines, cfg.StoreTimeout, m.observePipeline)
 	return h, nil
 }
@@ -206,9 +208,9 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		// The connection taken over ends without DISCONNECT: its will is
 		// due unless it has a delay and this connection resumes the
 		// session within it [MQTT-3.1.3-9].
-		h.publishWill(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
+		h.o.Wills.Publish(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
 	}
-	h.cancelWill(cl.ID)
+	h.o.Wills.Cancel(cl.ID)
 	h.mu.Lock()
 	prev := h.byID[cl.ID]
 	h.byID[cl.ID] = c
@@ -430,7 +432,7 @@ func (h *Hook) endSession(c *client, expiry uint32) {
 		case c.will.DelaySeconds == 0 || expiry == 0:
 			// Due now: no delay, or the session ends now, which ends the
 			// delay [MQTT-3.1.3-9].
-			h.claimAndPublish(ctx, id, c.epoch, c.cl.Properties.ProtocolVersion)
+			h.o.Wills.ClaimAndPublish(ctx, id, c.epoch, c.cl.Properties.ProtocolVersion)
 		}
 	}
 	err := h.o.Store.Disconnect(ctx, id, c.epoch, expiry)
@@ -456,7 +458,7 @@ func (h *Hook) endSession(c *client, expiry uint32) {
 			// before Redis expires the session with the will.
 			d = max(time.Duration(expiry)*time.Second-500*time.Millisecond, 0)
 		}
-		h.scheduleWill(id, c.epoch, c.cl.Properties.ProtocolVersion, d)
+		h.o.Wills.Schedule(id, c.epoch, c.cl.Properties.ProtocolVersion, d)
 	}
 }
 
@@ -464,83 +466,9 @@ func fenced(err error) bool {
 	return errors.Is(err, session.ErrFenced) || errors.Is(err, session.ErrNoSession)
 }
 
-// willJob is a will waiting for its delay.
-type willJob struct {
-	timer *time.Timer
-	epoch uint64
-}
-
-func (h *Hook) scheduleWill(clientID string, epoch uint64, proto byte, d time.Duration) {
-	if h.closed.Load() {
-		return // shutting down: the wills sweeper takes it over
-	}
-	j := &willJob{epoch: epoch}
-	h.mu.Lock()
-	if old := h.wills[clientID]; old != nil {
-		old.timer.Stop()
-	}
-	h.wills[clientID] = j
-	j.timer = time.AfterFunc(d, func() {
-		h.mu.Lock()
-		if h.wills[clientID] == j {
-			delete(h.wills, clientID)
-		}
-		h.mu.Unlock()
-		ctx, cancel := h.storeCtx()
-		defer cancel()
-		h.claimAndPublish(ctx, clientID, epoch, proto)
-	})
-	h.mu.Unlock()
-}
-
-func (h *Hook) cancelWill(clientID string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if j := h.wills[clientID]; j != nil {
-		j.timer.Stop()
-		delete(h.wills, clientID)
-	}
-}
-
-// claimAndPublish takes the will from the store (fenced by epoch, so it is
-// published once, and not at all after a reconnect) and produces it.
-func (h *Hook) claimAndPublish(ctx context.Context, clientID string, epoch uint64, proto byte) {
-	w, err := h.o.Store.ClaimWill(ctx, clientID, epoch)
-	if err != nil {
-		if !fenced(err) {
-			h.metrics.willsFailed.Add(ctx, 1)
-			h.log.Warn("will not claimed; the wills sweeper publishes it if this node dies", "client_id", clientID, "err", err)
-		}
-		return
-	}
-	if w != nil {
-		h.publishWill(ctx, clientID, proto, w)
-	}
-}
-
-func (h *Hook) publishWill(ctx context.Context, clientID string, proto byte, w *session.Will) {
-	if h.o.PublishWill == nil {
-		return
-	}
-	if err := h.o.PublishWill(ctx, clientID, proto, w); err != nil {
-		h.metrics.willsFailed.Add(ctx, 1)
-		h.log.Error("will claimed but not written to kafka: it is lost", "client_id", clientID, "topic", w.Topic, "err", err)
-		return
-	}
-	h.metrics.willsPublished.Add(ctx, 1)
-}
-
 // Close stops scheduling wills; those pending stay in the session store for
 // the wills sweeper, which publishes them once this node's liveness lapses.
-func (h *Hook) Close() {
-	h.closed.Store(true)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for id, j := range h.wills {
-		j.timer.Stop()
-		delete(h.wills, id)
-	}
-}
+func (h *Hook) Close() { h.o.Wills.Close() }
 
 // OnPacketRead takes the packets of the session layer away from mochi:
 // acknowledgements of outbound messages, PUBREL of inbound QoS 2 messages

@@ -17,7 +17,6 @@ type metrics struct {
 	subscribed, unsubscribed            metric.Int64Counter
 	subscribeFailed, retainedSent       metric.Int64Counter
 	connectFailed, takeovers            metric.Int64Counter
-	willsPublished, willsFailed         metric.Int64Counter
 	qosAttr                             [3]metric.AddOption
 	reasonUndecodable, reasonTooLarge   metric.AddOption
 	reasonInvalidFilter, reasonProtocol metric.AddOption
@@ -52,11 +51,9 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error
 			"Subscriptions removed (UNSUBSCRIBE)."),
 		subscribeFailed: counter("fleetgate_delivery_subscribe_failures",
 			"Subscriptions refused, by reason: invalid_filter, protocol_error, store (Redis or Kafka failed)."),
-		retainedSent:   counter("fleetgate_delivery_retained_queued", "Retained messages queued for new subscriptions."),
-		connectFailed:  counter("fleetgate_delivery_connect_failures", "CONNECTs refused with Server Unavailable because the session store failed."),
-		takeovers:      counter("fleetgate_delivery_takeovers", "Sessions taken over from a connection on another node."),
-		willsPublished: counter("fleetgate_delivery_wills_published", "Wills written to Kafka by this node."),
-		willsFailed:    counter("fleetgate_delivery_wills_failed", "Wills this node could not claim or write."),
+		retainedSent:  counter("fleetgate_delivery_retained_queued", "Retained messages queued for new subscriptions."),
+		connectFailed: counter("fleetgate_delivery_connect_failures", "CONNECTs refused with Server Unavailable because the session store failed."),
+		takeovers:     counter("fleetgate_delivery_takeovers", "Sessions taken over from a connection on another node."),
 	}
 	for q := range r.qosAttr {
 		r.qosAttr[q] = metric.WithAttributes(attribute.Int("qos", q))

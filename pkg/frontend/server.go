@@ -152,15 +152,19 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	s.owner = cfg.Node.ID + "@" + strconv.FormatInt(time.Now().UnixMilli(), 36)
 	s.rdb = cfg.Session.Redis.NewClient()
 	s.store = session.New(s.rdb, cfg.Session, session.WithLogger(log))
+	willScheduler, err := wills.NewScheduler(s.store, s.producer, cfg.Kafka.Topic, cfg.Node.ID, cfg.Delivery.StoreTimeout, log, tel.Provider)
+	if err != nil {
+		return nil, err
+	}
 	s.delivery, err = delivery.New(cfg.Delivery, delivery.Options{
-		Node:        s.owner,
-		Server:      s.mochi,
-		Store:       s.store,
-		Redis:       s.rdb,
-		ChangeLog:   subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
-		Retained:    retained.New(s.rdb, log),
-		PublishWill: s.publishWill,
-		Events:      emitter,
+		Node:      s.owner,
+		Server:    s.mochi,
+		Store:     s.store,
+		Redis:     s.rdb,
+		ChangeLog: subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
+		Retained:  retained.New(s.rdb, log),
+		Wills:     willScheduler,
+		Events:    emitter,
 	}, log, tel.Provider)
 	if err != nil {
 		return nil, err
@@ -199,13 +203,6 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		return nil
 	})
 	return s, nil
-}
-
-// publishWill produces a will, as the record contract describes, and
-// returns once Kafka acknowledged it.
-func (s *Server) publishWill(ctx context.Context, clientID string, protocol byte, w *session.Will) error {
-	rec := wills.Record(s.cfg.Kafka.Topic, clientID, s.cfg.Node.ID, protocol, w, time.Now())
-	return s.producer.ProduceSync(ctx, rec).FirstErr()
 }
 
 // Addr returns the bound address of a listener (ListenerTCP, ...), or "".

@@ -430,3 +430,35 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 	c = Config{SweepInterval: time.Second, ProduceTimeout: time.Second}
 	assert.NoError(t, c.Validate())
 }
+
+func TestTheSchedulerPublishesADelayedWillOnceAndNotAfterACancel(t *testing.T) {
+	f := newFixture(t)
+	ctx := testCtx(t)
+	node := uniqueID(t, "node")
+	s, err := NewScheduler(f.store, f.producer, inbound, "fe-1", 5*time.Second, testkit.DiscardLogger(), sdkmetric.NewMeterProvider())
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	reader := testkit.NewReader(t, f.kafka.Addr(), inbound)
+
+	kept, cancelled := uniqueID(t, "kept"), uniqueID(t, "cancelled")
+	keptEpoch := f.connect(kept, node, 60, &session.Will{Topic: "will/kept", Payload: []byte("gone"), QoS: 1})
+	cancelledEpoch := f.connect(cancelled, node, 60, &session.Will{Topic: "will/cancelled", QoS: 1})
+	s.Schedule(kept, keptEpoch, 5, 50*time.Millisecond)
+	s.Schedule(cancelled, cancelledEpoch, 5, 50*time.Millisecond)
+	s.Cancel(cancelled) // the client connected again within the delay
+
+	// Exactly one record: the cancelled will is not published.
+	recs := reader.Read(1, 10*time.Second)
+	m, err := kafkarecord.Decode(recs[0])
+	require.NoError(t, err)
+	assert.Equal(t, kept, m.ClientID)
+	assert.Equal(t, "will/kept", m.Topic)
+	assert.Equal(t, "fe-1", m.Node)
+	// The published will was claimed: nobody else can publish it again.
+	w, err := f.store.ClaimWill(ctx, kept, keptEpoch)
+	require.NoError(t, err)
+	assert.Nil(t, w)
+	w, err = f.store.ClaimWill(ctx, cancelled, cancelledEpoch)
+	require.NoError(t, err)
+	assert.NotNil(t, w, "the cancelled will stays in the store for the connection's next end")
+}

@@ -1,0 +1,148 @@
+package wills
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
+)
+
+// WillStore is where a node's wills wait: ClaimWill takes a will once,
+// fenced by the connection epoch (session.Store).
+type WillStore interface {
+	ClaimWill(ctx context.Context, clientID string, epoch uint64) (*session.Will, error)
+}
+
+// Scheduler publishes the wills of one frontend's own clients: at once when
+// a connection ends without DISCONNECT, or after the Will Delay Interval
+// [MQTT-3.1.3-9]. The will waits in the session store meanwhile, so that if
+// the node dies before the delay is over, a dispatcher's Sweeper publishes
+// it instead; a client that reconnects in time fences the claim. Safe for
+// concurrent use.
+type Scheduler struct {
+	store    WillStore
+	producer Producer // nil drops wills (tests)
+	topic    string
+	node     string
+	timeout  time.Duration
+	log      *slog.Logger
+	// published and failed count this node's wills written to Kafka and
+	// lost (not claimed, or not written).
+	published, failed metric.Int64Counter
+
+	closed atomic.Bool
+	mu     sync.Mutex
+	jobs   map[string]*job // delayed wills by client id; guarded by mu
+}
+
+// job is a will waiting for its delay.
+type job struct {
+	timer *time.Timer
+	epoch uint64
+}
+
+// NewScheduler returns a Scheduler that claims wills from store and
+// produces them to kafkaTopic as node's records (Record), each store and
+// Kafka call of a delayed will bounded by timeout. A nil producer drops
+// the wills (tests). No I/O.
+func NewScheduler(store WillStore, producer Producer, kafkaTopic, node string, timeout time.Duration, log *slog.Logger,
+	mp metric.MeterProvider) (*Scheduler, error) {
+	counters := telemetry.NewCounters(mp.Meter("github.com/fleetgate/fleetgate/pkg/wills/scheduler"))
+	s := &Scheduler{store: store, producer: producer, topic: kafkaTopic, node: node, timeout: timeout,
+		log: log.With("component", "wills"), jobs: map[string]*job{},
+		// The frontend's metric names, kept from when the delivery hook
+		// scheduled wills.
+		published: counters.New("fleetgate_delivery_wills_published", "Wills written to Kafka by this node."),
+		failed:    counters.New("fleetgate_delivery_wills_failed", "Wills this node could not claim or write."),
+	}
+	if err := counters.Err(); err != nil {
+		return nil, fmt.Errorf("creating will metrics: %w", err)
+	}
+	return s, nil
+}
+
+// Publish produces w, a will the caller already claimed, and returns once
+// Kafka took it or it is lost (logged and counted).
+func (s *Scheduler) Publish(ctx context.Context, clientID string, protocol byte, w *session.Will) {
+	if s.producer == nil {
+		return
+	}
+	if err := s.producer.ProduceSync(ctx, Record(s.topic, clientID, s.node, protocol, w, time.Now())).FirstErr(); err != nil {
+		s.failed.Add(ctx, 1)
+		s.log.Error("will claimed but not written to kafka: it is lost", "client_id", clientID, "topic", w.Topic, "err", err)
+		return
+	}
+	s.published.Add(ctx, 1)
+}
+
+// ClaimAndPublish takes the will of the connection epoch from the store
+// (once; not at all after a reconnect) and produces it.
+func (s *Scheduler) ClaimAndPublish(ctx context.Context, clientID string, epoch uint64, protocol byte) {
+	w, err := s.store.ClaimWill(ctx, clientID, epoch)
+	if err != nil {
+		if !errors.Is(err, session.ErrFenced) && !errors.Is(err, session.ErrNoSession) {
+			s.failed.Add(ctx, 1)
+			s.log.Warn("will not claimed; the wills sweeper publishes it if this node dies", "client_id", clientID, "err", err)
+		}
+		return
+	}
+	if w != nil {
+		s.Publish(ctx, clientID, protocol, w)
+	}
+}
+
+// Schedule claims and publishes the will of the connection epoch after d,
+// unless Cancel or a later Schedule for the client comes first.
+func (s *Scheduler) Schedule(clientID string, epoch uint64, protocol byte, d time.Duration) {
+	if s.closed.Load() {
+		return // shutting down: the wills sweeper takes it over
+	}
+	j := &job{epoch: epoch}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.jobs[clientID]; old != nil {
+		old.timer.Stop()
+	}
+	s.jobs[clientID] = j
+	j.timer = time.AfterFunc(d, func() {
+		s.mu.Lock()
+		if s.jobs[clientID] == j {
+			delete(s.jobs, clientID)
+		}
+		s.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		defer cancel()
+		s.ClaimAndPublish(ctx, clientID, epoch, protocol)
+	})
+}
+
+// Cancel drops the delayed will of clientID, if any: the client connected
+// again.
+func (s *Scheduler) Cancel(clientID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j := s.jobs[clientID]; j != nil {
+		j.timer.Stop()
+		delete(s.jobs, clientID)
+	}
+}
+
+// Close stops scheduling; the delayed wills stay in the session store for
+// the wills sweeper, which publishes them once this node's liveness lapses.
+func (s *Scheduler) Close() {
+	s.closed.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, j := range s.jobs {
+		j.timer.Stop()
+		delete(s.jobs, id)
+	}
+}
