@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,11 +67,20 @@ type Frontend struct {
 	done chan error
 	once sync.Once
 	err  error // Run's result, once stopped
+	// checked is set when the test stopped the frontend itself and so
+	// judges the result; otherwise the cleanup requires a clean stop.
+	checked atomic.Bool
 }
 
 // Stop drains the frontend and returns Run's result: nil after a clean
 // drain, an error after an unclean one or when it did not stop in 30 s.
+// The caller judges the result (a test may expect an unclean stop).
 func (f *Frontend) Stop() error {
+	f.checked.Store(true)
+	return f.stopOnce()
+}
+
+func (f *Frontend) stopOnce() error {
 	f.once.Do(func() {
 		f.stop()
 		select {
@@ -146,25 +156,9 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 		if o.Frontend != nil {
 			o.Frontend(i, &cfg)
 		}
-		require.NoError(t, cfg.Validate())
-		tel, err := telemetry.NewMetrics()
-		require.NoError(t, err)
-		srv, err := frontend.New(cfg, log.With("frontend", i), tel)
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		f := &Frontend{Server: srv, Config: cfg, stop: cancel, done: make(chan error, 1)}
-		go func() { f.done <- srv.Run(ctx) }()
-		select {
-		case <-srv.Started():
-		case err := <-f.done:
-			t.Fatalf("frontend %d did not start: %v", i, err)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("frontend %d did not start in 10s", i)
-		}
-		f.Addr = srv.Addr(frontend.ListenerTCP)
-		t.Cleanup(func() { assert.NoError(t, f.Stop(), "frontend %d stopped uncleanly", i) })
+		f := StartFrontend(t, cfg, log.With("frontend", i))
+		ops = append(ops, f.Server.OpsAddr())
 		c.Frontends = append(c.Frontends, f)
-		ops = append(ops, srv.OpsAddr())
 	}
 	for _, a := range ops {
 		require.Eventually(t, func() bool { return ready(a) }, 20*time.Second, 20*time.Millisecond, "process with ops %s never became ready", a)
@@ -174,6 +168,36 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 
 // startArchiver runs an archiver in the test process and returns its ops
 // address.
+// StartFrontend runs a frontend with cfg in the test process, waits until
+// its listeners accept connections, and stops it at the end of the test,
+// failing the test if it stops uncleanly. It is the one way tests start a
+// frontend, alone (pkg/frontend) or in a cluster (Start).
+func StartFrontend(t testing.TB, cfg frontend.Config, log *slog.Logger) *Frontend {
+	t.Helper()
+	require.NoError(t, cfg.Validate())
+	tel, err := telemetry.NewMetrics()
+	require.NoError(t, err)
+	srv, err := frontend.New(cfg, log, tel)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Frontend{Server: srv, Config: cfg, stop: cancel, done: make(chan error, 1)}
+	go func() { f.done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Started():
+	case err := <-f.done:
+		t.Fatalf("frontend %s did not start: %v", cfg.Node.ID, err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("frontend %s did not start in 10s", cfg.Node.ID)
+	}
+	f.Addr = srv.Addr(frontend.ListenerTCP)
+	t.Cleanup(func() {
+		if err := f.stopOnce(); !f.checked.Load() {
+			assert.NoError(t, err, "frontend %s stopped uncleanly", cfg.Node.ID)
+		}
+	})
+	return f
+}
+
 func (c *Cluster) startArchiver(o Options, log *slog.Logger) string {
 	t := c.t
 	var cfg archiver.ServiceConfig

@@ -1,7 +1,6 @@
 package frontend_test
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"github.com/fleetgate/fleetgate/internal/clustertest"
 	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/frontend"
-	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 const topic = "mqtt.inbound"
@@ -39,17 +37,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// node is one frontend running in the test process.
+// node is one frontend running in the test process (clustertest.Frontend).
 type node struct {
-	t      *testing.T
-	srv    *frontend.Server
-	cfg    frontend.Config
-	addr   string // MQTT over TCP
-	ops    string // operations server
-	stop   context.CancelFunc
-	done   chan error
-	once   sync.Once
-	runErr error
+	*clustertest.Frontend
+	t    *testing.T
+	srv  *frontend.Server
+	cfg  frontend.Config
+	addr string // MQTT over TCP
+	ops  string // operations server
 }
 
 // testConfig is the frontend's default configuration with loopback ports.
@@ -75,24 +70,8 @@ func startNode(t *testing.T, brokers string, mutate func(*frontend.Config)) *nod
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	require.NoError(t, cfg.Validate())
-	tel, err := telemetry.NewMetrics()
-	require.NoError(t, err)
-	srv, err := frontend.New(cfg, testLogger(t), tel)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{t: t, srv: srv, cfg: cfg, stop: cancel, done: make(chan error, 1)}
-	go func() { n.done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Started():
-	case err := <-n.done:
-		t.Fatalf("frontend did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("frontend did not start in 10s")
-	}
-	n.addr, n.ops = srv.Addr(frontend.ListenerTCP), srv.OpsAddr()
-	t.Cleanup(func() { n.Stop() })
-	return n
+	f := clustertest.StartFrontend(t, cfg, testLogger(t))
+	return &node{Frontend: f, t: t, srv: f.Server, cfg: cfg, addr: f.Addr, ops: f.Server.OpsAddr()}
 }
 
 // waitReady waits until /readyz answers 200.
@@ -119,19 +98,6 @@ func (n *node) metrics() string {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(n.t, err)
 	return string(b)
-}
-
-// Stop drains the node and returns Run's result.
-func (n *node) Stop() error {
-	n.once.Do(func() {
-		n.stop()
-		select {
-		case n.runErr = <-n.done:
-		case <-time.After(30 * time.Second):
-			n.t.Error("frontend did not stop within 30s")
-		}
-	})
-	return n.runErr
 }
 
 // testLogger logs through t.Log, and stops when the test ends.

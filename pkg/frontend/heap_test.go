@@ -93,4 +93,8 @@ func TestWhileKafkaFailsTheHeapDoesNotGrowWithWhatClientsSend(t *testing.T) {
 	for range clients {
 		<-done
 	}
+	// Kafka returns: what the node held is produced, and it drains clean.
+	k.FailProduce(false)
+	require.Eventually(t, func() bool { return n.srv.Hook().Idle() }, time.Minute, 20*time.Millisecond,
+		"the held publishes are produced once kafka takes records again")
 }
