@@ -178,3 +178,12 @@ func TestEnsureTopicsCreatesEachTopicWithItsOwnShape(t *testing.T) {
 		}
 	}
 }
+
+func TestClientsRefreshMetadataEveryMinuteByDefault(t *testing.T) {
+	// Partitions added to a topic are produced to and routed within about
+	// this long; the tests that add partitions set it shorter.
+	assert.Equal(t, time.Minute, defaults(t).MetadataMaxAge)
+	c := defaults(t)
+	c.MetadataMaxAge = 500 * time.Millisecond
+	assert.ErrorContains(t, c.Validate(), "kafka.metadata-max-age")
+}

@@ -51,10 +51,7 @@ func TestSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage(t *testing.T)
 	pubs := newPublishers(t, survivor.mqtt, streamClientIDs(streamPublishers))
 	probeStream(t, in, pubs)
 
-	stop := make(chan struct{})
-	for _, p := range pubs {
-		p.run(stop)
-	}
+	stop := runAll(pubs)
 	time.Sleep(streamBeforeKill)
 	victim.Kill()
 	killed := time.Now()

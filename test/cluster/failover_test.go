@@ -68,10 +68,7 @@ type failover struct {
 // acknowledged message arrived, each publisher's in order. It returns what
 // it measured of the failover.
 func (r *failoverRun) stream(t *testing.T, stopVictim func()) failover {
-	stop := make(chan struct{})
-	for _, p := range r.pubs {
-		p.run(stop)
-	}
+	stop := runAll(r.pubs)
 	time.Sleep(streamBeforeKill)
 	var f failover
 	stopped := time.Now()

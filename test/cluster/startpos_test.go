@@ -87,10 +87,7 @@ func TestAFreshClustersFirstStreamStartedRightAfterReadinessLosesNothing(t *test
 	sub.subscribe(t, streamFilter)
 	// No probe: the first messages go out right after the SUBACK.
 	pubs := newPublishers(t, c.lb, streamClientIDs(streamPublishers))
-	stop := make(chan struct{})
-	for _, p := range pubs {
-		p.run(stop)
-	}
+	stop := runAll(pubs)
 	time.Sleep(3 * time.Second)
 	close(stop)
 	waitDelivered(t, in, pubs, 60*time.Second)
@@ -107,10 +104,7 @@ func TestBothDispatchersKilledBeforeTheirFirstCommitLoseNothing(t *testing.T) {
 	sub.subscribe(t, streamFilter)
 	pubs := newPublishers(t, c.lb, streamClientIDs(streamPublishers))
 
-	stop := make(chan struct{})
-	for _, p := range pubs {
-		p.run(stop)
-	}
+	stop := runAll(pubs)
 	// 0.2 s into the stream, before the first commit (every
 	// dispatch.commit-interval, 1 s).
 	time.Sleep(200 * time.Millisecond)
@@ -131,8 +125,12 @@ func TestBothDispatchersKilledBeforeTheirFirstCommitLoseNothing(t *testing.T) {
 	for i := range c.dispatchers {
 		c.startDispatcher(i)
 	}
+	// The dead members stay in the group until their session times out,
+	// and a join may wait for the group's rebalance (franz-go's timeout:
+	// 60 s): allow that long, where a fresh start gets 30 s.
 	for _, d := range c.dispatchers {
-		c.waitReady(d)
+		require.Eventually(t, func() bool { return ready(d.ops) }, 90*time.Second, 50*time.Millisecond,
+			"restarted %s never became ready (ops %s)", d.Name, d.ops)
 	}
 	time.Sleep(2 * time.Second)
 	close(stop)
@@ -172,10 +170,7 @@ func TestPartitionsAddedToTheInboundTopicUnderTrafficLoseNothing(t *testing.T) {
 	pubs := newPublishers(t, c.lb, ids)
 	probeStream(t, in, pubs)
 
-	stop := make(chan struct{})
-	for _, p := range pubs {
-		p.run(stop)
-	}
+	stop := runAll(pubs)
 	time.Sleep(1500 * time.Millisecond)
 	adm := c.kafkaAdmin()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -112,6 +112,16 @@ func (p *publisher) run(stop <-chan struct{}) {
 	}()
 }
 
+// runAll starts every publisher's stream; closing the returned channel
+// stops them.
+func runAll(pubs []*publisher) chan struct{} {
+	stop := make(chan struct{})
+	for _, p := range pubs {
+		p.run(stop)
+	}
+	return stop
+}
+
 // ackedCount returns how many messages were acknowledged so far.
 func (p *publisher) ackedCount() int {
 	p.mu.Lock()
