@@ -11,17 +11,11 @@ import (
 )
 
 type metrics struct {
-	sent, resent, completed, dropped    metric.Int64Counter
-	acksDropped, storeErrors, notices   metric.Int64Counter
-	filled                              metric.Int64Counter
-	subscribed, unsubscribed            metric.Int64Counter
-	subscribeFailed, retainedSent       metric.Int64Counter
-	connectFailed, takeovers            metric.Int64Counter
-	qosAttr                             [3]metric.AddOption
-	reasonUndecodable, reasonTooLarge   metric.AddOption
-	reasonInvalidFilter, reasonProtocol metric.AddOption
-	reasonStore                         metric.AddOption
-	pipelineRounds                      metric.Int64Histogram
+	sent, resent, completed, dropped  metric.Int64Counter
+	acksDropped, storeErrors, filled  metric.Int64Counter
+	qosAttr                           [3]metric.AddOption
+	reasonUndecodable, reasonTooLarge metric.AddOption
+	pipelineRounds                    metric.Int64Histogram
 }
 
 // observePipeline records the session rounds one Redis pipeline carried.
@@ -29,7 +23,7 @@ func (m *metrics) observePipeline(n int) {
 	m.pipelineRounds.Record(context.Background(), int64(n))
 }
 
-func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error) {
+func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/delivery")
 	var errs []error
 	counters := telemetry.NewCounters(m)
@@ -43,30 +37,14 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error
 			"Queued messages discarded at delivery, by reason: undecodable, too_large (above the client's Maximum Packet Size)."),
 		acksDropped: counter("fleetgate_delivery_acks_dropped", "Acknowledgements beyond what a client had in flight, ignored."),
 		storeErrors: counter("fleetgate_delivery_store_errors", "Failed session store operations of the delivery loop (retried with backoff)."),
-		notices:     counter("fleetgate_delivery_notices", "Notices from dispatchers received."),
 		filled: counter("fleetgate_delivery_inflight_reads",
 			"Reads of a session's inflight hash for messages handed to it directly whose notice was lost or late."),
-		subscribed: counter("fleetgate_delivery_subscriptions_added", "Subscriptions stored (SUBSCRIBE)."),
-		unsubscribed: counter("fleetgate_delivery_subscriptions_removed",
-			"Subscriptions removed (UNSUBSCRIBE)."),
-		subscribeFailed: counter("fleetgate_delivery_subscribe_failures",
-			"Subscriptions refused, by reason: invalid_filter, protocol_error, store (Redis or Kafka failed)."),
-		retainedSent:  counter("fleetgate_delivery_retained_queued", "Retained messages queued for new subscriptions."),
-		connectFailed: counter("fleetgate_delivery_connect_failures", "CONNECTs refused with Server Unavailable because the session store failed."),
-		takeovers:     counter("fleetgate_delivery_takeovers", "Sessions taken over from a connection on another node."),
 	}
 	for q := range r.qosAttr {
 		r.qosAttr[q] = metric.WithAttributes(attribute.Int("qos", q))
 	}
 	r.reasonUndecodable, r.reasonTooLarge = reason("undecodable"), reason("too_large")
-	r.reasonInvalidFilter, r.reasonProtocol, r.reasonStore = reason("invalid_filter"), reason("protocol_error"), reason("store")
-	_, err := m.Int64ObservableGauge("fleetgate_delivery_sessions_connected",
-		metric.WithDescription("Sessions connected to this node."),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			o.Observe(sessions())
-			return nil
-		}))
-	errs = append(errs, err)
+	var err error
 	r.pipelineRounds, err = m.Int64Histogram("fleetgate_delivery_store_pipeline_rounds",
 		metric.WithDescription("Session delivery rounds per Redis pipeline (delivery.store-pipelines): how many sessions share one round trip."),
 		metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256))

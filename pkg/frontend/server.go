@@ -25,10 +25,13 @@ import (
 
 	"github.com/fleetgate/fleetgate/pkg/delivery"
 	"github.com/fleetgate/fleetgate/pkg/events"
+	"github.com/fleetgate/fleetgate/pkg/exactlyonce"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/sessions"
+	"github.com/fleetgate/fleetgate/pkg/subscribe"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 	"github.com/fleetgate/fleetgate/pkg/wills"
@@ -55,7 +58,7 @@ type Server struct {
 
 	mochi    *mqtt.Server
 	hook     *ingest.Hook
-	delivery *delivery.Hook
+	sessions *sessions.Hook
 	producer *kgo.Client
 	changes  *kgo.Client // subscription change log producer
 	events   *kgo.Client // session events and receipts producer; nil when off
@@ -156,15 +159,36 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	if err != nil {
 		return nil, err
 	}
-	s.delivery, err = delivery.New(cfg.Delivery, delivery.Options{
-		Node:      s.owner,
+	deliverer, err := delivery.New(cfg.Delivery, s.store, emitter, log, tel.Provider)
+	if err != nil {
+		return nil, err
+	}
+	subs, err := subscribe.New(subscribe.Options{
 		Server:    s.mochi,
 		Store:     s.store,
-		Redis:     s.rdb,
 		ChangeLog: subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
 		Retained:  retained.New(s.rdb, log),
-		Wills:     willScheduler,
 		Events:    emitter,
+		Timeout:   cfg.Delivery.StoreTimeout,
+	}, log, tel.Provider)
+	if err != nil {
+		return nil, err
+	}
+	// Inbound QoS 2 state is fenced by the epoch of the connection's
+	// session, which the session layer holds.
+	exactly := exactlyonce.New(s.store, func(cl *mqtt.Client) (uint64, bool) { return s.sessions.Epoch(cl) }, cfg.Delivery.StoreTimeout, log)
+	s.sessions, err = sessions.New(sessions.Options{
+		Node:         s.owner,
+		Server:       s.mochi,
+		Store:        s.store,
+		Redis:        s.rdb,
+		Delivery:     deliverer,
+		Subscribe:    subs,
+		ExactlyOnce:  exactly,
+		Wills:        willScheduler,
+		Events:       emitter,
+		StoreTimeout: cfg.Delivery.StoreTimeout,
+		PollInterval: cfg.Delivery.PollInterval,
 	}, log, tel.Provider)
 	if err != nil {
 		return nil, err
@@ -174,7 +198,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		Topic:          cfg.Kafka.Topic,
 		ReceiveMaximum: caps.ReceiveMaximum,
 		MaxInflightAge: caps.MaximumMessageExpiryInterval,
-		ExactlyOnce:    s.delivery,
+		ExactlyOnce:    exactly,
 	}, s.producer, log, tel.Provider)
 	if err != nil {
 		return nil, err
@@ -188,7 +212,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 			return nil, err
 		}
 	}
-	for _, h := range []mqtt.Hook{&connHook{s: s}, auth, s.hook, s.delivery} {
+	for _, h := range []mqtt.Hook{&connHook{s: s}, auth, s.hook, s.sessions} {
 		if err := s.mochi.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("adding hook %s: %w", h.ID(), err)
 		}
@@ -294,7 +318,7 @@ func (s *Server) topics() []kafka.TopicSpec {
 // runDelivery keeps the delivery hook's notice subscription running.
 func (s *Server) runDelivery(ctx context.Context) {
 	for {
-		err := s.delivery.Run(ctx)
+		err := s.sessions.Run(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -497,7 +521,7 @@ func (s *Server) drain() error {
 		s.log.Warn("connections still closing at shutdown")
 		errs = append(errs, fmt.Errorf("%w: connections still closing", ErrDrainTimeout))
 	}
-	s.delivery.Close()
+	s.sessions.Close()
 	s.log.Info("shutdown complete", "took", time.Since(start).Round(time.Millisecond), "clean", len(errs) == 0)
 	return errors.Join(errs...)
 }
@@ -518,7 +542,7 @@ func (s *Server) flushEvents(deadline time.Time) {
 func (s *Server) close() {
 	s.closeOnce.Do(func() {
 		_ = s.mochi.Close()
-		s.delivery.Close()
+		s.sessions.Close()
 		s.producer.Close()
 		s.changes.Close()
 		if s.events != nil {

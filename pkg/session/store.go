@@ -25,6 +25,13 @@ var (
 	ErrNoSession = errors.New("no session")
 )
 
+// Gone reports whether err says the caller's connection no longer owns the
+// session (ErrFenced or ErrNoSession): it must stop touching it, and a
+// connection learning it this way was taken over.
+func Gone(err error) bool {
+	return errors.Is(err, ErrFenced) || errors.Is(err, ErrNoSession)
+}
+
 // Store is the Redis session store. It is safe for concurrent use. It does
 // not own its Redis client: the caller closes it.
 type Store struct {

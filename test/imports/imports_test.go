@@ -28,16 +28,33 @@ var contracts = []string{"pkg/kafkarecord", "pkg/events", "pkg/handoff"}
 // that ships links the testing package or the test helpers.
 var binaries = map[string][]string{
 	"cmd/frontend":        {"pkg/dispatch", "pkg/archiver", "pkg/archive"},
-	"cmd/dispatcher":      {"pkg/frontend", "pkg/delivery", "pkg/ingest", "pkg/archiver", "pkg/archive"},
-	"cmd/archiver":        {"pkg/frontend", "pkg/delivery", "pkg/ingest", "pkg/dispatch"},
-	"cmd/fleetgate-bench": {"pkg/frontend", "pkg/delivery", "pkg/dispatch"},
+	"cmd/dispatcher":      append([]string{"pkg/frontend", "pkg/archiver", "pkg/archive"}, frontendRooms...),
+	"cmd/archiver":        append([]string{"pkg/frontend", "pkg/dispatch"}, frontendRooms...),
+	"cmd/fleetgate-bench": append([]string{"pkg/frontend", "pkg/dispatch"}, frontendRooms...),
 	"cmd/fleetgate-dev":   {},
 }
 
-// apart are pairs of packages of one binary that must not import each
-// other: the frontend's ingest path (PUBLISH to Kafka) and its session
-// layer (delivery) meet only in pkg/frontend.
-var apart = [][2]string{{"pkg/ingest", "pkg/delivery"}, {"pkg/delivery", "pkg/ingest"}, {"pkg/dispatch", "pkg/delivery"}, {"pkg/delivery", "pkg/dispatch"}}
+// frontendRooms are the frontend's rooms for client packets: the ingest
+// path (PUBLISH to Kafka) and the session layer, split by concern.
+var frontendRooms = []string{"pkg/ingest", "pkg/sessions", "pkg/subscribe", "pkg/delivery", "pkg/exactlyonce"}
+
+// apart are pairs of packages that must not import each other (the first
+// must not link the second): the frontend's rooms meet only in
+// pkg/frontend, except that pkg/sessions, the session hook, hands packets
+// to subscribe, delivery and exactlyonce; and the dispatcher's router
+// shares only contracts with any of them.
+var apart = func() [][2]string {
+	var pairs [][2]string
+	for _, a := range frontendRooms {
+		for _, b := range frontendRooms {
+			if a != b && !(a == "pkg/sessions" && b != "pkg/ingest") {
+				pairs = append(pairs, [2]string{a, b})
+			}
+		}
+		pairs = append(pairs, [2]string{a, "pkg/dispatch"}, [2]string{"pkg/dispatch", a})
+	}
+	return pairs
+}()
 
 // testOnly are the packages no shipped code may link.
 var testOnly = []string{"testing", module + "/internal/testkit", module + "/internal/clustertest", "github.com/stretchr/testify/require"}

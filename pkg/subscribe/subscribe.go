@@ -1,8 +1,9 @@
-package delivery
+package subscribe
 
 import (
 	"context"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fleetgate/fleetgate/pkg/events"
@@ -12,15 +13,15 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
-// subscribe answers a SUBSCRIBE: the subscriptions are durable in the
+// Subscribe answers a SUBSCRIBE: the subscriptions are durable in the
 // session store and in the change log before the SUBACK goes out, then the
 // retained messages of the new subscriptions are queued [MQTT-3.3.1-9].
 //
 // It runs on the client's read goroutine, so the client's next packets wait
 // for it: a PUBLISH sent after a SUBSCRIBE is matched against it.
-func (c *client) subscribe(pk packets.Packet) {
-	h := c.h
-	v5 := c.cl.Properties.ProtocolVersion >= 5
+func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
+	cl := c.Client()
+	v5 := cl.Properties.ProtocolVersion >= 5
 	codes := make([]byte, len(pk.Filters))
 	var subs []topic.Subscription
 	var at []int // index in pk.Filters of each of subs
@@ -32,18 +33,18 @@ func (c *client) subscribe(pk packets.Packet) {
 				codes[i] = packets.ErrUnspecifiedError.Code
 			}
 			h.metrics.subscribeFailed.Add(context.Background(), 1, h.metrics.reasonInvalidFilter)
-			h.log.Info("subscription refused: invalid topic filter", "client_id", c.cl.ID, "filter", f.Filter, "err", err)
+			h.log.Info("subscription refused: invalid topic filter", "client_id", cl.ID, "filter", f.Filter, "err", err)
 			continue
 		}
 		if shared && f.NoLocal && v5 {
 			// [MQTT-3.8.3-4]: No Local on a shared subscription is a
 			// protocol error.
 			h.metrics.subscribeFailed.Add(context.Background(), 1, h.metrics.reasonProtocol)
-			_ = h.o.Server.DisconnectClient(c.cl, packets.ErrProtocolViolation)
+			_ = h.o.Server.DisconnectClient(cl, packets.ErrProtocolViolation)
 			return
 		}
 		s := topic.Subscription{
-			ClientID: c.cl.ID, Filter: filter, Group: group,
+			ClientID: cl.ID, Filter: filter, Group: group,
 			QoS:               min(f.Qos, 2),
 			NoLocal:           f.NoLocal,
 			RetainAsPublished: f.RetainAsPublished,
@@ -57,7 +58,7 @@ func (c *client) subscribe(pk packets.Packet) {
 		at = append(at, i)
 	}
 
-	ctx, cancel := h.storeCtx()
+	ctx, cancel := context.WithTimeout(context.Background(), h.o.Timeout)
 	defer cancel()
 	var existed []bool
 	var err error
@@ -70,9 +71,9 @@ func (c *client) subscribe(pk packets.Packet) {
 				RetainHandling: s.RetainHandling, Identifier: s.Identifier,
 			}
 		}
-		existed, err = h.o.Store.Subscribe(ctx, c.cl.ID, c.epoch, stored)
+		existed, err = h.o.Store.Subscribe(ctx, cl.ID, c.Epoch(), stored)
 		if err == nil {
-			err = h.o.ChangeLog.Subscribe(ctx, c.cl.ID, subs)
+			err = h.o.ChangeLog.Subscribe(ctx, cl.ID, subs)
 		}
 	}
 	for j, i := range at {
@@ -84,24 +85,24 @@ func (c *client) subscribe(pk packets.Packet) {
 	}
 	if err != nil {
 		h.metrics.subscribeFailed.Add(ctx, int64(len(subs)), h.metrics.reasonStore)
-		h.log.Warn("subscriptions refused: not stored", "client_id", c.cl.ID, "count", len(subs), "err", err)
-		if fenced(err) {
-			h.closeTakenOver(c)
+		h.log.Warn("subscriptions refused: not stored", "client_id", cl.ID, "count", len(subs), "err", err)
+		if session.Gone(err) {
+			c.Gone()
 			return
 		}
 	} else {
 		h.metrics.subscribed.Add(ctx, int64(len(subs)))
 	}
-	_ = c.cl.WritePacket(packets.Packet{
+	_ = cl.WritePacket(packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Suback},
 		PacketID:    pk.PacketID, // [MQTT-3.8.4-2]
 		ReasonCodes: codes,       // one per filter, in order [MQTT-3.8.4-6]
 	})
-	c.emitSubscriptions(events.Subscribe, pk, codes)
+	h.emitSubscriptions(cl, events.Subscribe, pk, codes)
 	if err != nil || h.o.Retained == nil {
 		return
 	}
-	c.queueRetained(ctx, subs, existed)
+	h.queueRetained(ctx, c, subs, existed)
 }
 
 // queueRetained puts the retained messages matching new subscriptions into
@@ -109,8 +110,8 @@ func (c *client) subscribe(pk packets.Packet) {
 // only for a subscription that did not exist, 2 never [MQTT-3.3.1-9..11];
 // never for shared subscriptions (MQTT 5 4.8.2). They carry RETAIN=1
 // [MQTT-3.3.1-8] and at most the granted QoS.
-func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, existed []bool) {
-	h := c.h
+func (h *Handler) queueRetained(ctx context.Context, c Conn, subs []topic.Subscription, existed []bool) {
+	cl := c.Client()
 	var ds []session.Delivery
 	for i, s := range subs {
 		if s.Group != "" || s.RetainHandling == 2 || (s.RetainHandling == 1 && i < len(existed) && existed[i]) {
@@ -118,7 +119,7 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 		}
 		msgs, err := h.o.Retained.Match(ctx, s.Filter)
 		if err != nil {
-			h.log.Warn("retained messages not sent: lookup failed", "client_id", c.cl.ID, "filter", s.Filter, "err", err)
+			h.log.Warn("retained messages not sent: lookup failed", "client_id", cl.ID, "filter", s.Filter, "err", err)
 			continue
 		}
 		for _, r := range msgs {
@@ -132,7 +133,7 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 				ids = []uint32{s.Identifier}
 			}
 			shaped := m.ForSubscriber(s.QoS, true, ids)
-			ds = append(ds, session.Delivery{ClientID: c.cl.ID, Message: handoff.EncodeMessage(&shaped), Expiry: r.Expiry})
+			ds = append(ds, session.Delivery{ClientID: cl.ID, Message: handoff.EncodeMessage(&shaped), Expiry: r.Expiry})
 		}
 	}
 	if len(ds) == 0 {
@@ -140,7 +141,7 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 	}
 	res, err := h.o.Store.Enqueue(ctx, ds)
 	if err != nil {
-		h.log.Warn("retained messages not queued", "client_id", c.cl.ID, "err", err)
+		h.log.Warn("retained messages not queued", "client_id", cl.ID, "err", err)
 	}
 	n := 0
 	for _, r := range res {
@@ -149,15 +150,15 @@ func (c *client) queueRetained(ctx context.Context, subs []topic.Subscription, e
 		}
 	}
 	h.metrics.retainedSent.Add(ctx, int64(n))
-	c.kickQueued()
+	c.Queued()
 }
 
-// unsubscribe answers an UNSUBSCRIBE once the subscriptions are gone from
+// Unsubscribe answers an UNSUBSCRIBE once the subscriptions are gone from
 // the session store and the change log [MQTT-3.10.4-1]. MQTT 5 gets a
 // reason code per filter: 0x00, or 0x11 when there was no such
 // subscription [MQTT-3.11.3-1].
-func (c *client) unsubscribe(pk packets.Packet) {
-	h := c.h
+func (h *Handler) Unsubscribe(c Conn, pk packets.Packet) {
+	cl := c.Client()
 	codes := make([]byte, len(pk.Filters))
 	var keys []session.FilterKey
 	var at []int
@@ -170,18 +171,18 @@ func (c *client) unsubscribe(pk packets.Packet) {
 		keys = append(keys, session.FilterKey{Group: group, Filter: filter})
 		at = append(at, i)
 	}
-	ctx, cancel := h.storeCtx()
+	ctx, cancel := context.WithTimeout(context.Background(), h.o.Timeout)
 	defer cancel()
 	var existed []bool
 	var err error
 	if len(keys) > 0 {
-		existed, err = h.o.Store.Unsubscribe(ctx, c.cl.ID, c.epoch, keys)
+		existed, err = h.o.Store.Unsubscribe(ctx, cl.ID, c.Epoch(), keys)
 		if err == nil {
 			ck := make([]subscriptions.Key, len(keys))
 			for i, k := range keys {
 				ck[i] = subscriptions.Key{Group: k.Group, Filter: k.Filter}
 			}
-			err = h.o.ChangeLog.Unsubscribe(ctx, c.cl.ID, ck)
+			err = h.o.ChangeLog.Unsubscribe(ctx, cl.ID, ck)
 		}
 	}
 	for j, i := range at {
@@ -193,27 +194,27 @@ func (c *client) unsubscribe(pk packets.Packet) {
 		}
 	}
 	if err != nil {
-		h.log.Warn("unsubscribe failed", "client_id", c.cl.ID, "err", err)
-		if fenced(err) {
-			h.closeTakenOver(c)
+		h.log.Warn("unsubscribe failed", "client_id", cl.ID, "err", err)
+		if session.Gone(err) {
+			c.Gone()
 			return
 		}
 	} else {
 		h.metrics.unsubscribed.Add(ctx, int64(len(keys)))
 	}
 	out := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsuback}, PacketID: pk.PacketID}
-	if c.cl.Properties.ProtocolVersion >= 5 {
+	if cl.Properties.ProtocolVersion >= 5 {
 		out.ReasonCodes = codes
 	}
-	_ = c.cl.WritePacket(out)
-	c.emitSubscriptions(events.Unsubscribe, pk, codes)
+	_ = cl.WritePacket(out)
+	h.emitSubscriptions(cl, events.Unsubscribe, pk, codes)
 }
 
 // emitSubscriptions emits the event of an answered SUBSCRIBE or
 // UNSUBSCRIBE: each filter with the code it was answered with (for an
 // MQTT 3.1.1 UNSUBACK, which has none, the code fleetgate decided).
-func (c *client) emitSubscriptions(kind events.Kind, pk packets.Packet, codes []byte) {
-	if c.h.o.Events == nil {
+func (h *Handler) emitSubscriptions(cl *mqtt.Client, kind events.Kind, pk packets.Packet, codes []byte) {
+	if h.o.Events == nil {
 		return
 	}
 	subs := make([]events.Subscription, len(pk.Filters))
@@ -231,5 +232,5 @@ func (c *client) emitSubscriptions(kind events.Kind, pk packets.Packet, codes []
 		}
 		subs[i] = s
 	}
-	c.h.o.Events.Emit(&events.Event{Kind: kind, ClientID: c.cl.ID, Subscriptions: subs})
+	h.o.Events.Emit(&events.Event{Kind: kind, ClientID: cl.ID, Subscriptions: subs})
 }

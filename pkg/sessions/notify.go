@@ -1,4 +1,4 @@
-package delivery
+package sessions
 
 import (
 	"context"
@@ -28,7 +28,7 @@ func (h *Hook) Run(ctx context.Context) error {
 	ps := h.o.Redis.Subscribe(ctx, channel, handoff.ControlChannel(h.o.Node))
 	defer ps.Close()
 	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
-	poll := time.NewTicker(h.cfg.PollInterval)
+	poll := time.NewTicker(h.o.PollInterval)
 	defer poll.Stop()
 	for {
 		select {
@@ -57,7 +57,7 @@ func (h *Hook) Run(ctx context.Context) error {
 					}
 					for _, id := range n.ClientIDs {
 						if c := h.local(id); c != nil {
-							c.kickQueued()
+							c.pump.KickQueued()
 						}
 					}
 					for _, d := range n.Direct {
@@ -68,7 +68,7 @@ func (h *Hook) Run(ctx context.Context) error {
 						// flight, which it does after its registration here,
 						// so after this notice was sent.
 						if c := h.local(d.ClientID); c != nil && c.epoch == d.Epoch {
-							c.pushDirect(session.QueuedMessage{PacketID: d.PacketID, Seq: d.Seq, Message: d.Message, Expiry: d.Expiry})
+							c.pump.PushDirect(session.QueuedMessage{PacketID: d.PacketID, Seq: d.Seq, Message: d.Message, Expiry: d.Expiry})
 						}
 					}
 					continue
@@ -97,12 +97,12 @@ func (h *Hook) control(payload string) {
 
 func (h *Hook) kickAll() {
 	h.mu.Lock()
-	cs := make([]*client, 0, len(h.byID))
+	cs := make([]*conn, 0, len(h.byID))
 	for _, c := range h.byID {
 		cs = append(cs, c)
 	}
 	h.mu.Unlock()
 	for _, c := range cs {
-		c.kickQueued()
+		c.pump.KickQueued()
 	}
 }

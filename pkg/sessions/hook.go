@@ -1,4 +1,4 @@
-package delivery
+package sessions
 
 import (
 	"bytes"
@@ -18,26 +18,13 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/fleetgate/fleetgate/pkg/delivery"
 	"github.com/fleetgate/fleetgate/pkg/events"
-	"github.com/fleetgate/fleetgate/pkg/retained"
+	"github.com/fleetgate/fleetgate/pkg/exactlyonce"
 	"github.com/fleetgate/fleetgate/pkg/session"
-	"github.com/fleetgate/fleetgate/pkg/subscriptions"
-	"github.com/fleetgate/fleetgate/pkg/topic"
+	"github.com/fleetgate/fleetgate/pkg/subscribe"
 	"github.com/fleetgate/fleetgate/pkg/wills"
 )
-
-// ChangeLog is where subscriptions are published for the dispatchers
-// (*subscriptions.Writer).
-type ChangeLog interface {
-	Subscribe(ctx context.Context, clientID string, subs []topic.Subscription) error
-	Unsubscribe(ctx context.Context, clientID string, keys []subscriptions.Key) error
-}
-
-// Retained finds the retained messages matching a filter;
-// *retained.Store is one.
-type Retained interface {
-	Match(ctx context.Context, filter string) ([]retained.Message, error)
-}
 
 // Options are the hook's dependencies.
 type Options struct {
@@ -48,10 +35,18 @@ type Options struct {
 	// Store is the session store; Redis is its client, for notices.
 	Store *session.Store
 	Redis redis.UniversalClient
-	// ChangeLog receives every subscription change.
-	ChangeLog ChangeLog
-	// Retained finds retained messages at SUBSCRIBE; nil sends none.
-	Retained Retained
+	// Delivery opens the outbound pump of each connection.
+	Delivery *delivery.Deliverer
+	// Subscribe answers SUBSCRIBE and UNSUBSCRIBE.
+	Subscribe *subscribe.Handler
+	// ExactlyOnce answers PUBRELs of inbound QoS 2 messages received
+	// before a reconnect.
+	ExactlyOnce *exactlyonce.Tracker
+	// StoreTimeout bounds the session store writes behind a CONNACK.
+	StoreTimeout time.Duration
+	// PollInterval is how often every local session's queue is checked
+	// without a notice.
+	PollInterval time.Duration
 	// Wills publishes the wills of this node's clients, at once or after
 	// their delay; nil drops them (tests).
 	Wills *wills.Scheduler
@@ -65,27 +60,24 @@ type Options struct {
 type Hook struct {
 	mqtt.HookBase
 
-	cfg     Config
 	o       Options
 	log     *slog.Logger
 	metrics *metrics
-	rounds  *rounds
 
-	byConn sync.Map // *mqtt.Client → *client
+	byConn sync.Map // *mqtt.Client → *conn
 
 	mu   sync.Mutex
-	byID map[string]*client // the current connection of each client id; guarded by mu
+	byID map[string]*conn // the current connection of each client id; guarded by mu
 
 	closed atomic.Bool
 }
 
 // New returns the hook. It does no I/O.
-func New(cfg Config, o Options, log *slog.Logger, mp metric.MeterProvider) (*Hook, error) {
+func New(o Options, log *slog.Logger, mp metric.MeterProvider) (*Hook, error) {
 	h := &Hook{
-		cfg:  cfg,
 		o:    o,
-		log:  log.With("component", "delivery"),
-		byID: map[string]*client{},
+		log:  log.With("component", "sessions"),
+		byID: map[string]*conn{},
 	}
 	m, err := newMetrics(mp, h.connected)
 	if err != nil {
@@ -93,16 +85,15 @@ func New(cfg Config, o Options, log *slog.Logger, mp metric.MeterProvider) (*Hoo
 	}
 	h.metrics = m
 	if h.o.Wills == nil {
-		if h.o.Wills, err = wills.NewScheduler(o.Store, nil, "", o.Node, cfg.StoreTimeout, log, mp); err != nil {
+		if h.o.Wills, err = wills.NewScheduler(o.Store, nil, "", o.Node, o.StoreTimeout, log, mp); err != nil {
 			return nil, err
 		}
 	}
-	h.rounds = newRounds(o.Store, cfg.StorePipelines, cfg.StoreTimeout, m.observePipeline)
 	return h, nil
 }
 
 // ID implements mqtt.Hook.
-func (h *Hook) ID() string { return "fleetgate-delivery" }
+func (h *Hook) ID() string { return "fleetgate-sessions" }
 
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool {
@@ -122,14 +113,14 @@ func (h *Hook) connected() int64 {
 	return int64(len(h.byID))
 }
 
-func (h *Hook) lookup(cl *mqtt.Client) *client {
+func (h *Hook) lookup(cl *mqtt.Client) *conn {
 	if v, ok := h.byConn.Load(cl); ok {
-		return v.(*client)
+		return v.(*conn)
 	}
 	return nil
 }
 
-func (h *Hook) local(clientID string) *client {
+func (h *Hook) local(clientID string) *conn {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.byID[clientID]
@@ -149,7 +140,7 @@ func expiryOf(cl *mqtt.Client) uint32 {
 }
 
 func (h *Hook) storeCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
+	return context.WithTimeout(context.Background(), h.o.StoreTimeout)
 }
 
 // OnSessionEstablish registers the session in the store before mochi
@@ -161,11 +152,12 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		// an MQTT 3.1.1 client must never receive: the server just closes
 		// the connection [MQTT-3.1.4-2].
 		if prev := h.lookup(old); prev != nil {
-			prev.takenOver.Store(true)
+			prev.halt()
 		}
 		old.Stop(packets.ErrSessionTakenOver)
 	}
-	c := newClient(h, cl)
+	c := &conn{h: h, cl: cl}
+	c.pump = h.o.Delivery.Open(cl, func() { h.closeTakenOver(c) })
 	h.byConn.Store(cl, c)
 	req := session.ConnectRequest{
 		ClientID:      cl.ID,
@@ -173,7 +165,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		CleanStart:    pk.Connect.Clean,
 		ExpirySeconds: expiryOf(cl),
 		Protocol:      cl.Properties.ProtocolVersion,
-		Window:        c.window,
+		Window:        c.pump.Window(),
 	}
 	if pk.Connect.WillFlag {
 		c.will = willOf(cl, pk)
@@ -185,7 +177,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		// A clean start discards the subscriptions of the previous session
 		// [MQTT-3.1.2-4]: the dispatchers hear of it before the session is
 		// reset, so none of their routing lands in the new session.
-		if err := h.dropSubscriptions(ctx, cl.ID); err != nil {
+		if err := h.o.Subscribe.DropAll(ctx, cl.ID); err != nil {
 			c.failed = err
 			h.metrics.connectFailed.Add(ctx, 1)
 			h.log.Warn("connect refused: cannot drop the previous session's subscriptions", "client_id", cl.ID, "err", err)
@@ -200,8 +192,8 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	c.epoch = res.Epoch
-	// What is in flight now is resent; what is handed over from now on
-	// comes after it.
+	// What is in flight now is resent (c.pump.Begin); what is handed over
+	// from now on comes after it.
 	c.lastSeq = res.Seq
 	c.present = res.SessionPresent
 	if w := res.TakenOverWill; w != nil && (w.DelaySeconds == 0 || req.CleanStart) {
@@ -218,7 +210,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if prev != nil {
 		// mochi disconnects the previous local connection with 0x8E; its
 		// writes are fenced from now on.
-		prev.takenOver.Store(true)
+		prev.halt()
 	}
 	if res.WasConnected && res.PreviousNode != "" && res.PreviousNode != h.o.Node {
 		h.metrics.takeovers.Add(ctx, 1)
@@ -230,20 +222,6 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	h.log.Debug("session registered", "client_id", cl.ID, "epoch", res.Epoch, "present", res.SessionPresent,
 		"previous_node", res.PreviousNode, "takeover", res.WasConnected)
-}
-
-// dropSubscriptions writes tombstones for every subscription the session
-// of clientID holds.
-func (h *Hook) dropSubscriptions(ctx context.Context, clientID string) error {
-	subs, err := h.o.Store.Subscriptions(ctx, clientID)
-	if err != nil || len(subs) == 0 {
-		return err
-	}
-	keys := make([]subscriptions.Key, len(subs))
-	for i, s := range subs {
-		keys[i] = subscriptions.Key{Group: s.Group, Filter: s.Filter}
-	}
-	return h.o.ChangeLog.Unsubscribe(ctx, clientID, keys)
 }
 
 // willOf copies the will of a CONNECT, with its MQTT 5 properties.
@@ -314,7 +292,7 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		cl.Stop(packets.ErrServerUnavailable)
 		return
 	}
-	c.kickQueued()
+	c.pump.Begin(c.epoch, c.lastSeq)
 	if h.o.Events != nil {
 		clean, expiry, present := pk.Connect.Clean, expiryOf(cl), c.present
 		h.o.Events.Emit(&events.Event{
@@ -347,7 +325,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 		return
 	}
 	h.byConn.Delete(cl)
-	c.stop()
+	c.pump.Stop()
 	h.mu.Lock()
 	if h.byID[cl.ID] == c {
 		delete(h.byID, cl.ID)
@@ -362,9 +340,8 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	h.emitDisconnect(c, err)
 	// Acknowledgements read before the close complete their messages even
 	// if a new connection has taken the session over meanwhile.
-	c.closed.Store(true)
 	ctx, cancel := h.storeCtx()
-	c.finish(ctx)
+	c.pump.Close(ctx)
 	cancel()
 	if c.takenOver.Load() {
 		return
@@ -374,7 +351,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 
 // emitDisconnect emits the disconnect event of c, which ended with err
 // (nil after the client's DISCONNECT).
-func (h *Hook) emitDisconnect(c *client, err error) {
+func (h *Hook) emitDisconnect(c *conn, err error) {
 	if h.o.Events == nil {
 		return
 	}
@@ -411,7 +388,7 @@ func (h *Hook) emitDisconnect(c *client, err error) {
 	h.o.Events.Emit(ev)
 }
 
-func (h *Hook) endSession(c *client, expiry uint32) {
+func (h *Hook) endSession(c *conn, expiry uint32) {
 	ctx, cancel := h.storeCtx()
 	defer cancel()
 	id := c.cl.ID
@@ -426,7 +403,7 @@ func (h *Hook) endSession(c *client, expiry uint32) {
 		switch {
 		case !c.willDue.Load():
 			// Normal disconnect: the will is discarded [MQTT-3.1.2-10].
-			if _, err := h.o.Store.ClaimWill(ctx, id, c.epoch); err != nil && !fenced(err) {
+			if _, err := h.o.Store.ClaimWill(ctx, id, c.epoch); err != nil && !session.Gone(err) {
 				h.log.Warn("discarding will", "client_id", id, "err", err)
 			}
 		case c.will.DelaySeconds == 0 || expiry == 0:
@@ -437,17 +414,13 @@ func (h *Hook) endSession(c *client, expiry uint32) {
 	}
 	err := h.o.Store.Disconnect(ctx, id, c.epoch, expiry)
 	if err != nil {
-		if fenced(err) {
+		if session.Gone(err) {
 			return // the session moved on: another connection owns it
 		}
 		h.log.Warn("recording disconnect", "client_id", id, "err", err)
 	}
 	if len(subs) > 0 {
-		keys := make([]subscriptions.Key, len(subs))
-		for i, s := range subs {
-			keys[i] = subscriptions.Key{Group: s.Group, Filter: s.Filter}
-		}
-		if err := h.o.ChangeLog.Unsubscribe(ctx, id, keys); err != nil {
+		if err := h.o.Subscribe.Tombstone(ctx, id, subs); err != nil {
 			h.log.Warn("subscriptions of an ended session stay in the change log", "client_id", id, "err", err)
 		}
 	}
@@ -460,10 +433,6 @@ func (h *Hook) endSession(c *client, expiry uint32) {
 		}
 		h.o.Wills.Schedule(id, c.epoch, c.cl.Properties.ProtocolVersion, d)
 	}
-}
-
-func fenced(err error) bool {
-	return errors.Is(err, session.ErrFenced) || errors.Is(err, session.ErrNoSession)
 }
 
 // Close stops scheduling wills; those pending stay in the session store for
@@ -480,11 +449,14 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 			return pk, nil // our own no-op, or invalid: mochi ignores it
 		}
 		if c := h.lookup(cl); c != nil {
-			c.pushAck(ack{kind: pk.FixedHeader.Type, id: pk.PacketID, reason: pk.ReasonCode})
+			c.pump.PushAck(pk.FixedHeader.Type, pk.PacketID, pk.ReasonCode)
 		}
 		return ignored(pk.ProtocolVersion), nil
 	case packets.Pubrel:
-		return h.pubrel(cl, pk), nil
+		if h.o.ExactlyOnce.Release(cl, pk) {
+			return ignored(pk.ProtocolVersion), nil
+		}
+		return pk, nil
 	case packets.Disconnect:
 		// Record the acknowledgements read before the DISCONNECT while the
 		// session is still this connection's: once mochi closes the socket
@@ -493,7 +465,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		if c := h.lookup(cl); c != nil && c.failed == nil {
 			c.disconnectCode.Store(uint32(pk.ReasonCode))
 			ctx, cancel := h.storeCtx()
-			c.finish(ctx)
+			c.pump.Finish(ctx)
 			cancel()
 		}
 	case packets.Subscribe:
@@ -501,7 +473,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 			return pk, nil // mochi refuses it
 		}
 		if c := h.lookup(cl); c != nil {
-			c.subscribe(pk)
+			h.o.Subscribe.Subscribe(c, pk)
 			return ignored(pk.ProtocolVersion), nil
 		}
 	case packets.Unsubscribe:
@@ -509,7 +481,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 			return pk, nil
 		}
 		if c := h.lookup(cl); c != nil {
-			c.unsubscribe(pk)
+			h.o.Subscribe.Unsubscribe(c, pk)
 			return ignored(pk.ProtocolVersion), nil
 		}
 	}
@@ -524,44 +496,12 @@ func ignored(version byte) packets.Packet {
 	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: version}
 }
 
-// pubrel releases an inbound QoS 2 packet id in the store [MQTT-4.3.3-11].
-// mochi answers ids it tracks itself (received on this connection); an id
-// received before a reconnect is only in the store, and answered here.
-func (h *Hook) pubrel(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+// Epoch is the session epoch of cl's connection, which fences its store
+// writes; false when cl has no session here (exactlyonce.Epochs).
+func (h *Hook) Epoch(cl *mqtt.Client) (uint64, bool) {
 	c := h.lookup(cl)
 	if c == nil {
-		return pk
+		return 0, false
 	}
-	ctx, cancel := h.storeCtx()
-	defer cancel()
-	existed, err := h.o.Store.Released(ctx, cl.ID, c.epoch, pk.PacketID)
-	if err != nil {
-		h.log.Warn("releasing inbound QoS 2 packet id", "client_id", cl.ID, "packet_id", pk.PacketID, "err", err)
-	}
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok || !existed {
-		return pk
-	}
-	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID})
-	return ignored(pk.ProtocolVersion)
-}
-
-// Received reports whether the inbound QoS 2 packet id of cl was answered
-// with PUBREC before, on any node: ingest then answers a DUP resend without
-// producing it again.
-func (h *Hook) Received(cl *mqtt.Client, packetID uint16) (bool, error) {
-	ctx, cancel := h.storeCtx()
-	defer cancel()
-	return h.o.Store.IsReceived(ctx, cl.ID, packetID)
-}
-
-// MarkReceived records the inbound QoS 2 packet id of cl before its PUBREC.
-func (h *Hook) MarkReceived(cl *mqtt.Client, packetID uint16) error {
-	c := h.lookup(cl)
-	if c == nil {
-		return session.ErrFenced
-	}
-	ctx, cancel := h.storeCtx()
-	defer cancel()
-	_, err := h.o.Store.MarkReceived(ctx, cl.ID, c.epoch, packetID)
-	return err
+	return c.epoch, true
 }

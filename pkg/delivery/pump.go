@@ -35,22 +35,19 @@ type outbound struct {
 	topic, messageID string
 }
 
-// client is one connection's part of a session.
-type client struct {
-	h     *Hook
-	cl    *mqtt.Client
+// Pump writes the messages of one connection's session to it and records
+// their acknowledgements: the outbound half of a session. Create it with
+// Deliverer.Open.
+type Pump struct {
+	d  *Deliverer
+	cl *mqtt.Client
+	// epoch fences the pump's store writes; set by Begin.
 	epoch uint64
-	// present is the CONNACK Session Present flag.
-	present bool
-	// failed is set when the store could not register the session.
-	failed error
-	will   *session.Will
-	// willDue: the connection ended abnormally (OnWill ran).
-	willDue   atomic.Bool
-	takenOver atomic.Bool
-	closed    atomic.Bool // the connection ended (OnDisconnect)
-	// disconnectCode is the reason code of the client's DISCONNECT.
-	disconnectCode atomic.Uint32
+	// onGone runs once the store says the session moved on (a newer
+	// connection took it over).
+	onGone func()
+	halted atomic.Bool // taken over: no more rounds
+	closed atomic.Bool // the connection ended (Close)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -100,11 +97,13 @@ type client struct {
 	backoff   time.Duration
 }
 
-func newClient(h *Hook, cl *mqtt.Client) *client {
-	c := &client{h: h, cl: cl, inflight: map[uint16]outbound{}}
+// Open returns the pump of a new connection. It does nothing until Begin.
+// onGone runs when a store write finds that the session moved on.
+func (d *Deliverer) Open(cl *mqtt.Client, onGone func()) *Pump {
+	c := &Pump{d: d, cl: cl, onGone: onGone, inflight: map[uint16]outbound{}}
 	c.queued.Store(true)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.window = h.cfg.MaxInflight
+	c.window = d.cfg.MaxInflight
 	if cl.Properties.ProtocolVersion >= 5 {
 		rm := int(cl.Properties.Props.ReceiveMaximum)
 		if rm == 0 {
@@ -118,14 +117,44 @@ func newClient(h *Hook, cl *mqtt.Client) *client {
 	return c
 }
 
-func (c *client) stop() {
+// Window is the most messages the pump keeps in flight: the session's
+// window in the store.
+func (c *Pump) Window() int { return c.window }
+
+// Begin starts delivering for the session registered with epoch, whose
+// messages up to lastSeq were handed over before this connection: what is
+// in flight is resent first, then the queue follows.
+func (c *Pump) Begin(epoch, lastSeq uint64) {
+	c.epoch, c.lastSeq = epoch, lastSeq
+	c.KickQueued()
+}
+
+// Halt stops the pump's rounds for good: the session was taken over.
+// Acknowledgements still read are recorded by Close.
+func (c *Pump) Halt() { c.halted.Store(true) }
+
+// Stop ends the pump's work at once: the connection is gone.
+func (c *Pump) Stop() {
 	c.cancel()
+}
+
+// Close records, once the connection ended, the acknowledgements it read
+// that no round recorded yet.
+func (c *Pump) Close(ctx context.Context) {
+	c.closed.Store(true)
+	c.Finish(ctx)
 }
 
 // pushAck hands an acknowledgement to the pump. It never blocks the read
 // goroutine: a client that sends more acknowledgements than it has messages
 // in flight loses the excess, which match nothing anyway.
-func (c *client) pushAck(a ack) {
+// PushAck hands the pump an acknowledgement read from the client: kind is
+// packets.Puback, Pubrec or Pubcomp.
+func (c *Pump) PushAck(kind byte, id uint16, reason byte) {
+	c.pushAck(ack{kind: kind, id: id, reason: reason})
+}
+
+func (c *Pump) pushAck(a ack) {
 	c.acksMu.Lock()
 	full := len(c.acks) >= c.maxAcks
 	if !full {
@@ -133,13 +162,13 @@ func (c *client) pushAck(a ack) {
 	}
 	c.acksMu.Unlock()
 	if full {
-		c.h.metrics.acksDropped.Add(context.Background(), 1)
+		c.d.metrics.acksDropped.Add(context.Background(), 1)
 	}
 	c.kick()
 }
 
-// pushDirect hands the pump a message a dispatcher put in flight for it.
-func (c *client) pushDirect(m session.QueuedMessage) {
+// PushDirect hands the pump a message a dispatcher put in flight for it.
+func (c *Pump) PushDirect(m session.QueuedMessage) {
 	c.acksMu.Lock()
 	c.direct = append(c.direct, m)
 	c.acksMu.Unlock()
@@ -147,7 +176,7 @@ func (c *client) pushDirect(m session.QueuedMessage) {
 }
 
 // takeDirect returns the direct messages received so far and forgets them.
-func (c *client) takeDirect() []session.QueuedMessage {
+func (c *Pump) takeDirect() []session.QueuedMessage {
 	c.acksMu.Lock()
 	defer c.acksMu.Unlock()
 	d := c.direct
@@ -156,7 +185,7 @@ func (c *client) takeDirect() []session.QueuedMessage {
 }
 
 // takeAcks returns the acknowledgements read so far and forgets them.
-func (c *client) takeAcks() []ack {
+func (c *Pump) takeAcks() []ack {
 	c.acksMu.Lock()
 	defer c.acksMu.Unlock()
 	a := c.acks
@@ -164,21 +193,21 @@ func (c *client) takeAcks() []ack {
 	return a
 }
 
-// kickQueued makes the pump look at the queue: messages may be there.
-func (c *client) kickQueued() {
+// KickQueued makes the pump look at the queue: messages may be there.
+func (c *Pump) KickQueued() {
 	c.queued.Store(true)
 	c.kick()
 }
 
 // kick makes the pump run: now, or again after its current round.
-func (c *client) kick() {
+func (c *Pump) kick() {
 	c.pending.Store(true)
 	if c.running.CompareAndSwap(false, true) {
 		go c.pump()
 	}
 }
 
-func (c *client) pump() {
+func (c *Pump) pump() {
 	for {
 		c.pending.Store(false)
 		c.work.Lock()
@@ -194,10 +223,10 @@ func (c *client) pump() {
 	}
 }
 
-// finish records the acknowledgements that arrived after the pump's last
+// Finish records the acknowledgements that arrived after the pump's last
 // round, once the connection has ended: a PUBACK read just before the
 // client's DISCONNECT still completes its message [MQTT-4.4.0-1].
-func (c *client) finish(ctx context.Context) {
+func (c *Pump) Finish(ctx context.Context) {
 	// The pump may be stuck writing to a client that stopped reading: give
 	// up on the lock after a while (those messages are then sent again).
 	for deadline := time.Now().Add(time.Second); !c.work.TryLock(); {
@@ -213,17 +242,17 @@ func (c *client) finish(ctx context.Context) {
 	if c.closed.Load() {
 		// A reconnect may have overtaken the close: the acknowledgements
 		// still name this session's messages, whatever its epoch now.
-		err = c.h.o.Store.AckAfterClose(ctx, c.cl.ID, s.acks)
+		err = c.d.store.AckAfterClose(ctx, c.cl.ID, s.acks)
 		if err == nil && len(s.pubrecs) > 0 {
-			err = c.h.rounds.do(ctx, &session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Pubrecs: s.pubrecs})
+			err = c.d.rounds.do(ctx, &session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Pubrecs: s.pubrecs})
 		}
 	} else if len(s.acks) > 0 || len(s.pubrecs) > 0 {
-		err = c.h.rounds.do(ctx, &session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Acks: s.acks, Pubrecs: s.pubrecs})
+		err = c.d.rounds.do(ctx, &session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Acks: s.acks, Pubrecs: s.pubrecs})
 	}
 	if err != nil {
 		c.restore(pending)
-		if !fenced(err) {
-			c.h.log.Warn("acknowledgements at disconnect not recorded; those messages are sent again", "client_id", c.cl.ID, "err", err)
+		if !session.Gone(err) {
+			c.d.log.Warn("acknowledgements at disconnect not recorded; those messages are sent again", "client_id", c.cl.ID, "err", err)
 		}
 		return
 	}
@@ -235,8 +264,8 @@ func (c *client) finish(ctx context.Context) {
 // acknowledgements received so far and takes as many queued messages as
 // the client's window has room for, in one script sent in a pipeline
 // shared with the node's other sessions (rounds).
-func (c *client) round() {
-	if c.ctx.Err() != nil || c.takenOver.Load() {
+func (c *Pump) round() {
+	if c.ctx.Err() != nil || c.halted.Load() {
 		return
 	}
 	if !c.resent {
@@ -278,7 +307,7 @@ func (c *client) round() {
 		}
 		r := session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Acks: s.acks, Pubrecs: s.pubrecs, Take: take}
 		if len(r.Acks) > 0 || len(r.Pubrecs) > 0 || r.Take > 0 {
-			if err := c.h.rounds.do(c.ctx, &r); err != nil {
+			if err := c.d.rounds.do(c.ctx, &r); err != nil {
 				c.restore(pending)
 				if take > 0 {
 					c.queued.Store(true)
@@ -316,8 +345,8 @@ func (c *client) round() {
 // after a crash, and QoS 0 is at most once). A connection that ends records
 // them (finish); a node that crashes sends those messages again on the next
 // connection, as QoS 1 and 2 allow.
-func (c *client) deferAcks(s settlement) bool {
-	d := c.h.cfg.AckDelay
+func (c *Pump) deferAcks(s settlement) bool {
+	d := c.d.cfg.AckDelay
 	if d <= 0 || len(s.acks) == 0 || len(s.pubrecs) > 0 || len(s.pubrels) > 0 || len(c.written) > 0 || c.queued.Load() {
 		return false
 	}
@@ -341,7 +370,7 @@ func (c *client) deferAcks(s settlement) bool {
 // lastSeq were written already; a gap before the next one (a notice still on
 // its way, or lost) makes the next round write everything past lastSeq from
 // the inflight hash instead, where every message in flight is.
-func (c *client) send(msgs []session.QueuedMessage) {
+func (c *Pump) send(msgs []session.QueuedMessage) {
 	slices.SortFunc(msgs, func(a, b session.QueuedMessage) int { return cmp.Compare(a.Seq, b.Seq) })
 	buf := bufPool.Get().(*bytes.Buffer)
 	for _, m := range msgs {
@@ -362,13 +391,13 @@ func (c *client) send(msgs []session.QueuedMessage) {
 }
 
 // fillFromInflight writes the messages in the inflight hash past lastSeq.
-func (c *client) fillFromInflight() error {
-	msgs, err := c.h.o.Store.Inflight(c.ctx, c.cl.ID)
+func (c *Pump) fillFromInflight() error {
+	msgs, err := c.d.store.Inflight(c.ctx, c.cl.ID)
 	if err != nil {
 		return err
 	}
 	c.fill = false
-	c.h.metrics.filled.Add(c.ctx, 1)
+	c.d.metrics.filled.Add(c.ctx, 1)
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer bufPool.Put(buf)
 	for _, m := range msgs { // in sequence order
@@ -404,7 +433,7 @@ type settlement struct {
 // flow [MQTT-4.3.3-4 non-normative 4.13.2]. Acknowledgements of packet ids
 // not in flight, or not in the state they acknowledge, are ignored like
 // mochi does.
-func (c *client) settle(pending []ack) settlement {
+func (c *Pump) settle(pending []ack) settlement {
 	var s settlement
 	var seen map[uint16]struct{}
 	if len(pending) > 1 {
@@ -444,7 +473,7 @@ func (c *client) settle(pending []ack) settlement {
 // settled applies a settlement the store recorded: completed messages
 // leave the window (with their delivery receipts), and recorded PUBRECs
 // are answered with PUBREL.
-func (c *client) settled(s settlement) {
+func (c *Pump) settled(s settlement) {
 	c.written = c.written[:0]
 	c.acksSince = time.Time{}
 	for i, id := range s.acks {
@@ -453,7 +482,7 @@ func (c *client) settled(s settlement) {
 		}
 		if o, ok := c.inflight[id]; ok {
 			delete(c.inflight, id)
-			c.h.metrics.completed.Add(c.ctx, 1)
+			c.d.metrics.completed.Add(c.ctx, 1)
 			if s.kinds[i] != packets.Pubrec { // a refused PUBREC ends the flow undelivered
 				c.receipt(id, o)
 			}
@@ -471,7 +500,7 @@ func (c *client) settled(s settlement) {
 }
 
 // restore puts acknowledgements back for the next attempt.
-func (c *client) restore(pending []ack) {
+func (c *Pump) restore(pending []ack) {
 	if len(pending) == 0 {
 		return
 	}
@@ -483,27 +512,27 @@ func (c *client) restore(pending []ack) {
 // fail handles a store error of the pump: a fenced session was taken over
 // by a newer connection, which this one learns here if it missed the
 // takeover notice; anything else is retried with backoff.
-func (c *client) fail(what string, err error) {
+func (c *Pump) fail(what string, err error) {
 	if c.ctx.Err() != nil {
 		return
 	}
-	if fenced(err) {
-		c.h.closeTakenOver(c)
+	if session.Gone(err) {
+		c.onGone()
 		return
 	}
-	c.h.metrics.storeErrors.Add(context.Background(), 1)
+	c.d.metrics.storeErrors.Add(context.Background(), 1)
 	c.backoff = min(max(2*c.backoff, 100*time.Millisecond), 5*time.Second)
-	c.h.log.Warn("delivery paused: "+what, "client_id", c.cl.ID, "retry_in", c.backoff, "err", err)
+	c.d.log.Warn("delivery paused: "+what, "client_id", c.cl.ID, "retry_in", c.backoff, "err", err)
 	if c.retryAt != nil {
 		c.retryAt.Stop()
 	}
-	c.retryAt = time.AfterFunc(c.backoff, c.kickQueued)
+	c.retryAt = time.AfterFunc(c.backoff, c.KickQueued)
 }
 
 // resend writes the session's inflight messages again after a reconnect:
 // PUBLISH with DUP set, or PUBREL where PUBREC was received [MQTT-4.4.0-1].
-func (c *client) resend() error {
-	msgs, err := c.h.o.Store.Inflight(c.ctx, c.cl.ID)
+func (c *Pump) resend() error {
+	msgs, err := c.d.store.Inflight(c.ctx, c.cl.ID)
 	if err != nil {
 		return err
 	}
@@ -516,7 +545,7 @@ func (c *client) resend() error {
 		c.lastSeq = max(c.lastSeq, m.Seq)
 		if m.Released {
 			c.inflight[m.PacketID] = outbound{state: 3}
-			c.h.metrics.resent.Add(c.ctx, 1)
+			c.d.metrics.resent.Add(c.ctx, 1)
 			c.flush(buf) // keep the order of the flows
 			_ = c.cl.WritePacket(pubrel(m.PacketID))
 			continue
@@ -546,11 +575,11 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // Size, which the server must then discard [MQTT-3.1.2-25]). A message that
 // never reaches a closing connection stays in flight in the store and is
 // sent again on the next connection.
-func (c *client) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (done bool) {
+func (c *Pump) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (done bool) {
 	msg, err := handoff.DecodeMessage(m.Message)
 	if err != nil {
-		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonUndecodable)
-		c.h.log.Error("dropping undecodable queued message", "client_id", c.cl.ID, "err", err)
+		c.d.metrics.dropped.Add(c.ctx, 1, c.d.metrics.reasonUndecodable)
+		c.d.log.Error("dropping undecodable queued message", "client_id", c.cl.ID, "err", err)
 		return true
 	}
 	pk := packets.Packet{
@@ -587,20 +616,20 @@ func (c *client) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) 
 	n := buf.Len()
 	if err := pk.PublishEncode(buf); err != nil {
 		buf.Truncate(n)
-		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonUndecodable)
-		c.h.log.Error("dropping queued message that does not encode", "client_id", c.cl.ID, "topic", msg.Topic, "err", err)
+		c.d.metrics.dropped.Add(c.ctx, 1, c.d.metrics.reasonUndecodable)
+		c.d.log.Error("dropping queued message that does not encode", "client_id", c.cl.ID, "topic", msg.Topic, "err", err)
 		return true
 	}
 	if lim := c.cl.Properties.Props.MaximumPacketSize; lim > 0 && uint32(buf.Len()-n) > lim {
 		buf.Truncate(n)
-		c.h.metrics.dropped.Add(c.ctx, 1, c.h.metrics.reasonTooLarge)
-		c.h.log.Info("message larger than the client's maximum packet size discarded", "client_id", c.cl.ID, "topic", msg.Topic)
+		c.d.metrics.dropped.Add(c.ctx, 1, c.d.metrics.reasonTooLarge)
+		c.d.log.Info("message larger than the client's maximum packet size discarded", "client_id", c.cl.ID, "topic", msg.Topic)
 		return true
 	}
 	if resend {
-		c.h.metrics.resent.Add(c.ctx, 1)
+		c.d.metrics.resent.Add(c.ctx, 1)
 	}
-	c.h.metrics.sent.Add(c.ctx, 1, c.h.metrics.qosAttr[msg.QoS])
+	c.d.metrics.sent.Add(c.ctx, 1, c.d.metrics.qosAttr[msg.QoS])
 	if buf.Len() >= flushAt {
 		c.flush(buf)
 	}
@@ -608,7 +637,7 @@ func (c *client) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) 
 		return true
 	}
 	o := outbound{state: msg.QoS}
-	if c.h.o.Events.Receipts() {
+	if c.d.events.Receipts() {
 		o.topic, o.messageID = msg.Topic, msg.MessageID
 	}
 	c.inflight[m.PacketID] = o
@@ -617,7 +646,7 @@ func (c *client) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) 
 
 // flush writes buf to the connection under the client's lock, the one
 // mochi's WritePacket and the ingest acks take, so packets never interleave.
-func (c *client) flush(buf *bytes.Buffer) {
+func (c *Pump) flush(buf *bytes.Buffer) {
 	defer buf.Reset()
 	cl := c.cl
 	if buf.Len() == 0 || cl.Closed() || cl.Net.Conn == nil {
@@ -627,31 +656,15 @@ func (c *client) flush(buf *bytes.Buffer) {
 	_, err := cl.Net.Conn.Write(buf.Bytes())
 	cl.Unlock()
 	if err != nil && !cl.Closed() {
-		c.h.log.Debug("writing deliveries", "client_id", cl.ID, "err", err)
+		c.d.log.Debug("writing deliveries", "client_id", cl.ID, "err", err)
 	}
 }
 
 // receipt emits the delivery receipt of a completed QoS 1 or 2 delivery.
-func (c *client) receipt(id uint16, o outbound) {
-	if !c.h.o.Events.Receipts() {
+func (c *Pump) receipt(id uint16, o outbound) {
+	if !c.d.events.Receipts() {
 		return
 	}
 	qos := min(o.state, 2)
-	c.h.o.Events.Emit(&events.Event{Kind: events.Delivered, ClientID: c.cl.ID, Topic: o.topic, MessageID: o.messageID, QoS: &qos, PacketID: id})
-}
-
-// closeTakenOver closes a connection whose session a newer connection took
-// over: DISCONNECT 0x8E on MQTT 5 [MQTT-3.1.4-3], a closed socket on 3.1.1.
-// Its will is the session's business now, not this connection's.
-func (h *Hook) closeTakenOver(c *client) {
-	if !c.takenOver.CompareAndSwap(false, true) {
-		return
-	}
-	atomic.StoreUint32(&c.cl.Properties.Will.Flag, 0)
-	h.log.Info("session taken over on another node; closing connection", "client_id", c.cl.ID)
-	if c.cl.Properties.ProtocolVersion >= 5 {
-		_ = h.o.Server.DisconnectClient(c.cl, packets.ErrSessionTakenOver)
-		return
-	}
-	c.cl.Stop(packets.ErrSessionTakenOver)
+	c.d.events.Emit(&events.Event{Kind: events.Delivered, ClientID: c.cl.ID, Topic: o.topic, MessageID: o.messageID, QoS: &qos, PacketID: id})
 }

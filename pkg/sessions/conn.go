@@ -1,0 +1,69 @@
+package sessions
+
+import (
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fleetgate/fleetgate/pkg/delivery"
+	"github.com/fleetgate/fleetgate/pkg/session"
+)
+
+// conn is one connection's part of a session.
+type conn struct {
+	h     *Hook
+	cl    *mqtt.Client
+	epoch uint64
+	// lastSeq is the session's handover counter when this connection
+	// registered: what is in flight up to it is resent with DUP.
+	lastSeq uint64
+	// present is the CONNACK Session Present flag.
+	present bool
+	// failed is set when the store could not register the session.
+	failed error
+	will   *session.Will
+	// willDue: the connection ended abnormally (OnWill ran).
+	willDue   atomic.Bool
+	takenOver atomic.Bool
+	// disconnectCode is the reason code of the client's DISCONNECT.
+	disconnectCode atomic.Uint32
+	// pump writes the session's messages to the connection.
+	pump *delivery.Pump
+}
+
+// Client implements subscribe.Conn.
+func (c *conn) Client() *mqtt.Client { return c.cl }
+
+// Epoch implements subscribe.Conn.
+func (c *conn) Epoch() uint64 { return c.epoch }
+
+// Queued implements subscribe.Conn: the pump looks at the queue.
+func (c *conn) Queued() { c.pump.KickQueued() }
+
+// Gone implements subscribe.Conn: a newer connection holds the session.
+func (c *conn) Gone() { c.h.closeTakenOver(c) }
+
+// halt marks c taken over by a newer connection of this node: its pump
+// stops and its end touches the session no more.
+func (c *conn) halt() {
+	c.takenOver.Store(true)
+	c.pump.Halt()
+}
+
+// closeTakenOver closes a connection whose session a newer connection took
+// over: DISCONNECT 0x8E on MQTT 5 [MQTT-3.1.4-3], a closed socket on 3.1.1.
+// Its will is the session's business now, not this connection's.
+func (h *Hook) closeTakenOver(c *conn) {
+	if !c.takenOver.CompareAndSwap(false, true) {
+		return
+	}
+	c.pump.Halt()
+	atomic.StoreUint32(&c.cl.Properties.Will.Flag, 0)
+	h.log.Info("session taken over on another node; closing connection", "client_id", c.cl.ID)
+	if c.cl.Properties.ProtocolVersion >= 5 {
+		_ = h.o.Server.DisconnectClient(c.cl, packets.ErrSessionTakenOver)
+		return
+	}
+	c.cl.Stop(packets.ErrSessionTakenOver)
+}

@@ -1,0 +1,99 @@
+package subscribe
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fleetgate/fleetgate/pkg/events"
+	"github.com/fleetgate/fleetgate/pkg/retained"
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// ChangeLog is where subscriptions are published for the dispatchers
+// (*subscriptions.Writer).
+type ChangeLog interface {
+	Subscribe(ctx context.Context, clientID string, subs []topic.Subscription) error
+	Unsubscribe(ctx context.Context, clientID string, keys []subscriptions.Key) error
+}
+
+// Retained finds the retained messages matching a filter;
+// *retained.Store is one.
+type Retained interface {
+	Match(ctx context.Context, filter string) ([]retained.Message, error)
+}
+
+// Conn is the connection a SUBSCRIBE or UNSUBSCRIBE arrived on, as the
+// session layer (pkg/sessions) holds it.
+type Conn interface {
+	// Client is the mochi client, for its id, protocol and answers.
+	Client() *mqtt.Client
+	// Epoch fences this connection's writes to its session.
+	Epoch() uint64
+	// Queued says messages were queued for the session (retained ones).
+	Queued()
+	// Gone says the store refused a write: the session moved on.
+	Gone()
+}
+
+// Options are the Handler's dependencies.
+type Options struct {
+	// Server is the mochi server, to disconnect a client on a protocol
+	// error.
+	Server *mqtt.Server
+	// Store holds each session's subscriptions.
+	Store *session.Store
+	// ChangeLog receives every subscription change.
+	ChangeLog ChangeLog
+	// Retained finds retained messages at SUBSCRIBE; nil sends none.
+	Retained Retained
+	// Events receives subscribe and unsubscribe events; nil emits none.
+	Events *events.Emitter
+	// Timeout bounds the store and change log writes behind a SUBACK or
+	// UNSUBACK.
+	Timeout time.Duration
+}
+
+// Handler answers SUBSCRIBE and UNSUBSCRIBE. It is safe for concurrent use.
+type Handler struct {
+	o       Options
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// New returns a Handler. It does no I/O.
+func New(o Options, log *slog.Logger, mp metric.MeterProvider) (*Handler, error) {
+	m, err := newMetrics(mp)
+	if err != nil {
+		return nil, err
+	}
+	return &Handler{o: o, log: log.With("component", "subscribe"), metrics: m}, nil
+}
+
+// DropAll writes tombstones to the change log for every subscription the
+// session of clientID holds: a clean start discards them [MQTT-3.1.2-4].
+func (h *Handler) DropAll(ctx context.Context, clientID string) error {
+	subs, err := h.o.Store.Subscriptions(ctx, clientID)
+	if err != nil {
+		return err
+	}
+	return h.Tombstone(ctx, clientID, subs)
+}
+
+// Tombstone writes tombstones to the change log for subs, the
+// subscriptions of a session that ended or started clean.
+func (h *Handler) Tombstone(ctx context.Context, clientID string, subs []session.Subscription) error {
+	if len(subs) == 0 {
+		return nil
+	}
+	keys := make([]subscriptions.Key, len(subs))
+	for i, s := range subs {
+		keys[i] = subscriptions.Key{Group: s.Group, Filter: s.Filter}
+	}
+	return h.o.ChangeLog.Unsubscribe(ctx, clientID, keys)
+}

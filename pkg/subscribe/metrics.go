@@ -1,0 +1,32 @@
+package subscribe
+
+import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
+)
+
+type metrics struct {
+	subscribed, unsubscribed            metric.Int64Counter
+	subscribeFailed, retainedSent       metric.Int64Counter
+	reasonInvalidFilter, reasonProtocol metric.AddOption
+	reasonStore                         metric.AddOption
+}
+
+func newMetrics(mp metric.MeterProvider) (*metrics, error) {
+	// The metric names keep the delivery subsystem they were born in:
+	// dashboards and alerts use them.
+	counters := telemetry.NewCounters(mp.Meter("github.com/fleetgate/fleetgate/pkg/subscribe"))
+	counter := counters.New
+	reason := func(r string) metric.AddOption { return metric.WithAttributes(attribute.String("reason", r)) }
+	m := &metrics{
+		subscribed:   counter("fleetgate_delivery_subscriptions_added", "Subscriptions stored (SUBSCRIBE)."),
+		unsubscribed: counter("fleetgate_delivery_subscriptions_removed", "Subscriptions removed (UNSUBSCRIBE)."),
+		subscribeFailed: counter("fleetgate_delivery_subscribe_failures",
+			"Subscriptions refused, by reason: invalid_filter, protocol_error, store (Redis or Kafka failed)."),
+		retainedSent: counter("fleetgate_delivery_retained_queued", "Retained messages queued for new subscriptions."),
+	}
+	m.reasonInvalidFilter, m.reasonProtocol, m.reasonStore = reason("invalid_filter"), reason("protocol_error"), reason("store")
+	return m, counters.Err()
+}

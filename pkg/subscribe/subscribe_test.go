@@ -1,0 +1,228 @@
+package subscribe
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
+	"github.com/fleetgate/fleetgate/pkg/retained"
+	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/subscriptions"
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+var testRedis testkit.TestRedis
+
+func TestMain(m *testing.M) { os.Exit(testkit.RunWithRedis(m, false, &testRedis)) }
+
+var ids atomic.Uint64
+
+// changeLog records what the handler writes for the dispatchers; the
+// Kafka writer behind it in production is tested in pkg/subscriptions.
+type changeLog struct {
+	mu      sync.Mutex
+	subs    []topic.Subscription
+	removed []subscriptions.Key
+}
+
+func (l *changeLog) Subscribe(_ context.Context, _ string, subs []topic.Subscription) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.subs = append(l.subs, subs...)
+	return nil
+}
+
+func (l *changeLog) Unsubscribe(_ context.Context, _ string, keys []subscriptions.Key) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.removed = append(l.removed, keys...)
+	return nil
+}
+
+// conn is the session layer's view of one connection.
+type conn struct {
+	cl           *mqtt.Client
+	epoch        uint64
+	queued, gone atomic.Int32
+}
+
+func (c *conn) Client() *mqtt.Client { return c.cl }
+func (c *conn) Epoch() uint64        { return c.epoch }
+func (c *conn) Queued()              { c.queued.Add(1) }
+func (c *conn) Gone()                { c.gone.Add(1) }
+
+type fixture struct {
+	store    *session.Store
+	retained *retained.Store
+	log      *changeLog
+	h        *Handler
+	c        *conn
+	acks     chan packets.Packet // what the client reads
+}
+
+func newFixture(t *testing.T, version byte) *fixture {
+	t.Helper()
+	testRedis.Require(t)
+	cfg := session.Config{
+		Redis:             session.RedisConfig{Addrs: []string{testRedis.Addr}},
+		MaxQueuedMessages: 100, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
+		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second,
+	}
+	require.NoError(t, cfg.Validate())
+	rdb := cfg.Redis.NewClient()
+	t.Cleanup(func() { _ = rdb.Close() })
+	f := &fixture{
+		store:    session.New(rdb, cfg, session.WithLogger(testkit.DiscardLogger())),
+		retained: retained.New(rdb, testkit.DiscardLogger()),
+		log:      &changeLog{},
+		acks:     make(chan packets.Packet, 16),
+	}
+	srv := mqtt.New(nil)
+	var err error
+	f.h, err = New(Options{Server: srv, Store: f.store, ChangeLog: f.log, Retained: f.retained, Timeout: 5 * time.Second},
+		testkit.DiscardLogger(), sdkmetric.NewMeterProvider())
+	require.NoError(t, err)
+
+	server, client := net.Pipe()
+	t.Cleanup(func() { _ = server.Close(); _ = client.Close() })
+	cl := srv.NewClient(server, "t", fmt.Sprintf("%s-%d", t.Name(), ids.Add(1)), false)
+	cl.Properties.ProtocolVersion = version
+	res, err := f.store.Connect(context.Background(), session.ConnectRequest{ClientID: cl.ID, Node: "n", ExpirySeconds: 3600, Protocol: version, Window: 10})
+	require.NoError(t, err)
+	f.c = &conn{cl: cl, epoch: res.Epoch}
+	// The client's end: decode what the handler writes.
+	reader := srv.NewClient(client, "t", "reader", false)
+	reader.Properties.ProtocolVersion = version
+	go func() {
+		for {
+			fh := new(packets.FixedHeader)
+			if err := reader.ReadFixedHeader(fh); err != nil {
+				return
+			}
+			pk, err := reader.ReadPacket(fh)
+			if err != nil {
+				return
+			}
+			f.acks <- pk
+		}
+	}()
+	return f
+}
+
+func (f *fixture) read(t *testing.T) packets.Packet {
+	t.Helper()
+	select {
+	case pk := <-f.acks:
+		return pk
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer written")
+		return packets.Packet{}
+	}
+}
+
+func subscribePacket(version byte, filters ...packets.Subscription) packets.Packet {
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 5, Filters: filters, ProtocolVersion: version}
+}
+
+func TestASubackFollowsTheStoreAndTheChangeLogWithOneCodePerFilter(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version byte
+		invalid byte
+	}{
+		{"MQTT 5 answers an invalid filter with 0x8F", 5, packets.ErrTopicFilterInvalid.Code},
+		{"MQTT 3.1.1 answers an invalid filter with 0x80", 4, packets.ErrUnspecifiedError.Code},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.version)
+			f.h.Subscribe(f.c, subscribePacket(tc.version,
+				packets.Subscription{Filter: "a/+/c", Qos: 2},
+				packets.Subscription{Filter: "a/#/b", Qos: 1},
+				packets.Subscription{Filter: "$share/g/x/#", Qos: 1}))
+			ack := f.read(t)
+			require.Equal(t, packets.Suback, ack.FixedHeader.Type)
+			require.Equal(t, uint16(5), ack.PacketID, "[MQTT-3.8.4-2]")
+			require.Equal(t, []byte{2, tc.invalid, 1}, ack.ReasonCodes, "[MQTT-3.8.4-6] [MQTT-3.9.3-1]")
+
+			stored, err := f.store.Subscriptions(context.Background(), f.c.cl.ID)
+			require.NoError(t, err)
+			var keys []session.FilterKey
+			for _, s := range stored {
+				keys = append(keys, s.FilterKey)
+			}
+			require.ElementsMatch(t, []session.FilterKey{{Filter: "a/+/c"}, {Group: "g", Filter: "x/#"}}, keys)
+			require.Len(t, f.log.subs, 2, "the dispatchers hear of both before the SUBACK")
+		})
+	}
+}
+
+func TestRetainedMessagesFollowANewSubscriptionAtTheGrantedQoS(t *testing.T) {
+	f := newFixture(t, 5)
+	ctx := context.Background()
+	name := "r/" + f.c.cl.ID
+	msg := handoff.Message{Topic: name + "/t", Payload: []byte("kept"), QoS: 2, Retain: true}
+	require.NoError(t, f.retained.Apply(ctx, retained.Message{Topic: msg.Topic, Message: handoff.EncodeMessage(&msg)}, retained.Version{TimeMs: time.Now().UnixMilli(), ID: "1"}, false))
+
+	f.h.Subscribe(f.c, subscribePacket(5,
+		packets.Subscription{Filter: name + "/#", Qos: 1, Identifier: 9},
+		packets.Subscription{Filter: name + "/+", Qos: 2, RetainHandling: 2}))
+	require.Equal(t, []byte{1, 2}, f.read(t).ReasonCodes)
+	require.EqualValues(t, 1, f.c.queued.Load(), "the session is told its queue has messages")
+
+	r := &session.Round{ClientID: f.c.cl.ID, Epoch: f.c.epoch, Take: 10}
+	f.store.RunRounds(ctx, []*session.Round{r})
+	require.NoError(t, r.Err)
+	require.Len(t, r.Taken, 1, "retain handling 2 sends none [MQTT-3.3.1-11]")
+	got, err := handoff.DecodeMessage(r.Taken[0].Message)
+	require.NoError(t, err)
+	require.Equal(t, msg.Topic, got.Topic)
+	require.True(t, got.Retain, "[MQTT-3.3.1-8]")
+	require.Equal(t, byte(1), got.QoS, "at most the granted QoS")
+	require.Equal(t, []uint32{9}, got.SubscriptionIdentifiers)
+
+	// Subscribing again with retain handling 1 sends nothing: it existed.
+	f.h.Subscribe(f.c, subscribePacket(5, packets.Subscription{Filter: name + "/#", Qos: 1, RetainHandling: 1}))
+	f.read(t)
+	require.EqualValues(t, 1, f.c.queued.Load(), "[MQTT-3.3.1-10]")
+}
+
+func TestAStaleConnectionGetsAFailureAndIsToldItsSessionMovedOn(t *testing.T) {
+	f := newFixture(t, 5)
+	_, err := f.store.Connect(context.Background(), session.ConnectRequest{ClientID: f.c.cl.ID, Node: "other", ExpirySeconds: 3600, Protocol: 5, Window: 10})
+	require.NoError(t, err)
+	f.h.Subscribe(f.c, subscribePacket(5, packets.Subscription{Filter: "a", Qos: 1}))
+	select {
+	case pk := <-f.acks:
+		t.Fatalf("a fenced connection must not be answered as if subscribed: %v", pk.ReasonCodes)
+	case <-time.After(200 * time.Millisecond):
+	}
+	require.EqualValues(t, 1, f.c.gone.Load())
+	require.Empty(t, f.log.subs, "nothing reaches the change log")
+}
+
+func TestUnsubscribeSaysWhichSubscriptionsDidNotExist(t *testing.T) {
+	f := newFixture(t, 5)
+	f.h.Subscribe(f.c, subscribePacket(5, packets.Subscription{Filter: "a/b", Qos: 1}))
+	f.read(t)
+	f.h.Unsubscribe(f.c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 6,
+		Filters: packets.Subscriptions{{Filter: "a/b"}, {Filter: "c"}}, ProtocolVersion: 5})
+	ack := f.read(t)
+	require.Equal(t, packets.Unsuback, ack.FixedHeader.Type)
+	require.Equal(t, []byte{0, packets.CodeNoSubscriptionExisted.Code}, ack.ReasonCodes, "[MQTT-3.11.3-1]")
+	require.Equal(t, []subscriptions.Key{{Filter: "a/b"}, {Filter: "c"}}, f.log.removed)
+
+	require.NoError(t, f.h.DropAll(context.Background(), f.c.cl.ID))
+	require.Len(t, f.log.removed, 2, "nothing left to drop")
+}
