@@ -7,6 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/archivebench"
+	"github.com/fleetgate/fleetgate/pkg/bench/report"
 )
 
 // mainArchive runs `fleetgate-bench archive`. The archiver's own log lines
@@ -14,7 +17,7 @@ import (
 func mainArchive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fleetgate-bench archive", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cfg ArchiveConfig
+	var cfg archivebench.Config
 	var c common
 	cfg.RegisterFlags(fs)
 	c.register(fs)
@@ -30,9 +33,9 @@ func mainArchive(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
-	res, err := RunArchive(ctx, cfg, log, Hooks{Progress: c.progress(stderr)})
+	res, err := archivebench.Run(ctx, cfg, log, c.progress(stderr))
 	if err != nil {
 		return err
 	}
-	return c.report(stdout, res, func(w io.Writer) error { return WriteArchive(w, res) })
+	return c.output(stdout, res, func(w io.Writer) error { return report.WriteArchive(w, res) })
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +10,12 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/compare"
+	"github.com/fleetgate/fleetgate/pkg/bench/load"
+	"github.com/fleetgate/fleetgate/pkg/bench/measure"
+	"github.com/fleetgate/fleetgate/pkg/bench/report"
 )
 
 // ErrUsage is returned for a command line that names no known subcommand.
@@ -46,7 +51,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return mainPub(ctx, args, stdout, stderr)
 	case "idle":
 		return mainIdle(ctx, args, stdout, stderr)
-	case WorkloadPairs, WorkloadFanout:
+	case load.WorkloadPairs, load.WorkloadFanout:
 		return mainPubSub(ctx, cmd, args, stdout, stderr)
 	case "compare":
 		return mainCompare(ctx, args, stdout, stderr)
@@ -77,14 +82,14 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.quiet, "quiet", false, "No progress lines on stderr.")
 }
 
-// report writes res as JSON or as a table, and to the -json-out file.
-func (c *common) report(stdout io.Writer, res any, table func(io.Writer) error) error {
+// output writes res as JSON or as a table, and to the -json-out file.
+func (c *common) output(stdout io.Writer, res any, table func(io.Writer) error) error {
 	if c.jsonOut != "" {
 		f, err := os.Create(c.jsonOut)
 		if err != nil {
 			return fmt.Errorf("json-out: %w", err)
 		}
-		err = writeJSON(f, res)
+		err = report.JSON(f, res)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -93,7 +98,7 @@ func (c *common) report(stdout io.Writer, res any, table func(io.Writer) error) 
 		}
 	}
 	if c.json {
-		return writeJSON(stdout, res)
+		return report.JSON(stdout, res)
 	}
 	return table(stdout)
 }
@@ -121,7 +126,7 @@ func parse(fs *flag.FlagSet, args []string, validate func() error) (done bool, e
 }
 
 func raiseLimit(need int, progress func(string)) {
-	limit, err := RaiseFileLimit()
+	limit, err := measure.RaiseFileLimit()
 	if progress == nil {
 		return
 	}
@@ -133,16 +138,10 @@ func raiseLimit(need int, progress func(string)) {
 	}
 }
 
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func mainPub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fleetgate-bench pub", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cfg PubConfig
+	var cfg load.PubConfig
 	var c common
 	cfg.RegisterFlags(fs)
 	c.register(fs)
@@ -151,17 +150,17 @@ func mainPub(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	progress := c.progress(stderr)
 	raiseLimit(cfg.Publishers, progress)
-	res, err := RunPublish(ctx, cfg, Hooks{Progress: progress})
+	res, err := load.RunPublish(ctx, cfg, load.Hooks{Progress: progress})
 	if err != nil {
 		return err
 	}
-	return c.report(stdout, res, func(w io.Writer) error { return WritePub(w, res) })
+	return c.output(stdout, res, func(w io.Writer) error { return report.WritePub(w, res) })
 }
 
 func mainIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fleetgate-bench idle", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cfg IdleConfig
+	var cfg load.IdleConfig
 	var c common
 	cfg.RegisterFlags(fs)
 	c.register(fs)
@@ -170,17 +169,17 @@ func mainIdle(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	progress := c.progress(stderr)
 	raiseLimit(cfg.Clients, progress)
-	res, err := RunIdle(ctx, cfg, Hooks{Progress: progress})
+	res, err := load.RunIdle(ctx, cfg, load.Hooks{Progress: progress})
 	if err != nil {
 		return err
 	}
-	return c.report(stdout, res, func(w io.Writer) error { return WriteIdle(w, res) })
+	return c.output(stdout, res, func(w io.Writer) error { return report.WriteIdle(w, res) })
 }
 
 func mainPubSub(ctx context.Context, workload string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fleetgate-bench "+workload, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg := PubSubConfig{Workload: workload}
+	cfg := load.PubSubConfig{Workload: workload}
 	var c common
 	cfg.RegisterFlags(fs)
 	c.register(fs)
@@ -188,20 +187,20 @@ func mainPubSub(ctx context.Context, workload string, args []string, stdout, std
 		return err
 	}
 	progress := c.progress(stderr)
-	raiseLimit(cfg.publishers()+cfg.subscribers(), progress)
-	res, err := RunPubSub(ctx, cfg, Hooks{Progress: progress})
+	raiseLimit(cfg.PublisherCount()+cfg.SubscriberCount(), progress)
+	res, err := load.RunPubSub(ctx, cfg, load.Hooks{Progress: progress})
 	if err != nil {
 		return err
 	}
-	return c.report(stdout, res, func(w io.Writer) error { return WritePubSub(w, res) })
+	return c.output(stdout, res, func(w io.Writer) error { return report.WritePubSub(w, res) })
 }
 
 func mainCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || !isWorkload(args[0]) {
+	if len(args) == 0 || !compare.IsWorkload(args[0]) {
 		fmt.Fprint(stderr, usageText)
-		return fmt.Errorf("%w: compare needs a workload: %s, %s, %s or %s", ErrUsage, WorkloadPub, WorkloadIdle, WorkloadPairs, WorkloadFanout)
+		return fmt.Errorf("%w: compare needs a workload: %s, %s, %s or %s", ErrUsage, load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout)
 	}
-	cfg := CompareConfig{Workload: args[0]}
+	cfg := compare.Config{Workload: args[0]}
 	fs := flag.NewFlagSet("fleetgate-bench compare "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common
@@ -213,17 +212,37 @@ func mainCompare(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	progress := c.progress(stderr)
 	need := cfg.Pub.Publishers
 	switch cfg.Workload {
-	case WorkloadIdle:
+	case load.WorkloadIdle:
 		need = cfg.Idle.Clients
-	case WorkloadPairs, WorkloadFanout:
-		need = cfg.PubSub.publishers() + cfg.PubSub.subscribers()
+	case load.WorkloadPairs, load.WorkloadFanout:
+		need = cfg.PubSub.PublisherCount() + cfg.PubSub.SubscriberCount()
 	}
 	raiseLimit(need, progress)
-	res, err := RunCompare(ctx, cfg, progress)
+	res, err := compare.Run(ctx, cfg, progress)
 	if err != nil {
 		return err
 	}
-	return c.report(stdout, res, func(w io.Writer) error { return WriteCompare(w, res) })
+	return c.output(stdout, res, func(w io.Writer) error { return report.WriteCompare(w, res) })
+}
+
+func mainWakeup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("wakeup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	n := fs.Int("round-trips", 2000, "Round trips per gap.")
+	gap := fs.Duration("gap", time.Millisecond, "Idle time between round trips in the second measurement.")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *n < 1 || *gap <= 0 {
+		return errors.New("-round-trips must be at least 1 and -gap positive")
+	}
+	res, err := load.Wakeup(ctx, *n, []time.Duration{0, *gap})
+	if err != nil {
+		return err
+	}
+	return c.output(stdout, res, func(w io.Writer) error { return report.WriteWakeup(w, res) })
 }
 
 // mainFreePort prints n distinct free loopback ports, one a line. They are

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/pkg/bench/load"
 	"github.com/stretchr/testify/require"
 )
 
@@ -26,12 +27,12 @@ func TestMainRejectsUnknownSubcommands(t *testing.T) {
 }
 
 func TestMainPubPrintsJSON(t *testing.T) {
-	addr := needBroker(t)
+	addr := broker.Require(t)
 	var out, errOut bytes.Buffer
 	err := Main(context.Background(), []string{"pub", "-addr", addr, "-publishers", "2", "-messages", "50",
-		"-qos", "1", "-client-prefix", "cli", "-server-pid", fmt.Sprint(broker.pid), "-json"}, &out, &errOut)
+		"-qos", "1", "-client-prefix", "cli", "-server-pid", fmt.Sprint(broker.PID), "-json"}, &out, &errOut)
 	require.NoError(t, err, errOut.String())
-	var res PubResult
+	var res load.PubResult
 	require.NoError(t, json.Unmarshal(out.Bytes(), &res))
 	require.EqualValues(t, 100, res.Acked)
 	require.EqualValues(t, 100, res.Latency.Count)
@@ -39,24 +40,13 @@ func TestMainPubPrintsJSON(t *testing.T) {
 }
 
 func TestMainIdlePrintsATable(t *testing.T) {
-	addr := needBroker(t)
+	addr := broker.Require(t)
 	var out, errOut bytes.Buffer
 	err := Main(context.Background(), []string{"idle", "-addr", addr, "-clients", "30", "-settle", "0s",
-		"-server-pid", fmt.Sprint(broker.pid), "-quiet"}, &out, &errOut)
+		"-server-pid", fmt.Sprint(broker.PID), "-quiet"}, &out, &errOut)
 	require.NoError(t, err, errOut.String())
 	require.Contains(t, out.String(), "per connection")
 	require.Empty(t, errOut.String())
-}
-
-func TestFormatting(t *testing.T) {
-	require.Equal(t, "1,234,568", fmtRate(1234567.6))
-	require.Equal(t, "-1,000", fmtCount(-1000))
-	require.Equal(t, "999", fmtCount(999))
-	require.Equal(t, "41µs", fmtDur(41_000))
-	require.Equal(t, "1.25ms", fmtDur(1_250_000))
-	require.Equal(t, "2.5s", fmtDur(2_500_000_000))
-	require.Equal(t, "7.5 KiB", fmtBytes(7680))
-	require.Equal(t, "-512 B", fmtBytes(-512))
 }
 
 func TestFreePortPrintsDistinctPorts(t *testing.T) {
@@ -70,14 +60,14 @@ func TestFreePortPrintsDistinctPorts(t *testing.T) {
 }
 
 func TestJSONOutWritesAFileBesideTheTable(t *testing.T) {
-	addr := needBroker(t)
+	addr := broker.Require(t)
 	path := filepath.Join(t.TempDir(), "idle.json")
 	var out bytes.Buffer
 	require.NoError(t, Main(context.Background(), []string{"idle", "-addr", addr, "-clients", "5", "-settle", "0s", "-quiet", "-json-out", path}, &out, io.Discard))
 	require.Contains(t, out.String(), "connected")
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
-	var res IdleResult
+	var res load.IdleResult
 	require.NoError(t, json.Unmarshal(b, &res))
 	require.Equal(t, 5, res.Connected)
 }
@@ -85,7 +75,7 @@ func TestJSONOutWritesAFileBesideTheTable(t *testing.T) {
 func TestMainWakeupMeasuresBothRoundTripKinds(t *testing.T) {
 	var out, errOut bytes.Buffer
 	require.NoError(t, Main(context.Background(), []string{"wakeup", "-round-trips", "50", "-gap", "100us", "-json"}, &out, &errOut), errOut.String())
-	var res WakeupResult
+	var res load.WakeupResult
 	require.NoError(t, json.Unmarshal(out.Bytes(), &res))
 	require.Equal(t, 50, res.RoundTrips)
 	require.Len(t, res.Rows, 2)
@@ -98,4 +88,53 @@ func TestMainWakeupMeasuresBothRoundTripKinds(t *testing.T) {
 	require.NoError(t, Main(context.Background(), []string{"wakeup", "-round-trips", "20"}, &out, &errOut))
 	require.Contains(t, out.String(), "each message wakes a sleeping side")
 	require.ErrorContains(t, Main(context.Background(), []string{"wakeup", "-gap", "0s"}, &out, &errOut), "-gap")
+}
+
+func TestMainPairsPrintsJSON(t *testing.T) {
+	addr := broker.Require(t)
+	var out, errOut bytes.Buffer
+	err := Main(context.Background(), []string{"pairs", "-addr", addr, "-pairs", "3", "-messages", "40",
+		"-server-pid", fmt.Sprint(broker.PID), "-json"}, &out, &errOut)
+	require.NoError(t, err, errOut.String())
+	var res load.PubSubResult
+	require.NoError(t, json.Unmarshal(out.Bytes(), &res))
+	require.EqualValues(t, 120, res.Received)
+	require.EqualValues(t, 120, res.Latency.Count)
+	require.Zero(t, res.Lost)
+	require.Contains(t, errOut.String(), "subscribers subscribed")
+}
+
+func TestMainFanoutPrintsATable(t *testing.T) {
+	addr := broker.Require(t)
+	var out bytes.Buffer
+	err := Main(context.Background(), []string{"fanout", "-addr", addr, "-subscribers", "10", "-rate", "200",
+		"-messages", "20", "-quiet"}, &out, io.Discard)
+	require.NoError(t, err)
+	for _, want := range []string{"delivered/s", "end-to-end latency", "200 expected", "200 received", "lost 0"} {
+		require.Contains(t, out.String(), want)
+	}
+}
+
+// TestMainCompareIdlePrintsTheTargetsSideBySide compares the broker with
+// itself under two names.
+func TestMainCompareIdlePrintsTheTargetsSideBySide(t *testing.T) {
+	addr := broker.Require(t)
+	var out, errOut bytes.Buffer
+	err := Main(context.Background(), []string{"compare", "idle",
+		"-target", fmt.Sprintf("a=%s,pid=%d", addr, broker.PID), "-target", fmt.Sprintf("b=%s,pid=%d", addr, broker.PID),
+		"-clients", "20", "-settle", "0s", "-rounds", "1", "-pause", "0s", "-client-prefix", "cli-compare"}, &out, &errOut)
+	require.NoError(t, err, errOut.String())
+	for _, want := range []string{"workload: 20 idle connections", "bytes/conn", "a/b", "ratios: target/b"} {
+		require.Contains(t, out.String(), want)
+	}
+	require.Contains(t, errOut.String(), "round 1/1 a:")
+}
+
+func TestMainArchiveTakesTheArchiversFlags(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.NoError(t, Main(context.Background(), []string{"archive", "-help"}, &out, &errOut))
+	require.Contains(t, errOut.String(), "-archive.batch-records")
+	require.NotContains(t, errOut.String(), "-archive.database", "the bench names the databases itself")
+	require.ErrorContains(t, Main(context.Background(), []string{"archive", "-records", "0"}, &out, &errOut), "records")
+	require.ErrorContains(t, Main(context.Background(), []string{"archive", "-log.level", "loud"}, &out, &errOut), "log.level")
 }

@@ -1,12 +1,19 @@
-// Package bench is fleetgate's load generator: a minimal MQTT client that
-// keeps a window of publishes in flight, the publish and idle-connection
-// workloads built on it, and the side-by-side comparison of brokers that
-// docs/benchmarks.md reports. It speaks MQTT itself (packets are encoded and
-// decoded with mochi-mqtt's packets package) so that it can pipeline
-// publishes the way a fleet of devices does, which the usual client
-// libraries do not allow.
+// Package bench is the command line of fleetgate-bench, the benchmark tool
+// that docs/benchmarks.md reports and test/bench/run.sh drives: it parses a
+// subcommand and its flags, runs what the subcommand names and writes the
+// result as a table or as JSON. The work is in its packages:
 //
-// Of fleetgate it imports internal/ferretdb, pkg/archive, pkg/archiver,
-// pkg/kafkarecord, pkg/mqttwire, pkg/telemetry. test/imports holds the import
-// rules.
+//	load          the load generator: a minimal MQTT client and the pub, pairs,
+//	              fanout, idle and wakeup workloads against one broker
+//	compare       the side-by-side runner: one workload against several
+//	              brokers, round-robin, with CPU profiles
+//	archivebench  the archive benchmark: the archiver against a plain
+//	              MongoDB bulk-insert loop
+//	report        the tables and the JSON of every result
+//	measure       the figures they all take: latency histograms, a process's
+//	              CPU time and memory, and the units they print in
+//
+// Of fleetgate it imports pkg/bench/archivebench, pkg/bench/compare,
+// pkg/bench/load, pkg/bench/measure, pkg/bench/report. test/imports holds the
+// import rules.
 package bench

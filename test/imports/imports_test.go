@@ -56,6 +56,27 @@ var apart = func() [][2]string {
 	return pairs
 }()
 
+// The benchmark tool's rooms (pkg/bench/...). benchMayLink lists every
+// fleetgate package each of the lower rooms may link: the figures
+// (measure) link nothing of fleetgate, the load generator only the figures
+// and the MQTT framing, the side-by-side runner only the load generator and
+// what it links, the tests' broker nothing. So none of them reaches the
+// report, the archive benchmark or the command line above it.
+var benchMayLink = map[string][]string{
+	"pkg/bench/measure":            {},
+	"pkg/bench/load":               {"pkg/bench/measure", "pkg/mqttwire"},
+	"pkg/bench/compare":            {"pkg/bench/load", "pkg/bench/measure", "pkg/mqttwire"},
+	"pkg/bench/internal/benchtest": {},
+}
+
+// benchMustNotLink: the archive benchmark speaks no MQTT and knows neither
+// the load generator nor the runner; the bench binary does not carry the
+// broker its tests start.
+var benchMustNotLink = map[string][]string{
+	"pkg/bench/archivebench": {"pkg/bench/load", "pkg/bench/compare", "pkg/mqttwire"},
+	"cmd/fleetgate-bench":    {"pkg/bench/internal/benchtest"},
+}
+
 // testOnly are the packages no shipped code may link.
 var testOnly = []string{"testing", module + "/internal/testkit", module + "/internal/clustertest", "github.com/stretchr/testify/require"}
 
@@ -164,4 +185,22 @@ func TestEachDocGoNamesWhatItsPackageImports(t *testing.T) {
 		checked++
 	}
 	require.Positive(t, checked)
+}
+
+func TestBenchRoomsLinkOnlyTheRoomsBelowThem(t *testing.T) {
+	for pkg, allowed := range benchMayLink {
+		for _, d := range ours(deps(t, pkg)) {
+			if d != pkg && !slices.Contains(allowed, d) {
+				t.Errorf("%s links %s: it may link only %v", pkg, d, allowed)
+			}
+		}
+	}
+	for pkg, forbidden := range benchMustNotLink {
+		linked := deps(t, pkg)
+		for _, f := range forbidden {
+			if slices.Contains(linked, module+"/"+f) {
+				t.Errorf("%s links %s", pkg, f)
+			}
+		}
+	}
 }

@@ -1,0 +1,299 @@
+package compare
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/load"
+)
+
+// IsWorkload reports whether w names a workload compare can run.
+func IsWorkload(w string) bool {
+	switch w {
+	case load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout:
+		return true
+	}
+	return false
+}
+
+// Config runs one workload against several targets, round-robin.
+type Config struct {
+	Workload string  `json:"workload"`
+	Targets  Targets `json:"targets"`
+	// Rounds runs the workload this many times per target; the order of
+	// the targets is reversed every other round (A B, B A, ...) so that a
+	// drift of the machine does not favour one.
+	Rounds int `json:"rounds"`
+	// Pause between two runs, for the brokers to settle.
+	Pause time.Duration `json:"pause_ns"`
+	// Parallel runs the idle workload against every target at once: idle
+	// connections cost no CPU, so a long settle time is paid once.
+	Parallel bool `json:"parallel,omitempty"`
+	// Baseline is the target every other is divided by; default the last.
+	Baseline string `json:"baseline"`
+	// PprofDir receives <target>.cpu.pprof for targets with pprof set.
+	PprofDir     string            `json:"pprof_dir,omitempty"`
+	PprofSeconds int               `json:"pprof_seconds,omitempty"`
+	Pub          load.PubConfig    `json:"pub"`
+	Idle         load.IdleConfig   `json:"idle"`
+	PubSub       load.PubSubConfig `json:"pubsub"`
+	pprofTimeout time.Duration     // extra time allowed for a profile download
+}
+
+// RegisterFlags registers the compare flags plus those of c.Workload, which
+// must be set before.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.Var(&c.Targets, "target", "A broker to compare, repeatable: name=host:port[,pid=N][,pprof=host:port]. pid enables CPU and RSS figures; pprof takes a CPU profile of a Go broker during its first round.")
+	fs.IntVar(&c.Rounds, "rounds", 2, "Runs per target; targets alternate and their order flips every round.")
+	fs.DurationVar(&c.Pause, "pause", 2*time.Second, "Pause between two runs.")
+	fs.StringVar(&c.Baseline, "baseline", "", "Target the others are divided by in the ratio column (default: the last -target).")
+	fs.StringVar(&c.PprofDir, "pprof-dir", ".", "Directory for CPU profiles of targets with pprof=.")
+	fs.IntVar(&c.PprofSeconds, "pprof-seconds", 20, "Length of the CPU profile; capped at the measured window.")
+	switch c.Workload {
+	case load.WorkloadPub:
+		c.Pub.RegisterWorkloadFlags(fs)
+	case load.WorkloadIdle:
+		c.Idle.RegisterWorkloadFlags(fs)
+		fs.BoolVar(&c.Parallel, "parallel", false, "Hold the idle connections to every target at once (one settle time for all).")
+	case load.WorkloadPairs, load.WorkloadFanout:
+		c.PubSub.Workload = c.Workload
+		c.PubSub.RegisterWorkloadFlags(fs)
+	}
+}
+
+// Validate names the bad field.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Workload {
+	case load.WorkloadPub:
+		c.Pub.Addr = "-" // set per target
+		errs = append(errs, c.Pub.Validate())
+	case load.WorkloadIdle:
+		c.Idle.Addr = "-"
+		errs = append(errs, c.Idle.Validate())
+	case load.WorkloadPairs, load.WorkloadFanout:
+		c.PubSub.Addr = "-"
+		c.PubSub.Workload = c.Workload
+		errs = append(errs, c.PubSub.Validate())
+	default:
+		errs = append(errs, fmt.Errorf("workload %q: must be %s, %s, %s or %s", c.Workload, load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout))
+	}
+	if len(c.Targets) < 2 {
+		errs = append(errs, errors.New("target: give at least two"))
+	}
+	if c.Parallel && c.Workload != load.WorkloadIdle {
+		errs = append(errs, errors.New("parallel: only for the idle workload (publishers would compete for the CPU)"))
+	}
+	if c.Rounds < 1 {
+		errs = append(errs, errors.New("rounds: must be at least 1"))
+	}
+	if c.Baseline == "" && len(c.Targets) > 0 {
+		c.Baseline = c.Targets[len(c.Targets)-1].Name
+	}
+	if c.Baseline != "" && c.target(c.Baseline) == nil {
+		errs = append(errs, fmt.Errorf("baseline %q: not a target", c.Baseline))
+	}
+	if c.PprofSeconds < 1 {
+		errs = append(errs, errors.New("pprof-seconds: must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) target(name string) *Target {
+	for i := range c.Targets {
+		if c.Targets[i].Name == name {
+			return &c.Targets[i]
+		}
+	}
+	return nil
+}
+
+// Result holds each target's aggregated numbers.
+type Result struct {
+	Config  Config          `json:"config"`
+	Targets []*TargetResult `json:"targets"`
+}
+
+// TargetResult is one target over all rounds.
+type TargetResult struct {
+	Target Target `json:"target"`
+	// Pub aggregates the pub rounds: counts and CPU summed, histograms
+	// merged, rates over the summed measured time.
+	Pub *load.PubResult `json:"pub,omitempty"`
+	// Idle aggregates the idle rounds: means of the RSS figures.
+	Idle *load.IdleResult `json:"idle,omitempty"`
+	// PubSub aggregates the pairs or fanout rounds like Pub.
+	PubSub *load.PubSubResult `json:"pubsub,omitempty"`
+	// PerRound is the headline number of each round: acked/s (sent/s for
+	// QoS 0), deliveries/s, or bytes per idle connection.
+	PerRound []float64 `json:"per_round"`
+	// Profile is the path of the CPU profile taken, if any.
+	Profile string `json:"profile,omitempty"`
+	// ProfileError says why a requested profile is missing.
+	ProfileError string `json:"profile_error,omitempty"`
+
+	pubRounds    []*load.PubResult
+	idleRounds   []*load.IdleResult
+	pubsubRounds []*load.PubSubResult
+}
+
+// Result returns the named target's result, or nil.
+func (r *Result) Result(name string) *TargetResult {
+	for _, t := range r.Targets {
+		if t.Target.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// Run runs the workload against every target, Rounds times each.
+func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if progress == nil {
+		progress = func(string) {}
+	}
+	res := &Result{Config: cfg}
+	for _, t := range cfg.Targets {
+		res.Targets = append(res.Targets, &TargetResult{Target: t})
+	}
+	if cfg.Parallel {
+		if err := runIdleParallel(ctx, cfg, res, progress); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
+	first := true
+	for round := range cfg.Rounds {
+		order := make([]*TargetResult, len(res.Targets))
+		copy(order, res.Targets)
+		if round%2 == 1 {
+			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
+				order[i], order[j] = order[j], order[i]
+			}
+		}
+		for _, tr := range order {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if !first {
+				pause(ctx, cfg.Pause)
+			}
+			first = false
+			t := tr.Target
+			report := func(msg string) { progress(fmt.Sprintf("round %d/%d %s: %s", round+1, cfg.Rounds, t.Name, msg)) }
+			hooks := load.Hooks{Progress: report}
+			if t.Pprof != "" && round == 0 {
+				hooks.MeasureStart = func(ctx context.Context, window time.Duration) {
+					path, err := fetchProfile(ctx, t, cfg.PprofDir, min(cfg.PprofSeconds, int(window/time.Second)), cfg.pprofTimeout)
+					if err != nil {
+						tr.ProfileError = err.Error()
+						report("cpu profile: " + err.Error())
+						return
+					}
+					tr.Profile = path
+				}
+			}
+			switch cfg.Workload {
+			case load.WorkloadPairs, load.WorkloadFanout:
+				pc := cfg.PubSub
+				pc.Addr, pc.ServerPID = t.Addr, t.PID
+				r, err := load.RunPubSub(ctx, pc, hooks)
+				if err != nil {
+					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
+				}
+				r.Target = t.Name
+				tr.pubsubRounds = append(tr.pubsubRounds, r)
+				tr.PerRound = append(tr.PerRound, r.DeliveredPerSec)
+				report(fmt.Sprintf("%.0f deliveries/s, e2e p99 %v, lost %d, duplicates %d, errors %d",
+					r.DeliveredPerSec, r.Latency.P99, r.Lost, r.Duplicates, r.Errors()))
+			case load.WorkloadPub:
+				pc := cfg.Pub
+				pc.Addr, pc.ServerPID = t.Addr, t.PID
+				r, err := load.RunPublish(ctx, pc, hooks)
+				if err != nil {
+					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
+				}
+				r.Target = t.Name
+				tr.pubRounds = append(tr.pubRounds, r)
+				tr.PerRound = append(tr.PerRound, r.Throughput())
+				report(fmt.Sprintf("%.0f/s, p99 %v, errors %d", r.Throughput(), r.Latency.P99, r.Errors()))
+			case load.WorkloadIdle:
+				ic := cfg.Idle
+				ic.Addr, ic.ServerPID = t.Addr, t.PID
+				r, err := load.RunIdle(ctx, ic, load.Hooks{Progress: report})
+				if err != nil {
+					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
+				}
+				r.Target = t.Name
+				tr.idleRounds = append(tr.idleRounds, r)
+				tr.PerRound = append(tr.PerRound, r.BytesPerConn)
+				report(fmt.Sprintf("%.0f bytes per connection, %d/%d alive", r.BytesPerConn, r.Alive, r.Connected))
+			}
+		}
+	}
+	for _, tr := range res.Targets {
+		tr.Pub = load.MergePub(tr.pubRounds)
+		tr.Idle = load.MergeIdle(tr.idleRounds)
+		tr.PubSub = load.MergePubSub(tr.pubsubRounds)
+	}
+	return res, nil
+}
+
+// runIdleParallel runs each round of the idle workload against all targets
+// at once.
+func runIdleParallel(ctx context.Context, cfg Config, res *Result, progress func(string)) error {
+	for round := range cfg.Rounds {
+		if round > 0 {
+			pause(ctx, cfg.Pause)
+		}
+		results := make([]*load.IdleResult, len(res.Targets))
+		errs := make([]error, len(res.Targets))
+		var wg sync.WaitGroup
+		for i, tr := range res.Targets {
+			t := tr.Target
+			report := func(msg string) { progress(fmt.Sprintf("round %d/%d %s: %s", round+1, cfg.Rounds, t.Name, msg)) }
+			ic := cfg.Idle
+			ic.Addr, ic.ServerPID = t.Addr, t.PID
+			// Two targets may be one cluster: keep the client ids apart.
+			ic.ClientPrefix = cfg.Idle.ClientPrefix + "-" + t.Name
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i], errs[i] = load.RunIdle(ctx, ic, load.Hooks{Progress: report})
+				if errs[i] == nil {
+					report(fmt.Sprintf("%.0f bytes per connection, %d/%d alive", results[i].BytesPerConn, results[i].Alive, results[i].Connected))
+				}
+			}()
+		}
+		wg.Wait()
+		for i, tr := range res.Targets {
+			if errs[i] != nil {
+				return fmt.Errorf("target %s, round %d: %w", tr.Target.Name, round+1, errs[i])
+			}
+			results[i].Target = tr.Target.Name
+			tr.idleRounds = append(tr.idleRounds, results[i])
+			tr.PerRound = append(tr.PerRound, results[i].BytesPerConn)
+		}
+	}
+	for _, tr := range res.Targets {
+		tr.Idle = load.MergeIdle(tr.idleRounds)
+	}
+	return nil
+}
+
+// pause waits d, or until ctx ends.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,176 @@
+package compare
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/internal/benchtest"
+	"github.com/fleetgate/fleetgate/pkg/bench/load"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseTarget(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     Target
+		err      string
+	}{
+		{"a name and an address are enough", "mosquitto=127.0.0.1:1884", Target{Name: "mosquitto", Addr: "127.0.0.1:1884"}, ""},
+		{"pid and pprof are read", "fleetgate=127.0.0.1:1883,pid=123,pprof=127.0.0.1:9464",
+			Target{Name: "fleetgate", Addr: "127.0.0.1:1883", PID: 123, Pprof: "127.0.0.1:9464"}, ""},
+		{"a missing name is refused", "=127.0.0.1:1", Target{}, "want name=host:port"},
+		{"an address without port is refused", "a=localhost", Target{}, "address"},
+		{"a bad pid is refused", "a=127.0.0.1:1,pid=x", Target{}, "pid"},
+		{"an unknown key is refused", "a=127.0.0.1:1,cpu=2", Target{}, "unknown key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseTarget(tc.in)
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+	var ts Targets
+	require.NoError(t, ts.Set("a=127.0.0.1:1"))
+	require.ErrorContains(t, ts.Set("a=127.0.0.1:2"), "given twice")
+}
+
+// TestComparePubRunsEveryTargetEveryRound compares the broker with itself
+// under two names, with a fake pprof server for the first.
+func TestComparePubRunsEveryTargetEveryRound(t *testing.T) {
+	addr := broker.Require(t)
+	var profiled []string
+	pprof := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		profiled = append(profiled, r.URL.String())
+		_, _ = w.Write([]byte("profile bytes"))
+	}))
+	t.Cleanup(pprof.Close)
+
+	cfg := Config{Workload: load.WorkloadPub}
+	cfg.RegisterFlags(benchtest.NewFlagSet())
+	require.NoError(t, cfg.Targets.Set(fmt.Sprintf("one=%s,pid=%d,pprof=%s", addr, broker.PID, pprof.URL)))
+	require.NoError(t, cfg.Targets.Set(fmt.Sprintf("two=%s,pid=%d", addr, broker.PID)))
+	cfg.Rounds, cfg.Pause = 2, 10*time.Millisecond
+	cfg.PprofDir = t.TempDir()
+	cfg.PprofSeconds = 1
+	cfg.Pub.Publishers, cfg.Pub.Window = 4, 8
+	cfg.Pub.Warmup, cfg.Pub.Duration = 100*time.Millisecond, 1200*time.Millisecond
+	cfg.Pub.ClientPrefix = "compare"
+
+	var progress []string
+	res, err := Run(context.Background(), cfg, func(s string) { progress = append(progress, s) })
+	require.NoError(t, err)
+	require.Equal(t, "two", res.Config.Baseline, "the last target is the baseline")
+	require.Len(t, res.Targets, 2)
+	for _, tr := range res.Targets {
+		require.Len(t, tr.PerRound, 2)
+		require.Len(t, tr.pubRounds, 2)
+		var acked, hist int64
+		for _, r := range tr.pubRounds {
+			require.Zero(t, r.Errors())
+			acked += r.Acked
+			hist += r.Histogram().Count()
+		}
+		require.Equal(t, acked, tr.Pub.Acked, "aggregate acks are the sum of the rounds")
+		require.Equal(t, hist, tr.Pub.Histogram().Count(), "aggregate histogram holds every round")
+		require.Equal(t, 2*cfg.Pub.Duration, tr.Pub.Measured)
+		require.NotNil(t, tr.Pub.Server)
+	}
+	require.Len(t, profiled, 1, "one profile, of the target with pprof, in its first round")
+	require.Contains(t, profiled[0], "/debug/pprof/profile?seconds=1")
+	b, err := os.ReadFile(filepath.Join(cfg.PprofDir, "one.cpu.pprof"))
+	require.NoError(t, err)
+	require.Equal(t, "profile bytes", string(b))
+
+	// Rounds alternate the order: one two, two one.
+	var order []string
+	for _, p := range progress {
+		if strings.Contains(p, "/s, p99") {
+			order = append(order, strings.Fields(p)[2])
+		}
+	}
+	require.Equal(t, []string{"one:", "two:", "two:", "one:"}, order)
+	require.Equal(t, filepath.Join(cfg.PprofDir, "one.cpu.pprof"), res.Result("one").Profile)
+	require.Empty(t, res.Result("two").Profile)
+}
+
+func TestCompareIdleReportsBytesPerConnection(t *testing.T) {
+	addr := broker.Require(t)
+	for _, parallel := range []bool{false, true} {
+		t.Run(fmt.Sprintf("parallel=%v", parallel), func(t *testing.T) {
+			cfg := Config{Workload: load.WorkloadIdle}
+			cfg.RegisterFlags(benchtest.NewFlagSet())
+			require.NoError(t, cfg.Targets.Set(fmt.Sprintf("a=%s,pid=%d", addr, broker.PID)))
+			require.NoError(t, cfg.Targets.Set(fmt.Sprintf("b=%s,pid=%d", addr, broker.PID)))
+			cfg.Rounds, cfg.Pause, cfg.Baseline, cfg.Parallel = 2, 10*time.Millisecond, "a", parallel
+			cfg.Idle.Clients, cfg.Idle.Settle = 100, 100*time.Millisecond
+			cfg.Idle.ClientPrefix = fmt.Sprintf("idle-%v", parallel)
+			res, err := Run(context.Background(), cfg, nil)
+			require.NoError(t, err)
+			for _, tr := range res.Targets {
+				require.Equal(t, 100, tr.Idle.Connected)
+				require.Equal(t, 100, tr.Idle.Alive)
+				require.Len(t, tr.PerRound, 2)
+			}
+		})
+	}
+}
+
+func TestCompareConfigValidate(t *testing.T) {
+	cfg := Config{Workload: "soak"}
+	cfg.RegisterFlags(benchtest.NewFlagSet())
+	err := cfg.Validate()
+	require.ErrorContains(t, err, "workload")
+	require.ErrorContains(t, err, "target: give at least two")
+
+	cfg = Config{Workload: load.WorkloadPub}
+	cfg.RegisterFlags(benchtest.NewFlagSet())
+	require.NoError(t, cfg.Targets.Set("a=127.0.0.1:1"))
+	require.NoError(t, cfg.Targets.Set("b=127.0.0.1:2"))
+	cfg.Baseline, cfg.Parallel = "c", true
+	require.ErrorContains(t, cfg.Validate(), `baseline "c": not a target`)
+	require.ErrorContains(t, cfg.Validate(), "parallel: only for the idle workload")
+}
+
+// TestComparePairsAndFanout compares the broker with itself under two
+// names.
+func TestComparePairsAndFanout(t *testing.T) {
+	addr := broker.Require(t)
+	for _, workload := range []string{load.WorkloadPairs, load.WorkloadFanout} {
+		t.Run(workload, func(t *testing.T) {
+			cfg := Config{Workload: workload}
+			cfg.RegisterFlags(benchtest.NewFlagSet())
+			require.NoError(t, cfg.Targets.Set(fmt.Sprintf("one=%s,pid=%d", addr, broker.PID)))
+			require.NoError(t, cfg.Targets.Set(fmt.Sprintf("two=%s,pid=%d", addr, broker.PID)))
+			cfg.Rounds, cfg.Pause = 2, 10*time.Millisecond
+			cfg.PubSub.Pairs, cfg.PubSub.Subscribers, cfg.PubSub.Messages = 3, 10, 30
+			cfg.PubSub.Rate = 300
+			res, err := Run(context.Background(), cfg, nil)
+			require.NoError(t, err)
+			fan := int64(1)
+			if workload == load.WorkloadFanout {
+				fan = 10
+			}
+			want := 2 * int64(cfg.PubSub.PublisherCount()) * 30 * fan
+			for _, tr := range res.Targets {
+				require.Len(t, tr.PerRound, 2)
+				require.Equal(t, want, tr.PubSub.Received, "both rounds")
+				require.Equal(t, want, tr.PubSub.Expected)
+				require.Equal(t, want, tr.PubSub.Histogram().Count())
+				require.Zero(t, tr.PubSub.Errors())
+				require.NotNil(t, tr.PubSub.Server)
+				require.Equal(t, int64(2*cfg.PubSub.PublisherCount()*30), tr.PubSub.Publish.Sent)
+			}
+		})
+	}
+}

@@ -1,0 +1,11 @@
+// Package compare is fleetgate-bench's side-by-side runner: it runs one
+// workload of pkg/bench/load against several brokers (targets named
+// name=host:port[,pid=N][,pprof=host:port]), round-robin with the order
+// flipped every round so that a drift of the machine favours none, takes a
+// CPU profile of a Go broker during its first measured round, and aggregates
+// each target's rounds. The brokers themselves are started by the caller
+// (test/bench/run.sh); printing the comparison is pkg/bench/report's.
+//
+// Of fleetgate it imports pkg/bench/load. test/imports holds the import
+// rules.
+package compare

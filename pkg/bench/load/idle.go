@@ -1,0 +1,256 @@
+package load
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/measure"
+)
+
+// IdleConfig is the idle-connection workload: Clients connections that
+// connect and then stay silent, to measure the broker's memory per
+// connection.
+type IdleConfig struct {
+	Addr         string        `json:"addr"`
+	Clients      int           `json:"clients"`
+	Version      int           `json:"mqtt_version"`
+	Keepalive    time.Duration `json:"keepalive_ns"`
+	Concurrency  int           `json:"connect_concurrency"`
+	Settle       time.Duration `json:"settle_ns"`
+	ClientPrefix string        `json:"client_prefix"`
+	Username     string        `json:"username,omitempty"`
+	Password     string        `json:"-"`
+	// ServerPID is the broker process whose RSS is read; without it only
+	// the connections are made.
+	ServerPID int `json:"server_pid,omitempty"`
+}
+
+// RegisterFlags registers the workload flags.
+func (c *IdleConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:1883", "Broker address host:port.")
+	fs.IntVar(&c.ServerPID, "server-pid", 0, "PID of the broker process whose RSS (VmRSS) is measured; same machine only.")
+	c.RegisterWorkloadFlags(fs)
+}
+
+// RegisterWorkloadFlags registers the flags that describe the load, without
+// the target (shared by idle and compare).
+func (c *IdleConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.Clients, "clients", 5000, "Idle connections to open.")
+	fs.IntVar(&c.Version, "mqtt-version", 4, "MQTT protocol level: 4 (3.1.1) or 5.")
+	fs.DurationVar(&c.Keepalive, "keepalive", 300*time.Second, "Keep-alive announced in CONNECT (at least 60s, so no PINGREQ is due while measuring).")
+	fs.IntVar(&c.Concurrency, "connect-concurrency", 64, "Connections opened at once.")
+	fs.DurationVar(&c.Settle, "settle", 5*time.Second, "After the last CONNACK, how long to let the broker settle before reading its RSS (sampled every 250ms; the last sample counts). A Go broker's idle RSS keeps moving with its garbage collection: settle past 2m (Go's forced GC period) for its steady state.")
+	fs.StringVar(&c.ClientPrefix, "client-prefix", "bench-idle", "Client id of connection i is <prefix>-<i>.")
+	fs.StringVar(&c.Username, "username", "", "MQTT username (optional).")
+	fs.StringVar(&c.Password, "password", "", "MQTT password (optional).")
+}
+
+// Validate names the bad field.
+func (c *IdleConfig) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("addr: must not be empty"))
+	}
+	if c.Clients < 1 {
+		errs = append(errs, errors.New("clients: must be at least 1"))
+	}
+	if c.Version != 4 && c.Version != 5 {
+		errs = append(errs, errors.New("mqtt-version: must be 4 or 5"))
+	}
+	if c.Keepalive < 60*time.Second {
+		errs = append(errs, errors.New("keepalive: must be at least 60s"))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, errors.New("connect-concurrency: must be at least 1"))
+	}
+	if c.Settle < 0 {
+		errs = append(errs, errors.New("settle: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// IdleResult is what one idle run measured.
+type IdleResult struct {
+	Target string     `json:"target,omitempty"`
+	Config IdleConfig `json:"config"`
+
+	Connected     int           `json:"connected"`
+	ConnectErrors int           `json:"connect_errors"`
+	ConnectTime   time.Duration `json:"connect_time_ns"`
+	// Alive counts connections that still answered PINGREQ after the RSS
+	// was read: the memory was measured with them all open.
+	Alive int `json:"alive"`
+
+	// RSS of the server (bytes): before connecting, EarlyAfter into the
+	// settle time (or at its end if shorter), at its end, and the highest
+	// sample in between. Zero without a server pid.
+	BaselineRSS int64 `json:"baseline_rss_bytes"`
+	EarlyRSS    int64 `json:"early_rss_bytes"`
+	RSS         int64 `json:"rss_bytes"`
+	PeakRSS     int64 `json:"peak_rss_bytes"`
+	// BytesPerConn is (RSS - BaselineRSS) / Connected; the Early and Peak
+	// variants use EarlyRSS and PeakRSS.
+	BytesPerConn      float64 `json:"bytes_per_connection"`
+	EarlyBytesPerConn float64 `json:"early_bytes_per_connection"`
+	PeakBytesPerConn  float64 `json:"peak_bytes_per_connection"`
+}
+
+// EarlyAfter is when, into the settle time, EarlyRSS is taken.
+const EarlyAfter = 5 * time.Second
+
+// RunIdle opens the idle connections, reads the server's RSS before and
+// after, checks that the connections are still open, and closes them.
+func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	res := &IdleResult{Config: cfg}
+	if cfg.ServerPID > 0 {
+		rss, err := measure.ReadRSS(cfg.ServerPID)
+		if err != nil {
+			return nil, err
+		}
+		res.BaselineRSS = rss
+	}
+
+	clients := make([]*Client, cfg.Clients)
+	var connectErrors atomic.Int64
+	var firstErr atomic.Pointer[error]
+	sem := make(chan struct{}, cfg.Concurrency)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range clients {
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cl, err := Dial(ctx, cfg.Addr, ClientOptions{
+				ClientID:  fmt.Sprintf("%s-%06d", cfg.ClientPrefix, i),
+				Version:   byte(cfg.Version),
+				Keepalive: cfg.Keepalive,
+				Username:  cfg.Username,
+				Password:  cfg.Password,
+			})
+			if err != nil {
+				connectErrors.Add(1)
+				firstErr.CompareAndSwap(nil, &err)
+				return
+			}
+			clients[i] = cl
+		}()
+	}
+	wg.Wait()
+	res.ConnectTime = time.Since(start)
+	res.ConnectErrors = int(connectErrors.Load())
+	res.Connected = cfg.Clients - res.ConnectErrors
+	defer closeAll(clients, cfg.Concurrency)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if res.Connected == 0 {
+		return nil, fmt.Errorf("no idle client could connect: %w", *firstErr.Load())
+	}
+	if hooks.Progress != nil {
+		hooks.Progress(fmt.Sprintf("%d idle connections open on %s after %v (%d failed); settling %v",
+			res.Connected, cfg.Addr, res.ConnectTime.Round(time.Millisecond), res.ConnectErrors, cfg.Settle))
+	}
+
+	if cfg.ServerPID > 0 {
+		if err := settle(ctx, cfg.ServerPID, cfg.Settle, res); err != nil {
+			return nil, err
+		}
+		perConn := func(rss int64) float64 { return float64(rss-res.BaselineRSS) / float64(res.Connected) }
+		res.BytesPerConn = perConn(res.RSS)
+		res.EarlyBytesPerConn = perConn(res.EarlyRSS)
+		res.PeakBytesPerConn = perConn(res.PeakRSS)
+	} else {
+		sleepUntil(ctx, time.Now().Add(cfg.Settle))
+	}
+	res.Alive = countAlive(clients, 10*time.Second)
+	return res, nil
+}
+
+// settle samples the RSS every 250ms for d and keeps the early, last and
+// highest samples.
+func settle(ctx context.Context, pid int, d time.Duration, res *IdleResult) error {
+	start := time.Now()
+	end := start.Add(d)
+	for {
+		rss, err := measure.ReadRSS(pid)
+		if err != nil {
+			return err
+		}
+		res.RSS = rss
+		res.PeakRSS = max(res.PeakRSS, rss)
+		if res.EarlyRSS == 0 && (time.Since(start) >= EarlyAfter || !time.Now().Before(end)) {
+			res.EarlyRSS = rss
+		}
+		if !time.Now().Before(end) || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		next := time.Now().Add(250 * time.Millisecond)
+		if next.After(end) {
+			next = end
+		}
+		sleepUntil(ctx, next)
+	}
+}
+
+// countAlive pings every connection and counts those that answer.
+func countAlive(clients []*Client, timeout time.Duration) int {
+	for _, cl := range clients {
+		if cl != nil {
+			_ = cl.Ping()
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	alive := 0
+	for _, cl := range clients {
+		if cl == nil {
+			continue
+		}
+		_ = cl.SetReadDeadline(deadline)
+		for {
+			pk, err := cl.ReadPacket()
+			if err != nil {
+				break
+			}
+			if pk.FixedHeader.Type == packets.Pingresp {
+				alive++
+				break
+			}
+		}
+		_ = cl.SetReadDeadline(time.Time{})
+	}
+	return alive
+}
+
+// closeAll disconnects every client, concurrency at a time.
+func closeAll(clients []*Client, concurrency int) {
+	sem := make(chan struct{}, concurrency)
+	var wg sync.WaitGroup
+	for _, cl := range clients {
+		if cl == nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = cl.Disconnect()
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,221 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/compare"
+	"github.com/fleetgate/fleetgate/pkg/bench/load"
+	"github.com/fleetgate/fleetgate/pkg/bench/measure"
+)
+
+// WriteCompare prints the comparison table: one column per target and the
+// ratio of each target to the baseline.
+func WriteCompare(w io.Writer, r *compare.Result) error {
+	cfg := r.Config
+	base := r.Result(cfg.Baseline)
+	var others []*compare.TargetResult
+	for _, t := range r.Targets {
+		if t != base {
+			others = append(others, t)
+		}
+	}
+	cols := append(append([]*compare.TargetResult{}, others...), base)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	header := []string{""}
+	for _, t := range cols {
+		header = append(header, t.Target.Name)
+	}
+	for _, t := range others {
+		header = append(header, t.Target.Name+"/"+base.Target.Name)
+	}
+	switch cfg.Workload {
+	case load.WorkloadPub:
+		fmt.Fprintf(w, "workload: %s; %d round(s) per target\n", describePub(cfg.Pub), cfg.Rounds)
+	case load.WorkloadPairs, load.WorkloadFanout:
+		fmt.Fprintf(w, "workload: %s; %d round(s) per target\n", describePubSub(cfg.PubSub), cfg.Rounds)
+	case load.WorkloadIdle:
+		c := cfg.Idle
+		par := ""
+		if cfg.Parallel {
+			par = ", all targets at once"
+		}
+		fmt.Fprintf(w, "workload: %d idle connections, MQTT %s, keepalive %v, settle %v; %d round(s) per target%s\n",
+			c.Clients, versionName(c.Version), c.Keepalive, c.Settle, cfg.Rounds, par)
+	}
+	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+
+	row := func(label string, val func(*compare.TargetResult) (float64, bool), format func(float64) string) {
+		cells := []string{label}
+		for _, t := range cols {
+			v, ok := val(t)
+			if !ok {
+				cells = append(cells, "-")
+				continue
+			}
+			cells = append(cells, format(v))
+		}
+		bv, bok := val(base)
+		for _, t := range others {
+			v, ok := val(t)
+			if !ok || !bok || bv == 0 {
+				cells = append(cells, "-")
+				continue
+			}
+			cells = append(cells, fmt.Sprintf("%.2fx", v/bv))
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	perRound := func(t *compare.TargetResult, format func(float64) string) string {
+		var s []string
+		for _, v := range t.PerRound {
+			s = append(s, format(v))
+		}
+		return strings.Join(s, " ")
+	}
+	textRow := func(label string, val func(*compare.TargetResult) string) {
+		cells := []string{label}
+		for _, t := range cols {
+			cells = append(cells, val(t))
+		}
+		for range others {
+			cells = append(cells, "")
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+
+	switch cfg.Workload {
+	case load.WorkloadPub:
+		pub := func(f func(*load.PubResult) (float64, bool)) func(*compare.TargetResult) (float64, bool) {
+			return func(t *compare.TargetResult) (float64, bool) {
+				if t.Pub == nil {
+					return 0, false
+				}
+				return f(t.Pub)
+			}
+		}
+		lat := func(f func(measure.LatencySummary) time.Duration) func(*compare.TargetResult) (float64, bool) {
+			return pub(func(p *load.PubResult) (float64, bool) {
+				return float64(f(p.Latency)), p.Latency.Count > 0
+			})
+		}
+		durf := func(v float64) string { return measure.FormatDuration(time.Duration(v)) }
+		name := "acked/s"
+		if cfg.Pub.QoS == 0 {
+			name = "sent/s"
+		}
+		row(name, pub(func(p *load.PubResult) (float64, bool) { return p.Throughput(), true }), measure.FormatRate)
+		textRow("  per round", func(t *compare.TargetResult) string { return perRound(t, measure.FormatRate) })
+		if cfg.Pub.QoS > 0 {
+			ack := ackName(cfg.Pub.QoS)
+			row(ack+" p50", lat(func(l measure.LatencySummary) time.Duration { return l.P50 }), durf)
+			row(ack+" p99", lat(func(l measure.LatencySummary) time.Duration { return l.P99 }), durf)
+			row(ack+" p99.9", lat(func(l measure.LatencySummary) time.Duration { return l.P999 }), durf)
+			row(ack+" max", lat(func(l measure.LatencySummary) time.Duration { return l.Max }), durf)
+		}
+		row("errors", pub(func(p *load.PubResult) (float64, bool) { return float64(p.Errors()), true }), measure.FormatCount)
+		row("server cpu %", pub(func(p *load.PubResult) (float64, bool) {
+			if p.Server == nil {
+				return 0, false
+			}
+			return p.Server.CPUPercent, true
+		}), func(v float64) string { return fmt.Sprintf("%.0f%%", v) })
+		row("server cpu/msg", pub(func(p *load.PubResult) (float64, bool) {
+			if p.Server == nil {
+				return 0, false
+			}
+			return float64(p.Server.CPUPerMessage), true
+		}), durf)
+		row("server rss", pub(func(p *load.PubResult) (float64, bool) {
+			if p.Server == nil {
+				return 0, false
+			}
+			return float64(p.Server.RSS), true
+		}), measure.FormatBytes)
+		row("bench cpu %", pub(func(p *load.PubResult) (float64, bool) { return p.Bench.CPUPercent, true }),
+			func(v float64) string { return fmt.Sprintf("%.0f%%", v) })
+	case load.WorkloadPairs, load.WorkloadFanout:
+		ps := func(f func(*load.PubSubResult) float64) func(*compare.TargetResult) (float64, bool) {
+			return func(t *compare.TargetResult) (float64, bool) {
+				if t.PubSub == nil {
+					return 0, false
+				}
+				return f(t.PubSub), true
+			}
+		}
+		server := func(f func(*measure.ProcessUsage) float64) func(*compare.TargetResult) (float64, bool) {
+			return func(t *compare.TargetResult) (float64, bool) {
+				if t.PubSub == nil || t.PubSub.Server == nil {
+					return 0, false
+				}
+				return f(t.PubSub.Server), true
+			}
+		}
+		durf := func(v float64) string { return measure.FormatDuration(time.Duration(v)) }
+		pct := func(v float64) string { return fmt.Sprintf("%.0f%%", v) }
+		row("delivered/s", ps(func(r *load.PubSubResult) float64 { return r.DeliveredPerSec }), measure.FormatRate)
+		textRow("  per round", func(t *compare.TargetResult) string { return perRound(t, measure.FormatRate) })
+		row("e2e p50", ps(func(r *load.PubSubResult) float64 { return float64(r.Latency.P50) }), durf)
+		row("e2e p99", ps(func(r *load.PubSubResult) float64 { return float64(r.Latency.P99) }), durf)
+		row("e2e p99.9", ps(func(r *load.PubSubResult) float64 { return float64(r.Latency.P999) }), durf)
+		row("e2e max", ps(func(r *load.PubSubResult) float64 { return float64(r.Latency.Max) }), durf)
+		row("published/s", ps(func(r *load.PubSubResult) float64 { return r.Publish.SentPerSec }), measure.FormatRate)
+		row("puback p99", ps(func(r *load.PubSubResult) float64 { return float64(r.Publish.Latency.P99) }), durf)
+		row("expected", ps(func(r *load.PubSubResult) float64 { return float64(r.Expected) }), measure.FormatCount)
+		row("lost", ps(func(r *load.PubSubResult) float64 { return float64(r.Lost) }), measure.FormatCount)
+		row("duplicates", ps(func(r *load.PubSubResult) float64 { return float64(r.Duplicates) }), measure.FormatCount)
+		row("out of order", ps(func(r *load.PubSubResult) float64 { return float64(r.OutOfOrder) }), measure.FormatCount)
+		row("errors", ps(func(r *load.PubSubResult) float64 { return float64(r.Errors()) }), measure.FormatCount)
+		row("subs ready after", ps(func(r *load.PubSubResult) float64 { return float64(r.ReadyAfter) }), durf)
+		row("server cpu %", server(func(u *measure.ProcessUsage) float64 { return u.CPUPercent }), pct)
+		row("server cpu/delivery", server(func(u *measure.ProcessUsage) float64 { return float64(u.CPUPerMessage) }), durf)
+		row("server rss", server(func(u *measure.ProcessUsage) float64 { return float64(u.RSS) }), measure.FormatBytes)
+		row("bench cpu %", ps(func(r *load.PubSubResult) float64 { return r.Bench.CPUPercent }), pct)
+	case load.WorkloadIdle:
+		idle := func(f func(*load.IdleResult) (float64, bool)) func(*compare.TargetResult) (float64, bool) {
+			return func(t *compare.TargetResult) (float64, bool) {
+				if t.Idle == nil {
+					return 0, false
+				}
+				return f(t.Idle)
+			}
+		}
+		measured := func(f func(*load.IdleResult) float64) func(*compare.TargetResult) (float64, bool) {
+			return idle(func(r *load.IdleResult) (float64, bool) { return f(r), r.Config.ServerPID > 0 })
+		}
+		row("connected", idle(func(r *load.IdleResult) (float64, bool) { return float64(r.Connected), true }), measure.FormatCount)
+		row("alive after", idle(func(r *load.IdleResult) (float64, bool) { return float64(r.Alive), true }), measure.FormatCount)
+		row("connect errors", idle(func(r *load.IdleResult) (float64, bool) { return float64(r.ConnectErrors), true }), measure.FormatCount)
+		row("rss baseline", measured(func(r *load.IdleResult) float64 { return float64(r.BaselineRSS) }), measure.FormatBytes)
+		early := fmt.Sprintf("@%v", min(load.EarlyAfter, cfg.Idle.Settle))
+		end := fmt.Sprintf("@%v", cfg.Idle.Settle)
+		row("rss "+early, measured(func(r *load.IdleResult) float64 { return float64(r.EarlyRSS) }), measure.FormatBytes)
+		row("rss "+end, measured(func(r *load.IdleResult) float64 { return float64(r.RSS) }), measure.FormatBytes)
+		row("rss peak", measured(func(r *load.IdleResult) float64 { return float64(r.PeakRSS) }), measure.FormatBytes)
+		row("bytes/conn "+early, measured(func(r *load.IdleResult) float64 { return r.EarlyBytesPerConn }), measure.FormatBytes)
+		row("bytes/conn "+end, measured(func(r *load.IdleResult) float64 { return r.BytesPerConn }), measure.FormatBytes)
+		row("bytes/conn peak", measured(func(r *load.IdleResult) float64 { return r.PeakBytesPerConn }), measure.FormatBytes)
+		textRow("  per round", func(t *compare.TargetResult) string { return perRound(t, measure.FormatBytes) })
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, t := range r.Targets {
+		if t.Profile != "" {
+			fmt.Fprintf(w, "cpu profile of %s: %s\n", t.Target.Name, t.Profile)
+		}
+		if t.ProfileError != "" {
+			fmt.Fprintf(w, "cpu profile of %s failed: %s\n", t.Target.Name, t.ProfileError)
+		}
+	}
+	if (cfg.Workload == load.WorkloadPub && cfg.Pub.QoS > 0) || cfg.Workload == load.WorkloadPairs || cfg.Workload == load.WorkloadFanout {
+		fmt.Fprintf(w, "ratios: target/%s; above 1 is more throughput, but also more latency, cpu and memory\n", base.Target.Name)
+	} else {
+		fmt.Fprintf(w, "ratios: target/%s\n", base.Target.Name)
+	}
+	return nil
+}

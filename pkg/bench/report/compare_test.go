@@ -1,0 +1,74 @@
+package report
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/compare"
+	"github.com/fleetgate/fleetgate/pkg/bench/load"
+	"github.com/fleetgate/fleetgate/pkg/bench/measure"
+)
+
+// comparison is a comparison of targets one and two (the baseline) with
+// result r for each; the workload's configuration is the results'.
+func comparison(workload string, r func(name string) *compare.TargetResult) *compare.Result {
+	res := &compare.Result{Config: compare.Config{Workload: workload, Rounds: 2, Baseline: "two"}}
+	for _, name := range []string{"one", "two"} {
+		tr := r(name)
+		switch {
+		case tr.Pub != nil:
+			res.Config.Pub = tr.Pub.Config
+		case tr.Idle != nil:
+			res.Config.Idle = tr.Idle.Config
+		case tr.PubSub != nil:
+			res.Config.PubSub = tr.PubSub.Config
+		}
+		tr.Target = compare.Target{Name: name, Addr: "127.0.0.1:1883"}
+		res.Config.Targets = append(res.Config.Targets, tr.Target)
+		res.Targets = append(res.Targets, tr)
+	}
+	return res
+}
+
+func TestWriteCompareShowsEveryTargetAndItsRatioToTheBaseline(t *testing.T) {
+	latency := measure.LatencySummary{Count: 10, P50: time.Millisecond, P99: 3 * time.Millisecond, P999: 4 * time.Millisecond, Max: 5 * time.Millisecond}
+	server := &measure.ProcessUsage{CPUPercent: 50, CPUPerMessage: 10 * time.Microsecond, RSS: 10 << 20}
+	for _, tc := range []struct {
+		name     string
+		workload string
+		result   func(name string) *compare.TargetResult
+		want     []string
+	}{
+		{"a publish comparison shows acks, latency and the profile taken", load.WorkloadPub, func(name string) *compare.TargetResult {
+			tr := &compare.TargetResult{Pub: &load.PubResult{Config: load.PubConfig{QoS: 1}, AckedPerSec: 1000, Latency: latency, Server: server},
+				PerRound: []float64{900, 1100}}
+			if name == "one" {
+				tr.Profile = "/tmp/one.cpu.pprof"
+			}
+			return tr
+		}, []string{"one", "two", "one/two", "acked/s", "puback p99", "1.00x", "cpu profile of one: /tmp/one.cpu.pprof"}},
+		{"an idle comparison shows bytes per connection", load.WorkloadIdle, func(string) *compare.TargetResult {
+			return &compare.TargetResult{Idle: &load.IdleResult{Config: load.IdleConfig{ServerPID: 1}, Connected: 100, Alive: 100, BytesPerConn: 4096},
+				PerRound: []float64{4096}}
+		}, []string{"bytes/conn", "one/two", "4.0 KiB"}},
+		{"a pairs comparison shows deliveries, end-to-end latency and losses", load.WorkloadPairs, func(string) *compare.TargetResult {
+			return &compare.TargetResult{PubSub: &load.PubSubResult{Config: load.PubSubConfig{Workload: load.WorkloadPairs}, DeliveredPerSec: 500, Latency: latency,
+				Publish: &load.PubResult{SentPerSec: 500, Latency: latency}, Server: server}, PerRound: []float64{500}}
+		}, []string{"delivered/s", "e2e p99", "lost", "duplicates", "one/two", "1.00x"}},
+		{"a fanout comparison shows deliveries", load.WorkloadFanout, func(string) *compare.TargetResult {
+			return &compare.TargetResult{PubSub: &load.PubSubResult{Config: load.PubSubConfig{Workload: load.WorkloadFanout, Subscribers: 50}, DeliveredPerSec: 500,
+				Publish: &load.PubResult{}}, PerRound: []float64{500}}
+		}, []string{"1 publisher → 50 subscribers", "delivered/s", "one/two"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			require.NoError(t, WriteCompare(&out, comparison(tc.workload, tc.result)))
+			for _, want := range tc.want {
+				require.Contains(t, out.String(), want)
+			}
+		})
+	}
+}
