@@ -23,6 +23,9 @@ var (
 	// ErrNoSession means the client has no session (never connected, expired
 	// or ended).
 	ErrNoSession = errors.New("no session")
+	// ErrNotOwner means the session belongs to another identity: a CONNECT
+	// for its client id neither takes it over nor wipes it.
+	ErrNotOwner = errors.New("session owned by another identity")
 )
 
 // Gone reports whether err says the caller's connection no longer owns the
@@ -135,6 +138,8 @@ func mapErr(err error) error {
 		return ErrFenced
 	case strings.HasPrefix(msg, "FG_NOSESSION"):
 		return ErrNoSession
+	case strings.HasPrefix(msg, "FG_NOTOWNER"):
+		return ErrNotOwner
 	}
 	return err
 }
@@ -193,6 +198,11 @@ type ConnectRequest struct {
 	// (OutcomeDirect), and Take never fills the hash beyond it; 0: every
 	// message goes through the queue.
 	Window int
+	// Owner is the authenticated identity of the connection; "" for an
+	// anonymous one. A session remembers the identity that created it (or
+	// first resumed it while it had none) and refuses every other
+	// (ErrNotOwner), before it changes anything.
+	Owner string
 }
 
 // ConnectResult is what Connect found and did.
@@ -224,7 +234,10 @@ var connectScript = redis.NewScript(`
 local existed = redis.call('EXISTS', KEYS[1]) == 1
 local prev, was, old, oldwill = '', 0, 0, ''
 if existed then
-  local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will')
+  local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will', 'owner')
+  if v[5] and v[5] ~= '' and v[5] ~= ARGV[7] then
+    return redis.error_reply('FG_NOTOWNER')
+  end
   prev = v[1] or ''
   if v[2] == '1' then
     was = 1
@@ -245,7 +258,7 @@ if epoch <= old then epoch = old + 1 end
 local ep = string.format('%.0f', epoch)
 redis.call('HSET', KEYS[1], 'epoch', ep, 'node', ARGV[1], 'connected', '1',
   'clean', ARGV[2], 'expiry', ARGV[3], 'proto', ARGV[4],
-  'last_seen', string.format('%.0f', math.floor(now / 1000)), 'win', ARGV[6])
+  'last_seen', string.format('%.0f', math.floor(now / 1000)), 'win', ARGV[6], 'owner', ARGV[7])
 if ARGV[5] == '' then
   redis.call('HDEL', KEYS[1], 'will')
 else
@@ -261,6 +274,9 @@ return {ep, present, prev, was, oldwill, redis.call('HGET', KEYS[1], 'seq') or '
 // otherwise they are resumed [MQTT-3.1.2-5]. Session Present is 0 after a
 // clean start [MQTT-3.2.2-2] and says whether a session was found otherwise
 // [MQTT-3.2.2-3]. Any pending expiry of the session's keys is removed.
+//
+// A session owned by another identity than req.Owner is left as it is and
+// ErrNotOwner returned (see ConnectRequest.Owner).
 //
 // The node index (SessionsOwnedBy) is updated outside the script, since it
 // lives in another slot: the client is added to req.Node's index before the
@@ -284,7 +300,7 @@ func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult,
 		clean = "1"
 	}
 	v, err := connectScript.Run(ctx, s.rdb, sessionKeys(req.ClientID),
-		req.Node, clean, strconv.FormatUint(uint64(req.ExpirySeconds), 10), strconv.Itoa(int(req.Protocol)), will, req.Window).Slice()
+		req.Node, clean, strconv.FormatUint(uint64(req.ExpirySeconds), 10), strconv.Itoa(int(req.Protocol)), will, req.Window, req.Owner).Slice()
 	if err != nil {
 		return ConnectResult{}, fmt.Errorf("connecting session %s: %w", req.ClientID, mapErr(err))
 	}
@@ -312,6 +328,23 @@ func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult,
 		s.forget(ctx, res.PreviousNode, req.ClientID)
 	}
 	return res, nil
+}
+
+// CheckOwner returns ErrNotOwner when the session of clientID exists and
+// belongs to another identity than owner. Connect checks the same
+// atomically; this lets a caller refuse before work that must not happen
+// for a stranger (the tombstones of a clean start).
+func (s *Store) CheckOwner(ctx context.Context, clientID, owner string) error {
+	o, err := s.rdb.HGet(ctx, sessionKey(clientID), "owner").Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading owner of session %s: %w", clientID, err)
+	case o != "" && o != owner:
+		return ErrNotOwner
+	}
+	return nil
 }
 
 var disconnectScript = redis.NewScript(luaPrelude + `

@@ -447,3 +447,64 @@ func TestTakeoverReturnsTheWillOfTheConnectionTakenOver(t *testing.T) {
 	require.False(t, res.WasConnected)
 	require.Nil(t, res.TakenOverWill)
 }
+
+func TestASessionRefusesAnotherIdentityAndStaysAsItWas(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		clean bool
+	}{
+		{"a resume by another identity neither takes the session over nor changes it", false},
+		{"a clean start by another identity does not wipe the session", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, raw := newTestStore(t, nil)
+			ctx := testCtx(t)
+			cid := clientID(t, "c")
+			res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5, Owner: "device-1"})
+			require.NoError(t, err)
+			_, err = s.Subscribe(ctx, cid, res.Epoch, []Subscription{{FilterKey: FilterKey{Filter: "a/#"}, QoS: 1}})
+			require.NoError(t, err)
+			_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("m1")}})
+			require.NoError(t, err)
+			before, err := raw.HGetAll(ctx, sessionKey(cid)).Result()
+			require.NoError(t, err)
+
+			require.ErrorIs(t, s.CheckOwner(ctx, cid, "device-2"), ErrNotOwner)
+			require.ErrorIs(t, s.CheckOwner(ctx, cid, ""), ErrNotOwner, "anonymous is another identity")
+			require.NoError(t, s.CheckOwner(ctx, cid, "device-1"))
+			for _, owner := range []string{"device-2", ""} {
+				_, err = s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", CleanStart: tc.clean, ExpirySeconds: 60, Protocol: 5, Owner: owner})
+				require.ErrorIs(t, err, ErrNotOwner)
+			}
+
+			after, err := raw.HGetAll(ctx, sessionKey(cid)).Result()
+			require.NoError(t, err)
+			require.Equal(t, before, after, "the session hash is untouched")
+			subs, err := s.Subscriptions(ctx, cid)
+			require.NoError(t, err)
+			require.Len(t, subs, 1)
+			n, err := raw.LLen(ctx, queueKey(cid)).Result()
+			require.NoError(t, err)
+			require.EqualValues(t, 1, n, "the queued message is still there")
+
+			// Its owner resumes it.
+			got, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 60, Protocol: 5, Owner: "device-1"})
+			require.NoError(t, err)
+			require.True(t, got.SessionPresent)
+		})
+	}
+}
+
+func TestASessionCreatedAnonymouslyIsOwnedByTheFirstIdentityToResumeIt(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	_, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5})
+	require.NoError(t, err)
+	require.NoError(t, s.CheckOwner(ctx, cid, "device-1"))
+	got, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5, Owner: "device-1"})
+	require.NoError(t, err)
+	require.True(t, got.SessionPresent)
+	_, err = s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5, Owner: "device-2"})
+	require.ErrorIs(t, err, ErrNotOwner)
+}

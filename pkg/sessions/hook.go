@@ -166,6 +166,9 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		ExpirySeconds: expiryOf(cl),
 		Protocol:      cl.Properties.ProtocolVersion,
 		Window:        c.pump.Window(),
+		// The frontend's authentication leaves only an authenticated
+		// identity in Username ("" for anonymous).
+		Owner: string(cl.Properties.Username),
 	}
 	if pk.Connect.WillFlag {
 		c.will = willOf(cl, pk)
@@ -176,19 +179,20 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if req.CleanStart {
 		// A clean start discards the subscriptions of the previous session
 		// [MQTT-3.1.2-4]: the dispatchers hear of it before the session is
-		// reset, so none of their routing lands in the new session.
-		if err := h.o.Subscribe.DropAll(ctx, cl.ID); err != nil {
-			c.failed = err
-			h.metrics.connectFailed.Add(ctx, 1)
-			h.log.Warn("connect refused: cannot drop the previous session's subscriptions", "client_id", cl.ID, "err", err)
+		// reset, so none of their routing lands in the new session. Never
+		// for a session of another identity.
+		err := h.o.Store.CheckOwner(ctx, cl.ID, req.Owner)
+		if err == nil {
+			err = h.o.Subscribe.DropAll(ctx, cl.ID)
+		}
+		if err != nil {
+			h.refuse(ctx, c, err, "cannot drop the previous session's subscriptions")
 			return
 		}
 	}
 	res, err := h.o.Store.Connect(ctx, req)
 	if err != nil {
-		c.failed = err
-		h.metrics.connectFailed.Add(ctx, 1)
-		h.log.Warn("connect refused: session store failed", "client_id", cl.ID, "err", err)
+		h.refuse(ctx, c, err, "session store failed")
 		return
 	}
 	c.epoch = res.Epoch
@@ -222,6 +226,31 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	h.log.Debug("session registered", "client_id", cl.ID, "epoch", res.Epoch, "present", res.SessionPresent,
 		"previous_node", res.PreviousNode, "takeover", res.WasConnected)
+}
+
+// Refuses returns session.ErrNotOwner when cl's client id is connected on
+// this node by another identity (Username, as authentication left it). The
+// authentication hook asks it: once the CONNECT is authenticated, mochi
+// takes over a local connection of the same client id before any other
+// hook can refuse. Sessions held elsewhere are checked by the store.
+func (h *Hook) Refuses(cl *mqtt.Client) error {
+	if old, ok := h.o.Server.Clients.Get(cl.ID); ok && old != cl && !bytes.Equal(old.Properties.Username, cl.Properties.Username) {
+		return session.ErrNotOwner
+	}
+	return nil
+}
+
+// refuse fails the CONNECT of c: its CONNACK says why (OnPacketEncode).
+func (h *Hook) refuse(ctx context.Context, c *conn, err error, why string) {
+	c.failed = err
+	if errors.Is(err, session.ErrNotOwner) {
+		h.metrics.connectFailed.Add(ctx, 1, h.metrics.reasonNotOwner)
+		h.log.Info("connect refused: the session belongs to another identity", "client_id", c.cl.ID,
+			"username", string(c.cl.Properties.Username), "remote", c.cl.Net.Remote)
+		return
+	}
+	h.metrics.connectFailed.Add(ctx, 1, h.metrics.reasonStore)
+	h.log.Warn("connect refused: "+why, "client_id", c.cl.ID, "err", err)
 }
 
 // willOf copies the will of a CONNECT, with its MQTT 5 properties.
@@ -262,10 +291,19 @@ func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 	}
 	if c.failed != nil {
 		pk.SessionPresent = false
-		pk.ReasonCode = packets.ErrServerUnavailable.Code
-		pk.Properties.ReasonString = "session store unavailable"
-		if cl.Properties.ProtocolVersion < 5 {
-			pk.ReasonCode = packets.Err3ServerUnavailable.Code
+		switch {
+		case errors.Is(c.failed, session.ErrNotOwner):
+			// Another identity's session: Not Authorized.
+			pk.ReasonCode = packets.ErrNotAuthorized.Code
+			if cl.Properties.ProtocolVersion < 5 {
+				pk.ReasonCode = packets.Err3NotAuthorized.Code
+			}
+		default:
+			pk.ReasonCode = packets.ErrServerUnavailable.Code
+			pk.Properties.ReasonString = "session store unavailable"
+			if cl.Properties.ProtocolVersion < 5 {
+				pk.ReasonCode = packets.Err3ServerUnavailable.Code
+			}
 		}
 		return pk
 	}
@@ -289,6 +327,10 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	if c.failed != nil {
 		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+		if errors.Is(c.failed, session.ErrNotOwner) {
+			cl.Stop(packets.ErrNotAuthorized)
+			return
+		}
 		cl.Stop(packets.ErrServerUnavailable)
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
@@ -11,6 +12,7 @@ import (
 
 type metrics struct {
 	notices, connectFailed, takeovers metric.Int64Counter
+	reasonStore, reasonNotOwner       metric.AddOption
 }
 
 func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error) {
@@ -21,9 +23,12 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error
 	counter := counters.New
 	r := &metrics{
 		notices:       counter("fleetgate_delivery_notices", "Notices from dispatchers received."),
-		connectFailed: counter("fleetgate_delivery_connect_failures", "CONNECTs refused with Server Unavailable because the session store failed."),
+		connectFailed: counter("fleetgate_delivery_connect_failures",
+			"CONNECTs refused by the session layer, by reason: store (Server Unavailable: the session store failed), not_owner (Not Authorized: the session belongs to another identity)."),
 		takeovers:     counter("fleetgate_delivery_takeovers", "Sessions taken over from a connection on another node."),
 	}
+	r.reasonStore = metric.WithAttributes(attribute.String("reason", "store"))
+	r.reasonNotOwner = metric.WithAttributes(attribute.String("reason", "not_owner"))
 	_, err := m.Int64ObservableGauge("fleetgate_delivery_sessions_connected",
 		metric.WithDescription("Sessions connected to this node."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
