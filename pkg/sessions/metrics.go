@@ -22,10 +22,10 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error
 	counters := telemetry.NewCounters(m)
 	counter := counters.New
 	r := &metrics{
-		notices:       counter("fleetgate_delivery_notices", "Notices from dispatchers received."),
+		notices: counter("fleetgate_delivery_notices", "Notices from dispatchers received."),
 		connectFailed: counter("fleetgate_delivery_connect_failures",
 			"CONNECTs refused by the session layer, by reason: store (Server Unavailable: the session store failed), not_owner (Not Authorized: the session belongs to another identity)."),
-		takeovers:     counter("fleetgate_delivery_takeovers", "Sessions taken over from a connection on another node."),
+		takeovers: counter("fleetgate_delivery_takeovers", "Sessions taken over from a connection on another node."),
 	}
 	r.reasonStore = metric.WithAttributes(attribute.String("reason", "store"))
 	r.reasonNotOwner = metric.WithAttributes(attribute.String("reason", "not_owner"))
