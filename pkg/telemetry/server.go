@@ -18,11 +18,16 @@ import (
 // ServerConfig configures the operations HTTP server.
 type ServerConfig struct {
 	Addr string `yaml:"addr"`
+	// Pprof serves /debug/pprof: profiles show code paths and memory to
+	// whoever reaches the port, and a profile costs CPU, so it is off
+	// unless an operator asks for it.
+	Pprof bool `yaml:"pprof"`
 }
 
-// RegisterFlags registers http.addr with the given default.
+// RegisterFlags registers http.addr with the given default, and http.pprof.
 func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet, def string) {
-	fs.StringVar(&c.Addr, "http.addr", def, "Address of the operations HTTP server (/healthz, /readyz, /metrics, /debug/pprof); empty disables it.")
+	fs.StringVar(&c.Addr, "http.addr", def, "Address of the operations HTTP server (/healthz, /readyz, /metrics, and /debug/pprof with http.pprof); empty disables it.")
+	fs.BoolVar(&c.Pprof, "http.pprof", false, "Serve /debug/pprof on the operations server (off by default: it exposes code paths and memory to whoever reaches the port).")
 }
 
 // Check reports whether one dependency is ready; a nil error means ready.
@@ -72,10 +77,12 @@ func (s *Server) Handler() http.Handler {
 	if s.metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	}
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	if s.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	}
 	return mux
 }
 

@@ -174,9 +174,16 @@ func TestMetricsEndpointWithoutMetrics(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, code)
 }
 
-func TestPprofIndex(t *testing.T) {
-	s := NewServer(ServerConfig{}, nil, testkit.DiscardLogger())
-	code, body := get(t, s.Handler(), "/debug/pprof/")
+func TestPprofIsServedOnlyWhenAskedFor(t *testing.T) {
+	var cfg ServerConfig
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	cfg.RegisterFlags(fs, ":0")
+	require.NoError(t, fs.Parse(nil))
+	code, _ := get(t, NewServer(cfg, nil, testkit.DiscardLogger()).Handler(), "/debug/pprof/")
+	assert.Equal(t, http.StatusNotFound, code, "off by default")
+
+	require.NoError(t, fs.Parse([]string{"-http.pprof"}))
+	code, body := get(t, NewServer(cfg, nil, testkit.DiscardLogger()).Handler(), "/debug/pprof/")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Contains(t, body, "goroutine")
 }
