@@ -139,7 +139,7 @@ func (h *Hook) writeAcks(cl *mqtt.Client, entries []*entry) {
 			// client resends the rest after it reconnects.
 			h.write(cl, buf)
 			if !cl.Closed() {
-				h.log.Warn("closing mqtt 3.1.1 connection: publish could not be written to kafka",
+				h.log.Warn("closing mqtt 3.1.1 connection: publish refused or not written to kafka",
 					"client_id", cl.ID, "packet_id", e.packetID, "reason", e.code.Reason)
 			}
 			cl.Stop(e.code)

@@ -43,6 +43,7 @@ type Hook struct {
 	receiveMax     int
 	maxInflightAge int64
 	exactlyOnce    ExactlyOnce
+	authorizer     Authorizer
 
 	budget      *semaphore.Weighted
 	unacked     atomic.Int64 // bytes read but not yet acknowledged by Kafka
@@ -69,6 +70,16 @@ type Options struct {
 	// a QoS 2 PUBLISH resent after a reconnect to another node is not
 	// produced twice; nil keeps it per connection only.
 	ExactlyOnce ExactlyOnce
+	// Authorizer decides which topics a client may publish to; nil
+	// allows every topic.
+	Authorizer Authorizer
+}
+
+// Authorizer decides whether a client may publish to a topic name (after
+// its topic alias is resolved). It is asked once per PUBLISH, so it must be
+// cheap.
+type Authorizer interface {
+	AllowPublish(cl *mqtt.Client, topic string) bool
 }
 
 // ExactlyOnce records inbound QoS 2 packet ids across connections and nodes
@@ -92,6 +103,7 @@ func New(cfg Config, opts Options, producer Producer, log *slog.Logger, mp metri
 		receiveMax:     int(opts.ReceiveMaximum),
 		maxInflightAge: opts.MaxInflightAge,
 		exactlyOnce:    opts.ExactlyOnce,
+		authorizer:     opts.Authorizer,
 		budget:         semaphore.NewWeighted(int64(cfg.MaxUnackedBytes)),
 		draining:       make(chan struct{}),
 	}
@@ -279,6 +291,17 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			h.complete(acks, e, packets.CodeSuccess)
 			return pk, packets.ErrRejectPacket
 		}
+	}
+
+	if h.authorizer != nil && !h.authorizer.AllowPublish(cl, pk.TopicName) {
+		// Nothing is produced. MQTT 5 gets PUBACK/PUBREC 0x87 in its
+		// place among the acks; MQTT 3.1.1, which has no negative ack,
+		// gets the acks before it and a closed connection
+		// [MQTT-3.3.5-2]: a positive ack would say the message is in
+		// Kafka. QoS 0 is dropped and counted.
+		h.log.Debug("publish refused: not authorized", "client_id", cl.ID, "username", string(cl.Properties.Username), "topic", pk.TopicName, "qos", qos)
+		h.reject(cl, acks, e, packets.ErrNotAuthorized, ReasonNotAuthorized)
+		return pk, packets.ErrRejectPacket
 	}
 
 	// [MQTT-3.3.2-4]: a PUBLISH with Payload Format Indicator 1 must carry

@@ -15,6 +15,7 @@ const (
 	ReasonPayloadFormat = "invalid_payload_format"
 	ReasonClientStalled = "client_not_reading_acks"
 	ReasonShuttingDown  = "shutting_down"
+	ReasonNotAuthorized = "not_authorized"
 )
 
 type metrics struct {

@@ -41,6 +41,13 @@ type Conn interface {
 	Gone()
 }
 
+// Authorizer decides whether a client may subscribe to a topic filter (of
+// a shared subscription: its filter, without $share/<group>/). It must
+// allow a filter only when it allows every topic the filter can match.
+type Authorizer interface {
+	AllowSubscribe(cl *mqtt.Client, filter string) bool
+}
+
 // Options are the Handler's dependencies.
 type Options struct {
 	// Server is the mochi server, to disconnect a client on a protocol
@@ -54,6 +61,9 @@ type Options struct {
 	Retained Retained
 	// Events receives subscribe and unsubscribe events; nil emits none.
 	Events *events.Emitter
+	// Authorizer decides which filters a client may subscribe to; nil
+	// allows every filter.
+	Authorizer Authorizer
 	// Timeout bounds the store and change log writes behind a SUBACK or
 	// UNSUBACK.
 	Timeout time.Duration

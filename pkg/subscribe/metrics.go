@@ -11,7 +11,7 @@ type metrics struct {
 	subscribed, unsubscribed            metric.Int64Counter
 	subscribeFailed, retainedSent       metric.Int64Counter
 	reasonInvalidFilter, reasonProtocol metric.AddOption
-	reasonStore                         metric.AddOption
+	reasonStore, reasonNotAuthorized    metric.AddOption
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
@@ -24,9 +24,10 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		subscribed:   counter("fleetgate_delivery_subscriptions_added", "Subscriptions stored (SUBSCRIBE)."),
 		unsubscribed: counter("fleetgate_delivery_subscriptions_removed", "Subscriptions removed (UNSUBSCRIBE)."),
 		subscribeFailed: counter("fleetgate_delivery_subscribe_failures",
-			"Subscriptions refused, by reason: invalid_filter, protocol_error, store (Redis or Kafka failed)."),
+			"Subscriptions refused, by reason: invalid_filter, not_authorized, protocol_error, store (Redis or Kafka failed)."),
 		retainedSent: counter("fleetgate_delivery_retained_queued", "Retained messages queued for new subscriptions."),
 	}
 	m.reasonInvalidFilter, m.reasonProtocol, m.reasonStore = reason("invalid_filter"), reason("protocol_error"), reason("store")
+	m.reasonNotAuthorized = reason("not_authorized")
 	return m, counters.Err()
 }

@@ -43,6 +43,17 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 			_ = h.o.Server.DisconnectClient(cl, packets.ErrProtocolViolation)
 			return
 		}
+		if h.o.Authorizer != nil && !h.o.Authorizer.AllowSubscribe(cl, filter) {
+			// A shared subscription is judged on its filter. Retained
+			// messages reach a client only through a granted filter.
+			codes[i] = packets.ErrNotAuthorized.Code // v3: 0x80 Failure
+			if !v5 {
+				codes[i] = packets.ErrUnspecifiedError.Code
+			}
+			h.metrics.subscribeFailed.Add(context.Background(), 1, h.metrics.reasonNotAuthorized)
+			h.log.Info("subscription refused: not authorized", "client_id", cl.ID, "username", string(cl.Properties.Username), "filter", f.Filter)
+			continue
+		}
 		s := topic.Subscription{
 			ClientID: cl.ID, Filter: filter, Group: group,
 			QoS:               min(f.Qos, 2),

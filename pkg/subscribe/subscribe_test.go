@@ -226,3 +226,49 @@ func TestUnsubscribeSaysWhichSubscriptionsDidNotExist(t *testing.T) {
 	require.NoError(t, f.h.DropAll(context.Background(), f.c.cl.ID))
 	require.Len(t, f.log.removed, 2, "nothing left to drop")
 }
+
+// allowUnder allows the filters under one prefix: the decision is
+// pkg/acl's in production; here it only has to be one.
+type allowUnder string
+
+func (p allowUnder) AllowSubscribe(_ *mqtt.Client, filter string) bool {
+	return len(filter) > len(p) && filter[:len(p)] == string(p)
+}
+
+func TestAFilterTheAuthorizerRefusesIsAnsweredNotAuthorizedAndGetsNoRetainedMessages(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version byte
+		refused byte
+	}{
+		{"MQTT 5 gets 0x87", 5, packets.ErrNotAuthorized.Code},
+		{"MQTT 3.1.1 gets 0x80", 4, packets.ErrUnspecifiedError.Code},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.version)
+			ctx := context.Background()
+			own := "d/" + f.c.cl.ID + "/"
+			f.h.o.Authorizer = allowUnder(own)
+			other := "d/other-" + f.c.cl.ID + "/state"
+			msg := handoff.Message{Topic: other, Payload: []byte("secret"), QoS: 1, Retain: true}
+			require.NoError(t, f.retained.Apply(ctx, retained.Message{Topic: other, Message: handoff.EncodeMessage(&msg)}, retained.Version{TimeMs: time.Now().UnixMilli(), ID: "1"}, false))
+
+			f.h.Subscribe(f.c, subscribePacket(tc.version,
+				packets.Subscription{Filter: own + "#", Qos: 1},
+				packets.Subscription{Filter: "#", Qos: 1},
+				packets.Subscription{Filter: "d/+/state", Qos: 1},
+				packets.Subscription{Filter: "$share/g/" + other, Qos: 1}))
+			require.Equal(t, []byte{1, tc.refused, tc.refused, tc.refused}, f.read(t).ReasonCodes)
+
+			stored, err := f.store.Subscriptions(ctx, f.c.cl.ID)
+			require.NoError(t, err)
+			require.Len(t, stored, 1)
+			require.Equal(t, own+"#", stored[0].Filter)
+			require.Len(t, f.log.subs, 1, "refused filters never reach the dispatchers")
+			r := &session.Round{ClientID: f.c.cl.ID, Epoch: f.c.epoch, Take: 10}
+			f.store.RunRounds(ctx, []*session.Round{r})
+			require.NoError(t, r.Err)
+			require.Empty(t, r.Taken, "no retained message through a refused filter")
+		})
+	}
+}
