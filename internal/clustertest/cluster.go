@@ -26,14 +26,6 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
-// Redis is the redis-server a test package's TestMain started.
-type Redis = testkit.RedisServers
-
-// StartRedis starts redis-server for TestMain (see
-// testkit.StartRedisServers): nil and a reason to skip without the binary,
-// an error instead when CI is set.
-func StartRedis() (*Redis, string, error) { return testkit.StartRedisServers(false) }
-
 // Options shape a cluster.
 type Options struct {
 	// Frontends and Dispatchers default to 1.

@@ -1,6 +1,8 @@
 // Package testkit holds the helpers fleetgate's tests share: an in-process
 // Kafka-protocol cluster with fault injection, a record reader, a raw MQTT
-// connection for byte-level tests, and free-port helpers.
+// connection for byte-level tests, free-port helpers, and the redis-server
+// and FerretDB a test package's TestMain starts once for its tests
+// (RunWithRedis, RunWithFerretDB).
 //
 // Of fleetgate it imports internal/ferretdb, pkg/mqttwire. test/imports holds
 // the import rules.

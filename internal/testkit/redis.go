@@ -10,46 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
-
-// StartRedisServer runs the redis-server binary on addr (host:port) with its
-// data and log in dir, no RDB snapshots, plus extra arguments, and waits until
-// it answers PING. The caller stops the returned process. It is for TestMain
-// functions, which have no *testing.T.
-func StartRedisServer(bin, addr, dir string, extra ...string) (*exec.Cmd, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	logFile := filepath.Join(dir, "redis.log")
-	args := append([]string{"--port", port, "--bind", host, "--save", "", "--dir", dir, "--logfile", logFile}, extra...)
-	cmd := exec.Command(bin, args...)
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting redis-server: %w", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return cmd, nil
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			log, _ := os.ReadFile(logFile)
-			return nil, fmt.Errorf("redis-server on %s did not answer: %v\n%s", addr, err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // handedOut are the ports FreeLoopbackAddr returned in this process.
 var (
@@ -82,92 +48,22 @@ func FreeLoopbackAddr() (string, error) {
 	return "", errors.New("no loopback port that was not handed out before")
 }
 
-// RedisServers are the redis-servers a test package's TestMain started: a
-// plain one and, when asked for, a one-node Redis Cluster that owns every
-// slot (it refuses scripts and commands whose keys are in different slots,
-// as a real cluster does, so tests prove the hash tags work).
-type RedisServers struct {
-	Addr        string
-	ClusterAddr string // "" unless asked for
-	cmds        []*exec.Cmd
-	dir         string
-}
-
-// StartRedisServers starts redis-server from PATH for TestMain. Without the
-// binary it returns nil and a reason to skip the tests, unless the CI
-// environment variable is set, when a missing binary is an error.
-func StartRedisServers(cluster bool) (_ *RedisServers, skip string, err error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			return nil, "", fmt.Errorf("redis-server not found; CI must install it (apt-get install redis-server)")
-		}
-		return nil, "redis-server not found: apt-get install redis-server", nil
-	}
-	dir, err := os.MkdirTemp("", "fleetgate-test-redis")
-	if err != nil {
-		return nil, "", err
-	}
-	r := &RedisServers{dir: dir}
-	fail := func(err error) (*RedisServers, string, error) {
-		r.Stop()
-		return nil, "", err
-	}
-	if r.Addr, err = FreeLoopbackAddr(); err != nil {
-		return fail(err)
-	}
-	cmd, err := StartRedisServer(bin, r.Addr, dir, "--appendonly", "no")
-	if err != nil {
-		return fail(err)
-	}
-	r.cmds = append(r.cmds, cmd)
-	if !cluster {
-		return r, "", nil
-	}
-	caddr, err := FreeLoopbackAddr()
-	if err != nil {
-		return fail(err)
-	}
-	cdir := filepath.Join(dir, "cluster")
-	if err := os.Mkdir(cdir, 0o755); err != nil {
-		return fail(err)
-	}
-	ccmd, err := StartRedisServer(bin, caddr, cdir, "--appendonly", "no",
-		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(cdir, "nodes.conf"))
-	if err != nil {
-		return fail(fmt.Errorf("redis-server in cluster mode: %w", err))
-	}
-	r.cmds = append(r.cmds, ccmd)
-	if err := assignAllSlots(caddr); err != nil {
-		return fail(err)
-	}
-	r.ClusterAddr = caddr
-	return r, "", nil
-}
-
-// Stop kills the servers and removes their data; nil-safe.
-func (r *RedisServers) Stop() {
-	if r == nil {
-		return
-	}
-	for _, c := range r.cmds {
-		_ = c.Process.Kill()
-		_ = c.Wait()
-	}
-	_ = os.RemoveAll(r.dir)
-}
-
 // TestRedis is the redis-server a test package shares, started by its
-// TestMain through RunWithRedis.
+// TestMain through RunWithRedis (or StartTestRedis, where TestMain starts
+// more than Redis): a plain server and, when asked for, a one-node Redis
+// Cluster that owns every slot (it refuses scripts and commands whose keys
+// are in different slots, as a real cluster does, so tests prove the hash
+// tags work).
 type TestRedis struct {
 	// Addr is the plain server, ClusterAddr the one-node cluster ("" unless
 	// asked for).
 	Addr, ClusterAddr string
 	skip              string
+	plain             *redisServer
 }
 
 // Require skips t where redis-server is not installed (never under CI,
-// where RunWithRedis fails instead).
+// where StartTestRedis and RunWithRedis fail instead).
 func (r *TestRedis) Require(t testing.TB) {
 	t.Helper()
 	if r.skip != "" {
@@ -175,21 +71,198 @@ func (r *TestRedis) Require(t testing.TB) {
 	}
 }
 
+// Shutdown stops the plain server as an operator would (SIGTERM: it
+// flushes its append-only file) and waits until it exited. Only a server
+// started with DurableRedis keeps its data for Restart.
+func (r *TestRedis) Shutdown() error {
+	if r.plain == nil {
+		return errors.New("no redis-server was started")
+	}
+	return r.plain.stop(syscall.SIGTERM)
+}
+
+// Restart starts the plain server again after Shutdown, on the same
+// address and data, and waits until it answers.
+func (r *TestRedis) Restart() error {
+	if r.plain == nil {
+		return errors.New("no redis-server was started")
+	}
+	return r.plain.start()
+}
+
+// RedisOption changes the redis-server StartTestRedis starts.
+type RedisOption func(*redisOptions)
+
+type redisOptions struct {
+	durable bool
+}
+
+// DurableRedis makes the plain server write every change to its
+// append-only file before it answers (appendfsync always), so Shutdown then
+// Restart is a Redis outage that loses nothing, like a restart of a real
+// deployment.
+func DurableRedis() RedisOption { return func(o *redisOptions) { o.durable = true } }
+
+// StartTestRedis starts redis-server from PATH (and a one-node Redis
+// Cluster when cluster is set) for a TestMain, and returns it with the func
+// that stops it and removes its data. Without the binary the returned
+// TestRedis skips the tests that Require it, unless the CI environment
+// variable is set, when a missing binary is an error.
+func StartTestRedis(cluster bool, opts ...RedisOption) (_ TestRedis, stop func(), err error) {
+	var o redisOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			return TestRedis{}, nil, errors.New("redis-server not found; CI must install it (apt-get install redis-server)")
+		}
+		return TestRedis{skip: "redis-server not found: apt-get install redis-server"}, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "fleetgate-test-redis")
+	if err != nil {
+		return TestRedis{}, nil, err
+	}
+	var servers []*redisServer
+	stop = func() {
+		for _, s := range servers {
+			_ = s.stop(syscall.SIGKILL)
+		}
+		_ = os.RemoveAll(dir)
+	}
+	start := func(name string, args ...string) (*redisServer, error) {
+		addr, err := FreeLoopbackAddr()
+		if err != nil {
+			return nil, err
+		}
+		s := &redisServer{bin: bin, addr: addr, dir: filepath.Join(dir, name), args: args}
+		if err := os.Mkdir(s.dir, 0o755); err != nil {
+			return nil, err
+		}
+		servers = append(servers, s)
+		return s, s.start()
+	}
+	fail := func(err error) (TestRedis, func(), error) {
+		stop()
+		return TestRedis{}, nil, err
+	}
+	aof := []string{"--appendonly", "no"}
+	if o.durable {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	plain, err := start("plain", aof...)
+	if err != nil {
+		return fail(err)
+	}
+	r := TestRedis{Addr: plain.addr, plain: plain}
+	if !cluster {
+		return r, stop, nil
+	}
+	cdir := filepath.Join(dir, "cluster")
+	c, err := start("cluster", "--appendonly", "no",
+		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(cdir, "nodes.conf"))
+	if err != nil {
+		return fail(fmt.Errorf("redis-server in cluster mode: %w", err))
+	}
+	if err := assignAllSlots(c.addr); err != nil {
+		return fail(err)
+	}
+	r.ClusterAddr = c.addr
+	return r, stop, nil
+}
+
 // RunWithRedis starts redis-server (and a one-node Redis Cluster when
 // cluster is set) into r, runs the package's tests and stops it; TestMain
 // exits with what it returns.
-func RunWithRedis(m *testing.M, cluster bool, r *TestRedis) int {
-	srv, skip, err := StartRedisServers(cluster)
+func RunWithRedis(m *testing.M, cluster bool, r *TestRedis, opts ...RedisOption) int {
+	srv, stop, err := StartTestRedis(cluster, opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting redis-server:", err)
 		return 1
 	}
-	defer srv.Stop()
-	r.skip = skip
-	if srv != nil {
-		r.Addr, r.ClusterAddr = srv.Addr, srv.ClusterAddr
-	}
+	defer stop()
+	*r = srv
 	return m.Run()
+}
+
+// redisServer is one redis-server process on a loopback port, with its
+// data and log in a directory of its own and no RDB snapshots.
+type redisServer struct {
+	bin, addr, dir string
+	args           []string // after the address and directory
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd  // nil while stopped
+	exited chan error // cmd's exit, once
+}
+
+// start runs the server and waits until it answers PING.
+func (s *redisServer) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return fmt.Errorf("redis-server on %s is running", s.addr)
+	}
+	host, port, err := net.SplitHostPort(s.addr)
+	if err != nil {
+		return err
+	}
+	logFile := filepath.Join(s.dir, "redis.log")
+	args := append([]string{"--port", port, "--bind", host, "--save", "", "--dir", s.dir, "--logfile", logFile}, s.args...)
+	cmd := exec.Command(s.bin, args...)
+	// Pdeathsig: a test binary that panics or times out leaves no server.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting redis-server: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	c := redis.NewClient(&redis.Options{Addr: s.addr})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			s.cmd, s.exited = cmd, exited
+			return nil
+		}
+		select {
+		case werr := <-exited:
+			log, _ := os.ReadFile(logFile)
+			return fmt.Errorf("redis-server on %s exited at start (%v):\n%s", s.addr, werr, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-exited
+			log, _ := os.ReadFile(logFile)
+			return fmt.Errorf("redis-server on %s did not answer: %v\n%s", s.addr, err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends sig to the server and waits until it exited, killing it after
+// 10 s; it returns the exit error, nil when the server was not running.
+func (s *redisServer) stop(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return nil
+	}
+	cmd, exited := s.cmd, s.exited
+	s.cmd, s.exited = nil, nil
+	_ = cmd.Process.Signal(sig)
+	select {
+	case err := <-exited:
+		return err
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		return <-exited
+	}
 }
 
 // assignAllSlots makes the cluster-mode server at addr own every slot and

@@ -49,7 +49,7 @@ type consumerFixture struct {
 
 func newConsumerFixture(t *testing.T) *consumerFixture {
 	t.Helper()
-	requireRedis(t)
+	testRedis.Require(t)
 	f := &consumerFixture{t: t, kafka: testkit.StartKafka(t, kfake.SeedTopics(3, inbound)),
 		group: fmt.Sprintf("dispatch-test-%d", time.Now().UnixNano()), epochs: map[string]uint64{},
 		taken: map[string][]*handoff.Message{}, reader: sdkmetric.NewManualReader()}
@@ -61,11 +61,11 @@ func newConsumerFixture(t *testing.T) *consumerFixture {
 	f.adm = kadm.NewClient(f.producer)
 
 	// Short timeouts, so a request to the stopped server fails fast.
-	f.rdb = redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: 200 * time.Millisecond,
+	f.rdb = redis.NewClient(&redis.Options{Addr: testRedis.Addr, DialTimeout: 200 * time.Millisecond,
 		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
 	t.Cleanup(func() { _ = f.rdb.Close() })
 	f.store = session.New(f.rdb, session.Config{
-		Redis:             session.RedisConfig{Addrs: []string{redisAddr}},
+		Redis:             session.RedisConfig{Addrs: []string{testRedis.Addr}},
 		MaxQueuedMessages: 100_000, MaxQueuedBytes: 1 << 26, QueueFullPolicy: session.DropOldest,
 		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second,
 	}, session.WithLogger(log))
@@ -270,11 +270,11 @@ func TestConsumerDoesNotCommitPastRecordsItCouldNotRouteAndLosesNothing(t *testi
 	f.run()
 	require.Eventually(t, func() bool { return f.committed() == int64(first) }, 15*time.Second, 20*time.Millisecond)
 
-	require.NoError(t, stopRedis())
+	require.NoError(t, testRedis.Shutdown())
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
-			require.NoError(t, startRedis())
+			require.NoError(t, testRedis.Restart())
 		}
 	})
 	second := f.produce(pubs, 20, 30)
@@ -283,7 +283,7 @@ func TestConsumerDoesNotCommitPastRecordsItCouldNotRouteAndLosesNothing(t *testi
 	}, 15*time.Second, 20*time.Millisecond, "routing fails and readiness drops while Redis is down")
 	assert.Equal(t, int64(first), f.committed(), "no offset is committed past an unrouted record")
 
-	require.NoError(t, startRedis())
+	require.NoError(t, testRedis.Restart())
 	restarted = true
 	require.Eventually(t, func() bool { return f.committed() == int64(first+second) }, 15*time.Second, 20*time.Millisecond,
 		"everything is routed and committed after Redis returns")

@@ -23,12 +23,12 @@ import (
 // the index still has and the store does not, and leaves alone those a new
 // session of the same client holds.
 func TestTheExpirySweeperDropsTheSubscriptionsOfExpiredSessionsOnly(t *testing.T) {
-	requireRedis(t)
+	testRedis.Require(t)
 	k := testkit.StartKafka(t)
 	var cfg ServiceConfig
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Kafka.Brokers = config.StringList{k.Addr()}
-	cfg.Session.Redis.Addrs = config.StringList{redisAddr}
+	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
 	log := testkit.DiscardLogger()
 	ctx := context.Background()
 	rdb := cfg.Session.Redis.NewClient()

@@ -431,10 +431,10 @@ func TestRouteCountsMessagesAFullQueueRefused(t *testing.T) {
 // a topic level unique to the test: the tests share the store's one hash.
 func newRetainedFixture(t *testing.T, subs ...topic.Subscription) (f *routerFixture, store *retained.Store, prefix string) {
 	t.Helper()
-	requireRedis(t)
+	testRedis.Require(t)
 	f = newRouterFixture(t, subs...)
 	f.now = time.Now().Truncate(time.Millisecond)
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	log := testkit.DiscardLogger()
 	store = retained.New(rdb, log)
@@ -556,11 +556,11 @@ func TestRouteFailsWhileTheRetainedStoreIsDownAndStoresOnRetry(t *testing.T) {
 		f.record(kafkarecord.Message{ClientID: "pub", Topic: p + "/kept", QoS: 1, Retain: true, Payload: []byte("y")}),
 	}
 
-	require.NoError(t, stopRedis())
+	require.NoError(t, testRedis.Shutdown())
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
-			require.NoError(t, startRedis())
+			require.NoError(t, testRedis.Restart())
 		}
 	})
 	err := f.router.Route(ctx, recs)
@@ -572,7 +572,7 @@ func TestRouteFailsWhileTheRetainedStoreIsDownAndStoresOnRetry(t *testing.T) {
 
 	require.NoError(t, f.router.Route(ctx, recs[:1]), "a batch without retained messages does not need the store")
 
-	require.NoError(t, startRedis())
+	require.NoError(t, testRedis.Restart())
 	restarted = true
 	require.NoError(t, f.router.Route(ctx, recs), "the retried batch")
 	got := retainedPayloads(t, store, p+"/#")
@@ -596,10 +596,10 @@ func TestRouteWithoutARetainedStoreOnlyDelivers(t *testing.T) {
 // and the issue asks to prefer connected members. Presence comes from the
 // session store on the test redis-server.
 func TestRouteGivesSharedMessagesToConnectedMembers(t *testing.T) {
-	requireRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	testRedis.Require(t)
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
-	store := session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{redisAddr}},
+	store := session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{testRedis.Addr}},
 		MaxQueuedMessages: 10, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
 		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second})
 	ctx := context.Background()

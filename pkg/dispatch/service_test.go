@@ -24,13 +24,14 @@ import (
 )
 
 func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
+	testRedis.Require(t)
 	k := testkit.StartKafka(t)
 	var cfg ServiceConfig
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Kafka.Brokers = config.StringList{k.Addr()}
 	cfg.Kafka.Partitions = 3
 	cfg.Subscriptions.Partitions = 3
-	cfg.Session.Redis.Addrs = config.StringList{redisAddr}
+	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
 	cfg.Dispatch.Group = "service-test"
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	require.NoError(t, cfg.Validate())
@@ -105,13 +106,14 @@ func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 }
 
 func TestTheServicePublishesTheWillsOfADeadFrontendsClients(t *testing.T) {
+	testRedis.Require(t)
 	k := testkit.StartKafka(t)
 	var cfg ServiceConfig
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Kafka.Brokers = config.StringList{k.Addr()}
 	cfg.Kafka.Partitions = 1
 	cfg.Subscriptions.Partitions = 1
-	cfg.Session.Redis.Addrs = config.StringList{redisAddr}
+	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
 	cfg.Session.HeartbeatInterval = 20 * time.Millisecond
 	cfg.Session.LivenessTTL = 200 * time.Millisecond
 	cfg.Dispatch.Group = "service-wills-test"

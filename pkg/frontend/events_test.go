@@ -47,7 +47,8 @@ func (er *eventReader) next(clientID string, kind events.Kind) *events.Event {
 // unsubscribe, the reason of each disconnect) and every completed QoS 1
 // delivery to the events topic, for the archiver and anyone else.
 func TestSessionEventsAndDeliveryReceiptsReachTheEventsTopic(t *testing.T) {
-	c := clustertest.Start(t, redisAddr, clustertest.Options{Frontends: 2})
+	testRedis.Require(t)
+	c := clustertest.Start(t, testRedis.Addr, clustertest.Options{Frontends: 2})
 	er := &eventReader{t: t, r: testkit.NewReader(t, c.Kafka.Addr(), "mqtt.events")}
 	inbound := testkit.NewReader(t, c.Kafka.Addr(), topic)
 

@@ -15,27 +15,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/internal/clustertest"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/frontend"
 )
 
 const topic = "mqtt.inbound"
 
-// redisAddr is the redis-server the package's frontends keep sessions in.
-var redisAddr string
+// testRedis is the redis-server the package's frontends keep sessions in.
+var testRedis testkit.TestRedis
 
-func TestMain(m *testing.M) {
-	r, skip, err := clustertest.StartRedis()
-	if err != nil || skip != "" {
-		// Every frontend needs Redis for its sessions.
-		fmt.Fprintln(os.Stderr, "frontend tests need redis-server:", err, skip)
-		os.Exit(1)
-	}
-	redisAddr = r.Addr
-	code := m.Run()
-	r.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testkit.RunWithRedis(m, false, &testRedis)) }
 
 // node is one frontend running in the test process (clustertest.Frontend).
 type node struct {
@@ -49,6 +39,8 @@ type node struct {
 
 // testConfig is the frontend's default configuration with loopback ports.
 func testConfig(t *testing.T, brokers string) frontend.Config {
+	t.Helper()
+	testRedis.Require(t) // every frontend keeps its sessions in Redis
 	var cfg frontend.Config
 	fs := flag.NewFlagSet("test", flag.PanicOnError)
 	cfg.RegisterFlags(fs)
@@ -59,7 +51,7 @@ func testConfig(t *testing.T, brokers string) frontend.Config {
 	cfg.Kafka.Brokers = config.StringList{brokers}
 	cfg.Kafka.Partitions = 3
 	cfg.Shutdown.Timeout = 5 * time.Second
-	cfg.Session.Redis.Addrs = config.StringList{redisAddr}
+	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
 	return cfg
 }
 

@@ -108,9 +108,10 @@ func startCluster(t *testing.T) *testCluster {
 func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 	t.Helper()
 	haproxy := testkit.RequireTool(t, "haproxy", "haproxy")
-	c := &testCluster{t: t, redisAddr: redisAddr}
-	if o.redisAddr != "" {
-		c.redisAddr = o.redisAddr
+	c := &testCluster{t: t, redisAddr: o.redisAddr}
+	if c.redisAddr == "" {
+		testRedis.Require(t)
+		c.redisAddr = testRedis.Addr
 	}
 	c.redis = redis.NewClient(&redis.Options{Addr: c.redisAddr})
 	t.Cleanup(func() { _ = c.redis.Close() })

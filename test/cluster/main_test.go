@@ -14,16 +14,15 @@ import (
 	"os"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/internal/clustertest"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // binDir holds the binaries built once for the package.
 var binDir string
 
-// redisAddr is the redis-server every process of the package uses; each
+// testRedis is the redis-server every process of the package uses; each
 // test's cluster flushes it first (the tests run one after the other).
-var redisAddr string
+var testRedis testkit.TestRedis
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -37,12 +36,5 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	r, skip, err := clustertest.StartRedis()
-	if err != nil || skip != "" {
-		fmt.Fprintln(os.Stderr, "cluster tests need redis-server:", err, skip)
-		return 1
-	}
-	defer r.Stop()
-	redisAddr = r.Addr
-	return m.Run()
+	return testkit.RunWithRedis(m, false, &testRedis)
 }

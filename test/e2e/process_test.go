@@ -15,33 +15,28 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/fleetgate/fleetgate/internal/clustertest"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // binDir holds the binaries built once for the package.
 var binDir string
 
-// redisAddr is the redis-server every frontend process of the package uses.
-var redisAddr string
+// testRedis is the redis-server every frontend process of the package uses.
+var testRedis testkit.TestRedis
 
 func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
 	dir, err := testkit.BuildBinaries("./cmd/frontend", "./cmd/fleetgate-dev")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
+	defer os.RemoveAll(dir)
 	binDir = dir
-	r, skip, err := clustertest.StartRedis()
-	if err != nil || skip != "" {
-		fmt.Fprintln(os.Stderr, "e2e tests need redis-server:", err, skip)
-		os.Exit(1)
-	}
-	redisAddr = r.Addr
-	code := m.Run()
-	r.Stop()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	return testkit.RunWithRedis(m, false, &testRedis)
 }
 
 // proc is a fleetgate process started by a test (testkit.Proc).
@@ -77,9 +72,10 @@ type frontendProc struct {
 
 func startFrontend(t *testing.T, kafka string, extra ...string) *frontendProc {
 	t.Helper()
+	testRedis.Require(t)
 	mqtt, ops := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	args := append([]string{"-kafka.brokers", kafka, "-mqtt.tcp-addr", mqtt, "-http.addr", ops,
-		"-node.id", "e2e", "-kafka.partitions", "3", "-log.level", "info", "-redis.addrs", redisAddr}, extra...)
+		"-node.id", "e2e", "-kafka.partitions", "3", "-log.level", "info", "-redis.addrs", testRedis.Addr}, extra...)
 	p := start(t, "frontend", args...)
 	f := &frontendProc{proc: p, mqtt: mqtt, ops: ops}
 	require.Eventually(t, func() bool {

@@ -27,10 +27,12 @@ import (
 
 const waitFor = 20 * time.Second
 
+// testRedis and ferret are the redis-server and the MongoDB-wire server
+// every cluster of the package uses, each test's archive in a database of
+// its own.
 var (
-	redisAddr  string
-	ferret     *testkit.FerretDB
-	skipReason string
+	testRedis testkit.TestRedis
+	ferret    testkit.TestFerretDB
 )
 
 func TestMain(m *testing.M) {
@@ -38,26 +40,14 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	r, skip, err := clustertest.StartRedis()
+	r, stop, err := testkit.StartTestRedis(false)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "starting redis-server:", err)
 		return 1
 	}
-	if r != nil {
-		defer r.Stop()
-		redisAddr = r.Addr
-	}
-	f, fskip, err := testkit.StartFerretDB()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting ferretdb:", err)
-		return 1
-	}
-	if f != nil {
-		defer f.Stop()
-		ferret = f
-	}
-	skipReason = skip + fskip
-	return m.Run()
+	defer stop()
+	testRedis = r
+	return testkit.RunWithFerretDB(m, &ferret)
 }
 
 // archive is the test's database.
@@ -68,16 +58,15 @@ type archive struct {
 
 func startCluster(t *testing.T) (*clustertest.Cluster, *archive) {
 	t.Helper()
-	if skipReason != "" {
-		t.Skip(skipReason)
-	}
+	testRedis.Require(t)
+	db := ferret.Require(t)
 	dbName := fmt.Sprintf("history_%d", time.Now().UnixNano()%1_000_000_000)
-	c := clustertest.Start(t, redisAddr, clustertest.Options{
+	c := clustertest.Start(t, testRedis.Addr, clustertest.Options{
 		Frontends:  2,
-		ArchiveURI: ferret.URI,
+		ArchiveURI: db.URI,
 		Archiver:   func(c *archiver.ServiceConfig) { c.Archive.Database = dbName },
 	})
-	cl, err := mongo.Connect(options.Client().ApplyURI(ferret.URI))
+	cl, err := mongo.Connect(options.Client().ApplyURI(db.URI))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
 	return c, &archive{t: t, db: cl.Database(dbName)}
