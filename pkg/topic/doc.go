@@ -7,7 +7,8 @@
 // by topic level, safe for concurrent use, whose [Index.Match] returns one
 // entry per subscribed client and one entry per shared subscription group;
 // [MatchFilter] matches one filter against one name (retained messages,
-// routing rules).
+// routing rules); [Contains] and [Overlap] relate two filters by the names
+// they match (authorization of a SUBSCRIBE).
 //
 // # Spec citations
 //

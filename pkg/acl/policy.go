@@ -1,0 +1,227 @@
+package acl
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/fleetgate/fleetgate/pkg/topic"
+)
+
+// Subject is who a Policy decides for: one connection.
+type Subject struct {
+	// Identity is the authenticated identity (the username, or a token's
+	// subject); it replaces IdentityPlaceholder. Empty for an anonymous
+	// client, which no rule naming identities applies to.
+	Identity string
+	// ClientID is the MQTT client identifier, as assigned when the client
+	// sent none; it replaces ClientIDPlaceholder.
+	ClientID string
+	// Groups are groups the subject belongs to besides the groups of the
+	// rules file that list its identity, e.g. from a token.
+	Groups []string
+	// Extra are rules of the subject alone, e.g. from a token (see
+	// ParseTokenRules), evaluated before the rules of the file. They may not
+	// have Identities or Groups.
+	Extra []Rule
+}
+
+// cacheSize is the number of publish topics a Policy remembers. A device
+// publishes to a few topics; a gateway that publishes to more evaluates the
+// rules on each miss.
+const cacheSize = 8
+
+// Policy decides what one subject may publish and subscribe to. Make it once
+// per connection (Holder.For) and ask it for every PUBLISH and SUBSCRIBE.
+//
+// The rules are evaluated in order and the first that matches decides:
+// rules of Subject.Extra first, then the rules of the file. With no match
+// the answer is no, except in open mode (no rules file, AllowAll) where a
+// subject without Extra rules may do everything. A subject with Extra rules
+// is held to them in open mode too, and denied what they do not allow.
+//
+// A Policy made by Holder.For follows the Holder's reloads: on its next
+// call after a reload it derives its decisions again from the new rules.
+// It is safe for concurrent use.
+type Policy struct {
+	holder   *Holder // nil: fixed to the rules it was made from
+	identity string
+	clientID string
+	groups   []string
+	extra    []entry // Subject.Extra, substituted
+	held     bool    // Subject.Extra had rules: no open mode for this subject
+
+	mu sync.Mutex // serializes derive when the rules changed
+	d  atomic.Pointer[derived]
+}
+
+// derived is what a Policy decides under one generation of rules. Only its
+// cache changes after it is made.
+type derived struct {
+	rules    *Rules
+	allowAll bool
+	// steps are the entries to evaluate, in order: slices shared with Rules
+	// or the policy's own.
+	steps [][]entry
+	cache [cacheSize]atomic.Pointer[cachedTopic]
+	next  atomic.Uint32 // the cache slot to fill next, round robin
+}
+
+// cachedTopic is a publish decision remembered.
+type cachedTopic struct {
+	name  string
+	allow bool
+}
+
+// newPolicy makes the policy of s under r, following h if it is not nil.
+func newPolicy(h *Holder, r *Rules, s Subject) (*Policy, error) {
+	p := &Policy{holder: h, identity: s.Identity, clientID: s.ClientID, groups: slices.Clone(s.Groups)}
+	eb := entryBuilder{identity: s.Identity, clientID: s.ClientID}
+	for i, x := range s.Extra {
+		path := fmt.Sprintf("extra[%d]", i)
+		if len(x.Identities) > 0 || len(x.Groups) > 0 {
+			return nil, &ParseError{Source: "subject", Path: path, Err: errExtraScope}
+		}
+		c, field, err := compileRule(x)
+		if err != nil {
+			return nil, &ParseError{Source: "subject", Path: path + "." + field, Err: err}
+		}
+		eb.add(&c)
+	}
+	if len(eb.entries) > 0 {
+		p.extra = eb.finish()
+	}
+	// Even if placeholders left every extra rule out, the subject is held to
+	// them.
+	p.held = len(s.Extra) > 0
+	p.d.Store(r.derive(p))
+	return p, nil
+}
+
+// current returns the decisions under the current rules, deriving them
+// again if the holder's rules changed.
+func (p *Policy) current() *derived {
+	d := p.d.Load()
+	if p.holder != nil && p.holder.cur.Load() != d.rules {
+		return p.rederive()
+	}
+	return d
+}
+
+// rederive derives the decisions under the holder's current rules, once
+// for all goroutines that noticed the change.
+func (p *Policy) rederive() *derived {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.holder.cur.Load()
+	d := p.d.Load()
+	if d.rules != r {
+		d = r.derive(p)
+		p.d.Store(d)
+	}
+	return d
+}
+
+// AllowPublish reports whether the subject may publish to the topic name
+// name: the first rule for publish whose filter matches name decides. An
+// invalid name is not allowed.
+//
+// It remembers the last few topics it decided: asked again about one, it
+// allocates nothing and evaluates no rule.
+func (p *Policy) AllowPublish(name string) bool {
+	d := p.current()
+	if d.allowAll {
+		return true
+	}
+	for i := range d.cache {
+		if c := d.cache[i].Load(); c != nil && c.name == name {
+			return c.allow
+		}
+	}
+	if topic.ValidateName(name) != nil {
+		return false
+	}
+	allow := d.publish(name)
+	// Clone: name may share memory with a packet buffer that the cache
+	// would keep alive.
+	slot := d.next.Add(1) % cacheSize
+	d.cache[slot].Store(&cachedTopic{name: strings.Clone(name), allow: allow})
+	return allow
+}
+
+// publish evaluates the rules for a PUBLISH to name.
+func (d *derived) publish(name string) bool {
+	head, _, _ := strings.Cut(name, "/")
+	for _, s := range d.steps {
+		for i := range s {
+			e := &s[i]
+			if e.acts&actPublish == 0 || e.disjointHead(head) {
+				continue
+			}
+			if topic.MatchFilter(e.filter, name) {
+				return e.allow
+			}
+		}
+	}
+	return false
+}
+
+// AllowSubscribe reports whether the subject may subscribe to filter, which
+// may be a shared subscription "$share/{group}/{filter}" (the filter inside
+// is decided). It is allowed only when every topic name the filter can
+// match would be allowed, so it is decided by filter containment, never by
+// matching the filter as a topic name: a subject allowed "devices/%c/#" may
+// not subscribe to "devices/#", "#" or "+/x/#".
+//
+// The rules for subscribe are walked in order: a deny rule whose filter
+// overlaps filter denies (some name it matches is denied); an allow rule
+// whose filter contains filter allows (no earlier rule denies any name it
+// matches, and this one allows all of them); an allow rule that only
+// overlaps is passed, since a later rule may allow the rest. No decision is
+// a denial. That is sound. It is conservative where no single allow rule
+// covers the filter before a deny rule touches it: with allow "a/x" and
+// allow "a/+", "a/+" is allowed by the second, but with allow "a/x" and
+// allow "a/y", "a/+" is refused, and so it is with allow "a/x", deny "a/x",
+// allow "a/+" (the deny is shadowed, but it overlaps).
+//
+// An invalid filter is not allowed, except in open mode.
+func (p *Policy) AllowSubscribe(filter string) bool {
+	d := p.current()
+	if d.allowAll {
+		return true
+	}
+	_, f, _, err := topic.ParseShared(filter)
+	if err != nil {
+		return false
+	}
+	head, _, _ := strings.Cut(f, "/")
+	wild := head == "+" || head == "#"
+	for _, s := range d.steps {
+		for i := range s {
+			e := &s[i]
+			if e.acts&actSubscribe == 0 || (!wild && e.disjointHead(head)) {
+				// Different literal first levels: neither overlap nor
+				// containment.
+				continue
+			}
+			if !e.allow {
+				if topic.Overlap(e.filter, f) {
+					return false
+				}
+				continue
+			}
+			if topic.Contains(e.filter, f) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Generation returns the generation of the rules the policy decided under
+// last (see Rules.Generation).
+func (p *Policy) Generation() uint64 {
+	return p.d.Load().rules.gen
+}

@@ -1,0 +1,247 @@
+package acl
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"slices"
+)
+
+// Rules are the compiled rules of one rules file, or the open mode of no
+// file (see AllowAll). They are immutable and safe for concurrent use; a
+// Holder swaps them on reload.
+//
+// Rules find the rules of a subject by maps (identity → rules, identity →
+// groups, group → rules), not by scanning the identities of the file, so a
+// fleet of 100,000 identities costs For a few map lookups.
+type Rules struct {
+	name string
+	gen  uint64
+	open bool
+	sum  [sha256.Size]byte // of the file, to tell an unchanged file on reload
+
+	rules []rule
+	// entries holds the entries of every rule without placeholders, rule
+	// after rule (rule.first): the policies of all subjects share them.
+	entries    []entry
+	everyone   []int32             // rules with neither identities nor groups
+	byIdentity map[string]identity // every identity the file names
+	byGroup    map[string][]int32  // rules naming a group
+	groups     int
+}
+
+// identity is what the file says of one identity: one map lookup at
+// CONNECT.
+type identity struct {
+	rules  []int32  // rules naming it
+	groups []string // groups of the file listing it
+}
+
+// openRules is the open mode: no rules file, everything allowed.
+var openRules = &Rules{open: true}
+
+// ParseRules compiles the rules file data; name is the file name, for
+// errors. Errors are a *ParseError.
+func ParseRules(name string, data []byte) (*Rules, error) {
+	p, err := parseFile(name, data)
+	if err != nil {
+		return nil, err
+	}
+	r := build(p)
+	r.name = name
+	r.gen = 1
+	r.sum = sha256.Sum256(data)
+	return r, nil
+}
+
+// ReadRules reads and compiles the rules file at path.
+func ReadRules(path string) (*Rules, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading authorization rules: %w", err)
+	}
+	return ParseRules(path, data)
+}
+
+// build indexes the rules of p by whom they apply to.
+func build(p *parsed) *Rules {
+	r := &Rules{
+		rules:      make([]rule, len(p.rules)),
+		byIdentity: map[string]identity{},
+		byGroup:    map[string][]int32{},
+		groups:     len(p.groups),
+	}
+	for i, fr := range p.rules {
+		ru := fr.rule
+		if !ru.placeholders() {
+			ru.first = int32(len(r.entries))
+			for _, pat := range ru.topics {
+				r.entries = append(r.entries, newEntry(pat.filter, ru.allow, ru.acts))
+			}
+		}
+		r.rules[i] = ru
+		if len(fr.identities) == 0 && len(fr.groups) == 0 {
+			r.everyone = append(r.everyone, int32(i))
+		}
+		for _, id := range fr.identities {
+			m := r.byIdentity[id]
+			if len(m.rules) == 0 || m.rules[len(m.rules)-1] != int32(i) {
+				m.rules = append(m.rules, int32(i))
+				r.byIdentity[id] = m
+			}
+		}
+		for _, g := range fr.groups {
+			if l := r.byGroup[g]; len(l) == 0 || l[len(l)-1] != int32(i) {
+				r.byGroup[g] = append(l, int32(i))
+			}
+		}
+	}
+	// In the order of the group names, so that the result does not depend on
+	// map order.
+	names := make([]string, 0, len(p.groups))
+	for name := range p.groups {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		for _, id := range p.groups[name] {
+			m := r.byIdentity[id]
+			if len(m.groups) == 0 || m.groups[len(m.groups)-1] != name {
+				m.groups = append(m.groups, name)
+				r.byIdentity[id] = m
+			}
+		}
+	}
+	return r
+}
+
+// Name returns the file the rules were read from, empty in open mode.
+func (r *Rules) Name() string { return r.name }
+
+// Generation counts the rules a Holder has loaded: 1 for the first file, one
+// more for each reload that changed it; 0 in open mode.
+func (r *Rules) Generation() uint64 { return r.gen }
+
+// Open reports whether these are the rules of no file, which allow
+// everything (see AllowAll).
+func (r *Rules) Open() bool { return r.open }
+
+// Len returns the number of rules.
+func (r *Rules) Len() int { return len(r.rules) }
+
+// Identities returns the number of identities the file names, in groups or
+// in rules.
+func (r *Rules) Identities() int { return len(r.byIdentity) }
+
+// Groups returns the number of groups the file defines.
+func (r *Rules) Groups() int { return r.groups }
+
+// For returns the policy of s under these rules; it does not follow a
+// Holder's reloads (Holder.For does). The error, a *ParseError, is for bad
+// s.Extra rules.
+func (r *Rules) For(s Subject) (*Policy, error) {
+	return newPolicy(nil, r, s)
+}
+
+// applicable returns the indexes of the rules that apply to a subject, in
+// order. The result may be shared: do not modify it.
+func (r *Rules) applicable(id string, groups []string) []int32 {
+	lists := make([][]int32, 0, 4)
+	addList := func(l []int32) {
+		if len(l) > 0 {
+			lists = append(lists, l)
+		}
+	}
+	addList(r.everyone)
+	if m, ok := r.byIdentity[id]; ok {
+		addList(m.rules)
+		for _, g := range m.groups {
+			addList(r.byGroup[g])
+		}
+	}
+	for _, g := range groups {
+		addList(r.byGroup[g])
+	}
+	switch len(lists) {
+	case 0:
+		return nil
+	case 1:
+		return lists[0]
+	}
+	n := 0
+	for _, l := range lists {
+		n += len(l)
+	}
+	all := make([]int32, 0, n)
+	for _, l := range lists {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	return slices.Compact(all)
+}
+
+// derive makes the decisions of policy p under r: the entries of the rules
+// that apply to its subject, placeholders substituted, after p's extra
+// entries.
+//
+// Runs of rules without placeholders are slices of r.entries, shared by
+// every policy; only rules with placeholders get entries of their own. So a
+// policy costs memory for what is particular to its subject, not for every
+// rule that applies to it.
+func (r *Rules) derive(p *Policy) *derived {
+	d := &derived{rules: r}
+	if r.open && !p.held {
+		d.allowAll = true
+		return d
+	}
+	idx := r.applicable(p.identity, p.groups)
+	// Count the entries of the rules with placeholders, the policy's own,
+	// so that eb.entries never grows: the steps point into it.
+	own := 0
+	for _, i := range idx {
+		if ru := &r.rules[i]; ru.first < 0 {
+			own += len(ru.topics)
+		}
+	}
+	eb := entryBuilder{identity: p.identity, clientID: p.clientID}
+	if own > 0 {
+		eb.entries = make([]entry, 0, own)
+		eb.ends = make([]int, 0, own)
+	}
+	steps := make([][]entry, 0, 4)
+	if len(p.extra) > 0 {
+		steps = append(steps, p.extra)
+	}
+	// r.entries[sharedStart:sharedEnd] is the run of shared entries being
+	// gathered; sharedEnd < 0 if none.
+	sharedStart, sharedEnd := int32(0), int32(-1)
+	flush := func() {
+		if sharedEnd >= 0 {
+			steps = append(steps, r.entries[sharedStart:sharedEnd:sharedEnd])
+			sharedEnd = -1
+		}
+	}
+	for _, i := range idx {
+		ru := &r.rules[i]
+		if ru.first >= 0 {
+			if sharedEnd == ru.first {
+				sharedEnd += int32(len(ru.topics)) // the next rule in the file: same run
+				continue
+			}
+			flush()
+			sharedStart, sharedEnd = ru.first, ru.first+int32(len(ru.topics))
+			continue
+		}
+		flush()
+		start := len(eb.entries)
+		eb.add(ru)
+		if end := len(eb.entries); end > start {
+			steps = append(steps, eb.entries[start:end:end])
+		}
+	}
+	flush()
+	// The steps share eb.entries' array, which finish fills in.
+	eb.finish()
+	d.steps = steps
+	return d
+}

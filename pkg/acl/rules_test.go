@@ -1,0 +1,85 @@
+package acl
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestRulesApplyToTheirIdentitiesAndGroups(t *testing.T) {
+	r := mustParse(t, `
+groups:
+  fleet-a: [dev-1, dev-2]
+  fleet-b: [dev-3]
+rules:
+  - {permission: allow, action: all, topics: ["a/#"], groups: [fleet-a]}
+  - {permission: allow, action: all, topics: ["b/#"], groups: [fleet-b, from-token]}
+  - {permission: allow, action: all, topics: ["gw/#"], identities: [gw-1], groups: [fleet-b]}
+  - {permission: allow, action: all, topics: ["all/#"]}
+`)
+	cases := []struct {
+		name    string
+		subject Subject
+		topic   string
+		want    bool
+	}{
+		{"a member of a file group gets its rules", Subject{Identity: "dev-2"}, "a/x", true},
+		{"a member of a file group gets no other group's rules", Subject{Identity: "dev-2"}, "b/x", false},
+		{"a group passed by the caller counts", Subject{Identity: "dev-2", Groups: []string{"from-token"}}, "b/x", true},
+		{"a group the file does not define may be passed by the caller", Subject{Identity: "x", Groups: []string{"from-token"}}, "b/x", true},
+		{"a rule applies to an identity it names", Subject{Identity: "gw-1"}, "gw/x", true},
+		{"a rule applies to members of a group it names beside identities", Subject{Identity: "dev-3"}, "gw/x", true},
+		{"a rule with neither identities nor groups applies to everyone", Subject{Identity: "stranger"}, "all/x", true},
+		{"an anonymous subject gets the rules for everyone", Subject{}, "all/x", true},
+		{"an anonymous subject gets no group's rules", Subject{}, "a/x", false},
+		{"an identity is not a group", Subject{Identity: "fleet-a"}, "a/x", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			assert.Equal(t, c.want, mustPolicy(t, r, c.subject).AllowPublish(c.topic))
+		})
+	}
+}
+
+// TestPoliciesShareTheEntriesOfRulesWithoutPlaceholders holds the memory of
+// a policy to what is particular to its subject: 1,000 rules for everyone
+// cost a policy one slice header, not 1,000 entries.
+func TestPoliciesShareTheEntriesOfRulesWithoutPlaceholders(t *testing.T) {
+	var f strings.Builder
+	f.WriteString("rules:\n")
+	for i := 0; i < 500; i++ {
+		fmt.Fprintf(&f, "  - {permission: deny, action: all, topics: [\"legacy/%d/#\"]}\n", i)
+	}
+	f.WriteString("  - {permission: allow, action: all, topics: [\"devices/%c/#\"]}\n")
+	f.WriteString("  - {permission: allow, action: publish, topics: [\"gw/#\"], identities: [gw-1]}\n")
+	for i := 500; i < 1000; i++ {
+		fmt.Fprintf(&f, "  - {permission: deny, action: all, topics: [\"legacy/%d/#\"]}\n", i)
+	}
+	r := mustParse(t, f.String())
+
+	d := mustPolicy(t, r, Subject{Identity: "dev-1", ClientID: "c1"}).d.Load()
+	require.Equal(t, 3, len(d.steps), "the rules before the device's, its own, the rules after")
+	assert.Same(t, &r.entries[0], &d.steps[0][0])
+	assert.Equal(t, 500, len(d.steps[0]))
+	assert.Equal(t, []string{"devices/c1/#"}, filters(d.steps[1]))
+	assert.Same(t, &r.entries[501], &d.steps[2][0], "the gateway's rule is left out")
+	assert.Equal(t, 500, len(d.steps[2]))
+
+	d = mustPolicy(t, r, Subject{Identity: "gw-1", ClientID: "g1"}).d.Load()
+	require.Equal(t, 3, len(d.steps))
+	assert.Equal(t, []string{"gw/#"}, filters(d.steps[2][:1]), "a rule of the gateway's joins the run it is followed by")
+	assert.Same(t, &r.entries[500], &d.steps[2][0])
+	assert.Equal(t, 501, len(d.steps[2]))
+}
+
+// filters returns the filters of entries.
+func filters(entries []entry) []string {
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.filter)
+	}
+	return out
+}
