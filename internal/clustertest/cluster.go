@@ -145,6 +145,10 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 		cfg.Subscriptions.Partitions = 4
 		cfg.Session.Redis.Addrs = config.StringList{redisAddr}
 		cfg.Shutdown.Timeout = 5 * time.Second
+		// Clusters in one process test MQTT and routing; authentication
+		// and authorization are tested on the defaults in pkg/frontend
+		// and test/cluster.
+		cfg.Auth.AllowAnonymous = true
 		if o.Frontend != nil {
 			o.Frontend(i, &cfg)
 		}

@@ -45,6 +45,7 @@ func New(cfg Config, opts ...Option) (*Chain, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
+	cfg.Resolve(false)
 	o := options{now: time.Now}
 	for _, opt := range opts {
 		opt(&o)

@@ -102,8 +102,7 @@ type CertConfig struct {
 
 // RegisterFlags registers the flags under "auth.".
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.Methods = config.StringList{SourcePassword}
-	fs.Var(&c.Methods, "auth.methods", "Authentication methods in the order they are tried, comma-separated: password, jwt, cert. The first that applies to a CONNECT decides: cert when the client presented a verified certificate, jwt when the password is a compact JWS, password when a username is set. Recommended order: cert,jwt,password.")
+	fs.Var(&c.Methods, "auth.methods", "Authentication methods in the order they are tried, comma-separated: password, jwt, cert. The first that applies to a CONNECT decides: cert when the client presented a verified certificate, jwt when the password is a compact JWS, password when a username is set. Empty (the default): every method whose credentials are configured, in the order cert, jwt, password.")
 	fs.BoolVar(&c.AllowAnonymous, "auth.allow-anonymous", false, "Accept a CONNECT to which no method applies, as an anonymous identity. Otherwise it gets CONNACK not authorized (0x87 / 0x05).")
 	fs.StringVar(&c.ClientIDPolicy, "auth.client-id-policy", ClientIDAny, "How the client id must relate to the identity: any; equal (client id = identity); prefix (client id starts with the identity; safe only when no identity is a prefix of another). A violation gets CONNACK 0x85 / 0x02. Anonymous clients are exempt.")
 	fs.StringVar(&c.PasswordFile, "auth.password-file", "", "File of username:bcrypt-hash lines (htpasswd -B format); needed by the password method.")
@@ -124,6 +123,26 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.JWT.GroupsClaim, "auth.jwt.groups-claim", "", "When set, JWT claim holding the identity's groups: an array of strings or one string.")
 	fs.StringVar(&c.JWT.RulesClaim, "auth.jwt.rules-claim", "", "When set, JWT claim holding the token's own access rules, handed to the ACL as raw JSON.")
 	fs.StringVar(&c.Cert.Identity, "auth.cert.identity", CertCN, "Field of the verified client certificate that names the client: cn, or the first subject alternative name of kind dns, email or uri.")
+}
+
+// Resolve fills an empty Methods (Validate and New resolve a copy without
+// client certificates when the caller did not) with every method whose credentials are
+// configured, in the order cert, jwt, password: cert when the listener
+// verifies client certificates (clientCertificates), jwt when a key is
+// set, password when a password file is. Call it before Validate.
+func (c *Config) Resolve(clientCertificates bool) {
+	if len(c.Methods) > 0 {
+		return
+	}
+	if clientCertificates {
+		c.Methods = append(c.Methods, SourceCert)
+	}
+	if len(c.JWT.KeyFiles) > 0 || c.JWT.JWKSFile != "" || c.JWT.HMACSecretFile != "" {
+		c.Methods = append(c.Methods, SourceJWT)
+	}
+	if c.PasswordFile != "" {
+		c.Methods = append(c.Methods, SourcePassword)
+	}
 }
 
 // Validate checks the configuration and names the bad field. It checks that
@@ -148,6 +167,11 @@ func (c *Config) Validate() error {
 
 // check is Validate without the file system.
 func (c *Config) check() error {
+	if len(c.Methods) == 0 {
+		r := *c
+		r.Resolve(false)
+		c = &r
+	}
 	var errs []error
 	seen := map[string]bool{}
 	for _, m := range c.Methods {
@@ -160,7 +184,7 @@ func (c *Config) check() error {
 		seen[m] = true
 	}
 	if len(c.Methods) == 0 && !c.AllowAnonymous {
-		errs = append(errs, errors.New("auth.methods: empty while auth.allow-anonymous is false: every client would be refused"))
+		errs = append(errs, errors.New("auth.methods: no authentication method is configured (auth.password-file, auth.jwt.key-files, auth.jwt.jwks-file, auth.jwt.hmac-secret-file, or mqtt.tls-client-ca-file for client certificates), so every client would be refused; configure one, or set auth.allow-anonymous=true to accept clients without credentials on purpose"))
 	}
 	if !slices.Contains([]string{ClientIDAny, ClientIDEqual, ClientIDPrefix}, c.ClientIDPolicy) {
 		errs = append(errs, fmt.Errorf("auth.client-id-policy: %q is not any, equal or prefix", c.ClientIDPolicy))

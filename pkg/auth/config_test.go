@@ -12,15 +12,31 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-func TestDefaultsRefuseToStartWithoutAPasswordFile(t *testing.T) {
+func TestDefaultsRefuseToStartWithoutAnAuthenticator(t *testing.T) {
 	c := defaults()
-	assert.Equal(t, []string{"password"}, []string(c.Methods))
+	c.Resolve(false)
+	assert.Empty(t, c.Methods, "nothing configured, no method")
 	assert.False(t, c.AllowAnonymous, "anonymous clients are refused by default")
 	assert.Equal(t, 30*time.Second, c.JWT.Leeway)
 	assert.True(t, c.JWT.RequireExp)
 	err := c.Validate()
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "auth.password-file: must be set")
+	assert.Contains(t, err.Error(), "auth.methods: no authentication method is configured")
+	assert.Contains(t, err.Error(), "auth.allow-anonymous=true")
+
+	c.AllowAnonymous = true
+	require.NoError(t, c.Validate(), "anonymous on purpose")
+}
+
+func TestEmptyMethodsAreTheConfiguredOnesInTheOrderCertJWTPassword(t *testing.T) {
+	c := defaults()
+	c.PasswordFile = "p"
+	c.JWT.JWKSFile = "k"
+	c.Resolve(true)
+	assert.Equal(t, []string{"cert", "jwt", "password"}, []string(c.Methods))
+	c.Methods = []string{"password"}
+	c.Resolve(true)
+	assert.Equal(t, []string{"password"}, []string(c.Methods), "an explicit list stays")
 }
 
 func TestValidateNamesTheBadField(t *testing.T) {
@@ -33,11 +49,11 @@ func TestValidateNamesTheBadField(t *testing.T) {
 	}{
 		{"an unknown method is named", func(c *Config) { c.Methods = []string{"password", "ldap"} }, `auth.methods: unknown method "ldap"`},
 		{"a method listed twice is refused", func(c *Config) { c.Methods = []string{"password", "password"} }, "auth.methods: password listed twice"},
-		{"no method and no anonymous clients refuses everyone", func(c *Config) { c.Methods, c.PasswordFile = nil, "" }, "auth.methods: empty"},
+		{"no method and no anonymous clients refuses everyone", func(c *Config) { c.Methods, c.PasswordFile = nil, "" }, "auth.methods: no authentication method is configured"},
 		{"an unknown client-id policy is named", func(c *Config) { c.ClientIDPolicy = "suffix" }, "auth.client-id-policy"},
 		{"a password file without the password method is unused", func(c *Config) { c.Methods = []string{"cert"} }, "auth.password-file: set, but"},
 		{"the jwt method needs a key", func(c *Config) { c.Methods = append(c.Methods, "jwt") }, "auth.jwt.key-files: auth.methods lists jwt"},
-		{"keys without the jwt method are unused", func(c *Config) { c.JWT.JWKSFile = pw }, "auth.jwt.key-files: JWT keys are set"},
+		{"keys without the jwt method are unused", func(c *Config) { c.Methods = []string{"password"}; c.JWT.JWKSFile = pw }, "auth.jwt.key-files: JWT keys are set"},
 		{"a missing key file is named", func(c *Config) { c.Methods = append(c.Methods, "jwt"); c.JWT.KeyFiles = []string{dir + "/nope.pem"} }, "auth.jwt.key-files: stat"},
 		{"a negative leeway is refused", func(c *Config) { c.JWT.Leeway = -time.Second }, "auth.jwt.leeway"},
 		{"an unknown certificate field is named", func(c *Config) { c.Cert.Identity = "serial" }, "auth.cert.identity"},

@@ -71,6 +71,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	_ = fs.Set("kafka.partitions", "4")
 	_ = fs.Set("node.id", "dev")
 	_ = fs.Set("kafka.brokers", c.Dev.KafkaAddr)
+	// A laptop stack for trying things out: anyone may connect, and the
+	// banner says so. Production frontends refuse to start like this.
+	_ = fs.Set("auth.allow-anonymous", "true")
 	if err := fs.Set("shutdown.timeout", "10s"); err != nil {
 		panic(err)
 	}
@@ -293,7 +296,7 @@ fleetgate dev stack is up
   MQTT over TCP             %s
   MQTT over WebSocket       %s
   metrics / health          http://%s/metrics  /healthz  /readyz
-%s
+%s  Access                    %s
 Try it:
   mosquitto_sub -h 127.0.0.1 -p %s -q 1 -i dev-app -c -t 'sensors/#' -v
   mosquitto_pub -h 127.0.0.1 -p %s -q 1 -i dev-device -t sensors/1/temp -m 21.5
@@ -301,8 +304,23 @@ Try it:
 %s
 Ctrl-C drains and stops.
 `, s.KafkaAddr(), f.Kafka.Topic, filepath.Join(s.cfg.Dev.DataDir, "kafka"), s.redis.Addr, s.redis.Kind, onOff(s.cfg.Dev.Dispatcher),
-		s.archiverState(), orOff(fe.Addr(frontend.ListenerTCP)), orOff(fe.Addr(frontend.ListenerWS)), fe.OpsAddr(), s.archiverOps(),
+		s.archiverState(), orOff(fe.Addr(frontend.ListenerTCP)), orOff(fe.Addr(frontend.ListenerWS)), fe.OpsAddr(), s.archiverOps(), accessState(f),
 		portOf(fe.Addr(frontend.ListenerTCP)), portOf(fe.Addr(frontend.ListenerTCP)), s.KafkaAddr(), f.Kafka.Topic, s.archiverTry())
+}
+
+// accessState is the Access line of the startup message.
+func accessState(f frontend.Config) string {
+	who := "anonymous clients accepted (auth.allow-anonymous=true: a dev default; production frontends refuse to start without an authenticator)"
+	if !f.Auth.AllowAnonymous {
+		who = "authenticated clients only (" + strings.Join(f.Auth.Methods, ", ") + ")"
+	} else if len(f.Auth.Methods) > 0 {
+		who = "anonymous clients accepted besides " + strings.Join(f.Auth.Methods, ", ") + " (auth.allow-anonymous=true)"
+	}
+	what := "every topic (no authz.rules-file)"
+	if f.Authz.RulesFile != "" {
+		what = "as " + f.Authz.RulesFile + " allows"
+	}
+	return who + "; " + what
 }
 
 // archiverState is the Archiver line of the startup message. It shows

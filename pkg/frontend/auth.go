@@ -1,101 +1,254 @@
 package frontend
 
 import (
-	"bufio"
-	"bytes"
-	"fmt"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"log/slog"
-	"os"
-	"strings"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"golang.org/x/crypto/bcrypt"
+
+	"github.com/fleetgate/fleetgate/pkg/acl"
+	"github.com/fleetgate/fleetgate/pkg/auth"
 )
 
-// authHook authenticates CONNECTs against a bcrypt password file, or accepts
-// everyone when there is none. mochi ORs the answers of all auth hooks, so it
-// must be the only one.
-type authHook struct {
-	mqtt.HookBase
-	users          map[string][]byte // username → bcrypt hash; nil accepts everyone
-	allowAnonymous bool
-	log            *slog.Logger
-	onReject       func()
+// Reasons of refused CONNECTs decided here rather than by pkg/auth.
+const (
+	reasonTokenRules = "token_rules"     // the token's rules claim does not parse
+	reasonNotOwner   = "client_id_owned" // another identity holds the client id on this node
+	reasonWill       = "will_not_authorized"
+)
+
+// access is who a connection is and what it may do.
+type access struct {
+	identity auth.Identity
+	policy   *acl.Policy
+	expiry   *time.Timer // closes the connection when its credential expires
 }
 
-// loadPasswordFile reads username:bcrypt-hash lines; # starts a comment.
-func loadPasswordFile(path string) (map[string][]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("auth.password-file: %w", err)
-	}
-	defer f.Close()
-	users := map[string][]byte{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		user, hash, ok := strings.Cut(line, ":")
-		if !ok || user == "" {
-			return nil, fmt.Errorf("auth.password-file: %s line %d: want username:bcrypt-hash", path, n)
-		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-			return nil, fmt.Errorf("auth.password-file: %s line %d: user %q: not a bcrypt hash: %w", path, n, user, err)
-		}
-		users[user] = []byte(hash)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("auth.password-file: %w", err)
-	}
-	return users, nil
+// authHook decides who a CONNECT is (pkg/auth), what it may publish and
+// subscribe to (pkg/acl), and that its client id is not another identity's
+// on this node (pkg/sessions checks the session store). mochi ORs the
+// answers of all auth hooks, so it must be the only one.
+//
+// After authentication the client's Username holds the authenticated
+// identity and nothing else ("" for an anonymous client): the record header
+// mqtt.username, session events and session ownership all read it.
+type authHook struct {
+	mqtt.HookBase
+
+	chain    *auth.Chain
+	rules    *acl.Holder
+	owners   interface{ Refuses(*mqtt.Client) error }
+	server   *mqtt.Server
+	log      *slog.Logger
+	metrics  *metrics
+	atExpiry bool // close connections whose credential expired
+
+	clients sync.Map // *mqtt.Client → *access
+	refused sync.Map // *mqtt.Client → byte: the CONNACK code of a refused CONNECT
 }
 
 func (h *authHook) ID() string { return "fleetgate-auth" }
 
 func (h *authHook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-
-// OnConnectAuthenticate accepts the CONNECT when the password file is unset,
-// or the username and password match, or anonymous access is allowed and no
-// username was given. A rejected CONNECT gets CONNACK 0x86 / 0x04.
-func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	if h.users == nil {
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketEncode, mqtt.OnDisconnect:
 		return true
 	}
-	user := string(pk.Connect.Username)
-	if user == "" && !pk.Connect.UsernameFlag {
-		if h.allowAnonymous {
-			return true
+	return false
+}
+
+// OnConnectAuthenticate authenticates the CONNECT, builds the connection's
+// policy and checks its will topic against it. A refused CONNECT gets the
+// CONNACK code of its reason (OnPacketEncode), never a hint of which part
+// of the credentials was wrong beyond what the code says.
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	req := auth.Request{
+		ClientID:         cl.ID,
+		Username:         string(pk.Connect.Username),
+		UsernameSet:      pk.Connect.UsernameFlag,
+		PeerCertificates: peerCertificates(cl.Net.Conn),
+	}
+	if pk.Connect.PasswordFlag {
+		req.Password = pk.Connect.Password
+	}
+	if ap, err := netip.ParseAddrPort(cl.Net.Remote); err == nil {
+		req.Remote = ap
+	}
+	id, err := h.chain.Authenticate(req)
+	if err != nil {
+		var f *auth.Failure
+		reason := "error"
+		if errors.As(err, &f) {
+			reason = string(f.Reason)
 		}
-		h.reject(cl, "anonymous clients not allowed")
+		h.refuse(cl, auth.ConnackCode(err, cl.Properties.ProtocolVersion), reason, slog.Any("err", err))
 		return false
 	}
-	hash, ok := h.users[user]
-	if !ok {
-		// Compare anyway so unknown users cost the same time as known ones.
-		_ = bcrypt.CompareHashAndPassword(dummyHash, pk.Connect.Password)
-		h.reject(cl, "unknown user")
+	// Only the authenticated identity stays: a username an anonymous
+	// client sent names nobody.
+	cl.Properties.Username = nil
+	if id.Name != "" {
+		cl.Properties.Username = []byte(id.Name)
+	}
+
+	var extra []acl.Rule
+	if len(id.Rules) > 0 {
+		if extra, err = acl.ParseTokenRules(id.Rules); err != nil {
+			h.refuse(cl, notAuthorized(cl), reasonTokenRules, slog.Any("err", err))
+			return false
+		}
+	}
+	policy, err := h.rules.For(acl.Subject{Identity: id.Name, ClientID: cl.ID, Groups: id.Groups, Extra: extra})
+	if err != nil {
+		h.refuse(cl, notAuthorized(cl), reasonTokenRules, slog.Any("err", err))
 		return false
 	}
-	if bcrypt.CompareHashAndPassword(hash, pk.Connect.Password) != nil {
-		h.reject(cl, "wrong password")
+	if err := h.owners.Refuses(cl); err != nil {
+		// Once this returns true mochi takes a local connection of the
+		// same client id over; another identity's must not be.
+		h.refuse(cl, notAuthorized(cl), reasonNotOwner)
 		return false
 	}
+	if pk.Connect.WillFlag && !policy.AllowPublish(pk.Connect.WillTopic) {
+		h.refuse(cl, notAuthorized(cl), reasonWill, slog.String("will_topic", pk.Connect.WillTopic))
+		return false
+	}
+
+	a := &access{identity: id, policy: policy}
+	if h.atExpiry && !id.Expires.IsZero() {
+		a.expiry = time.AfterFunc(time.Until(id.Expires), func() { h.expired(cl) })
+	}
+	h.clients.Store(cl, a)
+	h.metrics.authenticated(id.Source)
 	return true
 }
 
-var dummyHash, _ = bcrypt.GenerateFromPassword(bytes.Repeat([]byte("x"), 8), bcrypt.MinCost)
+// notAuthorized is CONNACK Not Authorized in cl's protocol.
+func notAuthorized(cl *mqtt.Client) byte {
+	if cl.Properties.ProtocolVersion >= 5 {
+		return packets.ErrNotAuthorized.Code
+	}
+	return packets.Err3NotAuthorized.Code
+}
 
-func (h *authHook) reject(cl *mqtt.Client, why string) {
-	h.log.Info("connect rejected", "client_id", cl.ID, "username", string(cl.Properties.Username), "remote", cl.Net.Remote, "reason", why)
-	if h.onReject != nil {
-		h.onReject()
+// refuse records why cl's CONNECT is refused and the code its CONNACK
+// carries. The log line names the client and the reason, never a password
+// or token (auth.Failure and auth.Request keep them out).
+func (h *authHook) refuse(cl *mqtt.Client, code byte, reason string, attrs ...any) {
+	h.refused.Store(cl, code)
+	h.metrics.authFailed(reason)
+	h.log.Info("connect refused", append([]any{"client_id", cl.ID, "remote", cl.Net.Remote, "reason", reason}, attrs...)...)
+}
+
+// expired closes a connection whose credential (a token's exp, a
+// certificate's NotAfter) has passed: MQTT 5 gets DISCONNECT 0xA0 (Maximum
+// connect time).
+func (h *authHook) expired(cl *mqtt.Client) {
+	if cl.Closed() {
+		return
+	}
+	h.metrics.authExpired()
+	h.log.Info("credential expired; closing connection", "client_id", cl.ID, "username", string(cl.Properties.Username))
+	if cl.Properties.ProtocolVersion >= 5 {
+		_ = h.server.DisconnectClient(cl, packets.ErrMaxConnectTime)
+		return
+	}
+	cl.Stop(packets.ErrMaxConnectTime)
+}
+
+// OnPacketEncode gives the CONNACK of a refused CONNECT its reason's code
+// (mochi writes Bad Username or Password for every refusal).
+func (h *authHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack {
+		return pk
+	}
+	if code, ok := h.refused.LoadAndDelete(cl); ok {
+		pk.ReasonCode = code.(byte)
+		pk.SessionPresent = false
+	}
+	return pk
+}
+
+// OnDisconnect forgets the connection.
+func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.refused.Delete(cl)
+	if v, ok := h.clients.LoadAndDelete(cl); ok {
+		if t := v.(*access).expiry; t != nil {
+			t.Stop()
+		}
 	}
 }
 
-// OnACLCheck allows every topic; per-topic authorisation is not configured.
+// OnACLCheck allows what reaches it: PUBLISH is decided by the ingest hook
+// (AllowPublish) once its topic alias is resolved, SUBSCRIBE by
+// pkg/subscribe (AllowSubscribe); mochi sees neither refused.
 func (h *authHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// AllowPublish implements ingest.Authorizer.
+func (h *authHook) AllowPublish(cl *mqtt.Client, topic string) bool {
+	v, ok := h.clients.Load(cl)
+	return ok && v.(*access).policy.AllowPublish(topic)
+}
+
+// AllowSubscribe implements subscribe.Authorizer.
+func (h *authHook) AllowSubscribe(cl *mqtt.Client, filter string) bool {
+	v, ok := h.clients.Load(cl)
+	return ok && v.(*access).policy.AllowSubscribe(filter)
+}
+
+// reload reads the credentials (password file, JWT keys) and the rules file
+// again. A file that fails keeps what was loaded before (never an open
+// door); the failure is logged and counted.
+func (h *authHook) reload(ctx context.Context, why string) {
+	if err := h.chain.Load(); err != nil {
+		h.metrics.reloaded(ctx, "credentials", false)
+		h.log.Error("credentials not reloaded; the previous ones stay in force", "trigger", why, "err", err)
+	} else {
+		h.metrics.reloaded(ctx, "credentials", true)
+		h.log.Info("credentials reloaded", "trigger", why, "methods", h.chain.Methods())
+	}
+	if h.rules.Open() {
+		return
+	}
+	gen := h.rules.Generation()
+	if err := h.rules.Reload(); err != nil {
+		h.metrics.reloaded(ctx, "rules", false)
+		h.log.Error("authorization rules not reloaded; the previous ones stay in force", "trigger", why, "file", h.rules.Path(), "err", err)
+		return
+	}
+	h.metrics.reloaded(ctx, "rules", true)
+	if g := h.rules.Generation(); g != gen {
+		r := h.rules.Rules()
+		h.log.Info("authorization rules reloaded", "trigger", why, "file", h.rules.Path(), "rules", r.Len(), "identities", r.Identities(), "groups", r.Groups())
+	}
+}
+
+// peerCertificates returns the verified client certificate chain of a TLS
+// connection (leaf first), nil for any other connection.
+func peerCertificates(c net.Conn) []*x509.Certificate {
+	for c != nil {
+		if s, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
+			if cs := s.ConnectionState(); len(cs.VerifiedChains) > 0 {
+				return cs.VerifiedChains[0]
+			}
+			return nil
+		}
+		switch w := c.(type) {
+		case *conn:
+			c = w.Conn
+		case interface{ NetConn() net.Conn }:
+			c = w.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}

@@ -5,8 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
+	"github.com/fleetgate/fleetgate/pkg/acl"
+	"github.com/fleetgate/fleetgate/pkg/auth"
 	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/delivery"
 	"github.com/fleetgate/fleetgate/pkg/events"
@@ -21,7 +24,8 @@ import (
 type Config struct {
 	Node   NodeConfig    `yaml:"node"`
 	MQTT   MQTTConfig    `yaml:"mqtt"`
-	Auth   AuthConfig    `yaml:"auth"`
+	Auth   auth.Config   `yaml:"auth"`
+	Authz  AuthzConfig   `yaml:"authz"`
 	Ingest ingest.Config `yaml:"ingest"`
 	Kafka  kafka.Config  `yaml:"kafka"`
 	// Session holds Redis, offline queue bounds and node liveness.
@@ -62,10 +66,19 @@ type MQTTConfig struct {
 	WritesPending   int             `yaml:"max_client_writes_pending"`
 }
 
-// AuthConfig configures client authentication.
-type AuthConfig struct {
-	PasswordFile   string `yaml:"password_file"`
-	AllowAnonymous bool   `yaml:"allow_anonymous"`
+// AuthzConfig configures authorization and the reloading of the files
+// behind authentication and authorization.
+type AuthzConfig struct {
+	// RulesFile is the YAML rules file (pkg/acl); empty: every
+	// authenticated client may publish and subscribe to every topic.
+	RulesFile string `yaml:"rules_file"`
+	// ReloadInterval is how often the password file, JWT keys and rules
+	// file are checked for changes (SIGHUP reloads at once); 0: only on
+	// SIGHUP.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// DisconnectAtExpiry closes a connection when its credential (a
+	// token's exp, a certificate's NotAfter) expires.
+	DisconnectAtExpiry bool `yaml:"disconnect_at_expiry"`
 }
 
 // RegisterFlags registers every frontend flag.
@@ -75,6 +88,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Shutdown.Timeout, "shutdown.timeout", 30*time.Second, "On SIGTERM, how long to wait for accepted publishes to reach Kafka and be acknowledged before closing connections and exiting.")
 	c.MQTT.RegisterFlags(fs)
 	c.Auth.RegisterFlags(fs)
+	c.Authz.RegisterFlags(fs)
 	c.Ingest.RegisterFlags(fs)
 	c.Kafka.RegisterFlags(fs)
 	c.Session.RegisterFlags(fs)
@@ -104,10 +118,11 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.WritesPending, "mqtt.max-client-writes-pending", 64, "Outbound packets mochi may queue per connection; each slot costs 8 bytes per connection.")
 }
 
-// RegisterFlags registers the "auth." flags.
-func (c *AuthConfig) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.PasswordFile, "auth.password-file", "", "File of username:bcrypt-hash lines (htpasswd -B format). When set, clients must authenticate with one of these users.")
-	fs.BoolVar(&c.AllowAnonymous, "auth.allow-anonymous", true, "Accept clients without a username when auth.password-file is set too; without a password file every client is accepted.")
+// RegisterFlags registers the "authz." flags.
+func (c *AuthzConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.RulesFile, "authz.rules-file", "", "YAML rules file of what each identity may publish and subscribe to (docs/authorization.md); with it, what no rule allows is denied. Empty: every authenticated client may use every topic.")
+	fs.DurationVar(&c.ReloadInterval, "authz.reload-interval", 10*time.Second, "How often the password file, JWT key files and rules file are checked for changes and reloaded (SIGHUP reloads at once); 0 reloads only on SIGHUP. A file that fails to load keeps the previous contents in force.")
+	fs.BoolVar(&c.DisconnectAtExpiry, "authz.disconnect-at-expiry", true, "Close a connection when its credential expires (a JWT's exp, a client certificate's NotAfter); MQTT 5 gets DISCONNECT 0xA0.")
 }
 
 // Validate checks the whole configuration; the error names each bad field.
@@ -132,7 +147,7 @@ func (c *Config) Validate() error {
 	if m.TLSEnabled() && m.TLSAddr == "" {
 		errs = append(errs, errors.New("mqtt.tls-addr: must be set when a TLS certificate is configured"))
 	}
-	for name, f := range map[string]string{"mqtt.tls-cert-file": m.TLSCertFile, "mqtt.tls-key-file": m.TLSKeyFile, "mqtt.tls-client-ca-file": m.TLSClientCAFile, "auth.password-file": c.Auth.PasswordFile} {
+	for name, f := range map[string]string{"mqtt.tls-cert-file": m.TLSCertFile, "mqtt.tls-key-file": m.TLSKeyFile, "mqtt.tls-client-ca-file": m.TLSClientCAFile} {
 		if f == "" {
 			continue
 		}
@@ -164,7 +179,22 @@ func (c *Config) Validate() error {
 	if m.WritesPending < 1 {
 		errs = append(errs, fmt.Errorf("mqtt.max-client-writes-pending: %d must be at least 1", m.WritesPending))
 	}
-	errs = append(errs, c.Ingest.Validate(), c.Kafka.Validate(), c.Session.Validate(), c.Subscriptions.Validate(),
+	// Without auth.methods, every method whose credentials are set is
+	// used: client certificates when the TLS listener verifies them.
+	c.Auth.Resolve(m.TLSClientCAFile != "")
+	if slices.Contains(c.Auth.Methods, auth.SourceCert) && m.TLSClientCAFile == "" {
+		errs = append(errs, errors.New("auth.methods: cert needs mqtt.tls-client-ca-file, the CA that signs the client certificates"))
+	}
+	if p := c.Authz.RulesFile; p != "" {
+		// Parsed here too, so that -config.verify checks the rules.
+		if _, err := acl.ReadRules(p); err != nil {
+			errs = append(errs, fmt.Errorf("authz.rules-file: %w", err))
+		}
+	}
+	if c.Authz.ReloadInterval < 0 {
+		errs = append(errs, fmt.Errorf("authz.reload-interval: %s must not be negative", c.Authz.ReloadInterval))
+	}
+	errs = append(errs, c.Auth.Validate(), c.Ingest.Validate(), c.Kafka.Validate(), c.Session.Validate(), c.Subscriptions.Validate(),
 		c.Delivery.Validate(), c.Events.Validate(), c.Log.Validate(), c.Tracing.Validate())
 	return errors.Join(errs...)
 }

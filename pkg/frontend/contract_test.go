@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,8 +18,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/frontend"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 )
 
@@ -45,6 +49,7 @@ func dialV5(t *testing.T, addr, clientID, username string) *paho.Client {
 	cp := &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true}
 	if username != "" {
 		cp.Username, cp.UsernameFlag = username, true
+		cp.Password, cp.PasswordFlag = []byte(passwordOf(username)), true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -61,7 +66,7 @@ func dialV3(t *testing.T, url, clientID, username string, opts ...func(*pahov3.C
 	o := pahov3.NewClientOptions().AddBroker(url).SetClientID(clientID).SetProtocolVersion(4).
 		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(30 * time.Second)
 	if username != "" {
-		o.SetUsername(username)
+		o.SetUsername(username).SetPassword(passwordOf(username))
 	}
 	for _, f := range opts {
 		f(o)
@@ -74,10 +79,34 @@ func dialV3(t *testing.T, url, clientID, username string, opts ...func(*pahov3.C
 	return c
 }
 
+// passwordOf is the password the test clients use for username.
+func passwordOf(username string) string { return "secret-of-" + username }
+
+// passwordFile writes a bcrypt password file of users, each with
+// passwordOf its name, and returns its path.
+func passwordFile(t *testing.T, users ...string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, u := range users {
+		hash, err := bcrypt.GenerateFromPassword([]byte(passwordOf(u)), bcrypt.MinCost)
+		require.NoError(t, err)
+		fmt.Fprintf(&b, "%s:%s\n", u, hash)
+	}
+	path := filepath.Join(t.TempDir(), "passwords")
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o600))
+	return path
+}
+
 func TestEveryPublishBecomesOneRecordFollowingTheContract(t *testing.T) {
 	mosquittoPub := testkit.RequireTool(t, "mosquitto_pub", "mosquitto-clients")
 	k := testkit.StartKafka(t)
-	n := startNode(t, k.Addr(), nil)
+	// mqtt.username carries the authenticated identity: the clients log
+	// in, with the authentication defaults.
+	users := passwordFile(t, "alice", "bob", "carol")
+	n := startNode(t, k.Addr(), func(c *frontend.Config) {
+		c.Auth.AllowAnonymous = false
+		c.Auth.PasswordFile = users
+	})
 	n.waitReady()
 	reader := testkit.NewReader(t, k.Addr(), topic)
 
@@ -134,7 +163,7 @@ func TestEveryPublishBecomesOneRecordFollowingTheContract(t *testing.T) {
 			p := published{clientID: id, username: "carol", topic: "fleet/mosquitto/" + v.flag, payload: []byte("hello " + id),
 				qos: qos, protocol: v.protocol}
 			args := []string{"-h", "127.0.0.1", "-p", port(t, n.addr), "-V", v.flag, "-q", strconv.Itoa(int(qos)),
-				"-i", id, "-u", "carol", "-t", p.topic, "-m", string(p.payload)}
+				"-i", id, "-u", "carol", "-P", passwordOf("carol"), "-t", p.topic, "-m", string(p.payload)}
 			if v.protocol == 5 {
 				args = append(args, "-D", "publish", "user-property", "origin", "mosquitto")
 				p.user = []kafkarecord.UserProperty{{Key: "origin", Value: "mosquitto"}}

@@ -4,7 +4,7 @@
 // (pkg/sessions with pkg/subscribe, pkg/delivery and pkg/exactlyonce) and
 // the ingest path, which meet only here.
 //
-// Of fleetgate it imports pkg/config, pkg/delivery, pkg/events,
+// Of fleetgate it imports pkg/acl, pkg/auth, pkg/config, pkg/delivery, pkg/events,
 // pkg/exactlyonce, pkg/ingest, pkg/kafka, pkg/retained, pkg/session,
 // pkg/sessions, pkg/subscribe, pkg/subscriptions, pkg/telemetry, pkg/wills.
 // test/imports holds the import rules.

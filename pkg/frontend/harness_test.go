@@ -52,6 +52,9 @@ func testConfig(t *testing.T, brokers string) frontend.Config {
 	cfg.Kafka.Partitions = 3
 	cfg.Shutdown.Timeout = 5 * time.Second
 	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
+	// These tests are about everything but authentication, which has its
+	// own (auth_test.go, and test/cluster's attacks run on the defaults).
+	cfg.Auth.AllowAnonymous = true
 	return cfg
 }
 

@@ -149,13 +149,22 @@ func TestAPasswordFileAdmitsItsUsersOnly(t *testing.T) {
 		return tok.Error()
 	}
 	assert.NoError(t, connect("sensor-1", "s3cret"))
-	assert.ErrorContains(t, connect("sensor-1", "wrong"), "not Authorized")
-	assert.ErrorContains(t, connect("intruder", "s3cret"), "not Authorized")
+	// [MQTT-3.2.2-3] 3.1.1 codes: 0x04 for credentials that do not match,
+	// the same for an unknown user (which must not be told apart), 0x05
+	// for no credentials at all.
+	assert.ErrorContains(t, connect("sensor-1", "wrong"), "bad user name or password")
+	assert.ErrorContains(t, connect("intruder", "s3cret"), "bad user name or password")
 	assert.ErrorContains(t, connect("", ""), "not Authorized")
 	recs := reader.Read(1, 10*time.Second)
 	u, _ := testkit.Header(recs[0], kafkarecord.HeaderUsername)
 	assert.Equal(t, "sensor-1", u)
-	assert.Contains(t, n.metrics(), "fleetgate_frontend_auth_failures_total 3")
+	m := n.metrics()
+	for _, want := range []string{`fleetgate_frontend_auth_failures_total{reason="wrong_password"} 1`,
+		`fleetgate_frontend_auth_failures_total{reason="unknown_user"} 1`,
+		`fleetgate_frontend_auth_failures_total{reason="anonymous_refused"} 1`,
+		`fleetgate_frontend_auth_successes_total{source="password"} 1`} {
+		assert.Contains(t, m, want)
+	}
 }
 
 func TestReadinessFollowsKafkaReachability(t *testing.T) {

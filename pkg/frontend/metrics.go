@@ -12,7 +12,10 @@ import (
 type metrics struct {
 	connections metric.Int64Counter
 	disconnects metric.Int64Counter
-	authFailed  metric.Int64Counter
+	authFails   metric.Int64Counter
+	authOK      metric.Int64Counter
+	authExpiry  metric.Int64Counter
+	reloads     metric.Int64Counter
 }
 
 func newMetrics(mp metric.MeterProvider, connected *int64) (*metrics, error) {
@@ -27,8 +30,20 @@ func newMetrics(mp metric.MeterProvider, connected *int64) (*metrics, error) {
 		metric.WithDescription("Ended connections, by reason (client_disconnect, connection_lost, malformed_packet, packet_too_large, keepalive_timeout, ...).")); err != nil {
 		return nil, err
 	}
-	if r.authFailed, err = m.Int64Counter("fleetgate_frontend_auth_failures",
-		metric.WithDescription("CONNECTs rejected by authentication.")); err != nil {
+	if r.authFails, err = m.Int64Counter("fleetgate_frontend_auth_failures",
+		metric.WithDescription("CONNECTs refused by authentication or at CONNECT by authorization, by reason: the pkg/auth reasons (unknown_user, wrong_password, throttled, token_expired, token_bad_signature, ...), client_id_owned, will_not_authorized, token_rules.")); err != nil {
+		return nil, err
+	}
+	if r.authOK, err = m.Int64Counter("fleetgate_frontend_auth_successes",
+		metric.WithDescription("CONNECTs authenticated, by source: password, jwt, cert, anonymous.")); err != nil {
+		return nil, err
+	}
+	if r.authExpiry, err = m.Int64Counter("fleetgate_frontend_auth_expired",
+		metric.WithDescription("Connections closed because their credential (token exp, certificate NotAfter) expired.")); err != nil {
+		return nil, err
+	}
+	if r.reloads, err = m.Int64Counter("fleetgate_frontend_auth_reloads",
+		metric.WithDescription("Reloads of the credentials (password file, JWT keys) and the authorization rules, by what and outcome (ok, failed: the previous ones stay).")); err != nil {
 		return nil, err
 	}
 	_, err = m.Int64ObservableGauge("fleetgate_frontend_connected_clients",
@@ -47,4 +62,22 @@ func (m *metrics) connects(listener string, protocol byte) {
 
 func (m *metrics) disconnect(reason string) {
 	m.disconnects.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+func (m *metrics) authFailed(reason string) {
+	m.authFails.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+func (m *metrics) authenticated(source string) {
+	m.authOK.Add(context.Background(), 1, metric.WithAttributes(attribute.String("source", source)))
+}
+
+func (m *metrics) authExpired() { m.authExpiry.Add(context.Background(), 1) }
+
+func (m *metrics) reloaded(ctx context.Context, what string, ok bool) {
+	outcome := "ok"
+	if !ok {
+		outcome = "failed"
+	}
+	m.reloads.Add(ctx, 1, metric.WithAttributes(attribute.String("what", what), attribute.String("outcome", outcome)))
 }

@@ -9,9 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -23,6 +26,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fleetgate/fleetgate/pkg/acl"
+	"github.com/fleetgate/fleetgate/pkg/auth"
 	"github.com/fleetgate/fleetgate/pkg/delivery"
 	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/exactlyonce"
@@ -59,6 +64,7 @@ type Server struct {
 	mochi    *mqtt.Server
 	hook     *ingest.Hook
 	sessions *sessions.Hook
+	auth     *authHook
 	producer *kgo.Client
 	changes  *kgo.Client // subscription change log producer
 	events   *kgo.Client // session events and receipts producer; nil when off
@@ -163,13 +169,22 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	if err != nil {
 		return nil, err
 	}
+	cfg.Auth.Resolve(cfg.MQTT.TLSClientCAFile != "")
+	chain, err := auth.New(cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	// The rules are read by Run (loadAccess), before any connection.
+	s.auth = &authHook{chain: chain, server: s.mochi, log: log.With("component", "auth"), metrics: s.metrics,
+		atExpiry: cfg.Authz.DisconnectAtExpiry}
 	subs, err := subscribe.New(subscribe.Options{
-		Server:    s.mochi,
-		Store:     s.store,
-		ChangeLog: subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
-		Retained:  retained.New(s.rdb, log),
-		Events:    emitter,
-		Timeout:   cfg.Delivery.StoreTimeout,
+		Authorizer: s.auth,
+		Server:     s.mochi,
+		Store:      s.store,
+		ChangeLog:  subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
+		Retained:   retained.New(s.rdb, log),
+		Events:     emitter,
+		Timeout:    cfg.Delivery.StoreTimeout,
 	}, log, tel.Provider)
 	if err != nil {
 		return nil, err
@@ -193,26 +208,20 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	if err != nil {
 		return nil, err
 	}
+	s.auth.owners = s.sessions
 	s.hook, err = ingest.New(cfg.Ingest, ingest.Options{
 		Node:           cfg.Node.ID,
 		Topic:          cfg.Kafka.Topic,
 		ReceiveMaximum: caps.ReceiveMaximum,
 		MaxInflightAge: caps.MaximumMessageExpiryInterval,
 		ExactlyOnce:    exactly,
+		Authorizer:     s.auth,
 	}, s.producer, log, tel.Provider)
 	if err != nil {
 		return nil, err
 	}
 
-	auth := &authHook{allowAnonymous: cfg.Auth.AllowAnonymous, log: s.log, onReject: func() {
-		s.metrics.authFailed.Add(context.Background(), 1)
-	}}
-	if cfg.Auth.PasswordFile != "" {
-		if auth.users, err = loadPasswordFile(cfg.Auth.PasswordFile); err != nil {
-			return nil, err
-		}
-	}
-	for _, h := range []mqtt.Hook{&connHook{s: s}, auth, s.hook, s.sessions} {
+	for _, h := range []mqtt.Hook{&connHook{s: s}, s.auth, s.hook, s.sessions} {
 		if err := s.mochi.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("adding hook %s: %w", h.ID(), err)
 		}
@@ -353,6 +362,11 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.store.RunHeartbeat(gctx, s.owner) })
 	g.Go(func() error { s.runDelivery(gctx); return nil })
 
+	if err := s.loadAccess(); err != nil {
+		stopBackground()
+		return errors.Join(err, g.Wait())
+	}
+	g.Go(func() error { s.watchAccessFiles(gctx); return nil })
 	if err := s.mochi.Serve(); err != nil {
 		stopBackground()
 		return errors.Join(fmt.Errorf("starting mqtt server: %w", err), g.Wait())
@@ -369,6 +383,82 @@ func (s *Server) Run(ctx context.Context) error {
 	err := s.drain()
 	stopBackground()
 	return errors.Join(err, g.Wait())
+}
+
+// loadAccess reads the credentials and the rules file before the first
+// connection; a file that does not load stops the node.
+func (s *Server) loadAccess() error {
+	a := s.auth
+	if err := a.chain.Load(); err != nil {
+		return err
+	}
+	if p := s.cfg.Authz.RulesFile; p != "" {
+		h, err := acl.Load(p)
+		if err != nil {
+			return fmt.Errorf("authz.rules-file: %w", err)
+		}
+		a.rules = h
+		r := h.Rules()
+		a.log.Info("authorization rules loaded", "file", p, "rules", r.Len(), "identities", r.Identities(), "groups", r.Groups())
+	} else {
+		a.rules = acl.AllowAll()
+		a.log.Warn("no authorization rules (authz.rules-file): every authenticated client may publish and subscribe to every topic")
+	}
+	if s.cfg.Auth.AllowAnonymous {
+		a.log.Warn("anonymous clients are accepted (auth.allow-anonymous=true)", "methods", a.chain.Methods())
+	} else {
+		a.log.Info("authentication", "methods", a.chain.Methods())
+	}
+	return nil
+}
+
+// watchAccessFiles reloads the credentials and the rules on SIGHUP, and
+// when one of their files changed (checked every authz.reload-interval:
+// Kubernetes updates a mounted Secret by swapping a symlink, which a stat
+// through the link sees).
+func (s *Server) watchAccessFiles(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var tick <-chan time.Time
+	if d := s.cfg.Authz.ReloadInterval; d > 0 {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		tick = t.C
+	}
+	seen := s.accessFiles()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			seen = s.accessFiles()
+			s.auth.reload(ctx, "sighup")
+		case <-tick:
+			if now := s.accessFiles(); now != seen {
+				seen = now
+				s.auth.reload(ctx, "file changed")
+			}
+		}
+	}
+}
+
+// accessFiles fingerprints the files behind authentication and
+// authorization: each one's path, size and modification time.
+func (s *Server) accessFiles() string {
+	a, z := s.cfg.Auth, s.cfg.Authz
+	var b strings.Builder
+	for _, p := range append([]string{a.PasswordFile, a.JWT.JWKSFile, a.JWT.HMACSecretFile, z.RulesFile}, a.JWT.KeyFiles...) {
+		if p == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "%s|", p)
+		if fi, err := os.Stat(p); err == nil {
+			fmt.Fprintf(&b, "%d|%d", fi.Size(), fi.ModTime().UnixNano())
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 func (s *Server) startListeners() error {

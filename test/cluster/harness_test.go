@@ -94,6 +94,11 @@ type clusterOptions struct {
 	// args are added to every fleetgate process's flags, frontendArgs to
 	// the frontends', dispatcherArgs to the dispatchers'.
 	args, frontendArgs, dispatcherArgs []string
+	// access are the frontends' authentication and authorization flags;
+	// nil lets anonymous clients in (auth.allow-anonymous=true): the tests
+	// of crashes and failover are about routing, the attacks
+	// (security_test.go) about access.
+	access []string
 }
 
 // startCluster starts the Kafka broker, two dispatchers, two frontends and
@@ -139,8 +144,12 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 	}
 	for i := range 2 {
 		f := &node{id: fmt.Sprintf("fe-%c", 'a'+i), mqtt: testkit.FreeAddr(t), ops: testkit.FreeAddr(t)}
+		access := o.access
+		if access == nil {
+			access = []string{"-auth.allow-anonymous=true"}
+		}
 		f.args = append([]string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops,
-			"-shutdown.timeout", "5s"}, append(c.common, o.frontendArgs...)...)
+			"-shutdown.timeout", "5s"}, append(append(c.common, access...), o.frontendArgs...)...)
 		f.proc = startProc(t, "frontend "+f.id, filepath.Join(binDir, "frontend"), f.args...)
 		c.frontends = append(c.frontends, f)
 	}

@@ -52,9 +52,13 @@ func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *test
 		{"a bad environment value names the variable and the flag", []string{"FLEETGATE_MQTT_CONNECT_TIMEOUT=soon"}, nil,
 			[]string{"FLEETGATE_MQTT_CONNECT_TIMEOUT", "mqtt.connect-timeout"}},
 		{"a value that fails validation names the field", []string{"FLEETGATE_MQTT_RECEIVE_MAXIMUM=0"}, nil, []string{"mqtt.receive-maximum"}},
-		{"a misspelled environment variable is an error", []string{"FLEETGATE_KAFKA_BROKER=x:9092"}, nil, []string{"FLEETGATE_KAFKA_BROKER"}},
+		{"a misspelled environment variable is an error", []string{"FLEETGATE_KAFKA_BROKER=x:9092"}, []string{"-auth.allow-anonymous=true"}, []string{"FLEETGATE_KAFKA_BROKER"}},
 		{"an unknown key in the YAML file names the key", nil, []string{"-config.file", yamlFile}, []string{"topik"}},
 		{"half a TLS key pair is refused", nil, []string{"-mqtt.tls-cert-file", yamlFile}, []string{"mqtt.tls-key-file"}},
+		{"no authenticator refuses to start, naming the way to let anonymous clients in on purpose", nil, nil,
+			[]string{"auth.methods: no authentication method is configured", "auth.allow-anonymous=true"}},
+		{"a rules file that does not parse stops the start", nil, []string{"-auth.allow-anonymous=true", "-authz.rules-file", yamlFile},
+			[]string{"authz.rules-file", "bad.yaml"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,7 +85,7 @@ func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *test
 	})
 	t.Run("-config.verify accepts a valid configuration without starting and never prints a secret", func(t *testing.T) {
 		cmd := exec.Command(filepath.Join(binDir, "frontend"), "-config.verify", "-kafka.brokers", "kafka:9092",
-			"-kafka.sasl.mechanism", "SCRAM-SHA-512", "-kafka.sasl.username", "fleet")
+			"-kafka.sasl.mechanism", "SCRAM-SHA-512", "-kafka.sasl.username", "fleet", "-auth.allow-anonymous=true")
 		cmd.Env = append(testkit.CleanEnv(), "FLEETGATE_KAFKA_SASL_PASSWORD=hunter2")
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "%s", out)

@@ -75,7 +75,8 @@ func startFrontend(t *testing.T, kafka string, extra ...string) *frontendProc {
 	testRedis.Require(t)
 	mqtt, ops := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	args := append([]string{"-kafka.brokers", kafka, "-mqtt.tcp-addr", mqtt, "-http.addr", ops,
-		"-node.id", "e2e", "-kafka.partitions", "3", "-log.level", "info", "-redis.addrs", testRedis.Addr}, extra...)
+		"-node.id", "e2e", "-kafka.partitions", "3", "-log.level", "info", "-redis.addrs", testRedis.Addr,
+		"-auth.allow-anonymous=true"}, extra...)
 	p := start(t, "frontend", args...)
 	f := &frontendProc{proc: p, mqtt: mqtt, ops: ops}
 	require.Eventually(t, func() bool {
