@@ -1,0 +1,125 @@
+package listen
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// ErrTextMessage is the read error of a WebSocket connection that received
+// a text message: MQTT travels in binary messages only, and the connection
+// is closed [MQTT-6.0.0-1].
+var ErrTextMessage = errors.New("websocket: text message received; mqtt uses binary messages only")
+
+// closeFrameTimeout bounds the polite close frame of Close.
+const closeFrameTimeout = 250 * time.Millisecond
+
+// wsConn is the net.Conn mochi reads MQTT from: reads run across message
+// boundaries (a packet may span messages, a message may hold several
+// packets [MQTT-6.0.0-2]), each Write is one binary message. Deadlines
+// apply to the underlying connection, so the ones mochi and the frontend
+// set (CONNECT timeout, keep-alive) work as on TCP.
+type wsConn struct {
+	ws *websocket.Conn
+	r  io.Reader // the message being read; nil between messages. Reader goroutine only.
+
+	// wmu makes writers take turns: gorilla allows one at a time.
+	wmu sync.Mutex
+	// wdeadline is the write deadline gorilla applies to each frame; set
+	// under wmu only, so SetWriteDeadline never waits for a stuck write.
+	wdeadline atomic.Pointer[time.Time]
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ net.Conn = (*wsConn)(nil)
+
+func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws} }
+
+// Read implements net.Conn.
+func (c *wsConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		if c.r == nil {
+			typ, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if typ != websocket.BinaryMessage {
+				_ = c.ws.WriteControl(websocket.CloseMessage,
+					websocket.FormatCloseMessage(websocket.CloseUnsupportedData, "mqtt needs binary messages"),
+					time.Now().Add(closeFrameTimeout))
+				return 0, ErrTextMessage
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r, err = nil, nil
+			if n == 0 {
+				continue // an empty message, or the end of one: read the next
+			}
+		}
+		return n, err
+	}
+}
+
+// Write implements net.Conn: p goes out as one binary message.
+func (c *wsConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var d time.Time
+	if t := c.wdeadline.Load(); t != nil {
+		d = *t
+	}
+	_ = c.ws.SetWriteDeadline(d)
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close sends a close frame when no write is in progress (a browser then
+// sees a normal closure, not a dropped connection) and closes the
+// connection. It is idempotent.
+func (c *wsConn) Close() error {
+	c.closeOnce.Do(func() {
+		if c.wmu.TryLock() {
+			_ = c.ws.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(closeFrameTimeout))
+			c.wmu.Unlock()
+		}
+		c.closeErr = c.ws.Close()
+	})
+	return c.closeErr
+}
+
+// LocalAddr implements net.Conn.
+func (c *wsConn) LocalAddr() net.Addr { return c.ws.LocalAddr() }
+
+// RemoteAddr implements net.Conn: the device's address, also behind a
+// load balancer that sends a PROXY header.
+func (c *wsConn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
+
+// SetDeadline implements net.Conn.
+func (c *wsConn) SetDeadline(t time.Time) error {
+	return errors.Join(c.SetReadDeadline(t), c.SetWriteDeadline(t))
+}
+
+// SetReadDeadline implements net.Conn.
+func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+
+// SetWriteDeadline implements net.Conn. The next message is written under
+// t; a write in progress is held to t as well.
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.wdeadline.Store(&t)
+	return c.ws.UnderlyingConn().SetWriteDeadline(t)
+}
