@@ -422,6 +422,8 @@ type Info struct {
 	HasWill       bool
 	// QueuedBytes is the sum of the sizes of the queued messages.
 	QueuedBytes int64
+	// Owner is the identity the session belongs to; "" for none.
+	Owner string
 }
 
 // Session returns a snapshot of clientID's session, or ErrNoSession.
@@ -445,5 +447,6 @@ func (s *Store) Session(ctx context.Context, clientID string) (Info, error) {
 		LastSeen:      time.UnixMilli(int64(u("last_seen"))),
 		HasWill:       hasWill,
 		QueuedBytes:   int64(u("qbytes")),
+		Owner:         m["owner"],
 	}, nil
 }

@@ -487,6 +487,10 @@ func TestASessionRefusesAnotherIdentityAndStaysAsItWas(t *testing.T) {
 			require.NoError(t, err)
 			require.EqualValues(t, 1, n, "the queued message is still there")
 
+			info, err := s.Session(ctx, cid)
+			require.NoError(t, err)
+			require.Equal(t, "device-1", info.Owner)
+
 			// Its owner resumes it.
 			got, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 60, Protocol: 5, Owner: "device-1"})
 			require.NoError(t, err)

@@ -48,6 +48,7 @@ type node struct {
 	*proc
 	id   string // node id (frontends) or Kafka client id (dispatchers)
 	mqtt string // MQTT over TCP; empty for dispatchers
+	tls  string // MQTT over TLS, when the cluster has a TLS listener
 	ops  string // operations HTTP server
 	args []string
 }
@@ -99,6 +100,9 @@ type clusterOptions struct {
 	// of crashes and failover are about routing, the attacks
 	// (security_test.go) about access.
 	access []string
+	// tls gives every frontend a TLS listener on an address of its own
+	// (node.tls); its certificate flags go in access.
+	tls bool
 }
 
 // startCluster starts the Kafka broker, two dispatchers, two frontends and
@@ -150,6 +154,10 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 		}
 		f.args = append([]string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops,
 			"-shutdown.timeout", "5s"}, append(append(c.common, access...), o.frontendArgs...)...)
+		if o.tls {
+			f.tls = testkit.FreeAddr(t)
+			f.args = append(f.args, "-mqtt.tls-addr", f.tls)
+		}
 		f.proc = startProc(t, "frontend "+f.id, filepath.Join(binDir, "frontend"), f.args...)
 		c.frontends = append(c.frontends, f)
 	}
