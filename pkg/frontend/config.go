@@ -15,6 +15,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/listen"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
@@ -64,6 +65,8 @@ type MQTTConfig struct {
 	ReadBufferSize  int             `yaml:"read_buffer_size"`
 	WriteBufferSize int             `yaml:"write_buffer_size"`
 	WritesPending   int             `yaml:"max_client_writes_pending"`
+	// Listen holds the PROXY protocol and WebSocket settings.
+	Listen listen.Config `yaml:",inline"`
 }
 
 // AuthzConfig configures authorization and the reloading of the files
@@ -115,6 +118,7 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxClients, "mqtt.max-clients", 0, "Maximum concurrent connections on this node; 0 means unlimited. Beyond it CONNECT gets 0x89 (server busy).")
 	fs.IntVar(&c.ReadBufferSize, "mqtt.read-buffer-size", 1024, "Per-connection read buffer, bytes. Smaller saves memory per idle connection.")
 	fs.IntVar(&c.WriteBufferSize, "mqtt.write-buffer-size", 1024, "Per-connection write buffer, bytes.")
+	c.Listen.RegisterFlags(fs)
 	fs.IntVar(&c.WritesPending, "mqtt.max-client-writes-pending", 64, "Outbound packets mochi may queue per connection; each slot costs 8 bytes per connection.")
 }
 
@@ -178,6 +182,13 @@ func (c *Config) Validate() error {
 	}
 	if m.WritesPending < 1 {
 		errs = append(errs, fmt.Errorf("mqtt.max-client-writes-pending: %d must be at least 1", m.WritesPending))
+	}
+	errs = append(errs, m.Listen.Validate())
+	if m.Listen.WSTLS && !m.TLSEnabled() {
+		errs = append(errs, errors.New("mqtt.ws-tls: needs mqtt.tls-cert-file and mqtt.tls-key-file"))
+	}
+	if m.Listen.WSTLS && m.WSAddr == "" {
+		errs = append(errs, errors.New("mqtt.ws-tls: needs mqtt.ws-addr"))
 	}
 	// Without auth.methods, every method whose credentials are set is
 	// used: client certificates when the TLS listener verifies them.

@@ -1,16 +1,23 @@
 package frontend_test
 
 import (
+	"context"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/internal/clustertest"
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/events"
+	"github.com/fleetgate/fleetgate/pkg/frontend"
 )
 
 // eventReader reads the events topic of a cluster.
@@ -126,4 +133,45 @@ func TestSessionEventsAndDeliveryReceiptsReachTheEventsTopic(t *testing.T) {
 	assert.Equal(t, "fe-0", e.Node, "the node that lost the connection reports it")
 	require.NotNil(t, e.ReasonCode)
 	assert.Equal(t, packets.ErrSessionTakenOver.Code, *e.ReasonCode)
+}
+
+func TestBehindAProxyProtocolLoadBalancerTheEventsNameTheDevicesAddress(t *testing.T) {
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) {
+		c.MQTT.Listen.ProxyProtocol = true
+		c.MQTT.Listen.ProxyProtocolTrusted = config.StringList{"127.0.0.1/32"}
+	})
+	n.waitReady()
+	er := &eventReader{t: t, r: testkit.NewReader(t, k.Addr(), "mqtt.events")}
+
+	conn, err := net.Dial("tcp", n.addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+		SourceAddr:      &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 40001},
+		DestinationAddr: &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 1883}}
+	_, err = h.WriteTo(conn)
+	require.NoError(t, err)
+	c := paho.NewClient(paho.ClientConfig{ClientID: "behind-lb", Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := c.Connect(ctx, &paho.Connect{ClientID: "behind-lb", KeepAlive: 30, CleanStart: true})
+	require.NoError(t, err)
+	require.Zero(t, ack.ReasonCode)
+
+	e := er.next("behind-lb", events.Connect)
+	assert.Equal(t, "203.0.113.7:40001", e.Remote, "the device's address, not the load balancer's")
+
+	// The load balancer's own address without a header is refused, and counted.
+	bare, err := net.Dial("tcp", n.addr)
+	require.NoError(t, err)
+	defer bare.Close()
+	_ = bare.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = bare.Write([]byte{0x10, 0x00})
+	require.NoError(t, err)
+	_, err = bare.Read(make([]byte, 1))
+	require.Error(t, err, "no MQTT without a PROXY header from a trusted address")
+	require.Eventually(t, func() bool {
+		return strings.Contains(n.metrics(), `fleetgate_frontend_listener_refusals_total{reason="proxy_header_missing"} 1`)
+	}, 10*time.Second, 50*time.Millisecond)
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	authOK      metric.Int64Counter
 	authExpiry  metric.Int64Counter
 	reloads     metric.Int64Counter
+	refusals    metric.Int64Counter
 }
 
 func newMetrics(mp metric.MeterProvider, connected *int64) (*metrics, error) {
@@ -44,6 +45,10 @@ func newMetrics(mp metric.MeterProvider, connected *int64) (*metrics, error) {
 	}
 	if r.reloads, err = m.Int64Counter("fleetgate_frontend_auth_reloads",
 		metric.WithDescription("Reloads of the credentials (password file, JWT keys) and the authorization rules, by what and outcome (ok, failed: the previous ones stay).")); err != nil {
+		return nil, err
+	}
+	if r.refusals, err = m.Int64Counter("fleetgate_frontend_listener_refusals",
+		metric.WithDescription("Connections the listeners refused before MQTT, by reason: proxy_header_untrusted (a PROXY header from an untrusted address), proxy_header_missing (none from a load balancer), proxy_header_invalid, origin_not_allowed (a WebSocket Origin not in mqtt.ws-allowed-origins).")); err != nil {
 		return nil, err
 	}
 	_, err = m.Int64ObservableGauge("fleetgate_frontend_connected_clients",
@@ -80,4 +85,8 @@ func (m *metrics) reloaded(ctx context.Context, what string, ok bool) {
 		outcome = "failed"
 	}
 	m.reloads.Add(ctx, 1, metric.WithAttributes(attribute.String("what", what), attribute.String("outcome", outcome)))
+}
+
+func (m *metrics) listenerRefused(reason string) {
+	m.refusals.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
 }

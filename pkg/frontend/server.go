@@ -33,6 +33,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/exactlyonce"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
+	"github.com/fleetgate/fleetgate/pkg/listen"
 	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/sessions"
@@ -462,26 +463,33 @@ func (s *Server) accessFiles() string {
 }
 
 func (s *Server) startListeners() error {
-	var ls []listeners.Listener
-	if a := s.cfg.MQTT.TCPAddr; a != "" {
-		ls = append(ls, listeners.NewTCP(listeners.Config{ID: ListenerTCP, Address: a}))
+	m := s.cfg.MQTT
+	pp, err := m.Listen.Proxy() // nil when mqtt.proxy-protocol is off
+	if err != nil {
+		return err
 	}
-	if s.cfg.MQTT.TLSEnabled() {
-		tc, err := s.tlsConfig()
-		if err != nil {
+	refused := listen.WithRefusalHook(s.metrics.listenerRefused)
+	proxy := listen.WithProxyProtocol(pp)
+	var tc *tls.Config
+	if m.TLSEnabled() {
+		if tc, err = s.tlsConfig(); err != nil {
 			return err
 		}
-		ls = append(ls, listeners.NewTCP(listeners.Config{ID: ListenerTLS, Address: s.cfg.MQTT.TLSAddr, TLSConfig: tc}))
 	}
-	if a := s.cfg.MQTT.WSAddr; a != "" {
-		// mochi's WebSocket listener binds inside Serve and drops the
-		// error; try the address first so a port in use fails the start.
-		probe, err := net.Listen("tcp", a)
-		if err != nil {
-			return fmt.Errorf("mqtt listener %s on %s (mqtt.ws-addr): %w", ListenerWS, a, err)
+	var ls []listeners.Listener
+	if a := m.TCPAddr; a != "" {
+		ls = append(ls, listen.NewTCP(ListenerTCP, a, proxy, refused))
+	}
+	if tc != nil {
+		ls = append(ls, listen.NewTCP(ListenerTLS, m.TLSAddr, listen.WithTLS(tc), proxy, refused))
+	}
+	if a := m.WSAddr; a != "" {
+		var wsTLS *tls.Config // nil: plain ws
+		if m.Listen.WSTLS {
+			wsTLS = tc
 		}
-		_ = probe.Close()
-		ls = append(ls, listeners.NewWebsocket(listeners.Config{ID: ListenerWS, Address: a}))
+		ls = append(ls, listen.NewWebSocket(ListenerWS, a, listen.WithTLS(wsTLS), proxy, refused,
+			listen.WithAllowedOrigins(m.Listen.WSAllowedOrigins...)))
 	}
 	for _, l := range ls {
 		if err := l.Init(s.log); err != nil {
