@@ -1,0 +1,192 @@
+package frontend_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/clustertest"
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/auth"
+	"github.com/fleetgate/fleetgate/pkg/frontend"
+)
+
+// lockedBuffer collects a node's log lines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// secret is the HMAC key of the tokens below.
+var secret = []byte("a-test-hmac-secret-of-at-least-32-bytes!")
+
+// accessNode starts a frontend that authenticates with the password file
+// of users and HS256 tokens, no anonymous clients, and logs into logs.
+func accessNode(t *testing.T, logs *lockedBuffer, mutate func(*frontend.Config), users ...string) *node {
+	t.Helper()
+	k := testkit.StartKafka(t)
+	cfg := testConfig(t, k.Addr())
+	cfg.Auth.AllowAnonymous = false
+	cfg.Auth.PasswordFile = passwordFile(t, users...)
+	key := filepath.Join(t.TempDir(), "hmac")
+	require.NoError(t, os.WriteFile(key, secret, 0o600))
+	cfg.Auth.JWT.HMACSecretFile = key
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	f := clustertest.StartFrontend(t, cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	n := &node{Frontend: f, t: t, srv: f.Server, cfg: cfg, addr: f.Addr, ops: f.Server.OpsAddr()}
+	n.waitReady()
+	return n
+}
+
+func hs256(t *testing.T, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	require.NoError(t, err)
+	return s
+}
+
+// connect5 connects an MQTT 5 client and returns it and its CONNACK code.
+func connect5(t *testing.T, addr string, cp *paho.Connect, onDisconnect func(*paho.Disconnect)) (*paho.Client, byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	c := paho.NewClient(paho.ClientConfig{ClientID: cp.ClientID, Conn: conn, OnServerDisconnect: onDisconnect})
+	cp.KeepAlive = 30
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := c.Connect(ctx, cp)
+	require.NotNil(t, ack, "no CONNACK: %v", err)
+	if err == nil {
+		t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	}
+	return c, ack.ReasonCode
+}
+
+func withPassword(clientID, user, password string) *paho.Connect {
+	return &paho.Connect{ClientID: clientID, CleanStart: true, Username: user, UsernameFlag: true,
+		Password: []byte(password), PasswordFlag: true}
+}
+
+func pubReason(t *testing.T, c *paho.Client, topic string) byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("x")})
+	require.NotNil(t, resp, "no PUBACK: %v", err)
+	return resp.ReasonCode
+}
+
+func TestAConnectionEndsWhenItsTokenExpires(t *testing.T) {
+	n := accessNode(t, &lockedBuffer{}, nil)
+	tok := hs256(t, jwt.MapClaims{"sub": "device-9", "exp": time.Now().Add(2 * time.Second).Unix()})
+	got := make(chan *paho.Disconnect, 1)
+	_, code := connect5(t, n.addr, withPassword("device-9", "device-9", tok), func(d *paho.Disconnect) { got <- d })
+	require.Zero(t, code)
+	select {
+	case d := <-got:
+		assert.Equal(t, byte(0xA0), d.ReasonCode, "Maximum connect time")
+	case <-time.After(15 * time.Second):
+		t.Fatal("the connection outlived its token")
+	}
+	assert.Contains(t, n.metrics(), "fleetgate_frontend_auth_expired_total 1")
+}
+
+func TestAWillTopicThePolicyRefusesRefusesTheConnect(t *testing.T) {
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	require.NoError(t, os.WriteFile(rules, []byte("rules:\n  - permission: allow\n    action: all\n    topics: [\"devices/%u/#\"]\n"), 0o600))
+	n := accessNode(t, &lockedBuffer{}, func(c *frontend.Config) { c.Authz.RulesFile = rules }, "device-1")
+	will := func(topic string) *paho.Connect {
+		cp := withPassword("device-1", "device-1", passwordOf("device-1"))
+		cp.WillMessage = &paho.WillMessage{Topic: topic, Payload: []byte("gone"), QoS: 1}
+		return cp
+	}
+	_, code := connect5(t, n.addr, will("devices/device-2/status"), nil)
+	assert.Equal(t, byte(0x87), code, "a will on another device's topic")
+	_, code = connect5(t, n.addr, will("devices/device-1/status"), nil)
+	assert.Zero(t, code)
+	assert.Contains(t, n.metrics(), `fleetgate_frontend_auth_failures_total{reason="will_not_authorized"} 1`)
+}
+
+func TestATokensOwnRulesComeFirst(t *testing.T) {
+	n := accessNode(t, &lockedBuffer{}, func(c *frontend.Config) { c.Auth.JWT.RulesClaim = "mqtt" })
+	tok := hs256(t, jwt.MapClaims{"sub": "gateway-1", "exp": time.Now().Add(time.Hour).Unix(),
+		"mqtt": []map[string]any{{"permission": "allow", "action": "publish", "topics": []string{"site/%c/+"}}}})
+	c, code := connect5(t, n.addr, withPassword("gw-7", "gateway-1", tok), nil)
+	require.Zero(t, code)
+	assert.Zero(t, pubReason(t, c, "site/gw-7/temperature"), "the token allows it")
+	assert.Equal(t, byte(0x87), pubReason(t, c, "site/gw-8/temperature"), "the token holds it to its own rules, rules file or not")
+}
+
+func TestTheClientIDPolicyBindsClientIDsToIdentities(t *testing.T) {
+	n := accessNode(t, &lockedBuffer{}, func(c *frontend.Config) { c.Auth.ClientIDPolicy = auth.ClientIDPrefix }, "device-1")
+	_, code := connect5(t, n.addr, withPassword("device-1-gw", "device-1", passwordOf("device-1")), nil)
+	assert.Zero(t, code)
+	_, code = connect5(t, n.addr, withPassword("device-2", "device-1", passwordOf("device-1")), nil)
+	assert.Equal(t, byte(0x85), code, "Client Identifier not valid")
+}
+
+func TestNoPasswordOrTokenReachesTheLogs(t *testing.T) {
+	logs := &lockedBuffer{}
+	n := accessNode(t, logs, func(c *frontend.Config) { c.Log.Level = "debug" }, "device-1")
+	password := "correct-horse-battery-staple-7"
+	good := hs256(t, jwt.MapClaims{"sub": "device-5", "exp": time.Now().Add(time.Hour).Unix()})
+	expired := hs256(t, jwt.MapClaims{"sub": "device-5", "exp": time.Now().Add(-time.Hour).Unix()})
+	forged := good[:len(good)-6] + "AAAAAA"
+
+	_, code := connect5(t, n.addr, withPassword("device-1", "device-1", password), nil)
+	assert.Equal(t, byte(0x86), code)
+	_, code = connect5(t, n.addr, withPassword("device-5", "device-5", expired), nil)
+	assert.Equal(t, byte(0x86), code)
+	_, code = connect5(t, n.addr, withPassword("device-5", "device-5", forged), nil)
+	assert.Equal(t, byte(0x86), code)
+	c, code := connect5(t, n.addr, withPassword("device-5", "device-5", good), nil)
+	require.Zero(t, code)
+	assert.Zero(t, pubReason(t, c, "anything"), "no rules file: every authenticated client may publish")
+
+	text := logs.String()
+	require.Contains(t, text, "connect refused", "the refusals are logged")
+	for _, s := range []string{password, good, expired, forged, string(secret), good[len(good)-20:], expired[len(expired)-20:]} {
+		assert.NotContains(t, text, s)
+	}
+}
+
+// The anonymous dev setting is what the rest of the package's tests use;
+// this one holds that an explicit anonymous frontend still ignores the
+// username a client claims.
+func TestAnAnonymousClientsClaimedUsernameNamesNobody(t *testing.T) {
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), nil) // auth.allow-anonymous=true, no methods
+	n.waitReady()
+	reader := testkit.NewReader(t, k.Addr(), topic)
+	c, code := connect5(t, n.addr, withPassword("anon-1", "admin", "whatever"), nil)
+	require.Zero(t, code)
+	require.Zero(t, pubReason(t, c, "anon/x"))
+	recs := reader.Read(1, 10*time.Second)
+	u, _ := testkit.Header(recs[0], "mqtt.username")
+	assert.Empty(t, u, "mqtt.username carries only an authenticated identity")
+}
