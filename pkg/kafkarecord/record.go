@@ -22,7 +22,7 @@ const (
 	HeaderTopic           = "mqtt.topic"            // MQTT topic name (after topic-alias resolution)
 	HeaderQoS             = "mqtt.qos"              // "0", "1" or "2"
 	HeaderRetain          = "mqtt.retain"           // "true" or "false"
-	HeaderUsername        = "mqtt.username"         // present when the client authenticated with a username
+	HeaderUsername        = "mqtt.username"         // the authenticated identity (password user, token subject, certificate name); absent for anonymous clients
 	HeaderProtocol        = "mqtt.protocol_version" // "3" (3.1), "4" (3.1.1) or "5"
 	HeaderContentType     = "mqtt.content_type"     // MQTT 5 Content Type
 	HeaderPayloadFormat   = "mqtt.payload_format"   // MQTT 5 Payload Format Indicator, "0" bytes or "1" UTF-8
