@@ -190,3 +190,27 @@ func TestAnAnonymousClientsClaimedUsernameNamesNobody(t *testing.T) {
 	u, _ := testkit.Header(recs[0], "mqtt.username")
 	assert.Empty(t, u, "mqtt.username carries only an authenticated identity")
 }
+
+func TestAChangedRulesFileIsReloadedAndConnectedClientsFollowIt(t *testing.T) {
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	write := func(topic string) {
+		require.NoError(t, os.WriteFile(rules, []byte("rules:\n  - permission: allow\n    action: all\n    topics: [\""+topic+"\"]\n"), 0o600))
+	}
+	write("old/#")
+	n := accessNode(t, &lockedBuffer{}, func(c *frontend.Config) {
+		c.Authz.RulesFile = rules
+		c.Authz.ReloadInterval = 100 * time.Millisecond
+	}, "device-1")
+	c, code := connect5(t, n.addr, withPassword("device-1", "device-1", passwordOf("device-1")), nil)
+	require.Zero(t, code)
+	require.Zero(t, pubReason(t, c, "old/x"))
+
+	// A new modification time and size, as a Secret or ConfigMap update brings.
+	time.Sleep(10 * time.Millisecond)
+	write("new/tree/#")
+	require.Eventually(t, func() bool {
+		return pubReason(t, c, "old/x") == 0x87
+	}, 10*time.Second, 100*time.Millisecond, "the connected client is held to the new rules")
+	assert.Zero(t, pubReason(t, c, "new/tree/x"))
+	assert.Contains(t, n.metrics(), `fleetgate_frontend_auth_reloads_total{outcome="ok",what="rules"}`)
+}
