@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -16,8 +17,10 @@ const composeDefaultGrace = 10 * time.Second
 
 // composeInvocations returns an invocation for every service of a compose
 // file that runs fleetgate: a service built from this repository (it has a
-// `build` key) or one that runs a fleetgate image. standInDir receives the
-// stand-ins for mounted files (see standIns).
+// `build` key) or one that runs a fleetgate image. Bind mounts of relative
+// paths, and secrets and configs from a file, are resolved against the
+// file's directory, as compose does, so the binary reads the real files;
+// standInDir receives the stand-ins for other mounted files (see standIns).
 func composeInvocations(file, standInDir string) ([]invocation, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -31,6 +34,9 @@ func composeInvocations(file, standInDir string) ([]invocation, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: no services", file)
 	}
+	project := composeProject{dir: filepath.Dir(file)}
+	project.secrets, _ = doc["secrets"].(map[string]any)
+	project.configs, _ = doc["configs"].(map[string]any)
 	var out []invocation
 	var errs []error
 	for _, name := range sortedKeys(services) {
@@ -44,7 +50,7 @@ func composeInvocations(file, standInDir string) ([]invocation, error) {
 		if !built && !isFleetgateImage(image) {
 			continue
 		}
-		inv, err := composeService(fmt.Sprintf("%s service %s", path.Base(file), name), svc, standInDir)
+		inv, err := project.service(fmt.Sprintf("%s service %s", path.Base(file), name), svc, standInDir)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -54,7 +60,14 @@ func composeInvocations(file, standInDir string) ([]invocation, error) {
 	return out, errors.Join(errs...)
 }
 
-func composeService(source string, svc map[string]any, standInDir string) (invocation, error) {
+// composeProject is what a service's mounts refer to: the directory that
+// relative paths start from and the top-level secrets and configs.
+type composeProject struct {
+	dir              string
+	secrets, configs map[string]any
+}
+
+func (p composeProject) service(source string, svc map[string]any, standInDir string) (invocation, error) {
 	inv := invocation{Source: source, Env: map[string]string{}, Grace: composeDefaultGrace}
 	if _, ok := svc["env_file"]; ok {
 		// The files would have to be read and checked as well; keep fleetgate
@@ -118,7 +131,7 @@ func composeService(source string, svc map[string]any, standInDir string) (invoc
 		inv.Grace = d
 	}
 
-	mounts, err := composeMounts(svc)
+	mounts, err := p.mounts(svc)
 	if err != nil {
 		return inv, fmt.Errorf("%s: %w", source, err)
 	}
@@ -157,46 +170,82 @@ func composeWords(v any) ([]string, error) {
 	return words, nil
 }
 
-// composeMounts lists the container paths of a service's volumes, secrets and configs.
-func composeMounts(svc map[string]any) ([]string, error) {
-	var mounts []string
+// mounts lists the mounts of a service's volumes, secrets and configs. A
+// bind mount of a relative path (./deploy/auth) and a secret or config taken
+// from a relative file get their Source in the project directory; a named
+// volume, an absolute or home-relative host path (not part of the
+// repository) and anything else get a stand-in.
+func (p composeProject) mounts(svc map[string]any) ([]mount, error) {
+	var mounts []mount
 	vols, _ := svc["volumes"].([]any)
 	for _, v := range vols {
 		switch m := v.(type) {
 		case string: // source:target[:mode] or just target
 			parts := strings.Split(m, ":")
 			if len(parts) == 1 {
-				mounts = append(mounts, parts[0])
-			} else {
-				mounts = append(mounts, parts[1])
+				mounts = append(mounts, mount{Target: parts[0]})
+				continue
 			}
+			src, err := interpolate(parts[0])
+			if err != nil {
+				return nil, fmt.Errorf("volume %s: %w", m, err)
+			}
+			mounts = append(mounts, mount{Target: parts[1], Source: p.local(src)})
 		case map[string]any:
 			t, _ := m["target"].(string)
-			mounts = append(mounts, t)
+			mt := mount{Target: t}
+			if typ, _ := m["type"].(string); typ == "bind" {
+				src, err := interpolate(fmt.Sprint(m["source"]))
+				if err != nil {
+					return nil, fmt.Errorf("volume %v: %w", m, err)
+				}
+				mt.Source = p.local(src)
+			}
+			mounts = append(mounts, mt)
 		default:
 			return nil, fmt.Errorf("volume %v: neither a string nor a mapping", v)
 		}
 	}
 	// Secrets land in /run/secrets/<name> and configs in /<name> unless a target says otherwise.
-	for key, dir := range map[string]string{"secrets": "/run/secrets", "configs": "/"} {
-		list, _ := svc[key].([]any)
+	for _, kind := range []struct {
+		key, dir string
+		top      map[string]any
+	}{{"secrets", "/run/secrets", p.secrets}, {"configs", "/", p.configs}} {
+		list, _ := svc[kind.key].([]any)
 		for _, v := range list {
+			var name, t string
 			switch m := v.(type) {
 			case string:
-				mounts = append(mounts, path.Join(dir, m))
+				name = m
 			case map[string]any:
-				t, _ := m["target"].(string)
-				if t == "" {
-					t, _ = m["source"].(string)
-				}
-				if !path.IsAbs(t) {
-					t = path.Join(dir, t)
-				}
-				mounts = append(mounts, t)
+				name, _ = m["source"].(string)
+				t, _ = m["target"].(string)
+			default:
+				continue
 			}
+			if t == "" {
+				t = name
+			}
+			if !path.IsAbs(t) {
+				t = path.Join(kind.dir, t)
+			}
+			mt := mount{Target: t}
+			if file, ok := lookup(kind.top, name, "file").(string); ok {
+				mt.Source = p.local(file)
+			}
+			mounts = append(mounts, mt)
 		}
 	}
 	return mounts, nil
+}
+
+// local is where a relative host path of the compose file is on this
+// machine; "" for any other path.
+func (p composeProject) local(hostPath string) string {
+	if hostPath != "." && hostPath != ".." && !strings.HasPrefix(hostPath, "./") && !strings.HasPrefix(hostPath, "../") {
+		return ""
+	}
+	return filepath.Join(p.dir, filepath.FromSlash(hostPath))
 }
 
 // interpolate applies compose's variable substitution as `docker compose up`

@@ -5,14 +5,20 @@
 // the tests build each binary a fleetgate container runs and start it the way
 // the container would: the container's arguments and exactly its environment
 // (plus PATH and HOME), with -config.verify appended, which validates the
-// whole configuration and exits. On top of what the binary checks itself,
-// every FLEETGATE_* variable must be a name the binary lists in its -help
-// (the binary ignores unknown variables, so a typo would otherwise silently
-// leave a setting at its default), the orchestrator's grace period must
-// outlast shutdown.timeout, and Kubernetes probes must hit the operations
-// port. Between compose services, depends_on and named volumes must refer to
-// what the file defines, with a healthcheck wherever a service waits for
-// another to be healthy.
+// whole configuration and exits. Files the container gets from a mount are
+// read from where the deploy file takes them: a compose bind mount's
+// directory in the repository, a Kubernetes Secret or ConfigMap of the
+// manifests written out to a temporary directory (mounts whose contents are
+// not committed get empty stand-ins; see standIns). The frontend's password
+// file and JWT keys, which -config.verify only checks for existence, are
+// also loaded as the frontend loads them at start. On top of what the
+// binary checks itself, every FLEETGATE_* variable must be a name the binary
+// lists in its -help (the binary ignores unknown variables, so a typo would
+// otherwise silently leave a setting at its default), the orchestrator's
+// grace period must outlast shutdown.timeout, and Kubernetes probes must hit
+// the operations port. Between compose services, depends_on and named
+// volumes must refer to what the file defines, with a healthcheck wherever a
+// service waits for another to be healthy.
 package deploy
 
 import (
@@ -167,10 +173,11 @@ func TestCheckerCatchesMistakes(t *testing.T) {
 		name     string
 		kind     string // "compose" or "kubernetes"
 		manifest string
-		wantErr  []string // substrings of the error; none means the manifest must pass
+		files    map[string]string // written beside the manifest, for compose's bind mounts
+		wantErr  []string          // substrings of the error; none means the manifest must pass
 	}{
 		{
-			name: "a correct compose service with a mounted TLS certificate passes",
+			name: "a correct compose service with a bind-mounted TLS certificate, password file and rules passes",
 			kind: "compose",
 			manifest: `
 services:
@@ -178,14 +185,81 @@ services:
     build: .
     command: ["/usr/local/bin/frontend", "-log.format=json"]
     stop_grace_period: 45s
-    volumes: ["./certs:/etc/fleetgate/tls:ro"]
+    volumes:
+      - "./certs:/etc/fleetgate/tls:ro"
+      - {type: bind, source: ./auth, target: /etc/fleetgate/auth, read_only: true}
     environment:
       FLEETGATE_KAFKA_BROKERS: "kafka:19092"
       FLEETGATE_NODE_ID: "${NODE_ID:-frontend-1}"
       FLEETGATE_MQTT_TLS_CERT_FILE: /etc/fleetgate/tls/tls.crt
       FLEETGATE_MQTT_TLS_KEY_FILE: /etc/fleetgate/tls/tls.key
+      FLEETGATE_AUTH_PASSWORD_FILE: /etc/fleetgate/auth/passwords
+      FLEETGATE_AUTHZ_RULES_FILE: /etc/fleetgate/auth/rules.yaml
       GOMAXPROCS: 2
 `,
+			files: map[string]string{
+				"certs/tls.crt":   "certificate",
+				"certs/tls.key":   "key",
+				"auth/passwords":  testPasswords,
+				"auth/rules.yaml": testRules,
+			},
+		},
+		{
+			name: "a compose secret and config from files are read from the files",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend"]
+    stop_grace_period: 45s
+    secrets: [passwords]
+    configs: [{source: rules, target: /etc/fleetgate/rules.yaml}]
+    environment:
+      FLEETGATE_AUTH_PASSWORD_FILE: /run/secrets/passwords
+      FLEETGATE_AUTHZ_RULES_FILE: /etc/fleetgate/rules.yaml
+secrets:
+  passwords: {file: ./auth/passwords}
+configs:
+  rules: {file: ./auth/rules.yaml}
+`,
+			files: map[string]string{"auth/passwords": testPasswords, "auth/rules.yaml": testRules},
+		},
+		{
+			name: "a password file the bind-mounted directory does not hold is caught",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend"]
+    stop_grace_period: 45s
+    volumes: ["./auth:/etc/fleetgate/auth:ro"]
+    environment:
+      FLEETGATE_AUTH_PASSWORD_FILE: /etc/fleetgate/auth/passwords
+`,
+			files:   map[string]string{"auth/password": testPasswords},
+			wantErr: []string{"auth.password-file", "no such file"},
+		},
+		{
+			name: "a broken rules file in a bind-mounted directory is caught by its content",
+			kind: "compose",
+			manifest: `
+services:
+  frontend:
+    build: .
+    command: ["/usr/local/bin/frontend"]
+    stop_grace_period: 45s
+    volumes: ["./auth:/etc/fleetgate/auth:ro"]
+    environment:
+      FLEETGATE_AUTH_PASSWORD_FILE: /etc/fleetgate/auth/passwords
+      FLEETGATE_AUTHZ_RULES_FILE: /etc/fleetgate/auth/rules.yaml
+`,
+			files: map[string]string{
+				"auth/passwords":  testPasswords,
+				"auth/rules.yaml": "rules:\n  - {permission: allow, action: all, topics: [\"a/#/b\"]}\n",
+			},
+			wantErr: []string{"authz.rules-file", "invalid topic filter"},
 		},
 		{
 			name: "a misspelled variable in a compose service is caught and the intended name suggested",
@@ -327,6 +401,7 @@ services:
     command: ["/usr/local/bin/frontend"]
     stop_grace_period: 30s
     environment:
+      FLEETGATE_AUTH_ALLOW_ANONYMOUS: "true"
       FLEETGATE_SHUTDOWN_TIMEOUT: 30s
 `,
 			wantErr: []string{"gets 30s after SIGTERM but shutdown.timeout is 30s"},
@@ -339,6 +414,8 @@ services:
   frontend:
     build: .
     command: ["/usr/local/bin/frontend"]
+    environment:
+      FLEETGATE_AUTH_ALLOW_ANONYMOUS: "true"
 `,
 			wantErr: []string{"gets 10s after SIGTERM but shutdown.timeout is 30s"},
 		},
@@ -436,7 +513,7 @@ spec:
 			wantErr: []string{"readinessProbe probes port 9464, but the operations server listens on :9466"},
 		},
 		{
-			name: "a correct Kubernetes Deployment with a ConfigMap, the pod name as node id and a mounted certificate passes",
+			name: "a correct Kubernetes Deployment with a ConfigMap, the pod name as node id, a mounted certificate, password file and rules passes",
 			kind: "kubernetes",
 			manifest: `
 apiVersion: v1
@@ -445,6 +522,20 @@ metadata: {name: fg}
 data:
   FLEETGATE_KAFKA_BROKERS: "kafka-bootstrap:9092"
   FLEETGATE_LOG_FORMAT: "json"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: fg-auth}
+stringData:
+  passwords: |
+    ` + indent(testPasswords, "    ") + `
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: fg-rules}
+data:
+  rules: |
+    ` + indent(testRules, "    ") + `
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -463,15 +554,139 @@ spec:
             - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
             - {name: FLEETGATE_MQTT_TLS_CERT_FILE, value: /tls/tls.crt}
             - {name: FLEETGATE_MQTT_TLS_KEY_FILE, value: /tls/tls.key}
+            - {name: FLEETGATE_AUTH_PASSWORD_FILE, value: /etc/fleetgate/auth/passwords}
+            - {name: FLEETGATE_AUTHZ_RULES_FILE, value: /etc/fleetgate/authz/acl/rules.yaml}
             - {name: GOMEMLIMIT, valueFrom: {resourceFieldRef: {resource: limits.memory}}}
           ports: [{name: ops, containerPort: 9464}]
           readinessProbe: {httpGet: {path: /readyz, port: ops}}
           livenessProbe: {httpGet: {path: /healthz, port: 9464}}
           lifecycle: {preStop: {sleep: {seconds: 5}}}
           resources: {limits: {memory: 1Gi}}
-          volumeMounts: [{name: tls, mountPath: /tls}]
-      volumes: [{name: tls, secret: {secretName: fg-tls}}]
+          volumeMounts:
+            - {name: tls, mountPath: /tls}
+            - {name: auth, mountPath: /etc/fleetgate/auth, readOnly: true}
+            - {name: rules, mountPath: /etc/fleetgate/authz, readOnly: true}
+      volumes:
+        - {name: tls, secret: {secretName: fg-tls}}
+        - {name: auth, secret: {secretName: fg-auth}}
+        - {name: rules, configMap: {name: fg-rules, items: [{key: rules, path: acl/rules.yaml}]}}
 `,
+		},
+		{
+			name: "a password file setting naming a key the mounted Secret does not have is caught",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: Secret
+metadata: {name: fg-auth}
+stringData:
+  password: |
+    ` + indent(testPasswords, "    ") + `
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      env: [{name: FLEETGATE_AUTH_PASSWORD_FILE, value: /etc/fleetgate/auth/passwords}]
+      volumeMounts: [{name: auth, mountPath: /etc/fleetgate/auth}]
+  volumes: [{name: auth, secret: {secretName: fg-auth}}]
+`,
+			wantErr: []string{"auth.password-file", "no such file"},
+		},
+		{
+			name: "a password file that is not bcrypt lines in a mounted Secret is caught by its content",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: Secret
+metadata: {name: fg-auth}
+stringData:
+  passwords: "device-1:demo-device-1\n"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: fg-rules}
+data:
+  rules.yaml: |
+    ` + indent(testRules, "    ") + `
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      env:
+        - {name: FLEETGATE_AUTH_PASSWORD_FILE, value: /etc/fleetgate/auth/passwords}
+        - {name: FLEETGATE_AUTHZ_RULES_FILE, value: /etc/fleetgate/authz/rules.yaml}
+      volumeMounts:
+        - {name: auth, mountPath: /etc/fleetgate/auth}
+        - {name: rules, mountPath: /etc/fleetgate/authz}
+  volumes:
+    - {name: auth, secret: {secretName: fg-auth}}
+    - {name: rules, configMap: {name: fg-rules}}
+`,
+			wantErr: []string{"auth.password-file", "not a bcrypt hash"},
+		},
+		{
+			name: "a broken rules file in a mounted ConfigMap is caught by its content",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: fg-rules}
+data:
+  rules.yaml: "rules: []\ngroups: {fleet: [a]}\nextra: 1\n"
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      env:
+        - {name: FLEETGATE_AUTH_ALLOW_ANONYMOUS, value: "true"}
+        - {name: FLEETGATE_AUTHZ_RULES_FILE, value: /etc/fleetgate/authz/rules.yaml}
+      volumeMounts: [{name: rules, mountPath: /etc/fleetgate/authz}]
+  volumes: [{name: rules, configMap: {name: fg-rules}}]
+`,
+			wantErr: []string{"authz.rules-file", "extra"},
+		},
+		{
+			name: "items naming a key the ConfigMap does not have are caught",
+			kind: "kubernetes",
+			manifest: `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: fg-rules}
+data:
+  rules.yaml: "rules: []\n"
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fg}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      env: [{name: FLEETGATE_AUTH_ALLOW_ANONYMOUS, value: "true"}]
+      volumeMounts: [{name: rules, mountPath: /etc/fleetgate/authz}]
+  volumes: [{name: rules, configMap: {name: fg-rules, items: [{key: rules, path: rules.yaml}]}}]
+`,
+			wantErr: []string{"ConfigMap fg-rules has no key rules"},
 		},
 		{
 			name: "a misspelled variable in a ConfigMap loaded with envFrom is caught",
@@ -560,6 +775,7 @@ spec:
     - name: frontend
       image: fleetgate:latest
       command: ["/usr/local/bin/frontend"]
+      env: [{name: FLEETGATE_AUTH_ALLOW_ANONYMOUS, value: "true"}]
       lifecycle: {preStop: {sleep: {seconds: 5}}}
 `,
 			wantErr: []string{"gets 30s after SIGTERM but shutdown.timeout is 30s"},
@@ -577,6 +793,7 @@ spec:
     - name: frontend
       image: fleetgate:latest
       command: ["/usr/local/bin/frontend"]
+      env: [{name: FLEETGATE_AUTH_ALLOW_ANONYMOUS, value: "true"}]
       readinessProbe: {httpGet: {path: /readyz, port: 1883}}
       livenessProbe: {httpGet: {path: /readyz, port: 9464}}
 `,
@@ -602,7 +819,7 @@ spec:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkManifest(t, tt.kind, tt.manifest)
+			err := checkManifest(t, tt.kind, tt.manifest, tt.files)
 			if len(tt.wantErr) == 0 {
 				require.NoError(t, err)
 				return
@@ -663,13 +880,19 @@ func TestComposeInterpolationUsesTheDefaultsOfACleanShell(t *testing.T) {
 	}
 }
 
-// checkManifest writes manifest to a temporary file, extracts its fleetgate
-// invocations the way the tests of the real files do, and checks each one.
-func checkManifest(t *testing.T, kind, manifest string) error {
+// checkManifest writes manifest and files (relative path → contents) to a
+// temporary directory, extracts the manifest's fleetgate invocations the way
+// the tests of the real files do, and checks each one.
+func checkManifest(t *testing.T, kind, manifest string, files map[string]string) error {
 	t.Helper()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "manifest.yaml")
 	require.NoError(t, os.WriteFile(file, []byte(strings.TrimLeft(manifest, "\n")), 0o644))
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	}
 	var (
 		invs []invocation
 		err  error
@@ -727,4 +950,17 @@ func runsBinary(invs []invocation, name string) bool {
 		}
 	}
 	return false
+}
+
+// testPasswords and testRules are a valid password file and rules file for
+// the manifests of TestCheckerCatchesMistakes.
+const (
+	testPasswords = "# user device-1, password demo-device-1\ndevice-1:$2a$10$dodR4gawmsZgnZtkJwCfmech997AskWORpZifCvxzLyG5XdPQzzIa\n"
+	testRules     = "rules:\n  - {permission: allow, action: all, topics: [\"devices/%u/#\"]}\n"
+)
+
+// indent puts prefix before every line of s but the first, for embedding a
+// file in a YAML block scalar whose first line the manifest indents.
+func indent(s, prefix string) string {
+	return strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+prefix) + "\n"
 }

@@ -27,15 +27,22 @@ type kubeObject struct {
 }
 
 // kubeManifests is every object of a set of manifest files, with the
-// ConfigMaps and Secrets that containers can take variables from.
+// ConfigMaps and Secrets that containers can take variables and files from.
 type kubeManifests struct {
 	objects    []kubeObject
 	configMaps map[string]map[string]any
-	secrets    map[string]map[string]string
+	// configMapFiles are the ConfigMaps as a volume shows them: data and
+	// binaryData, decoded.
+	configMapFiles map[string]map[string]string
+	secrets        map[string]map[string]string
 }
 
 func readKubeManifests(files []string) (*kubeManifests, error) {
-	m := &kubeManifests{configMaps: map[string]map[string]any{}, secrets: map[string]map[string]string{}}
+	m := &kubeManifests{
+		configMaps:     map[string]map[string]any{},
+		configMapFiles: map[string]map[string]string{},
+		secrets:        map[string]map[string]string{},
+	}
 	for _, file := range files {
 		data, err := os.ReadFile(file)
 		if err != nil {
@@ -60,6 +67,23 @@ func readKubeManifests(files []string) (*kubeManifests, error) {
 			case "ConfigMap":
 				data, _ := obj["data"].(map[string]any)
 				m.configMaps[name] = data
+				vals := map[string]string{}
+				for k, v := range data {
+					s, ok := v.(string)
+					if !ok {
+						return nil, fmt.Errorf("%s: ConfigMap %s key %s: value %v must be a string (quote it)", file, name, k, v)
+					}
+					vals[k] = s
+				}
+				bin, _ := obj["binaryData"].(map[string]any)
+				for k, v := range bin {
+					b, err := base64.StdEncoding.DecodeString(fmt.Sprint(v))
+					if err != nil {
+						return nil, fmt.Errorf("%s: ConfigMap %s binaryData key %s: %w", file, name, k, err)
+					}
+					vals[k] = string(b)
+				}
+				m.configMapFiles[name] = vals
 			case "Secret":
 				vals := map[string]string{}
 				data, _ := obj["data"].(map[string]any)
@@ -127,6 +151,14 @@ func podSpecs(v any) []map[string]any {
 }
 
 func (m *kubeManifests) podInvocations(owner, objName string, spec map[string]any, standInDir string) ([]invocation, error) {
+	volumes := map[string]map[string]any{}
+	vlist, _ := spec["volumes"].([]any)
+	for _, v := range vlist {
+		vm, _ := v.(map[string]any)
+		if name, ok := vm["name"].(string); ok {
+			volumes[name] = vm
+		}
+	}
 	grace := kubeDefaultGrace
 	if g, ok := spec["terminationGracePeriodSeconds"]; ok {
 		n, ok := g.(int)
@@ -150,7 +182,7 @@ func (m *kubeManifests) podInvocations(owner, objName string, spec map[string]an
 			}
 			cname, _ := ctr["name"].(string)
 			source := fmt.Sprintf("%s container %s", owner, cname)
-			inv, err := m.containerInvocation(source, objName, ctr, grace, standInDir)
+			inv, err := m.containerInvocation(source, objName, ctr, grace, volumes, standInDir)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -161,7 +193,7 @@ func (m *kubeManifests) podInvocations(owner, objName string, spec map[string]an
 	return out, errors.Join(errs...)
 }
 
-func (m *kubeManifests) containerInvocation(source, objName string, ctr map[string]any, grace time.Duration, standInDir string) (invocation, error) {
+func (m *kubeManifests) containerInvocation(source, objName string, ctr map[string]any, grace time.Duration, volumes map[string]map[string]any, standInDir string) (invocation, error) {
 	inv := invocation{Source: source, Env: map[string]string{}}
 	fail := func(format string, args ...any) (invocation, error) {
 		return inv, fmt.Errorf("%s: %s", source, fmt.Sprintf(format, args...))
@@ -287,18 +319,93 @@ func (m *kubeManifests) containerInvocation(source, objName string, ctr map[stri
 		inv.Probes = append(inv.Probes, p)
 	}
 
-	var mounts []string
-	vms, _ := ctr["volumeMounts"].([]any)
-	for _, vm := range vms {
-		vmm, _ := vm.(map[string]any)
-		if mp, ok := vmm["mountPath"].(string); ok {
-			mounts = append(mounts, mp)
-		}
+	mounts, err := m.mounts(ctr, volumes, standInDir)
+	if err != nil {
+		return fail("%v", err)
 	}
 	if err := newStandIns(standInDir, mounts).apply(&inv); err != nil {
 		return fail("%v", err)
 	}
 	return inv, nil
+}
+
+// mounts resolves a container's volumeMounts against its pod's volumes. A
+// Secret or ConfigMap volume whose object the manifests hold is written out
+// under dir as the kubelet lays it out (every key, or the items), so the
+// binary reads the manifest's real content; any other volume (a Secret
+// created with kubectl, an emptyDir) gets a stand-in.
+func (m *kubeManifests) mounts(ctr map[string]any, volumes map[string]map[string]any, dir string) ([]mount, error) {
+	var mounts []mount
+	vms, _ := ctr["volumeMounts"].([]any)
+	for _, vm := range vms {
+		vmm, _ := vm.(map[string]any)
+		name, _ := vmm["name"].(string)
+		target, _ := vmm["mountPath"].(string)
+		if target == "" {
+			continue
+		}
+		vol, ok := volumes[name]
+		if !ok {
+			return nil, fmt.Errorf("volumeMount %s: the pod has no volume %s", target, name)
+		}
+		files, found, err := m.volumeFiles(vol)
+		if err != nil {
+			return nil, fmt.Errorf("volume %s: %w", name, err)
+		}
+		mt := mount{Target: target}
+		if found {
+			if mt.Source, err = writeVolume(filepath.Join(dir, "volumes"), name, files); err != nil {
+				return nil, err
+			}
+			// A subPath mounts one entry of the volume at mountPath.
+			if sub, _ := vmm["subPath"].(string); sub != "" {
+				if !filepath.IsLocal(sub) {
+					return nil, fmt.Errorf("volumeMount %s: subPath %q must be relative", target, sub)
+				}
+				mt.Source = filepath.Join(mt.Source, sub)
+			}
+		}
+		mounts = append(mounts, mt)
+	}
+	return mounts, nil
+}
+
+// volumeFiles returns the files of a secret or configMap volume whose object
+// is in the manifests (relative path → contents); found is false for any
+// other volume. With items, only those keys appear, at their paths; a key
+// the object lacks fails the pod, and so the check.
+func (m *kubeManifests) volumeFiles(vol map[string]any) (files map[string]string, found bool, err error) {
+	var (
+		data map[string]string
+		src  map[string]any
+		what string
+	)
+	if s, ok := vol["secret"].(map[string]any); ok {
+		name, _ := s["secretName"].(string)
+		data, found, src, what = m.secrets[name], m.secrets[name] != nil, s, "Secret "+name
+	} else if c, ok := vol["configMap"].(map[string]any); ok {
+		name, _ := c["name"].(string)
+		data, found, src, what = m.configMapFiles[name], m.configMapFiles[name] != nil, c, "ConfigMap "+name
+	}
+	if !found {
+		return nil, false, nil
+	}
+	items, _ := src["items"].([]any)
+	if len(items) == 0 {
+		return data, true, nil
+	}
+	files = map[string]string{}
+	for _, it := range items {
+		im, _ := it.(map[string]any)
+		key, _ := im["key"].(string)
+		p, _ := im["path"].(string)
+		v, ok := data[key]
+		if !ok {
+			return nil, true, fmt.Errorf("items: %s has no key %s", what, key)
+		}
+		files[p] = v
+	}
+	return files, true, nil
 }
 
 // secretStandIns are the values that stand in for a variable taken from a

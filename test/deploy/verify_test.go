@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/fleetgate/fleetgate/pkg/auth"
 )
 
 // envPrefix starts every environment variable a fleetgate binary reads.
@@ -229,7 +231,52 @@ func (v *verifier) verify(ctx context.Context, binPath string, inv invocation) (
 	if err := yaml.Unmarshal(stdout.Bytes(), &cfg); err != nil {
 		return nil, fmt.Errorf("%s: parsing the configuration printed by -config.verify: %w", inv.Source, err)
 	}
+	if err := loadCredentials(cfg, work); err != nil {
+		return nil, fmt.Errorf("%s: %w", inv.Source, err)
+	}
 	return cfg, nil
+}
+
+// loadCredentials reads the password file and the JWT keys of a verified
+// configuration with authentication settings (the frontend's) as the
+// frontend does when it starts: -config.verify only checks that these files
+// exist, so a file the frontend would refuse to start with (a plain
+// password where a bcrypt hash belongs, a key that is no PEM) would
+// otherwise pass. Relative paths are taken from dir, the verify run's
+// working directory.
+func loadCredentials(cfg map[string]any, dir string) error {
+	section, ok := cfg["auth"]
+	if !ok {
+		return nil
+	}
+	text, err := yaml.Marshal(section)
+	if err != nil {
+		return err
+	}
+	var ac auth.Config
+	dec := yaml.NewDecoder(bytes.NewReader(text))
+	dec.KnownFields(true)
+	if err := dec.Decode(&ac); err != nil {
+		return fmt.Errorf("reading the auth settings printed by -config.verify: %w", err)
+	}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	ac.PasswordFile, ac.JWT.JWKSFile, ac.JWT.HMACSecretFile = abs(ac.PasswordFile), abs(ac.JWT.JWKSFile), abs(ac.JWT.HMACSecretFile)
+	for i, f := range ac.JWT.KeyFiles {
+		ac.JWT.KeyFiles[i] = abs(f)
+	}
+	chain, err := auth.New(ac)
+	if err != nil {
+		return fmt.Errorf("auth settings printed by -config.verify: %w", err)
+	}
+	if err := chain.Load(); err != nil {
+		return fmt.Errorf("the frontend would not start: loading its credentials: %w", err)
+	}
+	return nil
 }
 
 func firstLine(s string) string {
