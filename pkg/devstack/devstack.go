@@ -298,14 +298,23 @@ fleetgate dev stack is up
   metrics / health          http://%s/metrics  /healthz  /readyz
 %s  Access                    %s
 Try it:
-  mosquitto_sub -h 127.0.0.1 -p %s -q 1 -i dev-app -c -t 'sensors/#' -v
-  mosquitto_pub -h 127.0.0.1 -p %s -q 1 -i dev-device -t sensors/1/temp -m 21.5
+  mosquitto_sub -h 127.0.0.1 -p %s%s -q 1 -i dev-app -c -t 'sensors/#' -v
+  mosquitto_pub -h 127.0.0.1 -p %s%s -q 1 -i dev-device -t sensors/1/temp -m 21.5
   kcat -b %s -C -t %s -f 'key=%%k headers=%%h value=%%s\n'
 %s
 Ctrl-C drains and stops.
 `, s.KafkaAddr(), f.Kafka.Topic, filepath.Join(s.cfg.Dev.DataDir, "kafka"), s.redis.Addr, s.redis.Kind, onOff(s.cfg.Dev.Dispatcher),
 		s.archiverState(), orOff(fe.Addr(frontend.ListenerTCP)), orOff(fe.Addr(frontend.ListenerWS)), fe.OpsAddr(), s.archiverOps(), accessState(f),
-		portOf(fe.Addr(frontend.ListenerTCP)), portOf(fe.Addr(frontend.ListenerTCP)), s.KafkaAddr(), f.Kafka.Topic, s.archiverTry())
+		portOf(fe.Addr(frontend.ListenerTCP)), credentials(f), portOf(fe.Addr(frontend.ListenerTCP)), credentials(f), s.KafkaAddr(), f.Kafka.Topic, s.archiverTry())
+}
+
+// credentials are the mosquitto client flags the Try-it lines need: none
+// while anonymous clients are let in.
+func credentials(f frontend.Config) string {
+	if f.Auth.AllowAnonymous {
+		return ""
+	}
+	return " -u <user> -P <password>"
 }
 
 // accessState is the Access line of the startup message.

@@ -196,6 +196,15 @@ func (c *Config) Validate() error {
 	if slices.Contains(c.Auth.Methods, auth.SourceCert) && m.TLSClientCAFile == "" {
 		errs = append(errs, errors.New("auth.methods: cert needs mqtt.tls-client-ca-file, the CA that signs the client certificates"))
 	}
+	if err := c.Auth.Validate(); err == nil {
+		// Loaded here too, so that -config.verify checks the password
+		// file and the keys, not only that they exist.
+		if chain, err := auth.New(c.Auth); err == nil {
+			if err := chain.Load(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	if p := c.Authz.RulesFile; p != "" {
 		// Parsed here too, so that -config.verify checks the rules.
 		if _, err := acl.ReadRules(p); err != nil {

@@ -57,6 +57,8 @@ func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *test
 		{"half a TLS key pair is refused", nil, []string{"-mqtt.tls-cert-file", yamlFile}, []string{"mqtt.tls-key-file"}},
 		{"no authenticator refuses to start, naming the way to let anonymous clients in on purpose", nil, nil,
 			[]string{"auth.methods: no authentication method is configured", "auth.allow-anonymous=true"}},
+		{"a password file that does not parse stops the start", nil, []string{"-auth.password-file", yamlFile},
+			[]string{"auth.password-file", "bad.yaml"}},
 		{"a rules file that does not parse stops the start", nil, []string{"-auth.allow-anonymous=true", "-authz.rules-file", yamlFile},
 			[]string{"authz.rules-file", "bad.yaml"}},
 	}
