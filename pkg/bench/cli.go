@@ -28,9 +28,13 @@ Usage:
   fleetgate-bench idle    [flags]   idle connections; memory per connection of one broker
   fleetgate-bench pairs   [flags]   publisher → subscriber pairs: end-to-end latency, deliveries/s, losses
   fleetgate-bench fanout  [flags]   one publisher → many subscribers of one topic
-  fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port] -target ... [flags]
-  fleetgate-bench compare idle|pairs|fanout -target ... [flags]
+  fleetgate-bench connect [flags]   devices reconnecting (CONNECT → CONNACK → DISCONNECT): connects/s, CONNACK latency
+  fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port][,creds=FILE] -target ... [flags]
+  fleetgate-bench compare idle|pairs|fanout|connect -target ... [flags]
                                     the same workload against several brokers, side by side
+  fleetgate-bench access-files -dir DIR [flags]
+                                    rules file, identities, ES256 key and JWTs, password files
+                                    for the access-control benchmark
   fleetgate-bench archive [flags]   the archiver against a plain MongoDB bulk-insert loop: documents/s
   fleetgate-bench wakeup  [flags]   CPU cost of a loopback TCP round trip, back to back and waking a sleeping side
   fleetgate-bench free-port [n]     print n free loopback TCP ports (for scripts)
@@ -53,6 +57,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return mainIdle(ctx, args, stdout, stderr)
 	case load.WorkloadPairs, load.WorkloadFanout:
 		return mainPubSub(ctx, cmd, args, stdout, stderr)
+	case load.WorkloadConnect:
+		return mainConnect(ctx, args, stdout, stderr)
+	case "access-files":
+		return mainAccessFiles(ctx, args, stdout, stderr)
 	case "compare":
 		return mainCompare(ctx, args, stdout, stderr)
 	case "archive":
@@ -198,7 +206,7 @@ func mainPubSub(ctx context.Context, workload string, args []string, stdout, std
 func mainCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || !compare.IsWorkload(args[0]) {
 		fmt.Fprint(stderr, usageText)
-		return fmt.Errorf("%w: compare needs a workload: %s, %s, %s or %s", ErrUsage, load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout)
+		return fmt.Errorf("%w: compare needs a workload: %s, %s, %s, %s or %s", ErrUsage, load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout, load.WorkloadConnect)
 	}
 	cfg := compare.Config{Workload: args[0]}
 	fs := flag.NewFlagSet("fleetgate-bench compare "+args[0], flag.ContinueOnError)
@@ -216,6 +224,8 @@ func mainCompare(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		need = cfg.Idle.Clients
 	case load.WorkloadPairs, load.WorkloadFanout:
 		need = cfg.PubSub.PublisherCount() + cfg.PubSub.SubscriberCount()
+	case load.WorkloadConnect:
+		need = cfg.Connect.Concurrency
 	}
 	raiseLimit(need, progress)
 	res, err := compare.Run(ctx, cfg, progress)
@@ -223,6 +233,25 @@ func mainCompare(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	return c.output(stdout, res, func(w io.Writer) error { return report.WriteCompare(w, res) })
+}
+
+func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleetgate-bench connect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg load.ConnectConfig
+	var c common
+	cfg.RegisterFlags(fs)
+	c.register(fs)
+	if done, err := parse(fs, args, cfg.Validate); done || err != nil {
+		return err
+	}
+	progress := c.progress(stderr)
+	raiseLimit(cfg.Concurrency, progress)
+	res, err := load.RunConnect(ctx, cfg, load.Hooks{Progress: progress})
+	if err != nil {
+		return err
+	}
+	return c.output(stdout, res, func(w io.Writer) error { return report.WriteConnect(w, res) })
 }
 
 func mainWakeup(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/pkg/bench/internal/benchtest"
 	"github.com/fleetgate/fleetgate/pkg/bench/load"
 	"github.com/stretchr/testify/require"
 )
@@ -137,4 +138,51 @@ func TestMainArchiveTakesTheArchiversFlags(t *testing.T) {
 	require.NotContains(t, errOut.String(), "-archive.database", "the bench names the databases itself")
 	require.ErrorContains(t, Main(context.Background(), []string{"archive", "-records", "0"}, &out, &errOut), "records")
 	require.ErrorContains(t, Main(context.Background(), []string{"archive", "-log.level", "loud"}, &out, &errOut), "log.level")
+}
+
+func TestMainConnectPrintsJSON(t *testing.T) {
+	addr := broker.Require(t)
+	var out, errOut bytes.Buffer
+	err := Main(context.Background(), []string{"connect", "-addr", addr, "-clients", "30", "-connect-concurrency", "4",
+		"-warmup-passes", "1", "-server-pid", fmt.Sprint(broker.PID), "-json"}, &out, &errOut)
+	require.NoError(t, err, errOut.String())
+	var res load.ConnectResult
+	require.NoError(t, json.Unmarshal(out.Bytes(), &res))
+	require.EqualValues(t, 30, res.Connected)
+	require.Len(t, res.Passes, 2)
+	require.True(t, res.Passes[0].Warmup)
+	require.Positive(t, res.ConnectsPerSec)
+	require.Contains(t, errOut.String(), "pass 2/2 (measured)")
+	require.ErrorContains(t, Main(context.Background(), []string{"connect", "-passes", "0"}, &out, &errOut), "passes")
+}
+
+// TestAccessFilesFeedTheConnectWorkload generates the access files, hashes
+// the plain passwords for a mosquitto that admits only them, and compares
+// it with the anonymous broker, each target with its credentials.
+func TestAccessFilesFeedTheConnectWorkload(t *testing.T) {
+	addr := broker.Require(t)
+	dir := t.TempDir()
+	var out, errOut bytes.Buffer
+	err := Main(context.Background(), []string{"access-files", "-dir", dir, "-identities", "500", "-groups", "5", "-rules", "50",
+		"-tokens", "20", "-passwords", "20", "-password-cost", "4", "-password-hashes", "2"}, &out, &errOut)
+	require.NoError(t, err, errOut.String())
+	for _, want := range []string{"rules.yaml", "jwt.creds", "jwt-public.pem", "password.creds", "passwords", "devices/%u/telemetry"} {
+		require.Contains(t, out.String(), want)
+	}
+	creds := filepath.Join(dir, "password.creds")
+	secured, err := benchtest.StartWithPasswords(creds)
+	require.NoError(t, err)
+	t.Cleanup(secured.Stop)
+	secured.Require(t)
+
+	out.Reset()
+	err = Main(context.Background(), []string{"compare", "connect",
+		"-target", fmt.Sprintf("mosquitto-password=%s,pid=%d,creds=%s", secured.Addr, secured.PID, creds),
+		"-target", fmt.Sprintf("mosquitto-anonymous=%s,pid=%d", addr, broker.PID),
+		"-clients", "20", "-connect-concurrency", "4", "-rounds", "2", "-pause", "0s", "-quiet"}, &out, &errOut)
+	require.NoError(t, err, errOut.String())
+	for _, want := range []string{"workload: 20 devices per target", "connects/s", "connack p99", "mosquitto-password/mosquitto-anonymous", "server cpu/connect"} {
+		require.Contains(t, out.String(), want)
+	}
+	require.NotContains(t, out.String(), "first failure")
 }

@@ -18,10 +18,28 @@
 #         load;
 #      then the pub/sub targets (p99 at PAIRS_RATE, closed-loop ratio to
 #      mosquitto), read off the JSON results (needs python3).
+#   5. access control (issue 14; not in the default SECTIONS: SECTIONS=access,
+#      about 12 minutes, most of it bcrypt): files from `fleetgate-bench
+#      access-files` (ACCESS_IDENTITIES identities in the groups of a rules
+#      file of ACCESS_RULES rules, an ES256 key and a JWT per device, a
+#      bcrypt password file and its plain twin, hashed for mosquitto by
+#      mosquitto_passwd -U), then
+#      a. QoS 1 ingest, closed loop, JWT publishers on devices/%u/telemetry:
+#         fleetgate with the rules file against the same fleetgate without;
+#      b. ACCESS_DEVICES devices reconnecting (CONNECT → CONNACK →
+#         DISCONNECT, after a warm-up pass that fills the password cache):
+#         fleetgate with JWTs, cached passwords and anonymous clients (one
+#         process configured for all three, with the rules file), beside
+#         mosquitto with a password file and mosquitto anonymous;
+#      c. ACCESS_UNCACHED_DEVICES devices with passwords against a fleetgate
+#         whose password cache is off (every CONNECT pays bcrypt), beside
+#         both mosquittos;
+#      then the targets, read off the JSON results (needs python3).
 # Everything runs on 127.0.0.1 on free ports, in a temporary directory, and
 # is stopped on exit. Takes about 11 minutes (section 4 alone: 5½).
 #
-# Knobs (environment): SECTIONS (any of "ingest idle pubsub"; default all),
+# Knobs (environment): SECTIONS (any of "ingest idle pubsub access"; default
+# "ingest idle pubsub"),
 # DURATION ROUNDS PUBLISHERS WINDOW SIZE OPEN_RATE
 # IDLE_CLIENTS IDLE_SETTLE, FG_TUNED_FLAGS / FG_TUNED_ENV (the tuned idle variant),
 # PAIRS PAIRS_RATE PAIRS_WINDOW PAIRS_DURATION PAIRS_ROUNDS PAIRS_PERSISTENT
@@ -29,6 +47,9 @@
 # an earlier build, measured in section 4 beside the current one),
 # FANOUT_SUBSCRIBERS FANOUT_RATE FANOUT_DURATION FANOUT_QOS,
 # FG_PUBSUB_FLAGS (extra fleetgate-dev flags for section 4),
+# ACCESS_IDENTITIES ACCESS_GROUPS ACCESS_RULES ACCESS_PUBLISHERS ACCESS_DURATION
+# ACCESS_ROUNDS ACCESS_DEVICES ACCESS_UNCACHED_DEVICES ACCESS_CONCURRENCY
+# ACCESS_PASSWORD_COST ACCESS_PASSWORD_HASHES ACCESS_PPROF_SECONDS (section 5),
 # DEV_BIN / BENCH_BIN (use these binaries, do not build; FLEETGATE_* names
 # would be taken for fleetgate settings),
 # OUT (directory kept for the JSON results and the profile; default: a
@@ -64,6 +85,19 @@ FANOUT_RATE=${FANOUT_RATE:-10}
 FANOUT_DURATION=${FANOUT_DURATION:-15s}
 FANOUT_QOS=${FANOUT_QOS:-1}
 FG_PUBSUB_FLAGS=${FG_PUBSUB_FLAGS:-}
+ACCESS_IDENTITIES=${ACCESS_IDENTITIES:-100000}
+ACCESS_GROUPS=${ACCESS_GROUPS:-100}
+ACCESS_RULES=${ACCESS_RULES:-1000}
+ACCESS_PUBLISHERS=${ACCESS_PUBLISHERS:-$PUBLISHERS}
+ACCESS_DURATION=${ACCESS_DURATION:-$DURATION}
+ACCESS_ROUNDS=${ACCESS_ROUNDS:-$ROUNDS}
+ACCESS_DEVICES=${ACCESS_DEVICES:-10000}
+# bcrypt at cost 10 costs about 70 ms of one core per CONNECT: keep it small.
+ACCESS_UNCACHED_DEVICES=${ACCESS_UNCACHED_DEVICES:-200}
+ACCESS_CONCURRENCY=${ACCESS_CONCURRENCY:-64}
+ACCESS_PASSWORD_COST=${ACCESS_PASSWORD_COST:-10}
+ACCESS_PASSWORD_HASHES=${ACCESS_PASSWORD_HASHES:-64}
+ACCESS_PPROF_SECONDS=${ACCESS_PPROF_SECONDS:-4}
 
 WORK=$(mktemp -d /tmp/fleetgate-bench.XXXXXX)
 OUT=${OUT:-$WORK/out}
@@ -181,14 +215,19 @@ start_fleetgate() {
 	return 1
 }
 
-# start_mosquitto NAME: Debian's mosquitto, persistence off. Sets MQ_PID,
-# MQ_ADDR.
+# start_mosquitto NAME [PASSWORD_FILE]: Debian's mosquitto, persistence off;
+# anonymous clients allowed, or with PASSWORD_FILE only its users. Sets
+# MQ_PID, MQ_ADDR.
 start_mosquitto() {
-	local name=$1 port
+	local name=$1 port access="allow_anonymous true"
+	if [[ -n ${2:-} ]]; then
+		access="allow_anonymous false
+password_file $2"
+	fi
 	port=$("$BENCH" free-port)
 	cat >"$WORK/$name.conf" <<EOF
 listener $port 127.0.0.1
-allow_anonymous true
+$access
 persistence false
 # Like fleetgate's Receive Maximum; the mosquitto default is 20.
 max_inflight_messages 256
@@ -379,6 +418,112 @@ fg, mq = target(closed, "fleetgate"), target(closed, "mosquitto")
 if fg is not None and mq is not None and mq["delivered_per_sec"] > 0:
     r = fg["delivered_per_sec"] / mq["delivered_per_sec"]
     print(f"closed-loop pairs: {fg['delivered_per_sec']:,.0f} against mosquitto's {mq['delivered_per_sec']:,.0f} deliveries/s = {r:.2f}x (target >= 0.5x: {'met' if r >= 0.5 else 'NOT met'})")
+PY
+else
+	echo "python3 is not installed: read the targets off the tables above"
+fi
+fi
+
+if section access; then
+log "5. access control (issue 14): generating the fleet"
+ACC=$WORK/access
+"$BENCH" access-files -dir "$ACC" -identities "$ACCESS_IDENTITIES" -groups "$ACCESS_GROUPS" -rules "$ACCESS_RULES" \
+	-tokens "$(( ACCESS_DEVICES > ACCESS_PUBLISHERS ? ACCESS_DEVICES : ACCESS_PUBLISHERS ))" \
+	-passwords "$(( ACCESS_DEVICES > ACCESS_UNCACHED_DEVICES ? ACCESS_DEVICES : ACCESS_UNCACHED_DEVICES ))" \
+	-password-cost "$ACCESS_PASSWORD_COST" -password-hashes "$ACCESS_PASSWORD_HASHES" -json-out "$OUT/access-files.json"
+# mosquitto reads its password file after dropping root for its own user:
+# the file and the directories above it must be readable by it.
+chmod 711 "$WORK"
+mkdir -p "$WORK/mosquitto-auth"
+chmod 755 "$WORK/mosquitto-auth"
+MQ_PASSWD=$WORK/mosquitto-auth/passwd
+cp "$ACC/password.creds" "$MQ_PASSWD"
+mosquitto_passwd -U "$MQ_PASSWD"
+chmod 644 "$MQ_PASSWD"
+echo "mosquitto password file: $(wc -l <"$MQ_PASSWD") users, hash \$$(head -1 "$MQ_PASSWD" | cut -d: -f2 | cut -d'$' -f2,3)\$... (\$7\$ is PBKDF2-SHA512, then the iterations)"
+FG_JWT=(-auth.allow-anonymous=false -auth.jwt.key-files "$ACC/jwt-public.pem" -http.pprof)
+
+log "5a. QoS 1 ingest with $ACCESS_RULES rules and $ACCESS_IDENTITIES identities against none: $ACCESS_PUBLISHERS JWT publishers on devices/%u/telemetry, window $WINDOW, $ACCESS_ROUNDS rounds of $ACCESS_DURATION"
+start_fleetgate fleetgate-rules -- "${FG_JWT[@]}" -authz.rules-file "$ACC/rules.yaml"
+RULES_PID=$FG_PID RULES_MQTT=$FG_MQTT RULES_HTTP=$FG_HTTP
+start_fleetgate fleetgate-norules -- "${FG_JWT[@]}"
+NORULES_PID=$FG_PID NORULES_MQTT=$FG_MQTT NORULES_HTTP=$FG_HTTP
+# Both are profiled in their first round, so that the profiler's cost is the
+# same on both sides.
+"$BENCH" compare pub \
+	-target "rules=$RULES_MQTT,pid=$RULES_PID,pprof=$RULES_HTTP,creds=$ACC/jwt.creds" \
+	-target "norules=$NORULES_MQTT,pid=$NORULES_PID,pprof=$NORULES_HTTP,creds=$ACC/jwt.creds" \
+	-baseline norules -qos 1 -publishers "$ACCESS_PUBLISHERS" -size "$SIZE" -window "$WINDOW" \
+	-topic 'devices/%u/telemetry' -duration "$ACCESS_DURATION" -warmup 3s -rounds "$ACCESS_ROUNDS" \
+	-pprof-dir "$OUT/access-ingest" -pprof-seconds 15 -json-out "$OUT/access-ingest.json"
+log "where authorization shows in the profile of fleetgate-rules (cumulative)"
+if [[ -s $OUT/access-ingest/rules.cpu.pprof ]]; then
+	(cd "$ROOT" && go tool pprof -top -cum -nodecount=400 "$FG_DEV" "$OUT/access-ingest/rules.cpu.pprof" 2>/dev/null |
+		grep -E 'Duration|Total samples|pkg/acl|[Aa]uthoriz|ingest\.\(\*Hook\)\.OnPublish|processPublish' | head -20) || true
+fi
+stop "$RULES_PID"
+stop "$NORULES_PID"
+
+log "5b. $ACCESS_DEVICES devices reconnecting, $ACCESS_CONCURRENCY at a time, 1 warm-up and 1 measured pass, $ACCESS_ROUNDS rounds"
+# One fleetgate takes tokens, passwords (default cache) and anonymous
+# clients, with the rules file: a mixed fleet.
+start_fleetgate fleetgate-auth -- -auth.allow-anonymous=true -auth.jwt.key-files "$ACC/jwt-public.pem" \
+	-auth.password-file "$ACC/passwords" -authz.rules-file "$ACC/rules.yaml" -http.pprof
+AUTH_PID=$FG_PID AUTH_MQTT=$FG_MQTT AUTH_HTTP=$FG_HTTP
+AUTH_REDIS_PID=$(pgrep -P "$AUTH_PID" redis-server | head -1 || true)
+start_mosquitto mosquitto-password "$MQ_PASSWD"
+MQP_PID=$MQ_PID MQP_ADDR=$MQ_ADDR
+start_mosquitto mosquitto-anonymous
+MQA_PID=$MQ_PID MQA_ADDR=$MQ_ADDR
+r0=$(cpu_seconds "${AUTH_REDIS_PID:-0}")
+"$BENCH" compare connect \
+	-target "fleetgate-jwt=$AUTH_MQTT,pid=$AUTH_PID,pprof=$AUTH_HTTP,creds=$ACC/jwt.creds" \
+	-target "fleetgate-password=$AUTH_MQTT,pid=$AUTH_PID,creds=$ACC/password.creds" \
+	-target "fleetgate-anonymous=$AUTH_MQTT,pid=$AUTH_PID,pprof=$AUTH_HTTP" \
+	-target "mosquitto-password=$MQP_ADDR,pid=$MQP_PID,creds=$ACC/password.creds" \
+	-target "mosquitto-anonymous=$MQA_ADDR,pid=$MQA_PID" \
+	-baseline mosquitto-anonymous -clients "$ACCESS_DEVICES" -connect-concurrency "$ACCESS_CONCURRENCY" \
+	-warmup-passes 1 -passes 1 -rounds "$ACCESS_ROUNDS" \
+	-pprof-dir "$OUT/access-connect" -pprof-seconds "$ACCESS_PPROF_SECONDS" -json-out "$OUT/access-connect.json"
+PS_REDIS_PID=$AUTH_REDIS_PID redis_cpu "5b (the three fleetgate targets, warm-up passes included)" "$r0"
+top_cum "fleetgate CPU profile while JWT devices reconnect ($ACCESS_PPROF_SECONDS s): top functions, cumulative" "$OUT/access-connect/fleetgate-jwt.cpu.pprof"
+stop "$AUTH_PID"
+
+log "5c. $ACCESS_UNCACHED_DEVICES devices with passwords, password cache off (bcrypt cost $ACCESS_PASSWORD_COST on every CONNECT), $ACCESS_CONCURRENCY at a time, $ACCESS_ROUNDS rounds"
+start_fleetgate fleetgate-nocache -- -auth.allow-anonymous=false -auth.password-file "$ACC/passwords" \
+	-auth.password-cache-size 0 -authz.rules-file "$ACC/rules.yaml"
+"$BENCH" compare connect \
+	-target "fleetgate-password-uncached=$FG_MQTT,pid=$FG_PID,creds=$ACC/password.creds" \
+	-target "mosquitto-password=$MQP_ADDR,pid=$MQP_PID,creds=$ACC/password.creds" \
+	-target "mosquitto-anonymous=$MQA_ADDR,pid=$MQA_PID" \
+	-baseline mosquitto-anonymous -clients "$ACCESS_UNCACHED_DEVICES" -connect-concurrency "$ACCESS_CONCURRENCY" \
+	-passes 1 -rounds "$ACCESS_ROUNDS" -json-out "$OUT/access-connect-uncached.json"
+stop "$FG_PID"
+stop "$MQP_PID"
+stop "$MQA_PID"
+
+log "access-control targets, this run"
+if command -v python3 >/dev/null; then
+	python3 - "$OUT/access-ingest.json" "$OUT/access-connect.json" "$OUT/access-connect-uncached.json" <<'PY'
+import json, sys
+def targets(path):
+    return {t["target"]["name"]: t for t in json.load(open(path))["targets"]}
+ingest, connect, uncached = (targets(p) for p in sys.argv[1:4])
+r, n = ingest["rules"]["pub"]["acked_per_sec"], ingest["norules"]["pub"]["acked_per_sec"]
+print(f"ingest with rules: {r:,.0f} against {n:,.0f} acked/s without = {r / n:.2f}x (target >= 0.95x: {'met' if r / n >= 0.95 else 'NOT met'})")
+base = connect["mosquitto-anonymous"]["connect"]["connects_per_sec"]
+for name in ["fleetgate-jwt", "fleetgate-password", "fleetgate-anonymous", "mosquitto-password"]:
+    c = connect[name]["connect"]
+    target = ""
+    if name in ("fleetgate-jwt", "fleetgate-password"):
+        target = f" (target >= 1.0x: {'met' if c['connects_per_sec'] >= base else 'NOT met'})"
+    warm = [p["connects_per_sec"] for p in c["passes"] if p["warmup"]]
+    print(f"{name}: {c['connects_per_sec']:,.0f} connects/s = {c['connects_per_sec'] / base:.2f}x mosquitto anonymous ({base:,.0f}/s){target}; "
+          f"connack p50/p99 {c['connack']['p50_ns'] / 1e6:.1f}/{c['connack']['p99_ns'] / 1e6:.1f} ms; warm-up passes {', '.join(f'{w:,.0f}' for w in warm)}/s")
+u = uncached["fleetgate-password-uncached"]["connect"]
+ub = uncached["mosquitto-anonymous"]["connect"]["connects_per_sec"]
+print(f"fleetgate-password-uncached: {u['connects_per_sec']:,.0f} connects/s = {u['connects_per_sec'] / ub:.3f}x mosquitto anonymous ({ub:,.0f}/s); "
+      f"server cpu/connect {u['server']['cpu_per_message_ns'] / 1e6:.1f} ms")
 PY
 else
 	echo "python3 is not installed: read the targets off the tables above"

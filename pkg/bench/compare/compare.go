@@ -14,7 +14,7 @@ import (
 // IsWorkload reports whether w names a workload compare can run.
 func IsWorkload(w string) bool {
 	switch w {
-	case load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout:
+	case load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout, load.WorkloadConnect:
 		return true
 	}
 	return false
@@ -36,18 +36,19 @@ type Config struct {
 	// Baseline is the target every other is divided by; default the last.
 	Baseline string `json:"baseline"`
 	// PprofDir receives <target>.cpu.pprof for targets with pprof set.
-	PprofDir     string            `json:"pprof_dir,omitempty"`
-	PprofSeconds int               `json:"pprof_seconds,omitempty"`
-	Pub          load.PubConfig    `json:"pub"`
-	Idle         load.IdleConfig   `json:"idle"`
-	PubSub       load.PubSubConfig `json:"pubsub"`
-	pprofTimeout time.Duration     // extra time allowed for a profile download
+	PprofDir     string             `json:"pprof_dir,omitempty"`
+	PprofSeconds int                `json:"pprof_seconds,omitempty"`
+	Pub          load.PubConfig     `json:"pub"`
+	Idle         load.IdleConfig    `json:"idle"`
+	PubSub       load.PubSubConfig  `json:"pubsub"`
+	Connect      load.ConnectConfig `json:"connect"`
+	pprofTimeout time.Duration      // extra time allowed for a profile download
 }
 
 // RegisterFlags registers the compare flags plus those of c.Workload, which
 // must be set before.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.Var(&c.Targets, "target", "A broker to compare, repeatable: name=host:port[,pid=N][,pprof=host:port]. pid enables CPU and RSS figures; pprof takes a CPU profile of a Go broker during its first round.")
+	fs.Var(&c.Targets, "target", "A broker to compare, repeatable: name=host:port[,pid=N][,pprof=host:port][,creds=FILE]. pid enables CPU and RSS figures; pprof takes a CPU profile of a Go broker during its first round; creds is a file of username:password lines, client i connecting to this target with line i (pub, idle, connect).")
 	fs.IntVar(&c.Rounds, "rounds", 2, "Runs per target; targets alternate and their order flips every round.")
 	fs.DurationVar(&c.Pause, "pause", 2*time.Second, "Pause between two runs.")
 	fs.StringVar(&c.Baseline, "baseline", "", "Target the others are divided by in the ratio column (default: the last -target).")
@@ -62,6 +63,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	case load.WorkloadPairs, load.WorkloadFanout:
 		c.PubSub.Workload = c.Workload
 		c.PubSub.RegisterWorkloadFlags(fs)
+	case load.WorkloadConnect:
+		c.Connect.RegisterWorkloadFlags(fs)
 	}
 }
 
@@ -79,8 +82,16 @@ func (c *Config) Validate() error {
 		c.PubSub.Addr = "-"
 		c.PubSub.Workload = c.Workload
 		errs = append(errs, c.PubSub.Validate())
+		for _, t := range c.Targets {
+			if t.Creds != "" {
+				errs = append(errs, fmt.Errorf("target %s: creds: not for the %s workload (give -username and -password)", t.Name, c.Workload))
+			}
+		}
+	case load.WorkloadConnect:
+		c.Connect.Addr = "-"
+		errs = append(errs, c.Connect.Validate())
 	default:
-		errs = append(errs, fmt.Errorf("workload %q: must be %s, %s, %s or %s", c.Workload, load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout))
+		errs = append(errs, fmt.Errorf("workload %q: must be %s, %s, %s, %s or %s", c.Workload, load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout, load.WorkloadConnect))
 	}
 	if len(c.Targets) < 2 {
 		errs = append(errs, errors.New("target: give at least two"))
@@ -128,8 +139,11 @@ type TargetResult struct {
 	Idle *load.IdleResult `json:"idle,omitempty"`
 	// PubSub aggregates the pairs or fanout rounds like Pub.
 	PubSub *load.PubSubResult `json:"pubsub,omitempty"`
+	// Connect aggregates the connect rounds: their measured passes summed,
+	// every pass listed.
+	Connect *load.ConnectResult `json:"connect,omitempty"`
 	// PerRound is the headline number of each round: acked/s (sent/s for
-	// QoS 0), deliveries/s, or bytes per idle connection.
+	// QoS 0), deliveries/s, bytes per idle connection, or connects/s.
 	PerRound []float64 `json:"per_round"`
 	// Profile is the path of the CPU profile taken, if any.
 	Profile string `json:"profile,omitempty"`
@@ -139,6 +153,7 @@ type TargetResult struct {
 	pubRounds    []*load.PubResult
 	idleRounds   []*load.IdleResult
 	pubsubRounds []*load.PubSubResult
+	connRounds   []*load.ConnectResult
 }
 
 // Result returns the named target's result, or nil.
@@ -216,6 +231,9 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 			case load.WorkloadPub:
 				pc := cfg.Pub
 				pc.Addr, pc.ServerPID = t.Addr, t.PID
+				if t.Creds != "" {
+					pc.CredentialsFile, pc.Username, pc.Password = t.Creds, "", ""
+				}
 				r, err := load.RunPublish(ctx, pc, hooks)
 				if err != nil {
 					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
@@ -227,6 +245,9 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 			case load.WorkloadIdle:
 				ic := cfg.Idle
 				ic.Addr, ic.ServerPID = t.Addr, t.PID
+				if t.Creds != "" {
+					ic.CredentialsFile, ic.Username, ic.Password = t.Creds, "", ""
+				}
 				r, err := load.RunIdle(ctx, ic, load.Hooks{Progress: report})
 				if err != nil {
 					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
@@ -235,6 +256,24 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 				tr.idleRounds = append(tr.idleRounds, r)
 				tr.PerRound = append(tr.PerRound, r.BytesPerConn)
 				report(fmt.Sprintf("%.0f bytes per connection, %d/%d alive", r.BytesPerConn, r.Alive, r.Connected))
+			case load.WorkloadConnect:
+				cc := cfg.Connect
+				cc.Addr, cc.ServerPID = t.Addr, t.PID
+				if t.Creds != "" {
+					cc.CredentialsFile, cc.Username, cc.Password = t.Creds, "", ""
+				}
+				// Targets may share a broker (one fleetgate taking
+				// tokens, passwords and anonymous clients): each target
+				// has client ids of its own.
+				cc.ClientPrefix = cfg.Connect.ClientPrefix + "-" + t.Name
+				r, err := load.RunConnect(ctx, cc, hooks)
+				if err != nil {
+					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
+				}
+				r.Target = t.Name
+				tr.connRounds = append(tr.connRounds, r)
+				tr.PerRound = append(tr.PerRound, r.ConnectsPerSec)
+				report(fmt.Sprintf("%.0f connects/s, connack p99 %v, refused %d, errors %d", r.ConnectsPerSec, r.Connack.P99, r.Refused, r.Errors))
 			}
 		}
 	}
@@ -242,6 +281,7 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 		tr.Pub = load.MergePub(tr.pubRounds)
 		tr.Idle = load.MergeIdle(tr.idleRounds)
 		tr.PubSub = load.MergePubSub(tr.pubsubRounds)
+		tr.Connect = load.MergeConnect(tr.connRounds)
 	}
 	return res, nil
 }
@@ -261,6 +301,9 @@ func runIdleParallel(ctx context.Context, cfg Config, res *Result, progress func
 			report := func(msg string) { progress(fmt.Sprintf("round %d/%d %s: %s", round+1, cfg.Rounds, t.Name, msg)) }
 			ic := cfg.Idle
 			ic.Addr, ic.ServerPID = t.Addr, t.PID
+			if t.Creds != "" {
+				ic.CredentialsFile, ic.Username, ic.Password = t.Creds, "", ""
+			}
 			// Two targets may be one cluster: keep the client ids apart.
 			ic.ClientPrefix = cfg.Idle.ClientPrefix + "-" + t.Name
 			wg.Add(1)

@@ -29,6 +29,8 @@ func TestParseTarget(t *testing.T) {
 		{"an address without port is refused", "a=localhost", Target{}, "address"},
 		{"a bad pid is refused", "a=127.0.0.1:1,pid=x", Target{}, "pid"},
 		{"an unknown key is refused", "a=127.0.0.1:1,cpu=2", Target{}, "unknown key"},
+		{"creds name a credentials file", "a=127.0.0.1:1,creds=/tmp/jwt.creds", Target{Name: "a", Addr: "127.0.0.1:1", Creds: "/tmp/jwt.creds"}, ""},
+		{"empty creds are refused", "a=127.0.0.1:1,creds=", Target{}, "creds: must not be empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseTarget(tc.in)
@@ -173,4 +175,55 @@ func TestComparePairsAndFanout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCompareConnectGivesEachTargetItsCredentials compares a broker that
+// admits only the users of a file (creds= that file) with the anonymous
+// broker: each target's devices connect with what it wants.
+func TestCompareConnectGivesEachTargetItsCredentials(t *testing.T) {
+	addr := broker.Require(t)
+	creds := filepath.Join(t.TempDir(), "creds")
+	var lines []string
+	for i := range 40 {
+		lines = append(lines, fmt.Sprintf("user-%d:pw-%d", i, i))
+	}
+	require.NoError(t, os.WriteFile(creds, []byte(strings.Join(lines, "\n")), 0o600))
+	secured, err := benchtest.StartWithPasswords(creds)
+	require.NoError(t, err)
+	t.Cleanup(secured.Stop)
+	secured.Require(t)
+
+	cfg := Config{Workload: load.WorkloadConnect}
+	cfg.RegisterFlags(benchtest.NewFlagSet())
+	require.NoError(t, cfg.Targets.Set(fmt.Sprintf("password=%s,pid=%d,creds=%s", secured.Addr, secured.PID, creds)))
+	require.NoError(t, cfg.Targets.Set(fmt.Sprintf("anonymous=%s,pid=%d", addr, broker.PID)))
+	cfg.Rounds, cfg.Pause = 2, 10*time.Millisecond
+	cfg.Connect.Clients, cfg.Connect.Concurrency, cfg.Connect.WarmupPasses = 40, 8, 1
+	var progress []string
+	res, err := Run(context.Background(), cfg, func(s string) { progress = append(progress, s) })
+	require.NoError(t, err)
+	for _, tr := range res.Targets {
+		require.Len(t, tr.PerRound, 2)
+		require.EqualValues(t, 2*40, tr.Connect.Connected, "%s: the measured pass of both rounds", tr.Target.Name)
+		require.Zero(t, tr.Connect.Failures(), tr.Target.Name)
+		require.Len(t, tr.Connect.Passes, 4, "a warm-up and a measured pass per round")
+		require.NotNil(t, tr.Connect.Server)
+	}
+	require.Contains(t, strings.Join(progress, "\n"), "round 1/2 password: pass 1/2 (warm-up)")
+
+	// Without its creds the secured broker refuses every device.
+	cfg.Targets = nil
+	require.NoError(t, cfg.Targets.Set("password="+secured.Addr))
+	require.NoError(t, cfg.Targets.Set("anonymous="+addr))
+	cfg.Rounds = 1
+	_, err = Run(context.Background(), cfg, nil)
+	require.ErrorContains(t, err, "target password, round 1: no client could connect")
+}
+
+func TestCredsAreRefusedForPubSubWorkloads(t *testing.T) {
+	cfg := Config{Workload: load.WorkloadPairs}
+	cfg.RegisterFlags(benchtest.NewFlagSet())
+	require.NoError(t, cfg.Targets.Set("a=127.0.0.1:1,creds=/x"))
+	require.NoError(t, cfg.Targets.Set("b=127.0.0.1:2"))
+	require.ErrorContains(t, cfg.Validate(), "target a: creds: not for the pairs workload")
 }

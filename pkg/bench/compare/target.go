@@ -16,15 +16,21 @@ type Target struct {
 	// Pprof is the host:port (or base URL) of a Go pprof server: a CPU
 	// profile of the broker is taken during its first measured round.
 	Pprof string `json:"pprof,omitempty"`
+	// Creds is a file of username:password lines (load.ReadCredentialsFile)
+	// the workload's clients connect to this target with, client i with
+	// line i, instead of the workload's own credentials: so that one
+	// comparison sets brokers that want different credentials side by side.
+	Creds string `json:"creds,omitempty"`
 }
 
-// ParseTarget parses "name=host:port[,pid=N][,pprof=host:port]".
+// ParseTarget parses
+// "name=host:port[,pid=N][,pprof=host:port][,creds=FILE]".
 func ParseTarget(s string) (Target, error) {
 	var t Target
 	parts := strings.Split(s, ",")
 	name, addr, ok := strings.Cut(parts[0], "=")
 	if !ok || name == "" || addr == "" {
-		return t, fmt.Errorf("target %q: want name=host:port[,pid=N][,pprof=host:port]", s)
+		return t, fmt.Errorf("target %q: want name=host:port[,pid=N][,pprof=host:port][,creds=FILE]", s)
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return t, fmt.Errorf("target %q: address: %w", s, err)
@@ -44,8 +50,13 @@ func ParseTarget(s string) (Target, error) {
 				return t, fmt.Errorf("target %q: pprof: must not be empty", s)
 			}
 			t.Pprof = v
+		case "creds":
+			if v == "" {
+				return t, fmt.Errorf("target %q: creds: must not be empty", s)
+			}
+			t.Creds = v
 		default:
-			return t, fmt.Errorf("target %q: unknown key %q (want pid or pprof)", s, k)
+			return t, fmt.Errorf("target %q: unknown key %q (want pid, pprof or creds)", s, k)
 		}
 	}
 	return t, nil

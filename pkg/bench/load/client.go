@@ -64,7 +64,24 @@ type Client struct {
 	ServerReceiveMaximum uint16
 	// SessionPresent is the CONNACK flag.
 	SessionPresent bool
+	// ConnackLatency is the time from sending CONNECT to reading CONNACK:
+	// what the broker took to admit the client, authentication included.
+	ConnackLatency time.Duration
 }
+
+// RefusedError is a CONNACK with a failure reason code; it matches
+// ErrConnectRefused.
+type RefusedError struct {
+	// Code is the CONNACK's return code (3.1.1) or reason code (5).
+	Code byte
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%s: reason code 0x%02x", ErrConnectRefused, e.Code)
+}
+
+// Is makes errors.Is(err, ErrConnectRefused) hold.
+func (e *RefusedError) Is(target error) bool { return target == ErrConnectRefused }
 
 // Dial connects to addr, sends CONNECT (with a clean start unless
 // opts.Persistent) and waits for a successful CONNACK.
@@ -129,6 +146,7 @@ func (c *Client) connect(ctx context.Context, opts ClientOptions) error {
 	if err := c.WritePacket(pk); err != nil {
 		return err
 	}
+	sent := time.Now()
 	if err := c.Flush(); err != nil {
 		return err
 	}
@@ -136,11 +154,12 @@ func (c *Client) connect(ctx context.Context, opts ClientOptions) error {
 	if err != nil {
 		return fmt.Errorf("reading connack: %w", err)
 	}
+	c.ConnackLatency = time.Since(sent)
 	if ack.FixedHeader.Type != packets.Connack {
 		return fmt.Errorf("%w: %s instead of connack", ErrUnexpectedPacket, packets.PacketNames[ack.FixedHeader.Type])
 	}
 	if ack.ReasonCode != 0 {
-		return fmt.Errorf("%w: reason code 0x%02x", ErrConnectRefused, ack.ReasonCode)
+		return &RefusedError{Code: ack.ReasonCode}
 	}
 	c.SessionPresent = ack.SessionPresent
 	if opts.Version == 5 && ack.Properties.ReceiveMaximum > 0 {

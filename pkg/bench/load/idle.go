@@ -27,6 +27,10 @@ type IdleConfig struct {
 	ClientPrefix string        `json:"client_prefix"`
 	Username     string        `json:"username,omitempty"`
 	Password     string        `json:"-"`
+	// CredentialsFile and Credentials give connection i its username and
+	// password, as in PubConfig.
+	CredentialsFile string      `json:"credentials_file,omitempty"`
+	Credentials     Credentials `json:"-"`
 	// ServerPID is the broker process whose RSS is read; without it only
 	// the connections are made.
 	ServerPID int `json:"server_pid,omitempty"`
@@ -50,6 +54,7 @@ func (c *IdleConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClientPrefix, "client-prefix", "bench-idle", "Client id of connection i is <prefix>-<i>.")
 	fs.StringVar(&c.Username, "username", "", "MQTT username (optional).")
 	fs.StringVar(&c.Password, "password", "", "MQTT password (optional).")
+	fs.StringVar(&c.CredentialsFile, "credentials-file", "", "File of username:password lines, one per connection: connection i connects with line i (blank lines and # comments skipped). Instead of -username and -password.")
 }
 
 // Validate names the bad field.
@@ -72,6 +77,9 @@ func (c *IdleConfig) Validate() error {
 	}
 	if c.Settle < 0 {
 		errs = append(errs, errors.New("settle: must not be negative"))
+	}
+	if c.CredentialsFile != "" && c.Username != "" {
+		errs = append(errs, errors.New("credentials-file: give it or -username, not both"))
 	}
 	return errors.Join(errs...)
 }
@@ -111,6 +119,10 @@ func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, err
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	creds, err := resolveCredentials(cfg.Credentials, cfg.CredentialsFile, cfg.Username, cfg.Password, cfg.Clients)
+	if err != nil {
+		return nil, err
+	}
 	res := &IdleResult{Config: cfg}
 	if cfg.ServerPID > 0 {
 		rss, err := measure.ReadRSS(cfg.ServerPID)
@@ -135,12 +147,13 @@ func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, err
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			user, pass := creds(i)
 			cl, err := Dial(ctx, cfg.Addr, ClientOptions{
 				ClientID:  fmt.Sprintf("%s-%06d", cfg.ClientPrefix, i),
 				Version:   byte(cfg.Version),
 				Keepalive: cfg.Keepalive,
-				Username:  cfg.Username,
-				Password:  cfg.Password,
+				Username:  user,
+				Password:  pass,
 			})
 			if err != nil {
 				connectErrors.Add(1)

@@ -33,8 +33,18 @@ type PubConfig struct {
 	ClientPrefix string        `json:"client_prefix"`
 	Keepalive    time.Duration `json:"keepalive_ns"`
 	Concurrency  int           `json:"connect_concurrency"`
-	Username     string        `json:"username,omitempty"`
-	Password     string        `json:"-"`
+	// Topic, when set, is the topic of publisher i instead of
+	// <TopicPrefix>/<i>: %u stands for its username, %i for i.
+	Topic    string `json:"topic,omitempty"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"-"`
+	// CredentialsFile, when set, gives publisher i the username and
+	// password of its line i (ReadCredentialsFile) instead of Username and
+	// Password.
+	CredentialsFile string `json:"credentials_file,omitempty"`
+	// Credentials, when set, gives publisher i its username and password;
+	// it overrides CredentialsFile, Username and Password.
+	Credentials Credentials `json:"-"`
 	// ServerPID, when set, is sampled for CPU time and RSS.
 	ServerPID int `json:"server_pid,omitempty"`
 }
@@ -60,11 +70,13 @@ func (c *PubConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.Rate, "rate", 0, "Open loop: total publishes per second over all publishers, on a fixed schedule; latency is measured from the scheduled time (no coordinated omission). 0 runs closed loop.")
 	fs.IntVar(&c.Messages, "messages", 0, "Send exactly this many publishes per publisher, then stop (duration becomes a limit, warmup is ignored).")
 	fs.StringVar(&c.TopicPrefix, "topic-prefix", "bench", "Topic of publisher i is <prefix>/<i>.")
+	fs.StringVar(&c.Topic, "topic", "", "Topic of publisher i, instead of <topic-prefix>/<i>: %u stands for its username, %i for i (e.g. devices/%u/telemetry, for rules that let each identity publish below its own name).")
 	fs.StringVar(&c.ClientPrefix, "client-prefix", "bench-pub", "Client id of publisher i is <prefix>-<i>.")
 	fs.DurationVar(&c.Keepalive, "keepalive", 60*time.Second, "Keep-alive announced in CONNECT.")
 	fs.IntVar(&c.Concurrency, "connect-concurrency", 64, "Connections opened at once while setting up.")
 	fs.StringVar(&c.Username, "username", "", "MQTT username (optional).")
 	fs.StringVar(&c.Password, "password", "", "MQTT password (optional).")
+	fs.StringVar(&c.CredentialsFile, "credentials-file", "", "File of username:password lines, one per publisher: publisher i connects with line i (blank lines and # comments skipped). Instead of -username and -password.")
 }
 
 // Validate names the bad field.
@@ -102,6 +114,9 @@ func (c *PubConfig) Validate() error {
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, errors.New("connect-concurrency: must be at least 1"))
+	}
+	if c.CredentialsFile != "" && c.Username != "" {
+		errs = append(errs, errors.New("credentials-file: give it or -username, not both"))
 	}
 	return errors.Join(errs...)
 }
@@ -209,6 +224,7 @@ type pubExt struct {
 type pubRun struct {
 	ext     *pubExt // nil for the plain publish workload
 	cfg     PubConfig
+	creds   Credentials
 	payload []byte
 	t0      time.Time
 	mStart  int64 // measured window, ns since t0
@@ -248,7 +264,11 @@ func runPublish(ctx context.Context, cfg PubConfig, hooks Hooks, ext *pubExt) (*
 	if cfg.Messages > 0 {
 		cfg.Warmup = 0
 	}
-	r := &pubRun{cfg: cfg, ext: ext, payload: makePayload(cfg.PayloadSize)}
+	creds, err := resolveCredentials(cfg.Credentials, cfg.CredentialsFile, cfg.Username, cfg.Password, cfg.Publishers)
+	if err != nil {
+		return nil, nil, err
+	}
+	r := &pubRun{cfg: cfg, ext: ext, creds: creds, payload: makePayload(cfg.PayloadSize)}
 	pubs := make([]*publisher, cfg.Publishers)
 	for i := range pubs {
 		p, err := newPublisher(r, i)

@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,7 +42,14 @@ type publisher struct {
 func newPublisher(r *pubRun, idx int) (*publisher, error) {
 	cfg := r.cfg
 	id := fmt.Sprintf("%s-%05d", cfg.ClientPrefix, idx)
+	user, pass := r.creds(idx)
 	topic := fmt.Sprintf("%s/%d", strings.TrimSuffix(cfg.TopicPrefix, "/"), idx)
+	if cfg.Topic != "" {
+		if user == "" && strings.Contains(cfg.Topic, "%u") {
+			return nil, fmt.Errorf("topic %q: publisher %d has no username for %%u", cfg.Topic, idx)
+		}
+		topic = strings.NewReplacer("%u", user, "%i", strconv.Itoa(idx)).Replace(cfg.Topic)
+	}
 	if r.ext != nil && r.ext.topic != nil {
 		topic = r.ext.topic(idx)
 	}
@@ -56,8 +64,8 @@ func newPublisher(r *pubRun, idx int) (*publisher, error) {
 			ClientID:  id,
 			Version:   byte(cfg.Version),
 			Keepalive: cfg.Keepalive,
-			Username:  cfg.Username,
-			Password:  cfg.Password,
+			Username:  user,
+			Password:  pass,
 		},
 		tmpl: tmpl,
 		hist: measure.NewHistogram(),

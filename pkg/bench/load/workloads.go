@@ -13,4 +13,8 @@ const (
 	// WorkloadFanout is one publisher → many subscribers of one topic,
 	// timed end to end like pairs.
 	WorkloadFanout = "fanout"
+	// WorkloadConnect is devices that reconnect, one CONNECT → CONNACK →
+	// DISCONNECT each per pass: connects/s and CONNACK latency
+	// (connect.go).
+	WorkloadConnect = "connect"
 )

@@ -38,6 +38,10 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 		fmt.Fprintf(w, "workload: %s; %d round(s) per target\n", describePub(cfg.Pub), cfg.Rounds)
 	case load.WorkloadPairs, load.WorkloadFanout:
 		fmt.Fprintf(w, "workload: %s; %d round(s) per target\n", describePubSub(cfg.PubSub), cfg.Rounds)
+	case load.WorkloadConnect:
+		c := cfg.Connect
+		fmt.Fprintf(w, "workload: %d devices per target, %d at a time, CONNECT → CONNACK → DISCONNECT, MQTT %s, %d warm-up and %d measured pass(es); %d round(s) per target\n",
+			c.Clients, c.Concurrency, versionName(c.Version), c.WarmupPasses, c.Passes, cfg.Rounds)
 	case load.WorkloadIdle:
 		c := cfg.Idle
 		par := ""
@@ -175,6 +179,53 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 		row("server cpu/delivery", server(func(u *measure.ProcessUsage) float64 { return float64(u.CPUPerMessage) }), durf)
 		row("server rss", server(func(u *measure.ProcessUsage) float64 { return float64(u.RSS) }), measure.FormatBytes)
 		row("bench cpu %", ps(func(r *load.PubSubResult) float64 { return r.Bench.CPUPercent }), pct)
+	case load.WorkloadConnect:
+		cn := func(f func(*load.ConnectResult) (float64, bool)) func(*compare.TargetResult) (float64, bool) {
+			return func(t *compare.TargetResult) (float64, bool) {
+				if t.Connect == nil {
+					return 0, false
+				}
+				return f(t.Connect)
+			}
+		}
+		durf := func(v float64) string { return measure.FormatDuration(time.Duration(v)) }
+		pct := func(v float64) string { return fmt.Sprintf("%.0f%%", v) }
+		row("connects/s", cn(func(r *load.ConnectResult) (float64, bool) { return r.ConnectsPerSec, true }), measure.FormatRate)
+		textRow("  per round", func(t *compare.TargetResult) string { return perRound(t, measure.FormatRate) })
+		textRow("  warm-up passes", func(t *compare.TargetResult) string {
+			if t.Connect == nil {
+				return "-"
+			}
+			var s []string
+			for _, p := range t.Connect.Passes {
+				if p.Warmup {
+					s = append(s, measure.FormatRate(p.ConnectsPerSec))
+				}
+			}
+			if len(s) == 0 {
+				return "-"
+			}
+			return strings.Join(s, " ")
+		})
+		row("connack p50", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Connack.P50), r.Connack.Count > 0 }), durf)
+		row("connack p99", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Connack.P99), r.Connack.Count > 0 }), durf)
+		row("connack max", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Connack.Max), r.Connack.Count > 0 }), durf)
+		row("connected", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Connected), true }), measure.FormatCount)
+		row("refused", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Refused), true }), measure.FormatCount)
+		row("errors", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Errors), true }), measure.FormatCount)
+		row("server cpu %", cn(func(r *load.ConnectResult) (float64, bool) {
+			if r.Server == nil {
+				return 0, false
+			}
+			return r.Server.CPUPercent, true
+		}), pct)
+		row("server cpu/connect", cn(func(r *load.ConnectResult) (float64, bool) {
+			if r.Server == nil {
+				return 0, false
+			}
+			return float64(r.Server.CPUPerMessage), true
+		}), durf)
+		row("bench cpu %", cn(func(r *load.ConnectResult) (float64, bool) { return r.Bench.CPUPercent, true }), pct)
 	case load.WorkloadIdle:
 		idle := func(f func(*load.IdleResult) (float64, bool)) func(*compare.TargetResult) (float64, bool) {
 			return func(t *compare.TargetResult) (float64, bool) {
@@ -211,8 +262,11 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 		if t.ProfileError != "" {
 			fmt.Fprintf(w, "cpu profile of %s failed: %s\n", t.Target.Name, t.ProfileError)
 		}
+		if t.Connect != nil && t.Connect.FirstError != "" {
+			fmt.Fprintf(w, "first failure of %s: %s%s\n", t.Target.Name, t.Connect.FirstError, formatCodes(t.Connect.RefusedCodes))
+		}
 	}
-	if (cfg.Workload == load.WorkloadPub && cfg.Pub.QoS > 0) || cfg.Workload == load.WorkloadPairs || cfg.Workload == load.WorkloadFanout {
+	if (cfg.Workload == load.WorkloadPub && cfg.Pub.QoS > 0) || cfg.Workload == load.WorkloadPairs || cfg.Workload == load.WorkloadFanout || cfg.Workload == load.WorkloadConnect {
 		fmt.Fprintf(w, "ratios: target/%s; above 1 is more throughput, but also more latency, cpu and memory\n", base.Target.Name)
 	} else {
 		fmt.Fprintf(w, "ratios: target/%s\n", base.Target.Name)

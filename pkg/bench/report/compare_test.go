@@ -25,6 +25,8 @@ func comparison(workload string, r func(name string) *compare.TargetResult) *com
 			res.Config.Idle = tr.Idle.Config
 		case tr.PubSub != nil:
 			res.Config.PubSub = tr.PubSub.Config
+		case tr.Connect != nil:
+			res.Config.Connect = tr.Connect.Config
 		}
 		tr.Target = compare.Target{Name: name, Addr: "127.0.0.1:1883"}
 		res.Config.Targets = append(res.Config.Targets, tr.Target)
@@ -62,6 +64,16 @@ func TestWriteCompareShowsEveryTargetAndItsRatioToTheBaseline(t *testing.T) {
 			return &compare.TargetResult{PubSub: &load.PubSubResult{Config: load.PubSubConfig{Workload: load.WorkloadFanout, Subscribers: 50}, DeliveredPerSec: 500,
 				Publish: &load.PubResult{}}, PerRound: []float64{500}}
 		}, []string{"1 publisher → 50 subscribers", "delivered/s", "one/two"}},
+		{"a connect comparison shows connects/s, the warm-up passes and the refusals", load.WorkloadConnect, func(name string) *compare.TargetResult {
+			r := &load.ConnectResult{Config: load.ConnectConfig{Clients: 100, Concurrency: 8, WarmupPasses: 1, Passes: 1},
+				ConnectsPerSec: 2000, Connack: latency, Connected: 100, Server: server,
+				Passes: []load.ConnectPass{{Warmup: true, ConnectsPerSec: 31}, {ConnectsPerSec: 2000}}}
+			if name == "one" {
+				r.Refused, r.RefusedCodes, r.FirstError = 3, map[string]int64{"0x05": 3}, "connect refused: reason code 0x05"
+			}
+			return &compare.TargetResult{Connect: r, PerRound: []float64{2000}}
+		}, []string{"100 devices per target, 8 at a time", "connects/s", "2,000", "warm-up passes", "31", "connack p99", "refused", "server cpu/connect", "one/two", "1.00x",
+			"first failure of one: connect refused: reason code 0x05 (0x05×3)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer

@@ -3,6 +3,8 @@ package report
 import (
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -128,4 +130,70 @@ func WriteWakeup(w io.Writer, res load.WakeupResult) error {
 		fmt.Fprintf(tw, "cpu per round trip, woken / back to back\t\t\t%.1fx\t\n", float64(res.Rows[1].CPU)/float64(res.Rows[0].CPU))
 	}
 	return tw.Flush()
+}
+
+// WriteConnect prints a connect result for people: the measured passes
+// together, then every pass.
+func WriteConnect(w io.Writer, r *load.ConnectResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	c := r.Config
+	fmt.Fprintf(tw, "target\t%s\n", c.Addr)
+	fmt.Fprintf(tw, "workload\t%s\n", describeConnect(c))
+	fmt.Fprintf(tw, "connects/s\t%s\t(%d connected in %v, measured passes)\n", measure.FormatRate(r.ConnectsPerSec), r.Connected, r.Measured.Round(time.Millisecond))
+	l := r.Connack
+	fmt.Fprintf(tw, "connack latency\tp50 %s\tp90 %s\tp99 %s\tp99.9 %s\tmax %s\n",
+		measure.FormatDuration(l.P50), measure.FormatDuration(l.P90), measure.FormatDuration(l.P99), measure.FormatDuration(l.P999), measure.FormatDuration(l.Max))
+	fmt.Fprintf(tw, "failures\t%d\trefused %d%s, errors %d\n", r.Failures(), r.Refused, formatCodes(r.RefusedCodes), r.Errors)
+	if r.FirstError != "" {
+		fmt.Fprintf(tw, "first failure\t%s\n", r.FirstError)
+	}
+	if r.Server != nil {
+		fmt.Fprintf(tw, "server\tcpu %.0f%%\t%s cpu/connect\n", r.Server.CPUPercent, measure.FormatDuration(r.Server.CPUPerMessage))
+	}
+	fmt.Fprintf(tw, "bench\tcpu %.0f%%\t%s cpu/connect\n", r.Bench.CPUPercent, measure.FormatDuration(r.Bench.CPUPerMessage))
+	for i, p := range r.Passes {
+		kind := "measured"
+		if p.Warmup {
+			kind = "warm-up"
+		}
+		server := ""
+		if p.Server != nil {
+			server = fmt.Sprintf(", server %s cpu/connect", measure.FormatDuration(p.Server.CPUPerMessage))
+		}
+		fmt.Fprintf(tw, "pass %d (%s)\t%s/s\t%d connected in %v, connack p50 %s p99 %s, refused %d, errors %d%s\n", i+1, kind,
+			measure.FormatRate(p.ConnectsPerSec), p.Connected, p.Wall.Round(time.Millisecond),
+			measure.FormatDuration(p.Connack.P50), measure.FormatDuration(p.Connack.P99), p.Refused, p.Errors, server)
+	}
+	return tw.Flush()
+}
+
+func describeConnect(c load.ConnectConfig) string {
+	creds := "anonymous"
+	switch {
+	case c.CredentialsFile != "":
+		creds = "credentials of " + c.CredentialsFile
+	case c.Credentials != nil:
+		creds = "credentials per device"
+	case c.Username != "":
+		creds = "one username for all"
+	}
+	return fmt.Sprintf("%d devices, %d at a time, CONNECT → CONNACK → DISCONNECT, MQTT %s, %s; %d warm-up and %d measured pass(es)",
+		c.Clients, c.Concurrency, versionName(c.Version), creds, c.WarmupPasses, c.Passes)
+}
+
+// formatCodes prints refusal counts by reason code, in code order.
+func formatCodes(codes map[string]int64) string {
+	if len(codes) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(codes))
+	for k := range codes {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s×%d", k, codes[k]))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }

@@ -39,7 +39,7 @@ func (b *Mosquitto) Require(t TB) string {
 // it; it returns the exit code for os.Exit. A package's TestMain is
 // os.Exit(benchtest.RunWithMosquitto(m, &broker)).
 func RunWithMosquitto(m interface{ Run() int }, b *Mosquitto) int {
-	if err := b.start(); err != nil {
+	if err := b.start(""); err != nil {
 		fmt.Fprintln(os.Stderr, "bench tests:", err)
 		return 1
 	}
@@ -50,9 +50,66 @@ func RunWithMosquitto(m interface{ Run() int }, b *Mosquitto) int {
 	return code
 }
 
+// StartWithPasswords starts a mosquitto of its own that admits only the
+// users of plainFile, a file of username:password lines: a copy of it is
+// hashed by mosquitto_passwd -U (PBKDF2-SHA512) into the broker's
+// password_file. Stop stops it. A missing mosquitto or mosquitto_passwd is
+// not an error: Missing says so.
+func StartWithPasswords(plainFile string) (*Mosquitto, error) {
+	b := &Mosquitto{}
+	passwd, err := exec.LookPath("mosquitto_passwd")
+	if err != nil {
+		b.Missing = "mosquitto_passwd not installed (apt-get install -y mosquitto)"
+		return b, nil
+	}
+	plain, err := os.ReadFile(plainFile)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp("", "bench-mosquitto-passwd-")
+	if err != nil {
+		return nil, err
+	}
+	hashed := f.Name()
+	_, err = f.Write(plain)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command(passwd, "-U", hashed).CombinedOutput(); err != nil {
+		_ = os.Remove(hashed)
+		return nil, fmt.Errorf("mosquitto_passwd -U: %w: %s", err, out)
+	}
+	// Started as root, mosquitto reads the file after switching to its own
+	// user.
+	if err := os.Chmod(hashed, 0o644); err != nil {
+		_ = os.Remove(hashed)
+		return nil, err
+	}
+	if err := b.start("allow_anonymous false\npassword_file " + hashed + "\n"); err != nil {
+		_ = os.Remove(hashed)
+		return nil, err
+	}
+	if stop := b.stop; stop != nil {
+		b.stop = func() { stop(); _ = os.Remove(hashed) }
+	}
+	return b, nil
+}
+
+// Stop stops a broker of StartWithPasswords.
+func (b *Mosquitto) Stop() {
+	if b.stop != nil {
+		b.stop()
+		b.stop = nil
+	}
+}
+
 // start starts mosquitto from PATH (or /usr/sbin) with persistence off on a
-// free loopback port. A missing binary is not an error: Missing says so.
-func (b *Mosquitto) start() error {
+// free loopback port; auth is its access configuration (empty: anonymous
+// clients allowed). A missing binary is not an error: Missing says so.
+func (b *Mosquitto) start(auth string) error {
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/mosquitto"); serr != nil {
@@ -60,6 +117,9 @@ func (b *Mosquitto) start() error {
 			return nil
 		}
 		bin = "/usr/sbin/mosquitto"
+	}
+	if auth == "" {
+		auth = "allow_anonymous true\n"
 	}
 	dir, err := os.MkdirTemp("", "bench-mosquitto-")
 	if err != nil {
@@ -74,14 +134,13 @@ func (b *Mosquitto) start() error {
 	_ = l.Close()
 	conf := filepath.Join(dir, "mosquitto.conf")
 	err = os.WriteFile(conf, fmt.Appendf(nil, `listener %d 127.0.0.1
-allow_anonymous true
-persistence false
+%spersistence false
 max_inflight_messages 256
 max_queued_messages 100000
 set_tcp_nodelay true
 log_dest stderr
 log_type error
-`, port), 0o644)
+`, port, auth), 0o644)
 	if err != nil {
 		return err
 	}

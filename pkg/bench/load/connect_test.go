@@ -1,0 +1,175 @@
+package load
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/internal/benchtest"
+)
+
+func testConnectConfig(addr string) ConnectConfig {
+	var cfg ConnectConfig
+	cfg.RegisterFlags(benchtest.NewFlagSet())
+	cfg.Addr = addr
+	cfg.Clients = 50
+	cfg.Concurrency = 8
+	return cfg
+}
+
+// passwordBroker starts a mosquitto that admits only the users of a
+// credentials file of n users (user-<i>:pw-<i>), and returns it with the
+// file.
+func passwordBroker(t *testing.T, n int) (*benchtest.Mosquitto, string) {
+	t.Helper()
+	var lines []string
+	for i := range n {
+		lines = append(lines, fmt.Sprintf("user-%d:pw-%d", i, i))
+	}
+	file := writeCreds(t, lines...)
+	b, err := benchtest.StartWithPasswords(file)
+	require.NoError(t, err)
+	t.Cleanup(b.Stop)
+	b.Require(t)
+	return b, file
+}
+
+func TestEveryDeviceConnectsOncePerPass(t *testing.T) {
+	addr := broker.Require(t)
+	for _, version := range []int{4, 5} {
+		t.Run(fmt.Sprintf("mqtt level %d", version), func(t *testing.T) {
+			cfg := testConnectConfig(addr)
+			cfg.Version, cfg.WarmupPasses, cfg.Passes = version, 1, 2
+			cfg.ServerPID = broker.PID
+			cfg.ClientPrefix = fmt.Sprintf("connect-v%d", version)
+			var lines []string
+			res, err := RunConnect(context.Background(), cfg, Hooks{Progress: func(s string) { lines = append(lines, s) }})
+			require.NoError(t, err)
+
+			require.Len(t, res.Passes, 3)
+			require.Len(t, lines, 3, "a progress line per pass")
+			for i, p := range res.Passes {
+				require.Equal(t, i == 0, p.Warmup, "pass %d", i)
+				require.EqualValues(t, cfg.Clients, p.Connected, "pass %d", i)
+				require.EqualValues(t, cfg.Clients, p.Connack.Count)
+				require.Positive(t, p.ConnectsPerSec)
+				require.NotNil(t, p.Server)
+			}
+			require.EqualValues(t, 2*cfg.Clients, res.Connected, "the warm-up pass is not counted")
+			require.EqualValues(t, 2*cfg.Clients, res.Histogram().Count())
+			require.Zero(t, res.Failures())
+			require.Empty(t, res.FirstError)
+			require.Equal(t, res.Passes[1].Wall+res.Passes[2].Wall, res.Measured)
+			require.InDelta(t, float64(res.Connected)/res.Measured.Seconds(), res.ConnectsPerSec, 1e-6)
+			require.Positive(t, res.Connack.P50)
+			require.LessOrEqual(t, res.Connack.P50, res.Connack.P99)
+			// Read from /proc in clock ticks (10 ms): 100 connects to
+			// mosquitto may take less than one.
+			require.NotNil(t, res.Server, "server cpu read from /proc")
+		})
+	}
+}
+
+func TestDevicesConnectWithTheirOwnPasswordsAndRefusalsAreCounted(t *testing.T) {
+	b, file := passwordBroker(t, 30)
+	cfg := testConnectConfig(b.Addr)
+	cfg.Clients = 30
+	cfg.CredentialsFile = file
+	res, err := RunConnect(context.Background(), cfg, Hooks{})
+	require.NoError(t, err)
+	require.EqualValues(t, 30, res.Connected)
+	require.Zero(t, res.Failures())
+
+	// Every third device has a wrong password.
+	var lines []string
+	for i := range 30 {
+		pw := fmt.Sprintf("pw-%d", i)
+		if i%3 == 0 {
+			pw = "wrong"
+		}
+		lines = append(lines, fmt.Sprintf("user-%d:%s", i, pw))
+	}
+	cfg.CredentialsFile = writeCreds(t, lines...)
+	res, err = RunConnect(context.Background(), cfg, Hooks{})
+	require.NoError(t, err)
+	require.EqualValues(t, 20, res.Connected)
+	require.EqualValues(t, 10, res.Refused)
+	require.Zero(t, res.Errors)
+	require.Equal(t, map[string]int64{"0x05": 10}, res.RefusedCodes, "3.1.1: not authorized")
+	require.Contains(t, res.FirstError, "connect refused")
+	require.NotContains(t, res.FirstError, "wrong", "no password in an error")
+
+	cfg.CredentialsFile = ""
+	_, err = RunConnect(context.Background(), cfg, Hooks{})
+	require.ErrorIs(t, err, ErrConnectRefused, "anonymous devices are refused by this broker")
+	require.ErrorContains(t, err, "no client could connect")
+}
+
+func TestConnectConfigValidateNamesEveryBadField(t *testing.T) {
+	cfg := ConnectConfig{Version: 3, WarmupPasses: -1, CredentialsFile: "x", Username: "u"}
+	err := cfg.Validate()
+	for _, field := range []string{"addr", "clients", "connect-concurrency", "passes", "warmup-passes", "mqtt-version", "connect-timeout", "credentials-file"} {
+		require.ErrorContains(t, err, field+":")
+	}
+}
+
+// TestPublishersConnectWithTheirLineAndPublishBelowTheirName runs the
+// publish workload against a broker that admits only the users of the
+// file: every publisher connects as its user and publishes to its topic.
+func TestPublishersConnectWithTheirLineAndPublishBelowTheirName(t *testing.T) {
+	b, file := passwordBroker(t, 4)
+	sub, err := Dial(context.Background(), b.Addr, ClientOptions{ClientID: "watcher", Version: 4, Keepalive: time.Minute, Username: "user-3", Password: "pw-3"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Close() })
+	require.NoError(t, sub.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+		PacketID:    1,
+		Filters:     packets.Subscriptions{{Filter: "devices/+/telemetry", Qos: 0}},
+	}))
+	require.NoError(t, sub.Flush())
+	require.NoError(t, sub.SetReadDeadline(time.Now().Add(5*time.Second)))
+	pk, err := sub.ReadPacket()
+	require.NoError(t, err)
+	require.Equal(t, packets.Suback, pk.FixedHeader.Type)
+
+	cfg := testPubConfig(b.Addr)
+	cfg.Publishers, cfg.Messages = 3, 20
+	cfg.CredentialsFile, cfg.Topic = file, "devices/%u/telemetry"
+	res, err := RunPublish(context.Background(), cfg, Hooks{})
+	require.NoError(t, err)
+	require.Zero(t, res.Errors(), "%+v", res)
+	require.EqualValues(t, 60, res.Acked)
+
+	got := map[string]int{}
+	for n := 0; n < 60; {
+		pk, err := sub.ReadPacket()
+		require.NoError(t, err)
+		if pk.FixedHeader.Type == packets.Publish {
+			got[pk.TopicName]++
+			n++
+		}
+	}
+	require.Equal(t, map[string]int{"devices/user-0/telemetry": 20, "devices/user-1/telemetry": 20, "devices/user-2/telemetry": 20}, got)
+
+	cfg.CredentialsFile = ""
+	_, err = RunPublish(context.Background(), cfg, Hooks{})
+	require.ErrorContains(t, err, "publisher 0 has no username for %u")
+}
+
+func TestIdleConnectionsConnectWithTheirLine(t *testing.T) {
+	b, file := passwordBroker(t, 12)
+	cfg := testIdleConfig(b.Addr)
+	cfg.Clients, cfg.Settle, cfg.CredentialsFile = 12, 0, file
+	res, err := RunIdle(context.Background(), cfg, Hooks{})
+	require.NoError(t, err)
+	require.Equal(t, 12, res.Connected)
+	require.Equal(t, 12, res.Alive)
+
+	cfg.Clients = 13
+	_, err = RunIdle(context.Background(), cfg, Hooks{})
+	require.ErrorContains(t, err, "12 lines for 13 clients")
+}
