@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -72,11 +73,8 @@ func Read(br *bufio.Reader, version byte, scratch []byte) (packets.Packet, []byt
 	}
 	pk.FixedHeader.Remaining = n
 	pk.ProtocolVersion = version
-	if cap(scratch) < n {
-		scratch = make([]byte, n)
-	}
-	body := scratch[:n]
-	if _, err := io.ReadFull(br, body); err != nil {
+	body, scratch, err := readBody(br, n, scratch)
+	if err != nil {
 		return pk, scratch, fmt.Errorf("reading %s body: %w", name(pk.FixedHeader.Type), err)
 	}
 	switch pk.FixedHeader.Type {
@@ -110,6 +108,37 @@ func Read(br *bufio.Reader, version byte, scratch []byte) (packets.Packet, []byt
 		return pk, scratch, fmt.Errorf("decoding %s: %w", name(pk.FixedHeader.Type), err)
 	}
 	return pk, scratch, nil
+}
+
+// bodyChunk is how much of a body readBody allocates before its bytes
+// arrive.
+const bodyChunk = 64 << 10
+
+// readBody reads a body of n bytes into scratch, or into a buffer that grows
+// as the bytes arrive (doubling, from bodyChunk) when scratch is too small:
+// a remaining length is the peer's claim, up to 256 MB, and a peer that
+// claims it and then closes must not cost 256 MB.
+func readBody(br *bufio.Reader, n int, scratch []byte) (body, grown []byte, err error) {
+	if cap(scratch) >= n {
+		body = scratch[:n]
+		_, err = io.ReadFull(br, body)
+		return body, scratch, err
+	}
+	body = make([]byte, 0, min(n, max(bodyChunk, cap(scratch))))
+	for len(body) < n {
+		if len(body) == cap(body) {
+			body = slices.Grow(body, min(n, 2*cap(body))-len(body))
+		}
+		m, rerr := io.ReadFull(br, body[len(body):min(n, cap(body))])
+		body = body[:len(body)+m]
+		if rerr == io.EOF && len(body) > 0 {
+			rerr = io.ErrUnexpectedEOF // as io.ReadFull of the whole body says
+		}
+		if rerr != nil {
+			return body, body[:0], rerr
+		}
+	}
+	return body, body, nil
 }
 
 func name(t byte) string {

@@ -68,3 +68,18 @@ func TestTruncatedAndUnknownPacketsAreErrors(t *testing.T) {
 	assert.Error(t, err)
 	assert.ErrorIs(t, Encode(&bytes.Buffer{}, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Auth}}), ErrUnsupported)
 }
+
+func TestABodyLargerThanScratchIsReadAsItArrives(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 3*bodyChunk/16+1) // several growth steps
+	var buf bytes.Buffer
+	require.NoError(t, Encode(&buf, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "t", Payload: payload, ProtocolVersion: 5}))
+	pk, scratch, err := Read(bufio.NewReader(&buf), 5, make([]byte, 16))
+	require.NoError(t, err)
+	assert.Equal(t, payload, pk.Payload)
+	assert.GreaterOrEqual(t, cap(scratch), len(payload), "the grown buffer is returned for the next packet")
+
+	// A remaining length of 256 MB with no body is an unexpected EOF, and
+	// costs only what arrived (FuzzRead checks the allocation).
+	_, _, err = Read(bufio.NewReader(bytes.NewReader([]byte{0x30, 0xff, 0xff, 0xff, 0x7f, 0x00})), 5, nil)
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+}
