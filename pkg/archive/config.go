@@ -34,6 +34,13 @@ type Config struct {
 	ReceiptCollection      string `yaml:"receipt_collection"`
 	SessionEventCollection string `yaml:"session_event_collection"`
 	SubscriptionCollection string `yaml:"subscription_collection"`
+	// DeadLetterCollection holds the records and documents that can never
+	// be archived (refused by MongoDB, undecodable); empty is
+	// "<collection>_dead_letter".
+	DeadLetterCollection string `yaml:"dead_letter_collection"`
+	// DeadLetterValueBytes caps the bytes of a record's value (and of a
+	// refused document) a dead letter keeps.
+	DeadLetterValueBytes config.ByteSize `yaml:"dead_letter_value_bytes"`
 
 	// Retention is how long a message document is kept after created
 	// (a TTL index, or the sweeper); 0 keeps them forever.
@@ -69,6 +76,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ReceiptCollection, "archive.receipt-collection", "publishedMessage", "Collection of delivery receipts: one document per QoS 1 or 2 delivery a subscriber completed.")
 	fs.StringVar(&c.SessionEventCollection, "archive.session-event-collection", "session_event", "Collection of session events (connect, disconnect, subscribe, unsubscribe).")
 	fs.StringVar(&c.SubscriptionCollection, "archive.subscription-collection", "subscription", "Collection of current subscriptions: one document per client id and filter.")
+	fs.StringVar(&c.DeadLetterCollection, "archive.dead-letter-collection", "", "Collection of the records and documents that can never be archived (MongoDB refused the document for good, or the record does not decode), with their Kafka coordinates and the error; empty is <archive.collection>_dead_letter.")
+	c.DeadLetterValueBytes = 1 << 20
+	fs.Var(&c.DeadLetterValueBytes, "archive.dead-letter-value-bytes", "Most bytes of a refused document, or of the record's value when the document is larger, that a dead letter keeps; KiB/MiB suffixes.")
 	fs.DurationVar(&c.Retention, "archive.retention", 30*24*time.Hour, "How long a message document is kept after its created time (TTL index, changed in place when this changes); 0 keeps them forever.")
 	fs.DurationVar(&c.ReceiptRetention, "archive.receipt-retention", 7*24*time.Hour, "How long a delivery receipt is kept; 0 keeps them forever.")
 	fs.DurationVar(&c.SessionEventRetention, "archive.session-event-retention", 30*24*time.Hour, "How long a session event is kept; 0 keeps them forever.")
@@ -84,6 +94,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RetryMaxBackoff, "archive.retry-max-backoff", 10*time.Second, "Longest wait between attempts to write a failed batch.")
 	fs.StringVar(&c.Group, "archive.group", "fleetgate-archiver", "Kafka consumer group of the archivers.")
 	fs.StringVar(&c.StartAt, "archive.start-at", "start", "Where a partition without a committed offset (new group, added partition, expired offsets) starts: start (archive every record Kafka still holds) or an RFC 3339 time (skip the records before it).")
+}
+
+// DeadLetterCollectionName is the collection of dead letters:
+// archive.dead-letter-collection, else "<archive.collection>_dead_letter".
+func (c *Config) DeadLetterCollectionName() string {
+	if c.DeadLetterCollection != "" {
+		return c.DeadLetterCollection
+	}
+	return c.Collection + "_dead_letter"
 }
 
 // Enabled reports whether an archive is configured.
@@ -110,6 +129,7 @@ func (c *Config) Validate() error {
 		"session-event-collection": c.SessionEventCollection, "subscription-collection": c.SubscriptionCollection} {
 		check(name != "", field, "must not be empty")
 	}
+	check(c.DeadLetterValueBytes >= 1, "dead-letter-value-bytes", "%d must be positive", c.DeadLetterValueBytes)
 	check(c.Retention >= 0, "retention", "%s must not be negative", c.Retention)
 	check(c.ReceiptRetention >= 0, "receipt-retention", "%s must not be negative", c.ReceiptRetention)
 	check(c.SessionEventRetention >= 0, "session-event-retention", "%s must not be negative", c.SessionEventRetention)

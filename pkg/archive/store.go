@@ -20,10 +20,11 @@ const TTLIndexName = "created_ttl"
 
 // MongoDB error codes the store handles.
 const (
-	codeDuplicateKey      = 11000
-	codeNotImplemented    = 238
-	codeIndexNotFound     = 27
-	codeNamespaceNotFound = 26
+	codeDuplicateKey       = 11000
+	codeBSONObjectTooLarge = 10334
+	codeNotImplemented     = 238
+	codeIndexNotFound      = 27
+	codeNamespaceNotFound  = 26
 )
 
 // Store writes the archive to MongoDB.
@@ -270,13 +271,48 @@ func (s *Store) InsertSessionEvents(ctx context.Context, docs []bson.D) (written
 }
 
 // insert writes docs with an unordered bulk insert. A duplicate key is a
-// document written before (a redelivered record), so it counts as success;
-// any other error fails the whole call, and the caller writes every
-// document again.
+// document written before (a redelivered record), so it counts as success.
+// Documents MongoDB refuses for a reason writing them again cannot fix are
+// returned in a *RejectedError, after every other document was written; any
+// other error (transient: see Permanent) fails the whole call, and the
+// caller writes every document again.
 func (s *Store) insert(ctx context.Context, coll string, docs []bson.D) (written, duplicates int, err error) {
 	if len(docs) == 0 {
 		return 0, 0, nil
 	}
+	written, duplicates, rejected, err := s.insertMany(ctx, coll, docs)
+	if err != nil && !tooLarge(err) {
+		return 0, 0, err
+	}
+	if err != nil {
+		// The whole command failed for one document it could not carry
+		// (too large for a message), and nothing was written: write them
+		// one by one to find which.
+		written, duplicates, rejected = 0, 0, nil
+		for i := range docs {
+			w, d, r, err := s.insertMany(ctx, coll, docs[i:i+1])
+			switch {
+			case err != nil && tooLarge(err):
+				rejected = append(rejected, Rejected{Index: i, Reason: ReasonTooLarge, Err: err})
+			case err != nil:
+				return 0, 0, err
+			case len(r) > 0:
+				r[0].Index = i
+				rejected = append(rejected, r[0])
+			}
+			written, duplicates = written+w, duplicates+d
+		}
+	}
+	if len(rejected) > 0 {
+		return written, duplicates, &RejectedError{Collection: coll, Documents: len(docs), Rejected: rejected}
+	}
+	return written, duplicates, nil
+}
+
+// insertMany is one unordered insert of docs. Write errors that are
+// permanent come back as rejected; an error is a failure of the command
+// (a transient one, or tooLarge).
+func (s *Store) insertMany(ctx context.Context, coll string, docs []bson.D) (written, duplicates int, rejected []Rejected, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
 	anys := make([]any, len(docs))
@@ -285,24 +321,44 @@ func (s *Store) insert(ctx context.Context, coll string, docs []bson.D) (written
 	}
 	_, err = s.db.Collection(coll).InsertMany(ctx, anys, options.InsertMany().SetOrdered(false))
 	if err == nil {
-		return len(docs), 0, nil
+		return len(docs), 0, nil, nil
 	}
 	var bwe mongo.BulkWriteException
 	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	for _, we := range bwe.WriteErrors {
-		if we.Code != codeDuplicateKey {
-			return 0, 0, fmt.Errorf("document %d of %d: %w", we.Index, len(docs), err)
+		switch {
+		case we.Code == codeDuplicateKey:
+			duplicates++
+		case permanentWriteError(bwe, we.WriteError):
+			reason := ReasonRejected
+			if we.Code == codeBSONObjectTooLarge {
+				reason = ReasonTooLarge
+			}
+			rejected = append(rejected, Rejected{Index: we.Index, Reason: reason,
+				Err: fmt.Errorf("document %d of %d: code %d: %s", we.Index, len(docs), we.Code, we.Message)})
+		default:
+			return 0, 0, nil, fmt.Errorf("document %d of %d: %w", we.Index, len(docs), err)
 		}
 	}
-	return len(docs) - len(bwe.WriteErrors), len(bwe.WriteErrors), nil
+	return len(docs) - len(bwe.WriteErrors), duplicates, rejected, nil
+}
+
+// InsertDeadLetters inserts dead-letter documents into the dead-letter
+// collection (Config.DeadLetterCollectionName), like the other inserts: a
+// duplicate counts as written, a refused document comes back in a
+// *RejectedError.
+func (s *Store) InsertDeadLetters(ctx context.Context, docs []bson.D) (written, duplicates int, err error) {
+	return s.insert(ctx, s.cfg.DeadLetterCollectionName(), docs)
 }
 
 // ApplySubscriptions makes the subscription collection hold ops: an upsert
 // of the document of each subscription, a delete of each removed one. ops
 // must hold at most one change per client id and filter (an unordered bulk
 // write keeps no order); applying them twice gives the same collection.
+// Changes MongoDB refuses for good come back in a *RejectedError (Index is
+// the position in ops) after the others were applied.
 func (s *Store) ApplySubscriptions(ctx context.Context, ops []SubscriptionOp) error {
 	if len(ops) == 0 {
 		return nil
@@ -319,7 +375,19 @@ func (s *Store) ApplySubscriptions(ctx context.Context, ops []SubscriptionOp) er
 		models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(subscriptionDocument(op)).SetUpsert(true))
 	}
 	_, err := s.db.Collection(s.cfg.SubscriptionCollection).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
-	return err
+	var bwe mongo.BulkWriteException
+	if err == nil || !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+		return err
+	}
+	var rejected []Rejected
+	for _, we := range bwe.WriteErrors {
+		if !permanentWriteError(bwe, we.WriteError) {
+			return err
+		}
+		rejected = append(rejected, Rejected{Index: we.Index, Reason: ReasonRejected,
+			Err: fmt.Errorf("change %d of %d: code %d: %s", we.Index, len(ops), we.Code, we.Message)})
+	}
+	return &RejectedError{Collection: s.cfg.SubscriptionCollection, Documents: len(ops), Rejected: rejected}
 }
 
 // RunSweeper deletes expired documents every archive.sweep-interval until

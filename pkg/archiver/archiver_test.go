@@ -290,7 +290,16 @@ func TestSessionEventsReceiptsAndSubscriptions(t *testing.T) {
 	assert.Equal(t, int32(1), r["qos"])
 
 	assert.Equal(t, float64(1), a.metric("fleetgate_archive_records_skipped_total", "source", "events", "reason", "unknown_kind"))
-	assert.Equal(t, float64(1), a.metric("fleetgate_archive_records_skipped_total", "source", "events", "reason", "undecodable"))
+	// A record that does not decode is set aside in the dead-letter
+	// collection, whole.
+	assert.Equal(t, float64(1), a.metric("fleetgate_archiver_dead_letters_total", "reason", "undecodable"))
+	dead := f.find("message_dead_letter", bson.D{})
+	require.Len(t, dead, 1)
+	assert.Equal(t, "events", dead[0]["source"])
+	assert.Equal(t, "undecodable", dead[0]["reason"])
+	assert.Equal(t, eventsTopic, subField(dead[0]["kafka"], "topic"))
+	assert.Equal(t, bson.Binary{Data: []byte("{not json")}, dead[0]["value"])
+	assert.Equal(t, "dev-1", dead[0]["key"])
 
 	require.Eventually(t, func() bool { return f.count("subscription", bson.D{}) == 3 }, 20*time.Second, 20*time.Millisecond)
 	subs := map[string]bson.M{}
@@ -429,6 +438,8 @@ func TestAMongoDBOutageStopsConsumingAndCatchesUpAfterwards(t *testing.T) {
 	a.waitCaughtUp(60 * time.Second)
 	f.waitCount("message", 600, 20*time.Second)
 	assert.ElementsMatch(t, append(append(before, during...), after...), f.ids("message"), "no record lost or doubled")
+	assert.Zero(t, f.count("message_dead_letter", bson.D{}), "an outage sets nothing aside")
+	assert.Zero(t, a.metric("fleetgate_archiver_dead_letters_total"))
 	require.Eventually(t, func() bool {
 		return assert.ObjectsAreEqual(f.nonEmpty(f.endOffsets(inbound)), f.committed(inbound))
 	}, 10*time.Second, 20*time.Millisecond, "every record is committed in the end")

@@ -34,10 +34,16 @@ type batch struct {
 	recs  []*kgo.Record
 	bytes int
 
-	messages      []bson.D
-	receipts      []bson.D
-	sessionEvents []bson.D
-	subs          []archive.SubscriptionOp
+	// The documents of each collection, and beside each the record it
+	// came from (for its dead letter).
+	messages, receipts, sessionEvents          []bson.D
+	messageRecs, receiptRecs, sessionEventRecs []*kgo.Record
+	subs                                       []archive.SubscriptionOp
+	subRecs                                    []*kgo.Record
+	// dead are the records set aside: undecodable ones from build, and
+	// those whose documents MongoDB refused for good, added as each
+	// collection's write completes.
+	dead []deadLetter
 	// subIndex is the position in subs of each subscription's change:
 	// only the last change of a subscription in the batch is written, as
 	// an unordered bulk write would not keep their order.
@@ -74,9 +80,10 @@ type skip struct {
 }
 
 // build converts the records into documents and subscription changes. An
-// inbound record always becomes a document; a record of the events topic or
-// the change log that cannot be decoded is returned as a skip (it never
-// will decode).
+// inbound record always becomes a document (one that does not follow the
+// contract too, marked invalid); a record of the events topic or the change
+// log that cannot be decoded never will: it becomes a dead letter. An event
+// of a kind this version does not know is returned as a skip.
 func (b *batch) build(t topics, payload string) []skip {
 	var skips []skip
 	for _, r := range b.recs {
@@ -86,18 +93,21 @@ func (b *batch) build(t topics, payload string) []skip {
 			// Every inbound record becomes a document, one that does not
 			// follow the contract too (marked invalid).
 			b.messages = append(b.messages, archive.MessageDocument(r, payload))
+			b.messageRecs = append(b.messageRecs, r)
 		case t.events:
 			b.counts[SourceEvents]++
 			e, err := events.Decode(r)
 			if err != nil {
-				skips = append(skips, skip{rec: r, source: SourceEvents, reason: ReasonUndecodable, err: err})
+				b.dead = append(b.dead, deadLetter{rec: r, source: SourceEvents, reason: ReasonUndecodable, err: err})
 				continue
 			}
 			switch e.Kind {
 			case events.Delivered:
 				b.receipts = append(b.receipts, receiptDocument(r, e))
+				b.receiptRecs = append(b.receiptRecs, r)
 			case events.Connect, events.Disconnect, events.Subscribe, events.Unsubscribe:
 				b.sessionEvents = append(b.sessionEvents, sessionEventDocument(r, e))
+				b.sessionEventRecs = append(b.sessionEventRecs, r)
 			default:
 				skips = append(skips, skip{rec: r, source: SourceEvents, reason: ReasonUnknownKind,
 					err: fmt.Errorf("event kind %q", e.Kind)})
@@ -106,7 +116,7 @@ func (b *batch) build(t topics, payload string) []skip {
 			b.counts[SourceSubscriptions]++
 			sub, removed, err := subscriptions.DecodeChange(r)
 			if err != nil {
-				skips = append(skips, skip{rec: r, source: SourceSubscriptions, reason: ReasonUndecodable, err: err})
+				b.dead = append(b.dead, deadLetter{rec: r, source: SourceSubscriptions, reason: ReasonUndecodable, err: err})
 				continue
 			}
 			b.addChange(r, sub, removed)
@@ -136,10 +146,12 @@ func (b *batch) addChange(r *kgo.Record, sub topic.Subscription, removed bool) {
 	k := subscriptionKey{clientID: sub.ClientID, key: subscriptions.KeyOf(sub)}
 	if i, ok := b.subIndex[k]; ok {
 		b.subs[i] = op
+		b.subRecs[i] = r
 		return
 	}
 	b.subIndex[k] = len(b.subs)
 	b.subs = append(b.subs, op)
+	b.subRecs = append(b.subRecs, r)
 }
 
 // eventTime is when the frontend saw e: its own time, else the record's.

@@ -38,7 +38,14 @@ var (
 //
 // While MongoDB fails, the same batch is retried with exponential backoff
 // and nothing more is polled, so memory stays bounded and the lag shows in
-// fleetgate_archive_lag_records.
+// fleetgate_archive_lag_records. A document MongoDB refuses for a reason
+// writing it again cannot fix (archive.RejectedError: validation, a bad
+// field, too large), and a record of the events topic or the change log
+// that does not decode, is no reason to stop: it goes to the dead-letter
+// collection (archive.dead-letter-collection), is counted in
+// fleetgate_archiver_dead_letters and logged once, and its offset is
+// committed with the batch. The dead letters are written before the
+// offsets are marked; until MongoDB took them, the batch is retried.
 type Consumer struct {
 	cfg    Config
 	acfg   archive.Config
@@ -216,6 +223,11 @@ func (c *Consumer) write(ctx context.Context, b *batch) bool {
 			return err
 		}
 		c.m.batches.Add(ctx, 1)
+		// Counted and logged once, now that they are in MongoDB.
+		for _, dl := range b.dead {
+			c.m.dead.Add(ctx, 1, c.m.reasonAttrs(dl.reason))
+			logDeadLetter(c.log, dl, c.acfg.DeadLetterCollectionName())
+		}
 		for src, n := range b.counts {
 			c.m.records.Add(ctx, int64(n), c.m.source[src])
 		}
@@ -230,36 +242,82 @@ func (c *Consumer) write(ctx context.Context, b *batch) bool {
 	})
 }
 
-// writeOnce writes the parts of b that MongoDB has not acknowledged yet.
+// writeOnce writes the parts of b that MongoDB has not acknowledged yet,
+// then the dead letters: those of build and of the documents MongoDB
+// refused for good. A write that fails otherwise fails the attempt.
 func (c *Consumer) writeOnce(ctx context.Context, b *batch) error {
-	insert := func(coll string, docs []bson.D, fn func(context.Context, []bson.D) (int, int, error)) error {
+	insert := func(coll, source string, docs []bson.D, recs []*kgo.Record, fn func(context.Context, []bson.D) (int, int, error)) error {
 		if len(docs) == 0 || b.done[coll] {
 			return nil
 		}
 		n, dup, err := fn(ctx, docs)
 		if err != nil {
-			return fmt.Errorf("inserting %d %s documents: %w", len(docs), coll, err)
+			dead, ok := rejections(err, source, coll, recs, docs)
+			if !ok {
+				return fmt.Errorf("inserting %d %s documents: %w", len(docs), coll, err)
+			}
+			b.dead = append(b.dead, dead...)
 		}
 		b.done[coll] = true
 		c.m.written.Add(ctx, int64(n), c.m.collection[coll])
 		c.m.duplicates.Add(ctx, int64(dup), c.m.collection[coll])
 		return nil
 	}
-	if err := insert(CollectionMessage, b.messages, c.store.InsertMessages); err != nil {
+	if err := insert(CollectionMessage, SourceInbound, b.messages, b.messageRecs, c.store.InsertMessages); err != nil {
 		return err
 	}
-	if err := insert(CollectionReceipt, b.receipts, c.store.InsertReceipts); err != nil {
+	if err := insert(CollectionReceipt, SourceEvents, b.receipts, b.receiptRecs, c.store.InsertReceipts); err != nil {
 		return err
 	}
-	if err := insert(CollectionSessionEvent, b.sessionEvents, c.store.InsertSessionEvents); err != nil {
+	if err := insert(CollectionSessionEvent, SourceEvents, b.sessionEvents, b.sessionEventRecs, c.store.InsertSessionEvents); err != nil {
 		return err
 	}
 	if len(b.subs) > 0 && !b.done[CollectionSubscription] {
 		if err := c.store.ApplySubscriptions(ctx, b.subs); err != nil {
-			return fmt.Errorf("applying %d subscription changes: %w", len(b.subs), err)
+			dead, ok := rejections(err, SourceSubscriptions, CollectionSubscription, b.subRecs, nil)
+			if !ok {
+				return fmt.Errorf("applying %d subscription changes: %w", len(b.subs), err)
+			}
+			b.dead = append(b.dead, dead...)
 		}
 		b.done[CollectionSubscription] = true
 		c.m.written.Add(ctx, int64(len(b.subs)), c.m.collection[CollectionSubscription])
 	}
+	return c.writeDeadLetters(ctx, b)
+}
+
+// doneDeadLetters marks the dead letters of a batch written.
+const doneDeadLetters = "\x00dead_letter"
+
+// writeDeadLetters writes the dead letters of b. One that MongoDB refuses
+// in turn (a key or headers too large) is written again with only its
+// coordinates and the error; if MongoDB refuses even that, the attempt
+// fails and is retried: a record is never dropped without a trace.
+func (c *Consumer) writeDeadLetters(ctx context.Context, b *batch) error {
+	if len(b.dead) == 0 || b.done[doneDeadLetters] {
+		return nil
+	}
+	now := time.Now()
+	max := int(c.acfg.DeadLetterValueBytes)
+	docs := make([]bson.D, len(b.dead))
+	for i, dl := range b.dead {
+		docs[i] = deadLetterDocument(dl, max, now, false)
+	}
+	coll := c.acfg.DeadLetterCollectionName()
+	_, _, err := c.store.InsertDeadLetters(ctx, docs)
+	var re *archive.RejectedError
+	if errors.As(err, &re) {
+		minimal := make([]bson.D, len(re.Rejected))
+		for i, rj := range re.Rejected {
+			dl := b.dead[rj.Index]
+			dl.err = fmt.Errorf("%w; its dead letter was refused too: %w", dl.err, rj.Err)
+			minimal[i] = deadLetterDocument(dl, max, now, true)
+		}
+		_, _, err = c.store.InsertDeadLetters(ctx, minimal)
+	}
+	if err != nil {
+		return fmt.Errorf("inserting %d dead letters into %s: %w", len(docs), coll, err)
+	}
+	b.done[doneDeadLetters] = true
 	return nil
 }

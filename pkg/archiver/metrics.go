@@ -26,8 +26,10 @@ const (
 	SourceSubscriptions = "subscriptions"
 )
 
-// Skip reasons, the bounded values of the "reason" label of
-// fleetgate_archive_records_skipped.
+// Reasons, the bounded values of the "reason" label of
+// fleetgate_archive_records_skipped (unknown_kind) and
+// fleetgate_archiver_dead_letters (undecodable, and archive.ReasonRejected
+// and archive.ReasonTooLarge).
 const (
 	ReasonUndecodable = "undecodable"
 	ReasonUnknownKind = "unknown_kind"
@@ -38,6 +40,7 @@ type metrics struct {
 	written    metric.Int64Counter
 	duplicates metric.Int64Counter
 	skipped    metric.Int64Counter
+	dead       metric.Int64Counter
 	batches    metric.Int64Counter
 	errors     metric.Int64Counter
 	commitErr  metric.Int64Counter
@@ -61,7 +64,9 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		duplicates: counter("fleetgate_archive_documents_duplicate",
 			"Documents skipped because their _id was already archived (a batch written again after a restart, a rebalance or a failed attempt), by collection."),
 		skipped: counter("fleetgate_archive_records_skipped",
-			"Records of the events topic or the subscription change log not archived, by source and reason: undecodable, unknown_kind (an event kind this version does not know)."),
+			"Records of the events topic not archived, by source and reason: unknown_kind (an event kind this version does not know)."),
+		dead: counter("fleetgate_archiver_dead_letters",
+			"Records set aside in the dead-letter collection, by reason: rejected (MongoDB refused the document for good), too_large (the document is larger than MongoDB takes), undecodable (a record of the events topic or the change log that does not decode); their offsets are committed and the stream goes on."),
 		batches: counter("fleetgate_archive_batches",
 			"Batches written to MongoDB in full; their offsets are then committed."),
 		errors: counter("fleetgate_archive_write_errors",
@@ -90,6 +95,10 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+func (m *metrics) reasonAttrs(reason string) metric.AddOption {
+	return metric.WithAttributes(attribute.String("reason", reason))
 }
 
 func (m *metrics) skipAttrs(source, reason string) metric.AddOption {
