@@ -94,6 +94,11 @@ func decodeValue(b []byte, s *topic.Subscription) error {
 	if flags&^knownFlags != 0 {
 		return fmt.Errorf("%w: unknown flags %#x", ErrBadValue, flags)
 	}
+	// Only what a SUBSCRIBE can grant: QoS 0-2 [MQTT-3.3.1-4], retain
+	// handling 0-2 [MQTT-3.8.3-5].
+	if qos > 2 || (flags>>retainHandlingShift)&3 == 3 {
+		return fmt.Errorf("%w: QoS %d, retain handling %d", ErrBadValue, qos, (flags>>retainHandlingShift)&3)
+	}
 	id, n := binary.Uvarint(b[2:])
 	if n <= 0 || 2+n != len(b) || id > topic.MaxIdentifier {
 		return fmt.Errorf("%w: bad identifier", ErrBadValue)
