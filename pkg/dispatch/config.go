@@ -40,6 +40,18 @@ type Config struct {
 	// committed. Committing is off the routing loop; a dispatcher that
 	// dies has its last CommitInterval of records routed again.
 	CommitInterval time.Duration `yaml:"commit_interval"`
+	// DeadLetterTopic is where records that can never be routed go;
+	// empty is "<kafka.topic>.dead-letter".
+	DeadLetterTopic string `yaml:"dead_letter_topic"`
+}
+
+// DeadLetterTopicName is dispatch.dead-letter-topic, else
+// "<inbound>.dead-letter".
+func (c *Config) DeadLetterTopicName(inbound string) string {
+	if c.DeadLetterTopic != "" {
+		return c.DeadLetterTopic
+	}
+	return inbound + ".dead-letter"
 }
 
 // RegisterFlags registers the flags under "dispatch.".
@@ -52,6 +64,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionTimeout, "dispatch.session-timeout", 6*time.Second, "Consumer group session timeout: the partitions of a dispatcher that died are routed by the others after this. Must lie within the broker's group.min.session.timeout.ms (Kafka's default 6s) and group.max.session.timeout.ms.")
 	fs.DurationVar(&c.HeartbeatInterval, "dispatch.heartbeat-interval", 500*time.Millisecond, "How often a dispatcher heartbeats to the group coordinator; the others learn this soon that a dispatcher left or died.")
 	fs.DurationVar(&c.CommitInterval, "dispatch.commit-interval", time.Second, "How often the offsets of routed batches are committed, in the background; a dispatcher that dies has at most this much routed again (duplicates, not loss).")
+	fs.StringVar(&c.DeadLetterTopic, "dispatch.dead-letter-topic", "", "Kafka topic of the records the dispatchers can never route (undecodable, an invalid topic name, a delivery Redis refuses for good), with headers naming their source topic, partition, offset and the error; empty is <kafka.topic>.dead-letter. Created like the other topics.")
 	fs.DurationVar(&c.ExpirySweepInterval, "dispatch.expiry-sweep-interval", 10*time.Second, "How often the subscriptions of sessions that expired are removed from the subscription change log.")
 }
 

@@ -23,17 +23,23 @@ import (
 // routed it. A dispatcher that dies routes at most CommitInterval of
 // records twice (duplicates, never loss).
 //
-// While the session store fails, the batch is retried with backoff and the
-// partitions stay with this member; a retry that outlasts the group's
+// A record that can never be routed (Router.Route's dead letters) is
+// produced to the dead-letter topic before the batch is marked, then
+// counted in fleetgate_dispatch_dead_letters and logged once: the partition
+// goes on. While the session store or the dead-letter topic fails, the
+// batch is retried with backoff and the partitions stay with this member; a retry that outlasts the group's
 // rebalance timeout gets the member evicted, and the partitions' next
 // owner routes the batch again from the last commit (duplicates, no loss).
 type Consumer struct {
 	cfg    Config
 	kcfg   kafka.Config
 	router *Router
-	log    *slog.Logger
-	tel    kafka.Telemetry
-	extra  []kgo.Opt
+	dead   DeadLetters
+	// deadTopic names where dead letters go, for the log.
+	deadTopic string
+	log       *slog.Logger
+	tel       kafka.Telemetry
+	extra     []kgo.Opt
 	// assigned is true from the group's first assignment to this member
 	// (possibly empty: more dispatchers than partitions) until it loses
 	// its membership; routing is true while batches are routed.
@@ -41,11 +47,13 @@ type Consumer struct {
 	routing  atomic.Bool
 }
 
-// NewConsumer returns a Consumer of kcfg.Topic. It does no I/O: the Kafka
-// client is created by Run. extra are appended to the client options
-// (tests use them for short timeouts).
-func NewConsumer(cfg Config, kcfg kafka.Config, router *Router, log *slog.Logger, tel kafka.Telemetry, extra ...kgo.Opt) *Consumer {
-	return &Consumer{cfg: cfg, kcfg: kcfg, router: router, log: log.With("component", "dispatch"), tel: tel, extra: extra}
+// NewConsumer returns a Consumer of kcfg.Topic that sets the records it can
+// never route aside with dead (to cfg.DeadLetterTopicName). It does no
+// I/O: the Kafka client is created by Run. extra are appended to the client
+// options (tests use them for short timeouts).
+func NewConsumer(cfg Config, kcfg kafka.Config, router *Router, dead DeadLetters, log *slog.Logger, tel kafka.Telemetry, extra ...kgo.Opt) *Consumer {
+	return &Consumer{cfg: cfg, kcfg: kcfg, router: router, dead: dead, deadTopic: cfg.DeadLetterTopicName(kcfg.Topic),
+		log: log.With("component", "dispatch"), tel: tel, extra: extra}
 }
 
 // Ready returns nil when the consumer can route: it joined the group, got
@@ -146,15 +154,40 @@ func (c *Consumer) Run(ctx context.Context) error {
 }
 
 // route routes recs until it succeeds (true) or ctx is cancelled (false),
-// with exponential backoff between attempts. Readiness is false while it
-// fails.
+// with exponential backoff between attempts, then sets the records it can
+// never route aside, again until that succeeds: only then may their offsets
+// be committed. Each dead letter is counted and logged once. Readiness is
+// false while either fails.
 func (c *Consumer) route(ctx context.Context, recs []*kgo.Record) bool {
+	var dead []DeadLetter
+	ok := c.retry(ctx, "routing", len(recs), func() error {
+		var err error
+		dead, err = c.router.Route(ctx, recs)
+		return err
+	})
+	if !ok || len(dead) == 0 {
+		return ok
+	}
+	if !c.retry(ctx, "setting records aside in "+c.deadTopic, len(dead), func() error { return c.dead.SetAside(ctx, dead) }) {
+		return false
+	}
+	for _, dl := range dead {
+		c.router.m.deadLetter(ctx, dl.Reason)
+		logDeadLetter(c.log, dl, c.deadTopic)
+	}
+	return true
+}
+
+// retry calls fn until it succeeds (true) or ctx is cancelled (false),
+// waiting from dispatch.retry-min-backoff, doubling up to
+// dispatch.retry-max-backoff. Readiness is false while it fails.
+func (c *Consumer) retry(ctx context.Context, what string, records int, fn func() error) bool {
 	backoff := c.cfg.RetryMinBackoff
 	for attempt := 1; ; attempt++ {
-		err := c.router.Route(ctx, recs)
+		err := fn()
 		if err == nil {
 			if attempt > 1 {
-				c.log.Info("routing recovered", "attempts", attempt)
+				c.log.Info(what+" recovered", "attempts", attempt)
 			}
 			c.routing.Store(true)
 			return true
@@ -163,7 +196,7 @@ func (c *Consumer) route(ctx context.Context, recs []*kgo.Record) bool {
 			return false
 		}
 		c.routing.Store(false)
-		c.log.Warn("routing failed, retrying", "records", len(recs), "attempt", attempt, "backoff", backoff, "err", err)
+		c.log.Warn(what+" failed, retrying", "records", records, "attempt", attempt, "backoff", backoff, "err", err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

@@ -50,7 +50,7 @@ type consumerFixture struct {
 func newConsumerFixture(t *testing.T) *consumerFixture {
 	t.Helper()
 	testRedis.Require(t)
-	f := &consumerFixture{t: t, kafka: testkit.StartKafka(t, kfake.SeedTopics(3, inbound)),
+	f := &consumerFixture{t: t, kafka: testkit.StartKafka(t, kfake.SeedTopics(3, inbound, inbound+".dead-letter")),
 		group: fmt.Sprintf("dispatch-test-%d", time.Now().UnixNano()), epochs: map[string]uint64{},
 		taken: map[string][]*handoff.Message{}, reader: sdkmetric.NewManualReader()}
 	log := testkit.DiscardLogger()
@@ -95,7 +95,7 @@ func newConsumerFixture(t *testing.T) *consumerFixture {
 	cfg.Group, cfg.MaxPollRecords = f.group, 25
 	cfg.RetryMinBackoff, cfg.RetryMaxBackoff, cfg.CommitInterval = 20*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	require.NoError(t, cfg.Validate())
-	f.consumer = NewConsumer(cfg, kcfg, router, log, kafka.Telemetry{})
+	f.consumer = NewConsumer(cfg, kcfg, router, NewKafkaDeadLetters(f.producer, cfg.DeadLetterTopicName(inbound)), log, kafka.Telemetry{})
 	return f
 }
 
@@ -288,6 +288,7 @@ func TestConsumerDoesNotCommitPastRecordsItCouldNotRouteAndLosesNothing(t *testi
 	require.Eventually(t, func() bool { return f.committed() == int64(first+second) }, 15*time.Second, 20*time.Millisecond,
 		"everything is routed and committed after Redis returns")
 	require.Eventually(t, func() bool { return f.consumer.Ready() == nil }, 5*time.Second, 20*time.Millisecond)
+	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_dead_letters", "", ""), "an outage sets nothing aside")
 
 	f.take("all")
 	f.take("only-a")
@@ -321,7 +322,7 @@ func TestConsumerStopsCleanlyWhileRoutingFailsAndCommitsNothing(t *testing.T) {
 	cfg := defaultConfig(t)
 	cfg.Group, cfg.MaxPollRecords = "g", 10
 	cfg.RetryMinBackoff, cfg.RetryMaxBackoff, cfg.CommitInterval = 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond
-	c := NewConsumer(cfg, kcfg, router, log, kafka.Telemetry{})
+	c := NewConsumer(cfg, kcfg, router, NewKafkaDeadLetters(prod, cfg.DeadLetterTopicName(inbound)), log, kafka.Telemetry{})
 
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

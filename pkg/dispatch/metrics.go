@@ -11,12 +11,15 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
-// Skip reasons, the bounded values of the "reason" label of
-// fleetgate_dispatch_records_skipped.
+// Reasons, the bounded values of the "reason" label of
+// fleetgate_dispatch_records_skipped (expired) and
+// fleetgate_dispatch_dead_letters (undecodable, invalid_topic, rejected).
 const (
 	ReasonUndecodable  = "undecodable"
 	ReasonInvalidTopic = "invalid_topic"
 	ReasonExpired      = "expired"
+	// ReasonRejected: the session store refused a delivery for good.
+	ReasonRejected = "rejected"
 )
 
 // Retained update outcomes, the bounded values of the "outcome" label of
@@ -30,6 +33,7 @@ const (
 type metrics struct {
 	routed     metric.Int64Counter
 	skipped    metric.Int64Counter
+	dead       metric.Int64Counter
 	delivered  metric.Int64Counter
 	repeated   metric.Int64Counter
 	errors     metric.Int64Counter
@@ -50,7 +54,9 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		routed: counter("fleetgate_dispatch_records_routed",
 			"Records whose deliveries are durable in the session queues (records no session subscribed to included)."),
 		skipped: counter("fleetgate_dispatch_records_skipped",
-			"Records not routed, by reason: undecodable, invalid_topic, expired."),
+			"Records not routed, by reason: expired (the message expired before it was routed)."),
+		dead: counter("fleetgate_dispatch_dead_letters",
+			"Records set aside in the dead-letter topic, by reason: undecodable, invalid_topic (not a valid MQTT topic name), rejected (the session store refused a delivery for good; the record's other deliveries were made). Their offsets are committed and the partition goes on."),
 		delivered: counter("fleetgate_dispatch_deliveries",
 			"Deliveries handed to sessions, by outcome (direct: straight into the inflight hash of a connected session; queued, dropped_oldest, dropped_newest, no_session, not_subscribed, failed)."),
 		repeated: counter("fleetgate_dispatch_deliveries_repeated",
@@ -84,6 +90,10 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 
 func (m *metrics) skip(ctx context.Context, reason string) {
 	m.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+func (m *metrics) deadLetter(ctx context.Context, reason string) {
+	m.dead.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
 }
 
 func (m *metrics) retainedUpdate(ctx context.Context, outcome string) {

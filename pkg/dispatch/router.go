@@ -118,8 +118,13 @@ func NewRouter(match Matcher, queue Queue, log *slog.Logger, mp metric.MeterProv
 
 // Route delivers records to the queues of their subscribers, all in one
 // Enqueue, in record order (so the messages of one publisher keep their
-// order in every queue). Records that cannot be routed are logged, counted
-// and skipped, never retried: one bad record must not block its partition.
+// order in every queue). Records that can never be routed are returned as
+// dead letters, for the caller to set aside before it commits their
+// offsets: a record that does not decode or whose topic is not a valid
+// topic name, and a delivery the session store refused for good (an error
+// reply that is not transient, e.g. WRONGTYPE on one session's key; see
+// permanentStoreError), whose record's other deliveries were made. One bad
+// record must not block its partition. Expired messages are skipped.
 //
 // With WithRetained, it first stores the retained message of every record
 // published with RETAIN 1 (or deletes the topic's retained message, for an
@@ -129,12 +134,13 @@ func NewRouter(match Matcher, queue Queue, log *slog.Logger, mp metric.MeterProv
 // a newer retained message.
 //
 // Skipped records, delivery outcomes and retained updates are counted per
-// attempt: a batch that is retried counts them again.
+// attempt: a batch that is retried counts them again. Dead letters are
+// returned only by the attempt that succeeded.
 //
 // It returns an error when the session store or the retained store failed:
 // then some deliveries may not be durable, the caller must not commit the
 // records' offsets, and should call Route again with the same records.
-func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
+func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter, error) {
 	start := r.now()
 	defer func() { r.m.latency.Record(ctx, r.now().Sub(start).Seconds()) }()
 	if r.barrier != nil {
@@ -152,26 +158,31 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 	}
 	b := batch{now: start}
 	routed := 0
-	for _, rec := range records {
-		if r.deliveries(ctx, &b, rec) {
+	for i, rec := range records {
+		if r.deliveries(ctx, &b, i, rec) {
 			routed++
 		}
 	}
 	ds, picked := b.ds, b.picked
+	dead := b.dead
 	// Retained messages first: when storing them fails nothing was queued
 	// yet, so the retry repeats no delivery. Applying an update again is
 	// harmless (the store keeps one message per topic, by version).
 	if err := r.applyRetained(ctx, b.retained); err != nil {
 		r.unpick(picked)
 		r.m.errors.Add(ctx, 1)
-		return fmt.Errorf("storing %d retained messages of %d records: %w", len(b.retained), len(records), err)
+		return nil, fmt.Errorf("storing %d retained messages of %d records: %w", len(b.retained), len(records), err)
 	}
 	// Enqueue in chunks, in order, so that a large fan-out does not become
 	// one unbounded pipeline; a failed chunk fails the batch.
 	queued := 0
 	for i := 0; i < len(ds); i += maxEnqueue {
 		chunk := ds[i:min(i+maxEnqueue, len(ds))]
-		res, err := r.queue.Enqueue(ctx, chunk)
+		res, qerr := r.queue.Enqueue(ctx, chunk)
+		// Only a transient failure fails the batch; a delivery the store
+		// refused for good is a dead letter.
+		var err error
+		failed := false
 		var evicted, refused int
 		var full string // a session whose queue was full, for the log
 		for j, er := range res {
@@ -180,7 +191,11 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 			case session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDirect:
 				queued++
 			case session.OutcomeFailed:
-				if err == nil {
+				failed = true
+				if permanentStoreError(er.Err) {
+					dead = append(dead, DeadLetter{Record: records[b.src[i+j]], Reason: ReasonRejected,
+						ClientID: chunk[j].ClientID, Err: er.Err})
+				} else if err == nil {
 					err = er.Err
 				}
 			}
@@ -198,6 +213,10 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 			r.log.Warn("session queues full, messages dropped per session.queue-full-policy",
 				"evicted_oldest", evicted, "refused_newest", refused, "client_id", full)
 		}
+		if err == nil && qerr != nil && !failed {
+			// An error the results do not explain.
+			err = qerr
+		}
 		if err == nil && len(res) != len(chunk) {
 			err = fmt.Errorf("session store answered %d results for %d deliveries", len(res), len(chunk))
 		}
@@ -207,12 +226,12 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) error {
 			// The caller routes the whole batch again: what this attempt
 			// queued will be queued twice.
 			r.m.repeated.Add(ctx, int64(queued))
-			return fmt.Errorf("enqueueing %d deliveries of %d records: %w", len(ds), len(records), err)
+			return nil, fmt.Errorf("enqueueing %d deliveries of %d records: %w", len(ds), len(records), err)
 		}
 		r.notifyQueued(ctx, chunk, res)
 	}
 	r.m.routed.Add(ctx, int64(routed))
-	return nil
+	return dead, nil
 }
 
 // applyRetained stores the retained updates of a batch, in record order.
@@ -303,26 +322,27 @@ func (r *Router) sendNotice(ctx context.Context, node string, n handoff.Notice) 
 type batch struct {
 	now      time.Time // what message expiry is judged by
 	ds       []session.Delivery
+	src      []int // the index of each delivery's record
+	dead     []DeadLetter
 	picked   []string // shared subscriptions whose counter this call advanced
 	retained []retained.Update
 	// connected caches the presence of shared-group members for the batch.
 	connected map[string]bool
 }
 
-// deliveries appends the deliveries and the retained update of rec to b. It
-// returns false when rec was skipped.
-func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool {
+// deliveries appends the deliveries and the retained update of rec, the
+// i-th record of the batch, to b. It returns false when rec was skipped or
+// set aside (a dead letter: it never will decode or match).
+func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Record) bool {
 	msg, err := kafkarecord.Decode(rec)
 	if err != nil {
-		r.m.skip(ctx, ReasonUndecodable)
-		r.log.Warn("skipping undecodable record", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+		b.dead = append(b.dead, DeadLetter{Record: rec, Reason: ReasonUndecodable, Err: err})
 		return false
 	}
 	if err := topic.ValidateName(msg.Topic); err != nil {
 		// A backend produced a record whose topic is not a valid topic
 		// name (wildcards, U+0000...): no subscription can match it.
-		r.m.skip(ctx, ReasonInvalidTopic)
-		r.log.Warn("skipping record with an invalid topic name", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+		b.dead = append(b.dead, DeadLetter{Record: rec, Reason: ReasonInvalidTopic, Err: fmt.Errorf("topic %q: %w", msg.Topic, err)})
 		return false
 	}
 	// The retained store orders the updates of a topic by when the PUBLISH
@@ -390,6 +410,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, rec *kgo.Record) bool
 		// Retain As Published.
 		m := out.ForSubscriber(granted, msg.Retain && rap, ids)
 		b.ds = append(b.ds, session.Delivery{ClientID: clientID, Message: handoff.EncodeMessage(&m), Expiry: expiry, Subscriptions: subs})
+		b.src = append(b.src, i)
 	}
 	// One copy per client for all of its overlapping subscriptions, with the
 	// largest granted QoS and every identifier ([MQTT-3.3.4-2],

@@ -124,6 +124,15 @@ func newRouterFixture(t *testing.T, subs ...topic.Subscription) *routerFixture {
 	return f
 }
 
+// route is Route for the tests that send no record Route sets aside.
+func (r *Router) route(ctx context.Context, recs []*kgo.Record) error {
+	dead, err := r.Route(ctx, recs)
+	if len(dead) > 0 {
+		return fmt.Errorf("unexpected dead letters: %+v", dead)
+	}
+	return err
+}
+
 // record encodes m as the frontend would, received at f.now.
 func (f *routerFixture) record(m kafkarecord.Message) *kgo.Record {
 	if m.ReceivedAt.IsZero() {
@@ -225,7 +234,7 @@ func TestRouteDeliversPerSubscriptionOptions(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newRouterFixture(t, tc.subs...)
 			tc.msg.Payload = []byte("payload")
-			require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{f.record(tc.msg)}))
+			require.NoError(t, f.router.route(context.Background(), []*kgo.Record{f.record(tc.msg)}))
 			got := f.queue.messages(t)
 			require.Len(t, got, len(tc.want))
 			for cid, want := range tc.want {
@@ -253,7 +262,7 @@ func TestRouteSharesAGroupRoundRobin(t *testing.T) {
 	for range 6 {
 		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "jobs/x", QoS: 1, Payload: []byte("j")}))
 	}
-	require.NoError(t, f.router.Route(context.Background(), recs))
+	require.NoError(t, f.router.route(context.Background(), recs))
 	got := f.queue.messages(t)
 
 	perGroup := map[string]int{}
@@ -281,7 +290,7 @@ func TestRouteSharesAGroupRoundRobin(t *testing.T) {
 	assert.Len(t, got["w3"], 2)
 }
 
-func TestRouteSkipsRecordsItCannotRoute(t *testing.T) {
+func TestRouteSetsAsideRecordsItCannotRoute(t *testing.T) {
 	f := newRouterFixture(t, topic.Subscription{ClientID: "sub", Filter: "#", QoS: 1})
 	good := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, Payload: []byte("ok")})
 	noTopic := &kgo.Record{Topic: "mqtt.inbound", Partition: 3, Offset: 42, Key: []byte("pub"), Value: []byte("x"), Timestamp: f.now}
@@ -297,7 +306,20 @@ func TestRouteSkipsRecordsItCannotRoute(t *testing.T) {
 	live := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, MessageExpiry: ptr(uint32(10)),
 		ReceivedAt: f.now.Add(-2500 * time.Millisecond), Payload: []byte("live")})
 
-	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{noTopic, good, badQoS, wildcard, expired, live}))
+	dead, err := f.router.Route(context.Background(), []*kgo.Record{noTopic, good, badQoS, wildcard, expired, live})
+	require.NoError(t, err)
+	// The records that never will route are set aside, in order; an
+	// expired message is not a dead letter.
+	require.Len(t, dead, 3)
+	for i, want := range []struct {
+		rec    *kgo.Record
+		reason string
+	}{{noTopic, ReasonUndecodable}, {badQoS, ReasonUndecodable}, {wildcard, ReasonInvalidTopic}} {
+		assert.Same(t, want.rec, dead[i].Record, "dead letter %d", i)
+		assert.Equal(t, want.reason, dead[i].Reason, "dead letter %d", i)
+		assert.Error(t, dead[i].Err)
+		assert.Empty(t, dead[i].ClientID)
+	}
 
 	got := f.queue.messages(t)["sub"]
 	require.Len(t, got, 2, "only the good and the live record are delivered")
@@ -311,8 +333,6 @@ func TestRouteSkipsRecordsItCannotRoute(t *testing.T) {
 	assert.True(t, f.queue.got[0].Expiry.IsZero())
 	f.queue.mu.Unlock()
 
-	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_records_skipped", "reason", ReasonUndecodable))
-	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_records_skipped", "reason", ReasonInvalidTopic))
 	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_records_skipped", "reason", ReasonExpired))
 	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
 }
@@ -322,7 +342,7 @@ func TestRouteReturnsAnErrorWhenTheQueueFails(t *testing.T) {
 	f.queue.fail = errors.New("redis down")
 	rec := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1})
 
-	err := f.router.Route(context.Background(), []*kgo.Record{rec})
+	err := f.router.route(context.Background(), []*kgo.Record{rec})
 	require.ErrorContains(t, err, "redis down")
 	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_route_errors", "", ""))
 	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "failed"))
@@ -330,7 +350,7 @@ func TestRouteReturnsAnErrorWhenTheQueueFails(t *testing.T) {
 	assert.Empty(t, f.notify.ids, "nothing is announced that is not queued")
 
 	f.queue.fail = nil
-	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec}), "the retry succeeds")
+	require.NoError(t, f.router.route(context.Background(), []*kgo.Record{rec}), "the retry succeeds")
 	assert.Len(t, f.queue.messages(t)["sub"], 1)
 }
 
@@ -341,14 +361,14 @@ func TestRouteNotifiesQueuedSessionsOnceAndIgnoresNotifyErrors(t *testing.T) {
 	f.notify.err = errors.New("pubsub down")
 	rec := func() *kgo.Record { return f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1}) }
 
-	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec(), rec()}), "a failed notice does not fail routing")
+	require.NoError(t, f.router.route(context.Background(), []*kgo.Record{rec(), rec()}), "a failed notice does not fail routing")
 	require.Len(t, f.notify.ids, 1)
 	assert.ElementsMatch(t, []string{"s1", "s2"}, f.notify.ids[0])
 	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_notify_errors", "", ""))
 
 	noSession := session.OutcomeNoSession
 	f.queue.outcome = &noSession
-	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec()}))
+	require.NoError(t, f.router.route(context.Background(), []*kgo.Record{rec()}))
 	assert.Len(t, f.notify.ids, 1, "no notice for sessions that got nothing")
 	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "no_session"))
 }
@@ -360,12 +380,12 @@ func TestRouteCountsTheDeliveriesARetryWillRepeat(t *testing.T) {
 	for i := range 5 {
 		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, Payload: []byte{byte('0' + i)}}))
 	}
-	require.ErrorContains(t, f.router.Route(context.Background(), recs), "connection reset")
+	require.ErrorContains(t, f.router.route(context.Background(), recs), "connection reset")
 	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""))
 	assert.Equal(t, int64(3), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "failed"))
 
 	f.queue.failFrom = 0
-	require.NoError(t, f.router.Route(context.Background(), recs))
+	require.NoError(t, f.router.route(context.Background(), recs))
 	var payloads string
 	for _, m := range f.queue.messages(t)["sub"] {
 		payloads += string(m.Payload)
@@ -383,7 +403,7 @@ func TestRouteEnqueuesALargeFanOutInBoundedChunksInOrder(t *testing.T) {
 	for range 100 {
 		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1}))
 	}
-	require.NoError(t, f.router.Route(context.Background(), recs))
+	require.NoError(t, f.router.route(context.Background(), recs))
 	assert.Equal(t, []int{maxEnqueue, 5000 - maxEnqueue}, f.queue.calls)
 	assert.Len(t, f.notify.ids, 2, "one notice per chunk")
 }
@@ -397,10 +417,10 @@ func TestARetriedRouteGivesSharedMessagesToTheSameMembers(t *testing.T) {
 	}
 	batch := []*kgo.Record{rec("1"), rec("2"), rec("3")}
 	f.queue.failFrom = 1
-	require.Error(t, f.router.Route(context.Background(), batch))
+	require.Error(t, f.router.route(context.Background(), batch))
 	f.queue.failFrom = 0
-	require.NoError(t, f.router.Route(context.Background(), batch))
-	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec("4")}))
+	require.NoError(t, f.router.route(context.Background(), batch))
+	require.NoError(t, f.router.route(context.Background(), []*kgo.Record{rec("4")}))
 
 	f.queue.mu.Lock()
 	defer f.queue.mu.Unlock()
@@ -420,7 +440,7 @@ func TestRouteCountsMessagesAFullQueueRefused(t *testing.T) {
 	f.queue.outcome = &refused
 	rec := f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1})
 
-	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{rec, rec}), "a full queue is the policy's business, not a failure")
+	require.NoError(t, f.router.route(context.Background(), []*kgo.Record{rec, rec}), "a full queue is the policy's business, not a failure")
 	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "dropped_newest"))
 	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
 	assert.Empty(t, f.notify.ids, "nothing new to announce")
@@ -477,7 +497,7 @@ func TestRouteStoresRetainedMessagesAndStillDeliversThem(t *testing.T) {
 	}
 	// The empty payload is received after the message it removes.
 	recs[3].Timestamp = f.now.Add(time.Millisecond)
-	require.NoError(t, f.router.Route(ctx, recs))
+	require.NoError(t, f.router.route(ctx, recs))
 
 	got := retainedPayloads(t, store, p+"/#")
 	require.Len(t, got, 1, "the empty retained payload removed %s/c; %s/b was not retained", p, p)
@@ -517,17 +537,17 @@ func TestRouteKeepsTheNewestRetainedMessageOfATopic(t *testing.T) {
 	older := rec("older", f.now.Add(-time.Second), "z")
 	sameMsOlderID := rec("same ms, lower id", f.now, "a")
 
-	require.NoError(t, f.router.Route(ctx, []*kgo.Record{newer}))
-	require.NoError(t, f.router.Route(ctx, []*kgo.Record{older, sameMsOlderID}), "a late record of another partition")
-	require.NoError(t, f.router.Route(ctx, []*kgo.Record{newer}), "a retried batch")
+	require.NoError(t, f.router.route(ctx, []*kgo.Record{newer}))
+	require.NoError(t, f.router.route(ctx, []*kgo.Record{older, sameMsOlderID}), "a late record of another partition")
+	require.NoError(t, f.router.route(ctx, []*kgo.Record{newer}), "a retried batch")
 	got := retainedPayloads(t, store, p)
 	require.Contains(t, got, p)
 	assert.Equal(t, "newer", string(got[p].Payload))
 	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_retained_updates", "outcome", RetainedStale))
 
 	remove := rec("", f.now.Add(time.Second), "c")
-	require.NoError(t, f.router.Route(ctx, []*kgo.Record{remove}))
-	require.NoError(t, f.router.Route(ctx, []*kgo.Record{newer}), "an older record after the delete")
+	require.NoError(t, f.router.route(ctx, []*kgo.Record{remove}))
+	require.NoError(t, f.router.route(ctx, []*kgo.Record{newer}), "an older record after the delete")
 	assert.Empty(t, retainedPayloads(t, store, p), "the delete is not undone by an older record")
 }
 
@@ -538,10 +558,10 @@ func TestRouteRemovesTheRetainedMessageWhenARetainedRecordExpiredUnrouted(t *tes
 		ReceivedAt: f.now.Add(-time.Minute)})
 	expired := f.record(kafkarecord.Message{ClientID: "pub", Topic: p, QoS: 1, Retain: true, Payload: []byte("second"),
 		ReceivedAt: f.now.Add(-30 * time.Second), MessageExpiry: ptr(uint32(10))})
-	require.NoError(t, f.router.Route(ctx, []*kgo.Record{first}))
+	require.NoError(t, f.router.route(ctx, []*kgo.Record{first}))
 	require.Len(t, retainedPayloads(t, store, p), 1)
 
-	require.NoError(t, f.router.Route(ctx, []*kgo.Record{expired}))
+	require.NoError(t, f.router.route(ctx, []*kgo.Record{expired}))
 	assert.Empty(t, retainedPayloads(t, store, p), "the expired message replaced the first one, then expired [MQTT-3.3.2-5]")
 	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_records_skipped", "reason", ReasonExpired))
 	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_retained_updates", "outcome", RetainedRemoved))
@@ -563,18 +583,18 @@ func TestRouteFailsWhileTheRetainedStoreIsDownAndStoresOnRetry(t *testing.T) {
 			require.NoError(t, testRedis.Restart())
 		}
 	})
-	err := f.router.Route(ctx, recs)
+	err := f.router.route(ctx, recs)
 	require.ErrorContains(t, err, "storing 1 retained messages of 2 records")
 	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_route_errors", "", ""))
 	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
 	assert.Empty(t, f.queue.messages(t), "nothing is queued when the retained message is not stored")
 	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""))
 
-	require.NoError(t, f.router.Route(ctx, recs[:1]), "a batch without retained messages does not need the store")
+	require.NoError(t, f.router.route(ctx, recs[:1]), "a batch without retained messages does not need the store")
 
 	require.NoError(t, testRedis.Restart())
 	restarted = true
-	require.NoError(t, f.router.Route(ctx, recs), "the retried batch")
+	require.NoError(t, f.router.route(ctx, recs), "the retried batch")
 	got := retainedPayloads(t, store, p+"/#")
 	require.Contains(t, got, p+"/kept")
 	assert.Equal(t, "y", string(got[p+"/kept"].Payload))
@@ -584,7 +604,7 @@ func TestRouteFailsWhileTheRetainedStoreIsDownAndStoresOnRetry(t *testing.T) {
 
 func TestRouteWithoutARetainedStoreOnlyDelivers(t *testing.T) {
 	f := newRouterFixture(t, topic.Subscription{ClientID: "sub", Filter: "a", QoS: 1, RetainAsPublished: true})
-	require.NoError(t, f.router.Route(context.Background(), []*kgo.Record{
+	require.NoError(t, f.router.route(context.Background(), []*kgo.Record{
 		f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, Retain: true, Payload: []byte("x")})}))
 	got := f.queue.messages(t)["sub"]
 	require.Len(t, got, 1)
@@ -622,7 +642,7 @@ func TestRouteGivesSharedMessagesToConnectedMembers(t *testing.T) {
 	for i := range 6 {
 		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "jobs", QoS: 1, Payload: []byte{byte(i)}}))
 	}
-	require.NoError(t, f.router.Route(ctx, recs))
+	require.NoError(t, f.router.route(ctx, recs))
 	got := f.queue.messages(t)
 	assert.Len(t, got[on], 6, "every message to the one connected member")
 	assert.Empty(t, got[off])
@@ -633,7 +653,7 @@ func TestRouteGivesSharedMessagesToConnectedMembers(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, store.Disconnect(ctx, on, info.Epoch, 60))
 	f.queue.got = nil
-	require.NoError(t, f.router.Route(ctx, recs))
+	require.NoError(t, f.router.route(ctx, recs))
 	got = f.queue.messages(t)
 	assert.Len(t, got[on], 2)
 	assert.Len(t, got[off], 2)

@@ -128,16 +128,17 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.consumer = NewConsumer(s.cfg.Dispatch, s.cfg.Kafka, router, s.base, tel)
-	s.ops.AddCheck("kafka", func(context.Context) error { return s.consumer.Ready() })
-
 	// Wills of the clients of dead frontends go to the inbound topic, as
-	// the frontends' own wills do.
+	// the frontends' own wills do; records that can never be routed go to
+	// the dead-letter topic.
 	producer, err := kafka.NewProducer(s.cfg.Kafka, kafka.ProducerOptions{DeliveryTimeout: s.cfg.Wills.ProduceTimeout}, s.base, tel)
 	if err != nil {
 		return err
 	}
 	defer producer.Close()
+	dead := NewKafkaDeadLetters(producer, s.cfg.Dispatch.DeadLetterTopicName(s.cfg.Kafka.Topic))
+	s.consumer = NewConsumer(s.cfg.Dispatch, s.cfg.Kafka, router, dead, s.base, tel)
+	s.ops.AddCheck("kafka", func(context.Context) error { return s.consumer.Ready() })
 	sweeper, err := wills.NewSweeper(store, producer, s.cfg.Kafka.Topic, s.cfg.Wills.SweepInterval, s.base, s.tel.Provider)
 	if err != nil {
 		return err
@@ -180,8 +181,9 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
-// ensureTopics creates the subscription change log (compacted) and, when
-// configured, the inbound topic, retrying while Kafka is unreachable.
+// ensureTopics creates the subscription change log (compacted), the
+// dead-letter topic and, when configured, the inbound topic, retrying while
+// Kafka is unreachable.
 func (s *Service) ensureTopics(ctx context.Context) error {
 	adm, err := kafka.NewAdmin(s.cfg.Kafka, s.base)
 	if err != nil {
@@ -189,7 +191,8 @@ func (s *Service) ensureTopics(ctx context.Context) error {
 	}
 	defer adm.Close()
 	for {
-		topics := []kafka.TopicSpec{{Name: s.cfg.Subscriptions.Topic, Partitions: s.cfg.Subscriptions.Partitions, Compacted: true}}
+		topics := []kafka.TopicSpec{{Name: s.cfg.Subscriptions.Topic, Partitions: s.cfg.Subscriptions.Partitions, Compacted: true},
+			{Name: s.cfg.Dispatch.DeadLetterTopicName(s.cfg.Kafka.Topic), Partitions: s.cfg.Kafka.Partitions}}
 		if s.cfg.Kafka.CreateTopic {
 			topics = append(topics, kafka.TopicSpec{Name: s.cfg.Kafka.Topic, Partitions: s.cfg.Kafka.Partitions})
 		}

@@ -1,0 +1,127 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+)
+
+// header is the value of the last header key of r.
+func header(r *kgo.Record, key string) string {
+	v, _ := testkit.Header(r, key)
+	return v
+}
+
+// readTopic reads n records of topic from its start, failing the test if
+// they do not arrive in time.
+func (f *consumerFixture) readTopic(topic string, n int) []*kgo.Record {
+	f.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.kafka.Addr()), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(f.t, err)
+	defer cl.Close()
+	ctx := f.ctx()
+	var out []*kgo.Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		require.NoError(f.t, ctx.Err(), "%d of %d records of %s read", len(out), n, topic)
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	return out
+}
+
+func TestConsumerSetsAsideWhatItCanNeverRouteAndGoesOn(t *testing.T) {
+	f := newConsumerFixture(t)
+	// only-a's session key holds a string: every delivery to it fails with
+	// WRONGTYPE, which no retry fixes. all is unaffected.
+	broken := "fg:{only-a." + f.group + "}:s"
+	require.NoError(t, f.rdb.Del(f.ctx(), broken).Err())
+	require.NoError(t, f.rdb.Set(f.ctx(), broken, "not a hash", 0).Err())
+
+	n := f.produce([]string{"a"}, 0, 10)
+	junk := &kgo.Record{Topic: inbound, Key: []byte("junk"), Value: []byte("no headers at all"),
+		Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("v")}}}
+	res := f.producer.ProduceSync(f.ctx(), junk)
+	require.NoError(t, res.FirstErr())
+	junk = res[0].Record
+	n += 1 + f.produce([]string{"a"}, 10, 10)
+	f.run()
+
+	require.Eventually(t, func() bool { return f.committed() == int64(n) }, 15*time.Second, 20*time.Millisecond,
+		"every record is committed: nothing blocks its partition")
+	require.Eventually(t, func() bool { return f.take("all") == 20 }, 10*time.Second, 20*time.Millisecond)
+	f.checkReceived("all", []string{"a"}, 20)
+
+	dead := f.readTopic(inbound+".dead-letter", 21)
+	var rejected int
+	for _, r := range dead {
+		switch header(r, HeaderDeadLetterReason) {
+		case ReasonUndecodable:
+			assert.Equal(t, junk.Key, r.Key)
+			assert.Equal(t, junk.Value, r.Value)
+			assert.Equal(t, "v", header(r, "h"), "the record's own headers are kept")
+			assert.Equal(t, inbound, header(r, HeaderDeadLetterTopic))
+			assert.Equal(t, strconv.Itoa(int(junk.Partition)), header(r, HeaderDeadLetterPartition))
+			assert.Equal(t, strconv.FormatInt(junk.Offset, 10), header(r, HeaderDeadLetterOffset))
+			assert.NotEmpty(t, header(r, HeaderDeadLetterError))
+			_, named := testkit.Header(r, HeaderDeadLetterClientID)
+			assert.False(t, named, "the whole record failed, not one session's delivery")
+		case ReasonRejected:
+			rejected++
+			assert.Equal(t, "only-a."+f.group, header(r, HeaderDeadLetterClientID))
+			assert.Contains(t, header(r, HeaderDeadLetterError), "WRONGTYPE")
+			assert.Equal(t, "a", string(r.Key))
+		default:
+			t.Errorf("unexpected dead letter: %v", r.Headers)
+		}
+	}
+	assert.Equal(t, 20, rejected, "one dead letter per refused delivery")
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_dead_letters", "reason", ReasonUndecodable))
+	assert.Equal(t, int64(20), counter(t, f.reader, "fleetgate_dispatch_dead_letters", "reason", ReasonRejected))
+	assert.NoError(t, f.consumer.Ready())
+}
+
+// redisErr is an error reply of Redis, as go-redis returns it.
+type redisErr string
+
+func (e redisErr) Error() string { return string(e) }
+func (redisErr) RedisError()     {}
+
+var _ redis.Error = redisErr("")
+
+func TestOnlyRedisErrorRepliesThatNoRetryFixesArePermanent(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		err       error
+		permanent bool
+	}{
+		{"a key of the wrong type is permanent", redisErr("WRONGTYPE Operation against a key holding the wrong kind of value script: abc, on @user_script:12."), true},
+		{"a script error is permanent", redisErr("ERR user_script:3: attempt to compare nil with number script: abc"), true},
+		{"a wrapped error reply is still one", fmt.Errorf("enqueueing for c: %w", redisErr("WRONGTYPE x")), true},
+		{"a server loading its data set is transient", redisErr("LOADING Redis is loading the dataset in memory"), false},
+		{"a cluster that is down is transient", redisErr("CLUSTERDOWN The cluster is down"), false},
+		{"a slot being migrated is transient", redisErr("TRYAGAIN Multiple keys request during rehashing of slot"), false},
+		{"a moved slot is transient", redisErr("MOVED 3999 127.0.0.1:6381"), false},
+		{"a replica that is read-only is transient", redisErr("READONLY You can't write against a read only replica."), false},
+		{"a busy script is transient", redisErr("BUSY Redis is busy running a script."), false},
+		{"full memory is transient", redisErr("OOM command not allowed when used memory > 'maxmemory'."), false},
+		{"too many clients is transient", redisErr("ERR max number of clients reached"), false},
+		{"a refused connection is transient", errors.New("dial tcp 127.0.0.1:6379: connect: connection refused"), false},
+		{"a timeout is transient", context.DeadlineExceeded, false},
+		{"no error is not permanent", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.permanent, permanentStoreError(tc.err))
+		})
+	}
+}
