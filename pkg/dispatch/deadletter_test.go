@@ -14,6 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/retained"
+	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
 // header is the value of the last header key of r.
@@ -124,4 +127,34 @@ func TestOnlyRedisErrorRepliesThatNoRetryFixesArePermanent(t *testing.T) {
 			assert.Equal(t, tc.permanent, permanentStoreError(tc.err))
 		})
 	}
+}
+
+func TestARetainedMessageRedisRefusesForGoodIsSetAsideAndItsDeliveriesAreMade(t *testing.T) {
+	f, _, p := newRetainedFixture(t, topic.Subscription{ClientID: "sub", Filter: "#", QoS: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The retained hash is a string: every update fails with WRONGTYPE.
+	// The tests share the hash, so it is moved aside and put back.
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	saved := retained.Key + ".saved-" + p
+	moved := rdb.Rename(ctx, retained.Key, saved).Err() == nil
+	require.NoError(t, rdb.Set(ctx, retained.Key, "not a hash", 0).Err())
+	t.Cleanup(func() {
+		c := context.Background()
+		_ = rdb.Del(c, retained.Key).Err()
+		if moved {
+			_ = rdb.Rename(c, saved, retained.Key).Err()
+		}
+	})
+
+	plain := f.record(kafkarecord.Message{ClientID: "pub", Topic: p + "/plain", QoS: 1, Payload: []byte("x")})
+	kept := f.record(kafkarecord.Message{ClientID: "pub", Topic: p + "/kept", QoS: 1, Retain: true, Payload: []byte("y")})
+	dead, err := f.router.Route(ctx, []*kgo.Record{plain, kept})
+	require.NoError(t, err, "a refusal no retry fixes does not fail the batch")
+	require.Len(t, dead, 1)
+	assert.Same(t, kept, dead[0].Record)
+	assert.Equal(t, ReasonRejected, dead[0].Reason)
+	assert.ErrorContains(t, dead[0].Err, "WRONGTYPE")
+	assert.Len(t, f.queue.messages(t)["sub"], 2, "both records are still delivered")
 }

@@ -168,13 +168,15 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter
 	// Retained messages first: when storing them fails nothing was queued
 	// yet, so the retry repeats no delivery. Applying an update again is
 	// harmless (the store keeps one message per topic, by version).
-	if err := r.applyRetained(ctx, b.retained); err != nil {
+	rdead, err := r.applyRetained(ctx, &b, records)
+	if err != nil {
 		r.unpick(picked)
 		r.m.errors.Add(ctx, 1)
 		return nil, fmt.Errorf("storing %d retained messages of %d records: %w", len(b.retained), len(records), err)
 	}
 	// Enqueue in chunks, in order, so that a large fan-out does not become
 	// one unbounded pipeline; a failed chunk fails the batch.
+	dead = append(dead, rdead...)
 	queued := 0
 	for i := 0; i < len(ds); i += maxEnqueue {
 		chunk := ds[i:min(i+maxEnqueue, len(ds))]
@@ -234,17 +236,39 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter
 	return dead, nil
 }
 
-// applyRetained stores the retained updates of a batch, in record order.
-func (r *Router) applyRetained(ctx context.Context, ups []retained.Update) error {
+// applyRetained stores the retained updates of b, in record order. When
+// Redis refuses one for good (permanentStoreError), it applies them one by
+// one, so that only the records whose updates Redis refuses become dead
+// letters (their deliveries are still made).
+func (r *Router) applyRetained(ctx context.Context, b *batch, records []*kgo.Record) ([]DeadLetter, error) {
+	ups := b.retained
 	if len(ups) == 0 {
-		return nil
+		return nil, nil
 	}
 	applied, err := r.retained.ApplyAll(ctx, ups)
-	if err != nil {
-		return err
+	var dead []DeadLetter
+	refused := map[int]bool{}
+	if err != nil && permanentStoreError(err) {
+		applied = make([]bool, len(ups))
+		for i := range ups {
+			a, err := r.retained.ApplyAll(ctx, ups[i:i+1])
+			switch {
+			case err != nil && permanentStoreError(err):
+				refused[i] = true
+				dead = append(dead, DeadLetter{Record: records[b.retainedSrc[i]], Reason: ReasonRejected,
+					Err: fmt.Errorf("storing the retained message of %q: %w", ups[i].Message.Topic, err)})
+			case err != nil:
+				return nil, err
+			default:
+				applied[i] = a[0]
+			}
+		}
+	} else if err != nil {
+		return nil, err
 	}
 	for i, u := range ups {
 		switch {
+		case refused[i]:
 		case !applied[i]:
 			r.m.retainedUpdate(ctx, RetainedStale)
 		case u.Remove:
@@ -253,7 +277,7 @@ func (r *Router) applyRetained(ctx context.Context, ups []retained.Update) error
 			r.m.retainedUpdate(ctx, RetainedStored)
 		}
 	}
-	return nil
+	return dead, nil
 }
 
 // notifyQueued tells the node of each connected session that got messages,
@@ -326,6 +350,8 @@ type batch struct {
 	dead     []DeadLetter
 	picked   []string // shared subscriptions whose counter this call advanced
 	retained []retained.Update
+	// retainedSrc is the index of each retained update's record.
+	retainedSrc []int
 	// connected caches the presence of shared-group members for the batch.
 	connected map[string]bool
 }
@@ -362,6 +388,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Recor
 				// [MQTT-3.3.1-5] and then expired: what is left is no
 				// retained message.
 				b.retained = append(b.retained, retained.Update{Message: retained.Message{Topic: msg.Topic}, Version: version, Remove: true})
+				b.retainedSrc = append(b.retainedSrc, i)
 			}
 			return false
 		}
@@ -400,6 +427,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Recor
 			u.Message.Message = handoff.EncodeMessage(&m)
 		}
 		b.retained = append(b.retained, u)
+		b.retainedSrc = append(b.retainedSrc, i)
 	}
 	res := r.match.Match(msg.Topic, msg.ClientID)
 	if res.Empty() {
