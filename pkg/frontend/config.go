@@ -61,10 +61,13 @@ type MQTTConfig struct {
 	ConnectTimeout  time.Duration   `yaml:"connect_timeout"`
 	MaxPacketSize   config.ByteSize `yaml:"max_packet_size"`
 	ReceiveMaximum  int             `yaml:"receive_maximum"`
-	MaxClients      int64           `yaml:"max_clients"`
-	ReadBufferSize  int             `yaml:"read_buffer_size"`
-	WriteBufferSize int             `yaml:"write_buffer_size"`
-	WritesPending   int             `yaml:"max_client_writes_pending"`
+	// TopicAliasMaximum is the Topic Alias Maximum announced to MQTT 5
+	// clients; 0 announces none.
+	TopicAliasMaximum int   `yaml:"topic_alias_maximum"`
+	MaxClients        int64 `yaml:"max_clients"`
+	ReadBufferSize    int   `yaml:"read_buffer_size"`
+	WriteBufferSize   int   `yaml:"write_buffer_size"`
+	WritesPending     int   `yaml:"max_client_writes_pending"`
 	// Listen holds the PROXY protocol and WebSocket settings.
 	Listen listen.Config `yaml:",inline"`
 }
@@ -115,6 +118,7 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.MaxPacketSize = 256 << 10
 	fs.Var(&c.MaxPacketSize, "mqtt.max-packet-size", "Largest MQTT packet accepted; larger ones get DISCONNECT 0x95 (MQTT 5) or a closed connection. Must fit in a Kafka record.")
 	fs.IntVar(&c.ReceiveMaximum, "mqtt.receive-maximum", 256, "Receive Maximum announced to MQTT 5 clients: QoS 1/2 publishes a client may have awaiting Kafka. MQTT 3.1.1 clients are held to it by not reading their socket.")
+	fs.IntVar(&c.TopicAliasMaximum, "mqtt.topic-alias-maximum", 10, "Topic Alias Maximum announced to MQTT 5 clients: the inbound topic aliases a connection may set, each holding a topic name in memory. A PUBLISH with alias 0 or above it gets DISCONNECT 0x94; 0 allows none.")
 	fs.Int64Var(&c.MaxClients, "mqtt.max-clients", 0, "Maximum concurrent connections on this node; 0 means unlimited. Beyond it CONNECT gets 0x89 (server busy).")
 	fs.IntVar(&c.ReadBufferSize, "mqtt.read-buffer-size", 1024, "Per-connection read buffer, bytes. Smaller saves memory per idle connection.")
 	fs.IntVar(&c.WriteBufferSize, "mqtt.write-buffer-size", 1024, "Per-connection write buffer, bytes.")
@@ -170,6 +174,9 @@ func (c *Config) Validate() error {
 	}
 	if m.ReceiveMaximum < 1 || m.ReceiveMaximum > 65535 {
 		errs = append(errs, fmt.Errorf("mqtt.receive-maximum: %d must be between 1 and 65535", m.ReceiveMaximum))
+	}
+	if m.TopicAliasMaximum < 0 || m.TopicAliasMaximum > 65535 {
+		errs = append(errs, fmt.Errorf("mqtt.topic-alias-maximum: %d must be between 0 and 65535", m.TopicAliasMaximum))
 	}
 	if m.MaxClients < 0 {
 		errs = append(errs, fmt.Errorf("mqtt.max-clients: %d must not be negative", m.MaxClients))

@@ -113,6 +113,10 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MQTT.MaxPacketSize)
 	caps.ReceiveMaximum = uint16(cfg.MQTT.ReceiveMaximum)
+	// mochi's default, 65,535, would let one client pin as many topic
+	// names in memory. mochi answers an alias above it with DISCONNECT
+	// 0x94 [MQTT-3.3.2-9]; the sessions hook announces it in CONNACK.
+	caps.TopicAliasMaximum = uint16(cfg.MQTT.TopicAliasMaximum)
 	caps.MaximumClientWritesPending = int32(cfg.MQTT.WritesPending)
 	if cfg.MQTT.MaxClients > 0 {
 		caps.MaximumClients = cfg.MQTT.MaxClients

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -24,9 +25,30 @@ type clientAcks struct {
 	// the Receive Maximum the server announced in CONNACK.
 	window chan struct{}
 
+	// recs counts MQTT 5 QoS 2 publishes answered with a success PUBREC
+	// and not yet released by PUBREL: they still count against the
+	// Receive Maximum (3.3.4) although their window slot is free.
+	recs atomic.Int32
+
 	mu       sync.Mutex
 	queue    []*entry // guarded by mu; arrival order
 	flushing bool     // guarded by mu; a flush goroutine is running
+}
+
+// unacknowledged is the number of the client's QoS 1/2 publishes the server
+// has not yet answered with PUBACK, PUBCOMP or a failure PUBREC.
+func (a *clientAcks) unacknowledged() int {
+	return len(a.window) + int(a.recs.Load())
+}
+
+// releaseRec notes the PUBREL of a publish counted in recs.
+func (a *clientAcks) releaseRec() {
+	for {
+		n := a.recs.Load()
+		if n <= 0 || a.recs.CompareAndSwap(n, n-1) {
+			return
+		}
+	}
 }
 
 // pending reports whether packetID is still awaiting its answer.
@@ -114,18 +136,23 @@ func (h *Hook) flush(a *clientAcks) {
 		a.queue = a.queue[n:]
 		a.mu.Unlock()
 
-		h.writeAcks(a.cl, ready)
+		// Free the window slots before the acks leave: a client may
+		// send its next publish the moment it reads an ack, and must
+		// find the slot free then, or an MQTT 5 client keeping to the
+		// Receive Maximum would be taken for one exceeding it.
 		for range ready {
 			<-a.window
-			h.outstanding.Add(-1)
 		}
+		h.writeAcks(a, ready)
+		h.outstanding.Add(-int64(len(ready)))
 	}
 }
 
 // writeAcks answers the given PUBLISHes in order with one socket write: at
 // high rates one write(2) per ack would cost more than everything else the
 // node does for a message.
-func (h *Hook) writeAcks(cl *mqtt.Client, entries []*entry) {
+func (h *Hook) writeAcks(a *clientAcks, entries []*entry) {
+	cl := a.cl
 	v5 := cl.Properties.ProtocolVersion == 5
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer func() { buf.Reset(); bufPool.Put(buf) }()
@@ -170,6 +197,9 @@ func (h *Hook) writeAcks(cl *mqtt.Client, entries []*entry) {
 			// produced again [MQTT-4.3.3-10] (see OnPacketRead).
 			cl.State.Inflight.Set(ack)
 			cl.State.Inflight.DecreaseReceiveQuota() // mochi gives it back on PUBREL
+			if v5 {
+				a.recs.Add(1) // until PUBREL (OnPacketRead)
+			}
 		}
 		var err error
 		if typ == packets.Puback {

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -26,9 +28,30 @@ type Producer interface {
 	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
 }
 
-// recordOverhead approximates the bytes of a record beyond topic, key and
-// payload (headers, framing), for the unacknowledged-bytes bound.
-const recordOverhead = 256
+// The unacknowledged-bytes bound counts every byte a record holds: its key,
+// value and each header's key and value (MQTT topic, user properties,
+// correlation data, response topic, content type, ...), plus these stated
+// overheads for what the bytes sit in: recordOverhead per record (the
+// kgo.Record, the contract Message, the answer entry and the promise
+// closure) and headerOverhead per header (a kgo.RecordHeader).
+const (
+	recordOverhead = 256
+	headerOverhead = 40
+)
+
+// recordSize is what rec counts against the unacknowledged-bytes bound.
+func recordSize(rec *kgo.Record) int64 {
+	n := len(rec.Key) + len(rec.Value) + recordOverhead
+	for _, h := range rec.Headers {
+		n += len(h.Key) + len(h.Value) + headerOverhead
+	}
+	return int64(n)
+}
+
+// tooLargeLogEvery is the least time between two log lines about records
+// Kafka refused as too large: a device that keeps sending them must not
+// flood the log.
+const tooLargeLogEvery = 10 * time.Second
 
 // Hook is the mochi hook that writes PUBLISHes (and wills) to Kafka.
 type Hook struct {
@@ -53,6 +76,8 @@ type Hook struct {
 	saturatedSince atomic.Int64
 
 	clients sync.Map // *mqtt.Client → *clientAcks
+
+	tooLargeLog logLimiter
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed: accept no new publishes
@@ -179,8 +204,21 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 // second delivery [MQTT-4.3.3-10]. The packet is replaced by a PUBACK for
 // packet id 0, which mochi ignores.
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Pubrel {
+		h.released(cl, pk.PacketID)
+		return pk, nil
+	}
 	if pk.FixedHeader.Type != packets.Publish {
 		return pk, nil
+	}
+	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias == 0 {
+		// [MQTT-3.3.2-8]: a Topic Alias of 0 is not permitted. mochi
+		// answers it with 0x94 only when a topic name comes with it,
+		// and with 0x82 when the name is empty; it is the alias that is
+		// invalid either way.
+		h.metrics.fail(ReasonInvalidTopic)
+		h.disconnect(cl, packets.ErrTopicAliasInvalid)
+		return Ignored(pk.ProtocolVersion), nil
 	}
 	if isSysTopic(pk.TopicName) {
 		return h.rejectSysTopic(cl, pk)
@@ -256,6 +294,18 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.ErrRejectPacket
 	}
 
+	if pk.TopicName == "" {
+		// The topic name is resolved from its alias before this hook
+		// runs; empty means the alias has no mapping on this connection
+		// (mappings never carry over to a new one [MQTT-3.3.2-7]): a
+		// Protocol Error (3.3.2.3.4). Nothing is produced or answered.
+		h.metrics.fail(ReasonInvalidTopic)
+		h.log.Info("closing connection: publish with an empty topic name and an unknown topic alias",
+			"client_id", cl.ID, "topic_alias", pk.Properties.TopicAlias)
+		h.disconnect(cl, packets.Code{Code: packets.ErrProtocolViolation.Code, Reason: "topic alias has no mapping on this connection"})
+		return pk, packets.ErrRejectPacket
+	}
+
 	deadline := received.Add(h.cfg.AckTimeout)
 	var acks *clientAcks
 	var e *entry
@@ -265,6 +315,18 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			// A resend of a publish still awaiting Kafka: its answer is
 			// on the way; producing it again would duplicate it.
 			h.metrics.duplicates.Add(context.Background(), 1, h.metrics.qosAttr[qos])
+			return pk, packets.ErrRejectPacket
+		}
+		if cl.Properties.ProtocolVersion >= 5 && acks.unacknowledged() >= h.receiveMax {
+			// [MQTT-3.3.4-7]: an MQTT 5 client may have at most the
+			// Receive Maximum announced in CONNACK of QoS 1/2 publishes
+			// without PUBACK, PUBCOMP or a failure PUBREC; one more is
+			// answered with DISCONNECT 0x93 (3.3.4, 4.13). MQTT 3.1.1
+			// has no such limit: its socket is not read until a slot
+			// frees (acquire below).
+			h.metrics.fail(ReasonReceiveMaximum)
+			h.log.Info("closing connection: receive maximum exceeded", "client_id", cl.ID, "receive_maximum", h.receiveMax)
+			h.disconnect(cl, packets.ErrReceiveMaximum)
 			return pk, packets.ErrRejectPacket
 		}
 		if !acks.acquire(deadline, h.draining) {
@@ -312,8 +374,17 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 
 	msg := h.message(cl, pk, received)
+	if !validTopicName(msg.Topic) {
+		// The record contract: mqtt.topic is a valid topic name,
+		// whatever the client sent. mochi's checks should have caught
+		// this; never produce it. MQTT 5 gets PUBACK/PUBREC 0x90,
+		// MQTT 3.1.1 a closed connection (writeAcks), QoS 0 nothing.
+		h.log.Info("publish refused: invalid topic name", "client_id", cl.ID)
+		h.reject(cl, acks, e, packets.ErrTopicNameInvalid, ReasonInvalidTopic)
+		return pk, packets.ErrRejectPacket
+	}
 	rec := kafkarecord.Encode(h.topic, msg)
-	size := int64(len(rec.Key) + len(rec.Value) + len(msg.Topic) + recordOverhead)
+	size := recordSize(rec)
 	if !h.reserve(cl, size, deadline) {
 		h.reject(cl, acks, e, packets.ErrQuotaExceeded, ReasonBackpressure)
 		return pk, packets.ErrRejectPacket
@@ -336,6 +407,20 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			cancel()
 		}
 		h.release(size)
+		if err != nil && isTooLarge(err) {
+			// Retrying cannot help: PUBACK/PUBREC 0x95 on MQTT 5, a
+			// closed connection on MQTT 3.1.1 (writeAcks); one log line
+			// per tooLargeLogEvery, however many records.
+			h.metrics.fail(ReasonTooLarge)
+			if ok, suppressed := h.tooLargeLog.allow(time.Now(), tooLargeLogEvery); ok {
+				h.log.Warn("kafka refused record as too large", "client_id", cl.ID, "topic", topicName, "qos", qos,
+					"record_bytes", size, "suppressed", suppressed, "err", err)
+			}
+			if e != nil {
+				h.complete(acks, e, packets.Code{Code: packets.ErrPacketTooLarge.Code, Reason: "record too large for kafka"})
+			}
+			return
+		}
 		if err != nil {
 			h.metrics.fail(ReasonKafka)
 			h.log.Warn("kafka did not take record", "client_id", cl.ID, "topic", topicName, "qos", qos, "err", err)
@@ -364,6 +449,64 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 	})
 	return pk, packets.ErrRejectPacket
+}
+
+// disconnect ends cl's connection with code as its stop cause. The
+// frontend's connection wrapper answers an MQTT 5 client with a DISCONNECT
+// carrying that code (every publisher has had a successful CONNACK
+// [MQTT-3.14.0-1]) and counts it; MQTT 3.1.1, where only clients send
+// DISCONNECT, sees the connection close.
+func (h *Hook) disconnect(cl *mqtt.Client, code packets.Code) {
+	cl.Stop(code)
+}
+
+// released notes a PUBREL: a QoS 2 publish whose PUBREC went out stops
+// counting against the Receive Maximum when it is released (3.3.4).
+func (h *Hook) released(cl *mqtt.Client, packetID uint16) {
+	in, ok := cl.State.Inflight.Get(packetID)
+	if !ok || in.FixedHeader.Type != packets.Pubrec {
+		return
+	}
+	if a, ok := h.clients.Load(cl); ok {
+		a.(*clientAcks).releaseRec()
+	}
+}
+
+// isTooLarge reports whether Kafka (or the producer's own limit) refused a
+// record for its size, which no retry can fix.
+func isTooLarge(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
+}
+
+// validTopicName reports whether topic may be the mqtt.topic of a record: a
+// non-empty UTF-8 string of at most 65,535 bytes without U+0000
+// [MQTT-1.5.4-1] [MQTT-1.5.4-2] [MQTT-4.7.3-1] and without wildcards
+// [MQTT-3.3.2-2].
+func validTopicName(topic string) bool {
+	return topic != "" && len(topic) <= 65535 && utf8.ValidString(topic) &&
+		!strings.ContainsAny(topic, "+#\x00")
+}
+
+// logLimiter lets one log line through per interval and counts the ones it
+// held back.
+type logLimiter struct {
+	mu         sync.Mutex
+	last       time.Time // guarded by mu
+	suppressed int       // guarded by mu
+}
+
+// allow reports whether a line may be logged now, and how many were held
+// back since the last one.
+func (l *logLimiter) allow(now time.Time, every time.Duration) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < every {
+		l.suppressed++
+		return false, 0
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return true, n
 }
 
 // receivedBefore asks the session store whether a QoS 2 packet id resent

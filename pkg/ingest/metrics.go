@@ -16,6 +16,11 @@ const (
 	ReasonClientStalled = "client_not_reading_acks"
 	ReasonShuttingDown  = "shutting_down"
 	ReasonNotAuthorized = "not_authorized"
+	// ReasonTooLarge: Kafka refused the record for its size.
+	ReasonTooLarge = "too_large"
+	// ReasonReceiveMaximum: an MQTT 5 client sent more unacknowledged
+	// QoS 1/2 publishes than the Receive Maximum.
+	ReasonReceiveMaximum = "receive_maximum_exceeded"
 )
 
 type metrics struct {
