@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -23,6 +24,9 @@ const (
 	// HeaderDeadLetterClientID names the session whose delivery failed
 	// (reason rejected); the record's other deliveries were made.
 	HeaderDeadLetterClientID = "fg.dead_letter.client_id"
+	// HeaderDeadLetterValueBytes is set on a dead letter without its
+	// value, which did not fit in the dead-letter topic: its length.
+	HeaderDeadLetterValueBytes = "fg.dead_letter.value_bytes"
 )
 
 // maxErrorHeader bounds the error text a dead-letter record carries.
@@ -64,13 +68,43 @@ func NewKafkaDeadLetters(client *kgo.Client, topic string) *KafkaDeadLetters {
 	return &KafkaDeadLetters{client: client, topic: topic}
 }
 
-// SetAside produces dls and waits for Kafka's acknowledgement.
+// SetAside produces dls and waits for Kafka's acknowledgement. A dead
+// letter too large for the topic (the original record was near the limit,
+// and the dead-letter headers tipped it over) is produced again without
+// its value, with fg.dead_letter.value_bytes saying how long it was: the
+// coordinates still lead to the record while the inbound topic retains it.
 func (k *KafkaDeadLetters) SetAside(ctx context.Context, dls []DeadLetter) error {
 	recs := make([]*kgo.Record, len(dls))
 	for i, dl := range dls {
 		recs[i] = DeadLetterRecord(k.topic, dl)
 	}
-	if err := k.client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	var again []*kgo.Record
+	var err error
+	for _, res := range k.client.ProduceSync(ctx, recs...) {
+		switch {
+		case res.Err == nil:
+		case errors.Is(res.Err, kerr.MessageTooLarge):
+			again = append(again, res.Record)
+		case err == nil:
+			err = res.Err
+		}
+	}
+	// A batch too large fails every record in it: produce those alone,
+	// and without its value the one that does not fit alone either.
+	for _, r := range again {
+		if err != nil {
+			break
+		}
+		err = k.client.ProduceSync(ctx, r).FirstErr()
+		if errors.Is(err, kerr.MessageTooLarge) {
+			cut := *r
+			cut.Headers = append(r.Headers[:len(r.Headers):len(r.Headers)],
+				kgo.RecordHeader{Key: HeaderDeadLetterValueBytes, Value: []byte(strconv.Itoa(len(r.Value)))})
+			cut.Value = nil
+			err = k.client.ProduceSync(ctx, &cut).FirstErr()
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("producing %d dead letters to %s: %w", len(recs), k.topic, err)
 	}
 	return nil

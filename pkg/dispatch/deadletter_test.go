@@ -2,15 +2,19 @@ package dispatch
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
@@ -157,4 +161,47 @@ func TestARetainedMessageRedisRefusesForGoodIsSetAsideAndItsDeliveriesAreMade(t 
 	assert.Equal(t, ReasonRejected, dead[0].Reason)
 	assert.ErrorContains(t, dead[0].Err, "WRONGTYPE")
 	assert.Len(t, f.queue.messages(t)["sub"], 2, "both records are still delivered")
+}
+
+func TestADeadLetterTooLargeForItsTopicIsSetAsideWithoutItsValue(t *testing.T) {
+	const dlt = "in.dead-letter"
+	k := testkit.StartKafka(t, kfake.SeedTopics(1, dlt))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr()), kgo.ConsumeTopics(dlt), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The dead-letter topic takes records up to 4 KiB; the inbound record
+	// fits, the dead letter with its headers does not.
+	alter, err := kadm.NewClient(cl).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: kadm.StringPtr("4096")}}, dlt)
+	require.NoError(t, err)
+	require.NoError(t, alter[0].Err)
+
+	small := &kgo.Record{Topic: "in", Partition: 0, Offset: 7, Key: []byte("k"), Value: []byte("small")}
+	// Random bytes: a compressed batch would fit.
+	noise := make([]byte, 3900)
+	_, _ = rand.Read(noise)
+	big := &kgo.Record{Topic: "in", Partition: 0, Offset: 8, Key: []byte("k"), Value: noise}
+	long := errors.New(strings.Repeat("e", 900))
+	require.NoError(t, NewKafkaDeadLetters(cl, dlt).SetAside(ctx, []DeadLetter{
+		{Record: small, Reason: ReasonUndecodable, Err: long}, {Record: big, Reason: ReasonUndecodable, Err: long}}))
+
+	var got []*kgo.Record
+	for len(got) < 2 {
+		fs := cl.PollFetches(ctx)
+		require.NoError(t, ctx.Err())
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, r) })
+	}
+	byOffset := map[string]*kgo.Record{}
+	for _, r := range got {
+		byOffset[header(r, HeaderDeadLetterOffset)] = r
+	}
+	require.Contains(t, byOffset, "7")
+	require.Contains(t, byOffset, "8")
+	assert.Equal(t, "small", string(byOffset["7"].Value))
+	_, cut := testkit.Header(byOffset["7"], HeaderDeadLetterValueBytes)
+	assert.False(t, cut)
+	assert.Len(t, byOffset["8"].Value, 0)
+	assert.Equal(t, "3900", header(byOffset["8"], HeaderDeadLetterValueBytes))
+	assert.Equal(t, "k", string(byOffset["8"].Key))
 }
