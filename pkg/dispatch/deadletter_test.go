@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/topic"
@@ -204,4 +205,42 @@ func TestADeadLetterTooLargeForItsTopicIsSetAsideWithoutItsValue(t *testing.T) {
 	assert.Len(t, byOffset["8"].Value, 0)
 	assert.Equal(t, "3900", header(byOffset["8"], HeaderDeadLetterValueBytes))
 	assert.Equal(t, "k", string(byOffset["8"].Key))
+}
+
+func TestConsumerRetriesWhileTheDeadLetterTopicFailsAndCommitsNothingPastIt(t *testing.T) {
+	f := newConsumerFixture(t)
+	// A dead-letter topic that does not exist yet: setting aside fails
+	// (soon, with a client that gives up on unknown topics quickly).
+	const late = "late.dead-letter"
+	dl, err := kgo.NewClient(kgo.SeedBrokers(f.kafka.Addr()), kgo.MetadataMinAge(10*time.Millisecond),
+		kgo.UnknownTopicRetries(1), kgo.RecordDeliveryTimeout(time.Second))
+	require.NoError(t, err)
+	t.Cleanup(dl.Close)
+	cfg := f.consumer.cfg
+	cfg.DeadLetterTopic = late
+	f.consumer = NewConsumer(cfg, f.consumer.kcfg, f.consumer.router, NewKafkaDeadLetters(dl, late),
+		testkit.DiscardLogger(), kafka.Telemetry{})
+
+	n := f.produce([]string{"a"}, 0, 5)
+	f.run()
+	require.Eventually(t, func() bool { return f.committed() == int64(n) }, 15*time.Second, 20*time.Millisecond)
+
+	res := f.producer.ProduceSync(f.ctx(), &kgo.Record{Topic: inbound, Key: []byte("a"), Value: []byte("junk")})
+	require.NoError(t, res.FirstErr())
+	junk := res[0].Record
+	require.Eventually(t, func() bool { return f.consumer.Ready() != nil }, 15*time.Second, 20*time.Millisecond,
+		"not ready while the record cannot be set aside")
+	assert.Equal(t, int64(n), f.committed(), "nothing committed past the record not set aside")
+	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_dead_letters", "", ""), "not counted before it is set aside")
+
+	_, err = f.adm.CreateTopic(f.ctx(), 1, 1, nil, late)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return f.committed() == int64(n+1) }, 30*time.Second, 20*time.Millisecond,
+		"committed once the dead letter is in Kafka")
+	got := f.readTopic(late, 1)
+	assert.Equal(t, strconv.FormatInt(junk.Offset, 10), header(got[0], HeaderDeadLetterOffset))
+	assert.Equal(t, "junk", string(got[0].Value))
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_dead_letters", "reason", ReasonUndecodable))
+	require.Eventually(t, func() bool { return f.consumer.Ready() == nil }, 10*time.Second, 20*time.Millisecond)
+	assert.Equal(t, 5, f.take("all"))
 }
