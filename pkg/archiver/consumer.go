@@ -273,15 +273,17 @@ func (c *Consumer) writeOnce(ctx context.Context, b *batch) error {
 		return err
 	}
 	if len(b.subs) > 0 && !b.done[CollectionSubscription] {
+		applied := len(b.subs)
 		if err := c.store.ApplySubscriptions(ctx, b.subs); err != nil {
 			dead, ok := rejections(err, SourceSubscriptions, CollectionSubscription, b.subRecs, nil)
 			if !ok {
 				return fmt.Errorf("applying %d subscription changes: %w", len(b.subs), err)
 			}
 			b.dead = append(b.dead, dead...)
+			applied -= len(dead)
 		}
 		b.done[CollectionSubscription] = true
-		c.m.written.Add(ctx, int64(len(b.subs)), c.m.collection[CollectionSubscription])
+		c.m.written.Add(ctx, int64(applied), c.m.collection[CollectionSubscription])
 	}
 	return c.writeDeadLetters(ctx, b)
 }

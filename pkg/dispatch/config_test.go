@@ -50,3 +50,10 @@ func TestConfigValidate(t *testing.T) {
 		require.NoError(t, c.Validate())
 	})
 }
+
+func TestTheDeadLetterTopicIsNamedAfterTheInboundTopicUnlessSet(t *testing.T) {
+	c := defaultConfig(t)
+	require.Equal(t, "mqtt.inbound.dead-letter", c.DeadLetterTopicName("mqtt.inbound"))
+	c.DeadLetterTopic = "poison"
+	require.Equal(t, "poison", c.DeadLetterTopicName("mqtt.inbound"))
+}

@@ -103,6 +103,36 @@ func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "fleet/9/temp", m.Topic)
 	assert.Equal(t, []byte("21.5"), m.Payload)
+
+	// A record that never will route goes to the dead-letter topic the
+	// service created (mqtt.inbound.dead-letter by default), and the
+	// partition goes on.
+	junk := &kgo.Record{Topic: cfg.Kafka.Topic, Key: []byte("sensor-9"), Value: []byte("junk")}
+	require.NoError(t, inbound.ProduceSync(ctx, junk).FirstErr())
+	rec = kafkarecord.Encode(cfg.Kafka.Topic, &kafkarecord.Message{ClientID: "sensor-9", Topic: "fleet/9/temp",
+		Payload: []byte("22"), QoS: 1, MessageID: "m-3", ReceivedAt: time.Now()})
+	require.NoError(t, inbound.ProduceSync(ctx, rec).FirstErr())
+	require.Eventually(t, func() bool {
+		r := session.Round{ClientID: "svc-sub", Epoch: conn.Epoch, Take: 10}
+		store.RunRounds(ctx, []*session.Round{&r})
+		require.NoError(t, r.Err)
+		got = append(got, r.Taken...)
+		return len(got) >= 2
+	}, 20*time.Second, 50*time.Millisecond, "the record after the dead letter never reached the subscriber")
+	dl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr()), kgo.ConsumeTopics("mqtt.inbound.dead-letter"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	t.Cleanup(dl.Close)
+	pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer pcancel()
+	var dead []*kgo.Record
+	for len(dead) == 0 {
+		fs := dl.PollFetches(pctx)
+		require.NoError(t, pctx.Err(), "no dead letter")
+		dead = append(dead, fs.Records()...)
+	}
+	assert.Equal(t, "junk", string(dead[0].Value))
+	assert.Equal(t, ReasonUndecodable, header(dead[0], HeaderDeadLetterReason))
 }
 
 func TestTheServicePublishesTheWillsOfADeadFrontendsClients(t *testing.T) {
