@@ -331,3 +331,16 @@ func TestARecordTooLargeForKafkaGets0x95AndOneLogLine(t *testing.T) {
 	tp, _ := testkit.Header(got[0], kafkarecord.HeaderTopic)
 	assert.Equal(t, "big/after", tp)
 }
+
+func TestTheTopicAliasMaximumFlagIsValidated(t *testing.T) {
+	for _, v := range []int{0, 10, 65535} {
+		cfg := testConfig(t, "127.0.0.1:9092")
+		cfg.MQTT.TopicAliasMaximum = v
+		assert.NoError(t, cfg.Validate(), "mqtt.topic-alias-maximum %d", v)
+	}
+	for _, v := range []int{-1, 65536} {
+		cfg := testConfig(t, "127.0.0.1:9092")
+		cfg.MQTT.TopicAliasMaximum = v
+		assert.ErrorContains(t, cfg.Validate(), "mqtt.topic-alias-maximum", "mqtt.topic-alias-maximum %d", v)
+	}
+}

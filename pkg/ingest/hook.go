@@ -262,6 +262,11 @@ func (h *Hook) rejectSysTopic(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 		return pk, packets.ErrRejectPacket // mochi closes the connection
 	}
 	acks := h.acksFor(cl)
+	if acks.unacknowledged() >= h.receiveMax {
+		h.metrics.fail(ReasonReceiveMaximum) // [MQTT-3.3.4-7], as in OnPublish
+		h.disconnect(cl, packets.ErrReceiveMaximum)
+		return Ignored(pk.ProtocolVersion), nil
+	}
 	if !acks.acquire(time.Now().Add(h.cfg.AckTimeout), h.draining) {
 		return pk, packets.ErrRejectPacket
 	}
