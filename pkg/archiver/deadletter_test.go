@@ -161,3 +161,34 @@ func TestAnUnreachableMongoDBIsNotAPermanentError(t *testing.T) {
 	require.Error(t, err)
 	assert.False(t, archive.Permanent(err), "%v", err)
 }
+
+func TestADeadLetterMongoDBDoesNotTakeIsRetriedAndNothingIsCommittedPastIt(t *testing.T) {
+	f := newFixture(t)
+	// A collection name MongoDB refuses: every dead-letter insert fails.
+	a := f.start("-archive.dead-letter-collection", "bad$name")
+	f.produceMessages("dev", 10)
+	f.waitCount("message", 10, 20*time.Second)
+	a.waitCaughtUp(20 * time.Second)
+
+	res := f.producer.ProduceSync(f.ctx(), &kgo.Record{Topic: eventsTopic, Key: []byte("dev-1"), Value: []byte("{not json")})
+	require.NoError(t, res.FirstErr())
+	junk := res[0].Record
+	require.Eventually(t, func() bool {
+		return !a.ready() && a.metric("fleetgate_archive_write_errors_total") >= 2
+	}, 20*time.Second, 20*time.Millisecond, "not ready, and the batch is retried")
+	assert.Less(t, f.committed(eventsTopic)[junk.Partition], junk.Offset+1, "nothing committed past the record not set aside")
+	assert.Zero(t, a.metric("fleetgate_archiver_dead_letters_total"), "not counted before it is written")
+
+	// An archiver that can write its dead letters takes over and sets the
+	// record aside.
+	a.stop()
+	b := f.start()
+	b.waitCaughtUp(30 * time.Second)
+	dead := f.find("message_dead_letter", bson.D{})
+	require.Len(t, dead, 1)
+	assert.Equal(t, junk.Offset, subField(dead[0]["kafka"], "offset"))
+	assert.Equal(t, float64(1), b.metric("fleetgate_archiver_dead_letters_total", "reason", ReasonUndecodable))
+	require.Eventually(t, func() bool {
+		return f.committed(eventsTopic)[junk.Partition] == junk.Offset+1
+	}, 20*time.Second, 20*time.Millisecond)
+}
