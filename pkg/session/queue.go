@@ -115,6 +115,27 @@ func decodeEntry(v string) (msg []byte, expiry time.Time, err error) {
 	return []byte(m), expiry, nil
 }
 
+// decodeInflight decodes one field and value of the inflight hash: packet
+// id → "<seq>|<state>|<queue entry>", state P (published, awaiting PUBACK or
+// PUBREC) or R (PUBREC received, the message dropped).
+func decodeInflight(field, v string) (InflightMessage, error) {
+	pid, err := strconv.ParseUint(field, 10, 16)
+	seqS, rest, ok := strings.Cut(v, "|")
+	seq, serr := strconv.ParseUint(seqS, 10, 64)
+	if err != nil || !ok || serr != nil || len(rest) < 2 || rest[1] != '|' {
+		return InflightMessage{}, fmt.Errorf("malformed entry %q", field)
+	}
+	msg, exp, err := decodeEntry(rest[2:])
+	if err != nil {
+		return InflightMessage{}, err
+	}
+	im := InflightMessage{QueuedMessage: QueuedMessage{PacketID: uint16(pid), Seq: seq, Message: msg, Expiry: exp}, Released: rest[0] == 'R'}
+	if im.Released {
+		im.Message = nil
+	}
+	return im, nil
+}
+
 // luaEntryLen is the message size of a queue entry (what qbytes counts).
 const luaEntryLen = `
 local function mlen(v)
@@ -389,21 +410,11 @@ func (s *Store) Inflight(ctx context.Context, clientID string) ([]InflightMessag
 	}
 	items := make([]item, 0, len(m))
 	for k, v := range m {
-		pid, err := strconv.ParseUint(k, 10, 16)
-		seqS, rest, ok := strings.Cut(v, "|")
-		seq, serr := strconv.ParseUint(seqS, 10, 64)
-		if err != nil || !ok || serr != nil || len(rest) < 2 || rest[1] != '|' {
-			return nil, fmt.Errorf("reading inflight of %s: malformed entry %q", clientID, k)
-		}
-		msg, exp, err := decodeEntry(rest[2:])
+		im, err := decodeInflight(k, v)
 		if err != nil {
 			return nil, fmt.Errorf("reading inflight of %s: %w", clientID, err)
 		}
-		it := item{seq: seq, m: InflightMessage{QueuedMessage: QueuedMessage{PacketID: uint16(pid), Seq: seq, Message: msg, Expiry: exp}, Released: rest[0] == 'R'}}
-		if it.m.Released {
-			it.m.Message = nil
-		}
-		items = append(items, it)
+		items = append(items, item{seq: im.Seq, m: im})
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].seq < items[j].seq })
 	out := make([]InflightMessage, len(items))
