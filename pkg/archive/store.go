@@ -12,6 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
 )
 
 // TTLIndexName is the name of the TTL index on created of every collection
@@ -285,28 +286,47 @@ func (s *Store) insert(ctx context.Context, coll string, docs []bson.D) (written
 		return 0, 0, err
 	}
 	if err != nil {
-		// The whole command failed for one document it could not carry
-		// (too large for a message), and nothing was written: write them
-		// one by one to find which.
-		written, duplicates, rejected = 0, 0, nil
-		for i := range docs {
-			w, d, r, err := s.insertMany(ctx, coll, docs[i:i+1])
-			switch {
-			case err != nil && tooLarge(err):
-				rejected = append(rejected, Rejected{Index: i, Reason: ReasonTooLarge, Err: err})
-			case err != nil:
-				return 0, 0, err
-			case len(r) > 0:
-				r[0].Index = i
-				rejected = append(rejected, r[0])
-			}
-			written, duplicates = written+w, duplicates+d
+		// The whole command failed for a document it could not carry (too
+		// large for a message), and perhaps wrote the documents before it:
+		// write the halves again, down to that document alone.
+		written, duplicates, rejected, err = s.insertHalves(ctx, coll, docs, 0)
+		if err != nil {
+			return 0, 0, err
 		}
 	}
 	if len(rejected) > 0 {
 		return written, duplicates, &RejectedError{Collection: coll, Documents: len(docs), Rejected: rejected}
 	}
 	return written, duplicates, nil
+}
+
+// insertHalves writes the two halves of docs, each as one insert and, when
+// that fails as too large, by its halves again: a document too large alone
+// is rejected. base is the position of docs[0] in the caller's documents.
+func (s *Store) insertHalves(ctx context.Context, coll string, docs []bson.D, base int) (written, duplicates int, rejected []Rejected, err error) {
+	if len(docs) == 1 {
+		return 0, 0, []Rejected{{Index: base, Reason: ReasonTooLarge,
+			Err: fmt.Errorf("document %d: %w", base, driver.ErrDocumentTooLarge)}}, nil
+	}
+	mid := len(docs) / 2
+	for _, half := range []struct {
+		docs []bson.D
+		base int
+	}{{docs[:mid], base}, {docs[mid:], base + mid}} {
+		w, d, r, err := s.insertMany(ctx, coll, half.docs)
+		if err != nil && tooLarge(err) {
+			w, d, r, err = s.insertHalves(ctx, coll, half.docs, half.base)
+		} else {
+			for i := range r {
+				r[i].Index += half.base
+			}
+		}
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		written, duplicates, rejected = written+w, duplicates+d, append(rejected, r...)
+	}
+	return written, duplicates, rejected, nil
 }
 
 // insertMany is one unordered insert of docs. Write errors that are
