@@ -9,6 +9,13 @@
 // fleetgate_dispatch_deliveries_repeated). Each delivery carries the
 // record's message id so that a frontend can drop such repeats.
 //
+// A record that can never be routed — it does not decode, its topic is not
+// a valid topic name, or Redis refuses one of its deliveries or its retained
+// update with an error no retry fixes — does not block its partition: it is
+// produced to the dead-letter topic (dispatch.dead-letter-topic) with
+// headers naming where it came from and why, counted and logged once, and
+// its offset is committed with the batch. Transient errors are retried.
+//
 // The Router also keeps the retained message of every topic in the
 // retained store (pkg/retained), from the records published with RETAIN 1,
 // before it commits their offsets.
