@@ -117,7 +117,7 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ConnectTimeout, "mqtt.connect-timeout", 10*time.Second, "Time a new connection has to send its CONNECT packet before it is closed.")
 	c.MaxPacketSize = 256 << 10
 	fs.Var(&c.MaxPacketSize, "mqtt.max-packet-size", "Largest MQTT packet accepted; larger ones get DISCONNECT 0x95 (MQTT 5) or a closed connection. Must fit in a Kafka record.")
-	fs.IntVar(&c.ReceiveMaximum, "mqtt.receive-maximum", 256, "Receive Maximum announced to MQTT 5 clients: QoS 1/2 publishes a client may have awaiting Kafka. MQTT 3.1.1 clients are held to it by not reading their socket.")
+	fs.IntVar(&c.ReceiveMaximum, "mqtt.receive-maximum", 256, "Receive Maximum announced to MQTT 5 clients: QoS 1/2 publishes a client may have awaiting Kafka (a QoS 2 one until its PUBREL); one more gets DISCONNECT 0x93. MQTT 3.1.1 clients are held to it by not reading their socket.")
 	fs.IntVar(&c.TopicAliasMaximum, "mqtt.topic-alias-maximum", 10, "Topic Alias Maximum announced to MQTT 5 clients: the inbound topic aliases a connection may set, each holding a topic name in memory. A PUBLISH with alias 0 or above it gets DISCONNECT 0x94; 0 allows none.")
 	fs.Int64Var(&c.MaxClients, "mqtt.max-clients", 0, "Maximum concurrent connections on this node; 0 means unlimited. Beyond it CONNECT gets 0x89 (server busy).")
 	fs.IntVar(&c.ReadBufferSize, "mqtt.read-buffer-size", 1024, "Per-connection read buffer, bytes. Smaller saves memory per idle connection.")
