@@ -45,10 +45,13 @@ type Config struct {
 	PasswordFile string `yaml:"password_file"`
 	// PasswordCacheSize bounds the verified passwords kept in memory so
 	// that a reconnect costs no bcrypt; 0 disables the cache.
-	PasswordCacheSize int            `yaml:"password_cache_size"`
-	Throttle          ThrottleConfig `yaml:"throttle"`
-	JWT               JWTConfig      `yaml:"jwt"`
-	Cert              CertConfig     `yaml:"cert"`
+	PasswordCacheSize int `yaml:"password_cache_size"`
+	// PasswordChecks bounds the bcrypt comparisons running at once; 0
+	// means half the cores the process may use, at least 1.
+	PasswordChecks int            `yaml:"password_checks"`
+	Throttle       ThrottleConfig `yaml:"throttle"`
+	JWT            JWTConfig      `yaml:"jwt"`
+	Cert           CertConfig     `yaml:"cert"`
 }
 
 // ThrottleConfig bounds password guessing: after so many failures within
@@ -107,6 +110,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClientIDPolicy, "auth.client-id-policy", ClientIDAny, "How the client id must relate to the identity: any; equal (client id = identity); prefix (client id starts with the identity; safe only when no identity is a prefix of another). A violation gets CONNACK 0x85 / 0x02. Anonymous clients are exempt.")
 	fs.StringVar(&c.PasswordFile, "auth.password-file", "", "File of username:bcrypt-hash lines (htpasswd -B format); needed by the password method.")
 	fs.IntVar(&c.PasswordCacheSize, "auth.password-cache-size", 100000, "Verified passwords remembered (as keyed hashes, never the password) so that a reconnect costs no bcrypt; about 110 bytes each. A changed password or hash misses. 0 disables.")
+	fs.IntVar(&c.PasswordChecks, "auth.password-checks", 0, "Bcrypt comparisons running at once (each costs tens of ms of a core); further uncached CONNECTs wait for one to end, so that a storm of new devices leaves the node's cores to its connections, Kafka and Redis. Cached passwords never wait. 0: half the cores GOMAXPROCS allows, at least 1.")
 	fs.IntVar(&c.Throttle.UserFailures, "auth.throttle.user-failures", 5, "Failed password checks for one username within auth.throttle.window after which its attempts are refused (CONNACK 0x9F / 0x03) without checking. 0 disables.")
 	fs.IntVar(&c.Throttle.AddressFailures, "auth.throttle.address-failures", 0, "Failed password checks from one source address (IPv6: its /64) within auth.throttle.window after which its attempts are refused without checking. 0 disables; keep it 0 behind a load balancer that hides client addresses (HAProxy without the PROXY protocol), where all clients share one.")
 	fs.DurationVar(&c.Throttle.Window, "auth.throttle.window", time.Minute, "Window over which password failures are counted, and how long a throttled username or address waits.")
@@ -198,6 +202,9 @@ func (c *Config) check() error {
 	}
 	if c.PasswordCacheSize < 0 {
 		errs = append(errs, fmt.Errorf("auth.password-cache-size: %d must not be negative", c.PasswordCacheSize))
+	}
+	if c.PasswordChecks < 0 {
+		errs = append(errs, fmt.Errorf("auth.password-checks: %d must not be negative", c.PasswordChecks))
 	}
 	if c.Throttle.UserFailures < 0 {
 		errs = append(errs, fmt.Errorf("auth.throttle.user-failures: %d must not be negative", c.Throttle.UserFailures))

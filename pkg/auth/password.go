@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,9 @@ type passwords struct {
 	mu       sync.Mutex // guards verified; throttle locks itself
 	verified *lru[[16]byte, struct{}]
 	throttle *throttle
+	// checks holds a slot per bcrypt comparison running (see
+	// Config.PasswordChecks).
+	checks chan struct{}
 }
 
 func newPasswords(cfg *Config, macKey []byte, now func() time.Time) *passwords {
@@ -59,7 +63,17 @@ func newPasswords(cfg *Config, macKey []byte, now func() time.Time) *passwords {
 		now:      now,
 		verified: newLRU[[16]byte, struct{}](cfg.PasswordCacheSize),
 		throttle: newThrottle(cfg.Throttle),
+		checks:   make(chan struct{}, passwordChecks(cfg.PasswordChecks)),
 	}
+}
+
+// passwordChecks is the bound on concurrent bcrypt comparisons: n, or for
+// 0 half of GOMAXPROCS, at least 1.
+func passwordChecks(n int) int {
+	if n > 0 {
+		return n
+	}
+	return max(1, runtime.GOMAXPROCS(0)/2)
 }
 
 // applies reports whether the request names a user.
@@ -86,7 +100,9 @@ func (p *passwords) authenticate(r *Request) (Identity, error) {
 	if !p.throttle.admit(user, addr, p.now()) {
 		return Identity{}, fail(SourcePassword, ReasonThrottled, "")
 	}
+	p.checks <- struct{}{}
 	err := p.compare(hash, r.Password)
+	<-p.checks
 	if !known {
 		return Identity{}, fail(SourcePassword, ReasonUnknownUser, "")
 	}

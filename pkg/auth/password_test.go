@@ -1,8 +1,10 @@
 package auth
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -297,4 +299,55 @@ func TestConcurrentGuessesCannotOutrunTheThrottle(t *testing.T) {
 	close(release)
 	wg.Wait()
 	assert.Equal(t, int64(3), calls.Load(), "only the limit's worth of guesses is checked")
+}
+
+func TestBcryptChecksRunAtMostPasswordChecksAtOnceAndCachedPasswordsNeverWait(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		checks int // 0: the default
+		want   int
+	}{
+		{"the default, half the cores", 0, max(1, runtime.GOMAXPROCS(0)/2)},
+		{"configured", 3, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var lines strings.Builder
+			const devices = 8
+			h := hash(t, "pw", bcrypt.MinCost)
+			for i := range devices + 1 {
+				fmt.Fprintf(&lines, "dev-%d:%s\n", i, h)
+			}
+			c, _, _ := passwordChain(t, lines.String(), func(c *Config) { c.PasswordChecks = tc.checks })
+			// dev-8 connected before: its password is cached.
+			_, err := c.Authenticate(login(fmt.Sprintf("dev-%d", devices), "pw"))
+			require.NoError(t, err)
+
+			var running, most atomic.Int64
+			release := make(chan struct{})
+			inner := c.passwords.compare
+			c.passwords.compare = func(h, p []byte) error {
+				n := running.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				<-release
+				running.Add(-1)
+				return inner(h, p)
+			}
+			var wg sync.WaitGroup
+			errs := make([]error, devices)
+			for i := range devices {
+				wg.Go(func() { _, errs[i] = c.Authenticate(login(fmt.Sprintf("dev-%d", i), "pw")) })
+			}
+			require.Eventually(t, func() bool { return running.Load() == int64(tc.want) }, 10*time.Second, time.Millisecond)
+
+			// While every slot is taken, a cached password gets in.
+			_, err = c.Authenticate(login(fmt.Sprintf("dev-%d", devices), "pw"))
+			require.NoError(t, err)
+
+			close(release)
+			wg.Wait()
+			require.NoError(t, errors.Join(errs...))
+			assert.Equal(t, int64(tc.want), most.Load(), "bcrypt comparisons at once")
+		})
+	}
 }

@@ -66,6 +66,8 @@ type Pump struct {
 	// by kick: an idle connection has none.
 	running atomic.Bool
 	pending atomic.Bool
+	// begun: Begin set the session's epoch; no round runs before.
+	begun atomic.Bool
 	// queued: the queue may hold messages (a notice, a poll, a connect or
 	// a failed attempt said so). An acknowledgement alone does not set it,
 	// so completing a delivery costs no look at an empty queue.
@@ -75,9 +77,13 @@ type Pump struct {
 	work sync.Mutex
 
 	// Owned by the running pump.
-	window   int
-	resent   bool
-	inflight map[uint16]outbound
+	window int
+	resent bool
+	// snapshot is what was in flight at the CONNECT, when the session
+	// store said so (BeginFrom): resend reads it instead of the store.
+	snapshot     []session.InflightMessage
+	haveSnapshot bool
+	inflight     map[uint16]outbound
 	// lastSeq is the sequence number of the newest message written (or
 	// resent) on this connection: messages go out in sequence order, and
 	// one at or below it was written already.
@@ -101,7 +107,6 @@ type Pump struct {
 // onGone runs when a store write finds that the session moved on.
 func (d *Deliverer) Open(cl *mqtt.Client, onGone func()) *Pump {
 	c := &Pump{d: d, cl: cl, onGone: onGone, inflight: map[uint16]outbound{}}
-	c.queued.Store(true)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.window = d.cfg.MaxInflight
 	if cl.Properties.ProtocolVersion >= 5 {
@@ -125,8 +130,35 @@ func (c *Pump) Window() int { return c.window }
 // messages up to lastSeq were handed over before this connection: what is
 // in flight is resent first, then the queue follows.
 func (c *Pump) Begin(epoch, lastSeq uint64) {
+	c.begin(epoch, lastSeq, nil, false, true)
+}
+
+// begin sets the pump's session and lets it run: a kick before it (a
+// notice or an acknowledgement that came before the connection's CONNACK
+// went out) only marked work pending.
+func (c *Pump) begin(epoch, lastSeq uint64, inflight []session.InflightMessage, snapshot, queued bool) {
+	c.work.Lock()
 	c.epoch, c.lastSeq = epoch, lastSeq
-	c.KickQueued()
+	if snapshot && !c.resent {
+		c.snapshot, c.haveSnapshot = inflight, true
+	}
+	c.work.Unlock()
+	c.begun.Store(true)
+	if queued {
+		c.queued.Store(true)
+	}
+	if queued || len(inflight) > 0 || c.pending.Load() {
+		c.kick()
+	}
+}
+
+// BeginFrom is Begin with what the session store's Connect found: the
+// messages in flight then (resent first) and whether the queue held any.
+// Use it only when nothing can have changed since but through a notice to
+// this pump: a session with nothing in flight and an empty queue then
+// costs no store read at all.
+func (c *Pump) BeginFrom(epoch, lastSeq uint64, inflight []session.InflightMessage, queued bool) {
+	c.begin(epoch, lastSeq, inflight, true, queued)
 }
 
 // Halt stops the pump's rounds for good: the session was taken over.
@@ -202,6 +234,9 @@ func (c *Pump) KickQueued() {
 // kick makes the pump run: now, or again after its current round.
 func (c *Pump) kick() {
 	c.pending.Store(true)
+	if !c.begun.Load() {
+		return // begin runs the pump
+	}
 	if c.running.CompareAndSwap(false, true) {
 		go c.pump()
 	}
@@ -532,10 +567,14 @@ func (c *Pump) fail(what string, err error) {
 // resend writes the session's inflight messages again after a reconnect:
 // PUBLISH with DUP set, or PUBREL where PUBREC was received [MQTT-4.4.0-1].
 func (c *Pump) resend() error {
-	msgs, err := c.d.store.Inflight(c.ctx, c.cl.ID)
-	if err != nil {
-		return err
+	msgs := c.snapshot
+	if !c.haveSnapshot {
+		var err error
+		if msgs, err = c.d.store.Inflight(c.ctx, c.cl.ID); err != nil {
+			return err
+		}
 	}
+	c.snapshot, c.haveSnapshot = nil, false
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer bufPool.Put(buf)
 	// Messages handed to this connection since its CONNECT (past the

@@ -234,6 +234,16 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 
 	s.ops = telemetry.NewServer(cfg.HTTP, tel, log)
 	s.ops.AddCheck("kafka", s.kafkaReady)
+	s.ops.AddCheck("mqtt", func(context.Context) error {
+		// Credentials and rules load before the listeners open (a large
+		// rules file takes seconds): not ready until devices can connect.
+		select {
+		case <-s.started:
+			return nil
+		default:
+			return errors.New("listeners not started yet")
+		}
+	})
 	s.ops.AddCheck("redis", func(ctx context.Context) error {
 		if err := s.rdb.Ping(ctx).Err(); err != nil {
 			return fmt.Errorf("redis %v: %w", []string(cfg.Session.Redis.Addrs), err)

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -70,6 +71,22 @@ func TestEveryOperationWorksOnRedisCluster(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, w)
 	require.NoError(t, s.Disconnect(ctx, b, rb.Epoch, 0))
+	owned, err = s.SessionsOwnedBy(ctx, node)
+	require.NoError(t, err)
+	assert.Empty(t, owned)
+
+	// A clean start over a's subscription hands it to Tombstone first;
+	// End of a session that ends returns its subscriptions.
+	var tombstoned []Subscription
+	ra, err = s.Connect(ctx, ConnectRequest{ClientID: a, Node: node, CleanStart: true, Protocol: 5,
+		Tombstone: func(_ context.Context, subs []Subscription) error { tombstoned = subs; return nil }})
+	require.NoError(t, err)
+	assert.Len(t, tombstoned, 1)
+	_, err = s.Subscribe(ctx, a, ra.Epoch, []Subscription{{FilterKey: FilterKey{Filter: "z"}}})
+	require.NoError(t, err)
+	ended, err := s.End(ctx, a, ra.Epoch, 0)
+	require.NoError(t, err)
+	assert.Len(t, ended, 1)
 	owned, err = s.SessionsOwnedBy(ctx, node)
 	require.NoError(t, err)
 	assert.Empty(t, owned)

@@ -16,12 +16,6 @@ import (
 // whose subscriptions then stay in the change log (matching no session).
 const expiringKey = "fg:expiring"
 
-func (s *Store) markExpiring(ctx context.Context, clientID string, at time.Time) {
-	if err := s.rdb.ZAdd(ctx, expiringKey, redis.Z{Score: float64(at.UnixMilli()), Member: clientID}).Err(); err != nil {
-		s.log.WarnContext(ctx, "recording session expiry", "client_id", clientID, "err", err)
-	}
-}
-
 // ExpiringSession is a session whose expiry time has passed.
 type ExpiringSession struct {
 	ClientID string

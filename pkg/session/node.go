@@ -249,7 +249,9 @@ func (s *Store) ClaimWill(ctx context.Context, clientID string, epoch uint64) (*
 	}
 	if v[1] != "1" {
 		// Disconnected and no will left: nothing for a sweeper any more.
-		s.forget(ctx, v[2], clientID)
+		if v[2] != "" {
+			s.forgetAll(ctx, map[string][]any{v[2]: {clientID}})
+		}
 	}
 	if v[0] == "" {
 		return nil, nil

@@ -1,10 +1,11 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -396,6 +397,11 @@ type InflightMessage struct {
 	Released bool
 }
 
+// sortInflight puts inflight messages in the order Take assigned them.
+func sortInflight(ms []InflightMessage) {
+	slices.SortFunc(ms, func(a, b InflightMessage) int { return cmp.Compare(a.Seq, b.Seq) })
+}
+
 // Inflight returns the session's inflight messages in the order Take
 // assigned them, for resending with DUP set after a reconnect
 // [MQTT-4.4.0-1]. It is not fenced: it only reads.
@@ -404,22 +410,14 @@ func (s *Store) Inflight(ctx context.Context, clientID string) ([]InflightMessag
 	if err != nil {
 		return nil, fmt.Errorf("reading inflight of %s: %w", clientID, err)
 	}
-	type item struct {
-		seq uint64
-		m   InflightMessage
-	}
-	items := make([]item, 0, len(m))
+	out := make([]InflightMessage, 0, len(m))
 	for k, v := range m {
 		im, err := decodeInflight(k, v)
 		if err != nil {
 			return nil, fmt.Errorf("reading inflight of %s: %w", clientID, err)
 		}
-		items = append(items, item{seq: im.Seq, m: im})
+		out = append(out, im)
 	}
-	sort.Slice(items, func(i, j int) bool { return items[i].seq < items[j].seq })
-	out := make([]InflightMessage, len(items))
-	for i, it := range items {
-		out[i] = it.m
-	}
+	sortInflight(out)
 	return out, nil
 }

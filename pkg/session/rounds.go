@@ -130,45 +130,20 @@ func (s *Store) roundArgs(r *Round) (keys []string, args []any) {
 
 // RunRounds runs rounds in one pipeline (on Redis Cluster, one per shard,
 // in parallel) and sets each round's Taken and Err. Each round is atomic on
-// its own; rounds of different sessions are independent.
+// its own; rounds of different sessions are independent. A Batcher with
+// RunRounds as its Run shares the pipelines among a node's sessions.
 func (s *Store) RunRounds(ctx context.Context, rounds []*Round) {
-	pending := rounds
-	for attempt := 0; len(pending) > 0; attempt++ {
-		cmds := make([]*redis.Cmd, len(pending))
-		// The pipeline's own error repeats the first command error, which
-		// is handled per command below.
-		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, r := range pending {
-				keys, args := s.roundArgs(r)
-				cmds[i] = roundScript.EvalSha(ctx, p, keys, args...)
-			}
-			return nil
-		})
-		var retry []*Round
-		for i, c := range cmds {
-			r := pending[i]
-			v, err := c.Slice()
-			if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
-				retry = append(retry, r)
-				continue
-			}
-			r.Taken, r.Err = nil, nil
-			if err != nil && !errors.Is(err, redis.Nil) {
-				r.Err = fmt.Errorf("delivery round of %s: %w", r.ClientID, mapErr(err))
-				continue
-			}
-			r.Taken, r.Seq, r.Err = parseTaken(r.ClientID, v)
+	cmds := evalAll(ctx, s.rdb, roundScript, len(rounds), func(i int) ([]string, []any) {
+		return s.roundArgs(rounds[i])
+	}, nil)
+	for i, r := range rounds {
+		r.Taken, r.Seq, r.Err = nil, 0, nil
+		v, err := cmds[i].Slice()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			r.Err = fmt.Errorf("delivery round of %s: %w", r.ClientID, mapErr(err))
+			continue
 		}
-		if len(retry) > 0 {
-			// Redis lost its script cache (restart, failover, new shard).
-			if err := roundScript.Load(ctx, s.rdb).Err(); err != nil {
-				for _, r := range retry {
-					r.Taken, r.Err = nil, fmt.Errorf("delivery round of %s: loading script: %w", r.ClientID, err)
-				}
-				return
-			}
-		}
-		pending = retry
+		r.Taken, r.Seq, r.Err = parseTaken(r.ClientID, v)
 	}
 }
 

@@ -45,6 +45,9 @@ type Store struct {
 	maxMsg int64
 	maxB   int64
 	direct bool
+
+	connects    Batcher[connectCall]
+	disconnects Batcher[disconnectCall]
 }
 
 // Option customises a Store.
@@ -78,6 +81,8 @@ func New(rdb redis.UniversalClient, cfg Config, opts ...Option) *Store {
 		o(s)
 	}
 	s.log = s.log.With("component", "session")
+	s.connects.Run = s.runConnects
+	s.disconnects.Run = s.runDisconnects
 	return s
 }
 
@@ -203,6 +208,11 @@ type ConnectRequest struct {
 	// first resumed it while it had none) and refuses every other
 	// (ErrNotOwner), before it changes anything.
 	Owner string
+	// Tombstone, when set, is called with the subscriptions of the
+	// previous session before a clean start discards them (not when there
+	// are none), so that the dispatchers hear of their end first; an error
+	// fails the Connect with nothing discarded. Nil discards them silently.
+	Tombstone func(ctx context.Context, subs []Subscription) error
 }
 
 // ConnectResult is what Connect found and did.
@@ -228,8 +238,22 @@ type ConnectResult struct {
 	// message in flight then has a sequence number at or below it (and is
 	// resent), every message handed over later one above it.
 	Seq uint64
+	// Inflight is what the resumed session had in flight at the CONNECT,
+	// in the order Take assigned it: what the connection resends
+	// [MQTT-4.4.0-1]. Nil after a clean start.
+	Inflight []InflightMessage
+	// Queued says the resumed session's queue held messages at the
+	// CONNECT.
+	Queued bool
 }
 
+// connectScript: KEYS the session's keys (sessionKeys); ARGV node, clean,
+// expiry, protocol, will, window, owner, and "1" when the subscriptions of
+// a session a clean start discards must be returned first (so that their
+// tombstones are written before they go). It replies {1, field1, value1,
+// ...} with those subscriptions, having changed nothing, or {0, epoch,
+// present, previous node, was connected, the taken-over will, sequence
+// counter, queue length, then the inflight hash as field, value, ...}.
 var connectScript = redis.NewScript(`
 local existed = redis.call('EXISTS', KEYS[1]) == 1
 local prev, was, old, oldwill = '', 0, 0, ''
@@ -247,6 +271,13 @@ if existed then
 end
 local present = 0
 if ARGV[2] == '1' then
+  if ARGV[8] == '1' then
+    local subs = redis.call('HGETALL', KEYS[2])
+    if #subs > 0 then
+      table.insert(subs, 1, 1)
+      return subs
+    end
+  end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 elseif existed then
   present = 1
@@ -265,95 +296,216 @@ else
   redis.call('HSET', KEYS[1], 'will', ARGV[5])
 end
 for i = 1, 5 do redis.call('PERSIST', KEYS[i]) end
-return {ep, present, prev, was, oldwill, redis.call('HGET', KEYS[1], 'seq') or '0'}
+local out = {0, ep, present, prev, was, oldwill, redis.call('HGET', KEYS[1], 'seq') or '0', 0}
+if present == 1 then
+  out[8] = redis.call('LLEN', KEYS[3])
+  local inflight = redis.call('HGETALL', KEYS[4])
+  for i = 1, #inflight do out[#out + 1] = inflight[i] end
+end
+return out
 `)
+
+// connectCall is one Connect in a batch.
+type connectCall struct {
+	req  *ConnectRequest
+	will string
+	// tombstone asks for the subscriptions a clean start discards.
+	tombstone bool
+
+	res  ConnectResult
+	subs []Subscription // the subscriptions to tombstone first
+	err  error
+}
 
 // Connect registers a connection for req.ClientID on req.Node and returns
 // its epoch. With CleanStart the previous session's subscriptions, queue,
-// inflight messages and inbound QoS 2 state are discarded [MQTT-3.1.2-4];
-// otherwise they are resumed [MQTT-3.1.2-5]. Session Present is 0 after a
-// clean start [MQTT-3.2.2-2] and says whether a session was found otherwise
-// [MQTT-3.2.2-3]. Any pending expiry of the session's keys is removed.
+// inflight messages and inbound QoS 2 state are discarded [MQTT-3.1.2-4]
+// (req.Tombstone hears of the subscriptions first); otherwise they are
+// resumed [MQTT-3.1.2-5], and the result carries what the connection
+// resends and whether the queue holds messages. Session Present is 0 after
+// a clean start [MQTT-3.2.2-2] and says whether a session was found
+// otherwise [MQTT-3.2.2-3]. Any pending expiry of the session's keys is
+// removed.
 //
 // A session owned by another identity than req.Owner is left as it is and
-// ErrNotOwner returned (see ConnectRequest.Owner).
+// ErrNotOwner returned (see ConnectRequest.Owner), before req.Tombstone is
+// called.
 //
 // The node index (SessionsOwnedBy) is updated outside the script, since it
 // lives in another slot: the client is added to req.Node's index before the
 // script runs and removed from the previous node's index after it, so a
 // crash in between leaves a stale index entry (filtered out when listing),
 // never a missing one.
+//
+// Concurrent Connects share pipelines (see Batcher): a reconnect storm
+// costs Redis one round trip per batch, not one per CONNECT.
 func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult, error) {
-	will := ""
+	call := &connectCall{req: &req, tombstone: req.Tombstone != nil}
 	if req.Will != nil {
 		b, err := json.Marshal(req.Will)
 		if err != nil {
 			return ConnectResult{}, fmt.Errorf("encoding will of %s: %w", req.ClientID, err)
 		}
-		will = string(b)
+		call.will = string(b)
 	}
-	if err := s.rdb.SAdd(ctx, nodeSessionsKey(req.Node), req.ClientID).Err(); err != nil {
-		return ConnectResult{}, fmt.Errorf("indexing session %s on node %s: %w", req.ClientID, req.Node, err)
+	if err := s.connects.Do(ctx, call); err != nil {
+		return ConnectResult{}, fmt.Errorf("connecting session %s: %w", req.ClientID, err)
 	}
-	clean := "0"
-	if req.CleanStart {
-		clean = "1"
-	}
-	v, err := connectScript.Run(ctx, s.rdb, sessionKeys(req.ClientID),
-		req.Node, clean, strconv.FormatUint(uint64(req.ExpirySeconds), 10), strconv.Itoa(int(req.Protocol)), will, req.Window, req.Owner).Slice()
-	if err != nil {
-		return ConnectResult{}, fmt.Errorf("connecting session %s: %w", req.ClientID, mapErr(err))
-	}
-	epoch, err := strconv.ParseUint(v[0].(string), 10, 64)
-	if err != nil {
-		return ConnectResult{}, fmt.Errorf("connecting session %s: bad epoch %q", req.ClientID, v[0])
-	}
-	res := ConnectResult{
-		Epoch:          epoch,
-		SessionPresent: v[1].(int64) == 1,
-		PreviousNode:   v[2].(string),
-		WasConnected:   v[3].(int64) == 1,
-	}
-	if len(v) > 5 {
-		sq, _ := v[5].(string)
-		res.Seq, _ = strconv.ParseUint(sq, 10, 64)
-	}
-	if w, _ := v[4].(string); w != "" {
-		res.TakenOverWill = new(Will)
-		if err := json.Unmarshal([]byte(w), res.TakenOverWill); err != nil {
-			return res, fmt.Errorf("connecting session %s: malformed will of the previous connection: %w", req.ClientID, err)
+	if call.err == nil && call.subs != nil {
+		// A clean start over subscriptions: their tombstones first, then
+		// the connect again, which now discards them.
+		if err := req.Tombstone(ctx, call.subs); err != nil {
+			return ConnectResult{}, fmt.Errorf("connecting session %s: dropping the previous subscriptions: %w", req.ClientID, err)
+		}
+		call = &connectCall{req: &req, will: call.will}
+		if err := s.connects.Do(ctx, call); err != nil {
+			return ConnectResult{}, fmt.Errorf("connecting session %s: %w", req.ClientID, err)
 		}
 	}
-	if res.PreviousNode != "" && res.PreviousNode != req.Node {
-		s.forget(ctx, res.PreviousNode, req.ClientID)
-	}
-	return res, nil
+	return call.res, call.err
 }
 
-// CheckOwner returns ErrNotOwner when the session of clientID exists and
-// belongs to another identity than owner. Connect checks the same
-// atomically; this lets a caller refuse before work that must not happen
-// for a stranger (the tombstones of a clean start).
-func (s *Store) CheckOwner(ctx context.Context, clientID, owner string) error {
-	o, err := s.rdb.HGet(ctx, sessionKey(clientID), "owner").Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return nil
-	case err != nil:
-		return fmt.Errorf("reading owner of session %s: %w", clientID, err)
-	case o != "" && o != owner:
-		return ErrNotOwner
+// runConnects is the batch of Connects: the node indexes first (one SADD
+// per node), then a script per CONNECT, then the previous nodes' indexes.
+func (s *Store) runConnects(ctx context.Context, calls []*connectCall) {
+	members := map[string][]any{}
+	for _, c := range calls {
+		members[c.req.Node] = append(members[c.req.Node], c.req.ClientID)
 	}
-	return nil
+	index := func(p redis.Pipeliner) map[string]*redis.IntCmd {
+		cmds := make(map[string]*redis.IntCmd, len(members))
+		for node, ids := range members {
+			cmds[node] = p.SAdd(ctx, nodeSessionsKey(node), ids...)
+		}
+		return cmds
+	}
+	var indexed map[string]*redis.IntCmd
+	pre := func(p redis.Pipeliner) { indexed = index(p) }
+	if isCluster(s.rdb) {
+		// Shards run a pipeline in parallel: the index must be written
+		// before the scripts run, so it goes first on its own.
+		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { pre(p); return nil })
+		pre = nil
+	}
+	live := calls[:0:0]
+	if pre == nil {
+		for _, c := range calls {
+			if err := indexed[c.req.Node].Err(); err != nil {
+				c.err = fmt.Errorf("connecting session %s: indexing it on node %s: %w", c.req.ClientID, c.req.Node, err)
+				continue
+			}
+			live = append(live, c)
+		}
+	} else {
+		live = calls
+	}
+	cmds := evalAll(ctx, s.rdb, connectScript, len(live), func(i int) ([]string, []any) {
+		r := live[i].req
+		clean, tomb := "0", "0"
+		if r.CleanStart {
+			clean = "1"
+		}
+		if live[i].tombstone {
+			tomb = "1"
+		}
+		return sessionKeys(r.ClientID), []any{r.Node, clean, strconv.FormatUint(uint64(r.ExpirySeconds), 10),
+			strconv.Itoa(int(r.Protocol)), live[i].will, r.Window, r.Owner, tomb}
+	}, pre)
+	forget := map[string][]any{}
+	for i, c := range live {
+		if pre != nil {
+			if err := indexed[c.req.Node].Err(); err != nil {
+				// The script ran regardless, but without the index entry
+				// the session must not be used: a crash of this node
+				// would leave its will unpublished.
+				c.err = fmt.Errorf("connecting session %s: indexing it on node %s: %w", c.req.ClientID, c.req.Node, err)
+				continue
+			}
+		}
+		v, err := cmds[i].Slice()
+		if err != nil {
+			c.err = fmt.Errorf("connecting session %s: %w", c.req.ClientID, mapErr(err))
+			continue
+		}
+		c.res, c.subs, c.err = parseConnect(c.req.ClientID, v)
+		if c.err == nil && c.subs == nil && c.res.PreviousNode != "" && c.res.PreviousNode != c.req.Node {
+			forget[c.res.PreviousNode] = append(forget[c.res.PreviousNode], c.req.ClientID)
+		}
+	}
+	s.forgetAll(ctx, forget)
 }
 
+// parseConnect decodes the reply of connectScript.
+func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, error) {
+	if len(v) == 0 {
+		return ConnectResult{}, nil, fmt.Errorf("connecting session %s: empty reply", clientID)
+	}
+	if kind, _ := v[0].(int64); kind == 1 {
+		subs := make([]Subscription, 0, (len(v)-1)/2)
+		for i := 1; i+1 < len(v); i += 2 {
+			f, _ := v[i].(string)
+			val, _ := v[i+1].(string)
+			sub, err := decodeSubscription(parseField(f), val)
+			if err != nil {
+				return ConnectResult{}, nil, fmt.Errorf("connecting session %s: previous subscriptions: %w", clientID, err)
+			}
+			subs = append(subs, sub)
+		}
+		return ConnectResult{}, subs, nil
+	}
+	if len(v) < 8 {
+		return ConnectResult{}, nil, fmt.Errorf("connecting session %s: short reply", clientID)
+	}
+	ep, _ := v[1].(string)
+	epoch, err := strconv.ParseUint(ep, 10, 64)
+	if err != nil {
+		return ConnectResult{}, nil, fmt.Errorf("connecting session %s: bad epoch %q", clientID, ep)
+	}
+	present, _ := v[2].(int64)
+	prev, _ := v[3].(string)
+	was, _ := v[4].(int64)
+	sq, _ := v[6].(string)
+	qlen, _ := v[7].(int64)
+	res := ConnectResult{Epoch: epoch, SessionPresent: present == 1, PreviousNode: prev, WasConnected: was == 1, Queued: qlen > 0}
+	res.Seq, _ = strconv.ParseUint(sq, 10, 64)
+	if w, _ := v[5].(string); w != "" {
+		res.TakenOverWill = new(Will)
+		if err := json.Unmarshal([]byte(w), res.TakenOverWill); err != nil {
+			return res, nil, fmt.Errorf("connecting session %s: malformed will of the previous connection: %w", clientID, err)
+		}
+	}
+	if n := (len(v) - 8) / 2; n > 0 {
+		res.Inflight = make([]InflightMessage, 0, n)
+		for i := 8; i+1 < len(v); i += 2 {
+			f, _ := v[i].(string)
+			val, _ := v[i+1].(string)
+			im, err := decodeInflight(f, val)
+			if err != nil {
+				return res, nil, fmt.Errorf("connecting session %s: inflight: %w", clientID, err)
+			}
+			res.Inflight = append(res.Inflight, im)
+		}
+		sortInflight(res.Inflight)
+	}
+	return res, nil, nil
+}
+
+// disconnectScript: KEYS the session's keys; ARGV epoch, expiry, and "1"
+// to return the subscriptions of a session that expiry 0 ends. It replies
+// {ended (1) or kept (0), has a will, node, then with ended and "1" the
+// subscriptions as field, value, ...}.
 var disconnectScript = redis.NewScript(luaPrelude + `
 local err = fence()
 if err then return err end
 local node = redis.call('HGET', KEYS[1], 'node') or ''
 if ARGV[2] == '0' then
+  local out = {1, 0, node}
+  if ARGV[3] == '1' then
+    local subs = redis.call('HGETALL', KEYS[2])
+    for i = 1, #subs do out[#out + 1] = subs[i] end
+  end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-  return {1, 0, node}
+  return out
 end
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'connected', '0', 'expiry', ARGV[2],
@@ -365,6 +517,17 @@ local w = 0
 if redis.call('HEXISTS', KEYS[1], 'will') == 1 then w = 1 end
 return {0, w, node}
 `)
+
+// disconnectCall is one Disconnect in a batch.
+type disconnectCall struct {
+	clientID string
+	epoch    uint64
+	expiry   uint32
+	subs     bool // return the subscriptions of an ended session
+
+	ended []Subscription
+	err   error
+}
 
 // Disconnect records that the connection with epoch ended. expirySeconds is
 // the Session Expiry Interval in force at the disconnect (MQTT 5 may change
@@ -380,33 +543,102 @@ return {0, w, node}
 // A Connect before then replaces the will and fences the pending claim.
 // With expirySeconds 0 the will is deleted with the session: claim it first
 // when it is to be published [MQTT-3.1.3-9].
+//
+// Concurrent Disconnects share pipelines, as Connects do.
 func (s *Store) Disconnect(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) error {
-	v, err := disconnectScript.Run(ctx, s.rdb, sessionKeys(clientID), epochArg(epoch), strconv.FormatUint(uint64(expirySeconds), 10)).Slice()
-	if err != nil {
-		return fmt.Errorf("disconnecting session %s: %w", clientID, mapErr(err))
-	}
-	// The node's index keeps a disconnected session only while its will is
-	// pending, so a sweeper can still publish it if the node dies.
-	if v[0].(int64) == 1 || v[1].(int64) == 0 {
-		s.forget(ctx, v[2].(string), clientID)
-	}
-	if v[0].(int64) == 0 && expirySeconds != math.MaxUint32 {
-		// Redis expires the session's keys; the expiry index tells the
-		// dispatchers when to drop its subscriptions (ExpiredSessions).
-		s.markExpiring(ctx, clientID, s.now().Add(time.Duration(expirySeconds)*time.Second))
-	}
-	return nil
+	_, err := s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds})
+	return err
 }
 
-// forget removes clientID from node's index, best effort: SessionsOwnedBy
-// skips entries whose session no longer names the node, so a leftover entry
-// costs only memory until the next listing.
-func (s *Store) forget(ctx context.Context, node, clientID string) {
-	if node == "" {
+// End is Disconnect that also returns the subscriptions the session held
+// when expirySeconds 0 ended it (nil otherwise), read in the same atomic
+// step that deleted them: the caller writes their tombstones.
+func (s *Store) End(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) ([]Subscription, error) {
+	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true})
+}
+
+func (s *Store) disconnect(ctx context.Context, c *disconnectCall) ([]Subscription, error) {
+	if err := s.disconnects.Do(ctx, c); err != nil {
+		return nil, fmt.Errorf("disconnecting session %s: %w", c.clientID, err)
+	}
+	return c.ended, c.err
+}
+
+// runDisconnects is the batch of Disconnects: a script each, then the node
+// indexes and the expiry index.
+func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
+	cmds := evalAll(ctx, s.rdb, disconnectScript, len(calls), func(i int) ([]string, []any) {
+		c := calls[i]
+		subs := "0"
+		if c.subs {
+			subs = "1"
+		}
+		return sessionKeys(c.clientID), []any{epochArg(c.epoch), strconv.FormatUint(uint64(c.expiry), 10), subs}
+	}, nil)
+	forget := map[string][]any{}
+	var expiring []redis.Z
+	for i, c := range calls {
+		v, err := cmds[i].Slice()
+		if err == nil && len(v) < 3 {
+			err = errors.New("short reply")
+		}
+		if err != nil {
+			c.err = fmt.Errorf("disconnecting session %s: %w", c.clientID, mapErr(err))
+			continue
+		}
+		ended, _ := v[0].(int64)
+		will, _ := v[1].(int64)
+		node, _ := v[2].(string)
+		// The node's index keeps a disconnected session only while its
+		// will is pending, so a sweeper can still publish it if the node
+		// dies.
+		if node != "" && (ended == 1 || will == 0) {
+			forget[node] = append(forget[node], c.clientID)
+		}
+		if ended == 0 && c.expiry != math.MaxUint32 {
+			// Redis expires the session's keys; the expiry index tells
+			// the dispatchers when to drop its subscriptions
+			// (ExpiredSessions).
+			at := s.now().Add(time.Duration(c.expiry) * time.Second)
+			expiring = append(expiring, redis.Z{Score: float64(at.UnixMilli()), Member: c.clientID})
+		}
+		for j := 3; j+1 < len(v); j += 2 {
+			f, _ := v[j].(string)
+			val, _ := v[j+1].(string)
+			sub, err := decodeSubscription(parseField(f), val)
+			if err != nil {
+				s.log.WarnContext(ctx, "skipping a malformed subscription of an ended session", "client_id", c.clientID, "err", err)
+				continue
+			}
+			c.ended = append(c.ended, sub)
+		}
+	}
+	if len(expiring) > 0 {
+		if err := s.rdb.ZAdd(ctx, expiringKey, expiring...).Err(); err != nil {
+			s.log.WarnContext(ctx, "recording session expiry", "sessions", len(expiring), "err", err)
+		}
+	}
+	s.forgetAll(ctx, forget)
+}
+
+// forgetAll removes client ids from node indexes (node → ids), best effort:
+// SessionsOwnedBy skips entries whose session no longer names the node, so
+// a leftover entry costs only memory until the next listing.
+func (s *Store) forgetAll(ctx context.Context, ids map[string][]any) {
+	if len(ids) == 0 {
 		return
 	}
-	if err := s.rdb.SRem(ctx, nodeSessionsKey(node), clientID).Err(); err != nil {
-		s.log.WarnContext(ctx, "removing session from node index", "client_id", clientID, "node", node, "err", err)
+	cmds := make(map[string]*redis.IntCmd, len(ids))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for node, members := range ids {
+			cmds[node] = p.SRem(ctx, nodeSessionsKey(node), members...)
+		}
+		return nil
+	})
+	for node, cmd := range cmds {
+		if err := cmd.Err(); err != nil {
+			s.log.WarnContext(ctx, "removing sessions from node index", "node", node, "sessions", len(ids[node]), "err", err)
+		}
 	}
 }
 

@@ -1,8 +1,11 @@
 package session
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"math"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +23,8 @@ func TestConnect(t *testing.T) {
 		want   ConnectResult // Epoch is not compared
 		// wantKept says subscriptions, queue, inflight and rel survived.
 		wantKept bool
+		// wantInflight are the payloads in flight the result reports.
+		wantInflight []string
 	}{
 		{
 			name: "a new client gets no session present",
@@ -27,18 +32,20 @@ func TestConnect(t *testing.T) {
 			want: ConnectResult{},
 		},
 		{
-			name:     "a persistent session resumed on another node is present and names the previous node",
-			before:   seedSession("n1", true),
-			req:      ConnectRequest{Node: "n2", ExpirySeconds: 60, Protocol: 5},
-			want:     ConnectResult{SessionPresent: true, PreviousNode: "n1", Seq: 1}, // the seeded message in flight
-			wantKept: true,
+			name:         "a persistent session resumed on another node is present and names the previous node",
+			before:       seedSession("n1", true),
+			req:          ConnectRequest{Node: "n2", ExpirySeconds: 60, Protocol: 5},
+			want:         ConnectResult{SessionPresent: true, PreviousNode: "n1", Seq: 1, Queued: true}, // the seeded message in flight, one queued
+			wantKept:     true,
+			wantInflight: []string{"m1"},
 		},
 		{
-			name:     "a takeover of a connected session reports that it was connected",
-			before:   seedSession("n1", false),
-			req:      ConnectRequest{Node: "n2", ExpirySeconds: 60, Protocol: 4},
-			want:     ConnectResult{SessionPresent: true, PreviousNode: "n1", WasConnected: true, Seq: 1},
-			wantKept: true,
+			name:         "a takeover of a connected session reports that it was connected",
+			before:       seedSession("n1", false),
+			req:          ConnectRequest{Node: "n2", ExpirySeconds: 60, Protocol: 4},
+			want:         ConnectResult{SessionPresent: true, PreviousNode: "n1", WasConnected: true, Seq: 1, Queued: true},
+			wantKept:     true,
+			wantInflight: []string{"m1"},
 		},
 		{
 			name:   "clean start discards the session and reports no session present",
@@ -60,6 +67,12 @@ func TestConnect(t *testing.T) {
 			require.NoError(t, err)
 			assert.NotZero(t, got.Epoch)
 			tc.want.Epoch = got.Epoch
+			var inflight []string
+			for _, m := range got.Inflight {
+				inflight = append(inflight, string(m.Message))
+			}
+			assert.Equal(t, tc.wantInflight, inflight, "what the connection resends")
+			got.Inflight = nil
 			assert.Equal(t, tc.want, got)
 
 			info, err := s.Session(ctx, cid)
@@ -469,9 +482,6 @@ func TestASessionRefusesAnotherIdentityAndStaysAsItWas(t *testing.T) {
 			before, err := raw.HGetAll(ctx, sessionKey(cid)).Result()
 			require.NoError(t, err)
 
-			require.ErrorIs(t, s.CheckOwner(ctx, cid, "device-2"), ErrNotOwner)
-			require.ErrorIs(t, s.CheckOwner(ctx, cid, ""), ErrNotOwner, "anonymous is another identity")
-			require.NoError(t, s.CheckOwner(ctx, cid, "device-1"))
 			for _, owner := range []string{"device-2", ""} {
 				_, err = s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", CleanStart: tc.clean, ExpirySeconds: 60, Protocol: 5, Owner: owner})
 				require.ErrorIs(t, err, ErrNotOwner)
@@ -505,10 +515,169 @@ func TestASessionCreatedAnonymouslyIsOwnedByTheFirstIdentityToResumeIt(t *testin
 	cid := clientID(t, "c")
 	_, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5})
 	require.NoError(t, err)
-	require.NoError(t, s.CheckOwner(ctx, cid, "device-1"))
 	got, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5, Owner: "device-1"})
 	require.NoError(t, err)
 	require.True(t, got.SessionPresent)
 	_, err = s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5, Owner: "device-2"})
 	require.ErrorIs(t, err, ErrNotOwner)
+}
+
+func TestACleanStartHandsThePreviousSubscriptionsToTombstoneBeforeDiscardingThem(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5, Owner: "device-1"})
+	require.NoError(t, err)
+	want := []Subscription{{FilterKey: FilterKey{Filter: "a/#"}, QoS: 1}, {FilterKey: FilterKey{Group: "g", Filter: "b/+"}, QoS: 2, Identifier: 9}}
+	_, err = s.Subscribe(ctx, cid, res.Epoch, want)
+	require.NoError(t, err)
+	before, err := raw.HGetAll(ctx, sessionKey(cid)).Result()
+	require.NoError(t, err)
+
+	t.Run("another identity is refused before Tombstone hears of anything", func(t *testing.T) {
+		_, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", CleanStart: true, Protocol: 5, Owner: "device-2",
+			Tombstone: func(context.Context, []Subscription) error {
+				t.Error("Tombstone called for a stranger")
+				return nil
+			}})
+		require.ErrorIs(t, err, ErrNotOwner)
+	})
+	t.Run("a failing Tombstone fails the CONNECT and discards nothing", func(t *testing.T) {
+		boom := errors.New("change log unavailable")
+		_, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", CleanStart: true, Protocol: 5, Owner: "device-1",
+			Tombstone: func(context.Context, []Subscription) error { return boom }})
+		require.ErrorIs(t, err, boom)
+		after, err := raw.HGetAll(ctx, sessionKey(cid)).Result()
+		require.NoError(t, err)
+		require.Equal(t, before, after, "the session hash is untouched")
+		n, err := raw.HLen(ctx, subsKey(cid)).Result()
+		require.NoError(t, err)
+		require.EqualValues(t, 2, n, "the subscriptions are still there")
+	})
+	t.Run("the owner's clean start tombstones them while they exist, then discards them", func(t *testing.T) {
+		var got []Subscription
+		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", CleanStart: true, Protocol: 5, Owner: "device-1",
+			Tombstone: func(ctx context.Context, subs []Subscription) error {
+				n, err := raw.HLen(ctx, subsKey(cid)).Result()
+				require.NoError(t, err)
+				require.EqualValues(t, 2, n, "Tombstone runs before the reset")
+				got = subs
+				return nil
+			}})
+		require.NoError(t, err)
+		require.False(t, res.SessionPresent)
+		require.ElementsMatch(t, want, got)
+		n, err := raw.Exists(ctx, subsKey(cid)).Result()
+		require.NoError(t, err)
+		require.Zero(t, n, "the subscriptions are gone")
+	})
+	t.Run("a clean start without subscriptions does not call Tombstone", func(t *testing.T) {
+		_, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", CleanStart: true, Protocol: 5, Owner: "device-1",
+			Tombstone: func(context.Context, []Subscription) error {
+				t.Error("Tombstone called without subscriptions")
+				return nil
+			}})
+		require.NoError(t, err)
+	})
+}
+
+func TestEndReturnsTheSubscriptionsOfTheSessionItEnds(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	subs := []Subscription{{FilterKey: FilterKey{Filter: "a/#"}, QoS: 1}, {FilterKey: FilterKey{Filter: "c"}, RetainHandling: 2}}
+	for _, tc := range []struct {
+		name   string
+		expiry uint32
+		want   []Subscription
+	}{
+		{"expiry 0 ends it", 0, subs},
+		{"an expiry keeps it", 60, nil},
+		{"no expiry keeps it", math.MaxUint32, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cid := clientID(t, "c")
+			epoch := connect(t, s, cid, "n1")
+			_, err := s.Subscribe(ctx, cid, epoch, subs)
+			require.NoError(t, err)
+			got, err := s.End(ctx, cid, epoch, tc.expiry)
+			require.NoError(t, err)
+			require.ElementsMatch(t, tc.want, got)
+			n, err := raw.Exists(ctx, sessionKey(cid)).Result()
+			require.NoError(t, err)
+			require.Equal(t, tc.want == nil, n == 1, "the session is kept unless it ended")
+		})
+	}
+}
+
+// TestAReconnectStormSharesPipelines connects and ends hundreds of sessions
+// at once, which the store batches: every one gets its own answer.
+func TestAReconnectStormSharesPipelines(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	node := clientID(t, "node")
+	const n = 600
+	cids := make([]string, n)
+	epochs := make([]uint64, n)
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range cids {
+		cids[i] = clientID(t, "c")
+		if i%3 == 0 {
+			connect(t, s, cids[i], "elsewhere") // a session to resume, on a dead node
+		}
+	}
+	for i := range cids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := s.Connect(ctx, ConnectRequest{ClientID: cids[i], Node: node, ExpirySeconds: 60, Protocol: 5, Owner: "o"})
+			errs[i], epochs[i] = err, res.Epoch
+			if err == nil && res.SessionPresent != (i%3 == 0) {
+				errs[i] = fmt.Errorf("%s: session present %v", cids[i], res.SessionPresent)
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	members, err := raw.SMembers(ctx, nodeSessionsKey(node)).Result()
+	require.NoError(t, err)
+	require.ElementsMatch(t, cids, members, "every session is in the node's index")
+	for i := range cids {
+		info, err := s.Session(ctx, cids[i])
+		require.NoError(t, err)
+		require.Equal(t, epochs[i], info.Epoch, cids[i])
+	}
+
+	// A clean start of every one ends it, in a storm of disconnects.
+	for i := range cids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.End(ctx, cids[i], epochs[i], 0)
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	members, err = raw.SMembers(ctx, nodeSessionsKey(node)).Result()
+	require.NoError(t, err)
+	require.Empty(t, members, "ended sessions leave the node's index")
+	left, err := raw.SMembers(ctx, nodeSessionsKey("elsewhere")).Result()
+	require.NoError(t, err)
+	for _, cid := range cids {
+		require.NotContains(t, left, cid, "a resumed session leaves the previous node's index")
+	}
+}
+
+func TestConnectAndEndSurviveALostScriptCache(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	epoch := connect(t, s, cid, "n1")
+	require.NoError(t, raw.ScriptFlush(ctx).Err())
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5})
+	require.NoError(t, err)
+	require.Greater(t, res.Epoch, epoch)
+	require.NoError(t, raw.ScriptFlush(ctx).Err())
+	_, err = s.End(ctx, cid, res.Epoch, 0)
+	require.NoError(t, err)
 }

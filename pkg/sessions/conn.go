@@ -20,6 +20,13 @@ type conn struct {
 	lastSeq uint64
 	// present is the CONNACK Session Present flag.
 	present bool
+	// inflight and queued are what the store's Connect found in the
+	// resumed session, for the pump's start; noticed says a notice named
+	// the client before the connection was registered, so that the pump
+	// reads the session afresh instead.
+	inflight []session.InflightMessage
+	queued   bool
+	noticed  bool
 	// failed is set when the store could not register the session.
 	failed error
 	will   *session.Will

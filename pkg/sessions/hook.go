@@ -68,6 +68,12 @@ type Hook struct {
 
 	mu   sync.Mutex
 	byID map[string]*conn // the current connection of each client id; guarded by mu
+	// connecting counts, per client id, the CONNECTs between their session
+	// store write and their registration in byID; noticed marks the ids a
+	// notice named meanwhile (a message handed to the new epoch, or
+	// queued, after the store answered). Guarded by mu.
+	connecting map[string]int
+	noticed    map[string]bool
 
 	closed atomic.Bool
 }
@@ -78,6 +84,9 @@ func New(o Options, log *slog.Logger, mp metric.MeterProvider) (*Hook, error) {
 		o:    o,
 		log:  log.With("component", "sessions"),
 		byID: map[string]*conn{},
+
+		connecting: map[string]int{},
+		noticed:    map[string]bool{},
 	}
 	m, err := newMetrics(mp, h.connected)
 	if err != nil {
@@ -124,6 +133,28 @@ func (h *Hook) local(clientID string) *conn {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.byID[clientID]
+}
+
+// notified returns the connection of clientID for a notice that names it,
+// and marks a CONNECT of it still being registered as noticed.
+func (h *Hook) notified(clientID string) *conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.connecting[clientID] > 0 {
+		h.noticed[clientID] = true
+	}
+	return h.byID[clientID]
+}
+
+// connected1 ends one CONNECT's registration window for clientID and
+// reports whether a notice named it meanwhile. h.mu is held.
+func (h *Hook) connected1(clientID string) bool {
+	noticed := h.noticed[clientID]
+	if h.connecting[clientID]--; h.connecting[clientID] <= 0 {
+		delete(h.connecting, clientID)
+		delete(h.noticed, clientID)
+	}
+	return noticed
 }
 
 // expiryOf is the Session Expiry Interval of a connection: MQTT 5 sends it
@@ -174,24 +205,26 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		c.will = willOf(cl, pk)
 		req.Will = c.will
 	}
-	ctx, cancel := h.storeCtx()
-	defer cancel()
 	if req.CleanStart {
 		// A clean start discards the subscriptions of the previous session
 		// [MQTT-3.1.2-4]: the dispatchers hear of it before the session is
 		// reset, so none of their routing lands in the new session. Never
-		// for a session of another identity.
-		err := h.o.Store.CheckOwner(ctx, cl.ID, req.Owner)
-		if err == nil {
-			err = h.o.Subscribe.DropAll(ctx, cl.ID)
-		}
-		if err != nil {
-			h.refuse(ctx, c, err, "cannot drop the previous session's subscriptions")
-			return
+		// for a session of another identity: the store checks the owner
+		// first.
+		req.Tombstone = func(ctx context.Context, subs []session.Subscription) error {
+			return h.o.Subscribe.Tombstone(ctx, cl.ID, subs)
 		}
 	}
+	ctx, cancel := h.storeCtx()
+	defer cancel()
+	h.mu.Lock()
+	h.connecting[cl.ID]++
+	h.mu.Unlock()
 	res, err := h.o.Store.Connect(ctx, req)
 	if err != nil {
+		h.mu.Lock()
+		h.connected1(cl.ID)
+		h.mu.Unlock()
 		h.refuse(ctx, c, err, "session store failed")
 		return
 	}
@@ -206,8 +239,10 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		// session within it [MQTT-3.1.3-9].
 		h.o.Wills.Publish(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
 	}
+	c.inflight, c.queued = res.Inflight, res.Queued
 	h.o.Wills.Cancel(cl.ID)
 	h.mu.Lock()
+	c.noticed = h.connected1(cl.ID)
 	prev := h.byID[cl.ID]
 	h.byID[cl.ID] = c
 	h.mu.Unlock()
@@ -334,7 +369,14 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		cl.Stop(packets.ErrServerUnavailable)
 		return
 	}
-	c.pump.Begin(c.epoch, c.lastSeq)
+	if c.noticed {
+		// A notice named the client while its session was being
+		// registered: what the store said then may be stale already.
+		c.pump.Begin(c.epoch, c.lastSeq)
+	} else {
+		c.pump.BeginFrom(c.epoch, c.lastSeq, c.inflight, c.queued)
+	}
+	c.inflight = nil
 	if h.o.Events != nil {
 		clean, expiry, present := pk.Connect.Clean, expiryOf(cl), c.present
 		h.o.Events.Emit(&events.Event{
@@ -434,13 +476,6 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 	ctx, cancel := h.storeCtx()
 	defer cancel()
 	id := c.cl.ID
-	var subs []session.Subscription
-	if expiry == 0 {
-		var err error
-		if subs, err = h.o.Store.Subscriptions(ctx, id); err != nil {
-			h.log.Warn("reading subscriptions of an ending session", "client_id", id, "err", err)
-		}
-	}
 	if c.will != nil {
 		switch {
 		case !c.willDue.Load():
@@ -454,7 +489,9 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 			h.o.Wills.ClaimAndPublish(ctx, id, c.epoch, c.cl.Properties.ProtocolVersion)
 		}
 	}
-	err := h.o.Store.Disconnect(ctx, id, c.epoch, expiry)
+	// A session that ends now comes back with its subscriptions, for
+	// their tombstones.
+	subs, err := h.o.Store.End(ctx, id, c.epoch, expiry)
 	if err != nil {
 		if session.Gone(err) {
 			return // the session moved on: another connection owns it

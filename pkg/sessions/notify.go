@@ -56,7 +56,7 @@ func (h *Hook) Run(ctx context.Context) error {
 						h.log.Warn("ignoring malformed notice", "payload_bytes", len(m.Payload), "err", err)
 					}
 					for _, id := range n.ClientIDs {
-						if c := h.local(id); c != nil {
+						if c := h.notified(id); c != nil {
 							c.pump.KickQueued()
 						}
 					}
@@ -67,7 +67,7 @@ func (h *Hook) Run(ctx context.Context) error {
 						// the inflight hash when it resends what is in
 						// flight, which it does after its registration here,
 						// so after this notice was sent.
-						if c := h.local(d.ClientID); c != nil && c.epoch == d.Epoch {
+						if c := h.notified(d.ClientID); c != nil && c.epoch == d.Epoch {
 							c.pump.PushDirect(session.QueuedMessage{PacketID: d.PacketID, Seq: d.Seq, Message: d.Message, Expiry: d.Expiry})
 						}
 					}

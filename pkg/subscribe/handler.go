@@ -85,16 +85,6 @@ func New(o Options, log *slog.Logger, mp metric.MeterProvider) (*Handler, error)
 	return &Handler{o: o, log: log.With("component", "subscribe"), metrics: m}, nil
 }
 
-// DropAll writes tombstones to the change log for every subscription the
-// session of clientID holds: a clean start discards them [MQTT-3.1.2-4].
-func (h *Handler) DropAll(ctx context.Context, clientID string) error {
-	subs, err := h.o.Store.Subscriptions(ctx, clientID)
-	if err != nil {
-		return err
-	}
-	return h.Tombstone(ctx, clientID, subs)
-}
-
 // Tombstone writes tombstones to the change log for subs, the
 // subscriptions of a session that ended or started clean.
 func (h *Handler) Tombstone(ctx context.Context, clientID string, subs []session.Subscription) error {

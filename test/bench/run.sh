@@ -200,6 +200,11 @@ start_fleetgate() {
 	if [[ $help == *-dev.redis-listen* ]]; then
 		extra+=(-dev.redis-listen "127.0.0.1:${ports[3]}")
 	fi
+	# The CPU profiles of sections 1 and 4 need /debug/pprof, off by
+	# default since access control (builds before it serve it always).
+	if [[ $help == *-http.pprof* ]]; then
+		extra+=(-http.pprof)
+	fi
 	env "${envs[@]}" "$bin" \
 		-dev.data-dir "$WORK/$name-data" \
 		-dev.kafka-addr "127.0.0.1:${ports[1]}" \

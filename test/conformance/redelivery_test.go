@@ -1,8 +1,11 @@
 package conformance
 
 import (
+	"strconv"
 	"testing"
+	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -72,6 +75,58 @@ func TestUnacknowledgedMessagesAreResentOnAnotherNode(t *testing.T) {
 				}
 			}
 			rawNone(t, r)
+		})
+	}
+}
+
+// TestAPersistentSubscriberGetsWhatArrivesAroundEachReconnect: a device
+// with a persistent session reconnects again and again, to one node then
+// the other, while a message for it is published just before, during or
+// just after each CONNECT. Each message reaches it on the connection that
+// follows, without waiting for the safety-net poll (delivery.poll-interval,
+// 30 s by default, longer than the test waits): whether the message was
+// queued before the CONNECT (the store's answer says the queue holds
+// messages) or handed over while the CONNECT was being registered on the
+// node (the dispatcher's notice). Raw packets, so that every PUBACK is
+// the test's.
+func TestAPersistentSubscriberGetsWhatArrivesAroundEachReconnect(t *testing.T) {
+	const rounds = 30
+	for _, version := range []byte{v311, v5} {
+		name := map[byte]string{v311: "v311", v5: "v5"}[version]
+		t.Run(name, func(t *testing.T) {
+			c := start(t, clustertest.Options{Frontends: 2})
+			cid, f := id("flap"), id("flap")
+			r := testkit.DialRaw(t, c.Frontends[0].Addr, version)
+			r.Connect(cid, false)
+			rawSubscribe(t, r, 1, 0, packets.Subscription{Filter: f + "/#", Qos: 1})
+			r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+			_, _ = r.Recv(waitFor)
+			require.NoError(t, r.Conn.Close())
+			pub := dialPaho5(t, c.Frontends[1].Addr, opts{ID: id("pub")}).(*paho5)
+
+			for i := range rounds {
+				want := strconv.Itoa(i)
+				published := make(chan error, 1)
+				go func() {
+					// Before, during or after the CONNECT below.
+					time.Sleep(time.Duration(i%4) * time.Millisecond)
+					_, err := pub.publish(&paho.Publish{Topic: f + "/m", Payload: []byte(want), QoS: 1})
+					published <- err
+				}()
+				r := testkit.DialRaw(t, c.Frontends[i%2].Addr, version)
+				ack := r.Connect(cid, false)
+				require.True(t, ack.SessionPresent)
+				for got := false; !got; {
+					pk := rawRecv(t, r) // fails after waitFor
+					require.Equal(t, packets.Publish, pk.FixedHeader.Type)
+					r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+					got = string(pk.Payload) == want
+				}
+				require.NoError(t, <-published)
+				r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+				_, _ = r.Recv(waitFor)
+				require.NoError(t, r.Conn.Close())
+			}
 		})
 	}
 }

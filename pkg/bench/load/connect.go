@@ -29,6 +29,11 @@ type ConnectConfig struct {
 	Version        int           `json:"mqtt_version"`
 	Keepalive      time.Duration `json:"keepalive_ns"`
 	ConnectTimeout time.Duration `json:"connect_timeout_ns"`
+	// Persistent makes every device keep its session (clean session 0 on
+	// MQTT 3.1.1; clean start 0 with a session expiry on MQTT 5): after
+	// the first pass each CONNECT resumes a session, the shape of a fleet
+	// reconnecting after a load-balancer or node restart.
+	Persistent bool `json:"persistent,omitempty"`
 	ClientPrefix   string        `json:"client_prefix"`
 	Username       string        `json:"username,omitempty"`
 	Password       string        `json:"-"`
@@ -57,6 +62,7 @@ func (c *ConnectConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.WarmupPasses, "warmup-passes", 0, "Passes over all devices before the measured ones, not counted (e.g. 1 to fill a broker's cache of verified passwords).")
 	fs.IntVar(&c.Version, "mqtt-version", 4, "MQTT protocol level: 4 (3.1.1) or 5.")
 	fs.DurationVar(&c.Keepalive, "keepalive", 60*time.Second, "Keep-alive announced in CONNECT.")
+	fs.BoolVar(&c.Persistent, "persistent", false, "Devices keep their sessions (clean session 0; on MQTT 5 clean start 0 and a session expiry): every CONNECT after the first pass resumes one.")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 30*time.Second, "Bound on dialling plus the CONNECT/CONNACK exchange of one device; one that takes longer counts as an error.")
 	fs.StringVar(&c.ClientPrefix, "client-prefix", "bench-connect", "Client id of device i is <prefix>-<i>.")
 	fs.StringVar(&c.Username, "username", "", "MQTT username of every device (optional).")
@@ -288,6 +294,8 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 					Username:       user,
 					Password:       pass,
 					ConnectTimeout: cfg.ConnectTimeout,
+					Persistent:     cfg.Persistent,
+					SessionExpiry:  time.Hour,
 				})
 				if err != nil {
 					if ctx.Err() != nil {
