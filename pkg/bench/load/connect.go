@@ -33,10 +33,10 @@ type ConnectConfig struct {
 	// MQTT 3.1.1; clean start 0 with a session expiry on MQTT 5): after
 	// the first pass each CONNECT resumes a session, the shape of a fleet
 	// reconnecting after a load-balancer or node restart.
-	Persistent bool `json:"persistent,omitempty"`
-	ClientPrefix   string        `json:"client_prefix"`
-	Username       string        `json:"username,omitempty"`
-	Password       string        `json:"-"`
+	Persistent   bool   `json:"persistent,omitempty"`
+	ClientPrefix string `json:"client_prefix"`
+	Username     string `json:"username,omitempty"`
+	Password     string `json:"-"`
 	// CredentialsFile and Credentials give device i its username and
 	// password, as in PubConfig.
 	CredentialsFile string      `json:"credentials_file,omitempty"`
