@@ -1,8 +1,6 @@
 package frontend
 
 import (
-	"bytes"
-
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -17,7 +15,11 @@ type connHook struct {
 func (h *connHook) ID() string { return "fleetgate-conn" }
 
 func (h *connHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnPacketSent, mqtt.OnSessionEstablished}, []byte{b})
+	switch b { // mochi asks for every event of every connection
+	case mqtt.OnConnect, mqtt.OnPacketSent, mqtt.OnSessionEstablished:
+		return true
+	}
+	return false
 }
 
 // OnConnect records the client on its connection. Returning nil accepts.

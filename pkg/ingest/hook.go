@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -151,12 +150,11 @@ func (h *Hook) ID() string { return "fleetgate-ingest" }
 
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnPacketRead,
-		mqtt.OnPublish,
-		mqtt.OnSelectSubscribers,
-		mqtt.OnDisconnect,
-	}, []byte{b})
+	switch b { // mochi asks for every event of every connection
+	case mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnSelectSubscribers, mqtt.OnDisconnect:
+		return true
+	}
+	return false
 }
 
 // UnackedBytes reports the bytes awaiting Kafka.

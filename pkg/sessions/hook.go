@@ -106,14 +106,11 @@ func (h *Hook) ID() string { return "fleetgate-sessions" }
 
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnSessionEstablish,
-		mqtt.OnSessionEstablished,
-		mqtt.OnPacketEncode,
-		mqtt.OnPacketRead,
-		mqtt.OnWill,
-		mqtt.OnDisconnect,
-	}, []byte{b})
+	switch b { // mochi asks for every event of every connection
+	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnPacketEncode, mqtt.OnPacketRead, mqtt.OnWill, mqtt.OnDisconnect:
+		return true
+	}
+	return false
 }
 
 func (h *Hook) connected() int64 {
