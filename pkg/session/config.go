@@ -56,6 +56,17 @@ type Config struct {
 	// QueueFullPolicy says what happens at either bound.
 	QueueFullPolicy QueueFullPolicy `yaml:"queue_full_policy"`
 
+	// MaxSubscriptions bounds the subscriptions of one session (shared
+	// ones included); Subscribe refuses a new one beyond it. 0: unbounded.
+	MaxSubscriptions int `yaml:"max_subscriptions"`
+	// MaxExpiry caps the Session Expiry Interval a client asks for,
+	// 0xFFFFFFFF (never) included (Expiry).
+	MaxExpiry time.Duration `yaml:"max_expiry"`
+	// MQTT3Expiry is the expiry of MQTT 3.1 and 3.1.1 persistent sessions
+	// (Clean Session 0), which the protocol cannot express; at most
+	// MaxExpiry.
+	MQTT3Expiry time.Duration `yaml:"mqtt3_expiry"`
+
 	// HeartbeatInterval is how often RunHeartbeat refreshes the node's
 	// liveness key.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
@@ -79,6 +90,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.MaxQueuedBytes, "session.max-queued-bytes", "Bound on the bytes of the messages in one session's offline queue.")
 	c.QueueFullPolicy = DropOldest
 	fs.Var(&c.QueueFullPolicy, "session.queue-full-policy", "What happens to a message for a full offline queue: drop-oldest evicts the oldest queued messages, drop-newest refuses the new one.")
+
+	fs.IntVar(&c.MaxSubscriptions, "session.max-subscriptions", 100, "Bound on the subscriptions of one session (frontend); a SUBSCRIBE filter beyond it gets SUBACK 0x97 (MQTT 5) / 0x80 (3.1.1), a filter the session already has is replaced and never counts. 0: unbounded.")
+	fs.DurationVar(&c.MaxExpiry, "session.max-expiry", 7*24*time.Hour, "Longest Session Expiry Interval the frontend grants (whole seconds, at most 4294967294s); an MQTT 5 client asking more, or 0xFFFFFFFF (never), gets this, announced in CONNACK. 0: every session ends with its connection.")
+	fs.DurationVar(&c.MQTT3Expiry, "session.mqtt3-expiry", 7*24*time.Hour, "Session expiry of MQTT 3.1/3.1.1 persistent sessions (Clean Session 0) after their connection ends (frontend); at most session.max-expiry.")
 
 	fs.DurationVar(&c.HeartbeatInterval, "node.heartbeat-interval", 2*time.Second, "How often a node refreshes its liveness key in Redis.")
 	fs.DurationVar(&c.LivenessTTL, "node.liveness-ttl", 10*time.Second, "How long a node counts as alive after its last heartbeat; after that other processes publish the wills of its clients.")
@@ -104,6 +119,15 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueFullPolicy != DropOldest && c.QueueFullPolicy != DropNewest {
 		errs = append(errs, fmt.Errorf("session.queue-full-policy: %q must be %s or %s", string(c.QueueFullPolicy), DropOldest, DropNewest))
+	}
+	if c.MaxSubscriptions < 0 {
+		errs = append(errs, fmt.Errorf("session.max-subscriptions: %d must not be negative", c.MaxSubscriptions))
+	}
+	if c.MaxExpiry < 0 || c.MaxExpiry > maxExpiry {
+		errs = append(errs, fmt.Errorf("session.max-expiry: %s must be between 0s and %s", c.MaxExpiry, maxExpiry))
+	}
+	if c.MQTT3Expiry < 0 || c.MQTT3Expiry > c.MaxExpiry {
+		errs = append(errs, fmt.Errorf("session.mqtt3-expiry: %s must be between 0s and session.max-expiry (%s)", c.MQTT3Expiry, c.MaxExpiry))
 	}
 	if c.HeartbeatInterval < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("node.heartbeat-interval: %s must be at least 10ms", c.HeartbeatInterval))

@@ -22,6 +22,9 @@ func TestConfigFlagsHaveTheDocumentedDefaults(t *testing.T) {
 	assert.Equal(t, DropOldest, c.QueueFullPolicy)
 	assert.Equal(t, 2*time.Second, c.HeartbeatInterval)
 	assert.Equal(t, 10*time.Second, c.LivenessTTL)
+	assert.Equal(t, 100, c.MaxSubscriptions)
+	assert.Equal(t, 7*24*time.Hour, c.MaxExpiry)
+	assert.Equal(t, 7*24*time.Hour, c.MQTT3Expiry)
 
 	require.NoError(t, fs.Parse([]string{
 		"-redis.addrs", "a:1, b:2", "-redis.username", "u", "-redis.password", "p", "-redis.tls",
@@ -55,6 +58,10 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 		{"an unknown policy is rejected", func(c *Config) { c.QueueFullPolicy = "drop-all" }, "session.queue-full-policy"},
 		{"a tiny heartbeat interval is rejected", func(c *Config) { c.HeartbeatInterval = time.Millisecond }, "node.heartbeat-interval"},
 		{"a liveness TTL not above the interval is rejected", func(c *Config) { c.LivenessTTL = c.HeartbeatInterval }, "node.liveness-ttl"},
+		{"a negative subscription bound is rejected", func(c *Config) { c.MaxSubscriptions = -1 }, "session.max-subscriptions"},
+		{"a negative maximum expiry is rejected", func(c *Config) { c.MaxExpiry = -time.Second }, "session.max-expiry"},
+		{"a maximum expiry that would mean never is rejected", func(c *Config) { c.MaxExpiry = (1 << 32) * time.Second }, "session.max-expiry"},
+		{"an MQTT 3 expiry above the maximum is rejected", func(c *Config) { c.MaxExpiry = time.Hour; c.MQTT3Expiry = 2 * time.Hour }, "session.mqtt3-expiry"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()

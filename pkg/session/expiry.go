@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -15,6 +16,32 @@ import (
 // them: a crash in between leaves a session that expires without an entry,
 // whose subscriptions then stay in the change log (matching no session).
 const expiringKey = "fg:expiring"
+
+// maxExpiry is the longest session.max-expiry: an interval of 0xFFFFFFFF
+// seconds means that the session never expires (MQTT 5 section 3.1.2.11.2).
+const maxExpiry = (math.MaxUint32 - 1) * time.Second
+
+// Expiry is the Session Expiry Interval, in seconds, that a session of a
+// connection with protocol version protocol uses once the connection ends:
+// MQTT 5's requested interval (from CONNECT, or as DISCONNECT changed it
+// [MQTT-3.14.2-2]) capped by MaxExpiry, 0xFFFFFFFF (never) included; for
+// MQTT 3.1 and 3.1.1, 0 for a clean session and MQTT3Expiry for a
+// persistent one. It is never 0xFFFFFFFF: every session ends.
+func (c *Config) Expiry(protocol byte, clean bool, requested uint32) uint32 {
+	if protocol < 5 {
+		if clean {
+			return 0
+		}
+		return uint32(c.MQTT3Expiry / time.Second)
+	}
+	return min(requested, uint32(c.MaxExpiry/time.Second))
+}
+
+// Expiry is the store configuration's Config.Expiry: the frontend's session
+// layer applies it to every expiry it records.
+func (s *Store) Expiry(protocol byte, clean bool, requested uint32) uint32 {
+	return s.cfg.Expiry(protocol, clean, requested)
+}
 
 // ExpiringSession is a session whose expiry time has passed.
 type ExpiringSession struct {

@@ -85,27 +85,63 @@ func decodeSubscription(k FilterKey, v string) (Subscription, error) {
 	return s, nil
 }
 
+// subscribeScript: KEYS the session hash and its subscriptions; ARGV the
+// epoch, the bound on the subscriptions (0: none), then field and value of
+// each subscription. It replies one SubscribeOutcome per subscription. The
+// bound is checked here, in the one script that adds subscriptions, so that
+// SUBSCRIBEs of a session on two nodes cannot both pass it.
 var subscribeScript = redis.NewScript(luaPrelude + `
 local err = fence()
 if err then return err end
-local existed = {}
-for i = 2, #ARGV, 2 do
-  existed[#existed + 1] = redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) == 0 and 1 or 0
+local max = tonumber(ARGV[2])
+local n = redis.call('HLEN', KEYS[2])
+local out = {}
+for i = 3, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    out[#out + 1] = 1
+  elseif max > 0 and n >= max then
+    out[#out + 1] = 2
+  else
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    n = n + 1
+    out[#out + 1] = 0
+  end
 end
 follow(KEYS[2])
-return existed
+return out
 `)
+
+// SubscribeOutcome is what Subscribe did with one subscription.
+type SubscribeOutcome uint8
+
+const (
+	// SubscriptionAdded: the session did not have it; it has now.
+	SubscriptionAdded SubscribeOutcome = iota
+	// SubscriptionReplaced: the session had one with the same group and
+	// filter, replaced by it [MQTT-3.8.4-3]; a replacement never counts
+	// against the bound.
+	SubscriptionReplaced
+	// SubscriptionOverQuota: the session is at its bound on subscriptions
+	// (Config.MaxSubscriptions); nothing was stored.
+	SubscriptionOverQuota
+)
+
+// Stored reports whether the subscription is in the session.
+func (o SubscribeOutcome) Stored() bool { return o != SubscriptionOverQuota }
 
 // Subscribe stores subs in the session (replacing a subscription with the
 // same group and filter [MQTT-3.8.4-3]) and reports, per subscription,
-// whether it existed before (retain handling 1 sends retained messages only
-// for new ones [MQTT-3.3.1-10]). Call it before sending SUBACK.
-func (s *Store) Subscribe(ctx context.Context, clientID string, epoch uint64, subs []Subscription) (existed []bool, err error) {
+// whether it was added, replaced an existing one (retain handling 1 sends
+// retained messages only for new ones [MQTT-3.3.1-10]) or was refused
+// because the session holds Config.MaxSubscriptions already. Call it before
+// sending SUBACK.
+func (s *Store) Subscribe(ctx context.Context, clientID string, epoch uint64, subs []Subscription) ([]SubscribeOutcome, error) {
 	if len(subs) == 0 {
 		return nil, nil
 	}
-	args := make([]any, 0, 1+2*len(subs))
-	args = append(args, epochArg(epoch))
+	args := make([]any, 0, 2+2*len(subs))
+	args = append(args, epochArg(epoch), s.cfg.MaxSubscriptions)
 	for _, sub := range subs {
 		args = append(args, sub.field(), sub.encode())
 	}
@@ -113,11 +149,11 @@ func (s *Store) Subscribe(ctx context.Context, clientID string, epoch uint64, su
 	if err != nil {
 		return nil, fmt.Errorf("subscribing %s: %w", clientID, mapErr(err))
 	}
-	existed = make([]bool, len(v))
-	for i, e := range v {
-		existed[i] = e == 1
+	out := make([]SubscribeOutcome, len(v))
+	for i, o := range v {
+		out[i] = SubscribeOutcome(o)
 	}
-	return existed, nil
+	return out, nil
 }
 
 var unsubscribeScript = redis.NewScript(luaPrelude + `
