@@ -67,6 +67,10 @@ type Options struct {
 	// Timeout bounds the store and change log writes behind a SUBACK or
 	// UNSUBACK.
 	Timeout time.Duration
+	// TopicLimits bound the filters of SUBSCRIBE and UNSUBSCRIBE; a filter
+	// over them is answered as an invalid one. The zero value: the
+	// protocol's bound only.
+	TopicLimits topic.Limits
 }
 
 // Handler answers SUBSCRIBE and UNSUBSCRIBE. It is safe for concurrent use.

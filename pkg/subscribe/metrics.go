@@ -10,8 +10,10 @@ import (
 type metrics struct {
 	subscribed, unsubscribed            metric.Int64Counter
 	subscribeFailed, retainedSent       metric.Int64Counter
+	unsubscribeFailed                   metric.Int64Counter
 	reasonInvalidFilter, reasonProtocol metric.AddOption
 	reasonStore, reasonNotAuthorized    metric.AddOption
+	reasonTopicLimit, reasonQuota       metric.AddOption
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
@@ -24,10 +26,13 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		subscribed:   counter("fleetgate_delivery_subscriptions_added", "Subscriptions stored (SUBSCRIBE)."),
 		unsubscribed: counter("fleetgate_delivery_subscriptions_removed", "Subscriptions removed (UNSUBSCRIBE)."),
 		subscribeFailed: counter("fleetgate_delivery_subscribe_failures",
-			"Subscriptions refused, by reason: invalid_filter, not_authorized, protocol_error, store (Redis or Kafka failed)."),
+			"Subscriptions refused, by reason: invalid_filter, topic_limit (longer or deeper than mqtt.max-topic-length / mqtt.max-topic-levels), quota_exceeded (session.max-subscriptions), not_authorized, protocol_error, store (Redis or Kafka failed)."),
+		unsubscribeFailed: counter("fleetgate_delivery_unsubscribe_failures",
+			"UNSUBSCRIBE filters refused, by reason: invalid_filter, topic_limit."),
 		retainedSent: counter("fleetgate_delivery_retained_queued", "Retained messages queued for new subscriptions."),
 	}
 	m.reasonInvalidFilter, m.reasonProtocol, m.reasonStore = reason("invalid_filter"), reason("protocol_error"), reason("store")
 	m.reasonNotAuthorized = reason("not_authorized")
+	m.reasonTopicLimit, m.reasonQuota = reason("topic_limit"), reason("quota_exceeded")
 	return m, counters.Err()
 }

@@ -28,12 +28,17 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 	for i, f := range pk.Filters {
 		group, filter, shared, err := topic.ParseShared(f.Filter)
 		if err != nil {
-			codes[i] = packets.ErrTopicFilterInvalid.Code // v3: 0x80 Failure
-			if !v5 {
-				codes[i] = packets.ErrUnspecifiedError.Code
-			}
+			codes[i] = refusal(v5, packets.ErrTopicFilterInvalid)
 			h.metrics.subscribeFailed.Add(context.Background(), 1, h.metrics.reasonInvalidFilter)
 			h.log.Info("subscription refused: invalid topic filter", "client_id", cl.ID, "filter", f.Filter, "err", err)
+			continue
+		}
+		if err := h.o.TopicLimits.Check(filter); err != nil {
+			// Valid MQTT, beyond what this server takes: answered as an
+			// invalid filter, 0x8F (v5) / 0x80 (v3), for this filter only.
+			codes[i] = refusal(v5, packets.ErrTopicFilterInvalid)
+			h.metrics.subscribeFailed.Add(context.Background(), 1, h.metrics.reasonTopicLimit)
+			h.log.Info("subscription refused: topic filter over the limit", "client_id", cl.ID, "err", err)
 			continue
 		}
 		if shared && f.NoLocal && v5 {
@@ -46,10 +51,7 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 		if h.o.Authorizer != nil && !h.o.Authorizer.AllowSubscribe(cl, filter) {
 			// A shared subscription is judged on its filter. Retained
 			// messages reach a client only through a granted filter.
-			codes[i] = packets.ErrNotAuthorized.Code // v3: 0x80 Failure
-			if !v5 {
-				codes[i] = packets.ErrUnspecifiedError.Code
-			}
+			codes[i] = refusal(v5, packets.ErrNotAuthorized)
 			h.metrics.subscribeFailed.Add(context.Background(), 1, h.metrics.reasonNotAuthorized)
 			h.log.Info("subscription refused: not authorized", "client_id", cl.ID, "username", string(cl.Properties.Username), "filter", f.Filter)
 			continue
@@ -71,28 +73,48 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), h.o.Timeout)
 	defer cancel()
-	var existed []bool
+	var outcomes []session.SubscribeOutcome
+	var stored []topic.Subscription // in the session: to the change log, retained messages
+	var existed []bool              // of each of stored
 	var err error
 	if len(subs) > 0 {
-		stored := make([]session.Subscription, len(subs))
+		ss := make([]session.Subscription, len(subs))
 		for i, s := range subs {
-			stored[i] = session.Subscription{
+			ss[i] = session.Subscription{
 				FilterKey: session.FilterKey{Group: s.Group, Filter: s.Filter},
 				QoS:       s.QoS, NoLocal: s.NoLocal, RetainAsPublished: s.RetainAsPublished,
 				RetainHandling: s.RetainHandling, Identifier: s.Identifier,
 			}
 		}
-		existed, err = h.o.Store.Subscribe(ctx, cl.ID, c.Epoch(), stored)
+		// The store holds the bound on the session's subscriptions, in
+		// one script on any node.
+		outcomes, err = h.o.Store.Subscribe(ctx, cl.ID, c.Epoch(), ss)
 		if err == nil {
-			err = h.o.ChangeLog.Subscribe(ctx, cl.ID, subs)
+			for j, o := range outcomes {
+				if o.Stored() {
+					stored = append(stored, subs[j])
+					existed = append(existed, o == session.SubscriptionReplaced)
+				}
+			}
+			if len(stored) > 0 {
+				err = h.o.ChangeLog.Subscribe(ctx, cl.ID, stored)
+			}
 		}
 	}
+	refused := 0
 	for j, i := range at {
-		if err != nil {
+		switch {
+		case err != nil:
 			codes[i] = packets.ErrUnspecifiedError.Code
-			continue
+		case j < len(outcomes) && !outcomes[j].Stored():
+			// Over session.max-subscriptions: 0x97 Quota exceeded (v5)
+			// / 0x80 Failure (v3) for this filter only; the session's
+			// other subscriptions are as they were.
+			codes[i] = refusal(v5, packets.ErrQuotaExceeded)
+			refused++
+		default:
+			codes[i] = subs[j].QoS // granted QoS [MQTT-3.9.3-1]
 		}
-		codes[i] = subs[j].QoS // granted QoS [MQTT-3.9.3-1]
 	}
 	if err != nil {
 		h.metrics.subscribeFailed.Add(ctx, int64(len(subs)), h.metrics.reasonStore)
@@ -102,7 +124,11 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 			return
 		}
 	} else {
-		h.metrics.subscribed.Add(ctx, int64(len(subs)))
+		h.metrics.subscribed.Add(ctx, int64(len(stored)))
+	}
+	if refused > 0 {
+		h.metrics.subscribeFailed.Add(ctx, int64(refused), h.metrics.reasonQuota)
+		h.log.Info("subscriptions refused: the session is at its bound on subscriptions", "client_id", cl.ID, "count", refused)
 	}
 	_ = cl.WritePacket(packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Suback},
@@ -113,7 +139,16 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 	if err != nil || h.o.Retained == nil {
 		return
 	}
-	h.queueRetained(ctx, c, subs, existed)
+	h.queueRetained(ctx, c, stored, existed)
+}
+
+// refusal is the SUBACK code of a refused filter: code in MQTT 5, 0x80
+// (Failure) in MQTT 3.1.1, which has no other.
+func refusal(v5 bool, code packets.Code) byte {
+	if !v5 {
+		return packets.ErrUnspecifiedError.Code
+	}
+	return code.Code
 }
 
 // queueRetained puts the retained messages matching new subscriptions into
@@ -177,6 +212,15 @@ func (h *Handler) Unsubscribe(c Conn, pk packets.Packet) {
 		group, filter, _, err := topic.ParseShared(f.Filter)
 		if err != nil {
 			codes[i] = packets.ErrTopicFilterInvalid.Code
+			h.metrics.unsubscribeFailed.Add(context.Background(), 1, h.metrics.reasonInvalidFilter)
+			continue
+		}
+		if err := h.o.TopicLimits.Check(filter); err != nil {
+			// No subscription can have it: 0x8F (v5); an MQTT 3.1.1
+			// UNSUBACK has no codes.
+			codes[i] = packets.ErrTopicFilterInvalid.Code
+			h.metrics.unsubscribeFailed.Add(context.Background(), 1, h.metrics.reasonTopicLimit)
+			h.log.Info("unsubscribe refused: topic filter over the limit", "client_id", cl.ID, "err", err)
 			continue
 		}
 		keys = append(keys, session.FilterKey{Group: group, Filter: filter})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,13 +73,18 @@ type fixture struct {
 	acks     chan packets.Packet // what the client reads
 }
 
-func newFixture(t *testing.T, version byte) *fixture {
+// newFixture connects a client of protocol version; mutate may change the
+// session store's configuration.
+func newFixture(t *testing.T, version byte, mutate ...func(*session.Config)) *fixture {
 	t.Helper()
 	testRedis.Require(t)
 	cfg := session.Config{
 		Redis:             session.RedisConfig{Addrs: []string{testRedis.Addr}},
 		MaxQueuedMessages: 100, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
 		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second,
+	}
+	for _, m := range mutate {
+		m(&cfg)
 	}
 	require.NoError(t, cfg.Validate())
 	rdb := cfg.Redis.NewClient()
@@ -266,6 +272,76 @@ func TestAFilterTheAuthorizerRefusesIsAnsweredNotAuthorizedAndGetsNoRetainedMess
 			f.store.RunRounds(ctx, []*session.Round{r})
 			require.NoError(t, r.Err)
 			require.Empty(t, r.Taken, "no retained message through a refused filter")
+		})
+	}
+}
+
+func TestFiltersBeyondTheSessionsBoundAreRefusedOneByOne(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version byte
+		refused byte
+	}{
+		{"MQTT 5 gets 0x97 Quota exceeded", 5, packets.ErrQuotaExceeded.Code},
+		{"MQTT 3.1.1 gets 0x80 Failure", 4, packets.ErrUnspecifiedError.Code},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.version, func(c *session.Config) { c.MaxSubscriptions = 2 })
+			ctx := context.Background()
+			name := "q/" + f.c.cl.ID
+			msg := handoff.Message{Topic: name + "/c", Payload: []byte("kept"), QoS: 1, Retain: true}
+			require.NoError(t, f.retained.Apply(ctx, retained.Message{Topic: msg.Topic, Message: handoff.EncodeMessage(&msg)}, retained.Version{TimeMs: time.Now().UnixMilli(), ID: "1"}, false))
+
+			f.h.Subscribe(f.c, subscribePacket(tc.version, packets.Subscription{Filter: name + "/a", Qos: 1}))
+			require.Equal(t, []byte{1}, f.read(t).ReasonCodes)
+			f.h.Subscribe(f.c, subscribePacket(tc.version,
+				packets.Subscription{Filter: name + "/b", Qos: 1},
+				packets.Subscription{Filter: name + "/c", Qos: 1},
+				packets.Subscription{Filter: name + "/a", Qos: 2}))
+			require.Equal(t, []byte{1, tc.refused, 2}, f.read(t).ReasonCodes,
+				"the filter over the bound only; a replacement is not new [MQTT-3.8.4-3] [MQTT-3.9.3-1]")
+
+			stored, err := f.store.Subscriptions(ctx, f.c.cl.ID)
+			require.NoError(t, err)
+			require.Len(t, stored, 2)
+			require.Len(t, f.log.subs, 3, "the refused filter never reaches the dispatchers")
+			for _, s := range f.log.subs {
+				require.NotEqual(t, name+"/c", s.Filter)
+			}
+			require.Zero(t, f.c.queued.Load(), "no retained message through a refused filter")
+		})
+	}
+}
+
+func TestFiltersOverTheTopicLimitsAreAnsweredAsInvalid(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version byte
+		invalid byte
+	}{
+		{"MQTT 5 gets 0x8F", 5, packets.ErrTopicFilterInvalid.Code},
+		{"MQTT 3.1.1 gets 0x80", 4, packets.ErrUnspecifiedError.Code},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.version)
+			f.h.o.TopicLimits = topic.Limits{MaxLength: 16, MaxLevels: 3}
+			f.h.Subscribe(f.c, subscribePacket(tc.version,
+				packets.Subscription{Filter: "a/b/c", Qos: 1},
+				packets.Subscription{Filter: "a/b/c/d", Qos: 1},
+				packets.Subscription{Filter: "a/" + strings.Repeat("x", 15), Qos: 1},
+				packets.Subscription{Filter: "$share/a-long-group/x/+/#", Qos: 1}))
+			require.Equal(t, []byte{1, tc.invalid, tc.invalid, 1}, f.read(t).ReasonCodes,
+				"a shared subscription is measured without its $share/<group>/ prefix")
+			require.Len(t, f.log.subs, 2)
+
+			f.h.Unsubscribe(f.c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 6,
+				Filters: packets.Subscriptions{{Filter: "a/b/c"}, {Filter: "a/b/c/d"}}, ProtocolVersion: tc.version})
+			ack := f.read(t)
+			require.Equal(t, packets.Unsuback, ack.FixedHeader.Type)
+			if tc.version == 5 {
+				require.Equal(t, []byte{0, packets.ErrTopicFilterInvalid.Code}, ack.ReasonCodes, "[MQTT-3.11.3-1]")
+			}
+			require.Equal(t, []subscriptions.Key{{Filter: "a/b/c"}}, f.log.removed)
 		})
 	}
 }
