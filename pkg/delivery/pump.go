@@ -68,6 +68,8 @@ type Pump struct {
 	pending atomic.Bool
 	// begun: Begin set the session's epoch; no round runs before.
 	begun atomic.Bool
+	// wroteSeq mirrors lastSeq after each round, for Behind.
+	wroteSeq atomic.Uint64
 	// queued: the queue may hold messages (a notice, a poll, a connect or
 	// a failed attempt said so). An acknowledgement alone does not set it,
 	// so completing a delivery costs no look at an empty queue.
@@ -139,6 +141,7 @@ func (c *Pump) Begin(epoch, lastSeq uint64) {
 func (c *Pump) begin(epoch, lastSeq uint64, inflight []session.InflightMessage, snapshot, queued bool) {
 	c.work.Lock()
 	c.epoch, c.lastSeq = epoch, lastSeq
+	c.wroteSeq.Store(lastSeq)
 	if snapshot && !c.resent {
 		c.snapshot, c.haveSnapshot = inflight, true
 	}
@@ -160,6 +163,12 @@ func (c *Pump) begin(epoch, lastSeq uint64, inflight []session.InflightMessage, 
 func (c *Pump) BeginFrom(epoch, lastSeq uint64, inflight []session.InflightMessage, queued bool) {
 	c.begin(epoch, lastSeq, inflight, true, queued)
 }
+
+// Behind reports whether the session's sequence counter seq (from
+// session.Store.PendingOf) is past what the pump wrote: a message was
+// handed to the session that the pump never heard of. It may be briefly
+// true while a round is writing; a kick then costs one round.
+func (c *Pump) Behind(seq uint64) bool { return seq > c.wroteSeq.Load() }
 
 // Halt stops the pump's rounds for good: the session was taken over.
 // Acknowledgements still read are recorded by Close.
@@ -247,6 +256,7 @@ func (c *Pump) pump() {
 		c.pending.Store(false)
 		c.work.Lock()
 		c.round()
+		c.wroteSeq.Store(c.lastSeq)
 		c.work.Unlock()
 		c.running.Store(false)
 		if !c.pending.Load() || c.ctx.Err() != nil {

@@ -421,3 +421,37 @@ func (s *Store) Inflight(ctx context.Context, clientID string) ([]InflightMessag
 	sortInflight(out)
 	return out, nil
 }
+
+// Pending is what a connected session's node needs to know to decide
+// whether its pump has work nobody told it about (a lost notice).
+type Pending struct {
+	// Queued says the queue holds messages.
+	Queued bool
+	// Seq is the session's sequence counter: the newest message handed to
+	// it, in flight now or acknowledged since.
+	Seq uint64
+}
+
+// PendingOf reads Pending for each client id, in one pipeline: two reads
+// per session and no script, so that a node can look at all its sessions
+// every poll interval for little.
+func (s *Store) PendingOf(ctx context.Context, clientIDs []string) ([]Pending, error) {
+	lens := make([]*redis.IntCmd, len(clientIDs))
+	seqs := make([]*redis.StringCmd, len(clientIDs))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range clientIDs {
+			lens[i] = p.LLen(ctx, queueKey(id))
+			seqs[i] = p.HGet(ctx, sessionKey(id), "seq")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("reading the pending work of %d sessions: %w", len(clientIDs), err)
+	}
+	out := make([]Pending, len(clientIDs))
+	for i := range clientIDs {
+		out[i].Queued = lens[i].Val() > 0
+		out[i].Seq, _ = strconv.ParseUint(seqs[i].Val(), 10, 64)
+	}
+	return out, nil
+}

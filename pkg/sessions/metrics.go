@@ -12,6 +12,7 @@ import (
 
 type metrics struct {
 	notices, connectFailed, takeovers metric.Int64Counter
+	polled, pollKicked                metric.Int64Counter
 	reasonStore, reasonNotOwner       metric.AddOption
 }
 
@@ -26,6 +27,10 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error
 		connectFailed: counter("fleetgate_delivery_connect_failures",
 			"CONNECTs refused by the session layer, by reason: store (Server Unavailable: the session store failed), not_owner (Not Authorized: the session belongs to another identity)."),
 		takeovers: counter("fleetgate_delivery_takeovers", "Sessions taken over from a connection on another node."),
+		polled: counter("fleetgate_delivery_poll_sessions",
+			"Sessions looked at by the poll for work without a notice (delivery.poll-interval): two Redis reads each."),
+		pollKicked: counter("fleetgate_delivery_poll_kicks",
+			"Sessions the poll found with queued or unwritten messages no notice announced (a lost notice), whose pump it started."),
 	}
 	r.reasonStore = metric.WithAttributes(attribute.String("reason", "store"))
 	r.reasonNotOwner = metric.WithAttributes(attribute.String("reason", "not_owner"))

@@ -108,6 +108,12 @@ type IdleResult struct {
 	BytesPerConn      float64 `json:"bytes_per_connection"`
 	EarlyBytesPerConn float64 `json:"early_bytes_per_connection"`
 	PeakBytesPerConn  float64 `json:"peak_bytes_per_connection"`
+	// IdleCPUPercent is the server's CPU time from EarlyAfter into the
+	// settle time to its end, over that wall time (100 is one core): what
+	// the open, silent connections cost (keep-alive timers, periodic
+	// scans). Zero without a server pid or with a settle time of at most
+	// EarlyAfter.
+	IdleCPUPercent float64 `json:"idle_cpu_percent"`
 }
 
 // EarlyAfter is when, into the settle time, EarlyRSS is taken.
@@ -199,6 +205,8 @@ func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, err
 func settle(ctx context.Context, pid int, d time.Duration, res *IdleResult) error {
 	start := time.Now()
 	end := start.Add(d)
+	var cpuFrom time.Duration
+	var cpuAt time.Time
 	for {
 		rss, err := measure.ReadRSS(pid)
 		if err != nil {
@@ -206,10 +214,19 @@ func settle(ctx context.Context, pid int, d time.Duration, res *IdleResult) erro
 		}
 		res.RSS = rss
 		res.PeakRSS = max(res.PeakRSS, rss)
-		if res.EarlyRSS == 0 && (time.Since(start) >= EarlyAfter || !time.Now().Before(end)) {
+		now := time.Now()
+		if res.EarlyRSS == 0 && (now.Sub(start) >= EarlyAfter || !now.Before(end)) {
 			res.EarlyRSS = rss
+			if now.Before(end) {
+				if cpu, err := measure.ReadCPUTime(pid); err == nil {
+					cpuFrom, cpuAt = cpu, now
+				}
+			}
 		}
-		if !time.Now().Before(end) || ctx.Err() != nil {
+		if !now.Before(end) || ctx.Err() != nil {
+			if cpu, err := measure.ReadCPUTime(pid); err == nil && !cpuAt.IsZero() && now.After(cpuAt) {
+				res.IdleCPUPercent = 100 * float64(cpu-cpuFrom) / float64(now.Sub(cpuAt))
+			}
 			return ctx.Err()
 		}
 		next := time.Now().Add(250 * time.Millisecond)

@@ -130,6 +130,7 @@ func MergeIdle(rounds []*IdleResult) *IdleResult {
 		m.RSS += r.RSS
 		m.PeakRSS = max(m.PeakRSS, r.PeakRSS)
 		bpc += r.BytesPerConn
+		m.IdleCPUPercent += r.IdleCPUPercent
 	}
 	// Connections are per round on average; errors are the total.
 	m.Connected /= int(n)
@@ -141,5 +142,6 @@ func MergeIdle(rounds []*IdleResult) *IdleResult {
 	m.BytesPerConn = bpc / float64(n)
 	m.EarlyBytesPerConn = early / float64(n)
 	m.PeakBytesPerConn = peak / float64(n)
+	m.IdleCPUPercent /= float64(n)
 	return m
 }

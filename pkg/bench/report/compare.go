@@ -250,6 +250,7 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 		row("bytes/conn "+early, measured(func(r *load.IdleResult) float64 { return r.EarlyBytesPerConn }), measure.FormatBytes)
 		row("bytes/conn "+end, measured(func(r *load.IdleResult) float64 { return r.BytesPerConn }), measure.FormatBytes)
 		row("bytes/conn peak", measured(func(r *load.IdleResult) float64 { return r.PeakBytesPerConn }), measure.FormatBytes)
+		row("idle cpu % "+early+"–"+end, measured(func(r *load.IdleResult) float64 { return r.IdleCPUPercent }), func(v float64) string { return fmt.Sprintf("%.2f%%", v) })
 		textRow("  per round", func(t *compare.TargetResult) string { return perRound(t, measure.FormatBytes) })
 	}
 	if err := tw.Flush(); err != nil {

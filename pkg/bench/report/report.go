@@ -49,6 +49,7 @@ func WriteIdle(w io.Writer, r *load.IdleResult) error {
 			min(load.EarlyAfter, c.Settle), measure.FormatBytes(float64(r.EarlyRSS)), c.Settle, measure.FormatBytes(float64(r.RSS)), measure.FormatBytes(float64(r.PeakRSS)))
 		fmt.Fprintf(tw, "per connection\t%s\t(%.0f bytes; after %v %s, peak %s)\n", measure.FormatBytes(r.BytesPerConn), r.BytesPerConn,
 			min(load.EarlyAfter, c.Settle), measure.FormatBytes(r.EarlyBytesPerConn), measure.FormatBytes(r.PeakBytesPerConn))
+		fmt.Fprintf(tw, "server cpu\t%.2f%% of a core\t(from %v into the settle time to its end)\n", r.IdleCPUPercent, min(load.EarlyAfter, c.Settle))
 	} else {
 		fmt.Fprintf(tw, "server rss\tnot measured (no -server-pid)\n")
 	}

@@ -1,0 +1,91 @@
+package frontend_test
+
+import (
+	"bufio"
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/frontend"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
+	"github.com/fleetgate/fleetgate/pkg/session"
+)
+
+// plainCounter reads an unlabelled counter from the /metrics text, 0 when absent.
+func plainCounter(text, name string) float64 {
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// TestThePollFindsWhatNoNoticeAnnouncedAndLeavesIdleSessionsAlone: the
+// poll (delivery.poll-interval, here short; notices carry delivery at the
+// default, as every pub/sub test shows) looks at each local session with
+// two Redis reads and starts only the pumps that have work no notice
+// announced: a message queued, or one handed straight to the session's
+// inflight window. Idle sessions cost no delivery round.
+func TestThePollFindsWhatNoNoticeAnnouncedAndLeavesIdleSessionsAlone(t *testing.T) {
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) { c.Delivery.PollInterval = 100 * time.Millisecond })
+	idle := testkit.DialRaw(t, n.addr, 5)
+	idle.Connect("poll-idle", false)
+	busy := testkit.DialRaw(t, n.addr, 5)
+	busy.Connect("poll-busy", false)
+
+	require.Eventually(t, func() bool {
+		return plainCounter(n.metrics(), "fleetgate_delivery_poll_sessions_total") >= 10
+	}, 10*time.Second, 50*time.Millisecond, "the poll looks at both sessions every interval")
+	require.Zero(t, plainCounter(n.metrics(), "fleetgate_delivery_poll_kicks_total"), "idle sessions are not kicked")
+
+	rdb := n.cfg.Session.Redis.NewClient()
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msg := func(payload string) []byte {
+		return handoff.EncodeMessage(&handoff.Message{Topic: "poll/t", Payload: []byte(payload), QoS: 1})
+	}
+	receive := func(want string) {
+		t.Helper()
+		pk, err := busy.Recv(10 * time.Second) // 100 poll intervals
+		require.NoError(t, err)
+		require.Equal(t, packets.Publish, pk.FixedHeader.Type)
+		require.Equal(t, want, string(pk.Payload))
+		busy.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+
+	// Queued, as a dispatcher does for a session with a backlog; its
+	// notice is never sent.
+	res, err := session.New(rdb, n.cfg.Session).Enqueue(ctx, []session.Delivery{{ClientID: "poll-busy", Message: msg("queued")}})
+	require.NoError(t, err)
+	require.Equal(t, session.OutcomeQueued, res[0].Outcome)
+	receive("queued")
+
+	// Handed straight to the connected session's window, as a dispatcher
+	// does when its queue is empty; its notice (which carries the message)
+	// is never sent.
+	direct := session.New(rdb, n.cfg.Session, session.WithDirectDelivery())
+	require.Eventually(t, func() bool { // the PUBACK of "queued" recorded
+		inflight, err := direct.Inflight(ctx, "poll-busy")
+		require.NoError(t, err)
+		return len(inflight) == 0
+	}, 10*time.Second, 20*time.Millisecond)
+	res, err = direct.Enqueue(ctx, []session.Delivery{{ClientID: "poll-busy", Message: msg("direct")}})
+	require.NoError(t, err)
+	require.Equal(t, session.OutcomeDirect, res[0].Outcome)
+	receive("direct")
+
+	require.GreaterOrEqual(t, plainCounter(n.metrics(), "fleetgate_delivery_poll_kicks_total"), float64(2))
+	_, err = idle.Recv(300 * time.Millisecond)
+	require.True(t, testkit.IsTimeout(err), "the idle session gets nothing: %v", err)
+}
