@@ -46,6 +46,12 @@
 // To count refusals (a metric with a bounded reason label), add
 // listen.WithRefusalHook(func(reason string) { ... }) to each listener.
 //
+// To pace a reconnect storm, give every listener the same token bucket with
+// listen.WithAcceptRate(rate.NewLimiter(perSecond, burst), waited): a
+// listener out of tokens stops calling Accept until one is there, so the
+// connections beyond the rate wait in the kernel's listen backlog and cost
+// the node nothing (no goroutine, TLS handshake or CONNECT read).
+//
 // Init, Serve and Close are called as for mochi's listeners. Serve hands each
 // connection to the establish function on a goroutine of its own; a refused
 // one never reaches it. Constructors do no I/O.

@@ -4,6 +4,9 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Option configures a listener.
@@ -14,6 +17,8 @@ type options struct {
 	proxy   *ProxyProtocol
 	origins []string
 	refused func(reason string)
+	rate    *rate.Limiter       // WithAcceptRate; nil: unpaced
+	waited  func(time.Duration) // WithAcceptRate
 }
 
 // Reasons a connection is refused before mochi sees it, passed to the
@@ -77,13 +82,17 @@ func newOptions(opts []Option) options {
 	return o
 }
 
-// bind opens addr and layers the PROXY protocol on it when o says so. TLS
-// is for the caller to add on top: a load balancer in TCP mode sends the
-// header first and the client's TLS bytes after it.
+// bind opens addr, paces its Accept when o says so, and layers the PROXY
+// protocol on it when o says so. TLS is for the caller to add on top: a
+// load balancer in TCP mode sends the header first and the client's TLS
+// bytes after it.
 func (o *options) bind(addr string, log *slog.Logger) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if o.rate != nil {
+		ln = newPacedListener(ln, o.rate, o.waited)
 	}
 	if o.proxy != nil {
 		return &proxyListener{Listener: ln, pp: o.proxy, log: log, refused: o.refused}, nil
