@@ -94,6 +94,8 @@ type JWTConfig struct {
 	// RulesClaim, when set, names a claim whose raw JSON is handed on as
 	// Identity.Rules.
 	RulesClaim string `yaml:"rules_claim"`
+	// CacheSize bounds the verified tokens remembered; 0 disables.
+	CacheSize int `yaml:"cache_size"`
 }
 
 // CertConfig configures identities from client certificates.
@@ -122,6 +124,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.JWT.Audience, "auth.jwt.audience", "", "When set, a JWT's aud must contain it.")
 	fs.DurationVar(&c.JWT.Leeway, "auth.jwt.leeway", 30*time.Second, "Clock skew allowed when checking a JWT's exp and nbf.")
 	fs.BoolVar(&c.JWT.RequireExp, "auth.jwt.require-exp", true, "Refuse JWTs without an exp claim.")
+	fs.IntVar(&c.JWT.CacheSize, "auth.jwt.cache-size", 100000, "Verified tokens remembered (by a SHA-256 of the token, with the identity and claims they established) so that a device reconnecting with the same token costs no signature verification; about 250 bytes each plus the groups and rules claims. exp and nbf are checked on every use; a reload of the keys empties it. 0 disables.")
 	fs.StringVar(&c.JWT.IdentityClaim, "auth.jwt.identity-claim", "sub", "JWT claim (a string) that holds the identity.")
 	fs.StringVar(&c.JWT.ClientIDClaim, "auth.jwt.client-id-claim", "", "When set, JWT claim the client id must equal (CONNACK 0x85 / 0x02 otherwise); a token without it is refused.")
 	fs.StringVar(&c.JWT.GroupsClaim, "auth.jwt.groups-claim", "", "When set, JWT claim holding the identity's groups: an array of strings or one string.")
@@ -202,6 +205,9 @@ func (c *Config) check() error {
 	}
 	if c.PasswordCacheSize < 0 {
 		errs = append(errs, fmt.Errorf("auth.password-cache-size: %d must not be negative", c.PasswordCacheSize))
+	}
+	if c.JWT.CacheSize < 0 {
+		errs = append(errs, fmt.Errorf("auth.jwt.cache-size: %d must not be negative", c.JWT.CacheSize))
 	}
 	if c.PasswordChecks < 0 {
 		errs = append(errs, fmt.Errorf("auth.password-checks: %d must not be negative", c.PasswordChecks))

@@ -392,3 +392,51 @@ func selfSigned(t testing.TB, key crypto.Signer, tmpl *x509.Certificate) *x509.C
 	require.NoError(t, err)
 	return cert
 }
+
+func TestAVerifiedTokenIsRememberedWhileCurrentAndForTheKeysThatVerifiedIt(t *testing.T) {
+	k := testKeys(t)
+	for _, tc := range []struct {
+		name     string
+		size     int // -1: the default
+		remember bool
+	}{
+		{"the default cache", -1, true},
+		{"no cache", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := defaults()
+			cfg.Methods = []string{SourceJWT}
+			cfg.JWT.KeyFiles = []string{writeFile(t, t.TempDir(), "key.pem", publicPEM(t, &k.ec.PublicKey))}
+			if tc.size >= 0 {
+				cfg.JWT.CacheSize = tc.size
+			}
+			require.NoError(t, cfg.Validate())
+			clk := newClock()
+			c := newChain(t, cfg, clk)
+			tok := sign(t, jwt.SigningMethodES256, k.ec, validClaims("dev-1"), nil) // exp t0+1h
+			id, err := c.Authenticate(bearer(tok))
+			require.NoError(t, err)
+
+			// The keys vanish without a reload (same key set): only a
+			// remembered token still gets in, with the same identity.
+			*c.tokens.keys.Load() = nil
+			again, err := c.Authenticate(bearer(tok))
+			if !tc.remember {
+				require.Error(t, err, "every CONNECT verifies the token")
+				return
+			}
+			require.NoError(t, err, "a reconnect with a verified token costs no verification")
+			assert.Equal(t, id, again)
+			other := sign(t, jwt.SigningMethodES256, k.ec, validClaims("dev-2"), nil)
+			require.Error(t, ignoreID(c.Authenticate(bearer(other))), "a token never verified is verified")
+
+			// Within the leeway past exp it still holds; past it, it is
+			// verified again (and here fails).
+			clk.Advance(time.Hour + cfg.JWT.Leeway - time.Second)
+			_, err = c.Authenticate(bearer(tok))
+			require.NoError(t, err)
+			clk.Advance(time.Second)
+			require.Error(t, ignoreID(c.Authenticate(bearer(tok))), "an expired token is not taken from the cache")
+		})
+	}
+}
