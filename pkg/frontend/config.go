@@ -63,11 +63,12 @@ type MQTTConfig struct {
 	ReceiveMaximum  int             `yaml:"receive_maximum"`
 	// TopicAliasMaximum is the Topic Alias Maximum announced to MQTT 5
 	// clients; 0 announces none.
-	TopicAliasMaximum int   `yaml:"topic_alias_maximum"`
-	MaxClients        int64 `yaml:"max_clients"`
-	ReadBufferSize    int   `yaml:"read_buffer_size"`
-	WriteBufferSize   int   `yaml:"write_buffer_size"`
-	WritesPending     int   `yaml:"max_client_writes_pending"`
+	TopicAliasMaximum int `yaml:"topic_alias_maximum"`
+	ReadBufferSize    int `yaml:"read_buffer_size"`
+	WriteBufferSize   int `yaml:"write_buffer_size"`
+	WritesPending     int `yaml:"max_client_writes_pending"`
+	// Admission holds the connection limits and keep-alive bounds.
+	Admission AdmissionConfig `yaml:",inline"`
 	// Listen holds the PROXY protocol and WebSocket settings.
 	Listen listen.Config `yaml:",inline"`
 }
@@ -119,7 +120,7 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.MaxPacketSize, "mqtt.max-packet-size", "Largest MQTT packet accepted; larger ones get DISCONNECT 0x95 (MQTT 5) or a closed connection. Must fit in a Kafka record.")
 	fs.IntVar(&c.ReceiveMaximum, "mqtt.receive-maximum", 256, "Receive Maximum announced to MQTT 5 clients: QoS 1/2 publishes a client may have awaiting Kafka (a QoS 2 one until its PUBREL); one more gets DISCONNECT 0x93. MQTT 3.1.1 clients are held to it by not reading their socket.")
 	fs.IntVar(&c.TopicAliasMaximum, "mqtt.topic-alias-maximum", 10, "Topic Alias Maximum announced to MQTT 5 clients: the inbound topic aliases a connection may set, each holding a topic name in memory. A PUBLISH with alias 0 or above it gets DISCONNECT 0x94; 0 allows none.")
-	fs.Int64Var(&c.MaxClients, "mqtt.max-clients", 0, "Maximum concurrent connections on this node; 0 means unlimited. Beyond it CONNECT gets 0x89 (server busy).")
+	c.Admission.RegisterFlags(fs)
 	fs.IntVar(&c.ReadBufferSize, "mqtt.read-buffer-size", 1024, "Per-connection read buffer, bytes. Smaller saves memory per idle connection.")
 	fs.IntVar(&c.WriteBufferSize, "mqtt.write-buffer-size", 1024, "Per-connection write buffer, bytes.")
 	c.Listen.RegisterFlags(fs)
@@ -178,9 +179,7 @@ func (c *Config) Validate() error {
 	if m.TopicAliasMaximum < 0 || m.TopicAliasMaximum > 65535 {
 		errs = append(errs, fmt.Errorf("mqtt.topic-alias-maximum: %d must be between 0 and 65535", m.TopicAliasMaximum))
 	}
-	if m.MaxClients < 0 {
-		errs = append(errs, fmt.Errorf("mqtt.max-clients: %d must not be negative", m.MaxClients))
-	}
+	errs = append(errs, m.Admission.Validate())
 	if m.ReadBufferSize < 64 {
 		errs = append(errs, fmt.Errorf("mqtt.read-buffer-size: %d must be at least 64", m.ReadBufferSize))
 	}

@@ -26,6 +26,17 @@ type conn struct {
 	// was written: the client has its reason and gets nothing more.
 	answered atomic.Bool
 
+	// idle is mqtt.idle-timeout: the furthest a deadline mochi sets may
+	// lie ahead (0: no bound); idled is set while the deadline in force is
+	// that bound rather than mochi's 1.5 × keep-alive.
+	idle  time.Duration
+	idled atomic.Bool
+	// admitted is set when the CONNECT counted against mqtt.max-clients;
+	// oddKeepAlive when the keep-alive in force is an odd number of
+	// seconds. Both are written and read on the connection's goroutine.
+	admitted     bool
+	oddKeepAlive bool
+
 	mu     sync.Mutex
 	client *mqtt.Client // set by the connection hook after CONNECT
 }
@@ -40,10 +51,28 @@ func (c *conn) Close() error {
 }
 
 // SetDeadline is ignored once closing, so mochi's read loop cannot push the
-// deadline set by Close into the future again.
+// deadline set by Close into the future again. mochi calls it before every
+// packet it reads with 1.5 × keep-alive ahead, or no deadline for a
+// keep-alive of 0 [MQTT-3.1.2-22]; no deadline lies further ahead than
+// mqtt.idle-timeout, so that a connection that sends nothing cannot live
+// forever.
 func (c *conn) SetDeadline(t time.Time) error {
 	if c.closing.Load() {
 		return nil
+	}
+	if c.oddKeepAlive && !t.IsZero() {
+		// One and a half times the keep-alive [MQTT-3.1.2-22]: mochi's
+		// integer arithmetic drops the half second of an odd keep-alive
+		// (1 s gives 1 s), so a client pinging on time would race it.
+		t = t.Add(time.Second / 2)
+	}
+	if c.idle > 0 {
+		limit := time.Now().Add(c.idle)
+		capped := t.IsZero() || t.After(limit)
+		c.idled.Store(capped)
+		if capped {
+			t = limit
+		}
 	}
 	return c.Conn.SetDeadline(t)
 }
@@ -105,6 +134,11 @@ func (c *conn) disconnectReason(err error) (code packets.Code, label string, owe
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
+		if c.idled.Load() {
+			// Silent for mqtt.idle-timeout: to the client it is its keep-alive
+			// that ran out, the closest code the spec has.
+			return packets.ErrKeepAliveTimeout, "idle_timeout", true
+		}
 		return packets.ErrKeepAliveTimeout, "keepalive_timeout", true // [MQTT-3.1.2-22]
 	}
 	return packets.Code{}, "connection_lost", false
@@ -130,6 +164,8 @@ func reasonLabel(c packets.Code) string {
 		return "protocol_error"
 	case 0x87:
 		return "not_authorized"
+	case 0x89:
+		return "server_busy"
 	case 0x8B:
 		return "server_shutting_down"
 	case 0x8E:

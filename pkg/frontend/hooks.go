@@ -22,12 +22,16 @@ func (h *connHook) Provides(b byte) bool {
 	return false
 }
 
-// OnConnect records the client on its connection. Returning nil accepts.
+// OnConnect records the client on its connection and admits it (Server.admit:
+// mqtt.max-clients, mqtt.max-keepalive). It runs before authentication and
+// any session work. Returning nil accepts.
 func (h *connHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
-	if c, ok := cl.Net.Conn.(*conn); ok {
-		c.setClient(cl)
+	c, ok := cl.Net.Conn.(*conn)
+	if !ok {
+		return nil
 	}
-	return nil
+	c.setClient(cl)
+	return h.s.admit(cl, c)
 }
 
 // OnSessionEstablished logs and counts a successful connect.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -17,6 +18,10 @@ type metrics struct {
 	authExpiry  metric.Int64Counter
 	reloads     metric.Int64Counter
 	refusals    metric.Int64Counter
+	// admission (admission.go)
+	connRefused  metric.Int64Counter
+	acceptWaits  metric.Int64Counter
+	acceptWaited metric.Float64Counter
 }
 
 func newMetrics(mp metric.MeterProvider, connected *int64) (*metrics, error) {
@@ -49,6 +54,18 @@ func newMetrics(mp metric.MeterProvider, connected *int64) (*metrics, error) {
 	}
 	if r.refusals, err = m.Int64Counter("fleetgate_frontend_listener_refusals",
 		metric.WithDescription("Connections the listeners refused before MQTT, by reason: proxy_header_untrusted (a PROXY header from an untrusted address), proxy_header_missing (none from a load balancer), proxy_header_invalid, origin_not_allowed (a WebSocket Origin not in mqtt.ws-allowed-origins).")); err != nil {
+		return nil, err
+	}
+	if r.connRefused, err = m.Int64Counter("fleetgate_frontend_connects_refused",
+		metric.WithDescription("CONNECTs refused by the node's admission before authentication or any session work, by reason: max_clients (mqtt.max-clients reached: CONNACK 0x89 / 0x03).")); err != nil {
+		return nil, err
+	}
+	if r.acceptWaits, err = m.Int64Counter("fleetgate_frontend_accepts_delayed",
+		metric.WithDescription("Accepts of new connections the listeners held back for mqtt.connect-rate, by reason (connect_rate); the connections waited in the kernel's listen backlog.")); err != nil {
+		return nil, err
+	}
+	if r.acceptWaited, err = m.Float64Counter("fleetgate_frontend_accept_delay_seconds",
+		metric.WithDescription("Time the listeners spent waiting before accepting, seconds, by reason (connect_rate).")); err != nil {
 		return nil, err
 	}
 	_, err = m.Int64ObservableGauge("fleetgate_frontend_connected_clients",
@@ -89,4 +106,15 @@ func (m *metrics) reloaded(ctx context.Context, what string, ok bool) {
 
 func (m *metrics) listenerRefused(reason string) {
 	m.refusals.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+func (m *metrics) connectRefused(reason string) {
+	m.connRefused.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+// acceptDelayed counts an accept that waited d for mqtt.connect-rate.
+func (m *metrics) acceptDelayed(d time.Duration) {
+	ctx, reason := context.Background(), metric.WithAttributes(attribute.String("reason", "connect_rate"))
+	m.acceptWaits.Add(ctx, 1, reason)
+	m.acceptWaited.Add(ctx, d.Seconds(), reason)
 }

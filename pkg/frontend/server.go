@@ -82,6 +82,7 @@ type Server struct {
 	conns     sync.WaitGroup // connections being served
 	connsMu   sync.Mutex     // orders conns.Add before the drain's conns.Wait
 	draining  bool           // guarded by connsMu; no new connection is served
+	admitted  atomic.Int64   // connections counted against mqtt.max-clients
 
 	kafkaErr   atomic.Pointer[error] // last Kafka reachability result; nil pointer: not checked yet
 	topicReady atomic.Bool
@@ -118,9 +119,9 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	// 0x94 [MQTT-3.3.2-9]; the sessions hook announces it in CONNACK.
 	caps.TopicAliasMaximum = uint16(cfg.MQTT.TopicAliasMaximum)
 	caps.MaximumClientWritesPending = int32(cfg.MQTT.WritesPending)
-	if cfg.MQTT.MaxClients > 0 {
-		caps.MaximumClients = cfg.MQTT.MaxClients
-	}
+	// mochi's own MaximumClients stays unbounded: it counts clients only
+	// once authenticated, so a storm of CONNECTs passes it together;
+	// mqtt.max-clients is held in OnConnect (admission.go).
 	s.mochi = mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		ClientNetReadBufferSize:  cfg.MQTT.ReadBufferSize,
@@ -484,6 +485,8 @@ func (s *Server) startListeners() error {
 	}
 	refused := listen.WithRefusalHook(s.metrics.listenerRefused)
 	proxy := listen.WithProxyProtocol(pp)
+	// One bucket for all listeners: mqtt.connect-rate is per node.
+	paced := listen.WithAcceptRate(m.Admission.limiter(), s.metrics.acceptDelayed)
 	var tc *tls.Config
 	if m.TLSEnabled() {
 		if tc, err = s.tlsConfig(); err != nil {
@@ -492,17 +495,17 @@ func (s *Server) startListeners() error {
 	}
 	var ls []listeners.Listener
 	if a := m.TCPAddr; a != "" {
-		ls = append(ls, listen.NewTCP(ListenerTCP, a, proxy, refused))
+		ls = append(ls, listen.NewTCP(ListenerTCP, a, proxy, refused, paced))
 	}
 	if tc != nil {
-		ls = append(ls, listen.NewTCP(ListenerTLS, m.TLSAddr, listen.WithTLS(tc), proxy, refused))
+		ls = append(ls, listen.NewTCP(ListenerTLS, m.TLSAddr, listen.WithTLS(tc), proxy, refused, paced))
 	}
 	if a := m.WSAddr; a != "" {
 		var wsTLS *tls.Config // nil: plain ws
 		if m.Listen.WSTLS {
 			wsTLS = tc
 		}
-		ls = append(ls, listen.NewWebSocket(ListenerWS, a, listen.WithTLS(wsTLS), proxy, refused,
+		ls = append(ls, listen.NewWebSocket(ListenerWS, a, listen.WithTLS(wsTLS), proxy, refused, paced,
 			listen.WithAllowedOrigins(m.Listen.WSAllowedOrigins...)))
 	}
 	for _, l := range ls {
@@ -548,12 +551,15 @@ func (s *Server) establish(listener string, nc net.Conn) error {
 		return nil
 	}
 	defer s.conns.Done()
-	c := &conn{Conn: nc}
+	c := &conn{Conn: nc, idle: s.cfg.MQTT.Admission.IdleTimeout}
 	// mochi sets no deadline before the first packet: bound the wait for
 	// CONNECT ourselves. mochi replaces the deadline after CONNECT with
 	// 1.5 × keep-alive [MQTT-3.1.2-22].
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.MQTT.ConnectTimeout))
 	err := s.mochi.EstablishConnection(listener, c)
+	if c.admitted {
+		s.admitted.Add(-1)
+	}
 	code, label, owed := c.disconnectReason(err)
 	if c.closing.Load() {
 		if cl := c.mqttClient(); cl != nil && cl.StopCause() != nil {
