@@ -19,16 +19,16 @@ const (
 	// 3 GB, and a node needs a file descriptor for each.
 	DefaultMaxClients = 100_000
 	// ConnectRatePerCore is the default mqtt.connect-rate per core
-	// (GOMAXPROCS): a 2-core node completes 1,700–2,400 CONNECTs/s
-	// (docs/benchmarks.md, CPU-bound), so pacing accept at about that
-	// costs a storm nothing the node could have done.
-	ConnectRatePerCore = 1000
+	// (GOMAXPROCS): 10,000/s on 2 cores, about mosquitto's rate on the
+	// same machine and twice what a 2-core node completes today
+	// (docs/benchmarks.md: 4,900–5,400 CONNECTs/s), so the default never
+	// slows a storm the node could keep up with; it stops one that comes
+	// faster than any node could answer within mqtt.connect-timeout.
+	ConnectRatePerCore = 5000
 	// ConnectBurstSeconds is the default mqtt.connect-burst in seconds of
 	// the rate: 10,000 on 2 cores, so a reconnect storm of 10,000 devices
-	// is let in at once. The connections accepted and not yet answered
-	// stay at most about that many, which the node answers well within
-	// mqtt.connect-timeout (5 s of the 10 s).
-	ConnectBurstSeconds = 5
+	// is let in at once.
+	ConnectBurstSeconds = 1
 	// DefaultMaxKeepAlive is AWS IoT Core's maximum keep-alive: long
 	// enough for a battery-powered device on a metered link, short enough
 	// that a half-open connection is found within 30 minutes.
@@ -70,8 +70,8 @@ type AdmissionConfig struct {
 func (c *AdmissionConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxClients, "mqtt.max-clients", DefaultMaxClients, "Maximum MQTT connections on this node, counted from CONNECT to the end of the connection; one more gets CONNACK 0x89 (Server busy, MQTT 5) or 0x03 (Server unavailable, 3.1.1) before authentication or any session work. 0: unlimited.")
 	perSecond := ConnectRatePerCore * runtime.GOMAXPROCS(0)
-	fs.Float64Var(&c.ConnectRate, "mqtt.connect-rate", float64(perSecond), "New connections accepted per second on this node, over all listeners (a token bucket of mqtt.connect-burst); beyond it the listeners stop accepting and new connections wait in the kernel's listen backlog. Default: 1,000 per core (GOMAXPROCS). 0: unlimited.")
-	fs.IntVar(&c.ConnectBurst, "mqtt.connect-burst", ConnectBurstSeconds*perSecond, "Connections accepted at once before mqtt.connect-rate paces them. Default: 5 seconds of the default rate.")
+	fs.Float64Var(&c.ConnectRate, "mqtt.connect-rate", float64(perSecond), "New connections accepted per second on this node, over all listeners (a token bucket of mqtt.connect-burst); beyond it the listeners stop accepting and new connections wait in the kernel's listen backlog. Default: 5,000 per core (GOMAXPROCS). 0: unlimited.")
+	fs.IntVar(&c.ConnectBurst, "mqtt.connect-burst", ConnectBurstSeconds*perSecond, "Connections accepted at once before mqtt.connect-rate paces them. Default: 1 second of the default rate.")
 	fs.DurationVar(&c.MaxKeepAlive, "mqtt.max-keepalive", DefaultMaxKeepAlive, "Longest keep-alive an MQTT 5 client may use (whole seconds, at most 65535s): one asking more, or 0, gets this value as the CONNACK's Server Keep Alive and is held to it (closed after 1.5 times it without a packet: DISCONNECT 0x8D). 0: the client's keep-alive stands.")
 	fs.DurationVar(&c.IdleTimeout, "mqtt.idle-timeout", DefaultIdleTimeout, "Longest any connection may go without sending a packet, whatever keep-alive it asked for (0, or more than this / 1.5): closes silent MQTT 3.1.1 connections, which cannot be told a Server Keep Alive (MQTT 5 gets DISCONNECT 0x8D). At least 1.5 × mqtt.max-keepalive. 0: none.")
 }
