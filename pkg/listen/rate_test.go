@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/time/rate"
@@ -50,33 +51,24 @@ func TestAcceptRatePacesAcceptByCountsOverTheWindow(t *testing.T) {
 				waits.Add(1)
 			})
 			log := &acceptLog{}
-			var addr string
-			var dial func() error
-			switch kind {
-			case "tcp":
-				l := listen.NewTCP("tcp", "127.0.0.1:0", opt)
-				require.NoError(t, l.Init(nil))
-				go l.Serve(log.establish)
-				t.Cleanup(func() { l.Close(nil) })
-				addr = l.Address()
-				dial = func() error {
-					c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-					if err == nil {
-						t.Cleanup(func() { _ = c.Close() })
-					}
-					return err
+			var l listeners.Listener = listen.NewTCP("tcp", "127.0.0.1:0", opt)
+			dial := func() error {
+				c, err := net.DialTimeout("tcp", l.Address(), 5*time.Second)
+				if err == nil {
+					t.Cleanup(func() { _ = c.Close() })
 				}
-			case "ws":
-				l := listen.NewWebSocket("ws", "127.0.0.1:0", opt)
-				require.NoError(t, l.Init(nil))
-				go l.Serve(log.establish)
-				t.Cleanup(func() { l.Close(nil) })
-				addr = l.Address()
+				return err
+			}
+			if kind == "ws" {
+				l = listen.NewWebSocket("ws", "127.0.0.1:0", opt)
 				dial = func() error {
-					_, _, err := dialWS(t, addr, wsOptions{})
+					_, _, err := dialWS(t, l.Address(), wsOptions{})
 					return err
 				}
 			}
+			require.NoError(t, l.Init(nil))
+			go l.Serve(log.establish)
+			t.Cleanup(func() { l.Close(nil) })
 
 			start := time.Now()
 			var wg sync.WaitGroup
