@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 )
 
@@ -43,6 +44,9 @@ type Config struct {
 	// DeadLetterTopic is where records that can never be routed go;
 	// empty is "<kafka.topic>.dead-letter".
 	DeadLetterTopic string `yaml:"dead_letter_topic"`
+	// MaxBatchBytes bounds the deliveries a routed batch holds in memory
+	// before they are enqueued (WithMaxBatchBytes).
+	MaxBatchBytes config.ByteSize `yaml:"max_batch_bytes"`
 }
 
 // DeadLetterTopicName is dispatch.dead-letter-topic, else
@@ -58,6 +62,8 @@ func (c *Config) DeadLetterTopicName(inbound string) string {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Group, "dispatch.group", "fleetgate-dispatcher", "Kafka consumer group of the dispatchers; all dispatchers of one cluster share it.")
 	fs.IntVar(&c.MaxPollRecords, "dispatch.max-poll-records", 1000, "Most records routed (and committed) as one batch.")
+	c.MaxBatchBytes = defaultMaxBatchBytes
+	fs.Var(&c.MaxBatchBytes, "dispatch.max-batch-bytes", "Bound on the deliveries (one copy of the message per subscriber) a batch holds in memory: past it they are enqueued and the batch goes on, so a message routed to 10,000 sessions is not copied 10,000 times at once.")
 	fs.StringVar(&c.StartAt, "dispatch.start-at", "start", "Where a partition without a committed offset (new group, added partition, expired offsets) starts: start (every record Kafka holds; no acknowledged message is skipped) or an RFC 3339 time (skip the records before it, e.g. history on a first deployment against an old topic).")
 	fs.DurationVar(&c.RetryMinBackoff, "dispatch.retry-min-backoff", 100*time.Millisecond, "First wait before routing a batch again after the session store failed.")
 	fs.DurationVar(&c.RetryMaxBackoff, "dispatch.retry-max-backoff", 5*time.Second, "Longest wait between attempts to route a batch.")
@@ -73,6 +79,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.Group == "" {
 		errs = append(errs, errors.New("dispatch.group: must not be empty"))
+	}
+	if c.MaxBatchBytes < 64<<10 {
+		errs = append(errs, fmt.Errorf("dispatch.max-batch-bytes: %d must be at least 64KiB", c.MaxBatchBytes))
 	}
 	if c.MaxPollRecords < 1 {
 		errs = append(errs, fmt.Errorf("dispatch.max-poll-records: %d must be at least 1", c.MaxPollRecords))

@@ -31,18 +31,21 @@ const (
 )
 
 type metrics struct {
-	routed     metric.Int64Counter
-	skipped    metric.Int64Counter
-	dead       metric.Int64Counter
-	delivered  metric.Int64Counter
-	repeated   metric.Int64Counter
-	errors     metric.Int64Counter
-	notifyErr  metric.Int64Counter
-	commitErr  metric.Int64Counter
-	barrierErr metric.Int64Counter
-	retained   metric.Int64Counter
-	latency    metric.Float64Histogram
-	outcomes   map[session.Outcome]metric.AddOption
+	routed    metric.Int64Counter
+	skipped   metric.Int64Counter
+	dead      metric.Int64Counter
+	delivered metric.Int64Counter
+	repeated  metric.Int64Counter
+	// earlyFlushes counts deliveries enqueued before the batch's end
+	// because they reached the byte bound.
+	earlyFlushes metric.Int64Counter
+	errors       metric.Int64Counter
+	notifyErr    metric.Int64Counter
+	commitErr    metric.Int64Counter
+	barrierErr   metric.Int64Counter
+	retained     metric.Int64Counter
+	latency      metric.Float64Histogram
+	outcomes     map[session.Outcome]metric.AddOption
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
@@ -61,6 +64,8 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 			"Deliveries handed to sessions, by outcome (direct: straight into the inflight hash of a connected session; queued, dropped_oldest, dropped_newest, no_session, not_subscribed, failed)."),
 		repeated: counter("fleetgate_dispatch_deliveries_repeated",
 			"Deliveries queued by a routing attempt that failed as a whole: the retry queues them again, so the subscriber may receive them twice."),
+		earlyFlushes: counter("fleetgate_dispatch_early_flushes",
+			"Times the deliveries of a batch reached dispatch.max-batch-bytes and were enqueued before the batch's end (a large fan-out or large messages)."),
 		errors: counter("fleetgate_dispatch_route_errors",
 			"Routing attempts that failed (session store unreachable); the batch is retried and its offsets are not committed."),
 		notifyErr: counter("fleetgate_dispatch_notify_errors",

@@ -35,6 +35,20 @@ type Queue interface {
 // maxEnqueue bounds the deliveries of one Enqueue call (one Redis pipeline).
 const maxEnqueue = 4096
 
+// defaultMaxBatchBytes is the bound on the deliveries a batch holds before
+// they are enqueued (WithMaxBatchBytes); deliveryOverhead is what one costs
+// beyond its message and client id.
+const (
+	defaultMaxBatchBytes = 16 << 20
+	deliveryOverhead     = 96
+)
+
+// WithMaxBatchBytes bounds the memory of the deliveries Route builds before
+// it enqueues them (default 16 MiB): past it they are enqueued, and the
+// batch goes on. A message bigger than the bound still makes one delivery
+// at a time.
+func WithMaxBatchBytes(n int) RouterOption { return func(r *Router) { r.maxBatchBytes = n } }
+
 // Router turns records into deliveries and makes them durable. It is safe
 // for concurrent use, though the Consumer calls it from one goroutine.
 type Router struct {
@@ -48,6 +62,7 @@ type Router struct {
 	log           *slog.Logger
 	m             *metrics
 	now           func() time.Time
+	maxBatchBytes int // 0: defaultMaxBatchBytes
 
 	mu sync.Mutex
 	// next is the round-robin counter of each shared subscription, keyed
@@ -156,28 +171,52 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter
 			}
 		}
 	}
-	b := batch{now: start}
+	b := batch{now: start, records: records, maxBytes: cmp.Or(r.maxBatchBytes, defaultMaxBatchBytes)}
+	b.flush = func() error { return r.flush(ctx, &b) }
 	routed := 0
 	for i, rec := range records {
+		if b.err != nil {
+			break
+		}
 		if r.deliveries(ctx, &b, i, rec) {
 			routed++
 		}
 	}
-	ds, picked := b.ds, b.picked
-	dead := b.dead
-	// Retained messages first: when storing them fails nothing was queued
-	// yet, so the retry repeats no delivery. Applying an update again is
-	// harmless (the store keeps one message per topic, by version).
-	rdead, err := r.applyRetained(ctx, &b, records)
-	if err != nil {
-		r.unpick(picked)
-		r.m.errors.Add(ctx, 1)
-		return nil, fmt.Errorf("storing %d retained messages of %d records: %w", len(b.retained), len(records), err)
+	if b.err == nil {
+		b.err = b.flush()
 	}
+	if b.err != nil {
+		r.unpick(b.picked)
+		r.m.errors.Add(ctx, 1)
+		// The caller routes the whole batch again: what this attempt
+		// queued will be queued twice.
+		r.m.repeated.Add(ctx, int64(b.queued))
+		return nil, b.err
+	}
+	r.m.routed.Add(ctx, int64(routed))
+	return b.dead, nil
+}
+
+// flush stores the retained updates gathered in b, then enqueues its
+// deliveries in chunks, in order, and notifies their nodes; b keeps its dead
+// letters and counts, and starts gathering afresh. Route flushes once at the
+// end, and whenever the deliveries gathered hold maxBytes: a message routed
+// to 10,000 sessions is not held 10,000 times in memory at once.
+func (r *Router) flush(ctx context.Context, b *batch) error {
+	// Retained messages first: when storing them fails nothing of theirs
+	// was queued yet, so the retry repeats no delivery. Applying an update
+	// again is harmless (the store keeps one message per topic, by
+	// version).
+	rdead, err := r.applyRetained(ctx, b, b.records)
+	if err != nil {
+		return fmt.Errorf("storing %d retained messages of %d records: %w", len(b.retained), len(b.records), err)
+	}
+	b.dead = append(b.dead, rdead...)
+	b.retained, b.retainedSrc = nil, nil
+	ds, src := b.ds, b.src
+	b.ds, b.src, b.bytes = nil, nil, 0
 	// Enqueue in chunks, in order, so that a large fan-out does not become
 	// one unbounded pipeline; a failed chunk fails the batch.
-	dead = append(dead, rdead...)
-	queued := 0
 	for i := 0; i < len(ds); i += maxEnqueue {
 		chunk := ds[i:min(i+maxEnqueue, len(ds))]
 		res, qerr := r.queue.Enqueue(ctx, chunk)
@@ -191,11 +230,11 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter
 			r.m.delivered.Add(ctx, 1, r.m.outcome(er.Outcome))
 			switch er.Outcome {
 			case session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDirect:
-				queued++
+				b.queued++
 			case session.OutcomeFailed:
 				failed = true
 				if permanentStoreError(er.Err) {
-					dead = append(dead, DeadLetter{Record: records[b.src[i+j]], Reason: ReasonRejected,
+					b.dead = append(b.dead, DeadLetter{Record: b.records[src[i+j]], Reason: ReasonRejected,
 						ClientID: chunk[j].ClientID, Err: er.Err})
 				} else if err == nil {
 					err = er.Err
@@ -223,17 +262,11 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter
 			err = fmt.Errorf("session store answered %d results for %d deliveries", len(res), len(chunk))
 		}
 		if err != nil {
-			r.unpick(picked)
-			r.m.errors.Add(ctx, 1)
-			// The caller routes the whole batch again: what this attempt
-			// queued will be queued twice.
-			r.m.repeated.Add(ctx, int64(queued))
-			return nil, fmt.Errorf("enqueueing %d deliveries of %d records: %w", len(ds), len(records), err)
+			return fmt.Errorf("enqueueing %d deliveries of %d records: %w", len(ds), len(b.records), err)
 		}
 		r.notifyQueued(ctx, chunk, res)
 	}
-	r.m.routed.Add(ctx, int64(routed))
-	return dead, nil
+	return nil
 }
 
 // applyRetained stores the retained updates of b, in record order. When
@@ -344,9 +377,19 @@ func (r *Router) sendNotice(ctx context.Context, node string, n handoff.Notice) 
 
 // batch is what one Route call collects from its records.
 type batch struct {
-	now      time.Time // what message expiry is judged by
-	ds       []session.Delivery
-	src      []int // the index of each delivery's record
+	now     time.Time // what message expiry is judged by
+	records []*kgo.Record
+	ds      []session.Delivery
+	src     []int // the index of each delivery's record
+	// bytes is what ds holds (messages and client ids); at maxBytes
+	// deliveries calls flush, and a flush that fails sets err, which ends
+	// the batch.
+	bytes, maxBytes int
+	flush           func() error
+	err             error
+	// queued counts the deliveries the session store took, across
+	// flushes.
+	queued   int
 	dead     []DeadLetter
 	picked   []string // shared subscriptions whose counter this call advanced
 	retained []retained.Update
@@ -436,9 +479,18 @@ func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Recor
 	add := func(clientID string, granted byte, rap bool, ids []uint32, subs []session.FilterKey) {
 		// RETAIN 0 on an established subscription unless it asked for
 		// Retain As Published.
+		if b.err != nil {
+			return // a flush failed: the batch is over
+		}
 		m := out.ForSubscriber(granted, msg.Retain && rap, ids)
-		b.ds = append(b.ds, session.Delivery{ClientID: clientID, Message: handoff.EncodeMessage(&m), Expiry: expiry, Subscriptions: subs})
+		enc := handoff.EncodeMessage(&m)
+		b.ds = append(b.ds, session.Delivery{ClientID: clientID, Message: enc, Expiry: expiry, Subscriptions: subs})
 		b.src = append(b.src, i)
+		b.bytes += len(enc) + len(clientID) + deliveryOverhead
+		if b.bytes >= b.maxBytes {
+			r.m.earlyFlushes.Add(ctx, 1)
+			b.err = b.flush()
+		}
 	}
 	// One copy per client for all of its overlapping subscriptions, with the
 	// largest granted QoS and every identifier ([MQTT-3.3.4-2],

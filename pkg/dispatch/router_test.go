@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -661,3 +662,46 @@ func TestRouteGivesSharedMessagesToConnectedMembers(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestRouteEnqueuesDeliveriesThatReachTheByteBoundBeforeTheBatchEnds(t *testing.T) {
+	var subs []topic.Subscription
+	for i := range 100 {
+		subs = append(subs, topic.Subscription{ClientID: fmt.Sprintf("s%03d", i), Filter: "a", QoS: 1})
+	}
+	f := newRouterFixture(t, subs...)
+	const bound = 64 << 10
+	var err error
+	f.reader = sdkmetric.NewManualReader()
+	f.router, err = NewRouter(f.ix, f.queue, testkit.DiscardLogger(), sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.reader)),
+		WithNotifier(f.notify), WithClock(func() time.Time { return f.now }), WithMaxBatchBytes(bound))
+	require.NoError(t, err)
+	// Three records of 8 KiB to 100 subscribers: 2.4 MB of copies, which a
+	// batch must never hold at once.
+	var recs []*kgo.Record
+	for i := range 3 {
+		payload := bytes.Repeat([]byte{byte('a' + i)}, 8<<10)
+		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, Payload: payload}))
+	}
+	require.NoError(t, f.router.route(context.Background(), recs))
+
+	perCall := bound/(8<<10) + 1 // the delivery that crossed the bound goes with them
+	for _, n := range f.queue.calls {
+		require.LessOrEqual(t, n, perCall, "deliveries enqueued at once: %v", f.queue.calls)
+	}
+	got := f.queue.messages(t)
+	require.Len(t, got, 100)
+	for id, ms := range got {
+		require.Len(t, ms, 3, id)
+		for i, m := range ms {
+			require.Equal(t, byte('a'+i), m.Payload[0], "%s gets the records in order", id)
+		}
+	}
+	assert.GreaterOrEqual(t, counter(t, f.reader, "fleetgate_dispatch_early_flushes", "", ""), int64(len(f.queue.calls)-1))
+
+	// A flush that fails after earlier ones succeeded fails the batch, and
+	// counts what the retry will queue again.
+	f.queue.calls, f.queue.got = nil, nil
+	f.queue.failFrom = 3 // the first call of more than 3 deliveries fails at its fourth
+	require.ErrorContains(t, f.router.route(context.Background(), recs), "connection reset")
+	assert.Equal(t, int64(3), counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""))
+}

@@ -124,7 +124,7 @@ func (s *Service) Run(ctx context.Context) error {
 	follower := subscriptions.NewFollower(changes, s.cfg.Subscriptions.Topic, ix, s.base)
 
 	router, err := NewRouter(ix, store, s.base, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)),
-		WithRetained(retained.New(rdb, s.base)), WithPresence(store), WithBarrier(follower))
+		WithRetained(retained.New(rdb, s.base)), WithPresence(store), WithBarrier(follower), WithMaxBatchBytes(int(s.cfg.Dispatch.MaxBatchBytes)))
 	if err != nil {
 		return err
 	}
