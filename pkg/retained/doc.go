@@ -9,7 +9,7 @@
 // [MQTT-3.3.2-5].
 //
 // The dispatcher writes (Apply, for every record with the retain flag); the
-// frontends read (Match, on SUBSCRIBE).
+// frontends read (Each, on SUBSCRIBE).
 //
 // # Redis layout
 //
@@ -44,7 +44,9 @@
 // Match with a filter without wildcards is one HGET. Match with a wildcard
 // filter walks the whole hash with HSCAN (server-side MATCH on the filter's
 // literal prefix, when it has one, only saves transfer): O(retained topics)
-// per wildcard SUBSCRIBE. Stale entries it meets (expired messages,
+// per wildcard SUBSCRIBE. Each does the same a page (one HSCAN step, about
+// 1,000 entries) at a time, so its caller holds one page, not every match;
+// Match collects them all and sorts them. Stale entries it meets (expired messages,
 // tombstones past their purge time) are cleaned up lazily, each by a small
 // script that checks the entry again; nothing else purges them.
 //

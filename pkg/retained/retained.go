@@ -218,49 +218,71 @@ func (s *Store) runAll(ctx context.Context, script *redis.Script, args [][]any) 
 }
 
 // Match returns the unexpired retained messages whose topic name matches
-// filter, sorted by topic name [MQTT-3.3.2-5]. filter must be
-// a valid topic filter without the "$share/{ShareName}/" prefix. Wildcards
-// match as in topic.MatchFilter: a filter starting with "+" or "#" does not
-// match topic names beginning with "$" [MQTT-4.7.2-1].
+// filter, sorted by topic name [MQTT-3.3.2-5]. filter must be a valid topic
+// filter without the "$share/{ShareName}/" prefix. Wildcards match as in
+// topic.MatchFilter: a filter starting with "+" or "#" does not match topic
+// names beginning with "$" [MQTT-4.7.2-1]. It holds every match in memory:
+// Each streams them instead.
+func (s *Store) Match(ctx context.Context, filter string) ([]Message, error) {
+	var out []Message
+	err := s.Each(ctx, filter, func(page []Message) bool {
+		out = append(out, page...)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b Message) int { return strings.Compare(a.Topic, b.Topic) })
+	return out, nil
+}
+
+// Each calls fn with the unexpired retained messages matching filter (as
+// Match), a page at a time — what one HSCAN call returns, about 1,000
+// entries — in no particular order, until fn returns false or there are no
+// more. The page is fn's until it returns; Each holds no more than one in
+// memory, so a wildcard over a million retained topics costs a page, not
+// a million messages.
 //
 // A filter without wildcards is one lookup; one with wildcards scans every
-// retained topic (see Cost in the package docs). Entries that cannot be
-// decoded are logged and left out.
-func (s *Store) Match(ctx context.Context, filter string) ([]Message, error) {
+// retained topic under its literal prefix (see Cost in the package docs).
+// Entries that cannot be decoded are logged and left out.
+func (s *Store) Each(ctx context.Context, filter string, fn func(page []Message) bool) error {
 	now := s.now()
 	if !strings.ContainsAny(filter, "+#") {
 		v, err := s.rdb.HGet(ctx, Key, filter).Result()
 		if errors.Is(err, redis.Nil) {
-			return nil, nil
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading retained message of %q: %w", filter, err)
+			return fmt.Errorf("reading retained message of %q: %w", filter, err)
 		}
 		m, stale, ok := s.decode(filter, v, now)
 		if stale {
 			s.cleanup(ctx, []string{filter}, now)
 		}
-		if !ok {
-			return nil, nil
+		if ok {
+			fn([]Message{m})
 		}
-		return []Message{m}, nil
+		return nil
 	}
 
 	pattern := "*"
 	if p := literalPrefix(filter); p != "" {
 		pattern = escapeGlob(p) + "*"
 	}
-	var out []Message
-	var stale []string
 	// HSCAN may return an entry more than once (when the hash is rehashed
-	// during the scan).
+	// during the scan): the names sent are remembered (names only, not the
+	// messages).
 	seen := map[string]struct{}{}
+	var page []Message
+	var stale []string
 	var cursor uint64
 	for {
 		kv, next, err := s.rdb.HScan(ctx, Key, cursor, pattern, scanCount).Result()
 		if err != nil {
-			return nil, fmt.Errorf("scanning retained messages for %q: %w", filter, err)
+			return fmt.Errorf("scanning retained messages for %q: %w", filter, err)
 		}
+		page, stale = page[:0], stale[:0]
 		for i := 0; i+1 < len(kv); i += 2 {
 			name, v := kv[i], kv[i+1]
 			if !topic.MatchFilter(filter, name) {
@@ -275,19 +297,20 @@ func (s *Store) Match(ctx context.Context, filter string) ([]Message, error) {
 				stale = append(stale, name)
 			}
 			if ok {
-				out = append(out, m)
+				page = append(page, m)
 			}
+		}
+		if len(stale) > 0 {
+			s.cleanup(ctx, stale, now)
+		}
+		if len(page) > 0 && !fn(page) {
+			return nil
 		}
 		cursor = next
 		if cursor == 0 {
-			break
+			return nil
 		}
 	}
-	if len(stale) > 0 {
-		s.cleanup(ctx, stale, now)
-	}
-	slices.SortFunc(out, func(a, b Message) int { return strings.Compare(a.Topic, b.Topic) })
-	return out, nil
 }
 
 // decode turns the hash value v of topic name into a Message. ok is false

@@ -321,3 +321,33 @@ func TestEntriesRoundTrip(t *testing.T) {
 		assert.Equal(t, e.message, got.message)
 	}
 }
+
+func TestEachStreamsTheMatchesAPageAtATimeAndStopsWhenAsked(t *testing.T) {
+	s, _ := newTestStore(t)
+	ctx := testCtx(t)
+	var ups []Update
+	for i := range 5000 {
+		ups = append(ups, Update{Message: msg(fmt.Sprintf("fleet/%04d/state", i), ""), Version: Version{TimeMs: 1}})
+	}
+	_, err := s.ApplyAll(ctx, ups)
+	require.NoError(t, err)
+
+	seen := map[string]bool{}
+	pages, biggest := 0, 0
+	require.NoError(t, s.Each(ctx, "fleet/#", func(page []Message) bool {
+		pages++
+		biggest = max(biggest, len(page))
+		for _, m := range page {
+			require.False(t, seen[m.Topic], "%s twice", m.Topic)
+			seen[m.Topic] = true
+		}
+		return true
+	}))
+	assert.Len(t, seen, 5000, "every match, once")
+	assert.Greater(t, pages, 1)
+	assert.Less(t, biggest, 5000, "never every match at once: pages of one scan step")
+
+	calls := 0
+	require.NoError(t, s.Each(ctx, "fleet/#", func([]Message) bool { calls++; return false }))
+	assert.Equal(t, 1, calls, "false stops the scan")
+}

@@ -25,7 +25,9 @@ type ChangeLog interface {
 // Retained finds the retained messages matching a filter;
 // *retained.Store is one.
 type Retained interface {
-	Match(ctx context.Context, filter string) ([]retained.Message, error)
+	// Each calls fn with the matches of filter a page at a time until fn
+	// returns false (retained.Store.Each).
+	Each(ctx context.Context, filter string, fn func(page []retained.Message) bool) error
 }
 
 // Conn is the connection a SUBSCRIBE or UNSUBSCRIBE arrived on, as the

@@ -10,6 +10,7 @@ import (
 type metrics struct {
 	subscribed, unsubscribed            metric.Int64Counter
 	subscribeFailed, retainedSent       metric.Int64Counter
+	retainedStopped                     metric.Int64Counter
 	unsubscribeFailed                   metric.Int64Counter
 	reasonInvalidFilter, reasonProtocol metric.AddOption
 	reasonStore, reasonNotAuthorized    metric.AddOption
@@ -30,6 +31,8 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		unsubscribeFailed: counter("fleetgate_delivery_unsubscribe_failures",
 			"UNSUBSCRIBE filters refused, by reason: invalid_filter, topic_limit."),
 		retainedSent: counter("fleetgate_delivery_retained_queued", "Retained messages queued for new subscriptions."),
+		retainedStopped: counter("fleetgate_delivery_retained_stopped",
+			"Subscriptions whose retained messages stopped at the session's queue bound (session.max-queued-messages / -bytes): the rest of the matches were not sent."),
 	}
 	m.reasonInvalidFilter, m.reasonProtocol, m.reasonStore = reason("invalid_filter"), reason("protocol_error"), reason("store")
 	m.reasonNotAuthorized = reason("not_authorized")

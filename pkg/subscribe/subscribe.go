@@ -8,6 +8,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/handoff"
+	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/topic"
@@ -156,47 +157,69 @@ func refusal(v5 bool, code packets.Code) byte {
 // only for a subscription that did not exist, 2 never [MQTT-3.3.1-9..11];
 // never for shared subscriptions (MQTT 5 4.8.2). They carry RETAIN=1
 // [MQTT-3.3.1-8] and at most the granted QoS.
+//
+// The matches stream a page at a time (retained.Store.Each): each page is
+// queued and the pump started before the next is read, so a wildcard over
+// 100,000 retained topics holds one page in memory, and a subscriber that
+// reads fast drains the queue meanwhile. The queue's bound still holds:
+// once a page overflows it (messages dropped per
+// session.queue-full-policy), the rest of that subscription's matches are
+// not sent, and that is logged and counted.
 func (h *Handler) queueRetained(ctx context.Context, c Conn, subs []topic.Subscription, existed []bool) {
 	cl := c.Client()
-	var ds []session.Delivery
+	n := 0
 	for i, s := range subs {
 		if s.Group != "" || s.RetainHandling == 2 || (s.RetainHandling == 1 && i < len(existed) && existed[i]) {
 			continue
 		}
-		msgs, err := h.o.Retained.Match(ctx, s.Filter)
+		var ids []uint32
+		if s.Identifier != 0 {
+			ids = []uint32{s.Identifier}
+		}
+		var ds []session.Delivery
+		full := false
+		err := h.o.Retained.Each(ctx, s.Filter, func(page []retained.Message) bool {
+			ds = ds[:0]
+			for _, r := range page {
+				m, err := handoff.DecodeMessage(r.Message)
+				if err != nil {
+					h.log.Error("skipping undecodable retained message", "topic", r.Topic, "err", err)
+					continue
+				}
+				shaped := m.ForSubscriber(s.QoS, true, ids)
+				ds = append(ds, session.Delivery{ClientID: cl.ID, Message: handoff.EncodeMessage(&shaped), Expiry: r.Expiry})
+			}
+			if len(ds) == 0 {
+				return true
+			}
+			res, err := h.o.Store.Enqueue(ctx, ds)
+			if err != nil {
+				h.log.Warn("retained messages not queued", "client_id", cl.ID, "filter", s.Filter, "err", err)
+				return false
+			}
+			for _, r := range res {
+				switch r.Outcome {
+				case session.OutcomeQueued:
+					n++
+				case session.OutcomeDroppedOldest:
+					n++
+					full = true
+				case session.OutcomeDroppedNewest:
+					full = true
+				}
+			}
+			c.Queued()
+			return !full
+		})
 		if err != nil {
 			h.log.Warn("retained messages not sent: lookup failed", "client_id", cl.ID, "filter", s.Filter, "err", err)
-			continue
 		}
-		for _, r := range msgs {
-			m, err := handoff.DecodeMessage(r.Message)
-			if err != nil {
-				h.log.Error("skipping undecodable retained message", "topic", r.Topic, "err", err)
-				continue
-			}
-			var ids []uint32
-			if s.Identifier != 0 {
-				ids = []uint32{s.Identifier}
-			}
-			shaped := m.ForSubscriber(s.QoS, true, ids)
-			ds = append(ds, session.Delivery{ClientID: cl.ID, Message: handoff.EncodeMessage(&shaped), Expiry: r.Expiry})
-		}
-	}
-	if len(ds) == 0 {
-		return
-	}
-	res, err := h.o.Store.Enqueue(ctx, ds)
-	if err != nil {
-		h.log.Warn("retained messages not queued", "client_id", cl.ID, "err", err)
-	}
-	n := 0
-	for _, r := range res {
-		if r.Outcome == session.OutcomeQueued || r.Outcome == session.OutcomeDroppedOldest {
-			n++
+		if full {
+			h.metrics.retainedStopped.Add(ctx, 1)
+			h.log.Info("retained messages stopped at the session's queue bound", "client_id", cl.ID, "filter", s.Filter)
 		}
 	}
 	h.metrics.retainedSent.Add(ctx, int64(n))
-	c.Queued()
 }
 
 // Unsubscribe answers an UNSUBSCRIBE once the subscriptions are gone from

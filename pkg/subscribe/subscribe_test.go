@@ -13,8 +13,10 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/handoff"
@@ -344,4 +346,47 @@ func TestFiltersOverTheTopicLimitsAreAnsweredAsInvalid(t *testing.T) {
 			require.Equal(t, []subscriptions.Key{{Filter: "a/b/c"}}, f.log.removed)
 		})
 	}
+}
+
+func TestRetainedMessagesStreamIntoTheQueueAndStopAtItsBound(t *testing.T) {
+	f := newFixture(t, 5, func(c *session.Config) { c.MaxQueuedMessages = 100 })
+	reader := sdkmetric.NewManualReader()
+	h, err := New(Options{Server: mqtt.New(nil), Store: f.store, ChangeLog: f.log, Retained: f.retained, Timeout: 5 * time.Second},
+		testkit.DiscardLogger(), sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	require.NoError(t, err)
+	ctx := context.Background()
+	name := "stream/" + f.c.cl.ID
+	var ups []retained.Update
+	for i := range 3000 {
+		m := handoff.Message{Topic: fmt.Sprintf("%s/%04d", name, i), Payload: []byte("kept"), QoS: 1, Retain: true}
+		ups = append(ups, retained.Update{Message: retained.Message{Topic: m.Topic, Message: handoff.EncodeMessage(&m)}, Version: retained.Version{TimeMs: 1}})
+	}
+	_, err = f.retained.ApplyAll(ctx, ups)
+	require.NoError(t, err)
+
+	f.c.cl.Net.Conn = nil // the SUBACK goes nowhere: only the queue matters here
+	h.Subscribe(f.c, subscribePacket(5, packets.Subscription{Filter: name + "/#", Qos: 1}))
+	inflight, err := f.store.Inflight(ctx, f.c.cl.ID)
+	require.NoError(t, err)
+	info, err := f.store.Session(ctx, f.c.cl.ID)
+	require.NoError(t, err)
+	require.Empty(t, inflight)
+	require.Positive(t, info.QueuedBytes)
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(ctx, &rm))
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if s, ok := m.Data.(metricdata.Sum[int64]); ok {
+				for _, dp := range s.DataPoints {
+					got[m.Name] += dp.Value
+				}
+			}
+		}
+	}
+	assert.EqualValues(t, 1, got["fleetgate_delivery_retained_stopped"], "the subscription's matches stop at the queue's bound")
+	queued := got["fleetgate_delivery_retained_queued"]
+	assert.GreaterOrEqual(t, queued, int64(100))
+	assert.Less(t, queued, int64(3000), "the scan stopped: not every match was queued and evicted")
 }
