@@ -69,6 +69,8 @@ type MQTTConfig struct {
 	WritesPending     int `yaml:"max_client_writes_pending"`
 	// Admission holds the connection limits and keep-alive bounds.
 	Admission AdmissionConfig `yaml:",inline"`
+	// Topics bounds topic names and filters.
+	Topics TopicLimitsConfig `yaml:",inline"`
 	// Listen holds the PROXY protocol and WebSocket settings.
 	Listen listen.Config `yaml:",inline"`
 }
@@ -123,6 +125,7 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Admission.RegisterFlags(fs)
 	fs.IntVar(&c.ReadBufferSize, "mqtt.read-buffer-size", 1024, "Per-connection read buffer, bytes. Smaller saves memory per idle connection.")
 	fs.IntVar(&c.WriteBufferSize, "mqtt.write-buffer-size", 1024, "Per-connection write buffer, bytes.")
+	c.Topics.RegisterFlags(fs)
 	c.Listen.RegisterFlags(fs)
 	fs.IntVar(&c.WritesPending, "mqtt.max-client-writes-pending", 64, "Outbound packets mochi may queue per connection; each slot costs 8 bytes per connection.")
 }
@@ -189,6 +192,7 @@ func (c *Config) Validate() error {
 	if m.WritesPending < 1 {
 		errs = append(errs, fmt.Errorf("mqtt.max-client-writes-pending: %d must be at least 1", m.WritesPending))
 	}
+	errs = append(errs, m.Topics.Validate())
 	errs = append(errs, m.Listen.Validate())
 	if m.Listen.WSTLS && !m.TLSEnabled() {
 		errs = append(errs, errors.New("mqtt.ws-tls: needs mqtt.tls-cert-file and mqtt.tls-key-file"))

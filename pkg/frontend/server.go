@@ -191,6 +191,8 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		Retained:   retained.New(s.rdb, log),
 		Events:     emitter,
 		Timeout:    cfg.Delivery.StoreTimeout,
+		// Filters over them get SUBACK 0x8F / 0x80 (docs/limits.md).
+		TopicLimits: cfg.MQTT.Topics.Limits(),
 	}, log, tel.Provider)
 	if err != nil {
 		return nil, err
@@ -222,6 +224,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		MaxInflightAge: caps.MaximumMessageExpiryInterval,
 		ExactlyOnce:    exactly,
 		Authorizer:     s.auth,
+		TopicLimits:    cfg.MQTT.Topics.Limits(),
 	}, s.producer, log, tel.Provider)
 	if err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
 // Producer is the part of *kgo.Client the hook uses.
@@ -66,6 +67,7 @@ type Hook struct {
 	maxInflightAge int64
 	exactlyOnce    ExactlyOnce
 	authorizer     Authorizer
+	topicLimits    topic.Limits
 
 	budget      *semaphore.Weighted
 	unacked     atomic.Int64 // bytes read but not yet acknowledged by Kafka
@@ -97,6 +99,10 @@ type Options struct {
 	// Authorizer decides which topics a client may publish to; nil
 	// allows every topic.
 	Authorizer Authorizer
+	// TopicLimits bound topic names; a PUBLISH over them is answered as
+	// one to an invalid topic name. The zero value: the protocol's bound
+	// only.
+	TopicLimits topic.Limits
 }
 
 // Authorizer decides whether a client may publish to a topic name (after
@@ -128,6 +134,7 @@ func New(cfg Config, opts Options, producer Producer, log *slog.Logger, mp metri
 		maxInflightAge: opts.MaxInflightAge,
 		exactlyOnce:    opts.ExactlyOnce,
 		authorizer:     opts.Authorizer,
+		topicLimits:    opts.TopicLimits,
 		budget:         semaphore.NewWeighted(int64(cfg.MaxUnackedBytes)),
 		draining:       make(chan struct{}),
 	}
@@ -384,6 +391,16 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		// MQTT 3.1.1 a closed connection (writeAcks), QoS 0 nothing.
 		h.log.Info("publish refused: invalid topic name", "client_id", cl.ID)
 		h.reject(cl, acks, e, packets.ErrTopicNameInvalid, ReasonInvalidTopic)
+		return pk, packets.ErrRejectPacket
+	}
+	if err := h.topicLimits.Check(msg.Topic); err != nil {
+		// Valid MQTT, longer or deeper than this server takes
+		// (mqtt.max-topic-length, mqtt.max-topic-levels): answered like
+		// an invalid topic name, PUBACK/PUBREC 0x90 (MQTT 5, section
+		// 3.4.2.1), a closed connection for MQTT 3.1.1, which has no
+		// negative ack [MQTT-3.3.5-2]; nothing is produced.
+		h.log.Info("publish refused: topic name over the limit", "client_id", cl.ID, "err", err)
+		h.reject(cl, acks, e, packets.ErrTopicNameInvalid, ReasonTopicLimit)
 		return pk, packets.ErrRejectPacket
 	}
 	rec := kafkarecord.Encode(h.topic, msg)

@@ -21,6 +21,9 @@ const (
 	// ReasonReceiveMaximum: an MQTT 5 client sent more unacknowledged
 	// QoS 1/2 publishes than the Receive Maximum.
 	ReasonReceiveMaximum = "receive_maximum_exceeded"
+	// ReasonTopicLimit: a topic name longer or deeper than the server's
+	// limits (mqtt.max-topic-length, mqtt.max-topic-levels).
+	ReasonTopicLimit = "topic_limit"
 )
 
 type metrics struct {

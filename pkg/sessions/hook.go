@@ -154,17 +154,14 @@ func (h *Hook) connected1(clientID string) bool {
 	return noticed
 }
 
-// expiryOf is the Session Expiry Interval of a connection: MQTT 5 sends it
-// (0 when absent), MQTT 3.1.1 has clean sessions (0) and persistent ones,
-// which never expire.
-func expiryOf(cl *mqtt.Client) uint32 {
-	if cl.Properties.ProtocolVersion >= 5 {
-		return cl.Properties.Props.SessionExpiryInterval
-	}
-	if cl.Properties.Clean {
-		return 0
-	}
-	return math.MaxUint32
+// expiryOf is the Session Expiry Interval the session of cl's connection
+// uses, as the store's configuration caps it (session.Config.Expiry): MQTT 5
+// sends it (0 when absent) and may change it in DISCONNECT
+// [MQTT-3.14.2-2]; MQTT 3.1.1 has clean sessions (0) and persistent ones
+// (session.mqtt3-expiry). The session's record, its end and its will's
+// delay all use this value.
+func (h *Hook) expiryOf(cl *mqtt.Client) uint32 {
+	return h.o.Store.Expiry(cl.Properties.ProtocolVersion, cl.Properties.Clean, cl.Properties.Props.SessionExpiryInterval)
 }
 
 func (h *Hook) storeCtx() (context.Context, context.CancelFunc) {
@@ -191,7 +188,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		ClientID:      cl.ID,
 		Node:          h.o.Node,
 		CleanStart:    pk.Connect.Clean,
-		ExpirySeconds: expiryOf(cl),
+		ExpirySeconds: h.expiryOf(cl),
 		Protocol:      cl.Properties.ProtocolVersion,
 		Window:        c.pump.Window(),
 		// The frontend's authentication leaves only an authenticated
@@ -345,6 +342,12 @@ func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 		// not announce it; without it a client may use none
 		// [MQTT-3.2.2-17] [MQTT-3.3.2-9].
 		pk.Properties.TopicAliasMaximum = h.o.Server.Options.Capabilities.TopicAliasMaximum
+		// A Session Expiry Interval above session.max-expiry (never
+		// included) is capped: the CONNACK says which one the server
+		// uses (MQTT 5 section 3.2.2.3.2).
+		if asked, used := cl.Properties.Props.SessionExpiryInterval, h.expiryOf(cl); used != asked {
+			pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = used, true
+		}
 	}
 	return pk
 }
@@ -375,7 +378,7 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	c.inflight = nil
 	if h.o.Events != nil {
-		clean, expiry, present := pk.Connect.Clean, expiryOf(cl), c.present
+		clean, expiry, present := pk.Connect.Clean, h.expiryOf(cl), c.present
 		h.o.Events.Emit(&events.Event{
 			Kind: events.Connect, ClientID: cl.ID, Protocol: cl.Properties.ProtocolVersion,
 			Username: string(cl.Properties.Username), Remote: cl.Net.Remote,
@@ -427,7 +430,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	if c.takenOver.Load() {
 		return
 	}
-	h.endSession(c, expiryOf(cl))
+	h.endSession(c, h.expiryOf(cl))
 }
 
 // emitDisconnect emits the disconnect event of c, which ended with err
