@@ -278,74 +278,69 @@ func TestAFilterTheAuthorizerRefusesIsAnsweredNotAuthorizedAndGetsNoRetainedMess
 	}
 }
 
-func TestFiltersBeyondTheSessionsBoundAreRefusedOneByOne(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		version byte
-		refused byte
-	}{
-		{"MQTT 5 gets 0x97 Quota exceeded", 5, packets.ErrQuotaExceeded.Code},
-		{"MQTT 3.1.1 gets 0x80 Failure", 4, packets.ErrUnspecifiedError.Code},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, tc.version, func(c *session.Config) { c.MaxSubscriptions = 2 })
-			ctx := context.Background()
-			name := "q/" + f.c.cl.ID
-			msg := handoff.Message{Topic: name + "/c", Payload: []byte("kept"), QoS: 1, Retain: true}
-			require.NoError(t, f.retained.Apply(ctx, retained.Message{Topic: msg.Topic, Message: handoff.EncodeMessage(&msg)}, retained.Version{TimeMs: time.Now().UnixMilli(), ID: "1"}, false))
-
-			f.h.Subscribe(f.c, subscribePacket(tc.version, packets.Subscription{Filter: name + "/a", Qos: 1}))
-			require.Equal(t, []byte{1}, f.read(t).ReasonCodes)
-			f.h.Subscribe(f.c, subscribePacket(tc.version,
-				packets.Subscription{Filter: name + "/b", Qos: 1},
-				packets.Subscription{Filter: name + "/c", Qos: 1},
-				packets.Subscription{Filter: name + "/a", Qos: 2}))
-			require.Equal(t, []byte{1, tc.refused, 2}, f.read(t).ReasonCodes,
-				"the filter over the bound only; a replacement is not new [MQTT-3.8.4-3] [MQTT-3.9.3-1]")
-
-			stored, err := f.store.Subscriptions(ctx, f.c.cl.ID)
-			require.NoError(t, err)
-			require.Len(t, stored, 2)
-			require.Len(t, f.log.subs, 3, "the refused filter never reaches the dispatchers")
-			for _, s := range f.log.subs {
-				require.NotEqual(t, name+"/c", s.Filter)
-			}
-			require.Zero(t, f.c.queued.Load(), "no retained message through a refused filter")
-		})
+// eachVersion runs fn for MQTT 5 and MQTT 3.1.1.
+func eachVersion(t *testing.T, fn func(t *testing.T, version byte)) {
+	for _, v := range []byte{5, 4} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { fn(t, v) })
 	}
 }
 
-func TestFiltersOverTheTopicLimitsAreAnsweredAsInvalid(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		version byte
-		invalid byte
-	}{
-		{"MQTT 5 gets 0x8F", 5, packets.ErrTopicFilterInvalid.Code},
-		{"MQTT 3.1.1 gets 0x80", 4, packets.ErrUnspecifiedError.Code},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, tc.version)
-			f.h.o.TopicLimits = topic.Limits{MaxLength: 16, MaxLevels: 3}
-			f.h.Subscribe(f.c, subscribePacket(tc.version,
-				packets.Subscription{Filter: "a/b/c", Qos: 1},
-				packets.Subscription{Filter: "a/b/c/d", Qos: 1},
-				packets.Subscription{Filter: "a/" + strings.Repeat("x", 15), Qos: 1},
-				packets.Subscription{Filter: "$share/a-long-group/x/+/#", Qos: 1}))
-			require.Equal(t, []byte{1, tc.invalid, tc.invalid, 1}, f.read(t).ReasonCodes,
-				"a shared subscription is measured without its $share/<group>/ prefix")
-			require.Len(t, f.log.subs, 2)
+// TestFiltersBeyondTheSessionsBoundAreRefusedOneByOne: SUBACK 0x97 Quota
+// exceeded on MQTT 5, 0x80 Failure on 3.1.1.
+func TestFiltersBeyondTheSessionsBoundAreRefusedOneByOne(t *testing.T) {
+	eachVersion(t, func(t *testing.T, version byte) {
+		refused := refusal(version == 5, packets.ErrQuotaExceeded)
+		f := newFixture(t, version, func(c *session.Config) { c.MaxSubscriptions = 2 })
+		ctx := context.Background()
+		name := "q/" + f.c.cl.ID
+		msg := handoff.Message{Topic: name + "/c", Payload: []byte("kept"), QoS: 1, Retain: true}
+		require.NoError(t, f.retained.Apply(ctx, retained.Message{Topic: msg.Topic, Message: handoff.EncodeMessage(&msg)}, retained.Version{TimeMs: time.Now().UnixMilli(), ID: "1"}, false))
 
-			f.h.Unsubscribe(f.c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 6,
-				Filters: packets.Subscriptions{{Filter: "a/b/c"}, {Filter: "a/b/c/d"}}, ProtocolVersion: tc.version})
-			ack := f.read(t)
-			require.Equal(t, packets.Unsuback, ack.FixedHeader.Type)
-			if tc.version == 5 {
-				require.Equal(t, []byte{0, packets.ErrTopicFilterInvalid.Code}, ack.ReasonCodes, "[MQTT-3.11.3-1]")
-			}
-			require.Equal(t, []subscriptions.Key{{Filter: "a/b/c"}}, f.log.removed)
-		})
-	}
+		f.h.Subscribe(f.c, subscribePacket(version, packets.Subscription{Filter: name + "/a", Qos: 1}))
+		require.Equal(t, []byte{1}, f.read(t).ReasonCodes)
+		f.h.Subscribe(f.c, subscribePacket(version,
+			packets.Subscription{Filter: name + "/b", Qos: 1},
+			packets.Subscription{Filter: name + "/c", Qos: 1},
+			packets.Subscription{Filter: name + "/a", Qos: 2}))
+		require.Equal(t, []byte{1, refused, 2}, f.read(t).ReasonCodes,
+			"the filter over the bound only; a replacement is not new [MQTT-3.8.4-3] [MQTT-3.9.3-1]")
+
+		stored, err := f.store.Subscriptions(ctx, f.c.cl.ID)
+		require.NoError(t, err)
+		require.Len(t, stored, 2)
+		require.Len(t, f.log.subs, 3, "the refused filter never reaches the dispatchers")
+		for _, s := range f.log.subs {
+			require.NotEqual(t, name+"/c", s.Filter)
+		}
+		require.Zero(t, f.c.queued.Load(), "no retained message through a refused filter")
+	})
+}
+
+// TestFiltersOverTheTopicLimitsAreAnsweredAsInvalid: SUBACK 0x8F Topic
+// Filter invalid on MQTT 5, 0x80 on 3.1.1; UNSUBACK 0x8F on MQTT 5.
+func TestFiltersOverTheTopicLimitsAreAnsweredAsInvalid(t *testing.T) {
+	eachVersion(t, func(t *testing.T, version byte) {
+		invalid := refusal(version == 5, packets.ErrTopicFilterInvalid)
+		f := newFixture(t, version)
+		f.h.o.TopicLimits = topic.Limits{MaxLength: 16, MaxLevels: 3}
+		f.h.Subscribe(f.c, subscribePacket(version,
+			packets.Subscription{Filter: "a/b/c", Qos: 1},
+			packets.Subscription{Filter: "a/b/c/d", Qos: 1},
+			packets.Subscription{Filter: "a/" + strings.Repeat("x", 15), Qos: 1},
+			packets.Subscription{Filter: "$share/a-long-group/x/+/#", Qos: 1}))
+		require.Equal(t, []byte{1, invalid, invalid, 1}, f.read(t).ReasonCodes,
+			"a shared subscription is measured without its $share/<group>/ prefix")
+		require.Len(t, f.log.subs, 2)
+
+		f.h.Unsubscribe(f.c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 6,
+			Filters: packets.Subscriptions{{Filter: "a/b/c"}, {Filter: "a/b/c/d"}}, ProtocolVersion: version})
+		ack := f.read(t)
+		require.Equal(t, packets.Unsuback, ack.FixedHeader.Type)
+		if version == 5 {
+			require.Equal(t, []byte{0, packets.ErrTopicFilterInvalid.Code}, ack.ReasonCodes, "[MQTT-3.11.3-1]")
+		}
+		require.Equal(t, []subscriptions.Key{{Filter: "a/b/c"}}, f.log.removed)
+	})
 }
 
 func TestRetainedMessagesStreamIntoTheQueueAndStopAtItsBound(t *testing.T) {
