@@ -28,6 +28,10 @@ type Config struct {
 	// AckDelay is how long acknowledgements may wait to be recorded with
 	// the session's next round that takes messages; 0 records each at once.
 	AckDelay time.Duration `yaml:"ack_delay"`
+	// TopicAliases bounds the outbound topic aliases of one MQTT 5
+	// connection (also capped by the client's Topic Alias Maximum); 0
+	// sends none.
+	TopicAliases int `yaml:"topic_aliases"`
 }
 
 // RegisterFlags registers the flags under "delivery.".
@@ -36,6 +40,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PollInterval, "delivery.poll-interval", 30*time.Second, "How often a connected session's queue is checked without a notice from a dispatcher.")
 	fs.DurationVar(&c.StoreTimeout, "delivery.store-timeout", 10*time.Second, "Bound on the Redis and Kafka writes behind CONNACK, SUBACK and UNSUBACK; past it the client gets a failure code.")
 	fs.DurationVar(&c.AckDelay, "delivery.ack-delay", 50*time.Millisecond, "How long a subscriber's PUBACKs and PUBCOMPs may wait to be recorded in Redis with the session's next delivery round (one script instead of two); 0 records each at once. A node that crashes within it sends those messages again.")
+	fs.IntVar(&c.TopicAliases, "delivery.topic-aliases", 10, "Most topic aliases the node assigns on one MQTT 5 connection whose CONNECT allows them (Topic Alias Maximum): a topic sent a second time gets the next free alias, and later messages on it carry the alias instead of the topic name. 0 sends full topic names always.")
 	fs.IntVar(&c.StorePipelines, "delivery.store-pipelines", 2, "Most Redis pipelines in flight carrying the delivery rounds of this node's sessions; rounds that arrive while all are busy share the next one.")
 }
 
@@ -53,6 +58,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AckDelay < 0 || c.AckDelay > time.Minute {
 		errs = append(errs, fmt.Errorf("delivery.ack-delay: %s must be between 0 and 1m", c.AckDelay))
+	}
+	if c.TopicAliases < 0 || c.TopicAliases > 65535 {
+		errs = append(errs, fmt.Errorf("delivery.topic-aliases: %d must be between 0 and 65535", c.TopicAliases))
 	}
 	if c.StoreTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("delivery.store-timeout: %s must be positive", c.StoreTimeout))

@@ -32,6 +32,7 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		{"delivery.max-inflight", func(c *Config) { c.MaxInflight = 0 }},
 		{"delivery.max-inflight", func(c *Config) { c.MaxInflight = 65536 }},
 		{"delivery.poll-interval", func(c *Config) { c.PollInterval = time.Millisecond }},
+		{"delivery.topic-aliases", func(c *Config) { c.TopicAliases = -1 }},
 		{"delivery.store-timeout", func(c *Config) { c.StoreTimeout = 0 }},
 		{"delivery.store-pipelines", func(c *Config) { c.StorePipelines = 0 }},
 		{"delivery.ack-delay", func(c *Config) { c.AckDelay = -time.Millisecond }},

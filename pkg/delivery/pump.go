@@ -81,6 +81,13 @@ type Pump struct {
 	// Owned by the running pump.
 	window int
 	resent bool
+	// Outbound topic aliases [MQTT-3.1.2-26]: aliases maps the topics
+	// given one on this connection, aliasMax bounds them (0: the client
+	// takes none [MQTT-3.1.2-27]); sentOnce holds topics sent once without
+	// one, so that a one-off topic takes no alias (bounded).
+	aliasMax uint16
+	aliases  map[string]uint16
+	sentOnce map[string]struct{}
 	// snapshot is what was in flight at the CONNECT, when the session
 	// store said so (BeginFrom): resend reads it instead of the store.
 	snapshot     []session.InflightMessage
@@ -117,6 +124,9 @@ func (d *Deliverer) Open(cl *mqtt.Client, onGone func()) *Pump {
 			rm = 65535 // absent: no limit beyond the protocol's [MQTT-3.1.2.11.3]
 		}
 		c.window = min(c.window, rm)
+	}
+	if cl.Properties.ProtocolVersion >= 5 && d.cfg.TopicAliases > 0 {
+		c.aliasMax = uint16(min(int(cl.Properties.Props.TopicAliasMaximum), d.cfg.TopicAliases))
 	}
 	// An honest client has at most two acknowledgements per message in
 	// flight (PUBREC, PUBCOMP); more are dropped (see pushAck).
@@ -662,6 +672,13 @@ func (c *Pump) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (d
 		left := (time.Until(m.Expiry) + time.Second - 1) / time.Second
 		p.MessageExpiryInterval = uint32(max(left, 1))
 	}
+	alias, establish := c.alias(msg.Topic)
+	if alias > 0 {
+		p.TopicAlias, p.TopicAliasFlag = alias, true
+		if !establish {
+			pk.TopicName = "" // the client maps the alias it was sent with the topic
+		}
+	}
 	n := buf.Len()
 	if err := pk.PublishEncode(buf); err != nil {
 		buf.Truncate(n)
@@ -674,6 +691,11 @@ func (c *Pump) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (d
 		c.d.metrics.dropped.Add(c.ctx, 1, c.d.metrics.reasonTooLarge)
 		c.d.log.Info("message larger than the client's maximum packet size discarded", "client_id", c.cl.ID, "topic", msg.Topic)
 		return true
+	}
+	if establish {
+		// Only a PUBLISH that goes out sets the mapping up.
+		c.aliases[msg.Topic] = alias
+		delete(c.sentOnce, msg.Topic)
 	}
 	if resend {
 		c.d.metrics.resent.Add(c.ctx, 1)
@@ -691,6 +713,38 @@ func (c *Pump) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (d
 	}
 	c.inflight[m.PacketID] = o
 	return false
+}
+
+// maxSentOnce bounds the topics a pump remembers as sent once.
+const maxSentOnce = 256
+
+// alias returns the topic alias of topic on this connection, 0 for none;
+// establish says this PUBLISH sets the mapping up (topic name and alias
+// both sent) and the caller records it once the PUBLISH goes out. A topic
+// gets the next free alias the second time it is sent, while there are
+// free ones; mappings never change, and end with the connection
+// [MQTT-3.3.2-7].
+func (c *Pump) alias(topic string) (alias uint16, establish bool) {
+	if c.aliasMax == 0 {
+		return 0, false
+	}
+	if a, ok := c.aliases[topic]; ok {
+		return a, false
+	}
+	if len(c.aliases) >= int(c.aliasMax) {
+		return 0, false
+	}
+	if _, again := c.sentOnce[topic]; again {
+		return uint16(len(c.aliases) + 1), true
+	}
+	if c.sentOnce == nil {
+		c.aliases, c.sentOnce = map[string]uint16{}, map[string]struct{}{}
+	}
+	if len(c.sentOnce) >= maxSentOnce {
+		clear(c.sentOnce)
+	}
+	c.sentOnce[topic] = struct{}{}
+	return 0, false
 }
 
 // flush writes buf to the connection under the client's lock, the one
