@@ -16,6 +16,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/listen"
+	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
@@ -28,7 +29,9 @@ type Config struct {
 	Auth   auth.Config   `yaml:"auth"`
 	Authz  AuthzConfig   `yaml:"authz"`
 	Ingest ingest.Config `yaml:"ingest"`
-	Kafka  kafka.Config  `yaml:"kafka"`
+	// Retained bounds the retained messages devices leave.
+	Retained retained.QuotaConfig `yaml:"retained"`
+	Kafka    kafka.Config         `yaml:"kafka"`
 	// Session holds Redis, offline queue bounds and node liveness.
 	Session       session.Config          `yaml:"session"`
 	Subscriptions subscriptions.Config    `yaml:"subscriptions"`
@@ -99,6 +102,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Auth.RegisterFlags(fs)
 	c.Authz.RegisterFlags(fs)
 	c.Ingest.RegisterFlags(fs)
+	c.Retained.RegisterFlags(fs)
 	c.Kafka.RegisterFlags(fs)
 	c.Session.RegisterFlags(fs)
 	c.Subscriptions.RegisterFlags(fs)
@@ -224,7 +228,7 @@ func (c *Config) Validate() error {
 	if c.Authz.ReloadInterval < 0 {
 		errs = append(errs, fmt.Errorf("authz.reload-interval: %s must not be negative", c.Authz.ReloadInterval))
 	}
-	errs = append(errs, c.Auth.Validate(), c.Ingest.Validate(), c.Kafka.Validate(), c.Session.Validate(), c.Subscriptions.Validate(),
+	errs = append(errs, c.Auth.Validate(), c.Ingest.Validate(), c.Retained.Validate(), c.Kafka.Validate(), c.Session.Validate(), c.Subscriptions.Validate(),
 		c.Delivery.Validate(), c.Events.Validate(), c.Log.Validate(), c.Tracing.Validate())
 	return errors.Join(errs...)
 }

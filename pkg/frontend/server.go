@@ -225,6 +225,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		ExactlyOnce:    exactly,
 		Authorizer:     s.auth,
 		TopicLimits:    cfg.MQTT.Topics.Limits(),
+		Retained:       retained.NewQuota(cfg.Retained, s.rdb, log),
 	}, s.producer, log, tel.Provider)
 	if err != nil {
 		return nil, err

@@ -53,6 +53,12 @@ func recordSize(rec *kgo.Record) int64 {
 // flood the log.
 const tooLargeLogEvery = 10 * time.Second
 
+// RetainedQuota decides whether a device may leave a retained message with
+// a payload of size bytes (retained.Quota); an error says why not.
+type RetainedQuota interface {
+	Allow(size int) error
+}
+
 // Hook is the mochi hook that writes PUBLISHes (and wills) to Kafka.
 type Hook struct {
 	mqtt.HookBase
@@ -79,6 +85,8 @@ type Hook struct {
 	clients sync.Map // *mqtt.Client → *clientAcks
 
 	tooLargeLog logLimiter
+	retained    RetainedQuota
+	retainedLog logLimiter
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed: accept no new publishes
@@ -99,6 +107,9 @@ type Options struct {
 	// Authorizer decides which topics a client may publish to; nil
 	// allows every topic.
 	Authorizer Authorizer
+	// Retained decides whether a device may leave a retained message;
+	// nil allows every one.
+	Retained RetainedQuota
 	// TopicLimits bound topic names; a PUBLISH over them is answered as
 	// one to an invalid topic name. The zero value: the protocol's bound
 	// only.
@@ -135,6 +146,7 @@ func New(cfg Config, opts Options, producer Producer, log *slog.Logger, mp metri
 		exactlyOnce:    opts.ExactlyOnce,
 		authorizer:     opts.Authorizer,
 		topicLimits:    opts.TopicLimits,
+		retained:       opts.Retained,
 		budget:         semaphore.NewWeighted(int64(cfg.MaxUnackedBytes)),
 		draining:       make(chan struct{}),
 	}
@@ -374,6 +386,20 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		h.log.Debug("publish refused: not authorized", "client_id", cl.ID, "username", string(cl.Properties.Username), "topic", pk.TopicName, "qos", qos)
 		h.reject(cl, acks, e, packets.ErrNotAuthorized, ReasonNotAuthorized)
 		return pk, packets.ErrRejectPacket
+	}
+
+	if pk.FixedHeader.Retain && h.retained != nil {
+		if err := h.retained.Allow(len(pk.Payload)); err != nil {
+			// Over the retained store's bounds: MQTT 5 gets 0x97 (Quota
+			// exceeded) in its place among the acks, MQTT 3.1.1 a closed
+			// connection [MQTT-3.3.5-2]; nothing is produced, not even
+			// without the flag: the device asked for it retained.
+			if ok, suppressed := h.retainedLog.allow(time.Now(), tooLargeLogEvery); ok {
+				h.log.Info("publish refused: "+err.Error(), "client_id", cl.ID, "payload_bytes", len(pk.Payload), "suppressed", suppressed)
+			}
+			h.reject(cl, acks, e, packets.ErrQuotaExceeded, ReasonRetainedQuota)
+			return pk, packets.ErrRejectPacket
+		}
 	}
 
 	// [MQTT-3.3.2-4]: a PUBLISH with Payload Format Indicator 1 must carry

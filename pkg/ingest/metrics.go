@@ -24,6 +24,9 @@ const (
 	// ReasonTopicLimit: a topic name longer or deeper than the server's
 	// limits (mqtt.max-topic-length, mqtt.max-topic-levels).
 	ReasonTopicLimit = "topic_limit"
+	// ReasonRetainedQuota: a retained message over the retained store's
+	// bounds (retained.max-messages, retained.max-message-bytes).
+	ReasonRetainedQuota = "retained_quota"
 )
 
 type metrics struct {

@@ -1,6 +1,7 @@
 package retained
 
 import (
+	"flag"
 	"fmt"
 	"strings"
 	"testing"
@@ -350,4 +351,14 @@ func TestEachStreamsTheMatchesAPageAtATimeAndStopsWhenAsked(t *testing.T) {
 	calls := 0
 	require.NoError(t, s.Each(ctx, "fleet/#", func([]Message) bool { calls++; return false }))
 	assert.Equal(t, 1, calls, "false stops the scan")
+}
+
+func TestQuotaConfigNamesTheBadField(t *testing.T) {
+	var c QuotaConfig
+	c.RegisterFlags(flag.NewFlagSet("t", flag.ContinueOnError))
+	require.NoError(t, c.Validate(), "the defaults are valid")
+	c.MaxMessages = -1
+	require.ErrorContains(t, c.Validate(), "retained.max-messages")
+	c.MaxMessages, c.MaxMessageBytes = 0, -1
+	require.ErrorContains(t, c.Validate(), "retained.max-message-bytes")
 }
