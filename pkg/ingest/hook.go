@@ -83,6 +83,7 @@ type Hook struct {
 	saturatedSince atomic.Int64
 
 	clients sync.Map // *mqtt.Client → *clientAcks
+	quotas  sync.Map // *mqtt.Client → *clientQuota
 
 	tooLargeLog logLimiter
 	retained    RetainedQuota
@@ -213,6 +214,7 @@ func (h *Hook) OnSelectSubscribers(_ *mqtt.Subscribers, _ packets.Packet) *mqtt.
 // flight find the connection closed and are dropped; the client resends.
 func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.clients.Delete(cl)
+	h.quotas.Delete(cl)
 }
 
 // OnPacketRead answers a QoS 2 PUBLISH resent after its PUBREC went out.
@@ -304,6 +306,9 @@ func (h *Hook) acksFor(cl *mqtt.Client) *clientAcks {
 // always returns packets.ErrRejectPacket, so mochi neither acks nor fans out:
 // the hook owns the answer.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	// Over its quota the client waits here, its socket unread; the ack
+	// deadline starts after.
+	h.throttle(cl, len(pk.Payload)+len(pk.TopicName))
 	received := time.Now()
 	qos := pk.FixedHeader.Qos
 	h.metrics.received.Add(context.Background(), 1, h.metrics.qosAttr[qos])

@@ -34,8 +34,12 @@ type metrics struct {
 	produced   metric.Int64Counter
 	failed     metric.Int64Counter
 	duplicates metric.Int64Counter
-	latency    metric.Float64Histogram
-	qosAttr    [3]metric.MeasurementOption
+	// throttled counts publishes held by their client's quota, and
+	// throttledFor the seconds they waited.
+	throttled    metric.Int64Counter
+	throttledFor metric.Float64Counter
+	latency      metric.Float64Histogram
+	qosAttr      [3]metric.MeasurementOption
 }
 
 func newMetrics(mp metric.MeterProvider, unacked func() int64, outstanding func() int64) (*metrics, error) {
@@ -49,6 +53,10 @@ func newMetrics(mp metric.MeterProvider, unacked func() int64, outstanding func(
 	}
 	r := &metrics{}
 	r.received, err = m.Int64Counter("fleetgate_ingest_publishes_received", metric.WithDescription("PUBLISH packets (and wills) received from clients, by QoS."))
+	add(err)
+	r.throttled, err = m.Int64Counter("fleetgate_ingest_publishes_throttled", metric.WithDescription("Publishes whose client was over its quota (ingest.client-rate, ingest.client-byte-rate): its socket was not read until the quota had room."))
+	add(err)
+	r.throttledFor, err = m.Float64Counter("fleetgate_ingest_throttle_seconds", metric.WithDescription("Time clients over their publish quota waited, summed over publishes."))
 	add(err)
 	r.produced, err = m.Int64Counter("fleetgate_ingest_records_produced", metric.WithDescription("Records Kafka acknowledged."))
 	add(err)
