@@ -2,7 +2,11 @@ package frontend_test
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -96,5 +100,94 @@ func TestWhileKafkaFailsTheHeapDoesNotGrowWithWhatClientsSend(t *testing.T) {
 	// Kafka returns: what the node held is produced, and it drains clean.
 	k.FailProduce(false)
 	require.Eventually(t, func() bool { return n.srv.Hook().Idle() }, time.Minute, 20*time.Millisecond,
+		"the held publishes are produced once kafka takes records again")
+}
+
+// TestAThousandClientsWithTheLargestPacketsStayWithinTheBudget is the
+// fleet's version of the test above (issue 15): 1,000 MQTT 5 clients each
+// write the largest packet the node takes (mqtt.max-packet-size, here
+// 64 KiB), carrying 100 user properties, as fast as their sockets take it,
+// while Kafka refuses every record. The node's Go heap — measured, not its
+// own counter — grows by at most the configured budget
+// (ingest.max-unacked-bytes, the default 64 MiB) plus a stated overhead: a
+// quarter of the budget (the held records keep the packets' bodies and
+// copies of their user properties), and per connection the packet its
+// read goroutine holds while it waits for budget, that packet's record and
+// mochi's buffers (48 KiB). Every other setting is the default.
+func TestAThousandClientsWithTheLargestPacketsStayWithinTheBudget(t *testing.T) {
+	clients := 1000
+	if n := os.Getenv("FG_HEAP_CLIENTS"); n != "" {
+		clients, _ = strconv.Atoi(n)
+	}
+	const (
+		maxPacket = 64 << 10
+		overhead  = 2*maxPacket + 48<<10
+	)
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) { c.MQTT.MaxPacketSize = maxPacket })
+	n.waitReady()
+	budget := int64(n.cfg.Ingest.MaxUnackedBytes)
+	k.FailProduce(true)
+
+	pk := packets.Packet{ProtocolVersion: 5, FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "fleet/heap"}
+	for i := range 100 {
+		pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: fmt.Sprintf("key-%03d", i), Val: strings.Repeat("v", 100)})
+	}
+	var probe bytes.Buffer
+	require.NoError(t, mqttwire.Encode(&probe, pk))
+	pk.Payload = make([]byte, maxPacket-probe.Len()-8) // the largest the node takes
+	var frame bytes.Buffer
+	require.NoError(t, mqttwire.Encode(&frame, pk))
+	require.LessOrEqual(t, frame.Len(), maxPacket)
+
+	raws := make([]*testkit.Raw, clients)
+	for i := range raws {
+		raws[i] = testkit.DialRaw(t, n.addr, 5)
+		raws[i].Connect(fmt.Sprintf("fleet-heap-%04d", i), true)
+	}
+	// Far more than the node may hold, and than the kernel's socket
+	// buffers (up to 32 MiB a socket here) take.
+	perClient := 64 + int(budget+int64(clients)*40<<20)/clients/frame.Len()
+	before := heapInUse()
+	var written atomic.Int64
+	done := make(chan struct{}, clients)
+	for _, r := range raws {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			_ = r.Conn.SetWriteDeadline(time.Time{})
+			for range perClient {
+				if _, err := r.Conn.Write(frame.Bytes()); err != nil {
+					return
+				}
+				written.Add(int64(frame.Len()))
+			}
+		}()
+	}
+	last := int64(-1)
+	require.Eventually(t, func() bool {
+		w := written.Load()
+		stuck := w == last
+		last = w
+		return stuck
+	}, 3*time.Minute, 2*time.Second, "the writers never stopped")
+	growth := int64(heapInUse()) - int64(before)
+	// The records the budget counts hold the packets' bodies (the payload
+	// is not copied) and copies of the user properties, about a quarter
+	// more than the record bytes with this many properties.
+	bound := budget*5/4 + int64(clients)*overhead + 8<<20
+	t.Logf("%d clients wrote %d MiB; the heap grew by %.0f MiB, bound %.0f MiB (budget %d MiB × 5/4 + %d KiB per connection + 8 MiB); unacknowledged bytes held: %d MiB",
+		clients, written.Load()>>20, float64(growth)/(1<<20), float64(bound)/(1<<20), budget>>20, overhead>>10, n.srv.Hook().UnackedBytes()>>20)
+	assert.LessOrEqual(t, n.srv.Hook().UnackedBytes(), budget, "the hook's own count stays within the budget")
+	assert.Less(t, growth, bound, "the heap grew past the budget and the stated overhead")
+	assert.Less(t, written.Load(), int64(clients*perClient*frame.Len()), "the node kept reading while Kafka failed")
+	for _, r := range raws {
+		_ = r.Conn.Close()
+	}
+	for range clients {
+		<-done
+	}
+	// Kafka returns: what the node held is produced, and it drains clean.
+	k.FailProduce(false)
+	require.Eventually(t, func() bool { return n.srv.Hook().Idle() }, 2*time.Minute, 50*time.Millisecond,
 		"the held publishes are produced once kafka takes records again")
 }
