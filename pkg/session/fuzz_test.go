@@ -50,6 +50,7 @@ func FuzzDecodeInflight(f *testing.F) {
 		}
 		if im.Released {
 			require.Nil(t, im.Message, "a released message keeps nothing")
+			require.True(t, im.Expiry.IsZero(), "nor its expiry")
 		}
 		again, err := decodeInflight(encodeInflight(im))
 		require.NoError(t, err, "a re-encoded inflight entry decodes")

@@ -132,7 +132,9 @@ func decodeInflight(field, v string) (InflightMessage, error) {
 	}
 	im := InflightMessage{QueuedMessage: QueuedMessage{PacketID: uint16(pid), Seq: seq, Message: msg, Expiry: exp}, Released: rest[0] == 'R'}
 	if im.Released {
-		im.Message = nil
+		// PUBREC received: the message was dropped, its expiry with it
+		// (the scripts write "R|0|").
+		im.Message, im.Expiry = nil, time.Time{}
 	}
 	return im, nil
 }
