@@ -28,6 +28,36 @@ func heapInUse() uint64 {
 	return m.HeapAlloc
 }
 
+// writeUntilStuck has each client write frame n times as fast as its
+// socket takes it, and returns once no writer got anything more through for
+// settle: the node stopped reading. written counts the bytes through; done
+// gets a value per writer that ended (all written, or its connection
+// closed).
+func writeUntilStuck(t *testing.T, raws []*testkit.Raw, frame []byte, n int, settle time.Duration) (written *atomic.Int64, done chan struct{}) {
+	t.Helper()
+	written, done = &atomic.Int64{}, make(chan struct{}, len(raws))
+	for _, r := range raws {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			_ = r.Conn.SetWriteDeadline(time.Time{})
+			for range n {
+				if _, err := r.Conn.Write(frame); err != nil {
+					return
+				}
+				written.Add(int64(len(frame)))
+			}
+		}()
+	}
+	last := int64(-1)
+	require.Eventually(t, func() bool {
+		w := written.Load()
+		stuck := w == last
+		last = w
+		return stuck
+	}, 3*time.Minute, settle, "the writers never stopped")
+	return written, done
+}
+
 // TestWhileKafkaFailsTheHeapDoesNotGrowWithWhatClientsSend measures the
 // node's heap, not its own counter: MQTT 3.1.1 publishers write QoS 1
 // publishes as fast as the socket takes them while Kafka refuses every
@@ -60,28 +90,7 @@ func TestWhileKafkaFailsTheHeapDoesNotGrowWithWhatClientsSend(t *testing.T) {
 	}
 	before := heapInUse()
 
-	var written atomic.Int64
-	done := make(chan struct{}, clients)
-	for _, r := range raws {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			_ = r.Conn.SetWriteDeadline(time.Time{})
-			for sent := 0; sent < perConn; sent += frame.Len() {
-				if _, err := r.Conn.Write(frame.Bytes()); err != nil {
-					return
-				}
-				written.Add(int64(frame.Len()))
-			}
-		}()
-	}
-	// Wait until the writers are stuck: nothing more written for a second.
-	last := int64(-1)
-	require.Eventually(t, func() bool {
-		w := written.Load()
-		stuck := w == last
-		last = w
-		return stuck
-	}, 2*time.Minute, time.Second, "the writers never stopped")
+	written, done := writeUntilStuck(t, raws, frame.Bytes(), perConn/frame.Len(), time.Second)
 	select {
 	case <-done:
 		t.Fatalf("a client wrote all %d MiB: the node kept reading while Kafka failed", perConn>>20)
@@ -149,27 +158,7 @@ func TestAThousandClientsWithTheLargestPacketsStayWithinTheBudget(t *testing.T) 
 	// buffers (up to 32 MiB a socket here) take.
 	perClient := 64 + int(budget+int64(clients)*40<<20)/clients/frame.Len()
 	before := heapInUse()
-	var written atomic.Int64
-	done := make(chan struct{}, clients)
-	for _, r := range raws {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			_ = r.Conn.SetWriteDeadline(time.Time{})
-			for range perClient {
-				if _, err := r.Conn.Write(frame.Bytes()); err != nil {
-					return
-				}
-				written.Add(int64(frame.Len()))
-			}
-		}()
-	}
-	last := int64(-1)
-	require.Eventually(t, func() bool {
-		w := written.Load()
-		stuck := w == last
-		last = w
-		return stuck
-	}, 3*time.Minute, 2*time.Second, "the writers never stopped")
+	written, done := writeUntilStuck(t, raws, frame.Bytes(), perClient, 2*time.Second)
 	growth := int64(heapInUse()) - int64(before)
 	// The records the budget counts hold the packets' bodies (the payload
 	// is not copied) and copies of the user properties, about a quarter
