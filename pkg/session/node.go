@@ -263,6 +263,52 @@ func (s *Store) ClaimWill(ctx context.Context, clientID string, epoch uint64) (*
 	return &w, nil
 }
 
+var endWithWillScript = redis.NewScript(luaPrelude + `
+local err = fence()
+if err then return err end
+local v = redis.call('HMGET', KEYS[1], 'will', 'node')
+local out = {v[1] or '', v[2] or ''}
+local subs = redis.call('HGETALL', KEYS[2])
+for i = 1, #subs do out[#out + 1] = subs[i] end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return out
+`)
+
+// EndWithWill ends the session of the connection epoch at its expiry, when
+// that comes before the will's delay (see EndHoldingWill): it takes the
+// will (nil if none is left) and the subscriptions, for their tombstones,
+// and deletes the session, in one atomic step. ErrFenced: the client
+// connected again since, and the new connection owns session and will.
+func (s *Store) EndWithWill(ctx context.Context, clientID string, epoch uint64) (*Will, []Subscription, error) {
+	v, err := endWithWillScript.Run(ctx, s.rdb, sessionKeys(clientID), epochArg(epoch)).StringSlice()
+	if err != nil {
+		return nil, nil, fmt.Errorf("ending session %s with its will: %w", clientID, mapErr(err))
+	}
+	if len(v) < 2 {
+		return nil, nil, fmt.Errorf("ending session %s with its will: unexpected reply %q", clientID, v)
+	}
+	if v[1] != "" {
+		s.forgetAll(ctx, map[string][]any{v[1]: {clientID}})
+	}
+	var subs []Subscription
+	for i := 2; i+1 < len(v); i += 2 {
+		sub, err := decodeSubscription(parseField(v[i]), v[i+1])
+		if err != nil {
+			s.log.WarnContext(ctx, "skipping a malformed subscription of an ended session", "client_id", clientID, "err", err)
+			continue
+		}
+		subs = append(subs, sub)
+	}
+	if v[0] == "" {
+		return nil, subs, nil
+	}
+	var w Will
+	if err := json.Unmarshal([]byte(v[0]), &w); err != nil {
+		return nil, subs, fmt.Errorf("ending session %s with its will: %w", clientID, errors.Join(errors.New("malformed will"), err))
+	}
+	return &w, subs, nil
+}
+
 var returnWillScript = redis.NewScript(luaPrelude + `
 local err = fence()
 if err then return err end

@@ -317,3 +317,71 @@ func TestNodeRegistryWorksOnRedisCluster(t *testing.T) {
 	require.NoError(t, s.ReturnWill(ctx, node, cid, res.Epoch, w))
 	require.NoError(t, s.ForgetNode(ctx, node))
 }
+
+// TestASessionHeldForItsWillEndsAtItsExpiry: a session whose expiry comes
+// before its will's delay keeps its keys past the expiry for the will
+// (EndHoldingWill), so that the will is claimed when the session ends and
+// not earlier [MQTT-3.1.3-9]; meanwhile it counts as expired.
+func TestASessionHeldForItsWillEndsAtItsExpiry(t *testing.T) {
+	will := &Will{Topic: "status/c", Payload: []byte("gone"), QoS: 1, DelaySeconds: 3600}
+	held := func(t *testing.T) (*Store, *redis.Client, string, uint64) {
+		s, raw := newTestStore(t, nil)
+		ctx := testCtx(t)
+		cid := clientID(t, "c")
+		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 1, Protocol: 5, Owner: "device-1", Will: will})
+		require.NoError(t, err)
+		_, err = s.Subscribe(ctx, cid, res.Epoch, []Subscription{{FilterKey: FilterKey{Filter: "cmd/c"}, QoS: 1}})
+		require.NoError(t, err)
+		subs, err := s.EndHoldingWill(ctx, cid, res.Epoch, 1)
+		require.NoError(t, err)
+		require.Empty(t, subs, "the session is kept until its expiry")
+		ttl, err := raw.TTL(ctx, sessionKey(cid)).Result()
+		require.NoError(t, err)
+		require.Greater(t, ttl, WillHold, "the keys outlive the 1 s expiry by the hold")
+		return s, raw, cid, res.Epoch
+	}
+
+	t.Run("the claim at the expiry takes the will and ends the session", func(t *testing.T) {
+		s, raw, cid, epoch := held(t)
+		ctx := testCtx(t)
+		w, subs, err := s.EndWithWill(ctx, cid, epoch)
+		require.NoError(t, err)
+		assert.Equal(t, will, w)
+		require.Len(t, subs, 1)
+		assert.Equal(t, "cmd/c", subs[0].Filter)
+		n, err := raw.Exists(ctx, sessionKeys(cid)...).Result()
+		require.NoError(t, err)
+		assert.Zero(t, n, "every key of the session is gone")
+		_, _, err = s.EndWithWill(ctx, cid, epoch)
+		assert.ErrorIs(t, err, ErrNoSession)
+	})
+	t.Run("a CONNECT after the expiry gets the will and a new session, whoever connects", func(t *testing.T) {
+		s, _, cid, epoch := held(t)
+		ctx := testCtx(t)
+		time.Sleep(1100 * time.Millisecond) // past the expiry, within the hold
+		var tombstoned []Subscription
+		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 60, Protocol: 5, Owner: "device-2",
+			Tombstone: func(_ context.Context, subs []Subscription) error { tombstoned = subs; return nil }})
+		require.NoError(t, err, "an expired session belongs to nobody")
+		assert.False(t, res.SessionPresent)
+		assert.False(t, res.WasConnected)
+		assert.Nil(t, res.TakenOverWill)
+		assert.Equal(t, will, res.EndedWill, "the session's end made its will due")
+		require.Len(t, tombstoned, 1, "its subscriptions are tombstoned first")
+		got, err := s.Subscriptions(ctx, cid)
+		require.NoError(t, err)
+		assert.Empty(t, got)
+		_, _, err = s.EndWithWill(ctx, cid, epoch)
+		assert.ErrorIs(t, err, ErrFenced, "the claim scheduled at the expiry is fenced: the will is published once")
+	})
+	t.Run("a CONNECT before the expiry resumes the session and cancels the will", func(t *testing.T) {
+		s, _, cid, epoch := held(t)
+		ctx := testCtx(t)
+		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5, Owner: "device-1"})
+		require.NoError(t, err)
+		assert.True(t, res.SessionPresent)
+		assert.Nil(t, res.EndedWill)
+		_, _, err = s.EndWithWill(ctx, cid, epoch)
+		assert.ErrorIs(t, err, ErrFenced)
+	})
+}

@@ -234,6 +234,13 @@ type ConnectResult struct {
 	// drops it otherwise, since the new connection came within the delay
 	// [MQTT-3.1.3-9].
 	TakenOverWill *Will
+	// EndedWill is the will of a session that had expired when this
+	// Connect came but was still held for its will (Disconnect with
+	// HoldWill), nil otherwise. The session's end made it due
+	// [MQTT-3.1.3-9] and Connect fenced the claim scheduled for it: the
+	// caller publishes it. The session starts anew, as after a clean
+	// start (req.Tombstone hears of its subscriptions).
+	EndedWill *Will
 	// Seq is the session's outbound sequence counter at the CONNECT: every
 	// message in flight then has a sequence number at or below it (and is
 	// resent), every message handed over later one above it.
@@ -253,24 +260,38 @@ type ConnectResult struct {
 // tombstones are written before they go). It replies {1, field1, value1,
 // ...} with those subscriptions, having changed nothing, or {0, epoch,
 // present, previous node, was connected, the taken-over will, sequence
-// counter, queue length, then the inflight hash as field, value, ...}.
+// counter, queue length, then the inflight hash as field, value, ...}. "was
+// connected" is 2 for a session found expired but held for its will (see
+// disconnectScript): its will comes back in place of the taken-over one,
+// and the session starts anew as after a clean start.
 var connectScript = redis.NewScript(`
 local existed = redis.call('EXISTS', KEYS[1]) == 1
 local prev, was, old, oldwill = '', 0, 0, ''
+local clean = ARGV[2] == '1'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if existed then
-  local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will', 'owner')
-  if v[5] and v[5] ~= '' and v[5] ~= ARGV[7] then
-    return redis.error_reply('FG_NOTOWNER')
-  end
+  local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will', 'owner', 'expiry', 'last_seen')
   prev = v[1] or ''
-  if v[2] == '1' then
-    was = 1
-    oldwill = v[4] or ''
-  end
   old = tonumber(v[3] or '0')
+  if v[2] ~= '1' and v[6] and v[6] ~= '4294967295' and
+      tonumber(v[7] or '0') + tonumber(v[6]) * 1000 <= math.floor(now / 1000) then
+    -- The session expired; its keys are only held for its will, which
+    -- its end makes due: it is returned for publishing, and the session
+    -- starts anew whoever connects.
+    clean, was, oldwill = true, 2, v[4] or ''
+  else
+    if v[5] and v[5] ~= '' and v[5] ~= ARGV[7] then
+      return redis.error_reply('FG_NOTOWNER')
+    end
+    if v[2] == '1' then
+      was = 1
+      oldwill = v[4] or ''
+    end
+  end
 end
 local present = 0
-if ARGV[2] == '1' then
+if clean then
   if ARGV[8] == '1' then
     local subs = redis.call('HGETALL', KEYS[2])
     if #subs > 0 then
@@ -282,8 +303,6 @@ if ARGV[2] == '1' then
 elseif existed then
   present = 1
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local epoch = now
 if epoch <= old then epoch = old + 1 end
 local ep = string.format('%.0f', epoch)
@@ -469,9 +488,14 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 	res := ConnectResult{Epoch: epoch, SessionPresent: present == 1, PreviousNode: prev, WasConnected: was == 1, Queued: qlen > 0}
 	res.Seq, _ = strconv.ParseUint(sq, 10, 64)
 	if w, _ := v[5].(string); w != "" {
-		res.TakenOverWill = new(Will)
-		if err := json.Unmarshal([]byte(w), res.TakenOverWill); err != nil {
+		will := new(Will)
+		if err := json.Unmarshal([]byte(w), will); err != nil {
 			return res, nil, fmt.Errorf("connecting session %s: malformed will of the previous connection: %w", clientID, err)
+		}
+		if was == 2 {
+			res.EndedWill = will
+		} else {
+			res.TakenOverWill = will
 		}
 	}
 	if n := (len(v) - 8) / 2; n > 0 {
@@ -490,10 +514,12 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 	return res, nil, nil
 }
 
-// disconnectScript: KEYS the session's keys; ARGV epoch, expiry, and "1"
-// to return the subscriptions of a session that expiry 0 ends. It replies
-// {ended (1) or kept (0), has a will, node, then with ended and "1" the
-// subscriptions as field, value, ...}.
+// disconnectScript: KEYS the session's keys; ARGV epoch, expiry, "1" to
+// return the subscriptions of a session that expiry 0 ends, and the seconds
+// to hold the keys past the expiry when the session has a will ("0": none).
+// It replies {ended (1) or kept (0), has a will (2: and the keys are held
+// for it), node, then with ended and "1" the subscriptions as field, value,
+// ...}.
 var disconnectScript = redis.NewScript(luaPrelude + `
 local err = fence()
 if err then return err end
@@ -510,11 +536,15 @@ end
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'connected', '0', 'expiry', ARGV[2],
   'last_seen', string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
-if ARGV[2] ~= '4294967295' then
-  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
-end
 local w = 0
 if redis.call('HEXISTS', KEYS[1], 'will') == 1 then w = 1 end
+if ARGV[2] ~= '4294967295' then
+  local ttl = tonumber(ARGV[2])
+  if w == 1 and ARGV[4] ~= '0' then
+    w, ttl = 2, ttl + tonumber(ARGV[4])
+  end
+  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
 return {0, w, node}
 `)
 
@@ -524,6 +554,7 @@ type disconnectCall struct {
 	epoch    uint64
 	expiry   uint32
 	subs     bool // return the subscriptions of an ended session
+	hold     bool // hold the keys of a session with a will past its expiry
 
 	ended []Subscription
 	err   error
@@ -557,6 +588,22 @@ func (s *Store) End(ctx context.Context, clientID string, epoch uint64, expirySe
 	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true})
 }
 
+// WillHold is how long Disconnect with HoldWill keeps the keys of an
+// expired session with a will: long enough for the node's claim at the
+// expiry (EndWithWill), or, if that node dies, for the wills sweeper to
+// find the node dead (node.liveness-ttl) and claim it.
+const WillHold = 2 * time.Minute
+
+// EndHoldingWill is End for a session whose will is due when the session
+// expires, before its Will Delay Interval [MQTT-3.1.3-9]: were the keys to
+// expire with the session, the will would go with them. They are held
+// WillHold longer; Connect treats the session as expired meanwhile (and
+// hands its will to the caller, ConnectResult.EndedWill), and the node
+// ends it at the expiry with EndWithWill.
+func (s *Store) EndHoldingWill(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) ([]Subscription, error) {
+	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true, hold: true})
+}
+
 func (s *Store) disconnect(ctx context.Context, c *disconnectCall) ([]Subscription, error) {
 	if err := s.disconnects.Do(ctx, c); err != nil {
 		return nil, fmt.Errorf("disconnecting session %s: %w", c.clientID, err)
@@ -569,11 +616,14 @@ func (s *Store) disconnect(ctx context.Context, c *disconnectCall) ([]Subscripti
 func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 	cmds := evalAll(ctx, s.rdb, disconnectScript, len(calls), func(i int) ([]string, []any) {
 		c := calls[i]
-		subs := "0"
+		subs, hold := "0", "0"
 		if c.subs {
 			subs = "1"
 		}
-		return sessionKeys(c.clientID), []any{epochArg(c.epoch), strconv.FormatUint(uint64(c.expiry), 10), subs}
+		if c.hold {
+			hold = strconv.Itoa(int(WillHold / time.Second))
+		}
+		return sessionKeys(c.clientID), []any{epochArg(c.epoch), strconv.FormatUint(uint64(c.expiry), 10), subs, hold}
 	}, nil)
 	forget := map[string][]any{}
 	var expiring []redis.Z
@@ -600,6 +650,9 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 			// the dispatchers when to drop its subscriptions
 			// (ExpiredSessions).
 			at := s.now().Add(time.Duration(c.expiry) * time.Second)
+			if will == 2 {
+				at = at.Add(WillHold)
+			}
 			expiring = append(expiring, redis.Z{Score: float64(at.UnixMilli()), Member: c.clientID})
 		}
 		for j := 3; j+1 < len(v); j += 2 {

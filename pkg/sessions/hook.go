@@ -199,15 +199,14 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		c.will = willOf(cl, pk)
 		req.Will = c.will
 	}
-	if req.CleanStart {
-		// A clean start discards the subscriptions of the previous session
-		// [MQTT-3.1.2-4]: the dispatchers hear of it before the session is
-		// reset, so none of their routing lands in the new session. Never
-		// for a session of another identity: the store checks the owner
-		// first.
-		req.Tombstone = func(ctx context.Context, subs []session.Subscription) error {
-			return h.o.Subscribe.Tombstone(ctx, cl.ID, subs)
-		}
+	// A clean start discards the subscriptions of the previous session
+	// [MQTT-3.1.2-4], and so does any CONNECT that finds the session expired
+	// (held only for its will): the dispatchers hear of it before the
+	// session is reset, so none of their routing lands in the new session.
+	// Never for a session of another identity: the store checks the owner
+	// first.
+	req.Tombstone = func(ctx context.Context, subs []session.Subscription) error {
+		return h.o.Subscribe.Tombstone(ctx, cl.ID, subs)
 	}
 	ctx, cancel := h.storeCtx()
 	defer cancel()
@@ -231,6 +230,12 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		// The connection taken over ends without DISCONNECT: its will is
 		// due unless it has a delay and this connection resumes the
 		// session within it [MQTT-3.1.3-9].
+		h.o.Wills.Publish(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
+	}
+	if w := res.EndedWill; w != nil {
+		// The session expired before its will's delay ended, and this
+		// CONNECT fenced the claim scheduled for it: the will is due
+		// [MQTT-3.1.3-9].
 		h.o.Wills.Publish(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
 	}
 	c.inflight, c.queued = res.Inflight, res.Queued
@@ -489,9 +494,19 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 			h.o.Wills.ClaimAndPublish(ctx, id, c.epoch, c.cl.Properties.ProtocolVersion)
 		}
 	}
+	// A will is due at the smaller of its delay and the session's expiry
+	// [MQTT-3.1.3-9]. When the expiry is the smaller, the session's keys
+	// are held past it for the will, and the will's claim at the expiry
+	// ends the session.
+	endsFirst := c.will != nil && c.willDue.Load() && c.will.DelaySeconds > 0 && expiry != 0 &&
+		expiry != math.MaxUint32 && expiry <= c.will.DelaySeconds
+	end := h.o.Store.End
+	if endsFirst {
+		end = h.o.Store.EndHoldingWill
+	}
 	// A session that ends now comes back with its subscriptions, for
 	// their tombstones.
-	subs, err := h.o.Store.End(ctx, id, c.epoch, expiry)
+	subs, err := end(ctx, id, c.epoch, expiry)
 	if err != nil {
 		if session.Gone(err) {
 			return // the session moved on: another connection owns it
@@ -503,14 +518,17 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 			h.log.Warn("subscriptions of an ended session stay in the change log", "client_id", id, "err", err)
 		}
 	}
-	if c.will != nil && c.willDue.Load() && c.will.DelaySeconds > 0 && expiry != 0 {
-		d := time.Duration(c.will.DelaySeconds) * time.Second
-		if expiry != math.MaxUint32 && time.Duration(expiry)*time.Second <= d {
-			// The session ends first, which ends the delay; claim it just
-			// before Redis expires the session with the will.
-			d = max(time.Duration(expiry)*time.Second-500*time.Millisecond, 0)
-		}
-		h.o.Wills.Schedule(id, c.epoch, c.cl.Properties.ProtocolVersion, d)
+	switch {
+	case endsFirst:
+		h.o.Wills.Schedule(id, c.epoch, c.cl.Properties.ProtocolVersion, time.Duration(expiry)*time.Second,
+			func(ctx context.Context, subs []session.Subscription) {
+				if err := h.o.Subscribe.Tombstone(ctx, id, subs); err != nil {
+					h.log.Warn("subscriptions of an expired session stay in the change log until the dispatchers' expiry sweep",
+						"client_id", id, "err", err)
+				}
+			})
+	case c.will != nil && c.willDue.Load() && c.will.DelaySeconds > 0 && expiry != 0:
+		h.o.Wills.Schedule(id, c.epoch, c.cl.Properties.ProtocolVersion, time.Duration(c.will.DelaySeconds)*time.Second, nil)
 	}
 }
 

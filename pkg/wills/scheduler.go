@@ -16,9 +16,11 @@ import (
 )
 
 // WillStore is where a node's wills wait: ClaimWill takes a will once,
-// fenced by the connection epoch (session.Store).
+// fenced by the connection epoch, and EndWithWill also ends the session
+// (session.Store).
 type WillStore interface {
 	ClaimWill(ctx context.Context, clientID string, epoch uint64) (*session.Will, error)
+	EndWithWill(ctx context.Context, clientID string, epoch uint64) (*session.Will, []session.Subscription, error)
 }
 
 // Scheduler publishes the wills of one frontend's own clients: at once when
@@ -99,9 +101,35 @@ func (s *Scheduler) ClaimAndPublish(ctx context.Context, clientID string, epoch 
 	}
 }
 
+// endAndPublish ends the session of the connection epoch at its expiry and
+// publishes its will: the session's end ends the will's delay
+// [MQTT-3.1.3-9].
+func (s *Scheduler) endAndPublish(ctx context.Context, clientID string, epoch uint64, protocol byte,
+	ended func(ctx context.Context, subs []session.Subscription)) {
+	w, subs, err := s.store.EndWithWill(ctx, clientID, epoch)
+	if err != nil {
+		if !errors.Is(err, session.ErrFenced) && !errors.Is(err, session.ErrNoSession) {
+			s.failed.Add(ctx, 1)
+			s.log.Warn("expired session not ended: its will is lost unless the client connects again before Redis drops the session",
+				"client_id", clientID, "hold", session.WillHold, "err", err)
+		}
+		return
+	}
+	if w != nil {
+		s.Publish(ctx, clientID, protocol, w)
+	}
+	if len(subs) > 0 {
+		ended(ctx, subs)
+	}
+}
+
 // Schedule claims and publishes the will of the connection epoch after d,
-// unless Cancel or a later Schedule for the client comes first.
-func (s *Scheduler) Schedule(clientID string, epoch uint64, protocol byte, d time.Duration) {
+// unless Cancel or a later Schedule for the client comes first. With ended
+// set, d is the session's expiry, which comes before the will's delay: the
+// session is ended with the claim (WillStore.EndWithWill) and ended is
+// called with its subscriptions, for their tombstones.
+func (s *Scheduler) Schedule(clientID string, epoch uint64, protocol byte, d time.Duration,
+	ended func(ctx context.Context, subs []session.Subscription)) {
 	if s.closed.Load() {
 		return // shutting down: the wills sweeper takes it over
 	}
@@ -120,7 +148,11 @@ func (s *Scheduler) Schedule(clientID string, epoch uint64, protocol byte, d tim
 		s.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 		defer cancel()
-		s.ClaimAndPublish(ctx, clientID, epoch, protocol)
+		if ended == nil {
+			s.ClaimAndPublish(ctx, clientID, epoch, protocol)
+			return
+		}
+		s.endAndPublish(ctx, clientID, epoch, protocol, ended)
 	})
 }
 

@@ -443,8 +443,8 @@ func TestTheSchedulerPublishesADelayedWillOnceAndNotAfterACancel(t *testing.T) {
 	kept, cancelled := uniqueID(t, "kept"), uniqueID(t, "cancelled")
 	keptEpoch := f.connect(kept, node, 60, &session.Will{Topic: "will/kept", Payload: []byte("gone"), QoS: 1})
 	cancelledEpoch := f.connect(cancelled, node, 60, &session.Will{Topic: "will/cancelled", QoS: 1})
-	s.Schedule(kept, keptEpoch, 5, 50*time.Millisecond)
-	s.Schedule(cancelled, cancelledEpoch, 5, 50*time.Millisecond)
+	s.Schedule(kept, keptEpoch, 5, 50*time.Millisecond, nil)
+	s.Schedule(cancelled, cancelledEpoch, 5, 50*time.Millisecond, nil)
 	s.Cancel(cancelled) // the client connected again within the delay
 
 	// Exactly one record: the cancelled will is not published.

@@ -2,7 +2,9 @@ package conformance
 
 import (
 	"testing"
+	"time"
 
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/internal/clustertest"
@@ -69,4 +71,33 @@ func TestWillDelay(t *testing.T) {
 			none(t, watch) // 3 s in all, past the 2 s delay
 		})
 	})
+}
+
+// TestAWillIsDueWhenTheSessionEndsBeforeItsDelay: a will is published at
+// the smaller of its Will Delay Interval and the session's expiry, measured
+// from the end of the connection, also when the expiry is the smaller
+// [MQTT-3.1.3-9]: not before the session ends, and the session is gone
+// after it.
+func TestAWillIsDueWhenTheSessionEndsBeforeItsDelay(t *testing.T) {
+	c := start(t, clustertest.Options{})
+	wt, cid := id("will"), id("short")
+	watch := dialPaho5(t, c.Addr(), opts{ID: id("watch"), Subs: []sub{{wt, 1}}})
+	r, ack := rawConnect(t, c.Addr(), v5, cid, func(pk *packets.Packet) {
+		pk.Connect.Clean = false
+		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 3, true
+		pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload, pk.Connect.WillQos = true, wt, []byte("gone"), 1
+		pk.Connect.WillProperties.WillDelayInterval = 3600
+	})
+	require.Equal(t, packets.CodeSuccess.Code, ack.ReasonCode)
+	closed := time.Now()
+	_ = r.Conn.Close() // no DISCONNECT: the will is due when the 3 s session ends
+	m := next(t, watch)
+	require.Equal(t, "gone", m.Payload)
+	require.GreaterOrEqual(t, time.Since(closed), 3*time.Second, "not before the session ended")
+	_, ack = rawConnect(t, c.Addr(), v5, cid, func(pk *packets.Packet) {
+		pk.Connect.Clean = false
+		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 60, true
+	})
+	require.False(t, ack.SessionPresent, "the session ended with its will")
+	none(t, watch) // published once
 }
