@@ -15,6 +15,11 @@
 //	    topics: ["devices/%c/#"]
 //	    identities: [gw-1]      # optional: only these identities ...
 //	    groups: [backends]      # optional: ... or members of these groups
+//	quotas:                     # optional: publish quotas, first entry naming the subject wins
+//	  - groups: [devices]       # identities / groups as in rules; neither: everyone
+//	    publish-rate: 10        # each field optional, overriding the node's; 0: no bound
+//	    publish-burst: 100
+//	    publish-byte-rate: 256KiB
 //
 // A rule with neither identities nor groups applies to everyone. Groups of
 // a subject are the groups of the file that list its identity plus those

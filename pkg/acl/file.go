@@ -30,6 +30,7 @@ type fileRule struct {
 type parsed struct {
 	rules  []fileRule
 	groups map[string][]string // group → identities, in file order
+	quotas []fileQuota
 }
 
 // parseFile reads a rules file (see the package documentation). It walks the
@@ -80,7 +81,7 @@ func (p *fileParser) wrap(n *yaml.Node, path string, err error) error {
 }
 
 func (p *fileParser) file(root *yaml.Node) (*parsed, error) {
-	fields, err := p.mapping(root, "", "groups", "rules")
+	fields, err := p.mapping(root, "", "groups", "rules", "quotas")
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +105,11 @@ func (p *fileParser) file(root *yaml.Node) (*parsed, error) {
 			return nil, err
 		}
 		out.rules = append(out.rules, r)
+	}
+	if q := fields["quotas"]; q != nil {
+		if out.quotas, err = p.quotas(q); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -174,24 +180,33 @@ func (p *fileParser) rule(n *yaml.Node, path string) (fileRule, error) {
 		}
 		r.topics = append(r.topics, pat)
 	}
+	if r.identities, r.groups, err = p.scope(fields, path); err != nil {
+		return fileRule{}, err
+	}
+	return r, nil
+}
+
+// scope reads whom a rule or a quota applies to: its identities and groups
+// fields, each absent or a non-empty list.
+func (p *fileParser) scope(fields map[string]*yaml.Node, path string) (identities, groups []string, err error) {
 	for _, f := range []struct {
 		name string
 		dst  *[]string
-	}{{"identities", &r.identities}, {"groups", &r.groups}} {
+	}{{"identities", &identities}, {"groups", &groups}} {
 		v := fields[f.name]
 		if v == nil {
 			continue
 		}
 		list, err := p.strings(v, path+"."+f.name)
 		if err != nil {
-			return fileRule{}, err
+			return nil, nil, err
 		}
 		if len(list) == 0 {
-			return fileRule{}, p.wrap(v, path+"."+f.name, errEmptyList)
+			return nil, nil, p.wrap(v, path+"."+f.name, errEmptyList)
 		}
 		*f.dst = list
 	}
-	return r, nil
+	return identities, groups, nil
 }
 
 // mapping returns the fields of mapping n, which may have only the known

@@ -35,7 +35,7 @@ func TestParseErrorsNameTheFileTheFieldAndTheLine(t *testing.T) {
 		{
 			"an unknown field at the top",
 			"rules: []\nrule: []\n",
-			`rules.yaml: unknown field "rule", want one of [groups rules] (line 2)`,
+			`rules.yaml: unknown field "rule", want one of [groups rules quotas] (line 2)`,
 		},
 		{
 			"a missing permission",
@@ -140,7 +140,7 @@ func TestParseErrorsNameTheFileTheFieldAndTheLine(t *testing.T) {
 		{
 			"a list at the top",
 			"- permission: allow\n",
-			`rules.yaml: want a mapping with the fields [groups rules] (line 1)`,
+			`rules.yaml: want a mapping with the fields [groups rules quotas] (line 1)`,
 		},
 	}
 	for _, c := range cases {

@@ -66,7 +66,11 @@ type derived struct {
 	// or the policy's own.
 	steps [][]entry
 	cache [cacheSize]atomic.Pointer[cachedTopic]
-	next  atomic.Uint32 // the cache slot to fill next, round robin
+	// quota is the subject's publish quota from the rules file, if
+	// hasQuota.
+	quota    Quota
+	hasQuota bool
+	next     atomic.Uint32 // the cache slot to fill next, round robin
 }
 
 // cachedTopic is a publish decision remembered.

@@ -28,6 +28,7 @@ type Rules struct {
 	byIdentity map[string]identity // every identity the file names
 	byGroup    map[string][]int32  // rules naming a group
 	groups     int
+	quotas     []fileQuota // the quotas section, in file order
 }
 
 // identity is what the file says of one identity: one map lookup at
@@ -70,6 +71,7 @@ func build(p *parsed) *Rules {
 		byIdentity: map[string]identity{},
 		byGroup:    map[string][]int32{},
 		groups:     len(p.groups),
+		quotas:     p.quotas,
 	}
 	for i, fr := range p.rules {
 		ru := fr.rule
@@ -190,6 +192,7 @@ func (r *Rules) applicable(id string, groups []string) []int32 {
 // rule that applies to it.
 func (r *Rules) derive(p *Policy) *derived {
 	d := &derived{rules: r}
+	d.quota, d.hasQuota = r.quotaOf(p.identity, p.groups)
 	if r.open && !p.held {
 		d.allowAll = true
 		return d

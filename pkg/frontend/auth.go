@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/pkg/acl"
 	"github.com/fleetgate/fleetgate/pkg/auth"
+	"github.com/fleetgate/fleetgate/pkg/ingest"
 )
 
 // Reasons of refused CONNECTs decided here rather than by pkg/auth.
@@ -196,6 +197,18 @@ func (h *authHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 func (h *authHook) AllowPublish(cl *mqtt.Client, topic string) bool {
 	v, ok := h.clients.Load(cl)
 	return ok && v.(*access).policy.AllowPublish(topic)
+}
+
+// QuotaOf implements ingest.Quotas: the rules file's quota for the
+// client's identity or groups, if it sets one.
+func (h *authHook) QuotaOf(cl *mqtt.Client) (ingest.QuotaOverride, uint64, bool) {
+	v, ok := h.clients.Load(cl)
+	if !ok {
+		return ingest.QuotaOverride{}, 0, false
+	}
+	p := v.(*access).policy
+	q, ok := p.Quota()
+	return ingest.QuotaOverride{Rate: q.Rate, Burst: q.Burst, ByteRate: q.ByteRate}, p.Generation(), ok
 }
 
 // AllowSubscribe implements subscribe.Authorizer.

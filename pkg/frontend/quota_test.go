@@ -2,6 +2,11 @@ package frontend_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -94,4 +99,102 @@ func TestTheDefaultQuotaDoesNotSlowABusyClient(t *testing.T) {
 		sendAll(t, r, "busy", 200)
 	}
 	assert.NotContains(t, node.metrics(), "fleetgate_ingest_publishes_throttled_total ")
+}
+
+// rawLogin connects r as user with its password (passwordOf) and requires a
+// successful CONNACK.
+func rawLogin(t *testing.T, r *testkit.Raw, user string) {
+	t.Helper()
+	r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect: packets.ConnectParams{ClientIdentifier: user, Clean: true, Keepalive: 30,
+			UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(passwordOf(user))}})
+	ack, err := r.Recv(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, packets.Connack, ack.FixedHeader.Type)
+	require.Zero(t, ack.ReasonCode, "connack reason")
+}
+
+// throttledCount reads fleetgate_ingest_publishes_throttled_total; 0 when
+// nothing was throttled yet.
+func throttledCount(t *testing.T, n *node) int {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^fleetgate_ingest_publishes_throttled_total(?:\{[^}]*\})? (\d+)`).FindStringSubmatch(n.metrics())
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.Atoi(m[1])
+	require.NoError(t, err)
+	return v
+}
+
+// TestTheRulesFileSetsQuotasByIdentityAndGroup: the rules file's quotas
+// section overrides the node's publish quota (here at its defaults) for the
+// first entry that names a client's identity or one of its groups; a client
+// no entry names keeps the node's; a reload that drops the entry gives the
+// client the node's quota back. A throttled client loses nothing.
+func TestTheRulesFileSetsQuotasByIdentityAndGroup(t *testing.T) {
+	const rate, burst, n = 20, 5, 60
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	write := func(quotas string) {
+		require.NoError(t, os.WriteFile(rules, []byte(`groups:
+  meters: [meter-1]
+rules:
+  - permission: allow
+    action: all
+    topics: ["devices/%u/#"]
+`+quotas), 0o600))
+	}
+	write(fmt.Sprintf(`quotas:
+  - identities: [gateway-1]
+    publish-rate: 0
+  - groups: [meters]
+    publish-rate: %d
+    publish-burst: %d
+`, rate, burst))
+	node := accessNode(t, &lockedBuffer{}, func(c *frontend.Config) {
+		c.Authz.RulesFile = rules
+		c.Authz.ReloadInterval = 100 * time.Millisecond
+	}, "meter-1", "gateway-1", "other-1")
+
+	// Identities no entry slows: the node's default quota never throttles
+	// 400 publishes at once.
+	for _, user := range []string{"gateway-1", "other-1"} {
+		r := testkit.DialRaw(t, node.addr, 5)
+		rawLogin(t, r, user)
+		sendAll(t, r, "devices/"+user, 200)
+		sendAll(t, r, "devices/"+user, 200)
+	}
+	require.Zero(t, throttledCount(t, node), "neither the unbounded gateway nor a client without an entry was throttled")
+
+	// The meters group: acknowledged no faster than burst + rate × t.
+	meter := testkit.DialRaw(t, node.addr, 5)
+	rawLogin(t, meter, "meter-1")
+	start := time.Now()
+	acks := sendAll(t, meter, "devices/meter-1", n)
+	for i, at := range acks {
+		allowed := burst + rate*at.Sub(start).Seconds() + 1
+		require.LessOrEqual(t, float64(i+1), allowed, "acknowledged %d publishes %v after the start", i+1, at.Sub(start))
+	}
+	throttled := throttledCount(t, node)
+	require.Positive(t, throttled)
+
+	// The entry goes: the connected meter gets the node's quota back.
+	reloaded := `fleetgate_frontend_auth_reloads_total{outcome="ok",what="rules"}`
+	require.NotContains(t, node.metrics(), reloaded)
+	time.Sleep(10 * time.Millisecond) // a new modification time
+	write("")
+	require.Eventually(t, func() bool {
+		return strings.Contains(node.metrics(), reloaded)
+	}, 10*time.Second, 50*time.Millisecond)
+	sendAll(t, meter, "devices/meter-1", 200)
+	assert.Equal(t, throttled, throttledCount(t, node), "after the reload the meter is not throttled")
+
+	recs := testkit.NewReader(t, node.cfg.Kafka.Brokers[0], topic).Read(800+n+200, 30*time.Second)
+	got := map[string]int{}
+	for _, r := range recs {
+		m, err := kafkarecord.Decode(r)
+		require.NoError(t, err)
+		got[m.ClientID]++
+	}
+	assert.Equal(t, map[string]int{"gateway-1": 400, "other-1": 400, "meter-1": n + 200}, got, "every acknowledged publish is in Kafka")
 }

@@ -217,6 +217,10 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		return nil, err
 	}
 	s.auth.owners = s.sessions
+	var quotas ingest.Quotas // a rules file may set quotas by identity or group
+	if cfg.Authz.RulesFile != "" {
+		quotas = s.auth
+	}
 	s.hook, err = ingest.New(cfg.Ingest, ingest.Options{
 		Node:           cfg.Node.ID,
 		Topic:          cfg.Kafka.Topic,
@@ -224,6 +228,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		MaxInflightAge: caps.MaximumMessageExpiryInterval,
 		ExactlyOnce:    exactly,
 		Authorizer:     s.auth,
+		Quotas:         quotas,
 		TopicLimits:    cfg.MQTT.Topics.Limits(),
 		Retained:       retained.NewQuota(cfg.Retained, s.rdb, log),
 	}, s.producer, log, tel.Provider)

@@ -73,6 +73,7 @@ type Hook struct {
 	maxInflightAge int64
 	exactlyOnce    ExactlyOnce
 	authorizer     Authorizer
+	quotaOf        Quotas // nil: the node's quota for every client
 	topicLimits    topic.Limits
 
 	budget      *semaphore.Weighted
@@ -108,6 +109,9 @@ type Options struct {
 	// Authorizer decides which topics a client may publish to; nil
 	// allows every topic.
 	Authorizer Authorizer
+	// Quotas overrides the node's publish quota for some clients (by
+	// identity or group); nil: every client has the node's.
+	Quotas Quotas
 	// Retained decides whether a device may leave a retained message;
 	// nil allows every one.
 	Retained RetainedQuota
@@ -146,6 +150,7 @@ func New(cfg Config, opts Options, producer Producer, log *slog.Logger, mp metri
 		maxInflightAge: opts.MaxInflightAge,
 		exactlyOnce:    opts.ExactlyOnce,
 		authorizer:     opts.Authorizer,
+		quotaOf:        opts.Quotas,
 		topicLimits:    opts.TopicLimits,
 		retained:       opts.Retained,
 		budget:         semaphore.NewWeighted(int64(cfg.MaxUnackedBytes)),

@@ -8,24 +8,69 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// Quotas gives the publish quota of a client that is not the node's (the
+// rules file's quotas section, by identity or group). It is asked at each
+// PUBLISH, so it must be cheap; gen changes when the client's quota may
+// have (a reload), and the client's buckets are made again then.
+type Quotas interface {
+	QuotaOf(cl *mqtt.Client) (q QuotaOverride, gen uint64, ok bool)
+}
+
+// QuotaOverride sets some of a client's quota; a nil field keeps the node's
+// (Config.ClientRate, ClientBurst, ClientByteRate). 0 in Rate or ByteRate
+// is no bound.
+type QuotaOverride struct {
+	Rate     *float64
+	Burst    *int
+	ByteRate *int64
+}
+
 // clientQuota is one client's publish quota: token buckets of messages and
-// of bytes per second (Config.ClientRate, ClientByteRate).
+// of bytes per second (Config.ClientRate, ClientByteRate, or its
+// QuotaOverride).
 type clientQuota struct {
 	msgs  *rate.Limiter // nil: no bound
 	bytes *rate.Limiter // nil: no bound
+	gen   uint64        // of the override it was made from
 }
 
 func (h *Hook) quotaFor(cl *mqtt.Client) *clientQuota {
+	var (
+		o     QuotaOverride
+		gen   uint64
+		fresh bool
+	)
+	if h.quotaOf != nil {
+		o, gen, _ = h.quotaOf.QuotaOf(cl)
+	}
 	if v, ok := h.quotas.Load(cl); ok {
-		return v.(*clientQuota)
+		q := v.(*clientQuota)
+		if q.gen == gen {
+			return q
+		}
+		fresh = true // the rules changed: the buckets start full again
 	}
-	q := &clientQuota{}
-	if h.cfg.ClientRate > 0 {
-		q.msgs = rate.NewLimiter(rate.Limit(h.cfg.ClientRate), max(h.cfg.ClientBurst, 1))
+	msgRate, burst, byteRate := h.cfg.ClientRate, h.cfg.ClientBurst, int64(h.cfg.ClientByteRate)
+	if o.Rate != nil {
+		msgRate = *o.Rate
 	}
-	if h.cfg.ClientByteRate > 0 {
+	if o.Burst != nil {
+		burst = *o.Burst
+	}
+	if o.ByteRate != nil {
+		byteRate = *o.ByteRate
+	}
+	q := &clientQuota{gen: gen}
+	if msgRate > 0 {
+		q.msgs = rate.NewLimiter(rate.Limit(msgRate), max(burst, 1))
+	}
+	if byteRate > 0 {
 		// A second's worth of burst, and at least one packet of any size.
-		q.bytes = rate.NewLimiter(rate.Limit(h.cfg.ClientByteRate), int(h.cfg.ClientByteRate))
+		q.bytes = rate.NewLimiter(rate.Limit(byteRate), int(byteRate))
+	}
+	if fresh {
+		h.quotas.Store(cl, q)
+		return q
 	}
 	v, _ := h.quotas.LoadOrStore(cl, q)
 	return v.(*clientQuota)
@@ -36,10 +81,13 @@ func (h *Hook) quotaFor(cl *mqtt.Client) *clientQuota {
 // the client's socket, so TCP slows the client down and nothing is lost.
 // A publish larger than the byte burst waits for a full burst.
 func (h *Hook) throttle(cl *mqtt.Client, size int) {
-	if h.cfg.ClientRate <= 0 && h.cfg.ClientByteRate <= 0 {
+	if h.quotaOf == nil && h.cfg.ClientRate <= 0 && h.cfg.ClientByteRate <= 0 {
 		return
 	}
 	q := h.quotaFor(cl)
+	if q.msgs == nil && q.bytes == nil {
+		return
+	}
 	now := time.Now()
 	var wait time.Duration
 	if q.msgs != nil {

@@ -108,6 +108,29 @@ func TestExampleRulesConfineDevicesAndLetBackendsReadAll(t *testing.T) {
 	}
 }
 
+// TestExampleQuotasSlowDevicesAndNotBackends checks the publish quotas the
+// comments of deploy/auth/rules.yaml promise.
+func TestExampleQuotasSlowDevicesAndNotBackends(t *testing.T) {
+	rules, err := acl.ReadRules(filepath.Join(fleetgate.root, "deploy", "auth", "rules.yaml"))
+	require.NoError(t, err)
+	quota := func(identity string) (acl.Quota, bool) {
+		p, err := rules.For(acl.Subject{Identity: identity, ClientID: identity})
+		require.NoError(t, err)
+		return p.Quota()
+	}
+	q, ok := quota("device-2")
+	require.True(t, ok)
+	assert.Equal(t, 10.0, *q.Rate)
+	assert.Equal(t, 100, *q.Burst)
+	assert.Equal(t, int64(256<<10), *q.ByteRate)
+	q, ok = quota("backend")
+	require.True(t, ok)
+	assert.Zero(t, *q.Rate, "no bound")
+	assert.Zero(t, *q.ByteRate, "no bound")
+	_, ok = quota("device-99")
+	assert.False(t, ok, "an identity in no group has the node's quota")
+}
+
 // TestKubernetesCarriesTheExampleOfDeployAuth holds the Secret and the
 // ConfigMap of deploy/kubernetes to the files of deploy/auth, which the
 // tests above check: the copies must not drift apart.
