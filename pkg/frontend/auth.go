@@ -17,6 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/acl"
 	"github.com/fleetgate/fleetgate/pkg/auth"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
+	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
 // Reasons of refused CONNECTs decided here rather than by pkg/auth.
@@ -24,6 +25,7 @@ const (
 	reasonTokenRules = "token_rules"     // the token's rules claim does not parse
 	reasonNotOwner   = "client_id_owned" // another identity holds the client id on this node
 	reasonWill       = "will_not_authorized"
+	reasonWillTopic  = "will_topic_limit"
 )
 
 // access is who a connection is and what it may do.
@@ -51,6 +53,8 @@ type authHook struct {
 	log      *slog.Logger
 	metrics  *metrics
 	atExpiry bool // close connections whose credential expired
+	// topics bounds will topics as every other topic name.
+	topics topic.Limits
 
 	clients sync.Map // *mqtt.Client → *access
 	refused sync.Map // *mqtt.Client → byte: the CONNACK code of a refused CONNECT
@@ -117,6 +121,18 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		// same client id over; another identity's must not be.
 		h.refuse(cl, notAuthorized(cl), reasonNotOwner)
 		return false
+	}
+	if pk.Connect.WillFlag {
+		if err := h.topics.Check(pk.Connect.WillTopic); err != nil {
+			// MQTT 5: CONNACK 0x90 (Topic Name invalid). MQTT 3.1.1 has
+			// no return code for it: the connection is closed without a
+			// CONNACK [MQTT-3.2.2-6].
+			h.refuse(cl, packets.ErrTopicNameInvalid.Code, reasonWillTopic, slog.Int("will_topic_bytes", len(pk.Connect.WillTopic)), slog.Any("err", err))
+			if cl.Properties.ProtocolVersion < 5 {
+				_ = cl.Net.Conn.Close()
+			}
+			return false
+		}
 	}
 	if pk.Connect.WillFlag && !policy.AllowPublish(pk.Connect.WillTopic) {
 		h.refuse(cl, notAuthorized(cl), reasonWill, slog.String("will_topic", pk.Connect.WillTopic))

@@ -182,7 +182,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	}
 	// The rules are read by Run (loadAccess), before any connection.
 	s.auth = &authHook{chain: chain, server: s.mochi, log: log.With("component", "auth"), metrics: s.metrics,
-		atExpiry: cfg.Authz.DisconnectAtExpiry}
+		atExpiry: cfg.Authz.DisconnectAtExpiry, topics: cfg.MQTT.Topics.Limits()}
 	subs, err := subscribe.New(subscribe.Options{
 		Authorizer: s.auth,
 		Server:     s.mochi,

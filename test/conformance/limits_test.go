@@ -148,6 +148,7 @@ func TestTopicsOverTheLimitsAreRefused(t *testing.T) {
 			long := prefix + "/" + strings.Repeat("x", 1024-len(prefix)) // 1025 bytes
 			subBefore := counter(t, c, "fleetgate_delivery_subscribe_failures_total", `reason="topic_limit"`)
 			pubBefore := counter(t, c, "fleetgate_ingest_records_failed_total", `reason="topic_limit"`)
+			willBefore := counter(t, c, "fleetgate_frontend_auth_failures_total", `reason="will_topic_limit"`)
 
 			watcher := dialPaho5(t, c.Addr(), opts{ID: id("watcher"), Subs: []sub{{prefix + "/#", 1}}})
 			r, _ := rawConnect(t, c.Addr(), version, id("limited"), nil)
@@ -185,6 +186,22 @@ func TestTopicsOverTheLimitsAreRefused(t *testing.T) {
 				r, _ = rawConnect(t, c.Addr(), version, id("limited-again"), nil)
 				rawPublish(t, r, 5, prefix+"/fine", "fine", nil)
 			}
+			// A will topic over the limits refuses the CONNECT: MQTT 5
+			// CONNACK 0x90 (Topic Name invalid, section 3.2.2.2); MQTT
+			// 3.1.1 has no return code for it, so the connection is closed
+			// without a CONNACK [MQTT-3.2.2-6].
+			wr := testkit.DialRaw(t, c.Addr(), version)
+			wr.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+				Connect: packets.ConnectParams{ClientIdentifier: id("long-will"), Clean: true, Keepalive: 30,
+					WillFlag: true, WillTopic: prefix + "/" + deep, WillPayload: []byte("gone"), WillQos: 1}})
+			if version == v5 {
+				connack := rawRecv(t, wr)
+				require.Equal(t, packets.Connack, connack.FixedHeader.Type)
+				require.Equal(t, packets.ErrTopicNameInvalid.Code, connack.ReasonCode)
+			}
+			_, err := wr.Recv(waitFor)
+			require.ErrorIs(t, err, io.EOF, "the refused connection is closed")
+
 			m := next(t, watcher)
 			require.Equal(t, prefix+"/fine", m.Topic, "the refused publishes reached no subscriber (nor Kafka)")
 			none(t, watcher)
@@ -195,8 +212,9 @@ func TestTopicsOverTheLimitsAreRefused(t *testing.T) {
 			}
 			require.Eventually(t, func() bool {
 				return counter(t, c, "fleetgate_delivery_subscribe_failures_total", `reason="topic_limit"`)-subBefore == 2 &&
-					counter(t, c, "fleetgate_ingest_records_failed_total", `reason="topic_limit"`)-pubBefore == refusedPublishes
-			}, waitFor, 50*time.Millisecond, "each refused filter and publish is counted")
+					counter(t, c, "fleetgate_ingest_records_failed_total", `reason="topic_limit"`)-pubBefore == refusedPublishes &&
+					counter(t, c, "fleetgate_frontend_auth_failures_total", `reason="will_topic_limit"`)-willBefore == 1
+			}, waitFor, 50*time.Millisecond, "each refused filter, publish and will is counted")
 		})
 	}
 }
