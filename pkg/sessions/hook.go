@@ -352,6 +352,7 @@ func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 		// uses (MQTT 5 section 3.2.2.3.2).
 		if asked, used := cl.Properties.Props.SessionExpiryInterval, h.expiryOf(cl); used != asked {
 			pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = used, true
+			h.metrics.expiryCapped.Add(context.Background(), 1)
 		}
 	}
 	return pk

@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	notices, connectFailed, takeovers metric.Int64Counter
 	polled, pollKicked                metric.Int64Counter
+	expiryCapped                      metric.Int64Counter
 	reasonStore, reasonNotOwner       metric.AddOption
 }
 
@@ -29,6 +30,8 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error
 		takeovers: counter("fleetgate_delivery_takeovers", "Sessions taken over from a connection on another node."),
 		polled: counter("fleetgate_delivery_poll_sessions",
 			"Sessions looked at by the poll for work without a notice (delivery.poll-interval): two Redis reads each."),
+		expiryCapped: counter("fleetgate_delivery_session_expiry_capped",
+			"MQTT 5 CONNECTs whose Session Expiry Interval was above session.max-expiry (or never): the CONNACK announced the capped one."),
 		pollKicked: counter("fleetgate_delivery_poll_kicks",
 			"Sessions the poll found with queued or unwritten messages no notice announced (a lost notice), whose pump it started."),
 	}

@@ -38,7 +38,7 @@ func counter(t *testing.T, c *clustertest.Cluster, name, label string) float64 {
 		require.NoError(t, err)
 		for _, line := range strings.Split(string(b), "\n") {
 			series, v, ok := strings.Cut(line, " ")
-			if !ok || !strings.HasPrefix(series, name+"{") || !strings.Contains(series, label) {
+			if !ok || (series != name && !strings.HasPrefix(series, name+"{")) || !strings.Contains(series, label) {
 				continue
 			}
 			n, err := strconv.ParseFloat(v, 64)
@@ -249,6 +249,7 @@ func TestSessionExpiryIsCappedByDefault(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cid := id("expiry")
+			before := counter(t, c, "fleetgate_delivery_session_expiry_capped_total", "")
 			r, ack := rawConnect(t, c.Addr(), v5, cid, func(pk *packets.Packet) {
 				pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = tc.asked, true
 			})
@@ -260,6 +261,11 @@ func TestSessionExpiryIsCappedByDefault(t *testing.T) {
 			} else {
 				require.False(t, ack.Properties.SessionExpiryIntervalFlag, "the client's own interval needs no answer")
 			}
+			capped := 0.0
+			if tc.capped {
+				capped = 1
+			}
+			require.Equal(t, capped, counter(t, c, "fleetgate_delivery_session_expiry_capped_total", "")-before, "counted when capped")
 			r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
 			require.Eventually(t, func() bool {
 				ttl := sessionTTL(t, c, cid)
