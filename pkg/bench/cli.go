@@ -29,8 +29,9 @@ Usage:
   fleetgate-bench pairs   [flags]   publisher → subscriber pairs: end-to-end latency, deliveries/s, losses
   fleetgate-bench fanout  [flags]   one publisher → many subscribers of one topic
   fleetgate-bench connect [flags]   devices reconnecting (CONNECT → CONNACK → DISCONNECT): connects/s, CONNACK latency
-  fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port][,creds=FILE] -target ... [flags]
-  fleetgate-bench compare idle|pairs|fanout|connect -target ... [flags]
+  fleetgate-bench retained [flags]  a wildcard SUBSCRIBE over N retained messages: time to the last, the broker's peak memory
+  fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port][,creds=FILE][,metrics=host:port] -target ... [flags]
+  fleetgate-bench compare idle|pairs|fanout|connect|retained -target ... [flags]
                                     the same workload against several brokers, side by side
   fleetgate-bench access-files -dir DIR [flags]
                                     rules file, identities, ES256 key and JWTs, password files
@@ -59,6 +60,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return mainPubSub(ctx, cmd, args, stdout, stderr)
 	case load.WorkloadConnect:
 		return mainConnect(ctx, args, stdout, stderr)
+	case load.WorkloadRetained:
+		return mainRetained(ctx, args, stdout, stderr)
 	case "access-files":
 		return mainAccessFiles(ctx, args, stdout, stderr)
 	case "compare":
@@ -206,7 +209,7 @@ func mainPubSub(ctx context.Context, workload string, args []string, stdout, std
 func mainCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || !compare.IsWorkload(args[0]) {
 		fmt.Fprint(stderr, usageText)
-		return fmt.Errorf("%w: compare needs a workload: %s, %s, %s, %s or %s", ErrUsage, load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout, load.WorkloadConnect)
+		return fmt.Errorf("%w: compare needs a workload: %s, %s, %s, %s, %s or %s", ErrUsage, load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout, load.WorkloadConnect, load.WorkloadRetained)
 	}
 	cfg := compare.Config{Workload: args[0]}
 	fs := flag.NewFlagSet("fleetgate-bench compare "+args[0], flag.ContinueOnError)
@@ -231,6 +234,9 @@ func mainCompare(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	res, err := compare.Run(ctx, cfg, progress)
 	if err != nil {
 		return err
+	}
+	if cfg.Workload == load.WorkloadRetained {
+		return c.output(stdout, res, func(w io.Writer) error { return writeRetainedCompare(w, res) })
 	}
 	return c.output(stdout, res, func(w io.Writer) error { return report.WriteCompare(w, res) })
 }

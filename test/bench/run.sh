@@ -35,11 +35,28 @@
 #         whose password cache is off (every CONNECT pays bcrypt), beside
 #         both mosquittos;
 #      then the targets, read off the JSON results (needs python3).
+#   6. retained messages (issue 15; not in the default SECTIONS:
+#      SECTIONS=retained, about 4 minutes): RETAINED_MESSAGES retained QoS 1
+#      messages of RETAINED_SIZE bytes, each on a topic of its own
+#      (bench-retained/<i/1000>/<i>), stored, then a fresh MQTT 3.1.1 client
+#      subscribes to bench-retained/# at QoS 1 and acknowledges each message
+#      as it arrives: time from SUBSCRIBE to SUBACK, to the first and the last
+#      message, how many arrived; both brokers' peak RSS and fleetgate's peak
+#      Go heap (its /metrics every 50 ms) during the SUBSCRIBE:
+#      a. fresh brokers at their queue bounds (fleetgate's defaults; mosquitto
+#         as configured here): both stop the stream at the subscriber's queue
+#         bound;
+#      b. fresh brokers whose queue bound lets every message through
+#         (RETAINED_FG_FLAGS, RETAINED_MQ_CONF), RETAINED_ROUNDS rounds;
+#      c. b's brokers once more, with a CPU profile of fleetgate during its
+#         wildcard SUBSCRIBE (apart, so that b's figures carry no profiler);
+#      then the ratios fleetgate/mosquitto, read off the JSON results (needs
+#      python3).
 # Everything runs on 127.0.0.1 on free ports, in a temporary directory, and
 # is stopped on exit. Takes about 11 minutes (section 4 alone: 5½).
 #
-# Knobs (environment): SECTIONS (any of "ingest idle pubsub access"; default
-# "ingest idle pubsub"),
+# Knobs (environment): SECTIONS (any of "ingest idle pubsub access retained";
+# default "ingest idle pubsub"),
 # DURATION ROUNDS PUBLISHERS WINDOW SIZE OPEN_RATE
 # IDLE_CLIENTS IDLE_SETTLE, FG_TUNED_FLAGS / FG_TUNED_ENV (the tuned idle variant),
 # PAIRS PAIRS_RATE PAIRS_WINDOW PAIRS_DURATION PAIRS_ROUNDS PAIRS_PERSISTENT
@@ -50,6 +67,8 @@
 # ACCESS_IDENTITIES ACCESS_GROUPS ACCESS_RULES ACCESS_PUBLISHERS ACCESS_DURATION
 # ACCESS_ROUNDS ACCESS_DEVICES ACCESS_UNCACHED_DEVICES ACCESS_CONCURRENCY ACCESS_WARMUP_PASSES
 # ACCESS_PASSWORD_COST ACCESS_PASSWORD_HASHES ACCESS_PPROF_SECONDS (section 5),
+# RETAINED_MESSAGES RETAINED_SIZE RETAINED_ROUNDS RETAINED_FG_FLAGS
+# RETAINED_MQ_CONF RETAINED_PPROF_SECONDS (section 6),
 # DEV_BIN / BENCH_BIN (use these binaries, do not build; FLEETGATE_* names
 # would be taken for fleetgate settings),
 # OUT (directory kept for the JSON results and the profile; default: a
@@ -103,6 +122,17 @@ ACCESS_WARMUP_PASSES=${ACCESS_WARMUP_PASSES:-2}
 ACCESS_PASSWORD_COST=${ACCESS_PASSWORD_COST:-10}
 ACCESS_PASSWORD_HASHES=${ACCESS_PASSWORD_HASHES:-64}
 ACCESS_PPROF_SECONDS=${ACCESS_PPROF_SECONDS:-4}
+RETAINED_MESSAGES=${RETAINED_MESSAGES:-100000}
+RETAINED_SIZE=${RETAINED_SIZE:-$SIZE}
+RETAINED_ROUNDS=${RETAINED_ROUNDS:-2}
+# A subscriber's queue holds session.max-queued-messages (1,000) and
+# -bytes (1 MiB) by default, and a wildcard SUBSCRIBE's retained messages
+# stop at that bound; 6b raises both past what RETAINED_MESSAGES take.
+RETAINED_FG_FLAGS=${RETAINED_FG_FLAGS:--session.max-queued-messages $RETAINED_MESSAGES -session.max-queued-bytes 256MiB}
+# mosquitto drops what exceeds max_inflight_messages + max_queued_messages
+# (256 + 1000 here); 0 is no bound.
+RETAINED_MQ_CONF=${RETAINED_MQ_CONF:-max_queued_messages 0}
+RETAINED_PPROF_SECONDS=${RETAINED_PPROF_SECONDS:-10}
 
 WORK=$(mktemp -d /tmp/fleetgate-bench.XXXXXX)
 OUT=${OUT:-$WORK/out}
@@ -228,8 +258,9 @@ start_fleetgate() {
 }
 
 # start_mosquitto NAME [PASSWORD_FILE]: Debian's mosquitto, persistence off;
-# anonymous clients allowed, or with PASSWORD_FILE only its users. Sets
-# MQ_PID, MQ_ADDR.
+# anonymous clients allowed, or with PASSWORD_FILE only its users; lines in
+# MQ_EXTRA_CONF come last and override the ones before. Sets MQ_PID,
+# MQ_ADDR.
 start_mosquitto() {
 	local name=$1 port access="allow_anonymous true"
 	if [[ -n ${2:-} ]]; then
@@ -250,6 +281,7 @@ set_tcp_nodelay true
 log_dest stderr
 log_type error
 log_type warning
+${MQ_EXTRA_CONF:-}
 EOF
 	mosquitto -c "$WORK/$name.conf" >"$WORK/$name.log" 2>&1 &
 	MQ_PID=$!
@@ -542,6 +574,100 @@ print(f"fleetgate-password-uncached: {u['connects_per_sec']:,.1f} connects/s = {
 PY
 else
 	echo "python3 is not installed: read the targets off the tables above"
+fi
+fi
+
+# peak_rss_loop PID FILE: writes the highest VmRSS (kB) of PID seen so far to
+# FILE every 0.1 s, until PID ends or the loop is killed.
+peak_rss_loop() {
+	local peak=0 rss
+	while rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null) && [[ -n $rss ]]; do
+		if ((rss > peak)); then
+			peak=$rss
+			echo "$peak" >"$2"
+		fi
+		sleep 0.1
+	done
+}
+
+if section retained; then
+log "6a. retained messages: $RETAINED_MESSAGES retained, then a wildcard SUBSCRIBE; fresh brokers at their queue bounds (fleetgate's defaults)"
+start_fleetgate fleetgate-retained
+RT_REDIS_PID=$(pgrep -P "$FG_PID" redis-server | head -1 || true)
+start_mosquitto mosquitto-retained
+r0=$(cpu_seconds "${RT_REDIS_PID:-0}")
+"$BENCH" compare retained \
+	-target "fleetgate=$FG_MQTT,pid=$FG_PID,metrics=$FG_HTTP" \
+	-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+	-messages "$RETAINED_MESSAGES" -size "$RETAINED_SIZE" -rounds 1 -json-out "$OUT/retained-default.json"
+PS_REDIS_PID=$RT_REDIS_PID redis_cpu "6a (publishing and the SUBSCRIBE)" "$r0"
+echo "fleetgate's counters of retained messages queued on SUBSCRIBE and of streams stopped at the queue bound:"
+curl -sf "http://$FG_HTTP/metrics" | grep -E '^fleetgate_delivery_retained_' || echo "(none)"
+stop "$FG_PID"
+stop "$MQ_PID"
+
+log "6b. retained messages: fresh brokers whose queue bound lets all $RETAINED_MESSAGES through, $RETAINED_ROUNDS rounds"
+# shellcheck disable=SC2086 # the flags are a word list
+start_fleetgate fleetgate-retained-queue -- $RETAINED_FG_FLAGS
+RT_REDIS_PID=$(pgrep -P "$FG_PID" redis-server | head -1 || true)
+MQ_EXTRA_CONF=$RETAINED_MQ_CONF start_mosquitto mosquitto-retained-queue
+echo "mosquitto: $RETAINED_MQ_CONF"
+RT_REDIS_PEAK=$WORK/retained-redis-peak-kb
+RT_LOOP=
+if [[ -n $RT_REDIS_PID ]]; then
+	peak_rss_loop "$RT_REDIS_PID" "$RT_REDIS_PEAK" &
+	RT_LOOP=$!
+	PIDS+=("$RT_LOOP")
+fi
+r0=$(cpu_seconds "${RT_REDIS_PID:-0}")
+"$BENCH" compare retained \
+	-target "fleetgate=$FG_MQTT,pid=$FG_PID,metrics=$FG_HTTP" \
+	-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+	-messages "$RETAINED_MESSAGES" -size "$RETAINED_SIZE" -rounds "$RETAINED_ROUNDS" -json-out "$OUT/retained-queue.json"
+PS_REDIS_PID=$RT_REDIS_PID redis_cpu "6b (publishing and the SUBSCRIBEs of $RETAINED_ROUNDS rounds)" "$r0"
+if [[ -n $RT_REDIS_PID ]]; then
+	echo "redis-server (child of fleetgate-dev; it holds the retained messages and the subscriber's queue): peak RSS $(($(cat "$RT_REDIS_PEAK" 2>/dev/null || echo 0) / 1024)) MiB over 6b, $(($(awk '/^VmRSS:/ {print $2}' "/proc/$RT_REDIS_PID/status") / 1024)) MiB now"
+fi
+
+log "6c. once more, 1 round, with a CPU profile of fleetgate from its wildcard SUBSCRIBE on ($RETAINED_PPROF_SECONDS s)"
+"$BENCH" compare retained \
+	-target "fleetgate=$FG_MQTT,pid=$FG_PID,metrics=$FG_HTTP,pprof=$FG_HTTP" \
+	-target "mosquitto=$MQ_ADDR,pid=$MQ_PID" \
+	-messages "$RETAINED_MESSAGES" -size "$RETAINED_SIZE" -rounds 1 \
+	-pprof-dir "$OUT/retained" -pprof-seconds "$RETAINED_PPROF_SECONDS" -json-out "$OUT/retained-profile.json"
+top_cum "fleetgate CPU profile from its wildcard SUBSCRIBE on ($RETAINED_PPROF_SECONDS s): top functions, cumulative" "$OUT/retained/fleetgate.cpu.pprof"
+if [[ -n $RT_LOOP ]]; then
+	stop "$RT_LOOP"
+fi
+stop "$FG_PID"
+stop "$MQ_PID"
+
+log "retained messages: fleetgate/mosquitto, this run"
+if command -v python3 >/dev/null; then
+	python3 - "$OUT/retained-default.json" "$OUT/retained-queue.json" <<'PY'
+import json, sys
+MiB = 1 << 20
+for label, path in (("6a, queue bounds as configured", sys.argv[1]), ("6b, queue bound above the messages", sys.argv[2])):
+    t = {x["target"]["name"]: x["retained"] for x in json.load(open(path))["targets"]}
+    fg, mq = t["fleetgate"], t["mosquitto"]
+    print(f"{label}:")
+    for name, r in (("fleetgate", fg), ("mosquitto", mq)):
+        print(f"  {name}: {r['unique']:,} of {r['expected']:,} arrived over {r['rounds']} round(s) ({r['end']}), duplicates {r['duplicates']}, "
+              f"suback {r['suback_after_ns'] / 1e6:.1f} ms, first {r['first_after_ns'] / 1e6:.1f} ms, last {r['last_after_ns'] / 1e6:,.0f} ms, "
+              f"{r['messages_per_sec']:,.0f}/s")
+    last = fg["last_after_ns"] / mq["last_after_ns"] if mq["last_after_ns"] else float("nan")
+    print(f"  time to the last message: {fg['last_after_ns'] / 1e6:,.0f} against {mq['last_after_ns'] / 1e6:,.0f} ms = {last:.2f}x")
+    fm, mm = fg["memory"], mq["memory"]
+    print(f"  peak RSS: {fm['peak_rss_bytes'] / MiB:.1f} against {mm['peak_rss_bytes'] / MiB:.1f} MiB = {fm['peak_rss_bytes'] / mm['peak_rss_bytes']:.2f}x; "
+          f"growth during the SUBSCRIBE {(fm['peak_rss_bytes'] - fm['baseline_rss_bytes']) / MiB:.1f} against {(mm['peak_rss_bytes'] - mm['baseline_rss_bytes']) / MiB:.1f} MiB")
+    if fm["heap_samples"]:
+        print(f"  fleetgate's Go heap (heap_alloc): {fm['baseline_heap_alloc_bytes'] / MiB:.1f} MiB before, peak {fm['peak_heap_alloc_bytes'] / MiB:.1f} MiB "
+              f"(+{(fm['peak_heap_alloc_bytes'] - fm['baseline_heap_alloc_bytes']) / MiB:.1f} MiB; {fm['heap_samples']} samples) = "
+              f"{fm['peak_heap_alloc_bytes'] / mm['peak_rss_bytes']:.2f}x mosquitto's peak RSS; "
+              f"GC goal (twice the live heap) {fm['baseline_next_gc_bytes'] / MiB:.1f} MiB before, peak {fm['peak_next_gc_bytes'] / MiB:.1f} MiB")
+PY
+else
+	echo "python3 is not installed: read the ratios off the tables above"
 fi
 fi
 

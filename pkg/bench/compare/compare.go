@@ -14,7 +14,7 @@ import (
 // IsWorkload reports whether w names a workload compare can run.
 func IsWorkload(w string) bool {
 	switch w {
-	case load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout, load.WorkloadConnect:
+	case load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout, load.WorkloadConnect, load.WorkloadRetained:
 		return true
 	}
 	return false
@@ -36,19 +36,20 @@ type Config struct {
 	// Baseline is the target every other is divided by; default the last.
 	Baseline string `json:"baseline"`
 	// PprofDir receives <target>.cpu.pprof for targets with pprof set.
-	PprofDir     string             `json:"pprof_dir,omitempty"`
-	PprofSeconds int                `json:"pprof_seconds,omitempty"`
-	Pub          load.PubConfig     `json:"pub"`
-	Idle         load.IdleConfig    `json:"idle"`
-	PubSub       load.PubSubConfig  `json:"pubsub"`
-	Connect      load.ConnectConfig `json:"connect"`
-	pprofTimeout time.Duration      // extra time allowed for a profile download
+	PprofDir     string              `json:"pprof_dir,omitempty"`
+	PprofSeconds int                 `json:"pprof_seconds,omitempty"`
+	Pub          load.PubConfig      `json:"pub"`
+	Idle         load.IdleConfig     `json:"idle"`
+	PubSub       load.PubSubConfig   `json:"pubsub"`
+	Connect      load.ConnectConfig  `json:"connect"`
+	Retained     load.RetainedConfig `json:"retained"`
+	pprofTimeout time.Duration       // extra time allowed for a profile download
 }
 
 // RegisterFlags registers the compare flags plus those of c.Workload, which
 // must be set before.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.Var(&c.Targets, "target", "A broker to compare, repeatable: name=host:port[,pid=N][,pprof=host:port][,creds=FILE]. pid enables CPU and RSS figures; pprof takes a CPU profile of a Go broker during its first round; creds is a file of username:password lines, client i connecting to this target with line i (pub, idle, connect).")
+	fs.Var(&c.Targets, "target", "A broker to compare, repeatable: name=host:port[,pid=N][,pprof=host:port][,creds=FILE][,metrics=host:port]. pid enables CPU and RSS figures; pprof takes a CPU profile of a Go broker during its first round; metrics is a Go broker's Prometheus endpoint, whose heap the retained workload samples; creds is a file of username:password lines, client i connecting to this target with line i (pub, idle, connect).")
 	fs.IntVar(&c.Rounds, "rounds", 2, "Runs per target; targets alternate and their order flips every round.")
 	fs.DurationVar(&c.Pause, "pause", 2*time.Second, "Pause between two runs.")
 	fs.StringVar(&c.Baseline, "baseline", "", "Target the others are divided by in the ratio column (default: the last -target).")
@@ -65,6 +66,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.PubSub.RegisterWorkloadFlags(fs)
 	case load.WorkloadConnect:
 		c.Connect.RegisterWorkloadFlags(fs)
+	case load.WorkloadRetained:
+		c.Retained.RegisterWorkloadFlags(fs)
 	}
 }
 
@@ -82,16 +85,22 @@ func (c *Config) Validate() error {
 		c.PubSub.Addr = "-"
 		c.PubSub.Workload = c.Workload
 		errs = append(errs, c.PubSub.Validate())
+	case load.WorkloadConnect:
+		c.Connect.Addr = "-"
+		errs = append(errs, c.Connect.Validate())
+	case load.WorkloadRetained:
+		c.Retained.Addr = "-"
+		errs = append(errs, c.Retained.Validate())
+	default:
+		errs = append(errs, fmt.Errorf("workload %q: must be %s, %s, %s, %s, %s or %s", c.Workload, load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout, load.WorkloadConnect, load.WorkloadRetained))
+	}
+	switch c.Workload {
+	case load.WorkloadPairs, load.WorkloadFanout, load.WorkloadRetained:
 		for _, t := range c.Targets {
 			if t.Creds != "" {
 				errs = append(errs, fmt.Errorf("target %s: creds: not for the %s workload (give -username and -password)", t.Name, c.Workload))
 			}
 		}
-	case load.WorkloadConnect:
-		c.Connect.Addr = "-"
-		errs = append(errs, c.Connect.Validate())
-	default:
-		errs = append(errs, fmt.Errorf("workload %q: must be %s, %s, %s, %s or %s", c.Workload, load.WorkloadPub, load.WorkloadIdle, load.WorkloadPairs, load.WorkloadFanout, load.WorkloadConnect))
 	}
 	if len(c.Targets) < 2 {
 		errs = append(errs, errors.New("target: give at least two"))
@@ -142,8 +151,13 @@ type TargetResult struct {
 	// Connect aggregates the connect rounds: their measured passes summed,
 	// every pass listed.
 	Connect *load.ConnectResult `json:"connect,omitempty"`
+	// Retained aggregates the retained rounds (load.MergeRetained);
+	// RetainedRounds are the rounds themselves.
+	Retained       *load.RetainedResult   `json:"retained,omitempty"`
+	RetainedRounds []*load.RetainedResult `json:"retained_rounds,omitempty"`
 	// PerRound is the headline number of each round: acked/s (sent/s for
-	// QoS 0), deliveries/s, bytes per idle connection, or connects/s.
+	// QoS 0), deliveries/s, bytes per idle connection, connects/s, or
+	// retained messages/s of the wildcard SUBSCRIBE.
 	PerRound []float64 `json:"per_round"`
 	// Profile is the path of the CPU profile taken, if any.
 	Profile string `json:"profile,omitempty"`
@@ -274,6 +288,19 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 				tr.connRounds = append(tr.connRounds, r)
 				tr.PerRound = append(tr.PerRound, r.ConnectsPerSec)
 				report(fmt.Sprintf("%.0f connects/s, connack p99 %v, refused %d, errors %d", r.ConnectsPerSec, r.Connack.P99, r.Refused, r.Errors))
+			case load.WorkloadRetained:
+				rc := cfg.Retained
+				rc.Addr, rc.ServerPID, rc.MetricsAddr = t.Addr, t.PID, t.Metrics
+				// Targets may share a broker: client ids of their own
+				// (the topics are the same, each run's payloads its own).
+				rc.ClientPrefix = cfg.Retained.ClientPrefix + "-" + t.Name
+				r, err := load.RunRetained(ctx, rc, hooks)
+				if err != nil {
+					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
+				}
+				r.Target = t.Name
+				tr.RetainedRounds = append(tr.RetainedRounds, r)
+				tr.PerRound = append(tr.PerRound, r.PerSec)
 			}
 		}
 	}
@@ -282,6 +309,7 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 		tr.Idle = load.MergeIdle(tr.idleRounds)
 		tr.PubSub = load.MergePubSub(tr.pubsubRounds)
 		tr.Connect = load.MergeConnect(tr.connRounds)
+		tr.Retained = load.MergeRetained(tr.RetainedRounds)
 	}
 	return res, nil
 }

@@ -11,9 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/stretchr/testify/require"
+
 	"github.com/fleetgate/fleetgate/pkg/bench/internal/benchtest"
 	"github.com/fleetgate/fleetgate/pkg/bench/load"
-	"github.com/stretchr/testify/require"
 )
 
 func TestParseTarget(t *testing.T) {
@@ -31,6 +35,8 @@ func TestParseTarget(t *testing.T) {
 		{"an unknown key is refused", "a=127.0.0.1:1,cpu=2", Target{}, "unknown key"},
 		{"creds name a credentials file", "a=127.0.0.1:1,creds=/tmp/jwt.creds", Target{Name: "a", Addr: "127.0.0.1:1", Creds: "/tmp/jwt.creds"}, ""},
 		{"empty creds are refused", "a=127.0.0.1:1,creds=", Target{}, "creds: must not be empty"},
+		{"metrics name a Prometheus endpoint", "a=127.0.0.1:1,metrics=127.0.0.1:9464", Target{Name: "a", Addr: "127.0.0.1:1", Metrics: "127.0.0.1:9464"}, ""},
+		{"empty metrics are refused", "a=127.0.0.1:1,metrics=", Target{}, "metrics: must not be empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseTarget(tc.in)
@@ -221,9 +227,41 @@ func TestCompareConnectGivesEachTargetItsCredentials(t *testing.T) {
 }
 
 func TestCredsAreRefusedForPubSubWorkloads(t *testing.T) {
-	cfg := Config{Workload: load.WorkloadPairs}
+	for _, workload := range []string{load.WorkloadPairs, load.WorkloadFanout, load.WorkloadRetained} {
+		cfg := Config{Workload: workload}
+		cfg.RegisterFlags(benchtest.NewFlagSet())
+		require.NoError(t, cfg.Targets.Set("a=127.0.0.1:1,creds=/x"))
+		require.NoError(t, cfg.Targets.Set("b=127.0.0.1:2"))
+		require.ErrorContains(t, cfg.Validate(), "target a: creds: not for the "+workload+" workload")
+	}
+}
+
+// TestCompareRetainedSamplesTheHeapOfTheTargetWithMetrics compares the
+// broker with itself under two names, one of them with a Prometheus
+// endpoint (this process's Go metrics): only that one has heap figures.
+func TestCompareRetainedSamplesTheHeapOfTheTargetWithMetrics(t *testing.T) {
+	addr := broker.Require(t)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector())
+	metrics := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	t.Cleanup(metrics.Close)
+
+	cfg := Config{Workload: load.WorkloadRetained}
 	cfg.RegisterFlags(benchtest.NewFlagSet())
-	require.NoError(t, cfg.Targets.Set("a=127.0.0.1:1,creds=/x"))
-	require.NoError(t, cfg.Targets.Set("b=127.0.0.1:2"))
-	require.ErrorContains(t, cfg.Validate(), "target a: creds: not for the pairs workload")
+	require.NoError(t, cfg.Targets.Set(fmt.Sprintf("go=%s,pid=%d,metrics=%s", addr, broker.PID, strings.TrimPrefix(metrics.URL, "http://"))))
+	require.NoError(t, cfg.Targets.Set(fmt.Sprintf("c=%s,pid=%d", addr, broker.PID)))
+	cfg.Rounds, cfg.Pause = 2, 10*time.Millisecond
+	cfg.Retained.Messages, cfg.Retained.TopicPrefix = 500, "compare-retained"
+	res, err := Run(context.Background(), cfg, nil)
+	require.NoError(t, err)
+	for _, tr := range res.Targets {
+		require.Len(t, tr.RetainedRounds, 2)
+		require.Len(t, tr.PerRound, 2)
+		require.EqualValues(t, 1000, tr.Retained.Unique, "%s: both rounds", tr.Target.Name)
+		require.True(t, tr.Retained.Complete)
+		require.Positive(t, tr.Retained.Memory.PeakRSS)
+		require.NotNil(t, tr.Retained.Server)
+	}
+	require.Positive(t, res.Result("go").Retained.Memory.PeakHeap)
+	require.Zero(t, res.Result("c").Retained.Memory.HeapSamples)
 }

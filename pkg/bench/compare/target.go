@@ -21,16 +21,19 @@ type Target struct {
 	// line i, instead of the workload's own credentials: so that one
 	// comparison sets brokers that want different credentials side by side.
 	Creds string `json:"creds,omitempty"`
+	// Metrics is the host:port (or base URL) of a Go broker's Prometheus
+	// /metrics, whose Go heap the retained workload samples.
+	Metrics string `json:"metrics,omitempty"`
 }
 
 // ParseTarget parses
-// "name=host:port[,pid=N][,pprof=host:port][,creds=FILE]".
+// "name=host:port[,pid=N][,pprof=host:port][,creds=FILE][,metrics=host:port]".
 func ParseTarget(s string) (Target, error) {
 	var t Target
 	parts := strings.Split(s, ",")
 	name, addr, ok := strings.Cut(parts[0], "=")
 	if !ok || name == "" || addr == "" {
-		return t, fmt.Errorf("target %q: want name=host:port[,pid=N][,pprof=host:port][,creds=FILE]", s)
+		return t, fmt.Errorf("target %q: want name=host:port[,pid=N][,pprof=host:port][,creds=FILE][,metrics=host:port]", s)
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return t, fmt.Errorf("target %q: address: %w", s, err)
@@ -55,8 +58,13 @@ func ParseTarget(s string) (Target, error) {
 				return t, fmt.Errorf("target %q: creds: must not be empty", s)
 			}
 			t.Creds = v
+		case "metrics":
+			if v == "" {
+				return t, fmt.Errorf("target %q: metrics: must not be empty", s)
+			}
+			t.Metrics = v
 		default:
-			return t, fmt.Errorf("target %q: unknown key %q (want pid, pprof or creds)", s, k)
+			return t, fmt.Errorf("target %q: unknown key %q (want pid, pprof, creds or metrics)", s, k)
 		}
 	}
 	return t, nil
