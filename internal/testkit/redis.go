@@ -286,3 +286,70 @@ func assignAllSlots(addr string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// StartRedisCluster starts a Redis Cluster of masters redis-server
+// processes (no replicas), the 16,384 slots split evenly in order, and
+// returns their addresses; t's cleanup stops them. Without redis-server it
+// skips t, or fails it in CI.
+func StartRedisCluster(t testing.TB, masters int) []string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server not found; CI must install it (apt-get install redis-server)")
+		}
+		t.Skip("redis-server not found: apt-get install redis-server")
+	}
+	dir := t.TempDir()
+	addrs := make([]string, masters)
+	for i := range masters {
+		addr, err := FreeLoopbackAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &redisServer{bin: bin, addr: addr, dir: filepath.Join(dir, fmt.Sprint(i)),
+			args: []string{"--appendonly", "no", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000"}}
+		if err := os.Mkdir(s.dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.stop(syscall.SIGKILL) })
+		addrs[i] = addr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	per := 16384 / masters
+	for i, addr := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		first, last := i*per, (i+1)*per-1
+		if i == masters-1 {
+			last = 16383
+		}
+		err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", first, last).Err()
+		if err == nil && i > 0 {
+			host, port, _ := net.SplitHostPort(addrs[0])
+			err = c.ClusterMeet(ctx, host, port).Err()
+		}
+		_ = c.Close()
+		if err != nil {
+			t.Fatalf("forming the cluster at %s: %v", addr, err)
+		}
+	}
+	for _, addr := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		for {
+			info, err := c.ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", masters)) {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("cluster at %s did not become ok: %v %q", addr, err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = c.Close()
+	}
+	return addrs
+}

@@ -44,7 +44,7 @@ func (r *RedisNotifier) Notify(ctx context.Context, node string, n handoff.Notic
 	if len(n.ClientIDs) == 0 && len(n.Direct) == 0 {
 		return nil
 	}
-	if err := r.rdb.Publish(ctx, handoff.NotifyChannel(node), handoff.EncodeNotice(n)).Err(); err != nil {
+	if err := handoff.Publish(ctx, r.rdb, handoff.NotifyChannel(node), handoff.EncodeNotice(n)); err != nil {
 		return fmt.Errorf("publishing to %s: %w", handoff.NotifyChannel(node), err)
 	}
 	return nil

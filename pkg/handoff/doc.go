@@ -8,7 +8,10 @@
 //     handed straight to connected sessions, published on the node's
 //     NotifyChannel (EncodeNotice, ParseNotice).
 //   - The Redis pub/sub channel names: NotifyChannel (dispatcher to
-//     frontend) and ControlChannel (frontend to frontend: takeovers).
+//     frontend) and ControlChannel (frontend to frontend: takeovers), and
+//     how they are used (Publish, Subscribe): classic pub/sub on a single
+//     Redis, sharded pub/sub on Redis Cluster, where a classic message
+//     would reach every shard.
 //
 // Both sides import it, neither imports the other. It imports nothing of
 // fleetgate's but the other contract packages (kafkarecord); a change of a

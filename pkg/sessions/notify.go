@@ -17,7 +17,7 @@ import (
 // epoch: it closes its connection of that client.
 func (h *Hook) sendTakeover(ctx context.Context, node, clientID string, epoch uint64) error {
 	payload := "takeover\x00" + clientID + "\x00" + strconv.FormatUint(epoch, 10)
-	return h.o.Redis.Publish(ctx, handoff.ControlChannel(node), payload).Err()
+	return handoff.Publish(ctx, h.o.Redis, handoff.ControlChannel(node), payload)
 }
 
 // Run listens for the dispatchers' notices (on this node's channel) and other nodes' takeover
@@ -25,55 +25,74 @@ func (h *Hook) sendTakeover(ctx context.Context, node, clientID string, epoch ui
 // safety net for lost notices), until ctx is cancelled.
 func (h *Hook) Run(ctx context.Context) error {
 	channel := handoff.NotifyChannel(h.o.Node)
-	ps := h.o.Redis.Subscribe(ctx, channel, handoff.ControlChannel(h.o.Node))
-	defer ps.Close()
-	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
+	subs := handoff.Subscribe(ctx, h.o.Redis, channel, handoff.ControlChannel(h.o.Node))
+	defer func() {
+		for _, ps := range subs {
+			_ = ps.Close()
+		}
+	}()
+	// One subscription for both channels on a single Redis, one each on
+	// Redis Cluster (sharded pub/sub): ctl is nil in the first case.
+	msgs := subs[0].ChannelWithSubscriptions(redis.WithChannelSize(1024))
+	var ctl <-chan any
+	if len(subs) > 1 {
+		ctl = subs[1].ChannelWithSubscriptions(redis.WithChannelSize(64))
+	}
 	poll := time.NewTicker(h.o.PollInterval)
 	defer poll.Stop()
 	for {
+		var m any
+		var ok bool
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-poll.C:
 			h.poll(ctx)
-		case m, ok := <-msgs:
-			if !ok {
-				return fmt.Errorf("redis subscription of %s closed", channel)
+			continue
+		case m, ok = <-msgs:
+		case m, ok = <-ctl:
+		}
+		if !ok {
+			return fmt.Errorf("redis subscription of %s closed", channel)
+		}
+		h.received(ctx, channel, m)
+	}
+}
+
+// received handles what a subscription of Run delivered: a (re)subscription,
+// a dispatcher's notice on channel, or another node's control message.
+func (h *Hook) received(ctx context.Context, channel string, m any) {
+	switch m := m.(type) {
+	case *redis.Subscription:
+		// (Re)subscribed: notices sent while the subscription was down
+		// are lost, so look at every queue once.
+		if handoff.Subscribed(m) {
+			h.kickAll()
+		}
+	case *redis.Message:
+		if m.Channel != channel {
+			h.control(m.Payload)
+			return
+		}
+		h.metrics.notices.Add(ctx, 1)
+		n, err := handoff.ParseNotice(m.Payload)
+		if err != nil {
+			// What it named is found by the next poll.
+			h.log.Warn("ignoring malformed notice", "payload_bytes", len(m.Payload), "err", err)
+		}
+		for _, id := range n.ClientIDs {
+			if c := h.notified(id); c != nil {
+				c.pump.KickQueued()
 			}
-			switch m := m.(type) {
-			case *redis.Subscription:
-				// (Re)subscribed: notices sent while the subscription was
-				// down are lost, so look at every queue once.
-				if m.Kind == "subscribe" {
-					h.kickAll()
-				}
-			case *redis.Message:
-				if m.Channel == channel {
-					h.metrics.notices.Add(ctx, 1)
-					n, err := handoff.ParseNotice(m.Payload)
-					if err != nil {
-						// What it named is found by the next poll.
-						h.log.Warn("ignoring malformed notice", "payload_bytes", len(m.Payload), "err", err)
-					}
-					for _, id := range n.ClientIDs {
-						if c := h.notified(id); c != nil {
-							c.pump.KickQueued()
-						}
-					}
-					for _, d := range n.Direct {
-						// Only the connection the message was handed to
-						// writes it. An older one must not: the session may
-						// have started clean since. A newer one finds it in
-						// the inflight hash when it resends what is in
-						// flight, which it does after its registration here,
-						// so after this notice was sent.
-						if c := h.notified(d.ClientID); c != nil && c.epoch == d.Epoch {
-							c.pump.PushDirect(session.QueuedMessage{PacketID: d.PacketID, Seq: d.Seq, Message: d.Message, Expiry: d.Expiry})
-						}
-					}
-					continue
-				}
-				h.control(m.Payload)
+		}
+		for _, d := range n.Direct {
+			// Only the connection the message was handed to writes it. An
+			// older one must not: the session may have started clean
+			// since. A newer one finds it in the inflight hash when it
+			// resends what is in flight, which it does after its
+			// registration here, so after this notice was sent.
+			if c := h.notified(d.ClientID); c != nil && c.epoch == d.Epoch {
+				c.pump.PushDirect(session.QueuedMessage{PacketID: d.PacketID, Seq: d.Seq, Message: d.Message, Expiry: d.Expiry})
 			}
 		}
 	}
