@@ -57,6 +57,9 @@ func writeRetained(w io.Writer, r *load.RetainedResult) error {
 		r.Unique, r.Expected, r.Missing, r.Duplicates, r.Foreign, r.NotRetained, r.End)
 	fmt.Fprintf(tw, "from SUBSCRIBE sent\tsuback %s\tfirst message %s\tlast message %s\t%s messages/s\n",
 		measure.FormatDuration(r.SubackAfter), measure.FormatDuration(r.FirstAfter), measure.FormatDuration(r.LastAfter), measure.FormatRate(r.PerSec))
+	if len(r.Tenths) > 0 {
+		fmt.Fprintf(tw, "to 10 %%, 20 %%, ...\t%s\n", formatTenths(r.Tenths))
+	}
 	m := r.Memory
 	if m.RSSSamples > 0 {
 		fmt.Fprintf(tw, "server rss\tbefore %s\tpeak %s\t(+%s; %d samples)\n", measure.FormatBytes(float64(m.BaselineRSS)),
@@ -141,6 +144,12 @@ func writeRetainedCompare(w io.Writer, res *compare.Result) error {
 	row("  not this run's", count(func(r *load.RetainedResult) int64 { return r.Foreign }), measure.FormatCount)
 	row("SUBSCRIBE → SUBACK", dur(func(r *load.RetainedResult) time.Duration { return r.SubackAfter }), durf)
 	row("SUBSCRIBE → first message", dur(func(r *load.RetainedResult) time.Duration { return r.FirstAfter }), durf)
+	row("SUBSCRIBE → half the messages", func(r *load.RetainedResult) (float64, bool) {
+		if len(r.Tenths) < 5 {
+			return 0, false
+		}
+		return float64(r.Tenths[4]), true
+	}, durf)
 	row("SUBSCRIBE → last message", dur(func(r *load.RetainedResult) time.Duration { return r.LastAfter }), durf)
 	row("messages/s", func(r *load.RetainedResult) (float64, bool) { return r.PerSec, r.Unique > 0 }, measure.FormatRate)
 	row("peak RSS", bytes(func(m load.RetainedMemory) int64 { return m.PeakRSS }, rss), bytesf)
@@ -167,6 +176,9 @@ func writeRetainedCompare(w io.Writer, res *compare.Result) error {
 			rounds = append(rounds, fmt.Sprintf("%d of %d in %s (%s)", r.Unique, r.Expected, measure.FormatDuration(r.LastAfter), r.End))
 		}
 		fmt.Fprintf(w, "%s per round: %s\n", t.Target.Name, strings.Join(rounds, "; "))
+		if t.Retained != nil && len(t.Retained.Tenths) > 0 {
+			fmt.Fprintf(w, "%s to 10 %%, 20 %%, ... of the messages (mean of the rounds): %s\n", t.Target.Name, formatTenths(t.Retained.Tenths))
+		}
 		if t.Retained != nil && t.Retained.Memory.SampleErrors > 0 {
 			fmt.Fprintf(w, "%s: %d memory samples failed: %s\n", t.Target.Name, t.Retained.Memory.SampleErrors, t.Retained.Memory.SampleError)
 		}
@@ -178,4 +190,13 @@ func writeRetainedCompare(w io.Writer, res *compare.Result) error {
 		}
 	}
 	return nil
+}
+
+// formatTenths prints the times to each tenth of the messages.
+func formatTenths(ts []time.Duration) string {
+	s := make([]string, len(ts))
+	for i, d := range ts {
+		s[i] = measure.FormatDuration(d)
+	}
+	return strings.Join(s, " ")
 }

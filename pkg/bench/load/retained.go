@@ -219,6 +219,10 @@ type RetainedReceive struct {
 	FirstAfter  time.Duration `json:"first_after_ns"`
 	LastAfter   time.Duration `json:"last_after_ns"`
 	PerSec      float64       `json:"messages_per_sec"`
+	// Tenths are the times from SUBSCRIBE sent until 10 %, 20 %, ...
+	// 100 % of Expected had arrived, as far as they did: where the stream
+	// goes fast and where it waits.
+	Tenths []time.Duration `json:"tenths_ns"`
 	// Wall is from SUBSCRIBE sent to the end of phase 2: LastAfter when
 	// every message arrived, else past it by the idle timeout.
 	Wall time.Duration `json:"wall_ns"`
@@ -385,6 +389,7 @@ func MergeRetained(rounds []*RetainedResult) *RetainedResult {
 	m.SubackAfter = mean(func(r *RetainedResult) time.Duration { return r.SubackAfter })
 	m.FirstAfter = mean(func(r *RetainedResult) time.Duration { return r.FirstAfter })
 	m.LastAfter = mean(func(r *RetainedResult) time.Duration { return r.LastAfter })
+	m.Tenths = meanTenths(rounds)
 	m.Memory.BaselineRSS = meanInt(func(r *RetainedResult) int64 { return r.Memory.BaselineRSS })
 	m.Memory.BaselineHeap = meanInt(func(r *RetainedResult) int64 { return r.Memory.BaselineHeap })
 	m.Memory.BaselineHeapInuse = meanInt(func(r *RetainedResult) int64 { return r.Memory.BaselineHeapInuse })
@@ -396,4 +401,19 @@ func MergeRetained(rounds []*RetainedResult) *RetainedResult {
 		m.Server = &u
 	}
 	return m
+}
+
+// meanTenths is the mean of each tenth the rounds all reached.
+func meanTenths(rounds []*RetainedResult) []time.Duration {
+	n := len(rounds[0].Tenths)
+	for _, r := range rounds {
+		n = min(n, len(r.Tenths))
+	}
+	out := make([]time.Duration, n)
+	for i := range out {
+		for _, r := range rounds {
+			out[i] += r.Tenths[i] / time.Duration(len(rounds))
+		}
+	}
+	return out
 }

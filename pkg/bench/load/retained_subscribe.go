@@ -139,6 +139,9 @@ func countRetained(cl *Client, cfg *RetainedConfig, run uint32, t0 time.Time, r 
 				if seen.len() == 1 {
 					r.FirstAfter = now.Sub(t0)
 				}
+				for len(r.Tenths) < 10 && seen.len()*10 >= int64((len(r.Tenths)+1)*cfg.Messages) {
+					r.Tenths = append(r.Tenths, now.Sub(t0))
+				}
 				*last = now
 				if !pk.FixedHeader.Retain {
 					r.NotRetained++

@@ -81,6 +81,9 @@ func TestEveryRetainedMessageArrivesOnceOnTheWildcardSubscribe(t *testing.T) {
 			require.GreaterOrEqual(t, res.LastAfter, res.FirstAfter)
 			require.Less(t, res.LastAfter, cfg.IdleTimeout, "the run ended at the last message, not at the idle timeout")
 			require.InDelta(t, float64(n)/res.LastAfter.Seconds(), res.PerSec, 1e-6)
+			require.Len(t, res.Tenths, 10)
+			require.Equal(t, res.LastAfter, res.Tenths[9], "the last tenth ends with the last message")
+			require.IsNonDecreasing(t, res.Tenths)
 			require.True(t, measureStarted, "the hook ran before the SUBSCRIBE")
 
 			m := res.Memory
@@ -145,6 +148,7 @@ func TestAWildcardSubscribeThatStopsShortCountsWhatIsMissing(t *testing.T) {
 	require.EqualValues(t, 1, res.Missing, "message 7 of this run never came")
 	require.EqualValues(t, 2, res.Foreign, "the older run's message 7 and the stray topic")
 	require.Equal(t, int64(cfg.Messages+1), res.Received)
+	require.Len(t, res.Tenths, 9, "the last tenth was never reached")
 	require.False(t, res.Complete)
 	require.Equal(t, retainedEndIdle, res.End)
 	// The read deadline moves at most every 100 ms.
