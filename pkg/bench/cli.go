@@ -32,7 +32,10 @@ Usage:
   fleetgate-bench retained [flags]  a wildcard SUBSCRIBE over N retained messages: time to the last, the broker's peak memory
   fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port][,creds=FILE][,metrics=host:port] -target ... [flags]
   fleetgate-bench compare idle|pairs|fanout|connect|retained -target ... [flags]
-                                    the same workload against several brokers, side by side
+                                    the same workload against several brokers, side by side;
+                                    a broker of several processes: pid=N+M+K (CPU and RSS summed,
+                                    each listed), apart=N+M (listed, not counted: Kafka), and
+                                    pprof=host:port+host:port (profiled at once)
   fleetgate-bench access-files -dir DIR [flags]
                                     rules file, identities, ES256 key and JWTs, password files
                                     for the access-control benchmark

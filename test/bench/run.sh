@@ -52,11 +52,37 @@
 #         wildcard SUBSCRIBE (apart, so that b's figures carry no profiler);
 #      then the ratios fleetgate/mosquitto, read off the JSON results (needs
 #      python3).
+#   7. the fleet shape (issue 16; not in the default SECTIONS: SECTIONS=fleet,
+#      about 13 minutes, 15 with FLEET_HAPROXY=1): fleetgate as in
+#      production, each a process of its own (the Kafka-protocol broker,
+#      fleetgate-dev -dev.kafka-only; redis-server with FLEET_REDIS_ARGS; one
+#      frontend; one dispatcher), beside mosquitto, started in FLEET_ORDER.
+#      fleetgate's CPU and RSS are those of frontend + dispatcher +
+#      redis-server, each also listed; Kafka's are listed apart and not
+#      counted (compare's pid=A+B+C,apart=K). 64-byte QoS 1 payloads
+#      (SIZE), one target after the other:
+#      a. FLEET_IDLE idle connections on the fresh processes: memory per
+#         connection and the idle processes' CPU over FLEET_IDLE_SETTLE;
+#      b. for each N of FLEET_DEVICES: N devices × FLEET_DEVICE_RATE msg/s,
+#         open loop: CPU per acked message, PUBACK p50/p99;
+#      c. for each N of FLEET_PAIRS: N pairs × FLEET_PAIR_RATE msg/s, open
+#         loop: end-to-end p50/p99, CPU per delivery;
+#      d. FLEET_CLOSED_PAIRS pairs, closed loop (as 4b): deliveries/s, acked
+#         messages not delivered, the dispatcher's drops at a queue bound;
+#      e. FLEET_CONNECT devices reconnecting with persistent sessions: CONNECT
+#         rate, CONNACK p99, CPU per connect;
+#      f. with FLEET_HAPROXY=1, FLEET_HAPROXY_DEVICES devices × 1 msg/s
+#         through HAProxy (TCP, leastconn) to one frontend, then to two (a
+#         second frontend started for it, same Kafka, Redis and dispatcher):
+#         whether two nodes carry the load at the same CPU per message;
+#      with CPU profiles of the frontend and the dispatcher during
+#      fleetgate's first round of each, then the targets and ratios, read
+#      off the JSON results (needs python3).
 # Everything runs on 127.0.0.1 on free ports, in a temporary directory, and
 # is stopped on exit. Takes about 11 minutes (section 4 alone: 5½).
 #
-# Knobs (environment): SECTIONS (any of "ingest idle pubsub access retained";
-# default "ingest idle pubsub"),
+# Knobs (environment): SECTIONS (any of "ingest idle pubsub access retained
+# fleet"; default "ingest idle pubsub"),
 # DURATION ROUNDS PUBLISHERS WINDOW SIZE OPEN_RATE
 # IDLE_CLIENTS IDLE_SETTLE, FG_TUNED_FLAGS / FG_TUNED_ENV (the tuned idle variant),
 # PAIRS PAIRS_RATE PAIRS_WINDOW PAIRS_DURATION PAIRS_ROUNDS PAIRS_PERSISTENT
@@ -69,6 +95,13 @@
 # ACCESS_PASSWORD_COST ACCESS_PASSWORD_HASHES ACCESS_PPROF_SECONDS (section 5),
 # RETAINED_MESSAGES RETAINED_SIZE RETAINED_ROUNDS RETAINED_FG_FLAGS
 # RETAINED_MQ_CONF RETAINED_PPROF_SECONDS (section 6),
+# FLEET_ORDER ("fleetgate mosquitto" or the reverse: which starts and runs
+# first) FLEET_IDLE FLEET_IDLE_SETTLE FLEET_DEVICES FLEET_DEVICE_RATE
+# FLEET_DURATION FLEET_PAIRS FLEET_PAIR_RATE FLEET_PAIRS_DURATION FLEET_ROUNDS
+# FLEET_CLOSED_PAIRS FLEET_CLOSED_WINDOW FLEET_CLOSED_ROUNDS FLEET_CONNECT
+# FLEET_CONNECT_ROUNDS FLEET_PPROF_SECONDS FLEET_REDIS_ARGS FLEET_HAPROXY
+# FLEET_HAPROXY_DEVICES FLEET_HAPROXY_ROUNDS (section 7), FRONTEND_BIN /
+# DISPATCHER_BIN (section 7's binaries, else built),
 # DEV_BIN / BENCH_BIN (use these binaries, do not build; FLEETGATE_* names
 # would be taken for fleetgate settings),
 # OUT (directory kept for the JSON results and the profile; default: a
@@ -133,6 +166,28 @@ RETAINED_FG_FLAGS=${RETAINED_FG_FLAGS:--session.max-queued-messages $RETAINED_ME
 # (256 + 1000 here); 0 is no bound.
 RETAINED_MQ_CONF=${RETAINED_MQ_CONF:-max_queued_messages 0}
 RETAINED_PPROF_SECONDS=${RETAINED_PPROF_SECONDS:-10}
+FLEET_ORDER=${FLEET_ORDER:-fleetgate mosquitto}
+FLEET_IDLE=${FLEET_IDLE:-10000}
+FLEET_IDLE_SETTLE=${FLEET_IDLE_SETTLE:-125s}
+FLEET_DEVICES=${FLEET_DEVICES:-2000 10000}
+FLEET_DEVICE_RATE=${FLEET_DEVICE_RATE:-1}
+FLEET_DURATION=${FLEET_DURATION:-20s}
+FLEET_PAIRS=${FLEET_PAIRS:-300 1000}
+FLEET_PAIR_RATE=${FLEET_PAIR_RATE:-10}
+FLEET_PAIRS_DURATION=${FLEET_PAIRS_DURATION:-15s}
+FLEET_ROUNDS=${FLEET_ROUNDS:-1}
+FLEET_CLOSED_PAIRS=${FLEET_CLOSED_PAIRS:-$PAIRS}
+FLEET_CLOSED_WINDOW=${FLEET_CLOSED_WINDOW:-$PAIRS_WINDOW}
+FLEET_CLOSED_ROUNDS=${FLEET_CLOSED_ROUNDS:-2}
+FLEET_CONNECT=${FLEET_CONNECT:-10000}
+FLEET_CONNECT_ROUNDS=${FLEET_CONNECT_ROUNDS:-2}
+FLEET_PPROF_SECONDS=${FLEET_PPROF_SECONDS:-10}
+# As in production (docs/operations.md, docker-compose.yml): every write
+# fsynced before Redis answers.
+FLEET_REDIS_ARGS=${FLEET_REDIS_ARGS:---appendonly yes --appendfsync always}
+FLEET_HAPROXY=${FLEET_HAPROXY:-0}
+FLEET_HAPROXY_DEVICES=${FLEET_HAPROXY_DEVICES:-4000}
+FLEET_HAPROXY_ROUNDS=${FLEET_HAPROXY_ROUNDS:-2}
 
 WORK=$(mktemp -d /tmp/fleetgate-bench.XXXXXX)
 OUT=${OUT:-$WORK/out}
@@ -201,6 +256,18 @@ if [[ -z ${BENCH_BIN:-} ]]; then
 fi
 echo "fleetgate-dev: $FG_DEV"
 echo "fleetgate-bench: $BENCH"
+if section fleet; then
+	FRONTEND=${FRONTEND_BIN:-$WORK/bin/frontend}
+	DISPATCHER=${DISPATCHER_BIN:-$WORK/bin/dispatcher}
+	if [[ -z ${FRONTEND_BIN:-} ]]; then
+		(cd "$ROOT" && go build -o "$FRONTEND" ./cmd/frontend)
+	fi
+	if [[ -z ${DISPATCHER_BIN:-} ]]; then
+		(cd "$ROOT" && go build -o "$DISPATCHER" ./cmd/dispatcher)
+	fi
+	echo "frontend: $FRONTEND"
+	echo "dispatcher: $DISPATCHER"
+fi
 
 log "what a wake-up costs on this machine (every hop of a message between processes or goroutines pays it)"
 "$BENCH" wakeup
@@ -291,6 +358,131 @@ EOF
 	echo "$name: pid $MQ_PID, mqtt $MQ_ADDR"
 }
 
+# wait_ready NAME HTTP LOG: waits until a fleetgate process answers
+# http://HTTP/readyz, else prints its log and fails.
+wait_ready() {
+	for _ in $(seq 150); do
+		if curl -sf "http://$2/readyz" >/dev/null; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	echo "$1 did not become ready:" >&2
+	cat "$3" >&2
+	return 1
+}
+
+# The production shape (section 7): each of the following starts one process
+# of a fleetgate cluster, as test/cluster/harness_test.go does, with the
+# product's defaults but for addresses, node ids and anonymous clients.
+#
+# start_kafka NAME: the Kafka-protocol broker alone (fleetgate-dev
+# -dev.kafka-only: kfake, its data in a new directory). Sets KAFKA_PID,
+# KAFKA_ADDR.
+start_kafka() {
+	local port
+	port=$("$BENCH" free-port)
+	KAFKA_ADDR=127.0.0.1:$port
+	"$FG_DEV" -dev.kafka-only -dev.kafka-addr "$KAFKA_ADDR" -dev.data-dir "$WORK/$1-data" >"$WORK/$1.log" 2>&1 &
+	KAFKA_PID=$!
+	PIDS+=("$KAFKA_PID")
+	wait_port "$port"
+	echo "$1: pid $KAFKA_PID, kafka $KAFKA_ADDR"
+}
+
+# start_redis NAME: redis-server on a free port, persisted as
+# FLEET_REDIS_ARGS says (by default as in production: every write fsynced,
+# docs/operations.md). Sets REDIS_PID, REDIS_ADDR.
+start_redis() {
+	local port
+	port=$("$BENCH" free-port)
+	REDIS_ADDR=127.0.0.1:$port
+	mkdir -p "$WORK/$1"
+	# shellcheck disable=SC2086 # the arguments are a word list
+	redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/$1" --save "" --daemonize no \
+		--logfile "$WORK/$1.log" $FLEET_REDIS_ARGS &
+	REDIS_PID=$!
+	PIDS+=("$REDIS_PID")
+	wait_port "$port"
+	echo "$1: pid $REDIS_PID, redis $REDIS_ADDR, $FLEET_REDIS_ARGS"
+}
+
+# start_frontend NODE_ID: a frontend (cmd/frontend) against KAFKA_ADDR and
+# REDIS_ADDR, anonymous clients allowed, /debug/pprof served. Sets FE_PID,
+# FE_MQTT, FE_HTTP.
+start_frontend() {
+	local ports
+	mapfile -t ports < <("$BENCH" free-port 2)
+	FE_MQTT=127.0.0.1:${ports[0]}
+	FE_HTTP=127.0.0.1:${ports[1]}
+	"$FRONTEND" -node.id "$1" -kafka.brokers "$KAFKA_ADDR" -redis.addrs "$REDIS_ADDR" \
+		-mqtt.tcp-addr "$FE_MQTT" -mqtt.ws-addr "" -http.addr "$FE_HTTP" -http.pprof \
+		-auth.allow-anonymous=true -log.level warn >"$WORK/$1.log" 2>&1 &
+	FE_PID=$!
+	PIDS+=("$FE_PID")
+	wait_ready "$1" "$FE_HTTP" "$WORK/$1.log"
+	wait_port "${ports[0]}"
+	echo "$1: pid $FE_PID, mqtt $FE_MQTT, http $FE_HTTP"
+}
+
+# start_dispatcher NAME: a dispatcher (cmd/dispatcher) against KAFKA_ADDR
+# and REDIS_ADDR, /debug/pprof served. Sets DISP_PID, DISP_HTTP.
+start_dispatcher() {
+	DISP_HTTP=127.0.0.1:$("$BENCH" free-port)
+	"$DISPATCHER" -kafka.client-id "$1" -kafka.brokers "$KAFKA_ADDR" -redis.addrs "$REDIS_ADDR" \
+		-http.addr "$DISP_HTTP" -http.pprof -log.level warn >"$WORK/$1.log" 2>&1 &
+	DISP_PID=$!
+	PIDS+=("$DISP_PID")
+	wait_ready "$1" "$DISP_HTTP" "$WORK/$1.log"
+	echo "$1: pid $DISP_PID, http $DISP_HTTP"
+}
+
+# start_haproxy NAME MQTT,OPS...: HAProxy in TCP mode in front of the
+# frontends given as mqtt-address,ops-address, balanced as
+# deploy/haproxy/haproxy.cfg does (leastconn, /readyz checks). Sets LB_PID,
+# LB_ADDR.
+start_haproxy() {
+	local name=$1 port servers="" i=0 fe
+	shift
+	port=$("$BENCH" free-port)
+	LB_ADDR=127.0.0.1:$port
+	for fe in "$@"; do
+		i=$((i + 1))
+		servers+="    server fe-$i ${fe%%,*} check port ${fe##*:} inter 2s fall 2 rise 2"$'\n'
+	done
+	cat >"$WORK/$name.cfg" <<CFG
+global
+    log stdout format raw local0 warning
+    maxconn $((FLEET_HAPROXY_DEVICES * 2 + 1000))
+
+defaults
+    mode tcp
+    log global
+    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+    timeout queue 30s
+    timeout check 3s
+    option redispatch
+    retries 3
+
+frontend mqtt
+    bind $LB_ADDR
+    default_backend fleetgate_mqtt
+
+backend fleetgate_mqtt
+    balance leastconn
+    option httpchk GET /readyz
+    http-check expect status 200
+$servers
+CFG
+	haproxy -db -f "$WORK/$name.cfg" >"$WORK/$name.log" 2>&1 &
+	LB_PID=$!
+	PIDS+=("$LB_PID")
+	wait_port "$port"
+	echo "$name: pid $LB_PID, mqtt $LB_ADDR, in front of $*"
+}
+
 if section ingest; then
 log "start brokers for the publish runs"
 start_fleetgate fleetgate
@@ -349,13 +541,15 @@ stop "$TUN_PID"
 stop "$MQ_PID"
 fi
 
-# top_cum TITLE PROFILE: the cumulative top of a fleetgate CPU profile.
+# top_cum TITLE PROFILE [BINARY]: the cumulative top of a CPU profile of
+# fleetgate-dev (or of BINARY), then the flat one.
 top_cum() {
+	local bin=${3:-$FG_DEV}
 	log "$1"
 	if [[ -s $2 ]]; then
-		(cd "$ROOT" && go tool pprof -top -cum -nodecount=40 "$FG_DEV" "$2" 2>/dev/null | sed -n '1,50p')
+		(cd "$ROOT" && go tool pprof -top -cum -nodecount=40 "$bin" "$2" 2>/dev/null | sed -n '1,50p')
 		log "same profile, flat"
-		(cd "$ROOT" && go tool pprof -top -nodecount=25 "$FG_DEV" "$2" 2>/dev/null | sed -n '6,32p')
+		(cd "$ROOT" && go tool pprof -top -nodecount=25 "$bin" "$2" 2>/dev/null | sed -n '6,32p')
 	else
 		echo "no profile was taken"
 	fi
@@ -665,6 +859,220 @@ for label, path in (("6a, queue bounds as configured", sys.argv[1]), ("6b, queue
               f"(+{(fm['peak_heap_alloc_bytes'] - fm['baseline_heap_alloc_bytes']) / MiB:.1f} MiB; {fm['heap_samples']} samples) = "
               f"{fm['peak_heap_alloc_bytes'] / mm['peak_rss_bytes']:.2f}x mosquitto's peak RSS; "
               f"GC goal (twice the live heap) {fm['baseline_next_gc_bytes'] / MiB:.1f} MiB before, peak {fm['peak_next_gc_bytes'] / MiB:.1f} MiB")
+PY
+else
+	echo "python3 is not installed: read the ratios off the tables above"
+fi
+fi
+
+# fleet_drops: the dispatcher's deliveries dropped at a session's queue
+# bound so far (fleetgate_dispatch_deliveries, outcome dropped_*).
+fleet_drops() {
+	curl -sf "http://$FLEET_DISP_HTTP/metrics" |
+		awk '/^fleetgate_dispatch_deliveries[_a-z]*\{.*outcome="dropped_/ {n += $NF} END {printf "%d", n}'
+}
+
+# fleet_connections HTTP: the connections a frontend accepted so far.
+fleet_connections() {
+	curl -sf "http://$1/metrics" | awk '/^fleetgate_frontend_connections_total/ {n += $NF} END {printf "%d", n}'
+}
+
+if section fleet; then
+log "7. the fleet shape (issue 16): fleetgate as in production, beside mosquitto; started in the order $FLEET_ORDER"
+# One process each: the Kafka-protocol broker (reported apart, not counted),
+# redis-server, a frontend, a dispatcher. The frontend's and the
+# dispatcher's CPU profiles are taken during fleetgate's first round of each
+# shape.
+for who in $FLEET_ORDER; do
+	case $who in
+	fleetgate)
+		start_kafka fleet-kafka
+		start_redis fleet-redis
+		start_dispatcher fleet-dispatcher
+		FLEET_DISP_PID=$DISP_PID FLEET_DISP_HTTP=$DISP_HTTP
+		start_frontend fleet-fe-1
+		FLEET_FE_PID=$FE_PID FLEET_FE_MQTT=$FE_MQTT FLEET_FE_HTTP=$FE_HTTP
+		;;
+	mosquitto)
+		start_mosquitto mosquitto-fleet
+		;;
+	*)
+		echo "FLEET_ORDER: fleetgate and mosquitto, in either order" >&2
+		exit 2
+		;;
+	esac
+done
+FLEET_PROCS="pid=$FLEET_FE_PID+$FLEET_DISP_PID+$REDIS_PID,apart=$KAFKA_PID"
+FLEET_FG="fleetgate=$FLEET_FE_MQTT,$FLEET_PROCS"
+FLEET_PPROF=",pprof=$FLEET_FE_HTTP+$FLEET_DISP_HTTP"
+FLEET_MQ="mosquitto=$MQ_ADDR,pid=$MQ_PID"
+# fleet_targets [PPROF]: the two targets in FLEET_ORDER; with PPROF,
+# fleetgate's frontend and dispatcher are profiled.
+fleet_targets() {
+	local who
+	for who in $FLEET_ORDER; do
+		if [[ $who == fleetgate ]]; then
+			echo "-target"
+			echo "$FLEET_FG${1:+$FLEET_PPROF}"
+		else
+			echo "-target"
+			echo "$FLEET_MQ"
+		fi
+	done
+}
+mapfile -t FLEET_TARGETS < <(fleet_targets)
+mapfile -t FLEET_TARGETS_PPROF < <(fleet_targets pprof)
+echo "fleetgate's processes: frontend $FLEET_FE_PID, dispatcher $FLEET_DISP_PID, redis-server $REDIS_PID (counted); kafka $KAFKA_PID (apart)"
+echo "mosquitto: pid $MQ_PID"
+FLEET_OUT=$OUT/fleet
+mkdir -p "$FLEET_OUT"
+
+# Fresh processes first: memory per connection is read against the RSS
+# before the connections, which a Go heap grown by earlier shapes hides.
+log "7a. $FLEET_IDLE idle connections, one target after the other (one bench process holds them), settle $FLEET_IDLE_SETTLE"
+"$BENCH" compare idle "${FLEET_TARGETS[@]}" -baseline mosquitto \
+	-clients "$FLEET_IDLE" -rounds 1 -settle "$FLEET_IDLE_SETTLE" -json-out "$FLEET_OUT/idle.json"
+
+for n in $FLEET_DEVICES; do
+	rate=$((n * FLEET_DEVICE_RATE))
+	log "7b. $n devices × $FLEET_DEVICE_RATE msg/s, open loop ($rate msg/s in total), QoS 1, $SIZE-byte payloads, $FLEET_ROUNDS round(s) of $FLEET_DURATION"
+	"$BENCH" compare pub "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
+		-qos 1 -publishers "$n" -rate "$rate" -window 64 -size "$SIZE" -client-prefix "fleet-dev-$n" \
+		-duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
+		-pprof-dir "$FLEET_OUT/devices-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/devices-$n.json"
+	top_cum "frontend CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.cpu.pprof" "$FRONTEND"
+	top_cum "dispatcher CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
+done
+
+for n in $FLEET_PAIRS; do
+	rate=$((n * FLEET_PAIR_RATE))
+	log "7c. $n pairs × $FLEET_PAIR_RATE msg/s, open loop ($rate msg/s in total), QoS 1 both ways, $FLEET_ROUNDS round(s) of $FLEET_PAIRS_DURATION"
+	"$BENCH" compare pairs "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
+		-pairs "$n" -rate "$rate" -window 256 -size "$SIZE" -client-prefix "fleet-pairs-$n" \
+		-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
+		-pprof-dir "$FLEET_OUT/pairs-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/pairs-$n.json"
+	top_cum "frontend CPU profile, $n pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/pairs-$n/fleetgate.cpu.pprof" "$FRONTEND"
+	top_cum "dispatcher CPU profile, $n pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/pairs-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
+done
+
+log "7d. pairs, closed loop: $FLEET_CLOSED_PAIRS pairs, $FLEET_CLOSED_WINDOW in flight end to end per pair, $FLEET_CLOSED_ROUNDS rounds of $FLEET_PAIRS_DURATION"
+drops0=$(fleet_drops)
+"$BENCH" compare pairs "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
+	-pairs "$FLEET_CLOSED_PAIRS" -window "$FLEET_CLOSED_WINDOW" -size "$SIZE" -client-prefix fleet-closed \
+	-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_CLOSED_ROUNDS" \
+	-pprof-dir "$FLEET_OUT/closed" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/closed.json"
+drops1=$(fleet_drops)
+echo "fleetgate: deliveries dropped at a session's queue bound during 7d (dispatcher, fleetgate_dispatch_deliveries dropped_*): $((drops1 - drops0))"
+echo "$((drops1 - drops0))" >"$FLEET_OUT/closed-drops"
+top_cum "frontend CPU profile, closed-loop pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/closed/fleetgate.cpu.pprof" "$FRONTEND"
+top_cum "dispatcher CPU profile, closed-loop pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/closed/fleetgate.2.cpu.pprof" "$DISPATCHER"
+
+log "7e. reconnect storm: $FLEET_CONNECT devices with persistent sessions, 64 at a time, 1 warm-up pass (creates the sessions) and 1 measured pass (resumes them), $FLEET_CONNECT_ROUNDS rounds"
+"$BENCH" compare connect "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
+	-clients "$FLEET_CONNECT" -connect-concurrency 64 -persistent -warmup-passes 1 -passes 1 \
+	-rounds "$FLEET_CONNECT_ROUNDS" -client-prefix fleet-storm \
+	-pprof-dir "$FLEET_OUT/connect" -pprof-seconds 2 -json-out "$FLEET_OUT/connect.json"
+top_cum "frontend CPU profile, reconnect storm (2 s)" "$FLEET_OUT/connect/fleetgate.cpu.pprof" "$FRONTEND"
+
+if [[ $FLEET_HAPROXY == 1 ]]; then
+	log "7f. capacity check: $FLEET_HAPROXY_DEVICES devices × $FLEET_DEVICE_RATE msg/s through HAProxy to one frontend, then to two (leastconn), same Kafka, Redis and dispatcher; $FLEET_HAPROXY_ROUNDS rounds of $FLEET_DURATION"
+	stop "$MQ_PID" # not measured here
+	start_frontend fleet-fe-2
+	FLEET_FE2_PID=$FE_PID FLEET_FE2_MQTT=$FE_MQTT FLEET_FE2_HTTP=$FE_HTTP
+	start_haproxy fleet-lb-one "$FLEET_FE_MQTT,$FLEET_FE_HTTP"
+	LB1_PID=$LB_PID LB1_ADDR=$LB_ADDR
+	start_haproxy fleet-lb-two "$FLEET_FE_MQTT,$FLEET_FE_HTTP" "$FLEET_FE2_MQTT,$FLEET_FE2_HTTP"
+	LB2_PID=$LB_PID LB2_ADDR=$LB_ADDR
+	rate=$((FLEET_HAPROXY_DEVICES * FLEET_DEVICE_RATE))
+	conns1=$(fleet_connections "$FLEET_FE_HTTP")
+	"$BENCH" compare pub \
+		-target "one-frontend=$LB1_ADDR,pid=$FLEET_FE_PID+$FLEET_DISP_PID+$REDIS_PID,apart=$KAFKA_PID+$LB1_PID" \
+		-target "two-frontends=$LB2_ADDR,pid=$FLEET_FE_PID+$FLEET_FE2_PID+$FLEET_DISP_PID+$REDIS_PID,apart=$KAFKA_PID+$LB2_PID" \
+		-baseline one-frontend -qos 1 -publishers "$FLEET_HAPROXY_DEVICES" -rate "$rate" -window 64 -size "$SIZE" \
+		-client-prefix fleet-lb -duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_HAPROXY_ROUNDS" \
+		-json-out "$FLEET_OUT/haproxy.json"
+	echo "connections accepted during 7f (fleetgate_frontend_connections_total): fleet-fe-1 $(($(fleet_connections "$FLEET_FE_HTTP") - conns1)) (both targets), fleet-fe-2 $(fleet_connections "$FLEET_FE2_HTTP") (two-frontends only)"
+	stop "$LB1_PID"
+	stop "$LB2_PID"
+	stop "$FLEET_FE2_PID"
+fi
+stop "$FLEET_FE_PID"
+stop "$FLEET_DISP_PID"
+stop "$REDIS_PID"
+stop "$KAFKA_PID"
+stop "$MQ_PID"
+
+log "fleet shape: fleetgate (frontend + dispatcher + redis-server; Kafka apart) against mosquitto, this run"
+if command -v python3 >/dev/null; then
+	python3 - "$FLEET_OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+def load(name):
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        return None
+    return {t["target"]["name"]: t for t in json.load(open(path))["targets"]}
+def us(ns):
+    return f"{ns / 1e3:,.1f} µs"
+def ms(ns):
+    return f"{ns / 1e6:,.2f} ms"
+def procs(t, key="cpu_per_message_ns"):
+    return ", ".join(f"{p['name']}{' (apart)' if p.get('apart') else ''} {us(p['usage'][key])}" for p in t.get("processes", []))
+def verdict(ok):
+    return "met" if ok else "NOT met"
+def shapes(prefix):
+    """The results of one shape at each size, smallest first."""
+    names = [f for f in os.listdir(out) if f.startswith(prefix) and f.endswith(".json")]
+    return [load(f) for f in sorted(names, key=lambda f: int(f[len(prefix):-len(".json")]))]
+idle = load("idle.json")
+if idle:
+    fg, mq = idle["fleetgate"]["idle"], idle["mosquitto"]["idle"]
+    b = fg["bytes_per_connection"]
+    print(f"idle, {fg['connected']:,} connections: {b / 1024:,.1f} KiB per connection against {mq['bytes_per_connection'] / 1024:,.1f} KiB = {b / mq['bytes_per_connection']:.1f}x "
+          f"(target <= 10 KB: {verdict(b <= 10000)}); idle CPU {fg['idle_cpu_percent']:.2f} % of a core against {mq['idle_cpu_percent']:.2f} % (target <= 1 %: {verdict(fg['idle_cpu_percent'] <= 1)})")
+    for p in idle["fleetgate"].get("processes", []):
+        print(f"  {p['name']}{' (apart)' if p.get('apart') else ''}: {p['bytes_per_connection'] / 1024:,.2f} KiB per connection, idle CPU {p['usage']['cpu_percent']:.2f} %")
+for t in shapes("devices-"):
+    fg, mq = t["fleetgate"]["pub"], t["mosquitto"]["pub"]
+    n = fg["config"]["publishers"]
+    c, cm = fg["server"]["cpu_per_message_ns"], mq["server"]["cpu_per_message_ns"]
+    p99, p99m = fg["latency"]["p99_ns"], mq["latency"]["p99_ns"]
+    print(f"{n:,} devices: CPU per acked message {us(c)} against {us(cm)} = {c / cm:.2f}x (target <= 1.5x: {verdict(c <= 1.5 * cm)}); "
+          f"PUBACK p50 {ms(fg['latency']['p50_ns'])} against {ms(mq['latency']['p50_ns'])}, p99 {ms(p99)} against {ms(p99m)} = {p99 / p99m:.2f}x (target <= 2x: {verdict(p99 <= 2 * p99m)}); "
+          f"acked {fg['acked_per_sec']:,.0f}/s against {mq['acked_per_sec']:,.0f}/s, errors {fg['negative_acks'] + fg['disconnects'] + fg['connect_errors'] + fg['unacked']}")
+    print(f"  per process: {procs(t['fleetgate'])}")
+for t in shapes("pairs-"):
+    fg, mq = t["fleetgate"]["pubsub"], t["mosquitto"]["pubsub"]
+    n = fg["config"]["pairs"]
+    c, cm = fg["server"]["cpu_per_message_ns"], mq["server"]["cpu_per_message_ns"]
+    p99 = fg["latency"]["p99_ns"]
+    print(f"{n:,} pairs: e2e p50 {ms(fg['latency']['p50_ns'])} against {ms(mq['latency']['p50_ns'])}, p99 {ms(p99)} against {ms(mq['latency']['p99_ns'])} (target <= 10 ms: {verdict(p99 <= 10e6)}); "
+          f"CPU per delivery {us(c)} against {us(cm)} = {c / cm:.2f}x (target <= 2x: {verdict(c <= 2 * cm)}); lost {fg['lost']}, duplicates {fg['duplicates']}")
+    print(f"  per process: {procs(t['fleetgate'])}")
+closed = load("closed.json")
+if closed:
+    fg, mq = closed["fleetgate"]["pubsub"], closed["mosquitto"]["pubsub"]
+    r = fg["delivered_per_sec"] / mq["delivered_per_sec"]
+    drops = open(os.path.join(out, "closed-drops")).read().strip()
+    print(f"closed-loop pairs: {fg['delivered_per_sec']:,.0f} against {mq['delivered_per_sec']:,.0f} deliveries/s = {r:.2f}x (target >= 1.0x: {verdict(r >= 1)}); "
+          f"acked but not delivered {fg['lost']} of {fg['expected']:,} ({100 * fg['lost'] / max(fg['expected'], 1):.3f} %), dropped at the queue bound (dispatcher) {drops}; mosquitto lost {mq['lost']} "
+          f"(target: none dropped: {verdict(fg['lost'] == 0 and drops == '0')}); CPU per delivery {us(fg['server']['cpu_per_message_ns'])} against {us(mq['server']['cpu_per_message_ns'])}")
+    print(f"  per process: {procs(closed['fleetgate'])}")
+conn = load("connect.json")
+if conn:
+    fg, mq = conn["fleetgate"]["connect"], conn["mosquitto"]["connect"]
+    r = fg["connects_per_sec"] / mq["connects_per_sec"]
+    print(f"reconnect storm, {fg['config']['clients']:,} persistent sessions: {fg['connects_per_sec']:,.0f} against {mq['connects_per_sec']:,.0f} connects/s = {r:.2f}x (target >= 1.0x: {verdict(r >= 1)}); "
+          f"CONNACK p99 {ms(fg['connack']['p99_ns'])} against {ms(mq['connack']['p99_ns'])}; CPU per connect {us(fg['server']['cpu_per_message_ns'])} against {us(mq['server']['cpu_per_message_ns'])}")
+    print(f"  per process: {procs(conn['fleetgate'])}")
+lb = load("haproxy.json")
+if lb:
+    one, two = lb["one-frontend"], lb["two-frontends"]
+    c1, c2 = one["pub"]["server"]["cpu_per_message_ns"], two["pub"]["server"]["cpu_per_message_ns"]
+    print(f"capacity check, {one['pub']['config']['publishers']:,} devices through HAProxy: CPU per acked message (our processes) one frontend {us(c1)}, two {us(c2)} = {c2 / c1:.2f}x; "
+          f"PUBACK p99 {ms(one['pub']['latency']['p99_ns'])} / {ms(two['pub']['latency']['p99_ns'])}")
+    print(f"  one frontend: {procs(one)}")
+    print(f"  two frontends: {procs(two)}")
 PY
 else
 	echo "python3 is not installed: read the ratios off the tables above"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,7 +50,7 @@ type Config struct {
 // RegisterFlags registers the compare flags plus those of c.Workload, which
 // must be set before.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.Var(&c.Targets, "target", "A broker to compare, repeatable: name=host:port[,pid=N][,pprof=host:port][,creds=FILE][,metrics=host:port]. pid enables CPU and RSS figures; pprof takes a CPU profile of a Go broker during its first round; metrics is a Go broker's Prometheus endpoint, whose heap the retained workload samples; creds is a file of username:password lines, client i connecting to this target with line i (pub, idle, connect).")
+	fs.Var(&c.Targets, "target", "A broker to compare, repeatable: "+targetSyntax+". pid enables CPU and RSS figures; a broker of several processes gives them all (pid=N+M+K: their CPU and RSS summed, each reported too), and apart names processes reported on their own and not counted (a Kafka broker); pprof takes a CPU profile of a Go broker during its first round (of each server of host:port+host:port at once); metrics is a Go broker's Prometheus endpoint, whose heap the retained workload samples; creds is a file of username:password lines, client i connecting to this target with line i (pub, idle, connect).")
 	fs.IntVar(&c.Rounds, "rounds", 2, "Runs per target; targets alternate and their order flips every round.")
 	fs.DurationVar(&c.Pause, "pause", 2*time.Second, "Pause between two runs.")
 	fs.StringVar(&c.Baseline, "baseline", "", "Target the others are divided by in the ratio column (default: the last -target).")
@@ -100,6 +101,18 @@ func (c *Config) Validate() error {
 			if t.Creds != "" {
 				errs = append(errs, fmt.Errorf("target %s: creds: not for the %s workload (give -username and -password)", t.Name, c.Workload))
 			}
+		}
+	}
+	for _, t := range c.Targets {
+		if !t.isGroup() {
+			continue
+		}
+		switch {
+		case c.Workload == load.WorkloadRetained:
+			errs = append(errs, fmt.Errorf("target %s: pid with several processes, apart: not for the %s workload", t.Name, c.Workload))
+		case c.Workload == load.WorkloadPub && c.Pub.Messages > 0,
+			(c.Workload == load.WorkloadPairs || c.Workload == load.WorkloadFanout) && c.PubSub.Messages > 0:
+			errs = append(errs, fmt.Errorf("target %s: pid with several processes, apart: need a measured window (not -messages)", t.Name))
 		}
 	}
 	if len(c.Targets) < 2 {
@@ -159,8 +172,14 @@ type TargetResult struct {
 	// QoS 0), deliveries/s, bytes per idle connection, connects/s, or
 	// retained messages/s of the wildcard SUBSCRIBE.
 	PerRound []float64 `json:"per_round"`
-	// Profile is the path of the CPU profile taken, if any.
-	Profile string `json:"profile,omitempty"`
+	// Processes are the processes of a target of several (pid=N+M) or with
+	// processes apart (apart=N), each on its own; the workload's server
+	// figures (Pub.Server, ...) are then the sum of the counted ones.
+	Processes []*ProcessResult `json:"processes,omitempty"`
+	// Profile is the path of the CPU profile taken, if any; Profiles are
+	// all of them, when the target has several pprof servers.
+	Profile  string   `json:"profile,omitempty"`
+	Profiles []string `json:"profiles,omitempty"`
 	// ProfileError says why a requested profile is missing.
 	ProfileError string `json:"profile_error,omitempty"`
 
@@ -168,6 +187,7 @@ type TargetResult struct {
 	idleRounds   []*load.IdleResult
 	pubsubRounds []*load.PubSubResult
 	connRounds   []*load.ConnectResult
+	group        *group // a target of several processes, or some apart
 }
 
 // Result returns the named target's result, or nil.
@@ -190,7 +210,11 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 	}
 	res := &Result{Config: cfg}
 	for _, t := range cfg.Targets {
-		res.Targets = append(res.Targets, &TargetResult{Target: t})
+		tr := &TargetResult{Target: t}
+		if t.isGroup() {
+			tr.group = newGroup(t)
+		}
+		res.Targets = append(res.Targets, tr)
 	}
 	if cfg.Parallel {
 		if err := runIdleParallel(ctx, cfg, res, progress); err != nil {
@@ -218,25 +242,47 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 			t := tr.Target
 			report := func(msg string) { progress(fmt.Sprintf("round %d/%d %s: %s", round+1, cfg.Rounds, t.Name, msg)) }
 			hooks := load.Hooks{Progress: report}
-			if t.Pprof != "" && round == 0 {
-				hooks.MeasureStart = func(ctx context.Context, window time.Duration) {
-					path, err := fetchProfile(ctx, t, cfg.PprofDir, min(cfg.PprofSeconds, int(window/time.Second)), cfg.pprofTimeout)
-					if err != nil {
-						tr.ProfileError = err.Error()
-						report("cpu profile: " + err.Error())
-						return
+			// A group's processes are sampled here, at the edges of the
+			// measured window; the workload gets no server pid.
+			serverPID := t.PID
+			var win *window
+			if tr.group != nil {
+				serverPID, win = 0, tr.group.newWindow()
+			}
+			profile := t.Pprof != "" && round == 0
+			if profile || win != nil {
+				hooks.MeasureStart = func(ctx context.Context, d time.Duration) {
+					if win != nil {
+						win.open(d)
 					}
-					tr.Profile = path
+					if profile {
+						tr.fetchProfiles(ctx, cfg, d, report)
+					}
 				}
+			}
+			// counted ends the round's window, which held msgs messages;
+			// failed ends it without counting.
+			counted := func(msgs int64) {
+				if win != nil {
+					win.close()
+					tr.group.add(win, msgs)
+				}
+			}
+			failed := func(err error) error {
+				if win != nil {
+					win.close()
+				}
+				return fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
 			}
 			switch cfg.Workload {
 			case load.WorkloadPairs, load.WorkloadFanout:
 				pc := cfg.PubSub
-				pc.Addr, pc.ServerPID = t.Addr, t.PID
+				pc.Addr, pc.ServerPID = t.Addr, serverPID
 				r, err := load.RunPubSub(ctx, pc, hooks)
 				if err != nil {
-					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
+					return nil, failed(err)
 				}
+				counted(r.Delivered)
 				r.Target = t.Name
 				tr.pubsubRounds = append(tr.pubsubRounds, r)
 				tr.PerRound = append(tr.PerRound, r.DeliveredPerSec)
@@ -244,25 +290,25 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 					r.DeliveredPerSec, r.Latency.P99, r.Lost, r.Duplicates, r.Errors()))
 			case load.WorkloadPub:
 				pc := cfg.Pub
-				pc.Addr, pc.ServerPID = t.Addr, t.PID
+				pc.Addr, pc.ServerPID = t.Addr, serverPID
 				if t.Creds != "" {
 					pc.CredentialsFile, pc.Username, pc.Password = t.Creds, "", ""
 				}
 				r, err := load.RunPublish(ctx, pc, hooks)
 				if err != nil {
-					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
+					return nil, failed(err)
+				}
+				if pc.QoS == 0 {
+					counted(r.Sent)
+				} else {
+					counted(r.Acked)
 				}
 				r.Target = t.Name
 				tr.pubRounds = append(tr.pubRounds, r)
 				tr.PerRound = append(tr.PerRound, r.Throughput())
 				report(fmt.Sprintf("%.0f/s, p99 %v, errors %d", r.Throughput(), r.Latency.P99, r.Errors()))
 			case load.WorkloadIdle:
-				ic := cfg.Idle
-				ic.Addr, ic.ServerPID = t.Addr, t.PID
-				if t.Creds != "" {
-					ic.CredentialsFile, ic.Username, ic.Password = t.Creds, "", ""
-				}
-				r, err := load.RunIdle(ctx, ic, load.Hooks{Progress: report})
+				r, err := tr.runIdle(ctx, cfg.Idle, load.Hooks{Progress: report})
 				if err != nil {
 					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
 				}
@@ -272,7 +318,7 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 				report(fmt.Sprintf("%.0f bytes per connection, %d/%d alive", r.BytesPerConn, r.Alive, r.Connected))
 			case load.WorkloadConnect:
 				cc := cfg.Connect
-				cc.Addr, cc.ServerPID = t.Addr, t.PID
+				cc.Addr, cc.ServerPID = t.Addr, serverPID
 				if t.Creds != "" {
 					cc.CredentialsFile, cc.Username, cc.Password = t.Creds, "", ""
 				}
@@ -282,8 +328,9 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 				cc.ClientPrefix = cfg.Connect.ClientPrefix + "-" + t.Name
 				r, err := load.RunConnect(ctx, cc, hooks)
 				if err != nil {
-					return nil, fmt.Errorf("target %s, round %d: %w", t.Name, round+1, err)
+					return nil, failed(err)
 				}
+				counted(r.Connected)
 				r.Target = t.Name
 				tr.connRounds = append(tr.connRounds, r)
 				tr.PerRound = append(tr.PerRound, r.ConnectsPerSec)
@@ -310,8 +357,61 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 		tr.PubSub = load.MergePubSub(tr.pubsubRounds)
 		tr.Connect = load.MergeConnect(tr.connRounds)
 		tr.Retained = load.MergeRetained(tr.RetainedRounds)
+		tr.finishGroup()
 	}
 	return res, nil
+}
+
+// finishGroup sets a group target's per-process figures and, as the
+// broker's own, the sum of its counted processes.
+func (tr *TargetResult) finishGroup() {
+	g := tr.group
+	if g == nil {
+		return
+	}
+	if tr.Idle != nil {
+		g.finishIdle()
+	} else {
+		server := g.finish()
+		switch {
+		case tr.Pub != nil:
+			tr.Pub.Server = server
+		case tr.PubSub != nil:
+			tr.PubSub.Server = server
+		case tr.Connect != nil:
+			tr.Connect.Server = server
+		}
+	}
+	tr.Processes = g.procs
+}
+
+// runIdle runs one round of the idle workload against tr's target.
+func (tr *TargetResult) runIdle(ctx context.Context, ic load.IdleConfig, hooks load.Hooks) (*load.IdleResult, error) {
+	t := tr.Target
+	ic.Addr, ic.ServerPID = t.Addr, t.PID
+	if t.Creds != "" {
+		ic.CredentialsFile, ic.Username, ic.Password = t.Creds, "", ""
+	}
+	if tr.group != nil {
+		return tr.group.runIdle(ctx, ic, hooks)
+	}
+	return load.RunIdle(ctx, ic, hooks)
+}
+
+// fetchProfiles takes the CPU profiles of tr's target during a measured
+// window of length d.
+func (tr *TargetResult) fetchProfiles(ctx context.Context, cfg Config, d time.Duration, report func(string)) {
+	paths, errs := fetchProfiles(ctx, tr.Target, cfg.PprofDir, min(cfg.PprofSeconds, int(d/time.Second)), cfg.pprofTimeout)
+	if len(paths) > 0 {
+		tr.Profile = paths[0]
+	}
+	if len(paths) > 1 {
+		tr.Profiles = paths
+	}
+	if err := errors.Join(errs...); err != nil {
+		tr.ProfileError = strings.ReplaceAll(err.Error(), "\n", "; ")
+		report("cpu profile: " + tr.ProfileError)
+	}
 }
 
 // runIdleParallel runs each round of the idle workload against all targets
@@ -328,16 +428,12 @@ func runIdleParallel(ctx context.Context, cfg Config, res *Result, progress func
 			t := tr.Target
 			report := func(msg string) { progress(fmt.Sprintf("round %d/%d %s: %s", round+1, cfg.Rounds, t.Name, msg)) }
 			ic := cfg.Idle
-			ic.Addr, ic.ServerPID = t.Addr, t.PID
-			if t.Creds != "" {
-				ic.CredentialsFile, ic.Username, ic.Password = t.Creds, "", ""
-			}
 			// Two targets may be one cluster: keep the client ids apart.
 			ic.ClientPrefix = cfg.Idle.ClientPrefix + "-" + t.Name
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				results[i], errs[i] = load.RunIdle(ctx, ic, load.Hooks{Progress: report})
+				results[i], errs[i] = tr.runIdle(ctx, ic, load.Hooks{Progress: report})
 				if errs[i] == nil {
 					report(fmt.Sprintf("%.0f bytes per connection, %d/%d alive", results[i].BytesPerConn, results[i].Alive, results[i].Connected))
 				}
@@ -355,6 +451,7 @@ func runIdleParallel(ctx context.Context, cfg Config, res *Result, progress func
 	}
 	for _, tr := range res.Targets {
 		tr.Idle = load.MergeIdle(tr.idleRounds)
+		tr.finishGroup()
 	}
 	return nil
 }

@@ -37,6 +37,21 @@ func TestParseTarget(t *testing.T) {
 		{"empty creds are refused", "a=127.0.0.1:1,creds=", Target{}, "creds: must not be empty"},
 		{"metrics name a Prometheus endpoint", "a=127.0.0.1:1,metrics=127.0.0.1:9464", Target{Name: "a", Addr: "127.0.0.1:1", Metrics: "127.0.0.1:9464"}, ""},
 		{"empty metrics are refused", "a=127.0.0.1:1,metrics=", Target{}, "metrics: must not be empty"},
+		{"one pid reads as before", "a=127.0.0.1:1,pid=7", Target{Name: "a", Addr: "127.0.0.1:1", PID: 7}, ""},
+		{"pids joined by + are all counted, the first is the pid", "a=127.0.0.1:1,pid=7+8+9",
+			Target{Name: "a", Addr: "127.0.0.1:1", PID: 7, PIDs: []int{7, 8, 9}}, ""},
+		{"apart names processes reported on their own", "a=127.0.0.1:1,pid=7+8,apart=10+11",
+			Target{Name: "a", Addr: "127.0.0.1:1", PID: 7, PIDs: []int{7, 8}, Apart: []int{10, 11}}, ""},
+		{"one pid with one apart", "a=127.0.0.1:1,pid=7,apart=10",
+			Target{Name: "a", Addr: "127.0.0.1:1", PID: 7, Apart: []int{10}}, ""},
+		{"several pprof servers are kept in order", "a=127.0.0.1:1,pprof=127.0.0.1:2+127.0.0.1:3",
+			Target{Name: "a", Addr: "127.0.0.1:1", Pprof: "127.0.0.1:2+127.0.0.1:3"}, ""},
+		{"an empty pid in a list is refused", "a=127.0.0.1:1,pid=7+", Target{}, "positive integers joined by +"},
+		{"a pid given twice is refused", "a=127.0.0.1:1,pid=7+7", Target{}, "process 7 given twice"},
+		{"a process both counted and apart is refused", "a=127.0.0.1:1,pid=7+8,apart=8", Target{}, "both counted (pid) and apart"},
+		{"apart without pid is refused", "a=127.0.0.1:1,apart=8", Target{}, "apart: give pid too"},
+		{"a bad apart is refused", "a=127.0.0.1:1,pid=7,apart=-1", Target{}, "apart"},
+		{"an empty pprof server in a list is refused", "a=127.0.0.1:1,pprof=127.0.0.1:2+", Target{}, "pprof: must not be empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseTarget(tc.in)

@@ -8,12 +8,44 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
-// fetchProfile downloads a CPU profile of seconds from t's pprof server.
-func fetchProfile(ctx context.Context, t Target, dir string, seconds int, extra time.Duration) (string, error) {
-	base := t.Pprof
+// fetchProfiles downloads a CPU profile of seconds from each of t's pprof
+// servers at once, into <name>.cpu.pprof for the first and
+// <name>.<n>.cpu.pprof for the n-th after it, and returns the paths written
+// and the errors.
+func fetchProfiles(ctx context.Context, t Target, dir string, seconds int, extra time.Duration) ([]string, []error) {
+	addrs := t.pprofAddrs()
+	paths := make([]string, len(addrs))
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		file := t.Name + ".cpu.pprof"
+		if i > 0 {
+			file = fmt.Sprintf("%s.%d.cpu.pprof", t.Name, i+1)
+		}
+		wg.Go(func() {
+			paths[i], errs[i] = fetchProfile(ctx, addr, filepath.Join(dir, file), seconds, extra)
+		})
+	}
+	wg.Wait()
+	var written []string
+	var failed []error
+	for i := range addrs {
+		if errs[i] != nil {
+			failed = append(failed, errs[i])
+		} else {
+			written = append(written, paths[i])
+		}
+	}
+	return written, failed
+}
+
+// fetchProfile downloads a CPU profile of seconds from the pprof server at
+// base (host:port or a URL) into path.
+func fetchProfile(ctx context.Context, base, path string, seconds int, extra time.Duration) (string, error) {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
@@ -36,10 +68,9 @@ func fetchProfile(ctx context.Context, t Target, dir string, seconds int, extra 
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return "", fmt.Errorf("fetching %s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", fmt.Errorf("profile dir: %w", err)
 	}
-	path := filepath.Join(dir, t.Name+".cpu.pprof")
 	f, err := os.Create(path)
 	if err != nil {
 		return "", fmt.Errorf("writing profile: %w", err)

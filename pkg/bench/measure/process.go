@@ -51,6 +51,16 @@ func parseStatusKB(status []byte, key string) (int64, error) {
 	return 0, ErrNoRSS
 }
 
+// ReadName returns the command name of process pid (/proc/<pid>/comm: the
+// executable's name, at most 15 bytes), or "?" when it cannot be read.
+func ReadName(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // ReadCPUTime returns the user plus system CPU time process pid has used,
 // from /proc/<pid>/stat.
 func ReadCPUTime(pid int) (time.Duration, error) {

@@ -37,6 +37,8 @@ func TestReadsThisProcess(t *testing.T) {
 	require.Positive(t, rss)
 	_, err = ReadCPUTime(os.Getpid())
 	require.NoError(t, err)
+	require.Equal(t, "measure.test", ReadName(os.Getpid()))
+	require.Equal(t, "?", ReadName(0))
 	require.False(t, SampleProcess(0).OK)
 	require.True(t, SampleProcess(os.Getpid()).OK)
 }

@@ -236,7 +236,9 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 			}
 		}
 		measured := func(f func(*load.IdleResult) float64) func(*compare.TargetResult) (float64, bool) {
-			return idle(func(r *load.IdleResult) (float64, bool) { return f(r), r.Config.ServerPID > 0 })
+			// A target of several processes has its sums measured by
+			// compare, not by the workload (no server pid).
+			return idle(func(r *load.IdleResult) (float64, bool) { return f(r), r.Config.ServerPID > 0 || r.RSS > 0 })
 		}
 		row("connected", idle(func(r *load.IdleResult) (float64, bool) { return float64(r.Connected), true }), measure.FormatCount)
 		row("alive after", idle(func(r *load.IdleResult) (float64, bool) { return float64(r.Alive), true }), measure.FormatCount)
@@ -256,8 +258,13 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := writeProcesses(w, r); err != nil {
+		return err
+	}
 	for _, t := range r.Targets {
-		if t.Profile != "" {
+		if len(t.Profiles) > 0 {
+			fmt.Fprintf(w, "cpu profiles of %s: %s\n", t.Target.Name, strings.Join(t.Profiles, " "))
+		} else if t.Profile != "" {
 			fmt.Fprintf(w, "cpu profile of %s: %s\n", t.Target.Name, t.Profile)
 		}
 		if t.ProfileError != "" {
