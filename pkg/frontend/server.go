@@ -138,7 +138,14 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		return nil, err
 	}
 
-	maxRecord := int32(cfg.MQTT.MaxPacketSize) + 64<<10 // headers and framing
+	// Batches large enough for the biggest PUBLISH plus headers and
+	// framing, but never larger than the topic takes: a record too large
+	// for it then fails alone, not with the records batched beside it.
+	maxRecord := int32(min(int64(cfg.MQTT.MaxPacketSize)+64<<10, int64(cfg.Kafka.MaxMessageBytes)))
+	if int64(cfg.MQTT.MaxPacketSize) > int64(cfg.Kafka.MaxMessageBytes) {
+		log.Warn("mqtt.max-packet-size is above kafka.max-message-bytes: publishes too large for a Kafka batch get PUBACK 0x95 (MQTT 3.1.1: a closed connection)",
+			"max_packet_size", cfg.MQTT.MaxPacketSize.String(), "max_message_bytes", cfg.Kafka.MaxMessageBytes.String())
+	}
 	s.producer, err = kafka.NewProducer(cfg.Kafka, kafka.ProducerOptions{
 		DeliveryTimeout:  cfg.Ingest.AckTimeout,
 		MaxBufferedBytes: int64(cfg.Ingest.MaxUnackedBytes) + int64(maxRecord),

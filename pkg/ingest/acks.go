@@ -195,8 +195,11 @@ func (h *Hook) writeAcks(a *clientAcks, entries []*entry) {
 			// PUBREL that may follow at once with PUBCOMP
 			// [MQTT-4.3.3-8], and a resent PUBLISH with this id is not
 			// produced again [MQTT-4.3.3-10] (see OnPacketRead).
+			// mochi's own receive quota is left alone: the hook counts
+			// what awaits PUBREL itself (recs), and mochi would otherwise
+			// refuse QoS 0 at a zero quota and send an MQTT 3.1.1
+			// client a DISCONNECT.
 			cl.State.Inflight.Set(ack)
-			cl.State.Inflight.DecreaseReceiveQuota() // mochi gives it back on PUBREL
 			if v5 {
 				a.recs.Add(1) // until PUBREL (OnPacketRead)
 			}

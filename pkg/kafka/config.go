@@ -24,6 +24,10 @@ type Config struct {
 	MetadataMaxAge    time.Duration     `yaml:"metadata_max_age"`
 	Linger            time.Duration     `yaml:"linger"`
 	Compression       string            `yaml:"compression"`
+	// MaxMessageBytes is the largest record batch the topic takes (its
+	// max.message.bytes): no produce batch is larger, so a record too large
+	// fails alone instead of taking the records batched with it along.
+	MaxMessageBytes config.ByteSize `yaml:"max_message_bytes"`
 	TLS               TLSConfig         `yaml:"tls"`
 	SASL              SASLConfig        `yaml:"sasl"`
 }
@@ -57,6 +61,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MetadataMaxAge, "kafka.metadata-max-age", time.Minute, "How often every Kafka client refreshes topic metadata: partitions added to a topic are produced to and routed within about this long (Kafka's own default is 5m).")
 	fs.DurationVar(&c.Linger, "kafka.linger", time.Millisecond, "How long the producer waits to fill a batch: the publishes of this long share one produce request. 0 sends each as soon as possible (lowest ack latency at low rates, more CPU per message).")
 	fs.StringVar(&c.Compression, "kafka.compression", "none", "Producer compression: none, gzip, snappy, lz4 or zstd.")
+	c.MaxMessageBytes = 1 << 20
+	fs.Var(&c.MaxMessageBytes, "kafka.max-message-bytes", "The largest record batch the topic accepts (its max.message.bytes; Kafka's default is about 1MiB): no produce request carries a larger batch, so a record too large for it fails alone (PUBACK 0x95) and never takes the small records batched with it along. Raise it with the topic's setting.")
 	fs.BoolVar(&c.TLS.Enabled, "kafka.tls.enabled", false, "Connect to the brokers over TLS.")
 	fs.StringVar(&c.TLS.CAFile, "kafka.tls.ca-file", "", "PEM CA bundle to verify the brokers with; empty uses the system roots.")
 	fs.StringVar(&c.TLS.CertFile, "kafka.tls.cert-file", "", "PEM client certificate, for brokers that require mutual TLS.")
@@ -74,6 +80,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Topic == "" {
 		errs = append(errs, errors.New("kafka.topic: must not be empty"))
+	}
+	if c.MaxMessageBytes < 1<<10 {
+		errs = append(errs, fmt.Errorf("kafka.max-message-bytes: %s must be at least 1KiB", c.MaxMessageBytes.String()))
 	}
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("kafka.partitions: %d must be at least 1", c.Partitions))

@@ -480,6 +480,39 @@ func TestMoreThanTheReceiveMaximumUnacknowledgedPublishesGetDisconnect0x93(t *te
 			e.requireOnly(t, topic, want...)
 		})
 	}
+	// The Receive Maximum bounds QoS 1 and 2 only: at a quota of 0 a QoS 0
+	// PUBLISH is still accepted (MQTT 5 section 4.9: "the Server ... can
+	// continue to send PUBLISH packets with QoS 0"; the Receive Maximum
+	// counts QoS 1 and 2, 3.3.4). MQTT 3.1.1 has no Receive Maximum and a
+	// 3.1.1 server never sends DISCONNECT: with as many QoS 2 publishes
+	// awaiting PUBREL the client goes on publishing.
+	for _, version := range both {
+		t.Run(protocolName(version)+": QoS 0 at a quota of 0, and 3.1.1 unbounded", func(t *testing.T) {
+			before := refusalCounts(t, e.c, 0, "receive_maximum_exceeded", "receive_maximum_exceeded", false)
+			r, _ := rawConnect(t, addr, version, id("rm-zero"), nil)
+			topic := id(e.prefix + "/zero")
+			var want []string
+			for i := uint16(1); i <= receiveMax; i++ {
+				r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, PacketID: i,
+					TopicName: topic, Payload: []byte(fmt.Sprint(i))})
+				want = append(want, fmt.Sprintf("%s=%d", topic, i))
+			}
+			for i := uint16(1); i <= receiveMax; i++ {
+				requireAck(t, r, 2, i, 0) // no PUBREL: each still counts
+			}
+			r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: []byte("qos0")})
+			want = append(want, topic+"=qos0")
+			if version == v311 {
+				r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 3000,
+					TopicName: topic, Payload: []byte("qos1")})
+				requireAck(t, r, 1, 3000, 0)
+				want = append(want, topic+"=qos1")
+			}
+			requireOpen(t, r)
+			e.requireOnly(t, topic, want...)
+			requireIncrements(t, e.c, before, nil)
+		})
+	}
 	e.requireServed(t)
 }
 
@@ -522,10 +555,10 @@ func TestARecordTooLargeForKafkaGets0x95(t *testing.T) {
 	t.Run("MQTT 5 gets 0x95 in its place among the acks, and goes on", func(t *testing.T) {
 		before := counts(t, e.c, tooLarge...)
 		r, _ := rawConnect(t, e.c.Frontends[0].Addr, v5, id("large-v5"), nil)
-		// One at a time: Kafka refuses a whole batch, and the producer
-		// would put a small record sent at the same moment into the
-		// large one's batch.
-		for i, p := range []struct {
+		// All at once: the producer's batches are no larger than the
+		// topic takes (kafka.max-message-bytes), so a large record fails
+		// alone and the small ones sent beside it go through.
+		sent := []struct {
 			qos     byte
 			topic   string
 			payload []byte
@@ -535,10 +568,12 @@ func TestARecordTooLargeForKafkaGets0x95(t *testing.T) {
 			{1, "/large", large, packets.ErrPacketTooLarge.Code},
 			{2, "/large", large, packets.ErrPacketTooLarge.Code},
 			{1, "/after", []byte("small"), 0},
-		} {
-			pid := uint16(i + 1)
-			require.NoError(t, publish(r, p.qos, pid, e.prefix+p.topic, p.payload))
-			requireAck(t, r, p.qos, pid, p.code)
+		}
+		for i, p := range sent {
+			require.NoError(t, publish(r, p.qos, uint16(i+1), e.prefix+p.topic, p.payload))
+		}
+		for i, p := range sent {
+			requireAck(t, r, p.qos, uint16(i+1), p.code)
 		}
 		requireOpen(t, r)
 		want = append(want, e.prefix+"/before=small", e.prefix+"/after=small")
