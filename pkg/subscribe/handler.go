@@ -3,6 +3,7 @@ package subscribe
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -80,6 +81,10 @@ type Handler struct {
 	o       Options
 	log     *slog.Logger
 	metrics *metrics
+	// feeds holds, per connection with a retained stream running, a slot
+	// of one: a connection streams one SUBSCRIBE's retained messages at a
+	// time (*mqtt.Client → chan struct{}).
+	feeds sync.Map
 }
 
 // New returns a Handler. It does no I/O.

@@ -137,10 +137,30 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 		ReasonCodes: codes,       // one per filter, in order [MQTT-3.8.4-6]
 	})
 	h.emitSubscriptions(cl, events.Subscribe, pk, codes)
-	if err != nil || h.o.Retained == nil {
+	if err != nil || h.o.Retained == nil || len(stored) == 0 {
 		return
 	}
-	h.queueRetained(ctx, c, stored, existed)
+	h.streamRetained(c, stored, existed)
+}
+
+// streamRetained runs queueRetained beside the connection's reader, so
+// that the subscriber's acknowledgements are read, and the delivery of
+// what is queued goes on, while a wildcard's matches are still streamed
+// into its queue. One stream per connection at a time: a SUBSCRIBE that
+// comes while one runs waits for it, which holds its reader as before
+// and bounds what a client can start.
+func (h *Handler) streamRetained(c Conn, subs []topic.Subscription, existed []bool) {
+	cl := c.Client()
+	v, _ := h.feeds.LoadOrStore(cl, make(chan struct{}, 1))
+	slot := v.(chan struct{})
+	slot <- struct{}{}
+	go func() {
+		defer func() {
+			<-slot
+			h.feeds.CompareAndDelete(cl, slot)
+		}()
+		h.queueRetained(c, subs, existed)
+	}()
 }
 
 // refusal is the SUBACK code of a refused filter: code in MQTT 5, 0x80
@@ -165,8 +185,11 @@ func refusal(v5 bool, code packets.Code) byte {
 // once a page overflows it (messages dropped per
 // session.queue-full-policy), the rest of that subscription's matches are
 // not sent, and that is logged and counted.
-func (h *Handler) queueRetained(ctx context.Context, c Conn, subs []topic.Subscription, existed []bool) {
+func (h *Handler) queueRetained(c Conn, subs []topic.Subscription, existed []bool) {
 	cl := c.Client()
+	// A stream may take many pages: each store call has the usual bound.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	n := 0
 	for i, s := range subs {
 		if s.Group != "" || s.RetainHandling == 2 || (s.RetainHandling == 1 && i < len(existed) && existed[i]) {
@@ -192,7 +215,9 @@ func (h *Handler) queueRetained(ctx context.Context, c Conn, subs []topic.Subscr
 			if len(ds) == 0 {
 				return true
 			}
-			res, err := h.o.Store.Enqueue(ctx, ds)
+			ectx, ecancel := context.WithTimeout(ctx, h.o.Timeout)
+			res, err := h.o.Store.Enqueue(ectx, ds)
+			ecancel()
 			if err != nil {
 				h.log.Warn("retained messages not queued", "client_id", cl.ID, "filter", s.Filter, "err", err)
 				return false

@@ -159,6 +159,7 @@ func TestASubackFollowsTheStoreAndTheChangeLogWithOneCodePerFilter(t *testing.T)
 				packets.Subscription{Filter: "a/+/c", Qos: 2},
 				packets.Subscription{Filter: "a/#/b", Qos: 1},
 				packets.Subscription{Filter: "$share/g/x/#", Qos: 1}))
+			f.h.waitRetained(f.c.cl)
 			ack := f.read(t)
 			require.Equal(t, packets.Suback, ack.FixedHeader.Type)
 			require.Equal(t, uint16(5), ack.PacketID, "[MQTT-3.8.4-2]")
@@ -186,6 +187,7 @@ func TestRetainedMessagesFollowANewSubscriptionAtTheGrantedQoS(t *testing.T) {
 	f.h.Subscribe(f.c, subscribePacket(5,
 		packets.Subscription{Filter: name + "/#", Qos: 1, Identifier: 9},
 		packets.Subscription{Filter: name + "/+", Qos: 2, RetainHandling: 2}))
+	f.h.waitRetained(f.c.cl)
 	require.Equal(t, []byte{1, 2}, f.read(t).ReasonCodes)
 	require.EqualValues(t, 1, f.c.queued.Load(), "the session is told its queue has messages")
 
@@ -202,6 +204,7 @@ func TestRetainedMessagesFollowANewSubscriptionAtTheGrantedQoS(t *testing.T) {
 
 	// Subscribing again with retain handling 1 sends nothing: it existed.
 	f.h.Subscribe(f.c, subscribePacket(5, packets.Subscription{Filter: name + "/#", Qos: 1, RetainHandling: 1}))
+	f.h.waitRetained(f.c.cl)
 	f.read(t)
 	require.EqualValues(t, 1, f.c.queued.Load(), "[MQTT-3.3.1-10]")
 }
@@ -211,6 +214,7 @@ func TestAStaleConnectionGetsAFailureAndIsToldItsSessionMovedOn(t *testing.T) {
 	_, err := f.store.Connect(context.Background(), session.ConnectRequest{ClientID: f.c.cl.ID, Node: "other", ExpirySeconds: 3600, Protocol: 5, Window: 10})
 	require.NoError(t, err)
 	f.h.Subscribe(f.c, subscribePacket(5, packets.Subscription{Filter: "a", Qos: 1}))
+	f.h.waitRetained(f.c.cl)
 	select {
 	case pk := <-f.acks:
 		t.Fatalf("a fenced connection must not be answered as if subscribed: %v", pk.ReasonCodes)
@@ -223,6 +227,7 @@ func TestAStaleConnectionGetsAFailureAndIsToldItsSessionMovedOn(t *testing.T) {
 func TestUnsubscribeSaysWhichSubscriptionsDidNotExist(t *testing.T) {
 	f := newFixture(t, 5)
 	f.h.Subscribe(f.c, subscribePacket(5, packets.Subscription{Filter: "a/b", Qos: 1}))
+	f.h.waitRetained(f.c.cl)
 	f.read(t)
 	f.h.Unsubscribe(f.c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 6,
 		Filters: packets.Subscriptions{{Filter: "a/b"}, {Filter: "c"}}, ProtocolVersion: 5})
@@ -263,6 +268,7 @@ func TestAFilterTheAuthorizerRefusesIsAnsweredNotAuthorizedAndGetsNoRetainedMess
 				packets.Subscription{Filter: "#", Qos: 1},
 				packets.Subscription{Filter: "d/+/state", Qos: 1},
 				packets.Subscription{Filter: "$share/g/" + other, Qos: 1}))
+			f.h.waitRetained(f.c.cl)
 			require.Equal(t, []byte{1, tc.refused, tc.refused, tc.refused}, f.read(t).ReasonCodes)
 
 			stored, err := f.store.Subscriptions(ctx, f.c.cl.ID)
@@ -297,11 +303,13 @@ func TestFiltersBeyondTheSessionsBoundAreRefusedOneByOne(t *testing.T) {
 		require.NoError(t, f.retained.Apply(ctx, retained.Message{Topic: msg.Topic, Message: handoff.EncodeMessage(&msg)}, retained.Version{TimeMs: time.Now().UnixMilli(), ID: "1"}, false))
 
 		f.h.Subscribe(f.c, subscribePacket(version, packets.Subscription{Filter: name + "/a", Qos: 1}))
+		f.h.waitRetained(f.c.cl)
 		require.Equal(t, []byte{1}, f.read(t).ReasonCodes)
 		f.h.Subscribe(f.c, subscribePacket(version,
 			packets.Subscription{Filter: name + "/b", Qos: 1},
 			packets.Subscription{Filter: name + "/c", Qos: 1},
 			packets.Subscription{Filter: name + "/a", Qos: 2}))
+		f.h.waitRetained(f.c.cl)
 		require.Equal(t, []byte{1, refused, 2}, f.read(t).ReasonCodes,
 			"the filter over the bound only; a replacement is not new [MQTT-3.8.4-3] [MQTT-3.9.3-1]")
 
@@ -328,6 +336,7 @@ func TestFiltersOverTheTopicLimitsAreAnsweredAsInvalid(t *testing.T) {
 			packets.Subscription{Filter: "a/b/c/d", Qos: 1},
 			packets.Subscription{Filter: "a/" + strings.Repeat("x", 15), Qos: 1},
 			packets.Subscription{Filter: "$share/a-long-group/x/+/#", Qos: 1}))
+		f.h.waitRetained(f.c.cl)
 		require.Equal(t, []byte{1, invalid, invalid, 1}, f.read(t).ReasonCodes,
 			"a shared subscription is measured without its $share/<group>/ prefix")
 		require.Len(t, f.log.subs, 2)
@@ -361,6 +370,7 @@ func TestRetainedMessagesStreamIntoTheQueueAndStopAtItsBound(t *testing.T) {
 
 	f.c.cl.Net.Conn = nil // the SUBACK goes nowhere: only the queue matters here
 	h.Subscribe(f.c, subscribePacket(5, packets.Subscription{Filter: name + "/#", Qos: 1}))
+	h.waitRetained(f.c.cl)
 	inflight, err := f.store.Inflight(ctx, f.c.cl.ID)
 	require.NoError(t, err)
 	info, err := f.store.Session(ctx, f.c.cl.ID)
@@ -384,4 +394,13 @@ func TestRetainedMessagesStreamIntoTheQueueAndStopAtItsBound(t *testing.T) {
 	queued := got["fleetgate_delivery_retained_queued"]
 	assert.GreaterOrEqual(t, queued, int64(100))
 	assert.Less(t, queued, int64(3000), "the scan stopped: not every match was queued and evicted")
+}
+
+// waitRetained waits until no retained stream of cl runs.
+func (h *Handler) waitRetained(cl *mqtt.Client) {
+	if v, ok := h.feeds.Load(cl); ok {
+		slot := v.(chan struct{})
+		slot <- struct{}{}
+		<-slot
+	}
 }
