@@ -28,8 +28,8 @@ type Config struct {
 	// max.message.bytes): no produce batch is larger, so a record too large
 	// fails alone instead of taking the records batched with it along.
 	MaxMessageBytes config.ByteSize `yaml:"max_message_bytes"`
-	TLS               TLSConfig         `yaml:"tls"`
-	SASL              SASLConfig        `yaml:"sasl"`
+	TLS             TLSConfig       `yaml:"tls"`
+	SASL            SASLConfig      `yaml:"sasl"`
 }
 
 // TLSConfig configures TLS to the brokers.
