@@ -453,7 +453,9 @@ func (s *Store) PendingOf(ctx context.Context, clientIDs []string) ([]Pending, e
 	out := make([]Pending, len(clientIDs))
 	for i := range clientIDs {
 		out[i].Queued = lens[i].Val() > 0
-		out[i].Seq, _ = strconv.ParseUint(seqs[i].Val(), 10, 64)
+		if v := seqs[i].Val(); v != "" { // none yet: an idle clean session (no error made)
+			out[i].Seq, _ = strconv.ParseUint(v, 10, 64)
+		}
 	}
 	return out, nil
 }
