@@ -376,3 +376,25 @@ func TestEnqueueChecksTheSessionStillHoldsTheSubscription(t *testing.T) {
 	}
 	assert.Equal(t, []string{"held", "shared", "unchecked"}, got)
 }
+
+// TestPendingOfSaysWhichSessionsHaveWork: the poll's read of many sessions
+// at once — a queue with messages, the sequence counter after a take, and
+// nothing for a fresh session or one that does not exist.
+func TestPendingOfSaysWhichSessionsHaveWork(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	ctx := testCtx(t)
+	idle, queued, taken, none := clientID(t, "idle"), clientID(t, "queued"), clientID(t, "taken"), clientID(t, "none")
+	connect(t, s, idle, "n1")
+	connect(t, s, queued, "n1")
+	epoch := connect(t, s, taken, "n1")
+	_, err := s.Enqueue(ctx, []Delivery{{ClientID: queued, Message: []byte("m")}, {ClientID: taken, Message: []byte("m")}})
+	require.NoError(t, err)
+	got, err := s.Take(ctx, taken, epoch, 10)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+
+	p, err := s.PendingOf(ctx, []string{idle, queued, taken, none})
+	require.NoError(t, err)
+	assert.Equal(t, []Pending{{}, {Queued: true}, {Seq: got[0].Seq}, {}}, p)
+	assert.NotZero(t, got[0].Seq)
+}
