@@ -144,7 +144,7 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.WriteBufferSize, "mqtt.write-buffer-size", 1024, "Per-connection write buffer, bytes.")
 	c.Topics.RegisterFlags(fs)
 	c.Listen.RegisterFlags(fs)
-	fs.IntVar(&c.WritesPending, "mqtt.max-client-writes-pending", 64, "Outbound packets mochi may queue per connection; each slot costs 8 bytes per connection.")
+	fs.IntVar(&c.WritesPending, "mqtt.max-client-writes-pending", 64, "Outbound packets mochi may queue per connection; each slot costs 8 bytes per connection. With mqtt.serve=lean nothing is queued there and the queue has one slot.")
 	fs.StringVar(&c.Serve, "mqtt.serve", ServeLean, "Who serves each MQTT connection: \"lean\" (fleetgate, with mochi's exported API: one goroutine per idle connection and no per-second sweeps of mochi's client map; docs/connection-memory.md) or \"mochi\" (mochi's own EstablishConnection, the fallback). mochi decodes and processes every packet either way.")
 }
 

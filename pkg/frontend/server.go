@@ -122,6 +122,12 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	// 0x94 [MQTT-3.3.2-9]; the sessions hook announces it in CONNACK.
 	caps.TopicAliasMaximum = uint16(cfg.MQTT.TopicAliasMaximum)
 	caps.MaximumClientWritesPending = int32(cfg.MQTT.WritesPending)
+	if cfg.MQTT.Serve == ServeLean {
+		// Nothing is queued to mochi's outbound queue (local fan-out is
+		// off) and no WriteLoop would drain it: one slot instead of
+		// mqtt.max-client-writes-pending saves ~0.5 KiB per connection.
+		caps.MaximumClientWritesPending = 1
+	}
 	// mochi's own MaximumClients stays unbounded: it counts clients only
 	// once authenticated, so a storm of CONNECTs passes it together;
 	// mqtt.max-clients is held in OnConnect (admission.go).
