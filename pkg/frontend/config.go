@@ -48,6 +48,15 @@ type NodeConfig struct {
 	ID string `yaml:"id"`
 }
 
+// Values of mqtt.serve.
+const (
+	// ServeLean: fleetgate serves each connection with mochi's exported
+	// API (serve.go).
+	ServeLean = "lean"
+	// ServeMochi: mochi's EstablishConnection serves each connection.
+	ServeMochi = "mochi"
+)
+
 // ShutdownConfig configures the drain on SIGTERM.
 type ShutdownConfig struct {
 	Timeout time.Duration `yaml:"timeout"`
@@ -70,6 +79,10 @@ type MQTTConfig struct {
 	ReadBufferSize    int `yaml:"read_buffer_size"`
 	WriteBufferSize   int `yaml:"write_buffer_size"`
 	WritesPending     int `yaml:"max_client_writes_pending"`
+	// Serve chooses who serves each connection: ServeLean (fleetgate, with
+	// mochi's exported API; docs/connection-memory.md) or ServeMochi
+	// (mochi's EstablishConnection), the fallback.
+	Serve string `yaml:"serve"`
 	// Admission holds the connection limits and keep-alive bounds.
 	Admission AdmissionConfig `yaml:",inline"`
 	// Topics bounds topic names and filters.
@@ -131,7 +144,8 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.WriteBufferSize, "mqtt.write-buffer-size", 1024, "Per-connection write buffer, bytes.")
 	c.Topics.RegisterFlags(fs)
 	c.Listen.RegisterFlags(fs)
-	fs.IntVar(&c.WritesPending, "mqtt.max-client-writes-pending", 64, "Outbound packets mochi may queue per connection; each slot costs 8 bytes per connection.")
+	fs.IntVar(&c.WritesPending, "mqtt.max-client-writes-pending", 64, "Outbound packets mochi may queue per connection; each slot costs 8 bytes per connection. With mqtt.serve=lean nothing is queued there and the queue has one slot.")
+	fs.StringVar(&c.Serve, "mqtt.serve", ServeLean, "Who serves each MQTT connection: \"lean\" (fleetgate, with mochi's exported API: one goroutine per idle connection and no per-second sweeps of mochi's client map; docs/connection-memory.md) or \"mochi\" (mochi's own EstablishConnection, the fallback). mochi decodes and processes every packet either way.")
 }
 
 // RegisterFlags registers the "authz." flags.
@@ -195,6 +209,9 @@ func (c *Config) Validate() error {
 	}
 	if m.WritesPending < 1 {
 		errs = append(errs, fmt.Errorf("mqtt.max-client-writes-pending: %d must be at least 1", m.WritesPending))
+	}
+	if m.Serve != ServeLean && m.Serve != ServeMochi {
+		errs = append(errs, fmt.Errorf("mqtt.serve: %q must be %q or %q", m.Serve, ServeLean, ServeMochi))
 	}
 	errs = append(errs, m.Topics.Validate())
 	errs = append(errs, m.Listen.Validate())

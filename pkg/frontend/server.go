@@ -62,7 +62,10 @@ type Server struct {
 	ops     *telemetry.Server
 	metrics *metrics
 
-	mochi    *mqtt.Server
+	mochi *mqtt.Server
+	// hooks are the hooks added to mochi, for the CONNECT sequence and the
+	// end of a connection that the frontend runs itself (serve.go).
+	hooks    *mqtt.Hooks
 	hook     *ingest.Hook
 	sessions *sessions.Hook
 	auth     *authHook
@@ -119,6 +122,12 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	// 0x94 [MQTT-3.3.2-9]; the sessions hook announces it in CONNACK.
 	caps.TopicAliasMaximum = uint16(cfg.MQTT.TopicAliasMaximum)
 	caps.MaximumClientWritesPending = int32(cfg.MQTT.WritesPending)
+	if cfg.MQTT.Serve == ServeLean {
+		// Nothing is queued to mochi's outbound queue (local fan-out is
+		// off) and no WriteLoop would drain it: one slot instead of
+		// mqtt.max-client-writes-pending saves ~0.5 KiB per connection.
+		caps.MaximumClientWritesPending = 1
+	}
 	// mochi's own MaximumClients stays unbounded: it counts clients only
 	// once authenticated, so a storm of CONNECTs passes it together;
 	// mqtt.max-clients is held in OnConnect (admission.go).
@@ -243,8 +252,12 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		return nil, err
 	}
 
+	s.hooks = &mqtt.Hooks{Log: s.mochi.Log}
 	for _, h := range []mqtt.Hook{&connHook{s: s}, s.auth, s.hook, s.sessions} {
 		if err := s.mochi.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("adding hook %s: %w", h.ID(), err)
+		}
+		if err := s.hooks.Add(h, nil); err != nil {
 			return nil, fmt.Errorf("adding hook %s: %w", h.ID(), err)
 		}
 	}
@@ -560,19 +573,44 @@ func (s *Server) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
-// establish serves one accepted connection on the calling goroutine.
+// establish serves one accepted connection on the calling goroutine: with
+// mqtt.serve=lean fleetgate serves it (serve.go), with mqtt.serve=mochi
+// mochi's EstablishConnection does. Its frame stays on the connection's
+// stack while it waits for bytes: keep it small.
 func (s *Server) establish(listener string, nc net.Conn) error {
+	if s.cfg.MQTT.Serve == ServeMochi {
+		return s.establishMochi(listener, nc)
+	}
+	return s.establishLean(listener, nc)
+}
+
+// establishMochi serves one accepted connection with mochi's
+// EstablishConnection.
+//
+//go:noinline
+func (s *Server) establishMochi(listener string, nc net.Conn) error {
 	if !s.trackConn() {
 		_ = nc.Close() // accepted just as the node started draining
 		return nil
 	}
-	defer s.conns.Done()
 	c := &conn{Conn: nc, idle: s.cfg.MQTT.Admission.IdleTimeout}
 	// mochi sets no deadline before the first packet: bound the wait for
 	// CONNECT ourselves. mochi replaces the deadline after CONNECT with
 	// 1.5 × keep-alive [MQTT-3.1.2-22].
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.MQTT.ConnectTimeout))
 	err := s.mochi.EstablishConnection(listener, c)
+	s.connEnded(listener, nc, c, err)
+	return nil // logged by connEnded; mochi's listeners would log it again without a message
+}
+
+// connEnded finishes a connection that ended with err, whoever served it:
+// its mqtt.max-clients count is released, an MQTT 5 client gets the
+// DISCONNECT reason code it is owed (conn.finish), the socket is closed,
+// the end is counted and logged, and the connection is untracked.
+//
+//go:noinline
+func (s *Server) connEnded(listener string, nc net.Conn, c *conn, err error) {
+	defer s.conns.Done()
 	if c.admitted {
 		s.admitted.Add(-1)
 	}
@@ -593,7 +631,6 @@ func (s *Server) establish(listener string, nc net.Conn) error {
 	} else if label != "client_disconnect" {
 		s.log.Debug("connection closed before CONNECT", "remote", nc.RemoteAddr().String(), "listener", listener, "err", err)
 	}
-	return nil // logged here; mochi's listeners would log it again without a message
 }
 
 // trackConn counts a new connection, unless the node is draining.
@@ -630,16 +667,7 @@ func (s *Server) drain() error {
 		errs = append(errs, fmt.Errorf("%w: %d publishes still awaiting kafka after shutdown.timeout %s (their clients resend them)",
 			ErrDrainTimeout, s.hook.Outstanding(), s.cfg.Shutdown.Timeout))
 	}
-	for _, cl := range s.mochi.Clients.GetAll() {
-		if cl.Net.Inline {
-			continue
-		}
-		if cl.Properties.ProtocolVersion == 5 {
-			_ = s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown) // [MQTT-3.14.2]
-		} else {
-			cl.Stop(packets.ErrServerShuttingDown)
-		}
-	}
+	s.disconnectAll()
 	fctx, cancel := context.WithDeadline(context.Background(), deadline.Add(time.Second))
 	defer cancel()
 	if err := s.producer.Flush(fctx); err != nil {
@@ -649,15 +677,44 @@ func (s *Server) drain() error {
 	defer s.flushEvents(deadline)
 	done := make(chan struct{})
 	go func() { s.conns.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(time.Until(deadline) + 2*time.Second):
-		s.log.Warn("connections still closing at shutdown")
-		errs = append(errs, fmt.Errorf("%w: connections still closing", ErrDrainTimeout))
+	// A CONNECT that was being answered when the clients were told is
+	// told once its session is registered.
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	giveUp := time.After(time.Until(deadline) + 2*time.Second)
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-tick.C:
+			s.disconnectAll()
+		case <-giveUp:
+			s.log.Warn("connections still closing at shutdown")
+			errs = append(errs, fmt.Errorf("%w: connections still closing", ErrDrainTimeout))
+			break wait
+		}
 	}
 	s.sessions.Close()
 	s.log.Info("shutdown complete", "took", time.Since(start).Round(time.Millisecond), "clean", len(errs) == 0)
 	return errors.Join(errs...)
+}
+
+// disconnectAll tells every connected client that the node shuts down:
+// DISCONNECT 0x8B on MQTT 5 [MQTT-3.14.2], a closed connection on 3.1.1.
+// The sessions hook's registry names them (mochi's Server.Clients is empty
+// with mqtt.serve=lean); a client told already is stopped, and is skipped.
+func (s *Server) disconnectAll() {
+	for _, cl := range s.sessions.Clients() {
+		if cl.Closed() {
+			continue
+		}
+		if cl.Properties.ProtocolVersion == 5 {
+			_ = s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		} else {
+			cl.Stop(packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // flushEvents gives the session events of the shutdown (the disconnects)

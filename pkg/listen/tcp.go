@@ -105,19 +105,49 @@ func (l *TCP) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// serve serves one accepted connection on its goroutine. The goroutine
+// stays the connection's while it waits for bytes, so serve keeps its frame
+// small, and the PROXY header and the TLS wrapper are prepared on a
+// short-lived goroutine: a goroutine's stack grown by them would stay grown
+// (docs/connection-memory.md).
 func (l *TCP) serve(c net.Conn, establish listeners.EstablishFn, log *slog.Logger) {
-	defer func() { _ = c.Close() }() // mochi closes it too; this covers an establish that did not
+	ok := false
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, ok = l.prepare(c)
+	}()
+	<-done
+	if !ok {
+		return
+	}
+	if err := establish(l.id, c); err != nil {
+		logEnded(log, c, err)
+	}
+	_ = c.Close() // the frontend closes it too; this covers an establish that did not
+}
+
+// prepare reads the PROXY header and wraps TLS (its handshake runs on the
+// first read, under the deadline the establish function sets). A refused
+// connection is closed.
+//
+//go:noinline
+func (l *TCP) prepare(c net.Conn) (net.Conn, bool) {
 	if pc, ok := c.(*proxyConn); ok {
 		if pc.admit() != nil {
-			return // logged by admit
+			_ = c.Close()
+			return nil, false // logged by admit
 		}
 	}
 	if l.o.tls != nil {
 		c = tls.Server(c, l.o.tls)
 	}
-	if err := establish(l.id, c); err != nil {
-		log.Debug("connection ended", "remote", c.RemoteAddr().String(), "err", err)
-	}
+	return c, true
+}
+
+//go:noinline
+func logEnded(log *slog.Logger, c net.Conn, err error) {
+	log.Debug("connection ended", "remote", c.RemoteAddr().String(), "err", err)
 }
 
 func (l *TCP) isClosed() bool {

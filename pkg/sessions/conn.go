@@ -58,6 +58,21 @@ func (c *conn) halt() {
 	c.pump.Halt()
 }
 
+// takeOver ends the local connection c whose client id a new CONNECT on
+// this node took: its pump stops, its end touches the session no more, and
+// it is closed with DISCONNECT 0x8E on MQTT 5 [MQTT-3.1.4-3], without a
+// packet on 3.1.1 [MQTT-3.1.4-2]. Its will stays armed: a connection taken
+// over ends without DISCONNECT, and the session store decides about the
+// will (TakenOverWill).
+func (h *Hook) takeOver(c *conn) {
+	c.halt()
+	if c.cl.Properties.ProtocolVersion >= 5 {
+		_ = h.o.Server.DisconnectClient(c.cl, packets.ErrSessionTakenOver)
+		return
+	}
+	c.cl.Stop(packets.ErrSessionTakenOver)
+}
+
 // closeTakenOver closes a connection whose session a newer connection took
 // over: DISCONNECT 0x8E on MQTT 5 [MQTT-3.1.4-3], a closed socket on 3.1.1.
 // Its will is the session's business now, not this connection's.

@@ -119,6 +119,19 @@ func (h *Hook) connected() int64 {
 	return int64(len(h.byID))
 }
 
+// Clients returns the clients connected on this node with a registered
+// session: the node's registry of connections (mochi's Server.Clients is
+// empty with mqtt.serve=lean).
+func (h *Hook) Clients() []*mqtt.Client {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cls := make([]*mqtt.Client, 0, len(h.byID))
+	for _, c := range h.byID {
+		cls = append(cls, c.cl)
+	}
+	return cls
+}
+
 func (h *Hook) lookup(cl *mqtt.Client) *conn {
 	if v, ok := h.byConn.Load(cl); ok {
 		return v.(*conn)
@@ -172,14 +185,10 @@ func (h *Hook) storeCtx() (context.Context, context.CancelFunc) {
 // answers the CONNECT: the CONNACK carries the store's Session Present
 // (OnPacketEncode), or Server Unavailable when the store failed.
 func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
-	if old, ok := h.o.Server.Clients.Get(cl.ID); ok && old != cl && old.Properties.ProtocolVersion < 5 {
-		// mochi would take the session over with a DISCONNECT packet, which
-		// an MQTT 3.1.1 client must never receive: the server just closes
-		// the connection [MQTT-3.1.4-2].
-		if prev := h.lookup(old); prev != nil {
-			prev.halt()
-		}
-		old.Stop(packets.ErrSessionTakenOver)
+	if old := h.local(cl.ID); old != nil && old.cl != cl && old.cl.Properties.ProtocolVersion < 5 {
+		// An MQTT 3.1.1 connection taken over is closed at once, before
+		// the store: it gets no DISCONNECT packet [MQTT-3.1.4-2].
+		h.takeOver(old)
 	}
 	c := &conn{h: h, cl: cl}
 	c.pump = h.o.Delivery.Open(cl, func() { h.closeTakenOver(c) })
@@ -245,10 +254,12 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	prev := h.byID[cl.ID]
 	h.byID[cl.ID] = c
 	h.mu.Unlock()
-	if prev != nil {
-		// mochi disconnects the previous local connection with 0x8E; its
-		// writes are fenced from now on.
-		prev.halt()
+	if prev != nil && prev != c {
+		// The previous local connection of the client id: its writes are
+		// fenced from now on, and it is closed (DISCONNECT 0x8E on MQTT 5).
+		// mochi's own takeover (mqtt.serve=mochi, inheritClientSession)
+		// then finds it closed already.
+		h.takeOver(prev)
 	}
 	if res.WasConnected && res.PreviousNode != "" && res.PreviousNode != h.o.Node {
 		h.metrics.takeovers.Add(ctx, 1)
@@ -264,11 +275,11 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 
 // Refuses returns session.ErrNotOwner when cl's client id is connected on
 // this node by another identity (Username, as authentication left it). The
-// authentication hook asks it: once the CONNECT is authenticated, mochi
-// takes over a local connection of the same client id before any other
-// hook can refuse. Sessions held elsewhere are checked by the store.
+// authentication hook asks it: once the CONNECT is authenticated, the
+// session takes over a local connection of the same client id before any
+// other hook can refuse. Sessions held elsewhere are checked by the store.
 func (h *Hook) Refuses(cl *mqtt.Client) error {
-	if old, ok := h.o.Server.Clients.Get(cl.ID); ok && old != cl && !bytes.Equal(old.Properties.Username, cl.Properties.Username) {
+	if old := h.local(cl.ID); old != nil && old.cl != cl && !bytes.Equal(old.cl.Properties.Username, cl.Properties.Username) {
 		return session.ErrNotOwner
 	}
 	return nil

@@ -95,6 +95,8 @@ type clusterOptions struct {
 	// args are added to every fleetgate process's flags, frontendArgs to
 	// the frontends', dispatcherArgs to the dispatchers'.
 	args, frontendArgs, dispatcherArgs []string
+	// frontendArgsEach[i] are added to frontend i's flags only.
+	frontendArgsEach [][]string
 	// access are the frontends' authentication and authorization flags;
 	// nil lets anonymous clients in (auth.allow-anonymous=true): the tests
 	// of crashes and failover are about routing, the attacks
@@ -154,6 +156,9 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 		}
 		f.args = append([]string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops,
 			"-shutdown.timeout", "5s"}, append(append(c.common, access...), o.frontendArgs...)...)
+		if i < len(o.frontendArgsEach) {
+			f.args = append(f.args, o.frontendArgsEach[i]...)
+		}
 		if o.tls {
 			f.tls = testkit.FreeAddr(t)
 			f.args = append(f.args, "-mqtt.tls-addr", f.tls)

@@ -17,7 +17,19 @@ import (
 // nodes, with MQTT 5 on one side and MQTT 3.1.1 on the other; then two
 // clients that HAProxy spread over the nodes talk the same way.
 func TestClientsOnDifferentNodesTalkToEachOther(t *testing.T) {
-	c := startCluster(t)
+	talkAcrossNodes(t, startCluster(t))
+}
+
+// TestClientsTalkAcrossNodesServedEachWay is
+// TestClientsOnDifferentNodesTalkToEachOther with the second frontend on
+// the fallback way of serving connections (mqtt.serve=mochi: mochi's
+// EstablishConnection), so that both ways stay tested end to end, and
+// together.
+func TestClientsTalkAcrossNodesServedEachWay(t *testing.T) {
+	talkAcrossNodes(t, startClusterWith(t, clusterOptions{frontendArgsEach: [][]string{nil, {"-mqtt.serve", "mochi"}}}))
+}
+
+func talkAcrossNodes(t *testing.T, c *testCluster) {
 	a, b := c.frontends[0], c.frontends[1]
 
 	inA, inB := newInbox(), newInbox()

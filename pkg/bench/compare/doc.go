@@ -10,6 +10,6 @@
 // the workload's measured window (processes.go). The brokers themselves are started by the caller
 // (test/bench/run.sh); printing the comparison is pkg/bench/report's.
 //
-// Of fleetgate it imports pkg/bench/load. test/imports holds the import
-// rules.
+// Of fleetgate it imports pkg/bench/load, pkg/bench/measure. test/imports
+// holds the import rules.
 package compare

@@ -1,0 +1,277 @@
+package frontend
+
+// fleetgate serves each MQTT connection itself (mqtt.serve=lean), with
+// mochi's exported API: mochi still decodes every packet (ReadFixedHeader,
+// ReadPacket, ParseConnect) and processes it with all its rules and our hooks
+// (InjectPacket), but the connection's goroutine, its deadlines, its CONNECT
+// sequence and its end are ours. docs/connection-memory.md measures why:
+//   - the listener's goroutine is the connection's only goroutine while it
+//     waits, and it waits in a call chain under the 1,120 B a 2 KiB stack
+//     leaves, so an idle connection's stack stays at 2 KiB (mochi's reader
+//     needs 16 KiB, its WriteLoop 4 KiB);
+//   - there is no WriteLoop: fleetgate writes everything with WritePacket,
+//     and mochi's outbound queue is never used (local fan-out is off);
+//   - clients are not in mochi's Server.Clients, which mochi's event loop
+//     copies twice a second: the sessions hook's registry replaces it.
+//
+// The functions that run on the connection's goroutine while it waits
+// (establish, establishLean, leanConn.read) keep their frames small; all
+// else runs in helpers marked go:noinline, most on short-lived goroutines.
+
+import (
+	"net"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// busyGap is how close packets must follow each other for a connection to
+// count as busy: a busy connection's packets are handled on its own
+// goroutine (whose stack grows as under mochi, and shrinks at GC once
+// quiet), a packet after a quiet gap on a goroutine of its own. Handling
+// every packet off the reader cost 40 % of the QoS 1 throughput
+// (docs/connection-memory.md, e2 against e3).
+const busyGap = time.Second
+
+// leanConn is one connection served by fleetgate.
+type leanConn struct {
+	s        *Server
+	c        *conn
+	cl       *mqtt.Client
+	listener string
+	fh       packets.FixedHeader // the header being handled; reader goroutine, or the goroutine it waits for
+	last     int64               // monotonic ns of the last packet; reader goroutine only
+	counted  bool                // counted in mochi's Info.ClientsConnected
+}
+
+// offGoroutine runs f on a goroutine of its own and waits for it, so that
+// f's stack growth stays off the caller's stack: a goroutine's stack only
+// shrinks at GC while it uses under a quarter of it.
+func offGoroutine(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
+}
+
+var monoEpoch = time.Now()
+
+// monotonic returns monotonic nanoseconds.
+func monotonic() int64 { return int64(time.Since(monoEpoch)) }
+
+// establishLean serves one connection on the calling goroutine (the
+// listener's goroutine of the connection).
+func (s *Server) establishLean(listener string, nc net.Conn) error {
+	var l *leanConn
+	offGoroutine(func() { l = s.leanConnect(listener, nc) })
+	if l == nil {
+		return nil
+	}
+	err := l.read()
+	offGoroutine(func() { l.end(err) })
+	return nil
+}
+
+// read waits for each packet's first byte and handles the packet: on this
+// goroutine while the connection is busy, on a short-lived one after a
+// quiet busyGap. It returns nil when the client was stopped (its
+// DISCONNECT, a takeover, the server) and the read error otherwise, as
+// mochi's Client.Read does.
+func (l *leanConn) read() error {
+	for {
+		if l.cl.Closed() {
+			return nil
+		}
+		l.fh = packets.FixedHeader{}
+		if err := l.cl.ReadFixedHeader(&l.fh); err != nil {
+			return err
+		}
+		var err error
+		now := monotonic()
+		if now-l.last < int64(busyGap) {
+			err = l.handle()
+		} else {
+			offGoroutine(func() { err = l.handle() })
+		}
+		l.last = now
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// handle reads the rest of the packet whose header was read and has mochi
+// process it (processPacket: our OnPacketRead, OnPublish and ACL hooks, and
+// mochi's own rules), then renews the read deadline. A processing error
+// ends the connection; conn.finish sends an MQTT 5 client its reason code
+// (mochi's receivePacket would send the same DISCONNECT).
+//
+//go:noinline
+func (l *leanConn) handle() error {
+	pk, err := l.cl.ReadPacket(&l.fh)
+	if err != nil {
+		return err
+	}
+	if err := l.s.mochi.InjectPacket(l.cl, pk); err != nil {
+		return err
+	}
+	l.deadline()
+	return nil
+}
+
+// deadline sets the read deadline for the next packet: 1.5 × the
+// keep-alive in force [MQTT-3.1.2-22], none for a keep-alive of 0.
+// conn.SetDeadline adds the half second of an odd keep-alive and bounds it
+// by mqtt.idle-timeout, as it does for mochi's deadlines.
+//
+//go:noinline
+func (l *leanConn) deadline() {
+	var t time.Time
+	if ka := l.cl.State.Keepalive; ka > 0 {
+		t = time.Now().Add(time.Duration(ka+ka/2) * time.Second)
+	}
+	_ = l.c.SetDeadline(t)
+}
+
+// leanConnect accepts the connection and runs its CONNECT. It returns nil
+// when the connection ended (refused, or closed before or during CONNECT);
+// the connection is then finished and untracked.
+//
+//go:noinline
+func (s *Server) leanConnect(listener string, nc net.Conn) *leanConn {
+	if !s.trackConn() {
+		_ = nc.Close() // accepted just as the node started draining
+		return nil
+	}
+	c := &conn{Conn: nc, idle: s.cfg.MQTT.Admission.IdleTimeout}
+	// No deadline applies before CONNECT otherwise [MQTT-3.1.4-1].
+	_ = nc.SetDeadline(time.Now().Add(s.cfg.MQTT.ConnectTimeout))
+	l := &leanConn{s: s, c: c, listener: listener, cl: s.mochi.NewClient(c, listener, "", false)}
+	established, err := l.connect()
+	if err == nil {
+		return l
+	}
+	if established {
+		// The session was set up, so its end runs as for any connection.
+		l.end(err)
+		return nil
+	}
+	l.cl.Stop(err)
+	s.connEnded(listener, nc, c, err)
+	return nil
+}
+
+// connect reads the CONNECT and answers it, in the order of mochi's
+// attachClient: read and parse, mochi's MaximumClients, the CONNECT's
+// validity, OnConnect (mqtt.max-clients, mqtt.max-keepalive), the
+// keep-alive deadline, authentication, OnSessionEstablish (the session
+// store, local takeover), CONNACK, OnSessionEstablished (delivery starts).
+// established reports that OnSessionEstablish ran: the connection's end
+// then runs the disconnect hooks.
+func (l *leanConn) connect() (established bool, err error) {
+	s, cl := l.s, l.cl
+	if err := cl.ReadFixedHeader(&l.fh); err != nil {
+		return false, err
+	}
+	if l.fh.Type != packets.Connect {
+		return false, packets.ErrProtocolViolationRequireFirstConnect // [MQTT-3.1.0-1]
+	}
+	pk, err := cl.ReadPacket(&l.fh)
+	if err != nil {
+		return false, err
+	}
+	cl.ParseConnect(l.listener, pk)
+	caps := s.mochi.Options.Capabilities
+	if atomic.LoadInt64(&s.mochi.Info.ClientsConnected) >= caps.MaximumClients {
+		code := packets.ErrServerBusy
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.ErrServerUnavailable
+		}
+		_ = s.mochi.SendConnack(cl, code, false, nil)
+		return false, packets.ErrServerBusy
+	}
+	if code := validConnect(cl, pk, caps); code != packets.CodeSuccess {
+		_ = s.mochi.SendConnack(cl, code, false, nil) // [MQTT-3.2.2-7] [MQTT-3.1.4-6]
+		return false, code
+	}
+	if err := s.hooks.OnConnect(cl, pk); err != nil {
+		return false, err
+	}
+	l.deadline()
+	if !s.hooks.OnConnectAuthenticate(cl, pk) { // [MQTT-3.1.4-2]
+		_ = s.mochi.SendConnack(cl, packets.ErrBadUsernameOrPassword, false, nil)
+		return false, packets.ErrBadUsernameOrPassword
+	}
+	if n := atomic.AddInt64(&s.mochi.Info.ClientsConnected, 1); n > atomic.LoadInt64(&s.mochi.Info.ClientsMaximum) {
+		atomic.StoreInt64(&s.mochi.Info.ClientsMaximum, n) // a $SYS figure
+	}
+	l.counted = true
+	s.hooks.OnSessionEstablish(cl, pk)
+	// The sessions hook sets Session Present from the store (OnPacketEncode).
+	if err := s.mochi.SendConnack(cl, packets.CodeSuccess, false, nil); err != nil { // [MQTT-3.2.0-1]
+		return true, err
+	}
+	s.hooks.OnSessionEstablished(cl, pk)
+	return true, nil
+}
+
+// validConnect checks a CONNECT beyond its own validity (ConnectValidate):
+// an MQTT 3.1.1 client without a client id must ask for a clean session
+// [MQTT-3.1.3-7] (CONNACK 0x02), the protocol version must be one the
+// server takes [MQTT-3.1.2-2], and the will must fit the server's maximum
+// QoS [MQTT-3.2.2-12] and retain support [MQTT-3.2.2-13].
+func validConnect(cl *mqtt.Client, pk packets.Packet, caps *mqtt.Capabilities) packets.Code {
+	if code := pk.ConnectValidate(); code != packets.CodeSuccess { // [MQTT-3.1.4-1]
+		return code
+	}
+	v := cl.Properties.ProtocolVersion
+	switch {
+	case v < 5 && !pk.Connect.Clean && pk.Connect.ClientIdentifier == "":
+		return packets.ErrUnspecifiedError // 3.1.1: 0x02 Identifier rejected
+	case v < caps.MinimumProtocolVersion:
+		return packets.ErrUnsupportedProtocolVersion
+	case cl.Properties.Will.Qos > caps.MaximumQos:
+		return packets.ErrQosNotSupported
+	case cl.Properties.Will.Retain && caps.RetainAvailable == 0:
+		return packets.ErrRetainNotSupported
+	}
+	return packets.CodeSuccess
+}
+
+// end ends a connection whose session was set up, as mochi does after its
+// read loop: the will when the connection ended without DISCONNECT
+// [MQTT-3.1.2-8] (our OnWill schedules it from the session store; mochi's
+// local publish of it is a no-op for fleetgate, whose fan-out is off), the
+// will discarded after a normal DISCONNECT [MQTT-3.14.4-3]
+// [MQTT-3.1.2-10], OnDisconnect, mochi's client state cleared for a session
+// that expires, and the connection finished (conn.finish: the owed MQTT 5
+// DISCONNECT, the close).
+//
+//go:noinline
+func (l *leanConn) end(err error) {
+	cl := l.cl
+	if err != nil {
+		if atomic.LoadUint32(&cl.Properties.Will.Flag) == 1 {
+			l.s.hooks.OnWill(cl, cl.Properties.Will)
+		}
+		cl.Stop(err)
+	} else {
+		cl.Properties.Will = mqtt.Will{}
+	}
+	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+	l.s.hooks.OnDisconnect(cl, err, expire)
+	if expire {
+		cl.ClearInflights()
+		l.s.mochi.UnsubscribeClient(cl)
+	}
+	cl.Stop(nil)
+	if l.counted {
+		atomic.AddInt64(&l.s.mochi.Info.ClientsConnected, -1)
+	}
+	l.s.connEnded(l.listener, l.c.Conn, l.c, err)
+}

@@ -1,0 +1,109 @@
+package frontend_test
+
+import (
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/frontend"
+)
+
+// With mqtt.serve=lean (the default) no WriteLoop drains mochi's outbound
+// queue: whatever mochi queued there would never be written. Every path
+// that could queue (mochi's local fan-out of publishes and retained
+// messages, wills, $SYS topics) is off, so the queue stays empty through
+// subscriptions, publishes of every QoS with retain, and a will; and no
+// client is in mochi's client map, which mochi's event loop sweeps every
+// second.
+func TestNothingIsQueuedToMochisOutboundQueue(t *testing.T) {
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), nil)
+	n.waitReady()
+	reader := testkit.NewReader(t, k.Addr(), topic)
+
+	sub := testkit.DialRaw(t, n.addr, 5)
+	sub.Connect("guard-sub", false)
+	sub.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "guard/#", Qos: 2}, {Filter: "$SYS/#", Qos: 0}}})
+	recvType(t, sub, packets.Suback)
+
+	for _, version := range []byte{4, 5} {
+		pub := testkit.DialRaw(t, n.addr, version)
+		pub.Connect(fmt.Sprintf("guard-pub-%d", version), true)
+		for qos := byte(0); qos <= 2; qos++ {
+			pub.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: true},
+				TopicName: "guard/t", PacketID: uint16(qos + 1), Payload: []byte("x")})
+			switch qos {
+			case 1:
+				recvType(t, pub, packets.Puback)
+			case 2:
+				recvType(t, pub, packets.Pubrec)
+				pub.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel}, PacketID: 3})
+				recvType(t, pub, packets.Pubcomp)
+			}
+		}
+	}
+	will := testkit.DialRaw(t, n.addr, 5)
+	will.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+		ClientIdentifier: "guard-will", Clean: true, Keepalive: 30,
+		WillFlag: true, WillTopic: "guard/will", WillPayload: []byte("gone"), WillQos: 1, WillRetain: true}})
+	recvType(t, will, packets.Connack)
+	require.NoError(t, will.Conn.Close())
+	// 6 publishes and the will reach Kafka: everything was processed.
+	reader.ReadAtLeast(7, 10*time.Second)
+
+	queued, err := frontend.QueuedToMochi(n.srv)
+	require.NoError(t, err)
+	assert.Zero(t, queued, "packets in mochi's outbound queue, which nothing drains")
+	registry, inMochi := frontend.Connected(n.srv)
+	assert.Equal(t, 3, registry, "the subscriber and two publishers are connected")
+	assert.Zero(t, inMochi, "clients in mochi's client map")
+}
+
+// Both ways of serving a connection (mqtt.serve) take a client id over
+// locally (DISCONNECT 0x8E on MQTT 5, a closed connection on 3.1.1) and
+// drain at shutdown (DISCONNECT 0x8B on MQTT 5, a closed connection on
+// 3.1.1).
+func TestEveryServeModeTakesOverAndDrains(t *testing.T) {
+	for _, serve := range []string{frontend.ServeLean, frontend.ServeMochi} {
+		t.Run("mqtt.serve="+serve, func(t *testing.T) {
+			k := testkit.StartKafka(t)
+			n := startNode(t, k.Addr(), func(c *frontend.Config) { c.MQTT.Serve = serve })
+			n.waitReady()
+
+			old5 := testkit.DialRaw(t, n.addr, 5)
+			old5.Connect("takeover-5", true)
+			new5 := testkit.DialRaw(t, n.addr, 5)
+			new5.Connect("takeover-5", true)
+			pk := recvType(t, old5, packets.Disconnect)
+			assert.Equal(t, packets.ErrSessionTakenOver.Code, pk.ReasonCode)
+
+			old3 := testkit.DialRaw(t, n.addr, 4)
+			old3.Connect("takeover-3", true)
+			new3 := testkit.DialRaw(t, n.addr, 4)
+			new3.Connect("takeover-3", true)
+			_, err := old3.Recv(10 * time.Second)
+			assert.ErrorIs(t, err, io.EOF, "MQTT 3.1.1 has no server DISCONNECT")
+
+			registry, inMochi := frontend.Connected(n.srv)
+			assert.Equal(t, 2, registry, "the two new connections")
+			if serve == frontend.ServeLean {
+				assert.Zero(t, inMochi, "clients in mochi's client map")
+			}
+
+			require.NoError(t, n.Stop())
+			pk, err = new5.Recv(10 * time.Second)
+			require.NoError(t, err)
+			assert.Equal(t, packets.Disconnect, pk.FixedHeader.Type)
+			assert.Equal(t, packets.ErrServerShuttingDown.Code, pk.ReasonCode)
+			_, err = new3.Recv(10 * time.Second)
+			assert.ErrorIs(t, err, io.EOF)
+		})
+	}
+}
