@@ -4,14 +4,12 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/url"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -73,39 +71,6 @@ func requireNoServerDisconnect(t *testing.T, c client) {
 		t.Fatalf("the server sent DISCONNECT %#x", d.ReasonCode)
 	default:
 	}
-}
-
-// dialPaho3KeepAlive is dialPaho3 with a keep-alive of its own (dialPaho3
-// asks 30 s), subscribed to o.Subs.
-func dialPaho3KeepAlive(t *testing.T, addr string, o opts, keepalive time.Duration) client {
-	t.Helper()
-	p := &paho3{t: t, msgs: make(chan msg, 1000)}
-	co := mqtt3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(o.ID).
-		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).
-		SetConnectRetry(false).SetKeepAlive(keepalive).SetOrderMatters(true).SetWriteTimeout(waitFor).
-		SetDefaultPublishHandler(func(_ mqtt3.Client, m mqtt3.Message) {
-			p.msgs <- msg{Topic: m.Topic(), Payload: string(m.Payload()), QoS: m.Qos(), Retain: m.Retained()}
-		})
-	co.SetCustomOpenConnectionFn(func(_ *url.URL, _ mqtt3.ClientOptions) (net.Conn, error) {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			p.mu.Lock()
-			p.conn = c
-			p.mu.Unlock()
-		}
-		return c, err
-	})
-	p.c = mqtt3.NewClient(co)
-	tok := p.c.Connect()
-	require.True(t, tok.WaitTimeout(waitFor), "connect timed out")
-	require.NoError(t, tok.Error())
-	t.Cleanup(func() { p.Drop() })
-	for _, s := range o.Subs {
-		st := p.c.Subscribe(s.Filter, s.QoS, nil)
-		require.True(t, st.WaitTimeout(waitFor), "subscribe timed out")
-		require.NoError(t, st.Error())
-	}
-	return p
 }
 
 // rawConnectAnswer dials addr, sends CONNECT asking keepalive seconds
@@ -524,7 +489,7 @@ func TestASilentConnectionIsClosedAtTheIdleTimeoutWhateverItsKeepAlive(t *testin
 	// 1.5 × 2 s is within the idle timeout; both libraries ping every 2 s.
 	n5, err := dialPaho5Conn(t, bounded, opts{ID: id("idle-n5"), Subs: []sub{{topic, 1}}}, func(cp *paho.Connect) { cp.KeepAlive = 2 })
 	require.NoError(t, err)
-	n3 := dialPaho3KeepAlive(t, bounded, opts{ID: id("idle-n3"), Subs: []sub{{topic, 1}}}, 2*time.Second)
+	n3 := dialPaho3(t, bounded, opts{ID: id("idle-n3"), Subs: []sub{{topic, 1}}, KeepAlive: 2 * time.Second})
 	watcher := dialPaho5(t, other, opts{ID: id("idle-watcher"), Subs: []sub{{topic, 1}}})
 
 	const idled = `reason="idle_timeout"`

@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -69,7 +70,9 @@ type opts struct {
 	// expiry (MQTT 5; Expiry, or 300 s when 0).
 	Persistent bool
 	Expiry     uint32
-	Will       *will
+	// KeepAlive is what an MQTT 3.1.1 client (dialPaho3) asks; 0: 30 s.
+	KeepAlive time.Duration
+	Will      *will
 	// Subs are subscribed right after the CONNACK, then Unsubs are
 	// unsubscribed: mosquitto_sub can only do it this way.
 	Subs   []sub
@@ -298,7 +301,7 @@ func dialPaho3(t *testing.T, addr string, o opts) client {
 	p := &paho3{t: t, msgs: make(chan msg, 1000)}
 	co := mqtt3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(o.ID).
 		SetProtocolVersion(4).SetCleanSession(!o.Persistent).SetAutoReconnect(false).
-		SetConnectRetry(false).SetKeepAlive(30 * time.Second).SetOrderMatters(true).
+		SetConnectRetry(false).SetKeepAlive(cmp.Or(o.KeepAlive, 30*time.Second)).SetOrderMatters(true).
 		SetResumeSubs(false).SetWriteTimeout(waitFor).
 		SetDefaultPublishHandler(func(_ mqtt3.Client, m mqtt3.Message) {
 			p.msgs <- msg{Topic: m.Topic(), Payload: string(m.Payload()), QoS: m.Qos(), Retain: m.Retained()}
