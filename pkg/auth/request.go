@@ -41,6 +41,11 @@ type Request struct {
 	// Remote is the client's address; the zero value when unknown, in which
 	// case failures are throttled per username only.
 	Remote netip.AddrPort
+
+	// digest is the SHA-256 of Password once the JWT method computed it
+	// (digested), so that its cache is looked up with one hash.
+	digest   [32]byte
+	digested bool
 }
 
 // String describes the request without its password.
