@@ -16,6 +16,14 @@ type Config struct {
 	Group string `yaml:"group"`
 	// MaxPollRecords bounds the records of one routed batch.
 	MaxPollRecords int `yaml:"max_poll_records"`
+	// BatchWait is how long a batch gathers records after its first
+	// before it is routed (0: routed as soon as polled). Each batch pays
+	// the same fixed work (the subscription index's catch-up, a Redis
+	// pipeline, the fetches behind it) however few records it holds, so
+	// at low rates a wait divides that work among more records, at the
+	// cost of up to this much more delivery latency. An idle dispatcher
+	// pays nothing for it: the wait starts with a record.
+	BatchWait time.Duration `yaml:"batch_wait"`
 	// StartAt is where a partition without a committed offset (a new
 	// group, a partition added later, offsets Kafka expired) starts:
 	// "start", the default, routes every record the topic still holds, so
@@ -62,6 +70,7 @@ func (c *Config) DeadLetterTopicName(inbound string) string {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Group, "dispatch.group", "fleetgate-dispatcher", "Kafka consumer group of the dispatchers; all dispatchers of one cluster share it.")
 	fs.IntVar(&c.MaxPollRecords, "dispatch.max-poll-records", 1000, "Most records routed (and committed) as one batch.")
+	fs.DurationVar(&c.BatchWait, "dispatch.batch-wait", 0, "How long a batch gathers records after its first before it is routed, up to dispatch.max-poll-records. 0 routes what each poll returns at once (lowest latency). Each batch pays a fixed cost (the subscription index's catch-up, a Redis pipeline, a Kafka fetch) however few records it holds: at low rates, e.g. many devices sending every few seconds, a few milliseconds here divide it among more records, for up to this much more end-to-end latency (docs/capacity.md).")
 	c.MaxBatchBytes = defaultMaxBatchBytes
 	fs.Var(&c.MaxBatchBytes, "dispatch.max-batch-bytes", "Bound on the deliveries (one copy of the message per subscriber) a batch holds in memory: past it they are enqueued and the batch goes on, so a message routed to 10,000 sessions is not copied 10,000 times at once.")
 	fs.StringVar(&c.StartAt, "dispatch.start-at", "start", "Where a partition without a committed offset (new group, added partition, expired offsets) starts: start (every record Kafka holds; no acknowledged message is skipped) or an RFC 3339 time (skip the records before it, e.g. history on a first deployment against an old topic).")
@@ -82,6 +91,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBatchBytes < 64<<10 {
 		errs = append(errs, fmt.Errorf("dispatch.max-batch-bytes: %d must be at least 64KiB", c.MaxBatchBytes))
+	}
+	if c.BatchWait < 0 || c.BatchWait > time.Second {
+		errs = append(errs, fmt.Errorf("dispatch.batch-wait: %s must be between 0 and 1s", c.BatchWait))
 	}
 	if c.MaxPollRecords < 1 {
 		errs = append(errs, fmt.Errorf("dispatch.max-poll-records: %d must be at least 1", c.MaxPollRecords))

@@ -30,6 +30,8 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{name: "an empty group is refused", mutate: func(c *Config) { c.Group = "" }, field: "dispatch.group"},
 		{name: "zero records per poll is refused", mutate: func(c *Config) { c.MaxPollRecords = 0 }, field: "dispatch.max-poll-records"},
+		{name: "a negative batch wait is refused", mutate: func(c *Config) { c.BatchWait = -time.Millisecond }, field: "dispatch.batch-wait"},
+		{name: "a batch wait over a second is refused", mutate: func(c *Config) { c.BatchWait = 2 * time.Second }, field: "dispatch.batch-wait"},
 		{name: "a byte bound below 64KiB is refused", mutate: func(c *Config) { c.MaxBatchBytes = 1 << 10 }, field: "dispatch.max-batch-bytes"},
 		{name: "an unknown start position is refused", mutate: func(c *Config) { c.StartAt = "middle" }, field: "dispatch.start-at"},
 		{name: "the log end as a start position is refused", mutate: func(c *Config) { c.StartAt = "end" }, field: "dispatch.start-at"},

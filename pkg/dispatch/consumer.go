@@ -141,6 +141,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 		})
 		if recs := fs.Records(); len(recs) > 0 {
+			if c.cfg.BatchWait > 0 && len(recs) < c.cfg.MaxPollRecords {
+				recs = c.gather(ctx, cl, recs)
+			}
 			if !c.route(ctx, recs) {
 				return nil
 			}
@@ -151,6 +154,33 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		cl.AllowRebalance()
 	}
+}
+
+// gather waits dispatch.batch-wait after recs came, then takes what the
+// client fetched meanwhile (up to dispatch.max-poll-records in all), to be
+// routed with recs. It does not poll during the wait: the client holds one
+// fetch per broker until it is taken, so a wait costs one or two fetches
+// whatever the produce rate (polling throughout would fetch every producer
+// batch as it landed). Each poll returns every partition's records in
+// offset order, after the last poll's. Rebalances stay blocked until the
+// loop allows them.
+func (c *Consumer) gather(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) []*kgo.Record {
+	t := time.NewTimer(c.cfg.BatchWait)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return recs
+	case <-t.C:
+	}
+	// A nil context takes what is buffered without waiting (kgo's
+	// PollRecords contract); a cancelled one would take nothing.
+	fs := cl.PollRecords(nil, c.cfg.MaxPollRecords-len(recs)) //nolint:staticcheck // nil: drain without waiting
+	fs.EachError(func(t string, p int32, err error) {
+		if !errors.Is(err, context.Canceled) {
+			c.log.Warn("fetch failed", "topic", t, "partition", p, "err", err)
+		}
+	})
+	return append(recs, fs.Records()...)
 }
 
 // route routes recs until it succeeds (true) or ctx is cancelled (false),

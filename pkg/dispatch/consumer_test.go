@@ -239,6 +239,33 @@ func TestConsumerRoutesEveryRecordToTheSubscribedQueuesInOrderAndCommits(t *test
 	}
 }
 
+// With dispatch.batch-wait, records that come one by one are routed in
+// batches of several, each publisher's still in order, and all committed.
+// (The test above routes at the default, no wait.)
+func TestConsumerWithBatchWaitGathersRecordsThatComeOneByOne(t *testing.T) {
+	f := newConsumerFixture(t)
+	f.consumer.cfg.BatchWait = time.Second
+	require.NoError(t, f.consumer.cfg.Validate())
+	f.run()
+	pubs := []string{"a", "b"}
+	total := 0
+	for i := range 15 {
+		total += f.produce(pubs, i, 1) // one produce request per round
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.Eventually(t, func() bool { return f.committed() == int64(total) }, 15*time.Second, 20*time.Millisecond,
+		"offsets are committed once the records are routed")
+	require.Equal(t, total, f.take("all"))
+	assert.Zero(t, f.checkReceived("all", pubs, 15))
+	assert.Equal(t, int64(total), counter(t, f.reader, "fleetgate_dispatch_records_routed", "", ""))
+	batches := counter(t, f.reader, "fleetgate_dispatch_batches", "", "")
+	assert.Positive(t, batches)
+	// 15 produce requests within about 0.1 s and a 1 s wait: without
+	// gathering each would be a batch of its own; max-poll-records (25)
+	// makes at least two.
+	assert.Less(t, batches, int64(8), "records that came one by one were gathered into few batches")
+}
+
 // Offsets are committed in the background; a dispatcher that stops (leaves
 // the group) commits what it routed before its partitions move, so the next
 // owner does not route it again.

@@ -40,6 +40,7 @@ type metrics struct {
 	// because they reached the byte bound.
 	earlyFlushes metric.Int64Counter
 	errors       metric.Int64Counter
+	batches      metric.Int64Counter
 	notifyErr    metric.Int64Counter
 	commitErr    metric.Int64Counter
 	barrierErr   metric.Int64Counter
@@ -66,6 +67,8 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 			"Deliveries queued by a routing attempt that failed as a whole: the retry queues them again, so the subscriber may receive them twice."),
 		earlyFlushes: counter("fleetgate_dispatch_early_flushes",
 			"Times the deliveries of a batch reached dispatch.max-batch-bytes and were enqueued before the batch's end (a large fan-out or large messages)."),
+		batches: counter("fleetgate_dispatch_batches",
+			"Batches routed: fleetgate_dispatch_records_routed divided by this is the mean batch, over which the fixed work of a batch (the subscription index's catch-up, a Redis pipeline, a fetch) is shared (dispatch.batch-wait)."),
 		errors: counter("fleetgate_dispatch_route_errors",
 			"Routing attempts that failed (session store unreachable); the batch is retried and its offsets are not committed."),
 		notifyErr: counter("fleetgate_dispatch_notify_errors",

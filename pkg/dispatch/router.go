@@ -194,6 +194,7 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter
 		return nil, b.err
 	}
 	r.m.routed.Add(ctx, int64(routed))
+	r.m.batches.Add(ctx, 1)
 	return b.dead, nil
 }
 
