@@ -31,10 +31,13 @@ func plainCounter(text, name string) float64 {
 
 // TestThePollFindsWhatNoNoticeAnnouncedAndLeavesIdleSessionsAlone: the
 // poll (delivery.poll-interval, here short; notices carry delivery at the
-// default, as every pub/sub test shows) looks at each local session with
-// two Redis reads and starts only the pumps that have work no notice
-// announced: a message queued, or one handed straight to the session's
-// inflight window. Idle sessions cost no delivery round.
+// default, as every pub/sub test shows) looks at each local session that can
+// get messages (it subscribed) with two Redis reads and starts only the
+// pumps that have work no notice announced: a message queued, or one handed
+// straight to the session's inflight window. Idle sessions cost no delivery
+// round, and sessions that never subscribed (devices that only publish) are
+// not even read. (TestThePollLooksAtAResumedSessionWithSubscriptions covers
+// a session resumed with its subscriptions.)
 func TestThePollFindsWhatNoNoticeAnnouncedAndLeavesIdleSessionsAlone(t *testing.T) {
 	k := testkit.StartKafka(t)
 	n := startNode(t, k.Addr(), func(c *frontend.Config) { c.Delivery.PollInterval = 100 * time.Millisecond })
@@ -43,9 +46,18 @@ func TestThePollFindsWhatNoNoticeAnnouncedAndLeavesIdleSessionsAlone(t *testing.
 	busy := testkit.DialRaw(t, n.addr, 5)
 	busy.Connect("poll-busy", false)
 
+	// Neither subscribed: five intervals pass without a read.
+	time.Sleep(500 * time.Millisecond)
+	require.Zero(t, plainCounter(n.metrics(), "fleetgate_delivery_poll_sessions_total"), "sessions without subscriptions are not polled")
+
+	busy.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "poll/#", Qos: 1}}})
+	pk, err := busy.Recv(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, packets.Suback, pk.FixedHeader.Type)
 	require.Eventually(t, func() bool {
-		return plainCounter(n.metrics(), "fleetgate_delivery_poll_sessions_total") >= 10
-	}, 10*time.Second, 50*time.Millisecond, "the poll looks at both sessions every interval")
+		return plainCounter(n.metrics(), "fleetgate_delivery_poll_sessions_total") >= 5
+	}, 10*time.Second, 50*time.Millisecond, "the poll looks at the subscribed session every interval")
 	require.Zero(t, plainCounter(n.metrics(), "fleetgate_delivery_poll_kicks_total"), "idle sessions are not kicked")
 
 	rdb := n.cfg.Session.Redis.NewClient()
@@ -88,4 +100,43 @@ func TestThePollFindsWhatNoNoticeAnnouncedAndLeavesIdleSessionsAlone(t *testing.
 	require.GreaterOrEqual(t, plainCounter(n.metrics(), "fleetgate_delivery_poll_kicks_total"), float64(2))
 	_, err = idle.Recv(300 * time.Millisecond)
 	require.True(t, testkit.IsTimeout(err), "the idle session gets nothing: %v", err)
+}
+
+// TestThePollLooksAtAResumedSessionWithSubscriptions: a session resumed
+// with the subscriptions of an earlier connection is polled from its
+// CONNECT on, without a SUBSCRIBE on this connection, so a message queued
+// for it while no notice reaches the node is delivered.
+func TestThePollLooksAtAResumedSessionWithSubscriptions(t *testing.T) {
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) { c.Delivery.PollInterval = 100 * time.Millisecond })
+	first := testkit.DialRaw(t, n.addr, 4)
+	first.Connect("poll-resumed", false)
+	first.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "poll-resumed/#", Qos: 1}}})
+	pk, err := first.Recv(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, packets.Suback, pk.FixedHeader.Type)
+	first.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+	_, err = first.Recv(10 * time.Second)
+	require.Error(t, err, "the node closes the connection after DISCONNECT")
+
+	again := testkit.DialRaw(t, n.addr, 4)
+	connack := again.Connect("poll-resumed", false)
+	require.True(t, connack.SessionPresent)
+	rdb := n.cfg.Session.Redis.NewClient()
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Queued as a dispatcher queues it (with the subscription it matched);
+	// its notice is never sent.
+	res, err := session.New(rdb, n.cfg.Session).Enqueue(ctx, []session.Delivery{{ClientID: "poll-resumed",
+		Message:       handoff.EncodeMessage(&handoff.Message{Topic: "poll-resumed/t", Payload: []byte("queued"), QoS: 1}),
+		Subscriptions: []session.FilterKey{{Filter: "poll-resumed/#"}}}})
+	require.NoError(t, err)
+	require.Equal(t, session.OutcomeQueued, res[0].Outcome)
+	pk, err = again.Recv(10 * time.Second) // 100 poll intervals
+	require.NoError(t, err)
+	require.Equal(t, packets.Publish, pk.FixedHeader.Type)
+	require.Equal(t, "queued", string(pk.Payload))
+	require.Positive(t, plainCounter(n.metrics(), "fleetgate_delivery_poll_kicks_total"))
 }

@@ -252,6 +252,11 @@ type ConnectResult struct {
 	// Queued says the resumed session's queue held messages at the
 	// CONNECT.
 	Queued bool
+	// Subscribed says the resumed session held subscriptions at the
+	// CONNECT. A session without any gets no message queued or handed
+	// to it (the dispatchers' Enqueue finds it not subscribed) until a
+	// SUBSCRIBE of its own.
+	Subscribed bool
 }
 
 // connectScript: KEYS the session's keys (sessionKeys); ARGV node, clean,
@@ -260,7 +265,8 @@ type ConnectResult struct {
 // tombstones are written before they go). It replies {1, field1, value1,
 // ...} with those subscriptions, having changed nothing, or {0, epoch,
 // present, previous node, was connected, the taken-over will, sequence
-// counter, queue length, then the inflight hash as field, value, ...}. "was
+// counter, queue length, whether the session holds subscriptions (1 or 0),
+// then the inflight hash as field, value, ...}. "was
 // connected" is 2 for a session found expired but held for its will (see
 // disconnectScript): its will comes back in place of the taken-over one,
 // and the session starts anew as after a clean start.
@@ -315,9 +321,10 @@ else
   redis.call('HSET', KEYS[1], 'will', ARGV[5])
 end
 for i = 1, 5 do redis.call('PERSIST', KEYS[i]) end
-local out = {0, ep, present, prev, was, oldwill, redis.call('HGET', KEYS[1], 'seq') or '0', 0}
+local out = {0, ep, present, prev, was, oldwill, redis.call('HGET', KEYS[1], 'seq') or '0', 0, 0}
 if present == 1 then
   out[8] = redis.call('LLEN', KEYS[3])
+  out[9] = redis.call('EXISTS', KEYS[2])
   local inflight = redis.call('HGETALL', KEYS[4])
   for i = 1, #inflight do out[#out + 1] = inflight[i] end
 end
@@ -472,7 +479,7 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 		}
 		return ConnectResult{}, subs, nil
 	}
-	if len(v) < 8 {
+	if len(v) < 9 {
 		return ConnectResult{}, nil, fmt.Errorf("connecting session %s: short reply", clientID)
 	}
 	ep, _ := v[1].(string)
@@ -485,7 +492,9 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 	was, _ := v[4].(int64)
 	sq, _ := v[6].(string)
 	qlen, _ := v[7].(int64)
-	res := ConnectResult{Epoch: epoch, SessionPresent: present == 1, PreviousNode: prev, WasConnected: was == 1, Queued: qlen > 0}
+	subscribed, _ := v[8].(int64)
+	res := ConnectResult{Epoch: epoch, SessionPresent: present == 1, PreviousNode: prev, WasConnected: was == 1,
+		Queued: qlen > 0, Subscribed: subscribed == 1}
 	res.Seq, _ = strconv.ParseUint(sq, 10, 64)
 	if w, _ := v[5].(string); w != "" {
 		will := new(Will)
@@ -498,9 +507,9 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 			res.TakenOverWill = will
 		}
 	}
-	if n := (len(v) - 8) / 2; n > 0 {
+	if n := (len(v) - 9) / 2; n > 0 {
 		res.Inflight = make([]InflightMessage, 0, n)
-		for i := 8; i+1 < len(v); i += 2 {
+		for i := 9; i+1 < len(v); i += 2 {
 			f, _ := v[i].(string)
 			val, _ := v[i+1].(string)
 			im, err := decodeInflight(f, val)

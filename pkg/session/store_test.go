@@ -35,7 +35,7 @@ func TestConnect(t *testing.T) {
 			name:         "a persistent session resumed on another node is present and names the previous node",
 			before:       seedSession("n1", true),
 			req:          ConnectRequest{Node: "n2", ExpirySeconds: 60, Protocol: 5},
-			want:         ConnectResult{SessionPresent: true, PreviousNode: "n1", Seq: 1, Queued: true}, // the seeded message in flight, one queued
+			want:         ConnectResult{SessionPresent: true, PreviousNode: "n1", Seq: 1, Queued: true, Subscribed: true}, // the seeded message in flight, one queued, a subscription
 			wantKept:     true,
 			wantInflight: []string{"m1"},
 		},
@@ -43,9 +43,18 @@ func TestConnect(t *testing.T) {
 			name:         "a takeover of a connected session reports that it was connected",
 			before:       seedSession("n1", false),
 			req:          ConnectRequest{Node: "n2", ExpirySeconds: 60, Protocol: 4},
-			want:         ConnectResult{SessionPresent: true, PreviousNode: "n1", WasConnected: true, Seq: 1, Queued: true},
+			want:         ConnectResult{SessionPresent: true, PreviousNode: "n1", WasConnected: true, Seq: 1, Queued: true, Subscribed: true},
 			wantKept:     true,
 			wantInflight: []string{"m1"},
+		},
+		{
+			name: "a resumed session that never subscribed reports no subscriptions (the node does not poll it)",
+			before: func(t *testing.T, s *Store, cid string) {
+				_, err := s.Connect(testCtx(t), ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5})
+				require.NoError(t, err)
+			},
+			req:  ConnectRequest{Node: "n1", ExpirySeconds: 60, Protocol: 5},
+			want: ConnectResult{SessionPresent: true, PreviousNode: "n1", WasConnected: true},
 		},
 		{
 			name:   "clean start discards the session and reports no session present",

@@ -33,6 +33,14 @@ type conn struct {
 	// willDue: the connection ended abnormally (OnWill ran).
 	willDue   atomic.Bool
 	takenOver atomic.Bool
+	// mayGetWork says messages can be queued or handed to the session:
+	// it held subscriptions, queued or inflight messages when this
+	// connection resumed it, or the client sent a SUBSCRIBE since (set
+	// before the subscriptions are stored). Only such sessions are
+	// polled: a dispatcher queues nothing for a session without a
+	// subscription (session.OutcomeNotSubscribed), so a device that only
+	// publishes costs the poll nothing.
+	mayGetWork atomic.Bool
 	// disconnectCode is the reason code of the client's DISCONNECT.
 	disconnectCode atomic.Uint32
 	// pump writes the session's messages to the connection.

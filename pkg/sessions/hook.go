@@ -248,6 +248,9 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		h.o.Wills.Publish(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
 	}
 	c.inflight, c.queued = res.Inflight, res.Queued
+	if res.Subscribed || res.Queued || len(res.Inflight) > 0 {
+		c.mayGetWork.Store(true)
+	}
 	h.o.Wills.Cancel(cl.ID)
 	h.mu.Lock()
 	c.noticed = h.connected1(cl.ID)
@@ -582,6 +585,10 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 			return pk, nil // mochi refuses it
 		}
 		if c := h.lookup(cl); c != nil {
+			// Before the subscriptions reach the store, so that the
+			// poll looks at the session from the first message a
+			// dispatcher can queue for it.
+			c.mayGetWork.Store(true)
 			h.o.Subscribe.Subscribe(c, pk)
 			return ignored(pk.ProtocolVersion), nil
 		}

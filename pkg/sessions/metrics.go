@@ -29,7 +29,7 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64) (*metrics, error
 			"CONNECTs refused by the session layer, by reason: store (Server Unavailable: the session store failed), not_owner (Not Authorized: the session belongs to another identity)."),
 		takeovers: counter("fleetgate_delivery_takeovers", "Sessions taken over from a connection on another node."),
 		polled: counter("fleetgate_delivery_poll_sessions",
-			"Sessions looked at by the poll for work without a notice (delivery.poll-interval): two Redis reads each."),
+			"Sessions looked at by the poll for work without a notice (delivery.poll-interval): two Redis reads each. Only sessions that have or had a subscription (or work when resumed) are looked at."),
 		expiryCapped: counter("fleetgate_delivery_session_expiry_capped",
 			"MQTT 5 CONNECTs whose Session Expiry Interval was above session.max-expiry (or never): the CONNACK announced the capped one."),
 		pollKicked: counter("fleetgate_delivery_poll_kicks",

@@ -130,8 +130,9 @@ func (h *Hook) kickAll() {
 const pollBatch = 512
 
 // poll is the safety net for lost notices: it reads whether each local
-// session has queued messages or messages handed to it that its pump did
-// not write (session.Store.PendingOf, two reads per session in shared
+// session that can get messages (conn.mayGetWork: it has or had
+// subscriptions, or work when it was resumed) has queued messages or
+// messages handed to it that its pump did not write (session.Store.PendingOf, two reads per session in shared
 // pipelines, no script) and kicks only those pumps. An idle connection then
 // costs no delivery round per poll interval. Sessions whose state cannot be
 // read are kicked.
@@ -139,7 +140,9 @@ func (h *Hook) poll(ctx context.Context) {
 	h.mu.Lock()
 	cs := make([]*conn, 0, len(h.byID))
 	for _, c := range h.byID {
-		cs = append(cs, c)
+		if c.mayGetWork.Load() {
+			cs = append(cs, c)
+		}
 	}
 	h.mu.Unlock()
 	ids := make([]string, 0, min(len(cs), pollBatch))
