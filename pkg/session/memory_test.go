@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -85,4 +86,34 @@ func BenchmarkRedisBytesPerSession(b *testing.B) {
 			b.ReportMetric(float64(usedMemory(b, raw)-before)/float64(b.N), "B/session")
 		})
 	}
+}
+
+// BenchmarkPendingOf is the poll for lost notices (sessions.Hook.poll) over
+// 512 sessions, the poll's batch: what one poll allocates per session is
+// the garbage an idle node makes every delivery.poll-interval, which the
+// idle connection's memory pays for until the next GC
+// (docs/connection-memory.md). It reports allocated bytes per session.
+func BenchmarkPendingOf(b *testing.B) {
+	testRedis.Require(b)
+	cfg := testConfig()
+	rdb := cfg.Redis.NewClient()
+	defer rdb.Close()
+	s := New(rdb, cfg)
+	ctx := context.Background()
+	ids := make([]string, 512)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("bench-pending-%03d", i)
+	}
+	b.ReportAllocs()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := s.PendingOf(ctx, ids); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(b.N)/float64(len(ids)), "B/session")
 }
