@@ -115,7 +115,9 @@ type Pump struct {
 // Open returns the pump of a new connection. It does nothing until Begin.
 // onGone runs when a store write finds that the session moved on.
 func (d *Deliverer) Open(cl *mqtt.Client, onGone func()) *Pump {
-	c := &Pump{d: d, cl: cl, onGone: onGone, inflight: map[uint16]outbound{}}
+	// The inflight map is made with the first message written: an idle
+	// connection holds none.
+	c := &Pump{d: d, cl: cl, onGone: onGone}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.window = d.cfg.MaxInflight
 	if cl.Properties.ProtocolVersion >= 5 {
@@ -603,7 +605,7 @@ func (c *Pump) resend() error {
 	for _, m := range msgs {
 		c.lastSeq = max(c.lastSeq, m.Seq)
 		if m.Released {
-			c.inflight[m.PacketID] = outbound{state: 3}
+			c.track(m.PacketID, outbound{state: 3})
 			c.d.metrics.resent.Add(c.ctx, 1)
 			c.flush(buf) // keep the order of the flows
 			_ = c.cl.WritePacket(pubrel(m.PacketID))
@@ -711,8 +713,16 @@ func (c *Pump) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (d
 	if c.d.events.Receipts() {
 		o.topic, o.messageID = msg.Topic, msg.MessageID
 	}
-	c.inflight[m.PacketID] = o
+	c.track(m.PacketID, o)
 	return false
+}
+
+// track records a message written and awaiting its acknowledgement.
+func (c *Pump) track(id uint16, o outbound) {
+	if c.inflight == nil {
+		c.inflight = map[uint16]outbound{}
+	}
+	c.inflight[id] = o
 }
 
 // maxSentOnce bounds the topics a pump remembers as sent once.
