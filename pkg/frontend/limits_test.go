@@ -103,6 +103,7 @@ func TestInboundTopicAliasesAreBoundedByTheAnnouncedMaximum(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := counter(t, n.metrics(), "fleetgate_frontend_disconnects_total", `reason="`+tc.label+`"`)
+			failed := counter(t, n.metrics(), "fleetgate_ingest_records_failed_total", `reason="invalid_topic"`)
 			c := testkit.DialRaw(t, n.addr, 5)
 			c.Connect(fmt.Sprintf("alias-bad-%d", i), true)
 			c.Write(tc.pub)
@@ -110,6 +111,8 @@ func TestInboundTopicAliasesAreBoundedByTheAnnouncedMaximum(t *testing.T) {
 			require.Eventually(t, func() bool {
 				return counter(t, n.metrics(), "fleetgate_frontend_disconnects_total", `reason="`+tc.label+`"`) > before
 			}, 5*time.Second, 20*time.Millisecond, "disconnect not counted as %s", tc.label)
+			assert.Equal(t, failed+1, counter(t, n.metrics(), "fleetgate_ingest_records_failed_total", `reason="invalid_topic"`),
+				"the refused publish is counted once in records_failed{invalid_topic}")
 		})
 	}
 

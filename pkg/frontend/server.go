@@ -238,15 +238,16 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		quotas = s.auth
 	}
 	s.hook, err = ingest.New(cfg.Ingest, ingest.Options{
-		Node:           cfg.Node.ID,
-		Topic:          cfg.Kafka.Topic,
-		ReceiveMaximum: caps.ReceiveMaximum,
-		MaxInflightAge: caps.MaximumMessageExpiryInterval,
-		ExactlyOnce:    exactly,
-		Authorizer:     s.auth,
-		Quotas:         quotas,
-		TopicLimits:    cfg.MQTT.Topics.Limits(),
-		Retained:       retained.NewQuota(cfg.Retained, s.rdb, log),
+		Node:              cfg.Node.ID,
+		Topic:             cfg.Kafka.Topic,
+		ReceiveMaximum:    caps.ReceiveMaximum,
+		MaxInflightAge:    caps.MaximumMessageExpiryInterval,
+		ExactlyOnce:       exactly,
+		Authorizer:        s.auth,
+		Quotas:            quotas,
+		TopicLimits:       cfg.MQTT.Topics.Limits(),
+		TopicAliasMaximum: caps.TopicAliasMaximum,
+		Retained:          retained.NewQuota(cfg.Retained, s.rdb, log),
 	}, s.producer, log, tel.Provider)
 	if err != nil {
 		return nil, err

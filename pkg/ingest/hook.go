@@ -75,6 +75,7 @@ type Hook struct {
 	authorizer     Authorizer
 	quotaOf        Quotas // nil: the node's quota for every client
 	topicLimits    topic.Limits
+	aliasMax       uint16
 
 	budget      *semaphore.Weighted
 	unacked     atomic.Int64 // bytes read but not yet acknowledged by Kafka
@@ -119,6 +120,11 @@ type Options struct {
 	// one to an invalid topic name. The zero value: the protocol's bound
 	// only.
 	TopicLimits topic.Limits
+	// TopicAliasMaximum is the Topic Alias Maximum announced to MQTT 5
+	// clients. mochi refuses a PUBLISH with an alias above it, or with
+	// neither a topic name nor an alias, or with a wildcard in its topic
+	// name; the hook counts those in records_failed{invalid_topic}.
+	TopicAliasMaximum uint16
 }
 
 // Authorizer decides whether a client may publish to a topic name (after
@@ -152,6 +158,7 @@ func New(cfg Config, opts Options, producer Producer, log *slog.Logger, mp metri
 		authorizer:     opts.Authorizer,
 		quotaOf:        opts.Quotas,
 		topicLimits:    opts.TopicLimits,
+		aliasMax:       opts.TopicAliasMaximum,
 		retained:       opts.Retained,
 		budget:         semaphore.NewWeighted(int64(cfg.MaxUnackedBytes)),
 		draining:       make(chan struct{}),
@@ -243,6 +250,13 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		h.metrics.fail(ReasonInvalidTopic)
 		h.disconnect(cl, packets.ErrTopicAliasInvalid)
 		return Ignored(pk.ProtocolVersion), nil
+	}
+	switch pk.PublishValidate(h.aliasMax) {
+	case packets.ErrTopicAliasInvalid, packets.ErrProtocolViolationNoTopic, packets.ErrProtocolViolationSurplusWildcard:
+		// mochi refuses it (DISCONNECT 0x94, 0x82, 0x82) before any
+		// hook sees it as a publish: counted here, answered there.
+		h.metrics.fail(ReasonInvalidTopic)
+		return pk, nil
 	}
 	if isSysTopic(pk.TopicName) {
 		return h.rejectSysTopic(cl, pk)
