@@ -7,6 +7,6 @@
 // Of fleetgate it imports pkg/acl, pkg/auth, pkg/config, pkg/delivery, pkg/events,
 // pkg/exactlyonce, pkg/ingest, pkg/kafka, pkg/listen, pkg/retained, pkg/session,
 // pkg/sessions, pkg/subscribe, pkg/subscriptions, pkg/telemetry, pkg/topic,
-// pkg/wills.
+// pkg/wills, pkg/workers.
 // test/imports holds the import rules.
 package frontend

@@ -25,6 +25,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
 // busyGap is how close packets must follow each other for a connection to
@@ -47,56 +49,10 @@ type leanConn struct {
 }
 
 // offGoroutine runs f on another goroutine and waits for it, so that f's
-// stack growth stays off the caller's stack: a goroutine's stack only
-// shrinks at GC while it uses under a quarter of it. The other goroutine
-// is a helper that ran such work before when one is free (its stack has
-// grown to what the work needs, so neither goroutine creation nor stack
-// copying is paid again: in a reconnect storm they were 8 % of the
-// frontend's CPU), else a new one.
-func offGoroutine(f func()) {
-	j := &helperJob{f: f, done: make(chan struct{})}
-	select {
-	case helperJobs <- j:
-	default:
-		go helper(j)
-	}
-	<-j.done
-}
-
-// helperJob is one function handed to a helper.
-type helperJob struct {
-	f    func()
-	done chan struct{}
-}
-
-// helperJobs hands work to helpers waiting for it; unbuffered, so a job is
-// only ever taken by a helper that is free.
-var helperJobs = make(chan *helperJob)
-
-// helperIdle is how long a helper waits for more work before it ends, so
-// that a quiet node holds no helper stacks (an idle connection's memory is
-// docs/connection-memory.md's concern), while a busy one keeps a few.
-const helperIdle = time.Second
-
-// helper runs j, then whatever work comes within helperIdle of its last.
-func helper(j *helperJob) {
-	idle := time.NewTimer(helperIdle)
-	defer idle.Stop()
-	for {
-		j.run()
-		idle.Reset(helperIdle)
-		select {
-		case j = <-helperJobs:
-		case <-idle.C:
-			return
-		}
-	}
-}
-
-func (j *helperJob) run() {
-	defer close(j.done)
-	j.f()
-}
+// stack growth stays off the caller's stack: on a worker that ran such
+// work before when one is free (pkg/workers; in a reconnect storm goroutine
+// creation and stack growth were 8 % of the frontend's CPU), else a new one.
+func offGoroutine(f func()) { workers.Run(f) }
 
 var monoEpoch = time.Now()
 

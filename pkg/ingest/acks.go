@@ -8,6 +8,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
 // entry is one QoS 1 or 2 PUBLISH awaiting its answer.
@@ -111,7 +113,10 @@ func (h *Hook) complete(a *clientAcks, e *entry, code packets.Code) {
 	}
 	a.mu.Unlock()
 	if start {
-		go h.flush(a)
+		// On a worker whose stack has grown for a write already: a new
+		// goroutine per flush paid that growth at every ack of a slow
+		// device.
+		workers.Go(func() { h.flush(a) })
 	}
 }
 
