@@ -29,6 +29,11 @@ type Rules struct {
 	byGroup    map[string][]int32  // rules naming a group
 	groups     int
 	quotas     []fileQuota // the quotas section, in file order
+
+	// allowAll is the decisions of every subject of the open mode that has
+	// no extra rules and no quota, shared: it holds nothing particular to
+	// a subject, and every connection needs one.
+	allowAll *derived
 }
 
 // identity is what the file says of one identity: one map lookup at
@@ -39,7 +44,13 @@ type identity struct {
 }
 
 // openRules is the open mode: no rules file, everything allowed.
-var openRules = &Rules{open: true}
+var openRules = newOpenRules()
+
+func newOpenRules() *Rules {
+	r := &Rules{open: true}
+	r.allowAll = &derived{rules: r, allowAll: true}
+	return r
+}
 
 // ParseRules compiles the rules file data; name is the file name, for
 // errors. Errors are a *ParseError.
@@ -191,12 +202,14 @@ func (r *Rules) applicable(id string, groups []string) []int32 {
 // policy costs memory for what is particular to its subject, not for every
 // rule that applies to it.
 func (r *Rules) derive(p *Policy) *derived {
-	d := &derived{rules: r}
-	d.quota, d.hasQuota = r.quotaOf(p.identity, p.groups)
+	quota, hasQuota := r.quotaOf(p.identity, p.groups)
 	if r.open && !p.held {
-		d.allowAll = true
-		return d
+		if !hasQuota && r.allowAll != nil {
+			return r.allowAll
+		}
+		return &derived{rules: r, allowAll: true, quota: quota, hasQuota: hasQuota}
 	}
+	d := &derived{rules: r, quota: quota, hasQuota: hasQuota}
 	idx := r.applicable(p.identity, p.groups)
 	// Count the entries of the rules with placeholders, the policy's own,
 	// so that eb.entries never grows: the steps point into it.
