@@ -49,6 +49,11 @@ type Pump struct {
 	halted atomic.Bool // taken over: no more rounds
 	closed atomic.Bool // the connection ended (Close)
 
+	// ctx ends the pump's store calls when the connection is gone (Stop).
+	// The first pump run makes it, under ctxMu: an idle connection holds
+	// none. Once set it never changes, and the running pump reads it
+	// without the lock.
+	ctxMu  sync.Mutex
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -118,7 +123,6 @@ func (d *Deliverer) Open(cl *mqtt.Client, onGone func()) *Pump {
 	// The inflight map is made with the first message written: an idle
 	// connection holds none.
 	c := &Pump{d: d, cl: cl, onGone: onGone}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.window = d.cfg.MaxInflight
 	if cl.Properties.ProtocolVersion >= 5 {
 		rm := int(cl.Properties.Props.ReceiveMaximum)
@@ -188,7 +192,30 @@ func (c *Pump) Halt() { c.halted.Store(true) }
 
 // Stop ends the pump's work at once: the connection is gone.
 func (c *Pump) Stop() {
-	c.cancel()
+	c.ctxMu.Lock()
+	defer c.ctxMu.Unlock()
+	if c.cancel != nil {
+		c.cancel()
+	} else if c.ctx == nil {
+		c.ctx = stopped
+	}
+}
+
+// stopped is the context of a pump stopped before it ever ran.
+var stopped = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// context returns the pump's context, making it on the first run.
+func (c *Pump) context() context.Context {
+	c.ctxMu.Lock()
+	defer c.ctxMu.Unlock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+	}
+	return c.ctx
 }
 
 // Close records, once the connection ended, the acknowledgements it read
@@ -264,6 +291,7 @@ func (c *Pump) kick() {
 }
 
 func (c *Pump) pump() {
+	ctx := c.context()
 	for {
 		c.pending.Store(false)
 		c.work.Lock()
@@ -271,7 +299,7 @@ func (c *Pump) pump() {
 		c.wroteSeq.Store(c.lastSeq)
 		c.work.Unlock()
 		c.running.Store(false)
-		if !c.pending.Load() || c.ctx.Err() != nil {
+		if !c.pending.Load() || ctx.Err() != nil {
 			return
 		}
 		if !c.running.CompareAndSwap(false, true) {
@@ -539,7 +567,8 @@ func (c *Pump) settled(s settlement) {
 		}
 		if o, ok := c.inflight[id]; ok {
 			delete(c.inflight, id)
-			c.d.metrics.completed.Add(c.ctx, 1)
+			// Finish may run before any round made c.ctx.
+			c.d.metrics.completed.Add(context.Background(), 1)
 			if s.kinds[i] != packets.Pubrec { // a refused PUBREC ends the flow undelivered
 				c.receipt(id, o)
 			}
