@@ -43,6 +43,9 @@ func commonOpts(cfg Config, log *slog.Logger, tel Telemetry) ([]kgo.Opt, error) 
 		// above: info-level connection churn would drown the service logs.
 		kgo.WithLogger(kslog.New(telemetry.Filtered(log.With("component", "kafka"), slog.LevelWarn))),
 	}
+	if !cfg.ClientMetrics {
+		opts = append(opts, kgo.DisableClientMetrics())
+	}
 	if cfg.MetadataMaxAge > 0 {
 		// Partitions added to a topic are found at the next refresh:
 		// producers start writing to them, and the consumer groups'

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"flag"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
@@ -186,4 +188,41 @@ func TestClientsRefreshMetadataEveryMinuteByDefault(t *testing.T) {
 	c := defaults(t)
 	c.MetadataMaxAge = 500 * time.Millisecond
 	assert.ErrorContains(t, c.Validate(), "kafka.metadata-max-age")
+}
+
+// telemetryAsked counts the KIP-714 subscription requests a cluster gets.
+func telemetryAsked(t *testing.T) (*kfake.Cluster, *atomic.Int32) {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	var n atomic.Int32
+	cluster.ControlKey(kmsg.GetTelemetrySubscriptions.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		n.Add(1)
+		return nil, nil, false // kfake answers as usual: a subscription to every metric
+	})
+	return cluster, &n
+}
+
+func TestClientMetricsAreNotSentToTheBrokerByDefault(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := func(cluster *kfake.Cluster, on bool) {
+		cfg := defaults(t)
+		cfg.Brokers, cfg.Topic, cfg.ClientMetrics = config.StringList{cluster.ListenAddrs()[0]}, "t", on
+		p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 5 * time.Second}, testkit.DiscardLogger(), Telemetry{})
+		require.NoError(t, err)
+		t.Cleanup(p.Close)
+		require.NoError(t, p.ProduceSync(ctx, &kgo.Record{Key: []byte("d"), Value: []byte("v")}).FirstErr())
+	}
+	off, offAsked := telemetryAsked(t)
+	start(off, false)
+	// A client that sends them asks for its subscription as it starts: once
+	// the second one (started later) has asked, the first would have too.
+	on, onAsked := telemetryAsked(t)
+	start(on, true)
+	require.Eventually(t, func() bool { return onAsked.Load() > 0 }, 5*time.Second, 10*time.Millisecond,
+		"kafka.client-metrics=true: the client asks the broker which metrics to push")
+	assert.Zero(t, offAsked.Load(), "by default no client asks for a metrics subscription, so none pushes")
 }

@@ -28,8 +28,14 @@ type Config struct {
 	// max.message.bytes): no produce batch is larger, so a record too large
 	// fails alone instead of taking the records batched with it along.
 	MaxMessageBytes config.ByteSize `yaml:"max_message_bytes"`
-	TLS             TLSConfig       `yaml:"tls"`
-	SASL            SASLConfig      `yaml:"sasl"`
+	// ClientMetrics sends the clients' KIP-714 metrics to brokers that
+	// subscribe to them. Off by default: fleetgate exports the same
+	// figures itself, and franz-go makes a new compressor for each push
+	// (4 MiB of garbage per client and push with lz4), which an idle
+	// node's memory shows.
+	ClientMetrics bool       `yaml:"client_metrics"`
+	TLS           TLSConfig  `yaml:"tls"`
+	SASL          SASLConfig `yaml:"sasl"`
 }
 
 // TLSConfig configures TLS to the brokers.
@@ -63,6 +69,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Compression, "kafka.compression", "none", "Producer compression: none, gzip, snappy, lz4 or zstd.")
 	c.MaxMessageBytes = 1 << 20
 	fs.Var(&c.MaxMessageBytes, "kafka.max-message-bytes", "The largest record batch the topic accepts (its max.message.bytes; Kafka's default is about 1MiB): no produce request carries a larger batch, so a record too large for it fails alone (PUBACK 0x95) and never takes the small records batched with it along. Raise it with the topic's setting.")
+	fs.BoolVar(&c.ClientMetrics, "kafka.client-metrics", false, "Send the Kafka clients' own metrics to brokers that ask for them (KIP-714). Off by default: fleetgate exports them on /metrics, and each push allocates a new compression buffer.")
 	fs.BoolVar(&c.TLS.Enabled, "kafka.tls.enabled", false, "Connect to the brokers over TLS.")
 	fs.StringVar(&c.TLS.CAFile, "kafka.tls.ca-file", "", "PEM CA bundle to verify the brokers with; empty uses the system roots.")
 	fs.StringVar(&c.TLS.CertFile, "kafka.tls.cert-file", "", "PEM client certificate, for brokers that require mutual TLS.")
