@@ -100,7 +100,8 @@
 # FLEET_DURATION FLEET_PAIRS FLEET_PAIR_RATE FLEET_PAIRS_DURATION FLEET_ROUNDS
 # FLEET_CLOSED_PAIRS FLEET_CLOSED_WINDOW FLEET_CLOSED_ROUNDS FLEET_CONNECT
 # FLEET_CONNECT_ROUNDS FLEET_PPROF_SECONDS FLEET_REDIS_ARGS FLEET_HAPROXY
-# FLEET_HAPROXY_DEVICES FLEET_HAPROXY_ROUNDS (section 7), FRONTEND_BIN /
+# FLEET_HAPROXY_DEVICES FLEET_HAPROXY_ROUNDS, FLEET_SHAPES (which of a–e run;
+# default "idle devices pairs closed storm") (section 7), FRONTEND_BIN /
 # DISPATCHER_BIN (section 7's binaries, else built),
 # DEV_BIN / BENCH_BIN (use these binaries, do not build; FLEETGATE_* names
 # would be taken for fleetgate settings),
@@ -188,6 +189,7 @@ FLEET_REDIS_ARGS=${FLEET_REDIS_ARGS:---appendonly yes --appendfsync always}
 FLEET_HAPROXY=${FLEET_HAPROXY:-0}
 FLEET_HAPROXY_DEVICES=${FLEET_HAPROXY_DEVICES:-4000}
 FLEET_HAPROXY_ROUNDS=${FLEET_HAPROXY_ROUNDS:-2}
+FLEET_SHAPES=${FLEET_SHAPES:-idle devices pairs closed storm}
 
 WORK=$(mktemp -d /tmp/fleetgate-bench.XXXXXX)
 OUT=${OUT:-$WORK/out}
@@ -216,6 +218,9 @@ log() { printf '\n=== %s\n' "$*"; }
 
 # section NAME: whether SECTIONS includes NAME.
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+# fleet_shape NAME: whether FLEET_SHAPES includes NAME (section 7).
+fleet_shape() { [[ " $FLEET_SHAPES " == *" $1 "* ]]; }
 
 # Stops one process this script started.
 stop() {
@@ -929,50 +934,60 @@ mkdir -p "$FLEET_OUT"
 
 # Fresh processes first: memory per connection is read against the RSS
 # before the connections, which a Go heap grown by earlier shapes hides.
-log "7a. $FLEET_IDLE idle connections, one target after the other (one bench process holds them), settle $FLEET_IDLE_SETTLE"
-"$BENCH" compare idle "${FLEET_TARGETS[@]}" -baseline mosquitto \
-	-clients "$FLEET_IDLE" -rounds 1 -settle "$FLEET_IDLE_SETTLE" -json-out "$FLEET_OUT/idle.json"
+if fleet_shape idle; then
+	log "7a. $FLEET_IDLE idle connections, one target after the other (one bench process holds them), settle $FLEET_IDLE_SETTLE"
+	"$BENCH" compare idle "${FLEET_TARGETS[@]}" -baseline mosquitto \
+		-clients "$FLEET_IDLE" -rounds 1 -settle "$FLEET_IDLE_SETTLE" -json-out "$FLEET_OUT/idle.json"
+fi
 
-for n in $FLEET_DEVICES; do
-	rate=$((n * FLEET_DEVICE_RATE))
-	log "7b. $n devices × $FLEET_DEVICE_RATE msg/s, open loop ($rate msg/s in total), QoS 1, $SIZE-byte payloads, $FLEET_ROUNDS round(s) of $FLEET_DURATION"
-	"$BENCH" compare pub "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
-		-qos 1 -publishers "$n" -rate "$rate" -window 64 -size "$SIZE" -client-prefix "fleet-dev-$n" \
-		-duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
-		-pprof-dir "$FLEET_OUT/devices-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/devices-$n.json"
-	top_cum "frontend CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.cpu.pprof" "$FRONTEND"
-	top_cum "dispatcher CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
-done
+if fleet_shape devices; then
+	for n in $FLEET_DEVICES; do
+		rate=$((n * FLEET_DEVICE_RATE))
+		log "7b. $n devices × $FLEET_DEVICE_RATE msg/s, open loop ($rate msg/s in total), QoS 1, $SIZE-byte payloads, $FLEET_ROUNDS round(s) of $FLEET_DURATION"
+		"$BENCH" compare pub "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
+			-qos 1 -publishers "$n" -rate "$rate" -window 64 -size "$SIZE" -client-prefix "fleet-dev-$n" \
+			-duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
+			-pprof-dir "$FLEET_OUT/devices-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/devices-$n.json"
+		top_cum "frontend CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.cpu.pprof" "$FRONTEND"
+		top_cum "dispatcher CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
+	done
+fi
 
-for n in $FLEET_PAIRS; do
-	rate=$((n * FLEET_PAIR_RATE))
-	log "7c. $n pairs × $FLEET_PAIR_RATE msg/s, open loop ($rate msg/s in total), QoS 1 both ways, $FLEET_ROUNDS round(s) of $FLEET_PAIRS_DURATION"
+if fleet_shape pairs; then
+	for n in $FLEET_PAIRS; do
+		rate=$((n * FLEET_PAIR_RATE))
+		log "7c. $n pairs × $FLEET_PAIR_RATE msg/s, open loop ($rate msg/s in total), QoS 1 both ways, $FLEET_ROUNDS round(s) of $FLEET_PAIRS_DURATION"
+		"$BENCH" compare pairs "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
+			-pairs "$n" -rate "$rate" -window 256 -size "$SIZE" -client-prefix "fleet-pairs-$n" \
+			-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
+			-pprof-dir "$FLEET_OUT/pairs-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/pairs-$n.json"
+		top_cum "frontend CPU profile, $n pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/pairs-$n/fleetgate.cpu.pprof" "$FRONTEND"
+		top_cum "dispatcher CPU profile, $n pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/pairs-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
+	done
+fi
+
+if fleet_shape closed; then
+	log "7d. pairs, closed loop: $FLEET_CLOSED_PAIRS pairs, $FLEET_CLOSED_WINDOW in flight end to end per pair, $FLEET_CLOSED_ROUNDS rounds of $FLEET_PAIRS_DURATION"
+	drops0=$(fleet_drops)
 	"$BENCH" compare pairs "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
-		-pairs "$n" -rate "$rate" -window 256 -size "$SIZE" -client-prefix "fleet-pairs-$n" \
-		-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
-		-pprof-dir "$FLEET_OUT/pairs-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/pairs-$n.json"
-	top_cum "frontend CPU profile, $n pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/pairs-$n/fleetgate.cpu.pprof" "$FRONTEND"
-	top_cum "dispatcher CPU profile, $n pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/pairs-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
-done
+		-pairs "$FLEET_CLOSED_PAIRS" -window "$FLEET_CLOSED_WINDOW" -size "$SIZE" -client-prefix fleet-closed \
+		-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_CLOSED_ROUNDS" \
+		-pprof-dir "$FLEET_OUT/closed" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/closed.json"
+	drops1=$(fleet_drops)
+	echo "fleetgate: deliveries dropped at a session's queue bound during 7d (dispatcher, fleetgate_dispatch_deliveries dropped_*): $((drops1 - drops0))"
+	echo "$((drops1 - drops0))" >"$FLEET_OUT/closed-drops"
+	top_cum "frontend CPU profile, closed-loop pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/closed/fleetgate.cpu.pprof" "$FRONTEND"
+	top_cum "dispatcher CPU profile, closed-loop pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/closed/fleetgate.2.cpu.pprof" "$DISPATCHER"
+fi
 
-log "7d. pairs, closed loop: $FLEET_CLOSED_PAIRS pairs, $FLEET_CLOSED_WINDOW in flight end to end per pair, $FLEET_CLOSED_ROUNDS rounds of $FLEET_PAIRS_DURATION"
-drops0=$(fleet_drops)
-"$BENCH" compare pairs "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
-	-pairs "$FLEET_CLOSED_PAIRS" -window "$FLEET_CLOSED_WINDOW" -size "$SIZE" -client-prefix fleet-closed \
-	-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_CLOSED_ROUNDS" \
-	-pprof-dir "$FLEET_OUT/closed" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/closed.json"
-drops1=$(fleet_drops)
-echo "fleetgate: deliveries dropped at a session's queue bound during 7d (dispatcher, fleetgate_dispatch_deliveries dropped_*): $((drops1 - drops0))"
-echo "$((drops1 - drops0))" >"$FLEET_OUT/closed-drops"
-top_cum "frontend CPU profile, closed-loop pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/closed/fleetgate.cpu.pprof" "$FRONTEND"
-top_cum "dispatcher CPU profile, closed-loop pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/closed/fleetgate.2.cpu.pprof" "$DISPATCHER"
-
-log "7e. reconnect storm: $FLEET_CONNECT devices with persistent sessions, 64 at a time, 1 warm-up pass (creates the sessions) and 1 measured pass (resumes them), $FLEET_CONNECT_ROUNDS rounds"
-"$BENCH" compare connect "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
-	-clients "$FLEET_CONNECT" -connect-concurrency 64 -persistent -warmup-passes 1 -passes 1 \
-	-rounds "$FLEET_CONNECT_ROUNDS" -client-prefix fleet-storm \
-	-pprof-dir "$FLEET_OUT/connect" -pprof-seconds 2 -json-out "$FLEET_OUT/connect.json"
-top_cum "frontend CPU profile, reconnect storm (2 s)" "$FLEET_OUT/connect/fleetgate.cpu.pprof" "$FRONTEND"
+if fleet_shape storm; then
+	log "7e. reconnect storm: $FLEET_CONNECT devices with persistent sessions, 64 at a time, 1 warm-up pass (creates the sessions) and 1 measured pass (resumes them), $FLEET_CONNECT_ROUNDS rounds"
+	"$BENCH" compare connect "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
+		-clients "$FLEET_CONNECT" -connect-concurrency 64 -persistent -warmup-passes 1 -passes 1 \
+		-rounds "$FLEET_CONNECT_ROUNDS" -client-prefix fleet-storm \
+		-pprof-dir "$FLEET_OUT/connect" -pprof-seconds 2 -json-out "$FLEET_OUT/connect.json"
+	top_cum "frontend CPU profile, reconnect storm (2 s)" "$FLEET_OUT/connect/fleetgate.cpu.pprof" "$FRONTEND"
+fi
 
 if [[ $FLEET_HAPROXY == 1 ]]; then
 	log "7f. capacity check: $FLEET_HAPROXY_DEVICES devices × $FLEET_DEVICE_RATE msg/s through HAProxy to one frontend, then to two (leastconn), same Kafka, Redis and dispatcher; $FLEET_HAPROXY_ROUNDS rounds of $FLEET_DURATION"
