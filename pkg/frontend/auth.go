@@ -28,13 +28,6 @@ const (
 	reasonWillTopic  = "will_topic_limit"
 )
 
-// access is who a connection is and what it may do.
-type access struct {
-	identity auth.Identity
-	policy   *acl.Policy
-	expiry   *time.Timer // closes the connection when its credential expires
-}
-
 // authHook decides who a CONNECT is (pkg/auth), what it may publish and
 // subscribe to (pkg/acl), and that its client id is not another identity's
 // on this node (pkg/sessions checks the session store). mochi ORs the
@@ -56,7 +49,9 @@ type authHook struct {
 	// topics bounds will topics as every other topic name.
 	topics topic.Limits
 
-	clients sync.Map // *mqtt.Client → *access
+	// What an authenticated client may do is held by its connection
+	// (conn.policy), not in a map here: one pointer load per PUBLISH, and
+	// no map entry per connection.
 	refused sync.Map // *mqtt.Client → byte: the CONNACK code of a refused CONNECT
 }
 
@@ -75,6 +70,14 @@ func (h *authHook) Provides(b byte) bool {
 // CONNACK code of its reason (OnPacketEncode), never a hint of which part
 // of the credentials was wrong beyond what the code says.
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	c, ok := cl.Net.Conn.(*conn)
+	if !ok {
+		// Every listener's connection is served through a conn
+		// (Server.establish); one that is not has nowhere to hold its
+		// policy, and is refused rather than left unchecked.
+		h.refuse(cl, serverUnavailable(cl), "error", slog.String("err", "connection not served by the frontend"))
+		return false
+	}
 	req := auth.Request{
 		ClientID:         cl.ID,
 		Username:         string(pk.Connect.Username),
@@ -139,11 +142,10 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		return false
 	}
 
-	a := &access{identity: id, policy: policy}
+	c.policy.Store(policy)
 	if h.atExpiry && !id.Expires.IsZero() {
-		a.expiry = time.AfterFunc(time.Until(id.Expires), func() { h.expired(cl) })
+		c.expiry.Store(time.AfterFunc(time.Until(id.Expires), func() { h.expired(cl) }))
 	}
-	h.clients.Store(cl, a)
 	h.metrics.authenticated(id.Source)
 	return true
 }
@@ -154,6 +156,14 @@ func notAuthorized(cl *mqtt.Client) byte {
 		return packets.ErrNotAuthorized.Code
 	}
 	return packets.Err3NotAuthorized.Code
+}
+
+// serverUnavailable is CONNACK Server Unavailable in cl's protocol.
+func serverUnavailable(cl *mqtt.Client) byte {
+	if cl.Properties.ProtocolVersion >= 5 {
+		return packets.ErrServerUnavailable.Code
+	}
+	return packets.Err3ServerUnavailable.Code
 }
 
 // refuse records why cl's CONNECT is refused and the code its CONNACK
@@ -197,8 +207,9 @@ func (h *authHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 // OnDisconnect forgets the connection.
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.refused.Delete(cl)
-	if v, ok := h.clients.LoadAndDelete(cl); ok {
-		if t := v.(*access).expiry; t != nil {
+	if c, ok := cl.Net.Conn.(*conn); ok {
+		c.policy.Store(nil)
+		if t := c.expiry.Swap(nil); t != nil {
 			t.Stop()
 		}
 	}
@@ -211,26 +222,34 @@ func (h *authHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 
 // AllowPublish implements ingest.Authorizer.
 func (h *authHook) AllowPublish(cl *mqtt.Client, topic string) bool {
-	v, ok := h.clients.Load(cl)
-	return ok && v.(*access).policy.AllowPublish(topic)
+	p := policyOf(cl)
+	return p != nil && p.AllowPublish(topic)
 }
 
 // QuotaOf implements ingest.Quotas: the rules file's quota for the
 // client's identity or groups, if it sets one.
 func (h *authHook) QuotaOf(cl *mqtt.Client) (ingest.QuotaOverride, uint64, bool) {
-	v, ok := h.clients.Load(cl)
-	if !ok {
+	p := policyOf(cl)
+	if p == nil {
 		return ingest.QuotaOverride{}, 0, false
 	}
-	p := v.(*access).policy
 	q, ok := p.Quota()
 	return ingest.QuotaOverride{Rate: q.Rate, Burst: q.Burst, ByteRate: q.ByteRate}, p.Generation(), ok
 }
 
 // AllowSubscribe implements subscribe.Authorizer.
 func (h *authHook) AllowSubscribe(cl *mqtt.Client, filter string) bool {
-	v, ok := h.clients.Load(cl)
-	return ok && v.(*access).policy.AllowSubscribe(filter)
+	p := policyOf(cl)
+	return p != nil && p.AllowSubscribe(filter)
+}
+
+// policyOf is what cl may do; nil before it authenticated and after it
+// ended (nothing is allowed then).
+func policyOf(cl *mqtt.Client) *acl.Policy {
+	if c, ok := cl.Net.Conn.(*conn); ok {
+		return c.policy.Load()
+	}
+	return nil
 }
 
 // reload reads the credentials (password file, JWT keys) and the rules file

@@ -11,6 +11,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fleetgate/fleetgate/pkg/acl"
 )
 
 // conn wraps every accepted connection so the frontend can answer what mochi
@@ -39,6 +41,12 @@ type conn struct {
 
 	mu     sync.Mutex
 	client *mqtt.Client // set by the connection hook after CONNECT
+
+	// policy is what the authenticated client may publish and subscribe
+	// to (authHook); expiry closes the connection when its credential
+	// expires. Both are set at CONNECT and cleared at its end.
+	policy atomic.Pointer[acl.Policy]
+	expiry atomic.Pointer[time.Timer]
 }
 
 // Close stops reads and writes at once (waking the read loop) but leaves the
