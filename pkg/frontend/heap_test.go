@@ -175,8 +175,19 @@ func TestAThousandClientsWithTheLargestPacketsStayWithinTheBudget(t *testing.T) 
 	for range clients {
 		<-done
 	}
-	// Kafka returns: what the node held is produced, and it drains clean.
+	// Kafka returns: what the node held is produced (or fails at its
+	// delivery timeout), and it drains clean. The in-process broker takes
+	// the held 64 MiB slowly under -race beside other packages' tests (37
+	// MiB in the first two minutes once in CI), hence the long bound; the
+	// failure says how much was left.
 	k.FailProduce(false)
-	require.Eventually(t, func() bool { return n.srv.Hook().Idle() }, 2*time.Minute, 50*time.Millisecond,
-		"the held publishes are produced once kafka takes records again")
+	start := time.Now()
+	for !n.srv.Hook().Idle() {
+		if time.Since(start) > 5*time.Minute {
+			t.Fatalf("the held publishes were not produced within 5 minutes of kafka taking records again: %d bytes still held",
+				n.srv.Hook().UnackedBytes())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the held publishes drained %s after kafka took records again", time.Since(start).Round(time.Second))
 }
