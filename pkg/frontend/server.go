@@ -207,6 +207,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		Retained:   retained.New(s.rdb, log),
 		Events:     emitter,
 		Timeout:    cfg.Delivery.StoreTimeout,
+		Settle:     cfg.Subscriptions.Settle,
 		// Filters over them get SUBACK 0x8F / 0x80 (docs/limits.md).
 		TopicLimits: cfg.MQTT.Topics.Limits(),
 	}, log, tel.Provider)

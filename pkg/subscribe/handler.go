@@ -70,6 +70,11 @@ type Options struct {
 	// Timeout bounds the store and change log writes behind a SUBACK or
 	// UNSUBACK.
 	Timeout time.Duration
+	// Settle is how long a SUBACK granting a new or replaced subscription
+	// waits after Kafka acknowledged its change (subscriptions.settle):
+	// the dispatchers take a confirmation that their index is current as
+	// good for that long (subscriptions.ReuseWithin).
+	Settle time.Duration
 	// TopicLimits bound the filters of SUBSCRIBE and UNSUBSCRIBE; a filter
 	// over them is answered as an invalid one. The zero value: the
 	// protocol's bound only.

@@ -2,6 +2,7 @@ package subscribe
 
 import (
 	"context"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -99,6 +100,13 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 			}
 			if len(stored) > 0 {
 				err = h.o.ChangeLog.Subscribe(ctx, cl.ID, stored)
+				if err == nil && h.o.Settle > 0 {
+					// A dispatcher may route with an index it confirmed
+					// current up to Settle ago: a message published after
+					// this SUBACK must reach Kafka after such a
+					// confirmation of the change (subscriptions.ReuseWithin).
+					time.Sleep(h.o.Settle)
+				}
 			}
 		}
 	}

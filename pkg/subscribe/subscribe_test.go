@@ -38,12 +38,14 @@ type changeLog struct {
 	mu      sync.Mutex
 	subs    []topic.Subscription
 	removed []subscriptions.Key
+	at      time.Time // when the last Subscribe returned: Kafka's acknowledgement
 }
 
 func (l *changeLog) Subscribe(_ context.Context, _ string, subs []topic.Subscription) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.subs = append(l.subs, subs...)
+	l.at = time.Now()
 	return nil
 }
 
@@ -175,6 +177,28 @@ func TestASubackFollowsTheStoreAndTheChangeLogWithOneCodePerFilter(t *testing.T)
 			require.Len(t, f.log.subs, 2, "the dispatchers hear of both before the SUBACK")
 		})
 	}
+}
+
+// The dispatchers take a confirmation that their index is current as good
+// for subscriptions.settle (subscriptions.ReuseWithin): a SUBACK granting a
+// subscription goes out no sooner than that after Kafka acknowledged it.
+func TestASubackWaitsTheSettleAfterTheChangeLogAcknowledged(t *testing.T) {
+	const settle = 200 * time.Millisecond
+	f := newFixture(t, 5)
+	f.h.o.Settle = settle
+	f.h.Subscribe(f.c, subscribePacket(5, packets.Subscription{Filter: "s/" + f.c.cl.ID, Qos: 1}))
+	ack := f.read(t)
+	require.Equal(t, []byte{1}, ack.ReasonCodes)
+	f.log.mu.Lock()
+	acked := f.log.at
+	f.log.mu.Unlock()
+	require.False(t, acked.IsZero(), "the change was written")
+	assert.GreaterOrEqual(t, time.Since(acked), settle, "the SUBACK came after the settle")
+
+	// A SUBSCRIBE that stores nothing (an invalid filter) writes no change
+	// and has nothing to wait for.
+	f.h.Subscribe(f.c, subscribePacket(5, packets.Subscription{Filter: "a/#/b", Qos: 1}))
+	require.Equal(t, []byte{packets.ErrTopicFilterInvalid.Code}, f.read(t).ReasonCodes)
 }
 
 func TestRetainedMessagesFollowANewSubscriptionAtTheGrantedQoS(t *testing.T) {

@@ -21,6 +21,7 @@ func TestConfig(t *testing.T) {
 		require.NoError(t, c.Validate())
 		assert.Equal(t, "mqtt.subscriptions", c.Topic)
 		assert.Equal(t, 12, c.Partitions)
+		assert.Equal(t, 10*time.Millisecond, c.Settle, "frontends and dispatchers share the flag and its default")
 	})
 	t.Run("flags set the fields", func(t *testing.T) {
 		var c Config
@@ -39,6 +40,8 @@ func TestConfig(t *testing.T) {
 		{"zero partitions are refused", func(c *Config) { c.Partitions = 0 }, "subscriptions.partitions"},
 		{"a zero write timeout is refused", func(c *Config) { c.WriteTimeout = 0 }, "subscriptions.write-timeout"},
 		{"a write timeout below franz-go's minimum is refused", func(c *Config) { c.WriteTimeout = 500 * time.Millisecond }, "subscriptions.write-timeout"},
+		{"a negative settle is refused", func(c *Config) { c.Settle = -time.Millisecond }, "subscriptions.settle"},
+		{"a settle over a second is refused", func(c *Config) { c.Settle = 2 * time.Second }, "subscriptions.settle"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := defaultConfig()

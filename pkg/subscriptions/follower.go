@@ -38,6 +38,45 @@ type Follower struct {
 	// when; CatchUp lists it again every partitionsTTL. Guarded by mu.
 	parts    int32
 	listedAt time.Time
+	// settle is how long a confirmation answers CatchUp (ReuseWithin).
+	settle time.Duration
+	// confirmed is when the newest confirmation was sent: a listing of
+	// end offsets that the index has reached since. Guarded by mu.
+	confirmed time.Time
+	// listing is the newest listing of end offsets, perhaps in flight,
+	// which callers of CatchUp share while it is recent enough. Guarded
+	// by mu.
+	listing *listing
+}
+
+// listing is one listing of the change log's end offsets.
+type listing struct {
+	sent time.Time     // before the request went out
+	done chan struct{} // closed when ends and err are set
+	ends map[int32]int64
+	err  error
+}
+
+// FollowerOption configures a Follower.
+type FollowerOption func(*Follower)
+
+// ReuseWithin lets CatchUp answer without a listing of the change log when
+// the index reached the end offsets of a listing sent less than d before
+// the call (default 0: a listing sent after every call).
+//
+// It keeps CatchUp's promise only when every SUBACK goes out at least d
+// after Kafka acknowledged its change (subscriptions.settle, the same
+// value on the frontends, which wait it): a message published after such a
+// SUBACK reached Kafka more than d after the change was acknowledged, so
+// before CatchUp is called for it; a listing sent less than d before that
+// call was sent after the acknowledgement, and its end offsets cover the
+// change. The argument compares durations measured on different machines,
+// never their clocks' readings: it holds whatever the clocks' offsets, as
+// long as they run at the same rate. With records arriving steadily a
+// dispatcher then lists the change log about once per d instead of once
+// per routed batch.
+func ReuseWithin(d time.Duration) FollowerOption {
+	return func(f *Follower) { f.settle = max(d, 0) }
 }
 
 // partitionsTTL is how long CatchUp trusts the partition count it knows:
@@ -49,8 +88,8 @@ const partitionsTTL = 30 * time.Second
 // ix. cl must consume every partition of topicName from the start without a
 // consumer group (kafka.NewChangelogConsumer): every dispatcher needs every
 // record. Records of other topics cl consumes are ignored. No I/O.
-func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Logger) *Follower {
-	return &Follower{
+func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Logger, opts ...FollowerOption) *Follower {
+	f := &Follower{
 		cl:      cl,
 		topic:   topicName,
 		ix:      ix,
@@ -59,6 +98,10 @@ func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Lo
 		pos:     map[int32]int64{},
 		changed: make(chan struct{}),
 	}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
 }
 
 // CatchUp returns once the index holds every change that was in the topic
@@ -69,36 +112,59 @@ func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Lo
 //
 // It costs one ListOffsets request while the index is current, the common
 // case: the start offsets (and the partition count, every partitionsTTL)
-// are listed only when needed.
+// are listed only when needed. With ReuseWithin, a listing sent less than
+// that long before the call answers it, and the calls within that time
+// share one request.
 func (f *Follower) CatchUp(ctx context.Context) error {
+	since := time.Now().Add(-f.settle)
 	f.mu.Lock()
-	parts, fresh := f.parts, time.Since(f.listedAt) < partitionsTTL
+	if f.settle > 0 && f.confirmed.After(since) {
+		f.mu.Unlock()
+		return nil
+	}
+	l, mine := f.listing, false
+	if l == nil || f.settle == 0 || !l.sent.After(since) {
+		// A listing of its own, sent after the call began (with no
+		// reuse, every call lists: one shared with others could have
+		// been sent before this call's records were fetched).
+		l, mine = &listing{sent: time.Now(), done: make(chan struct{})}, true
+		f.listing = l
+	}
 	f.mu.Unlock()
-	var ends map[int32]int64
-	var err error
-	if parts > 0 && fresh {
-		ends, err = f.latestOffsets(ctx, parts)
-		if err == nil && f.behind(ends) {
-			// Some partition has changes the index lacks, or holds no
-			// record at all any more: the full listing tells which.
-			ends, err = f.endOffsets(ctx)
+	if mine {
+		l.ends, l.err = f.list(ctx)
+		close(l.done)
+		if l.err != nil {
+			// Not for later calls to share: they list again.
+			f.mu.Lock()
+			if f.listing == l {
+				f.listing = nil
+			}
+			f.mu.Unlock()
+		}
+	} else {
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	if ends == nil || err != nil {
-		if ends, err = f.endOffsets(ctx); err != nil {
-			return err
-		}
+	if l.err != nil {
+		return l.err
 	}
 	for {
 		f.mu.Lock()
 		behind := false
-		for p, end := range ends {
+		for p, end := range l.ends {
 			if f.pos[p] < end {
 				behind = true
 				break
 			}
 		}
 		ch := f.changed
+		if !behind && l.sent.After(f.confirmed) {
+			f.confirmed = l.sent
+		}
 		f.mu.Unlock()
 		if !behind {
 			return nil
@@ -109,6 +175,23 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// list lists the end offsets the index must reach: with one ListOffsets
+// request while the index is current, with the full listing of endOffsets
+// when the partition count is not known or is stale, or some partition is
+// behind (it may hold no record at all any more: the full listing tells).
+func (f *Follower) list(ctx context.Context) (map[int32]int64, error) {
+	f.mu.Lock()
+	parts, fresh := f.parts, time.Since(f.listedAt) < partitionsTTL
+	f.mu.Unlock()
+	if parts > 0 && fresh {
+		ends, err := f.latestOffsets(ctx, parts)
+		if err == nil && !f.behind(ends) {
+			return ends, nil
+		}
+	}
+	return f.endOffsets(ctx)
 }
 
 // behind reports whether the index lacks a change below ends.

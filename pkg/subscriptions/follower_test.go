@@ -4,14 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
@@ -201,5 +204,80 @@ func TestCatchUpReturnsOnceEveryWrittenChangeIsInTheIndex(t *testing.T) {
 		require.NoError(t, f.CatchUp(ctx))
 		r := got.Match("catch/"+c, "")
 		require.True(t, r.Empty(), "unsubscribe %d is applied when CatchUp returns", i)
+	}
+}
+
+// listOffsetsCounted counts the ListOffsets requests e's cluster answers.
+func listOffsetsCounted(e *env) *atomic.Int32 {
+	var n atomic.Int32
+	e.kafka.Cluster.ControlKey(kmsg.ListOffsets.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		e.kafka.Cluster.KeepControl()
+		n.Add(1)
+		return nil, nil, false // answered as usual
+	})
+	return &n
+}
+
+// By default every CatchUp lists the change log (one request while the
+// index is current); with ReuseWithin, the calls within the window after a
+// confirmation list nothing.
+func TestCatchUpListsOncePerReuseWindowAndOncePerCallByDefault(t *testing.T) {
+	e := newEnv(t, 12)
+	listed := listOffsetsCounted(e)
+	e.subscribe("c", topic.Subscription{Filter: "a/b", QoS: 1})
+	calls := func(f *Follower) int32 {
+		t.Helper()
+		waitReady(t, f)
+		require.NoError(t, f.CatchUp(ctx(t))) // the first may list the start offsets too
+		before := listed.Load()
+		for range 50 {
+			require.NoError(t, f.CatchUp(ctx(t)))
+		}
+		return listed.Load() - before
+	}
+	def, _ := e.follow()
+	assert.Equal(t, int32(50), calls(def), "default: one ListOffsets per CatchUp")
+
+	cl, err := kafka.NewChangelogConsumer(e.kcfg, testTopic, e.log, kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	reuse := NewFollower(cl, testTopic, new(topic.Index), e.log, ReuseWithin(time.Hour))
+	e.run(reuse)
+	assert.Zero(t, calls(reuse), "within the window the confirmation answers")
+}
+
+// The promise ReuseWithin keeps: a change acknowledged by Kafka at least
+// the window before CatchUp is called is in the index when CatchUp returns,
+// even though a confirmation was made just before the change. The
+// follower's fetching is paused, so the index cannot get the change by
+// chance: CatchUp must list, see the change and wait for it.
+func TestCatchUpWithReuseWaitsForAChangeAcknowledgedAWindowBefore(t *testing.T) {
+	const window = 50 * time.Millisecond
+	e := newEnv(t, 12)
+	cl, err := kafka.NewChangelogConsumer(e.kcfg, testTopic, e.log, kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ix := new(topic.Index)
+	f := NewFollower(cl, testTopic, ix, e.log, ReuseWithin(window))
+	e.run(f)
+	waitReady(t, f)
+	for i := range 5 {
+		c := fmt.Sprintf("c%d", i)
+		require.NoError(t, f.CatchUp(ctx(t)), "a confirmation just before the change")
+		cl.PauseFetchTopics(testTopic)
+		e.subscribe(c, topic.Subscription{Filter: "w/" + c, QoS: 1})
+		time.Sleep(window) // what a frontend waits before the SUBACK
+		done := make(chan error, 1)
+		go func() { done <- f.CatchUp(ctx(t)) }()
+		select {
+		case err := <-done:
+			t.Fatalf("change %d: CatchUp returned (%v) while the index cannot have the change", i, err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		r := ix.Match("w/"+c, "")
+		require.True(t, r.Empty(), "change %d: fetching is paused", i)
+		cl.ResumeFetchTopics(testTopic)
+		require.NoError(t, <-done)
+		require.Len(t, ix.Match("w/"+c, "").Clients, 1, "change %d is in the index when CatchUp returns", i)
 	}
 }
