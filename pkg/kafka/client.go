@@ -54,18 +54,18 @@ func commonOpts(cfg Config, log *slog.Logger, tel Telemetry) ([]kgo.Opt, error) 
 		// (franz-go requires the minimum age, 5 s by default, to be below.)
 		opts = append(opts, kgo.MetadataMaxAge(cfg.MetadataMaxAge), kgo.MetadataMinAge(min(cfg.MetadataMaxAge, 5*time.Second)))
 	}
-	if tel.Meter != nil || tel.Tracer != nil {
-		var kopts []kotel.Opt
-		if tel.Meter != nil {
-			kopts = append(kopts, kotel.WithMeter(kotel.NewMeter(kotel.MeterProvider(tel.Meter))))
+	if tel.Meter != nil {
+		m, err := newMeter(tel.Meter)
+		if err != nil {
+			return nil, err
 		}
-		if tel.Tracer != nil {
-			// W3C trace context in the record headers (traceparent),
-			// as the record contract documents.
-			kopts = append(kopts, kotel.WithTracer(kotel.NewTracer(kotel.TracerProvider(tel.Tracer),
-				kotel.TracerPropagator(propagation.TraceContext{}))))
-		}
-		opts = append(opts, kgo.WithHooks(kotel.NewKotel(kopts...).Hooks()...))
+		opts = append(opts, kgo.WithHooks(m))
+	}
+	if tel.Tracer != nil {
+		// W3C trace context in the record headers (traceparent), as the
+		// record contract documents.
+		opts = append(opts, kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(kotel.NewTracer(kotel.TracerProvider(tel.Tracer),
+			kotel.TracerPropagator(propagation.TraceContext{})))).Hooks()...))
 	}
 	if cfg.TLS.Enabled {
 		tc, err := tlsConfig(cfg.TLS)
