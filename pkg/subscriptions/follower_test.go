@@ -252,7 +252,7 @@ func TestCatchUpListsOncePerReuseWindowAndOncePerCallByDefault(t *testing.T) {
 // follower's fetching is paused, so the index cannot get the change by
 // chance: CatchUp must list, see the change and wait for it.
 func TestCatchUpWithReuseWaitsForAChangeAcknowledgedAWindowBefore(t *testing.T) {
-	const window = 50 * time.Millisecond
+	const window = DefaultSettle // as the dispatchers run
 	e := newEnv(t, 12)
 	cl, err := kafka.NewChangelogConsumer(e.kcfg, testTopic, e.log, kafka.Telemetry{})
 	require.NoError(t, err)
