@@ -150,7 +150,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer changeWriter.Close()
-	expiry, err := NewExpirySweeper(store, ix, subscriptions.NewWriter(changeWriter, s.cfg.Subscriptions.Topic),
+	expiry, err := NewExpirySweeper(store, ix, subscriptions.NewWriter(changeWriter, s.cfg.Subscriptions.Topic, subscriptions.AnnounceSettle(s.cfg.Subscriptions.Settle)),
 		s.cfg.Dispatch.ExpirySweepInterval, s.base, s.tel.Provider)
 	if err != nil {
 		return err

@@ -203,7 +203,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		Authorizer: s.auth,
 		Server:     s.mochi,
 		Store:      s.store,
-		ChangeLog:  subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic),
+		ChangeLog:  subscriptions.NewWriter(s.changes, cfg.Subscriptions.Topic, subscriptions.AnnounceSettle(cfg.Subscriptions.Settle)),
 		Retained:   retained.New(s.rdb, log),
 		Events:     emitter,
 		Timeout:    cfg.Delivery.StoreTimeout,

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -38,8 +40,12 @@ type Follower struct {
 	// when; CatchUp lists it again every partitionsTTL. Guarded by mu.
 	parts    int32
 	listedAt time.Time
-	// settle is how long a confirmation answers CatchUp (ReuseWithin).
-	settle time.Duration
+	// settle is how long a confirmation answers CatchUp (ReuseWithin),
+	// in nanoseconds: lowered by apply when a writer announces less.
+	settle atomic.Int64
+	// live is, per partition, the offset from which records were written
+	// after Run started (the end offsets it listed); Run's goroutine only.
+	live map[int32]int64
 	// confirmed is when the newest confirmation was sent: a listing of
 	// end offsets that the index has reached since. Guarded by mu.
 	confirmed time.Time
@@ -76,7 +82,7 @@ type FollowerOption func(*Follower)
 // dispatcher then lists the change log about once per d instead of once
 // per routed batch.
 func ReuseWithin(d time.Duration) FollowerOption {
-	return func(f *Follower) { f.settle = max(d, 0) }
+	return func(f *Follower) { f.settle.Store(int64(max(d, 0))) }
 }
 
 // partitionsTTL is how long CatchUp trusts the partition count it knows:
@@ -116,14 +122,15 @@ func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Lo
 // that long before the call answers it, and the calls within that time
 // share one request.
 func (f *Follower) CatchUp(ctx context.Context) error {
-	since := time.Now().Add(-f.settle)
+	settle := time.Duration(f.settle.Load())
+	since := time.Now().Add(-settle)
 	f.mu.Lock()
-	if f.settle > 0 && f.confirmed.After(since) {
+	if settle > 0 && f.confirmed.After(since) {
 		f.mu.Unlock()
 		return nil
 	}
 	l, mine := f.listing, false
-	if l == nil || f.settle == 0 || !l.sent.After(since) {
+	if l == nil || settle == 0 || !l.sent.After(since) {
 		// A listing of its own, sent after the call began (with no
 		// reuse, every call lists: one shared with others could have
 		// been sent before this call's records were fetched).
@@ -281,6 +288,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	f.live = maps.Clone(pending)
 	f.checkReady(pending)
 	for {
 		fs := f.cl.PollFetches(ctx)
@@ -380,5 +388,40 @@ func (f *Follower) apply(r *kgo.Record) {
 	}
 	if _, err := f.ix.Add(c.sub); err != nil {
 		f.log.Warn("skipping invalid subscription record", "partition", r.Partition, "offset", r.Offset, "err", err)
+		return
 	}
+	if r.Offset >= f.live[r.Partition] {
+		f.heed(r, c.sub.ClientID)
+	}
+}
+
+// heed lowers the reuse window to what the writer of r, a subscription
+// written since Run started, announces: a frontend that answers SUBACKs
+// sooner than this dispatcher's window (configured lower, or a build
+// before subscriptions.settle, which announces nothing and waits nothing)
+// would otherwise lose the promise of CatchUp — from that frontend's first
+// change this dispatcher applies on, not for a message routed before it:
+// the header corrects a misconfiguration, it does not replace setting the
+// same value everywhere. Records from before Run
+// started are not heeded, or the history of a change log written by older
+// builds would keep the window at 0 for good. The window is never raised.
+func (f *Follower) heed(r *kgo.Record, clientID string) {
+	cur := time.Duration(f.settle.Load())
+	if cur == 0 {
+		return
+	}
+	var announced time.Duration
+	if v, ok := header(r, SettleHeader); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			d = 0
+		}
+		announced = d
+	}
+	if announced >= cur {
+		return
+	}
+	f.settle.Store(int64(announced))
+	f.log.Warn("a frontend answers SUBSCRIBEs sooner after Kafka's acknowledgement than this dispatcher trusts a check of its subscription index; checking as often as that frontend needs (set subscriptions.settle alike on frontends and dispatchers)",
+		"announced", announced, "was", cur, "client_id", clientID, "partition", r.Partition, "offset", r.Offset)
 }

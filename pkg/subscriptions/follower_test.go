@@ -261,11 +261,15 @@ func TestCatchUpWithReuseWaitsForAChangeAcknowledgedAWindowBefore(t *testing.T) 
 	f := NewFollower(cl, testTopic, ix, e.log, ReuseWithin(window))
 	e.run(f)
 	waitReady(t, f)
+	prod, err := kafka.NewChangelogProducer(e.kcfg, 5*time.Second, e.log, kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	w := NewWriter(prod, testTopic, AnnounceSettle(window)) // as a frontend writes
 	for i := range 5 {
 		c := fmt.Sprintf("c%d", i)
 		require.NoError(t, f.CatchUp(ctx(t)), "a confirmation just before the change")
 		cl.PauseFetchTopics(testTopic)
-		e.subscribe(c, topic.Subscription{Filter: "w/" + c, QoS: 1})
+		require.NoError(t, w.Subscribe(ctx(t), c, []topic.Subscription{{Filter: "w/" + c, QoS: 1}}))
 		time.Sleep(window) // what a frontend waits before the SUBACK
 		done := make(chan error, 1)
 		go func() { done <- f.CatchUp(ctx(t)) }()
@@ -279,5 +283,58 @@ func TestCatchUpWithReuseWaitsForAChangeAcknowledgedAWindowBefore(t *testing.T) 
 		cl.ResumeFetchTopics(testTopic)
 		require.NoError(t, <-done)
 		require.Len(t, ix.Match("w/"+c, "").Clients, 1, "change %d is in the index when CatchUp returns", i)
+		require.Equal(t, window, time.Duration(f.settle.Load()), "the writer announced the window: it still holds")
 	}
+}
+
+// A subscription written since the follower started by a writer that
+// answers sooner than the follower's window — one that announces less, or
+// nothing (a build that does not wait) — makes the follower check as often
+// as that writer needs; one announcing more changes nothing, and history
+// from before the follower started is not heeded.
+func TestCatchUpChecksAsOftenAsTheWritersAnnounce(t *testing.T) {
+	e := newEnv(t, 3)
+	prod, err := kafka.NewChangelogProducer(e.kcfg, 5*time.Second, e.log, kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	silent := NewWriter(prod, testTopic)
+	require.NoError(t, silent.Subscribe(ctx(t), "old", []topic.Subscription{{Filter: "history"}}))
+	listed := listOffsetsCounted(e)
+
+	cl, err := kafka.NewChangelogConsumer(e.kcfg, testTopic, e.log, kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ix := new(topic.Index)
+	f := NewFollower(cl, testTopic, ix, e.log, ReuseWithin(time.Hour))
+	e.run(f)
+	waitReady(t, f)
+	has := func(name string) bool { r := ix.Match(name, ""); return !r.Empty() }
+	lists := func() int32 {
+		t.Helper()
+		require.NoError(t, f.CatchUp(ctx(t)))
+		before := listed.Load()
+		for range 10 {
+			require.NoError(t, f.CatchUp(ctx(t)))
+		}
+		return listed.Load() - before
+	}
+	require.Zero(t, lists(), "history written without the header is not heeded")
+
+	longer := NewWriter(prod, testTopic, AnnounceSettle(2*time.Hour))
+	require.NoError(t, longer.Subscribe(ctx(t), "patient", []topic.Subscription{{Filter: "p"}}))
+	require.Eventually(t, func() bool { return has("p") }, 10*time.Second, 5*time.Millisecond)
+	require.Zero(t, lists(), "a writer that waits longer changes nothing")
+
+	shorter := NewWriter(prod, testTopic, AnnounceSettle(time.Millisecond))
+	require.NoError(t, shorter.Subscribe(ctx(t), "hasty", []topic.Subscription{{Filter: "h"}}))
+	require.Eventually(t, func() bool { return has("h") }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, f.CatchUp(ctx(t)))
+	time.Sleep(5 * time.Millisecond) // past the announced millisecond
+	before := listed.Load()
+	require.NoError(t, f.CatchUp(ctx(t)))
+	require.Equal(t, before+1, listed.Load(), "a writer that waits 1 ms: a confirmation lasts 1 ms")
+
+	require.NoError(t, silent.Subscribe(ctx(t), "older", []topic.Subscription{{Filter: "o"}}))
+	require.Eventually(t, func() bool { return has("o") }, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, int32(10), lists(), "a writer that does not wait: a listing per call")
 }

@@ -17,6 +17,11 @@ const (
 	VersionHeader = "fg.version"
 	// Version is the value encoding this package writes and reads.
 	Version = "1"
+	// SettleHeader, on a subscribe record, says how long after Kafka's
+	// acknowledgement the writer answers the SUBSCRIBE (a Go duration,
+	// subscriptions.settle). A subscribe record without it was written by
+	// a writer that does not wait.
+	SettleHeader = "fg.settle"
 )
 
 // Value flag bits.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -17,15 +18,34 @@ var ErrClientMismatch = errors.New("subscription of another client")
 // Writer writes subscription changes to the change log. It is safe for
 // concurrent use.
 type Writer struct {
-	cl    *kgo.Client
-	topic string
+	cl      *kgo.Client
+	topic   string
+	headers []kgo.RecordHeader // of a subscribe record
+}
+
+// WriterOption configures a Writer.
+type WriterOption func(*Writer)
+
+// AnnounceSettle marks every subscribe record with SettleHeader = d: the
+// caller answers the SUBSCRIBE d after Subscribe returns. Dispatchers that
+// see a subscribe record announcing less than their own
+// subscriptions.settle, or nothing, check their index as often as that
+// writer needs (Follower, ReuseWithin).
+func AnnounceSettle(d time.Duration) WriterOption {
+	return func(w *Writer) {
+		w.headers = append(w.headers, kgo.RecordHeader{Key: SettleHeader, Value: []byte(d.String())})
+	}
 }
 
 // NewWriter returns a Writer producing to topicName through cl. cl must come
 // from kafka.NewChangelogProducer: its partitioner keeps one client's records
 // in one partition, and its acks=all makes a returned write durable. No I/O.
-func NewWriter(cl *kgo.Client, topicName string) *Writer {
-	return &Writer{cl: cl, topic: topicName}
+func NewWriter(cl *kgo.Client, topicName string, opts ...WriterOption) *Writer {
+	w := &Writer{cl: cl, topic: topicName, headers: []kgo.RecordHeader{{Key: VersionHeader, Value: []byte(Version)}}}
+	for _, o := range opts {
+		o(w)
+	}
+	return w
 }
 
 // Subscribe records subs, the new or replaced subscriptions of clientID, and
@@ -62,7 +82,7 @@ func (w *Writer) Subscribe(ctx context.Context, clientID string, subs []topic.Su
 			Topic:   w.topic,
 			Key:     key,
 			Value:   encodeValue(s),
-			Headers: []kgo.RecordHeader{{Key: VersionHeader, Value: []byte(Version)}},
+			Headers: w.headers,
 		})
 	}
 	return w.produce(ctx, recs)
