@@ -402,9 +402,9 @@ func (f *Follower) apply(r *kgo.Record) {
 // would otherwise lose the promise of CatchUp — from that frontend's first
 // change this dispatcher applies on, not for a message routed before it:
 // the header corrects a misconfiguration, it does not replace setting the
-// same value everywhere. Records from before Run
-// started are not heeded, or the history of a change log written by older
-// builds would keep the window at 0 for good. The window is never raised.
+// same value everywhere. Records from before Run started are not heeded,
+// or the history of a change log written by older builds would keep the
+// window at 0 for good. The window is never raised.
 func (f *Follower) heed(r *kgo.Record, clientID string) {
 	cur := time.Duration(f.settle.Load())
 	if cur == 0 {
