@@ -3,6 +3,8 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -113,4 +115,42 @@ func (m *metrics) outcome(o session.Outcome) metric.AddOption {
 		return a
 	}
 	return metric.WithAttributes(attribute.String("outcome", "unknown"))
+}
+
+// IndexChecks is what a dispatcher's subscription index check reports;
+// *subscriptions.Follower is one.
+type IndexChecks interface {
+	// Checks returns the checks that listed the change log and those a
+	// recent confirmation answered.
+	Checks() (listed, reused uint64)
+	// Window returns how long a confirmation answers a check.
+	Window() time.Duration
+}
+
+// registerIndexChecks reports c's checks, by outcome, and its window.
+func registerIndexChecks(mp metric.MeterProvider, c IndexChecks) error {
+	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/dispatch")
+	listed := metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "listed")))
+	reused := metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "reused")))
+	_, err := m.Int64ObservableCounter("fleetgate_dispatch_index_checks",
+		metric.WithDescription("Checks that the subscription index holds every change in Kafka before a batch is routed: listed (a ListOffsets of the change log) or reused (a listing made within subscriptions.settle answered)."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			l, r := c.Checks()
+			o.Observe(int64(l), listed)
+			o.Observe(int64(r), reused)
+			return nil
+		}))
+	if err != nil {
+		return fmt.Errorf("creating fleetgate_dispatch_index_checks: %w", err)
+	}
+	_, err = m.Float64ObservableGauge("fleetgate_dispatch_index_check_window_seconds",
+		metric.WithDescription("How long a listing of the change log answers the index checks: subscriptions.settle, or less once a frontend announced less (see the dispatcher's log)."),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			o.Observe(c.Window().Seconds())
+			return nil
+		}))
+	if err != nil {
+		return fmt.Errorf("creating fleetgate_dispatch_index_check_window_seconds: %w", err)
+	}
+	return nil
 }

@@ -122,6 +122,9 @@ func (s *Service) Run(ctx context.Context) error {
 	defer changes.Close()
 	ix := &topic.Index{}
 	follower := subscriptions.NewFollower(changes, s.cfg.Subscriptions.Topic, ix, s.base, subscriptions.ReuseWithin(s.cfg.Subscriptions.Settle))
+	if err := registerIndexChecks(s.tel.Provider, follower); err != nil {
+		return err
+	}
 
 	router, err := NewRouter(ix, store, s.base, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)),
 		WithRetained(retained.New(rdb, s.base)), WithPresence(store), WithBarrier(follower), WithMaxBatchBytes(int(s.cfg.Dispatch.MaxBatchBytes)))

@@ -53,6 +53,9 @@ type Follower struct {
 	// which callers of CatchUp share while it is recent enough. Guarded
 	// by mu.
 	listing *listing
+	// listed and reused count the calls of CatchUp that made or joined a
+	// listing, and those a recent confirmation answered.
+	listed, reused atomic.Uint64
 }
 
 // listing is one listing of the change log's end offsets.
@@ -127,8 +130,10 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 	f.mu.Lock()
 	if settle > 0 && f.confirmed.After(since) {
 		f.mu.Unlock()
+		f.reused.Add(1)
 		return nil
 	}
+	f.listed.Add(1)
 	l, mine := f.listing, false
 	if l == nil || settle == 0 || !l.sent.After(since) {
 		// A listing of its own, sent after the call began (with no
@@ -183,6 +188,15 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 		}
 	}
 }
+
+// Checks returns how many calls of CatchUp listed the change log (or
+// waited for a listing another call made) and how many a confirmation
+// within the window answered without one.
+func (f *Follower) Checks() (listed, reused uint64) { return f.listed.Load(), f.reused.Load() }
+
+// Window returns how long a confirmation answers CatchUp: ReuseWithin's
+// value, or less once a writer announced less.
+func (f *Follower) Window() time.Duration { return time.Duration(f.settle.Load()) }
 
 // list lists the end offsets the index must reach: with one ListOffsets
 // request while the index is current, with the full listing of endOffsets

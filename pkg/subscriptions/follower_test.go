@@ -237,6 +237,9 @@ func TestCatchUpListsOncePerReuseWindowAndOncePerCallByDefault(t *testing.T) {
 	}
 	def, _ := e.follow()
 	assert.Equal(t, int32(50), calls(def), "default: one ListOffsets per CatchUp")
+	listedN, reusedN := def.Checks()
+	assert.Equal(t, [2]uint64{51, 0}, [2]uint64{listedN, reusedN}, "counted: every call listed")
+	assert.Zero(t, def.Window())
 
 	cl, err := kafka.NewChangelogConsumer(e.kcfg, testTopic, e.log, kafka.Telemetry{})
 	require.NoError(t, err)
@@ -244,6 +247,9 @@ func TestCatchUpListsOncePerReuseWindowAndOncePerCallByDefault(t *testing.T) {
 	reuse := NewFollower(cl, testTopic, new(topic.Index), e.log, ReuseWithin(time.Hour))
 	e.run(reuse)
 	assert.Zero(t, calls(reuse), "within the window the confirmation answers")
+	listedN, reusedN = reuse.Checks()
+	assert.Equal(t, [2]uint64{1, 50}, [2]uint64{listedN, reusedN}, "counted: the first listed, the rest reused")
+	assert.Equal(t, time.Hour, reuse.Window())
 }
 
 // The promise ReuseWithin keeps: a change acknowledged by Kafka at least
