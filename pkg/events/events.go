@@ -91,7 +91,7 @@ func Encode(topic string, e *Event) (*kgo.Record, error) {
 	if e.ClientID == "" {
 		return nil, fmt.Errorf("%w: empty client id", ErrInvalid)
 	}
-	v, ok := appendReceipt(make([]byte, 0, 160+len(e.ClientID)+len(e.Node)+len(e.Topic)+len(e.MessageID)), e)
+	v, ok := appendEvent(make([]byte, 0, 160+len(e.ClientID)+len(e.Node)+len(e.Username)+len(e.Remote)+len(e.Error)+len(e.Topic)+len(e.MessageID)+64*len(e.Subscriptions)), e)
 	if !ok {
 		var err error
 		if v, err = json.Marshal(e); err != nil {
@@ -134,48 +134,108 @@ func Decode(r *kgo.Record) (*Event, error) {
 	return &e, nil
 }
 
-// appendReceipt appends the JSON of a delivery receipt to b without
-// reflection: receipts are one record per QoS 1/2 delivery, and
+// appendEvent appends the JSON of e to b without reflection: every
+// connection makes two events and every QoS 1/2 delivery a receipt, and
 // encoding/json was most of their cost. It gives exactly what json.Marshal
-// gives (TestReceiptEncodingIsEncodingJSONs checks); ok is false for any
-// other kind of event, for a receipt with fields a receipt does not have,
-// and for strings that encoding/json would escape, which Encode then hands
-// to json.Marshal.
-func appendReceipt(b []byte, e *Event) (_ []byte, ok bool) {
-	if e.Kind != Delivered || e.Protocol != 0 || e.Username != "" || e.Remote != "" || e.CleanStart != nil ||
-		e.SessionExpiry != nil || e.SessionPresent != nil || e.Reason != "" || e.ReasonCode != nil ||
-		e.Error != "" || e.Subscriptions != nil || e.Time.Year() < 0 || e.Time.Year() > 9999 {
+// gives (TestEncodingIsEncodingJSONs and FuzzDecode check); ok is false for
+// a time encoding/json refuses and for strings it would escape, which Encode
+// then hands to json.Marshal.
+func appendEvent(b []byte, e *Event) (_ []byte, ok bool) {
+	if y := e.Time.Year(); y < 0 || y > 9999 {
 		return b, false
 	}
-	for _, v := range [...]string{e.ClientID, e.Node, e.Topic, e.MessageID} {
+	if _, off := e.Time.Zone(); off <= -24*3600 || off >= 24*3600 {
+		return b, false // RFC 3339 has no zone hour past 23
+	}
+	for _, v := range [...]string{string(e.Kind), e.ClientID, e.Node, e.Username, e.Remote, e.Reason, e.Error, e.Topic, e.MessageID} {
 		if !plainJSON(v) {
 			return b, false
 		}
 	}
-	// field appends ,"name":"v" (v is plain JSON), or nothing for an empty
-	// v, which encoding/json omits.
-	field := func(name, v string) {
-		if v != "" {
+	for i := range e.Subscriptions {
+		if !plainJSON(e.Subscriptions[i].Filter) || !plainJSON(e.Subscriptions[i].Group) {
+			return b, false
+		}
+	}
+	// str appends ,"name":"v" (v is plain JSON); with omit, nothing for an
+	// empty v, as encoding/json's omitempty.
+	str := func(name, v string, omit bool) {
+		if v != "" || !omit {
 			b = append(append(append(append(b, `,"`...), name...), `":"`...), v...)
 			b = append(b, '"')
 		}
 	}
-	b = append(b, `{"event":"delivered","clientId":"`...)
-	b = append(b, e.ClientID...)
+	num := func(name string, v uint64) {
+		b = append(append(append(b, `,"`...), name...), `":`...)
+		b = strconv.AppendUint(b, v, 10)
+	}
+	flag := func(name string, v bool) {
+		b = append(append(append(b, `,"`...), name...), `":`...)
+		b = strconv.AppendBool(b, v)
+	}
+	b = append(b, `{"event":"`...)
+	b = append(b, e.Kind...)
 	b = append(b, '"')
-	field("host", e.Node)
+	str("clientId", e.ClientID, false)
+	str("host", e.Node, true)
 	b = append(b, `,"time":"`...)
 	b = e.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"')
-	field("topic", e.Topic)
-	field("messageId", e.MessageID)
+	if e.Protocol != 0 {
+		num("protocolVersion", uint64(e.Protocol))
+	}
+	str("username", e.Username, true)
+	str("remote", e.Remote, true)
+	if e.CleanStart != nil {
+		flag("cleanStart", *e.CleanStart)
+	}
+	if e.SessionExpiry != nil {
+		num("sessionExpiry", uint64(*e.SessionExpiry))
+	}
+	if e.SessionPresent != nil {
+		flag("sessionPresent", *e.SessionPresent)
+	}
+	str("reason", e.Reason, true)
+	if e.ReasonCode != nil {
+		num("reasonCode", uint64(*e.ReasonCode))
+	}
+	str("error", e.Error, true)
+	if len(e.Subscriptions) > 0 {
+		b = append(b, `,"subscriptions":[`...)
+		for i := range e.Subscriptions {
+			s := &e.Subscriptions[i]
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"topic":"`...)
+			b = append(b, s.Filter...)
+			b = append(b, '"')
+			str("group", s.Group, true)
+			num("qos", uint64(s.QoS))
+			if s.NoLocal {
+				flag("noLocal", true)
+			}
+			if s.RetainAsPublished {
+				flag("retainAsPublished", true)
+			}
+			if s.RetainHandling != 0 {
+				num("retainHandling", uint64(s.RetainHandling))
+			}
+			if s.Identifier != 0 {
+				num("subscriptionIdentifier", uint64(s.Identifier))
+			}
+			num("reasonCode", uint64(s.ReasonCode))
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	str("topic", e.Topic, true)
+	str("messageId", e.MessageID, true)
 	if e.QoS != nil {
-		b = append(b, `,"qos":`...)
-		b = strconv.AppendUint(b, uint64(*e.QoS), 10)
+		num("qos", uint64(*e.QoS))
 	}
 	if e.PacketID != 0 {
-		b = append(b, `,"packetId":`...)
-		b = strconv.AppendUint(b, uint64(e.PacketID), 10)
+		num("packetId", uint64(e.PacketID))
 	}
 	return append(b, '}'), true
 }

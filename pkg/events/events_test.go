@@ -58,36 +58,64 @@ func TestRecordsOutsideTheContractAreRefused(t *testing.T) {
 
 // The receipt encoder without reflection writes what encoding/json writes,
 // byte for byte, and leaves everything it does not cover to it.
-func TestReceiptEncodingIsEncodingJSONs(t *testing.T) {
-	qos0, qos2 := byte(0), byte(2)
-	yes := true
+func TestEncodingIsEncodingJSONs(t *testing.T) {
+	qos0, qos2, code := byte(0), byte(2), byte(0x8e)
+	yes, no, expiry, zero := true, false, uint32(4294967295), uint32(0)
 	when := time.Date(2026, 12, 2, 13, 4, 5, 123456789, time.UTC)
-	base := Event{Kind: Delivered, ClientID: "sub-1", Node: "node-a", Time: when, Topic: "a/b/c", MessageID: "0f3a", QoS: &qos2, PacketID: 65535}
-	cases := map[string]func(e *Event){
-		"receipt":                  func(*Event) {},
-		"qos 0, no packet id":      func(e *Event) { e.QoS, e.PacketID = &qos0, 0 },
-		"no qos":                   func(e *Event) { e.QoS = nil },
-		"no node, topic, id":       func(e *Event) { e.Node, e.Topic, e.MessageID = "", "", "" },
-		"zero time":                func(e *Event) { e.Time = time.Time{} },
-		"time in another zone":     func(e *Event) { e.Time = when.In(time.FixedZone("x", -(3*3600 + 30*60))) },
-		"whole seconds":            func(e *Event) { e.Time = when.Truncate(time.Second) },
-		"year past 9999":           func(e *Event) { e.Time = when.AddDate(8000, 0, 0) },
-		"html characters":          func(e *Event) { e.Topic = "a/<b>&c" },
-		"quote and backslash":      func(e *Event) { e.ClientID = `x"\y` },
-		"control character":        func(e *Event) { e.Topic = "a\tb" },
-		"unicode":                  func(e *Event) { e.Topic = "température/ü\u2028" },
-		"invalid utf-8":            func(e *Event) { e.Node = "n\xff" },
-		"a field receipts lack":    func(e *Event) { e.Reason = ReasonClient },
-		"a pointer receipts lack":  func(e *Event) { e.CleanStart = &yes },
-		"subscriptions":            func(e *Event) { e.Subscriptions = []Subscription{{Filter: "a"}} },
-		"another kind":             func(e *Event) { e.Kind = Connect },
-		"delete character (0x7f)":  func(e *Event) { e.MessageID = "a\x7fb" },
-		"every printable ascii ok": func(e *Event) { e.Topic = " !#$%'()*+,-./09:;=?@AZ[]^_`az{|}~" },
+	receipt := Event{Kind: Delivered, ClientID: "sub-1", Node: "node-a", Time: when, Topic: "a/b/c", MessageID: "0f3a", QoS: &qos2, PacketID: 65535}
+	connect := Event{Kind: Connect, ClientID: "dev-1", Node: "node-a", Time: when, Protocol: 5, Username: "dev-1", Remote: "[2001:db8::1]:51000", CleanStart: &no, SessionExpiry: &expiry, SessionPresent: &yes}
+	disconnect := Event{Kind: Disconnect, ClientID: "dev-1", Node: "node-a", Time: when, Reason: ReasonError, ReasonCode: &code, Error: "keepalive timeout"}
+	subscribe := Event{Kind: Subscribe, ClientID: "dev-1", Node: "node-a", Time: when, Subscriptions: []Subscription{
+		{Filter: "devices/dev-1/#", QoS: 1, ReasonCode: 1},
+		{Filter: "jobs/+", Group: "workers", QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 2, Identifier: 268435455, ReasonCode: 0x87},
+	}}
+	cases := map[string]struct {
+		base   Event
+		mutate func(e *Event)
+	}{
+		"receipt":                  {receipt, func(*Event) {}},
+		"qos 0, no packet id":      {receipt, func(e *Event) { e.QoS, e.PacketID = &qos0, 0 }},
+		"no qos":                   {receipt, func(e *Event) { e.QoS = nil }},
+		"no node, topic, id":       {receipt, func(e *Event) { e.Node, e.Topic, e.MessageID = "", "", "" }},
+		"zero time":                {receipt, func(e *Event) { e.Time = time.Time{} }},
+		"time in another zone":     {receipt, func(e *Event) { e.Time = when.In(time.FixedZone("x", -(3*3600 + 30*60))) }},
+		"zone offset in seconds":   {receipt, func(e *Event) { e.Time = when.In(time.FixedZone("x", 3600+7)) }},
+		"zone hour past 23":        {receipt, func(e *Event) { e.Time = when.In(time.FixedZone("x", 25*3600)) }},
+		"whole seconds":            {receipt, func(e *Event) { e.Time = when.Truncate(time.Second) }},
+		"year past 9999":           {receipt, func(e *Event) { e.Time = when.AddDate(8000, 0, 0) }},
+		"html characters":          {receipt, func(e *Event) { e.Topic = "a/<b>&c" }},
+		"quote and backslash":      {receipt, func(e *Event) { e.ClientID = `x"\y` }},
+		"control character":        {receipt, func(e *Event) { e.Topic = "a\tb" }},
+		"unicode":                  {receipt, func(e *Event) { e.Topic = "température/ü\u2028" }},
+		"invalid utf-8":            {receipt, func(e *Event) { e.Node = "n\xff" }},
+		"delete character (0x7f)":  {receipt, func(e *Event) { e.MessageID = "a\x7fb" }},
+		"every printable ascii ok": {receipt, func(e *Event) { e.Topic = " !#$%'()*+,-./09:;=?@AZ[]^_`az{|}~" }},
+		"connect":                  {connect, func(*Event) {}},
+		"connect 3.1.1, clean, anonymous": {connect, func(e *Event) {
+			e.Protocol, e.Username, e.CleanStart, e.SessionExpiry, e.SessionPresent = 4, "", &yes, &zero, &no
+		}},
+		"connect without the optional fields": {connect, func(e *Event) {
+			e.Protocol, e.Node, e.Username, e.Remote, e.CleanStart, e.SessionExpiry, e.SessionPresent = 0, "", "", "", nil, nil, nil
+		}},
+		"connect, username to escape":   {connect, func(e *Event) { e.Username = "o'brien<script>" }},
+		"disconnect":                    {disconnect, func(*Event) {}},
+		"disconnect by the client":      {disconnect, func(e *Event) { e.Reason, e.ReasonCode, e.Error = ReasonClient, &qos0, "" }},
+		"disconnect, error to escape":   {disconnect, func(e *Event) { e.Error = `read: "connection reset"` }},
+		"subscribe":                     {subscribe, func(*Event) {}},
+		"unsubscribe":                   {subscribe, func(e *Event) { e.Kind = Unsubscribe; e.Subscriptions = e.Subscriptions[:1] }},
+		"empty subscription list":       {subscribe, func(e *Event) { e.Subscriptions = []Subscription{} }},
+		"subscription filter to escape": {subscribe, func(e *Event) { e.Subscriptions = []Subscription{{Filter: "a/<b>"}} }},
+		"share group to escape":         {subscribe, func(e *Event) { e.Subscriptions = []Subscription{{Filter: "a", Group: "g&h"}} }},
+		"an unknown kind":               {connect, func(e *Event) { e.Kind = "session_moved" }},
+		"a kind to escape":              {connect, func(e *Event) { e.Kind = "x\n" }},
+		"fields of every kind at once": {connect, func(e *Event) {
+			e.Reason, e.ReasonCode, e.Subscriptions, e.Topic, e.QoS, e.PacketID = ReasonClient, &code, subscribe.Subscriptions, "t", &qos2, 7
+		}},
 	}
-	for name, mutate := range cases {
+	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			e := base
-			mutate(&e)
+			e := c.base
+			c.mutate(&e)
 			want, wantErr := json.Marshal(&e)
 			rec, err := Encode("mqtt.events", &e)
 			if wantErr != nil {
@@ -96,16 +124,24 @@ func TestReceiptEncodingIsEncodingJSONs(t *testing.T) {
 			}
 			require.NoError(t, err)
 			assert.Equal(t, string(want), string(rec.Value))
+			// What JSON cannot carry (invalid UTF-8, a zone offset in
+			// seconds) comes back changed, so only the kind, topic and
+			// subscriptions are compared.
 			back, err := Decode(rec)
 			require.NoError(t, err)
+			assert.Equal(t, e.Kind, back.Kind)
 			assert.Equal(t, e.Topic, back.Topic)
+			assert.Len(t, back.Subscriptions, len(e.Subscriptions))
 		})
 	}
-	// The fast path is taken for the plain receipt (and not for the others).
-	_, ok := appendReceipt(nil, &base)
-	assert.True(t, ok)
-	e := base
-	e.Topic = "a<b"
-	_, ok = appendReceipt(nil, &e)
+	// The fast path is taken for plain events of every kind (and not for
+	// strings encoding/json escapes).
+	for _, e := range []Event{receipt, connect, disconnect, subscribe} {
+		_, ok := appendEvent(nil, &e)
+		assert.True(t, ok, e.Kind)
+	}
+	e := connect
+	e.Remote = "a<b"
+	_, ok := appendEvent(nil, &e)
 	assert.False(t, ok)
 }

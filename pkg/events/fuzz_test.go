@@ -12,7 +12,7 @@ import (
 
 // FuzzDecode feeds Decode arbitrary record values and version headers: it
 // returns ErrInvalid or an event that Encode writes to a record decoding to
-// the same event, allocating in proportion to the record. A receipt Encode
+// the same event, allocating in proportion to the record. An event Encode
 // writes without encoding/json is byte for byte what encoding/json writes.
 func FuzzDecode(f *testing.F) {
 	yes, expiry, code, qos := true, uint32(300), byte(0x8e), byte(1)
@@ -45,10 +45,10 @@ func FuzzDecode(f *testing.F) {
 		again, err := Decode(r2)
 		require.NoError(t, err, "a re-encoded event decodes: %s", r2.Value)
 		requireSameEvent(t, e, again)
-		if b, ok := appendReceipt(nil, e); ok {
+		if b, ok := appendEvent(nil, e); ok {
 			j, err := json.Marshal(e)
 			require.NoError(t, err)
-			require.Equal(t, string(j), string(b), "the receipt fast path writes what encoding/json writes")
+			require.Equal(t, string(j), string(b), "the fast path writes what encoding/json writes")
 		}
 	})
 }
