@@ -168,7 +168,10 @@ local function put(o, ev, node, e, pid, sq)
   local k = #out
   out[k+1], out[k+2], out[k+3], out[k+4], out[k+5], out[k+6] = o, ev, node, e, pid, sq
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then
+-- Every session hash has an epoch (Connect writes it, every other write is
+-- fenced by it): without one there is no session.
+local h = redis.call('HMGET', KEYS[1], 'connected', 'node', 'qbytes', 'win', 'pid', 'seq', 'epoch')
+if not h[7] then
   local i = 5
   while i <= #ARGV do
     put(3, 0, '', '', 0, '')
@@ -176,7 +179,6 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   end
   return out
 end
-local h = redis.call('HMGET', KEYS[1], 'connected', 'node', 'qbytes', 'win', 'pid', 'seq', 'epoch')
 local node = ''
 if h[1] == '1' then node = h[2] or '' end
 local qb, win = tonumber(h[3] or '0'), tonumber(h[4] or '0')
@@ -238,13 +240,15 @@ while i <= #ARGV do
     end
   end
 end
+-- A connected session's keys have no TTL (Connect removes it, only
+-- Disconnect sets one): the keys written follow the session's TTL only when
+-- it is disconnected, and messages are handed over only to connected ones.
 if handed then
   redis.call('HSET', KEYS[1], 'pid', pid, 'seq', string.format('%.0f', seq))
-  follow(KEYS[4])
 end
 if queued then
   redis.call('HSET', KEYS[1], 'qbytes', qb)
-  follow(KEYS[2])
+  if node == '' then follow(KEYS[2]) end
 end
 return out
 `)
