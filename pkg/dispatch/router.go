@@ -158,7 +158,9 @@ func NewRouter(match Matcher, queue Queue, log *slog.Logger, mp metric.MeterProv
 func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter, error) {
 	start := r.now()
 	defer func() { r.m.latency.Record(ctx, r.now().Sub(start).Seconds()) }()
-	if r.barrier != nil {
+	if cur, ok := r.barrier.(interface{ Current() bool }); r.barrier != nil && (!ok || !cur.Current()) {
+		// (A barrier that vouches for the index already needs no
+		// deadline: most batches at a steady rate.)
 		bctx, cancel := context.WithTimeout(ctx, barrierTimeout)
 		err := r.barrier.CatchUp(bctx)
 		cancel()

@@ -113,6 +113,25 @@ func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Lo
 	return f
 }
 
+// Current reports whether a listing within the ReuseWithin window vouches
+// for the index now, so that CatchUp would return at once without a request;
+// it counts as a reused check when it does. A caller that would bound
+// CatchUp with a deadline can ask it first and skip making one.
+func (f *Follower) Current() bool {
+	settle := time.Duration(f.settle.Load())
+	if settle <= 0 {
+		return false
+	}
+	since := time.Now().Add(-settle)
+	f.mu.Lock()
+	ok := f.confirmed.After(since)
+	f.mu.Unlock()
+	if ok {
+		f.reused.Add(1)
+	}
+	return ok
+}
+
 // CatchUp returns once the index holds every change that was in the topic
 // when CatchUp was called, or when ctx ends. A dispatcher calls it before
 // routing records it polled: a SUBSCRIBE is answered only after its change
@@ -125,14 +144,12 @@ func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Lo
 // that long before the call answers it, and the calls within that time
 // share one request.
 func (f *Follower) CatchUp(ctx context.Context) error {
+	if f.Current() {
+		return nil
+	}
 	settle := time.Duration(f.settle.Load())
 	since := time.Now().Add(-settle)
 	f.mu.Lock()
-	if settle > 0 && f.confirmed.After(since) {
-		f.mu.Unlock()
-		f.reused.Add(1)
-		return nil
-	}
 	f.listed.Add(1)
 	l, mine := f.listing, false
 	if l == nil || settle == 0 || !l.sent.After(since) {
