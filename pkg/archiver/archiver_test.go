@@ -184,6 +184,24 @@ func (f *fixture) ids(collection string) []string {
 	return out
 }
 
+// TestWithTheDefaultSettingsEveryRecordIsArchivedOnce runs the archiver as
+// a user does: every batching, commit, retry and lag setting at its default
+// (the other tests shorten them to see commits and retries sooner).
+func TestWithTheDefaultSettingsEveryRecordIsArchivedOnce(t *testing.T) {
+	f := newFixture(t)
+	ids := append(f.produceMessages("dev-a", 300), f.produceMessages("dev-b", 200)...)
+	a := f.run(f.parse())
+	f.waitCount("message", 500, 30*time.Second)
+	more := f.produceMessages("dev-a", 50)
+	f.waitCount("message", 550, 30*time.Second)
+	a.waitCaughtUp(30 * time.Second)
+
+	assert.ElementsMatch(t, append(ids, more...), f.ids("message"), "one document per record")
+	assert.Equal(t, float64(550), a.metric("fleetgate_archive_documents_written_total", "collection", "message"))
+	assert.Equal(t, float64(0), a.metric("fleetgate_archive_documents_duplicate_total"))
+	assert.Equal(t, float64(550), a.metric("fleetgate_archive_records_total", "source", "inbound"))
+}
+
 func TestARedeliveredStreamWritesNothingTwice(t *testing.T) {
 	f := newFixture(t)
 	ids := f.produceMessages("dev", 500)

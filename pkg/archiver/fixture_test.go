@@ -87,19 +87,27 @@ func (f *fixture) ctx() context.Context {
 // count exactly.
 func (f *fixture) config(extra ...string) ServiceConfig {
 	f.t.Helper()
+	return f.parse(append([]string{
+		"-archive.batch-interval", "20ms",
+		"-archive.retry-min-backoff", "20ms", "-archive.retry-max-backoff", "200ms",
+		"-archiver.commit-interval", "100ms", "-archiver.lag-interval", "100ms",
+	}, extra...)...)
+}
+
+// parse is the archiver configuration with every setting at its default
+// but where the test's FerretDB, database, group and Kafka are, and args.
+func (f *fixture) parse(args ...string) ServiceConfig {
+	f.t.Helper()
 	var cfg ServiceConfig
 	fs := flag.NewFlagSet("archiver", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
-	args := []string{
+	base := []string{
 		"-archive.mongodb-uri", ferret.URI, "-archive.database", f.dbName, "-archive.group", f.group,
-		"-archive.batch-interval", "20ms",
-		"-archive.retry-min-backoff", "20ms", "-archive.retry-max-backoff", "200ms",
 		"-kafka.brokers", f.kafka.Addr(), "-kafka.partitions", fmt.Sprint(partitions),
 		"-subscriptions.partitions", fmt.Sprint(partitions), "-events.partitions", fmt.Sprint(partitions),
-		"-archiver.commit-interval", "100ms", "-archiver.lag-interval", "100ms",
 		"-http.addr", "127.0.0.1:0", "-log.level", "debug",
 	}
-	require.NoError(f.t, fs.Parse(append(args, extra...)))
+	require.NoError(f.t, fs.Parse(append(base, args...)))
 	require.NoError(f.t, cfg.Validate())
 	return cfg
 }
@@ -119,6 +127,12 @@ type archiverRun struct {
 // it is stopped at the end of the test, and Run must return nil.
 func (f *fixture) start(extra ...string) *archiverRun {
 	f.t.Helper()
+	return f.run(f.config(extra...))
+}
+
+// run runs an archiver with cfg, as start does.
+func (f *fixture) run(cfg ServiceConfig) *archiverRun {
+	f.t.Helper()
 	tel, err := telemetry.NewMetrics()
 	require.NoError(f.t, err)
 	// The log goes to a file (writes to an *os.File are safe from any
@@ -126,7 +140,7 @@ func (f *fixture) start(extra ...string) *archiverRun {
 	logFile, err := os.Create(filepath.Join(f.t.TempDir(), "archiver.log"))
 	require.NoError(f.t, err)
 	a := &archiverRun{t: f.t, tel: tel, log: logFile, done: make(chan error, 1)}
-	a.svc = NewService(f.config(extra...), slog.New(slog.NewTextHandler(a.log, &slog.HandlerOptions{Level: slog.LevelDebug})), tel)
+	a.svc = NewService(cfg, slog.New(slog.NewTextHandler(a.log, &slog.HandlerOptions{Level: slog.LevelDebug})), tel)
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	go func() { a.done <- a.svc.Run(ctx) }()
