@@ -39,7 +39,26 @@ func TestSIGKILLOfADispatcherLosesNoAcknowledgedMessage(t *testing.T) {
 // frontend) with the same client id and clean start 0: the session is
 // present, every acknowledged message reaches it, each publisher's in order.
 func TestSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage(t *testing.T) {
-	c := startCluster(t)
+	killSubscribersFrontend(t, clusterOptions{}, streamPublishers)
+}
+
+// TestWithEveryDefaultSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage
+// is the test above with every setting of the product at its default: the
+// killed node counts as alive for node.liveness-ttl (10 s) after its last
+// heartbeat, the session queues keep their default bound (1,000 messages),
+// and the subscriber resumes on the survivor long before the node counts as
+// dead. One publisher (200 msg/s) keeps the messages queued while the
+// subscriber is away well under the bound.
+func TestWithEveryDefaultSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage(t *testing.T) {
+	killSubscribersFrontend(t, clusterOptions{defaults: true}, 1)
+}
+
+// killSubscribersFrontend runs the stream of publishers publishers on one
+// frontend of a cluster shaped by o to a persistent subscriber on the
+// other, kills the subscriber's frontend and checks what it received after
+// it resumed through HAProxy.
+func killSubscribersFrontend(t *testing.T, o clusterOptions, publishers int) {
+	c := startClusterWith(t, o)
 
 	in := newInbox()
 	sub := mustDialV5(t, c.lb, persistent(subscriberID, subscriberExpiry), in.v5Handler)
@@ -48,7 +67,7 @@ func TestSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage(t *testing.T)
 	survivor := c.other(victim)
 	// The publishers stay connected through the kill: they are on the
 	// survivor, directly.
-	pubs := newPublishers(t, survivor.mqtt, streamClientIDs(streamPublishers))
+	pubs := newPublishers(t, survivor.mqtt, streamClientIDs(publishers))
 	probeStream(t, in, pubs)
 
 	stop := runAll(pubs)

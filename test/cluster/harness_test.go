@@ -105,6 +105,10 @@ type clusterOptions struct {
 	// tls gives every frontend a TLS listener on an address of its own
 	// (node.tls); its certificate flags go in access.
 	tls bool
+	// defaults leaves out the test timings and the raised queue bounds
+	// below: every fleetgate setting is the product's default but for
+	// addresses, node ids and partition counts.
+	defaults bool
 }
 
 // startCluster starts the Kafka broker, two dispatchers, two frontends and
@@ -135,14 +139,19 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 	// Settings every fleetgate process shares. The session queues are
 	// bounded far above what a test queues: these tests are about crashes,
 	// and a queue that drops its oldest messages would look like a loss.
-	c.common = append([]string{
+	c.common = []string{
 		"-kafka.brokers", c.kafka, "-kafka.partitions", fmt.Sprint(partitions),
 		"-subscriptions.partitions", fmt.Sprint(partitions),
 		"-redis.addrs", c.redisAddr, "-log.level", "info",
-		"-node.heartbeat-interval", heartbeat.String(), "-node.liveness-ttl", liveness.String(),
-		"-session.max-queued-messages", "1000000", "-session.max-queued-bytes", "256MiB",
-	}, o.args...)
-	c.dispatcherArgs = o.dispatcherArgs
+	}
+	if !o.defaults {
+		c.common = append(c.common,
+			"-node.heartbeat-interval", heartbeat.String(), "-node.liveness-ttl", liveness.String(),
+			"-session.max-queued-messages", "1000000", "-session.max-queued-bytes", "256MiB")
+		c.dispatcherArgs = []string{"-wills.sweep-interval", sweepInterval.String()}
+	}
+	c.common = append(c.common, o.args...)
+	c.dispatcherArgs = append(c.dispatcherArgs, o.dispatcherArgs...)
 	if !o.noDispatchers {
 		for i := range 2 {
 			c.startDispatcher(i)
@@ -154,8 +163,11 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 		if access == nil {
 			access = []string{"-auth.allow-anonymous=true"}
 		}
-		f.args = append([]string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops,
-			"-shutdown.timeout", "5s"}, append(append(c.common, access...), o.frontendArgs...)...)
+		f.args = []string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops}
+		if !o.defaults {
+			f.args = append(f.args, "-shutdown.timeout", "5s")
+		}
+		f.args = append(f.args, append(append(c.common, access...), o.frontendArgs...)...)
 		if i < len(o.frontendArgsEach) {
 			f.args = append(f.args, o.frontendArgsEach[i]...)
 		}
@@ -215,7 +227,7 @@ func (c *testCluster) startDispatcher(i int) *node {
 	if d == nil {
 		d = &node{id: name, ops: testkit.FreeAddr(c.t)}
 		d.args = append([]string{"-http.addr", d.ops, "-kafka.client-id", d.id,
-			"-dispatch.group", dispatchGroup, "-wills.sweep-interval", sweepInterval.String()}, append(c.common, c.dispatcherArgs...)...)
+			"-dispatch.group", dispatchGroup}, append(c.common, c.dispatcherArgs...)...)
 		c.dispatchers[i] = d
 	} else {
 		name += " (restarted)"

@@ -12,7 +12,8 @@ import (
 )
 
 // willDeadline bounds the time from the SIGKILL of a frontend to the
-// arrival of its clients' wills: node.liveness-ttl (1 s here) for the node
+// arrival of its clients' wills: node.liveness-ttl (1 s here, 10 s by
+// default) for the node
 // to count as dead, a wills.sweep-interval for a dispatcher to notice, and
 // the trip through Kafka and a dispatcher to the subscriber.
 const willDeadline = 20 * time.Second
@@ -24,7 +25,21 @@ const willDeadline = 20 * time.Second
 // node's liveness lapsed, and the subscriber gets each one. A client that
 // disconnected normally before the kill has no will published.
 func TestWillsOfAKilledFrontendArePublished(t *testing.T) {
-	c := startCluster(t)
+	killFrontendWithWills(t, clusterOptions{})
+}
+
+// TestWithEveryDefaultTheWillsOfAKilledFrontendArePublished is the test
+// above with every setting of the product at its default: the node counts
+// as dead node.liveness-ttl (10 s) after its last heartbeat, and the
+// dispatchers look for dead nodes every wills.sweep-interval (1 s).
+func TestWithEveryDefaultTheWillsOfAKilledFrontendArePublished(t *testing.T) {
+	killFrontendWithWills(t, clusterOptions{defaults: true})
+}
+
+// killFrontendWithWills is TestWillsOfAKilledFrontendArePublished on a
+// cluster shaped by o.
+func killFrontendWithWills(t *testing.T, o clusterOptions) {
+	c := startClusterWith(t, o)
 	victim, survivor := c.frontends[0], c.frontends[1]
 
 	in := newInbox()
@@ -98,7 +113,11 @@ func TestWillsOfAKilledFrontendArePublished(t *testing.T) {
 		}
 	}
 	require.True(t, ok, "within %s of the kill only these wills arrived: %v (want %v)", willDeadline, sortedKeys(got), wills)
-	t.Logf("every will arrived within %s of the kill (liveness ttl %s, sweep interval %s)", slowest.Round(time.Millisecond), liveness, sweepInterval)
+	if o.defaults {
+		t.Logf("every will arrived within %s of the kill (default liveness ttl and sweep interval)", slowest.Round(time.Millisecond))
+	} else {
+		t.Logf("every will arrived within %s of the kill (liveness ttl %s, sweep interval %s)", slowest.Round(time.Millisecond), liveness, sweepInterval)
+	}
 
 	// Let any second copy or the polite client's will show up, then check.
 	time.Sleep(2 * time.Second)
