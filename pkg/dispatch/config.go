@@ -55,7 +55,14 @@ type Config struct {
 	// MaxBatchBytes bounds the deliveries a routed batch holds in memory
 	// before they are enqueued (WithMaxBatchBytes).
 	MaxBatchBytes config.ByteSize `yaml:"max_batch_bytes"`
+	// FullQueueWait bounds how long a batch waits for connected sessions
+	// at their queue's bound before session.queue-full-policy drops
+	// anything (WithFullQueueWait); 0 never waits.
+	FullQueueWait time.Duration `yaml:"full_queue_wait"`
 }
+
+// DefaultFullQueueWait is dispatch.full-queue-wait's default.
+const DefaultFullQueueWait = 2 * time.Second
 
 // DeadLetterTopicName is dispatch.dead-letter-topic, else
 // "<inbound>.dead-letter".
@@ -80,6 +87,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.HeartbeatInterval, "dispatch.heartbeat-interval", 500*time.Millisecond, "How often a dispatcher heartbeats to the group coordinator; the others learn this soon that a dispatcher left or died.")
 	fs.DurationVar(&c.CommitInterval, "dispatch.commit-interval", time.Second, "How often the offsets of routed batches are committed, in the background; a dispatcher that dies has at most this much routed again (duplicates, not loss).")
 	fs.StringVar(&c.DeadLetterTopic, "dispatch.dead-letter-topic", "", "Kafka topic of the records the dispatchers can never route (undecodable, an invalid topic name, a delivery Redis refuses for good), with headers naming their source topic, partition, offset and the error; empty is <kafka.topic>.dead-letter. Created like the other topics.")
+	fs.DurationVar(&c.FullQueueWait, "dispatch.full-queue-wait", DefaultFullQueueWait, "How long a batch waits, at most, for connected sessions whose queues are at their bound (session.max-queued-messages, -bytes) to take some, before session.queue-full-policy drops anything. A subscriber that reads as fast as messages arrive then loses nothing when a dispatcher routes seconds of traffic at once (after a failover or restart). A session that keeps its queue full for all of it holds its partition up once a minute at most; 0 never waits (the queue bound drops at once).")
 	fs.DurationVar(&c.ExpirySweepInterval, "dispatch.expiry-sweep-interval", 10*time.Second, "How often the subscriptions of sessions that expired are removed from the subscription change log.")
 }
 
@@ -115,6 +123,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CommitInterval <= 0 {
 		errs = append(errs, fmt.Errorf("dispatch.commit-interval: %s must be positive", c.CommitInterval))
+	}
+	if c.FullQueueWait < 0 || c.FullQueueWait > time.Minute {
+		errs = append(errs, fmt.Errorf("dispatch.full-queue-wait: %s must be between 0 and 1m", c.FullQueueWait))
 	}
 	if c.ExpirySweepInterval <= 0 {
 		errs = append(errs, fmt.Errorf("dispatch.expiry-sweep-interval: %s must be positive", c.ExpirySweepInterval))

@@ -23,6 +23,8 @@ func TestConfigValidate(t *testing.T) {
 	// (group.min.session.timeout.ms, 6 s by default).
 	require.Equal(t, "start", defaultConfig(t).StartAt)
 	require.LessOrEqual(t, defaultConfig(t).SessionTimeout, 6*time.Second)
+	// A connected subscriber at its queue bound is waited for by default.
+	require.Equal(t, DefaultFullQueueWait, defaultConfig(t).FullQueueWait)
 	for _, tc := range []struct {
 		name   string
 		mutate func(*Config)
@@ -32,6 +34,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "zero records per poll is refused", mutate: func(c *Config) { c.MaxPollRecords = 0 }, field: "dispatch.max-poll-records"},
 		{name: "a negative batch wait is refused", mutate: func(c *Config) { c.BatchWait = -time.Millisecond }, field: "dispatch.batch-wait"},
 		{name: "a batch wait over a second is refused", mutate: func(c *Config) { c.BatchWait = 2 * time.Second }, field: "dispatch.batch-wait"},
+		{name: "a negative full-queue wait is refused", mutate: func(c *Config) { c.FullQueueWait = -time.Second }, field: "dispatch.full-queue-wait"},
+		{name: "a full-queue wait over a minute is refused", mutate: func(c *Config) { c.FullQueueWait = 2 * time.Minute }, field: "dispatch.full-queue-wait"},
 		{name: "a byte bound below 64KiB is refused", mutate: func(c *Config) { c.MaxBatchBytes = 1 << 10 }, field: "dispatch.max-batch-bytes"},
 		{name: "an unknown start position is refused", mutate: func(c *Config) { c.StartAt = "middle" }, field: "dispatch.start-at"},
 		{name: "the log end as a start position is refused", mutate: func(c *Config) { c.StartAt = "end" }, field: "dispatch.start-at"},

@@ -48,7 +48,12 @@ type metrics struct {
 	barrierErr   metric.Int64Counter
 	retained     metric.Int64Counter
 	latency      metric.Float64Histogram
-	outcomes     map[session.Outcome]metric.AddOption
+	// fullQueueWait is how long batches waited for connected sessions at
+	// their queue's bound; stalled counts the sessions that kept it full
+	// through a whole wait.
+	fullQueueWait metric.Float64Histogram
+	stalled       metric.Int64Counter
+	outcomes      map[session.Outcome]metric.AddOption
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
@@ -81,12 +86,18 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 			"Offset commits that failed after routing; the records are routed again after a rebalance."),
 		retained: counter("fleetgate_dispatch_retained_updates",
 			"Updates of the retained message store, by outcome: stored (a retained message), removed (an empty payload, or a message that expired before it was routed), stale (ignored: the store holds a newer update of the topic)."),
+		stalled: counter("fleetgate_dispatch_stalled_sessions",
+			"Connected sessions that kept their queue at its bound through a whole dispatch.full-queue-wait: what was left for them got session.queue-full-policy, and routing does not wait for them again for a minute."),
 		outcomes: map[session.Outcome]metric.AddOption{},
 	}
 	var err error
 	r.latency, err = m.Float64Histogram("fleetgate_dispatch_route_duration_seconds",
 		metric.WithDescription("Time to route one polled batch: decode, match and enqueue."),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+	errs = append(errs, err)
+	r.fullQueueWait, err = m.Float64Histogram("fleetgate_dispatch_full_queue_wait_seconds",
+		metric.WithDescription("Time a routed batch waited for connected sessions at their queue's bound to take some of it, instead of dropping (dispatch.full-queue-wait); one observation per wait."),
+		metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 	errs = append(errs, err)
 	for _, o := range []session.Outcome{session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDroppedNewest, session.OutcomeNoSession, session.OutcomeFailed, session.OutcomeNotSubscribed, session.OutcomeDirect} {
 		r.outcomes[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", o.String())))

@@ -29,7 +29,11 @@ type Matcher interface {
 // results are in the order of the deliveries; the error reports that at
 // least one delivery failed (the store is unreachable).
 type Queue interface {
-	Enqueue(ctx context.Context, ds []session.Delivery) ([]session.EnqueueResult, error)
+	// EnqueueHolding enqueues ds; a delivery to a connected session at its
+	// queue's bound, for a client hold approves, comes back as
+	// session.OutcomeHeld with the client's later ones (nil hold holds
+	// none).
+	EnqueueHolding(ctx context.Context, ds []session.Delivery, hold func(clientID string) bool) ([]session.EnqueueResult, error)
 }
 
 // maxEnqueue bounds the deliveries of one Enqueue call (one Redis pipeline).
@@ -63,6 +67,11 @@ type Router struct {
 	m             *metrics
 	now           func() time.Time
 	maxBatchBytes int // 0: defaultMaxBatchBytes
+	// fullQueueWait is how long a batch waits for connected sessions at
+	// their queue's bound (WithFullQueueWait); 0 waits for none.
+	fullQueueWait time.Duration
+	stalled       stalledSessions
+	waits         waitBudget
 
 	mu sync.Mutex
 	// next is the round-robin counter of each shared subscription, keyed
@@ -106,6 +115,21 @@ const barrierTimeout = 5 * time.Second
 // holds every subscription change already in Kafka: a message published
 // after its subscriber's SUBACK is then always routed to it.
 func WithBarrier(b Barrier) RouterOption { return func(r *Router) { r.barrier = b } }
+
+// WithFullQueueWait makes Route wait, up to d per batch, for connected
+// sessions whose queues are at their bound to take some, before
+// session.queue-full-policy drops anything: a subscriber that reads as fast
+// as messages arrive then loses nothing when the dispatcher routes seconds
+// of traffic at once (a failover, a restart, a consumer that fell behind).
+// A session that keeps its queue full for all of d (a stalled or slow
+// reader) holds routing up once: its messages get the policy at once for
+// the next stalledFor. Routing (every partition of the dispatcher: one loop
+// routes them) spends at most a tenth of its time waiting (waitBudget),
+// whatever its subscribers do. 0 waits for none (the default of NewRouter;
+// dispatch.full-queue-wait sets it in the dispatcher).
+func WithFullQueueWait(d time.Duration) RouterOption {
+	return func(r *Router) { r.fullQueueWait = d }
+}
 
 // WithClock sets the clock message expiry is judged by (default time.Now).
 func WithClock(now func() time.Time) RouterOption { return func(r *Router) { r.now = now } }
@@ -219,57 +243,253 @@ func (r *Router) flush(ctx context.Context, b *batch) error {
 	ds, src := b.ds, b.src
 	b.ds, b.src, b.bytes = nil, nil, 0
 	// Enqueue in chunks, in order, so that a large fan-out does not become
-	// one unbounded pipeline; a failed chunk fails the batch.
+	// one unbounded pipeline; a failed chunk fails the batch. The deliveries
+	// a chunk held (connected sessions at their bound) are settled before
+	// the next chunk, which may hold later messages of the same sessions.
 	for i := 0; i < len(ds); i += maxEnqueue {
-		chunk := ds[i:min(i+maxEnqueue, len(ds))]
-		res, qerr := r.queue.Enqueue(ctx, chunk)
-		// Only a transient failure fails the batch; a delivery the store
-		// refused for good is a dead letter.
-		var err error
-		failed := false
-		var evicted, refused int
-		var full string // a session whose queue was full, for the log
-		for j, er := range res {
-			r.m.delivered.Add(ctx, 1, r.m.outcome(er.Outcome))
-			switch er.Outcome {
-			case session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDirect:
-				b.queued++
-			case session.OutcomeFailed:
-				failed = true
-				if permanentStoreError(er.Err) {
-					b.dead = append(b.dead, DeadLetter{Record: b.records[src[i+j]], Reason: ReasonRejected,
-						ClientID: chunk[j].ClientID, Err: er.Err})
-				} else if err == nil {
-					err = er.Err
-				}
-			}
-			if er.Evicted > 0 || er.Outcome == session.OutcomeDroppedNewest {
-				evicted += er.Evicted
-				if er.Outcome == session.OutcomeDroppedNewest {
-					refused++
-				}
-				full = chunk[j].ClientID
-			}
+		chunk, csrc := ds[i:min(i+maxEnqueue, len(ds))], src[i:min(i+maxEnqueue, len(ds))]
+		var hold func(string) bool
+		if r.fullQueueWait > 0 && r.waits.allowance(time.Now(), r.fullQueueWait) > 0 {
+			hold = r.stalled.mayHold
 		}
-		if full != "" {
-			// One line per chunk, not per message: a stalled subscriber
-			// would otherwise flood the log.
-			r.log.Warn("session queues full, messages dropped per session.queue-full-policy",
-				"evicted_oldest", evicted, "refused_newest", refused, "client_id", full)
+		res, qerr := r.queue.EnqueueHolding(ctx, chunk, hold)
+		if err := r.settle(ctx, b, chunk, csrc, res, qerr); err != nil {
+			return err
 		}
-		if err == nil && qerr != nil && !failed {
-			// An error the results do not explain.
-			err = qerr
+		if err := r.waitHeld(ctx, b, chunk, csrc, res); err != nil {
+			return err
 		}
-		if err == nil && len(res) != len(chunk) {
-			err = fmt.Errorf("session store answered %d results for %d deliveries", len(res), len(chunk))
-		}
-		if err != nil {
-			return fmt.Errorf("enqueueing %d deliveries of %d records: %w", len(ds), len(b.records), err)
-		}
-		r.notifyQueued(ctx, chunk, res)
 	}
 	return nil
+}
+
+// settle takes the results of one Enqueue of ds (src: their records' index
+// in b.records): counts them, sets aside what the store refused for good,
+// logs drops at a queue bound and notifies the nodes. Held deliveries are
+// left to waitHeld. It returns an error when a delivery failed for now.
+func (r *Router) settle(ctx context.Context, b *batch, ds []session.Delivery, src []int, res []session.EnqueueResult, qerr error) error {
+	// Only a transient failure fails the batch; a delivery the store
+	// refused for good is a dead letter.
+	var err error
+	failed := false
+	var evicted, refused int
+	var full string // a session whose queue was full, for the log
+	for j, er := range res {
+		if er.Outcome == session.OutcomeHeld {
+			continue
+		}
+		r.m.delivered.Add(ctx, 1, r.m.outcome(er.Outcome))
+		switch er.Outcome {
+		case session.OutcomeQueued, session.OutcomeDroppedOldest, session.OutcomeDirect:
+			b.queued++
+		case session.OutcomeFailed:
+			failed = true
+			if permanentStoreError(er.Err) {
+				b.dead = append(b.dead, DeadLetter{Record: b.records[src[j]], Reason: ReasonRejected,
+					ClientID: ds[j].ClientID, Err: er.Err})
+			} else if err == nil {
+				err = er.Err
+			}
+		}
+		if er.Evicted > 0 || er.Outcome == session.OutcomeDroppedNewest {
+			evicted += er.Evicted
+			if er.Outcome == session.OutcomeDroppedNewest {
+				refused++
+			}
+			full = ds[j].ClientID
+		}
+	}
+	if full != "" {
+		// One line per chunk, not per message: a stalled subscriber
+		// would otherwise flood the log.
+		r.log.Warn("session queues full, messages dropped per session.queue-full-policy",
+			"evicted_oldest", evicted, "refused_newest", refused, "client_id", full)
+	}
+	if err == nil && qerr != nil && !failed {
+		// An error the results do not explain.
+		err = qerr
+	}
+	if err == nil && len(res) != len(ds) {
+		err = fmt.Errorf("session store answered %d results for %d deliveries", len(res), len(ds))
+	}
+	if err != nil {
+		return fmt.Errorf("enqueueing %d deliveries of %d records: %w", len(ds), len(b.records), err)
+	}
+	r.notifyQueued(ctx, ds, res)
+	return nil
+}
+
+// waitHeld enqueues the deliveries of ds that res says were held, again and
+// again, as their sessions' connections take from their queues, until every
+// one is in or fullQueueWait has passed since the first try; then the rest
+// go in under session.queue-full-policy, and their sessions are marked
+// stalled. The held deliveries keep their order.
+func (r *Router) waitHeld(ctx context.Context, b *batch, ds []session.Delivery, src []int, res []session.EnqueueResult) error {
+	var held []int
+	for j, er := range res {
+		if er.Outcome == session.OutcomeHeld {
+			held = append(held, j)
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	start := time.Now()
+	deadline := start.Add(r.waits.allowance(start, r.fullQueueWait))
+	defer func() {
+		waited := time.Since(start)
+		r.waits.spend(waited)
+		r.m.fullQueueWait.Record(ctx, waited.Seconds())
+	}()
+	backoff := time.Millisecond
+	for len(held) > 0 {
+		var hold func(string) bool
+		if wait := time.Until(deadline); wait > 0 {
+			backoff = min(2*backoff, 100*time.Millisecond)
+			t := time.NewTimer(min(backoff, wait))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("waiting for %d deliveries to full queues: %w", len(held), ctx.Err())
+			case <-t.C:
+			}
+			if time.Now().Before(deadline) {
+				hold = r.stalled.mayHold
+			}
+		}
+		hds, hsrc := make([]session.Delivery, len(held)), make([]int, len(held))
+		for k, j := range held {
+			hds[k], hsrc[k] = ds[j], src[j]
+		}
+		if hold == nil {
+			// Out of time: what is still held gets the policy, and its
+			// sessions are not waited for again for a while.
+			var ids []string
+			for _, d := range hds {
+				if r.stalled.mark(d.ClientID, time.Now()) {
+					ids = append(ids, d.ClientID)
+				}
+			}
+			r.m.stalled.Add(ctx, int64(len(ids)))
+			if len(ids) > 0 {
+				r.log.Warn("connected sessions kept their queues full; not waiting for them again for a while",
+					"sessions", len(ids), "client_id", ids[0], "waited", time.Since(start).Round(time.Millisecond), "for", stalledFor)
+			}
+		}
+		hres, qerr := r.queue.EnqueueHolding(ctx, hds, hold)
+		if err := r.settle(ctx, b, hds, hsrc, hres, qerr); err != nil {
+			return err
+		}
+		next := held[:0]
+		for k, er := range hres {
+			if er.Outcome == session.OutcomeHeld {
+				next = append(next, held[k])
+			}
+		}
+		held = next
+	}
+	return nil
+}
+
+// waitBudget bounds the time routing spends waiting for full queues to a
+// tenth of the time that passes (waitShare), with up to waitBurst waits of
+// dispatch.full-queue-wait saved up: a failover's catch-up may wait as it
+// needs, and subscribers that stall one after the other cannot hold the
+// dispatcher's routing up for more than that, whatever they do. The zero
+// value starts full.
+type waitBudget struct {
+	mu     sync.Mutex
+	used   time.Duration // spent beyond what has been given back
+	at     time.Time     // when used was last reduced
+	primed bool
+}
+
+const (
+	waitShare = 10 // one part in waitShare of the time may be spent waiting
+	waitBurst = 5  // waits of dispatch.full-queue-wait saved up at most
+)
+
+// allowance returns how long a wait starting now may last: at most full.
+func (w *waitBudget) allowance(now time.Time, full time.Duration) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.primed {
+		w.primed, w.at = true, now
+	}
+	w.used = max(0, w.used-now.Sub(w.at)/waitShare)
+	w.at = now
+	return min(full, max(0, waitBurst*full-w.used))
+}
+
+// spend takes d from the budget.
+func (w *waitBudget) spend(d time.Duration) {
+	w.mu.Lock()
+	w.used += d
+	w.mu.Unlock()
+}
+
+// stalledFor is how long a session that kept its queue full through a
+// whole dispatch.full-queue-wait is not waited for again: a subscriber that
+// stopped reading holds up its partition once in this time, not at every
+// batch.
+const stalledFor = time.Minute
+
+// maxStalled bounds the sessions remembered as stalled.
+const maxStalled = 100000
+
+// stalledSessions remembers, per client id, until when routing does not
+// wait for the session's full queue. The zero value is ready.
+type stalledSessions struct {
+	n     atomic.Int64 // len(until), read without the lock
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+// mayHold says whether routing may wait for clientID's full queue.
+func (s *stalledSessions) mayHold(clientID string) bool {
+	if s.n.Load() == 0 {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.until[clientID]
+	if !ok {
+		return true
+	}
+	if time.Now().Before(until) {
+		return false
+	}
+	delete(s.until, clientID)
+	s.n.Store(int64(len(s.until)))
+	return true
+}
+
+// mark remembers clientID as stalled from now on; it reports whether it was
+// not already.
+func (s *stalledSessions) mark(clientID string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if until, ok := s.until[clientID]; ok && now.Before(until) {
+		return false
+	}
+	if s.until == nil {
+		s.until = map[string]time.Time{}
+	}
+	if len(s.until) >= maxStalled {
+		for id, until := range s.until {
+			if !now.Before(until) {
+				delete(s.until, id)
+			}
+		}
+		if len(s.until) >= maxStalled {
+			// Many sessions stalled at once: forget them all rather than
+			// grow without bound (each may hold routing up once more).
+			clear(s.until)
+		}
+	}
+	s.until[clientID] = now.Add(stalledFor)
+	s.n.Store(int64(len(s.until)))
+	return true
 }
 
 // applyRetained stores the retained updates of b, in record order. When

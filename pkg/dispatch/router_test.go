@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ type fakeQueue struct {
 	calls    []int // deliveries per call
 }
 
-func (q *fakeQueue) Enqueue(_ context.Context, ds []session.Delivery) ([]session.EnqueueResult, error) {
+func (q *fakeQueue) EnqueueHolding(_ context.Context, ds []session.Delivery, _ func(string) bool) ([]session.EnqueueResult, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	res := make([]session.EnqueueResult, len(ds))
@@ -704,4 +705,134 @@ func TestRouteEnqueuesDeliveriesThatReachTheByteBoundBeforeTheBatchEnds(t *testi
 	f.queue.failFrom = 3 // the first call of more than 3 deliveries fails at its fourth
 	require.ErrorContains(t, f.router.route(context.Background(), recs), "connection reset")
 	assert.Equal(t, int64(3), counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""))
+}
+
+// newHoldingFixture is newRouterFixture routing into a session store on the
+// test redis-server (no direct hand-over: every message goes through the
+// queue), with queues of 3 messages and the dispatcher's default
+// dispatch.full-queue-wait, and one connected session subscribed to "a".
+func newHoldingFixture(t *testing.T) (f *routerFixture, store *session.Store, cid string, epoch uint64) {
+	t.Helper()
+	testRedis.Require(t)
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	store = session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{testRedis.Addr}},
+		MaxQueuedMessages: 3, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
+		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second})
+	cid = fmt.Sprintf("holding-%d", time.Now().UnixNano())
+	ctx := context.Background()
+	_, err := store.Connect(ctx, session.ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Window: 2})
+	require.NoError(t, err)
+	info, err := store.Session(ctx, cid)
+	require.NoError(t, err)
+	_, err = store.Subscribe(ctx, cid, info.Epoch, []session.Subscription{{FilterKey: session.FilterKey{Filter: "a"}, QoS: 1}})
+	require.NoError(t, err)
+	f = newRouterFixture(t, topic.Subscription{ClientID: cid, Filter: "a", QoS: 1})
+	f.reader = sdkmetric.NewManualReader()
+	f.router, err = NewRouter(f.ix, store, testkit.DiscardLogger(), sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.reader)),
+		WithNotifier(f.notify), WithClock(func() time.Time { return f.now }), WithFullQueueWait(DefaultFullQueueWait))
+	require.NoError(t, err)
+	return f, store, cid, info.Epoch
+}
+
+// numbered returns n records to "a" with payloads "0" … "n-1".
+func (f *routerFixture) numbered(n int) []*kgo.Record {
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = f.record(kafkarecord.Message{ClientID: "pub", Topic: "a", QoS: 1, Payload: []byte(strconv.Itoa(i))})
+	}
+	return recs
+}
+
+// histogramCount returns how many observations the histogram name holds.
+func histogramCount(t *testing.T, r *sdkmetric.ManualReader, name string) uint64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.Collect(context.Background(), &rm))
+	var n uint64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if h, ok := m.Data.(metricdata.Histogram[float64]); ok && m.Name == name {
+				for _, dp := range h.DataPoints {
+					n += dp.Count
+				}
+			}
+		}
+	}
+	return n
+}
+
+// A batch of 20 messages for a subscriber whose queue holds 3 (the burst a
+// dispatcher routes after a failover): the subscriber's connection keeps
+// taking two at a time and acknowledging them, and gets all 20 in order;
+// nothing is dropped at the bound.
+func TestRouteWaitsForAConnectedSubscriberAtItsQueueBoundInsteadOfDropping(t *testing.T) {
+	f, store, cid, epoch := newHoldingFixture(t)
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- f.router.route(ctx, f.numbered(20)) }()
+
+	var got []string
+	var acks []uint16
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) < 20 && time.Now().Before(deadline) {
+		r := &session.Round{ClientID: cid, Epoch: epoch, Acks: acks, Take: 2}
+		store.RunRounds(ctx, []*session.Round{r})
+		require.NoError(t, r.Err)
+		acks = acks[:0]
+		for _, m := range r.Taken {
+			d, err := handoff.DecodeMessage(m.Message)
+			require.NoError(t, err)
+			got = append(got, string(d.Payload))
+			acks = append(acks, m.PacketID)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.NoError(t, <-done)
+	want := make([]string, 20)
+	for i := range want {
+		want[i] = strconv.Itoa(i)
+	}
+	assert.Equal(t, want, got, "every message, in order")
+	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "dropped_oldest"))
+	assert.Equal(t, int64(20), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "queued"))
+	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_stalled_sessions", "", ""))
+	assert.Equal(t, uint64(1), histogramCount(t, f.reader, "fleetgate_dispatch_full_queue_wait_seconds"), "one wait")
+}
+
+// A subscriber that takes nothing: the batch waits dispatch.full-queue-wait
+// once, then the policy drops; the next batch does not wait for it again.
+func TestRouteDropsForAStalledSubscriberAfterOneWaitAndThenWaitsNoMore(t *testing.T) {
+	f, store, cid, _ := newHoldingFixture(t)
+	ctx := context.Background()
+	require.NoError(t, f.router.route(ctx, f.numbered(5)))
+	assert.Equal(t, int64(3), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "queued"))
+	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "dropped_oldest"))
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_stalled_sessions", "", ""))
+	assert.Equal(t, uint64(1), histogramCount(t, f.reader, "fleetgate_dispatch_full_queue_wait_seconds"))
+
+	require.NoError(t, f.router.route(ctx, f.numbered(5)))
+	assert.Equal(t, int64(7), counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "dropped_oldest"))
+	assert.Equal(t, uint64(1), histogramCount(t, f.reader, "fleetgate_dispatch_full_queue_wait_seconds"), "no second wait")
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_stalled_sessions", "", ""))
+	info, err := store.Session(ctx, cid)
+	require.NoError(t, err)
+	assert.True(t, info.Connected)
+}
+
+func TestWaitingForFullQueuesTakesATenthOfTheTimeAtMost(t *testing.T) {
+	var w waitBudget
+	full := 2 * time.Second
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range waitBurst {
+		require.Equal(t, full, w.allowance(now, full), "wait %d of the saved-up burst", i)
+		w.spend(full)
+	}
+	assert.Zero(t, w.allowance(now, full), "the burst is spent")
+	now = now.Add(waitShare * full / 2)
+	assert.Equal(t, full/2, w.allowance(now, full), "a tenth of the time that passed comes back")
+	now = now.Add(time.Hour)
+	assert.Equal(t, full, w.allowance(now, full), "never more than one whole wait at a time")
+	w.spend(full)
+	assert.Equal(t, full, w.allowance(now, full), "and the burst saved up again")
 }

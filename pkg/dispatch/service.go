@@ -127,7 +127,8 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 
 	router, err := NewRouter(ix, store, s.base, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)),
-		WithRetained(retained.New(rdb, s.base)), WithPresence(store), WithBarrier(follower), WithMaxBatchBytes(int(s.cfg.Dispatch.MaxBatchBytes)))
+		WithRetained(retained.New(rdb, s.base)), WithPresence(store), WithBarrier(follower), WithMaxBatchBytes(int(s.cfg.Dispatch.MaxBatchBytes)),
+		WithFullQueueWait(s.cfg.Dispatch.FullQueueWait))
 	if err != nil {
 		return err
 	}

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -52,6 +54,12 @@ const (
 	// with a packet id (EnqueueResult.PacketID, .Seq): the node that holds
 	// the connection writes it from the notice, without taking it.
 	OutcomeDirect
+	// OutcomeHeld (EnqueueHolding only): the session is connected and its
+	// queue is at a bound, so nothing was written for this delivery nor
+	// for the client's later ones in the call (which are held too, to keep
+	// their order): the caller may try them again once the connection has
+	// taken some, instead of evicting or refusing.
+	OutcomeHeld
 )
 
 // String returns the outcome as a metric label value.
@@ -71,6 +79,8 @@ func (o Outcome) String() string {
 		return "not_subscribed"
 	case OutcomeDirect:
 		return "direct"
+	case OutcomeHeld:
+		return "held"
 	}
 	return "unknown"
 }
@@ -154,15 +164,24 @@ const directMaxBytes = "65536"
 // enqueueScript appends the messages of one session, in order, in one
 // call: KEYS are the session, queue, subscriptions and inflight keys;
 // ARGV[1..4] are the queue's message and byte bounds, the full-queue policy
-// ('o' or 'n') and whether direct delivery is on ('1'); then each message
-// is <entry> <length> <n> <n subscription fields>. It answers six values
-// per message: outcome, evicted, node, and for OutcomeDirect the epoch,
-// packet id and sequence number (an empty string and 0 otherwise).
+// ('o' or 'n') and whether direct delivery is on ('1'); ARGV[5] is the hold
+// token (empty when the call must not hold) and ARGV[6] the call's place among
+// the calls of its session in one pipeline ('o' the only one, 'f' first,
+// 'm' in the middle, 'l' last); then each message is <entry> <length> <n>
+// <n subscription fields>. It answers six values per message: outcome,
+// evicted, node, and for OutcomeDirect the epoch, packet id and sequence
+// number (an empty string and 0 otherwise).
 //
 // Once a message of the call is queued, the later ones cannot go direct
-// (the queue is no longer empty), so the session's order holds.
+// (the queue is no longer empty), so the session's order holds. Once one is
+// held (a connected session at its queue's bound, with a hold token), every
+// later one is held too; and since the connection may take messages between
+// two calls of one pipeline, a holding call that others of its session
+// follow leaves a mark (the field held:<token>), so that they hold as well
+// and none lands ahead of what was held. The last call removes it.
 var enqueueScript = redis.NewScript(luaPrelude + luaEntryLen + `
 local maxm, maxb, policy, direct = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
+local hold, pos = ARGV[5], ARGV[6]
 local out = {}
 local function put(o, ev, node, e, pid, sq)
   local k = #out
@@ -172,7 +191,7 @@ end
 -- fenced by it): without one there is no session.
 local h = redis.call('HMGET', KEYS[1], 'connected', 'node', 'qbytes', 'win', 'pid', 'seq', 'epoch')
 if not h[7] then
-  local i = 5
+  local i = 7
   while i <= #ARGV do
     put(3, 0, '', '', 0, '')
     i = i + 3 + tonumber(ARGV[i+2])
@@ -186,16 +205,24 @@ local pid, seq, epoch = tonumber(h[5] or '0'), tonumber(h[6] or '0'), h[7] or '0
 local n = redis.call('LLEN', KEYS[2])
 local infl = -1 -- HLEN of the inflight hash, read when first needed
 local handed, queued = false, false
-local i = 5
+local holding = false
+if hold ~= '' and (pos == 'm' or pos == 'l') then
+  holding = redis.call('HEXISTS', KEYS[1], 'held:' .. hold) == 1
+end
+local i = 7
 while i <= #ARGV do
   local entry, len, ns = ARGV[i], tonumber(ARGV[i+1]), tonumber(ARGV[i+2])
   local first, last = i + 3, i + 2 + ns
   i = last + 1
   local held = ns == 0
-  for j = first, last do
-    if redis.call('HEXISTS', KEYS[3], ARGV[j]) == 1 then held = true; break end
+  if not holding then
+    for j = first, last do
+      if redis.call('HEXISTS', KEYS[3], ARGV[j]) == 1 then held = true; break end
+    end
   end
-  if not held then
+  if holding then
+    put(7, 0, '', '', 0, '')
+  elseif not held then
     put(5, 0, '', '', 0, '')
   elseif len > maxb then
     put(2, 0, '', '', 0, '')
@@ -219,7 +246,11 @@ while i <= #ARGV do
     if not gone then
       local evicted = 0
       if n + 1 > maxm or qb + len > maxb then
-        if policy == 'n' then
+        if hold ~= '' and node ~= '' then
+          holding = true
+          put(7, 0, '', '', 0, '')
+          gone = true
+        elseif policy == 'n' then
           put(2, 0, '', '', 0, '')
           gone = true
         else
@@ -250,6 +281,11 @@ if queued then
   redis.call('HSET', KEYS[1], 'qbytes', qb)
   if node == '' then follow(KEYS[2]) end
 end
+if pos == 'l' then
+  redis.call('HDEL', KEYS[1], 'held:' .. hold)
+elseif holding and (pos == 'f' or pos == 'm') then
+  redis.call('HSET', KEYS[1], 'held:' .. hold, '1')
+end
 return out
 `)
 
@@ -268,7 +304,34 @@ const maxEnqueueBatch = 64
 // The results are in the order of ds. The error is the first failure;
 // results of failed deliveries have OutcomeFailed and may be retried alone.
 func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, error) {
+	return s.enqueue(ctx, ds, nil)
+}
+
+// EnqueueHolding is Enqueue, except that a delivery to a connected session
+// whose queue is at a bound, for a client hold approves, is neither queued
+// nor dropped: it comes back as OutcomeHeld, and so do the client's later
+// deliveries in ds (from the first held one on, in order), for the caller
+// to try again once the connection has taken some of its queue. A
+// subscriber that reads as fast as messages arrive then loses nothing to a
+// burst (a dispatcher catching up after a failover routes seconds of
+// traffic at once); the caller bounds how long it waits.
+func (s *Store) EnqueueHolding(ctx context.Context, ds []Delivery, hold func(clientID string) bool) ([]EnqueueResult, error) {
+	return s.enqueue(ctx, ds, hold)
+}
+
+// holdTokens makes the tokens of EnqueueHolding's calls: unique per call
+// across processes, so that the marks of two calls never meet.
+var holdTokens = struct {
+	prefix string
+	n      atomic.Uint64
+}{prefix: strconv.FormatUint(rand.Uint64(), 36)}
+
+func (s *Store) enqueue(ctx context.Context, ds []Delivery, hold func(clientID string) bool) ([]EnqueueResult, error) {
 	res := make([]EnqueueResult, len(ds))
+	token := ""
+	if hold != nil {
+		token = holdTokens.prefix + "." + strconv.FormatUint(holdTokens.n.Add(1), 36)
+	}
 	policy := "o"
 	if s.cfg.QueueFullPolicy == DropNewest {
 		policy = "n"
@@ -302,12 +365,17 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 	}
 	for attempt := 0; len(calls) > 0; attempt++ {
 		cmds := make([]*redis.Cmd, len(calls))
+		pos := holdPositions(ds, calls, hold)
 		// The pipeline's own error repeats the first command error, which is
 		// handled per command below.
 		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for c, idx := range calls {
 				cid := ds[idx[0]].ClientID
-				args := []any{maxm, maxb, policy, direct}
+				tok := ""
+				if hold != nil && hold(cid) {
+					tok = token
+				}
+				args := []any{maxm, maxb, policy, direct, tok, pos[c]}
 				for _, i := range idx {
 					d := ds[i]
 					args = append(args, encodeEntry(d.Message, d.Expiry), len(d.Message), len(d.Subscriptions))
@@ -347,6 +415,39 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 		calls = retry
 	}
 	return res, firstErr
+}
+
+// holdPositions returns the place of each call among the calls of its
+// client in one pipeline, as the enqueue script's ARGV[6] ('o' for a client
+// with one call, or whose deliveries may not be held).
+func holdPositions(ds []Delivery, calls [][]int, hold func(clientID string) bool) []string {
+	pos := make([]string, len(calls))
+	for c := range pos {
+		pos[c] = "o"
+	}
+	if hold == nil {
+		return pos
+	}
+	// Most clients have one call: only those with more need a place.
+	last := make(map[string]int, len(calls))
+	for c, idx := range calls {
+		cid := ds[idx[0]].ClientID
+		if prev, ok := last[cid]; ok {
+			if pos[prev] == "o" {
+				pos[prev] = "f"
+			} else {
+				pos[prev] = "m"
+			}
+			pos[c] = "l"
+		}
+		last[cid] = c
+	}
+	for c := range pos {
+		if pos[c] != "o" && !hold(ds[calls[c][0]].ClientID) {
+			pos[c] = "o"
+		}
+	}
+	return pos
 }
 
 // parseEnqueueReply fills res[idx[k]] from the six values of message k of

@@ -398,3 +398,118 @@ func TestPendingOfSaysWhichSessionsHaveWork(t *testing.T) {
 	assert.Equal(t, []Pending{{}, {Queued: true}, {Seq: got[0].Seq}, {}}, p)
 	assert.NotZero(t, got[0].Seq)
 }
+
+func TestEnqueueHoldingHoldsAConnectedSessionAtItsBoundInsteadOfDropping(t *testing.T) {
+	for _, policy := range []QueueFullPolicy{DropOldest, DropNewest} {
+		t.Run(string(policy), func(t *testing.T) {
+			s, _ := newTestStore(t, func(c *Config) {
+				c.QueueFullPolicy = policy
+				c.MaxQueuedMessages = 3
+			})
+			ctx := testCtx(t)
+			cid := clientID(t, "c")
+			epoch := connect(t, s, cid, "n1")
+			all := func(string) bool { return true }
+			var ds []Delivery
+			for _, m := range []string{"a", "b", "c", "d", "e"} {
+				ds = append(ds, Delivery{ClientID: cid, Message: []byte(m)})
+			}
+			res, err := s.EnqueueHolding(ctx, ds, all)
+			require.NoError(t, err)
+			assert.Equal(t, []Outcome{OutcomeQueued, OutcomeQueued, OutcomeQueued, OutcomeHeld, OutcomeHeld}, outcomes(res))
+			for _, r := range res {
+				assert.Zero(t, r.Evicted)
+			}
+
+			// The connection takes two; the held ones fit then, in order.
+			got, err := s.Take(ctx, cid, epoch, 2)
+			require.NoError(t, err)
+			assert.Equal(t, []string{"a", "b"}, messages(got))
+			res, err = s.EnqueueHolding(ctx, ds[3:], all)
+			require.NoError(t, err)
+			assert.Equal(t, []Outcome{OutcomeQueued, OutcomeQueued}, outcomes(res))
+			got, err = s.Take(ctx, cid, epoch, 10)
+			require.NoError(t, err)
+			assert.Equal(t, []string{"c", "d", "e"}, messages(got), "nothing lost, nothing out of order")
+		})
+	}
+}
+
+func TestEnqueueHoldingAppliesThePolicyWhereItMustNotHold(t *testing.T) {
+	s, _ := newTestStore(t, func(c *Config) { c.MaxQueuedMessages = 2 })
+	ctx := testCtx(t)
+	on, off, refused := clientID(t, "on"), clientID(t, "off"), clientID(t, "refused")
+	connect(t, s, on, "n1")
+	connect(t, s, refused, "n1")
+	e := connect(t, s, off, "n1")
+	require.NoError(t, s.Disconnect(ctx, off, e, 3600))
+	var ds []Delivery
+	for _, cid := range []string{on, off, refused} {
+		for _, m := range []string{"a", "b", "c"} {
+			ds = append(ds, Delivery{ClientID: cid, Message: []byte(m)})
+		}
+	}
+	res, err := s.EnqueueHolding(ctx, ds, func(cid string) bool { return cid != refused })
+	require.NoError(t, err)
+	assert.Equal(t, []Outcome{
+		OutcomeQueued, OutcomeQueued, OutcomeHeld, // connected: held
+		OutcomeQueued, OutcomeQueued, OutcomeDroppedOldest, // disconnected: nothing to wait for
+		OutcomeQueued, OutcomeQueued, OutcomeDroppedOldest, // the caller would not wait
+	}, outcomes(res))
+}
+
+// A session's deliveries beyond maxEnqueueBatch go in several calls of one
+// pipeline, and the connection may take messages between two of them: a
+// later call must hold as well once an earlier one held, or its messages
+// would land ahead of the held ones. The byte bound makes room for the
+// small messages of the second call right after the first held a large one.
+func TestEnqueueHoldingKeepsHoldingAcrossTheCallsOfOnePipeline(t *testing.T) {
+	s, rdb := newTestStore(t, func(c *Config) {
+		c.MaxQueuedMessages = 10000
+		c.MaxQueuedBytes = configBytes(100)
+	})
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	epoch := connect(t, s, cid, "n1")
+	var ds []Delivery
+	for i := range 3 * maxEnqueueBatch {
+		m := []byte("x")
+		if i == maxEnqueueBatch-1 {
+			m = bytes.Repeat([]byte("L"), 50) // 63 + 50 > 100: held
+		}
+		ds = append(ds, Delivery{ClientID: cid, Message: m})
+	}
+	res, err := s.EnqueueHolding(ctx, ds, func(string) bool { return true })
+	require.NoError(t, err)
+	for i, r := range res {
+		want := OutcomeQueued
+		if i >= maxEnqueueBatch-1 {
+			want = OutcomeHeld
+		}
+		require.Equal(t, want, r.Outcome, "delivery %d", i)
+	}
+	got, err := s.Take(ctx, cid, epoch, 1000)
+	require.NoError(t, err)
+	assert.Len(t, got, maxEnqueueBatch-1)
+	fields, err := rdb.HKeys(ctx, sessionKey(cid)).Result()
+	require.NoError(t, err)
+	for _, f := range fields {
+		assert.False(t, strings.HasPrefix(f, "held:"), "the last call removes the mark: %s", f)
+	}
+
+	// Without holding, the same deliveries drop the large one (drop-oldest
+	// evicts until it fits) and queue the small ones after it.
+	res, err = s.Enqueue(ctx, ds)
+	require.NoError(t, err)
+	for _, r := range res {
+		assert.NotEqual(t, OutcomeHeld, r.Outcome)
+	}
+}
+
+func outcomes(res []EnqueueResult) []Outcome {
+	out := make([]Outcome, len(res))
+	for i, r := range res {
+		out[i] = r.Outcome
+	}
+	return out
+}

@@ -32,6 +32,14 @@ func TestSIGKILLOfADispatcherLosesNoAcknowledgedMessage(t *testing.T) {
 	r.stream(t, r.victim.Kill)
 }
 
+// TestWithEveryDefaultSIGKILLOfADispatcherLosesNoAcknowledgedMessage is the
+// test above with every setting of the product at its default, the session
+// queues' bound (1,000 messages) among them.
+func TestWithEveryDefaultSIGKILLOfADispatcherLosesNoAcknowledgedMessage(t *testing.T) {
+	r := startFailoverRunWith(t, subscriberID, clusterOptions{defaults: true}, streamPublishers)
+	r.stream(t, r.victim.Kill)
+}
+
 // TestSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage runs a QoS 1
 // stream from three publishers on one frontend to a persistent subscriber
 // on the other, kills the subscriber's frontend with SIGKILL in the middle

@@ -26,8 +26,14 @@ type failoverRun struct {
 // partitions, a persistent subscriber and the stream's publishers, and picks
 // the dispatcher routing the most publishers as the victim.
 func startFailoverRun(t *testing.T, subID string) *failoverRun {
-	c := startCluster(t)
-	ids := streamClientIDs(streamPublishers)
+	return startFailoverRunWith(t, subID, clusterOptions{}, streamPublishers)
+}
+
+// startFailoverRunWith is startFailoverRun on a cluster shaped by o, with
+// publishers publishers.
+func startFailoverRunWith(t *testing.T, subID string, o clusterOptions, publishers int) *failoverRun {
+	c := startClusterWith(t, o)
+	ids := streamClientIDs(publishers)
 	var assigned map[string][]int32
 	require.Eventually(t, func() bool {
 		assigned = c.assignment()

@@ -49,7 +49,19 @@ const (
 // the subscriber, each publisher's in order; and the publishers must be
 // acknowledged again once Kafka is back.
 func TestSIGKILLOfTheKafkaProcessLosesNoAcknowledgedMessage(t *testing.T) {
-	c := startClusterWith(t, clusterOptions{})
+	killKafka(t, clusterOptions{})
+}
+
+// TestWithEveryDefaultSIGKILLOfTheKafkaProcessLosesNoAcknowledgedMessage is
+// the test above with every setting of the product at its default.
+func TestWithEveryDefaultSIGKILLOfTheKafkaProcessLosesNoAcknowledgedMessage(t *testing.T) {
+	killKafka(t, clusterOptions{defaults: true})
+}
+
+// killKafka is TestSIGKILLOfTheKafkaProcessLosesNoAcknowledgedMessage on a
+// cluster shaped by o.
+func killKafka(t *testing.T, o clusterOptions) {
+	c := startClusterWith(t, o)
 
 	in := newInbox()
 	sub := mustDialV5(t, c.lb, persistent("kafka-kill-sub", subscriberExpiry), in.v5Handler)
