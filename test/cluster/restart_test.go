@@ -109,6 +109,19 @@ func killKafka(t *testing.T, o clusterOptions) {
 // and find it dead although it kept its connections. Whichever comes first,
 // a connected client's session must not end or start expiring.
 func TestSIGKILLOfRedisLosesNoAcknowledgedMessage(t *testing.T) {
+	killRedis(t, clusterOptions{})
+}
+
+// TestWithEveryDefaultSIGKILLOfRedisLosesNoAcknowledgedMessage is the test
+// above with every setting of the product at its default (the outage is
+// then shorter than node.liveness-ttl).
+func TestWithEveryDefaultSIGKILLOfRedisLosesNoAcknowledgedMessage(t *testing.T) {
+	killRedis(t, clusterOptions{defaults: true})
+}
+
+// killRedis is TestSIGKILLOfRedisLosesNoAcknowledgedMessage on a cluster
+// shaped by o, on a redis-server of its own.
+func killRedis(t *testing.T, o clusterOptions) {
 	bin := testkit.RequireTool(t, "redis-server", "redis-server")
 	addr := testkit.FreeAddr(t)
 	_, port, err := net.SplitHostPort(addr)
@@ -137,7 +150,8 @@ func TestSIGKILLOfRedisLosesNoAcknowledgedMessage(t *testing.T) {
 		return p
 	}
 	rp := startRedis("redis-server")
-	c := startClusterWith(t, clusterOptions{redisAddr: addr})
+	o.redisAddr = addr
+	c := startClusterWith(t, o)
 
 	in := newInbox()
 	sub := newResubscriber(t, c.lb, "redis-kill-sub", redisSubscriberExpiry, in)
