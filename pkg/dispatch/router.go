@@ -321,21 +321,26 @@ func (r *Router) settle(ctx context.Context, b *batch, ds []session.Delivery, sr
 
 // waitHeld enqueues the deliveries of ds that res says were held, again and
 // again, as their sessions' connections take from their queues, until every
-// one is in or fullQueueWait has passed since the first try; then the rest
-// go in under session.queue-full-policy, and their sessions are marked
-// stalled. The held deliveries keep their order.
+// one is in or fullQueueWait has passed since the first try. A session none
+// of whose held deliveries got in for a quarter of that (a connection that
+// stopped reading, or died unseen) is not waited for further. What is left
+// gets session.queue-full-policy, and its sessions are marked stalled. The
+// held deliveries keep their order.
 func (r *Router) waitHeld(ctx context.Context, b *batch, ds []session.Delivery, src []int, res []session.EnqueueResult) error {
 	var held []int
+	progress := map[string]time.Time{} // when each held session last took some
+	start := time.Now()
 	for j, er := range res {
 		if er.Outcome == session.OutcomeHeld {
 			held = append(held, j)
+			progress[ds[j].ClientID] = start
 		}
 	}
 	if len(held) == 0 {
 		return nil
 	}
-	start := time.Now()
 	deadline := start.Add(r.waits.allowance(start, r.fullQueueWait))
+	noProgress := r.fullQueueWait / 4
 	defer func() {
 		waited := time.Since(start)
 		r.waits.spend(waited)
@@ -343,7 +348,6 @@ func (r *Router) waitHeld(ctx context.Context, b *batch, ds []session.Delivery, 
 	}()
 	backoff := time.Millisecond
 	for len(held) > 0 {
-		var hold func(string) bool
 		if wait := time.Until(deadline); wait > 0 {
 			backoff = min(2*backoff, 100*time.Millisecond)
 			t := time.NewTimer(min(backoff, wait))
@@ -353,28 +357,23 @@ func (r *Router) waitHeld(ctx context.Context, b *batch, ds []session.Delivery, 
 				return fmt.Errorf("waiting for %d deliveries to full queues: %w", len(held), ctx.Err())
 			case <-t.C:
 			}
-			if time.Now().Before(deadline) {
-				hold = r.stalled.mayHold
-			}
+		}
+		now := time.Now()
+		hold := func(cid string) bool {
+			return now.Before(deadline) && now.Sub(progress[cid]) < noProgress && r.stalled.mayHold(cid)
 		}
 		hds, hsrc := make([]session.Delivery, len(held)), make([]int, len(held))
+		var given []string // sessions waited for no longer
 		for k, j := range held {
 			hds[k], hsrc[k] = ds[j], src[j]
+			if !hold(ds[j].ClientID) && r.stalled.mark(ds[j].ClientID, now) {
+				given = append(given, ds[j].ClientID)
+			}
 		}
-		if hold == nil {
-			// Out of time: what is still held gets the policy, and its
-			// sessions are not waited for again for a while.
-			var ids []string
-			for _, d := range hds {
-				if r.stalled.mark(d.ClientID, time.Now()) {
-					ids = append(ids, d.ClientID)
-				}
-			}
-			r.m.stalled.Add(ctx, int64(len(ids)))
-			if len(ids) > 0 {
-				r.log.Warn("connected sessions kept their queues full; not waiting for them again for a while",
-					"sessions", len(ids), "client_id", ids[0], "waited", time.Since(start).Round(time.Millisecond), "for", stalledFor)
-			}
+		if len(given) > 0 {
+			r.m.stalled.Add(ctx, int64(len(given)))
+			r.log.Warn("connected sessions kept their queues full; their messages get session.queue-full-policy, and they are not waited for again for a while",
+				"sessions", len(given), "client_id", given[0], "waited", now.Sub(start).Round(time.Millisecond), "for", stalledFor)
 		}
 		hres, qerr := r.queue.EnqueueHolding(ctx, hds, hold)
 		if err := r.settle(ctx, b, hds, hsrc, hres, qerr); err != nil {
@@ -384,6 +383,8 @@ func (r *Router) waitHeld(ctx context.Context, b *batch, ds []session.Delivery, 
 		for k, er := range hres {
 			if er.Outcome == session.OutcomeHeld {
 				next = append(next, held[k])
+			} else {
+				progress[hds[k].ClientID] = now
 			}
 		}
 		held = next
