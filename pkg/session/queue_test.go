@@ -463,11 +463,24 @@ func TestEnqueueHoldingAppliesThePolicyWhereItMustNotHold(t *testing.T) {
 // later call must hold as well once an earlier one held, or its messages
 // would land ahead of the held ones. The byte bound makes room for the
 // small messages of the second call right after the first held a large one.
+// On Redis Cluster the pipeline is one per shard, and a session's calls all
+// go to the shard of its hash tag, in order.
 func TestEnqueueHoldingKeepsHoldingAcrossTheCallsOfOnePipeline(t *testing.T) {
-	s, rdb := newTestStore(t, func(c *Config) {
+	for _, cluster := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cluster=%v", cluster), func(t *testing.T) { keepsHoldingAcrossCalls(t, cluster) })
+	}
+}
+
+func keepsHoldingAcrossCalls(t *testing.T, cluster bool) {
+	s, _ := newTestStore(t, func(c *Config) {
 		c.MaxQueuedMessages = 10000
 		c.MaxQueuedBytes = configBytes(100)
+		if cluster {
+			c.Redis.Addrs = []string{testRedis.ClusterAddr}
+			c.Redis.Cluster = true
+		}
 	})
+	rdb := s.rdb
 	ctx := testCtx(t)
 	cid := clientID(t, "c")
 	epoch := connect(t, s, cid, "n1")
