@@ -121,9 +121,9 @@ func WithBarrier(b Barrier) RouterOption { return func(r *Router) { r.barrier = 
 // session.queue-full-policy drops anything: a subscriber that reads as fast
 // as messages arrive then loses nothing when the dispatcher routes seconds
 // of traffic at once (a failover, a restart, a consumer that fell behind).
-// A session that keeps its queue full for all of d (a stalled or slow
-// reader) holds routing up once: its messages get the policy at once for
-// the next stalledFor. Routing (every partition of the dispatcher: one loop
+// A session that takes nothing for a quarter of d (a stalled reader), or
+// keeps its queue full for all of d (a slow one), holds routing up once:
+// its messages get the policy at once for the next stalledFor. Routing (every partition of the dispatcher: one loop
 // routes them) spends at most a tenth of its time waiting (waitBudget),
 // whatever its subscribers do. 0 waits for none (the default of NewRouter;
 // dispatch.full-queue-wait sets it in the dispatcher).
@@ -339,7 +339,8 @@ func (r *Router) waitHeld(ctx context.Context, b *batch, ds []session.Delivery, 
 	if len(held) == 0 {
 		return nil
 	}
-	deadline := start.Add(r.waits.allowance(start, r.fullQueueWait))
+	allowed := r.waits.allowance(start, r.fullQueueWait)
+	deadline := start.Add(allowed)
 	noProgress := r.fullQueueWait / 4
 	defer func() {
 		waited := time.Since(start)
@@ -366,8 +367,13 @@ func (r *Router) waitHeld(ctx context.Context, b *batch, ds []session.Delivery, 
 		var given []string // sessions waited for no longer
 		for k, j := range held {
 			hds[k], hsrc[k] = ds[j], src[j]
-			if !hold(ds[j].ClientID) && r.stalled.mark(ds[j].ClientID, now) {
-				given = append(given, ds[j].ClientID)
+			cid := ds[j].ClientID
+			if hold(cid) {
+				continue
+			}
+			// A wait the budget cut short proves nothing of the session.
+			if (now.Sub(progress[cid]) >= noProgress || allowed == r.fullQueueWait) && r.stalled.mark(cid, now) {
+				given = append(given, cid)
 			}
 		}
 		if len(given) > 0 {
@@ -429,10 +435,9 @@ func (w *waitBudget) spend(d time.Duration) {
 	w.mu.Unlock()
 }
 
-// stalledFor is how long a session that kept its queue full through a
-// whole dispatch.full-queue-wait is not waited for again: a subscriber that
-// stopped reading holds up its partition once in this time, not at every
-// batch.
+// stalledFor is how long a session routing gave up waiting for is not
+// waited for again: a subscriber that stopped reading holds routing up once
+// in this time, not at every batch.
 const stalledFor = time.Minute
 
 // maxStalled bounds the sessions remembered as stalled.
