@@ -757,7 +757,9 @@ func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Recor
 // skipping members that are not connected when connected says so (MQTT 5
 // section 4.8.2 lets the server prefer them). When no member is known to be
 // connected, the member in turn gets it in its queue and receives it when it
-// reconnects.
+// reconnects. A connected member that routing recently gave up waiting for
+// (its queue stayed full: stalledSessions) is passed over too while another
+// connected member can take the message.
 //
 // key is the counter pick advanced, "" when it had no choice to make.
 func (r *Router) pick(g topic.GroupMatch, connected map[string]bool) (_ topic.Subscription, key string) {
@@ -774,10 +776,21 @@ func (r *Router) pick(g topic.GroupMatch, connected map[string]bool) (_ topic.Su
 	r.mu.Unlock()
 	l := uint64(len(g.Members))
 	if connected != nil {
+		var stalled *topic.Subscription // the first connected member in turn that is stalled
 		for i := range l {
-			if m := g.Members[(n+i)%l]; connected[m.ClientID] {
-				return m, key
+			m := &g.Members[(n+i)%l]
+			if !connected[m.ClientID] {
+				continue
 			}
+			if r.stalled.mayHold(m.ClientID) {
+				return *m, key
+			}
+			if stalled == nil {
+				stalled = m
+			}
+		}
+		if stalled != nil {
+			return *stalled, key
 		}
 	}
 	return g.Members[n%l], key

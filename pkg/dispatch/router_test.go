@@ -836,3 +836,46 @@ func TestWaitingForFullQueuesTakesATenthOfTheTimeAtMost(t *testing.T) {
 	w.spend(full)
 	assert.Equal(t, full, w.allowance(now, full), "and the burst saved up again")
 }
+
+// allConnected is a Presence that reports every session connected.
+type allConnected struct{}
+
+func (allConnected) Connected(_ context.Context, ids []string) ([]bool, error) {
+	out := make([]bool, len(ids))
+	for i := range out {
+		out[i] = true
+	}
+	return out, nil
+}
+
+// A shared subscription's member that routing gave up waiting for (its
+// queue stayed full) gets no more of the group's messages while another
+// member is connected; when every member is stalled, the rotation goes on.
+func TestRoutePassesOverAStalledMemberOfASharedSubscription(t *testing.T) {
+	f := newRouterFixture(t,
+		topic.Subscription{ClientID: "w1", Group: "g", Filter: "jobs", QoS: 1},
+		topic.Subscription{ClientID: "w2", Group: "g", Filter: "jobs", QoS: 1})
+	f.router.presence = allConnected{}
+	recs := []*kgo.Record{}
+	for range 4 {
+		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "jobs", QoS: 1, Payload: []byte("j")}))
+	}
+	require.NoError(t, f.router.route(context.Background(), recs))
+	got := f.queue.messages(t)
+	require.Len(t, got["w1"], 2, "round robin while both take")
+	require.Len(t, got["w2"], 2)
+
+	f.router.stalled.mark("w1", time.Now())
+	f.queue.got = nil
+	require.NoError(t, f.router.route(context.Background(), recs))
+	got = f.queue.messages(t)
+	assert.Empty(t, got["w1"])
+	assert.Len(t, got["w2"], 4)
+
+	f.router.stalled.mark("w2", time.Now())
+	f.queue.got = nil
+	require.NoError(t, f.router.route(context.Background(), recs))
+	got = f.queue.messages(t)
+	assert.Len(t, got["w1"], 2, "every member stalled: the rotation goes on")
+	assert.Len(t, got["w2"], 2)
+}
