@@ -45,6 +45,8 @@ type Consumer struct {
 	// its membership; routing is true while batches are routed.
 	assigned atomic.Bool
 	routing  atomic.Bool
+	// lag follows how far routing is behind each owned partition's end.
+	lag *lagTracker
 }
 
 // NewConsumer returns a Consumer of kcfg.Topic that sets the records it can
@@ -53,7 +55,7 @@ type Consumer struct {
 // options (tests use them for short timeouts).
 func NewConsumer(cfg Config, kcfg kafka.Config, router *Router, dead DeadLetters, log *slog.Logger, tel kafka.Telemetry, extra ...kgo.Opt) *Consumer {
 	return &Consumer{cfg: cfg, kcfg: kcfg, router: router, dead: dead, deadTopic: cfg.DeadLetterTopicName(kcfg.Topic),
-		log: log.With("component", "dispatch"), tel: tel, extra: extra}
+		log: log.With("component", "dispatch"), tel: tel, extra: extra, lag: newLagTracker()}
 }
 
 // Ready returns nil when the consumer can route: it joined the group, got
@@ -100,6 +102,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// group assigns partitions again.
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 			c.assigned.Store(false)
+			c.lag.forgetAll()
 			c.log.Warn("consumer group membership lost; rejoining", "group", c.cfg.Group, "partitions", lost)
 		}),
 	)
@@ -118,6 +121,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.router.m.commitErr.Add(context.Background(), 1)
 			c.log.Warn("committing offsets failed", "err", err)
 		},
+		OnRevoked: c.lag.forget,
 	}, c.log, c.tel, opts...)
 	if err != nil {
 		return err
@@ -140,6 +144,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				c.log.Warn("fetch failed", "topic", t, "partition", p, "err", err)
 			}
 		})
+		c.lag.fetched(fs)
 		if recs := fs.Records(); len(recs) > 0 {
 			if c.cfg.BatchWait > 0 && len(recs) < c.cfg.MaxPollRecords {
 				recs = c.gather(ctx, cl, recs)
@@ -151,6 +156,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 			// in the background (every dispatch.commit-interval and
 			// before the partitions move), off the routing loop.
 			cl.MarkCommitRecords(recs...)
+			c.lag.routedRecords(recs)
+			c.lag.logProgress(c.log, time.Now(), int64(c.cfg.MaxPollRecords))
 		}
 		cl.AllowRebalance()
 	}
@@ -180,6 +187,7 @@ func (c *Consumer) gather(ctx context.Context, cl *kgo.Client, recs []*kgo.Recor
 			c.log.Warn("fetch failed", "topic", t, "partition", p, "err", err)
 		}
 	})
+	c.lag.fetched(fs)
 	return append(recs, fs.Records()...)
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
@@ -81,8 +82,8 @@ func newConsumerFixture(t *testing.T) *consumerFixture {
 		_, err = ix.Add(topic.Subscription{ClientID: id, Filter: filter, QoS: 1})
 		require.NoError(t, err)
 	}
-	router, err := NewRouter(ix, f.store, log, sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.reader)),
-		WithNotifier(NewRedisNotifier(f.rdb)))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.reader))
+	router, err := NewRouter(ix, f.store, log, mp, WithNotifier(NewRedisNotifier(f.rdb)))
 	require.NoError(t, err)
 
 	var kcfg kafka.Config
@@ -96,7 +97,27 @@ func newConsumerFixture(t *testing.T) *consumerFixture {
 	cfg.RetryMinBackoff, cfg.RetryMaxBackoff, cfg.CommitInterval = 20*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	require.NoError(t, cfg.Validate())
 	f.consumer = NewConsumer(cfg, kcfg, router, NewKafkaDeadLetters(f.producer, cfg.DeadLetterTopicName(inbound)), log, kafka.Telemetry{})
+	require.NoError(t, registerLag(mp, f.consumer.lag, inbound))
 	return f
+}
+
+// lag returns fleetgate_dispatch_lag_records summed over partitions, and
+// how many partitions it reports.
+func (f *consumerFixture) lag() (sum int64, partitions int) {
+	f.t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(f.t, f.reader.Collect(context.Background(), &rm))
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == "fleetgate_dispatch_lag_records" {
+				for _, dp := range g.DataPoints {
+					sum += dp.Value
+					partitions++
+				}
+			}
+		}
+	}
+	return sum, partitions
 }
 
 func (f *consumerFixture) ctx() context.Context {
@@ -309,11 +330,17 @@ func TestConsumerDoesNotCommitPastRecordsItCouldNotRouteAndLosesNothing(t *testi
 		return counter(t, f.reader, "fleetgate_dispatch_route_errors", "", "") >= 2 && f.consumer.Ready() != nil
 	}, 15*time.Second, 20*time.Millisecond, "routing fails and readiness drops while Redis is down")
 	assert.Equal(t, int64(first), f.committed(), "no offset is committed past an unrouted record")
+	lag, _ := f.lag()
+	assert.Positive(t, lag, "fleetgate_dispatch_lag_records shows what is fetched and not routed")
+	assert.LessOrEqual(t, lag, int64(second))
 
 	require.NoError(t, testRedis.Restart())
 	restarted = true
 	require.Eventually(t, func() bool { return f.committed() == int64(first+second) }, 15*time.Second, 20*time.Millisecond,
 		"everything is routed and committed after Redis returns")
+	lag, partitions := f.lag()
+	assert.Zero(t, lag, "caught up")
+	assert.Positive(t, partitions)
 	require.Eventually(t, func() bool { return f.consumer.Ready() == nil }, 5*time.Second, 20*time.Millisecond)
 	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_dead_letters", "", ""), "an outage sets nothing aside")
 

@@ -142,6 +142,9 @@ func (s *Service) Run(ctx context.Context) error {
 	defer producer.Close()
 	dead := NewKafkaDeadLetters(producer, s.cfg.Dispatch.DeadLetterTopicName(s.cfg.Kafka.Topic))
 	s.consumer = NewConsumer(s.cfg.Dispatch, s.cfg.Kafka, router, dead, s.base, tel)
+	if err := registerLag(s.tel.Provider, s.consumer.lag, s.cfg.Kafka.Topic); err != nil {
+		return fmt.Errorf("creating fleetgate_dispatch_lag_records: %w", err)
+	}
 	s.ops.AddCheck("kafka", func(context.Context) error { return s.consumer.Ready() })
 	sweeper, err := wills.NewSweeper(store, producer, s.cfg.Kafka.Topic, s.cfg.Wills.SweepInterval, s.base, s.tel.Provider)
 	if err != nil {

@@ -31,6 +31,10 @@ type GroupConsumerOptions struct {
 	// zero the caller commits itself (CommitRecords).
 	CommitInterval time.Duration
 	OnCommitError  func(error)
+	// OnRevoked, if set, is told of the partitions taken from this member
+	// in a rebalance (with marked commits, after their marks were
+	// committed).
+	OnRevoked func(map[string][]int32)
 }
 
 // NewGroupConsumer returns a consumer-group member that commits only when
@@ -80,9 +84,12 @@ func NewGroupConsumer(cfg Config, co GroupConsumerOptions, log *slog.Logger, tel
 			}),
 			// Before a partition moves to another member, its marks are
 			// committed, so the next owner does not handle them again.
-			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
+			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 				if err := cl.CommitMarkedOffsets(ctx); err != nil && co.OnCommitError != nil {
 					co.OnCommitError(err)
+				}
+				if co.OnRevoked != nil {
+					co.OnRevoked(revoked)
 				}
 			}),
 		)
@@ -91,6 +98,11 @@ func NewGroupConsumer(cfg Config, co GroupConsumerOptions, log *slog.Logger, tel
 		// is durable: autocommit would commit records that were polled but
 		// not yet handled, and lose them if the process dies.
 		opts = append(opts, kgo.DisableAutoCommit())
+		if co.OnRevoked != nil {
+			opts = append(opts, kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+				co.OnRevoked(revoked)
+			}))
+		}
 	}
 	opts = append(opts, extra...)
 	cl, err := kgo.NewClient(opts...)
