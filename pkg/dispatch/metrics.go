@@ -53,6 +53,7 @@ type metrics struct {
 	// through a whole wait.
 	fullQueueWait metric.Float64Histogram
 	stalled       metric.Int64Counter
+	rerouted      metric.Int64Counter
 	outcomes      map[session.Outcome]metric.AddOption
 }
 
@@ -88,6 +89,8 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 			"Updates of the retained message store, by outcome: stored (a retained message), removed (an empty payload, or a message that expired before it was routed), stale (ignored: the store holds a newer update of the topic)."),
 		stalled: counter("fleetgate_dispatch_stalled_sessions",
 			"Connected sessions that kept their queue at its bound through a whole dispatch.full-queue-wait: what was left for them got session.queue-full-policy, and routing does not wait for them again for a minute."),
+		rerouted: counter("fleetgate_dispatch_shared_rerouted",
+			"Messages of a shared subscription given to another member because routing gave up waiting for the full queue of the member it had picked."),
 		outcomes: map[session.Outcome]metric.AddOption{},
 	}
 	var err error

@@ -365,21 +365,33 @@ func (r *Router) waitHeld(ctx context.Context, b *batch, ds []session.Delivery, 
 		}
 		hds, hsrc := make([]session.Delivery, len(held)), make([]int, len(held))
 		var given []string // sessions waited for no longer
-		for k, j := range held {
-			hds[k], hsrc[k] = ds[j], src[j]
+		for _, j := range held {
 			cid := ds[j].ClientID
-			if hold(cid) {
-				continue
-			}
 			// A wait the budget cut short proves nothing of the session.
-			if (now.Sub(progress[cid]) >= noProgress || allowed == r.fullQueueWait) && r.stalled.mark(cid, now) {
+			if !hold(cid) && (now.Sub(progress[cid]) >= noProgress || allowed == r.fullQueueWait) && r.stalled.mark(cid, now) {
 				given = append(given, cid)
 			}
 		}
+		rerouted := 0
+		for k, j := range held {
+			if !hold(ds[j].ClientID) {
+				// A shared subscription's message goes to another member
+				// instead, which is waited for in turn.
+				if d, ok := r.rerouted(ctx, b, ds[j], src[j]); ok {
+					// A fresh wait for that member (one that was given up
+					// on is passed over by pick).
+					ds[j] = d
+					progress[d.ClientID] = now
+					rerouted++
+				}
+			}
+			hds[k], hsrc[k] = ds[j], src[j]
+		}
+		r.m.rerouted.Add(ctx, int64(rerouted))
 		if len(given) > 0 {
 			r.m.stalled.Add(ctx, int64(len(given)))
-			r.log.Warn("connected sessions kept their queues full; their messages get session.queue-full-policy, and they are not waited for again for a while",
-				"sessions", len(given), "client_id", given[0], "waited", now.Sub(start).Round(time.Millisecond), "for", stalledFor)
+			r.log.Warn("connected sessions kept their queues full; their messages get session.queue-full-policy (or another member of a shared subscription), and they are not waited for again for a while",
+				"sessions", len(given), "client_id", given[0], "waited", now.Sub(start).Round(time.Millisecond), "for", stalledFor, "rerouted", rerouted)
 		}
 		hres, qerr := r.queue.EnqueueHolding(ctx, hds, hold)
 		if err := r.settle(ctx, b, hds, hsrc, hres, qerr); err != nil {
@@ -669,18 +681,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Recor
 		s := uint32((left + time.Second - 1) / time.Second)
 		remaining = &s
 	}
-	out := handoff.Message{
-		Topic:           msg.Topic,
-		Payload:         msg.Payload,
-		QoS:             msg.QoS,
-		MessageID:       msg.MessageID,
-		ContentType:     msg.ContentType,
-		PayloadFormat:   msg.PayloadFormat,
-		ResponseTopic:   msg.ResponseTopic,
-		CorrelationData: msg.CorrelationData,
-		UserProperties:  msg.UserProperties,
-		MessageExpiry:   remaining,
-	}
+	out := outbound(msg, remaining)
 	if msg.Retain && r.retained != nil {
 		u := retained.Update{Message: retained.Message{Topic: msg.Topic, Expiry: expiry}, Version: version}
 		if len(msg.Payload) == 0 {
@@ -750,6 +751,64 @@ func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Recor
 		add(s.ClientID, s.QoS, s.RetainAsPublished, ids, []session.FilterKey{{Group: g.Group, Filter: g.Filter}})
 	}
 	return true
+}
+
+// outbound is the message of msg as the session store keeps it, before it
+// is fitted to a subscriber (handoff.Message.ForSubscriber); remaining is
+// its Message Expiry Interval left, nil for none.
+func outbound(msg *kafkarecord.Message, remaining *uint32) handoff.Message {
+	return handoff.Message{
+		Topic:           msg.Topic,
+		Payload:         msg.Payload,
+		QoS:             msg.QoS,
+		MessageID:       msg.MessageID,
+		ContentType:     msg.ContentType,
+		PayloadFormat:   msg.PayloadFormat,
+		ResponseTopic:   msg.ResponseTopic,
+		CorrelationData: msg.CorrelationData,
+		UserProperties:  msg.UserProperties,
+		MessageExpiry:   remaining,
+	}
+}
+
+// rerouted returns d's message for another member of d's shared
+// subscription, when d was for one and pick now chooses another member (it
+// passes over members routing gave up waiting for): a member that stopped
+// reading then loses the group nothing it was held for. ok is false when d
+// is not for a shared subscription or no other member takes it.
+func (r *Router) rerouted(ctx context.Context, b *batch, d session.Delivery, src int) (_ session.Delivery, ok bool) {
+	if len(d.Subscriptions) != 1 || d.Subscriptions[0].Group == "" {
+		return d, false
+	}
+	msg, err := kafkarecord.Decode(b.records[src])
+	if err != nil {
+		return d, false
+	}
+	want := d.Subscriptions[0]
+	for _, g := range r.match.Match(msg.Topic, msg.ClientID).Groups {
+		if g.Group != want.Group || g.Filter != want.Filter {
+			continue
+		}
+		s, key := r.pick(g, r.lookupPresence(ctx, b, g.Members))
+		if key != "" {
+			b.picked = append(b.picked, key)
+		}
+		if s.ClientID == d.ClientID {
+			return d, false
+		}
+		var remaining *uint32
+		if !d.Expiry.IsZero() {
+			left := uint32(max(1, (d.Expiry.Sub(b.now)+time.Second-1)/time.Second))
+			remaining = &left
+		}
+		var ids []uint32
+		if s.Identifier != 0 {
+			ids = []uint32{s.Identifier}
+		}
+		m := outbound(msg, remaining).ForSubscriber(s.QoS, msg.Retain && s.RetainAsPublished, ids)
+		return session.Delivery{ClientID: s.ClientID, Message: handoff.EncodeMessage(&m), Expiry: d.Expiry, Subscriptions: d.Subscriptions}, true
+	}
+	return d, false
 }
 
 // pick chooses the member of g that gets the next message: round-robin over

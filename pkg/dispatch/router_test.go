@@ -879,3 +879,80 @@ func TestRoutePassesOverAStalledMemberOfASharedSubscription(t *testing.T) {
 	assert.Len(t, got["w1"], 2, "every member stalled: the rotation goes on")
 	assert.Len(t, got["w2"], 2)
 }
+
+// A shared subscription of two connected members, w1 that takes nothing and
+// w2 that reads: the messages held for w1's full queue go to w2 once
+// routing gives up on w1, and nothing is dropped.
+func TestRouteGivesWhatAStalledSharedMemberWasHeldForToAnotherMember(t *testing.T) {
+	testRedis.Require(t)
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	store := session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{testRedis.Addr}},
+		MaxQueuedMessages: 3, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
+		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second})
+	ctx := context.Background()
+	p := fmt.Sprintf("shared-%d-", time.Now().UnixNano())
+	w1, w2 := p+"w1", p+"w2"
+	epochs := map[string]uint64{}
+	for _, id := range []string{w1, w2} {
+		res, err := store.Connect(ctx, session.ConnectRequest{ClientID: id, Node: "n1", ExpirySeconds: 60, Window: 2})
+		require.NoError(t, err)
+		epochs[id] = res.Epoch
+		_, err = store.Subscribe(ctx, id, res.Epoch, []session.Subscription{{FilterKey: session.FilterKey{Group: "g", Filter: "jobs"}, QoS: 1}})
+		require.NoError(t, err)
+	}
+	f := newRouterFixture(t,
+		topic.Subscription{ClientID: w1, Group: "g", Filter: "jobs", QoS: 1},
+		topic.Subscription{ClientID: w2, Group: "g", Filter: "jobs", QoS: 1})
+	f.reader = sdkmetric.NewManualReader()
+	var err error
+	f.router, err = NewRouter(f.ix, store, testkit.DiscardLogger(), sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.reader)),
+		WithNotifier(f.notify), WithClock(func() time.Time { return f.now }), WithPresence(store), WithFullQueueWait(DefaultFullQueueWait))
+	require.NoError(t, err)
+
+	var recs []*kgo.Record
+	for i := range 20 {
+		recs = append(recs, f.record(kafkarecord.Message{ClientID: "pub", Topic: "jobs", QoS: 1, Payload: []byte(strconv.Itoa(i))}))
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.router.route(ctx, recs) }()
+
+	// w2's connection takes and acknowledges two at a time until routing
+	// is over and its queue is empty.
+	var got []string
+	var acks []uint16
+	deadline := time.Now().Add(30 * time.Second)
+	var routed error
+	finished := false
+	for time.Now().Before(deadline) {
+		r := &session.Round{ClientID: w2, Epoch: epochs[w2], Acks: acks, Take: 2}
+		store.RunRounds(ctx, []*session.Round{r})
+		require.NoError(t, r.Err)
+		acks = acks[:0]
+		for _, m := range r.Taken {
+			d, err := handoff.DecodeMessage(m.Message)
+			require.NoError(t, err)
+			got = append(got, string(d.Payload))
+			acks = append(acks, m.PacketID)
+		}
+		if !finished {
+			select {
+			case routed = <-done:
+				finished = true
+			default:
+			}
+		} else if len(r.Taken) == 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.True(t, finished, "routing ended")
+	require.NoError(t, routed)
+	w1Queue, err := rdb.LLen(ctx, "fg:{"+w1+"}:q").Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), w1Queue, "w1 keeps what fit in its queue")
+	assert.Len(t, got, 20-3, "w2 got every other message")
+	assert.Zero(t, counter(t, f.reader, "fleetgate_dispatch_deliveries", "outcome", "dropped_oldest"))
+	assert.Positive(t, counter(t, f.reader, "fleetgate_dispatch_shared_rerouted", "", ""))
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_stalled_sessions", "", ""))
+}
