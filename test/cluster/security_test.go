@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/golang-jwt/jwt/v5"
@@ -577,7 +578,14 @@ func TestForgedCredentialsAreRefusedAndAReloadNeverOpensADoor(t *testing.T) {
 			if err := conn.Handshake(); err != nil {
 				return conn, err
 			}
-			return wholePackets(t, conn), nil
+			// paho.golang writes a packet in several Writes and its
+			// pinger writes PINGREQ from a goroutine of its own right
+			// after CONNACK: on a *tls.Conn, which takes each Write as it
+			// comes, the PINGREQ could land inside a PUBLISH, which the
+			// server rightly refuses as malformed (a CI flake;
+			// eclipse-paho/paho.golang#90). Its thread-safe wrapper
+			// writes each packet under one lock.
+			return pahopackets.NewThreadSafeConn(conn), nil
 		}
 		conn, err := dialTLS(&kit.device3)
 		require.NoError(t, err)
@@ -627,36 +635,4 @@ func TestForgedCredentialsAreRefusedAndAReloadNeverOpensADoor(t *testing.T) {
 		require.Equal(t, byte(1), suback(t, cl, "devices/device-1/#"))
 		require.Equal(t, byte(0x87), puback(t, cl, "devices/device-2/commands/x", "forged", false))
 	})
-}
-
-// wholePackets returns a connection for paho.golang that reaches tc with
-// every MQTT packet whole. paho.golang writes a packet as several Write
-// calls (net.Buffers) and its pinger writes PINGREQ from a goroutine of its
-// own, right after CONNACK; a *tls.Conn takes each Write as it comes, so the
-// PINGREQ can land inside a PUBLISH, which the server rightly refuses as
-// malformed (eclipse-paho/paho.golang#90; seen once in CI as a PUBLISH that
-// never got its PUBACK). Through a Unix socket pair each packet is one
-// writev under the socket's write lock; a goroutine copies the bytes to tc
-// in order, another copies tc's back.
-func wholePackets(t *testing.T, tc net.Conn) net.Conn {
-	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	require.NoError(t, err)
-	end := func(fd int, name string) net.Conn {
-		f := os.NewFile(uintptr(fd), name)
-		defer f.Close()
-		c, err := net.FileConn(f)
-		require.NoError(t, err)
-		return c
-	}
-	client, relay := end(fds[0], "paho"), end(fds[1], "relay")
-	go func() {
-		_, _ = io.Copy(tc, relay)
-		_ = tc.Close()
-	}()
-	go func() {
-		_, _ = io.Copy(relay, tc)
-		_ = relay.Close()
-	}()
-	return client
 }
