@@ -46,6 +46,9 @@ type Follower struct {
 	// live is, per partition, the offset from which records were written
 	// after Run started (the end offsets it listed); Run's goroutine only.
 	live map[int32]int64
+	// progressEvery is how often Run logs its progress while it loads the
+	// change log before Ready (loadProgressInterval; tests shorten it).
+	progressEvery time.Duration
 	// confirmed is when the newest confirmation was sent: a listing of
 	// end offsets that the index has reached since. Guarded by mu.
 	confirmed time.Time
@@ -106,6 +109,8 @@ func NewFollower(cl *kgo.Client, topicName string, ix *topic.Index, log *slog.Lo
 		ready:   make(chan struct{}),
 		pos:     map[int32]int64{},
 		changed: make(chan struct{}),
+
+		progressEvery: loadProgressInterval,
 	}
 	for _, o := range opts {
 		o(f)
@@ -321,6 +326,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	}
 	f.live = maps.Clone(pending)
 	f.checkReady(pending)
+	load := loadProgress{start: time.Now(), last: time.Now()}
 	for {
 		fs := f.cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -339,6 +345,7 @@ func (f *Follower) Run(ctx context.Context) error {
 				return
 			}
 			f.apply(r)
+			load.applied++
 			next[r.Partition] = r.Offset + 1
 			// Seeing the record just below the listed end is enough even
 			// on a compacted topic: the newest record of a partition sits
@@ -350,7 +357,41 @@ func (f *Follower) Run(ctx context.Context) error {
 		})
 		f.advance(next)
 		f.checkReady(pending)
+		f.logLoad(&load, pending)
 	}
+}
+
+// loadProgressInterval is how often a follower that is loading the change
+// log logs how far it got: a dispatcher of a large fleet replays millions of
+// subscription changes before it routes (docs/capacity.md).
+const loadProgressInterval = 10 * time.Second
+
+// loadProgress is what Run applied since it started.
+type loadProgress struct {
+	start, last time.Time
+	applied     int64
+}
+
+// logLoad logs, every progressEvery until the index is ready (checkReady
+// then says so), the changes applied, the subscriptions in the index and
+// the changes left to read.
+func (f *Follower) logLoad(l *loadProgress, pending map[int32]int64) {
+	if len(pending) == 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(l.last) < f.progressEvery {
+		return
+	}
+	l.last = now
+	var left int64
+	f.mu.Lock()
+	for p, end := range pending {
+		left += max(0, end-f.pos[p])
+	}
+	f.mu.Unlock()
+	f.log.Info("loading subscription index", "changes_applied", l.applied, "subscriptions", f.ix.Len(),
+		"changes_left", left, "elapsed", now.Sub(l.start).Round(time.Second))
 }
 
 // endOffsets returns, per partition, the end offset that the follower must

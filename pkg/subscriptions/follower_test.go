@@ -1,6 +1,7 @@
 package subscriptions
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -343,4 +344,25 @@ func TestCatchUpChecksAsOftenAsTheWritersAnnounce(t *testing.T) {
 	require.NoError(t, silent.Subscribe(ctx(t), "older", []topic.Subscription{{Filter: "o"}}))
 	require.Eventually(t, func() bool { return has("o") }, 10*time.Second, 5*time.Millisecond)
 	assert.Equal(t, int32(10), lists(), "a writer that does not wait: a listing per call")
+}
+
+// A follower loading a change log logs how far it got until it is ready:
+// the changes applied, the subscriptions, and the changes left to read up
+// to the end offsets it listed. (A test's change log fits in one poll, so
+// the log line is asked for directly.)
+func TestFollowerLogsItsProgressWhileLoading(t *testing.T) {
+	var out bytes.Buffer
+	f := NewFollower(nil, testTopic, new(topic.Index), slog.New(slog.NewTextHandler(&out, nil)))
+	f.pos[0], f.pos[1] = 40, 7
+	start := time.Now().Add(-time.Minute)
+	load := loadProgress{start: start, last: start, applied: 47}
+	f.logLoad(&load, map[int32]int64{0: 100, 1: 10})
+	assert.Contains(t, out.String(), "loading subscription index")
+	assert.Contains(t, out.String(), "changes_applied=47")
+	assert.Contains(t, out.String(), "changes_left=63")
+	out.Reset()
+	f.logLoad(&load, map[int32]int64{0: 100, 1: 10})
+	assert.Empty(t, out.String(), "at most one line per interval")
+	f.logLoad(&loadProgress{start: start, last: start}, map[int32]int64{})
+	assert.Empty(t, out.String(), "nothing once nothing is pending")
 }
