@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +93,11 @@ func (r *failoverRun) stream(t *testing.T, stopVictim func()) failover {
 	time.Sleep(max(time.Until(stopped.Add(streamAfterKill)), time.Second))
 	close(stop)
 	waitDelivered(t, r.in, r.pubs, 120*time.Second)
+	// The survivor's lag gauge shows it routed everything it fetched.
+	require.Eventually(t, func() bool {
+		sum, series := lagOf(t, survivor.ops)
+		return sum == 0 && series > 0
+	}, 30*time.Second, 100*time.Millisecond, "%s's fleetgate_dispatch_lag_records never showed it caught up", survivor.id)
 	msgs := r.in.snapshot()
 	checkStream(t, r.pubs, msgs)
 	for _, p := range r.pubs {
@@ -152,4 +159,21 @@ func TestSIGTERMOfADispatcherMovesItsPartitionsAtOnce(t *testing.T) {
 		r.victim.Terminate(30 * time.Second)
 		assert.Zero(t, r.victim.Cmd.ProcessState.ExitCode(), "a dispatcher stopped with SIGTERM exits 0")
 	})
+}
+
+// lagOf sums fleetgate_dispatch_lag_records over the partitions a
+// dispatcher reports, and counts them.
+func lagOf(t *testing.T, ops string) (sum, series int) {
+	t.Helper()
+	for _, line := range strings.Split(metricsOf(t, ops), "\n") {
+		if !strings.HasPrefix(line, "fleetgate_dispatch_lag_records{") {
+			continue
+		}
+		_, v, _ := strings.Cut(line, "} ")
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err, line)
+		sum += n
+		series++
+	}
+	return sum, series
 }
