@@ -41,10 +41,14 @@ func plainCounter(text, name string) float64 {
 func TestThePollFindsWhatNoNoticeAnnouncedAndLeavesIdleSessionsAlone(t *testing.T) {
 	k := testkit.StartKafka(t)
 	n := startNode(t, k.Addr(), func(c *frontend.Config) { c.Delivery.PollInterval = 100 * time.Millisecond })
+	// Persistent sessions outlive the test in the package's Redis: ids of
+	// their own, so the test can run again (-count).
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	busyID := "poll-busy-" + run
 	idle := testkit.DialRaw(t, n.addr, 5)
-	idle.Connect("poll-idle", false)
+	idle.Connect("poll-idle-"+run, false)
 	busy := testkit.DialRaw(t, n.addr, 5)
-	busy.Connect("poll-busy", false)
+	busy.Connect(busyID, false)
 
 	// Neither subscribed: five intervals pass without a read.
 	time.Sleep(500 * time.Millisecond)
@@ -78,7 +82,7 @@ func TestThePollFindsWhatNoNoticeAnnouncedAndLeavesIdleSessionsAlone(t *testing.
 
 	// Queued, as a dispatcher does for a session with a backlog; its
 	// notice is never sent.
-	res, err := session.New(rdb, n.cfg.Session).Enqueue(ctx, []session.Delivery{{ClientID: "poll-busy", Message: msg("queued")}})
+	res, err := session.New(rdb, n.cfg.Session).Enqueue(ctx, []session.Delivery{{ClientID: busyID, Message: msg("queued")}})
 	require.NoError(t, err)
 	require.Equal(t, session.OutcomeQueued, res[0].Outcome)
 	receive("queued")
@@ -88,11 +92,11 @@ func TestThePollFindsWhatNoNoticeAnnouncedAndLeavesIdleSessionsAlone(t *testing.
 	// is never sent.
 	direct := session.New(rdb, n.cfg.Session, session.WithDirectDelivery())
 	require.Eventually(t, func() bool { // the PUBACK of "queued" recorded
-		inflight, err := direct.Inflight(ctx, "poll-busy")
+		inflight, err := direct.Inflight(ctx, busyID)
 		require.NoError(t, err)
 		return len(inflight) == 0
 	}, 10*time.Second, 20*time.Millisecond)
-	res, err = direct.Enqueue(ctx, []session.Delivery{{ClientID: "poll-busy", Message: msg("direct")}})
+	res, err = direct.Enqueue(ctx, []session.Delivery{{ClientID: busyID, Message: msg("direct")}})
 	require.NoError(t, err)
 	require.Equal(t, session.OutcomeDirect, res[0].Outcome)
 	receive("direct")
@@ -113,8 +117,9 @@ func TestThePollFindsWhatNoNoticeAnnouncedAndLeavesIdleSessionsAlone(t *testing.
 func TestThePollLooksAtAResumedSessionWithSubscriptions(t *testing.T) {
 	k := testkit.StartKafka(t)
 	n := startNode(t, k.Addr(), func(c *frontend.Config) { c.Delivery.PollInterval = 100 * time.Millisecond })
+	id := "poll-resumed-" + strconv.FormatInt(time.Now().UnixNano(), 36) // a run of its own (-count)
 	first := testkit.DialRaw(t, n.addr, 4)
-	first.Connect("poll-resumed", false)
+	first.Connect(id, false)
 	first.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
 		Filters: packets.Subscriptions{{Filter: "poll-resumed/#", Qos: 1}}})
 	pk, err := first.Recv(10 * time.Second)
@@ -125,7 +130,7 @@ func TestThePollLooksAtAResumedSessionWithSubscriptions(t *testing.T) {
 	require.Error(t, err, "the node closes the connection after DISCONNECT")
 
 	again := testkit.DialRaw(t, n.addr, 4)
-	connack := again.Connect("poll-resumed", false)
+	connack := again.Connect(id, false)
 	require.True(t, connack.SessionPresent)
 	rdb := n.cfg.Session.Redis.NewClient()
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -133,7 +138,7 @@ func TestThePollLooksAtAResumedSessionWithSubscriptions(t *testing.T) {
 	defer cancel()
 	// Queued as a dispatcher queues it (with the subscription it matched);
 	// its notice is never sent.
-	res, err := session.New(rdb, n.cfg.Session).Enqueue(ctx, []session.Delivery{{ClientID: "poll-resumed",
+	res, err := session.New(rdb, n.cfg.Session).Enqueue(ctx, []session.Delivery{{ClientID: id,
 		Message:       handoff.EncodeMessage(&handoff.Message{Topic: "poll-resumed/t", Payload: []byte("queued"), QoS: 1}),
 		Subscriptions: []session.FilterKey{{Filter: "poll-resumed/#"}}}})
 	require.NoError(t, err)
