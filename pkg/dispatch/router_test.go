@@ -618,12 +618,7 @@ func TestRouteWithoutARetainedStoreOnlyDelivers(t *testing.T) {
 // and the issue asks to prefer connected members. Presence comes from the
 // session store on the test redis-server.
 func TestRouteGivesSharedMessagesToConnectedMembers(t *testing.T) {
-	testRedis.Require(t)
-	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	store := session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{testRedis.Addr}},
-		MaxQueuedMessages: 10, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
-		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second})
+	store, _ := sessionStore(t, 10)
 	ctx := context.Background()
 	p := fmt.Sprintf("presence-%d-", time.Now().UnixNano())
 	on, off, never := p+"on", p+"off", p+"never"
@@ -707,18 +702,25 @@ func TestRouteEnqueuesDeliveriesThatReachTheByteBoundBeforeTheBatchEnds(t *testi
 	assert.Equal(t, int64(3), counter(t, f.reader, "fleetgate_dispatch_deliveries_repeated", "", ""))
 }
 
+// sessionStore is a session store on the test redis-server whose queues
+// hold maxQueued messages (drop-oldest), and its Redis client.
+func sessionStore(t *testing.T, maxQueued int) (*session.Store, *redis.Client) {
+	t.Helper()
+	testRedis.Require(t)
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{testRedis.Addr}},
+		MaxQueuedMessages: maxQueued, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
+		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second}), rdb
+}
+
 // newHoldingFixture is newRouterFixture routing into a session store on the
 // test redis-server (no direct hand-over: every message goes through the
 // queue), with queues of 3 messages and the dispatcher's default
 // dispatch.full-queue-wait, and one connected session subscribed to "a".
 func newHoldingFixture(t *testing.T) (f *routerFixture, store *session.Store, cid string, epoch uint64) {
 	t.Helper()
-	testRedis.Require(t)
-	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	store = session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{testRedis.Addr}},
-		MaxQueuedMessages: 3, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
-		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second})
+	store, _ = sessionStore(t, 3)
 	cid = fmt.Sprintf("holding-%d", time.Now().UnixNano())
 	ctx := context.Background()
 	_, err := store.Connect(ctx, session.ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Window: 2})
@@ -884,12 +886,7 @@ func TestRoutePassesOverAStalledMemberOfASharedSubscription(t *testing.T) {
 // w2 that reads: the messages held for w1's full queue go to w2 once
 // routing gives up on w1, and nothing is dropped.
 func TestRouteGivesWhatAStalledSharedMemberWasHeldForToAnotherMember(t *testing.T) {
-	testRedis.Require(t)
-	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	store := session.New(rdb, session.Config{Redis: session.RedisConfig{Addrs: []string{testRedis.Addr}},
-		MaxQueuedMessages: 3, MaxQueuedBytes: 1 << 20, QueueFullPolicy: session.DropOldest,
-		HeartbeatInterval: time.Second, LivenessTTL: 5 * time.Second})
+	store, rdb := sessionStore(t, 3)
 	ctx := context.Background()
 	p := fmt.Sprintf("shared-%d-", time.Now().UnixNano())
 	w1, w2 := p+"w1", p+"w2"
