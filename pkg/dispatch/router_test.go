@@ -764,20 +764,18 @@ func histogramCount(t *testing.T, r *sdkmetric.ManualReader, name string) uint64
 	return n
 }
 
-// A batch of 20 messages for a subscriber whose queue holds 3 (the burst a
-// dispatcher routes after a failover): the subscriber's connection keeps
-// taking two at a time and acknowledging them, and gets all 20 in order;
-// nothing is dropped at the bound.
-func TestRouteWaitsForAConnectedSubscriberAtItsQueueBoundInsteadOfDropping(t *testing.T) {
-	f, store, cid, epoch := newHoldingFixture(t)
+// takeWhileRouting is cid's connection: it takes two messages at a time and
+// acknowledges them in its next round, until routing (done) returned and a
+// round takes nothing. It returns the payloads taken, in order, and requires
+// that routing succeeded.
+func takeWhileRouting(t *testing.T, store *session.Store, cid string, epoch uint64, done <-chan error) []string {
+	t.Helper()
 	ctx := context.Background()
-	done := make(chan error, 1)
-	go func() { done <- f.router.route(ctx, f.numbered(20)) }()
-
 	var got []string
 	var acks []uint16
 	deadline := time.Now().Add(30 * time.Second)
-	for len(got) < 20 && time.Now().Before(deadline) {
+	finished := false
+	for time.Now().Before(deadline) {
 		r := &session.Round{ClientID: cid, Epoch: epoch, Acks: acks, Take: 2}
 		store.RunRounds(ctx, []*session.Round{r})
 		require.NoError(t, r.Err)
@@ -788,9 +786,33 @@ func TestRouteWaitsForAConnectedSubscriberAtItsQueueBoundInsteadOfDropping(t *te
 			got = append(got, string(d.Payload))
 			acks = append(acks, m.PacketID)
 		}
+		if !finished {
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+				finished = true
+			default:
+			}
+		} else if len(r.Taken) == 0 {
+			return got
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	require.NoError(t, <-done)
+	require.FailNow(t, "routing did not end, or the queue did not empty", "%s took %d", cid, len(got))
+	return nil
+}
+
+// A batch of 20 messages for a subscriber whose queue holds 3 (the burst a
+// dispatcher routes after a failover): the subscriber's connection keeps
+// taking two at a time and acknowledging them, and gets all 20 in order;
+// nothing is dropped at the bound.
+func TestRouteWaitsForAConnectedSubscriberAtItsQueueBoundInsteadOfDropping(t *testing.T) {
+	f, store, cid, epoch := newHoldingFixture(t)
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- f.router.route(ctx, f.numbered(20)) }()
+
+	got := takeWhileRouting(t, store, cid, epoch, done)
 	want := make([]string, 20)
 	for i := range want {
 		want[i] = strconv.Itoa(i)
@@ -914,37 +936,7 @@ func TestRouteGivesWhatAStalledSharedMemberWasHeldForToAnotherMember(t *testing.
 	done := make(chan error, 1)
 	go func() { done <- f.router.route(ctx, recs) }()
 
-	// w2's connection takes and acknowledges two at a time until routing
-	// is over and its queue is empty.
-	var got []string
-	var acks []uint16
-	deadline := time.Now().Add(30 * time.Second)
-	var routed error
-	finished := false
-	for time.Now().Before(deadline) {
-		r := &session.Round{ClientID: w2, Epoch: epochs[w2], Acks: acks, Take: 2}
-		store.RunRounds(ctx, []*session.Round{r})
-		require.NoError(t, r.Err)
-		acks = acks[:0]
-		for _, m := range r.Taken {
-			d, err := handoff.DecodeMessage(m.Message)
-			require.NoError(t, err)
-			got = append(got, string(d.Payload))
-			acks = append(acks, m.PacketID)
-		}
-		if !finished {
-			select {
-			case routed = <-done:
-				finished = true
-			default:
-			}
-		} else if len(r.Taken) == 0 {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	require.True(t, finished, "routing ended")
-	require.NoError(t, routed)
+	got := takeWhileRouting(t, store, w2, epochs[w2], done)
 	w1Queue, err := rdb.LLen(ctx, "fg:{"+w1+"}:q").Result()
 	require.NoError(t, err)
 	assert.Equal(t, int64(3), w1Queue, "w1 keeps what fit in its queue")
