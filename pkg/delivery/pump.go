@@ -360,6 +360,10 @@ func (c *Pump) round() {
 		}
 		c.resent = true
 	}
+	// full: a take of this round stopped at the session's window in the
+	// store with messages left in the queue. The queue stays marked, and
+	// the next take waits for an acknowledgement that frees a place.
+	full := false
 	for c.ctx.Err() == nil {
 		if c.fill {
 			if err := c.fillFromInflight(); err != nil {
@@ -374,7 +378,7 @@ func (c *Pump) round() {
 		pending := c.takeAcks()
 		s := c.settle(pending)
 		take := 0
-		if free := c.window - len(c.inflight) + s.completing; free > 0 && c.queued.Swap(false) {
+		if free := c.window - len(c.inflight) + s.completing; free > 0 && (!full || s.completing > 0) && c.queued.Swap(false) {
 			take = min(free, takeBatch)
 		}
 		if take == 0 && len(s.acks) == 0 && len(s.pubrecs) == 0 && len(s.pubrels) == 0 {
@@ -411,9 +415,18 @@ func (c *Pump) round() {
 			c.fill = true
 		}
 		if take > 0 {
-			if len(r.Taken) == take {
+			full = r.Full
+			switch {
+			case len(r.Taken) == take:
 				c.queued.Store(true) // there may be more
-			} else {
+			case r.Full:
+				// The window is full of messages handed to the session
+				// directly that this pump has not written yet (their
+				// notice is on its way, or the fill writes them): the
+				// queue waits for their acknowledgements, not for a
+				// notice or the poll.
+				c.queued.Store(true)
+			default:
 				c.backoff = 0 // the queue is empty
 			}
 		}

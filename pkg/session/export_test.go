@@ -47,6 +47,6 @@ func (s *Store) runRound(ctx context.Context, r *Round) error {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return mapErr(err)
 	}
-	r.Taken, r.Seq, err = parseTaken(r.ClientID, v)
+	r.Taken, r.Seq, r.Full, err = parseTaken(r.ClientID, v)
 	return err
 }

@@ -46,6 +46,11 @@ type Round struct {
 	// a node that wrote fewer messages has some to fetch from Inflight (a
 	// notice with direct messages was lost, or is still on its way).
 	Seq uint64
+	// Full: the take stopped at the session's window with messages left
+	// in the queue, so fewer than Take were taken although the queue is
+	// not empty (the window holds messages handed to the session directly
+	// that the node has not written yet). Set by RunRounds.
+	Full bool
 	// Err is why the round failed (ErrFenced when the session moved on):
 	// then nothing was taken, and the acknowledgements are to be sent
 	// again (recording one twice is harmless). Set by RunRounds.
@@ -54,18 +59,22 @@ type Round struct {
 
 // luaTake moves up to max messages from the queue KEYS[2] into the
 // inflight hash KEYS[3], never filling it beyond the session's window, and
-// returns {seq counter, pid1, seq1, entry1, pid2, seq2, entry2, ...}; KEYS[1]
-// is the session hash.
+// returns {seq counter, full, pid1, seq1, entry1, pid2, seq2, entry2, ...}
+// (full: 1 when the window stopped it with messages left in the queue);
+// KEYS[1] is the session hash.
 const luaTake = `
 local function take(max, now)
   local h = redis.call('HMGET', KEYS[1], 'pid', 'seq', 'qbytes', 'win')
   local pid, seq, qb = tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
   local cap = tonumber(h[4] or '0')
   if cap <= 0 or cap > 65535 then cap = 65535 end
-  local out = {0}
+  local out = {0, 0}
   local taken = 0
   while taken < max do
-    if redis.call('HLEN', KEYS[3]) >= cap then break end
+    if redis.call('HLEN', KEYS[3]) >= cap then
+      if redis.call('LLEN', KEYS[2]) > 0 then out[2] = 1 end
+      break
+    end
     local v = redis.call('LPOP', KEYS[2])
     if not v then break end
     qb = qb - mlen(v)
@@ -137,28 +146,31 @@ func (s *Store) RunRounds(ctx context.Context, rounds []*Round) {
 		return s.roundArgs(rounds[i])
 	}, nil)
 	for i, r := range rounds {
-		r.Taken, r.Seq, r.Err = nil, 0, nil
+		r.Taken, r.Seq, r.Full, r.Err = nil, 0, false, nil
 		v, err := cmds[i].Slice()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			r.Err = fmt.Errorf("delivery round of %s: %w", r.ClientID, mapErr(err))
 			continue
 		}
-		r.Taken, r.Seq, r.Err = parseTaken(r.ClientID, v)
+		r.Taken, r.Seq, r.Full, r.Err = parseTaken(r.ClientID, v)
 	}
 }
 
-// parseTaken decodes the reply of the take function.
-func parseTaken(clientID string, v []any) ([]QueuedMessage, uint64, error) {
-	if len(v) == 0 {
-		return nil, 0, nil
+// parseTaken decodes the reply of the take function: the messages taken,
+// the sequence counter, and whether the window stopped it (Round.Full).
+func parseTaken(clientID string, v []any) (_ []QueuedMessage, seq uint64, full bool, _ error) {
+	if len(v) < 2 {
+		return nil, 0, false, nil
 	}
 	counter, _ := v[0].(string)
 	seq, err := strconv.ParseUint(counter, 10, 64)
 	if err != nil {
-		return nil, 0, fmt.Errorf("taking from queue of %s: sequence counter %q", clientID, counter)
+		return nil, 0, false, fmt.Errorf("taking from queue of %s: sequence counter %q", clientID, counter)
 	}
+	f, _ := v[1].(int64)
+	full = f == 1
 	out := make([]QueuedMessage, 0, len(v)/3)
-	for i := 1; i+2 < len(v); i += 3 {
+	for i := 2; i+2 < len(v); i += 3 {
 		pid, _ := v[i].(int64)
 		ms, _ := v[i+1].(string)
 		entry, _ := v[i+2].(string)
@@ -168,11 +180,11 @@ func parseTaken(clientID string, v []any) ([]QueuedMessage, uint64, error) {
 			err = perr
 		}
 		if err != nil {
-			return out, seq, fmt.Errorf("taking from queue of %s: %w", clientID, err)
+			return out, seq, full, fmt.Errorf("taking from queue of %s: %w", clientID, err)
 		}
 		out = append(out, QueuedMessage{PacketID: uint16(pid), Seq: n, Message: msg, Expiry: exp})
 	}
-	return out, seq, nil
+	return out, seq, full, nil
 }
 
 // AckAfterClose deletes the inflight messages packetIDs without checking

@@ -51,6 +51,7 @@ func TestRunRoundsAppliesEachSessionsRoundOnItsOwn(t *testing.T) {
 			assert.Equal(t, []string{"a1", "a2", "a3"}, messages(first[0].Taken))
 			assert.Equal(t, []uint16{1, 2, 3}, packetIDs(first[0].Taken))
 			assert.Equal(t, []string{"b1"}, messages(first[1].Taken))
+			assert.False(t, first[0].Full || first[1].Full, "no window stopped a take: a short take emptied the queue")
 			if !cluster {
 				n, err := raw.LLen(ctx, queueKey(stale)).Result()
 				require.NoError(t, err)
@@ -130,6 +131,12 @@ func TestDirectDeliveryKeepsOrderAndWindow(t *testing.T) {
 	assert.Equal(t, []string{"m3"}, messages(r.Taken), "a take never fills the inflight hash beyond the window")
 	assert.Equal(t, uint64(3), r.Taken[0].Seq)
 	assert.Equal(t, uint64(3), r.Seq, "the round reports the sequence counter")
+	assert.True(t, r.Full, "the window stopped the take with m4 left in the queue")
+	again := Round{ClientID: cid, Epoch: epoch, Take: 10}
+	s.RunRounds(ctx, []*Round{&again})
+	require.NoError(t, again.Err)
+	assert.Empty(t, again.Taken)
+	assert.True(t, again.Full, "a full window takes nothing, and says the queue is not empty")
 
 	inflight, err := s.Inflight(ctx, cid)
 	require.NoError(t, err)
@@ -150,9 +157,9 @@ func TestDirectDeliveryKeepsOrderAndWindow(t *testing.T) {
 
 	// A reconnect learns the sequence counter: what is in flight is at or
 	// below it, what is handed over later above it. A clean start resets it.
-	again, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 3600, Protocol: 5, Window: 2})
+	reconnect, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 3600, Protocol: 5, Window: 2})
 	require.NoError(t, err)
-	assert.Equal(t, uint64(3), again.Seq)
+	assert.Equal(t, uint64(3), reconnect.Seq)
 	clean, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", CleanStart: true, Protocol: 5, Window: 2})
 	require.NoError(t, err)
 	assert.Zero(t, clean.Seq)
