@@ -80,11 +80,9 @@ func (h *Hook) received(ctx context.Context, channel string, m any) {
 			// What it named is found by the next poll.
 			h.log.Warn("ignoring malformed notice", "payload_bytes", len(m.Payload), "err", err)
 		}
-		for _, id := range n.ClientIDs {
-			if c := h.notified(id); c != nil {
-				c.pump.KickQueued()
-			}
-		}
+		// The direct messages first: in a batch they come before the
+		// session's queued ones (a message queues only behind a full
+		// window or a queue), so the pump writes them before it takes.
 		for _, d := range n.Direct {
 			// Only the connection the message was handed to writes it. An
 			// older one must not: the session may have started clean
@@ -93,6 +91,11 @@ func (h *Hook) received(ctx context.Context, channel string, m any) {
 			// registration here, so after this notice was sent.
 			if c := h.notified(d.ClientID); c != nil && c.epoch == d.Epoch {
 				c.pump.PushDirect(session.QueuedMessage{PacketID: d.PacketID, Seq: d.Seq, Message: d.Message, Expiry: d.Expiry})
+			}
+		}
+		for _, id := range n.ClientIDs {
+			if c := h.notified(id); c != nil {
+				c.pump.KickQueued()
 			}
 		}
 	}
