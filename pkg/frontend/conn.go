@@ -188,6 +188,8 @@ func reasonLabel(c packets.Code) string {
 		return "packet_too_large"
 	case 0x97:
 		return "quota_exceeded"
+	case 0x9C:
+		return "use_another_server"
 	}
 	return "other_error"
 }

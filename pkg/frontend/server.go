@@ -406,7 +406,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(bgCtx)
 	g.Go(func() error { s.watchKafka(gctx); return nil })
 	s.log.Info("session owner", "owner", s.owner)
-	g.Go(func() error { return s.store.RunHeartbeat(gctx, s.owner) })
+	g.Go(func() error { return s.store.RunHeartbeat(gctx, s.owner, s.sessions.Swept) })
 	g.Go(func() error { s.runDelivery(gctx); return nil })
 
 	if err := s.loadAccess(); err != nil {

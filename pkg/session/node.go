@@ -17,19 +17,46 @@ import (
 // key fg:node:{node} stays the authority on whether a node is alive.
 const nodesKey = "fg:nodes"
 
+// sweptFor is how long the mark of a swept node (MarkSwept) stays: a node
+// paused or cut off from Redis for longer learns nothing when it comes
+// back, and its sessions' fences close its connections one by one instead.
+const sweptFor = 24 * time.Hour
+
 // Heartbeat marks node alive for node.liveness-ttl and records it in the
 // node registry (see DeadNodes).
 func (s *Store) Heartbeat(ctx context.Context, node string) error {
+	_, err := s.heartbeat(ctx, node)
+	return err
+}
+
+// heartbeat is Heartbeat, and returns the mark a sweeper left when it took
+// node for dead (MarkSwept), empty if none.
+func (s *Store) heartbeat(ctx context.Context, node string) (swept string, err error) {
 	now := s.now().UnixMilli()
-	// Two slots in Redis Cluster, so a pipeline rather than a script: a
+	// Three slots in Redis Cluster, so a pipeline rather than a script: a
 	// heartbeat that fails half way is repeated at the next tick.
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	var mark *redis.StringCmd
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, nodeKey(node), now, s.cfg.LivenessTTL)
 		p.ZAdd(ctx, nodesKey, redis.Z{Score: float64(now), Member: node})
+		mark = p.Get(ctx, sweptKey(node))
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("heartbeat of node %s: %w", node, err)
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("heartbeat of node %s: %w", node, err)
+	}
+	return mark.Val(), nil
+}
+
+// MarkSwept records that a sweeper took node for dead and is about to end
+// what its clients' connections hold in the store (their wills claimed,
+// their sessions marked disconnected). A node that was alive all along,
+// paused or cut off from Redis for node.liveness-ttl, finds the mark with
+// its next heartbeat (RunHeartbeat) and closes those connections, so that
+// their clients reconnect and resume their sessions properly.
+func (s *Store) MarkSwept(ctx context.Context, node string) error {
+	if err := s.rdb.Set(ctx, sweptKey(node), s.now().UnixMilli(), sweptFor).Err(); err != nil {
+		return fmt.Errorf("marking node %s swept: %w", node, err)
 	}
 	return nil
 }
@@ -118,15 +145,27 @@ func (s *Store) Alive(ctx context.Context, node string) (bool, error) {
 // RunHeartbeat sends a heartbeat for node at once and then every
 // node.heartbeat-interval until ctx is cancelled, when it returns nil. A
 // failed heartbeat is logged and retried at the next tick: if they keep
-// failing for node.liveness-ttl, other processes consider the node dead and
-// publish its clients' wills, so the node should stop serving clients when
-// Redis stays unreachable that long.
-func (s *Store) RunHeartbeat(ctx context.Context, node string) error {
+// failing for node.liveness-ttl, other processes consider the node dead,
+// publish its clients' wills and mark their sessions disconnected. When a
+// heartbeat gets through again and finds that a sweeper did so
+// (MarkSwept), swept (if not nil) runs, once per sweep: the node's
+// connections are stale.
+func (s *Store) RunHeartbeat(ctx context.Context, node string, swept func()) error {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
+	var last string // the mark acted on
 	for {
-		if err := s.Heartbeat(ctx, node); err != nil && ctx.Err() == nil {
+		mark, err := s.heartbeat(ctx, node)
+		switch {
+		case err != nil && ctx.Err() == nil:
 			s.log.WarnContext(ctx, "node heartbeat failed", "node", node, "err", err)
+		case err == nil && mark != "" && mark != last:
+			last = mark
+			s.log.WarnContext(ctx, "this node was taken for dead while its heartbeats did not reach redis (cut off or paused) and its sessions were swept",
+				"node", node, "liveness_ttl", s.cfg.LivenessTTL)
+			if swept != nil {
+				swept()
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,11 +40,27 @@ func TestRunHeartbeatKeepsTheNodeAliveUntilCancelled(t *testing.T) {
 	node := clientID(t, "node")
 	ctx, cancel := context.WithCancel(testCtx(t))
 	done := make(chan error, 1)
-	go func() { done <- s.RunHeartbeat(ctx, node) }()
+	var swept atomic.Int32
+	go func() { done <- s.RunHeartbeat(ctx, node, func() { swept.Add(1) }) }()
 	require.Eventually(t, func() bool {
 		alive, err := s.Alive(testCtx(t), node)
 		return err == nil && alive
 	}, 5*time.Second, 10*time.Millisecond)
+	// A sweeper that took the node for dead (a pause, a cut to Redis)
+	// leaves a mark; the next heartbeat finds it and the node is told
+	// once per sweep, not once per heartbeat.
+	time.Sleep(100 * time.Millisecond) // five heartbeats
+	assert.Zero(t, swept.Load(), "no sweep, no call")
+	require.NoError(t, s.MarkSwept(testCtx(t), node))
+	require.Eventually(t, func() bool { return swept.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	assert.EqualValues(t, 1, swept.Load(), "one call for one sweep")
+	ttl, err := raw.TTL(testCtx(t), sweptKey(node)).Result()
+	require.NoError(t, err)
+	assert.Greater(t, ttl, time.Hour, "the mark outlives any pause worth telling")
+	time.Sleep(2 * time.Millisecond) // a later sweep's mark differs
+	require.NoError(t, s.MarkSwept(testCtx(t), node))
+	require.Eventually(t, func() bool { return swept.Load() == 2 }, 5*time.Second, 5*time.Millisecond, "a second sweep is told too")
 	// Refreshed: the TTL keeps coming back up while the loop runs.
 	require.Eventually(t, func() bool {
 		ttl, err := raw.PTTL(testCtx(t), nodeKey(node)).Result()
@@ -87,7 +104,7 @@ func TestDeadNodesListsNodesWhoseLivenessLapsed(t *testing.T) {
 	// alive keeps sending heartbeats; dead stops.
 	hbCtx, stop := context.WithCancel(ctx)
 	hbDone := make(chan error, 1)
-	go func() { hbDone <- s.RunHeartbeat(hbCtx, alive) }()
+	go func() { hbDone <- s.RunHeartbeat(hbCtx, alive, nil) }()
 	t.Cleanup(func() { stop(); <-hbDone })
 	var got DeadNode
 	require.Eventually(t, func() bool {

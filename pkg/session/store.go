@@ -105,6 +105,7 @@ func queueKey(cid string) string    { return "fg:{" + tag(cid) + "}:q" }
 func inflightKey(cid string) string { return "fg:{" + tag(cid) + "}:inflight" }
 func relKey(cid string) string      { return "fg:{" + tag(cid) + "}:rel" }
 func nodeKey(node string) string    { return "fg:node:{" + tag(node) + "}" }
+func sweptKey(node string) string   { return "fg:swept:{" + tag(node) + "}" }
 func nodeSessionsKey(node string) string {
 	return "fg:nodesessions:{" + tag(node) + "}"
 }

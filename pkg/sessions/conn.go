@@ -97,3 +97,32 @@ func (h *Hook) closeTakenOver(c *conn) {
 	}
 	c.cl.Stop(packets.ErrSessionTakenOver)
 }
+
+// Swept closes every connection of the node, after a sweeper took the node
+// for dead (its heartbeats did not reach Redis for node.liveness-ttl: it
+// was cut off from Redis, or paused) and ended what their sessions held:
+// their wills claimed and published when due, their sessions marked
+// disconnected, so that no notice reaches this node for them and their
+// expiry runs. Left open, such a connection would get its messages only at
+// the poll, until its session expired under it. Closed with DISCONNECT
+// 0x9C (Use another server) on MQTT 5, the socket on 3.1.1, its client
+// reconnects (through the load balancer) and resumes its session. A
+// connection that registered after the sweep is closed too, and reconnects
+// the same way. Wills stay armed: the connection ends without DISCONNECT,
+// and a will the sweeper published was claimed, so it is not sent twice.
+func (h *Hook) Swept() {
+	h.mu.Lock()
+	cs := make([]*conn, 0, len(h.byID))
+	for _, c := range h.byID {
+		cs = append(cs, c)
+	}
+	h.mu.Unlock()
+	h.log.Warn("closing the connections of the swept node; their clients reconnect and resume their sessions", "connections", len(cs))
+	for _, c := range cs {
+		if c.cl.Properties.ProtocolVersion >= 5 {
+			_ = h.o.Server.DisconnectClient(c.cl, packets.ErrUseAnotherServer)
+			continue
+		}
+		c.cl.Stop(packets.ErrUseAnotherServer)
+	}
+}

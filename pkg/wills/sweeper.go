@@ -201,6 +201,17 @@ func (s *Sweeper) sweepNode(ctx context.Context, dn session.DeadNode) (published
 	if err != nil {
 		return 0, err
 	}
+	// A node that was only paused or cut off from Redis still holds the
+	// connections whose sessions this sweep ends: the mark tells it so
+	// when its heartbeats get through again, and it closes them.
+	for _, o := range owned {
+		if o.Connected {
+			if err := s.store.MarkSwept(ctx, dn.Node); err != nil {
+				return 0, err
+			}
+			break
+		}
+	}
 	pending := 0
 	var errs []error
 	for _, o := range owned {

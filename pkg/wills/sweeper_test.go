@@ -101,7 +101,7 @@ func (f *fixture) registered(node string) bool {
 func (f *fixture) keepAlive(node string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- f.store.RunHeartbeat(ctx, node) }()
+	go func() { done <- f.store.RunHeartbeat(ctx, node, nil) }()
 	f.t.Cleanup(func() { cancel(); <-done })
 	require.Eventually(f.t, func() bool {
 		alive, err := f.store.Alive(testCtx(f.t), node)
@@ -179,6 +179,19 @@ func TestTheWillsOfADeadNodesClientsArePublishedOnceByRacingSweepers(t *testing.
 		"the dead node is forgotten once its wills are published")
 	stop()
 	wg.Wait()
+	// Had the node only been paused or cut off from Redis, its next
+	// heartbeat would hear that it was swept (and close its connections).
+	hbCtx, stopHB := context.WithCancel(ctx)
+	told := make(chan struct{})
+	hbDone := make(chan error, 1)
+	go func() { hbDone <- f.store.RunHeartbeat(hbCtx, node, func() { close(told) }) }()
+	select {
+	case <-told:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the swept node's heartbeat did not hear of the sweep")
+	}
+	stopHB()
+	require.NoError(t, <-hbDone)
 
 	recs := reader.Read(len(wills), 10*time.Second)
 	assert.EqualValues(t, len(wills), published.Load(), "each will is published by one sweeper")

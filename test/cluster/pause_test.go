@@ -1,0 +1,100 @@
+package cluster
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections:
+// a frontend stopped with SIGSTOP (a frozen VM, a stalled container; a
+// frontend cut off from Redis looks the same to the others) sends no
+// heartbeat, so at the defaults the dispatchers take it for dead after
+// node.liveness-ttl (10 s): they publish the will of its client and mark
+// the client's persistent session disconnected. The client's TCP
+// connection outlives the pause, and when the frontend gets SIGCONT it
+// would still be serving a session the cluster had ended: no notice would
+// reach it, its messages would wait for the poll (30 s) and its session
+// would expire under it. Instead the frontend's first heartbeat finds that
+// it was swept and closes the connection with DISCONNECT 0x9C (Use another
+// server). The client reconnects through HAProxy, resumes its session
+// (Session Present), and gets the message published while the frontend was
+// paused and the one published after, once each; its will was published
+// once, by the sweeper.
+func TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections(t *testing.T) {
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	victim, survivor := c.frontends[0], c.frontends[1]
+
+	watch := newInbox()
+	watcher := mustDialV5(t, survivor.mqtt, &paho.Connect{ClientID: "pause-watcher", CleanStart: true}, watch.v5Handler)
+	watcher.subscribe(t, "pause/will")
+
+	const id = "pause-device"
+	connect := func() *paho.Connect {
+		cp := persistent(id, 300)
+		// Longer than the pause: the client must not give up on the
+		// frozen frontend by itself.
+		cp.KeepAlive = 120
+		cp.WillMessage = &paho.WillMessage{Topic: "pause/will", QoS: 1, Payload: []byte(id + " is gone")}
+		return cp
+	}
+	got := newInbox()
+	device := mustDialV5(t, victim.mqtt, connect(), got.v5Handler)
+	device.subscribe(t, "pause/to-device")
+	probeUntilDelivered(t, got, "pause/to-device", func(p string) { watcher.publish(t, "pause/to-device", p) })
+	require.Equal(t, victim.id, c.owner(id))
+
+	require.NoError(t, victim.Cmd.Process.Signal(syscall.SIGSTOP))
+	paused := time.Now()
+	t.Cleanup(func() { _ = victim.Cmd.Process.Signal(syscall.SIGCONT) })
+	require.True(t, watch.waitFor(willDeadline, func(m []received) bool { return has(m, "pause/will", id+" is gone") }),
+		"the will of the paused frontend's client within %s", willDeadline)
+	t.Logf("the will arrived %s after SIGSTOP", time.Since(paused).Round(time.Millisecond))
+	watcher.publish(t, "pause/to-device", "while paused")
+
+	require.NoError(t, victim.Cmd.Process.Signal(syscall.SIGCONT))
+	resumed := time.Now()
+	select {
+	case d := <-device.disconnect:
+		assert.EqualValues(t, 0x9C, d.ReasonCode, "DISCONNECT Use another server")
+		t.Logf("DISCONNECT 0x%02X %s after SIGCONT", d.ReasonCode, time.Since(resumed).Round(time.Millisecond))
+	case <-device.lost:
+		t.Fatal("the connection ended without a DISCONNECT")
+	case <-time.After(willDeadline):
+		t.Fatalf("the resumed frontend kept the connection of a session the cluster had ended for %s", willDeadline)
+	}
+
+	require.Eventually(t, func() bool {
+		for _, line := range strings.Split(metricsOf(t, victim.ops), "\n") {
+			if strings.HasPrefix(line, "fleetgate_frontend_disconnects_total{") && strings.Contains(line, `reason="use_another_server"`) {
+				return !strings.HasSuffix(line, " 0")
+			}
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond, "the close counted in fleetgate_frontend_disconnects_total{reason=\"use_another_server\"}")
+
+	again := mustDialV5(t, c.lb, connect(), got.v5Handler)
+	require.True(t, again.connack.SessionPresent, "the session outlived the pause")
+	watcher.publish(t, "pause/to-device", "after")
+	require.True(t, got.waitFor(willDeadline, func(m []received) bool {
+		return has(m, "pause/to-device", "while paused") && has(m, "pause/to-device", "after")
+	}), "the messages of the pause and after reach the resumed session: %v", payloads(got.snapshot(), "pause/"))
+
+	time.Sleep(2 * time.Second) // any second copy
+	count := func(b *inbox, topic, payload string) (n int) {
+		for _, m := range b.snapshot() {
+			if m.topic == topic && m.payload == payload {
+				n++
+			}
+		}
+		return n
+	}
+	assert.Equal(t, 1, count(watch, "pause/will", id+" is gone"), "copies of the will")
+	assert.Equal(t, 1, count(got, "pause/to-device", "while paused"), "copies of the message of the pause")
+	assert.Equal(t, 1, count(got, "pause/to-device", "after"), "copies of the message after")
+}
