@@ -111,12 +111,7 @@ func (h *Hook) closeTakenOver(c *conn) {
 // the same way. Wills stay armed: the connection ends without DISCONNECT,
 // and a will the sweeper published was claimed, so it is not sent twice.
 func (h *Hook) Swept() {
-	h.mu.Lock()
-	cs := make([]*conn, 0, len(h.byID))
-	for _, c := range h.byID {
-		cs = append(cs, c)
-	}
-	h.mu.Unlock()
+	cs := h.conns()
 	h.log.Warn("closing the connections of the swept node; their clients reconnect and resume their sessions", "connections", len(cs))
 	for _, c := range cs {
 		if c.cl.Properties.ProtocolVersion >= 5 {

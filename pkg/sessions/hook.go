@@ -132,6 +132,17 @@ func (h *Hook) Clients() []*mqtt.Client {
 	return cls
 }
 
+// conns returns the node's registered connections, a snapshot.
+func (h *Hook) conns() []*conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cs := make([]*conn, 0, len(h.byID))
+	for _, c := range h.byID {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
 func (h *Hook) lookup(cl *mqtt.Client) *conn {
 	if v, ok := h.byConn.Load(cl); ok {
 		return v.(*conn)

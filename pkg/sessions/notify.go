@@ -118,13 +118,7 @@ func (h *Hook) control(payload string) {
 }
 
 func (h *Hook) kickAll() {
-	h.mu.Lock()
-	cs := make([]*conn, 0, len(h.byID))
-	for _, c := range h.byID {
-		cs = append(cs, c)
-	}
-	h.mu.Unlock()
-	for _, c := range cs {
+	for _, c := range h.conns() {
 		c.pump.KickQueued()
 	}
 }
