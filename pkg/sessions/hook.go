@@ -123,11 +123,10 @@ func (h *Hook) connected() int64 {
 // session: the node's registry of connections (mochi's Server.Clients is
 // empty with mqtt.serve=lean).
 func (h *Hook) Clients() []*mqtt.Client {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	cls := make([]*mqtt.Client, 0, len(h.byID))
-	for _, c := range h.byID {
-		cls = append(cls, c.cl)
+	cs := h.conns()
+	cls := make([]*mqtt.Client, len(cs))
+	for i, c := range cs {
+		cls[i] = c.cl
 	}
 	return cls
 }
