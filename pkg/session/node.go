@@ -148,8 +148,8 @@ func (s *Store) Alive(ctx context.Context, node string) (bool, error) {
 // failing for node.liveness-ttl, other processes consider the node dead,
 // publish its clients' wills and mark their sessions disconnected. When a
 // heartbeat gets through again and finds that a sweeper did so
-// (MarkSwept), swept (if not nil) runs, once per sweep: the node's
-// connections are stale.
+// (MarkSwept), swept (if not nil) runs on a goroutine of its own, once per
+// sweep: the node's connections are stale.
 func (s *Store) RunHeartbeat(ctx context.Context, node string, swept func()) error {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
@@ -164,7 +164,7 @@ func (s *Store) RunHeartbeat(ctx context.Context, node string, swept func()) err
 			s.log.WarnContext(ctx, "this node was taken for dead while its heartbeats did not reach redis (cut off or paused) and its sessions were swept",
 				"node", node, "liveness_ttl", s.cfg.LivenessTTL)
 			if swept != nil {
-				swept()
+				go swept() // closing connections must not hold up the heartbeats
 			}
 		}
 		select {

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"sync"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -113,11 +114,24 @@ func (h *Hook) closeTakenOver(c *conn) {
 func (h *Hook) Swept() {
 	cs := h.conns()
 	h.log.Warn("closing the connections of the swept node; their clients reconnect and resume their sessions", "connections", len(cs))
+	// A few at a time: a client that does not read its DISCONNECT holds
+	// up only its own close.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, sweptClosers)
 	for _, c := range cs {
-		if c.cl.Properties.ProtocolVersion >= 5 {
-			_ = h.o.Server.DisconnectClient(c.cl, packets.ErrUseAnotherServer)
-			continue
-		}
-		c.cl.Stop(packets.ErrUseAnotherServer)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if c.cl.Properties.ProtocolVersion >= 5 {
+				_ = h.o.Server.DisconnectClient(c.cl, packets.ErrUseAnotherServer)
+				return
+			}
+			c.cl.Stop(packets.ErrUseAnotherServer)
+		}()
 	}
+	wg.Wait()
 }
+
+// sweptClosers bounds the connections Swept closes at once.
+const sweptClosers = 64
