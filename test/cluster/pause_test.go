@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -25,7 +26,8 @@ import (
 // server). The client reconnects through HAProxy, resumes its session
 // (Session Present), and gets the message published while the frontend was
 // paused and the one published after, once each; its will was published
-// once, by the sweeper.
+// once, by the sweeper. An MQTT 3.1.1 device on the same frontend has its
+// connection closed and resumes the same way.
 func TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections(t *testing.T) {
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	victim, survivor := c.frontends[0], c.frontends[1]
@@ -48,6 +50,22 @@ func TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections
 	device.subscribe(t, "pause/to-device")
 	probeUntilDelivered(t, got, "pause/to-device", func(p string) { watcher.publish(t, "pause/to-device", p) })
 	require.Equal(t, victim.id, c.owner(id))
+	// And an MQTT 3.1.1 device with a persistent session, which gets no
+	// DISCONNECT from a server: its connection is closed.
+	const id3 = "pause-device-3"
+	got3 := newInbox()
+	lost3 := make(chan struct{})
+	v3opts := func(o *mqtt.ClientOptions) {
+		o.SetKeepAlive(120 * time.Second).SetDefaultPublishHandler(got3.v3Handler)
+	}
+	device3 := dialV3(t, victim.mqtt, id3, false, func(o *mqtt.ClientOptions) {
+		v3opts(o)
+		o.SetConnectionLostHandler(func(mqtt.Client, error) { close(lost3) })
+	})
+	tok := device3.Subscribe("pause/to-device-3", 1, nil)
+	require.True(t, tok.WaitTimeout(15*time.Second))
+	require.NoError(t, tok.Error())
+	probeUntilDelivered(t, got3, "pause/to-device-3", func(p string) { watcher.publish(t, "pause/to-device-3", p) })
 
 	require.NoError(t, victim.Cmd.Process.Signal(syscall.SIGSTOP))
 	paused := time.Now()
@@ -56,6 +74,7 @@ func TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections
 		"the will of the paused frontend's client within %s", willDeadline)
 	t.Logf("the will arrived %s after SIGSTOP", time.Since(paused).Round(time.Millisecond))
 	watcher.publish(t, "pause/to-device", "while paused")
+	watcher.publish(t, "pause/to-device-3", "while paused")
 
 	require.NoError(t, victim.Cmd.Process.Signal(syscall.SIGCONT))
 	resumed := time.Now()
@@ -78,12 +97,23 @@ func TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections
 		return false
 	}, 10*time.Second, 50*time.Millisecond, "the close counted in fleetgate_frontend_disconnects_total{reason=\"use_another_server\"}")
 
+	select {
+	case <-lost3:
+	case <-time.After(willDeadline):
+		t.Fatal("the resumed frontend kept the MQTT 3.1.1 connection of a swept session")
+	}
+
 	again := mustDialV5(t, c.lb, connect(), got.v5Handler)
 	require.True(t, again.connack.SessionPresent, "the session outlived the pause")
 	watcher.publish(t, "pause/to-device", "after")
 	require.True(t, got.waitFor(willDeadline, func(m []received) bool {
 		return has(m, "pause/to-device", "while paused") && has(m, "pause/to-device", "after")
 	}), "the messages of the pause and after reach the resumed session: %v", payloads(got.snapshot(), "pause/"))
+	dialV3(t, c.lb, id3, false, v3opts) // resumes the session and its subscription
+	watcher.publish(t, "pause/to-device-3", "after")
+	require.True(t, got3.waitFor(willDeadline, func(m []received) bool {
+		return has(m, "pause/to-device-3", "while paused") && has(m, "pause/to-device-3", "after")
+	}), "the messages of the pause and after reach the resumed 3.1.1 session: %v", payloads(got3.snapshot(), "pause/"))
 
 	time.Sleep(2 * time.Second) // any second copy
 	count := func(b *inbox, topic, payload string) (n int) {
@@ -97,4 +127,6 @@ func TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections
 	assert.Equal(t, 1, count(watch, "pause/will", id+" is gone"), "copies of the will")
 	assert.Equal(t, 1, count(got, "pause/to-device", "while paused"), "copies of the message of the pause")
 	assert.Equal(t, 1, count(got, "pause/to-device", "after"), "copies of the message after")
+	assert.Equal(t, 1, count(got3, "pause/to-device-3", "while paused"), "copies of the message of the pause (3.1.1)")
+	assert.Equal(t, 1, count(got3, "pause/to-device-3", "after"), "copies of the message after (3.1.1)")
 }
