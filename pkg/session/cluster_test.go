@@ -62,6 +62,15 @@ func TestEveryOperationWorksOnRedisCluster(t *testing.T) {
 	alive, err := s.Alive(ctx, node)
 	require.NoError(t, err)
 	assert.True(t, alive)
+	// The heartbeat's pipeline reads the swept mark (in the liveness
+	// key's slot) beside the registry (a slot of its own).
+	mark, err := s.heartbeat(ctx, node)
+	require.NoError(t, err)
+	assert.Empty(t, mark, "not swept")
+	require.NoError(t, s.MarkSwept(ctx, node))
+	mark, err = s.heartbeat(ctx, node)
+	require.NoError(t, err)
+	assert.NotEmpty(t, mark, "the heartbeat reads the sweep's mark on Redis Cluster")
 	owned, err := s.SessionsOwnedBy(ctx, node)
 	require.NoError(t, err)
 	assert.Len(t, owned, 2)

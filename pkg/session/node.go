@@ -33,8 +33,9 @@ func (s *Store) Heartbeat(ctx context.Context, node string) error {
 // node for dead (MarkSwept), empty if none.
 func (s *Store) heartbeat(ctx context.Context, node string) (swept string, err error) {
 	now := s.now().UnixMilli()
-	// Three slots in Redis Cluster, so a pipeline rather than a script: a
-	// heartbeat that fails half way is repeated at the next tick.
+	// Two slots in Redis Cluster (the node's keys share one), so a pipeline
+	// rather than a script: a heartbeat that fails half way is repeated at
+	// the next tick.
 	var mark *redis.StringCmd
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, nodeKey(node), now, s.cfg.LivenessTTL)
