@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -196,4 +197,48 @@ func TestReadinessFollowsKafkaReachability(t *testing.T) {
 	tok := v3.Publish("ready/now", 1, false, []byte("ok"))
 	require.True(t, tok.WaitTimeout(10*time.Second))
 	require.NoError(t, tok.Error())
+}
+
+// tcpTimer returns the kernel's timer field ("tr" of /proc/net/tcp: 0 none,
+// 1 retransmit, 2 keep-alive, ...) of the socket from local to remote, as
+// seen from outside the process.
+func tcpTimer(t *testing.T, local, remote *net.TCPAddr) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	require.NoError(t, err)
+	hexAddr := func(a *net.TCPAddr) string {
+		ip := a.IP.To4()
+		return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port)
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 5 && f[1] == hexAddr(local) && f[2] == hexAddr(remote) {
+			return strings.SplitN(f[5], ":", 2)[0]
+		}
+	}
+	t.Fatalf("no socket %s -> %s in /proc/net/tcp", local, remote)
+	return ""
+}
+
+func TestTheMQTTListenerSendsNoTCPKeepAliveProbesUnlessConfigured(t *testing.T) {
+	k := testkit.StartKafka(t)
+	for _, tc := range []struct {
+		name      string
+		keepAlive time.Duration
+		timer     string
+	}{
+		{name: "defaults: no keep-alive timer on the device's socket", timer: "00"},
+		{name: "mqtt.tcp-keepalive 5m: the keep-alive timer runs", keepAlive: 5 * time.Minute, timer: "02"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startNode(t, k.Addr(), func(c *frontend.Config) { c.MQTT.Listen.TCPKeepAlive = tc.keepAlive })
+			n.waitReady()
+			c := testkit.DialRaw(t, n.addr, 4)
+			c.Connect("keepalive-"+tc.timer, true)
+			// The frontend's side of the connection: from its port to the
+			// device's.
+			srv, dev := c.Conn.RemoteAddr().(*net.TCPAddr), c.Conn.LocalAddr().(*net.TCPAddr)
+			require.Equal(t, tc.timer, tcpTimer(t, srv, dev))
+		})
+	}
 }

@@ -518,6 +518,7 @@ func (s *Server) startListeners() error {
 	proxy := listen.WithProxyProtocol(pp)
 	// One bucket for all listeners: mqtt.connect-rate is per node.
 	paced := listen.WithAcceptRate(m.Admission.limiter(), s.metrics.acceptDelayed)
+	ka := m.Listen.KeepAlive()
 	var tc *tls.Config
 	if m.TLSEnabled() {
 		if tc, err = s.tlsConfig(); err != nil {
@@ -526,17 +527,17 @@ func (s *Server) startListeners() error {
 	}
 	var ls []listeners.Listener
 	if a := m.TCPAddr; a != "" {
-		ls = append(ls, listen.NewTCP(ListenerTCP, a, proxy, refused, paced))
+		ls = append(ls, listen.NewTCP(ListenerTCP, a, proxy, refused, paced, ka))
 	}
 	if tc != nil {
-		ls = append(ls, listen.NewTCP(ListenerTLS, m.TLSAddr, listen.WithTLS(tc), proxy, refused, paced))
+		ls = append(ls, listen.NewTCP(ListenerTLS, m.TLSAddr, listen.WithTLS(tc), proxy, refused, paced, ka))
 	}
 	if a := m.WSAddr; a != "" {
 		var wsTLS *tls.Config // nil: plain ws
 		if m.Listen.WSTLS {
 			wsTLS = tc
 		}
-		ls = append(ls, listen.NewWebSocket(ListenerWS, a, listen.WithTLS(wsTLS), proxy, refused, paced,
+		ls = append(ls, listen.NewWebSocket(ListenerWS, a, listen.WithTLS(wsTLS), proxy, refused, paced, ka,
 			listen.WithAllowedOrigins(m.Listen.WSAllowedOrigins...)))
 	}
 	for _, l := range ls {

@@ -27,6 +27,9 @@ type Config struct {
 	// WSAllowedOrigins are the browser Origins the WebSocket listener
 	// accepts; "*" accepts every one.
 	WSAllowedOrigins config.StringList `yaml:"ws_allowed_origins"`
+	// TCPKeepAlive is the idle time before TCP keep-alive probes on the
+	// MQTT listeners' connections; 0: none (WithTCPKeepAlive).
+	TCPKeepAlive time.Duration `yaml:"tcp_keepalive"`
 }
 
 // RegisterFlags registers the flags, under "mqtt.", with their defaults.
@@ -35,6 +38,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.ProxyProtocolTrusted, "mqtt.proxy-protocol-trusted", "Comma-separated IP addresses or CIDRs of the load balancers that send PROXY headers; required with mqtt.proxy-protocol.")
 	fs.DurationVar(&c.ProxyProtocolHeaderTimeout, "mqtt.proxy-protocol-header-timeout", DefaultHeaderTimeout, "How long a connection from a load balancer may take to send its PROXY header before it is closed.")
 	fs.BoolVar(&c.WSTLS, "mqtt.ws-tls", false, "Serve wss (TLS) on mqtt.ws-addr with the certificate of mqtt.tls-cert-file and mqtt.tls-key-file.")
+	fs.DurationVar(&c.TCPKeepAlive, "mqtt.tcp-keepalive", 0, "TCP keep-alive on MQTT connections: after this long without traffic the kernel probes the peer, then again each period, and closes the connection after 3 unanswered probes. 0 (default): no probes; dead connections are found by MQTT's keep-alive and mqtt.idle-timeout, and idle devices are not woken by the broker. Set it (e.g. 5m) where NAT or firewalls drop idle flows before the devices' own keep-alive.")
 	fs.Var(&c.WSAllowedOrigins, "mqtt.ws-allowed-origins", "Comma-separated browser Origins (scheme://host[:port]) that may open WebSocket connections; * allows every origin. Clients that send no Origin (devices) are always allowed; any other Origin gets HTTP 403.")
 }
 
@@ -52,6 +56,10 @@ func (c *Config) Validate() error {
 	if c.ProxyProtocol && c.ProxyProtocolHeaderTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("mqtt.proxy-protocol-header-timeout: %s must be positive", c.ProxyProtocolHeaderTimeout))
 	}
+	if c.TCPKeepAlive < 0 || (c.TCPKeepAlive > 0 && (c.TCPKeepAlive < time.Second || c.TCPKeepAlive%time.Second != 0)) {
+		// The kernel counts keep-alive times in whole seconds.
+		errs = append(errs, fmt.Errorf("mqtt.tcp-keepalive: %s must be 0 (off) or whole seconds, at least 1s", c.TCPKeepAlive))
+	}
 	for _, o := range c.WSAllowedOrigins {
 		if o == AnyOrigin {
 			continue
@@ -62,6 +70,9 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// KeepAlive returns the option for mqtt.tcp-keepalive.
+func (c *Config) KeepAlive() Option { return WithTCPKeepAlive(c.TCPKeepAlive) }
 
 // Proxy returns the PROXY protocol setting for WithProxyProtocol: nil when
 // mqtt.proxy-protocol is off.

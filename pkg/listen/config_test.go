@@ -32,6 +32,7 @@ func TestConfigDefaultsTurnEverythingOff(t *testing.T) {
 	require.False(t, c.WSTLS)
 	require.Empty(t, c.WSAllowedOrigins, "browsers allowed by default")
 	require.Equal(t, listen.DefaultHeaderTimeout, c.ProxyProtocolHeaderTimeout)
+	require.Zero(t, c.TCPKeepAlive, "TCP keep-alive probes on by default")
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -48,6 +49,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "trusted sources with the PROXY protocol off are kept for switching it on", args: []string{"-mqtt.proxy-protocol-trusted", "10.0.0.1"}},
 		{name: "origins and * are valid", args: []string{"-mqtt.ws-allowed-origins", "https://app.example.com,http://localhost:3000,*"}},
 		{name: "an origin with a path names the field", args: []string{"-mqtt.ws-allowed-origins", "https://app.example.com/mqtt"}, wantErr: `mqtt.ws-allowed-origins: "https://app.example.com/mqtt"`},
+		{name: "a TCP keep-alive in whole seconds is valid", args: []string{"-mqtt.tcp-keepalive", "5m"}},
+		{name: "a negative TCP keep-alive names the field", args: []string{"-mqtt.tcp-keepalive", "-1s"}, wantErr: "mqtt.tcp-keepalive: -1s"},
+		{name: "a TCP keep-alive under a second names the field", args: []string{"-mqtt.tcp-keepalive", "500ms"}, wantErr: "mqtt.tcp-keepalive: 500ms"},
+		{name: "a TCP keep-alive in fractions of a second names the field", args: []string{"-mqtt.tcp-keepalive", "1500ms"}, wantErr: "mqtt.tcp-keepalive: 1.5s"},
 		{name: "an origin without a scheme names the field", args: []string{"-mqtt.ws-allowed-origins", "app.example.com"}, wantErr: "mqtt.ws-allowed-origins"},
 	}
 	for _, tc := range cases {
@@ -88,6 +93,7 @@ mqtt:
   proxy_protocol_header_timeout: 2s
   ws_tls: true
   ws_allowed_origins: https://app.example.com, https://ops.example.com
+  tcp_keepalive: 5m
 `
 	d := yaml.NewDecoder(strings.NewReader(doc))
 	d.KnownFields(true)
@@ -98,5 +104,6 @@ mqtt:
 	require.Equal(t, 2*time.Second, c.ProxyProtocolHeaderTimeout)
 	require.True(t, c.WSTLS)
 	require.Equal(t, []string{"https://app.example.com", "https://ops.example.com"}, []string(c.WSAllowedOrigins))
+	require.Equal(t, 5*time.Minute, c.TCPKeepAlive)
 	require.NoError(t, c.Validate())
 }

@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -19,6 +20,9 @@ type options struct {
 	refused func(reason string)
 	rate    *rate.Limiter       // WithAcceptRate; nil: unpaced
 	waited  func(time.Duration) // WithAcceptRate
+	// keepAlive is the idle time before TCP keep-alive probes
+	// (WithTCPKeepAlive); 0: none.
+	keepAlive time.Duration
 }
 
 // Reasons a connection is refused before mochi sees it, passed to the
@@ -71,6 +75,19 @@ func WithRefusalHook(f func(reason string)) Option {
 	return func(o *options) { o.refused = f }
 }
 
+// WithTCPKeepAlive turns TCP keep-alive on for the accepted connections:
+// after d without traffic the kernel sends a probe, then one every d, and
+// closes the connection after three unanswered. 0 (the default) sends none:
+// MQTT's own keep-alive, and the frontend's idle timeout for clients that
+// asked for none, find dead connections without waking a device's radio
+// every few seconds (Go's own default would probe every 15 s).
+func WithTCPKeepAlive(d time.Duration) Option {
+	return func(o *options) { o.keepAlive = max(d, 0) }
+}
+
+// keepAliveProbes is the unanswered probes that end a connection.
+const keepAliveProbes = 3
+
 func newOptions(opts []Option) options {
 	var o options
 	for _, opt := range opts {
@@ -87,7 +104,14 @@ func newOptions(opts []Option) options {
 // load balancer in TCP mode sends the header first and the client's TLS
 // bytes after it.
 func (o *options) bind(addr string, log *slog.Logger) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+	// Go would otherwise set keep-alive on every accepted connection: four
+	// setsockopt calls per CONNECT in a storm, and a probe every 15 s on
+	// every idle connection.
+	lc := net.ListenConfig{KeepAlive: -1}
+	if o.keepAlive > 0 {
+		lc.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: o.keepAlive, Interval: o.keepAlive, Count: keepAliveProbes}
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
