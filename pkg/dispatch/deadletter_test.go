@@ -138,18 +138,20 @@ func TestARetainedMessageRedisRefusesForGoodIsSetAsideAndItsDeliveriesAreMade(t 
 	f, _, p := newRetainedFixture(t, topic.Subscription{ClientID: "sub", Filter: "#", QoS: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// The retained hash is a string: every update fails with WRONGTYPE.
-	// The tests share the hash, so it is moved aside and put back.
+	// The retained hash of the topic is a string: its update fails with
+	// WRONGTYPE. The tests share the hashes, so it is moved aside and put
+	// back.
 	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
-	saved := retained.Key + ".saved-" + p
-	moved := rdb.Rename(ctx, retained.Key, saved).Err() == nil
-	require.NoError(t, rdb.Set(ctx, retained.Key, "not a hash", 0).Err())
+	key := retained.KeyOf(p + "/kept")
+	saved := key + ".saved-" + p
+	moved := rdb.Rename(ctx, key, saved).Err() == nil
+	require.NoError(t, rdb.Set(ctx, key, "not a hash", 0).Err())
 	t.Cleanup(func() {
 		c := context.Background()
-		_ = rdb.Del(c, retained.Key).Err()
+		_ = rdb.Del(c, key).Err()
 		if moved {
-			_ = rdb.Rename(c, saved, retained.Key).Err()
+			_ = rdb.Rename(c, saved, key).Err()
 		}
 	})
 

@@ -126,8 +126,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 
+	rets := retained.New(rdb, s.base)
 	router, err := NewRouter(ix, store, s.base, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)),
-		WithRetained(retained.New(rdb, s.base)), WithPresence(store), WithBarrier(follower), WithMaxBatchBytes(int(s.cfg.Dispatch.MaxBatchBytes)),
+		WithRetained(rets), WithPresence(store), WithBarrier(follower), WithMaxBatchBytes(int(s.cfg.Dispatch.MaxBatchBytes)),
 		WithFullQueueWait(s.cfg.Dispatch.FullQueueWait))
 	if err != nil {
 		return err
@@ -166,6 +167,12 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return follower.Run(gctx) })
 	g.Go(func() error { return sweeper.Run(gctx) })
+	g.Go(func() error {
+		// Retained messages of a build before the buckets move into them;
+		// readers read both meanwhile.
+		rets.RunMigration(gctx, time.Minute)
+		return nil
+	})
 	g.Go(func() error {
 		start := time.Now()
 		select {

@@ -13,21 +13,25 @@
 //
 // # Redis layout
 //
-// One hash holds everything:
+// The retained messages are spread over Buckets (1,024) hashes, a topic's
+// chosen by its first two levels (FNV-1a, modulo Buckets), so that all the
+// topics under "devices/d-17/" share one hash:
 //
-//	fg:retained  hash  field topic name → value
-//	                   "m|<version-ms>|<expiry-ms>|<id-length>|<id><message>"
-//	                   for a retained message (expiry 0 = never), or
-//	                   "t|<version-ms>|<purge-ms>|<id-length>|<id>"
-//	                   for a tombstone (a deleted or expired message)
+//	fg:retained:{<n>}  hash  field topic name → value
+//	                         "m|<version-ms>|<expiry-ms>|<id-length>|<id><message>"
+//	                         for a retained message (expiry 0 = never), or
+//	                         "t|<version-ms>|<purge-ms>|<id-length>|<id>"
+//	                         for a tombstone (a deleted or expired message)
 //
 // <message> is opaque here: the dispatcher stores handoff.EncodeMessage
 // bytes. The version is Version: the record's timestamp in ms and its
 // message id, which is length-prefixed because it may contain "|".
 //
-// It is a single key, so it lives in one Redis Cluster slot: every script
-// is a single-key script, valid in a cluster, and all retained messages are
-// on one shard (its memory bounds their total size).
+// Each bucket is its own Redis Cluster slot (the hash tag is its number),
+// so the store spreads over a cluster's shards; every script is a
+// single-key script. Builds before the buckets kept everything in one hash,
+// fg:retained (LegacyKey): readers still read it while it exists, and
+// Migrate (run by every dispatcher at start) moves it into the buckets.
 //
 // # Ordering
 //
@@ -41,14 +45,19 @@
 //
 // # Cost
 //
-// Match with a filter without wildcards is one HGET. Match with a wildcard
-// filter walks the whole hash with HSCAN (server-side MATCH on the filter's
-// literal prefix, when it has one, only saves transfer): O(retained topics)
-// per wildcard SUBSCRIBE. Each does the same a page (one HSCAN step, about
-// 1,000 entries) at a time, so its caller holds one page, not every match;
-// Match collects them all and sorts them. Stale entries it meets (expired messages,
-// tombstones past their purge time) are cleaned up lazily, each by a small
-// script that checks the entry again; nothing else purges them.
+// Match with a filter without wildcards is one HGET (and one of the legacy
+// hash, in the same pipeline). A wildcard filter whose first two levels are
+// literal ("devices/d-17/cmd/#", "devices/d-17/+": what a device
+// subscribes to for its own topics) can only match topics of one bucket:
+// it walks that hash with HSCAN, a Buckets-th of the store. Any other
+// wildcard filter ("devices/+/status", "#": a backend's) walks every
+// bucket, scanWidth at a time in one pipeline: O(retained topics), with
+// server-side MATCH on the filter's literal prefix saving only transfer.
+// Each does this a page (what one pipeline returns) at a time, so its
+// caller holds one page, not every match; Match collects them all and
+// sorts them. Stale entries it meets (expired messages, tombstones past
+// their purge time) are cleaned up lazily, each by a small script that
+// checks the entry again; nothing else purges them.
 //
 // Of fleetgate it imports pkg/config, pkg/topic. test/imports holds the import rules.
 package retained

@@ -28,7 +28,7 @@ type QuotaConfig struct {
 
 // RegisterFlags registers the flags under "retained.".
 func (c *QuotaConfig) RegisterFlags(fs *flag.FlagSet) {
-	fs.IntVar(&c.MaxMessages, "retained.max-messages", 1000000, "Most retained topics the store holds (one hash in Redis, on one shard of a cluster): past it a device's PUBLISH with RETAIN 1 and a payload is refused (MQTT 5: PUBACK/PUBREC 0x97; MQTT 3.1.1: the connection closes); one with an empty payload, which removes one, always passes. Counted about once a second, so it may be passed by what arrives within that second. 0: no bound.")
+	fs.IntVar(&c.MaxMessages, "retained.max-messages", 1000000, "Most retained topics the store holds (in 1,024 Redis hashes, spread over a cluster's shards): past it a device's PUBLISH with RETAIN 1 and a payload is refused (MQTT 5: PUBACK/PUBREC 0x97; MQTT 3.1.1: the connection closes); one with an empty payload, which removes one, always passes. Counted about once a second, so it may be passed by what arrives within that second. 0: no bound.")
 	c.MaxMessageBytes = 64 << 10
 	fs.Var(&c.MaxMessageBytes, "retained.max-message-bytes", "Largest payload of a retained message a device may leave: a bigger PUBLISH with RETAIN 1 is refused as for retained.max-messages. 0: no bound.")
 }
@@ -55,7 +55,8 @@ var (
 const countEvery = time.Second
 
 // Quota decides whether a device may leave a retained message. The count
-// is read from Redis (HLEN) at most once per countEvery, in the background
+// is read from Redis (Count: an HLEN of every bucket, in one pipeline) at
+// most once per countEvery, in the background
 // of the call that finds it stale, so a PUBLISH never waits for it; an idle
 // node never counts. Safe for concurrent use.
 type Quota struct {
@@ -103,7 +104,7 @@ func (q *Quota) recount() {
 	defer q.counting.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	n, err := q.rdb.HLen(ctx, Key).Result()
+	n, err := Count(ctx, q.rdb)
 	if err != nil {
 		// Keep the last count; say so at most once a minute.
 		if now := time.Now().Unix(); q.failed.Swap(now) < now-60 {
@@ -113,4 +114,26 @@ func (q *Quota) recount() {
 	}
 	q.count.Store(n)
 	q.countAt.Store(time.Now().UnixNano())
+}
+
+// Count returns the retained topics in the store (tombstones included):
+// the lengths of every bucket and of the legacy hash, read in one pipeline
+// (per shard on a cluster).
+func Count(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
+	cmds := make([]*redis.IntCmd, 0, Buckets+1)
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range bucketKeys {
+			cmds = append(cmds, p.HLen(ctx, k))
+		}
+		cmds = append(cmds, p.HLen(ctx, LegacyKey))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("counting retained messages: %w", err)
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n, nil
 }

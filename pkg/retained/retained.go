@@ -15,8 +15,74 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
-// Key is the Redis hash of retained messages.
-const Key = "fg:retained"
+// LegacyKey is the one hash that held every retained message before they
+// were spread over Buckets hashes. Readers still read it while it exists;
+// Migrate moves its entries into the buckets and so empties it.
+const LegacyKey = "fg:retained"
+
+// Buckets is the number of hashes the retained messages are spread over. A
+// topic's hash is chosen by its first two levels (bucketOf), so that a
+// filter whose first two levels are literal ("devices/d-17/cmd/#", the
+// filter a device subscribes to for its own topics) reads one hash, a
+// Buckets-th of the store, instead of all of it. Each hash is a Redis
+// Cluster slot of its own ("fg:retained:{n}"): the store spreads over the
+// shards. Changing it moves every topic's hash: it is not a setting.
+const Buckets = 1024
+
+// bucketKeys are the Redis keys of the buckets, by number.
+var bucketKeys = func() (keys [Buckets]string) {
+	for i := range keys {
+		keys[i] = "fg:retained:{" + strconv.Itoa(i) + "}"
+	}
+	return keys
+}()
+
+// BucketKey returns the Redis key of bucket b (0 ≤ b < Buckets).
+func BucketKey(b int) string { return bucketKeys[b] }
+
+// KeyOf returns the Redis key of the hash that holds topic's retained
+// message.
+func KeyOf(topic string) string { return bucketKeys[bucketOf(topic)] }
+
+// bucketOf returns the bucket of a topic name: FNV-1a (32 bits) of its
+// first two levels (the whole name when it has fewer), modulo Buckets.
+func bucketOf(topic string) int {
+	return int(fnv1a(pinPrefix(topic)) % Buckets)
+}
+
+// pinPrefix returns name up to its second "/" (exclusive), or all of it.
+func pinPrefix(name string) string {
+	i := strings.IndexByte(name, '/')
+	if i < 0 {
+		return name
+	}
+	if j := strings.IndexByte(name[i+1:], '/'); j >= 0 {
+		return name[:i+1+j]
+	}
+	return name
+}
+
+// pinnedBucket returns the one bucket that holds every topic filter can
+// match, when filter's first two levels are literal; ok is false when a
+// wildcard in them lets it match topics of any bucket.
+func pinnedBucket(filter string) (b int, ok bool) {
+	p := pinPrefix(filter)
+	if len(p) == len(filter) || strings.ContainsAny(p, "+#") {
+		// Fewer than three levels: "a/#" or "a/+" match any second level
+		// (and a filter without wildcards is an exact lookup anyway).
+		return 0, false
+	}
+	return int(fnv1a(p) % Buckets), true
+}
+
+func fnv1a(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}
 
 // TombstoneTTL is how long a delete is remembered (see Ordering in the
 // package docs): an update older than a delete that arrives later than this
@@ -30,8 +96,18 @@ var ErrEmptyTopic = errors.New("retained message without a topic name")
 // maxPipeline bounds the scripts of one Redis pipeline.
 const maxPipeline = 1024
 
-// scanCount is the COUNT hint of each HSCAN call.
+// scanCount is the COUNT hint of each HSCAN call of one hash.
 const scanCount = 1000
+
+// scanWidth is the buckets scanned in one pipeline when a filter may match
+// topics of every bucket, and scanWideCount the COUNT hint of each of those
+// HSCAN calls: a round reads about scanWidth × scanWideCount entries of a
+// large store, and small buckets (Redis returns a listpack-encoded hash
+// whole) in scanWidth at a time.
+const (
+	scanWidth     = 64
+	scanWideCount = 32
+)
 
 // Message is one retained message.
 type Message struct {
@@ -159,15 +235,17 @@ func (s *Store) ApplyAll(ctx context.Context, ups []Update) ([]bool, error) {
 	purge := s.now().Add(TombstoneTTL)
 	for start := 0; start < len(ups); start += maxPipeline {
 		chunk := ups[start:min(start+maxPipeline, len(ups))]
+		keys := make([]string, len(chunk))
 		args := make([][]any, len(chunk))
 		for i, u := range chunk {
 			e := entry{kind: kindMessage, version: u.Version, at: u.Message.Expiry, message: u.Message.Message}
 			if u.Remove {
 				e = entry{kind: kindTombstone, version: u.Version, at: purge}
 			}
+			keys[i] = KeyOf(u.Message.Topic)
 			args[i] = []any{u.Message.Topic, strconv.FormatInt(u.Version.TimeMs, 10), u.Version.ID, e.encode()}
 		}
-		res, err := s.runAll(ctx, applyScript, args)
+		res, err := s.runAll(ctx, applyScript, keys, args)
 		for i, r := range res {
 			applied[start+i] = r == 1
 		}
@@ -178,18 +256,17 @@ func (s *Store) ApplyAll(ctx context.Context, ups []Update) ([]bool, error) {
 	return applied, nil
 }
 
-// runAll runs script once per argument list in one pipeline, loading the
-// script when Redis lost its script cache (restart, failover), and returns
-// the integer replies in order.
-func (s *Store) runAll(ctx context.Context, script *redis.Script, args [][]any) ([]int64, error) {
-	keys := []string{Key}
+// runAll runs script once per argument list in one pipeline, the i-th on
+// the hash keys[i], loading the script when Redis lost its script cache
+// (restart, failover), and returns the integer replies in order.
+func (s *Store) runAll(ctx context.Context, script *redis.Script, keys []string, args [][]any) ([]int64, error) {
 	for attempt := 0; ; attempt++ {
 		cmds := make([]*redis.Cmd, len(args))
 		// The pipeline's own error repeats the first command error, which
 		// is handled per command below.
 		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, a := range args {
-				cmds[i] = script.EvalSha(ctx, p, keys, a...)
+				cmds[i] = script.EvalSha(ctx, p, keys[i:i+1], a...)
 			}
 			return nil
 		})
@@ -237,80 +314,163 @@ func (s *Store) Match(ctx context.Context, filter string) ([]Message, error) {
 }
 
 // Each calls fn with the unexpired retained messages matching filter (as
-// Match), a page at a time — what one HSCAN call returns, about 1,000
-// entries — in no particular order, until fn returns false or there are no
-// more. The page is fn's until it returns; Each holds no more than one in
-// memory, so a wildcard over a million retained topics costs a page, not
-// a million messages.
+// Match), a page at a time — what one pipeline of HSCAN calls returns, about
+// 1,000 to 2,000 entries of a large store — in no particular order, until fn
+// returns false or there are no more. The page is fn's until it returns;
+// Each holds no more than one in memory, so a wildcard over a million
+// retained topics costs a page, not a million messages.
 //
-// A filter without wildcards is one lookup; one with wildcards scans every
-// retained topic under its literal prefix (see Cost in the package docs).
+// A filter without wildcards is one lookup; one whose first two levels are
+// literal scans the one bucket that can hold its topics, under its literal
+// prefix; any other wildcard filter scans every bucket (see Cost in the
+// package docs). The legacy hash is read after the buckets while it exists.
 // Entries that cannot be decoded are logged and left out.
 func (s *Store) Each(ctx context.Context, filter string, fn func(page []Message) bool) error {
 	now := s.now()
 	if !strings.ContainsAny(filter, "+#") {
-		v, err := s.rdb.HGet(ctx, Key, filter).Result()
-		if errors.Is(err, redis.Nil) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reading retained message of %q: %w", filter, err)
-		}
-		m, stale, ok := s.decode(filter, v, now)
-		if stale {
-			s.cleanup(ctx, []string{filter}, now)
-		}
-		if ok {
-			fn([]Message{m})
-		}
-		return nil
+		return s.one(ctx, filter, now, fn)
 	}
-
 	pattern := "*"
 	if p := literalPrefix(filter); p != "" {
 		pattern = escapeGlob(p) + "*"
 	}
-	// HSCAN may return an entry more than once (when the hash is rehashed
-	// during the scan): the names sent are remembered (names only, not the
-	// messages).
-	seen := map[string]struct{}{}
-	var page []Message
-	var stale []string
-	var cursor uint64
-	for {
-		kv, next, err := s.rdb.HScan(ctx, Key, cursor, pattern, scanCount).Result()
-		if err != nil {
-			return fmt.Errorf("scanning retained messages for %q: %w", filter, err)
-		}
-		page, stale = page[:0], stale[:0]
-		for i := 0; i+1 < len(kv); i += 2 {
-			name, v := kv[i], kv[i+1]
-			if !topic.MatchFilter(filter, name) {
-				continue
-			}
-			if _, dup := seen[name]; dup {
-				continue
-			}
-			seen[name] = struct{}{}
-			m, st, ok := s.decode(name, v, now)
-			if st {
-				stale = append(stale, name)
-			}
-			if ok {
-				page = append(page, m)
-			}
-		}
-		if len(stale) > 0 {
-			s.cleanup(ctx, stale, now)
-		}
-		if len(page) > 0 && !fn(page) {
-			return nil
-		}
-		cursor = next
-		if cursor == 0 {
-			return nil
-		}
+	count := int64(scanCount)
+	var keys []string
+	if b, ok := pinnedBucket(filter); ok {
+		keys = []string{bucketKeys[b]}
+	} else {
+		keys, count = bucketKeys[:], scanWideCount
 	}
+	// HSCAN may return an entry more than once (when the hash is rehashed
+	// during the scan), and the legacy hash may hold a topic a bucket holds
+	// too (the bucket's is newer: Migrate moves only what is newer): the
+	// names sent are remembered (names only, not the messages).
+	seen := map[string]struct{}{}
+	sc := scan{s: s, filter: filter, pattern: pattern, now: now, seen: seen, fn: fn}
+	if !sc.keys(ctx, keys, count) || sc.err != nil {
+		return sc.err
+	}
+	sc.keys(ctx, []string{LegacyKey}, scanCount)
+	return sc.err
+}
+
+// one sends the retained message of the topic name, if any: the bucket's,
+// or the legacy hash's when that is newer (not yet migrated).
+func (s *Store) one(ctx context.Context, name string, now time.Time, fn func(page []Message) bool) error {
+	var inBucket, inLegacy *redis.StringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		inBucket = p.HGet(ctx, KeyOf(name), name)
+		inLegacy = p.HGet(ctx, LegacyKey, name)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("reading retained message of %q: %w", name, err)
+	}
+	key, v, found := KeyOf(name), "", false
+	if b, err := inBucket.Result(); err == nil {
+		v, found = b, true
+	}
+	if l, err := inLegacy.Result(); err == nil && (!found || newer(l, v)) {
+		key, v, found = LegacyKey, l, true
+	}
+	if !found {
+		return nil
+	}
+	m, stale, ok := s.decode(name, v, now)
+	if stale {
+		s.cleanup(ctx, key, []string{name}, now)
+	}
+	if ok {
+		fn([]Message{m})
+	}
+	return nil
+}
+
+// newer reports whether the entry a has a higher version than b; an entry
+// that does not decode is never newer, and anything is newer than one that
+// does not.
+func newer(a, b string) bool {
+	ea, err := decodeEntry(a)
+	if err != nil {
+		return false
+	}
+	eb, err := decodeEntry(b)
+	return err != nil || ea.version.Compare(eb.version) > 0
+}
+
+// scan walks hashes with HSCAN for Each, up to scanWidth of them in one
+// pipeline, and hands each round's matches to fn as one page.
+type scan struct {
+	s       *Store
+	filter  string
+	pattern string
+	now     time.Time
+	seen    map[string]struct{}
+	fn      func(page []Message) bool
+	err     error
+}
+
+// keys scans the hashes keys to their ends; false when fn asked to stop or
+// an error (sc.err) ended the scan.
+func (sc *scan) keys(ctx context.Context, keys []string, count int64) bool {
+	type cursor struct {
+		key string
+		at  uint64
+	}
+	todo := make([]cursor, len(keys))
+	for i, k := range keys {
+		todo[i] = cursor{key: k}
+	}
+	var page []Message
+	stale := map[string][]string{}
+	for len(todo) > 0 {
+		round := todo[:min(scanWidth, len(todo))]
+		cmds := make([]*redis.ScanCmd, len(round))
+		_, err := sc.s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, c := range round {
+				cmds[i] = p.HScan(ctx, c.key, c.at, sc.pattern, count)
+			}
+			return nil
+		})
+		if err != nil {
+			sc.err = fmt.Errorf("scanning retained messages for %q: %w", sc.filter, err)
+			return false
+		}
+		page = page[:0]
+		clear(stale)
+		var next []cursor
+		for i, c := range round {
+			kv, at := cmds[i].Val()
+			for j := 0; j+1 < len(kv); j += 2 {
+				name, v := kv[j], kv[j+1]
+				if !topic.MatchFilter(sc.filter, name) {
+					continue
+				}
+				if _, dup := sc.seen[name]; dup {
+					continue
+				}
+				sc.seen[name] = struct{}{}
+				m, st, ok := sc.s.decode(name, v, sc.now)
+				if st {
+					stale[c.key] = append(stale[c.key], name)
+				}
+				if ok {
+					page = append(page, m)
+				}
+			}
+			if at != 0 {
+				next = append(next, cursor{key: c.key, at: at})
+			}
+		}
+		for key, names := range stale {
+			sc.s.cleanup(ctx, key, names, sc.now)
+		}
+		if len(page) > 0 && !sc.fn(page) {
+			return false
+		}
+		todo = append(next, todo[len(round):]...)
+	}
+	return true
 }
 
 // decode turns the hash value v of topic name into a Message. ok is false
@@ -333,18 +493,20 @@ func (s *Store) decode(name, v string, now time.Time) (m Message, stale, ok bool
 }
 
 // cleanup purges the due tombstones and turns the expired messages of names
-// into tombstones, each checked again by the script. It is best effort: an
-// entry left behind is cleaned up by a later Match.
-func (s *Store) cleanup(ctx context.Context, names []string, now time.Time) {
+// in the hash key into tombstones, each checked again by the script. It is
+// best effort: an entry left behind is cleaned up by a later Match.
+func (s *Store) cleanup(ctx context.Context, key string, names []string, now time.Time) {
 	nowMs := strconv.FormatInt(now.UnixMilli(), 10)
 	purge := strconv.FormatInt(now.Add(TombstoneTTL).UnixMilli(), 10)
 	for start := 0; start < len(names); start += maxPipeline {
 		chunk := names[start:min(start+maxPipeline, len(names))]
+		keys := make([]string, len(chunk))
 		args := make([][]any, len(chunk))
 		for i, n := range chunk {
+			keys[i] = key
 			args[i] = []any{n, nowMs, purge}
 		}
-		if _, err := s.runAll(ctx, cleanupScript, args); err != nil {
+		if _, err := s.runAll(ctx, cleanupScript, keys, args); err != nil {
 			s.log.Debug("cleaning up stale retained entries failed; a later match retries", "entries", len(chunk), "err", err)
 			return
 		}

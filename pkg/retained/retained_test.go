@@ -168,7 +168,7 @@ func TestApplyRefusesAMessageWithoutTopic(t *testing.T) {
 	s, rdb := newTestStore(t)
 	_, err := s.ApplyAll(testCtx(t), []Update{{Message: msg("a", "")}, {Message: Message{}}})
 	require.ErrorIs(t, err, ErrEmptyTopic)
-	n, err := rdb.HLen(testCtx(t), Key).Result()
+	n, err := Count(testCtx(t), rdb)
 	require.NoError(t, err)
 	assert.Zero(t, n, "nothing of the batch is applied")
 }
@@ -189,7 +189,7 @@ func TestExpiredMessagesAreNotMatchedAndBecomeTombstones(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"never", "soon"}, topics(got))
 
-	v, err := rdb.HGet(ctx, Key, "gone").Result()
+	v, err := rdb.HGet(ctx, KeyOf("gone"), "gone").Result()
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(v, "t|10|"), "the expired message became a tombstone with its version: %q", v)
 
@@ -197,7 +197,7 @@ func TestExpiredMessagesAreNotMatchedAndBecomeTombstones(t *testing.T) {
 	got, err = s.Match(ctx, "+")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"never"}, topics(got), "a message is gone at its expiry")
-	v, err = rdb.HGet(ctx, Key, "soon").Result()
+	v, err = rdb.HGet(ctx, KeyOf("soon"), "soon").Result()
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(v, "t|10|"), "the wildcard match turned it into a tombstone: %q", v)
 
@@ -221,19 +221,19 @@ func TestTombstonesArePurgedAfterTheirTTL(t *testing.T) {
 	got, err := s.Match(ctx, "a/#")
 	require.NoError(t, err)
 	assert.Empty(t, got)
-	n, err := rdb.HLen(ctx, Key).Result()
+	n, err := Count(ctx, rdb)
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), n, "the tombstones are kept")
 
 	now = now.Add(TombstoneTTL)
 	_, err = s.Match(ctx, "a/1")
 	require.NoError(t, err)
-	ok, err := rdb.HExists(ctx, Key, "a/1").Result()
+	ok, err := rdb.HExists(ctx, KeyOf("a/1"), "a/1").Result()
 	require.NoError(t, err)
 	assert.False(t, ok, "an exact match purged the tombstone")
 	_, err = s.Match(ctx, "a/+")
 	require.NoError(t, err)
-	n, err = rdb.HLen(ctx, Key).Result()
+	n, err = Count(ctx, rdb)
 	require.NoError(t, err)
 	assert.Zero(t, n, "a wildcard match purged the tombstone")
 }
@@ -242,7 +242,7 @@ func TestMatchSkipsMalformedEntriesAndApplyReplacesThem(t *testing.T) {
 	s, rdb := newTestStore(t)
 	ctx := testCtx(t)
 	for _, bad := range []string{"", "x", "m|", "m|1|2|", "m|1|2|9|short", "q|1|0|0|"} {
-		require.NoError(t, rdb.HSet(ctx, Key, "bad", bad).Err())
+		require.NoError(t, rdb.HSet(ctx, KeyOf("bad"), "bad", bad).Err())
 		require.NoError(t, s.Apply(ctx, msg("good", ""), Version{TimeMs: 1}, false))
 		got, err := s.Match(ctx, "#")
 		require.NoError(t, err, "%q", bad)
@@ -299,7 +299,7 @@ func TestTheStoreWorksOnARedisCluster(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	s := New(rdb, newDiscardLogger())
 	ctx := testCtx(t)
-	require.NoError(t, rdb.Del(ctx, Key).Err())
+	clearStore(t, rdb)
 	require.NoError(t, s.Apply(ctx, msg("c/1", ""), Version{TimeMs: 1}, false))
 	require.NoError(t, s.Apply(ctx, msg("c/2", ""), Version{TimeMs: 1}, false))
 	require.NoError(t, s.Apply(ctx, msg("c/2", ""), Version{TimeMs: 2}, true))

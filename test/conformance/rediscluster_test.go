@@ -100,6 +100,45 @@ func TestPubSubAcrossNodesOnARedisClusterOfThreeMasters(t *testing.T) {
 
 	require.Equal(t, before, publishReceived(t, addrs), "no classic PUBLISH crossed the cluster bus")
 
+	// Retained messages spread over the shards, and a device's own
+	// filter finds its own among them (one bucket), a wide one all.
+	const devices = 60
+	for i := range devices {
+		pub.Publish(topic+"/d-"+strconv.Itoa(i)+"/status", "up-"+strconv.Itoa(i), 1, true)
+	}
+	require.Eventually(t, func() bool {
+		// The last one is stored once the dispatcher routed it.
+		probe := dialPaho5(t, b, opts{ID: id("rc-probe"), Subs: []sub{{topic + "/d-" + strconv.Itoa(devices-1) + "/status", 1}}})
+		defer probe.Disconnect()
+		select {
+		case m := <-probe.Messages():
+			return m.Retain
+		case <-time.After(200 * time.Millisecond):
+			return false
+		}
+	}, waitFor, 50*time.Millisecond, "the retained messages were stored")
+	own := dialPaho5(t, b, opts{ID: id("rc-own"), Subs: []sub{{topic + "/d-7/#", 1}}})
+	m := next(t, own)
+	require.Equal(t, topic+"/d-7/status", m.Topic)
+	require.Equal(t, "up-7", m.Payload)
+	require.True(t, m.Retain)
+	wide := dialPaho5(t, b, opts{ID: id("rc-wide"), Subs: []sub{{topic + "/+/status", 1}}})
+	seen := map[string]bool{}
+	for range devices {
+		m := next(t, wide)
+		require.True(t, m.Retain, m.Topic)
+		seen[m.Topic] = true
+	}
+	require.Len(t, seen, devices, "every retained message, once")
+	// The buckets of 60 devices are on every master.
+	for _, a := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		keys, err := c.Keys(context.Background(), "fg:retained:{*}").Result()
+		_ = c.Close()
+		require.NoError(t, err)
+		require.NotEmpty(t, keys, "no retained bucket on master %s", a)
+	}
+
 	// The check sees a broadcast when there is one.
 	rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
 	defer rc.Close()
