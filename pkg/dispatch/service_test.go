@@ -17,6 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
@@ -58,16 +59,7 @@ func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 	require.NoError(t, subscriptions.NewWriter(prod, cfg.Subscriptions.Topic).Subscribe(ctx, "svc-sub",
 		[]topic.Subscription{{ClientID: "svc-sub", Filter: "fleet/+/temp", QoS: 1}}))
 
-	tel, err := telemetry.NewMetrics()
-	require.NoError(t, err)
-	svc := NewService(cfg, log, tel)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		assert.NoError(t, <-done, "a cancelled dispatcher returns nil")
-	})
+	svc := runService(t, cfg)
 	require.Eventually(t, func() bool {
 		if svc.OpsAddr() == "" {
 			return false
@@ -150,7 +142,6 @@ func TestTheServicePublishesTheWillsOfADeadFrontendsClients(t *testing.T) {
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Wills.SweepInterval = 20 * time.Millisecond
 	require.NoError(t, cfg.Validate())
-	log := testkit.DiscardLogger()
 	ctx := context.Background()
 
 	// A frontend sends one heartbeat, registers a client with a will and
@@ -164,16 +155,7 @@ func TestTheServicePublishesTheWillsOfADeadFrontendsClients(t *testing.T) {
 		Will: &session.Will{Topic: "fleet/svc-will/status", Payload: []byte("offline"), QoS: 1, Username: "dev"}})
 	require.NoError(t, err)
 
-	tel, err := telemetry.NewMetrics()
-	require.NoError(t, err)
-	svc := NewService(cfg, log, tel)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		assert.NoError(t, <-done, "a cancelled dispatcher returns nil")
-	})
+	runService(t, cfg)
 
 	recs := testkit.NewReader(t, k.Addr(), cfg.Kafka.Topic).Read(1, 30*time.Second)
 	m, err := kafkarecord.Decode(recs[0])
@@ -199,4 +181,60 @@ func TestServiceConfigValidateNamesTheWillsSweepInterval(t *testing.T) {
 	err := cfg.Validate()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "wills.sweep-interval")
+}
+
+// runService runs a dispatcher with cfg until the end of the test.
+func runService(t *testing.T, cfg ServiceConfig) *Service {
+	t.Helper()
+	tel, err := telemetry.NewMetrics()
+	require.NoError(t, err)
+	svc := NewService(cfg, testkit.DiscardLogger(), tel)
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-done, "a cancelled dispatcher returns nil")
+	})
+	return svc
+}
+
+func TestTheServiceMovesTheRetainedMessagesOfAnEarlierBuildIntoTheirBuckets(t *testing.T) {
+	testRedis.Require(t)
+	k := testkit.StartKafka(t)
+	var cfg ServiceConfig
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Kafka.Brokers = config.StringList{k.Addr()}
+	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
+	cfg.Dispatch.Group = "service-retained-test"
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	require.NoError(t, cfg.Validate())
+	ctx := t.Context()
+	rdb := cfg.Session.Redis.NewClient()
+	t.Cleanup(func() { rdb.Close() })
+
+	// An earlier build kept every retained message in one hash, in the
+	// format the buckets use: one is made by storing it and renaming its
+	// bucket.
+	rets := retained.New(rdb, testkit.DiscardLogger())
+	name := fmt.Sprintf("fleet/svc-%d/status", time.Now().UnixNano())
+	require.NoError(t, rdb.Del(ctx, retained.LegacyKey, retained.KeyOf(name)).Err())
+	require.NoError(t, rets.Apply(ctx, retained.Message{Topic: name, Message: []byte("online")}, retained.Version{TimeMs: 1, ID: "m-1"}, false))
+	require.NoError(t, rdb.Rename(ctx, retained.KeyOf(name), retained.LegacyKey).Err())
+	got, err := rets.Match(ctx, "fleet/+/status")
+	require.NoError(t, err)
+	require.Len(t, got, 1, "the earlier build's hash is read")
+
+	runService(t, cfg)
+	require.Eventually(t, func() bool {
+		n, err := rdb.Exists(ctx, retained.LegacyKey).Result()
+		return err == nil && n == 0
+	}, 30*time.Second, 50*time.Millisecond, "the dispatcher never emptied the earlier build's hash")
+	ok, err := rdb.HExists(ctx, retained.KeyOf(name), name).Result()
+	require.NoError(t, err)
+	assert.True(t, ok, "the message is in its bucket")
+	got, err = rets.Match(ctx, name)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, "online", string(got[0].Message))
 }
