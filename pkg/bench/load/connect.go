@@ -5,9 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fleetgate/fleetgate/pkg/bench/measure"
 )
@@ -34,6 +37,11 @@ type ConnectConfig struct {
 	// the first pass each CONNECT resumes a session, the shape of a fleet
 	// reconnecting after a load-balancer or node restart.
 	Persistent   bool   `json:"persistent,omitempty"`
+	// Subscribe, when set, is a topic filter each device subscribes to
+	// after its CONNACK ("%c" stands for its client id), waiting for the
+	// SUBACK before it leaves: the shape of devices with clean sessions,
+	// which subscribe again at every CONNECT.
+	Subscribe    string `json:"subscribe,omitempty"`
 	ClientPrefix string `json:"client_prefix"`
 	Username     string `json:"username,omitempty"`
 	Password     string `json:"-"`
@@ -64,6 +72,7 @@ func (c *ConnectConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Keepalive, "keepalive", 60*time.Second, "Keep-alive announced in CONNECT.")
 	fs.BoolVar(&c.Persistent, "persistent", false, "Devices keep their sessions (clean session 0; on MQTT 5 clean start 0 and a session expiry): every CONNECT after the first pass resumes one.")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 30*time.Second, "Bound on dialling plus the CONNECT/CONNACK exchange of one device; one that takes longer counts as an error.")
+	fs.StringVar(&c.Subscribe, "subscribe", "", "Topic filter each device subscribes to (QoS 1) after its CONNACK, waiting for the SUBACK before it disconnects; %c is its client id (e.g. devices/%c/cmd/#). Empty: no SUBSCRIBE.")
 	fs.StringVar(&c.ClientPrefix, "client-prefix", "bench-connect", "Client id of device i is <prefix>-<i>.")
 	fs.StringVar(&c.Username, "username", "", "MQTT username of every device (optional).")
 	fs.StringVar(&c.Password, "password", "", "MQTT password of every device (optional).")
@@ -121,12 +130,14 @@ type ConnectPass struct {
 	// Connack is from CONNECT sent to CONNACK read, over the successful
 	// connects.
 	Connack measure.LatencySummary `json:"connack"`
+	// Suback is from SUBSCRIBE sent to SUBACK read (with -subscribe).
+	Suback measure.LatencySummary `json:"suback,omitzero"`
 	// Server is the broker's CPU over the pass, per successful connect.
 	Server *measure.ProcessUsage `json:"server,omitempty"`
 	// Bench is this process's CPU over the pass, per successful connect.
 	Bench measure.ProcessUsage `json:"bench"`
 
-	hist *measure.Histogram
+	hist, subHist *measure.Histogram
 }
 
 // ConnectResult is what one connect run measured: the measured passes
@@ -143,6 +154,7 @@ type ConnectResult struct {
 	Measured       time.Duration          `json:"measured_ns"`
 	ConnectsPerSec float64                `json:"connects_per_sec"`
 	Connack        measure.LatencySummary `json:"connack"`
+	Suback         measure.LatencySummary `json:"suback,omitzero"`
 	Server         *measure.ProcessUsage  `json:"server,omitempty"`
 	Bench          measure.ProcessUsage   `json:"bench"`
 	// FirstError is the first failure of the run, if any (it names the
@@ -152,7 +164,7 @@ type ConnectResult struct {
 	// Passes are all passes in order, warm-up passes first.
 	Passes []ConnectPass `json:"passes"`
 
-	hist *measure.Histogram
+	hist, subHist *measure.Histogram
 }
 
 // Histogram returns the CONNACK latency histogram of the measured passes.
@@ -219,7 +231,7 @@ func RunConnect(ctx context.Context, cfg ConnectConfig, hooks Hooks) (*ConnectRe
 
 // aggregate sums the measured passes into the result's headline figures.
 func (r *ConnectResult) aggregate() {
-	r.hist = measure.NewHistogram()
+	r.hist, r.subHist = measure.NewHistogram(), measure.NewHistogram()
 	r.Connected, r.Refused, r.Errors, r.Measured = 0, 0, 0, 0
 	r.RefusedCodes = nil
 	var server, bench time.Duration
@@ -243,6 +255,9 @@ func (r *ConnectResult) aggregate() {
 		if p.hist != nil {
 			r.hist.Merge(p.hist)
 		}
+		if p.subHist != nil {
+			r.subHist.Merge(p.subHist)
+		}
 		bench += p.Bench.CPU
 		if p.Server == nil {
 			serverOK = false
@@ -251,6 +266,9 @@ func (r *ConnectResult) aggregate() {
 		}
 	}
 	r.Connack = r.hist.Summary()
+	if r.subHist.Count() > 0 {
+		r.Suback = r.subHist.Summary()
+	}
 	if r.Measured > 0 {
 		r.ConnectsPerSec = float64(r.Connected) / r.Measured.Seconds()
 	}
@@ -266,7 +284,7 @@ func (r *ConnectResult) aggregate() {
 // cfg.Concurrency at a time.
 func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, firstErr *atomic.Pointer[error]) ConnectPass {
 	type worker struct {
-		hist                       *measure.Histogram
+		hist, subHist              *measure.Histogram
 		connected, refused, errors int64
 		codes                      map[string]int64
 	}
@@ -277,7 +295,7 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 	var wg sync.WaitGroup
 	for w := range workers {
 		wk := &workers[w]
-		wk.hist = measure.NewHistogram()
+		wk.hist, wk.subHist = measure.NewHistogram(), measure.NewHistogram()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -287,8 +305,9 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 					return
 				}
 				user, pass := creds(i)
+				id := fmt.Sprintf("%s-%06d", cfg.ClientPrefix, i)
 				cl, err := Dial(ctx, cfg.Addr, ClientOptions{
-					ClientID:       fmt.Sprintf("%s-%06d", cfg.ClientPrefix, i),
+					ClientID:       id,
 					Version:        byte(cfg.Version),
 					Keepalive:      cfg.Keepalive,
 					Username:       user,
@@ -313,6 +332,17 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 					}
 					continue
 				}
+				if cfg.Subscribe != "" {
+					took, err := subscribeOnce(cl, strings.ReplaceAll(cfg.Subscribe, "%c", id), cfg.ConnectTimeout)
+					if err != nil {
+						_ = cl.Close()
+						err = fmt.Errorf("%s: %w", id, err)
+						firstErr.CompareAndSwap(nil, &err)
+						wk.errors++
+						continue
+					}
+					wk.subHist.Record(took)
+				}
 				wk.connected++
 				wk.hist.Record(cl.ConnackLatency)
 				_ = cl.Disconnect()
@@ -320,7 +350,7 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 		}()
 	}
 	wg.Wait()
-	p := ConnectPass{Wall: time.Since(start), hist: measure.NewHistogram()}
+	p := ConnectPass{Wall: time.Since(start), hist: measure.NewHistogram(), subHist: measure.NewHistogram()}
 	after, benchAfter := measure.SampleProcess(cfg.ServerPID), measure.SelfCPUTime()
 	for _, wk := range workers {
 		p.Connected += wk.connected
@@ -333,8 +363,12 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 			p.RefusedCodes[code] += n
 		}
 		p.hist.Merge(wk.hist)
+		p.subHist.Merge(wk.subHist)
 	}
 	p.Connack = p.hist.Summary()
+	if p.subHist.Count() > 0 {
+		p.Suback = p.subHist.Summary()
+	}
 	if p.Wall > 0 {
 		p.ConnectsPerSec = float64(p.Connected) / p.Wall.Seconds()
 	}
@@ -362,4 +396,40 @@ func MergeConnect(rounds []*ConnectResult) *ConnectResult {
 	}
 	m.aggregate()
 	return m
+}
+
+// subscribeOnce subscribes cl to filter at QoS 1 and waits for the SUBACK,
+// acknowledging the QoS 1 messages that come first (a resumed session's),
+// and returns how long the SUBACK took. A refusal in the SUBACK is an
+// error.
+func subscribeOnce(cl *Client, filter string, timeout time.Duration) (time.Duration, error) {
+	_ = cl.conn.SetDeadline(time.Now().Add(timeout))
+	defer func() { _ = cl.conn.SetDeadline(time.Time{}) }()
+	start := time.Now()
+	err := cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+		PacketID:    1,
+		Filters:     packets.Subscriptions{{Filter: filter, Qos: 1}},
+	})
+	if err == nil {
+		err = cl.Flush()
+	}
+	for err == nil {
+		var pk packets.Packet
+		if pk, err = cl.ReadPacket(); err != nil {
+			break
+		}
+		switch pk.FixedHeader.Type {
+		case packets.Publish:
+			if pk.FixedHeader.Qos > 0 {
+				err = cl.writePuback(pk.PacketID)
+			}
+		case packets.Suback:
+			if len(pk.ReasonCodes) != 1 || pk.ReasonCodes[0] >= packets.ErrUnspecifiedError.Code {
+				return 0, fmt.Errorf("%w: %s: reason codes %x", ErrSubscribeRefused, filter, pk.ReasonCodes)
+			}
+			return time.Since(start), nil
+		}
+	}
+	return 0, fmt.Errorf("subscribing to %s: %w", filter, err)
 }

@@ -173,3 +173,24 @@ func TestIdleConnectionsConnectWithTheirLine(t *testing.T) {
 	_, err = RunIdle(context.Background(), cfg, Hooks{})
 	require.ErrorContains(t, err, "12 lines for 13 clients")
 }
+
+func TestDevicesSubscribeToTheirOwnFilterAfterEachConnect(t *testing.T) {
+	addr := broker.Require(t)
+	cfg := testConnectConfig(addr)
+	cfg.Passes, cfg.ClientPrefix = 2, "connect-sub"
+	cfg.Subscribe = "devices/%c/cmd/#"
+	res, err := RunConnect(context.Background(), cfg, Hooks{})
+	require.NoError(t, err)
+	require.Empty(t, res.FirstError)
+	require.EqualValues(t, 2*cfg.Clients, res.Connected)
+	require.EqualValues(t, 2*cfg.Clients, res.Suback.Count, "a SUBACK per connect")
+	for _, p := range res.Passes {
+		require.EqualValues(t, cfg.Clients, p.Suback.Count)
+	}
+
+	// A filter the broker refuses fails every device.
+	cfg.Subscribe, cfg.Passes = "devices/#/%c", 1
+	res, err = RunConnect(context.Background(), cfg, Hooks{})
+	require.Error(t, err, "no device completed its cycle")
+	require.Nil(t, res)
+}

@@ -210,6 +210,8 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 		row("connack p50", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Connack.P50), r.Connack.Count > 0 }), durf)
 		row("connack p99", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Connack.P99), r.Connack.Count > 0 }), durf)
 		row("connack max", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Connack.Max), r.Connack.Count > 0 }), durf)
+		row("suback p50", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Suback.P50), r.Suback.Count > 0 }), durf)
+		row("suback p99", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Suback.P99), r.Suback.Count > 0 }), durf)
 		row("connected", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Connected), true }), measure.FormatCount)
 		row("refused", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Refused), true }), measure.FormatCount)
 		row("errors", cn(func(r *load.ConnectResult) (float64, bool) { return float64(r.Errors), true }), measure.FormatCount)

@@ -178,8 +178,16 @@ func describeConnect(c load.ConnectConfig) string {
 	case c.Username != "":
 		creds = "one username for all"
 	}
-	return fmt.Sprintf("%d devices, %d at a time, CONNECT → CONNACK → DISCONNECT, MQTT %s, %s; %d warm-up and %d measured pass(es)",
-		c.Clients, c.Concurrency, versionName(c.Version), creds, c.WarmupPasses, c.Passes)
+	cycle := "CONNECT → CONNACK → DISCONNECT"
+	if c.Subscribe != "" {
+		cycle = "CONNECT → CONNACK → SUBSCRIBE " + c.Subscribe + " → SUBACK → DISCONNECT"
+	}
+	session := "clean sessions"
+	if c.Persistent {
+		session = "persistent sessions"
+	}
+	return fmt.Sprintf("%d devices, %d at a time, %s, MQTT %s, %s, %s; %d warm-up and %d measured pass(es)",
+		c.Clients, c.Concurrency, cycle, versionName(c.Version), session, creds, c.WarmupPasses, c.Passes)
 }
 
 // formatCodes prints refusal counts by reason code, in code order.
