@@ -70,7 +70,9 @@
 #      d. FLEET_CLOSED_PAIRS pairs, closed loop (as 4b): deliveries/s, acked
 #         messages not delivered, the dispatcher's drops at a queue bound;
 #      e. FLEET_CONNECT devices reconnecting with persistent sessions: CONNECT
-#         rate, CONNACK p99, CPU per connect;
+#         rate, CONNACK p99, CPU per connect; and (shape "substorm") with
+#         clean sessions, each subscribing to devices/<its id>/cmd/# after
+#         its CONNACK: cycles/s, SUBACK p50/p99, CPU per cycle;
 #      f. with FLEET_HAPROXY=1, FLEET_HAPROXY_DEVICES devices × 1 msg/s
 #         through HAProxy (TCP, leastconn) to one frontend, then to two (a
 #         second frontend started for it, same Kafka, Redis and dispatcher):
@@ -101,7 +103,7 @@
 # FLEET_CLOSED_PAIRS FLEET_CLOSED_WINDOW FLEET_CLOSED_ROUNDS FLEET_CONNECT
 # FLEET_CONNECT_ROUNDS FLEET_PPROF_SECONDS FLEET_REDIS_ARGS FLEET_HAPROXY
 # FLEET_HAPROXY_DEVICES FLEET_HAPROXY_ROUNDS, FLEET_SHAPES (which of a–e run;
-# default "idle devices pairs closed storm") (section 7), FRONTEND_BIN /
+# default "idle devices pairs closed storm substorm") (section 7), FRONTEND_BIN /
 # DISPATCHER_BIN (section 7's binaries, else built),
 # DEV_BIN / BENCH_BIN (use these binaries, do not build; FLEETGATE_* names
 # would be taken for fleetgate settings),
@@ -189,7 +191,7 @@ FLEET_REDIS_ARGS=${FLEET_REDIS_ARGS:---appendonly yes --appendfsync always}
 FLEET_HAPROXY=${FLEET_HAPROXY:-0}
 FLEET_HAPROXY_DEVICES=${FLEET_HAPROXY_DEVICES:-4000}
 FLEET_HAPROXY_ROUNDS=${FLEET_HAPROXY_ROUNDS:-2}
-FLEET_SHAPES=${FLEET_SHAPES:-idle devices pairs closed storm}
+FLEET_SHAPES=${FLEET_SHAPES:-idle devices pairs closed storm substorm}
 
 WORK=$(mktemp -d /tmp/fleetgate-bench.XXXXXX)
 OUT=${OUT:-$WORK/out}
@@ -989,6 +991,16 @@ if fleet_shape storm; then
 	top_cum "frontend CPU profile, reconnect storm (2 s)" "$FLEET_OUT/connect/fleetgate.cpu.pprof" "$FRONTEND"
 fi
 
+if fleet_shape substorm; then
+	log "7e'. reconnect storm with clean sessions: $FLEET_CONNECT devices, 64 at a time, each subscribes to devices/<its id>/cmd/# after its CONNACK and leaves after the SUBACK (a clean session subscribes again at every CONNECT), 1 warm-up and 1 measured pass, $FLEET_CONNECT_ROUNDS rounds"
+	"$BENCH" compare connect "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
+		-clients "$FLEET_CONNECT" -connect-concurrency 64 -subscribe 'devices/%c/cmd/#' -warmup-passes 1 -passes 1 \
+		-rounds "$FLEET_CONNECT_ROUNDS" -client-prefix fleet-substorm \
+		-pprof-dir "$FLEET_OUT/substorm" -pprof-seconds 2 -json-out "$FLEET_OUT/substorm.json"
+	top_cum "frontend CPU profile, reconnect storm with SUBSCRIBE (2 s)" "$FLEET_OUT/substorm/fleetgate.cpu.pprof" "$FRONTEND"
+	top_cum "dispatcher CPU profile, reconnect storm with SUBSCRIBE (2 s)" "$FLEET_OUT/substorm/fleetgate.2.cpu.pprof" "$DISPATCHER"
+fi
+
 if [[ $FLEET_HAPROXY == 1 ]]; then
 	log "7f. capacity check: $FLEET_HAPROXY_DEVICES devices × $FLEET_DEVICE_RATE msg/s through HAProxy to one frontend, then to two (leastconn), same Kafka, Redis and dispatcher; $FLEET_HAPROXY_ROUNDS rounds of $FLEET_DURATION"
 	stop "$MQ_PID" # not measured here
@@ -1080,6 +1092,14 @@ if conn:
     print(f"reconnect storm, {fg['config']['clients']:,} persistent sessions: {fg['connects_per_sec']:,.0f} against {mq['connects_per_sec']:,.0f} connects/s = {r:.2f}x (target >= 1.0x: {verdict(r >= 1)}); "
           f"CONNACK p99 {ms(fg['connack']['p99_ns'])} against {ms(mq['connack']['p99_ns'])}; CPU per connect {us(fg['server']['cpu_per_message_ns'])} against {us(mq['server']['cpu_per_message_ns'])}")
     print(f"  per process: {procs(conn['fleetgate'])}")
+sub = load("substorm.json")
+if sub:
+    fg, mq = sub["fleetgate"]["connect"], sub["mosquitto"]["connect"]
+    r = fg["connects_per_sec"] / mq["connects_per_sec"]
+    print(f"reconnect storm, {fg['config']['clients']:,} clean sessions subscribing at each CONNECT: {fg['connects_per_sec']:,.0f} against {mq['connects_per_sec']:,.0f} cycles/s = {r:.2f}x; "
+          f"CONNACK p99 {ms(fg['connack']['p99_ns'])} against {ms(mq['connack']['p99_ns'])}; SUBACK p50 {ms(fg['suback']['p50_ns'])} against {ms(mq['suback']['p50_ns'])}, "
+          f"p99 {ms(fg['suback']['p99_ns'])} against {ms(mq['suback']['p99_ns'])}; CPU per cycle {us(fg['server']['cpu_per_message_ns'])} against {us(mq['server']['cpu_per_message_ns'])}")
+    print(f"  per process: {procs(sub['fleetgate'])}")
 lb = load("haproxy.json")
 if lb:
     one, two = lb["one-frontend"], lb["two-frontends"]
