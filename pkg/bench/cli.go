@@ -28,7 +28,7 @@ Usage:
   fleetgate-bench idle    [flags]   idle connections; memory per connection of one broker
   fleetgate-bench pairs   [flags]   publisher → subscriber pairs: end-to-end latency, deliveries/s, losses
   fleetgate-bench fanout  [flags]   one publisher → many subscribers of one topic
-  fleetgate-bench connect [flags]   devices reconnecting (CONNECT → CONNACK → DISCONNECT): connects/s, CONNACK latency
+  fleetgate-bench connect [flags]   devices reconnecting (CONNECT → CONNACK [→ SUBSCRIBE → SUBACK] → DISCONNECT): connects/s, CONNACK latency
   fleetgate-bench retained [flags]  a wildcard SUBSCRIBE over N retained messages: time to the last, the broker's peak memory
   fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port][,creds=FILE][,metrics=host:port] -target ... [flags]
   fleetgate-bench compare idle|pairs|fanout|connect|retained -target ... [flags]

@@ -657,6 +657,39 @@ func TestAReconnectStormSharesPipelines(t *testing.T) {
 		require.Equal(t, epochs[i], info.Epoch, cids[i])
 	}
 
+	// Each subscribes to its own topics at once (a clean session does at
+	// every CONNECT): every one gets its own answer, and a SUBSCRIBE of
+	// a connection taken over (an older epoch) is fenced.
+	outcomes := make([][]SubscribeOutcome, n)
+	for i := range cids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			epoch := epochs[i]
+			if i%50 == 7 {
+				epoch--
+			}
+			outcomes[i], errs[i] = s.Subscribe(ctx, cids[i], epoch, []Subscription{
+				{FilterKey: FilterKey{Filter: "devices/" + cids[i] + "/cmd/#"}, QoS: 1},
+			})
+		}()
+	}
+	wg.Wait()
+	for i := range cids {
+		subs, err := s.Subscriptions(ctx, cids[i])
+		require.NoError(t, err)
+		if i%50 == 7 {
+			require.ErrorIs(t, errs[i], ErrFenced, cids[i])
+			require.Empty(t, subs, cids[i])
+			continue
+		}
+		require.NoError(t, errs[i], cids[i])
+		require.Equal(t, []SubscribeOutcome{SubscriptionAdded}, outcomes[i], cids[i])
+		require.Len(t, subs, 1, cids[i])
+		require.Equal(t, "devices/"+cids[i]+"/cmd/#", subs[0].Filter, cids[i])
+	}
+	clear(errs)
+
 	// A clean start of every one ends it, in a storm of disconnects.
 	for i := range cids {
 		wg.Add(1)

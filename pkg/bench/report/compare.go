@@ -39,9 +39,7 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 	case load.WorkloadPairs, load.WorkloadFanout:
 		fmt.Fprintf(w, "workload: %s; %d round(s) per target\n", describePubSub(cfg.PubSub), cfg.Rounds)
 	case load.WorkloadConnect:
-		c := cfg.Connect
-		fmt.Fprintf(w, "workload: %d devices per target, %d at a time, CONNECT → CONNACK → DISCONNECT, MQTT %s, %d warm-up and %d measured pass(es); %d round(s) per target\n",
-			c.Clients, c.Concurrency, versionName(c.Version), c.WarmupPasses, c.Passes, cfg.Rounds)
+		fmt.Fprintf(w, "workload: %s; %d round(s) per target\n", describeConnect(cfg.Connect, " per target"), cfg.Rounds)
 	case load.WorkloadIdle:
 		c := cfg.Idle
 		par := ""

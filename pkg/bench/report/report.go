@@ -139,7 +139,7 @@ func WriteConnect(w io.Writer, r *load.ConnectResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	c := r.Config
 	fmt.Fprintf(tw, "target\t%s\n", c.Addr)
-	fmt.Fprintf(tw, "workload\t%s\n", describeConnect(c))
+	fmt.Fprintf(tw, "workload\t%s\n", describeConnect(c, ""))
 	fmt.Fprintf(tw, "connects/s\t%s\t(%d connected in %v, measured passes)\n", measure.FormatRate(r.ConnectsPerSec), r.Connected, r.Measured.Round(time.Millisecond))
 	l := r.Connack
 	fmt.Fprintf(tw, "connack latency\tp50 %s\tp90 %s\tp99 %s\tp99.9 %s\tmax %s\n",
@@ -168,7 +168,9 @@ func WriteConnect(w io.Writer, r *load.ConnectResult) error {
 	return tw.Flush()
 }
 
-func describeConnect(c load.ConnectConfig) string {
+// describeConnect describes the connect workload; per follows the device
+// count (" per target" in a comparison).
+func describeConnect(c load.ConnectConfig, per string) string {
 	creds := "anonymous"
 	switch {
 	case c.CredentialsFile != "":
@@ -186,8 +188,8 @@ func describeConnect(c load.ConnectConfig) string {
 	if c.Persistent {
 		session = "persistent sessions"
 	}
-	return fmt.Sprintf("%d devices, %d at a time, %s, MQTT %s, %s, %s; %d warm-up and %d measured pass(es)",
-		c.Clients, c.Concurrency, cycle, versionName(c.Version), session, creds, c.WarmupPasses, c.Passes)
+	return fmt.Sprintf("%d devices%s, %d at a time, %s, MQTT %s, %s, %s; %d warm-up and %d measured pass(es)",
+		c.Clients, per, c.Concurrency, cycle, versionName(c.Version), session, creds, c.WarmupPasses, c.Passes)
 }
 
 // formatCodes prints refusal counts by reason code, in code order.
