@@ -36,7 +36,7 @@ type ConnectConfig struct {
 	// MQTT 3.1.1; clean start 0 with a session expiry on MQTT 5): after
 	// the first pass each CONNECT resumes a session, the shape of a fleet
 	// reconnecting after a load-balancer or node restart.
-	Persistent   bool   `json:"persistent,omitempty"`
+	Persistent bool `json:"persistent,omitempty"`
 	// Subscribe, when set, is a topic filter each device subscribes to
 	// after its CONNACK ("%c" stands for its client id), waiting for the
 	// SUBACK before it leaves: the shape of devices with clean sessions,
