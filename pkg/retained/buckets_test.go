@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
@@ -80,12 +81,42 @@ func TestTheStoreSpreadsOverItsBucketsAndKeepsADevicesTopicsTogether(t *testing.
 }
 
 // hscans returns the HSCAN calls the test server has served.
-func hscans(t *testing.T, rdb *redis.Client) int {
+func hscans(t *testing.T, rdb *redis.Client) int { return commandCalls(t, rdb, "hscan") }
+
+func TestADevicesOwnWildcardReadsOneBucketAndAWideOneReadsThemAll(t *testing.T) {
+	s, rdb := newTestStore(t)
+	ctx := testCtx(t)
+	fillDevices(t, s, 3000, "status", "cmd/reboot")
+
+	knowLegacy(t, s)
+	before := hscans(t, rdb)
+	got, err := s.Match(ctx, "devices/d-7/cmd/#")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"devices/d-7/cmd/reboot"}, topics(got))
+	// One HSCAN of the device's bucket (a few entries: returned whole).
+	assert.Equal(t, 1, hscans(t, rdb)-before, "HSCAN calls for a device's own filter")
+
+	before = hscans(t, rdb)
+	got, err = s.Match(ctx, "devices/+/status")
+	require.NoError(t, err)
+	require.Len(t, got, 3000)
+	assert.Equal(t, "devices/d-0/status", got[0].Topic)
+	assert.GreaterOrEqual(t, hscans(t, rdb)-before, Buckets, "a filter with a wildcard in its first two levels reads every bucket")
+}
+
+// knowLegacy waits until s checked whether the legacy hash exists.
+func knowLegacy(t *testing.T, s *Store) {
+	t.Helper()
+	require.Eventually(t, func() bool { s.readLegacy(); return s.legacy.at.Load() != 0 }, 5*time.Second, 5*time.Millisecond)
+}
+
+// commandCalls returns how often the test server ran cmd.
+func commandCalls(t *testing.T, rdb *redis.Client, cmd string) int {
 	t.Helper()
 	info, err := rdb.Info(testCtx(t), "commandstats").Result()
 	require.NoError(t, err)
 	for _, line := range strings.Split(info, "\n") {
-		if rest, ok := strings.CutPrefix(line, "cmdstat_hscan:calls="); ok {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
 			n, err := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
 			require.NoError(t, err)
 			return n
@@ -94,25 +125,31 @@ func hscans(t *testing.T, rdb *redis.Client) int {
 	return 0
 }
 
-func TestADevicesOwnWildcardReadsOneBucketAndAWideOneReadsThemAll(t *testing.T) {
+func TestReadersSkipTheLegacyHashOnceItIsGoneAndSeeItIfItComesBack(t *testing.T) {
 	s, rdb := newTestStore(t)
+	s.legacy.recheck = 50 * time.Millisecond
 	ctx := testCtx(t)
-	fillDevices(t, s, 3000, "status", "cmd/reboot")
+	require.NoError(t, s.Apply(ctx, msg("devices/d-1/status", "new"), Version{TimeMs: 1}, false))
+	knowLegacy(t, s)
+	require.Eventually(t, func() bool { return !s.readLegacy() }, 5*time.Second, 5*time.Millisecond, "the legacy hash is known gone")
 
-	before := hscans(t, rdb)
-	got, err := s.Match(ctx, "devices/d-7/cmd/#")
+	before := commandCalls(t, rdb, "hget")
+	got, err := s.Match(ctx, "devices/d-1/status")
 	require.NoError(t, err)
-	assert.Equal(t, []string{"devices/d-7/cmd/reboot"}, topics(got))
-	// One HSCAN of the device's bucket (a few entries: returned whole),
-	// one of the legacy hash.
-	assert.Equal(t, 2, hscans(t, rdb)-before, "HSCAN calls for a device's own filter")
+	require.Len(t, got, 1)
+	assert.Equal(t, 1, commandCalls(t, rdb, "hget")-before, "an exact lookup reads only the bucket")
 
-	before = hscans(t, rdb)
-	got, err = s.Match(ctx, "devices/+/status")
+	// A dispatcher of an older build writes the legacy hash again (a
+	// rolling upgrade): readers see its entries within the recheck.
+	legacyEntry(t, rdb, "devices/d-2/status", "legacy", 1)
+	require.Eventually(t, func() bool {
+		got, err := s.Match(ctx, "devices/+/status")
+		return err == nil && len(got) == 2
+	}, 5*time.Second, 10*time.Millisecond, "the legacy hash was not read again")
+	got, err = s.Match(ctx, "devices/d-2/status")
 	require.NoError(t, err)
-	require.Len(t, got, 3000)
-	assert.Equal(t, "devices/d-0/status", got[0].Topic)
-	assert.GreaterOrEqual(t, hscans(t, rdb)-before, Buckets+1, "a filter with a wildcard in its first two levels reads every bucket")
+	require.Len(t, got, 1)
+	assert.Equal(t, "legacy", string(got[0].Message))
 }
 
 // legacyEntry writes name's entry into the legacy hash, as builds before

@@ -30,8 +30,9 @@
 // Each bucket is its own Redis Cluster slot (the hash tag is its number),
 // so the store spreads over a cluster's shards; every script is a
 // single-key script. Builds before the buckets kept everything in one hash,
-// fg:retained (LegacyKey): readers still read it while it exists, and
-// Migrate (run by every dispatcher at start) moves it into the buckets.
+// fg:retained (LegacyKey): readers still read it while it exists (each
+// Store checks whether it does every 30 s), and Migrate (run by every
+// dispatcher at start) moves it into the buckets.
 //
 // # Ordering
 //
@@ -46,7 +47,7 @@
 // # Cost
 //
 // Match with a filter without wildcards is one HGET (and one of the legacy
-// hash, in the same pipeline). A wildcard filter whose first two levels are
+// hash in the same pipeline, while it exists: a Store checks every 30 s). A wildcard filter whose first two levels are
 // literal ("devices/d-17/cmd/#", "devices/d-17/+": what a device
 // subscribes to for its own topics) can only match topics of one bucket:
 // it walks that hash with HSCAN, a Buckets-th of the store. Any other

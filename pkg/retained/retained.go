@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -132,11 +133,49 @@ type Store struct {
 	rdb redis.UniversalClient
 	log *slog.Logger
 	now func() time.Time
+
+	// legacy remembers whether the legacy hash exists, so that readers
+	// stop reading it once the dispatchers moved it (see legacyRecheck).
+	legacy struct {
+		gone     atomic.Bool
+		at       atomic.Int64 // unix ns of the last check; 0: never
+		checking atomic.Bool
+		recheck  time.Duration
+	}
 }
+
+// legacyRecheck is how often a Store checks again whether the legacy hash
+// exists. Until its first check says it does not, a Store reads it; after,
+// a dispatcher of an older build that writes it again during a rolling
+// upgrade is seen within this time.
+const legacyRecheck = 30 * time.Second
 
 // New returns a Store on rdb. It does no I/O.
 func New(rdb redis.UniversalClient, log *slog.Logger) *Store {
-	return &Store{rdb: rdb, log: log.With("component", "retained"), now: time.Now}
+	s := &Store{rdb: rdb, log: log.With("component", "retained"), now: time.Now}
+	s.legacy.recheck = legacyRecheck
+	return s
+}
+
+// readLegacy reports whether a read should also read the legacy hash: yes
+// until a check found it gone. A check older than legacy.recheck starts a
+// new one in the background.
+func (s *Store) readLegacy() bool {
+	now := time.Now().UnixNano()
+	if now-s.legacy.at.Load() > int64(s.legacy.recheck) && s.legacy.checking.CompareAndSwap(false, true) {
+		go func() {
+			defer s.legacy.checking.Store(false)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, err := s.rdb.Exists(ctx, LegacyKey).Result()
+			if err != nil {
+				return // read it meanwhile; the next read checks again
+			}
+			s.legacy.gone.Store(n == 0)
+			s.legacy.at.Store(time.Now().UnixNano())
+		}()
+	}
+	return !s.legacy.gone.Load()
 }
 
 // luaParse parses a hash value (see encode) into kind, version ms, the time
@@ -347,7 +386,7 @@ func (s *Store) Each(ctx context.Context, filter string, fn func(page []Message)
 	// names sent are remembered (names only, not the messages).
 	seen := map[string]struct{}{}
 	sc := scan{s: s, filter: filter, pattern: pattern, now: now, seen: seen, fn: fn}
-	if !sc.keys(ctx, keys, count) || sc.err != nil {
+	if !sc.keys(ctx, keys, count) || sc.err != nil || !s.readLegacy() {
 		return sc.err
 	}
 	sc.keys(ctx, []string{LegacyKey}, scanCount)
@@ -358,9 +397,12 @@ func (s *Store) Each(ctx context.Context, filter string, fn func(page []Message)
 // or the legacy hash's when that is newer (not yet migrated).
 func (s *Store) one(ctx context.Context, name string, now time.Time, fn func(page []Message) bool) error {
 	var inBucket, inLegacy *redis.StringCmd
+	legacy := s.readLegacy()
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		inBucket = p.HGet(ctx, KeyOf(name), name)
-		inLegacy = p.HGet(ctx, LegacyKey, name)
+		if legacy {
+			inLegacy = p.HGet(ctx, LegacyKey, name)
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -370,8 +412,10 @@ func (s *Store) one(ctx context.Context, name string, now time.Time, fn func(pag
 	if b, err := inBucket.Result(); err == nil {
 		v, found = b, true
 	}
-	if l, err := inLegacy.Result(); err == nil && (!found || newer(l, v)) {
-		key, v, found = LegacyKey, l, true
+	if inLegacy != nil {
+		if l, err := inLegacy.Result(); err == nil && (!found || newer(l, v)) {
+			key, v, found = LegacyKey, l, true
+		}
 	}
 	if !found {
 		return nil
