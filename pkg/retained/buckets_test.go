@@ -217,3 +217,33 @@ func TestTheLegacyHashIsReadUntilMigrateMovesItIntoTheBuckets(t *testing.T) {
 	defer cancel()
 	s.RunMigration(runCtx, 0) // returns: nothing left to move
 }
+
+func TestTheQuotaCountsRarelyWhileFarFromALargeBound(t *testing.T) {
+	_, rdb := newTestStore(t)
+	for _, tc := range []struct {
+		name  string
+		max   int
+		count int64
+		want  time.Duration
+	}{
+		{"a large bound, the store under half of it", 1000000, 499999, countRarely},
+		{"a large bound, the store at half of it", 1000000, 500000, countEvery},
+		{"a small bound", 100, 0, countEvery},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := NewQuota(QuotaConfig{MaxMessages: tc.max}, rdb, newDiscardLogger())
+			q.count.Store(tc.count)
+			assert.Equal(t, tc.want, q.countInterval())
+		})
+	}
+
+	// The count itself covers every bucket and the legacy hash.
+	s := New(rdb, newDiscardLogger())
+	fillDevices(t, s, 300, "status")
+	legacyEntry(t, rdb, "old/1", "x", 1)
+	q := NewQuota(QuotaConfig{MaxMessages: 301}, rdb, newDiscardLogger())
+	require.NoError(t, q.Allow(1), "the first call starts a count")
+	require.Eventually(t, func() bool { return q.Count() == 301 }, 5*time.Second, 10*time.Millisecond)
+	assert.ErrorIs(t, q.Allow(1), ErrRetainedFull)
+	assert.NoError(t, q.Allow(0), "a removal always passes")
+}

@@ -28,7 +28,7 @@ type QuotaConfig struct {
 
 // RegisterFlags registers the flags under "retained.".
 func (c *QuotaConfig) RegisterFlags(fs *flag.FlagSet) {
-	fs.IntVar(&c.MaxMessages, "retained.max-messages", 1000000, "Most retained topics the store holds (in 1,024 Redis hashes, spread over a cluster's shards): past it a device's PUBLISH with RETAIN 1 and a payload is refused (MQTT 5: PUBACK/PUBREC 0x97; MQTT 3.1.1: the connection closes); one with an empty payload, which removes one, always passes. Counted about once a second, so it may be passed by what arrives within that second. 0: no bound.")
+	fs.IntVar(&c.MaxMessages, "retained.max-messages", 1000000, "Most retained topics the store holds (in 1,024 Redis hashes, spread over a cluster's shards): past it a device's PUBLISH with RETAIN 1 and a payload is refused (MQTT 5: PUBACK/PUBREC 0x97; MQTT 3.1.1: the connection closes); one with an empty payload, which removes one, always passes. Counted about once a second (every 10 s while the store is under half a bound of 10,000 or more), so it may be passed by what arrives in between. 0: no bound.")
 	c.MaxMessageBytes = 64 << 10
 	fs.Var(&c.MaxMessageBytes, "retained.max-message-bytes", "Largest payload of a retained message a device may leave: a bigger PUBLISH with RETAIN 1 is refused as for retained.max-messages. 0: no bound.")
 }
@@ -51,8 +51,26 @@ var (
 	ErrRetainedFull     = errors.New("retained store holds retained.max-messages")
 )
 
-// countEvery is how often Quota counts the retained topics.
-const countEvery = time.Second
+// countEvery is how often Quota counts the retained topics; countRarely
+// how often while the store holds less than half a bound of at least
+// countRarelyFrom topics (a count is an HLEN of every bucket, 1,025
+// commands: a frontend whose devices publish retained messages all the
+// time would send them every second). Below half the bound, reaching it
+// takes more than half of it in new topics, which the bound may be passed
+// by in those 10 s.
+const (
+	countEvery      = time.Second
+	countRarely     = 10 * time.Second
+	countRarelyFrom = 10000
+)
+
+// countInterval is the time from one count to the next.
+func (q *Quota) countInterval() time.Duration {
+	if q.cfg.MaxMessages >= countRarelyFrom && q.count.Load() < int64(q.cfg.MaxMessages/2) {
+		return countRarely
+	}
+	return countEvery
+}
 
 // Quota decides whether a device may leave a retained message. The count
 // is read from Redis (Count: an HLEN of every bucket, in one pipeline) at
@@ -88,7 +106,7 @@ func (q *Quota) Allow(size int) error {
 	if q.cfg.MaxMessages <= 0 {
 		return nil
 	}
-	if now := time.Now().UnixNano(); now-q.countAt.Load() > int64(countEvery) && q.counting.CompareAndSwap(false, true) {
+	if now := time.Now().UnixNano(); now-q.countAt.Load() > int64(q.countInterval()) && q.counting.CompareAndSwap(false, true) {
 		go q.recount()
 	}
 	if q.countAt.Load() != 0 && q.count.Load() >= int64(q.cfg.MaxMessages) {
