@@ -52,7 +52,8 @@
 // subscribes to for its own topics) can only match topics of one bucket:
 // it walks that hash with HSCAN, a Buckets-th of the store. Any other
 // wildcard filter ("devices/+/status", "#": a backend's) walks every
-// bucket, scanWidth at a time in one pipeline: O(retained topics), with
+// bucket that holds entries (an HLEN of each first, in one pipeline),
+// scanWidth at a time in one pipeline: O(retained topics), with
 // server-side MATCH on the filter's literal prefix saving only transfer.
 // Each does this a page (what one pipeline returns) at a time, so its
 // caller holds one page, not every match; Match collects them all and

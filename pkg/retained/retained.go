@@ -378,7 +378,14 @@ func (s *Store) Each(ctx context.Context, filter string, fn func(page []Message)
 	if b, ok := pinnedBucket(filter); ok {
 		keys = []string{bucketKeys[b]}
 	} else {
-		keys, count = bucketKeys[:], scanWideCount
+		// Only the buckets that hold something: one pipeline of HLENs
+		// first, so that a wide filter over a small store is two round
+		// trips, not Buckets / scanWidth.
+		var err error
+		if keys, err = s.nonEmpty(ctx); err != nil {
+			return fmt.Errorf("scanning retained messages for %q: %w", filter, err)
+		}
+		count = scanWideCount
 	}
 	// HSCAN may return an entry more than once (when the hash is rehashed
 	// during the scan), and the legacy hash may hold a topic a bucket holds
@@ -391,6 +398,27 @@ func (s *Store) Each(ctx context.Context, filter string, fn func(page []Message)
 	}
 	sc.keys(ctx, []string{LegacyKey}, scanCount)
 	return sc.err
+}
+
+// nonEmpty returns the keys of the buckets that hold entries.
+func (s *Store) nonEmpty(ctx context.Context) ([]string, error) {
+	cmds := make([]*redis.IntCmd, Buckets)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range bucketKeys {
+			cmds[i] = p.HLen(ctx, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for i, c := range cmds {
+		if c.Val() > 0 {
+			keys = append(keys, bucketKeys[i])
+		}
+	}
+	return keys, nil
 }
 
 // one sends the retained message of the topic name, if any: the bucket's,

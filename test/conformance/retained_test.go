@@ -47,9 +47,21 @@ func TestRetainedMessages(t *testing.T) {
 		p.Publish(r+"/a", "first", 1, true)
 		p.Publish(r+"/a", "second", 1, true)
 
-		for _, m := range []msg{next(t, live), next(t, live)} {
-			require.False(t, m.Retain, "RETAIN 0 on a message for an established subscription")
+		// The established subscription gets both with RETAIN 0. Its own
+		// retained lookup, which runs after its SUBACK, may also find one
+		// that the dispatcher stored meanwhile and send it with RETAIN 1
+		// (docs/pubsub-design.md, "Retained messages"): a copy, never
+		// instead of the live one.
+		var forwarded []string
+		for len(forwarded) < 2 {
+			m := next(t, live)
+			if m.Retain {
+				require.Contains(t, []string{"first", "second"}, m.Payload, "a retained copy of a message published after the SUBACK")
+				continue
+			}
+			forwarded = append(forwarded, m.Payload)
 		}
+		require.Equal(t, []string{"first", "second"}, forwarded, "RETAIN 0 on the messages for an established subscription, in order")
 		for _, filter := range []string{r + "/a", r + "/+", r + "/#"} {
 			m := awaitRetained(t, l, c.Addr(), filter, 1, func(m msg) bool { return m.Payload == "second" })
 			require.True(t, m.Retain, "RETAIN 1 on a retained message sent at subscribe (%s)", filter)
