@@ -138,20 +138,13 @@ func (q *Quota) recount() {
 // the lengths of every bucket and of the legacy hash, read in one pipeline
 // (per shard on a cluster).
 func Count(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
-	cmds := make([]*redis.IntCmd, 0, Buckets+1)
-	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range bucketKeys {
-			cmds = append(cmds, p.HLen(ctx, k))
-		}
-		cmds = append(cmds, p.HLen(ctx, LegacyKey))
-		return nil
-	})
+	lens, err := lengths(ctx, rdb, true)
 	if err != nil {
 		return 0, fmt.Errorf("counting retained messages: %w", err)
 	}
 	var n int64
-	for _, c := range cmds {
-		n += c.Val()
+	for _, l := range lens {
+		n += l
 	}
 	return n, nil
 }

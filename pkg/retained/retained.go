@@ -389,8 +389,8 @@ func (s *Store) Each(ctx context.Context, filter string, fn func(page []Message)
 	}
 	// HSCAN may return an entry more than once (when the hash is rehashed
 	// during the scan), and the legacy hash may hold a topic a bucket holds
-	// too (the bucket's is newer: Migrate moves only what is newer): the
-	// names sent are remembered (names only, not the messages).
+	// too (until Migrate keeps the newer of the two; the bucket's is read
+	// first): the names sent are remembered (names only, not the messages).
 	seen := map[string]struct{}{}
 	sc := scan{s: s, filter: filter, pattern: pattern, now: now, seen: seen, fn: fn}
 	if !sc.keys(ctx, keys, count) || sc.err != nil || !s.readLegacy() {
@@ -402,23 +402,41 @@ func (s *Store) Each(ctx context.Context, filter string, fn func(page []Message)
 
 // nonEmpty returns the keys of the buckets that hold entries.
 func (s *Store) nonEmpty(ctx context.Context) ([]string, error) {
-	cmds := make([]*redis.IntCmd, Buckets)
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range bucketKeys {
-			cmds[i] = p.HLen(ctx, k)
+	lens, err := lengths(ctx, s.rdb, false)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for i, n := range lens {
+		if n > 0 {
+			keys = append(keys, bucketKeys[i])
+		}
+	}
+	return keys, nil
+}
+
+// lengths returns the entries of every bucket, by number, and with legacy
+// those of the legacy hash last, read in one pipeline (per shard on a
+// cluster).
+func lengths(ctx context.Context, rdb redis.UniversalClient, legacy bool) ([]int64, error) {
+	cmds := make([]*redis.IntCmd, 0, Buckets+1)
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range bucketKeys {
+			cmds = append(cmds, p.HLen(ctx, k))
+		}
+		if legacy {
+			cmds = append(cmds, p.HLen(ctx, LegacyKey))
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	var keys []string
+	lens := make([]int64, len(cmds))
 	for i, c := range cmds {
-		if c.Val() > 0 {
-			keys = append(keys, bucketKeys[i])
-		}
+		lens[i] = c.Val()
 	}
-	return keys, nil
+	return lens, nil
 }
 
 // one sends the retained message of the topic name, if any: the bucket's,
