@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"flag"
 	"testing"
 	"time"
 
@@ -11,7 +10,6 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
-	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
@@ -25,10 +23,7 @@ import (
 func TestTheExpirySweeperDropsTheSubscriptionsOfExpiredSessionsOnly(t *testing.T) {
 	testRedis.Require(t)
 	k := testkit.StartKafka(t)
-	var cfg ServiceConfig
-	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
-	cfg.Kafka.Brokers = config.StringList{k.Addr()}
-	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
+	cfg := serviceConfig(k.Addr())
 	log := testkit.DiscardLogger()
 	ctx := context.Background()
 	rdb := cfg.Session.Redis.NewClient()

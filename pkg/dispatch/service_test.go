@@ -27,12 +27,9 @@ import (
 func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 	testRedis.Require(t)
 	k := testkit.StartKafka(t)
-	var cfg ServiceConfig
-	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
-	cfg.Kafka.Brokers = config.StringList{k.Addr()}
+	cfg := serviceConfig(k.Addr())
 	cfg.Kafka.Partitions = 3
 	cfg.Subscriptions.Partitions = 3
-	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
 	cfg.Dispatch.Group = "service-test"
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	require.NoError(t, cfg.Validate())
@@ -130,12 +127,9 @@ func TestTheServiceRoutesARecordToASubscriberFoundInTheChangeLog(t *testing.T) {
 func TestTheServicePublishesTheWillsOfADeadFrontendsClients(t *testing.T) {
 	testRedis.Require(t)
 	k := testkit.StartKafka(t)
-	var cfg ServiceConfig
-	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
-	cfg.Kafka.Brokers = config.StringList{k.Addr()}
+	cfg := serviceConfig(k.Addr())
 	cfg.Kafka.Partitions = 1
 	cfg.Subscriptions.Partitions = 1
-	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
 	cfg.Session.HeartbeatInterval = 20 * time.Millisecond
 	cfg.Session.LivenessTTL = 200 * time.Millisecond
 	cfg.Dispatch.Group = "service-wills-test"
@@ -183,6 +177,16 @@ func TestServiceConfigValidateNamesTheWillsSweepInterval(t *testing.T) {
 	assert.Contains(t, err.Error(), "wills.sweep-interval")
 }
 
+// serviceConfig is the dispatcher's default configuration against the
+// Kafka at brokers and the test Redis.
+func serviceConfig(brokers string) ServiceConfig {
+	var cfg ServiceConfig
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Kafka.Brokers = config.StringList{brokers}
+	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
+	return cfg
+}
+
 // runService runs a dispatcher with cfg until the end of the test.
 func runService(t *testing.T, cfg ServiceConfig) *Service {
 	t.Helper()
@@ -202,10 +206,7 @@ func runService(t *testing.T, cfg ServiceConfig) *Service {
 func TestTheServiceMovesTheRetainedMessagesOfAnEarlierBuildIntoTheirBuckets(t *testing.T) {
 	testRedis.Require(t)
 	k := testkit.StartKafka(t)
-	var cfg ServiceConfig
-	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
-	cfg.Kafka.Brokers = config.StringList{k.Addr()}
-	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
+	cfg := serviceConfig(k.Addr())
 	cfg.Dispatch.Group = "service-retained-test"
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	require.NoError(t, cfg.Validate())
