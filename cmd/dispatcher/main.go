@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
 	"os"
 
 	"github.com/fleetgate/fleetgate/pkg/dispatch"
@@ -25,6 +26,7 @@ func run(args []string) error {
 		return err
 	}
 	log := telemetry.NewLogger(cfg.Log, os.Stderr)
+	defer gcheadroom.Start(cfg.GC, log).Stop()
 	tel, err := telemetry.NewMetrics()
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
 	"os"
 
 	"github.com/fleetgate/fleetgate/pkg/devstack"
@@ -18,6 +19,7 @@ func main() {
 	done, err := service.Load("fleetgate-dev", "fleetgate on one machine: embedded Kafka, the MQTT frontend, a dispatcher and, with -archive.mongodb-uri, an archiver.", &cfg, os.Args[1:], os.Stdout, os.Stderr)
 	if err == nil && !done {
 		log := telemetry.NewLogger(cfg.Frontend.Log, os.Stderr)
+		defer gcheadroom.Start(cfg.Frontend.GC, log).Stop()
 		ctx, stop := service.SignalContext()
 		defer stop()
 		err = devstack.New(cfg, log, os.Stdout).Run(ctx)

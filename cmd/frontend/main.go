@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
 	"os"
 	"time"
 
@@ -26,6 +27,7 @@ func run(args []string) error {
 		return err
 	}
 	log := telemetry.NewLogger(cfg.Log, os.Stderr)
+	defer gcheadroom.Start(cfg.GC, log).Stop()
 	tel, err := telemetry.NewMetrics()
 	if err != nil {
 		return err

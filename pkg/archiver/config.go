@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
 	"time"
 
 	"github.com/fleetgate/fleetgate/pkg/archive"
@@ -64,6 +65,7 @@ type ServiceConfig struct {
 	// always follows into the subscription collection.
 	Subscriptions subscriptions.Config   `yaml:"subscriptions"`
 	Log           telemetry.LogConfig    `yaml:"log"`
+	GC            gcheadroom.Config      `yaml:"gc"`
 	HTTP          telemetry.ServerConfig `yaml:"http"`
 }
 
@@ -75,6 +77,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Events.RegisterFlags(fs)
 	c.Subscriptions.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
+	c.GC.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, ":9466")
 	if err := fs.Set("kafka.client-id", "fleetgate-archiver"); err != nil {
 		panic(err)
@@ -90,6 +93,6 @@ func (c *ServiceConfig) Validate() error {
 		errs = append(errs, errors.New("archive.mongodb-uri: required"))
 	}
 	errs = append(errs, c.Archive.Validate(), c.Archiver.Validate(), c.Kafka.Validate(), c.Events.Validate(),
-		c.Subscriptions.Validate(), c.Log.Validate())
+		c.Subscriptions.Validate(), c.Log.Validate(), c.GC.Validate())
 	return errors.Join(errs...)
 }

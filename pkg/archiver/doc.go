@@ -5,7 +5,7 @@
 // refuses for good, or a record that does not decode, goes to the
 // dead-letter collection instead of stopping the stream.
 //
-// Of fleetgate it imports pkg/archive, pkg/events, pkg/kafka,
+// Of fleetgate it imports pkg/archive, pkg/events, pkg/gcheadroom, pkg/kafka,
 // pkg/subscriptions, pkg/telemetry, pkg/topic. test/imports holds the import
 // rules.
 package archiver

@@ -264,6 +264,7 @@ func (s *Stack) dispatcherConfig(f frontend.Config) dispatch.ServiceConfig {
 	d.Session = f.Session
 	d.Subscriptions = f.Subscriptions
 	d.Log = f.Log
+	d.GC = f.GC
 	d.HTTP.Addr = ""
 	return d
 }
@@ -281,6 +282,7 @@ func (s *Stack) archiverConfig(f frontend.Config) archiver.ServiceConfig {
 	a.Events = f.Events
 	a.Subscriptions = f.Subscriptions
 	a.Log = f.Log
+	a.GC = f.GC
 	a.HTTP.Addr = s.cfg.Dev.ArchiverHTTPAddr
 	return a
 }

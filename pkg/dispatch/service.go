@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
 	"log/slog"
 	"time"
 
@@ -26,6 +27,7 @@ type ServiceConfig struct {
 	Subscriptions subscriptions.Config   `yaml:"subscriptions"`
 	Session       session.Config         `yaml:"session"`
 	Log           telemetry.LogConfig    `yaml:"log"`
+	GC            gcheadroom.Config      `yaml:"gc"`
 	HTTP          telemetry.ServerConfig `yaml:"http"`
 	Wills         wills.Config           `yaml:"wills"`
 }
@@ -37,6 +39,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Subscriptions.RegisterFlags(fs)
 	c.Session.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
+	c.GC.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, ":9465")
 	c.Wills.RegisterFlags(fs)
 	if err := fs.Set("kafka.client-id", "fleetgate-dispatcher"); err != nil {
@@ -46,7 +49,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate checks the whole configuration; errors name the field.
 func (c *ServiceConfig) Validate() error {
-	return errors.Join(c.Dispatch.Validate(), c.Kafka.Validate(), c.Subscriptions.Validate(), c.Session.Validate(), c.Log.Validate(), c.Wills.Validate())
+	return errors.Join(c.Dispatch.Validate(), c.Kafka.Validate(), c.Subscriptions.Validate(), c.Session.Validate(), c.Log.Validate(), c.GC.Validate(), c.Wills.Validate())
 }
 
 // Service is a dispatcher process: it follows the subscription change log

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
 	"os"
 	"slices"
 	"time"
@@ -38,6 +39,7 @@ type Config struct {
 	Delivery      delivery.Config         `yaml:"delivery"`
 	Events        events.Config           `yaml:"events"`
 	Log           telemetry.LogConfig     `yaml:"log"`
+	GC            gcheadroom.Config       `yaml:"gc"`
 	HTTP          telemetry.ServerConfig  `yaml:"http"`
 	Tracing       telemetry.TracingConfig `yaml:"tracing"`
 	Shutdown      ShutdownConfig          `yaml:"shutdown"`
@@ -122,6 +124,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Delivery.RegisterFlags(fs)
 	c.Events.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
+	c.GC.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, ":9464")
 	c.Tracing.RegisterFlags(fs)
 }
@@ -246,7 +249,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("authz.reload-interval: %s must not be negative", c.Authz.ReloadInterval))
 	}
 	errs = append(errs, c.Auth.Validate(), c.Ingest.Validate(), c.Retained.Validate(), c.Kafka.Validate(), c.Session.Validate(), c.Subscriptions.Validate(),
-		c.Delivery.Validate(), c.Events.Validate(), c.Log.Validate(), c.Tracing.Validate())
+		c.Delivery.Validate(), c.Events.Validate(), c.Log.Validate(), c.GC.Validate(), c.Tracing.Validate())
 	return errors.Join(errs...)
 }
 
