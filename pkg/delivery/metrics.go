@@ -11,9 +11,10 @@ import (
 )
 
 type metrics struct {
-	sent, resent, completed, dropped  metric.Int64Counter
-	acksDropped, storeErrors, filled  metric.Int64Counter
-	qosAttr                           [3]metric.AddOption
+	resent, dropped, acksDropped metric.Int64Counter
+	storeErrors                  metric.Int64Counter
+	// Counted per message (sent: AddAt(qos, n)).
+	sent, completed, filled           *telemetry.HotCounter
 	reasonUndecodable, reasonTooLarge metric.AddOption
 	pipelineRounds                    metric.Int64Histogram
 }
@@ -30,18 +31,16 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	counter := counters.New
 	reason := func(r string) metric.AddOption { return metric.WithAttributes(attribute.String("reason", r)) }
 	r := &metrics{
-		sent:      counter("fleetgate_delivery_messages_sent", "PUBLISH packets written to subscribers, by QoS."),
+		sent: counters.Hot("fleetgate_delivery_messages_sent", "PUBLISH packets written to subscribers, by QoS.",
+			attribute.NewSet(attribute.Int("qos", 0)), attribute.NewSet(attribute.Int("qos", 1)), attribute.NewSet(attribute.Int("qos", 2))),
 		resent:    counter("fleetgate_delivery_messages_resent", "Inflight messages sent again after a reconnect (PUBLISH with DUP, or PUBREL)."),
-		completed: counter("fleetgate_delivery_messages_completed", "QoS 1 and 2 deliveries the subscriber acknowledged (PUBACK, PUBCOMP)."),
+		completed: counters.Hot("fleetgate_delivery_messages_completed", "QoS 1 and 2 deliveries the subscriber acknowledged (PUBACK, PUBCOMP)."),
 		dropped: counter("fleetgate_delivery_messages_dropped",
 			"Queued messages discarded at delivery, by reason: undecodable, too_large (above the client's Maximum Packet Size)."),
 		acksDropped: counter("fleetgate_delivery_acks_dropped", "Acknowledgements beyond what a client had in flight, ignored."),
 		storeErrors: counter("fleetgate_delivery_store_errors", "Failed session store operations of the delivery loop (retried with backoff)."),
-		filled: counter("fleetgate_delivery_inflight_reads",
+		filled: counters.Hot("fleetgate_delivery_inflight_reads",
 			"Reads of a session's inflight hash for messages handed to it directly whose notice was lost or late."),
-	}
-	for q := range r.qosAttr {
-		r.qosAttr[q] = metric.WithAttributes(attribute.Int("qos", q))
 	}
 	r.reasonUndecodable, r.reasonTooLarge = reason("undecodable"), reason("too_large")
 	var err error

@@ -495,7 +495,7 @@ func (c *Pump) fillFromInflight() error {
 		return err
 	}
 	c.fill = false
-	c.d.metrics.filled.Add(c.ctx, 1)
+	c.d.metrics.filled.Add(1)
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer bufPool.Put(buf)
 	for _, m := range msgs { // in sequence order
@@ -581,7 +581,7 @@ func (c *Pump) settled(s settlement) {
 		if o, ok := c.inflight[id]; ok {
 			delete(c.inflight, id)
 			// Finish may run before any round made c.ctx.
-			c.d.metrics.completed.Add(context.Background(), 1)
+			c.d.metrics.completed.Add(1)
 			if s.kinds[i] != packets.Pubrec { // a refused PUBREC ends the flow undelivered
 				c.receipt(id, o)
 			}
@@ -744,7 +744,7 @@ func (c *Pump) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (d
 	if resend {
 		c.d.metrics.resent.Add(c.ctx, 1)
 	}
-	c.d.metrics.sent.Add(c.ctx, 1, c.d.metrics.qosAttr[msg.QoS])
+	c.d.metrics.sent.AddAt(int(msg.QoS), 1)
 	if buf.Len() >= flushAt {
 		c.flush(buf)
 	}

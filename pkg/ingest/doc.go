@@ -8,6 +8,6 @@
 // order the PUBLISHes arrived [MQTT-4.6.0-2] from a short-lived goroutine, so a
 // client that does not read never delays Kafka callbacks or other clients.
 //
-// Of fleetgate it imports pkg/config, pkg/kafkarecord, pkg/topic, pkg/workers. test/imports holds the
+// Of fleetgate it imports pkg/config, pkg/kafkarecord, pkg/telemetry, pkg/topic, pkg/workers. test/imports holds the
 // import rules.
 package ingest

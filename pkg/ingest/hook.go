@@ -330,7 +330,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	h.throttle(cl, len(pk.Payload)+len(pk.TopicName))
 	received := time.Now()
 	qos := pk.FixedHeader.Qos
-	h.metrics.received.Add(context.Background(), 1, h.metrics.qosAttr[qos])
+	h.metrics.received.AddAt(int(qos), 1)
 
 	if h.isDraining() {
 		// Shutting down: the publish is not produced and not answered;
@@ -499,7 +499,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			}
 			return
 		}
-		h.metrics.produced.Add(context.Background(), 1)
+		h.metrics.produced.Add(1)
 		h.metrics.latency.Record(context.Background(), time.Since(received).Seconds())
 		if qos == 2 && h.exactlyOnce != nil {
 			// Off the producer's callback goroutine: a store round trip

@@ -5,6 +5,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 // Failure reasons, the bounded values of the "reason" label.
@@ -30,8 +32,10 @@ const (
 )
 
 type metrics struct {
-	received   metric.Int64Counter
-	produced   metric.Int64Counter
+	// received (by QoS: AddAt(qos, n)) and produced are counted per
+	// message: hot counters.
+	received   *telemetry.HotCounter
+	produced   *telemetry.HotCounter
 	failed     metric.Int64Counter
 	duplicates metric.Int64Counter
 	// throttled counts publishes held by their client's quota, and
@@ -51,14 +55,16 @@ func newMetrics(mp metric.MeterProvider, unacked func() int64, outstanding func(
 			errs = append(errs, e)
 		}
 	}
-	r := &metrics{}
-	r.received, err = m.Int64Counter("fleetgate_ingest_publishes_received", metric.WithDescription("PUBLISH packets (and wills) received from clients, by QoS."))
-	add(err)
+	hot := telemetry.NewCounters(m)
+	r := &metrics{
+		received: hot.Hot("fleetgate_ingest_publishes_received", "PUBLISH packets (and wills) received from clients, by QoS.",
+			attribute.NewSet(attribute.Int("qos", 0)), attribute.NewSet(attribute.Int("qos", 1)), attribute.NewSet(attribute.Int("qos", 2))),
+		produced: hot.Hot("fleetgate_ingest_records_produced", "Records Kafka acknowledged."),
+	}
+	add(hot.Err())
 	r.throttled, err = m.Int64Counter("fleetgate_ingest_publishes_throttled", metric.WithDescription("Publishes whose client was over its quota (ingest.client-rate, ingest.client-byte-rate): its socket was not read until the quota had room."))
 	add(err)
 	r.throttledFor, err = m.Float64Counter("fleetgate_ingest_throttle_seconds", metric.WithDescription("Time clients over their publish quota waited, summed over publishes."))
-	add(err)
-	r.produced, err = m.Int64Counter("fleetgate_ingest_records_produced", metric.WithDescription("Records Kafka acknowledged."))
 	add(err)
 	r.failed, err = m.Int64Counter("fleetgate_ingest_records_failed", metric.WithDescription("Publishes that did not become a Kafka record, by reason."))
 	add(err)
