@@ -52,6 +52,7 @@ type leanConn struct {
 	listener string
 	fh       packets.FixedHeader // the header being handled; reader goroutine, or the goroutine it waits for
 	last     int64               // monotonic ns of the last packet; reader goroutine only
+	armed    int64               // monotonic ns the read deadline was last moved (0: never); reader goroutine, or the goroutine it waits for
 	counted  bool                // counted in mochi's Info.ClientsConnected
 }
 
@@ -131,14 +132,28 @@ func (l *leanConn) handle() error {
 // conn.SetDeadline adds the half second of an odd keep-alive and bounds it
 // by mqtt.idle-timeout, as it does for mochi's deadlines.
 //
+// A busy connection moves its deadline at most once per rearmGap, and sets
+// it rearmGap further out: it never comes before 1.5 × the keep-alive after
+// the last packet, and at most rearmGap after. Moving it for every packet
+// (the clock read twice and the runtime's read and write timers reset) was
+// 3 % of the frontend's CPU in the closed-loop pairs.
+//
 //go:noinline
 func (l *leanConn) deadline() {
+	now := monotonic()
+	if l.armed != 0 && now-l.armed < int64(rearmGap) {
+		return
+	}
+	l.armed = now
 	var t time.Time
 	if ka := l.cl.State.Keepalive; ka > 0 {
-		t = time.Now().Add(time.Duration(ka+ka/2) * time.Second)
+		t = time.Now().Add(time.Duration(ka+ka/2)*time.Second + rearmGap)
 	}
 	_ = l.c.SetDeadline(t)
 }
+
+// rearmGap: see leanConn.deadline.
+const rearmGap = 100 * time.Millisecond
 
 // leanConnect accepts the connection and runs its CONNECT. It returns nil
 // when the connection ended (refused, or closed before or during CONNECT);

@@ -107,3 +107,29 @@ func TestEveryServeModeTakesOverAndDrains(t *testing.T) {
 		})
 	}
 }
+
+// TestABusyConnectionStaysWhileItTalksAndIsClosedAfterItsKeepAlive: a
+// connection whose packets come faster than the deadline is moved (the
+// frontend moves it at most every 100 ms) stays open long past 1.5 × its
+// keep-alive, and once silent is closed, not before 1.5 × the keep-alive
+// after its last packet [MQTT-3.1.2-22]. The frontend's defaults.
+func TestABusyConnectionStaysWhileItTalksAndIsClosedAfterItsKeepAlive(t *testing.T) {
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), nil)
+	n.waitReady()
+
+	c := testkit.DialRaw(t, n.addr, 4)
+	c.Send(connectPacket("busy-keepalive", 4, true, 2)) // closed 3 s after its last packet
+	require.Zero(t, recvType(t, c, packets.Connack).ReasonCode)
+	ping := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}}
+	talkUntil := time.Now().Add(5 * time.Second)
+	var last time.Time
+	for time.Now().Before(talkUntil) {
+		c.Send(ping)
+		last = time.Now()
+		recvType(t, c, packets.Pingresp)
+		time.Sleep(30 * time.Millisecond)
+	}
+	requireClosed(t, c, 10*time.Second)
+	assert.GreaterOrEqual(t, time.Since(last), 3*time.Second, "closed before 1.5 × the keep-alive after the last packet")
+}
