@@ -76,7 +76,7 @@ func BenchmarkDeliveryScripts(b *testing.B) {
 			if r.Outcome != OutcomeDirect {
 				b.Fatalf("delivery %d: outcome %v, want direct", i, r.Outcome)
 			}
-			rounds[i] = &Round{ClientID: ids[i], Epoch: epochs[i], Acks: []uint16{r.PacketID}, Take: 16}
+			rounds[i] = &Round{ClientID: ids[i], Epoch: epochs[i], Acks: []uint16{r.PacketID}} // the queue is empty: the pump takes nothing
 		}
 		s.RunRounds(ctx, rounds)
 		for _, r := range rounds {
