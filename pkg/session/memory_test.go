@@ -15,16 +15,27 @@ import (
 // usedMemory reads used_memory from INFO memory.
 func usedMemory(b *testing.B, rdb *redis.Client) int64 {
 	b.Helper()
-	info, err := rdb.Info(context.Background(), "memory").Result()
+	n, ok := infoNumber(b, rdb, "memory", `(?m)^used_memory:(\d+)`)
+	if !ok {
+		b.Fatal("no used_memory in INFO memory")
+	}
+	return n
+}
+
+// infoNumber reads the number pattern's group captures from an INFO
+// section; false when the section holds no such line.
+func infoNumber(b *testing.B, rdb *redis.Client, section, pattern string) (int64, bool) {
+	b.Helper()
+	info, err := rdb.Info(context.Background(), section).Result()
 	if err != nil {
 		b.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^used_memory:(\d+)`).FindStringSubmatch(info)
+	m := regexp.MustCompile(pattern).FindStringSubmatch(info)
 	if m == nil {
-		b.Fatalf("no used_memory in %q", info)
+		return 0, false
 	}
 	n, _ := strconv.ParseInt(m[1], 10, 64)
-	return n
+	return n, true
 }
 
 // BenchmarkRedisBytesPerSession measures what a device's session costs

@@ -3,8 +3,6 @@ package session
 import (
 	"context"
 	"fmt"
-	"regexp"
-	"strconv"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -13,16 +11,7 @@ import (
 // scriptMicros is the time Redis spent in EVALSHA so far (INFO
 // commandstats), in µs.
 func scriptMicros(b *testing.B, rdb *redis.Client) int64 {
-	b.Helper()
-	info, err := rdb.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^cmdstat_evalsha:calls=\d+,usec=(\d+),`).FindStringSubmatch(info)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.ParseInt(m[1], 10, 64)
+	n, _ := infoNumber(b, rdb, "commandstats", `(?m)^cmdstat_evalsha:calls=\d+,usec=(\d+),`)
 	return n
 }
 
