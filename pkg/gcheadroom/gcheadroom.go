@@ -49,7 +49,6 @@ func (c *Config) Validate() error {
 type Pacer struct {
 	headroom uint64
 	base     int // the GOGC percentage the process started with
-	log      *slog.Logger
 
 	stopped atomic.Bool
 	mu      sync.Mutex // guards percent, sample and the SetGCPercent calls
@@ -66,11 +65,12 @@ func Start(c Config, log *slog.Logger) *Pacer {
 	if c.MinHeadroom <= 0 || !on {
 		return nil
 	}
-	p := &Pacer{headroom: uint64(c.MinHeadroom), base: base, log: log, percent: Percent(),
+	p := &Pacer{headroom: uint64(c.MinHeadroom), base: base, percent: Percent(),
 		sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
 	p.adjust()
 	p.arm()
-	log.Debug("garbage collector paced", "min_headroom_bytes", p.headroom, "gogc", base, "percent", Percent())
+	// The percentage in force is go_gc_gogc_percent on /metrics.
+	log.Info("garbage collector paced: it runs after gc.min-headroom of allocation at least", "min_headroom_bytes", p.headroom, "gogc", base, "percent", Percent())
 	return p
 }
 
