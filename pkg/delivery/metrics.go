@@ -31,8 +31,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	counter := counters.New
 	reason := func(r string) metric.AddOption { return metric.WithAttributes(attribute.String("reason", r)) }
 	r := &metrics{
-		sent: counters.Hot("fleetgate_delivery_messages_sent", "PUBLISH packets written to subscribers, by QoS.",
-			attribute.NewSet(attribute.Int("qos", 0)), attribute.NewSet(attribute.Int("qos", 1)), attribute.NewSet(attribute.Int("qos", 2))),
+		sent:      counters.Hot("fleetgate_delivery_messages_sent", "PUBLISH packets written to subscribers, by QoS.", telemetry.QoSSets()...),
 		resent:    counter("fleetgate_delivery_messages_resent", "Inflight messages sent again after a reconnect (PUBLISH with DUP, or PUBREL)."),
 		completed: counters.Hot("fleetgate_delivery_messages_completed", "QoS 1 and 2 deliveries the subscriber acknowledged (PUBACK, PUBCOMP)."),
 		dropped: counter("fleetgate_delivery_messages_dropped",

@@ -580,7 +580,6 @@ func (c *Pump) settled(s settlement) {
 		}
 		if o, ok := c.inflight[id]; ok {
 			delete(c.inflight, id)
-			// Finish may run before any round made c.ctx.
 			c.d.metrics.completed.Add(1)
 			if s.kinds[i] != packets.Pubrec { // a refused PUBREC ends the flow undelivered
 				c.receipt(id, o)

@@ -57,8 +57,7 @@ func newMetrics(mp metric.MeterProvider, unacked func() int64, outstanding func(
 	}
 	hot := telemetry.NewCounters(m)
 	r := &metrics{
-		received: hot.Hot("fleetgate_ingest_publishes_received", "PUBLISH packets (and wills) received from clients, by QoS.",
-			attribute.NewSet(attribute.Int("qos", 0)), attribute.NewSet(attribute.Int("qos", 1)), attribute.NewSet(attribute.Int("qos", 2))),
+		received: hot.Hot("fleetgate_ingest_publishes_received", "PUBLISH packets (and wills) received from clients, by QoS.", telemetry.QoSSets()...),
 		produced: hot.Hot("fleetgate_ingest_records_produced", "Records Kafka acknowledged."),
 	}
 	add(hot.Err())

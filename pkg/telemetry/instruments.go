@@ -67,6 +67,12 @@ func (c *Counters) Hot(name, desc string, sets ...attribute.Set) *HotCounter {
 	return h
 }
 
+// QoSSets are the attribute sets of a counter by QoS (qos 0, 1, 2), in that
+// order: HotCounter.AddAt(int(qos), n).
+func QoSSets() []attribute.Set {
+	return []attribute.Set{attribute.NewSet(attribute.Int("qos", 0)), attribute.NewSet(attribute.Int("qos", 1)), attribute.NewSet(attribute.Int("qos", 2))}
+}
+
 // Add adds n to the counter's first (or only) series.
 func (h *HotCounter) Add(n int64) { h.sums[0].Add(n) }
 
