@@ -25,6 +25,8 @@ func TestConfigValidate(t *testing.T) {
 	require.LessOrEqual(t, defaultConfig(t).SessionTimeout, 6*time.Second)
 	// A connected subscriber at its queue bound is waited for by default.
 	require.Equal(t, DefaultFullQueueWait, defaultConfig(t).FullQueueWait)
+	// A fetch is answered as soon as a record is there (Kafka's default).
+	require.EqualValues(t, 1, defaultConfig(t).FetchMinBytes)
 	for _, tc := range []struct {
 		name   string
 		mutate func(*Config)
@@ -33,6 +35,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "an empty group is refused", mutate: func(c *Config) { c.Group = "" }, field: "dispatch.group"},
 		{name: "zero records per poll is refused", mutate: func(c *Config) { c.MaxPollRecords = 0 }, field: "dispatch.max-poll-records"},
 		{name: "a negative batch wait is refused", mutate: func(c *Config) { c.BatchWait = -time.Millisecond }, field: "dispatch.batch-wait"},
+		{name: "a fetch min bytes of 0 is refused", mutate: func(c *Config) { c.FetchMinBytes = 0 }, field: "dispatch.fetch-min-bytes"},
+		{name: "a fetch max wait under Kafka's 10ms is refused when min bytes is set", mutate: func(c *Config) { c.FetchMinBytes, c.FetchMaxWait = 2048, 5*time.Millisecond }, field: "dispatch.fetch-max-wait"},
 		{name: "a batch wait over a second is refused", mutate: func(c *Config) { c.BatchWait = 2 * time.Second }, field: "dispatch.batch-wait"},
 		{name: "a negative full-queue wait is refused", mutate: func(c *Config) { c.FullQueueWait = -time.Second }, field: "dispatch.full-queue-wait"},
 		{name: "a full-queue wait over a minute is refused", mutate: func(c *Config) { c.FullQueueWait = 2 * time.Minute }, field: "dispatch.full-queue-wait"},

@@ -110,6 +110,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dispatch.start-at: %w", err)
 	}
+	if c.cfg.FetchMinBytes > 1 {
+		// dispatch.fetch-min-bytes: Kafka gathers records before it
+		// answers, so a fetch carries more of them at low rates.
+		opts = append(opts, kgo.FetchMinBytes(int32(c.cfg.FetchMinBytes)), kgo.FetchMaxWait(c.cfg.FetchMaxWait))
+	}
 	opts = append(opts, c.extra...)
 	cl, err := kafka.NewGroupConsumer(c.kcfg, kafka.GroupConsumerOptions{
 		Group:          c.cfg.Group,

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
@@ -395,4 +398,70 @@ func TestConsumerStopsCleanlyWhileRoutingFailsAndCommitsNothing(t *testing.T) {
 	require.NoError(t, err)
 	o, ok := offs.Lookup(inbound, 0)
 	assert.True(t, !ok || o.At <= 0, "nothing is committed: %+v", o)
+}
+
+// fetchesOf records the MinBytes and MaxWaitMillis of every fetch request
+// k receives (in the consumer fixture only the dispatcher's consumer
+// fetches; recent fetch versions name topics by id).
+func fetchesOf(k *testkit.Kafka) func() (minBytes, maxWait []int32) {
+	var mu sync.Mutex
+	var mins, waits []int32
+	k.Cluster.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		k.Cluster.KeepControl()
+		fr := req.(*kmsg.FetchRequest)
+		mu.Lock()
+		mins, waits = append(mins, fr.MinBytes), append(waits, fr.MaxWaitMillis)
+		mu.Unlock()
+		return nil, nil, false
+	})
+	return func() ([]int32, []int32) {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(mins), slices.Clone(waits)
+	}
+}
+
+// dispatch.fetch-min-bytes reaches Kafka's fetch requests (with
+// dispatch.fetch-max-wait), and records routed that way are all routed and
+// committed, in order; by default a fetch asks for a single byte, Kafka's
+// default, answered as soon as a record is there.
+func TestConsumerFetchesAskKafkaToGatherRecordsOnlyWithFetchMinBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		minBytes int64
+		wait     time.Duration
+		wantMin  int32
+	}{
+		{"the default: a fetch is answered as soon as a record is there", 1, 0, 1},
+		{"dispatch.fetch-min-bytes 4KiB, dispatch.fetch-max-wait 20ms", 4 << 10, 20 * time.Millisecond, 4 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newConsumerFixture(t)
+			fetches := fetchesOf(f.kafka)
+			if tc.wait > 0 {
+				f.consumer.cfg.FetchMinBytes, f.consumer.cfg.FetchMaxWait = config.ByteSize(tc.minBytes), tc.wait
+			}
+			require.NoError(t, f.consumer.cfg.Validate())
+			f.run()
+			pubs := []string{"a", "b"}
+			total := 0
+			for i := range 10 {
+				total += f.produce(pubs, i, 1) // one produce request per round, far below 4KiB
+				time.Sleep(5 * time.Millisecond)
+			}
+			require.Eventually(t, func() bool { return f.committed() == int64(total) }, 15*time.Second, 20*time.Millisecond,
+				"offsets are committed once the records are routed")
+			require.Equal(t, total, f.take("all"))
+			assert.Zero(t, f.checkReceived("all", pubs, 10))
+
+			mins, waits := fetches()
+			require.NotEmpty(t, mins, "the consumer fetched the inbound topic")
+			for i := range mins {
+				assert.Equal(t, tc.wantMin, mins[i], "fetch.min.bytes of fetch %d", i)
+				if tc.wait > 0 {
+					assert.Equal(t, int32(tc.wait/time.Millisecond), waits[i], "fetch.max.wait.ms of fetch %d", i)
+				}
+			}
+		})
+	}
 }
