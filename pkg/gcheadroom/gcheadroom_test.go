@@ -156,3 +156,15 @@ func TestGOGCIsParsedAsTheRuntimeDoes(t *testing.T) {
 		})
 	}
 }
+
+// The default every process starts with (no flag set) paces a small heap.
+func TestTheDefaultConfigPacesASmallHeap(t *testing.T) {
+	t.Setenv("GOGC", "")
+	var c Config
+	c.RegisterFlags(flag.NewFlagSet("t", flag.ContinueOnError))
+	p := Start(c, quiet)
+	require.NotNil(t, p, "the defaults pace the collector")
+	t.Cleanup(p.Stop)
+	pct := waitPercent(t, func(pct int) bool { return pct > 100 })
+	t.Logf("GOGC percent with the default headroom: %d", pct)
+}
