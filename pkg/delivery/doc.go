@@ -12,5 +12,5 @@
 // the acknowledgements and notices that concern it.
 //
 // Of fleetgate it imports pkg/events, pkg/handoff, pkg/session,
-// pkg/telemetry. test/imports holds the import rules.
+// pkg/telemetry, pkg/workers. test/imports holds the import rules.
 package delivery

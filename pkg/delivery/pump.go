@@ -15,6 +15,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/session"
+	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
 // takeBatch bounds the messages moved from the queue in one store call.
@@ -286,7 +287,10 @@ func (c *Pump) kick() {
 		return // begin runs the pump
 	}
 	if c.running.CompareAndSwap(false, true) {
-		go c.pump()
+		// On a worker whose stack has grown for a round already: a new
+		// goroutine per round paid that growth by copying at every
+		// delivery to a quiet subscriber.
+		workers.Go(c.pump)
 	}
 }
 

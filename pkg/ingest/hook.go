@@ -21,6 +21,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 	"github.com/fleetgate/fleetgate/pkg/topic"
+	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
 // Producer is the part of *kgo.Client the hook uses.
@@ -504,14 +505,14 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		if qos == 2 && h.exactlyOnce != nil {
 			// Off the producer's callback goroutine: a store round trip
 			// must not hold up every other record's promise.
-			go func() {
+			workers.Go(func() {
 				if err := h.exactlyOnce.MarkReceived(cl, packetID); err != nil && !cl.Closed() {
 					// The record is in Kafka; only a resend of this
 					// publish after a lost PUBREC would be produced twice.
 					h.log.Warn("qos 2 packet id not recorded in the session store", "client_id", cl.ID, "packet_id", packetID, "err", err)
 				}
 				h.complete(acks, e, packets.CodeSuccess)
-			}()
+			})
 			return
 		}
 		if e != nil {

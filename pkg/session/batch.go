@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
 // Connect and Disconnect are the session work of every CONNECT and of every
@@ -66,7 +68,9 @@ func (b *Batcher[C]) Do(ctx context.Context, c *C) error {
 	}
 	b.mu.Unlock()
 	if start {
-		go b.loop()
+		// On a worker: a loop ends when no call waits, and a new
+		// goroutine for each would grow its stack again for the pipeline.
+		workers.Go(b.loop)
 	}
 	select {
 	case <-call.done:

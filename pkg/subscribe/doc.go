@@ -10,6 +10,6 @@
 // them here with the connection's session.
 //
 // Of fleetgate it imports pkg/events, pkg/handoff, pkg/retained,
-// pkg/session, pkg/subscriptions, pkg/telemetry, pkg/topic. test/imports
-// holds the import rules.
+// pkg/session, pkg/subscriptions, pkg/telemetry, pkg/topic, pkg/workers.
+// test/imports holds the import rules.
 package subscribe

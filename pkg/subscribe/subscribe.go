@@ -13,6 +13,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/topic"
+	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
 // Subscribe answers a SUBSCRIBE: the subscriptions are durable in the
@@ -162,13 +163,13 @@ func (h *Handler) streamRetained(c Conn, subs []topic.Subscription, existed []bo
 	v, _ := h.feeds.LoadOrStore(cl, make(chan struct{}, 1))
 	slot := v.(chan struct{})
 	slot <- struct{}{}
-	go func() {
+	workers.Go(func() {
 		defer func() {
 			<-slot
 			h.feeds.CompareAndDelete(cl, slot)
 		}()
 		h.queueRetained(c, subs, existed)
-	}()
+	})
 }
 
 // refusal is the SUBACK code of a refused filter: code in MQTT 5, 0x80
