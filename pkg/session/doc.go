@@ -45,5 +45,6 @@
 // written outside the session scripts, in an order that can leave stale
 // entries but never miss one; see SessionsOwnedBy.
 //
-// Of fleetgate it imports pkg/config. test/imports holds the import rules.
+// Of fleetgate it imports pkg/config, pkg/workers. test/imports holds the
+// import rules.
 package session

@@ -179,7 +179,7 @@ const directMaxBytes = "65536"
 // two calls of one pipeline, a holding call that others of its session
 // follow leaves a mark (the field held:<token>), so that they hold as well
 // and none lands ahead of what was held. The last call removes it.
-var enqueueScript = redis.NewScript(luaPrelude + luaEntryLen + `
+var enqueueScript = redis.NewScript(luaPrelude + luaEntryLen + luaPids + `
 local maxm, maxb, policy, direct = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
 local hold, pos = ARGV[5], ARGV[6]
 local out = {}
@@ -206,6 +206,9 @@ local n = redis.call('LLEN', KEYS[2])
 local infl = -1 -- HLEN of the inflight hash, read when first needed
 local handed, queued = false, false
 local holding = false
+local subok = {} -- subscription field -> whether the session holds it
+local pids = nil -- the packet id picker, made at the first hand-over
+local hs = {} -- the inflight fields and values handed over
 if hold ~= '' and (pos == 'm' or pos == 'l') then
   holding = redis.call('HEXISTS', KEYS[1], 'held:' .. hold) == 1
 end
@@ -217,7 +220,12 @@ while i <= #ARGV do
   local held = ns == 0
   if not holding then
     for j = first, last do
-      if redis.call('HEXISTS', KEYS[3], ARGV[j]) == 1 then held = true; break end
+      local ok = subok[ARGV[j]]
+      if ok == nil then
+        ok = redis.call('HEXISTS', KEYS[3], ARGV[j]) == 1
+        subok[ARGV[j]] = ok
+      end
+      if ok then held = true; break end
     end
   end
   if holding then
@@ -231,12 +239,20 @@ while i <= #ARGV do
     if node ~= '' and n == 0 and win > 0 and direct and len <= ` + directMaxBytes + ` then
       if infl < 0 then infl = redis.call('HLEN', KEYS[4]) end
       if infl < win then
-        repeat
-          pid = pid % 65535 + 1
-        until redis.call('HEXISTS', KEYS[4], pid) == 0
+        if not pids then
+          -- At most one id per message left, and the window's room.
+          local left, j = 0, first - 3
+          while j <= #ARGV do
+            left = left + 1
+            j = j + 3 + tonumber(ARGV[j+2])
+          end
+          pids = picker(KEYS[4], pid, math.min(left, win - infl))
+        end
+        pid = nextpid(pids)
         seq = seq + 1
-        local sq = string.format('%.0f', seq)
-        redis.call('HSET', KEYS[4], pid, sq .. '|P|' .. entry)
+        local sq = string.format('%d', seq)
+        hs[#hs + 1] = string.format('%d', pid)
+        hs[#hs + 1] = sq .. '|P|' .. entry
         infl = infl + 1
         handed = true
         put(6, 0, node, epoch, pid, sq)
@@ -275,10 +291,11 @@ end
 -- Disconnect sets one): the keys written follow the session's TTL only when
 -- it is disconnected, and messages are handed over only to connected ones.
 if handed then
-  redis.call('HSET', KEYS[1], 'pid', pid, 'seq', string.format('%.0f', seq))
+  hsetall(KEYS[4], hs)
+  redis.call('HSET', KEYS[1], 'pid', string.format('%d', pid), 'seq', string.format('%d', seq))
 end
 if queued then
-  redis.call('HSET', KEYS[1], 'qbytes', qb)
+  redis.call('HSET', KEYS[1], 'qbytes', string.format('%d', qb))
   if node == '' then follow(KEYS[2]) end
 end
 if pos == 'l' then

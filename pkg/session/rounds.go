@@ -57,11 +57,58 @@ type Round struct {
 	Err error
 }
 
+// luaPids picks outbound packet ids. A picker starts after the session's
+// counter pid and hands out the ids that follow it in 1..65535, skipping 0
+// [MQTT-2.2.1-3] and those in the inflight hash key [MQTT-2.2.1-4]. It reads
+// the candidates with HMGET, up to 1,000 per call and m in all (m: the most
+// ids the script can need), then any more one HEXISTS at a time (and a
+// single one too: an HMGET's reply, a Lua table, costs Redis more than an
+// HEXISTS for one id; BenchmarkDeliveryScripts). The caller
+// writes the ids handed out after it (hsetall: one HSET per 1,000): an id
+// handed out in the same script is not met again, since a script never
+// steps over more ids than the window it fills holds (at most 65535). Ids
+// go to Redis as integer strings (string.format('%d')), which Redis need
+// not format from a Lua number (a double) as it does a numeric redis.call
+// argument. unpack's bound on the Lua stack is 8,000 values.
+const luaPids = `
+local function picker(key, pid, m)
+  return {key = key, pid = pid, m = m, read = 0, i = 0, free = {}}
+end
+local function nextpid(p)
+  while true do
+    if p.i == #p.free then
+      -- One id is cheaper to check with HEXISTS.
+      if p.m - p.read < 2 then break end
+      local ids, q = {}, p.pid
+      for k = 1, math.min(p.m - p.read, 1000) do
+        q = q % 65535 + 1
+        ids[k] = string.format('%d', q)
+      end
+      p.free, p.i = redis.call('HMGET', p.key, unpack(ids)), 0
+      p.read = p.read + #ids
+    end
+    p.i = p.i + 1
+    p.pid = p.pid % 65535 + 1
+    if not p.free[p.i] then return p.pid end
+  end
+  repeat
+    p.pid = p.pid % 65535 + 1
+  until redis.call('HEXISTS', p.key, string.format('%d', p.pid)) == 0
+  return p.pid
+end
+local function hsetall(key, fv)
+  for j = 1, #fv, 2000 do
+    redis.call('HSET', key, unpack(fv, j, math.min(j + 1999, #fv)))
+  end
+end
+`
+
 // luaTake moves up to max messages from the queue KEYS[2] into the
 // inflight hash KEYS[3], never filling it beyond the session's window, and
 // returns {seq counter, full, pid1, seq1, entry1, pid2, seq2, entry2, ...}
 // (full: 1 when the window stopped it with messages left in the queue);
-// KEYS[1] is the session hash.
+// KEYS[1] is the session hash. It pops as many as the window has room for
+// at once (expired ones do not count) and writes them with one HSET.
 const luaTake = `
 local function take(max, now)
   local h = redis.call('HMGET', KEYS[1], 'pid', 'seq', 'qbytes', 'win')
@@ -70,43 +117,57 @@ local function take(max, now)
   if cap <= 0 or cap > 65535 then cap = 65535 end
   local out = {0, 0}
   local taken = 0
+  local infl = redis.call('HLEN', KEYS[3])
+  local p = nil
+  local hs = {}
   while taken < max do
-    if redis.call('HLEN', KEYS[3]) >= cap then
+    local room = math.min(max - taken, cap - infl)
+    if room <= 0 then
       if redis.call('LLEN', KEYS[2]) > 0 then out[2] = 1 end
       break
     end
-    local v = redis.call('LPOP', KEYS[2])
-    if not v then break end
-    qb = qb - mlen(v)
-    local exp = tonumber(string.sub(v, 1, string.find(v, '|', 1, true) - 1))
-    if exp == 0 or exp > now then
-      repeat
-        pid = pid % 65535 + 1
-      until redis.call('HEXISTS', KEYS[3], pid) == 0
-      seq = seq + 1
-      redis.call('HSET', KEYS[3], pid, string.format('%.0f', seq) .. '|P|' .. v)
-      out[#out + 1] = pid
-      out[#out + 1] = string.format('%.0f', seq)
-      out[#out + 1] = v
-      taken = taken + 1
+    local vs = redis.call('LPOP', KEYS[2], room)
+    if not vs then break end
+    if not p then p = picker(KEYS[3], pid, room) end
+    for _, v in ipairs(vs) do
+      qb = qb - mlen(v)
+      local exp = tonumber(string.sub(v, 1, string.find(v, '|', 1, true) - 1))
+      if exp == 0 or exp > now then
+        local id = nextpid(p)
+        seq = seq + 1
+        local sq = string.format('%d', seq)
+        hs[#hs + 1] = string.format('%d', id)
+        hs[#hs + 1] = sq .. '|P|' .. v
+        out[#out + 1] = id
+        out[#out + 1] = sq
+        out[#out + 1] = v
+        taken = taken + 1
+        infl = infl + 1
+      end
     end
+    if #vs < room then break end
   end
+  hsetall(KEYS[3], hs)
+  if p then pid = p.pid end
   if qb < 0 then qb = 0 end
-  redis.call('HSET', KEYS[1], 'pid', pid, 'seq', string.format('%.0f', seq), 'qbytes', qb)
+  redis.call('HSET', KEYS[1], 'pid', string.format('%d', pid), 'seq', string.format('%d', seq), 'qbytes', string.format('%d', qb))
   follow(KEYS[3])
-  out[1] = string.format('%.0f', seq)
+  out[1] = string.format('%d', seq)
   return out
 end
 `
 
 // roundScript: KEYS session, queue, inflight; ARGV epoch, number of acks,
 // the acks, number of pubrecs, the pubrecs, take max, now (unix ms).
-var roundScript = redis.NewScript(luaPrelude + luaEntryLen + luaTake + `
+var roundScript = redis.NewScript(luaPrelude + luaEntryLen + luaPids + luaTake + `
 local err = fence()
 if err then return err end
 local i = 2
 local n = tonumber(ARGV[i])
-for j = 1, n do redis.call('HDEL', KEYS[3], ARGV[i + j]) end
+-- One HDEL per 1,000 ids (unpack's bound on the Lua stack is 8,000).
+for j = 1, n, 1000 do
+  redis.call('HDEL', KEYS[3], unpack(ARGV, i + j, i + math.min(j + 999, n)))
+end
 i = i + n + 1
 n = tonumber(ARGV[i])
 for j = 1, n do

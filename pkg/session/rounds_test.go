@@ -276,3 +276,81 @@ func inflightMessages(ms []InflightMessage) []string {
 	}
 	return out
 }
+
+func TestDirectDeliveryInOneCallSkipsIDsInFlightAcrossTheWrap(t *testing.T) {
+	s, raw := newTestStore(t, nil, WithDirectDelivery())
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 3600, Protocol: 5, Window: 10})
+	require.NoError(t, err)
+	epoch := res.Epoch
+	_, err = s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Filter: "a/#"}, QoS: 1}})
+	require.NoError(t, err)
+	// Three messages in flight at ids the counter is about to pass, and the
+	// counter near the end of the id space.
+	require.NoError(t, raw.HSet(ctx, inflightKey(cid), "65533", "1|P|0|x", "1", "2|P|0|y", "2", "3|P|0|z").Err())
+	require.NoError(t, raw.HSet(ctx, sessionKey(cid), "pid", 65530, "seq", 3).Err())
+
+	var ds []Delivery
+	for i := range 8 {
+		ds = append(ds, Delivery{ClientID: cid, Message: fmt.Appendf(nil, "m%d", i), Subscriptions: []FilterKey{{Filter: "a/#"}}})
+	}
+	got, err := s.Enqueue(ctx, ds)
+	require.NoError(t, err)
+	var ids []uint16
+	var seqs []uint64
+	for i, r := range got {
+		if i < 7 {
+			require.Equal(t, OutcomeDirect, r.Outcome, "message %d", i)
+			ids, seqs = append(ids, r.PacketID), append(seqs, r.Seq)
+		} else {
+			assert.Equal(t, OutcomeQueued, r.Outcome, "the window of 10 is full with 3 in flight and 7 handed over")
+		}
+	}
+	assert.Equal(t, []uint16{65531, 65532, 65534, 65535, 3, 4, 5}, ids, "ids skip 0 and those in flight [MQTT-2.2.1-3, MQTT-2.2.1-4]")
+	assert.Equal(t, []uint64{4, 5, 6, 7, 8, 9, 10}, seqs)
+
+	inflight, err := s.Inflight(ctx, cid)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"x", "y", "z", "m0", "m1", "m2", "m3", "m4", "m5", "m6"}, inflightMessages(inflight))
+	assert.Equal(t, []uint16{65533, 1, 2, 65531, 65532, 65534, 65535, 3, 4, 5}, inflightIDs(inflight))
+
+	h, err := raw.HMGet(ctx, sessionKey(cid), "pid", "seq").Result()
+	require.NoError(t, err)
+	assert.Equal(t, []any{"5", "10"}, h, "the counters are stored as integers")
+}
+
+func TestARoundTakesAndAcknowledgesThousandsOfMessages(t *testing.T) {
+	s, _ := newTestStore(t, func(c *Config) { c.MaxQueuedMessages = 5000 })
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 3600, Protocol: 5, Window: 3000})
+	require.NoError(t, err)
+	epoch := res.Epoch
+	const n = 2500
+	var ds []Delivery
+	for i := range n {
+		ds = append(ds, Delivery{ClientID: cid, Message: fmt.Appendf(nil, "m%d", i)})
+	}
+	_, err = s.Enqueue(ctx, ds)
+	require.NoError(t, err)
+
+	got, err := s.Take(ctx, cid, epoch, n)
+	require.NoError(t, err)
+	require.Len(t, got, n)
+	acks := make([]uint16, n)
+	for i, m := range got {
+		require.Equal(t, uint16(i+1), m.PacketID)
+		require.Equal(t, uint64(i+1), m.Seq)
+		require.Equal(t, fmt.Sprintf("m%d", i), string(m.Message))
+		acks[i] = m.PacketID
+	}
+	inflight, err := s.Inflight(ctx, cid)
+	require.NoError(t, err)
+	require.Len(t, inflight, n)
+
+	require.NoError(t, s.AckMany(ctx, cid, epoch, acks))
+	inflight, err = s.Inflight(ctx, cid)
+	require.NoError(t, err)
+	assert.Empty(t, inflight, "every acknowledgement of the round applied")
+}

@@ -272,15 +272,17 @@ type ConnectResult struct {
 // disconnectScript): its will comes back in place of the taken-over one,
 // and the session starts anew as after a clean start.
 var connectScript = redis.NewScript(`
-local existed = redis.call('EXISTS', KEYS[1]) == 1
 local prev, was, old, oldwill = '', 0, 0, ''
 local clean = ARGV[2] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- Every session hash has an epoch (Connect writes it, every other write is
+-- fenced by it): without one there is no session.
+local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will', 'owner', 'expiry', 'last_seen', 'seq')
+local existed = v[3] ~= false
 if existed then
-  local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will', 'owner', 'expiry', 'last_seen')
   prev = v[1] or ''
-  old = tonumber(v[3] or '0')
+  old = tonumber(v[3])
   if v[2] ~= '1' and v[6] and v[6] ~= '4294967295' and
       tonumber(v[7] or '0') + tonumber(v[6]) * 1000 <= math.floor(now / 1000) then
     -- The session expired; its keys are only held for its will, which
@@ -309,20 +311,33 @@ if clean then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 elseif existed then
   present = 1
+else
+  -- No session: nothing left of an expired one (its other keys may
+  -- outlive its hash by a moment) belongs to the new one.
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 end
 local epoch = now
 if epoch <= old then epoch = old + 1 end
-local ep = string.format('%.0f', epoch)
-redis.call('HSET', KEYS[1], 'epoch', ep, 'node', ARGV[1], 'connected', '1',
+local ep = string.format('%d', epoch)
+local fields = {'epoch', ep, 'node', ARGV[1], 'connected', '1',
   'clean', ARGV[2], 'expiry', ARGV[3], 'proto', ARGV[4],
-  'last_seen', string.format('%.0f', math.floor(now / 1000)), 'win', ARGV[6], 'owner', ARGV[7])
-if ARGV[5] == '' then
+  'last_seen', string.format('%d', math.floor(now / 1000)), 'win', ARGV[6], 'owner', ARGV[7]}
+if ARGV[5] ~= '' then
+  fields[#fields + 1] = 'will'
+  fields[#fields + 1] = ARGV[5]
+elseif present == 1 and v[4] then
   redis.call('HDEL', KEYS[1], 'will')
-else
-  redis.call('HSET', KEYS[1], 'will', ARGV[5])
 end
-for i = 1, 5 do redis.call('PERSIST', KEYS[i]) end
-local out = {0, ep, present, prev, was, oldwill, redis.call('HGET', KEYS[1], 'seq') or '0', 0, 0}
+redis.call('HSET', KEYS[1], unpack(fields))
+-- Only a session's end gives its keys a TTL (disconnectScript; the other
+-- scripts follow the hash's): a resumed session that was disconnected
+-- keeps them for good again. A clean start deleted them.
+if present == 1 and v[2] ~= '1' then
+  for i = 1, 5 do redis.call('PERSIST', KEYS[i]) end
+end
+local seq = '0'
+if present == 1 and v[8] then seq = v[8] end
+local out = {0, ep, present, prev, was, oldwill, seq, 0, 0}
 if present == 1 then
   out[8] = redis.call('LLEN', KEYS[3])
   out[9] = redis.call('EXISTS', KEYS[2])
@@ -530,10 +545,11 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 // It replies {ended (1) or kept (0), has a will (2: and the keys are held
 // for it), node, then with ended and "1" the subscriptions as field, value,
 // ...}.
-var disconnectScript = redis.NewScript(luaPrelude + `
-local err = fence()
-if err then return err end
-local node = redis.call('HGET', KEYS[1], 'node') or ''
+var disconnectScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'epoch', 'node', 'will')
+if not v[1] then return redis.error_reply('FG_NOSESSION') end
+if v[1] ~= ARGV[1] then return redis.error_reply('FG_FENCED') end
+local node = v[2] or ''
 if ARGV[2] == '0' then
   local out = {1, 0, node}
   if ARGV[3] == '1' then
@@ -545,9 +561,9 @@ if ARGV[2] == '0' then
 end
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'connected', '0', 'expiry', ARGV[2],
-  'last_seen', string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+  'last_seen', string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
 local w = 0
-if redis.call('HEXISTS', KEYS[1], 'will') == 1 then w = 1 end
+if v[3] then w = 1 end
 if ARGV[2] ~= '4294967295' then
   local ttl = tonumber(ARGV[2])
   if w == 1 and ARGV[4] ~= '0' then

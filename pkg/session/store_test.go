@@ -723,3 +723,29 @@ func TestConnectAndEndSurviveALostScriptCache(t *testing.T) {
 	_, err = s.End(ctx, cid, res.Epoch, 0)
 	require.NoError(t, err)
 }
+
+func TestAConnectFindingNoSessionTakesNothingOfAnExpiredOnesOtherKeys(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	// The hash of an expired session is gone; its other keys outlive it by
+	// a moment (their TTLs are set one after the other).
+	require.NoError(t, raw.HSet(ctx, subsKey(cid), "old/#", "1").Err())
+	require.NoError(t, raw.RPush(ctx, queueKey(cid), "0|stale").Err())
+	require.NoError(t, raw.HSet(ctx, inflightKey(cid), "1", "1|P|0|stale").Err())
+	for _, k := range sessionKeys(cid)[1:4] {
+		require.NoError(t, raw.Expire(ctx, k, time.Minute).Err())
+	}
+
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 3600, Protocol: 5})
+	require.NoError(t, err)
+	assert.False(t, res.SessionPresent, "[MQTT-3.2.2-3] no session was found")
+	assert.Empty(t, res.Inflight)
+	assert.False(t, res.Queued)
+	n, err := raw.Exists(ctx, subsKey(cid), queueKey(cid), inflightKey(cid)).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the new session starts without the old one's subscriptions, queue or inflight messages")
+	ttl, err := raw.TTL(ctx, sessionKey(cid)).Result()
+	require.NoError(t, err)
+	assert.Equal(t, time.Duration(-1), ttl, "a connected session's hash has no TTL")
+}
