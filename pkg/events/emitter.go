@@ -47,14 +47,35 @@ func (c Config) Enabled() bool { return c.Topic != "" }
 // Emitter produces events without waiting for Kafka. A nil *Emitter emits
 // nothing, so callers need no checks when events are off.
 type Emitter struct {
-	cl       *kgo.Client
-	cfg      Config
-	node     string
-	log      *slog.Logger
-	emitted  metric.Int64Counter
+	cl   *kgo.Client
+	cfg  Config
+	node string
+	log  *slog.Logger
+	// emitted counts per Kind (series kindIndex, the last for any other
+	// Kind), summed atomically and read when the meter collects (an
+	// observable counter): a receipt is emitted per delivery, and a
+	// synchronous counter's Add resolved its attributes at every call. A
+	// contract package, it keeps to the OpenTelemetry API rather than
+	// pkg/telemetry's HotCounter.
+	emitted  [len(series)]atomic.Int64
 	failed   metric.Int64Counter
 	attrs    map[Kind]metric.MeasurementOption
 	lastWarn atomic.Int64
+}
+
+// series are the series of fleetgate_events_emitted: one per Kind, and a
+// last one, event="other", where an event of any other Kind (none is
+// emitted) would count.
+var series = [...]Kind{Connect, Disconnect, Subscribe, Unsubscribe, Delivered, "other"}
+
+// kindIndex is k's series.
+func kindIndex(k Kind) int {
+	for i, s := range series[:len(series)-1] {
+		if s == k {
+			return i
+		}
+	}
+	return len(series) - 1
 }
 
 // NewEmitter returns an Emitter producing through cl (the frontend's
@@ -65,17 +86,26 @@ func NewEmitter(cl *kgo.Client, cfg Config, node string, log *slog.Logger, mp me
 		return nil, nil
 	}
 	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/events")
-	emitted, err := m.Int64Counter("fleetgate_events_emitted", metric.WithDescription("Session events and delivery receipts acknowledged by Kafka, by event."))
+	sets := make([]attribute.Set, len(series))
+	for i, k := range series {
+		sets[i] = attribute.NewSet(attribute.String("event", string(k)))
+	}
+	e := &Emitter{cl: cl, cfg: cfg, node: node, log: log.With("component", "events"), attrs: map[Kind]metric.MeasurementOption{}}
+	for i, k := range series[:len(series)-1] {
+		e.attrs[k] = metric.WithAttributeSet(sets[i])
+	}
+	_, err := m.Int64ObservableCounter("fleetgate_events_emitted", metric.WithDescription("Session events and delivery receipts acknowledged by Kafka, by event."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			for i := range sets {
+				o.Observe(e.emitted[i].Load(), metric.WithAttributeSet(sets[i]))
+			}
+			return nil
+		}))
 	if err != nil {
 		return nil, err
 	}
-	failed, err := m.Int64Counter("fleetgate_events_failed", metric.WithDescription("Session events and delivery receipts Kafka did not take (lost), by event."))
-	if err != nil {
+	if e.failed, err = m.Int64Counter("fleetgate_events_failed", metric.WithDescription("Session events and delivery receipts Kafka did not take (lost), by event.")); err != nil {
 		return nil, err
-	}
-	e := &Emitter{cl: cl, cfg: cfg, node: node, log: log.With("component", "events"), emitted: emitted, failed: failed, attrs: map[Kind]metric.MeasurementOption{}}
-	for _, k := range []Kind{Connect, Disconnect, Subscribe, Unsubscribe, Delivered} {
-		e.attrs[k] = metric.WithAttributeSet(attribute.NewSet(attribute.String("event", string(k))))
 	}
 	return e, nil
 }
@@ -94,24 +124,19 @@ func (e *Emitter) Emit(ev *Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	attr := e.attrs[ev.Kind]
 	r, err := Encode(e.cfg.Topic, ev)
 	if err != nil {
-		e.fail(attr, ev, err)
+		e.fail(e.attrs[ev.Kind], ev, err)
 		return
 	}
 	// TryProduce: while Kafka is away and the buffer is full the event fails
 	// at once; it never blocks the connection that caused it.
 	e.cl.TryProduce(context.Background(), r, func(_ *kgo.Record, err error) {
 		if err != nil {
-			e.fail(attr, ev, err)
+			e.fail(e.attrs[ev.Kind], ev, err)
 			return
 		}
-		if attr != nil {
-			e.emitted.Add(context.Background(), 1, attr)
-		} else {
-			e.emitted.Add(context.Background(), 1)
-		}
+		e.emitted[kindIndex(ev.Kind)].Add(1)
 	})
 }
 
