@@ -122,6 +122,16 @@ func Encode(topic string, m *Message) *kgo.Record {
 	}
 }
 
+// parseSmall is strconv.ParseUint(string(b), 10, bits) without the string
+// for a single digit, the value of nearly every QoS, protocol and payload
+// format header.
+func parseSmall(b []byte, bits int) (uint64, error) {
+	if len(b) == 1 && b[0] >= '0' && b[0] <= '9' {
+		return uint64(b[0] - '0'), nil
+	}
+	return strconv.ParseUint(string(b), 10, bits)
+}
+
 // Header values shared by every record, so encoding a record does not
 // allocate them. Consumers must not modify header values in place.
 var (
@@ -150,67 +160,81 @@ func Decode(r *kgo.Record) (*Message, error) {
 		Kind:       KindPublish,
 	}
 	var haveTopic bool
+	// A header's value becomes a string only where the message keeps it:
+	// the version, kind, QoS, retain flag and protocol of nearly every
+	// record are one of a few short values, compared and parsed in place
+	// (the dispatcher and the archiver decode every record).
 	for _, h := range r.Headers {
-		v := string(h.Value)
 		switch h.Key {
 		case HeaderVersion:
-			if v != Version {
-				return nil, fmt.Errorf("%w: unsupported %s %q", ErrInvalid, HeaderVersion, v)
+			if string(h.Value) != Version {
+				return nil, fmt.Errorf("%w: unsupported %s %q", ErrInvalid, HeaderVersion, h.Value)
 			}
 		case HeaderMessageID:
-			m.MessageID = v
+			m.MessageID = string(h.Value)
 		case HeaderNode:
-			m.Node = v
+			m.Node = string(h.Value)
 		case HeaderKind:
 			// An empty kind is the default, as in Encode.
-			if v != "" {
-				m.Kind = v
+			switch string(h.Value) {
+			case "":
+			case KindPublish:
+				m.Kind = KindPublish
+			default:
+				m.Kind = string(h.Value)
 			}
 		case HeaderTopic:
-			m.Topic, haveTopic = v, true
+			m.Topic, haveTopic = string(h.Value), true
 		case HeaderQoS:
-			q, err := strconv.ParseUint(v, 10, 8)
+			q, err := parseSmall(h.Value, 8)
 			if err != nil || q > 2 {
-				return nil, fmt.Errorf("%w: %s %q is not 0, 1 or 2", ErrInvalid, HeaderQoS, v)
+				return nil, fmt.Errorf("%w: %s %q is not 0, 1 or 2", ErrInvalid, HeaderQoS, h.Value)
 			}
 			m.QoS = byte(q)
 		case HeaderRetain:
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s %q is not true or false", ErrInvalid, HeaderRetain, v)
+			switch string(h.Value) {
+			case "true":
+				m.Retain = true
+			case "false":
+				m.Retain = false
+			default:
+				b, err := strconv.ParseBool(string(h.Value))
+				if err != nil {
+					return nil, fmt.Errorf("%w: %s %q is not true or false", ErrInvalid, HeaderRetain, h.Value)
+				}
+				m.Retain = b
 			}
-			m.Retain = b
 		case HeaderUsername:
-			m.Username = v
+			m.Username = string(h.Value)
 		case HeaderProtocol:
-			p, err := strconv.ParseUint(v, 10, 8)
+			p, err := parseSmall(h.Value, 8)
 			if err != nil {
-				return nil, fmt.Errorf("%w: %s %q", ErrInvalid, HeaderProtocol, v)
+				return nil, fmt.Errorf("%w: %s %q", ErrInvalid, HeaderProtocol, h.Value)
 			}
 			m.Protocol = byte(p)
 		case HeaderContentType:
-			m.ContentType = v
+			m.ContentType = string(h.Value)
 		case HeaderPayloadFormat:
-			p, err := strconv.ParseUint(v, 10, 8)
+			p, err := parseSmall(h.Value, 8)
 			if err != nil || p > 1 {
-				return nil, fmt.Errorf("%w: %s %q is not 0 or 1", ErrInvalid, HeaderPayloadFormat, v)
+				return nil, fmt.Errorf("%w: %s %q is not 0 or 1", ErrInvalid, HeaderPayloadFormat, h.Value)
 			}
 			b := byte(p)
 			m.PayloadFormat = &b
 		case HeaderMessageExpiry:
-			e, err := strconv.ParseUint(v, 10, 32)
+			e, err := strconv.ParseUint(string(h.Value), 10, 32)
 			if err != nil {
-				return nil, fmt.Errorf("%w: %s %q is not a number of seconds", ErrInvalid, HeaderMessageExpiry, v)
+				return nil, fmt.Errorf("%w: %s %q is not a number of seconds", ErrInvalid, HeaderMessageExpiry, h.Value)
 			}
 			e32 := uint32(e)
 			m.MessageExpiry = &e32
 		case HeaderResponseTopic:
-			m.ResponseTopic = v
+			m.ResponseTopic = string(h.Value)
 		case HeaderCorrelationData:
 			m.CorrelationData = h.Value
 		default:
 			if name, ok := strings.CutPrefix(h.Key, HeaderUserPrefix); ok {
-				m.UserProperties = append(m.UserProperties, UserProperty{Key: name, Value: v})
+				m.UserProperties = append(m.UserProperties, UserProperty{Key: name, Value: string(h.Value)})
 			} else {
 				m.AdditionalHeaders = append(m.AdditionalHeaders, h)
 			}
