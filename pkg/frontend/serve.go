@@ -278,7 +278,11 @@ func (l *leanConn) end(err error) {
 		}
 		cl.Stop(err)
 	} else {
-		cl.Properties.Will = mqtt.Will{}
+		// A normal DISCONNECT drops the will [MQTT-3.1.2-10]: its flag
+		// cleared atomically, as a takeover notice clears it from another
+		// goroutine (sessions' closeTakenOver); assigning the whole struct
+		// raced with that store.
+		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
 	}
 	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
 		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)

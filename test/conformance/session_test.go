@@ -59,13 +59,21 @@ func TestCleanSessionDiscardsState(t *testing.T) {
 		s.Disconnect()
 		p := l.dial(t, c.Addr(), opts{ID: id("pub")})
 		p.Publish(f, "queued", 1, false)
-		// Wait until the dispatcher queued it in the old session, so the
+		// Wait until the dispatcher gave it to the old session, so the
 		// clean start has state to discard (the race of a message routed
-		// during the clean start is TestCleanStartRace).
+		// during the clean start is TestCleanStartRace): in its queue, or
+		// in its inflight hash when the dispatcher routed it while the
+		// server had not yet seen the DISCONNECT (handed over to the
+		// connection, which was gone; a resume would resend it).
 		require.Eventually(t, func() bool {
-			n, err := c.Redis.LLen(context.Background(), "fg:{"+cid+"}:q").Result()
-			return err == nil && n > 0
-		}, waitFor, 10*time.Millisecond, "message queued for the offline session")
+			ctx := context.Background()
+			q, err := c.Redis.LLen(ctx, "fg:{"+cid+"}:q").Result()
+			if err != nil {
+				return false
+			}
+			in, err := c.Redis.HLen(ctx, "fg:{"+cid+"}:inflight").Result()
+			return err == nil && q+in > 0
+		}, waitFor, 10*time.Millisecond, "message given to the offline session")
 		s = l.dial(t, c.Addr(), opts{ID: cid})
 		if present, ok := s.SessionPresent(); ok {
 			require.False(t, present, "Session Present after a clean start")
