@@ -9,10 +9,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
 // Delivery is one message for one client's offline queue.
@@ -358,19 +361,7 @@ func (s *Store) enqueue(ctx context.Context, ds []Delivery, hold func(clientID s
 		direct = "1"
 	}
 	maxm, maxb := strconv.FormatInt(s.maxMsg, 10), strconv.FormatInt(s.maxB, 10)
-	// One call per client (per maxEnqueueBatch of its deliveries), in the
-	// order of each client's first delivery.
-	var calls [][]int
-	open := make(map[string]int, len(ds))
-	for i, d := range ds {
-		c, ok := open[d.ClientID]
-		if !ok || len(calls[c]) == maxEnqueueBatch {
-			c = len(calls)
-			open[d.ClientID] = c
-			calls = append(calls, make([]int, 0, 1))
-		}
-		calls[c] = append(calls[c], i)
-	}
+	calls := enqueueCalls(ds)
 	var firstErr error
 	fail := func(idx []int, err error) {
 		for _, i := range idx {
@@ -383,27 +374,41 @@ func (s *Store) enqueue(ctx context.Context, ds []Delivery, hold func(clientID s
 	for attempt := 0; len(calls) > 0; attempt++ {
 		cmds := make([]*redis.Cmd, len(calls))
 		pos := holdPositions(ds, calls, hold)
-		// The pipeline's own error repeats the first command error, which is
-		// handled per command below.
-		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for c, idx := range calls {
-				cid := ds[idx[0]].ClientID
-				tok := ""
-				if hold != nil && hold(cid) {
-					tok = token
-				}
-				args := []any{maxm, maxb, policy, direct, tok, pos[c]}
-				for _, i := range idx {
-					d := ds[i]
-					args = append(args, encodeEntry(d.Message, d.Expiry), len(d.Message), len(d.Subscriptions))
-					for _, k := range d.Subscriptions {
-						args = append(args, k.field())
+		send := func(part []int) {
+			// The pipeline's own error repeats the first command error,
+			// which is handled per command below.
+			_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, c := range part {
+					idx := calls[c]
+					cid := ds[idx[0]].ClientID
+					tok := ""
+					if hold != nil && hold(cid) {
+						tok = token
 					}
+					args := []any{maxm, maxb, policy, direct, tok, pos[c]}
+					for _, i := range idx {
+						d := ds[i]
+						args = append(args, encodeEntry(d.Message, d.Expiry), len(d.Message), len(d.Subscriptions))
+						for _, k := range d.Subscriptions {
+							args = append(args, k.field())
+						}
+					}
+					cmds[c] = enqueueScript.EvalSha(ctx, p, []string{sessionKey(cid), queueKey(cid), subsKey(cid), inflightKey(cid)}, args...)
 				}
-				cmds[c] = enqueueScript.EvalSha(ctx, p, []string{sessionKey(cid), queueKey(cid), subsKey(cid), inflightKey(cid)}, args...)
-			}
-			return nil
-		})
+				return nil
+			})
+		}
+		parts := splitCalls(ds, calls)
+		var wg sync.WaitGroup
+		for _, part := range parts[1:] {
+			wg.Add(1)
+			workers.Go(func() {
+				defer wg.Done()
+				send(part)
+			})
+		}
+		send(parts[0])
+		wg.Wait()
 		var retry [][]int
 		for c, cmd := range cmds {
 			idx := calls[c]
@@ -437,6 +442,84 @@ func (s *Store) enqueue(ctx context.Context, ds []Delivery, hold func(clientID s
 // holdPositions returns the place of each call among the calls of its
 // client in one pipeline, as the enqueue script's ARGV[6] ('o' for a client
 // with one call, or whose deliveries may not be held).
+// enqueueCalls groups the indexes of ds into script calls: one per client
+// (per maxEnqueueBatch of its deliveries), in the order of each client's
+// first delivery.
+func enqueueCalls(ds []Delivery) [][]int {
+	var calls [][]int
+	open := make(map[string]int, len(ds))
+	for i, d := range ds {
+		c, ok := open[d.ClientID]
+		if !ok || len(calls[c]) == maxEnqueueBatch {
+			c = len(calls)
+			open[d.ClientID] = c
+			calls = append(calls, make([]int, 0, 1))
+		}
+		calls[c] = append(calls[c], i)
+	}
+	return calls
+}
+
+// pipelineBytes is about what Redis reads of a connection in one turn of
+// its event loop (16 KiB, PROTO_IOBUF_LEN), and with appendfsync always
+// every turn that wrote ends in an fsync of the append-only file. A larger
+// enqueue goes as several pipelines at once, each on a connection of its
+// own, so that Redis reads them in the same turns: a dispatcher's batch of
+// 100 KiB cost seven turns, and seven fsyncs, as one pipeline.
+// maxPipelines bounds the connections one enqueue takes from the pool.
+const (
+	pipelineBytes = 16 << 10
+	maxPipelines  = 8
+)
+
+// splitCalls groups the indexes of calls into pipelines of about
+// pipelineBytes of messages each (at most maxPipelines, and no more than
+// there are clients). All the calls of a client go in one pipeline, in
+// order: Redis runs a connection's commands in the order sent, and a
+// client's later calls must land after its earlier ones (holdPositions).
+// Each client goes to the pipeline with the fewest bytes so far.
+func splitCalls(ds []Delivery, calls [][]int) [][]int {
+	total := 0
+	for _, d := range ds {
+		total += len(d.Message)
+	}
+	n := min(maxPipelines, (total+pipelineBytes-1)/pipelineBytes, len(calls))
+	var bytesOf map[string]int
+	if n > 1 {
+		bytesOf = make(map[string]int, len(calls))
+		for _, d := range ds {
+			bytesOf[d.ClientID] += len(d.Message)
+		}
+		n = min(n, len(bytesOf))
+	}
+	if n <= 1 {
+		all := make([]int, len(calls))
+		for c := range all {
+			all[c] = c
+		}
+		return [][]int{all}
+	}
+	loads := make([]int, n)
+	parts := make([][]int, n)
+	partOf := make(map[string]int, len(bytesOf))
+	for c, idx := range calls {
+		cid := ds[idx[0]].ClientID
+		p, ok := partOf[cid]
+		if !ok {
+			p = 0
+			for q := range loads {
+				if loads[q] < loads[p] {
+					p = q
+				}
+			}
+			partOf[cid] = p
+			loads[p] += bytesOf[cid]
+		}
+		parts[p] = append(parts[p], c)
+	}
+	return slices.DeleteFunc(parts, func(part []int) bool { return len(part) == 0 })
+}
+
 func holdPositions(ds []Delivery, calls [][]int, hold func(clientID string) bool) []string {
 	pos := make([]string, len(calls))
 	for c := range pos {

@@ -526,3 +526,106 @@ func outcomes(res []EnqueueResult) []Outcome {
 	}
 	return out
 }
+
+func TestALargeEnqueueGoesAsSeveralPipelinesAndKeepsEachClientsOrder(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cluster=%v", cluster), func(t *testing.T) { largeEnqueueKeepsOrder(t, cluster) })
+	}
+}
+
+func largeEnqueueKeepsOrder(t *testing.T, cluster bool) {
+	s, _ := newTestStore(t, func(c *Config) {
+		c.MaxQueuedMessages = 10000
+		c.MaxQueuedBytes = configBytes(1 << 20)
+		if cluster {
+			c.Redis.Addrs = []string{testRedis.ClusterAddr}
+			c.Redis.Cluster = true
+		}
+	})
+	ctx := testCtx(t)
+	const clients, each = 12, 3*maxEnqueueBatch + 5 // four calls per client
+	ids := make([]string, clients)
+	epochs := make([]uint64, clients)
+	for k := range ids {
+		ids[k] = clientID(t, fmt.Sprintf("c%d", k))
+		epochs[k] = connect(t, s, ids[k], "n1")
+	}
+	// The clients' deliveries interleaved, 200 B each: 12 × 197 × 200 B
+	// is 470 KB, so maxPipelines pipelines of several clients each.
+	var ds []Delivery
+	for i := range each {
+		for k, cid := range ids {
+			m := fmt.Appendf(nil, "%d-%04d-", k, i)
+			ds = append(ds, Delivery{ClientID: cid, Message: append(m, bytes.Repeat([]byte("x"), 200-len(m))...)})
+		}
+	}
+	calls := 0
+	for _, part := range splitCalls(ds, enqueueCalls(ds)) {
+		calls += len(part)
+	}
+	require.Equal(t, clients*4, calls)
+	require.Len(t, splitCalls(ds, enqueueCalls(ds)), maxPipelines)
+
+	res, err := s.EnqueueHolding(ctx, ds, func(string) bool { return true })
+	require.NoError(t, err)
+	for i, r := range res {
+		require.Equal(t, OutcomeQueued, r.Outcome, "delivery %d", i)
+	}
+	for k, cid := range ids {
+		got, err := s.Take(ctx, cid, epochs[k], 1000)
+		require.NoError(t, err)
+		require.Len(t, got, each, "client %d", k)
+		for i, m := range got {
+			require.True(t, strings.HasPrefix(string(m.Message), fmt.Sprintf("%d-%04d-", k, i)),
+				"client %d: message %d is %.8s", k, i, m.Message)
+		}
+		fields, err := s.rdb.HKeys(ctx, sessionKey(cid)).Result()
+		require.NoError(t, err)
+		for _, f := range fields {
+			assert.False(t, strings.HasPrefix(f, "held:"), "the last call removes the mark: %s", f)
+		}
+	}
+}
+
+func TestSplitCallsKeepsAClientsCallsTogetherInOrder(t *testing.T) {
+	msg := bytes.Repeat([]byte("m"), 1000)
+	for _, n := range []int{1, 10, 17, 100, 5000} {
+		var ds []Delivery
+		for i := range n {
+			// One client in three has many deliveries, so several calls.
+			cid := fmt.Sprintf("c%d", i%7)
+			if i%3 == 0 {
+				cid = "busy"
+			}
+			ds = append(ds, Delivery{ClientID: cid, Message: msg})
+		}
+		calls := enqueueCalls(ds)
+		parts := splitCalls(ds, calls)
+		total := n * len(msg)
+		distinct := make(map[string]bool)
+		for _, d := range ds {
+			distinct[d.ClientID] = true
+		}
+		clients := len(distinct)
+		wantParts := min(maxPipelines, (total+pipelineBytes-1)/pipelineBytes, clients)
+		assert.Len(t, parts, max(1, wantParts), "%d deliveries", n)
+		seen := make(map[int]bool)
+		partOf := make(map[string]int)
+		for p, part := range parts {
+			assert.NotEmpty(t, part, "%d deliveries: part %d", n, p)
+			for j, c := range part {
+				assert.False(t, seen[c], "call %d twice", c)
+				seen[c] = true
+				if j > 0 {
+					assert.Less(t, part[j-1], c, "calls out of order in part %d", p)
+				}
+				cid := ds[calls[c][0]].ClientID
+				if q, ok := partOf[cid]; ok {
+					assert.Equal(t, q, p, "%d deliveries: client %s in two pipelines", n, cid)
+				}
+				partOf[cid] = p
+			}
+		}
+		assert.Len(t, seen, len(calls), "%d deliveries: every call once", n)
+	}
+}
