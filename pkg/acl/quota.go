@@ -118,9 +118,10 @@ func (r *Rules) quotaOf(id string, groups []string) (Quota, bool) {
 	if len(r.quotas) == 0 {
 		return Quota{}, false
 	}
-	var fileGroups []string
-	if m, ok := r.byIdentity[id]; ok {
-		fileGroups = m.groups
+	_, fileGroups, _ := r.identities.lookup(id)
+	inFileGroup := func(name string) bool {
+		g, ok := r.groupIdx[name]
+		return ok && slices.Contains(fileGroups, g)
 	}
 	for _, q := range r.quotas {
 		if len(q.identities) == 0 && len(q.groups) == 0 {
@@ -130,7 +131,7 @@ func (r *Rules) quotaOf(id string, groups []string) (Quota, bool) {
 			return q.Quota, true
 		}
 		for _, g := range q.groups {
-			if slices.Contains(fileGroups, g) || slices.Contains(groups, g) {
+			if inFileGroup(g) || slices.Contains(groups, g) {
 				return q.Quota, true
 			}
 		}

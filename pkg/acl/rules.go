@@ -24,9 +24,14 @@ type Rules struct {
 	// entries holds the entries of every rule without placeholders, rule
 	// after rule (rule.first): the policies of all subjects share them.
 	entries    []entry
-	everyone   []int32             // rules with neither identities nor groups
-	byIdentity map[string]identity // every identity the file names
-	byGroup    map[string][]int32  // rules naming a group
+	everyone   []int32        // rules with neither identities nor groups
+	identities *identityIndex // every identity the file names
+	// The groups of the file and those its rules name: groupIdx gives a
+	// name's index, groupNames the name of an index, groupRules the rules
+	// naming the group.
+	groupIdx   map[string]int32
+	groupNames []string
+	groupRules [][]int32
 	groups     int
 	quotas     []fileQuota // the quotas section, in file order
 
@@ -36,8 +41,8 @@ type Rules struct {
 	allowAll *derived
 }
 
-// identity is what the file says of one identity: one map lookup at
-// CONNECT.
+// identity is what the file says of one identity, while the rules are
+// built (identityIndex holds it after).
 type identity struct {
 	rules  []int32  // rules naming it
 	groups []string // groups of the file listing it
@@ -78,12 +83,22 @@ func ReadRules(path string) (*Rules, error) {
 // build indexes the rules of p by whom they apply to.
 func build(p *parsed) *Rules {
 	r := &Rules{
-		rules:      make([]rule, len(p.rules)),
-		byIdentity: map[string]identity{},
-		byGroup:    map[string][]int32{},
-		groups:     len(p.groups),
-		quotas:     p.quotas,
+		rules:    make([]rule, len(p.rules)),
+		groupIdx: map[string]int32{},
+		groups:   len(p.groups),
+		quotas:   p.quotas,
 	}
+	group := func(name string) int32 {
+		g, ok := r.groupIdx[name]
+		if !ok {
+			g = int32(len(r.groupNames))
+			r.groupIdx[name] = g
+			r.groupNames = append(r.groupNames, name)
+			r.groupRules = append(r.groupRules, nil)
+		}
+		return g
+	}
+	byIdentity := map[string]identity{}
 	for i, fr := range p.rules {
 		ru := fr.rule
 		if !ru.placeholders() {
@@ -97,15 +112,16 @@ func build(p *parsed) *Rules {
 			r.everyone = append(r.everyone, int32(i))
 		}
 		for _, id := range fr.identities {
-			m := r.byIdentity[id]
+			m := byIdentity[id]
 			if len(m.rules) == 0 || m.rules[len(m.rules)-1] != int32(i) {
 				m.rules = append(m.rules, int32(i))
-				r.byIdentity[id] = m
+				byIdentity[id] = m
 			}
 		}
-		for _, g := range fr.groups {
-			if l := r.byGroup[g]; len(l) == 0 || l[len(l)-1] != int32(i) {
-				r.byGroup[g] = append(l, int32(i))
+		for _, name := range fr.groups {
+			g := group(name)
+			if l := r.groupRules[g]; len(l) == 0 || l[len(l)-1] != int32(i) {
+				r.groupRules[g] = append(l, int32(i))
 			}
 		}
 	}
@@ -117,14 +133,16 @@ func build(p *parsed) *Rules {
 	}
 	slices.Sort(names)
 	for _, name := range names {
+		group(name)
 		for _, id := range p.groups[name] {
-			m := r.byIdentity[id]
+			m := byIdentity[id]
 			if len(m.groups) == 0 || m.groups[len(m.groups)-1] != name {
 				m.groups = append(m.groups, name)
-				r.byIdentity[id] = m
+				byIdentity[id] = m
 			}
 		}
 	}
+	r.identities = newIdentityIndex(byIdentity, r.groupIdx)
 	return r
 }
 
@@ -144,7 +162,7 @@ func (r *Rules) Len() int { return len(r.rules) }
 
 // Identities returns the number of identities the file names, in groups or
 // in rules.
-func (r *Rules) Identities() int { return len(r.byIdentity) }
+func (r *Rules) Identities() int { return r.identities.len() }
 
 // Groups returns the number of groups the file defines.
 func (r *Rules) Groups() int { return r.groups }
@@ -166,14 +184,16 @@ func (r *Rules) applicable(id string, groups []string) []int32 {
 		}
 	}
 	addList(r.everyone)
-	if m, ok := r.byIdentity[id]; ok {
-		addList(m.rules)
-		for _, g := range m.groups {
-			addList(r.byGroup[g])
+	if rules, fileGroups, ok := r.identities.lookup(id); ok {
+		addList(rules)
+		for _, g := range fileGroups {
+			addList(r.groupRules[g])
 		}
 	}
-	for _, g := range groups {
-		addList(r.byGroup[g])
+	for _, name := range groups {
+		if g, ok := r.groupIdx[name]; ok {
+			addList(r.groupRules[g])
+		}
 	}
 	switch len(lists) {
 	case 0:

@@ -334,7 +334,8 @@ func (s *Store) Enqueue(ctx context.Context, ds []Delivery) ([]EnqueueResult, er
 // to try again once the connection has taken some of its queue. A
 // subscriber that reads as fast as messages arrive then loses nothing to a
 // burst (a dispatcher catching up after a failover routes seconds of
-// traffic at once); the caller bounds how long it waits.
+// traffic at once); the caller bounds how long it waits. hold may be called
+// from several goroutines at once (a large call goes as several pipelines).
 func (s *Store) EnqueueHolding(ctx context.Context, ds []Delivery, hold func(clientID string) bool) ([]EnqueueResult, error) {
 	return s.enqueue(ctx, ds, hold)
 }
