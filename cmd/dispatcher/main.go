@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
+	"github.com/fleetgate/fleetgate/pkg/procs"
 	"os"
 
 	"github.com/fleetgate/fleetgate/pkg/dispatch"
@@ -27,6 +28,7 @@ func run(args []string) error {
 	}
 	log := telemetry.NewLogger(cfg.Log, os.Stderr)
 	defer gcheadroom.Start(cfg.GC, log).Stop()
+	defer procs.Start(cfg.Procs, log).Stop()
 	tel, err := telemetry.NewMetrics()
 	if err != nil {
 		return err

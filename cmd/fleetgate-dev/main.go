@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
+	"github.com/fleetgate/fleetgate/pkg/procs"
 	"os"
 
 	"github.com/fleetgate/fleetgate/pkg/devstack"
@@ -20,6 +21,7 @@ func main() {
 	if err == nil && !done {
 		log := telemetry.NewLogger(cfg.Frontend.Log, os.Stderr)
 		defer gcheadroom.Start(cfg.Frontend.GC, log).Stop()
+		defer procs.Start(cfg.Frontend.Procs, log).Stop()
 		ctx, stop := service.SignalContext()
 		defer stop()
 		err = devstack.New(cfg, log, os.Stdout).Run(ctx)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
+	"github.com/fleetgate/fleetgate/pkg/procs"
 	"time"
 
 	"github.com/fleetgate/fleetgate/pkg/archive"
@@ -66,6 +67,7 @@ type ServiceConfig struct {
 	Subscriptions subscriptions.Config   `yaml:"subscriptions"`
 	Log           telemetry.LogConfig    `yaml:"log"`
 	GC            gcheadroom.Config      `yaml:"gc"`
+	Procs         procs.Config           `yaml:"procs"`
 	HTTP          telemetry.ServerConfig `yaml:"http"`
 }
 
@@ -78,6 +80,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Subscriptions.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
 	c.GC.RegisterFlags(fs)
+	c.Procs.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, ":9466")
 	if err := fs.Set("kafka.client-id", "fleetgate-archiver"); err != nil {
 		panic(err)
@@ -93,6 +96,6 @@ func (c *ServiceConfig) Validate() error {
 		errs = append(errs, errors.New("archive.mongodb-uri: required"))
 	}
 	errs = append(errs, c.Archive.Validate(), c.Archiver.Validate(), c.Kafka.Validate(), c.Events.Validate(),
-		c.Subscriptions.Validate(), c.Log.Validate(), c.GC.Validate())
+		c.Subscriptions.Validate(), c.Log.Validate(), c.GC.Validate(), c.Procs.Validate())
 	return errors.Join(errs...)
 }

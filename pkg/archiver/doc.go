@@ -6,6 +6,6 @@
 // dead-letter collection instead of stopping the stream.
 //
 // Of fleetgate it imports pkg/archive, pkg/events, pkg/gcheadroom, pkg/kafka,
-// pkg/subscriptions, pkg/telemetry, pkg/topic. test/imports holds the import
+// pkg/procs, pkg/subscriptions, pkg/telemetry, pkg/topic. test/imports holds the import
 // rules.
 package archiver

@@ -15,5 +15,5 @@
 // this package: errors name the file, the line, the user or the claim, never
 // the credential.
 //
-// Of fleetgate it imports pkg/config. test/imports holds the import rules.
+// Of fleetgate it imports pkg/config, pkg/procs. test/imports holds the import rules.
 package auth

@@ -8,13 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/fleetgate/fleetgate/pkg/procs"
 )
 
 // dummyHash is a bcrypt hash of a random string nobody knows. Unknown users
@@ -68,12 +69,13 @@ func newPasswords(cfg *Config, macKey []byte, now func() time.Time) *passwords {
 }
 
 // passwordChecks is the bound on concurrent bcrypt comparisons: n, or for
-// 0 half of GOMAXPROCS, at least 1.
+// 0 half of the GOMAXPROCS the process started with (procs.adaptive may
+// lower it while the node is calm), at least 1.
 func passwordChecks(n int) int {
 	if n > 0 {
 		return n
 	}
-	return max(1, runtime.GOMAXPROCS(0)/2)
+	return max(1, procs.Started()/2)
 }
 
 // applies reports whether the request names a user.

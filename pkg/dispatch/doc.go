@@ -21,6 +21,6 @@
 // before it commits their offsets.
 //
 // Of fleetgate it imports pkg/config, pkg/gcheadroom, pkg/handoff, pkg/kafka,
-// pkg/kafkarecord, pkg/retained, pkg/session, pkg/subscriptions,
+// pkg/kafkarecord, pkg/procs, pkg/retained, pkg/session, pkg/subscriptions,
 // pkg/telemetry, pkg/topic, pkg/wills. test/imports holds the import rules.
 package dispatch

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
+	"github.com/fleetgate/fleetgate/pkg/procs"
 	"log/slog"
 	"time"
 
@@ -28,6 +29,7 @@ type ServiceConfig struct {
 	Session       session.Config         `yaml:"session"`
 	Log           telemetry.LogConfig    `yaml:"log"`
 	GC            gcheadroom.Config      `yaml:"gc"`
+	Procs         procs.Config           `yaml:"procs"`
 	HTTP          telemetry.ServerConfig `yaml:"http"`
 	Wills         wills.Config           `yaml:"wills"`
 }
@@ -40,6 +42,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Session.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
 	c.GC.RegisterFlags(fs)
+	c.Procs.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, ":9465")
 	c.Wills.RegisterFlags(fs)
 	if err := fs.Set("kafka.client-id", "fleetgate-dispatcher"); err != nil {
@@ -49,7 +52,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate checks the whole configuration; errors name the field.
 func (c *ServiceConfig) Validate() error {
-	return errors.Join(c.Dispatch.Validate(), c.Kafka.Validate(), c.Subscriptions.Validate(), c.Session.Validate(), c.Log.Validate(), c.GC.Validate(), c.Wills.Validate())
+	return errors.Join(c.Dispatch.Validate(), c.Kafka.Validate(), c.Subscriptions.Validate(), c.Session.Validate(), c.Log.Validate(), c.GC.Validate(), c.Procs.Validate(), c.Wills.Validate())
 }
 
 // Service is a dispatcher process: it follows the subscription change log

@@ -4,12 +4,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"runtime"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/time/rate"
+
+	"github.com/fleetgate/fleetgate/pkg/procs"
 )
 
 // Admission defaults (docs/limits.md explains each choice).
@@ -69,7 +70,7 @@ type AdmissionConfig struct {
 // RegisterFlags registers the admission flags, under "mqtt.".
 func (c *AdmissionConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxClients, "mqtt.max-clients", DefaultMaxClients, "Maximum MQTT connections on this node, counted from CONNECT to the end of the connection; one more gets CONNACK 0x89 (Server busy, MQTT 5) or 0x03 (Server unavailable, 3.1.1) before authentication or any session work. 0: unlimited.")
-	perSecond := ConnectRatePerCore * runtime.GOMAXPROCS(0)
+	perSecond := ConnectRatePerCore * procs.Started()
 	fs.Float64Var(&c.ConnectRate, "mqtt.connect-rate", float64(perSecond), "New connections accepted per second on this node, over all listeners (a token bucket of mqtt.connect-burst); beyond it the listeners stop accepting and new connections wait in the kernel's listen backlog. Default: 5,000 per core (GOMAXPROCS). 0: unlimited.")
 	fs.IntVar(&c.ConnectBurst, "mqtt.connect-burst", ConnectBurstSeconds*perSecond, "Connections accepted at once before mqtt.connect-rate paces them. Default: 1 second of the default rate.")
 	fs.DurationVar(&c.MaxKeepAlive, "mqtt.max-keepalive", DefaultMaxKeepAlive, "Longest keep-alive an MQTT 5 client may use (whole seconds, at most 65535s): one asking more, or 0, gets this value as the CONNACK's Server Keep Alive and is held to it (closed after 1.5 times it without a packet: DISCONNECT 0x8D). 0: the client's keep-alive stands.")

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/fleetgate/fleetgate/pkg/gcheadroom"
+	"github.com/fleetgate/fleetgate/pkg/procs"
 	"os"
 	"slices"
 	"time"
@@ -40,6 +41,7 @@ type Config struct {
 	Events        events.Config           `yaml:"events"`
 	Log           telemetry.LogConfig     `yaml:"log"`
 	GC            gcheadroom.Config       `yaml:"gc"`
+	Procs         procs.Config            `yaml:"procs"`
 	HTTP          telemetry.ServerConfig  `yaml:"http"`
 	Tracing       telemetry.TracingConfig `yaml:"tracing"`
 	Shutdown      ShutdownConfig          `yaml:"shutdown"`
@@ -125,6 +127,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Events.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
 	c.GC.RegisterFlags(fs)
+	c.Procs.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, ":9464")
 	c.Tracing.RegisterFlags(fs)
 }
@@ -249,7 +252,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("authz.reload-interval: %s must not be negative", c.Authz.ReloadInterval))
 	}
 	errs = append(errs, c.Auth.Validate(), c.Ingest.Validate(), c.Retained.Validate(), c.Kafka.Validate(), c.Session.Validate(), c.Subscriptions.Validate(),
-		c.Delivery.Validate(), c.Events.Validate(), c.Log.Validate(), c.GC.Validate(), c.Tracing.Validate())
+		c.Delivery.Validate(), c.Events.Validate(), c.Log.Validate(), c.GC.Validate(), c.Procs.Validate(), c.Tracing.Validate())
 	return errors.Join(errs...)
 }
 
