@@ -18,8 +18,9 @@
 // in use were Up (60 %) busy in two samples in a row, and lowers it when
 // one processor fewer would have been under Down (50 %) busy on average
 // over a window of Calm (5 s). A node that gets busy has its cores back
-// within a tenth of a second; an idle or lightly loaded one runs on one
-// processor and wakes no thread to hand a goroutine over.
+// within a tenth of a second (a third of a second from idle, where it samples
+// every 200 ms); an idle or lightly loaded one runs on one processor and
+// wakes no thread to hand a goroutine over.
 //
 // The GOMAXPROCS a process starts with (Go's default: the cores, or the
 // container's CPU limit; or the GOMAXPROCS environment variable) stays the

@@ -17,6 +17,25 @@ const (
 	DefaultCalm     = 100 // intervals: 5 s
 )
 
+// A process on one processor using less than quietCores is quiet: it is
+// sampled quietFactor times less often (every 200 ms by default), so that
+// an idle node does not wake a thread 20 times a second for nothing to
+// decide. Load that arrives is seen within one quiet interval, and from
+// there sampled at the interval again.
+const (
+	quietCores  = 0.05
+	quietFactor = 4
+)
+
+// wait is how long the Controller waits for its next sample after one in
+// which the process, now in state s, used `used` cores.
+func wait(s State, used float64, interval time.Duration) time.Duration {
+	if s.Procs == 1 && used < quietCores {
+		return quietFactor * interval
+	}
+	return interval
+}
+
 // started is the GOMAXPROCS the process started with: Go's default (the
 // cores or the container's CPU limit) or the GOMAXPROCS variable.
 var started = runtime.GOMAXPROCS(0)
@@ -130,7 +149,7 @@ func start(p Policy, interval time.Duration, cpu func() (time.Duration, bool), l
 
 func (c *Controller) run() {
 	defer close(c.done)
-	t := time.NewTicker(c.interval)
+	t := time.NewTimer(c.interval)
 	defer t.Stop()
 	s := State{Procs: c.policy.Max}
 	last, _ := c.cpu()
@@ -143,6 +162,7 @@ func (c *Controller) run() {
 			used, ok := c.cpu()
 			wall := now.Sub(lastAt)
 			if !ok || wall <= 0 {
+				t.Reset(c.interval)
 				continue
 			}
 			cores := float64(used-last) / float64(wall)
@@ -156,6 +176,7 @@ func (c *Controller) run() {
 				c.log.Debug("GOMAXPROCS fitted", "from", s.Procs, "to", next.Procs, "cores_used", cores)
 			}
 			s = next
+			t.Reset(wait(s, cores, c.interval))
 		}
 	}
 }

@@ -85,6 +85,13 @@ func TestBetweenDownAndUpTheProcessorsStay(t *testing.T) {
 	assert.Equal(t, []int{2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, seen)
 }
 
+func TestAQuietProcessOnOneProcessorIsSampledLessOften(t *testing.T) {
+	const i = 50 * time.Millisecond
+	assert.Equal(t, 4*i, wait(State{Procs: 1}, 0.01, i), "idle on one: every 200 ms")
+	assert.Equal(t, i, wait(State{Procs: 1}, 0.2, i), "load on one: every interval, to see it grow")
+	assert.Equal(t, i, wait(State{Procs: 2}, 0.01, i), "idle on two: every interval, to take one away")
+}
+
 func TestAdaptiveIsTheDefaultAndCanBeTurnedOff(t *testing.T) {
 	var c Config
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
@@ -145,8 +152,10 @@ func TestTheControllerFollowsTheProcesssRealCPU(t *testing.T) {
 	_, ok := processCPU()
 	require.True(t, ok, "the process's CPU time must be readable on unix")
 
-	p := policy
-	p.Max = 2
+	// Thresholds low enough that two spinning goroutines cross them even
+	// on a machine busy with other test processes, high enough that an
+	// idle test process stays under them.
+	p := Policy{Max: 2, Up: 0.2, Down: 0.1, Calm: 3}
 	c := start(p, 50*time.Millisecond, processCPU, quiet)
 	require.NotNil(t, c)
 	t.Cleanup(c.Stop)
