@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -116,11 +117,10 @@ type Controller struct {
 	cpu      func() (time.Duration, bool)
 	log      *slog.Logger
 
-	stop chan struct{}
-	done chan struct{}
-
-	mu      sync.Mutex // guards changes
-	changes int
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+	changes  atomic.Int64
 }
 
 // Start fits GOMAXPROCS for c, or does nothing (a nil Controller, whose
@@ -170,9 +170,7 @@ func (c *Controller) run() {
 			next := c.policy.Next(s, cores)
 			if next.Procs != s.Procs {
 				runtime.GOMAXPROCS(next.Procs)
-				c.mu.Lock()
-				c.changes++
-				c.mu.Unlock()
+				c.changes.Add(1)
 				c.log.Debug("GOMAXPROCS fitted", "from", s.Procs, "to", next.Procs, "cores_used", cores)
 			}
 			s = next
@@ -182,13 +180,11 @@ func (c *Controller) run() {
 }
 
 // Changes is how many times the Controller changed GOMAXPROCS.
-func (c *Controller) Changes() int {
+func (c *Controller) Changes() int64 {
 	if c == nil {
 		return 0
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.changes
+	return c.changes.Load()
 }
 
 // Stop ends the fitting and gives the process its starting GOMAXPROCS back.
@@ -196,12 +192,9 @@ func (c *Controller) Stop() {
 	if c == nil {
 		return
 	}
-	select {
-	case <-c.stop:
-		return
-	default:
-	}
-	close(c.stop)
-	<-c.done
-	runtime.GOMAXPROCS(c.policy.Max)
+	c.stopOnce.Do(func() {
+		close(c.stop)
+		<-c.done
+		runtime.GOMAXPROCS(c.policy.Max)
+	})
 }

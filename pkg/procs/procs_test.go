@@ -139,7 +139,7 @@ func TestTheControllerSetsGOMAXPROCSFromTheCPUItReads(t *testing.T) {
 	require.Eventually(t, func() bool { return runtime.GOMAXPROCS(0) == 4 }, 10*time.Second, 5*time.Millisecond, "busier: the ceiling")
 	setRate(0.2)
 	require.Eventually(t, func() bool { return runtime.GOMAXPROCS(0) == 1 }, 10*time.Second, 5*time.Millisecond, "calm again: one")
-	assert.GreaterOrEqual(t, c.Changes(), 3)
+	assert.GreaterOrEqual(t, c.Changes(), int64(3))
 
 	c.Stop()
 	assert.Equal(t, 4, runtime.GOMAXPROCS(0), "Stop gives the starting GOMAXPROCS back")
