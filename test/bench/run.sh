@@ -884,6 +884,29 @@ fleet_connections() {
 	curl -sf "http://$1/metrics" | awk '/^fleetgate_frontend_connections_total/ {n += $NF} END {printf "%d", n}'
 }
 
+# fleet_procs_start / fleet_procs_stop LABEL: the GOMAXPROCS in force in
+# the frontend and the dispatcher (go_sched_gomaxprocs_threads;
+# procs.adaptive fits it to the CPU in use), sampled every second while a
+# shape runs, printed as one digit per sample. The samples cover the whole
+# comparison, the baseline's turn (fleetgate idle) included.
+fleet_gomaxprocs() {
+	curl -sf --max-time 1 "http://$1/metrics" | awk '/^go_sched_gomaxprocs_threads / {printf "%d", $NF; f = 1} END {if (!f) printf "?"}'
+}
+fleet_procs_start() {
+	FLEET_PROCS_FILE=$(mktemp)
+	(while :; do
+		echo "$(fleet_gomaxprocs "$FLEET_FE_HTTP") $(fleet_gomaxprocs "$FLEET_DISP_HTTP")" >> "$FLEET_PROCS_FILE"
+		sleep 1
+	done) &
+	FLEET_PROCS_PID=$!
+}
+fleet_procs_stop() {
+	kill "$FLEET_PROCS_PID" 2>/dev/null
+	wait "$FLEET_PROCS_PID" 2>/dev/null || true
+	echo "GOMAXPROCS each second during $1 (both targets' turns): frontend $(awk '{printf "%s", $1}' "$FLEET_PROCS_FILE"), dispatcher $(awk '{printf "%s", $2}' "$FLEET_PROCS_FILE")"
+	rm -f "$FLEET_PROCS_FILE"
+}
+
 if section fleet; then
 log "7. the fleet shape (issue 16): fleetgate as in production, beside mosquitto; started in the order $FLEET_ORDER"
 # One process each: the Kafka-protocol broker (reported apart, not counted),
@@ -946,10 +969,12 @@ if fleet_shape devices; then
 	for n in $FLEET_DEVICES; do
 		rate=$((n * FLEET_DEVICE_RATE))
 		log "7b. $n devices × $FLEET_DEVICE_RATE msg/s, open loop ($rate msg/s in total), QoS 1, $SIZE-byte payloads, $FLEET_ROUNDS round(s) of $FLEET_DURATION"
+		fleet_procs_start
 		"$BENCH" compare pub "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
 			-qos 1 -publishers "$n" -rate "$rate" -window 64 -size "$SIZE" -client-prefix "fleet-dev-$n" \
 			-duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
 			-pprof-dir "$FLEET_OUT/devices-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/devices-$n.json"
+		fleet_procs_stop "$n devices"
 		top_cum "frontend CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.cpu.pprof" "$FRONTEND"
 		top_cum "dispatcher CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
 	done
@@ -959,10 +984,12 @@ if fleet_shape pairs; then
 	for n in $FLEET_PAIRS; do
 		rate=$((n * FLEET_PAIR_RATE))
 		log "7c. $n pairs × $FLEET_PAIR_RATE msg/s, open loop ($rate msg/s in total), QoS 1 both ways, $FLEET_ROUNDS round(s) of $FLEET_PAIRS_DURATION"
+		fleet_procs_start
 		"$BENCH" compare pairs "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
 			-pairs "$n" -rate "$rate" -window 256 -size "$SIZE" -client-prefix "fleet-pairs-$n" \
 			-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
 			-pprof-dir "$FLEET_OUT/pairs-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/pairs-$n.json"
+		fleet_procs_stop "$n pairs"
 		top_cum "frontend CPU profile, $n pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/pairs-$n/fleetgate.cpu.pprof" "$FRONTEND"
 		top_cum "dispatcher CPU profile, $n pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/pairs-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
 	done
@@ -971,10 +998,12 @@ fi
 if fleet_shape closed; then
 	log "7d. pairs, closed loop: $FLEET_CLOSED_PAIRS pairs, $FLEET_CLOSED_WINDOW in flight end to end per pair, $FLEET_CLOSED_ROUNDS rounds of $FLEET_PAIRS_DURATION"
 	drops0=$(fleet_drops)
+	fleet_procs_start
 	"$BENCH" compare pairs "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
 		-pairs "$FLEET_CLOSED_PAIRS" -window "$FLEET_CLOSED_WINDOW" -size "$SIZE" -client-prefix fleet-closed \
 		-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_CLOSED_ROUNDS" \
 		-pprof-dir "$FLEET_OUT/closed" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/closed.json"
+	fleet_procs_stop "the closed loop"
 	drops1=$(fleet_drops)
 	echo "fleetgate: deliveries dropped at a session's queue bound during 7d (dispatcher, fleetgate_dispatch_deliveries dropped_*): $((drops1 - drops0))"
 	echo "$((drops1 - drops0))" >"$FLEET_OUT/closed-drops"
@@ -984,10 +1013,12 @@ fi
 
 if fleet_shape storm; then
 	log "7e. reconnect storm: $FLEET_CONNECT devices with persistent sessions, 64 at a time, 1 warm-up pass (creates the sessions) and 1 measured pass (resumes them), $FLEET_CONNECT_ROUNDS rounds"
+	fleet_procs_start
 	"$BENCH" compare connect "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
 		-clients "$FLEET_CONNECT" -connect-concurrency 64 -persistent -warmup-passes 1 -passes 1 \
 		-rounds "$FLEET_CONNECT_ROUNDS" -client-prefix fleet-storm \
 		-pprof-dir "$FLEET_OUT/connect" -pprof-seconds 2 -json-out "$FLEET_OUT/connect.json"
+	fleet_procs_stop "the reconnect storm"
 	top_cum "frontend CPU profile, reconnect storm (2 s)" "$FLEET_OUT/connect/fleetgate.cpu.pprof" "$FRONTEND"
 fi
 
