@@ -55,7 +55,7 @@ type Config struct {
 
 // RegisterFlags registers procs.adaptive.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&c.Adaptive, "procs.adaptive", true, "Fit GOMAXPROCS to the CPU the process uses, between 1 and the GOMAXPROCS it started with (the cores, the container's CPU limit or the GOMAXPROCS variable): raised within 0.1s when the processors in use are 60 % busy, lowered when one fewer would have been under 50 % busy over the last 5s. A lightly loaded node then wakes fewer threads per message (0.75x the CPU per message at 2,000 devices x 1 msg/s; docs/benchmarks.md). false: GOMAXPROCS stays as started.")
+	fs.BoolVar(&c.Adaptive, "procs.adaptive", true, "Fit GOMAXPROCS to the CPU the process uses, between 1 and the GOMAXPROCS it started with (the cores, the container's CPU limit or the GOMAXPROCS variable): raised within 0.1s (0.3s from idle) when the processors in use are 60 % busy, lowered when one fewer would have been under 50 % busy over the last 5s. A lightly loaded node then wakes fewer threads per message (0.8x the CPU per message at 2,000 devices x 1 msg/s; docs/benchmarks.md). false: GOMAXPROCS stays as started.")
 }
 
 // Validate has nothing to check: both values are valid.
