@@ -96,6 +96,9 @@ func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
+	if src := sourceFor(addr); src != nil {
+		d.LocalAddr, d.Control = src, bindAddressNoPort
+	}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dialing %s: %w", addr, err)
