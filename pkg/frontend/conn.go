@@ -38,6 +38,11 @@ type conn struct {
 	// seconds. Both are written and read on the connection's goroutine.
 	admitted     bool
 	oddKeepAlive bool
+	// connectAt is when its CONNECT was read and parsed (monotonic ns, set
+	// by the connection hook's OnConnect), for
+	// fleetgate_frontend_connect_duration_seconds; the connection's
+	// goroutine only, as admitted.
+	connectAt int64
 
 	mu     sync.Mutex
 	client *mqtt.Client // set by the connection hook after CONNECT

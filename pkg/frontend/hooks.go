@@ -1,6 +1,8 @@
 package frontend
 
 import (
+	"time"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -30,12 +32,18 @@ func (h *connHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	if !ok {
 		return nil
 	}
+	c.connectAt = monotonic()
 	c.setClient(cl)
 	return h.s.admit(cl, c)
 }
 
-// OnSessionEstablished logs and counts a successful connect.
+// OnSessionEstablished logs and counts a successful connect, and times it
+// from OnConnect: mochi calls it after the CONNACK was written, in either
+// way of serving (mqtt.serve).
 func (h *connHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if c, ok := cl.Net.Conn.(*conn); ok && c.connectAt != 0 {
+		h.s.metrics.connectTook(time.Duration(monotonic() - c.connectAt))
+	}
 	h.s.metrics.connects(cl.Net.Listener, cl.Properties.ProtocolVersion)
 	h.s.log.Debug("client connected", "client_id", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
 		"protocol", cl.Properties.ProtocolVersion, "clean", pk.Connect.Clean, "keepalive", pk.Connect.Keepalive)

@@ -3,6 +3,8 @@ package frontend_test
 import (
 	"fmt"
 	"io"
+	"regexp"
+	"strconv"
 	"testing"
 	"time"
 
@@ -132,4 +134,62 @@ func TestABusyConnectionStaysWhileItTalksAndIsClosedAfterItsKeepAlive(t *testing
 	}
 	requireClosed(t, c, 10*time.Second)
 	assert.GreaterOrEqual(t, time.Since(last), 3*time.Second, "closed before 1.5 × the keep-alive after the last packet")
+}
+
+// TestEveryAcceptedConnectIsTimedToItsConnack: with the defaults but
+// mqtt.max-clients, each accepted CONNECT (MQTT 5, 3.1.1, a persistent
+// session resumed) adds one observation to
+// fleetgate_frontend_connect_duration_seconds and one refused at admission
+// adds none, in both ways of serving a connection.
+func TestEveryAcceptedConnectIsTimedToItsConnack(t *testing.T) {
+	for _, serve := range []string{frontend.ServeLean, frontend.ServeMochi} {
+		t.Run("mqtt.serve="+serve, func(t *testing.T) {
+			k := testkit.StartKafka(t)
+			n := startNode(t, k.Addr(), func(c *frontend.Config) {
+				c.MQTT.Serve = serve
+				c.MQTT.Admission.MaxClients = 2
+			})
+			n.waitReady()
+			require.Zero(t, connectTimings(t, n), "no CONNECT yet")
+
+			first := testkit.DialRaw(t, n.addr, 5)
+			first.Connect("timed-5", false)
+			first.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+			requireClosed(t, first, 5*time.Second)
+			require.Eventually(t, func() bool {
+				return counter(t, n.metrics(), "fleetgate_frontend_disconnects_total", `reason="client_disconnect"`) >= 1
+			}, 5*time.Second, 20*time.Millisecond, "the first connection's end is recorded and its place under mqtt.max-clients free")
+			resumed := testkit.DialRaw(t, n.addr, 5)
+			resumed.Connect("timed-5", false)
+			v3 := testkit.DialRaw(t, n.addr, 4)
+			v3.Connect("timed-3", true)
+			require.Eventually(t, func() bool { return connectTimings(t, n) == 3 }, 5*time.Second, 20*time.Millisecond,
+				"three accepted CONNECTs timed, got %v", connectTimings(t, n))
+
+			refused := testkit.DialRaw(t, n.addr, 5)
+			refused.Send(connectPacket("timed-refused", 5, true, 30))
+			assert.Equal(t, byte(0x89), recvType(t, refused, packets.Connack).ReasonCode, "over mqtt.max-clients")
+			metrics := n.metrics()
+			assert.Equal(t, 3, connectTimings(t, n), "a refused CONNECT is not timed")
+			assert.Contains(t, metrics, `fleetgate_frontend_connect_duration_seconds_bucket{le="+Inf"} 3`)
+			sum := regexp.MustCompile(`(?m)^fleetgate_frontend_connect_duration_seconds_sum (\S+)$`).FindStringSubmatch(metrics)
+			require.NotNil(t, sum, "the histogram's sum is exported")
+			s, err := strconv.ParseFloat(sum[1], 64)
+			require.NoError(t, err)
+			assert.Positive(t, s, "the timings add up to more than nothing")
+		})
+	}
+}
+
+// connectTimings is fleetgate_frontend_connect_duration_seconds_count (0
+// before the first).
+func connectTimings(t *testing.T, n *node) int {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^fleetgate_frontend_connect_duration_seconds_count (\d+)$`).FindStringSubmatch(n.metrics())
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.Atoi(m[1])
+	require.NoError(t, err)
+	return v
 }
