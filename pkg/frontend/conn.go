@@ -43,6 +43,12 @@ type conn struct {
 	// fleetgate_frontend_connect_duration_seconds; the connection's
 	// goroutine only, as admitted.
 	connectAt int64
+	// established and disconnected record that the disconnect hooks are
+	// owed (OnSessionEstablish ran) and were run (OnDisconnect), for
+	// mqtt.serve=mochi, whose attachClient returns without them when the
+	// CONNACK cannot be written (establishMochi); the connection's
+	// goroutine only.
+	established, disconnected bool
 
 	mu     sync.Mutex
 	client *mqtt.Client // set by the connection hook after CONNECT

@@ -18,7 +18,7 @@ func (h *connHook) ID() string { return "fleetgate-conn" }
 
 func (h *connHook) Provides(b byte) bool {
 	switch b { // mochi asks for every event of every connection
-	case mqtt.OnConnect, mqtt.OnPacketSent, mqtt.OnSessionEstablished:
+	case mqtt.OnConnect, mqtt.OnPacketSent, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -35,6 +35,21 @@ func (h *connHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	c.connectAt = monotonic()
 	c.setClient(cl)
 	return h.s.admit(cl, c)
+}
+
+// OnSessionEstablish notes that the connection's end owes the disconnect
+// hooks (see establishMochi).
+func (h *connHook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	if c, ok := cl.Net.Conn.(*conn); ok {
+		c.established = true
+	}
+}
+
+// OnDisconnect notes that the disconnect hooks ran.
+func (h *connHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if c, ok := cl.Net.Conn.(*conn); ok {
+		c.disconnected = true
+	}
 }
 
 // OnSessionEstablished logs and counts a successful connect, and times it

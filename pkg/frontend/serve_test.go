@@ -1,14 +1,17 @@
 package frontend_test
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -192,4 +195,50 @@ func connectTimings(t *testing.T, n *node) int {
 	v, err := strconv.Atoi(m[1])
 	require.NoError(t, err)
 	return v
+}
+
+// TestAConnectionGoneBeforeItsConnackEndsItsSession: a client that resets
+// its connection after its CONNECT was read, while the session store is
+// still answering, cannot be sent its CONNACK; its session must still end
+// (recorded disconnected in Redis, its place on the node released), in both
+// ways of serving a connection. mochi's own attachClient returned without
+// its disconnect hooks there, and mqtt.serve=mochi left the session
+// connected to this node for good.
+func TestAConnectionGoneBeforeItsConnackEndsItsSession(t *testing.T) {
+	for _, serve := range []string{frontend.ServeLean, frontend.ServeMochi} {
+		t.Run("mqtt.serve="+serve, func(t *testing.T) {
+			k := testkit.StartKafka(t)
+			n := startNode(t, k.Addr(), func(c *frontend.Config) { c.MQTT.Serve = serve })
+			n.waitReady()
+			rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+			t.Cleanup(func() { _ = rdb.Close() })
+			ctx := context.Background()
+			id := "gone-before-connack-" + serve
+
+			c := testkit.DialRaw(t, n.addr, 4)
+			// Redis holds every command for 600 ms: the CONNECT is read and
+			// waits in the session store's connect script meanwhile.
+			require.NoError(t, rdb.Do(ctx, "CLIENT", "PAUSE", "600", "ALL").Err())
+			c.Send(connectPacket(id, 4, false, 30)) // a persistent session
+			time.Sleep(200 * time.Millisecond)
+			// A reset, not a FIN: the CONNACK's write then fails.
+			require.NoError(t, c.Conn.(*net.TCPConn).SetLinger(0))
+			require.NoError(t, c.Conn.Close())
+
+			require.Eventually(t, func() bool {
+				s := sessionKeys(t, rdb, id)["fg:{"+id+"}:s"]
+				return s != nil && s["connected"] == "0"
+			}, 10*time.Second, 50*time.Millisecond, "the session is recorded disconnected: %v", sessionKeys(t, rdb, id))
+			require.Eventually(t, func() bool {
+				registry, _ := frontend.Connected(n.srv)
+				return registry == 0
+			}, 5*time.Second, 20*time.Millisecond, "the node holds no connection for it")
+
+			// The device comes back and resumes its session.
+			again := testkit.DialRaw(t, n.addr, 4)
+			ack := again.Connect(id, false)
+			assert.Zero(t, ack.ReasonCode)
+			assert.True(t, ack.SessionPresent, "the session outlived the connection that never got its CONNACK")
+		})
+	}
 }

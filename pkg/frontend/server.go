@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -602,8 +603,45 @@ func (s *Server) establishMochi(listener string, nc net.Conn) error {
 	// 1.5 × keep-alive [MQTT-3.1.2-22].
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.MQTT.ConnectTimeout))
 	err := s.mochi.EstablishConnection(listener, c)
+	if c.established && !c.disconnected {
+		s.endUnattached(c, err)
+	}
 	s.connEnded(listener, nc, c, err)
 	return nil // logged by connEnded; mochi's listeners would log it again without a message
+}
+
+// endUnattached ends a connection whose session was set up but which mochi's
+// attachClient left without its end: when the CONNACK (or the resend of
+// inflight messages after it) cannot be written, it returns at once, without
+// the will, OnDisconnect or the removal of the client from its map. Left so,
+// the session stayed connected to this node in Redis (its messages handed
+// to a connection that no longer was, its will never due) and the node kept
+// the connection's state. It runs what attachClient runs after its read
+// loop, as leanConn.end does.
+//
+//go:noinline
+func (s *Server) endUnattached(c *conn, err error) {
+	cl := c.mqttClient()
+	if cl == nil {
+		return
+	}
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 1 {
+		s.hooks.OnWill(cl, cl.Properties.Will) // no DISCONNECT came [MQTT-3.1.2-8]
+	}
+	cl.Stop(err)
+	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+	s.hooks.OnDisconnect(cl, err, expire)
+	if expire && !cl.IsTakenOver() {
+		cl.ClearInflights()
+		s.mochi.UnsubscribeClient(cl)
+		if cur, ok := s.mochi.Clients.Get(cl.ID); ok && cur == cl {
+			s.mochi.Clients.Delete(cl.ID)
+		}
+	}
 }
 
 // connEnded finishes a connection that ended with err, whoever served it:
