@@ -261,20 +261,33 @@ func validConnect(cl *mqtt.Client, pk packets.Packet, caps *mqtt.Capabilities) p
 }
 
 // end ends a connection whose session was set up, as mochi does after its
-// read loop: the will when the connection ended without DISCONNECT
-// [MQTT-3.1.2-8] (our OnWill schedules it from the session store; mochi's
-// local publish of it is a no-op for fleetgate, whose fan-out is off), the
-// will discarded after a normal DISCONNECT [MQTT-3.14.4-3]
-// [MQTT-3.1.2-10], OnDisconnect, mochi's client state cleared for a session
-// that expires, and the connection finished (conn.finish: the owed MQTT 5
-// DISCONNECT, the close).
+// read loop (Server.endSession: the will, OnDisconnect, mochi's client state
+// of a session that expires), and finishes the connection (conn.finish: the
+// owed MQTT 5 DISCONNECT, the close).
 //
 //go:noinline
 func (l *leanConn) end(err error) {
 	cl := l.cl
+	l.s.endSession(cl, err)
+	cl.Stop(nil)
+	if l.counted {
+		atomic.AddInt64(&l.s.mochi.Info.ClientsConnected, -1)
+	}
+	l.s.connEnded(l.listener, l.c.Conn, l.c, err)
+}
+
+// endSession runs what mochi's attachClient runs after its read loop, for a
+// connection whose session was set up (OnSessionEstablish ran): the will
+// when the connection ended without DISCONNECT [MQTT-3.1.2-8] (our OnWill
+// schedules it from the session store; mochi's local publish of it is a
+// no-op for fleetgate, whose fan-out is off), the will discarded after a
+// normal DISCONNECT [MQTT-3.14.4-3] [MQTT-3.1.2-10], OnDisconnect, and
+// mochi's client state cleared for a session that expires. It reports
+// whether the session expires with the connection.
+func (s *Server) endSession(cl *mqtt.Client, err error) (expire bool) {
 	if err != nil {
 		if atomic.LoadUint32(&cl.Properties.Will.Flag) == 1 {
-			l.s.hooks.OnWill(cl, cl.Properties.Will)
+			s.hooks.OnWill(cl, cl.Properties.Will)
 		}
 		cl.Stop(err)
 	} else {
@@ -284,16 +297,12 @@ func (l *leanConn) end(err error) {
 		// raced with that store.
 		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
 	}
-	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+	expire = (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
 		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
-	l.s.hooks.OnDisconnect(cl, err, expire)
+	s.hooks.OnDisconnect(cl, err, expire)
 	if expire {
 		cl.ClearInflights()
-		l.s.mochi.UnsubscribeClient(cl)
+		s.mochi.UnsubscribeClient(cl)
 	}
-	cl.Stop(nil)
-	if l.counted {
-		atomic.AddInt64(&l.s.mochi.Info.ClientsConnected, -1)
-	}
-	l.s.connEnded(l.listener, l.c.Conn, l.c, err)
+	return expire
 }

@@ -617,7 +617,8 @@ func (s *Server) establishMochi(listener string, nc net.Conn) error {
 // the session stayed connected to this node in Redis (its messages handed
 // to a connection that no longer was, its will never due) and the node kept
 // the connection's state. It runs what attachClient runs after its read
-// loop, as leanConn.end does.
+// loop (endSession, as leanConn.end does) and takes the client out of
+// mochi's map.
 //
 //go:noinline
 func (s *Server) endUnattached(c *conn, err error) {
@@ -626,18 +627,9 @@ func (s *Server) endUnattached(c *conn, err error) {
 		return
 	}
 	if err == nil {
-		err = io.ErrUnexpectedEOF
+		err = io.ErrUnexpectedEOF // no DISCONNECT came: the will is due
 	}
-	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 1 {
-		s.hooks.OnWill(cl, cl.Properties.Will) // no DISCONNECT came [MQTT-3.1.2-8]
-	}
-	cl.Stop(err)
-	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
-		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
-	s.hooks.OnDisconnect(cl, err, expire)
-	if expire && !cl.IsTakenOver() {
-		cl.ClearInflights()
-		s.mochi.UnsubscribeClient(cl)
+	if s.endSession(cl, err) && !cl.IsTakenOver() {
 		if cur, ok := s.mochi.Clients.Get(cl.ID); ok && cur == cl {
 			s.mochi.Clients.Delete(cl.ID)
 		}
