@@ -1,6 +1,7 @@
 package frontend_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -88,4 +90,37 @@ func TestWithoutRedisConnectionsGetServerUnavailable(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return n.readyz() == http.StatusServiceUnavailable }, 10*time.Second, 50*time.Millisecond)
 	assert.True(t, strings.Contains(n.metrics(), "fleetgate_delivery_connect_failures"), "connect failures counted")
+}
+
+// TestAWillDueBeforeAShortExpiryKeepsItsSessionForTheSweeper: an MQTT 5
+// client whose will is due at its delay (1 s), before its session expires
+// (2 s, shorter than node.liveness-ttl), ends without DISCONNECT: its
+// session's keys are kept past the expiry, so that the dispatchers' wills
+// sweeper still finds the will should this node die before publishing it
+// (pkg/wills TestAWillIsNotPublishedBeforeItIsDue shows the sweep).
+func TestAWillDueBeforeAShortExpiryKeepsItsSessionForTheSweeper(t *testing.T) {
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), nil)
+	n.waitReady()
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+
+	id := "will-before-short-expiry"
+	c := testkit.DialRaw(t, n.addr, 5)
+	pk := connectPacket(id, 5, false, 30)
+	pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 2, true
+	pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, "status/"+id, []byte("gone")
+	pk.Connect.WillProperties.WillDelayInterval = 1
+	c.Send(pk)
+	require.Zero(t, recvType(t, c, packets.Connack).ReasonCode)
+	require.NoError(t, c.Conn.Close()) // no DISCONNECT: the will is due
+
+	key := "fg:{" + id + "}:s"
+	require.Eventually(t, func() bool {
+		return sessionKeys(t, rdb, id)[key]["connected"] == "0"
+	}, 5*time.Second, 20*time.Millisecond, "the end is recorded")
+	ttl, err := rdb.TTL(ctx, key).Result()
+	require.NoError(t, err)
+	assert.Greater(t, ttl, time.Minute, "the keys outlive the 2 s expiry for the will's sweep")
 }

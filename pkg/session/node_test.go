@@ -402,3 +402,54 @@ func TestASessionHeldForItsWillEndsAtItsExpiry(t *testing.T) {
 		assert.ErrorIs(t, err, ErrFenced)
 	})
 }
+
+// TestAWillDueBeforeTheExpiryKeepsTheKeysForItsSweep: a session whose will
+// is due at its delay, before the session expires, keeps its keys at least
+// WillHold past the delay (EndKeepingWill), so that a sweeper that finds its
+// node dead after a short expiry still has the will; a long expiry is not
+// lengthened. After the expiry the session counts as expired all the same.
+func TestAWillDueBeforeTheExpiryKeepsTheKeysForItsSweep(t *testing.T) {
+	will := &Will{Topic: "status/c", Payload: []byte("gone"), QoS: 1, DelaySeconds: 1}
+	for _, tc := range []struct {
+		name     string
+		expiry   uint32
+		min, max time.Duration
+	}{
+		{"a 2 s expiry is kept the will's delay and the hold", 2, WillHold, WillHold + 2*time.Second},
+		{"a 1-hour expiry is kept as it is", 3600, time.Hour - 10*time.Second, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, raw := newTestStore(t, nil)
+			ctx := testCtx(t)
+			cid := clientID(t, "c")
+			res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: tc.expiry, Protocol: 5, Owner: "device-1", Will: will})
+			require.NoError(t, err)
+			subs, err := s.EndKeepingWill(ctx, cid, res.Epoch, tc.expiry, will.DelaySeconds)
+			require.NoError(t, err)
+			require.Empty(t, subs, "the session is kept until its expiry")
+			for _, k := range sessionKeys(cid) {
+				ttl, err := raw.TTL(ctx, k).Result()
+				require.NoError(t, err)
+				if ttl == -2*time.Nanosecond {
+					continue // a key the session never wrote (its queue)
+				}
+				assert.GreaterOrEqual(t, ttl, tc.min, "%s", k)
+				assert.LessOrEqual(t, ttl, tc.max, "%s", k)
+			}
+		})
+	}
+	t.Run("past the short expiry a CONNECT finds the session expired and gets its will", func(t *testing.T) {
+		s, _ := newTestStore(t, nil)
+		ctx := testCtx(t)
+		cid := clientID(t, "c")
+		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 2, Protocol: 5, Owner: "device-1", Will: will})
+		require.NoError(t, err)
+		_, err = s.EndKeepingWill(ctx, cid, res.Epoch, 2, will.DelaySeconds)
+		require.NoError(t, err)
+		time.Sleep(2100 * time.Millisecond) // past the expiry, within the hold
+		res, err = s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", ExpirySeconds: 60, Protocol: 5, Owner: "device-2"})
+		require.NoError(t, err, "an expired session belongs to nobody")
+		assert.False(t, res.SessionPresent)
+		assert.Equal(t, will, res.EndedWill, "the will nobody published is handed over")
+	})
+}

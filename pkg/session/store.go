@@ -579,8 +579,8 @@ type disconnectCall struct {
 	clientID string
 	epoch    uint64
 	expiry   uint32
-	subs     bool // return the subscriptions of an ended session
-	hold     bool // hold the keys of a session with a will past its expiry
+	subs     bool   // return the subscriptions of an ended session
+	hold     uint32 // seconds to hold the keys of a session with a will past its expiry
 
 	ended []Subscription
 	err   error
@@ -627,7 +627,23 @@ const WillHold = 2 * time.Minute
 // hands its will to the caller, ConnectResult.EndedWill), and the node
 // ends it at the expiry with EndWithWill.
 func (s *Store) EndHoldingWill(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) ([]Subscription, error) {
-	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true, hold: true})
+	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true, hold: uint32(WillHold / time.Second)})
+}
+
+// EndKeepingWill is End for a session whose will is due at its Will Delay
+// Interval, willDelaySeconds, before the session expires. The node that
+// holds the connection publishes it then (wills.Scheduler); if that node
+// dies first, the wills sweeper publishes it once the node's liveness has
+// lapsed, which may be after a short expiry: the keys are kept at least
+// WillHold past the will's delay (longer only when the expiry is shorter
+// than that), so the will is still there. Connect treats the session as
+// expired after its expiry all the same.
+func (s *Store) EndKeepingWill(ctx context.Context, clientID string, epoch uint64, expirySeconds, willDelaySeconds uint32) ([]Subscription, error) {
+	var hold uint32
+	if keep := uint64(willDelaySeconds) + uint64(WillHold/time.Second); expirySeconds != 0 && expirySeconds != math.MaxUint32 && keep > uint64(expirySeconds) {
+		hold = uint32(min(keep-uint64(expirySeconds), math.MaxUint32-1-uint64(expirySeconds)))
+	}
+	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true, hold: hold})
 }
 
 func (s *Store) disconnect(ctx context.Context, c *disconnectCall) ([]Subscription, error) {
@@ -646,8 +662,8 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 		if c.subs {
 			subs = "1"
 		}
-		if c.hold {
-			hold = strconv.Itoa(int(WillHold / time.Second))
+		if c.hold > 0 {
+			hold = strconv.FormatUint(uint64(c.hold), 10)
 		}
 		return sessionKeys(c.clientID), []any{epochArg(c.epoch), strconv.FormatUint(uint64(c.expiry), 10), subs, hold}
 	}, nil)
@@ -677,7 +693,7 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 			// (ExpiredSessions).
 			at := s.now().Add(time.Duration(c.expiry) * time.Second)
 			if will == 2 {
-				at = at.Add(WillHold)
+				at = at.Add(time.Duration(c.hold) * time.Second)
 			}
 			expiring = append(expiring, redis.Z{Score: float64(at.UnixMilli()), Member: c.clientID})
 		}

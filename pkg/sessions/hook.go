@@ -522,12 +522,20 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 	// A will is due at the smaller of its delay and the session's expiry
 	// [MQTT-3.1.3-9]. When the expiry is the smaller, the session's keys
 	// are held past it for the will, and the will's claim at the expiry
-	// ends the session.
-	endsFirst := c.will != nil && c.willDue.Load() && c.will.DelaySeconds > 0 && expiry != 0 &&
-		expiry != math.MaxUint32 && expiry <= c.will.DelaySeconds
+	// ends the session. When the delay is, the keys are kept long enough
+	// past it for the wills sweeper to publish the will should this node
+	// die first.
+	pending := c.will != nil && c.willDue.Load() && c.will.DelaySeconds > 0 && expiry != 0 && expiry != math.MaxUint32
+	endsFirst := pending && expiry <= c.will.DelaySeconds
 	end := h.o.Store.End
-	if endsFirst {
+	switch {
+	case endsFirst:
 		end = h.o.Store.EndHoldingWill
+	case pending:
+		delay := c.will.DelaySeconds
+		end = func(ctx context.Context, id string, epoch uint64, expiry uint32) ([]session.Subscription, error) {
+			return h.o.Store.EndKeepingWill(ctx, id, epoch, expiry, delay)
+		}
 	}
 	// A session that ends now comes back with its subscriptions, for
 	// their tombstones.

@@ -252,6 +252,14 @@ func TestAWillIsNotPublishedBeforeItIsDue(t *testing.T) {
 		due func(dn session.DeadNode, info session.Info) time.Time
 		// ended says the session ends with the will.
 		ended bool
+		// hold disconnects with EndHoldingWill, as a node does for a
+		// session that expires before its will's delay ends; keep with
+		// EndKeepingWill, as it does for a will due before the expiry.
+		hold, keep bool
+		// expired is when the session expires, for hold and keep: the
+		// test waits past it in real time, when Redis would have dropped
+		// the keys without the hold.
+		expired func(info session.Info) time.Time
 	}{
 		{
 			name: "a connected client's will waits for its delay after the node's liveness lapsed", delay: 3, expiry: 3600,
@@ -266,6 +274,25 @@ func TestAWillIsNotPublishedBeforeItIsDue(t *testing.T) {
 			name: "a disconnected client's will waits for its delay after the disconnect", disconnected: true, delay: 3, expiry: 3600,
 			due: func(_ session.DeadNode, info session.Info) time.Time { return info.LastSeen.Add(3 * time.Second) },
 		},
+		{
+			// The node held the session's keys past its expiry for the
+			// will (EndHoldingWill) and died before the expiry: the
+			// sweeper publishes the will at the expiry.
+			name: "a disconnected session held for its will by a node that died publishes the will when it expires", disconnected: true, hold: true,
+			delay: 3600, expiry: 1,
+			due:     func(_ session.DeadNode, info session.Info) time.Time { return info.LastSeen.Add(time.Second) },
+			expired: func(info session.Info) time.Time { return info.LastSeen.Add(time.Second) },
+		},
+		{
+			// The will was due at its delay, before the session's expiry,
+			// and the node died before publishing it; the session expired
+			// before the sweeper found the node dead (an expiry shorter
+			// than node.liveness-ttl): the keys were kept for the will.
+			name: "a will due before a short expiry, its node dead, is published after the expiry", disconnected: true, keep: true,
+			delay: 1, expiry: 2,
+			due:     func(_ session.DeadNode, info session.Info) time.Time { return info.LastSeen.Add(time.Second) },
+			expired: func(info session.Info) time.Time { return info.LastSeen.Add(2 * time.Second) },
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
@@ -273,13 +300,25 @@ func TestAWillIsNotPublishedBeforeItIsDue(t *testing.T) {
 			node, cid := uniqueID(t, "node"), uniqueID(t, "c")
 			require.NoError(t, f.store.Heartbeat(ctx, node))
 			epoch := f.connect(cid, node, tc.expiry, &session.Will{Topic: "w", Payload: []byte("p"), DelaySeconds: tc.delay})
-			if tc.disconnected {
+			switch {
+			case tc.hold:
+				_, err := f.store.EndHoldingWill(ctx, cid, epoch, tc.expiry)
+				require.NoError(t, err)
+			case tc.keep:
+				_, err := f.store.EndKeepingWill(ctx, cid, epoch, tc.expiry, tc.delay)
+				require.NoError(t, err)
+			case tc.disconnected:
 				require.NoError(t, f.store.Disconnect(ctx, cid, epoch, tc.expiry))
 			}
 			dn := f.waitDead(node)
 			info, err := f.store.Session(ctx, cid)
 			require.NoError(t, err)
 			due := tc.due(dn, info)
+			if tc.expired != nil {
+				// Past the expiry in Redis's time too: without the hold
+				// its keys, and the will, would be gone by now.
+				time.Sleep(time.Until(tc.expired(info).Add(500 * time.Millisecond)))
+			}
 
 			var now atomic.Pointer[time.Time]
 			at := func(t time.Time) { now.Store(&t) }
@@ -296,7 +335,10 @@ func TestAWillIsNotPublishedBeforeItIsDue(t *testing.T) {
 			assert.Equal(t, !tc.disconnected, info.Connected, "a session whose will waits stays as it is")
 			assert.True(t, f.registered(node))
 
-			at(due)
+			// Due, and not in the past: the will's record carries the
+			// sweeper's clock, and a record older than the producer's
+			// delivery timeout fails.
+			at(later(due, time.Now()))
 			n, err = s.Sweep(ctx)
 			require.NoError(t, err)
 			assert.Equal(t, 1, n, "published once due")
@@ -474,4 +516,12 @@ func TestTheSchedulerPublishesADelayedWillOnceAndNotAfterACancel(t *testing.T) {
 	w, err = f.store.ClaimWill(ctx, cancelled, cancelledEpoch)
 	require.NoError(t, err)
 	assert.NotNil(t, w, "the cancelled will stays in the store for the connection's next end")
+}
+
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
