@@ -226,6 +226,9 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 			return float64(r.Server.CPUPerMessage), true
 		}), durf)
 		row("bench cpu %", cn(func(r *load.ConnectResult) (float64, bool) { return r.Bench.CPUPercent, true }), pct)
+		row("bench cpu/connect", cn(func(r *load.ConnectResult) (float64, bool) {
+			return float64(r.Bench.CPUPerMessage), r.Bench.CPUPerMessage > 0
+		}), durf)
 	case load.WorkloadIdle:
 		idle := func(f func(*load.IdleResult) (float64, bool)) func(*compare.TargetResult) (float64, bool) {
 			return func(t *compare.TargetResult) (float64, bool) {
@@ -274,10 +277,45 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 			fmt.Fprintf(w, "first failure of %s: %s%s\n", t.Target.Name, t.Connect.FirstError, formatCodes(t.Connect.RefusedCodes))
 		}
 	}
+	if cfg.Workload == load.WorkloadConnect {
+		writeGeneratorWarning(w, r.Targets)
+	}
 	if (cfg.Workload == load.WorkloadPub && cfg.Pub.QoS > 0) || cfg.Workload == load.WorkloadPairs || cfg.Workload == load.WorkloadFanout || cfg.Workload == load.WorkloadConnect {
 		fmt.Fprintf(w, "ratios: target/%s; above 1 is more throughput, but also more latency, cpu and memory\n", base.Target.Name)
 	} else {
 		fmt.Fprintf(w, "ratios: target/%s\n", base.Target.Name)
 	}
 	return nil
+}
+
+
+// generatorSpread is how far apart the load generator's own CPU per connect
+// may be across the targets of a connect comparison before the report warns.
+const generatorSpread = 1.5
+
+// writeGeneratorWarning warns when the load generator spent much more CPU
+// per connect on one target than on another: its own work then differs with
+// the broker (TIME_WAIT sockets left on its side slowed its connect() when a
+// broker waited for the client to close, until the generator spread its
+// connections over source addresses: load.LoopbackSources), and a rate may
+// be the generator's limit rather than the broker's.
+func writeGeneratorWarning(w io.Writer, targets []*compare.TargetResult) {
+	var lo, hi *compare.TargetResult
+	for _, t := range targets {
+		if t.Connect == nil || t.Connect.Bench.CPUPerMessage <= 0 {
+			continue
+		}
+		if lo == nil || t.Connect.Bench.CPUPerMessage < lo.Connect.Bench.CPUPerMessage {
+			lo = t
+		}
+		if hi == nil || t.Connect.Bench.CPUPerMessage > hi.Connect.Bench.CPUPerMessage {
+			hi = t
+		}
+	}
+	if lo == nil || float64(hi.Connect.Bench.CPUPerMessage) <= generatorSpread*float64(lo.Connect.Bench.CPUPerMessage) {
+		return
+	}
+	fmt.Fprintf(w, "warning: the load generator spent %v of CPU per connect against %s and %v against %s: "+
+		"its own work differs with the broker, and a rate may be the generator's limit rather than the broker's\n",
+		measure.FormatDuration(hi.Connect.Bench.CPUPerMessage), hi.Target.Name, measure.FormatDuration(lo.Connect.Bench.CPUPerMessage), lo.Target.Name)
 }

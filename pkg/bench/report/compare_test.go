@@ -84,3 +84,40 @@ func TestWriteCompareShowsEveryTargetAndItsRatioToTheBaseline(t *testing.T) {
 		})
 	}
 }
+
+// TestAConnectComparisonWarnsWhenTheGeneratorsOwnCostDiffers: the report
+// shows the generator's CPU per connect for each target, and warns when one
+// target cost it more than 1.5 times another (a rate that may be the
+// generator's limit), and not otherwise.
+func TestAConnectComparisonWarnsWhenTheGeneratorsOwnCostDiffers(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		one, two time.Duration
+		warn     bool
+	}{
+		{"101 against 45 µs per connect warns", 101 * time.Microsecond, 45 * time.Microsecond, true},
+		{"47 against 45 µs per connect does not", 47 * time.Microsecond, 45 * time.Microsecond, false},
+		{"exactly 1.5 times does not", 60 * time.Microsecond, 40 * time.Microsecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := comparison(load.WorkloadConnect, func(name string) *compare.TargetResult {
+				r := &load.ConnectResult{Config: load.ConnectConfig{Clients: 100, Concurrency: 8, Passes: 1}, ConnectsPerSec: 2000, Connected: 100}
+				r.Bench.CPUPerMessage = tc.two
+				if name == "one" {
+					r.Bench.CPUPerMessage = tc.one
+				}
+				return &compare.TargetResult{Connect: r, PerRound: []float64{2000}}
+			})
+			var out bytes.Buffer
+			require.NoError(t, WriteCompare(&out, res))
+			require.Contains(t, out.String(), "bench cpu/connect")
+			require.Contains(t, out.String(), measure.FormatDuration(tc.one))
+			if tc.warn {
+				require.Contains(t, out.String(), "warning: the load generator spent "+measure.FormatDuration(tc.one)+" of CPU per connect against one and "+
+					measure.FormatDuration(tc.two)+" against two")
+			} else {
+				require.NotContains(t, out.String(), "warning: the load generator")
+			}
+		})
+	}
+}
