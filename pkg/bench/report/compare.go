@@ -288,7 +288,6 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 	return nil
 }
 
-
 // generatorSpread is how far apart the load generator's own CPU per connect
 // may be across the targets of a connect comparison before the report warns.
 const generatorSpread = 1.5
