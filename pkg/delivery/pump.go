@@ -220,10 +220,10 @@ func (c *Pump) context() context.Context {
 }
 
 // Close records, once the connection ended, the acknowledgements it read
-// that no round recorded yet.
-func (c *Pump) Close(ctx context.Context) {
+// that no round recorded yet (Finish).
+func (c *Pump) Close(newCtx func() (context.Context, context.CancelFunc)) {
 	c.closed.Store(true)
-	c.Finish(ctx)
+	c.Finish(newCtx)
 }
 
 // pushAck hands an acknowledgement to the pump. It never blocks the read
@@ -314,8 +314,13 @@ func (c *Pump) pump() {
 
 // Finish records the acknowledgements that arrived after the pump's last
 // round, once the connection has ended: a PUBACK read just before the
-// client's DISCONNECT still completes its message [MQTT-4.4.0-1].
-func (c *Pump) Finish(ctx context.Context) {
+// client's DISCONNECT still completes its message [MQTT-4.4.0-1]. newCtx
+// makes the context of the store's calls, only when there is something to
+// record: a connection's end usually has nothing, and a context with a
+// deadline is a timer made and stopped (the sessions hook's contexts were
+// 6.0 % of the frontend's CPU samples in a reconnect storm, 3.3 % with
+// these two made only when needed).
+func (c *Pump) Finish(newCtx func() (context.Context, context.CancelFunc)) {
 	// The pump may be stuck writing to a client that stopped reading: give
 	// up on the lock after a while (those messages are then sent again).
 	for deadline := time.Now().Add(time.Second); !c.work.TryLock(); {
@@ -328,15 +333,20 @@ func (c *Pump) Finish(ctx context.Context) {
 	pending := c.takeAcks()
 	s := c.settle(pending)
 	var err error
-	if c.closed.Load() {
-		// A reconnect may have overtaken the close: the acknowledgements
-		// still name this session's messages, whatever its epoch now.
-		err = c.d.store.AckAfterClose(ctx, c.cl.ID, s.acks)
-		if err == nil && len(s.pubrecs) > 0 {
-			err = c.d.rounds.do(ctx, &session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Pubrecs: s.pubrecs})
+	if len(s.acks) > 0 || len(s.pubrecs) > 0 {
+		ctx, cancel := newCtx()
+		defer cancel()
+		if c.closed.Load() {
+			// A reconnect may have overtaken the close: the
+			// acknowledgements still name this session's messages,
+			// whatever its epoch now.
+			err = c.d.store.AckAfterClose(ctx, c.cl.ID, s.acks)
+			if err == nil && len(s.pubrecs) > 0 {
+				err = c.d.rounds.do(ctx, &session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Pubrecs: s.pubrecs})
+			}
+		} else {
+			err = c.d.rounds.do(ctx, &session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Acks: s.acks, Pubrecs: s.pubrecs})
 		}
-	} else if len(s.acks) > 0 || len(s.pubrecs) > 0 {
-		err = c.d.rounds.do(ctx, &session.Round{ClientID: c.cl.ID, Epoch: c.epoch, Acks: s.acks, Pubrecs: s.pubrecs})
 	}
 	if err != nil {
 		c.restore(pending)

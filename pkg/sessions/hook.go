@@ -454,9 +454,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	h.emitDisconnect(c, err)
 	// Acknowledgements read before the close complete their messages even
 	// if a new connection has taken the session over meanwhile.
-	ctx, cancel := h.storeCtx()
-	c.pump.Close(ctx)
-	cancel()
+	c.pump.Close(h.storeCtx)
 	if c.takenOver.Load() {
 		return
 	}
@@ -594,9 +592,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		// the acknowledged messages again [MQTT-4.4.0-1].
 		if c := h.lookup(cl); c != nil && c.failed == nil {
 			c.disconnectCode.Store(uint32(pk.ReasonCode))
-			ctx, cancel := h.storeCtx()
-			c.pump.Finish(ctx)
-			cancel()
+			c.pump.Finish(h.storeCtx)
 		}
 	case packets.Subscribe:
 		if pk.SubscribeValidate() != packets.CodeSuccess {
