@@ -34,6 +34,21 @@ func connectPacket(clientID string, version byte, clean bool, keepalive uint16) 
 	return pk
 }
 
+// leaveSession connects clientID over MQTT 5 with a persistent session,
+// sends DISCONNECT, and waits until the node counted the end, which it
+// does once the session layer has recorded it in Redis (and the
+// connection's place under mqtt.max-clients is free).
+func leaveSession(t *testing.T, n *node, clientID string) {
+	t.Helper()
+	c := testkit.DialRaw(t, n.addr, 5)
+	c.Connect(clientID, false)
+	c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+	requireClosed(t, c, 5*time.Second)
+	require.Eventually(t, func() bool {
+		return counter(t, n.metrics(), "fleetgate_frontend_disconnects_total", `reason="client_disconnect"`) >= 1
+	}, 5*time.Second, 20*time.Millisecond, "the end of %s is recorded", clientID)
+}
+
 // requireClosed requires that the server closes c without sending more.
 func requireClosed(t *testing.T, c *testkit.Raw, within time.Duration) {
 	t.Helper()
@@ -81,14 +96,7 @@ func TestAConnectBeyondMaxClientsIsRefusedBeforeAnySessionWork(t *testing.T) {
 
 	// A persistent session left by an earlier connection: a refused
 	// reconnect must not take it over or touch it.
-	old := testkit.DialRaw(t, n.addr, 5)
-	old.Connect("admit-returning", false)
-	old.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
-	requireClosed(t, old, 5*time.Second)
-	// Counted once the session layer has recorded the end in Redis.
-	require.Eventually(t, func() bool {
-		return counter(t, n.metrics(), "fleetgate_frontend_disconnects_total", `reason="client_disconnect"`) >= 1
-	}, 5*time.Second, 20*time.Millisecond)
+	leaveSession(t, n, "admit-returning")
 	before := sessionKeys(t, rdb, "admit-returning")
 	require.NotEmpty(t, before["fg:{admit-returning}:s"], "the persistent session is in Redis")
 

@@ -155,13 +155,7 @@ func TestEveryAcceptedConnectIsTimedToItsConnack(t *testing.T) {
 			n.waitReady()
 			require.Zero(t, connectTimings(t, n), "no CONNECT yet")
 
-			first := testkit.DialRaw(t, n.addr, 5)
-			first.Connect("timed-5", false)
-			first.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
-			requireClosed(t, first, 5*time.Second)
-			require.Eventually(t, func() bool {
-				return counter(t, n.metrics(), "fleetgate_frontend_disconnects_total", `reason="client_disconnect"`) >= 1
-			}, 5*time.Second, 20*time.Millisecond, "the first connection's end is recorded and its place under mqtt.max-clients free")
+			leaveSession(t, n, "timed-5")
 			resumed := testkit.DialRaw(t, n.addr, 5)
 			resumed.Connect("timed-5", false)
 			v3 := testkit.DialRaw(t, n.addr, 4)
