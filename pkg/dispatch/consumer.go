@@ -54,8 +54,10 @@ type Consumer struct {
 // I/O: the Kafka client is created by Run. extra are appended to the client
 // options (tests use them for short timeouts).
 func NewConsumer(cfg Config, kcfg kafka.Config, router *Router, dead DeadLetters, log *slog.Logger, tel kafka.Telemetry, extra ...kgo.Opt) *Consumer {
-	return &Consumer{cfg: cfg, kcfg: kcfg, router: router, dead: dead, deadTopic: cfg.DeadLetterTopicName(kcfg.Topic),
+	c := &Consumer{cfg: cfg, kcfg: kcfg, router: router, dead: dead, deadTopic: cfg.DeadLetterTopicName(kcfg.Topic),
 		log: log.With("component", "dispatch"), tel: tel, extra: extra, lag: newLagTracker()}
+	c.lag.topic = kcfg.Topic
+	return c
 }
 
 // Ready returns nil when the consumer can route: it joined the group, got
@@ -116,8 +118,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 		opts = append(opts, kgo.FetchMinBytes(int32(c.cfg.FetchMinBytes)), kgo.FetchMaxWait(c.cfg.FetchMaxWait))
 	}
 	opts = append(opts, c.extra...)
+	topics := []string{c.kcfg.Topic}
+	if c.router.sharedTopic != "" {
+		// Shared subscriptions' messages that ended member sessions
+		// handed back, for another member: routed and committed as the
+		// inbound records are.
+		topics = append(topics, c.router.sharedTopic)
+	}
 	cl, err := kafka.NewGroupConsumer(c.kcfg, kafka.GroupConsumerOptions{
 		Group:          c.cfg.Group,
+		Topics:         topics,
 		StartAfter:     startAfter,
 		CommitInterval: c.cfg.CommitInterval,
 		OnCommitError: func(err error) {

@@ -20,7 +20,7 @@
 // retained store (pkg/retained), from the records published with RETAIN 1,
 // before it commits their offsets.
 //
-// Of fleetgate it imports pkg/config, pkg/gcheadroom, pkg/handoff, pkg/kafka,
+// Of fleetgate it imports pkg/config, pkg/gcheadroom, pkg/handback, pkg/handoff, pkg/kafka,
 // pkg/kafkarecord, pkg/procs, pkg/retained, pkg/session, pkg/subscriptions,
 // pkg/telemetry, pkg/topic, pkg/wills. test/imports holds the import rules.
 package dispatch

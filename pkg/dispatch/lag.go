@@ -23,9 +23,13 @@ const progressInterval = 10 * time.Second
 // however often batches are routed. A partition shows up once a fetch
 // returned records of it, and is forgotten when it is revoked or lost.
 type lagTracker struct {
-	mu   sync.Mutex
-	hwm  map[int32]int64 // highest high watermark seen in fetches
-	next map[int32]int64 // offset of the next record to route
+	// topic is the topic followed (the inbound topic; the dispatcher also
+	// consumes the topic of handed-back shared messages); "" follows every
+	// record as of one topic.
+	topic string
+	mu    sync.Mutex
+	hwm   map[int32]int64 // highest high watermark seen in fetches
+	next  map[int32]int64 // offset of the next record to route
 	// routed counts records routed since the last progress log, and
 	// behind says that log reported a lag.
 	routed  int64
@@ -42,7 +46,7 @@ func (l *lagTracker) fetched(fs kgo.Fetches) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
-		if p.Err != nil || len(p.Records) == 0 {
+		if p.Err != nil || len(p.Records) == 0 || (l.topic != "" && p.Topic != l.topic) {
 			return
 		}
 		l.hwm[p.Partition] = max(l.hwm[p.Partition], p.HighWatermark)
@@ -57,6 +61,9 @@ func (l *lagTracker) routedRecords(recs []*kgo.Record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, r := range recs {
+		if l.topic != "" && r.Topic != l.topic {
+			continue
+		}
 		l.next[r.Partition] = max(l.next[r.Partition], r.Offset+1)
 	}
 	l.routed += int64(len(recs))
@@ -66,7 +73,10 @@ func (l *lagTracker) routedRecords(recs []*kgo.Record) {
 func (l *lagTracker) forget(partitions map[string][]int32) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, ps := range partitions {
+	for t, ps := range partitions {
+		if l.topic != "" && t != l.topic {
+			continue
+		}
 		for _, p := range ps {
 			delete(l.hwm, p)
 			delete(l.next, p)

@@ -32,6 +32,14 @@ const (
 	RetainedStale   = "stale"
 )
 
+// Hand-back outcomes, the bounded values of the "outcome" label of
+// fleetgate_dispatch_shared_handed_back.
+const (
+	HandBackRouted   = "routed"
+	HandBackNoMember = "no_member"
+	HandBackExpired  = "expired"
+)
+
 type metrics struct {
 	routed    metric.Int64Counter
 	skipped   metric.Int64Counter
@@ -54,6 +62,7 @@ type metrics struct {
 	fullQueueWait metric.Float64Histogram
 	stalled       metric.Int64Counter
 	rerouted      metric.Int64Counter
+	handBack      metric.Int64Counter
 	outcomes      map[session.Outcome]metric.AddOption
 }
 
@@ -91,6 +100,8 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 			"Connected sessions that kept their queue at its bound through a whole dispatch.full-queue-wait: what was left for them got session.queue-full-policy, and routing does not wait for them again for a minute."),
 		rerouted: counter("fleetgate_dispatch_shared_rerouted",
 			"Messages of a shared subscription given to another member because routing gave up waiting for the full queue of the member it had picked."),
+		handBack: counter("fleetgate_dispatch_shared_handed_back",
+			"Messages of a shared subscription handed back by a member whose session ended without them (the <kafka.topic>.shared topic), by outcome: routed (to another member), no_member (the subscription has no other member: dropped), expired."),
 		outcomes: map[session.Outcome]metric.AddOption{},
 	}
 	var err error
@@ -118,6 +129,10 @@ func (m *metrics) skip(ctx context.Context, reason string) {
 
 func (m *metrics) deadLetter(ctx context.Context, reason string) {
 	m.dead.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+func (m *metrics) handedBack(ctx context.Context, outcome string) {
+	m.handBack.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
 }
 
 func (m *metrics) retainedUpdate(ctx context.Context, outcome string) {

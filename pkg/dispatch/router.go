@@ -67,6 +67,9 @@ type Router struct {
 	m             *metrics
 	now           func() time.Time
 	maxBatchBytes int // 0: defaultMaxBatchBytes
+	// sharedTopic is the topic of handed-back shared messages
+	// (WithSharedTopic); "" for none.
+	sharedTopic string
 	// fullQueueWait is how long a batch waits for connected sessions at
 	// their queue's bound (WithFullQueueWait); 0 waits for none.
 	fullQueueWait time.Duration
@@ -130,6 +133,13 @@ func WithBarrier(b Barrier) RouterOption { return func(r *Router) { r.barrier = 
 func WithFullQueueWait(d time.Duration) RouterOption {
 	return func(r *Router) { r.fullQueueWait = d }
 }
+
+// WithSharedTopic makes Route take the records of the Kafka topic name
+// (handoff.SharedTopic of the inbound topic) for messages of shared
+// subscriptions handed back by ended member sessions, and route each to
+// another member (handedBack). Without it every record is an inbound
+// publish.
+func WithSharedTopic(name string) RouterOption { return func(r *Router) { r.sharedTopic = name } }
 
 // WithClock sets the clock message expiry is judged by (default time.Now).
 func WithClock(now func() time.Time) RouterOption { return func(r *Router) { r.now = now } }
@@ -377,7 +387,7 @@ func (r *Router) waitHeld(ctx context.Context, b *batch, ds []session.Delivery, 
 			if !hold(ds[j].ClientID) {
 				// A shared subscription's message goes to another member
 				// instead, which is waited for in turn.
-				if d, ok := r.rerouted(ctx, b, ds[j], src[j]); ok {
+				if d, ok := r.rerouted(ctx, b, ds[j]); ok {
 					// A fresh wait for that member (one that was given up
 					// on is passed over by pick).
 					ds[j] = d
@@ -644,6 +654,9 @@ type batch struct {
 // i-th record of the batch, to b. It returns false when rec was skipped or
 // set aside (a dead letter: it never will decode or match).
 func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Record) bool {
+	if r.sharedTopic != "" && rec.Topic == r.sharedTopic {
+		return r.handedBack(ctx, b, i, rec)
+	}
 	msg, err := kafkarecord.Decode(rec)
 	if err != nil {
 		b.dead = append(b.dead, DeadLetter{Record: rec, Reason: ReasonUndecodable, Err: err})
@@ -706,21 +719,12 @@ func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Recor
 	if res.Empty() {
 		return true
 	}
-	add := func(clientID string, granted byte, rap bool, ids []uint32, subs []session.FilterKey) {
+	add := func(clientID string, granted byte, rap bool, ids []uint32, subs []session.FilterKey, shared *handoff.SharedOrigin) {
 		// RETAIN 0 on an established subscription unless it asked for
 		// Retain As Published.
-		if b.err != nil {
-			return // a flush failed: the batch is over
-		}
 		m := out.ForSubscriber(granted, msg.Retain && rap, ids)
-		enc := handoff.EncodeMessage(&m)
-		b.ds = append(b.ds, session.Delivery{ClientID: clientID, Message: enc, Expiry: expiry, Subscriptions: subs})
-		b.src = append(b.src, i)
-		b.bytes += len(enc) + len(clientID) + deliveryOverhead
-		if b.bytes >= b.maxBytes {
-			r.m.earlyFlushes.Add(ctx, 1)
-			b.err = b.flush()
-		}
+		m.Shared = shared
+		r.addDelivery(ctx, b, i, session.Delivery{ClientID: clientID, Message: handoff.EncodeMessage(&m), Expiry: expiry, Subscriptions: subs})
 	}
 	// One copy per client for all of its overlapping subscriptions, with the
 	// largest granted QoS and every identifier ([MQTT-3.3.4-2],
@@ -734,7 +738,7 @@ func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Recor
 		for i, f := range c.Filters {
 			subs[i] = session.FilterKey{Filter: f}
 		}
-		add(c.ClientID, c.QoS, c.RetainAsPublished, c.Identifiers, subs)
+		add(c.ClientID, c.QoS, c.RetainAsPublished, c.Identifiers, subs, nil)
 	}
 	// A shared subscription's message goes to one of its sessions (MQTT 5
 	// section 4.8.2), at that member's granted QoS [MQTT-4.8.2-3] and with
@@ -748,8 +752,55 @@ func (r *Router) deliveries(ctx context.Context, b *batch, i int, rec *kgo.Recor
 		if s.Identifier != 0 {
 			ids = []uint32{s.Identifier}
 		}
-		add(s.ClientID, s.QoS, s.RetainAsPublished, ids, []session.FilterKey{{Group: g.Group, Filter: g.Filter}})
+		// The message carries its shared subscription, so that the member
+		// whose session ends with it undelivered hands it back
+		// (handedBack).
+		add(s.ClientID, s.QoS, s.RetainAsPublished, ids, []session.FilterKey{{Group: g.Group, Filter: g.Filter}},
+			&handoff.SharedOrigin{Group: g.Group, Filter: g.Filter, QoS: msg.QoS, Retain: msg.Retain})
 	}
+	return true
+}
+
+// addDelivery appends d, a delivery of the i-th record of b, and flushes b
+// when it holds its bound.
+func (r *Router) addDelivery(ctx context.Context, b *batch, i int, d session.Delivery) {
+	if b.err != nil {
+		return // a flush failed: the batch is over
+	}
+	b.ds = append(b.ds, d)
+	b.src = append(b.src, i)
+	b.bytes += len(d.Message) + len(d.ClientID) + deliveryOverhead
+	if b.bytes >= b.maxBytes {
+		r.m.earlyFlushes.Add(ctx, 1)
+		b.err = b.flush()
+	}
+}
+
+// handedBack routes rec, the i-th record of b, a message of a shared
+// subscription that a member's ended session held undelivered
+// (handoff.HandBackRecord), to another member of that subscription (MQTT 5
+// section 4.8.2). With no other member left, or when it expired, it goes to
+// no one. It returns false when rec was skipped or set aside.
+func (r *Router) handedBack(ctx context.Context, b *batch, i int, rec *kgo.Record) bool {
+	from, m, expiry, err := handoff.ParseHandBack(rec)
+	if err != nil {
+		b.dead = append(b.dead, DeadLetter{Record: rec, Reason: ReasonUndecodable, Err: err})
+		return false
+	}
+	if !expiry.IsZero() && !expiry.After(b.now) {
+		r.m.skip(ctx, ReasonExpired)
+		r.m.handedBack(ctx, HandBackExpired)
+		return false
+	}
+	d, ok := r.toOtherMember(ctx, b, m, expiry, from)
+	if !ok {
+		r.m.handedBack(ctx, HandBackNoMember)
+		r.log.Debug("a shared subscription's message handed back has no other member; dropped",
+			"group", m.Shared.Group, "filter", m.Shared.Filter, "from", from)
+		return true
+	}
+	r.m.handedBack(ctx, HandBackRouted)
+	r.addDelivery(ctx, b, i, d)
 	return true
 }
 
@@ -776,39 +827,53 @@ func outbound(msg *kafkarecord.Message, remaining *uint32) handoff.Message {
 // passes over members routing gave up waiting for): a member that stopped
 // reading then loses the group nothing it was held for. ok is false when d
 // is not for a shared subscription or no other member takes it.
-func (r *Router) rerouted(ctx context.Context, b *batch, d session.Delivery, src int) (_ session.Delivery, ok bool) {
+func (r *Router) rerouted(ctx context.Context, b *batch, d session.Delivery) (_ session.Delivery, ok bool) {
 	if len(d.Subscriptions) != 1 || d.Subscriptions[0].Group == "" {
 		return d, false
 	}
-	msg, err := kafkarecord.Decode(b.records[src])
-	if err != nil {
+	m, err := handoff.DecodeMessage(d.Message)
+	if err != nil || m.Shared == nil {
 		return d, false
 	}
-	want := d.Subscriptions[0]
-	for _, g := range r.match.Match(msg.Topic, msg.ClientID).Groups {
+	return r.toOtherMember(ctx, b, m, d.Expiry, d.ClientID)
+}
+
+// toOtherMember returns m, a message routed through the shared subscription
+// m.Shared, as a delivery to the member pick chooses now, unless that is
+// not: ok is false when the subscription has no member but not, or the
+// index no longer holds it. The message expires at expiry (zero: never).
+func (r *Router) toOtherMember(ctx context.Context, b *batch, m *handoff.Message, expiry time.Time, not string) (_ session.Delivery, ok bool) {
+	want := m.Shared
+	for _, g := range r.match.Match(m.Topic, "").Groups {
 		if g.Group != want.Group || g.Filter != want.Filter {
 			continue
+		}
+		// The index may still list a member whose session just ended:
+		// its tombstone travels the change log.
+		g.Members = slices.DeleteFunc(g.Members, func(s topic.Subscription) bool { return s.ClientID == not })
+		if len(g.Members) == 0 {
+			return session.Delivery{}, false
 		}
 		s, key := r.pick(g, r.lookupPresence(ctx, b, g.Members))
 		if key != "" {
 			b.picked = append(b.picked, key)
 		}
-		if s.ClientID == d.ClientID {
-			return d, false
-		}
 		var remaining *uint32
-		if !d.Expiry.IsZero() {
-			left := uint32(max(1, (d.Expiry.Sub(b.now)+time.Second-1)/time.Second))
+		if !expiry.IsZero() {
+			left := uint32(max(1, (expiry.Sub(b.now)+time.Second-1)/time.Second))
 			remaining = &left
 		}
 		var ids []uint32
 		if s.Identifier != 0 {
 			ids = []uint32{s.Identifier}
 		}
-		m := outbound(msg, remaining).ForSubscriber(s.QoS, msg.Retain && s.RetainAsPublished, ids)
-		return session.Delivery{ClientID: s.ClientID, Message: handoff.EncodeMessage(&m), Expiry: d.Expiry, Subscriptions: d.Subscriptions}, true
+		out := *m
+		out.QoS, out.MessageExpiry = want.QoS, remaining
+		out = out.ForSubscriber(s.QoS, want.Retain && s.RetainAsPublished, ids)
+		return session.Delivery{ClientID: s.ClientID, Message: handoff.EncodeMessage(&out), Expiry: expiry,
+			Subscriptions: []session.FilterKey{{Group: g.Group, Filter: g.Filter}}}, true
 	}
-	return d, false
+	return session.Delivery{}, false
 }
 
 // pick chooses the member of g that gets the next message: round-robin over

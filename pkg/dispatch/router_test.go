@@ -945,3 +945,85 @@ func TestRouteGivesWhatAStalledSharedMemberWasHeldForToAnotherMember(t *testing.
 	assert.Positive(t, counter(t, f.reader, "fleetgate_dispatch_shared_rerouted", "", ""))
 	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_stalled_sessions", "", ""))
 }
+
+// A message routed through a shared subscription carries the subscription
+// and the QoS and retain flag as published, so that it can go to another
+// member later; one routed to a session's own subscription carries none.
+func TestRouteMarksWhatItRoutesThroughASharedSubscription(t *testing.T) {
+	f := newRouterFixture(t,
+		topic.Subscription{ClientID: "w1", Group: "g", Filter: "jobs/#", QoS: 1},
+		topic.Subscription{ClientID: "own", Filter: "jobs/#", QoS: 2})
+	require.NoError(t, f.router.route(context.Background(), []*kgo.Record{
+		f.record(kafkarecord.Message{ClientID: "pub", Topic: "jobs/1", QoS: 2, Retain: true, Payload: []byte("x")}),
+	}))
+	got := f.queue.messages(t)
+	require.Len(t, got["w1"], 1)
+	assert.Equal(t, &handoff.SharedOrigin{Group: "g", Filter: "jobs/#", QoS: 2, Retain: true}, got["w1"][0].Shared)
+	assert.Equal(t, byte(1), got["w1"][0].QoS, "the member gets its granted QoS")
+	require.Len(t, got["own"], 1)
+	assert.Nil(t, got["own"][0].Shared)
+}
+
+// A message handed back by an ended member (the shared topic) goes to one
+// other member of its shared subscription, as that member subscribed;
+// never back to the member it came from (the index may still list it),
+// never to a session's own subscriptions.
+func TestRouteGivesAHandedBackMessageToAnotherMember(t *testing.T) {
+	f := newRouterFixture(t,
+		topic.Subscription{ClientID: "w1", Group: "g", Filter: "jobs/#", QoS: 1},
+		topic.Subscription{ClientID: "w2", Group: "g", Filter: "jobs/#", QoS: 2, RetainAsPublished: true, Identifier: 9},
+		topic.Subscription{ClientID: "other-group", Group: "h", Filter: "jobs/#", QoS: 1},
+		topic.Subscription{ClientID: "own", Filter: "jobs/#", QoS: 1})
+	const sharedTopic = "mqtt.inbound.shared"
+	f.reader = sdkmetric.NewManualReader()
+	var err error
+	f.router, err = NewRouter(f.ix, f.queue, testkit.DiscardLogger(), sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.reader)),
+		WithNotifier(f.notify), WithClock(func() time.Time { return f.now }), WithSharedTopic(sharedTopic))
+	require.NoError(t, err)
+	handBack := func(from string, m handoff.Message, expiry time.Time) *kgo.Record {
+		rec, err := handoff.HandBackRecord(sharedTopic, from, handoff.EncodeMessage(&m), expiry)
+		require.NoError(t, err)
+		return rec
+	}
+	// As w1 held it: at its QoS 1, with its identifier, RETAIN 0.
+	held := handoff.Message{Topic: "jobs/1", Payload: []byte("job"), QoS: 1, SubscriptionIdentifiers: []uint32{3}, MessageID: "m-1",
+		Shared: &handoff.SharedOrigin{Group: "g", Filter: "jobs/#", QoS: 2, Retain: true}}
+	recs := []*kgo.Record{
+		handBack("w1", held, f.now.Add(90*time.Second)),
+		handBack("w1", handoff.Message{Topic: "jobs/2", Shared: &handoff.SharedOrigin{Group: "gone", Filter: "jobs/#", QoS: 1}}, time.Time{}),
+		handBack("w1", handoff.Message{Topic: "jobs/3", Shared: &handoff.SharedOrigin{Group: "g", Filter: "jobs/#", QoS: 1}}, f.now.Add(-time.Second)),
+	}
+	bad := handBack("w1", held, time.Time{})
+	bad.Value = handoff.EncodeMessage(&handoff.Message{Topic: "jobs/4"})
+	recs = append(recs, bad)
+	dead, err := f.router.Route(context.Background(), recs)
+	require.NoError(t, err)
+	require.Len(t, dead, 1, "a record of the topic that is no hand-back is set aside")
+	assert.Same(t, bad, dead[0].Record)
+
+	got := f.queue.messages(t)
+	require.Len(t, f.queue.got, 1, "one delivery in all: %v", got)
+	require.Len(t, got["w2"], 1)
+	m := got["w2"][0]
+	assert.Equal(t, "job", string(m.Payload))
+	assert.Equal(t, "m-1", m.MessageID, "the message id goes with it, for dedupe")
+	assert.Equal(t, byte(2), m.QoS, "QoS as published, up to w2's grant")
+	assert.True(t, m.Retain, "retain as published: w2 asked for it")
+	assert.Equal(t, []uint32{9}, m.SubscriptionIdentifiers, "w2's own identifier")
+	require.NotNil(t, m.MessageExpiry)
+	assert.Equal(t, uint32(90), *m.MessageExpiry, "the expiry left")
+	assert.Equal(t, held.Shared, m.Shared, "it can be handed back again")
+	assert.Equal(t, []session.FilterKey{{Group: "g", Filter: "jobs/#"}}, f.queue.got[0].Subscriptions,
+		"queued only if w2 still holds the subscription")
+
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_shared_handed_back", "outcome", HandBackRouted))
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_shared_handed_back", "outcome", HandBackNoMember))
+	assert.Equal(t, int64(1), counter(t, f.reader, "fleetgate_dispatch_shared_handed_back", "outcome", HandBackExpired))
+
+	// With w1 the only member left, nothing goes anywhere.
+	f.queue.got = nil
+	require.True(t, f.ix.Remove("w2", "g", "jobs/#"))
+	require.NoError(t, f.router.route(context.Background(), []*kgo.Record{handBack("w1", held, time.Time{})}))
+	assert.Empty(t, f.queue.got)
+	assert.Equal(t, int64(2), counter(t, f.reader, "fleetgate_dispatch_shared_handed_back", "outcome", HandBackNoMember))
+}

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fleetgate/fleetgate/pkg/handback"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/retained"
 	"github.com/fleetgate/fleetgate/pkg/session"
@@ -135,7 +137,7 @@ func (s *Service) Run(ctx context.Context) error {
 	rets := retained.New(rdb, s.base)
 	router, err := NewRouter(ix, store, s.base, s.tel.Provider, WithNotifier(NewRedisNotifier(rdb)),
 		WithRetained(rets), WithPresence(store), WithBarrier(follower), WithMaxBatchBytes(int(s.cfg.Dispatch.MaxBatchBytes)),
-		WithFullQueueWait(s.cfg.Dispatch.FullQueueWait))
+		WithFullQueueWait(s.cfg.Dispatch.FullQueueWait), WithSharedTopic(handoff.SharedTopic(s.cfg.Kafka.Topic)))
 	if err != nil {
 		return err
 	}
@@ -153,7 +155,13 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("creating fleetgate_dispatch_lag_records: %w", err)
 	}
 	s.ops.AddCheck("kafka", func(context.Context) error { return s.consumer.Ready() })
-	sweeper, err := wills.NewSweeper(store, producer, s.cfg.Kafka.Topic, s.cfg.Wills.SweepInterval, s.base, s.tel.Provider)
+	// The shared subscriptions' messages that the sessions of a dead
+	// frontend held go back to the dispatchers, for another member.
+	handBack, err := handback.New(producer, s.cfg.Kafka.Topic, s.cfg.Wills.ProduceTimeout, s.base, s.tel.Provider)
+	if err != nil {
+		return err
+	}
+	sweeper, err := wills.NewSweeper(store, producer, s.cfg.Kafka.Topic, s.cfg.Wills.SweepInterval, s.base, s.tel.Provider, wills.WithHandBack(handBack))
 	if err != nil {
 		return err
 	}
@@ -212,7 +220,8 @@ func (s *Service) ensureTopics(ctx context.Context) error {
 	defer adm.Close()
 	for {
 		topics := []kafka.TopicSpec{{Name: s.cfg.Subscriptions.Topic, Partitions: s.cfg.Subscriptions.Partitions, Compacted: true},
-			{Name: s.cfg.Dispatch.DeadLetterTopicName(s.cfg.Kafka.Topic), Partitions: s.cfg.Kafka.Partitions}}
+			{Name: s.cfg.Dispatch.DeadLetterTopicName(s.cfg.Kafka.Topic), Partitions: s.cfg.Kafka.Partitions},
+			{Name: handoff.SharedTopic(s.cfg.Kafka.Topic), Partitions: s.cfg.Kafka.Partitions}}
 		if s.cfg.Kafka.CreateTopic {
 			topics = append(topics, kafka.TopicSpec{Name: s.cfg.Kafka.Topic, Partitions: s.cfg.Kafka.Partitions})
 		}

@@ -32,6 +32,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/delivery"
 	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/exactlyonce"
+	"github.com/fleetgate/fleetgate/pkg/handback"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/listen"
@@ -218,6 +219,12 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	// Inbound QoS 2 state is fenced by the epoch of the connection's
 	// session, which the session layer holds.
 	exactly := exactlyonce.New(s.store, func(cl *mqtt.Client) (uint64, bool) { return s.sessions.Epoch(cl) }, cfg.Delivery.StoreTimeout, log)
+	// The shared subscriptions' messages that ended sessions held go back
+	// to the dispatchers for another member.
+	handBack, err := handback.New(s.producer, cfg.Kafka.Topic, cfg.Ingest.AckTimeout, log, tel.Provider)
+	if err != nil {
+		return nil, err
+	}
 	s.sessions, err = sessions.New(sessions.Options{
 		Node:         s.owner,
 		Server:       s.mochi,
@@ -228,6 +235,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		ExactlyOnce:  exactly,
 		Wills:        willScheduler,
 		Events:       emitter,
+		HandBack:     handBack,
 		StoreTimeout: cfg.Delivery.StoreTimeout,
 		PollInterval: cfg.Delivery.PollInterval,
 	}, log, tel.Provider)

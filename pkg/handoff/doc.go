@@ -7,6 +7,9 @@
 //   - Notice: which sessions of a node got messages, and the messages
 //     handed straight to connected sessions, published on the node's
 //     NotifyChannel (EncodeNotice, ParseNotice).
+//   - HandBackRecord: a shared subscription's message that a member's ended
+//     session held, handed back to the dispatchers through SharedTopic
+//     (frontend or wills sweeper to dispatcher).
 //   - The Redis pub/sub channel names: NotifyChannel (dispatcher to
 //     frontend) and ControlChannel (frontend to frontend: takeovers), and
 //     how they are used (Publish, Subscribe): classic pub/sub on a single

@@ -8,9 +8,15 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 )
 
-// MessageVersion is the first byte of every encoded Message. A frontend
-// refuses versions it does not know, so a change of layout bumps it.
-const MessageVersion = 1
+// MessageVersion is the first byte of an encoded Message without a Shared
+// origin, MessageVersionShared of one with it. A frontend refuses versions
+// it does not know, so a change of layout bumps it. Frontends read both
+// since the build that introduced MessageVersionShared; dispatchers write
+// it since then too, so a rollout updates the frontends first.
+const (
+	MessageVersion       = 1
+	MessageVersionShared = 2
+)
 
 // ErrBadMessage is wrapped by every DecodeMessage error.
 var ErrBadMessage = errors.New("malformed delivery message")
@@ -42,6 +48,24 @@ type Message struct {
 	// SubscriptionIdentifiers of the subscriptions the message is sent
 	// for [MQTT-3.3.4-3] [MQTT-3.3.4-4]; nil for none.
 	SubscriptionIdentifiers []uint32
+
+	// Shared is the shared subscription the message was routed through,
+	// nil for a message routed to the session's own subscriptions: when
+	// the member's session ends with the message undelivered, it goes to
+	// another member of the group (MQTT 5 section 4.8.2), which needs the
+	// message as published.
+	Shared *SharedOrigin
+}
+
+// SharedOrigin is the shared subscription a delivery came through, and what
+// the subscriber's own QoS and Retain As Published took from the message as
+// published.
+type SharedOrigin struct {
+	Group  string
+	Filter string
+	// QoS and Retain are the message's as published.
+	QoS    byte
+	Retain bool
 }
 
 // Flag bits of the second byte.
@@ -66,14 +90,19 @@ const (
 //	user props uvarint count, then per property key and value as strings
 //	sub ids    uvarint count, then each identifier as a uvarint
 //	payload    uvarint length and the bytes
+//
+// A message with a Shared origin has version MessageVersionShared and,
+// after the payload:
+//
+//	group, filter  each a uvarint length and the bytes
+//	published      1 byte: bits 0-1 QoS, 2 retain, as published
 func EncodeMessage(m *Message) []byte {
-	n := 2 + 1 + 4 + 5*binary.MaxVarintLen32 + len(m.Topic) + len(m.MessageID) + len(m.ContentType) +
+	n := 3 + 1 + 4 + 7*binary.MaxVarintLen32 + len(m.Topic) + len(m.MessageID) + len(m.ContentType) +
 		len(m.ResponseTopic) + len(m.CorrelationData) + len(m.Payload) + 2*binary.MaxVarintLen32 +
 		len(m.SubscriptionIdentifiers)*binary.MaxVarintLen32
 	for _, p := range m.UserProperties {
 		n += 2*binary.MaxVarintLen32 + len(p.Key) + len(p.Value)
 	}
-	b := make([]byte, 0, n)
 	flags := m.QoS & flagQoS
 	if m.Retain {
 		flags |= flagRetain
@@ -87,7 +116,13 @@ func EncodeMessage(m *Message) []byte {
 	if m.CorrelationData != nil {
 		flags |= flagCorrelation
 	}
-	b = append(b, MessageVersion, flags)
+	version := byte(MessageVersion)
+	if m.Shared != nil {
+		version = MessageVersionShared
+		n += len(m.Shared.Group) + len(m.Shared.Filter)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, version, flags)
 	if m.PayloadFormat != nil {
 		b = append(b, *m.PayloadFormat)
 	}
@@ -110,7 +145,17 @@ func EncodeMessage(m *Message) []byte {
 	for _, id := range m.SubscriptionIdentifiers {
 		b = binary.AppendUvarint(b, uint64(id))
 	}
-	return appendBytes(b, m.Payload)
+	b = appendBytes(b, m.Payload)
+	if m.Shared != nil {
+		b = appendString(b, m.Shared.Group)
+		b = appendString(b, m.Shared.Filter)
+		published := m.Shared.QoS & flagQoS
+		if m.Shared.Retain {
+			published |= flagRetain
+		}
+		b = append(b, published)
+	}
+	return b
 }
 
 func appendString(b []byte, s string) []byte {
@@ -127,8 +172,9 @@ func appendBytes(b, v []byte) []byte {
 // alias b.
 func DecodeMessage(b []byte) (*Message, error) {
 	d := decoder{b: b}
-	if v := d.byte(); d.err == nil && v != MessageVersion {
-		return nil, fmt.Errorf("%w: version %d", ErrBadMessage, v)
+	version := d.byte()
+	if d.err == nil && version != MessageVersion && version != MessageVersionShared {
+		return nil, fmt.Errorf("%w: version %d", ErrBadMessage, version)
 	}
 	flags := d.byte()
 	m := &Message{QoS: flags & flagQoS, Retain: flags&flagRetain != 0}
@@ -171,6 +217,18 @@ func DecodeMessage(b []byte) (*Message, error) {
 		}
 	}
 	m.Payload = d.bytes()
+	if version == MessageVersionShared {
+		o := &SharedOrigin{Group: string(d.bytes()), Filter: string(d.bytes())}
+		published := d.byte()
+		o.QoS, o.Retain = published&flagQoS, published&flagRetain != 0
+		if o.QoS > 2 || published&^(flagQoS|flagRetain) != 0 {
+			d.fail("bad published flags")
+		}
+		if o.Filter == "" {
+			d.fail("shared origin without a filter")
+		}
+		m.Shared = o
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")
 	}

@@ -27,6 +27,10 @@ func TestMessageRoundTrip(t *testing.T) {
 		}},
 		{name: "empty correlation data is kept apart from none", m: Message{Topic: "a", CorrelationData: []byte{}}},
 		{name: "a zero payload format and a zero expiry are present", m: Message{Topic: "a", QoS: 1, PayloadFormat: ptr(byte(0)), MessageExpiry: ptr(uint32(0))}},
+		{name: "a shared subscription's origin survives with the QoS and retain as published", m: Message{
+			Topic: "jobs/1", Payload: []byte("x"), QoS: 1, SubscriptionIdentifiers: []uint32{4},
+			Shared: &SharedOrigin{Group: "workers", Filter: "jobs/+", QoS: 2, Retain: true},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := EncodeMessage(&tc.m)
@@ -48,15 +52,22 @@ func TestDecodeMessageRejectsMalformedInput(t *testing.T) {
 		{name: "QoS 3 is refused", b: append([]byte{MessageVersion, 3}, good[2:]...)},
 		{name: "trailing bytes are refused", b: append(append([]byte{}, good...), 0)},
 		{name: "a huge element count is refused without allocating it", b: []byte{MessageVersion, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f}},
+		{name: "a shared version without its origin is refused", b: append([]byte{MessageVersionShared}, good[1:]...)},
+		{name: "a shared origin with QoS 3 as published is refused", b: append(append([]byte{MessageVersionShared}, good[1:]...), 1, 'g', 1, 'f', 3)},
+		{name: "a shared origin with unknown published flags is refused", b: append(append([]byte{MessageVersionShared}, good[1:]...), 1, 'g', 1, 'f', 0x80)},
+		{name: "a shared origin without a filter is refused", b: append(append([]byte{MessageVersionShared}, good[1:]...), 1, 'g', 0, 1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := DecodeMessage(tc.b)
 			require.ErrorIs(t, err, ErrBadMessage)
 		})
 	}
-	for i := range good {
-		_, err := DecodeMessage(good[:i])
-		require.ErrorIs(t, err, ErrBadMessage, "truncated at %d", i)
+	shared := EncodeMessage(&Message{Topic: "a/b", Payload: []byte("p"), Shared: &SharedOrigin{Group: "g", Filter: "a/#", QoS: 1}})
+	for _, b := range [][]byte{good, shared} {
+		for i := range b {
+			_, err := DecodeMessage(b[:i])
+			require.ErrorIs(t, err, ErrBadMessage, "truncated at %d", i)
+		}
 	}
 }
 
@@ -99,4 +110,14 @@ func TestForSubscriberShapesOneCopy(t *testing.T) {
 		})
 	}
 	assert.Equal(t, byte(2), published.QoS, "the published message is not changed")
+}
+
+func TestAMessageWithoutASharedOriginKeepsTheFirstVersion(t *testing.T) {
+	// Frontends of the build before the shared origin read only version 1:
+	// every message routed to a session's own subscriptions stays readable
+	// for them during a rollout.
+	b := EncodeMessage(&Message{Topic: "a", Payload: []byte("p"), QoS: 1})
+	assert.Equal(t, byte(MessageVersion), b[0])
+	b = EncodeMessage(&Message{Topic: "a", Shared: &SharedOrigin{Group: "g", Filter: "a"}})
+	assert.Equal(t, byte(MessageVersionShared), b[0])
 }

@@ -95,7 +95,7 @@ func TestEveryOperationWorksOnRedisCluster(t *testing.T) {
 	require.NoError(t, err)
 	ended, err := s.End(ctx, a, ra.Epoch, 0)
 	require.NoError(t, err)
-	assert.Len(t, ended, 1)
+	assert.Len(t, ended.Subscriptions, 1)
 	owned, err = s.SessionsOwnedBy(ctx, node)
 	require.NoError(t, err)
 	assert.Empty(t, owned)

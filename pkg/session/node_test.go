@@ -351,7 +351,7 @@ func TestASessionHeldForItsWillEndsAtItsExpiry(t *testing.T) {
 		require.NoError(t, err)
 		subs, err := s.EndHoldingWill(ctx, cid, res.Epoch, 1)
 		require.NoError(t, err)
-		require.Empty(t, subs, "the session is kept until its expiry")
+		require.Empty(t, subs.Subscriptions, "the session is kept until its expiry")
 		ttl, err := raw.TTL(ctx, sessionKey(cid)).Result()
 		require.NoError(t, err)
 		require.Greater(t, ttl, WillHold, "the keys outlive the 1 s expiry by the hold")
@@ -426,7 +426,7 @@ func TestAWillDueBeforeTheExpiryKeepsTheKeysForItsSweep(t *testing.T) {
 			require.NoError(t, err)
 			subs, err := s.EndKeepingWill(ctx, cid, res.Epoch, tc.expiry, will.DelaySeconds)
 			require.NoError(t, err)
-			require.Empty(t, subs, "the session is kept until its expiry")
+			require.Empty(t, subs.Subscriptions, "the session is kept until its expiry")
 			for _, k := range sessionKeys(cid) {
 				ttl, err := raw.TTL(ctx, k).Result()
 				require.NoError(t, err)

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -540,11 +542,14 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 }
 
 // disconnectScript: KEYS the session's keys; ARGV epoch, expiry, "1" to
-// return the subscriptions of a session that expiry 0 ends, and the seconds
-// to hold the keys past the expiry when the session has a will ("0": none).
-// It replies {ended (1) or kept (0), has a will (2: and the keys are held
-// for it), node, then with ended and "1" the subscriptions as field, value,
-// ...}.
+// return what a session that expiry 0 ends held, and the seconds to hold
+// the keys past the expiry when the session has a will ("0": none). It
+// replies {ended (1) or kept (0), has a will (2: and the keys are held for
+// it), node}, and with ended and "1" three more: the subscriptions as
+// {field, value, ...}; and, when one of them is shared, the shared
+// subscriptions' messages it held undelivered (MessageVersionShared of
+// pkg/handoff, whose first byte is 2): the inflight entries not yet
+// PUBREC'd, then the queue entries, each as stored.
 var disconnectScript = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'epoch', 'node', 'will')
 if not v[1] then return redis.error_reply('FG_NOSESSION') end
@@ -554,7 +559,27 @@ if ARGV[2] == '0' then
   local out = {1, 0, node}
   if ARGV[3] == '1' then
     local subs = redis.call('HGETALL', KEYS[2])
-    for i = 1, #subs do out[#out + 1] = subs[i] end
+    local inflight, queued, shared = {}, {}, false
+    for i = 1, #subs, 2 do
+      if string.byte(subs[i], 1) ~= 0 then shared = true end
+    end
+    if shared then
+      local fl = redis.call('HVALS', KEYS[4])
+      for i = 1, #fl do
+        local e = fl[i]
+        local a = string.find(e, '|', 1, true)
+        if a and string.sub(e, a + 1, a + 1) == 'P' then
+          local b = string.find(e, '|', a + 3, true)
+          if b and string.byte(e, b + 1) == 2 then inflight[#inflight + 1] = e end
+        end
+      end
+      local q = redis.call('LRANGE', KEYS[3], 0, -1)
+      for i = 1, #q do
+        local b = string.find(q[i], '|', 1, true)
+        if b and string.byte(q[i], b + 1) == 2 then queued[#queued + 1] = q[i] end
+      end
+    end
+    out[4], out[5], out[6] = subs, inflight, queued
   end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
   return out
@@ -579,11 +604,35 @@ type disconnectCall struct {
 	clientID string
 	epoch    uint64
 	expiry   uint32
-	subs     bool   // return the subscriptions of an ended session
-	hold     uint32 // seconds to hold the keys of a session with a will past its expiry
+	subs     bool // return the subscriptions of an ended session
+	// sweepSubs leaves the subscriptions of an ended session to the
+	// dispatchers' expiry sweep (the expiry index, at once).
+	sweepSubs bool
+	hold      uint32 // seconds to hold the keys of a session with a will past its expiry
 
-	ended []Subscription
+	ended Ended
 	err   error
+}
+
+// Ended is what a session that ended held: its subscriptions, for their
+// tombstones, and the messages of its shared subscriptions it had not
+// delivered, for another member of each (MQTT 5 section 4.8.2).
+type Ended struct {
+	Subscriptions []Subscription
+	// Shared are the messages routed to the session through a shared
+	// subscription (a handoff.Message with a Shared origin) and not
+	// delivered: those in flight that the client had not acknowledged
+	// (QoS 1) or not received (QoS 2, no PUBREC yet), oldest first, then
+	// the queued ones in queue order.
+	Shared []SharedMessage
+}
+
+// SharedMessage is one message of Ended.Shared.
+type SharedMessage struct {
+	// Message is the encoded handoff.Message, as the session held it.
+	Message []byte
+	// Expiry is when it expires; zero for never.
+	Expiry time.Time
 }
 
 // Disconnect records that the connection with epoch ended. expirySeconds is
@@ -607,10 +656,12 @@ func (s *Store) Disconnect(ctx context.Context, clientID string, epoch uint64, e
 	return err
 }
 
-// End is Disconnect that also returns the subscriptions the session held
-// when expirySeconds 0 ended it (nil otherwise), read in the same atomic
-// step that deleted them: the caller writes their tombstones.
-func (s *Store) End(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) ([]Subscription, error) {
+// End is Disconnect that also returns what the session held when
+// expirySeconds 0 ended it (nothing otherwise), read in the same atomic
+// step that deleted it: the caller writes the tombstones of its
+// subscriptions and hands its shared subscriptions' messages back to the
+// dispatchers.
+func (s *Store) End(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) (Ended, error) {
 	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true})
 }
 
@@ -626,7 +677,7 @@ const WillHold = 2 * time.Minute
 // WillHold longer; Connect treats the session as expired meanwhile (and
 // hands its will to the caller, ConnectResult.EndedWill), and the node
 // ends it at the expiry with EndWithWill.
-func (s *Store) EndHoldingWill(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) ([]Subscription, error) {
+func (s *Store) EndHoldingWill(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) (Ended, error) {
 	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true, hold: uint32(WillHold / time.Second)})
 }
 
@@ -638,7 +689,7 @@ func (s *Store) EndHoldingWill(ctx context.Context, clientID string, epoch uint6
 // WillHold past the will's delay (longer only when the expiry is shorter
 // than that), so the will is still there. Connect treats the session as
 // expired after its expiry all the same.
-func (s *Store) EndKeepingWill(ctx context.Context, clientID string, epoch uint64, expirySeconds, willDelaySeconds uint32) ([]Subscription, error) {
+func (s *Store) EndKeepingWill(ctx context.Context, clientID string, epoch uint64, expirySeconds, willDelaySeconds uint32) (Ended, error) {
 	var hold uint32
 	if keep := uint64(willDelaySeconds) + uint64(WillHold/time.Second); expirySeconds != 0 && expirySeconds != math.MaxUint32 && keep > uint64(expirySeconds) {
 		hold = uint32(min(keep-uint64(expirySeconds), math.MaxUint32-1-uint64(expirySeconds)))
@@ -646,9 +697,18 @@ func (s *Store) EndKeepingWill(ctx context.Context, clientID string, epoch uint6
 	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true, hold: hold})
 }
 
-func (s *Store) disconnect(ctx context.Context, c *disconnectCall) ([]Subscription, error) {
+// EndForDeadNode is End for a session of a dead node, which a wills sweeper
+// ends for that node: it returns the shared subscriptions' messages the
+// session held when expirySeconds 0 ended it, and leaves the tombstones of
+// its subscriptions to the dispatchers' expiry sweep, which finds the
+// session in the expiry index at once (ExpiredSessions).
+func (s *Store) EndForDeadNode(ctx context.Context, clientID string, epoch uint64, expirySeconds uint32) (Ended, error) {
+	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true, sweepSubs: true})
+}
+
+func (s *Store) disconnect(ctx context.Context, c *disconnectCall) (Ended, error) {
 	if err := s.disconnects.Do(ctx, c); err != nil {
-		return nil, fmt.Errorf("disconnecting session %s: %w", c.clientID, err)
+		return Ended{}, fmt.Errorf("disconnecting session %s: %w", c.clientID, err)
 	}
 	return c.ended, c.err
 }
@@ -687,6 +747,9 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 		if node != "" && (ended == 1 || will == 0) {
 			forget[node] = append(forget[node], c.clientID)
 		}
+		if ended == 1 && c.sweepSubs {
+			expiring = append(expiring, redis.Z{Score: float64(s.now().UnixMilli()), Member: c.clientID})
+		}
 		if ended == 0 && c.expiry != math.MaxUint32 {
 			// Redis expires the session's keys; the expiry index tells
 			// the dispatchers when to drop its subscriptions
@@ -697,15 +760,8 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 			}
 			expiring = append(expiring, redis.Z{Score: float64(at.UnixMilli()), Member: c.clientID})
 		}
-		for j := 3; j+1 < len(v); j += 2 {
-			f, _ := v[j].(string)
-			val, _ := v[j+1].(string)
-			sub, err := decodeSubscription(parseField(f), val)
-			if err != nil {
-				s.log.WarnContext(ctx, "skipping a malformed subscription of an ended session", "client_id", c.clientID, "err", err)
-				continue
-			}
-			c.ended = append(c.ended, sub)
+		if len(v) == 6 {
+			c.ended = s.parseEnded(ctx, c.clientID, v[3], v[4], v[5])
 		}
 	}
 	if len(expiring) > 0 {
@@ -714,6 +770,53 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 		}
 	}
 	s.forgetAll(ctx, forget)
+}
+
+// parseEnded reads the last three elements of an ended session's
+// disconnectScript reply: subscriptions, shared inflight entries, shared
+// queue entries. What does not decode is logged and skipped.
+func (s *Store) parseEnded(ctx context.Context, clientID string, subs, inflight, queued any) Ended {
+	var e Ended
+	strs := func(v any) []string {
+		l, _ := v.([]any)
+		out := make([]string, 0, len(l))
+		for _, x := range l {
+			str, _ := x.(string)
+			out = append(out, str)
+		}
+		return out
+	}
+	sv := strs(subs)
+	for j := 0; j+1 < len(sv); j += 2 {
+		sub, err := decodeSubscription(parseField(sv[j]), sv[j+1])
+		if err != nil {
+			s.log.WarnContext(ctx, "skipping a malformed subscription of an ended session", "client_id", clientID, "err", err)
+			continue
+		}
+		e.Subscriptions = append(e.Subscriptions, sub)
+	}
+	var flight []InflightMessage
+	for _, v := range strs(inflight) {
+		im, err := decodeInflight("0", v)
+		if err != nil {
+			s.log.WarnContext(ctx, "skipping a malformed inflight entry of an ended session", "client_id", clientID, "err", err)
+			continue
+		}
+		flight = append(flight, im)
+	}
+	slices.SortFunc(flight, func(a, b InflightMessage) int { return cmp.Compare(a.Seq, b.Seq) })
+	for _, im := range flight {
+		e.Shared = append(e.Shared, SharedMessage{Message: im.Message, Expiry: im.Expiry})
+	}
+	for _, v := range strs(queued) {
+		m, exp, err := decodeEntry(v)
+		if err != nil {
+			s.log.WarnContext(ctx, "skipping a malformed queue entry of an ended session", "client_id", clientID, "err", err)
+			continue
+		}
+		e.Shared = append(e.Shared, SharedMessage{Message: m, Expiry: exp})
+	}
+	return e
 }
 
 // forgetAll removes client ids from node indexes (node → ids), best effort:

@@ -610,7 +610,8 @@ func TestEndReturnsTheSubscriptionsOfTheSessionItEnds(t *testing.T) {
 			require.NoError(t, err)
 			got, err := s.End(ctx, cid, epoch, tc.expiry)
 			require.NoError(t, err)
-			require.ElementsMatch(t, tc.want, got)
+			require.ElementsMatch(t, tc.want, got.Subscriptions)
+			require.Empty(t, got.Shared, "no shared subscription, nothing to hand back")
 			n, err := raw.Exists(ctx, sessionKey(cid)).Result()
 			require.NoError(t, err)
 			require.Equal(t, tc.want == nil, n == 1, "the session is kept unless it ended")
@@ -748,4 +749,72 @@ func TestAConnectFindingNoSessionTakesNothingOfAnExpiredOnesOtherKeys(t *testing
 	ttl, err := raw.TTL(ctx, sessionKey(cid)).Result()
 	require.NoError(t, err)
 	assert.Equal(t, time.Duration(-1), ttl, "a connected session's hash has no TTL")
+}
+
+// TestAnEndedSessionReturnsItsSharedSubscriptionsUndeliveredMessages: a
+// session that ends with expiry 0 hands back what it held through a shared
+// subscription (messages whose first byte is handoff's shared version, 2):
+// the unacknowledged inflight messages oldest first, then the queue; not a
+// QoS 2 message whose PUBREC came (its receiver has it), not a message of
+// its own subscriptions.
+func TestAnEndedSessionReturnsItsSharedSubscriptionsUndeliveredMessages(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	shared := func(m string) []byte { return append([]byte{2}, m...) }
+	own := func(m string) []byte { return append([]byte{1}, m...) }
+
+	cid := clientID(t, "member")
+	epoch := connect(t, s, cid, "n1")
+	_, err := s.Subscribe(ctx, cid, epoch, []Subscription{
+		{FilterKey: FilterKey{Group: "workers", Filter: "jobs/#"}, QoS: 2},
+		{FilterKey: FilterKey{Filter: "own/#"}, QoS: 1},
+	})
+	require.NoError(t, err)
+	expiry := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
+	_, err = s.Enqueue(ctx, []Delivery{
+		{ClientID: cid, Message: shared("s0")},
+		{ClientID: cid, Message: own("o1")},
+		{ClientID: cid, Message: shared("s2"), Expiry: expiry},
+		{ClientID: cid, Message: shared("s3")},
+		{ClientID: cid, Message: shared("s4")},
+		{ClientID: cid, Message: own("o5")},
+		{ClientID: cid, Message: shared("s6|with|bars")},
+	})
+	require.NoError(t, err)
+	got, err := s.Take(ctx, cid, epoch, 4) // s0 o1 s2 s3 in flight
+	require.NoError(t, err)
+	require.Len(t, got, 4)
+	require.NoError(t, s.Ack(ctx, cid, epoch, got[0].PacketID))            // s0 delivered
+	require.NoError(t, s.PubrecReceived(ctx, cid, epoch, got[3].PacketID)) // s3 received (QoS 2)
+
+	ended, err := s.End(ctx, cid, epoch, 0)
+	require.NoError(t, err)
+	require.Len(t, ended.Subscriptions, 2)
+	var msgs []string
+	for _, m := range ended.Shared {
+		msgs = append(msgs, string(m.Message[1:]))
+	}
+	assert.Equal(t, []string{"s2", "s4", "s6|with|bars"}, msgs)
+	assert.True(t, ended.Shared[0].Expiry.Equal(expiry), "the expiry goes with the message: %s", ended.Shared[0].Expiry)
+	assert.True(t, ended.Shared[1].Expiry.IsZero())
+	n, err := raw.Exists(ctx, sessionKeys(cid)...).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the session is gone")
+
+	// A session without a shared subscription hands back nothing, whatever
+	// its queue holds (the scan is skipped), and neither does one that
+	// only disconnects.
+	for _, expirySeconds := range []uint32{0, 60} {
+		cid := clientID(t, fmt.Sprintf("plain-%d", expirySeconds))
+		epoch := connect(t, s, cid, "n1")
+		if expirySeconds != 0 {
+			_, err := s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Group: "g", Filter: "a"}}})
+			require.NoError(t, err)
+		}
+		_, err := s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: shared("x")}})
+		require.NoError(t, err)
+		ended, err := s.End(ctx, cid, epoch, expirySeconds)
+		require.NoError(t, err)
+		assert.Empty(t, ended.Shared)
+	}
 }

@@ -18,6 +18,6 @@
 // node's side of them.
 //
 // Of fleetgate it imports pkg/delivery, pkg/events, pkg/exactlyonce,
-// pkg/handoff, pkg/session, pkg/subscribe, pkg/telemetry, pkg/wills.
+// pkg/handback, pkg/handoff, pkg/session, pkg/subscribe, pkg/telemetry, pkg/wills.
 // test/imports holds the import rules.
 package sessions

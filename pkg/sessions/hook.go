@@ -21,6 +21,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/delivery"
 	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/exactlyonce"
+	"github.com/fleetgate/fleetgate/pkg/handback"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscribe"
 	"github.com/fleetgate/fleetgate/pkg/wills"
@@ -53,6 +54,10 @@ type Options struct {
 	// Events receives session events and delivery receipts; nil emits
 	// none.
 	Events *events.Emitter
+	// HandBack gives the shared subscriptions' messages an ended session
+	// held undelivered back to the dispatchers, for another member; nil
+	// drops them (tests).
+	HandBack *handback.HandBack
 }
 
 // Hook is the mochi hook. Create it with New, add it to the mochi server
@@ -531,24 +536,27 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 		end = h.o.Store.EndHoldingWill
 	case pending:
 		delay := c.will.DelaySeconds
-		end = func(ctx context.Context, id string, epoch uint64, expiry uint32) ([]session.Subscription, error) {
+		end = func(ctx context.Context, id string, epoch uint64, expiry uint32) (session.Ended, error) {
 			return h.o.Store.EndKeepingWill(ctx, id, epoch, expiry, delay)
 		}
 	}
 	// A session that ends now comes back with its subscriptions, for
-	// their tombstones.
-	subs, err := end(ctx, id, c.epoch, expiry)
+	// their tombstones, and its shared subscriptions' undelivered
+	// messages, for another member.
+	ended, err := end(ctx, id, c.epoch, expiry)
 	if err != nil {
 		if session.Gone(err) {
 			return // the session moved on: another connection owns it
 		}
 		h.log.Warn("recording disconnect", "client_id", id, "err", err)
 	}
-	if len(subs) > 0 {
-		if err := h.o.Subscribe.Tombstone(ctx, id, subs); err != nil {
+	if len(ended.Subscriptions) > 0 {
+		if err := h.o.Subscribe.Tombstone(ctx, id, ended.Subscriptions); err != nil {
 			h.log.Warn("subscriptions of an ended session stay in the change log", "client_id", id, "err", err)
 		}
 	}
+	// Give logs and counts what Kafka did not take.
+	_ = h.o.HandBack.Give(ctx, id, ended.Shared)
 	switch {
 	case endsFirst:
 		h.o.Wills.Schedule(id, c.epoch, c.cl.Properties.ProtocolVersion, time.Duration(expiry)*time.Second,

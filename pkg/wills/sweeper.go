@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/fleetgate/fleetgate/pkg/handback"
 	"github.com/fleetgate/fleetgate/pkg/session"
 )
 
@@ -36,6 +37,7 @@ type Sweeper struct {
 	store    *session.Store
 	producer Producer
 	topic    string
+	handBack *handback.HandBack // nil: shared messages of ended sessions are dropped
 	interval time.Duration
 	log      *slog.Logger
 	m        *metrics
@@ -52,6 +54,11 @@ type Sweeper struct {
 
 // Option customises a Sweeper.
 type Option func(*Sweeper)
+
+// WithHandBack makes the sweeper give the shared subscriptions' messages
+// that the sessions it ends held undelivered back to the dispatchers, for
+// another member (default: they end with the session).
+func WithHandBack(h *handback.HandBack) Option { return func(s *Sweeper) { s.handBack = h } }
 
 // WithClock sets the clock that decides whether a will is due (default
 // time.Now).
@@ -287,13 +294,17 @@ func (s *Sweeper) sweepSession(ctx context.Context, dn session.DeadNode, o sessi
 		// from then [MQTT-3.1.2-23]. The session stays connected until its
 		// will is claimed, so Redis cannot expire the will before it is
 		// due.
-		err := s.store.Disconnect(ctx, o.ClientID, o.Epoch, remainingExpiry(o.ExpirySeconds, dn.DeadSince, now))
+		// A session that ends now hands its shared subscriptions'
+		// undelivered messages back, for another member.
+		ended, err := s.store.EndForDeadNode(ctx, o.ClientID, o.Epoch, remainingExpiry(o.ExpirySeconds, dn.DeadSince, now))
 		switch {
 		case errors.Is(err, session.ErrFenced), errors.Is(err, session.ErrNoSession):
 		case err != nil:
 			return published, false, err
 		default:
 			s.m.disconnected.Add(ctx, 1)
+			// Give logs and counts what Kafka did not take.
+			_ = s.handBack.Give(ctx, o.ClientID, ended.Shared)
 		}
 	}
 	return published, true, nil

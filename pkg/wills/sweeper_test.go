@@ -16,10 +16,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/handback"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 	"github.com/fleetgate/fleetgate/pkg/session"
@@ -39,7 +42,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	store, raw := newTestStore(t)
-	k := testkit.StartKafka(t, kfake.SeedTopics(3, inbound))
+	k := testkit.StartKafka(t, kfake.SeedTopics(3, inbound, handoff.SharedTopic(inbound)))
 	// The service's producer settings (acks=all, idempotent), with a
 	// short delivery timeout so a refused will fails fast.
 	prod, err := kafka.NewProducer(kafka.Config{
@@ -524,4 +527,42 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// TestASweptCleanSessionHandsItsSharedMessagesOnAndItsSubscriptionsToTheExpirySweep:
+// the sweep of a dead node ends its clean sessions (expiry 0). What such a
+// session held through a shared subscription goes to the shared topic, for
+// another member; its subscriptions go to the expiry index at once, for
+// the dispatchers' expiry sweep to write their tombstones.
+func TestASweptCleanSessionHandsItsSharedMessagesOnAndItsSubscriptionsToTheExpirySweep(t *testing.T) {
+	f := newFixture(t)
+	ctx := testCtx(t)
+	node := uniqueID(t, "dead")
+	require.NoError(t, f.store.Heartbeat(ctx, node)) // and never again
+	cid := uniqueID(t, "member")
+	epoch := f.connect(cid, node, 0, nil)
+	_, err := f.store.Subscribe(ctx, cid, epoch, []session.Subscription{{FilterKey: session.FilterKey{Group: "g", Filter: "jobs/#"}, QoS: 1}})
+	require.NoError(t, err)
+	m := handoff.Message{Topic: "jobs/1", Payload: []byte("job"), QoS: 1, Shared: &handoff.SharedOrigin{Group: "g", Filter: "jobs/#", QoS: 1}}
+	_, err = f.store.Enqueue(ctx, []session.Delivery{{ClientID: cid, Message: handoff.EncodeMessage(&m)}})
+	require.NoError(t, err)
+
+	hb, err := handback.New(f.producer, inbound, 5*time.Second, testkit.DiscardLogger(), noop.NewMeterProvider())
+	require.NoError(t, err)
+	s, _ := f.sweeper(WithHandBack(hb))
+	f.waitDead(node)
+	_, err = s.Sweep(ctx)
+	require.NoError(t, err)
+
+	recs := testkit.NewReader(t, f.kafka.Addr(), handoff.SharedTopic(inbound)).Read(1, 10*time.Second)
+	require.Len(t, recs, 1)
+	from, got, _, err := handoff.ParseHandBack(recs[0])
+	require.NoError(t, err)
+	assert.Equal(t, cid, from)
+	assert.Equal(t, "job", string(got.Payload))
+	_, err = f.raw.ZScore(ctx, "fg:expiring", cid).Result()
+	require.NoError(t, err, "the ended session is in the expiry index, for its tombstones")
+	n, err := f.raw.Exists(ctx, "fg:{"+cid+"}:s").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the session ended")
 }
