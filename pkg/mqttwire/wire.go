@@ -57,7 +57,8 @@ func Encode(buf *bytes.Buffer, pk packets.Packet) error {
 // Read reads and decodes the next packet of a connection that speaks the
 // given protocol version. scratch is reused for the packet body when large
 // enough, and the possibly grown buffer is returned for the next call; a
-// PUBLISH payload aliases it until then (its topic does not).
+// PUBLISH payload aliases it until then (its topic and properties do not,
+// nor does anything of another packet).
 func Read(br *bufio.Reader, version byte, scratch []byte) (packets.Packet, []byte, error) {
 	var pk packets.Packet
 	hb, err := br.ReadByte()
@@ -77,6 +78,12 @@ func Read(br *bufio.Reader, version byte, scratch []byte) (packets.Packet, []byt
 	if err != nil {
 		return pk, scratch, fmt.Errorf("reading %s body: %w", name(pk.FixedHeader.Type), err)
 	}
+	if pk.FixedHeader.Type != packets.Publish {
+		// mochi's decoders alias strings and byte slices to the body; only
+		// a PUBLISH payload may alias scratch, which the next Read reuses.
+		// The other packets are few: they get a body of their own.
+		body = bytes.Clone(body)
+	}
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(body)
@@ -84,8 +91,10 @@ func Read(br *bufio.Reader, version byte, scratch []byte) (packets.Packet, []byt
 		err = pk.ConnackDecode(body)
 	case packets.Publish:
 		err = pk.PublishDecode(body)
-		// mochi's decoder aliases the topic to the body buffer.
+		// mochi's decoder aliases the topic and the properties to the
+		// body buffer.
 		pk.TopicName = strings.Clone(pk.TopicName)
+		cloneProperties(&pk.Properties)
 	case packets.Puback:
 		err = pk.PubackDecode(body)
 	case packets.Pubrec:
@@ -146,4 +155,25 @@ func name(t byte) string {
 		return n
 	}
 	return fmt.Sprintf("type %d", t)
+}
+
+// cloneProperties gives the strings and byte slices of p memory of their
+// own instead of the body buffer they were decoded from.
+func cloneProperties(p *packets.Properties) {
+	p.CorrelationData = bytes.Clone(p.CorrelationData)
+	p.AuthenticationData = bytes.Clone(p.AuthenticationData)
+	p.ContentType = strings.Clone(p.ContentType)
+	p.ResponseTopic = strings.Clone(p.ResponseTopic)
+	p.AssignedClientID = strings.Clone(p.AssignedClientID)
+	p.AuthenticationMethod = strings.Clone(p.AuthenticationMethod)
+	p.ResponseInfo = strings.Clone(p.ResponseInfo)
+	p.ServerReference = strings.Clone(p.ServerReference)
+	p.ReasonString = strings.Clone(p.ReasonString)
+	if len(p.User) > 0 {
+		user := make([]packets.UserProperty, len(p.User))
+		for i, u := range p.User {
+			user[i] = packets.UserProperty{Key: strings.Clone(u.Key), Val: strings.Clone(u.Val)}
+		}
+		p.User = user
+	}
 }
