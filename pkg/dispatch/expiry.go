@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/fleetgate/fleetgate/pkg/handback"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
 	"github.com/fleetgate/fleetgate/pkg/topic"
@@ -36,16 +37,31 @@ type ExpirySweeper struct {
 	interval time.Duration
 	log      *slog.Logger
 	swept    metric.Int64Counter
+	handBack *handback.HandBack // nil: shared messages of expired sessions expire with them
+}
+
+// ExpiryOption customises an ExpirySweeper.
+type ExpiryOption func(*ExpirySweeper)
+
+// WithExpiredHandBack makes the sweeper give the shared subscriptions'
+// messages left in an expired session (session.Store.ExpiredShared) to
+// another member, before it discards them.
+func WithExpiredHandBack(h *handback.HandBack) ExpiryOption {
+	return func(e *ExpirySweeper) { e.handBack = h }
 }
 
 // NewExpirySweeper returns a sweeper; it does no I/O.
-func NewExpirySweeper(store *session.Store, ix *topic.Index, writer *subscriptions.Writer, interval time.Duration, log *slog.Logger, mp metric.MeterProvider) (*ExpirySweeper, error) {
+func NewExpirySweeper(store *session.Store, ix *topic.Index, writer *subscriptions.Writer, interval time.Duration, log *slog.Logger, mp metric.MeterProvider, opts ...ExpiryOption) (*ExpirySweeper, error) {
 	c, err := mp.Meter("github.com/fleetgate/fleetgate/pkg/dispatch").Int64Counter("fleetgate_dispatch_expired_sessions",
 		metric.WithDescription("Expired sessions whose subscriptions were removed from the change log."))
 	if err != nil {
 		return nil, err
 	}
-	return &ExpirySweeper{store: store, ix: ix, writer: writer, interval: interval, log: log.With("component", "expiry"), swept: c}, nil
+	e := &ExpirySweeper{store: store, ix: ix, writer: writer, interval: interval, log: log.With("component", "expiry"), swept: c}
+	for _, o := range opts {
+		o(e)
+	}
+	return e, nil
 }
 
 // Run sweeps every interval until ctx ends; it returns nil then.
@@ -73,6 +89,9 @@ func (e *ExpirySweeper) Sweep(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, x := range expired {
+		if err := e.handOn(ctx, x.ClientID); err != nil {
+			return n, err
+		}
 		dropped, err := e.drop(ctx, x.ClientID)
 		if err != nil {
 			return n, err
@@ -89,6 +108,28 @@ func (e *ExpirySweeper) Sweep(ctx context.Context) (int, error) {
 		e.log.Info("subscriptions of expired sessions removed", "sessions", n)
 	}
 	return n, nil
+}
+
+// handOn gives the shared messages left in clientID's expired session to
+// another member and then deletes them; with no hand-back configured it
+// leaves them to their TTL. When Kafka does not take them they stay, and
+// the error keeps the session listed for the next sweep.
+func (e *ExpirySweeper) handOn(ctx context.Context, clientID string) error {
+	if e.handBack == nil {
+		return nil
+	}
+	shared, err := e.store.ExpiredShared(ctx, clientID)
+	if err != nil {
+		return err
+	}
+	if len(shared) == 0 {
+		return nil
+	}
+	if err := e.handBack.Try(ctx, clientID, shared); err != nil {
+		return err
+	}
+	e.log.Info("shared subscription messages of an expired session handed to another member", "client_id", clientID, "messages", len(shared))
+	return e.store.DiscardExpired(ctx, clientID)
 }
 
 // drop writes tombstones for the subscriptions of clientID that the index

@@ -7,9 +7,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/handback"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/subscriptions"
@@ -109,4 +112,72 @@ func TestTheExpirySweeperDropsTheSubscriptionsOfExpiredSessionsOnly(t *testing.T
 	for _, e := range left {
 		assert.NotContains(t, []string{gone, back}, e.ClientID)
 	}
+}
+
+// An expired member of a shared subscription: the sweep hands the shared
+// messages its session was left with to the shared topic, for another
+// member, and deletes them; when Kafka does not take them they stay for
+// the next sweep, which hands them on.
+func TestTheExpirySweeperHandsOnTheSharedMessagesOfAnExpiredSession(t *testing.T) {
+	testRedis.Require(t)
+	k := testkit.StartKafka(t, kfake.SeedTopics(1, "mqtt.inbound", handoff.SharedTopic("mqtt.inbound")))
+	cfg := serviceConfig(k.Addr())
+	log := testkit.DiscardLogger()
+	ctx := context.Background()
+	rdb := cfg.Session.Redis.NewClient()
+	t.Cleanup(func() { rdb.Close() })
+	store := session.New(rdb, cfg.Session)
+	prod, err := kafka.NewProducer(cfg.Kafka, kafka.ProducerOptions{DeliveryTimeout: time.Second}, log, kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	hb, err := handback.New(prod, "mqtt.inbound", 5*time.Second, log, sdkmetric.NewMeterProvider())
+	require.NoError(t, err)
+	cprod, err := kafka.NewChangelogProducer(cfg.Kafka, 5*time.Second, log, kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(cprod.Close)
+	sweeper, err := NewExpirySweeper(store, &topic.Index{}, subscriptions.NewWriter(cprod, cfg.Subscriptions.Topic), time.Hour, log,
+		sdkmetric.NewMeterProvider(), WithExpiredHandBack(hb))
+	require.NoError(t, err)
+
+	id := "member-" + time.Now().Format("150405.000000")
+	res, err := store.Connect(ctx, session.ConnectRequest{ClientID: id, Node: "n1", ExpirySeconds: 1, Protocol: 5})
+	require.NoError(t, err)
+	_, err = store.Subscribe(ctx, id, res.Epoch, []session.Subscription{{FilterKey: session.FilterKey{Group: "g", Filter: "jobs/#"}, QoS: 1}})
+	require.NoError(t, err)
+	m := handoff.Message{Topic: "jobs/1", Payload: []byte("job"), QoS: 1, Shared: &handoff.SharedOrigin{Group: "g", Filter: "jobs/#", QoS: 1}}
+	_, err = store.Enqueue(ctx, []session.Delivery{{ClientID: id, Message: handoff.EncodeMessage(&m)}})
+	require.NoError(t, err)
+	require.NoError(t, store.Disconnect(ctx, id, res.Epoch, 1))
+	require.Eventually(t, func() bool {
+		due, err := store.ExpiredSessions(ctx, time.Now(), 1000)
+		if err != nil {
+			return false
+		}
+		for _, e := range due {
+			if e.ClientID == id {
+				gone, _ := store.Exists(ctx, id)
+				return !gone
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "the session expires")
+
+	k.FailProduce(true)
+	_, err = sweeper.Sweep(ctx)
+	require.Error(t, err, "kafka refused the hand-back")
+	left, err := store.ExpiredShared(ctx, id)
+	require.NoError(t, err)
+	require.Len(t, left, 1, "kept for the next sweep")
+
+	k.FailProduce(false)
+	_, err = sweeper.Sweep(ctx)
+	require.NoError(t, err)
+	recs := testkit.NewReader(t, k.Addr(), handoff.SharedTopic("mqtt.inbound")).ReadAtLeast(1, 10*time.Second)
+	from, got, _, err := handoff.ParseHandBack(recs[len(recs)-1])
+	require.NoError(t, err)
+	assert.Equal(t, id, from)
+	assert.Equal(t, "job", string(got.Payload))
+	left, err = store.ExpiredShared(ctx, id)
+	require.NoError(t, err)
+	assert.Empty(t, left, "handed on, then deleted")
 }

@@ -173,7 +173,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer changeWriter.Close()
 	expiry, err := NewExpirySweeper(store, ix, subscriptions.NewWriter(changeWriter, s.cfg.Subscriptions.Topic, subscriptions.AnnounceSettle(s.cfg.Subscriptions.Settle)),
-		s.cfg.Dispatch.ExpirySweepInterval, s.base, s.tel.Provider)
+		s.cfg.Dispatch.ExpirySweepInterval, s.base, s.tel.Provider, WithExpiredHandBack(handBack))
 	if err != nil {
 		return err
 	}

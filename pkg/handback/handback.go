@@ -75,8 +75,22 @@ func (h *HandBack) Topic() string { return h.topic }
 // shared subscriptions, and waits until Kafka has them or the timeout
 // passed (also when ctx is cancelled meanwhile: the session is gone, and so
 // would its messages be). What Kafka did not take is logged and counted
-// lost; the error says so.
+// lost, and the error says so; a message that does not decode as a shared
+// subscription's is logged and counted lost too, with no error (no retry
+// would change it).
 func (h *HandBack) Give(ctx context.Context, clientID string, msgs []session.SharedMessage) error {
+	return h.give(ctx, clientID, msgs, true)
+}
+
+// Try is Give for messages that are still kept elsewhere (in Redis) until
+// it succeeds: what Kafka did not take is not counted lost, only the error
+// says so, and the caller tries again later (a repeat may duplicate what
+// Kafka took the first time).
+func (h *HandBack) Try(ctx context.Context, clientID string, msgs []session.SharedMessage) error {
+	return h.give(ctx, clientID, msgs, false)
+}
+
+func (h *HandBack) give(ctx context.Context, clientID string, msgs []session.SharedMessage, final bool) error {
 	if h == nil || len(msgs) == 0 {
 		return nil
 	}
@@ -111,14 +125,14 @@ func (h *HandBack) Give(ctx context.Context, clientID string, msgs []session.Sha
 		h.counter.Add(ctx, int64(ok), h.produced)
 		h.log.DebugContext(ctx, "shared subscription messages of an ended session handed back", "client_id", clientID, "messages", ok)
 	}
+	if failed > 0 && !final {
+		return fmt.Errorf("handing back %d shared messages of %s to %s: %w", failed, clientID, h.topic, first)
+	}
 	if failed > 0 {
 		h.counter.Add(ctx, int64(failed), h.lost)
 		h.log.ErrorContext(ctx, "shared subscription messages of an ended session not written to kafka: lost",
 			"client_id", clientID, "messages", failed, "topic", h.topic, "err", first)
 		return fmt.Errorf("handing back %d shared messages of %s to %s: %w", failed, clientID, h.topic, first)
-	}
-	if malformed > 0 {
-		return fmt.Errorf("handing back shared messages of %s: %d do not decode", clientID, malformed)
 	}
 	return nil
 }

@@ -95,10 +95,23 @@ func TestWhatKafkaDoesNotTakeIsCountedLost(t *testing.T) {
 	k.FailProduce(false)
 	err = h.Give(context.Background(), "worker-1", []session.SharedMessage{
 		{Message: handoff.EncodeMessage(&handoff.Message{Topic: "own"})}, {Message: handoff.EncodeMessage(&m)}})
-	require.Error(t, err, "one did not decode as a shared message")
+	require.NoError(t, err, "a message that does not decode is no reason to retry")
 	assert.Equal(t, int64(2), count(t, reader, OutcomeLost))
 	assert.Equal(t, int64(1), count(t, reader, OutcomeProduced), "the other one went")
 
 	var nilHandBack *HandBack
 	require.NoError(t, nilHandBack.Give(context.Background(), "w", []session.SharedMessage{{Message: []byte{2}}}), "nil hands back nothing")
+}
+
+// TestTryLeavesWhatKafkaRefusedToTheCaller: messages still kept in Redis
+// are not lost when Kafka refuses them, only not handed back yet.
+func TestTryLeavesWhatKafkaRefusedToTheCaller(t *testing.T) {
+	h, k, reader := newHandBack(t)
+	m := handoff.Message{Topic: "jobs/a", Shared: &handoff.SharedOrigin{Group: "g", Filter: "jobs/#"}}
+	k.FailProduce(true)
+	require.Error(t, h.Try(context.Background(), "worker-1", []session.SharedMessage{{Message: handoff.EncodeMessage(&m)}}))
+	assert.Zero(t, count(t, reader, OutcomeLost))
+	k.FailProduce(false)
+	require.NoError(t, h.Try(context.Background(), "worker-1", []session.SharedMessage{{Message: handoff.EncodeMessage(&m)}}))
+	assert.Equal(t, int64(1), count(t, reader, OutcomeProduced))
 }

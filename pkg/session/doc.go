@@ -13,7 +13,8 @@
 //	fg:{cid}:s         hash   node, epoch, proto, clean, expiry, connected,
 //	                          last_seen (Redis time, ms), will (JSON, see
 //	                          Will), pid (last outbound packet id), seq (last
-//	                          inflight sequence), qbytes (bytes in the queue)
+//	                          inflight sequence), qbytes (bytes in the queue),
+//	                          shared (1 once it held a shared subscription)
 //	fg:{cid}:subs      hash   field group "\x00" filter, value see Subscription
 //	fg:{cid}:q         list   "<expiry-ms>|<message>", oldest first
 //	fg:{cid}:inflight  hash   packet id → "<seq>|<state>|<expiry-ms>|<message>"
@@ -25,7 +26,10 @@
 // returns ErrNoSession (or, for Enqueue, OutcomeNoSession) and never creates
 // one. Writes made while the session hash has a TTL (a disconnected session
 // waiting for its expiry) give the written key the same TTL, so no key
-// outlives its session.
+// outlives its session; except that the queue and inflight hash of a
+// session marked shared outlive it by SharedHold, for the dispatchers'
+// expiry sweep to hand their shared subscriptions' messages on
+// (ExpiredShared, DiscardExpired).
 //
 // # Fencing
 //

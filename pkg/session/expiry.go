@@ -95,3 +95,55 @@ func (s *Store) Exists(ctx context.Context, clientID string) (bool, error) {
 	}
 	return n == 1, nil
 }
+
+// SharedHold is how long the queue and inflight hash of a session that
+// held a shared subscription outlive the session when it expires: the
+// dispatchers' expiry sweep (every dispatch.expiry-sweep-interval) hands
+// the shared messages in them to another member (ExpiredShared) and
+// deletes them (DiscardExpired). If no sweep comes within it, Redis
+// deletes them.
+const SharedHold = 10 * time.Minute
+
+var (
+	sharedHoldSeconds = strconv.Itoa(int(SharedHold / time.Second))
+	sharedHoldMillis  = strconv.Itoa(int(SharedHold / time.Millisecond))
+)
+
+// expiredSharedScript: KEYS the session's keys. Nothing when the
+// session exists (resumed, or a new one); else the shared messages left in
+// the expired session's queue and inflight hash, as disconnectScript
+// returns them.
+var expiredSharedScript = redis.NewScript(luaSharedEntries + `
+if redis.call('EXISTS', KEYS[1]) == 1 then return {{}, {}} end
+local inflight, queued = sharedEntries(nil)
+return {inflight, queued}
+`)
+
+// ExpiredShared returns the messages of shared subscriptions left in the
+// queue and inflight hash of clientID's session after it expired (they
+// outlive it by SharedHold), oldest first; none when the client has a
+// session again. They stay until DiscardExpired.
+func (s *Store) ExpiredShared(ctx context.Context, clientID string) ([]SharedMessage, error) {
+	v, err := expiredSharedScript.Run(ctx, s.rdb, sessionKeys(clientID)).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("reading the shared messages of expired session %s: %w", clientID, err)
+	}
+	if len(v) != 2 {
+		return nil, fmt.Errorf("reading the shared messages of expired session %s: unexpected reply %v", clientID, v)
+	}
+	return s.parseEnded(ctx, clientID, nil, v[0], v[1]).Shared, nil
+}
+
+var discardExpiredScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+return redis.call('DEL', KEYS[3], KEYS[4])
+`)
+
+// DiscardExpired deletes what is left of clientID's expired session (its
+// queue and inflight hash), unless the client has a session again.
+func (s *Store) DiscardExpired(ctx context.Context, clientID string) error {
+	if err := discardExpiredScript.Run(ctx, s.rdb, sessionKeys(clientID)).Err(); err != nil {
+		return fmt.Errorf("discarding the rest of expired session %s: %w", clientID, err)
+	}
+	return nil
+}

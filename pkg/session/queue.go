@@ -192,7 +192,7 @@ local function put(o, ev, node, e, pid, sq)
 end
 -- Every session hash has an epoch (Connect writes it, every other write is
 -- fenced by it): without one there is no session.
-local h = redis.call('HMGET', KEYS[1], 'connected', 'node', 'qbytes', 'win', 'pid', 'seq', 'epoch')
+local h = redis.call('HMGET', KEYS[1], 'connected', 'node', 'qbytes', 'win', 'pid', 'seq', 'epoch', 'shared')
 if not h[7] then
   local i = 7
   while i <= #ARGV do
@@ -299,7 +299,9 @@ if handed then
 end
 if queued then
   redis.call('HSET', KEYS[1], 'qbytes', string.format('%d', qb))
-  if node == '' then follow(KEYS[2]) end
+  if node == '' then
+    if h[8] == '1' then follow(KEYS[2], ` + sharedHoldMillis + `) else follow(KEYS[2]) end
+  end
 end
 if pos == 'l' then
   redis.call('HDEL', KEYS[1], 'held:' .. hold)

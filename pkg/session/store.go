@@ -128,9 +128,9 @@ local function fence()
   if e ~= ARGV[1] then return redis.error_reply('FG_FENCED') end
   return nil
 end
-local function follow(key)
+local function follow(key, hold)
   local t = redis.call('PTTL', KEYS[1])
-  if t > 0 then redis.call('PEXPIRE', key, t) end
+  if t > 0 then redis.call('PEXPIRE', key, t + (hold or 0)) end
 end
 `
 
@@ -216,6 +216,13 @@ type ConnectRequest struct {
 	// are none), so that the dispatchers hear of their end first; an error
 	// fails the Connect with nothing discarded. Nil discards them silently.
 	Tombstone func(ctx context.Context, subs []Subscription) error
+	// HandBack, when set with Tombstone, is called after it with the
+	// messages the previous session's shared subscriptions held
+	// undelivered (as Ended.Shared), before the clean start discards
+	// them, so that another member gets them; an error fails the Connect
+	// with nothing discarded. Messages queued for the session between
+	// that call and the discard go with it.
+	HandBack func(ctx context.Context, shared []SharedMessage) error
 }
 
 // ConnectResult is what Connect found and did.
@@ -273,7 +280,7 @@ type ConnectResult struct {
 // connected" is 2 for a session found expired but held for its will (see
 // disconnectScript): its will comes back in place of the taken-over one,
 // and the session starts anew as after a clean start.
-var connectScript = redis.NewScript(`
+var connectScript = redis.NewScript(luaSharedEntries + `
 local prev, was, old, oldwill = '', 0, 0, ''
 local clean = ARGV[2] == '1'
 local t = redis.call('TIME')
@@ -306,6 +313,10 @@ if clean then
   if ARGV[8] == '1' then
     local subs = redis.call('HGETALL', KEYS[2])
     if #subs > 0 then
+      local inflight, queued = sharedEntries(subs)
+      if #inflight > 0 or #queued > 0 then
+        return {3, subs, inflight, queued}
+      end
       table.insert(subs, 1, 1)
       return subs
     end
@@ -356,9 +367,10 @@ type connectCall struct {
 	// tombstone asks for the subscriptions a clean start discards.
 	tombstone bool
 
-	res  ConnectResult
-	subs []Subscription // the subscriptions to tombstone first
-	err  error
+	res    ConnectResult
+	subs   []Subscription  // the subscriptions to tombstone first
+	shared []SharedMessage // the shared messages to hand back first
+	err    error
 }
 
 // Connect registers a connection for req.ClientID on req.Node and returns
@@ -396,10 +408,16 @@ func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult,
 		return ConnectResult{}, fmt.Errorf("connecting session %s: %w", req.ClientID, err)
 	}
 	if call.err == nil && call.subs != nil {
-		// A clean start over subscriptions: their tombstones first, then
-		// the connect again, which now discards them.
+		// A clean start over subscriptions: their tombstones first (and
+		// the shared messages handed back), then the connect again,
+		// which now discards them.
 		if err := req.Tombstone(ctx, call.subs); err != nil {
 			return ConnectResult{}, fmt.Errorf("connecting session %s: dropping the previous subscriptions: %w", req.ClientID, err)
+		}
+		if len(call.shared) > 0 && req.HandBack != nil {
+			if err := req.HandBack(ctx, call.shared); err != nil {
+				return ConnectResult{}, fmt.Errorf("connecting session %s: handing back the previous session's shared messages: %w", req.ClientID, err)
+			}
 		}
 		call = &connectCall{req: &req, will: call.will}
 		if err := s.connects.Do(ctx, call); err != nil {
@@ -469,6 +487,15 @@ func (s *Store) runConnects(ctx context.Context, calls []*connectCall) {
 		v, err := cmds[i].Slice()
 		if err != nil {
 			c.err = fmt.Errorf("connecting session %s: %w", c.req.ClientID, mapErr(err))
+			continue
+		}
+		if kind, _ := v[0].(int64); kind == 3 && len(v) == 4 {
+			// A clean start over shared subscriptions with messages.
+			e := s.parseEnded(ctx, c.req.ClientID, v[1], v[2], v[3])
+			c.subs, c.shared = e.Subscriptions, e.Shared
+			if c.subs == nil {
+				c.subs = []Subscription{}
+			}
 			continue
 		}
 		c.res, c.subs, c.err = parseConnect(c.req.ClientID, v)
@@ -550,8 +577,8 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 // subscriptions' messages it held undelivered (MessageVersionShared of
 // pkg/handoff, whose first byte is 2): the inflight entries not yet
 // PUBREC'd, then the queue entries, each as stored.
-var disconnectScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'epoch', 'node', 'will')
+var disconnectScript = redis.NewScript(luaSharedEntries + `
+local v = redis.call('HMGET', KEYS[1], 'epoch', 'node', 'will', 'shared')
 if not v[1] then return redis.error_reply('FG_NOSESSION') end
 if v[1] ~= ARGV[1] then return redis.error_reply('FG_FENCED') end
 local node = v[2] or ''
@@ -559,26 +586,7 @@ if ARGV[2] == '0' then
   local out = {1, 0, node}
   if ARGV[3] == '1' then
     local subs = redis.call('HGETALL', KEYS[2])
-    local inflight, queued, shared = {}, {}, false
-    for i = 1, #subs, 2 do
-      if string.byte(subs[i], 1) ~= 0 then shared = true end
-    end
-    if shared then
-      local fl = redis.call('HVALS', KEYS[4])
-      for i = 1, #fl do
-        local e = fl[i]
-        local a = string.find(e, '|', 1, true)
-        if a and string.sub(e, a + 1, a + 1) == 'P' then
-          local b = string.find(e, '|', a + 3, true)
-          if b and string.byte(e, b + 1) == 2 then inflight[#inflight + 1] = e end
-        end
-      end
-      local q = redis.call('LRANGE', KEYS[3], 0, -1)
-      for i = 1, #q do
-        local b = string.find(q[i], '|', 1, true)
-        if b and string.byte(q[i], b + 1) == 2 then queued[#queued + 1] = q[i] end
-      end
-    end
+    local inflight, queued = sharedEntries(subs)
     out[4], out[5], out[6] = subs, inflight, queued
   end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
@@ -595,9 +603,50 @@ if ARGV[2] ~= '4294967295' then
     w, ttl = 2, ttl + tonumber(ARGV[4])
   end
   for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+  if v[4] == '1' then
+    -- Queue and inflight outlive the session for the expiry sweep, which
+    -- hands their shared messages on (ExpiredShared).
+    redis.call('EXPIRE', KEYS[3], ttl + ` + sharedHoldSeconds + `)
+    redis.call('EXPIRE', KEYS[4], ttl + ` + sharedHoldSeconds + `)
+  end
 end
 return {0, w, node}
 `)
+
+// luaSharedEntries defines sharedEntries(subs): given the session's
+// subscriptions hash as HGETALL returns it, the entries of the session
+// (KEYS[3] queue, KEYS[4] inflight) that came through a shared
+// subscription (handoff.MessageVersionShared, first byte 2) and are not
+// delivered: inflight entries in state P (not acknowledged; not PUBREC'd),
+// then queue entries, each as stored. Nothing is read when no subscription
+// is shared (a field's group is empty: it starts with "\0"); with subs nil
+// the entries are read regardless.
+const luaSharedEntries = `
+local function sharedEntries(subs)
+  local inflight, queued, shared = {}, {}, subs == nil
+  if subs then
+    for i = 1, #subs, 2 do
+      if string.byte(subs[i], 1) ~= 0 then shared = true end
+    end
+  end
+  if not shared then return inflight, queued end
+  local fl = redis.call('HVALS', KEYS[4])
+  for i = 1, #fl do
+    local e = fl[i]
+    local a = string.find(e, '|', 1, true)
+    if a and string.sub(e, a + 1, a + 1) == 'P' then
+      local b = string.find(e, '|', a + 3, true)
+      if b and string.byte(e, b + 1) == 2 then inflight[#inflight + 1] = e end
+    end
+  end
+  local q = redis.call('LRANGE', KEYS[3], 0, -1)
+  for i = 1, #q do
+    local b = string.find(q[i], '|', 1, true)
+    if b and string.byte(q[i], b + 1) == 2 then queued[#queued + 1] = q[i] end
+  end
+  return inflight, queued
+end
+`
 
 // disconnectCall is one Disconnect in a batch.
 type disconnectCall struct {

@@ -818,3 +818,116 @@ func TestAnEndedSessionReturnsItsSharedSubscriptionsUndeliveredMessages(t *testi
 		assert.Empty(t, ended.Shared)
 	}
 }
+
+// TestACleanStartHandsThePreviousSessionsSharedMessagesBackBeforeDiscardingThem:
+// a member of a shared subscription that connects again with Clean Start
+// ends its previous session; what that session held through the shared
+// subscription is handed back (after the tombstones) while it is still in
+// Redis, so a crash in between repeats it and never loses it. A failed
+// hand-back fails the Connect with nothing discarded.
+func TestACleanStartHandsThePreviousSessionsSharedMessagesBackBeforeDiscardingThem(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "member")
+	epoch := connect(t, s, cid, "n1")
+	_, err := s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Group: "g", Filter: "jobs/#"}, QoS: 1}})
+	require.NoError(t, err)
+	_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02s0")}, {ClientID: cid, Message: []byte("\x01own")}, {ClientID: cid, Message: []byte("\x02s1")}})
+	require.NoError(t, err)
+
+	boom := errors.New("kafka unreachable")
+	var calls []string
+	req := ConnectRequest{ClientID: cid, Node: "n2", CleanStart: true, Protocol: 5,
+		Tombstone: func(context.Context, []Subscription) error { calls = append(calls, "tombstone"); return nil },
+		HandBack:  func(context.Context, []SharedMessage) error { calls = append(calls, "handback"); return boom }}
+	_, err = s.Connect(ctx, req)
+	require.ErrorIs(t, err, boom)
+	n, err := raw.LLen(ctx, queueKey(cid)).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), n, "nothing discarded while the hand-back failed")
+
+	var handed []string
+	req.HandBack = func(_ context.Context, shared []SharedMessage) error {
+		calls = append(calls, "handback")
+		n, err := raw.LLen(ctx, queueKey(cid)).Result()
+		require.NoError(t, err)
+		assert.Equal(t, int64(3), n, "handed back before they are discarded")
+		for _, m := range shared {
+			handed = append(handed, string(m.Message[1:]))
+		}
+		return nil
+	}
+	res, err := s.Connect(ctx, req)
+	require.NoError(t, err)
+	assert.False(t, res.SessionPresent)
+	assert.Equal(t, []string{"s0", "s1"}, handed)
+	assert.Equal(t, []string{"tombstone", "handback", "tombstone", "handback"}, calls, "tombstones first, each time")
+	n, err = raw.LLen(ctx, queueKey(cid)).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the clean start discarded the previous queue")
+}
+
+// TestAnExpiredSharedMembersMessagesOutliveItsSessionForTheExpirySweep: a
+// session that held a shared subscription keeps its queue and inflight
+// hash SharedHold past its expiry, also when messages are queued while it
+// is away; once the session expired, ExpiredShared returns what came
+// through the shared subscription and DiscardExpired deletes the rest. A
+// session without one expires whole, as before.
+func TestAnExpiredSharedMembersMessagesOutliveItsSessionForTheExpirySweep(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	member, plain := clientID(t, "member"), clientID(t, "plain")
+	for _, cid := range []string{member, plain} {
+		epoch := connect(t, s, cid, "n1")
+		sub := Subscription{FilterKey: FilterKey{Filter: "jobs/#"}, QoS: 1}
+		if cid == member {
+			sub.Group = "g"
+		}
+		_, err := s.Subscribe(ctx, cid, epoch, []Subscription{sub})
+		require.NoError(t, err)
+		_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02s0")}})
+		require.NoError(t, err)
+		_, err = s.Take(ctx, cid, epoch, 1) // s0 in flight
+		require.NoError(t, err)
+		require.NoError(t, s.Disconnect(ctx, cid, epoch, 1))
+		// Queued while the session is away.
+		_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02s1")}, {ClientID: cid, Message: []byte("\x01own")}})
+		require.NoError(t, err)
+	}
+	for _, k := range []string{queueKey(member), inflightKey(member)} {
+		ttl, err := raw.TTL(ctx, k).Result()
+		require.NoError(t, err)
+		assert.Greater(t, ttl, SharedHold-time.Minute, "%s outlives the session", k)
+	}
+	ttl, err := raw.TTL(ctx, queueKey(plain)).Result()
+	require.NoError(t, err)
+	assert.LessOrEqual(t, ttl, time.Second, "without a shared subscription the queue expires with the session")
+
+	require.Eventually(t, func() bool {
+		n, err := raw.Exists(ctx, sessionKey(member)).Result()
+		return err == nil && n == 0
+	}, 5*time.Second, 50*time.Millisecond, "the session expires")
+	shared, err := s.ExpiredShared(ctx, member)
+	require.NoError(t, err)
+	var msgs []string
+	for _, m := range shared {
+		msgs = append(msgs, string(m.Message[1:]))
+	}
+	assert.Equal(t, []string{"s0", "s1"}, msgs, "in flight first, then the queue; not the session's own")
+	require.NoError(t, s.DiscardExpired(ctx, member))
+	n, err := raw.Exists(ctx, queueKey(member), inflightKey(member)).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n)
+
+	// A client that has a session again keeps everything.
+	connect(t, s, member, "n1")
+	_, err = s.Enqueue(ctx, []Delivery{{ClientID: member, Message: []byte("\x02new")}})
+	require.NoError(t, err)
+	shared, err = s.ExpiredShared(ctx, member)
+	require.NoError(t, err)
+	assert.Empty(t, shared)
+	require.NoError(t, s.DiscardExpired(ctx, member))
+	n, err = raw.LLen(ctx, queueKey(member)).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n)
+}

@@ -96,6 +96,7 @@ if err then return err end
 local max = tonumber(ARGV[2])
 local n = redis.call('HLEN', KEYS[2])
 local out = {}
+local shared = false
 for i = 3, #ARGV, 2 do
   if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
@@ -107,7 +108,12 @@ for i = 3, #ARGV, 2 do
     n = n + 1
     out[#out + 1] = 0
   end
+  if out[#out] ~= 2 and string.byte(ARGV[i], 1) ~= 0 then shared = true end
 end
+-- A session that ever held a shared subscription keeps its queue and
+-- inflight hash SharedHold past its expiry (disconnectScript), for the
+-- dispatchers' expiry sweep to hand their shared messages on.
+if shared then redis.call('HSET', KEYS[1], 'shared', '1') end
 follow(KEYS[2])
 return out
 `)

@@ -232,6 +232,10 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	req.Tombstone = func(ctx context.Context, subs []session.Subscription) error {
 		return h.o.Subscribe.Tombstone(ctx, cl.ID, subs)
 	}
+	req.HandBack = func(ctx context.Context, shared []session.SharedMessage) error {
+		// Until they are in Kafka the clean start keeps them: Try.
+		return h.o.HandBack.Try(ctx, cl.ID, shared)
+	}
 	ctx, cancel := h.storeCtx()
 	defer cancel()
 	h.mu.Lock()

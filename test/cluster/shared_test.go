@@ -27,7 +27,7 @@ const (
 // setting is the product's default.
 func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionEnds(t *testing.T) {
 	c := startClusterWith(t, clusterOptions{defaults: true})
-	w := startSharedWorkers(t, c)
+	w := startSharedWorkers(t, c, 0)
 	// The stuck worker's connection drops (a crash of the device, a
 	// network cut): its frontend ends the session.
 	_ = w.stuckConn.Close()
@@ -41,7 +41,7 @@ func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionEnds(t 
 // its last heartbeat instead of ten.)
 func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersFrontendIsKilled(t *testing.T) {
 	c := startCluster(t)
-	w := startSharedWorkers(t, c)
+	w := startSharedWorkers(t, c, 0)
 	c.frontend("fe-a").Kill()
 	w.requireEveryJobWithTheOtherWorker(t, 30*time.Second)
 }
@@ -57,10 +57,10 @@ type sharedWorkers struct {
 	jobs      []string
 }
 
-func startSharedWorkers(t *testing.T, c *testCluster) *sharedWorkers {
+func startSharedWorkers(t *testing.T, c *testCluster, stuckExpiry uint32) *sharedWorkers {
 	t.Helper()
 	w := &sharedWorkers{stuck: newInbox(), worker: newInbox()}
-	w.stuckConn = dialUnacknowledging(t, c.frontend("fe-a").mqtt, "stuck", 2, w.stuck.v5Handler)
+	w.stuckConn = dialUnacknowledging(t, c.frontend("fe-a").mqtt, "stuck", stuckExpiry, 2, w.stuck.v5Handler)
 	worker := mustDialV5(t, c.frontend("fe-b").mqtt, &paho.Connect{ClientID: "worker", CleanStart: true}, w.worker.v5Handler)
 	worker.subscribe(t, sharedFilter)
 	pub := mustDialV5(t, c.frontend("fe-b").mqtt, &paho.Connect{ClientID: "jobs-publisher", CleanStart: true}, nil)
@@ -122,11 +122,12 @@ func (w *sharedWorkers) requireEveryJobWithTheOtherWorker(t *testing.T, d time.D
 	require.True(t, ok, "jobs the stuck worker's ended session held never reached the other member: %v", missing(w.worker.snapshot()))
 }
 
-// dialUnacknowledging connects an MQTT 5 client with clean start and no
-// session expiry to addr that subscribes to sharedFilter and acknowledges
-// nothing it receives (paho's manual acknowledgement, never given), with
-// receive maximum inflight. It returns the connection, for the test to cut.
-func dialUnacknowledging(t *testing.T, addr, clientID string, inflight uint16, onMsg func(*paho.Publish)) net.Conn {
+// dialUnacknowledging connects an MQTT 5 client with clean start and a
+// session expiry of expiry seconds to addr that subscribes to sharedFilter
+// and acknowledges nothing it receives (paho's manual acknowledgement,
+// never given), with receive maximum inflight. It returns the connection,
+// for the test to cut.
+func dialUnacknowledging(t *testing.T, addr, clientID string, expiry uint32, inflight uint16, onMsg func(*paho.Publish)) net.Conn {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	require.NoError(t, err)
@@ -140,7 +141,7 @@ func dialUnacknowledging(t *testing.T, addr, clientID string, inflight uint16, o
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	ca, err := cl.Connect(ctx, &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{ReceiveMaximum: &inflight}})
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &inflight, SessionExpiryInterval: &expiry}})
 	require.NoError(t, err)
 	require.Zero(t, ca.ReasonCode)
 	sa, err := cl.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: sharedFilter, QoS: 1}}})
@@ -148,4 +149,28 @@ func dialUnacknowledging(t *testing.T, addr, clientID string, inflight uint16, o
 	require.Equal(t, []byte{1}, sa.Reasons)
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
+}
+
+// TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMemberStartsClean:
+// the stuck worker connects again with Clean Start, on the other
+// frontend: that ends its previous session, and the jobs it held go to the
+// other worker (its new session subscribes to nothing). Every setting is
+// the product's default.
+func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMemberStartsClean(t *testing.T) {
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	w := startSharedWorkers(t, c, 0)
+	mustDialV5(t, c.frontend("fe-b").mqtt, &paho.Connect{ClientID: "stuck", CleanStart: true}, nil)
+	w.requireEveryJobWithTheOtherWorker(t, 30*time.Second)
+}
+
+// TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionExpires:
+// the stuck worker has a persistent session (expiry 3 s) and never comes
+// back after its connection drops: once the session expired, the
+// dispatchers' expiry sweep (every 10 s by default) hands the jobs it held
+// to the other worker. Every setting is the product's default.
+func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionExpires(t *testing.T) {
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	w := startSharedWorkers(t, c, 3)
+	_ = w.stuckConn.Close()
+	w.requireEveryJobWithTheOtherWorker(t, 45*time.Second)
 }
