@@ -303,50 +303,45 @@ func (s *Store) ClaimWill(ctx context.Context, clientID string, epoch uint64) (*
 	return &w, nil
 }
 
-var endWithWillScript = redis.NewScript(luaPrelude + `
+var endWithWillScript = redis.NewScript(luaPrelude + luaSharedEntries + `
 local err = fence()
 if err then return err end
 local v = redis.call('HMGET', KEYS[1], 'will', 'node')
-local out = {v[1] or '', v[2] or ''}
 local subs = redis.call('HGETALL', KEYS[2])
-for i = 1, #subs do out[#out + 1] = subs[i] end
+local inflight, queued = sharedEntries(subs)
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-return out
+return {v[1] or '', v[2] or '', subs, inflight, queued}
 `)
 
 // EndWithWill ends the session of the connection epoch at its expiry, when
 // that comes before the will's delay (see EndHoldingWill): it takes the
-// will (nil if none is left) and the subscriptions, for their tombstones,
-// and deletes the session, in one atomic step. ErrFenced: the client
-// connected again since, and the new connection owns session and will.
-func (s *Store) EndWithWill(ctx context.Context, clientID string, epoch uint64) (*Will, []Subscription, error) {
-	v, err := endWithWillScript.Run(ctx, s.rdb, sessionKeys(clientID), epochArg(epoch)).StringSlice()
+// will (nil if none is left) and what the session held (Ended: its
+// subscriptions, for their tombstones, and its shared subscriptions'
+// undelivered messages, for another member), and deletes the session, in
+// one atomic step. ErrFenced: the client connected again since, and the
+// new connection owns session and will.
+func (s *Store) EndWithWill(ctx context.Context, clientID string, epoch uint64) (*Will, Ended, error) {
+	v, err := endWithWillScript.Run(ctx, s.rdb, sessionKeys(clientID), epochArg(epoch)).Slice()
 	if err != nil {
-		return nil, nil, fmt.Errorf("ending session %s with its will: %w", clientID, mapErr(err))
+		return nil, Ended{}, fmt.Errorf("ending session %s with its will: %w", clientID, mapErr(err))
 	}
-	if len(v) < 2 {
-		return nil, nil, fmt.Errorf("ending session %s with its will: unexpected reply %q", clientID, v)
+	if len(v) != 5 {
+		return nil, Ended{}, fmt.Errorf("ending session %s with its will: unexpected reply %v", clientID, v)
 	}
-	if v[1] != "" {
-		s.forgetAll(ctx, map[string][]any{v[1]: {clientID}})
+	will, _ := v[0].(string)
+	node, _ := v[1].(string)
+	if node != "" {
+		s.forgetAll(ctx, map[string][]any{node: {clientID}})
 	}
-	var subs []Subscription
-	for i := 2; i+1 < len(v); i += 2 {
-		sub, err := decodeSubscription(parseField(v[i]), v[i+1])
-		if err != nil {
-			s.log.WarnContext(ctx, "skipping a malformed subscription of an ended session", "client_id", clientID, "err", err)
-			continue
-		}
-		subs = append(subs, sub)
-	}
-	if v[0] == "" {
-		return nil, subs, nil
+	ended := s.parseEnded(ctx, clientID, v[2], v[3], v[4])
+	if will == "" {
+		return nil, ended, nil
 	}
 	var w Will
-	if err := json.Unmarshal([]byte(v[0]), &w); err != nil {
-		return nil, subs, fmt.Errorf("ending session %s with its will: %w", clientID, errors.Join(errors.New("malformed will"), err))
+	if err := json.Unmarshal([]byte(will), &w); err != nil {
+		return nil, ended, fmt.Errorf("ending session %s with its will: %w", clientID, errors.Join(errors.New("malformed will"), err))
 	}
-	return &w, subs, nil
+	return &w, ended, nil
 }
 
 var returnWillScript = redis.NewScript(luaPrelude + `

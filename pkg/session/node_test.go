@@ -361,11 +361,12 @@ func TestASessionHeldForItsWillEndsAtItsExpiry(t *testing.T) {
 	t.Run("the claim at the expiry takes the will and ends the session", func(t *testing.T) {
 		s, raw, cid, epoch := held(t)
 		ctx := testCtx(t)
-		w, subs, err := s.EndWithWill(ctx, cid, epoch)
+		w, ended, err := s.EndWithWill(ctx, cid, epoch)
 		require.NoError(t, err)
 		assert.Equal(t, will, w)
-		require.Len(t, subs, 1)
-		assert.Equal(t, "cmd/c", subs[0].Filter)
+		require.Len(t, ended.Subscriptions, 1)
+		assert.Equal(t, "cmd/c", ended.Subscriptions[0].Filter)
+		assert.Empty(t, ended.Shared)
 		n, err := raw.Exists(ctx, sessionKeys(cid)...).Result()
 		require.NoError(t, err)
 		assert.Zero(t, n, "every key of the session is gone")
@@ -452,4 +453,27 @@ func TestAWillDueBeforeTheExpiryKeepsTheKeysForItsSweep(t *testing.T) {
 		assert.False(t, res.SessionPresent)
 		assert.Equal(t, will, res.EndedWill, "the will nobody published is handed over")
 	})
+}
+
+// TestASharedMemberEndedWithItsWillReturnsItsSharedMessages: a session
+// that ends at its expiry with a will due later (EndWithWill) returns what
+// it held through a shared subscription, like any end.
+func TestASharedMemberEndedWithItsWillReturnsItsSharedMessages(t *testing.T) {
+	s, _ := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "member")
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 1, Protocol: 5,
+		Will: &Will{Topic: "status/c", DelaySeconds: 3600}})
+	require.NoError(t, err)
+	_, err = s.Subscribe(ctx, cid, res.Epoch, []Subscription{{FilterKey: FilterKey{Group: "g", Filter: "jobs/#"}, QoS: 1}})
+	require.NoError(t, err)
+	_, err = s.EndHoldingWill(ctx, cid, res.Epoch, 1)
+	require.NoError(t, err)
+	_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02job")}, {ClientID: cid, Message: []byte("\x01own")}})
+	require.NoError(t, err)
+	w, ended, err := s.EndWithWill(ctx, cid, res.Epoch)
+	require.NoError(t, err)
+	require.NotNil(t, w)
+	require.Len(t, ended.Shared, 1)
+	assert.Equal(t, "\x02job", string(ended.Shared[0].Message))
 }

@@ -564,11 +564,15 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 	switch {
 	case endsFirst:
 		h.o.Wills.Schedule(id, c.epoch, c.cl.Properties.ProtocolVersion, time.Duration(expiry)*time.Second,
-			func(ctx context.Context, subs []session.Subscription) {
-				if err := h.o.Subscribe.Tombstone(ctx, id, subs); err != nil {
-					h.log.Warn("subscriptions of an expired session stay in the change log until the dispatchers' expiry sweep",
-						"client_id", id, "err", err)
+			func(ctx context.Context, e session.Ended) {
+				if len(e.Subscriptions) > 0 {
+					if err := h.o.Subscribe.Tombstone(ctx, id, e.Subscriptions); err != nil {
+						h.log.Warn("subscriptions of an expired session stay in the change log until the dispatchers' expiry sweep",
+							"client_id", id, "err", err)
+					}
 				}
+				// Give logs and counts what Kafka did not take.
+				_ = h.o.HandBack.Give(ctx, id, e.Shared)
 			})
 	case c.will != nil && c.willDue.Load() && c.will.DelaySeconds > 0 && expiry != 0:
 		h.o.Wills.Schedule(id, c.epoch, c.cl.Properties.ProtocolVersion, time.Duration(c.will.DelaySeconds)*time.Second, nil)

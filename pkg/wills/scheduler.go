@@ -20,7 +20,7 @@ import (
 // (session.Store).
 type WillStore interface {
 	ClaimWill(ctx context.Context, clientID string, epoch uint64) (*session.Will, error)
-	EndWithWill(ctx context.Context, clientID string, epoch uint64) (*session.Will, []session.Subscription, error)
+	EndWithWill(ctx context.Context, clientID string, epoch uint64) (*session.Will, session.Ended, error)
 }
 
 // Scheduler publishes the wills of one frontend's own clients: at once when
@@ -105,8 +105,8 @@ func (s *Scheduler) ClaimAndPublish(ctx context.Context, clientID string, epoch 
 // publishes its will: the session's end ends the will's delay
 // [MQTT-3.1.3-9].
 func (s *Scheduler) endAndPublish(ctx context.Context, clientID string, epoch uint64, protocol byte,
-	ended func(ctx context.Context, subs []session.Subscription)) {
-	w, subs, err := s.store.EndWithWill(ctx, clientID, epoch)
+	ended func(ctx context.Context, e session.Ended)) {
+	w, e, err := s.store.EndWithWill(ctx, clientID, epoch)
 	if err != nil {
 		if !errors.Is(err, session.ErrFenced) && !errors.Is(err, session.ErrNoSession) {
 			s.failed.Add(ctx, 1)
@@ -118,8 +118,8 @@ func (s *Scheduler) endAndPublish(ctx context.Context, clientID string, epoch ui
 	if w != nil {
 		s.Publish(ctx, clientID, protocol, w)
 	}
-	if len(subs) > 0 {
-		ended(ctx, subs)
+	if len(e.Subscriptions) > 0 || len(e.Shared) > 0 {
+		ended(ctx, e)
 	}
 }
 
@@ -127,9 +127,10 @@ func (s *Scheduler) endAndPublish(ctx context.Context, clientID string, epoch ui
 // unless Cancel or a later Schedule for the client comes first. With ended
 // set, d is the session's expiry, which comes before the will's delay: the
 // session is ended with the claim (WillStore.EndWithWill) and ended is
-// called with its subscriptions, for their tombstones.
+// called with what it held: its subscriptions, for their tombstones, and
+// its shared subscriptions' undelivered messages, for another member.
 func (s *Scheduler) Schedule(clientID string, epoch uint64, protocol byte, d time.Duration,
-	ended func(ctx context.Context, subs []session.Subscription)) {
+	ended func(ctx context.Context, e session.Ended)) {
 	if s.closed.Load() {
 		return // shutting down: the wills sweeper takes it over
 	}
