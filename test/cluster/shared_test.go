@@ -27,7 +27,7 @@ const (
 // setting is the product's default.
 func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionEnds(t *testing.T) {
 	c := startClusterWith(t, clusterOptions{defaults: true})
-	w := startSharedWorkers(t, c, 0)
+	w := startSharedWorkers(t, c, 0, false)
 	// The stuck worker's connection drops (a crash of the device, a
 	// network cut): its frontend ends the session.
 	_ = w.stuckConn.Close()
@@ -41,7 +41,7 @@ func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionEnds(t 
 // its last heartbeat instead of ten.)
 func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersFrontendIsKilled(t *testing.T) {
 	c := startCluster(t)
-	w := startSharedWorkers(t, c, 0)
+	w := startSharedWorkers(t, c, 0, false)
 	c.frontend("fe-a").Kill()
 	w.requireEveryJobWithTheOtherWorker(t, 30*time.Second)
 }
@@ -57,12 +57,22 @@ type sharedWorkers struct {
 	jobs      []string
 }
 
-func startSharedWorkers(t *testing.T, c *testCluster, stuckExpiry uint32) *sharedWorkers {
+// The stuck worker's session expires stuckExpiry seconds after its
+// connection ends; the worker speaks MQTT 3.1.1 (paho.mqtt.golang) with
+// workerV3, else MQTT 5 (paho.golang).
+func startSharedWorkers(t *testing.T, c *testCluster, stuckExpiry uint32, workerV3 bool) *sharedWorkers {
 	t.Helper()
 	w := &sharedWorkers{stuck: newInbox(), worker: newInbox()}
 	w.stuckConn = dialUnacknowledging(t, c.frontend("fe-a").mqtt, "stuck", stuckExpiry, 2, w.stuck.v5Handler)
-	worker := mustDialV5(t, c.frontend("fe-b").mqtt, &paho.Connect{ClientID: "worker", CleanStart: true}, w.worker.v5Handler)
-	worker.subscribe(t, sharedFilter)
+	if workerV3 {
+		worker := dialV3(t, c.frontend("fe-b").mqtt, "worker", true, nil)
+		tok := worker.Subscribe(sharedFilter, 1, w.worker.v3Handler)
+		require.True(t, tok.WaitTimeout(15*time.Second), "suback")
+		require.NoError(t, tok.Error())
+	} else {
+		worker := mustDialV5(t, c.frontend("fe-b").mqtt, &paho.Connect{ClientID: "worker", CleanStart: true}, w.worker.v5Handler)
+		worker.subscribe(t, sharedFilter)
+	}
 	pub := mustDialV5(t, c.frontend("fe-b").mqtt, &paho.Connect{ClientID: "jobs-publisher", CleanStart: true}, nil)
 
 	// Both subscriptions are routed once each member got a probe: the
@@ -158,7 +168,7 @@ func dialUnacknowledging(t *testing.T, addr, clientID string, expiry uint32, inf
 // the product's default.
 func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMemberStartsClean(t *testing.T) {
 	c := startClusterWith(t, clusterOptions{defaults: true})
-	w := startSharedWorkers(t, c, 0)
+	w := startSharedWorkers(t, c, 0, false)
 	mustDialV5(t, c.frontend("fe-b").mqtt, &paho.Connect{ClientID: "stuck", CleanStart: true}, nil)
 	w.requireEveryJobWithTheOtherWorker(t, 30*time.Second)
 }
@@ -170,7 +180,18 @@ func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMemberStartsClean(t *
 // to the other worker. Every setting is the product's default.
 func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionExpires(t *testing.T) {
 	c := startClusterWith(t, clusterOptions{defaults: true})
-	w := startSharedWorkers(t, c, 3)
+	w := startSharedWorkers(t, c, 3, false)
 	_ = w.stuckConn.Close()
 	w.requireEveryJobWithTheOtherWorker(t, 45*time.Second)
+}
+
+// TestASharedSubscriptionsMessagesGoToAMemberOfTheOtherProtocolVersion is
+// the first test above with the other worker on MQTT 3.1.1 (another
+// client library): the jobs the MQTT 5 member's ended session held reach
+// it as they would an MQTT 5 member.
+func TestASharedSubscriptionsMessagesGoToAMemberOfTheOtherProtocolVersion(t *testing.T) {
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	w := startSharedWorkers(t, c, 0, true)
+	_ = w.stuckConn.Close()
+	w.requireEveryJobWithTheOtherWorker(t, 30*time.Second)
 }
