@@ -219,9 +219,10 @@ type ConnectRequest struct {
 	// HandBack, when set with Tombstone, is called after it with the
 	// messages the previous session's shared subscriptions held
 	// undelivered (as Ended.Shared), before the clean start discards
-	// them, so that another member gets them; an error fails the Connect
-	// with nothing discarded. Messages queued for the session between
-	// that call and the discard go with it.
+	// them, so that another member gets them; likewise with what an
+	// expired session left (SharedHold) when the client starts a new one.
+	// An error fails the Connect with nothing discarded. Messages queued
+	// for the session between that call and the discard go with it.
 	HandBack func(ctx context.Context, shared []SharedMessage) error
 }
 
@@ -326,7 +327,13 @@ elseif existed then
   present = 1
 else
   -- No session: nothing left of an expired one (its other keys may
-  -- outlive its hash by a moment) belongs to the new one.
+  -- outlive its hash by a moment, a shared member's queue and inflight
+  -- hash by SharedHold) belongs to the new one. Shared messages left there
+  -- go back first, as after a clean start.
+  if ARGV[8] == '1' and redis.call('EXISTS', KEYS[3], KEYS[4]) > 0 then
+    local inflight, queued = sharedEntries(nil)
+    if #inflight > 0 or #queued > 0 then return {3, {}, inflight, queued} end
+  end
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 end
 local epoch = now
@@ -411,8 +418,10 @@ func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult,
 		// A clean start over subscriptions: their tombstones first (and
 		// the shared messages handed back), then the connect again,
 		// which now discards them.
-		if err := req.Tombstone(ctx, call.subs); err != nil {
-			return ConnectResult{}, fmt.Errorf("connecting session %s: dropping the previous subscriptions: %w", req.ClientID, err)
+		if len(call.subs) > 0 {
+			if err := req.Tombstone(ctx, call.subs); err != nil {
+				return ConnectResult{}, fmt.Errorf("connecting session %s: dropping the previous subscriptions: %w", req.ClientID, err)
+			}
 		}
 		if len(call.shared) > 0 && req.HandBack != nil {
 			if err := req.HandBack(ctx, call.shared); err != nil {

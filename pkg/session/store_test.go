@@ -931,3 +931,40 @@ func TestAnExpiredSharedMembersMessagesOutliveItsSessionForTheExpirySweep(t *tes
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), n)
 }
+
+// TestANewSessionHandsBackWhatAnExpiredSharedMemberLeft: a client whose
+// shared member session expired connects again before the expiry sweep
+// came: the new session takes nothing of the old one, and the shared
+// messages it left go back for another member first.
+func TestANewSessionHandsBackWhatAnExpiredSharedMemberLeft(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "member")
+	epoch := connect(t, s, cid, "n1")
+	_, err := s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Group: "g", Filter: "jobs/#"}, QoS: 1}})
+	require.NoError(t, err)
+	_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02s0")}, {ClientID: cid, Message: []byte("\x01own")}})
+	require.NoError(t, err)
+	require.NoError(t, s.Disconnect(ctx, cid, epoch, 1))
+	require.Eventually(t, func() bool {
+		n, err := raw.Exists(ctx, sessionKey(cid)).Result()
+		return err == nil && n == 0
+	}, 5*time.Second, 50*time.Millisecond, "the session expires")
+
+	var handed []string
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n2", Protocol: 5, ExpirySeconds: 60,
+		Tombstone: func(context.Context, []Subscription) error { t.Error("no subscriptions to tombstone"); return nil },
+		HandBack: func(_ context.Context, shared []SharedMessage) error {
+			for _, m := range shared {
+				handed = append(handed, string(m.Message))
+			}
+			return nil
+		}})
+	require.NoError(t, err)
+	assert.False(t, res.SessionPresent)
+	assert.False(t, res.Queued, "the new session holds nothing of the old one")
+	assert.Equal(t, []string{"\x02s0"}, handed)
+	n, err := raw.Exists(ctx, queueKey(cid), inflightKey(cid)).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n)
+}
