@@ -5,7 +5,7 @@
 // the ingest path, which meet only here.
 //
 // Of fleetgate it imports pkg/acl, pkg/auth, pkg/config, pkg/delivery, pkg/events,
-// pkg/exactlyonce, pkg/gcheadroom, pkg/handback, pkg/ingest, pkg/kafka, pkg/listen, pkg/procs, pkg/retained, pkg/session,
+// pkg/exactlyonce, pkg/gcheadroom, pkg/handback, pkg/handoff, pkg/ingest, pkg/kafka, pkg/listen, pkg/procs, pkg/retained, pkg/session,
 // pkg/sessions, pkg/subscribe, pkg/subscriptions, pkg/telemetry, pkg/topic,
 // pkg/wills, pkg/workers.
 // test/imports holds the import rules.

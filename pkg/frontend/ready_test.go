@@ -12,9 +12,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/frontend"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
@@ -63,4 +66,32 @@ func TestTheFrontendIsReadyOnlyOnceDevicesCanConnect(t *testing.T) {
 			_ = conn.Close()
 		}
 	}
+}
+
+// TestTheFrontendCreatesFleetgatesOwnTopics: a frontend that starts before
+// any dispatcher creates the topics only fleetgate writes and reads: the
+// subscription change log, and the topic its ended sessions hand shared
+// subscriptions' messages back through, so that a hand-back never waits
+// for a topic that does not exist.
+func TestTheFrontendCreatesFleetgatesOwnTopics(t *testing.T) {
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), nil)
+	n.waitReady()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr()))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	adm := kadm.NewClient(cl)
+	want := []string{n.cfg.Subscriptions.Topic, handoff.SharedTopic(n.cfg.Kafka.Topic)}
+	require.Eventually(t, func() bool {
+		td, err := adm.ListTopics(context.Background(), want...)
+		if err != nil {
+			return false
+		}
+		for _, name := range want {
+			if !td.Has(name) || td[name].Err != nil {
+				return false
+			}
+		}
+		return true
+	}, 15*time.Second, 50*time.Millisecond, "topics %v not created", want)
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/events"
 	"github.com/fleetgate/fleetgate/pkg/exactlyonce"
 	"github.com/fleetgate/fleetgate/pkg/handback"
+	"github.com/fleetgate/fleetgate/pkg/handoff"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/listen"
@@ -369,7 +370,11 @@ func (s *Server) watchKafka(ctx context.Context) {
 // change log always, the inbound and events topics when fleetgate creates
 // topics (kafka.create-topic).
 func (s *Server) topics() []kafka.TopicSpec {
-	ts := []kafka.TopicSpec{{Name: s.cfg.Subscriptions.Topic, Partitions: s.cfg.Subscriptions.Partitions, Compacted: true}}
+	// fleetgate's own topics: the subscription change log, and the topic
+	// that hands the shared subscriptions' messages of ended sessions back
+	// to the dispatchers (they create both too; whoever starts first).
+	ts := []kafka.TopicSpec{{Name: s.cfg.Subscriptions.Topic, Partitions: s.cfg.Subscriptions.Partitions, Compacted: true},
+		{Name: handoff.SharedTopic(s.cfg.Kafka.Topic), Partitions: s.cfg.Kafka.Partitions}}
 	if !s.cfg.Kafka.CreateTopic {
 		return ts
 	}
