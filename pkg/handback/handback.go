@@ -136,3 +136,65 @@ func (h *HandBack) give(ctx context.Context, clientID string, msgs []session.Sha
 	}
 	return nil
 }
+
+// End ends a session that may hold shared subscriptions' messages, with
+// those messages in Kafka before they leave Redis: held reads them without
+// changing anything (session.Store.SharedHeld), and they are handed back
+// (Try) before end ends the session and returns what it held
+// (session.Store.End and its kin); what end returns beyond them (queued
+// meanwhile) is handed back after it (Give). A crash in between repeats a
+// hand-back (duplicates) and loses nothing. When held or that hand-back
+// fails, everything end returns is handed back after it, as without End.
+// The Ended returned is end's, its Shared included.
+func (h *HandBack) End(ctx context.Context, clientID string, held func(context.Context) ([]session.SharedMessage, error),
+	end func(context.Context) (session.Ended, error)) (session.Ended, error) {
+	var before []session.SharedMessage
+	if h != nil {
+		msgs, err := held(ctx)
+		switch {
+		case session.Gone(err):
+			// The session moved on or ended: end says so.
+		case err != nil:
+			h.log.WarnContext(ctx, "reading a session's shared messages before its end; handing them back after it", "client_id", clientID, "err", err)
+		case len(msgs) > 0:
+			if err := h.Try(ctx, clientID, msgs); err != nil {
+				h.log.WarnContext(ctx, "handing a session's shared messages back before its end; trying again after it", "client_id", clientID, "err", err)
+			} else {
+				before = msgs
+			}
+		}
+	}
+	ended, err := end(ctx)
+	if err != nil {
+		return ended, err
+	}
+	// Give logs and counts what Kafka did not take.
+	_ = h.Give(ctx, clientID, without(ended.Shared, before))
+	return ended, nil
+}
+
+// without returns the messages of all that are not in gone, each of gone
+// taking away one equal message.
+func without(all, gone []session.SharedMessage) []session.SharedMessage {
+	if len(gone) == 0 {
+		return all
+	}
+	type key struct {
+		msg    string
+		expiry int64
+	}
+	left := make(map[key]int, len(gone))
+	for _, m := range gone {
+		left[key{string(m.Message), m.Expiry.UnixMilli()}]++
+	}
+	var out []session.SharedMessage
+	for _, m := range all {
+		k := key{string(m.Message), m.Expiry.UnixMilli()}
+		if left[k] > 0 {
+			left[k]--
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}

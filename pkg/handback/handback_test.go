@@ -115,3 +115,49 @@ func TestTryLeavesWhatKafkaRefusedToTheCaller(t *testing.T) {
 	require.NoError(t, h.Try(context.Background(), "worker-1", []session.SharedMessage{{Message: handoff.EncodeMessage(&m)}}))
 	assert.Equal(t, int64(1), count(t, reader, OutcomeProduced))
 }
+
+// TestEndHandsTheSharedMessagesBackBeforeTheSessionEnds: what the session
+// held is in Kafka before end runs; what end returns beyond it (queued in
+// between) follows after it; nothing goes twice.
+func TestEndHandsTheSharedMessagesBackBeforeTheSessionEnds(t *testing.T) {
+	h, k, reader := newHandBack(t)
+	shared := func(p string) session.SharedMessage {
+		m := handoff.Message{Topic: "jobs/" + p, Payload: []byte(p), Shared: &handoff.SharedOrigin{Group: "g", Filter: "jobs/#"}}
+		return session.SharedMessage{Message: handoff.EncodeMessage(&m)}
+	}
+	topicReader := testkit.NewReader(t, k.Addr(), h.Topic())
+	ended, err := h.End(context.Background(), "worker-1",
+		func(context.Context) ([]session.SharedMessage, error) {
+			return []session.SharedMessage{shared("a"), shared("b")}, nil
+		},
+		func(context.Context) (session.Ended, error) {
+			recs := topicReader.Read(2, 10*time.Second)
+			require.Len(t, recs, 2, "handed back before the end")
+			return session.Ended{Shared: []session.SharedMessage{shared("a"), shared("b"), shared("c")}}, nil
+		})
+	require.NoError(t, err)
+	assert.Len(t, ended.Shared, 3)
+	recs := topicReader.ReadAtLeast(1, 10*time.Second)
+	require.Len(t, recs, 1)
+	_, m, _, err := handoff.ParseHandBack(recs[0])
+	require.NoError(t, err)
+	assert.Equal(t, "c", string(m.Payload), "only what was queued in between follows")
+	assert.Equal(t, int64(3), count(t, reader, OutcomeProduced))
+
+	// Kafka refusing before the end: everything goes after it.
+	k.FailProduce(true)
+	_, err = h.End(context.Background(), "worker-2",
+		func(context.Context) ([]session.SharedMessage, error) {
+			return []session.SharedMessage{shared("d")}, nil
+		},
+		func(context.Context) (session.Ended, error) {
+			k.FailProduce(false)
+			return session.Ended{Shared: []session.SharedMessage{shared("d")}}, nil
+		})
+	require.NoError(t, err)
+	recs = topicReader.ReadAtLeast(1, 10*time.Second)
+	require.Len(t, recs, 1)
+	from, _, _, err := handoff.ParseHandBack(recs[0])
+	require.NoError(t, err)
+	assert.Equal(t, "worker-2", from)
+}

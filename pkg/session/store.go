@@ -268,6 +268,10 @@ type ConnectResult struct {
 	// to it (the dispatchers' Enqueue finds it not subscribed) until a
 	// SUBSCRIBE of its own.
 	Subscribed bool
+	// Shared says the resumed session held subscriptions and has held a
+	// shared one: its end may have shared messages to hand back
+	// (SharedHeld).
+	Shared bool
 }
 
 // connectScript: KEYS the session's keys (sessionKeys); ARGV node, clean,
@@ -276,7 +280,7 @@ type ConnectResult struct {
 // tombstones are written before they go). It replies {1, field1, value1,
 // ...} with those subscriptions, having changed nothing, or {0, epoch,
 // present, previous node, was connected, the taken-over will, sequence
-// counter, queue length, whether the session holds subscriptions (1 or 0),
+// counter, queue length, whether the session holds subscriptions (1, 2 when it ever held a shared one, or 0),
 // then the inflight hash as field, value, ...}. "was
 // connected" is 2 for a session found expired but held for its will (see
 // disconnectScript): its will comes back in place of the taken-over one,
@@ -288,7 +292,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- Every session hash has an epoch (Connect writes it, every other write is
 -- fenced by it): without one there is no session.
-local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will', 'owner', 'expiry', 'last_seen', 'seq')
+local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will', 'owner', 'expiry', 'last_seen', 'seq', 'shared')
 local existed = v[3] ~= false
 if existed then
   prev = v[1] or ''
@@ -361,6 +365,7 @@ local out = {0, ep, present, prev, was, oldwill, seq, 0, 0}
 if present == 1 then
   out[8] = redis.call('LLEN', KEYS[3])
   out[9] = redis.call('EXISTS', KEYS[2])
+  if out[9] == 1 and v[9] == '1' then out[9] = 2 end
   local inflight = redis.call('HGETALL', KEYS[4])
   for i = 1, #inflight do out[#out + 1] = inflight[i] end
 end
@@ -548,7 +553,7 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 	qlen, _ := v[7].(int64)
 	subscribed, _ := v[8].(int64)
 	res := ConnectResult{Epoch: epoch, SessionPresent: present == 1, PreviousNode: prev, WasConnected: was == 1,
-		Queued: qlen > 0, Subscribed: subscribed == 1}
+		Queued: qlen > 0, Subscribed: subscribed >= 1, Shared: subscribed == 2}
 	res.Seq, _ = strconv.ParseUint(sq, 10, 64)
 	if w, _ := v[5].(string); w != "" {
 		will := new(Will)
@@ -937,4 +942,29 @@ func (s *Store) Session(ctx context.Context, clientID string) (Info, error) {
 		QueuedBytes:   int64(u("qbytes")),
 		Owner:         m["owner"],
 	}, nil
+}
+
+// sharedHeldScript: KEYS the session's keys; ARGV epoch. The shared
+// subscriptions' undelivered messages of the session, as disconnectScript
+// returns them when it ends it, without changing anything.
+var sharedHeldScript = redis.NewScript(luaPrelude + luaSharedEntries + `
+local err = fence()
+if err then return err end
+local inflight, queued = sharedEntries(redis.call('HGETALL', KEYS[2]))
+return {inflight, queued}
+`)
+
+// SharedHeld returns the messages of shared subscriptions that the session
+// of the connection epoch holds undelivered, as End would return them,
+// without changing anything: a caller about to end the session hands them
+// back first, so that they are in Kafka before the end deletes them.
+func (s *Store) SharedHeld(ctx context.Context, clientID string, epoch uint64) ([]SharedMessage, error) {
+	v, err := sharedHeldScript.Run(ctx, s.rdb, sessionKeys(clientID), epochArg(epoch)).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("reading the shared messages of %s: %w", clientID, mapErr(err))
+	}
+	if len(v) != 2 {
+		return nil, fmt.Errorf("reading the shared messages of %s: unexpected reply %v", clientID, v)
+	}
+	return s.parseEnded(ctx, clientID, nil, v[0], v[1]).Shared, nil
 }

@@ -939,12 +939,7 @@ func TestAnExpiredSharedMembersMessagesOutliveItsSessionForTheExpirySweep(t *tes
 func TestANewSessionHandsBackWhatAnExpiredSharedMemberLeft(t *testing.T) {
 	s, raw := newTestStore(t, nil)
 	ctx := testCtx(t)
-	cid := clientID(t, "member")
-	epoch := connect(t, s, cid, "n1")
-	_, err := s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Group: "g", Filter: "jobs/#"}, QoS: 1}})
-	require.NoError(t, err)
-	_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02s0")}, {ClientID: cid, Message: []byte("\x01own")}})
-	require.NoError(t, err)
+	cid, epoch := sharedMember(t, s)
 	require.NoError(t, s.Disconnect(ctx, cid, epoch, 1))
 	require.Eventually(t, func() bool {
 		n, err := raw.Exists(ctx, sessionKey(cid)).Result()
@@ -967,4 +962,56 @@ func TestANewSessionHandsBackWhatAnExpiredSharedMemberLeft(t *testing.T) {
 	n, err := raw.Exists(ctx, queueKey(cid), inflightKey(cid)).Result()
 	require.NoError(t, err)
 	assert.Zero(t, n)
+}
+
+// TestSharedHeldReadsWhatAnEndWouldHandBackWithoutChangingIt: a resumed
+// session says that it held a shared subscription, and SharedHeld returns
+// what End would hand back while leaving the session as it is.
+func TestSharedHeldReadsWhatAnEndWouldHandBackWithoutChangingIt(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid, epoch := sharedMember(t, s)
+	require.NoError(t, s.Disconnect(ctx, cid, epoch, 60))
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", Protocol: 5, ExpirySeconds: 60})
+	require.NoError(t, err)
+	assert.True(t, res.Shared, "the resumed session held a shared subscription")
+
+	held, err := s.SharedHeld(ctx, cid, res.Epoch)
+	require.NoError(t, err)
+	require.Len(t, held, 1)
+	assert.Equal(t, "\x02s0", string(held[0].Message))
+	n, err := raw.LLen(ctx, queueKey(cid)).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), n, "nothing taken")
+	_, err = s.SharedHeld(ctx, cid, epoch)
+	require.ErrorIs(t, err, ErrFenced)
+
+	ended, err := s.End(ctx, cid, res.Epoch, 0)
+	require.NoError(t, err)
+	assert.Equal(t, held, ended.Shared)
+
+	plain := clientID(t, "plain")
+	epoch = connect(t, s, plain, "n1")
+	_, err = s.Subscribe(ctx, plain, epoch, []Subscription{{FilterKey: FilterKey{Filter: "own/#"}}})
+	require.NoError(t, err)
+	require.NoError(t, s.Disconnect(ctx, plain, epoch, 60))
+	res, err = s.Connect(ctx, ConnectRequest{ClientID: plain, Node: "n1", Protocol: 5, ExpirySeconds: 60})
+	require.NoError(t, err)
+	assert.True(t, res.Subscribed)
+	assert.False(t, res.Shared)
+}
+
+// sharedMember connects a session (node n1) with a shared subscription
+// (group g, jobs/#) and a queue of "\x02s0" (through the shared
+// subscription: handoff's shared version) and "\x01own" (not).
+func sharedMember(t *testing.T, s *Store) (cid string, epoch uint64) {
+	t.Helper()
+	ctx := testCtx(t)
+	cid = clientID(t, "member")
+	epoch = connect(t, s, cid, "n1")
+	_, err := s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Group: "g", Filter: "jobs/#"}, QoS: 1}})
+	require.NoError(t, err)
+	_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02s0")}, {ClientID: cid, Message: []byte("\x01own")}})
+	require.NoError(t, err)
+	return cid, epoch
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -267,6 +268,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		h.o.Wills.Publish(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
 	}
 	c.inflight, c.queued = res.Inflight, res.Queued
+	c.shared.Store(res.Shared)
 	if res.Subscribed || res.Queued || len(res.Inflight) > 0 {
 		c.mayGetWork.Store(true)
 	}
@@ -547,7 +549,19 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 	// A session that ends now comes back with its subscriptions, for
 	// their tombstones, and its shared subscriptions' undelivered
 	// messages, for another member.
-	ended, err := end(ctx, id, c.epoch, expiry)
+	var ended session.Ended
+	var err error
+	if expiry == 0 && c.shared.Load() {
+		// Its shared messages go to Kafka before the end deletes them.
+		ended, err = h.o.HandBack.End(ctx, id,
+			func(ctx context.Context) ([]session.SharedMessage, error) {
+				return h.o.Store.SharedHeld(ctx, id, c.epoch)
+			},
+			func(ctx context.Context) (session.Ended, error) { return end(ctx, id, c.epoch, expiry) })
+	} else if ended, err = end(ctx, id, c.epoch, expiry); err == nil {
+		// Give logs and counts what Kafka did not take.
+		_ = h.o.HandBack.Give(ctx, id, ended.Shared)
+	}
 	if err != nil {
 		if session.Gone(err) {
 			return // the session moved on: another connection owns it
@@ -559,8 +573,6 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 			h.log.Warn("subscriptions of an ended session stay in the change log", "client_id", id, "err", err)
 		}
 	}
-	// Give logs and counts what Kafka did not take.
-	_ = h.o.HandBack.Give(ctx, id, ended.Shared)
 	switch {
 	case endsFirst:
 		h.o.Wills.Schedule(id, c.epoch, c.cl.Properties.ProtocolVersion, time.Duration(expiry)*time.Second,
@@ -619,6 +631,11 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 			// poll looks at the session from the first message a
 			// dispatcher can queue for it.
 			c.mayGetWork.Store(true)
+			for _, f := range pk.Filters {
+				if strings.HasPrefix(f.Filter, "$share/") {
+					c.shared.Store(true)
+				}
+			}
 			h.o.Subscribe.Subscribe(c, pk)
 			return ignored(pk.ProtocolVersion), nil
 		}

@@ -295,16 +295,27 @@ func (s *Sweeper) sweepSession(ctx context.Context, dn session.DeadNode, o sessi
 		// will is claimed, so Redis cannot expire the will before it is
 		// due.
 		// A session that ends now hands its shared subscriptions'
-		// undelivered messages back, for another member.
-		ended, err := s.store.EndForDeadNode(ctx, o.ClientID, o.Epoch, remainingExpiry(o.ExpirySeconds, dn.DeadSince, now))
+		// undelivered messages back, for another member, before the end
+		// deletes them.
+		expiry := remainingExpiry(o.ExpirySeconds, dn.DeadSince, now)
+		end := func(ctx context.Context) (session.Ended, error) {
+			return s.store.EndForDeadNode(ctx, o.ClientID, o.Epoch, expiry)
+		}
+		var err error
+		if expiry == 0 {
+			_, err = s.handBack.End(ctx, o.ClientID,
+				func(ctx context.Context) ([]session.SharedMessage, error) {
+					return s.store.SharedHeld(ctx, o.ClientID, o.Epoch)
+				}, end)
+		} else {
+			_, err = end(ctx)
+		}
 		switch {
 		case errors.Is(err, session.ErrFenced), errors.Is(err, session.ErrNoSession):
 		case err != nil:
 			return published, false, err
 		default:
 			s.m.disconnected.Add(ctx, 1)
-			// Give logs and counts what Kafka did not take.
-			_ = s.handBack.Give(ctx, o.ClientID, ended.Shared)
 		}
 	}
 	return published, true, nil
