@@ -195,3 +195,13 @@ func TestASharedSubscriptionsMessagesGoToAMemberOfTheOtherProtocolVersion(t *tes
 	_ = w.stuckConn.Close()
 	w.requireEveryJobWithTheOtherWorker(t, 30*time.Second)
 }
+
+// TestWithEveryDefaultASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersFrontendIsKilled
+// is the SIGKILL test above with every setting at its default: the killed
+// node counts as dead node.liveness-ttl (10 s) after its last heartbeat.
+func TestWithEveryDefaultASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersFrontendIsKilled(t *testing.T) {
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	w := startSharedWorkers(t, c, 0, false)
+	c.frontend("fe-a").Kill()
+	w.requireEveryJobWithTheOtherWorker(t, 60*time.Second)
+}
