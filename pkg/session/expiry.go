@@ -13,8 +13,10 @@ import (
 // expiringKey is a sorted set of the disconnected sessions that expire,
 // scored by when (unix ms). It is one key for the whole cluster, outside the
 // sessions' hash tags, so it is written next to the session scripts, not in
-// them: a crash in between leaves a session that expires without an entry,
-// whose subscriptions then stay in the change log (matching no session).
+// them: in the same pipeline, before the script (runDisconnects), so that
+// only a crash while that pipeline is written can leave a session that
+// expires without an entry, whose subscriptions then stay in the change
+// log (matching no session).
 const expiringKey = "fg:expiring"
 
 // maxExpiry is the longest session.max-expiry: an interval of 0xFFFFFFFF

@@ -776,9 +776,36 @@ func (s *Store) disconnect(ctx context.Context, c *disconnectCall) (Ended, error
 	return c.ended, c.err
 }
 
-// runDisconnects is the batch of Disconnects: a script each, then the node
-// indexes and the expiry index.
+// runDisconnects is the batch of Disconnects: the expiry index and a
+// script each in one pipeline, then the node indexes.
 func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
+	// The expiry index first, in the scripts' pipeline: its entries do
+	// not depend on what the scripts find, so a crash between the two
+	// cannot leave an expired session's subscriptions without their
+	// tombstones, and it costs no round trip of its own. An entry for a
+	// session the script refuses (fenced, gone) is harmless: the sweep
+	// finds the session resumed or gone, and forgets it.
+	now := s.now()
+	var expiring []redis.Z
+	for _, c := range calls {
+		switch {
+		case c.expiry == 0 && c.sweepSubs:
+			// Ended for a dead node: the sweep writes the tombstones.
+			expiring = append(expiring, redis.Z{Score: float64(now.UnixMilli()), Member: c.clientID})
+		case c.expiry != 0 && c.expiry != math.MaxUint32:
+			// Redis expires the session's keys; the expiry index tells
+			// the dispatchers when to drop its subscriptions
+			// (ExpiredSessions). A session whose keys are held for its
+			// will (hold, when it has one) expires that much later.
+			at := now.Add(time.Duration(c.expiry)*time.Second + time.Duration(c.hold)*time.Second)
+			expiring = append(expiring, redis.Z{Score: float64(at.UnixMilli()), Member: c.clientID})
+		}
+	}
+	var zadd *redis.IntCmd
+	var pre func(redis.Pipeliner)
+	if len(expiring) > 0 {
+		pre = func(p redis.Pipeliner) { zadd = p.ZAdd(ctx, expiringKey, expiring...) }
+	}
 	cmds := evalAll(ctx, s.rdb, disconnectScript, len(calls), func(i int) ([]string, []any) {
 		c := calls[i]
 		subs, hold := "0", "0"
@@ -789,9 +816,13 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 			hold = strconv.FormatUint(uint64(c.hold), 10)
 		}
 		return sessionKeys(c.clientID), []any{epochArg(c.epoch), strconv.FormatUint(uint64(c.expiry), 10), subs, hold}
-	}, nil)
+	}, pre)
+	if zadd != nil {
+		if err := zadd.Err(); err != nil {
+			s.log.WarnContext(ctx, "recording session expiry", "sessions", len(expiring), "err", err)
+		}
+	}
 	forget := map[string][]any{}
-	var expiring []redis.Z
 	for i, c := range calls {
 		v, err := cmds[i].Slice()
 		if err == nil && len(v) < 3 {
@@ -810,26 +841,8 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 		if node != "" && (ended == 1 || will == 0) {
 			forget[node] = append(forget[node], c.clientID)
 		}
-		if ended == 1 && c.sweepSubs {
-			expiring = append(expiring, redis.Z{Score: float64(s.now().UnixMilli()), Member: c.clientID})
-		}
-		if ended == 0 && c.expiry != math.MaxUint32 {
-			// Redis expires the session's keys; the expiry index tells
-			// the dispatchers when to drop its subscriptions
-			// (ExpiredSessions).
-			at := s.now().Add(time.Duration(c.expiry) * time.Second)
-			if will == 2 {
-				at = at.Add(time.Duration(c.hold) * time.Second)
-			}
-			expiring = append(expiring, redis.Z{Score: float64(at.UnixMilli()), Member: c.clientID})
-		}
 		if len(v) == 6 {
 			c.ended = s.parseEnded(ctx, c.clientID, v[3], v[4], v[5])
-		}
-	}
-	if len(expiring) > 0 {
-		if err := s.rdb.ZAdd(ctx, expiringKey, expiring...).Err(); err != nil {
-			s.log.WarnContext(ctx, "recording session expiry", "sessions", len(expiring), "err", err)
 		}
 	}
 	s.forgetAll(ctx, forget)

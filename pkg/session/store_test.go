@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1014,4 +1015,55 @@ func sharedMember(t *testing.T, s *Store) (cid string, epoch uint64) {
 	_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02s0")}, {ClientID: cid, Message: []byte("\x01own")}})
 	require.NoError(t, err)
 	return cid, epoch
+}
+
+// pipelineCounter counts the round trips a client makes: pipelines and
+// single commands.
+type pipelineCounter struct{ n atomic.Int64 }
+
+func (p *pipelineCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (p *pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		p.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (p *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		p.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestADisconnectRecordsItsExpiryInTheScriptsPipeline: the expiry index
+// entry of a session that expires goes with the disconnect script, in one
+// round trip (a crash cannot come between them), then the node index's:
+// two round trips in all (three before).
+func TestADisconnectRecordsItsExpiryInTheScriptsPipeline(t *testing.T) {
+	testRedis.Require(t)
+	cfg := testConfig()
+	require.NoError(t, cfg.Validate())
+	rdb := cfg.Redis.NewClient()
+	t.Cleanup(func() { _ = rdb.Close() })
+	counter := &pipelineCounter{}
+	rdb.AddHook(counter)
+	s := New(rdb, cfg)
+	raw := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	ctx := testCtx(t)
+
+	// A first disconnect loads the script (a NOSCRIPT retry is a
+	// pipeline of its own).
+	warm := clientID(t, "warm")
+	require.NoError(t, s.Disconnect(ctx, warm, connect(t, s, warm, "n1"), 60))
+	cid := clientID(t, "c")
+	epoch := connect(t, s, cid, "n1")
+	before := counter.n.Load()
+	start := time.Now()
+	require.NoError(t, s.Disconnect(ctx, cid, epoch, 60))
+	assert.Equal(t, int64(2), counter.n.Load()-before, "the script with the expiry index, then the node index")
+	score, err := raw.ZScore(ctx, expiringKey, cid).Result()
+	require.NoError(t, err)
+	at := time.UnixMilli(int64(score))
+	assert.WithinDuration(t, start.Add(60*time.Second), at, 5*time.Second)
 }
