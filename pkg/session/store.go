@@ -671,6 +671,10 @@ type disconnectCall struct {
 	// sweepSubs leaves the subscriptions of an ended session to the
 	// dispatchers' expiry sweep (the expiry index, at once).
 	sweepSubs bool
+	// node, when set, is the node that holds the connection, and the
+	// session holds no will: its node index entry goes in the scripts'
+	// pipeline (EndWithoutWill).
+	node string
 	hold      uint32 // seconds to hold the keys of a session with a will past its expiry
 
 	ended Ended
@@ -760,6 +764,16 @@ func (s *Store) EndKeepingWill(ctx context.Context, clientID string, epoch uint6
 	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true, hold: hold})
 }
 
+// EndWithoutWill is End for the connection epoch of node when the session
+// holds no will (none was given, or it was claimed): the session leaves
+// node's index (SessionsOwnedBy) in the same round trip as its script,
+// instead of one after it. A session that still holds a will must stay in
+// the index until the will is claimed, for a sweeper should the node die:
+// call End for it.
+func (s *Store) EndWithoutWill(ctx context.Context, node, clientID string, epoch uint64, expirySeconds uint32) (Ended, error) {
+	return s.disconnect(ctx, &disconnectCall{clientID: clientID, epoch: epoch, expiry: expirySeconds, subs: true, node: node})
+}
+
 // EndForDeadNode is End for a session of a dead node, which a wills sweeper
 // ends for that node: it returns the shared subscriptions' messages the
 // session held when expirySeconds 0 ended it, and leaves the tombstones of
@@ -801,10 +815,27 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 			expiring = append(expiring, redis.Z{Score: float64(at.UnixMilli()), Member: c.clientID})
 		}
 	}
+	// The node index entries of sessions without a will likewise: the
+	// session leaves the index whatever the script finds (it is ended,
+	// disconnected without a will, or owned by another connection now).
+	unindex := map[string][]any{}
+	for _, c := range calls {
+		if c.node != "" {
+			unindex[c.node] = append(unindex[c.node], c.clientID)
+		}
+	}
 	var zadd *redis.IntCmd
+	srem := map[string]*redis.IntCmd{}
 	var pre func(redis.Pipeliner)
-	if len(expiring) > 0 {
-		pre = func(p redis.Pipeliner) { zadd = p.ZAdd(ctx, expiringKey, expiring...) }
+	if len(expiring) > 0 || len(unindex) > 0 {
+		pre = func(p redis.Pipeliner) {
+			if len(expiring) > 0 {
+				zadd = p.ZAdd(ctx, expiringKey, expiring...)
+			}
+			for node, ids := range unindex {
+				srem[node] = p.SRem(ctx, nodeSessionsKey(node), ids...)
+			}
+		}
 	}
 	cmds := evalAll(ctx, s.rdb, disconnectScript, len(calls), func(i int) ([]string, []any) {
 		c := calls[i]
@@ -820,6 +851,11 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 	if zadd != nil {
 		if err := zadd.Err(); err != nil {
 			s.log.WarnContext(ctx, "recording session expiry", "sessions", len(expiring), "err", err)
+		}
+	}
+	for node, cmd := range srem {
+		if err := cmd.Err(); err != nil {
+			s.log.WarnContext(ctx, "removing sessions from node index", "node", node, "sessions", len(unindex[node]), "err", err)
 		}
 	}
 	forget := map[string][]any{}
@@ -838,7 +874,7 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 		// The node's index keeps a disconnected session only while its
 		// will is pending, so a sweeper can still publish it if the node
 		// dies.
-		if node != "" && (ended == 1 || will == 0) {
+		if node != "" && node != c.node && (ended == 1 || will == 0) {
 			forget[node] = append(forget[node], c.clientID)
 		}
 		if len(v) == 6 {

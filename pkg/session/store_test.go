@@ -1067,3 +1067,45 @@ func TestADisconnectRecordsItsExpiryInTheScriptsPipeline(t *testing.T) {
 	at := time.UnixMilli(int64(score))
 	assert.WithinDuration(t, start.Add(60*time.Second), at, 5*time.Second)
 }
+
+// TestAnEndWithoutAWillIsOneRoundTrip: a session without a will leaves its
+// node's index in the round trip of its script, whether the end keeps it
+// (with its expiry entry) or ends it.
+func TestAnEndWithoutAWillIsOneRoundTrip(t *testing.T) {
+	testRedis.Require(t)
+	cfg := testConfig()
+	require.NoError(t, cfg.Validate())
+	rdb := cfg.Redis.NewClient()
+	t.Cleanup(func() { _ = rdb.Close() })
+	counter := &pipelineCounter{}
+	rdb.AddHook(counter)
+	s := New(rdb, cfg)
+	ctx := testCtx(t)
+	node := clientID(t, "node")
+	warm := clientID(t, "warm")
+	_, err := s.EndWithoutWill(ctx, node, warm, connect(t, s, warm, node), 60) // loads the script
+	require.NoError(t, err)
+
+	for _, expiry := range []uint32{60, 0} {
+		cid := clientID(t, fmt.Sprintf("c%d", expiry))
+		epoch := connect(t, s, cid, node)
+		owned, err := s.SessionsOwnedBy(ctx, node)
+		require.NoError(t, err)
+		require.Contains(t, ownedIDs(owned), cid)
+		before := counter.n.Load()
+		_, err = s.EndWithoutWill(ctx, node, cid, epoch, expiry)
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), counter.n.Load()-before, "expiry %d: one round trip", expiry)
+		in, err := rdb.SIsMember(ctx, nodeSessionsKey(node), cid).Result()
+		require.NoError(t, err)
+		assert.False(t, in, "expiry %d: out of the node's index", expiry)
+	}
+}
+
+func ownedIDs(owned []OwnedSession) []string {
+	ids := make([]string, len(owned))
+	for i, o := range owned {
+		ids[i] = o.ClientID
+	}
+	return ids
+}

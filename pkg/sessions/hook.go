@@ -538,6 +538,12 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 	endsFirst := pending && expiry <= c.will.DelaySeconds
 	end := h.o.Store.End
 	switch {
+	case c.will == nil:
+		// No will: the session leaves this node's index in the script's
+		// round trip.
+		end = func(ctx context.Context, id string, epoch uint64, expiry uint32) (session.Ended, error) {
+			return h.o.Store.EndWithoutWill(ctx, h.o.Node, id, epoch, expiry)
+		}
 	case endsFirst:
 		end = h.o.Store.EndHoldingWill
 	case pending:
