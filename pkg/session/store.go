@@ -675,7 +675,7 @@ type disconnectCall struct {
 	// session holds no will: its node index entry goes in the scripts'
 	// pipeline (EndWithoutWill).
 	node string
-	hold      uint32 // seconds to hold the keys of a session with a will past its expiry
+	hold uint32 // seconds to hold the keys of a session with a will past its expiry
 
 	ended Ended
 	err   error
