@@ -79,6 +79,8 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add(EncodeMessage(&Message{Topic: "t", QoS: 2, Retain: true, MessageID: "m", ContentType: "c", PayloadFormat: ptr(byte(1)),
 		ResponseTopic: "r", CorrelationData: []byte{}, MessageExpiry: ptr(uint32(9)),
 		UserProperties: []kafkarecord.UserProperty{{Key: "k", Value: "v"}}, SubscriptionIdentifiers: []uint32{1}}))
+	f.Add(EncodeMessage(&Message{Topic: "jobs/1", Payload: []byte("x"), QoS: 1, SubscriptionIdentifiers: []uint32{4},
+		Shared: &SharedOrigin{Group: "workers", Filter: "jobs/+", QoS: 2, Retain: true}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := DecodeMessage(b)
 		if err != nil {
