@@ -24,14 +24,10 @@ import (
 // the index still has and the store does not, and leaves alone those a new
 // session of the same client holds.
 func TestTheExpirySweeperDropsTheSubscriptionsOfExpiredSessionsOnly(t *testing.T) {
-	testRedis.Require(t)
 	k := testkit.StartKafka(t)
-	cfg := serviceConfig(k.Addr())
+	cfg, store := expiryStore(t, k)
 	log := testkit.DiscardLogger()
 	ctx := context.Background()
-	rdb := cfg.Session.Redis.NewClient()
-	t.Cleanup(func() { rdb.Close() })
-	store := session.New(rdb, cfg.Session)
 	adm, err := kafka.NewAdmin(cfg.Kafka, log)
 	require.NoError(t, err)
 	t.Cleanup(adm.Close)
@@ -119,14 +115,10 @@ func TestTheExpirySweeperDropsTheSubscriptionsOfExpiredSessionsOnly(t *testing.T
 // member, and deletes them; when Kafka does not take them they stay for
 // the next sweep, which hands them on.
 func TestTheExpirySweeperHandsOnTheSharedMessagesOfAnExpiredSession(t *testing.T) {
-	testRedis.Require(t)
 	k := testkit.StartKafka(t, kfake.SeedTopics(1, "mqtt.inbound", handoff.SharedTopic("mqtt.inbound")))
-	cfg := serviceConfig(k.Addr())
+	cfg, store := expiryStore(t, k)
 	log := testkit.DiscardLogger()
 	ctx := context.Background()
-	rdb := cfg.Session.Redis.NewClient()
-	t.Cleanup(func() { rdb.Close() })
-	store := session.New(rdb, cfg.Session)
 	prod, err := kafka.NewProducer(cfg.Kafka, kafka.ProducerOptions{DeliveryTimeout: time.Second}, log, kafka.Telemetry{})
 	require.NoError(t, err)
 	t.Cleanup(prod.Close)
@@ -180,4 +172,15 @@ func TestTheExpirySweeperHandsOnTheSharedMessagesOfAnExpiredSession(t *testing.T
 	left, err = store.ExpiredShared(ctx, id)
 	require.NoError(t, err)
 	assert.Empty(t, left, "handed on, then deleted")
+}
+
+// expiryStore is the dispatcher's configuration against k and the test
+// redis-server, and a session store on it.
+func expiryStore(t *testing.T, k *testkit.Kafka) (ServiceConfig, *session.Store) {
+	t.Helper()
+	testRedis.Require(t)
+	cfg := serviceConfig(k.Addr())
+	rdb := cfg.Session.Redis.NewClient()
+	t.Cleanup(func() { rdb.Close() })
+	return cfg, session.New(rdb, cfg.Session)
 }
