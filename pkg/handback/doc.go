@@ -9,11 +9,13 @@
 // (dispatch.WithSharedTopic).
 //
 // The frontend hands back what its clients' ended sessions held; the wills
-// sweeper of a dispatcher what the sessions of a dead frontend held. Between
-// the end of the session and Kafka's acknowledgement the messages live only
-// in the memory of that process: one killed in that moment (milliseconds)
-// loses them, as does a Kafka that stays unreachable for
-// kafka.delivery-timeout; both are logged and counted as lost.
+// sweeper of a dispatcher what the sessions of a dead frontend held. The
+// session store keeps the messages after the end until they are handed
+// back (session.Ended.Kept, HandBack.Settle): when Kafka does not take
+// them, or the process dies first, the dispatchers' expiry sweep hands
+// them back later, so a Kafka outage delays them and loses none. Give is
+// for messages nothing keeps: what Kafka does not take is logged and
+// counted as lost.
 //
 // Of fleetgate it imports pkg/handoff, pkg/session, pkg/telemetry.
 // test/imports holds the import rules.

@@ -27,7 +27,13 @@ type Producer interface {
 const (
 	OutcomeProduced = "produced"
 	OutcomeLost     = "lost"
+	// OutcomeLeft counts messages Settle could not hand back and left in
+	// the session store for the dispatchers' expiry sweep.
+	OutcomeLeft = "left"
 )
+
+// discardTimeout bounds Settle's deletion of what it handed back.
+const discardTimeout = 5 * time.Second
 
 // HandBack produces ended sessions' shared messages to the dispatchers. It
 // is safe for concurrent use. A nil *HandBack hands back nothing.
@@ -39,6 +45,7 @@ type HandBack struct {
 	counter  metric.Int64Counter
 	produced metric.AddOption
 	lost     metric.AddOption
+	left     metric.AddOption
 }
 
 // New returns a HandBack that produces to handoff.SharedTopic(inboundTopic)
@@ -58,10 +65,11 @@ func New(producer Producer, inboundTopic string, timeout time.Duration, log *slo
 		log:      log.With("component", "handback"),
 		produced: metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", OutcomeProduced))),
 		lost:     metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", OutcomeLost))),
+		left:     metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", OutcomeLeft))),
 	}
 	counter := counters.New
 	h.counter = counter("fleetgate_shared_handed_back",
-		"Messages of a shared subscription that a member's ended session held undelivered, given back to the dispatchers for another member, by outcome: produced (Kafka has them), lost (Kafka did not take them).")
+		"Messages of a shared subscription that a member's ended session held undelivered, given back to the dispatchers for another member, by outcome: produced (Kafka has them), lost (Kafka did not take them), left (Kafka did not take them yet; they stay in the session store for the dispatchers' expiry sweep).")
 	if err := counters.Err(); err != nil {
 		return nil, err
 	}
@@ -137,64 +145,37 @@ func (h *HandBack) give(ctx context.Context, clientID string, msgs []session.Sha
 	return nil
 }
 
-// End ends a session that may hold shared subscriptions' messages, with
-// those messages in Kafka before they leave Redis: held reads them without
-// changing anything (session.Store.SharedHeld), and they are handed back
-// (Try) before end ends the session and returns what it held
-// (session.Store.End and its kin); what end returns beyond them (queued
-// meanwhile) is handed back after it (Give). A crash in between repeats a
-// hand-back (duplicates) and loses nothing. When held or that hand-back
-// fails, everything end returns is handed back after it, as without End.
-// The Ended returned is end's, its Shared included.
-func (h *HandBack) End(ctx context.Context, clientID string, held func(context.Context) ([]session.SharedMessage, error),
-	end func(context.Context) (session.Ended, error)) (session.Ended, error) {
-	var before []session.SharedMessage
+// Settle hands back what the ended session of clientID held through its
+// shared subscriptions (ended.Shared). When the session store kept them
+// until then (ended.Kept), they are handed back as with Try, and discard
+// deletes them from the store once Kafka has them; if Kafka does not take
+// them they are left in the store for the dispatchers' expiry sweep, which
+// hands them back later (logged and counted as left: nothing is lost). A
+// process killed in between leaves them there too. Otherwise (nothing
+// kept) they are handed back as with Give. A nil *HandBack hands back
+// nothing and discards what was kept.
+func (h *HandBack) Settle(ctx context.Context, clientID string, ended session.Ended, discard func(context.Context) error) {
+	if len(ended.Shared) == 0 && !ended.Kept {
+		return
+	}
+	if !ended.Kept {
+		// Give logs and counts what Kafka did not take.
+		_ = h.Give(ctx, clientID, ended.Shared)
+		return
+	}
 	if h != nil {
-		msgs, err := held(ctx)
-		switch {
-		case session.Gone(err):
-			// The session moved on or ended: end says so.
-		case err != nil:
-			h.log.WarnContext(ctx, "reading a session's shared messages before its end; handing them back after it", "client_id", clientID, "err", err)
-		case len(msgs) > 0:
-			if err := h.Try(ctx, clientID, msgs); err != nil {
-				h.log.WarnContext(ctx, "handing a session's shared messages back before its end; trying again after it", "client_id", clientID, "err", err)
-			} else {
-				before = msgs
-			}
+		if err := h.Try(ctx, clientID, ended.Shared); err != nil {
+			h.counter.Add(ctx, int64(len(ended.Shared)), h.left)
+			h.log.WarnContext(ctx, "shared subscription messages of an ended session not handed back yet; left in the session store for the dispatchers' expiry sweep",
+				"client_id", clientID, "messages", len(ended.Shared), "err", err)
+			return
 		}
 	}
-	ended, err := end(ctx)
-	if err != nil {
-		return ended, err
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discardTimeout)
+	defer cancel()
+	if err := discard(dctx); err != nil && h != nil {
+		// The sweep hands them back again: duplicates, nothing lost.
+		h.log.WarnContext(ctx, "shared subscription messages of an ended session handed back but not deleted; the expiry sweep hands them back again",
+			"client_id", clientID, "err", err)
 	}
-	// Give logs and counts what Kafka did not take.
-	_ = h.Give(ctx, clientID, without(ended.Shared, before))
-	return ended, nil
-}
-
-// without returns the messages of all that are not in gone, each of gone
-// taking away one equal message.
-func without(all, gone []session.SharedMessage) []session.SharedMessage {
-	if len(gone) == 0 {
-		return all
-	}
-	type key struct {
-		msg    string
-		expiry int64
-	}
-	left := make(map[key]int, len(gone))
-	for _, m := range gone {
-		left[key{string(m.Message), m.Expiry.UnixMilli()}]++
-	}
-	var out []session.SharedMessage
-	for _, m := range all {
-		k := key{string(m.Message), m.Expiry.UnixMilli()}
-		if left[k] > 0 {
-			left[k]--
-			continue
-		}
-		out = append(out, m)
-	}
-	return out
 }

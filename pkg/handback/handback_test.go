@@ -116,48 +116,45 @@ func TestTryLeavesWhatKafkaRefusedToTheCaller(t *testing.T) {
 	assert.Equal(t, int64(1), count(t, reader, OutcomeProduced))
 }
 
-// TestEndHandsTheSharedMessagesBackBeforeTheSessionEnds: what the session
-// held is in Kafka before end runs; what end returns beyond it (queued in
-// between) follows after it; nothing goes twice.
-func TestEndHandsTheSharedMessagesBackBeforeTheSessionEnds(t *testing.T) {
+// TestSettleDeletesWhatTheStoreKeptOnceKafkaHasIt: messages the ended
+// session's store kept are deleted only after Kafka took them; when Kafka
+// refuses them they stay for the expiry sweep, counted left, never lost.
+// What the store did not keep is given as with Give.
+func TestSettleDeletesWhatTheStoreKeptOnceKafkaHasIt(t *testing.T) {
 	h, k, reader := newHandBack(t)
 	shared := func(p string) session.SharedMessage {
 		m := handoff.Message{Topic: "jobs/" + p, Payload: []byte(p), Shared: &handoff.SharedOrigin{Group: "g", Filter: "jobs/#"}}
 		return session.SharedMessage{Message: handoff.EncodeMessage(&m)}
 	}
 	topicReader := testkit.NewReader(t, k.Addr(), h.Topic())
-	ended, err := h.End(context.Background(), "worker-1",
-		func(context.Context) ([]session.SharedMessage, error) {
-			return []session.SharedMessage{shared("a"), shared("b")}, nil
-		},
-		func(context.Context) (session.Ended, error) {
-			recs := topicReader.Read(2, 10*time.Second)
-			require.Len(t, recs, 2, "handed back before the end")
-			return session.Ended{Shared: []session.SharedMessage{shared("a"), shared("b"), shared("c")}}, nil
-		})
-	require.NoError(t, err)
-	assert.Len(t, ended.Shared, 3)
-	recs := topicReader.ReadAtLeast(1, 10*time.Second)
-	require.Len(t, recs, 1)
-	_, m, _, err := handoff.ParseHandBack(recs[0])
-	require.NoError(t, err)
-	assert.Equal(t, "c", string(m.Payload), "only what was queued in between follows")
-	assert.Equal(t, int64(3), count(t, reader, OutcomeProduced))
+	discarded := 0
+	discard := func(context.Context) error {
+		recs := topicReader.ReadAtLeast(2, 10*time.Second)
+		require.Len(t, recs, 2, "in Kafka before they are deleted")
+		discarded++
+		return nil
+	}
+	h.Settle(context.Background(), "worker-1", session.Ended{Shared: []session.SharedMessage{shared("a"), shared("b")}, Kept: true}, discard)
+	assert.Equal(t, 1, discarded)
+	assert.Equal(t, int64(2), count(t, reader, OutcomeProduced))
 
-	// Kafka refusing before the end: everything goes after it.
+	// Kafka refusing them: they stay where they are.
 	k.FailProduce(true)
-	_, err = h.End(context.Background(), "worker-2",
-		func(context.Context) ([]session.SharedMessage, error) {
-			return []session.SharedMessage{shared("d")}, nil
-		},
-		func(context.Context) (session.Ended, error) {
-			k.FailProduce(false)
-			return session.Ended{Shared: []session.SharedMessage{shared("d")}}, nil
-		})
-	require.NoError(t, err)
-	recs = topicReader.ReadAtLeast(1, 10*time.Second)
-	require.Len(t, recs, 1)
-	from, _, _, err := handoff.ParseHandBack(recs[0])
-	require.NoError(t, err)
-	assert.Equal(t, "worker-2", from)
+	h.Settle(context.Background(), "worker-2", session.Ended{Shared: []session.SharedMessage{shared("c")}, Kept: true},
+		func(context.Context) error { t.Error("deleted what Kafka did not take"); return nil })
+	assert.Equal(t, int64(1), count(t, reader, OutcomeLeft))
+	assert.Zero(t, count(t, reader, OutcomeLost))
+
+	// Nothing kept: given, and lost when Kafka refuses.
+	h.Settle(context.Background(), "worker-3", session.Ended{Shared: []session.SharedMessage{shared("d")}},
+		func(context.Context) error { t.Error("nothing was kept"); return nil })
+	assert.Equal(t, int64(1), count(t, reader, OutcomeLost))
+	k.FailProduce(false)
+
+	// A nil HandBack hands back nothing and deletes what was kept.
+	var nilHandBack *HandBack
+	deleted := false
+	nilHandBack.Settle(context.Background(), "w", session.Ended{Shared: []session.SharedMessage{shared("e")}, Kept: true},
+		func(context.Context) error { deleted = true; return nil })
+	assert.True(t, deleted)
 }

@@ -99,11 +99,12 @@ func (s *Store) Exists(ctx context.Context, clientID string) (bool, error) {
 }
 
 // SharedHold is how long the queue and inflight hash of a session that
-// held a shared subscription outlive the session when it expires: the
-// dispatchers' expiry sweep (every dispatch.expiry-sweep-interval) hands
-// the shared messages in them to another member (ExpiredShared) and
-// deletes them (DiscardExpired). If no sweep comes within it, Redis
-// deletes them.
+// held a shared subscription outlive the session when it expires, or when
+// it ends holding such messages undelivered (Ended.Kept): the dispatchers'
+// expiry sweep (every dispatch.expiry-sweep-interval) hands the shared
+// messages in them to another member (ExpiredShared) and deletes them
+// (DiscardExpired), unless whoever ended the session did so first. If no
+// sweep comes within it, Redis deletes them.
 const SharedHold = 10 * time.Minute
 
 var (
@@ -141,8 +142,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 return redis.call('DEL', KEYS[3], KEYS[4])
 `)
 
-// DiscardExpired deletes what is left of clientID's expired session (its
-// queue and inflight hash), unless the client has a session again.
+// DiscardExpired deletes what is left of clientID's expired or ended
+// session (its queue and inflight hash; see Ended.Kept), unless the client
+// has a session again.
 func (s *Store) DiscardExpired(ctx context.Context, clientID string) error {
 	if err := discardExpiredScript.Run(ctx, s.rdb, sessionKeys(clientID)).Err(); err != nil {
 		return fmt.Errorf("discarding the rest of expired session %s: %w", clientID, err)

@@ -303,12 +303,15 @@ func (s *Store) ClaimWill(ctx context.Context, clientID string, epoch uint64) (*
 	return &w, nil
 }
 
-var endWithWillScript = redis.NewScript(luaPrelude + luaSharedEntries + `
+var endWithWillScript = redis.NewScript(luaPrelude + luaSharedEntries + luaKeepShared + `
 local err = fence()
 if err then return err end
 local v = redis.call('HMGET', KEYS[1], 'will', 'node')
 local subs = redis.call('HGETALL', KEYS[2])
 local inflight, queued = sharedEntries(subs)
+if keepShared(inflight, queued) then
+  return {v[1] or '', v[2] or '', subs, inflight, queued, 1}
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return {v[1] or '', v[2] or '', subs, inflight, queued}
 `)
@@ -317,15 +320,16 @@ return {v[1] or '', v[2] or '', subs, inflight, queued}
 // that comes before the will's delay (see EndHoldingWill): it takes the
 // will (nil if none is left) and what the session held (Ended: its
 // subscriptions, for their tombstones, and its shared subscriptions'
-// undelivered messages, for another member), and deletes the session, in
-// one atomic step. ErrFenced: the client connected again since, and the
-// new connection owns session and will.
+// undelivered messages, for another member, kept until handed back: see
+// Ended.Kept), and deletes the session, in one atomic step. ErrFenced:
+// the client connected again since, and the new connection owns session
+// and will.
 func (s *Store) EndWithWill(ctx context.Context, clientID string, epoch uint64) (*Will, Ended, error) {
 	v, err := endWithWillScript.Run(ctx, s.rdb, sessionKeys(clientID), epochArg(epoch)).Slice()
 	if err != nil {
 		return nil, Ended{}, fmt.Errorf("ending session %s with its will: %w", clientID, mapErr(err))
 	}
-	if len(v) != 5 {
+	if len(v) != 5 && len(v) != 6 {
 		return nil, Ended{}, fmt.Errorf("ending session %s with its will: unexpected reply %v", clientID, v)
 	}
 	will, _ := v[0].(string)
@@ -334,6 +338,12 @@ func (s *Store) EndWithWill(ctx context.Context, clientID string, epoch uint64) 
 		s.forgetAll(ctx, map[string][]any{node: {clientID}})
 	}
 	ended := s.parseEnded(ctx, clientID, v[2], v[3], v[4])
+	if ended.Kept = len(v) == 6; ended.Kept {
+		// The sweep must find what the end kept.
+		if err := s.rdb.ZAdd(ctx, expiringKey, redis.Z{Score: float64(s.now().UnixMilli()), Member: clientID}).Err(); err != nil {
+			s.log.WarnContext(ctx, "listing an ended session's kept shared messages for the expiry sweep", "client_id", clientID, "err", err)
+		}
+	}
 	if will == "" {
 		return nil, ended, nil
 	}

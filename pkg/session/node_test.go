@@ -459,7 +459,7 @@ func TestAWillDueBeforeTheExpiryKeepsTheKeysForItsSweep(t *testing.T) {
 // that ends at its expiry with a will due later (EndWithWill) returns what
 // it held through a shared subscription, like any end.
 func TestASharedMemberEndedWithItsWillReturnsItsSharedMessages(t *testing.T) {
-	s, _ := newTestStore(t, nil)
+	s, raw := newTestStore(t, nil)
 	ctx := testCtx(t)
 	cid := clientID(t, "member")
 	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 1, Protocol: 5,
@@ -476,4 +476,17 @@ func TestASharedMemberEndedWithItsWillReturnsItsSharedMessages(t *testing.T) {
 	require.NotNil(t, w)
 	require.Len(t, ended.Shared, 1)
 	assert.Equal(t, "\x02job", string(ended.Shared[0].Message))
+
+	// They stay in Redis until handed back, listed for the expiry sweep.
+	assert.True(t, ended.Kept)
+	left, err := s.ExpiredShared(ctx, cid)
+	require.NoError(t, err)
+	assert.Equal(t, ended.Shared, left)
+	at, err := raw.ZScore(ctx, expiringKey, cid).Result()
+	require.NoError(t, err, "listed for the expiry sweep")
+	assert.LessOrEqual(t, at, float64(time.Now().UnixMilli()), "due at once")
+	require.NoError(t, s.DiscardExpired(ctx, cid))
+	n, err := raw.Exists(ctx, sessionKeys(cid)...).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n)
 }

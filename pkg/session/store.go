@@ -268,10 +268,6 @@ type ConnectResult struct {
 	// to it (the dispatchers' Enqueue finds it not subscribed) until a
 	// SUBSCRIBE of its own.
 	Subscribed bool
-	// Shared says the resumed session held subscriptions and has held a
-	// shared one: its end may have shared messages to hand back
-	// (SharedHeld).
-	Shared bool
 }
 
 // connectScript: KEYS the session's keys (sessionKeys); ARGV node, clean,
@@ -280,7 +276,7 @@ type ConnectResult struct {
 // tombstones are written before they go). It replies {1, field1, value1,
 // ...} with those subscriptions, having changed nothing, or {0, epoch,
 // present, previous node, was connected, the taken-over will, sequence
-// counter, queue length, whether the session holds subscriptions (1, 2 when it ever held a shared one, or 0),
+// counter, queue length, whether the session holds subscriptions (1 or 0),
 // then the inflight hash as field, value, ...}. "was
 // connected" is 2 for a session found expired but held for its will (see
 // disconnectScript): its will comes back in place of the taken-over one,
@@ -292,7 +288,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- Every session hash has an epoch (Connect writes it, every other write is
 -- fenced by it): without one there is no session.
-local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will', 'owner', 'expiry', 'last_seen', 'seq', 'shared')
+local v = redis.call('HMGET', KEYS[1], 'node', 'connected', 'epoch', 'will', 'owner', 'expiry', 'last_seen', 'seq')
 local existed = v[3] ~= false
 if existed then
   prev = v[1] or ''
@@ -365,7 +361,6 @@ local out = {0, ep, present, prev, was, oldwill, seq, 0, 0}
 if present == 1 then
   out[8] = redis.call('LLEN', KEYS[3])
   out[9] = redis.call('EXISTS', KEYS[2])
-  if out[9] == 1 and v[9] == '1' then out[9] = 2 end
   local inflight = redis.call('HGETALL', KEYS[4])
   for i = 1, #inflight do out[#out + 1] = inflight[i] end
 end
@@ -553,7 +548,7 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 	qlen, _ := v[7].(int64)
 	subscribed, _ := v[8].(int64)
 	res := ConnectResult{Epoch: epoch, SessionPresent: present == 1, PreviousNode: prev, WasConnected: was == 1,
-		Queued: qlen > 0, Subscribed: subscribed >= 1, Shared: subscribed == 2}
+		Queued: qlen > 0, Subscribed: subscribed == 1}
 	res.Seq, _ = strconv.ParseUint(sq, 10, 64)
 	if w, _ := v[5].(string); w != "" {
 		will := new(Will)
@@ -590,8 +585,10 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 // {field, value, ...}; and, when one of them is shared, the shared
 // subscriptions' messages it held undelivered (MessageVersionShared of
 // pkg/handoff, whose first byte is 2): the inflight entries not yet
-// PUBREC'd, then the queue entries, each as stored.
-var disconnectScript = redis.NewScript(luaSharedEntries + `
+// PUBREC'd, then the queue entries, each as stored. When there are such
+// messages, the queue and inflight hash outlive the session by SharedHold
+// (luaKeepShared) and a seventh element, 1, says so.
+var disconnectScript = redis.NewScript(luaSharedEntries + luaKeepShared + `
 local v = redis.call('HMGET', KEYS[1], 'epoch', 'node', 'will', 'shared')
 if not v[1] then return redis.error_reply('FG_NOSESSION') end
 if v[1] ~= ARGV[1] then return redis.error_reply('FG_FENCED') end
@@ -602,6 +599,10 @@ if ARGV[2] == '0' then
     local subs = redis.call('HGETALL', KEYS[2])
     local inflight, queued = sharedEntries(subs)
     out[4], out[5], out[6] = subs, inflight, queued
+    if keepShared(inflight, queued) then
+      out[7] = 1
+      return out
+    end
   end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
   return out
@@ -662,6 +663,24 @@ local function sharedEntries(subs)
 end
 `
 
+// luaKeepShared defines keepShared(inflight, queued): when a session that
+// ends holds shared subscriptions' messages undelivered (sharedEntries),
+// it deletes the session but for its queue and inflight hash, which it
+// keeps SharedHold longer, and returns true; else it does nothing and
+// returns false. The messages then stay in Redis until the process that
+// ended the session has handed them back (DiscardExpired), or else until
+// the dispatchers' expiry sweep does (the session goes into the expiry
+// index), or a new session of the client does at its CONNECT.
+var luaKeepShared = `
+local function keepShared(inflight, queued)
+  if #inflight == 0 and #queued == 0 then return false end
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
+  redis.call('PEXPIRE', KEYS[3], ` + sharedHoldMillis + `)
+  redis.call('PEXPIRE', KEYS[4], ` + sharedHoldMillis + `)
+  return true
+end
+`
+
 // disconnectCall is one Disconnect in a batch.
 type disconnectCall struct {
 	clientID string
@@ -692,6 +711,15 @@ type Ended struct {
 	// (QoS 1) or not received (QoS 2, no PUBREC yet), oldest first, then
 	// the queued ones in queue order.
 	Shared []SharedMessage
+	// Kept says that Shared are still in Redis as well: the ended
+	// session's queue and inflight hash outlive it by SharedHold, and the
+	// session is in the expiry index. Whoever ended it hands them back and
+	// then deletes them (DiscardExpired); if it cannot (Kafka does not
+	// take them, or it dies first), the dispatchers' expiry sweep hands
+	// them back (ExpiredShared), or a new session of the client does at its
+	// CONNECT. Ends that keep a session (an expiry to wait for) return no
+	// Shared.
+	Kept bool
 }
 
 // SharedMessage is one message of Ended.Shared.
@@ -859,6 +887,7 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 		}
 	}
 	forget := map[string][]any{}
+	var kept []redis.Z
 	for i, c := range calls {
 		v, err := cmds[i].Slice()
 		if err == nil && len(v) < 3 {
@@ -877,8 +906,19 @@ func (s *Store) runDisconnects(ctx context.Context, calls []*disconnectCall) {
 		if node != "" && node != c.node && (ended == 1 || will == 0) {
 			forget[node] = append(forget[node], c.clientID)
 		}
-		if len(v) == 6 {
+		if len(v) >= 6 {
 			c.ended = s.parseEnded(ctx, c.clientID, v[3], v[4], v[5])
+			c.ended.Kept = len(v) == 7
+			if c.ended.Kept && !(c.expiry == 0 && c.sweepSubs) {
+				// Not listed before the script: the sweep must find
+				// what it kept.
+				kept = append(kept, redis.Z{Score: float64(now.UnixMilli()), Member: c.clientID})
+			}
+		}
+	}
+	if len(kept) > 0 {
+		if err := s.rdb.ZAdd(ctx, expiringKey, kept...).Err(); err != nil {
+			s.log.WarnContext(ctx, "listing ended sessions' kept shared messages for the expiry sweep", "sessions", len(kept), "err", err)
 		}
 	}
 	s.forgetAll(ctx, forget)
@@ -991,29 +1031,4 @@ func (s *Store) Session(ctx context.Context, clientID string) (Info, error) {
 		QueuedBytes:   int64(u("qbytes")),
 		Owner:         m["owner"],
 	}, nil
-}
-
-// sharedHeldScript: KEYS the session's keys; ARGV epoch. The shared
-// subscriptions' undelivered messages of the session, as disconnectScript
-// returns them when it ends it, without changing anything.
-var sharedHeldScript = redis.NewScript(luaPrelude + luaSharedEntries + `
-local err = fence()
-if err then return err end
-local inflight, queued = sharedEntries(redis.call('HGETALL', KEYS[2]))
-return {inflight, queued}
-`)
-
-// SharedHeld returns the messages of shared subscriptions that the session
-// of the connection epoch holds undelivered, as End would return them,
-// without changing anything: a caller about to end the session hands them
-// back first, so that they are in Kafka before the end deletes them.
-func (s *Store) SharedHeld(ctx context.Context, clientID string, epoch uint64) ([]SharedMessage, error) {
-	v, err := sharedHeldScript.Run(ctx, s.rdb, sessionKeys(clientID), epochArg(epoch)).Slice()
-	if err != nil {
-		return nil, fmt.Errorf("reading the shared messages of %s: %w", clientID, mapErr(err))
-	}
-	if len(v) != 2 {
-		return nil, fmt.Errorf("reading the shared messages of %s: unexpected reply %v", clientID, v)
-	}
-	return s.parseEnded(ctx, clientID, nil, v[0], v[1]).Shared, nil
 }

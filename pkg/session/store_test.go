@@ -798,9 +798,29 @@ func TestAnEndedSessionReturnsItsSharedSubscriptionsUndeliveredMessages(t *testi
 	assert.Equal(t, []string{"s2", "s4", "s6|with|bars"}, msgs)
 	assert.True(t, ended.Shared[0].Expiry.Equal(expiry), "the expiry goes with the message: %s", ended.Shared[0].Expiry)
 	assert.True(t, ended.Shared[1].Expiry.IsZero())
-	n, err := raw.Exists(ctx, sessionKeys(cid)...).Result()
+	n, err := raw.Exists(ctx, sessionKey(cid), subsKey(cid), relKey(cid)).Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "the session is gone")
+
+	// Its shared messages stay in Redis until they are handed back:
+	// listed for the dispatchers' expiry sweep, which finds them there.
+	assert.True(t, ended.Kept)
+	for _, k := range []string{queueKey(cid), inflightKey(cid)} {
+		ttl, err := raw.PTTL(ctx, k).Result()
+		require.NoError(t, err)
+		assert.Greater(t, ttl, SharedHold-time.Minute, "%s outlives the session", k)
+		assert.LessOrEqual(t, ttl, SharedHold)
+	}
+	at, err := raw.ZScore(ctx, expiringKey, cid).Result()
+	require.NoError(t, err, "listed for the expiry sweep")
+	assert.LessOrEqual(t, at, float64(time.Now().UnixMilli()), "due at once")
+	left, err := s.ExpiredShared(ctx, cid)
+	require.NoError(t, err)
+	assert.Equal(t, ended.Shared, left, "the sweep would hand back what the end returned")
+	require.NoError(t, s.DiscardExpired(ctx, cid))
+	n, err = raw.Exists(ctx, sessionKeys(cid)...).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "handed back, nothing is left")
 
 	// A session without a shared subscription hands back nothing, whatever
 	// its queue holds (the scan is skipped), and neither does one that
@@ -817,6 +837,12 @@ func TestAnEndedSessionReturnsItsSharedSubscriptionsUndeliveredMessages(t *testi
 		ended, err := s.End(ctx, cid, epoch, expirySeconds)
 		require.NoError(t, err)
 		assert.Empty(t, ended.Shared)
+		assert.False(t, ended.Kept)
+		if expirySeconds == 0 {
+			n, err := raw.Exists(ctx, sessionKeys(cid)...).Result()
+			require.NoError(t, err)
+			assert.Zero(t, n, "nothing is kept of a session without shared messages")
+		}
 	}
 }
 
@@ -963,43 +989,6 @@ func TestANewSessionHandsBackWhatAnExpiredSharedMemberLeft(t *testing.T) {
 	n, err := raw.Exists(ctx, queueKey(cid), inflightKey(cid)).Result()
 	require.NoError(t, err)
 	assert.Zero(t, n)
-}
-
-// TestSharedHeldReadsWhatAnEndWouldHandBackWithoutChangingIt: a resumed
-// session says that it held a shared subscription, and SharedHeld returns
-// what End would hand back while leaving the session as it is.
-func TestSharedHeldReadsWhatAnEndWouldHandBackWithoutChangingIt(t *testing.T) {
-	s, raw := newTestStore(t, nil)
-	ctx := testCtx(t)
-	cid, epoch := sharedMember(t, s)
-	require.NoError(t, s.Disconnect(ctx, cid, epoch, 60))
-	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", Protocol: 5, ExpirySeconds: 60})
-	require.NoError(t, err)
-	assert.True(t, res.Shared, "the resumed session held a shared subscription")
-
-	held, err := s.SharedHeld(ctx, cid, res.Epoch)
-	require.NoError(t, err)
-	require.Len(t, held, 1)
-	assert.Equal(t, "\x02s0", string(held[0].Message))
-	n, err := raw.LLen(ctx, queueKey(cid)).Result()
-	require.NoError(t, err)
-	assert.Equal(t, int64(2), n, "nothing taken")
-	_, err = s.SharedHeld(ctx, cid, epoch)
-	require.ErrorIs(t, err, ErrFenced)
-
-	ended, err := s.End(ctx, cid, res.Epoch, 0)
-	require.NoError(t, err)
-	assert.Equal(t, held, ended.Shared)
-
-	plain := clientID(t, "plain")
-	epoch = connect(t, s, plain, "n1")
-	_, err = s.Subscribe(ctx, plain, epoch, []Subscription{{FilterKey: FilterKey{Filter: "own/#"}}})
-	require.NoError(t, err)
-	require.NoError(t, s.Disconnect(ctx, plain, epoch, 60))
-	res, err = s.Connect(ctx, ConnectRequest{ClientID: plain, Node: "n1", Protocol: 5, ExpirySeconds: 60})
-	require.NoError(t, err)
-	assert.True(t, res.Subscribed)
-	assert.False(t, res.Shared)
 }
 
 // sharedMember connects a session (node n1) with a shared subscription

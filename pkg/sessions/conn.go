@@ -42,10 +42,6 @@ type conn struct {
 	// subscription (session.OutcomeNotSubscribed), so a device that only
 	// publishes costs the poll nothing.
 	mayGetWork atomic.Bool
-	// shared says the session holds, or held, a shared subscription: when
-	// it ends, its shared messages are handed back before the end deletes
-	// them (handback.HandBack.End).
-	shared atomic.Bool
 	// disconnectCode is the reason code of the client's DISCONNECT.
 	disconnectCode atomic.Uint32
 	// pump writes the session's messages to the connection.

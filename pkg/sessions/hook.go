@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -268,7 +267,6 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		h.o.Wills.Publish(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
 	}
 	c.inflight, c.queued = res.Inflight, res.Queued
-	c.shared.Store(res.Shared)
 	if res.Subscribed || res.Queued || len(res.Inflight) > 0 {
 		c.mayGetWork.Store(true)
 	}
@@ -554,19 +552,16 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 	}
 	// A session that ends now comes back with its subscriptions, for
 	// their tombstones, and its shared subscriptions' undelivered
-	// messages, for another member.
-	var ended session.Ended
-	var err error
-	if expiry == 0 && c.shared.Load() {
-		// Its shared messages go to Kafka before the end deletes them.
-		ended, err = h.o.HandBack.End(ctx, id,
-			func(ctx context.Context) ([]session.SharedMessage, error) {
-				return h.o.Store.SharedHeld(ctx, id, c.epoch)
-			},
-			func(ctx context.Context) (session.Ended, error) { return end(ctx, id, c.epoch, expiry) })
-	} else if ended, err = end(ctx, id, c.epoch, expiry); err == nil {
-		// Give logs and counts what Kafka did not take.
-		_ = h.o.HandBack.Give(ctx, id, ended.Shared)
+	// messages, for another member: the store keeps those until they are
+	// handed back (Settle), or else the dispatchers' expiry sweep hands
+	// them back.
+	ended, err := end(ctx, id, c.epoch, expiry)
+	if err == nil {
+		// Before the tombstones: with Kafka down their write held the
+		// hand-back up past 90 s (test/cluster, the Kafka outage case);
+		// this way it gives up after its own timeout and leaves the
+		// messages to the dispatchers' expiry sweep.
+		h.o.HandBack.Settle(ctx, id, ended, h.discard(id))
 	}
 	if err != nil {
 		if session.Gone(err) {
@@ -589,12 +584,17 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 							"client_id", id, "err", err)
 					}
 				}
-				// Give logs and counts what Kafka did not take.
-				_ = h.o.HandBack.Give(ctx, id, e.Shared)
+				h.o.HandBack.Settle(ctx, id, e, h.discard(id))
 			})
 	case c.will != nil && c.willDue.Load() && c.will.DelaySeconds > 0 && expiry != 0:
 		h.o.Wills.Schedule(id, c.epoch, c.cl.Properties.ProtocolVersion, time.Duration(c.will.DelaySeconds)*time.Second, nil)
 	}
+}
+
+// discard deletes what the ended session of id kept once its shared
+// messages are handed back (handback.HandBack.Settle).
+func (h *Hook) discard(id string) func(context.Context) error {
+	return func(ctx context.Context) error { return h.o.Store.DiscardExpired(ctx, id) }
 }
 
 // Close stops scheduling wills; those pending stay in the session store for
@@ -637,11 +637,6 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 			// poll looks at the session from the first message a
 			// dispatcher can queue for it.
 			c.mayGetWork.Store(true)
-			for _, f := range pk.Filters {
-				if strings.HasPrefix(f.Filter, "$share/") {
-					c.shared.Store(true)
-				}
-			}
 			h.o.Subscribe.Subscribe(c, pk)
 			return ignored(pk.ProtocolVersion), nil
 		}

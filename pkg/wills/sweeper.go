@@ -294,28 +294,21 @@ func (s *Sweeper) sweepSession(ctx context.Context, dn session.DeadNode, o sessi
 		// from then [MQTT-3.1.2-23]. The session stays connected until its
 		// will is claimed, so Redis cannot expire the will before it is
 		// due.
-		// A session that ends now hands its shared subscriptions'
-		// undelivered messages back, for another member, before the end
-		// deletes them.
 		expiry := remainingExpiry(o.ExpirySeconds, dn.DeadSince, now)
-		end := func(ctx context.Context) (session.Ended, error) {
-			return s.store.EndForDeadNode(ctx, o.ClientID, o.Epoch, expiry)
-		}
-		var err error
-		if expiry == 0 {
-			_, err = s.handBack.End(ctx, o.ClientID,
-				func(ctx context.Context) ([]session.SharedMessage, error) {
-					return s.store.SharedHeld(ctx, o.ClientID, o.Epoch)
-				}, end)
-		} else {
-			_, err = end(ctx)
-		}
+		ended, err := s.store.EndForDeadNode(ctx, o.ClientID, o.Epoch, expiry)
 		switch {
 		case errors.Is(err, session.ErrFenced), errors.Is(err, session.ErrNoSession):
 		case err != nil:
 			return published, false, err
 		default:
 			s.m.disconnected.Add(ctx, 1)
+			// A session that ends now returns its shared subscriptions'
+			// undelivered messages, which the store keeps until they are
+			// handed to another member (or the dispatchers' expiry sweep
+			// does).
+			s.handBack.Settle(ctx, o.ClientID, ended, func(ctx context.Context) error {
+				return s.store.DiscardExpired(ctx, o.ClientID)
+			})
 		}
 	}
 	return published, true, nil

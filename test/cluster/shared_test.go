@@ -46,6 +46,29 @@ func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersFrontendIsKill
 	w.requireEveryJobWithTheOtherWorker(t, 30*time.Second)
 }
 
+// TestASharedSubscriptionsMessagesOutliveAKafkaOutageAtTheEndOfAMembersSession:
+// the stuck worker's connection drops while Kafka is down (killed with
+// SIGKILL). Its frontend cannot hand the jobs back: it gives up after
+// ingest.ack-timeout (30 s by default) and leaves them in Redis, counted
+// as left. Once Kafka runs again, the dispatchers' expiry sweep hands them
+// to the other worker: an outage delays them and loses none. Every setting
+// is the product's default.
+func TestASharedSubscriptionsMessagesOutliveAKafkaOutageAtTheEndOfAMembersSession(t *testing.T) {
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	w := startSharedWorkers(t, c, 0, false)
+	c.kafkaProc.Kill()
+	_ = w.stuckConn.Close()
+	handedBack := func(outcome string) int {
+		return reloadsIn(metricsOf(t, c.frontend("fe-a").ops), fmt.Sprintf(`fleetgate_shared_handed_back_total{outcome=%q}`, outcome))
+	}
+	require.Eventually(t, func() bool { return handedBack("left")+handedBack("lost") > 0 },
+		90*time.Second, 500*time.Millisecond, "the frontend never gave up handing the jobs back")
+	require.Zero(t, handedBack("lost"), "jobs counted lost")
+	require.Positive(t, handedBack("left"))
+	c.restartKafka()
+	w.requireEveryJobWithTheOtherWorker(t, 90*time.Second)
+}
+
 // sharedWorkers are two members of sharedFilter and the jobs published to
 // them: "stuck" on frontend fe-a takes messages and never acknowledges them
 // (receive maximum 2: two in flight, the rest queued); "worker" on fe-b
