@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +31,9 @@ type Kafka struct {
 	failing atomic.Bool
 	// Produces counts produce requests the cluster accepted.
 	Produces atomic.Int64
+
+	holdMu  sync.Mutex
+	holding chan struct{} // closed to release held produce requests; nil: none held
 }
 
 // StartKafka starts a one-broker kfake cluster on a free loopback port,
@@ -40,8 +44,17 @@ func StartKafka(t testing.TB, opts ...kfake.Opt) *Kafka {
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	k := &Kafka{Cluster: c}
+	t.Cleanup(func() { k.HoldProduce(false) })
 	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
+		k.holdMu.Lock()
+		held := k.holding
+		k.holdMu.Unlock()
+		if held != nil {
+			// A broker that took the request and does not answer (a
+			// stopped process): it waits, then is handled as usual.
+			c.SleepControl(func() { <-held })
+		}
 		if !k.failing.Load() {
 			k.Produces.Add(1)
 			return nil, nil, false
@@ -71,6 +84,21 @@ func (k *Kafka) Addr() string { return k.Cluster.ListenAddrs()[0] }
 
 // FailProduce makes every produce request fail (true) or succeed (false).
 func (k *Kafka) FailProduce(fail bool) { k.failing.Store(fail) }
+
+// HoldProduce makes the cluster take produce requests and not answer them
+// (true), as a broker stopped mid-request, until it is called with false,
+// which answers those held.
+func (k *Kafka) HoldProduce(hold bool) {
+	k.holdMu.Lock()
+	defer k.holdMu.Unlock()
+	switch {
+	case hold && k.holding == nil:
+		k.holding = make(chan struct{})
+	case !hold && k.holding != nil:
+		close(k.holding)
+		k.holding = nil
+	}
+}
 
 // Reader consumes a topic from the start.
 type Reader struct {

@@ -17,6 +17,7 @@
 // for messages nothing keeps: what Kafka does not take is logged and
 // counted as lost.
 //
-// Of fleetgate it imports pkg/handoff, pkg/session, pkg/telemetry.
+// Of fleetgate it imports pkg/handoff, pkg/kafka, pkg/session,
+// pkg/telemetry.
 // test/imports holds the import rules.
 package handback

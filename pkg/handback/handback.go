@@ -12,15 +12,14 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/fleetgate/fleetgate/pkg/handoff"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
-// Producer produces records and waits for Kafka's acknowledgement; a
-// *kgo.Client made by kafka.NewProducer (acks=all, idempotent) is one.
-type Producer interface {
-	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
-}
+// Producer produces records; a *kgo.Client made by kafka.NewProducer
+// (acks=all, idempotent) is one.
+type Producer = kafka.Producer
 
 // Outcomes, the bounded values of the "outcome" label of
 // fleetgate_shared_handed_back.
@@ -119,17 +118,12 @@ func (h *HandBack) give(ctx context.Context, clientID string, msgs []session.Sha
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.timeout)
 	defer cancel()
-	var failed int
-	var first error
-	for _, r := range h.producer.ProduceSync(pctx, recs...) {
-		if r.Err != nil {
-			failed++
-			if first == nil {
-				first = r.Err
-			}
-		}
-	}
-	if ok := len(recs) - failed; ok > 0 {
+	// Not ProduceSync: a request the broker took and never answers would
+	// hold the hand-back past its timeout. What is still in flight then
+	// counts as not taken, and may be written later: a repeat duplicates.
+	ok, first := kafka.ProduceWait(pctx, h.producer, recs...)
+	failed := len(recs) - ok
+	if ok > 0 {
 		h.counter.Add(ctx, int64(ok), h.produced)
 		h.log.DebugContext(ctx, "shared subscription messages of an ended session handed back", "client_id", clientID, "messages", ok)
 	}

@@ -114,6 +114,13 @@ func TestTryLeavesWhatKafkaRefusedToTheCaller(t *testing.T) {
 	k.FailProduce(false)
 	require.NoError(t, h.Try(context.Background(), "worker-1", []session.SharedMessage{{Message: handoff.EncodeMessage(&m)}}))
 	assert.Equal(t, int64(1), count(t, reader, OutcomeProduced))
+
+	// A broker that takes the request and does not answer: Try gives up
+	// after its timeout all the same.
+	k.HoldProduce(true)
+	require.Error(t, h.Try(context.Background(), "worker-1", []session.SharedMessage{{Message: handoff.EncodeMessage(&m)}}))
+	k.HoldProduce(false)
+	assert.Zero(t, count(t, reader, OutcomeLost))
 }
 
 // TestSettleDeletesWhatTheStoreKeptOnceKafkaHasIt: messages the ended

@@ -29,5 +29,6 @@
 // builds the clients with kafka.NewChangelogProducer / NewChangelogConsumer,
 // runs a Follower, and routes only after Follower.Ready is closed.
 //
-// Of fleetgate it imports pkg/topic. test/imports holds the import rules.
+// Of fleetgate it imports pkg/kafka, pkg/topic. test/imports holds the
+// import rules.
 package subscriptions

@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
@@ -110,7 +111,9 @@ func (w *Writer) produce(ctx context.Context, recs []*kgo.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if err := w.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	// Not ProduceSync: a request the broker took and never answers (a
+	// stopped broker) would hold the change past ctx, and SUBACK with it.
+	if _, err := kafka.ProduceWait(ctx, w.cl, recs...); err != nil {
 		return fmt.Errorf("producing to %s: %w", w.topic, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"strings"
 	"syscall"
 	"testing"
@@ -129,4 +130,39 @@ func TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections
 	assert.Equal(t, 1, count(got, "pause/to-device", "after"), "copies of the message after")
 	assert.Equal(t, 1, count(got3, "pause/to-device-3", "while paused"), "copies of the message of the pause (3.1.1)")
 	assert.Equal(t, 1, count(got3, "pause/to-device-3", "after"), "copies of the message after (3.1.1)")
+}
+
+// TestWithEveryDefaultASubscribeWhileKafkaIsStoppedIsAnsweredWithAFailure:
+// Kafka stopped with SIGSTOP (a frozen broker) takes the subscription
+// change-log write and never answers it. The frontend must answer the
+// SUBSCRIBE all the same once delivery.store-timeout (10 s) has passed:
+// SUBACK 0x80 (Unspecified error) for an MQTT 5 client and 0x80 (Failure)
+// for MQTT 3.1.1, instead of waiting for the broker however long it is
+// away. Once Kafka runs again the same SUBSCRIBE succeeds.
+func TestWithEveryDefaultASubscribeWhileKafkaIsStoppedIsAnsweredWithAFailure(t *testing.T) {
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	fe := c.frontend("fe-a")
+	v5c := mustDialV5(t, fe.mqtt, &paho.Connect{ClientID: "frozen-kafka-v5", CleanStart: true}, nil)
+	v3c := dialV3(t, fe.mqtt, "frozen-kafka-v3", true, nil)
+	// The change log's producer is connected to the broker, as on any
+	// frontend that has taken subscriptions.
+	v5c.subscribe(t, "devices/frozen-kafka-v5/status")
+
+	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { _ = c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sa, err := v5c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/frozen-kafka-v5/cmd/#", QoS: 1}}})
+	require.Error(t, err, "paho reports a SUBACK with a failure code as an error")
+	require.NotNil(t, sa, "no SUBACK while Kafka is stopped: %v", err)
+	assert.Equal(t, []byte{0x80}, sa.Reasons)
+
+	tok := v3c.Subscribe("devices/frozen-kafka-v3/cmd/#", 1, nil)
+	require.True(t, tok.WaitTimeout(60*time.Second), "no SUBACK while Kafka is stopped")
+	require.NoError(t, tok.Error())
+	assert.Equal(t, map[string]byte{"devices/frozen-kafka-v3/cmd/#": 0x80}, tok.(*mqtt.SubscribeToken).Result())
+
+	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT))
+	v5c.subscribe(t, "devices/frozen-kafka-v5/cmd/#")
 }
