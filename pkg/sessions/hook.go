@@ -557,10 +557,9 @@ func (h *Hook) endSession(c *conn, expiry uint32) {
 	// them back.
 	ended, err := end(ctx, id, c.epoch, expiry)
 	if err == nil {
-		// Before the tombstones: with Kafka down their write held the
-		// hand-back up past 90 s (test/cluster, the Kafka outage case);
-		// this way it gives up after its own timeout and leaves the
-		// messages to the dispatchers' expiry sweep.
+		// Before the tombstones, so that the messages go to another
+		// member as soon as they can: with Kafka away the tombstones'
+		// write waits its own delivery.store-timeout first.
 		h.o.HandBack.Settle(ctx, id, ended, h.discard(id))
 	}
 	if err != nil {
