@@ -222,7 +222,9 @@ type ConnectRequest struct {
 	// them, so that another member gets them; likewise with what an
 	// expired session left (SharedHold) when the client starts a new one.
 	// An error fails the Connect with nothing discarded. Messages queued
-	// for the session between that call and the discard go with it.
+	// for the previous session between that call and the discard are
+	// handed back in another call (counted: one acknowledged meanwhile and
+	// one queued meanwhile cancel out, and that one goes with the session).
 	HandBack func(ctx context.Context, shared []SharedMessage) error
 }
 
@@ -271,16 +273,21 @@ type ConnectResult struct {
 }
 
 // connectScript: KEYS the session's keys (sessionKeys); ARGV node, clean,
-// expiry, protocol, will, window, owner, and "1" when the subscriptions of
-// a session a clean start discards must be returned first (so that their
-// tombstones are written before they go). It replies {1, field1, value1,
-// ...} with those subscriptions, having changed nothing, or {0, epoch,
-// present, previous node, was connected, the taken-over will, sequence
-// counter, queue length, whether the session holds subscriptions (1 or 0),
-// then the inflight hash as field, value, ...}. "was
-// connected" is 2 for a session found expired but held for its will (see
-// disconnectScript): its will comes back in place of the taken-over one,
-// and the session starts anew as after a clean start.
+// expiry, protocol, will, window, owner, "1" when the subscriptions of a
+// session a clean start discards must be returned first (so that their
+// tombstones are written before they go), and, in a clean start's later
+// runs, how many shared messages of the previous session were handed back
+// ("" in a first run). It replies {1, field1, value1, ...} with those
+// subscriptions, having changed nothing; {3, subscriptions, shared inflight
+// entries, shared queue entries} when the previous session (or what an
+// expired one left) holds shared subscriptions' messages to hand back
+// first, having changed nothing (a later run: when it holds more than were
+// handed back); or {0, epoch, present, previous node, was connected, the
+// taken-over will, sequence counter, queue length, whether the session
+// holds subscriptions (1 or 0), then the inflight hash as field, value,
+// ...}. "was connected" is 2 for a session found expired but held for its
+// will (see disconnectScript): its will comes back in place of the
+// taken-over one, and the session starts anew as after a clean start.
 var connectScript = redis.NewScript(luaSharedEntries + `
 local prev, was, old, oldwill = '', 0, 0, ''
 local clean = ARGV[2] == '1'
@@ -321,6 +328,11 @@ if clean then
       table.insert(subs, 1, 1)
       return subs
     end
+  elseif ARGV[9] ~= '' then
+    -- The clean start's next run: shared messages a dispatcher queued
+    -- for the previous session since the last one go back too.
+    local inflight, queued = sharedEntries(redis.call('HGETALL', KEYS[2]))
+    if #inflight + #queued > tonumber(ARGV[9]) then return {3, {}, inflight, queued} end
   end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 elseif existed then
@@ -373,6 +385,11 @@ type connectCall struct {
 	will string
 	// tombstone asks for the subscriptions a clean start discards.
 	tombstone bool
+	// handed, from the second run of a clean start on, is how many shared
+	// messages of the previous session were handed back: the script
+	// returns them again, with those queued since, while there are more
+	// (-1: the first run).
+	handed int
 
 	res    ConnectResult
 	subs   []Subscription  // the subscriptions to tombstone first
@@ -403,7 +420,7 @@ type connectCall struct {
 // Concurrent Connects share pipelines (see Batcher): a reconnect storm
 // costs Redis one round trip per batch, not one per CONNECT.
 func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult, error) {
-	call := &connectCall{req: &req, tombstone: req.Tombstone != nil}
+	call := &connectCall{req: &req, tombstone: req.Tombstone != nil, handed: -1}
 	if req.Will != nil {
 		b, err := json.Marshal(req.Will)
 		if err != nil {
@@ -414,26 +431,62 @@ func (s *Store) Connect(ctx context.Context, req ConnectRequest) (ConnectResult,
 	if err := s.connects.Do(ctx, call); err != nil {
 		return ConnectResult{}, fmt.Errorf("connecting session %s: %w", req.ClientID, err)
 	}
-	if call.err == nil && call.subs != nil {
-		// A clean start over subscriptions: their tombstones first (and
-		// the shared messages handed back), then the connect again,
-		// which now discards them.
+	// A clean start over subscriptions: their tombstones first (and the
+	// shared messages handed back), then the connect again, which now
+	// discards them, unless a dispatcher queued more shared messages for
+	// the previous session meanwhile: those are handed back, and so on.
+	var handed []SharedMessage
+	for round := 0; call.err == nil && call.subs != nil; round++ {
+		if round == maxCleanStartRounds {
+			return ConnectResult{}, fmt.Errorf("connecting session %s: the previous session's shared messages kept coming through %d hand-backs", req.ClientID, round)
+		}
 		if len(call.subs) > 0 {
 			if err := req.Tombstone(ctx, call.subs); err != nil {
 				return ConnectResult{}, fmt.Errorf("connecting session %s: dropping the previous subscriptions: %w", req.ClientID, err)
 			}
 		}
-		if len(call.shared) > 0 && req.HandBack != nil {
-			if err := req.HandBack(ctx, call.shared); err != nil {
+		if more := withoutShared(call.shared, handed); len(more) > 0 && req.HandBack != nil {
+			if err := req.HandBack(ctx, more); err != nil {
 				return ConnectResult{}, fmt.Errorf("connecting session %s: handing back the previous session's shared messages: %w", req.ClientID, err)
 			}
 		}
-		call = &connectCall{req: &req, will: call.will}
+		handed = call.shared
+		call = &connectCall{req: &req, will: call.will, handed: len(handed)}
 		if err := s.connects.Do(ctx, call); err != nil {
 			return ConnectResult{}, fmt.Errorf("connecting session %s: %w", req.ClientID, err)
 		}
 	}
 	return call.res, call.err
+}
+
+// maxCleanStartRounds bounds the runs of a clean start's script that find
+// more shared messages to hand back (Connect).
+const maxCleanStartRounds = 8
+
+// withoutShared returns the messages of all that are not in gone, each of
+// gone taking away one equal message.
+func withoutShared(all, gone []SharedMessage) []SharedMessage {
+	if len(gone) == 0 {
+		return all
+	}
+	type key struct {
+		msg    string
+		expiry int64
+	}
+	left := make(map[key]int, len(gone))
+	for _, m := range gone {
+		left[key{string(m.Message), m.Expiry.UnixMilli()}]++
+	}
+	var out []SharedMessage
+	for _, m := range all {
+		k := key{string(m.Message), m.Expiry.UnixMilli()}
+		if left[k] > 0 {
+			left[k]--
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // runConnects is the batch of Connects: the node indexes first (one SADD
@@ -472,15 +525,18 @@ func (s *Store) runConnects(ctx context.Context, calls []*connectCall) {
 	}
 	cmds := evalAll(ctx, s.rdb, connectScript, len(live), func(i int) ([]string, []any) {
 		r := live[i].req
-		clean, tomb := "0", "0"
+		clean, tomb, handed := "0", "0", ""
 		if r.CleanStart {
 			clean = "1"
 		}
 		if live[i].tombstone {
 			tomb = "1"
 		}
+		if live[i].handed >= 0 {
+			handed = strconv.Itoa(live[i].handed)
+		}
 		return sessionKeys(r.ClientID), []any{r.Node, clean, strconv.FormatUint(uint64(r.ExpirySeconds), 10),
-			strconv.Itoa(int(r.Protocol)), live[i].will, r.Window, r.Owner, tomb}
+			strconv.Itoa(int(r.Protocol)), live[i].will, r.Window, r.Owner, tomb, handed}
 	}, pre)
 	forget := map[string][]any{}
 	for i, c := range live {

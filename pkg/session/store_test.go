@@ -894,6 +894,47 @@ func TestACleanStartHandsThePreviousSessionsSharedMessagesBackBeforeDiscardingTh
 	assert.Zero(t, n, "the clean start discarded the previous queue")
 }
 
+// TestACleanStartHandsBackWhatWasQueuedForThePreviousSessionWhileItHandedBack:
+// a dispatcher that routes to the previous session while the clean start
+// hands its shared messages back (its tombstones are not read yet) queues
+// more: the clean start's next run finds them and hands them back too,
+// only them, before it discards the session.
+func TestACleanStartHandsBackWhatWasQueuedForThePreviousSessionWhileItHandedBack(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "member")
+	epoch := connect(t, s, cid, "n1")
+	_, err := s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Group: "g", Filter: "jobs/#"}, QoS: 1}})
+	require.NoError(t, err)
+	_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02s0")}, {ClientID: cid, Message: []byte("\x01own")}})
+	require.NoError(t, err)
+
+	var handed [][]string
+	req := ConnectRequest{ClientID: cid, Node: "n2", CleanStart: true, Protocol: 5,
+		Tombstone: func(context.Context, []Subscription) error { return nil },
+		HandBack: func(_ context.Context, shared []SharedMessage) error {
+			var round []string
+			for _, m := range shared {
+				round = append(round, string(m.Message[1:]))
+			}
+			handed = append(handed, round)
+			if len(handed) == 1 {
+				// Meanwhile a dispatcher routes two more to the
+				// previous session.
+				_, err := s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02s1")}, {ClientID: cid, Message: []byte("\x02s2")}})
+				require.NoError(t, err)
+			}
+			return nil
+		}}
+	res, err := s.Connect(ctx, req)
+	require.NoError(t, err)
+	assert.False(t, res.SessionPresent)
+	assert.Equal(t, [][]string{{"s0"}, {"s1", "s2"}}, handed, "each message handed back once")
+	n, err := raw.Exists(ctx, queueKey(cid), subsKey(cid)).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the clean start discarded the previous session")
+}
+
 // TestAnExpiredSharedMembersMessagesOutliveItsSessionForTheExpirySweep: a
 // session that held a shared subscription keeps its queue and inflight
 // hash SharedHold past its expiry, also when messages are queued while it
