@@ -3,66 +3,54 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Producer is the part of *kgo.Client that ProduceWait uses.
 type Producer interface {
-	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
 }
 
 // ProduceWait produces recs and waits until Kafka acknowledged each of them
 // or ctx ended, and returns how many Kafka acknowledged and the first
 // error.
 //
-// Unlike kgo.Client.ProduceSync it returns when ctx ends even while a
+// kgo.Client.ProduceSync alone does not return when ctx ends while a
 // produce request is outstanding. An idempotent producer cannot fail a
 // record whose request may have reached the broker (it cannot know whether
 // the broker wrote it), so such a record waits, ignoring its context and
 // kgo.RecordDeliveryTimeout, until the broker answers: ProduceSync then
 // waits as long as a stopped broker stays away (seen with a Kafka process
-// killed or stopped with SIGSTOP mid-request). A record still in flight
-// when ctx ends may be written later: the caller treats the write as
-// failed, and a repeat must be harmless (change-log entries and hand-backs
-// are).
+// killed or stopped with SIGSTOP mid-request). ProduceWait runs it on a
+// goroutine of its own (which keeps ProduceSync's flush of lingering
+// partitions: its records do not wait for the producer's linger) and
+// stops waiting when ctx ends. A record still in flight then may be
+// written later: the caller treats the write as failed, and a repeat must
+// be harmless (change-log entries and hand-backs are). The goroutine ends
+// when the broker answers or the client closes.
 func ProduceWait(ctx context.Context, p Producer, recs ...*kgo.Record) (acked int, err error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	var (
-		mu    sync.Mutex
-		ok    int
-		left  = len(recs)
-		first error
-		done  = make(chan struct{})
-	)
-	for _, r := range recs {
-		p.Produce(ctx, r, func(_ *kgo.Record, err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				ok++
-			} else if first == nil {
-				first = err
-			}
-			if left--; left == 0 {
-				close(done)
-			}
-		})
-	}
+	done := make(chan kgo.ProduceResults, 1)
+	go func() { done <- p.ProduceSync(ctx, recs...) }()
+	var res kgo.ProduceResults
 	select {
-	case <-done:
-		mu.Lock()
-		defer mu.Unlock()
-		return ok, first
+	case res = <-done:
 	case <-ctx.Done():
-		mu.Lock()
-		defer mu.Unlock()
-		if left == 0 {
-			return ok, first
+		select {
+		case res = <-done: // answered at the same moment
+		default:
+			return 0, fmt.Errorf("%d records not acknowledged by kafka (they may still be written): %w", len(recs), context.Cause(ctx))
 		}
-		return ok, fmt.Errorf("%d of %d records not acknowledged by kafka (they may still be written): %w", left, len(recs), context.Cause(ctx))
 	}
+	for _, r := range res {
+		if r.Err == nil {
+			acked++
+		} else if err == nil {
+			err = r.Err
+		}
+	}
+	return acked, err
 }
