@@ -55,9 +55,11 @@ func NewWriter(cl *kgo.Client, topicName string, opts ...WriterOption) *Writer {
 // clientID's; one naming another client fails with ErrClientMismatch. Every
 // subscription is validated before anything is written.
 //
-// A record handed to the idempotent producer is failed only at its delivery
-// timeout (kafka.NewChangelogProducer's deliveryTimeout, set from
-// Config.WriteTimeout), which bounds the wait more than ctx does.
+// It waits at most until ctx ends or the records' delivery timeout
+// (kafka.NewChangelogProducer's deliveryTimeout, set from
+// Config.WriteTimeout) passes, also when the broker took the request and
+// stopped answering (kafka.ProduceWait); records still in flight then may
+// be written later.
 //
 // The records are not written atomically: on error some may be durable and
 // others not. Subscribe is idempotent, so the caller retries it or answers

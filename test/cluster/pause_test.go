@@ -1,7 +1,10 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,10 +153,14 @@ func TestWithEveryDefaultASubscribeWhileKafkaIsStoppedIsAnsweredWithAFailure(t *
 
 	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGSTOP))
 	t.Cleanup(func() { _ = c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT) })
+	require.Eventually(t, func() bool { return processState(c.kafkaProc.Cmd.Process.Pid) == 'T' },
+		10*time.Second, 10*time.Millisecond, "kafka never stopped")
+	stopped := time.Now()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	sa, err := v5c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/frozen-kafka-v5/cmd/#", QoS: 1}}})
+	t.Logf("SUBACK after %s; kafka's process state now: %c", time.Since(stopped).Round(time.Millisecond), processState(c.kafkaProc.Cmd.Process.Pid))
 	require.Error(t, err, "paho reports a SUBACK with a failure code as an error")
 	require.NotNil(t, sa, "no SUBACK while Kafka is stopped: %v", err)
 	assert.Equal(t, []byte{0x80}, sa.Reasons)
@@ -165,4 +172,19 @@ func TestWithEveryDefaultASubscribeWhileKafkaIsStoppedIsAnsweredWithAFailure(t *
 
 	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT))
 	v5c.subscribe(t, "devices/frozen-kafka-v5/cmd/#")
+}
+
+// processState is the state letter of process pid in /proc (R, S, T for
+// stopped, ...), or 0 when it cannot be read.
+func processState(pid int) byte {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
 }
