@@ -902,12 +902,7 @@ func TestACleanStartHandsThePreviousSessionsSharedMessagesBackBeforeDiscardingTh
 func TestACleanStartHandsBackWhatWasQueuedForThePreviousSessionWhileItHandedBack(t *testing.T) {
 	s, raw := newTestStore(t, nil)
 	ctx := testCtx(t)
-	cid := clientID(t, "member")
-	epoch := connect(t, s, cid, "n1")
-	_, err := s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Group: "g", Filter: "jobs/#"}, QoS: 1}})
-	require.NoError(t, err)
-	_, err = s.Enqueue(ctx, []Delivery{{ClientID: cid, Message: []byte("\x02s0")}, {ClientID: cid, Message: []byte("\x01own")}})
-	require.NoError(t, err)
+	cid, _ := sharedMember(t, s)
 
 	var handed [][]string
 	req := ConnectRequest{ClientID: cid, Node: "n2", CleanStart: true, Protocol: 5,
