@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -21,15 +22,30 @@ import (
 // and topic: kotel sorted and hashed a new set for every request, response
 // and batch, 4–5 % of a frontend's CPU with 2,000 devices sending once a
 // second.
+//
+// One instrument is its own, messaging.kafka.request_duration_seconds: each
+// request's round trip to its broker, from the start of its write to the
+// end of its response, by broker and request kind (Produce, Fetch, ...).
+// Beside fleetgate_ingest_produce_latency_seconds (a PUBLISH's receipt to
+// Kafka's acknowledgement, the producer's linger and the request ahead of
+// it included) it tells whether a slow PUBACK is the broker's answer or
+// the frontend's own wait.
 type meter struct {
 	connects, connectErrs, disconnects metric.Int64Counter
 	writeErrs, writeBytes              metric.Int64Counter
 	readErrs, readBytes                metric.Int64Counter
 	produceBytes, produceRecords       metric.Int64Counter
 	fetchBytes, fetchRecords           metric.Int64Counter
+	requestDuration                    metric.Float64Histogram
 
-	nodes  sync.Map // int32 → metric.MeasurementOption
-	topics sync.Map // nodeTopic → metric.MeasurementOption
+	nodes    sync.Map // int32 → metric.MeasurementOption
+	topics   sync.Map // nodeTopic → metric.MeasurementOption
+	requests sync.Map // nodeRequest → metric.MeasurementOption
+}
+
+type nodeRequest struct {
+	node int32
+	key  int16
 }
 
 type nodeTopic struct {
@@ -44,7 +60,13 @@ var (
 	_ kgo.HookBrokerRead          = (*meter)(nil)
 	_ kgo.HookProduceBatchWritten = (*meter)(nil)
 	_ kgo.HookFetchBatchRead      = (*meter)(nil)
+	_ kgo.HookBrokerE2E           = (*meter)(nil)
 )
+
+// requestBuckets are the bounds of messaging.kafka.request_duration_seconds:
+// a produce on a healthy cluster answers in a few milliseconds, a fetch may
+// be held up to its max wait.
+var requestBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 // meterScope is the instrumentation scope of the client's metrics.
 const meterScope = "github.com/fleetgate/fleetgate/pkg/kafka"
@@ -73,6 +95,13 @@ func newMeter(mp metric.MeterProvider) (*meter, error) {
 		if *c.into, err = m.Int64Counter(c.name, metric.WithUnit(c.unit), metric.WithDescription(c.description)); err != nil {
 			return nil, fmt.Errorf("creating the Kafka client metric %s: %w", c.name, err)
 		}
+	}
+	var err error
+	out.requestDuration, err = m.Float64Histogram("messaging.kafka.request_duration_seconds", metric.WithUnit("s"),
+		metric.WithDescription("Round trip of each request to its broker, from the start of its write to the end of its response, by broker and request (Produce, Fetch, ...); a Fetch includes the time the broker held it waiting for records. Failed requests are counted in write_errors and read_errors instead."),
+		metric.WithExplicitBucketBoundaries(requestBuckets...))
+	if err != nil {
+		return nil, fmt.Errorf("creating the Kafka client metric messaging.kafka.request_duration_seconds: %w", err)
 	}
 	return out, nil
 }
@@ -104,6 +133,22 @@ func (m *meter) topic(id int32, topic string) metric.MeasurementOption {
 	}
 	o, _ := m.topics.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(
 		attribute.String("node_id", nodeID(id)), attribute.String("topic", topic))))
+	return o.(metric.MeasurementOption)
+}
+
+// request returns the attributes of a broker and request kind, made on
+// their first use.
+func (m *meter) request(id int32, key int16) metric.MeasurementOption {
+	k := nodeRequest{id, key}
+	if o, ok := m.requests.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	name := kmsg.NameForKey(key)
+	if name == "" {
+		name = "Unknown" + strconv.Itoa(int(key))
+	}
+	o, _ := m.requests.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(
+		attribute.String("node_id", nodeID(id)), attribute.String("request", name))))
 	return o.(metric.MeasurementOption)
 }
 
@@ -145,4 +190,11 @@ func (m *meter) OnFetchBatchRead(meta kgo.BrokerMetadata, topic string, _ int32,
 	attrs := m.topic(meta.NodeID, topic)
 	m.fetchBytes.Add(context.Background(), int64(b.UncompressedBytes), attrs)
 	m.fetchRecords.Add(context.Background(), int64(b.NumRecords), attrs)
+}
+
+func (m *meter) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e kgo.BrokerE2E) {
+	if e.WriteErr != nil || e.ReadErr != nil {
+		return
+	}
+	m.requestDuration.Record(context.Background(), e.DurationE2E().Seconds(), m.request(meta.NodeID, key))
 }

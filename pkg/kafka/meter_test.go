@@ -79,3 +79,68 @@ func TestTheClientCountsRecordsBytesAndConnectionsByBrokerAndTopic(t *testing.T)
 	assert.GreaterOrEqual(t, s["messaging.kafka.connects.count"][broker], int64(2), "one per client at least")
 	assert.Contains(t, s["messaging.kafka.connects.count"], "node_id=seed_0", "seed brokers are named as kotel names them")
 }
+
+// requestDurations returns messaging.kafka.request_duration_seconds's data points
+// by request kind, for broker node 0.
+func requestDurations(t *testing.T, reader *sdkmetric.ManualReader) map[string]metricdata.HistogramDataPoint[float64] {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	out := map[string]metricdata.HistogramDataPoint[float64]{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if !ok || m.Name != "messaging.kafka.request_duration_seconds" {
+				continue
+			}
+			for _, dp := range h.DataPoints {
+				if node, _ := dp.Attributes.Value("node_id"); node.AsString() != "0" {
+					continue
+				}
+				kind, _ := dp.Attributes.Value("request")
+				out[kind.AsString()] = dp
+			}
+		}
+	}
+	return out
+}
+
+// Each request's round trip to its broker is timed by request kind, so an
+// operator sees whether a slow PUBACK is Kafka's answer: a produce the
+// broker holds 300 ms shows as one, beside the quick ones.
+func TestTheClientTimesEachRequestToItsBrokerByKind(t *testing.T) {
+	k := testkit.StartKafka(t, kfake.SeedTopics(1, "t"))
+	reader := sdkmetric.NewManualReader()
+	tel := Telemetry{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}
+	cfg := defaults(t)
+	cfg.Brokers, cfg.Topic = config.StringList{k.Addr()}, "t"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 5 * time.Second}, testkit.DiscardLogger(), tel)
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	rec := func() *kgo.Record { return &kgo.Record{Key: []byte("d"), Value: []byte("0123456789")} }
+	for range 3 {
+		require.NoError(t, p.ProduceSync(ctx, rec()).FirstErr())
+	}
+
+	const held = 300 * time.Millisecond
+	k.HoldProduce(true)
+	done := make(chan error, 1)
+	go func() { done <- p.ProduceSync(ctx, rec()).FirstErr() }()
+	time.Sleep(held)
+	k.HoldProduce(false)
+	require.NoError(t, <-done)
+
+	d := requestDurations(t, reader)
+	require.Contains(t, d, "Produce", "kinds timed: %v", d)
+	produce := d["Produce"]
+	assert.Equal(t, uint64(4), produce.Count, "one produce request per ProduceSync")
+	mx, ok := produce.Max.Value()
+	require.True(t, ok)
+	assert.GreaterOrEqual(t, mx, held.Seconds(), "the held request's round trip")
+	mn, ok := produce.Min.Value()
+	require.True(t, ok)
+	assert.Less(t, mn, held.Seconds(), "the requests answered at once")
+	assert.Contains(t, d, "InitProducerID", "every kind is timed, not only produces")
+}
