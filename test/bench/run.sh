@@ -64,7 +64,10 @@
 #      a. FLEET_IDLE idle connections on the fresh processes: memory per
 #         connection and the idle processes' CPU over FLEET_IDLE_SETTLE;
 #      b. for each N of FLEET_DEVICES: N devices × FLEET_DEVICE_RATE msg/s,
-#         open loop: CPU per acked message, PUBACK p50/p99;
+#         open loop: CPU per acked message, PUBACK p50/p99, and Kafka's
+#         share of the wait (p50/p99 of the produce requests' round trip and
+#         of the records' receipt to Kafka's ack, from the frontend's
+#         /metrics);
 #      c. for each N of FLEET_PAIRS: N pairs × FLEET_PAIR_RATE msg/s, open
 #         loop: end-to-end p50/p99, CPU per delivery;
 #      d. FLEET_CLOSED_PAIRS pairs, closed loop (as 4b): deliveries/s, acked
@@ -907,6 +910,54 @@ fleet_procs_stop() {
 	rm -f "$FLEET_PROCS_FILE"
 }
 
+# fleet_histograms FILE: the frontend's two latency histograms of a
+# PUBLISH's way to Kafka, saved for fleet_kafka_share: the produce
+# requests' round trip to the broker and each record's receipt to Kafka's
+# acknowledgement.
+fleet_histograms() {
+	curl -sf "http://$FLEET_FE_HTTP/metrics" |
+		grep -E '^(messaging_kafka_request_duration_seconds_bucket\{node_id="[0-9]+",request="Produce"|fleetgate_ingest_produce_latency_seconds_bucket)' > "$1" || true
+}
+# fleet_kafka_share LABEL BEFORE: p50 and p99 of both histograms over what
+# happened since BEFORE (fleet_histograms), interpolated within buckets as
+# Prometheus's histogram_quantile does: how much of a PUBACK's wait is the
+# broker's answer, and how much records wait for the requests ahead of
+# them (docs/benchmarks.md, "Where a PUBACK waits at 10,000 devices").
+fleet_kafka_share() {
+	local after
+	after=$(mktemp)
+	fleet_histograms "$after"
+	awk -v label="$1" '
+		function le(line) { sub(/.*le="/, "", line); sub(/".*/, "", line); return line == "+Inf" ? 1e9 : line + 0 }
+		function name(line) { return line ~ /^messaging/ ? "produce requests, round trip to the broker" : "records, receipt to Kafka ack" }
+		FNR == NR { before[$1] = $NF; next }
+		{ n = name($1); b = le($1); c[n, b] += $NF - before[$1]; if (!((n, b) in seen)) { seen[n, b] = 1; bounds[n] = bounds[n] " " b } }
+		END {
+			out = ""
+			for (n in bounds) {
+				k = split(substr(bounds[n], 2), bs, " ")
+				total = c[n, 1e9]
+				if (total <= 0) continue
+				part = sprintf("%s (%d):", n, total)
+				for (q = 1; q <= 2; q++) {
+					want = (q == 1 ? 0.5 : 0.99) * total
+					prev = 0; prevc = 0
+					for (i = 1; i <= k; i++) {
+						if (c[n, bs[i]] >= want) {
+							v = bs[i] == 1e9 ? prev : prev + (bs[i] - prev) * (want - prevc) / (c[n, bs[i]] - prevc)
+							break
+						}
+						prev = bs[i]; prevc = c[n, bs[i]]
+					}
+					part = part sprintf(" p%s %.2f ms", q == 1 ? "50" : "99", v * 1000)
+				}
+				out = out "; " part
+			}
+			printf "Kafka'"'"'s share during %s (fleetgate'"'"'s turns)%s\n", label, out
+		}' "$2" "$after"
+	rm -f "$after" "$2"
+}
+
 if section fleet; then
 log "7. the fleet shape (issue 16): fleetgate as in production, beside mosquitto; started in the order $FLEET_ORDER"
 # One process each: the Kafka-protocol broker (reported apart, not counted),
@@ -970,11 +1021,14 @@ if fleet_shape devices; then
 		rate=$((n * FLEET_DEVICE_RATE))
 		log "7b. $n devices × $FLEET_DEVICE_RATE msg/s, open loop ($rate msg/s in total), QoS 1, $SIZE-byte payloads, $FLEET_ROUNDS round(s) of $FLEET_DURATION"
 		fleet_procs_start
+		hist0=$(mktemp)
+		fleet_histograms "$hist0"
 		"$BENCH" compare pub "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
 			-qos 1 -publishers "$n" -rate "$rate" -window 64 -size "$SIZE" -client-prefix "fleet-dev-$n" \
 			-duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
 			-pprof-dir "$FLEET_OUT/devices-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/devices-$n.json"
 		fleet_procs_stop "$n devices"
+		fleet_kafka_share "$n devices" "$hist0"
 		top_cum "frontend CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.cpu.pprof" "$FRONTEND"
 		top_cum "dispatcher CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
 	done
