@@ -58,6 +58,14 @@ type conn struct {
 	// expires. Both are set at CONNECT and cleared at its end.
 	policy atomic.Pointer[acl.Policy]
 	expiry atomic.Pointer[time.Timer]
+
+	// wheel, when set (mqtt.serve=lean), holds the deadline of the
+	// connection's reads in place of the socket, from the CONNECT's on
+	// (deadlines): deadline (unix ns, 0: none) and tick are guarded by
+	// wheel.mu.
+	wheel    *deadlines
+	deadline int64
+	tick     int64
 }
 
 // Close stops reads and writes at once (waking the read loop) but leaves the
@@ -79,6 +87,27 @@ func (c *conn) SetDeadline(t time.Time) error {
 	if c.closing.Load() {
 		return nil
 	}
+	return c.Conn.SetDeadline(c.bound(t))
+}
+
+// arm sets the deadline of the connection's next read as SetDeadline does,
+// in the wheel instead of the socket (deadlines).
+func (c *conn) arm(t time.Time) {
+	if c.closing.Load() {
+		return
+	}
+	c.wheel.set(c, c.bound(t))
+}
+
+// expire ends the wait of a read whose deadline in the wheel passed: the
+// socket's deadline in the past fails it with a timeout, as the socket's
+// own deadline would have.
+func (c *conn) expire() { _ = c.Conn.SetDeadline(time.Now()) }
+
+// bound is the deadline t as the connection enforces it: with the half
+// second mochi's arithmetic drops from an odd keep-alive, and no further
+// ahead than mqtt.idle-timeout (recording in idled which one is in force).
+func (c *conn) bound(t time.Time) time.Time {
 	if c.oddKeepAlive && !t.IsZero() {
 		// One and a half times the keep-alive [MQTT-3.1.2-22]: mochi's
 		// integer arithmetic drops the half second of an odd keep-alive
@@ -93,7 +122,7 @@ func (c *conn) SetDeadline(t time.Time) error {
 			t = limit
 		}
 	}
-	return c.Conn.SetDeadline(t)
+	return t
 }
 
 // SetReadDeadline: see SetDeadline.

@@ -149,7 +149,7 @@ func (l *leanConn) deadline() {
 	if ka := l.cl.State.Keepalive; ka > 0 {
 		t = time.Now().Add(time.Duration(ka+ka/2)*time.Second + rearmGap)
 	}
-	_ = l.c.SetDeadline(t)
+	l.c.arm(t)
 }
 
 // rearmGap: see leanConn.deadline.
@@ -165,9 +165,11 @@ func (s *Server) leanConnect(listener string, nc net.Conn) *leanConn {
 		_ = nc.Close() // accepted just as the node started draining
 		return nil
 	}
-	c := &conn{Conn: nc, idle: s.cfg.MQTT.Admission.IdleTimeout}
-	// No deadline applies before CONNECT otherwise [MQTT-3.1.4-1].
-	_ = nc.SetDeadline(time.Now().Add(s.cfg.MQTT.ConnectTimeout))
+	c := &conn{Conn: nc, idle: s.cfg.MQTT.Admission.IdleTimeout, wheel: s.deadlines}
+	// No deadline applies before CONNECT otherwise [MQTT-3.1.4-1]. The
+	// wheel holds it, as every later one (conn.arm): the socket gets no
+	// deadline of its own, so no runtime timer per connection.
+	s.deadlines.set(c, time.Now().Add(s.cfg.MQTT.ConnectTimeout))
 	l := &leanConn{s: s, c: c, listener: listener, cl: s.mochi.NewClient(c, listener, "", false)}
 	established, err := l.connect()
 	if err == nil {

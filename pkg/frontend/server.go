@@ -85,6 +85,7 @@ type Server struct {
 	owner string
 
 	listeners []listeners.Listener
+	deadlines *deadlines     // read deadlines of the connections served lean
 	conns     sync.WaitGroup // connections being served
 	connsMu   sync.Mutex     // orders conns.Add before the drain's conns.Wait
 	draining  bool           // guarded by connsMu; no new connection is served
@@ -116,7 +117,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	for _, f := range opts {
 		f(&o)
 	}
-	s := &Server{cfg: cfg, log: log.With("component", "frontend"), tel: tel, started: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log.With("component", "frontend"), tel: tel, started: make(chan struct{}), deadlines: newDeadlines()}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MQTT.MaxPacketSize)
 	caps.ReceiveMaximum = uint16(cfg.MQTT.ReceiveMaximum)
@@ -422,6 +423,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("session owner", "owner", s.owner)
 	g.Go(func() error { return s.store.RunHeartbeat(gctx, s.owner, s.sessions.Swept) })
 	g.Go(func() error { s.runDelivery(gctx); return nil })
+	g.Go(func() error { s.deadlines.run(gctx); return nil })
 
 	if err := s.loadAccess(); err != nil {
 		stopBackground()
@@ -657,6 +659,9 @@ func (s *Server) endUnattached(c *conn, err error) {
 //go:noinline
 func (s *Server) connEnded(listener string, nc net.Conn, c *conn, err error) {
 	defer s.conns.Done()
+	if c.wheel != nil {
+		c.wheel.set(c, time.Time{})
+	}
 	if c.admitted {
 		s.admitted.Add(-1)
 	}

@@ -1,0 +1,90 @@
+package frontend
+
+import (
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// pipeConn is a conn over one end of a net.Pipe, whose reads wait until
+// something ends them.
+func pipeConn(t *testing.T, d *deadlines) *conn {
+	t.Helper()
+	a, b := net.Pipe()
+	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+	return &conn{Conn: a, wheel: d}
+}
+
+// readEnded reports how a read of c ended within a second: its error, or
+// nil if it still waits.
+func readEnded(c *conn) error {
+	done := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 1)); done <- err }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Second):
+		return nil
+	}
+}
+
+// The wheel ends a read only once its deadline has passed, never before;
+// a deadline moved later (every packet moves it) is kept to, one moved
+// earlier too, and a connection without a deadline, or that ended, is no
+// longer held.
+func TestTheDeadlineWheelEndsAReadOnlyOnceItsDeadlinePassed(t *testing.T) {
+	start := time.Unix(1_764_000_000, 0)
+	now := start
+	d := newDeadlines()
+	d.now = func() time.Time { return now }
+
+	soon, moved, earlier, dropped := pipeConn(t, d), pipeConn(t, d), pipeConn(t, d), pipeConn(t, d)
+	d.set(soon, start.Add(time.Second))
+	d.set(moved, start.Add(time.Second))
+	d.set(earlier, start.Add(time.Minute))
+	d.set(dropped, start.Add(time.Second))
+	require.Equal(t, 4, d.filed())
+
+	now = start.Add(time.Second - time.Millisecond)
+	assert.Empty(t, d.due(), "nothing is due a millisecond before its deadline")
+
+	d.set(moved, start.Add(3*time.Second))           // a packet came
+	d.set(earlier, start.Add(1500*time.Millisecond)) // a shorter keep-alive now
+	d.set(dropped, time.Time{})                      // ended
+	now = start.Add(time.Second)
+	assert.ElementsMatch(t, []*conn{soon}, d.due(), "due at its deadline: only the one not moved")
+	now = start.Add(1500 * time.Millisecond)
+	assert.ElementsMatch(t, []*conn{earlier}, d.due(), "the deadline moved earlier is kept to")
+	now = start.Add(2999 * time.Millisecond)
+	assert.Empty(t, d.due(), "the deadline moved later is not due at its old tick, nor before its new one")
+	assert.Equal(t, 1, d.filed(), "only the moved one is still held")
+	now = start.Add(3 * time.Second)
+	assert.ElementsMatch(t, []*conn{moved}, d.due())
+	assert.Zero(t, d.filed(), "what expired or ended is not held")
+
+	// What due returns is woken as a socket deadline would wake it.
+	assert.Nil(t, readEnded(soon), "the read waits until the wheel ends it")
+	soon.expire()
+	err := readEnded(soon)
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, os.ErrDeadlineExceeded), "a timeout, as a socket deadline gives: %v", err)
+}
+
+// A connection closing is never given a deadline: Close woke its read
+// already, and the wheel must not hold it.
+func TestAClosingConnectionIsNotArmed(t *testing.T) {
+	d := newDeadlines()
+	c := pipeConn(t, d)
+	c.arm(time.Now().Add(time.Hour))
+	assert.Equal(t, 1, d.filed())
+
+	closing := pipeConn(t, d)
+	_ = closing.Close()
+	closing.arm(time.Now().Add(time.Hour))
+	assert.Equal(t, 1, d.filed(), "a closing connection is not armed")
+}
