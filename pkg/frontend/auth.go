@@ -144,7 +144,12 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 
 	c.policy.Store(policy)
 	if h.atExpiry && !id.Expires.IsZero() {
-		c.expiry.Store(time.AfterFunc(time.Until(id.Expires), func() { h.expired(cl) }))
+		if c.wheel != nil {
+			// No runtime timer per connection (deadlines).
+			c.wheel.setCredential(c, id.Expires, func() { h.expired(cl) })
+		} else {
+			c.expiry.Store(time.AfterFunc(time.Until(id.Expires), func() { h.expired(cl) }))
+		}
 	}
 	h.metrics.authenticated(id.Source)
 	return true
@@ -211,6 +216,9 @@ func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 		c.policy.Store(nil)
 		if t := c.expiry.Swap(nil); t != nil {
 			t.Stop()
+		}
+		if c.wheel != nil {
+			c.wheel.setCredential(c, time.Time{}, nil)
 		}
 	}
 }

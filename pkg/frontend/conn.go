@@ -60,12 +60,14 @@ type conn struct {
 	expiry atomic.Pointer[time.Timer]
 
 	// wheel, when set (mqtt.serve=lean), holds the deadline of the
-	// connection's reads in place of the socket, from the CONNECT's on
-	// (deadlines): deadline (unix ns, 0: none) and tick are guarded by
-	// wheel.mu.
-	wheel    *deadlines
-	deadline int64
-	tick     int64
+	// connection's reads in place of the socket, from the CONNECT's on,
+	// and the expiry of its credential in place of a timer (deadlines):
+	// deadline and credential (unix ns, 0: none), onCredential and tick
+	// are guarded by wheel.mu.
+	wheel                *deadlines
+	deadline, credential int64
+	onCredential         func()
+	tick                 int64
 }
 
 // Close stops reads and writes at once (waking the read loop) but leaves the

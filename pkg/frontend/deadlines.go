@@ -6,66 +6,111 @@ import (
 	"time"
 )
 
-// deadlines enforces the keep-alive and idle deadlines of the connections
-// fleetgate serves (mqtt.serve=lean) without a runtime timer each.
+// deadlines enforces the deadlines of the connections fleetgate serves
+// (mqtt.serve=lean) without a runtime timer each: the CONNECT timeout, the
+// keep-alive and idle deadlines of their reads, and the expiry of their
+// credential (authz.disconnect-at-expiry).
 //
-// A read deadline set on a socket is a timer in the Go runtime's timer heap,
-// and the runtime walks that whole heap whenever a timer in it was reset to
-// fire sooner and its time has come. The Kafka producer resets its linger
-// timers (kafka.linger) about once per produce request, so with a deadline
-// per connection every millisecond or so the runtime walked 10,000 or more
-// timers: 6 % of the frontend's CPU with 10,000 devices sending once a
-// second, growing with the connections a node holds, for no message more
-// (docs/benchmarks.md).
+// A deadline set on a socket, like a time.AfterFunc, is a timer in the Go
+// runtime's timer heap, and the runtime walks that whole heap whenever a
+// timer in it was reset to fire sooner and its time has come. The Kafka
+// producer resets its linger timers (kafka.linger) about once per produce
+// request, so with a timer per connection the runtime walked every
+// connection's timer about a thousand times a second: 3–6 % of the
+// frontend's CPU with 10,000 devices, growing with the connections a node
+// holds, for no message more (docs/benchmarks.md).
 //
-// Instead each connection's deadline is a number here, and the connection
-// sits in the slot of one tick (tickEvery apart) at or after its deadline.
+// Instead each deadline is a number here, and the connection sits in the
+// slot of one tick (tickEvery apart) at or after its earliest deadline.
 // Moving a deadline later, as every packet does, changes the number only;
-// when a slot's tick comes, a connection whose deadline moved on goes to the
-// slot of its new deadline, and one whose deadline passed is woken by a
-// socket deadline in the past, which ends its read with a timeout as the
-// runtime timer did. A deadline is enforced up to tickEvery late, never
-// early.
+// when a slot's tick comes, a connection whose deadlines moved on goes to
+// the slot of the earliest, one whose read deadline passed is woken by a
+// socket deadline in the past, which ends its read with a timeout as a
+// socket deadline did, and one whose credential expired has its expiry
+// called. A deadline is enforced up to tickEvery late, never early.
 type deadlines struct {
 	mu    sync.Mutex
 	slots map[int64]map[*conn]struct{} // tick → connections filed under it; guarded by mu
 	now   func() time.Time
 }
 
-// tickEvery is how often deadlines are checked, the most a connection is
-// closed after its deadline.
+// tickEvery is how often deadlines are checked, the most a deadline is
+// enforced late.
 const tickEvery = 250 * time.Millisecond
 
 func newDeadlines() *deadlines {
 	return &deadlines{slots: map[int64]map[*conn]struct{}{}, now: time.Now}
 }
 
-// tickOf is the first tick at or after t.
-func tickOf(t time.Time) int64 {
-	n := t.UnixNano()
-	tick := n / int64(tickEvery)
-	if n%int64(tickEvery) != 0 {
+// tickOf is the first tick at or after t (unix ns).
+func tickOf(t int64) int64 {
+	tick := t / int64(tickEvery)
+	if t%int64(tickEvery) != 0 {
 		tick++
 	}
 	return tick
 }
 
-// set makes t the deadline of c's reads; the zero time removes it, and c
-// with it (a connection that ended must not be held here).
+// unixNano is t in unix ns, 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// set makes t the deadline of c's reads; the zero time removes it.
 func (d *deadlines) set(c *conn, t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if t.IsZero() {
-		c.deadline = 0
-		d.unfile(c)
-		return
+	c.deadline = unixNano(t)
+	d.refile(c)
+}
+
+// setCredential calls expired once t, when c's credential expires, has
+// passed, unless set again first; the zero time removes it.
+func (d *deadlines) setCredential(c *conn, t time.Time, expired func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c.credential, c.onCredential = unixNano(t), expired
+	if c.credential == 0 {
+		c.onCredential = nil
 	}
-	c.deadline = t.UnixNano()
-	if tick := tickOf(t); c.tick == 0 || tick < c.tick {
-		// Not filed yet, or due before the tick it is filed under.
+	d.refile(c)
+}
+
+// forget removes every deadline of c, which ended: the wheel must not hold
+// it.
+func (d *deadlines) forget(c *conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c.deadline, c.credential, c.onCredential = 0, 0, nil
+	d.unfile(c)
+}
+
+// refile files c under the tick of its earliest deadline when it is not
+// filed or filed later; a connection filed earlier stays, and is filed
+// again at that tick. d.mu is held.
+func (d *deadlines) refile(c *conn) {
+	next := c.next()
+	switch {
+	case next == 0:
 		d.unfile(c)
-		d.file(c, tick)
+	case c.tick == 0 || tickOf(next) < c.tick:
+		d.unfile(c)
+		d.file(c, tickOf(next))
 	}
+}
+
+// next is c's earliest deadline (unix ns), 0 for none; d.mu is held.
+func (c *conn) next() int64 {
+	switch {
+	case c.deadline == 0:
+		return c.credential
+	case c.credential == 0 || c.deadline < c.credential:
+		return c.deadline
+	}
+	return c.credential
 }
 
 // file puts c under tick; d.mu is held.
@@ -102,20 +147,26 @@ func (d *deadlines) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			for _, c := range d.due() {
+			reads, credentials := d.due()
+			for _, c := range reads {
 				c.expire()
+			}
+			for _, f := range credentials {
+				// Its own goroutine: an MQTT 5 client gets a DISCONNECT,
+				// whose write must not hold up the other deadlines.
+				go f()
 			}
 		}
 	}
 }
 
 // due takes the slots whose tick has come and returns the connections whose
-// deadline passed, no longer filed; the others are filed under their
-// deadline's tick.
-func (d *deadlines) due() []*conn {
-	now := d.now()
-	cur, ns := tickOf(now), now.UnixNano()
-	var expired []*conn
+// read deadline passed and the expiries of the credentials that expired,
+// each deadline then removed; the connections with a deadline left are
+// filed under the tick of the earliest.
+func (d *deadlines) due() (reads []*conn, credentials []func()) {
+	now := d.now().UnixNano()
+	cur := tickOf(now)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for tick, slot := range d.slots {
@@ -125,15 +176,20 @@ func (d *deadlines) due() []*conn {
 		delete(d.slots, tick)
 		for c := range slot {
 			c.tick = 0
-			if c.deadline <= ns {
+			if c.deadline != 0 && c.deadline <= now {
 				c.deadline = 0
-				expired = append(expired, c)
-				continue
+				reads = append(reads, c)
 			}
-			d.file(c, tickOf(time.Unix(0, c.deadline)))
+			if c.credential != 0 && c.credential <= now {
+				credentials = append(credentials, c.onCredential)
+				c.credential, c.onCredential = 0, nil
+			}
+			if next := c.next(); next != 0 {
+				d.file(c, tickOf(next))
+			}
 		}
 	}
-	return expired
+	return reads, credentials
 }
 
 // filed is the number of connections with a deadline (tests).

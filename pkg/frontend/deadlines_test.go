@@ -50,21 +50,26 @@ func TestTheDeadlineWheelEndsAReadOnlyOnceItsDeadlinePassed(t *testing.T) {
 	d.set(dropped, start.Add(time.Second))
 	require.Equal(t, 4, d.filed())
 
+	due := func() []*conn {
+		reads, credentials := d.due()
+		assert.Empty(t, credentials)
+		return reads
+	}
 	now = start.Add(time.Second - time.Millisecond)
-	assert.Empty(t, d.due(), "nothing is due a millisecond before its deadline")
+	assert.Empty(t, due(), "nothing is due a millisecond before its deadline")
 
 	d.set(moved, start.Add(3*time.Second))           // a packet came
 	d.set(earlier, start.Add(1500*time.Millisecond)) // a shorter keep-alive now
 	d.set(dropped, time.Time{})                      // ended
 	now = start.Add(time.Second)
-	assert.ElementsMatch(t, []*conn{soon}, d.due(), "due at its deadline: only the one not moved")
+	assert.ElementsMatch(t, []*conn{soon}, due(), "due at its deadline: only the one not moved")
 	now = start.Add(1500 * time.Millisecond)
-	assert.ElementsMatch(t, []*conn{earlier}, d.due(), "the deadline moved earlier is kept to")
+	assert.ElementsMatch(t, []*conn{earlier}, due(), "the deadline moved earlier is kept to")
 	now = start.Add(2999 * time.Millisecond)
-	assert.Empty(t, d.due(), "the deadline moved later is not due at its old tick, nor before its new one")
+	assert.Empty(t, due(), "the deadline moved later is not due at its old tick, nor before its new one")
 	assert.Equal(t, 1, d.filed(), "only the moved one is still held")
 	now = start.Add(3 * time.Second)
-	assert.ElementsMatch(t, []*conn{moved}, d.due())
+	assert.ElementsMatch(t, []*conn{moved}, due())
 	assert.Zero(t, d.filed(), "what expired or ended is not held")
 
 	// What due returns is woken as a socket deadline would wake it.
@@ -87,4 +92,45 @@ func TestAClosingConnectionIsNotArmed(t *testing.T) {
 	_ = closing.Close()
 	closing.arm(time.Now().Add(time.Hour))
 	assert.Equal(t, 1, d.filed(), "a closing connection is not armed")
+}
+
+// A credential's expiry is kept by the wheel beside the read deadline: it
+// is called once, when the credential expires, whatever the read deadline
+// does meanwhile, and not at all for a connection that ended.
+func TestTheDeadlineWheelCallsACredentialsExpiryOnce(t *testing.T) {
+	start := time.Unix(1_764_000_000, 0)
+	now := start
+	d := newDeadlines()
+	d.now = func() time.Time { return now }
+	calls := map[string]int{}
+	expiry := func(name string) func() { return func() { calls[name]++ } }
+	run := func() []*conn {
+		reads, credentials := d.due()
+		for _, f := range credentials {
+			f()
+		}
+		return reads
+	}
+
+	token, ended := pipeConn(t, d), pipeConn(t, d)
+	d.set(token, start.Add(90*time.Second)) // its keep-alive
+	d.setCredential(token, start.Add(10*time.Second), expiry("token"))
+	d.set(ended, start.Add(90*time.Second))
+	d.setCredential(ended, start.Add(10*time.Second), expiry("ended"))
+	d.forget(ended)
+
+	now = start.Add(5 * time.Second)
+	d.set(token, now.Add(90*time.Second)) // a packet came
+	assert.Empty(t, run())
+	now = start.Add(10*time.Second - time.Millisecond)
+	assert.Empty(t, run())
+	assert.Empty(t, calls, "not before the credential expires")
+	now = start.Add(10 * time.Second)
+	assert.Empty(t, run(), "the read deadline is not due")
+	assert.Equal(t, map[string]int{"token": 1}, calls, "called at its expiry; not for the connection that ended")
+	assert.Equal(t, 1, d.filed(), "still held for its read deadline")
+	now = start.Add(95 * time.Second)
+	assert.ElementsMatch(t, []*conn{token}, run())
+	assert.Equal(t, map[string]int{"token": 1}, calls, "called once")
+	assert.Zero(t, d.filed())
 }

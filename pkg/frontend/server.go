@@ -660,7 +660,7 @@ func (s *Server) endUnattached(c *conn, err error) {
 func (s *Server) connEnded(listener string, nc net.Conn, c *conn, err error) {
 	defer s.conns.Done()
 	if c.wheel != nil {
-		c.wheel.set(c, time.Time{})
+		c.wheel.forget(c)
 	}
 	if c.admitted {
 		s.admitted.Add(-1)
