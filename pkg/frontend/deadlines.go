@@ -181,7 +181,9 @@ func (d *deadlines) due() (reads []*conn, credentials []func()) {
 				reads = append(reads, c)
 			}
 			if c.credential != 0 && c.credential <= now {
-				credentials = append(credentials, c.onCredential)
+				if c.onCredential != nil {
+					credentials = append(credentials, c.onCredential)
+				}
 				c.credential, c.onCredential = 0, nil
 			}
 			if next := c.next(); next != 0 {
