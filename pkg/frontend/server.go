@@ -85,7 +85,7 @@ type Server struct {
 	owner string
 
 	listeners []listeners.Listener
-	deadlines *deadlines     // read deadlines of the connections served lean
+	deadlines *deadlines     // CONNECT, keep-alive and credential deadlines of the connections served lean
 	conns     sync.WaitGroup // connections being served
 	connsMu   sync.Mutex     // orders conns.Add before the drain's conns.Wait
 	draining  bool           // guarded by connsMu; no new connection is served
