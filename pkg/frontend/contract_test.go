@@ -189,6 +189,7 @@ func TestEveryPublishBecomesOneRecordFollowingTheContract(t *testing.T) {
 		`fleetgate_ingest_unacked_bytes 0`,
 		`fleetgate_ingest_pending_acks 0`,
 		`fleetgate_frontend_connections_total{listener="tcp",protocol="5"}`,
+		`messaging_kafka_request_duration_seconds_count{node_id="0",request="Produce"}`,
 	}
 	var missing []string
 	require.Eventually(t, func() bool {
