@@ -144,12 +144,8 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 
 	c.policy.Store(policy)
 	if h.atExpiry && !id.Expires.IsZero() {
-		if c.wheel != nil {
-			// No runtime timer per connection (deadlines).
-			c.wheel.setCredential(c, id.Expires, func() { h.expired(cl) })
-		} else {
-			c.expiry.Store(time.AfterFunc(time.Until(id.Expires), func() { h.expired(cl) }))
-		}
+		// In the node's deadline wheel: no runtime timer per connection.
+		c.wheel.setCredential(c, id.Expires, func() { h.expired(cl) })
 	}
 	h.metrics.authenticated(id.Source)
 	return true
@@ -214,12 +210,7 @@ func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.refused.Delete(cl)
 	if c, ok := cl.Net.Conn.(*conn); ok {
 		c.policy.Store(nil)
-		if t := c.expiry.Swap(nil); t != nil {
-			t.Stop()
-		}
-		if c.wheel != nil {
-			c.wheel.setCredential(c, time.Time{}, nil)
-		}
+		c.wheel.setCredential(c, time.Time{}, nil)
 	}
 }
 

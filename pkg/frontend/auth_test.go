@@ -101,19 +101,25 @@ func pubReason(t *testing.T, c *paho.Client, topic string) byte {
 	return resp.ReasonCode
 }
 
+// In both serving modes: the node's deadline wheel holds the expiry either
+// way.
 func TestAConnectionEndsWhenItsTokenExpires(t *testing.T) {
-	n := accessNode(t, &lockedBuffer{}, nil)
-	tok := hs256(t, jwt.MapClaims{"sub": "device-9", "exp": time.Now().Add(2 * time.Second).Unix()})
-	got := make(chan *paho.Disconnect, 1)
-	_, code := connect5(t, n.addr, withPassword("device-9", "device-9", tok), func(d *paho.Disconnect) { got <- d })
-	require.Zero(t, code)
-	select {
-	case d := <-got:
-		assert.Equal(t, byte(0xA0), d.ReasonCode, "Maximum connect time")
-	case <-time.After(15 * time.Second):
-		t.Fatal("the connection outlived its token")
+	for _, serve := range []string{frontend.ServeLean, frontend.ServeMochi} {
+		t.Run("mqtt.serve="+serve, func(t *testing.T) {
+			n := accessNode(t, &lockedBuffer{}, func(c *frontend.Config) { c.MQTT.Serve = serve })
+			tok := hs256(t, jwt.MapClaims{"sub": "device-9", "exp": time.Now().Add(2 * time.Second).Unix()})
+			got := make(chan *paho.Disconnect, 1)
+			_, code := connect5(t, n.addr, withPassword("device-9", "device-9", tok), func(d *paho.Disconnect) { got <- d })
+			require.Zero(t, code)
+			select {
+			case d := <-got:
+				assert.Equal(t, byte(0xA0), d.ReasonCode, "Maximum connect time")
+			case <-time.After(15 * time.Second):
+				t.Fatal("the connection outlived its token")
+			}
+			assert.Contains(t, n.metrics(), "fleetgate_frontend_auth_expired_total 1")
+		})
 	}
-	assert.Contains(t, n.metrics(), "fleetgate_frontend_auth_expired_total 1")
 }
 
 func TestAWillTopicThePolicyRefusesRefusesTheConnect(t *testing.T) {

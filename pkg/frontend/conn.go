@@ -54,16 +54,14 @@ type conn struct {
 	client *mqtt.Client // set by the connection hook after CONNECT
 
 	// policy is what the authenticated client may publish and subscribe
-	// to (authHook); expiry closes the connection when its credential
-	// expires. Both are set at CONNECT and cleared at its end.
+	// to (authHook), set at CONNECT and cleared at its end.
 	policy atomic.Pointer[acl.Policy]
-	expiry atomic.Pointer[time.Timer]
 
-	// wheel, when set (mqtt.serve=lean), holds the deadline of the
-	// connection's reads in place of the socket, from the CONNECT's on,
-	// and the expiry of its credential in place of a timer (deadlines):
-	// deadline and credential (unix ns, 0: none), onCredential and tick
-	// are guarded by wheel.mu.
+	// wheel is the node's deadline wheel (deadlines): it holds the expiry
+	// of the connection's credential in place of a timer, and with
+	// mqtt.serve=lean the deadline of its reads in place of the socket,
+	// from the CONNECT's on. deadline and credential (unix ns, 0: none),
+	// onCredential and tick are guarded by wheel.mu.
 	wheel                *deadlines
 	deadline, credential int64
 	onCredential         func()

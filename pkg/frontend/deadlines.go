@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// deadlines enforces the deadlines of the connections fleetgate serves
-// (mqtt.serve=lean) without a runtime timer each: the CONNECT timeout, the
-// keep-alive and idle deadlines of their reads, and the expiry of their
-// credential (authz.disconnect-at-expiry).
+// deadlines enforces the deadlines of the node's connections without a
+// runtime timer each: the expiry of their credential
+// (authz.disconnect-at-expiry), and for the connections fleetgate serves
+// itself (mqtt.serve=lean) the CONNECT timeout and the keep-alive and idle
+// deadlines of their reads.
 //
 // A deadline set on a socket, like a time.AfterFunc, is a timer in the Go
 // runtime's timer heap, and the runtime walks that whole heap whenever a

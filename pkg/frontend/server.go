@@ -85,7 +85,7 @@ type Server struct {
 	owner string
 
 	listeners []listeners.Listener
-	deadlines *deadlines     // CONNECT, keep-alive and credential deadlines of the connections served lean
+	deadlines *deadlines     // credential expiries of the connections; their read deadlines when served lean
 	conns     sync.WaitGroup // connections being served
 	connsMu   sync.Mutex     // orders conns.Add before the drain's conns.Wait
 	draining  bool           // guarded by connsMu; no new connection is served
@@ -612,7 +612,7 @@ func (s *Server) establishMochi(listener string, nc net.Conn) error {
 		_ = nc.Close() // accepted just as the node started draining
 		return nil
 	}
-	c := &conn{Conn: nc, idle: s.cfg.MQTT.Admission.IdleTimeout}
+	c := &conn{Conn: nc, idle: s.cfg.MQTT.Admission.IdleTimeout, wheel: s.deadlines}
 	// mochi sets no deadline before the first packet: bound the wait for
 	// CONNECT ourselves. mochi replaces the deadline after CONNECT with
 	// 1.5 × keep-alive [MQTT-3.1.2-22].
@@ -659,9 +659,7 @@ func (s *Server) endUnattached(c *conn, err error) {
 //go:noinline
 func (s *Server) connEnded(listener string, nc net.Conn, c *conn, err error) {
 	defer s.conns.Done()
-	if c.wheel != nil {
-		c.wheel.forget(c)
-	}
+	c.wheel.forget(c)
 	if c.admitted {
 		s.admitted.Add(-1)
 	}
