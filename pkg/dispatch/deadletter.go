@@ -11,6 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/pkg/kafka"
 )
 
 // Headers a dead-letter record carries besides the original record's own:
@@ -68,19 +70,28 @@ func NewKafkaDeadLetters(client *kgo.Client, topic string) *KafkaDeadLetters {
 	return &KafkaDeadLetters{client: client, topic: topic}
 }
 
-// SetAside produces dls and waits for Kafka's acknowledgement. A dead
-// letter too large for the topic (the original record was near the limit,
-// and the dead-letter headers tipped it over) is produced again without
-// its value, with fg.dead_letter.value_bytes saying how long it was: the
-// coordinates still lead to the record while the inbound topic retains it.
+// SetAside produces dls and waits for Kafka's acknowledgement, or until
+// ctx ends: a broker that took the request and stopped answering (a
+// frozen process) would hold kgo's ProduceSync past any context, and the
+// dispatcher's shutdown with it (kafka.ProduceSyncWait). A dead letter
+// still in flight then may be written later and again by the routing's
+// retry: the dead-letter topic is at least once, as the inbound one is.
+// A dead letter too large for the topic (the original record was near the
+// limit, and the dead-letter headers tipped it over) is produced again
+// without its value, with fg.dead_letter.value_bytes saying how long it
+// was: the coordinates still lead to the record while the inbound topic
+// retains it.
 func (k *KafkaDeadLetters) SetAside(ctx context.Context, dls []DeadLetter) error {
 	recs := make([]*kgo.Record, len(dls))
 	for i, dl := range dls {
 		recs[i] = DeadLetterRecord(k.topic, dl)
 	}
+	results, err := kafka.ProduceSyncWait(ctx, k.client, recs...)
+	if err != nil {
+		return fmt.Errorf("producing %d dead letters to %s: %w", len(recs), k.topic, err)
+	}
 	var again []*kgo.Record
-	var err error
-	for _, res := range k.client.ProduceSync(ctx, recs...) {
+	for _, res := range results {
 		switch {
 		case res.Err == nil:
 		case errors.Is(res.Err, kerr.MessageTooLarge):
@@ -95,13 +106,13 @@ func (k *KafkaDeadLetters) SetAside(ctx context.Context, dls []DeadLetter) error
 		if err != nil {
 			break
 		}
-		err = k.client.ProduceSync(ctx, r).FirstErr()
+		_, err = kafka.ProduceWait(ctx, k.client, r)
 		if errors.Is(err, kerr.MessageTooLarge) {
 			cut := *r
 			cut.Headers = append(r.Headers[:len(r.Headers):len(r.Headers)],
 				kgo.RecordHeader{Key: HeaderDeadLetterValueBytes, Value: []byte(strconv.Itoa(len(r.Value)))})
 			cut.Value = nil
-			err = k.client.ProduceSync(ctx, &cut).FirstErr()
+			_, err = kafka.ProduceWait(ctx, k.client, &cut)
 		}
 	}
 	if err != nil {

@@ -246,3 +246,41 @@ func TestConsumerRetriesWhileTheDeadLetterTopicFailsAndCommitsNothingPastIt(t *t
 	require.Eventually(t, func() bool { return f.consumer.Ready() == nil }, 10*time.Second, 20*time.Millisecond)
 	assert.Equal(t, 5, f.take("all"))
 }
+
+// TestSettingAsideReturnsWhenTheContextEndsWhileKafkaHoldsTheRequest: a
+// broker that took the dead letters' produce request and stopped answering
+// (a frozen process) holds kgo's ProduceSync past its context; SetAside
+// returns with the context's error instead, so the routing loop, and the
+// dispatcher's shutdown, are not held by it. The dead letter in flight is
+// written once the broker answers.
+func TestSettingAsideReturnsWhenTheContextEndsWhileKafkaHoldsTheRequest(t *testing.T) {
+	const dlt = "in.dead-letter"
+	k := testkit.StartKafka(t, kfake.SeedTopics(1, dlt))
+	// The dispatcher's own producer settings (acks=all, idempotent).
+	prod, err := kafka.NewProducer(kafka.Config{Brokers: []string{k.Addr()}, ClientID: "dead-letters", Topic: "in", DialTimeout: 5 * time.Second},
+		kafka.ProducerOptions{DeliveryTimeout: time.Second}, testkit.DiscardLogger(), kafka.Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	dl := NewKafkaDeadLetters(prod, dlt)
+	rec := func(offset int64) DeadLetter {
+		return DeadLetter{Record: &kgo.Record{Topic: "in", Partition: 0, Offset: offset, Key: []byte("k"), Value: []byte("v")},
+			Reason: ReasonUndecodable, Err: errors.New("undecodable")}
+	}
+	require.NoError(t, dl.SetAside(context.Background(), []DeadLetter{rec(1)}), "the producer is connected")
+
+	k.HoldProduce(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	returned := make(chan error, 1)
+	go func() { returned <- dl.SetAside(ctx, []DeadLetter{rec(2)}) }()
+	select {
+	case err := <-returned:
+		require.Error(t, err)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(30 * time.Second):
+		t.Fatal("SetAside waited for a broker that does not answer")
+	}
+	k.HoldProduce(false)
+	recs := testkit.NewReader(t, k.Addr(), dlt).Read(2, 10*time.Second)
+	assert.Equal(t, "2", header(recs[1], HeaderDeadLetterOffset), "the held dead letter is written once the broker answers")
+}

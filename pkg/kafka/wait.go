@@ -30,20 +30,9 @@ type Producer interface {
 // be harmless (change-log entries and hand-backs are). The goroutine ends
 // when the broker answers or the client closes.
 func ProduceWait(ctx context.Context, p Producer, recs ...*kgo.Record) (acked int, err error) {
-	if len(recs) == 0 {
-		return 0, nil
-	}
-	done := make(chan kgo.ProduceResults, 1)
-	go func() { done <- p.ProduceSync(ctx, recs...) }()
-	var res kgo.ProduceResults
-	select {
-	case res = <-done:
-	case <-ctx.Done():
-		select {
-		case res = <-done: // answered at the same moment
-		default:
-			return 0, fmt.Errorf("%d records not acknowledged by kafka (they may still be written): %w", len(recs), context.Cause(ctx))
-		}
+	res, err := ProduceSyncWait(ctx, p, recs...)
+	if err != nil {
+		return 0, err
 	}
 	for _, r := range res {
 		if r.Err == nil {
@@ -53,4 +42,27 @@ func ProduceWait(ctx context.Context, p Producer, recs ...*kgo.Record) (acked in
 		}
 	}
 	return acked, err
+}
+
+// ProduceSyncWait is ProduceSync that stops waiting when ctx ends, as
+// ProduceWait does: the results of every record once Kafka answered for
+// all of them, or, when ctx ended first, no results and an error wrapping
+// ctx's cause (the records may still be written).
+func ProduceSyncWait(ctx context.Context, p Producer, recs ...*kgo.Record) (kgo.ProduceResults, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	done := make(chan kgo.ProduceResults, 1)
+	go func() { done <- p.ProduceSync(ctx, recs...) }()
+	select {
+	case res := <-done:
+		return res, nil
+	case <-ctx.Done():
+		select {
+		case res := <-done: // answered at the same moment
+			return res, nil
+		default:
+			return nil, fmt.Errorf("%d records not acknowledged by kafka (they may still be written): %w", len(recs), context.Cause(ctx))
+		}
+	}
 }

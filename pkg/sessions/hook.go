@@ -257,14 +257,16 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if w := res.TakenOverWill; w != nil && (w.DelaySeconds == 0 || req.CleanStart) {
 		// The connection taken over ends without DISCONNECT: its will is
 		// due unless it has a delay and this connection resumes the
-		// session within it [MQTT-3.1.3-9].
-		h.o.Wills.Publish(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
+		// session within it [MQTT-3.1.3-9]. The CONNACK does not wait
+		// for Kafka: the will is in the producer before anything this
+		// connection publishes (wills.Scheduler.PublishNoWait).
+		h.o.Wills.PublishNoWait(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
 	}
 	if w := res.EndedWill; w != nil {
 		// The session expired before its will's delay ended, and this
 		// CONNECT fenced the claim scheduled for it: the will is due
 		// [MQTT-3.1.3-9].
-		h.o.Wills.Publish(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
+		h.o.Wills.PublishNoWait(ctx, cl.ID, cl.Properties.ProtocolVersion, w)
 	}
 	c.inflight, c.queued = res.Inflight, res.Queued
 	if res.Subscribed || res.Queued || len(res.Inflight) > 0 {

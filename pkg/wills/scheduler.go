@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/fleetgate/fleetgate/pkg/session"
@@ -23,6 +24,13 @@ type WillStore interface {
 	EndWithWill(ctx context.Context, clientID string, epoch uint64) (*session.Will, session.Ended, error)
 }
 
+// AsyncProducer hands records to Kafka without waiting for them; a
+// *kgo.Client made by kafka.NewProducer (acks=all, idempotent) is one.
+type AsyncProducer interface {
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	TryProduce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+}
+
 // Scheduler publishes the wills of one frontend's own clients: at once when
 // a connection ends without DISCONNECT, or after the Will Delay Interval
 // [MQTT-3.1.3-9]. The will waits in the session store meanwhile, so that if
@@ -31,7 +39,7 @@ type WillStore interface {
 // concurrent use.
 type Scheduler struct {
 	store    WillStore
-	producer Producer // nil drops wills (tests)
+	producer AsyncProducer // nil drops wills (tests)
 	topic    string
 	node     string
 	timeout  time.Duration
@@ -55,7 +63,7 @@ type job struct {
 // produces them to kafkaTopic as node's records (Record), each store and
 // Kafka call of a delayed will bounded by timeout. A nil producer drops
 // the wills (tests). No I/O.
-func NewScheduler(store WillStore, producer Producer, kafkaTopic, node string, timeout time.Duration, log *slog.Logger,
+func NewScheduler(store WillStore, producer AsyncProducer, kafkaTopic, node string, timeout time.Duration, log *slog.Logger,
 	mp metric.MeterProvider) (*Scheduler, error) {
 	counters := telemetry.NewCounters(mp.Meter("github.com/fleetgate/fleetgate/pkg/wills/scheduler"))
 	s := &Scheduler{store: store, producer: producer, topic: kafkaTopic, node: node, timeout: timeout,
@@ -71,18 +79,64 @@ func NewScheduler(store WillStore, producer Producer, kafkaTopic, node string, t
 	return s, nil
 }
 
-// Publish produces w, a will the caller already claimed, and returns once
-// Kafka took it or it is lost (logged and counted).
+// Publish produces w, a will the caller already claimed, and waits until
+// Kafka answered for it or ctx ends, whichever comes first. The produce
+// goes on after ctx ends: a claimed will is nowhere else, so only Kafka's
+// answer (or, for a record not sent yet, the producer's delivery timeout)
+// settles it, and the outcome is counted and logged then. A broker that
+// took the request and stopped answering (a frozen process: kgo's
+// ProduceSync then waits past any context, kafka.ProduceWait) thus holds
+// the will, not the caller.
 func (s *Scheduler) Publish(ctx context.Context, clientID string, protocol byte, w *session.Will) {
 	if s.producer == nil {
 		return
 	}
-	if err := s.producer.ProduceSync(ctx, Record(s.topic, clientID, s.node, protocol, w, time.Now())).FirstErr(); err != nil {
-		s.failed.Add(ctx, 1)
-		s.log.Error("will claimed but not written to kafka: it is lost", "client_id", clientID, "topic", w.Topic, "err", err)
-		return
+	select {
+	case <-s.produce(ctx, clientID, protocol, w):
+	case <-ctx.Done():
+		s.log.Warn("will not acknowledged by kafka in time; its produce goes on, and its outcome is logged when kafka answers",
+			"client_id", clientID, "topic", w.Topic, "err", context.Cause(ctx))
 	}
-	s.published.Add(ctx, 1)
+}
+
+// PublishNoWait starts producing w, a will the caller already claimed,
+// and returns; the outcome is counted and logged as Publish's. A CONNECT
+// that took a session over publishes the will of the connection it ended
+// so, and is answered without waiting for Kafka: the will goes to the
+// same producer with the same key, the client id, as everything the new
+// connection publishes, so Kafka still has it first.
+func (s *Scheduler) PublishNoWait(ctx context.Context, clientID string, protocol byte, w *session.Will) {
+	if s.producer != nil {
+		s.produce(ctx, clientID, protocol, w)
+	}
+}
+
+// produce hands w's record to the producer before it returns, unless the
+// producer's buffer is full (Kafka slow or away while publishes fill it:
+// the record then waits for room on a goroutine of its own, not on the
+// caller), and returns a channel closed once Kafka answered for it, after
+// its outcome was counted and logged. The produce does not end with ctx:
+// only Kafka's answer or the producer's delivery timeout settle a will.
+func (s *Scheduler) produce(ctx context.Context, clientID string, protocol byte, w *session.Will) <-chan struct{} {
+	ctx = context.WithoutCancel(ctx)
+	done := make(chan struct{})
+	settle := func(_ *kgo.Record, err error) {
+		defer close(done)
+		if err != nil {
+			s.failed.Add(ctx, 1)
+			s.log.Error("will claimed but not written to kafka: it is lost", "client_id", clientID, "topic", w.Topic, "err", err)
+			return
+		}
+		s.published.Add(ctx, 1)
+	}
+	s.producer.TryProduce(ctx, Record(s.topic, clientID, s.node, protocol, w, time.Now()), func(r *kgo.Record, err error) {
+		if errors.Is(err, kgo.ErrMaxBuffered) {
+			go s.producer.Produce(ctx, r, settle)
+			return
+		}
+		settle(r, err)
+	})
+	return done
 }
 
 // ClaimAndPublish takes the will of the connection epoch from the store

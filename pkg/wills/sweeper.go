@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/fleetgate/fleetgate/pkg/handback"
+	"github.com/fleetgate/fleetgate/pkg/kafka"
 	"github.com/fleetgate/fleetgate/pkg/session"
 )
 
@@ -315,10 +316,15 @@ func (s *Sweeper) sweepSession(ctx context.Context, dn session.DeadNode, o sessi
 }
 
 // publish produces a claimed will. When Kafka does not take it, the will is
-// put back into its session so that a later sweep publishes it.
+// put back into its session so that a later sweep publishes it. The wait
+// ends with ctx also while a broker that took the request does not answer
+// (a frozen process holds kgo's ProduceSync past any context,
+// kafka.ProduceWait), so a dispatcher's shutdown is not held by it; the
+// will is then put back too, and may be published twice: at least once,
+// as every will.
 func (s *Sweeper) publish(ctx context.Context, dn session.DeadNode, o session.OwnedSession, w *session.Will) error {
 	rec := Record(s.topic, o.ClientID, dn.Node, o.Protocol, w, s.now())
-	perr := s.producer.ProduceSync(ctx, rec).FirstErr()
+	_, perr := kafka.ProduceWait(ctx, s.producer, rec)
 	if perr == nil {
 		s.m.published.Add(ctx, 1)
 		s.log.DebugContext(ctx, "will of a dead node's client published", "client_id", o.ClientID, "node", dn.Node, "topic", w.Topic)

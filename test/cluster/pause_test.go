@@ -188,3 +188,63 @@ func processState(pid int) byte {
 	}
 	return b[i+2]
 }
+
+// TestWithEveryDefaultATakeoverWhileKafkaIsStoppedIsAnsweredAndTheWillFollowsWhenKafkaIsBack:
+// a device that reconnects to the other node takes its session over, and
+// the connection it takes over ends without DISCONNECT, so that
+// connection's will is due [MQTT-3.1.3-9]. With Kafka stopped (SIGSTOP: a
+// broker that takes requests and never answers) the CONNECT is answered
+// all the same, before Kafka answers anything: the will waits in the
+// producer, not the device. Once Kafka runs again the will reaches a
+// subscriber, once, and the device's new connection publishes. MQTT 5 and
+// 3.1.1, every default.
+func TestWithEveryDefaultATakeoverWhileKafkaIsStoppedIsAnsweredAndTheWillFollowsWhenKafkaIsBack(t *testing.T) {
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	first, other := c.frontends[0], c.frontends[1]
+	in := newInbox()
+	watcher := mustDialV5(t, other.mqtt, &paho.Connect{ClientID: "frozen-will-watcher", CleanStart: true}, in.v5Handler)
+	watcher.subscribe(t, "will/#")
+
+	v5id, v3id := "frozen-will-5", "frozen-will-3"
+	v5c := mustDialV5(t, first.mqtt, &paho.Connect{ClientID: v5id, CleanStart: true,
+		WillMessage: &paho.WillMessage{Topic: "will/" + v5id, QoS: 1, Payload: []byte(v5id + " is gone")}}, nil)
+	probeUntilDelivered(t, in, "will/probe/"+v5id, func(p string) { v5c.publish(t, "will/probe/"+v5id, p) })
+	v3c := dialV3(t, first.mqtt, v3id, true, func(o *mqtt.ClientOptions) { o.SetWill("will/"+v3id, v3id+" is gone", 1, false) })
+	probeUntilDelivered(t, in, "will/probe/"+v3id, func(p string) {
+		tok := v3c.Publish("will/probe/"+v3id, 1, false, p)
+		require.True(t, tok.WaitTimeout(15*time.Second))
+		require.NoError(t, tok.Error())
+	})
+
+	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { _ = c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT) })
+	require.Eventually(t, func() bool { return processState(c.kafkaProc.Cmd.Process.Pid) == 'T' },
+		10*time.Second, 10*time.Millisecond, "kafka never stopped")
+	stopped := time.Now()
+
+	again5 := mustDialV5(t, other.mqtt, &paho.Connect{ClientID: v5id, CleanStart: true}, nil)
+	t.Logf("MQTT 5 takeover answered %s after Kafka stopped", time.Since(stopped).Round(time.Millisecond))
+	again3 := dialV3(t, other.mqtt, v3id, true, nil)
+	require.Equal(t, byte('T'), processState(c.kafkaProc.Cmd.Process.Pid), "both CONNECTs were answered while Kafka was stopped")
+	assert.Empty(t, willsIn(in.snapshot(), []string{v5id, v3id}), "a will got out while Kafka was stopped")
+
+	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT))
+	ids := []string{v5id, v3id}
+	require.True(t, in.waitFor(willDeadline, func(m []received) bool { return len(willsIn(m, ids)) == len(ids) }),
+		"only these wills arrived after Kafka came back: %v", sortedKeys(willsIn(in.snapshot(), ids)))
+	again5.publish(t, "devices/"+v5id+"/status", "back")
+	tok := again3.Publish("devices/"+v3id+"/status", 1, false, "back")
+	require.True(t, tok.WaitTimeout(15*time.Second))
+	require.NoError(t, tok.Error())
+	time.Sleep(time.Second) // a second copy would be here by now
+	for _, id := range ids {
+		n := 0
+		for _, m := range in.snapshot() {
+			if m.topic == "will/"+id {
+				n++
+				assert.Equal(t, id+" is gone", m.payload)
+			}
+		}
+		assert.Equal(t, 1, n, "copies of the will of %s", id)
+	}
+}
