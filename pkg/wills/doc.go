@@ -12,6 +12,6 @@
 // node: session.Store.ClaimWill hands each will to exactly one of them, and a
 // client that reconnected elsewhere fences the claim.
 //
-// Of fleetgate it imports pkg/handback, pkg/kafkarecord, pkg/session, pkg/telemetry.
+// Of fleetgate it imports pkg/handback, pkg/kafka, pkg/kafkarecord, pkg/session, pkg/telemetry.
 // test/imports holds the import rules.
 package wills
