@@ -154,7 +154,18 @@ func deliveryGap(msgs []received, pubs map[int]bool, stopped time.Time) time.Dur
 // Nothing acknowledged is lost; the delivery gap is logged
 // (docs/operations.md records it), not asserted.
 func TestSIGTERMOfADispatcherMovesItsPartitionsAtOnce(t *testing.T) {
-	r := startFailoverRun(t, "sigterm-sub")
+	terminateDispatcher(t, startFailoverRun(t, "sigterm-sub"))
+}
+
+// TestWithEveryDefaultSIGTERMOfADispatcherMovesItsPartitionsAtOnce is the
+// test above with every setting of the product at its default.
+func TestWithEveryDefaultSIGTERMOfADispatcherMovesItsPartitionsAtOnce(t *testing.T) {
+	terminateDispatcher(t, startFailoverRunWith(t, "sigterm-defaults-sub", clusterOptions{defaults: true}, streamPublishers))
+}
+
+// terminateDispatcher stops r's victim with SIGTERM in the middle of r's
+// stream.
+func terminateDispatcher(t *testing.T, r *failoverRun) {
 	r.stream(t, func() {
 		r.victim.Terminate(30 * time.Second)
 		assert.Zero(t, r.victim.Cmd.ProcessState.ExitCode(), "a dispatcher stopped with SIGTERM exits 0")

@@ -107,7 +107,10 @@ type clusterOptions struct {
 	tls bool
 	// defaults leaves out the test timings and the raised queue bounds
 	// below: every fleetgate setting is the product's default but for
-	// addresses, node ids and partition counts.
+	// addresses, node ids, partition counts and, unless access says
+	// otherwise, auth.allow-anonymous=true (the product refuses to start
+	// without an authenticator; security_test.go runs the attacks on
+	// clusters with the password file, tokens and certificates).
 	defaults bool
 }
 
@@ -214,9 +217,10 @@ func (c *testCluster) restartKafka() {
 	c.startKafka("kafka (restarted)")
 }
 
-// startDispatcher starts dispatcher i (dispatcher-i) with the product's
-// defaults, or starts it again after it was killed, and returns it without
-// waiting for it to be ready (waitReady).
+// startDispatcher starts dispatcher i (dispatcher-i) with the cluster's
+// settings (the product's defaults with clusterOptions.defaults), or starts
+// it again after it was killed, and returns it without waiting for it to be
+// ready (waitReady).
 func (c *testCluster) startDispatcher(i int) *node {
 	c.t.Helper()
 	for len(c.dispatchers) <= i {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/session"
 )
 
 // The tests of this file kill a dependency the whole cluster shares, the
@@ -109,19 +111,40 @@ func killKafka(t *testing.T, o clusterOptions) {
 // and find it dead although it kept its connections. Whichever comes first,
 // a connected client's session must not end or start expiring.
 func TestSIGKILLOfRedisLosesNoAcknowledgedMessage(t *testing.T) {
-	killRedis(t, clusterOptions{})
+	killRedis(t, clusterOptions{}, outage)
 }
 
 // TestWithEveryDefaultSIGKILLOfRedisLosesNoAcknowledgedMessage is the test
 // above with every setting of the product at its default (the outage is
 // then shorter than node.liveness-ttl).
 func TestWithEveryDefaultSIGKILLOfRedisLosesNoAcknowledgedMessage(t *testing.T) {
-	killRedis(t, clusterOptions{defaults: true})
+	killRedis(t, clusterOptions{defaults: true}, outage)
+}
+
+// TestWithEveryDefaultRedisDownPastTheLivenessTTLLosesNoAcknowledgedMessage
+// is the test above with Redis down longer than the default
+// node.liveness-ttl (10 s): every frontend's liveness key has lapsed when
+// Redis is back, and the dispatchers' will sweepers (every second by
+// default) must give the frontends a liveness TTL to heartbeat before they
+// take them for dead. The connected subscriber keeps its session, and no
+// acknowledged message is lost.
+func TestWithEveryDefaultRedisDownPastTheLivenessTTLLosesNoAcknowledgedMessage(t *testing.T) {
+	killRedis(t, clusterOptions{defaults: true}, defaultLivenessTTL(t)+2*time.Second)
+}
+
+// defaultLivenessTTL is the product's default node.liveness-ttl.
+func defaultLivenessTTL(t *testing.T) time.Duration {
+	var c session.Config
+	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	require.NoError(t, fs.Parse(nil))
+	require.Positive(t, c.LivenessTTL)
+	return c.LivenessTTL
 }
 
 // killRedis is TestSIGKILLOfRedisLosesNoAcknowledgedMessage on a cluster
-// shaped by o, on a redis-server of its own.
-func killRedis(t *testing.T, o clusterOptions) {
+// shaped by o, on a redis-server of its own that stays down for down.
+func killRedis(t *testing.T, o clusterOptions, down time.Duration) {
 	bin := testkit.RequireTool(t, "redis-server", "redis-server")
 	addr := testkit.FreeAddr(t)
 	_, port, err := net.SplitHostPort(addr)
@@ -163,7 +186,7 @@ func killRedis(t *testing.T, o clusterOptions) {
 	time.Sleep(streamBeforeKill)
 	rp.Kill()
 	killed := time.Now()
-	time.Sleep(outage)
+	time.Sleep(down)
 	startRedis("redis-server (restarted)")
 	restarted := time.Now()
 	t.Logf("redis was down for %s", restarted.Sub(killed).Round(time.Millisecond))

@@ -636,3 +636,67 @@ func TestForgedCredentialsAreRefusedAndAReloadNeverOpensADoor(t *testing.T) {
 		require.Equal(t, byte(0x87), puback(t, cl, "devices/device-2/commands/x", "forged", false))
 	})
 }
+
+// TestWithEveryDefaultRulesChangedOnDiskAreReloadedAndABrokenFileOpensNoDoor:
+// the attacks above reload on SIGHUP (authz.reload-interval 0); by
+// default the frontends look at the files every 10 s. An operator's edit
+// on disk, no signal sent, is in force after that on every frontend; a
+// file broken on disk is counted as a failed reload and keeps the rules
+// in force.
+func TestWithEveryDefaultRulesChangedOnDiskAreReloadedAndABrokenFileOpensNoDoor(t *testing.T) {
+	kit := newAccessKit(t)
+	var args []string
+	for a := kit.args(); len(a) > 0; a = a[2:] {
+		if a[0] != "-authz.reload-interval" {
+			args = append(args, a[0], a[1])
+		}
+	}
+	c := startClusterWith(t, clusterOptions{access: args, tls: true, defaults: true})
+	dev := func() *v5 {
+		cl, ca, err := connectV5(t, dialTCP(t, c.lb), device("device-1"), nil)
+		require.NoError(t, err, "connack %d", answer(ca))
+		return cl
+	}
+	cl := dev()
+	require.Equal(t, byte(1), suback(t, cl, "devices/device-1/#"))
+	require.Equal(t, byte(0x87), suback(t, cl, "#"))
+
+	counts := func(outcome string) map[string]int {
+		series := fmt.Sprintf(`fleetgate_frontend_auth_reloads_total{outcome=%q,what="rules"}`, outcome)
+		out := map[string]int{}
+		for _, f := range c.frontends {
+			out[f.id] = reloadsIn(metricsOf(t, f.ops), series)
+		}
+		return out
+	}
+	waitMore := func(outcome string, before map[string]int) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			now := counts(outcome)
+			for id, n := range before {
+				if now[id] <= n {
+					return false
+				}
+			}
+			return true
+		}, 45*time.Second, 100*time.Millisecond, "not every frontend counted a %s rules reload (before: %v)", outcome, before)
+	}
+
+	// The operator narrows the devices to their telemetry.
+	before := counts("ok")
+	kit.write(t, "rules.yaml", strings.Replace(rulesYAML, `["devices/%u/#"]`, `["devices/%u/telemetry/#"]`, 1))
+	waitMore("ok", before)
+	cl = dev()
+	require.Equal(t, byte(0x87), suback(t, cl, "devices/device-1/#"), "the narrowed rules are in force")
+	require.Equal(t, byte(1), suback(t, cl, "devices/device-1/telemetry/#"))
+
+	// A file broken on disk keeps the narrowed rules.
+	before = counts("failed")
+	kit.write(t, "rules.yaml", "rules:\n  - permission: allow\n    action: all\n    topics: [\"#\"\n")
+	waitMore("failed", before)
+	cl = dev()
+	require.Equal(t, byte(0x87), suback(t, cl, "#"), "a broken file opened no door")
+	require.Equal(t, byte(0x87), suback(t, cl, "devices/device-1/#"))
+	require.Equal(t, byte(1), suback(t, cl, "devices/device-1/telemetry/#"))
+	require.Equal(t, byte(0x87), puback(t, cl, "devices/device-2/commands/x", "forged", false))
+}

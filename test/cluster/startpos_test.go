@@ -18,7 +18,9 @@ import (
 // lost, where the dispatchers' consumer group reads a partition that has no
 // committed offset: the first dispatcher ever, a fresh cluster's first
 // stream, dispatchers killed before their first commit, partitions added
-// under traffic. Every process runs with the product's defaults.
+// under traffic. Every process runs with the product's defaults (but for
+// addresses, node ids and partition counts: clusterOptions.defaults), except
+// where a test says which setting it changes and why.
 
 // kafkaAdmin returns an admin client of the cluster's Kafka.
 func (c *testCluster) kafkaAdmin() *kadm.Client {
@@ -47,7 +49,7 @@ func (c *testCluster) committedPartitions() []int32 {
 }
 
 func TestTheFirstDispatcherEverRoutesWhatWasAcknowledgedBeforeItStarted(t *testing.T) {
-	c := startClusterWith(t, clusterOptions{noDispatchers: true})
+	c := startClusterWith(t, clusterOptions{noDispatchers: true, defaults: true})
 
 	// A persistent subscriber subscribes and goes offline; the SUBACK
 	// means its subscription is in Redis and in the change log.
@@ -81,7 +83,7 @@ func TestTheFirstDispatcherEverRoutesWhatWasAcknowledgedBeforeItStarted(t *testi
 func TestAFreshClustersFirstStreamStartedRightAfterReadinessLosesNothing(t *testing.T) {
 	// startCluster returns once every process answered /readyz with 200:
 	// a dispatcher only once the group assigned it its partitions.
-	c := startCluster(t)
+	c := startClusterWith(t, clusterOptions{defaults: true})
 	in := newInbox()
 	sub := mustDialV5(t, c.lb, persistent("fresh-sub", 300), in.v5Handler)
 	sub.subscribe(t, streamFilter)
@@ -98,7 +100,7 @@ func TestAFreshClustersFirstStreamStartedRightAfterReadinessLosesNothing(t *test
 }
 
 func TestBothDispatchersKilledBeforeTheirFirstCommitLoseNothing(t *testing.T) {
-	c := startCluster(t)
+	c := startClusterWith(t, clusterOptions{defaults: true})
 	in := newInbox()
 	sub := mustDialV5(t, c.lb, persistent("kill-both-sub", 300), in.v5Handler)
 	sub.subscribe(t, streamFilter)

@@ -157,7 +157,21 @@ func willsIn(msgs []received, ids []string) map[string]time.Time {
 // sessions under "<node.id>@<start time>", so the restarted process does
 // not keep its predecessor alive in the dispatchers' eyes.
 func TestWillsArePublishedWhenAKilledFrontendRestartsAtOnce(t *testing.T) {
-	c := startCluster(t)
+	killAndRestartWithWill(t, clusterOptions{})
+}
+
+// TestWithEveryDefaultWillsArePublishedWhenAKilledFrontendRestartsAtOnce is
+// the test above with every setting of the product at its default: the
+// restarted run heartbeats under the same node id long before the killed
+// run's liveness (10 s) lapses, so the two runs overlap for the whole TTL.
+func TestWithEveryDefaultWillsArePublishedWhenAKilledFrontendRestartsAtOnce(t *testing.T) {
+	killAndRestartWithWill(t, clusterOptions{defaults: true})
+}
+
+// killAndRestartWithWill is TestWillsArePublishedWhenAKilledFrontendRestartsAtOnce
+// on a cluster shaped by o.
+func killAndRestartWithWill(t *testing.T, o clusterOptions) {
+	c := startClusterWith(t, o)
 	victim, survivor := c.frontends[0], c.frontends[1]
 	in := newInbox()
 	watcher := mustDialV5(t, survivor.mqtt, &paho.Connect{ClientID: "restart-watcher", CleanStart: true}, in.v5Handler)
