@@ -114,6 +114,17 @@ func archiverArgs(kafka, db string, extra ...string) []string {
 	return append(args, extra...)
 }
 
+// archiverDefaultArgs are the settings of an archiver with every setting
+// at the product's default but for the package's FerretDB, database db,
+// the broker at kafka and the partition counts.
+func archiverDefaultArgs(kafka, db string) []string {
+	return []string{
+		"-archive.mongodb-uri", ferret.URI, "-archive.database", db,
+		"-kafka.brokers", kafka, "-kafka.partitions", strconv.Itoa(partitions),
+		"-subscriptions.partitions", strconv.Itoa(partitions), "-events.partitions", strconv.Itoa(partitions),
+	}
+}
+
 // startArchiver runs an archiver with args (archiverArgs) and an
 // operations server of its own, and waits until it is ready.
 func startArchiver(t *testing.T, name string, args []string) *archiver {

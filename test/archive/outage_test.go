@@ -15,10 +15,24 @@ import (
 // its lag grows, and once FerretDB is back it catches up, ready again,
 // with exactly one document per record.
 func TestMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *testing.T) {
+	stopMongoDBUnderTraffic(t, func(kafka, db string) []string { return archiverArgs(kafka, db) })
+}
+
+// TestWithEveryDefaultMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord
+// is the test above with every archiver setting at the product's default
+// (archive.write-timeout 10 s, retries backing off to 10 s, the lag gauge
+// every 5 s, 1,000-record batches) but for addresses and partition counts.
+func TestWithEveryDefaultMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *testing.T) {
+	stopMongoDBUnderTraffic(t, archiverDefaultArgs)
+}
+
+// stopMongoDBUnderTraffic is TestMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord
+// with an archiver started with args(kafka, database).
+func stopMongoDBUnderTraffic(t *testing.T, args func(kafka, db string) []string) {
 	ferret.Require(t)
 	kafka := startKafka(t)
 	db := newArchive(t)
-	a := startArchiver(t, "archiver", archiverArgs(kafka, db.name))
+	a := startArchiver(t, "archiver", args(kafka, db.name))
 
 	// A steady stream of records, about one every 2ms.
 	p := newProducer(t, kafka)

@@ -18,11 +18,28 @@ import (
 // archiver having written again (as duplicates) what the first one wrote
 // but had not committed.
 func TestSIGKILLOfTheArchiverMidStreamLeavesExactlyOneDocumentPerRecord(t *testing.T) {
+	killArchiverMidStream(t, func(kafka, db string) []string {
+		return archiverArgs(kafka, db, "-archive.batch-records", "200")
+	})
+}
+
+// TestWithEveryDefaultSIGKILLOfTheArchiverMidStreamLeavesExactlyOneDocumentPerRecord
+// is the test above with every archiver setting at the product's default
+// (1,000-record batches, the consumer group's 10 s session timeout before
+// archiver-2 gets the dead one's partitions) but for addresses and
+// partition counts.
+func TestWithEveryDefaultSIGKILLOfTheArchiverMidStreamLeavesExactlyOneDocumentPerRecord(t *testing.T) {
+	killArchiverMidStream(t, archiverDefaultArgs)
+}
+
+// killArchiverMidStream is TestSIGKILLOfTheArchiverMidStreamLeavesExactlyOneDocumentPerRecord
+// with archivers started with args(kafka, database).
+func killArchiverMidStream(t *testing.T, argsOf func(kafka, db string) []string) {
 	ferret.Require(t)
 	const n = 20_000
 	kafka := startKafka(t)
 	db := newArchive(t)
-	args := archiverArgs(kafka, db.name, "-archive.batch-records", "200")
+	args := argsOf(kafka, db.name)
 	first := startArchiver(t, "archiver-1", args)
 
 	// The producer runs while the archiver writes; its records are read
