@@ -22,7 +22,7 @@ import (
 // before a DISCONNECT while the DISCONNECT is processed, before the socket
 // closes and the client can connect again.
 func TestAcknowledgementRightBeforeDisconnectIsKept(t *testing.T) {
-	c := startCluster(t)
+	c := startClusterWith(t, clusterOptions{defaults: true})
 	a := c.frontends[0]
 	in := newInbox()
 	s := mustDialV5(t, a.mqtt, persistent("acker", 300), in.v5Handler)

@@ -17,7 +17,7 @@ import (
 // nodes, with MQTT 5 on one side and MQTT 3.1.1 on the other; then two
 // clients that HAProxy spread over the nodes talk the same way.
 func TestClientsOnDifferentNodesTalkToEachOther(t *testing.T) {
-	talkAcrossNodes(t, startCluster(t))
+	talkAcrossNodes(t, startClusterWith(t, clusterOptions{defaults: true}))
 }
 
 // TestClientsTalkAcrossNodesServedEachWay is
@@ -26,7 +26,7 @@ func TestClientsOnDifferentNodesTalkToEachOther(t *testing.T) {
 // EstablishConnection), so that both ways stay tested end to end, and
 // together.
 func TestClientsTalkAcrossNodesServedEachWay(t *testing.T) {
-	talkAcrossNodes(t, startClusterWith(t, clusterOptions{frontendArgsEach: [][]string{nil, {"-mqtt.serve", "mochi"}}}))
+	talkAcrossNodes(t, startClusterWith(t, clusterOptions{defaults: true, frontendArgsEach: [][]string{nil, {"-mqtt.serve", "mochi"}}}))
 }
 
 func talkAcrossNodes(t *testing.T, c *testCluster) {
@@ -86,7 +86,7 @@ func talkAcrossNodes(t *testing.T, c *testCluster) {
 // session while it is offline, and resumes the session on the other node:
 // the session is present and the queued messages arrive, in order.
 func TestPersistentSessionMovesBetweenNodes(t *testing.T) {
-	c := startCluster(t)
+	c := startClusterWith(t, clusterOptions{defaults: true})
 	a, b := c.frontends[0], c.frontends[1]
 	ctx := context.Background()
 
@@ -137,7 +137,7 @@ func TestPersistentSessionMovesBetweenNodes(t *testing.T) {
 // other: the first connection is closed, with DISCONNECT 0x8E (session
 // taken over) on MQTT 5, and the second one keeps working.
 func TestTakeoverAcrossNodes(t *testing.T) {
-	c := startCluster(t)
+	c := startClusterWith(t, clusterOptions{defaults: true})
 	a, b := c.frontends[0], c.frontends[1]
 
 	t.Run("MQTT 5 gets DISCONNECT 0x8E", func(t *testing.T) {
