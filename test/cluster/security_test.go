@@ -700,3 +700,78 @@ func TestWithEveryDefaultRulesChangedOnDiskAreReloadedAndABrokenFileOpensNoDoor(
 	require.Equal(t, byte(1), suback(t, cl, "devices/device-1/telemetry/#"))
 	require.Equal(t, byte(0x87), puback(t, cl, "devices/device-2/commands/x", "forged", false))
 }
+
+// TestWithEveryDefaultAnAuthenticatedSessionSurvivesItsFrontendsSIGKILLAndStaysItsOwners:
+// the crash tests above run with anonymous clients; here a device logged
+// in with its password holds a persistent session on one frontend, which
+// is killed with SIGKILL. While the device is away a backend commands it,
+// and another device tries to take the orphaned session over on the
+// surviving frontend: it is refused (CONNACK 0x87), and the session, its
+// subscription and the queued command are as they were. The device then
+// resumes its session on the survivor and gets the command. Every setting
+// at its default, the password file and rules as deployed.
+func TestWithEveryDefaultAnAuthenticatedSessionSurvivesItsFrontendsSIGKILLAndStaysItsOwners(t *testing.T) {
+	kit := newAccessKit(t)
+	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
+	victimNode, survivor := c.frontends[0], c.frontends[1]
+	const expiry = uint32(300)
+	persistentLogin := func(clientID, user string) *paho.Connect {
+		cp := login(clientID, user, passwordOf[user])
+		cp.CleanStart = false
+		e := expiry
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &e}
+		return cp
+	}
+	in := newInbox()
+	dev, ca, err := connectV5(t, dialTCP(t, victimNode.mqtt), persistentLogin("device-1", "device-1"), in)
+	require.NoError(t, err, "connack %d", answer(ca))
+	require.Equal(t, byte(1), suback(t, dev, "devices/device-1/commands/#"))
+	backend, ca, err := connectV5(t, dialTCP(t, survivor.mqtt), device("backend"), nil)
+	require.NoError(t, err, "connack %d", answer(ca))
+	probeUntilDelivered(t, in, "devices/device-1/commands/probe", func(p string) {
+		require.Zero(t, puback(t, backend, "devices/device-1/commands/probe", p, false))
+	})
+
+	// pending counts what waits for the device in Redis: its queue, and
+	// what the dispatchers handed straight to its inflight window (the
+	// session counts as connected until the dead node is swept).
+	pending := func() int64 {
+		q, err := c.redis.LLen(t.Context(), "fg:{device-1}:q").Result()
+		require.NoError(t, err)
+		f, err := c.redis.HLen(t.Context(), "fg:{device-1}:inflight").Result()
+		require.NoError(t, err)
+		return q + f
+	}
+	require.Eventually(t, func() bool { return pending() == 0 }, 10*time.Second, 20*time.Millisecond,
+		"the probes' acknowledgements were never recorded")
+
+	victimNode.Kill()
+	select {
+	case <-dev.lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the device did not notice that its frontend died")
+	}
+	require.Zero(t, puback(t, backend, "devices/device-1/commands/reboot", "while away", false))
+	require.Eventually(t, func() bool { return pending() == 1 }, 15*time.Second, 20*time.Millisecond,
+		"the command was never queued for the device")
+	before, beforeSubs := c.sessionOf(t, "device-1")
+
+	for _, clean := range []bool{false, true} {
+		cp := persistentLogin("device-1", "device-2")
+		cp.CleanStart = clean
+		_, ca, err := connectV5(t, dialTCP(t, survivor.mqtt), cp, nil)
+		require.Error(t, err)
+		require.Equal(t, 0x87, answer(ca), "another identity's CONNECT for the orphaned session, clean start %t", clean)
+	}
+	after, afterSubs := c.sessionOf(t, "device-1")
+	require.Equal(t, before.Epoch, after.Epoch, "the session was not taken over")
+	require.Equal(t, beforeSubs, afterSubs, "the subscriptions were not wiped")
+	require.EqualValues(t, 1, pending(), "the queued command was not taken or wiped")
+
+	resumed, ca, err := connectV5(t, dialTCP(t, survivor.mqtt), persistentLogin("device-1", "device-1"), in)
+	require.NoError(t, err, "connack %d", answer(ca))
+	require.True(t, ca.SessionPresent, "the device resumes its own session on the survivor")
+	require.True(t, in.waitFor(15*time.Second, func(m []received) bool { return has(m, "devices/device-1/commands/reboot", "while away") }),
+		"the command queued while the device was away never arrived")
+	require.Zero(t, puback(t, resumed, "devices/device-1/telemetry", "back", false))
+}
