@@ -214,3 +214,57 @@ func isAcked(tok pahov3.Token) bool {
 		return false
 	}
 }
+
+// TestWhenKafkaHoldsTheRequestClientsAreAnsweredAtTheAckDeadline: a broker
+// that took the produce request and stopped answering (a frozen process)
+// holds an idempotent producer's records past the producer's own delivery
+// timeout, since they may have been written; the node answers them at the
+// ack deadline all the same, with a failure, never a success, and flow
+// resumes when the broker answers. The held records are then written:
+// the clients were told they failed, so a resend would be a duplicate.
+func TestWhenKafkaHoldsTheRequestClientsAreAnsweredAtTheAckDeadline(t *testing.T) {
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) { c.Ingest.AckTimeout = time.Second })
+	n.waitReady()
+	reader := testkit.NewReader(t, k.Addr(), topic)
+	v5 := dialV5(t, n.addr, "held-request-v5", "")
+	publish := func(c *paho.Client, qos byte, payload string) *paho.PublishResponse {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		resp, err := c.Publish(ctx, &paho.Publish{QoS: qos, Topic: "held/request", Payload: []byte(payload)})
+		require.NotNil(t, resp, "qos %d: no answer: %v", qos, err)
+		return resp
+	}
+	require.Zero(t, publish(v5, 1, "before").ReasonCode, "the producer is connected")
+
+	k.HoldProduce(true)
+	t.Cleanup(func() { k.HoldProduce(false) })
+	for qos := byte(1); qos <= 2; qos++ {
+		assert.Equal(t, byte(0x80), publish(v5, qos, fmt.Sprintf("held-%d", qos)).ReasonCode, "MQTT 5, qos %d", qos)
+	}
+	lost := make(chan error, 1)
+	v3 := dialV3(t, "tcp://"+n.addr, "held-request-v3", "", func(o *pahov3.ClientOptions) {
+		o.SetConnectionLostHandler(func(_ pahov3.Client, err error) { lost <- err })
+	})
+	tok := v3.Publish("held/request", 1, false, []byte("held-v3"))
+	select {
+	case err := <-lost:
+		t.Logf("MQTT 3.1.1 connection closed at the deadline: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the MQTT 3.1.1 client was not disconnected at the deadline")
+	}
+	tok.WaitTimeout(time.Second)
+	assert.False(t, isAcked(tok), "3.1.1 publish reported as acknowledged")
+	assert.Equal(t, float64(3), counter(t, n.metrics(), "fleetgate_ingest_records_failed_total", `reason="ack_timeout"`))
+
+	k.HoldProduce(false)
+	require.Zero(t, publish(v5, 1, "after").ReasonCode, "flow resumes when the broker answers")
+	var values []string
+	for _, r := range reader.ReadAtLeast(5, 15*time.Second) {
+		values = append(values, string(r.Value))
+	}
+	for _, v := range []string{"before", "held-1", "held-2", "held-v3", "after"} {
+		assert.Contains(t, values, v)
+	}
+	require.Eventually(t, func() bool { return n.srv.Hook().Idle() }, 10*time.Second, 10*time.Millisecond)
+}

@@ -18,6 +18,7 @@ type entry struct {
 	qos      byte
 	done     bool
 	code     packets.Code
+	deadline int64 // unix ns by which it is answered (ingest.ack-timeout); 0: none
 }
 
 // clientAcks is the ordered answer queue of one connection.
@@ -93,20 +94,33 @@ func (a *clientAcks) acquire(deadline time.Time, stop <-chan struct{}) bool {
 	}
 }
 
-// push appends a new entry; the caller holds a window slot for it.
-func (a *clientAcks) push(packetID uint16, qos byte) *entry {
-	e := &entry{packetID: packetID, qos: qos}
+// push appends a new entry, to be answered by deadline; the caller holds a
+// window slot for it.
+func (a *clientAcks) push(packetID uint16, qos byte, deadline time.Time) *entry {
+	e := &entry{packetID: packetID, qos: qos, deadline: deadline.UnixNano()}
 	a.mu.Lock()
 	a.queue = append(a.queue, e)
 	a.mu.Unlock()
 	return e
 }
 
-// complete records e's answer and starts a flush when the head of the queue
-// is answerable. It never blocks on the network.
+// complete records e's answer, unless it has one already (the first
+// answer stands: Kafka's, or the ack deadline's, expireOverdue), and starts
+// a flush when the head of the queue is answerable. It never blocks on the
+// network.
 func (h *Hook) complete(a *clientAcks, e *entry, code packets.Code) {
 	a.mu.Lock()
+	if e.done {
+		a.mu.Unlock()
+		return
+	}
 	e.code, e.done = code, true
+	h.startFlushLocked(a)
+}
+
+// startFlushLocked starts a flush when the head of a's queue is answerable
+// and none runs, and unlocks a.mu.
+func (h *Hook) startFlushLocked(a *clientAcks) {
 	start := !a.flushing && len(a.queue) > 0 && a.queue[0].done
 	if start {
 		a.flushing = true
@@ -118,6 +132,31 @@ func (h *Hook) complete(a *clientAcks, e *entry, code packets.Code) {
 		// device.
 		workers.Go(func() { h.flush(a) })
 	}
+}
+
+// ackTimedOut answers a publish Kafka has not answered by its deadline.
+var ackTimedOut = packets.Code{Code: packets.ErrUnspecifiedError.Code, Reason: "kafka did not acknowledge the record within the ack deadline"}
+
+// expireOverdue answers every publish of a whose deadline passed by now
+// without an answer from Kafka with ackTimedOut (PUBACK/PUBREC 0x80 on MQTT
+// 5, a closed connection on MQTT 3.1.1: writeAcks), and returns how many.
+// Kafka's later answer for such a record changes nothing for the client.
+func (h *Hook) expireOverdue(a *clientAcks, now int64) int {
+	a.mu.Lock()
+	n := 0
+	for _, e := range a.queue {
+		if e.deadline == 0 || e.deadline > now {
+			// Entries come in arrival order and share one timeout: the
+			// rest are due later.
+			break
+		}
+		if !e.done {
+			e.code, e.done = ackTimedOut, true
+			n++
+		}
+	}
+	h.startFlushLocked(a)
+	return n
 }
 
 // flush writes every answerable ack at the head of the queue, in order.

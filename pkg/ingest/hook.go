@@ -89,11 +89,14 @@ type Hook struct {
 	quotas  sync.Map // *mqtt.Client → *clientQuota
 
 	tooLargeLog logLimiter
+	overdueLog  logLimiter
 	retained    RetainedQuota
+	stop        chan struct{} // closed by Stop: the deadline watch ends
 	retainedLog logLimiter
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed: accept no new publishes
+	stopOnce  sync.Once
 }
 
 // Options are the server facts the hook needs.
@@ -163,6 +166,7 @@ func New(cfg Config, opts Options, producer Producer, log *slog.Logger, mp metri
 		retained:       opts.Retained,
 		budget:         semaphore.NewWeighted(int64(cfg.MaxUnackedBytes)),
 		draining:       make(chan struct{}),
+		stop:           make(chan struct{}),
 	}
 	if h.receiveMax == 0 {
 		h.receiveMax = 1024
@@ -175,7 +179,59 @@ func New(cfg Config, opts Options, producer Producer, log *slog.Logger, mp metri
 		return nil, err
 	}
 	h.metrics = m
+	go h.watchDeadlines(deadlineCheckEvery(cfg.AckTimeout))
 	return h, nil
+}
+
+// Stop implements mqtt.Hook: the deadline watch ends (mochi stops its
+// hooks when the server closes).
+func (h *Hook) Stop() error {
+	h.stopOnce.Do(func() { close(h.stop) })
+	return nil
+}
+
+// deadlineCheckEvery is how often the publishes awaiting Kafka are checked
+// against their ack deadline: a tenth of it, between 100 ms and 1 s, so an
+// answer comes at most that late.
+func deadlineCheckEvery(ackTimeout time.Duration) time.Duration {
+	return min(max(ackTimeout/10, 100*time.Millisecond), time.Second)
+}
+
+// watchDeadlines answers, every interval, the publishes Kafka has not
+// answered by their ack deadline (expireOverdue). The producer's delivery
+// timeout (kafka.ProducerOptions.DeliveryTimeout, the same deadline) fails
+// a record only while it is safe to: an idempotent producer keeps a record
+// whose request the broker took until the broker answers, however long a
+// frozen broker takes, and the device would wait as long for its PUBACK.
+// While nothing awaits Kafka a check costs one atomic load; otherwise it
+// looks at the oldest publish of every connection that published.
+func (h *Hook) watchDeadlines(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		if h.outstanding.Load() == 0 {
+			continue
+		}
+		now := time.Now()
+		expired := 0
+		h.clients.Range(func(_, v any) bool {
+			expired += h.expireOverdue(v.(*clientAcks), now.UnixNano())
+			return true
+		})
+		if expired == 0 {
+			continue
+		}
+		h.metrics.failN(ReasonAckTimeout, expired)
+		if ok, suppressed := h.overdueLog.allow(now, tooLargeLogEvery); ok {
+			h.log.Warn("answered publishes kafka had not acknowledged by the ack deadline with a failure (mqtt 5: 0x80; mqtt 3.1.1: connection closed); kafka may still write them",
+				"publishes", expired, "ack_timeout", h.cfg.AckTimeout, "suppressed_lines", suppressed)
+		}
+	}
 }
 
 // ID implements mqtt.Hook.
@@ -306,11 +362,12 @@ func (h *Hook) rejectSysTopic(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 		h.disconnect(cl, packets.ErrReceiveMaximum)
 		return Ignored(pk.ProtocolVersion), nil
 	}
-	if !acks.acquire(time.Now().Add(h.cfg.AckTimeout), h.draining) {
+	deadline := time.Now().Add(h.cfg.AckTimeout)
+	if !acks.acquire(deadline, h.draining) {
 		return pk, packets.ErrRejectPacket
 	}
 	h.outstanding.Add(1)
-	h.complete(acks, acks.push(pk.PacketID, qos), packets.ErrTopicNameInvalid)
+	h.complete(acks, acks.push(pk.PacketID, qos, deadline), packets.ErrTopicNameInvalid)
 	return Ignored(pk.ProtocolVersion), nil
 }
 
@@ -391,7 +448,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			return pk, packets.ErrRejectPacket
 		}
 		h.outstanding.Add(1)
-		e = acks.push(pk.PacketID, qos)
+		e = acks.push(pk.PacketID, qos, deadline)
 		if qos == 2 && pk.FixedHeader.Dup && h.receivedBefore(cl, pk.PacketID) {
 			// Resent after a reconnect (maybe to another node) although
 			// its PUBREC went out: answer it again, produce it once

@@ -29,6 +29,12 @@ const (
 	// ReasonRetainedQuota: a retained message over the retained store's
 	// bounds (retained.max-messages, retained.max-message-bytes).
 	ReasonRetainedQuota = "retained_quota"
+	// ReasonAckTimeout: Kafka had not answered for the record by the ack
+	// deadline (ingest.ack-timeout), so the client was answered with a
+	// failure; a broker that took the request and stopped answering holds
+	// its records past any timeout of the producer's. The record may still
+	// be written later, and a resend of it then be written twice.
+	ReasonAckTimeout = "ack_timeout"
 )
 
 type metrics struct {
@@ -96,6 +102,9 @@ func newMetrics(mp metric.MeterProvider, unacked func() int64, outstanding func(
 	return r, nil
 }
 
-func (m *metrics) fail(reason string) {
-	m.failed.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+func (m *metrics) fail(reason string) { m.failN(reason, 1) }
+
+// failN counts n publishes that failed for reason.
+func (m *metrics) failN(reason string, n int) {
+	m.failed.Add(context.Background(), int64(n), metric.WithAttributes(attribute.String("reason", reason)))
 }

@@ -12,8 +12,11 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections:
@@ -247,4 +250,64 @@ func TestWithEveryDefaultATakeoverWhileKafkaIsStoppedIsAnsweredAndTheWillFollows
 		}
 		assert.Equal(t, 1, n, "copies of the will of %s", id)
 	}
+}
+
+// TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline:
+// Kafka stopped with SIGSTOP takes the produce request and never answers,
+// and the idempotent producer keeps such records, which may have been
+// written, past its own timeouts. The frontend answers them at
+// ingest.ack-timeout (30 s) all the same: PUBACK 0x80 to an MQTT 5 client,
+// a closed connection to an MQTT 3.1.1 one, never a success, both while
+// Kafka is still stopped. Once Kafka runs again a publish is acknowledged.
+func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t *testing.T) {
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	fe := c.frontend("fe-a")
+	// A raw MQTT 5 client: paho.golang gives up on a packet after 30 s, the
+	// ack deadline itself; devices often wait longer, or for ever.
+	v5c := testkit.DialRaw(t, fe.mqtt, 5)
+	require.Zero(t, v5c.Connect("frozen-publish-v5", true).ReasonCode)
+	publish5 := func(id uint16, payload string) {
+		v5c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName: "devices/frozen-publish-v5/telemetry", PacketID: id, Payload: []byte(payload)})
+	}
+	puback5 := func(id uint16) packets.Packet {
+		pk, err := v5c.Recv(90 * time.Second)
+		require.NoError(t, err, "no PUBACK for packet %d", id)
+		require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+		require.Equal(t, id, pk.PacketID)
+		return pk
+	}
+	publish5(1, "before")
+	require.Zero(t, puback5(1).ReasonCode)
+	lost := make(chan error, 1)
+	v3c := dialV3(t, fe.mqtt, "frozen-publish-v3", true, func(o *mqtt.ClientOptions) {
+		o.SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost <- err })
+	})
+	tok := v3c.Publish("devices/frozen-publish-v3/telemetry", 1, false, "before")
+	require.True(t, tok.WaitTimeout(15*time.Second))
+	require.NoError(t, tok.Error())
+
+	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { _ = c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT) })
+	require.Eventually(t, func() bool { return processState(c.kafkaProc.Cmd.Process.Pid) == 'T' },
+		10*time.Second, 10*time.Millisecond, "kafka never stopped")
+	stopped := time.Now()
+
+	tok = v3c.Publish("devices/frozen-publish-v3/telemetry", 1, false, "while stopped")
+	publish5(2, "while stopped")
+	ack := puback5(2)
+	t.Logf("MQTT 5 PUBACK 0x%02X %s after Kafka stopped", ack.ReasonCode, time.Since(stopped).Round(time.Millisecond))
+	assert.Equal(t, byte(0x80), ack.ReasonCode)
+	select {
+	case err := <-lost:
+		t.Logf("MQTT 3.1.1 connection closed %s after Kafka stopped: %v", time.Since(stopped).Round(time.Millisecond), err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the MQTT 3.1.1 publisher was neither acknowledged nor disconnected")
+	}
+	assert.False(t, tok.WaitTimeout(time.Second) && tok.Error() == nil, "an MQTT 3.1.1 publish was acknowledged while Kafka was stopped")
+	require.Equal(t, byte('T'), processState(c.kafkaProc.Cmd.Process.Pid), "answered while Kafka was stopped")
+
+	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT))
+	publish5(3, "after")
+	require.Zero(t, puback5(3).ReasonCode, "acknowledged once Kafka runs again")
 }
