@@ -151,8 +151,26 @@ func TestPartitionsAddedToTheInboundTopicUnderTrafficLoseNothing(t *testing.T) {
 	// written in between are acknowledged, and a group that started a new
 	// partition at its end would skip them. The start position, the thing
 	// under test, keeps its default.
-	c := startClusterWith(t, clusterOptions{frontendArgs: []string{"-kafka.metadata-max-age", "1s"},
-		dispatcherArgs: []string{"-kafka.metadata-max-age", "5s"}})
+	growUnderTraffic(t, clusterOptions{frontendArgs: []string{"-kafka.metadata-max-age", "1s"},
+		dispatcherArgs: []string{"-kafka.metadata-max-age", "5s"}}, 6*time.Second)
+}
+
+// TestWithEveryDefaultPartitionsAddedToTheInboundTopicUnderTrafficLoseNothing
+// is the test above with every setting at its default: frontends and
+// dispatchers each learn of the new partitions within a minute
+// (kafka.metadata-max-age), in either order, and the records the frontends
+// write there before the dispatchers' group takes the partitions wait for
+// it, then reach the connected subscriber through the default queue bound.
+// The stream runs until the new partitions hold records and 5 s more.
+func TestWithEveryDefaultPartitionsAddedToTheInboundTopicUnderTrafficLoseNothing(t *testing.T) {
+	growUnderTraffic(t, clusterOptions{defaults: true}, 0)
+}
+
+// growUnderTraffic grows mqtt.inbound under a stream on a cluster shaped by
+// o; the stream runs for after once the topic has grown, or, with after 0,
+// until the new partitions hold records and 5 s more.
+func growUnderTraffic(t *testing.T, o clusterOptions, after time.Duration) {
+	c := startClusterWith(t, o)
 	const grown = 2 * partitions
 	// Publishers on distinct partitions now whose records move to one of
 	// the new partitions once the topic has grown.
@@ -181,21 +199,35 @@ func TestPartitionsAddedToTheInboundTopicUnderTrafficLoseNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, resp.Error())
 	t.Logf("mqtt.inbound grown from %d to %d partitions under traffic", partitions, grown)
-	time.Sleep(6 * time.Second)
+	grownAt := time.Now()
+	inNew := func() int64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ends, err := adm.ListEndOffsets(ctx, "mqtt.inbound")
+		require.NoError(t, err)
+		var n int64
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Partition >= partitions {
+				n += o.Offset
+			}
+		})
+		return n
+	}
+	if after > 0 {
+		time.Sleep(after)
+	} else {
+		require.Eventually(t, func() bool { return inNew() > 0 }, 150*time.Second, 500*time.Millisecond,
+			"the frontends never wrote to the new partitions")
+		t.Logf("the frontends wrote to the new partitions %s after they were added", time.Since(grownAt).Round(time.Second))
+		time.Sleep(5 * time.Second)
+	}
 	close(stop)
-	waitDelivered(t, in, pubs, 90*time.Second)
+	waitDelivered(t, in, pubs, 150*time.Second)
 	checkStream(t, pubs, in.snapshot())
 
-	ends, err := adm.ListEndOffsets(ctx, "mqtt.inbound")
-	require.NoError(t, err)
-	var inNew int64
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Partition >= partitions {
-			inNew += o.Offset
-		}
-	})
-	t.Logf("records in the new partitions: %d", inNew)
-	require.Positive(t, inNew, "the frontends wrote to the new partitions, or the test shows nothing")
+	n := inNew()
+	t.Logf("records in the new partitions: %d", n)
+	require.Positive(t, n, "the frontends wrote to the new partitions, or the test shows nothing")
 }
 
 // partitionIn is the partition of clientID's records in a topic of n
