@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -132,6 +133,17 @@ func TestWithEveryDefaultRedisDownPastTheLivenessTTLLosesNoAcknowledgedMessage(t
 	killRedis(t, clusterOptions{defaults: true}, defaultLivenessTTL(t)+2*time.Second)
 }
 
+// TestWithEveryDefaultRedisFrozenPastTheLivenessTTLLosesNoAcknowledgedMessage
+// is the test above with redis-server stopped with SIGSTOP instead of
+// killed (a frozen VM or container): every connection to it stays open and
+// every command sent meanwhile waits unanswered instead of failing at
+// once, until go-redis's read timeout; when it runs again it answers them
+// all, late. Frontends, dispatchers and the subscriber's session must come
+// through that as through a crash.
+func TestWithEveryDefaultRedisFrozenPastTheLivenessTTLLosesNoAcknowledgedMessage(t *testing.T) {
+	redisOutage(t, clusterOptions{defaults: true}, defaultLivenessTTL(t)+2*time.Second, true)
+}
+
 // defaultLivenessTTL is the product's default node.liveness-ttl.
 func defaultLivenessTTL(t *testing.T) time.Duration {
 	var c session.Config
@@ -144,7 +156,11 @@ func defaultLivenessTTL(t *testing.T) time.Duration {
 
 // killRedis is TestSIGKILLOfRedisLosesNoAcknowledgedMessage on a cluster
 // shaped by o, on a redis-server of its own that stays down for down.
-func killRedis(t *testing.T, o clusterOptions, down time.Duration) {
+func killRedis(t *testing.T, o clusterOptions, down time.Duration) { redisOutage(t, o, down, false) }
+
+// redisOutage is killRedis; with freeze, redis-server is stopped with
+// SIGSTOP and continued with SIGCONT instead of killed and started again.
+func redisOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool) {
 	bin := testkit.RequireTool(t, "redis-server", "redis-server")
 	addr := testkit.FreeAddr(t)
 	_, port, err := net.SplitHostPort(addr)
@@ -184,12 +200,21 @@ func killRedis(t *testing.T, o clusterOptions, down time.Duration) {
 
 	stop := startStream(t, c.lb, pubs)
 	time.Sleep(streamBeforeKill)
-	rp.Kill()
+	if freeze {
+		require.NoError(t, rp.Cmd.Process.Signal(syscall.SIGSTOP))
+		t.Cleanup(func() { _ = rp.Cmd.Process.Signal(syscall.SIGCONT) })
+	} else {
+		rp.Kill()
+	}
 	killed := time.Now()
 	time.Sleep(down)
-	startRedis("redis-server (restarted)")
+	if freeze {
+		require.NoError(t, rp.Cmd.Process.Signal(syscall.SIGCONT))
+	} else {
+		startRedis("redis-server (restarted)")
+	}
 	restarted := time.Now()
-	t.Logf("redis was down for %s", restarted.Sub(killed).Round(time.Millisecond))
+	t.Logf("redis was down for %s (frozen: %t)", restarted.Sub(killed).Round(time.Millisecond), freeze)
 	after := sentSoFar(pubs)
 	time.Sleep(streamAfterKill)
 	stop()
