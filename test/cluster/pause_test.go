@@ -154,11 +154,7 @@ func TestWithEveryDefaultASubscribeWhileKafkaIsStoppedIsAnsweredWithAFailure(t *
 	// frontend that has taken subscriptions.
 	v5c.subscribe(t, "devices/frozen-kafka-v5/status")
 
-	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGSTOP))
-	t.Cleanup(func() { _ = c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT) })
-	require.Eventually(t, func() bool { return processState(c.kafkaProc.Cmd.Process.Pid) == 'T' },
-		10*time.Second, 10*time.Millisecond, "kafka never stopped")
-	stopped := time.Now()
+	stopped := c.freezeKafka(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -173,9 +169,29 @@ func TestWithEveryDefaultASubscribeWhileKafkaIsStoppedIsAnsweredWithAFailure(t *
 	require.NoError(t, tok.Error())
 	assert.Equal(t, map[string]byte{"devices/frozen-kafka-v3/cmd/#": 0x80}, tok.(*mqtt.SubscribeToken).Result())
 
-	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT))
+	c.thawKafka(t)
 	v5c.subscribe(t, "devices/frozen-kafka-v5/cmd/#")
 }
+
+// freezeKafka stops the Kafka process with SIGSTOP (a broker that keeps its
+// connections and answers nothing), waits until it is stopped and returns
+// when; it is continued at the end of the test at the latest.
+func (c *testCluster) freezeKafka(t *testing.T) time.Time {
+	t.Helper()
+	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { _ = c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT) })
+	require.Eventually(t, c.kafkaFrozen, 10*time.Second, 10*time.Millisecond, "kafka never stopped")
+	return time.Now()
+}
+
+// thawKafka continues the Kafka process freezeKafka stopped.
+func (c *testCluster) thawKafka(t *testing.T) {
+	t.Helper()
+	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT))
+}
+
+// kafkaFrozen reports whether the Kafka process is stopped.
+func (c *testCluster) kafkaFrozen() bool { return processState(c.kafkaProc.Cmd.Process.Pid) == 'T' }
 
 // processState is the state letter of process pid in /proc (R, S, T for
 // stopped, ...), or 0 when it cannot be read.
@@ -219,19 +235,15 @@ func TestWithEveryDefaultATakeoverWhileKafkaIsStoppedIsAnsweredAndTheWillFollows
 		require.NoError(t, tok.Error())
 	})
 
-	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGSTOP))
-	t.Cleanup(func() { _ = c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT) })
-	require.Eventually(t, func() bool { return processState(c.kafkaProc.Cmd.Process.Pid) == 'T' },
-		10*time.Second, 10*time.Millisecond, "kafka never stopped")
-	stopped := time.Now()
+	stopped := c.freezeKafka(t)
 
 	again5 := mustDialV5(t, other.mqtt, &paho.Connect{ClientID: v5id, CleanStart: true}, nil)
 	t.Logf("MQTT 5 takeover answered %s after Kafka stopped", time.Since(stopped).Round(time.Millisecond))
 	again3 := dialV3(t, other.mqtt, v3id, true, nil)
-	require.Equal(t, byte('T'), processState(c.kafkaProc.Cmd.Process.Pid), "both CONNECTs were answered while Kafka was stopped")
+	require.True(t, c.kafkaFrozen(), "both CONNECTs were answered while Kafka was stopped")
 	assert.Empty(t, willsIn(in.snapshot(), []string{v5id, v3id}), "a will got out while Kafka was stopped")
 
-	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT))
+	c.thawKafka(t)
 	ids := []string{v5id, v3id}
 	require.True(t, in.waitFor(willDeadline, func(m []received) bool { return len(willsIn(m, ids)) == len(ids) }),
 		"only these wills arrived after Kafka came back: %v", sortedKeys(willsIn(in.snapshot(), ids)))
@@ -287,11 +299,7 @@ func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t
 	require.True(t, tok.WaitTimeout(15*time.Second))
 	require.NoError(t, tok.Error())
 
-	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGSTOP))
-	t.Cleanup(func() { _ = c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT) })
-	require.Eventually(t, func() bool { return processState(c.kafkaProc.Cmd.Process.Pid) == 'T' },
-		10*time.Second, 10*time.Millisecond, "kafka never stopped")
-	stopped := time.Now()
+	stopped := c.freezeKafka(t)
 
 	tok = v3c.Publish("devices/frozen-publish-v3/telemetry", 1, false, "while stopped")
 	publish5(2, "while stopped")
@@ -305,9 +313,9 @@ func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t
 		t.Fatal("the MQTT 3.1.1 publisher was neither acknowledged nor disconnected")
 	}
 	assert.False(t, tok.WaitTimeout(time.Second) && tok.Error() == nil, "an MQTT 3.1.1 publish was acknowledged while Kafka was stopped")
-	require.Equal(t, byte('T'), processState(c.kafkaProc.Cmd.Process.Pid), "answered while Kafka was stopped")
+	require.True(t, c.kafkaFrozen(), "answered while Kafka was stopped")
 
-	require.NoError(t, c.kafkaProc.Cmd.Process.Signal(syscall.SIGCONT))
+	c.thawKafka(t)
 	publish5(3, "after")
 	require.Zero(t, puback5(3).ReasonCode, "acknowledged once Kafka runs again")
 }
