@@ -18,7 +18,7 @@ type entry struct {
 	qos      byte
 	done     bool
 	code     packets.Code
-	deadline int64 // unix ns by which it is answered (ingest.ack-timeout); 0: none
+	deadline int64 // unix ns by which it is answered (ingest.ack-timeout)
 }
 
 // clientAcks is the ordered answer queue of one connection.
@@ -145,7 +145,7 @@ func (h *Hook) expireOverdue(a *clientAcks, now int64) int {
 	a.mu.Lock()
 	n := 0
 	for _, e := range a.queue {
-		if e.deadline == 0 || e.deadline > now {
+		if e.deadline > now {
 			// Entries come in arrival order and share one timeout: the
 			// rest are due later.
 			break

@@ -91,12 +91,12 @@ type Hook struct {
 	tooLargeLog logLimiter
 	overdueLog  logLimiter
 	retained    RetainedQuota
-	stop        chan struct{} // closed by Stop: the deadline watch ends
 	retainedLog logLimiter
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed: accept no new publishes
 	stopOnce  sync.Once
+	stop      chan struct{} // closed by Stop: the deadline watch ends
 }
 
 // Options are the server facts the hook needs.
