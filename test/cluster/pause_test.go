@@ -12,6 +12,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	packetsv3 "github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -318,4 +319,45 @@ func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t
 	c.thawKafka(t)
 	publish5(3, "after")
 	require.Zero(t, puback5(3).ReasonCode, "acknowledged once Kafka runs again")
+}
+
+// TestWithEveryDefaultAConnectWhileRedisIsStoppedIsRefusedAndThenServed:
+// redis-server stopped with SIGSTOP keeps its connections and answers no
+// command. A CONNECT, whose session the frontend must register in Redis
+// before it answers, is refused within delivery.store-timeout (10 s):
+// CONNACK 0x88 Server unavailable on MQTT 5, return code 0x03 on 3.1.1,
+// while Redis is still stopped. Publishing on a connection made before
+// needs only Kafka and goes on. Once Redis runs again a CONNECT is served.
+func TestWithEveryDefaultAConnectWhileRedisIsStoppedIsRefusedAndThenServed(t *testing.T) {
+	addr, startRedis := ownRedis(t)
+	rp := startRedis("redis-server")
+	c := startClusterWith(t, clusterOptions{defaults: true, redisAddr: addr})
+	fe := c.frontend("fe-a")
+	before := mustDialV5(t, fe.mqtt, &paho.Connect{ClientID: "frozen-redis-before", CleanStart: true}, nil)
+	before.publish(t, "devices/frozen-redis-before/telemetry", "before")
+
+	require.NoError(t, rp.Cmd.Process.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { _ = rp.Cmd.Process.Signal(syscall.SIGCONT) })
+	require.Eventually(t, func() bool { return processState(rp.Cmd.Process.Pid) == 'T' },
+		10*time.Second, 10*time.Millisecond, "redis-server never stopped")
+	stopped := time.Now()
+
+	_, ca, err := connectV5(t, dialTCP(t, fe.mqtt), &paho.Connect{ClientID: "frozen-redis-v5", CleanStart: true}, nil)
+	t.Logf("MQTT 5 CONNACK %s after Redis stopped: %v", time.Since(stopped).Round(time.Millisecond), err)
+	require.NotNil(t, ca, "no CONNACK while Redis is stopped: %v", err)
+	assert.Equal(t, byte(0x88), ca.ReasonCode)
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + fe.mqtt).SetClientID("frozen-redis-v3").SetProtocolVersion(4).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(30 * time.Second)
+	v3c := mqtt.NewClient(o)
+	tok := v3c.Connect()
+	require.True(t, tok.WaitTimeout(60*time.Second), "no CONNACK while Redis is stopped")
+	require.ErrorIs(t, tok.Error(), packetsv3.ErrorRefusedServerUnavailable, "MQTT 3.1.1: return code 0x03")
+	before.publish(t, "devices/frozen-redis-before/telemetry", "while redis is stopped")
+	require.Equal(t, byte('T'), processState(rp.Cmd.Process.Pid), "answered while Redis was stopped")
+
+	require.NoError(t, rp.Cmd.Process.Signal(syscall.SIGCONT))
+	require.Eventually(t, func() bool {
+		cl, err := dialV5(t, fe.mqtt, &paho.Connect{ClientID: "frozen-redis-after", CleanStart: true}, nil)
+		return err == nil && cl.connack != nil && cl.connack.ReasonCode == 0
+	}, 30*time.Second, 200*time.Millisecond, "no CONNECT served once Redis runs again")
 }

@@ -144,29 +144,16 @@ func TestWithEveryDefaultRedisFrozenPastTheLivenessTTLLosesNoAcknowledgedMessage
 	redisOutage(t, clusterOptions{defaults: true}, defaultLivenessTTL(t)+2*time.Second, true)
 }
 
-// defaultLivenessTTL is the product's default node.liveness-ttl.
-func defaultLivenessTTL(t *testing.T) time.Duration {
-	var c session.Config
-	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
-	c.RegisterFlags(fs)
-	require.NoError(t, fs.Parse(nil))
-	require.Positive(t, c.LivenessTTL)
-	return c.LivenessTTL
-}
-
-// killRedis is TestSIGKILLOfRedisLosesNoAcknowledgedMessage on a cluster
-// shaped by o, on a redis-server of its own that stays down for down.
-func killRedis(t *testing.T, o clusterOptions, down time.Duration) { redisOutage(t, o, down, false) }
-
-// redisOutage is killRedis; with freeze, redis-server is stopped with
-// SIGSTOP and continued with SIGCONT instead of killed and started again.
-func redisOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool) {
+// ownRedis returns the address of a redis-server of the test's own (append
+// only file, fsync always) and the function that starts it there, again
+// after it was killed, on the same data, and waits until it answers PING.
+func ownRedis(t *testing.T) (addr string, start func(name string) *proc) {
 	bin := testkit.RequireTool(t, "redis-server", "redis-server")
-	addr := testkit.FreeAddr(t)
+	addr = testkit.FreeAddr(t)
 	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	dir := t.TempDir()
-	startRedis := func(name string) *proc {
+	return addr, func(name string) *proc {
 		t.Helper()
 		p := startProc(t, name, bin, "--port", port, "--bind", "127.0.0.1", "--dir", dir,
 			"--appendonly", "yes", "--appendfsync", "always", "--save", "")
@@ -188,6 +175,26 @@ func redisOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool
 		require.False(t, exited(), "%s exited:\n%s", name, p.Output())
 		return p
 	}
+}
+
+// defaultLivenessTTL is the product's default node.liveness-ttl.
+func defaultLivenessTTL(t *testing.T) time.Duration {
+	var c session.Config
+	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	require.NoError(t, fs.Parse(nil))
+	require.Positive(t, c.LivenessTTL)
+	return c.LivenessTTL
+}
+
+// killRedis is TestSIGKILLOfRedisLosesNoAcknowledgedMessage on a cluster
+// shaped by o, on a redis-server of its own that stays down for down.
+func killRedis(t *testing.T, o clusterOptions, down time.Duration) { redisOutage(t, o, down, false) }
+
+// redisOutage is killRedis; with freeze, redis-server is stopped with
+// SIGSTOP and continued with SIGCONT instead of killed and started again.
+func redisOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool) {
+	addr, startRedis := ownRedis(t)
 	rp := startRedis("redis-server")
 	o.redisAddr = addr
 	c := startClusterWith(t, o)
