@@ -137,6 +137,25 @@ func (f *FerretDB) Kill() {
 	f.cmd = nil
 }
 
+// Freeze stops the server with SIGSTOP (a frozen VM or container): its
+// connections stay open and nothing it is sent is answered until Thaw.
+func (f *FerretDB) Freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cmd != nil {
+		_ = syscall.Kill(-f.cmd.Process.Pid, syscall.SIGSTOP)
+	}
+}
+
+// Thaw continues the server Freeze stopped.
+func (f *FerretDB) Thaw() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cmd != nil {
+		_ = syscall.Kill(-f.cmd.Process.Pid, syscall.SIGCONT)
+	}
+}
+
 // Stop kills the server and removes its data.
 func (f *FerretDB) Stop() {
 	f.Kill()

@@ -15,7 +15,7 @@ import (
 // its lag grows, and once FerretDB is back it catches up, ready again,
 // with exactly one document per record.
 func TestMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *testing.T) {
-	stopMongoDBUnderTraffic(t, func(kafka, db string) []string { return archiverArgs(kafka, db) })
+	stopMongoDBUnderTraffic(t, func(kafka, db string) []string { return archiverArgs(kafka, db) }, false)
 }
 
 // TestWithEveryDefaultMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord
@@ -23,12 +23,24 @@ func TestMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *
 // (archive.write-timeout 10 s, retries backing off to 10 s, the lag gauge
 // every 5 s, 1,000-record batches) but for addresses and partition counts.
 func TestWithEveryDefaultMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *testing.T) {
-	stopMongoDBUnderTraffic(t, archiverDefaultArgs)
+	stopMongoDBUnderTraffic(t, archiverDefaultArgs, false)
+}
+
+// TestWithEveryDefaultMongoDBFrozenUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord
+// is the test above with FerretDB stopped with SIGSTOP instead of killed (a
+// frozen VM or container): its connections stay open and every write waits
+// unanswered, until archive.write-timeout ends it; when FerretDB runs
+// again it answers them, late, and the archiver's retries meet documents
+// that are already there.
+func TestWithEveryDefaultMongoDBFrozenUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *testing.T) {
+	stopMongoDBUnderTraffic(t, archiverDefaultArgs, true)
 }
 
 // stopMongoDBUnderTraffic is TestMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord
-// with an archiver started with args(kafka, database).
-func stopMongoDBUnderTraffic(t *testing.T, args func(kafka, db string) []string) {
+// with an archiver started with args(kafka, database); with freeze,
+// FerretDB is stopped with SIGSTOP and continued instead of killed and
+// restarted.
+func stopMongoDBUnderTraffic(t *testing.T, args func(kafka, db string) []string, freeze bool) {
 	ferret.Require(t)
 	kafka := startKafka(t)
 	db := newArchive(t)
@@ -60,18 +72,24 @@ func stopMongoDBUnderTraffic(t *testing.T, args func(kafka, db string) []string)
 	code, _ := a.readyz()
 	require.Equal(t, http.StatusOK, code, "ready while writing")
 
-	ferret.Kill()
+	if freeze {
+		ferret.Freeze()
+	} else {
+		ferret.Kill()
+	}
 	down := time.Now()
 	restarted := false
 	t.Cleanup(func() {
 		// The next tests of the package need FerretDB.
 		if !restarted {
-			if err := ferret.Restart(); err != nil {
+			if freeze {
+				ferret.Thaw()
+			} else if err := ferret.Restart(); err != nil {
 				t.Errorf("restarting ferretdb: %v", err)
 			}
 		}
 	})
-	t.Logf("ferretdb killed")
+	t.Logf("ferretdb stopped (frozen: %t)", freeze)
 
 	var body string
 	eventually(t, 30*time.Second, 50*time.Millisecond, func() bool {
@@ -96,9 +114,13 @@ func stopMongoDBUnderTraffic(t *testing.T, args func(kafka, db string) []string)
 	}, "fleetgate_archive_lag_records stayed at %.0f with MongoDB down and records arriving", first)
 	t.Logf("lag grew from %.0f to %.0f records", first, lag)
 
-	require.NoError(t, ferret.Restart())
+	if freeze {
+		ferret.Thaw()
+	} else {
+		require.NoError(t, ferret.Restart())
+	}
 	restarted = true
-	t.Logf("ferretdb restarted after %s down", time.Since(down).Round(time.Millisecond))
+	t.Logf("ferretdb back after %s down", time.Since(down).Round(time.Millisecond))
 	stopProducer()
 	records := p.flush()
 	t.Logf("%d records produced", len(records))
