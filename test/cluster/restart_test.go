@@ -61,9 +61,23 @@ func TestWithEveryDefaultSIGKILLOfTheKafkaProcessLosesNoAcknowledgedMessage(t *t
 	killKafka(t, clusterOptions{defaults: true})
 }
 
+// TestWithEveryDefaultKafkaFrozenUnderAStreamLosesNoAcknowledgedMessage is
+// the test above with the Kafka process stopped with SIGSTOP for 12 s
+// instead of killed (a frozen VM or container): its connections stay open
+// and nothing is answered, longer than the dispatchers' consumer group
+// session (6 s); publishes wait for their PUBACK (under the 30 s ack
+// deadline) and are acknowledged once it runs again.
+func TestWithEveryDefaultKafkaFrozenUnderAStreamLosesNoAcknowledgedMessage(t *testing.T) {
+	kafkaOutage(t, clusterOptions{defaults: true}, 12*time.Second, true)
+}
+
 // killKafka is TestSIGKILLOfTheKafkaProcessLosesNoAcknowledgedMessage on a
 // cluster shaped by o.
-func killKafka(t *testing.T, o clusterOptions) {
+func killKafka(t *testing.T, o clusterOptions) { kafkaOutage(t, o, outage, false) }
+
+// kafkaOutage is killKafka with the broker down for down; with freeze it is
+// stopped with SIGSTOP and continued instead of killed and restarted.
+func kafkaOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool) {
 	c := startClusterWith(t, o)
 
 	in := newInbox()
@@ -74,12 +88,21 @@ func killKafka(t *testing.T, o clusterOptions) {
 
 	stop := startStream(t, c.lb, pubs)
 	time.Sleep(streamBeforeKill)
-	c.kafkaProc.Kill()
-	killed := time.Now()
-	time.Sleep(outage)
-	c.restartKafka()
+	var killed time.Time
+	if freeze {
+		killed = c.freezeKafka(t)
+	} else {
+		c.kafkaProc.Kill()
+		killed = time.Now()
+	}
+	time.Sleep(down)
+	if freeze {
+		c.thawKafka(t)
+	} else {
+		c.restartKafka()
+	}
 	restarted := time.Now()
-	t.Logf("kafka was down for %s", restarted.Sub(killed).Round(time.Millisecond))
+	t.Logf("kafka was down for %s (frozen: %t)", restarted.Sub(killed).Round(time.Millisecond), freeze)
 	after := sentSoFar(pubs)
 	time.Sleep(streamAfterKill)
 	stop()
