@@ -233,8 +233,16 @@ func (r *Raw) Write(b []byte) {
 // successful CONNACK.
 func (r *Raw) Connect(clientID string, clean bool) packets.Packet {
 	r.t.Helper()
+	return r.ConnectAs(clientID, clean, "", nil)
+}
+
+// ConnectAs is Connect with a username and a password, each sent when not
+// empty.
+func (r *Raw) ConnectAs(clientID string, clean bool, username string, password []byte) packets.Packet {
+	r.t.Helper()
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		Connect: packets.ConnectParams{ClientIdentifier: clientID, Clean: clean, Keepalive: 30}}
+		Connect: packets.ConnectParams{ClientIdentifier: clientID, Clean: clean, Keepalive: 30,
+			Username: []byte(username), UsernameFlag: username != "", Password: password, PasswordFlag: len(password) > 0}}
 	if !clean && r.Version == 5 {
 		// MQTT 5 keeps a session after the connection only with an expiry.
 		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 300, true

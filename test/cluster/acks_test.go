@@ -39,7 +39,7 @@ func TestAcknowledgementRightBeforeDisconnectIsKept(t *testing.T) {
 	var resent []string
 	for i := range rounds {
 		r := testkit.DialRaw(t, a.mqtt, 5)
-		r.Connect("acker", false)
+		connectRaw(t, r, a.mqtt, "acker", false)
 		pub.publish(t, "ack/data", fmt.Sprint(i))
 		for {
 			pk, err := r.Recv(10 * time.Second)

@@ -58,6 +58,7 @@ func dialV5(t *testing.T, addr string, cp *paho.Connect, onMsg func(*paho.Publis
 	if cp.KeepAlive == 0 {
 		cp.KeepAlive = 30
 	}
+	authenticateV5(t, addr, cp)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	ca, err := c.Connect(ctx, cp)
@@ -119,6 +120,7 @@ func dialV3(t *testing.T, addr, clientID string, clean bool, adjust func(*mqtt.C
 		SetProtocolVersion(4).SetCleanSession(clean).SetKeepAlive(30 * time.Second).
 		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second).
 		SetWriteTimeout(10 * time.Second).SetOrderMatters(true)
+	authenticateV3(t, addr, clientID, o)
 	if adjust != nil {
 		adjust(o)
 	}

@@ -97,19 +97,21 @@ type clusterOptions struct {
 	args, frontendArgs, dispatcherArgs []string
 	// frontendArgsEach[i] are added to frontend i's flags only.
 	frontendArgsEach [][]string
-	// access are the frontends' authentication and authorization flags;
-	// nil lets anonymous clients in (auth.allow-anonymous=true): the tests
-	// of crashes and failover are about routing, the attacks
-	// (security_test.go) about access.
+	// access are the frontends' authentication and authorization flags.
+	// nil with defaults is the fleet's access (fleetaccess_test.go: every
+	// client a device with its own JWT, a rules file, nothing anonymous);
+	// nil without defaults lets anonymous clients in
+	// (auth.allow-anonymous=true), for the tests that shorten timings.
 	access []string
 	// tls gives every frontend a TLS listener on an address of its own
 	// (node.tls); its certificate flags go in access.
 	tls bool
 	// defaults leaves out the test timings and the raised queue bounds
 	// below: every fleetgate setting is the product's default but for
-	// addresses, node ids, partition counts and, unless access says
-	// otherwise, auth.allow-anonymous=true (the product refuses to start
-	// without an authenticator; security_test.go runs the attacks on
+	// addresses, node ids and partition counts, and the frontends demand
+	// credentials as the product does (the product refuses to start without
+	// an authenticator): each client authenticates with a JWT of its own
+	// unless access says otherwise (security_test.go runs the attacks on
 	// clusters with the password file, tokens and certificates).
 	defaults bool
 }
@@ -163,7 +165,11 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 	for i := range 2 {
 		f := &node{id: fmt.Sprintf("fe-%c", 'a'+i), mqtt: testkit.FreeAddr(t), ops: testkit.FreeAddr(t)}
 		access := o.access
-		if access == nil {
+		switch {
+		case access != nil:
+		case o.defaults:
+			access = fleetAccessFor(t).args
+		default:
 			access = []string{"-auth.allow-anonymous=true"}
 		}
 		f.args = []string{"-node.id", f.id, "-mqtt.tcp-addr", f.mqtt, "-http.addr", f.ops}
@@ -186,6 +192,13 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 	}
 
 	c.lb = testkit.FreeAddr(t)
+	if o.defaults && o.access == nil {
+		addrs := []string{c.lb}
+		for _, f := range c.frontends {
+			addrs = append(addrs, f.mqtt)
+		}
+		fleetAccessFor(t).serve(t, addrs...)
+	}
 	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
 	require.NoError(t, os.WriteFile(cfg, []byte(haproxyConfig(c.lb, c.frontends)), 0o600))
 	lb := startProc(t, "haproxy", haproxy, "-db", "-f", cfg)

@@ -278,7 +278,7 @@ func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t
 	// A raw MQTT 5 client: paho.golang gives up on a packet after 30 s, the
 	// ack deadline itself; devices often wait longer, or for ever.
 	v5c := testkit.DialRaw(t, fe.mqtt, 5)
-	require.Zero(t, v5c.Connect("frozen-publish-v5", true).ReasonCode)
+	require.Zero(t, connectRaw(t, v5c, fe.mqtt, "frozen-publish-v5", true).ReasonCode)
 	publish5 := func(id uint16, payload string) {
 		v5c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 			TopicName: "devices/frozen-publish-v5/telemetry", PacketID: id, Payload: []byte(payload)})
@@ -342,12 +342,15 @@ func TestWithEveryDefaultAConnectWhileRedisIsStoppedIsRefusedAndThenServed(t *te
 		10*time.Second, 10*time.Millisecond, "redis-server never stopped")
 	stopped := time.Now()
 
-	_, ca, err := connectV5(t, dialTCP(t, fe.mqtt), &paho.Connect{ClientID: "frozen-redis-v5", CleanStart: true}, nil)
+	cp := &paho.Connect{ClientID: "frozen-redis-v5", CleanStart: true}
+	authenticateV5(t, fe.mqtt, cp)
+	_, ca, err := connectV5(t, dialTCP(t, fe.mqtt), cp, nil)
 	t.Logf("MQTT 5 CONNACK %s after Redis stopped: %v", time.Since(stopped).Round(time.Millisecond), err)
 	require.NotNil(t, ca, "no CONNACK while Redis is stopped: %v", err)
 	assert.Equal(t, byte(0x88), ca.ReasonCode)
 	o := mqtt.NewClientOptions().AddBroker("tcp://" + fe.mqtt).SetClientID("frozen-redis-v3").SetProtocolVersion(4).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(30 * time.Second)
+	authenticateV3(t, fe.mqtt, "frozen-redis-v3", o)
 	v3c := mqtt.NewClient(o)
 	tok := v3c.Connect()
 	require.True(t, tok.WaitTimeout(60*time.Second), "no CONNACK while Redis is stopped")

@@ -368,6 +368,7 @@ func connectV3(t *testing.T, addr, clientID string) (mqtt.Client, error) {
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			t.Logf("publisher %s lost its connection: %v", clientID, err)
 		})
+	authenticateV3(t, addr, clientID, o)
 	c := mqtt.NewClient(o)
 	tok := c.Connect()
 	if !tok.WaitTimeout(10 * time.Second) {

@@ -173,8 +173,10 @@ func dialUnacknowledging(t *testing.T, addr, clientID string, expiry uint32, inf
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	ca, err := cl.Connect(ctx, &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{ReceiveMaximum: &inflight, SessionExpiryInterval: &expiry}})
+	cp := &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &inflight, SessionExpiryInterval: &expiry}}
+	authenticateV5(t, addr, cp)
+	ca, err := cl.Connect(ctx, cp)
 	require.NoError(t, err)
 	require.Zero(t, ca.ReasonCode)
 	sa, err := cl.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: sharedFilter, QoS: 1}}})
