@@ -65,7 +65,7 @@ func startRedisServer(ctx context.Context, bin, listen, dataDir string) (*devRed
 		host = "127.0.0.1"
 	}
 	cmd := exec.Command(bin, "--bind", host, "--port", port, "--dir", dir,
-		"--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
 	// redis-server dies with the dev stack, even when the stack is killed
 	// with SIGKILL and cannot stop it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

@@ -177,8 +177,13 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	persistence, err := session.NewPersistenceWatch(rdb, s.base, s.tel.Provider, time.Minute)
+	if err != nil {
+		return err
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { persistence.Run(gctx); return nil })
 	g.Go(func() error { return follower.Run(gctx) })
 	g.Go(func() error { return sweeper.Run(gctx) })
 	g.Go(func() error {
