@@ -76,8 +76,11 @@ type Server struct {
 	changes  *kgo.Client // subscription change log producer
 	events   *kgo.Client // session events and receipts producer; nil when off
 	admin    *kadm.Client
-	rdb      redis.UniversalClient
-	store    *session.Store
+	// durability reads the inbound topic's replication (kafka durability
+	// in the log, fleetgate_kafka_topic_*).
+	durability *kafka.DurabilityWatch
+	rdb        redis.UniversalClient
+	store      *session.Store
 	// owner names this process in the session store: the node id and the
 	// start time. A node restarted with the same id is a new owner, so the
 	// sessions and pending wills its previous run left behind are swept
@@ -168,6 +171,9 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		return nil, err
 	}
 	if s.admin, err = kafka.NewAdmin(cfg.Kafka, log); err != nil {
+		return nil, err
+	}
+	if s.durability, err = kafka.NewDurabilityWatch(s.admin, cfg.Kafka.Topic, log, tel.Provider, 5*time.Minute); err != nil {
 		return nil, err
 	}
 	if s.changes, err = kafka.NewChangelogProducer(cfg.Kafka, cfg.Subscriptions.WriteTimeout, log, kafka.Telemetry{Meter: tel.Provider}); err != nil {
@@ -367,6 +373,24 @@ func (s *Server) watchKafka(ctx context.Context) {
 	}
 }
 
+// watchDurability checks the inbound topic's replication once it exists
+// and every 5 minutes after (kafka.DurabilityWatch), beside watchKafka so
+// that a slow answer never holds the readiness check.
+func (s *Server) watchDurability(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		if s.topicReady.Load() {
+			s.durability.CheckIfDue(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // topics are the topics the frontend makes sure exist: the subscription
 // change log always, the inbound and events topics when fleetgate creates
 // topics (kafka.create-topic).
@@ -420,6 +444,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopBackground()
 	g, gctx := errgroup.WithContext(bgCtx)
 	g.Go(func() error { s.watchKafka(gctx); return nil })
+	g.Go(func() error { s.watchDurability(gctx); return nil })
 	s.log.Info("session owner", "owner", s.owner)
 	g.Go(func() error { return s.store.RunHeartbeat(gctx, s.owner, s.sessions.Swept) })
 	g.Go(func() error { s.runDelivery(gctx); return nil })

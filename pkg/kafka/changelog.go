@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -18,12 +19,21 @@ import (
 // subscription log). replicationFactor -1 uses the broker default. An
 // existing topic is left as it is.
 func EnsureCompactedTopic(ctx context.Context, adm *kadm.Client, topic string, partitions, replicationFactor int) error {
+	return ensureCompactedTopic(ctx, adm, topic, partitions, replicationFactor, 0)
+}
+
+// ensureCompactedTopic is EnsureCompactedTopic with min.insync.replicas
+// minInsync (0: the brokers' default).
+func ensureCompactedTopic(ctx context.Context, adm *kadm.Client, topic string, partitions, replicationFactor, minInsync int) error {
 	configs := map[string]*string{
 		// Compaction keeps the latest record of every key for ever, so a
 		// follower that reads from the start rebuilds the whole state;
 		// tombstones are dropped after delete.retention.ms (broker default
 		// one day), long after every running follower has applied them.
 		"cleanup.policy": kadm.StringPtr("compact"),
+	}
+	if minInsync > 0 {
+		configs["min.insync.replicas"] = kadm.StringPtr(strconv.Itoa(minInsync))
 	}
 	resp, err := adm.CreateTopic(ctx, int32(partitions), int16(replicationFactor), configs, topic)
 	if err == nil {

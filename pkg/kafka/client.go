@@ -191,6 +191,9 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, cfg Config) error {
 	configs := map[string]*string{
 		"retention.ms": kadm.StringPtr(strconv.FormatInt(cfg.Retention.Milliseconds(), 10)),
 	}
+	if n := cfg.TopicMinInsync(); n > 0 {
+		configs["min.insync.replicas"] = kadm.StringPtr(strconv.Itoa(n))
+	}
 	resp, err := adm.CreateTopic(ctx, int32(cfg.Partitions), int16(cfg.ReplicationFactor), configs, cfg.Topic)
 	if err == nil {
 		err = resp.Err
@@ -233,7 +236,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, cfg Config, specs ...To
 	for _, t := range specs {
 		var err error
 		if t.Compacted {
-			err = EnsureCompactedTopic(ctx, adm, t.Name, t.Partitions, cfg.ReplicationFactor)
+			err = ensureCompactedTopic(ctx, adm, t.Name, t.Partitions, cfg.ReplicationFactor, cfg.TopicMinInsync())
 		} else {
 			kc := cfg
 			kc.Topic, kc.Partitions = t.Name, t.Partitions

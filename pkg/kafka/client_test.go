@@ -89,6 +89,8 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		{"empty topic", func(c *Config) { c.Topic = "" }, "kafka.topic"},
 		{"zero partitions", func(c *Config) { c.Partitions = 0 }, "kafka.partitions"},
 		{"zero replication factor", func(c *Config) { c.ReplicationFactor = 0 }, "kafka.replication-factor"},
+		{"zero min.insync.replicas", func(c *Config) { c.MinInsyncReplicas = 0 }, "kafka.min-insync-replicas"},
+		{"min.insync.replicas above the replication factor", func(c *Config) { c.ReplicationFactor, c.MinInsyncReplicas = 2, 3 }, "kafka.min-insync-replicas: 3 must not exceed kafka.replication-factor 2"},
 		{"negative retention", func(c *Config) { c.Retention = -time.Second }, "kafka.retention"},
 		{"unknown codec", func(c *Config) { c.Compression = "brotli" }, "kafka.compression"},
 		{"negative linger", func(c *Config) { c.Linger = -1 }, "kafka.linger"},

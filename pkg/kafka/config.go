@@ -19,11 +19,14 @@ type Config struct {
 	CreateTopic       bool              `yaml:"create_topic"`
 	Partitions        int               `yaml:"partitions"`
 	ReplicationFactor int               `yaml:"replication_factor"`
-	Retention         time.Duration     `yaml:"retention"`
-	DialTimeout       time.Duration     `yaml:"dial_timeout"`
-	MetadataMaxAge    time.Duration     `yaml:"metadata_max_age"`
-	Linger            time.Duration     `yaml:"linger"`
-	Compression       string            `yaml:"compression"`
+	// MinInsyncReplicas is min.insync.replicas of the topics fleetgate
+	// creates; -1 derives it (TopicMinInsync).
+	MinInsyncReplicas int           `yaml:"min_insync_replicas"`
+	Retention         time.Duration `yaml:"retention"`
+	DialTimeout       time.Duration `yaml:"dial_timeout"`
+	MetadataMaxAge    time.Duration `yaml:"metadata_max_age"`
+	Linger            time.Duration `yaml:"linger"`
+	Compression       string        `yaml:"compression"`
 	// MaxMessageBytes is the largest record batch the topic takes (its
 	// max.message.bytes): no produce batch is larger, so a record too large
 	// fails alone instead of taking the records batched with it along.
@@ -62,6 +65,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.CreateTopic, "kafka.create-topic", true, "Create the topic at start when it does not exist.")
 	fs.IntVar(&c.Partitions, "kafka.partitions", 12, "Partitions of the topic when fleetgate creates it; records are keyed by client id, so this bounds consumer parallelism.")
 	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", -1, "Replication factor when fleetgate creates the topic; -1 uses the broker default.")
+	fs.IntVar(&c.MinInsyncReplicas, "kafka.min-insync-replicas", -1, "min.insync.replicas of the topics fleetgate creates: the brokers that must have a record before Kafka acknowledges it (and the device gets its PUBACK). -1: kafka.replication-factor minus one when that is 3 or more (2 with 3: one broker may fail with no loss and no refused publish), otherwise the brokers' default (Kafka's is 1).")
 	fs.DurationVar(&c.Retention, "kafka.retention", 7*24*time.Hour, "retention.ms of the topic when fleetgate creates it.")
 	fs.DurationVar(&c.DialTimeout, "kafka.dial-timeout", 5*time.Second, "Timeout for opening a connection to a broker.")
 	fs.DurationVar(&c.MetadataMaxAge, "kafka.metadata-max-age", time.Minute, "How often every Kafka client refreshes topic metadata: partitions added to a topic are produced to and routed within about this long (Kafka's own default is 5m).")
@@ -96,6 +100,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ReplicationFactor == 0 || c.ReplicationFactor < -1 {
 		errs = append(errs, fmt.Errorf("kafka.replication-factor: %d must be -1 (broker default) or at least 1", c.ReplicationFactor))
+	}
+	if c.MinInsyncReplicas == 0 || c.MinInsyncReplicas < -1 {
+		errs = append(errs, fmt.Errorf("kafka.min-insync-replicas: %d must be -1 (derived) or at least 1", c.MinInsyncReplicas))
+	}
+	if c.ReplicationFactor > 0 && c.MinInsyncReplicas > c.ReplicationFactor {
+		errs = append(errs, fmt.Errorf("kafka.min-insync-replicas: %d must not exceed kafka.replication-factor %d (Kafka would refuse every record)", c.MinInsyncReplicas, c.ReplicationFactor))
 	}
 	if c.Retention <= 0 {
 		errs = append(errs, fmt.Errorf("kafka.retention: %s must be positive", c.Retention))
@@ -139,4 +149,17 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("kafka.sasl.mechanism: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", c.SASL.Mechanism))
 	}
 	return errors.Join(errs...)
+}
+
+// TopicMinInsync returns the min.insync.replicas to create topics with, or
+// 0 to leave the brokers' default: kafka.min-insync-replicas when set,
+// else the replication factor minus one when that is 3 or more.
+func (c *Config) TopicMinInsync() int {
+	switch {
+	case c.MinInsyncReplicas > 0:
+		return c.MinInsyncReplicas
+	case c.ReplicationFactor >= 3:
+		return c.ReplicationFactor - 1
+	}
+	return 0
 }
