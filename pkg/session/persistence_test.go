@@ -1,13 +1,11 @@
 package session
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -88,7 +86,7 @@ func TestPersistenceWatchWarnsOnceAndReportsTheGauge(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rdb := redis.NewClient(&redis.Options{Addr: tc.addr})
 			t.Cleanup(func() { _ = rdb.Close() })
-			var logs syncBuffer
+			var logs testkit.SyncBuffer
 			reader := sdkmetric.NewManualReader()
 			w, err := NewPersistenceWatch(rdb, slog.New(slog.NewTextHandler(&logs, nil)),
 				sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)), time.Hour)
@@ -141,22 +139,4 @@ func startRedisWithoutConfig(t *testing.T) string {
 	require.Eventually(t, func() bool { return c.Ping(context.Background()).Err() == nil },
 		10*time.Second, 20*time.Millisecond, "redis-server without CONFIG never answered")
 	return addr
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and the test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
