@@ -7,12 +7,14 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fleetgate/fleetgate/pkg/acl"
+	"github.com/fleetgate/fleetgate/pkg/ingest"
 )
 
 // conn wraps every accepted connection so the frontend can answer what mochi
@@ -66,7 +68,40 @@ type conn struct {
 	deadline, credential int64
 	onCredential         func()
 	tick                 int64
+
+	// raw is the socket when the bytes written to the connection reach it
+	// as they are (TCP, PROXY protocol over TCP), nil otherwise (TLS,
+	// WebSocket): see RawWriter.
+	raw syscall.RawConn
 }
+
+// newConn wraps an accepted connection.
+func newConn(nc net.Conn, idle time.Duration, wheel *deadlines) *conn {
+	return &conn{Conn: nc, idle: idle, wheel: wheel, raw: rawSocket(nc)}
+}
+
+// rawSocket returns the socket of nc when what is written to nc goes to it
+// unchanged: a TCP connection, or one with a PROXY protocol header (read
+// before the first packet; writes pass through).
+func rawSocket(nc net.Conn) syscall.RawConn {
+	if p, ok := nc.(interface{ Raw() net.Conn }); ok {
+		nc = p.Raw()
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// RawWriter implements ingest.RawWriter: the ingest hook writes the acks
+// Kafka's answer completed straight to the socket, without blocking, and
+// leaves them to a goroutine of their own only when the socket is full.
+func (c *conn) RawWriter() (syscall.RawConn, bool) { return c.raw, c.raw != nil }
 
 // Close stops reads and writes at once (waking the read loop) but leaves the
 // socket to finish.
@@ -272,3 +307,5 @@ func (c *conn) lingeringClose() {
 	_ = c.Conn.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
 	_, _ = io.CopyN(io.Discard, c.Conn, 1<<20)
 }
+
+var _ ingest.RawWriter = (*conn)(nil)

@@ -165,7 +165,7 @@ func (s *Server) leanConnect(listener string, nc net.Conn) *leanConn {
 		_ = nc.Close() // accepted just as the node started draining
 		return nil
 	}
-	c := &conn{Conn: nc, idle: s.cfg.MQTT.Admission.IdleTimeout, wheel: s.deadlines}
+	c := newConn(nc, s.cfg.MQTT.Admission.IdleTimeout, s.deadlines)
 	// No deadline applies before CONNECT otherwise [MQTT-3.1.4-1]. The
 	// wheel holds it, as every later one (conn.arm): the socket gets no
 	// deadline of its own, so no runtime timer per connection.

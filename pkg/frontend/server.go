@@ -637,7 +637,7 @@ func (s *Server) establishMochi(listener string, nc net.Conn) error {
 		_ = nc.Close() // accepted just as the node started draining
 		return nil
 	}
-	c := &conn{Conn: nc, idle: s.cfg.MQTT.Admission.IdleTimeout, wheel: s.deadlines}
+	c := newConn(nc, s.cfg.MQTT.Admission.IdleTimeout, s.deadlines)
 	// mochi sets no deadline before the first packet: bound the wait for
 	// CONNECT ourselves. mochi replaces the deadline after CONNECT with
 	// 1.5 × keep-alive [MQTT-3.1.2-22].

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -126,12 +127,176 @@ func (h *Hook) startFlushLocked(a *clientAcks) {
 		a.flushing = true
 	}
 	a.mu.Unlock()
-	if start {
-		// On a worker whose stack has grown for a write already: a new
-		// goroutine per flush paid that growth at every ack of a slow
-		// device.
-		workers.Go(func() { h.flush(a) })
+	if !start {
+		return
 	}
+	if _, ok := rawSocket(a.cl); ok {
+		h.flushes.add(h, a)
+		return
+	}
+	// On a worker whose stack has grown for a write already: a new
+	// goroutine per flush paid that growth at every ack of a slow device.
+	workers.Go(func() { h.flush(a) })
+}
+
+// flushQueue holds the connections whose socket takes acks without
+// blocking (RawWriter) and that have acks to write. One goroutine at a
+// time writes them all (drain): a Kafka answer that completes the
+// publishes of many connections wakes one goroutine, not one per
+// connection, which then waited for a processor behind one another
+// (docs/benchmarks.md), and a connection's acks completed meanwhile
+// leave in the same write.
+type flushQueue struct {
+	mu       sync.Mutex
+	queued   []*clientAcks
+	spare    []*clientAcks
+	draining bool
+	ready    []*entry // the draining goroutine's scratch
+}
+
+func (q *flushQueue) add(h *Hook, a *clientAcks) {
+	q.mu.Lock()
+	q.queued = append(q.queued, a)
+	start := !q.draining
+	q.draining = true
+	q.mu.Unlock()
+	if start {
+		workers.Go(func() { q.drain(h) })
+	}
+}
+
+// drain flushes the queued connections until none is left.
+func (q *flushQueue) drain(h *Hook) {
+	for {
+		q.mu.Lock()
+		batch := q.queued
+		if len(batch) == 0 {
+			q.draining = false
+			q.mu.Unlock()
+			return
+		}
+		q.queued, q.spare = q.spare[:0], nil
+		q.mu.Unlock()
+		for i, a := range batch {
+			if !h.flushNow(a, &q.ready) {
+				workers.Go(func() { h.flush(a) })
+			}
+			batch[i] = nil
+		}
+		q.mu.Lock()
+		q.spare = batch[:0]
+		q.mu.Unlock()
+	}
+}
+
+// RawWriter is implemented by connections that may offer their socket: a
+// connection whose bytes reach the socket as written (TCP, PROXY protocol
+// over TCP; not TLS or WebSocket) gets its acks written by the flush queue
+// without blocking.
+type RawWriter interface {
+	// RawWriter returns the socket, or false.
+	RawWriter() (syscall.RawConn, bool)
+}
+
+// rawSocket returns cl's socket when its connection offers it.
+func rawSocket(cl *mqtt.Client) (syscall.RawConn, bool) {
+	if rw, ok := cl.Net.Conn.(RawWriter); ok {
+		return rw.RawWriter()
+	}
+	return nil, false
+}
+
+// flushNow is flush for a connection whose socket takes the acks at once,
+// which is nearly always, on the flush queue's goroutine. It never blocks:
+// it reports false, leaving the flush to a worker of its own, when the
+// connection is no plain socket, another write holds the client's lock or
+// an MQTT 3.1.1 connection must be closed (writeAcks); a write the socket
+// takes only in part hands the rest, and the flush, to a worker.
+func (h *Hook) flushNow(a *clientAcks, scratch *[]*entry) bool {
+	cl := a.cl
+	rc, ok := rawSocket(cl)
+	if !ok || !cl.TryLock() {
+		return false
+	}
+	v5 := cl.Properties.ProtocolVersion == 5
+	buf := bufPool.Get().(*bytes.Buffer)
+	ready := *scratch
+	defer func() { clear(ready[:cap(ready)]); *scratch = ready[:0] }()
+	for {
+		a.mu.Lock()
+		n := 0
+		for n < len(a.queue) && a.queue[n].done {
+			if !v5 && a.queue[n].code.Code >= packets.ErrUnspecifiedError.Code {
+				// This one closes the connection: the worker's flush
+				// writes the acks before it and closes (writeAcks).
+				a.mu.Unlock()
+				cl.Unlock()
+				releaseBuf(buf)
+				return false
+			}
+			n++
+		}
+		if n == 0 {
+			a.flushing = false
+			if len(a.queue) == 0 {
+				a.queue = nil // let a burst's backing array go
+			}
+			a.mu.Unlock()
+			cl.Unlock()
+			releaseBuf(buf)
+			return true
+		}
+		ready = append(ready[:0], a.queue[:n]...)
+		a.queue = a.queue[n:]
+		a.mu.Unlock()
+
+		for range ready {
+			<-a.window // before the acks leave, as in flush
+		}
+		now := time.Now().Unix()
+		for _, e := range ready {
+			h.encodeAck(a, e, buf, now, v5)
+		}
+		written := buf.Len()
+		if !cl.Closed() {
+			var werr error
+			err := rc.Write(func(fd uintptr) bool {
+				written, werr = syscall.Write(int(fd), buf.Bytes())
+				return true // never wait for the socket here
+			})
+			switch {
+			case err != nil || (werr != nil && werr != syscall.EAGAIN && werr != syscall.EINTR):
+				written = buf.Len() // the connection is gone; its reader ends it
+			case written < 0:
+				written = 0
+			}
+		}
+		if written < buf.Len() {
+			// The socket's buffer is full: a worker writes the rest,
+			// holding the client's lock until it did so that no other
+			// packet lands inside an ack, and goes on flushing.
+			buf.Next(written)
+			count := int64(len(ready))
+			workers.Go(func() {
+				_, err := cl.Net.Conn.Write(buf.Bytes())
+				cl.Unlock()
+				if err != nil && !cl.Closed() {
+					h.log.Debug("writing acks", "client_id", cl.ID, "err", err)
+				}
+				releaseBuf(buf)
+				h.outstanding.Add(-count)
+				h.flush(a)
+			})
+			return true
+		}
+		buf.Reset()
+		h.outstanding.Add(-int64(len(ready)))
+	}
+}
+
+func releaseBuf(buf *bytes.Buffer) {
+	buf.Reset()
+	bufPool.Put(buf)
 }
 
 // ackTimedOut answers a publish Kafka has not answered by its deadline.
@@ -216,49 +381,57 @@ func (h *Hook) writeAcks(a *clientAcks, entries []*entry) {
 			cl.Stop(e.code)
 			return
 		}
-		typ := packets.Puback
-		if e.qos == 2 {
-			typ = packets.Pubrec
-		}
-		ack := packets.Packet{
-			FixedHeader:     packets.FixedHeader{Type: typ},
-			PacketID:        e.packetID,
-			ReasonCode:      e.code.Code,
-			ProtocolVersion: cl.Properties.ProtocolVersion,
-			Created:         now,
-			// mochi expires inflight entries older than this.
-			Expiry: now + h.maxInflightAge,
-		}
-		// The client's limits, as mochi's own WritePacket applies them.
-		ack.Mods.MaxSize = cl.Properties.Props.MaximumPacketSize
-		ack.Mods.DisallowProblemInfo = cl.Properties.Props.RequestProblemInfoFlag && cl.Properties.Props.RequestProblemInfo == 0 // [MQTT-3.1.2-29]
-		if failed {
-			ack.Properties.ReasonString = e.code.Reason
-		} else if e.qos == 2 {
-			// Record the PUBREC before writing it so mochi answers the
-			// PUBREL that may follow at once with PUBCOMP
-			// [MQTT-4.3.3-8], and a resent PUBLISH with this id is not
-			// produced again [MQTT-4.3.3-10] (see OnPacketRead).
-			// mochi's own receive quota is left alone: the hook counts
-			// what awaits PUBREL itself (recs), and mochi would otherwise
-			// refuse QoS 0 at a zero quota and send an MQTT 3.1.1
-			// client a DISCONNECT.
-			cl.State.Inflight.Set(ack)
-			if v5 {
-				a.recs.Add(1) // until PUBREL (OnPacketRead)
-			}
-		}
-		var err error
-		if typ == packets.Puback {
-			err = ack.PubackEncode(buf)
-		} else {
-			err = ack.PubrecEncode(buf)
-		}
-		if err != nil {
-			h.log.Error("encoding ack", "client_id", cl.ID, "packet_id", e.packetID, "err", err)
-		}
+		h.encodeAck(a, e, buf, now, v5)
 	}
 	h.write(cl, buf)
+}
+
+// encodeAck appends e's PUBACK or PUBREC to buf (a failure only on MQTT 5:
+// writeAcks and flushNow close an MQTT 3.1.1 connection instead).
+func (h *Hook) encodeAck(a *clientAcks, e *entry, buf *bytes.Buffer, now int64, v5 bool) {
+	cl := a.cl
+	failed := e.code.Code >= packets.ErrUnspecifiedError.Code
+	typ := packets.Puback
+	if e.qos == 2 {
+		typ = packets.Pubrec
+	}
+	ack := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: typ},
+		PacketID:        e.packetID,
+		ReasonCode:      e.code.Code,
+		ProtocolVersion: cl.Properties.ProtocolVersion,
+		Created:         now,
+		// mochi expires inflight entries older than this.
+		Expiry: now + h.maxInflightAge,
+	}
+	// The client's limits, as mochi's own WritePacket applies them.
+	ack.Mods.MaxSize = cl.Properties.Props.MaximumPacketSize
+	ack.Mods.DisallowProblemInfo = cl.Properties.Props.RequestProblemInfoFlag && cl.Properties.Props.RequestProblemInfo == 0 // [MQTT-3.1.2-29]
+	if failed {
+		ack.Properties.ReasonString = e.code.Reason
+	} else if e.qos == 2 {
+		// Record the PUBREC before writing it so mochi answers the
+		// PUBREL that may follow at once with PUBCOMP
+		// [MQTT-4.3.3-8], and a resent PUBLISH with this id is not
+		// produced again [MQTT-4.3.3-10] (see OnPacketRead).
+		// mochi's own receive quota is left alone: the hook counts
+		// what awaits PUBREL itself (recs), and mochi would otherwise
+		// refuse QoS 0 at a zero quota and send an MQTT 3.1.1
+		// client a DISCONNECT.
+		cl.State.Inflight.Set(ack)
+		if v5 {
+			a.recs.Add(1) // until PUBREL (OnPacketRead)
+		}
+	}
+	var err error
+	if typ == packets.Puback {
+		err = ack.PubackEncode(buf)
+	} else {
+		err = ack.PubrecEncode(buf)
+	}
+	if err != nil {
+		h.log.Error("encoding ack", "client_id", cl.ID, "packet_id", e.packetID, "err", err)
+	}
 }
 
 // write sends buf on the client's connection under the client's lock, the

@@ -87,6 +87,7 @@ type Hook struct {
 
 	clients sync.Map // *mqtt.Client → *clientAcks
 	quotas  sync.Map // *mqtt.Client → *clientQuota
+	flushes flushQueue
 
 	tooLargeLog logLimiter
 	overdueLog  logLimiter
