@@ -223,32 +223,15 @@ func (h *Hook) flushNow(a *clientAcks, scratch *[]*entry) bool {
 	ready := *scratch
 	defer func() { clear(ready[:cap(ready)]); *scratch = ready[:0] }()
 	for {
-		a.mu.Lock()
-		n := 0
-		for n < len(a.queue) && a.queue[n].done {
-			if !v5 && a.queue[n].code.Code >= packets.ErrUnspecifiedError.Code {
-				// This one closes the connection: the worker's flush
-				// writes the acks before it and closes (writeAcks).
-				a.mu.Unlock()
-				cl.Unlock()
-				releaseBuf(buf)
-				return false
-			}
-			n++
-		}
-		if n == 0 {
-			a.flushing = false
-			if len(a.queue) == 0 {
-				a.queue = nil // let a burst's backing array go
-			}
-			a.mu.Unlock()
+		var closes bool
+		// An MQTT 3.1.1 connection that must be closed is the worker's
+		// flush's: it writes the acks before and closes (writeAcks).
+		ready, closes = a.takeAnswerable(ready[:0], !v5)
+		if closes || len(ready) == 0 {
 			cl.Unlock()
 			releaseBuf(buf)
-			return true
+			return !closes
 		}
-		ready = append(ready[:0], a.queue[:n]...)
-		a.queue = a.queue[n:]
-		a.mu.Unlock()
 
 		for range ready {
 			<-a.window // before the acks leave, as in flush
@@ -324,26 +307,40 @@ func (h *Hook) expireOverdue(a *clientAcks, now int64) int {
 	return n
 }
 
+// takeAnswerable moves the answerable entries at the head of the queue to
+// dst and returns it; with none, the flush is over (flushing is cleared).
+// With v3Close it takes nothing and reports closes when one of them is a
+// failure, which closes an MQTT 3.1.1 connection.
+func (a *clientAcks) takeAnswerable(dst []*entry, v3Close bool) (out []*entry, closes bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for n < len(a.queue) && a.queue[n].done {
+		if v3Close && a.queue[n].code.Code >= packets.ErrUnspecifiedError.Code {
+			return dst, true
+		}
+		n++
+	}
+	if n == 0 {
+		a.flushing = false
+		if len(a.queue) == 0 {
+			a.queue = nil // let a burst's backing array go
+		}
+		return dst, false
+	}
+	dst = append(dst, a.queue[:n]...)
+	a.queue = a.queue[n:]
+	return dst, false
+}
+
 // flush writes every answerable ack at the head of the queue, in order.
 func (h *Hook) flush(a *clientAcks) {
 	var ready []*entry
 	for {
-		a.mu.Lock()
-		n := 0
-		for n < len(a.queue) && a.queue[n].done {
-			n++
-		}
-		if n == 0 {
-			a.flushing = false
-			if len(a.queue) == 0 {
-				a.queue = nil // let a burst's backing array go
-			}
-			a.mu.Unlock()
+		ready, _ = a.takeAnswerable(ready[:0], false)
+		if len(ready) == 0 {
 			return
 		}
-		ready = append(ready[:0], a.queue[:n]...)
-		a.queue = a.queue[n:]
-		a.mu.Unlock()
 
 		// Free the window slots before the acks leave: a client may
 		// send its next publish the moment it reads an ack, and must
