@@ -2,6 +2,7 @@ package frontend_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -161,6 +162,14 @@ func TestBehindAProxyProtocolLoadBalancerTheEventsNameTheDevicesAddress(t *testi
 
 	e := er.next("behind-lb", events.Connect)
 	assert.Equal(t, "203.0.113.7:40001", e.Remote, "the device's address, not the load balancer's")
+
+	// Its acks go straight to the socket under the PROXY header (the
+	// ingest hook's flush queue): they arrive whole and in order.
+	for i := range 20 {
+		resp, err := c.Publish(ctx, &paho.Publish{Topic: "behind/lb", QoS: 1, Payload: []byte(fmt.Sprint(i))})
+		require.NoError(t, err, "publish %d", i)
+		require.Zero(t, resp.ReasonCode, "publish %d", i)
+	}
 
 	// The load balancer's own address without a header is refused, and counted.
 	bare, err := net.Dial("tcp", n.addr)
