@@ -104,27 +104,42 @@ func TestAcksLeaveInArrivalOrderWhateverOrderKafkaConfirmsIn(t *testing.T) {
 	require.Eventually(t, h.Idle, 5*time.Second, time.Millisecond)
 }
 
+// TestAFailedRecordGetsAFailureAckAndLaterOnesStillSucceed, MQTT 5, on a
+// connection whose acks a worker writes (a pipe) and on one whose acks the
+// flush queue writes to the socket (TCP).
 func TestAFailedRecordGetsAFailureAckAndLaterOnesStillSucceed(t *testing.T) {
-	p := &heldProducer{added: make(chan struct{}, 16)}
-	h := newTestHook(t, p)
-	cl, read := pipeClient(t, 5)
-	_, _ = h.OnPublish(cl, publish(1, 1, "a"))
-	<-p.added
-	_, _ = h.OnPublish(cl, publish(2, 2, "b"))
-	<-p.added
-	p.complete(0, errors.New("kafka down"))
-	p.complete(1, nil)
-	pk, err := read(5 * time.Second)
-	require.NoError(t, err)
-	assert.Equal(t, packets.Puback, pk.FixedHeader.Type)
-	assert.Equal(t, byte(0x80), pk.ReasonCode)
-	pk, err = read(5 * time.Second)
-	require.NoError(t, err)
-	assert.Equal(t, packets.Pubrec, pk.FixedHeader.Type)
-	assert.Zero(t, pk.ReasonCode)
-	in, ok := cl.State.Inflight.Get(2)
-	require.True(t, ok, "the PUBREC is recorded so mochi can complete PUBREL → PUBCOMP")
-	assert.Equal(t, packets.Pubrec, in.FixedHeader.Type)
+	for _, kind := range []string{"pipe", "socket"} {
+		t.Run(kind, func(t *testing.T) {
+			p := &heldProducer{added: make(chan struct{}, 16)}
+			h := newTestHook(t, p)
+			var (
+				cl   *mqtt.Client
+				read func(time.Duration) (packets.Packet, error)
+			)
+			if kind == "pipe" {
+				cl, read = pipeClient(t, 5)
+			} else {
+				cl, _, read = tcpClient(t, 5, "client-1")
+			}
+			_, _ = h.OnPublish(cl, publish(1, 1, "a"))
+			<-p.added
+			_, _ = h.OnPublish(cl, publish(2, 2, "b"))
+			<-p.added
+			p.complete(0, errors.New("kafka down"))
+			p.complete(1, nil)
+			pk, err := read(5 * time.Second)
+			require.NoError(t, err)
+			assert.Equal(t, packets.Puback, pk.FixedHeader.Type)
+			assert.Equal(t, byte(0x80), pk.ReasonCode)
+			pk, err = read(5 * time.Second)
+			require.NoError(t, err)
+			assert.Equal(t, packets.Pubrec, pk.FixedHeader.Type)
+			assert.Zero(t, pk.ReasonCode)
+			in, ok := cl.State.Inflight.Get(2)
+			require.True(t, ok, "the PUBREC is recorded so mochi can complete PUBREL → PUBCOMP")
+			assert.Equal(t, packets.Pubrec, in.FixedHeader.Type)
+		})
+	}
 }
 
 func TestAResendWhileTheOriginalAwaitsKafkaIsNotProducedAgain(t *testing.T) {
