@@ -26,7 +26,8 @@ type Config struct {
 	// share the next one.
 	StorePipelines int `yaml:"store_pipelines"`
 	// AckDelay is how long acknowledgements may wait to be recorded with
-	// the session's next round that takes messages; 0 records each at once.
+	// the session's next round that takes messages, or else with other
+	// sessions' in the node's next ack sweep; 0 records each at once.
 	AckDelay time.Duration `yaml:"ack_delay"`
 	// TopicAliases bounds the outbound topic aliases of one MQTT 5
 	// connection (also capped by the client's Topic Alias Maximum); 0
@@ -39,7 +40,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxInflight, "delivery.max-inflight", 100, "Most outbound QoS 1/2 messages awaiting acknowledgement per connection (also capped by the client's Receive Maximum).")
 	fs.DurationVar(&c.PollInterval, "delivery.poll-interval", 30*time.Second, "How often a connected session's queue is checked without a notice from a dispatcher.")
 	fs.DurationVar(&c.StoreTimeout, "delivery.store-timeout", 10*time.Second, "Bound on the Redis and Kafka writes behind CONNACK, SUBACK and UNSUBACK; past it the client gets a failure code.")
-	fs.DurationVar(&c.AckDelay, "delivery.ack-delay", 50*time.Millisecond, "How long a subscriber's PUBACKs and PUBCOMPs may wait to be recorded in Redis with the session's next delivery round (one script instead of two); 0 records each at once. A node that crashes within it sends those messages again.")
+	fs.DurationVar(&c.AckDelay, "delivery.ack-delay", 50*time.Millisecond, "How long a subscriber's PUBACKs and PUBCOMPs may wait to be recorded in Redis: with the session's next delivery round (one script instead of two), or else with the other sessions' in the node's next ack sweep (shared pipelines); 0 records each at once. A node that crashes within it sends those messages again.")
 	fs.IntVar(&c.TopicAliases, "delivery.topic-aliases", 10, "Most topic aliases the node assigns on one MQTT 5 connection whose CONNECT allows them (Topic Alias Maximum): a topic sent a second time gets the next free alias, and later messages on it carry the alias instead of the topic name. 0 sends full topic names always.")
 	fs.IntVar(&c.StorePipelines, "delivery.store-pipelines", 2, "Most Redis pipelines in flight carrying the delivery rounds of this node's sessions; rounds that arrive while all are busy share the next one.")
 }

@@ -18,6 +18,7 @@ type Deliverer struct {
 	log     *slog.Logger
 	metrics *metrics
 	rounds  *rounds
+	sweep   ackSweep
 }
 
 // New returns a Deliverer writing to the sessions in store; events, when
@@ -34,5 +35,6 @@ func New(cfg Config, store *session.Store, ev *events.Emitter, log *slog.Logger,
 		log:     log.With("component", "delivery"),
 		metrics: m,
 		rounds:  newRounds(store, cfg.StorePipelines, cfg.StoreTimeout, m.observePipeline),
+		sweep:   ackSweep{delay: cfg.AckDelay, observe: m.observeSweep},
 	}, nil
 }

@@ -16,7 +16,12 @@ type metrics struct {
 	// Counted per message (sent: AddAt(qos, n)).
 	sent, completed, filled           *telemetry.HotCounter
 	reasonUndecodable, reasonTooLarge metric.AddOption
-	pipelineRounds                    metric.Int64Histogram
+	pipelineRounds, sweepSessions     metric.Int64Histogram
+}
+
+// observeSweep records the sessions one ack sweep ran.
+func (m *metrics) observeSweep(n int) {
+	m.sweepSessions.Record(context.Background(), int64(n))
 }
 
 // observePipeline records the session rounds one Redis pipeline carried.
@@ -46,6 +51,10 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	r.pipelineRounds, err = m.Int64Histogram("fleetgate_delivery_store_pipeline_rounds",
 		metric.WithDescription("Session delivery rounds per Redis pipeline (delivery.store-pipelines): how many sessions share one round trip."),
 		metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256))
+	errs = append(errs, err)
+	r.sweepSessions, err = m.Int64Histogram("fleetgate_delivery_ack_sweep_sessions",
+		metric.WithDescription("Sessions whose acknowledgements one ack sweep recorded together (delivery.ack-delay); the count is the sweeps."),
+		metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096))
 	errs = append(errs, err)
 	errs = append(errs, counters.Err())
 	return r, errors.Join(errs...)

@@ -110,12 +110,14 @@ type Pump struct {
 	// (QoS 0, or not sendable at all), to be acknowledged in the store
 	// with the next round.
 	written []uint16
-	// acksSince is when the acknowledgements waiting for a round with
-	// messages to take started waiting (deferAcks); acksTimer ends the wait.
-	acksSince time.Time
-	acksTimer *time.Timer
-	retryAt   *time.Timer
-	backoff   time.Duration
+	retryAt *time.Timer
+	backoff time.Duration
+
+	// listed: the pump is on the node's ack sweep (sweep.go), which runs
+	// it once delivery.ack-delay is up; due: the sweep ran it, so its
+	// deferred acknowledgements are recorded now.
+	listed atomic.Bool
+	due    atomic.Bool
 }
 
 // Open returns the pump of a new connection. It does nothing until Begin.
@@ -245,7 +247,23 @@ func (c *Pump) pushAck(a ack) {
 	if full {
 		c.d.metrics.acksDropped.Add(context.Background(), 1)
 	}
+	if c.mayWait(a) {
+		// Recorded by the node's next ack sweep: no round (and no
+		// goroutine woken) for it now.
+		c.d.sweep.add(c)
+		return
+	}
 	c.kick()
+}
+
+// mayWait reports whether acknowledgement a can be left to the node's ack
+// sweep without running the pump: a PUBACK or PUBCOMP (a PUBREC is
+// answered with a PUBREL once recorded), while no queued message waits for
+// the window it frees and no round is running (a running round takes it
+// anyway). The round the sweep runs then decides as deferAcks does.
+func (c *Pump) mayWait(a ack) bool {
+	return c.d.cfg.AckDelay > 0 && a.kind != packets.Pubrec && c.begun.Load() &&
+		!c.queued.Load() && !c.running.Load() && !c.halted.Load()
 }
 
 // PushDirect hands the pump a message a dispatcher put in flight for it.
@@ -448,33 +466,26 @@ func (c *Pump) round() {
 }
 
 // deferAcks reports whether the acknowledgements of s may wait for a later
-// round, and if so makes sure one runs within delivery.ack-delay: a round
-// that only records acknowledgements is a Redis script of its own, while
-// one that also takes messages carries them for free. They wait only while
-// nothing else is to be done: no queued messages (the window would need
-// the slots they free), no PUBREC (its PUBREL waits for the record), no
-// QoS 0 message written (recording it late would risk sending it again
-// after a crash, and QoS 0 is at most once). A connection that ends records
-// them (finish); a node that crashes sends those messages again on the next
-// connection, as QoS 1 and 2 allow.
+// round, and if so lists the pump on the node's ack sweep, which runs it
+// within delivery.ack-delay: a round that only records acknowledgements is
+// a Redis script of its own, while one that also takes messages carries
+// them for free, and the sweep sends the rounds of every session whose
+// acknowledgements waited in shared pipelines, which Redis reads, runs and
+// fsyncs together instead of one turn of its event loop each. They wait
+// only while nothing else is to be done: no queued messages (the window
+// would need the slots they free), no PUBREC (its PUBREL waits for the
+// record), no QoS 0 message written (recording it late would risk sending
+// it again after a crash, and QoS 0 is at most once). A connection that
+// ends records them (Finish); a node that crashes sends those messages
+// again on the next connection, as QoS 1 and 2 allow.
 func (c *Pump) deferAcks(s settlement) bool {
-	d := c.d.cfg.AckDelay
-	if d <= 0 || len(s.acks) == 0 || len(s.pubrecs) > 0 || len(s.pubrels) > 0 || len(c.written) > 0 || c.queued.Load() {
+	if c.d.cfg.AckDelay <= 0 || len(s.acks) == 0 || len(s.pubrecs) > 0 || len(s.pubrels) > 0 || len(c.written) > 0 || c.queued.Load() {
 		return false
 	}
-	now := time.Now()
-	if c.acksSince.IsZero() {
-		c.acksSince = now
+	if c.due.Swap(false) {
+		return false // the sweep came: record them now
 	}
-	wait := d - now.Sub(c.acksSince)
-	if wait <= 0 {
-		return false
-	}
-	if c.acksTimer == nil {
-		c.acksTimer = time.AfterFunc(wait, c.kick)
-	} else {
-		c.acksTimer.Reset(wait)
-	}
+	c.d.sweep.add(c)
 	return true
 }
 
@@ -587,7 +598,9 @@ func (c *Pump) settle(pending []ack) settlement {
 // are answered with PUBREL.
 func (c *Pump) settled(s settlement) {
 	c.written = c.written[:0]
-	c.acksSince = time.Time{}
+	if len(s.acks) > 0 {
+		c.due.Store(false) // what the sweep came for is recorded
+	}
 	for i, id := range s.acks {
 		if s.kinds[i] == 0 {
 			continue

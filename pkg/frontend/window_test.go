@@ -33,20 +33,7 @@ func TestAQueueBehindAWindowFilledByDirectMessagesIsTakenOnTheirAcks(t *testing.
 	id := "window-" + strconv.FormatInt(time.Now().UnixNano(), 36) // a run of its own (-count)
 	const filter = "window/#"
 
-	c := testkit.DialRaw(t, n.addr, 5)
-	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		Connect: packets.ConnectParams{ClientIdentifier: id, Clean: true, Keepalive: 30}}
-	connect.Properties.ReceiveMaximum = 2
-	c.Send(connect)
-	pk, err := c.Recv(5 * time.Second)
-	require.NoError(t, err)
-	require.Equal(t, packets.Connack, pk.FixedHeader.Type)
-	require.Zero(t, pk.ReasonCode)
-	c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
-		Filters: packets.Subscriptions{{Filter: filter, Qos: 1}}})
-	pk, err = c.Recv(5 * time.Second)
-	require.NoError(t, err)
-	require.Equal(t, packets.Suback, pk.FixedHeader.Type)
+	c := rawSubscriber(t, n.addr, id, filter, 2)
 
 	rdb := n.cfg.Session.Redis.NewClient()
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -71,4 +58,25 @@ func TestAQueueBehindAWindowFilledByDirectMessagesIsTakenOnTheirAcks(t *testing.
 		require.Equal(t, want, string(pk.Payload))
 		c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
 	}
+}
+
+// rawSubscriber connects an MQTT 5 client with a clean start (receiveMax, 0
+// for none) and subscribes it to filter at QoS 1.
+func rawSubscriber(t *testing.T, addr, id, filter string, receiveMax uint16) *testkit.Raw {
+	t.Helper()
+	c := testkit.DialRaw(t, addr, 5)
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect: packets.ConnectParams{ClientIdentifier: id, Clean: true, Keepalive: 30}}
+	connect.Properties.ReceiveMaximum = receiveMax
+	c.Send(connect)
+	pk, err := c.Recv(5 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, packets.Connack, pk.FixedHeader.Type)
+	require.Zero(t, pk.ReasonCode)
+	c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: filter, Qos: 1}}})
+	pk, err = c.Recv(5 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, packets.Suback, pk.FixedHeader.Type)
+	return c
 }
