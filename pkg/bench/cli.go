@@ -30,7 +30,7 @@ Usage:
   fleetgate-bench fanout  [flags]   one publisher → many subscribers of one topic
   fleetgate-bench connect [flags]   devices reconnecting (CONNECT → CONNACK [→ SUBSCRIBE → SUBACK] → DISCONNECT): connects/s, CONNACK latency
   fleetgate-bench retained [flags]  a wildcard SUBSCRIBE over N retained messages: time to the last, the broker's peak memory
-  fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port][,creds=FILE][,metrics=host:port] -target ... [flags]
+  fleetgate-bench compare pub  -target name=host:port[,pid=N][,pprof=host:port][,creds=FILE][,metrics=host:port][,tls=CAFILE] -target ... [flags]
   fleetgate-bench compare idle|pairs|fanout|connect|retained -target ... [flags]
                                     the same workload against several brokers, side by side;
                                     a broker of several processes: pid=N+M+K (CPU and RSS summed,
@@ -39,6 +39,9 @@ Usage:
   fleetgate-bench access-files -dir DIR [flags]
                                     rules file, identities, ES256 key and JWTs, password files
                                     for the access-control benchmark
+  fleetgate-bench tls-files -dir DIR
+                                    a CA and a server certificate for 127.0.0.1 (ECDSA P-256) for
+                                    brokers listening on TLS; compare's tls=DIR/ca.pem
   fleetgate-bench archive [flags]   the archiver against a plain MongoDB bulk-insert loop: documents/s
   fleetgate-bench wakeup  [flags]   CPU cost of a loopback TCP round trip, back to back and waking a sleeping side
   fleetgate-bench free-port [n]     print n free loopback TCP ports (for scripts)
@@ -67,6 +70,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return mainRetained(ctx, args, stdout, stderr)
 	case "access-files":
 		return mainAccessFiles(ctx, args, stdout, stderr)
+	case "tls-files":
+		return mainTLSFiles(args, stdout, stderr)
 	case "compare":
 		return mainCompare(ctx, args, stdout, stderr)
 	case "archive":

@@ -18,6 +18,7 @@
 //	              CPU time and memory, and the units they print in
 //
 // Of fleetgate it imports pkg/bench/access, pkg/bench/archivebench,
-// pkg/bench/compare, pkg/bench/load, pkg/bench/measure, pkg/bench/report.
+// pkg/bench/compare, pkg/bench/internal/tlsfiles, pkg/bench/load,
+// pkg/bench/measure, pkg/bench/report.
 // test/imports holds the import rules.
 package bench

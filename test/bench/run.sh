@@ -80,6 +80,12 @@
 #         through HAProxy (TCP, leastconn) to one frontend, then to two (a
 #         second frontend started for it, same Kafka, Redis and dispatcher):
 #         whether two nodes carry the load at the same CPU per message;
+#      g. with FLEET_TLS=1 (about 7 minutes more), the fleet over TLS, as
+#         devices connect (port 8883; a CA and an ECDSA P-256 server
+#         certificate from fleetgate-bench tls-files, verified by the
+#         clients; key exchange X25519; a full handshake per connection):
+#         idle connections (after 7a), FLEET_TLS_DEVICES devices × 1 msg/s
+#         (after 7b) and the persistent reconnect storm (after 7e);
 #      with CPU profiles of the frontend and the dispatcher during
 #      fleetgate's first round of each, then the targets and ratios, read
 #      off the JSON results (needs python3).
@@ -105,7 +111,8 @@
 # FLEET_DURATION FLEET_PAIRS FLEET_PAIR_RATE FLEET_PAIRS_DURATION FLEET_ROUNDS
 # FLEET_CLOSED_PAIRS FLEET_CLOSED_WINDOW FLEET_CLOSED_ROUNDS FLEET_CONNECT
 # FLEET_CONNECT_ROUNDS FLEET_PPROF_SECONDS FLEET_REDIS_ARGS FLEET_HAPROXY
-# FLEET_HAPROXY_DEVICES FLEET_HAPROXY_ROUNDS, FLEET_SHAPES (which of a–e run;
+# FLEET_HAPROXY_DEVICES FLEET_HAPROXY_ROUNDS, FLEET_TLS FLEET_TLS_DEVICES,
+# FLEET_SHAPES (which of a–e run;
 # default "idle devices pairs closed storm substorm") (section 7), FRONTEND_BIN /
 # DISPATCHER_BIN (section 7's binaries, else built),
 # DEV_BIN / BENCH_BIN (use these binaries, do not build; FLEETGATE_* names
@@ -195,6 +202,8 @@ FLEET_HAPROXY=${FLEET_HAPROXY:-0}
 FLEET_HAPROXY_DEVICES=${FLEET_HAPROXY_DEVICES:-4000}
 FLEET_HAPROXY_ROUNDS=${FLEET_HAPROXY_ROUNDS:-2}
 FLEET_SHAPES=${FLEET_SHAPES:-idle devices pairs closed storm substorm}
+FLEET_TLS=${FLEET_TLS:-0}
+FLEET_TLS_DEVICES=${FLEET_TLS_DEVICES:-10000}
 
 WORK=$(mktemp -d /tmp/fleetgate-bench.XXXXXX)
 OUT=${OUT:-$WORK/out}
@@ -427,7 +436,7 @@ start_frontend() {
 	FE_HTTP=127.0.0.1:${ports[1]}
 	"$FRONTEND" -node.id "$1" -kafka.brokers "$KAFKA_ADDR" -redis.addrs "$REDIS_ADDR" \
 		-mqtt.tcp-addr "$FE_MQTT" -mqtt.ws-addr "" -http.addr "$FE_HTTP" -http.pprof \
-		-auth.allow-anonymous=true -log.level warn >"$WORK/$1.log" 2>&1 &
+		-auth.allow-anonymous=true -log.level warn ${FE_ARGS[@]+"${FE_ARGS[@]}"} >"$WORK/$1.log" 2>&1 &
 	FE_PID=$!
 	PIDS+=("$FE_PID")
 	wait_ready "$1" "$FE_HTTP" "$WORK/$1.log"
@@ -964,6 +973,12 @@ log "7. the fleet shape (issue 16): fleetgate as in production, beside mosquitto
 # redis-server, a frontend, a dispatcher. The frontend's and the
 # dispatcher's CPU profiles are taken during fleetgate's first round of each
 # shape.
+if [[ $FLEET_TLS == 1 ]]; then
+	# Readable by mosquitto, which drops root: not under WORK.
+	FLEET_TLS_DIR=$(mktemp -d /tmp/fleetgate-bench-tls.XXXXXX)
+	chmod 755 "$FLEET_TLS_DIR"
+	"$BENCH" tls-files -dir "$FLEET_TLS_DIR" >/dev/null
+fi
 for who in $FLEET_ORDER; do
 	case $who in
 	fleetgate)
@@ -971,11 +986,25 @@ for who in $FLEET_ORDER; do
 		start_redis fleet-redis
 		start_dispatcher fleet-dispatcher
 		FLEET_DISP_PID=$DISP_PID FLEET_DISP_HTTP=$DISP_HTTP
+		FE_ARGS=()
+		if [[ $FLEET_TLS == 1 ]]; then
+			FLEET_FE_TLS=127.0.0.1:$("$BENCH" free-port)
+			FE_ARGS=(-mqtt.tls-addr "$FLEET_FE_TLS" -mqtt.tls-cert-file "$FLEET_TLS_DIR/server.pem" -mqtt.tls-key-file "$FLEET_TLS_DIR/server-key.pem")
+		fi
 		start_frontend fleet-fe-1
+		FE_ARGS=()
 		FLEET_FE_PID=$FE_PID FLEET_FE_MQTT=$FE_MQTT FLEET_FE_HTTP=$FE_HTTP
 		;;
 	mosquitto)
+		if [[ $FLEET_TLS == 1 ]]; then
+			FLEET_MQ_TLS=127.0.0.1:$("$BENCH" free-port)
+			MQ_EXTRA_CONF="listener ${FLEET_MQ_TLS#127.0.0.1:} 127.0.0.1
+cafile $FLEET_TLS_DIR/ca.pem
+certfile $FLEET_TLS_DIR/server.pem
+keyfile $FLEET_TLS_DIR/server-key.pem"
+		fi
 		start_mosquitto mosquitto-fleet
+		MQ_EXTRA_CONF=
 		;;
 	*)
 		echo "FLEET_ORDER: fleetgate and mosquitto, in either order" >&2
@@ -1003,6 +1032,14 @@ fleet_targets() {
 }
 mapfile -t FLEET_TARGETS < <(fleet_targets)
 mapfile -t FLEET_TARGETS_PPROF < <(fleet_targets pprof)
+if [[ $FLEET_TLS == 1 ]]; then
+	# The same processes, through their TLS listeners.
+	FLEET_FG="fleetgate=$FLEET_FE_TLS,$FLEET_PROCS,tls=$FLEET_TLS_DIR/ca.pem"
+	FLEET_MQ="mosquitto=$FLEET_MQ_TLS,pid=$MQ_PID,tls=$FLEET_TLS_DIR/ca.pem"
+	mapfile -t FLEET_TARGETS_TLS < <(fleet_targets)
+	mapfile -t FLEET_TARGETS_TLS_PPROF < <(fleet_targets pprof)
+	echo "over TLS: fleetgate $FLEET_FE_TLS, mosquitto $FLEET_MQ_TLS (CA $FLEET_TLS_DIR/ca.pem)"
+fi
 echo "fleetgate's processes: frontend $FLEET_FE_PID, dispatcher $FLEET_DISP_PID, redis-server $REDIS_PID (counted); kafka $KAFKA_PID (apart)"
 echo "mosquitto: pid $MQ_PID"
 FLEET_OUT=$OUT/fleet
@@ -1014,6 +1051,11 @@ if fleet_shape idle; then
 	log "7a. $FLEET_IDLE idle connections, one target after the other (one bench process holds them), settle $FLEET_IDLE_SETTLE"
 	"$BENCH" compare idle "${FLEET_TARGETS[@]}" -baseline mosquitto \
 		-clients "$FLEET_IDLE" -rounds 1 -settle "$FLEET_IDLE_SETTLE" -json-out "$FLEET_OUT/idle.json"
+	if [[ $FLEET_TLS == 1 ]]; then
+		log "7g. over TLS: $FLEET_IDLE idle connections, one target after the other, settle $FLEET_IDLE_SETTLE"
+		"$BENCH" compare idle "${FLEET_TARGETS_TLS[@]}" -baseline mosquitto \
+			-clients "$FLEET_IDLE" -rounds 1 -settle "$FLEET_IDLE_SETTLE" -client-prefix fleet-tls-idle -json-out "$FLEET_OUT/tls-idle.json"
+	fi
 fi
 
 if fleet_shape devices; then
@@ -1032,6 +1074,16 @@ if fleet_shape devices; then
 		top_cum "frontend CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.cpu.pprof" "$FRONTEND"
 		top_cum "dispatcher CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
 	done
+	if [[ $FLEET_TLS == 1 ]]; then
+		n=$FLEET_TLS_DEVICES
+		rate=$((n * FLEET_DEVICE_RATE))
+		log "7g. over TLS: $n devices × $FLEET_DEVICE_RATE msg/s, open loop ($rate msg/s in total), QoS 1, $SIZE-byte payloads, $FLEET_ROUNDS round(s) of $FLEET_DURATION"
+		"$BENCH" compare pub "${FLEET_TARGETS_TLS_PPROF[@]}" -baseline mosquitto \
+			-qos 1 -publishers "$n" -rate "$rate" -window 64 -size "$SIZE" -client-prefix "fleet-tls-dev-$n" \
+			-duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
+			-pprof-dir "$FLEET_OUT/tls-devices" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/tls-devices.json"
+		top_cum "frontend CPU profile, $n devices over TLS ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/tls-devices/fleetgate.cpu.pprof" "$FRONTEND"
+	fi
 fi
 
 if fleet_shape pairs; then
@@ -1074,6 +1126,14 @@ if fleet_shape storm; then
 		-pprof-dir "$FLEET_OUT/connect" -pprof-seconds 2 -json-out "$FLEET_OUT/connect.json"
 	fleet_procs_stop "the reconnect storm"
 	top_cum "frontend CPU profile, reconnect storm (2 s)" "$FLEET_OUT/connect/fleetgate.cpu.pprof" "$FRONTEND"
+	if [[ $FLEET_TLS == 1 ]]; then
+		log "7g. over TLS: reconnect storm of $FLEET_CONNECT devices with persistent sessions, 64 at a time, a full TLS handshake per connection, 1 warm-up and 1 measured pass, $FLEET_CONNECT_ROUNDS rounds"
+		"$BENCH" compare connect "${FLEET_TARGETS_TLS_PPROF[@]}" -baseline mosquitto \
+			-clients "$FLEET_CONNECT" -connect-concurrency 64 -persistent -warmup-passes 1 -passes 1 \
+			-rounds "$FLEET_CONNECT_ROUNDS" -client-prefix fleet-tls-storm \
+			-pprof-dir "$FLEET_OUT/tls-connect" -pprof-seconds 2 -json-out "$FLEET_OUT/tls-connect.json"
+		top_cum "frontend CPU profile, reconnect storm over TLS (2 s)" "$FLEET_OUT/tls-connect/fleetgate.cpu.pprof" "$FRONTEND"
+	fi
 fi
 
 if fleet_shape substorm; then
@@ -1113,6 +1173,9 @@ stop "$FLEET_DISP_PID"
 stop "$REDIS_PID"
 stop "$KAFKA_PID"
 stop "$MQ_PID"
+if [[ -n ${FLEET_TLS_DIR:-} ]]; then
+	rm -rf "$FLEET_TLS_DIR"
+fi
 
 log "fleet shape: fleetgate (frontend + dispatcher + redis-server; Kafka apart) against mosquitto, this run"
 if command -v python3 >/dev/null; then
@@ -1136,23 +1199,33 @@ def shapes(prefix):
     """The results of one shape at each size, smallest first."""
     names = [f for f in os.listdir(out) if f.startswith(prefix) and f.endswith(".json")]
     return [load(f) for f in sorted(names, key=lambda f: int(f[len(prefix):-len(".json")]))]
-idle = load("idle.json")
-if idle:
+def idle_line(idle, over=""):
     fg, mq = idle["fleetgate"]["idle"], idle["mosquitto"]["idle"]
     b = fg["bytes_per_connection"]
-    print(f"idle, {fg['connected']:,} connections: {b / 1024:,.1f} KiB per connection against {mq['bytes_per_connection'] / 1024:,.1f} KiB = {b / mq['bytes_per_connection']:.1f}x "
+    print(f"idle{over}, {fg['connected']:,} connections: {b / 1024:,.1f} KiB per connection against {mq['bytes_per_connection'] / 1024:,.1f} KiB = {b / mq['bytes_per_connection']:.1f}x "
           f"(target <= 10 KB: {verdict(b <= 10000)}); idle CPU {fg['idle_cpu_percent']:.2f} % of a core against {mq['idle_cpu_percent']:.2f} % (target <= 1 %: {verdict(fg['idle_cpu_percent'] <= 1)})")
     for p in idle["fleetgate"].get("processes", []):
         print(f"  {p['name']}{' (apart)' if p.get('apart') else ''}: {p['bytes_per_connection'] / 1024:,.2f} KiB per connection, idle CPU {p['usage']['cpu_percent']:.2f} %")
-for t in shapes("devices-"):
+def devices_line(t, over=""):
     fg, mq = t["fleetgate"]["pub"], t["mosquitto"]["pub"]
     n = fg["config"]["publishers"]
     c, cm = fg["server"]["cpu_per_message_ns"], mq["server"]["cpu_per_message_ns"]
     p99, p99m = fg["latency"]["p99_ns"], mq["latency"]["p99_ns"]
-    print(f"{n:,} devices: CPU per acked message {us(c)} against {us(cm)} = {c / cm:.2f}x (target <= 1.5x: {verdict(c <= 1.5 * cm)}); "
+    print(f"{n:,} devices{over}: CPU per acked message {us(c)} against {us(cm)} = {c / cm:.2f}x (target <= 1.5x: {verdict(c <= 1.5 * cm)}); "
           f"PUBACK p50 {ms(fg['latency']['p50_ns'])} against {ms(mq['latency']['p50_ns'])}, p99 {ms(p99)} against {ms(p99m)} = {p99 / p99m:.2f}x (target <= 2x: {verdict(p99 <= 2 * p99m)}); "
           f"acked {fg['acked_per_sec']:,.0f}/s against {mq['acked_per_sec']:,.0f}/s, errors {fg['negative_acks'] + fg['disconnects'] + fg['connect_errors'] + fg['unacked']}")
     print(f"  per process: {procs(t['fleetgate'])}")
+idle = load("idle.json")
+if idle:
+    idle_line(idle)
+tls_idle = load("tls-idle.json")
+if tls_idle:
+    idle_line(tls_idle, " over TLS")
+for t in shapes("devices-"):
+    devices_line(t)
+tls_devices = load("tls-devices.json")
+if tls_devices:
+    devices_line(tls_devices, " over TLS")
 for t in shapes("pairs-"):
     fg, mq = t["fleetgate"]["pubsub"], t["mosquitto"]["pubsub"]
     n = fg["config"]["pairs"]
@@ -1170,13 +1243,18 @@ if closed:
           f"acked but not delivered {fg['lost']} of {fg['expected']:,} ({100 * fg['lost'] / max(fg['expected'], 1):.3f} %), dropped at the queue bound (dispatcher) {drops}; mosquitto lost {mq['lost']} "
           f"(target: none dropped: {verdict(fg['lost'] == 0 and drops == '0')}); CPU per delivery {us(fg['server']['cpu_per_message_ns'])} against {us(mq['server']['cpu_per_message_ns'])}")
     print(f"  per process: {procs(closed['fleetgate'])}")
-conn = load("connect.json")
-if conn:
+def storm_line(conn, over=""):
     fg, mq = conn["fleetgate"]["connect"], conn["mosquitto"]["connect"]
     r = fg["connects_per_sec"] / mq["connects_per_sec"]
-    print(f"reconnect storm, {fg['config']['clients']:,} persistent sessions: {fg['connects_per_sec']:,.0f} against {mq['connects_per_sec']:,.0f} connects/s = {r:.2f}x (target >= 1.0x: {verdict(r >= 1)}); "
+    print(f"reconnect storm{over}, {fg['config']['clients']:,} persistent sessions: {fg['connects_per_sec']:,.0f} against {mq['connects_per_sec']:,.0f} connects/s = {r:.2f}x (target >= 1.0x: {verdict(r >= 1)}); "
           f"CONNACK p99 {ms(fg['connack']['p99_ns'])} against {ms(mq['connack']['p99_ns'])}; CPU per connect {us(fg['server']['cpu_per_message_ns'])} against {us(mq['server']['cpu_per_message_ns'])}")
     print(f"  per process: {procs(conn['fleetgate'])}")
+conn = load("connect.json")
+if conn:
+    storm_line(conn)
+tls_conn = load("tls-connect.json")
+if tls_conn:
+    storm_line(tls_conn, " over TLS (a full handshake each)")
 sub = load("substorm.json")
 if sub:
     fg, mq = sub["fleetgate"]["connect"], sub["mosquitto"]["connect"]

@@ -61,13 +61,15 @@ var apart = func() [][2]string {
 // (measure) and the fleet generator (access) link nothing of fleetgate,
 // the load generator only the figures
 // and the MQTT framing, the side-by-side runner only the load generator and
-// what it links, the tests' broker nothing. So none of them reaches the
+// what it links, the tests' broker only the TLS benchmarks' certificates
+// (which link nothing). So none of them reaches the
 // report, the archive benchmark or the command line above it.
 var benchMayLink = map[string][]string{
 	"pkg/bench/measure":            {},
 	"pkg/bench/load":               {"pkg/bench/measure", "pkg/mqttwire"},
 	"pkg/bench/compare":            {"pkg/bench/load", "pkg/bench/measure", "pkg/mqttwire"},
-	"pkg/bench/internal/benchtest": {},
+	"pkg/bench/internal/tlsfiles":  {},
+	"pkg/bench/internal/benchtest": {"pkg/bench/internal/tlsfiles"},
 	// The fleet's files (identities, rules, keys, tokens, passwords) are
 	// written with nothing of fleetgate: the rules file is YAML, checked
 	// by pkg/acl's own tests, not by linking it into the generator.

@@ -2,6 +2,7 @@ package compare
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -101,6 +102,9 @@ func (c *Config) Validate() error {
 			if t.Creds != "" {
 				errs = append(errs, fmt.Errorf("target %s: creds: not for the %s workload (give -username and -password)", t.Name, c.Workload))
 			}
+			if t.TLSCA != "" {
+				errs = append(errs, fmt.Errorf("target %s: tls: not for the %s workload (pub, idle and connect only)", t.Name, c.Workload))
+			}
 		}
 	}
 	for _, t := range c.Targets {
@@ -188,6 +192,7 @@ type TargetResult struct {
 	pubsubRounds []*load.PubSubResult
 	connRounds   []*load.ConnectResult
 	group        *group // a target of several processes, or some apart
+	tls          *tls.Config
 }
 
 // Result returns the named target's result, or nil.
@@ -210,7 +215,11 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 	}
 	res := &Result{Config: cfg}
 	for _, t := range cfg.Targets {
-		tr := &TargetResult{Target: t}
+		tc, err := t.TLSConfig()
+		if err != nil {
+			return nil, err
+		}
+		tr := &TargetResult{Target: t, tls: tc}
 		if t.isGroup() {
 			tr.group = newGroup(t)
 		}
@@ -290,7 +299,7 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 					r.DeliveredPerSec, r.Latency.P99, r.Lost, r.Duplicates, r.Errors()))
 			case load.WorkloadPub:
 				pc := cfg.Pub
-				pc.Addr, pc.ServerPID = t.Addr, serverPID
+				pc.Addr, pc.ServerPID, pc.TLS = t.Addr, serverPID, tr.tls
 				if t.Creds != "" {
 					pc.CredentialsFile, pc.Username, pc.Password = t.Creds, "", ""
 				}
@@ -318,7 +327,7 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 				report(fmt.Sprintf("%.0f bytes per connection, %d/%d alive", r.BytesPerConn, r.Alive, r.Connected))
 			case load.WorkloadConnect:
 				cc := cfg.Connect
-				cc.Addr, cc.ServerPID = t.Addr, serverPID
+				cc.Addr, cc.ServerPID, cc.TLS = t.Addr, serverPID, tr.tls
 				if t.Creds != "" {
 					cc.CredentialsFile, cc.Username, cc.Password = t.Creds, "", ""
 				}
@@ -388,7 +397,7 @@ func (tr *TargetResult) finishGroup() {
 // runIdle runs one round of the idle workload against tr's target.
 func (tr *TargetResult) runIdle(ctx context.Context, ic load.IdleConfig, hooks load.Hooks) (*load.IdleResult, error) {
 	t := tr.Target
-	ic.Addr, ic.ServerPID = t.Addr, t.PID
+	ic.Addr, ic.ServerPID, ic.TLS = t.Addr, t.PID, tr.tls
 	if t.Creds != "" {
 		ic.CredentialsFile, ic.Username, ic.Password = t.Creds, "", ""
 	}

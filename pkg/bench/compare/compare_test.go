@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/pkg/bench/internal/benchtest"
+	"github.com/fleetgate/fleetgate/pkg/bench/internal/tlsfiles"
 	"github.com/fleetgate/fleetgate/pkg/bench/load"
 )
 
@@ -52,6 +53,8 @@ func TestParseTarget(t *testing.T) {
 		{"apart without pid is refused", "a=127.0.0.1:1,apart=8", Target{}, "apart: give pid too"},
 		{"a bad apart is refused", "a=127.0.0.1:1,pid=7,apart=-1", Target{}, "apart"},
 		{"an empty pprof server in a list is refused", "a=127.0.0.1:1,pprof=127.0.0.1:2+", Target{}, "pprof: must not be empty"},
+		{"tls names the CA file", "a=127.0.0.1:1,tls=/tmp/ca.pem", Target{Name: "a", Addr: "127.0.0.1:1", TLSCA: "/tmp/ca.pem"}, ""},
+		{"an empty tls is refused", "a=127.0.0.1:1,tls=", Target{}, "tls: give the CA file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseTarget(tc.in)
@@ -239,6 +242,79 @@ func TestCompareConnectGivesEachTargetItsCredentials(t *testing.T) {
 	cfg.Rounds = 1
 	_, err = Run(context.Background(), cfg, nil)
 	require.ErrorContains(t, err, "target password, round 1: no client could connect")
+}
+
+// TestCompareOverTLSVerifiesTheBrokersCertificate: a target with tls=CA
+// is measured over TLS (a broker that takes TLS only), beside the plain
+// broker, in the connect, pub and idle workloads; with a CA that did not
+// sign the broker's certificate no client connects.
+func TestCompareOverTLSVerifiesTheBrokersCertificate(t *testing.T) {
+	addr := broker.Require(t)
+	secured, files, err := benchtest.StartWithTLS()
+	require.NoError(t, err)
+	t.Cleanup(secured.Stop)
+	secured.Require(t)
+	targets := func(t *testing.T, cfg *Config, ca string) {
+		t.Helper()
+		cfg.Targets = nil
+		require.NoError(t, cfg.Targets.Set(fmt.Sprintf("tls=%s,pid=%d,tls=%s", secured.Addr, secured.PID, ca)))
+		require.NoError(t, cfg.Targets.Set(fmt.Sprintf("plain=%s,pid=%d", addr, broker.PID)))
+	}
+
+	t.Run("connect", func(t *testing.T) {
+		cfg := Config{Workload: load.WorkloadConnect}
+		cfg.RegisterFlags(benchtest.NewFlagSet())
+		targets(t, &cfg, files.CA)
+		cfg.Rounds, cfg.Pause = 1, 10*time.Millisecond
+		cfg.Connect.Clients, cfg.Connect.Concurrency, cfg.Connect.WarmupPasses = 40, 8, 1
+		cfg.Connect.ClientPrefix = "tls-connect"
+		res, err := Run(context.Background(), cfg, nil)
+		require.NoError(t, err)
+		for _, tr := range res.Targets {
+			require.EqualValues(t, 40, tr.Connect.Connected, tr.Target.Name)
+			require.Zero(t, tr.Connect.Failures(), tr.Target.Name)
+		}
+	})
+	t.Run("pub", func(t *testing.T) {
+		cfg := Config{Workload: load.WorkloadPub}
+		cfg.RegisterFlags(benchtest.NewFlagSet())
+		targets(t, &cfg, files.CA)
+		cfg.Rounds, cfg.Pause = 1, 10*time.Millisecond
+		cfg.Pub.Publishers, cfg.Pub.Window = 4, 8
+		cfg.Pub.Warmup, cfg.Pub.Duration = 100*time.Millisecond, 500*time.Millisecond
+		cfg.Pub.ClientPrefix = "tls-pub"
+		res, err := Run(context.Background(), cfg, nil)
+		require.NoError(t, err)
+		for _, tr := range res.Targets {
+			require.Positive(t, tr.Pub.Acked, tr.Target.Name)
+			require.Zero(t, tr.Pub.Errors(), tr.Target.Name)
+		}
+	})
+	t.Run("idle", func(t *testing.T) {
+		cfg := Config{Workload: load.WorkloadIdle}
+		cfg.RegisterFlags(benchtest.NewFlagSet())
+		targets(t, &cfg, files.CA)
+		cfg.Rounds, cfg.Pause = 1, 10*time.Millisecond
+		cfg.Idle.Clients, cfg.Idle.Settle = 50, 100*time.Millisecond
+		cfg.Idle.ClientPrefix = "tls-idle"
+		res, err := Run(context.Background(), cfg, nil)
+		require.NoError(t, err)
+		for _, tr := range res.Targets {
+			require.Equal(t, 50, tr.Idle.Alive, tr.Target.Name)
+		}
+	})
+	t.Run("another CA", func(t *testing.T) {
+		other, err := tlsfiles.Write(t.TempDir())
+		require.NoError(t, err)
+		cfg := Config{Workload: load.WorkloadConnect}
+		cfg.RegisterFlags(benchtest.NewFlagSet())
+		targets(t, &cfg, other.CA)
+		cfg.Rounds = 1
+		cfg.Connect.Clients, cfg.Connect.Concurrency = 8, 4
+		cfg.Connect.ClientPrefix = "tls-wrong-ca"
+		_, err = Run(context.Background(), cfg, nil)
+		require.ErrorContains(t, err, "target tls, round 1: no client could connect")
+	})
 }
 
 func TestCredsAreRefusedForPubSubWorkloads(t *testing.T) {

@@ -1,9 +1,12 @@
 package compare
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,13 +40,16 @@ type Target struct {
 	// Metrics is the host:port (or base URL) of a Go broker's Prometheus
 	// /metrics, whose Go heap the retained workload samples.
 	Metrics string `json:"metrics,omitempty"`
+	// TLSCA is a PEM CA file: the clients connect to this target over TLS
+	// and verify its certificate with it (TLSConfig).
+	TLSCA string `json:"tls_ca,omitempty"`
 }
 
 // targetSyntax is what ParseTarget reads.
-const targetSyntax = "name=host:port[,pid=N[+N...]][,apart=N[+N...]][,pprof=host:port[+host:port...]][,creds=FILE][,metrics=host:port]"
+const targetSyntax = "name=host:port[,pid=N[+N...]][,apart=N[+N...]][,pprof=host:port[+host:port...]][,creds=FILE][,metrics=host:port][,tls=CAFILE]"
 
 // ParseTarget parses
-// "name=host:port[,pid=N[+N...]][,apart=N[+N...]][,pprof=host:port[+host:port...]][,creds=FILE][,metrics=host:port]".
+// "name=host:port[,pid=N[+N...]][,apart=N[+N...]][,pprof=host:port[+host:port...]][,creds=FILE][,metrics=host:port][,tls=CAFILE]".
 func ParseTarget(s string) (Target, error) {
 	var t Target
 	parts := strings.Split(s, ",")
@@ -88,8 +94,13 @@ func ParseTarget(s string) (Target, error) {
 				return t, fmt.Errorf("target %q: metrics: must not be empty", s)
 			}
 			t.Metrics = v
+		case "tls":
+			if v == "" {
+				return t, fmt.Errorf("target %q: tls: give the CA file that signed the broker's certificate", s)
+			}
+			t.TLSCA = v
 		default:
-			return t, fmt.Errorf("target %q: unknown key %q (want pid, apart, pprof, creds or metrics)", s, k)
+			return t, fmt.Errorf("target %q: unknown key %q (want pid, apart, pprof, creds, metrics or tls)", s, k)
 		}
 	}
 	if len(t.Apart) > 0 && t.PID == 0 {
@@ -168,4 +179,32 @@ func (ts *Targets) Set(s string) error {
 	}
 	*ts = append(*ts, t)
 	return nil
+}
+
+// TLSConfig is the client TLS configuration of a target with TLSCA (nil
+// without): its certificate verified with the CA for the host of Addr, as a
+// device does. Key exchange X25519 or P-256, what devices' TLS stacks offer
+// (Go's default would put the post-quantum hybrid X25519MLKEM768 first, which
+// a Go broker then takes and an OpenSSL 3.0 broker cannot, so each broker
+// would pay a different handshake). No session cache: every connection makes
+// a full handshake, as after a broker restart, whose ticket keys are new.
+func (t Target) TLSConfig() (*tls.Config, error) {
+	if t.TLSCA == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(t.TLSCA)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: tls: %w", t.Name, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("target %s: tls: %s holds no PEM certificate", t.Name, t.TLSCA)
+	}
+	host, _, _ := net.SplitHostPort(t.Addr)
+	return &tls.Config{
+		RootCAs:          pool,
+		ServerName:       host,
+		MinVersion:       tls.VersionTLS12,
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256},
+	}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -44,6 +45,9 @@ type ClientOptions struct {
 	// SessionExpiry is the Session Expiry Interval of a persistent MQTT 5
 	// session.
 	SessionExpiry time.Duration
+	// TLS, when set, runs MQTT over TLS with it (a full handshake per
+	// connection unless it has a ClientSessionCache).
+	TLS *tls.Config
 }
 
 // Client is one MQTT connection. Reads come from a single goroutine
@@ -102,6 +106,14 @@ func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error)
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dialing %s: %w", addr, err)
+	}
+	if opts.TLS != nil {
+		tc := tls.Client(conn, opts.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
+		}
+		conn = tc
 	}
 	c := &Client{
 		conn:                 conn,

@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,9 @@ import (
 // cache and the measured passes are the reconnects of known devices; the
 // warm-up passes are reported too (the first one is the uncached rate).
 type ConnectConfig struct {
+	// TLS, when set, connects over TLS with it (set per target by
+	// compare's tls=CAFILE; not a flag of its own).
+	TLS            *tls.Config   `json:"-"`
 	Addr           string        `json:"addr"`
 	Clients        int           `json:"clients"`
 	Concurrency    int           `json:"connect_concurrency"`
@@ -315,6 +319,7 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 					ConnectTimeout: cfg.ConnectTimeout,
 					Persistent:     cfg.Persistent,
 					SessionExpiry:  time.Hour,
+					TLS:            cfg.TLS,
 				})
 				if err != nil {
 					if ctx.Err() != nil {

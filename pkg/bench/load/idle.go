@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,9 @@ import (
 // connect and then stay silent, to measure the broker's memory per
 // connection.
 type IdleConfig struct {
+	// TLS, when set, connects over TLS with it (set per target by
+	// compare's tls=CAFILE; not a flag of its own).
+	TLS          *tls.Config   `json:"-"`
 	Addr         string        `json:"addr"`
 	Clients      int           `json:"clients"`
 	Version      int           `json:"mqtt_version"`
@@ -160,6 +164,7 @@ func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, err
 				Keepalive: cfg.Keepalive,
 				Username:  user,
 				Password:  pass,
+				TLS:       cfg.TLS,
 			})
 			if err != nil {
 				connectErrors.Add(1)

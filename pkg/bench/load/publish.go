@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,9 @@ import (
 // in flight per publisher, the next sent as soon as an ack frees a slot) or
 // open loop (Rate messages per second in total, on a fixed schedule).
 type PubConfig struct {
+	// TLS, when set, connects over TLS with it (set per target by
+	// compare's tls=CAFILE; not a flag of its own).
+	TLS          *tls.Config   `json:"-"`
 	Addr         string        `json:"addr"`
 	Publishers   int           `json:"publishers"`
 	QoS          int           `json:"qos"`

@@ -66,6 +66,7 @@ func newPublisher(r *pubRun, idx int) (*publisher, error) {
 			Keepalive: cfg.Keepalive,
 			Username:  user,
 			Password:  pass,
+			TLS:       cfg.TLS,
 		},
 		tmpl: tmpl,
 		hist: measure.NewHistogram(),

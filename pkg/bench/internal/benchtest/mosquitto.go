@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/internal/tlsfiles"
 )
 
 // Mosquitto is a running mosquitto, or why there is none.
@@ -98,7 +100,40 @@ func StartWithPasswords(plainFile string) (*Mosquitto, error) {
 	return b, nil
 }
 
-// Stop stops a broker of StartWithPasswords.
+// StartWithTLS starts a mosquitto of its own that takes anonymous clients
+// over TLS only, with a server certificate for 127.0.0.1 that the CA of the
+// returned files signed (in a directory of its own that mosquitto, which
+// drops root, can read; removed by Stop). A missing mosquitto is not an
+// error: Missing says so.
+func StartWithTLS() (*Mosquitto, tlsfiles.Files, error) {
+	dir, err := os.MkdirTemp("", "bench-mosquitto-tls-")
+	if err != nil {
+		return nil, tlsfiles.Files{}, err
+	}
+	files, err := tlsfiles.Write(dir)
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, files, err
+	}
+	b := &Mosquitto{}
+	if err := b.start(fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\nallow_anonymous true\n", files.CA, files.Cert, files.Key)); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, files, err
+	}
+	stop := b.stop
+	b.stop = func() {
+		if stop != nil {
+			stop()
+		}
+		_ = os.RemoveAll(dir)
+	}
+	return b, files, nil
+}
+
+// Stop stops a broker of StartWithPasswords or StartWithTLS.
 func (b *Mosquitto) Stop() {
 	if b.stop != nil {
 		b.stop()
