@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/pkg/acl"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
+	"github.com/fleetgate/fleetgate/pkg/listen"
 )
 
 // conn wraps every accepted connection so the frontend can answer what mochi
@@ -73,11 +75,18 @@ type conn struct {
 	// as they are (TCP, PROXY protocol over TCP), nil otherwise (TLS,
 	// WebSocket): see RawWriter.
 	raw syscall.RawConn
+	// tlsSocket is the socket under a TLS connection (see NonBlocking),
+	// nil for others.
+	tlsSocket net.Conn
 }
 
 // newConn wraps an accepted connection.
 func newConn(nc net.Conn, idle time.Duration, wheel *deadlines) *conn {
-	return &conn{Conn: nc, idle: idle, wheel: wheel, raw: rawSocket(nc)}
+	c := &conn{Conn: nc, idle: idle, wheel: wheel, raw: rawSocket(nc)}
+	if tc, ok := nc.(*tls.Conn); ok {
+		c.tlsSocket = tc.NetConn()
+	}
+	return c
 }
 
 // rawSocket returns the socket of nc when what is written to nc goes to it
@@ -102,6 +111,13 @@ func rawSocket(nc net.Conn) syscall.RawConn {
 // Kafka's answer completed straight to the socket, without blocking, and
 // leaves them to a goroutine of their own only when the socket is full.
 func (c *conn) RawWriter() (syscall.RawConn, bool) { return c.raw, c.raw != nil }
+
+// NonBlocking implements ingest.NonBlockingWriter: a TLS connection whose
+// socket holds nothing back for the client takes a write (of a caller
+// holding the client's lock) without waiting (pkg/listen's nbConn).
+func (c *conn) NonBlocking() bool {
+	return c.tlsSocket != nil && listen.NonBlocking(c.tlsSocket)
+}
 
 // Close stops reads and writes at once (waking the read loop) but leaves the
 // socket to finish.
@@ -308,4 +324,7 @@ func (c *conn) lingeringClose() {
 	_, _ = io.CopyN(io.Discard, c.Conn, 1<<20)
 }
 
-var _ ingest.RawWriter = (*conn)(nil)
+var (
+	_ ingest.RawWriter         = (*conn)(nil)
+	_ ingest.NonBlockingWriter = (*conn)(nil)
+)

@@ -1,6 +1,7 @@
 package frontend_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -27,6 +29,7 @@ import (
 	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/frontend"
 	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
+	"github.com/fleetgate/fleetgate/pkg/mqttwire"
 )
 
 // pki is a throwaway CA with a server and a client certificate.
@@ -241,4 +244,42 @@ func TestTheMQTTListenerSendsNoTCPKeepAliveProbesUnlessConfigured(t *testing.T) 
 			require.Equal(t, tc.timer, tcpTimer(t, srv, dev))
 		})
 	}
+}
+
+// TestOverTLSAPublishersAcksArriveWholeAndInOrder: a TLS connection's acks
+// are written by the node's flush queue through the listener's
+// non-blocking socket (pkg/listen's nbConn), MQTT 3.1.1 and 5: 200 QoS 1
+// publishes sent in one go get 200 PUBACKs, in order, and Kafka has the
+// 200 records.
+func TestOverTLSAPublishersAcksArriveWholeAndInOrder(t *testing.T) {
+	const publishes = 200
+	p := newPKI(t)
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) {
+		c.MQTT.TLSCertFile, c.MQTT.TLSKeyFile = p.certFile, p.keyFile
+	})
+	n.waitReady()
+	reader := testkit.NewReader(t, k.Addr(), topic)
+	for _, version := range []byte{4, 5} {
+		id := fmt.Sprintf("tls-acks-v%d", version)
+		nc, err := tls.Dial("tcp", n.srv.Addr(frontend.ListenerTLS), &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
+		require.NoError(t, err)
+		c := testkit.WrapRaw(t, nc, version)
+		c.Connect(id, true)
+		var burst bytes.Buffer
+		for i := 1; i <= publishes; i++ {
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: version,
+				TopicName: "tls/acks", PacketID: uint16(i), Payload: fmt.Appendf(nil, "%s-%d", id, i)}
+			require.NoError(t, mqttwire.Encode(&burst, pk))
+		}
+		c.Write(burst.Bytes())
+		for i := 1; i <= publishes; i++ {
+			pk, err := c.Recv(10 * time.Second)
+			require.NoError(t, err, "%s: ack %d", id, i)
+			require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+			require.Equal(t, uint16(i), pk.PacketID, "%s: in order", id)
+			require.Less(t, pk.ReasonCode, byte(0x80), "%s: ack %d succeeded", id, i)
+		}
+	}
+	require.Len(t, reader.Read(2*publishes, 20*time.Second), 2*publishes)
 }

@@ -130,7 +130,7 @@ func (h *Hook) startFlushLocked(a *clientAcks) {
 	if !start {
 		return
 	}
-	if _, ok := rawSocket(a.cl); ok {
+	if _, ok := rawSocket(a.cl); ok || nonBlocking(a.cl) != nil {
 		h.flushes.add(h, a)
 		return
 	}
@@ -206,16 +206,41 @@ func rawSocket(cl *mqtt.Client) (syscall.RawConn, bool) {
 	return nil, false
 }
 
+// NonBlockingWriter is implemented by connections whose Write may not wait
+// for the client (TLS over pkg/listen's socket): while NonBlocking reports
+// true, a write of a caller holding the client's lock returns at once, so
+// the flush queue writes their acks too.
+type NonBlockingWriter interface {
+	NonBlocking() bool
+}
+
+// nonBlocking returns cl's connection when it is a NonBlockingWriter with
+// no raw socket, nil otherwise.
+func nonBlocking(cl *mqtt.Client) NonBlockingWriter {
+	if _, ok := rawSocket(cl); ok {
+		return nil
+	}
+	nb, _ := cl.Net.Conn.(NonBlockingWriter)
+	return nb
+}
+
 // flushNow is flush for a connection whose socket takes the acks at once,
 // which is nearly always, on the flush queue's goroutine. It never blocks:
 // it reports false, leaving the flush to a worker of its own, when the
-// connection is no plain socket, another write holds the client's lock or
-// an MQTT 3.1.1 connection must be closed (writeAcks); a write the socket
-// takes only in part hands the rest, and the flush, to a worker.
+// connection is no plain socket and no NonBlockingWriter (or one holding
+// bytes back for its client), another write holds the client's lock or an
+// MQTT 3.1.1 connection must be closed (writeAcks); a write the socket takes
+// only in part hands the rest, and the flush, to a worker.
 func (h *Hook) flushNow(a *clientAcks, scratch *[]*entry) bool {
 	cl := a.cl
 	rc, ok := rawSocket(cl)
-	if !ok || !cl.TryLock() {
+	var nb NonBlockingWriter
+	if !ok {
+		if nb = nonBlocking(cl); nb == nil {
+			return false
+		}
+	}
+	if !cl.TryLock() {
 		return false
 	}
 	v5 := cl.Properties.ProtocolVersion == 5
@@ -223,6 +248,12 @@ func (h *Hook) flushNow(a *clientAcks, scratch *[]*entry) bool {
 	ready := *scratch
 	defer func() { clear(ready[:cap(ready)]); *scratch = ready[:0] }()
 	for {
+		if nb != nil && !nb.NonBlocking() {
+			// Bytes wait for the client already: a write could wait.
+			cl.Unlock()
+			releaseBuf(buf)
+			return false
+		}
 		var closes bool
 		// An MQTT 3.1.1 connection that must be closed is the worker's
 		// flush's: it writes the acks before and closes (writeAcks).
@@ -241,7 +272,14 @@ func (h *Hook) flushNow(a *clientAcks, scratch *[]*entry) bool {
 			h.encodeAck(a, e, buf, now, v5)
 		}
 		written := buf.Len()
-		if !cl.Closed() {
+		if nb != nil {
+			// Taken whole (what the client does not read yet waits in
+			// the connection); an error means the connection is gone,
+			// and its reader ends it.
+			if !cl.Closed() {
+				_, _ = cl.Net.Conn.Write(buf.Bytes())
+			}
+		} else if !cl.Closed() {
 			var werr error
 			err := rc.Write(func(fd uintptr) bool {
 				written, werr = syscall.Write(int(fd), buf.Bytes())

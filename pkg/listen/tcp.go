@@ -140,9 +140,20 @@ func (l *TCP) prepare(c net.Conn) (net.Conn, bool) {
 		}
 	}
 	if l.o.tls != nil {
-		c = tls.Server(c, l.o.tls)
+		c = ServerTLS(c, l.o.tls)
 	}
 	return c, true
+}
+
+// ServerTLS is the server side of a TLS connection over c, an accepted TCP
+// connection (behind a PROXY protocol header or not), as the TLS listener
+// makes it: over a socket whose writes do not wait for the client
+// (NonBlocking). The handshake runs on the first read or write.
+func ServerTLS(c net.Conn, tc *tls.Config) *tls.Conn {
+	if sock, ok := tcpSocket(c); ok {
+		c = newNBConn(c, sock)
+	}
+	return tls.Server(c, tc)
 }
 
 //go:noinline

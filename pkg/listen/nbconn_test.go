@@ -1,0 +1,107 @@
+package listen
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// tcpPair returns both ends of a loopback TCP connection whose buffers are
+// small, so that a client that does not read fills them quickly.
+func tcpPair(t *testing.T) (srv, cli *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	s, err := ln.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close(); _ = c.Close() })
+	require.NoError(t, s.(*net.TCPConn).SetWriteBuffer(4096))
+	require.NoError(t, c.(*net.TCPConn).SetReadBuffer(4096))
+	return s.(*net.TCPConn), c.(*net.TCPConn)
+}
+
+// TestASocketUnderTLSTakesWritesWithoutWaitingForTheClientInOrder: writes
+// to an nbConn whose client reads nothing return at once while what waits
+// stays under maxPending (the socket is no longer Idle once it holds bytes
+// back), a write past the bound waits until the client reads, and the
+// client gets every byte in order; after it read them the socket is Idle
+// again. Closed, it refuses writes.
+func TestASocketUnderTLSTakesWritesWithoutWaitingForTheClientInOrder(t *testing.T) {
+	srv, cli := tcpPair(t)
+	c := newNBConn(srv, srv)
+	require.True(t, NonBlocking(c), "nothing waits")
+
+	var sent bytes.Buffer
+	chunk := func(i int) []byte { return fmt.Appendf(nil, "%05d%s", i, bytes.Repeat([]byte{'x'}, 1019)) }
+	i := 0
+	// Until the socket holds bytes back, and then while what waits stays
+	// under the bound, every write returns at once.
+	for ; NonBlocking(c); i++ {
+		b := chunk(i)
+		n, err := c.Write(b)
+		require.NoError(t, err)
+		require.Equal(t, len(b), n)
+		sent.Write(b)
+		require.Less(t, i, 100_000, "the socket never filled")
+	}
+	for range maxPending/1024 - 1 {
+		b := chunk(i)
+		done := make(chan error, 1)
+		go func() { _, err := c.Write(b); done <- err }()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("a write under the bound waited for the client")
+		}
+		sent.Write(b)
+		i++
+	}
+	// Past the bound a write waits for the client.
+	over := bytes.Repeat(chunk(i), 4)
+	done := make(chan error, 1)
+	go func() { _, err := c.Write(over); done <- err }()
+	select {
+	case <-done:
+		t.Fatal("a write past the bound returned while the client read nothing")
+	case <-time.After(200 * time.Millisecond):
+	}
+	sent.Write(over)
+
+	got := make([]byte, sent.Len())
+	_ = cli.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.ReadFull(cli, got)
+	require.NoError(t, err)
+	require.NoError(t, <-done)
+	require.True(t, bytes.Equal(sent.Bytes(), got), "every byte, in order")
+	require.Eventually(t, func() bool { return NonBlocking(c) }, 5*time.Second, 5*time.Millisecond, "idle once the client read everything")
+
+	require.NoError(t, c.Close())
+	_, err = c.Write([]byte("late"))
+	require.Error(t, err)
+	require.False(t, NonBlocking(c))
+}
+
+// TestOnlyASocketUnderATLSListenerIsNonBlocking: a plain connection and a
+// TLS connection over a plain socket are not NonBlocking; the TLS listener
+// puts its connections over an nbConn (ServerTLS).
+func TestOnlyASocketUnderATLSListenerIsNonBlocking(t *testing.T) {
+	srv, _ := tcpPair(t)
+	require.False(t, NonBlocking(srv))
+	require.False(t, NonBlocking(tls.Server(srv, &tls.Config{}).NetConn()))
+	l := NewTCP("tls", "127.0.0.1:0", WithTLS(&tls.Config{})) // no handshake before a read
+	c, ok := l.prepare(srv)
+	require.True(t, ok)
+	tc, ok := c.(*tls.Conn)
+	require.True(t, ok, "a TLS connection")
+	require.True(t, NonBlocking(tc.NetConn()))
+}
