@@ -31,6 +31,10 @@
 #         fleetgate with JWTs, cached passwords and anonymous clients (one
 #         process configured for all three, with the rules file), beside
 #         mosquitto with a password file and mosquitto anonymous;
+#         with ACCESS_TLS=1 (about 2 minutes more) the same connects again
+#         through both brokers' TLS listeners, as a fleet sends credentials
+#         (a CA and a P-256 server certificate from fleetgate-bench
+#         tls-files, verified by the clients, a full handshake each);
 #      c. ACCESS_UNCACHED_DEVICES devices with passwords against a fleetgate
 #         whose password cache is off (every CONNECT pays bcrypt), beside
 #         both mosquittos;
@@ -103,7 +107,7 @@
 # FG_PUBSUB_FLAGS (extra fleetgate-dev flags for section 4),
 # ACCESS_IDENTITIES ACCESS_GROUPS ACCESS_RULES ACCESS_PUBLISHERS ACCESS_DURATION
 # ACCESS_ROUNDS ACCESS_DEVICES ACCESS_UNCACHED_DEVICES ACCESS_CONCURRENCY ACCESS_WARMUP_PASSES
-# ACCESS_PASSWORD_COST ACCESS_PASSWORD_HASHES ACCESS_PPROF_SECONDS (section 5),
+# ACCESS_PASSWORD_COST ACCESS_PASSWORD_HASHES ACCESS_PPROF_SECONDS ACCESS_TLS (section 5),
 # RETAINED_MESSAGES RETAINED_SIZE RETAINED_ROUNDS RETAINED_FG_FLAGS
 # RETAINED_MQ_CONF RETAINED_PPROF_SECONDS (section 6),
 # FLEET_ORDER ("fleetgate mosquitto" or the reverse: which starts and runs
@@ -168,6 +172,7 @@ ACCESS_WARMUP_PASSES=${ACCESS_WARMUP_PASSES:-2}
 ACCESS_PASSWORD_COST=${ACCESS_PASSWORD_COST:-10}
 ACCESS_PASSWORD_HASHES=${ACCESS_PASSWORD_HASHES:-64}
 ACCESS_PPROF_SECONDS=${ACCESS_PPROF_SECONDS:-4}
+ACCESS_TLS=${ACCESS_TLS:-0}
 RETAINED_MESSAGES=${RETAINED_MESSAGES:-100000}
 RETAINED_SIZE=${RETAINED_SIZE:-$SIZE}
 RETAINED_ROUNDS=${RETAINED_ROUNDS:-2}
@@ -724,13 +729,37 @@ stop "$NORULES_PID"
 log "5b. $ACCESS_DEVICES devices reconnecting, $ACCESS_CONCURRENCY at a time, $ACCESS_WARMUP_PASSES warm-up passes and 1 measured pass, $ACCESS_ROUNDS rounds"
 # One fleetgate takes tokens, passwords (default cache) and anonymous
 # clients, with the rules file: a mixed fleet.
+ACCESS_FG_TLS=() ACCESS_TLS_DIR=
+if [[ $ACCESS_TLS == 1 ]]; then
+	# Readable by mosquitto, which drops root: not under WORK.
+	ACCESS_TLS_DIR=$(mktemp -d /tmp/fleetgate-bench-tls.XXXXXX)
+	chmod 755 "$ACCESS_TLS_DIR"
+	"$BENCH" tls-files -dir "$ACCESS_TLS_DIR" >/dev/null
+	AUTH_TLS=127.0.0.1:$("$BENCH" free-port)
+	ACCESS_FG_TLS=(-mqtt.tls-addr "$AUTH_TLS" -mqtt.tls-cert-file "$ACCESS_TLS_DIR/server.pem" -mqtt.tls-key-file "$ACCESS_TLS_DIR/server-key.pem")
+fi
+# mosquitto_tls_conf ADDR: a TLS listener on ADDR for MQ_EXTRA_CONF (the
+# password file, when given, covers every listener).
+mosquitto_tls_conf() {
+	printf 'listener %s 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n' "${1#127.0.0.1:}" \
+		"$ACCESS_TLS_DIR/ca.pem" "$ACCESS_TLS_DIR/server.pem" "$ACCESS_TLS_DIR/server-key.pem"
+}
 start_fleetgate fleetgate-auth -- -auth.allow-anonymous=true -auth.jwt.key-files "$ACC/jwt-public.pem" \
-	-auth.password-file "$ACC/passwords" -authz.rules-file "$ACC/rules.yaml" -http.pprof
+	-auth.password-file "$ACC/passwords" -authz.rules-file "$ACC/rules.yaml" -http.pprof "${ACCESS_FG_TLS[@]}"
 AUTH_PID=$FG_PID AUTH_MQTT=$FG_MQTT AUTH_HTTP=$FG_HTTP
 AUTH_REDIS_PID=$(pgrep -P "$AUTH_PID" redis-server | head -1 || true)
+if [[ $ACCESS_TLS == 1 ]]; then
+	MQP_TLS=127.0.0.1:$("$BENCH" free-port)
+	MQ_EXTRA_CONF=$(mosquitto_tls_conf "$MQP_TLS")
+fi
 start_mosquitto mosquitto-password "$MQ_PASSWD"
 MQP_PID=$MQ_PID MQP_ADDR=$MQ_ADDR
+if [[ $ACCESS_TLS == 1 ]]; then
+	MQA_TLS=127.0.0.1:$("$BENCH" free-port)
+	MQ_EXTRA_CONF=$(mosquitto_tls_conf "$MQA_TLS")
+fi
 start_mosquitto mosquitto-anonymous
+MQ_EXTRA_CONF=
 MQA_PID=$MQ_PID MQA_ADDR=$MQ_ADDR
 r0=$(cpu_seconds "${AUTH_REDIS_PID:-0}")
 "$BENCH" compare connect \
@@ -744,6 +773,20 @@ r0=$(cpu_seconds "${AUTH_REDIS_PID:-0}")
 	-pprof-dir "$OUT/access-connect" -pprof-seconds "$ACCESS_PPROF_SECONDS" -json-out "$OUT/access-connect.json"
 PS_REDIS_PID=$AUTH_REDIS_PID redis_cpu "5b (the three fleetgate targets, warm-up passes included)" "$r0"
 top_cum "fleetgate CPU profile while JWT devices reconnect ($ACCESS_PPROF_SECONDS s): top functions, cumulative" "$OUT/access-connect/fleetgate-jwt.cpu.pprof"
+if [[ $ACCESS_TLS == 1 ]]; then
+	log "5b over TLS: the same $ACCESS_DEVICES devices through both brokers' TLS listeners, a full handshake per CONNECT, $ACCESS_CONCURRENCY at a time, 1 warm-up and 1 measured pass, $ACCESS_ROUNDS rounds"
+	CA=$ACCESS_TLS_DIR/ca.pem
+	"$BENCH" compare connect \
+		-target "fleetgate-jwt=$AUTH_TLS,pid=$AUTH_PID,pprof=$AUTH_HTTP,creds=$ACC/jwt.creds,tls=$CA" \
+		-target "fleetgate-password=$AUTH_TLS,pid=$AUTH_PID,creds=$ACC/password.creds,tls=$CA" \
+		-target "fleetgate-anonymous=$AUTH_TLS,pid=$AUTH_PID,tls=$CA" \
+		-target "mosquitto-password=$MQP_TLS,pid=$MQP_PID,creds=$ACC/password.creds,tls=$CA" \
+		-target "mosquitto-anonymous=$MQA_TLS,pid=$MQA_PID,tls=$CA" \
+		-baseline mosquitto-anonymous -clients "$ACCESS_DEVICES" -connect-concurrency "$ACCESS_CONCURRENCY" \
+		-warmup-passes 1 -passes 1 -rounds "$ACCESS_ROUNDS" -client-prefix access-tls \
+		-pprof-dir "$OUT/access-connect-tls" -pprof-seconds "$ACCESS_PPROF_SECONDS" -json-out "$OUT/access-connect-tls.json"
+	top_cum "fleetgate CPU profile while JWT devices reconnect over TLS ($ACCESS_PPROF_SECONDS s): top functions, cumulative" "$OUT/access-connect-tls/fleetgate-jwt.cpu.pprof"
+fi
 stop "$AUTH_PID"
 
 log "5c. $ACCESS_UNCACHED_DEVICES devices with passwords, password cache off (bcrypt cost $ACCESS_PASSWORD_COST on every CONNECT), $ACCESS_CONCURRENCY at a time, $ACCESS_ROUNDS rounds"
@@ -761,25 +804,34 @@ start_fleetgate fleetgate-nocache -- -auth.allow-anonymous=false -auth.password-
 stop "$FG_PID"
 stop "$MQP_PID"
 stop "$MQA_PID"
+if [[ -n $ACCESS_TLS_DIR ]]; then
+	rm -rf "$ACCESS_TLS_DIR"
+fi
 
 log "access-control targets, this run"
 if command -v python3 >/dev/null; then
-	python3 - "$OUT/access-ingest.json" "$OUT/access-connect.json" "$OUT/access-connect-uncached.json" <<'PY'
-import json, sys
+	python3 - "$OUT/access-ingest.json" "$OUT/access-connect.json" "$OUT/access-connect-uncached.json" "$OUT/access-connect-tls.json" <<'PY'
+import json, os, sys
 def targets(path):
     return {t["target"]["name"]: t for t in json.load(open(path))["targets"]}
 ingest, connect, uncached = (targets(p) for p in sys.argv[1:4])
 r, n = ingest["rules"]["pub"]["acked_per_sec"], ingest["norules"]["pub"]["acked_per_sec"]
 print(f"ingest with rules: {r:,.0f} against {n:,.0f} acked/s without = {r / n:.2f}x (target >= 0.95x: {'met' if r / n >= 0.95 else 'NOT met'})")
-base = connect["mosquitto-anonymous"]["connect"]["connects_per_sec"]
-for name in ["fleetgate-jwt", "fleetgate-password", "fleetgate-anonymous", "mosquitto-password"]:
-    c = connect[name]["connect"]
-    target = ""
-    if name in ("fleetgate-jwt", "fleetgate-password"):
-        target = f" (target >= 1.0x: {'met' if c['connects_per_sec'] >= base else 'NOT met'})"
-    warm = [p["connects_per_sec"] for p in c["passes"] if p["warmup"]]
-    print(f"{name}: {c['connects_per_sec']:,.0f} connects/s = {c['connects_per_sec'] / base:.2f}x mosquitto anonymous ({base:,.0f}/s){target}; "
-          f"connack p50/p99 {c['connack']['p50_ns'] / 1e6:.1f}/{c['connack']['p99_ns'] / 1e6:.1f} ms; warm-up passes {', '.join(f'{w:,.0f}' for w in warm)}/s")
+def connects(connect, over=""):
+    base = connect["mosquitto-anonymous"]["connect"]["connects_per_sec"]
+    for name in ["fleetgate-jwt", "fleetgate-password", "fleetgate-anonymous", "mosquitto-password"]:
+        c = connect[name]["connect"]
+        target = ""
+        if name in ("fleetgate-jwt", "fleetgate-password"):
+            target = f" (target >= 1.0x: {'met' if c['connects_per_sec'] >= base else 'NOT met'})"
+        warm = [p["connects_per_sec"] for p in c["passes"] if p["warmup"]]
+        print(f"{name}{over}: {c['connects_per_sec']:,.0f} connects/s = {c['connects_per_sec'] / base:.2f}x mosquitto anonymous{over} ({base:,.0f}/s){target}; "
+              f"connack p50/p99 {c['connack']['p50_ns'] / 1e6:.1f}/{c['connack']['p99_ns'] / 1e6:.1f} ms; "
+              f"server cpu/connect {c['server']['cpu_per_message_ns'] / 1e3:.0f} us; warm-up passes {', '.join(f'{w:,.0f}' for w in warm)}/s")
+    return base
+base = connects(connect)
+if os.path.exists(sys.argv[4]):
+    connects(targets(sys.argv[4]), " over TLS")
 u = uncached["fleetgate-password-uncached"]["connect"]
 mp = connect["mosquitto-password"]["connect"]["connects_per_sec"]
 print(f"fleetgate-password-uncached: {u['connects_per_sec']:,.1f} connects/s = {u['connects_per_sec'] / base:.4f}x mosquitto anonymous, "

@@ -800,6 +800,61 @@ spec:
 			wantErr: []string{"readinessProbe probes port 1883", "livenessProbe probes /readyz, want /healthz"},
 		},
 		{
+			name: "a LoadBalancer with only the TLS listeners, and plain MQTT on a ClusterIP Service, passes",
+			kind: "kubernetes",
+			manifest: exposedFrontend + `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: fg-mqtt}
+spec:
+  type: LoadBalancer
+  selector: {app: fg}
+  ports:
+    - {name: mqtts, port: 8883, targetPort: mqtts}
+    - {name: mqtt-wss, port: 443, targetPort: 8083}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: fg-internal}
+spec:
+  selector: {app: fg}
+  ports: [{name: mqtt, port: 1883, targetPort: mqtt}, {name: ops, port: 9464}]
+`,
+		},
+		{
+			name: "a LoadBalancer opening plain MQTT, plain WebSocket, the operations port or a port nothing listens on is caught",
+			kind: "kubernetes",
+			manifest: strings.Replace(exposedFrontend, `FLEETGATE_MQTT_WS_TLS, value: "true"`, `FLEETGATE_MQTT_WS_TLS, value: "false"`, 1) + `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: fg-mqtt}
+spec:
+  type: LoadBalancer
+  selector: {app: fg}
+  ports:
+    - {name: mqtt, port: 1883, targetPort: mqtt}
+    - {name: mqtt-ws, port: 80, targetPort: 8083}
+    - {name: ops, port: 9464, targetPort: ops}
+    - {name: other, port: 7000}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: fg-other}
+spec:
+  type: NodePort
+  selector: {app: someone-else}
+  ports: [{name: mqtt, port: 1883}]
+`,
+			wantErr: []string{
+				"Service/fg-mqtt port mqtt (1883) opens the plain listener mqtt.tcp-addr (:1883) outside the cluster",
+				"Service/fg-mqtt port mqtt-ws (80) opens the plain listener mqtt.ws-addr (:8083) outside the cluster",
+				"Service/fg-mqtt port ops (9464) opens the operations server (http.addr :9464",
+				"Service/fg-mqtt port other (7000) opens container port 7000 outside the cluster, but no listener of the frontend is on it",
+			},
+		},
+		{
 			name: "an envFrom ConfigMap missing from the manifests is caught",
 			kind: "kubernetes",
 			manifest: `
@@ -832,6 +887,31 @@ spec:
 		})
 	}
 }
+
+// exposedFrontend is a frontend Pod with a plain, a TLS and a WebSocket
+// listener (wss) and the operations port, for the Services of the exposure
+// cases to select.
+const exposedFrontend = `
+apiVersion: v1
+kind: Pod
+metadata: {name: fg, labels: {app: fg}}
+spec:
+  terminationGracePeriodSeconds: 45
+  containers:
+    - name: frontend
+      image: fleetgate:latest
+      command: ["/usr/local/bin/frontend"]
+      env:
+        - {name: FLEETGATE_AUTH_ALLOW_ANONYMOUS, value: "true"}
+        - {name: FLEETGATE_MQTT_TLS_CERT_FILE, value: /tls/tls.crt}
+        - {name: FLEETGATE_MQTT_TLS_KEY_FILE, value: /tls/tls.key}
+        - {name: FLEETGATE_MQTT_WS_ADDR, value: ":8083"}
+        - {name: FLEETGATE_MQTT_WS_TLS, value: "true"}
+      ports: [{name: mqtt, containerPort: 1883}, {name: mqtts, containerPort: 8883}, {name: ops, containerPort: 9464}]
+      readinessProbe: {httpGet: {path: /readyz, port: ops}}
+      volumeMounts: [{name: tls, mountPath: /tls}]
+  volumes: [{name: tls, secret: {secretName: fg-tls}}]
+`
 
 func TestOnlyFleetgateImagesAreChecked(t *testing.T) {
 	tests := []struct {

@@ -115,17 +115,109 @@ func kubernetesInvocations(files []string, standInDir string) ([]invocation, err
 	}
 	var out []invocation
 	var errs []error
+	external := m.externalServices()
 	for _, o := range m.objects {
 		kind, _ := o.obj["kind"].(string)
 		name, _ := lookup(o.obj, "metadata", "name").(string)
 		owner := fmt.Sprintf("%s %s/%s", filepath.Base(o.file), kind, name)
+		labels := podLabels(o.obj)
 		for _, spec := range podSpecs(o.obj) {
 			invs, err := m.podInvocations(owner, name, spec, standInDir)
 			errs = append(errs, err)
+			for i := range invs {
+				for _, svc := range external {
+					if svc.selects(labels) {
+						invs[i].Exposed = append(invs[i].Exposed, svc.exposes(invs[i].NamedPorts)...)
+					}
+				}
+			}
 			out = append(out, invs...)
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// externalService is a Service reachable from outside the cluster: type
+// LoadBalancer or NodePort, or one with external IPs.
+type externalService struct {
+	name     string // "file Service/name"
+	selector map[string]any
+	ports    []any
+}
+
+func (m *kubeManifests) externalServices() []externalService {
+	var out []externalService
+	for _, o := range m.objects {
+		if o.obj["kind"] != "Service" {
+			continue
+		}
+		typ, _ := lookup(o.obj, "spec", "type").(string)
+		ips, _ := lookup(o.obj, "spec", "externalIPs").([]any)
+		if typ != "LoadBalancer" && typ != "NodePort" && len(ips) == 0 {
+			continue
+		}
+		name, _ := lookup(o.obj, "metadata", "name").(string)
+		sel, _ := lookup(o.obj, "spec", "selector").(map[string]any)
+		ports, _ := lookup(o.obj, "spec", "ports").([]any)
+		out = append(out, externalService{name: fmt.Sprintf("%s Service/%s", filepath.Base(o.file), name), selector: sel, ports: ports})
+	}
+	return out
+}
+
+// selects reports whether the Service sends traffic to pods with labels.
+func (s externalService) selects(labels map[string]any) bool {
+	if len(s.selector) == 0 {
+		return false // endpoints managed by hand: not these pods
+	}
+	for k, v := range s.selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// exposes resolves the Service's target ports against a container's named
+// ports: a name the container does not have is not its, a number is the
+// pod's whatever the container declares.
+func (s externalService) exposes(named map[string]int) []exposure {
+	var out []exposure
+	for _, p := range s.ports {
+		pm, _ := p.(map[string]any)
+		port, _ := pm["port"].(int)
+		target := port
+		switch t := pm["targetPort"].(type) {
+		case int:
+			target = t
+		case string:
+			n, ok := named[t]
+			if !ok {
+				continue
+			}
+			target = n
+		}
+		pname, _ := pm["name"].(string)
+		out = append(out, exposure{Service: fmt.Sprintf("%s port %s (%d)", s.name, pname, port), Port: target})
+	}
+	return out
+}
+
+// podLabels are the labels of the pods an object runs: a Pod's own, or its
+// template's.
+func podLabels(obj map[string]any) map[string]any {
+	if obj["kind"] == "Pod" {
+		l, _ := lookup(obj, "metadata", "labels").(map[string]any)
+		return l
+	}
+	for _, path := range [][]string{
+		{"spec", "template", "metadata", "labels"},
+		{"spec", "jobTemplate", "spec", "template", "metadata", "labels"},
+	} {
+		if l, ok := lookup(obj, path...).(map[string]any); ok {
+			return l
+		}
+	}
+	return nil
 }
 
 // podSpecs finds every pod spec (a mapping with a containers list) in obj.
@@ -299,6 +391,7 @@ func (m *kubeManifests) containerInvocation(source, objName string, ctr map[stri
 			ports[name] = n
 		}
 	}
+	inv.NamedPorts = ports
 	for _, kind := range []string{"readinessProbe", "livenessProbe", "startupProbe"} {
 		get, ok := lookup(ctr, kind, "httpGet").(map[string]any)
 		if !ok {

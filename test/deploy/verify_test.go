@@ -59,6 +59,18 @@ type invocation struct {
 	Grace time.Duration
 	// Probes are the HTTP health checks aimed at the process.
 	Probes []probe
+	// NamedPorts are the container's ports by name (Kubernetes).
+	NamedPorts map[string]int
+	// Exposed are the container's ports that a Service makes reachable
+	// from outside the cluster (Kubernetes).
+	Exposed []exposure
+}
+
+// exposure is a container port that a Service of type LoadBalancer or
+// NodePort, or one with external IPs, opens to the world.
+type exposure struct {
+	Service string // the Service and its port, for messages
+	Port    int    // the container port
 }
 
 // probe is a Kubernetes httpGet probe with its port resolved to a number.
@@ -194,6 +206,9 @@ func (v *verifier) check(ctx context.Context, inv invocation) error {
 	if len(inv.Probes) > 0 {
 		errs = append(errs, checkProbes(inv, cfg)...)
 	}
+	if len(inv.Exposed) > 0 {
+		errs = append(errs, checkExposure(inv, cfg)...)
+	}
 	return errors.Join(errs...)
 }
 
@@ -307,6 +322,58 @@ func checkProbes(inv invocation, cfg map[string]any) []error {
 		}
 		if w, ok := want[p.Kind]; ok && p.Path != w {
 			errs = append(errs, fmt.Errorf("%s: %s probes %s, want %s", inv.Source, p.Kind, p.Path, w))
+		}
+	}
+	return errs
+}
+
+// checkExposure holds what a Service opens outside the cluster to the TLS
+// listeners: a plain MQTT or WebSocket listener there carries devices'
+// passwords and tokens in clear, and the operations server answers anyone
+// with metrics (and pprof when it is on). A port on which nothing listens is
+// a mistake too.
+func checkExposure(inv invocation, cfg map[string]any) []error {
+	type listener struct {
+		setting, addr string
+		tls           bool
+	}
+	var ls []listener
+	if a, _ := stringAt(cfg, "mqtt", "tcp_addr"); a != "" {
+		ls = append(ls, listener{"mqtt.tcp-addr", a, false})
+	}
+	if a, _ := stringAt(cfg, "mqtt", "tls_addr"); a != "" {
+		if cert, _ := stringAt(cfg, "mqtt", "tls_cert_file"); cert != "" {
+			ls = append(ls, listener{"mqtt.tls-addr", a, true})
+		}
+	}
+	if a, _ := stringAt(cfg, "mqtt", "ws_addr"); a != "" {
+		wss, _ := lookup(cfg, "mqtt", "ws_tls").(bool)
+		ls = append(ls, listener{"mqtt.ws-addr", a, wss})
+	}
+	if a, _ := stringAt(cfg, "http", "addr"); a != "" {
+		ls = append(ls, listener{"http.addr", a, false})
+	}
+	var errs []error
+	for _, e := range inv.Exposed {
+		var found *listener
+		for i, l := range ls {
+			if _, p, err := net.SplitHostPort(l.addr); err == nil && p == strconv.Itoa(e.Port) {
+				found = &ls[i]
+				break
+			}
+		}
+		switch {
+		case found == nil:
+			errs = append(errs, fmt.Errorf("%s: %s opens container port %d outside the cluster, but no listener of the %s is on it", inv.Source, e.Service, e.Port, inv.Binary))
+		case found.setting == "http.addr":
+			errs = append(errs, fmt.Errorf("%s: %s opens the operations server (http.addr %s: metrics, health, pprof when on) outside the cluster; scrape it from inside through a ClusterIP Service", inv.Source, e.Service, found.addr))
+		case !found.tls:
+			hint := "serve it as wss (mqtt.ws-tls)"
+			if found.setting == "mqtt.tcp-addr" {
+				hint = "open mqtt.tls-addr instead and keep plain MQTT on a ClusterIP Service"
+			}
+			errs = append(errs, fmt.Errorf("%s: %s opens the plain listener %s (%s) outside the cluster, where devices' passwords and tokens would cross the network in clear: %s",
+				inv.Source, e.Service, found.setting, found.addr, hint))
 		}
 	}
 	return errs
