@@ -3,6 +3,7 @@ package deploy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -315,6 +316,35 @@ func isFleetgateImage(ref string) bool {
 // service, a service_healthy condition on a service without a healthcheck
 // (compose fails the dependent with "has no healthcheck configured"), and a
 // named volume missing from the top-level volumes.
+// loopbackOnly checks that a compose ports entry publishes on the host's
+// loopback interface only: docker publishes on every interface of the host
+// unless told otherwise, which on a laptop puts the dev stack's Redis,
+// Kafka and MongoDB (no passwords) and its MQTT demo users on the network it
+// is on.
+func loopbackOnly(entry any) error {
+	var hostIP, shown string
+	switch p := entry.(type) {
+	case map[string]any: // long syntax
+		hostIP, _ = p["host_ip"].(string)
+		shown = fmt.Sprintf("target %v", p["target"])
+	default: // short syntax: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]
+		shown = fmt.Sprint(p)
+		spec, _, _ := strings.Cut(shown, "/")
+		if rest, ok := strings.CutPrefix(spec, "["); ok { // [::1]:1883:1883
+			hostIP, _, _ = strings.Cut(rest, "]")
+		} else if parts := strings.Split(spec, ":"); len(parts) == 3 {
+			hostIP = parts[0]
+		}
+	}
+	if ip := net.ParseIP(hostIP); hostIP == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	if hostIP == "" {
+		hostIP = "every interface"
+	}
+	return fmt.Errorf("ports %q publishes on %s of the host, where anyone on its network reaches it; publish on 127.0.0.1 (\"127.0.0.1:HOST_PORT:CONTAINER_PORT\")", shown, hostIP)
+}
+
 func composeWiring(file string) error {
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -357,6 +387,12 @@ func composeWiring(file string) error {
 			disabled, _ := lookup(target, "healthcheck", "disable").(bool)
 			if deps[dep] == "service_healthy" && (target["healthcheck"] == nil || disabled) {
 				errs = append(errs, fmt.Errorf("service %s waits for %s to be healthy, but %s has no healthcheck", name, dep, dep))
+			}
+		}
+		ports, _ := svc["ports"].([]any)
+		for _, p := range ports {
+			if err := loopbackOnly(p); err != nil {
+				errs = append(errs, fmt.Errorf("service %s: %w", name, err))
 			}
 		}
 		vols, _ := svc["volumes"].([]any)

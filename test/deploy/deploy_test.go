@@ -117,6 +117,55 @@ volumes:
 `,
 		},
 		{
+			name: "ports published on the host's loopback interface pass",
+			manifest: `
+services:
+  redis:
+    image: redis:7
+    ports: ["127.0.0.1:6379:6379", "[::1]:6380:6379/tcp", {target: 6379, published: "6381", host_ip: 127.0.0.1}, "localhost:6382:6379"]
+`,
+		},
+		{
+			name: "a port published on every interface of the host is caught",
+			manifest: `
+services:
+  redis:
+    image: redis:7
+    ports: ["6379:6379"]
+`,
+			wantErr: `service redis: ports "6379:6379" publishes on every interface of the host`,
+		},
+		{
+			name: "a port published on a host address that is not loopback is caught",
+			manifest: `
+services:
+  mqtt:
+    image: eclipse-mosquitto
+    ports: ["0.0.0.0:1883:1883"]
+`,
+			wantErr: `service mqtt: ports "0.0.0.0:1883:1883" publishes on 0.0.0.0 of the host`,
+		},
+		{
+			name: "a port of the long syntax without host_ip is caught",
+			manifest: `
+services:
+  mqtt:
+    image: eclipse-mosquitto
+    ports: [{target: 8883, published: "8883"}]
+`,
+			wantErr: `service mqtt: ports "target 8883" publishes on every interface of the host`,
+		},
+		{
+			name: "a container port alone (a random host port on every interface) is caught",
+			manifest: `
+services:
+  mqtt:
+    image: eclipse-mosquitto
+    ports: [9001]
+`,
+			wantErr: `service mqtt: ports "9001" publishes on every interface of the host`,
+		},
+		{
 			name: "waiting for a healthy service that has no healthcheck is caught",
 			manifest: `
 services:
