@@ -75,7 +75,7 @@ func killSubscribersFrontend(t *testing.T, o clusterOptions, publishers int) {
 	survivor := c.other(victim)
 	// The publishers stay connected through the kill: they are on the
 	// survivor, directly.
-	pubs := newPublishers(t, survivor.mqtt, streamClientIDs(publishers))
+	pubs := newPublishers(t, survivor.mqtt, c.streamClientIDs(publishers))
 	probeStream(t, in, pubs)
 
 	stop := runAll(pubs)
@@ -110,25 +110,25 @@ func killSubscribersFrontend(t *testing.T, o clusterOptions, publishers int) {
 	if !last.IsZero() {
 		t.Logf("every acknowledged message delivered %s after the kill of %s", last.Sub(killed).Round(time.Millisecond), victim.id)
 	}
-	checkStream(t, pubs, in.snapshot())
+	checkStream(t, c, pubs, in.snapshot())
 	for _, p := range pubs {
 		assert.Positive(t, p.ackedCount(), "publisher %s", p.clientID)
 	}
 }
 
-func partitionsOf(ids []string) map[string]int32 {
+func (c *testCluster) partitionsOf(ids []string) map[string]int32 {
 	out := map[string]int32{}
 	for _, id := range ids {
-		out[id] = partitionOf(id)
+		out[id] = c.partitionOf(id)
 	}
 	return out
 }
 
 // onVictim counts the publishers whose partition is in owned.
-func onVictim(owned []int32, ids []string) int {
+func (c *testCluster) onVictim(owned []int32, ids []string) int {
 	n := 0
 	for _, id := range ids {
-		if slices.Contains(owned, partitionOf(id)) {
+		if slices.Contains(owned, c.partitionOf(id)) {
 			n++
 		}
 	}

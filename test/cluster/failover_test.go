@@ -35,13 +35,13 @@ func startFailoverRun(t *testing.T, subID string) *failoverRun {
 // publishers publishers.
 func startFailoverRunWith(t *testing.T, subID string, o clusterOptions, publishers int) *failoverRun {
 	c := startClusterWith(t, o)
-	ids := streamClientIDs(publishers)
+	ids := c.streamClientIDs(publishers)
 	var assigned map[string][]int32
 	require.Eventually(t, func() bool {
 		assigned = c.assignment()
 		return len(assigned[c.dispatchers[0].id]) > 0 && len(assigned[c.dispatchers[1].id]) > 0
 	}, 60*time.Second, 200*time.Millisecond, "partitions never split between the dispatchers: %v", assigned)
-	t.Logf("partitions: %v; publishers on %v", assigned, partitionsOf(ids))
+	t.Logf("partitions: %v; publishers on %v", assigned, c.partitionsOf(ids))
 
 	r := &failoverRun{c: c, in: newInbox(), victimPubs: map[int]bool{}}
 	r.sub = mustDialV5(t, c.lb, persistent(subID, subscriberExpiry), r.in.v5Handler)
@@ -49,12 +49,12 @@ func startFailoverRunWith(t *testing.T, subID string, o clusterOptions, publishe
 	r.pubs = newPublishers(t, c.lb, ids)
 	probeStream(t, r.in, r.pubs)
 	r.victim = c.dispatchers[0]
-	if onVictim(assigned[c.dispatchers[1].id], ids) > onVictim(assigned[r.victim.id], ids) {
+	if c.onVictim(assigned[c.dispatchers[1].id], ids) > c.onVictim(assigned[r.victim.id], ids) {
 		r.victim = c.dispatchers[1]
 	}
 	for _, p := range r.pubs {
 		for _, part := range assigned[r.victim.id] {
-			if partitionOf(p.clientID) == part {
+			if c.partitionOf(p.clientID) == part {
 				r.victimPubs[p.id] = true
 			}
 		}
@@ -85,7 +85,7 @@ func (r *failoverRun) stream(t *testing.T, stopVictim func()) failover {
 	if survivor == r.victim {
 		survivor = r.c.dispatchers[1]
 	}
-	require.Eventually(t, func() bool { return len(r.c.assignment()[survivor.id]) == partitions },
+	require.Eventually(t, func() bool { return len(r.c.assignment()[survivor.id]) == r.c.inboundPartitions() },
 		60*time.Second, 50*time.Millisecond, "the survivor never got every partition")
 	f.moved = time.Since(stopped)
 	// The stream goes on for a second after the move at least, so that the
@@ -99,7 +99,7 @@ func (r *failoverRun) stream(t *testing.T, stopVictim func()) failover {
 		return sum == 0 && series > 0
 	}, 30*time.Second, 100*time.Millisecond, "%s's fleetgate_dispatch_lag_records never showed it caught up", survivor.id)
 	msgs := r.in.snapshot()
-	checkStream(t, r.pubs, msgs)
+	checkStream(t, r.c, r.pubs, msgs)
 	for _, p := range r.pubs {
 		assert.Positive(t, p.ackedCount(), "publisher %s", p.clientID)
 	}

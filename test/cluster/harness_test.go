@@ -21,8 +21,9 @@ import (
 )
 
 const (
-	// partitions of the inbound topic and of the subscription change log:
-	// enough for both dispatchers to own some.
+	// partitions of the inbound topic and of the subscription change log
+	// outside the defaults mode (clusterOptions.defaults, which keeps the
+	// product's): enough for both dispatchers to own some.
 	partitions = 4
 	// dispatchGroup is the dispatchers' consumer group.
 	dispatchGroup = "fleetgate-dispatcher"
@@ -80,6 +81,9 @@ type testCluster struct {
 	common []string
 	// dispatcherArgs are the extra flags of every dispatcher.
 	dispatcherArgs []string
+	// partitions is mqtt.inbound's partition count when the cluster
+	// became ready (inboundPartitions).
+	partitions int
 }
 
 // clusterOptions shape a cluster; the zero value is two dispatchers, two
@@ -108,7 +112,8 @@ type clusterOptions struct {
 	tls bool
 	// defaults leaves out the test timings and the raised queue bounds
 	// below: every fleetgate setting is the product's default but for
-	// addresses, node ids and partition counts, and the frontends demand
+	// addresses and node ids (the topics get the product's 12 partitions,
+	// the other mode 4), and the frontends demand
 	// credentials as the product does (the product refuses to start without
 	// an authenticator): each client authenticates with a JWT of its own
 	// unless access says otherwise (security_test.go runs the attacks on
@@ -144,13 +149,10 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 	// Settings every fleetgate process shares. The session queues are
 	// bounded far above what a test queues: these tests are about crashes,
 	// and a queue that drops its oldest messages would look like a loss.
-	c.common = []string{
-		"-kafka.brokers", c.kafka, "-kafka.partitions", fmt.Sprint(partitions),
-		"-subscriptions.partitions", fmt.Sprint(partitions),
-		"-redis.addrs", c.redisAddr, "-log.level", "info",
-	}
+	c.common = []string{"-kafka.brokers", c.kafka, "-redis.addrs", c.redisAddr, "-log.level", "info"}
 	if !o.defaults {
 		c.common = append(c.common,
+			"-kafka.partitions", fmt.Sprint(partitions), "-subscriptions.partitions", fmt.Sprint(partitions),
 			"-node.heartbeat-interval", heartbeat.String(), "-node.liveness-ttl", liveness.String(),
 			"-session.max-queued-messages", "1000000", "-session.max-queued-bytes", "256MiB")
 		c.dispatcherArgs = []string{"-wills.sweep-interval", sweepInterval.String()}
@@ -190,6 +192,9 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 	for _, n := range append(append([]*node{}, c.dispatchers...), c.frontends...) {
 		c.waitReady(n)
 	}
+	// Ready frontends created mqtt.inbound: the count the tests place
+	// publishers by, before any test grows the topic.
+	t.Logf("mqtt.inbound has %d partitions", c.inboundPartitions())
 
 	c.lb = testkit.FreeAddr(t)
 	if o.defaults && o.access == nil {
@@ -377,10 +382,27 @@ func (c *testCluster) assignment() map[string][]int32 {
 	return out
 }
 
+// inboundPartitions is how many partitions mqtt.inbound has, as Kafka
+// says: the harness's own count, or in the defaults mode the product's
+// (kafka.partitions), which the frontends created the topic with.
+func (c *testCluster) inboundPartitions() int {
+	c.t.Helper()
+	if c.partitions > 0 {
+		return c.partitions
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	topics, err := c.kafkaAdmin().ListTopics(ctx, "mqtt.inbound")
+	require.NoError(c.t, err)
+	d, ok := topics["mqtt.inbound"]
+	require.True(c.t, ok && d.Err == nil && len(d.Partitions) > 0, "mqtt.inbound is not in Kafka: %+v", d)
+	c.partitions = len(d.Partitions)
+	return c.partitions
+}
+
 // partitionOf is the inbound partition of a publisher's records: they are
 // keyed by client id and partitioned by the producer's default (murmur2 of
 // the key, as Kafka's Java client does).
-func partitionOf(clientID string) int32 {
-	p := kgo.StickyKeyPartitioner(nil).ForTopic("mqtt.inbound")
-	return int32(p.Partition(&kgo.Record{Key: []byte(clientID)}, partitions))
+func (c *testCluster) partitionOf(clientID string) int32 {
+	return partitionIn(clientID, c.inboundPartitions())
 }

@@ -83,7 +83,7 @@ func kafkaOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool
 	in := newInbox()
 	sub := mustDialV5(t, c.lb, persistent("kafka-kill-sub", subscriberExpiry), in.v5Handler)
 	sub.subscribe(t, streamFilter)
-	pubs := newPublishers(t, c.lb, streamClientIDs(streamPublishers))
+	pubs := newPublishers(t, c.lb, c.streamClientIDs(streamPublishers))
 	probeStream(t, in, pubs)
 
 	stop := startStream(t, c.lb, pubs)
@@ -109,7 +109,7 @@ func kafkaOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool
 
 	last := waitDelivered(t, in, pubs, 120*time.Second)
 	logDelivery(t, "kafka", in, pubs, after, killed, restarted, last)
-	checkStream(t, pubs, in.snapshot())
+	checkStream(t, c, pubs, in.snapshot())
 	assertAckedFrom(t, pubs, after)
 	select {
 	case <-sub.lost:
@@ -225,7 +225,7 @@ func redisOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool
 	in := newInbox()
 	sub := newResubscriber(t, c.lb, "redis-kill-sub", redisSubscriberExpiry, in)
 	defer sub.close()
-	pubs := newPublishers(t, c.lb, streamClientIDs(streamPublishers))
+	pubs := newPublishers(t, c.lb, c.streamClientIDs(streamPublishers))
 	probeStream(t, in, pubs)
 
 	stop := startStream(t, c.lb, pubs)
@@ -251,7 +251,7 @@ func redisOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool
 
 	last := waitDelivered(t, in, pubs, 120*time.Second)
 	logDelivery(t, "redis", in, pubs, after, killed, restarted, last)
-	checkStream(t, pubs, in.snapshot())
+	checkStream(t, c, pubs, in.snapshot())
 	assertAckedFrom(t, pubs, after)
 	checked := checkReconnects(t, sub, 0)
 

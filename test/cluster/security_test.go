@@ -131,16 +131,21 @@ func (k *accessKit) writeCert(t *testing.T, name string, c tls.Certificate) {
 }
 
 // args are the frontends' access flags: every method, no anonymous
-// clients, the rules, and a reload interval long enough that the tests
-// decide when files are reloaded (SIGHUP).
+// clients, the rules, and no periodic reload, so that the tests decide when
+// files are reloaded (SIGHUP).
 func (k *accessKit) args() []string {
+	return append(k.defaultArgs(), "-authz.reload-interval", "0")
+}
+
+// defaultArgs are args with the reload interval at its default.
+func (k *accessKit) defaultArgs() []string {
 	p := func(n string) string { return filepath.Join(k.dir, n) }
 	return []string{
 		"-auth.password-file", k.passwords,
 		"-auth.jwt.key-files", p("jwt-es.pem") + "," + p("jwt-rs.pem"),
 		"-mqtt.tls-cert-file", p("server.pem"), "-mqtt.tls-key-file", p("server-key.pem"),
 		"-mqtt.tls-client-ca-file", p("ca.pem"),
-		"-authz.rules-file", k.rules, "-authz.reload-interval", "0",
+		"-authz.rules-file", k.rules,
 	}
 }
 
@@ -712,7 +717,7 @@ func TestWithEveryDefaultRulesChangedOnDiskAreReloadedAndABrokenFileOpensNoDoor(
 // at its default, the password file and rules as deployed.
 func TestWithEveryDefaultAnAuthenticatedSessionSurvivesItsFrontendsSIGKILLAndStaysItsOwners(t *testing.T) {
 	kit := newAccessKit(t)
-	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
+	c := startClusterWith(t, clusterOptions{access: kit.defaultArgs(), tls: true, defaults: true})
 	victimNode, survivor := c.frontends[0], c.frontends[1]
 	const expiry = uint32(300)
 	persistentLogin := func(clientID, user string) *paho.Connect {

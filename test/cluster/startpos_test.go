@@ -19,7 +19,7 @@ import (
 // committed offset: the first dispatcher ever, a fresh cluster's first
 // stream, dispatchers killed before their first commit, partitions added
 // under traffic. Every process runs with the product's defaults (but for
-// addresses, node ids and partition counts: clusterOptions.defaults), except
+// addresses and node ids: clusterOptions.defaults), except
 // where a test says which setting it changes and why.
 
 // kafkaAdmin returns an admin client of the cluster's Kafka.
@@ -88,12 +88,12 @@ func TestAFreshClustersFirstStreamStartedRightAfterReadinessLosesNothing(t *test
 	sub := mustDialV5(t, c.lb, persistent("fresh-sub", 300), in.v5Handler)
 	sub.subscribe(t, streamFilter)
 	// No probe: the first messages go out right after the SUBACK.
-	pubs := newPublishers(t, c.lb, streamClientIDs(streamPublishers))
+	pubs := newPublishers(t, c.lb, c.streamClientIDs(streamPublishers))
 	stop := runAll(pubs)
 	time.Sleep(3 * time.Second)
 	close(stop)
 	waitDelivered(t, in, pubs, 60*time.Second)
-	checkStream(t, pubs, in.snapshot())
+	checkStream(t, c, pubs, in.snapshot())
 	for _, p := range pubs {
 		assert.Positive(t, p.ackedCount(), "publisher %s", p.clientID)
 	}
@@ -104,7 +104,7 @@ func TestBothDispatchersKilledBeforeTheirFirstCommitLoseNothing(t *testing.T) {
 	in := newInbox()
 	sub := mustDialV5(t, c.lb, persistent("kill-both-sub", 300), in.v5Handler)
 	sub.subscribe(t, streamFilter)
-	pubs := newPublishers(t, c.lb, streamClientIDs(streamPublishers))
+	pubs := newPublishers(t, c.lb, c.streamClientIDs(streamPublishers))
 
 	stop := runAll(pubs)
 	// 0.2 s into the stream, before the first commit (every
@@ -114,10 +114,10 @@ func TestBothDispatchersKilledBeforeTheirFirstCommitLoseNothing(t *testing.T) {
 		d.Kill()
 	}
 	committed := c.committedPartitions()
-	t.Logf("inbound partitions with a committed offset when both dispatchers died: %v; publishers on %v", committed, partitionsOf(streamIDs(pubs)))
+	t.Logf("inbound partitions with a committed offset when both dispatchers died: %v; publishers on %v", committed, c.partitionsOf(streamIDs(pubs)))
 	uncommitted := 0
 	for _, p := range pubs {
-		if !slices.Contains(committed, partitionOf(p.clientID)) {
+		if !slices.Contains(committed, c.partitionOf(p.clientID)) {
 			uncommitted++
 		}
 	}
@@ -137,7 +137,7 @@ func TestBothDispatchersKilledBeforeTheirFirstCommitLoseNothing(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	close(stop)
 	waitDelivered(t, in, pubs, 90*time.Second)
-	checkStream(t, pubs, in.snapshot())
+	checkStream(t, c, pubs, in.snapshot())
 	for _, p := range pubs {
 		assert.Positive(t, p.ackedCount(), "publisher %s", p.clientID)
 	}
@@ -171,15 +171,16 @@ func TestWithEveryDefaultPartitionsAddedToTheInboundTopicUnderTrafficLoseNothing
 // until the new partitions hold records and 5 s more.
 func growUnderTraffic(t *testing.T, o clusterOptions, after time.Duration) {
 	c := startClusterWith(t, o)
-	const grown = 2 * partitions
+	before := c.inboundPartitions()
+	grown := 2 * before
 	// Publishers on distinct partitions now whose records move to one of
 	// the new partitions once the topic has grown.
 	var ids []string
 	used := map[int32]bool{}
 	for i := 0; len(ids) < streamPublishers; i++ {
 		id := fmt.Sprintf("grow-pub-%d", i)
-		p := partitionOf(id)
-		if !used[p] && partitionIn(id, grown) >= partitions {
+		p := c.partitionOf(id)
+		if !used[p] && int(partitionIn(id, grown)) >= before {
 			used[p] = true
 			ids = append(ids, id)
 		}
@@ -195,10 +196,10 @@ func growUnderTraffic(t *testing.T, o clusterOptions, after time.Duration) {
 	adm := c.kafkaAdmin()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := adm.CreatePartitions(ctx, grown-partitions, "mqtt.inbound")
+	resp, err := adm.CreatePartitions(ctx, grown-before, "mqtt.inbound")
 	require.NoError(t, err)
 	require.NoError(t, resp.Error())
-	t.Logf("mqtt.inbound grown from %d to %d partitions under traffic", partitions, grown)
+	t.Logf("mqtt.inbound grown from %d to %d partitions under traffic", before, grown)
 	grownAt := time.Now()
 	inNew := func() int64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -207,7 +208,7 @@ func growUnderTraffic(t *testing.T, o clusterOptions, after time.Duration) {
 		require.NoError(t, err)
 		var n int64
 		ends.Each(func(o kadm.ListedOffset) {
-			if o.Partition >= partitions {
+			if int(o.Partition) >= before {
 				n += o.Offset
 			}
 		})
@@ -223,7 +224,7 @@ func growUnderTraffic(t *testing.T, o clusterOptions, after time.Duration) {
 	}
 	close(stop)
 	waitDelivered(t, in, pubs, 150*time.Second)
-	checkStream(t, pubs, in.snapshot())
+	checkStream(t, c, pubs, in.snapshot())
 
 	n := inNew()
 	t.Logf("records in the new partitions: %d", n)

@@ -132,12 +132,12 @@ func (p *publisher) ackedCount() int {
 // streamClientIDs returns n publisher client ids whose records land on n
 // different partitions of the inbound topic, so that with the partitions
 // split between two dispatchers each dispatcher routes some publisher.
-func streamClientIDs(n int) []string {
+func (c *testCluster) streamClientIDs(n int) []string {
 	var ids []string
 	used := map[int32]bool{}
 	for i := 0; len(ids) < n; i++ {
 		id := fmt.Sprintf("stream-pub-%d", i)
-		if p := partitionOf(id); !used[p] {
+		if p := c.partitionOf(id); !used[p] {
 			used[p] = true
 			ids = append(ids, id)
 		}
@@ -227,7 +227,7 @@ func waitDelivered(t *testing.T, in *inbox, pubs []*publisher, d time.Duration) 
 // ahead of an older one (MQTT 5 §4.6 ordering, design guarantee 5) — a gap
 // filled later, not a replay. Duplicates and re-sent older messages are
 // counted and logged, not failed.
-func checkStream(t *testing.T, pubs []*publisher, msgs []received) {
+func checkStream(t *testing.T, c *testCluster, pubs []*publisher, msgs []received) {
 	t.Helper()
 	type stats struct{ sent, acked, nacks, distinct, arrivals, dups, unacked, violations int }
 	per := make([]stats, len(pubs))
@@ -273,7 +273,7 @@ func checkStream(t *testing.T, pubs []*publisher, msgs []received) {
 		}
 		p.mu.Unlock()
 		t.Logf("publisher %s (partition %d): sent %d, acknowledged %d, unanswered/failed %d; subscriber got %d distinct (%d not acknowledged) in %d arrivals: %d duplicates, %d order violations, %d acknowledged missing",
-			p.clientID, partitionOf(p.clientID), s.sent, s.acked, s.nacks, s.distinct, s.unacked, s.arrivals, s.dups, s.violations, len(missing[i]))
+			p.clientID, c.partitionOf(p.clientID), s.sent, s.acked, s.nacks, s.distinct, s.unacked, s.arrivals, s.dups, s.violations, len(missing[i]))
 		total.sent += s.sent
 		total.acked += s.acked
 		total.distinct += s.distinct
