@@ -131,14 +131,9 @@ func (k *accessKit) writeCert(t *testing.T, name string, c tls.Certificate) {
 }
 
 // args are the frontends' access flags: every method, no anonymous
-// clients, the rules, and no periodic reload, so that the tests decide when
-// files are reloaded (SIGHUP).
+// clients, the rules; every other access setting (the reload interval
+// among them) at its default.
 func (k *accessKit) args() []string {
-	return append(k.defaultArgs(), "-authz.reload-interval", "0")
-}
-
-// defaultArgs are args with the reload interval at its default.
-func (k *accessKit) defaultArgs() []string {
 	p := func(n string) string { return filepath.Join(k.dir, n) }
 	return []string{
 		"-auth.password-file", k.passwords,
@@ -351,9 +346,13 @@ func topicOf(r *kgo.Record) string {
 	return ""
 }
 
-func TestAHostileDeviceGetsNothingThatIsNotItsOwn(t *testing.T) {
+// TestWithEveryDefaultAHostileDeviceGetsNothingThatIsNotItsOwn runs the
+// attacks of a device on the cluster with every setting at the product's
+// default (files reloaded on the default interval too: no test reloads
+// them here).
+func TestWithEveryDefaultAHostileDeviceGetsNothingThatIsNotItsOwn(t *testing.T) {
 	kit := newAccessKit(t)
-	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true})
+	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
 	fa, fb := c.frontends[0], c.frontends[1]
 
 	// The victim: device-2, persistent on frontend B, subscribed to its
@@ -530,9 +529,12 @@ func reloadsIn(metrics, series string) int {
 	return 0
 }
 
-func TestForgedCredentialsAreRefusedAndAReloadNeverOpensADoor(t *testing.T) {
+// TestWithEveryDefaultForgedCredentialsAreRefusedAndAReloadNeverOpensADoor:
+// every setting at the product's default; the files are reloaded with
+// SIGHUP as an operator would, the periodic check (10 s) running as well.
+func TestWithEveryDefaultForgedCredentialsAreRefusedAndAReloadNeverOpensADoor(t *testing.T) {
 	kit := newAccessKit(t)
-	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true})
+	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
 	fa := c.frontends[0]
 
 	t.Run("tokens", func(t *testing.T) {
@@ -643,20 +645,14 @@ func TestForgedCredentialsAreRefusedAndAReloadNeverOpensADoor(t *testing.T) {
 }
 
 // TestWithEveryDefaultRulesChangedOnDiskAreReloadedAndABrokenFileOpensNoDoor:
-// the attacks above reload on SIGHUP (authz.reload-interval 0); by
-// default the frontends look at the files every 10 s. An operator's edit
+// the attacks above reload on SIGHUP; by default the frontends also look
+// at the files every 10 s. An operator's edit
 // on disk, no signal sent, is in force after that on every frontend; a
 // file broken on disk is counted as a failed reload and keeps the rules
 // in force.
 func TestWithEveryDefaultRulesChangedOnDiskAreReloadedAndABrokenFileOpensNoDoor(t *testing.T) {
 	kit := newAccessKit(t)
-	var args []string
-	for a := kit.args(); len(a) > 0; a = a[2:] {
-		if a[0] != "-authz.reload-interval" {
-			args = append(args, a[0], a[1])
-		}
-	}
-	c := startClusterWith(t, clusterOptions{access: args, tls: true, defaults: true})
+	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
 	dev := func() *v5 {
 		cl, ca, err := connectV5(t, dialTCP(t, c.lb), device("device-1"), nil)
 		require.NoError(t, err, "connack %d", answer(ca))
@@ -717,7 +713,7 @@ func TestWithEveryDefaultRulesChangedOnDiskAreReloadedAndABrokenFileOpensNoDoor(
 // at its default, the password file and rules as deployed.
 func TestWithEveryDefaultAnAuthenticatedSessionSurvivesItsFrontendsSIGKILLAndStaysItsOwners(t *testing.T) {
 	kit := newAccessKit(t)
-	c := startClusterWith(t, clusterOptions{access: kit.defaultArgs(), tls: true, defaults: true})
+	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
 	victimNode, survivor := c.frontends[0], c.frontends[1]
 	const expiry = uint32(300)
 	persistentLogin := func(clientID, user string) *paho.Connect {
