@@ -105,8 +105,6 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 		var cfg dispatch.ServiceConfig
 		cfg.RegisterFlags(flag.NewFlagSet("dispatcher", flag.PanicOnError))
 		cfg.Kafka.Brokers = config.StringList{c.Kafka.Addr()}
-		cfg.Kafka.Partitions = 4
-		cfg.Subscriptions.Partitions = 4
 		cfg.Session.Redis.Addrs = config.StringList{redisAddr}
 		cfg.HTTP.Addr = "127.0.0.1:0"
 		if o.Dispatcher != nil {
@@ -141,8 +139,6 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 		cfg.MQTT.TCPAddr = "127.0.0.1:0"
 		cfg.HTTP.Addr = "127.0.0.1:0"
 		cfg.Kafka.Brokers = config.StringList{c.Kafka.Addr()}
-		cfg.Kafka.Partitions = 4
-		cfg.Subscriptions.Partitions = 4
 		cfg.Session.Redis.Addrs = config.StringList{redisAddr}
 		cfg.Shutdown.Timeout = 5 * time.Second
 		// Clusters in one process test MQTT and routing; authentication
@@ -202,8 +198,6 @@ func (c *Cluster) startArchiver(o Options, log *slog.Logger) string {
 	cfg.Archive.BatchInterval = 20 * time.Millisecond
 	cfg.Archiver.LagInterval = 100 * time.Millisecond
 	cfg.Kafka.Brokers = config.StringList{c.Kafka.Addr()}
-	cfg.Kafka.Partitions = 4
-	cfg.Subscriptions.Partitions = 4
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	if o.Archiver != nil {
 		o.Archiver(&cfg)
