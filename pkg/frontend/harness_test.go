@@ -49,7 +49,6 @@ func testConfig(t *testing.T, brokers string) frontend.Config {
 	cfg.MQTT.TLSAddr = "127.0.0.1:0"
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Kafka.Brokers = config.StringList{brokers}
-	cfg.Kafka.Partitions = 3
 	cfg.Shutdown.Timeout = 5 * time.Second
 	cfg.Session.Redis.Addrs = config.StringList{testRedis.Addr}
 	// These tests are about everything but authentication, which has its

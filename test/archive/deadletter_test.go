@@ -24,9 +24,9 @@ const hugeValue = 48 << 20
 // TestWithEveryDefaultADocumentMongoDBRefusesIsSetAsideAndTheStreamGoesOn
 // puts a record whose document MongoDB can never take (48 MiB: Kafka's
 // topic allows it, MongoDB's document size does not) between two halves of
-// a stream, to an archiver with every setting at the product's default but
-// for addresses and partition counts (batches of 1,000 records or 100 ms,
-// commits every second). The refused record goes to the dead-letter
+// a stream, to an archiver with every setting at the product's default (12
+// partitions, batches of 1,000 records or 100 ms, commits every second) but
+// for addresses. The refused record goes to the dead-letter
 // collection (message_dead_letter) with its Kafka coordinates and reason,
 // every other record is archived exactly once, and the archiver commits
 // past the refused one: a successor would not meet it again.

@@ -36,8 +36,9 @@ const (
 	group = "fleetgate-archiver"
 	// collection is the archiver's default message collection.
 	collection = "message"
-	// partitions of every topic the archiver creates: enough for records
-	// of one batch to come from several partitions.
+	// partitions of every topic the archiver creates outside the
+	// default-settings tests (which keep the product's): enough for
+	// records of one batch to come from several partitions.
 	partitions = 4
 	// sessionTimeout is the smallest the Kafka-protocol broker allows
 	// (group.min.session.timeout.ms): a killed archiver's partitions move
@@ -93,8 +94,11 @@ func canDial(addr string) bool {
 // archiver is an archiver process and its operations address.
 type archiver struct {
 	*proc
-	t   *testing.T
-	ops string
+	t     *testing.T
+	ops   string
+	kafka string
+	// partitions of the inbound topic (inboundPartitions).
+	partitions int
 }
 
 // archiverArgs are the settings of the archivers of a test: the package's
@@ -115,14 +119,10 @@ func archiverArgs(kafka, db string, extra ...string) []string {
 }
 
 // archiverDefaultArgs are the settings of an archiver with every setting
-// at the product's default but for the package's FerretDB, database db,
-// the broker at kafka and the partition counts.
+// at the product's default but for the package's FerretDB, database db
+// and the broker at kafka.
 func archiverDefaultArgs(kafka, db string) []string {
-	return []string{
-		"-archive.mongodb-uri", ferret.URI, "-archive.database", db,
-		"-kafka.brokers", kafka, "-kafka.partitions", strconv.Itoa(partitions),
-		"-subscriptions.partitions", strconv.Itoa(partitions), "-events.partitions", strconv.Itoa(partitions),
-	}
+	return []string{"-archive.mongodb-uri", ferret.URI, "-archive.database", db, "-kafka.brokers", kafka}
 }
 
 // startArchiver runs an archiver with args (archiverArgs) and an
@@ -130,6 +130,9 @@ func archiverDefaultArgs(kafka, db string) []string {
 func startArchiver(t *testing.T, name string, args []string) *archiver {
 	t.Helper()
 	a := &archiver{t: t, ops: testkit.FreeAddr(t)}
+	if i := slices.Index(args, "-kafka.brokers"); i >= 0 && i+1 < len(args) {
+		a.kafka = args[i+1]
+	}
 	a.proc = startProc(t, name, "archiver", append(args, "-http.addr", a.ops)...)
 	eventually(t, 30*time.Second, 20*time.Millisecond, func() bool {
 		a.RequireRunning()
@@ -253,7 +256,28 @@ func (a *archiver) caughtUp() bool {
 		return false
 	}
 	lag, series := a.inboundLag()
-	return series == partitions && lag == 0
+	return series == a.inboundPartitions() && lag == 0
+}
+
+// inboundPartitions is how many partitions the inbound topic has, as the
+// archiver's Kafka says (the test's count, or the product's default when
+// the archiver created it).
+func (a *archiver) inboundPartitions() int {
+	a.t.Helper()
+	if a.partitions > 0 {
+		return a.partitions
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(a.kafka))
+	require.NoError(a.t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	topics, err := kadm.NewClient(cl).ListTopics(ctx, inbound)
+	require.NoError(a.t, err)
+	d, ok := topics[inbound]
+	require.True(a.t, ok && d.Err == nil && len(d.Partitions) > 0, "%s is not in Kafka: %+v", inbound, d)
+	a.partitions = len(d.Partitions)
+	return a.partitions
 }
 
 // archiveDB is the test's database on the package's FerretDB.

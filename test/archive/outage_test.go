@@ -21,7 +21,7 @@ func TestMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *
 // TestWithEveryDefaultMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord
 // is the test above with every archiver setting at the product's default
 // (archive.write-timeout 10 s, retries backing off to 10 s, the lag gauge
-// every 5 s, 1,000-record batches) but for addresses and partition counts.
+// every 5 s, 1,000-record batches, 12 partitions) but for addresses.
 func TestWithEveryDefaultMongoDBStoppedUnderTrafficIsCaughtUpWithExactlyOneDocumentPerRecord(t *testing.T) {
 	stopMongoDBUnderTraffic(t, archiverDefaultArgs, false)
 }

@@ -26,8 +26,8 @@ func TestSIGKILLOfTheArchiverMidStreamLeavesExactlyOneDocumentPerRecord(t *testi
 // TestWithEveryDefaultSIGKILLOfTheArchiverMidStreamLeavesExactlyOneDocumentPerRecord
 // is the test above with every archiver setting at the product's default
 // (1,000-record batches, the consumer group's 10 s session timeout before
-// archiver-2 gets the dead one's partitions) but for addresses and
-// partition counts.
+// archiver-2 gets the dead one's partitions, 12 partitions) but for
+// addresses.
 func TestWithEveryDefaultSIGKILLOfTheArchiverMidStreamLeavesExactlyOneDocumentPerRecord(t *testing.T) {
 	killArchiverMidStream(t, archiverDefaultArgs)
 }
