@@ -14,6 +14,11 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/fleetgate/fleetgate/internal/clustertest"
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/kafkarecord"
 )
 
 // The suite runs each behaviour through two independent client libraries
@@ -155,6 +160,42 @@ func next(t *testing.T, c client) msg {
 		t.Fatalf("no message within %s", waitFor)
 		return msg{}
 	}
+}
+
+// nextOf is next for a message published on topic through cluster c: when
+// none arrives it says whether the message reached Kafka (the records of
+// mqtt.inbound on topic) and what the client got before, so that a loss is
+// placed on ingest or on delivery.
+func nextOf(t *testing.T, c *clustertest.Cluster, cl client, topic string, got []msg) msg {
+	t.Helper()
+	select {
+	case m := <-cl.Messages():
+		return m
+	case <-time.After(waitFor):
+	}
+	inKafka := []string{}
+	kc, err := kgo.NewClient(kgo.SeedBrokers(c.Kafka.Addr()), kgo.ConsumeTopics("mqtt.inbound"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer kc.Close()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		fs := kc.PollFetches(ctx)
+		cancel()
+		n := 0
+		fs.EachRecord(func(r *kgo.Record) {
+			n++
+			if v, _ := testkit.Header(r, kafkarecord.HeaderTopic); v == topic {
+				q, _ := testkit.Header(r, kafkarecord.HeaderQoS)
+				inKafka = append(inKafka, fmt.Sprintf("%q (qos %s, %s/%d/%d)", r.Value, q, r.Topic, r.Partition, r.Offset))
+			}
+		})
+		if n == 0 {
+			break
+		}
+	}
+	t.Fatalf("no message within %s; received before: %+v; records on %s in Kafka: %v", waitFor, got, topic, inKafka)
+	return msg{}
 }
 
 // none asserts that no message arrives within quiet.

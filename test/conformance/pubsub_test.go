@@ -119,8 +119,10 @@ func TestQoSDowngrade(t *testing.T) {
 		}
 		for sq := range byte(3) {
 			got := map[string]byte{}
+			var seen []msg
 			for range 3 {
-				m := next(t, subs[sq])
+				m := nextOf(t, c, subs[sq], f, seen)
+				seen = append(seen, m)
 				got[m.Payload] = m.QoS
 			}
 			require.Equal(t, map[string]byte{"0": 0, "1": min(1, sq), "2": min(2, sq)}, got, "subscription QoS %d", sq)
