@@ -106,6 +106,27 @@ type Reader struct {
 	cl *kgo.Client
 }
 
+// Partitions is how many partitions topic has in the Kafka at brokers; the
+// test fails when the topic is not there.
+func Partitions(t testing.TB, brokers, topic string) int {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	require.NoError(t, err)
+	require.Len(t, resp.Topics, 1)
+	require.NoError(t, kerr.ErrorForCode(resp.Topics[0].ErrorCode), "topic %s", topic)
+	require.NotEmpty(t, resp.Topics[0].Partitions, "topic %s has no partitions", topic)
+	return len(resp.Topics[0].Partitions)
+}
+
 // NewReader returns a consumer of topic on brokers, from the earliest offset.
 func NewReader(t testing.TB, brokers string, topic string) *Reader {
 	t.Helper()

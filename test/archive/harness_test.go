@@ -267,16 +267,7 @@ func (a *archiver) inboundPartitions() int {
 	if a.partitions > 0 {
 		return a.partitions
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(a.kafka))
-	require.NoError(a.t, err)
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	topics, err := kadm.NewClient(cl).ListTopics(ctx, inbound)
-	require.NoError(a.t, err)
-	d, ok := topics[inbound]
-	require.True(a.t, ok && d.Err == nil && len(d.Partitions) > 0, "%s is not in Kafka: %+v", inbound, d)
-	a.partitions = len(d.Partitions)
+	a.partitions = testkit.Partitions(a.t, a.kafka, inbound)
 	return a.partitions
 }
 

@@ -390,13 +390,7 @@ func (c *testCluster) inboundPartitions() int {
 	if c.partitions > 0 {
 		return c.partitions
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	topics, err := c.kafkaAdmin().ListTopics(ctx, "mqtt.inbound")
-	require.NoError(c.t, err)
-	d, ok := topics["mqtt.inbound"]
-	require.True(c.t, ok && d.Err == nil && len(d.Partitions) > 0, "mqtt.inbound is not in Kafka: %+v", d)
-	c.partitions = len(d.Partitions)
+	c.partitions = testkit.Partitions(c.t, c.kafka, "mqtt.inbound")
 	return c.partitions
 }
 
