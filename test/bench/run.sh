@@ -730,6 +730,8 @@ log "5b. $ACCESS_DEVICES devices reconnecting, $ACCESS_CONCURRENCY at a time, $A
 # One fleetgate takes tokens, passwords (default cache) and anonymous
 # clients, with the rules file: a mixed fleet.
 ACCESS_FG_TLS=() ACCESS_TLS_DIR=
+# A kept OUT may hold the TLS results of an earlier run: only this run's count.
+rm -f "$OUT/access-connect-tls.json"
 if [[ $ACCESS_TLS == 1 ]]; then
 	# Readable by mosquitto, which drops root: not under WORK.
 	ACCESS_TLS_DIR=$(mktemp -d /tmp/fleetgate-bench-tls.XXXXXX)
