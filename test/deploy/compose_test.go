@@ -311,11 +311,6 @@ func isFleetgateImage(ref string) bool {
 	return name == "fleetgate"
 }
 
-// composeWiring checks what `docker compose up` itself would refuse, or get
-// wrong, between the services of a compose file: a depends_on naming no
-// service, a service_healthy condition on a service without a healthcheck
-// (compose fails the dependent with "has no healthcheck configured"), and a
-// named volume missing from the top-level volumes.
 // loopbackOnly checks that a compose ports entry publishes on the host's
 // loopback interface only: docker publishes on every interface of the host
 // unless told otherwise, which on a laptop puts the dev stack's Redis,
@@ -345,6 +340,12 @@ func loopbackOnly(entry any) error {
 	return fmt.Errorf("ports %q publishes on %s of the host, where anyone on its network reaches it; publish on 127.0.0.1 (\"127.0.0.1:HOST_PORT:CONTAINER_PORT\")", shown, hostIP)
 }
 
+// composeWiring checks what `docker compose up` itself would refuse, or get
+// wrong, between the services of a compose file: a depends_on naming no
+// service, a service_healthy condition on a service without a healthcheck
+// (compose fails the dependent with "has no healthcheck configured"), a
+// named volume missing from the top-level volumes; and a port published
+// beyond the host's loopback interface (loopbackOnly).
 func composeWiring(file string) error {
 	data, err := os.ReadFile(file)
 	if err != nil {
