@@ -353,3 +353,164 @@ func StartRedisCluster(t testing.TB, masters int) []string {
 	}
 	return addrs
 }
+
+// RedisNode is one redis-server process of a ReplicatedRedisCluster.
+type RedisNode struct {
+	Addr string
+	srv  *redisServer
+}
+
+// Signal sends sig to the node's process (SIGSTOP and SIGCONT pause and
+// resume it: a replica that stopped reading its replication stream).
+func (n *RedisNode) Signal(sig syscall.Signal) error {
+	n.srv.mu.Lock()
+	defer n.srv.mu.Unlock()
+	if n.srv.cmd == nil {
+		return fmt.Errorf("redis-server on %s is not running", n.Addr)
+	}
+	return n.srv.cmd.Process.Signal(sig)
+}
+
+// Kill kills the node's process with SIGKILL and waits until it exited: a
+// machine gone with whatever it had not replicated.
+func (n *RedisNode) Kill() { _ = n.srv.stop(syscall.SIGKILL) }
+
+// Restart starts the node again after Kill, on its address, data and
+// cluster configuration.
+func (n *RedisNode) Restart() error { return n.srv.start() }
+
+// ReplicatedRedisCluster is a Redis Cluster whose every master has one
+// replica, as production runs it.
+type ReplicatedRedisCluster struct {
+	Masters, Replicas []*RedisNode
+}
+
+// Addrs are every node's address, masters first (a client's seed list).
+func (c *ReplicatedRedisCluster) Addrs() []string {
+	var out []string
+	for _, n := range append(append([]*RedisNode{}, c.Masters...), c.Replicas...) {
+		out = append(out, n.Addr)
+	}
+	return out
+}
+
+// StartReplicatedRedisCluster starts a Redis Cluster of masters
+// redis-server masters, the slots split evenly, each with one replica
+// (Replicas[i] replicates Masters[i]), each writing every change to its
+// append-only file before it answers (appendfsync always), with a 2 s node
+// timeout and replicas that stand for election however long they were cut
+// off (cluster-replica-validity-factor 0); t's cleanup kills them. It returns
+// once the cluster is ok and every replica is in sync. Without
+// redis-server it skips t, or fails it in CI.
+func StartReplicatedRedisCluster(t testing.TB, masters int) *ReplicatedRedisCluster {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server not found; CI must install it (apt-get install redis-server)")
+		}
+		t.Skip("redis-server not found: apt-get install redis-server")
+	}
+	dir := t.TempDir()
+	rc := &ReplicatedRedisCluster{}
+	for i := range 2 * masters {
+		addr, err := FreeLoopbackAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &redisServer{bin: bin, addr: addr, dir: filepath.Join(dir, fmt.Sprint(i)),
+			args: []string{"--appendonly", "yes", "--appendfsync", "always", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+				"--cluster-replica-validity-factor", "0"}}
+		if err := os.Mkdir(s.dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.stop(syscall.SIGKILL) })
+		n := &RedisNode{Addr: addr, srv: s}
+		if i < masters {
+			rc.Masters = append(rc.Masters, n)
+		} else {
+			rc.Replicas = append(rc.Replicas, n)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := func(addr string) *redis.Client { return redis.NewClient(&redis.Options{Addr: addr}) }
+	host0, port0, _ := net.SplitHostPort(rc.Masters[0].Addr)
+	per := 16384 / masters
+	for i, m := range rc.Masters {
+		c := client(m.Addr)
+		first, last := i*per, (i+1)*per-1
+		if i == masters-1 {
+			last = 16383
+		}
+		err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", first, last).Err()
+		if err == nil && i > 0 {
+			err = c.ClusterMeet(ctx, host0, port0).Err()
+		}
+		_ = c.Close()
+		if err != nil {
+			t.Fatalf("forming the cluster at %s: %v", m.Addr, err)
+		}
+	}
+	for _, r := range rc.Replicas {
+		c := client(r.Addr)
+		err := c.ClusterMeet(ctx, host0, port0).Err()
+		_ = c.Close()
+		if err != nil {
+			t.Fatalf("adding %s to the cluster: %v", r.Addr, err)
+		}
+	}
+	// A replica can replicate a master once it knows the master's node.
+	for i, r := range rc.Replicas {
+		mc := client(rc.Masters[i].Addr)
+		id, err := mc.ClusterMyID(ctx).Result()
+		_ = mc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rcl := client(r.Addr)
+		for {
+			err = rcl.ClusterReplicate(ctx, id).Err()
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = rcl.Close()
+		if err != nil {
+			t.Fatalf("making %s a replica of %s: %v", r.Addr, rc.Masters[i].Addr, err)
+		}
+	}
+	for _, n := range append(append([]*RedisNode{}, rc.Masters...), rc.Replicas...) {
+		c := client(n.Addr)
+		for {
+			info, err := c.ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", 2*masters)) {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("cluster at %s did not become ok: %v %q", n.Addr, err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = c.Close()
+	}
+	for _, r := range rc.Replicas {
+		c := client(r.Addr)
+		for {
+			info, err := c.Info(ctx, "replication").Result()
+			if err == nil && strings.Contains(info, "master_link_status:up") && strings.Contains(info, "master_sync_in_progress:0") {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("replica %s did not sync: %v %q", r.Addr, err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = c.Close()
+	}
+	return rc
+}

@@ -68,6 +68,12 @@ type Config struct {
 	// at their queue's bound before session.queue-full-policy drops
 	// anything (WithFullQueueWait); 0 never waits.
 	FullQueueWait time.Duration `yaml:"full_queue_wait"`
+	// RedisReplicaAcks is how many replicas of each Redis primary must
+	// hold a routed batch's writes before its offsets are committed (Redis
+	// WAIT), at most the replicas connected; 0 commits without asking.
+	RedisReplicaAcks int `yaml:"redis_replica_acks"`
+	// RedisReplicaTimeout bounds each wait for those acknowledgements.
+	RedisReplicaTimeout time.Duration `yaml:"redis_replica_timeout"`
 }
 
 // DefaultFullQueueWait is dispatch.full-queue-wait's default.
@@ -100,6 +106,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CommitInterval, "dispatch.commit-interval", time.Second, "How often the offsets of routed batches are committed, in the background; a dispatcher that dies has at most this much routed again (duplicates, not loss).")
 	fs.StringVar(&c.DeadLetterTopic, "dispatch.dead-letter-topic", "", "Kafka topic of the records the dispatchers can never route (undecodable, an invalid topic name, a delivery Redis refuses for good), with headers naming their source topic, partition, offset and the error; empty is <kafka.topic>.dead-letter. Created like the other topics.")
 	fs.DurationVar(&c.FullQueueWait, "dispatch.full-queue-wait", DefaultFullQueueWait, "How long a batch waits, at most, for connected sessions whose queues are at their bound (session.max-queued-messages, -bytes) to take some, before session.queue-full-policy drops anything. A subscriber that reads as fast as messages arrive then loses nothing when a dispatcher routes seconds of traffic at once (after a failover or restart). A session that keeps its queue full for all of it holds its partition up once a minute at most; 0 never waits (the queue bound drops at once).")
+	fs.IntVar(&c.RedisReplicaAcks, "dispatch.redis-replica-acks", 1, "Replicas of each Redis primary that must hold the writes of routed records (their queued deliveries) before the records' offsets are committed, asked with Redis WAIT at most every 100ms, as Kafka's acks=all waits for in-sync replicas; a primary with fewer replicas connected waits for those it has, one with none (a single Redis) for none. When the primaries or their replication IDs change before a round confirmed the writes (a replica promoted, a primary restarted), the dispatcher routes again from the committed offsets: a failover loses no acknowledged message. 0 commits without asking (a promoted replica may then lack the last writes; docs/operations.md, Redis failover).")
+	fs.DurationVar(&c.RedisReplicaTimeout, "dispatch.redis-replica-timeout", time.Second, "Longest one round waits for dispatch.redis-replica-acks replicas to acknowledge; a round that gets fewer is repeated and the offsets stay uncommitted meanwhile (fleetgate_dispatch_unreplicated_seconds). A replica that stays away is dropped by its primary after Redis's repl-timeout (60s by default); from then on the commits no longer wait for it.")
 	fs.DurationVar(&c.ExpirySweepInterval, "dispatch.expiry-sweep-interval", 10*time.Second, "How often the subscriptions of sessions that expired are removed from the subscription change log.")
 }
 
@@ -132,6 +140,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryMaxBackoff < c.RetryMinBackoff {
 		errs = append(errs, fmt.Errorf("dispatch.retry-max-backoff: %s must not be below dispatch.retry-min-backoff %s", c.RetryMaxBackoff, c.RetryMinBackoff))
+	}
+	if c.RedisReplicaAcks < 0 || c.RedisReplicaAcks > 16 {
+		errs = append(errs, fmt.Errorf("dispatch.redis-replica-acks: %d must be between 0 and 16", c.RedisReplicaAcks))
+	}
+	if c.RedisReplicaAcks > 0 && (c.RedisReplicaTimeout < 10*time.Millisecond || c.RedisReplicaTimeout > time.Minute) {
+		errs = append(errs, fmt.Errorf("dispatch.redis-replica-timeout: %s must be between 10ms and 1m", c.RedisReplicaTimeout))
 	}
 	if c.SessionTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("dispatch.session-timeout: %s must be at least 1s", c.SessionTimeout))

@@ -33,6 +33,8 @@ func TestConfigValidate(t *testing.T) {
 		field  string
 	}{
 		{name: "an empty group is refused", mutate: func(c *Config) { c.Group = "" }, field: "dispatch.group"},
+		{name: "negative replica acks are refused", mutate: func(c *Config) { c.RedisReplicaAcks = -1 }, field: "dispatch.redis-replica-acks"},
+		{name: "a replica timeout under 10ms is refused", mutate: func(c *Config) { c.RedisReplicaTimeout = time.Millisecond }, field: "dispatch.redis-replica-timeout"},
 		{name: "zero records per poll is refused", mutate: func(c *Config) { c.MaxPollRecords = 0 }, field: "dispatch.max-poll-records"},
 		{name: "a negative batch wait is refused", mutate: func(c *Config) { c.BatchWait = -time.Millisecond }, field: "dispatch.batch-wait"},
 		{name: "a fetch min bytes of 0 is refused", mutate: func(c *Config) { c.FetchMinBytes = 0 }, field: "dispatch.fetch-min-bytes"},

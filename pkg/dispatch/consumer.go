@@ -47,6 +47,9 @@ type Consumer struct {
 	routing  atomic.Bool
 	// lag follows how far routing is behind each owned partition's end.
 	lag *lagTracker
+	// gate holds offsets back until the Redis replicas have the routed
+	// writes (dispatch.redis-replica-acks); nil marks them at once.
+	gate *replicationGate
 }
 
 // NewConsumer returns a Consumer of kcfg.Topic that sets the records it can
@@ -74,10 +77,33 @@ func (c *Consumer) Ready() error {
 	return nil
 }
 
+// withReplicationGate makes c commit a routed batch's offsets only after
+// the replicas of the Redis primaries hold its writes (replicationGate).
+func (c *Consumer) withReplicationGate(g *replicationGate) { c.gate = g }
+
 // Run consumes until ctx is cancelled, then leaves the group and returns
 // nil. A batch whose routing did not succeed before the cancellation is not
-// committed: the next owner of its partitions routes it again.
+// committed: the next owner of its partitions routes it again. When the
+// replication gate finds a Redis failover, the member leaves the group and
+// joins it again, routing from the committed offsets.
 func (c *Consumer) Run(ctx context.Context) error {
+	for {
+		err := c.runMember(ctx)
+		if !errors.Is(err, errRewind) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// runMember is one membership of the group, from joining to leaving.
+func (c *Consumer) runMember(ctx context.Context) error {
+	if c.gate != nil {
+		c.gate.reset()
+		// The primaries the member's writes go to, before it writes any.
+		if !c.gate.identify(ctx) {
+			return nil
+		}
+	}
 	// The session timeout bounds how long a dead member's partitions wait;
 	// heartbeats go at a third of it, as Kafka recommends.
 	var opts []kgo.Opt
@@ -99,12 +125,18 @@ func (c *Consumer) Run(ctx context.Context) error {
 			} else if len(added) > 0 {
 				c.log.Info("partitions assigned", "partitions", added)
 			}
+			if c.gate != nil {
+				c.gate.assigned(added)
+			}
 		}),
 		// Membership lost (session expired, fenced): not ready until the
 		// group assigns partitions again.
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 			c.assigned.Store(false)
 			c.lag.forgetAll()
+			if c.gate != nil {
+				c.gate.lost(lost)
+			}
 			c.log.Warn("consumer group membership lost; rejoining", "group", c.cfg.Group, "partitions", lost)
 		}),
 	)
@@ -125,11 +157,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// inbound records are.
 		topics = append(topics, c.router.sharedTopic)
 	}
+	var beforeCommit func(context.Context, map[string][]int32)
+	if c.gate != nil {
+		beforeCommit = c.gate.revoked
+	}
 	cl, err := kafka.NewGroupConsumer(c.kcfg, kafka.GroupConsumerOptions{
-		Group:          c.cfg.Group,
-		Topics:         topics,
-		StartAfter:     startAfter,
-		CommitInterval: c.cfg.CommitInterval,
+		BeforeRevokedCommit: beforeCommit,
+		Group:               c.cfg.Group,
+		Topics:              topics,
+		StartAfter:          startAfter,
+		CommitInterval:      c.cfg.CommitInterval,
 		OnCommitError: func(err error) {
 			// The records are routed again (duplicates) by whoever
 			// next owns the partitions, if no later commit succeeds.
@@ -149,10 +186,30 @@ func (c *Consumer) Run(ctx context.Context) error {
 		cl.CloseAllowingRebalance()
 	}()
 	c.routing.Store(true)
+	if c.gate != nil {
+		c.gate.attach(cl)
+		gctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); c.gate.run(gctx) }()
+		// Stopped before the client closes: leaving the group confirms
+		// and commits what is left (the revoke hook).
+		defer func() { stop(); <-done }()
+	}
 	for {
-		fs := cl.PollRecords(ctx, c.cfg.MaxPollRecords)
+		pctx, endPoll := ctx, context.CancelFunc(func() {})
+		if c.gate != nil {
+			pctx, endPoll = c.gate.pollContext(ctx)
+		}
+		fs := cl.PollRecords(pctx, c.cfg.MaxPollRecords)
+		endPoll()
 		if ctx.Err() != nil || fs.IsClientClosed() {
 			return nil
+		}
+		if c.gate != nil && c.gate.rewinding() {
+			// What this member routed since the last confirmed round
+			// may be gone with a Redis primary: the next membership
+			// routes it again from the committed offsets.
+			return errRewind
 		}
 		fs.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) {
@@ -170,7 +227,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 			// The deliveries are durable: the client commits the marks
 			// in the background (every dispatch.commit-interval and
 			// before the partitions move), off the routing loop.
-			cl.MarkCommitRecords(recs...)
+			if c.gate != nil {
+				// Marked once the Redis replicas hold the writes.
+				c.gate.routedRecords(recs)
+			} else {
+				cl.MarkCommitRecords(recs...)
+			}
 			c.lag.routedRecords(recs)
 			c.lag.logProgress(c.log, time.Now(), int64(c.cfg.MaxPollRecords))
 		}

@@ -151,6 +151,15 @@ func (s *Service) Run(ctx context.Context) error {
 	defer producer.Close()
 	dead := NewKafkaDeadLetters(producer, s.cfg.Dispatch.DeadLetterTopicName(s.cfg.Kafka.Topic))
 	s.consumer = NewConsumer(s.cfg.Dispatch, s.cfg.Kafka, router, dead, s.base, tel)
+	if n := s.cfg.Dispatch.RedisReplicaAcks; n > 0 {
+		rep := session.NewReplication(rdb, markerOwner(), n, s.cfg.Dispatch.RedisReplicaTimeout)
+		defer rep.Close()
+		gate, err := newReplicationGate(rep, min(100*time.Millisecond, s.cfg.Dispatch.CommitInterval), s.cfg.Dispatch.RedisReplicaTimeout, s.log, s.tel.Provider)
+		if err != nil {
+			return fmt.Errorf("creating the replication gate's metrics: %w", err)
+		}
+		s.consumer.withReplicationGate(gate)
+	}
 	if err := registerLag(s.tel.Provider, s.consumer.lag, s.cfg.Kafka.Topic); err != nil {
 		return fmt.Errorf("creating fleetgate_dispatch_lag_records: %w", err)
 	}

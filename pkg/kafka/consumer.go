@@ -35,6 +35,10 @@ type GroupConsumerOptions struct {
 	// in a rebalance (with marked commits, after their marks were
 	// committed).
 	OnRevoked func(map[string][]int32)
+	// BeforeRevokedCommit, if set with marked commits, is called when
+	// partitions are taken from this member, before their marks are
+	// committed: the last chance to mark what was handled.
+	BeforeRevokedCommit func(context.Context, map[string][]int32)
 }
 
 // NewGroupConsumer returns a consumer-group member that commits only when
@@ -85,6 +89,9 @@ func NewGroupConsumer(cfg Config, co GroupConsumerOptions, log *slog.Logger, tel
 			// Before a partition moves to another member, its marks are
 			// committed, so the next owner does not handle them again.
 			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+				if co.BeforeRevokedCommit != nil {
+					co.BeforeRevokedCommit(ctx, revoked)
+				}
 				if err := cl.CommitMarkedOffsets(ctx); err != nil && co.OnCommitError != nil {
 					co.OnCommitError(err)
 				}

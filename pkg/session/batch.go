@@ -172,7 +172,7 @@ func evalAll(ctx context.Context, rdb redis.UniversalClient, script *redis.Scrip
 		if len(retry) == 0 {
 			break
 		}
-		if err := script.Load(ctx, rdb).Err(); err != nil {
+		if err := LoadScript(ctx, rdb, script); err != nil {
 			for _, i := range retry {
 				cmds[i] = redis.NewCmd(ctx)
 				cmds[i].SetErr(errors.Join(errors.New("loading script"), err))

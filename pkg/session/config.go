@@ -41,7 +41,17 @@ type RedisConfig struct {
 	DB       int               `yaml:"db"`
 	TLS      bool              `yaml:"tls"`
 	Cluster  bool              `yaml:"cluster"`
+	// ClusterStateReload is how often a Redis Cluster client in use reads
+	// the cluster's slot map again (CLUSTER SLOTS), and so how soon it
+	// follows a failover; 0 is DefaultClusterStateReload.
+	ClusterStateReload time.Duration `yaml:"cluster_state_reload"`
 }
+
+// DefaultClusterStateReload is redis.cluster-state-reload's default.
+// go-redis's own, 60 s, kept every process writing to a dead primary for
+// up to a minute after Redis Cluster promoted its replica: a connection
+// refused does not make go-redis read the slot map again.
+const DefaultClusterStateReload = 2 * time.Second
 
 // Config configures the session store and node liveness.
 type Config struct {
@@ -84,6 +94,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Redis.DB, "redis.db", 0, "Redis database number (must be 0 with Redis Cluster).")
 	fs.BoolVar(&c.Redis.TLS, "redis.tls", false, "Connect to Redis over TLS.")
 	fs.BoolVar(&c.Redis.Cluster, "redis.cluster", false, "Use the Redis Cluster protocol even with a single address (a cluster configuration endpoint).")
+	fs.DurationVar(&c.Redis.ClusterStateReload, "redis.cluster-state-reload", DefaultClusterStateReload, "With Redis Cluster: how often a client in use reads the slot map again (one CLUSTER SLOTS), so how soon it writes to a replica Redis Cluster promoted after its primary died; until then the primary's slots fail.")
 
 	fs.IntVar(&c.MaxQueuedMessages, "session.max-queued-messages", 1000, "Bound on the messages in one session's offline queue.")
 	c.MaxQueuedBytes = 1 << 20
@@ -104,6 +115,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if len(c.Redis.Addrs) == 0 {
 		errs = append(errs, errors.New("redis.addrs: at least one address is required"))
+	}
+	if c.Redis.ClusterStateReload < 0 || c.Redis.ClusterStateReload > time.Hour {
+		errs = append(errs, fmt.Errorf("redis.cluster-state-reload: %s must be between 0 and 1h", c.Redis.ClusterStateReload))
 	}
 	if c.Redis.DB < 0 {
 		errs = append(errs, fmt.Errorf("redis.db: %d must not be negative", c.Redis.DB))
@@ -156,6 +170,16 @@ func (c *RedisConfig) NewClient() redis.UniversalClient {
 	}
 	if c.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.Cluster || len(c.Addrs) > 1 {
+		// As NewUniversalClient would, with the slot map read again
+		// every ClusterStateReload.
+		co := opts.Cluster()
+		co.ClusterStateReloadInterval = c.ClusterStateReload
+		if co.ClusterStateReloadInterval <= 0 {
+			co.ClusterStateReloadInterval = DefaultClusterStateReload
+		}
+		return redis.NewClusterClient(co)
 	}
 	return redis.NewUniversalClient(opts)
 }

@@ -52,6 +52,7 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 	}{
 		{"no redis address is rejected", func(c *Config) { c.Redis.Addrs = nil }, "redis.addrs"},
 		{"a negative database is rejected", func(c *Config) { c.Redis.DB = -1 }, "redis.db"},
+		{"a negative cluster state reload is rejected", func(c *Config) { c.Redis.ClusterStateReload = -time.Second }, "redis.cluster-state-reload"},
 		{"a database other than 0 with a cluster is rejected", func(c *Config) { c.Redis.Addrs = []string{"a:1", "b:2"}; c.Redis.DB = 2 }, "redis.db"},
 		{"an empty queue bound is rejected", func(c *Config) { c.MaxQueuedMessages = 0 }, "session.max-queued-messages"},
 		{"a zero byte bound is rejected", func(c *Config) { c.MaxQueuedBytes = 0 }, "session.max-queued-bytes"},

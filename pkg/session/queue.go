@@ -429,7 +429,7 @@ func (s *Store) enqueue(ctx context.Context, ds []Delivery, hold func(clientID s
 		}
 		if len(retry) > 0 {
 			// Redis lost its script cache (restart, failover, new shard).
-			if err := enqueueScript.Load(ctx, s.rdb).Err(); err != nil {
+			if err := LoadScript(ctx, s.rdb, enqueueScript); err != nil {
 				err = fmt.Errorf("loading enqueue script: %w", err)
 				for _, idx := range retry {
 					fail(idx, err)

@@ -72,7 +72,7 @@ type testCluster struct {
 	// lb is HAProxy's MQTT address, in front of every frontend.
 	lb        string
 	redisAddr string
-	redis     *redis.Client
+	redis     redis.UniversalClient
 	// kafkaProc is the Kafka broker process, kafkaDir its data directory
 	// (restartKafka starts it again on the same data).
 	kafkaProc *proc
@@ -119,6 +119,9 @@ type clusterOptions struct {
 	// unless access says otherwise (security_test.go runs the attacks on
 	// clusters with the password file, tokens and certificates).
 	defaults bool
+	// redisCluster replaces the package's redis-server with a Redis
+	// Cluster whose masters have replicas.
+	redisCluster *testkit.ReplicatedRedisCluster
 }
 
 // startCluster starts the Kafka broker, two dispatchers, two frontends and
@@ -138,9 +141,17 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 		testRedis.Require(t)
 		c.redisAddr = testRedis.Addr
 	}
-	c.redis = redis.NewClient(&redis.Options{Addr: c.redisAddr})
-	t.Cleanup(func() { _ = c.redis.Close() })
-	require.NoError(t, c.redis.FlushAll(context.Background()).Err())
+	if rc := o.redisCluster; rc != nil {
+		// A fresh Redis Cluster: the processes get every node's address
+		// (two or more select Redis Cluster).
+		c.redisAddr = strings.Join(rc.Addrs(), ",")
+		c.redis = redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs()})
+		t.Cleanup(func() { _ = c.redis.Close() })
+	} else {
+		c.redis = redis.NewClient(&redis.Options{Addr: c.redisAddr})
+		t.Cleanup(func() { _ = c.redis.Close() })
+		require.NoError(t, c.redis.FlushAll(context.Background()).Err())
+	}
 
 	c.kafka = testkit.FreeAddr(t)
 	c.kafkaDir = t.TempDir()

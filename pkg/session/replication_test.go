@@ -1,0 +1,126 @@
+package session
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+)
+
+// TestReplicationConfirmsReplicatedWritesAndNamesAFailover runs rounds on
+// a real three-master Redis Cluster with a replica each: every primary
+// confirms while its replica reads; a stopped replica leaves its primary
+// unconfirmed (acked 0 of 1) and the others confirmed; after the primary
+// is killed and its replica promoted, the round names another set of
+// primaries with another replication ID.
+func TestReplicationConfirmsReplicatedWritesAndNamesAFailover(t *testing.T) {
+	rc := testkit.StartReplicatedRedisCluster(t, 3)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs()})
+	t.Cleanup(func() { _ = cc.Close() })
+	rep := NewReplication(cc, "test", 1, 300*time.Millisecond)
+	t.Cleanup(rep.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	masters := map[string]bool{}
+	for _, m := range rc.Masters {
+		masters[m.Addr] = true
+	}
+	before, err := rep.Round(ctx)
+	require.NoError(t, err)
+	require.Len(t, before, 3)
+	ids := map[string]string{}
+	for _, p := range before {
+		assert.True(t, masters[p.Addr], "%s is not a master", p.Addr)
+		assert.NoError(t, p.Err)
+		assert.Equal(t, 1, p.Connected, p.Addr)
+		assert.Equal(t, 1, p.Needed, p.Addr)
+		assert.Equal(t, 1, p.Acked, p.Addr)
+		assert.True(t, p.Confirmed(), p.Addr)
+		assert.NotEmpty(t, p.ReplID)
+		ids[p.Addr] = p.ReplID
+	}
+
+	victim, cut := rc.Masters[0], rc.Replicas[0]
+	require.NoError(t, cut.Signal(syscall.SIGSTOP))
+	short, err := rep.Round(ctx)
+	require.NoError(t, err)
+	require.Len(t, short, 3)
+	for _, p := range short {
+		if p.Addr == victim.Addr {
+			assert.Equal(t, 1, p.Needed)
+			assert.Equal(t, 0, p.Acked, "the stopped replica cannot have acknowledged")
+			assert.False(t, p.Confirmed())
+		} else {
+			assert.True(t, p.Confirmed(), p.Addr)
+		}
+		assert.Equal(t, ids[p.Addr], p.ReplID, "no failover yet")
+	}
+
+	victim.Kill()
+	require.NoError(t, cut.Signal(syscall.SIGCONT))
+	// The other masters elect the replica once its master is seen failed.
+	var after []Primary
+	require.Eventually(t, func() bool {
+		after, err = rep.Round(ctx)
+		if err != nil || len(after) != 3 {
+			return false
+		}
+		for _, p := range after {
+			if p.Err != nil {
+				return false
+			}
+		}
+		return after[0].Addr == cut.Addr || after[1].Addr == cut.Addr || after[2].Addr == cut.Addr
+	}, 30*time.Second, 200*time.Millisecond, "the replica of %s was never promoted (last round %+v, err %v)", victim.Addr, after, err)
+	for _, p := range after {
+		if p.Addr == cut.Addr {
+			assert.NotEqual(t, ids[victim.Addr], p.ReplID, "a promoted replica has a replication ID of its own")
+			assert.Equal(t, 0, p.Connected, "its old master is dead")
+			assert.True(t, p.Confirmed(), "nothing to wait for")
+		} else {
+			assert.Equal(t, ids[p.Addr], p.ReplID, p.Addr)
+		}
+	}
+}
+
+// TestReplicationOnASingleRedisWaitsForNothing: a Redis without replicas
+// (the dev stack's) confirms every round at once and names itself.
+func TestReplicationOnASingleRedisWaitsForNothing(t *testing.T) {
+	testRedis.Require(t)
+	c := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	t.Cleanup(func() { _ = c.Close() })
+	rep := NewReplication(c, "test", 1, time.Minute)
+	t.Cleanup(rep.Close)
+	start := time.Now()
+	got, err := rep.Round(context.Background())
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, testRedis.Addr, got[0].Addr)
+	assert.Equal(t, 0, got[0].Connected)
+	assert.Equal(t, 0, got[0].Needed)
+	assert.True(t, got[0].Confirmed())
+	assert.Less(t, time.Since(start), 30*time.Second, "a round without replicas must not wait for WAIT's timeout")
+	again, err := rep.Round(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, got[0].ReplID, again[0].ReplID)
+}
+
+// TestParseReplicationRefusesAReplica: a node that is not a primary is
+// an error, so a round never confirms on a demoted node.
+func TestParseReplicationRefusesAReplica(t *testing.T) {
+	_, _, err := parseReplication("# Replication\r\nrole:slave\r\nmaster_replid:abc\r\n")
+	require.Error(t, err)
+	assert.True(t, strings.Contains(err.Error(), "not a primary"), err)
+	id, n, err := parseReplication("# Replication\r\nrole:master\r\nconnected_slaves:2\r\nmaster_replid:abc\r\n")
+	require.NoError(t, err)
+	assert.Equal(t, "abc", id)
+	assert.Equal(t, 2, n)
+}
