@@ -287,11 +287,9 @@ func assignAllSlots(addr string) error {
 	}
 }
 
-// StartRedisCluster starts a Redis Cluster of masters redis-server
-// processes (no replicas), the 16,384 slots split evenly in order, and
-// returns their addresses; t's cleanup stops them. Without redis-server it
-// skips t, or fails it in CI.
-func StartRedisCluster(t testing.TB, masters int) []string {
+// redisServerFor returns redis-server's path; without it, it skips t, or
+// fails it in CI.
+func redisServerFor(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -300,6 +298,16 @@ func StartRedisCluster(t testing.TB, masters int) []string {
 		}
 		t.Skip("redis-server not found: apt-get install redis-server")
 	}
+	return bin
+}
+
+// StartRedisCluster starts a Redis Cluster of masters redis-server
+// processes (no replicas), the 16,384 slots split evenly in order, and
+// returns their addresses; t's cleanup stops them. Without redis-server it
+// skips t, or fails it in CI.
+func StartRedisCluster(t testing.TB, masters int) []string {
+	t.Helper()
+	bin := redisServerFor(t)
 	dir := t.TempDir()
 	addrs := make([]string, masters)
 	for i := range masters {
@@ -404,13 +412,7 @@ func (c *ReplicatedRedisCluster) Addrs() []string {
 // redis-server it skips t, or fails it in CI.
 func StartReplicatedRedisCluster(t testing.TB, masters int) *ReplicatedRedisCluster {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server not found; CI must install it (apt-get install redis-server)")
-		}
-		t.Skip("redis-server not found: apt-get install redis-server")
-	}
+	bin := redisServerFor(t)
 	dir := t.TempDir()
 	rc := &ReplicatedRedisCluster{}
 	for i := range 2 * masters {
