@@ -186,8 +186,14 @@ func (c *Consumer) runMember(ctx context.Context) error {
 		cl.CloseAllowingRebalance()
 	}()
 	c.routing.Store(true)
+	// The polls' context: the gate ends it when it finds a failover, so
+	// that an idle member rejoins at once.
+	pollCtx := ctx
 	if c.gate != nil {
-		c.gate.attach(cl)
+		var wake context.CancelFunc
+		pollCtx, wake = context.WithCancel(ctx)
+		defer wake()
+		c.gate.attach(cl, wake)
 		gctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); c.gate.run(gctx) }()
@@ -196,12 +202,7 @@ func (c *Consumer) runMember(ctx context.Context) error {
 		defer func() { stop(); <-done }()
 	}
 	for {
-		pctx, endPoll := ctx, context.CancelFunc(func() {})
-		if c.gate != nil {
-			pctx, endPoll = c.gate.pollContext(ctx)
-		}
-		fs := cl.PollRecords(pctx, c.cfg.MaxPollRecords)
-		endPoll()
+		fs := cl.PollRecords(pollCtx, c.cfg.MaxPollRecords)
 		if ctx.Err() != nil || fs.IsClientClosed() {
 			return nil
 		}

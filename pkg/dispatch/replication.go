@@ -66,7 +66,7 @@ type replicationGate struct {
 	identity  map[string]string                    // the last confirmed round's primaries: address -> replication ID
 	replicas  map[string]int                       // the last round's connected replicas, by primary
 	rewind    bool
-	wake      context.CancelFunc // ends the routing loop's poll
+	wake      context.CancelFunc // ends the member's polls
 	pending   chan struct{}
 	lastShort time.Time // when a short round was last logged
 }
@@ -208,25 +208,13 @@ func describe(id map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-// attach gives the gate the member's client, to mark offsets with.
-func (g *replicationGate) attach(cl *kgo.Client) {
+// attach gives the gate the member's client, to mark offsets with, and
+// the function that ends the member's polls, called when the gate finds a
+// failover.
+func (g *replicationGate) attach(cl *kgo.Client, wake context.CancelFunc) {
 	g.mu.Lock()
-	g.cl = cl
+	g.cl, g.wake = cl, wake
 	g.mu.Unlock()
-}
-
-// pollContext returns the context of one poll of the routing loop: the
-// gate ends it when it finds a failover, so an idle member rejoins at
-// once. The caller calls the cancel function after the poll.
-func (g *replicationGate) pollContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	pctx, cancel := context.WithCancel(ctx)
-	g.mu.Lock()
-	g.wake = cancel
-	if g.rewind {
-		cancel()
-	}
-	g.mu.Unlock()
-	return pctx, cancel
 }
 
 // rewinding reports whether the member must rejoin the group.

@@ -124,3 +124,40 @@ func TestParseReplicationRefusesAReplica(t *testing.T) {
 	assert.Equal(t, "abc", id)
 	assert.Equal(t, 2, n)
 }
+
+// TestReplicationStillWaitsForAReplicaThatLeft: a replica that died still
+// counts while its primary keeps its replication ID (Redis Cluster may
+// promote it with what it had): rounds are short, without sitting out
+// WAIT's timeout, until it is back and has caught up.
+func TestReplicationStillWaitsForAReplicaThatLeft(t *testing.T) {
+	rc := testkit.StartReplicatedRedisCluster(t, 1)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs()})
+	t.Cleanup(func() { _ = cc.Close() })
+	rep := NewReplication(cc, "test", 1, time.Minute)
+	t.Cleanup(rep.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	got, err := rep.Round(ctx)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.True(t, got[0].Confirmed())
+	id := got[0].ReplID
+
+	rc.Replicas[0].Kill()
+	require.Eventually(t, func() bool {
+		got, err = rep.Round(ctx)
+		return err == nil && len(got) == 1 && got[0].Connected == 0
+	}, 10*time.Second, 50*time.Millisecond, "the primary never saw its replica leave")
+	assert.Equal(t, 1, got[0].Needed, "the replica that left still counts")
+	assert.False(t, got[0].Confirmed())
+	assert.Equal(t, id, got[0].ReplID)
+
+	require.NoError(t, rc.Replicas[0].Restart())
+	require.Eventually(t, func() bool {
+		got, err = rep.Round(ctx)
+		return err == nil && len(got) == 1 && got[0].Confirmed()
+	}, 30*time.Second, 100*time.Millisecond, "the replica never acknowledged again: %+v", got)
+	assert.Equal(t, 1, got[0].Acked)
+	assert.Equal(t, id, got[0].ReplID, "the primary is the same")
+}
