@@ -65,6 +65,7 @@ type replicationGate struct {
 	oldest    time.Time                            // when the oldest of them was routed; zero when none
 	identity  map[string]string                    // the last confirmed round's primaries: address -> replication ID
 	replicas  map[string]int                       // the last round's connected replicas, by primary
+	noInfo    map[string]bool                      // primaries that refused INFO replication, once logged
 	rewind    bool
 	wake      context.CancelFunc // ends the member's polls
 	pending   chan struct{}
@@ -132,7 +133,7 @@ func (g *replicationGate) reset() {
 	g.owned = map[string]map[int32]bool{}
 	g.routed = map[string]map[int32]kgo.EpochOffset{}
 	if g.replicas == nil {
-		g.replicas = map[string]int{}
+		g.replicas, g.noInfo = map[string]int{}, map[string]bool{}
 	}
 }
 
@@ -171,7 +172,14 @@ func (g *replicationGate) roundOnce(ctx context.Context) ([]session.Primary, err
 	prims, err := g.rep.Round(rctx)
 	g.mu.Lock()
 	for _, p := range prims {
-		if p.Err == nil {
+		switch {
+		case p.Err != nil:
+		case p.NoReplicationInfo:
+			if !g.noInfo[p.Addr] {
+				g.noInfo[p.Addr] = true
+				g.log.Warn("redis replication: the server refuses INFO replication; offsets of routed records are committed without waiting for its replicas, and a failover there is not seen (docs/operations.md, Redis failover)", "server", p.Addr)
+			}
+		default:
 			g.replicas[p.Addr] = p.Connected
 		}
 	}

@@ -76,6 +76,9 @@ type Primary struct {
 	// answer); -1 when the round did not wait (Needed 0, or fewer
 	// replicas connected than Needed).
 	Acked int
+	// NoReplicationInfo: the server refused INFO replication, so the
+	// round neither waited for replicas nor read a replication ID.
+	NoReplicationInfo bool
 	// Err is why the round failed on this primary (unreachable, not a
 	// primary any more, the marker's slot moved); nil on success.
 	Err error
@@ -138,16 +141,26 @@ func (r *Replication) roundOn(ctx context.Context, c *redis.Client) Primary {
 	pc.seq++
 	var info *redis.StringCmd
 	var set *redis.StatusCmd
-	_, err = pc.conn.Pipelined(ctx, func(pl redis.Pipeliner) error {
+	// The pipeline's error repeats its first command's; each is read.
+	_, _ = pc.conn.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		info = pl.Info(ctx, "replication")
 		set = pl.Set(ctx, pc.key, strconv.FormatUint(pc.seq, 10), time.Hour)
 		return nil
 	})
-	if err == nil {
-		err = set.Err()
-	}
-	if err == nil {
+	err = set.Err()
+	var refused redis.Error
+	switch ierr := info.Err(); {
+	case err != nil:
+	case ierr == nil:
 		p.ReplID, p.Connected, err = parseReplication(info.Val())
+	case errors.As(ierr, &refused):
+		// A server that refuses INFO replication (an in-memory stand-in
+		// such as the dev stack's, a managed service that restricts it)
+		// tells of no replica to wait for and no failover.
+		p.NoReplicationInfo = true
+		return p
+	default:
+		err = ierr
 	}
 	if err != nil {
 		r.drop(addr)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -160,4 +161,21 @@ func TestReplicationStillWaitsForAReplicaThatLeft(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond, "the replica never acknowledged again: %+v", got)
 	assert.Equal(t, 1, got[0].Acked)
 	assert.Equal(t, id, got[0].ReplID, "the primary is the same")
+}
+
+// TestReplicationOnMiniredisConfirmsWithoutReplicationInfo: the dev
+// stack's in-memory Redis refuses INFO replication; a round says so and
+// confirms (nothing to wait for) instead of failing for ever.
+func TestReplicationOnMiniredisConfirmsWithoutReplicationInfo(t *testing.T) {
+	m := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	rep := NewReplication(c, "test", 1, time.Second)
+	t.Cleanup(rep.Close)
+	got, err := rep.Round(context.Background())
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.NoError(t, got[0].Err)
+	assert.True(t, got[0].NoReplicationInfo)
+	assert.True(t, got[0].Confirmed())
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
@@ -93,6 +96,13 @@ func TestWithEveryDefaultARedisFailoverLosesNoAcknowledgedMessage(t *testing.T) 
 		return false
 	}, 15*time.Second, 100*time.Millisecond, "no dispatcher counted a round short of replicas")
 
+	// The commits wait: the group's offset of the publisher's partition
+	// is behind the messages on the master alone.
+	part := c.partitionOf(pubs[0].clientID)
+	committed, end := c.groupProgress(t, part)
+	t.Logf("partition %d before the failover: committed %d, end %d", part, committed, end)
+	require.Less(t, committed, end, "the dispatchers committed writes no replica holds")
+
 	rc.Masters[victim].Kill()
 	killed := time.Now()
 	require.NoError(t, cut.Restart())
@@ -118,6 +128,11 @@ func TestWithEveryDefaultARedisFailoverLosesNoAcknowledgedMessage(t *testing.T) 
 		t.Logf("every acknowledged message (%d) delivered %s after the kill", acked, last.Sub(killed).Round(time.Millisecond))
 	}
 	checkStream(t, c, pubs, in.snapshot())
+	// Routed again on the promoted replica, the records are committed.
+	require.Eventually(t, func() bool {
+		committed, end = c.groupProgress(t, part)
+		return committed == end
+	}, 30*time.Second, 200*time.Millisecond, "partition %d never committed to its end (%d of %d)", part, committed, end)
 
 	failovers := 0
 	for _, d := range c.dispatchers {
@@ -140,4 +155,28 @@ func roundsOf(t *testing.T, ops, result string) int {
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
+}
+
+// groupProgress returns the dispatchers' committed offset of partition of
+// the inbound topic (-1 when none) and the partition's end.
+func (c *testCluster) groupProgress(t *testing.T, partition int32) (committed, end int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafka))
+	require.NoError(t, err)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	offs, err := adm.FetchOffsets(ctx, dispatchGroup)
+	require.NoError(t, err)
+	committed = -1
+	if o, ok := offs.Lookup("mqtt.inbound", partition); ok && o.Err == nil {
+		committed = o.At
+	}
+	ends, err := adm.ListEndOffsets(ctx, "mqtt.inbound")
+	require.NoError(t, err)
+	e, ok := ends.Lookup("mqtt.inbound", partition)
+	require.True(t, ok, "no end offset of partition %d", partition)
+	require.NoError(t, e.Err)
+	return committed, e.Offset
 }
