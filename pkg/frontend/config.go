@@ -68,15 +68,19 @@ type ShutdownConfig struct {
 
 // MQTTConfig configures the listeners and protocol limits.
 type MQTTConfig struct {
-	TCPAddr         string          `yaml:"tcp_addr"`
-	TLSAddr         string          `yaml:"tls_addr"`
-	TLSCertFile     string          `yaml:"tls_cert_file"`
-	TLSKeyFile      string          `yaml:"tls_key_file"`
-	TLSClientCAFile string          `yaml:"tls_client_ca_file"`
-	WSAddr          string          `yaml:"ws_addr"`
-	ConnectTimeout  time.Duration   `yaml:"connect_timeout"`
-	MaxPacketSize   config.ByteSize `yaml:"max_packet_size"`
-	ReceiveMaximum  int             `yaml:"receive_maximum"`
+	TCPAddr         string `yaml:"tcp_addr"`
+	TLSAddr         string `yaml:"tls_addr"`
+	TLSCertFile     string `yaml:"tls_cert_file"`
+	TLSKeyFile      string `yaml:"tls_key_file"`
+	TLSClientCAFile string `yaml:"tls_client_ca_file"`
+	// TLSSessionTicketKeysFile holds the keys every frontend encrypts and
+	// decrypts TLS session tickets with (ticketKeys), so that a device
+	// resumes its TLS session on any frontend.
+	TLSSessionTicketKeysFile string          `yaml:"tls_session_ticket_keys_file"`
+	WSAddr                   string          `yaml:"ws_addr"`
+	ConnectTimeout           time.Duration   `yaml:"connect_timeout"`
+	MaxPacketSize            config.ByteSize `yaml:"max_packet_size"`
+	ReceiveMaximum           int             `yaml:"receive_maximum"`
 	// TopicAliasMaximum is the Topic Alias Maximum announced to MQTT 5
 	// clients; 0 announces none.
 	TopicAliasMaximum int `yaml:"topic_alias_maximum"`
@@ -139,6 +143,7 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCertFile, "mqtt.tls-cert-file", "", "PEM certificate (chain) of the TLS listener.")
 	fs.StringVar(&c.TLSKeyFile, "mqtt.tls-key-file", "", "PEM private key of the TLS listener.")
 	fs.StringVar(&c.TLSClientCAFile, "mqtt.tls-client-ca-file", "", "PEM CA bundle; when set, TLS clients must present a certificate signed by it (mutual TLS).")
+	fs.StringVar(&c.TLSSessionTicketKeysFile, "mqtt.tls-session-ticket-keys-file", "", "File of TLS session ticket keys shared by every frontend (one per line, 64 hex characters: openssl rand -hex 32; the first encrypts, all decrypt), so that a device reconnecting to any frontend resumes its TLS session instead of a full handshake. Reloaded on SIGHUP and on change. Empty: each frontend keeps keys of its own (devices resume only on the node that issued their ticket).")
 	fs.StringVar(&c.WSAddr, "mqtt.ws-addr", "", "Address of the WebSocket MQTT listener (path /); empty disables it.")
 	fs.DurationVar(&c.ConnectTimeout, "mqtt.connect-timeout", 10*time.Second, "Time a new connection has to send its CONNECT packet before it is closed.")
 	c.MaxPacketSize = 256 << 10
@@ -177,13 +182,16 @@ func (c *Config) Validate() error {
 	if (m.TLSCertFile == "") != (m.TLSKeyFile == "") {
 		errs = append(errs, errors.New("mqtt.tls-cert-file, mqtt.tls-key-file: set both or neither"))
 	}
+	if m.TLSSessionTicketKeysFile != "" && !m.TLSEnabled() {
+		errs = append(errs, errors.New("mqtt.tls-session-ticket-keys-file: needs mqtt.tls-cert-file and mqtt.tls-key-file"))
+	}
 	if m.TLSClientCAFile != "" && !m.TLSEnabled() {
 		errs = append(errs, errors.New("mqtt.tls-client-ca-file: needs mqtt.tls-cert-file and mqtt.tls-key-file"))
 	}
 	if m.TLSEnabled() && m.TLSAddr == "" {
 		errs = append(errs, errors.New("mqtt.tls-addr: must be set when a TLS certificate is configured"))
 	}
-	for name, f := range map[string]string{"mqtt.tls-cert-file": m.TLSCertFile, "mqtt.tls-key-file": m.TLSKeyFile, "mqtt.tls-client-ca-file": m.TLSClientCAFile} {
+	for name, f := range map[string]string{"mqtt.tls-cert-file": m.TLSCertFile, "mqtt.tls-key-file": m.TLSKeyFile, "mqtt.tls-client-ca-file": m.TLSClientCAFile, "mqtt.tls-session-ticket-keys-file": m.TLSSessionTicketKeysFile} {
 		if f == "" {
 			continue
 		}

@@ -64,6 +64,9 @@ type Server struct {
 	tel     *telemetry.Metrics
 	ops     *telemetry.Server
 	metrics *metrics
+	// tlsConf is the TLS listeners' configuration (nil without TLS),
+	// whose session ticket keys reloadTicketKeys replaces.
+	tlsConf atomic.Pointer[tls.Config]
 
 	mochi *mqtt.Server
 	// hooks are the hooks added to mochi, for the CONNECT sequence and the
@@ -522,10 +525,12 @@ func (s *Server) watchAccessFiles(ctx context.Context) {
 		case <-hup:
 			seen = s.accessFiles()
 			s.auth.reload(ctx, "sighup")
+			s.reloadTicketKeys(ctx, "sighup")
 		case <-tick:
 			if now := s.accessFiles(); now != seen {
 				seen = now
 				s.auth.reload(ctx, "file changed")
+				s.reloadTicketKeys(ctx, "file changed")
 			}
 		}
 	}
@@ -536,7 +541,7 @@ func (s *Server) watchAccessFiles(ctx context.Context) {
 func (s *Server) accessFiles() string {
 	a, z := s.cfg.Auth, s.cfg.Authz
 	var b strings.Builder
-	for _, p := range append([]string{a.PasswordFile, a.JWT.JWKSFile, a.JWT.HMACSecretFile, z.RulesFile}, a.JWT.KeyFiles...) {
+	for _, p := range append([]string{a.PasswordFile, a.JWT.JWKSFile, a.JWT.HMACSecretFile, z.RulesFile, s.cfg.MQTT.TLSSessionTicketKeysFile}, a.JWT.KeyFiles...) {
 		if p == "" {
 			continue
 		}
@@ -614,6 +619,15 @@ func (s *Server) tlsConfig() (*tls.Config, error) {
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
 	}
+	if f := m.TLSSessionTicketKeysFile; f != "" {
+		keys, err := ticketKeys(f)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.tls-session-ticket-keys-file: %w", err)
+		}
+		tc.SetSessionTicketKeys(keys)
+		s.log.Info("tls session tickets: keys shared with the other frontends", "file", f, "keys", len(keys))
+	}
+	s.tlsConf.Store(tc)
 	return tc, nil
 }
 

@@ -89,7 +89,9 @@
 #         certificate from fleetgate-bench tls-files, verified by the
 #         clients; key exchange X25519; a full handshake per connection):
 #         idle connections (after 7a), FLEET_TLS_DEVICES devices × 1 msg/s
-#         (after 7b) and the persistent reconnect storm (after 7e);
+#         (after 7b) and the persistent reconnect storm (after 7e), then the
+#         storm again with each device resuming its TLS session (a ticket
+#         from the warm-up pass; 7g');
 #      with CPU profiles of the frontend and the dispatcher during
 #      fleetgate's first round of each, then the targets and ratios, read
 #      off the JSON results (needs python3).
@@ -1187,6 +1189,10 @@ if fleet_shape storm; then
 			-rounds "$FLEET_CONNECT_ROUNDS" -client-prefix fleet-tls-storm \
 			-pprof-dir "$FLEET_OUT/tls-connect" -pprof-seconds 2 -json-out "$FLEET_OUT/tls-connect.json"
 		top_cum "frontend CPU profile, reconnect storm over TLS (2 s)" "$FLEET_OUT/tls-connect/fleetgate.cpu.pprof" "$FRONTEND"
+		log "7g'. over TLS, resuming: the same storm, each device resuming the TLS session of its warm-up pass (a session ticket) instead of a full handshake, $FLEET_CONNECT_ROUNDS rounds"
+		"$BENCH" compare connect "${FLEET_TARGETS_TLS[@]}" -baseline mosquitto \
+			-clients "$FLEET_CONNECT" -connect-concurrency 64 -persistent -tls-resume -warmup-passes 1 -passes 1 \
+			-rounds "$FLEET_CONNECT_ROUNDS" -client-prefix fleet-tls-resume -json-out "$FLEET_OUT/tls-resume-connect.json"
 	fi
 fi
 
@@ -1309,6 +1315,13 @@ if conn:
 tls_conn = load("tls-connect.json")
 if tls_conn:
     storm_line(tls_conn, " over TLS (a full handshake each)")
+tls_resume = load("tls-resume-connect.json")
+if tls_resume:
+    storm_line(tls_resume, " over TLS, each device resuming its TLS session")
+    for who in ("fleetgate", "mosquitto"):
+        c = tls_resume[who]["connect"]
+        measured = [p for p in c.get("passes", []) if not p.get("warmup")]
+        print(f"  {who}: {sum(p.get('tls_resumed', 0) for p in measured):,} of {sum(p['connected'] for p in measured):,} measured connections resumed")
 sub = load("substorm.json")
 if sub:
     fg, mq = sub["fleetgate"]["connect"], sub["mosquitto"]["connect"]

@@ -273,6 +273,30 @@ func TestCompareOverTLSVerifiesTheBrokersCertificate(t *testing.T) {
 		for _, tr := range res.Targets {
 			require.EqualValues(t, 40, tr.Connect.Connected, tr.Target.Name)
 			require.Zero(t, tr.Connect.Failures(), tr.Target.Name)
+			for _, p := range tr.Connect.Passes {
+				require.Zero(t, p.Resumed, "%s: without -tls-resume every handshake is full", tr.Target.Name)
+			}
+		}
+	})
+	t.Run("connect resuming TLS sessions", func(t *testing.T) {
+		cfg := Config{Workload: load.WorkloadConnect}
+		cfg.RegisterFlags(benchtest.NewFlagSet())
+		targets(t, &cfg, files.CA)
+		cfg.Rounds, cfg.Pause = 1, 10*time.Millisecond
+		cfg.Connect.Clients, cfg.Connect.Concurrency, cfg.Connect.WarmupPasses = 40, 8, 1
+		cfg.Connect.ResumeTLS = true
+		cfg.Connect.ClientPrefix = "tls-resume"
+		res, err := Run(context.Background(), cfg, nil)
+		require.NoError(t, err)
+		for _, tr := range res.Targets {
+			require.Len(t, tr.Connect.Passes, 2, tr.Target.Name)
+			warm, measured := tr.Connect.Passes[0], tr.Connect.Passes[1]
+			require.Zero(t, warm.Resumed, "%s: the warm-up pass has nothing to resume", tr.Target.Name)
+			if tr.Target.Name == "tls" {
+				require.EqualValues(t, 40, measured.Resumed, "every device resumes the session of its warm-up pass")
+			} else {
+				require.Zero(t, measured.Resumed, "plain TCP has no TLS session")
+			}
 		}
 	})
 	t.Run("pub", func(t *testing.T) {

@@ -50,6 +50,13 @@ type ClientOptions struct {
 	TLS *tls.Config
 }
 
+// TLSResumed reports whether the connection is TLS and its handshake
+// resumed an earlier session.
+func (c *Client) TLSResumed() bool {
+	tc, ok := c.conn.(*tls.Conn)
+	return ok && tc.ConnectionState().DidResume
+}
+
 // Client is one MQTT connection. Reads come from a single goroutine
 // (ReadPacket); writes may come from several and are buffered until Flush.
 type Client struct {

@@ -41,6 +41,11 @@ type ConnectConfig struct {
 	// the first pass each CONNECT resumes a session, the shape of a fleet
 	// reconnecting after a load-balancer or node restart.
 	Persistent bool `json:"persistent,omitempty"`
+	// ResumeTLS gives each device a TLS session cache of its own, kept
+	// across passes: after the first pass every device resumes its TLS
+	// session (a ticket) instead of a full handshake, as devices whose TLS
+	// stack keeps sessions do when they reconnect.
+	ResumeTLS bool `json:"resume_tls,omitempty"`
 	// Subscribe, when set, is a topic filter each device subscribes to
 	// after its CONNACK ("%c" stands for its client id), waiting for the
 	// SUBACK before it leaves: the shape of devices with clean sessions,
@@ -74,6 +79,7 @@ func (c *ConnectConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.WarmupPasses, "warmup-passes", 0, "Passes over all devices before the measured ones, not counted (e.g. 1 to fill a broker's cache of verified passwords).")
 	fs.IntVar(&c.Version, "mqtt-version", 4, "MQTT protocol level: 4 (3.1.1) or 5.")
 	fs.DurationVar(&c.Keepalive, "keepalive", 60*time.Second, "Keep-alive announced in CONNECT.")
+	fs.BoolVar(&c.ResumeTLS, "tls-resume", false, "Over TLS: each device keeps its TLS session (a session ticket) from one pass to the next and resumes it, instead of a full handshake per connection; use with -warmup-passes 1.")
 	fs.BoolVar(&c.Persistent, "persistent", false, "Devices keep their sessions (clean session 0; on MQTT 5 clean start 0 and a session expiry): every CONNECT after the first pass resumes one.")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 30*time.Second, "Bound on dialling plus the CONNECT/CONNACK exchange of one device; one that takes longer counts as an error.")
 	fs.StringVar(&c.Subscribe, "subscribe", "", "Topic filter each device subscribes to (QoS 1) after its CONNACK, waiting for the SUBACK before it disconnects; %c is its client id (e.g. devices/%c/cmd/#). Empty: no SUBSCRIBE.")
@@ -127,6 +133,9 @@ type ConnectPass struct {
 	Refused      int64            `json:"refused"`
 	RefusedCodes map[string]int64 `json:"refused_codes,omitempty"`
 	Errors       int64            `json:"errors"`
+	// Resumed counts the connections whose TLS handshake resumed an
+	// earlier session (-tls-resume).
+	Resumed int64 `json:"tls_resumed,omitempty"`
 	// Wall is the pass from the first dial to the last close;
 	// ConnectsPerSec is Connected over it.
 	Wall           time.Duration `json:"wall_ns"`
@@ -193,6 +202,13 @@ func RunConnect(ctx context.Context, cfg ConnectConfig, hooks Hooks) (*ConnectRe
 	var anyConnected bool
 	var hookWG sync.WaitGroup
 	defer hookWG.Wait()
+	var caches []tls.ClientSessionCache
+	if cfg.ResumeTLS && cfg.TLS != nil {
+		caches = make([]tls.ClientSessionCache, cfg.Clients)
+		for i := range caches {
+			caches[i] = tls.NewLRUClientSessionCache(1)
+		}
+	}
 	for n := range total {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -206,7 +222,7 @@ func RunConnect(ctx context.Context, cfg ConnectConfig, hooks Hooks) (*ConnectRe
 				hooks.MeasureStart(ctx, time.Hour)
 			}()
 		}
-		p := runConnectPass(ctx, &cfg, creds, &firstErr)
+		p := runConnectPass(ctx, &cfg, creds, caches, &firstErr)
 		p.Warmup = n < cfg.WarmupPasses
 		anyConnected = anyConnected || p.Connected > 0
 		if hooks.Progress != nil {
@@ -214,9 +230,13 @@ func RunConnect(ctx context.Context, cfg ConnectConfig, hooks Hooks) (*ConnectRe
 			if p.Warmup {
 				kind = "warm-up"
 			}
-			hooks.Progress(fmt.Sprintf("pass %d/%d (%s): %d connected in %v, %.0f/s, connack p50 %s p99 %s, %d refused, %d errors",
+			resumed := ""
+			if caches != nil {
+				resumed = fmt.Sprintf(", %d TLS sessions resumed", p.Resumed)
+			}
+			hooks.Progress(fmt.Sprintf("pass %d/%d (%s): %d connected in %v, %.0f/s, connack p50 %s p99 %s, %d refused, %d errors%s",
 				n+1, total, kind, p.Connected, p.Wall.Round(time.Millisecond), p.ConnectsPerSec,
-				measure.FormatDuration(p.Connack.P50), measure.FormatDuration(p.Connack.P99), p.Refused, p.Errors))
+				measure.FormatDuration(p.Connack.P50), measure.FormatDuration(p.Connack.P99), p.Refused, p.Errors, resumed))
 		}
 		res.Passes = append(res.Passes, p)
 	}
@@ -286,11 +306,12 @@ func (r *ConnectResult) aggregate() {
 
 // runConnectPass takes every device through one connect and disconnect,
 // cfg.Concurrency at a time.
-func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, firstErr *atomic.Pointer[error]) ConnectPass {
+// With caches, device i keeps its TLS session in caches[i].
+func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, caches []tls.ClientSessionCache, firstErr *atomic.Pointer[error]) ConnectPass {
 	type worker struct {
-		hist, subHist              *measure.Histogram
-		connected, refused, errors int64
-		codes                      map[string]int64
+		hist, subHist                       *measure.Histogram
+		connected, refused, errors, resumed int64
+		codes                               map[string]int64
 	}
 	workers := make([]worker, min(cfg.Concurrency, cfg.Clients))
 	var next atomic.Int64
@@ -310,6 +331,11 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 				}
 				user, pass := creds(i)
 				id := fmt.Sprintf("%s-%06d", cfg.ClientPrefix, i)
+				tc := cfg.TLS
+				if caches != nil {
+					tc = tc.Clone()
+					tc.ClientSessionCache = caches[i]
+				}
 				cl, err := Dial(ctx, cfg.Addr, ClientOptions{
 					ClientID:       id,
 					Version:        byte(cfg.Version),
@@ -319,7 +345,7 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 					ConnectTimeout: cfg.ConnectTimeout,
 					Persistent:     cfg.Persistent,
 					SessionExpiry:  time.Hour,
-					TLS:            cfg.TLS,
+					TLS:            tc,
 				})
 				if err != nil {
 					if ctx.Err() != nil {
@@ -349,6 +375,9 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 					wk.subHist.Record(took)
 				}
 				wk.connected++
+				if cl.TLSResumed() {
+					wk.resumed++
+				}
 				wk.hist.Record(cl.ConnackLatency)
 				_ = cl.Disconnect()
 			}
@@ -359,6 +388,7 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 	after, benchAfter := measure.SampleProcess(cfg.ServerPID), measure.SelfCPUTime()
 	for _, wk := range workers {
 		p.Connected += wk.connected
+		p.Resumed += wk.resumed
 		p.Refused += wk.refused
 		p.Errors += wk.errors
 		for code, n := range wk.codes {
