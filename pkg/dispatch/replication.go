@@ -151,6 +151,7 @@ func (g *replicationGate) identify(ctx context.Context) bool {
 			g.mu.Lock()
 			g.identity = identityOf(prims)
 			g.mu.Unlock()
+			g.logPrimaries(prims)
 			return true
 		}
 		if ctx.Err() != nil {
@@ -185,6 +186,26 @@ func (g *replicationGate) roundOnce(ctx context.Context) ([]session.Primary, err
 	}
 	g.mu.Unlock()
 	return prims, err
+}
+
+// logPrimaries says, when a member starts, what its commits wait for.
+func (g *replicationGate) logPrimaries(prims []session.Primary) {
+	parts := make([]string, 0, len(prims))
+	waits := false
+	for _, p := range prims {
+		switch {
+		case p.NoReplicationInfo:
+			parts = append(parts, p.Addr+" (replication unknown)")
+		default:
+			parts = append(parts, fmt.Sprintf("%s (%d replicas connected, waiting for %d)", p.Addr, p.Connected, p.Needed))
+			waits = waits || p.Needed > 0
+		}
+	}
+	if waits {
+		g.log.Info("redis replication: routed offsets are committed once the primaries' replicas hold the writes", "primaries", strings.Join(parts, ", "))
+	} else {
+		g.log.Info("redis replication: no primary has a replica, routed offsets are committed as soon as the primary has the writes", "primaries", strings.Join(parts, ", "))
+	}
 }
 
 func failed(prims []session.Primary) error {

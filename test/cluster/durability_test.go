@@ -12,7 +12,8 @@ import (
 // TestEveryNodeSaysWhatItsDependenciesDoWithAcknowledgedWrites: with every
 // setting at its default, each dispatcher finds that the package's
 // redis-server runs without its append-only file (as it does here) and
-// says so on /metrics and in a warning, and each frontend reports the
+// says so on /metrics and in a warning (and that, without a replica, its
+// commits wait for none), and each frontend reports the
 // inbound topic's replication on a one-broker Kafka (information, not a
 // warning: nothing more is possible there).
 func TestEveryNodeSaysWhatItsDependenciesDoWithAcknowledgedWrites(t *testing.T) {
@@ -23,6 +24,7 @@ func TestEveryNodeSaysWhatItsDependenciesDoWithAcknowledgedWrites(t *testing.T) 
 		require.Eventually(t, func() bool { return strings.Contains(metricsOf(t, d.ops), redisSeries) },
 			15*time.Second, 100*time.Millisecond, "%s never reported %s:\n%s", d.id, redisSeries, metricsOf(t, d.ops))
 		require.Contains(t, d.Output(), `level=WARN msg="redis persistence: the append-only file is off`, d.id)
+		require.Contains(t, d.Output(), `msg="redis replication: no primary has a replica, routed offsets are committed as soon as the primary has the writes"`, d.id)
 	}
 	for _, f := range c.frontends {
 		for _, series := range []string{

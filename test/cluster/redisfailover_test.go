@@ -37,6 +37,9 @@ func TestWithEveryDefaultARedisFailoverLosesNoAcknowledgedMessage(t *testing.T) 
 	rc := testkit.StartReplicatedRedisCluster(t, 3)
 	c := startClusterWith(t, clusterOptions{defaults: true, redisCluster: rc})
 	cc := c.redis.(*redis.ClusterClient)
+	for _, d := range c.dispatchers {
+		require.Contains(t, d.Output(), `msg="redis replication: routed offsets are committed once the primaries' replicas hold the writes"`, d.id)
+	}
 	ctx := t.Context()
 
 	const subID = "failover-sub"
