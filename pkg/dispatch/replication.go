@@ -172,6 +172,10 @@ func (g *replicationGate) roundOnce(ctx context.Context) ([]session.Primary, err
 	defer cancel()
 	prims, err := g.rep.Round(rctx)
 	g.mu.Lock()
+	if err == nil {
+		// The primaries of this round only: a failover replaces them.
+		clear(g.replicas)
+	}
 	for _, p := range prims {
 		switch {
 		case p.Err != nil:
