@@ -25,7 +25,8 @@ func TestReplicationConfirmsReplicatedWritesAndNamesAFailover(t *testing.T) {
 	rc := testkit.StartReplicatedRedisCluster(t, 3)
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs()})
 	t.Cleanup(func() { _ = cc.Close() })
-	rep := NewReplication(cc, "test", 1, 300*time.Millisecond)
+	// Long enough for an idle replica to answer on a loaded machine.
+	rep := NewReplication(cc, "test", 1, 2*time.Second)
 	t.Cleanup(rep.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
