@@ -413,7 +413,23 @@ func (c *ReplicatedRedisCluster) Addrs() []string {
 func StartReplicatedRedisCluster(t testing.TB, masters int) *ReplicatedRedisCluster {
 	t.Helper()
 	bin := redisServerFor(t)
-	dir := t.TempDir()
+	// Not t.TempDir: a replica that synced forks a child to rewrite its
+	// append-only file, which outlives the SIGKILL of its parent for a
+	// moment and writes into the directory while TempDir removes it.
+	// Registered first, the removal runs after the servers are stopped,
+	// and retries.
+	dir, err := os.MkdirTemp("", "fleetgate-redis-cluster-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 50 {
+			if os.RemoveAll(dir) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	rc := &ReplicatedRedisCluster{}
 	for i := range 2 * masters {
 		addr, err := FreeLoopbackAddr()
