@@ -262,7 +262,7 @@ func (s *Stack) dispatcherConfig(f frontend.Config) dispatch.ServiceConfig {
 	d.Kafka = f.Kafka
 	d.Kafka.ClientID = "fleetgate-dispatcher"
 	d.Session = f.Session
-	d.Subscriptions = f.Subscriptions
+	d.Subscriptions = f.Subscriptions.Config
 	d.Log = f.Log
 	d.GC = f.GC
 	d.HTTP.Addr = ""
@@ -280,7 +280,7 @@ func (s *Stack) archiverConfig(f frontend.Config) archiver.ServiceConfig {
 	a.Kafka = f.Kafka
 	a.Kafka.ClientID = "fleetgate-archiver"
 	a.Events = f.Events
-	a.Subscriptions = f.Subscriptions
+	a.Subscriptions = f.Subscriptions.Config
 	a.Log = f.Log
 	a.GC = f.GC
 	a.HTTP.Addr = s.cfg.Dev.ArchiverHTTPAddr

@@ -5,11 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"maps"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -145,11 +143,11 @@ func (g *replicationGate) identify(ctx context.Context) bool {
 	for {
 		prims, err := g.roundOnce(ctx)
 		if err == nil {
-			err = failed(prims)
+			err = session.RoundError(prims)
 		}
 		if err == nil {
 			g.mu.Lock()
-			g.identity = identityOf(prims)
+			g.identity = session.Identity(prims)
 			g.mu.Unlock()
 			g.logPrimaries(prims)
 			return true
@@ -194,51 +192,12 @@ func (g *replicationGate) roundOnce(ctx context.Context) ([]session.Primary, err
 
 // logPrimaries says, when a member starts, what its commits wait for.
 func (g *replicationGate) logPrimaries(prims []session.Primary) {
-	parts := make([]string, 0, len(prims))
-	waits := false
-	for _, p := range prims {
-		switch {
-		case p.NoReplicationInfo:
-			parts = append(parts, p.Addr+" (replication unknown)")
-		default:
-			parts = append(parts, fmt.Sprintf("%s (%d replicas connected, waiting for %d)", p.Addr, p.Connected, p.Needed))
-			waits = waits || p.Needed > 0
-		}
-	}
+	desc, waits := session.DescribePrimaries(prims)
 	if waits {
-		g.log.Info("redis replication: routed offsets are committed once the primaries' replicas hold the writes", "primaries", strings.Join(parts, ", "))
+		g.log.Info("redis replication: routed offsets are committed once the primaries' replicas hold the writes", "primaries", desc)
 	} else {
-		g.log.Info("redis replication: no primary has a replica, routed offsets are committed as soon as the primary has the writes", "primaries", strings.Join(parts, ", "))
+		g.log.Info("redis replication: no primary has a replica, routed offsets are committed as soon as the primary has the writes", "primaries", desc)
 	}
-}
-
-func failed(prims []session.Primary) error {
-	var errs []error
-	for _, p := range prims {
-		if p.Err != nil {
-			errs = append(errs, fmt.Errorf("redis %s: %w", p.Addr, p.Err))
-		}
-	}
-	if len(prims) == 0 {
-		errs = append(errs, errors.New("no redis primary found"))
-	}
-	return errors.Join(errs...)
-}
-
-func identityOf(prims []session.Primary) map[string]string {
-	id := make(map[string]string, len(prims))
-	for _, p := range prims {
-		id[p.Addr] = p.ReplID
-	}
-	return id
-}
-
-func describe(id map[string]string) string {
-	parts := make([]string, 0, len(id))
-	for addr, replID := range id {
-		parts = append(parts, addr+"="+replID)
-	}
-	return strings.Join(parts, ",")
 }
 
 // attach gives the gate the member's client, to mark offsets with, and
@@ -371,7 +330,7 @@ func (g *replicationGate) confirm(ctx context.Context) bool {
 	start := time.Now()
 	prims, err := g.roundOnce(ctx)
 	if err == nil {
-		err = failed(prims)
+		err = session.RoundError(prims)
 	}
 	if err != nil {
 		if ctx.Err() == nil {
@@ -380,7 +339,7 @@ func (g *replicationGate) confirm(ctx context.Context) bool {
 		}
 		return false
 	}
-	id := identityOf(prims)
+	id := session.Identity(prims)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !maps.Equal(id, g.identity) {
@@ -392,7 +351,7 @@ func (g *replicationGate) confirm(ctx context.Context) bool {
 		}
 		g.rounds.Add(ctx, 1, g.roundResults[roundFailover])
 		g.log.Error("redis failover: the primaries changed before the writes of routed records were confirmed replicated; joining the consumer group again to route them again from the committed offsets (duplicates, no loss)",
-			"before", describe(g.identity), "now", describe(id))
+			"before", session.DescribeIdentity(g.identity), "now", session.DescribeIdentity(id))
 		return false
 	}
 	for _, p := range prims {

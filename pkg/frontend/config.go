@@ -36,7 +36,7 @@ type Config struct {
 	Kafka    kafka.Config         `yaml:"kafka"`
 	// Session holds Redis, offline queue bounds and node liveness.
 	Session       session.Config          `yaml:"session"`
-	Subscriptions subscriptions.Config    `yaml:"subscriptions"`
+	Subscriptions SubscriptionsConfig     `yaml:"subscriptions"`
 	Delivery      delivery.Config         `yaml:"delivery"`
 	Events        events.Config           `yaml:"events"`
 	Log           telemetry.LogConfig     `yaml:"log"`
@@ -60,6 +60,36 @@ const (
 	// ServeMochi: mochi's EstablishConnection serves each connection.
 	ServeMochi = "mochi"
 )
+
+// SubscriptionsConfig is the change log's configuration and what a SUBACK
+// and an UNSUBACK wait for of the Redis replicas (session.Barrier).
+type SubscriptionsConfig struct {
+	subscriptions.Config `yaml:",inline"`
+	// RedisReplicaAcks is how many replicas of each primary must hold a
+	// subscription change before it is answered; 0 does not wait.
+	RedisReplicaAcks int `yaml:"redis_replica_acks"`
+	// RedisReplicaTimeout bounds one wait (Redis WAIT's timeout).
+	RedisReplicaTimeout time.Duration `yaml:"redis_replica_timeout"`
+}
+
+// RegisterFlags registers the "subscriptions." flags.
+func (c *SubscriptionsConfig) RegisterFlags(fs *flag.FlagSet) {
+	c.Config.RegisterFlags(fs)
+	fs.IntVar(&c.RedisReplicaAcks, "subscriptions.redis-replica-acks", 1, "Replicas of each Redis primary that must hold a SUBSCRIBE's or UNSUBSCRIBE's session writes before its SUBACK / UNSUBACK goes out (Redis WAIT, concurrent subscribers sharing one round; it runs beside the change log's Kafka write): a replica promoted after its primary died then has every subscription a device was told it has. A primary with fewer replicas connected waits for those it has, one with none (a single Redis) for none; a wait that gets fewer acknowledgements within subscriptions.redis-replica-timeout answers anyway and is counted (result short). When the primaries changed between the write and the wait (a failover), the filters get SUBACK 0x80 and the device may subscribe again. 0 does not wait (docs/operations.md, Redis failover).")
+	fs.DurationVar(&c.RedisReplicaTimeout, "subscriptions.redis-replica-timeout", time.Second, "Longest a SUBACK or UNSUBACK waits for subscriptions.redis-replica-acks replicas to acknowledge (a replica stalled but still connected); past it the answer goes out anyway, counted as short.")
+}
+
+// Validate names the bad field.
+func (c *SubscriptionsConfig) Validate() error {
+	errs := []error{c.Config.Validate()}
+	if c.RedisReplicaAcks < 0 || c.RedisReplicaAcks > 16 {
+		errs = append(errs, fmt.Errorf("subscriptions.redis-replica-acks: %d must be between 0 and 16", c.RedisReplicaAcks))
+	}
+	if c.RedisReplicaTimeout < 10*time.Millisecond || c.RedisReplicaTimeout > time.Minute {
+		errs = append(errs, fmt.Errorf("subscriptions.redis-replica-timeout: %s must be between 10ms and 1m", c.RedisReplicaTimeout))
+	}
+	return errors.Join(errs...)
+}
 
 // ShutdownConfig configures the drain on SIGTERM.
 type ShutdownConfig struct {

@@ -83,7 +83,11 @@ type Server struct {
 	// in the log, fleetgate_kafka_topic_*).
 	durability *kafka.DurabilityWatch
 	rdb        redis.UniversalClient
-	store      *session.Store
+	// replication and replicas hold SUBACKs and UNSUBACKs until the
+	// Redis replicas have the writes (nil: subscriptions.redis-replica-acks 0).
+	replication *session.Replication
+	replicas    *session.Barrier
+	store       *session.Store
 	// owner names this process in the session store: the node id and the
 	// start time. A node restarted with the same id is a new owner, so the
 	// sessions and pending wills its previous run left behind are swept
@@ -196,6 +200,10 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	s.owner = cfg.Node.ID + "@" + strconv.FormatInt(time.Now().UnixMilli(), 36)
 	s.rdb = cfg.Session.Redis.NewClient()
 	s.store = session.New(s.rdb, cfg.Session, session.WithLogger(log))
+	if n := cfg.Subscriptions.RedisReplicaAcks; n > 0 {
+		s.replication = session.NewReplication(s.rdb, s.owner, n, cfg.Subscriptions.RedisReplicaTimeout)
+		s.replicas = session.NewBarrier(s.replication, time.Second)
+	}
 	willScheduler, err := wills.NewScheduler(s.store, s.producer, cfg.Kafka.Topic, cfg.Node.ID, cfg.Delivery.StoreTimeout, log, tel.Provider)
 	if err != nil {
 		return nil, err
@@ -221,6 +229,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		Events:     emitter,
 		Timeout:    cfg.Delivery.StoreTimeout,
 		Settle:     cfg.Subscriptions.Settle,
+		Replicas:   s.replicas,
 		// Filters over them get SUBACK 0x8F / 0x80 (docs/limits.md).
 		TopicLimits: cfg.MQTT.Topics.Limits(),
 	}, log, tel.Provider)
@@ -452,6 +461,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.store.RunHeartbeat(gctx, s.owner, s.sessions.Swept) })
 	g.Go(func() error { s.runDelivery(gctx); return nil })
 	g.Go(func() error { s.deadlines.run(gctx); return nil })
+	g.Go(func() error { s.logReplicas(gctx); return nil })
 
 	if err := s.loadAccess(); err != nil {
 		stopBackground()
@@ -818,6 +828,40 @@ func (s *Server) flushEvents(deadline time.Time) {
 	}
 }
 
+// logReplicas says once, at start, what SUBACKs and UNSUBACKs wait for of
+// the Redis replicas: the first round also learns the primaries, so that a
+// failover between a subscription's write and its round is seen.
+func (s *Server) logReplicas(ctx context.Context) {
+	if s.replicas == nil {
+		s.log.Info("redis replication: SUBACK and UNSUBACK do not wait for Redis replicas (subscriptions.redis-replica-acks 0)")
+		return
+	}
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		prims, err := s.replicas.Round(ctx)
+		if err == nil {
+			err = session.RoundError(prims)
+		}
+		if err == nil {
+			desc, waits := session.DescribePrimaries(prims)
+			if waits {
+				s.log.Info("redis replication: SUBACK and UNSUBACK wait until the primaries' replicas hold the subscription", "primaries", desc)
+			} else {
+				s.log.Info("redis replication: no primary has a replica, SUBACK and UNSUBACK wait for none", "primaries", desc)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("redis replication: cannot reach every primary yet; retrying", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
 func (s *Server) close() {
 	s.closeOnce.Do(func() {
 		_ = s.mochi.Close()
@@ -828,6 +872,9 @@ func (s *Server) close() {
 			s.events.Close()
 		}
 		s.admin.Close()
+		if s.replication != nil {
+			s.replication.Close()
+		}
 		_ = s.rdb.Close()
 		_ = s.ops.Close()
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -75,6 +76,10 @@ type Options struct {
 	// the dispatchers take a confirmation that their index is current as
 	// good for that long (subscriptions.ReuseWithin).
 	Settle time.Duration
+	// Replicas, when set, holds each SUBACK and UNSUBACK until the Redis
+	// replicas hold the session's subscription writes (a failover then
+	// keeps what the device was told); nil answers without waiting.
+	Replicas *session.Barrier
 	// TopicLimits bound the filters of SUBSCRIBE and UNSUBSCRIBE; a filter
 	// over them is answered as an invalid one. The zero value: the
 	// protocol's bound only.
@@ -90,6 +95,8 @@ type Handler struct {
 	// of one: a connection streams one SUBSCRIBE's retained messages at a
 	// time (*mqtt.Client → chan struct{}).
 	feeds sync.Map
+	// lastShort is when a short replica wait was last logged (unix ns).
+	lastShort atomic.Int64
 }
 
 // New returns a Handler. It does no I/O.

@@ -2,6 +2,8 @@ package subscribe
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -91,7 +93,10 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 		}
 		// The store holds the bound on the session's subscriptions, in
 		// one script on any node.
+		mark := h.mark()
 		outcomes, err = h.o.Store.Subscribe(ctx, cl.ID, c.Epoch(), ss)
+		// The replicas are asked beside the change log's Kafka write.
+		replicated := h.join(err, mark)
 		if err == nil {
 			for j, o := range outcomes {
 				if o.Stored() {
@@ -110,6 +115,7 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 				}
 			}
 		}
+		err = h.replicated(ctx, replicated, err)
 	}
 	refused := 0
 	for j, i := range at {
@@ -288,7 +294,9 @@ func (h *Handler) Unsubscribe(c Conn, pk packets.Packet) {
 	var existed []bool
 	var err error
 	if len(keys) > 0 {
+		mark := h.mark()
 		existed, err = h.o.Store.Unsubscribe(ctx, cl.ID, c.Epoch(), keys)
+		replicated := h.join(err, mark)
 		if err == nil {
 			ck := make([]subscriptions.Key, len(keys))
 			for i, k := range keys {
@@ -296,6 +304,7 @@ func (h *Handler) Unsubscribe(c Conn, pk packets.Packet) {
 			}
 			err = h.o.ChangeLog.Unsubscribe(ctx, cl.ID, ck)
 		}
+		err = h.replicated(ctx, replicated, err)
 	}
 	for j, i := range at {
 		switch {
@@ -345,4 +354,59 @@ func (h *Handler) emitSubscriptions(cl *mqtt.Client, kind events.Kind, pk packet
 		subs[i] = s
 	}
 	h.o.Events.Emit(&events.Event{Kind: kind, ClientID: cl.ID, Subscriptions: subs})
+}
+
+// mark notes the Redis primaries before a subscription write
+// (session.Barrier.Mark).
+func (h *Handler) mark() session.Mark {
+	if h.o.Replicas == nil {
+		return session.Mark{}
+	}
+	return h.o.Replicas.Mark()
+}
+
+// join asks the Redis replicas for the write just made, unless it failed;
+// nil when there is nothing to wait for.
+func (h *Handler) join(err error, m session.Mark) *session.Waiter {
+	if err != nil || h.o.Replicas == nil {
+		return nil
+	}
+	return h.o.Replicas.Join(m)
+}
+
+// replicated waits for w and returns err, or why the write cannot be
+// taken as kept when err is nil: a primary that did not answer, or a
+// failover since the write. A short wait (a replica away or slow) answers
+// anyway, counted and logged.
+func (h *Handler) replicated(ctx context.Context, w *session.Waiter, err error) error {
+	if w == nil {
+		return err
+	}
+	res, werr := w.Wait(ctx)
+	switch {
+	case werr != nil && errors.Is(werr, session.ErrFailover):
+		h.metrics.replicaWaits.Add(ctx, 1, h.metrics.replicaFailover)
+	case werr != nil:
+		h.metrics.replicaWaits.Add(ctx, 1, h.metrics.replicaFailed)
+	default:
+		h.metrics.replicaWaits.Add(ctx, 1, h.metrics.replicaResult[res])
+		if res == session.Short {
+			h.logShort()
+		}
+	}
+	if err == nil && werr != nil {
+		err = fmt.Errorf("waiting for the redis replicas: %w", werr)
+	}
+	return err
+}
+
+// logShort logs, at most every 10 s, that answers went out before the
+// replicas confirmed them.
+func (h *Handler) logShort() {
+	now := time.Now().UnixNano()
+	last := h.lastShort.Load()
+	if now-last < int64(10*time.Second) || !h.lastShort.CompareAndSwap(last, now) {
+		return
+	}
+	h.log.Warn("subscription changes answered before the redis replicas confirmed them (a replica is away or slower than subscriptions.redis-replica-timeout): a failover now may lose them; see fleetgate_subscribe_replica_waits_total{result=\"short\"}")
 }

@@ -51,15 +51,9 @@ func TestWithEveryDefaultARedisFailoverLosesNoAcknowledgedMessage(t *testing.T) 
 	require.NoError(t, sub.Disconnect(&paho.Disconnect{}))
 	// The master of the subscriber's session, and its replica.
 	sessionKey := "fg:{" + subID + "}:s"
+	victim, cut := masterOf(t, rc, cc, sessionKey)
 	master, err := cc.MasterForKey(ctx, sessionKey)
 	require.NoError(t, err)
-	victim, cut := -1, (*testkit.RedisNode)(nil)
-	for i, m := range rc.Masters {
-		if m.Addr == master.Options().Addr {
-			victim, cut = i, rc.Replicas[i]
-		}
-	}
-	require.NotEqual(t, -1, victim, "the session's master %s is none of the cluster's", master.Options().Addr)
 	// The offline session is on the replica before it is cut off: a write
 	// in its slot that one replica acknowledged follows the session's.
 	conn := master.Conn()
@@ -116,15 +110,7 @@ func TestWithEveryDefaultARedisFailoverLosesNoAcknowledgedMessage(t *testing.T) 
 	}, 30*time.Second, 100*time.Millisecond, "the replica was never promoted")
 	t.Logf("replica promoted %s after the kill", time.Since(killed).Round(time.Millisecond))
 
-	var back *v5
-	require.Eventually(t, func() bool {
-		r, err := dialV5(t, c.lb, persistent(subID, subscriberExpiry), in.v5Handler)
-		if err != nil || r.connack.ReasonCode != 0 {
-			return false
-		}
-		back = r
-		return true
-	}, 60*time.Second, 200*time.Millisecond, "the subscriber could not come back")
+	back := dialUntilServed(t, c.lb, persistent(subID, subscriberExpiry), in.v5Handler)
 	assert.True(t, back.connack.SessionPresent, "the session was replicated before the replica was cut off")
 	last := waitDelivered(t, in, pubs, 60*time.Second)
 	if !last.IsZero() {
