@@ -67,6 +67,7 @@ type Barrier struct {
 	next     *round            // the round the next caller joins
 	identity map[string]string // the last round's primaries: address -> replication ID
 	idleTill time.Time         // no replica to wait for until then
+	lastAll  time.Time         // when a round last asked every primary
 	last     []Primary         // the last round's answers
 }
 
@@ -77,10 +78,13 @@ type Mark struct {
 
 // round is one round and the callers waiting for it.
 type round struct {
-	done     chan struct{}
-	prims    []Primary
-	identity map[string]string
-	err      error
+	done chan struct{}
+	// keys are the callers' keys: the round asks the primaries that hold
+	// them; all is set by a caller without a key, and every quiet.
+	keys  map[string]struct{}
+	all   bool
+	prims []Primary
+	err   error
 }
 
 // Waiter is a caller's place in a round.
@@ -104,21 +108,33 @@ func (b *Barrier) Mark() Mark {
 }
 
 // Join joins the next round, which begins after the call and so covers
-// every write the caller made before it. It does not block.
-func (b *Barrier) Join(m Mark) *Waiter {
+// every write the caller made before it to the primary that holds key (a
+// key the caller wrote; "" asks every primary). It does not block.
+func (b *Barrier) Join(m Mark, key string) *Waiter {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if time.Now().Before(b.idleTill) && maps.Equal(m.identity, b.identity) {
 		return &Waiter{mark: m}
 	}
 	if b.next == nil {
-		b.next = &round{done: make(chan struct{})}
+		b.next = &round{done: make(chan struct{}), keys: map[string]struct{}{}}
+	}
+	if key == "" {
+		b.next.all = true
+	} else {
+		b.next.keys[key] = struct{}{}
 	}
 	if !b.running {
 		b.running = true
 		go b.rounds()
 	}
 	return &Waiter{r: b.next, mark: m}
+}
+
+// JoinSession is Join for the writes to clientID's session, whose keys
+// share one slot.
+func (b *Barrier) JoinSession(m Mark, clientID string) *Waiter {
+	return b.Join(m, sessionKey(clientID))
 }
 
 // Wait waits for the caller's round and says what it found: an error when
@@ -136,8 +152,15 @@ func (p *Waiter) Wait(ctx context.Context) (BarrierResult, error) {
 	if p.r.err != nil {
 		return Short, p.r.err
 	}
-	if p.mark.identity != nil && !maps.Equal(p.mark.identity, p.r.identity) {
-		return Short, fmt.Errorf("%w (before %s, now %s)", ErrFailover, DescribeIdentity(p.mark.identity), DescribeIdentity(p.r.identity))
+	if p.mark.identity != nil {
+		// Each primary the round asked must be one the mark saw, with the
+		// same replication ID: a promoted replica answers from another
+		// address, a restarted primary with another ID.
+		for _, pr := range p.r.prims {
+			if id, ok := p.mark.identity[pr.Addr]; !ok || id != pr.ReplID {
+				return Short, fmt.Errorf("%w (before %s, now %s)", ErrFailover, DescribeIdentity(p.mark.identity), DescribeIdentity(Identity(p.r.prims)))
+			}
+		}
 	}
 	res := NotNeeded
 	for _, pr := range p.r.prims {
@@ -151,10 +174,24 @@ func (p *Waiter) Wait(ctx context.Context) (BarrierResult, error) {
 	return res, nil
 }
 
+// Primaries returns what the caller's round found of each primary, for a
+// log line; nil before Wait returned or when no round ran.
+func (p *Waiter) Primaries() []Primary {
+	if p.r == nil {
+		return nil
+	}
+	select {
+	case <-p.r.done:
+		return p.r.prims
+	default:
+		return nil
+	}
+}
+
 // Round runs one round now, outside any caller's wait (at start, to learn
 // the primaries), and returns what each primary said.
 func (b *Barrier) Round(ctx context.Context) ([]Primary, error) {
-	p := b.Join(Mark{})
+	p := b.Join(Mark{}, "")
 	if p.r == nil {
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -179,25 +216,40 @@ func (b *Barrier) rounds() {
 			b.mu.Unlock()
 			return
 		}
+		all := r.all || time.Since(b.lastAll) >= b.quiet
+		keys := make([]string, 0, len(r.keys))
+		if !all {
+			for k := range r.keys {
+				keys = append(keys, k)
+			}
+		}
 		b.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), b.rep.timeout+5*time.Second)
-		r.prims, r.err = b.rep.Round(ctx)
+		r.prims, r.err = b.rep.RoundFor(ctx, keys)
 		cancel()
 		if r.err == nil {
 			r.err = RoundError(r.prims)
 		}
 		b.mu.Lock()
-		if r.err == nil {
-			r.identity = Identity(r.prims)
-			b.identity = r.identity
-			b.last = r.prims
-			b.idleTill = time.Time{}
-			if !waitsForAny(r.prims) {
-				b.idleTill = time.Now().Add(b.quiet)
-			}
-		} else {
+		switch {
+		case r.err != nil:
 			// Unknown primaries: the next caller's round tells.
 			b.idleTill = time.Time{}
+		case all:
+			b.identity = Identity(r.prims)
+			b.last = r.prims
+			b.lastAll = time.Now()
+			b.idleTill = time.Time{}
+			if !waitsForAny(r.prims) {
+				b.idleTill = b.lastAll.Add(b.quiet)
+			}
+		default:
+			id := maps.Clone(b.identity)
+			if id == nil {
+				id = map[string]string{}
+			}
+			maps.Copy(id, Identity(r.prims))
+			b.identity = id
 		}
 		b.mu.Unlock()
 		close(r.done)

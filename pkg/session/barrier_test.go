@@ -52,7 +52,8 @@ func onReplica(t *testing.T, addr, key string) (string, error) {
 // of three masters with a replica each: concurrent writers share rounds (fewer
 // WAITs than writers) and each finds its write on the replica once its
 // wait returns; a writer whose replica is stopped is not answered until
-// the replica runs again; a writer whose primary died and was replaced
+// the replica runs again; a round asks only the primaries that hold the
+// writers' keys; a writer whose primary died and was replaced
 // between its Mark and its round is told ErrFailover.
 func TestABarrierWaitsForTheReplicaAndNamesAFailover(t *testing.T) {
 	// Three masters: a failover needs a majority of masters to elect.
@@ -61,7 +62,8 @@ func TestABarrierWaitsForTheReplicaAndNamesAFailover(t *testing.T) {
 	t.Cleanup(func() { _ = cc.Close() })
 	rep := NewReplication(cc, "barrier-test", 1, 2*time.Second)
 	t.Cleanup(rep.Close)
-	b := NewBarrier(rep, time.Second)
+	// No round asks every primary again within the test (quiet).
+	b := NewBarrier(rep, time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -85,6 +87,12 @@ func TestABarrierWaitsForTheReplicaAndNamesAFailover(t *testing.T) {
 	t.Run("writers share rounds", func(t *testing.T) {
 		const writers = 40
 		before := waitCalls(t, primary.Addr)
+		others := map[string]int{}
+		for _, m := range rc.Masters {
+			if m != primary {
+				others[m.Addr] = waitCalls(t, m.Addr)
+			}
+		}
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		results := make([]BarrierResult, writers)
@@ -97,7 +105,7 @@ func TestABarrierWaitsForTheReplicaAndNamesAFailover(t *testing.T) {
 				errs[i] = cc.Set(ctx, fmt.Sprintf("shared:{x}:%d", i), "v", 0).Err()
 				<-start
 				if errs[i] == nil {
-					results[i], errs[i] = b.Join(m).Wait(ctx)
+					results[i], errs[i] = b.Join(m, "{x}").Wait(ctx)
 				}
 			}()
 		}
@@ -111,6 +119,9 @@ func TestABarrierWaitsForTheReplicaAndNamesAFailover(t *testing.T) {
 			assert.Equal(t, "v", v)
 		}
 		assert.Less(t, waitCalls(t, primary.Addr)-before, writers, "every writer ran a round of its own")
+		for addr, n := range others {
+			assert.Equal(t, n, waitCalls(t, addr), "a round asked %s, which holds none of the writes", addr)
+		}
 	})
 
 	t.Run("a stopped replica holds the answer back", func(t *testing.T) {
@@ -123,7 +134,7 @@ func TestABarrierWaitsForTheReplicaAndNamesAFailover(t *testing.T) {
 		}()
 		m := b.Mark()
 		require.NoError(t, cc.Set(ctx, "stopped:{x}", "v", 0).Err())
-		w := b.Join(m)
+		w := b.Join(m, "{x}")
 		type answer struct {
 			res BarrierResult
 			err error
@@ -161,14 +172,14 @@ func TestABarrierWaitsForTheReplicaAndNamesAFailover(t *testing.T) {
 		// the new primary, which is not the one the mark saw.
 		var err error
 		require.Eventually(t, func() bool {
-			_, err = b.Join(m).Wait(ctx)
+			_, err = b.Join(m, "{x}").Wait(ctx)
 			return errors.Is(err, ErrFailover)
 		}, 60*time.Second, 200*time.Millisecond, "never told of the failover: %v", err)
 		// A writer that marks after the failover is answered (the other
 		// primaries' replicas confirm; the new primary has none).
 		m = b.Mark()
 		require.NoError(t, cc.Set(ctx, "after:{x}", "v", 0).Err())
-		_, err = b.Join(m).Wait(ctx)
+		_, err = b.Join(m, "{x}").Wait(ctx)
 		require.NoError(t, err)
 	})
 }
@@ -184,14 +195,14 @@ func TestABarrierOnASingleRedisAsksOncePerQuiet(t *testing.T) {
 	t.Cleanup(rep.Close)
 	b := NewBarrier(rep, time.Hour)
 	ctx := context.Background()
-	res, err := b.Join(b.Mark()).Wait(ctx)
+	res, err := b.Join(b.Mark(), "k").Wait(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, NotNeeded, res)
 	marker := "fleetgate:replicated:barrier-quiet"
 	first, err := c.Get(ctx, marker).Result()
 	require.NoError(t, err, "the first writer's round wrote its marker")
 	for range 20 {
-		res, err := b.Join(b.Mark()).Wait(ctx)
+		res, err := b.Join(b.Mark(), "k").Wait(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, NotNeeded, res)
 	}
@@ -208,7 +219,7 @@ func TestABarrierOnMiniredisWaitsForNothing(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	rep := NewReplication(c, "test", 1, time.Second)
 	t.Cleanup(rep.Close)
-	res, err := NewBarrier(rep, time.Second).Join(Mark{}).Wait(context.Background())
+	res, err := NewBarrier(rep, time.Second).Join(Mark{}, "k").Wait(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, NotNeeded, res)
 }

@@ -128,6 +128,40 @@ func (r *Replication) Round(ctx context.Context) ([]Primary, error) {
 	return out, nil
 }
 
+// RoundFor runs one round on the primaries that hold keys, concurrently,
+// and returns what each said, sorted by address; with no keys, or on a
+// single Redis, it is Round.
+func (r *Replication) RoundFor(ctx context.Context, keys []string) ([]Primary, error) {
+	cc, ok := r.rdb.(*redis.ClusterClient)
+	if !ok || len(keys) == 0 {
+		return r.Round(ctx)
+	}
+	masters := map[string]*redis.Client{}
+	for _, k := range keys {
+		m, err := cc.MasterForKey(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		masters[m.Options().Addr] = m
+	}
+	out := make([]Primary, 0, len(masters))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range masters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := r.roundOn(ctx, m)
+			mu.Lock()
+			out = append(out, p)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	slices.SortFunc(out, func(a, b Primary) int { return strings.Compare(a.Addr, b.Addr) })
+	return out, nil
+}
+
 // roundOn is one primary's round: INFO replication and the marker in one
 // pipeline, then WAIT when the primary has replicas to wait for.
 func (r *Replication) roundOn(ctx context.Context, c *redis.Client) Primary {
@@ -197,26 +231,34 @@ func (r *Replication) roundOn(ctx context.Context, c *redis.Client) Primary {
 	return p
 }
 
-// parseReplication reads master_replid and connected_slaves from INFO
-// replication, and refuses a server that is not a primary.
+// parseReplication reads master_replid and the replicas from INFO
+// replication, and refuses a server that is not a primary. connected
+// counts the replicas in state "online" (slaveN lines): one still in its
+// initial synchronisation (wait_bgsave, send_bulk; Redis waits
+// repl-diskless-sync-delay, 5 s by default, before it even starts) holds
+// no copy yet and acknowledges nothing, so WAIT would only sit out its
+// timeout for it.
 func parseReplication(info string) (replID string, connected int, err error) {
 	role := ""
+	listed, online := -1, 0
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
 		if !ok {
 			continue
 		}
-		switch k {
-		case "role":
+		switch {
+		case k == "role":
 			role = v
-		case "master_replid":
+		case k == "master_replid":
 			replID = v
-		case "connected_slaves":
-			connected, err = strconv.Atoi(v)
+		case k == "connected_slaves":
+			listed, err = strconv.Atoi(v)
 			if err != nil {
 				return "", 0, fmt.Errorf("INFO replication: connected_slaves %q: %w", v, err)
 			}
+		case strings.HasPrefix(k, "slave") && strings.Contains(","+v+",", ",state=online,"):
+			online++
 		}
 	}
 	switch {
@@ -224,8 +266,10 @@ func parseReplication(info string) (replID string, connected int, err error) {
 		return "", 0, fmt.Errorf("not a primary (role %q)", role)
 	case replID == "":
 		return "", 0, errors.New("INFO replication has no master_replid")
+	case listed < 0:
+		return "", 0, errors.New("INFO replication has no connected_slaves")
 	}
-	return replID, connected, nil
+	return replID, online, nil
 }
 
 // pinnedFor returns the connection pinned to the primary c, with its

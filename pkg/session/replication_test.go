@@ -121,10 +121,21 @@ func TestParseReplicationRefusesAReplica(t *testing.T) {
 	_, _, err := parseReplication("# Replication\r\nrole:slave\r\nmaster_replid:abc\r\n")
 	require.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "not a primary"), err)
-	id, n, err := parseReplication("# Replication\r\nrole:master\r\nconnected_slaves:2\r\nmaster_replid:abc\r\n")
+	id, n, err := parseReplication("# Replication\r\nrole:master\r\nconnected_slaves:2\r\n" +
+		"slave0:ip=127.0.0.1,port=7001,state=online,offset=120,lag=0\r\n" +
+		"slave1:ip=127.0.0.1,port=7002,state=online,offset=120,lag=1\r\nmaster_replid:abc\r\n")
 	require.NoError(t, err)
 	assert.Equal(t, "abc", id)
 	assert.Equal(t, 2, n)
+	// A replica still in its initial synchronisation holds no copy and
+	// acknowledges nothing: it is not counted.
+	_, n, err = parseReplication("# Replication\r\nrole:master\r\nconnected_slaves:2\r\n" +
+		"slave0:ip=127.0.0.1,port=7001,state=wait_bgsave,offset=0,lag=0\r\n" +
+		"slave1:ip=127.0.0.1,port=7002,state=online,offset=120,lag=0\r\nmaster_replid:abc\r\n")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	_, _, err = parseReplication("# Replication\r\nrole:master\r\nmaster_replid:abc\r\n")
+	require.Error(t, err, "no connected_slaves: not INFO replication")
 }
 
 // TestReplicationStillWaitsForAReplicaThatLeft: a replica that died still

@@ -96,7 +96,7 @@ func (h *Handler) Subscribe(c Conn, pk packets.Packet) {
 		mark := h.mark()
 		outcomes, err = h.o.Store.Subscribe(ctx, cl.ID, c.Epoch(), ss)
 		// The replicas are asked beside the change log's Kafka write.
-		replicated := h.join(err, mark)
+		replicated := h.join(err, mark, cl.ID)
 		if err == nil {
 			for j, o := range outcomes {
 				if o.Stored() {
@@ -296,7 +296,7 @@ func (h *Handler) Unsubscribe(c Conn, pk packets.Packet) {
 	if len(keys) > 0 {
 		mark := h.mark()
 		existed, err = h.o.Store.Unsubscribe(ctx, cl.ID, c.Epoch(), keys)
-		replicated := h.join(err, mark)
+		replicated := h.join(err, mark, cl.ID)
 		if err == nil {
 			ck := make([]subscriptions.Key, len(keys))
 			for i, k := range keys {
@@ -367,11 +367,11 @@ func (h *Handler) mark() session.Mark {
 
 // join asks the Redis replicas for the write just made, unless it failed;
 // nil when there is nothing to wait for.
-func (h *Handler) join(err error, m session.Mark) *session.Waiter {
+func (h *Handler) join(err error, m session.Mark, clientID string) *session.Waiter {
 	if err != nil || h.o.Replicas == nil {
 		return nil
 	}
-	return h.o.Replicas.Join(m)
+	return h.o.Replicas.JoinSession(m, clientID)
 }
 
 // replicated waits for w and returns err, or why the write cannot be
@@ -391,7 +391,7 @@ func (h *Handler) replicated(ctx context.Context, w *session.Waiter, err error) 
 	default:
 		h.metrics.replicaWaits.Add(ctx, 1, h.metrics.replicaResult[res])
 		if res == session.Short {
-			h.logShort()
+			h.logShort(w.Primaries())
 		}
 	}
 	if err == nil && werr != nil {
@@ -402,11 +402,17 @@ func (h *Handler) replicated(ctx context.Context, w *session.Waiter, err error) 
 
 // logShort logs, at most every 10 s, that answers went out before the
 // replicas confirmed them.
-func (h *Handler) logShort() {
+func (h *Handler) logShort(prims []session.Primary) {
 	now := time.Now().UnixNano()
 	last := h.lastShort.Load()
 	if now-last < int64(10*time.Second) || !h.lastShort.CompareAndSwap(last, now) {
 		return
 	}
-	h.log.Warn("subscription changes answered before the redis replicas confirmed them (a replica is away or slower than subscriptions.redis-replica-timeout): a failover now may lose them; see fleetgate_subscribe_replica_waits_total{result=\"short\"}")
+	for _, p := range prims {
+		if !p.Confirmed() {
+			h.log.Warn("subscription changes answered before the redis replicas confirmed them (a replica is away or slower than subscriptions.redis-replica-timeout): a failover now may lose them; see fleetgate_subscribe_replica_waits_total{result=\"short\"}",
+				"server", p.Addr, "acked", p.Acked, "needed", p.Needed, "connected", p.Connected)
+			return
+		}
+	}
 }

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# What the dispatchers' replication gate costs (docs/benchmarks.md, "The
+# What waiting for the Redis replicas costs (docs/benchmarks.md, "The
 # replication gate"), in one run: two stacks as in production, each with its
 # own Kafka-protocol broker (fleetgate-dev -dev.kafka-only, apart), a Redis
 # primary and a replica (appendfsync always on both, counted), one
 # dispatcher and one frontend (counted). Stack "gate" runs every default
-# (dispatch.redis-replica-acks 1: commits wait for the replica); stack
-# "nogate" runs -dispatch.redis-replica-acks 0. Then, with fleetgate-bench
-# compare: closed-loop pairs (AB_CLOSED_PAIRS × AB_WINDOW in flight) and
-# open-loop pairs (AB_PAIRS × 10 msg/s), AB_ROUNDS rounds each in flipping
-# order, ratios against "nogate". AB_SAME=1 runs both stacks without the
-# gate: the A/A control that says how far two equal stacks differ here.
+# (dispatch.redis-replica-acks 1: commits wait for the replica;
+# subscriptions.redis-replica-acks 1: SUBACKs wait for it); stack "nogate"
+# runs both at 0. Then, with fleetgate-bench compare, AB_ROUNDS rounds each
+# in flipping order, ratios against "nogate", the shapes in AB_SHAPES:
+# closed (closed-loop pairs, AB_CLOSED_PAIRS × AB_WINDOW in flight), open
+# (open-loop pairs, AB_PAIRS × 10 msg/s) and substorm (AB_SUBSTORM clean
+# sessions reconnecting 64 at a time, each subscribing after its CONNACK).
+# AB_SAME=1 runs both stacks without the waits: the A/A control that says
+# how far two equal stacks differ here.
 #
-# Usage: bash test/bench/replication-ab.sh   (needs redis-server, curl)
+# Usage: bash test/bench/replication-ab.sh   (needs redis-server, redis-cli, curl)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -21,6 +24,9 @@ AB_PAIRS=${AB_PAIRS:-300}
 AB_ROUNDS=${AB_ROUNDS:-4}
 AB_DURATION=${AB_DURATION:-15s}
 AB_SAME=${AB_SAME:-0}
+AB_SHAPES=${AB_SHAPES:-closed open substorm}
+AB_SUBSTORM=${AB_SUBSTORM:-5000}
+shape() { [[ " $AB_SHAPES " == *" $1 "* ]]; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fleetgate-replication-ab.XXXXXX")
 BIN=$WORK/bin
@@ -58,12 +64,16 @@ wait_ready() {
 	exit 1
 }
 
-# stack NAME DISPATCHER-FLAG...: starts one stack; writes NAME's compare
-# target to $WORK/NAME.target and its dispatcher's ops address to
-# $WORK/NAME.ops.
+# stack NAME ACKS: starts one stack whose dispatcher and frontend wait for
+# ACKS replicas ("" for the default); writes NAME's compare target to
+# $WORK/NAME.target and its processes' ops addresses to $WORK/NAME.ops.
 stack() {
 	local n=$1 kp rp rrp fm fh dh kpid rpid rrpid dpid fpid
-	shift
+	local dflags=() fflags=()
+	if [[ -n $2 ]]; then
+		dflags=(-dispatch.redis-replica-acks "$2")
+		fflags=(-subscriptions.redis-replica-acks "$2")
+	fi
 	kp=$(port) rp=$(port) rrp=$(port) fm=$(port) fh=$(port) dh=$(port)
 	"$BIN/fleetgate-dev" -dev.kafka-only -dev.kafka-addr "127.0.0.1:$kp" -dev.data-dir "$WORK/$n-kafka" >"$WORK/$n-kafka.log" 2>&1 &
 	kpid=$!
@@ -81,42 +91,63 @@ stack() {
 	wait_port "$rp"
 	wait_port "$rrp"
 	"$BIN/dispatcher" -kafka.client-id "$n-dispatcher" -kafka.brokers "127.0.0.1:$kp" -redis.addrs "127.0.0.1:$rp" \
-		-http.addr "127.0.0.1:$dh" -log.level warn "$@" >"$WORK/$n-dispatcher.log" 2>&1 &
+		-http.addr "127.0.0.1:$dh" -log.level warn ${dflags[@]+"${dflags[@]}"} >"$WORK/$n-dispatcher.log" 2>&1 &
 	dpid=$!
 	PIDS+=("$dpid")
 	"$BIN/frontend" -node.id "$n-fe" -kafka.brokers "127.0.0.1:$kp" -redis.addrs "127.0.0.1:$rp" \
 		-mqtt.tcp-addr "127.0.0.1:$fm" -mqtt.ws-addr "" -http.addr "127.0.0.1:$fh" -auth.allow-anonymous=true \
-		-log.level warn >"$WORK/$n-fe.log" 2>&1 &
+		-log.level warn ${fflags[@]+"${fflags[@]}"} >"$WORK/$n-fe.log" 2>&1 &
 	fpid=$!
 	PIDS+=("$fpid")
 	wait_ready "127.0.0.1:$dh" "$n-dispatcher" "$WORK/$n-dispatcher.log"
 	wait_ready "127.0.0.1:$fh" "$n-fe" "$WORK/$n-fe.log"
 	wait_port "$fm"
+	# The replica's first synchronisation (Redis waits
+	# repl-diskless-sync-delay, 5 s, before it starts) is not measured.
+	local i
+	for i in $(seq 300); do
+		redis-cli -p "$rrp" info replication | grep -q '^master_link_status:up' && break
+		sleep 0.1
+	done
 	echo "$n=127.0.0.1:$fm,pid=$fpid+$dpid+$rpid+$rrpid,apart=$kpid" >"$WORK/$n.target"
-	echo "127.0.0.1:$dh" >"$WORK/$n.ops"
-	echo "$n: frontend $fpid, dispatcher $dpid ($*), redis-server $rpid, replica $rrpid (counted); kafka $kpid (apart)"
+	echo "127.0.0.1:$dh 127.0.0.1:$fh" >"$WORK/$n.ops"
+	echo "$n: frontend $fpid, dispatcher $dpid (replica acks: ${2:-default}), redis-server $rpid, replica $rrpid (counted); kafka $kpid (apart)"
 }
 
 if [[ $AB_SAME == 1 ]]; then
-	stack gate -dispatch.redis-replica-acks 0
+	stack gate 0
 else
-	stack gate
+	stack gate ""
 fi
-stack nogate -dispatch.redis-replica-acks 0
+stack nogate 0
 GATE=$(cat "$WORK/gate.target")
 NOGATE=$(cat "$WORK/nogate.target")
 
-printf '\n=== closed loop: %s pairs, %s in flight each, %s rounds of %s\n' "$AB_CLOSED_PAIRS" "$AB_WINDOW" "$AB_ROUNDS" "$AB_DURATION"
-"$BIN/fleetgate-bench" compare pairs -target "$GATE" -target "$NOGATE" -baseline nogate \
-	-pairs "$AB_CLOSED_PAIRS" -window "$AB_WINDOW" -size 64 -client-prefix ab-closed \
-	-duration "$AB_DURATION" -warmup 3s -rounds "$AB_ROUNDS"
-printf '\n=== open loop: %s pairs × 10 msg/s, %s rounds of %s\n' "$AB_PAIRS" "$AB_ROUNDS" "$AB_DURATION"
-"$BIN/fleetgate-bench" compare pairs -target "$GATE" -target "$NOGATE" -baseline nogate \
-	-pairs "$AB_PAIRS" -rate $((AB_PAIRS * 10)) -window 256 -size 64 -client-prefix ab-open \
-	-duration "$AB_DURATION" -warmup 3s -rounds "$AB_ROUNDS"
-printf '\n=== the gate'"'"'s rounds\n'
+if shape closed; then
+	printf '\n=== closed loop: %s pairs, %s in flight each, %s rounds of %s\n' "$AB_CLOSED_PAIRS" "$AB_WINDOW" "$AB_ROUNDS" "$AB_DURATION"
+	"$BIN/fleetgate-bench" compare pairs -target "$GATE" -target "$NOGATE" -baseline nogate \
+		-pairs "$AB_CLOSED_PAIRS" -window "$AB_WINDOW" -size 64 -client-prefix ab-closed \
+		-duration "$AB_DURATION" -warmup 3s -rounds "$AB_ROUNDS"
+fi
+if shape open; then
+	printf '\n=== open loop: %s pairs × 10 msg/s, %s rounds of %s\n' "$AB_PAIRS" "$AB_ROUNDS" "$AB_DURATION"
+	"$BIN/fleetgate-bench" compare pairs -target "$GATE" -target "$NOGATE" -baseline nogate \
+		-pairs "$AB_PAIRS" -rate $((AB_PAIRS * 10)) -window 256 -size 64 -client-prefix ab-open \
+		-duration "$AB_DURATION" -warmup 3s -rounds "$AB_ROUNDS"
+fi
+if shape substorm; then
+	printf '\n=== clean sessions subscribing at each CONNECT: %s devices, 64 at a time, %s rounds\n' "$AB_SUBSTORM" "$AB_ROUNDS"
+	"$BIN/fleetgate-bench" compare connect -target "$GATE" -target "$NOGATE" -baseline nogate \
+		-clients "$AB_SUBSTORM" -connect-concurrency 64 -subscribe 'devices/%c/cmd/#' -warmup-passes 1 -passes 1 \
+		-rounds "$AB_ROUNDS" -client-prefix ab-substorm
+fi
+printf '\n=== warnings and errors the stacks logged\n'
+grep -h -E 'level=(WARN|ERROR)' "$WORK"/*-fe.log "$WORK"/*-dispatcher.log | head -20 || true
+printf '\n=== the waits for the replica\n'
 for n in gate nogate; do
 	echo "$n:"
-	curl -sf "http://$(cat "$WORK/$n.ops")/metrics" |
-		grep -E '^fleetgate_(dispatch_replication_rounds_total|redis_replicas|dispatch_unreplicated_seconds)' || echo "  (no rounds: the gate is off)"
+	for ops in $(cat "$WORK/$n.ops"); do
+		curl -sf "http://$ops/metrics" |
+			grep -E '^fleetgate_(dispatch_replication_rounds_total|redis_replicas|dispatch_unreplicated_seconds|subscribe_replica_waits_total)' || true
+	done
 done
