@@ -198,7 +198,7 @@ func TestABarrierOnASingleRedisAsksOncePerQuiet(t *testing.T) {
 	res, err := b.Join(b.Mark(), "k").Wait(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, NotNeeded, res)
-	marker := "fleetgate:replicated:barrier-quiet"
+	marker := "fg:replicated:barrier-quiet"
 	first, err := c.Get(ctx, marker).Result()
 	require.NoError(t, err, "the first writer's round wrote its marker")
 	for range 20 {

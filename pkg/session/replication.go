@@ -282,13 +282,13 @@ func (r *Replication) pinnedFor(ctx context.Context, c *redis.Client) (*pinned, 
 	if pc != nil {
 		return pc, nil
 	}
-	key := "fleetgate:replicated:" + r.owner
+	key := "fg:replicated:" + r.owner
 	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
 		// A key whose hash tag puts it in a slot this primary owns; the
 		// client's own slot map says which (MasterForKey).
 		found := false
 		for i := 0; i < 4096 && !found; i++ {
-			k := fmt.Sprintf("fleetgate:replicated:{%s:%d}", r.owner, i)
+			k := fmt.Sprintf("fg:replicated:{%s:%d}", r.owner, i)
 			m, err := cc.MasterForKey(ctx, k)
 			if err != nil {
 				return nil, err

@@ -96,6 +96,9 @@ type clusterOptions struct {
 	// redisAddr replaces the package's redis-server (a test that kills
 	// redis-server runs its own).
 	redisAddr string
+	// redisAdmin logs the test's own Redis client in (user, password)
+	// where the server has ACL users; the processes' own go in args.
+	redisAdmin [2]string
 	// args are added to every fleetgate process's flags, frontendArgs to
 	// the frontends', dispatcherArgs to the dispatchers'.
 	args, frontendArgs, dispatcherArgs []string
@@ -148,7 +151,7 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 		c.redis = redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs()})
 		t.Cleanup(func() { _ = c.redis.Close() })
 	} else {
-		c.redis = redis.NewClient(&redis.Options{Addr: c.redisAddr})
+		c.redis = redis.NewClient(&redis.Options{Addr: c.redisAddr, Username: o.redisAdmin[0], Password: o.redisAdmin[1]})
 		t.Cleanup(func() { _ = c.redis.Close() })
 		require.NoError(t, c.redis.FlushAll(context.Background()).Err())
 	}

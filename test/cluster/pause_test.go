@@ -329,7 +329,7 @@ func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t
 // while Redis is still stopped. Publishing on a connection made before
 // needs only Kafka and goes on. Once Redis runs again a CONNECT is served.
 func TestWithEveryDefaultAConnectWhileRedisIsStoppedIsRefusedAndThenServed(t *testing.T) {
-	addr, startRedis := ownRedis(t)
+	addr, startRedis := ownRedis(t, [2]string{})
 	rp := startRedis("redis-server")
 	c := startClusterWith(t, clusterOptions{defaults: true, redisAddr: addr})
 	fe := c.frontend("fe-a")

@@ -86,7 +86,11 @@ func talkAcrossNodes(t *testing.T, c *testCluster) {
 // session while it is offline, and resumes the session on the other node:
 // the session is present and the queued messages arrive, in order.
 func TestPersistentSessionMovesBetweenNodes(t *testing.T) {
-	c := startClusterWith(t, clusterOptions{defaults: true})
+	persistentSessionMoves(t, startClusterWith(t, clusterOptions{defaults: true}))
+}
+
+// persistentSessionMoves is TestPersistentSessionMovesBetweenNodes on c.
+func persistentSessionMoves(t *testing.T, c *testCluster) {
 	a, b := c.frontends[0], c.frontends[1]
 	ctx := context.Background()
 
@@ -137,7 +141,11 @@ func TestPersistentSessionMovesBetweenNodes(t *testing.T) {
 // other: the first connection is closed, with DISCONNECT 0x8E (session
 // taken over) on MQTT 5, and the second one keeps working.
 func TestTakeoverAcrossNodes(t *testing.T) {
-	c := startClusterWith(t, clusterOptions{defaults: true})
+	takeoverAcrossNodes(t, startClusterWith(t, clusterOptions{defaults: true}))
+}
+
+// takeoverAcrossNodes is TestTakeoverAcrossNodes on c.
+func takeoverAcrossNodes(t *testing.T, c *testCluster) {
 	a, b := c.frontends[0], c.frontends[1]
 
 	t.Run("MQTT 5 gets DISCONNECT 0x8E", func(t *testing.T) {

@@ -168,9 +168,11 @@ func TestWithEveryDefaultRedisFrozenPastTheLivenessTTLLosesNoAcknowledgedMessage
 }
 
 // ownRedis returns the address of a redis-server of the test's own (append
-// only file, fsync always) and the function that starts it there, again
-// after it was killed, on the same data, and waits until it answers PING.
-func ownRedis(t *testing.T) (addr string, start func(name string) *proc) {
+// only file, fsync always; extra are more of its arguments) and the
+// function that starts it there, again after it was killed, on the same
+// data, and waits until it answers PING (as the user and password in auth,
+// when given).
+func ownRedis(t *testing.T, auth [2]string, extra ...string) (addr string, start func(name string) *proc) {
 	bin := testkit.RequireTool(t, "redis-server", "redis-server")
 	addr = testkit.FreeAddr(t)
 	_, port, err := net.SplitHostPort(addr)
@@ -178,9 +180,9 @@ func ownRedis(t *testing.T) (addr string, start func(name string) *proc) {
 	dir := t.TempDir()
 	return addr, func(name string) *proc {
 		t.Helper()
-		p := startProc(t, name, bin, "--port", port, "--bind", "127.0.0.1", "--dir", dir,
-			"--appendonly", "yes", "--appendfsync", "always", "--save", "")
-		rc := redis.NewClient(&redis.Options{Addr: addr})
+		p := startProc(t, name, bin, append([]string{"--port", port, "--bind", "127.0.0.1", "--dir", dir,
+			"--appendonly", "yes", "--appendfsync", "always", "--save", ""}, extra...)...)
+		rc := redis.NewClient(&redis.Options{Addr: addr, Username: auth[0], Password: auth[1]})
 		defer rc.Close()
 		exited := func() bool {
 			select {
@@ -217,7 +219,7 @@ func killRedis(t *testing.T, o clusterOptions, down time.Duration) { redisOutage
 // redisOutage is killRedis; with freeze, redis-server is stopped with
 // SIGSTOP and continued with SIGCONT instead of killed and started again.
 func redisOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool) {
-	addr, startRedis := ownRedis(t)
+	addr, startRedis := ownRedis(t, [2]string{})
 	rp := startRedis("redis-server")
 	o.redisAddr = addr
 	c := startClusterWith(t, o)

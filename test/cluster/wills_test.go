@@ -39,7 +39,12 @@ func TestWithEveryDefaultTheWillsOfAKilledFrontendArePublished(t *testing.T) {
 // killFrontendWithWills is TestWillsOfAKilledFrontendArePublished on a
 // cluster shaped by o.
 func killFrontendWithWills(t *testing.T, o clusterOptions) {
-	c := startClusterWith(t, o)
+	killFrontendWithWillsOn(t, startClusterWith(t, o), o)
+}
+
+// killFrontendWithWillsOn is TestWillsOfAKilledFrontendArePublished on c,
+// started with o.
+func killFrontendWithWillsOn(t *testing.T, c *testCluster, o clusterOptions) {
 	victim, survivor := c.frontends[0], c.frontends[1]
 
 	in := newInbox()
