@@ -108,9 +108,9 @@ type Reader struct {
 
 // Partitions is how many partitions topic has in the Kafka at brokers; the
 // test fails when the topic is not there.
-func Partitions(t testing.TB, brokers, topic string) int {
+func Partitions(t testing.TB, brokers, topic string, opts ...kgo.Opt) int {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers)}, opts...)...)
 	require.NoError(t, err)
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

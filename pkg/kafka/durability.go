@@ -101,10 +101,14 @@ type DurabilityWatch struct {
 	log      *slog.Logger
 	interval time.Duration
 
-	mu      sync.Mutex
-	checked time.Time
-	last    *TopicDurability
+	mu       sync.Mutex
+	checked  time.Time
+	last     *TopicDurability
+	failures int // checks failed in a row
 }
+
+// durabilityRetry is how soon a failed durability check is repeated.
+const durabilityRetry = 10 * time.Second
 
 // NewDurabilityWatch registers fleetgate_kafka_topic_replicas,
 // fleetgate_kafka_topic_min_insync_replicas and fleetgate_kafka_brokers.
@@ -161,11 +165,23 @@ func (w *DurabilityWatch) Check(ctx context.Context) {
 	defer w.mu.Unlock()
 	w.checked = time.Now()
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return
+		}
+		// Again in durabilityRetry, not in a whole interval: the first
+		// check may come before a topic just created is known everywhere.
+		w.checked = w.checked.Add(min(durabilityRetry, w.interval) - w.interval)
+		w.failures++
+		if w.failures == 2 {
+			// Twice in a row: ACLs (DescribeConfigs), not a topic in
+			// creation. Said once; the gauges stay unset meanwhile.
+			w.log.Warn("kafka durability: cannot read the inbound topic's replication and min.insync.replicas (grant the user Describe and DescribeConfigs on it, docs/operations.md, Kafka access); retrying", "topic", w.topic, "err", err)
+		} else {
 			w.log.Debug("could not read the inbound topic's durability", "topic", w.topic, "err", err)
 		}
 		return
 	}
+	w.failures = 0
 	if w.last != nil && *w.last == d {
 		return
 	}

@@ -99,6 +99,8 @@ type archiver struct {
 	kafka string
 	// partitions of the inbound topic (inboundPartitions).
 	partitions int
+	// kafkaOpts log the test's own Kafka clients in (a superuser's SASL).
+	kafkaOpts []kgo.Opt
 }
 
 // archiverArgs are the settings of the archivers of a test: the package's
@@ -267,7 +269,7 @@ func (a *archiver) inboundPartitions() int {
 	if a.partitions > 0 {
 		return a.partitions
 	}
-	a.partitions = testkit.Partitions(a.t, a.kafka, inbound)
+	a.partitions = testkit.Partitions(a.t, a.kafka, inbound, a.kafkaOpts...)
 	return a.partitions
 }
 
@@ -413,12 +415,12 @@ type producer struct {
 	seq      int
 }
 
-func newProducer(t *testing.T, kafka string) *producer {
+func newProducer(t *testing.T, kafka string, opts ...kgo.Opt) *producer {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka),
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(kafka),
 		// A record Kafka does not take within this long fails the test
 		// rather than hang it.
-		kgo.RecordDeliveryTimeout(30*time.Second))
+		kgo.RecordDeliveryTimeout(30 * time.Second)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)
 	return &producer{t: t, cl: cl, produced: map[string]string{}}

@@ -143,6 +143,11 @@ if shape substorm; then
 fi
 printf '\n=== warnings and errors the stacks logged\n'
 grep -h -E 'level=(WARN|ERROR)' "$WORK"/*-fe.log "$WORK"/*-dispatcher.log | head -20 || true
+printf '\n=== what the Redis servers did in the background (append-only file rewrites, synchronisations)\n'
+for f in "$WORK"/*-redis.log "$WORK"/*-replica.log; do
+	grep -H -E 'rewriting started|rewrite terminated|Synchronization with replica|MASTER <-> REPLICA sync: Finished' "$f" |
+		sed "s|$WORK/||" || true
+done
 printf '\n=== the waits for the replica\n'
 for n in gate nogate; do
 	echo "$n:"

@@ -73,6 +73,8 @@ type testCluster struct {
 	lb        string
 	redisAddr string
 	redis     redis.UniversalClient
+	// kafkaOpts are the options of the test's own Kafka clients.
+	kafkaOpts []kgo.Opt
 	// kafkaProc is the Kafka broker process, kafkaDir its data directory
 	// (restartKafka starts it again on the same data).
 	kafkaProc *proc
@@ -96,6 +98,11 @@ type clusterOptions struct {
 	// redisAddr replaces the package's redis-server (a test that kills
 	// redis-server runs its own).
 	redisAddr string
+	// kafkaAddr replaces the Kafka broker process with one the test runs
+	// (its own users and ACLs); kafkaAdmin are the options of the test's
+	// own Kafka clients there (a superuser's SASL).
+	kafkaAddr  string
+	kafkaAdmin []kgo.Opt
 	// redisAdmin logs the test's own Redis client in (user, password)
 	// where the server has ACL users; the processes' own go in args.
 	redisAdmin [2]string
@@ -156,9 +163,12 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 		require.NoError(t, c.redis.FlushAll(context.Background()).Err())
 	}
 
-	c.kafka = testkit.FreeAddr(t)
-	c.kafkaDir = t.TempDir()
-	c.startKafka("kafka")
+	c.kafkaOpts = o.kafkaAdmin
+	if c.kafka = o.kafkaAddr; c.kafka == "" {
+		c.kafka = testkit.FreeAddr(t)
+		c.kafkaDir = t.TempDir()
+		c.startKafka("kafka")
+	}
 
 	// Settings every fleetgate process shares. The session queues are
 	// bounded far above what a test queues: these tests are about crashes,
@@ -374,7 +384,7 @@ func (c *testCluster) other(f *node) *node {
 // (by Kafka client id) owns in the consumer group.
 func (c *testCluster) assignment() map[string][]int32 {
 	c.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafka))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.kafka)}, c.kafkaOpts...)...)
 	require.NoError(c.t, err)
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -404,7 +414,7 @@ func (c *testCluster) inboundPartitions() int {
 	if c.partitions > 0 {
 		return c.partitions
 	}
-	c.partitions = testkit.Partitions(c.t, c.kafka, "mqtt.inbound")
+	c.partitions = testkit.Partitions(c.t, c.kafka, "mqtt.inbound", c.kafkaOpts...)
 	return c.partitions
 }
 
