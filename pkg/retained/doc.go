@@ -61,5 +61,5 @@
 // their purge time) are cleaned up lazily, each by a small script that
 // checks the entry again; nothing else purges them.
 //
-// Of fleetgate it imports pkg/config, pkg/topic. test/imports holds the import rules.
+// Of fleetgate it imports pkg/config, pkg/session, pkg/topic. test/imports holds the import rules.
 package retained

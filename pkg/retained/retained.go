@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/fleetgate/fleetgate/pkg/session"
 	"github.com/fleetgate/fleetgate/pkg/topic"
 )
 
@@ -327,7 +328,7 @@ func (s *Store) runAll(ctx context.Context, script *redis.Script, keys []string,
 		}
 		// Every script is idempotent, so running the whole pipeline again
 		// after loading the script is safe.
-		if err := loadScript(ctx, s.rdb, script); err != nil {
+		if err := session.LoadScript(ctx, s.rdb, script); err != nil {
 			return nil, fmt.Errorf("loading script: %w", err)
 		}
 	}
@@ -628,17 +629,4 @@ func escapeGlob(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// loadScript loads script on every primary of rdb only: go-redis's
-// Script.Load on a cluster client asks replicas too, and one replica that
-// stopped answering would fail it (as session.LoadScript).
-func loadScript(ctx context.Context, rdb redis.UniversalClient, script *redis.Script) error {
-	cc, ok := rdb.(*redis.ClusterClient)
-	if !ok {
-		return script.Load(ctx, rdb).Err()
-	}
-	return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		return script.Load(ctx, c).Err()
-	})
 }
