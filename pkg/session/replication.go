@@ -198,7 +198,7 @@ func (r *Replication) roundOn(ctx context.Context, c *redis.Client) Primary {
 	}
 	if err != nil {
 		r.drop(addr)
-		p.Err = err
+		p.Err = permissionHint(err)
 		return p
 	}
 	r.mu.Lock()
@@ -224,11 +224,21 @@ func (r *Replication) roundOn(ctx context.Context, c *redis.Client) Primary {
 	n, err := pc.conn.Wait(wctx, p.Needed, r.timeout).Result()
 	if err != nil {
 		r.drop(addr)
-		p.Err = err
+		p.Err = permissionHint(err)
 		return p
 	}
 	p.Acked = int(n)
 	return p
+}
+
+// permissionHint says what to grant when the Redis user may not run a
+// command of the round (an ACL without WAIT, or without writes to fg:*).
+func permissionHint(err error) error {
+	var re redis.Error
+	if errors.As(err, &re) && strings.HasPrefix(re.Error(), "NOPERM") {
+		return fmt.Errorf("%w (the Redis user needs +wait +info and writes to fg:*: docs/operations.md, Redis access)", err)
+	}
+	return err
 }
 
 // parseReplication reads master_replid and the replicas from INFO

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -193,4 +194,28 @@ func TestReplicationOnMiniredisConfirmsWithoutReplicationInfo(t *testing.T) {
 	assert.NoError(t, got[0].Err)
 	assert.True(t, got[0].NoReplicationInfo)
 	assert.True(t, got[0].Confirmed())
+}
+
+// TestARoundTheRedisUserMayNotRunSaysWhatToGrant: a user that may not
+// write the marker fails the round with Redis's NOPERM and the rules it
+// needs.
+func TestARoundTheRedisUserMayNotRunSaysWhatToGrant(t *testing.T) {
+	testRedis.Require(t)
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	user := "nomarker-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", user, "on", ">pw", "~elsewhere:*", "&*", "+@all").Err())
+	t.Cleanup(func() { _ = admin.Do(ctx, "ACL", "DELUSER", user).Err() })
+	c := redis.NewClient(&redis.Options{Addr: testRedis.Addr, Username: user, Password: "pw"})
+	t.Cleanup(func() { _ = c.Close() })
+	rep := NewReplication(c, "nomarker", 1, time.Second)
+	t.Cleanup(rep.Close)
+	got, err := rep.Round(ctx)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Error(t, got[0].Err)
+	assert.Contains(t, got[0].Err.Error(), "NOPERM")
+	assert.Contains(t, got[0].Err.Error(), "docs/operations.md, Redis access")
+	assert.False(t, got[0].Confirmed())
 }
