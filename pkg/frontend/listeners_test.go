@@ -2,15 +2,9 @@ package frontend_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -42,42 +36,8 @@ type pki struct {
 
 func newPKI(t *testing.T) *pki {
 	t.Helper()
-	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fleetgate test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	caCert, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	issue := func(cn string, usage x509.ExtKeyUsage, serial int64) ([]byte, *ecdsa.PrivateKey) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		require.NoError(t, err)
-		return der, key
-	}
-	write := func(name, typ string, b []byte) string {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600))
-		return p
-	}
-	p := &pki{dir: dir, pool: x509.NewCertPool()}
-	p.pool.AddCert(caCert)
-	p.caFile = write("ca.pem", "CERTIFICATE", caDER)
-	srvDER, srvKey := issue("127.0.0.1", x509.ExtKeyUsageServerAuth, 2)
-	p.certFile = write("server.pem", "CERTIFICATE", srvDER)
-	kb, err := x509.MarshalECPrivateKey(srvKey)
-	require.NoError(t, err)
-	p.keyFile = write("server-key.pem", "EC PRIVATE KEY", kb)
-	cliDER, cliKey := issue("device-1", x509.ExtKeyUsageClientAuth, 3)
-	p.clientCert = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
-	return p
+	k := testkit.NewPKI(t, "device-1")
+	return &pki{dir: k.Dir, caFile: k.CAFile, certFile: k.CertFile, keyFile: k.KeyFile, clientCert: k.ClientCert, pool: k.Pool}
 }
 
 func TestTLSWithClientCertificatesAndWebSocketCarryPublishesToKafka(t *testing.T) {

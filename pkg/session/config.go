@@ -1,10 +1,13 @@
 package session
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,7 +43,16 @@ type RedisConfig struct {
 	Password config.Secret     `yaml:"password"`
 	DB       int               `yaml:"db"`
 	TLS      bool              `yaml:"tls"`
-	Cluster  bool              `yaml:"cluster"`
+	// TLSCAFile verifies the servers with a CA of their own instead of the
+	// system roots; TLSCertFile and TLSKeyFile are a client certificate
+	// for servers that require one (tls-auth-clients yes); TLSServerName
+	// is the name the servers' certificates are checked against instead
+	// of the address dialled (a cluster's nodes are dialled by IP).
+	TLSCAFile     string `yaml:"tls_ca_file"`
+	TLSCertFile   string `yaml:"tls_cert_file"`
+	TLSKeyFile    string `yaml:"tls_key_file"`
+	TLSServerName string `yaml:"tls_server_name"`
+	Cluster       bool   `yaml:"cluster"`
 	// ClusterStateReload is how often a Redis Cluster client in use reads
 	// the cluster's slot map again (CLUSTER SLOTS), and so how soon it
 	// follows a failover; 0 is DefaultClusterStateReload.
@@ -93,6 +105,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.Redis.Password, "redis.password", "Redis password (prefer the environment variable; it is never printed).")
 	fs.IntVar(&c.Redis.DB, "redis.db", 0, "Redis database number (must be 0 with Redis Cluster).")
 	fs.BoolVar(&c.Redis.TLS, "redis.tls", false, "Connect to Redis over TLS.")
+	fs.StringVar(&c.Redis.TLSCAFile, "redis.tls-ca-file", "", "PEM CA bundle to verify the Redis servers with; empty uses the system roots.")
+	fs.StringVar(&c.Redis.TLSCertFile, "redis.tls-cert-file", "", "PEM client certificate, for Redis servers that require one (tls-auth-clients yes).")
+	fs.StringVar(&c.Redis.TLSKeyFile, "redis.tls-key-file", "", "PEM client key for redis.tls-cert-file.")
+	fs.StringVar(&c.Redis.TLSServerName, "redis.tls-server-name", "", "Name the Redis servers' certificates must carry, instead of the host dialled (Redis Cluster nodes are dialled by the addresses the cluster announces, often IPs).")
 	fs.BoolVar(&c.Redis.Cluster, "redis.cluster", false, "Use the Redis Cluster protocol even with a single address (a cluster configuration endpoint).")
 	fs.DurationVar(&c.Redis.ClusterStateReload, "redis.cluster-state-reload", DefaultClusterStateReload, "With Redis Cluster: how often a client in use reads the slot map again (one CLUSTER SLOTS), so how soon it writes to a replica Redis Cluster promoted after its primary died; until then the primary's slots fail.")
 
@@ -110,6 +126,41 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LivenessTTL, "node.liveness-ttl", 10*time.Second, "How long a node counts as alive after its last heartbeat; after that other processes publish the wills of its clients.")
 }
 
+// validateTLS checks the redis.tls-* settings: that they come with
+// redis.tls, in pairs, and name files that exist (their contents are read
+// when the client is made, as Kafka's are).
+func (c *RedisConfig) validateTLS() error {
+	if !c.TLS {
+		if c.TLSCAFile != "" || c.TLSCertFile != "" || c.TLSKeyFile != "" || c.TLSServerName != "" {
+			return errors.New("redis.tls: must be true when redis.tls-ca-file, redis.tls-cert-file, redis.tls-key-file or redis.tls-server-name is set")
+		}
+		return nil
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("redis.tls-cert-file, redis.tls-key-file: set both or neither")
+	}
+	var errs []error
+	for name, f := range map[string]string{"redis.tls-ca-file": c.TLSCAFile, "redis.tls-cert-file": c.TLSCertFile, "redis.tls-key-file": c.TLSKeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tlsConfig is the TLS of redis.tls and the files of redis.tls-*; an
+// error names the flag.
+func (c *RedisConfig) tlsConfig() (*tls.Config, error) {
+	tc, err := config.ClientTLS("redis.tls-ca-file", c.TLSCAFile, "redis.tls-cert-file / redis.tls-key-file", c.TLSCertFile, c.TLSKeyFile)
+	if tc != nil {
+		tc.ServerName = c.TLSServerName
+	}
+	return tc, err
+}
+
 // Validate names the bad field.
 func (c *Config) Validate() error {
 	var errs []error
@@ -119,6 +170,7 @@ func (c *Config) Validate() error {
 	if c.Redis.ClusterStateReload < 0 || c.Redis.ClusterStateReload > time.Hour {
 		errs = append(errs, fmt.Errorf("redis.cluster-state-reload: %s must be between 0 and 1h", c.Redis.ClusterStateReload))
 	}
+	errs = append(errs, c.Redis.validateTLS())
 	if c.Redis.DB < 0 {
 		errs = append(errs, fmt.Errorf("redis.db: %d must not be negative", c.Redis.DB))
 	}
@@ -173,7 +225,13 @@ func (c *RedisConfig) NewClient() redis.UniversalClient {
 		DisableIdentity: true,
 	}
 	if c.TLS {
-		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		tc, err := c.tlsConfig()
+		if err != nil {
+			// A file that is no PEM (or broke since Validate): every
+			// connection fails with the reason.
+			opts.Dialer = func(context.Context, string, string) (net.Conn, error) { return nil, err }
+		}
+		opts.TLSConfig = tc
 	}
 	if c.Cluster || len(c.Addrs) > 1 {
 		// As NewUniversalClient would, with the slot map read again
