@@ -39,7 +39,8 @@ const (
 
 // registeredMetrics finds every fleetgate_* instrument the code under pkg/
 // registers, with its kind: the name is a string literal in a call whose
-// line, or the line before, says Counter/counter, Histogram or Gauge.
+// line, or the line before, says Counter/counter, Histogram or Gauge, or
+// on a line of its own that calls Hot (telemetry.Counters.Hot, a counter).
 func registeredMetrics(t *testing.T, root string) map[string]instrument {
 	t.Helper()
 	name := regexp.MustCompile(`"(fleetgate_[a-z0-9_]+)"`)
@@ -64,7 +65,7 @@ func registeredMetrics(t *testing.T, root string) map[string]instrument {
 					out[m[1]] = histogramKind
 				case strings.Contains(ctx, "Gauge"):
 					out[m[1]] = gaugeKind
-				case strings.Contains(ctx, "Counter") || strings.Contains(ctx, "counter("):
+				case strings.Contains(ctx, "Counter") || strings.Contains(ctx, "counter(") || strings.Contains(l, ".Hot("):
 					out[m[1]] = counterKind
 				}
 			}
