@@ -151,3 +151,40 @@ func TestThePollLooksAtAResumedSessionWithSubscriptions(t *testing.T) {
 		return plainCounter(n.metrics(), "fleetgate_delivery_poll_kicks_total") > 0
 	}, 10*time.Second, 20*time.Millisecond, "the message came through the poll's kick")
 }
+
+// TestWithTheDefaultPollIntervalAMessageNoNoticeAnnouncedArrives is the
+// poll's rescue at its default delivery.poll-interval (30 s; the tests
+// above shorten it to see several intervals): a message queued for a
+// connected subscriber whose notice never comes reaches it within about
+// one interval.
+func TestWithTheDefaultPollIntervalAMessageNoNoticeAnnouncedArrives(t *testing.T) {
+	t.Parallel()
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), nil)
+	interval := n.cfg.Delivery.PollInterval
+	require.Equal(t, 30*time.Second, interval, "the product's default")
+	id := "poll-default-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	sub := testkit.DialRaw(t, n.addr, 5)
+	sub.Connect(id, false)
+	sub.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "poll-default/#", Qos: 1}}})
+	pk, err := sub.Recv(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, packets.Suback, pk.FixedHeader.Type)
+
+	rdb := n.cfg.Session.Redis.NewClient()
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Queued as a dispatcher queues it; its notice is never sent.
+	res, err := session.New(rdb, n.cfg.Session).Enqueue(ctx, []session.Delivery{{ClientID: id,
+		Message: handoff.EncodeMessage(&handoff.Message{Topic: "poll-default/t", Payload: []byte("rescued"), QoS: 1})}})
+	require.NoError(t, err)
+	require.Equal(t, session.OutcomeQueued, res[0].Outcome)
+	queued := time.Now()
+	pk, err = sub.Recv(interval + 15*time.Second)
+	require.NoError(t, err, "nothing within a poll interval and a margin")
+	require.Equal(t, packets.Publish, pk.FixedHeader.Type)
+	require.Equal(t, "rescued", string(pk.Payload))
+	t.Logf("delivered by the poll %s after it was queued", time.Since(queued).Round(time.Millisecond))
+}
