@@ -11,6 +11,8 @@
 # closed (closed-loop pairs, AB_CLOSED_PAIRS × AB_WINDOW in flight), open
 # (open-loop pairs, AB_PAIRS × 10 msg/s) and substorm (AB_SUBSTORM clean
 # sessions reconnecting 64 at a time, each subscribing after its CONNACK).
+# At the end it prints the Redis servers' background work (append-only file
+# rewrites) and their events slower than 5 ms (LATENCY LATEST).
 # AB_SAME=1 runs both stacks without the waits: the A/A control that says
 # how far two equal stacks differ here.
 #
@@ -80,11 +82,11 @@ stack() {
 	PIDS+=("$kpid")
 	mkdir -p "$WORK/$n-redis" "$WORK/$n-replica"
 	redis-server --bind 127.0.0.1 --port "$rp" --dir "$WORK/$n-redis" --save "" --appendonly yes --appendfsync always \
-		--logfile "$WORK/$n-redis.log" &
+		--latency-monitor-threshold 5 --logfile "$WORK/$n-redis.log" &
 	rpid=$!
 	PIDS+=("$rpid")
 	redis-server --bind 127.0.0.1 --port "$rrp" --dir "$WORK/$n-replica" --save "" --appendonly yes --appendfsync always \
-		--replicaof 127.0.0.1 "$rp" --logfile "$WORK/$n-replica.log" &
+		--latency-monitor-threshold 5 --replicaof 127.0.0.1 "$rp" --logfile "$WORK/$n-replica.log" &
 	rrpid=$!
 	PIDS+=("$rrpid")
 	wait_port "$kp"
@@ -111,6 +113,7 @@ stack() {
 	done
 	echo "$n=127.0.0.1:$fm,pid=$fpid+$dpid+$rpid+$rrpid,apart=$kpid" >"$WORK/$n.target"
 	echo "127.0.0.1:$dh 127.0.0.1:$fh" >"$WORK/$n.ops"
+	echo "$rp $rrp" >"$WORK/$n.redis"
 	echo "$n: frontend $fpid, dispatcher $dpid (replica acks: ${2:-default}), redis-server $rpid, replica $rrpid (counted); kafka $kpid (apart)"
 }
 
@@ -148,6 +151,20 @@ for f in "$WORK"/*-redis.log "$WORK"/*-replica.log; do
 	grep -H -E 'rewriting started|rewrite terminated|Synchronization with replica|MASTER <-> REPLICA sync: Finished' "$f" |
 		sed "s|$WORK/||" || true
 done
+printf '\n=== Redis events slower than 5 ms (LATENCY LATEST: event, when, latest ms, max ms), primary then replica\n'
+for n in gate nogate; do
+	for p in $(cat "$WORK/$n.redis"); do
+		echo "$n :$p: $(redis-cli -p "$p" latency latest | paste -sd' ')"
+	done
+done
+if [[ -n ${AB_LATENCY_HISTORY:-} ]]; then
+	# Each second's slowest fsync of the primaries' append-only file (unix
+	# time, ms), to set beside the rounds' times.
+	for n in gate nogate; do
+		p=$(cut -d' ' -f1 "$WORK/$n.redis")
+		echo "$n :$p aof-fsync-always: $(redis-cli -p "$p" latency history aof-fsync-always | paste -sd' ' | sed 's/\([0-9]\{10\}\) /\n  \1 /g')"
+	done
+fi
 printf '\n=== the waits for the replica\n'
 for n in gate nogate; do
 	echo "$n:"
