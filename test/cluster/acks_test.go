@@ -22,6 +22,7 @@ import (
 // before a DISCONNECT while the DISCONNECT is processed, before the socket
 // closes and the client can connect again.
 func TestAcknowledgementRightBeforeDisconnectIsKept(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	a := c.frontends[0]
 	in := newInbox()

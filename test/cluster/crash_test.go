@@ -28,6 +28,7 @@ const (
 // each publisher's in order. The delivery gap of the dead dispatcher's
 // partitions is logged (docs/operations.md records it), not asserted.
 func TestSIGKILLOfADispatcherLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	r := startFailoverRun(t, subscriberID)
 	r.stream(t, r.victim.Kill)
 }
@@ -36,6 +37,7 @@ func TestSIGKILLOfADispatcherLosesNoAcknowledgedMessage(t *testing.T) {
 // test above with every setting of the product at its default, the session
 // queues' bound (1,000 messages) among them.
 func TestWithEveryDefaultSIGKILLOfADispatcherLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	r := startFailoverRunWith(t, subscriberID, clusterOptions{defaults: true}, streamPublishers)
 	r.stream(t, r.victim.Kill)
 }
@@ -47,6 +49,7 @@ func TestWithEveryDefaultSIGKILLOfADispatcherLosesNoAcknowledgedMessage(t *testi
 // frontend) with the same client id and clean start 0: the session is
 // present, every acknowledged message reaches it, each publisher's in order.
 func TestSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	killSubscribersFrontend(t, clusterOptions{}, streamPublishers)
 }
 
@@ -58,6 +61,7 @@ func TestSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage(t *testing.T)
 // dead. One publisher (200 msg/s) keeps the messages queued while the
 // subscriber is away well under the bound.
 func TestWithEveryDefaultSIGKILLOfTheSubscribersFrontendLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	killSubscribersFrontend(t, clusterOptions{defaults: true}, 1)
 }
 

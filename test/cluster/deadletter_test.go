@@ -26,6 +26,7 @@ import (
 // why; the subscriber never gets the invalid one, and every acknowledged
 // message of the stream reaches it, each publisher's in order.
 func TestWithEveryDefaultRecordsNoDispatcherCanRouteAreSetAsideAndTheStreamGoesOn(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 
 	in := newInbox()

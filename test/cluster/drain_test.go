@@ -20,6 +20,7 @@ import (
 // its drain budget. (test/e2e's drain test runs one frontend with a 5 s
 // budget.)
 func TestWithEveryDefaultSIGTERMOfAPublishersFrontendLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 
 	in := newInbox()

@@ -17,6 +17,7 @@ import (
 // inbound topic's replication on a one-broker Kafka (information, not a
 // warning: nothing more is possible there).
 func TestEveryNodeSaysWhatItsDependenciesDoWithAcknowledgedWrites(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 
 	redisSeries := fmt.Sprintf(`fleetgate_redis_durable{fsync="off",server=%q} 0`, c.redisAddr)

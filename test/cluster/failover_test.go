@@ -154,12 +154,14 @@ func deliveryGap(msgs []received, pubs map[int]bool, stopped time.Time) time.Dur
 // Nothing acknowledged is lost; the delivery gap is logged
 // (docs/operations.md records it), not asserted.
 func TestSIGTERMOfADispatcherMovesItsPartitionsAtOnce(t *testing.T) {
+	t.Parallel()
 	terminateDispatcher(t, startFailoverRun(t, "sigterm-sub"))
 }
 
 // TestWithEveryDefaultSIGTERMOfADispatcherMovesItsPartitionsAtOnce is the
 // test above with every setting of the product at its default.
 func TestWithEveryDefaultSIGTERMOfADispatcherMovesItsPartitionsAtOnce(t *testing.T) {
+	t.Parallel()
 	terminateDispatcher(t, startFailoverRunWith(t, "sigterm-defaults-sub", clusterOptions{defaults: true}, streamPublishers))
 }
 

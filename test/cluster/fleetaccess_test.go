@@ -169,6 +169,7 @@ func connectRaw(t *testing.T, r *testkit.Raw, addr, clientID string, clean bool)
 // a key it does not trust signed (0x86), and lets a device with its own
 // token in.
 func TestWithEveryDefaultTheClusterRefusesAnonymousClients(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 
 	_, ca, err := connectV5(t, dialTCP(t, c.lb), &paho.Connect{ClientID: "nobody", CleanStart: true}, nil)

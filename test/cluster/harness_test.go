@@ -89,14 +89,14 @@ type testCluster struct {
 }
 
 // clusterOptions shape a cluster; the zero value is two dispatchers, two
-// frontends and the package's redis-server, every setting the product's
+// frontends and a redis-server of the cluster's own, every setting the product's
 // default but for the test timings in startCluster.
 type clusterOptions struct {
 	// noDispatchers starts the cluster without dispatchers; the test
 	// starts them with startDispatcher.
 	noDispatchers bool
-	// redisAddr replaces the package's redis-server (a test that kills
-	// redis-server runs its own).
+	// redisAddr replaces the cluster's own redis-server with one the test
+	// runs (to kill it, or with users of its own).
 	redisAddr string
 	// kafkaAddr replaces the Kafka broker process with one the test runs
 	// (its own users and ACLs); kafkaAdmin are the options of the test's
@@ -134,9 +134,8 @@ type clusterOptions struct {
 	redisCluster *testkit.ReplicatedRedisCluster
 }
 
-// startCluster starts the Kafka broker, two dispatchers, two frontends and
-// HAProxy against the package's redis-server, which it flushes first, and
-// waits until every process is ready.
+// startCluster starts a redis-server, the Kafka broker, two dispatchers,
+// two frontends and HAProxy, and waits until every process is ready.
 func startCluster(t *testing.T) *testCluster {
 	t.Helper()
 	return startClusterWith(t, clusterOptions{})
@@ -147,9 +146,12 @@ func startClusterWith(t *testing.T, o clusterOptions) *testCluster {
 	t.Helper()
 	haproxy := testkit.RequireTool(t, "haproxy", "haproxy")
 	c := &testCluster{t: t, redisAddr: o.redisAddr}
-	if c.redisAddr == "" {
-		testRedis.Require(t)
-		c.redisAddr = testRedis.Addr
+	if c.redisAddr == "" && o.redisCluster == nil {
+		// A redis-server of the cluster's own, so that clusters share
+		// nothing and the tests run side by side (t.Parallel).
+		var start func(string) *proc
+		c.redisAddr, start = ownRedis(t, o.redisAdmin, "--appendonly", "no")
+		start("redis")
 	}
 	if rc := o.redisCluster; rc != nil {
 		// A fresh Redis Cluster: the processes get every node's address

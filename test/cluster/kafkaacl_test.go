@@ -70,6 +70,7 @@ func requireNoKafkaDenial(t *testing.T, c *testCluster) {
 // when a member's session ends, and the wills of a SIGKILLed frontend are
 // published. No process logs a Kafka authorization error.
 func TestWithEveryDefaultFrontendsAndDispatchersNeedOnlyTheirKafkaACLs(t *testing.T) {
+	t.Parallel()
 	o := leastPrivilegeKafka(t)
 	c := startClusterWith(t, o)
 	requireDurabilityRead(t, c)

@@ -20,10 +20,11 @@ import (
 // binDir holds the binaries built once for the package.
 var binDir string
 
-// testRedis is the redis-server every process of the package uses; each
-// test's cluster flushes it first (the tests run one after the other).
-var testRedis testkit.TestRedis
-
+// TestMain builds the binaries. Each test's cluster has processes, ports,
+// a redis-server and a Kafka broker of its own, so the tests call
+// t.Parallel: most of a test's time is waiting for a timeout it exercises
+// (a session, an ack deadline, a group's rejoin), which another test's
+// cluster can use.
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -36,5 +37,5 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	return testkit.RunWithRedis(m, false, &testRedis)
+	return m.Run()
 }

@@ -37,6 +37,7 @@ import (
 // once, by the sweeper. An MQTT 3.1.1 device on the same frontend has its
 // connection closed and resumes the same way.
 func TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	victim, survivor := c.frontends[0], c.frontends[1]
 
@@ -147,6 +148,7 @@ func TestWithEveryDefaultAFrontendPausedPastItsLivenessClosesItsStaleConnections
 // for MQTT 3.1.1, instead of waiting for the broker however long it is
 // away. Once Kafka runs again the same SUBSCRIBE succeeds.
 func TestWithEveryDefaultASubscribeWhileKafkaIsStoppedIsAnsweredWithAFailure(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	fe := c.frontend("fe-a")
 	v5c := mustDialV5(t, fe.mqtt, &paho.Connect{ClientID: "frozen-kafka-v5", CleanStart: true}, nil)
@@ -219,6 +221,7 @@ func processState(pid int) byte {
 // subscriber, once, and the device's new connection publishes. MQTT 5 and
 // 3.1.1, every default.
 func TestWithEveryDefaultATakeoverWhileKafkaIsStoppedIsAnsweredAndTheWillFollowsWhenKafkaIsBack(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	first, other := c.frontends[0], c.frontends[1]
 	in := newInbox()
@@ -273,6 +276,7 @@ func TestWithEveryDefaultATakeoverWhileKafkaIsStoppedIsAnsweredAndTheWillFollows
 // a closed connection to an MQTT 3.1.1 one, never a success, both while
 // Kafka is still stopped. Once Kafka runs again a publish is acknowledged.
 func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	fe := c.frontend("fe-a")
 	// A raw MQTT 5 client: paho.golang gives up on a packet after 30 s, the
@@ -329,6 +333,7 @@ func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t
 // while Redis is still stopped. Publishing on a connection made before
 // needs only Kafka and goes on. Once Redis runs again a CONNECT is served.
 func TestWithEveryDefaultAConnectWhileRedisIsStoppedIsRefusedAndThenServed(t *testing.T) {
+	t.Parallel()
 	addr, startRedis := ownRedis(t, [2]string{})
 	rp := startRedis("redis-server")
 	c := startClusterWith(t, clusterOptions{defaults: true, redisAddr: addr})

@@ -17,6 +17,7 @@ import (
 // nodes, with MQTT 5 on one side and MQTT 3.1.1 on the other; then two
 // clients that HAProxy spread over the nodes talk the same way.
 func TestClientsOnDifferentNodesTalkToEachOther(t *testing.T) {
+	t.Parallel()
 	talkAcrossNodes(t, startClusterWith(t, clusterOptions{defaults: true}))
 }
 
@@ -26,6 +27,7 @@ func TestClientsOnDifferentNodesTalkToEachOther(t *testing.T) {
 // EstablishConnection), so that both ways stay tested end to end, and
 // together.
 func TestClientsTalkAcrossNodesServedEachWay(t *testing.T) {
+	t.Parallel()
 	talkAcrossNodes(t, startClusterWith(t, clusterOptions{defaults: true, frontendArgsEach: [][]string{nil, {"-mqtt.serve", "mochi"}}}))
 }
 
@@ -86,6 +88,7 @@ func talkAcrossNodes(t *testing.T, c *testCluster) {
 // session while it is offline, and resumes the session on the other node:
 // the session is present and the queued messages arrive, in order.
 func TestPersistentSessionMovesBetweenNodes(t *testing.T) {
+	t.Parallel()
 	persistentSessionMoves(t, startClusterWith(t, clusterOptions{defaults: true}))
 }
 
@@ -141,6 +144,7 @@ func persistentSessionMoves(t *testing.T, c *testCluster) {
 // other: the first connection is closed, with DISCONNECT 0x8E (session
 // taken over) on MQTT 5, and the second one keeps working.
 func TestTakeoverAcrossNodes(t *testing.T) {
+	t.Parallel()
 	takeoverAcrossNodes(t, startClusterWith(t, clusterOptions{defaults: true}))
 }
 

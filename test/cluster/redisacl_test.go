@@ -78,6 +78,7 @@ func requireNoACLDenial(t *testing.T, c *testCluster) {
 // frontend is SIGKILLed. Each works as on an open Redis, and the server's
 // ACL log holds no refusal (but CONFIG GET, which fleetgate does without).
 func TestWithEveryDefaultALeastPrivilegeRedisUserServesEveryPath(t *testing.T) {
+	t.Parallel()
 	t.Run("sessions, takeovers, retained, QoS 2, wills", func(t *testing.T) {
 		o := leastPrivilegeRedis(t)
 		c := startClusterWith(t, o)

@@ -34,6 +34,7 @@ import (
 // new replication ID, and routed those records again. With
 // -dispatch.redis-replica-acks 0 the same run loses the messages.
 func TestWithEveryDefaultARedisFailoverLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	rc := testkit.StartReplicatedRedisCluster(t, 3)
 	c := startClusterWith(t, clusterOptions{defaults: true, redisCluster: rc})
 	cc := c.redis.(*redis.ClusterClient)

@@ -52,12 +52,14 @@ const (
 // the subscriber, each publisher's in order; and the publishers must be
 // acknowledged again once Kafka is back.
 func TestSIGKILLOfTheKafkaProcessLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	killKafka(t, clusterOptions{})
 }
 
 // TestWithEveryDefaultSIGKILLOfTheKafkaProcessLosesNoAcknowledgedMessage is
 // the test above with every setting of the product at its default.
 func TestWithEveryDefaultSIGKILLOfTheKafkaProcessLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	killKafka(t, clusterOptions{defaults: true})
 }
 
@@ -68,6 +70,7 @@ func TestWithEveryDefaultSIGKILLOfTheKafkaProcessLosesNoAcknowledgedMessage(t *t
 // session (6 s); publishes wait for their PUBACK (under the 30 s ack
 // deadline) and are acknowledged once it runs again.
 func TestWithEveryDefaultKafkaFrozenUnderAStreamLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	kafkaOutage(t, clusterOptions{defaults: true}, 12*time.Second, true)
 }
 
@@ -135,6 +138,7 @@ func kafkaOutage(t *testing.T, o clusterOptions, down time.Duration, freeze bool
 // and find it dead although it kept its connections. Whichever comes first,
 // a connected client's session must not end or start expiring.
 func TestSIGKILLOfRedisLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	killRedis(t, clusterOptions{}, outage)
 }
 
@@ -142,6 +146,7 @@ func TestSIGKILLOfRedisLosesNoAcknowledgedMessage(t *testing.T) {
 // above with every setting of the product at its default (the outage is
 // then shorter than node.liveness-ttl).
 func TestWithEveryDefaultSIGKILLOfRedisLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	killRedis(t, clusterOptions{defaults: true}, outage)
 }
 
@@ -153,6 +158,7 @@ func TestWithEveryDefaultSIGKILLOfRedisLosesNoAcknowledgedMessage(t *testing.T) 
 // take them for dead. The connected subscriber keeps its session, and no
 // acknowledged message is lost.
 func TestWithEveryDefaultRedisDownPastTheLivenessTTLLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	killRedis(t, clusterOptions{defaults: true}, defaultLivenessTTL(t)+2*time.Second)
 }
 
@@ -164,6 +170,7 @@ func TestWithEveryDefaultRedisDownPastTheLivenessTTLLosesNoAcknowledgedMessage(t
 // all, late. Frontends, dispatchers and the subscriber's session must come
 // through that as through a crash.
 func TestWithEveryDefaultRedisFrozenPastTheLivenessTTLLosesNoAcknowledgedMessage(t *testing.T) {
+	t.Parallel()
 	redisOutage(t, clusterOptions{defaults: true}, defaultLivenessTTL(t)+2*time.Second, true)
 }
 

@@ -351,6 +351,7 @@ func topicOf(r *kgo.Record) string {
 // default (files reloaded on the default interval too: no test reloads
 // them here).
 func TestWithEveryDefaultAHostileDeviceGetsNothingThatIsNotItsOwn(t *testing.T) {
+	t.Parallel()
 	kit := newAccessKit(t)
 	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
 	fa, fb := c.frontends[0], c.frontends[1]
@@ -533,6 +534,7 @@ func reloadsIn(metrics, series string) int {
 // every setting at the product's default; the files are reloaded with
 // SIGHUP as an operator would, the periodic check (10 s) running as well.
 func TestWithEveryDefaultForgedCredentialsAreRefusedAndAReloadNeverOpensADoor(t *testing.T) {
+	t.Parallel()
 	kit := newAccessKit(t)
 	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
 	fa := c.frontends[0]
@@ -651,6 +653,7 @@ func TestWithEveryDefaultForgedCredentialsAreRefusedAndAReloadNeverOpensADoor(t 
 // file broken on disk is counted as a failed reload and keeps the rules
 // in force.
 func TestWithEveryDefaultRulesChangedOnDiskAreReloadedAndABrokenFileOpensNoDoor(t *testing.T) {
+	t.Parallel()
 	kit := newAccessKit(t)
 	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
 	dev := func() *v5 {
@@ -712,6 +715,7 @@ func TestWithEveryDefaultRulesChangedOnDiskAreReloadedAndABrokenFileOpensNoDoor(
 // resumes its session on the survivor and gets the command. Every setting
 // at its default, the password file and rules as deployed.
 func TestWithEveryDefaultAnAuthenticatedSessionSurvivesItsFrontendsSIGKILLAndStaysItsOwners(t *testing.T) {
+	t.Parallel()
 	kit := newAccessKit(t)
 	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
 	victimNode, survivor := c.frontends[0], c.frontends[1]

@@ -26,6 +26,7 @@ const (
 // (MQTT 5 section 4.8.2): none of them is lost with its session. Every
 // setting is the product's default.
 func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionEnds(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	w := startSharedWorkers(t, c, 0, false)
 	// The stuck worker's connection drops (a crash of the device, a
@@ -40,6 +41,7 @@ func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionEnds(t 
 // hands its jobs on. (Test timings: a node counts as dead a second after
 // its last heartbeat instead of ten.)
 func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersFrontendIsKilled(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t)
 	w := startSharedWorkers(t, c, 0, false)
 	c.frontend("fe-a").Kill()
@@ -54,6 +56,7 @@ func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersFrontendIsKill
 // to the other worker: an outage delays them and loses none. Every setting
 // is the product's default.
 func TestASharedSubscriptionsMessagesOutliveAKafkaOutageAtTheEndOfAMembersSession(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	w := startSharedWorkers(t, c, 0, false)
 	c.kafkaProc.Kill()
@@ -192,6 +195,7 @@ func dialUnacknowledging(t *testing.T, addr, clientID string, expiry uint32, inf
 // other worker (its new session subscribes to nothing). Every setting is
 // the product's default.
 func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMemberStartsClean(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	w := startSharedWorkers(t, c, 0, false)
 	mustDialV5(t, c.frontend("fe-b").mqtt, &paho.Connect{ClientID: "stuck", CleanStart: true}, nil)
@@ -204,6 +208,7 @@ func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMemberStartsClean(t *
 // dispatchers' expiry sweep (every 10 s by default) hands the jobs it held
 // to the other worker. Every setting is the product's default.
 func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionExpires(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	w := startSharedWorkers(t, c, 3, false)
 	_ = w.stuckConn.Close()
@@ -215,6 +220,7 @@ func TestASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersSessionExpires
 // client library): the jobs the MQTT 5 member's ended session held reach
 // it as they would an MQTT 5 member.
 func TestASharedSubscriptionsMessagesGoToAMemberOfTheOtherProtocolVersion(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	w := startSharedWorkers(t, c, 0, true)
 	_ = w.stuckConn.Close()
@@ -225,6 +231,7 @@ func TestASharedSubscriptionsMessagesGoToAMemberOfTheOtherProtocolVersion(t *tes
 // is the SIGKILL test above with every setting at its default: the killed
 // node counts as dead node.liveness-ttl (10 s) after its last heartbeat.
 func TestWithEveryDefaultASharedSubscriptionsMessagesGoToAnotherMemberWhenAMembersFrontendIsKilled(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	w := startSharedWorkers(t, c, 0, false)
 	c.frontend("fe-a").Kill()

@@ -49,6 +49,7 @@ func (c *testCluster) committedPartitions() []int32 {
 }
 
 func TestTheFirstDispatcherEverRoutesWhatWasAcknowledgedBeforeItStarted(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{noDispatchers: true, defaults: true})
 
 	// A persistent subscriber subscribes and goes offline; the SUBACK
@@ -81,6 +82,7 @@ func TestTheFirstDispatcherEverRoutesWhatWasAcknowledgedBeforeItStarted(t *testi
 }
 
 func TestAFreshClustersFirstStreamStartedRightAfterReadinessLosesNothing(t *testing.T) {
+	t.Parallel()
 	// startCluster returns once every process answered /readyz with 200:
 	// a dispatcher only once the group assigned it its partitions.
 	c := startClusterWith(t, clusterOptions{defaults: true})
@@ -100,6 +102,7 @@ func TestAFreshClustersFirstStreamStartedRightAfterReadinessLosesNothing(t *test
 }
 
 func TestBothDispatchersKilledBeforeTheirFirstCommitLoseNothing(t *testing.T) {
+	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	in := newInbox()
 	sub := mustDialV5(t, c.lb, persistent("kill-both-sub", 300), in.v5Handler)
@@ -144,6 +147,7 @@ func TestBothDispatchersKilledBeforeTheirFirstCommitLoseNothing(t *testing.T) {
 }
 
 func TestPartitionsAddedToTheInboundTopicUnderTrafficLoseNothing(t *testing.T) {
+	t.Parallel()
 	// The frontends refresh their metadata each second and the
 	// dispatchers every 5 s instead of each minute (kafka.metadata-max-age),
 	// so that within the test the frontends write to the new partitions a
@@ -163,6 +167,7 @@ func TestPartitionsAddedToTheInboundTopicUnderTrafficLoseNothing(t *testing.T) {
 // it, then reach the connected subscriber through the default queue bound.
 // The stream runs until the new partitions hold records and 5 s more.
 func TestWithEveryDefaultPartitionsAddedToTheInboundTopicUnderTrafficLoseNothing(t *testing.T) {
+	t.Parallel()
 	growUnderTraffic(t, clusterOptions{defaults: true}, 0)
 }
 

@@ -53,6 +53,7 @@ func (c *v5) subscribeAsync(filter string) <-chan []byte {
 // the replica is stopped, and the second subscription is granted and then
 // lost with the master.
 func TestWithEveryDefaultASubscriptionAnsweredBeforeARedisFailoverIsKept(t *testing.T) {
+	t.Parallel()
 	rc := testkit.StartReplicatedRedisCluster(t, 3)
 	c := startClusterWith(t, clusterOptions{defaults: true, redisCluster: rc})
 	cc := c.redis.(*redis.ClusterClient)

@@ -25,6 +25,7 @@ const willDeadline = 20 * time.Second
 // node's liveness lapsed, and the subscriber gets each one. A client that
 // disconnected normally before the kill has no will published.
 func TestWillsOfAKilledFrontendArePublished(t *testing.T) {
+	t.Parallel()
 	killFrontendWithWills(t, clusterOptions{})
 }
 
@@ -33,6 +34,7 @@ func TestWillsOfAKilledFrontendArePublished(t *testing.T) {
 // as dead node.liveness-ttl (10 s) after its last heartbeat, and the
 // dispatchers look for dead nodes every wills.sweep-interval (1 s).
 func TestWithEveryDefaultTheWillsOfAKilledFrontendArePublished(t *testing.T) {
+	t.Parallel()
 	killFrontendWithWills(t, clusterOptions{defaults: true})
 }
 
@@ -162,6 +164,7 @@ func willsIn(msgs []received, ids []string) map[string]time.Time {
 // sessions under "<node.id>@<start time>", so the restarted process does
 // not keep its predecessor alive in the dispatchers' eyes.
 func TestWillsArePublishedWhenAKilledFrontendRestartsAtOnce(t *testing.T) {
+	t.Parallel()
 	killAndRestartWithWill(t, clusterOptions{})
 }
 
@@ -170,6 +173,7 @@ func TestWillsArePublishedWhenAKilledFrontendRestartsAtOnce(t *testing.T) {
 // restarted run heartbeats under the same node id long before the killed
 // run's liveness (10 s) lapses, so the two runs overlap for the whole TTL.
 func TestWithEveryDefaultWillsArePublishedWhenAKilledFrontendRestartsAtOnce(t *testing.T) {
+	t.Parallel()
 	killAndRestartWithWill(t, clusterOptions{defaults: true})
 }
 
