@@ -408,8 +408,8 @@ func (c *ReplicatedRedisCluster) Addrs() []string {
 // append-only file before it answers (appendfsync always), with a 2 s node
 // timeout and replicas that stand for election however long they were cut
 // off (cluster-replica-validity-factor 0); t's cleanup kills them. It returns
-// once the cluster is ok and every replica is in sync. Without
-// redis-server it skips t, or fails it in CI.
+// once the cluster is ok and every replica is in sync, as its master sees
+// it too. Without redis-server it skips t, or fails it in CI.
 func StartReplicatedRedisCluster(t testing.TB, masters int) *ReplicatedRedisCluster {
 	t.Helper()
 	bin := redisServerFor(t)
@@ -525,6 +525,23 @@ func StartReplicatedRedisCluster(t testing.TB, masters int) *ReplicatedRedisClus
 			}
 			if ctx.Err() != nil {
 				t.Fatalf("replica %s did not sync: %v %q", r.Addr, err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = c.Close()
+	}
+	// The master counts a replica (WAIT, INFO's state=online) only once the
+	// replica's first acknowledgement after the sync reached it, up to a
+	// second after the replica's side says the link is up.
+	for _, m := range rc.Masters {
+		c := client(m.Addr)
+		for {
+			info, err := c.Info(ctx, "replication").Result()
+			if err == nil && strings.Contains(info, "connected_slaves:1") && strings.Contains(info, "state=online") {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("master %s never counted its replica online: %v %q", m.Addr, err, info)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
