@@ -63,7 +63,10 @@ type metrics struct {
 	stalled       metric.Int64Counter
 	rerouted      metric.Int64Counter
 	handBack      metric.Int64Counter
-	outcomes      map[session.Outcome]metric.AddOption
+	// dropped counts messages a session queue's bound dropped, by policy.
+	dropped                      metric.Int64Counter
+	droppedOldest, droppedNewest metric.AddOption
+	outcomes                     map[session.Outcome]metric.AddOption
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
@@ -102,7 +105,11 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 			"Messages of a shared subscription given to another member because routing gave up waiting for the full queue of the member it had picked."),
 		handBack: counter("fleetgate_dispatch_shared_handed_back",
 			"Messages of a shared subscription handed back by a member whose session ended without them (the <kafka.topic>.shared topic), by outcome: routed (to another member), no_member (the subscription has no other member: dropped), expired."),
-		outcomes: map[session.Outcome]metric.AddOption{},
+		dropped: counter("fleetgate_dispatch_messages_dropped",
+			"Messages dropped at a session queue's bound (session.max-queued-messages, -bytes), by policy (session.queue-full-policy): oldest (queued messages evicted to make room for newer ones), newest (the new message refused). Each is an acknowledged message its subscriber will not receive: with the deliveries it did receive, this accounts for every message routed to a session."),
+		droppedOldest: metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", "oldest"))),
+		droppedNewest: metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", "newest"))),
+		outcomes:      map[session.Outcome]metric.AddOption{},
 	}
 	var err error
 	r.latency, err = m.Float64Histogram("fleetgate_dispatch_route_duration_seconds",

@@ -309,6 +309,12 @@ func (r *Router) settle(ctx context.Context, b *batch, ds []session.Delivery, sr
 			full = ds[j].ClientID
 		}
 	}
+	if evicted > 0 {
+		r.m.dropped.Add(ctx, int64(evicted), r.m.droppedOldest)
+	}
+	if refused > 0 {
+		r.m.dropped.Add(ctx, int64(refused), r.m.droppedNewest)
+	}
 	if full != "" {
 		// One line per chunk, not per message: a stalled subscriber
 		// would otherwise flood the log.
