@@ -354,7 +354,9 @@ func (s *Server) watchKafka(ctx context.Context) {
 	var wasDown bool
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := s.producer.Ping(pctx)
+		// A broker stopped mid-request holds a Ping past pctx: Within
+		// keeps the readiness check and the drain from waiting for it.
+		err := kafka.Within(pctx, s.producer.Ping)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -760,10 +762,14 @@ func (s *Server) drain() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if !s.hook.Idle() {
-		s.log.Warn("shutdown timeout: publishes still awaiting kafka; their clients will resend",
-			"pending_acks", s.hook.Outstanding(), "unacked_bytes", s.hook.UnackedBytes())
-		errs = append(errs, fmt.Errorf("%w: %d publishes still awaiting kafka after shutdown.timeout %s (their clients resend them)",
-			ErrDrainTimeout, s.hook.Outstanding(), s.cfg.Shutdown.Timeout))
+		// Records whose publishes were answered at their ack deadline
+		// (a failure) stay in the producer until Kafka settles them:
+		// unacked bytes with no publish pending.
+		pending, unsettled := s.hook.Outstanding(), s.hook.UnackedBytes()
+		s.log.Warn("shutdown timeout: kafka has not settled every record; clients not answered yet resend theirs",
+			"pending_acks", pending, "unacked_bytes", unsettled)
+		errs = append(errs, fmt.Errorf("%w: after shutdown.timeout %s, %d publishes still awaiting kafka (their clients resend them), %d bytes of records kafka has not settled",
+			ErrDrainTimeout, s.cfg.Shutdown.Timeout, pending, unsettled))
 	}
 	s.disconnectAll()
 	fctx, cancel := context.WithDeadline(context.Background(), deadline.Add(time.Second))

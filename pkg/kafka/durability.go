@@ -160,7 +160,12 @@ func (w *DurabilityWatch) CheckIfDue(ctx context.Context) {
 func (w *DurabilityWatch) Check(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	d, err := CheckTopicDurability(cctx, w.adm, w.topic)
+	var d TopicDurability
+	err := Within(cctx, func(ctx context.Context) error {
+		var err error
+		d, err = CheckTopicDurability(ctx, w.adm, w.topic)
+		return err
+	})
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.checked = time.Now()
@@ -172,11 +177,15 @@ func (w *DurabilityWatch) Check(ctx context.Context) {
 		// check may come before a topic just created is known everywhere.
 		w.checked = w.checked.Add(min(durabilityRetry, w.interval) - w.interval)
 		w.failures++
-		if w.failures == 2 {
+		switch {
+		case w.failures == 2 && errors.Is(err, context.DeadlineExceeded):
+			// Twice in a row without an answer: the broker, not ACLs.
+			w.log.Warn("kafka durability: cannot read the inbound topic's replication and min.insync.replicas: kafka did not answer within 10s; retrying", "topic", w.topic, "err", err)
+		case w.failures == 2:
 			// Twice in a row: ACLs (DescribeConfigs), not a topic in
 			// creation. Said once; the gauges stay unset meanwhile.
 			w.log.Warn("kafka durability: cannot read the inbound topic's replication and min.insync.replicas (grant the user Describe and DescribeConfigs on it, docs/operations.md, Kafka access); retrying", "topic", w.topic, "err", err)
-		} else {
+		default:
 			w.log.Debug("could not read the inbound topic's durability", "topic", w.topic, "err", err)
 		}
 		return

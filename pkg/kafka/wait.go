@@ -66,3 +66,27 @@ func ProduceSyncWait(ctx context.Context, p Producer, recs ...*kgo.Record) (kgo.
 		}
 	}
 }
+
+// Within runs fn on a goroutine of its own and returns what it returns, or
+// ctx's cause once ctx ends first. A request that franz-go has written to a
+// broker waits for the broker's answer whatever its context says, and the
+// requests queued behind it on that broker wait too: a broker stopped
+// mid-request (SIGSTOP, a frozen VM) holds a Ping or an admin request well
+// past its deadline. Within bounds the caller's wait, so that a readiness
+// check or a node's shutdown is not held by it; fn's goroutine ends when
+// the broker answers or the client closes.
+func Within(ctx context.Context, fn func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		select {
+		case err := <-done: // answered at the same moment
+			return err
+		default:
+			return fmt.Errorf("kafka did not answer in time: %w", context.Cause(ctx))
+		}
+	}
+}

@@ -54,3 +54,31 @@ func TestProduceWaitReturnsWhenTheContextEndsWhileKafkaHoldsTheRequest(t *testin
 	require.Len(t, recs, 3, "the held record is written once the broker answers")
 	assert.Equal(t, "c", string(recs[2].Key))
 }
+
+// TestWithinReturnsAtItsDeadlineOrWithTheAnswer: a Ping of a broker that
+// answers returns its answer; a call that the broker never answers (a
+// request written to a stopped process, which franz-go waits for whatever
+// its context says) is left behind at the deadline, with the deadline's
+// error; a call's own error comes back as it is. The whole of it, a
+// frontend's drain with Kafka stopped, is in test/cluster
+// (TestWithEveryDefaultASIGTERMWhileKafkaIsStoppedAnswersEveryPublishBeforeTheNodeExits).
+func TestWithinReturnsAtItsDeadlineOrWithTheAnswer(t *testing.T) {
+	k := testkit.StartKafka(t, kfake.SeedTopics(1, "changes"))
+	cfg := defaults(t)
+	cfg.Brokers = config.StringList{k.Addr()}
+	cl, err := NewChangelogProducer(cfg, time.Second, testkit.DiscardLogger(), Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	require.NoError(t, Within(context.Background(), cl.Ping), "a broker that answers")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	never := make(chan struct{})
+	defer close(never)
+	err = Within(ctx, func(context.Context) error { <-never; return nil })
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+
+	refused := errors.New("refused")
+	assert.ErrorIs(t, Within(context.Background(), func(context.Context) error { return refused }), refused)
+}

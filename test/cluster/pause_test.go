@@ -325,6 +325,76 @@ func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t
 	require.Zero(t, puback5(3).ReasonCode, "acknowledged once Kafka runs again")
 }
 
+// TestWithEveryDefaultASIGTERMWhileKafkaIsStoppedAnswersEveryPublishBeforeTheNodeExits:
+// the drain and the ack deadline at their defaults, which are equal
+// (shutdown.timeout and ingest.ack-timeout, 30 s): a frontend told to stop
+// (SIGTERM) a second after a publish Kafka (stopped with SIGSTOP) never
+// answered still answers it before it lets the client go: PUBACK 0x80 at
+// the ack deadline, then DISCONNECT 0x8B Server shutting down, to an MQTT 5
+// client; a closed connection to an MQTT 3.1.1 one; never a success. The
+// node then exits on its own, reporting the records Kafka did not take,
+// within deploy/kubernetes's terminationGracePeriodSeconds (45 s, the 5 s
+// preStop sleep included), so that it is never killed mid-answer.
+func TestWithEveryDefaultASIGTERMWhileKafkaIsStoppedAnswersEveryPublishBeforeTheNodeExits(t *testing.T) {
+	t.Parallel()
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	fe := c.frontend("fe-a")
+	v5c := testkit.DialRaw(t, fe.mqtt, 5)
+	require.Zero(t, connectRaw(t, v5c, fe.mqtt, "drain-frozen-v5", true).ReasonCode)
+	publish5 := func(id uint16, payload string) {
+		v5c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName: "devices/drain-frozen-v5/telemetry", PacketID: id, Payload: []byte(payload)})
+	}
+	publish5(1, "before")
+	pk, err := v5c.Recv(30 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+	require.Zero(t, pk.ReasonCode)
+	lost := make(chan error, 1)
+	v3c := dialV3(t, fe.mqtt, "drain-frozen-v3", true, func(o *mqtt.ClientOptions) {
+		o.SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost <- err })
+	})
+
+	stopped := c.freezeKafka(t)
+	tok := v3c.Publish("devices/drain-frozen-v3/telemetry", 1, false, "while stopped")
+	publish5(2, "while stopped")
+	time.Sleep(time.Second)
+	require.NoError(t, fe.Cmd.Process.Signal(syscall.SIGTERM))
+	terminated := time.Now()
+
+	pk, err = v5c.Recv(90 * time.Second)
+	require.NoError(t, err, "no answer to the MQTT 5 publish")
+	require.Equal(t, packets.Puback, pk.FixedHeader.Type, "the publish is answered before the node lets the client go")
+	require.Equal(t, uint16(2), pk.PacketID)
+	assert.Equal(t, byte(0x80), pk.ReasonCode, "MQTT 5 PUBACK while Kafka is stopped")
+	t.Logf("MQTT 5 PUBACK 0x%02X %s after Kafka stopped, %s after SIGTERM", pk.ReasonCode,
+		time.Since(stopped).Round(time.Millisecond), time.Since(terminated).Round(time.Millisecond))
+	pk, err = v5c.Recv(30 * time.Second)
+	require.NoError(t, err, "no DISCONNECT after the answer")
+	require.Equal(t, packets.Disconnect, pk.FixedHeader.Type)
+	assert.Equal(t, byte(0x8B), pk.ReasonCode, "DISCONNECT Server shutting down")
+	select {
+	case err := <-lost:
+		t.Logf("MQTT 3.1.1 connection closed %s after SIGTERM: %v", time.Since(terminated).Round(time.Millisecond), err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the MQTT 3.1.1 publisher was neither acknowledged nor disconnected")
+	}
+	assert.False(t, tok.WaitTimeout(time.Second) && tok.Error() == nil, "an MQTT 3.1.1 publish was acknowledged while Kafka was stopped")
+
+	defer func() {
+		if t.Failed() {
+			t.Logf("frontend log:\n%s", fe.Output())
+		}
+	}()
+	code := fe.Wait(45*time.Second - time.Since(terminated))
+	t.Logf("frontend exited %s after SIGTERM with code %d", time.Since(terminated).Round(time.Millisecond), code)
+	require.True(t, c.kafkaFrozen(), "Kafka ran again before the node exited")
+	assert.NotZero(t, code, "a drain that left records Kafka did not take is an error")
+	assert.Contains(t, fe.Output(), "flushing kafka producer", "the log says what was left")
+	assert.Contains(t, fe.Output(), "shutdown complete", "the drain ran to its end")
+	assert.Contains(t, fe.Output(), "clean=false", "and says it was not clean")
+}
+
 // TestWithEveryDefaultAConnectWhileRedisIsStoppedIsRefusedAndThenServed:
 // redis-server stopped with SIGSTOP keeps its connections and answers no
 // command. A CONNECT, whose session the frontend must register in Redis
