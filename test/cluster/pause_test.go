@@ -272,8 +272,9 @@ func TestWithEveryDefaultATakeoverWhileKafkaIsStoppedIsAnsweredAndTheWillFollows
 // Kafka stopped with SIGSTOP takes the produce request and never answers,
 // and the idempotent producer keeps such records, which may have been
 // written, past its own timeouts. The frontend answers them at
-// ingest.ack-timeout (30 s) all the same: PUBACK 0x80 to an MQTT 5 client,
-// a closed connection to an MQTT 3.1.1 one, never a success, both while
+// ingest.ack-timeout (30 s) all the same: PUBACK 0x80 (QoS 1) and PUBREC
+// 0x80 (QoS 2) to an MQTT 5 client, a closed connection to an MQTT 3.1.1
+// one, never a success, both while
 // Kafka is still stopped. Once Kafka runs again a publish is acknowledged.
 func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t *testing.T) {
 	t.Parallel()
@@ -308,9 +309,22 @@ func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t
 
 	tok = v3c.Publish("devices/frozen-publish-v3/telemetry", 1, false, "while stopped")
 	publish5(2, "while stopped")
-	ack := puback5(2)
-	t.Logf("MQTT 5 PUBACK 0x%02X %s after Kafka stopped", ack.ReasonCode, time.Since(stopped).Round(time.Millisecond))
-	assert.Equal(t, byte(0x80), ack.ReasonCode)
+	// QoS 2 as well: its PUBREC is the answer that says whether the
+	// message was accepted.
+	v5c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2},
+		TopicName: "devices/frozen-publish-v5/telemetry", PacketID: 4, Payload: []byte("while stopped, qos 2")})
+	answers := map[byte]packets.Packet{}
+	for range 2 {
+		pk, err := v5c.Recv(90 * time.Second)
+		require.NoError(t, err, "no answer to the publishes made while Kafka was stopped (got %v)", answers)
+		answers[pk.FixedHeader.Type] = pk
+	}
+	ack, rec := answers[packets.Puback], answers[packets.Pubrec]
+	require.Equal(t, uint16(2), ack.PacketID, "PUBACK of the QoS 1 publish: %v", answers)
+	require.Equal(t, uint16(4), rec.PacketID, "PUBREC of the QoS 2 publish: %v", answers)
+	t.Logf("MQTT 5 PUBACK 0x%02X, PUBREC 0x%02X %s after Kafka stopped", ack.ReasonCode, rec.ReasonCode, time.Since(stopped).Round(time.Millisecond))
+	assert.Equal(t, byte(0x80), ack.ReasonCode, "QoS 1")
+	assert.Equal(t, byte(0x80), rec.ReasonCode, "QoS 2")
 	select {
 	case err := <-lost:
 		t.Logf("MQTT 3.1.1 connection closed %s after Kafka stopped: %v", time.Since(stopped).Round(time.Millisecond), err)
