@@ -143,8 +143,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		<-lagDone
 		// Leave the group at once so the partitions move to the other
 		// archivers now, not after the session timeout. The marks (only
-		// of written batches) are committed on the way out.
-		cl.CloseAllowingRebalance()
+		// of written batches) are committed on the way out, within
+		// kafka.LeaveTimeout.
+		kafka.CloseGroup(cl, c.log, c.acfg.Group)
 	}()
 	c.log.Info("archiving", "topics", c.topics.list(), "group", c.acfg.Group, "database", c.acfg.Database,
 		"start_at", c.acfg.StartAt)

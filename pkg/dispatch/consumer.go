@@ -182,8 +182,9 @@ func (c *Consumer) runMember(ctx context.Context) error {
 		c.routing.Store(false)
 		c.assigned.Store(false)
 		// Leave the group at once so the partitions move to the other
-		// dispatchers now, not after the session timeout.
-		cl.CloseAllowingRebalance()
+		// dispatchers now, not after the session timeout; not waiting
+		// longer than kafka.LeaveTimeout for a Kafka that does not answer.
+		kafka.CloseGroup(cl, c.log, c.cfg.Group)
 	}()
 	c.routing.Store(true)
 	// The polls' context: the gate ends it when it finds a failover, so

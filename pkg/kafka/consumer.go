@@ -134,3 +134,33 @@ func commitResponseError(resp *kmsg.OffsetCommitResponse) error {
 	}
 	return nil
 }
+
+// LeaveTimeout bounds how long a group member waits, on its way out, to
+// leave its group and commit its last marks (CloseGroup): a healthy Kafka
+// answers in milliseconds.
+const LeaveTimeout = 10 * time.Second
+
+// CloseGroup leaves cl's group (committing its marks on the way out, as
+// CloseAllowingRebalance does) and closes it, waiting at most LeaveTimeout.
+// A broker that stops answering mid-request (a stopped process, a frozen VM)
+// holds franz-go's leave for as long as its retries last, minutes, and with
+// it the process's exit past any orchestrator's grace period. After the
+// timeout CloseGroup logs it and returns false, leaving the close to finish
+// in the background: the member is then dropped after the group's session
+// timeout, and what it routed since its last commit is handled again by the
+// partitions' next owner (duplicates, no loss), as after a SIGKILL.
+func CloseGroup(cl *kgo.Client, log *slog.Logger, group string) bool {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cl.CloseAllowingRebalance()
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(LeaveTimeout):
+		log.Warn("kafka did not answer the group leave in time; exiting without it: the group reassigns this member's partitions after its session timeout, and records handled since the last commit are handled again",
+			"group", group, "waited", LeaveTimeout)
+		return false
+	}
+}

@@ -409,6 +409,40 @@ func TestWithEveryDefaultASIGTERMWhileKafkaIsStoppedAnswersEveryPublishBeforeThe
 	assert.Contains(t, fe.Output(), "clean=false", "and says it was not clean")
 }
 
+// TestWithEveryDefaultASIGTERMOfADispatcherWhileKafkaIsStoppedExitsWithinItsGrace:
+// a dispatcher told to stop while Kafka is stopped (SIGSTOP: the group
+// leave is written and never answered, and franz-go retries it for
+// minutes) gives the leave kafka.LeaveTimeout (10 s), says so, and exits
+// within deploy/kubernetes's terminationGracePeriodSeconds (30 s) instead
+// of being killed at its end. Once Kafka runs again the other dispatcher
+// owns every partition (the group dropped the one that left without a
+// word after dispatch.session-timeout).
+func TestWithEveryDefaultASIGTERMOfADispatcherWhileKafkaIsStoppedExitsWithinItsGrace(t *testing.T) {
+	t.Parallel()
+	c := startClusterWith(t, clusterOptions{defaults: true})
+	d, other := c.dispatchers[0], c.dispatchers[1]
+	require.Eventually(t, func() bool { return len(c.assignment()) == 2 }, 30*time.Second, 100*time.Millisecond,
+		"both dispatchers never owned partitions")
+	c.freezeKafka(t)
+	require.NoError(t, d.Cmd.Process.Signal(syscall.SIGTERM))
+	terminated := time.Now()
+	defer func() {
+		if t.Failed() {
+			t.Logf("dispatcher log:\n%s", d.Output())
+		}
+	}()
+	code := d.Wait(30 * time.Second)
+	t.Logf("dispatcher exited %s after SIGTERM with code %d", time.Since(terminated).Round(time.Millisecond), code)
+	require.True(t, c.kafkaFrozen(), "Kafka ran again before the dispatcher exited")
+	assert.Contains(t, d.Output(), "kafka did not answer the group leave in time", "the log says why it left without a word")
+
+	c.thawKafka(t)
+	require.Eventually(t, func() bool {
+		a := c.assignment()
+		return len(a) == 1 && len(a[other.id]) == c.inboundPartitions()
+	}, 60*time.Second, 200*time.Millisecond, "the other dispatcher never took every partition: %v", c.assignment())
+}
+
 // TestWithEveryDefaultAConnectWhileRedisIsStoppedIsRefusedAndThenServed:
 // redis-server stopped with SIGSTOP keeps its connections and answers no
 // command. A CONNECT, whose session the frontend must register in Redis
