@@ -352,12 +352,24 @@ func (s *Server) watchKafka(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	var wasDown bool
+	// A broker stopped mid-request holds a Ping past any deadline
+	// (franz-go waits for the answer to a request it wrote): the check
+	// waits 3 s for it, and while it is unanswered no other is sent.
+	var pending chan error
 	for {
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		// A broker stopped mid-request holds a Ping past pctx: Within
-		// keeps the readiness check and the drain from waiting for it.
-		err := kafka.Within(pctx, s.producer.Ping)
-		cancel()
+		if pending == nil {
+			pending = make(chan error, 1)
+			go func(out chan<- error) { out <- s.producer.Ping(ctx) }(pending)
+		}
+		var err error
+		select {
+		case err = <-pending:
+			pending = nil
+		case <-time.After(3 * time.Second):
+			err = errors.New("no answer to a metadata request within 3s")
+		case <-ctx.Done():
+			return
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -372,7 +384,14 @@ func (s *Server) watchKafka(ctx context.Context) {
 		wasDown = err != nil
 		s.kafkaErr.Store(&err)
 		if err == nil && !s.topicReady.Load() {
-			if terr := kafka.EnsureTopics(ctx, s.admin, s.cfg.Kafka, s.topics()...); terr != nil {
+			// Within: a broker that freezes meanwhile does not hold the
+			// drain.
+			if terr := kafka.Within(ctx, func(ctx context.Context) error {
+				return kafka.EnsureTopics(ctx, s.admin, s.cfg.Kafka, s.topics()...)
+			}); terr != nil {
+				if ctx.Err() != nil {
+					return
+				}
 				s.log.Warn("ensuring kafka topics", "err", terr)
 			} else {
 				s.topicReady.Store(true)
