@@ -268,6 +268,21 @@ func TestWithEveryDefaultATakeoverWhileKafkaIsStoppedIsAnsweredAndTheWillFollows
 	}
 }
 
+// rawV5Publisher connects a raw MQTT 5 client to addr as clientID (clean
+// start) and returns it with a func that publishes payload at QoS 1 on
+// devices/<clientID>/telemetry under packet id id, without waiting for
+// the answer. Raw, because paho.golang gives up on a packet after 30 s,
+// the ack deadline itself; devices often wait longer, or for ever.
+func rawV5Publisher(t *testing.T, addr, clientID string) (*testkit.Raw, func(id uint16, payload string)) {
+	t.Helper()
+	r := testkit.DialRaw(t, addr, 5)
+	require.Zero(t, connectRaw(t, r, addr, clientID, true).ReasonCode)
+	return r, func(id uint16, payload string) {
+		r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName: "devices/" + clientID + "/telemetry", PacketID: id, Payload: []byte(payload)})
+	}
+}
+
 // TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline:
 // Kafka stopped with SIGSTOP takes the produce request and never answers,
 // and the idempotent producer keeps such records, which may have been
@@ -280,14 +295,7 @@ func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t
 	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	fe := c.frontend("fe-a")
-	// A raw MQTT 5 client: paho.golang gives up on a packet after 30 s, the
-	// ack deadline itself; devices often wait longer, or for ever.
-	v5c := testkit.DialRaw(t, fe.mqtt, 5)
-	require.Zero(t, connectRaw(t, v5c, fe.mqtt, "frozen-publish-v5", true).ReasonCode)
-	publish5 := func(id uint16, payload string) {
-		v5c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
-			TopicName: "devices/frozen-publish-v5/telemetry", PacketID: id, Payload: []byte(payload)})
-	}
+	v5c, publish5 := rawV5Publisher(t, fe.mqtt, "frozen-publish-v5")
 	puback5 := func(id uint16) packets.Packet {
 		pk, err := v5c.Recv(90 * time.Second)
 		require.NoError(t, err, "no PUBACK for packet %d", id)
@@ -353,12 +361,7 @@ func TestWithEveryDefaultASIGTERMWhileKafkaIsStoppedAnswersEveryPublishBeforeThe
 	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
 	fe := c.frontend("fe-a")
-	v5c := testkit.DialRaw(t, fe.mqtt, 5)
-	require.Zero(t, connectRaw(t, v5c, fe.mqtt, "drain-frozen-v5", true).ReasonCode)
-	publish5 := func(id uint16, payload string) {
-		v5c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
-			TopicName: "devices/drain-frozen-v5/telemetry", PacketID: id, Payload: []byte(payload)})
-	}
+	v5c, publish5 := rawV5Publisher(t, fe.mqtt, "drain-frozen-v5")
 	publish5(1, "before")
 	pk, err := v5c.Recv(30 * time.Second)
 	require.NoError(t, err)
