@@ -289,8 +289,8 @@ func rawV5Publisher(t *testing.T, addr, clientID string) (*testkit.Raw, func(id 
 // written, past its own timeouts. The frontend answers them at
 // ingest.ack-timeout (30 s) all the same: PUBACK 0x80 (QoS 1) and PUBREC
 // 0x80 (QoS 2) to an MQTT 5 client, a closed connection to an MQTT 3.1.1
-// one, never a success, both while
-// Kafka is still stopped. Once Kafka runs again a publish is acknowledged.
+// one, never a success, all while Kafka is still stopped. Once Kafka runs
+// again a publish is acknowledged.
 func TestWithEveryDefaultAPublishWhileKafkaIsStoppedIsAnsweredAtTheAckDeadline(t *testing.T) {
 	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
