@@ -73,13 +73,20 @@ func eventually(t *testing.T, timeout, interval time.Duration, cond func() bool,
 // its log in a directory of the test, and returns its address.
 func startKafka(t *testing.T) string {
 	t.Helper()
+	addr, _ := startKafkaProc(t)
+	return addr
+}
+
+// startKafkaProc is startKafka that also returns the broker's process.
+func startKafkaProc(t *testing.T) (string, *proc) {
+	t.Helper()
 	addr := testkit.FreeAddr(t)
 	p := startProc(t, "kafka", "fleetgate-dev", "-dev.kafka-only", "-dev.kafka-addr", addr, "-dev.data-dir", t.TempDir())
 	eventually(t, 15*time.Second, 20*time.Millisecond, func() bool {
 		p.RequireRunning()
 		return canDial(addr)
 	}, "kafka process did not listen on %s", addr)
-	return addr
+	return addr, p
 }
 
 func canDial(addr string) bool {
