@@ -47,15 +47,18 @@ var (
 // committed with the batch. The dead letters are written before the
 // offsets are marked; until MongoDB took them, the batch is retried.
 type Consumer struct {
-	cfg    Config
-	acfg   archive.Config
-	kcfg   kafka.Config
-	topics topics
-	store  *archive.Store
-	log    *slog.Logger
-	tel    kafka.Telemetry
-	m      *metrics
-	extra  []kgo.Opt
+	// leftUnanswered: the leave of the group timed out
+	// (kafka.CloseGroup).
+	leftUnanswered atomic.Bool
+	cfg            Config
+	acfg           archive.Config
+	kcfg           kafka.Config
+	topics         topics
+	store          *archive.Store
+	log            *slog.Logger
+	tel            kafka.Telemetry
+	m              *metrics
+	extra          []kgo.Opt
 
 	running  atomic.Bool
 	writeErr atomic.Pointer[error] // the last failed attempt of the batch being retried; nil when writes succeed
@@ -145,7 +148,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// archivers now, not after the session timeout. The marks (only
 		// of written batches) are committed on the way out, within
 		// kafka.LeaveTimeout.
-		kafka.CloseGroup(cl, c.log, c.acfg.Group)
+		c.leftUnanswered.Store(!kafka.CloseGroup(cl, c.log, c.acfg.Group))
 	}()
 	c.log.Info("archiving", "topics", c.topics.list(), "group", c.acfg.Group, "database", c.acfg.Database,
 		"start_at", c.acfg.StartAt)

@@ -95,6 +95,9 @@ func (s *Service) Run(ctx context.Context) error {
 	err = g.Wait()
 	s.ops.SetDraining()
 	if ctx.Err() != nil {
+		if consumer.leftUnanswered.Load() {
+			return kafka.ErrLeaveTimeout
+		}
 		return nil
 	}
 	return err

@@ -31,10 +31,13 @@ import (
 // rebalance timeout gets the member evicted, and the partitions' next
 // owner routes the batch again from the last commit (duplicates, no loss).
 type Consumer struct {
-	cfg    Config
-	kcfg   kafka.Config
-	router *Router
-	dead   DeadLetters
+	// leftUnanswered: the last leave of the group timed out
+	// (kafka.CloseGroup).
+	leftUnanswered atomic.Bool
+	cfg            Config
+	kcfg           kafka.Config
+	router         *Router
+	dead           DeadLetters
 	// deadTopic names where dead letters go, for the log.
 	deadTopic string
 	log       *slog.Logger
@@ -184,7 +187,7 @@ func (c *Consumer) runMember(ctx context.Context) error {
 		// Leave the group at once so the partitions move to the other
 		// dispatchers now, not after the session timeout; not waiting
 		// longer than kafka.LeaveTimeout for a Kafka that does not answer.
-		kafka.CloseGroup(cl, c.log, c.cfg.Group)
+		c.leftUnanswered.Store(!kafka.CloseGroup(cl, c.log, c.cfg.Group))
 	}()
 	c.routing.Store(true)
 	// The polls' context: the gate ends it when it finds a failover, so

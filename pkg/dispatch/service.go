@@ -218,6 +218,9 @@ func (s *Service) Run(ctx context.Context) error {
 	err = g.Wait()
 	s.ops.SetDraining()
 	if ctx.Err() != nil {
+		if s.consumer != nil && s.consumer.leftUnanswered.Load() {
+			return kafka.ErrLeaveTimeout
+		}
 		return nil
 	}
 	return err

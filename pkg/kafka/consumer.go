@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -134,6 +135,11 @@ func commitResponseError(resp *kmsg.OffsetCommitResponse) error {
 	}
 	return nil
 }
+
+// ErrLeaveTimeout is what a service returns at shutdown when its group
+// member left without Kafka's answer (CloseGroup timed out): its exit
+// status then says the shutdown was not clean.
+var ErrLeaveTimeout = errors.New("kafka did not answer the consumer group leave within 10s; the group drops this member after its session timeout")
 
 // LeaveTimeout bounds how long a group member waits, on its way out, to
 // leave its group and commit its last marks (CloseGroup): a healthy Kafka

@@ -41,5 +41,6 @@ func TestWithEveryDefaultASIGTERMOfTheArchiverWhileKafkaIsStoppedExitsWithinItsG
 	t.Logf("archiver exited %s after SIGTERM with code %d", time.Since(terminated).Round(time.Millisecond), code)
 	assert.True(t, strings.Contains(a.Output(), "kafka did not answer the group leave in time"),
 		"the log says why it left without a word")
+	assert.NotZero(t, code, "a shutdown that left the group without Kafka's answer is not clean")
 	db.requireExactlyOnce(p.flush())
 }

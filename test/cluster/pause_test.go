@@ -438,6 +438,7 @@ func TestWithEveryDefaultASIGTERMOfADispatcherWhileKafkaIsStoppedExitsWithinItsG
 	t.Logf("dispatcher exited %s after SIGTERM with code %d", time.Since(terminated).Round(time.Millisecond), code)
 	require.True(t, c.kafkaFrozen(), "Kafka ran again before the dispatcher exited")
 	assert.Contains(t, d.Output(), "kafka did not answer the group leave in time", "the log says why it left without a word")
+	assert.NotZero(t, code, "a shutdown that left the group without Kafka's answer is not clean")
 
 	c.thawKafka(t)
 	require.Eventually(t, func() bool {
