@@ -159,18 +159,41 @@ func TestThePollLooksAtAResumedSessionWithSubscriptions(t *testing.T) {
 // one interval.
 func TestWithTheDefaultPollIntervalAMessageNoNoticeAnnouncedArrives(t *testing.T) {
 	t.Parallel()
+	pollRescueAtTheDefault(t, false)
+}
+
+// TestWithTheDefaultPollIntervalAResumedSessionsMessageNoNoticeAnnouncedArrives
+// is the test above for a session resumed on a new connection that sends
+// no SUBSCRIBE (its subscription is from an earlier one): the poll covers
+// the connection whatever it did since its CONNECT.
+func TestWithTheDefaultPollIntervalAResumedSessionsMessageNoNoticeAnnouncedArrives(t *testing.T) {
+	t.Parallel()
+	pollRescueAtTheDefault(t, true)
+}
+
+// pollRescueAtTheDefault queues a message without its notice for a
+// subscriber of a node with the default poll interval, on the connection
+// that subscribed or, with resume, on a later one that resumed the
+// session, and waits for the poll to deliver it.
+func pollRescueAtTheDefault(t *testing.T, resume bool) {
 	k := testkit.StartKafka(t)
 	n := startNode(t, k.Addr(), nil)
 	interval := n.cfg.Delivery.PollInterval
 	require.Equal(t, 30*time.Second, interval, "the product's default")
 	id := "poll-default-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	sub := testkit.DialRaw(t, n.addr, 5)
-	sub.Connect(id, false)
+	sub.Connect(id, false) // persistent: the session outlives the connection
 	sub.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
 		Filters: packets.Subscriptions{{Filter: "poll-default/#", Qos: 1}}})
 	pk, err := sub.Recv(10 * time.Second)
 	require.NoError(t, err)
 	require.Equal(t, packets.Suback, pk.FixedHeader.Type)
+	if resume {
+		sub.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+		_, _ = sub.Recv(2 * time.Second) // the server closes the connection
+		sub = testkit.DialRaw(t, n.addr, 5)
+		require.True(t, sub.Connect(id, false).SessionPresent, "the session is resumed")
+	}
 
 	rdb := n.cfg.Session.Redis.NewClient()
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -186,5 +209,5 @@ func TestWithTheDefaultPollIntervalAMessageNoNoticeAnnouncedArrives(t *testing.T
 	require.NoError(t, err, "nothing within a poll interval and a margin")
 	require.Equal(t, packets.Publish, pk.FixedHeader.Type)
 	require.Equal(t, "rescued", string(pk.Payload))
-	t.Logf("delivered by the poll %s after it was queued", time.Since(queued).Round(time.Millisecond))
+	t.Logf("delivered by the poll %s after it was queued (resumed session: %t)", time.Since(queued).Round(time.Millisecond), resume)
 }
