@@ -690,6 +690,9 @@ func TestWithEveryDefaultRulesChangedOnDiskAreReloadedAndABrokenFileOpensNoDoor(
 	before := counts("ok")
 	kit.write(t, "rules.yaml", strings.Replace(rulesYAML, `["devices/%u/#"]`, `["devices/%u/telemetry/#"]`, 1))
 	waitMore("ok", before)
+	// A connection made before the reload is judged by the new rules too.
+	require.Equal(t, byte(0x87), suback(t, cl, "devices/device-1/status/#"), "the narrowed rules, on a connection older than them")
+	require.Equal(t, byte(1), suback(t, cl, "devices/device-1/telemetry/a"))
 	cl = dev()
 	require.Equal(t, byte(0x87), suback(t, cl, "devices/device-1/#"), "the narrowed rules are in force")
 	require.Equal(t, byte(1), suback(t, cl, "devices/device-1/telemetry/#"))
