@@ -151,13 +151,7 @@ func (c *testCluster) onVictim(owned []int32, ids []string) int {
 func TestWithEveryDefaultSIGKILLOfThePublishersFrontendLosesNoAcknowledgedMessage(t *testing.T) {
 	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
-	in := newInbox()
-	sub := mustDialV5(t, c.lb, persistent(subscriberID, subscriberExpiry), in.v5Handler)
-	sub.subscribe(t, streamFilter)
-	survivor := c.frontend(c.owner(subscriberID))
-	victim := c.other(survivor)
-	pubs := newPublishers(t, victim.mqtt, c.streamClientIDs(streamPublishers))
-	probeStream(t, in, pubs)
+	in, sub, _, victim, pubs := streamAcrossNodes(t, c)
 
 	stop := runAll(pubs)
 	time.Sleep(streamBeforeKill)
@@ -183,4 +177,21 @@ func TestWithEveryDefaultSIGKILLOfThePublishersFrontendLosesNoAcknowledgedMessag
 		t.Fatal("the subscriber, on the other frontend, lost its connection")
 	default:
 	}
+}
+
+// streamAcrossNodes connects the persistent stream subscriber through
+// HAProxy, and the stream's publishers straight to the frontend that does
+// not hold it, and probes that the stream flows. It returns the
+// subscriber's inbox, the subscriber, its frontend (survivor) and the
+// publishers' (victim).
+func streamAcrossNodes(t *testing.T, c *testCluster) (in *inbox, sub *v5, survivor, victim *node, pubs []*publisher) {
+	t.Helper()
+	in = newInbox()
+	sub = mustDialV5(t, c.lb, persistent(subscriberID, subscriberExpiry), in.v5Handler)
+	sub.subscribe(t, streamFilter)
+	survivor = c.frontend(c.owner(subscriberID))
+	victim = c.other(survivor)
+	pubs = newPublishers(t, victim.mqtt, c.streamClientIDs(streamPublishers))
+	probeStream(t, in, pubs)
+	return in, sub, survivor, victim, pubs
 }

@@ -22,14 +22,7 @@ import (
 func TestWithEveryDefaultSIGTERMOfAPublishersFrontendLosesNoAcknowledgedMessage(t *testing.T) {
 	t.Parallel()
 	c := startClusterWith(t, clusterOptions{defaults: true})
-
-	in := newInbox()
-	sub := mustDialV5(t, c.lb, persistent(subscriberID, subscriberExpiry), in.v5Handler)
-	sub.subscribe(t, streamFilter)
-	survivor := c.frontend(c.owner(subscriberID))
-	victim := c.other(survivor)
-	pubs := newPublishers(t, victim.mqtt, c.streamClientIDs(streamPublishers))
-	probeStream(t, in, pubs)
+	in, _, survivor, victim, pubs := streamAcrossNodes(t, c)
 
 	stop := runAll(pubs)
 	time.Sleep(streamBeforeKill)
