@@ -80,6 +80,9 @@ func StartProc(t *testing.T, name, path string, args ...string) *Proc {
 	t.Helper()
 	cmd := exec.Command(path, args...)
 	cmd.Env = CleanEnv()
+	// Pdeathsig: a test binary that panics or times out leaves no
+	// process behind (its cleanups do not run then).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start(), "starting %s", name)
