@@ -48,6 +48,34 @@ func FreeLoopbackAddr() (string, error) {
 	return "", errors.New("no loopback port that was not handed out before")
 }
 
+// clusterBus returns the arguments that give a redis-server in cluster mode
+// its bus on a port FreeLoopbackAddr hands out (--cluster-port, Redis
+// 7.0). Redis's default, the client port + 10,000, is a port nobody
+// checked: with tests running side by side another process may hold it,
+// and the server then exits at start ("Failed listening on port ...
+// (cluster)").
+// The bus port is returned too: CLUSTER MEET must name it (clusterMeet).
+func clusterBus() (args []string, port string, err error) {
+	addr, err := FreeLoopbackAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	if _, port, err = net.SplitHostPort(addr); err != nil {
+		return nil, "", err
+	}
+	return []string{"--cluster-port", port}, port, nil
+}
+
+// clusterMeet makes the node c talks to meet the node at addr whose bus
+// listens on bus (without it, Redis assumes the port + 10,000).
+func clusterMeet(ctx context.Context, c *redis.Client, addr, bus string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	return c.Do(ctx, "CLUSTER", "MEET", host, port, bus).Err()
+}
+
 // TestRedis is the redis-server a test package shares, started by its
 // TestMain through RunWithRedis (or StartTestRedis, where TestMain starts
 // more than Redis): a plain server and, when asked for, a one-node Redis
@@ -160,8 +188,12 @@ func StartTestRedis(cluster bool, opts ...RedisOption) (_ TestRedis, stop func()
 		return r, stop, nil
 	}
 	cdir := filepath.Join(dir, "cluster")
-	c, err := start("cluster", "--appendonly", "no",
-		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(cdir, "nodes.conf"))
+	bus, _, err := clusterBus()
+	if err != nil {
+		return fail(err)
+	}
+	c, err := start("cluster", append([]string{"--appendonly", "no",
+		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(cdir, "nodes.conf")}, bus...)...)
 	if err != nil {
 		return fail(fmt.Errorf("redis-server in cluster mode: %w", err))
 	}
@@ -310,13 +342,18 @@ func StartRedisCluster(t testing.TB, masters int) []string {
 	bin := redisServerFor(t)
 	dir := t.TempDir()
 	addrs := make([]string, masters)
+	var bus0 string // the first node's bus port, which the others meet
 	for i := range masters {
 		addr, err := FreeLoopbackAddr()
 		if err != nil {
 			t.Fatal(err)
 		}
+		bus, busPort, err := clusterBus()
+		if err != nil {
+			t.Fatal(err)
+		}
 		s := &redisServer{bin: bin, addr: addr, dir: filepath.Join(dir, fmt.Sprint(i)),
-			args: []string{"--appendonly", "no", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000"}}
+			args: append([]string{"--appendonly", "no", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000"}, bus...)}
 		if err := os.Mkdir(s.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -325,6 +362,9 @@ func StartRedisCluster(t testing.TB, masters int) []string {
 		}
 		t.Cleanup(func() { _ = s.stop(syscall.SIGKILL) })
 		addrs[i] = addr
+		if i == 0 {
+			bus0 = busPort
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -337,8 +377,7 @@ func StartRedisCluster(t testing.TB, masters int) []string {
 		}
 		err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", first, last).Err()
 		if err == nil && i > 0 {
-			host, port, _ := net.SplitHostPort(addrs[0])
-			err = c.ClusterMeet(ctx, host, port).Err()
+			err = clusterMeet(ctx, c, addrs[0], bus0)
 		}
 		_ = c.Close()
 		if err != nil {
@@ -431,14 +470,19 @@ func StartReplicatedRedisCluster(t testing.TB, masters int) *ReplicatedRedisClus
 		}
 	})
 	rc := &ReplicatedRedisCluster{}
+	var bus0 string // the first master's bus port, which the others meet
 	for i := range 2 * masters {
 		addr, err := FreeLoopbackAddr()
 		if err != nil {
 			t.Fatal(err)
 		}
+		bus, busPort, err := clusterBus()
+		if err != nil {
+			t.Fatal(err)
+		}
 		s := &redisServer{bin: bin, addr: addr, dir: filepath.Join(dir, fmt.Sprint(i)),
-			args: []string{"--appendonly", "yes", "--appendfsync", "always", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
-				"--cluster-replica-validity-factor", "0"}}
+			args: append([]string{"--appendonly", "yes", "--appendfsync", "always", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+				"--cluster-replica-validity-factor", "0"}, bus...)}
 		if err := os.Mkdir(s.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -447,6 +491,9 @@ func StartReplicatedRedisCluster(t testing.TB, masters int) *ReplicatedRedisClus
 		}
 		t.Cleanup(func() { _ = s.stop(syscall.SIGKILL) })
 		n := &RedisNode{Addr: addr, srv: s}
+		if i == 0 {
+			bus0 = busPort
+		}
 		if i < masters {
 			rc.Masters = append(rc.Masters, n)
 		} else {
@@ -456,7 +503,6 @@ func StartReplicatedRedisCluster(t testing.TB, masters int) *ReplicatedRedisClus
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	client := func(addr string) *redis.Client { return redis.NewClient(&redis.Options{Addr: addr}) }
-	host0, port0, _ := net.SplitHostPort(rc.Masters[0].Addr)
 	per := 16384 / masters
 	for i, m := range rc.Masters {
 		c := client(m.Addr)
@@ -466,7 +512,7 @@ func StartReplicatedRedisCluster(t testing.TB, masters int) *ReplicatedRedisClus
 		}
 		err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", first, last).Err()
 		if err == nil && i > 0 {
-			err = c.ClusterMeet(ctx, host0, port0).Err()
+			err = clusterMeet(ctx, c, rc.Masters[0].Addr, bus0)
 		}
 		_ = c.Close()
 		if err != nil {
@@ -475,7 +521,7 @@ func StartReplicatedRedisCluster(t testing.TB, masters int) *ReplicatedRedisClus
 	}
 	for _, r := range rc.Replicas {
 		c := client(r.Addr)
-		err := c.ClusterMeet(ctx, host0, port0).Err()
+		err := clusterMeet(ctx, c, rc.Masters[0].Addr, bus0)
 		_ = c.Close()
 		if err != nil {
 			t.Fatalf("adding %s to the cluster: %v", r.Addr, err)
