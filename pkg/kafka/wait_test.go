@@ -22,12 +22,7 @@ import (
 // ctx's error, and the records are written once the broker answers. With
 // a broker that answers it returns what Kafka acknowledged.
 func TestProduceWaitReturnsWhenTheContextEndsWhileKafkaHoldsTheRequest(t *testing.T) {
-	k := testkit.StartKafka(t, kfake.SeedTopics(1, "changes"))
-	cfg := defaults(t)
-	cfg.Brokers = config.StringList{k.Addr()}
-	cl, err := NewChangelogProducer(cfg, time.Second, testkit.DiscardLogger(), Telemetry{})
-	require.NoError(t, err)
-	t.Cleanup(cl.Close)
+	k, cl := changesProducer(t)
 	ctx := context.Background()
 
 	acked, err := ProduceWait(ctx, cl, &kgo.Record{Topic: "changes", Key: []byte("a")}, &kgo.Record{Topic: "changes", Key: []byte("b")})
@@ -63,22 +58,30 @@ func TestProduceWaitReturnsWhenTheContextEndsWhileKafkaHoldsTheRequest(t *testin
 // frontend's drain with Kafka stopped, is in test/cluster
 // (TestWithEveryDefaultASIGTERMWhileKafkaIsStoppedAnswersEveryPublishBeforeTheNodeExits).
 func TestWithinReturnsAtItsDeadlineOrWithTheAnswer(t *testing.T) {
-	k := testkit.StartKafka(t, kfake.SeedTopics(1, "changes"))
-	cfg := defaults(t)
-	cfg.Brokers = config.StringList{k.Addr()}
-	cl, err := NewChangelogProducer(cfg, time.Second, testkit.DiscardLogger(), Telemetry{})
-	require.NoError(t, err)
-	t.Cleanup(cl.Close)
+	_, cl := changesProducer(t)
 	require.NoError(t, Within(context.Background(), cl.Ping), "a broker that answers")
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	never := make(chan struct{})
 	defer close(never)
-	err = Within(ctx, func(context.Context) error { <-never; return nil })
+	err := Within(ctx, func(context.Context) error { <-never; return nil })
 	require.Error(t, err)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 
 	refused := errors.New("refused")
 	assert.ErrorIs(t, Within(context.Background(), func(context.Context) error { return refused }), refused)
+}
+
+// changesProducer starts a broker with the topic "changes" and returns it
+// with a change-log producer of the product's defaults there.
+func changesProducer(t *testing.T) (*testkit.Kafka, *kgo.Client) {
+	t.Helper()
+	k := testkit.StartKafka(t, kfake.SeedTopics(1, "changes"))
+	cfg := defaults(t)
+	cfg.Brokers = config.StringList{k.Addr()}
+	cl, err := NewChangelogProducer(cfg, time.Second, testkit.DiscardLogger(), Telemetry{})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	return k, cl
 }
