@@ -11,6 +11,6 @@
 // issue 545). pkg/sessions opens a pump for each connection and hands it
 // the acknowledgements and notices that concern it.
 //
-// Of fleetgate it imports pkg/events, pkg/handoff, pkg/session,
+// Of fleetgate it imports pkg/events, pkg/handoff, pkg/kafkarecord, pkg/session,
 // pkg/telemetry, pkg/workers. test/imports holds the import rules.
 package delivery

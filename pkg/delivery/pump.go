@@ -405,7 +405,7 @@ func (c *Pump) round() {
 		}
 		direct := c.takeDirect()
 		if len(direct) > 0 {
-			c.send(direct)
+			c.send(direct, sentDirect)
 		}
 		pending := c.takeAcks()
 		s := c.settle(pending)
@@ -439,7 +439,7 @@ func (c *Pump) round() {
 		}
 		c.settled(s)
 		if len(r.Taken) > 0 {
-			c.send(r.Taken)
+			c.send(r.Taken, sentQueued)
 		}
 		if take > 0 && r.Seq > c.lastSeq {
 			// Messages handed to this session directly that did not
@@ -493,7 +493,7 @@ func (c *Pump) deferAcks(s settlement) bool {
 // lastSeq were written already; a gap before the next one (a notice still on
 // its way, or lost) makes the next round write everything past lastSeq from
 // the inflight hash instead, where every message in flight is.
-func (c *Pump) send(msgs []session.QueuedMessage) {
+func (c *Pump) send(msgs []session.QueuedMessage, how sendKind) {
 	slices.SortFunc(msgs, func(a, b session.QueuedMessage) int { return cmp.Compare(a.Seq, b.Seq) })
 	buf := bufPool.Get().(*bytes.Buffer)
 	for _, m := range msgs {
@@ -505,7 +505,7 @@ func (c *Pump) send(msgs []session.QueuedMessage) {
 			break
 		}
 		c.lastSeq = m.Seq
-		if c.write(buf, m, false) {
+		if c.write(buf, m, how) {
 			c.written = append(c.written, m.PacketID)
 		}
 	}
@@ -528,7 +528,7 @@ func (c *Pump) fillFromInflight() error {
 			continue
 		}
 		c.lastSeq = m.Seq
-		if c.write(buf, m.QueuedMessage, false) {
+		if c.write(buf, m.QueuedMessage, sentDirect) {
 			c.written = append(c.written, m.PacketID)
 		}
 	}
@@ -679,7 +679,11 @@ func (c *Pump) resend() error {
 			_ = c.cl.WritePacket(pubrel(m.PacketID))
 			continue
 		}
-		if c.write(buf, m.QueuedMessage, m.Seq <= connected) {
+		how := sentDirect
+		if m.Seq <= connected {
+			how = sentAgain
+		}
+		if c.write(buf, m.QueuedMessage, how) {
 			c.written = append(c.written, m.PacketID)
 		}
 	}
@@ -690,6 +694,19 @@ func (c *Pump) resend() error {
 func pubrel(id uint16) packets.Packet {
 	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id}
 }
+
+// sendKind is how a message reaches write: its first send, handed to the
+// connected session by a dispatcher (the notice, or the inflight read that
+// stands in for a late one, or a message handed over since a reconnect's
+// CONNECT), its first send taken from the session's queue, or a resend
+// after a reconnect.
+type sendKind uint8
+
+const (
+	sentDirect sendKind = iota
+	sentQueued
+	sentAgain
+)
 
 // flushAt is the buffered size at which write sends what it encoded.
 const flushAt = 64 << 10
@@ -704,7 +721,8 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // Size, which the server must then discard [MQTT-3.1.2-25]). A message that
 // never reaches a closing connection stays in flight in the store and is
 // sent again on the next connection.
-func (c *Pump) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (done bool) {
+func (c *Pump) write(buf *bytes.Buffer, m session.QueuedMessage, how sendKind) (done bool) {
+	resend := how == sentAgain
 	msg, err := handoff.DecodeMessage(m.Message)
 	if err != nil {
 		c.d.metrics.dropped.Add(c.ctx, 1, c.d.metrics.reasonUndecodable)
@@ -769,6 +787,8 @@ func (c *Pump) write(buf *bytes.Buffer, m session.QueuedMessage, resend bool) (d
 	}
 	if resend {
 		c.d.metrics.resent.Add(c.ctx, 1)
+	} else {
+		c.d.metrics.observeLatency(how, msg.MessageID)
 	}
 	c.d.metrics.sent.AddAt(int(msg.QoS), 1)
 	if buf.Len() >= flushAt {

@@ -56,6 +56,7 @@ type metrics struct {
 	barrierErr   metric.Int64Counter
 	retained     metric.Int64Counter
 	latency      metric.Float64Histogram
+	age          metric.Float64Histogram // per record routed
 	// fullQueueWait is how long batches waited for connected sessions at
 	// their queue's bound; stalled counts the sessions that kept it full
 	// through a whole wait.
@@ -112,6 +113,10 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		outcomes:      map[session.Outcome]metric.AddOption{},
 	}
 	var err error
+	r.age, err = m.Float64Histogram("fleetgate_dispatch_record_age_seconds",
+		metric.WithDescription("Age of each routed record when its routing ended (its deliveries in the session store, their nodes notified), from the record's timestamp: the time a message spent from its produce to its hand-off to the frontends."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
+	errs = append(errs, err)
 	r.latency, err = m.Float64Histogram("fleetgate_dispatch_route_duration_seconds",
 		metric.WithDescription("Time to route one polled batch: decode, match and enqueue."),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

@@ -231,6 +231,10 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter
 	}
 	r.m.routed.Add(ctx, int64(routed))
 	r.m.batches.Add(ctx, 1)
+	end := r.now()
+	for _, rec := range records {
+		r.m.age.Record(ctx, max(end.Sub(rec.Timestamp), 0).Seconds())
+	}
 	return b.dead, nil
 }
 

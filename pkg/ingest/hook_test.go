@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -210,4 +211,28 @@ func TestAClientThatDoesNotReadItsAcksNeverDelaysAnother(t *testing.T) {
 	// The unaffected client's last ack is counted off just after the write.
 	require.Eventually(t, func() bool { return h.Outstanding() == 3 }, 5*time.Second, time.Millisecond,
 		"only the stalled client's acks remain unwritten")
+}
+
+// TestAMessageIDCarriesTheTimeItWasMadeToWellUnderAMillisecond: the
+// delivery latency the frontends report is measured from the time in the
+// record's message id (kafkarecord.MessageIDTime), so the ids must carry it
+// with the clock's precision, not only the millisecond.
+func TestAMessageIDCarriesTheTimeItWasMadeToWellUnderAMillisecond(t *testing.T) {
+	// google/uuid counts the fraction in 256 ns steps where RFC 9562 reads
+	// 1/4096 ms (244 ns): up to 0.05 ms early.
+	const slack = 50 * time.Microsecond
+	gaps := make([]time.Duration, 0, 2001)
+	for range 2001 {
+		before := time.Now()
+		id := newMessageID()
+		after := time.Now()
+		got, ok := kafkarecord.MessageIDTime(id)
+		require.True(t, ok, id)
+		require.False(t, got.Before(before.Add(-slack)), "%s: %s is before %s", id, got, before)
+		require.False(t, got.After(after), "%s: %s is after %s", id, got, after)
+		gaps = append(gaps, after.Sub(got))
+	}
+	// Whole milliseconds only would make the median gap half a millisecond.
+	slices.Sort(gaps)
+	assert.Less(t, gaps[len(gaps)/2], time.Millisecond/4, "the ids carry the fraction of the millisecond")
 }

@@ -245,3 +245,44 @@ func Decode(r *kgo.Record) (*Message, error) {
 	}
 	return m, nil
 }
+
+// MessageIDTime returns the time a message id of fleetgate's records
+// carries: a UUIDv7 (RFC 9562) begins with the Unix time in milliseconds,
+// and its 12 bits after the version hold the fraction of that millisecond
+// where the generator fills them with clock precision (RFC 9562 section
+// 6.2, method 3), as fleetgate's do, to about 0.05 ms. ok is false for an
+// id that is not a UUIDv7 in its canonical text form, such as one a
+// backend's producer chose.
+func MessageIDTime(id string) (t time.Time, ok bool) {
+	if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[14] != '7' || id[18] != '-' || id[23] != '-' {
+		return time.Time{}, false
+	}
+	var ms, frac uint64
+	for i := range 18 {
+		if i == 8 || i == 13 || i == 14 {
+			continue
+		}
+		v, ok := hexDigit(id[i])
+		if !ok {
+			return time.Time{}, false
+		}
+		if i < 13 {
+			ms = ms<<4 | v
+		} else {
+			frac = frac<<4 | v
+		}
+	}
+	return time.UnixMilli(int64(ms)).Add(time.Duration(frac * uint64(time.Millisecond) / 4096)), true
+}
+
+func hexDigit(c byte) (uint64, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return uint64(c - '0'), true
+	case 'a' <= c && c <= 'f':
+		return uint64(c-'a') + 10, true
+	case 'A' <= c && c <= 'F':
+		return uint64(c-'A') + 10, true
+	}
+	return 0, false
+}

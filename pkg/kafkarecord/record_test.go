@@ -381,3 +381,27 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// TestMessageIDTimeReadsAUUIDv7sMillisecondsAndFraction decodes RFC 9562's
+// UUIDv7 example (appendix A.6) and refuses what is not a UUIDv7.
+func TestMessageIDTimeReadsAUUIDv7sMillisecondsAndFraction(t *testing.T) {
+	want := time.UnixMilli(0x017F22E279B0).Add(time.Duration(0xCC3 * uint64(time.Millisecond) / 4096))
+	for _, id := range []string{"017f22e2-79b0-7cc3-98c4-dc0c0c07398f", "017F22E2-79B0-7CC3-98C4-DC0C0C07398F"} {
+		got, ok := MessageIDTime(id)
+		require.True(t, ok, id)
+		assert.Equal(t, want, got, id)
+		assert.Equal(t, "2022-02-22T19:22:22Z", got.UTC().Truncate(time.Second).Format(time.RFC3339), "the RFC's example time")
+	}
+	for _, id := range []string{
+		"",
+		"919108f7-52d1-4320-9bac-f847db4148a8",  // version 4
+		"017f22e2-79b0-7cc3-98c4-dc0c0c07398",   // too short
+		"017f22e279b07cc398c4dc0c0c07398f",      // no dashes
+		"017f22e2-79b0-7cg3-98c4-dc0c0c07398f",  // not hex
+		"017f22e2x79b0-7cc3-98c4-dc0c0c07398f",  // a dash replaced
+		"017f22e2-79b0-7cc3-98c4-dc0c0c07398f0", // too long
+	} {
+		_, ok := MessageIDTime(id)
+		assert.False(t, ok, "%q is not a UUIDv7", id)
+	}
+}
