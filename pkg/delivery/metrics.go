@@ -72,7 +72,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	var err error
 	r.latency, err = m.Float64Histogram("fleetgate_delivery_latency_seconds",
 		metric.WithDescription("From a message's acceptance by a frontend (the time in its fg.message_id) to its first PUBLISH written to a subscriber, by path: direct (a dispatcher handed it to the connected session) or queued (taken from the session's queue, so including the time the session was away or its window full). Resends are not counted."),
-		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
+		metric.WithExplicitBucketBoundaries(telemetry.MessageLatencyBuckets...))
 	errs = append(errs, err)
 	r.pipelineRounds, err = m.Int64Histogram("fleetgate_delivery_store_pipeline_rounds",
 		metric.WithDescription("Session delivery rounds per Redis pipeline (delivery.store-pipelines): how many sessions share one round trip."),

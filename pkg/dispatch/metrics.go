@@ -115,7 +115,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	var err error
 	r.age, err = m.Float64Histogram("fleetgate_dispatch_record_age_seconds",
 		metric.WithDescription("Age of each routed record when its routing ended (its deliveries in the session store, their nodes notified), from the record's timestamp: the time a message spent from its produce to its hand-off to the frontends."),
-		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
+		metric.WithExplicitBucketBoundaries(telemetry.MessageLatencyBuckets...))
 	errs = append(errs, err)
 	r.latency, err = m.Float64Histogram("fleetgate_dispatch_route_duration_seconds",
 		metric.WithDescription("Time to route one polled batch: decode, match and enqueue."),

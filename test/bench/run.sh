@@ -975,27 +975,41 @@ fleet_procs_stop() {
 	rm -f "$FLEET_PROCS_FILE"
 }
 
-# fleet_histograms FILE: the frontend's two latency histograms of a
-# PUBLISH's way to Kafka, saved for fleet_kafka_share: the produce
+# fleet_histograms FILE: the latency histograms of a message's way
+# through fleetgate, saved for fleet_latency_share: the frontend's produce
 # requests' round trip to the broker and each record's receipt to Kafka's
-# acknowledgement.
+# acknowledgement, the dispatcher's age of each record when it was handed
+# over, and the frontend's acceptance of a message to its PUBLISH to a
+# connected subscriber.
 fleet_histograms() {
-	curl -sf "http://$FLEET_FE_HTTP/metrics" |
-		grep -E '^(messaging_kafka_request_duration_seconds_bucket\{node_id="[0-9]+",request="Produce"|fleetgate_ingest_produce_latency_seconds_bucket)' > "$1" || true
+	{
+		curl -sf "http://$FLEET_FE_HTTP/metrics" |
+			grep -E '^(messaging_kafka_request_duration_seconds_bucket\{node_id="[0-9]+",request="Produce"|fleetgate_ingest_produce_latency_seconds_bucket|fleetgate_delivery_latency_seconds_bucket\{path="direct")'
+		curl -sf "http://$FLEET_DISP_HTTP/metrics" | grep -E '^fleetgate_dispatch_record_age_seconds_bucket'
+	} > "$1" || true
 }
-# fleet_kafka_share LABEL BEFORE: p50 and p99 of both histograms over what
+# fleet_latency_share LABEL BEFORE: p50 and p99 of each histogram over what
 # happened since BEFORE (fleet_histograms), interpolated within buckets as
 # Prometheus's histogram_quantile does: how much of a PUBACK's wait is the
 # broker's answer, and how much records wait for the requests ahead of
-# them (docs/benchmarks.md, "Where a PUBACK waits at 10,000 devices").
-fleet_kafka_share() {
+# them (docs/benchmarks.md, "Where a PUBACK waits at 10,000 devices"); and
+# with subscribers, how much of the end-to-end latency the load generator
+# measures is spent inside fleetgate, and before the hand-over to the
+# frontends (docs/benchmarks.md, "Where the 300 pairs' end-to-end p99 goes").
+fleet_latency_share() {
 	local after
 	after=$(mktemp)
 	fleet_histograms "$after"
 	awk -v label="$1" '
 		function le(line) { sub(/.*le="/, "", line); sub(/".*/, "", line); return line == "+Inf" ? 1e9 : line + 0 }
-		function name(line) { return line ~ /^messaging/ ? "produce requests, round trip to the broker" : "records, receipt to Kafka ack" }
-		FNR == NR { before[$1] = $NF; next }
+		function name(line) {
+			if (line ~ /^messaging/) return "produce requests, round trip to the broker"
+			if (line ~ /^fleetgate_ingest/) return "records, receipt to Kafka ack"
+			if (line ~ /^fleetgate_dispatch/) return "records, produce to hand-over by the dispatcher"
+			return "messages, acceptance to PUBLISH to a connected subscriber"
+		}
+		# (Not FNR == NR: a histogram not exported yet leaves BEFORE empty.)
+		FILENAME == ARGV[1] { before[$1] = $NF; next }
 		{ n = name($1); b = le($1); c[n, b] += $NF - before[$1]; if (!((n, b) in seen)) { seen[n, b] = 1; bounds[n] = bounds[n] " " b } }
 		END {
 			out = ""
@@ -1018,7 +1032,7 @@ fleet_kafka_share() {
 				}
 				out = out "; " part
 			}
-			printf "Kafka'"'"'s share during %s (fleetgate'"'"'s turns)%s\n", label, out
+			printf "where the time goes during %s (fleetgate'"'"'s turns)%s\n", label, out
 		}' "$2" "$after"
 	rm -f "$after" "$2"
 }
@@ -1126,7 +1140,7 @@ if fleet_shape devices; then
 			-duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
 			-pprof-dir "$FLEET_OUT/devices-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/devices-$n.json"
 		fleet_procs_stop "$n devices"
-		fleet_kafka_share "$n devices" "$hist0"
+		fleet_latency_share "$n devices" "$hist0"
 		top_cum "frontend CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.cpu.pprof" "$FRONTEND"
 		top_cum "dispatcher CPU profile, $n devices ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/devices-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
 	done
@@ -1147,11 +1161,14 @@ if fleet_shape pairs; then
 		rate=$((n * FLEET_PAIR_RATE))
 		log "7c. $n pairs × $FLEET_PAIR_RATE msg/s, open loop ($rate msg/s in total), QoS 1 both ways, $FLEET_ROUNDS round(s) of $FLEET_PAIRS_DURATION"
 		fleet_procs_start
+		hist0=$(mktemp)
+		fleet_histograms "$hist0"
 		"$BENCH" compare pairs "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
 			-pairs "$n" -rate "$rate" -window 256 -size "$SIZE" -client-prefix "fleet-pairs-$n" \
 			-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
 			-pprof-dir "$FLEET_OUT/pairs-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/pairs-$n.json"
 		fleet_procs_stop "$n pairs"
+		fleet_latency_share "$n pairs" "$hist0"
 		top_cum "frontend CPU profile, $n pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/pairs-$n/fleetgate.cpu.pprof" "$FRONTEND"
 		top_cum "dispatcher CPU profile, $n pairs ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/pairs-$n/fleetgate.2.cpu.pprof" "$DISPATCHER"
 	done
