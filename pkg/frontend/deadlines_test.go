@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -133,4 +135,42 @@ func TestTheDeadlineWheelCallsACredentialsExpiryOnce(t *testing.T) {
 	assert.ElementsMatch(t, []*conn{token}, run())
 	assert.Equal(t, map[string]int{"token": 1}, calls, "called once")
 	assert.Zero(t, d.filed())
+}
+
+// At the defaults mqtt.idle-timeout (1800 s) is exactly 1.5 ×
+// mqtt.max-keepalive (1200 s), so a client held to the longest keep-alive
+// has both bounds at once. Its keep-alive is what it is told about (MQTT 5's
+// Server Keep Alive), so a silent one is closed for its keep-alive
+// (keepalive_timeout); only a deadline further than mqtt.idle-timeout (an
+// MQTT 3.1.1 client asking more than 1200 s, or none) is the idle bound's
+// (idle_timeout). Both are DISCONNECT 0x8D on MQTT 5.
+func TestAtTheDefaultsTheLongestKeepAliveIsNotTakenForTheIdleBound(t *testing.T) {
+	require.Equal(t, DefaultIdleTimeout, DefaultMaxKeepAlive*3/2, "the defaults this test is about")
+	for _, tc := range []struct {
+		name      string
+		keepAlive time.Duration // as mochi sets the read deadline: 1.5 × keep-alive ahead; 0 none
+		idled     bool
+	}{
+		{"the longest keep-alive, 1200 s", DefaultMaxKeepAlive, false},
+		{"an MQTT 3.1.1 keep-alive of 1201 s", DefaultMaxKeepAlive + time.Second, true},
+		{"no keep-alive (0)", 0, true},
+		{"a keep-alive of 60 s", time.Minute, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := pipeConn(t, nil)
+			c.idle = DefaultIdleTimeout
+			var deadline time.Time
+			if tc.keepAlive > 0 {
+				deadline = time.Now().Add(tc.keepAlive * 3 / 2)
+			}
+			got := c.bound(deadline)
+			assert.Equal(t, tc.idled, c.idled.Load(), "held by mqtt.idle-timeout")
+			assert.False(t, got.After(time.Now().Add(DefaultIdleTimeout)), "no deadline past mqtt.idle-timeout")
+			c.setClient(mqtt.New(nil).NewClient(c.Conn, "t", "silent", true))
+			code, label, owed := c.disconnectReason(os.ErrDeadlineExceeded)
+			assert.True(t, owed)
+			assert.Equal(t, packets.ErrKeepAliveTimeout, code)
+			assert.Equal(t, map[bool]string{false: "keepalive_timeout", true: "idle_timeout"}[tc.idled], label)
+		})
+	}
 }
