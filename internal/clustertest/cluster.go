@@ -38,6 +38,10 @@ type Options struct {
 	// Archiver adjusts its configuration (database, intervals).
 	ArchiveURI string
 	Archiver   func(c *archiver.ServiceConfig)
+	// Access, when set, makes the frontends demand its credentials (JWT)
+	// as the product does; otherwise they let anonymous clients in
+	// (auth.allow-anonymous=true).
+	Access *Access
 }
 
 // Cluster is a running cluster.
@@ -141,10 +145,13 @@ func Start(t testing.TB, redisAddr string, o Options) *Cluster {
 		cfg.Kafka.Brokers = config.StringList{c.Kafka.Addr()}
 		cfg.Session.Redis.Addrs = config.StringList{redisAddr}
 		cfg.Shutdown.Timeout = 5 * time.Second
-		// Clusters in one process test MQTT and routing; authentication
-		// and authorization are tested on the defaults in pkg/frontend
-		// and test/cluster.
-		cfg.Auth.AllowAnonymous = true
+		// Clusters in one process test MQTT and routing; authorization
+		// is tested in pkg/frontend and test/cluster.
+		if o.Access != nil {
+			cfg.Auth.JWT.KeyFiles = config.StringList{o.Access.keyFile}
+		} else {
+			cfg.Auth.AllowAnonymous = true
+		}
 		if o.Frontend != nil {
 			o.Frontend(i, &cfg)
 		}

@@ -4,8 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetgate/fleetgate/internal/clustertest"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
@@ -44,11 +43,12 @@ const fleetRulesYAML = `rules:
     topics: ["#"]
 `
 
-// fleetAccess holds the signing key, the frontends' access flags and the
-// MQTT addresses whose clients authenticate.
+// fleetAccess holds the devices' credentials (clustertest.Access: a JWT of
+// each client id's own identity), the frontends' access flags and the MQTT
+// addresses whose clients authenticate.
 type fleetAccess struct {
-	key  *ecdsa.PrivateKey
-	args []string
+	access *clustertest.Access
+	args   []string
 
 	mu    sync.Mutex
 	addrs map[string]bool
@@ -73,23 +73,16 @@ func newFleetAccess(dir string) (*fleetAccess, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	a, err := clustertest.NewAccess(dir)
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	pub, rules := filepath.Join(dir, "jwt-es256.pem"), filepath.Join(dir, "rules.yaml")
-	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-		return nil, err
-	}
+	rules := filepath.Join(dir, "rules.yaml")
 	if err := os.WriteFile(rules, []byte(fleetRulesYAML), 0o600); err != nil {
 		return nil, err
 	}
-	return &fleetAccess{key: key, addrs: map[string]bool{},
-		args: []string{"-auth.jwt.key-files", pub, "-authz.rules-file", rules}}, nil
+	return &fleetAccess{access: a, addrs: map[string]bool{},
+		args: []string{"-auth.jwt.key-files", a.KeyFile(), "-authz.rules-file", rules}}, nil
 }
 
 // serve marks the MQTT addresses of a cluster whose frontends demand
@@ -123,18 +116,7 @@ func credentials(t *testing.T, addr, clientID string) (string, []byte) {
 	if !demands {
 		return "", nil
 	}
-	identity := clientID
-	if identity == "" { // the server assigns the client id
-		identity = "device"
-	}
-	now := time.Now()
-	token, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.RegisteredClaims{
-		Subject: identity, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(2 * time.Hour)),
-	}).SignedString(f.key)
-	require.NoError(t, err)
-	// MQTT 3.1.1 sends a password only with a username; the JWT method
-	// reads the identity from the token, not the username.
-	return identity, []byte(token)
+	return f.access.Credentials(clientID)
 }
 
 // authenticateV5 adds the device's credentials to cp unless it has some.

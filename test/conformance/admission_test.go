@@ -81,7 +81,7 @@ func rawConnectAnswer(t *testing.T, addr string, version byte, clientID string, 
 	t.Helper()
 	r := testkit.DialRaw(t, addr, version)
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		Connect: packets.ConnectParams{ClientIdentifier: clientID, Clean: true, Keepalive: keepalive}}
+		Connect: authed(packets.ConnectParams{ClientIdentifier: clientID, Clean: true, Keepalive: keepalive})}
 	if adjust != nil {
 		adjust(&pk)
 	}
@@ -152,7 +152,7 @@ func connectStorm(conns []*testkit.Raw, prefix string) ([]time.Time, error) {
 	for i, r := range conns {
 		wg.Go(func() {
 			err := r.TrySend(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-				Connect: packets.ConnectParams{ClientIdentifier: fmt.Sprintf("%s-%d", prefix, i), Clean: true, Keepalive: 60}})
+				Connect: authed(packets.ConnectParams{ClientIdentifier: fmt.Sprintf("%s-%d", prefix, i), Clean: true, Keepalive: 60})})
 			var ack packets.Packet
 			if err == nil {
 				ack, err = r.Recv(waitFor)
@@ -249,7 +249,7 @@ func TestAFullNodeRefusesAConnectWithServerBusyAndAnotherNodeTakesIt(t *testing.
 			}
 			r := testkit.WrapRaw(t, conn, v311)
 			if r.TrySend(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-				Connect: packets.ConnectParams{ClientIdentifier: cid, Clean: true, Keepalive: 30}}) != nil {
+				Connect: authed(packets.ConnectParams{ClientIdentifier: cid, Clean: true, Keepalive: 30})}) != nil {
 				return false
 			}
 			ack, err := r.Recv(waitFor)
@@ -525,7 +525,7 @@ func TestASilentConnectionIsClosedAtTheIdleTimeoutWhateverItsKeepAlive(t *testin
 	// idle timeout.
 	talker := testkit.DialRaw(t, bounded, v5)
 	talker.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		Connect: packets.ConnectParams{ClientIdentifier: id("idle-talker"), Clean: true}})
+		Connect: authed(packets.ConnectParams{ClientIdentifier: id("idle-talker"), Clean: true})})
 	require.Equal(t, packets.Connack, rawRecv(t, talker).FixedHeader.Type)
 	talked := make(chan error, 1)
 	go func() {

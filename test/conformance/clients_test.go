@@ -250,6 +250,8 @@ func dialPaho5Conn(t *testing.T, addr string, o opts, adjust func(*paho.Connect)
 	})
 	cp := &paho.Connect{ClientID: o.ID, KeepAlive: 30, CleanStart: !o.Persistent,
 		Properties: &paho.ConnectProperties{}}
+	cp.Username, cp.Password = creds(o.ID)
+	cp.UsernameFlag, cp.PasswordFlag = true, true
 	if o.Persistent {
 		e := o.Expiry
 		if e == 0 {
@@ -340,10 +342,11 @@ type paho3 struct {
 func dialPaho3(t *testing.T, addr string, o opts) client {
 	t.Helper()
 	p := &paho3{t: t, msgs: make(chan msg, 1000)}
+	user, pw := creds(o.ID)
 	co := mqtt3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(o.ID).
 		SetProtocolVersion(4).SetCleanSession(!o.Persistent).SetAutoReconnect(false).
 		SetConnectRetry(false).SetKeepAlive(cmp.Or(o.KeepAlive, 30*time.Second)).SetOrderMatters(true).
-		SetResumeSubs(false).SetWriteTimeout(waitFor).
+		SetResumeSubs(false).SetWriteTimeout(waitFor).SetUsername(user).SetPassword(string(pw)).
 		SetDefaultPublishHandler(func(_ mqtt3.Client, m mqtt3.Message) {
 			p.msgs <- msg{Topic: m.Topic(), Payload: string(m.Payload()), QoS: m.Qos(), Retain: m.Retained()}
 		})

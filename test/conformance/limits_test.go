@@ -192,8 +192,8 @@ func TestTopicsOverTheLimitsAreRefused(t *testing.T) {
 			// without a CONNACK [MQTT-3.2.2-6].
 			wr := testkit.DialRaw(t, c.Addr(), version)
 			wr.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-				Connect: packets.ConnectParams{ClientIdentifier: id("long-will"), Clean: true, Keepalive: 30,
-					WillFlag: true, WillTopic: prefix + "/" + deep, WillPayload: []byte("gone"), WillQos: 1}})
+				Connect: authed(packets.ConnectParams{ClientIdentifier: id("long-will"), Clean: true, Keepalive: 30,
+					WillFlag: true, WillTopic: prefix + "/" + deep, WillPayload: []byte("gone"), WillQos: 1})})
 			if version == v5 {
 				connack := rawRecv(t, wr)
 				require.Equal(t, packets.Connack, connack.FixedHeader.Type)

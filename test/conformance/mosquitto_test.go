@@ -63,6 +63,7 @@ func dialMosquitto(version byte) func(t *testing.T, addr string, o opts) client 
 		m := &mosquitto{t: t, version: version, host: host, port: port, o: o,
 			msgs: make(chan msg, 1000), exited: make(chan struct{})}
 		args := append(m.common(), "-i", o.ID, "-k", "30", "-d", "-F", mosqFormat)
+		args = append(args, credArgs(o.ID)...)
 		if o.Persistent {
 			args = append(args, "-c")
 			if version == v5 {
@@ -222,6 +223,7 @@ func mosquittoPub(t *testing.T, version byte, addr, clientID, topic, payload str
 		v = "mqttv5"
 	}
 	args := []string{"-h", host, "-p", port, "-V", v, "-i", clientID, "-t", topic, "-q", strconv.Itoa(int(qos))}
+	args = append(args, credArgs(clientID)...)
 	if payload == "" {
 		args = append(args, "-n")
 	} else {
@@ -253,4 +255,11 @@ func (m *mosquitto) Disconnect() {
 func (m *mosquitto) Drop() {
 	_ = m.cmd.Process.Kill()
 	<-m.exited
+}
+
+// credArgs are the mosquitto clients' flags for the credentials of the
+// client with clientID.
+func credArgs(clientID string) []string {
+	user, pw := creds(clientID)
+	return []string{"-u", user, "-P", string(pw)}
 }

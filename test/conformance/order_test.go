@@ -26,7 +26,7 @@ func TestALostNoticeDelaysNoMessageAndBreaksNoOrder(t *testing.T) {
 	c := start(t, clustertest.Options{})
 	cid, f := id("gap"), id("gap")
 	r := testkit.DialRaw(t, c.Addr(), v5)
-	r.Connect(cid, true)
+	login(r, cid, true)
 	rawSubscribe(t, r, 1, 0, packets.Subscription{Filter: f, Qos: 1})
 	pub := dialPaho5(t, c.Addr(), opts{ID: id("pub")})
 

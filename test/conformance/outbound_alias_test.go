@@ -19,7 +19,7 @@ func connectWithAliases(t *testing.T, addr, cid, filter string, max uint16) *tes
 	t.Helper()
 	r := testkit.DialRaw(t, addr, v5)
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		Connect: packets.ConnectParams{ClientIdentifier: cid, Clean: true, Keepalive: 30}}
+		Connect: authed(packets.ConnectParams{ClientIdentifier: cid, Clean: true, Keepalive: 30})}
 	pk.Properties.TopicAliasMaximum = max
 	r.Send(pk)
 	ack := rawRecv(t, r)

@@ -56,6 +56,8 @@ func dialPyPaho(t *testing.T, addr, clientID, filter string, qos byte, noLocal b
 	}
 	cmd := exec.Command(py, filepath.Join("testdata", "paho_client.py"), host, port, clientID, filter,
 		strconv.Itoa(int(qos)), nl, strconv.Itoa(int(rh)))
+	user, pw := creds(clientID)
+	cmd.Env = append(os.Environ(), "MQTT_USERNAME="+user, "MQTT_PASSWORD="+string(pw))
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	var stderr strings.Builder

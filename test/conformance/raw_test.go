@@ -17,7 +17,7 @@ func rawConnect(t *testing.T, addr string, version byte, clientID string, adjust
 	t.Helper()
 	r := testkit.DialRaw(t, addr, version)
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		Connect: packets.ConnectParams{ClientIdentifier: clientID, Clean: true, Keepalive: 30}}
+		Connect: authed(packets.ConnectParams{ClientIdentifier: clientID, Clean: true, Keepalive: 30})}
 	if adjust != nil {
 		adjust(&pk)
 	}
@@ -82,4 +82,17 @@ func rawMessage(t *testing.T, r *testkit.Raw) packets.Packet {
 		r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
 	}
 	return pk
+}
+
+// authed adds the client's credentials to a raw CONNECT's parameters.
+func authed(p packets.ConnectParams) packets.ConnectParams {
+	user, pw := creds(p.ClientIdentifier)
+	p.Username, p.Password, p.UsernameFlag, p.PasswordFlag = []byte(user), pw, true, true
+	return p
+}
+
+// login is r.Connect with the client's credentials.
+func login(r *testkit.Raw, clientID string, clean bool) packets.Packet {
+	user, pw := creds(clientID)
+	return r.ConnectAs(clientID, clean, user, pw)
 }

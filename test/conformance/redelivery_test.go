@@ -27,7 +27,7 @@ func TestUnacknowledgedMessagesAreResentOnAnotherNode(t *testing.T) {
 			c := start(t, clustertest.Options{Frontends: 2})
 			cid, f := id("resend"), id("resend")
 			r := testkit.DialRaw(t, c.Frontends[0].Addr, version)
-			r.Connect(cid, false)
+			login(r, cid, false)
 			rawSubscribe(t, r, 1, 0, packets.Subscription{Filter: f + "/#", Qos: 2})
 			pub := dialPaho5(t, c.Frontends[1].Addr, opts{ID: id("pub")})
 			pub.Publish(f+"/q1", "acked", 1, false)
@@ -54,7 +54,7 @@ func TestUnacknowledgedMessagesAreResentOnAnotherNode(t *testing.T) {
 			require.NoError(t, r.Conn.Close())
 
 			r = testkit.DialRaw(t, c.Frontends[1].Addr, version)
-			ack := r.Connect(cid, false)
+			ack := login(r, cid, false)
 			assert.True(t, ack.SessionPresent)
 			var resentPublish, resentRel bool
 			for !(resentPublish && resentRel) {
@@ -97,7 +97,7 @@ func TestAPersistentSubscriberGetsWhatArrivesAroundEachReconnect(t *testing.T) {
 			c := start(t, clustertest.Options{Frontends: 2})
 			cid, f := id("flap"), id("flap")
 			r := testkit.DialRaw(t, c.Frontends[0].Addr, version)
-			r.Connect(cid, false)
+			login(r, cid, false)
 			rawSubscribe(t, r, 1, 0, packets.Subscription{Filter: f + "/#", Qos: 1})
 			r.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
 			_, _ = r.Recv(waitFor)
@@ -114,7 +114,7 @@ func TestAPersistentSubscriberGetsWhatArrivesAroundEachReconnect(t *testing.T) {
 					published <- err
 				}()
 				r := testkit.DialRaw(t, c.Frontends[i%2].Addr, version)
-				ack := r.Connect(cid, false)
+				ack := login(r, cid, false)
 				require.True(t, ack.SessionPresent)
 				for got := false; !got; {
 					pk := rawRecv(t, r) // fails after waitFor

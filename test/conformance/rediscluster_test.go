@@ -52,7 +52,7 @@ func publishReceived(t *testing.T, addrs []string) int {
 // two masters.
 func TestPubSubAcrossNodesOnARedisClusterOfThreeMasters(t *testing.T) {
 	addrs := testkit.StartRedisCluster(t, 3)
-	c := clustertest.Start(t, addrs[0], clustertest.Options{Frontends: 2,
+	c := clustertest.Start(t, addrs[0], clustertest.Options{Frontends: 2, Access: access,
 		Frontend: func(_ int, cfg *frontend.Config) {
 			cfg.Session.Redis.Addrs, cfg.Session.Redis.Cluster = config.StringList(addrs), true
 		},

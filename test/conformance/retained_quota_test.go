@@ -64,7 +64,7 @@ func TestRetainedMessagesBeyondTheStoresBoundsAreRefused(t *testing.T) {
 	watcher := dialPaho5(t, addr, opts{ID: id("watch"), Subs: []sub{{Filter: f + "/#", QoS: 1}}})
 
 	r := testkit.DialRaw(t, addr, v5)
-	r.Connect(id("dev"), true)
+	login(r, id("dev"), true)
 	assert.Equal(t, packets.ErrQuotaExceeded.Code, publishRetained(t, r, 1, f+"/big", make([]byte, 2<<10)), "over retained.max-message-bytes")
 	assert.Zero(t, publishRetained(t, r, 2, f+"/small", []byte("ok")))
 	assert.Equal(t, "ok", next(t, watcher).Payload, "the big one was never produced")
@@ -83,7 +83,7 @@ func TestRetainedMessagesBeyondTheStoresBoundsAreRefused(t *testing.T) {
 
 	// MQTT 3.1.1 has no negative PUBACK: the connection closes.
 	old := testkit.DialRaw(t, addr, v311)
-	old.Connect(id("dev311"), true)
+	login(old, id("dev311"), true)
 	old.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true}, PacketID: 1,
 		TopicName: f + "/v311", Payload: make([]byte, 2<<10)})
 	requireClosed(t, old)
@@ -98,7 +98,7 @@ func TestRetainedMessagesBeyondTheStoresBoundsAreRefused(t *testing.T) {
 func TestTheDefaultRetainedBoundRefusesALargeRetainedMessage(t *testing.T) {
 	c := start(t, clustertest.Options{})
 	r := testkit.DialRaw(t, c.Frontends[0].Addr, v5)
-	r.Connect(id("dev"), true)
+	login(r, id("dev"), true)
 	topic := id("rq-default") + "/t"
 	assert.Equal(t, packets.ErrQuotaExceeded.Code, publishRetained(t, r, 1, topic, make([]byte, 70<<10)))
 	rawPublish(t, r, 2, topic, string(make([]byte, 70<<10)), nil)

@@ -4,6 +4,9 @@ of the Go ones and of mochi-mqtt.
 
 Usage: paho_client.py HOST PORT CLIENT_ID FILTER QOS NO_LOCAL RETAIN_HANDLING
 
+With MQTT_USERNAME set in the environment it connects with that username
+and MQTT_PASSWORD; a refused CONNECT prints "ERROR CONNACK <reason code>".
+
 It connects with Clean Start 1, subscribes to FILTER with the given options
 and prints, one per line:
   SUBACK <reason code>
@@ -12,6 +15,7 @@ Each line "pub TOPIC PAYLOAD" on stdin is published at QoS 1 by this same
 client; "sub" subscribes to FILTER again with the same options. EOF on stdin
 disconnects and exits.
 """
+import os
 import sys
 import threading
 
@@ -39,18 +43,27 @@ def on_message(client, userdata, msg):
 
 
 connected = threading.Event()
+refused = []
 
 
 def on_connect(client, userdata, flags, reason_code, properties):
+    code = getattr(reason_code, "value", reason_code)
+    if code != 0:
+        refused.append(code)
     connected.set()
 
 
 c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
 c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+if os.environ.get("MQTT_USERNAME"):
+    c.username_pw_set(os.environ["MQTT_USERNAME"], os.environ.get("MQTT_PASSWORD"))
 c.connect(host, port, keepalive=30, clean_start=True)
 c.loop_start()
 if not connected.wait(20):
     say("ERROR no CONNACK")
+    sys.exit(1)
+if refused:
+    say("ERROR CONNACK %d" % refused[0])
     sys.exit(1)
 opts = SubscribeOptions(qos=qos, noLocal=no_local, retainHandling=rh)
 
