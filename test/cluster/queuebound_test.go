@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -74,16 +73,9 @@ func TestWithEveryDefaultASubscriberAwayPastItsQueueBoundGetsTheNewestAndEveryDr
 // over the dispatchers.
 func (c *testCluster) droppedAtBound(t *testing.T, policy string) int {
 	t.Helper()
-	series := fmt.Sprintf(`fleetgate_dispatch_messages_dropped_total{policy=%q}`, policy)
 	n := 0
 	for _, d := range c.dispatchers {
-		for _, line := range strings.Split(metricsOf(t, d.ops), "\n") {
-			if v, ok := strings.CutPrefix(line, series+" "); ok {
-				k, err := strconv.Atoi(v)
-				require.NoError(t, err, line)
-				n += k
-			}
-		}
+		n += sumSeries(t, metricsOf(t, d.ops), "fleetgate_dispatch_messages_dropped_total", fmt.Sprintf(`policy=%q`, policy))
 	}
 	return n
 }
