@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // TestWithEveryDefaultEveryFirstDeliveryIsTimedFromItsAcceptance: at every
@@ -21,8 +24,9 @@ import (
 // to a connected subscriber on the other node are twenty direct deliveries;
 // ten published while it is away are ten queued ones, each timed with the
 // time it waited (at least the pause before the subscriber came back, so
-// none in a bucket below it); the resend of a message in flight is not a
-// first delivery and is not counted.
+// none in a bucket below it); the resend of a message in flight after its
+// subscriber's connection dropped is not a first delivery and is not
+// counted.
 func TestWithEveryDefaultEveryFirstDeliveryIsTimedFromItsAcceptance(t *testing.T) {
 	t.Parallel()
 	const (
@@ -65,11 +69,41 @@ func TestWithEveryDefaultEveryFirstDeliveryIsTimedFromItsAcceptance(t *testing.T
 	require.Eventually(t, func() bool { return c.deliveryLatencyCount(t, b, "queued", "+Inf") == away },
 		15*time.Second, 50*time.Millisecond, "queued deliveries timed: %d", c.deliveryLatencyCount(t, b, "queued", "+Inf"))
 	assert.Zero(t, c.deliveryLatencyCount(t, b, "queued", "1"), "a queued message timed under the %s it waited at least", pause)
-	assert.Equal(t, live, c.deliveryLatencyCount(t, b, "direct", "+Inf"), "direct deliveries, resends not counted")
+	assert.Equal(t, live, c.deliveryLatencyCount(t, b, "direct", "+Inf"), "direct deliveries")
 
-	require.Eventually(t, func() bool { return c.recordAgeCount(t) >= live+away }, 15*time.Second, 50*time.Millisecond,
+	// A message in flight when its subscriber's connection drops is sent
+	// again, with DUP, on the next one: not a first delivery, not timed
+	// again.
+	raw := testkit.DialRaw(t, b.mqtt, 5)
+	require.Zero(t, connectRaw(t, raw, b.mqtt, "timed-raw", false).ReasonCode)
+	raw.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "resent/raw", Qos: 1}}})
+	require.Equal(t, packets.Suback, recvRaw(t, raw).FixedHeader.Type)
+	pub.publish(t, "resent/raw", "once")
+	first := recvRaw(t, raw)
+	require.Equal(t, packets.Publish, first.FixedHeader.Type)
+	require.False(t, first.FixedHeader.Dup)
+	_ = raw.Conn.Close() // without its PUBACK
+	again := testkit.DialRaw(t, b.mqtt, 5)
+	require.True(t, connectRaw(t, again, b.mqtt, "timed-raw", false).SessionPresent)
+	resent := recvRaw(t, again)
+	require.Equal(t, packets.Publish, resent.FixedHeader.Type)
+	require.True(t, resent.FixedHeader.Dup, "the message in flight is sent again")
+	require.Equal(t, "once", string(resent.Payload))
+	again.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: resent.PacketID})
+	assert.Equal(t, live+1, c.deliveryLatencyCount(t, b, "direct", "+Inf"), "the first send timed, the resend not")
+
+	require.Eventually(t, func() bool { return c.recordAgeCount(t) >= live+away+1 }, 15*time.Second, 50*time.Millisecond,
 		"records timed by the dispatchers: %d", c.recordAgeCount(t))
-	assert.Equal(t, live+away, c.recordAgeCount(t), "every record timed once")
+	assert.Equal(t, live+away+1, c.recordAgeCount(t), "every record timed once")
+}
+
+// recvRaw reads r's next packet within 15 s.
+func recvRaw(t *testing.T, r *testkit.Raw) packets.Packet {
+	t.Helper()
+	pk, err := r.Recv(15 * time.Second)
+	require.NoError(t, err)
+	return pk
 }
 
 // distinct counts the different payloads received on topic.
