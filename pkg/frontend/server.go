@@ -256,6 +256,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		Wills:        willScheduler,
 		Events:       emitter,
 		HandBack:     handBack,
+		Replicas:     s.replicas,
 		StoreTimeout: cfg.Delivery.StoreTimeout,
 		PollInterval: cfg.Delivery.PollInterval,
 	}, log, tel.Provider)
@@ -858,7 +859,7 @@ func (s *Server) flushEvents(deadline time.Time) {
 // failover between a subscription's write and its round is seen.
 func (s *Server) logReplicas(ctx context.Context) {
 	if s.replicas == nil {
-		s.log.Info("redis replication: SUBACK and UNSUBACK do not wait for Redis replicas (subscriptions.redis-replica-acks 0)")
+		s.log.Info("redis replication: CONNACK of a new session, SUBACK and UNSUBACK do not wait for Redis replicas (subscriptions.redis-replica-acks 0)")
 		return
 	}
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
@@ -869,9 +870,9 @@ func (s *Server) logReplicas(ctx context.Context) {
 		if err == nil {
 			desc, waits := session.DescribePrimaries(prims)
 			if waits {
-				s.log.Info("redis replication: SUBACK and UNSUBACK wait until the primaries' replicas hold the subscription", "primaries", desc)
+				s.log.Info("redis replication: CONNACK of a new session, SUBACK and UNSUBACK wait until the primaries' replicas hold them", "primaries", desc)
 			} else {
-				s.log.Info("redis replication: no primary has a replica, SUBACK and UNSUBACK wait for none", "primaries", desc)
+				s.log.Info("redis replication: no primary has a replica, CONNACK, SUBACK and UNSUBACK wait for none", "primaries", desc)
 			}
 			return
 		}

@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // ErrFailover is a Barrier's answer when the Redis primaries, or their
@@ -316,4 +321,64 @@ func DescribePrimaries(prims []Primary) (desc string, waits bool) {
 		waits = waits || p.Needed > 0
 	}
 	return strings.Join(parts, ", "), waits
+}
+
+// WaitReport counts what the waits of one kind of answer found (SUBACKs,
+// CONNACKs of new sessions) by result — replicated, not_needed, short,
+// failed, failover — and logs, at most every 10 s, answers that went out
+// before the replicas confirmed them.
+type WaitReport struct {
+	counter   metric.Int64Counter
+	results   map[string]metric.AddOption
+	log       *slog.Logger
+	short     string
+	lastShort atomic.Int64 // unix nanoseconds of the last short-wait log line
+}
+
+// NewWaitReport returns a report that adds to counter and logs shortMsg
+// (with the primary that fell short) to log.
+func NewWaitReport(counter metric.Int64Counter, log *slog.Logger, shortMsg string) *WaitReport {
+	r := &WaitReport{counter: counter, results: map[string]metric.AddOption{}, log: log, short: shortMsg}
+	for _, res := range []string{Replicated.String(), NotNeeded.String(), Short.String(), "failed", "failover"} {
+		r.results[res] = metric.WithAttributes(attribute.String("result", res))
+	}
+	return r
+}
+
+// Wait waits for w (nil: nothing to wait for), counts what it found and
+// returns why the write cannot be taken as kept: a primary that did not
+// answer, or a failover since the write. A short wait (a replica away or
+// slow) returns nil, counted and logged.
+func (r *WaitReport) Wait(ctx context.Context, w *Waiter) error {
+	if w == nil {
+		return nil
+	}
+	res, err := w.Wait(ctx)
+	switch {
+	case err != nil && errors.Is(err, ErrFailover):
+		r.counter.Add(ctx, 1, r.results["failover"])
+	case err != nil:
+		r.counter.Add(ctx, 1, r.results["failed"])
+	default:
+		r.counter.Add(ctx, 1, r.results[res.String()])
+		if res == Short {
+			r.logShort(w.Primaries())
+		}
+		return nil
+	}
+	return fmt.Errorf("waiting for the redis replicas: %w", err)
+}
+
+func (r *WaitReport) logShort(prims []Primary) {
+	now := time.Now().UnixNano()
+	last := r.lastShort.Load()
+	if now-last < int64(10*time.Second) || !r.lastShort.CompareAndSwap(last, now) {
+		return
+	}
+	for _, p := range prims {
+		if !p.Confirmed() {
+			r.log.Warn(r.short, "server", p.Addr, "acked", p.Acked, "needed", p.Needed, "connected", p.Connected)
+			return
+		}
+	}
 }

@@ -270,6 +270,13 @@ type ConnectResult struct {
 	// to it (the dispatchers' Enqueue finds it not subscribed) until a
 	// SUBSCRIBE of its own.
 	Subscribed bool
+	// Claimed says Connect gave the session an owner it did not have
+	// before: req.Owner is an identity and the session was new, expired,
+	// or created anonymously. Until a replica holds this write, a failover
+	// of its primary could hand the client id to the next identity that
+	// asks for it (session.Barrier): a resume by the session's own owner
+	// is not Claimed.
+	Claimed bool
 }
 
 // connectScript: KEYS the session's keys (sessionKeys); ARGV node, clean,
@@ -284,8 +291,9 @@ type ConnectResult struct {
 // first, having changed nothing (a later run: when it holds more than were
 // handed back); or {0, epoch, present, previous node, was connected, the
 // taken-over will, sequence counter, queue length, whether the session
-// holds subscriptions (1 or 0), then the inflight hash as field, value,
-// ...}. "was connected" is 2 for a session found expired but held for its
+// holds subscriptions (1 or 0), whether the session got an owner it did
+// not have (1 or 0: ConnectResult.Claimed), then the inflight hash as
+// field, value, ...}. "was connected" is 2 for a session found expired but held for its
 // will (see disconnectScript): its will comes back in place of the
 // taken-over one, and the session starts anew as after a clean start.
 var connectScript = redis.NewScript(luaSharedEntries + `
@@ -369,7 +377,9 @@ if present == 1 and v[2] ~= '1' then
 end
 local seq = '0'
 if present == 1 and v[8] then seq = v[8] end
-local out = {0, ep, present, prev, was, oldwill, seq, 0, 0}
+local claimed = 0
+if ARGV[7] ~= '' and (not existed or v[5] ~= ARGV[7]) then claimed = 1 end
+local out = {0, ep, present, prev, was, oldwill, seq, 0, 0, claimed}
 if present == 1 then
   out[8] = redis.call('LLEN', KEYS[3])
   out[9] = redis.call('EXISTS', KEYS[2])
@@ -589,7 +599,7 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 		}
 		return ConnectResult{}, subs, nil
 	}
-	if len(v) < 9 {
+	if len(v) < 10 {
 		return ConnectResult{}, nil, fmt.Errorf("connecting session %s: short reply", clientID)
 	}
 	ep, _ := v[1].(string)
@@ -603,8 +613,9 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 	sq, _ := v[6].(string)
 	qlen, _ := v[7].(int64)
 	subscribed, _ := v[8].(int64)
+	claimed, _ := v[9].(int64)
 	res := ConnectResult{Epoch: epoch, SessionPresent: present == 1, PreviousNode: prev, WasConnected: was == 1,
-		Queued: qlen > 0, Subscribed: subscribed == 1}
+		Queued: qlen > 0, Subscribed: subscribed == 1, Claimed: claimed == 1}
 	res.Seq, _ = strconv.ParseUint(sq, 10, 64)
 	if w, _ := v[5].(string); w != "" {
 		will := new(Will)
@@ -617,9 +628,9 @@ func parseConnect(clientID string, v []any) (ConnectResult, []Subscription, erro
 			res.TakenOverWill = will
 		}
 	}
-	if n := (len(v) - 9) / 2; n > 0 {
+	if n := (len(v) - 10) / 2; n > 0 {
 		res.Inflight = make([]InflightMessage, 0, n)
-		for i := 9; i+1 < len(v); i += 2 {
+		for i := 10; i+1 < len(v); i += 2 {
 			f, _ := v[i].(string)
 			val, _ := v[i+1].(string)
 			im, err := decodeInflight(f, val)

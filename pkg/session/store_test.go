@@ -532,6 +532,38 @@ func TestASessionCreatedAnonymouslyIsOwnedByTheFirstIdentityToResumeIt(t *testin
 	require.ErrorIs(t, err, ErrNotOwner)
 }
 
+// TestConnectSaysWhenItGaveTheSessionAnOwner: Claimed is what a frontend
+// waits for the Redis replicas for before the CONNACK, so it must be set
+// whenever the session's owner is new, and only then.
+func TestConnectSaysWhenItGaveTheSessionAnOwner(t *testing.T) {
+	s, raw := newTestStore(t, nil)
+	ctx := testCtx(t)
+	cid := clientID(t, "c")
+	connect := func(owner string, clean bool) ConnectResult {
+		t.Helper()
+		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", CleanStart: clean, ExpirySeconds: 60, Protocol: 5, Owner: owner})
+		require.NoError(t, err)
+		return res
+	}
+	require.False(t, connect("", false).Claimed, "an anonymous session has no owner to claim")
+	require.True(t, connect("device-1", false).Claimed, "an identity resuming an anonymous session claims it")
+	require.False(t, connect("device-1", false).Claimed, "its owner resuming it")
+	require.False(t, connect("device-1", true).Claimed, "its owner's clean start: the owner was there before")
+
+	require.NoError(t, raw.Del(ctx, sessionKey(cid)).Err())
+	require.True(t, connect("device-1", false).Claimed, "a new session")
+
+	// An expired session (held for its will) starts anew for whoever
+	// connects: a new identity claims it.
+	res := connect("device-1", false)
+	_, err := s.End(ctx, cid, res.Epoch, 1)
+	require.NoError(t, err)
+	require.NoError(t, raw.HSet(ctx, sessionKey(cid), "last_seen", "0").Err())
+	got := connect("device-2", false)
+	require.True(t, got.Claimed, "another identity after the session expired")
+	require.False(t, got.SessionPresent)
+}
+
 func TestACleanStartHandsThePreviousSubscriptionsToTombstoneBeforeDiscardingThem(t *testing.T) {
 	s, raw := newTestStore(t, nil)
 	ctx := testCtx(t)

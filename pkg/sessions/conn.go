@@ -28,9 +28,13 @@ type conn struct {
 	inflight []session.InflightMessage
 	queued   bool
 	noticed  bool
-	// failed is set when the store could not register the session.
+	// failed is set when the store could not register the session, or
+	// could not confirm the registration (registered).
 	failed error
-	will   *session.Will
+	// registered says the store registered the session for this
+	// connection even if it failed: its end is recorded as for any other.
+	registered bool
+	will       *session.Will
 	// willDue: the connection ended abnormally (OnWill ran).
 	willDue   atomic.Bool
 	takenOver atomic.Bool

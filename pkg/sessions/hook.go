@@ -58,6 +58,11 @@ type Options struct {
 	// held undelivered back to the dispatchers, for another member; nil
 	// drops them (tests).
 	HandBack *handback.HandBack
+	// Replicas holds the CONNACK of a CONNECT that gave its session an
+	// owner (session.ConnectResult.Claimed) until the Redis replicas hold
+	// the session: a replica promoted after its primary died then knows
+	// whose the client id is. Nil waits for none.
+	Replicas *session.Barrier
 }
 
 // Hook is the mochi hook. Create it with New, add it to the mochi server
@@ -93,7 +98,7 @@ func New(o Options, log *slog.Logger, mp metric.MeterProvider) (*Hook, error) {
 		connecting: map[string]int{},
 		noticed:    map[string]bool{},
 	}
-	m, err := newMetrics(mp, h.connected)
+	m, err := newMetrics(mp, h.connected, h.log)
 	if err != nil {
 		return nil, err
 	}
@@ -238,6 +243,10 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	ctx, cancel := h.storeCtx()
 	defer cancel()
+	var mark session.Mark
+	if h.o.Replicas != nil {
+		mark = h.o.Replicas.Mark()
+	}
 	h.mu.Lock()
 	h.connecting[cl.ID]++
 	h.mu.Unlock()
@@ -248,6 +257,12 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		h.mu.Unlock()
 		h.refuse(ctx, c, err, "session store failed")
 		return
+	}
+	var claim *session.Waiter
+	if res.Claimed && h.o.Replicas != nil {
+		// The round starts now and runs beside the rest of the
+		// registration; the CONNACK waits for it below.
+		claim = h.o.Replicas.JoinSession(mark, cl.ID)
 	}
 	c.epoch = res.Epoch
 	// What is in flight now is resent (c.pump.Begin); what is handed over
@@ -295,6 +310,13 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	h.log.Debug("session registered", "client_id", cl.ID, "epoch", res.Epoch, "present", res.SessionPresent,
 		"previous_node", res.PreviousNode, "takeover", res.WasConnected)
+	if err := h.metrics.claims.Wait(ctx, claim); err != nil {
+		// The session may be gone with a primary that died (or the
+		// primary did not answer): the device is not told it has one. Its
+		// end is recorded as any connection's, fenced by the epoch.
+		c.registered = true
+		h.refuse(ctx, c, err, "the session's owner not confirmed by the redis replicas")
+	}
 }
 
 // Refuses returns session.ErrNotOwner when cl's client id is connected on
@@ -460,6 +482,9 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 		h.o.Server.Clients.Delete(cl.ID)
 	}
 	if c.failed != nil {
+		if c.registered {
+			h.endSession(c, h.expiryOf(cl))
+		}
 		return
 	}
 	h.emitDisconnect(c, err)

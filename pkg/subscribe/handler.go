@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -95,17 +94,16 @@ type Handler struct {
 	// of one: a connection streams one SUBSCRIBE's retained messages at a
 	// time (*mqtt.Client → chan struct{}).
 	feeds sync.Map
-	// lastShort is when a short replica wait was last logged (unix ns).
-	lastShort atomic.Int64
 }
 
 // New returns a Handler. It does no I/O.
 func New(o Options, log *slog.Logger, mp metric.MeterProvider) (*Handler, error) {
-	m, err := newMetrics(mp)
+	log = log.With("component", "subscribe")
+	m, err := newMetrics(mp, log)
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{o: o, log: log.With("component", "subscribe"), metrics: m}, nil
+	return &Handler{o: o, log: log, metrics: m}, nil
 }
 
 // Tombstone writes tombstones to the change log for subs, the

@@ -1,6 +1,8 @@
 package subscribe
 
 import (
+	"log/slog"
+
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -16,12 +18,11 @@ type metrics struct {
 	reasonInvalidFilter, reasonProtocol metric.AddOption
 	reasonStore, reasonNotAuthorized    metric.AddOption
 	reasonTopicLimit, reasonQuota       metric.AddOption
-	replicaWaits                        metric.Int64Counter
-	replicaResult                       map[session.BarrierResult]metric.AddOption
-	replicaFailed, replicaFailover      metric.AddOption
+	// replicas counts and logs the answers' waits for the replicas.
+	replicas *session.WaitReport
 }
 
-func newMetrics(mp metric.MeterProvider) (*metrics, error) {
+func newMetrics(mp metric.MeterProvider, log *slog.Logger) (*metrics, error) {
 	// The metric names keep the delivery subsystem they were born in:
 	// dashboards and alerts use them.
 	counters := telemetry.NewCounters(mp.Meter("github.com/fleetgate/fleetgate/pkg/subscribe"))
@@ -37,15 +38,10 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		retainedSent: counter("fleetgate_delivery_retained_queued", "Retained messages queued for new subscriptions."),
 		retainedStopped: counter("fleetgate_delivery_retained_stopped",
 			"Subscriptions whose retained messages stopped at the session's queue bound (session.max-queued-messages / -bytes): the rest of the matches were not sent."),
-		replicaWaits: counter("fleetgate_subscribe_replica_waits",
-			"SUBSCRIBEs and UNSUBSCRIBEs whose answer waited for the Redis replicas (subscriptions.redis-replica-acks), by result: replicated, not_needed (no replica anywhere), short (answered before the replicas confirmed: a replica away or slow), failed (a primary did not answer: the filters are refused), failover (the primaries changed since the write: the filters are refused)."),
 	}
-	result := func(r string) metric.AddOption { return metric.WithAttributes(attribute.String("result", r)) }
-	m.replicaResult = map[session.BarrierResult]metric.AddOption{}
-	for _, r := range []session.BarrierResult{session.Replicated, session.NotNeeded, session.Short} {
-		m.replicaResult[r] = result(r.String())
-	}
-	m.replicaFailed, m.replicaFailover = result("failed"), result("failover")
+	m.replicas = session.NewWaitReport(counter("fleetgate_subscribe_replica_waits",
+		"SUBSCRIBEs and UNSUBSCRIBEs whose answer waited for the Redis replicas (subscriptions.redis-replica-acks), by result: replicated, not_needed (no replica anywhere), short (answered before the replicas confirmed: a replica away or slow), failed (a primary did not answer: the filters are refused), failover (the primaries changed since the write: the filters are refused)."),
+		log, `subscription changes answered before the redis replicas confirmed them (a replica is away or slower than subscriptions.redis-replica-timeout): a failover now may lose them; see fleetgate_subscribe_replica_waits_total{result="short"}`)
 	m.reasonInvalidFilter, m.reasonProtocol, m.reasonStore = reason("invalid_filter"), reason("protocol_error"), reason("store")
 	m.reasonNotAuthorized = reason("not_authorized")
 	m.reasonTopicLimit, m.reasonQuota = reason("topic_limit"), reason("quota_exceeded")

@@ -2,8 +2,6 @@ package subscribe
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -379,40 +377,8 @@ func (h *Handler) join(err error, m session.Mark, clientID string) *session.Wait
 // failover since the write. A short wait (a replica away or slow) answers
 // anyway, counted and logged.
 func (h *Handler) replicated(ctx context.Context, w *session.Waiter, err error) error {
-	if w == nil {
-		return err
-	}
-	res, werr := w.Wait(ctx)
-	switch {
-	case werr != nil && errors.Is(werr, session.ErrFailover):
-		h.metrics.replicaWaits.Add(ctx, 1, h.metrics.replicaFailover)
-	case werr != nil:
-		h.metrics.replicaWaits.Add(ctx, 1, h.metrics.replicaFailed)
-	default:
-		h.metrics.replicaWaits.Add(ctx, 1, h.metrics.replicaResult[res])
-		if res == session.Short {
-			h.logShort(w.Primaries())
-		}
-	}
-	if err == nil && werr != nil {
-		err = fmt.Errorf("waiting for the redis replicas: %w", werr)
+	if werr := h.metrics.replicas.Wait(ctx, w); err == nil {
+		err = werr
 	}
 	return err
-}
-
-// logShort logs, at most every 10 s, that answers went out before the
-// replicas confirmed them.
-func (h *Handler) logShort(prims []session.Primary) {
-	now := time.Now().UnixNano()
-	last := h.lastShort.Load()
-	if now-last < int64(10*time.Second) || !h.lastShort.CompareAndSwap(last, now) {
-		return
-	}
-	for _, p := range prims {
-		if !p.Confirmed() {
-			h.log.Warn("subscription changes answered before the redis replicas confirmed them (a replica is away or slower than subscriptions.redis-replica-timeout): a failover now may lose them; see fleetgate_subscribe_replica_waits_total{result=\"short\"}",
-				"server", p.Addr, "acked", p.Acked, "needed", p.Needed, "connected", p.Connected)
-			return
-		}
-	}
 }
