@@ -270,12 +270,14 @@ type ConnectResult struct {
 	// to it (the dispatchers' Enqueue finds it not subscribed) until a
 	// SUBSCRIBE of its own.
 	Subscribed bool
-	// Claimed says Connect gave the session an owner it did not have
-	// before: req.Owner is an identity and the session was new, expired,
-	// or created anonymously. Until a replica holds this write, a failover
-	// of its primary could hand the client id to the next identity that
-	// asks for it (session.Barrier): a resume by the session's own owner
-	// is not Claimed.
+	// Claimed says Connect gave a session that outlives its connection
+	// (ExpirySeconds > 0) an owner it did not have before: req.Owner is an
+	// identity and the session was new, expired, or created anonymously.
+	// Until a replica holds this write, a failover of its primary could
+	// hand the client id to the next identity that asks for it
+	// (session.Barrier). A resume by the session's own owner is not
+	// Claimed, nor is a session that ends with its connection: its owner
+	// holds only while it is connected, as after a disconnect.
 	Claimed bool
 }
 
@@ -378,7 +380,7 @@ end
 local seq = '0'
 if present == 1 and v[8] then seq = v[8] end
 local claimed = 0
-if ARGV[7] ~= '' and (not existed or v[5] ~= ARGV[7]) then claimed = 1 end
+if ARGV[7] ~= '' and ARGV[3] ~= '0' and (not existed or v[5] ~= ARGV[7]) then claimed = 1 end
 local out = {0, ep, present, prev, was, oldwill, seq, 0, 0, claimed}
 if present == 1 then
   out[8] = redis.call('LLEN', KEYS[3])

@@ -551,12 +551,16 @@ func TestConnectSaysWhenItGaveTheSessionAnOwner(t *testing.T) {
 	require.False(t, connect("device-1", true).Claimed, "its owner's clean start: the owner was there before")
 
 	require.NoError(t, raw.Del(ctx, sessionKey(cid)).Err())
+	res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", CleanStart: true, Protocol: 5, Owner: "device-1"})
+	require.NoError(t, err)
+	require.False(t, res.Claimed, "a session that ends with its connection (expiry 0)")
+	require.NoError(t, raw.Del(ctx, sessionKey(cid)).Err())
 	require.True(t, connect("device-1", false).Claimed, "a new session")
 
 	// An expired session (held for its will) starts anew for whoever
 	// connects: a new identity claims it.
-	res := connect("device-1", false)
-	_, err := s.End(ctx, cid, res.Epoch, 1)
+	res = connect("device-1", false)
+	_, err = s.End(ctx, cid, res.Epoch, 1)
 	require.NoError(t, err)
 	require.NoError(t, raw.HSet(ctx, sessionKey(cid), "last_seen", "0").Err())
 	got := connect("device-2", false)

@@ -40,7 +40,7 @@ func newMetrics(mp metric.MeterProvider, sessions func() int64, log *slog.Logger
 			"Sessions the poll found with queued or unwritten messages no notice announced (a lost notice), whose pump it started."),
 	}
 	r.claims = session.NewWaitReport(counter("fleetgate_delivery_claim_replica_waits",
-		"CONNECTs that gave their session an owner (a new session of an authenticated identity) whose CONNACK waited for the Redis replicas (subscriptions.redis-replica-acks), by result: replicated, not_needed (no replica anywhere), short (answered before the replicas confirmed: a replica away or slow), failed (a primary did not answer: Server Unavailable), failover (the primaries changed since the write: Server Unavailable)."),
+		"CONNECTs that gave their session an owner (a new persistent session of an authenticated identity) whose CONNACK waited for the Redis replicas (subscriptions.redis-replica-acks), by result: replicated, not_needed (no replica anywhere), short (answered before the replicas confirmed: a replica away or slow), failed (a primary did not answer: Server Unavailable), failover (the primaries changed since the write: Server Unavailable)."),
 		log, `new sessions' owners answered before the redis replicas confirmed them (a replica is away or slower than subscriptions.redis-replica-timeout): a failover now may lose them; see fleetgate_delivery_claim_replica_waits_total{result="short"}`)
 	r.reasonStore = metric.WithAttributes(attribute.String("reason", "store"))
 	r.reasonNotOwner = metric.WithAttributes(attribute.String("reason", "not_owner"))
