@@ -54,6 +54,11 @@ type leanConn struct {
 	last     int64               // monotonic ns of the last packet; reader goroutine only
 	armed    int64               // monotonic ns the read deadline was last moved (0: never); reader goroutine, or the goroutine it waits for
 	counted  bool                // counted in mochi's Info.ClientsConnected
+	// handleOff handles a packet on a worker (made at the first quiet
+	// spell) and leaves its error in handleErr: one allocation per
+	// connection instead of a closure, its error and a job per packet.
+	handleOff *workers.Task
+	handleErr error
 }
 
 // offGoroutine runs f on another goroutine and waits for it, so that f's
@@ -99,7 +104,11 @@ func (l *leanConn) read() error {
 		if now-l.last < int64(busyGap) {
 			err = l.handle()
 		} else {
-			offGoroutine(func() { err = l.handle() })
+			if l.handleOff == nil {
+				l.handleOff = workers.NewTask(func() { l.handleErr = l.handle() })
+			}
+			l.handleOff.Run()
+			err = l.handleErr
 		}
 		l.last = now
 		if err != nil {

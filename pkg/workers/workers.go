@@ -5,8 +5,9 @@ import "time"
 // idle is how long a worker waits for more work before it ends.
 const idle = time.Second
 
-// job is one function handed to a worker; done, when not nil, is closed
-// once it returned.
+// job is one function handed to a worker; done, when not nil, gets a
+// value once it returned (buffered: the worker never waits for the
+// caller).
 type job struct {
 	f    func()
 	done chan struct{}
@@ -26,9 +27,25 @@ func Go(f func()) { start(&job{f: f}) }
 // it, so a long-lived caller that waits in a shallow frame keeps a small
 // stack).
 func Run(f func()) {
-	j := &job{f: f, done: make(chan struct{})}
+	j := &job{f: f, done: make(chan struct{}, 1)}
 	start(j)
 	<-j.done
+}
+
+// Task is work run on a worker again and again, as Run runs it, with
+// nothing allocated per run: for work that comes often on one long-lived
+// caller (a connection's PUBLISH after a quiet spell), where Run's job,
+// channel and closure would be garbage every time.
+type Task struct{ j job }
+
+// NewTask returns a Task that runs f.
+func NewTask(f func()) *Task { return &Task{j: job{f: f, done: make(chan struct{}, 1)}} }
+
+// Run runs the task's function on a free worker, or on a new one, and
+// returns when it did. One Run at a time: a Task is its caller's own.
+func (t *Task) Run() {
+	start(&t.j)
+	<-t.j.done
 }
 
 func start(j *job) {
@@ -56,7 +73,10 @@ func work(j *job) {
 
 func (j *job) run() {
 	if j.done != nil {
-		defer close(j.done)
+		defer j.finish()
 	}
 	j.f()
 }
+
+// finish tells the caller waiting in Run that j returned.
+func (j *job) finish() { j.done <- struct{}{} }

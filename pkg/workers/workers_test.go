@@ -52,3 +52,21 @@ func TestAWorkerIsReusedAndIdleWorkersEnd(t *testing.T) {
 	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= base }, 5*time.Second, 20*time.Millisecond,
 		"an idle worker ends after a second")
 }
+
+func TestATaskRunsAgainAndAgainWithoutAllocatingPerRun(t *testing.T) {
+	var runs int
+	task := NewTask(func() { runs++ })
+	for i := 1; i <= 100; i++ {
+		task.Run()
+		require.Equal(t, i, runs, "Run returns after the work")
+	}
+	// A worker that has just finished may not be back in time for the
+	// next run, which then starts another (a goroutine: allocations);
+	// the job, its channel and the work itself are never allocated
+	// again, where Run allocates at least the job and its channel.
+	perTask := testing.AllocsPerRun(1000, task.Run)
+	perRun := testing.AllocsPerRun(1000, func() { Run(func() { runs++ }) })
+	t.Logf("allocations per run: Task.Run %.3f, Run %.3f", perTask, perRun)
+	assert.Less(t, perTask, 0.5)
+	assert.GreaterOrEqual(t, perRun, 2.0)
+}

@@ -45,26 +45,8 @@ trap cleanup EXIT
 echo "building into $BIN"
 go build -o "$BIN/" ./cmd/frontend ./cmd/dispatcher ./cmd/fleetgate-dev ./cmd/fleetgate-bench
 
-port() { "$BIN/fleetgate-bench" free-port; }
-wait_port() {
-	local i
-	for i in $(seq 200); do
-		(echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.05
-	done
-	echo "nothing listens on port $1" >&2
-	exit 1
-}
-wait_ready() {
-	local i
-	for i in $(seq 300); do
-		curl -sf "http://$1/readyz" >/dev/null && return 0
-		sleep 0.1
-	done
-	echo "$2 never became ready; its log:" >&2
-	cat "$3" >&2
-	exit 1
-}
+# shellcheck source=test/bench/lib.sh
+source test/bench/lib.sh
 
 # stack NAME ACKS: starts one stack whose dispatcher and frontend wait for
 # ACKS replicas ("" for the default); writes NAME's compare target to
