@@ -126,22 +126,25 @@ func (e *Emitter) Emit(ev *Event) {
 	}
 	r, err := Encode(e.cfg.Topic, ev)
 	if err != nil {
-		e.fail(e.attrs[ev.Kind], ev, err)
+		e.fail(ev.Kind, ev.ClientID, err)
 		return
 	}
+	// The callback keeps what it needs, not ev, which can then stay on
+	// the caller's stack: one event per delivery receipt.
+	kind, clientID := ev.Kind, ev.ClientID
 	// TryProduce: while Kafka is away and the buffer is full the event fails
 	// at once; it never blocks the connection that caused it.
 	e.cl.TryProduce(context.Background(), r, func(_ *kgo.Record, err error) {
 		if err != nil {
-			e.fail(e.attrs[ev.Kind], ev, err)
+			e.fail(kind, clientID, err)
 			return
 		}
-		e.emitted[kindIndex(ev.Kind)].Add(1)
+		e.emitted[kindIndex(kind)].Add(1)
 	})
 }
 
-func (e *Emitter) fail(attr metric.MeasurementOption, ev *Event, err error) {
-	if attr != nil {
+func (e *Emitter) fail(kind Kind, clientID string, err error) {
+	if attr := e.attrs[kind]; attr != nil {
 		e.failed.Add(context.Background(), 1, attr)
 	} else {
 		e.failed.Add(context.Background(), 1)
@@ -154,6 +157,6 @@ func (e *Emitter) fail(attr metric.MeasurementOption, ev *Event, err error) {
 			level = slog.LevelDebug
 		}
 		e.log.Log(context.Background(), level, "event not produced (counted in fleetgate_events_failed; further failures within a second are not logged)",
-			"event", ev.Kind, "client_id", ev.ClientID, "err", err)
+			"event", kind, "client_id", clientID, "err", err)
 	}
 }

@@ -93,8 +93,10 @@ func Encode(topic string, e *Event) (*kgo.Record, error) {
 	}
 	v, ok := appendEvent(make([]byte, 0, 160+len(e.ClientID)+len(e.Node)+len(e.Username)+len(e.Remote)+len(e.Error)+len(e.Topic)+len(e.MessageID)+64*len(e.Subscriptions)), e)
 	if !ok {
+		// A copy: e itself stays where the caller made it.
+		c := *e
 		var err error
-		if v, err = json.Marshal(e); err != nil {
+		if v, err = json.Marshal(&c); err != nil {
 			return nil, fmt.Errorf("encoding %s event of %q: %w", e.Kind, e.ClientID, err)
 		}
 	}
