@@ -9,8 +9,14 @@
 # runs both at 0. Then, with fleetgate-bench compare, AB_ROUNDS rounds each
 # in flipping order, ratios against "nogate", the shapes in AB_SHAPES:
 # closed (closed-loop pairs, AB_CLOSED_PAIRS × AB_WINDOW in flight), open
-# (open-loop pairs, AB_PAIRS × 10 msg/s) and substorm (AB_SUBSTORM clean
-# sessions reconnecting 64 at a time, each subscribing after its CONNACK).
+# (open-loop pairs, AB_PAIRS × 10 msg/s), substorm (AB_SUBSTORM clean
+# sessions reconnecting 64 at a time, each subscribing after its CONNACK)
+# and newstorm (AB_NEWSTORM devices, each an ES256 JWT identity, opening
+# new persistent sessions 64 at a time: the CONNACK that gives a session its
+# owner waits for the replica; one round per target with fresh client ids,
+# AB_ROUNDS times). The frontends accept such tokens beside anonymous
+# clients (auth.jwt.key-files with auth.allow-anonymous); only newstorm
+# sends them.
 # At the end it prints the Redis servers' background work (append-only file
 # rewrites) and their events slower than 5 ms (LATENCY LATEST).
 # AB_SAME=1 runs both stacks without the waits: the A/A control that says
@@ -26,8 +32,9 @@ AB_PAIRS=${AB_PAIRS:-300}
 AB_ROUNDS=${AB_ROUNDS:-4}
 AB_DURATION=${AB_DURATION:-15s}
 AB_SAME=${AB_SAME:-0}
-AB_SHAPES=${AB_SHAPES:-closed open substorm}
+AB_SHAPES=${AB_SHAPES:-closed open substorm newstorm}
 AB_SUBSTORM=${AB_SUBSTORM:-5000}
+AB_NEWSTORM=${AB_NEWSTORM:-5000}
 shape() { [[ " $AB_SHAPES " == *" $1 "* ]]; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fleetgate-replication-ab.XXXXXX")
@@ -47,6 +54,11 @@ go build -o "$BIN/" ./cmd/frontend ./cmd/dispatcher ./cmd/fleetgate-dev ./cmd/fl
 
 # shellcheck source=test/bench/lib.sh
 source test/bench/lib.sh
+
+# The devices' identities for newstorm: an ES256 key and a token each.
+ACC=$WORK/access
+"$BIN/fleetgate-bench" access-files -dir "$ACC" -identities "$AB_NEWSTORM" -tokens "$AB_NEWSTORM" -passwords 0 \
+	-password-hashes 1 -password-cost 4 -rules 1 -groups 1 -quiet >/dev/null
 
 # stack NAME ACKS: starts one stack whose dispatcher and frontend wait for
 # ACKS replicas ("" for the default); writes NAME's compare target to
@@ -80,6 +92,7 @@ stack() {
 	PIDS+=("$dpid")
 	"$BIN/frontend" -node.id "$n-fe" -kafka.brokers "127.0.0.1:$kp" -redis.addrs "127.0.0.1:$rp" \
 		-mqtt.tcp-addr "127.0.0.1:$fm" -mqtt.ws-addr "" -http.addr "127.0.0.1:$fh" -auth.allow-anonymous=true \
+		-auth.jwt.key-files "$ACC/jwt-public.pem" \
 		-log.level warn ${fflags[@]+"${fflags[@]}"} >"$WORK/$n-fe.log" 2>&1 &
 	fpid=$!
 	PIDS+=("$fpid")
@@ -126,6 +139,18 @@ if shape substorm; then
 		-clients "$AB_SUBSTORM" -connect-concurrency 64 -subscribe 'devices/%c/cmd/#' -warmup-passes 1 -passes 1 \
 		-rounds "$AB_ROUNDS" -client-prefix ab-substorm
 fi
+if shape newstorm; then
+	printf '\n=== new persistent sessions of JWT identities: %s devices, 64 at a time, %s rounds with fresh client ids\n' "$AB_NEWSTORM" "$AB_ROUNDS"
+	for r in $(seq "$AB_ROUNDS"); do
+		targets=(-target "$GATE,creds=$ACC/jwt.creds" -target "$NOGATE,creds=$ACC/jwt.creds")
+		if ((r % 2 == 0)); then # the other one first
+			targets=(-target "$NOGATE,creds=$ACC/jwt.creds" -target "$GATE,creds=$ACC/jwt.creds")
+		fi
+		"$BIN/fleetgate-bench" compare connect "${targets[@]}" -baseline nogate \
+			-clients "$AB_NEWSTORM" -connect-concurrency 64 -persistent -warmup-passes 0 -passes 1 \
+			-rounds 1 -client-prefix "ab-new-$r-"
+	done
+fi
 printf '\n=== warnings and errors the stacks logged\n'
 grep -h -E 'level=(WARN|ERROR)' "$WORK"/*-fe.log "$WORK"/*-dispatcher.log | head -20 || true
 printf '\n=== what the Redis servers did in the background (append-only file rewrites, synchronisations)\n'
@@ -152,6 +177,6 @@ for n in gate nogate; do
 	echo "$n:"
 	for ops in $(cat "$WORK/$n.ops"); do
 		curl -sf "http://$ops/metrics" |
-			grep -E '^fleetgate_(dispatch_replication_rounds_total|redis_replicas|dispatch_unreplicated_seconds|subscribe_replica_waits_total)' || true
+			grep -E '^fleetgate_(dispatch_replication_rounds_total|redis_replicas|dispatch_unreplicated_seconds|subscribe_replica_waits_total|delivery_claim_replica_waits_total)' || true
 	done
 done
