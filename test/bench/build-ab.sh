@@ -33,20 +33,10 @@ AB_STORM=${AB_STORM:-10000}
 AB_ROUNDS=${AB_ROUNDS:-3}
 AB_DURATION=${AB_DURATION:-15s}
 AB_SAME=${AB_SAME:-0}
-shape() { [[ " $AB_SHAPES " == *" $1 "* ]]; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fleetgate-build-ab.XXXXXX")
-BIN=$WORK/bin
-PIDS=()
-cleanup() {
-	if ((${#PIDS[@]})); then
-		kill "${PIDS[@]}" 2>/dev/null || true
-		wait 2>/dev/null || true
-	fi
-	git worktree remove --force "$WORK/base-src" 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=test/bench/lib.sh
+source test/bench/lib.sh
+ab_workdir build-ab
+ab_cleanup_extra() { git worktree remove --force "$WORK/base-src" 2>/dev/null || true; }
 
 echo "building the working tree into $BIN/new"
 go build -o "$BIN/new/" ./cmd/frontend ./cmd/dispatcher
@@ -60,9 +50,6 @@ else
 	git worktree add --detach --quiet "$WORK/base-src" "$rev"
 	(cd "$WORK/base-src" && go build -o "$BIN/base/" ./cmd/frontend ./cmd/dispatcher)
 fi
-
-# shellcheck source=test/bench/lib.sh
-source test/bench/lib.sh
 
 # stack NAME: starts stack NAME with the binaries in $BIN/NAME; writes its
 # compare target to $WORK/NAME.target.

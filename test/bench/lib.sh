@@ -1,5 +1,28 @@
-# Helpers shared by the A/B scripts of test/bench (sourced; needs $BIN with
-# fleetgate-bench, and curl).
+# Helpers shared by the A/B scripts of test/bench (sourced; needs curl, and
+# $BIN with fleetgate-bench once built).
+
+# shape NAME reports whether AB_SHAPES lists NAME.
+shape() { [[ " $AB_SHAPES " == *" $1 "* ]]; }
+
+# ab_workdir NAME makes the run's temporary directory WORK (binaries in
+# BIN) and stops every process in PIDS and removes WORK at exit, after
+# calling ab_cleanup_extra when the script defines it.
+ab_workdir() {
+	WORK=$(mktemp -d "${TMPDIR:-/tmp}/fleetgate-$1.XXXXXX")
+	BIN=$WORK/bin
+	PIDS=()
+	trap ab_cleanup EXIT
+}
+ab_cleanup() {
+	if ((${#PIDS[@]})); then
+		kill "${PIDS[@]}" 2>/dev/null || true
+		wait 2>/dev/null || true
+	fi
+	if declare -F ab_cleanup_extra >/dev/null; then
+		ab_cleanup_extra
+	fi
+	rm -rf "$WORK"
+}
 
 # port prints a free TCP port on 127.0.0.1.
 port() { "$BIN/fleetgate-bench" free-port; }

@@ -35,25 +35,12 @@ AB_SAME=${AB_SAME:-0}
 AB_SHAPES=${AB_SHAPES:-closed open substorm newstorm}
 AB_SUBSTORM=${AB_SUBSTORM:-5000}
 AB_NEWSTORM=${AB_NEWSTORM:-5000}
-shape() { [[ " $AB_SHAPES " == *" $1 "* ]]; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fleetgate-replication-ab.XXXXXX")
-BIN=$WORK/bin
-PIDS=()
-cleanup() {
-	if ((${#PIDS[@]})); then
-		kill "${PIDS[@]}" 2>/dev/null || true
-		wait 2>/dev/null || true
-	fi
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=test/bench/lib.sh
+source test/bench/lib.sh
+ab_workdir replication-ab
 
 echo "building into $BIN"
 go build -o "$BIN/" ./cmd/frontend ./cmd/dispatcher ./cmd/fleetgate-dev ./cmd/fleetgate-bench
-
-# shellcheck source=test/bench/lib.sh
-source test/bench/lib.sh
 
 # The devices' identities for newstorm: an ES256 key and a token each.
 ACC=$WORK/access
