@@ -48,6 +48,67 @@ func (c *testCluster) committedPartitions() []int32 {
 	return out
 }
 
+// afterCommitTick returns right after a dispatcher that consumes the
+// partition of one of streamIDs committed: a probe publisher writes to
+// another partition of that dispatcher until the group's committed
+// offset there moves. That dispatcher's next commit is a
+// dispatch.commit-interval away.
+func (c *testCluster) afterCommitTick(t *testing.T, streamIDs []string) {
+	t.Helper()
+	stream := map[int32]bool{}
+	for _, id := range streamIDs {
+		stream[c.partitionOf(id)] = true
+	}
+	var assigned map[string][]int32
+	require.Eventually(t, func() bool {
+		assigned = c.assignment()
+		n := 0
+		for _, parts := range assigned {
+			n += len(parts)
+		}
+		return n == c.inboundPartitions()
+	}, 60*time.Second, 100*time.Millisecond, "the group never assigned every partition: %v", assigned)
+	var probe int32 = -1
+	for member, parts := range assigned {
+		if !slices.ContainsFunc(parts, func(p int32) bool { return stream[p] }) {
+			continue
+		}
+		for _, p := range parts {
+			if !stream[p] {
+				probe = p
+				t.Logf("commit ticks of group member %s (partitions %v) watched on partition %d", member, parts, p)
+				break
+			}
+		}
+		if probe >= 0 {
+			break
+		}
+	}
+	require.GreaterOrEqual(t, probe, int32(0), "no dispatcher consumes both a stream partition and another one")
+	id := ""
+	for i := 0; id == ""; i++ {
+		if cand := fmt.Sprintf("tick-probe-%d", i); c.partitionOf(cand) == probe {
+			id = cand
+		}
+	}
+	pub := newPublishers(t, c.lb, []string{id})[0]
+	before, _ := c.groupProgress(t, probe)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		require.True(t, time.Now().Before(deadline), "the group never committed partition %d", probe)
+		if i%10 == 0 {
+			pub.publish("tick/probe", fmt.Sprint(i))
+		}
+		if at, _ := c.groupProgress(t, probe); at != before {
+			if before >= 0 {
+				return
+			}
+			before = at // the first commit may come from a rebalance; wait for a tick
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestTheFirstDispatcherEverRoutesWhatWasAcknowledgedBeforeItStarted(t *testing.T) {
 	t.Parallel()
 	c := startClusterWith(t, clusterOptions{noDispatchers: true, defaults: true})
@@ -109,9 +170,13 @@ func TestBothDispatchersKilledBeforeTheirFirstCommitLoseNothing(t *testing.T) {
 	sub.subscribe(t, streamFilter)
 	pubs := newPublishers(t, c.lb, c.streamClientIDs(streamPublishers))
 
+	// Each dispatcher commits on a ticker of its own (every
+	// dispatch.commit-interval, 1 s). The stream starts right after one
+	// dispatcher's tick, and both die 0.2 s into it: that dispatcher's
+	// stream partitions have no committed offset, whatever the other's
+	// ticker does.
+	c.afterCommitTick(t, streamIDs(pubs))
 	stop := runAll(pubs)
-	// 0.2 s into the stream, before the first commit (every
-	// dispatch.commit-interval, 1 s).
 	time.Sleep(200 * time.Millisecond)
 	for _, d := range c.dispatchers {
 		d.Kill()
