@@ -54,7 +54,7 @@ func commonOpts(cfg Config, log *slog.Logger, tel Telemetry) ([]kgo.Opt, error) 
 		opts = append(opts, kgo.MetadataMaxAge(cfg.MetadataMaxAge), kgo.MetadataMinAge(min(cfg.MetadataMaxAge, 5*time.Second)))
 	}
 	if tel.Meter != nil {
-		m, err := newMeter(tel.Meter)
+		m, err := meterFor(tel.Meter)
 		if err != nil {
 			return nil, err
 		}

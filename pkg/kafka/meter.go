@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"reflect"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -18,10 +20,13 @@ import (
 // meter counts a client's connections, bytes and records with the
 // instruments of franz-go's kotel.Meter (the same names, units and
 // attributes: node_id, and topic for records), so dashboards built on kotel
-// keep working. Unlike kotel it makes each attribute set once per broker
-// and topic: kotel sorted and hashed a new set for every request, response
-// and batch, 4–5 % of a frontend's CPU with 2,000 devices sending once a
-// second.
+// keep working. The counts are atomic totals per broker and per broker and
+// topic, observed when the metrics are collected: a request, response or
+// batch adds to an integer and calls no metrics SDK, whose Add (an
+// attribute set looked up per call) was 5–8 % of a frontend's CPU with
+// 2,000 devices sending once a second. Every client of a process counts
+// into the same totals (meterFor), so a client closed and made again (a
+// dispatcher rejoining its group) does not reset them.
 //
 // One instrument is its own, messaging.kafka.request_duration_seconds: each
 // request's round trip to its broker, from the start of its write to the
@@ -31,16 +36,26 @@ import (
 // it included) it tells whether a slow PUBACK is the broker's answer or
 // the frontend's own wait.
 type meter struct {
-	connects, connectErrs, disconnects metric.Int64Counter
-	writeErrs, writeBytes              metric.Int64Counter
-	readErrs, readBytes                metric.Int64Counter
-	produceBytes, produceRecords       metric.Int64Counter
-	fetchBytes, fetchRecords           metric.Int64Counter
-	requestDuration                    metric.Float64Histogram
+	requestDuration metric.Float64Histogram
 
-	nodes    sync.Map // int32 → metric.MeasurementOption
-	topics   sync.Map // nodeTopic → metric.MeasurementOption
-	requests sync.Map // nodeRequest → metric.MeasurementOption
+	nodes    attrCache[int32, *nodeCounts]
+	topics   attrCache[nodeTopic, *topicCounts]
+	requests attrCache[nodeRequest, metric.MeasurementOption]
+}
+
+// nodeCounts are one broker's totals; attrs its attribute set.
+type nodeCounts struct {
+	attrs                              metric.MeasurementOption
+	connects, connectErrs, disconnects atomic.Int64
+	writeErrs, writeBytes              atomic.Int64
+	readErrs, readBytes                atomic.Int64
+}
+
+// topicCounts are one broker's and topic's totals.
+type topicCounts struct {
+	attrs                        metric.MeasurementOption
+	produceBytes, produceRecords atomic.Int64
+	fetchBytes, fetchRecords     atomic.Int64
 }
 
 type nodeRequest struct {
@@ -51,6 +66,47 @@ type nodeRequest struct {
 type nodeTopic struct {
 	node  int32
 	topic string
+}
+
+// attrCache holds what was made per key so far, read without a lock or an
+// interface: a map replaced whole when a key is added (brokers, brokers ×
+// topics, brokers × request kinds: a few dozen, all made in the first
+// seconds). A sync.Map hashed each key through an interface, 3 % of a
+// frontend's CPU with 2,000 devices sending once a second.
+type attrCache[K comparable, V any] struct {
+	m  atomic.Pointer[map[K]V]
+	mu sync.Mutex // serializes the additions
+}
+
+// get returns the value of k, made by mk on its first use.
+func (c *attrCache[K, V]) get(k K, mk func() V) V {
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.all()
+	if v, ok := old[k]; ok {
+		return v
+	}
+	n := make(map[K]V, len(old)+1)
+	for k, v := range old {
+		n[k] = v
+	}
+	v := mk()
+	n[k] = v
+	c.m.Store(&n)
+	return v
+}
+
+// all returns every value made so far; the caller must not change it.
+func (c *attrCache[K, V]) all() map[K]V {
+	if m := c.m.Load(); m != nil {
+		return *m
+	}
+	return nil
 }
 
 var (
@@ -71,32 +127,105 @@ var requestBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 
 // meterScope is the instrumentation scope of the client's metrics.
 const meterScope = "github.com/fleetgate/fleetgate/pkg/kafka"
 
+// meters are the meters made so far, one per meter provider: a process's
+// clients share their provider's (a service has one).
+var meters struct {
+	sync.Mutex
+	of map[metric.MeterProvider]*meter
+}
+
+// meterFor returns the meter of mp's clients, made (and its instruments
+// registered with mp) on the first call for mp.
+func meterFor(mp metric.MeterProvider) (*meter, error) {
+	if !reflect.TypeOf(mp).Comparable() {
+		return newMeter(mp)
+	}
+	meters.Lock()
+	defer meters.Unlock()
+	if m, ok := meters.of[mp]; ok {
+		return m, nil
+	}
+	m, err := newMeter(mp)
+	if err != nil {
+		return nil, err
+	}
+	if meters.of == nil {
+		meters.of = map[metric.MeterProvider]*meter{}
+	}
+	meters.of[mp] = m
+	return m, nil
+}
+
+// newMeter makes a meter whose totals mp observes at each collection.
 func newMeter(mp metric.MeterProvider) (*meter, error) {
 	m := mp.Meter(meterScope)
 	out := &meter{}
-	for _, c := range []struct {
-		into        *metric.Int64Counter
-		name, unit  string
-		description string
-	}{
-		{&out.connects, "messaging.kafka.connects.count", "1", "Total number of connections opened, by broker"},
-		{&out.connectErrs, "messaging.kafka.connect_errors.count", "1", "Total number of connection errors, by broker"},
-		{&out.disconnects, "messaging.kafka.disconnects.count", "1", "Total number of connections closed, by broker"},
-		{&out.writeErrs, "messaging.kafka.write_errors.count", "1", "Total number of write errors, by broker"},
-		{&out.writeBytes, "messaging.kafka.write_bytes", "by", "Total number of bytes written, by broker"},
-		{&out.readErrs, "messaging.kafka.read_errors.count", "1", "Total number of read errors, by broker"},
-		{&out.readBytes, "messaging.kafka.read_bytes.count", "by", "Total number of bytes read, by broker"},
-		{&out.produceBytes, "messaging.kafka.produce_bytes.count", "by", "Total number of uncompressed bytes produced, by broker and topic"},
-		{&out.produceRecords, "messaging.kafka.produce_records.count", "1", "Total number of produced records, by broker and topic"},
-		{&out.fetchBytes, "messaging.kafka.fetch_bytes.count", "by", "Total number of uncompressed bytes fetched, by broker and topic"},
-		{&out.fetchRecords, "messaging.kafka.fetch_records.count", "1", "Total number of fetched records, by broker and topic"},
-	} {
-		var err error
-		if *c.into, err = m.Int64Counter(c.name, metric.WithUnit(c.unit), metric.WithDescription(c.description)); err != nil {
-			return nil, fmt.Errorf("creating the Kafka client metric %s: %w", c.name, err)
+	type nodeCounter struct {
+		name, unit, description string
+		of                      func(*nodeCounts) *atomic.Int64
+		inst                    metric.Int64ObservableCounter
+	}
+	type topicCounter struct {
+		name, unit, description string
+		of                      func(*topicCounts) *atomic.Int64
+		inst                    metric.Int64ObservableCounter
+	}
+	nodeCounters := []nodeCounter{
+		{"messaging.kafka.connects.count", "1", "Total number of connections opened, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.connects }, nil},
+		{"messaging.kafka.connect_errors.count", "1", "Total number of connection errors, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.connectErrs }, nil},
+		{"messaging.kafka.disconnects.count", "1", "Total number of connections closed, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.disconnects }, nil},
+		{"messaging.kafka.write_errors.count", "1", "Total number of write errors, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.writeErrs }, nil},
+		{"messaging.kafka.write_bytes", "by", "Total number of bytes written, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.writeBytes }, nil},
+		{"messaging.kafka.read_errors.count", "1", "Total number of read errors, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.readErrs }, nil},
+		{"messaging.kafka.read_bytes.count", "by", "Total number of bytes read, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.readBytes }, nil},
+	}
+	topicCounters := []topicCounter{
+		{"messaging.kafka.produce_bytes.count", "by", "Total number of uncompressed bytes produced, by broker and topic", func(c *topicCounts) *atomic.Int64 { return &c.produceBytes }, nil},
+		{"messaging.kafka.produce_records.count", "1", "Total number of produced records, by broker and topic", func(c *topicCounts) *atomic.Int64 { return &c.produceRecords }, nil},
+		{"messaging.kafka.fetch_bytes.count", "by", "Total number of uncompressed bytes fetched, by broker and topic", func(c *topicCounts) *atomic.Int64 { return &c.fetchBytes }, nil},
+		{"messaging.kafka.fetch_records.count", "1", "Total number of fetched records, by broker and topic", func(c *topicCounts) *atomic.Int64 { return &c.fetchRecords }, nil},
+	}
+	var insts []metric.Observable
+	mk := func(name, unit, description string) (metric.Int64ObservableCounter, error) {
+		c, err := m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(description))
+		if err != nil {
+			return nil, fmt.Errorf("creating the Kafka client metric %s: %w", name, err)
 		}
+		insts = append(insts, c)
+		return c, nil
 	}
 	var err error
+	for i := range nodeCounters {
+		if nodeCounters[i].inst, err = mk(nodeCounters[i].name, nodeCounters[i].unit, nodeCounters[i].description); err != nil {
+			return nil, err
+		}
+	}
+	for i := range topicCounters {
+		if topicCounters[i].inst, err = mk(topicCounters[i].name, topicCounters[i].unit, topicCounters[i].description); err != nil {
+			return nil, err
+		}
+	}
+	// A total never added to is not observed, as a counter never added
+	// to is not exported.
+	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, n := range out.nodes.all() {
+			for _, c := range nodeCounters {
+				if v := c.of(n).Load(); v != 0 {
+					o.ObserveInt64(c.inst, v, n.attrs)
+				}
+			}
+		}
+		for _, t := range out.topics.all() {
+			for _, c := range topicCounters {
+				if v := c.of(t).Load(); v != 0 {
+					o.ObserveInt64(c.inst, v, t.attrs)
+				}
+			}
+		}
+		return nil
+	}, insts...); err != nil {
+		return nil, fmt.Errorf("registering the Kafka client metrics: %w", err)
+	}
 	out.requestDuration, err = m.Float64Histogram("messaging.kafka.request_duration_seconds", metric.WithUnit("s"),
 		metric.WithDescription("Round trip of each request to its broker, from the start of its write to the end of its response, by broker and request (Produce, Fetch, ...); a Fetch includes the time the broker held it waiting for records. Failed requests are counted in write_errors and read_errors instead."),
 		metric.WithExplicitBucketBoundaries(requestBuckets...))
@@ -115,81 +244,72 @@ func nodeID(node int32) string {
 	return strconv.Itoa(int(node))
 }
 
-// node returns the attributes of a broker, made on its first use.
-func (m *meter) node(id int32) metric.MeasurementOption {
-	if o, ok := m.nodes.Load(id); ok {
-		return o.(metric.MeasurementOption)
-	}
-	o, _ := m.nodes.LoadOrStore(id, metric.WithAttributeSet(attribute.NewSet(attribute.String("node_id", nodeID(id)))))
-	return o.(metric.MeasurementOption)
+// node returns the totals of a broker, made on its first use.
+func (m *meter) node(id int32) *nodeCounts {
+	return m.nodes.get(id, func() *nodeCounts {
+		return &nodeCounts{attrs: metric.WithAttributeSet(attribute.NewSet(attribute.String("node_id", nodeID(id))))}
+	})
 }
 
-// topic returns the attributes of a broker and topic, made on their first
-// use.
-func (m *meter) topic(id int32, topic string) metric.MeasurementOption {
-	k := nodeTopic{id, topic}
-	if o, ok := m.topics.Load(k); ok {
-		return o.(metric.MeasurementOption)
-	}
-	o, _ := m.topics.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(
-		attribute.String("node_id", nodeID(id)), attribute.String("topic", topic))))
-	return o.(metric.MeasurementOption)
+// topic returns the totals of a broker and topic, made on their first use.
+func (m *meter) topic(id int32, topic string) *topicCounts {
+	return m.topics.get(nodeTopic{id, topic}, func() *topicCounts {
+		return &topicCounts{attrs: metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("node_id", nodeID(id)), attribute.String("topic", topic)))}
+	})
 }
 
 // request returns the attributes of a broker and request kind, made on
 // their first use.
 func (m *meter) request(id int32, key int16) metric.MeasurementOption {
-	k := nodeRequest{id, key}
-	if o, ok := m.requests.Load(k); ok {
-		return o.(metric.MeasurementOption)
-	}
-	name := kmsg.NameForKey(key)
-	if name == "" {
-		name = "Unknown" + strconv.Itoa(int(key))
-	}
-	o, _ := m.requests.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(
-		attribute.String("node_id", nodeID(id)), attribute.String("request", name))))
-	return o.(metric.MeasurementOption)
+	return m.requests.get(nodeRequest{id, key}, func() metric.MeasurementOption {
+		name := kmsg.NameForKey(key)
+		if name == "" {
+			name = "Unknown" + strconv.Itoa(int(key))
+		}
+		return metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("node_id", nodeID(id)), attribute.String("request", name)))
+	})
 }
 
 func (m *meter) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err != nil {
-		m.connectErrs.Add(context.Background(), 1, m.node(meta.NodeID))
+		m.node(meta.NodeID).connectErrs.Add(1)
 		return
 	}
-	m.connects.Add(context.Background(), 1, m.node(meta.NodeID))
+	m.node(meta.NodeID).connects.Add(1)
 }
 
 func (m *meter) OnBrokerDisconnect(meta kgo.BrokerMetadata, _ net.Conn) {
-	m.disconnects.Add(context.Background(), 1, m.node(meta.NodeID))
+	m.node(meta.NodeID).disconnects.Add(1)
 }
 
 func (m *meter) OnBrokerWrite(meta kgo.BrokerMetadata, _ int16, n int, _, _ time.Duration, err error) {
 	if err != nil {
-		m.writeErrs.Add(context.Background(), 1, m.node(meta.NodeID))
+		m.node(meta.NodeID).writeErrs.Add(1)
 		return
 	}
-	m.writeBytes.Add(context.Background(), int64(n), m.node(meta.NodeID))
+	m.node(meta.NodeID).writeBytes.Add(int64(n))
 }
 
 func (m *meter) OnBrokerRead(meta kgo.BrokerMetadata, _ int16, n int, _, _ time.Duration, err error) {
 	if err != nil {
-		m.readErrs.Add(context.Background(), 1, m.node(meta.NodeID))
+		m.node(meta.NodeID).readErrs.Add(1)
 		return
 	}
-	m.readBytes.Add(context.Background(), int64(n), m.node(meta.NodeID))
+	m.node(meta.NodeID).readBytes.Add(int64(n))
 }
 
 func (m *meter) OnProduceBatchWritten(meta kgo.BrokerMetadata, topic string, _ int32, b kgo.ProduceBatchMetrics) {
-	attrs := m.topic(meta.NodeID, topic)
-	m.produceBytes.Add(context.Background(), int64(b.UncompressedBytes), attrs)
-	m.produceRecords.Add(context.Background(), int64(b.NumRecords), attrs)
+	t := m.topic(meta.NodeID, topic)
+	t.produceBytes.Add(int64(b.UncompressedBytes))
+	t.produceRecords.Add(int64(b.NumRecords))
 }
 
 func (m *meter) OnFetchBatchRead(meta kgo.BrokerMetadata, topic string, _ int32, b kgo.FetchBatchMetrics) {
-	attrs := m.topic(meta.NodeID, topic)
-	m.fetchBytes.Add(context.Background(), int64(b.UncompressedBytes), attrs)
-	m.fetchRecords.Add(context.Background(), int64(b.NumRecords), attrs)
+	t := m.topic(meta.NodeID, topic)
+	t.fetchBytes.Add(int64(b.UncompressedBytes))
+	t.fetchRecords.Add(int64(b.NumRecords))
 }
 
 func (m *meter) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e kgo.BrokerE2E) {

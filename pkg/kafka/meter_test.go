@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
@@ -150,4 +153,95 @@ func TestTheClientTimesEachRequestToItsBrokerByKind(t *testing.T) {
 	require.True(t, ok)
 	assert.Less(t, mn, held.Seconds(), "the requests answered at once")
 	assert.Contains(t, d, "InitProducerID", "every kind is timed, not only produces")
+}
+
+// A broker's and topic's totals are made once and then found without an
+// allocation, by any number of goroutines at once; each key keeps its own.
+func TestTheMeterMakesEachBrokersAndTopicsTotalsOnce(t *testing.T) {
+	m, err := newMeter(sdkmetric.NewMeterProvider())
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				m.topic(int32(i%3), fmt.Sprint("t", (i+g)%4)).fetchRecords.Add(1)
+				m.request(int32(i%3), int16(i%2))
+				m.node(int32(i % 3)).readBytes.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Len(t, m.topics.all(), 12)
+	assert.Len(t, m.requests.all(), 6)
+	assert.Len(t, m.nodes.all(), 3)
+	var records, bytes int64
+	for _, c := range m.topics.all() {
+		records += c.fetchRecords.Load()
+	}
+	for _, c := range m.nodes.all() {
+		bytes += c.readBytes.Load()
+	}
+	assert.Equal(t, int64(8*200), records, "no addition lost while the maps were replaced")
+	assert.Equal(t, int64(8*200), bytes)
+	made := 0
+	c := m.topics.get(nodeTopic{1, "t2"}, func() *topicCounts { made++; return nil })
+	assert.Zero(t, made, "totals already made are not made again")
+	assert.Equal(t, attribute.NewSet(attribute.String("node_id", "1"), attribute.String("topic", "t2")),
+		metric.NewAddConfig([]metric.AddOption{c.attrs}).Attributes())
+	assert.Equal(t, attribute.NewSet(attribute.String("node_id", "2"), attribute.String("request", "Fetch")),
+		metric.NewAddConfig([]metric.AddOption{m.request(2, 1)}).Attributes())
+	topic := "t3"
+	assert.Zero(t, testing.AllocsPerRun(100, func() {
+		m.topic(2, topic).produceRecords.Add(1)
+		m.request(0, 0)
+		m.node(1).writeBytes.Add(1)
+	}))
+}
+
+// The clients of one meter provider count into the same totals: a client
+// closed and made again does not start them from zero.
+func TestClientsOfOneProviderShareTheirTotals(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	reader := sdkmetric.NewManualReader()
+	tel := Telemetry{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}
+	cfg := defaults(t)
+	cfg.Brokers, cfg.Topic = config.StringList{cluster.ListenAddrs()[0]}, "t"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const records = "node_id=0,topic=t"
+	for round := 1; round <= 2; round++ {
+		p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 5 * time.Second}, testkit.DiscardLogger(), tel)
+		require.NoError(t, err)
+		for range 3 {
+			require.NoError(t, p.ProduceSync(ctx, &kgo.Record{Key: []byte("d"), Value: []byte("0123456789")}).FirstErr())
+		}
+		p.Close()
+		var s map[string]map[string]int64
+		require.Eventually(t, func() bool {
+			s = sums(t, reader)
+			return s["messaging.kafka.produce_records.count"][records] >= int64(3*round)
+		}, 5*time.Second, 10*time.Millisecond, "round %d: %v", round, s)
+		assert.Equal(t, int64(3*round), s["messaging.kafka.produce_records.count"][records], "round %d", round)
+	}
+	m1, err := meterFor(tel.Meter)
+	require.NoError(t, err)
+	m2, err := meterFor(tel.Meter)
+	require.NoError(t, err)
+	assert.Same(t, m1, m2)
+	other, err := meterFor(sdkmetric.NewMeterProvider())
+	require.NoError(t, err)
+	assert.NotSame(t, m1, other, "another provider, other totals")
+}
+
+func BenchmarkMeterTopic(b *testing.B) {
+	m, err := newMeter(sdkmetric.NewMeterProvider())
+	require.NoError(b, err)
+	topic := "mqtt.inbound"
+	for b.Loop() {
+		m.topic(1, topic).produceRecords.Add(1)
+	}
 }
