@@ -1,6 +1,8 @@
 package frontend
 
 import (
+	"context"
+	"log/slog"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -60,8 +62,10 @@ func (h *connHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		h.s.metrics.connectTook(time.Duration(monotonic() - c.connectAt))
 	}
 	h.s.metrics.connects(cl.Net.Listener, cl.Properties.ProtocolVersion)
-	h.s.log.Debug("client connected", "client_id", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
-		"protocol", cl.Properties.ProtocolVersion, "clean", pk.Connect.Clean, "keepalive", pk.Connect.Keepalive)
+	if h.s.log.Enabled(context.Background(), slog.LevelDebug) { // the arguments are boxed even when not logged
+		h.s.log.Debug("client connected", "client_id", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+			"protocol", cl.Properties.ProtocolVersion, "clean", pk.Connect.Clean, "keepalive", pk.Connect.Keepalive)
+	}
 }
 
 // OnPacketSent marks a connection answered after DISCONNECT or a failed

@@ -308,8 +308,10 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 			h.log.Warn("takeover notice not sent", "client_id", cl.ID, "node", res.PreviousNode, "err", err)
 		}
 	}
-	h.log.Debug("session registered", "client_id", cl.ID, "epoch", res.Epoch, "present", res.SessionPresent,
-		"previous_node", res.PreviousNode, "takeover", res.WasConnected)
+	if h.log.Enabled(ctx, slog.LevelDebug) { // the arguments are boxed (allocated) even when not logged
+		h.log.Debug("session registered", "client_id", cl.ID, "epoch", res.Epoch, "present", res.SessionPresent,
+			"previous_node", res.PreviousNode, "takeover", res.WasConnected)
+	}
 	if err := h.metrics.claims.Wait(ctx, claim); err != nil {
 		// The session may be gone with a primary that died (or the
 		// primary did not answer): the device is not told it has one. Its
