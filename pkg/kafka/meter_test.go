@@ -41,16 +41,24 @@ func sums(t *testing.T, reader *sdkmetric.ManualReader) map[string]map[string]in
 	return out
 }
 
-// The client's metrics keep kotel's names and attributes: records and
-// bytes by broker and topic, connections and bytes by broker.
-func TestTheClientCountsRecordsBytesAndConnectionsByBrokerAndTopic(t *testing.T) {
+// meteredCluster starts a one-broker kfake cluster with topic "t" and
+// returns a configuration for it, and telemetry whose metrics reader
+// collects what its clients count.
+func meteredCluster(t *testing.T) (Config, Telemetry, *sdkmetric.ManualReader) {
+	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
 	require.NoError(t, err)
 	t.Cleanup(cluster.Close)
 	reader := sdkmetric.NewManualReader()
-	tel := Telemetry{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}
 	cfg := defaults(t)
 	cfg.Brokers, cfg.Topic = config.StringList{cluster.ListenAddrs()[0]}, "t"
+	return cfg, Telemetry{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}, reader
+}
+
+// The client's metrics keep kotel's names and attributes: records and
+// bytes by broker and topic, connections and bytes by broker.
+func TestTheClientCountsRecordsBytesAndConnectionsByBrokerAndTopic(t *testing.T) {
+	cfg, tel, reader := meteredCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -203,13 +211,7 @@ func TestTheMeterMakesEachBrokersAndTopicsTotalsOnce(t *testing.T) {
 // The clients of one meter provider count into the same totals: a client
 // closed and made again does not start them from zero.
 func TestClientsOfOneProviderShareTheirTotals(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	require.NoError(t, err)
-	t.Cleanup(cluster.Close)
-	reader := sdkmetric.NewManualReader()
-	tel := Telemetry{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}
-	cfg := defaults(t)
-	cfg.Brokers, cfg.Topic = config.StringList{cluster.ListenAddrs()[0]}, "t"
+	cfg, tel, reader := meteredCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	const records = "node_id=0,topic=t"
