@@ -160,17 +160,7 @@ func meterFor(mp metric.MeterProvider) (*meter, error) {
 func newMeter(mp metric.MeterProvider) (*meter, error) {
 	m := mp.Meter(meterScope)
 	out := &meter{}
-	type nodeCounter struct {
-		name, unit, description string
-		of                      func(*nodeCounts) *atomic.Int64
-		inst                    metric.Int64ObservableCounter
-	}
-	type topicCounter struct {
-		name, unit, description string
-		of                      func(*topicCounts) *atomic.Int64
-		inst                    metric.Int64ObservableCounter
-	}
-	nodeCounters := []nodeCounter{
+	nodeCounters := []observed[nodeCounts]{
 		{"messaging.kafka.connects.count", "1", "Total number of connections opened, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.connects }, nil},
 		{"messaging.kafka.connect_errors.count", "1", "Total number of connection errors, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.connectErrs }, nil},
 		{"messaging.kafka.disconnects.count", "1", "Total number of connections closed, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.disconnects }, nil},
@@ -179,7 +169,7 @@ func newMeter(mp metric.MeterProvider) (*meter, error) {
 		{"messaging.kafka.read_errors.count", "1", "Total number of read errors, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.readErrs }, nil},
 		{"messaging.kafka.read_bytes.count", "by", "Total number of bytes read, by broker", func(c *nodeCounts) *atomic.Int64 { return &c.readBytes }, nil},
 	}
-	topicCounters := []topicCounter{
+	topicCounters := []observed[topicCounts]{
 		{"messaging.kafka.produce_bytes.count", "by", "Total number of uncompressed bytes produced, by broker and topic", func(c *topicCounts) *atomic.Int64 { return &c.produceBytes }, nil},
 		{"messaging.kafka.produce_records.count", "1", "Total number of produced records, by broker and topic", func(c *topicCounts) *atomic.Int64 { return &c.produceRecords }, nil},
 		{"messaging.kafka.fetch_bytes.count", "by", "Total number of uncompressed bytes fetched, by broker and topic", func(c *topicCounts) *atomic.Int64 { return &c.fetchBytes }, nil},
@@ -194,16 +184,11 @@ func newMeter(mp metric.MeterProvider) (*meter, error) {
 		insts = append(insts, c)
 		return c, nil
 	}
-	var err error
-	for i := range nodeCounters {
-		if nodeCounters[i].inst, err = mk(nodeCounters[i].name, nodeCounters[i].unit, nodeCounters[i].description); err != nil {
-			return nil, err
-		}
+	if err := makeAll(nodeCounters, mk); err != nil {
+		return nil, err
 	}
-	for i := range topicCounters {
-		if topicCounters[i].inst, err = mk(topicCounters[i].name, topicCounters[i].unit, topicCounters[i].description); err != nil {
-			return nil, err
-		}
+	if err := makeAll(topicCounters, mk); err != nil {
+		return nil, err
 	}
 	// A total never added to is not observed, as a counter never added
 	// to is not exported.
@@ -226,6 +211,7 @@ func newMeter(mp metric.MeterProvider) (*meter, error) {
 	}, insts...); err != nil {
 		return nil, fmt.Errorf("registering the Kafka client metrics: %w", err)
 	}
+	var err error
 	out.requestDuration, err = m.Float64Histogram("messaging.kafka.request_duration_seconds", metric.WithUnit("s"),
 		metric.WithDescription("Round trip of each request to its broker, from the start of its write to the end of its response, by broker and request (Produce, Fetch, ...); a Fetch includes the time the broker held it waiting for records. Failed requests are counted in write_errors and read_errors instead."),
 		metric.WithExplicitBucketBoundaries(requestBuckets...))
@@ -233,6 +219,25 @@ func newMeter(mp metric.MeterProvider) (*meter, error) {
 		return nil, fmt.Errorf("creating the Kafka client metric messaging.kafka.request_duration_seconds: %w", err)
 	}
 	return out, nil
+}
+
+// observed is one observable counter of per-C totals: its name, unit and
+// description, which total of a C it reports, and the instrument made.
+type observed[C any] struct {
+	name, unit, description string
+	of                      func(*C) *atomic.Int64
+	inst                    metric.Int64ObservableCounter
+}
+
+// makeAll makes the instrument of each of cs with mk.
+func makeAll[C any](cs []observed[C], mk func(name, unit, description string) (metric.Int64ObservableCounter, error)) error {
+	for i := range cs {
+		var err error
+		if cs[i].inst, err = mk(cs[i].name, cs[i].unit, cs[i].description); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // nodeID names a broker as kotel does: seed brokers (negative ids) are
