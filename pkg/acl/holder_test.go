@@ -95,6 +95,7 @@ func TestPoliciesFollowAReload(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, p.AllowPublish("devices/c1/x")) // cached
 	require.False(t, p.AllowPublish("fleet/x"))     // cached
+	require.True(t, p.AllowRead("devices/c1/x"))    // cached
 	require.Equal(t, uint64(1), p.Generation())
 
 	writeRules(t, h.Path(), `
@@ -105,6 +106,7 @@ rules:
 	require.NoError(t, h.Reload())
 	assert.Equal(t, uint64(2), h.Generation())
 	assert.False(t, p.AllowPublish("devices/c1/x"), "the cache of the old rules is gone")
+	assert.False(t, p.AllowRead("devices/c1/x"), "nor may the client receive it through a subscription granted before")
 	assert.True(t, p.AllowPublish("fleet/x"))
 	assert.True(t, p.AllowSubscribe("fleet/#"))
 	assert.Equal(t, uint64(2), p.Generation())

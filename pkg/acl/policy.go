@@ -28,9 +28,9 @@ type Subject struct {
 	Extra []Rule
 }
 
-// cacheSize is the number of publish topics a Policy remembers. A device
-// publishes to a few topics; a gateway that publishes to more evaluates the
-// rules on each miss.
+// cacheSize is the number of topic decisions (publish and read) a Policy
+// remembers. A device publishes to a few topics and receives on a few; a
+// gateway that uses more evaluates the rules on each miss.
 const cacheSize = 8
 
 // Policy decides what one subject may publish and subscribe to. Make it once
@@ -73,9 +73,10 @@ type derived struct {
 	next     atomic.Uint32 // the cache slot to fill next, round robin
 }
 
-// cachedTopic is a publish decision remembered.
+// cachedTopic is a publish or read decision remembered.
 type cachedTopic struct {
 	name  string
+	act   acts // actPublish or actSubscribe (read)
 	allow bool
 }
 
@@ -135,33 +136,53 @@ func (p *Policy) rederive() *derived {
 // It remembers the last few topics it decided: asked again about one, it
 // allocates nothing and evaluates no rule.
 func (p *Policy) AllowPublish(name string) bool {
+	return p.decide(actPublish, name)
+}
+
+// AllowRead reports whether the subject may receive a message published to
+// the topic name name, through any of its subscriptions: the first rule for
+// subscribe whose filter matches name decides, as it would decide a
+// SUBSCRIBE to name itself. A subscription granted under earlier rules
+// (before a reload, or on an earlier connection of a persistent session)
+// may match topics the rules no longer allow; asking this for every
+// message delivered stops those at once. An invalid name is not allowed.
+//
+// It shares AllowPublish's memory of recent topics: asked again about one,
+// it allocates nothing and evaluates no rule.
+func (p *Policy) AllowRead(name string) bool {
+	return p.decide(actSubscribe, name)
+}
+
+// decide is AllowPublish (act actPublish) and AllowRead (actSubscribe).
+func (p *Policy) decide(act acts, name string) bool {
 	d := p.current()
 	if d.allowAll {
 		return true
 	}
 	for i := range d.cache {
-		if c := d.cache[i].Load(); c != nil && c.name == name {
+		if c := d.cache[i].Load(); c != nil && c.name == name && c.act == act {
 			return c.allow
 		}
 	}
 	if topic.ValidateName(name) != nil {
 		return false
 	}
-	allow := d.publish(name)
+	allow := d.first(act, name)
 	// Clone: name may share memory with a packet buffer that the cache
 	// would keep alive.
 	slot := d.next.Add(1) % cacheSize
-	d.cache[slot].Store(&cachedTopic{name: strings.Clone(name), allow: allow})
+	d.cache[slot].Store(&cachedTopic{name: strings.Clone(name), act: act, allow: allow})
 	return allow
 }
 
-// publish evaluates the rules for a PUBLISH to name.
-func (d *derived) publish(name string) bool {
+// first evaluates the rules for act on the topic name name: the first rule
+// for act whose filter matches name decides; none is a denial.
+func (d *derived) first(act acts, name string) bool {
 	head, _, _ := strings.Cut(name, "/")
 	for _, s := range d.steps {
 		for i := range s {
 			e := &s[i]
-			if e.acts&actPublish == 0 || e.disjointHead(head) {
+			if e.acts&act == 0 || e.disjointHead(head) {
 				continue
 			}
 			if topic.MatchFilter(e.filter, name) {

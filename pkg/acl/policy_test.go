@@ -62,12 +62,7 @@ func TestPublishDecisions(t *testing.T) {
 	r := mustParse(t, fleetRules)
 	device := Subject{Identity: "dev-1", ClientID: "c1"}
 	backend := Subject{Identity: "ops", ClientID: "ops-worker-3"}
-	cases := []struct {
-		name    string
-		subject Subject
-		topic   string
-		want    bool
-	}{
+	checkTopics(t, r, (*Policy).AllowPublish, []topicCase{
 		{"a device publishes in its own subtree", device, "devices/c1/telemetry", true},
 		{"a device publishes to its subtree's root", device, "devices/c1", true},
 		{"a device does not publish in another device's subtree", device, "devices/c2/telemetry", false},
@@ -79,12 +74,26 @@ func TestPublishDecisions(t *testing.T) {
 		{"a backend may not publish to $SYS either", backend, "$SYS/broker/load", false},
 		{"an invalid topic name is not allowed", device, "devices/c1/+", false},
 		{"an empty topic name is not allowed", device, "", false},
-	}
+	})
+}
+
+// topicCase is one decision about a topic name.
+type topicCase struct {
+	name    string
+	subject Subject
+	topic   string
+	want    bool
+}
+
+// checkTopics asks decide about each case's topic under r, twice: the
+// second answer comes from the policy's cache.
+func checkTopics(t *testing.T, r *Rules, decide func(*Policy, string) bool, cases []topicCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := mustPolicy(t, r, c.subject)
-			assert.Equal(t, c.want, p.AllowPublish(c.topic))
-			assert.Equal(t, c.want, p.AllowPublish(c.topic), "asked again, from the cache")
+			assert.Equal(t, c.want, decide(p, c.topic))
+			assert.Equal(t, c.want, decide(p, c.topic), "asked again, from the cache")
 		})
 	}
 }
@@ -127,6 +136,56 @@ func TestSubscribeDecisions(t *testing.T) {
 			p := mustPolicy(t, r, c.subject)
 			assert.Equal(t, c.want, p.AllowSubscribe(c.filter))
 		})
+	}
+}
+
+func TestReadDecisions(t *testing.T) {
+	r := mustParse(t, fleetRules)
+	device := Subject{Identity: "dev-1", ClientID: "c1"}
+	backend := Subject{Identity: "analytics", ClientID: "a1"}
+	checkTopics(t, r, (*Policy).AllowRead, []topicCase{
+		{"a device receives in its own subtree", device, "devices/c1/commands/reboot", true},
+		{"a device does not receive another device's messages", device, "devices/c2/commands/reboot", false},
+		{"an earlier deny rule wins over a later allow", device, "devices/c1/secrets/key", false},
+		{"a device receives the broadcast topic", device, "fleet/broadcast", true},
+		{"a device does not receive the rest of fleet", device, "fleet/other", false},
+		{"a backend receives any device's commands through its subscribe rule", backend, "devices/c9/commands/reboot", true},
+		{"a backend receives every device's telemetry", backend, "devices/c9/telemetry", true},
+		{"a backend does not receive secrets", backend, "devices/c9/secrets/key", false},
+		{"a backend receives the broker's $SYS topics", backend, "$SYS/broker/load", true},
+		{"a backend does not receive the rest of $SYS", backend, "$SYS/other", false},
+		{"an invalid topic name is not allowed", device, "devices/c1/+", false},
+		{"an empty topic name is not allowed", device, "", false},
+	})
+}
+
+// A topic name is a filter that matches itself: reading it is allowed
+// exactly when subscribing to it would be.
+func TestReadingATopicIsDecidedAsSubscribingToIt(t *testing.T) {
+	r := mustParse(t, fleetRules)
+	for _, s := range []Subject{{Identity: "dev-1", ClientID: "c1"}, {Identity: "ops", ClientID: "o1"}, {ClientID: "anon"}} {
+		p := mustPolicy(t, r, s)
+		for _, name := range []string{"devices/c1/x", "devices/c1/secrets/k", "devices/o1/y", "devices/c2/telemetry",
+			"fleet/broadcast", "fleet/x", "$SYS/broker/load", "$SYS/x", "other"} {
+			assert.Equal(t, p.AllowSubscribe(name), p.AllowRead(name), "%s reading %s", s.ClientID, name)
+		}
+	}
+}
+
+// The cache holds publish and read decisions side by side: a topic one may
+// publish to and not read (or the reverse) gets both answers right.
+func TestTheCacheKeepsPublishAndReadApart(t *testing.T) {
+	r := mustParse(t, `
+rules:
+  - {permission: allow, action: publish, topics: ["up/%c"]}
+  - {permission: allow, action: subscribe, topics: ["down/%c"]}
+`)
+	p := mustPolicy(t, r, Subject{ClientID: "c"})
+	for round := 0; round < 3; round++ {
+		assert.True(t, p.AllowPublish("up/c"))
+		assert.False(t, p.AllowRead("up/c"))
+		assert.True(t, p.AllowRead("down/c"))
+		assert.False(t, p.AllowPublish("down/c"))
 	}
 }
 
@@ -256,6 +315,15 @@ func TestACachedPublishDecisionAllocatesNothing(t *testing.T) {
 		}
 	})
 	assert.Zero(t, allocs)
+	for _, name := range topics {
+		p.AllowRead(name)
+	}
+	allocs = testing.AllocsPerRun(1000, func() {
+		for _, name := range topics {
+			p.AllowRead(name)
+		}
+	})
+	assert.Zero(t, allocs, "nor a cached read decision (delivery)")
 }
 
 func TestAPolicyIsSafeForConcurrentUseAcrossReloads(t *testing.T) {

@@ -166,15 +166,24 @@ func (t *tokens) authenticate(r *Request) (Identity, error) {
 		keys = *keySet
 	}
 	var c claims
-	_, err := t.parser.ParseWithClaims(string(r.Password), &c, func(tok *jwt.Token) (any, error) {
-		return selectKeys(keys, tok)
+	var cands []verifyKey
+	tok, err := t.parser.ParseWithClaims(string(r.Password), &c, func(tok *jwt.Token) (any, error) {
+		var err error
+		if cands, err = selectKeys(keys, tok); err != nil {
+			return nil, err
+		}
+		set := jwt.VerificationKeySet{Keys: make([]jwt.VerificationKey, len(cands))}
+		for i, k := range cands {
+			set.Keys[i] = k.key
+		}
+		return set, nil
 	})
 	if err != nil {
 		reason, detail := classify(err)
 		return Identity{}, fail(SourceJWT, reason, detail)
 	}
 
-	id := Identity{Source: SourceJWT}
+	id := Identity{Source: SourceJWT, Credential: Credential{kind: credJWT, fp: verifiedBy(tok, string(r.Password), cands).fp}}
 	if err := claimString(c.raw, t.cfg.IdentityClaim, &id.Name); err != nil || id.Name == "" {
 		return Identity{}, fail(SourceJWT, ReasonTokenClaims, fmt.Sprintf("identity claim %q missing, empty or not a string", t.cfg.IdentityClaim))
 	}
@@ -236,7 +245,7 @@ func (t *tokens) current(v verifiedToken) bool {
 // whose kid is the token's, or which have none. An alg no key is pinned to
 // (none, an unknown one, HS256 when only public keys are configured) is
 // refused before any verification.
-func selectKeys(keys []verifyKey, tok *jwt.Token) (any, error) {
+func selectKeys(keys []verifyKey, tok *jwt.Token) ([]verifyKey, error) {
 	if crit, ok := tok.Header["crit"]; ok && crit != nil {
 		return nil, errCritical
 	}
@@ -249,7 +258,7 @@ func selectKeys(keys []verifyKey, tok *jwt.Token) (any, error) {
 		kid, hasKid = s, true
 	}
 	alg := tok.Method.Alg()
-	var set jwt.VerificationKeySet
+	var cands []verifyKey
 	algKnown := false
 	for _, k := range keys {
 		if !slices.Contains(k.algs, alg) {
@@ -259,15 +268,46 @@ func selectKeys(keys []verifyKey, tok *jwt.Token) (any, error) {
 		if hasKid && k.kid != "" && k.kid != kid {
 			continue
 		}
-		set.Keys = append(set.Keys, k.key)
+		cands = append(cands, k)
 	}
 	switch {
 	case !algKnown:
 		return nil, errAlgorithm
-	case len(set.Keys) == 0:
+	case len(cands) == 0:
 		return nil, errUnknownKey
 	}
-	return set, nil
+	return cands, nil
+}
+
+// verifiedBy returns the key of cands that verified tok, whose compact
+// form is raw: the only candidate, or among several (keys of one alg
+// without a kid to tell them apart) the one whose signature check passes
+// again. The parser tried them in order; so does this.
+func verifiedBy(tok *jwt.Token, raw string, cands []verifyKey) verifyKey {
+	if len(cands) == 1 {
+		return cands[0]
+	}
+	signed := raw[:strings.LastIndexByte(raw, '.')]
+	for _, k := range cands {
+		if tok.Method.Verify(signed, tok.Signature, k.key) == nil {
+			return k
+		}
+	}
+	return verifyKey{} // not reached: the parser found one
+}
+
+// holds reports whether a key whose fingerprint is fp is configured now.
+func (t *tokens) holds(fp uint64) bool {
+	keys := t.keys.Load()
+	if keys == nil {
+		return false
+	}
+	for _, k := range *keys {
+		if k.fp == fp {
+			return true
+		}
+	}
+	return false
 }
 
 // classify turns a parser error into a reason and a detail of this

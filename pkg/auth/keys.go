@@ -26,6 +26,7 @@ type verifyKey struct {
 	kid  string // empty for PEM keys and the HMAC secret: they match any kid
 	key  any    // *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey or []byte
 	algs []string
+	fp   uint64 // keyFingerprint(key), the Credential of tokens it verifies
 }
 
 // minRSABits is the smallest RSA modulus accepted (RFC 7518 3.3).
@@ -99,6 +100,9 @@ func loadKeys(cfg *JWTConfig) ([]verifyKey, error) {
 	}
 	if len(keys) == 0 {
 		return nil, errors.New("auth.jwt.key-files: no JWT verification key configured")
+	}
+	for i := range keys {
+		keys[i].fp = keyFingerprint(keys[i].key)
 	}
 	return keys, nil
 }

@@ -96,7 +96,7 @@ func (p *passwords) authenticate(r *Request) (Identity, error) {
 		// let through even while the username is throttled: an attacker
 		// guessing at a device's name does not lock out the device on
 		// this node.
-		return Identity{Name: r.Username, Source: SourcePassword}, nil
+		return Identity{Name: r.Username, Source: SourcePassword, Credential: passwordCredential(hash)}, nil
 	}
 	user, addr := p.userKey(r.Username), r.Remote.Addr()
 	if !p.throttle.admit(user, addr, p.now()) {
@@ -115,7 +115,24 @@ func (p *passwords) authenticate(r *Request) (Identity, error) {
 	p.mu.Lock()
 	p.verified.put(key, struct{}{})
 	p.mu.Unlock()
-	return Identity{Name: r.Username, Source: SourcePassword}, nil
+	return Identity{Name: r.Username, Source: SourcePassword, Credential: passwordCredential(hash)}, nil
+}
+
+// passwordCredential is the Credential of a password verified against the
+// file's entry hash.
+func passwordCredential(hash []byte) Credential {
+	return Credential{kind: credPassword, fp: fingerprint(hash)}
+}
+
+// holds reports whether the password file loaded now has the entry of user
+// whose fingerprint is fp.
+func (p *passwords) holds(user string, fp uint64) bool {
+	users := p.users.Load()
+	if users == nil {
+		return false
+	}
+	hash, ok := users.hashes[user]
+	return ok && fingerprint(hash) == fp
 }
 
 func (p *passwords) cached(key [16]byte) bool {

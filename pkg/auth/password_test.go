@@ -39,6 +39,8 @@ func TestPasswordFileAcceptsTheRightPasswordOnly(t *testing.T) {
 
 	id, err := c.Authenticate(login("alice", "wonderland"))
 	require.NoError(t, err)
+	assert.True(t, id.Credential.Revocable(), "it rests on alice's entry")
+	id.Credential = Credential{}
 	assert.Equal(t, Identity{Name: "alice", Source: SourcePassword}, id)
 
 	f := requireFailure(t, ignoreID(c.Authenticate(login("alice", "looking-glass"))), ReasonWrongPassword)

@@ -95,4 +95,7 @@ type Identity struct {
 	// Rules is the raw JSON of the token's rules claim (auth.jwt.rules-claim),
 	// nil if none. This package does not parse it; pkg/acl does.
 	Rules json.RawMessage
+	// Credential is what the identity rests on, to check again after a
+	// reload (Chain.Valid).
+	Credential Credential
 }

@@ -16,11 +16,11 @@ type metrics struct {
 	resent, dropped, acksDropped metric.Int64Counter
 	storeErrors                  metric.Int64Counter
 	// Counted per message (sent: AddAt(qos, n)).
-	sent, completed, filled           *telemetry.HotCounter
-	reasonUndecodable, reasonTooLarge metric.AddOption
-	pipelineRounds, sweepSessions     metric.Int64Histogram
-	latency                           metric.Float64Histogram
-	pathDirect, pathQueued            metric.RecordOption
+	sent, completed, filled                                *telemetry.HotCounter
+	reasonUndecodable, reasonTooLarge, reasonNotAuthorized metric.AddOption
+	pipelineRounds, sweepSessions                          metric.Int64Histogram
+	latency                                                metric.Float64Histogram
+	pathDirect, pathQueued                                 metric.RecordOption
 }
 
 // observeLatency records the time from a message's acceptance, the time in
@@ -60,13 +60,13 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		resent:    counter("fleetgate_delivery_messages_resent", "Inflight messages sent again after a reconnect (PUBLISH with DUP, or PUBREL)."),
 		completed: counters.Hot("fleetgate_delivery_messages_completed", "QoS 1 and 2 deliveries the subscriber acknowledged (PUBACK, PUBCOMP)."),
 		dropped: counter("fleetgate_delivery_messages_dropped",
-			"Queued messages discarded at delivery, by reason: undecodable, too_large (above the client's Maximum Packet Size)."),
+			"Queued messages discarded at delivery, by reason: undecodable, too_large (above the client's Maximum Packet Size), not_authorized (the rules in force no longer let the subscriber read the topic)."),
 		acksDropped: counter("fleetgate_delivery_acks_dropped", "Acknowledgements beyond what a client had in flight, ignored."),
 		storeErrors: counter("fleetgate_delivery_store_errors", "Failed session store operations of the delivery loop (retried with backoff)."),
 		filled: counters.Hot("fleetgate_delivery_inflight_reads",
 			"Reads of a session's inflight hash for messages handed to it directly whose notice was lost or late."),
 	}
-	r.reasonUndecodable, r.reasonTooLarge = reason("undecodable"), reason("too_large")
+	r.reasonUndecodable, r.reasonTooLarge, r.reasonNotAuthorized = reason("undecodable"), reason("too_large"), reason("not_authorized")
 	r.pathDirect = metric.WithAttributeSet(attribute.NewSet(attribute.String("path", "direct")))
 	r.pathQueued = metric.WithAttributeSet(attribute.NewSet(attribute.String("path", "queued")))
 	var err error

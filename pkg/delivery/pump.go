@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -728,6 +729,23 @@ func (c *Pump) write(buf *bytes.Buffer, m session.QueuedMessage, how sendKind) (
 		c.d.metrics.dropped.Add(c.ctx, 1, c.d.metrics.reasonUndecodable)
 		c.d.log.Error("dropping undecodable queued message", "client_id", c.cl.ID, "err", err)
 		return true
+	}
+	if a := c.d.authz; a != nil {
+		allow, known := a.AllowRead(c.cl, msg.Topic)
+		if !known {
+			// The connection ended: the message stays in flight in the
+			// store for the next one, which decides again.
+			return false
+		}
+		if !allow {
+			// Debug only: a narrowed rule may deny a busy subscription's
+			// every message; the counter says how many.
+			c.d.metrics.dropped.Add(c.ctx, 1, c.d.metrics.reasonNotAuthorized)
+			if c.d.log.Enabled(c.ctx, slog.LevelDebug) {
+				c.d.log.Debug("message on a topic the subscriber may no longer read discarded", "client_id", c.cl.ID, "topic", msg.Topic)
+			}
+			return true
+		}
 	}
 	pk := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Publish, Qos: msg.QoS, Retain: msg.Retain},

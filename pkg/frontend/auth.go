@@ -26,7 +26,14 @@ const (
 	reasonNotOwner   = "client_id_owned" // another identity holds the client id on this node
 	reasonWill       = "will_not_authorized"
 	reasonWillTopic  = "will_topic_limit"
+	// reasonRevoked: the credentials were reloaded while the CONNECT was
+	// checked, and no longer hold its password or token.
+	reasonRevoked = "revoked"
 )
+
+// maxRevokedLogged bounds the per-connection log lines of one reload's
+// revocations; the summary line counts them all.
+const maxRevokedLogged = 20
 
 // authHook decides who a CONNECT is (pkg/auth), what it may publish and
 // subscribe to (pkg/acl), and that its client id is not another identity's
@@ -53,6 +60,17 @@ type authHook struct {
 	// (conn.policy), not in a map here: one pointer load per PUBLISH, and
 	// no map entry per connection.
 	refused sync.Map // *mqtt.Client → byte: the CONNACK code of a refused CONNECT
+	// held are the connections whose identity rests on a password or a
+	// token (*conn → heldCredential): each reload of the credentials
+	// checks them again and closes those it revokes (revoke).
+	held sync.Map
+}
+
+// heldCredential is what a connection's identity rests on.
+type heldCredential struct {
+	cl   *mqtt.Client
+	name string
+	cred auth.Credential
 }
 
 func (h *authHook) ID() string { return "fleetgate-auth" }
@@ -142,6 +160,17 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		return false
 	}
 
+	if id.Credential.Revocable() {
+		h.held.Store(c, heldCredential{cl: cl, name: id.Name, cred: id.Credential})
+		// A reload between Authenticate and the line above would have
+		// missed this connection: check it again under the credentials
+		// loaded now.
+		if !h.chain.Valid(id.Name, id.Credential) {
+			h.held.Delete(c)
+			h.refuse(cl, auth.BadCredentials.Byte(cl.Properties.ProtocolVersion), reasonRevoked)
+			return false
+		}
+	}
 	c.policy.Store(policy)
 	if h.atExpiry && !id.Expires.IsZero() {
 		// In the node's deadline wheel: no runtime timer per connection.
@@ -192,6 +221,44 @@ func (h *authHook) expired(cl *mqtt.Client) {
 	cl.Stop(packets.ErrMaxConnectTime)
 }
 
+// revoke closes the connections whose credential the credentials loaded
+// now no longer hold: a user removed from the password file or given a new
+// password, a JWT verification key removed. MQTT 5 clients get DISCONNECT
+// 0x87 (Not authorized) first. Their sessions stay, their owners' own; a
+// will is published as at any end that is not the client's DISCONNECT.
+func (h *authHook) revoke(why string) {
+	bySource := map[string]int{}
+	total := 0
+	h.held.Range(func(k, v any) bool {
+		hc := v.(heldCredential)
+		if hc.cl.Closed() {
+			h.held.Delete(k)
+			return true
+		}
+		if h.chain.Valid(hc.name, hc.cred) {
+			return true
+		}
+		h.held.Delete(k)
+		source := hc.cred.Source()
+		bySource[source]++
+		total++
+		h.metrics.authRevoked(source)
+		if total <= maxRevokedLogged {
+			h.log.Info("credential revoked; closing connection", "client_id", hc.cl.ID, "username", hc.name, "source", source)
+		}
+		if hc.cl.Properties.ProtocolVersion >= 5 {
+			_ = h.server.DisconnectClient(hc.cl, packets.ErrNotAuthorized)
+		} else {
+			hc.cl.Stop(packets.ErrNotAuthorized)
+		}
+		return true
+	})
+	if total > 0 {
+		h.log.Warn("connections closed: the reloaded credentials revoke theirs", "trigger", why,
+			"connections", total, "password", bySource[auth.SourcePassword], "jwt", bySource[auth.SourceJWT])
+	}
+}
+
 // OnPacketEncode gives the CONNACK of a refused CONNECT its reason's code
 // (mochi writes Bad Username or Password for every refusal).
 func (h *authHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
@@ -209,6 +276,7 @@ func (h *authHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.refused.Delete(cl)
 	if c, ok := cl.Net.Conn.(*conn); ok {
+		h.held.Delete(c)
 		c.policy.Store(nil)
 		c.wheel.setCredential(c, time.Time{}, nil)
 	}
@@ -242,6 +310,17 @@ func (h *authHook) AllowSubscribe(cl *mqtt.Client, filter string) bool {
 	return p != nil && p.AllowSubscribe(filter)
 }
 
+// AllowRead implements delivery.Authorizer: every message written to a
+// subscriber is checked against the rules in force, so a reload that takes
+// a topic away stops its deliveries through subscriptions granted before.
+func (h *authHook) AllowRead(cl *mqtt.Client, topic string) (allow, known bool) {
+	p := policyOf(cl)
+	if p == nil {
+		return false, false
+	}
+	return p.AllowRead(topic), true
+}
+
 // policyOf is what cl may do; nil before it authenticated and after it
 // ended (nothing is allowed then).
 func policyOf(cl *mqtt.Client) *acl.Policy {
@@ -261,6 +340,7 @@ func (h *authHook) reload(ctx context.Context, why string) {
 	} else {
 		h.metrics.reloaded(ctx, "credentials", true)
 		h.log.Info("credentials reloaded", "trigger", why, "methods", h.chain.Methods())
+		h.revoke(why)
 	}
 	if h.rules.Open() {
 		return

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -219,4 +220,81 @@ func TestAChangedRulesFileIsReloadedAndConnectedClientsFollowIt(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond, "the connected client is held to the new rules")
 	assert.Zero(t, pubReason(t, c, "new/tree/x"))
 	assert.Contains(t, n.metrics(), `fleetgate_frontend_auth_reloads_total{outcome="ok",what="rules"}`)
+}
+
+// A reload of the credentials checks the connections again: a user removed
+// from the password file, or a JWT key rotated out, loses its connection
+// (MQTT 5: DISCONNECT 0x87) and cannot come back; a connection whose
+// password file line or key stayed keeps going, in both serving modes.
+func TestAReloadThatRevokesACredentialClosesItsConnections(t *testing.T) {
+	for _, serve := range []string{frontend.ServeLean, frontend.ServeMochi} {
+		t.Run("mqtt.serve="+serve, func(t *testing.T) {
+			logs := &lockedBuffer{}
+			n := accessNode(t, logs, func(c *frontend.Config) {
+				c.MQTT.Serve = serve
+				c.Authz.ReloadInterval = 100 * time.Millisecond
+			}, "device-1", "device-2")
+			disconnected := func() chan *paho.Disconnect { return make(chan *paho.Disconnect, 1) }
+			d1, d2, d9 := disconnected(), disconnected(), disconnected()
+			notify := func(ch chan *paho.Disconnect) func(*paho.Disconnect) { return func(d *paho.Disconnect) { ch <- d } }
+			c1, code := connect5(t, n.addr, withPassword("device-1", "device-1", passwordOf("device-1")), notify(d1))
+			require.Zero(t, code)
+			_, code = connect5(t, n.addr, withPassword("device-2", "device-2", passwordOf("device-2")), notify(d2))
+			require.Zero(t, code)
+			tok := hs256(t, jwt.MapClaims{"sub": "device-9", "exp": time.Now().Add(time.Hour).Unix()})
+			_, code = connect5(t, n.addr, withPassword("device-9", "device-9", tok), notify(d9))
+			require.Zero(t, code)
+
+			closedWith := func(ch chan *paho.Disconnect, who string) {
+				t.Helper()
+				select {
+				case d := <-ch:
+					assert.Equal(t, byte(0x87), d.ReasonCode, "%s: Not authorized", who)
+				case <-time.After(15 * time.Second):
+					t.Fatalf("%s kept its connection after its credential was revoked", who)
+				}
+			}
+			stillOpen := func(ch chan *paho.Disconnect, who string) {
+				t.Helper()
+				select {
+				case d := <-ch:
+					t.Fatalf("%s was disconnected (0x%02x) though its credential holds", who, d.ReasonCode)
+				default:
+				}
+			}
+
+			// device-2 is removed; device-1's line stays as it was.
+			path := n.cfg.Auth.PasswordFile
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			var kept []string
+			for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				if !strings.HasPrefix(line, "device-2:") {
+					kept = append(kept, line)
+				}
+			}
+			time.Sleep(10 * time.Millisecond) // a new modification time
+			require.NoError(t, os.WriteFile(path, []byte("# device-2 decommissioned\n"+strings.Join(kept, "\n")+"\n"), 0o600))
+			closedWith(d2, "device-2")
+			stillOpen(d1, "device-1")
+			stillOpen(d9, "device-9")
+			assert.Zero(t, pubReason(t, c1, "devices/device-1/x"), "device-1 goes on")
+			_, code = connect5(t, n.addr, withPassword("device-2", "device-2", passwordOf("device-2")), nil)
+			assert.Equal(t, byte(0x86), code, "device-2 cannot come back")
+
+			// The HMAC secret is rotated: the tokens it signed are revoked.
+			time.Sleep(10 * time.Millisecond)
+			require.NoError(t, os.WriteFile(n.cfg.Auth.JWT.HMACSecretFile, []byte("a-rotated-hmac-secret-of-at-least-32-bytes"), 0o600))
+			closedWith(d9, "device-9")
+			stillOpen(d1, "device-1")
+			assert.Zero(t, pubReason(t, c1, "devices/device-1/y"))
+
+			m := n.metrics()
+			assert.Contains(t, m, `fleetgate_frontend_auth_revoked_total{source="password"} 1`)
+			assert.Contains(t, m, `fleetgate_frontend_auth_revoked_total{source="jwt"} 1`)
+			text := logs.String()
+			assert.Contains(t, text, "credential revoked; closing connection")
+			assert.NotContains(t, text, tok, "the token never reaches the logs")
+		})
+	}
 }

@@ -12,13 +12,14 @@ import (
 )
 
 type metrics struct {
-	connections metric.Int64Counter
-	disconnects metric.Int64Counter
-	authFails   metric.Int64Counter
-	authOK      metric.Int64Counter
-	authExpiry  metric.Int64Counter
-	reloads     metric.Int64Counter
-	refusals    metric.Int64Counter
+	connections  metric.Int64Counter
+	disconnects  metric.Int64Counter
+	authFails    metric.Int64Counter
+	authOK       metric.Int64Counter
+	authExpiry   metric.Int64Counter
+	authRevokedC metric.Int64Counter
+	reloads      metric.Int64Counter
+	refusals     metric.Int64Counter
 	// admission (admission.go)
 	connRefused  metric.Int64Counter
 	acceptWaits  metric.Int64Counter
@@ -83,6 +84,10 @@ func newMetrics(mp metric.MeterProvider, connected *int64) (*metrics, error) {
 		metric.WithDescription("Connections closed because their credential (token exp, certificate NotAfter) expired.")); err != nil {
 		return nil, err
 	}
+	if r.authRevokedC, err = m.Int64Counter("fleetgate_frontend_auth_revoked",
+		metric.WithDescription("Connections closed because a reload of the credentials revoked theirs (a password changed or its user removed, a JWT key removed), by source: password, jwt.")); err != nil {
+		return nil, err
+	}
 	if r.reloads, err = m.Int64Counter("fleetgate_frontend_auth_reloads",
 		metric.WithDescription("Reloads of the credentials (password file, JWT keys) and the authorization rules, by what and outcome (ok, failed: the previous ones stay).")); err != nil {
 		return nil, err
@@ -145,6 +150,10 @@ func (m *metrics) authenticated(source string) {
 }
 
 func (m *metrics) authExpired() { m.authExpiry.Add(context.Background(), 1) }
+
+func (m *metrics) authRevoked(source string) {
+	m.authRevokedC.Add(context.Background(), 1, m.bySource.of(source))
+}
 
 func (m *metrics) reloaded(ctx context.Context, what string, ok bool) {
 	outcome := "ok"

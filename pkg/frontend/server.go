@@ -220,6 +220,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	// The rules are read by Run (loadAccess), before any connection.
 	s.auth = &authHook{chain: chain, server: s.mochi, log: log.With("component", "auth"), metrics: s.metrics,
 		atExpiry: cfg.Authz.DisconnectAtExpiry, topics: cfg.MQTT.Topics.Limits()}
+	deliverer.SetAuthorizer(s.auth)
 	subs, err := subscribe.New(subscribe.Options{
 		Authorizer: s.auth,
 		Server:     s.mochi,

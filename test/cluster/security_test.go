@@ -512,11 +512,19 @@ func (c *testCluster) reload(t *testing.T, what, outcome string) {
 		require.NoError(t, f.Cmd.Process.Signal(syscall.SIGHUP))
 	}
 	for _, f := range c.frontends {
-		require.Eventually(t, func() bool {
-			return reloadsIn(metricsOf(t, f.ops), series) > counts[f.id]-1 && reloadsIn(metricsOf(t, f.ops), series) >= 1
-		},
-			15*time.Second, 50*time.Millisecond, "%s never counted %s", f.id, series)
+		require.Eventually(t, func() bool { return reloadsIn(metricsOf(t, f.ops), series) > counts[f.id] },
+			15*time.Second, 50*time.Millisecond, "%s never counted another %s", f.id, series)
 	}
+}
+
+// sumOf is the sum of series over the frontends' /metrics.
+func (c *testCluster) sumOf(t *testing.T, series string) int {
+	t.Helper()
+	n := 0
+	for _, f := range c.frontends {
+		n += reloadsIn(metricsOf(t, f.ops), series)
+	}
+	return n
 }
 
 // reloadsIn is the value of series in a /metrics text, 0 when absent.
@@ -782,4 +790,136 @@ func TestWithEveryDefaultAnAuthenticatedSessionSurvivesItsFrontendsSIGKILLAndSta
 	require.True(t, in.waitFor(15*time.Second, func(m []received) bool { return has(m, "devices/device-1/commands/reboot", "while away") }),
 		"the command queued while the device was away never arrived")
 	require.Zero(t, puback(t, resumed, "devices/device-1/telemetry", "back", false))
+}
+
+// TestWithEveryDefaultAReloadRevokesCredentialsAndNarrowsWhatSubscriptionsReceive:
+// an operator takes access away with SIGHUP, every setting at its default.
+// A rule narrowed stops what a subscription granted under the old rules
+// receives, on the connection that made it and after the persistent
+// session resumes on the other node; a user removed from the password file
+// or a JWT key rotated out closes the connections that rest on it, on both
+// nodes, MQTT 5 and 3.1.1, and nobody else's.
+func TestWithEveryDefaultAReloadRevokesCredentialsAndNarrowsWhatSubscriptionsReceive(t *testing.T) {
+	t.Parallel()
+	kit := newAccessKit(t)
+	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
+	fa, fb := c.frontends[0], c.frontends[1]
+	resumable := func(cp *paho.Connect) *paho.Connect {
+		cp.CleanStart = false
+		exp := uint32(3600)
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &exp}
+		return cp
+	}
+
+	// The backend reads every device: persistent, on frontend A.
+	backendIn := newInbox()
+	backend, ca, err := connectV5(t, dialTCP(t, fa.mqtt), resumable(device("backend")), backendIn)
+	require.NoError(t, err, "connack %d", answer(ca))
+	backend.subscribe(t, "devices/#")
+	dev1, ca, err := connectV5(t, dialTCP(t, fb.mqtt), device("device-1"), nil)
+	require.NoError(t, err, "connack %d", answer(ca))
+	require.Zero(t, puback(t, dev1, "devices/device-1/status", "status 0", false))
+	require.True(t, backendIn.waitFor(15*time.Second, func(m []received) bool { return has(m, "devices/device-1/status", "status 0") }))
+
+	t.Run("a narrowed rule stops what a subscription granted before receives", func(t *testing.T) {
+		kit.write(t, "rules.yaml", strings.Replace(rulesYAML, `topics: ["devices/#"]`, `topics: ["devices/+/telemetry/#"]`, 1))
+		c.reload(t, "rules", "ok")
+
+		// One publisher, one partition: were the status delivered, it
+		// would arrive before the telemetry that follows it.
+		require.Zero(t, puback(t, dev1, "devices/device-1/status", "status 1", false))
+		require.Zero(t, puback(t, dev1, "devices/device-1/telemetry/t", "telemetry 1", false))
+		require.True(t, backendIn.waitFor(15*time.Second, func(m []received) bool { return has(m, "devices/device-1/telemetry/t", "telemetry 1") }))
+		require.False(t, has(backendIn.snapshot(), "devices/device-1/status", "status 1"), "the subscription granted before the reload delivered a topic the rules now refuse")
+		require.Equal(t, byte(0x87), suback(t, backend, "devices/#"), "nor may it subscribe so widely again")
+
+		// Offline: the messages wait in the backend's queue, and the
+		// resumed session, on the other node, gets only what it may read.
+		require.NoError(t, backend.Disconnect(&paho.Disconnect{}))
+		require.Eventually(t, func() bool { info, _ := c.sessionOf(t, "backend"); return !info.Connected }, 15*time.Second, 50*time.Millisecond)
+		require.Zero(t, puback(t, dev1, "devices/device-1/status", "status 2", false))
+		require.Zero(t, puback(t, dev1, "devices/device-1/telemetry/t", "telemetry 2", false))
+		require.Eventually(t, func() bool { info, _ := c.sessionOf(t, "backend"); return info.QueuedBytes > 0 }, 15*time.Second, 50*time.Millisecond)
+		_, subs := c.sessionOf(t, "backend")
+		require.Equal(t, []string{"devices/#"}, subs, "the subscription granted before is still in the session")
+		back := newInbox()
+		_, ca, err := connectV5(t, dialTCP(t, fb.mqtt), resumable(device("backend")), back)
+		require.NoError(t, err, "connack %d", answer(ca))
+		require.True(t, ca.SessionPresent)
+		require.True(t, back.waitFor(15*time.Second, func(m []received) bool { return has(m, "devices/device-1/telemetry/t", "telemetry 2") }))
+		require.False(t, has(back.snapshot(), "devices/device-1/status", "status 2"), "the queued message on a refused topic was delivered")
+		require.Eventually(t, func() bool {
+			return c.sumOf(t, `fleetgate_delivery_messages_dropped_total{reason="not_authorized"}`) >= 2
+		}, 15*time.Second, 100*time.Millisecond, "the discarded messages are counted")
+	})
+
+	t.Run("a removed user and a rotated key lose their connections, nobody else", func(t *testing.T) {
+		dev2 := func(addr, clientID string) *v5 {
+			cl, ca, err := connectV5(t, dialTCP(t, addr), login(clientID, "device-2", passwordOf["device-2"]), nil)
+			require.NoError(t, err, "connack %d", answer(ca))
+			return cl
+		}
+		dev2a, dev2b := dev2(fa.mqtt, "device-2"), dev2(fb.mqtt, "device-2-b")
+		dev2v3, err := dialV3Login(t, "tcp://"+fb.mqtt, "device-2-v3", "device-2", passwordOf["device-2"], true, nil, nil)
+		require.NoError(t, err)
+		es, ca, err := connectV5(t, dialTCP(t, fa.mqtt), login("device-4", "", token(t, jwt.SigningMethodES256, kit.deviceKey, "device-4", time.Hour, 0)), nil)
+		require.NoError(t, err, "connack %d", answer(ca))
+		rs, ca, err := connectV5(t, dialTCP(t, fb.mqtt), login("device-5", "", token(t, jwt.SigningMethodRS256, kit.rsaKey, "device-5", time.Hour, 0)), nil)
+		require.NoError(t, err, "connack %d", answer(ca))
+		closedWith0x87 := func(cl *v5, who string) {
+			t.Helper()
+			select {
+			case d := <-cl.disconnect:
+				require.Equal(t, byte(0x87), d.ReasonCode, "%s: DISCONNECT Not authorized", who)
+			case <-time.After(15 * time.Second):
+				t.Fatalf("%s kept its connection after its credential was revoked", who)
+			}
+		}
+		open := func(cl *v5, who string) {
+			t.Helper()
+			select {
+			case <-cl.lost:
+				t.Fatalf("%s lost its connection, though its credential holds", who)
+			default:
+			}
+		}
+
+		// device-2 is decommissioned: its line goes, the others stay as
+		// they are (as htpasswd -D leaves them).
+		b, err := os.ReadFile(kit.passwords)
+		require.NoError(t, err)
+		var kept []string
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if !strings.HasPrefix(line, "device-2:") {
+				kept = append(kept, line)
+			}
+		}
+		kit.write(t, "passwords", strings.Join(kept, "\n")+"\n")
+		c.reload(t, "credentials", "ok")
+		closedWith0x87(dev2a, "device-2 on "+fa.id)
+		closedWith0x87(dev2b, "device-2 on "+fb.id)
+		require.Eventually(t, func() bool { return !dev2v3.IsConnectionOpen() }, 15*time.Second, 50*time.Millisecond, "device-2 over MQTT 3.1.1: closed")
+		open(dev1, "device-1")
+		open(es, "device-4 (ES256)")
+		open(rs, "device-5 (RS256)")
+		require.Zero(t, puback(t, dev1, "devices/device-1/telemetry/t", "after the revocation", false))
+		_, ca, _ = connectV5(t, dialTCP(t, c.lb), device("device-2"), nil)
+		require.Equal(t, 0x86, answer(ca), "device-2 cannot come back")
+
+		// The RSA key is rotated out: RS256 tokens are revoked, ES256
+		// ones are not.
+		newRSA, err := rsa.GenerateKey(rand.Reader, 2048)
+		require.NoError(t, err)
+		der, err := x509.MarshalPKIXPublicKey(&newRSA.PublicKey)
+		require.NoError(t, err)
+		kit.write(t, "jwt-rs.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})))
+		c.reload(t, "credentials", "ok")
+		closedWith0x87(rs, "device-5 (RS256)")
+		open(es, "device-4 (ES256)")
+		open(dev1, "device-1")
+		require.Zero(t, puback(t, es, "devices/device-4/telemetry", "still here", false))
+
+		require.Equal(t, 3, c.sumOf(t, `fleetgate_frontend_auth_revoked_total{source="password"}`), "device-2 on both nodes and over 3.1.1")
+		require.Equal(t, 1, c.sumOf(t, `fleetgate_frontend_auth_revoked_total{source="jwt"}`))
+	})
 }
