@@ -19,9 +19,10 @@ import (
 // authentication method, and with one refuses anonymous clients): each
 // client proves an identity of its own, its client id, with an ES256 JWT
 // that Credentials signs, as a fleet's provisioning service would. There is
-// no rules file, as by default: every authenticated client may use every
-// topic. Sessions then belong to identities, so every CONNECT passes the
-// session store's client-id ownership check.
+// no rules file: the frontends open every topic on purpose
+// (authz.allow-all=true), since these clusters test MQTT, not the rules.
+// Sessions belong to identities, so every CONNECT passes the session
+// store's client-id ownership check.
 type Access struct {
 	key     *ecdsa.PrivateKey
 	keyFile string

@@ -132,9 +132,13 @@ type MQTTConfig struct {
 // AuthzConfig configures authorization and the reloading of the files
 // behind authentication and authorization.
 type AuthzConfig struct {
-	// RulesFile is the YAML rules file (pkg/acl); empty: every
-	// authenticated client may publish and subscribe to every topic.
+	// RulesFile is the YAML rules file (pkg/acl); what no rule allows is
+	// denied. Empty: only with AllowAll, or with anonymous clients
+	// accepted (auth.allow-anonymous), which opens every topic anyway.
 	RulesFile string `yaml:"rules_file"`
+	// AllowAll lets every client use every topic without a rules file, on
+	// purpose.
+	AllowAll bool `yaml:"allow_all"`
 	// ReloadInterval is how often the password file, JWT keys and rules
 	// file are checked for changes (SIGHUP reloads at once); 0: only on
 	// SIGHUP.
@@ -191,7 +195,8 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 
 // RegisterFlags registers the "authz." flags.
 func (c *AuthzConfig) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.RulesFile, "authz.rules-file", "", "YAML rules file of what each identity may publish and subscribe to (docs/authorization.md); with it, what no rule allows is denied. Empty: every authenticated client may use every topic.")
+	fs.StringVar(&c.RulesFile, "authz.rules-file", "", "YAML rules file of what each identity may publish and subscribe to (docs/authorization.md; deploy/auth/rules.yaml is an example); what no rule allows is denied. Required when clients authenticate, unless authz.allow-all=true.")
+	fs.BoolVar(&c.AllowAll, "authz.allow-all", false, "Without authz.rules-file, let every client publish and subscribe to every topic, on purpose: any authenticated device may then read every other device's messages. Without either, a frontend whose clients authenticate refuses to start. (With auth.allow-anonymous=true and no rules file every topic is open anyway: anyone may connect.)")
 	fs.DurationVar(&c.ReloadInterval, "authz.reload-interval", 10*time.Second, "How often the password file, JWT key files and rules file are checked for changes and reloaded (SIGHUP reloads at once); 0 reloads only on SIGHUP. A file that fails to load keeps the previous contents in force.")
 	fs.BoolVar(&c.DisconnectAtExpiry, "authz.disconnect-at-expiry", true, "Close a connection when its credential expires (a JWT's exp, a client certificate's NotAfter); MQTT 5 gets DISCONNECT 0xA0.")
 }
@@ -285,6 +290,12 @@ func (c *Config) Validate() error {
 		if _, err := acl.ReadRules(p); err != nil {
 			errs = append(errs, fmt.Errorf("authz.rules-file: %w", err))
 		}
+	}
+	switch {
+	case c.Authz.RulesFile != "" && c.Authz.AllowAll:
+		errs = append(errs, errors.New("authz.allow-all: set together with authz.rules-file; with a rules file what no rule allows is denied, so drop one of them"))
+	case c.Authz.RulesFile == "" && !c.Authz.AllowAll && !c.Auth.AllowAnonymous:
+		errs = append(errs, errors.New("authz.rules-file: no rules file, so every authenticated client could publish and subscribe to every topic, every other device's included; set authz.rules-file (deploy/auth/rules.yaml confines each device to devices/<its identity>/), or authz.allow-all=true to open every topic on purpose"))
 	}
 	if c.Authz.ReloadInterval < 0 {
 		errs = append(errs, fmt.Errorf("authz.reload-interval: %s must not be negative", c.Authz.ReloadInterval))

@@ -91,6 +91,7 @@ func TestAPasswordFileAdmitsItsUsersOnly(t *testing.T) {
 	n := startNode(t, k.Addr(), func(c *frontend.Config) {
 		c.Auth.PasswordFile = file
 		c.Auth.AllowAnonymous = false
+		c.Authz.AllowAll = true // every topic: the test is about who connects
 	})
 	n.waitReady()
 	reader := testkit.NewReader(t, k.Addr(), topic)

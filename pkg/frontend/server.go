@@ -526,7 +526,11 @@ func (s *Server) loadAccess() error {
 		a.log.Info("authorization rules loaded", "file", p, "rules", r.Len(), "identities", r.Identities(), "groups", r.Groups())
 	} else {
 		a.rules = acl.AllowAll()
-		a.log.Warn("no authorization rules (authz.rules-file): every authenticated client may publish and subscribe to every topic")
+		why := "authz.allow-all=true"
+		if !s.cfg.Authz.AllowAll {
+			why = "auth.allow-anonymous=true, no authz.rules-file"
+		}
+		a.log.Warn("every topic is open: every client may publish and subscribe to every topic", "because", why)
 	}
 	if s.cfg.Auth.AllowAnonymous {
 		a.log.Warn("anonymous clients are accepted (auth.allow-anonymous=true)", "methods", a.chain.Methods())

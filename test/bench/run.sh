@@ -710,7 +710,7 @@ FG_JWT=(-auth.allow-anonymous=false -auth.jwt.key-files "$ACC/jwt-public.pem" -h
 log "5a. QoS 1 ingest with $ACCESS_RULES rules and $ACCESS_IDENTITIES identities against none: $ACCESS_PUBLISHERS JWT publishers on devices/%u/telemetry, window $WINDOW, $ACCESS_ROUNDS rounds of $ACCESS_DURATION"
 start_fleetgate fleetgate-rules -- "${FG_JWT[@]}" -authz.rules-file "$ACC/rules.yaml"
 RULES_PID=$FG_PID RULES_MQTT=$FG_MQTT RULES_HTTP=$FG_HTTP
-start_fleetgate fleetgate-norules -- "${FG_JWT[@]}"
+start_fleetgate fleetgate-norules -- "${FG_JWT[@]}" -authz.allow-all
 NORULES_PID=$FG_PID NORULES_MQTT=$FG_MQTT NORULES_HTTP=$FG_HTTP
 # Both are profiled in their first round, so that the profiler's cost is the
 # same on both sides.

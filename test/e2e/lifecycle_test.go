@@ -12,6 +12,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
@@ -42,6 +43,12 @@ func TestSIGTERMDrainsTheFrontendAndExitsZero(t *testing.T) {
 func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *testing.T) {
 	yamlFile := filepath.Join(t.TempDir(), "bad.yaml")
 	require.NoError(t, os.WriteFile(yamlFile, []byte("kafka:\n  topik: x\n"), 0o600))
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	require.NoError(t, err)
+	passwords := filepath.Join(t.TempDir(), "passwords")
+	require.NoError(t, os.WriteFile(passwords, []byte("device-1:"+string(hash)+"\n"), 0o600))
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	require.NoError(t, os.WriteFile(rules, []byte("rules:\n  - {permission: allow, action: all, topics: [\"devices/%u/#\"]}\n"), 0o600))
 	cases := []struct {
 		name  string
 		env   []string
@@ -61,6 +68,10 @@ func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *test
 			[]string{"auth.password-file", "bad.yaml"}},
 		{"a rules file that does not parse stops the start", nil, []string{"-auth.allow-anonymous=true", "-authz.rules-file", yamlFile},
 			[]string{"authz.rules-file", "bad.yaml"}},
+		{"clients that authenticate without a rules file refuse to start, naming both ways on", nil, []string{"-auth.password-file", passwords},
+			[]string{"authz.rules-file: no rules file", "authz.allow-all=true"}},
+		{"authz.allow-all beside a rules file is a contradiction", nil, []string{"-auth.password-file", passwords, "-authz.rules-file", rules, "-authz.allow-all"},
+			[]string{"authz.allow-all: set together with authz.rules-file"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,6 +95,13 @@ func TestAnInvalidConfigurationStopsTheFrontendWithAnErrorNamingTheField(t *test
 		envs := strings.Count(string(out), "env FLEETGATE_")
 		assert.Greater(t, flags, 20)
 		assert.Equal(t, flags, envs, "every flag lists its environment variable")
+	})
+	t.Run("-config.verify accepts authenticated clients with a rules file, or with every topic opened on purpose", func(t *testing.T) {
+		for _, open := range [][]string{{"-authz.rules-file", rules}, {"-authz.allow-all"}} {
+			out, err := exec.Command(filepath.Join(binDir, "frontend"), append([]string{"-config.verify", "-auth.password-file", passwords}, open...)...).CombinedOutput()
+			require.NoError(t, err, "%v: %s", open, out)
+			assert.Contains(t, string(out), "configuration is valid")
+		}
 	})
 	t.Run("-config.verify accepts a valid configuration without starting and never prints a secret", func(t *testing.T) {
 		cmd := exec.Command(filepath.Join(binDir, "frontend"), "-config.verify", "-kafka.brokers", "kafka:9092",
