@@ -24,6 +24,7 @@ type Chain struct {
 	clientIDPolicy string
 	passwords      *passwords // nil unless configured
 	tokens         *tokens    // nil unless configured
+	certs          *certs     // nil unless configured
 }
 
 // Option configures a Chain beyond its Config.
@@ -63,7 +64,8 @@ func New(cfg Config, opts ...Option) (*Chain, error) {
 			c.tokens = newTokens(&cfg, o.now)
 			m = c.tokens
 		case SourceCert:
-			m = &certs{field: cfg.Cert.Identity}
+			c.certs = &certs{field: cfg.Cert.Identity, crlFile: cfg.Cert.CRLFile, caFile: cfg.Cert.CAFile}
+			m = c.certs
 		}
 		c.methods = append(c.methods, m)
 		c.names = append(c.names, name)
@@ -71,7 +73,7 @@ func New(cfg Config, opts ...Option) (*Chain, error) {
 	return c, nil
 }
 
-// Load reads the password file and the JWT keys; call it again to reload
+// Load reads the password file, the JWT keys and the CRL; call it again to reload
 // them (on SIGHUP, or when the files change). Each source is replaced only
 // when it loads whole: a reload that fails keeps the previous users or keys
 // and returns the error, so a broken file never opens the door.
@@ -82,6 +84,9 @@ func (c *Chain) Load() error {
 	}
 	if c.tokens != nil {
 		errs = append(errs, c.tokens.load())
+	}
+	if c.certs != nil {
+		errs = append(errs, c.certs.load())
 	}
 	return errors.Join(errs...)
 }

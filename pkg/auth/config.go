@@ -103,6 +103,13 @@ type CertConfig struct {
 	// Identity is the certificate field that names the client: cn, or the
 	// first subject alternative name of kind dns, email or uri.
 	Identity string `yaml:"identity"`
+	// CRLFile holds the certificate revocation lists of the client CA
+	// (PEM or DER); a certificate on them is refused, and a reload closes
+	// the connections of certificates newly on them.
+	CRLFile string `yaml:"crl_file"`
+	// CAFile is the client CA file that must have signed the CRLs: the
+	// frontend sets it from mqtt.tls-client-ca-file.
+	CAFile string `yaml:"-"`
 }
 
 // RegisterFlags registers the flags under "auth.".
@@ -129,6 +136,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.JWT.ClientIDClaim, "auth.jwt.client-id-claim", "", "When set, JWT claim the client id must equal (CONNACK 0x85 / 0x02 otherwise); a token without it is refused.")
 	fs.StringVar(&c.JWT.GroupsClaim, "auth.jwt.groups-claim", "", "When set, JWT claim holding the identity's groups: an array of strings or one string.")
 	fs.StringVar(&c.JWT.RulesClaim, "auth.jwt.rules-claim", "", "When set, JWT claim holding the token's own access rules, handed to the ACL as raw JSON.")
+	fs.StringVar(&c.Cert.CRLFile, "auth.cert.crl-file", "", "Certificate revocation lists of the client CA (PEM X509 CRL blocks, or DER), signed by a certificate of mqtt.tls-client-ca-file: a client certificate on them is refused (CONNACK 0x87 / 0x05), and a reload (SIGHUP, or the file changing) closes the connections of certificates newly on them. fleetgate does not fetch lists; whatever publishes them replaces the file.")
 	fs.StringVar(&c.Cert.Identity, "auth.cert.identity", CertCN, "Field of the verified client certificate that names the client: cn, or the first subject alternative name of kind dns, email or uri.")
 }
 
@@ -157,7 +165,7 @@ func (c *Config) Resolve(clientCertificates bool) {
 func (c *Config) Validate() error {
 	errs := []error{c.check()}
 	j := &c.JWT
-	files := []struct{ flag, path string }{{"auth.password-file", c.PasswordFile}, {"auth.jwt.jwks-file", j.JWKSFile}, {"auth.jwt.hmac-secret-file", j.HMACSecretFile}}
+	files := []struct{ flag, path string }{{"auth.password-file", c.PasswordFile}, {"auth.jwt.jwks-file", j.JWKSFile}, {"auth.jwt.hmac-secret-file", j.HMACSecretFile}, {"auth.cert.crl-file", c.Cert.CRLFile}}
 	for _, f := range j.KeyFiles {
 		files = append(files, struct{ flag, path string }{"auth.jwt.key-files", f})
 	}
@@ -241,6 +249,9 @@ func (c *Config) check() error {
 	}
 	if !slices.Contains([]string{CertCN, CertDNS, CertEmail, CertURI}, c.Cert.Identity) {
 		errs = append(errs, fmt.Errorf("auth.cert.identity: %q is not cn, dns, email or uri", c.Cert.Identity))
+	}
+	if c.Cert.CRLFile != "" && (!seen[SourceCert] || c.Cert.CAFile == "") {
+		errs = append(errs, errors.New("auth.cert.crl-file: set, but no client certificates are verified: it needs mqtt.tls-client-ca-file, the CA whose lists they are, and the cert method"))
 	}
 	return errors.Join(errs...)
 }

@@ -8,10 +8,11 @@ import (
 // Credential is what an accepted identity rests on, kept by the frontend
 // for as long as the connection lasts and checked again when the
 // credentials are reloaded (Chain.Valid): the password file's entry for
-// the user, or the JWT verification key that verified the token. It holds
-// a fingerprint, never the password, the token or the key. The zero
-// Credential (anonymous clients, client certificates) is never revoked by a
-// reload.
+// the user, the JWT verification key that verified the token, or (with a
+// CRL file) the client certificate's issuer and serial number. It holds a
+// fingerprint, never the password, the token or the key. The zero
+// Credential (anonymous clients, client certificates without a CRL file) is
+// never revoked by a reload.
 type Credential struct {
 	kind credKind
 	fp   uint64 // the fingerprint of the file entry or of the key
@@ -23,6 +24,7 @@ const (
 	credNone credKind = iota
 	credPassword
 	credJWT
+	credCert // only with a CRL file: the certificate's issuer and serial
 )
 
 // Revocable reports whether a reload of the credentials may revoke c.
@@ -36,6 +38,8 @@ func (c Credential) Source() string {
 		return SourcePassword
 	case credJWT:
 		return SourceJWT
+	case credCert:
+		return SourceCert
 	}
 	return ""
 }
@@ -66,14 +70,17 @@ func keyFingerprint(key any) uint64 {
 // holds under the credentials loaded now: the user's entry in the password
 // file is the one that verified the password (a changed password or a
 // removed user revokes it), and the key that verified the token is still
-// configured (a removed key revokes it). A token's expiry is not checked
-// here: the frontend closes the connection at exp.
+// configured (a removed key revokes it), and the CRL does not list the
+// client certificate. A token's or certificate's expiry is not checked
+// here: the frontend closes the connection then.
 func (c *Chain) Valid(name string, cred Credential) bool {
 	switch cred.kind {
 	case credPassword:
 		return c.passwords != nil && c.passwords.holds(name, cred.fp)
 	case credJWT:
 		return c.tokens != nil && c.tokens.holds(cred.fp)
+	case credCert:
+		return c.certs != nil && !c.certs.revoked(cred.fp)
 	}
 	return true
 }

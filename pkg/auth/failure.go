@@ -51,6 +51,9 @@ const (
 	// ReasonCertNoIdentity: the client certificate has no field of the kind
 	// auth.cert.identity names.
 	ReasonCertNoIdentity Reason = "cert_no_identity"
+	// ReasonCertRevoked: the client certificate is on the CRL
+	// (auth.cert.crl-file).
+	ReasonCertRevoked Reason = "cert_revoked"
 )
 
 // Reasons lists every Reason, for metrics that want their label values
@@ -59,7 +62,7 @@ var Reasons = []Reason{
 	ReasonUnknownUser, ReasonWrongPassword, ReasonThrottled,
 	ReasonTokenMalformed, ReasonTokenBadSignature, ReasonTokenUnknownKey, ReasonTokenAlgorithm,
 	ReasonTokenExpired, ReasonTokenNotYetValid, ReasonTokenClaims,
-	ReasonClientIDMismatch, ReasonNoCredentials, ReasonAnonymousRefused, ReasonCertNoIdentity,
+	ReasonClientIDMismatch, ReasonNoCredentials, ReasonAnonymousRefused, ReasonCertNoIdentity, ReasonCertRevoked,
 }
 
 // Code is the kind of CONNACK answer a Failure means; Byte gives the reason
@@ -130,7 +133,7 @@ func (r Reason) Code() Code {
 		return ClientIDNotValid
 	case ReasonThrottled:
 		return RateExceeded
-	default: // no_credentials, anonymous_refused, cert_no_identity
+	default: // no_credentials, anonymous_refused, cert_no_identity, cert_revoked
 		return NotAuthorized
 	}
 }

@@ -25,6 +25,7 @@ func TestEachReasonMeansItsConnackCode(t *testing.T) {
 		ReasonNoCredentials:     {0x87, 0x05},
 		ReasonAnonymousRefused:  {0x87, 0x05},
 		ReasonCertNoIdentity:    {0x87, 0x05},
+		ReasonCertRevoked:       {0x87, 0x05},
 	}
 	assert.Len(t, Reasons, len(want), "Reasons lists every reason")
 	label := regexp.MustCompile(`^[a-z]+(_[a-z]+)*$`)

@@ -221,9 +221,20 @@ func (h *authHook) expired(cl *mqtt.Client) {
 	cl.Stop(packets.ErrMaxConnectTime)
 }
 
+// checkCRLAge warns when the CRL loaded is past its nextUpdate: its issuer
+// has published a newer list, which may revoke more certificates. The list
+// stays in force (refusing every certificate would lock the fleet out
+// because a publisher is late).
+func (h *authHook) checkCRLAge() {
+	if next := h.chain.CRLNextUpdate(); !next.IsZero() && time.Now().After(next) {
+		h.log.Warn("the CRL (auth.cert.crl-file) is past its nextUpdate: its issuer has published a newer one; replace the file", "next_update", next)
+	}
+}
+
 // revoke closes the connections whose credential the credentials loaded
 // now no longer hold: a user removed from the password file or given a new
-// password, a JWT verification key removed. MQTT 5 clients get DISCONNECT
+// password, a JWT verification key removed, a client certificate newly on
+// the CRL. MQTT 5 clients get DISCONNECT
 // 0x87 (Not authorized) first. Their sessions stay, their owners' own; a
 // will is published as at any end that is not the client's DISCONNECT.
 func (h *authHook) revoke(why string) {
@@ -255,7 +266,7 @@ func (h *authHook) revoke(why string) {
 	})
 	if total > 0 {
 		h.log.Warn("connections closed: the reloaded credentials revoke theirs", "trigger", why,
-			"connections", total, "password", bySource[auth.SourcePassword], "jwt", bySource[auth.SourceJWT])
+			"connections", total, "password", bySource[auth.SourcePassword], "jwt", bySource[auth.SourceJWT], "cert", bySource[auth.SourceCert])
 	}
 }
 
@@ -340,6 +351,7 @@ func (h *authHook) reload(ctx context.Context, why string) {
 	} else {
 		h.metrics.reloaded(ctx, "credentials", true)
 		h.log.Info("credentials reloaded", "trigger", why, "methods", h.chain.Methods())
+		h.checkCRLAge()
 		h.revoke(why)
 	}
 	if h.rules.Open() {

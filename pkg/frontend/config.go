@@ -273,6 +273,7 @@ func (c *Config) Validate() error {
 	// Without auth.methods, every method whose credentials are set is
 	// used: client certificates when the TLS listener verifies them.
 	c.Auth.Resolve(m.TLSClientCAFile != "")
+	c.Auth.Cert.CAFile = m.TLSClientCAFile
 	if slices.Contains(c.Auth.Methods, auth.SourceCert) && m.TLSClientCAFile == "" {
 		errs = append(errs, errors.New("auth.methods: cert needs mqtt.tls-client-ca-file, the CA that signs the client certificates"))
 	}

@@ -85,7 +85,7 @@ func newMetrics(mp metric.MeterProvider, connected *int64) (*metrics, error) {
 		return nil, err
 	}
 	if r.authRevokedC, err = m.Int64Counter("fleetgate_frontend_auth_revoked",
-		metric.WithDescription("Connections closed because a reload of the credentials revoked theirs (a password changed or its user removed, a JWT key removed), by source: password, jwt.")); err != nil {
+		metric.WithDescription("Connections closed because a reload of the credentials revoked theirs (a password changed or its user removed, a JWT key removed, a client certificate put on the CRL), by source: password, jwt, cert.")); err != nil {
 		return nil, err
 	}
 	if r.reloads, err = m.Int64Counter("fleetgate_frontend_auth_reloads",

@@ -213,6 +213,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		return nil, err
 	}
 	cfg.Auth.Resolve(cfg.MQTT.TLSClientCAFile != "")
+	cfg.Auth.Cert.CAFile = cfg.MQTT.TLSClientCAFile
 	chain, err := auth.New(cfg.Auth)
 	if err != nil {
 		return nil, err
@@ -516,6 +517,7 @@ func (s *Server) loadAccess() error {
 	if err := a.chain.Load(); err != nil {
 		return err
 	}
+	a.checkCRLAge()
 	if p := s.cfg.Authz.RulesFile; p != "" {
 		h, err := acl.Load(p)
 		if err != nil {
@@ -578,7 +580,7 @@ func (s *Server) watchAccessFiles(ctx context.Context) {
 func (s *Server) accessFiles() string {
 	a, z := s.cfg.Auth, s.cfg.Authz
 	var b strings.Builder
-	for _, p := range append([]string{a.PasswordFile, a.JWT.JWKSFile, a.JWT.HMACSecretFile, z.RulesFile, s.cfg.MQTT.TLSSessionTicketKeysFile}, a.JWT.KeyFiles...) {
+	for _, p := range append([]string{a.PasswordFile, a.JWT.JWKSFile, a.JWT.HMACSecretFile, a.Cert.CRLFile, z.RulesFile, s.cfg.MQTT.TLSSessionTicketKeysFile}, a.JWT.KeyFiles...) {
 		if p == "" {
 			continue
 		}

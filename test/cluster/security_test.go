@@ -70,6 +70,8 @@ type accessKit struct {
 	rsaPublicPEM        []byte
 	caPool              *x509.CertPool // verifies the frontends' certificate
 	device3, stranger   tls.Certificate
+	ca                  *x509.Certificate // the fleet's CA, and its key: it signs CRLs too
+	caKey               *ecdsa.PrivateKey
 }
 
 var passwordOf = map[string]string{"device-1": "pw-one", "device-2": "pw-two", "backend": "pw-backend"}
@@ -110,9 +112,48 @@ func newAccessKit(t *testing.T) *accessKit {
 	server := issue(t, ca, caKey, "frontend", true)
 	k.writeCert(t, "server", server)
 	k.write(t, "ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})))
+	k.ca, k.caKey = ca, caKey
 	k.device3 = issue(t, ca, caKey, "device-3", false)
 	k.stranger = issue(t, other, otherKey, "device-3", false)
 	return k
+}
+
+// dialTLS opens a TLS connection to addr presenting cert (nil: none) and
+// completes the handshake.
+func (k *accessKit) dialTLS(addr string, cert *tls.Certificate) (net.Conn, error) {
+	cfg := &tls.Config{RootCAs: k.caPool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	// TLS 1.3 reports a refused client certificate on the first read.
+	if err := conn.Handshake(); err != nil {
+		return conn, err
+	}
+	// paho.golang writes a packet in several Writes and its pinger writes
+	// PINGREQ from a goroutine of its own right after CONNACK: on a
+	// *tls.Conn, which takes each Write as it comes, the PINGREQ could land
+	// inside a PUBLISH, which the server rightly refuses as malformed (a CI
+	// flake; eclipse-paho/paho.golang#90). Its thread-safe wrapper writes
+	// each packet under one lock.
+	return pahopackets.NewThreadSafeConn(conn), nil
+}
+
+// writeCRL writes the fleet CA's revocation list of serials to crl.pem and
+// returns its path.
+func (k *accessKit) writeCRL(t *testing.T, number int64, serials ...*big.Int) string {
+	t.Helper()
+	var entries []x509.RevocationListEntry
+	for _, s := range serials {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now()})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(number),
+		ThisUpdate: time.Now(), NextUpdate: time.Now().Add(24 * time.Hour), RevokedCertificateEntries: entries}, k.ca, k.caKey)
+	require.NoError(t, err)
+	return k.write(t, "crl.pem", string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})))
 }
 
 func (k *accessKit) write(t *testing.T, name, content string) string {
@@ -150,7 +191,7 @@ func newCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	require.NoError(t, err)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	require.NoError(t, err)
 	c, err := x509.ParseCertificate(der)
@@ -582,28 +623,7 @@ func TestWithEveryDefaultForgedCredentialsAreRefusedAndAReloadNeverOpensADoor(t 
 	})
 
 	t.Run("certificates", func(t *testing.T) {
-		dialTLS := func(cert *tls.Certificate) (net.Conn, error) {
-			cfg := &tls.Config{RootCAs: kit.caPool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-			if cert != nil {
-				cfg.Certificates = []tls.Certificate{*cert}
-			}
-			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", fa.tls, cfg)
-			if err != nil {
-				return nil, err
-			}
-			// TLS 1.3 reports a refused client certificate on the first read.
-			if err := conn.Handshake(); err != nil {
-				return conn, err
-			}
-			// paho.golang writes a packet in several Writes and its
-			// pinger writes PINGREQ from a goroutine of its own right
-			// after CONNACK: on a *tls.Conn, which takes each Write as it
-			// comes, the PINGREQ could land inside a PUBLISH, which the
-			// server rightly refuses as malformed (a CI flake;
-			// eclipse-paho/paho.golang#90). Its thread-safe wrapper
-			// writes each packet under one lock.
-			return pahopackets.NewThreadSafeConn(conn), nil
-		}
+		dialTLS := func(cert *tls.Certificate) (net.Conn, error) { return kit.dialTLS(fa.tls, cert) }
 		conn, err := dialTLS(&kit.device3)
 		require.NoError(t, err)
 		cl, ca, err := connectV5(t, conn, &paho.Connect{ClientID: "device-3", CleanStart: true}, nil)
@@ -793,16 +813,21 @@ func TestWithEveryDefaultAnAuthenticatedSessionSurvivesItsFrontendsSIGKILLAndSta
 }
 
 // TestWithEveryDefaultAReloadRevokesCredentialsAndNarrowsWhatSubscriptionsReceive:
-// an operator takes access away with SIGHUP, every setting at its default.
+// an operator takes access away with SIGHUP, every setting at its default
+// but a CRL file for the client certificates.
 // A rule narrowed stops what a subscription granted under the old rules
 // receives, on the connection that made it and after the persistent
 // session resumes on the other node; a user removed from the password file
-// or a JWT key rotated out closes the connections that rest on it, on both
-// nodes, MQTT 5 and 3.1.1, and nobody else's.
+// or a JWT key rotated out, or a client certificate put on the CRL, closes
+// the connections that rest on it, on both nodes, MQTT 5 and 3.1.1, and
+// nobody else's.
 func TestWithEveryDefaultAReloadRevokesCredentialsAndNarrowsWhatSubscriptionsReceive(t *testing.T) {
 	t.Parallel()
 	kit := newAccessKit(t)
-	c := startClusterWith(t, clusterOptions{access: kit.args(), tls: true, defaults: true})
+	// The fleet CA's revocation list, empty for now: the one setting
+	// beyond the deploy files' (they verify no client certificates).
+	crl := kit.writeCRL(t, 1)
+	c := startClusterWith(t, clusterOptions{access: append(kit.args(), "-auth.cert.crl-file", crl), tls: true, defaults: true})
 	fa, fb := c.frontends[0], c.frontends[1]
 	resumable := func(cp *paho.Connect) *paho.Connect {
 		cp.CleanStart = false
@@ -921,5 +946,35 @@ func TestWithEveryDefaultAReloadRevokesCredentialsAndNarrowsWhatSubscriptionsRec
 
 		require.Equal(t, 3, c.sumOf(t, `fleetgate_frontend_auth_revoked_total{source="password"}`), "device-2 on both nodes and over 3.1.1")
 		require.Equal(t, 1, c.sumOf(t, `fleetgate_frontend_auth_revoked_total{source="jwt"}`))
+	})
+
+	t.Run("a client certificate put on the CRL loses its connection", func(t *testing.T) {
+		conn, err := kit.dialTLS(fb.tls, &kit.device3)
+		require.NoError(t, err)
+		dev3, ca, err := connectV5(t, conn, &paho.Connect{ClientID: "device-3", CleanStart: true}, nil)
+		require.NoError(t, err, "connack %d", answer(ca))
+		require.Zero(t, puback(t, dev3, "devices/device-3/telemetry", "before", false))
+
+		leaf, err := x509.ParseCertificate(kit.device3.Certificate[0])
+		require.NoError(t, err)
+		kit.writeCRL(t, 2, leaf.SerialNumber)
+		c.reload(t, "credentials", "ok")
+		select {
+		case d := <-dev3.disconnect:
+			require.Equal(t, byte(0x87), d.ReasonCode, "device-3: DISCONNECT Not authorized")
+		case <-time.After(15 * time.Second):
+			t.Fatal("device-3 kept its connection after its certificate was revoked")
+		}
+		select {
+		case <-dev1.lost:
+			t.Fatal("device-1 lost its connection")
+		default:
+		}
+		conn, err = kit.dialTLS(fa.tls, &kit.device3)
+		require.NoError(t, err, "the chain is still valid: the CRL is checked at CONNECT")
+		_, ca, _ = connectV5(t, conn, &paho.Connect{ClientID: "device-3", CleanStart: true}, nil)
+		require.Equal(t, 0x87, answer(ca), "device-3 cannot come back")
+		require.Equal(t, 1, c.sumOf(t, `fleetgate_frontend_auth_revoked_total{source="cert"}`))
+		require.Equal(t, 1, c.sumOf(t, `fleetgate_frontend_auth_failures_total{reason="cert_revoked"}`))
 	})
 }
