@@ -191,3 +191,48 @@ func BenchmarkParseRules(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAllowRead is the check of every message written to a
+// subscriber (docs/security.md): a device reading its own commands (a few
+// topics, cached), and a backend reading every device's telemetry, where
+// nearly every message is a topic the cache has not seen.
+func BenchmarkAllowRead(b *testing.B) {
+	backendRule := "  - {permission: allow, action: subscribe, topics: [\"devices/+/telemetry\"], identities: [backend-1]}\n"
+	h := loadHolder(b, fleetFile()+backendRule)
+	id := benchIdentity(42_424)
+	b.Run("no-authorization", func(b *testing.B) {
+		p, err := AllowAll().For(Subject{Identity: id, ClientID: id})
+		require.NoError(b, err)
+		name := "devices/" + id + "/commands/reboot"
+		b.ReportAllocs()
+		for b.Loop() {
+			p.AllowRead(name)
+		}
+	})
+	b.Run("device-cached", func(b *testing.B) {
+		p, err := h.For(Subject{Identity: id, ClientID: id})
+		require.NoError(b, err)
+		topics := []string{"devices/" + id + "/commands/reboot", "devices/" + id + "/commands/config"}
+		for _, name := range topics {
+			require.True(b, p.AllowRead(name))
+		}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			p.AllowRead(topics[i%len(topics)])
+		}
+	})
+	b.Run("backend-every-device", func(b *testing.B) {
+		p, err := h.For(Subject{Identity: "backend-1", ClientID: "backend-1"})
+		require.NoError(b, err)
+		topics := make([]string, 4096)
+		for i := range topics {
+			topics[i] = "devices/" + benchIdentity(i*24_413%benchIdentities) + "/telemetry"
+		}
+		require.True(b, p.AllowRead(topics[0]))
+		require.False(b, p.AllowRead("devices/x/status"))
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			p.AllowRead(topics[i%len(topics)])
+		}
+	})
+}
