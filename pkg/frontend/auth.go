@@ -257,11 +257,15 @@ func (h *authHook) revoke(why string) {
 		if total <= maxRevokedLogged {
 			h.log.Info("credential revoked; closing connection", "client_id", hc.cl.ID, "username", hc.name, "source", source)
 		}
-		if hc.cl.Properties.ProtocolVersion >= 5 {
-			_ = h.server.DisconnectClient(hc.cl, packets.ErrNotAuthorized)
-		} else {
-			hc.cl.Stop(packets.ErrNotAuthorized)
-		}
+		// Each on a goroutine of its own: the DISCONNECT's write may wait
+		// for a slow client's socket, and must not hold up the others.
+		go func(cl *mqtt.Client) {
+			if cl.Properties.ProtocolVersion >= 5 {
+				_ = h.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+			} else {
+				cl.Stop(packets.ErrNotAuthorized)
+			}
+		}(hc.cl)
 		return true
 	})
 	if total > 0 {
