@@ -16,7 +16,9 @@
 #   storm    AB_STORM devices reconnecting with persistent sessions, 64 at a
 #            time: connects/s, CONNACK p99, CPU per CONNECT.
 # AB_SAME=1 runs the working tree's build in both stacks: the A/A control
-# that says how far two equal stacks differ on this machine.
+# that says how far two equal stacks differ on this machine. AB_FE_ARGS are
+# more flags for both frontends (say -authz.rules-file rules.yaml: the
+# clients stay anonymous).
 #
 # Usage: AB_BASE=HEAD~1 bash test/bench/build-ab.sh   (needs git,
 # redis-server, curl)
@@ -33,6 +35,7 @@ AB_STORM=${AB_STORM:-10000}
 AB_ROUNDS=${AB_ROUNDS:-3}
 AB_DURATION=${AB_DURATION:-15s}
 AB_SAME=${AB_SAME:-0}
+read -r -a AB_FE_ARGS_A <<<"${AB_FE_ARGS:-}"
 # shellcheck source=test/bench/lib.sh
 source test/bench/lib.sh
 ab_workdir build-ab
@@ -72,7 +75,7 @@ stack() {
 	PIDS+=("$dpid")
 	"$BIN/$n/frontend" -node.id "$n-fe" -kafka.brokers "127.0.0.1:$kp" -redis.addrs "127.0.0.1:$rp" \
 		-mqtt.tcp-addr "127.0.0.1:$fm" -mqtt.ws-addr "" -http.addr "127.0.0.1:$fh" -auth.allow-anonymous=true \
-		-log.level warn >"$WORK/$n-fe.log" 2>&1 &
+		-log.level warn ${AB_FE_ARGS_A[@]+"${AB_FE_ARGS_A[@]}"} >"$WORK/$n-fe.log" 2>&1 &
 	fpid=$!
 	PIDS+=("$fpid")
 	wait_ready "127.0.0.1:$dh" "$n-dispatcher" "$WORK/$n-dispatcher.log"
