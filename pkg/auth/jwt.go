@@ -37,8 +37,9 @@ type tokens struct {
 type verifiedToken struct {
 	keys *[]verifyKey // the key set that verified it
 	id   Identity
-	// notBefore and expires are the token's nbf and exp, zero when absent.
-	notBefore, expires time.Time
+	// notBefore is the token's nbf, zero when absent; its exp is
+	// id.Expires.
+	notBefore time.Time
 	// boundClientID is the client id claim's value (auth.jwt.client-id-claim).
 	boundClientID string
 }
@@ -216,7 +217,7 @@ func (t *tokens) authenticate(r *Request) (Identity, error) {
 		}
 	}
 	if t.verified != nil {
-		v := verifiedToken{keys: keySet, id: id, expires: id.Expires}
+		v := verifiedToken{keys: keySet, id: id}
 		v.id.Groups, v.id.Rules = slices.Clone(id.Groups), slices.Clone(id.Rules)
 		if c.NotBefore != nil {
 			v.notBefore = c.NotBefore.Time
@@ -235,7 +236,7 @@ func (t *tokens) authenticate(r *Request) (Identity, error) {
 // exp, with the configured leeway, as the parser checks them.
 func (t *tokens) current(v verifiedToken) bool {
 	now := t.now()
-	if !v.expires.IsZero() && !now.Before(v.expires.Add(t.cfg.Leeway)) {
+	if exp := v.id.Expires; !exp.IsZero() && !now.Before(exp.Add(t.cfg.Leeway)) {
 		return false
 	}
 	return v.notBefore.IsZero() || !now.Before(v.notBefore.Add(-t.cfg.Leeway))

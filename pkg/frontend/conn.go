@@ -60,6 +60,9 @@ type conn struct {
 	// policy is what the authenticated client may publish and subscribe
 	// to (authHook), set at CONNECT and cleared at its end.
 	policy atomic.Pointer[acl.Policy]
+	// held is what its identity rests on when a reload may revoke it
+	// (authHook.hold), guarded by authHook.heldMu.
+	held heldCredential
 
 	// wheel is the node's deadline wheel (deadlines): it holds the expiry
 	// of the connection's credential in place of a timer, and with
