@@ -3,7 +3,6 @@ package auth
 import (
 	"crypto/x509"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -46,12 +45,7 @@ func loadCRL(path, caFile string) (*revocations, error) {
 		return nil, fmt.Errorf("the client CA file %s: %w", caFile, err)
 	}
 	var ders [][]byte
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
+	for _, block := range pemBlocks(data) {
 		if block.Type != "X509 CRL" {
 			return nil, fmt.Errorf("PEM block %d: type %q, want X509 CRL", len(ders)+1, block.Type)
 		}
@@ -93,12 +87,7 @@ func readCertificates(path string) ([]*x509.Certificate, error) {
 		return nil, err
 	}
 	var certs []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
+	for _, block := range pemBlocks(data) {
 		if block.Type != "CERTIFICATE" {
 			continue
 		}

@@ -107,6 +107,20 @@ func loadKeys(cfg *JWTConfig) ([]verifyKey, error) {
 	return keys, nil
 }
 
+// pemBlocks returns the PEM blocks of data, in order; text around them is
+// skipped.
+func pemBlocks(data []byte) []*pem.Block {
+	var blocks []*pem.Block
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return blocks
+		}
+		blocks = append(blocks, block)
+	}
+}
+
 // loadPEMKeys reads the public keys and certificates of a PEM file. A
 // private key is refused: the verifier needs the public half only.
 func loadPEMKeys(path string) ([]verifyKey, error) {
@@ -115,12 +129,8 @@ func loadPEMKeys(path string) ([]verifyKey, error) {
 		return nil, err
 	}
 	var keys []verifyKey
-	for n := 1; ; n++ {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
+	for i, block := range pemBlocks(data) {
+		n := i + 1
 		var key any
 		switch {
 		case block.Type == "PUBLIC KEY":
