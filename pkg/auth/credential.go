@@ -44,6 +44,18 @@ func (c Credential) Source() string {
 	return ""
 }
 
+// RevokedCode is the CONNACK answer to a CONNECT whose credential c a
+// reload revoked while it was being checked: what the same CONNECT gets
+// after the reload, not authorized for a certificate on the CRL
+// (ReasonCertRevoked), bad user name or password for a password or token
+// that no longer verifies.
+func (c Credential) RevokedCode() Code {
+	if c.kind == credCert {
+		return ReasonCertRevoked.Code()
+	}
+	return BadCredentials
+}
+
 // fpSeed seeds this process's fingerprints; they are never stored or sent.
 var fpSeed = maphash.MakeSeed()
 

@@ -35,6 +35,8 @@ func TestAPasswordsCredentialHoldsUntilItsUsersEntryChanges(t *testing.T) {
 	require.NoError(t, c.Load())
 	assert.False(t, c.Valid("alice", a.Credential), "a changed password revokes")
 	assert.False(t, c.Valid("bob", b.Credential), "a removed user is revoked")
+	f := requireFailure(t, ignoreID(c.Authenticate(login("alice", "wonderland"))), ReasonWrongPassword)
+	assert.Equal(t, f.Code(), a.Credential.RevokedCode(), "revoked while its CONNECT was checked, a password gets what a CONNECT after the reload gets")
 
 	// A reload that fails keeps the entries, and with them the verdict.
 	writeFile(t, "", path, "no colon here\n")
@@ -78,6 +80,7 @@ func TestATokensCredentialIsTheKeyThatVerifiedIt(t *testing.T) {
 	writeFile(t, "", cfg.JWT.HMACSecretFile, strings.Repeat("s", 40))
 	require.NoError(t, c.Load())
 	assert.False(t, c.Valid("dev-1", byHMAC.Credential))
+	assert.Equal(t, BadCredentials, byHMAC.Credential.RevokedCode(), "as a token whose key is gone is refused: bad user name or password")
 	assert.True(t, c.Valid("dev-1", byOther.Credential))
 }
 

@@ -94,6 +94,7 @@ func TestACertificateOnTheCRLIsRefusedAndAReloadRevokesIt(t *testing.T) {
 	assert.True(t, c.Valid("device-2", id2.Credential))
 	f := requireFailure(t, ignoreID(c.Authenticate(certRequest(dev1))), ReasonCertRevoked)
 	assert.Equal(t, NotAuthorized, f.Code())
+	assert.Equal(t, f.Code(), id1.Credential.RevokedCode(), "revoked while its CONNECT was checked, a certificate gets what a CONNECT after the reload gets")
 	_, err = c.Authenticate(certRequest(dev2))
 	require.NoError(t, err)
 	_, err = c.Authenticate(certRequest(stranger))

@@ -172,7 +172,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		// loaded now.
 		if !h.chain.Valid(id.Name, id.Credential) {
 			h.release(c)
-			h.refuse(cl, auth.BadCredentials.Byte(cl.Properties.ProtocolVersion), reasonRevoked)
+			h.refuse(cl, id.Credential.RevokedCode().Byte(cl.Properties.ProtocolVersion), reasonRevoked)
 			return false
 		}
 	}
