@@ -51,7 +51,7 @@ type Config struct {
 // RegisterFlags registers the compare flags plus those of c.Workload, which
 // must be set before.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.Var(&c.Targets, "target", "A broker to compare, repeatable: "+targetSyntax+". pid enables CPU and RSS figures; a broker of several processes gives them all (pid=N+M+K: their CPU and RSS summed, each reported too), and apart names processes reported on their own and not counted (a Kafka broker); pprof takes a CPU profile of a Go broker during its first round (of each server of host:port+host:port at once); metrics is a Go broker's Prometheus endpoint, whose heap the retained workload samples; creds is a file of username:password lines, client i connecting to this target with line i (pub, idle, connect).")
+	fs.Var(&c.Targets, "target", "A broker to compare, repeatable: "+targetSyntax+". pid enables CPU and RSS figures; a broker of several processes gives them all (pid=N+M+K: their CPU and RSS summed, each reported too), and apart names processes reported on their own and not counted (a Kafka broker); pprof takes a CPU profile of a Go broker during its first round (of each server of host:port+host:port at once); metrics is a Go broker's Prometheus endpoint, whose heap the retained workload samples; creds is a file of username:password lines, client i connecting to this target with line i (pub, idle, connect; pairs: pair i's publisher and subscriber).")
 	fs.IntVar(&c.Rounds, "rounds", 2, "Runs per target; targets alternate and their order flips every round.")
 	fs.DurationVar(&c.Pause, "pause", 2*time.Second, "Pause between two runs.")
 	fs.StringVar(&c.Baseline, "baseline", "", "Target the others are divided by in the ratio column (default: the last -target).")
@@ -99,7 +99,7 @@ func (c *Config) Validate() error {
 	switch c.Workload {
 	case load.WorkloadPairs, load.WorkloadFanout, load.WorkloadRetained:
 		for _, t := range c.Targets {
-			if t.Creds != "" {
+			if t.Creds != "" && c.Workload != load.WorkloadPairs {
 				errs = append(errs, fmt.Errorf("target %s: creds: not for the %s workload (give -username and -password)", t.Name, c.Workload))
 			}
 			if t.TLSCA != "" {
@@ -287,6 +287,9 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 			case load.WorkloadPairs, load.WorkloadFanout:
 				pc := cfg.PubSub
 				pc.Addr, pc.ServerPID = t.Addr, serverPID
+				if t.Creds != "" {
+					pc.CredentialsFile, pc.Username, pc.Password = t.Creds, "", ""
+				}
 				r, err := load.RunPubSub(ctx, pc, hooks)
 				if err != nil {
 					return nil, failed(err)

@@ -244,6 +244,37 @@ func TestCompareConnectGivesEachTargetItsCredentials(t *testing.T) {
 	require.ErrorContains(t, err, "target password, round 1: no client could connect")
 }
 
+// TestComparePairsGivesEachPairItsTargetsLine: pairs on a broker that
+// confines each user to devices/<username>/#, each pair one user of the
+// target's creds file, on a topic below its name.
+func TestComparePairsGivesEachPairItsTargetsLine(t *testing.T) {
+	creds := filepath.Join(t.TempDir(), "creds")
+	var lines []string
+	for i := range 6 {
+		lines = append(lines, fmt.Sprintf("user-%d:pw-%d", i, i))
+	}
+	require.NoError(t, os.WriteFile(creds, []byte(strings.Join(lines, "\n")), 0o600))
+	secured, err := benchtest.StartWithPasswords(creds, "devices/%u/#")
+	require.NoError(t, err)
+	t.Cleanup(secured.Stop)
+	secured.Require(t)
+
+	cfg := Config{Workload: load.WorkloadPairs}
+	cfg.RegisterFlags(benchtest.NewFlagSet())
+	require.NoError(t, cfg.Targets.Set(fmt.Sprintf("a=%s,creds=%s", secured.Addr, creds)))
+	require.NoError(t, cfg.Targets.Set(fmt.Sprintf("b=%s,creds=%s", secured.Addr, creds)))
+	cfg.Rounds, cfg.Pause = 1, 10*time.Millisecond
+	cfg.PubSub.Pairs, cfg.PubSub.Messages, cfg.PubSub.Topic = 6, 20, "devices/%u/pairs/%r"
+	res, err := Run(context.Background(), cfg, nil)
+	require.NoError(t, err)
+	for _, tr := range res.Targets {
+		require.Len(t, tr.pubsubRounds, 1)
+		r := tr.pubsubRounds[0]
+		require.Zero(t, r.Errors(), "%s: %+v", tr.Target.Name, r)
+		require.EqualValues(t, 6*20, r.Received, tr.Target.Name)
+	}
+}
+
 // TestCompareOverTLSVerifiesTheBrokersCertificate: a target with tls=CA
 // is measured over TLS (a broker that takes TLS only), beside the plain
 // broker, in the connect, pub and idle workloads; with a CA that did not
@@ -341,14 +372,19 @@ func TestCompareOverTLSVerifiesTheBrokersCertificate(t *testing.T) {
 	})
 }
 
-func TestCredsAreRefusedForPubSubWorkloads(t *testing.T) {
-	for _, workload := range []string{load.WorkloadPairs, load.WorkloadFanout, load.WorkloadRetained} {
+func TestCredsAreRefusedForFanoutAndRetained(t *testing.T) {
+	for _, workload := range []string{load.WorkloadFanout, load.WorkloadRetained} {
 		cfg := Config{Workload: workload}
 		cfg.RegisterFlags(benchtest.NewFlagSet())
 		require.NoError(t, cfg.Targets.Set("a=127.0.0.1:1,creds=/x"))
 		require.NoError(t, cfg.Targets.Set("b=127.0.0.1:2"))
 		require.ErrorContains(t, cfg.Validate(), "target a: creds: not for the "+workload+" workload")
 	}
+	cfg := Config{Workload: load.WorkloadPairs}
+	cfg.RegisterFlags(benchtest.NewFlagSet())
+	require.NoError(t, cfg.Targets.Set("a=127.0.0.1:1,creds=/x"))
+	require.NoError(t, cfg.Targets.Set("b=127.0.0.1:2"))
+	require.NoError(t, cfg.Validate(), "pairs take a credentials file per target")
 }
 
 // TestCompareRetainedSamplesTheHeapOfTheTargetWithMetrics compares the

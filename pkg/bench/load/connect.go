@@ -47,7 +47,8 @@ type ConnectConfig struct {
 	// stack keeps sessions do when they reconnect.
 	ResumeTLS bool `json:"resume_tls,omitempty"`
 	// Subscribe, when set, is a topic filter each device subscribes to
-	// after its CONNACK ("%c" stands for its client id), waiting for the
+	// after its CONNACK ("%c" stands for its client id, "%u" for its
+	// username), waiting for the
 	// SUBACK before it leaves: the shape of devices with clean sessions,
 	// which subscribe again at every CONNECT.
 	Subscribe    string `json:"subscribe,omitempty"`
@@ -82,7 +83,7 @@ func (c *ConnectConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.ResumeTLS, "tls-resume", false, "Over TLS: each device keeps its TLS session (a session ticket) from one pass to the next and resumes it, instead of a full handshake per connection; use with -warmup-passes 1.")
 	fs.BoolVar(&c.Persistent, "persistent", false, "Devices keep their sessions (clean session 0; on MQTT 5 clean start 0 and a session expiry): every CONNECT after the first pass resumes one.")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 30*time.Second, "Bound on dialling plus the CONNECT/CONNACK exchange of one device; one that takes longer counts as an error.")
-	fs.StringVar(&c.Subscribe, "subscribe", "", "Topic filter each device subscribes to (QoS 1) after its CONNACK, waiting for the SUBACK before it disconnects; %c is its client id (e.g. devices/%c/cmd/#). Empty: no SUBSCRIBE.")
+	fs.StringVar(&c.Subscribe, "subscribe", "", "Topic filter each device subscribes to (QoS 1) after its CONNACK, waiting for the SUBACK before it disconnects; %c is its client id, %u its username (e.g. devices/%c/cmd/#, devices/%u/cmd/#). Empty: no SUBSCRIBE.")
 	fs.StringVar(&c.ClientPrefix, "client-prefix", "bench-connect", "Client id of device i is <prefix>-<i>.")
 	fs.StringVar(&c.Username, "username", "", "MQTT username of every device (optional).")
 	fs.StringVar(&c.Password, "password", "", "MQTT password of every device (optional).")
@@ -364,7 +365,7 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 					continue
 				}
 				if cfg.Subscribe != "" {
-					took, err := subscribeOnce(cl, strings.ReplaceAll(cfg.Subscribe, "%c", id), cfg.ConnectTimeout)
+					took, err := subscribeOnce(cl, deviceFilter(cfg.Subscribe, id, user), cfg.ConnectTimeout)
 					if err != nil {
 						_ = cl.Close()
 						err = fmt.Errorf("%s: %w", id, err)
@@ -467,4 +468,10 @@ func subscribeOnce(cl *Client, filter string, timeout time.Duration) (time.Durat
 		}
 	}
 	return 0, fmt.Errorf("subscribing to %s: %w", filter, err)
+}
+
+// deviceFilter is filter with %c replaced by the device's client id and %u
+// by its username.
+func deviceFilter(filter, clientID, username string) string {
+	return strings.NewReplacer("%c", clientID, "%u", username).Replace(filter)
 }

@@ -23,15 +23,16 @@ func testConnectConfig(addr string) ConnectConfig {
 
 // passwordBroker starts a mosquitto that admits only the users of a
 // credentials file of n users (user-<i>:pw-<i>), and returns it with the
-// file.
-func passwordBroker(t *testing.T, n int) (*benchtest.Mosquitto, string) {
+// file; with patterns, an ACL allows those topics and no others
+// (benchtest.StartWithPasswords).
+func passwordBroker(t *testing.T, n int, patterns ...string) (*benchtest.Mosquitto, string) {
 	t.Helper()
 	var lines []string
 	for i := range n {
 		lines = append(lines, fmt.Sprintf("user-%d:pw-%d", i, i))
 	}
 	file := writeCreds(t, lines...)
-	b, err := benchtest.StartWithPasswords(file)
+	b, err := benchtest.StartWithPasswords(file, patterns...)
 	require.NoError(t, err)
 	t.Cleanup(b.Stop)
 	b.Require(t)
@@ -193,4 +194,55 @@ func TestDevicesSubscribeToTheirOwnFilterAfterEachConnect(t *testing.T) {
 	res, err = RunConnect(context.Background(), cfg, Hooks{})
 	require.Error(t, err, "no device completed its cycle")
 	require.Nil(t, res)
+}
+
+// TestDevicesSubscribeBelowTheirUsername: %u is each device's username,
+// which a broker confining users to their own tree lets subscribe.
+func TestDevicesSubscribeBelowTheirUsername(t *testing.T) {
+	b, file := passwordBroker(t, 6, "devices/%u/#")
+	cfg := testConnectConfig(b.Addr)
+	cfg.Clients, cfg.Passes, cfg.ClientPrefix, cfg.CredentialsFile = 6, 1, "connect-sub-user", file
+	cfg.Subscribe = "devices/%u/cmd/#"
+	res, err := RunConnect(context.Background(), cfg, Hooks{})
+	require.NoError(t, err)
+	require.Empty(t, res.FirstError)
+	require.EqualValues(t, 6, res.Suback.Count, "a SUBACK per connect")
+	require.Equal(t, "devices/user-3/cmd/#", deviceFilter(cfg.Subscribe, "connect-sub-user-000003", "user-3"))
+	require.Equal(t, "devices/dev-1/x/user-1", deviceFilter("devices/%c/x/%u", "dev-1", "user-1"))
+}
+
+// TestPairsWithCredentialsEachUseTheirOwnTopics runs pairs against a broker
+// whose ACL confines every user to devices/<username>/#: each pair is one
+// identity (its line), its topic below its name, and each subscriber
+// probes its own subscription, so that every message arrives; the default
+// topics, outside every user's tree, never reach a subscriber.
+func TestPairsWithCredentialsEachUseTheirOwnTopics(t *testing.T) {
+	b, file := passwordBroker(t, 4, "devices/%u/#")
+	cfg := testPubSubConfig(b.Addr, WorkloadPairs)
+	cfg.Pairs, cfg.Messages = 4, 50
+	cfg.CredentialsFile, cfg.Topic = file, "devices/%u/pairs/%r"
+	res, err := RunPubSub(context.Background(), cfg, Hooks{})
+	require.NoError(t, err)
+	require.Zero(t, res.NotReady, "each subscriber's own probe reached it")
+	require.Zero(t, res.Errors(), "%+v", res)
+	require.EqualValues(t, 200, res.Received)
+	require.Zero(t, res.Foreign)
+
+	// Open loop, a few messages: a closed loop would wait for deliveries
+	// that never come.
+	cfg.Topic, cfg.SubscribeTimeout = "", time.Second
+	cfg.Rate, cfg.Messages, cfg.Drain = 1000, 5, 200*time.Millisecond
+	res, err = RunPubSub(context.Background(), cfg, Hooks{})
+	if err == nil {
+		require.Equal(t, 4, res.NotReady, "no probe on a topic outside the users' trees reaches a subscriber")
+		require.EqualValues(t, 0, res.Received)
+	} else {
+		require.ErrorIs(t, err, ErrSubscribeRefused)
+	}
+
+	cfg.Topic, cfg.CredentialsFile = "devices/%u/pairs/%r", ""
+	_, err = RunPubSub(context.Background(), cfg, Hooks{})
+	require.ErrorContains(t, err, "%u needs -credentials-file or -username")
+	cfg.Topic = "devices/pairs"
+	require.ErrorContains(t, cfg.Validate(), "must tell the pairs apart")
 }

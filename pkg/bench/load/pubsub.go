@@ -47,12 +47,22 @@ type PubSubConfig struct {
 	// effect (probe messages delivered).
 	SubscribeTimeout time.Duration `json:"subscribe_timeout_ns"`
 	TopicPrefix      string        `json:"topic_prefix"`
-	ClientPrefix     string        `json:"client_prefix"`
-	Keepalive        time.Duration `json:"keepalive_ns"`
-	Concurrency      int           `json:"connect_concurrency"`
-	Username         string        `json:"username,omitempty"`
-	Password         string        `json:"-"`
-	ServerPID        int           `json:"server_pid,omitempty"`
+	// Topic, when set (pairs only), is pair i's topic instead of
+	// <TopicPrefix>/<run id>/<i>: %u stands for the pair's username, %r
+	// for the run id, %i for i (e.g. devices/%u/pairs/%r, for rules that
+	// confine each identity to its own topics).
+	Topic        string        `json:"topic,omitempty"`
+	ClientPrefix string        `json:"client_prefix"`
+	Keepalive    time.Duration `json:"keepalive_ns"`
+	Concurrency  int           `json:"connect_concurrency"`
+	Username     string        `json:"username,omitempty"`
+	Password     string        `json:"-"`
+	// CredentialsFile, when set (pairs only), gives pair i's publisher and
+	// subscriber the username and password of its line i
+	// (ReadCredentialsFile) instead of Username and Password: one identity
+	// per pair, as a device that reads back its own topics.
+	CredentialsFile string `json:"credentials_file,omitempty"`
+	ServerPID       int    `json:"server_pid,omitempty"`
 }
 
 // RegisterFlags registers the flags of c.Workload, which must be set
@@ -85,6 +95,10 @@ func (c *PubSubConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Messages, "messages", 0, "Send exactly this many publishes per publisher, then stop (duration becomes a limit, warmup is ignored).")
 	fs.DurationVar(&c.SubscribeTimeout, "subscribe-timeout", 30*time.Second, "Bound on the wait for every subscription to deliver a probe message before the run.")
 	fs.StringVar(&c.TopicPrefix, "topic-prefix", "bench", "Topics are <prefix>/<run id>/<pair> (fanout: <prefix>/<run id>/fanout).")
+	if c.Workload == WorkloadPairs {
+		fs.StringVar(&c.Topic, "topic", "", "Topic of pair i, instead of <topic-prefix>/<run id>/<i>: %u stands for the pair's username (-credentials-file), %r for the run id, %i for i (e.g. devices/%u/pairs/%r).")
+		fs.StringVar(&c.CredentialsFile, "credentials-file", "", "File of username:password lines, one per pair: pair i's publisher and subscriber connect with line i (blank lines and # comments skipped), and each subscriber sends its own probe. Instead of -username and -password.")
+	}
 	fs.StringVar(&c.ClientPrefix, "client-prefix", "bench-"+c.Workload, "Client ids are <prefix>-<run id>-pub-<i> and -sub-<i>.")
 	fs.DurationVar(&c.Keepalive, "keepalive", 60*time.Second, "Keep-alive announced in CONNECT.")
 	fs.IntVar(&c.Concurrency, "connect-concurrency", 64, "Connections opened at once while setting up.")
@@ -119,6 +133,13 @@ func (c *PubSubConfig) Validate() error {
 	if c.SubscribeTimeout <= 0 {
 		errs = append(errs, errors.New("subscribe-timeout: must be positive"))
 	}
+	if c.Workload != WorkloadPairs && (c.Topic != "" || c.CredentialsFile != "") {
+		errs = append(errs, errors.New("topic, credentials-file: for the pairs workload only"))
+	}
+	if c.Topic != "" && !strings.Contains(c.Topic, "%i") && !strings.Contains(c.Topic, "%u") {
+		errs = append(errs, fmt.Errorf("topic %q: must tell the pairs apart with %%i or %%u", c.Topic))
+	}
+
 	pc := c.pubConfig("x")
 	if err := pc.Validate(); err != nil {
 		errs = append(errs, err)
@@ -178,7 +199,9 @@ func (c *PubSubConfig) pubConfig(runID string) PubConfig {
 		Concurrency:  c.Concurrency,
 		Username:     c.Username,
 		Password:     c.Password,
-		ServerPID:    c.ServerPID,
+		// Validate reads the file: give it whole.
+		CredentialsFile: c.CredentialsFile,
+		ServerPID:       c.ServerPID,
 	}
 }
 
@@ -270,17 +293,31 @@ func RunPubSub(ctx context.Context, cfg PubSubConfig, hooks Hooks) (*PubSubResul
 		cfg.Warmup = 0
 	}
 	runID := newRunID()
+	nsubs, npubs := cfg.SubscriberCount(), cfg.PublisherCount()
+	creds, err := resolveCredentials(nil, cfg.CredentialsFile, cfg.Username, cfg.Password, npubs)
+	if err != nil {
+		return nil, err
+	}
+	if user, _ := creds(0); user == "" && strings.Contains(cfg.Topic, "%u") {
+		return nil, fmt.Errorf("topic %q: %%u needs -credentials-file or -username", cfg.Topic)
+	}
 	prefix := strings.TrimSuffix(cfg.TopicPrefix, "/") + "/" + runID
 	topic := func(i int) string {
-		if cfg.Workload == WorkloadFanout {
+		switch {
+		case cfg.Workload == WorkloadFanout:
 			return prefix + "/fanout"
+		case cfg.Topic != "":
+			user, _ := creds(i)
+			return strings.NewReplacer("%u", user, "%r", runID, "%i", strconv.Itoa(i)).Replace(cfg.Topic)
 		}
 		return fmt.Sprintf("%s/%d", prefix, i)
 	}
-	nsubs, npubs := cfg.SubscriberCount(), cfg.PublisherCount()
 	subs := make([]*subscriber, nsubs)
 	for i := range subs {
 		subs[i] = newSubscriber(&cfg, runID, i, topic)
+		if cfg.CredentialsFile != "" {
+			subs[i].opts.Username, subs[i].opts.Password = creds(i)
+		}
 	}
 	// A subscriber of pairs frees slots of its own publisher's end-to-end
 	// window.
@@ -431,30 +468,77 @@ func connectSubscribers(ctx context.Context, cfg *PubSubConfig, subs []*subscrib
 
 // probe publishes a probe message to every topic, again every 250 ms to
 // the topics whose subscribers have not all received one, until all have or
-// SubscribeTimeout passed. It returns how long that took.
+// SubscribeTimeout passed. It returns how long that took. With a
+// credentials file each pair is an identity that may use only its own
+// topics, so each subscriber sends its own probe (QoS 0: its reader takes
+// no PUBACK); otherwise one probe client sends them all.
 func probe(ctx context.Context, cfg *PubSubConfig, runID string, subs []*subscriber, topic func(int) string) (time.Duration, error) {
 	start := time.Now()
-	cl, err := Dial(ctx, cfg.Addr, ClientOptions{
-		ClientID: cfg.ClientPrefix + "-" + runID + "-probe", Version: byte(cfg.Version),
-		Keepalive: cfg.Keepalive, Username: cfg.Username, Password: cfg.Password,
-	})
-	if err != nil {
-		return 0, fmt.Errorf("probe: %w", err)
-	}
-	// Acks are read and dropped; a lost probe is sent again anyway.
-	go func() {
-		for {
-			if _, err := cl.ReadPacket(); err != nil {
-				return
-			}
-		}
-	}()
-	defer func() { _ = cl.Disconnect() }()
 	payload := makePayload(cfg.PayloadSize)
 	stamp{pub: probePub}.put(payload)
 	templates := map[string]*publishTemplate{}
+	template := func(t string, qos byte) (*publishTemplate, error) {
+		if templates[t] == nil {
+			tmpl, err := newPublishTemplate(byte(cfg.Version), qos, t, payload)
+			if err != nil {
+				return nil, err
+			}
+			templates[t] = tmpl
+		}
+		return templates[t], nil
+	}
+	// send buffers the probe of subscriber i; flush sends the round.
+	var send func(i int) error
+	flush := func() error { return nil }
+	if cfg.CredentialsFile != "" {
+		send = func(i int) error {
+			tmpl, err := template(topic(i), 0)
+			if err == nil {
+				err = subs[i].cl.writePublish(tmpl, 0)
+			}
+			if err == nil {
+				err = subs[i].cl.Flush()
+			}
+			return err
+		}
+	} else {
+		cl, err := Dial(ctx, cfg.Addr, ClientOptions{
+			ClientID: cfg.ClientPrefix + "-" + runID + "-probe", Version: byte(cfg.Version),
+			Keepalive: cfg.Keepalive, Username: cfg.Username, Password: cfg.Password,
+		})
+		if err != nil {
+			return 0, fmt.Errorf("probe: %w", err)
+		}
+		// Acks are read and dropped; a lost probe is sent again anyway.
+		go func() {
+			for {
+				if _, err := cl.ReadPacket(); err != nil {
+					return
+				}
+			}
+		}()
+		defer func() { _ = cl.Disconnect() }()
+		var pid uint16
+		sent := map[string]bool{}
+		send = func(i int) error {
+			t := topic(i)
+			if sent[t] {
+				return nil // one probe per topic and round (fanout)
+			}
+			sent[t] = true
+			tmpl, err := template(t, 1)
+			if err != nil {
+				return err
+			}
+			pid = pid%65535 + 1
+			return cl.writePublish(tmpl, pid)
+		}
+		flush = func() error {
+			clear(sent)
+			return cl.Flush()
+		}
+	}
 	deadline := start.Add(cfg.SubscribeTimeout)
-	var pid uint16
 	for {
 		waiting := false
 		for i, s := range subs {
@@ -462,28 +546,16 @@ func probe(ctx context.Context, cfg *PubSubConfig, runID string, subs []*subscri
 				continue
 			}
 			waiting = true
-			t := topic(i)
-			if templates[t] == nil {
-				tmpl, err := newPublishTemplate(byte(cfg.Version), 1, t, payload)
-				if err != nil {
-					return 0, err
-				}
-				templates[t] = tmpl
-			} else if cfg.Workload == WorkloadFanout {
-				continue // one probe per topic and round
-			}
-			pid = pid%65535 + 1
-			if err := cl.writePublish(templates[t], pid); err != nil {
+			if err := send(i); err != nil {
 				return 0, fmt.Errorf("probe: %w", err)
 			}
 		}
 		if !waiting {
 			return time.Since(start), nil
 		}
-		if err := cl.Flush(); err != nil {
+		if err := flush(); err != nil {
 			return 0, fmt.Errorf("probe: %w", err)
 		}
-		clear(templates)
 		next := time.Now().Add(250 * time.Millisecond)
 		for time.Now().Before(next) && !allReady(subs) {
 			if ctx.Err() != nil {

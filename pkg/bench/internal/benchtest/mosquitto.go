@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fleetgate/fleetgate/pkg/bench/internal/tlsfiles"
@@ -55,9 +56,11 @@ func RunWithMosquitto(m interface{ Run() int }, b *Mosquitto) int {
 // StartWithPasswords starts a mosquitto of its own that admits only the
 // users of plainFile, a file of username:password lines: a copy of it is
 // hashed by mosquitto_passwd -U (PBKDF2-SHA512) into the broker's
-// password_file. Stop stops it. A missing mosquitto or mosquitto_passwd is
-// not an error: Missing says so.
-func StartWithPasswords(plainFile string) (*Mosquitto, error) {
+// password_file. With patterns, its acl_file holds a "pattern readwrite"
+// line for each (%u the username, %c the client id) and nothing else is
+// allowed. Stop stops it. A missing mosquitto or mosquitto_passwd is not an
+// error: Missing says so.
+func StartWithPasswords(plainFile string, patterns ...string) (*Mosquitto, error) {
 	b := &Mosquitto{}
 	passwd, err := exec.LookPath("mosquitto_passwd")
 	if err != nil {
@@ -90,12 +93,26 @@ func StartWithPasswords(plainFile string) (*Mosquitto, error) {
 		_ = os.Remove(hashed)
 		return nil, err
 	}
-	if err := b.start("allow_anonymous false\npassword_file " + hashed + "\n"); err != nil {
-		_ = os.Remove(hashed)
+	auth := "allow_anonymous false\npassword_file " + hashed + "\n"
+	acl := hashed + ".acl"
+	if len(patterns) > 0 {
+		var lines strings.Builder
+		for _, p := range patterns {
+			lines.WriteString("pattern readwrite " + p + "\n")
+		}
+		if err := os.WriteFile(acl, []byte(lines.String()), 0o644); err != nil {
+			_ = os.Remove(hashed)
+			return nil, err
+		}
+		auth += "acl_file " + acl + "\n"
+	}
+	remove := func() { _ = os.Remove(hashed); _ = os.Remove(acl) }
+	if err := b.start(auth); err != nil {
+		remove()
 		return nil, err
 	}
 	if stop := b.stop; stop != nil {
-		b.stop = func() { stop(); _ = os.Remove(hashed) }
+		b.stop = func() { stop(); remove() }
 	}
 	return b, nil
 }
