@@ -63,8 +63,14 @@
 #      frontend; one dispatcher), beside mosquitto, started in FLEET_ORDER.
 #      fleetgate's CPU and RSS are those of frontend + dispatcher +
 #      redis-server, each also listed; Kafka's are listed apart and not
-#      counted (compare's pid=A+B+C,apart=K). 64-byte QoS 1 payloads
-#      (SIZE), one target after the other:
+#      counted (compare's pid=A+B+C,apart=K). The devices authenticate as
+#      production demands (FLEET_AUTH=jwt, the default): each an identity
+#      with an ES256 token, the frontend with a rules file of FLEET_RULES
+#      rules over FLEET_IDENTITIES identities that confines each device to
+#      devices/<identity>/#, mosquitto with the same devices' passwords and
+#      an ACL of the same confinement; FLEET_AUTH=anonymous for anonymous
+#      clients on both. 64-byte QoS 1 payloads (SIZE), one target after the
+#      other:
 #      a. FLEET_IDLE idle connections on the fresh processes: memory per
 #         connection and the idle processes' CPU over FLEET_IDLE_SETTLE;
 #      b. for each N of FLEET_DEVICES: N devices × FLEET_DEVICE_RATE msg/s,
@@ -118,6 +124,7 @@
 # FLEET_CLOSED_PAIRS FLEET_CLOSED_WINDOW FLEET_CLOSED_ROUNDS FLEET_CONNECT
 # FLEET_CONNECT_ROUNDS FLEET_PPROF_SECONDS FLEET_REDIS_ARGS FLEET_HAPROXY
 # FLEET_HAPROXY_DEVICES FLEET_HAPROXY_ROUNDS, FLEET_TLS FLEET_TLS_DEVICES,
+# FLEET_AUTH ("jwt" or "anonymous") FLEET_IDENTITIES FLEET_RULES,
 # FLEET_SHAPES (which of a–e run;
 # default "idle devices pairs closed storm substorm") (section 7), FRONTEND_BIN /
 # DISPATCHER_BIN (section 7's binaries, else built),
@@ -211,6 +218,11 @@ FLEET_HAPROXY_ROUNDS=${FLEET_HAPROXY_ROUNDS:-2}
 FLEET_SHAPES=${FLEET_SHAPES:-idle devices pairs closed storm substorm}
 FLEET_TLS=${FLEET_TLS:-0}
 FLEET_TLS_DEVICES=${FLEET_TLS_DEVICES:-10000}
+# How the fleet's devices authenticate: "jwt" (default, the production
+# default of a frontend: credentials and a rules file) or "anonymous".
+FLEET_AUTH=${FLEET_AUTH:-jwt}
+FLEET_IDENTITIES=${FLEET_IDENTITIES:-100000}
+FLEET_RULES=${FLEET_RULES:-1000}
 
 WORK=$(mktemp -d /tmp/fleetgate-bench.XXXXXX)
 OUT=${OUT:-$WORK/out}
@@ -359,6 +371,10 @@ start_mosquitto() {
 	if [[ -n ${2:-} ]]; then
 		access="allow_anonymous false
 password_file $2"
+	fi
+	if [[ -n ${3:-} ]]; then
+		access="$access
+acl_file $3"
 	fi
 	port=$("$BENCH" free-port)
 	cat >"$WORK/$name.conf" <<EOF
@@ -1049,6 +1065,58 @@ if [[ $FLEET_TLS == 1 ]]; then
 	chmod 755 "$FLEET_TLS_DIR"
 	"$BENCH" tls-files -dir "$FLEET_TLS_DIR" >/dev/null
 fi
+# The fleet authenticates as production does (FLEET_AUTH=jwt): every device
+# an identity with an ES256 token, a rules file of FLEET_RULES rules over
+# FLEET_IDENTITIES identities (access-files, as section 5) that confines
+# each device to devices/<its identity>/#; mosquitto the same devices with
+# their passwords (PBKDF2, mosquitto_passwd) and an ACL of the same
+# confinement. The devices publish to devices/<identity>/telemetry, the
+# pairs (one identity each) use devices/<identity>/pairs/<run>, the
+# clean-session storm subscribes to devices/<identity>/commands/#.
+FLEET_FE_AUTH=() FLEET_FG_CREDS= FLEET_MQ_CREDS= FLEET_MQ_PASSWD= FLEET_MQ_ACL=
+FLEET_PUB_TOPIC=() FLEET_PAIR_TOPIC=() FLEET_SUB_FILTER='devices/%c/cmd/#'
+case $FLEET_AUTH in
+jwt)
+	fleet_clients=$FLEET_IDLE
+	fleet_sizes="$FLEET_DEVICES $FLEET_PAIRS $FLEET_CLOSED_PAIRS $FLEET_CONNECT"
+	[[ $FLEET_HAPROXY == 1 ]] && fleet_sizes+=" $FLEET_HAPROXY_DEVICES"
+	[[ $FLEET_TLS == 1 ]] && fleet_sizes+=" $FLEET_TLS_DEVICES"
+	for n in $fleet_sizes; do
+		fleet_clients=$((n > fleet_clients ? n : fleet_clients))
+	done
+	if ((2 * fleet_clients > FLEET_IDENTITIES)); then
+		# The rules for single devices pick from the upper half of the
+		# identities; the fleet connects as the first ones.
+		echo "FLEET_IDENTITIES ($FLEET_IDENTITIES) must be at least twice the largest fleet ($fleet_clients)" >&2
+		exit 2
+	fi
+	FLEET_ACC=$WORK/fleet-access
+	log "7. generating the fleet's identities: $FLEET_IDENTITIES identities, $FLEET_RULES rules, $fleet_clients tokens and passwords"
+	"$BENCH" access-files -dir "$FLEET_ACC" -identities "$FLEET_IDENTITIES" -rules "$FLEET_RULES" \
+		-tokens "$fleet_clients" -passwords "$fleet_clients" -password-cost 4 -json-out "$OUT/fleet-access-files.json" >/dev/null
+	# mosquitto reads its files after dropping root for its own user.
+	chmod 711 "$WORK"
+	mkdir -p "$WORK/fleet-mosquitto-auth"
+	chmod 755 "$WORK/fleet-mosquitto-auth"
+	FLEET_MQ_PASSWD=$WORK/fleet-mosquitto-auth/passwd FLEET_MQ_ACL=$WORK/fleet-mosquitto-auth/acl
+	cp "$FLEET_ACC/password.creds" "$FLEET_MQ_PASSWD"
+	mosquitto_passwd -U "$FLEET_MQ_PASSWD"
+	echo "pattern readwrite devices/%u/#" >"$FLEET_MQ_ACL"
+	chmod 644 "$FLEET_MQ_PASSWD" "$FLEET_MQ_ACL"
+	FLEET_FE_AUTH=(-auth.allow-anonymous=false -auth.jwt.key-files "$FLEET_ACC/jwt-public.pem" -authz.rules-file "$FLEET_ACC/rules.yaml")
+	FLEET_FG_CREDS=",creds=$FLEET_ACC/jwt.creds" FLEET_MQ_CREDS=",creds=$FLEET_ACC/password.creds"
+	FLEET_PUB_TOPIC=(-topic 'devices/%u/telemetry') FLEET_PAIR_TOPIC=(-topic 'devices/%u/pairs/%r')
+	FLEET_SUB_FILTER='devices/%u/commands/#'
+	echo "fleetgate: JWT (ES256) and $FLEET_ACC/rules.yaml; mosquitto: $(wc -l <"$FLEET_MQ_PASSWD") users in a password file and the ACL 'pattern readwrite devices/%u/#'"
+	;;
+anonymous)
+	echo "anonymous devices (FLEET_AUTH=anonymous): not the production default of a frontend"
+	;;
+*)
+	echo "FLEET_AUTH: jwt or anonymous" >&2
+	exit 2
+	;;
+esac
 for who in $FLEET_ORDER; do
 	case $who in
 	fleetgate)
@@ -1056,10 +1124,10 @@ for who in $FLEET_ORDER; do
 		start_redis fleet-redis
 		start_dispatcher fleet-dispatcher
 		FLEET_DISP_PID=$DISP_PID FLEET_DISP_HTTP=$DISP_HTTP
-		FE_ARGS=()
+		FE_ARGS=(${FLEET_FE_AUTH[@]+"${FLEET_FE_AUTH[@]}"})
 		if [[ $FLEET_TLS == 1 ]]; then
 			FLEET_FE_TLS=127.0.0.1:$("$BENCH" free-port)
-			FE_ARGS=(-mqtt.tls-addr "$FLEET_FE_TLS" -mqtt.tls-cert-file "$FLEET_TLS_DIR/server.pem" -mqtt.tls-key-file "$FLEET_TLS_DIR/server-key.pem")
+			FE_ARGS+=(-mqtt.tls-addr "$FLEET_FE_TLS" -mqtt.tls-cert-file "$FLEET_TLS_DIR/server.pem" -mqtt.tls-key-file "$FLEET_TLS_DIR/server-key.pem")
 		fi
 		start_frontend fleet-fe-1
 		FE_ARGS=()
@@ -1073,7 +1141,7 @@ cafile $FLEET_TLS_DIR/ca.pem
 certfile $FLEET_TLS_DIR/server.pem
 keyfile $FLEET_TLS_DIR/server-key.pem"
 		fi
-		start_mosquitto mosquitto-fleet
+		start_mosquitto mosquitto-fleet "$FLEET_MQ_PASSWD" "$FLEET_MQ_ACL"
 		MQ_EXTRA_CONF=
 		;;
 	*)
@@ -1083,9 +1151,9 @@ keyfile $FLEET_TLS_DIR/server-key.pem"
 	esac
 done
 FLEET_PROCS="pid=$FLEET_FE_PID+$FLEET_DISP_PID+$REDIS_PID,apart=$KAFKA_PID"
-FLEET_FG="fleetgate=$FLEET_FE_MQTT,$FLEET_PROCS"
+FLEET_FG="fleetgate=$FLEET_FE_MQTT,$FLEET_PROCS$FLEET_FG_CREDS"
 FLEET_PPROF=",pprof=$FLEET_FE_HTTP+$FLEET_DISP_HTTP"
-FLEET_MQ="mosquitto=$MQ_ADDR,pid=$MQ_PID"
+FLEET_MQ="mosquitto=$MQ_ADDR,pid=$MQ_PID$FLEET_MQ_CREDS"
 # fleet_targets [PPROF]: the two targets in FLEET_ORDER; with PPROF,
 # fleetgate's frontend and dispatcher are profiled.
 fleet_targets() {
@@ -1104,8 +1172,8 @@ mapfile -t FLEET_TARGETS < <(fleet_targets)
 mapfile -t FLEET_TARGETS_PPROF < <(fleet_targets pprof)
 if [[ $FLEET_TLS == 1 ]]; then
 	# The same processes, through their TLS listeners.
-	FLEET_FG="fleetgate=$FLEET_FE_TLS,$FLEET_PROCS,tls=$FLEET_TLS_DIR/ca.pem"
-	FLEET_MQ="mosquitto=$FLEET_MQ_TLS,pid=$MQ_PID,tls=$FLEET_TLS_DIR/ca.pem"
+	FLEET_FG="fleetgate=$FLEET_FE_TLS,$FLEET_PROCS,tls=$FLEET_TLS_DIR/ca.pem$FLEET_FG_CREDS"
+	FLEET_MQ="mosquitto=$FLEET_MQ_TLS,pid=$MQ_PID,tls=$FLEET_TLS_DIR/ca.pem$FLEET_MQ_CREDS"
 	mapfile -t FLEET_TARGETS_TLS < <(fleet_targets)
 	mapfile -t FLEET_TARGETS_TLS_PPROF < <(fleet_targets pprof)
 	echo "over TLS: fleetgate $FLEET_FE_TLS, mosquitto $FLEET_MQ_TLS (CA $FLEET_TLS_DIR/ca.pem)"
@@ -1136,7 +1204,7 @@ if fleet_shape devices; then
 		hist0=$(mktemp)
 		fleet_histograms "$hist0"
 		"$BENCH" compare pub "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
-			-qos 1 -publishers "$n" -rate "$rate" -window 64 -size "$SIZE" -client-prefix "fleet-dev-$n" \
+			-qos 1 -publishers "$n" -rate "$rate" -window 64 -size "$SIZE" -client-prefix "fleet-dev-$n" ${FLEET_PUB_TOPIC[@]+"${FLEET_PUB_TOPIC[@]}"} \
 			-duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
 			-pprof-dir "$FLEET_OUT/devices-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/devices-$n.json"
 		fleet_procs_stop "$n devices"
@@ -1149,7 +1217,7 @@ if fleet_shape devices; then
 		rate=$((n * FLEET_DEVICE_RATE))
 		log "7g. over TLS: $n devices × $FLEET_DEVICE_RATE msg/s, open loop ($rate msg/s in total), QoS 1, $SIZE-byte payloads, $FLEET_ROUNDS round(s) of $FLEET_DURATION"
 		"$BENCH" compare pub "${FLEET_TARGETS_TLS_PPROF[@]}" -baseline mosquitto \
-			-qos 1 -publishers "$n" -rate "$rate" -window 64 -size "$SIZE" -client-prefix "fleet-tls-dev-$n" \
+			-qos 1 -publishers "$n" -rate "$rate" -window 64 -size "$SIZE" -client-prefix "fleet-tls-dev-$n" ${FLEET_PUB_TOPIC[@]+"${FLEET_PUB_TOPIC[@]}"} \
 			-duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
 			-pprof-dir "$FLEET_OUT/tls-devices" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/tls-devices.json"
 		top_cum "frontend CPU profile, $n devices over TLS ($FLEET_PPROF_SECONDS s)" "$FLEET_OUT/tls-devices/fleetgate.cpu.pprof" "$FRONTEND"
@@ -1164,7 +1232,7 @@ if fleet_shape pairs; then
 		hist0=$(mktemp)
 		fleet_histograms "$hist0"
 		"$BENCH" compare pairs "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
-			-pairs "$n" -rate "$rate" -window 256 -size "$SIZE" -client-prefix "fleet-pairs-$n" \
+			-pairs "$n" -rate "$rate" -window 256 -size "$SIZE" -client-prefix "fleet-pairs-$n" ${FLEET_PAIR_TOPIC[@]+"${FLEET_PAIR_TOPIC[@]}"} \
 			-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_ROUNDS" \
 			-pprof-dir "$FLEET_OUT/pairs-$n" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/pairs-$n.json"
 		fleet_procs_stop "$n pairs"
@@ -1179,7 +1247,7 @@ if fleet_shape closed; then
 	drops0=$(fleet_drops)
 	fleet_procs_start
 	"$BENCH" compare pairs "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
-		-pairs "$FLEET_CLOSED_PAIRS" -window "$FLEET_CLOSED_WINDOW" -size "$SIZE" -client-prefix fleet-closed \
+		-pairs "$FLEET_CLOSED_PAIRS" -window "$FLEET_CLOSED_WINDOW" -size "$SIZE" -client-prefix fleet-closed ${FLEET_PAIR_TOPIC[@]+"${FLEET_PAIR_TOPIC[@]}"} \
 		-duration "$FLEET_PAIRS_DURATION" -warmup 3s -rounds "$FLEET_CLOSED_ROUNDS" \
 		-pprof-dir "$FLEET_OUT/closed" -pprof-seconds "$FLEET_PPROF_SECONDS" -json-out "$FLEET_OUT/closed.json"
 	fleet_procs_stop "the closed loop"
@@ -1214,9 +1282,9 @@ if fleet_shape storm; then
 fi
 
 if fleet_shape substorm; then
-	log "7e'. reconnect storm with clean sessions: $FLEET_CONNECT devices, 64 at a time, each subscribes to devices/<its id>/cmd/# after its CONNACK and leaves after the SUBACK (a clean session subscribes again at every CONNECT), 1 warm-up and 1 measured pass, $FLEET_CONNECT_ROUNDS rounds"
+	log "7e'. reconnect storm with clean sessions: $FLEET_CONNECT devices, 64 at a time, each subscribes to $FLEET_SUB_FILTER after its CONNACK and leaves after the SUBACK (a clean session subscribes again at every CONNECT), 1 warm-up and 1 measured pass, $FLEET_CONNECT_ROUNDS rounds"
 	"$BENCH" compare connect "${FLEET_TARGETS_PPROF[@]}" -baseline mosquitto \
-		-clients "$FLEET_CONNECT" -connect-concurrency 64 -subscribe 'devices/%c/cmd/#' -warmup-passes 1 -passes 1 \
+		-clients "$FLEET_CONNECT" -connect-concurrency 64 -subscribe "$FLEET_SUB_FILTER" -warmup-passes 1 -passes 1 \
 		-rounds "$FLEET_CONNECT_ROUNDS" -client-prefix fleet-substorm \
 		-pprof-dir "$FLEET_OUT/substorm" -pprof-seconds 2 -json-out "$FLEET_OUT/substorm.json"
 	top_cum "frontend CPU profile, reconnect storm with SUBSCRIBE (2 s)" "$FLEET_OUT/substorm/fleetgate.cpu.pprof" "$FRONTEND"
@@ -1226,7 +1294,9 @@ fi
 if [[ $FLEET_HAPROXY == 1 ]]; then
 	log "7f. capacity check: $FLEET_HAPROXY_DEVICES devices × $FLEET_DEVICE_RATE msg/s through HAProxy to one frontend, then to two (leastconn), same Kafka, Redis and dispatcher; $FLEET_HAPROXY_ROUNDS rounds of $FLEET_DURATION"
 	stop "$MQ_PID" # not measured here
+	FE_ARGS=(${FLEET_FE_AUTH[@]+"${FLEET_FE_AUTH[@]}"})
 	start_frontend fleet-fe-2
+	FE_ARGS=()
 	FLEET_FE2_PID=$FE_PID FLEET_FE2_MQTT=$FE_MQTT FLEET_FE2_HTTP=$FE_HTTP
 	start_haproxy fleet-lb-one "$FLEET_FE_MQTT,$FLEET_FE_HTTP"
 	LB1_PID=$LB_PID LB1_ADDR=$LB_ADDR
@@ -1235,9 +1305,9 @@ if [[ $FLEET_HAPROXY == 1 ]]; then
 	rate=$((FLEET_HAPROXY_DEVICES * FLEET_DEVICE_RATE))
 	conns1=$(fleet_connections "$FLEET_FE_HTTP")
 	"$BENCH" compare pub \
-		-target "one-frontend=$LB1_ADDR,pid=$FLEET_FE_PID+$FLEET_DISP_PID+$REDIS_PID,apart=$KAFKA_PID+$LB1_PID" \
-		-target "two-frontends=$LB2_ADDR,pid=$FLEET_FE_PID+$FLEET_FE2_PID+$FLEET_DISP_PID+$REDIS_PID,apart=$KAFKA_PID+$LB2_PID" \
-		-baseline one-frontend -qos 1 -publishers "$FLEET_HAPROXY_DEVICES" -rate "$rate" -window 64 -size "$SIZE" \
+		-target "one-frontend=$LB1_ADDR,pid=$FLEET_FE_PID+$FLEET_DISP_PID+$REDIS_PID,apart=$KAFKA_PID+$LB1_PID$FLEET_FG_CREDS" \
+		-target "two-frontends=$LB2_ADDR,pid=$FLEET_FE_PID+$FLEET_FE2_PID+$FLEET_DISP_PID+$REDIS_PID,apart=$KAFKA_PID+$LB2_PID$FLEET_FG_CREDS" \
+		-baseline one-frontend -qos 1 -publishers "$FLEET_HAPROXY_DEVICES" -rate "$rate" -window 64 -size "$SIZE" ${FLEET_PUB_TOPIC[@]+"${FLEET_PUB_TOPIC[@]}"} \
 		-client-prefix fleet-lb -duration "$FLEET_DURATION" -warmup 3s -rounds "$FLEET_HAPROXY_ROUNDS" \
 		-json-out "$FLEET_OUT/haproxy.json"
 	echo "connections accepted during 7f (fleetgate_frontend_connections_total): fleet-fe-1 $(($(fleet_connections "$FLEET_FE_HTTP") - conns1)) (both targets), fleet-fe-2 $(fleet_connections "$FLEET_FE2_HTTP") (two-frontends only)"
