@@ -526,6 +526,7 @@ func (s *Server) loadAccess() error {
 		a.rules = h
 		r := h.Rules()
 		a.log.Info("authorization rules loaded", "file", p, "rules", r.Len(), "identities", r.Identities(), "groups", r.Groups())
+		releaseParseGarbage()
 	} else {
 		a.rules = acl.AllowAll()
 		why := "authz.allow-all=true"
