@@ -3,6 +3,7 @@ package acl
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -126,31 +127,35 @@ type pattern struct {
 }
 
 // entry is one topic filter of a rule, placeholders substituted: what a
-// Policy evaluates.
+// Policy evaluates. 24 bytes: a policy holds its own entries.
 type entry struct {
 	filter string
-	// head is the first level of filter, unless wild: a name whose first
-	// level differs cannot match, which costs a string comparison to tell.
-	head  string
-	wild  bool // the first level of filter is "+" or "#"
-	allow bool
-	acts  acts
+	// headLen is the length of the first level of filter, unless wild: a
+	// name whose first level differs cannot match, which costs a string
+	// comparison to tell.
+	headLen uint16
+	wild    bool // the first level of filter is "+" or "#"
+	allow   bool
+	acts    acts
 }
 
 // newEntry returns the entry of filter.
 func newEntry(filter string, allow bool, a acts) entry {
 	head, _, _ := strings.Cut(filter, "/")
-	wild := head == "+" || head == "#"
-	if wild {
-		head = ""
+	e := entry{filter: filter, wild: head == "+" || head == "#", allow: allow, acts: a}
+	if len(head) > math.MaxUint16 {
+		// Longer than any MQTT string, so not from a client; taken as
+		// wild, the entry is always matched in full: slower, never wrong.
+		e.wild = true
 	}
-	return entry{filter: filter, head: head, wild: wild, allow: allow, acts: a}
+	e.headLen = uint16(len(head))
+	return e
 }
 
 // disjointHead reports whether no name whose first level is head can match
 // the filter of e.
 func (e *entry) disjointHead(head string) bool {
-	return !e.wild && e.head != head
+	return !e.wild && (int(e.headLen) != len(head) || e.filter[:e.headLen] != head)
 }
 
 // compilePermission checks a permission.
@@ -248,6 +253,14 @@ type entryBuilder struct {
 	entries            []entry
 	buf                []byte
 	ends               []int // for an entry with a substituted filter: where it ends in buf; -1 otherwise
+}
+
+// fixed appends entries whose filters are final (no placeholder left).
+func (b *entryBuilder) fixed(es []entry) {
+	for _, e := range es {
+		b.entries = append(b.entries, e)
+		b.ends = append(b.ends, -1)
+	}
 }
 
 // add appends the entries of r.

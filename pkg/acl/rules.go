@@ -231,9 +231,9 @@ func (r *Rules) derive(p *Policy) *derived {
 	}
 	d := &derived{rules: r, quota: quota, hasQuota: hasQuota}
 	idx := r.applicable(p.identity, p.groups)
-	// Count the entries of the rules with placeholders, the policy's own,
-	// so that eb.entries never grows: the steps point into it.
-	own := 0
+	// The policy's own entries, the token rules first: counted, so that
+	// eb.entries is allocated once and never grows.
+	own := len(p.extra)
 	for _, i := range idx {
 		if ru := &r.rules[i]; ru.first < 0 {
 			own += len(ru.topics)
@@ -244,40 +244,35 @@ func (r *Rules) derive(p *Policy) *derived {
 		eb.entries = make([]entry, 0, own)
 		eb.ends = make([]int, 0, own)
 	}
-	steps := make([][]entry, 0, 4)
-	if len(p.extra) > 0 {
-		steps = append(steps, p.extra)
-	}
-	// r.entries[sharedStart:sharedEnd] is the run of shared entries being
-	// gathered; sharedEnd < 0 if none.
-	sharedStart, sharedEnd := int32(0), int32(-1)
-	flush := func() {
-		if sharedEnd >= 0 {
-			steps = append(steps, r.entries[sharedStart:sharedEnd:sharedEnd])
-			sharedEnd = -1
+	eb.fixed(p.extra)
+	// Adjacent runs of one array are one step. Gathered on the stack, kept
+	// at their exact length.
+	var buf [16]step
+	steps := buf[:0]
+	appendRun := func(lo, hi int32, isOwn bool) {
+		if hi == lo {
+			return
 		}
+		if n := len(steps); n > 0 && steps[n-1].own == isOwn && steps[n-1].hi == lo {
+			steps[n-1].hi = hi
+			return
+		}
+		steps = append(steps, step{lo: lo, hi: hi, own: isOwn})
 	}
+	appendRun(0, int32(len(eb.entries)), true)
 	for _, i := range idx {
 		ru := &r.rules[i]
 		if ru.first >= 0 {
-			if sharedEnd == ru.first {
-				sharedEnd += int32(len(ru.topics)) // the next rule in the file: same run
-				continue
-			}
-			flush()
-			sharedStart, sharedEnd = ru.first, ru.first+int32(len(ru.topics))
+			appendRun(ru.first, ru.first+int32(len(ru.topics)), false)
 			continue
 		}
-		flush()
-		start := len(eb.entries)
+		start := int32(len(eb.entries))
 		eb.add(ru)
-		if end := len(eb.entries); end > start {
-			steps = append(steps, eb.entries[start:end:end])
-		}
+		appendRun(start, int32(len(eb.entries)), true)
 	}
-	flush()
-	// The steps share eb.entries' array, which finish fills in.
-	eb.finish()
-	d.steps = steps
+	if own > 0 {
+		d.own = eb.finish()
+	}
+	d.steps = slices.Clone(steps)
 	return d
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -61,18 +62,47 @@ func TestPoliciesShareTheEntriesOfRulesWithoutPlaceholders(t *testing.T) {
 	r := mustParse(t, f.String())
 
 	d := mustPolicy(t, r, Subject{Identity: "dev-1", ClientID: "c1"}).d.Load()
-	require.Equal(t, 3, len(d.steps), "the rules before the device's, its own, the rules after")
-	assert.Same(t, &r.entries[0], &d.steps[0][0])
-	assert.Equal(t, 500, len(d.steps[0]))
-	assert.Equal(t, []string{"devices/c1/#"}, filters(d.steps[1]))
-	assert.Same(t, &r.entries[501], &d.steps[2][0], "the gateway's rule is left out")
-	assert.Equal(t, 500, len(d.steps[2]))
+	require.Equal(t, []step{{0, 500, false}, {0, 1, true}, {501, 1001, false}}, d.steps,
+		"the rules before the device's, its own, the rules after (the gateway's rule left out)")
+	assert.Same(t, &r.entries[0], &d.entries(d.steps[0])[0])
+	assert.Equal(t, []string{"devices/c1/#"}, filters(d.entries(d.steps[1])))
+	assert.Equal(t, []string{"devices/c1/#"}, filters(d.own), "the policy's own entries are those it substituted")
 
 	d = mustPolicy(t, r, Subject{Identity: "gw-1", ClientID: "g1"}).d.Load()
-	require.Equal(t, 3, len(d.steps))
-	assert.Equal(t, []string{"gw/#"}, filters(d.steps[2][:1]), "a rule of the gateway's joins the run it is followed by")
-	assert.Same(t, &r.entries[500], &d.steps[2][0])
-	assert.Equal(t, 501, len(d.steps[2]))
+	require.Equal(t, []step{{0, 500, false}, {0, 1, true}, {500, 1001, false}}, d.steps)
+	assert.Equal(t, []string{"gw/#"}, filters(d.entries(d.steps[2])[:1]), "a rule of the gateway's joins the run it is followed by")
+}
+
+// TestAdjacentRulesOfAPolicyAreOneStep: the substituted rules of one
+// subject that follow each other, and its token rules before them, are
+// evaluated as one run, as the shared rules are; the order stays the
+// file's.
+func TestAdjacentRulesOfAPolicyAreOneStep(t *testing.T) {
+	r := mustParse(t, `rules:
+  - {permission: deny, action: publish, topics: ["devices/%u/commands/#"]}
+  - {permission: allow, action: subscribe, topics: ["devices/%u/commands/#", "devices/%u/config/#"]}
+  - {permission: deny, action: all, topics: ["admin/#"]}
+  - {permission: allow, action: publish, topics: ["status/%u"]}
+  - {permission: allow, action: all, topics: ["devices/%u/#"]}
+`)
+	extra, err := ParseTokenRules([]byte(`[{"permission": "deny", "action": "publish", "topics": ["devices/%u/telemetry/secret"]}]`))
+	require.NoError(t, err)
+	p := mustPolicy(t, r, Subject{Identity: "dev-1", ClientID: "c1", Extra: extra})
+	d := p.d.Load()
+	require.Equal(t, []step{{0, 4, true}, {0, 1, false}, {4, 6, true}}, d.steps)
+	assert.Equal(t, []string{
+		"devices/dev-1/telemetry/secret", "devices/dev-1/commands/#", "devices/dev-1/commands/#", "devices/dev-1/config/#",
+		"status/dev-1", "devices/dev-1/#",
+	}, filters(d.own))
+	assert.False(t, p.AllowPublish("devices/dev-1/telemetry/secret"), "the token's rule first")
+	assert.False(t, p.AllowPublish("devices/dev-1/commands/reboot"))
+	assert.True(t, p.AllowSubscribe("devices/dev-1/commands/#"))
+	assert.False(t, p.AllowPublish("admin/x"))
+	assert.True(t, p.AllowPublish("status/dev-1"))
+	assert.True(t, p.AllowPublish("devices/dev-1/telemetry"))
+	assert.False(t, p.AllowPublish("devices/dev-2/telemetry"))
+	assert.EqualValues(t, 24, unsafe.Sizeof(entry{}), "an entry is a string header and four small fields")
+	assert.EqualValues(t, 12, unsafe.Sizeof(step{}))
 }
 
 // filters returns the filters of entries.
