@@ -33,15 +33,58 @@ type tokens struct {
 	verified *lru[[32]byte, verifiedToken]
 }
 
-// verifiedToken is what a verified token established.
+// verifiedToken is what a verified token established: 56 bytes, since a
+// fleet's every device has one (a slot of 96 with its key and links).
 type verifiedToken struct {
 	keys *[]verifyKey // the key set that verified it
-	id   Identity
-	// notBefore is the token's nbf, zero when absent; its exp is
-	// id.Expires.
-	notBefore time.Time
+	name string       // the identity
+	fp   uint64       // the fingerprint of the key that verified it (Credential)
+	// expires and notBefore are the token's exp and nbf in Unix
+	// nanoseconds, 0 when absent.
+	expires, notBefore int64
+	// claims holds what few tokens carry, nil when none does.
+	claims *tokenClaims
+}
+
+// tokenClaims are a verified token's optional claims.
+type tokenClaims struct {
+	groups []string
+	rules  []byte
 	// boundClientID is the client id claim's value (auth.jwt.client-id-claim).
 	boundClientID string
+}
+
+// unixNano is t in Unix nanoseconds, 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// timeOf is the time of unixNano's n: the zero time for 0.
+func timeOf(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// identity is the identity v established, with claims of its own.
+func (v *verifiedToken) identity() Identity {
+	id := Identity{Name: v.name, Source: SourceJWT, Expires: timeOf(v.expires), Credential: Credential{kind: credJWT, fp: v.fp}}
+	if v.claims != nil {
+		id.Groups, id.Rules = slices.Clone(v.claims.groups), slices.Clone(v.claims.rules)
+	}
+	return id
+}
+
+// boundClientID is the client id claim's value, empty without one.
+func (v *verifiedToken) boundClientID() string {
+	if v.claims == nil {
+		return ""
+	}
+	return v.claims.boundClientID
 }
 
 func newTokens(cfg *Config, now func() time.Time) *tokens {
@@ -154,12 +197,10 @@ func (t *tokens) authenticate(r *Request) (Identity, error) {
 		v, ok := t.verified.get(key)
 		t.mu.Unlock()
 		if ok && v.keys == keySet && t.current(v) {
-			if t.cfg.ClientIDClaim != "" && v.boundClientID != r.ClientID {
+			if t.cfg.ClientIDClaim != "" && v.boundClientID() != r.ClientID {
 				return Identity{}, fail(SourceJWT, ReasonClientIDMismatch, fmt.Sprintf("client id is not the token's %q claim", t.cfg.ClientIDClaim))
 			}
-			id := v.id
-			id.Groups, id.Rules = slices.Clone(id.Groups), slices.Clone(id.Rules)
-			return id, nil
+			return v.identity(), nil
 		}
 	}
 	var keys []verifyKey
@@ -217,13 +258,15 @@ func (t *tokens) authenticate(r *Request) (Identity, error) {
 		}
 	}
 	if t.verified != nil {
-		v := verifiedToken{keys: keySet, id: id}
-		v.id.Groups, v.id.Rules = slices.Clone(id.Groups), slices.Clone(id.Rules)
+		v := verifiedToken{keys: keySet, name: id.Name, fp: id.Credential.fp, expires: unixNano(id.Expires)}
 		if c.NotBefore != nil {
-			v.notBefore = c.NotBefore.Time
+			v.notBefore = unixNano(c.NotBefore.Time)
 		}
-		if t.cfg.ClientIDClaim != "" {
-			v.boundClientID = r.ClientID // checked equal above
+		if len(id.Groups) > 0 || len(id.Rules) > 0 || t.cfg.ClientIDClaim != "" {
+			v.claims = &tokenClaims{groups: slices.Clone(id.Groups), rules: slices.Clone(id.Rules)}
+			if t.cfg.ClientIDClaim != "" {
+				v.claims.boundClientID = r.ClientID // checked equal above
+			}
 		}
 		t.mu.Lock()
 		t.verified.put(key, v)
@@ -236,10 +279,10 @@ func (t *tokens) authenticate(r *Request) (Identity, error) {
 // exp, with the configured leeway, as the parser checks them.
 func (t *tokens) current(v verifiedToken) bool {
 	now := t.now()
-	if exp := v.id.Expires; !exp.IsZero() && !now.Before(exp.Add(t.cfg.Leeway)) {
+	if exp := timeOf(v.expires); !exp.IsZero() && !now.Before(exp.Add(t.cfg.Leeway)) {
 		return false
 	}
-	return v.notBefore.IsZero() || !now.Before(v.notBefore.Add(-t.cfg.Leeway))
+	return v.notBefore == 0 || !now.Before(timeOf(v.notBefore).Add(-t.cfg.Leeway))
 }
 
 // selectKeys returns the keys that may verify tok: those pinned to its alg

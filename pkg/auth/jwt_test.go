@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
@@ -213,7 +214,15 @@ func TestClaimsBindTheClientIDAndCarryGroupsAndRules(t *testing.T) {
 	assert.Equal(t, []string{"sensors", "eu"}, id.Groups)
 	assert.JSONEq(t, rules, string(id.Rules))
 	assert.Equal(t, t0.Add(time.Minute), id.Expires)
+	again, err := c.Authenticate(Request{ClientID: "dev-1", Password: []byte(tok)})
+	require.NoError(t, err)
+	assert.Equal(t, id, again, "the remembered token gives the same identity, claims included")
+	again.Groups[0] = "changed"
+	third, err := c.Authenticate(Request{ClientID: "dev-1", Password: []byte(tok)})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"sensors", "eu"}, third.Groups, "each identity has claims of its own")
 
+	// The remembered token is still bound to its client id.
 	f := requireFailure(t, ignoreID(c.Authenticate(Request{ClientID: "dev-2", Password: []byte(tok)})), ReasonClientIDMismatch)
 	assert.Equal(t, ClientIDNotValid, f.Code())
 	assert.Equal(t, byte(0x85), f.ConnackCode(5))
@@ -397,6 +406,7 @@ func selfSigned(t testing.TB, key crypto.Signer, tmpl *x509.Certificate) *x509.C
 }
 
 func TestAVerifiedTokenIsRememberedWhileCurrentAndForTheKeysThatVerifiedIt(t *testing.T) {
+	assert.EqualValues(t, 56, unsafe.Sizeof(verifiedToken{}), "every device of a fleet has one")
 	k := testKeys(t)
 	for _, tc := range []struct {
 		name     string
