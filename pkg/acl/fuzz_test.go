@@ -1,6 +1,7 @@
 package acl
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -9,7 +10,15 @@ import (
 )
 
 // fuzzLevels are the levels fuzzed filters are made of; each byte picks one.
-var fuzzLevels = []string{"a", "b", "$a", "+", "#", "a", "+", "b"}
+// Rules' filters also take the placeholders (fuzzRuleLevels), which the
+// fuzzed subject's identity and client id turn into levels of the names.
+var (
+	fuzzLevels     = []string{"a", "b", "$a", "+", "#", "a", "+", "b"}
+	fuzzRuleLevels = append(slices.Clone(fuzzLevels), IdentityPlaceholder, ClientIDPlaceholder)
+)
+
+// The fuzzed subject: its placeholders become levels the names have.
+const fuzzIdentity, fuzzClientID = "a", "b"
 
 // fuzzNameLevels are the levels of the names decisions are checked on: the
 // literals of fuzzLevels and a fresh value of each kind, which stands for
@@ -17,13 +26,16 @@ var fuzzLevels = []string{"a", "b", "$a", "+", "#", "a", "+", "b"}
 var fuzzNameLevels = []string{"a", "b", "$a", "z", "$z"}
 
 // fuzzFilter reads a filter of up to four levels from b, cut after "#".
-func fuzzFilter(b []byte) string {
+func fuzzFilter(b []byte) string { return fuzzFilterOf(fuzzLevels, b) }
+
+// fuzzFilterOf is fuzzFilter over the levels of alphabet.
+func fuzzFilterOf(alphabet []string, b []byte) string {
 	var levels []string
 	for _, c := range b {
 		if len(levels) == 4 {
 			break
 		}
-		l := fuzzLevels[int(c)%len(fuzzLevels)]
+		l := alphabet[int(c)%len(alphabet)]
 		levels = append(levels, l)
 		if l == "#" {
 			break
@@ -60,6 +72,7 @@ func reference(rules []Rule, action Action, name string) bool {
 			continue
 		}
 		for _, f := range r.Topics {
+			f = strings.NewReplacer(IdentityPlaceholder, fuzzIdentity, ClientIDPlaceholder, fuzzClientID).Replace(f)
 			if topic.MatchFilter(f, name) {
 				return r.Permission == Allow
 			}
@@ -77,6 +90,10 @@ func FuzzDecisionsAgreeWithNameByNameMatching(f *testing.F) {
 	f.Add([]byte{0, 3, 0, 4, 0xff, 1, 0, 4}, []byte{0, 4})
 	f.Add([]byte{1, 3, 0, 1, 4, 0xff, 0, 3, 4}, []byte{3, 1})
 	f.Add([]byte{1, 1, 2, 4, 0xff, 0, 3, 3, 4}, []byte{2, 4})
+	// With placeholders: own entries between shared ones, adjacent own
+	// rules (one step), a deny of the subject's own subtree.
+	f.Add([]byte{7, 0, 8, 4, 0xff, 6, 1, 4, 0xff, 1, 9, 4, 0xff, 7, 8, 4}, []byte{0, 4})
+	f.Add([]byte{0, 8, 1, 0xff, 7, 8, 4, 0xff, 7, 9, 3}, []byte{0, 1})
 	names := fuzzNames()
 	f.Fuzz(func(t *testing.T, spec, sub []byte) {
 		// spec: rules separated by 0xff; in each, the first byte is the
@@ -86,7 +103,7 @@ func FuzzDecisionsAgreeWithNameByNameMatching(f *testing.F) {
 			if len(part) < 2 || len(rules) == 6 {
 				continue
 			}
-			r := Rule{Permission: Deny, Action: []Action{Publish, Subscribe, All, All}[part[0]>>1&3], Topics: []string{fuzzFilter([]byte(part[1:]))}}
+			r := Rule{Permission: Deny, Action: []Action{Publish, Subscribe, All, All}[part[0]>>1&3], Topics: []string{fuzzFilterOf(fuzzRuleLevels, []byte(part[1:]))}}
 			if part[0]&1 == 1 {
 				r.Permission = Allow
 			}
@@ -102,7 +119,7 @@ func FuzzDecisionsAgreeWithNameByNameMatching(f *testing.F) {
 			require.NoError(t, err)
 			p.rules = append(p.rules, fileRule{rule: c})
 		}
-		pol, err := build(p).For(Subject{Identity: "u", ClientID: "c"})
+		pol, err := build(p).For(Subject{Identity: fuzzIdentity, ClientID: fuzzClientID})
 		require.NoError(t, err)
 		for _, name := range names {
 			if got, want := pol.AllowPublish(name), reference(rules, Publish, name); got != want {
