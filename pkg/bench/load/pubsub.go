@@ -199,7 +199,7 @@ func (c *PubSubConfig) pubConfig(runID string) PubConfig {
 		Concurrency:  c.Concurrency,
 		Username:     c.Username,
 		Password:     c.Password,
-		// Validate reads the file: give it whole.
+		// Publisher i connects with line i, as subscriber i does.
 		CredentialsFile: c.CredentialsFile,
 		ServerPID:       c.ServerPID,
 	}
