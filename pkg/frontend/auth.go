@@ -407,10 +407,11 @@ func (h *authHook) reload(ctx context.Context, why string) {
 
 // releaseParseGarbage returns to the OS the memory that reading a rules
 // file took beyond what its compiled rules keep: parsing the YAML of a
-// file that lists 100,000 identities (3.5 MB) peaks at about 90 MB of heap
-// for 8 MB of compiled rules, and the runtime would keep most of those
-// pages resident, as RSS that no connection uses, for minutes or for good
-// (docs/benchmarks.md, "Idle memory with the production default"). One
+// file that lists 100,000 identities (3.5 MB) allocates about 110 MB (a
+// live peak of about 50 MB) for 6–8 MB of compiled rules, and the runtime
+// would keep most of those pages resident, as RSS that no connection uses,
+// for minutes or for good (docs/benchmarks.md, "The fleet authenticated").
+// One
 // forced collection per load or changed reload; a reload that finds the
 // same bytes costs nothing.
 func releaseParseGarbage() { debug.FreeOSMemory() }
