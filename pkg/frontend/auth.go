@@ -411,9 +411,8 @@ func (h *authHook) reload(ctx context.Context, why string) {
 // live peak of about 50 MB) for 6–8 MB of compiled rules, and the runtime
 // would keep most of those pages resident, as RSS that no connection uses,
 // for minutes or for good (docs/benchmarks.md, "The fleet authenticated").
-// One
-// forced collection per load or changed reload; a reload that finds the
-// same bytes costs nothing.
+// One forced collection per load or changed reload; a reload that finds
+// the same bytes costs nothing.
 func releaseParseGarbage() { debug.FreeOSMemory() }
 
 // peerCertificates returns the verified client certificate chain of a TLS
