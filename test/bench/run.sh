@@ -1077,10 +1077,15 @@ FLEET_FE_AUTH=() FLEET_FG_CREDS= FLEET_MQ_CREDS= FLEET_MQ_PASSWD= FLEET_MQ_ACL=
 FLEET_PUB_TOPIC=() FLEET_PAIR_TOPIC=() FLEET_SUB_FILTER='devices/%c/cmd/#'
 case $FLEET_AUTH in
 jwt)
-	fleet_clients=$FLEET_IDLE
-	fleet_sizes="$FLEET_DEVICES $FLEET_PAIRS $FLEET_CLOSED_PAIRS $FLEET_CONNECT"
+	# The most clients a shape that runs connects at once.
+	fleet_clients=0 fleet_sizes=""
+	fleet_shape idle && fleet_sizes+=" $FLEET_IDLE"
+	fleet_shape devices && fleet_sizes+=" $FLEET_DEVICES"
+	fleet_shape devices && [[ $FLEET_TLS == 1 ]] && fleet_sizes+=" $FLEET_TLS_DEVICES"
+	fleet_shape pairs && fleet_sizes+=" $FLEET_PAIRS"
+	fleet_shape closed && fleet_sizes+=" $FLEET_CLOSED_PAIRS"
+	{ fleet_shape storm || fleet_shape substorm; } && fleet_sizes+=" $FLEET_CONNECT"
 	[[ $FLEET_HAPROXY == 1 ]] && fleet_sizes+=" $FLEET_HAPROXY_DEVICES"
-	[[ $FLEET_TLS == 1 ]] && fleet_sizes+=" $FLEET_TLS_DEVICES"
 	for n in $fleet_sizes; do
 		fleet_clients=$((n > fleet_clients ? n : fleet_clients))
 	done
@@ -1117,6 +1122,33 @@ anonymous)
 	exit 2
 	;;
 esac
+# fleet_frontend NAME: the fleet's frontend (with its TLS listener on
+# FLEET_FE_TLS under FLEET_TLS=1) against the fleet's Kafka and Redis.
+fleet_frontend() {
+	FE_ARGS=(${FLEET_FE_AUTH[@]+"${FLEET_FE_AUTH[@]}"})
+	if [[ $FLEET_TLS == 1 ]]; then
+		FE_ARGS+=(-mqtt.tls-addr "$FLEET_FE_TLS" -mqtt.tls-cert-file "$FLEET_TLS_DIR/server.pem" -mqtt.tls-key-file "$FLEET_TLS_DIR/server-key.pem")
+	fi
+	start_frontend "$1"
+	FE_ARGS=()
+	FLEET_FE_PID=$FE_PID FLEET_FE_MQTT=$FE_MQTT FLEET_FE_HTTP=$FE_HTTP
+}
+# fleet_mosquitto NAME: the fleet's mosquitto (with its TLS listener on
+# FLEET_MQ_TLS under FLEET_TLS=1).
+fleet_mosquitto() {
+	if [[ $FLEET_TLS == 1 ]]; then
+		MQ_EXTRA_CONF="listener ${FLEET_MQ_TLS#127.0.0.1:} 127.0.0.1
+cafile $FLEET_TLS_DIR/ca.pem
+certfile $FLEET_TLS_DIR/server.pem
+keyfile $FLEET_TLS_DIR/server-key.pem"
+	fi
+	start_mosquitto "$1" "$FLEET_MQ_PASSWD" "$FLEET_MQ_ACL"
+	MQ_EXTRA_CONF=
+}
+if [[ $FLEET_TLS == 1 ]]; then
+	FLEET_FE_TLS=127.0.0.1:$("$BENCH" free-port)
+	FLEET_MQ_TLS=127.0.0.1:$("$BENCH" free-port)
+fi
 for who in $FLEET_ORDER; do
 	case $who in
 	fleetgate)
@@ -1124,25 +1156,10 @@ for who in $FLEET_ORDER; do
 		start_redis fleet-redis
 		start_dispatcher fleet-dispatcher
 		FLEET_DISP_PID=$DISP_PID FLEET_DISP_HTTP=$DISP_HTTP
-		FE_ARGS=(${FLEET_FE_AUTH[@]+"${FLEET_FE_AUTH[@]}"})
-		if [[ $FLEET_TLS == 1 ]]; then
-			FLEET_FE_TLS=127.0.0.1:$("$BENCH" free-port)
-			FE_ARGS+=(-mqtt.tls-addr "$FLEET_FE_TLS" -mqtt.tls-cert-file "$FLEET_TLS_DIR/server.pem" -mqtt.tls-key-file "$FLEET_TLS_DIR/server-key.pem")
-		fi
-		start_frontend fleet-fe-1
-		FE_ARGS=()
-		FLEET_FE_PID=$FE_PID FLEET_FE_MQTT=$FE_MQTT FLEET_FE_HTTP=$FE_HTTP
+		fleet_frontend fleet-fe-1
 		;;
 	mosquitto)
-		if [[ $FLEET_TLS == 1 ]]; then
-			FLEET_MQ_TLS=127.0.0.1:$("$BENCH" free-port)
-			MQ_EXTRA_CONF="listener ${FLEET_MQ_TLS#127.0.0.1:} 127.0.0.1
-cafile $FLEET_TLS_DIR/ca.pem
-certfile $FLEET_TLS_DIR/server.pem
-keyfile $FLEET_TLS_DIR/server-key.pem"
-		fi
-		start_mosquitto mosquitto-fleet "$FLEET_MQ_PASSWD" "$FLEET_MQ_ACL"
-		MQ_EXTRA_CONF=
+		fleet_mosquitto mosquitto-fleet
 		;;
 	*)
 		echo "FLEET_ORDER: fleetgate and mosquitto, in either order" >&2
@@ -1150,10 +1167,6 @@ keyfile $FLEET_TLS_DIR/server-key.pem"
 		;;
 	esac
 done
-FLEET_PROCS="pid=$FLEET_FE_PID+$FLEET_DISP_PID+$REDIS_PID,apart=$KAFKA_PID"
-FLEET_FG="fleetgate=$FLEET_FE_MQTT,$FLEET_PROCS$FLEET_FG_CREDS"
-FLEET_PPROF=",pprof=$FLEET_FE_HTTP+$FLEET_DISP_HTTP"
-FLEET_MQ="mosquitto=$MQ_ADDR,pid=$MQ_PID$FLEET_MQ_CREDS"
 # fleet_targets [PPROF]: the two targets in FLEET_ORDER; with PPROF,
 # fleetgate's frontend and dispatcher are profiled.
 fleet_targets() {
@@ -1168,18 +1181,27 @@ fleet_targets() {
 		fi
 	done
 }
-mapfile -t FLEET_TARGETS < <(fleet_targets)
-mapfile -t FLEET_TARGETS_PPROF < <(fleet_targets pprof)
-if [[ $FLEET_TLS == 1 ]]; then
-	# The same processes, through their TLS listeners.
-	FLEET_FG="fleetgate=$FLEET_FE_TLS,$FLEET_PROCS,tls=$FLEET_TLS_DIR/ca.pem$FLEET_FG_CREDS"
-	FLEET_MQ="mosquitto=$FLEET_MQ_TLS,pid=$MQ_PID,tls=$FLEET_TLS_DIR/ca.pem$FLEET_MQ_CREDS"
-	mapfile -t FLEET_TARGETS_TLS < <(fleet_targets)
-	mapfile -t FLEET_TARGETS_TLS_PPROF < <(fleet_targets pprof)
-	echo "over TLS: fleetgate $FLEET_FE_TLS, mosquitto $FLEET_MQ_TLS (CA $FLEET_TLS_DIR/ca.pem)"
-fi
-echo "fleetgate's processes: frontend $FLEET_FE_PID, dispatcher $FLEET_DISP_PID, redis-server $REDIS_PID (counted); kafka $KAFKA_PID (apart)"
-echo "mosquitto: pid $MQ_PID"
+# fleet_all_targets: every target list of the shapes, from the processes
+# running now.
+fleet_all_targets() {
+	FLEET_PROCS="pid=$FLEET_FE_PID+$FLEET_DISP_PID+$REDIS_PID,apart=$KAFKA_PID"
+	FLEET_FG="fleetgate=$FLEET_FE_MQTT,$FLEET_PROCS$FLEET_FG_CREDS"
+	FLEET_PPROF=",pprof=$FLEET_FE_HTTP+$FLEET_DISP_HTTP"
+	FLEET_MQ="mosquitto=$MQ_ADDR,pid=$MQ_PID$FLEET_MQ_CREDS"
+	mapfile -t FLEET_TARGETS < <(fleet_targets)
+	mapfile -t FLEET_TARGETS_PPROF < <(fleet_targets pprof)
+	if [[ $FLEET_TLS == 1 ]]; then
+		# The same processes, through their TLS listeners.
+		FLEET_FG="fleetgate=$FLEET_FE_TLS,$FLEET_PROCS,tls=$FLEET_TLS_DIR/ca.pem$FLEET_FG_CREDS"
+		FLEET_MQ="mosquitto=$FLEET_MQ_TLS,pid=$MQ_PID,tls=$FLEET_TLS_DIR/ca.pem$FLEET_MQ_CREDS"
+		mapfile -t FLEET_TARGETS_TLS < <(fleet_targets)
+		mapfile -t FLEET_TARGETS_TLS_PPROF < <(fleet_targets pprof)
+		echo "over TLS: fleetgate $FLEET_FE_TLS, mosquitto $FLEET_MQ_TLS (CA $FLEET_TLS_DIR/ca.pem)"
+	fi
+	echo "fleetgate's processes: frontend $FLEET_FE_PID, dispatcher $FLEET_DISP_PID, redis-server $REDIS_PID (counted); kafka $KAFKA_PID (apart)"
+	echo "mosquitto: pid $MQ_PID"
+}
+fleet_all_targets
 FLEET_OUT=$OUT/fleet
 mkdir -p "$FLEET_OUT"
 
@@ -1191,6 +1213,15 @@ if fleet_shape idle; then
 		-clients "$FLEET_IDLE" -rounds 1 -settle "$FLEET_IDLE_SETTLE" -json-out "$FLEET_OUT/idle.json"
 	if [[ $FLEET_TLS == 1 ]]; then
 		log "7g. over TLS: $FLEET_IDLE idle connections, one target after the other, settle $FLEET_IDLE_SETTLE"
+		# Fresh brokers again (the same listeners, Kafka, Redis and
+		# dispatcher): the memory the plain row's connections freed would
+		# otherwise count in this row's baseline and hide its connections.
+		stop "$FLEET_FE_PID"
+		stop "$MQ_PID"
+		for who in $FLEET_ORDER; do
+			if [[ $who == fleetgate ]]; then fleet_frontend fleet-fe-1-tls-idle; else fleet_mosquitto mosquitto-fleet-tls-idle; fi
+		done
+		fleet_all_targets
 		"$BENCH" compare idle "${FLEET_TARGETS_TLS[@]}" -baseline mosquitto \
 			-clients "$FLEET_IDLE" -rounds 1 -settle "$FLEET_IDLE_SETTLE" -client-prefix fleet-tls-idle -json-out "$FLEET_OUT/tls-idle.json"
 	fi
