@@ -279,7 +279,7 @@ func (t *tokens) authenticate(r *Request) (Identity, error) {
 // exp, with the configured leeway, as the parser checks them.
 func (t *tokens) current(v verifiedToken) bool {
 	now := t.now()
-	if exp := timeOf(v.expires); !exp.IsZero() && !now.Before(exp.Add(t.cfg.Leeway)) {
+	if v.expires != 0 && !now.Before(timeOf(v.expires).Add(t.cfg.Leeway)) {
 		return false
 	}
 	return v.notBefore == 0 || !now.Before(timeOf(v.notBefore).Add(-t.cfg.Leeway))
