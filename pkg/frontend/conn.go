@@ -81,11 +81,28 @@ type conn struct {
 	// tlsSocket is the socket under a TLS connection (see NonBlocking),
 	// nil for others.
 	tlsSocket net.Conn
+
+	// Reads (conn.Read; the connection's reader only, never two at once).
+	// pool lends the buffers reads fill (nil: reads go straight to Conn);
+	// rbuf is the one lent while it holds bytes not yet returned,
+	// (*rbuf)[rr:rw]; direct is set when reading the socket itself (raw)
+	// is reading the connection: plain TCP, or a PROXY protocol connection
+	// once its header and what was read with it were returned. rfn is the
+	// raw read's step (rawRead), made at its first use; rerr its error.
+	pool   *readPool
+	rbuf   *[]byte
+	rr, rw int32
+	direct bool
+	rfn    func(fd uintptr) bool
+	rerr   error
 }
 
 // newConn wraps an accepted connection.
-func newConn(nc net.Conn, idle time.Duration, wheel *deadlines) *conn {
-	c := &conn{Conn: nc, idle: idle, wheel: wheel, raw: rawSocket(nc)}
+func newConn(nc net.Conn, idle time.Duration, wheel *deadlines, pool *readPool) *conn {
+	c := &conn{Conn: nc, idle: idle, wheel: wheel, raw: rawSocket(nc), pool: pool}
+	if _, ok := nc.(*net.TCPConn); ok && c.raw != nil {
+		c.direct = rawReads
+	}
 	if tc, ok := nc.(*tls.Conn); ok {
 		c.tlsSocket = tc.NetConn()
 	}

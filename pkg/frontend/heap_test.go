@@ -191,3 +191,76 @@ func TestAThousandClientsWithTheLargestPacketsStayWithinTheBudget(t *testing.T) 
 	}
 	t.Logf("the held publishes drained %s after kafka took records again", time.Since(start).Round(time.Second))
 }
+
+// TestAWaitingConnectionHoldsNoReadBuffer: a connection that waits for its
+// next packet holds no read buffer (mqtt.read-buffer-size is lent while a
+// read holds bytes). With 64 KiB buffers, 300 connected clients that each
+// sent a CONNECT and a PINGREQ and now wait would hold 19 MiB if each kept
+// its buffer; the heap (this process's: the node and the clients) grows by
+// far less than half of that. The default size is the same code with a
+// smaller number (TestReadsReturnTheStreamAsSentWhateverTheSizes reads with
+// a 64-byte one).
+func TestAWaitingConnectionHoldsNoReadBuffer(t *testing.T) {
+	const (
+		clients = 300
+		lend    = 64 << 10
+	)
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) { c.MQTT.ReadBufferSize = lend })
+	n.waitReady()
+	runtime.GC() // twice: the pools' buffers of the node's start go
+	before := heapInUse()
+	raws := make([]*testkit.Raw, clients)
+	for i := range raws {
+		raws[i] = testkit.DialRaw(t, n.addr, 4)
+		raws[i].Connect(fmt.Sprintf("waiting-%03d", i), true)
+		raws[i].Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+		pk, err := raws[i].Recv(5 * time.Second)
+		require.NoError(t, err)
+		require.Equal(t, packets.Pingresp, pk.FixedHeader.Type)
+	}
+	runtime.GC()
+	growth := int64(heapInUse()) - int64(before)
+	bound := int64(clients * lend / 2)
+	t.Logf("%d waiting connections (node and clients): the heap grew by %.1f MiB, %d B each; bound %.1f MiB",
+		clients, float64(growth)/(1<<20), growth/clients, float64(bound)/(1<<20))
+	assert.Less(t, growth, bound, "waiting connections hold their read buffers")
+}
+
+// TestAConnectionDoesNotKeepItsConnect: what a client keeps of its CONNECT
+// (client id, username, will, user properties) is copied, so the packet
+// goes once it is handled. mochi decodes strings over the packet's bytes:
+// the client id alone kept the whole packet, a token in its password or,
+// here, a 32 KiB user property, for the connection's life. 200 MQTT 5
+// clients with a will: the heap (node and clients) grows by far less than
+// the packets.
+func TestAConnectionDoesNotKeepItsConnect(t *testing.T) {
+	const (
+		clients = 200
+		prop    = 32 << 10
+	)
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), nil)
+	n.waitReady()
+	runtime.GC()
+	before := heapInUse()
+	raws := make([]*testkit.Raw, clients)
+	for i := range raws {
+		raws[i] = testkit.DialRaw(t, n.addr, 5)
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+			Connect: packets.ConnectParams{ClientIdentifier: fmt.Sprintf("kept-%03d", i), Clean: true, Keepalive: 30,
+				WillFlag: true, WillTopic: fmt.Sprintf("wills/kept-%03d", i), WillPayload: []byte("gone")}}
+		pk.Properties.User = []packets.UserProperty{{Key: "note", Val: strings.Repeat("x", prop)}}
+		raws[i].Send(pk)
+		ack, err := raws[i].Recv(5 * time.Second)
+		require.NoError(t, err)
+		require.Equal(t, packets.Connack, ack.FixedHeader.Type)
+		require.Zero(t, ack.ReasonCode)
+	}
+	runtime.GC()
+	growth := int64(heapInUse()) - int64(before)
+	bound := int64(clients * prop / 2)
+	t.Logf("%d connections that sent a %d KiB CONNECT: the heap (node and clients) grew by %.1f MiB, %d B each; bound %.1f MiB",
+		clients, prop>>10, float64(growth)/(1<<20), growth/clients, float64(bound)/(1<<20))
+	assert.Less(t, growth, bound, "connections keep their CONNECT packets")
+}

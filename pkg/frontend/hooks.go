@@ -1,8 +1,10 @@
 package frontend
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -35,8 +37,41 @@ func (h *connHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 		return nil
 	}
 	c.connectAt = monotonic()
+	detachConnect(cl)
 	c.setClient(cl)
 	return h.s.admit(cl, c)
+}
+
+// detachConnect copies what the client keeps of its CONNECT: mochi decodes
+// strings and byte fields over the packet's bytes, so its client id alone
+// would keep the whole packet, password and all, for the connection's life
+// (~0.2 KiB with a token, more with user properties). The authentication
+// hook replaces Username with the identity; the sessions hook copies the
+// will it keeps.
+func detachConnect(cl *mqtt.Client) {
+	cl.ID = strings.Clone(cl.ID)
+	cl.Properties.Username = bytes.Clone(cl.Properties.Username)
+	p := &cl.Properties.Props
+	p.AuthenticationMethod = strings.Clone(p.AuthenticationMethod)
+	// Nothing reads the CONNECT's user properties after it is handled.
+	p.User = nil
+	w := &cl.Properties.Will
+	w.TopicName = strings.Clone(w.TopicName)
+	w.Payload = bytes.Clone(w.Payload)
+	w.User = cloneUser(w.User)
+}
+
+// cloneUser returns a copy of user properties that shares no bytes with
+// them.
+func cloneUser(u []packets.UserProperty) []packets.UserProperty {
+	if len(u) == 0 {
+		return nil
+	}
+	c := make([]packets.UserProperty, len(u))
+	for i, p := range u {
+		c[i] = packets.UserProperty{Key: strings.Clone(p.Key), Val: strings.Clone(p.Val)}
+	}
+	return c
 }
 
 // OnSessionEstablish notes that the connection's end owes the disconnect

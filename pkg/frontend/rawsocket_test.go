@@ -51,7 +51,7 @@ func TestOnlyAConnectionWhoseBytesReachTheSocketAsWrittenOffersIt(t *testing.T) 
 		{"a pipe", pipe, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newConn(tc.nc, 0, nil)
+			c := newConn(tc.nc, 0, nil, nil)
 			_, ok := c.RawWriter()
 			require.Equal(t, tc.raw, ok)
 			require.Equal(t, tc.nonBlocking, c.NonBlocking())

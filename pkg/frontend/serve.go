@@ -174,7 +174,7 @@ func (s *Server) leanConnect(listener string, nc net.Conn) *leanConn {
 		_ = nc.Close() // accepted just as the node started draining
 		return nil
 	}
-	c := newConn(nc, s.cfg.MQTT.Admission.IdleTimeout, s.deadlines)
+	c := newConn(nc, s.cfg.MQTT.Admission.IdleTimeout, s.deadlines, s.reads)
 	// No deadline applies before CONNECT otherwise [MQTT-3.1.4-1]. The
 	// wheel holds it, as every later one (conn.arm): the socket gets no
 	// deadline of its own, so no runtime timer per connection.

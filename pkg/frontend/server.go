@@ -96,6 +96,7 @@ type Server struct {
 
 	listeners []listeners.Listener
 	deadlines *deadlines     // credential expiries of the connections; their read deadlines when served lean
+	reads     *readPool      // the buffers connections read into (read.go)
 	conns     sync.WaitGroup // connections being served
 	connsMu   sync.Mutex     // orders conns.Add before the drain's conns.Wait
 	draining  bool           // guarded by connsMu; no new connection is served
@@ -127,7 +128,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	for _, f := range opts {
 		f(&o)
 	}
-	s := &Server{cfg: cfg, log: log.With("component", "frontend"), tel: tel, started: make(chan struct{}), deadlines: newDeadlines()}
+	s := &Server{cfg: cfg, log: log.With("component", "frontend"), tel: tel, started: make(chan struct{}), deadlines: newDeadlines(), reads: newReadPool(cfg.MQTT.ReadBufferSize)}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MQTT.MaxPacketSize)
 	caps.ReceiveMaximum = uint16(cfg.MQTT.ReceiveMaximum)
@@ -146,8 +147,10 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	// once authenticated, so a storm of CONNECTs passes it together;
 	// mqtt.max-clients is held in OnConnect (admission.go).
 	s.mochi = mqtt.New(&mqtt.Options{
-		Capabilities:             caps,
-		ClientNetReadBufferSize:  cfg.MQTT.ReadBufferSize,
+		Capabilities: caps,
+		// mqtt.read-buffer-size buffers in conn.Read, lent while it holds
+		// bytes (read.go): mochi's own is bufio's least.
+		ClientNetReadBufferSize:  minReadBuffer,
 		ClientNetWriteBufferSize: cfg.MQTT.WriteBufferSize,
 		// mochi logs whole packets ("pk", "packet", "will") on errors:
 		// payloads must never reach the logs.
@@ -691,7 +694,7 @@ func (s *Server) establishMochi(listener string, nc net.Conn) error {
 		_ = nc.Close() // accepted just as the node started draining
 		return nil
 	}
-	c := newConn(nc, s.cfg.MQTT.Admission.IdleTimeout, s.deadlines)
+	c := newConn(nc, s.cfg.MQTT.Admission.IdleTimeout, s.deadlines, s.reads)
 	// mochi sets no deadline before the first packet: bound the wait for
 	// CONNECT ourselves. mochi replaces the deadline after CONNECT with
 	// 1.5 × keep-alive [MQTT-3.1.2-22].

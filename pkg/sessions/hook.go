@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -350,14 +351,16 @@ func (h *Hook) refuse(ctx context.Context, c *conn, err error, why string) {
 func willOf(cl *mqtt.Client, pk packets.Packet) *session.Will {
 	p := &pk.Connect.WillProperties
 	w := &session.Will{
-		Topic:                pk.Connect.WillTopic,
-		Payload:              pk.Connect.WillPayload,
+		// Copies: the packet's strings and bytes are over its buffer,
+		// which the connection would otherwise keep whole.
+		Topic:                strings.Clone(pk.Connect.WillTopic),
+		Payload:              bytes.Clone(pk.Connect.WillPayload),
 		QoS:                  pk.Connect.WillQos,
 		Retain:               pk.Connect.WillRetain,
 		DelaySeconds:         p.WillDelayInterval,
-		ContentType:          p.ContentType,
-		ResponseTopic:        p.ResponseTopic,
-		CorrelationData:      p.CorrelationData,
+		ContentType:          strings.Clone(p.ContentType),
+		ResponseTopic:        strings.Clone(p.ResponseTopic),
+		CorrelationData:      bytes.Clone(p.CorrelationData),
 		MessageExpirySeconds: p.MessageExpiryInterval,
 		HasMessageExpiry:     p.MessageExpiryInterval > 0,
 	}
@@ -365,7 +368,7 @@ func willOf(cl *mqtt.Client, pk packets.Packet) *session.Will {
 		w.PayloadFormat = p.PayloadFormat
 	}
 	for _, u := range p.User {
-		w.UserProperties = append(w.UserProperties, session.UserProperty{Key: u.Key, Value: u.Val})
+		w.UserProperties = append(w.UserProperties, session.UserProperty{Key: strings.Clone(u.Key), Value: strings.Clone(u.Val)})
 	}
 	w.Username = string(cl.Properties.Username)
 	return w

@@ -1,0 +1,98 @@
+package frontend
+
+import (
+	"sync"
+)
+
+// Reading a connection without holding a buffer while it waits.
+//
+// mochi reads each packet through a bufio.Reader of the connection
+// (ClientNetReadBufferSize): a buffer every connection holds for its whole
+// life, idle or not, 512 B of the ~4 KiB of heap an idle connection has. The
+// frontend gives mochi the smallest bufio.Reader there is (minReadBuffer)
+// and buffers in conn.Read instead, in a buffer of mqtt.read-buffer-size
+// lent by a pool for as long as it holds bytes the reader has not taken:
+// the bytes of a busy connection are read with as few system calls as
+// before, and a connection that waits for its next packet holds no buffer.
+//
+// Waiting without a buffer needs the socket's readiness without a read
+// into memory, which Go's net.Conn.Read does not offer: on plain TCP the
+// read goes to the socket itself through syscall.RawConn (rawRead, on
+// unix), whose step borrows a buffer, reads, and gives it back when the
+// socket has nothing yet, before the runtime parks the goroutine. A TLS or
+// WebSocket connection (their own buffers are the larger cost; see
+// docs/connection-memory.md) reads through its net.Conn as before, holding
+// the lent buffer while it waits.
+
+// minReadBuffer is the size of mochi's bufio.Reader of each connection:
+// bufio's minimum. It takes the fixed header's bytes from conn.Read's
+// buffer; a packet's body longer than it is read into the packet's own
+// buffer, past it.
+const minReadBuffer = 16
+
+// readPool lends the buffers of conn.Read.
+type readPool struct {
+	size int
+	p    sync.Pool
+}
+
+func newReadPool(size int) *readPool {
+	rp := &readPool{size: size}
+	rp.p.New = func() any {
+		b := make([]byte, size)
+		return &b
+	}
+	return rp
+}
+
+func (rp *readPool) get() *[]byte  { return rp.p.Get().(*[]byte) }
+func (rp *readPool) put(b *[]byte) { rp.p.Put(b) }
+
+// Read returns the bytes the client sent: first those a previous read left
+// in the lent buffer, else a read of the connection. A read for at least a
+// buffer's worth goes straight to the connection.
+func (c *conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.rbuf != nil {
+		n := copy(p, (*c.rbuf)[c.rr:c.rw])
+		c.rr += int32(n)
+		if c.rr == c.rw {
+			c.pool.put(c.rbuf)
+			c.rbuf = nil
+		}
+		return n, nil
+	}
+	if c.pool == nil || len(p) >= c.pool.size {
+		return c.Conn.Read(p)
+	}
+	var b *[]byte
+	var n int
+	var err error
+	if c.direct {
+		b, n, err = c.rawRead()
+	} else {
+		b = c.pool.get()
+		n, err = c.Conn.Read(*b)
+		// A short read of a PROXY protocol connection returned all the
+		// bytes its header was read with: from now on its socket is the
+		// connection.
+		if n > 0 && n < len(*b) && c.raw != nil && rawReads {
+			c.direct = true
+		}
+	}
+	if n <= 0 {
+		if b != nil {
+			c.pool.put(b)
+		}
+		return 0, err
+	}
+	m := copy(p, (*b)[:n])
+	if m < n {
+		c.rbuf, c.rr, c.rw = b, int32(m), int32(n)
+	} else {
+		c.pool.put(b)
+	}
+	return m, err
+}
