@@ -126,9 +126,11 @@ type pattern struct {
 	levels []string
 }
 
-// entry is one topic filter of a rule, placeholders substituted: what a
-// Policy evaluates. 24 bytes: a policy holds its own entries.
+// entry is one topic filter of a rule: what a Policy evaluates. 24 bytes.
 type entry struct {
+	// filter is the topic filter; with subst, a rule's filter whose
+	// placeholders are substituted for the subject each time the entry is
+	// evaluated (substituteFilter), so that the entry serves every subject.
 	filter string
 	// headLen is the length of the first level of filter, unless wild: a
 	// name whose first level differs cannot match, which costs a string
@@ -137,6 +139,7 @@ type entry struct {
 	wild    bool // the first level of filter is "+" or "#"
 	allow   bool
 	acts    acts
+	subst   bool
 }
 
 // newEntry returns the entry of filter.
@@ -150,6 +153,54 @@ func newEntry(filter string, allow bool, a acts) entry {
 	}
 	e.headLen = uint16(len(head))
 	return e
+}
+
+// newPatternEntry returns the entry of p, a filter of a rule, whose
+// placeholders are substituted as it is evaluated. A placeholder in its
+// first level leaves that level unknown until then: the entry counts as
+// wild.
+func newPatternEntry(p pattern, allow bool, a acts) entry {
+	e := newEntry(p.filter, allow, a)
+	if p.levels != nil {
+		e.subst = true
+		if head, _, _ := strings.Cut(p.filter, "/"); head == IdentityPlaceholder || head == ClientIDPlaceholder {
+			e.wild = true
+		}
+	}
+	return e
+}
+
+// matches reports whether the filter of e, for the subject
+// identity/clientID, matches the topic name name. Placeholders are
+// substituted into buf, scratch space of the caller; an allow entry the
+// substitution leaves out (substituteFilter) matches nothing.
+func (e *entry) matches(buf []byte, identity, clientID, name string) bool {
+	if !e.subst {
+		return topic.MatchFilter(e.filter, name)
+	}
+	b, ok := substituteFilter(buf, e.filter, identity, clientID, e.allow)
+	return ok && topic.MatchFilter(string(b), name)
+}
+
+// touches reports, for a subscription to the filter f, whether the filter
+// of e for the subject contains f (an allow entry: it allows all of f) or
+// overlaps it (a deny entry: it denies some of f); see matches.
+func (e *entry) touches(buf []byte, identity, clientID, f string) bool {
+	ef := e.filter
+	if e.subst {
+		b, ok := substituteFilter(buf, e.filter, identity, clientID, e.allow)
+		if !ok {
+			return false
+		}
+		if e.allow {
+			return topic.Contains(string(b), f)
+		}
+		return topic.Overlap(string(b), f)
+	}
+	if e.allow {
+		return topic.Contains(ef, f)
+	}
+	return topic.Overlap(ef, f)
 }
 
 // disjointHead reports whether no name whose first level is head can match
@@ -235,32 +286,14 @@ func compileRule(r Rule) (rule, string, error) {
 	return c, "", nil
 }
 
-// placeholders reports whether a topic filter of r has placeholders.
-func (r *rule) placeholders() bool {
-	for _, p := range r.topics {
-		if p.levels != nil {
-			return true
-		}
-	}
-	return false
-}
-
-// entryBuilder makes the entries of rules for one subject, substituting
-// placeholders. The filters it substitutes share one string: one allocation
-// for a policy, not one per filter.
+// entryBuilder makes the entries of a subject's own rules (Subject.Extra),
+// substituting placeholders. The filters it substitutes share one string:
+// one allocation for a policy, not one per filter.
 type entryBuilder struct {
 	identity, clientID string
 	entries            []entry
 	buf                []byte
 	ends               []int // for an entry with a substituted filter: where it ends in buf; -1 otherwise
-}
-
-// fixed appends entries whose filters are final (no placeholder left).
-func (b *entryBuilder) fixed(es []entry) {
-	for _, e := range es {
-		b.entries = append(b.entries, e)
-		b.ends = append(b.ends, -1)
-	}
 }
 
 // add appends the entries of r.
@@ -296,7 +329,14 @@ func (b *entryBuilder) finish() []entry {
 	return b.entries
 }
 
-// substitute appends the filter of p with its placeholders replaced to buf.
+// substitute appends the filter of p with its placeholders replaced to buf
+// (substituteFilter).
+func (p *pattern) substitute(buf []byte, identity, clientID string, allow bool) ([]byte, bool) {
+	return substituteFilter(buf, p.filter, identity, clientID, allow)
+}
+
+// substituteFilter appends filter, a filter of a rule, with its
+// placeholders (whole levels) replaced to buf.
 //
 // A value that is empty or holds "/", "+", "#" or NUL would change the shape
 // of the filter (a client id "#" would turn "devices/%c/#" into
@@ -304,9 +344,10 @@ func (b *entryBuilder) finish() []entry {
 // widen what the rule allows: an allow filter with such a value is left out
 // (ok false, buf unchanged), as mosquitto does; a deny filter gets "+" at
 // that level instead, which denies at least what any value there would have.
-func (p *pattern) substitute(buf []byte, identity, clientID string, allow bool) ([]byte, bool) {
+func substituteFilter(buf []byte, filter, identity, clientID string, allow bool) ([]byte, bool) {
 	n := len(buf)
-	for i, l := range p.levels {
+	for i, rest := 0, filter; ; i++ {
+		l, more, found := strings.Cut(rest, "/")
 		if i > 0 {
 			buf = append(buf, '/')
 		}
@@ -318,6 +359,10 @@ func (p *pattern) substitute(buf []byte, identity, clientID string, allow bool) 
 			v = clientID
 		default:
 			buf = append(buf, l...)
+			if !found {
+				return buf, true
+			}
+			rest = more
 			continue
 		}
 		if v == "" || strings.ContainsAny(v, "/+#\x00") {
@@ -327,6 +372,9 @@ func (p *pattern) substitute(buf []byte, identity, clientID string, allow bool) 
 			v = "+"
 		}
 		buf = append(buf, v...)
+		if !found {
+			return buf, true
+		}
+		rest = more
 	}
-	return buf, true
 }

@@ -2,14 +2,17 @@ package acl
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 )
 
 // Rules are the compiled rules of one rules file, or the open mode of no
-// file (see AllowAll). They are immutable and safe for concurrent use; a
-// Holder swaps them on reload.
+// file (see AllowAll). They are immutable (but for the steps they share
+// among policies) and safe for concurrent use; a Holder swaps them on
+// reload.
 //
 // Rules find the rules of a subject by maps (identity → rules, identity →
 // groups, group → rules), not by scanning the identities of the file, so a
@@ -21,8 +24,9 @@ type Rules struct {
 	sum  [sha256.Size]byte // of the file, to tell an unchanged file on reload
 
 	rules []rule
-	// entries holds the entries of every rule without placeholders, rule
-	// after rule (rule.first): the policies of all subjects share them.
+	// entries holds the entries of every rule, rule after rule
+	// (rule.first): the policies of all subjects share them, placeholders
+	// and all (entry.subst).
 	entries    []entry
 	everyone   []int32        // rules with neither identities nor groups
 	identities *identityIndex // every identity the file names
@@ -39,6 +43,10 @@ type Rules struct {
 	// no extra rules and no quota, shared: it holds nothing particular to
 	// a subject, and every connection needs one.
 	allowAll *derived
+
+	// stepSets holds the steps of policies (internSteps), by their bytes.
+	stepsMu  sync.Mutex
+	stepSets map[string][]step
 }
 
 // identity is what the file says of one identity, while the rules are
@@ -101,11 +109,9 @@ func build(p *parsed) *Rules {
 	byIdentity := map[string]identity{}
 	for i, fr := range p.rules {
 		ru := fr.rule
-		if !ru.placeholders() {
-			ru.first = int32(len(r.entries))
-			for _, pat := range ru.topics {
-				r.entries = append(r.entries, newEntry(pat.filter, ru.allow, ru.acts))
-			}
+		ru.first = int32(len(r.entries))
+		for _, pat := range ru.topics {
+			r.entries = append(r.entries, newPatternEntry(pat, ru.allow, ru.acts))
 		}
 		r.rules[i] = ru
 		if len(fr.identities) == 0 && len(fr.groups) == 0 {
@@ -213,14 +219,13 @@ func (r *Rules) applicable(id string, groups []string) []int32 {
 	return slices.Compact(all)
 }
 
-// derive makes the decisions of policy p under r: the entries of the rules
-// that apply to its subject, placeholders substituted, after p's extra
-// entries.
+// derive makes the decisions of policy p under r: p's extra entries, then
+// the entries of the rules that apply to its subject.
 //
-// Runs of rules without placeholders are slices of r.entries, shared by
-// every policy; only rules with placeholders get entries of their own. So a
-// policy costs memory for what is particular to its subject, not for every
-// rule that applies to it.
+// The rules' entries are slices of r.entries, shared by every policy, those
+// with placeholders too (substituted as they are evaluated), and so are the
+// steps of subjects to whom the same rules apply (internSteps): a policy
+// costs memory for its extra rules, not for the rules that apply to it.
 func (r *Rules) derive(p *Policy) *derived {
 	quota, hasQuota := r.quotaOf(p.identity, p.groups)
 	if r.open && !p.held {
@@ -229,24 +234,8 @@ func (r *Rules) derive(p *Policy) *derived {
 		}
 		return &derived{rules: r, allowAll: true, quota: quota, hasQuota: hasQuota}
 	}
-	d := &derived{rules: r, quota: quota, hasQuota: hasQuota}
-	idx := r.applicable(p.identity, p.groups)
-	// The policy's own entries, the token rules first: counted, so that
-	// eb.entries is allocated once and never grows.
-	own := len(p.extra)
-	for _, i := range idx {
-		if ru := &r.rules[i]; ru.first < 0 {
-			own += len(ru.topics)
-		}
-	}
-	eb := entryBuilder{identity: p.identity, clientID: p.clientID}
-	if own > 0 {
-		eb.entries = make([]entry, 0, own)
-		eb.ends = make([]int, 0, own)
-	}
-	eb.fixed(p.extra)
-	// Adjacent runs of one array are one step. Gathered on the stack, kept
-	// at their exact length.
+	d := &derived{rules: r, own: p.extra, quota: quota, hasQuota: hasQuota}
+	// Adjacent runs of one array are one step. Gathered on the stack.
 	var buf [16]step
 	steps := buf[:0]
 	appendRun := func(lo, hi int32, isOwn bool) {
@@ -259,20 +248,48 @@ func (r *Rules) derive(p *Policy) *derived {
 		}
 		steps = append(steps, step{lo: lo, hi: hi, own: isOwn})
 	}
-	appendRun(0, int32(len(eb.entries)), true)
-	for _, i := range idx {
+	appendRun(0, int32(len(p.extra)), true)
+	for _, i := range r.applicable(p.identity, p.groups) {
 		ru := &r.rules[i]
-		if ru.first >= 0 {
-			appendRun(ru.first, ru.first+int32(len(ru.topics)), false)
-			continue
-		}
-		start := int32(len(eb.entries))
-		eb.add(ru)
-		appendRun(start, int32(len(eb.entries)), true)
+		appendRun(ru.first, ru.first+int32(len(ru.topics)), false)
 	}
-	if own > 0 {
-		d.own = eb.finish()
-	}
-	d.steps = slices.Clone(steps)
+	d.steps = r.internSteps(steps)
 	return d
+}
+
+// maxStepSets bounds the distinct steps internSteps keeps for one Rules:
+// past it (a file whose rules name most identities one by one) a policy
+// keeps its own.
+const maxStepSets = 1 << 16
+
+// internSteps returns steps, or an equal slice made before: subjects to
+// whom the same rules apply (a fleet's devices, by their groups) share one.
+func (r *Rules) internSteps(steps []step) []step {
+	if len(steps) == 0 {
+		return nil
+	}
+	var kb [16 * 9]byte
+	key := kb[:0]
+	for _, s := range steps {
+		key = binary.LittleEndian.AppendUint32(key, uint32(s.lo))
+		key = binary.LittleEndian.AppendUint32(key, uint32(s.hi))
+		own := byte(0)
+		if s.own {
+			own = 1
+		}
+		key = append(key, own)
+	}
+	r.stepsMu.Lock()
+	defer r.stepsMu.Unlock()
+	if shared, ok := r.stepSets[string(key)]; ok {
+		return shared
+	}
+	kept := slices.Clone(steps)
+	if len(r.stepSets) < maxStepSets {
+		if r.stepSets == nil {
+			r.stepSets = map[string][]step{}
+		}
+		r.stepSets[string(key)] = kept
+	}
+	return kept
 }

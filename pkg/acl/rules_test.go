@@ -45,10 +45,12 @@ rules:
 	}
 }
 
-// TestPoliciesShareTheEntriesOfRulesWithoutPlaceholders holds the memory of
-// a policy to what is particular to its subject: 1,000 rules for everyone
-// cost a policy one slice header, not 1,000 entries.
-func TestPoliciesShareTheEntriesOfRulesWithoutPlaceholders(t *testing.T) {
+// TestPoliciesShareTheEntriesOfTheirRules holds the memory of a policy to
+// what is particular to its subject: 1,000 rules for everyone, one with a
+// placeholder among them, cost a policy no entry of its own (the
+// placeholder is substituted as the entry is evaluated), and subjects to
+// whom the same rules apply share their steps.
+func TestPoliciesShareTheEntriesOfTheirRules(t *testing.T) {
 	var f strings.Builder
 	f.WriteString("rules:\n")
 	for i := 0; i < 500; i++ {
@@ -61,22 +63,31 @@ func TestPoliciesShareTheEntriesOfRulesWithoutPlaceholders(t *testing.T) {
 	}
 	r := mustParse(t, f.String())
 
-	d := mustPolicy(t, r, Subject{Identity: "dev-1", ClientID: "c1"}).d.Load()
-	require.Equal(t, []step{{0, 500, false}, {0, 1, true}, {501, 1001, false}}, d.steps,
-		"the rules before the device's, its own, the rules after (the gateway's rule left out)")
+	p1 := mustPolicy(t, r, Subject{Identity: "dev-1", ClientID: "c1"})
+	d := p1.d.Load()
+	require.Equal(t, []step{{0, 501, false}, {502, 1002, false}}, d.steps,
+		"the rules before the gateway's, the device's among them, and the rules after")
 	assert.Same(t, &r.entries[0], &d.entries(d.steps[0])[0])
-	assert.Equal(t, []string{"devices/c1/#"}, filters(d.entries(d.steps[1])))
-	assert.Equal(t, []string{"devices/c1/#"}, filters(d.own), "the policy's own entries are those it substituted")
+	assert.Equal(t, "devices/%c/#", d.entries(d.steps[0])[500].filter, "the entry of the rule, placeholder and all")
+	assert.Empty(t, d.own, "no entry of its own")
+	assert.True(t, p1.AllowPublish("devices/c1/telemetry"))
+	assert.True(t, p1.AllowSubscribe("devices/c1/#"))
+	assert.False(t, p1.AllowPublish("devices/c2/telemetry"))
+	assert.False(t, p1.AllowSubscribe("devices/+/telemetry"))
+	assert.False(t, p1.AllowPublish("legacy/7/x"))
+
+	p2 := mustPolicy(t, r, Subject{Identity: "dev-2", ClientID: "c2"})
+	assert.Same(t, &d.steps[0], &p2.d.Load().steps[0], "subjects to whom the same rules apply share their steps")
+	assert.True(t, p2.AllowPublish("devices/c2/telemetry"))
+	assert.False(t, p2.AllowPublish("devices/c1/telemetry"))
 
 	d = mustPolicy(t, r, Subject{Identity: "gw-1", ClientID: "g1"}).d.Load()
-	require.Equal(t, []step{{0, 500, false}, {0, 1, true}, {500, 1001, false}}, d.steps)
-	assert.Equal(t, []string{"gw/#"}, filters(d.entries(d.steps[2])[:1]), "a rule of the gateway's joins the run it is followed by")
+	require.Equal(t, []step{{0, 1002, false}}, d.steps, "the gateway's rule joins the runs around it")
 }
 
-// TestAdjacentRulesOfAPolicyAreOneStep: the substituted rules of one
-// subject that follow each other, and its token rules before them, are
-// evaluated as one run, as the shared rules are; the order stays the
-// file's.
+// TestAdjacentRulesOfAPolicyAreOneStep: the rules of one subject that
+// follow each other are evaluated as one run, after its token rules (its
+// own entries, substituted); the order stays the file's.
 func TestAdjacentRulesOfAPolicyAreOneStep(t *testing.T) {
 	r := mustParse(t, `rules:
   - {permission: deny, action: publish, topics: ["devices/%u/commands/#"]}
@@ -89,11 +100,8 @@ func TestAdjacentRulesOfAPolicyAreOneStep(t *testing.T) {
 	require.NoError(t, err)
 	p := mustPolicy(t, r, Subject{Identity: "dev-1", ClientID: "c1", Extra: extra})
 	d := p.d.Load()
-	require.Equal(t, []step{{0, 4, true}, {0, 1, false}, {4, 6, true}}, d.steps)
-	assert.Equal(t, []string{
-		"devices/dev-1/telemetry/secret", "devices/dev-1/commands/#", "devices/dev-1/commands/#", "devices/dev-1/config/#",
-		"status/dev-1", "devices/dev-1/#",
-	}, filters(d.own))
+	require.Equal(t, []step{{0, 1, true}, {0, 6, false}}, d.steps)
+	assert.Equal(t, []string{"devices/dev-1/telemetry/secret"}, filters(d.own))
 	assert.False(t, p.AllowPublish("devices/dev-1/telemetry/secret"), "the token's rule first")
 	assert.False(t, p.AllowPublish("devices/dev-1/commands/reboot"))
 	assert.True(t, p.AllowSubscribe("devices/dev-1/commands/#"))
@@ -101,7 +109,7 @@ func TestAdjacentRulesOfAPolicyAreOneStep(t *testing.T) {
 	assert.True(t, p.AllowPublish("status/dev-1"))
 	assert.True(t, p.AllowPublish("devices/dev-1/telemetry"))
 	assert.False(t, p.AllowPublish("devices/dev-2/telemetry"))
-	assert.EqualValues(t, 24, unsafe.Sizeof(entry{}), "an entry is a string header and four small fields")
+	assert.EqualValues(t, 24, unsafe.Sizeof(entry{}), "an entry is a string header and five small fields")
 	assert.EqualValues(t, 12, unsafe.Sizeof(step{}))
 }
 
