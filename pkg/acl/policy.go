@@ -49,49 +49,79 @@ type Policy struct {
 	holder   *Holder // nil: fixed to the rules it was made from
 	identity string
 	clientID string
-	groups   []string
-	extra    []entry // Subject.Extra, substituted
-	held     bool    // Subject.Extra had rules: no open mode for this subject
+	x        *subjectRules // nil for a subject with no groups or rules of its own (most devices)
 
 	mu sync.Mutex // serializes derive when the rules changed
 	d  atomic.Pointer[derived]
 }
 
+// subjectRules is what a Subject brings besides its identity and client id.
+type subjectRules struct {
+	groups []string
+	extra  []entry // Subject.Extra, substituted
+	held   bool    // Subject.Extra had rules: no open mode for this subject
+}
+
+// groups returns Subject.Groups.
+func (p *Policy) groups() []string {
+	if p.x == nil {
+		return nil
+	}
+	return p.x.groups
+}
+
+// extra returns the entries of Subject.Extra, substituted.
+func (p *Policy) extra() []entry {
+	if p.x == nil {
+		return nil
+	}
+	return p.x.extra
+}
+
+// held reports that Subject.Extra had rules: no open mode for the subject.
+func (p *Policy) held() bool { return p.x != nil && p.x.held }
+
 // derived is what a Policy decides under one generation of rules. Only its
 // cache changes after it is made.
 type derived struct {
-	rules    *Rules
-	allowAll bool
+	rules *Rules
 	// steps are the runs of entries to evaluate, in order: of the Rules'
-	// shared entries or of own. A run of adjacent entries is one step: a
-	// device under 1,000 rules has about seven. Shared by the policies of
-	// subjects to whom the same rules apply (Rules.internSteps).
-	steps []step
-	// own are the policy's own entries: the subject's token rules,
-	// substituted (Policy.extra).
-	own   []entry
+	// shared entries or of the policy's own (Policy.extra). A run of
+	// adjacent entries is one step: a device under 1,000 rules has about
+	// seven. Shared by the policies of subjects to whom the same rules
+	// apply (Rules.internSteps); nil for none.
+	steps *[]step
 	cache [cacheSize]atomic.Pointer[cachedTopic]
-	// quota is the subject's publish quota from the rules file, if
-	// hasQuota.
-	quota    Quota
-	hasQuota bool
+	// quota is the subject's publish quota from the rules file, nil for
+	// none.
+	quota    *Quota
 	next     atomic.Uint32 // the cache slot to fill next, round robin
+	allowAll bool
 }
 
 // step is a run of entries to evaluate: Rules.entries[lo:hi], or with own
-// derived.own[lo:hi]. 12 bytes where a slice header is 24 and would point
-// into two arrays.
+// the policy's extra entries [lo:hi]. 12 bytes where a slice header is 24
+// and would point into two arrays.
 type step struct {
 	lo, hi int32
 	own    bool
 }
 
-// entries returns the entries of s.
-func (d *derived) entries(s step) []entry {
+// entries returns the entries of s, of the rules or of extra, the
+// policy's own.
+func (d *derived) entries(s step, extra []entry) []entry {
 	if s.own {
-		return d.own[s.lo:s.hi]
+		return extra[s.lo:s.hi]
 	}
 	return d.rules.entries[s.lo:s.hi]
+}
+
+// stepList returns the steps of d.
+func (d *derived) stepList() []step {
+	if d.steps == nil {
+		return nil
+	}
+	return *d.steps
 }
 
 // cachedTopic is a publish or read decision remembered.
@@ -103,7 +133,7 @@ type cachedTopic struct {
 
 // newPolicy makes the policy of s under r, following h if it is not nil.
 func newPolicy(h *Holder, r *Rules, s Subject) (*Policy, error) {
-	p := &Policy{holder: h, identity: s.Identity, clientID: s.ClientID, groups: slices.Clone(s.Groups)}
+	p := &Policy{holder: h, identity: s.Identity, clientID: s.ClientID}
 	eb := entryBuilder{identity: s.Identity, clientID: s.ClientID}
 	for i, x := range s.Extra {
 		path := fmt.Sprintf("extra[%d]", i)
@@ -116,12 +146,15 @@ func newPolicy(h *Holder, r *Rules, s Subject) (*Policy, error) {
 		}
 		eb.add(&c)
 	}
-	if len(eb.entries) > 0 {
-		p.extra = eb.finish()
+	if len(s.Groups) > 0 || len(s.Extra) > 0 {
+		p.x = &subjectRules{groups: slices.Clone(s.Groups)}
+		if len(eb.entries) > 0 {
+			p.x.extra = eb.finish()
+		}
+		// Even if placeholders left every extra rule out, the subject is
+		// held to them.
+		p.x.held = len(s.Extra) > 0
 	}
-	// Even if placeholders left every extra rule out, the subject is held to
-	// them.
-	p.held = len(s.Extra) > 0
 	p.d.Store(r.derive(p))
 	return p, nil
 }
@@ -188,7 +221,7 @@ func (p *Policy) decide(act acts, name string) bool {
 	if topic.ValidateName(name) != nil {
 		return false
 	}
-	allow := d.first(act, name, p.identity, p.clientID)
+	allow := p.first(d, act, name)
 	// Clone: name may share memory with a packet buffer that the cache
 	// would keep alive.
 	slot := d.next.Add(1) % cacheSize
@@ -198,17 +231,18 @@ func (p *Policy) decide(act acts, name string) bool {
 
 // first evaluates the rules for act on the topic name name: the first rule
 // for act whose filter matches name decides; none is a denial.
-func (d *derived) first(act acts, name, identity, clientID string) bool {
+func (p *Policy) first(d *derived, act acts, name string) bool {
 	head, _, _ := strings.Cut(name, "/")
 	var buf [64]byte
-	for _, st := range d.steps {
-		s := d.entries(st)
+	extra := p.extra()
+	for _, st := range d.stepList() {
+		s := d.entries(st, extra)
 		for i := range s {
 			e := &s[i]
 			if e.acts&act == 0 || e.disjointHead(head) {
 				continue
 			}
-			if e.matches(buf[:0], identity, clientID, name) {
+			if e.matches(buf[:0], p.identity, p.clientID, name) {
 				return e.allow
 			}
 		}
@@ -247,8 +281,9 @@ func (p *Policy) AllowSubscribe(filter string) bool {
 	head, _, _ := strings.Cut(f, "/")
 	wild := head == "+" || head == "#"
 	var buf [64]byte
-	for _, st := range d.steps {
-		s := d.entries(st)
+	extra := p.extra()
+	for _, st := range d.stepList() {
+		s := d.entries(st, extra)
 		for i := range s {
 			e := &s[i]
 			if e.acts&actSubscribe == 0 || (!wild && e.disjointHead(head)) {

@@ -114,29 +114,30 @@ func parseByteRate(s string) (int64, error) {
 // quotaOf returns the quota of the first entry of the quotas section that
 // applies to a subject with identity id, in groups (the file's groups of id
 // added), and false when none does.
-func (r *Rules) quotaOf(id string, groups []string) (Quota, bool) {
+func (r *Rules) quotaOf(id string, groups []string) *Quota {
 	if len(r.quotas) == 0 {
-		return Quota{}, false
+		return nil
 	}
 	_, fileGroups, _ := r.identities.lookup(id)
 	inFileGroup := func(name string) bool {
 		g, ok := r.groupIdx[name]
 		return ok && slices.Contains(fileGroups, g)
 	}
-	for _, q := range r.quotas {
+	for i := range r.quotas {
+		q := &r.quotas[i]
 		if len(q.identities) == 0 && len(q.groups) == 0 {
-			return q.Quota, true
+			return &q.Quota
 		}
 		if id != "" && slices.Contains(q.identities, id) {
-			return q.Quota, true
+			return &q.Quota
 		}
 		for _, g := range q.groups {
 			if inFileGroup(g) || slices.Contains(groups, g) {
-				return q.Quota, true
+				return &q.Quota
 			}
 		}
 	}
-	return Quota{}, false
+	return nil
 }
 
 // Quota returns the publish quota the rules file sets for the subject, and
@@ -145,5 +146,8 @@ func (r *Rules) quotaOf(id string, groups []string) (Quota, bool) {
 // changed.
 func (p *Policy) Quota() (Quota, bool) {
 	d := p.current()
-	return d.quota, d.hasQuota
+	if d.quota == nil {
+		return Quota{}, false
+	}
+	return *d.quota, true
 }

@@ -46,7 +46,7 @@ type Rules struct {
 
 	// stepSets holds the steps of policies (internSteps), by their bytes.
 	stepsMu  sync.Mutex
-	stepSets map[string][]step
+	stepSets map[string]*[]step
 }
 
 // identity is what the file says of one identity, while the rules are
@@ -227,14 +227,14 @@ func (r *Rules) applicable(id string, groups []string) []int32 {
 // steps of subjects to whom the same rules apply (internSteps): a policy
 // costs memory for its extra rules, not for the rules that apply to it.
 func (r *Rules) derive(p *Policy) *derived {
-	quota, hasQuota := r.quotaOf(p.identity, p.groups)
-	if r.open && !p.held {
-		if !hasQuota && r.allowAll != nil {
+	quota := r.quotaOf(p.identity, p.groups())
+	if r.open && !p.held() {
+		if quota == nil && r.allowAll != nil {
 			return r.allowAll
 		}
-		return &derived{rules: r, allowAll: true, quota: quota, hasQuota: hasQuota}
+		return &derived{rules: r, allowAll: true, quota: quota}
 	}
-	d := &derived{rules: r, own: p.extra, quota: quota, hasQuota: hasQuota}
+	d := &derived{rules: r, quota: quota}
 	// Adjacent runs of one array are one step. Gathered on the stack.
 	var buf [16]step
 	steps := buf[:0]
@@ -248,8 +248,8 @@ func (r *Rules) derive(p *Policy) *derived {
 		}
 		steps = append(steps, step{lo: lo, hi: hi, own: isOwn})
 	}
-	appendRun(0, int32(len(p.extra)), true)
-	for _, i := range r.applicable(p.identity, p.groups) {
+	appendRun(0, int32(len(p.extra())), true)
+	for _, i := range r.applicable(p.identity, p.groups()) {
 		ru := &r.rules[i]
 		appendRun(ru.first, ru.first+int32(len(ru.topics)), false)
 	}
@@ -262,9 +262,9 @@ func (r *Rules) derive(p *Policy) *derived {
 // keeps its own.
 const maxStepSets = 1 << 16
 
-// internSteps returns steps, or an equal slice made before: subjects to
-// whom the same rules apply (a fleet's devices, by their groups) share one.
-func (r *Rules) internSteps(steps []step) []step {
+// internSteps returns steps, or an equal list made before: subjects to whom
+// the same rules apply (a fleet's devices, by their groups) share one.
+func (r *Rules) internSteps(steps []step) *[]step {
 	if len(steps) == 0 {
 		return nil
 	}
@@ -287,9 +287,9 @@ func (r *Rules) internSteps(steps []step) []step {
 	kept := slices.Clone(steps)
 	if len(r.stepSets) < maxStepSets {
 		if r.stepSets == nil {
-			r.stepSets = map[string][]step{}
+			r.stepSets = map[string]*[]step{}
 		}
-		r.stepSets[string(key)] = kept
+		r.stepSets[string(key)] = &kept
 	}
-	return kept
+	return &kept
 }

@@ -65,11 +65,11 @@ func TestPoliciesShareTheEntriesOfTheirRules(t *testing.T) {
 
 	p1 := mustPolicy(t, r, Subject{Identity: "dev-1", ClientID: "c1"})
 	d := p1.d.Load()
-	require.Equal(t, []step{{0, 501, false}, {502, 1002, false}}, d.steps,
+	require.Equal(t, []step{{0, 501, false}, {502, 1002, false}}, d.stepList(),
 		"the rules before the gateway's, the device's among them, and the rules after")
-	assert.Same(t, &r.entries[0], &d.entries(d.steps[0])[0])
-	assert.Equal(t, "devices/%c/#", d.entries(d.steps[0])[500].filter, "the entry of the rule, placeholder and all")
-	assert.Empty(t, d.own, "no entry of its own")
+	assert.Same(t, &r.entries[0], &d.entries(d.stepList()[0], nil)[0])
+	assert.Equal(t, "devices/%c/#", d.entries(d.stepList()[0], nil)[500].filter, "the entry of the rule, placeholder and all")
+	assert.Nil(t, p1.x, "nothing of its own")
 	assert.True(t, p1.AllowPublish("devices/c1/telemetry"))
 	assert.True(t, p1.AllowSubscribe("devices/c1/#"))
 	assert.False(t, p1.AllowPublish("devices/c2/telemetry"))
@@ -77,12 +77,12 @@ func TestPoliciesShareTheEntriesOfTheirRules(t *testing.T) {
 	assert.False(t, p1.AllowPublish("legacy/7/x"))
 
 	p2 := mustPolicy(t, r, Subject{Identity: "dev-2", ClientID: "c2"})
-	assert.Same(t, &d.steps[0], &p2.d.Load().steps[0], "subjects to whom the same rules apply share their steps")
+	assert.Same(t, d.steps, p2.d.Load().steps, "subjects to whom the same rules apply share their steps")
 	assert.True(t, p2.AllowPublish("devices/c2/telemetry"))
 	assert.False(t, p2.AllowPublish("devices/c1/telemetry"))
 
 	d = mustPolicy(t, r, Subject{Identity: "gw-1", ClientID: "g1"}).d.Load()
-	require.Equal(t, []step{{0, 1002, false}}, d.steps, "the gateway's rule joins the runs around it")
+	require.Equal(t, []step{{0, 1002, false}}, d.stepList(), "the gateway's rule joins the runs around it")
 }
 
 // TestAdjacentRulesOfAPolicyAreOneStep: the rules of one subject that
@@ -100,8 +100,8 @@ func TestAdjacentRulesOfAPolicyAreOneStep(t *testing.T) {
 	require.NoError(t, err)
 	p := mustPolicy(t, r, Subject{Identity: "dev-1", ClientID: "c1", Extra: extra})
 	d := p.d.Load()
-	require.Equal(t, []step{{0, 1, true}, {0, 6, false}}, d.steps)
-	assert.Equal(t, []string{"devices/dev-1/telemetry/secret"}, filters(d.own))
+	require.Equal(t, []step{{0, 1, true}, {0, 6, false}}, d.stepList())
+	assert.Equal(t, []string{"devices/dev-1/telemetry/secret"}, filters(p.extra()))
 	assert.False(t, p.AllowPublish("devices/dev-1/telemetry/secret"), "the token's rule first")
 	assert.False(t, p.AllowPublish("devices/dev-1/commands/reboot"))
 	assert.True(t, p.AllowSubscribe("devices/dev-1/commands/#"))
@@ -111,6 +111,11 @@ func TestAdjacentRulesOfAPolicyAreOneStep(t *testing.T) {
 	assert.False(t, p.AllowPublish("devices/dev-2/telemetry"))
 	assert.EqualValues(t, 24, unsafe.Sizeof(entry{}), "an entry is a string header and five small fields")
 	assert.EqualValues(t, 12, unsafe.Sizeof(step{}))
+	// Every connection holds a Policy and its derived decisions: 64 and 96
+	// bytes, size classes of their own (groups and token rules behind a
+	// pointer, steps shared, the quota a pointer into the rules).
+	assert.EqualValues(t, 64, unsafe.Sizeof(Policy{}))
+	assert.EqualValues(t, 96, unsafe.Sizeof(derived{}))
 }
 
 // filters returns the filters of entries.

@@ -96,10 +96,10 @@ type Pump struct {
 	aliases  map[string]uint16
 	sentOnce map[string]struct{}
 	// snapshot is what was in flight at the CONNECT, when the session
-	// store said so (BeginFrom): resend reads it instead of the store.
-	snapshot     []session.InflightMessage
-	haveSnapshot bool
-	inflight     map[uint16]outbound
+	// store said so (BeginFrom): resend reads it instead of the store; nil
+	// when it did not (a pointer: every connection holds the field).
+	snapshot *[]session.InflightMessage
+	inflight map[uint16]outbound
 	// lastSeq is the sequence number of the newest message written (or
 	// resent) on this connection: messages go out in sequence order, and
 	// one at or below it was written already.
@@ -163,7 +163,7 @@ func (c *Pump) begin(epoch, lastSeq uint64, inflight []session.InflightMessage, 
 	c.epoch, c.lastSeq = epoch, lastSeq
 	c.wroteSeq.Store(lastSeq)
 	if snapshot && !c.resent {
-		c.snapshot, c.haveSnapshot = inflight, true
+		c.snapshot = &inflight
 	}
 	c.work.Unlock()
 	c.begun.Store(true)
@@ -658,14 +658,16 @@ func (c *Pump) fail(what string, err error) {
 // resend writes the session's inflight messages again after a reconnect:
 // PUBLISH with DUP set, or PUBREL where PUBREC was received [MQTT-4.4.0-1].
 func (c *Pump) resend() error {
-	msgs := c.snapshot
-	if !c.haveSnapshot {
+	var msgs []session.InflightMessage
+	if c.snapshot != nil {
+		msgs = *c.snapshot
+	} else {
 		var err error
 		if msgs, err = c.d.store.Inflight(c.ctx, c.cl.ID); err != nil {
 			return err
 		}
 	}
-	c.snapshot, c.haveSnapshot = nil, false
+	c.snapshot = nil
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer bufPool.Put(buf)
 	// Messages handed to this connection since its CONNECT (past the

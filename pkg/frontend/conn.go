@@ -78,9 +78,6 @@ type conn struct {
 	// as they are (TCP, PROXY protocol over TCP), nil otherwise (TLS,
 	// WebSocket): see RawWriter.
 	raw syscall.RawConn
-	// tlsSocket is the socket under a TLS connection (see NonBlocking),
-	// nil for others.
-	tlsSocket net.Conn
 
 	// Reads (conn.Read; the connection's reader only, never two at once).
 	// pool lends the buffers reads fill (nil: reads go straight to Conn);
@@ -88,13 +85,14 @@ type conn struct {
 	// (*rbuf)[rr:rw]; direct is set when reading the socket itself (raw)
 	// is reading the connection: plain TCP, or a PROXY protocol connection
 	// once its header and what was read with it were returned. rfn is the
-	// raw read's step (rawRead), made at its first use; rerr its error.
+	// raw read's step (rawRead), made at its first use; rerrno the error
+	// of its read system call (rw -1: the end of the stream).
 	pool   *readPool
 	rbuf   *[]byte
 	rr, rw int32
 	direct bool
 	rfn    func(fd uintptr) bool
-	rerr   error
+	rerrno syscall.Errno
 }
 
 // newConn wraps an accepted connection.
@@ -102,9 +100,6 @@ func newConn(nc net.Conn, idle time.Duration, wheel *deadlines, pool *readPool) 
 	c := &conn{Conn: nc, idle: idle, wheel: wheel, raw: rawSocket(nc), pool: pool}
 	if _, ok := nc.(*net.TCPConn); ok && c.raw != nil {
 		c.direct = rawReads
-	}
-	if tc, ok := nc.(*tls.Conn); ok {
-		c.tlsSocket = tc.NetConn()
 	}
 	return c
 }
@@ -136,7 +131,8 @@ func (c *conn) RawWriter() (syscall.RawConn, bool) { return c.raw, c.raw != nil 
 // socket holds nothing back for the client takes a write (of a caller
 // holding the client's lock) without waiting (pkg/listen's nbConn).
 func (c *conn) NonBlocking() bool {
-	return c.tlsSocket != nil && listen.NonBlocking(c.tlsSocket)
+	tc, ok := c.Conn.(*tls.Conn)
+	return ok && listen.NonBlocking(tc.NetConn())
 }
 
 // Close stops reads and writes at once (waking the read loop) but leaves the

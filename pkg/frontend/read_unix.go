@@ -16,15 +16,19 @@ const rawReads = true
 // nothing yet, so the goroutine waits for the socket without it. It
 // returns the buffer with the n bytes read (nil with an error).
 func (c *conn) rawRead() (*[]byte, int, error) {
-	c.rw, c.rerr = 0, nil
+	c.rw, c.rerrno = 0, 0
 	if c.rfn == nil {
 		c.rfn = c.rawReadStep
 	}
 	err := c.raw.Read(c.rfn)
 	b, n := c.rbuf, int(c.rw)
 	c.rbuf, c.rw = nil, 0
-	if err == nil {
-		err = c.rerr
+	switch {
+	case err != nil:
+	case c.rerrno != 0:
+		err = os.NewSyscallError("read", c.rerrno)
+	case n < 0:
+		err = io.EOF
 	}
 	if err != nil {
 		if b != nil {
@@ -51,10 +55,13 @@ func (c *conn) rawReadStep(fd uintptr) bool {
 			c.rbuf = nil
 			return false
 		case err != nil:
-			c.rerr = os.NewSyscallError("read", err)
+			c.rerrno, _ = err.(syscall.Errno)
+			if c.rerrno == 0 {
+				c.rerrno = syscall.EIO // not an errno: never from read(2)
+			}
 			return true
 		case n == 0:
-			c.rerr = io.EOF
+			c.rw = -1 // the end of the stream
 			return true
 		}
 		c.rw = int32(n)
