@@ -201,6 +201,21 @@ type Raw struct {
 	br      *bufio.Reader
 }
 
+// TCPPair returns both ends of a loopback TCP connection, the accepted one
+// first, closed at the end of the test.
+func TCPPair(t testing.TB) (server, client *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	s, err := ln.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close(); _ = c.Close() })
+	return s.(*net.TCPConn), c.(*net.TCPConn)
+}
+
 // DialRaw opens a TCP connection to addr.
 func DialRaw(t testing.TB, addr string, version byte) *Raw {
 	t.Helper()

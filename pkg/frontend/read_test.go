@@ -13,22 +13,9 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/require"
-)
 
-// tcpPair returns both ends of a loopback TCP connection: the accepted one
-// first.
-func tcpPair(t *testing.T) (server, client *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	cc, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	sc, err := ln.Accept()
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sc.Close(); _ = cc.Close() })
-	return sc.(*net.TCPConn), cc.(*net.TCPConn)
-}
+	"github.com/fleetgate/fleetgate/internal/testkit"
+)
 
 // TestReadsReturnTheStreamAsSentWhateverTheSizes: conn.Read, as mochi's
 // 16-byte bufio.Reader calls it (single bytes, a packet body at a time),
@@ -48,7 +35,7 @@ func TestReadsReturnTheStreamAsSentWhateverTheSizes(t *testing.T) {
 		proxy bool
 	}{{"TCP", false}, {"PROXY protocol over TCP", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			sc, cc := tcpPair(t)
+			sc, cc := testkit.TCPPair(t)
 			var nc net.Conn = sc
 			if tc.proxy {
 				nc = proxyproto.NewConn(sc)

@@ -31,18 +31,11 @@ func (c rawTCP) RawWriter() (syscall.RawConn, bool) {
 // writes from the client's end (cli).
 func tcpClient(t *testing.T, version byte, id string) (*mqtt.Client, *net.TCPConn, func(time.Duration) (packets.Packet, error)) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	cli, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	srv, err := ln.Accept()
-	require.NoError(t, err)
-	t.Cleanup(func() { srv.Close(); cli.Close() })
-	require.NoError(t, srv.(*net.TCPConn).SetWriteBuffer(1024))
-	require.NoError(t, cli.(*net.TCPConn).SetReadBuffer(1024))
+	srv, cli := testkit.TCPPair(t)
+	require.NoError(t, srv.SetWriteBuffer(1024))
+	require.NoError(t, cli.SetReadBuffer(1024))
 	s := mqtt.New(&mqtt.Options{Logger: testkit.DiscardLogger()})
-	cl := s.NewClient(rawTCP{srv.(*net.TCPConn)}, "test", id, false)
+	cl := s.NewClient(rawTCP{srv}, "test", id, false)
 	cl.Properties.ProtocolVersion = version
 	br := bufio.NewReader(cli)
 	read := func(d time.Duration) (packets.Packet, error) {
@@ -50,7 +43,7 @@ func tcpClient(t *testing.T, version byte, id string) (*mqtt.Client, *net.TCPCon
 		pk, _, err := mqttwire.Read(br, version, nil)
 		return pk, err
 	}
-	return cl, cli.(*net.TCPConn), read
+	return cl, cli, read
 }
 
 // TestOnASocketTheAcksLeaveInArrivalOrder: over a connection that offers

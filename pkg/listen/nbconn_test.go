@@ -10,23 +10,18 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // tcpPair returns both ends of a loopback TCP connection whose buffers are
 // small, so that a client that does not read fills them quickly.
 func tcpPair(t *testing.T) (srv, cli *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	s, err := ln.Accept()
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Close(); _ = c.Close() })
-	require.NoError(t, s.(*net.TCPConn).SetWriteBuffer(4096))
-	require.NoError(t, c.(*net.TCPConn).SetReadBuffer(4096))
-	return s.(*net.TCPConn), c.(*net.TCPConn)
+	s, c := testkit.TCPPair(t)
+	require.NoError(t, s.SetWriteBuffer(4096))
+	require.NoError(t, c.SetReadBuffer(4096))
+	return s, c
 }
 
 // TestASocketUnderTLSTakesWritesWithoutWaitingForTheClientInOrder: writes
