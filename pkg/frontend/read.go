@@ -20,9 +20,10 @@ import (
 // read goes to the socket itself through syscall.RawConn (rawRead, on
 // unix), whose step borrows a buffer, reads, and gives it back when the
 // socket has nothing yet, before the runtime parks the goroutine. A TLS or
-// WebSocket connection (their own buffers are the larger cost; see
-// docs/connection-memory.md) reads through its net.Conn as before, holding
-// the lent buffer while it waits.
+// WebSocket connection buffers below (crypto/tls its records, the
+// WebSocket reader its frames: their own buffers are the larger cost; see
+// docs/connection-memory.md): mochi reads it as it is, 16 bytes or a
+// packet's body at a time, without a system call for each.
 
 // minReadBuffer is the size of mochi's bufio.Reader of each connection:
 // bufio's minimum. It takes the fixed header's bytes from conn.Read's
@@ -49,8 +50,11 @@ func (rp *readPool) get() *[]byte  { return rp.p.Get().(*[]byte) }
 func (rp *readPool) put(b *[]byte) { rp.p.Put(b) }
 
 // Read returns the bytes the client sent: first those a previous read left
-// in the lent buffer, else a read of the connection. A read for at least a
-// buffer's worth goes straight to the connection.
+// in the lent buffer, else a read of the connection. Only a read of the
+// socket itself (direct) borrows a buffer: other connections buffer below
+// (crypto/tls its records, the WebSocket reader its frames, the PROXY
+// protocol reader what came with the header), and are read into p as it
+// is. So is a read for at least a buffer's worth.
 func (c *conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -64,28 +68,18 @@ func (c *conn) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
-	if c.pool == nil || len(p) >= c.pool.size {
-		return c.Conn.Read(p)
-	}
-	var b *[]byte
-	var n int
-	var err error
-	if c.direct {
-		b, n, err = c.rawRead()
-	} else {
-		b = c.pool.get()
-		n, err = c.Conn.Read(*b)
+	if !c.direct || c.pool == nil || len(p) >= c.pool.size {
+		n, err := c.Conn.Read(p)
 		// A short read of a PROXY protocol connection returned all the
-		// bytes its header was read with: from now on its socket is the
-		// connection.
-		if n > 0 && n < len(*b) && c.raw != nil && rawReads {
+		// bytes its header was read with (it returns those alone, as
+		// many as fit): from now on its socket is the connection.
+		if !c.direct && c.pool != nil && c.raw != nil && rawReads && n > 0 && n < len(p) {
 			c.direct = true
 		}
+		return n, err
 	}
-	if n <= 0 {
-		if b != nil {
-			c.pool.put(b)
-		}
+	b, n, err := c.rawRead()
+	if err != nil {
 		return 0, err
 	}
 	m := copy(p, (*b)[:n])
@@ -94,5 +88,5 @@ func (c *conn) Read(p []byte) (int, error) {
 	} else {
 		c.pool.put(b)
 	}
-	return m, err
+	return m, nil
 }

@@ -3,8 +3,15 @@ package frontend
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"io"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -23,9 +30,9 @@ import (
 // reads are cut: many packets in one segment, one split over many, reads
 // longer than the lent buffer. Over plain TCP (the socket read directly)
 // and behind a PROXY protocol header that arrives in one write with more
-// than a lent buffer's worth of packets (the bytes the PROXY protocol
-// reader buffered with its header must all come out before the socket is
-// read directly, or they would wait forever). Once the stream is read,
+// packets than the first reads take (the bytes the PROXY protocol reader
+// buffered with its header must all come out before the socket is read
+// directly, or they would be skipped). Once the stream is read,
 // the connection holds no lent buffer, and the next read waits for the
 // socket.
 func TestReadsReturnTheStreamAsSentWhateverTheSizes(t *testing.T) {
@@ -72,7 +79,10 @@ func TestReadsReturnTheStreamAsSentWhateverTheSizes(t *testing.T) {
 			got := make([]byte, 0, len(stream))
 			readRng := rand.New(rand.NewPCG(3, 4))
 			for len(got) < len(stream) {
-				if readRng.IntN(2) == 0 {
+				// The first bytes one at a time, as mochi reads a fixed
+				// header: 16-byte reads of the connection, far fewer
+				// than the PROXY protocol reader buffered with the header.
+				if len(got) < 40 || readRng.IntN(2) == 0 {
 					b, err := br.ReadByte()
 					require.NoError(t, err)
 					got = append(got, b)
@@ -115,4 +125,47 @@ func TestReadsReturnTheStreamAsSentWhateverTheSizes(t *testing.T) {
 			require.Nil(t, c.rbuf)
 		})
 	}
+}
+
+// TestATLSConnectionIsReadAsItIs: crypto/tls buffers its records, so a TLS
+// connection borrows no buffer: mochi's reads go to it as they are, and
+// the stream comes out whole however the writes and reads are cut.
+func TestATLSConnectionIsReadAsItIs(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fleetgate-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"fleetgate-test"}}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+
+	sc, cc := testkit.TCPPair(t)
+	c := newConn(tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{cert}}), 0, nil, newReadPool(64))
+	client := tls.Client(cc, &tls.Config{InsecureSkipVerify: true}) // a test's own certificate
+	rng := rand.New(rand.NewPCG(5, 6))
+	stream := make([]byte, 64<<10)
+	for i := range stream {
+		stream[i] = byte(rng.IntN(256))
+	}
+	go func() {
+		for rest := stream; len(rest) > 0; {
+			n := min(len(rest), 1+rng.IntN(300))
+			if _, err := client.Write(rest[:n]); err != nil {
+				return
+			}
+			rest = rest[n:]
+		}
+	}()
+	br := bufio.NewReaderSize(c, minReadBuffer)
+	got := make([]byte, 0, len(stream))
+	readRng := rand.New(rand.NewPCG(7, 8))
+	for len(got) < len(stream) {
+		body := make([]byte, min(len(stream)-len(got), 1+readRng.IntN(200)))
+		_, err := io.ReadFull(br, body)
+		require.NoError(t, err)
+		require.Nil(t, c.rbuf, "a TLS connection borrows no buffer")
+		got = append(got, body...)
+	}
+	require.True(t, bytes.Equal(stream, got), "the bytes read differ from those written")
+	require.False(t, c.direct)
 }
