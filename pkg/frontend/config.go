@@ -185,7 +185,7 @@ func (c *MQTTConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ReceiveMaximum, "mqtt.receive-maximum", 256, "Receive Maximum announced to MQTT 5 clients: QoS 1/2 publishes a client may have awaiting Kafka (a QoS 2 one until its PUBREL); one more gets DISCONNECT 0x93. MQTT 3.1.1 clients are held to it by not reading their socket.")
 	fs.IntVar(&c.TopicAliasMaximum, "mqtt.topic-alias-maximum", 10, "Topic Alias Maximum announced to MQTT 5 clients: the inbound topic aliases a connection may set, each holding a topic name in memory. A PUBLISH with alias 0 or above it gets DISCONNECT 0x94; 0 allows none.")
 	c.Admission.RegisterFlags(fs)
-	fs.IntVar(&c.ReadBufferSize, "mqtt.read-buffer-size", 512, "Read buffer, bytes: lent to a connection from a pool while it holds bytes read and not yet handled; a plain-TCP connection that waits for its next packet holds none, a TLS or WebSocket one holds it while it waits (a packet larger than it is read straight into its own buffer). 512 measured the same QoS 1 throughput as 1024 with 64-byte and 1 KiB payloads (docs/connection-memory.md).")
+	fs.IntVar(&c.ReadBufferSize, "mqtt.read-buffer-size", 512, "Read buffer of a plain-TCP connection, bytes: lent from a pool while it holds bytes read and not yet handled, so a connection that waits for its next packet holds none (TLS and WebSocket connections buffer in their own layers and use none; a packet larger than it is read straight into its own buffer). 512 measured the same QoS 1 throughput as 1024 with 64-byte and 1 KiB payloads (docs/connection-memory.md).")
 	fs.IntVar(&c.WriteBufferSize, "mqtt.write-buffer-size", 1024, "Per-connection write buffer, bytes.")
 	c.Topics.RegisterFlags(fs)
 	c.Listen.RegisterFlags(fs)

@@ -31,6 +31,17 @@ import (
 // buffer, past it.
 const minReadBuffer = 16
 
+// mochiReadBuffer is the size of mochi's bufio.Reader of each connection,
+// given mqtt.read-buffer-size: minReadBuffer where conn.Read reads the
+// socket itself, size elsewhere (where plain TCP would otherwise pay a
+// system call for every 16 bytes).
+func mochiReadBuffer(size int) int {
+	if rawReads {
+		return minReadBuffer
+	}
+	return size
+}
+
 // readPool lends the buffers of conn.Read.
 type readPool struct {
 	size int

@@ -150,7 +150,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		Capabilities: caps,
 		// mqtt.read-buffer-size buffers in conn.Read, lent while it holds
 		// bytes (read.go): mochi's own is bufio's least.
-		ClientNetReadBufferSize:  minReadBuffer,
+		ClientNetReadBufferSize:  mochiReadBuffer(cfg.MQTT.ReadBufferSize),
 		ClientNetWriteBufferSize: cfg.MQTT.WriteBufferSize,
 		// mochi logs whole packets ("pk", "packet", "will") on errors:
 		// payloads must never reach the logs.
