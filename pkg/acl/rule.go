@@ -114,16 +114,17 @@ type rule struct {
 	allow  bool
 	acts   acts
 	topics []pattern
-	// first is where the entries of the rule start in Rules.entries; -1 when
-	// a topic has placeholders, so that each policy makes its own entries.
+	// first is where the entries of the rule start in Rules.entries (-1
+	// for a subject's own rules, which have none there).
 	first int32
 }
 
 // pattern is a topic filter of a rule.
 type pattern struct {
 	filter string
-	// levels is filter split at "/" when it has placeholders, nil otherwise.
-	levels []string
+	// placeholders: filter has IdentityPlaceholder or ClientIDPlaceholder
+	// levels.
+	placeholders bool
 }
 
 // entry is one topic filter of a rule: what a Policy evaluates. 24 bytes.
@@ -161,7 +162,7 @@ func newEntry(filter string, allow bool, a acts) entry {
 // wild.
 func newPatternEntry(p pattern, allow bool, a acts) entry {
 	e := newEntry(p.filter, allow, a)
-	if p.levels != nil {
+	if p.placeholders {
 		e.subst = true
 		if head, _, _ := strings.Cut(p.filter, "/"); head == IdentityPlaceholder || head == ClientIDPlaceholder {
 			e.wild = true
@@ -175,11 +176,15 @@ func newPatternEntry(p pattern, allow bool, a acts) entry {
 // substituted into buf, scratch space of the caller; an allow entry the
 // substitution leaves out (substituteFilter) matches nothing.
 func (e *entry) matches(buf []byte, identity, clientID, name string) bool {
-	if !e.subst {
-		return topic.MatchFilter(e.filter, name)
+	f := e.filter
+	if e.subst {
+		b, ok := substituteFilter(buf, e.filter, identity, clientID, e.allow)
+		if !ok {
+			return false
+		}
+		f = string(b) // does not escape: up to 32 bytes on the stack
 	}
-	b, ok := substituteFilter(buf, e.filter, identity, clientID, e.allow)
-	return ok && topic.MatchFilter(string(b), name)
+	return topic.MatchFilter(f, name)
 }
 
 // touches reports, for a subscription to the filter f, whether the filter
@@ -192,10 +197,7 @@ func (e *entry) touches(buf []byte, identity, clientID, f string) bool {
 		if !ok {
 			return false
 		}
-		if e.allow {
-			return topic.Contains(string(b), f)
-		}
-		return topic.Overlap(string(b), f)
+		ef = string(b)
 	}
 	if e.allow {
 		return topic.Contains(ef, f)
@@ -241,9 +243,10 @@ func compilePattern(filter string) (pattern, error) {
 	}
 	p := pattern{filter: filter}
 	if strings.Contains(filter, IdentityPlaceholder) || strings.Contains(filter, ClientIDPlaceholder) {
-		p.levels = strings.Split(filter, "/")
-		check := make([]string, len(p.levels))
-		for i, l := range p.levels {
+		p.placeholders = true
+		levels := strings.Split(filter, "/")
+		check := make([]string, len(levels))
+		for i, l := range levels {
 			check[i] = l
 			switch {
 			case l == IdentityPlaceholder || l == ClientIDPlaceholder:
@@ -300,12 +303,12 @@ type entryBuilder struct {
 func (b *entryBuilder) add(r *rule) {
 	for i := range r.topics {
 		p := &r.topics[i]
-		if p.levels == nil {
+		if !p.placeholders {
 			b.entries = append(b.entries, newEntry(p.filter, r.allow, r.acts))
 			b.ends = append(b.ends, -1)
 			continue
 		}
-		buf, ok := p.substitute(b.buf, b.identity, b.clientID, r.allow)
+		buf, ok := substituteFilter(b.buf, p.filter, b.identity, b.clientID, r.allow)
 		if !ok {
 			continue
 		}
@@ -327,12 +330,6 @@ func (b *entryBuilder) finish() []entry {
 		}
 	}
 	return b.entries
-}
-
-// substitute appends the filter of p with its placeholders replaced to buf
-// (substituteFilter).
-func (p *pattern) substitute(buf []byte, identity, clientID string, allow bool) ([]byte, bool) {
-	return substituteFilter(buf, p.filter, identity, clientID, allow)
 }
 
 // substituteFilter appends filter, a filter of a rule, with its
