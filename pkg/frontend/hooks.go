@@ -50,7 +50,6 @@ func (h *connHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 // will it keeps.
 func detachConnect(cl *mqtt.Client) {
 	cl.ID = strings.Clone(cl.ID)
-	cl.Properties.Username = bytes.Clone(cl.Properties.Username)
 	p := &cl.Properties.Props
 	p.AuthenticationMethod = strings.Clone(p.AuthenticationMethod)
 	// Nothing reads the CONNECT's user properties after it is handled.
