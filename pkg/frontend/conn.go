@@ -17,6 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/pkg/acl"
 	"github.com/fleetgate/fleetgate/pkg/ingest"
 	"github.com/fleetgate/fleetgate/pkg/listen"
+	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
 // conn wraps every accepted connection so the frontend can answer what mochi
@@ -93,6 +94,19 @@ type conn struct {
 	direct bool
 	rfn    func(fd uintptr) bool
 	rerrno syscall.Errno
+
+	// Parking (park.go). parking holds parkedBit and kickedBit; noWait
+	// (the reader's) makes a read with nothing to read fail with
+	// errWouldBlock instead of waiting; poller is the node's (nil: the
+	// connection never parks), resume starts its reader on a worker, fd
+	// is its socket and polled records that the socket is in the poller
+	// (the reader's, and the poller's under its lock).
+	parking atomic.Uint32
+	noWait  bool
+	polled  bool
+	fd      int32
+	poller  *poller
+	resume  *workers.Job
 }
 
 // newConn wraps an accepted connection.
@@ -140,6 +154,7 @@ func (c *conn) NonBlocking() bool {
 func (c *conn) Close() error {
 	if c.closing.CompareAndSwap(false, true) {
 		_ = c.Conn.SetDeadline(time.Now())
+		c.kick()
 	}
 	return nil
 }
@@ -169,7 +184,10 @@ func (c *conn) arm(t time.Time) {
 // expire ends the wait of a read whose deadline in the wheel passed: the
 // socket's deadline in the past fails it with a timeout, as the socket's
 // own deadline would have.
-func (c *conn) expire() { _ = c.Conn.SetDeadline(time.Now()) }
+func (c *conn) expire() {
+	_ = c.Conn.SetDeadline(time.Now())
+	c.kick() // a parked connection has no read to fail: its reader runs again
+}
 
 // bound is the deadline t as the connection enforces it: with the half
 // second mochi's arithmetic drops from an odd keep-alive, and no further
@@ -303,6 +321,7 @@ func reasonLabel(c packets.Code) string {
 
 // finish sends the owed DISCONNECT, then closes the socket.
 func (c *conn) finish(code packets.Code, owed bool) {
+	c.unpoll()
 	cl := c.mqttClient()
 	if owed && cl != nil && cl.Properties.ProtocolVersion == 5 && !c.answered.Load() {
 		pk := packets.Packet{

@@ -59,7 +59,7 @@ func (a *attrSets) of(v string) metric.MeasurementOption {
 	return o.(metric.MeasurementOption)
 }
 
-func newMetrics(mp metric.MeterProvider, connected *int64) (*metrics, error) {
+func newMetrics(mp metric.MeterProvider, connected *int64, parked *atomic.Int64) (*metrics, error) {
 	m := mp.Meter("github.com/fleetgate/fleetgate/pkg/frontend")
 	r := &metrics{}
 	r.byReason.key, r.byAuthFail.key, r.bySource.key, r.byRefusal.key, r.byAdmit.key = "reason", "reason", "source", "reason", "reason"
@@ -117,6 +117,15 @@ func newMetrics(mp metric.MeterProvider, connected *int64) (*metrics, error) {
 		metric.WithDescription("MQTT clients connected to this node."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			o.Observe(atomic.LoadInt64(connected))
+			return nil
+		}))
+	if err != nil {
+		return nil, err
+	}
+	_, err = m.Int64ObservableGauge("fleetgate_frontend_connections_parked",
+		metric.WithDescription("Connections waiting for their next packet with no goroutine of their own (quiet connections over plain TCP, docs/connection-memory.md); the rest of fleetgate_frontend_connected_clients each waits on a goroutine."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(parked.Load())
 			return nil
 		}))
 	return r, err

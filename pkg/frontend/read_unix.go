@@ -25,6 +25,8 @@ func (c *conn) rawRead() (*[]byte, int, error) {
 	c.rbuf, c.rw = nil, 0
 	switch {
 	case err != nil:
+	case c.rerrno == syscall.EAGAIN:
+		err = errWouldBlock // c.noWait
 	case c.rerrno != 0:
 		err = os.NewSyscallError("read", c.rerrno)
 	case n < 0:
@@ -53,6 +55,10 @@ func (c *conn) rawReadStep(fd uintptr) bool {
 		case err == syscall.EAGAIN:
 			c.pool.put(c.rbuf)
 			c.rbuf = nil
+			if c.noWait {
+				c.rerrno = syscall.EAGAIN // rawRead: errWouldBlock
+				return true
+			}
 			return false
 		case err != nil:
 			c.rerrno, _ = err.(syscall.Errno)

@@ -5,10 +5,12 @@ package frontend
 // ReadPacket, ParseConnect) and processes it with all its rules and our hooks
 // (InjectPacket), but the connection's goroutine, its deadlines, its CONNECT
 // sequence and its end are ours. docs/connection-memory.md measures why:
-//   - the listener's goroutine is the connection's only goroutine while it
-//     waits, and it waits in a call chain under the 1,120 B a 2 KiB stack
-//     leaves, so an idle connection's stack stays at 2 KiB (mochi's reader
-//     needs 16 KiB, its WriteLoop 4 KiB);
+//   - a quiet connection over plain TCP waits for its next packet with no
+//     goroutine at all: it parks in the node's poller (park.go); any other
+//     (TLS, WebSocket, a busy one) waits on the listener's goroutine, its
+//     only one, in a call chain under the 1,120 B a 2 KiB stack leaves, so
+//     its stack stays at 2 KiB (mochi's reader needs 16 KiB, its WriteLoop
+//     4 KiB);
 //   - there is no WriteLoop: fleetgate writes everything with WritePacket,
 //     and mochi's outbound queue is never used (local fan-out is off);
 //   - clients are not in mochi's Server.Clients, which mochi's event loop
@@ -19,6 +21,7 @@ package frontend
 // else runs in helpers marked go:noinline, most on short-lived goroutines.
 
 import (
+	"errors"
 	"net"
 	"sync/atomic"
 	"time"
@@ -26,6 +29,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/fleetgate/fleetgate/pkg/listen"
 	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
@@ -54,6 +58,11 @@ type leanConn struct {
 	last     int64               // monotonic ns of the last packet; reader goroutine only
 	armed    int64               // monotonic ns the read deadline was last moved (0: never); reader goroutine, or the goroutine it waits for
 	counted  bool                // counted in mochi's Info.ClientsConnected
+	// busy is set while the connection's last two packets came within
+	// busyGap of each other: it waits for the next one on its goroutine
+	// rather than parked; onWorker is set once its reader runs on a
+	// worker (parked before), which handles quiet packets itself.
+	busy, onWorker bool
 	// handleOff handles a packet on a worker (made at the first quiet
 	// spell) and leaves its error in handleErr: one allocation per
 	// connection instead of a closure, its error and a job per packet.
@@ -81,6 +90,11 @@ func (s *Server) establishLean(listener string, nc net.Conn) error {
 		return nil
 	}
 	err := l.read()
+	if errors.Is(err, errParked) {
+		// Its reader runs again on a worker when it has a packet, and
+		// ends it then: the listener must not close it.
+		return listen.ErrDetached
+	}
 	offGoroutine(func() { l.end(err) })
 	return nil
 }
@@ -89,19 +103,45 @@ func (s *Server) establishLean(listener string, nc net.Conn) error {
 // goroutine while the connection is busy, on a short-lived one after a
 // quiet busyGap. It returns nil when the client was stopped (its
 // DISCONNECT, a takeover, the server) and the read error otherwise, as
-// mochi's Client.Read does.
-func (l *leanConn) read() error {
+// mochi's Client.Read does, or errParked when the connection parked (a
+// quiet one, park.go).
+func (l *leanConn) read() error { return l.serve(false) }
+
+// serve is read; resumed is set for the reader of a parked connection,
+// whose first read is not preceded by the check for a stopped client: a
+// kick's read then fails as the waiting read would have.
+func (l *leanConn) serve(resumed bool) error {
+	check, wait := !resumed, false
 	for {
-		if l.cl.Closed() {
+		if check && l.cl.Closed() {
 			return nil
 		}
+		check = true
 		l.fh = packets.FixedHeader{}
-		if err := l.cl.ReadFixedHeader(&l.fh); err != nil {
+		if !l.busy && !wait && l.parks() {
+			l.c.noWait = true
+			err := l.cl.ReadFixedHeader(&l.fh)
+			l.c.noWait = false
+			if errors.Is(err, errWouldBlock) {
+				if l.c.park(l.s.poller) {
+					return errParked // l belongs to whoever resumes it
+				}
+				// Kicked (or not taken by the poller): wait as a busy
+				// connection does, where a kick's read fails at once.
+				check, wait = false, true
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		} else if err := l.cl.ReadFixedHeader(&l.fh); err != nil {
 			return err
 		}
+		wait = false
 		var err error
 		now := monotonic()
-		if now-l.last < int64(busyGap) {
+		l.busy = now-l.last < int64(busyGap)
+		if l.busy || l.onWorker {
 			err = l.handle()
 		} else {
 			if l.handleOff == nil {
@@ -182,6 +222,9 @@ func (s *Server) leanConnect(listener string, nc net.Conn) *leanConn {
 	l := &leanConn{s: s, c: c, listener: listener, cl: s.mochi.NewClient(c, listener, "", false)}
 	established, err := l.connect()
 	if err == nil {
+		if s.poller != nil {
+			l.parkable(s.poller)
+		}
 		return l
 	}
 	if established {

@@ -97,6 +97,8 @@ type Server struct {
 	listeners []listeners.Listener
 	deadlines *deadlines     // credential expiries of the connections; their read deadlines when served lean
 	reads     *readPool      // the buffers connections read into (read.go)
+	poller    *poller        // parked connections (park.go); nil: none park
+	parked    atomic.Int64   // connections parked now
 	conns     sync.WaitGroup // connections being served
 	connsMu   sync.Mutex     // orders conns.Add before the drain's conns.Wait
 	draining  bool           // guarded by connsMu; no new connection is served
@@ -160,7 +162,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		SysTopicResendInterval: 3600,
 	})
 	var err error
-	if s.metrics, err = newMetrics(tel.Provider, &s.mochi.Info.ClientsConnected); err != nil {
+	if s.metrics, err = newMetrics(tel.Provider, &s.mochi.Info.ClientsConnected, &s.parked); err != nil {
 		return nil, err
 	}
 
@@ -498,6 +500,15 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.mochi.Serve(); err != nil {
 		stopBackground()
 		return errors.Join(fmt.Errorf("starting mqtt server: %w", err), g.Wait())
+	}
+	if p, err := newPoller(&s.parked); err == nil {
+		// Until the drain is over: connections that park while it runs
+		// are resumed by their socket or their Close.
+		s.poller = p
+		g.Go(func() error { p.run(); return nil })
+		g.Go(func() error { <-gctx.Done(); p.stop(); return nil })
+	} else {
+		s.log.Info("idle connections wait on a goroutine each", "err", err)
 	}
 	if err := s.startListeners(); err != nil {
 		stopBackground()

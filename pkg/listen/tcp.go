@@ -122,10 +122,18 @@ func (l *TCP) serve(c net.Conn, establish listeners.EstablishFn, log *slog.Logge
 		return
 	}
 	if err := establish(l.id, c); err != nil {
+		if errors.Is(err, ErrDetached) {
+			return // served on elsewhere, and closed there
+		}
 		logEnded(log, c, err)
 	}
 	_ = c.Close() // the frontend closes it too; this covers an establish that did not
 }
+
+// ErrDetached is returned by an establish function that goes on serving the
+// connection on other goroutines (a parked connection, pkg/frontend): the
+// listener's goroutine ends without closing it.
+var ErrDetached = errors.New("listen: connection served on elsewhere")
 
 // prepare reads the PROXY header and wraps TLS (its handshake runs on the
 // first read, under the deadline the establish function sets). A refused

@@ -80,3 +80,17 @@ func (j *job) run() {
 
 // finish tells the caller waiting in Run that j returned.
 func (j *job) finish() { j.done <- struct{}{} }
+
+// Job is work started on a worker again and again, as Go starts it, with
+// nothing allocated per start: for work that comes often and that its
+// caller does not wait for (a parked connection's next packet). One run at
+// a time: the caller starts it again only once it returned, or knows it is
+// about to return.
+type Job struct{ j job }
+
+// NewJob returns a Job that runs f.
+func NewJob(f func()) *Job { return &Job{j: job{f: f}} }
+
+// Go runs the job's function on a free worker, or on a new one, and
+// returns at once.
+func (j *Job) Go() { start(&j.j) }

@@ -70,3 +70,18 @@ func TestATaskRunsAgainAndAgainWithoutAllocatingPerRun(t *testing.T) {
 	assert.Less(t, perTask, 0.5)
 	assert.GreaterOrEqual(t, perRun, 2.0)
 }
+
+func TestAJobStartsAgainAndAgainWithoutWaitingOrAllocatingPerStart(t *testing.T) {
+	ran := make(chan int, 1)
+	var runs int
+	job := NewJob(func() { runs++; ran <- runs })
+	for i := 1; i <= 100; i++ {
+		job.Go()
+		require.Equal(t, i, <-ran, "each start runs the function once")
+	}
+	perJob := testing.AllocsPerRun(1000, func() { job.Go(); <-ran })
+	perGo := testing.AllocsPerRun(1000, func() { Go(func() { ran <- 0 }); <-ran })
+	t.Logf("allocations per start: Job.Go %.3f, Go %.3f", perJob, perGo)
+	assert.Less(t, perJob, 0.5)
+	assert.GreaterOrEqual(t, perGo, 1.0)
+}
