@@ -84,17 +84,33 @@ func (c *conn) unpark() {
 // reports false when the caller must go on reading: the connection was
 // kicked, or the poller could not take it.
 func (c *conn) park(p *poller) bool {
-	if c.parking.Load()&kickedBit != 0 || !c.polled && !p.add(c) {
+	if c.parking.Load()&kickedBit != 0 {
 		return false
 	}
-	// Nothing of c is written from here on: once armed, the poller may
-	// resume it on another goroutine.
+	first := !c.polled
+	if first && !p.add(c) {
+		return false
+	}
+	// Nothing of c is written from here on but by its owner: once armed,
+	// the poller may resume it on another goroutine.
 	fd := c.fd
 	p.parked.Add(1) // before the bit, which any resume clears and counts
 	c.parking.Or(parkedBit)
-	if !p.arm(fd) {
+	armed := false
+	if first {
+		armed = p.insert(fd)
+	} else {
+		armed = p.arm(fd)
+	}
+	if !armed {
 		// Not armed: nobody but a kick can have resumed it.
-		return !c.claim()
+		if !c.claim() {
+			return true
+		}
+		if first {
+			p.forget(c)
+		}
+		return false
 	}
 	// A kick between the check above and the parked bit found no parked
 	// connection and left it to this reader.

@@ -15,9 +15,9 @@ func newPoller(*atomic.Int64) (*poller, error) {
 	return nil, errors.New("parking connections needs epoll")
 }
 
-func (p *poller) run()              {}
-func (p *poller) stop()             {}
-func (p *poller) add(c *conn) bool  { return false }
-func (p *poller) arm(fd int32) bool { return false }
-func (p *poller) forget(c *conn)    {}
-func (p *poller) size() int         { return 0 }
+func (p *poller) run()                 {}
+func (p *poller) stop()                {}
+func (p *poller) add(c *conn) bool     { return false }
+func (p *poller) insert(fd int32) bool { return false }
+func (p *poller) arm(fd int32) bool    { return false }
+func (p *poller) forget(c *conn)       {}
