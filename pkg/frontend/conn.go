@@ -102,11 +102,16 @@ type conn struct {
 	// is its socket and polled records that the socket is in the poller
 	// (the reader's, and the poller's under its lock).
 	parking atomic.Uint32
-	noWait  bool
-	polled  bool
-	fd      int32
-	poller  *poller
-	resume  *workers.Job
+	// delivered counts the bytes Read returned (to mochi's reader), which
+	// the connection's reader sets against the bytes of the packets mochi
+	// decoded (leanConn.consumed): equal, nothing read waits above the
+	// socket. The reader's.
+	delivered int64
+	noWait    bool
+	polled    bool
+	fd        int32
+	poller    *poller
+	resume    *workers.Job
 }
 
 // newConn wraps an accepted connection.

@@ -3,6 +3,8 @@ package frontend
 import (
 	"errors"
 
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
@@ -140,6 +142,25 @@ func (c *conn) unpoll() {
 	if c.poller != nil {
 		c.poller.forget(c)
 	}
+}
+
+// packetBytes is the size on the wire of the packet of fh: its first byte,
+// its Remaining Length in the fewest bytes that encode it, and the rest.
+// A client may encode the length in more bytes than needed; then the count
+// is short of the bytes mochi read, never over them, and the connection
+// only misses the shortcut of arming its socket without a read
+// (leanConn.serve).
+func packetBytes(fh *packets.FixedHeader) int64 {
+	n := int64(fh.Remaining)
+	switch {
+	case n < 128:
+		return 2 + n
+	case n < 16384:
+		return 3 + n
+	case n < 2097152:
+		return 4 + n
+	}
+	return 5 + n
 }
 
 // parks reports whether the connection waits parked when quiet: a socket

@@ -77,6 +77,7 @@ func (c *conn) Read(p []byte) (int, error) {
 			c.pool.put(c.rbuf)
 			c.rbuf = nil
 		}
+		c.delivered += int64(n)
 		return n, nil
 	}
 	if !c.direct || c.pool == nil || len(p) >= c.pool.size {
@@ -86,6 +87,9 @@ func (c *conn) Read(p []byte) (int, error) {
 		// many as fit): from now on its socket is the connection.
 		if !c.direct && c.pool != nil && c.raw != nil && rawReads && n > 0 && n < len(p) {
 			c.direct = true
+		}
+		if n > 0 {
+			c.delivered += int64(n)
 		}
 		return n, err
 	}
@@ -99,5 +103,6 @@ func (c *conn) Read(p []byte) (int, error) {
 	} else {
 		c.pool.put(b)
 	}
+	c.delivered += int64(m)
 	return m, nil
 }

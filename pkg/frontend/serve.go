@@ -63,6 +63,9 @@ type leanConn struct {
 	// rather than parked; onWorker is set once its reader runs on a
 	// worker (parked before), which handles quiet packets itself.
 	busy, onWorker bool
+	// consumed counts the bytes of the packets mochi decoded, set against
+	// conn.delivered (park.go); the reader's.
+	consumed int64
 	// handleOff handles a packet on a worker (made at the first quiet
 	// spell) and leaves its error in handleErr: one allocation per
 	// connection instead of a closure, its error and a job per packet.
@@ -111,7 +114,10 @@ func (l *leanConn) read() error { return l.serve(false) }
 // whose first read is not preceded by the check for a stopped client: a
 // kick's read then fails as the waiting read would have.
 func (l *leanConn) serve(resumed bool) error {
-	check, wait := !resumed, false
+	// handled: this goroutine handled the last packet (or the CONNECT)
+	// itself, so the socket is not known to have bytes; a resumed reader
+	// was started because it has.
+	check, wait, handled := !resumed, false, !resumed
 	for {
 		if check && l.cl.Closed() {
 			return nil
@@ -119,6 +125,17 @@ func (l *leanConn) serve(resumed bool) error {
 		check = true
 		l.fh = packets.FixedHeader{}
 		if !l.busy && !wait && l.parks() {
+			if handled && l.c.rbuf == nil && l.c.delivered == l.consumed {
+				// Nothing read waits in mochi's reader or the lent
+				// buffer: the socket is armed at once, without a read
+				// that would find it empty (a socket with bytes is
+				// reported as soon as it is armed).
+				if l.c.park(l.s.poller) {
+					return errParked
+				}
+				check, wait = false, true
+				continue
+			}
 			l.c.noWait = true
 			err := l.cl.ReadFixedHeader(&l.fh)
 			l.c.noWait = false
@@ -137,7 +154,7 @@ func (l *leanConn) serve(resumed bool) error {
 		} else if err := l.cl.ReadFixedHeader(&l.fh); err != nil {
 			return err
 		}
-		wait = false
+		wait, handled = false, true
 		var err error
 		now := monotonic()
 		l.busy = now-l.last < int64(busyGap)
@@ -169,6 +186,7 @@ func (l *leanConn) handle() error {
 	if err != nil {
 		return err
 	}
+	l.consumed += packetBytes(&l.fh)
 	if err := l.s.mochi.InjectPacket(l.cl, pk); err != nil {
 		return err
 	}
@@ -256,6 +274,7 @@ func (l *leanConn) connect() (established bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	l.consumed += packetBytes(&l.fh)
 	cl.ParseConnect(l.listener, pk)
 	caps := s.mochi.Options.Capabilities
 	if atomic.LoadInt64(&s.mochi.Info.ClientsConnected) >= caps.MaximumClients {
