@@ -373,16 +373,23 @@ end
 redis.call('HSET', KEYS[1], unpack(fields))
 -- Only a session's end gives its keys a TTL (disconnectScript; the other
 -- scripts follow the hash's): a resumed session that was disconnected
--- keeps them for good again. A clean start deleted them.
+-- keeps them for good again. A clean start deleted them. Most devices'
+-- sessions are the hash alone (no subscription, queue, inflight or QoS 2
+-- state): one EXISTS spares the calls on the other four keys.
+local others = 0
+if present == 1 then others = redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) end
 if present == 1 and v[2] ~= '1' then
-  for i = 1, 5 do redis.call('PERSIST', KEYS[i]) end
+  redis.call('PERSIST', KEYS[1])
+  if others > 0 then
+    for i = 2, 5 do redis.call('PERSIST', KEYS[i]) end
+  end
 end
 local seq = '0'
 if present == 1 and v[8] then seq = v[8] end
 local claimed = 0
 if ARGV[7] ~= '' and ARGV[3] ~= '0' and (not existed or v[5] ~= ARGV[7]) then claimed = 1 end
 local out = {0, ep, present, prev, was, oldwill, seq, 0, 0, claimed}
-if present == 1 then
+if others > 0 then
   out[8] = redis.call('LLEN', KEYS[3])
   out[9] = redis.call('EXISTS', KEYS[2])
   local inflight = redis.call('HGETALL', KEYS[4])
@@ -686,7 +693,11 @@ if ARGV[2] ~= '4294967295' then
   if w == 1 and ARGV[4] ~= '0' then
     w, ttl = 2, ttl + tonumber(ARGV[4])
   end
-  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+  redis.call('EXPIRE', KEYS[1], ttl)
+  -- As in connectScript: the other keys only when one of them exists.
+  if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) > 0 then
+    for i = 2, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+  end
   if v[4] == '1' then
     -- Queue and inflight outlive the session for the expiry sweep, which
     -- hands their shared messages on (ExpiredShared).

@@ -305,6 +305,35 @@ func TestDisconnect(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, OutcomeNoSession, res[0].Outcome)
 	})
+	t.Run("the keys a session has get the TTL and lose it on resume, those it lacks stay absent", func(t *testing.T) {
+		// The scripts touch the other keys only when one exists: a
+		// session with a subscription alone has its hash and that key.
+		s, raw := newTestStore(t, nil)
+		ctx := testCtx(t)
+		cid := clientID(t, "c")
+		epoch := connect(t, s, cid, "n1")
+		_, err := s.Subscribe(ctx, cid, epoch, []Subscription{{FilterKey: FilterKey{Filter: "a/#"}, QoS: 1}})
+		require.NoError(t, err)
+		require.NoError(t, s.Disconnect(ctx, cid, epoch, 60))
+		for _, k := range []string{sessionKey(cid), subsKey(cid)} {
+			ttl, err := raw.TTL(ctx, k).Result()
+			require.NoError(t, err)
+			assert.True(t, ttl > 0 && ttl <= time.Minute, "%s has TTL %s", k, ttl)
+		}
+		n, err := raw.Exists(ctx, queueKey(cid), inflightKey(cid), relKey(cid)).Result()
+		require.NoError(t, err)
+		assert.Zero(t, n, "no key is made for what the session does not hold")
+		res, err := s.Connect(ctx, ConnectRequest{ClientID: cid, Node: "n1", ExpirySeconds: 60, Protocol: 5})
+		require.NoError(t, err)
+		assert.True(t, res.SessionPresent)
+		assert.True(t, res.Subscribed, "the resumed session reports its subscription")
+		assert.False(t, res.Queued)
+		for _, k := range []string{sessionKey(cid), subsKey(cid)} {
+			ttl, err := raw.TTL(ctx, k).Result()
+			require.NoError(t, err)
+			assert.Equal(t, time.Duration(-1), ttl, "%s keeps no TTL after the resume", k)
+		}
+	})
 	t.Run("the maximum expiry keeps the session without a TTL", func(t *testing.T) {
 		s, raw := newTestStore(t, nil)
 		ctx := testCtx(t)
