@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.opentelemetry.io/otel/metric"
 
 	"github.com/fleetgate/fleetgate/pkg/archive"
 	"github.com/fleetgate/fleetgate/pkg/kafka"
@@ -70,13 +69,14 @@ type Consumer struct {
 // no I/O: the Kafka client is created by Run. extra are appended to the
 // client options (tests use them for short timeouts).
 func NewConsumer(cfg Config, acfg archive.Config, kcfg kafka.Config, eventsTopic, changesTopic string, store *archive.Store,
-	log *slog.Logger, mp metric.MeterProvider, extra ...kgo.Opt) (*Consumer, error) {
+	log *slog.Logger, tel kafka.Telemetry, extra ...kgo.Opt) (*Consumer, error) {
+	mp := tel.Meter
 	m, err := newMetrics(mp)
 	if err != nil {
 		return nil, err
 	}
 	c := &Consumer{cfg: cfg, acfg: acfg, kcfg: kcfg, topics: topics{inbound: kcfg.Topic, events: eventsTopic, changes: changesTopic},
-		store: store, log: log, tel: kafka.Telemetry{Meter: mp}, m: m, extra: extra}
+		store: store, log: log, tel: tel, m: m, extra: extra}
 	c.lag = newLagTracker()
 	if _, err := mp.Meter("github.com/fleetgate/fleetgate/pkg/archiver").RegisterCallback(c.lag.observe(m.lag), m.lag); err != nil {
 		return nil, fmt.Errorf("registering the lag gauge: %w", err)

@@ -69,7 +69,7 @@ func (s *Service) Run(ctx context.Context) error {
 		_ = store.Close(cctx)
 	}()
 	consumer, err := NewConsumer(s.cfg.Archiver, s.cfg.Archive, s.cfg.Kafka, s.cfg.Events.Topic, s.cfg.Subscriptions.Topic,
-		store, s.log, s.tel.Provider)
+		store, s.log, kafka.Telemetry{Meter: s.tel.Provider, Hot: s.tel.Hot})
 	if err != nil {
 		return err
 	}

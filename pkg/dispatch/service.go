@@ -122,7 +122,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 
-	tel := kafka.Telemetry{Meter: s.tel.Provider}
+	tel := kafka.Telemetry{Meter: s.tel.Provider, Hot: s.tel.Hot}
 	changes, err := kafka.NewChangelogConsumer(s.cfg.Kafka, s.cfg.Subscriptions.Topic, s.base, tel)
 	if err != nil {
 		return err

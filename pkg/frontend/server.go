@@ -178,7 +178,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 		DeliveryTimeout:  cfg.Ingest.AckTimeout,
 		MaxBufferedBytes: int64(cfg.Ingest.MaxUnackedBytes) + int64(maxRecord),
 		MaxRecordBytes:   maxRecord,
-	}, log, kafka.Telemetry{Meter: tel.Provider, Tracer: o.tracer})
+	}, log, kafka.Telemetry{Meter: tel.Provider, Tracer: o.tracer, Hot: tel.Hot})
 	if err != nil {
 		return nil, err
 	}
@@ -188,14 +188,14 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Metrics, opts ...Option) (
 	if s.durability, err = kafka.NewDurabilityWatch(s.admin, cfg.Kafka.Topic, log, tel.Provider, 5*time.Minute); err != nil {
 		return nil, err
 	}
-	if s.changes, err = kafka.NewChangelogProducer(cfg.Kafka, cfg.Subscriptions.WriteTimeout, log, kafka.Telemetry{Meter: tel.Provider}); err != nil {
+	if s.changes, err = kafka.NewChangelogProducer(cfg.Kafka, cfg.Subscriptions.WriteTimeout, log, kafka.Telemetry{Meter: tel.Provider, Hot: tel.Hot}); err != nil {
 		return nil, err
 	}
 	var emitter *events.Emitter
 	if cfg.Events.Enabled() {
 		// A client of their own, so that receipts (one per delivery) never
 		// queue in front of a subscription change or a publish.
-		if s.events, err = kafka.NewChangelogProducer(cfg.Kafka, 10*time.Second, log, kafka.Telemetry{Meter: tel.Provider}); err != nil {
+		if s.events, err = kafka.NewChangelogProducer(cfg.Kafka, 10*time.Second, log, kafka.Telemetry{Meter: tel.Provider, Hot: tel.Hot}); err != nil {
 			return nil, err
 		}
 		if emitter, err = events.NewEmitter(s.events, cfg.Events, cfg.Node.ID, log, tel.Provider); err != nil {

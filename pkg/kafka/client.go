@@ -29,6 +29,9 @@ import (
 type Telemetry struct {
 	Meter  metric.MeterProvider
 	Tracer trace.TracerProvider
+	// Hot, when set, takes the per-request histograms (the process's
+	// telemetry.Metrics.Hot); without it they go to Meter.
+	Hot *telemetry.HotHistograms
 }
 
 // commonOpts are the options every fleetgate client uses.
@@ -54,7 +57,7 @@ func commonOpts(cfg Config, log *slog.Logger, tel Telemetry) ([]kgo.Opt, error) 
 		opts = append(opts, kgo.MetadataMaxAge(cfg.MetadataMaxAge), kgo.MetadataMinAge(min(cfg.MetadataMaxAge, 5*time.Second)))
 	}
 	if tel.Meter != nil {
-		m, err := meterFor(tel.Meter)
+		m, err := meterFor(tel.Meter, tel.Hot)
 		if err != nil {
 			return nil, err
 		}

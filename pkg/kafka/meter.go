@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.opentelemetry.io/otel/attribute"
@@ -36,11 +37,22 @@ import (
 // it included) it tells whether a slow PUBACK is the broker's answer or
 // the frontend's own wait.
 type meter struct {
+	// requestDuration is the SDK's histogram, where the process has no
+	// hot histograms (hot nil); else hot, recorded with atomic additions
+	// (telemetry.HotHistograms).
 	requestDuration metric.Float64Histogram
+	hot             *telemetry.HotHistogram
 
 	nodes    attrCache[int32, *nodeCounts]
 	topics   attrCache[nodeTopic, *topicCounts]
-	requests attrCache[nodeRequest, metric.MeasurementOption]
+	requests attrCache[nodeRequest, requestSeries]
+}
+
+// requestSeries is where one broker's and request kind's durations go:
+// the hot histogram's series, or the SDK histogram's attributes.
+type requestSeries struct {
+	hot   *telemetry.HotSeries
+	attrs metric.MeasurementOption
 }
 
 // nodeCounts are one broker's totals; attrs its attribute set.
@@ -135,17 +147,18 @@ var meters struct {
 }
 
 // meterFor returns the meter of mp's clients, made (and its instruments
-// registered with mp) on the first call for mp.
-func meterFor(mp metric.MeterProvider) (*meter, error) {
+// registered with mp, the request durations with hot when it is not nil)
+// on the first call for mp.
+func meterFor(mp metric.MeterProvider, hot *telemetry.HotHistograms) (*meter, error) {
 	if !reflect.TypeOf(mp).Comparable() {
-		return newMeter(mp)
+		return newMeter(mp, hot)
 	}
 	meters.Lock()
 	defer meters.Unlock()
 	if m, ok := meters.of[mp]; ok {
 		return m, nil
 	}
-	m, err := newMeter(mp)
+	m, err := newMeter(mp, hot)
 	if err != nil {
 		return nil, err
 	}
@@ -156,8 +169,9 @@ func meterFor(mp metric.MeterProvider) (*meter, error) {
 	return m, nil
 }
 
-// newMeter makes a meter whose totals mp observes at each collection.
-func newMeter(mp metric.MeterProvider) (*meter, error) {
+// newMeter makes a meter whose totals mp observes at each collection, and
+// whose request durations go to hot, or to mp where hot is nil.
+func newMeter(mp metric.MeterProvider, hot *telemetry.HotHistograms) (*meter, error) {
 	m := mp.Meter(meterScope)
 	out := &meter{}
 	nodeCounters := []observed[nodeCounts]{
@@ -211,10 +225,17 @@ func newMeter(mp metric.MeterProvider) (*meter, error) {
 	}, insts...); err != nil {
 		return nil, fmt.Errorf("registering the Kafka client metrics: %w", err)
 	}
+	const (
+		durationName = "messaging.kafka.request_duration_seconds"
+		durationDesc = "Round trip of each request to its broker, from the start of its write to the end of its response, by broker and request (Produce, Fetch, ...); a Fetch includes the time the broker held it waiting for records. Failed requests are counted in write_errors and read_errors instead."
+	)
+	if hot != nil {
+		out.hot = hot.Histogram(durationName, durationDesc, "s", requestBuckets)
+		return out, nil
+	}
 	var err error
-	out.requestDuration, err = m.Float64Histogram("messaging.kafka.request_duration_seconds", metric.WithUnit("s"),
-		metric.WithDescription("Round trip of each request to its broker, from the start of its write to the end of its response, by broker and request (Produce, Fetch, ...); a Fetch includes the time the broker held it waiting for records. Failed requests are counted in write_errors and read_errors instead."),
-		metric.WithExplicitBucketBoundaries(requestBuckets...))
+	out.requestDuration, err = m.Float64Histogram(durationName, metric.WithUnit("s"),
+		metric.WithDescription(durationDesc), metric.WithExplicitBucketBoundaries(requestBuckets...))
 	if err != nil {
 		return nil, fmt.Errorf("creating the Kafka client metric messaging.kafka.request_duration_seconds: %w", err)
 	}
@@ -264,16 +285,19 @@ func (m *meter) topic(id int32, topic string) *topicCounts {
 	})
 }
 
-// request returns the attributes of a broker and request kind, made on
-// their first use.
-func (m *meter) request(id int32, key int16) metric.MeasurementOption {
-	return m.requests.get(nodeRequest{id, key}, func() metric.MeasurementOption {
+// request returns the series of a broker and request kind, made on their
+// first use.
+func (m *meter) request(id int32, key int16) requestSeries {
+	return m.requests.get(nodeRequest{id, key}, func() requestSeries {
 		name := kmsg.NameForKey(key)
 		if name == "" {
 			name = "Unknown" + strconv.Itoa(int(key))
 		}
-		return metric.WithAttributeSet(attribute.NewSet(
-			attribute.String("node_id", nodeID(id)), attribute.String("request", name)))
+		set := attribute.NewSet(attribute.String("node_id", nodeID(id)), attribute.String("request", name))
+		if m.hot != nil {
+			return requestSeries{hot: m.hot.Series(set)}
+		}
+		return requestSeries{attrs: metric.WithAttributeSet(set)}
 	})
 }
 
@@ -321,5 +345,10 @@ func (m *meter) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e kgo.BrokerE2E)
 	if e.WriteErr != nil || e.ReadErr != nil {
 		return
 	}
-	m.requestDuration.Record(context.Background(), e.DurationE2E().Seconds(), m.request(meta.NodeID, key))
+	r := m.request(meta.NodeID, key)
+	if r.hot != nil {
+		r.hot.Record(e.DurationE2E().Seconds())
+		return
+	}
+	m.requestDuration.Record(context.Background(), e.DurationE2E().Seconds(), r.attrs)
 }

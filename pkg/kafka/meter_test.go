@@ -18,6 +18,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/pkg/config"
+	"github.com/fleetgate/fleetgate/pkg/telemetry"
 )
 
 // sums returns each counter's value per attribute set ("node_id=...,topic=...").
@@ -125,48 +126,73 @@ func requestDurations(t *testing.T, reader *sdkmetric.ManualReader) map[string]m
 
 // Each request's round trip to its broker is timed by request kind, so an
 // operator sees whether a slow PUBACK is Kafka's answer: a produce the
-// broker holds 300 ms shows as one, beside the quick ones.
+// broker holds 300 ms shows as one, beside the quick ones. Services record
+// into hot histograms (telemetry.HotHistograms, exported by the reader as
+// a producer); a client given none records into its meter provider's
+// histogram, with the same name, attributes and buckets.
 func TestTheClientTimesEachRequestToItsBrokerByKind(t *testing.T) {
-	k := testkit.StartKafka(t, kfake.SeedTopics(1, "t"))
-	reader := sdkmetric.NewManualReader()
-	tel := Telemetry{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}
-	cfg := defaults(t)
-	cfg.Brokers, cfg.Topic = config.StringList{k.Addr()}, "t"
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 5 * time.Second}, testkit.DiscardLogger(), tel)
-	require.NoError(t, err)
-	t.Cleanup(p.Close)
-	rec := func() *kgo.Record { return &kgo.Record{Key: []byte("d"), Value: []byte("0123456789")} }
-	for range 3 {
-		require.NoError(t, p.ProduceSync(ctx, rec()).FirstErr())
+	for _, hot := range []bool{true, false} {
+		t.Run(fmt.Sprintf("hot=%v", hot), func(t *testing.T) {
+			k := testkit.StartKafka(t, kfake.SeedTopics(1, "t"))
+			var tel Telemetry
+			var reader *sdkmetric.ManualReader
+			if hot {
+				tel.Hot = telemetry.NewHotHistograms()
+				reader = sdkmetric.NewManualReader(sdkmetric.WithProducer(tel.Hot))
+			} else {
+				reader = sdkmetric.NewManualReader()
+			}
+			// A provider of this test's own: meterFor keeps one meter per provider.
+			tel.Meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			cfg := defaults(t)
+			cfg.Brokers, cfg.Topic = config.StringList{k.Addr()}, "t"
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			p, err := NewProducer(cfg, ProducerOptions{DeliveryTimeout: 5 * time.Second}, testkit.DiscardLogger(), tel)
+			require.NoError(t, err)
+			t.Cleanup(p.Close)
+			rec := func() *kgo.Record { return &kgo.Record{Key: []byte("d"), Value: []byte("0123456789")} }
+			for range 3 {
+				require.NoError(t, p.ProduceSync(ctx, rec()).FirstErr())
+			}
+
+			const held = 300 * time.Millisecond
+			k.HoldProduce(true)
+			done := make(chan error, 1)
+			go func() { done <- p.ProduceSync(ctx, rec()).FirstErr() }()
+			time.Sleep(held)
+			k.HoldProduce(false)
+			require.NoError(t, <-done)
+
+			d := requestDurations(t, reader)
+			require.Contains(t, d, "Produce", "kinds timed: %v", d)
+			produce := d["Produce"]
+			assert.Equal(t, uint64(4), produce.Count, "one produce request per ProduceSync")
+			assert.Equal(t, requestBuckets, produce.Bounds)
+			require.Len(t, produce.BucketCounts, len(requestBuckets)+1)
+			// The held request in the bucket of (0.25 s, 0.5 s] or above,
+			// the three answered at once below 0.25 s.
+			var quick, slow uint64
+			for i, n := range produce.BucketCounts {
+				if i < len(requestBuckets) && requestBuckets[i] <= 0.25 {
+					quick += n
+				} else {
+					slow += n
+				}
+			}
+			assert.Equal(t, uint64(3), quick, "buckets %v", produce.BucketCounts)
+			assert.Equal(t, uint64(1), slow, "buckets %v", produce.BucketCounts)
+			assert.GreaterOrEqual(t, produce.Sum, held.Seconds(), "the held request's round trip is in the sum")
+			assert.Less(t, produce.Sum, held.Seconds()+1, "and little else")
+			assert.Contains(t, d, "InitProducerID", "every kind is timed, not only produces")
+		})
 	}
-
-	const held = 300 * time.Millisecond
-	k.HoldProduce(true)
-	done := make(chan error, 1)
-	go func() { done <- p.ProduceSync(ctx, rec()).FirstErr() }()
-	time.Sleep(held)
-	k.HoldProduce(false)
-	require.NoError(t, <-done)
-
-	d := requestDurations(t, reader)
-	require.Contains(t, d, "Produce", "kinds timed: %v", d)
-	produce := d["Produce"]
-	assert.Equal(t, uint64(4), produce.Count, "one produce request per ProduceSync")
-	mx, ok := produce.Max.Value()
-	require.True(t, ok)
-	assert.GreaterOrEqual(t, mx, held.Seconds(), "the held request's round trip")
-	mn, ok := produce.Min.Value()
-	require.True(t, ok)
-	assert.Less(t, mn, held.Seconds(), "the requests answered at once")
-	assert.Contains(t, d, "InitProducerID", "every kind is timed, not only produces")
 }
 
 // A broker's and topic's totals are made once and then found without an
 // allocation, by any number of goroutines at once; each key keeps its own.
 func TestTheMeterMakesEachBrokersAndTopicsTotalsOnce(t *testing.T) {
-	m, err := newMeter(sdkmetric.NewMeterProvider())
+	m, err := newMeter(sdkmetric.NewMeterProvider(), nil)
 	require.NoError(t, err)
 	var wg sync.WaitGroup
 	for g := range 8 {
@@ -199,7 +225,7 @@ func TestTheMeterMakesEachBrokersAndTopicsTotalsOnce(t *testing.T) {
 	assert.Equal(t, attribute.NewSet(attribute.String("node_id", "1"), attribute.String("topic", "t2")),
 		metric.NewAddConfig([]metric.AddOption{c.attrs}).Attributes())
 	assert.Equal(t, attribute.NewSet(attribute.String("node_id", "2"), attribute.String("request", "Fetch")),
-		metric.NewAddConfig([]metric.AddOption{m.request(2, 1)}).Attributes())
+		metric.NewAddConfig([]metric.AddOption{m.request(2, 1).attrs}).Attributes())
 	topic := "t3"
 	assert.Zero(t, testing.AllocsPerRun(100, func() {
 		m.topic(2, topic).produceRecords.Add(1)
@@ -229,18 +255,18 @@ func TestClientsOfOneProviderShareTheirTotals(t *testing.T) {
 		}, 5*time.Second, 10*time.Millisecond, "round %d: %v", round, s)
 		assert.Equal(t, int64(3*round), s["messaging.kafka.produce_records.count"][records], "round %d", round)
 	}
-	m1, err := meterFor(tel.Meter)
+	m1, err := meterFor(tel.Meter, nil)
 	require.NoError(t, err)
-	m2, err := meterFor(tel.Meter)
+	m2, err := meterFor(tel.Meter, nil)
 	require.NoError(t, err)
 	assert.Same(t, m1, m2)
-	other, err := meterFor(sdkmetric.NewMeterProvider())
+	other, err := meterFor(sdkmetric.NewMeterProvider(), nil)
 	require.NoError(t, err)
 	assert.NotSame(t, m1, other, "another provider, other totals")
 }
 
 func BenchmarkMeterTopic(b *testing.B) {
-	m, err := newMeter(sdkmetric.NewMeterProvider())
+	m, err := newMeter(sdkmetric.NewMeterProvider(), nil)
 	require.NoError(b, err)
 	topic := "mqtt.inbound"
 	for b.Loop() {

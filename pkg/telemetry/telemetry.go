@@ -61,6 +61,9 @@ func parseLevel(s string) (slog.Level, error) {
 type Metrics struct {
 	Provider *metric.MeterProvider
 	Registry *prometheus.Registry
+	// Hot holds the histograms recorded per message or per request,
+	// exported at /metrics beside the provider's instruments.
+	Hot *HotHistograms
 }
 
 // NewMetrics builds the provider with a Prometheus exporter, plus the Go
@@ -68,8 +71,10 @@ type Metrics struct {
 func NewMetrics() (*Metrics, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hot := NewHotHistograms()
 	exp, err := otelprom.New(
 		otelprom.WithRegisterer(reg),
+		otelprom.WithProducer(hot),
 		// Instrument names already carry their unit (fleetgate_*_seconds).
 		otelprom.WithoutUnits(),
 		otelprom.WithoutScopeInfo(),
@@ -77,5 +82,5 @@ func NewMetrics() (*Metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating prometheus exporter: %w", err)
 	}
-	return &Metrics{Provider: metric.NewMeterProvider(metric.WithReader(exp)), Registry: reg}, nil
+	return &Metrics{Provider: metric.NewMeterProvider(metric.WithReader(exp)), Registry: reg, Hot: hot}, nil
 }
