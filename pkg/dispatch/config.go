@@ -24,6 +24,11 @@ type Config struct {
 	// cost of up to this much more delivery latency. An idle dispatcher
 	// pays nothing for it: the wait starts with a record.
 	BatchWait time.Duration `yaml:"batch_wait"`
+	// QuietWait is BatchWait after a batch that gave no session a message:
+	// records no subscription matches (telemetry read only from Kafka) are
+	// routed in fewer, larger batches, and the first message for a
+	// subscriber after them waits at most this much more.
+	QuietWait time.Duration `yaml:"quiet_wait"`
 	// FetchMinBytes is how many bytes of records Kafka gathers before it
 	// answers a fetch, waiting at most FetchMaxWait (Kafka's
 	// fetch.min.bytes and fetch.max.wait.ms); 1, Kafka's default, answers
@@ -96,6 +101,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.FetchMinBytes, "dispatch.fetch-min-bytes", "Bytes of records Kafka gathers before it answers a fetch, waiting at most dispatch.fetch-max-wait (Kafka's fetch.min.bytes). 1 (Kafka's default) answers as soon as a record is there (lowest latency). Above 1, e.g. 2KiB, a fetch carries more records at low rates: 0.55x the dispatcher's CPU at 2,000 devices x 1 msg/s, for up to dispatch.fetch-max-wait more end-to-end latency when the inbound topic is quiet, and a fetch every dispatch.fetch-max-wait while it is idle (4 % of a core at 10ms on a 2-core VM; docs/capacity.md).")
 	fs.DurationVar(&c.FetchMaxWait, "dispatch.fetch-max-wait", 10*time.Millisecond, "With dispatch.fetch-min-bytes above 1: the longest Kafka holds a fetch for those bytes (Kafka's fetch.max.wait.ms; at least 10ms). Unused at 1.")
 	fs.DurationVar(&c.BatchWait, "dispatch.batch-wait", 0, "How long a batch gathers records after its first before it is routed, up to dispatch.max-poll-records. 0 routes what each poll returns at once (lowest latency). Each batch pays a fixed cost (the subscription index's catch-up, a Redis pipeline, a Kafka fetch) however few records it holds: at low rates, e.g. many devices sending every few seconds, a few milliseconds here divide it among more records, for up to this much more end-to-end latency (docs/capacity.md).")
+	fs.DurationVar(&c.QuietWait, "dispatch.quiet-wait", 5*time.Millisecond, "dispatch.batch-wait after a batch that gave no session a message: records no subscription matches (a fleet's telemetry, read from Kafka by other consumers) are routed in batches of this long, and the first message for a subscriber after such a batch waits up to this much more; batches that deliver keep dispatch.batch-wait. 0: no such wait.")
 	c.MaxBatchBytes = defaultMaxBatchBytes
 	fs.Var(&c.MaxBatchBytes, "dispatch.max-batch-bytes", "Bound on the deliveries (one copy of the message per subscriber) a batch holds in memory: past it they are enqueued and the batch goes on, so a message routed to 10,000 sessions is not copied 10,000 times at once.")
 	fs.StringVar(&c.StartAt, "dispatch.start-at", "start", "Where a partition without a committed offset (new group, added partition, expired offsets) starts: start (every record Kafka holds; no acknowledged message is skipped) or an RFC 3339 time (skip the records before it, e.g. history on a first deployment against an old topic).")
@@ -122,6 +128,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BatchWait < 0 || c.BatchWait > time.Second {
 		errs = append(errs, fmt.Errorf("dispatch.batch-wait: %s must be between 0 and 1s", c.BatchWait))
+	}
+	if c.QuietWait < 0 || c.QuietWait > time.Second {
+		errs = append(errs, fmt.Errorf("dispatch.quiet-wait: %s must be between 0 and 1s", c.QuietWait))
 	}
 	if c.FetchMinBytes < 1 || c.FetchMinBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("dispatch.fetch-min-bytes: %d must be between 1 and 64MiB", c.FetchMinBytes))

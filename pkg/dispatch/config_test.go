@@ -40,6 +40,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "a fetch min bytes of 0 is refused", mutate: func(c *Config) { c.FetchMinBytes = 0 }, field: "dispatch.fetch-min-bytes"},
 		{name: "a fetch max wait under Kafka's 10ms is refused when min bytes is set", mutate: func(c *Config) { c.FetchMinBytes, c.FetchMaxWait = 2048, 5*time.Millisecond }, field: "dispatch.fetch-max-wait"},
 		{name: "a batch wait over a second is refused", mutate: func(c *Config) { c.BatchWait = 2 * time.Second }, field: "dispatch.batch-wait"},
+		{name: "a negative quiet wait is refused", mutate: func(c *Config) { c.QuietWait = -time.Millisecond }, field: "dispatch.quiet-wait"},
+		{name: "a quiet wait over a second is refused", mutate: func(c *Config) { c.QuietWait = 2 * time.Second }, field: "dispatch.quiet-wait"},
 		{name: "a negative full-queue wait is refused", mutate: func(c *Config) { c.FullQueueWait = -time.Second }, field: "dispatch.full-queue-wait"},
 		{name: "a full-queue wait over a minute is refused", mutate: func(c *Config) { c.FullQueueWait = 2 * time.Minute }, field: "dispatch.full-queue-wait"},
 		{name: "a byte bound below 64KiB is refused", mutate: func(c *Config) { c.MaxBatchBytes = 1 << 10 }, field: "dispatch.max-batch-bytes"},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/fleetgate/fleetgate/pkg/kafka"
 )
@@ -53,6 +54,20 @@ type Consumer struct {
 	// gate holds offsets back until the Redis replicas have the routed
 	// writes (dispatch.redis-replica-acks); nil marks them at once.
 	gate *replicationGate
+	// quietWaits counts the batches that gathered for dispatch.quiet-wait
+	// (fleetgate_dispatch_quiet_waits).
+	quietWaits atomic.Int64
+}
+
+// registerQuietWaits exports c's count of quiet waits.
+func registerQuietWaits(mp metric.MeterProvider, c *Consumer) error {
+	_, err := mp.Meter("github.com/fleetgate/fleetgate/pkg/dispatch").Int64ObservableCounter("fleetgate_dispatch_quiet_waits",
+		metric.WithDescription("Batches that gathered records for dispatch.quiet-wait because the batch before gave no session a message (routing records no one subscribed to in fewer, larger batches)."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(c.quietWaits.Load())
+			return nil
+		}))
+	return err
 }
 
 // NewConsumer returns a Consumer of kcfg.Topic that sets the records it can
@@ -205,6 +220,10 @@ func (c *Consumer) runMember(ctx context.Context) error {
 		// and commits what is left (the revoke hook).
 		defer func() { stop(); <-done }()
 	}
+	// quiet: the last batch gave no session a message, so the next one
+	// may gather (dispatch.quiet-wait) without delaying a delivery that a
+	// subscriber waits for, but the first of a new stream's.
+	quiet := false
 	for {
 		fs := cl.PollRecords(pollCtx, c.cfg.MaxPollRecords)
 		if ctx.Err() != nil || fs.IsClientClosed() {
@@ -223,12 +242,20 @@ func (c *Consumer) runMember(ctx context.Context) error {
 		})
 		c.lag.fetched(fs)
 		if recs := fs.Records(); len(recs) > 0 {
-			if c.cfg.BatchWait > 0 && len(recs) < c.cfg.MaxPollRecords {
-				recs = c.gather(ctx, cl, recs)
+			wait := c.cfg.BatchWait
+			if quiet {
+				wait = max(wait, c.cfg.QuietWait)
+			}
+			if wait > 0 && len(recs) < c.cfg.MaxPollRecords {
+				if quiet && wait > c.cfg.BatchWait {
+					c.quietWaits.Add(1)
+				}
+				recs = c.gather(ctx, cl, recs, wait)
 			}
 			if !c.route(ctx, recs) {
 				return nil
 			}
+			quiet = !c.router.Delivering()
 			// The deliveries are durable: the client commits the marks
 			// in the background (every dispatch.commit-interval and
 			// before the partitions move), off the routing loop.
@@ -245,7 +272,8 @@ func (c *Consumer) runMember(ctx context.Context) error {
 	}
 }
 
-// gather waits dispatch.batch-wait after recs came, then takes what the
+// gather waits wait (dispatch.batch-wait, or dispatch.quiet-wait after a
+// batch that delivered nothing) after recs came, then takes what the
 // client fetched meanwhile (up to dispatch.max-poll-records in all), to be
 // routed with recs. It does not poll during the wait: the client holds one
 // fetch per broker until it is taken, so a wait costs one or two fetches
@@ -253,8 +281,8 @@ func (c *Consumer) runMember(ctx context.Context) error {
 // batch as it landed). Each poll returns every partition's records in
 // offset order, after the last poll's. Rebalances stay blocked until the
 // loop allows them.
-func (c *Consumer) gather(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) []*kgo.Record {
-	t := time.NewTimer(c.cfg.BatchWait)
+func (c *Consumer) gather(ctx context.Context, cl *kgo.Client, recs []*kgo.Record, wait time.Duration) []*kgo.Record {
+	t := time.NewTimer(wait)
 	select {
 	case <-ctx.Done():
 		t.Stop()

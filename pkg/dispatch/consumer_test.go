@@ -290,6 +290,59 @@ func TestConsumerWithBatchWaitGathersRecordsThatComeOneByOne(t *testing.T) {
 	assert.Less(t, batches, int64(8), "records that came one by one were gathered into few batches")
 }
 
+// produceOn writes one message of publisher p on topic t.
+func (f *consumerFixture) produceOn(p, t string, i int) {
+	f.t.Helper()
+	require.NoError(f.t, f.producer.ProduceSync(f.ctx(), kafkarecord.Encode(inbound, &kafkarecord.Message{
+		ClientID: p, Topic: t, QoS: 1, MessageID: fmt.Sprintf("%s-%d", p, i),
+		Payload: []byte(fmt.Sprintf("%s-%d", p, i)), ReceivedAt: time.Now(),
+	})).FirstErr())
+}
+
+// After a batch that gave no session a message, the next gathers for
+// dispatch.quiet-wait: records no one subscribed to that come one by one
+// are routed in few batches. A batch that delivers keeps routing at once
+// (dispatch.batch-wait, 0 by default): a subscriber's messages that come
+// one by one are each a batch of their own, and the first of them after
+// the quiet ones gathered with them waits no more than the quiet wait.
+func TestConsumerGathersOnlyAfterBatchesThatDeliveredNothing(t *testing.T) {
+	f := newConsumerFixture(t)
+	require.Zero(t, f.consumer.cfg.BatchWait, "the default batch wait")
+	f.consumer.cfg.QuietWait = time.Second // long, so that the batches are told apart by count
+	require.NoError(t, f.consumer.cfg.Validate())
+	f.run()
+	routed := func() int64 { return counter(t, f.reader, "fleetgate_dispatch_records_routed", "", "") }
+	batches := func() int64 { return counter(t, f.reader, "fleetgate_dispatch_batches", "", "") }
+
+	// A stream no subscription matches ("dev/#" and "dev/a/#" are the
+	// fixture's filters).
+	f.produceOn("q", "telemetry/q", 0)
+	require.Eventually(t, func() bool { return routed() == 1 }, 15*time.Second, 10*time.Millisecond)
+	before := batches()
+	for i := 1; i <= 15; i++ {
+		f.produceOn("q", "telemetry/q", i)
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.Eventually(t, func() bool { return routed() == 16 }, 15*time.Second, 10*time.Millisecond)
+	assert.Less(t, batches()-before, int64(5), "15 records no one subscribed to, 5 ms apart, gathered for a 1 s quiet wait")
+	assert.Positive(t, f.consumer.quietWaits.Load())
+
+	// A subscriber's stream: the first record comes after a quiet batch
+	// and is gathered; from then on every batch delivers and none waits.
+	f.produceOn("a", "dev/a/t", 0)
+	require.Eventually(t, func() bool { return routed() == 17 }, 15*time.Second, 10*time.Millisecond)
+	waits := f.consumer.quietWaits.Load()
+	before = batches()
+	for i := 1; i <= 15; i++ {
+		f.produceOn("a", "dev/a/t", i)
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Eventually(t, func() bool { return routed() == 32 }, 15*time.Second, 10*time.Millisecond)
+	assert.Equal(t, waits, f.consumer.quietWaits.Load(), "no batch waited while each delivered")
+	assert.Greater(t, batches()-before, int64(10), "records 20 ms apart for a subscriber were routed as they came")
+	require.Eventually(t, func() bool { return f.take("all") == 16 }, 5*time.Second, 10*time.Millisecond)
+}
+
 // Offsets are committed in the background; a dispatcher that stops (leaves
 // the group) commits what it routed before its partitions move, so the next
 // owner does not route it again.

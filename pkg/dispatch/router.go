@@ -63,6 +63,9 @@ type Router struct {
 	presence      Presence        // nil: shared groups rotate over every member
 	barrier       Barrier         // nil: route with the index as it is
 	barrierWarned atomic.Int64    // unix seconds of the last barrier warning
+	// delivering says whether the last batch Route routed had a delivery
+	// (Delivering).
+	delivering    atomic.Bool
 	log           *slog.Logger
 	m             *metrics
 	now           func() time.Time
@@ -229,6 +232,7 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter
 		r.m.repeated.Add(ctx, int64(b.queued))
 		return nil, b.err
 	}
+	r.delivering.Store(b.added > 0)
 	r.m.routed.Add(ctx, int64(routed))
 	r.m.batches.Add(ctx, 1)
 	end := r.now()
@@ -237,6 +241,11 @@ func (r *Router) Route(ctx context.Context, records []*kgo.Record) ([]DeadLetter
 	}
 	return b.dead, nil
 }
+
+// Delivering reports whether the last batch Route routed gave any session a
+// message: false after a batch whose records no subscription matched (a
+// fleet's telemetry that only Kafka's readers want), or before the first.
+func (r *Router) Delivering() bool { return r.delivering.Load() }
 
 // flush stores the retained updates gathered in b, then enqueues its
 // deliveries in chunks, in order, and notifies their nodes; b keeps its dead
@@ -649,11 +658,11 @@ type batch struct {
 	flush           func() error
 	err             error
 	// queued counts the deliveries the session store took, across
-	// flushes.
-	queued   int
-	dead     []DeadLetter
-	picked   []string // shared subscriptions whose counter this call advanced
-	retained []retained.Update
+	// flushes; added those the batch made.
+	queued, added int
+	dead          []DeadLetter
+	picked        []string // shared subscriptions whose counter this call advanced
+	retained      []retained.Update
 	// retainedSrc is the index of each retained update's record.
 	retainedSrc []int
 	// connected caches the presence of shared-group members for the batch.
@@ -779,6 +788,7 @@ func (r *Router) addDelivery(ctx context.Context, b *batch, i int, d session.Del
 	}
 	b.ds = append(b.ds, d)
 	b.src = append(b.src, i)
+	b.added++
 	b.bytes += len(d.Message) + len(d.ClientID) + deliveryOverhead
 	if b.bytes >= b.maxBytes {
 		r.m.earlyFlushes.Add(ctx, 1)

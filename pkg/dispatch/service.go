@@ -163,6 +163,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := registerLag(s.tel.Provider, s.consumer.lag, s.cfg.Kafka.Topic); err != nil {
 		return fmt.Errorf("creating fleetgate_dispatch_lag_records: %w", err)
 	}
+	if err := registerQuietWaits(s.tel.Provider, s.consumer); err != nil {
+		return fmt.Errorf("registering fleetgate_dispatch_quiet_waits: %w", err)
+	}
 	s.ops.AddCheck("kafka", func(context.Context) error { return s.consumer.Ready() })
 	// The shared subscriptions' messages that the sessions of a dead
 	// frontend held go back to the dispatchers, for another member.
