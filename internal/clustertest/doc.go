@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package clustertest runs a whole fleetgate cluster inside a test process:
 // a Kafka-protocol broker (kfake), frontends and dispatchers, against a real
 // redis-server that the test package starts (see testkit.RunWithRedis).

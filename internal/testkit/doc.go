@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package testkit holds the helpers fleetgate's tests share: an in-process
 // Kafka-protocol cluster with fault injection, a record reader, a raw MQTT
 // connection for byte-level tests, free-port helpers, and the redis-server

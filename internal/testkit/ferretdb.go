@@ -1,3 +1,5 @@
+//go:build unix
+
 package testkit
 
 import (
@@ -80,7 +82,7 @@ func (f *FerretDB) Restart() error {
 		"--telemetry=disable", "--log-level=warn", "--state-dir="+f.dir, "--debug-addr=-")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Pdeathsig: a test binary that panics does not leave it running.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr(true)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting ferretdb: %w", err)
 	}

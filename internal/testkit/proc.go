@@ -1,3 +1,5 @@
+//go:build unix
+
 package testkit
 
 import (
@@ -82,7 +84,7 @@ func StartProc(t *testing.T, name, path string, args ...string) *Proc {
 	cmd.Env = CleanEnv()
 	// Pdeathsig: a test binary that panics or times out leaves no
 	// process behind (its cleanups do not run then).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr(false)
 	out := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start(), "starting %s", name)

@@ -1,3 +1,5 @@
+//go:build unix
+
 package testkit
 
 import (
@@ -244,7 +246,7 @@ func (s *redisServer) start() error {
 	args := append([]string{"--port", port, "--bind", host, "--save", "", "--dir", s.dir, "--logfile", logFile}, s.args...)
 	cmd := exec.Command(s.bin, args...)
 	// Pdeathsig: a test binary that panics or times out leaves no server.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr(false)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting redis-server: %w", err)
 	}

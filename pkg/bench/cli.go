@@ -146,7 +146,7 @@ func parse(fs *flag.FlagSet, args []string, validate func() error) (done bool, e
 
 func raiseLimit(need int, progress func(string)) {
 	limit, err := measure.RaiseFileLimit()
-	if progress == nil {
+	if progress == nil || errors.Is(err, errors.ErrUnsupported) {
 		return
 	}
 	if err != nil {

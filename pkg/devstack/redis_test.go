@@ -3,11 +3,15 @@ package devstack
 import (
 	"context"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -52,6 +56,73 @@ func TestWithRedisServerInstalledTheDevStackRunsAndStopsIt(t *testing.T) {
 	require.NoError(t, pingRedis(ctx, r.Addr, time.Second))
 	r.close()
 	assert.Error(t, pingRedis(ctx, r.Addr, 500*time.Millisecond), "stopped with the stack")
+}
+
+// startForeignRedis runs a redis-server on addr with its data in dir, as
+// another program (or a dev stack that was killed) would have left it,
+// stopped when the test ends.
+func startForeignRedis(t *testing.T, bin, addr, dir string) *exec.Cmd {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	cmd := exec.Command(bin, "--bind", host, "--port", port, "--dir", dir,
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no")
+	require.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	require.Eventually(t, func() bool { return pingRedis(context.Background(), addr, time.Second) == nil },
+		10*time.Second, 50*time.Millisecond)
+	return cmd
+}
+
+func TestAnotherRedisOnTheDevStacksAddressIsAnErrorNamingTheFlagAndKeepsItsData(t *testing.T) {
+	bin := testkit.RequireTool(t, "redis-server", "redis-server")
+	ctx := context.Background()
+	addr := freeAddr(t)
+	// A Redis of the developer's own (Homebrew's, a distribution's) on the
+	// address the stack would take: before, its PONG passed for the
+	// stack's own redis-server, which had exited, and the stack wrote its
+	// sessions into it.
+	foreign := startForeignRedis(t, bin, addr, t.TempDir())
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = c.Close() })
+	require.NoError(t, c.Set(ctx, "theirs", "kept", 0).Err())
+
+	_, err := startRedis(ctx, "", addr, t.TempDir())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "dev.redis-listen: another Redis answers on "+addr)
+	assert.Contains(t, err.Error(), "-dev.redis-addr "+addr)
+
+	assert.Equal(t, "kept", c.Get(ctx, "theirs").Val(), "the other Redis keeps its data")
+	pid, err := redisPID(ctx, addr, time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, foreign.Process.Pid, pid, "and keeps running")
+}
+
+func TestARedisServerAPreviousDevStackLeftIsStoppedAndItsDataServedAgain(t *testing.T) {
+	bin := testkit.RequireTool(t, "redis-server", "redis-server")
+	ctx := context.Background()
+	addr := freeAddr(t)
+	dataDir := t.TempDir()
+	// What a dev stack killed outside Linux leaves: its redis-server, on
+	// its address, with its data directory.
+	left := startForeignRedis(t, bin, addr, filepath.Join(dataDir, "redis"))
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = c.Close() })
+	require.NoError(t, c.Set(ctx, "session", "kept", 0).Err())
+
+	r, err := startRedis(ctx, "", addr, dataDir)
+	require.NoError(t, err)
+	t.Cleanup(r.close)
+	pid, err := redisPID(ctx, addr, time.Second)
+	require.NoError(t, err)
+	assert.NotEqual(t, left.Process.Pid, pid, "a redis-server of this start serves")
+	assert.Equal(t, "kept", c.Get(ctx, "session").Val(), "the data the previous one held")
 }
 
 // The README's first command runs on a machine without redis-server: the

@@ -127,6 +127,11 @@ func newConn(nc net.Conn, idle time.Duration, wheel *deadlines, pool *readPool) 
 // unchanged: a TCP connection, or one with a PROXY protocol header (read
 // before the first packet; writes pass through).
 func rawSocket(nc net.Conn) syscall.RawConn {
+	if !rawReads {
+		// No system calls on the socket itself on this system, neither the
+		// reads nor the acks' writes (ingest's writeFD).
+		return nil
+	}
 	if p, ok := nc.(interface{ Raw() net.Conn }); ok {
 		nc = p.Raw()
 	}

@@ -282,7 +282,7 @@ func (h *Hook) flushNow(a *clientAcks, scratch *[]*entry) bool {
 		} else if !cl.Closed() {
 			var werr error
 			err := rc.Write(func(fd uintptr) bool {
-				written, werr = syscall.Write(int(fd), buf.Bytes())
+				written, werr = writeFD(fd, buf.Bytes())
 				return true // never wait for the socket here
 			})
 			switch {

@@ -39,6 +39,9 @@ type nbConn struct {
 // PROXY protocol header or not); c is returned as it is when the socket
 // offers no raw access.
 func newNBConn(c net.Conn, sock *net.TCPConn) net.Conn {
+	if !rawWrites {
+		return c
+	}
 	rc, err := sock.SyscallConn()
 	if err != nil {
 		return c
@@ -87,7 +90,7 @@ func (c *nbConn) write(b []byte) (int, error) {
 	var n int
 	var werr error
 	err := c.rc.Write(func(fd uintptr) bool {
-		n, werr = syscall.Write(int(fd), b)
+		n, werr = writeFD(fd, b)
 		return true // never wait for the socket here
 	})
 	switch {

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -62,7 +61,7 @@ func startFerret(progress func(string)) (*ferretProcess, error) {
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group: an interrupt of the bench does not stop the
 	// server under a run that is shutting down; stop kills it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = ownGroup()
 	if err := cmd.Start(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting ferretdb: %w", err)
@@ -106,7 +105,7 @@ func freePort() (int, error) {
 
 // stop kills the server and removes its data.
 func (f *ferretProcess) stop() {
-	_ = syscall.Kill(-f.pid, syscall.SIGKILL)
+	killGroup(f.cmd.Process)
 	select {
 	case <-f.exited:
 	case <-time.After(10 * time.Second):
