@@ -55,6 +55,18 @@ type conn struct {
 	// goroutine only.
 	established, disconnected bool
 
+	// The quiet timer of a busy connection (quiet.go): the socket's read
+	// deadline, set by the reader at most once per busyGap, ends its wait
+	// for the next packet once it has been quiet for busyGap, so that it
+	// parks. quietAt is that deadline (monotonic ns; 0: none set) and
+	// quietMark the bytes delivered when the wait began; both the
+	// reader's. dmu orders the timer against Close and expire, which set
+	// the deadline in the past for good (interrupted): the reader never
+	// undoes theirs.
+	quietAt, quietMark int64
+	dmu                sync.Mutex
+	interrupted        bool
+
 	mu     sync.Mutex
 	client *mqtt.Client // set by the connection hook after CONNECT
 
@@ -163,7 +175,7 @@ func (c *conn) NonBlocking() bool {
 // socket to finish.
 func (c *conn) Close() error {
 	if c.closing.CompareAndSwap(false, true) {
-		_ = c.Conn.SetDeadline(time.Now())
+		c.interrupt()
 		c.kick()
 	}
 	return nil
@@ -195,8 +207,17 @@ func (c *conn) arm(t time.Time) {
 // socket's deadline in the past fails it with a timeout, as the socket's
 // own deadline would have.
 func (c *conn) expire() {
-	_ = c.Conn.SetDeadline(time.Now())
+	c.interrupt()
 	c.kick() // a parked connection has no read to fail: its reader runs again
+}
+
+// interrupt sets the socket's deadline in the past, for good: a waiting
+// read fails, and so does every later one.
+func (c *conn) interrupt() {
+	c.dmu.Lock()
+	c.interrupted = true
+	_ = c.Conn.SetDeadline(time.Now())
+	c.dmu.Unlock()
 }
 
 // bound is the deadline t as the connection enforces it: with the half

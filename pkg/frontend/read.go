@@ -67,6 +67,17 @@ func (rp *readPool) put(b *[]byte) { rp.p.Put(b) }
 // protocol reader what came with the header), and are read into p as it
 // is. So is a read for at least a buffer's worth.
 func (c *conn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.read(p)
+		if err != nil && c.quietAt != 0 && c.delivered != c.quietMark && c.quietInside(err) {
+			continue // a packet's bytes are on their way: wait for them
+		}
+		return n, err
+	}
+}
+
+// read is one Read.
+func (c *conn) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}

@@ -151,13 +151,29 @@ func (l *leanConn) serve(resumed bool) error {
 			if err != nil {
 				return err
 			}
-		} else if err := l.cl.ReadFixedHeader(&l.fh); err != nil {
-			return err
+		} else {
+			// A busy connection waits on its goroutine; one that has
+			// nothing buffered above its socket waits at most busyGap
+			// for its next packet, then parks as a quiet one does.
+			quiet := l.busy && !wait && l.parks() && l.c.rbuf == nil && l.c.delivered == l.consumed
+			if quiet {
+				l.c.armQuiet(l.last)
+			}
+			if err := l.cl.ReadFixedHeader(&l.fh); err != nil {
+				if quiet && l.c.quietFired(err) {
+					l.busy = false
+					continue
+				}
+				return err
+			}
 		}
 		wait, handled = false, true
 		var err error
 		now := monotonic()
 		l.busy = now-l.last < int64(busyGap)
+		if !l.busy && l.c.quietAt != 0 {
+			l.c.disarmQuiet()
+		}
 		if l.busy || l.onWorker {
 			err = l.handle()
 		} else {

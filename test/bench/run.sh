@@ -73,6 +73,9 @@
 #      other:
 #      a. FLEET_IDLE idle connections on the fresh processes: memory per
 #         connection and the idle processes' CPU over FLEET_IDLE_SETTLE;
+#         then, on fresh processes again, the same connections each first
+#         publishing FLEET_IDLE_BURST messages back to back (devices that
+#         report a batch and sleep);
 #      b. for each N of FLEET_DEVICES: N devices × FLEET_DEVICE_RATE msg/s,
 #         open loop: CPU per acked message, PUBACK p50/p99, and Kafka's
 #         share of the wait (p50/p99 of the produce requests' round trip and
@@ -119,7 +122,9 @@
 # RETAINED_MESSAGES RETAINED_SIZE RETAINED_ROUNDS RETAINED_FG_FLAGS
 # RETAINED_MQ_CONF RETAINED_PPROF_SECONDS (section 6),
 # FLEET_ORDER ("fleetgate mosquitto" or the reverse: which starts and runs
-# first) FLEET_IDLE FLEET_IDLE_SETTLE FLEET_DEVICES FLEET_DEVICE_RATE
+# first) FLEET_IDLE FLEET_IDLE_SETTLE FLEET_IDLE_BURST (messages each
+# connection of 7a's second row publishes back to back first; 0: no such
+# row) FLEET_DEVICES FLEET_DEVICE_RATE
 # FLEET_DURATION FLEET_PAIRS FLEET_PAIR_RATE FLEET_PAIRS_DURATION FLEET_ROUNDS
 # FLEET_CLOSED_PAIRS FLEET_CLOSED_WINDOW FLEET_CLOSED_ROUNDS FLEET_CONNECT
 # FLEET_CONNECT_ROUNDS FLEET_PPROF_SECONDS FLEET_REDIS_ARGS FLEET_HAPROXY
@@ -196,6 +201,7 @@ RETAINED_PPROF_SECONDS=${RETAINED_PPROF_SECONDS:-10}
 FLEET_ORDER=${FLEET_ORDER:-fleetgate mosquitto}
 FLEET_IDLE=${FLEET_IDLE:-10000}
 FLEET_IDLE_SETTLE=${FLEET_IDLE_SETTLE:-125s}
+FLEET_IDLE_BURST=${FLEET_IDLE_BURST:-3}
 FLEET_DEVICES=${FLEET_DEVICES:-2000 10000}
 FLEET_DEVICE_RATE=${FLEET_DEVICE_RATE:-1}
 FLEET_DURATION=${FLEET_DURATION:-20s}
@@ -1205,23 +1211,35 @@ fleet_all_targets
 FLEET_OUT=$OUT/fleet
 mkdir -p "$FLEET_OUT"
 
+# fleet_fresh_brokers NAME: a fresh frontend and mosquitto (the same
+# listeners, Kafka, Redis and dispatcher) for another idle row: the memory
+# the previous row's connections freed would otherwise count in the next
+# row's baseline and hide its connections.
+fleet_fresh_brokers() {
+	stop "$FLEET_FE_PID"
+	stop "$MQ_PID"
+	for who in $FLEET_ORDER; do
+		if [[ $who == fleetgate ]]; then fleet_frontend "fleet-fe-1-$1"; else fleet_mosquitto "mosquitto-fleet-$1"; fi
+	done
+	fleet_all_targets
+}
+
 # Fresh processes first: memory per connection is read against the RSS
 # before the connections, which a Go heap grown by earlier shapes hides.
 if fleet_shape idle; then
 	log "7a. $FLEET_IDLE idle connections, one target after the other (one bench process holds them), settle $FLEET_IDLE_SETTLE"
 	"$BENCH" compare idle "${FLEET_TARGETS[@]}" -baseline mosquitto \
 		-clients "$FLEET_IDLE" -rounds 1 -settle "$FLEET_IDLE_SETTLE" -json-out "$FLEET_OUT/idle.json"
+	if ((FLEET_IDLE_BURST > 0)); then
+		log "7a. again, each connection first publishing $FLEET_IDLE_BURST QoS 1 messages back to back (a device reporting a batch, then asleep), settle $FLEET_IDLE_SETTLE"
+		fleet_fresh_brokers burst-idle
+		"$BENCH" compare idle "${FLEET_TARGETS[@]}" -baseline mosquitto \
+			-clients "$FLEET_IDLE" -rounds 1 -settle "$FLEET_IDLE_SETTLE" -client-prefix fleet-burst-idle \
+			-burst "$FLEET_IDLE_BURST" -burst-topic "devices/%u/telemetry" -json-out "$FLEET_OUT/burst-idle.json"
+	fi
 	if [[ $FLEET_TLS == 1 ]]; then
 		log "7g. over TLS: $FLEET_IDLE idle connections, one target after the other, settle $FLEET_IDLE_SETTLE"
-		# Fresh brokers again (the same listeners, Kafka, Redis and
-		# dispatcher): the memory the plain row's connections freed would
-		# otherwise count in this row's baseline and hide its connections.
-		stop "$FLEET_FE_PID"
-		stop "$MQ_PID"
-		for who in $FLEET_ORDER; do
-			if [[ $who == fleetgate ]]; then fleet_frontend fleet-fe-1-tls-idle; else fleet_mosquitto mosquitto-fleet-tls-idle; fi
-		done
-		fleet_all_targets
+		fleet_fresh_brokers tls-idle
 		"$BENCH" compare idle "${FLEET_TARGETS_TLS[@]}" -baseline mosquitto \
 			-clients "$FLEET_IDLE" -rounds 1 -settle "$FLEET_IDLE_SETTLE" -client-prefix fleet-tls-idle -json-out "$FLEET_OUT/tls-idle.json"
 	fi

@@ -38,6 +38,13 @@ type IdleConfig struct {
 	// ServerPID is the broker process whose RSS is read; without it only
 	// the connections are made.
 	ServerPID int `json:"server_pid,omitempty"`
+	// Burst is how many QoS 1 messages each connection publishes back to
+	// back after its CONNACK (waiting for their PUBACKs) before it goes
+	// silent: a device that reports in bursts and then sleeps. 0: none.
+	Burst int `json:"burst,omitempty"`
+	// BurstTopic is the burst's topic; %c is the client id, %u the
+	// username.
+	BurstTopic string `json:"burst_topic,omitempty"`
 }
 
 // RegisterFlags registers the workload flags.
@@ -59,6 +66,8 @@ func (c *IdleConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Username, "username", "", "MQTT username (optional).")
 	fs.StringVar(&c.Password, "password", "", "MQTT password (optional).")
 	fs.StringVar(&c.CredentialsFile, "credentials-file", "", "File of username:password lines, one per connection: connection i connects with line i (blank lines and # comments skipped). Instead of -username and -password.")
+	fs.IntVar(&c.Burst, "burst", 0, "QoS 1 messages (64 bytes) each connection publishes back to back after its CONNACK, waiting for their PUBACKs, before it goes silent: devices that report in bursts and sleep. 0: they only connect.")
+	fs.StringVar(&c.BurstTopic, "burst-topic", "bench/idle/%c", "Topic of the burst's messages; %c is the client id, %u the username (e.g. devices/%u/telemetry).")
 }
 
 // Validate names the bad field.
@@ -84,6 +93,12 @@ func (c *IdleConfig) Validate() error {
 	}
 	if c.CredentialsFile != "" && c.Username != "" {
 		errs = append(errs, errors.New("credentials-file: give it or -username, not both"))
+	}
+	if c.Burst < 0 || c.Burst > 1000 {
+		errs = append(errs, errors.New("burst: must be 0 to 1000"))
+	}
+	if c.Burst > 0 && c.BurstTopic == "" {
+		errs = append(errs, errors.New("burst-topic: must not be empty with -burst"))
 	}
 	return errors.Join(errs...)
 }
@@ -166,6 +181,11 @@ func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, err
 				Password:  pass,
 				TLS:       cfg.TLS,
 			})
+			if err == nil && cfg.Burst > 0 {
+				if err = burst(cl, cfg.Burst, deviceFilter(cfg.BurstTopic, fmt.Sprintf("%s-%06d", cfg.ClientPrefix, i), user)); err != nil {
+					_ = cl.Close()
+				}
+			}
 			if err != nil {
 				connectErrors.Add(1)
 				firstErr.CompareAndSwap(nil, &err)
@@ -288,4 +308,40 @@ func closeAll(clients []*Client, concurrency int) {
 		}()
 	}
 	wg.Wait()
+}
+
+// burst publishes n QoS 1 messages to topic back to back, in one write, and
+// waits for their PUBACKs (each a success).
+func burst(cl *Client, n int, topic string) error {
+	payload := make([]byte, 64)
+	for i := range n {
+		pk := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   topic,
+			PacketID:    uint16(i + 1),
+			Payload:     payload,
+		}
+		if err := cl.WritePacket(pk); err != nil {
+			return err
+		}
+	}
+	if err := cl.Flush(); err != nil {
+		return err
+	}
+	_ = cl.SetReadDeadline(time.Now().Add(30 * time.Second))
+	defer func() { _ = cl.SetReadDeadline(time.Time{}) }()
+	for acked := 0; acked < n; {
+		pk, err := cl.ReadPacket()
+		if err != nil {
+			return fmt.Errorf("burst to %s: %d of %d acknowledged: %w", topic, acked, n, err)
+		}
+		if pk.FixedHeader.Type != packets.Puback {
+			continue
+		}
+		if pk.ReasonCode >= 0x80 {
+			return fmt.Errorf("burst to %s: PUBACK reason code %#x", topic, pk.ReasonCode)
+		}
+		acked++
+	}
+	return nil
 }

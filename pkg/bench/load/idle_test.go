@@ -5,8 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/pkg/bench/internal/benchtest"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/internal/benchtest"
 )
 
 func testIdleConfig(addr string) IdleConfig {
@@ -57,4 +59,42 @@ func TestIdleConfigRejectsAShortKeepalive(t *testing.T) {
 	cfg := testIdleConfig("127.0.0.1:1883")
 	cfg.Keepalive = 10 * time.Second
 	require.ErrorContains(t, cfg.Validate(), "keepalive: must be at least 60s")
+}
+
+func TestIdleConnectionsBurstBeforeTheyGoSilent(t *testing.T) {
+	addr := broker.Require(t)
+	sub, err := Dial(context.Background(), addr, ClientOptions{ClientID: "idle-burst-watch", Version: 4, Keepalive: time.Minute})
+	require.NoError(t, err)
+	defer sub.Close()
+	_, err = subscribeOnce(sub, "burst-test/#", 5*time.Second)
+	require.NoError(t, err)
+
+	cfg := testIdleConfig(addr)
+	cfg.Clients, cfg.Settle = 20, 0
+	cfg.ClientPrefix = "burster"
+	cfg.Burst, cfg.BurstTopic = 3, "burst-test/%c"
+	res, err := RunIdle(context.Background(), cfg, Hooks{})
+	require.NoError(t, err)
+	require.Equal(t, 20, res.Connected)
+	require.Equal(t, 20, res.Alive, "still connected after their burst")
+
+	got := map[string]int{}
+	require.NoError(t, sub.SetReadDeadline(time.Now().Add(10*time.Second)))
+	for n := 0; n < 60; {
+		pk, err := sub.ReadPacket()
+		require.NoError(t, err, "%d of 60 burst messages", n)
+		if pk.FixedHeader.Type == packets.Publish {
+			got[pk.TopicName]++
+			n++
+		}
+	}
+	require.Len(t, got, 20)
+	for topic, n := range got {
+		require.Equal(t, 3, n, topic)
+	}
+	require.Equal(t, 3, got["burst-test/burster-000007"])
+
+	bad := testIdleConfig(addr)
+	bad.Burst, bad.BurstTopic = 1, ""
+	require.ErrorContains(t, bad.Validate(), "burst-topic: must not be empty with -burst")
 }
