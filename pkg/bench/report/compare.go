@@ -46,8 +46,8 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 		if cfg.Parallel {
 			par = ", all targets at once"
 		}
-		fmt.Fprintf(w, "workload: %d idle connections, MQTT %s, keepalive %v, settle %v; %d round(s) per target%s\n",
-			c.Clients, versionName(c.Version), c.Keepalive, c.Settle, cfg.Rounds, par)
+		fmt.Fprintf(w, "workload: %d idle connections%s, MQTT %s, keepalive %v, settle %v; %d round(s) per target%s\n",
+			c.Clients, burstText(c), versionName(c.Version), c.Keepalive, c.Settle, cfg.Rounds, par)
 	}
 	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
 

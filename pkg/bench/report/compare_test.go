@@ -56,6 +56,10 @@ func TestWriteCompareShowsEveryTargetAndItsRatioToTheBaseline(t *testing.T) {
 			return &compare.TargetResult{Idle: &load.IdleResult{Config: load.IdleConfig{ServerPID: 1}, Connected: 100, Alive: 100, BytesPerConn: 4096},
 				PerRound: []float64{4096}}
 		}, []string{"bytes/conn", "one/two", "4.0 KiB"}},
+		{"an idle comparison names the burst each connection sent first", load.WorkloadIdle, func(string) *compare.TargetResult {
+			return &compare.TargetResult{Idle: &load.IdleResult{Config: load.IdleConfig{ServerPID: 1, Clients: 100, Burst: 3, BurstTopic: "devices/%u/telemetry"},
+				Connected: 100, Alive: 100, BytesPerConn: 4096}, PerRound: []float64{4096}}
+		}, []string{"100 idle connections (each first publishing 3 QoS 1 messages back to back to devices/%u/telemetry)", "bytes/conn"}},
 		{"a pairs comparison shows deliveries, end-to-end latency and losses", load.WorkloadPairs, func(string) *compare.TargetResult {
 			return &compare.TargetResult{PubSub: &load.PubSubResult{Config: load.PubSubConfig{Workload: load.WorkloadPairs}, DeliveredPerSec: 500, Latency: latency,
 				Publish: &load.PubResult{SentPerSec: 500, Latency: latency}, Server: server}, PerRound: []float64{500}}

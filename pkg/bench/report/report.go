@@ -37,12 +37,21 @@ func WritePub(w io.Writer, r *load.PubResult) error {
 	return tw.Flush()
 }
 
+// burstText describes the burst each idle connection sends first, "" for
+// none.
+func burstText(c load.IdleConfig) string {
+	if c.Burst == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (each first publishing %d QoS 1 messages back to back to %s)", c.Burst, c.BurstTopic)
+}
+
 // WriteIdle prints an idle result for people.
 func WriteIdle(w io.Writer, r *load.IdleResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	c := r.Config
 	fmt.Fprintf(tw, "target\t%s\n", c.Addr)
-	fmt.Fprintf(tw, "workload\t%d idle connections, MQTT %s, keepalive %v\n", c.Clients, versionName(c.Version), c.Keepalive)
+	fmt.Fprintf(tw, "workload\t%d idle connections%s, MQTT %s, keepalive %v\n", c.Clients, burstText(c), versionName(c.Version), c.Keepalive)
 	fmt.Fprintf(tw, "connected\t%d\t(%d failed) in %v; %d still answered PINGREQ afterwards\n", r.Connected, r.ConnectErrors, r.ConnectTime.Round(time.Millisecond), r.Alive)
 	if c.ServerPID > 0 {
 		fmt.Fprintf(tw, "server rss\tbaseline %s\tafter %v %s\tafter %v %s\tpeak %s\n", measure.FormatBytes(float64(r.BaselineRSS)),
