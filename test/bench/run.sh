@@ -1414,6 +1414,9 @@ def devices_line(t, over=""):
 idle = load("idle.json")
 if idle:
     idle_line(idle)
+burst_idle = load("burst-idle.json")
+if burst_idle:
+    idle_line(burst_idle, f" after a burst of {burst_idle['fleetgate']['idle']['config'].get('burst', 0)} messages each")
 tls_idle = load("tls-idle.json")
 if tls_idle:
     idle_line(tls_idle, " over TLS")
