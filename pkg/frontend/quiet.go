@@ -43,12 +43,6 @@ func (c *conn) armQuiet(last int64) {
 	c.dmu.Unlock()
 }
 
-// disarmQuiet clears the quiet timer of a connection that is no longer
-// busy.
-func (c *conn) disarmQuiet() {
-	c.clearQuiet()
-}
-
 // quietFired reports whether err ended a wait that armQuiet armed before
 // any byte came: the quiet timer's, not Close's or an expiry's. The timer
 // is cleared then.

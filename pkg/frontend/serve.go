@@ -172,7 +172,7 @@ func (l *leanConn) serve(resumed bool) error {
 		now := monotonic()
 		l.busy = now-l.last < int64(busyGap)
 		if !l.busy && l.c.quietAt != 0 {
-			l.c.disarmQuiet()
+			l.c.clearQuiet() // no longer busy: no timer
 		}
 		if l.busy || l.onWorker {
 			err = l.handle()

@@ -173,8 +173,9 @@ func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, err
 			defer wg.Done()
 			defer func() { <-sem }()
 			user, pass := creds(i)
+			id := fmt.Sprintf("%s-%06d", cfg.ClientPrefix, i)
 			cl, err := Dial(ctx, cfg.Addr, ClientOptions{
-				ClientID:  fmt.Sprintf("%s-%06d", cfg.ClientPrefix, i),
+				ClientID:  id,
 				Version:   byte(cfg.Version),
 				Keepalive: cfg.Keepalive,
 				Username:  user,
@@ -182,7 +183,7 @@ func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, err
 				TLS:       cfg.TLS,
 			})
 			if err == nil && cfg.Burst > 0 {
-				if err = burst(cl, cfg.Burst, deviceFilter(cfg.BurstTopic, fmt.Sprintf("%s-%06d", cfg.ClientPrefix, i), user)); err != nil {
+				if err = burst(cl, cfg.Burst, deviceFilter(cfg.BurstTopic, id, user)); err != nil {
 					_ = cl.Close()
 				}
 			}
