@@ -120,10 +120,15 @@ type conn struct {
 	// socket. The reader's.
 	delivered int64
 	noWait    bool
-	polled    bool
-	fd        int32
-	poller    *poller
-	resume    *workers.Job
+	// try is the socket under a TLS connection, read without waiting
+	// when noWait is set (listen.TryReader): a quiet TLS connection parks
+	// too, once crypto/tls holds no byte of its next record. nil
+	// elsewhere.
+	try    listen.TryReader
+	polled bool
+	fd     int32
+	poller *poller
+	resume *workers.Job
 }
 
 // newConn wraps an accepted connection.
@@ -132,7 +137,28 @@ func newConn(nc net.Conn, idle time.Duration, wheel *deadlines, pool *readPool) 
 	if _, ok := nc.(*net.TCPConn); ok && c.raw != nil {
 		c.direct = rawReads
 	}
+	if tc, ok := nc.(*tls.Conn); ok && rawReads {
+		c.try, _ = listen.TryReaderOf(tc.NetConn())
+	}
 	return c
+}
+
+// setNoWait makes the connection's reads that find nothing fail with
+// errWouldBlock (on) or wait (off).
+func (c *conn) setNoWait(on bool) {
+	c.noWait = on
+	if c.try != nil {
+		c.try.SetNoWait(on)
+	}
+}
+
+// socket is the socket whose readiness a parked connection waits for: the
+// TCP connection itself, or the one under TLS.
+func (c *conn) socket() syscall.RawConn {
+	if c.try != nil {
+		return c.try.Socket()
+	}
+	return c.raw
 }
 
 // rawSocket returns the socket of nc when what is written to nc goes to it

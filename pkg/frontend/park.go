@@ -5,6 +5,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/fleetgate/fleetgate/pkg/listen"
 	"github.com/fleetgate/fleetgate/pkg/workers"
 )
 
@@ -13,9 +14,12 @@ import (
 //
 // A connection served lean keeps one goroutine while it waits for its next
 // packet: 2 KiB of stack and the runtime's 480-byte goroutine, a quarter of
-// an idle connection's memory. A quiet plain-TCP connection (its last two
-// packets further apart than busyGap, or none since the CONNECT) instead
-// tries its read without waiting, and when the socket has nothing, parks:
+// an idle connection's memory (over TLS its stack, grown by the handshake
+// and crypto/tls's reads, is 4 KiB). A quiet plain-TCP or TLS connection
+// (its last two packets further apart than busyGap, or none since the
+// CONNECT) instead tries its read without waiting, and when the socket has
+// nothing (over TLS: when crypto/tls, reading its next record through the
+// socket without waiting, has no byte of it to return), parks:
 // its socket goes into the node's poller (poll_linux.go) and its goroutine
 // ends. When the socket has bytes (or its end, or an error) the poller
 // starts its reader again on a worker, which handles the packet there and
@@ -38,8 +42,9 @@ const (
 )
 
 // errWouldBlock is a read of a connection that must not wait (conn.noWait)
-// when its socket has nothing to read.
-var errWouldBlock = errors.New("nothing to read yet")
+// when its socket has nothing to read (and, over TLS, crypto/tls holds no
+// byte of the next record).
+var errWouldBlock = listen.ErrWouldBlock
 
 // errParked ends a reader whose connection parked: the connection is not
 // over, and its end is not run.
@@ -164,9 +169,9 @@ func packetBytes(fh *packets.FixedHeader) int64 {
 }
 
 // parks reports whether the connection waits parked when quiet: a socket
-// read directly (plain TCP, or PROXY protocol once its header was read) on
-// a node with a poller.
-func (l *leanConn) parks() bool { return l.c.poller != nil && l.c.direct }
+// read directly (plain TCP, or PROXY protocol once its header was read), or
+// TLS over the listener's socket (conn.try), on a node with a poller.
+func (l *leanConn) parks() bool { return l.c.poller != nil && (l.c.direct || l.c.try != nil) }
 
 // resumed is the reader of a connection the poller or a kick resumed, on a
 // worker: it reads and handles packets as read does, and ends the

@@ -72,20 +72,27 @@ func TestAQuietConnectionWaitsWithoutAGoroutine(t *testing.T) {
 	assert.Less(t, held, clients/10, "connections that went quiet again hold a goroutine each")
 	assert.Equal(t, float64(clients), gauge(t, n.metrics(), "fleetgate_frontend_connections_parked"))
 
-	// A takeover reaches the parked connection of the client id: MQTT
-	// 3.1.1 closes it without a packet [MQTT-3.1.4-2].
+	requireParkedConnectionsEnd(t, n, raws, "quiet-000", func() *testkit.Raw { return testkit.DialRaw(t, n.addr, 4) })
+}
+
+// requireParkedConnectionsEnd checks that everything that ends a
+// connection reaches parked ones: a takeover of raws[0] (its client id
+// takenID) by a client connecting over plain TCP, MQTT 3.1.1 closing the
+// old connection without a packet [MQTT-3.1.4-2]; the keep-alive of a
+// connection dialled by dial that sends nothing after its CONNACK
+// [MQTT-3.1.2-22]; the clients' own close of raws[1:].
+func requireParkedConnectionsEnd(t *testing.T, n *node, raws []*testkit.Raw, takenID string, dial func() *testkit.Raw) {
+	t.Helper()
 	again := testkit.DialRaw(t, n.addr, 4)
-	ack := again.Connect("quiet-000", false)
+	ack := again.Connect(takenID, false)
 	require.Equal(t, packets.Connack, ack.FixedHeader.Type)
 	assert.True(t, ack.SessionPresent, "the session stays the client's")
 	_, err := raws[0].Recv(5 * time.Second)
 	require.Error(t, err, "the parked connection taken over is closed")
 
-	// The keep-alive: a parked connection that sends nothing for 1.5 ×
-	// its keep-alive is closed [MQTT-3.1.2-22].
-	silent := testkit.DialRaw(t, n.addr, 4)
+	silent := dial()
 	silent.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: 4, Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "quiet-silent", Clean: true, Keepalive: 1}})
+		ProtocolVersion: 4, Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: takenID + "-silent", Clean: true, Keepalive: 1}})
 	ack, err = silent.Recv(5 * time.Second)
 	require.NoError(t, err)
 	require.Equal(t, packets.Connack, ack.FixedHeader.Type)
@@ -95,7 +102,6 @@ func TestAQuietConnectionWaitsWithoutAGoroutine(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(start), time.Second, "closed by its keep-alive, not at once")
 	assert.Less(t, time.Since(start), 9*time.Second, "closed by its keep-alive, not by the read's own timeout")
 
-	// The clients' own close ends their connections on the node.
 	for _, r := range raws[1:] {
 		_ = r.Conn.Close()
 	}
@@ -214,4 +220,44 @@ func TestAConnectionThatFallsSilentAfterABurstParks(t *testing.T) {
 		return gauge(t, m, "fleetgate_frontend_connected_clients") == 1 && // the takeover's
 			gauge(t, m, "fleetgate_frontend_connections_parked") <= 1
 	}, 15*time.Second, 50*time.Millisecond, "connections closed by their clients end on the node")
+}
+
+// TestAParkedConnectionReadsAPacketThatComesInPieces: with the defaults, a
+// parked connection whose next packet arrives a byte at a time (its first
+// byte alone, then its length, then the rest, each a moment apart: a slow
+// link, or a client that writes the fixed header on its own) reads the
+// packet whole. The reader that the first byte resumes may find the socket
+// empty after it; it must wait for the rest there, not park with the byte
+// taken.
+func TestAParkedConnectionReadsAPacketThatComesInPieces(t *testing.T) {
+	n, _, raws := connectedNode(t, "pieces", 3)
+	require.Eventually(t, func() bool {
+		return gauge(t, n.metrics(), "fleetgate_frontend_connections_parked") == 3
+	}, 10*time.Second, 50*time.Millisecond)
+	for i, r := range raws {
+		pub := publishBytes(fmt.Sprintf("pieces/%d", i), 7, "hello")
+		// Client 0: the first byte alone; client 1: the fixed header,
+		// then the rest; client 2: every byte on its own.
+		var cuts []int
+		switch i {
+		case 0:
+			cuts = []int{1}
+		case 1:
+			cuts = []int{2}
+		default:
+			for j := 1; j < len(pub); j++ {
+				cuts = append(cuts, j)
+			}
+		}
+		prev := 0
+		for _, c := range append(cuts, len(pub)) {
+			r.Write(pub[prev:c])
+			prev = c
+			time.Sleep(30 * time.Millisecond)
+		}
+		pk, err := r.Recv(10 * time.Second)
+		require.NoError(t, err, "client %d: the packet sent in pieces is answered", i)
+		require.Equal(t, packets.Puback, pk.FixedHeader.Type, "client %d", i)
+		require.Equal(t, uint16(7), pk.PacketID, "client %d", i)
+	}
 }

@@ -9,8 +9,9 @@ import (
 	"syscall"
 )
 
-// poller holds the node's parked connections: plain TCP connections that
-// wait for their next packet with no goroutine of their own (park.go). It
+// poller holds the node's parked connections: plain TCP and TLS
+// connections that wait for their next packet with no goroutine of their
+// own (park.go). It
 // is an epoll set of their sockets (level-triggered, one shot: a socket is
 // reported once per park) and one goroutine that takes its events and
 // starts the reader of each socket that has bytes (or its end) on a
@@ -87,7 +88,7 @@ func (p *poller) stop() { _ = p.file.Close() }
 // on another goroutine. It reports false when it could not: the caller
 // then takes the connection back (conn.claim) before it forgets it.
 func (p *poller) add(c *conn) bool {
-	if err := c.raw.Control(func(fd uintptr) { c.fd = int32(fd) }); err != nil {
+	if err := c.socket().Control(func(fd uintptr) { c.fd = int32(fd) }); err != nil {
 		return false
 	}
 	p.mu.Lock()

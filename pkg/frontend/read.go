@@ -69,6 +69,13 @@ func (rp *readPool) put(b *[]byte) { rp.p.Put(b) }
 func (c *conn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.read(p)
+		if n > 0 && c.noWait {
+			// A read that must not wait is for the first bytes of the
+			// next packet: once some came, the packet has begun, and its
+			// rest is waited for (a reader that parked now would leave
+			// them taken from the socket and not yet decoded).
+			c.setNoWait(false)
+		}
 		if err != nil && c.quietAt != 0 && c.delivered != c.quietMark && c.quietInside(err) {
 			continue // a packet's bytes are on their way: wait for them
 		}

@@ -5,9 +5,9 @@ package frontend
 // ReadPacket, ParseConnect) and processes it with all its rules and our hooks
 // (InjectPacket), but the connection's goroutine, its deadlines, its CONNECT
 // sequence and its end are ours. docs/connection-memory.md measures why:
-//   - a quiet connection over plain TCP waits for its next packet with no
-//     goroutine at all: it parks in the node's poller (park.go); any other
-//     (TLS, WebSocket, a busy one) waits on the listener's goroutine, its
+//   - a quiet connection over plain TCP or TLS waits for its next packet
+//     with no goroutine at all: it parks in the node's poller (park.go);
+//     any other (WebSocket, a busy one) waits on the listener's goroutine, its
 //     only one, in a call chain under the 1,120 B a 2 KiB stack leaves, so
 //     its stack stays at 2 KiB (mochi's reader needs 16 KiB, its WriteLoop
 //     4 KiB);
@@ -125,20 +125,22 @@ func (l *leanConn) serve(resumed bool) error {
 		check = true
 		l.fh = packets.FixedHeader{}
 		if !l.busy && !wait && l.parks() {
-			if handled && l.c.rbuf == nil && l.c.delivered == l.consumed {
+			if handled && l.c.rbuf == nil && l.c.delivered == l.consumed && l.c.try == nil {
 				// Nothing read waits in mochi's reader or the lent
 				// buffer: the socket is armed at once, without a read
 				// that would find it empty (a socket with bytes is
-				// reported as soon as it is armed).
+				// reported as soon as it is armed). Over TLS, crypto/tls
+				// may hold a record read with the last one: only a read
+				// tells.
 				if l.c.park(l.s.poller) {
 					return errParked
 				}
 				check, wait = false, true
 				continue
 			}
-			l.c.noWait = true
+			l.c.setNoWait(true)
 			err := l.cl.ReadFixedHeader(&l.fh)
-			l.c.noWait = false
+			l.c.setNoWait(false)
 			if errors.Is(err, errWouldBlock) {
 				if l.c.park(l.s.poller) {
 					return errParked // l belongs to whoever resumes it

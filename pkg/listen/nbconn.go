@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -18,11 +19,22 @@ const maxPending = 64 << 10
 // every write after it) as the client reads. crypto/tls has no
 // non-blocking write of its own, so this is what lets one goroutine write
 // the acknowledgements of many TLS connections (pkg/ingest's flush queue)
-// without one of them stalling the rest (NonBlocking). Reads, deadlines and
-// Close are the socket's.
+// without one of them stalling the rest (NonBlocking). Deadlines and Close
+// are the socket's, and so are reads, but for a reader that must not wait
+// (SetNoWait): crypto/tls reads a record through Read, so a read that finds
+// the socket empty and returns ErrWouldBlock at once lets the frontend park
+// a quiet TLS connection without a goroutine (TryReader).
 type nbConn struct {
 	net.Conn
 	rc syscall.RawConn
+
+	// The reader's (crypto/tls reads under its own lock, one at a time).
+	// noWait: a read of an empty socket returns ErrWouldBlock. direct: a
+	// read may go to the socket itself: from the start over plain TCP;
+	// behind a PROXY protocol header once a read returned fewer bytes than
+	// asked, which the PROXY protocol reader does only when the bytes it
+	// read with the header are all returned.
+	noWait, direct bool
 
 	mu   sync.Mutex
 	cond sync.Cond
@@ -46,9 +58,88 @@ func newNBConn(c net.Conn, sock *net.TCPConn) net.Conn {
 	if err != nil {
 		return c
 	}
-	n := &nbConn{Conn: c, rc: rc}
+	n := &nbConn{Conn: c, rc: rc, direct: c == net.Conn(sock)}
 	n.cond.L = &n.mu
 	return n
+}
+
+// ErrWouldBlock is the error of a read that must not wait (TryReader's
+// SetNoWait) when the socket has nothing to read. It is a net.Error that
+// is not a timeout and that crypto/tls takes for a temporary one: the
+// connection is not failed by it, and the part of a record read before it
+// is kept for the next read.
+var ErrWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "nothing to read yet" }
+func (wouldBlock) Timeout() bool   { return false }
+func (wouldBlock) Temporary() bool { return true }
+
+// TryReader is the socket under a TLS connection the TLS listener made
+// (ServerTLS), on systems with raw socket access: with SetNoWait(true) a
+// read that finds the socket empty returns ErrWouldBlock instead of
+// waiting, so that the reader of the TLS connection (crypto/tls's Read,
+// which reads a record through it) returns ErrWouldBlock when neither the
+// TLS connection nor the socket holds a byte of its next record; Socket is
+// the socket, whose readiness the caller may wait for instead. A read is
+// never done without waiting before the bytes that a PROXY protocol header
+// was read with were returned: until then it waits as usual.
+type TryReader interface {
+	SetNoWait(on bool)
+	Socket() syscall.RawConn
+}
+
+// TryReaderOf returns the TryReader under the TLS connection tc, if
+// ServerTLS made it.
+func TryReaderOf(netConn net.Conn) (TryReader, bool) {
+	n, ok := netConn.(*nbConn)
+	return n, ok
+}
+
+// SetNoWait implements TryReader.
+func (c *nbConn) SetNoWait(on bool) { c.noWait = on }
+
+// Socket implements TryReader.
+func (c *nbConn) Socket() syscall.RawConn { return c.rc }
+
+// Read reads the socket; see TryReader for SetNoWait.
+func (c *nbConn) Read(b []byte) (int, error) {
+	if c.noWait && c.direct && len(b) > 0 {
+		return c.tryRead(b)
+	}
+	n, err := c.Conn.Read(b)
+	if !c.direct && n > 0 && n < len(b) {
+		c.direct = true // the PROXY protocol reader's buffer is empty
+	}
+	return n, err
+}
+
+// tryRead is one non-blocking read(2): ErrWouldBlock when the socket is
+// empty. The socket's deadline applies: once passed, the read fails with
+// the timeout a waiting read gets.
+func (c *nbConn) tryRead(b []byte) (int, error) {
+	var n int
+	var rerr error
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = readFD(fd, b)
+			if rerr != syscall.EINTR {
+				return true // never wait for the socket here
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr == syscall.EAGAIN:
+		return 0, ErrWouldBlock
+	case rerr != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: rerr}
+	case n <= 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // Write hands b to the socket without waiting for the client, unless more

@@ -3,12 +3,16 @@ package listen
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
@@ -115,4 +119,73 @@ func TestOnlyASocketUnderATLSListenerIsNonBlocking(t *testing.T) {
 	tc, ok := c.(*tls.Conn)
 	require.True(t, ok, "a TLS connection")
 	require.True(t, NonBlocking(tc.NetConn()))
+}
+
+// TestASocketUnderTLSReadsWithoutWaitingOnlyWhatTheSocketHas: with
+// SetNoWait, a read of the socket under a TLS connection returns what the
+// socket has, ErrWouldBlock (a temporary error, which crypto/tls does not
+// keep) when it has nothing, and the timeout of a waiting read once the
+// deadline passed. Behind a PROXY protocol header, the bytes read with the
+// header come first: until a read returned them all, reads wait as usual
+// (the socket is empty, but the connection is not).
+func TestASocketUnderTLSReadsWithoutWaitingOnlyWhatTheSocketHas(t *testing.T) {
+	t.Run("plain TCP", func(t *testing.T) {
+		srv, cli := testkit.TCPPair(t)
+		tr, ok := TryReaderOf(newNBConn(srv, srv))
+		require.True(t, ok)
+		c := tr.(net.Conn)
+		tr.SetNoWait(true)
+		buf := make([]byte, 16)
+		_, err := c.Read(buf)
+		require.ErrorIs(t, err, ErrWouldBlock)
+		var ne net.Error
+		require.ErrorAs(t, err, &ne)
+		require.False(t, ne.Timeout())
+		_, err = cli.Write([]byte("abc"))
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			n, err := c.Read(buf)
+			if errors.Is(err, ErrWouldBlock) {
+				return false
+			}
+			require.NoError(t, err)
+			require.Equal(t, "abc", string(buf[:n]))
+			return true
+		}, 5*time.Second, 5*time.Millisecond)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(-time.Second)))
+		_, err = c.Read(buf)
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded, "a passed deadline fails the read as it fails a waiting one")
+		require.NoError(t, c.SetReadDeadline(time.Time{}))
+		require.NoError(t, cli.Close())
+		require.Eventually(t, func() bool {
+			_, err := c.Read(buf)
+			return errors.Is(err, io.EOF)
+		}, 5*time.Second, 5*time.Millisecond, "the client's close is the end of the stream")
+	})
+	t.Run("behind a PROXY protocol header", func(t *testing.T) {
+		srv, cli := testkit.TCPPair(t)
+		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+			SourceAddr:      &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 4567},
+			DestinationAddr: &net.TCPAddr{IP: net.ParseIP("10.0.0.1"), Port: 8883}}
+		hb, err := h.Format()
+		require.NoError(t, err)
+		_, err = cli.Write(append(hb, "hello"...))
+		require.NoError(t, err)
+		pc := &proxyConn{Conn: proxyproto.NewConn(srv, proxyproto.WithPolicy(proxyproto.REQUIRE)),
+			log: slog.New(slog.DiscardHandler), refused: func(string) {}}
+		require.NoError(t, pc.admit())
+		tr, ok := TryReaderOf(newNBConn(pc, srv))
+		require.True(t, ok)
+		c := tr.(net.Conn)
+		tr.SetNoWait(true)
+		buf := make([]byte, 3)
+		n, err := c.Read(buf)
+		require.NoError(t, err, "the bytes read with the header are the connection's, though the socket has none")
+		require.Equal(t, "hel", string(buf[:n]))
+		n, err = c.Read(buf)
+		require.NoError(t, err)
+		require.Equal(t, "lo", string(buf[:n]))
+		_, err = c.Read(buf)
+		require.ErrorIs(t, err, ErrWouldBlock, "all returned: the socket is the connection")
+	})
 }

@@ -11,3 +11,7 @@ const rawWrites = false
 func writeFD(uintptr, []byte) (int, error) {
 	return 0, errors.ErrUnsupported
 }
+
+func readFD(uintptr, []byte) (int, error) {
+	return 0, errors.ErrUnsupported
+}

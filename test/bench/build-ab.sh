@@ -14,7 +14,16 @@
 #            p50/p99, CPU per delivery;
 #   closed   AB_CLOSED_PAIRS pairs, AB_WINDOW in flight each: deliveries/s;
 #   storm    AB_STORM devices reconnecting with persistent sessions, 64 at a
-#            time: connects/s, CONNACK p99, CPU per CONNECT.
+#            time: connects/s, CONNACK p99, CPU per CONNECT;
+#   idle     AB_IDLE connections that connect and stay silent (not in the
+#            default AB_SHAPES): memory per connection after AB_IDLE_SETTLE;
+#            run first, on stacks that served nothing yet, one round each
+#            (a stack's RSS keeps what a round before it used).
+# AB_TLS=1 runs the shapes over TLS (devices, storm and idle; the load
+# generator's pairs are plain TCP only, so pairs and closed are left out):
+# both frontends get a TLS listener (a CA and a P-256 certificate from
+# fleetgate-bench tls-files), and the clients verify it and do a full
+# handshake each.
 # AB_SAME=1 runs the working tree's build in both stacks: the A/A control
 # that says how far two equal stacks differ on this machine. AB_FE_ARGS are
 # more flags for both frontends (say -authz.rules-file rules.yaml: the
@@ -35,6 +44,9 @@ AB_STORM=${AB_STORM:-10000}
 AB_ROUNDS=${AB_ROUNDS:-3}
 AB_DURATION=${AB_DURATION:-15s}
 AB_SAME=${AB_SAME:-0}
+AB_IDLE=${AB_IDLE:-5000}
+AB_IDLE_SETTLE=${AB_IDLE_SETTLE:-30s}
+AB_TLS=${AB_TLS:-0}
 read -r -a AB_FE_ARGS_A <<<"${AB_FE_ARGS:-}"
 # shellcheck source=test/bench/lib.sh
 source test/bench/lib.sh
@@ -54,11 +66,28 @@ else
 	(cd "$WORK/base-src" && go build -o "$BIN/base/" ./cmd/frontend ./cmd/dispatcher)
 fi
 
+TLS_ARGS=()
+if [[ $AB_TLS == 1 ]]; then
+	"$BIN/fleetgate-bench" tls-files -dir "$WORK/tls" >/dev/null
+	echo "AB_TLS=1: the shapes over TLS (CA $WORK/tls/ca.pem)"
+	for s in pairs closed; do
+		if shape "$s"; then
+			echo "AB_TLS=1: shape $s left out (the load generator's pairs are plain TCP only)"
+			AB_SHAPES=${AB_SHAPES//$s/}
+		fi
+	done
+fi
+
 # stack NAME: starts stack NAME with the binaries in $BIN/NAME; writes its
 # compare target to $WORK/NAME.target.
 stack() {
-	local n=$1 kp rp fm fh dh kpid rpid dpid fpid
+	local n=$1 kp rp fm fh dh kpid rpid dpid fpid tp
 	kp=$(port) rp=$(port) fm=$(port) fh=$(port) dh=$(port)
+	TLS_ARGS=()
+	if [[ $AB_TLS == 1 ]]; then
+		tp=$(port)
+		TLS_ARGS=(-mqtt.tls-addr "127.0.0.1:$tp" -mqtt.tls-cert-file "$WORK/tls/server.pem" -mqtt.tls-key-file "$WORK/tls/server-key.pem")
+	fi
 	"$BIN/fleetgate-dev" -dev.kafka-only -dev.kafka-addr "127.0.0.1:$kp" -dev.data-dir "$WORK/$n-kafka" >"$WORK/$n-kafka.log" 2>&1 &
 	kpid=$!
 	PIDS+=("$kpid")
@@ -75,13 +104,18 @@ stack() {
 	PIDS+=("$dpid")
 	"$BIN/$n/frontend" -node.id "$n-fe" -kafka.brokers "127.0.0.1:$kp" -redis.addrs "127.0.0.1:$rp" \
 		-mqtt.tcp-addr "127.0.0.1:$fm" -mqtt.ws-addr "" -http.addr "127.0.0.1:$fh" -auth.allow-anonymous=true \
-		-log.level warn ${AB_FE_ARGS_A[@]+"${AB_FE_ARGS_A[@]}"} >"$WORK/$n-fe.log" 2>&1 &
+		-log.level warn "${TLS_ARGS[@]}" ${AB_FE_ARGS_A[@]+"${AB_FE_ARGS_A[@]}"} >"$WORK/$n-fe.log" 2>&1 &
 	fpid=$!
 	PIDS+=("$fpid")
 	wait_ready "127.0.0.1:$dh" "$n-dispatcher" "$WORK/$n-dispatcher.log"
 	wait_ready "127.0.0.1:$fh" "$n-fe" "$WORK/$n-fe.log"
 	wait_port "$fm"
-	echo "$n=127.0.0.1:$fm,pid=$fpid+$dpid+$rpid,apart=$kpid" >"$WORK/$n.target"
+	if [[ $AB_TLS == 1 ]]; then
+		wait_port "$tp"
+		echo "$n=127.0.0.1:$tp,pid=$fpid+$dpid+$rpid,apart=$kpid,tls=$WORK/tls/ca.pem" >"$WORK/$n.target"
+	else
+		echo "$n=127.0.0.1:$fm,pid=$fpid+$dpid+$rpid,apart=$kpid" >"$WORK/$n.target"
+	fi
 	echo "$n: frontend $fpid, dispatcher $dpid, redis-server $rpid (counted); kafka $kpid (apart)"
 }
 
@@ -90,6 +124,12 @@ stack new
 BASE=$(cat "$WORK/base.target")
 NEW=$(cat "$WORK/new.target")
 
+if shape idle; then
+	# First, on stacks that have served nothing yet.
+	printf '\n=== %s idle connections, settle %s, one round\n' "$AB_IDLE" "$AB_IDLE_SETTLE"
+	"$BIN/fleetgate-bench" compare idle -target "$BASE" -target "$NEW" -baseline base \
+		-clients "$AB_IDLE" -settle "$AB_IDLE_SETTLE" -rounds 1 -client-prefix ab-idle
+fi
 if shape devices; then
 	printf '\n=== %s devices × 1 msg/s, open loop, QoS 1, %s rounds of %s\n' "$AB_DEVICES" "$AB_ROUNDS" "$AB_DURATION"
 	"$BIN/fleetgate-bench" compare pub -target "$BASE" -target "$NEW" -baseline base \

@@ -1,0 +1,186 @@
+//go:build linux
+
+package frontend_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/frontend"
+	"github.com/fleetgate/fleetgate/pkg/mqttwire"
+)
+
+// heldConn is a client's TCP connection under its TLS connection whose
+// writes can be held: the TLS records written meanwhile are sent later, in
+// the pieces the test chooses (several records in one write(2), a record
+// cut in two).
+type heldConn struct {
+	net.Conn
+	mu   sync.Mutex
+	hold bool
+	buf  bytes.Buffer
+}
+
+func (h *heldConn) Write(b []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.hold {
+		return h.buf.Write(b)
+	}
+	return h.Conn.Write(b)
+}
+
+// held stops sending: later writes wait in the buffer.
+func (h *heldConn) held() {
+	h.mu.Lock()
+	h.hold = true
+	h.mu.Unlock()
+}
+
+// release takes what was held and sends to the socket as it is from now on.
+func (h *heldConn) release() []byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hold = false
+	b := bytes.Clone(h.buf.Bytes())
+	h.buf.Reset()
+	return b
+}
+
+// dialTLS connects an MQTT 3.1.1 client over TLS to the node's TLS
+// listener and sends its CONNECT.
+func dialTLS(t *testing.T, n *node, p *pki, id string) (*testkit.Raw, *heldConn) {
+	t.Helper()
+	tc, err := net.DialTimeout("tcp", n.srv.Addr(frontend.ListenerTLS), 5*time.Second)
+	require.NoError(t, err)
+	h := &heldConn{Conn: tc}
+	c := tls.Client(h, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
+	require.NoError(t, c.Handshake())
+	r := testkit.WrapRaw(t, c, 4)
+	ack := r.Connect(id, false)
+	require.Equal(t, packets.Connack, ack.FixedHeader.Type)
+	return r, h
+}
+
+// TestAQuietTLSConnectionWaitsWithoutAGoroutine: with the defaults, quiet
+// connections over TLS hold no goroutine either (their stack, grown by
+// crypto/tls's reads and the handshake, was 4 KiB of the 23 KiB a TLS
+// connection held), and a parked one reads whatever crypto/tls holds
+// before it waits on its socket again: two records that came in one
+// segment, a record cut in two, a packet whose first byte came in a
+// record of its own. Takeover, keep-alive and the client's close reach
+// parked TLS connections.
+func TestAQuietTLSConnectionWaitsWithoutAGoroutine(t *testing.T) {
+	const clients = 300
+	p := newPKI(t)
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) {
+		c.MQTT.TLSCertFile, c.MQTT.TLSKeyFile = p.certFile, p.keyFile
+	})
+	n.waitReady()
+	base := settledGoroutines()
+	raws := make([]*testkit.Raw, clients)
+	helds := make([]*heldConn, clients)
+	for i := range raws {
+		raws[i], helds[i] = dialTLS(t, n, p, fmt.Sprintf("tls-quiet-%03d", i))
+	}
+	held := settledGoroutines() - base
+	t.Logf("%d quiet TLS connections: %d goroutines more than the node alone", clients, held)
+	assert.Less(t, held, clients/10, "quiet TLS connections hold a goroutine each")
+	parked := func() float64 { return gauge(t, n.metrics(), "fleetgate_frontend_connections_parked") }
+	assert.Equal(t, float64(clients), parked())
+
+	ping := []byte{packets.Pingreq << 4, 0}
+	pong := func(r *testkit.Raw, what string) {
+		t.Helper()
+		pk, err := r.Recv(5 * time.Second)
+		require.NoError(t, err, what)
+		require.Equal(t, packets.Pingresp, pk.FixedHeader.Type, what)
+	}
+	for _, r := range raws[:10] {
+		r.Write(ping)
+		pong(r, "a parked TLS connection answers its PINGREQ")
+	}
+
+	// Three records in one write(2): the reader the first resumes takes
+	// them all from crypto/tls, where the socket has nothing more.
+	for _, i := range []int{10, 11, 12} {
+		helds[i].held()
+		for range 3 {
+			raws[i].Write(ping)
+		}
+		_, err := helds[i].Conn.Write(helds[i].release())
+		require.NoError(t, err)
+		for j := range 3 {
+			pong(raws[i], fmt.Sprintf("connection %d: PINGREQ %d of 3 records sent at once", i, j+1))
+		}
+	}
+
+	// A record cut in two, its second half 100 ms after the first: the
+	// reader parks with half a record in crypto/tls and reads it whole
+	// when the rest comes.
+	time.Sleep(300 * time.Millisecond)
+	for _, i := range []int{13, 14} {
+		helds[i].held()
+		raws[i].Write(publishBytes(fmt.Sprintf("tls/cut/%d", i), 9, "cut in two"))
+		rec := helds[i].release()
+		_, err := helds[i].Conn.Write(rec[:len(rec)/2])
+		require.NoError(t, err)
+		time.Sleep(100 * time.Millisecond)
+		_, err = helds[i].Conn.Write(rec[len(rec)/2:])
+		require.NoError(t, err)
+		pk, err := raws[i].Recv(10 * time.Second)
+		require.NoError(t, err, "connection %d: a PUBLISH in a record cut in two", i)
+		require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+		require.Equal(t, uint16(9), pk.PacketID)
+	}
+
+	// A packet whose first byte comes in a record of its own, the rest
+	// 100 ms later.
+	time.Sleep(300 * time.Millisecond)
+	pub := publishBytes("tls/pieces", 11, "in pieces")
+	raws[15].Write(pub[:1])
+	time.Sleep(100 * time.Millisecond)
+	raws[15].Write(pub[1:])
+	pk, err := raws[15].Recv(10 * time.Second)
+	require.NoError(t, err, "a PUBLISH whose first byte came alone")
+	require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+	require.Equal(t, uint16(11), pk.PacketID)
+
+	// A burst makes connections busy; quiet again, they park again.
+	for i, r := range raws[20:40] {
+		var burst bytes.Buffer
+		for j := 1; j <= 5; j++ {
+			require.NoError(t, mqttwire.Encode(&burst, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+				ProtocolVersion: 4, TopicName: fmt.Sprintf("tls/burst/%d", i), PacketID: uint16(j), Payload: []byte("b")}))
+			r.Write(burst.Bytes())
+			burst.Reset()
+		}
+		for j := 1; j <= 5; j++ {
+			pk, err := r.Recv(10 * time.Second)
+			require.NoError(t, err)
+			require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+			require.Equal(t, uint16(j), pk.PacketID)
+		}
+	}
+	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+		"every TLS connection parks again once quiet")
+	held = settledGoroutines() - base
+	assert.Less(t, held, clients/10, "TLS connections that went quiet again hold a goroutine each")
+
+	requireParkedConnectionsEnd(t, n, raws, "tls-quiet-000", func() *testkit.Raw {
+		tc, err := tls.Dial("tcp", n.srv.Addr(frontend.ListenerTLS), &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
+		require.NoError(t, err)
+		return testkit.WrapRaw(t, tc, 4)
+	})
+}
