@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/pkg/config"
 	"github.com/fleetgate/fleetgate/pkg/frontend"
 	"github.com/fleetgate/fleetgate/pkg/mqttwire"
 )
@@ -183,4 +185,71 @@ func TestAQuietTLSConnectionWaitsWithoutAGoroutine(t *testing.T) {
 		require.NoError(t, err)
 		return testkit.WrapRaw(t, tc, 4)
 	})
+}
+
+// prefixConn sends prefix with the first write, in one write(2): a load
+// balancer's PROXY protocol header that reaches the node with the TLS
+// ClientHello behind it.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Write(b []byte) (int, error) {
+	if c.prefix != nil {
+		p := append(c.prefix, b...)
+		c.prefix = nil
+		n, err := c.Conn.Write(p)
+		return max(n-(len(p)-len(b)), 0), err
+	}
+	return c.Conn.Write(b)
+}
+
+// TestAQuietTLSConnectionBehindAProxyProtocolHeaderParks: behind a load
+// balancer that passes TLS through with a PROXY protocol header, the
+// header and the ClientHello come in one segment, and the PROXY reader
+// holds the ClientHello read with the header; once it gave it back, quiet
+// TLS connections park and answer as those without a header do.
+func TestAQuietTLSConnectionBehindAProxyProtocolHeaderParks(t *testing.T) {
+	const clients = 20
+	p := newPKI(t)
+	k := testkit.StartKafka(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) {
+		c.MQTT.TLSCertFile, c.MQTT.TLSKeyFile = p.certFile, p.keyFile
+		c.MQTT.Listen.ProxyProtocol = true
+		c.MQTT.Listen.ProxyProtocolTrusted = config.StringList{"127.0.0.1/32"}
+	})
+	n.waitReady()
+	raws := make([]*testkit.Raw, clients)
+	for i := range raws {
+		tc, err := net.DialTimeout("tcp", n.srv.Addr(frontend.ListenerTLS), 5*time.Second)
+		require.NoError(t, err)
+		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+			SourceAddr:      &net.TCPAddr{IP: net.ParseIP("203.0.113.9"), Port: 41000 + i},
+			DestinationAddr: &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 8883}}
+		hb, err := h.Format()
+		require.NoError(t, err)
+		c := tls.Client(&prefixConn{Conn: tc, prefix: hb}, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
+		require.NoError(t, c.Handshake())
+		raws[i] = testkit.WrapRaw(t, c, 4)
+		ack := raws[i].Connect(fmt.Sprintf("tls-proxy-%02d", i), true)
+		require.Equal(t, packets.Connack, ack.FixedHeader.Type)
+		require.Zero(t, ack.ReasonCode)
+	}
+	parked := func() float64 { return gauge(t, n.metrics(), "fleetgate_frontend_connections_parked") }
+	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+		"quiet TLS connections behind a PROXY header park")
+	ping := []byte{packets.Pingreq << 4, 0}
+	for round := range 3 {
+		for i, r := range raws {
+			r.Write(append(append(bytes.Clone(ping), ping...), ping...))
+			for j := range 3 {
+				pk, err := r.Recv(5 * time.Second)
+				require.NoError(t, err, "round %d, connection %d, PINGREQ %d", round, i, j+1)
+				require.Equal(t, packets.Pingresp, pk.FixedHeader.Type)
+			}
+		}
+		require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+			"round %d: parked again", round)
+	}
 }
