@@ -167,6 +167,11 @@ func mainPub(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if done, err := parse(fs, args, cfg.Validate); done || err != nil {
 		return err
 	}
+	tc, err := load.ClientTLS(cfg.TLSCA, cfg.Addr)
+	if err != nil {
+		return err
+	}
+	cfg.TLS = tc
 	progress := c.progress(stderr)
 	raiseLimit(cfg.Publishers, progress)
 	res, err := load.RunPublish(ctx, cfg, load.Hooks{Progress: progress})
@@ -186,6 +191,11 @@ func mainIdle(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if done, err := parse(fs, args, cfg.Validate); done || err != nil {
 		return err
 	}
+	tc, err := load.ClientTLS(cfg.TLSCA, cfg.Addr)
+	if err != nil {
+		return err
+	}
+	cfg.TLS = tc
 	progress := c.progress(stderr)
 	raiseLimit(cfg.Clients, progress)
 	res, err := load.RunIdle(ctx, cfg, load.Hooks{Progress: progress})
@@ -259,6 +269,11 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if done, err := parse(fs, args, cfg.Validate); done || err != nil {
 		return err
 	}
+	tc, err := load.ClientTLS(cfg.TLSCA, cfg.Addr)
+	if err != nil {
+		return err
+	}
+	cfg.TLS = tc
 	progress := c.progress(stderr)
 	raiseLimit(cfg.Concurrency, progress)
 	res, err := load.RunConnect(ctx, cfg, load.Hooks{Progress: progress})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/pkg/bench/internal/benchtest"
+	"github.com/fleetgate/fleetgate/pkg/bench/internal/tlsfiles"
 	"github.com/fleetgate/fleetgate/pkg/bench/load"
 	"github.com/stretchr/testify/require"
 )
@@ -185,4 +186,54 @@ func TestAccessFilesFeedTheConnectWorkload(t *testing.T) {
 		require.Contains(t, out.String(), want)
 	}
 	require.NotContains(t, out.String(), "first failure")
+}
+
+// TestStandaloneWorkloadsConnectOverTLSWithTLSCA: pub, idle and connect
+// with -tls-ca measure a broker that takes TLS only, verifying its
+// certificate; with a CA that did not sign it no client connects, and
+// without -tls-ca they speak plain TCP to it and get no CONNACK.
+func TestStandaloneWorkloadsConnectOverTLSWithTLSCA(t *testing.T) {
+	secured, files, err := benchtest.StartWithTLS()
+	require.NoError(t, err)
+	t.Cleanup(secured.Stop)
+	secured.Require(t)
+	other, err := tlsfiles.Write(t.TempDir())
+	require.NoError(t, err)
+	run := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := Main(context.Background(), args, &out, &errOut)
+		return out.String(), err
+	}
+
+	out, err := run("pub", "-addr", secured.Addr, "-tls-ca", files.CA, "-publishers", "2", "-messages", "20", "-qos", "1", "-client-prefix", "tls-cli-pub", "-json", "-quiet")
+	require.NoError(t, err)
+	var pub load.PubResult
+	require.NoError(t, json.Unmarshal([]byte(out), &pub))
+	require.EqualValues(t, 40, pub.Acked)
+
+	out, err = run("idle", "-addr", secured.Addr, "-tls-ca", files.CA, "-clients", "20", "-settle", "0s", "-client-prefix", "tls-cli-idle", "-json", "-quiet")
+	require.NoError(t, err)
+	var idle load.IdleResult
+	require.NoError(t, json.Unmarshal([]byte(out), &idle))
+	require.Equal(t, 20, idle.Alive)
+
+	out, err = run("connect", "-addr", secured.Addr, "-tls-ca", files.CA, "-clients", "20", "-connect-concurrency", "4", "-client-prefix", "tls-cli-connect", "-json", "-quiet")
+	require.NoError(t, err)
+	var conn load.ConnectResult
+	require.NoError(t, json.Unmarshal([]byte(out), &conn))
+	require.EqualValues(t, 20, conn.Connected)
+	require.Zero(t, conn.Failures())
+
+	out, err = run("connect", "-addr", secured.Addr, "-tls-ca", other.CA, "-clients", "4", "-connect-concurrency", "2", "-client-prefix", "tls-cli-wrong", "-json", "-quiet")
+	if err == nil {
+		require.NoError(t, json.Unmarshal([]byte(out), &conn))
+		require.Zero(t, conn.Connected, "a CA that did not sign the broker's certificate")
+	}
+	out, err = run("connect", "-addr", secured.Addr, "-clients", "4", "-connect-concurrency", "2", "-client-prefix", "tls-cli-plain", "-json", "-quiet")
+	if err == nil {
+		require.NoError(t, json.Unmarshal([]byte(out), &conn))
+		require.Zero(t, conn.Connected, "plain TCP to a TLS listener")
+	}
+	_, err = run("idle", "-addr", secured.Addr, "-tls-ca", filepath.Join(t.TempDir(), "missing.pem"), "-clients", "1")
+	require.ErrorContains(t, err, "missing.pem")
 }

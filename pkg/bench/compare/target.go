@@ -2,14 +2,14 @@ package compare
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/fleetgate/fleetgate/pkg/bench/load"
 )
 
 // Target is one broker under comparison.
@@ -182,29 +182,12 @@ func (ts *Targets) Set(s string) error {
 }
 
 // TLSConfig is the client TLS configuration of a target with TLSCA (nil
-// without): its certificate verified with the CA for the host of Addr, as a
-// device does. Key exchange X25519 or P-256, what devices' TLS stacks offer
-// (Go's default would put the post-quantum hybrid X25519MLKEM768 first, which
-// a Go broker then takes and an OpenSSL 3.0 broker cannot, so each broker
-// would pay a different handshake). No session cache: every connection makes
-// a full handshake, as after a broker restart, whose ticket keys are new.
+// without): load.ClientTLS, its certificate verified with the CA for the
+// host of Addr, as a device does.
 func (t Target) TLSConfig() (*tls.Config, error) {
-	if t.TLSCA == "" {
-		return nil, nil
-	}
-	pem, err := os.ReadFile(t.TLSCA)
+	c, err := load.ClientTLS(t.TLSCA, t.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("target %s: tls: %w", t.Name, err)
+		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("target %s: tls: %s holds no PEM certificate", t.Name, t.TLSCA)
-	}
-	host, _, _ := net.SplitHostPort(t.Addr)
-	return &tls.Config{
-		RootCAs:          pool,
-		ServerName:       host,
-		MinVersion:       tls.VersionTLS12,
-		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256},
-	}, nil
+	return c, nil
 }

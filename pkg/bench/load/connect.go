@@ -26,8 +26,10 @@ import (
 // warm-up passes are reported too (the first one is the uncached rate).
 type ConnectConfig struct {
 	// TLS, when set, connects over TLS with it (set per target by
-	// compare's tls=CAFILE; not a flag of its own).
-	TLS            *tls.Config   `json:"-"`
+	// compare's tls=CAFILE, or from TLSCA by the standalone workload).
+	TLS *tls.Config `json:"-"`
+	// TLSCA is the standalone workload's -tls-ca (ClientTLS).
+	TLSCA          string        `json:"tls_ca,omitempty"`
 	Addr           string        `json:"addr"`
 	Clients        int           `json:"clients"`
 	Concurrency    int           `json:"connect_concurrency"`
@@ -68,6 +70,7 @@ type ConnectConfig struct {
 func (c *ConnectConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:1883", "Broker address host:port.")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "PID of the broker process, to report its CPU time per connect (same machine only).")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", tlsCAUsage)
 	c.RegisterWorkloadFlags(fs)
 }
 

@@ -20,8 +20,10 @@ import (
 // connection.
 type IdleConfig struct {
 	// TLS, when set, connects over TLS with it (set per target by
-	// compare's tls=CAFILE; not a flag of its own).
-	TLS          *tls.Config   `json:"-"`
+	// compare's tls=CAFILE, or from TLSCA by the standalone workload).
+	TLS *tls.Config `json:"-"`
+	// TLSCA is the standalone workload's -tls-ca (ClientTLS).
+	TLSCA        string        `json:"tls_ca,omitempty"`
 	Addr         string        `json:"addr"`
 	Clients      int           `json:"clients"`
 	Version      int           `json:"mqtt_version"`
@@ -51,6 +53,7 @@ type IdleConfig struct {
 func (c *IdleConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:1883", "Broker address host:port.")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "PID of the broker process whose RSS (VmRSS) is measured; same machine only.")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", tlsCAUsage)
 	c.RegisterWorkloadFlags(fs)
 }
 

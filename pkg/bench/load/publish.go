@@ -20,8 +20,10 @@ import (
 // open loop (Rate messages per second in total, on a fixed schedule).
 type PubConfig struct {
 	// TLS, when set, connects over TLS with it (set per target by
-	// compare's tls=CAFILE; not a flag of its own).
-	TLS          *tls.Config   `json:"-"`
+	// compare's tls=CAFILE, or from TLSCA by the standalone workload).
+	TLS *tls.Config `json:"-"`
+	// TLSCA is the standalone workload's -tls-ca (ClientTLS).
+	TLSCA        string        `json:"tls_ca,omitempty"`
 	Addr         string        `json:"addr"`
 	Publishers   int           `json:"publishers"`
 	QoS          int           `json:"qos"`
@@ -58,6 +60,7 @@ func (c *PubConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:1883", "Broker address host:port.")
 	c.RegisterWorkloadFlags(fs)
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "PID of the broker process, to report its CPU time and RSS (same machine only).")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", tlsCAUsage)
 }
 
 // RegisterWorkloadFlags registers the flags that describe the load, without
