@@ -55,8 +55,11 @@ func NewWebSocket(id, addr string, opts ...Option) *WebSocket {
 		HandshakeTimeout: handshakeTimeout,
 		Subprotocols:     []string{"mqtt"},
 		CheckOrigin:      origins.allows,
-		// An idle connection holds no write buffer.
+		// An idle connection holds no write buffer, and a read buffer of
+		// wsReadBufferSize rather than net/http's 4 KiB one, which gorilla
+		// takes over from the upgrade when ReadBufferSize is 0.
 		WriteBufferPool: &sync.Pool{},
+		ReadBufferSize:  wsReadBufferSize,
 	}
 	return l
 }
@@ -130,6 +133,15 @@ func (l *WebSocket) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// wsReadBufferSize is the read buffer of each WebSocket connection (frames
+// are read through it, a payload larger than it in several reads).
+const wsReadBufferSize = 512
+
+// handle upgrades a request and serves the connection on a goroutine of its
+// own, started with a small stack: net/http's goroutine, whose stack its
+// request grew (8.5 KiB per idle connection when the connection was served
+// on it), ends with the handler; a hijacked connection is no longer
+// net/http's.
 func (l *WebSocket) handle(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	establish, log := l.establish, l.log
@@ -142,10 +154,14 @@ func (l *WebSocket) handle(w http.ResponseWriter, r *http.Request) {
 	// The HTTP server's deadlines must not outlive the handshake; from
 	// here on the establish function sets them.
 	_ = ws.UnderlyingConn().SetDeadline(time.Time{})
-	c := newWSConn(ws)
+	go l.serve(establish, log, newWSConn(ws), r.RemoteAddr)
+}
+
+// serve serves one upgraded connection until it ends, then closes it.
+func (l *WebSocket) serve(establish listeners.EstablishFn, log *slog.Logger, c *wsConn, remote string) {
 	defer func() { _ = c.Close() }()
 	if err := establish(l.id, c); err != nil {
-		log.Debug("connection ended", "remote", r.RemoteAddr, "err", err)
+		log.Debug("connection ended", "remote", remote, "err", err)
 	}
 }
 
