@@ -6,16 +6,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/stretchr/testify/require"
+
 	"github.com/fleetgate/fleetgate/pkg/bench/internal/benchtest"
 	"github.com/fleetgate/fleetgate/pkg/bench/internal/tlsfiles"
 	"github.com/fleetgate/fleetgate/pkg/bench/load"
-	"github.com/stretchr/testify/require"
+	"github.com/fleetgate/fleetgate/pkg/listen"
 )
 
 func TestMainRejectsUnknownSubcommands(t *testing.T) {
@@ -236,4 +241,47 @@ func TestStandaloneWorkloadsConnectOverTLSWithTLSCA(t *testing.T) {
 	}
 	_, err = run("idle", "-addr", secured.Addr, "-tls-ca", filepath.Join(t.TempDir(), "missing.pem"), "-clients", "1")
 	require.ErrorContains(t, err, "missing.pem")
+}
+
+// TestStandaloneWorkloadsSpeakMQTTOverWebSocket: pub, idle and connect with
+// -ws-path speak MQTT over WebSocket (fleetgate's WebSocket listener on a
+// mochi broker); the same flags against a broker that speaks MQTT on the
+// socket itself get no connection, and a path without / is refused.
+func TestStandaloneWorkloadsSpeakMQTTOverWebSocket(t *testing.T) {
+	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, srv.AddHook(new(auth.AllowHook), nil))
+	l := listen.NewWebSocket("ws", "127.0.0.1:0")
+	require.NoError(t, srv.AddListener(l))
+	require.NoError(t, srv.Serve())
+	t.Cleanup(func() { _ = srv.Close() })
+	addr := l.Address()
+	run := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := Main(context.Background(), args, &out, &errOut)
+		return out.String(), err
+	}
+
+	out, err := run("pub", "-addr", addr, "-ws-path", "/mqtt", "-publishers", "2", "-messages", "20", "-qos", "1", "-client-prefix", "ws-cli-pub", "-json", "-quiet")
+	require.NoError(t, err)
+	var pub load.PubResult
+	require.NoError(t, json.Unmarshal([]byte(out), &pub))
+	require.EqualValues(t, 40, pub.Acked)
+
+	out, err = run("idle", "-addr", addr, "-ws-path", "/mqtt", "-clients", "20", "-settle", "0s", "-client-prefix", "ws-cli-idle", "-json", "-quiet")
+	require.NoError(t, err)
+	var idle load.IdleResult
+	require.NoError(t, json.Unmarshal([]byte(out), &idle))
+	require.Equal(t, 20, idle.Alive)
+
+	out, err = run("connect", "-addr", addr, "-ws-path", "/mqtt", "-clients", "20", "-connect-concurrency", "4", "-client-prefix", "ws-cli-connect", "-json", "-quiet")
+	require.NoError(t, err)
+	var conn load.ConnectResult
+	require.NoError(t, json.Unmarshal([]byte(out), &conn))
+	require.EqualValues(t, 20, conn.Connected)
+	require.Zero(t, conn.Failures())
+
+	_, err = run("idle", "-addr", broker.Require(t), "-ws-path", "/mqtt", "-clients", "2", "-settle", "0s", "-quiet")
+	require.ErrorContains(t, err, "websocket handshake", "a broker that speaks MQTT on the socket")
+	_, err = run("idle", "-addr", addr, "-ws-path", "mqtt", "-clients", "1")
+	require.ErrorContains(t, err, "ws-path")
 }

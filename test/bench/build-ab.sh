@@ -23,7 +23,8 @@
 # generator's pairs are plain TCP only, so pairs and closed are left out):
 # both frontends get a TLS listener (a CA and a P-256 certificate from
 # fleetgate-bench tls-files), and the clients verify it and do a full
-# handshake each.
+# handshake each. AB_WS=1 runs them over WebSocket instead (the frontends'
+# WebSocket listener, path /mqtt; not with AB_TLS).
 # AB_SAME=1 runs the working tree's build in both stacks: the A/A control
 # that says how far two equal stacks differ on this machine. AB_FE_ARGS are
 # more flags for both frontends (say -authz.rules-file rules.yaml: the
@@ -47,6 +48,11 @@ AB_SAME=${AB_SAME:-0}
 AB_IDLE=${AB_IDLE:-5000}
 AB_IDLE_SETTLE=${AB_IDLE_SETTLE:-30s}
 AB_TLS=${AB_TLS:-0}
+AB_WS=${AB_WS:-0}
+if [[ $AB_TLS == 1 && $AB_WS == 1 ]]; then
+	echo "AB_TLS and AB_WS: one at a time" >&2
+	exit 2
+fi
 read -r -a AB_FE_ARGS_A <<<"${AB_FE_ARGS:-}"
 # shellcheck source=test/bench/lib.sh
 source test/bench/lib.sh
@@ -66,13 +72,15 @@ else
 	(cd "$WORK/base-src" && go build -o "$BIN/base/" ./cmd/frontend ./cmd/dispatcher)
 fi
 
-TLS_ARGS=()
+LISTEN_ARGS=()
 if [[ $AB_TLS == 1 ]]; then
 	"$BIN/fleetgate-bench" tls-files -dir "$WORK/tls" >/dev/null
 	echo "AB_TLS=1: the shapes over TLS (CA $WORK/tls/ca.pem)"
+fi
+if [[ $AB_TLS == 1 || $AB_WS == 1 ]]; then
 	for s in pairs closed; do
 		if shape "$s"; then
-			echo "AB_TLS=1: shape $s left out (the load generator's pairs are plain TCP only)"
+			echo "shape $s left out (the load generator's pairs are plain TCP only)"
 			AB_SHAPES=${AB_SHAPES//$s/}
 		fi
 	done
@@ -83,10 +91,13 @@ fi
 stack() {
 	local n=$1 kp rp fm fh dh kpid rpid dpid fpid tp
 	kp=$(port) rp=$(port) fm=$(port) fh=$(port) dh=$(port)
-	TLS_ARGS=()
+	LISTEN_ARGS=(-mqtt.ws-addr "")
 	if [[ $AB_TLS == 1 ]]; then
 		tp=$(port)
-		TLS_ARGS=(-mqtt.tls-addr "127.0.0.1:$tp" -mqtt.tls-cert-file "$WORK/tls/server.pem" -mqtt.tls-key-file "$WORK/tls/server-key.pem")
+		LISTEN_ARGS=(-mqtt.ws-addr "" -mqtt.tls-addr "127.0.0.1:$tp" -mqtt.tls-cert-file "$WORK/tls/server.pem" -mqtt.tls-key-file "$WORK/tls/server-key.pem")
+	elif [[ $AB_WS == 1 ]]; then
+		tp=$(port)
+		LISTEN_ARGS=(-mqtt.ws-addr "127.0.0.1:$tp")
 	fi
 	"$BIN/fleetgate-dev" -dev.kafka-only -dev.kafka-addr "127.0.0.1:$kp" -dev.data-dir "$WORK/$n-kafka" >"$WORK/$n-kafka.log" 2>&1 &
 	kpid=$!
@@ -103,8 +114,8 @@ stack() {
 	dpid=$!
 	PIDS+=("$dpid")
 	"$BIN/$n/frontend" -node.id "$n-fe" -kafka.brokers "127.0.0.1:$kp" -redis.addrs "127.0.0.1:$rp" \
-		-mqtt.tcp-addr "127.0.0.1:$fm" -mqtt.ws-addr "" -http.addr "127.0.0.1:$fh" -auth.allow-anonymous=true \
-		-log.level warn "${TLS_ARGS[@]}" ${AB_FE_ARGS_A[@]+"${AB_FE_ARGS_A[@]}"} >"$WORK/$n-fe.log" 2>&1 &
+		-mqtt.tcp-addr "127.0.0.1:$fm" -http.addr "127.0.0.1:$fh" -auth.allow-anonymous=true \
+		-log.level warn "${LISTEN_ARGS[@]}" ${AB_FE_ARGS_A[@]+"${AB_FE_ARGS_A[@]}"} >"$WORK/$n-fe.log" 2>&1 &
 	fpid=$!
 	PIDS+=("$fpid")
 	wait_ready "127.0.0.1:$dh" "$n-dispatcher" "$WORK/$n-dispatcher.log"
@@ -113,6 +124,9 @@ stack() {
 	if [[ $AB_TLS == 1 ]]; then
 		wait_port "$tp"
 		echo "$n=127.0.0.1:$tp,pid=$fpid+$dpid+$rpid,apart=$kpid,tls=$WORK/tls/ca.pem" >"$WORK/$n.target"
+	elif [[ $AB_WS == 1 ]]; then
+		wait_port "$tp"
+		echo "$n=127.0.0.1:$tp,pid=$fpid+$dpid+$rpid,apart=$kpid,ws=/mqtt" >"$WORK/$n.target"
 	else
 		echo "$n=127.0.0.1:$fm,pid=$fpid+$dpid+$rpid,apart=$kpid" >"$WORK/$n.target"
 	fi

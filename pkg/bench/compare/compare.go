@@ -105,6 +105,9 @@ func (c *Config) Validate() error {
 			if t.TLSCA != "" {
 				errs = append(errs, fmt.Errorf("target %s: tls: not for the %s workload (pub, idle and connect only)", t.Name, c.Workload))
 			}
+			if t.WebSocket != "" {
+				errs = append(errs, fmt.Errorf("target %s: ws: not for the %s workload (pub, idle and connect only)", t.Name, c.Workload))
+			}
 		}
 	}
 	for _, t := range c.Targets {
@@ -302,7 +305,7 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 					r.DeliveredPerSec, r.Latency.P99, r.Lost, r.Duplicates, r.Errors()))
 			case load.WorkloadPub:
 				pc := cfg.Pub
-				pc.Addr, pc.ServerPID, pc.TLS = t.Addr, serverPID, tr.tls
+				pc.Addr, pc.ServerPID, pc.TLS, pc.WebSocket = t.Addr, serverPID, tr.tls, t.WebSocket
 				if t.Creds != "" {
 					pc.CredentialsFile, pc.Username, pc.Password = t.Creds, "", ""
 				}
@@ -330,7 +333,7 @@ func Run(ctx context.Context, cfg Config, progress func(string)) (*Result, error
 				report(fmt.Sprintf("%.0f bytes per connection, %d/%d alive", r.BytesPerConn, r.Alive, r.Connected))
 			case load.WorkloadConnect:
 				cc := cfg.Connect
-				cc.Addr, cc.ServerPID, cc.TLS = t.Addr, serverPID, tr.tls
+				cc.Addr, cc.ServerPID, cc.TLS, cc.WebSocket = t.Addr, serverPID, tr.tls, t.WebSocket
 				if t.Creds != "" {
 					cc.CredentialsFile, cc.Username, cc.Password = t.Creds, "", ""
 				}
@@ -400,7 +403,7 @@ func (tr *TargetResult) finishGroup() {
 // runIdle runs one round of the idle workload against tr's target.
 func (tr *TargetResult) runIdle(ctx context.Context, ic load.IdleConfig, hooks load.Hooks) (*load.IdleResult, error) {
 	t := tr.Target
-	ic.Addr, ic.ServerPID, ic.TLS = t.Addr, t.PID, tr.tls
+	ic.Addr, ic.ServerPID, ic.TLS, ic.WebSocket = t.Addr, t.PID, tr.tls, t.WebSocket
 	if t.Creds != "" {
 		ic.CredentialsFile, ic.Username, ic.Password = t.Creds, "", ""
 	}

@@ -43,10 +43,13 @@ type Target struct {
 	// TLSCA is a PEM CA file: the clients connect to this target over TLS
 	// and verify its certificate with it (TLSConfig).
 	TLSCA string `json:"tls_ca,omitempty"`
+	// WebSocket is a path: the clients speak MQTT over WebSocket to it
+	// (over TLS too with TLSCA).
+	WebSocket string `json:"websocket,omitempty"`
 }
 
 // targetSyntax is what ParseTarget reads.
-const targetSyntax = "name=host:port[,pid=N[+N...]][,apart=N[+N...]][,pprof=host:port[+host:port...]][,creds=FILE][,metrics=host:port][,tls=CAFILE]"
+const targetSyntax = "name=host:port[,pid=N[+N...]][,apart=N[+N...]][,pprof=host:port[+host:port...]][,creds=FILE][,metrics=host:port][,tls=CAFILE][,ws=PATH]"
 
 // ParseTarget parses
 // "name=host:port[,pid=N[+N...]][,apart=N[+N...]][,pprof=host:port[+host:port...]][,creds=FILE][,metrics=host:port][,tls=CAFILE]".
@@ -99,8 +102,13 @@ func ParseTarget(s string) (Target, error) {
 				return t, fmt.Errorf("target %q: tls: give the CA file that signed the broker's certificate", s)
 			}
 			t.TLSCA = v
+		case "ws":
+			if !strings.HasPrefix(v, "/") {
+				return t, fmt.Errorf("target %q: ws: give the WebSocket path, starting with / (e.g. ws=/mqtt)", s)
+			}
+			t.WebSocket = v
 		default:
-			return t, fmt.Errorf("target %q: unknown key %q (want pid, apart, pprof, creds, metrics or tls)", s, k)
+			return t, fmt.Errorf("target %q: unknown key %q (want pid, apart, pprof, creds, metrics, tls or ws)", s, k)
 		}
 	}
 	if len(t.Apart) > 0 && t.PID == 0 {

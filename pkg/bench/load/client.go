@@ -48,19 +48,22 @@ type ClientOptions struct {
 	// TLS, when set, runs MQTT over TLS with it (a full handshake per
 	// connection unless it has a ClientSessionCache).
 	TLS *tls.Config
+	// WebSocket, when set, runs MQTT over WebSocket to this path (over TLS
+	// too when TLS is set): one binary message per flush.
+	WebSocket string
 }
 
 // TLSResumed reports whether the connection is TLS and its handshake
 // resumed an earlier session.
 func (c *Client) TLSResumed() bool {
-	tc, ok := c.conn.(*tls.Conn)
-	return ok && tc.ConnectionState().DidResume
+	return c.tls != nil && c.tls.ConnectionState().DidResume
 }
 
 // Client is one MQTT connection. Reads come from a single goroutine
 // (ReadPacket); writes may come from several and are buffered until Flush.
 type Client struct {
 	conn    net.Conn
+	tls     *tls.Conn // the TLS connection, under WebSocket or not; nil over plain TCP
 	version byte
 
 	br   *bufio.Reader
@@ -122,8 +125,18 @@ func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error)
 		}
 		conn = tc
 	}
+	tconn, _ := conn.(*tls.Conn)
+	if opts.WebSocket != "" {
+		ws, err := dialWebSocket(ctx, conn, addr, opts.WebSocket)
+		if err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		conn = ws
+	}
 	c := &Client{
 		conn:                 conn,
+		tls:                  tconn,
 		version:              opts.Version,
 		br:                   bufio.NewReaderSize(conn, 4096),
 		bw:                   bufio.NewWriterSize(conn, 16<<10),

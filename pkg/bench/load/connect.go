@@ -29,7 +29,10 @@ type ConnectConfig struct {
 	// compare's tls=CAFILE, or from TLSCA by the standalone workload).
 	TLS *tls.Config `json:"-"`
 	// TLSCA is the standalone workload's -tls-ca (ClientTLS).
-	TLSCA          string        `json:"tls_ca,omitempty"`
+	TLSCA string `json:"tls_ca,omitempty"`
+	// WebSocket is a path: MQTT over WebSocket to it (compare's ws=PATH,
+	// the standalone workload's -ws-path).
+	WebSocket      string        `json:"websocket,omitempty"`
 	Addr           string        `json:"addr"`
 	Clients        int           `json:"clients"`
 	Concurrency    int           `json:"connect_concurrency"`
@@ -71,6 +74,7 @@ func (c *ConnectConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:1883", "Broker address host:port.")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "PID of the broker process, to report its CPU time per connect (same machine only).")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", tlsCAUsage)
+	fs.StringVar(&c.WebSocket, "ws-path", "", wsPathUsage)
 	c.RegisterWorkloadFlags(fs)
 }
 
@@ -98,6 +102,9 @@ func (c *ConnectConfig) Validate() error {
 	var errs []error
 	if c.Addr == "" {
 		errs = append(errs, errors.New("addr: must not be empty"))
+	}
+	if c.WebSocket != "" && !strings.HasPrefix(c.WebSocket, "/") {
+		errs = append(errs, errors.New("ws-path: must start with / (e.g. /mqtt)"))
 	}
 	if c.Clients < 1 {
 		errs = append(errs, errors.New("clients: must be at least 1"))
@@ -350,6 +357,7 @@ func runConnectPass(ctx context.Context, cfg *ConnectConfig, creds Credentials, 
 					Persistent:     cfg.Persistent,
 					SessionExpiry:  time.Hour,
 					TLS:            tc,
+					WebSocket:      cfg.WebSocket,
 				})
 				if err != nil {
 					if ctx.Err() != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +24,10 @@ type IdleConfig struct {
 	// compare's tls=CAFILE, or from TLSCA by the standalone workload).
 	TLS *tls.Config `json:"-"`
 	// TLSCA is the standalone workload's -tls-ca (ClientTLS).
-	TLSCA        string        `json:"tls_ca,omitempty"`
+	TLSCA string `json:"tls_ca,omitempty"`
+	// WebSocket is a path: MQTT over WebSocket to it (compare's ws=PATH,
+	// the standalone workload's -ws-path).
+	WebSocket    string        `json:"websocket,omitempty"`
 	Addr         string        `json:"addr"`
 	Clients      int           `json:"clients"`
 	Version      int           `json:"mqtt_version"`
@@ -54,6 +58,7 @@ func (c *IdleConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:1883", "Broker address host:port.")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "PID of the broker process whose RSS (VmRSS) is measured; same machine only.")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", tlsCAUsage)
+	fs.StringVar(&c.WebSocket, "ws-path", "", wsPathUsage)
 	c.RegisterWorkloadFlags(fs)
 }
 
@@ -78,6 +83,9 @@ func (c *IdleConfig) Validate() error {
 	var errs []error
 	if c.Addr == "" {
 		errs = append(errs, errors.New("addr: must not be empty"))
+	}
+	if c.WebSocket != "" && !strings.HasPrefix(c.WebSocket, "/") {
+		errs = append(errs, errors.New("ws-path: must start with / (e.g. /mqtt)"))
 	}
 	if c.Clients < 1 {
 		errs = append(errs, errors.New("clients: must be at least 1"))
@@ -184,6 +192,7 @@ func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, err
 				Username:  user,
 				Password:  pass,
 				TLS:       cfg.TLS,
+				WebSocket: cfg.WebSocket,
 			})
 			if err == nil && cfg.Burst > 0 {
 				if err = burst(cl, cfg.Burst, deviceFilter(cfg.BurstTopic, id, user)); err != nil {

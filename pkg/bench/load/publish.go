@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +24,10 @@ type PubConfig struct {
 	// compare's tls=CAFILE, or from TLSCA by the standalone workload).
 	TLS *tls.Config `json:"-"`
 	// TLSCA is the standalone workload's -tls-ca (ClientTLS).
-	TLSCA        string        `json:"tls_ca,omitempty"`
+	TLSCA string `json:"tls_ca,omitempty"`
+	// WebSocket is a path: MQTT over WebSocket to it (compare's ws=PATH,
+	// the standalone workload's -ws-path).
+	WebSocket    string        `json:"websocket,omitempty"`
 	Addr         string        `json:"addr"`
 	Publishers   int           `json:"publishers"`
 	QoS          int           `json:"qos"`
@@ -61,6 +65,7 @@ func (c *PubConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.RegisterWorkloadFlags(fs)
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "PID of the broker process, to report its CPU time and RSS (same machine only).")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", tlsCAUsage)
+	fs.StringVar(&c.WebSocket, "ws-path", "", wsPathUsage)
 }
 
 // RegisterWorkloadFlags registers the flags that describe the load, without
@@ -91,6 +96,9 @@ func (c *PubConfig) Validate() error {
 	var errs []error
 	if c.Addr == "" {
 		errs = append(errs, errors.New("addr: must not be empty"))
+	}
+	if c.WebSocket != "" && !strings.HasPrefix(c.WebSocket, "/") {
+		errs = append(errs, errors.New("ws-path: must start with / (e.g. /mqtt)"))
 	}
 	if c.Publishers < 1 {
 		errs = append(errs, errors.New("publishers: must be at least 1"))

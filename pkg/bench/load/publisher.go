@@ -67,6 +67,7 @@ func newPublisher(r *pubRun, idx int) (*publisher, error) {
 			Username:  user,
 			Password:  pass,
 			TLS:       cfg.TLS,
+			WebSocket: cfg.WebSocket,
 		},
 		tmpl: tmpl,
 		hist: measure.NewHistogram(),

@@ -37,5 +37,8 @@ func ClientTLS(caFile, addr string) (*tls.Config, error) {
 	}, nil
 }
 
+// wsPathUsage is the help of the standalone workloads' -ws-path flag.
+const wsPathUsage = "Speak MQTT over WebSocket to this path on -addr (e.g. /mqtt; over TLS too with -tls-ca), with the subprotocol mqtt, one binary message per write. Empty: MQTT over the connection itself."
+
 // tlsCAUsage is the help of the standalone workloads' -tls-ca flag.
 const tlsCAUsage = "Connect over TLS, verifying the broker's certificate (for the host of -addr) with the CA certificates in this PEM file (fleetgate-bench tls-files writes one); a full handshake per connection. Empty: plain TCP."
