@@ -6,11 +6,12 @@ package frontend
 // (InjectPacket), but the connection's goroutine, its deadlines, its CONNECT
 // sequence and its end are ours. docs/connection-memory.md measures why:
 //   - a quiet connection over plain TCP or TLS waits for its next packet
-//     with no goroutine at all: it parks in the node's poller (park.go);
-//     any other (WebSocket, a busy one) waits on the listener's goroutine, its
-//     only one, in a call chain under the 1,120 B a 2 KiB stack leaves, so
-//     its stack stays at 2 KiB (mochi's reader needs 16 KiB, its WriteLoop
-//     4 KiB);
+//     with no goroutine at all: it parks in the node's poller (park.go); a
+//     busy one waits on the listener's goroutine, its only one, in a call
+//     chain under the 1,120 B a 2 KiB stack leaves, so its stack stays at
+//     2 KiB (mochi's reader needs 16 KiB, its WriteLoop 4 KiB); a WebSocket
+//     one waits on a goroutine of its own, which gorilla's frame reader
+//     grows to 4 KiB;
 //   - there is no WriteLoop: fleetgate writes everything with WritePacket,
 //     and mochi's outbound queue is never used (local fan-out is off);
 //   - clients are not in mochi's Server.Clients, which mochi's event loop
