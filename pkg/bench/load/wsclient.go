@@ -39,7 +39,9 @@ func dialWebSocket(ctx context.Context, conn net.Conn, addr, path string) (net.C
 
 // wsConn is a client's MQTT-over-WebSocket connection as a net.Conn; the
 // embedded Conn (the socket, or TLS over it) gives addresses and
-// deadlines.
+// deadlines. It is written apart from pkg/listen's server-side one on
+// purpose: the load generator links nothing of the broker it measures
+// (test/imports).
 type wsConn struct {
 	net.Conn
 	ws *websocket.Conn
