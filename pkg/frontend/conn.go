@@ -120,10 +120,11 @@ type conn struct {
 	// socket. The reader's.
 	delivered int64
 	noWait    bool
-	// try is the socket under a TLS connection, read without waiting
-	// when noWait is set (listen.TryReader): a quiet TLS connection parks
-	// too, once crypto/tls holds no byte of its next record. nil
-	// elsewhere.
+	// try is the socket under a TLS connection, or a WebSocket
+	// connection, read without waiting when noWait is set
+	// (listen.TryReader): a quiet TLS or WebSocket connection parks too,
+	// once crypto/tls (gorilla's frame reader) holds no byte of its next
+	// record (frame). nil elsewhere.
 	try    listen.TryReader
 	polled bool
 	fd     int32
@@ -137,8 +138,12 @@ func newConn(nc net.Conn, idle time.Duration, wheel *deadlines, pool *readPool) 
 	if _, ok := nc.(*net.TCPConn); ok && c.raw != nil {
 		c.direct = rawReads
 	}
-	if tc, ok := nc.(*tls.Conn); ok && rawReads {
-		c.try, _ = listen.TryReaderOf(tc.NetConn())
+	if rawReads {
+		if tc, ok := nc.(*tls.Conn); ok {
+			c.try, _ = listen.TryReaderOf(tc.NetConn())
+		} else {
+			c.try, _ = listen.TryReaderOf(nc) // WebSocket
+		}
 	}
 	return c
 }

@@ -15,11 +15,13 @@ import (
 // A connection served lean keeps one goroutine while it waits for its next
 // packet: 2 KiB of stack and the runtime's 480-byte goroutine, a quarter of
 // an idle connection's memory (over TLS its stack, grown by the handshake
-// and crypto/tls's reads, is 4 KiB). A quiet plain-TCP or TLS connection
-// (its last two packets further apart than busyGap, or none since the
-// CONNECT) instead tries its read without waiting, and when the socket has
-// nothing (over TLS: when crypto/tls, reading its next record through the
-// socket without waiting, has no byte of it to return), parks:
+// and crypto/tls's reads, is 4 KiB). A quiet plain-TCP, TLS or WebSocket
+// connection (its last two packets further apart than busyGap, or none
+// since the CONNECT) instead tries its read without waiting, and when the
+// socket has nothing (over TLS: when crypto/tls, reading its next record
+// through the socket without waiting, has no byte of it to return; over
+// WebSocket: between messages, when gorilla's frame reader holds no byte
+// and the socket has none), parks:
 // its socket goes into the node's poller (poll_linux.go) and its goroutine
 // ends. When the socket has bytes (or its end, or an error) the poller
 // starts its reader again on a worker, which handles the packet there and

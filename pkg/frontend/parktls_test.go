@@ -253,3 +253,90 @@ func TestAQuietTLSConnectionBehindAProxyProtocolHeaderParks(t *testing.T) {
 			"round %d: parked again", round)
 	}
 }
+
+// TestAQuietWebSocketConnectionWaitsWithoutAGoroutine: with the defaults,
+// quiet MQTT-over-WebSocket connections park as plain and TLS ones do,
+// once gorilla's frame reader holds no byte: a parked one answers a
+// PINGREQ, three packets in one message, a packet split over two messages
+// 100 ms apart (its first byte alone in the first); takeover, keep-alive
+// and close reach it. A busy WebSocket connection has no quiet timer (a
+// read deadline would end it for good in gorilla): it parks after its
+// next packet that follows a quiet spell.
+func TestAQuietWebSocketConnectionWaitsWithoutAGoroutine(t *testing.T) {
+	const clients = 300
+	k := testkit.StartKafka(t)
+	wsAddr := testkit.FreeAddr(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) { c.MQTT.WSAddr = wsAddr })
+	n.waitReady()
+	base := settledGoroutines()
+	raws := make([]*testkit.Raw, clients)
+	for i := range raws {
+		raws[i] = testkit.DialWSRaw(t, wsAddr, 4)
+		ack := raws[i].Connect(fmt.Sprintf("ws-quiet-%03d", i), false)
+		require.Equal(t, packets.Connack, ack.FixedHeader.Type)
+	}
+	held := settledGoroutines() - base
+	t.Logf("%d quiet WebSocket connections: %d goroutines more than the node alone", clients, held)
+	assert.Less(t, held, clients/10, "quiet WebSocket connections hold a goroutine each")
+	parked := func() float64 { return gauge(t, n.metrics(), "fleetgate_frontend_connections_parked") }
+	assert.Equal(t, float64(clients), parked())
+
+	ping := []byte{packets.Pingreq << 4, 0}
+	pong := func(r *testkit.Raw, what string) {
+		t.Helper()
+		pk, err := r.Recv(5 * time.Second)
+		require.NoError(t, err, what)
+		require.Equal(t, packets.Pingresp, pk.FixedHeader.Type, what)
+	}
+	for _, r := range raws[:10] {
+		r.Write(ping)
+		pong(r, "a parked WebSocket connection answers its PINGREQ")
+	}
+	for _, r := range raws[10:13] {
+		r.Write(append(append(bytes.Clone(ping), ping...), ping...))
+		for j := range 3 {
+			pong(r, fmt.Sprintf("PINGREQ %d of 3 in one message", j+1))
+		}
+	}
+	// Three messages in one write(2): gorilla's reader takes them together;
+	// the connection reads the second and third from there rather than
+	// park on a socket that has nothing more.
+	for _, r := range raws[16:19] {
+		testkit.WriteWSMessages(t, r, ping, ping, ping)
+		for j := range 3 {
+			pong(r, fmt.Sprintf("PINGREQ %d of 3 messages in one write", j+1))
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	for i, r := range raws[13:16] {
+		pub := publishBytes(fmt.Sprintf("ws/pieces/%d", i), 5, "in two messages")
+		r.Write(pub[:1])
+		time.Sleep(100 * time.Millisecond)
+		r.Write(pub[1:])
+		pk, err := r.Recv(10 * time.Second)
+		require.NoError(t, err, "a PUBLISH over two messages")
+		require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+		require.Equal(t, uint16(5), pk.PacketID)
+	}
+	// A burst (three packets in one message above were one too), then a
+	// packet after a quiet spell: parked again.
+	for i, r := range raws[20:30] {
+		for j := 1; j <= 5; j++ {
+			r.Write(publishBytes(fmt.Sprintf("ws/burst/%d", i), uint16(j), "b"))
+		}
+		for j := 1; j <= 5; j++ {
+			pk, err := r.Recv(10 * time.Second)
+			require.NoError(t, err)
+			require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, r := range append(append(raws[10:13:13], raws[16:19]...), raws[20:30]...) {
+		r.Write(ping)
+		pong(r, "a PINGREQ after the burst's quiet spell")
+	}
+	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+		"every WebSocket connection parks again once quiet (parked: %v)", parked())
+
+	requireParkedConnectionsEnd(t, n, raws, "ws-quiet-000", func() *testkit.Raw { return testkit.DialWSRaw(t, wsAddr, 4) })
+}

@@ -9,7 +9,7 @@ import (
 	"syscall"
 )
 
-// poller holds the node's parked connections: plain TCP and TLS
+// poller holds the node's parked connections: plain TCP, TLS and WebSocket
 // connections that wait for their next packet with no goroutine of their
 // own (park.go). It
 // is an epoll set of their sockets (level-triggered, one shot: a socket is

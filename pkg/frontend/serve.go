@@ -5,13 +5,13 @@ package frontend
 // ReadPacket, ParseConnect) and processes it with all its rules and our hooks
 // (InjectPacket), but the connection's goroutine, its deadlines, its CONNECT
 // sequence and its end are ours. docs/connection-memory.md measures why:
-//   - a quiet connection over plain TCP or TLS waits for its next packet
-//     with no goroutine at all: it parks in the node's poller (park.go); a
-//     busy one waits on the listener's goroutine, its only one, in a call
-//     chain under the 1,120 B a 2 KiB stack leaves, so its stack stays at
-//     2 KiB (mochi's reader needs 16 KiB, its WriteLoop 4 KiB); a WebSocket
-//     one waits on a goroutine of its own, which gorilla's frame reader
-//     grows to 4 KiB;
+//   - a quiet connection over plain TCP, TLS or WebSocket waits for its
+//     next packet with no goroutine at all: it parks in the node's poller
+//     (park.go); a busy one waits on the listener's goroutine, its only
+//     one, in a call chain under the 1,120 B a 2 KiB stack leaves, so its
+//     stack stays at 2 KiB (mochi's reader needs 16 KiB, its WriteLoop
+//     4 KiB; a busy WebSocket one's grows to 4 KiB in gorilla's frame
+//     reader);
 //   - there is no WriteLoop: fleetgate writes everything with WritePacket,
 //     and mochi's outbound queue is never used (local fan-out is off);
 //   - clients are not in mochi's Server.Clients, which mochi's event loop
@@ -158,7 +158,8 @@ func (l *leanConn) serve(resumed bool) error {
 			// A busy connection waits on its goroutine; one that has
 			// nothing buffered above its socket waits at most busyGap
 			// for its next packet, then parks as a quiet one does.
-			quiet := l.busy && !wait && l.parks() && l.c.rbuf == nil && l.c.delivered == l.consumed
+			quiet := l.busy && !wait && l.parks() && l.c.rbuf == nil && l.c.delivered == l.consumed &&
+				(l.c.try == nil || l.c.try.Resumable())
 			if quiet {
 				l.c.armQuiet(l.last)
 			}

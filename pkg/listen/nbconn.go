@@ -88,14 +88,27 @@ func (wouldBlock) Temporary() bool { return true }
 type TryReader interface {
 	SetNoWait(on bool)
 	Socket() syscall.RawConn
+	// Resumable reports whether a read that a deadline ended may be read
+	// again (crypto/tls keeps no timeout); false over WebSocket, where
+	// gorilla keeps any read error for good.
+	Resumable() bool
 }
 
-// TryReaderOf returns the TryReader under the TLS connection tc, if
-// ServerTLS made it.
+// TryReaderOf returns the TryReader of a connection: the socket under a TLS
+// connection that ServerTLS made (give its NetConn), or a WebSocket
+// connection of the WebSocket listener over plain TCP (wsConn).
 func TryReaderOf(netConn net.Conn) (TryReader, bool) {
-	n, ok := netConn.(*nbConn)
-	return n, ok
+	switch c := netConn.(type) {
+	case *nbConn:
+		return c, true
+	case *wsConn:
+		return c, c.rc != nil
+	}
+	return nil, false
 }
+
+// Resumable implements TryReader.
+func (c *nbConn) Resumable() bool { return true }
 
 // SetNoWait implements TryReader.
 func (c *nbConn) SetNoWait(on bool) { c.noWait = on }

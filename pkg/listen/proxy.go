@@ -121,6 +121,9 @@ type proxyConn struct {
 
 	once sync.Once
 	err  error
+	// drained: the bytes read with the header were all returned (the
+	// reader's; see Read).
+	drained bool
 }
 
 // admit reads and checks the header, at most once, and logs a refusal.
@@ -157,7 +160,14 @@ func (c *proxyConn) Read(b []byte) (int, error) {
 	if err := c.admit(); err != nil {
 		return 0, err
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if n > 0 && n < len(b) {
+		// The PROXY reader returns fewer bytes than asked only once the
+		// bytes it read with the header are all returned: from now on
+		// the socket is the connection.
+		c.drained = true
+	}
+	return n, err
 }
 
 // Write implements net.Conn.

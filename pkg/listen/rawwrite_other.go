@@ -15,3 +15,7 @@ func writeFD(uintptr, []byte) (int, error) {
 func readFD(uintptr, []byte) (int, error) {
 	return 0, errors.ErrUnsupported
 }
+
+func peekFD(uintptr) (int, error) {
+	return 0, errors.ErrUnsupported
+}

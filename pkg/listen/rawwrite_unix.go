@@ -13,3 +13,11 @@ func writeFD(fd uintptr, b []byte) (int, error) { return syscall.Write(int(fd), 
 
 // readFD is one read(2) of the socket fd into b.
 func readFD(fd uintptr, b []byte) (int, error) { return syscall.Read(int(fd), b) }
+
+// peekFD looks at the socket fd without waiting and without taking a byte:
+// 1 when it has one, 0 at its end, EAGAIN when it has nothing yet.
+func peekFD(fd uintptr) (int, error) {
+	var b [1]byte
+	n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return n, err
+}

@@ -1,12 +1,14 @@
 package listen
 
 import (
+	"bufio"
 	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -56,10 +58,11 @@ func NewWebSocket(id, addr string, opts ...Option) *WebSocket {
 		Subprotocols:     []string{"mqtt"},
 		CheckOrigin:      origins.allows,
 		// An idle connection holds no write buffer, and a read buffer of
-		// wsReadBufferSize rather than net/http's 4 KiB one, which gorilla
-		// takes over from the upgrade when ReadBufferSize is 0.
+		// wsReadBufferSize rather than net/http's 4 KiB one: gorilla
+		// takes over the reader the upgrade's Hijack returns when
+		// ReadBufferSize is 0, and hijacker returns one of that size,
+		// which the connection can look into (wsConn.br).
 		WriteBufferPool: &sync.Pool{},
-		ReadBufferSize:  wsReadBufferSize,
 	}
 	return l
 }
@@ -146,7 +149,8 @@ func (l *WebSocket) handle(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	establish, log := l.establish, l.log
 	l.mu.Unlock()
-	ws, err := l.upgrader.Upgrade(w, r, nil) // answers a refused request itself (403, 400)
+	hw := &hijacker{ResponseWriter: w}
+	ws, err := l.upgrader.Upgrade(hw, r, nil) // answers a refused request itself (403, 400)
 	if err != nil {
 		log.Debug("websocket handshake refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
 		return
@@ -154,15 +158,73 @@ func (l *WebSocket) handle(w http.ResponseWriter, r *http.Request) {
 	// The HTTP server's deadlines must not outlive the handshake; from
 	// here on the establish function sets them.
 	_ = ws.UnderlyingConn().SetDeadline(time.Time{})
-	go l.serve(establish, log, newWSConn(ws), r.RemoteAddr)
+	c := newWSConn(ws)
+	c.br, c.rc = hw.br, hw.socket()
+	go l.serve(establish, log, c, r.RemoteAddr)
+}
+
+// hijacker hands gorilla, at the upgrade, a reader of wsReadBufferSize
+// over the hijacked connection in place of net/http's 4 KiB one (gorilla
+// reuses the hijacked reader as its frame reader when it holds nothing
+// and is over 256 bytes): the connection's read buffer is small, and the
+// listener can see whether it holds a byte (wsConn.Read without waiting).
+type hijacker struct {
+	http.ResponseWriter
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("websocket: the response cannot be hijacked")
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		return c, brw, err // gorilla refuses a client that sent data early
+	}
+	h.conn, h.br = c, bufio.NewReaderSize(c, wsReadBufferSize)
+	return c, bufio.NewReadWriter(h.br, brw.Writer), nil
+}
+
+// socket is the TCP socket of the hijacked connection when reads of the
+// connection are reads of it: plain TCP, or a PROXY protocol connection
+// whose reader returned the bytes read with the header (not TLS: wss
+// connections buffer records below).
+func (h *hijacker) socket() syscall.RawConn {
+	if !rawWrites || h.conn == nil {
+		return nil
+	}
+	var sock *net.TCPConn
+	switch c := h.conn.(type) {
+	case *net.TCPConn:
+		sock = c
+	case *proxyConn:
+		if !c.drained {
+			return nil
+		}
+		sock, _ = c.Raw().(*net.TCPConn)
+	}
+	if sock == nil {
+		return nil
+	}
+	rc, err := sock.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // serve serves one upgraded connection until it ends, then closes it.
 func (l *WebSocket) serve(establish listeners.EstablishFn, log *slog.Logger, c *wsConn, remote string) {
-	defer func() { _ = c.Close() }()
-	if err := establish(l.id, c); err != nil {
+	err := establish(l.id, c)
+	if errors.Is(err, ErrDetached) {
+		return // served on elsewhere (parked), and closed there
+	}
+	if err != nil {
 		log.Debug("connection ended", "remote", remote, "err", err)
 	}
+	_ = c.Close()
 }
 
 func (l *WebSocket) isClosed() bool {

@@ -1,11 +1,13 @@
 package listen
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -27,6 +29,14 @@ const closeFrameTimeout = 250 * time.Millisecond
 type wsConn struct {
 	ws *websocket.Conn
 	r  io.Reader // the message being read; nil between messages. Reader goroutine only.
+	// br is the reader gorilla reads frames through (the listener's own:
+	// see hijacker), rc the TCP socket under it when a connection between
+	// messages may wait for it (TryReader: plain TCP, or PROXY protocol
+	// once the bytes read with the header were returned; nil otherwise).
+	// noWait is the reader's.
+	br     *bufio.Reader
+	rc     syscall.RawConn
+	noWait bool
 
 	// wmu makes writers take turns: gorilla allows one at a time.
 	wmu sync.Mutex
@@ -42,6 +52,40 @@ var _ net.Conn = (*wsConn)(nil)
 
 func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws} }
 
+// SetNoWait implements TryReader: with it on, a read between messages
+// when gorilla's reader holds no byte returns ErrWouldBlock at once,
+// without touching the socket (the next frame, if any, is all on it).
+func (c *wsConn) SetNoWait(on bool) { c.noWait = on }
+
+// Socket implements TryReader.
+func (c *wsConn) Socket() syscall.RawConn { return c.rc }
+
+// peek reports ErrWouldBlock when the socket has nothing to read, without
+// taking a byte of it (a read, its end or its error then goes through
+// gorilla); the socket's deadline applies.
+func (c *wsConn) peek() error {
+	var n int
+	var perr error
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, perr = peekFD(fd)
+			if perr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return err
+	case perr == syscall.EAGAIN && n <= 0:
+		return ErrWouldBlock
+	}
+	return nil
+}
+
+// Resumable implements TryReader: gorilla keeps a read error for good.
+func (c *wsConn) Resumable() bool { return false }
+
 // Read implements net.Conn.
 func (c *wsConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
@@ -49,6 +93,13 @@ func (c *wsConn) Read(p []byte) (int, error) {
 	}
 	for {
 		if c.r == nil {
+			if c.noWait && c.rc != nil && c.br.Buffered() == 0 {
+				// Between messages with no byte of the next frame read:
+				// all of it, if any, is on the socket.
+				if err := c.peek(); err != nil {
+					return 0, err
+				}
+			}
 			typ, r, err := c.ws.NextReader()
 			if err != nil {
 				return 0, err
