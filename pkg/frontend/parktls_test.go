@@ -96,22 +96,10 @@ func TestAQuietTLSConnectionWaitsWithoutAGoroutine(t *testing.T) {
 	for i := range raws {
 		raws[i], helds[i] = dialTLS(t, n, p, fmt.Sprintf("tls-quiet-%03d", i))
 	}
-	held := settledGoroutines() - base
-	t.Logf("%d quiet TLS connections: %d goroutines more than the node alone", clients, held)
-	assert.Less(t, held, clients/10, "quiet TLS connections hold a goroutine each")
-	parked := func() float64 { return gauge(t, n.metrics(), "fleetgate_frontend_connections_parked") }
-	assert.Equal(t, float64(clients), parked())
-
-	ping := []byte{packets.Pingreq << 4, 0}
-	pong := func(r *testkit.Raw, what string) {
-		t.Helper()
-		pk, err := r.Recv(5 * time.Second)
-		require.NoError(t, err, what)
-		require.Equal(t, packets.Pingresp, pk.FixedHeader.Type, what)
-	}
+	parked := requireQuietParked(t, n, base, clients, "TLS")
 	for _, r := range raws[:10] {
-		r.Write(ping)
-		pong(r, "a parked TLS connection answers its PINGREQ")
+		r.Write(pingreq)
+		requirePong(t, r, "a parked TLS connection answers its PINGREQ")
 	}
 
 	// Three records in one write(2): the reader the first resumes takes
@@ -119,12 +107,12 @@ func TestAQuietTLSConnectionWaitsWithoutAGoroutine(t *testing.T) {
 	for _, i := range []int{10, 11, 12} {
 		helds[i].held()
 		for range 3 {
-			raws[i].Write(ping)
+			raws[i].Write(pingreq)
 		}
 		_, err := helds[i].Conn.Write(helds[i].release())
 		require.NoError(t, err)
 		for j := range 3 {
-			pong(raws[i], fmt.Sprintf("connection %d: PINGREQ %d of 3 records sent at once", i, j+1))
+			requirePong(t, raws[i], fmt.Sprintf("connection %d: PINGREQ %d of 3 records sent at once", i, j+1))
 		}
 	}
 
@@ -177,7 +165,7 @@ func TestAQuietTLSConnectionWaitsWithoutAGoroutine(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
 		"every TLS connection parks again once quiet")
-	held = settledGoroutines() - base
+	held := settledGoroutines() - base
 	assert.Less(t, held, clients/10, "TLS connections that went quiet again hold a goroutine each")
 
 	requireParkedConnectionsEnd(t, n, raws, "tls-quiet-000", func() *testkit.Raw {
@@ -239,10 +227,9 @@ func TestAQuietTLSConnectionBehindAProxyProtocolHeaderParks(t *testing.T) {
 	parked := func() float64 { return gauge(t, n.metrics(), "fleetgate_frontend_connections_parked") }
 	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
 		"quiet TLS connections behind a PROXY header park")
-	ping := []byte{packets.Pingreq << 4, 0}
 	for round := range 3 {
 		for i, r := range raws {
-			r.Write(append(append(bytes.Clone(ping), ping...), ping...))
+			r.Write(append(append(bytes.Clone(pingreq), pingreq...), pingreq...))
 			for j := range 3 {
 				pk, err := r.Recv(5 * time.Second)
 				require.NoError(t, err, "round %d, connection %d, PINGREQ %d", round, i, j+1)
@@ -275,36 +262,24 @@ func TestAQuietWebSocketConnectionWaitsWithoutAGoroutine(t *testing.T) {
 		ack := raws[i].Connect(fmt.Sprintf("ws-quiet-%03d", i), false)
 		require.Equal(t, packets.Connack, ack.FixedHeader.Type)
 	}
-	held := settledGoroutines() - base
-	t.Logf("%d quiet WebSocket connections: %d goroutines more than the node alone", clients, held)
-	assert.Less(t, held, clients/10, "quiet WebSocket connections hold a goroutine each")
-	parked := func() float64 { return gauge(t, n.metrics(), "fleetgate_frontend_connections_parked") }
-	assert.Equal(t, float64(clients), parked())
-
-	ping := []byte{packets.Pingreq << 4, 0}
-	pong := func(r *testkit.Raw, what string) {
-		t.Helper()
-		pk, err := r.Recv(5 * time.Second)
-		require.NoError(t, err, what)
-		require.Equal(t, packets.Pingresp, pk.FixedHeader.Type, what)
-	}
+	parked := requireQuietParked(t, n, base, clients, "WebSocket")
 	for _, r := range raws[:10] {
-		r.Write(ping)
-		pong(r, "a parked WebSocket connection answers its PINGREQ")
+		r.Write(pingreq)
+		requirePong(t, r, "a parked WebSocket connection answers its PINGREQ")
 	}
 	for _, r := range raws[10:13] {
-		r.Write(append(append(bytes.Clone(ping), ping...), ping...))
+		r.Write(append(append(bytes.Clone(pingreq), pingreq...), pingreq...))
 		for j := range 3 {
-			pong(r, fmt.Sprintf("PINGREQ %d of 3 in one message", j+1))
+			requirePong(t, r, fmt.Sprintf("PINGREQ %d of 3 in one message", j+1))
 		}
 	}
 	// Three messages in one write(2): gorilla's reader takes them together;
 	// the connection reads the second and third from there rather than
 	// park on a socket that has nothing more.
 	for _, r := range raws[16:19] {
-		testkit.WriteWSMessages(t, r, ping, ping, ping)
+		testkit.WriteWSMessages(t, r, pingreq, pingreq, pingreq)
 		for j := range 3 {
-			pong(r, fmt.Sprintf("PINGREQ %d of 3 messages in one write", j+1))
+			requirePong(t, r, fmt.Sprintf("PINGREQ %d of 3 messages in one write", j+1))
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -332,11 +307,35 @@ func TestAQuietWebSocketConnectionWaitsWithoutAGoroutine(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	for _, r := range append(append(raws[10:13:13], raws[16:19]...), raws[20:30]...) {
-		r.Write(ping)
-		pong(r, "a PINGREQ after the burst's quiet spell")
+		r.Write(pingreq)
+		requirePong(t, r, "a PINGREQ after the burst's quiet spell")
 	}
 	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
 		"every WebSocket connection parks again once quiet (parked: %v)", parked())
 
 	requireParkedConnectionsEnd(t, n, raws, "ws-quiet-000", func() *testkit.Raw { return testkit.DialWSRaw(t, wsAddr, 4) })
+}
+
+// pingreq is a PINGREQ on the wire.
+var pingreq = []byte{packets.Pingreq << 4, 0}
+
+// requirePong requires r's next packet to be a PINGRESP.
+func requirePong(t *testing.T, r *testkit.Raw, what string) {
+	t.Helper()
+	pk, err := r.Recv(5 * time.Second)
+	require.NoError(t, err, what)
+	require.Equal(t, packets.Pingresp, pk.FixedHeader.Type, what)
+}
+
+// requireQuietParked requires clients quiet connections (over kind) to
+// hold no goroutine each (base: the node's goroutines before them) and to
+// be parked, all of them; it returns a reader of the parked gauge.
+func requireQuietParked(t *testing.T, n *node, base, clients int, kind string) func() float64 {
+	t.Helper()
+	held := settledGoroutines() - base
+	t.Logf("%d quiet %s connections: %d goroutines more than the node alone", clients, kind, held)
+	assert.Less(t, held, clients/10, "quiet %s connections hold a goroutine each", kind)
+	parked := func() float64 { return gauge(t, n.metrics(), "fleetgate_frontend_connections_parked") }
+	assert.Equal(t, float64(clients), parked())
+	return parked
 }

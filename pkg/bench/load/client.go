@@ -127,7 +127,7 @@ func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error)
 	}
 	tconn, _ := conn.(*tls.Conn)
 	if opts.WebSocket != "" {
-		ws, err := dialWebSocket(ctx, conn, addr, opts.WebSocket)
+		ws, err := DialWebSocket(ctx, conn, addr, opts.WebSocket)
 		if err != nil {
 			_ = conn.Close()
 			return nil, err

@@ -11,11 +11,11 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// dialWebSocket upgrades conn (TCP, or TLS over it) to a WebSocket
+// DialWebSocket upgrades conn (TCP, or TLS over it) to a WebSocket
 // connection to path on addr, with the subprotocol "mqtt" [MQTT-6.0.0-3],
 // and returns it as a net.Conn: each Write is one binary message, reads
 // run across messages (a packet may span messages [MQTT-6.0.0-2]).
-func dialWebSocket(ctx context.Context, conn net.Conn, addr, path string) (net.Conn, error) {
+func DialWebSocket(ctx context.Context, conn net.Conn, addr, path string) (net.Conn, error) {
 	d := websocket.Dialer{
 		NetDialContext:  func(context.Context, string, string) (net.Conn, error) { return conn, nil },
 		Subprotocols:    []string{"mqtt"},
