@@ -61,6 +61,7 @@ type Emitter struct {
 	failed   metric.Int64Counter
 	attrs    map[Kind]metric.MeasurementOption
 	lastWarn atomic.Int64
+	promise  func(*kgo.Record, error) // produced, bound once
 }
 
 // series are the series of fleetgate_events_emitted: one per Kind, and a
@@ -68,10 +69,10 @@ type Emitter struct {
 // emitted) would count.
 var series = [...]Kind{Connect, Disconnect, Subscribe, Unsubscribe, Delivered, "other"}
 
-// kindIndex is k's series.
-func kindIndex(k Kind) int {
+// kindIndex is the series of the kind k (a record's fg.event header).
+func kindIndex(k []byte) int {
 	for i, s := range series[:len(series)-1] {
-		if s == k {
+		if string(k) == string(s) {
 			return i
 		}
 	}
@@ -91,6 +92,7 @@ func NewEmitter(cl *kgo.Client, cfg Config, node string, log *slog.Logger, mp me
 		sets[i] = attribute.NewSet(attribute.String("event", string(k)))
 	}
 	e := &Emitter{cl: cl, cfg: cfg, node: node, log: log.With("component", "events"), attrs: map[Kind]metric.MeasurementOption{}}
+	e.promise = e.produced
 	for i, k := range series[:len(series)-1] {
 		e.attrs[k] = metric.WithAttributeSet(sets[i])
 	}
@@ -129,18 +131,28 @@ func (e *Emitter) Emit(ev *Event) {
 		e.fail(ev.Kind, ev.ClientID, err)
 		return
 	}
-	// The callback keeps what it needs, not ev, which can then stay on
-	// the caller's stack: one event per delivery receipt.
-	kind, clientID := ev.Kind, ev.ClientID
 	// TryProduce: while Kafka is away and the buffer is full the event fails
-	// at once; it never blocks the connection that caused it.
-	e.cl.TryProduce(context.Background(), r, func(_ *kgo.Record, err error) {
-		if err != nil {
-			e.fail(kind, clientID, err)
-			return
+	// at once; it never blocks the connection that caused it. The promise
+	// is made once (NewEmitter) and reads the kind and the client id off
+	// the record, so an event costs no closure.
+	e.cl.TryProduce(context.Background(), r, e.promise)
+}
+
+// produced is the promise of every event: it counts what Kafka took, by
+// the record's fg.event header, and reports what it did not.
+func (e *Emitter) produced(r *kgo.Record, err error) {
+	var kind []byte
+	for _, h := range r.Headers {
+		if h.Key == HeaderEvent {
+			kind = h.Value
+			break
 		}
-		e.emitted[kindIndex(kind)].Add(1)
-	})
+	}
+	if err != nil {
+		e.fail(Kind(kind), string(r.Key), err)
+		return
+	}
+	e.emitted[kindIndex(kind)].Add(1)
 }
 
 func (e *Emitter) fail(kind Kind, clientID string, err error) {

@@ -58,3 +58,35 @@ func TestTheEmitterCountsWhatKafkaAcknowledgedByEvent(t *testing.T) {
 	assert.Contains(t, body, `fleetgate_events_emitted_total{event="disconnect"} 0`, "every event's series exists from the start")
 	assert.False(t, strings.Contains(body, `fleetgate_events_failed_total{event="delivered"}`), "nothing failed")
 }
+
+// An event Kafka does not take is counted by its kind, read off the record.
+func TestTheEmitterCountsWhatKafkaDidNotTakeByEvent(t *testing.T) {
+	// A broker address nothing listens on, and room for one record: the
+	// first waits for the broker, the next two fail at once.
+	cl, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"), kgo.MaxBufferedRecords(1))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	tel, err := telemetry.NewMetrics()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tel.Provider.Shutdown(context.Background()) })
+	e, err := NewEmitter(cl, Config{Topic: "mqtt.events", Partitions: 1}, "node-1", slog.New(slog.NewTextHandler(io.Discard, nil)), tel.Provider)
+	require.NoError(t, err)
+
+	e.Emit(&Event{Kind: Connect, ClientID: "dev-1"})
+	e.Emit(&Event{Kind: Disconnect, ClientID: "dev-1", Reason: ReasonClient})
+	e.Emit(&Event{Kind: Subscribe, ClientID: "dev-2"})
+
+	srv := telemetry.NewServer(telemetry.ServerConfig{}, tel, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	metrics := func() string {
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	// The client calls promises on a goroutine of its own.
+	require.Eventually(t, func() bool {
+		body := metrics()
+		return strings.Contains(body, `fleetgate_events_failed_total{event="disconnect"} 1`) &&
+			strings.Contains(body, `fleetgate_events_failed_total{event="subscribe"} 1`)
+	}, 10*time.Second, 10*time.Millisecond)
+	assert.False(t, strings.Contains(metrics(), `fleetgate_events_failed_total{event="connect"}`), "the first still waits for the broker")
+}

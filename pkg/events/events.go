@@ -91,8 +91,19 @@ func Encode(topic string, e *Event) (*kgo.Record, error) {
 	if e.ClientID == "" {
 		return nil, fmt.Errorf("%w: empty client id", ErrInvalid)
 	}
-	v, ok := appendEvent(make([]byte, 0, 160+len(e.ClientID)+len(e.Node)+len(e.Username)+len(e.Remote)+len(e.Error)+len(e.Topic)+len(e.MessageID)+64*len(e.Subscriptions)), e)
-	if !ok {
+	// Every connection makes two events and every QoS 1/2 delivery a
+	// receipt, so a record is two allocations: one buffer holding the key,
+	// the header values and the JSON value, in that order, and the record
+	// with its headers. Each part is cut with its capacity, so that an
+	// append to one cannot reach the next. 224 bytes hold the names and
+	// values of a connect event's fields besides its strings (the longest).
+	head := len(e.ClientID) + len(Version) + len(e.Kind) + len(e.Node)
+	b := make([]byte, 0, head+224+len(e.ClientID)+len(e.Node)+len(e.Username)+len(e.Remote)+len(e.Error)+len(e.Topic)+len(e.MessageID)+64*len(e.Subscriptions))
+	b = append(append(append(append(b, e.ClientID...), Version...), e.Kind...), e.Node...)
+	var v []byte
+	if full, ok := appendEvent(b, e); ok {
+		b, v = full, full[head:len(full):len(full)]
+	} else {
 		// A copy: e itself stays where the caller made it.
 		c := *e
 		var err error
@@ -100,17 +111,23 @@ func Encode(topic string, e *Event) (*kgo.Record, error) {
 			return nil, fmt.Errorf("encoding %s event of %q: %w", e.Kind, e.ClientID, err)
 		}
 	}
-	return &kgo.Record{
-		Topic:     topic,
-		Key:       []byte(e.ClientID),
-		Value:     v,
-		Timestamp: e.Time,
-		Headers: []kgo.RecordHeader{
-			{Key: HeaderVersion, Value: []byte(Version)},
-			{Key: HeaderEvent, Value: []byte(e.Kind)},
-			{Key: HeaderNode, Value: []byte(e.Node)},
-		},
-	}, nil
+	cut := func(n int) []byte {
+		p := b[:n:n]
+		b = b[n:]
+		return p
+	}
+	r := &struct {
+		kgo.Record
+		headers [3]kgo.RecordHeader
+	}{}
+	r.Topic, r.Key, r.Value, r.Timestamp = topic, cut(len(e.ClientID)), v, e.Time
+	r.headers = [3]kgo.RecordHeader{
+		{Key: HeaderVersion, Value: cut(len(Version))},
+		{Key: HeaderEvent, Value: cut(len(e.Kind))},
+		{Key: HeaderNode, Value: cut(len(e.Node))},
+	}
+	r.Headers = r.headers[:]
+	return &r.Record, nil
 }
 
 // Decode returns the event of r. The record must carry fg.version "1" and a

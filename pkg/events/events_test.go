@@ -145,3 +145,63 @@ func TestEncodingIsEncodingJSONs(t *testing.T) {
 	_, ok := appendEvent(nil, &e)
 	assert.False(t, ok)
 }
+
+// A record's key, header values and value share one buffer: each must be cut
+// with its capacity, so that appending to one (a consumer may) leaves the
+// others as they were, on both ways of encoding the value.
+func TestARecordsPartsDoNotOverlap(t *testing.T) {
+	at := time.Date(2026, 12, 7, 21, 0, 0, 0, time.UTC)
+	for name, e := range map[string]*Event{
+		"plain":       {Kind: Connect, ClientID: "dev-1", Node: "fe-1", Time: at, Username: "u"},
+		"escaped":     {Kind: Connect, ClientID: "dev-<1>", Node: "fe-1", Time: at, Username: "u&v"},
+		"no node":     {Kind: Disconnect, ClientID: "dev-1", Time: at, Reason: ReasonClient},
+		"long fields": {Kind: Delivered, ClientID: "dev-1", Node: "fe-1", Time: at, Topic: "a/very/long/topic/that/does/not/fit/the/first/guess/of/the/buffer/size/at/all/no/not/at/all/really/not/at/all", MessageID: "m-1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := Encode("t", e)
+			require.NoError(t, err)
+			value := string(r.Value)
+			headers := make([]string, len(r.Headers))
+			for i, h := range r.Headers {
+				headers[i] = string(h.Value)
+			}
+			r.Key = append(r.Key, "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"...)
+			for i := range r.Headers {
+				r.Headers[i].Value = append(r.Headers[i].Value, "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"...)
+			}
+			assert.Equal(t, value, string(r.Value))
+			assert.Equal(t, []string{Version, string(e.Kind), e.Node}, headers)
+			for i, h := range r.Headers {
+				assert.Equal(t, headers[i]+"XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX", string(h.Value))
+			}
+			r.Key, r.Headers = []byte(e.ClientID), []kgo.RecordHeader{{Key: HeaderVersion, Value: []byte(Version)}}
+			got, err := Decode(r)
+			require.NoError(t, err)
+			assert.Equal(t, e, got)
+		})
+	}
+}
+
+// A session event is two allocations (the bytes, the record with its
+// headers), whatever its kind: two per connection and one per delivery.
+func TestEncodingAnEventAllocatesTwice(t *testing.T) {
+	yes, expiry := true, uint32(3600)
+	e := &Event{Kind: Connect, ClientID: "dev-1", Node: "fe-1", Time: time.Now(), Protocol: 5, Username: "u", Remote: "10.0.0.1:5000", CleanStart: &yes, SessionExpiry: &expiry, SessionPresent: &yes}
+	assert.Equal(t, 2.0, testing.AllocsPerRun(100, func() {
+		if _, err := Encode("t", e); err != nil {
+			t.Fatal(err)
+		}
+	}))
+}
+
+// BenchmarkEncode: a connect event, as every CONNECT emits one.
+func BenchmarkEncode(b *testing.B) {
+	yes, expiry := true, uint32(3600)
+	e := &Event{Kind: Connect, ClientID: "dev-000123", Node: "fe-1", Time: time.Now(), Protocol: 5, Username: "dev-000123", Remote: "10.0.0.1:5000", CleanStart: &yes, SessionExpiry: &expiry, SessionPresent: &yes}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Encode("mqtt.events", e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
