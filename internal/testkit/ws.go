@@ -22,9 +22,18 @@ func DialWSRaw(t testing.TB, addr string, version byte) *Raw {
 	defer cancel()
 	sock, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	require.NoError(t, err)
-	ws, err := load.DialWebSocket(ctx, sock, addr, "/mqtt")
+	return WSRawOver(t, sock, addr, version)
+}
+
+// WSRawOver is DialWSRaw over conn, a connection to addr made by the
+// caller: TLS over the socket for wss, for one.
+func WSRawOver(t testing.TB, conn net.Conn, addr string, version byte) *Raw {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, err := load.DialWebSocket(ctx, conn, addr, "/mqtt")
 	require.NoError(t, err)
-	return WrapRaw(t, &wsSocketConn{Conn: ws, sock: sock}, version)
+	return WrapRaw(t, &wsSocketConn{Conn: ws, sock: conn}, version)
 }
 
 // wsSocketConn is a WebSocket client connection that keeps its socket, for
@@ -35,17 +44,22 @@ type wsSocketConn struct {
 }
 
 // WriteWSMessages writes msgs as binary WebSocket messages (masked client
-// frames) in one write(2) to the socket of r, a client of DialWSRaw: the
-// broker's frame reader may then take them all at once.
+// frames) in one write to the connection under r, a client of DialWSRaw or
+// WSRawOver (one write(2), or one TLS record): the broker's frame reader
+// may then take them all at once.
 func WriteWSMessages(t testing.TB, r *Raw, msgs ...[]byte) {
 	t.Helper()
 	c, ok := r.Conn.(*wsSocketConn)
-	require.True(t, ok, "not a client of DialWSRaw")
+	require.True(t, ok, "not a client of DialWSRaw or WSRawOver")
 	var b []byte
 	mask := [4]byte{0x12, 0x34, 0x56, 0x78}
 	for _, m := range msgs {
-		require.Less(t, len(m), 126, "short messages only")
-		b = append(b, 0x82, 0x80|byte(len(m)))
+		require.Less(t, len(m), 1<<16, "messages under 64 KiB only")
+		if len(m) < 126 {
+			b = append(b, 0x82, 0x80|byte(len(m)))
+		} else {
+			b = append(b, 0x82, 0x80|126, byte(len(m)>>8), byte(len(m)))
+		}
 		b = append(b, mask[:]...)
 		for i, x := range m {
 			b = append(b, x^mask[i%4])

@@ -339,3 +339,138 @@ func requireQuietParked(t *testing.T, n *node, base, clients int, kind string) f
 	assert.Equal(t, float64(clients), parked())
 	return parked
 }
+
+// wssRaw is an MQTT 3.1.1 client over wss to the node's WebSocket
+// listener; held controls the bytes under TLS.
+func wssRaw(t *testing.T, wsAddr string, p *pki) (*testkit.Raw, *heldConn) {
+	t.Helper()
+	tc, err := net.DialTimeout("tcp", wsAddr, 5*time.Second)
+	require.NoError(t, err)
+	h := &heldConn{Conn: tc}
+	c := tls.Client(h, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
+	require.NoError(t, c.Handshake())
+	return testkit.WSRawOver(t, c, wsAddr, 4), h
+}
+
+// dialWSS is wssRaw with its CONNECT sent and answered.
+func dialWSS(t *testing.T, wsAddr string, p *pki, id string) (*testkit.Raw, *heldConn) {
+	t.Helper()
+	r, h := wssRaw(t, wsAddr, p)
+	ack := r.Connect(id, false)
+	require.Equal(t, packets.Connack, ack.FixedHeader.Type)
+	return r, h
+}
+
+// TestAQuietWSSConnectionWaitsWithoutAGoroutine: quiet MQTT-over-wss
+// connections park too, once neither gorilla's frame reader nor crypto/tls
+// holds a byte of the next message, and a parked one reads what either
+// holds before it waits on its socket again: three messages in one TLS
+// record, a record cut in two 100 ms apart, a message larger than the
+// frame reader (crypto/tls keeps the rest of its record), a packet split
+// over two messages. Takeover, keep-alive and close reach it.
+func TestAQuietWSSConnectionWaitsWithoutAGoroutine(t *testing.T) {
+	const clients = 300
+	p := newPKI(t)
+	k := testkit.StartKafka(t)
+	wsAddr := testkit.FreeAddr(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) {
+		c.MQTT.TLSCertFile, c.MQTT.TLSKeyFile = p.certFile, p.keyFile
+		c.MQTT.WSAddr, c.MQTT.Listen.WSTLS = wsAddr, true
+	})
+	n.waitReady()
+	base := settledGoroutines()
+	raws := make([]*testkit.Raw, clients)
+	helds := make([]*heldConn, clients)
+	for i := range raws {
+		raws[i], helds[i] = dialWSS(t, wsAddr, p, fmt.Sprintf("wss-quiet-%03d", i))
+	}
+	parked := requireQuietParked(t, n, base, clients, "wss")
+	for _, r := range raws[:10] {
+		r.Write(pingreq)
+		requirePong(t, r, "a parked wss connection answers its PINGREQ")
+	}
+
+	// Three messages in one record: gorilla's reader takes them together.
+	for _, r := range raws[10:13] {
+		testkit.WriteWSMessages(t, r, pingreq, pingreq, pingreq)
+		for j := range 3 {
+			requirePong(t, r, fmt.Sprintf("PINGREQ %d of 3 messages in one record", j+1))
+		}
+	}
+
+	// A record cut in two, its second half 100 ms after the first: the
+	// connection parks with half a record in crypto/tls.
+	time.Sleep(300 * time.Millisecond)
+	for _, i := range []int{13, 14} {
+		helds[i].held()
+		raws[i].Write(publishBytes(fmt.Sprintf("wss/cut/%d", i), 9, "cut in two"))
+		rec := helds[i].release()
+		_, err := helds[i].Conn.Write(rec[:len(rec)/2])
+		require.NoError(t, err)
+		time.Sleep(100 * time.Millisecond)
+		_, err = helds[i].Conn.Write(rec[len(rec)/2:])
+		require.NoError(t, err)
+		pk, err := raws[i].Recv(10 * time.Second)
+		require.NoError(t, err, "connection %d: a PUBLISH in a record cut in two", i)
+		require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+		require.Equal(t, uint16(9), pk.PacketID)
+	}
+
+	// A message of 2 KiB (a PUBLISH) and two PINGREQs behind it, in one
+	// record: the frame reader holds 512 bytes at a time, crypto/tls the
+	// rest of the record's plaintext, which is read before any wait.
+	time.Sleep(300 * time.Millisecond)
+	var big bytes.Buffer
+	require.NoError(t, mqttwire.Encode(&big, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		ProtocolVersion: 4, TopicName: "wss/big", PacketID: 12, Payload: bytes.Repeat([]byte("x"), 2048)}))
+	for _, r := range raws[15:17] {
+		testkit.WriteWSMessages(t, r, big.Bytes(), pingreq, pingreq)
+		// The PUBACK waits for Kafka, the PINGRESPs do not.
+		got := map[byte]int{}
+		for range 3 {
+			pk, err := r.Recv(10 * time.Second)
+			require.NoError(t, err, "a PUBLISH larger than the frame reader and two PINGREQs")
+			got[pk.FixedHeader.Type]++
+			if pk.FixedHeader.Type == packets.Puback {
+				require.Equal(t, uint16(12), pk.PacketID)
+			}
+		}
+		require.Equal(t, map[byte]int{packets.Puback: 1, packets.Pingresp: 2}, got)
+	}
+
+	// A packet over two messages 100 ms apart, its first byte alone.
+	for i, r := range raws[17:19] {
+		pub := publishBytes(fmt.Sprintf("wss/pieces/%d", i), 5, "in two messages")
+		r.Write(pub[:1])
+		time.Sleep(100 * time.Millisecond)
+		r.Write(pub[1:])
+		pk, err := r.Recv(10 * time.Second)
+		require.NoError(t, err, "a PUBLISH over two messages")
+		require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+		require.Equal(t, uint16(5), pk.PacketID)
+	}
+
+	// A burst, then a packet after a quiet spell: parked again.
+	for i, r := range raws[20:30] {
+		for j := 1; j <= 5; j++ {
+			r.Write(publishBytes(fmt.Sprintf("wss/burst/%d", i), uint16(j), "b"))
+		}
+		for j := 1; j <= 5; j++ {
+			pk, err := r.Recv(10 * time.Second)
+			require.NoError(t, err)
+			require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, r := range append(raws[10:19:19], raws[20:30]...) {
+		r.Write(pingreq)
+		requirePong(t, r, "a PINGREQ after a quiet spell")
+	}
+	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+		"every wss connection parks again once quiet (parked: %v)", parked())
+
+	requireParkedConnectionsEnd(t, n, raws, "wss-quiet-000", func() *testkit.Raw {
+		r, _ := wssRaw(t, wsAddr, p)
+		return r
+	})
+}

@@ -101,7 +101,7 @@ func (l *WebSocket) Init(log *slog.Logger) error {
 		tc := l.o.tls.Clone()
 		// WebSocket needs HTTP/1.1's upgrade; never negotiate h2.
 		tc.NextProtos = []string{"http/1.1"}
-		ln = tls.NewListener(ln, tc)
+		ln = &tlsListener{Listener: ln, tc: tc}
 	}
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(l.handle),
@@ -159,8 +159,29 @@ func (l *WebSocket) handle(w http.ResponseWriter, r *http.Request) {
 	// here on the establish function sets them.
 	_ = ws.UnderlyingConn().SetDeadline(time.Time{})
 	c := newWSConn(ws)
-	c.br, c.rc = hw.br, hw.socket()
+	c.br = hw.br
+	if c.tn = hw.tlsSocket(); c.tn != nil {
+		c.rc = c.tn.rc
+	} else {
+		c.rc = hw.socket()
+	}
 	go l.serve(establish, log, c, r.RemoteAddr)
+}
+
+// tlsListener makes each accepted connection the server side of a TLS
+// connection as the TLS listener does (ServerTLS): over a socket that a
+// quiet wss connection can wait on without a goroutine (wsConn.Read).
+type tlsListener struct {
+	net.Listener
+	tc *tls.Config
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return ServerTLS(c, l.tc), nil
 }
 
 // hijacker hands gorilla, at the upgrade, a reader of wsReadBufferSize
@@ -187,10 +208,20 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 
+// tlsSocket is the socket under the hijacked wss connection (nil for ws,
+// or where sockets offer no raw access).
+func (h *hijacker) tlsSocket() *nbConn {
+	if tc, ok := h.conn.(*tls.Conn); ok {
+		nb, _ := tc.NetConn().(*nbConn)
+		return nb
+	}
+	return nil
+}
+
 // socket is the TCP socket of the hijacked connection when reads of the
 // connection are reads of it: plain TCP, or a PROXY protocol connection
 // whose reader returned the bytes read with the header (not TLS: wss
-// connections buffer records below).
+// connections buffer records above it, see tlsSocket).
 func (h *hijacker) socket() syscall.RawConn {
 	if !rawWrites || h.conn == nil {
 		return nil

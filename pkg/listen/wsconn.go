@@ -32,10 +32,11 @@ type wsConn struct {
 	// br is the reader gorilla reads frames through (the listener's own:
 	// see hijacker), rc the TCP socket under it when a connection between
 	// messages may wait for it (TryReader: plain TCP, or PROXY protocol
-	// once the bytes read with the header were returned; nil otherwise).
-	// noWait is the reader's.
+	// once the bytes read with the header were returned, or TLS (wss)
+	// over tn; nil otherwise). noWait is the reader's.
 	br     *bufio.Reader
 	rc     syscall.RawConn
+	tn     *nbConn
 	noWait bool
 
 	// wmu makes writers take turns: gorilla allows one at a time.
@@ -83,6 +84,28 @@ func (c *wsConn) peek() error {
 	return nil
 }
 
+// ready is called between messages when gorilla's reader holds no byte of
+// the next frame. Over plain TCP all of the frame, if any, is on the socket:
+// it is peeked. Over TLS, crypto/tls may hold records, or part of one, read
+// earlier: the reader is filled through it with the socket below reading
+// without waiting (nbConn), which returns ErrWouldBlock only when neither
+// holds a byte of plaintext (crypto/tls keeps a part record for the next
+// read; bufio.Reader returns a read error once and keeps none, so gorilla
+// never sees it). Before a PROXY protocol header's bytes are all returned
+// it does not try.
+func (c *wsConn) ready() error {
+	if c.tn == nil {
+		return c.peek()
+	}
+	if !c.tn.direct {
+		return nil
+	}
+	c.tn.SetNoWait(true)
+	_, err := c.br.Peek(1)
+	c.tn.SetNoWait(false)
+	return err
+}
+
 // Resumable implements TryReader: gorilla keeps a read error for good.
 func (c *wsConn) Resumable() bool { return false }
 
@@ -94,9 +117,7 @@ func (c *wsConn) Read(p []byte) (int, error) {
 	for {
 		if c.r == nil {
 			if c.noWait && c.rc != nil && c.br.Buffered() == 0 {
-				// Between messages with no byte of the next frame read:
-				// all of it, if any, is on the socket.
-				if err := c.peek(); err != nil {
+				if err := c.ready(); err != nil {
 					return 0, err
 				}
 			}

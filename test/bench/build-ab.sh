@@ -24,7 +24,8 @@
 # both frontends get a TLS listener (a CA and a P-256 certificate from
 # fleetgate-bench tls-files), and the clients verify it and do a full
 # handshake each. AB_WS=1 runs them over WebSocket instead (the frontends'
-# WebSocket listener, path /mqtt; not with AB_TLS).
+# WebSocket listener, path /mqtt); both together over WebSocket over TLS
+# (wss, the same certificate).
 # AB_SAME=1 runs the working tree's build in both stacks: the A/A control
 # that says how far two equal stacks differ on this machine. AB_FE_ARGS are
 # more flags for both frontends (say -authz.rules-file rules.yaml: the
@@ -49,10 +50,6 @@ AB_IDLE=${AB_IDLE:-5000}
 AB_IDLE_SETTLE=${AB_IDLE_SETTLE:-30s}
 AB_TLS=${AB_TLS:-0}
 AB_WS=${AB_WS:-0}
-if [[ $AB_TLS == 1 && $AB_WS == 1 ]]; then
-	echo "AB_TLS and AB_WS: one at a time" >&2
-	exit 2
-fi
 read -r -a AB_FE_ARGS_A <<<"${AB_FE_ARGS:-}"
 # shellcheck source=test/bench/lib.sh
 source test/bench/lib.sh
@@ -92,7 +89,11 @@ stack() {
 	local n=$1 kp rp fm fh dh kpid rpid dpid fpid tp
 	kp=$(port) rp=$(port) fm=$(port) fh=$(port) dh=$(port)
 	LISTEN_ARGS=(-mqtt.ws-addr "")
-	if [[ $AB_TLS == 1 ]]; then
+	if [[ $AB_TLS == 1 && $AB_WS == 1 ]]; then
+		tp=$(port)
+		LISTEN_ARGS=(-mqtt.ws-addr "127.0.0.1:$tp" -mqtt.ws-tls -mqtt.tls-addr "127.0.0.1:$(port)"
+			-mqtt.tls-cert-file "$WORK/tls/server.pem" -mqtt.tls-key-file "$WORK/tls/server-key.pem")
+	elif [[ $AB_TLS == 1 ]]; then
 		tp=$(port)
 		LISTEN_ARGS=(-mqtt.ws-addr "" -mqtt.tls-addr "127.0.0.1:$tp" -mqtt.tls-cert-file "$WORK/tls/server.pem" -mqtt.tls-key-file "$WORK/tls/server-key.pem")
 	elif [[ $AB_WS == 1 ]]; then
@@ -121,7 +122,10 @@ stack() {
 	wait_ready "127.0.0.1:$dh" "$n-dispatcher" "$WORK/$n-dispatcher.log"
 	wait_ready "127.0.0.1:$fh" "$n-fe" "$WORK/$n-fe.log"
 	wait_port "$fm"
-	if [[ $AB_TLS == 1 ]]; then
+	if [[ $AB_TLS == 1 && $AB_WS == 1 ]]; then
+		wait_port "$tp"
+		echo "$n=127.0.0.1:$tp,pid=$fpid+$dpid+$rpid,apart=$kpid,tls=$WORK/tls/ca.pem,ws=/mqtt" >"$WORK/$n.target"
+	elif [[ $AB_TLS == 1 ]]; then
 		wait_port "$tp"
 		echo "$n=127.0.0.1:$tp,pid=$fpid+$dpid+$rpid,apart=$kpid,tls=$WORK/tls/ca.pem" >"$WORK/$n.target"
 	elif [[ $AB_WS == 1 ]]; then
