@@ -49,8 +49,23 @@ type wsSocketConn struct {
 // may then take them all at once.
 func WriteWSMessages(t testing.TB, r *Raw, msgs ...[]byte) {
 	t.Helper()
+	WriteWSBytes(t, r, WSFrames(t, msgs...))
+}
+
+// WriteWSBytes writes b, WebSocket frames or a part of them (WSFrames), to
+// the connection under r, a client of DialWSRaw or WSRawOver, as it is.
+func WriteWSBytes(t testing.TB, r *Raw, b []byte) {
+	t.Helper()
 	c, ok := r.Conn.(*wsSocketConn)
 	require.True(t, ok, "not a client of DialWSRaw or WSRawOver")
+	_, err := c.sock.Write(b)
+	require.NoError(t, err)
+}
+
+// WSFrames encodes msgs as binary WebSocket messages of one masked client
+// frame each.
+func WSFrames(t testing.TB, msgs ...[]byte) []byte {
+	t.Helper()
 	var b []byte
 	mask := [4]byte{0x12, 0x34, 0x56, 0x78}
 	for _, m := range msgs {
@@ -65,6 +80,5 @@ func WriteWSMessages(t testing.TB, r *Raw, msgs ...[]byte) {
 			b = append(b, x^mask[i%4])
 		}
 	}
-	_, err := c.sock.Write(b)
-	require.NoError(t, err)
+	return b
 }

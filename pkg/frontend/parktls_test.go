@@ -246,9 +246,9 @@ func TestAQuietTLSConnectionBehindAProxyProtocolHeaderParks(t *testing.T) {
 // once gorilla's frame reader holds no byte: a parked one answers a
 // PINGREQ, three packets in one message, a packet split over two messages
 // 100 ms apart (its first byte alone in the first); takeover, keep-alive
-// and close reach it. A busy WebSocket connection has no quiet timer (a
-// read deadline would end it for good in gorilla): it parks after its
-// next packet that follows a quiet spell.
+// and close reach it. A busy WebSocket connection that falls silent parks
+// with no packet more: its quiet timer is waited for between messages,
+// outside gorilla, which would keep a read deadline's error for good.
 func TestAQuietWebSocketConnectionWaitsWithoutAGoroutine(t *testing.T) {
 	const clients = 300
 	k := testkit.StartKafka(t)
@@ -305,13 +305,48 @@ func TestAQuietWebSocketConnectionWaitsWithoutAGoroutine(t *testing.T) {
 			require.Equal(t, packets.Puback, pk.FixedHeader.Type)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Busy, then a message whose frame comes in two parts 400 ms apart:
+	// the quiet timer, armed while the connection was between messages,
+	// must not fire inside gorilla's read of the frame (it would end the
+	// connection for good).
+	for _, r := range raws[30:33] {
+		for range 3 {
+			r.Write(pingreq)
+			requirePong(t, r, "a PINGREQ of the burst")
+		}
+		frame := testkit.WSFrames(t, pingreq)
+		testkit.WriteWSBytes(t, r, frame[:3])
+		time.Sleep(400 * time.Millisecond)
+		testkit.WriteWSBytes(t, r, frame[3:])
+		requirePong(t, r, "a PINGREQ whose frame came in two parts 400 ms apart")
+	}
+	// Busy, then a message in two fragments 400 ms apart, a PINGREQ in
+	// each: between the packets the connection is inside the message and
+	// waits for its next fragment as any read would.
+	for _, r := range raws[33:36] {
+		for range 3 {
+			r.Write(pingreq)
+			requirePong(t, r, "a PINGREQ of the burst")
+		}
+		frame := testkit.WSFrames(t, pingreq)
+		first := append([]byte{0x02}, frame[1:]...) // FIN 0, binary
+		last := append([]byte{0x80}, frame[1:]...)  // FIN 1, continuation
+		testkit.WriteWSBytes(t, r, first)
+		requirePong(t, r, "the PINGREQ of the message's first fragment")
+		time.Sleep(400 * time.Millisecond)
+		testkit.WriteWSBytes(t, r, last)
+		requirePong(t, r, "the PINGREQ of its last fragment, 400 ms later")
+	}
+	// Quiet after their bursts, they park with no packet more (the quiet
+	// timer, waited for outside gorilla: listen.QuietWaiter), and answer.
+	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+		"every WebSocket connection parks again once quiet (parked: %v)", parked())
 	for _, r := range append(append(raws[10:13:13], raws[16:19]...), raws[20:30]...) {
 		r.Write(pingreq)
 		requirePong(t, r, "a PINGREQ after the burst's quiet spell")
 	}
 	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
-		"every WebSocket connection parks again once quiet (parked: %v)", parked())
+		"parked again after the PINGREQ (parked: %v)", parked())
 
 	requireParkedConnectionsEnd(t, n, raws, "ws-quiet-000", func() *testkit.Raw { return testkit.DialWSRaw(t, wsAddr, 4) })
 }
@@ -461,13 +496,14 @@ func TestAQuietWSSConnectionWaitsWithoutAGoroutine(t *testing.T) {
 			require.Equal(t, packets.Puback, pk.FixedHeader.Type)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+		"every wss connection parks again once quiet, with no packet more (parked: %v)", parked())
 	for _, r := range append(raws[10:19:19], raws[20:30]...) {
 		r.Write(pingreq)
 		requirePong(t, r, "a PINGREQ after a quiet spell")
 	}
 	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
-		"every wss connection parks again once quiet (parked: %v)", parked())
+		"parked again after the PINGREQ (parked: %v)", parked())
 
 	requireParkedConnectionsEnd(t, n, raws, "wss-quiet-000", func() *testkit.Raw {
 		r, _ := wssRaw(t, wsAddr, p)

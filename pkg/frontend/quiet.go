@@ -23,6 +23,11 @@ import (
 // parks. When it fires inside a packet (its first bytes came, the rest is
 // late), the read goes on without it (conn.Read), as before.
 //
+// A WebSocket connection's reader (gorilla) keeps a deadline's error for
+// good: it waits for the timer outside that reader, between messages
+// (listen.QuietWaiter, leanConn.serve), and clears it before the next
+// message is read.
+//
 // Close and expire set the same deadline in the past for good
 // (conn.interrupt): under dmu, the reader never moves or clears the
 // deadline once they did, and a read they fail is never taken for the

@@ -158,10 +158,29 @@ func (l *leanConn) serve(resumed bool) error {
 			// A busy connection waits on its goroutine; one that has
 			// nothing buffered above its socket waits at most busyGap
 			// for its next packet, then parks as a quiet one does.
-			quiet := l.busy && !wait && l.parks() && l.c.rbuf == nil && l.c.delivered == l.consumed &&
-				(l.c.try == nil || l.c.try.Resumable())
+			quiet := l.busy && !wait && l.parks() && l.c.rbuf == nil && l.c.delivered == l.consumed
+			// A reader that keeps a deadline's error (WebSocket: gorilla)
+			// waits for the quiet timer outside it, between messages.
+			var qw listen.QuietWaiter
+			if quiet && l.c.try != nil && !l.c.try.Resumable() {
+				qw, _ = l.c.try.(listen.QuietWaiter)
+				quiet = qw != nil && qw.Between()
+			}
 			if quiet {
 				l.c.armQuiet(l.last)
+			}
+			if quiet && qw != nil {
+				if err := qw.WaitQuiet(); err != nil {
+					if l.c.quietFired(err) {
+						l.busy = false
+						continue
+					}
+					return err
+				}
+				// The next message has begun: it is read without the
+				// timer, which must never fire inside gorilla. Close or
+				// an expiry since keep their deadline (clearQuiet).
+				l.c.clearQuiet()
 			}
 			if err := l.cl.ReadFixedHeader(&l.fh); err != nil {
 				if quiet && l.c.quietFired(err) {

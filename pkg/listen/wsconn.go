@@ -106,6 +106,75 @@ func (c *wsConn) ready() error {
 	return err
 }
 
+// QuietWaiter is a TryReader whose reads are not Resumable (a read that a
+// deadline ends cannot be read again) but that can wait for its next
+// message outside the reader that would keep the deadline's error: a
+// WebSocket connection, whose frames gorilla reads. Between, called with
+// nothing of the connection's buffered above it and no deadline of the
+// caller's set, reports whether the connection is between messages with
+// no byte of the next one held (it waits only while a message's next
+// fragment is due, as a read would). WaitQuiet, called after Between
+// reported true, waits until the next message has begun to come: at once
+// when a byte of it is held, else until the socket has one, under the
+// socket's read deadline, whose error it returns (the connection is then
+// unharmed, and may be read or waited on again).
+type QuietWaiter interface {
+	TryReader
+	Between() bool
+	WaitQuiet() error
+}
+
+var _ QuietWaiter = (*wsConn)(nil)
+
+// Between implements QuietWaiter. A packet's last bytes leave the
+// message reader at the end of its frame, unread: an empty read tells
+// whether the message is over (io.EOF, at once for a final frame) or goes
+// on (bytes due, or a fragment to wait for, which gorilla reads as any
+// read would: nothing else is armed then).
+func (c *wsConn) Between() bool {
+	if c.rc == nil {
+		return false
+	}
+	if c.r != nil {
+		if _, err := c.r.Read(nil); !errors.Is(err, io.EOF) {
+			return false // inside a message, or an error the next read returns
+		}
+		c.r = nil
+	}
+	return c.br.Buffered() == 0
+}
+
+// WaitQuiet implements QuietWaiter.
+func (c *wsConn) WaitQuiet() error {
+	if c.r != nil || c.rc == nil || c.br.Buffered() > 0 {
+		return nil
+	}
+	if c.tn != nil {
+		if !c.tn.direct {
+			return nil
+		}
+		// crypto/tls may hold plaintext or a whole record: a read that
+		// does not wait takes it into the frame reader.
+		if err := c.ready(); !errors.Is(err, ErrWouldBlock) {
+			return err
+		}
+	}
+	var perr error
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			_, perr = peekFD(fd)
+			switch perr {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false // wait for the socket, under its deadline
+			}
+			return true // a byte, the end or an error: gorilla reads it
+		}
+	})
+	return err
+}
+
 // Resumable implements TryReader: gorilla keeps a read error for good.
 func (c *wsConn) Resumable() bool { return false }
 
