@@ -59,6 +59,24 @@ func (h *heldConn) release() []byte {
 	return b
 }
 
+// requireARecordCutInTwoIsRead sends a PUBLISH to topic in one TLS record
+// whose second half comes 100 ms after the first, and requires its PUBACK.
+func requireARecordCutInTwoIsRead(t *testing.T, r *testkit.Raw, h *heldConn, topic string) {
+	t.Helper()
+	h.held()
+	r.Write(publishBytes(topic, 9, "cut in two"))
+	rec := h.release()
+	_, err := h.Conn.Write(rec[:len(rec)/2])
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond)
+	_, err = h.Conn.Write(rec[len(rec)/2:])
+	require.NoError(t, err)
+	pk, err := r.Recv(10 * time.Second)
+	require.NoError(t, err, "%s: a PUBLISH in a record cut in two", topic)
+	require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+	require.Equal(t, uint16(9), pk.PacketID)
+}
+
 // dialTLS connects an MQTT 3.1.1 client over TLS to the node's TLS
 // listener and sends its CONNECT.
 func dialTLS(t *testing.T, n *node, p *pki, id string) (*testkit.Raw, *heldConn) {
@@ -121,18 +139,7 @@ func TestAQuietTLSConnectionWaitsWithoutAGoroutine(t *testing.T) {
 	// when the rest comes.
 	time.Sleep(300 * time.Millisecond)
 	for _, i := range []int{13, 14} {
-		helds[i].held()
-		raws[i].Write(publishBytes(fmt.Sprintf("tls/cut/%d", i), 9, "cut in two"))
-		rec := helds[i].release()
-		_, err := helds[i].Conn.Write(rec[:len(rec)/2])
-		require.NoError(t, err)
-		time.Sleep(100 * time.Millisecond)
-		_, err = helds[i].Conn.Write(rec[len(rec)/2:])
-		require.NoError(t, err)
-		pk, err := raws[i].Recv(10 * time.Second)
-		require.NoError(t, err, "connection %d: a PUBLISH in a record cut in two", i)
-		require.Equal(t, packets.Puback, pk.FixedHeader.Type)
-		require.Equal(t, uint16(9), pk.PacketID)
+		requireARecordCutInTwoIsRead(t, raws[i], helds[i], fmt.Sprintf("tls/cut/%d", i))
 	}
 
 	// A packet whose first byte comes in a record of its own, the rest
@@ -437,18 +444,7 @@ func TestAQuietWSSConnectionWaitsWithoutAGoroutine(t *testing.T) {
 	// connection parks with half a record in crypto/tls.
 	time.Sleep(300 * time.Millisecond)
 	for _, i := range []int{13, 14} {
-		helds[i].held()
-		raws[i].Write(publishBytes(fmt.Sprintf("wss/cut/%d", i), 9, "cut in two"))
-		rec := helds[i].release()
-		_, err := helds[i].Conn.Write(rec[:len(rec)/2])
-		require.NoError(t, err)
-		time.Sleep(100 * time.Millisecond)
-		_, err = helds[i].Conn.Write(rec[len(rec)/2:])
-		require.NoError(t, err)
-		pk, err := raws[i].Recv(10 * time.Second)
-		require.NoError(t, err, "connection %d: a PUBLISH in a record cut in two", i)
-		require.Equal(t, packets.Puback, pk.FixedHeader.Type)
-		require.Equal(t, uint16(9), pk.PacketID)
+		requireARecordCutInTwoIsRead(t, raws[i], helds[i], fmt.Sprintf("wss/cut/%d", i))
 	}
 
 	// A message of 2 KiB (a PUBLISH) and two PINGREQs behind it, in one
