@@ -291,26 +291,12 @@ func TestAQuietWebSocketConnectionWaitsWithoutAGoroutine(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	for i, r := range raws[13:16] {
-		pub := publishBytes(fmt.Sprintf("ws/pieces/%d", i), 5, "in two messages")
-		r.Write(pub[:1])
-		time.Sleep(100 * time.Millisecond)
-		r.Write(pub[1:])
-		pk, err := r.Recv(10 * time.Second)
-		require.NoError(t, err, "a PUBLISH over two messages")
-		require.Equal(t, packets.Puback, pk.FixedHeader.Type)
-		require.Equal(t, uint16(5), pk.PacketID)
+		requireAPacketOverTwoMessages(t, r, fmt.Sprintf("ws/pieces/%d", i))
 	}
 	// A burst (three packets in one message above were one too), then a
 	// packet after a quiet spell: parked again.
 	for i, r := range raws[20:30] {
-		for j := 1; j <= 5; j++ {
-			r.Write(publishBytes(fmt.Sprintf("ws/burst/%d", i), uint16(j), "b"))
-		}
-		for j := 1; j <= 5; j++ {
-			pk, err := r.Recv(10 * time.Second)
-			require.NoError(t, err)
-			require.Equal(t, packets.Puback, pk.FixedHeader.Type)
-		}
+		requireABurstAcknowledged(t, r, fmt.Sprintf("ws/burst/%d", i))
 	}
 	// Busy, then a message whose frame comes in two parts 400 ms apart:
 	// the quiet timer, armed while the connection was between messages,
@@ -356,6 +342,35 @@ func TestAQuietWebSocketConnectionWaitsWithoutAGoroutine(t *testing.T) {
 		"parked again after the PINGREQ (parked: %v)", parked())
 
 	requireParkedConnectionsEnd(t, n, raws, "ws-quiet-000", func() *testkit.Raw { return testkit.DialWSRaw(t, wsAddr, 4) })
+}
+
+// requireAPacketOverTwoMessages sends a PUBLISH to topic whose first byte
+// is a WebSocket message of its own and the rest another, 100 ms later,
+// and requires its PUBACK.
+func requireAPacketOverTwoMessages(t *testing.T, r *testkit.Raw, topic string) {
+	t.Helper()
+	pub := publishBytes(topic, 5, "in two messages")
+	r.Write(pub[:1])
+	time.Sleep(100 * time.Millisecond)
+	r.Write(pub[1:])
+	pk, err := r.Recv(10 * time.Second)
+	require.NoError(t, err, "a PUBLISH over two messages")
+	require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+	require.Equal(t, uint16(5), pk.PacketID)
+}
+
+// requireABurstAcknowledged sends 5 PUBLISHes to topic back to back and
+// requires their PUBACKs.
+func requireABurstAcknowledged(t *testing.T, r *testkit.Raw, topic string) {
+	t.Helper()
+	for j := 1; j <= 5; j++ {
+		r.Write(publishBytes(topic, uint16(j), "b"))
+	}
+	for range 5 {
+		pk, err := r.Recv(10 * time.Second)
+		require.NoError(t, err)
+		require.Equal(t, packets.Puback, pk.FixedHeader.Type)
+	}
 }
 
 // pingreq is a PINGREQ on the wire.
@@ -471,26 +486,12 @@ func TestAQuietWSSConnectionWaitsWithoutAGoroutine(t *testing.T) {
 
 	// A packet over two messages 100 ms apart, its first byte alone.
 	for i, r := range raws[17:19] {
-		pub := publishBytes(fmt.Sprintf("wss/pieces/%d", i), 5, "in two messages")
-		r.Write(pub[:1])
-		time.Sleep(100 * time.Millisecond)
-		r.Write(pub[1:])
-		pk, err := r.Recv(10 * time.Second)
-		require.NoError(t, err, "a PUBLISH over two messages")
-		require.Equal(t, packets.Puback, pk.FixedHeader.Type)
-		require.Equal(t, uint16(5), pk.PacketID)
+		requireAPacketOverTwoMessages(t, r, fmt.Sprintf("wss/pieces/%d", i))
 	}
 
 	// A burst, then a packet after a quiet spell: parked again.
 	for i, r := range raws[20:30] {
-		for j := 1; j <= 5; j++ {
-			r.Write(publishBytes(fmt.Sprintf("wss/burst/%d", i), uint16(j), "b"))
-		}
-		for j := 1; j <= 5; j++ {
-			pk, err := r.Recv(10 * time.Second)
-			require.NoError(t, err)
-			require.Equal(t, packets.Puback, pk.FixedHeader.Type)
-		}
+		requireABurstAcknowledged(t, r, fmt.Sprintf("wss/burst/%d", i))
 	}
 	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
 		"every wss connection parks again once quiet, with no packet more (parked: %v)", parked())
