@@ -507,3 +507,50 @@ func TestAQuietWSSConnectionWaitsWithoutAGoroutine(t *testing.T) {
 		return r
 	})
 }
+
+// TestAQuietWSSConnectionBehindAProxyProtocolHeaderParks: wss behind a
+// load balancer that sends a PROXY protocol header with the ClientHello in
+// one segment: once the PROXY reader gave back what it read with the
+// header, quiet wss connections park, and busy ones that fall silent too.
+func TestAQuietWSSConnectionBehindAProxyProtocolHeaderParks(t *testing.T) {
+	const clients = 20
+	p := newPKI(t)
+	k := testkit.StartKafka(t)
+	wsAddr := testkit.FreeAddr(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) {
+		c.MQTT.TLSCertFile, c.MQTT.TLSKeyFile = p.certFile, p.keyFile
+		c.MQTT.WSAddr, c.MQTT.Listen.WSTLS = wsAddr, true
+		c.MQTT.Listen.ProxyProtocol = true
+		c.MQTT.Listen.ProxyProtocolTrusted = config.StringList{"127.0.0.1/32"}
+	})
+	n.waitReady()
+	raws := make([]*testkit.Raw, clients)
+	for i := range raws {
+		tc, err := net.DialTimeout("tcp", wsAddr, 5*time.Second)
+		require.NoError(t, err)
+		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+			SourceAddr:      &net.TCPAddr{IP: net.ParseIP("203.0.113.9"), Port: 42000 + i},
+			DestinationAddr: &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 443}}
+		hb, err := h.Format()
+		require.NoError(t, err)
+		c := tls.Client(&prefixConn{Conn: tc, prefix: hb}, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
+		require.NoError(t, c.Handshake())
+		raws[i] = testkit.WSRawOver(t, c, wsAddr, 4)
+		ack := raws[i].Connect(fmt.Sprintf("wss-proxy-%02d", i), true)
+		require.Equal(t, packets.Connack, ack.FixedHeader.Type)
+		require.Zero(t, ack.ReasonCode)
+	}
+	parked := func() float64 { return gauge(t, n.metrics(), "fleetgate_frontend_connections_parked") }
+	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+		"quiet wss connections behind a PROXY header park")
+	for round := range 3 {
+		for i, r := range raws {
+			testkit.WriteWSMessages(t, r, pingreq, pingreq, pingreq)
+			for j := range 3 {
+				requirePong(t, r, fmt.Sprintf("round %d, connection %d, PINGREQ %d", round, i, j+1))
+			}
+		}
+		require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+			"round %d: parked again with no packet more", round)
+	}
+}
