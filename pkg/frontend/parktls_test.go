@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/assert"
@@ -552,5 +553,125 @@ func TestAQuietWSSConnectionBehindAProxyProtocolHeaderParks(t *testing.T) {
 		}
 		require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
 			"round %d: parked again with no packet more", round)
+	}
+}
+
+// wsPinger is an MQTT client over WebSocket that also sends WebSocket
+// pings (as some WebSocket libraries do on their own) and hears the pongs.
+type wsPinger struct {
+	ws    *websocket.Conn
+	pongs chan string
+	msgs  chan []byte
+}
+
+// dialWSPinger connects one to url (ws:// or wss://, verified by tc).
+func dialWSPinger(t *testing.T, url string, tc *tls.Config, id string) *wsPinger {
+	t.Helper()
+	d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second, TLSClientConfig: tc}
+	ws, resp, err := d.Dial(url, nil)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	t.Cleanup(func() { _ = ws.Close() })
+	c := &wsPinger{ws: ws, pongs: make(chan string, 16), msgs: make(chan []byte, 16)}
+	ws.SetPongHandler(func(s string) error { c.pongs <- s; return nil })
+	go func() {
+		defer close(c.msgs)
+		for {
+			_, m, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			c.msgs <- m
+		}
+	}()
+	var b bytes.Buffer
+	require.NoError(t, mqttwire.Encode(&b, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: id, Clean: true, Keepalive: 60}}))
+	require.NoError(t, ws.WriteMessage(websocket.BinaryMessage, b.Bytes()))
+	c.require(t, packets.Connack, "CONNACK")
+	return c
+}
+
+// require requires the next MQTT packet to be of type typ.
+func (c *wsPinger) require(t *testing.T, typ byte, what string) {
+	t.Helper()
+	select {
+	case m, ok := <-c.msgs:
+		require.True(t, ok, "%s: the connection ended", what)
+		require.Equal(t, typ, m[0]>>4, what)
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: nothing within 5 s", what)
+	}
+}
+
+// ping sends a WebSocket ping and requires its pong.
+func (c *wsPinger) ping(t *testing.T, data string) {
+	t.Helper()
+	require.NoError(t, c.ws.WriteControl(websocket.PingMessage, []byte(data), time.Now().Add(time.Second)))
+	select {
+	case p := <-c.pongs:
+		require.Equal(t, data, p)
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no pong for %q within 5 s", data)
+	}
+}
+
+// TestAWebSocketConnectionThatSendsPingsParks: WebSocket pings between MQTT
+// packets (some WebSocket libraries send them on their own) are answered,
+// and the connection parks again after each, quiet or busy: gorilla, which
+// reads the frames after a ping within the same wait, never holds it.
+func TestAWebSocketConnectionThatSendsPingsParks(t *testing.T) {
+	const clients = 20
+	p := newPKI(t)
+	k := testkit.StartKafka(t)
+	for _, scheme := range []string{"ws", "wss"} {
+		t.Run(scheme, func(t *testing.T) {
+			wsAddr := testkit.FreeAddr(t)
+			n := startNode(t, k.Addr(), func(c *frontend.Config) {
+				c.MQTT.WSAddr = wsAddr
+				if scheme == "wss" {
+					c.MQTT.TLSCertFile, c.MQTT.TLSKeyFile, c.MQTT.Listen.WSTLS = p.certFile, p.keyFile, true
+				}
+			})
+			n.waitReady()
+			cs := make([]*wsPinger, clients)
+			for i := range cs {
+				cs[i] = dialWSPinger(t, scheme+"://"+wsAddr+"/mqtt", &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"},
+					fmt.Sprintf("%s-pinger-%02d", scheme, i))
+			}
+			requireWSPingsPark(t, n, cs)
+		})
+	}
+}
+
+// requireWSPingsPark: cs, connected to n, send WebSocket pings while quiet
+// and while busy; each is answered, and each connection parks again.
+func requireWSPingsPark(t *testing.T, n *node, cs []*wsPinger) {
+	t.Helper()
+	clients := float64(len(cs))
+	parked := func() float64 { return gauge(t, n.metrics(), "fleetgate_frontend_connections_parked") }
+	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+		"quiet WebSocket connections park (parked: %v)", parked())
+	for round := range 3 {
+		for i, c := range cs {
+			c.ping(t, fmt.Sprintf("round %d, client %d", round, i))
+		}
+		require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+			"round %d: parked again after a WebSocket ping, with no MQTT packet (parked: %v)", round, parked())
+	}
+	// Busy (MQTT packets back to back), then a ping while the quiet timer
+	// runs, then quiet: parked.
+	for i, c := range cs[:5] {
+		for range 3 {
+			require.NoError(t, c.ws.WriteMessage(websocket.BinaryMessage, pingreq))
+			c.require(t, packets.Pingresp, "a PINGREQ of the burst")
+		}
+		c.ping(t, fmt.Sprintf("busy client %d", i))
+	}
+	require.Eventually(t, func() bool { return parked() == clients }, 10*time.Second, 50*time.Millisecond,
+		"busy connections that got pings park once quiet (parked: %v)", parked())
+	for _, c := range cs {
+		require.NoError(t, c.ws.WriteMessage(websocket.BinaryMessage, pingreq))
+		c.require(t, packets.Pingresp, "MQTT still answered after the pings")
 	}
 }

@@ -21,6 +21,10 @@ var ErrTextMessage = errors.New("websocket: text message received; mqtt uses bin
 // closeFrameTimeout bounds the polite close frame of Close.
 const closeFrameTimeout = 250 * time.Millisecond
 
+// pongTimeout bounds the pong that answers a ping (gorilla's default
+// ping handler allows one second too).
+const pongTimeout = time.Second
+
 // wsConn is the net.Conn mochi reads MQTT from: reads run across message
 // boundaries (a packet may span messages, a message may hold several
 // packets [MQTT-6.0.0-2]), each Write is one binary message. Deadlines
@@ -86,7 +90,7 @@ func (c *wsConn) peek() error {
 
 // ready is called between messages when gorilla's reader holds no byte of
 // the next frame. Over plain TCP all of the frame, if any, is on the socket:
-// it is peeked. Over TLS, crypto/tls may hold records, or part of one, read
+// it is peeked, and what it has read into the frame reader. Over TLS, crypto/tls may hold records, or part of one, read
 // earlier: the reader is filled through it with the socket below reading
 // without waiting (nbConn), which returns ErrWouldBlock only when neither
 // holds a byte of plaintext (crypto/tls keeps a part record for the next
@@ -95,7 +99,15 @@ func (c *wsConn) peek() error {
 // it does not try.
 func (c *wsConn) ready() error {
 	if c.tn == nil {
-		return c.peek()
+		if err := c.peek(); err != nil {
+			return err
+		}
+		// The socket has bytes (or its end): one read takes them into the
+		// frame reader without waiting, so that a control frame among
+		// them is seen (control). Its error, if any, bufio.Reader returns
+		// once and the socket again to gorilla's read.
+		_, _ = c.br.Peek(1)
+		return nil
 	}
 	if !c.tn.direct {
 		return nil
@@ -141,38 +153,105 @@ func (c *wsConn) Between() bool {
 		}
 		c.r = nil
 	}
-	return c.br.Buffered() == 0
+	for c.br.Buffered() > 0 {
+		if ok, err := c.control(); err != nil || !ok {
+			return false // a message's first bytes, or an error the next read returns
+		}
+	}
+	return true
 }
 
-// WaitQuiet implements QuietWaiter.
+// WaitQuiet implements QuietWaiter. Pings and pongs that come meanwhile
+// are answered and waited past (control).
 func (c *wsConn) WaitQuiet() error {
-	if c.r != nil || c.rc == nil || c.br.Buffered() > 0 {
-		return nil
-	}
-	if c.tn != nil {
-		if !c.tn.direct {
+	for {
+		if c.r != nil || c.rc == nil {
 			return nil
 		}
-		// crypto/tls may hold plaintext or a whole record: a read that
-		// does not wait takes it into the frame reader.
-		if err := c.ready(); !errors.Is(err, ErrWouldBlock) {
+		if c.br.Buffered() > 0 {
+			if ok, err := c.control(); err != nil || !ok {
+				return err
+			}
+			continue
+		}
+		if c.tn != nil {
+			if !c.tn.direct {
+				return nil
+			}
+			// crypto/tls may hold plaintext or a whole record: a read that
+			// does not wait takes it into the frame reader.
+			err := c.ready()
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, ErrWouldBlock) {
+				return err
+			}
+		}
+		var perr error
+		err := c.rc.Read(func(fd uintptr) bool {
+			for {
+				_, perr = peekFD(fd)
+				switch perr {
+				case syscall.EINTR:
+					continue
+				case syscall.EAGAIN:
+					return false // wait for the socket, under its deadline
+				}
+				return true // a byte, the end or an error
+			}
+		})
+		if err != nil {
 			return err
 		}
-	}
-	var perr error
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			_, perr = peekFD(fd)
-			switch perr {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait for the socket, under its deadline
+		if c.tn == nil {
+			// Into the frame reader (one read: the socket has bytes), to
+			// be looked at above; over TLS ready does it.
+			if _, err := c.br.Peek(1); err != nil {
+				return nil // the end or an error: gorilla's read meets it again
 			}
-			return true // a byte, the end or an error: gorilla reads it
 		}
-	})
-	return err
+	}
+}
+
+// control answers a ping, or passes over a pong, that the frame reader
+// holds whole at a message boundary, as gorilla's default handlers would
+// (a pong with the ping's payload; a pong is dropped), and reports whether
+// it did. gorilla reads the frames after a control frame within the same
+// read, waiting for the socket: a client that sends WebSocket pings
+// between its messages would otherwise keep the connection's goroutine in
+// that wait. Anything else (a data frame, a close, a frame that is not
+// whole yet or that gorilla must refuse: unmasked, fragmented, reserved
+// bits, over 125 bytes) is left to gorilla.
+func (c *wsConn) control() (bool, error) {
+	n := c.br.Buffered()
+	if n < 6 {
+		return false, nil
+	}
+	b, _ := c.br.Peek(n) // buffered: no read
+	op := b[0] & 0x0f
+	if b[0]&0xf0 != 0x80 || (op != websocket.PingMessage && op != websocket.PongMessage) || b[1]&0x80 == 0 {
+		return false, nil
+	}
+	size := int(b[1] & 0x7f)
+	if size > 125 || n < 6+size {
+		return false, nil
+	}
+	if op == websocket.PingMessage {
+		payload := make([]byte, size)
+		for i := range payload {
+			payload[i] = b[6+i] ^ b[2+i%4]
+		}
+		err := c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(pongTimeout))
+		// As gorilla's handler: a close already sent, or a network error
+		// (which the next read meets too), is not the ping's to report.
+		var ne net.Error
+		if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !errors.As(err, &ne) {
+			return false, err
+		}
+	}
+	_, _ = c.br.Discard(6 + size)
+	return true, nil
 }
 
 // Resumable implements TryReader: gorilla keeps a read error for good.
@@ -189,6 +268,11 @@ func (c *wsConn) Read(p []byte) (int, error) {
 				if err := c.ready(); err != nil {
 					return 0, err
 				}
+			}
+			if ok, err := c.control(); err != nil {
+				return 0, err
+			} else if ok {
+				continue
 			}
 			typ, r, err := c.ws.NextReader()
 			if err != nil {
