@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -674,4 +675,48 @@ func requireWSPingsPark(t *testing.T, n *node, cs []*wsPinger) {
 		require.NoError(t, c.ws.WriteMessage(websocket.BinaryMessage, pingreq))
 		c.require(t, packets.Pingresp, "MQTT still answered after the pings")
 	}
+}
+
+// TestWebSocketControlFramesTheProtocolRefusesEndTheConnection: the pings
+// a connection answers itself are only those RFC 6455 allows; an unmasked
+// ping, a fragmented one and one over 125 bytes are left to gorilla, which
+// closes the connection. A ping whose bytes come in two writes 100 ms
+// apart is answered, and the connection goes on.
+func TestWebSocketControlFramesTheProtocolRefusesEndTheConnection(t *testing.T) {
+	k := testkit.StartKafka(t)
+	wsAddr := testkit.FreeAddr(t)
+	n := startNode(t, k.Addr(), func(c *frontend.Config) { c.MQTT.WSAddr = wsAddr })
+	n.waitReady()
+	mask := []byte{1, 2, 3, 4}
+	for name, frame := range map[string][]byte{
+		"unmasked ping":        {0x89, 0x04, 'p', 'i', 'n', 'g'},
+		"fragmented ping":      append([]byte{0x09, 0x80}, mask...),
+		"ping over 125 bytes":  append(append([]byte{0x89, 0x80 | 126, 0, 126}, mask...), make([]byte, 126)...),
+		"reserved bit in ping": append([]byte{0x89 | 0x40, 0x80}, mask...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := dialWSPinger(t, "ws://"+wsAddr+"/mqtt", nil, "ws-refused-"+strings.ReplaceAll(name, " ", "-"))
+			// Twice in one write, so that the frame reader holds more
+			// than the frame's header says: a ping taken for whole.
+			_, err := c.ws.UnderlyingConn().Write(append(bytes.Clone(frame), frame...))
+			require.NoError(t, err)
+			select {
+			case _, ok := <-c.msgs:
+				require.False(t, ok, "no MQTT packet: the connection is closed")
+			case <-time.After(5 * time.Second):
+				t.Fatal("the connection is not closed")
+			}
+			assert.Empty(t, c.pongs, "no pong answers a ping the protocol refuses")
+		})
+	}
+	t.Run("ping in two writes", func(t *testing.T) {
+		r := testkit.DialWSRaw(t, wsAddr, 4)
+		r.Connect("ws-split-ping", true)
+		ping := append(append([]byte{0x89, 0x80 | 4}, mask...), 'p'^1, 'i'^2, 'n'^3, 'g'^4)
+		testkit.WriteWSBytes(t, r, ping[:3])
+		time.Sleep(100 * time.Millisecond)
+		testkit.WriteWSBytes(t, r, ping[3:])
+		r.Write(pingreq)
+		requirePong(t, r, "a PINGREQ after a ping that came in two writes")
+	})
 }
