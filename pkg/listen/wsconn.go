@@ -89,14 +89,15 @@ func (c *wsConn) peek() error {
 }
 
 // ready is called between messages when gorilla's reader holds no byte of
-// the next frame. Over plain TCP all of the frame, if any, is on the socket:
-// it is peeked, and what it has read into the frame reader. Over TLS, crypto/tls may hold records, or part of one, read
-// earlier: the reader is filled through it with the socket below reading
-// without waiting (nbConn), which returns ErrWouldBlock only when neither
-// holds a byte of plaintext (crypto/tls keeps a part record for the next
-// read; bufio.Reader returns a read error once and keeps none, so gorilla
-// never sees it). Before a PROXY protocol header's bytes are all returned
-// it does not try.
+// the next frame. Over plain TCP all of the frame, if any, is on the
+// socket: it is peeked, and what it has read into the frame reader. Over
+// TLS, crypto/tls may hold records, or part of one, read earlier: the
+// reader is filled through it with the socket below reading without
+// waiting (nbConn), which returns ErrWouldBlock only when neither holds a
+// byte of plaintext (crypto/tls keeps a part record for the next read;
+// bufio.Reader returns a read error once and keeps none, so gorilla never
+// sees it). Before a PROXY protocol header's bytes are all returned it
+// does not try.
 func (c *wsConn) ready() error {
 	if c.tn == nil {
 		if err := c.peek(); err != nil {
