@@ -273,6 +273,19 @@ func TestStandaloneWorkloadsSpeakMQTTOverWebSocket(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &idle))
 	require.Equal(t, 20, idle.Alive)
 
+	// -ws-ping: each connection pings while silent, and every ping is
+	// answered by the time its connection answers the PINGREQ after.
+	out, err = run("idle", "-addr", addr, "-ws-path", "/mqtt", "-clients", "10", "-settle", "1s", "-ws-ping", "200ms", "-client-prefix", "ws-cli-ping", "-json", "-quiet")
+	require.NoError(t, err)
+	idle = load.IdleResult{}
+	require.NoError(t, json.Unmarshal([]byte(out), &idle))
+	require.Equal(t, 10, idle.Alive)
+	require.GreaterOrEqual(t, idle.WSPings, 10, "every connection pinged at least once in 1 s")
+	require.Zero(t, idle.WSPingErrors)
+	require.Equal(t, idle.WSPings, idle.WSPongs, "every ping answered")
+	_, err = run("idle", "-addr", addr, "-ws-ping", "1s", "-clients", "1")
+	require.ErrorContains(t, err, "ws-ping: needs MQTT over WebSocket")
+
 	out, err = run("connect", "-addr", addr, "-ws-path", "/mqtt", "-clients", "20", "-connect-concurrency", "4", "-client-prefix", "ws-cli-connect", "-json", "-quiet")
 	require.NoError(t, err)
 	var conn load.ConnectResult

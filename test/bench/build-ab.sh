@@ -18,7 +18,9 @@
 #   idle     AB_IDLE connections that connect and stay silent (not in the
 #            default AB_SHAPES): memory per connection after AB_IDLE_SETTLE;
 #            run first, on stacks that served nothing yet, one round each
-#            (a stack's RSS keeps what a round before it used).
+#            (a stack's RSS keeps what a round before it used); with AB_WS
+#            and AB_WS_PING (say 10s) each connection sends a WebSocket
+#            ping that often while silent.
 # AB_TLS=1 runs the shapes over TLS (devices, storm and idle; the load
 # generator's pairs are plain TCP only, so pairs and closed are left out):
 # both frontends get a TLS listener (a CA and a P-256 certificate from
@@ -146,7 +148,7 @@ if shape idle; then
 	# First, on stacks that have served nothing yet.
 	printf '\n=== %s idle connections, settle %s, one round\n' "$AB_IDLE" "$AB_IDLE_SETTLE"
 	"$BIN/fleetgate-bench" compare idle -target "$BASE" -target "$NEW" -baseline base \
-		-clients "$AB_IDLE" -settle "$AB_IDLE_SETTLE" -rounds 1 -client-prefix ab-idle
+		-clients "$AB_IDLE" -settle "$AB_IDLE_SETTLE" -rounds 1 -client-prefix ab-idle ${AB_WS_PING:+-ws-ping "$AB_WS_PING"}
 fi
 if shape devices; then
 	printf '\n=== %s devices × 1 msg/s, open loop, QoS 1, %s rounds of %s\n' "$AB_DEVICES" "$AB_ROUNDS" "$AB_DURATION"

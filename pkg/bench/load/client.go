@@ -314,6 +314,30 @@ func (c *Client) Disconnect() error {
 // Close closes the socket without DISCONNECT.
 func (c *Client) Close() error { return c.conn.Close() }
 
+// errNotWebSocket is PingWebSocket's error on a connection that is not
+// MQTT over WebSocket.
+var errNotWebSocket = errors.New("not a WebSocket connection")
+
+// PingWebSocket sends a WebSocket ping, as some WebSocket libraries do on
+// their own between a client's messages; the pong is taken by the next
+// read.
+func (c *Client) PingWebSocket() error {
+	ws, ok := c.conn.(*wsConn)
+	if !ok {
+		return errNotWebSocket
+	}
+	return ws.ping()
+}
+
+// WebSocketPongs is how many WebSocket pongs the connection's reads took
+// so far (0 when it is not MQTT over WebSocket).
+func (c *Client) WebSocketPongs() int64 {
+	if ws, ok := c.conn.(*wsConn); ok {
+		return ws.pongs.Load()
+	}
+	return 0
+}
+
 // publishTemplate is a PUBLISH encoded once, whose packet id is patched in
 // for every send.
 type publishTemplate struct {

@@ -51,6 +51,10 @@ type IdleConfig struct {
 	// BurstTopic is the burst's topic; %c is the client id, %u the
 	// username.
 	BurstTopic string `json:"burst_topic,omitempty"`
+	// WSPing, over WebSocket, is how often each connection sends a
+	// WebSocket ping while it is otherwise silent (as some WebSocket
+	// libraries do on their own), spread over the interval; 0: never.
+	WSPing time.Duration `json:"ws_ping_ns,omitempty"`
 }
 
 // RegisterFlags registers the workload flags.
@@ -76,6 +80,7 @@ func (c *IdleConfig) RegisterWorkloadFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.CredentialsFile, "credentials-file", "", "File of username:password lines, one per connection: connection i connects with line i (blank lines and # comments skipped). Instead of -username and -password.")
 	fs.IntVar(&c.Burst, "burst", 0, "QoS 1 messages (64 bytes) each connection publishes back to back after its CONNACK, waiting for their PUBACKs, before it goes silent: devices that report in bursts and sleep. 0: they only connect.")
 	fs.StringVar(&c.BurstTopic, "burst-topic", "bench/idle/%c", "Topic of the burst's messages; %c is the client id, %u the username (e.g. devices/%u/telemetry).")
+	fs.DurationVar(&c.WSPing, "ws-ping", 0, "Over WebSocket: each connection sends a WebSocket ping this often while silent (as some WebSocket libraries do on their own), spread over the interval. 0: never.")
 }
 
 // Validate names the bad field.
@@ -111,6 +116,12 @@ func (c *IdleConfig) Validate() error {
 	if c.Burst > 0 && c.BurstTopic == "" {
 		errs = append(errs, errors.New("burst-topic: must not be empty with -burst"))
 	}
+	if c.WSPing < 0 {
+		errs = append(errs, errors.New("ws-ping: must not be negative"))
+	}
+	if c.WSPing > 0 && c.WebSocket == "" {
+		errs = append(errs, errors.New("ws-ping: needs MQTT over WebSocket (-ws-path, or compare's ws=PATH)"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -125,6 +136,11 @@ type IdleResult struct {
 	// Alive counts connections that still answered PINGREQ after the RSS
 	// was read: the memory was measured with them all open.
 	Alive int `json:"alive"`
+	// WSPings and WSPingErrors count the WebSocket pings sent (WSPing),
+	// WSPongs the pongs that answered them.
+	WSPings      int `json:"ws_pings,omitempty"`
+	WSPingErrors int `json:"ws_ping_errors,omitempty"`
+	WSPongs      int `json:"ws_pongs,omitempty"`
 
 	// RSS of the server (bytes): before connecting, EarlyAfter into the
 	// settle time (or at its end if shorter), at its end, and the highest
@@ -223,6 +239,13 @@ func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, err
 			res.Connected, cfg.Addr, res.ConnectTime.Round(time.Millisecond), res.ConnectErrors, cfg.Settle))
 	}
 
+	stopPings := func() {}
+	if cfg.WSPing > 0 {
+		pingCtx, stop := context.WithCancel(ctx)
+		done := pingAll(pingCtx, clients, cfg.WSPing, res)
+		stopPings = sync.OnceFunc(func() { stop(); <-done })
+		defer stopPings()
+	}
 	if cfg.ServerPID > 0 {
 		if err := settle(ctx, cfg.ServerPID, cfg.Settle, res); err != nil {
 			return nil, err
@@ -234,8 +257,54 @@ func RunIdle(ctx context.Context, cfg IdleConfig, hooks Hooks) (*IdleResult, err
 	} else {
 		sleepUntil(ctx, time.Now().Add(cfg.Settle))
 	}
+	stopPings()
 	res.Alive = countAlive(clients, 10*time.Second)
+	if cfg.WSPing > 0 {
+		// countAlive read up to each PINGRESP, which the broker wrote
+		// after the pongs of every ping before the PINGREQ.
+		for _, cl := range clients {
+			if cl != nil {
+				res.WSPongs += int(cl.WebSocketPongs())
+			}
+		}
+	}
 	return res, nil
+}
+
+// pingAll has each connection send a WebSocket ping every interval, the
+// connections spread over it, until ctx ends; res counts the pings sent
+// and failed (read once the returned channel is closed).
+func pingAll(ctx context.Context, clients []*Client, every time.Duration, res *IdleResult) <-chan struct{} {
+	done := make(chan struct{})
+	var sent, failed atomic.Int64
+	var wg sync.WaitGroup
+	for i, cl := range clients {
+		if cl == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next := time.Now().Add(every * time.Duration(i) / time.Duration(len(clients)))
+			for {
+				if sleepUntil(ctx, next); ctx.Err() != nil {
+					return
+				}
+				if cl.PingWebSocket() != nil {
+					failed.Add(1)
+				} else {
+					sent.Add(1)
+				}
+				next = next.Add(every)
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		res.WSPings, res.WSPingErrors = int(sent.Load()), int(failed.Load())
+		close(done)
+	}()
+	return done
 }
 
 // settle samples the RSS every 250ms for d and keeps the early, last and

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -34,7 +35,9 @@ func DialWebSocket(ctx context.Context, conn net.Conn, addr, path string) (net.C
 		_ = ws.Close()
 		return nil, fmt.Errorf("websocket handshake with %s%s: the server chose subprotocol %q, not mqtt", addr, path, ws.Subprotocol())
 	}
-	return &wsConn{Conn: conn, ws: ws}, nil
+	c := &wsConn{Conn: conn, ws: ws}
+	ws.SetPongHandler(func(string) error { c.pongs.Add(1); return nil })
+	return c, nil
 }
 
 // wsConn is a client's MQTT-over-WebSocket connection as a net.Conn; the
@@ -46,6 +49,8 @@ type wsConn struct {
 	net.Conn
 	ws *websocket.Conn
 	r  io.Reader // the message being read; nil between messages
+	// pongs counts the pongs read (reads take them on their way).
+	pongs atomic.Int64
 }
 
 func (c *wsConn) Read(p []byte) (int, error) {
@@ -82,6 +87,12 @@ func (c *wsConn) Write(p []byte) (int, error) {
 }
 
 func (c *wsConn) Close() error { return c.ws.Close() }
+
+// ping sends a WebSocket ping (its pong is taken, and dropped, by the next
+// read).
+func (c *wsConn) ping() error {
+	return c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second))
+}
 
 func (c *wsConn) SetDeadline(t time.Time) error {
 	return errors.Join(c.ws.SetReadDeadline(t), c.ws.SetWriteDeadline(t))

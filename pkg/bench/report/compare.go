@@ -246,6 +246,10 @@ func WriteCompare(w io.Writer, r *compare.Result) error {
 		row("connected", idle(func(r *load.IdleResult) (float64, bool) { return float64(r.Connected), true }), measure.FormatCount)
 		row("alive after", idle(func(r *load.IdleResult) (float64, bool) { return float64(r.Alive), true }), measure.FormatCount)
 		row("connect errors", idle(func(r *load.IdleResult) (float64, bool) { return float64(r.ConnectErrors), true }), measure.FormatCount)
+		if cfg.Idle.WSPing > 0 {
+			row("websocket pings", idle(func(r *load.IdleResult) (float64, bool) { return float64(r.WSPings), true }), measure.FormatCount)
+			row("websocket pongs", idle(func(r *load.IdleResult) (float64, bool) { return float64(r.WSPongs), true }), measure.FormatCount)
+		}
 		row("rss baseline", measured(func(r *load.IdleResult) float64 { return float64(r.BaselineRSS) }), measure.FormatBytes)
 		early := fmt.Sprintf("@%v", min(load.EarlyAfter, cfg.Idle.Settle))
 		end := fmt.Sprintf("@%v", cfg.Idle.Settle)

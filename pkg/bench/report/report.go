@@ -53,6 +53,9 @@ func WriteIdle(w io.Writer, r *load.IdleResult) error {
 	fmt.Fprintf(tw, "target\t%s\n", c.Addr)
 	fmt.Fprintf(tw, "workload\t%d idle connections%s, MQTT %s, keepalive %v\n", c.Clients, burstText(c), versionName(c.Version), c.Keepalive)
 	fmt.Fprintf(tw, "connected\t%d\t(%d failed) in %v; %d still answered PINGREQ afterwards\n", r.Connected, r.ConnectErrors, r.ConnectTime.Round(time.Millisecond), r.Alive)
+	if c.WSPing > 0 {
+		fmt.Fprintf(tw, "websocket pings\t%d\tevery %v per connection; %d failed, %d pongs\n", r.WSPings, c.WSPing, r.WSPingErrors, r.WSPongs)
+	}
 	if c.ServerPID > 0 {
 		fmt.Fprintf(tw, "server rss\tbaseline %s\tafter %v %s\tafter %v %s\tpeak %s\n", measure.FormatBytes(float64(r.BaselineRSS)),
 			min(load.EarlyAfter, c.Settle), measure.FormatBytes(float64(r.EarlyRSS)), c.Settle, measure.FormatBytes(float64(r.RSS)), measure.FormatBytes(float64(r.PeakRSS)))
