@@ -58,6 +58,9 @@ func WriteWSBytes(t testing.TB, r *Raw, b []byte) {
 	t.Helper()
 	c, ok := r.Conn.(*wsSocketConn)
 	require.True(t, ok, "not a client of DialWSRaw or WSRawOver")
+	// As Write: gorilla left the deadline of its own last write on the
+	// connection, which may have passed.
+	_ = c.sock.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, err := c.sock.Write(b)
 	require.NoError(t, err)
 }
