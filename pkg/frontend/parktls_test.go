@@ -83,11 +83,7 @@ func requireARecordCutInTwoIsRead(t *testing.T, r *testkit.Raw, h *heldConn, top
 // listener and sends its CONNECT.
 func dialTLS(t *testing.T, n *node, p *pki, id string) (*testkit.Raw, *heldConn) {
 	t.Helper()
-	tc, err := net.DialTimeout("tcp", n.srv.Addr(frontend.ListenerTLS), 5*time.Second)
-	require.NoError(t, err)
-	h := &heldConn{Conn: tc}
-	c := tls.Client(h, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
-	require.NoError(t, c.Handshake())
+	c, h := heldTLS(t, n.srv.Addr(frontend.ListenerTLS), p)
 	r := testkit.WrapRaw(t, c, 4)
 	ack := r.Connect(id, false)
 	require.Equal(t, packets.Connack, ack.FixedHeader.Type)
@@ -403,12 +399,20 @@ func requireQuietParked(t *testing.T, n *node, base, clients int, kind string) f
 // listener; held controls the bytes under TLS.
 func wssRaw(t *testing.T, wsAddr string, p *pki) (*testkit.Raw, *heldConn) {
 	t.Helper()
-	tc, err := net.DialTimeout("tcp", wsAddr, 5*time.Second)
+	c, h := heldTLS(t, wsAddr, p)
+	return testkit.WSRawOver(t, c, wsAddr, 4), h
+}
+
+// heldTLS is a TLS client connection to addr, verified with p's CA, over a
+// heldConn that controls the bytes under TLS.
+func heldTLS(t *testing.T, addr string, p *pki) (*tls.Conn, *heldConn) {
+	t.Helper()
+	tc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	require.NoError(t, err)
 	h := &heldConn{Conn: tc}
 	c := tls.Client(h, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
 	require.NoError(t, c.Handshake())
-	return testkit.WSRawOver(t, c, wsAddr, 4), h
+	return c, h
 }
 
 // dialWSS is wssRaw with its CONNECT sent and answered.
