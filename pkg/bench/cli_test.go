@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetgate/fleetgate/pkg/bench/compare"
 	"github.com/fleetgate/fleetgate/pkg/bench/internal/benchtest"
 	"github.com/fleetgate/fleetgate/pkg/bench/internal/tlsfiles"
 	"github.com/fleetgate/fleetgate/pkg/bench/load"
@@ -285,6 +286,22 @@ func TestStandaloneWorkloadsSpeakMQTTOverWebSocket(t *testing.T) {
 	require.Equal(t, idle.WSPings, idle.WSPongs, "every ping answered")
 	_, err = run("idle", "-addr", addr, "-ws-ping", "1s", "-clients", "1")
 	require.ErrorContains(t, err, "ws-ping: needs MQTT over WebSocket")
+	// The same side by side: compare idle with ws= targets.
+	jsonOut := filepath.Join(t.TempDir(), "ping.json")
+	_, err = run("compare", "idle", "-target", "a="+addr+",ws=/mqtt", "-target", "b="+addr+",ws=/mqtt", "-clients", "5",
+		"-settle", "1s", "-ws-ping", "200ms", "-rounds", "1", "-client-prefix", "ws-cmp-ping", "-json-out", jsonOut, "-quiet")
+	require.NoError(t, err)
+	b, err := os.ReadFile(jsonOut)
+	require.NoError(t, err)
+	var cmp compare.Result
+	require.NoError(t, json.Unmarshal(b, &cmp))
+	require.Len(t, cmp.Targets, 2)
+	for _, tr := range cmp.Targets {
+		require.GreaterOrEqual(t, tr.Idle.WSPings, 5, tr.Target.Name)
+		require.Equal(t, tr.Idle.WSPings, tr.Idle.WSPongs, tr.Target.Name)
+	}
+	_, err = run("compare", "idle", "-target", "a="+addr+",ws=/mqtt", "-target", "b="+addr, "-clients", "1", "-ws-ping", "1s")
+	require.ErrorContains(t, err, "target b: ws-ping: needs MQTT over WebSocket (ws=PATH)")
 
 	out, err = run("connect", "-addr", addr, "-ws-path", "/mqtt", "-clients", "20", "-connect-concurrency", "4", "-client-prefix", "ws-cli-connect", "-json", "-quiet")
 	require.NoError(t, err)

@@ -82,6 +82,14 @@ func (c *Config) Validate() error {
 		errs = append(errs, c.Pub.Validate())
 	case load.WorkloadIdle:
 		c.Idle.Addr = "-"
+		if c.Idle.WSPing > 0 {
+			c.Idle.WebSocket = "/-" // set per target, each of which must speak WebSocket
+			for _, t := range c.Targets {
+				if t.WebSocket == "" {
+					errs = append(errs, fmt.Errorf("target %s: ws-ping: needs MQTT over WebSocket (ws=PATH)", t.Name))
+				}
+			}
+		}
 		errs = append(errs, c.Idle.Validate())
 	case load.WorkloadPairs, load.WorkloadFanout:
 		c.PubSub.Addr = "-"

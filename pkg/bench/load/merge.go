@@ -131,8 +131,12 @@ func MergeIdle(rounds []*IdleResult) *IdleResult {
 		m.PeakRSS = max(m.PeakRSS, r.PeakRSS)
 		bpc += r.BytesPerConn
 		m.IdleCPUPercent += r.IdleCPUPercent
+		m.WSPings += r.WSPings
+		m.WSPingErrors += r.WSPingErrors
+		m.WSPongs += r.WSPongs
 	}
-	// Connections are per round on average; errors are the total.
+	// Connections are per round on average; errors (and pings) are the
+	// total.
 	m.Connected /= int(n)
 	m.Alive /= int(n)
 	m.ConnectTime /= time.Duration(n)
