@@ -198,6 +198,24 @@ func (c *prefixConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+// proxiedTLS is a TLS client connection to addr, verified with p's CA,
+// as a load balancer passes it on: a PROXY protocol v2 header (from
+// 203.0.113.9:srcPort to 198.51.100.1:dstPort) in one segment with the
+// ClientHello.
+func proxiedTLS(t *testing.T, addr string, p *pki, srcPort, dstPort int) *tls.Conn {
+	t.Helper()
+	tc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+		SourceAddr:      &net.TCPAddr{IP: net.ParseIP("203.0.113.9"), Port: srcPort},
+		DestinationAddr: &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: dstPort}}
+	hb, err := h.Format()
+	require.NoError(t, err)
+	c := tls.Client(&prefixConn{Conn: tc, prefix: hb}, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
+	require.NoError(t, c.Handshake())
+	return c
+}
+
 // TestAQuietTLSConnectionBehindAProxyProtocolHeaderParks: behind a load
 // balancer that passes TLS through with a PROXY protocol header, the
 // header and the ClientHello come in one segment, and the PROXY reader
@@ -215,15 +233,7 @@ func TestAQuietTLSConnectionBehindAProxyProtocolHeaderParks(t *testing.T) {
 	n.waitReady()
 	raws := make([]*testkit.Raw, clients)
 	for i := range raws {
-		tc, err := net.DialTimeout("tcp", n.srv.Addr(frontend.ListenerTLS), 5*time.Second)
-		require.NoError(t, err)
-		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-			SourceAddr:      &net.TCPAddr{IP: net.ParseIP("203.0.113.9"), Port: 41000 + i},
-			DestinationAddr: &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 8883}}
-		hb, err := h.Format()
-		require.NoError(t, err)
-		c := tls.Client(&prefixConn{Conn: tc, prefix: hb}, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
-		require.NoError(t, c.Handshake())
+		c := proxiedTLS(t, n.srv.Addr(frontend.ListenerTLS), p, 41000+i, 8883)
 		raws[i] = testkit.WrapRaw(t, c, 4)
 		ack := raws[i].Connect(fmt.Sprintf("tls-proxy-%02d", i), true)
 		require.Equal(t, packets.Connack, ack.FixedHeader.Type)
@@ -532,15 +542,7 @@ func TestAQuietWSSConnectionBehindAProxyProtocolHeaderParks(t *testing.T) {
 	n.waitReady()
 	raws := make([]*testkit.Raw, clients)
 	for i := range raws {
-		tc, err := net.DialTimeout("tcp", wsAddr, 5*time.Second)
-		require.NoError(t, err)
-		h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-			SourceAddr:      &net.TCPAddr{IP: net.ParseIP("203.0.113.9"), Port: 42000 + i},
-			DestinationAddr: &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 443}}
-		hb, err := h.Format()
-		require.NoError(t, err)
-		c := tls.Client(&prefixConn{Conn: tc, prefix: hb}, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
-		require.NoError(t, c.Handshake())
+		c := proxiedTLS(t, wsAddr, p, 42000+i, 443)
 		raws[i] = testkit.WSRawOver(t, c, wsAddr, 4)
 		ack := raws[i].Connect(fmt.Sprintf("wss-proxy-%02d", i), true)
 		require.Equal(t, packets.Connack, ack.FixedHeader.Type)
