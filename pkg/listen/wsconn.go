@@ -67,16 +67,21 @@ func (c *wsConn) Socket() syscall.RawConn { return c.rc }
 
 // peek reports ErrWouldBlock when the socket has nothing to read, without
 // taking a byte of it (a read, its end or its error then goes through
-// gorilla); the socket's deadline applies.
-func (c *wsConn) peek() error {
+// gorilla); with wait it waits for a byte instead. The socket's deadline
+// applies.
+func (c *wsConn) peek(wait bool) error {
 	var n int
 	var perr error
 	err := c.rc.Read(func(fd uintptr) bool {
 		for {
 			n, perr = peekFD(fd)
-			if perr != syscall.EINTR {
-				return true
+			switch {
+			case perr == syscall.EINTR:
+				continue
+			case perr == syscall.EAGAIN && wait:
+				return false // wait for the socket, under its deadline
 			}
+			return true
 		}
 	})
 	switch {
@@ -100,7 +105,7 @@ func (c *wsConn) peek() error {
 // does not try.
 func (c *wsConn) ready() error {
 	if c.tn == nil {
-		if err := c.peek(); err != nil {
+		if err := c.peek(false); err != nil {
 			return err
 		}
 		// The socket has bytes (or its end): one read takes them into the
@@ -189,20 +194,7 @@ func (c *wsConn) WaitQuiet() error {
 				return err
 			}
 		}
-		var perr error
-		err := c.rc.Read(func(fd uintptr) bool {
-			for {
-				_, perr = peekFD(fd)
-				switch perr {
-				case syscall.EINTR:
-					continue
-				case syscall.EAGAIN:
-					return false // wait for the socket, under its deadline
-				}
-				return true // a byte, the end or an error
-			}
-		})
-		if err != nil {
+		if err := c.peek(true); err != nil {
 			return err
 		}
 		if c.tn == nil {
